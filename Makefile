@@ -1,0 +1,47 @@
+# rerund — every target creates .venv and installs what it needs on a fresh machine.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: run test lint bench chaos sandbox clean install
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## run: the demo — a sandbox control plane with a demo workload and the daemon against it
+run: $(STAMP)
+	$(BIN)/rerund demo
+
+## sandbox: only the Flyte-compatible sandbox control plane with the demo workload
+sandbox: $(STAMP)
+	$(BIN)/rerund sandbox --workload policies/demo/workload.yaml
+
+## lint: ruff and mypy --strict on the package
+lint: $(STAMP)
+	$(BIN)/ruff check daemon tests bench
+	$(BIN)/ruff format --check daemon tests bench
+	$(BIN)/mypy
+
+## test: lint, policy tests, then the whole pytest suite (slow chaos scenarios excluded)
+test: lint
+	$(BIN)/rerund test policies/
+	$(BIN)/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
+
+## chaos: the full reliability suite
+chaos: $(STAMP)
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+## bench: benchmarks; JSON in bench/results/, a table in bench/README.md
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

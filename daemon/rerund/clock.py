@@ -1,0 +1,22 @@
+"""The only module of rerund that reads the wall clock.
+
+Everything else takes ``now`` as a parameter (an aware UTC ``datetime``), so the core stays
+pure and shell tests can freeze time with freezegun.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+__all__ = ["monotonic", "utcnow"]
+
+
+def utcnow() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def monotonic() -> float:
+    """Seconds from a monotonic clock, for measuring durations and timeouts."""
+    return time.monotonic()

@@ -1,0 +1,136 @@
+"""Values the core works on: a ``Failure`` as rerund reads it, and the ``Decision`` it makes.
+
+These are the contract between the daemon (which builds a ``Failure`` from the control plane),
+the decision core (``rerund.core.decide``) and the tools (``rerund explain``, ``rerund test``,
+the audit ledger). The JSON form of a ``Decision`` (``Decision.to_json()``) is the documented
+contract of ``explain --format json`` and of the ledger::
+
+    {"decision": "rerun|give_up|ignore|defer", "policy": str|null, "reason": str,
+     "attempt": int|null, "scope": str|null, "source_run": str, "action": str|null,
+     "name": str|null, "env": {}, "labels": {}, "inputs": {}, "not_before": iso8601|null}
+
+For ``rerun`` the ``not_before`` is the time the rerun is due (failed_at + backoff delay);
+for ``defer`` it is when a budget window frees a slot.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["Decision", "DecisionKind", "ErrorInfo", "Failure", "Phase", "Scope"]
+
+
+class Phase(StrEnum):
+    """Terminal phases a failure can be in (names as in flyteidl2 ``ActionPhase``)."""
+
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+    ABORTED = "ABORTED"
+
+
+class Scope(StrEnum):
+    """What a rerun re-executes."""
+
+    RUN = "run"  # the whole run, from the root action a0
+    FAILED_ACTION = "failed_action"  # only the failing child action (action_name=...)
+    RECOVER = "recover"  # the whole run with recover=True: succeeded actions are reused
+
+
+DecisionKind = Literal["rerun", "give_up", "ignore", "defer"]
+
+ErrorKind = Literal["USER", "SYSTEM", "UNSPECIFIED"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ErrorInfo(_Frozen):
+    """The error of the failing action (``ActionDetails.error_info`` in flyteidl2)."""
+
+    kind: ErrorKind = "UNSPECIFIED"
+    code: str = ""
+    message: str = ""
+
+
+class Failure(_Frozen):
+    """One failed run as the decision core sees it.
+
+    ``root`` is the original run of the lineage, ``attempt`` the number of reruns already
+    issued in the lineage (0 for an original run). ``action`` is the failing action (``a0`` =
+    the root action), ``action_task`` its task. ``budget_used`` maps a budget name
+    (``global`` or a policy name) to the reruns issued in its current window.
+    """
+
+    run: str = Field(min_length=1)
+    root: str = ""
+    attempt: int = Field(default=0, ge=0)
+    project: str = ""
+    domain: str = ""
+    task: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    phase: Phase = Phase.FAILED
+    action: str = "a0"
+    action_task: str = ""
+    error: ErrorInfo = Field(default_factory=ErrorInfo)
+    failed_at: datetime
+    budget_used: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("failed_at")
+    @classmethod
+    def _aware_utc(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("failed_at must carry a timezone, e.g. 2026-11-24T10:00:00Z")
+        return v.astimezone(UTC)
+
+    def model_post_init(self, __context: Any) -> None:
+        # Defaults that depend on other fields: root defaults to run, action_task to task.
+        if not self.root:
+            object.__setattr__(self, "root", self.run)
+        if not self.action_task:
+            object.__setattr__(self, "action_task", self.task)
+
+
+class Decision(_Frozen):
+    """What to do about one failure, with the human ``reason`` that is the log line, the
+    ``explain`` output and the audit record at once."""
+
+    decision: DecisionKind
+    policy: str | None = None
+    reason: str
+    attempt: int | None = None
+    scope: Scope | None = None
+    source_run: str
+    action: str | None = None
+    name: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    not_before: datetime | None = None
+    # Not part of the JSON contract: the lineage this decision belongs to and which budget
+    # deferred it (for metrics). Excluded from to_json().
+    root: str | None = Field(default=None, exclude=True)
+    budget: str | None = Field(default=None, exclude=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented JSON contract (see module docstring)."""
+        return {
+            "decision": self.decision,
+            "policy": self.policy,
+            "reason": self.reason,
+            "attempt": self.attempt,
+            "scope": self.scope.value if self.scope else None,
+            "source_run": self.source_run,
+            "action": self.action,
+            "name": self.name,
+            "env": dict(self.env),
+            "labels": dict(self.labels),
+            "inputs": dict(self.inputs),
+            "not_before": self.not_before.astimezone(UTC).isoformat().replace("+00:00", "Z")
+            if self.not_before
+            else None,
+        }

@@ -1,0 +1,1 @@
+"""The imperative shell: read facts from the control plane, call the core, record, act."""
