@@ -63,7 +63,9 @@ class Failure(_Frozen):
     ``root`` is the original run of the lineage, ``attempt`` the number of reruns already
     issued in the lineage (0 for an original run). ``action`` is the failing action (``a0`` =
     the root action), ``action_task`` its task. ``budget_used`` maps a budget name
-    (``global`` or a policy name) to the reruns issued in its current window.
+    (``global`` or a policy name) to the reruns issued in its current window;
+    ``budget_oldest`` (optional) to the issue time of the oldest rerun counted there, so a
+    ``defer`` can say exactly when a slot frees (without it: ``now + window``).
     """
 
     run: str = Field(min_length=1)
@@ -79,6 +81,7 @@ class Failure(_Frozen):
     error: ErrorInfo = Field(default_factory=ErrorInfo)
     failed_at: datetime
     budget_used: dict[str, int] = Field(default_factory=dict)
+    budget_oldest: dict[str, datetime] = Field(default_factory=dict)
 
     @field_validator("failed_at")
     @classmethod
@@ -86,6 +89,14 @@ class Failure(_Frozen):
         if v.tzinfo is None:
             raise ValueError("failed_at must carry a timezone, e.g. 2026-11-24T10:00:00Z")
         return v.astimezone(UTC)
+
+    @field_validator("budget_oldest")
+    @classmethod
+    def _aware_utc_values(cls, v: dict[str, datetime]) -> dict[str, datetime]:
+        for name, when in v.items():
+            if when.tzinfo is None:
+                raise ValueError(f"budget_oldest[{name!r}] must carry a timezone, e.g. 2026-11-24T10:00:00Z")
+        return {name: when.astimezone(UTC) for name, when in v.items()}
 
     def model_post_init(self, __context: Any) -> None:
         # Defaults that depend on other fields: root defaults to run, action_task to task.

@@ -1,0 +1,452 @@
+"""Compiled policies (``Rule``s) and the matching of a failure against them.
+
+The policy loader (``rerund.policy``) turns YAML into these frozen values once; the decision
+core then matches every failure against them without I/O. Matching is built for speed:
+
+- every error pattern of every policy is compiled once into one RE2 set (``re2.Set``), so a
+  message is scanned in ONE linear pass whatever the number of patterns, and the result (the
+  ids of the patterns that matched) is reused by every policy during that decision;
+- a policy that has ``patterns`` can only match when one of its patterns matched, so the fast
+  path visits only those policies plus the ones without patterns, in policy order;
+- RE2 runs in time linear in the message: catastrophic-backtracking patterns cannot hang us.
+
+Matching semantics (the same for ``decide`` and ``explain``): inside ``match`` every given
+selector must hold; inside a list any element may; ``patterns`` are searched anywhere in the
+message; ``exclude`` vetoes the policy when any of its patterns matches; ``phases`` defaults
+to FAILED and TIMED_OUT.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import re2
+
+from rerund.core.backoff import Backoff
+from rerund.core.model import Failure, Phase, Scope
+
+__all__ = [
+    "DEFAULT_PHASES",
+    "Budget",
+    "Escalation",
+    "MatchSpec",
+    "Origin",
+    "PatternSet",
+    "PolicySet",
+    "RetryPlan",
+    "Rule",
+    "compile_pattern_error",
+    "subsumes",
+]
+
+DEFAULT_PHASES: frozenset[Phase] = frozenset({Phase.FAILED, Phase.TIMED_OUT})
+_PHASE_ORDER = (Phase.FAILED, Phase.TIMED_OUT, Phase.ABORTED)
+_SET_MAX_MEM = 64 << 20  # a cap for RE2's lazily built DFA, not an allocation
+
+
+def _re2_options() -> Any:
+    options = re2.Options()
+    options.max_mem = _SET_MAX_MEM
+    options.log_errors = False
+    return options
+
+
+def compile_pattern_error(pattern: str) -> str | None:
+    """Why RE2 refuses ``pattern`` (None when it compiles). Pure: no logging to stderr."""
+    try:
+        re2.compile(pattern, _re2_options())
+    except re2.error as exc:
+        detail = exc.args[0] if exc.args else ""
+        if isinstance(detail, bytes):
+            detail = detail.decode("utf-8", "replace")
+        hint = ""
+        if "perl operator" in detail or "escape sequence: \\1" in detail or re.search(r"\\[1-9]", detail):
+            hint = " (RE2 has no backreferences or lookaround; rewrite the pattern without them)"
+        elif "\\Z" in detail:
+            hint = " (RE2 spells end-of-text \\z)"
+        return f"{detail or 'invalid pattern'}{hint}"
+    return None
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a policy was defined: ``file:line:column``."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """At most ``max_reruns`` reruns in any sliding window of length ``per``."""
+
+    max_reruns: int
+    per: timedelta
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """Overrides applied from attempt ``at`` on (merged over the policy's own values)."""
+
+    at: int
+    env: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RetryPlan:
+    """A policy's retry block after merging defaults < policy (every field known)."""
+
+    scope: Scope
+    max_attempts: int
+    backoff: Backoff
+    name: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    escalate: tuple[Escalation, ...] = ()
+    budget: Budget | None = None
+
+    def overrides(self, attempt: int) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
+        """env, labels, inputs for rerun ``attempt``: policy < escalation steps with at <= attempt."""
+        env, labels, inputs = dict(self.env), dict(self.labels), dict(self.inputs)
+        for step in sorted(self.escalate, key=lambda s: s.at):
+            if step.at <= attempt:
+                env.update(step.env)
+                labels.update(step.labels)
+                inputs.update(step.inputs)
+        return env, labels, inputs
+
+
+@dataclass(frozen=True)
+class MatchSpec:
+    """The selectors of one policy; ``None`` = not given (matches anything)."""
+
+    projects: frozenset[str] | None = None
+    domains: frozenset[str] | None = None
+    tasks: tuple[str, ...] | None = None
+    action_tasks: tuple[str, ...] | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    phases: frozenset[Phase] = DEFAULT_PHASES
+    kinds: frozenset[str] | None = None
+    codes: frozenset[str] | None = None
+    patterns: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] | None = None
+
+    def is_catch_all(self) -> bool:
+        """True when only ``phases`` restricts this match."""
+        return (
+            self.projects is None
+            and self.domains is None
+            and self.tasks is None
+            and self.action_tasks is None
+            and not self.labels
+            and self.kinds is None
+            and self.codes is None
+            and self.patterns is None
+            and self.exclude is None
+        )
+
+
+def _covers(earlier: Iterable[str] | None, later: Iterable[str] | None) -> bool:
+    """An any-of selector ``earlier`` holds whenever ``later`` holds."""
+    if earlier is None:
+        return True
+    if later is None:
+        return False
+    return set(later) <= set(earlier)
+
+
+def subsumes(earlier: MatchSpec, later: MatchSpec) -> bool:
+    """True when every failure ``later`` matches is also matched by ``earlier``.
+
+    Sound, not complete: it compares selector values as sets (a glob or pattern covers only
+    itself), so a ``True`` is always right and makes ``later`` unreachable behind ``earlier``.
+    """
+    return (
+        _covers(earlier.projects, later.projects)
+        and _covers(earlier.domains, later.domains)
+        and _covers(earlier.tasks, later.tasks)
+        and _covers(earlier.action_tasks, later.action_tasks)
+        and set(earlier.labels.items()) <= set(later.labels.items())
+        and later.phases <= earlier.phases
+        and _covers(earlier.kinds, later.kinds)
+        and _covers(earlier.codes, later.codes)
+        and _covers(earlier.patterns, later.patterns)
+        and set(earlier.exclude or ()) <= set(later.exclude or ())
+    )
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One compiled policy. ``retry`` is None for ``retry: false``."""
+
+    name: str
+    origin: Origin
+    match: MatchSpec
+    retry: RetryPlan | None
+
+
+class PatternSet:
+    """All distinct patterns of a policy set, scanned in one RE2 pass per message.
+
+    ``scan(message)`` returns the ids (indices into ``patterns``) of every pattern found
+    anywhere in the message. Very large sets that RE2 cannot compile as one program are split
+    into a few shards (each still one linear pass).
+    """
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self.patterns: tuple[str, ...] = tuple(patterns)
+        self._shards: list[tuple[int, Any]] = []
+        if self.patterns:
+            self._build(0, len(self.patterns))
+
+    def _build(self, start: int, stop: int) -> None:
+        shard = re2.Set.SearchSet(_re2_options())
+        for pattern in self.patterns[start:stop]:
+            shard.Add(pattern)
+        try:
+            shard.Compile()
+        except re2.error:
+            if stop - start <= 1:
+                raise
+            mid = (start + stop) // 2
+            self._build(start, mid)
+            self._build(mid, stop)
+            return
+        self._shards.append((start, shard))
+
+    def scan(self, message: str) -> frozenset[int]:
+        """Ids of the patterns that match somewhere in ``message`` (one pass per shard)."""
+        if not self._shards:
+            return frozenset()
+        data = message.encode("utf-8", "replace")
+        found: set[int] = set()
+        for offset, shard in self._shards:
+            hits = shard.Match(data)
+            if hits:
+                found.update(offset + i for i in hits)
+        return frozenset(found)
+
+
+_GlobMatcher = Callable[[str], "re.Match[str] | None"]
+
+
+def _glob(pattern: str) -> _GlobMatcher:
+    return re.compile(fnmatch.translate(pattern)).match
+
+
+@dataclass(frozen=True)
+class _CompiledRule:
+    rule: Rule
+    tasks: tuple[_GlobMatcher, ...] | None
+    action_tasks: tuple[_GlobMatcher, ...] | None
+    pattern_ids: frozenset[int] | None
+    exclude_ids: frozenset[int] | None
+
+
+def _fmt(values: Iterable[str]) -> str:
+    return "[" + ", ".join(values) + "]"
+
+
+class PolicySet:
+    """Compiled policies, in order, plus the global budget.
+
+    Built by ``rerund.policy.load_policies`` (or directly from ``Rule``s in tests); immutable
+    after construction and safe to share between threads (RE2 sets are thread-safe).
+    """
+
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        *,
+        global_budget: Budget | None = None,
+        sources: Sequence[str] = (),
+    ) -> None:
+        self.rules: tuple[Rule, ...] = tuple(rules)
+        self.global_budget = global_budget
+        self.sources: tuple[str, ...] = tuple(sources)
+        index: dict[str, int] = {}
+        for rule in self.rules:
+            for pattern in (rule.match.patterns or ()) + (rule.match.exclude or ()):
+                index.setdefault(pattern, len(index))
+        self._index = index
+        self.pattern_set = PatternSet(list(index))
+        compiled: list[_CompiledRule] = []
+        always: list[int] = []
+        by_pattern: dict[int, list[int]] = {}
+        for position, rule in enumerate(self.rules):
+            m = rule.match
+            ids = None if m.patterns is None else frozenset(index[p] for p in m.patterns)
+            compiled.append(
+                _CompiledRule(
+                    rule=rule,
+                    tasks=None if m.tasks is None else tuple(_glob(g) for g in m.tasks),
+                    action_tasks=None if m.action_tasks is None else tuple(_glob(g) for g in m.action_tasks),
+                    pattern_ids=ids,
+                    exclude_ids=None if m.exclude is None else frozenset(index[p] for p in m.exclude),
+                )
+            )
+            if ids is None:
+                always.append(position)
+            else:
+                for i in ids:
+                    by_pattern.setdefault(i, []).append(position)
+        self._compiled = tuple(compiled)
+        self._always = tuple(always)
+        self._by_pattern = {i: tuple(v) for i, v in by_pattern.items()}
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def names(self) -> list[str]:
+        """Policy names in evaluation order."""
+        return [r.name for r in self.rules]
+
+    def budgets(self) -> dict[str, timedelta]:
+        """Budget name (``global`` or a policy name) -> the window the daemon counts reruns in."""
+        out: dict[str, timedelta] = {}
+        if self.global_budget is not None:
+            out["global"] = self.global_budget.per
+        for rule in self.rules:
+            if rule.retry is not None and rule.retry.budget is not None:
+                out[rule.name] = rule.retry.budget.per
+        return out
+
+    def first_match(self, failure: Failure, trace: list[str] | None = None) -> Rule | None:
+        """The first rule (in order) whose match holds for ``failure``, or None.
+
+        With ``trace`` (a list to append to), every rule up to the first match is evaluated
+        fully and one line per rule says which selectors held or failed and why; without it
+        only rules that can match are visited (same result, tested as a property).
+        """
+        matched = self.pattern_set.scan(failure.error.message)
+        if trace is None:
+            candidates = set(self._always)
+            for i in matched:
+                candidates.update(self._by_pattern.get(i, ()))
+            for position in sorted(candidates):
+                if self._holds(self._compiled[position], failure, matched, None):
+                    return self.rules[position]
+            return None
+        for compiled in self._compiled:
+            notes: list[str] = []
+            held = self._holds(compiled, failure, matched, notes)
+            rule = compiled.rule
+            verdict = "matches" if held else "does not match"
+            trace.append(f"policy {rule.name!r} ({rule.origin}) {verdict}: " + "; ".join(notes))
+            if held:
+                return rule
+        return None
+
+    def _holds(
+        self,
+        c: _CompiledRule,
+        failure: Failure,
+        matched: frozenset[int],
+        notes: list[str] | None,
+    ) -> bool:
+        """Every selector of ``c`` holds for ``failure``. With ``notes``, explain each one."""
+        m = c.rule.match
+        ok = True
+
+        def check(held: bool, why_yes: str, why_no: str) -> bool:
+            nonlocal ok
+            if notes is not None:
+                notes.append(why_yes if held else why_no)
+            ok = ok and held
+            return ok or notes is not None  # keep going only when explaining
+
+        if m.projects is not None and not check(
+            failure.project in m.projects,
+            f"projects: {failure.project!r} is listed",
+            f"projects: {failure.project!r} is not in {_fmt(sorted(m.projects))}",
+        ):
+            return False
+        if m.domains is not None and not check(
+            failure.domain in m.domains,
+            f"domains: {failure.domain!r} is listed",
+            f"domains: {failure.domain!r} is not in {_fmt(sorted(m.domains))}",
+        ):
+            return False
+        if c.tasks is not None and m.tasks is not None:
+            hit = next((g for g, f in zip(m.tasks, c.tasks, strict=True) if f(failure.task)), None)
+            if not check(
+                hit is not None,
+                f"tasks: {failure.task!r} matches {hit!r}",
+                f"tasks: {failure.task!r} matches none of {_fmt(repr(g) for g in m.tasks)}",
+            ):
+                return False
+        if c.action_tasks is not None and m.action_tasks is not None:
+            task = failure.action_task
+            hit = next((g for g, f in zip(m.action_tasks, c.action_tasks, strict=True) if f(task)), None)
+            if not check(
+                hit is not None,
+                f"action_tasks: {task!r} matches {hit!r}",
+                f"action_tasks: {task!r} matches none of {_fmt(repr(g) for g in m.action_tasks)}",
+            ):
+                return False
+        if m.labels:
+            missing = {k: v for k, v in m.labels.items() if failure.labels.get(k) != v}
+            if not check(
+                not missing,
+                "labels: " + ", ".join(f"{k}={v}" for k, v in m.labels.items()) + " present",
+                "labels: missing " + ", ".join(f"{k}={v}" for k, v in missing.items()),
+            ):
+                return False
+        phases = [p.value for p in _PHASE_ORDER if p in m.phases]
+        if not check(
+            failure.phase in m.phases,
+            f"phases: {failure.phase.value} is in {_fmt(phases)}",
+            f"phases: {failure.phase.value} is not in {_fmt(phases)}"
+            + (
+                " (ABORTED must be listed to match: a human aborted it)"
+                if failure.phase == Phase.ABORTED
+                else ""
+            ),
+        ):
+            return False
+        kind = failure.error.kind
+        if m.kinds is not None and not check(
+            kind in m.kinds,
+            f"error.kinds: {kind} is listed",
+            f"error.kinds: {kind} is not in {_fmt(sorted(m.kinds))}",
+        ):
+            return False
+        code = failure.error.code
+        if m.codes is not None and not check(
+            code in m.codes,
+            f"error.codes: {code!r} is listed",
+            f"error.codes: {code!r} is not in {_fmt(repr(c) for c in sorted(m.codes))}",
+        ):
+            return False
+        if c.pattern_ids is not None and m.patterns is not None:
+            hits = [p for p in m.patterns if self._id(p) in matched]
+            if not check(
+                bool(hits),
+                f"error.patterns: {hits[0]!r} found in the message" if hits else "",
+                "error.patterns: none of " + _fmt(repr(p) for p in m.patterns) + " found in the message",
+            ):
+                return False
+        if c.exclude_ids is not None and m.exclude is not None:
+            vetoes = [p for p in m.exclude if self._id(p) in matched]
+            if not check(
+                not vetoes,
+                "error.exclude: no excluded pattern found",
+                f"error.exclude: {vetoes[0]!r} found in the message vetoes this policy" if vetoes else "",
+            ):
+                return False
+        return ok
+
+    def _id(self, pattern: str) -> int:
+        return self._index[pattern]

@@ -1,0 +1,264 @@
+"""Load policy files into a compiled ``PolicySet``, or report every problem, located.
+
+A path is a file or a directory; a directory contributes its ``*.yaml`` files in file-name
+order, not recursively (so ``policies/tests/`` and ``policies/demo/`` are not policies).
+Policies are evaluated in the order: paths as given, files in name order, policies in file
+order. Each file's ``defaults`` apply to its own policies; at most one file may define the
+global budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rerund.core.backoff import Backoff
+from rerund.core.durations import format_duration, parse_duration
+from rerund.core.model import Phase, Scope
+from rerund.core.names import DEFAULT_TEMPLATE
+from rerund.core.rules import (
+    DEFAULT_PHASES,
+    Budget,
+    Escalation,
+    MatchSpec,
+    Origin,
+    PolicySet,
+    RetryPlan,
+    Rule,
+    subsumes,
+)
+from rerund.errors import PolicyError, PolicyProblem
+from rerund.policy.model import BackoffSpec, BudgetSpec, PolicyFile, PolicySpec, RetrySpec, allowed_keys
+from rerund.policy.source import Document, format_path, locate, read_document, validate
+
+__all__ = ["BUILTIN_BACKOFF", "BUILTIN_MAX_ATTEMPTS", "expand_paths", "load_policies"]
+
+BUILTIN_MAX_ATTEMPTS = 3
+BUILTIN_BACKOFF = Backoff(initial=parse_duration("30s"), factor=2.0, max=parse_duration("10m"), jitter=0.1)
+
+
+def expand_paths(paths: Sequence[str | Path]) -> tuple[list[Path], list[PolicyProblem]]:
+    """Files to load: each file as given, each directory's ``*.yaml`` in name order."""
+    files: list[Path] = []
+    problems: list[PolicyProblem] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.glob("*.yaml") if p.is_file())
+            if not found:
+                problems.append(
+                    PolicyProblem(str(path), 1, 1, "", "no *.yaml policy files in this directory")
+                )
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            problems.append(PolicyProblem(str(path), 1, 1, "", "no such file or directory; check the path"))
+    return files, problems
+
+
+@dataclass
+class _Loaded:
+    doc: Document
+    spec: PolicyFile
+
+
+def load_policies(paths: Sequence[str | Path]) -> PolicySet:
+    """Load, validate and compile the policies at ``paths``.
+
+    Raises ``PolicyError`` carrying every problem found in every file (not just the first),
+    each located as ``file:line:col: yaml.path: message``.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    files, problems = expand_paths(paths)
+    loaded: list[_Loaded] = []
+    allowed = allowed_keys()
+    for path in files:
+        doc, doc_problems = read_document(path)
+        problems.extend(doc_problems)
+        if doc is None:
+            continue
+        if doc.data is None:
+            problems.append(
+                PolicyProblem(
+                    doc.file, 1, 1, "", "empty policy file; it needs at least 'apiVersion: rerund/v1'"
+                )
+            )
+            continue
+        if not isinstance(doc.data, dict):
+            line, column, _ = locate(doc.node, ())
+            problems.append(
+                PolicyProblem(
+                    doc.file,
+                    line,
+                    column,
+                    "",
+                    "expected a mapping with apiVersion, defaults, budgets, policies",
+                )
+            )
+            continue
+        spec, spec_problems = _validate_file(doc, allowed)
+        problems.extend(spec_problems)
+        if spec is not None:
+            loaded.append(_Loaded(doc, spec))
+    rules, global_budget, compile_problems = _compile(loaded)
+    problems.extend(compile_problems)
+    if problems:
+        raise PolicyError(problems)
+    return PolicySet(rules, global_budget=global_budget, sources=[str(f) for f in files])
+
+
+def _validate_file(
+    doc: Document, allowed: dict[str, list[str]]
+) -> tuple[PolicyFile | None, list[PolicyProblem]]:
+    version = doc.data.get("apiVersion")
+    if "apiVersion" in doc.data and version != "rerund/v1":
+        line, column, _ = locate(doc.node, ("apiVersion",))
+        return None, [
+            PolicyProblem(
+                doc.file,
+                line,
+                column,
+                "apiVersion",
+                f"unsupported apiVersion {version!r}; this rerund reads 'rerund/v1'",
+            )
+        ]
+    return validate(PolicyFile, doc, allowed={k: list(v) for k, v in allowed.items()})
+
+
+def _at(doc: Document, loc: tuple[str | int, ...], message: str) -> PolicyProblem:
+    line, column, path = locate(doc.node, loc)
+    return PolicyProblem(doc.file, line, column, format_path(path), message)
+
+
+def _merge_backoff(*layers: BackoffSpec | None) -> Backoff:
+    values: dict[str, Any] = {
+        "initial": BUILTIN_BACKOFF.initial,
+        "factor": BUILTIN_BACKOFF.factor,
+        "max": BUILTIN_BACKOFF.max,
+        "jitter": BUILTIN_BACKOFF.jitter,
+    }
+    for layer in layers:
+        if layer is None:
+            continue
+        for key in values:
+            value = getattr(layer, key)
+            if value is not None:
+                values[key] = value
+    return Backoff(**values)
+
+
+def _budget(spec: BudgetSpec | None) -> Budget | None:
+    return None if spec is None else Budget(max_reruns=spec.max_reruns, per=spec.per)
+
+
+def _compile(loaded: Sequence[_Loaded]) -> tuple[list[Rule], Budget | None, list[PolicyProblem]]:
+    rules: list[Rule] = []
+    problems: list[PolicyProblem] = []
+    global_budget: Budget | None = None
+    global_where: str | None = None
+    seen: dict[str, Origin] = {}
+    for item in loaded:
+        doc, spec = item.doc, item.spec
+        if spec.budgets.global_ is not None:
+            line, column, _ = locate(doc.node, ("budgets", "global"))
+            here = f"{doc.file}:{line}:{column}"
+            if global_where is not None:
+                problems.append(
+                    _at(
+                        doc,
+                        ("budgets", "global"),
+                        f"the global budget is already defined at {global_where}; define it in one file only",
+                    )
+                )
+            else:
+                global_budget, global_where = _budget(spec.budgets.global_), here
+        for index, policy in enumerate(spec.policies):
+            loc: tuple[str | int, ...] = ("policies", index)
+            line, column, _ = locate(doc.node, loc)
+            origin = Origin(doc.file, line, column)
+            if policy.name in seen:
+                problems.append(
+                    _at(
+                        doc,
+                        (*loc, "name"),
+                        f"duplicate policy name {policy.name!r}, first defined at {seen[policy.name]}; "
+                        "policy names must be unique",
+                    )
+                )
+                continue
+            seen[policy.name] = origin
+            rule, rule_problems = _rule(doc, spec, policy, loc, origin)
+            problems.extend(rule_problems)
+            if rule is None:
+                continue
+            shadow = next((r for r in rules if subsumes(r.match, rule.match)), None)
+            if shadow is not None:
+                problems.append(
+                    _at(
+                        doc,
+                        (*loc, "name"),
+                        f"policy {policy.name!r} is unreachable: earlier policy {shadow.name!r} "
+                        f"({shadow.origin}) matches every failure it would match; move it before "
+                        f"{shadow.name!r} or narrow {shadow.name!r}",
+                    )
+                )
+            rules.append(rule)
+    return rules, global_budget, problems
+
+
+def _rule(
+    doc: Document, spec: PolicyFile, policy: PolicySpec, loc: tuple[str | int, ...], origin: Origin
+) -> tuple[Rule | None, list[PolicyProblem]]:
+    m = policy.match
+    err = m.error
+    match = MatchSpec(
+        projects=None if m.projects is None else frozenset(m.projects),
+        domains=None if m.domains is None else frozenset(m.domains),
+        tasks=None if m.tasks is None else tuple(dict.fromkeys(m.tasks)),
+        action_tasks=None if m.action_tasks is None else tuple(dict.fromkeys(m.action_tasks)),
+        labels=dict(m.labels),
+        phases=DEFAULT_PHASES if m.phases is None else frozenset(Phase(p) for p in m.phases),
+        kinds=None if err is None or err.kinds is None else frozenset(err.kinds),
+        codes=None if err is None or err.codes is None else frozenset(err.codes),
+        patterns=None if err is None or err.patterns is None else tuple(dict.fromkeys(err.patterns)),
+        exclude=None if err is None or err.exclude is None else tuple(dict.fromkeys(err.exclude)),
+    )
+    if policy.retry is False:
+        return Rule(policy.name, origin, match, None), []
+    retry = policy.retry if isinstance(policy.retry, RetrySpec) else RetrySpec()
+    d = spec.defaults
+    backoff = _merge_backoff(d.backoff, retry.backoff)
+    problems: list[PolicyProblem] = []
+    if backoff.max < backoff.initial:
+        where: tuple[str | int, ...] = (
+            (*loc, "retry", "backoff") if retry.backoff is not None else ("defaults", "backoff")
+        )
+        problems.append(
+            _at(
+                doc,
+                where,
+                f"backoff max {format_duration(backoff.max)} is shorter than initial "
+                f"{format_duration(backoff.initial)}; raise max or lower initial",
+            )
+        )
+        return None, problems
+    max_attempts = retry.max_attempts if retry.max_attempts is not None else d.max_attempts
+    plan = RetryPlan(
+        scope=retry.scope or d.scope or Scope.RUN,
+        max_attempts=BUILTIN_MAX_ATTEMPTS if max_attempts is None else max_attempts,
+        backoff=backoff,
+        name=retry.name or d.name or DEFAULT_TEMPLATE,
+        env={**d.env, **retry.env},
+        labels={**d.labels, **retry.labels},
+        inputs={**d.inputs, **retry.inputs},
+        escalate=tuple(
+            Escalation(at=at, env=dict(o.env), labels=dict(o.labels), inputs=dict(o.inputs))
+            for at, o in sorted(retry.escalate.items())
+        ),
+        budget=_budget(retry.budget),
+    )
+    return Rule(policy.name, origin, match, plan), problems

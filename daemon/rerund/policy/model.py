@@ -1,0 +1,233 @@
+"""The policy file as pydantic models (``apiVersion: rerund/v1``).
+
+These models validate one file's shape and values (types, durations, RE2 patterns, name
+templates); ``rerund.policy.loader`` then merges defaults, checks what spans policies and
+files (duplicate names, unreachable policies) and compiles ``rerund.core.rules.Rule``s.
+``rerund schema`` prints ``PolicyFile``'s JSON Schema. Every model is frozen and forbids
+unknown keys.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainSerializer,
+    Tag,
+    WithJsonSchema,
+)
+
+from rerund.core.durations import DURATION_PATTERN, format_duration, parse_duration
+from rerund.core.model import Phase, Scope
+from rerund.core.names import template_problems
+from rerund.core.rules import compile_pattern_error
+
+__all__ = [
+    "API_VERSION",
+    "BackoffSpec",
+    "BudgetSpec",
+    "BudgetsSpec",
+    "DefaultsSpec",
+    "ErrorSelector",
+    "MatchSpecModel",
+    "OverrideSpec",
+    "PolicyFile",
+    "PolicySpec",
+    "RetrySpec",
+]
+
+API_VERSION = "rerund/v1"
+POLICY_NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
+
+
+def _duration(value: object) -> timedelta:
+    return parse_duration(value)
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+            "description": "a duration: a number with a unit s, m, h or d, e.g. 30s, 10m, 1h, 1d, 1h30m",
+            "examples": ["30s", "10m", "1h"],
+        }
+    ),
+]
+
+
+def _pattern(value: str) -> str:
+    problem = compile_pattern_error(value)
+    if problem is not None:
+        raise ValueError(f"invalid RE2 pattern {value!r}: {problem}")
+    return value
+
+
+def _template(value: str) -> str:
+    problems = template_problems(value)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return value
+
+
+def _policy_name(value: str) -> str:
+    import re
+
+    if not re.match(POLICY_NAME_PATTERN, value):
+        raise ValueError(
+            f"invalid policy name {value!r}: use 1-63 lowercase letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    if value == "global":
+        raise ValueError("policy name 'global' is reserved for the global budget; choose another name")
+    return value
+
+
+def _no_reserved_labels(value: dict[str, str]) -> dict[str, str]:
+    for key in value:
+        if key.startswith("rerund-"):
+            raise ValueError(
+                f"label {key!r} is set by rerund itself; choose a key not starting with 'rerund-'"
+            )
+    return value
+
+
+Pattern = Annotated[str, AfterValidator(_pattern), Field(description="an RE2 regular expression, searched")]
+NonEmpty = Annotated[str, Field(min_length=1)]
+Labels = Annotated[dict[str, str], AfterValidator(_no_reserved_labels)]
+Env = dict[str, str]
+Inputs = dict[str, Any]
+ErrorKind = Literal["USER", "SYSTEM", "UNSPECIFIED"]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class BackoffSpec(_Spec):
+    """Exponential backoff: ``min(initial * factor**(n-1), max)``, jittered by ±jitter."""
+
+    initial: Duration | None = None
+    factor: float | None = Field(default=None, ge=1, le=100)
+    max: Duration | None = None
+    jitter: float | None = Field(default=None, ge=0, lt=1)
+
+
+class BudgetSpec(_Spec):
+    """At most ``max_reruns`` reruns in any sliding window of length ``per``."""
+
+    max_reruns: int = Field(ge=1)
+    per: Duration
+
+
+class BudgetsSpec(_Spec):
+    """File-level budgets. ``global`` counts reruns of every policy."""
+
+    global_: BudgetSpec | None = Field(default=None, alias="global")
+
+
+class OverrideSpec(_Spec):
+    """Settings merged over the policy's own from an attempt on (``escalate``)."""
+
+    env: Env = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
+    inputs: Inputs = Field(default_factory=dict)
+
+
+class DefaultsSpec(_Spec):
+    """Merged under every policy's ``retry`` block in the same file."""
+
+    scope: Scope | None = None
+    max_attempts: int | None = Field(default=None, ge=0, le=1000)
+    backoff: BackoffSpec | None = None
+    name: Annotated[str, AfterValidator(_template)] | None = None
+    env: Env = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
+    inputs: Inputs = Field(default_factory=dict)
+
+
+class RetrySpec(DefaultsSpec):
+    """How to rerun what the policy matched."""
+
+    escalate: dict[Annotated[int, Field(ge=1)], OverrideSpec] = Field(default_factory=dict)
+    budget: BudgetSpec | None = None
+
+
+class ErrorSelector(_Spec):
+    """Selectors on the failing action's error."""
+
+    kinds: list[ErrorKind] | None = Field(default=None, min_length=1)
+    codes: list[NonEmpty] | None = Field(default=None, min_length=1)
+    patterns: list[Pattern] | None = Field(default=None, min_length=1)
+    exclude: list[Pattern] | None = Field(default=None, min_length=1)
+
+
+class MatchSpecModel(_Spec):
+    """Every given selector must hold; inside a list any element may."""
+
+    projects: list[NonEmpty] | None = Field(default=None, min_length=1)
+    domains: list[NonEmpty] | None = Field(default=None, min_length=1)
+    tasks: list[NonEmpty] | None = Field(default=None, min_length=1, description="shell-style globs")
+    action_tasks: list[NonEmpty] | None = Field(default=None, min_length=1, description="shell-style globs")
+    labels: dict[str, str] = Field(default_factory=dict)
+    phases: list[Phase] | None = Field(default=None, min_length=1)
+    error: ErrorSelector | None = None
+
+
+def _retry_kind(value: Any) -> str:
+    return "flag" if isinstance(value, bool) else "spec"
+
+
+RetryField = Annotated[
+    Annotated[RetrySpec, Tag("spec")] | Annotated[bool, Tag("flag")],
+    Discriminator(_retry_kind),
+]
+
+
+class PolicySpec(_Spec):
+    """One policy: a name, what it matches and how it retries (``retry: false`` = never)."""
+
+    name: Annotated[str, AfterValidator(_policy_name)]
+    match: MatchSpecModel = Field(default_factory=MatchSpecModel)
+    retry: RetryField = True
+    description: str | None = None
+
+
+class PolicyFile(_Spec):
+    """A rerund policy file."""
+
+    api_version: Literal["rerund/v1"] = Field(alias="apiVersion")
+    defaults: DefaultsSpec = Field(default_factory=DefaultsSpec)
+    budgets: BudgetsSpec = Field(default_factory=BudgetsSpec)
+    policies: list[PolicySpec] = Field(default_factory=list)
+
+
+def allowed_keys() -> dict[str, list[str]]:
+    """Parent key -> keys allowed under it, for "unknown key" messages."""
+
+    def keys(model: type[BaseModel]) -> list[str]:
+        return [f.alias or name for name, f in model.model_fields.items()]
+
+    return {
+        "": keys(PolicyFile),
+        "defaults": keys(DefaultsSpec),
+        "budgets": keys(BudgetsSpec),
+        "global": keys(BudgetSpec),
+        "budget": keys(BudgetSpec),
+        "policies": keys(PolicySpec),
+        "match": keys(MatchSpecModel),
+        "error": keys(ErrorSelector),
+        "retry": keys(RetrySpec),
+        "backoff": keys(BackoffSpec),
+        "escalate": keys(OverrideSpec),
+    }
