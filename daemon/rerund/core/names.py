@@ -75,10 +75,10 @@ def template_problems(template: str) -> list[str]:
     for i, field in enumerate(fields):
         if field != "attempt":
             continue
-        around = [separators[i]] if i > 0 else []
-        if i + 1 < len(fields):
-            around.append(separators[i + 1])
-        if any(not any(not c.isdigit() for c in sep) for sep in around):
+        # The characters right next to {attempt} must be literal non-digits (or the ends).
+        before = separators[i][-1:] or ("-" if i == 0 else "")
+        after = separators[i + 1][:1] if i + 1 < len(separators) else "-"
+        if not before or before.isdigit() or not after or after.isdigit():
             problems.append(
                 f"name template {template!r} needs a separator such as '-' between {{attempt}} "
                 "and the placeholder next to it, or different runs could get the same name"
