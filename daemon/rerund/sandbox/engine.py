@@ -1,0 +1,375 @@
+"""The execution engine: moves every run QUEUED -> RUNNING -> terminal by its workload task.
+
+One asyncio task per non-terminal run, all on the sandbox's single event loop (no threads).
+A run of a task with ``children`` runs child actions a1, a2, ... in order; the first failing
+child fails the root with the child's error. Each execution of a task takes the outcome
+``behaviour[k-1]`` where k counts executions of that task in the run's lineage; the count is
+taken when the outcome is decided, so a sandbox restart mid-execution re-executes without
+double counting. Recover reruns start with the source run's succeeded children already
+RECOVERED (outputs copied) and execute only the rest.
+
+Durations are multiplied by ``time_scale`` (0.01 makes a 1 s task take 10 ms).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import string
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from flyteidl2.common import run_pb2 as common_run_pb2
+from flyteidl2.core import literals_pb2
+from flyteidl2.task import common_pb2, run_pb2, task_definition_pb2
+
+from rerund.sandbox import literals, protos
+from rerund.sandbox.records import (
+    ABORTED,
+    FAILED,
+    QUEUED,
+    RECOVERED,
+    RUNNING,
+    SUCCEEDED,
+    SUCCESS_PHASES,
+    TERMINAL_PHASES,
+    TIMED_OUT,
+    ActionRec,
+    ErrorRec,
+    RunRec,
+)
+from rerund.sandbox.store import Store
+from rerund.sandbox.workload import TaskDef, Workload
+
+__all__ = ["Engine", "lineage_of"]
+
+_NAME_CHARS = string.ascii_lowercase + string.digits
+
+
+def lineage_of(r: RunRec) -> str:
+    return r.lineage
+
+
+class Engine:
+    """Drives executions; see the module docstring. Methods run on the event-loop thread."""
+
+    def __init__(
+        self,
+        store: Store,
+        workload: Workload,
+        *,
+        org: str,
+        time_scale: float = 1.0,
+        clock: Callable[[], datetime],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.workload = workload
+        self.org = org
+        self.time_scale = time_scale
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._tasks: dict[tuple[str, str, str, str], asyncio.Task[None]] = {}
+        self._arrivals: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def resume(self) -> None:
+        """Continue every run that was not terminal when the store was loaded."""
+        for r in list(self.store.runs.values()):
+            if r.phase not in TERMINAL_PHASES:
+                self._start(r)
+
+    def start_workload(self) -> None:
+        """Start the workload's ``runs`` (unless the store already has runs) and arrivals."""
+        if not self.store.runs:
+            for batch in self.workload.runs:
+                self.launch(
+                    batch.task,
+                    count=batch.count,
+                    labels=batch.labels,
+                    envs=batch.envs,
+                    inputs=batch.inputs,
+                    project=batch.project,
+                    domain=batch.domain,
+                )
+        loop = asyncio.get_running_loop()
+        for arrival in self.workload.arrivals:
+            self._arrivals.append(loop.create_task(self._arrive(arrival), name=f"arrival-{arrival.task}"))
+
+    async def stop(self) -> None:
+        """Stop executing (runs stay as they are, to be resumed by the next start)."""
+        self._stopping = True
+        tasks = [*self._tasks.values(), *self._arrivals]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._arrivals.clear()
+
+    def busy(self) -> bool:
+        """True while a run executes or an arrival schedule is still producing runs."""
+        return bool(self._tasks) or any(not t.done() for t in self._arrivals)
+
+    async def _arrive(self, arrival: Any) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while True:
+            await asyncio.sleep(arrival.every * self.time_scale)
+            if arrival.for_ and loop.time() - started > arrival.for_ * self.time_scale:
+                return
+            self.launch(
+                arrival.task,
+                count=arrival.count,
+                labels=arrival.labels,
+                envs=arrival.envs,
+                inputs=arrival.inputs,
+                project=arrival.project,
+                domain=arrival.domain,
+            )
+
+    # --- creating runs -------------------------------------------------------------------
+
+    def new_name(self, org: str, project: str, domain: str) -> str:
+        """A fresh run name like Flyte's: ``r`` + 19 lowercase letters/digits."""
+        while True:
+            name = "r" + "".join(self.rng.choice(_NAME_CHARS) for _ in range(19))
+            if (org, project, domain, name) not in self.store.runs:
+                return name
+
+    def task_spec(self, task: str, project: str, domain: str) -> task_definition_pb2.TaskSpec:
+        return protos.task_spec_for(
+            task, self.workload.task(task), org=self.org, project=project, domain=domain
+        )
+
+    def launch(
+        self,
+        task: str,
+        *,
+        count: int = 1,
+        labels: Mapping[str, str] | None = None,
+        envs: Mapping[str, str] | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        project: str | None = None,
+        domain: str | None = None,
+        name: str | None = None,
+    ) -> list[str]:
+        """Start ``count`` new runs of workload task ``task``; returns their names."""
+        if task not in self.workload.tasks:
+            known = ", ".join(sorted(self.workload.tasks)) or "none"
+            raise ValueError(f"task {task!r} is not in the sandbox workload; known tasks: {known}")
+        if name is not None and count != 1:
+            raise ValueError(f"a run name ({name!r}) can only be given with count=1, not count={count}")
+        project = project or self.workload.project
+        domain = domain or self.workload.domain
+        spec = self.task_spec(task, project, domain)
+        values = {**self.workload.task(task).inputs, **(inputs or {})}
+        run_spec = run_pb2.RunSpec()
+        for k, v in (labels or {}).items():
+            run_spec.labels.values[k] = v
+        for k, v in (envs or {}).items():
+            run_spec.envs.values.append(literals_pb2.KeyValuePair(key=k, value=v))
+        names = []
+        for _ in range(count):
+            run_name = name or self.new_name(self.org, project, domain)
+            self.create(
+                org=self.org,
+                project=project,
+                domain=domain,
+                name=run_name,
+                task_spec=spec,
+                inputs=literals.inputs_from_values(values),
+                run_spec=run_spec,
+                created_by="sandbox-workload",
+            )
+            names.append(run_name)
+        return names
+
+    def create(
+        self,
+        *,
+        org: str,
+        project: str,
+        domain: str,
+        name: str,
+        task_spec: task_definition_pb2.TaskSpec,
+        inputs: common_pb2.Inputs,
+        run_spec: run_pb2.RunSpec,
+        created_by: str = "sandbox",
+    ) -> RunRec:
+        """Create a run and start executing it. The caller has checked the name is free and,
+        for a rerun, that ``run_spec.relation.related_to`` exists in the store."""
+        now = self.clock()
+        task = task_spec.task_template.id.name or task_spec.short_name or "task"
+        lineage = f"{project}/{domain}/{name}"
+        relation_type = 0
+        related_to = None
+        source_action = None
+        source: RunRec | None = None
+        if run_spec.HasField("relation") and run_spec.relation.HasField("related_to"):
+            rel = run_spec.relation.related_to
+            related_to = (rel.org, rel.project, rel.domain, rel.name)
+            relation_type = int(run_spec.relation.relation_type)
+            source = self.store.runs.get(related_to)
+            if source is not None:
+                lineage = source.lineage
+                source_action = _source_action(source, task)
+        a0 = ActionRec(
+            name="a0",
+            parent="",
+            task=task,
+            task_spec=task_spec,
+            phase=QUEUED,
+            created_at=now,
+            updated_at=now,
+            inputs=inputs,
+        )
+        r = RunRec(
+            org=org,
+            project=project,
+            domain=domain,
+            name=name,
+            task=task,
+            run_spec=run_spec,
+            created_at=now,
+            updated_at=now,
+            lineage=lineage,
+            relation_type=relation_type,
+            related_to=related_to,
+            source_action=source_action,
+            created_by=created_by,
+            actions={"a0": a0},
+        )
+        if source is not None and relation_type == common_run_pb2.RELATION_TYPE_RECOVER:
+            forced = set(run_spec.recover.force_rerun_actions)
+            for sa in source.actions.values():
+                if sa.name != "a0" and sa.phase in SUCCESS_PHASES and sa.name not in forced:
+                    r.actions[sa.name] = ActionRec(
+                        name=sa.name,
+                        parent=sa.parent,
+                        task=sa.task,
+                        task_spec=sa.task_spec,
+                        phase=RECOVERED,
+                        created_at=now,
+                        updated_at=now,
+                        start_time=now,
+                        end_time=now,
+                        inputs=sa.inputs,
+                        outputs=sa.outputs,
+                        recovered_from=sa.recovered_from or source.name,
+                    )
+        self.store.add_run(r)
+        self._start(r)
+        return r
+
+    # --- executing -----------------------------------------------------------------------
+
+    def _start(self, r: RunRec) -> None:
+        if self._stopping:
+            return
+        key = r.key
+        task = asyncio.get_running_loop().create_task(self._execute(r), name=f"run-{r.name}")
+        self._tasks[key] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            if self._tasks.get(key) is task:
+                del self._tasks[key]
+
+        task.add_done_callback(done)
+
+    async def _sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds * self.time_scale))
+
+    def _set(self, r: RunRec, a: ActionRec, phase: int) -> None:
+        now = self.clock()
+        a.phase = phase
+        if phase == RUNNING and a.start_time is None:
+            a.start_time = now
+        if phase in TERMINAL_PHASES:
+            a.start_time = a.start_time or now
+            a.end_time = now
+        self.store.touch(r, a, now)
+
+    async def _execute(self, r: RunRec) -> None:
+        td = self.workload.task(r.task)
+        a0 = r.root
+        if a0.phase == QUEUED:
+            await self._sleep(td.queued)
+            self._set(r, a0, RUNNING)
+        for i, child_task in enumerate(td.children, start=1):
+            name = f"a{i}"
+            act = r.actions.get(name)
+            if act is not None and act.phase in SUCCESS_PHASES:
+                continue
+            child_td = self.workload.task(child_task)
+            if act is None:
+                now = self.clock()
+                spec = self.task_spec(child_task, r.project, r.domain)
+                act = ActionRec(
+                    name=name,
+                    parent="a0",
+                    task=child_task,
+                    task_spec=spec,
+                    phase=QUEUED,
+                    created_at=now,
+                    updated_at=now,
+                    inputs=literals.inputs_from_values(child_td.inputs),
+                )
+                r.actions[name] = act
+                self.store.touch(r, act, now)
+            if act.phase == QUEUED:
+                await self._sleep(child_td.queued)
+                self._set(r, act, RUNNING)
+            await self._sleep(child_td.duration)
+            if not self._finish(r, act, child_td):
+                a0.error = act.error
+                self._set(r, a0, act.phase)
+                return
+        await self._sleep(td.duration)
+        self._finish(r, a0, td)
+
+    def _finish(self, r: RunRec, a: ActionRec, td: TaskDef) -> bool:
+        """Decide and record the outcome of one execution; True when it succeeded."""
+        outcome = td.outcome(self.store.next_count(r.lineage, a.task))
+        if outcome == "succeed":
+            a.outputs = literals.outputs_from_values(self._outputs(td))
+            self._set(r, a, SUCCEEDED)
+            return True
+        spec = td.error if outcome == "fail" else td.timeout_error
+        a.error = ErrorRec(kind=spec.kind, code=spec.code, message=spec.message)
+        self._set(r, a, FAILED if outcome == "fail" else TIMED_OUT)
+        return False
+
+    def _outputs(self, td: TaskDef) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in td.outputs.items():
+            if isinstance(v, Mapping) and set(v) == {"random"}:
+                lo, hi = v["random"]
+                out[k] = self.rng.uniform(float(lo), float(hi))
+            else:
+                out[k] = v
+        return out
+
+    def abort(self, r: RunRec, reason: str) -> None:
+        """Abort a run: its task stops and every non-terminal action becomes ABORTED."""
+        task = self._tasks.pop(r.key, None)
+        if task is not None:
+            task.cancel()
+        for a in r.actions.values():
+            if a.phase not in TERMINAL_PHASES:
+                a.abort_reason = reason
+                self._set(r, a, ABORTED)
+
+
+def _source_action(source: RunRec, task: str) -> str:
+    """Which action of ``source`` a rerun running ``task`` was sourced from: ``a0`` when the
+    tasks match, else the first (preferably failed) action running that task. CreateRun does
+    not carry the action name, so the sandbox infers it from the task."""
+    if source.task == task:
+        return "a0"
+    same = [a for a in source.actions.values() if a.task == task]
+    failed = [a for a in same if a.phase not in SUCCESS_PHASES]
+    pick = (failed or same or [source.root])[0]
+    return pick.name

@@ -1,0 +1,467 @@
+"""The Flyte services the sandbox serves: RunService, DataProxyService, ClusterService.
+
+Each subclasses the Protocol generated in ``flyteidl2`` (methods not overridden answer
+UNIMPLEMENTED, as a real backend without that feature would). Errors follow the real
+backend's codes: INVALID_ARGUMENT for bad names and identifiers, ALREADY_EXISTS for a
+duplicate run name, NOT_FOUND for unknown runs and actions. Every RPC is counted by method
+name and may be delayed or answered UNAVAILABLE by the configured faults (``Faults``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
+from connectrpc.request import RequestContext
+from flyteidl2.cluster import payload_pb2 as cluster_pb2
+from flyteidl2.cluster.service_connect import ClusterService
+from flyteidl2.common import identifier_pb2, list_pb2
+from flyteidl2.common import run_pb2 as common_run_pb2
+from flyteidl2.dataproxy import dataproxy_service_pb2 as dp_pb2
+from flyteidl2.dataproxy.dataproxy_service_connect import DataProxyService
+from flyteidl2.task import common_pb2
+from flyteidl2.workflow import run_service_pb2 as rs
+from flyteidl2.workflow.run_service_connect import RunService
+
+from rerund.sandbox import protos
+from rerund.sandbox.engine import Engine
+from rerund.sandbox.query import Filter, QueryError, parse_filters, parse_sort
+from rerund.sandbox.records import NAME_RULE, TERMINAL_PHASES, ActionRec, RunKey, RunRec, name_problem
+from rerund.sandbox.store import Store, action_attr
+
+__all__ = [
+    "Faults",
+    "Hub",
+    "RpcStats",
+    "SandboxClusterService",
+    "SandboxDataProxyService",
+    "SandboxRunService",
+]
+
+log = logging.getLogger("rerund.sandbox")
+
+Ctx = RequestContext[Any, Any]
+
+_SNAPSHOT_LIMIT = 100
+_MAX_PAGE = 1000
+
+
+@dataclass
+class Faults:
+    """Injected faults: the share of RPCs answered UNAVAILABLE, a latency added to every RPC,
+    and the number of messages after which watch streams are dropped (0 = never)."""
+
+    unavailable: float = 0.0
+    latency_s: float = 0.0
+    drop_streams_after: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "unavailable": self.unavailable,
+            "latency": f"{round(self.latency_s * 1000, 3):g}ms",
+            "drop_streams_after": self.drop_streams_after,
+        }
+
+
+class RpcStats:
+    """Counts RPCs by method name and applies ``Faults``; a Connect metadata interceptor."""
+
+    def __init__(self, faults: Faults, rng: Any) -> None:
+        self.counts: Counter[str] = Counter()
+        self.faults = faults
+        self._rng = rng
+
+    async def on_start(self, ctx: Ctx) -> None:
+        name = ctx.method().name
+        self.counts[name] += 1
+        f = self.faults
+        if f.latency_s > 0:
+            await asyncio.sleep(f.latency_s)
+        if f.unavailable > 0 and self._rng.random() < f.unavailable:
+            raise ConnectError(
+                Code.UNAVAILABLE,
+                f"sandbox fault injection: {name} answered UNAVAILABLE "
+                f"(unavailable={f.unavailable}); retry with backoff",
+            )
+
+    async def on_end(self, token: None, ctx: Ctx, error: Exception | None) -> None:
+        return None
+
+
+class Hub:
+    """Fan-out of changes to watch streams (all on the event-loop thread)."""
+
+    def __init__(self) -> None:
+        self.run_watchers: list[tuple[Callable[[RunRec], bool], asyncio.Queue[RunRec | None]]] = []
+        self.action_watchers: dict[tuple[RunKey, str], set[asyncio.Queue[RunRec | None]]] = defaultdict(set)
+        self.detail_watchers: dict[RunKey, set[asyncio.Queue[RunRec | None]]] = defaultdict(set)
+
+    def publish(self, r: RunRec, a: ActionRec) -> None:
+        for match, q in self.run_watchers:
+            if match(r):
+                q.put_nowait(r)
+        for q in self.action_watchers.get((r.key, a.name), ()):
+            q.put_nowait(r)
+        if a.name == "a0":
+            for q in self.detail_watchers.get(r.key, ()):
+                q.put_nowait(r)
+
+    def close_all(self) -> None:
+        """End every open watch stream (on shutdown)."""
+        for _, q in self.run_watchers:
+            q.put_nowait(None)
+        for qs in (*self.action_watchers.values(), *self.detail_watchers.values()):
+            for q in qs:
+                q.put_nowait(None)
+
+
+def _invalid(msg: str) -> ConnectError:
+    return ConnectError(Code.INVALID_ARGUMENT, msg)
+
+
+def _key(run_id: identifier_pb2.RunIdentifier, rpc: str) -> RunKey:
+    missing = [f for f in ("org", "project", "domain", "name") if not getattr(run_id, f)]
+    if missing:
+        raise _invalid(
+            f"{rpc}: run identifier needs a non-empty {', '.join(missing)} "
+            f"(got org={run_id.org!r} project={run_id.project!r} "
+            f"domain={run_id.domain!r} name={run_id.name!r})"
+        )
+    return (run_id.org, run_id.project, run_id.domain, run_id.name)
+
+
+class _Base:
+    def __init__(self, store: Store, engine: Engine, hub: Hub, stats: RpcStats) -> None:
+        self.store = store
+        self.engine = engine
+        self.hub = hub
+        self.stats = stats
+
+    def _run(self, run_id: identifier_pb2.RunIdentifier, rpc: str) -> RunRec:
+        key = _key(run_id, rpc)
+        r = self.store.runs.get(key)
+        if r is None:
+            raise ConnectError(Code.NOT_FOUND, f"run {'/'.join(key)} not found")
+        return r
+
+    def _action(self, action_id: identifier_pb2.ActionIdentifier, rpc: str) -> tuple[RunRec, ActionRec]:
+        r = self._run(action_id.run, rpc)
+        name = action_id.name or "a0"
+        a = r.actions.get(name)
+        if a is None:
+            raise ConnectError(
+                Code.NOT_FOUND,
+                f"action {name!r} not found in run {r.name}; it has {', '.join(r.actions)}",
+            )
+        return r, a
+
+    def _action_data(
+        self, action_id: identifier_pb2.ActionIdentifier, rpc: str
+    ) -> tuple[common_pb2.Inputs, common_pb2.Outputs]:
+        _, a = self._action(action_id, rpc)
+        return (a.inputs or common_pb2.Inputs(), a.outputs or common_pb2.Outputs())
+
+
+def _paginate(items: list[Any], request: list_pb2.ListRequest, rpc: str) -> tuple[list[Any], str]:
+    try:
+        offset = int(request.token) if request.token else 0
+    except ValueError:
+        raise _invalid(f"{rpc}: page token {request.token!r} is not one this sandbox issued") from None
+    limit = request.limit if request.limit > 0 else 100
+    limit = min(limit, _MAX_PAGE)
+    page = items[offset : offset + limit]
+    nxt = offset + limit
+    return page, (str(nxt) if nxt < len(items) else "")
+
+
+class SandboxRunService(_Base, RunService):  # type: ignore[misc]
+    """``flyteidl2.workflow.RunService``."""
+
+    async def create_run(self, request: rs.CreateRunRequest, ctx: Ctx) -> rs.CreateRunResponse:
+        if request.HasField("run_id"):
+            rid = request.run_id
+            org, project, domain, name = rid.org, rid.project, rid.domain, rid.name
+        elif request.HasField("project_id"):
+            pid = request.project_id
+            org, project, domain, name = pid.organization, pid.name, pid.domain, ""
+        else:
+            raise _invalid("CreateRun needs run_id or project_id; neither was set")
+        missing = [f for f, v in (("org", org), ("project", project), ("domain", domain)) if not v]
+        if missing:
+            raise _invalid(
+                f"CreateRun needs a non-empty {', '.join(missing)} "
+                f"(got org={org!r} project={project!r} domain={domain!r})"
+            )
+        if request.HasField("run_id"):
+            problem = name_problem(name)
+            if problem:
+                raise _invalid(f"run name {name!r} {problem}: a run name must be {NAME_RULE}")
+            if (org, project, domain, name) in self.store.runs:
+                raise ConnectError(
+                    Code.ALREADY_EXISTS, f"run {name!r} already exists in {org}/{project}/{domain}"
+                )
+        else:
+            name = self.engine.new_name(org, project, domain)
+        which = request.WhichOneof("task")
+        if which == "task_spec":
+            task_spec = request.task_spec
+        elif which == "task_id":
+            tname = request.task_id.name
+            if tname not in self.engine.workload.tasks:
+                raise ConnectError(Code.NOT_FOUND, f"task {tname!r} not found in the sandbox workload")
+            task_spec = self.engine.task_spec(tname, project, domain)
+        elif which == "trigger_name":
+            raise ConnectError(
+                Code.UNIMPLEMENTED, "the sandbox does not run triggers; pass a task_spec or task_id"
+            )
+        else:
+            raise _invalid("CreateRun needs a task_spec or task_id; neither was set")
+        if request.HasField("inputs"):
+            inputs = request.inputs
+        elif request.HasField("offloaded_input_data"):
+            uri = request.offloaded_input_data.uri
+            found = self.store.blobs.get(uri)
+            if found is None:
+                raise _invalid(f"offloaded inputs {uri!r} not found; upload them with UploadInputs first")
+            inputs = found
+        else:
+            inputs = common_pb2.Inputs()
+        run_spec = request.run_spec
+        if run_spec.HasField("relation") and run_spec.relation.HasField("related_to"):
+            rel = run_spec.relation.related_to
+            rel_key = (rel.org, rel.project, rel.domain, rel.name)
+            if rel_key not in self.store.runs:
+                raise ConnectError(
+                    Code.NOT_FOUND,
+                    f"related run {'/'.join(rel_key)} not found; a rerun must name an existing run",
+                )
+        r = self.engine.create(
+            org=org,
+            project=project,
+            domain=domain,
+            name=name,
+            task_spec=task_spec,
+            inputs=inputs,
+            run_spec=run_spec,
+            created_by=ctx.request_headers().get("user-agent", "sandbox")[:64] or "sandbox",
+        )
+        return rs.CreateRunResponse(run=protos.run(r))
+
+    async def abort_run(self, request: rs.AbortRunRequest, ctx: Ctx) -> rs.AbortRunResponse:
+        r = self._run(request.run_id, "AbortRun")
+        self.engine.abort(r, request.reason or "aborted")
+        return rs.AbortRunResponse()
+
+    async def abort_action(self, request: rs.AbortActionRequest, ctx: Ctx) -> rs.AbortActionResponse:
+        r, a = self._action(request.action_id, "AbortAction")
+        if a.name == "a0":
+            self.engine.abort(r, request.reason or "aborted")
+        return rs.AbortActionResponse()
+
+    async def get_run_details(self, request: rs.GetRunDetailsRequest, ctx: Ctx) -> rs.GetRunDetailsResponse:
+        return rs.GetRunDetailsResponse(
+            details=protos.run_details(self._run(request.run_id, "GetRunDetails"))
+        )
+
+    async def watch_run_details(
+        self, request: rs.WatchRunDetailsRequest, ctx: Ctx
+    ) -> AsyncIterator[rs.WatchRunDetailsResponse]:
+        r = self._run(request.run_id, "WatchRunDetails")
+        q: asyncio.Queue[RunRec | None] = asyncio.Queue()
+        watchers = self.hub.detail_watchers[r.key]
+        watchers.add(q)
+        sent = 0
+        try:
+            yield rs.WatchRunDetailsResponse(details=protos.run_details(r))
+            sent += 1
+            while r.phase not in TERMINAL_PHASES:
+                item = await q.get()
+                if item is None:
+                    return
+                self._maybe_drop(sent, "WatchRunDetails")
+                yield rs.WatchRunDetailsResponse(details=protos.run_details(item))
+                sent += 1
+        finally:
+            watchers.discard(q)
+
+    async def get_action_details(
+        self, request: rs.GetActionDetailsRequest, ctx: Ctx
+    ) -> rs.GetActionDetailsResponse:
+        r, a = self._action(request.action_id, "GetActionDetails")
+        return rs.GetActionDetailsResponse(details=protos.action_details(r, a))
+
+    async def watch_action_details(
+        self, request: rs.WatchActionDetailsRequest, ctx: Ctx
+    ) -> AsyncIterator[rs.WatchActionDetailsResponse]:
+        r, a = self._action(request.action_id, "WatchActionDetails")
+        q: asyncio.Queue[RunRec | None] = asyncio.Queue()
+        watchers = self.hub.action_watchers[(r.key, a.name)]
+        watchers.add(q)
+        sent = 0
+        try:
+            yield rs.WatchActionDetailsResponse(details=protos.action_details(r, a))
+            sent += 1
+            while a.phase not in TERMINAL_PHASES:
+                item = await q.get()
+                if item is None:
+                    return
+                self._maybe_drop(sent, "WatchActionDetails")
+                yield rs.WatchActionDetailsResponse(details=protos.action_details(r, a))
+                sent += 1
+        finally:
+            watchers.discard(q)
+
+    async def get_action_data(self, request: rs.GetActionDataRequest, ctx: Ctx) -> rs.GetActionDataResponse:
+        inputs, outputs = self._action_data(request.action_id, "GetActionData")
+        return rs.GetActionDataResponse(inputs=inputs, outputs=outputs)
+
+    async def get_action_data_u_r_is(
+        self, request: rs.GetActionDataURIsRequest, ctx: Ctx
+    ) -> rs.GetActionDataURIsResponse:
+        r, a = self._action(request.action_id, "GetActionDataURIs")
+        base = f"sandbox://{r.org}/{r.project}/{r.domain}/{r.name}/{a.name}"
+        return rs.GetActionDataURIsResponse(
+            inputs_uri=f"{base}/inputs.pb", outputs_uri=f"{base}/outputs.pb" if a.outputs is not None else ""
+        )
+
+    async def list_runs(self, request: rs.ListRunsRequest, ctx: Ctx) -> rs.ListRunsResponse:
+        pid = request.project_id
+        org = pid.organization or request.org
+        if not (org and pid.name and pid.domain):
+            raise _invalid(
+                "ListRuns needs project_id with a non-empty organization, name and domain "
+                f"(got organization={org!r} name={pid.name!r} domain={pid.domain!r})"
+            )
+        try:
+            filters = parse_filters(request.request.filters)
+            sort = parse_sort(request.request.sort_by if request.request.HasField("sort_by") else None)
+        except QueryError as exc:
+            raise _invalid(f"ListRuns: {exc}") from None
+        if request.HasField("task_name") and request.task_name.name:
+            filters.append(Filter("task_name", list_pb2.Filter.EQUAL, strings=(request.task_name.name,)))
+        runs = self.store.query((org, pid.name, pid.domain), filters, sort)
+        page, token = _paginate(runs, request.request, "ListRuns")
+        return rs.ListRunsResponse(runs=[protos.run(r) for r in page], token=token)
+
+    async def watch_runs(self, request: rs.WatchRunsRequest, ctx: Ctx) -> AsyncIterator[rs.WatchRunsResponse]:
+        match = _watch_scope(request)
+        q: asyncio.Queue[RunRec | None] = asyncio.Queue()
+        entry = (match, q)
+        self.hub.run_watchers.append(entry)
+        sent = 0
+        try:
+            snapshot = sorted((r for r in self.store.runs.values() if match(r)), key=lambda r: r.updated_at)
+            yield rs.WatchRunsResponse(runs=[protos.run(r) for r in snapshot[-_SNAPSHOT_LIMIT:]])
+            sent += 1
+            while True:
+                item = await q.get()
+                if item is None:
+                    return
+                self._maybe_drop(sent, "WatchRuns")
+                yield rs.WatchRunsResponse(runs=[protos.run(item)])
+                sent += 1
+        finally:
+            self.hub.run_watchers.remove(entry)
+
+    def _maybe_drop(self, sent: int, rpc: str) -> None:
+        n = self.stats.faults.drop_streams_after
+        if n and sent >= n:
+            raise ConnectError(
+                Code.UNAVAILABLE,
+                f"sandbox fault injection: {rpc} stream dropped after {sent} messages "
+                f"(drop_streams_after={n}); reconnect",
+            )
+
+    async def list_actions(self, request: rs.ListActionsRequest, ctx: Ctx) -> rs.ListActionsResponse:
+        r = self._run(request.run_id, "ListActions")
+        try:
+            filters = parse_filters(request.request.filters, for_actions=True)
+            sort = parse_sort(
+                request.request.sort_by if request.request.HasField("sort_by") else None,
+                default_ascending=True,
+            )
+        except QueryError as exc:
+            raise _invalid(f"ListActions: {exc}") from None
+        acts = [a for a in r.actions.values() if all(_action_matches(f, a) for f in filters)]
+        acts.sort(key=lambda a: (action_attr(a, sort.key), len(a.name), a.name), reverse=not sort.ascending)
+        page, token = _paginate(acts, request.request, "ListActions")
+        return rs.ListActionsResponse(actions=[protos.action(r, a) for a in page], token=token)
+
+
+def _action_matches(f: Filter, a: ActionRec) -> bool:
+    return f.matches(lambda n: action_attr(a, n), dict)
+
+
+def _watch_scope(request: rs.WatchRunsRequest) -> Callable[[RunRec], bool]:
+    which = request.WhichOneof("target")
+    if which == "project_id":
+        pid = request.project_id
+        org, project, domain = pid.organization, pid.name, pid.domain
+        return lambda r: r.project == project and r.domain == domain and (not org or r.org == org)
+    if which == "task_id":
+        tid = request.task_id
+        return lambda r: r.task == tid.name and r.project == tid.project and r.domain == tid.domain
+    if which == "org":
+        org = request.org
+        return lambda r: r.org == org
+    return lambda r: True  # cluster_id or nothing: the sandbox is one cluster
+
+
+class SandboxDataProxyService(_Base, DataProxyService):  # type: ignore[misc]
+    """``flyteidl2.dataproxy.DataProxyService``: inputs are kept in the store, addressed by a
+    content-derived ``sandbox://inputs/<sha256>`` URI."""
+
+    async def upload_inputs(
+        self, request: dp_pb2.UploadInputsRequest, ctx: Ctx
+    ) -> dp_pb2.UploadInputsResponse:
+        which = request.WhichOneof("id")
+        if which == "run_id":
+            _key(request.run_id, "UploadInputs")
+            rid = request.run_id
+            problem = name_problem(rid.name)
+            if problem:
+                raise _invalid(f"run name {rid.name!r} {problem}: a run name must be {NAME_RULE}")
+        elif which == "project_id":
+            pid = request.project_id
+            if not (pid.organization and pid.name and pid.domain):
+                raise _invalid(
+                    "UploadInputs needs project_id with a non-empty organization, name and domain "
+                    f"(got organization={pid.organization!r} name={pid.name!r} domain={pid.domain!r})"
+                )
+        data = request.inputs.SerializeToString(deterministic=True)
+        digest = hashlib.sha256(data).hexdigest()
+        uri = f"sandbox://inputs/{digest}"
+        self.store.put_blob(uri, request.inputs)
+        return dp_pb2.UploadInputsResponse(
+            offloaded_input_data=common_run_pb2.OffloadedInputData(uri=uri, inputs_hash=digest)
+        )
+
+    async def get_action_data(
+        self, request: dp_pb2.GetActionDataRequest, ctx: Ctx
+    ) -> dp_pb2.GetActionDataResponse:
+        r, a = self._action(request.action_id, "GetActionData")
+        inputs, outputs = self._action_data(request.action_id, "GetActionData")
+        base = f"sandbox://{r.org}/{r.project}/{r.domain}/{r.name}/{a.name}"
+        return dp_pb2.GetActionDataResponse(
+            inputs=inputs,
+            outputs=outputs,
+            inputs_uri=f"{base}/inputs.pb",
+            outputs_uri=f"{base}/outputs.pb" if a.outputs is not None else "",
+        )
+
+
+class SandboxClusterService(ClusterService):  # type: ignore[misc]
+    """``flyteidl2.cluster.ClusterService``: an empty answer makes the SDK use the control
+    plane's own endpoint for data-plane calls."""
+
+    async def select_cluster(
+        self, request: cluster_pb2.SelectClusterRequest, ctx: Ctx
+    ) -> cluster_pb2.SelectClusterResponse:
+        return cluster_pb2.SelectClusterResponse()

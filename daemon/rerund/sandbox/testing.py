@@ -1,0 +1,283 @@
+"""Start a sandbox in a test: ``start_sandbox``, ``SandboxHandle``, ``flyte_init`` and the
+pytest fixtures ``sandbox`` and ``sandbox_factory``.
+
+Register the fixtures with ``pytest_plugins = ["rerund.sandbox.testing"]`` in a conftest::
+
+    def test_reruns_recover(sandbox_factory):
+        sb = sandbox_factory(workload={"tasks": {"t": {"behaviour": ["fail", "succeed"]}}}, time_scale=0.01)
+        flyte_init(sb)
+        [name] = sb.launch(task="t")
+        sb.wait_idle()
+
+The sandbox listens on 127.0.0.1 on a free port, serves from its own thread, and is stopped
+when the ``with`` block (or the test) ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from rerund.sandbox.server import Sandbox, SandboxThread, bind_socket, run_snapshot
+from rerund.sandbox.service import Faults
+from rerund.sandbox.workload import Workload, load_workload, workload_from_dict
+
+__all__ = ["SandboxHandle", "flyte_init", "sandbox", "sandbox_factory", "start_sandbox"]
+
+_TERMINAL = {"SUCCEEDED", "FAILED", "ABORTED", "TIMED_OUT", "RECOVERED"}
+
+
+def _workload(
+    workload: str | Path | Mapping[str, Any] | Workload | None, project: str, domain: str
+) -> Workload:
+    if workload is None:
+        return Workload(project=project, domain=domain)
+    if isinstance(workload, Workload):
+        return workload
+    if isinstance(workload, Mapping):
+        data = {"project": project, "domain": domain, **workload}
+        return workload_from_dict(data)
+    return load_workload(workload)
+
+
+class SandboxHandle:
+    """A running sandbox (see the module docstring); thread-safe from the test thread."""
+
+    def __init__(
+        self,
+        workload: Workload,
+        *,
+        db: str | Path,
+        org: str,
+        time_scale: float,
+        faults: Faults | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self._workload = workload
+        self._db = db
+        self.org = org
+        self.project = workload.project
+        self.domain = workload.domain
+        self._time_scale = time_scale
+        self._seed = seed
+        self._faults = faults
+        self._port = 0
+        self._thread: SandboxThread | None = None
+        self.sandbox: Sandbox | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    def start(self) -> SandboxHandle:
+        sock = bind_socket("127.0.0.1", self._port)
+        self._port = sock.getsockname()[1]
+        faults = self.sandbox.faults if self.sandbox is not None else self._faults
+        self.sandbox = Sandbox(
+            self._workload,
+            db=self._db,
+            org=self.org,
+            time_scale=self._time_scale,
+            faults=faults,
+            seed=self._seed,
+        )
+        self._thread = SandboxThread(self.sandbox, sock)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._thread.stop()
+            self._thread = None
+
+    def restart(self) -> None:
+        """Stop and start again on the same port and database (runs in a ``:memory:`` sandbox
+        are lost; with a file database they survive and non-terminal runs resume)."""
+        self.stop()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.start()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _call(self, fn: Callable[[Sandbox], Any]) -> Any:
+        assert self._thread is not None and self.sandbox is not None, "the sandbox is not running"
+        sb = self.sandbox
+        return self._thread.call(lambda: fn(sb))
+
+    def launch(
+        self,
+        task: str = "train.fit",
+        count: int = 1,
+        labels: Mapping[str, str] | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        project: str | None = None,
+        domain: str | None = None,
+        name: str | None = None,
+        envs: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        """Start ``count`` runs of workload task ``task``; returns their names."""
+
+        def go(sb: Sandbox) -> list[str]:
+            assert sb.engine is not None
+            return sb.engine.launch(
+                task,
+                count=count,
+                labels=labels,
+                envs=envs,
+                inputs=inputs,
+                project=project,
+                domain=domain,
+                name=name,
+            )
+
+        result: list[str] = self._call(go)
+        return result
+
+    def set_faults(
+        self,
+        unavailable: float | None = None,
+        latency_s: float | None = None,
+        drop_streams_after: int | None = None,
+    ) -> None:
+        changes: dict[str, Any] = {}
+        if unavailable is not None:
+            changes["unavailable"] = unavailable
+        if latency_s is not None:
+            changes["latency_s"] = latency_s
+        if drop_streams_after is not None:
+            changes["drop_streams_after"] = drop_streams_after
+        self._call(lambda sb: sb.set_faults(**changes))
+
+    def request_counts(self) -> dict[str, int]:
+        """RPCs served so far by method name, e.g. ``{"CreateRun": 3, "ListRuns": 12}``."""
+        counts: dict[str, int] = self._call(lambda sb: dict(sb.stats.counts))
+        return counts
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(lambda sb: sb.stats_json())
+        return result
+
+    def runs(self, project: str | None = None, domain: str | None = None) -> list[dict[str, Any]]:
+        """Snapshots of the runs (oldest first), optionally of one project/domain."""
+
+        def go(sb: Sandbox) -> list[dict[str, Any]]:
+            assert sb.store is not None
+            out = []
+            for r in sorted(sb.store.runs.values(), key=lambda r: (r.created_at, r.name)):
+                if project is not None and r.project != project:
+                    continue
+                if domain is not None and r.domain != domain:
+                    continue
+                out.append(run_snapshot(r))
+            return out
+
+        result: list[dict[str, Any]] = self._call(go)
+        return result
+
+    def run(self, name: str) -> dict[str, Any]:
+        """The snapshot of one run by name (any project); KeyError if there is none."""
+        for r in self.runs():
+            if r["name"] == name:
+                return r
+        raise KeyError(f"no run named {name!r} in the sandbox")
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait until no run is executing and no arrival schedule is pending."""
+        deadline = time.monotonic() + timeout
+        while True:
+            busy = self._call(lambda sb: sb.engine is not None and sb.engine.busy())
+            if not busy:
+                return
+            if time.monotonic() > deadline:
+                pending = [r["name"] for r in self.runs() if r["phase"] not in _TERMINAL]
+                raise TimeoutError(f"sandbox still busy after {timeout}s; non-terminal runs: {pending[:20]}")
+            time.sleep(0.01)
+
+    def wait_for(self, name: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Wait until run ``name`` is terminal and return its snapshot."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(KeyError):
+                snap = self.run(name)
+                if snap["phase"] in _TERMINAL:
+                    return snap
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {name!r} is not terminal after {timeout}s")
+            time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def start_sandbox(
+    workload: str | Path | Mapping[str, Any] | Workload | None = None,
+    *,
+    db: str | Path = ":memory:",
+    org: str = "sandbox",
+    project: str = "demo",
+    domain: str = "development",
+    time_scale: float = 1.0,
+    faults: Faults | None = None,
+    seed: int | None = None,
+) -> Iterator[SandboxHandle]:
+    """Start a sandbox on 127.0.0.1 (free port) in a thread; stop it when the block ends.
+
+    ``workload`` is None (no tasks), a path to a workload file, a mapping in the file's shape
+    (``project``/``domain`` default to the arguments) or a ``Workload``.
+    """
+    handle = SandboxHandle(
+        _workload(workload, project, domain), db=db, org=org, time_scale=time_scale, faults=faults, seed=seed
+    )
+    handle.start()
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+def flyte_init(sb: SandboxHandle, project: str | None = None, domain: str | None = None) -> None:
+    """Point the flyte SDK at the sandbox (``flyte.init(endpoint=..., insecure=True, ...)``)."""
+    import flyte
+
+    flyte.init(
+        endpoint=sb.endpoint,
+        insecure=True,
+        org=sb.org,
+        project=project or sb.project,
+        domain=domain or sb.domain,
+    )
+
+
+# --- pytest fixtures ----------------------------------------------------------------------
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - the package works without pytest
+    pass
+else:
+
+    @pytest.fixture
+    def sandbox() -> Iterator[SandboxHandle]:
+        """A started sandbox with an empty workload (no tasks), per test."""
+        with start_sandbox() as sb:
+            yield sb
+
+    @pytest.fixture
+    def sandbox_factory() -> Iterator[Callable[..., SandboxHandle]]:
+        """Call with ``start_sandbox`` keyword arguments; every sandbox stops after the test."""
+        with contextlib.ExitStack() as stack:
+
+            def make(**kwargs: Any) -> SandboxHandle:
+                return stack.enter_context(start_sandbox(**kwargs))
+
+            yield make
