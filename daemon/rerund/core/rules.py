@@ -259,6 +259,11 @@ def _fmt(values: Iterable[str]) -> str:
     return "[" + ", ".join(values) + "]"
 
 
+def _q(text: str) -> str:
+    """Quote a pattern or glob as written in YAML (no doubled backslashes)."""
+    return f"'{text}'"
+
+
 class PolicySet:
     """Compiled policies, in order, plus the global budget.
 
@@ -383,8 +388,8 @@ class PolicySet:
             hit = next((g for g, f in zip(m.tasks, c.tasks, strict=True) if f(failure.task)), None)
             if not check(
                 hit is not None,
-                f"tasks: {failure.task!r} matches {hit!r}",
-                f"tasks: {failure.task!r} matches none of {_fmt(repr(g) for g in m.tasks)}",
+                f"tasks: {failure.task!r} matches {_q(hit or '')}",
+                f"tasks: {failure.task!r} matches none of {_fmt(_q(g) for g in m.tasks)}",
             ):
                 return False
         if c.action_tasks is not None and m.action_tasks is not None:
@@ -392,8 +397,8 @@ class PolicySet:
             hit = next((g for g, f in zip(m.action_tasks, c.action_tasks, strict=True) if f(task)), None)
             if not check(
                 hit is not None,
-                f"action_tasks: {task!r} matches {hit!r}",
-                f"action_tasks: {task!r} matches none of {_fmt(repr(g) for g in m.action_tasks)}",
+                f"action_tasks: {task!r} matches {_q(hit or '')}",
+                f"action_tasks: {task!r} matches none of {_fmt(_q(g) for g in m.action_tasks)}",
             ):
                 return False
         if m.labels:
@@ -434,8 +439,8 @@ class PolicySet:
             hits = [p for p in m.patterns if self._id(p) in matched]
             if not check(
                 bool(hits),
-                f"error.patterns: {hits[0]!r} found in the message" if hits else "",
-                "error.patterns: none of " + _fmt(repr(p) for p in m.patterns) + " found in the message",
+                f"error.patterns: {_q(hits[0])} found in the message" if hits else "",
+                "error.patterns: none of " + _fmt(_q(p) for p in m.patterns) + " found in the message",
             ):
                 return False
         if c.exclude_ids is not None and m.exclude is not None:
@@ -443,7 +448,7 @@ class PolicySet:
             if not check(
                 not vetoes,
                 "error.exclude: no excluded pattern found",
-                f"error.exclude: {vetoes[0]!r} found in the message vetoes this policy" if vetoes else "",
+                f"error.exclude: {_q(vetoes[0])} found in the message vetoes this policy" if vetoes else "",
             ):
                 return False
         return ok

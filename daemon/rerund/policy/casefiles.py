@@ -1,0 +1,249 @@
+"""Policy tests: ``*.test.yaml`` files of failures and the decisions they must get.
+
+A test file names the policies it tests (paths relative to the test file), an optional
+``now``, an optional base ``failure`` merged under every case's failure, and the cases::
+
+    policies: ../rerund.yaml
+    now: 2026-11-24T10:00:00Z
+    failure: {project: demo, domain: development, failed_at: 2026-11-24T10:00:00Z}
+    cases:
+      - name: a connection reset is rerun
+        failure: {run: r1, error: {kind: SYSTEM, message: "Connection reset by peer"}}
+        expect: {decision: rerun, policy: transient-network, attempt: 1}
+
+``expect`` is a subset of the decision JSON (nested mappings compare as subsets too), plus
+``reason_matches`` (a regular expression searched in the reason). ``rerund test`` prints one
+``PASSED``/``FAILED`` line per case, expected vs actual for a failure, and a summary line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from rerund.core.decide import decide, iso
+from rerund.core.rules import PolicySet
+from rerund.errors import PolicyError, PolicyProblem
+from rerund.policy.failures import failure_from
+from rerund.policy.loader import load_policies
+from rerund.policy.source import Document, locate, read_document, validate
+
+__all__ = ["EXPECT_KEYS", "Outcome", "discover", "run_files"]
+
+EXPECT_KEYS = (
+    "decision",
+    "policy",
+    "reason",
+    "reason_matches",
+    "attempt",
+    "scope",
+    "source_run",
+    "action",
+    "name",
+    "env",
+    "labels",
+    "inputs",
+    "not_before",
+)
+
+
+class _Case(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str = Field(min_length=1)
+    failure: dict[str, Any]
+    now: datetime | None = None
+    expect: dict[str, Any] = Field(min_length=1)
+
+
+class _TestFile(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    policies: str | list[str]
+    now: datetime | None = None
+    failure: dict[str, Any] = Field(default_factory=dict)
+    cases: list[_Case] = Field(min_length=1)
+
+
+@dataclass
+class Outcome:
+    """Counts of one ``rerund test`` run."""
+
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and self.errors == 0 and self.passed > 0
+
+
+def discover(paths: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
+    """Test files: files as given; directories searched recursively for ``*.test.yaml``."""
+    files: list[Path] = []
+    missing: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*.test.yaml") if p.is_file()))
+        elif path.is_file():
+            files.append(path)
+        else:
+            missing.append(str(path))
+    return files, missing
+
+
+def _normalise(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value if value.tzinfo else value.replace(tzinfo=UTC))
+    if isinstance(value, dict):
+        return {str(k): _normalise(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalise(v) for v in value]
+    return value
+
+
+def _same(expected: Any, actual: Any) -> bool:
+    if expected == actual:
+        return True
+    if isinstance(actual, str) and isinstance(expected, (int, float, bool)):
+        text = ("true" if expected else "false") if isinstance(expected, bool) else str(expected)
+        return text == actual
+    return False
+
+
+def _diff(expected: Any, actual: Any, path: str) -> list[str]:
+    """Why ``actual`` is not a superset of ``expected`` (empty = it is)."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        out: list[str] = []
+        for key, value in expected.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in actual:
+                out.append(f"{sub}: expected {value!r}, but the decision has no {key!r}")
+            else:
+                out.extend(_diff(value, actual[key], sub))
+        return out
+    if _same(expected, actual):
+        return []
+    return [f"{path}: expected {expected!r}, got {actual!r}"]
+
+
+def _check(expect: dict[str, Any], actual: dict[str, Any]) -> list[str]:
+    expected = _normalise(dict(expect))
+    pattern = expected.pop("reason_matches", None)
+    problems = _diff(expected, actual, "")
+    if pattern is not None and not re.search(str(pattern), actual.get("reason") or ""):
+        problems.append(f"reason: expected to match {pattern!r}, got {actual.get('reason')!r}")
+    return problems
+
+
+def _case_node(doc: Document, index: int, key: str) -> yaml.Node | None:
+    node = doc.node
+    for part in ("cases", index, key):
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            return None
+    return node
+
+
+def _problem_lines(problems: Sequence[PolicyProblem]) -> list[str]:
+    return [f"    {p}" for p in problems]
+
+
+def _run_file(path: Path, outcome: Outcome, cache: dict[tuple[str, ...], PolicySet | PolicyError]) -> None:
+    doc, problems = read_document(path)
+    if doc is not None and doc.data is None:
+        problems = [PolicyProblem(str(path), 1, 1, "", "empty test file; it needs policies and cases")]
+    spec: _TestFile | None = None
+    if doc is not None and not problems:
+        allowed = {"": list(_TestFile.model_fields), "cases": list(_Case.model_fields)}
+        spec, problems = validate(_TestFile, doc, allowed=allowed)
+    if spec is None or doc is None:
+        outcome.errors += 1
+        outcome.lines.append(f"{path} ERROR")
+        outcome.lines.extend(_problem_lines(problems))
+        return
+    policy_paths = [spec.policies] if isinstance(spec.policies, str) else spec.policies
+    resolved = tuple(str(path.parent / p) for p in policy_paths)
+    if resolved not in cache:
+        try:
+            cache[resolved] = load_policies(list(resolved))
+        except PolicyError as exc:
+            cache[resolved] = exc
+    policies = cache[resolved]
+    if isinstance(policies, PolicyError):
+        outcome.errors += 1
+        line, column, _ = locate(doc.node, ("policies",))
+        outcome.lines.append(f"{path} ERROR")
+        outcome.lines.append(f"    {path}:{line}:{column}: policies: the policies do not load:")
+        outcome.lines.extend(_problem_lines(policies.problems))
+        return
+    for index, case in enumerate(spec.cases):
+        case_id = f"{path}::{case.name}"
+        merged = {**spec.failure, **case.failure}
+        if isinstance(spec.failure.get("error"), dict) and isinstance(case.failure.get("error"), dict):
+            merged["error"] = {**spec.failure["error"], **case.failure["error"]}
+        failure, fproblems = failure_from(
+            doc, merged, _case_node(doc, index, "failure"), base=("cases", index, "failure")
+        )
+        unknown = sorted(set(case.expect) - set(EXPECT_KEYS))
+        if unknown:
+            line, column, _ = locate(doc.node, ("cases", index, "expect", unknown[0]), at_key=True)
+            fproblems.append(
+                PolicyProblem(
+                    str(path),
+                    line,
+                    column,
+                    f"cases[{index}].expect.{unknown[0]}",
+                    f"unknown decision field {unknown[0]!r}; use {', '.join(EXPECT_KEYS)}",
+                )
+            )
+        if failure is None or fproblems:
+            outcome.errors += 1
+            outcome.lines.append(f"{case_id} ERROR")
+            outcome.lines.extend(_problem_lines(fproblems))
+            continue
+        now = case.now or spec.now or failure.failed_at
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=UTC)
+        actual = decide(failure, policies, now).to_json()
+        diffs = _check(case.expect, actual)
+        if diffs:
+            outcome.failed += 1
+            outcome.lines.append(f"{case_id} FAILED")
+            outcome.lines.extend(f"    {d}" for d in diffs)
+            outcome.lines.append(f"    actual decision: {actual['decision']}: {actual['reason']}")
+        else:
+            outcome.passed += 1
+            outcome.lines.append(f"{case_id} PASSED")
+
+
+def run_files(paths: Sequence[str | Path], out: TextIO) -> Outcome:
+    """Run every case of the test files at ``paths``, printing pytest-like lines to ``out``."""
+    files, missing = discover(paths)
+    outcome = Outcome()
+    for name in missing:
+        outcome.errors += 1
+        outcome.lines.append(f"{name} ERROR")
+        outcome.lines.append(f"    {name}: no such file or directory; check the path")
+    cache: dict[tuple[str, ...], PolicySet | PolicyError] = {}
+    for path in files:
+        _run_file(path, outcome, cache)
+    for line in outcome.lines:
+        print(line, file=out)
+    if not files and not missing:
+        print(f"no *.test.yaml files under {', '.join(str(p) for p in paths)}", file=out)
+    summary = f"{outcome.passed} passed, {outcome.failed} failed"
+    if outcome.errors:
+        summary += f", {outcome.errors} error{'s' if outcome.errors != 1 else ''}"
+    print(f"==== {summary} ====", file=out)
+    return outcome

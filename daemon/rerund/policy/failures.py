@@ -1,0 +1,47 @@
+"""Failure documents (YAML or JSON) as ``rerund explain`` and policy tests read them.
+
+A failure document is the ``Failure`` model written out by hand (see README); problems are
+reported located, like policy problems, as ``FailureInputError``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rerund.core.model import Failure
+from rerund.errors import FailureInputError, PolicyProblem
+from rerund.policy.source import Document, read_document, validate
+
+__all__ = ["FAILURE_KEYS", "failure_from", "load_failure"]
+
+FAILURE_KEYS = [f.alias or name for name, f in Failure.model_fields.items()]
+
+
+def failure_from(
+    doc: Document, data: Any, node: yaml.Node | None, base: tuple[str | int, ...] = ()
+) -> tuple[Failure | None, list[PolicyProblem]]:
+    """Validate one failure (``data`` at ``node`` inside ``doc``); located problems."""
+    if not isinstance(data, dict):
+        line, column = (node.start_mark.line + 1, node.start_mark.column + 1) if node is not None else (1, 1)
+        path = ".".join(str(b) for b in base)
+        return None, [
+            PolicyProblem(doc.file, line, column, path, "expected a mapping with run, error, failed_at, ...")
+        ]
+    allowed = {"": FAILURE_KEYS, "failure": FAILURE_KEYS, "error": ["kind", "code", "message"]}
+    return validate(Failure, doc, data=data, node=node, base=base, allowed=allowed)
+
+
+def load_failure(path: str | Path) -> Failure:
+    """Read a failure document; raises ``FailureInputError`` with every problem, located."""
+    doc, problems = read_document(Path(path))
+    if doc is None:
+        raise FailureInputError(problems)
+    if doc.data is None:
+        raise FailureInputError([PolicyProblem(doc.file, 1, 1, "", "empty failure file; it needs run and failed_at")])
+    failure, problems = failure_from(doc, doc.data, doc.node)
+    if failure is None:
+        raise FailureInputError(problems)
+    return failure
