@@ -1,0 +1,249 @@
+"""The kustomize base and the example overlay, rendered by the real kustomize (inside kubectl),
+validate against the Kubernetes 1.37 schemas (kubernetes-validate ships them offline); the
+prometheus-operator objects, which have no schema there, are checked for the fields their CRDs
+require and for pointing at the right things."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from deploy_support import BASE, OVERLAY, REPO, RULES, run, tool
+
+K8S_VERSION = "1.37.0"
+BUILDS = {"base": BASE, "overlay-example": OVERLAY}
+# The operator's duration pattern (monitoring.coreos.com/v1 Duration).
+DURATION = re.compile(
+    r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+)
+
+
+@cache
+def _render(path: Path) -> tuple[dict[str, Any], ...]:
+    out = run(tool("kubectl"), "kustomize", str(path))
+    return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
+
+
+def _objects(build: str, kind: str | None = None) -> list[dict[str, Any]]:
+    return [o for o in _render(BUILDS[build]) if kind is None or o["kind"] == kind]
+
+
+def _one(build: str, kind: str) -> dict[str, Any]:
+    found = _objects(build, kind)
+    assert len(found) == 1, f"{build}: expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def _ids(build: str) -> list[str]:
+    return [f"{o['kind']}/{o['metadata']['name']}" for o in _render(BUILDS[build])]
+
+
+ALL = [(build, i) for build in BUILDS for i in range(len(_render(BUILDS[build])))]
+
+
+@pytest.mark.parametrize(("build", "index"), ALL, ids=[f"{b}:{_ids(b)[i]}" for b, i in ALL])
+def test_every_rendered_object_validates_against_the_kubernetes_schemas(build: str, index: int) -> None:
+    obj = _render(BUILDS[build])[index]
+    if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+        with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        return  # checked against their CRDs' required fields below
+    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_the_validator_rejects_a_misspelt_field() -> None:
+    """The schema check can fail: strict validation catches a typo in a probe."""
+    deployment = yaml.safe_load(yaml.safe_dump(_one("base", "Deployment")))
+    probe = deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]
+    probe["periodSecond"] = probe.pop("periodSeconds")
+    with pytest.raises(kubernetes_validate.ValidationError, match="periodSecond"):
+        kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("build", list(BUILDS))
+def test_both_builds_hold_the_whole_deployment(build: str) -> None:
+    kinds = sorted(o["kind"] for o in _render(BUILDS[build]))
+    assert kinds == [
+        "ConfigMap",
+        "ConfigMap",
+        "Deployment",
+        "PrometheusRule",
+        "Service",
+        "ServiceAccount",
+        "ServiceMonitor",
+    ]
+
+
+@pytest.mark.parametrize("build", list(BUILDS))
+def test_the_prometheusrule_has_the_fields_its_crd_requires(build: str) -> None:
+    rule = _one(build, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["name"]
+    groups = rule["spec"]["groups"]
+    names = [g["name"] for g in groups]
+    assert all(names) and len(set(names)) == len(names), "group names are required and unique"
+    for group in groups:
+        assert DURATION.match(group.get("interval", "0"))
+        for r in group["rules"]:
+            assert isinstance(r["expr"], str | int) and str(r["expr"]).strip()
+            assert ("alert" in r) != ("record" in r), f"exactly one of alert/record: {r}"
+            assert DURATION.match(r.get("for", "0")), r.get("for")
+            for field in ("labels", "annotations"):
+                assert all(isinstance(v, str) for v in r.get(field, {}).values())
+
+
+@pytest.mark.parametrize("build", list(BUILDS))
+def test_the_prometheusrule_carries_exactly_the_promtool_tested_rules(build: str) -> None:
+    assert _one(build, "PrometheusRule")["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
+
+
+@pytest.mark.parametrize("build", list(BUILDS))
+def test_the_servicemonitor_selects_the_service_and_scrapes_its_metrics_port(build: str) -> None:
+    monitor, service = _one(build, "ServiceMonitor"), _one(build, "Service")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    spec = monitor["spec"]
+    selector = spec["selector"]["matchLabels"]  # `selector` is required by the CRD
+    assert selector.items() <= service["metadata"]["labels"].items()
+    port_names = {p["name"] for p in service["spec"]["ports"]}
+    assert spec["endpoints"], "at least one endpoint"
+    for endpoint in spec["endpoints"]:
+        assert endpoint["port"] in port_names
+        assert endpoint["path"] == "/metrics"
+        assert DURATION.match(endpoint["interval"]) and DURATION.match(endpoint["scrapeTimeout"])
+    assert service["metadata"].get("namespace") == monitor["metadata"].get("namespace")
+
+
+@pytest.mark.parametrize("build", list(BUILDS))
+def test_the_service_routes_to_the_daemons_metrics_port(build: str) -> None:
+    service, deployment = _one(build, "Service"), _one(build, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert {p["name"] for p in container["ports"]} >= {p["targetPort"] for p in service["spec"]["ports"]}
+
+
+def _container(build: str) -> dict[str, Any]:
+    return _one(build, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+
+
+@pytest.mark.parametrize("build", list(BUILDS))
+def test_probes_check_healthz_for_liveness_and_readyz_for_readiness(build: str) -> None:
+    c = _container(build)
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert c["startupProbe"]["httpGet"]["path"] == "/healthz"
+
+
+@pytest.mark.parametrize("build", list(BUILDS))
+def test_the_daemon_runs_non_root_read_only_with_requests_and_limits(build: str) -> None:
+    pod = _one(build, "Deployment")["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["automountServiceAccountToken"] is False
+    assert c["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert set(c["resources"]["requests"]) == {"cpu", "memory"}
+    assert set(c["resources"]["limits"]) == {"cpu", "memory"}
+
+
+@pytest.mark.parametrize("build", list(BUILDS))
+def test_the_http_server_listens_on_all_interfaces_only_inside_the_pod(build: str) -> None:
+    args = _container(build)["args"]
+    assert args[0] == "run"
+    assert "--http=0.0.0.0:9464" in args
+    port = next(p for p in _container(build)["ports"] if p["name"] == "metrics")
+    assert port["containerPort"] == 9464
+    assert _one(build, "Service")["spec"]["type"] == "ClusterIP"
+
+
+@pytest.mark.parametrize("build", list(BUILDS))
+def test_policies_are_a_directory_mount_of_an_unhashed_configmap_so_they_reload_in_place(build: str) -> None:
+    """kubelet updates ConfigMap volumes in place (never subPath mounts); an unhashed name keeps the
+    pods on the same ConfigMap, so a policy change is a hot reload, not a rollout."""
+    deployment = _one(build, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "policies")
+    assert volume["configMap"]["name"] == "rerund-policies"
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "policies")
+    assert "subPath" not in mount
+    assert f"--policies={mount['mountPath']}" in pod["containers"][0]["args"]
+    names = {o["metadata"]["name"] for o in _objects(build, "ConfigMap")}
+    assert "rerund-policies" in names
+    config = next(v for v in pod["volumes"] if v["name"] == "config")["configMap"]["name"]
+    assert re.fullmatch(r"rerund-config-[a-z0-9]{10}", config), "settings changes roll the pods"
+    assert config in names
+
+
+@pytest.mark.parametrize("build", list(BUILDS))
+def test_the_policies_configmap_holds_the_example_policies_and_they_load(build: str, tmp_path: Path) -> None:
+    from rerund.policy import load_policies
+
+    data = next(o for o in _objects(build, "ConfigMap") if o["metadata"]["name"] == "rerund-policies")["data"]
+    assert set(data) == {"rerund.yaml"}
+    assert data["rerund.yaml"] == (REPO / "policies" / "rerund.yaml").read_text()
+    (tmp_path / "rerund.yaml").write_text(data["rerund.yaml"])
+    policies = load_policies([tmp_path])
+    assert "global" in policies.budgets()
+
+
+@pytest.mark.parametrize("build", list(BUILDS))
+def test_the_settings_configmap_is_a_valid_daemon_config(build: str, tmp_path: Path) -> None:
+    from rerund.runtime.settings import load_settings
+
+    data = next(o for o in _objects(build, "ConfigMap") if o["metadata"]["name"].startswith("rerund-config"))
+    (tmp_path / "rerund.yaml").write_text(data["data"]["rerund.yaml"])
+    args = _container(build)["args"]
+    settings = load_settings(tmp_path / "rerund.yaml", environ={}, overrides={"http": "0.0.0.0:9464"})
+    settings.require_runnable()
+    assert settings.scopes
+    assert any(a.startswith("--config=/etc/rerund/config/") for a in args)
+
+
+@pytest.mark.parametrize("build", list(BUILDS))
+def test_the_api_key_comes_from_a_secret_file_never_from_the_manifests(build: str) -> None:
+    pod = _one(build, "Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "api-key")
+    assert volume["secret"]["secretName"] == "rerund-flyte-api-key"
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "api-key")
+    assert f"--api-key-file={mount['mountPath']}/api-key" in pod["containers"][0]["args"]
+    assert not _objects(build, "Secret"), "no secret values in the repository"
+    rendered = yaml.safe_dump_all(_render(BUILDS[build]))
+    assert "FLYTE_API_KEY" not in rendered
+
+
+def test_the_example_overlay_runs_two_replicas_in_its_namespace() -> None:
+    assert _one("base", "Deployment")["spec"]["replicas"] == 1
+    deployment = _one("overlay-example", "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert {o["metadata"].get("namespace") for o in _objects("overlay-example")} == {"rerund"}
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == "registry.example.com/platform/rerund:0.1.0"
+
+
+def test_a_copied_overlay_with_its_own_policies_replaces_the_example_ones(tmp_path: Path) -> None:
+    """What the overlay's comment tells users to do works: their policies replace the example's."""
+    overlay = tmp_path / "deploy" / "kubernetes" / "overlays" / "mine"
+    shutil.copytree(REPO / "deploy" / "kubernetes" / "base", tmp_path / "deploy" / "kubernetes" / "base")
+    shutil.copytree(OVERLAY, overlay)
+    (overlay / "policies").mkdir()
+    (overlay / "policies" / "rerund.yaml").write_text("apiVersion: rerund/v1\npolicies: []\n")
+    text = (overlay / "kustomization.yaml").read_text()
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if "# - name: rerund-policies" in line)
+    for i in range(start, start + 6):
+        lines[i] = lines[i].replace("# ", "", 1)
+    (overlay / "kustomization.yaml").write_text("\n".join(lines) + "\n")
+    out = run(tool("kubectl"), "kustomize", str(overlay))
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    policies = next(d for d in docs if d["metadata"]["name"] == "rerund-policies")
+    assert policies["data"] == {"rerund.yaml": "apiVersion: rerund/v1\npolicies: []\n"}
