@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -143,6 +143,7 @@ class _Base:
         self.engine = engine
         self.hub = hub
         self.stats = stats
+        self.pager = Pager()
 
     def _run(self, run_id: identifier_pb2.RunIdentifier, rpc: str) -> RunRec:
         key = _key(run_id, rpc)
@@ -169,16 +170,63 @@ class _Base:
         return (a.inputs or common_pb2.Inputs(), a.outputs or common_pb2.Outputs())
 
 
-def _paginate(items: list[Any], request: list_pb2.ListRequest, rpc: str) -> tuple[list[Any], str]:
-    try:
-        offset = int(request.token) if request.token else 0
-    except ValueError:
-        raise _invalid(f"{rpc}: page token {request.token!r} is not one this sandbox issued") from None
-    limit = request.limit if request.limit > 0 else 100
-    limit = min(limit, _MAX_PAGE)
-    page = items[offset : offset + limit]
-    nxt = offset + limit
-    return page, (str(nxt) if nxt < len(items) else "")
+class Pager:
+    """Token paging over a result computed once per listing.
+
+    The first page computes the whole sorted result and keeps it (the 64 most recent results);
+    later pages slice it, so paging through 20,000 runs costs one query, not one per page, and
+    a listing is a consistent snapshot. A token whose result was evicted (or issued before a
+    restart) is recomputed and resumes after the last item it named.
+    """
+
+    def __init__(self, keep: int = 64) -> None:
+        self._results: OrderedDict[str, list[Any]] = OrderedDict()
+        self._keep = keep
+        self._next = 0
+
+    def page(
+        self,
+        rpc: str,
+        request: list_pb2.ListRequest,
+        compute: Callable[[], list[Any]],
+        ident: Callable[[Any], str],
+    ) -> tuple[list[Any], str]:
+        limit = min(request.limit if request.limit > 0 else 100, _MAX_PAGE)
+        if request.token:
+            try:
+                snap, offset_text, last = request.token.split(".", 2)
+                offset = int(offset_text)
+            except ValueError:
+                raise _invalid(
+                    f"{rpc}: page token {request.token!r} is not one this sandbox issued; "
+                    "start again without a token"
+                ) from None
+            items = self._results.get(snap)
+            if items is None:
+                items = compute()
+                ids = [ident(x) for x in items]
+                offset = ids.index(last) + 1 if last in ids else min(offset, len(items))
+                snap = self._store(items)
+            else:
+                self._results.move_to_end(snap)
+        else:
+            items, offset = compute(), 0
+            snap = ""
+        page = items[offset : offset + limit]
+        nxt = offset + limit
+        if nxt >= len(items):
+            return page, ""
+        if not snap:
+            snap = self._store(items)
+        return page, f"{snap}.{nxt}.{ident(page[-1])}"
+
+    def _store(self, items: list[Any]) -> str:
+        self._next += 1
+        snap = f"p{self._next}"
+        self._results[snap] = items
+        while len(self._results) > self._keep:
+            self._results.popitem(last=False)
+        return snap
 
 
 class SandboxRunService(_Base, RunService):  # type: ignore[misc]
@@ -346,8 +394,10 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
             raise _invalid(f"ListRuns: {exc}") from None
         if request.HasField("task_name") and request.task_name.name:
             filters.append(Filter("task_name", list_pb2.Filter.EQUAL, strings=(request.task_name.name,)))
-        runs = self.store.query((org, pid.name, pid.domain), filters, sort)
-        page, token = _paginate(runs, request.request, "ListRuns")
+        scope = (org, pid.name, pid.domain)
+        page, token = self.pager.page(
+            "ListRuns", request.request, lambda: self.store.query(scope, filters, sort), lambda r: r.name
+        )
         return rs.ListRunsResponse(runs=[protos.run(r) for r in page], token=token)
 
     async def watch_runs(self, request: rs.WatchRunsRequest, ctx: Ctx) -> AsyncIterator[rs.WatchRunsResponse]:
@@ -391,7 +441,7 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
             raise _invalid(f"ListActions: {exc}") from None
         acts = [a for a in r.actions.values() if all(_action_matches(f, a) for f in filters)]
         acts.sort(key=lambda a: (action_attr(a, sort.key), len(a.name), a.name), reverse=not sort.ascending)
-        page, token = _paginate(acts, request.request, "ListActions")
+        page, token = self.pager.page("ListActions", request.request, lambda: acts, lambda a: a.name)
         return rs.ListActionsResponse(actions=[protos.action(r, a) for a in page], token=token)
 
 

@@ -97,10 +97,13 @@ class SandboxHandle:
             self._thread.stop()
             self._thread = None
 
-    def restart(self) -> None:
+    def restart(self, *, time_scale: float | None = None) -> None:
         """Stop and start again on the same port and database (runs in a ``:memory:`` sandbox
-        are lost; with a file database they survive and non-terminal runs resume)."""
+        are lost; with a file database they survive and non-terminal runs resume, each
+        execution starting its duration again). ``time_scale`` changes the speed from now on."""
         self.stop()
+        if time_scale is not None:
+            self._time_scale = time_scale
         deadline = time.monotonic() + 10
         while True:
             try:

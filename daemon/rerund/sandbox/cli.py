@@ -1,0 +1,196 @@
+"""``rerund sandbox``: serve the Flyte-compatible sandbox control plane until SIGINT/SIGTERM.
+
+Prints the endpoint, the ``flyte.init(...)`` call and a ``flyte`` CLI config file (written to
+disk) that point at it. Heavy imports (uvicorn, flyteidl2) happen inside the handler so that
+``rerund --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rerund.errors import ConfigError
+
+__all__ = ["flyte_cli_config", "register"]
+
+_DESCRIPTION = """\
+Serve a Flyte 2 control plane (Connect protocol over HTTP) that the real flyte SDK and
+`flyte` CLI talk to like a real backend. Runs move QUEUED -> RUNNING -> terminal by the
+behaviour their task declares in the workload file; reruns follow their lineage.
+"""
+
+_EPILOG = """\
+examples:
+  rerund sandbox --workload policies/demo/workload.yaml
+  rerund sandbox --port 0 --db /tmp/sandbox.db --fault-unavailable 0.2 --fault-latency 50ms
+
+admin endpoint (not part of Flyte's API):
+  GET  /_sandbox/stats     RPC counts by method, runs by phase, faults
+  POST /_sandbox/faults    {"unavailable": 0.2, "latency": "50ms", "drop_streams_after": 50}
+  GET  /_sandbox/runs      every run as JSON
+  POST /_sandbox/runs      {"task": "train.fit", "count": 2, "labels": {}, "inputs": {}}
+"""
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "sandbox",
+        help="serve a Flyte-compatible sandbox control plane",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument(
+        "--port", type=int, default=8090, help="port to listen on; 0 picks a free one (default 8090)"
+    )
+    p.add_argument(
+        "--db",
+        default=":memory:",
+        help="SQLite file that keeps every run across restarts, or :memory: (default)",
+    )
+    p.add_argument("--workload", type=Path, default=None, help="workload YAML file (tasks, runs, arrivals)")
+    p.add_argument("--org", default="sandbox", help="organization name served (default sandbox)")
+    p.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="multiply every workload duration by this factor (default 1.0; 0.1 = ten times faster)",
+    )
+    p.add_argument(
+        "--fault-unavailable",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of RPCs answered UNAVAILABLE (0-1)",
+    )
+    p.add_argument(
+        "--fault-latency", default="0ms", metavar="DURATION", help="latency added to every RPC, e.g. 50ms"
+    )
+    p.add_argument(
+        "--fault-drop-streams-after",
+        type=int,
+        default=0,
+        metavar="N",
+        help="close watch streams with UNAVAILABLE after N messages (0 = never)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=None, help="random seed for faults, run names and random outputs"
+    )
+    p.add_argument(
+        "--flyte-config",
+        type=Path,
+        default=None,
+        help="where to write the flyte CLI config (default: a temp file named after the port)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log every request (uvicorn info logs)")
+    p.set_defaults(func=run)
+
+
+def flyte_cli_config(endpoint: str, *, org: str, project: str, domain: str) -> str:
+    """The ``flyte --config FILE`` YAML that points the CLI at ``endpoint``."""
+    return (
+        "admin:\n"
+        f"  endpoint: {endpoint}\n"
+        "  insecure: true\n"
+        "task:\n"
+        f"  org: {org}\n"
+        f"  project: {project}\n"
+        f"  domain: {domain}\n"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from rerund.sandbox.server import Sandbox, bind_socket, serve_forever
+    from rerund.sandbox.service import Faults
+    from rerund.sandbox.workload import Workload, load_workload, parse_duration
+
+    if not 0.0 <= args.fault_unavailable <= 1.0:
+        raise ConfigError(
+            f"--fault-unavailable must be a share between 0 and 1, got {args.fault_unavailable}"
+        )
+    if args.fault_drop_streams_after < 0:
+        raise ConfigError(
+            f"--fault-drop-streams-after must be >= 0 (0 = never), got {args.fault_drop_streams_after}"
+        )
+    if args.time_scale <= 0:
+        raise ConfigError(f"--time-scale must be positive, got {args.time_scale}")
+    try:
+        latency = parse_duration(args.fault_latency)
+    except ValueError as exc:
+        raise ConfigError(f"--fault-latency: {exc}") from None
+    workload = load_workload(args.workload) if args.workload else Workload()
+    faults = Faults(
+        unavailable=args.fault_unavailable,
+        latency_s=latency,
+        drop_streams_after=args.fault_drop_streams_after,
+    )
+    sandbox = Sandbox(
+        workload, db=args.db, org=args.org, time_scale=args.time_scale, faults=faults, seed=args.seed
+    )
+    sock = bind_socket(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    shown_host = f"[{host}]" if ":" in host else host
+    endpoint = f"http://{shown_host}:{port}"
+    config_path = args.flyte_config or Path(tempfile.gettempdir()) / f"rerund-sandbox-{port}.flyte.yaml"
+    config_text = flyte_cli_config(endpoint, org=args.org, project=workload.project, domain=workload.domain)
+    try:
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(config_text, encoding="utf-8")
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot write the flyte CLI config to {config_path}: {exc}; pass --flyte-config PATH"
+        ) from None
+
+    def ready() -> None:
+        assert sandbox.store is not None
+        durable = (
+            f"{args.db} (durable)"
+            if sandbox.store.durable
+            else ":memory: (lost on exit; use --db PATH to keep runs)"
+        )
+        source = str(args.workload) if args.workload else "none (no tasks; pass --workload FILE)"
+        print(
+            f"rerund sandbox: serving Flyte at {endpoint}  "
+            f"(org {args.org}, project {workload.project}, domain {workload.domain})\n"
+            f"  workload: {source}: {len(workload.tasks)} tasks, {len(sandbox.store.runs)} runs, "
+            f"{len(workload.arrivals)} arrival schedules\n"
+            f"  database: {durable}\n"
+            f"  faults:   {_faults_text(faults)}\n"
+            f"  admin:    {endpoint}/_sandbox/stats\n"
+            "\n"
+            "Point the SDK at it:\n"
+            "    import flyte\n"
+            f'    flyte.init(endpoint="{endpoint}", insecure=True, org="{args.org}", '
+            f'project="{workload.project}", domain="{workload.domain}")\n'
+            "\n"
+            f"Point the flyte CLI at it (config written to {config_path}):\n"
+            f"    flyte --config {config_path} get run\n"
+            + "".join(f"    {line}\n" for line in config_text.splitlines())
+            + "\nStop with Ctrl-C (SIGINT) or SIGTERM.",
+            flush=True,
+        )
+
+    serve_forever(sandbox, sock, ready=ready, quiet=not args.verbose)
+    stored = len(sandbox.store.runs) if sandbox.store is not None else 0
+    where = (
+        f"kept in {args.db}"
+        if sandbox.store is not None and sandbox.store.durable
+        else "discarded (:memory:)"
+    )
+    print(f"rerund sandbox: stopped cleanly; {stored} runs {where}", file=sys.stderr, flush=True)
+    return 0
+
+
+def _faults_text(f: Any) -> str:
+    if not (f.unavailable or f.latency_s or f.drop_streams_after):
+        return "none"
+    return (
+        f"unavailable={f.unavailable} latency={round(f.latency_s * 1000, 3):g}ms "
+        f"drop_streams_after={f.drop_streams_after or 'never'}"
+    )
