@@ -156,7 +156,7 @@ def test_unknown_run_answers_not_found(sb, client):
 def test_unknown_action_answers_not_found_and_lists_the_actions(sb, client):
     [name] = sb.launch("ok")
 
-    with pytest.raises(ConnectError, match="action 'a7' not found in run .*; it has a0") as info:
+    with pytest.raises(ConnectError, match=r"action 'a7' not found in run .*; it has a0") as info:
         client.get_action_details(
             rs.GetActionDetailsRequest(
                 action_id=identifier_pb2.ActionIdentifier(run=run_id(sb, name), name="a7")
