@@ -8,6 +8,7 @@ traceback by the dispatcher).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from datetime import UTC, datetime
@@ -36,8 +37,12 @@ def register(sub: Any) -> None:
             "a RUN on the control plane with --config."
         ),
     )
-    explain.add_argument("run", nargs="?", metavar="RUN", help="a run on the control plane (live; needs --config)")
-    explain.add_argument("--policies", action="append", metavar="PATH", help="policy file or directory (repeatable)")
+    explain.add_argument(
+        "run", nargs="?", metavar="RUN", help="a run on the control plane (live; needs --config)"
+    )
+    explain.add_argument(
+        "--policies", action="append", metavar="PATH", help="policy file or directory (repeatable)"
+    )
     explain.add_argument("--failure", metavar="FILE", help="a failure document (YAML or JSON)")
     explain.add_argument("--config", metavar="FILE", help="daemon settings, for a live explain of RUN")
     explain.add_argument("--project", help="project of RUN (live explain)")
@@ -86,7 +91,9 @@ def parse_now(text: str | None) -> datetime:
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ConfigError(f"--now {text!r} is not an ISO-8601 time; write e.g. 2026-11-24T10:00:00Z") from None
+        raise ConfigError(
+            f"--now {text!r} is not an ISO-8601 time; write e.g. 2026-11-24T10:00:00Z"
+        ) from None
     if when.tzinfo is None:
         raise ConfigError(f"--now {text!r} has no timezone; add Z for UTC, e.g. 2026-11-24T10:00:00Z")
     return when.astimezone(UTC)
@@ -97,10 +104,12 @@ def _explain(args: argparse.Namespace) -> int:
         if not args.config:
             raise ConfigError(f"a live explain of run {args.run!r} needs --config FILE (the daemon settings)")
         try:
-            from rerund.runtime.live import explain_run
+            live = importlib.import_module("rerund.runtime.live")
         except ModuleNotFoundError as exc:
-            raise ConfigError("live explain is not available in this build (rerund.runtime.live is missing)") from exc
-        return int(explain_run(args))
+            raise ConfigError(
+                "live explain is not available in this build (rerund.runtime.live is missing)"
+            ) from exc
+        return int(live.explain_run(args))
     if not args.policies or not args.failure:
         raise ConfigError(
             "explain needs --policies PATH and --failure FILE (or a RUN and --config for a live explain)"

@@ -40,7 +40,9 @@ def load_failure(path: str | Path) -> Failure:
     if doc is None:
         raise FailureInputError(problems)
     if doc.data is None:
-        raise FailureInputError([PolicyProblem(doc.file, 1, 1, "", "empty failure file; it needs run and failed_at")])
+        raise FailureInputError(
+            [PolicyProblem(doc.file, 1, 1, "", "empty failure file; it needs run and failed_at")]
+        )
     failure, problems = failure_from(doc, doc.data, doc.node)
     if failure is None:
         raise FailureInputError(problems)

@@ -9,7 +9,8 @@ unsafe tags are all reported the same way, never as a traceback.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -259,7 +260,7 @@ def validate(
     data: Any = None,
     node: yaml.Node | None = None,
     base: tuple[str | int, ...] = (),
-    allowed: dict[str, Sequence[str]] | None = None,
+    allowed: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[M | None, list[PolicyProblem]]:
     """Validate ``data`` (default: the whole document) against ``model``; located problems.
 
@@ -280,7 +281,9 @@ def validate(
                 parent = next((p for p in reversed(path[:-1]) if isinstance(p, str)), "")
                 keys = allowed.get(parent)
                 if keys:
-                    message += f"; allowed keys: {', '.join(keys)}"
+                    close = difflib.get_close_matches(str(path[-1]), list(keys), n=1)
+                    hint = f"did you mean {close[0]!r}? " if close else ""
+                    message += f"; {hint}allowed keys: {', '.join(keys)}"
             key = (line, column, message)
             if key in seen:
                 continue
