@@ -289,4 +289,4 @@ def validate(
                 continue
             seen.add(key)
             problems.append(_problem(doc.file, line, column, format_path((*base, *path)), message))
-        return None, problems
+        return None, sorted(problems, key=lambda p: (p.line, p.column))
