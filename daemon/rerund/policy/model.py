@@ -197,7 +197,11 @@ RetryField = Annotated[
 class PolicySpec(_Spec):
     """One policy: a name, what it matches and how it retries (``retry: false`` = never)."""
 
-    name: Annotated[str, AfterValidator(_policy_name)]
+    name: Annotated[
+        str,
+        AfterValidator(_policy_name),
+        Field(json_schema_extra={"pattern": POLICY_NAME_PATTERN, "not": {"const": "global"}}),
+    ]
     match: MatchSpecModel = Field(default_factory=MatchSpecModel)
     retry: RetryField = True
     description: str | None = None
