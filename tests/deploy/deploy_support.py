@@ -6,6 +6,7 @@ is a clear failure naming that command, never a skip: CI must run these checks f
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -119,3 +120,34 @@ def grafana_expr(expr: str, *, range_: str = "5m", rate_interval: str = "1m") ->
         .replace("$__range", range_)
         .replace('instance=~"$instance"', 'instance=~".*"')
     )
+
+
+class KubeletConfigMapDir:
+    """A directory laid out like a kubelet ConfigMap volume, updated the way the kubelet does it:
+    files are symlinks to ``..data/<file>``, ``..data`` links to a timestamped directory, and an
+    update writes a new timestamped directory and renames a fresh ``..data_tmp`` link over
+    ``..data`` (one atomic rename), then removes the old directory."""
+
+    def __init__(self, path: Path, files: dict[str, str]) -> None:
+        self.path = path
+        path.mkdir(parents=True)
+        self._n = 0
+        self._current: Path | None = None
+        self.update(files)
+        for name in files:
+            (path / name).symlink_to(Path("..data") / name)
+
+    def update(self, files: dict[str, str]) -> None:
+        self._n += 1
+        new = self.path / f"..2026_11_25_00_00_00.{self._n:09d}"
+        new.mkdir()
+        for name, text in files.items():
+            (new / name).write_text(text)
+        tmp = self.path / "..data_tmp"
+        tmp.symlink_to(new.name)
+        os.replace(tmp, self.path / "..data")
+        if self._current is not None:
+            for f in self._current.iterdir():
+                f.unlink()
+            self._current.rmdir()
+        self._current = new

@@ -14,7 +14,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from deploy_support import BASE, OVERLAY, REPO, RULES, run, tool
+from deploy_support import BASE, OVERLAY, REPO, RULES, KubeletConfigMapDir, run, tool
 
 K8S_VERSION = "1.37.0"
 BUILDS = {"base": BASE, "overlay-example": OVERLAY}
@@ -194,6 +194,26 @@ def test_the_policies_configmap_holds_the_example_policies_and_they_load(build: 
     (tmp_path / "rerund.yaml").write_text(data["rerund.yaml"])
     policies = load_policies([tmp_path])
     assert "global" in policies.budgets()
+
+
+def test_a_kubelet_configmap_volume_loads_as_exactly_its_files_before_and_after_an_update(
+    tmp_path: Path,
+) -> None:
+    """The kubelet's ``..data`` and timestamped directories must not be read as more policies."""
+    from rerund.policy import load_policies
+
+    text = (REPO / "policies" / "rerund.yaml").read_text()
+    volume = KubeletConfigMapDir(tmp_path / "policies", {"rerund.yaml": text})
+    before = load_policies([volume.path])
+    assert list(before.sources) == [str(volume.path / "rerund.yaml")]
+    volume.update({"rerund.yaml": text.replace("max_attempts: 3", "max_attempts: 4")})
+    after = load_policies([volume.path])
+    assert after.sources == before.sources
+    assert sorted(p.name for p in volume.path.iterdir()) == [
+        "..2026_11_25_00_00_00.000000002",
+        "..data",
+        "rerund.yaml",
+    ]
 
 
 @pytest.mark.parametrize("build", list(BUILDS))
