@@ -102,10 +102,16 @@ def test_the_shipped_policies_validate_against_the_schema_and_the_model(path):
     [
         ({"policies": []}, "$: missing 'apiVersion'"),
         ({"apiVersion": "rerund/v1", "polices": []}, "$: unknown key 'polices'"),
-        ({"apiVersion": "rerund/v1", "policies": [{"name": "global"}]}, "$.policies[0].name: matches a 'not' schema"),
+        (
+            {"apiVersion": "rerund/v1", "policies": [{"name": "global"}]},
+            "$.policies[0].name: matches a 'not' schema",
+        ),
         ({"apiVersion": "rerund/v1", "policies": [{"name": "Bad Name"}]}, "does not match"),
         ({"apiVersion": "rerund/v1", "defaults": {"backoff": {"initial": "30"}}}, "matches none of anyOf"),
-        ({"apiVersion": "rerund/v1", "policies": [{"name": "a", "retry": "yes"}]}, "does not match exactly one of oneOf"),
+        (
+            {"apiVersion": "rerund/v1", "policies": [{"name": "a", "retry": "yes"}]},
+            "does not match exactly one of oneOf",
+        ),
     ],
     ids=["no-api-version", "unknown-key", "reserved-name", "bad-name", "bad-duration", "bad-retry"],
 )
