@@ -1,0 +1,304 @@
+"""The audit ledger: a local SQLite file recording every decision, issue result and outcome.
+
+It is a record, never needed for correctness. Deleting it loses history and makes the daemon
+start again from ``--lookback``; it never causes a missed or a duplicate rerun, because what is
+owed is recomputed from the control plane and rerun names are deterministic. The daemon also
+uses the ledger to count each fact once in its metrics across restarts (``record_*`` return
+whether the fact is new) and to remember which reruns it created, so their outcomes can be
+followed after a restart without an extra RPC.
+
+WAL mode lets ``rerund history`` read while the daemon writes. ``prune`` keeps the file
+bounded (the daemon calls it with its ``ledger_retention`` setting). Timestamps are stored as
+aware UTC ISO-8601 strings.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rerund.errors import LedgerError
+
+__all__ = ["IssueRecord", "Ledger"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS failures (
+    run_key TEXT PRIMARY KEY, project TEXT NOT NULL, domain TEXT NOT NULL, run TEXT NOT NULL,
+    failed_at TEXT NOT NULL, seen_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, run_key TEXT NOT NULL,
+    project TEXT NOT NULL, domain TEXT NOT NULL, run TEXT NOT NULL, root TEXT NOT NULL,
+    attempt INTEGER, policy TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL,
+    body TEXT NOT NULL,
+    UNIQUE (run_key, decision, policy, attempt)
+);
+CREATE INDEX IF NOT EXISTS decisions_run ON decisions (run);
+CREATE INDEX IF NOT EXISTS decisions_root ON decisions (root);
+CREATE INDEX IF NOT EXISTS decisions_at ON decisions (at);
+CREATE TABLE IF NOT EXISTS issues (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, source_key TEXT NOT NULL,
+    target_key TEXT NOT NULL, project TEXT NOT NULL, domain TEXT NOT NULL, target TEXT NOT NULL,
+    root TEXT NOT NULL, attempt INTEGER NOT NULL, policy TEXT NOT NULL, scope TEXT NOT NULL,
+    result TEXT NOT NULL, message TEXT NOT NULL,
+    UNIQUE (target_key, result)
+);
+CREATE TABLE IF NOT EXISTS outcomes (
+    target_key TEXT PRIMARY KEY, at TEXT NOT NULL, policy TEXT NOT NULL, root TEXT NOT NULL,
+    attempt INTEGER NOT NULL, phase TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS watermarks (scope TEXT PRIMARY KEY, at TEXT NOT NULL);
+"""
+
+
+def _iso(ts: datetime) -> str:
+    if ts.tzinfo is None:
+        raise LedgerError(f"timestamp {ts!r} has no timezone; the ledger stores aware UTC times only")
+    return ts.astimezone(UTC).isoformat()
+
+
+@dataclass(frozen=True)
+class IssueRecord:
+    """A rerun this daemon created, as remembered in the ledger."""
+
+    project: str
+    domain: str
+    target: str
+    root: str
+    attempt: int
+    policy: str
+    scope: str
+    at: datetime
+
+
+class Ledger:
+    """SQLite audit ledger. Every method raises ``LedgerError`` (never ``sqlite3.Error``)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._lock = threading.Lock()
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise LedgerError(
+                f"ledger {self.path!r} cannot be opened: {exc}; check the --state path is writable"
+            ) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise LedgerError(f"ledger {self.path!r} write failed: {exc}; the record is lost") from exc
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                return list(self._db.execute(sql, args))
+            except sqlite3.Error as exc:
+                raise LedgerError(f"ledger {self.path!r} read failed: {exc}") from exc
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def record_failure(
+        self, *, project: str, domain: str, run: str, failed_at: datetime, now: datetime
+    ) -> bool:
+        """Remember a failed run; True when it was not recorded before."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO failures VALUES (?, ?, ?, ?, ?, ?)",
+                (f"{project}/{domain}/{run}", project, domain, run, _iso(failed_at), _iso(now)),
+            )
+            return cur.rowcount == 1
+
+    def record_decision(
+        self, *, project: str, domain: str, run: str, root: str, decision: dict[str, Any], now: datetime
+    ) -> bool:
+        """Record a decision (its ``Decision.to_json()``); True when this (run, kind, policy,
+        attempt) was not recorded before."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO decisions (at, run_key, project, domain, run, root, attempt, policy,"
+                " decision, reason, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    _iso(now),
+                    f"{project}/{domain}/{run}",
+                    project,
+                    domain,
+                    run,
+                    root,
+                    decision.get("attempt"),
+                    decision.get("policy") or "",
+                    decision["decision"],
+                    decision["reason"],
+                    json.dumps(decision, sort_keys=True, default=str),
+                ),
+            )
+            return cur.rowcount == 1
+
+    def record_issue(
+        self,
+        *,
+        source_key: str,
+        project: str,
+        domain: str,
+        target: str,
+        root: str,
+        attempt: int,
+        policy: str,
+        scope: str,
+        result: str,
+        message: str,
+        now: datetime,
+    ) -> bool:
+        """Record the result of issuing a rerun (created|already_exists|invalid|dry_run)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO issues (at, source_key, target_key, project, domain, target, root,"
+                " attempt, policy, scope, result, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    _iso(now),
+                    source_key,
+                    f"{project}/{domain}/{target}",
+                    project,
+                    domain,
+                    target,
+                    root,
+                    attempt,
+                    policy,
+                    scope,
+                    result,
+                    message,
+                ),
+            )
+            return cur.rowcount == 1
+
+    def record_outcome(
+        self,
+        *,
+        project: str,
+        domain: str,
+        target: str,
+        policy: str,
+        root: str,
+        attempt: int,
+        phase: str,
+        now: datetime,
+    ) -> bool:
+        """Record the terminal phase of a rerun; True when not recorded before."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO outcomes VALUES (?, ?, ?, ?, ?, ?)",
+                (f"{project}/{domain}/{target}", _iso(now), policy, root, attempt, phase),
+            )
+            return cur.rowcount == 1
+
+    def set_watermark(self, scope: str, at: datetime) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO watermarks VALUES (?, ?)", (scope, _iso(at)))
+
+    def prune(self, older_than: datetime) -> int:
+        """Delete records older than ``older_than``; returns the number of rows deleted."""
+        cutoff = _iso(older_than)
+        deleted = 0
+        with self._tx() as db:
+            for table, column in (
+                ("decisions", "at"),
+                ("issues", "at"),
+                ("outcomes", "at"),
+                ("failures", "seen_at"),
+            ):
+                deleted += db.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,)).rowcount  # noqa: S608
+        return deleted
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def watermark(self, scope: str) -> datetime | None:
+        rows = self._query("SELECT at FROM watermarks WHERE scope = ?", (scope,))
+        return datetime.fromisoformat(rows[0]["at"]) if rows else None
+
+    def created_without_outcome(self) -> list[IssueRecord]:
+        """Reruns this daemon created whose terminal phase is not recorded yet."""
+        rows = self._query(
+            "SELECT i.* FROM issues i LEFT JOIN outcomes o ON o.target_key = i.target_key"
+            " WHERE i.result = 'created' AND o.target_key IS NULL ORDER BY i.id"
+        )
+        return [
+            IssueRecord(
+                project=r["project"],
+                domain=r["domain"],
+                target=r["target"],
+                root=r["root"],
+                attempt=r["attempt"],
+                policy=r["policy"],
+                scope=r["scope"],
+                at=datetime.fromisoformat(r["at"]),
+            )
+            for r in rows
+        ]
+
+    def history(
+        self, *, run: str | None = None, policy: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """Recent decisions, newest first; ``run`` matches the run or its lineage root."""
+        where, args = [], []
+        if run:
+            where.append("(run = ? OR root = ?)")
+            args += [run, run]
+        if policy:
+            where.append("policy = ?")
+            args.append(policy)
+        sql = "SELECT * FROM decisions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(str(max(0, limit)))
+        out = []
+        for r in self._query(sql, tuple(args)):
+            body = json.loads(r["body"])
+            out.append(
+                {
+                    "at": r["at"],
+                    "project": r["project"],
+                    "domain": r["domain"],
+                    "run": r["run"],
+                    "root": r["root"],
+                    **body,
+                }
+            )
+        return out
+
+    def issues(self, *, limit: int = 1000) -> list[dict[str, Any]]:
+        """Recorded issue results, oldest first."""
+        return [dict(r) for r in self._query("SELECT * FROM issues ORDER BY id LIMIT ?", (limit,))]
+
+    def counts(self) -> dict[str, int]:
+        """Row counts per table (for tests and ``history --format json`` summaries)."""
+        out = {}
+        for table in ("failures", "decisions", "issues", "outcomes"):
+            out[table] = int(self._query(f"SELECT COUNT(*) AS n FROM {table}")[0]["n"])  # noqa: S608
+        return out

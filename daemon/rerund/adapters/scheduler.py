@@ -1,0 +1,62 @@
+"""Timers for reruns that are not yet due (backoff) or deferred by a budget: APScheduler 3.x.
+
+Jobs are in memory on purpose. A job only says "look at this failure again at time T"; after a
+restart the daemon recomputes every due time from the runs themselves (failure time + the
+policy's deterministic backoff, or the budget window), so persisting jobs would add a second
+source of truth that can disagree with the control plane.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+__all__ = ["AsyncScheduler"]
+
+log = logging.getLogger("rerund.scheduler")
+
+
+class AsyncScheduler:
+    """``runtime.reconcile.Scheduler`` on an APScheduler ``AsyncIOScheduler``.
+
+    ``start`` must be called from the running event loop the callbacks should run on.
+    Scheduling the same ``key`` again replaces its job; a job that fires late still runs.
+    """
+
+    def __init__(self) -> None:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
+
+    def start(self) -> None:
+        self._scheduler.start()
+
+    def shutdown(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+    def schedule(self, key: str, at: datetime, callback: Callable[[], Awaitable[None]]) -> None:
+        async def job() -> None:
+            await callback()
+
+        self._scheduler.add_job(
+            job,
+            trigger="date",
+            run_date=at.astimezone(UTC),
+            id=key,
+            replace_existing=True,
+            misfire_grace_time=None,
+            coalesce=True,
+        )
+
+    def cancel(self, key: str) -> None:
+        from apscheduler.jobstores.base import JobLookupError
+
+        with contextlib.suppress(JobLookupError):
+            self._scheduler.remove_job(key)
+
+    def jobs(self) -> dict[str, datetime]:
+        """Scheduled keys -> when they fire."""
+        return {job.id: job.next_run_time for job in self._scheduler.get_jobs() if job.next_run_time}

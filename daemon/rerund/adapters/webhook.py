@@ -1,0 +1,75 @@
+"""Webhook notifications (exhausted lineages) over HTTP with retries and backoff: httpx.
+
+The body is JSON that both a program and Slack understand: the structured fields (run,
+lineage, policy, reason, console URL, ...) plus a ``text`` field, which Slack's incoming
+webhooks display. A delivery is retried with exponential backoff on connection errors, 5xx,
+408 and 429; another 4xx means the request itself is wrong and is not retried. The webhook URL
+may embed a secret (Slack's does), so messages show only its scheme and host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from rerund.errors import NotificationError
+
+__all__ = ["WebhookNotifier", "redact_url"]
+
+
+def redact_url(url: str) -> str:
+    """``https://hooks.slack.com/services/T/B/secret`` -> ``https://hooks.slack.com/...``."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or '?'}{':' + str(parts.port) if parts.port else ''}/..."
+
+
+class WebhookNotifier:
+    """POSTs each payload as JSON to ``url``; raises ``NotificationError`` when every try failed."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 5.0,
+        retries: int = 5,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._url = url
+        self._timeout = timeout
+        self._retries = retries
+        self._initial = backoff_initial
+        self._max = backoff_max
+        self._transport = transport
+
+    async def notify(self, payload: Mapping[str, Any]) -> None:
+        delay = self._initial
+        last = ""
+        attempts = self._retries + 1
+        async with httpx.AsyncClient(timeout=self._timeout, transport=self._transport) as client:
+            for attempt in range(1, attempts + 1):
+                try:
+                    resp = await client.post(self._url, json=dict(payload))
+                except httpx.HTTPError as exc:
+                    last = f"{type(exc).__name__}"
+                else:
+                    if resp.status_code < 300:
+                        return
+                    last = f"HTTP {resp.status_code}"
+                    if 400 <= resp.status_code < 500 and resp.status_code not in (408, 429):
+                        raise NotificationError(
+                            f"webhook {redact_url(self._url)} refused the notification ({last}); not "
+                            "retried: fix the URL or the receiver"
+                        )
+                if attempt < attempts:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._max)
+        raise NotificationError(
+            f"webhook {redact_url(self._url)} failed after {attempts} attempts (last: {last}); the "
+            "exhausted lineage stays in the ledger (`rerund history`)"
+        )

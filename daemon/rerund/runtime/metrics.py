@@ -1,0 +1,125 @@
+"""The Prometheus metrics of the daemon. Their names are a contract (dashboards and alerts in
+``deploy/`` use them), so they are all declared here, in one place, and pinned by a test.
+
+Every metric is registered on the ``registry`` passed in, never on the process-global default
+registry: tests build a fresh ``CollectorRegistry()`` each and read it with
+``get_sample_value``; the daemon serves its own registry on ``/metrics``.
+
+Counters count facts once per process, de-duplicated through the audit ledger (a failure
+re-observed after a restart is not counted again), so ``increase()`` over a restart stays
+honest.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["METRIC_NAMES", "Metrics"]
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+METRIC_NAMES = (
+    "rerund_failures_observed_total",
+    "rerund_decisions_total",
+    "rerund_reruns_issued_total",
+    "rerund_rerun_outcomes_total",
+    "rerund_lineages_recovered_total",
+    "rerund_lineages_exhausted_total",
+    "rerund_detection_latency_seconds",
+    "rerund_issue_latency_seconds",
+    "rerund_control_plane_errors_total",
+    "rerund_last_sync_timestamp_seconds",
+    "rerund_policies_loaded",
+    "rerund_policy_reloads_total",
+    "rerund_budget_deferrals_total",
+    "rerund_notifications_total",
+)
+
+
+class Metrics:
+    """All metrics of one daemon, registered on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.failures_observed = Counter(
+            "rerund_failures_observed_total",
+            "Failed runs (FAILED, TIMED_OUT, ABORTED) observed, by scope.",
+            ["project", "domain"],
+            registry=registry,
+        )
+        self.decisions = Counter(
+            "rerund_decisions_total",
+            "Decisions made, by policy ('' when none matched) and kind (rerun|give_up|ignore|defer).",
+            ["policy", "decision"],
+            registry=registry,
+        )
+        self.reruns_issued = Counter(
+            "rerund_reruns_issued_total",
+            "Reruns this process created on the control plane, by policy and rerun scope.",
+            ["policy", "scope"],
+            registry=registry,
+        )
+        self.rerun_outcomes = Counter(
+            "rerund_rerun_outcomes_total",
+            "Terminal phases of reruns, by policy and outcome (succeeded|failed|aborted|timed_out).",
+            ["policy", "outcome"],
+            registry=registry,
+        )
+        self.lineages_recovered = Counter(
+            "rerund_lineages_recovered_total",
+            "Lineages whose latest rerun SUCCEEDED, by policy.",
+            ["policy"],
+            registry=registry,
+        )
+        self.lineages_exhausted = Counter(
+            "rerund_lineages_exhausted_total",
+            "Lineages given up on (give_up decisions), by policy.",
+            ["policy"],
+            registry=registry,
+        )
+        self.detection_latency = Histogram(
+            "rerund_detection_latency_seconds",
+            "Seconds from a run's failure to rerund's decision about it.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.issue_latency = Histogram(
+            "rerund_issue_latency_seconds",
+            "Seconds from the time a rerun was due to the time it was created.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.control_plane_errors = Counter(
+            "rerund_control_plane_errors_total",
+            "Failed control-plane calls, by RPC and code (lower-case Connect code).",
+            ["rpc", "code"],
+            registry=registry,
+        )
+        self.last_sync = Gauge(
+            "rerund_last_sync_timestamp_seconds",
+            "Unix time of the last resync pass that listed every scope successfully.",
+            registry=registry,
+        )
+        self.policies_loaded = Gauge(
+            "rerund_policies_loaded",
+            "Number of policies in force.",
+            registry=registry,
+        )
+        self.policy_reloads = Counter(
+            "rerund_policy_reloads_total",
+            "Policy reloads, by result (ok|error).",
+            ["result"],
+            registry=registry,
+        )
+        self.budget_deferrals = Counter(
+            "rerund_budget_deferrals_total",
+            "Reruns deferred because a budget window was full, by budget.",
+            ["budget"],
+            registry=registry,
+        )
+        self.notifications = Counter(
+            "rerund_notifications_total",
+            "Webhook notifications, by result (sent|failed).",
+            ["result"],
+            registry=registry,
+        )

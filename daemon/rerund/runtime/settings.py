@@ -1,0 +1,381 @@
+"""Daemon settings: one frozen value built from three layers, file < ``RERUND_*`` env < flags.
+
+Why one value: every part of the daemon (reconcile loop, HTTP, ledger, notifier) reads its
+configuration from the same frozen ``Settings`` object, so there is exactly one place where a
+bad value is rejected — at start-up, with a ``ConfigError`` that names the layer (file path,
+env var or flag), the key and what to write instead.
+
+The API key is the one secret. It comes from ``FLYTE_API_KEY`` or ``api_key_file`` (never from
+the YAML file itself, never from a flag, so it cannot end up in shell history or a ConfigMap),
+is held as a ``SecretStr`` and is excluded from every dump: ``Settings.public()`` is what the
+logs and ``/decisions`` may show.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from rerund.errors import ConfigError
+
+__all__ = [
+    "ENV_PREFIX",
+    "NotifySettings",
+    "ScopeSettings",
+    "Settings",
+    "format_duration",
+    "load_settings",
+    "parse_duration",
+]
+
+ENV_PREFIX = "RERUND_"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: object) -> timedelta:
+    """Parse ``500ms``, ``30s``, ``5m``, ``1h``, ``7d`` or a number of seconds into a timedelta.
+
+    Raises ``ValueError`` with a message that shows the accepted forms.
+    """
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 5m, 1h or 1d")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"{value!r} is negative; a duration must be >= 0")
+        return timedelta(seconds=float(value))
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+    raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 5m, 1h or 1d")
+
+
+def format_duration(td: timedelta) -> str:
+    """The shortest exact ``parse_duration`` form of ``td`` (``90s`` -> ``90s``, ``3600s`` -> ``1h``)."""
+    ms = round(td.total_seconds() * 1000)
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ScopeSettings(_Frozen):
+    """A Flyte project/domain the daemon watches and reruns in."""
+
+    project: str = Field(min_length=1)
+    domain: str = Field(min_length=1)
+
+    @property
+    def key(self) -> str:
+        return f"{self.project}/{self.domain}"
+
+    @classmethod
+    def parse(cls, text: str) -> ScopeSettings:
+        """``project/domain`` -> ScopeSettings; raises ``ValueError`` otherwise."""
+        project, sep, domain = text.strip().partition("/")
+        if not sep or not project or not domain or "/" in domain:
+            raise ValueError(f"scope {text!r} must be written project/domain, e.g. demo/development")
+        return cls(project=project, domain=domain)
+
+
+def _scope_item(value: object) -> object:
+    return ScopeSettings.parse(value) if isinstance(value, str) else value
+
+
+class NotifySettings(_Frozen):
+    """Where exhausted lineages are reported (a Slack-compatible JSON webhook)."""
+
+    webhook: str | None = None
+    timeout: Duration = timedelta(seconds=5)
+    retries: int = Field(default=5, ge=0, le=100)
+
+    @field_validator("webhook")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError(f"{v!r} is not an http(s) URL; write e.g. https://hooks.slack.com/services/...")
+        return v or None
+
+
+class Settings(_Frozen):
+    """Everything ``rerund run`` needs. Build it with ``load_settings``."""
+
+    endpoint: str = ""
+    insecure: bool | None = None  # None: plain HTTP when the endpoint starts with http://
+    org: str = ""
+    scopes: tuple[Annotated[ScopeSettings, BeforeValidator(_scope_item)], ...] = ()
+    policies: tuple[Path, ...] = (Path("policies"),)
+    state: Path = Path("rerund.db")
+    http: str = "127.0.0.1:9464"
+    dry_run: bool = False
+    poll_interval: Duration = timedelta(seconds=30)
+    lookback: Duration = timedelta(hours=1)
+    overlap: Duration = timedelta(minutes=5)
+    max_concurrent_reruns: int = Field(default=8, ge=1, le=1000)
+    api_key_file: Path | None = None
+    api_key: SecretStr | None = Field(default=None, exclude=True, repr=False)
+    notify: NotifySettings = NotifySettings()
+    ledger_retention: Duration = timedelta(days=30)
+    console_url: str = ""
+    log_level: str = "INFO"
+    rpc_timeout: Duration = timedelta(seconds=30)
+
+    @field_validator("poll_interval")
+    @classmethod
+    def _positive_poll(cls, v: timedelta) -> timedelta:
+        if v.total_seconds() <= 0:
+            raise ValueError("poll_interval must be > 0, e.g. 30s")
+        return v
+
+    @field_validator("http")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        if v in ("", "off"):
+            return ""
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"{v!r} is not host:port; write e.g. 127.0.0.1:9464 (port 0 picks a free one)")
+        return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        level = v.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"{v!r} is not a log level; use DEBUG, INFO, WARNING or ERROR")
+        return level
+
+    @property
+    def plain_http(self) -> bool:
+        return self.insecure if self.insecure is not None else self.endpoint.startswith("http://")
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        if not self.http:
+            return None
+        host, _, port = self.http.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def public(self) -> dict[str, Any]:
+        """The settings as JSON-safe values, without the API key (safe to log and serve)."""
+        data = self.model_dump(mode="json", exclude={"api_key"})
+        data["api_key"] = "set" if self.api_key else "unset"
+        return data
+
+    def require_runnable(self) -> None:
+        """Raise ``ConfigError`` unless the daemon has what it needs to connect."""
+        if not self.endpoint and not self.api_key:
+            raise ConfigError(
+                "no control plane configured: set endpoint in rerund.yaml, RERUND_ENDPOINT or "
+                "--endpoint (e.g. http://127.0.0.1:8090), or an API key in FLYTE_API_KEY"
+            )
+        if not self.org:
+            raise ConfigError(
+                "no org configured: set org in rerund.yaml, RERUND_ORG or --org (the protos need a "
+                "non-empty org; the sandbox uses 'sandbox')"
+            )
+        if not self.scopes:
+            raise ConfigError(
+                "no scope to watch: list scopes in rerund.yaml, RERUND_SCOPES or --scope "
+                "(project/domain, e.g. demo/development)"
+            )
+
+
+# key -> how to read the env string
+_ENV_KEYS: dict[str, str] = {
+    "endpoint": "str",
+    "insecure": "bool",
+    "org": "str",
+    "scopes": "list",
+    "policies": "list",
+    "state": "str",
+    "http": "str",
+    "dry_run": "bool",
+    "poll_interval": "str",
+    "lookback": "str",
+    "overlap": "str",
+    "max_concurrent_reruns": "str",
+    "api_key_file": "str",
+    "ledger_retention": "str",
+    "console_url": "str",
+    "log_level": "str",
+    "rpc_timeout": "str",
+    "notify_webhook": "str",
+}
+
+
+def _env_bool(name: str, text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"environment variable {name}={text!r} is not a boolean; use true or false")
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, kind in _ENV_KEYS.items():
+        name = ENV_PREFIX + key.upper()
+        if name not in environ:
+            continue
+        text = environ[name]
+        if kind == "bool":
+            out[key] = _env_bool(name, text)
+        elif kind == "list":
+            out[key] = [part.strip() for part in re.split(r"[,\s]+", text) if part.strip()]
+        else:
+            out[key] = text
+    if "notify_webhook" in out:
+        out["notify"] = {"webhook": out.pop("notify_webhook")}
+    return out
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"settings file {str(path)!r} cannot be read: {exc.strerror}; pass an existing file to --config"
+        ) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"settings file {str(path)!r} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"settings file {str(path)!r} must be a mapping of settings, got {type(data).__name__}"
+        )
+    if "api_key" in data:
+        raise ConfigError(
+            f"settings file {str(path)!r} contains api_key: never put the key in a file others read; "
+            "set FLYTE_API_KEY or point api_key_file at a file only rerund can read"
+        )
+    base = path.parent
+    # Relative paths in the file are relative to the file, not to the working directory.
+    for key in ("state", "api_key_file"):
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+            data[key] = str(base / data[key])
+    pol = data.get("policies")
+    if isinstance(pol, str):
+        pol = [pol]
+    if isinstance(pol, list):
+        data["policies"] = [
+            p if not isinstance(p, str) or Path(p).is_absolute() else str(base / p) for p in pol
+        ]
+    return data
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(exc: ValidationError, origin: Mapping[str, str]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        top = str(err["loc"][0]) if err["loc"] else ""
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting; see `rerund run --help` for the settings there are"
+        lines.append(f"{origin.get(top, 'settings')}: {loc}: {msg}")
+    return "invalid settings:\n" + "\n".join(lines)
+
+
+def load_settings(
+    config: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build ``Settings`` from the file ``config`` (optional), then ``RERUND_*`` environment
+    variables, then ``overrides`` (flags; ``None`` values are ignored). The API key comes from
+    ``FLYTE_API_KEY`` or the file named by ``api_key_file``.
+
+    Raises ``ConfigError`` naming the layer and key of every invalid value.
+    """
+    env = os.environ if environ is None else environ
+    origin: dict[str, str] = {}
+    data: dict[str, Any] = {}
+    if config is not None:
+        file_data = _from_file(Path(config))
+        origin.update(dict.fromkeys(file_data, str(config)))
+        data = _merge(data, file_data)
+    env_data = _from_env(env)
+    for key in env_data:
+        origin[key] = f"environment variable {ENV_PREFIX}{key.upper()}"
+    data = _merge(data, env_data)
+    flag_data = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if "notify_webhook" in flag_data:
+        flag_data["notify"] = {"webhook": flag_data.pop("notify_webhook")}
+    for key in flag_data:
+        origin[key] = f"flag --{key.replace('_', '-')}"
+    data = _merge(data, flag_data)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin)) from None
+    api_key = _read_api_key(settings, env)
+    return settings.model_copy(update={"api_key": SecretStr(api_key)}) if api_key else settings
+
+
+def _read_api_key(settings: Settings, env: Mapping[str, str]) -> str | None:
+    if settings.api_key_file is not None:
+        try:
+            key = settings.api_key_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"api_key_file {str(settings.api_key_file)!r} cannot be read: {exc.strerror}; "
+                "point it at a readable file that holds only the key"
+            ) from exc
+        if not key:
+            raise ConfigError(
+                f"api_key_file {str(settings.api_key_file)!r} is empty; write the API key into it"
+            )
+        return key
+    key = env.get("FLYTE_API_KEY", "").strip()
+    return key or None
+
+
+def scopes_from_flags(values: Sequence[str] | None) -> list[ScopeSettings] | None:
+    """``--scope demo/development`` flags -> scopes (``None`` when no flag was given)."""
+    if not values:
+        return None
+    try:
+        return [ScopeSettings.parse(v) for v in values]
+    except ValueError as exc:
+        raise ConfigError(f"flag --scope: {exc}") from exc
