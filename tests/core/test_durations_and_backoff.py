@@ -22,16 +22,18 @@ from rerund.core.durations import format_duration, parse_duration
         ("1h30m", timedelta(minutes=90)),
         ("1.5s", timedelta(seconds=1.5)),
         ("0s", timedelta(0)),
+        ("200ms", timedelta(milliseconds=200)),
+        ("1s500ms", timedelta(milliseconds=1500)),
     ],
-    ids=["seconds", "minutes", "hours", "days", "combined", "fraction", "zero"],
+    ids=["seconds", "minutes", "hours", "days", "combined", "fraction", "zero", "millis", "seconds-millis"],
 )
 def test_durations_parse(text, expected):
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["30", 30, "30 sec", "-1s", "", "1m1h", "s", None], ids=str)
+@pytest.mark.parametrize("text", ["30", 30, "30 sec", "-1s", "", "1m1h", "s", None, "5ms1s", "1.5ms"], ids=str)
 def test_a_bad_duration_says_how_to_write_one(text):
-    with pytest.raises(ValueError, match=r"invalid duration .*: use a number with a unit s, m, h or d"):
+    with pytest.raises(ValueError, match=r"invalid duration .*: use a number with a unit ms, s, m, h or d"):
         parse_duration(text)
 
 

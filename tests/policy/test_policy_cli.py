@@ -58,7 +58,7 @@ def test_check_prints_every_problem_and_exits_1(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out.splitlines() == [
         f"{bad}:4:32: policies[0].match.error.patterns[0]: invalid RE2 pattern '(?<!x)y': invalid perl operator: (?<! (RE2 has no backreferences or lookaround; rewrite the pattern without them)",
-        f"{bad}:5:32: policies[0].retry.backoff.initial: invalid duration 'soon': use a number with a unit s, m, h or d, e.g. 30s, 10m, 1h, 1d or 1h30m",
+        f"{bad}:5:32: policies[0].retry.backoff.initial: invalid duration 'soon': use a number with a unit ms, s, m, h or d, e.g. 30s, 10m, 1h, 1d or 1h30m",
     ]
     assert captured.err == "2 problems found\n"
 

@@ -35,7 +35,7 @@ BAD_FILES = [
         HEADER + b"policies:\n  - name: a\n    retry: {max_attempts: three, backoff: {initial: 30}}\n",
         [
             "4:27: policies[0].retry.max_attempts: expected a whole number, got 'three'",
-            "4:53: policies[0].retry.backoff.initial: invalid duration 30: use a number with a unit s, m, h "
+            "4:53: policies[0].retry.backoff.initial: invalid duration 30: use a number with a unit ms, s, m, h "
             "or d, e.g. 30s, 10m, 1h, 1d or 1h30m",
         ],
     ),
@@ -43,7 +43,7 @@ BAD_FILES = [
         "bad-duration",
         HEADER + b"budgets: {global: {max_reruns: 5, per: 1 hour}}\n",
         [
-            "2:40: budgets.global.per: invalid duration '1 hour': use a number with a unit s, m, h or d, "
+            "2:40: budgets.global.per: invalid duration '1 hour': use a number with a unit ms, s, m, h or d, "
             "e.g. 30s, 10m, 1h, 1d or 1h30m"
         ],
     ),

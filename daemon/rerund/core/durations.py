@@ -1,4 +1,4 @@
-"""Durations as policy files write them (``30s``, ``10m``, ``1h``, ``1d``, ``1h30m``).
+"""Durations as policy files write them (``30s``, ``10m``, ``1h``, ``1d``, ``1h30m``, ``200ms``).
 
 Pure parsing and formatting, shared by the policy loader (which validates) and the decision
 core (which prints durations in reasons). Seconds may carry a fraction (``1.5s``).
@@ -11,13 +11,13 @@ from datetime import timedelta
 
 __all__ = ["DURATION_PATTERN", "format_duration", "parse_duration"]
 
-DURATION_PATTERN = r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$"
+DURATION_PATTERN = r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$"
 _DURATION = re.compile(DURATION_PATTERN)
-_HINT = "use a number with a unit s, m, h or d, e.g. 30s, 10m, 1h, 1d or 1h30m"
+_HINT = "use a number with a unit ms, s, m, h or d, e.g. 30s, 10m, 1h, 1d or 1h30m"
 
 
 def parse_duration(text: object) -> timedelta:
-    """Parse ``30s`` / ``10m`` / ``1h`` / ``1d`` (and combinations in d-h-m-s order).
+    """Parse ``30s`` / ``10m`` / ``1h`` / ``1d`` / ``200ms`` (and combinations in d-h-m-s-ms order).
 
     Raises ``ValueError`` with a message that says how to fix it; never accepts a bare number
     (is ``30`` seconds or minutes?).
@@ -29,8 +29,10 @@ def parse_duration(text: object) -> timedelta:
     m = _DURATION.match(text.strip())
     if not text.strip() or m is None or not any(m.groups()):
         raise ValueError(f"invalid duration {text!r}: {_HINT}")
-    days, hours, minutes, seconds = (g or "0" for g in m.groups())
-    return timedelta(days=int(days), hours=int(hours), minutes=int(minutes), seconds=float(seconds))
+    days, hours, minutes, seconds, millis = (g or "0" for g in m.groups())
+    return timedelta(
+        days=int(days), hours=int(hours), minutes=int(minutes), seconds=float(seconds), milliseconds=int(millis)
+    )
 
 
 def format_duration(value: timedelta) -> str:

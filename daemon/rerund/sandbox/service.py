@@ -96,22 +96,35 @@ class RpcStats:
 
 
 class Hub:
-    """Fan-out of changes to watch streams (all on the event-loop thread)."""
+    """Fan-out of changes to watch streams (all on the event-loop thread).
+
+    Messages are built when a change is published (once, shared by all watchers), so each
+    message shows the state right after its change even when a client reads slowly.
+    """
 
     def __init__(self) -> None:
-        self.run_watchers: list[tuple[Callable[[RunRec], bool], asyncio.Queue[RunRec | None]]] = []
-        self.action_watchers: dict[tuple[RunKey, str], set[asyncio.Queue[RunRec | None]]] = defaultdict(set)
-        self.detail_watchers: dict[RunKey, set[asyncio.Queue[RunRec | None]]] = defaultdict(set)
+        self.run_watchers: list[tuple[Callable[[RunRec], bool], asyncio.Queue[Any]]] = []
+        self.action_watchers: dict[tuple[RunKey, str], set[asyncio.Queue[Any]]] = defaultdict(set)
+        self.detail_watchers: dict[RunKey, set[asyncio.Queue[Any]]] = defaultdict(set)
 
     def publish(self, r: RunRec, a: ActionRec) -> None:
+        run_msg = None
         for match, q in self.run_watchers:
             if match(r):
-                q.put_nowait(r)
-        for q in self.action_watchers.get((r.key, a.name), ()):
-            q.put_nowait(r)
+                if run_msg is None:
+                    run_msg = rs.WatchRunsResponse(runs=[protos.run(r)])
+                q.put_nowait(run_msg)
+        watchers = self.action_watchers.get((r.key, a.name))
+        if watchers:
+            action_msg = rs.WatchActionDetailsResponse(details=protos.action_details(r, a))
+            for q in watchers:
+                q.put_nowait(action_msg)
         if a.name == "a0":
-            for q in self.detail_watchers.get(r.key, ()):
-                q.put_nowait(r)
+            details = self.detail_watchers.get(r.key)
+            if details:
+                details_msg = rs.WatchRunDetailsResponse(details=protos.run_details(r))
+                for q in details:
+                    q.put_nowait(details_msg)
 
     def close_all(self) -> None:
         """End every open watch stream (on shutdown)."""
@@ -322,20 +335,19 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
         self, request: rs.WatchRunDetailsRequest, ctx: Ctx
     ) -> AsyncIterator[rs.WatchRunDetailsResponse]:
         r = self._run(request.run_id, "WatchRunDetails")
-        q: asyncio.Queue[RunRec | None] = asyncio.Queue()
+        q: asyncio.Queue[rs.WatchRunDetailsResponse | None] = asyncio.Queue()
         watchers = self.hub.detail_watchers[r.key]
         watchers.add(q)
         sent = 0
         try:
-            yield rs.WatchRunDetailsResponse(details=protos.run_details(r))
-            sent += 1
-            while r.phase not in TERMINAL_PHASES:
-                item = await q.get()
-                if item is None:
-                    return
+            msg: rs.WatchRunDetailsResponse | None = rs.WatchRunDetailsResponse(details=protos.run_details(r))
+            while msg is not None:
                 self._maybe_drop(sent, "WatchRunDetails")
-                yield rs.WatchRunDetailsResponse(details=protos.run_details(item))
+                yield msg
                 sent += 1
+                if msg.details.action.status.phase in TERMINAL_PHASES:
+                    return
+                msg = await q.get()
         finally:
             watchers.discard(q)
 
@@ -349,20 +361,21 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
         self, request: rs.WatchActionDetailsRequest, ctx: Ctx
     ) -> AsyncIterator[rs.WatchActionDetailsResponse]:
         r, a = self._action(request.action_id, "WatchActionDetails")
-        q: asyncio.Queue[RunRec | None] = asyncio.Queue()
+        q: asyncio.Queue[rs.WatchActionDetailsResponse | None] = asyncio.Queue()
         watchers = self.hub.action_watchers[(r.key, a.name)]
         watchers.add(q)
         sent = 0
         try:
-            yield rs.WatchActionDetailsResponse(details=protos.action_details(r, a))
-            sent += 1
-            while a.phase not in TERMINAL_PHASES:
-                item = await q.get()
-                if item is None:
-                    return
+            msg: rs.WatchActionDetailsResponse | None = rs.WatchActionDetailsResponse(
+                details=protos.action_details(r, a)
+            )
+            while msg is not None:
                 self._maybe_drop(sent, "WatchActionDetails")
-                yield rs.WatchActionDetailsResponse(details=protos.action_details(r, a))
+                yield msg
                 sent += 1
+                if msg.details.status.phase in TERMINAL_PHASES:
+                    return
+                msg = await q.get()
         finally:
             watchers.discard(q)
 
@@ -402,21 +415,20 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
 
     async def watch_runs(self, request: rs.WatchRunsRequest, ctx: Ctx) -> AsyncIterator[rs.WatchRunsResponse]:
         match = _watch_scope(request)
-        q: asyncio.Queue[RunRec | None] = asyncio.Queue()
+        q: asyncio.Queue[rs.WatchRunsResponse | None] = asyncio.Queue()
         entry = (match, q)
         self.hub.run_watchers.append(entry)
         sent = 0
         try:
             snapshot = sorted((r for r in self.store.runs.values() if match(r)), key=lambda r: r.updated_at)
-            yield rs.WatchRunsResponse(runs=[protos.run(r) for r in snapshot[-_SNAPSHOT_LIMIT:]])
-            sent += 1
-            while True:
-                item = await q.get()
-                if item is None:
-                    return
+            msg: rs.WatchRunsResponse | None = rs.WatchRunsResponse(
+                runs=[protos.run(r) for r in snapshot[-_SNAPSHOT_LIMIT:]]
+            )
+            while msg is not None:
                 self._maybe_drop(sent, "WatchRuns")
-                yield rs.WatchRunsResponse(runs=[protos.run(item)])
+                yield msg
                 sent += 1
+                msg = await q.get()
         finally:
             self.hub.run_watchers.remove(entry)
 
