@@ -31,7 +31,11 @@ def parse_duration(text: object) -> timedelta:
         raise ValueError(f"invalid duration {text!r}: {_HINT}")
     days, hours, minutes, seconds, millis = (g or "0" for g in m.groups())
     return timedelta(
-        days=int(days), hours=int(hours), minutes=int(minutes), seconds=float(seconds), milliseconds=int(millis)
+        days=int(days),
+        hours=int(hours),
+        minutes=int(minutes),
+        seconds=float(seconds),
+        milliseconds=int(millis),
     )
 
 

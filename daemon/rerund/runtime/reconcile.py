@@ -278,6 +278,10 @@ class Reconciler:
         self._inflight: set[RunRef] = set()  # being read or decided right now
         self._issuing: set[RunRef] = set()  # an issue task is running for it
         self._index = _Index()
+        # Reruns decided and being created right now: they count against budgets until the
+        # create settles (then the index has them), so two failures decided in one pass cannot
+        # both take the last slot.
+        self._reserved: dict[RunRef, _RerunInfo] = {}
         self._tracked: dict[RunRef, _Tracked] = {}
         self._watermarks: dict[str, datetime] = {}
         self._floors: dict[str, datetime] = {}
@@ -453,9 +457,10 @@ class Reconciler:
         oldest: dict[str, datetime] = {}
         for name, window in budgets.items():
             start = now - window
+            reserved = (i for ref, i in self._reserved.items() if ref not in self._index.by_name)
             times = [
                 i.created_at or now
-                for i in self._index.by_name.values()
+                for i in (*self._index.by_name.values(), *reserved)
                 if (name == "global" or i.policy == name) and (i.created_at or now) >= start
             ]
             used[name] = len(times)
@@ -558,6 +563,11 @@ class Reconciler:
                 # Stays pending (holding the watermark) until the issue task settles it.
                 self._pending[ref] = _Pending(
                     facts=facts, summary=facts.summary, failed_at=facts.failed_at, due=due
+                )
+                assert decision.name is not None
+                target = RunRef(ref.project, ref.domain, decision.name)
+                self._reserved[target] = _RerunInfo(
+                    target, now, decision.policy, failure.root, decision.attempt
                 )
                 self._spawn_issue(ref, self._issue(facts, failure, decision, due))
         elif decision.decision == "defer":
@@ -693,8 +703,16 @@ class Reconciler:
         )
 
     async def _issue(self, facts: FailureFacts, failure: Failure, decision: Decision, due: datetime) -> None:
-        ref = facts.summary.ref
         req = self._request(facts, failure, decision)
+        try:
+            await self._create(facts, failure, decision, due, req)
+        finally:
+            self._reserved.pop(req.target, None)
+
+    async def _create(
+        self, facts: FailureFacts, failure: Failure, decision: Decision, due: datetime, req: RerunRequest
+    ) -> None:
+        ref = facts.summary.ref
         attempt = decision.attempt or 0
         policy = decision.policy or ""
         scope = decision.scope.value if decision.scope else Scope.RUN.value
