@@ -70,6 +70,7 @@ class PolicyHolder:
         self._fingerprint = self.fingerprint()
         self._current = load_policies(list(self.paths))
         self._metrics.policies_loaded.set(len(self._current))
+        self._metrics.init_policies(list(self._current.names()))
         return self._current
 
     def fingerprint(self) -> tuple[Any, ...]:
@@ -107,6 +108,7 @@ class PolicyHolder:
         self._current = new
         self._metrics.policy_reloads.labels("ok").inc()
         self._metrics.policies_loaded.set(len(new))
+        self._metrics.init_policies(list(new.names()))
         log.info("policies reloaded (%s): %d in force: %s", why, len(new), ", ".join(new.names()))
         self._on_change()
         return True

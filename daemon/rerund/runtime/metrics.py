@@ -123,3 +123,18 @@ class Metrics:
             ["result"],
             registry=registry,
         )
+
+    def init_policies(self, names: list[str]) -> None:
+        """Create the per-policy lineage series at 0 for every policy in force.
+
+        A counter series that first appears at 1 hides that first event from ``increase()``
+        and ``rate()``; starting each policy's series at 0 when it is loaded makes the first
+        recovered or exhausted lineage visible to dashboards and alerts.
+        """
+        for name in names:
+            self.lineages_recovered.labels(name)
+            self.lineages_exhausted.labels(name)
+        for result in ("ok", "error"):
+            self.policy_reloads.labels(result)
+        for result in ("sent", "failed"):
+            self.notifications.labels(result)
