@@ -1,0 +1,182 @@
+"""An in-memory ``ControlPlane`` for calling one reconcile pass directly in unit tests.
+
+It keeps runs the way the control plane does (names unique per project/domain, labels, phases,
+creation and end times), answers ALREADY_EXISTS to a duplicate create, counts every call per
+method and run, and can be told to fail the next calls of a method with a given error.
+End-to-end behaviour against the real SDK is tested against the sandbox; this fake exists so a
+single pass can be examined step by step with an injected clock.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict, deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from rerund.core.model import ErrorInfo
+from rerund.errors import AlreadyExistsError, ControlPlaneError, NotFoundError
+from rerund.runtime.ports import (
+    FAILED_PHASES,
+    LABEL_POLICY,
+    FailureFacts,
+    RerunRequest,
+    RunRef,
+    RunSummary,
+)
+
+T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+CONNECTION_RESET = ErrorInfo(kind="SYSTEM", code="ConnectionResetError", message="Connection reset by peer")
+
+
+@dataclass
+class FakeRun:
+    ref: RunRef
+    phase: str
+    task: str = "train.fit"
+    labels: dict[str, str] = field(default_factory=dict)
+    created_at: datetime = T0
+    ended_at: datetime | None = None
+    action: str = "a0"
+    action_task: str = ""
+    error: ErrorInfo = CONNECTION_RESET
+    request: RerunRequest | None = None  # how it was created, for reruns
+
+    def summary(self) -> RunSummary:
+        return RunSummary(
+            ref=self.ref,
+            phase=self.phase,
+            task=self.task,
+            created_at=self.created_at,
+            ended_at=self.ended_at,
+            labels=dict(self.labels),
+        )
+
+
+class Clock:
+    """A settable clock (aware UTC)."""
+
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class FakeControlPlane:
+    def __init__(self, clock: Clock, *, project: str = "ml", domain: str = "production") -> None:
+        self.clock = clock
+        self.project = project
+        self.domain = domain
+        self.runs: dict[RunRef, FakeRun] = {}
+        self.calls: Counter[str] = Counter()
+        self.calls_by_run: Counter[tuple[str, str]] = Counter()
+        self.fail_next: dict[str, deque[ControlPlaneError]] = defaultdict(deque)
+
+    # -- test helpers ---------------------------------------------------------------------------
+
+    def ref(self, name: str) -> RunRef:
+        return RunRef(self.project, self.domain, name)
+
+    def add_failed(self, name: str, *, at: datetime | None = None, **kw: Any) -> FakeRun:
+        at = at or self.clock()
+        run = FakeRun(
+            self.ref(name), kw.pop("phase", "FAILED"), created_at=at - timedelta(seconds=5), ended_at=at, **kw
+        )
+        self.runs[run.ref] = run
+        return run
+
+    def fail(self, ref_name: str, phase: str = "FAILED", **kw: Any) -> FakeRun:
+        """An existing run (e.g. a rerun) ends in ``phase`` now."""
+        run = self.runs[self.ref(ref_name)]
+        run.phase = phase
+        run.ended_at = self.clock()
+        for k, v in kw.items():
+            setattr(run, k, v)
+        return run
+
+    def reruns(self) -> list[FakeRun]:
+        return sorted((r for r in self.runs.values() if r.request is not None), key=lambda r: r.ref.name)
+
+    def _call(self, method: str, run: str = "") -> None:
+        self.calls[method] += 1
+        if run:
+            self.calls_by_run[(method, run)] += 1
+        queue = self.fail_next.get(method)
+        if queue:
+            raise queue.popleft()
+
+    # -- the port -------------------------------------------------------------------------------
+
+    async def list_failed(self, project: str, domain: str, *, since: datetime) -> list[RunSummary]:
+        self._call("list_failed")
+        return [
+            r.summary()
+            for r in self.runs.values()
+            if r.ref.scope == f"{project}/{domain}"
+            and r.phase in FAILED_PHASES
+            and (r.ended_at or r.created_at) >= since
+        ]
+
+    async def list_reruns(
+        self, project: str, domain: str, *, since: datetime, policy: str | None = None
+    ) -> list[RunSummary]:
+        self._call("list_reruns")
+        return [
+            r.summary()
+            for r in self.runs.values()
+            if r.ref.scope == f"{project}/{domain}"
+            and LABEL_POLICY in r.labels
+            and (policy is None or r.labels[LABEL_POLICY] == policy)
+            and r.created_at >= since
+        ]
+
+    async def get_run(self, ref: RunRef) -> RunSummary:
+        self._call("get_run", ref.name)
+        if ref not in self.runs:
+            raise NotFoundError(f"run {ref} not found", rpc="GetRunDetails", code="not_found")
+        return self.runs[ref].summary()
+
+    async def watch(self, project: str, domain: str) -> AsyncIterator[RunSummary]:
+        for r in list(self.runs.values()):
+            yield r.summary()
+
+    async def read_failure(self, run: RunSummary) -> FailureFacts:
+        self._call("read_failure", run.ref.name)
+        r = self.runs.get(run.ref)
+        if r is None:
+            raise NotFoundError(f"run {run.ref} not found", rpc="GetRunDetails", code="not_found")
+        return FailureFacts(
+            summary=r.summary(),
+            labels=dict(r.labels),
+            action=r.action,
+            action_task=r.action_task or r.task,
+            error=r.error,
+            failed_at=r.ended_at or r.created_at,
+        )
+
+    async def create_rerun(self, request: RerunRequest) -> RunRef:
+        self._call("create_rerun", request.name)
+        target = request.target
+        if target in self.runs:
+            raise AlreadyExistsError(f"run {target} exists", rpc="CreateRun", code="already_exists")
+        source = self.runs[request.source]
+        self.runs[target] = FakeRun(
+            target,
+            "QUEUED",
+            task=source.task,
+            labels=dict(request.labels),
+            created_at=self.clock(),
+            action=source.action,
+            action_task=source.action_task,
+            error=source.error,
+            request=request,
+        )
+        return target
+
+    def console_url(self, ref: RunRef) -> str:
+        return f"http://console.example/{ref}"

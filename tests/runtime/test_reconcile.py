@@ -1,0 +1,455 @@
+"""One reconcile pass at a time, against an in-memory control plane and an injected clock.
+
+Each test drives ``Reconciler.sync`` (the resync pass) directly and checks what the control
+plane holds afterwards: which reruns exist, with which names, labels, env, inputs and scope,
+what the metrics, the ledger and ``/decisions`` say, and which calls were made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from rerund.adapters.ledger import Ledger
+from rerund.core.rules import PolicySet
+from rerund.errors import NotificationError, PermanentControlPlaneError, TransientControlPlaneError
+from rerund.policy import load_policies
+from rerund.runtime.metrics import Metrics
+from rerund.runtime.reconcile import Reconciler
+
+from .fake_control_plane import T0, Clock, FakeControlPlane
+
+POLICIES = """\
+apiVersion: rerund/v1
+defaults:
+  max_attempts: 3
+  backoff: {initial: 10s, factor: 2, max: 1m, jitter: 0}
+policies:
+  - name: bad-input
+    match: {error: {kinds: [USER]}}
+    retry: false
+  - name: transient
+    match:
+      error: {patterns: ['(?i)connection reset']}
+    retry:
+      scope: failed_action
+      env: {FLYTE_RETRY: 'true'}
+      labels: {retried-by: rerund}
+      inputs: {batch_size: 16}
+      escalate:
+        2: {env: {MEMORY_HINT: high}, inputs: {batch_size: 8}}
+"""
+
+
+class RecordingScheduler:
+    def __init__(self) -> None:
+        self.jobs: dict[str, datetime] = {}
+        self.callbacks: dict[str, Callable[[], Awaitable[None]]] = {}
+
+    def schedule(self, key: str, at: datetime, callback: Callable[[], Awaitable[None]]) -> None:
+        self.jobs[key] = at
+        self.callbacks[key] = callback
+
+    def cancel(self, key: str) -> None:
+        self.jobs.pop(key, None)
+        self.callbacks.pop(key, None)
+
+
+class RecordingNotifier:
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.fail = fail
+
+    async def notify(self, payload: Any) -> None:
+        if self.fail:
+            raise NotificationError("webhook http://hook/... failed after 1 attempts (last: HTTP 500)")
+        self.sent.append(dict(payload))
+
+
+class World:
+    """A control plane, a clock, and a reconciler wired as the daemon wires them."""
+
+    def __init__(self, tmp_path: Path, policies: str = POLICIES, **kw: Any) -> None:
+        self.tmp_path = tmp_path
+        self.clock = Clock(T0)
+        self.cp = FakeControlPlane(self.clock)
+        self.policy_file = tmp_path / "policies.yaml"
+        self.set_policies(policies)
+        self.ledger = Ledger(tmp_path / "rerund.db")
+        self.scheduler = RecordingScheduler()
+        self.notifier = RecordingNotifier()
+        self.kw = kw
+        self.rec = self.new_reconciler()
+
+    def set_policies(self, text: str) -> None:
+        self.policy_file.write_text(textwrap.dedent(text))
+        self.policies: PolicySet = load_policies([self.policy_file])
+
+    def new_reconciler(self, **overrides: Any) -> Reconciler:
+        """A fresh process: new metrics and memory, the same ledger file and control plane."""
+        self.registry = CollectorRegistry()
+        kw = {
+            "scopes": [("ml", "production")],
+            "policies": lambda: self.policies,
+            "metrics": Metrics(self.registry),
+            "ledger": self.ledger,
+            "scheduler": self.scheduler,
+            "notifier": self.notifier,
+            "clock": self.clock,
+            "retry_initial": 0.001,
+            "retry_max": 0.002,
+            **self.kw,
+            **overrides,
+        }
+        return Reconciler(self.cp, **kw)
+
+    def sync(self) -> Any:
+        async def go() -> Any:
+            report = await self.rec.sync()
+            assert await self.rec.drain(timeout=10)
+            return report
+
+        return asyncio.run(go())
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def test_a_transient_failure_is_rerun_with_the_policy_env_labels_inputs_and_lineage(world: World) -> None:
+    world.cp.add_failed("abc123", action="a2", action_task="train.load", at=T0)
+    world.clock.advance(60)
+
+    report = world.sync()
+
+    assert report.ok
+    [rerun] = world.cp.reruns()
+    req = rerun.request
+    assert req is not None
+    assert rerun.ref.name == "abc123-retry-1"
+    assert req.source == world.cp.ref("abc123")
+    assert req.action == "a2" and not req.recover
+    assert req.env == {"FLYTE_RETRY": "true"}
+    assert req.inputs == {"batch_size": 16}
+    assert req.labels == {
+        "retried-by": "rerund",
+        "rerund-root": "abc123",
+        "rerund-attempt": "1",
+        "rerund-policy": "transient",
+    }
+    assert world.metric("rerund_reruns_issued_total", policy="transient", scope="failed_action") == 1
+    assert world.metric("rerund_decisions_total", policy="transient", decision="rerun") == 1
+    assert world.metric("rerund_failures_observed_total", project="ml", domain="production") == 1
+
+
+def test_the_lineage_advances_from_the_failed_reruns_own_labels_and_escalates(world: World) -> None:
+    world.cp.add_failed("abc123", at=T0)
+    world.clock.advance(60)
+    world.sync()
+    world.clock.advance(5)
+    world.cp.fail("abc123-retry-1")
+    world.clock.advance(60)
+
+    world.sync()
+
+    second = world.cp.runs[world.cp.ref("abc123-retry-2")]
+    assert second.request is not None
+    assert second.request.source == world.cp.ref("abc123-retry-1")
+    assert second.labels["rerund-root"] == "abc123"
+    assert second.labels["rerund-attempt"] == "2"
+    assert second.request.env == {"FLYTE_RETRY": "true", "MEMORY_HINT": "high"}
+    assert second.request.inputs == {"batch_size": 8}
+
+
+def test_gives_up_after_max_attempts_counts_the_lineage_exhausted_and_notifies(world: World) -> None:
+    world.cp.add_failed(
+        "abc123-retry-3",
+        labels={"rerund-root": "abc123", "rerund-attempt": "3", "rerund-policy": "transient"},
+        at=T0,
+    )
+    world.clock.advance(60)
+
+    world.sync()
+
+    assert world.cp.reruns() == []
+    assert world.metric("rerund_lineages_exhausted_total", policy="transient") == 1
+    assert world.metric("rerund_notifications_total", result="sent") == 1
+    [payload] = world.notifier.sent
+    assert payload["event"] == "lineage_exhausted"
+    assert payload["root"] == "abc123" and payload["policy"] == "transient"
+    assert "exceed max_attempts=3" in payload["reason"]
+    assert payload["text"].startswith("rerund: lineage 'abc123' exhausted")
+    assert payload["console_url"] == "http://console.example/ml/production/abc123-retry-3"
+
+
+def test_a_failed_notification_is_counted_and_the_give_up_still_settles(world: World) -> None:
+    world.notifier.fail = True
+    world.cp.add_failed("abc123-retry-3", labels={"rerund-root": "abc123", "rerund-attempt": "3"}, at=T0)
+    world.clock.advance(60)
+
+    world.sync()
+
+    assert world.metric("rerund_notifications_total", result="failed") == 1
+    assert world.rec.pending() == {}
+
+
+def test_a_permanent_error_is_never_rerun(world: World) -> None:
+    from rerund.core.model import ErrorInfo
+
+    world.cp.add_failed("abc123", error=ErrorInfo(kind="USER", code="ValueError", message="bad row"), at=T0)
+    world.clock.advance(60)
+
+    world.sync()
+    world.sync()
+
+    assert world.cp.reruns() == []
+    assert world.metric("rerund_decisions_total", policy="bad-input", decision="ignore") == 1
+    [entry] = world.rec.recent
+    assert entry["decision"] == "ignore" and entry["policy"] == "bad-input"
+
+
+def test_a_settled_failure_costs_no_further_reads_on_later_passes(world: World) -> None:
+    world.cp.add_failed("abc123", at=T0)
+    world.clock.advance(60)
+    world.sync()
+    reads = world.cp.calls["read_failure"]
+
+    for _ in range(3):
+        world.clock.advance(30)
+        world.sync()
+
+    assert reads == 1
+    assert world.cp.calls["read_failure"] == 1
+    assert world.cp.calls["create_rerun"] == 1
+
+
+def test_a_rerun_not_yet_due_is_scheduled_and_holds_the_watermark(world: World) -> None:
+    world.cp.add_failed("abc123", at=T0)
+    world.clock.advance(2)  # the 10 s backoff has not passed
+
+    world.sync()
+
+    assert world.cp.reruns() == []
+    key = str(world.cp.ref("abc123"))
+    assert world.scheduler.jobs[key] == T0 + timedelta(seconds=10)
+    assert world.rec.pending() == {key: T0 + timedelta(seconds=10)}
+    assert world.rec.watermark("ml", "production") == T0
+
+    world.clock.advance(10)
+    asyncio.run(world.scheduler.callbacks[key]())
+
+    async def drain() -> None:
+        assert await world.rec.drain(timeout=10)
+
+    asyncio.run(drain())
+    assert [r.ref.name for r in world.cp.reruns()] == ["abc123-retry-1"]
+    assert world.rec.pending() == {}
+
+
+def test_already_exists_means_already_issued_by_a_previous_process(world: World) -> None:
+    world.cp.add_failed("abc123", at=T0)
+    world.clock.advance(60)
+    world.sync()
+    # A new process with no memory and a lost ledger; the listing of reruns is not read in time.
+    world.ledger.close()
+    world.ledger = Ledger(world.tmp_path / "other.db")
+    world.rec = world.new_reconciler(ledger=world.ledger)
+    world.cp.fail_next["list_reruns"].append(
+        TransientControlPlaneError("listing down", rpc="ListRuns", code="unavailable")
+    )
+
+    world.sync()
+
+    assert [r.ref.name for r in world.cp.reruns()] == ["abc123-retry-1"]
+    assert world.cp.calls_by_run[("create_rerun", "abc123-retry-1")] == 2
+    assert world.metric("rerund_reruns_issued_total", policy="transient", scope="run") == 0
+    assert world.ledger.issues()[0]["result"] == "already_exists"
+
+
+def test_a_restarted_process_finds_the_rerun_in_the_listing_and_creates_nothing(world: World) -> None:
+    world.cp.add_failed("abc123", at=T0)
+    world.clock.advance(60)
+    world.sync()
+    world.rec = world.new_reconciler()
+
+    world.sync()
+
+    assert world.cp.calls_by_run[("create_rerun", "abc123-retry-1")] == 1
+    assert len(world.cp.reruns()) == 1
+
+
+def test_a_create_that_keeps_failing_is_retried_until_it_succeeds(world: World) -> None:
+    world.cp.add_failed("abc123", at=T0)
+    world.clock.advance(60)
+    for _ in range(5):
+        world.cp.fail_next["create_rerun"].append(
+            TransientControlPlaneError("UNAVAILABLE: try later", rpc="CreateRun", code="unavailable")
+        )
+
+    world.sync()
+
+    assert [r.ref.name for r in world.cp.reruns()] == ["abc123-retry-1"]
+    assert world.cp.calls["create_rerun"] == 6
+    assert world.metric("rerund_control_plane_errors_total", rpc="CreateRun", code="unavailable") == 5
+    assert world.metric("rerund_reruns_issued_total", policy="transient", scope="run") == 1
+
+
+def test_an_invalid_create_is_recorded_and_not_retried_in_a_loop(world: World) -> None:
+    world.cp.add_failed("abc123", at=T0)
+    world.clock.advance(60)
+    world.cp.fail_next["create_rerun"].append(
+        PermanentControlPlaneError("INVALID_ARGUMENT: bad input", rpc="CreateRun", code="invalid_argument")
+    )
+
+    world.sync()
+    world.sync()
+
+    assert world.cp.reruns() == []
+    assert world.cp.calls["create_rerun"] == 1
+    assert world.ledger.issues()[0]["result"] == "invalid"
+    assert world.metric("rerund_control_plane_errors_total", rpc="CreateRun", code="invalid_argument") == 1
+
+
+def test_a_failure_that_cannot_be_read_stays_pending_and_is_read_next_pass(world: World) -> None:
+    world.cp.add_failed("abc123", at=T0)
+    world.clock.advance(60)
+    for _ in range(2):  # the pass reads it, and tries once more at its end
+        world.cp.fail_next["read_failure"].append(
+            TransientControlPlaneError("UNAVAILABLE", rpc="GetRunDetails", code="unavailable")
+        )
+
+    world.sync()
+    assert world.cp.reruns() == []
+    assert world.cp.calls["read_failure"] == 2
+    assert str(world.cp.ref("abc123")) in world.rec.pending()
+    assert world.rec.watermark("ml", "production") == T0
+
+    world.clock.advance(30)
+    world.sync()
+    assert [r.ref.name for r in world.cp.reruns()] == ["abc123-retry-1"]
+
+
+def test_dry_run_decides_and_records_but_creates_nothing(tmp_path: Path) -> None:
+    world = World(tmp_path, dry_run=True)
+    world.cp.add_failed("abc123", at=T0)
+    world.clock.advance(60)
+
+    world.sync()
+
+    assert world.cp.reruns() == []
+    assert world.cp.calls["create_rerun"] == 0
+    assert world.ledger.issues()[0]["result"] == "dry_run"
+    assert world.metric("rerund_decisions_total", policy="transient", decision="rerun") == 1
+
+
+def test_a_budget_is_not_spent_twice_by_failures_decided_in_the_same_pass(tmp_path: Path) -> None:
+    world = World(
+        tmp_path,
+        POLICIES.replace(
+            "      scope: failed_action\n",
+            "      scope: failed_action\n      budget: {max_reruns: 1, per: 1h}\n",
+        ),
+    )
+    for name in ("aaa", "bbb", "ccc"):
+        world.cp.add_failed(name, at=T0)
+    world.clock.advance(60)
+
+    world.sync()
+
+    assert len(world.cp.reruns()) == 1
+    assert world.metric("rerund_budget_deferrals_total", budget="transient") == 2
+    deferred = [d for d in world.rec.recent if d["decision"] == "defer"]
+    assert len(deferred) == 2
+    assert all("budget" in d["reason"] for d in deferred)
+    # The window frees one slot an hour after the rerun was created.
+    assert set(world.rec.pending().values()) == {T0 + timedelta(seconds=60) + timedelta(hours=1)}
+
+
+def test_a_rerun_that_succeeds_recovers_its_lineage(world: World) -> None:
+    world.cp.add_failed("abc123", at=T0)
+    world.clock.advance(60)
+    world.sync()
+    world.clock.advance(5)
+    world.cp.fail("abc123-retry-1", phase="SUCCEEDED")
+
+    world.sync()
+
+    assert world.metric("rerund_rerun_outcomes_total", policy="transient", outcome="succeeded") == 1
+    assert world.metric("rerund_lineages_recovered_total", policy="transient") == 1
+
+
+def test_outcomes_of_reruns_created_before_a_restart_are_still_followed(world: World) -> None:
+    world.cp.add_failed("abc123", at=T0)
+    world.clock.advance(60)
+    world.sync()
+    world.rec = world.new_reconciler()  # the ledger remembers what it created
+    world.clock.advance(5)
+    world.cp.fail("abc123-retry-1", phase="SUCCEEDED")
+
+    world.sync()
+
+    assert world.metric("rerund_lineages_recovered_total", policy="transient") == 1
+
+
+def test_the_first_start_looks_back_only_the_lookback(tmp_path: Path) -> None:
+    world = World(tmp_path, lookback=timedelta(minutes=10))
+    world.cp.add_failed("old", at=T0 - timedelta(minutes=30))
+    world.cp.add_failed("new", at=T0 - timedelta(minutes=5))
+
+    world.sync()
+
+    assert [r.ref.name for r in world.cp.reruns()] == ["new-retry-1"]
+
+
+def test_an_incomplete_pass_is_not_ready_and_says_why(world: World) -> None:
+    world.cp.fail_next["list_failed"].append(
+        TransientControlPlaneError("UNAVAILABLE: down", rpc="ListRuns", code="unavailable")
+    )
+
+    report = world.sync()
+
+    assert not report.ok
+    assert report.errors == ("ml/production: UNAVAILABLE: down",)
+    assert world.rec.last_sync is None
+    assert world.metric("rerund_control_plane_errors_total", rpc="ListRuns", code="unavailable") == 1
+
+
+def test_new_policies_re_decide_settled_failures_without_reading_them_again(world: World) -> None:
+    from rerund.core.model import ErrorInfo
+
+    world.cp.add_failed("abc123", error=ErrorInfo(kind="USER", code="ValueError", message="bad"), at=T0)
+    world.clock.advance(60)
+    world.sync()
+    assert world.cp.reruns() == []
+
+    world.set_policies(POLICIES.replace("    retry: false\n", "    retry: {scope: run}\n"))
+    world.rec.policies_changed()
+    world.sync()
+
+    assert [r.ref.name for r in world.cp.reruns()] == ["abc123-retry-1"]
+    assert world.cp.calls["read_failure"] == 1
+
+
+def test_secret_looking_env_values_are_masked_in_decisions_and_the_ledger(tmp_path: Path) -> None:
+    world = World(tmp_path, POLICIES.replace("FLYTE_RETRY: 'true'", "FLYTE_RETRY: 'true', API_TOKEN: s3cr3t"))
+    world.cp.add_failed("abc123", at=T0)
+    world.clock.advance(60)
+
+    world.sync()
+
+    [rerun] = world.cp.reruns()
+    assert rerun.request is not None and rerun.request.env["API_TOKEN"] == "s3cr3t"
+    [entry] = world.rec.recent
+    assert entry["env"]["API_TOKEN"] == "***"
+    assert "s3cr3t" not in str(world.ledger.history(limit=10))
