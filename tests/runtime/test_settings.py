@@ -1,0 +1,132 @@
+"""Daemon settings: file < RERUND_* environment < flags, the API key, and clear errors."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from rerund.errors import ConfigError
+from rerund.runtime.settings import load_settings, scopes_from_flags
+
+SECRET = "fk-0123456789-very-secret"
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "rerund.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_file_is_overridden_by_the_environment_and_the_environment_by_flags(tmp_path: Path) -> None:
+    config = _config(
+        tmp_path,
+        "endpoint: http://127.0.0.1:8090\norg: sandbox\nscopes: [demo/development]\n"
+        "poll_interval: 30s\nlookback: 2h\nstate: state/rerund.db\npolicies: [p/]\n",
+    )
+    env = {"RERUND_POLL_INTERVAL": "5s", "RERUND_LOOKBACK": "10m", "RERUND_SCOPES": "a/b, c/d"}
+
+    s = load_settings(config, environ=env, overrides={"lookback": "1m", "dry_run": None})
+
+    assert s.endpoint == "http://127.0.0.1:8090" and s.plain_http
+    assert s.poll_interval == timedelta(seconds=5)
+    assert s.lookback == timedelta(minutes=1)
+    assert [sc.key for sc in s.scopes] == ["a/b", "c/d"]
+    assert s.dry_run is False
+    # Relative paths in the file are relative to the file.
+    assert s.state == tmp_path / "state" / "rerund.db"
+    assert s.policies == (tmp_path / "p/",)
+    assert s.http_address == ("127.0.0.1", 9464)
+
+
+def test_the_api_key_comes_from_the_environment_and_never_shows_in_public_settings() -> None:
+    s = load_settings(environ={"FLYTE_API_KEY": SECRET, "RERUND_ORG": "o"})
+
+    assert s.api_key is not None and s.api_key.get_secret_value() == SECRET
+    assert s.public()["api_key"] == "set"
+    assert SECRET not in str(s.public()) and SECRET not in repr(s)
+
+
+def test_the_api_key_file_wins_over_the_environment(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text(SECRET + "\n")
+
+    s = load_settings(environ={"FLYTE_API_KEY": "other", "RERUND_API_KEY_FILE": str(key)})
+
+    assert s.api_key is not None and s.api_key.get_secret_value() == SECRET
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (
+            {"file": "api_key: abc\n"},
+            r"contains api_key: never put the key in a file others read; set FLYTE_API_KEY",
+        ),
+        ({"file": "- a\n- b\n"}, r"must be a mapping of settings, got list"),
+        ({"file": "poll: [\n"}, r"is not valid YAML"),
+        ({"file": "pol_interval: 5s\n"}, r"pol_interval: unknown setting; see `rerund run --help`"),
+        (
+            {"env": {"RERUND_POLL_INTERVAL": "soon"}},
+            r"environment variable RERUND_POLL_INTERVAL: poll_interval: 'soon' is not a duration",
+        ),
+        ({"env": {"RERUND_DRY_RUN": "maybe"}}, r"RERUND_DRY_RUN='maybe' is not a boolean; use true or false"),
+        (
+            {"flags": {"http": "9464"}},
+            r"flag --http: http: '9464' is not host:port; write e\.g\. 127\.0\.0\.1:9464",
+        ),
+        ({"flags": {"poll_interval": "0s"}}, r"poll_interval must be > 0"),
+        (
+            {"env": {"RERUND_API_KEY_FILE": "/nonexistent/key"}},
+            r"api_key_file '/nonexistent/key' cannot be read",
+        ),
+        (
+            {"flags": {"notify_webhook": "hooks.slack.com/x"}},
+            r"'hooks\.slack\.com/x' is not an http\(s\) URL",
+        ),
+    ],
+    ids=[
+        "key-in-file",
+        "not-a-mapping",
+        "bad-yaml",
+        "unknown-key",
+        "bad-duration",
+        "bad-bool",
+        "bad-http",
+        "zero-poll",
+        "missing-key-file",
+        "bad-webhook",
+    ],
+)
+def test_bad_settings_say_where_and_how_to_fix_them(tmp_path: Path, setup: dict, message: str) -> None:
+    config = _config(tmp_path, setup["file"]) if "file" in setup else None
+    with pytest.raises(ConfigError, match=message):
+        load_settings(config, environ=setup.get("env", {}), overrides=setup.get("flags"))
+
+
+def test_a_missing_settings_file_says_to_pass_an_existing_one(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"cannot be read: No such file or directory; pass an existing file"
+    ):
+        load_settings(tmp_path / "nope.yaml", environ={})
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({}, r"no control plane configured: set endpoint in rerund\.yaml, RERUND_ENDPOINT or --endpoint"),
+        ({"RERUND_ENDPOINT": "http://127.0.0.1:1"}, r"no org configured"),
+        ({"RERUND_ENDPOINT": "http://127.0.0.1:1", "RERUND_ORG": "o"}, r"no scope to watch"),
+    ],
+    ids=["no-endpoint", "no-org", "no-scope"],
+)
+def test_the_daemon_refuses_to_start_without_what_it_needs(settings: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(environ=settings).require_runnable()
+
+
+def test_scope_flags_must_be_project_slash_domain() -> None:
+    assert [s.key for s in scopes_from_flags(["ml/prod"]) or []] == ["ml/prod"]
+    with pytest.raises(ConfigError, match=r"flag --scope: scope 'ml' must be written project/domain"):
+        scopes_from_flags(["ml"])
