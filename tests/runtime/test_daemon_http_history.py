@@ -1,0 +1,186 @@
+"""The daemon in-process (HTTP endpoints, readiness, policy reload) and ``rerund history``.
+
+The daemon runs on its own event loop against the in-memory control plane; the HTTP endpoints
+are read with httpx over 127.0.0.1 as Prometheus and Kubernetes probes read them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rerund.cli import main
+from rerund.runtime.daemon import Daemon
+from rerund.runtime.settings import load_settings
+
+from .fake_control_plane import T0, Clock, FakeControlPlane
+from .test_reconcile import POLICIES
+
+SECRET = "fk-live-0123456789abcdef"
+
+
+def _until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+class Running:
+    def __init__(self, daemon: Daemon, cp: FakeControlPlane, policy_file: Path) -> None:
+        self.daemon = daemon
+        self.cp = cp
+        self.policy_file = policy_file
+
+    @property
+    def url(self) -> str:
+        assert self.daemon.http is not None
+        return self.daemon.http.url
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=5)
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[Running]:
+    clock = Clock(T0 + timedelta(minutes=5))
+    cp = FakeControlPlane(clock)
+    cp.add_failed("abc123", at=T0 + timedelta(minutes=1))
+    policy_file = tmp_path / "policies.yaml"
+    policy_file.write_text(POLICIES)
+    settings = load_settings(
+        environ={"FLYTE_API_KEY": SECRET},
+        overrides={
+            "endpoint": "http://127.0.0.1:1",
+            "org": "o",
+            "scopes": ["ml/production"],
+            "policies": [str(policy_file)],
+            "state": str(tmp_path / "rerund.db"),
+            "http": "127.0.0.1:0",
+            "poll_interval": "1s",
+        },
+    )
+    ready = threading.Event()
+    daemon = Daemon(
+        settings,
+        control_plane=cp,
+        clock=clock,
+        install_signals=False,
+        reload_check_interval=0.05,
+        on_ready=lambda d: ready.set(),
+    )
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(asyncio.run(daemon.run())), daemon=True)
+    thread.start()
+    assert ready.wait(20), "the daemon did not start"
+    try:
+        yield Running(daemon, cp, policy_file)
+    finally:
+        daemon.request_stop()
+        thread.join(15)
+    assert not thread.is_alive(), "the daemon did not stop within 15 s"
+    assert result == [0]
+
+
+def test_the_endpoints_serve_health_readiness_metrics_and_decisions_without_secrets(running: Running) -> None:
+    _until(lambda: running.get("/readyz").status_code == 200, "/readyz")
+    _until(lambda: len(running.cp.reruns()) == 1, "the rerun")
+
+    health = running.get("/healthz")
+    metrics = running.get("/metrics")
+    decisions = running.get("/decisions")
+
+    assert health.status_code == 200
+    assert running.get("/readyz").json()["ready"] is True
+    assert 'rerund_decisions_total{decision="rerun",policy="transient"} 1.0' in metrics.text
+    assert "rerund_last_sync_timestamp_seconds" in metrics.text
+    body = decisions.json()
+    assert [d["name"] for d in body["decisions"]] == ["abc123-retry-1"]
+    assert body["settings"]["api_key"] == "set"
+    for response in (health, metrics, decisions, running.get("/readyz")):
+        assert SECRET not in response.text
+    assert running.get("/decisions?limit=x").status_code == 400
+    assert running.get("/nope").status_code == 404
+
+
+def test_an_invalid_policy_file_is_rejected_and_the_last_good_policies_stay(running: Running) -> None:
+    _until(lambda: running.get("/readyz").status_code == 200, "/readyz")
+    running.policy_file.write_text("apiVersion: rerund/v1\npolicies:\n  - name: Bad Name\n    retry: {}\n")
+
+    _until(
+        lambda: 'rerund_policy_reloads_total{result="error"} 1.0' in running.get("/metrics").text,
+        "the rejected reload",
+    )
+
+    assert "rerund_policies_loaded 2.0" in running.get("/metrics").text
+    assert running.daemon.policies is not None
+    assert running.daemon.policies.current.names() == ["bad-input", "transient"]
+
+    running.policy_file.write_text(POLICIES.replace("name: bad-input", "name: bad-input-v2"))
+    _until(
+        lambda: 'rerund_policy_reloads_total{result="ok"} 1.0' in running.get("/metrics").text,
+        "the accepted reload",
+    )
+    assert running.daemon.policies.current.names() == ["bad-input-v2", "transient"]
+
+
+def test_readiness_fails_when_no_pass_has_succeeded_and_says_why(running: Running) -> None:
+    _until(lambda: running.get("/readyz").status_code == 200, "/readyz")
+    assert running.daemon.reconciler is not None
+    running.daemon.reconciler.last_sync = None
+
+    response = running.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["reason"] == "no resync pass has succeeded yet"
+
+
+def _ledger_with_decisions(tmp_path: Path) -> Path:
+    from .test_reconcile import World
+
+    world = World(tmp_path)
+    world.cp.add_failed("abc123", at=T0)
+    world.cp.add_failed("zzz999", at=T0)
+    world.clock.advance(60)
+    world.sync()
+    world.ledger.close()
+    return tmp_path / "rerund.db"
+
+
+def test_history_lists_decisions_newest_first_and_filters_by_run(tmp_path: Path, capsys) -> None:
+    state = _ledger_with_decisions(tmp_path)
+
+    assert main(["history", "--state", str(state), "--run", "abc123"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+
+    assert len(out) == 1
+    assert (
+        "rerun    ml/production/abc123  policy 'transient' reruns run 'abc123' as 'abc123-retry-1'" in out[0]
+    )
+
+
+def test_history_as_json_is_the_decision_contract(tmp_path: Path, capsys) -> None:
+    state = _ledger_with_decisions(tmp_path)
+
+    assert main(["history", "--state", str(state), "--policy", "transient", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+
+    assert {r["run"] for r in rows} == {"abc123", "zzz999"}
+    assert {r["decision"] for r in rows} == {"rerun"}
+    assert {"decision", "policy", "reason", "attempt", "scope", "name", "not_before"} <= set(rows[0])
+
+
+def test_history_without_a_ledger_says_how_to_find_one(tmp_path: Path, capsys) -> None:
+    assert main(["history", "--state", str(tmp_path / "none.db")]) == 2
+    err = capsys.readouterr().err
+    assert "no ledger at" in err and "pass --state PATH or --config FILE" in err
