@@ -289,7 +289,7 @@ def _from_file(path: Path) -> dict[str, Any]:
         pol = [pol]
     if isinstance(pol, list):
         data["policies"] = [
-            p if not isinstance(p, str) or Path(p).is_absolute() else str(base / p) for p in pol
+            p if not isinstance(p, str) or Path(p).is_absolute() else os.path.normpath(base / p) for p in pol
         ]
     return data
 
