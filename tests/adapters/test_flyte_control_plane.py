@@ -1,0 +1,199 @@
+"""The flyte-SDK adapter against the sandbox over real HTTP: every ``ControlPlane`` method, the
+RPCs each one costs, and the translation of SDK errors into rerund's exception tree."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from rerund.adapters.flyte_control_plane import FlyteControlPlane
+from rerund.errors import AlreadyExistsError, NotFoundError, PermanentControlPlaneError
+from rerund.runtime.ports import RerunRequest, RunRef
+from rerund.sandbox.testing import SandboxHandle, start_sandbox
+
+pytestmark = pytest.mark.e2e
+
+WORKLOAD = {
+    "tasks": {
+        "net.flaky": {
+            "duration": "0.2s",
+            "behaviour": ["fail", "succeed"],
+            "error": {
+                "kind": "SYSTEM",
+                "code": "ConnectionResetError",
+                "message": "connection reset by peer",
+            },
+            "inputs": {"lr": 0.1},
+        },
+        "etl.pipeline": {"children": ["etl.extract", "etl.load"]},
+        "etl.extract": {"behaviour": ["succeed"], "duration": "0.1s"},
+        "etl.load": {
+            "behaviour": ["fail", "succeed"],
+            "duration": "0.1s",
+            "error": {"kind": "USER", "code": "ValueError", "message": "ValueError: bad row 17"},
+        },
+        "ok": {"behaviour": ["succeed"], "duration": "0.1s"},
+    }
+}
+
+
+@pytest.fixture(scope="module")
+def sb() -> Iterator[SandboxHandle]:
+    with start_sandbox(WORKLOAD, time_scale=0.5) as handle:
+        yield handle
+
+
+def _cp(sb: SandboxHandle) -> FlyteControlPlane:
+    cp = FlyteControlPlane(endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10)
+    asyncio.run(cp.connect())
+    return cp
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def _delta(sb: SandboxHandle, before: dict[str, int]) -> dict[str, int]:
+    after = sb.request_counts()
+    return {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
+
+
+def test_list_failed_returns_failed_runs_updated_since_and_nothing_else(sb: SandboxHandle) -> None:
+    cp = _cp(sb)
+    start = datetime.now(UTC) - timedelta(seconds=1)
+    failed = sb.launch("net.flaky", count=2)
+    ok = sb.launch("ok")
+    sb.wait_idle()
+
+    runs = _run(cp.list_failed(sb.project, sb.domain, since=start))
+    later = _run(cp.list_failed(sb.project, sb.domain, since=datetime.now(UTC) + timedelta(minutes=1)))
+
+    assert {r.ref.name for r in runs} >= set(failed)
+    assert not {r.ref.name for r in runs} & set(ok)
+    assert all(r.phase == "FAILED" and r.task == "net.flaky" and r.ended_at is not None for r in runs)
+    assert later == []
+
+
+def test_read_failure_names_the_failing_child_its_task_and_error_in_three_rpcs(sb: SandboxHandle) -> None:
+    cp = _cp(sb)
+    [name] = sb.launch("etl.pipeline", labels={"team": "etl"})
+    sb.wait_idle()
+    [summary] = [
+        r
+        for r in _run(cp.list_failed(sb.project, sb.domain, since=datetime.now(UTC) - timedelta(minutes=5)))
+        if r.ref.name == name
+    ]
+    before = sb.request_counts()
+
+    facts = _run(cp.read_failure(summary))
+
+    assert facts.action == "a2"
+    assert facts.action_task == "etl.load"
+    assert facts.summary.task == "etl.pipeline"
+    assert facts.labels == {"team": "etl"}
+    assert (facts.error.kind, facts.error.code, facts.error.message) == (
+        "USER",
+        "ValueError",
+        "ValueError: bad row 17",
+    )
+    assert _delta(sb, before) == {"GetRunDetails": 1, "ListActions": 1, "GetActionDetails": 1}
+
+
+def test_create_rerun_carries_name_env_labels_inputs_and_relation_then_runs(sb: SandboxHandle) -> None:
+    cp = _cp(sb)
+    [name] = sb.launch("net.flaky", inputs={"lr": 0.1})
+    sb.wait_idle()
+    source = RunRef(sb.project, sb.domain, name)
+
+    ref = _run(
+        cp.create_rerun(
+            RerunRequest(
+                source=source,
+                name=f"{name}-retry-1",
+                env={"FLYTE_RETRY": "true"},
+                labels={"rerund-root": name, "rerund-attempt": "1", "rerund-policy": "p"},
+                inputs={"lr": 0.05},
+            )
+        )
+    )
+    snap = sb.wait_for(ref.name)
+
+    assert ref == RunRef(sb.project, sb.domain, f"{name}-retry-1")
+    assert snap["phase"] == "SUCCEEDED"  # the lineage's second execution succeeds
+    assert snap["envs"]["FLYTE_RETRY"] == "true"
+    assert snap["labels"] == {"rerund-root": name, "rerund-attempt": "1", "rerund-policy": "p"}
+    assert snap["inputs"] == {"lr": 0.05}
+    assert snap["relation"]["type"] == "RERUN" and snap["relation"]["run"] == name
+
+    listed = _run(cp.list_reruns(sb.project, sb.domain, since=datetime.now(UTC) - timedelta(minutes=5)))
+    assert ref in {r.ref for r in listed}
+    by_policy = _run(
+        cp.list_reruns(sb.project, sb.domain, since=datetime.now(UTC) - timedelta(minutes=5), policy="other")
+    )
+    assert ref not in {r.ref for r in by_policy}
+
+
+def test_a_rerun_of_one_action_and_a_recover_rerun_keep_their_provenance(sb: SandboxHandle) -> None:
+    cp = _cp(sb)
+    [name] = sb.launch("etl.pipeline")
+    sb.wait_idle()
+    source = RunRef(sb.project, sb.domain, name)
+
+    one = _run(cp.create_rerun(RerunRequest(source=source, name=f"{name}-a", action="a2")))
+    rec = _run(cp.create_rerun(RerunRequest(source=source, name=f"{name}-r", recover=True)))
+    one_snap, rec_snap = sb.wait_for(one.name), sb.wait_for(rec.name)
+
+    assert one_snap["task"] == "etl.load" and one_snap["relation"]["type"] == "RERUN"
+    assert rec_snap["relation"]["type"] == "RECOVER"
+    assert {a["name"]: a["phase"] for a in rec_snap["actions"]}["a1"] == "RECOVERED"
+
+
+def test_a_duplicate_name_is_already_exists_and_a_bad_name_is_permanent(sb: SandboxHandle) -> None:
+    cp = _cp(sb)
+    [name] = sb.launch("net.flaky")
+    sb.wait_idle()
+    source = RunRef(sb.project, sb.domain, name)
+    _run(cp.create_rerun(RerunRequest(source=source, name=f"{name}-dup")))
+
+    with pytest.raises(AlreadyExistsError) as exists:
+        _run(cp.create_rerun(RerunRequest(source=source, name=f"{name}-dup")))
+    with pytest.raises(PermanentControlPlaneError, match=r"CreateRun rejected the request as invalid") as bad:
+        _run(cp.create_rerun(RerunRequest(source=source, name="x" * 31)))
+
+    assert exists.value.code == "already_exists" and exists.value.rpc == "CreateRun"
+    assert bad.value.code == "invalid_argument"
+
+
+def test_an_unknown_run_is_not_found(sb: SandboxHandle) -> None:
+    cp = _cp(sb)
+
+    with pytest.raises(NotFoundError) as caught:
+        _run(cp.get_run(RunRef(sb.project, sb.domain, "nosuchrun")))
+
+    assert caught.value.rpc == "GetRunDetails" and caught.value.code == "not_found"
+
+
+def test_watch_yields_the_snapshot_then_each_update(sb: SandboxHandle) -> None:
+    cp = _cp(sb)
+    sb.launch("ok")  # the snapshot is never empty, whichever tests ran before in this process
+    sb.wait_idle()
+
+    async def watch_until_failed(name_box: list[str]) -> list[str]:
+        seen: list[str] = []
+        async for summary in cp.watch(sb.project, sb.domain):
+            if not name_box:
+                name_box.extend(await asyncio.to_thread(sb.launch, "net.flaky"))
+            if summary.ref.name == name_box[0]:
+                seen.append(summary.phase)
+                if summary.phase == "FAILED":
+                    return seen
+        return seen
+
+    phases = _run(asyncio.wait_for(watch_until_failed([]), timeout=30))
+
+    assert phases[-1] == "FAILED"
+    assert "RUNNING" in phases or "QUEUED" in phases

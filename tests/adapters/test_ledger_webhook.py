@@ -1,0 +1,205 @@
+"""The SQLite audit ledger (real files in tmp_path) and the webhook notifier (httpx MockTransport)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rerund.adapters.ledger import Ledger
+from rerund.adapters.webhook import WebhookNotifier, redact_url
+from rerund.errors import LedgerError, NotificationError
+
+T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+DECISION = {"decision": "rerun", "policy": "p", "reason": "because", "attempt": 1}
+
+
+def _issue(ledger: Ledger, target: str, result: str = "created", at: datetime = T0) -> bool:
+    return ledger.record_issue(
+        source_key="ml/prod/abc",
+        project="ml",
+        domain="prod",
+        target=target,
+        root="abc",
+        attempt=1,
+        policy="p",
+        scope="run",
+        result=result,
+        message="",
+        now=at,
+    )
+
+
+def test_each_fact_is_new_once_even_across_reopening_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "rerund.db"
+    ledger = Ledger(path)
+    first = ledger.record_decision(
+        project="ml", domain="prod", run="abc", root="abc", decision=DECISION, now=T0
+    )
+    again = ledger.record_decision(
+        project="ml", domain="prod", run="abc", root="abc", decision=DECISION, now=T0
+    )
+    ledger.close()
+    reopened = Ledger(path)
+
+    assert (first, again) == (True, False)
+    assert not reopened.record_decision(
+        project="ml", domain="prod", run="abc", root="abc", decision=DECISION, now=T0
+    )
+    assert reopened.record_failure(project="ml", domain="prod", run="abc", failed_at=T0, now=T0)
+    assert not reopened.record_failure(project="ml", domain="prod", run="abc", failed_at=T0, now=T0)
+
+
+def test_created_reruns_without_an_outcome_are_remembered_until_their_outcome(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "rerund.db")
+    _issue(ledger, "abc-retry-1")
+    _issue(ledger, "abc-retry-2", result="already_exists")
+
+    [pending] = ledger.created_without_outcome()
+    assert (pending.target, pending.attempt, pending.at) == ("abc-retry-1", 1, T0)
+
+    ledger.record_outcome(
+        project="ml",
+        domain="prod",
+        target="abc-retry-1",
+        policy="p",
+        root="abc",
+        attempt=1,
+        phase="SUCCEEDED",
+        now=T0,
+    )
+    assert ledger.created_without_outcome() == []
+
+
+def test_the_watermark_survives_a_restart_as_an_aware_utc_time(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "rerund.db")
+    ledger.set_watermark("ml/prod", T0)
+    ledger.close()
+
+    assert Ledger(tmp_path / "rerund.db").watermark("ml/prod") == T0
+    other = Ledger(tmp_path / "other.db")
+    with pytest.raises(LedgerError, match=r"has no timezone; the ledger stores aware UTC times only"):
+        other.set_watermark("ml/prod", datetime(2026, 1, 1))
+
+
+def test_prune_keeps_the_ledger_within_the_retention(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "rerund.db")
+    for day in range(10):
+        at = T0 + timedelta(days=day)
+        ledger.record_decision(
+            project="ml", domain="prod", run=f"r{day}", root=f"r{day}", decision=DECISION, now=at
+        )
+        _issue(ledger, f"r{day}-retry-1", at=at)
+
+    deleted = ledger.prune(T0 + timedelta(days=7))
+
+    assert deleted == 14
+    assert ledger.counts()["decisions"] == 3
+    assert [r["run"] for r in ledger.history(limit=10)] == ["r9", "r8", "r7"]
+
+
+def test_history_filters_by_run_or_root_and_policy(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "rerund.db")
+    ledger.record_decision(project="ml", domain="prod", run="abc", root="abc", decision=DECISION, now=T0)
+    ledger.record_decision(
+        project="ml",
+        domain="prod",
+        run="abc-retry-1",
+        root="abc",
+        decision={**DECISION, "attempt": 2},
+        now=T0,
+    )
+    ledger.record_decision(
+        project="ml", domain="prod", run="zzz", root="zzz", decision={**DECISION, "policy": "q"}, now=T0
+    )
+
+    assert [r["run"] for r in ledger.history(run="abc")] == ["abc-retry-1", "abc"]
+    assert [r["run"] for r in ledger.history(policy="q")] == ["zzz"]
+    assert ledger.history(limit=1)[0]["run"] == "zzz"
+
+
+def test_an_unusable_ledger_path_says_to_check_the_state_path(tmp_path: Path) -> None:
+    (tmp_path / "dir.db").mkdir()
+    with pytest.raises(LedgerError, match=r"cannot be opened: .*; check the --state path is writable"):
+        Ledger(tmp_path / "dir.db")
+
+
+def test_a_corrupt_ledger_raises_a_ledger_error_not_sqlite(tmp_path: Path) -> None:
+    path = tmp_path / "rerund.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(LedgerError):
+        Ledger(path)
+
+
+# -- webhook -------------------------------------------------------------------------------------
+
+SLACK = "https://hooks.slack.com/services/T000/B000/very-secret-token"
+
+
+def _notifier(handler, retries: int = 2) -> WebhookNotifier:
+    return WebhookNotifier(
+        SLACK,
+        retries=retries,
+        backoff_initial=0.001,
+        backoff_max=0.002,
+        transport=httpx.MockTransport(handler),
+    )
+
+
+def test_the_webhook_posts_the_payload_as_json() -> None:
+    got: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        got.append(json.loads(request.content))
+        return httpx.Response(200)
+
+    asyncio.run(_notifier(handler).notify({"text": "rerund: lineage 'abc' exhausted", "run": "abc"}))
+
+    assert got == [{"text": "rerund: lineage 'abc' exhausted", "run": "abc"}]
+
+
+def test_the_webhook_retries_server_errors_then_succeeds() -> None:
+    answers = iter([503, 429, 200])
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        code = next(answers)
+        calls.append(code)
+        return httpx.Response(code)
+
+    asyncio.run(_notifier(handler).notify({"text": "x"}))
+
+    assert calls == [503, 429, 200]
+
+
+def test_the_webhook_gives_up_after_its_retries_without_showing_the_secret_url() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    with pytest.raises(NotificationError, match=r"failed after 3 attempts \(last: ConnectError\)") as caught:
+        asyncio.run(_notifier(handler).notify({"text": "x"}))
+
+    assert "very-secret-token" not in str(caught.value)
+    assert "https://hooks.slack.com/..." in str(caught.value)
+
+
+def test_a_client_error_is_not_retried() -> None:
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(404)
+        return httpx.Response(404)
+
+    with pytest.raises(NotificationError, match=r"refused the notification \(HTTP 404\); not retried"):
+        asyncio.run(_notifier(handler).notify({"text": "x"}))
+
+    assert calls == [404]
+
+
+def test_redact_url_keeps_only_scheme_host_and_port() -> None:
+    assert redact_url(SLACK) == "https://hooks.slack.com/..."
+    assert redact_url("http://127.0.0.1:8080/hook?token=abc") == "http://127.0.0.1:8080/..."
