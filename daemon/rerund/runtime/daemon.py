@@ -41,11 +41,27 @@ from rerund.runtime.ports import ControlPlane, RunSummary
 from rerund.runtime.reconcile import Reconciler
 from rerund.runtime.settings import Settings, format_duration
 
-__all__ = ["Daemon", "PolicyHolder"]
+__all__ = ["Daemon", "PolicyHolder", "connect_control_plane"]
 
 log = logging.getLogger("rerund.daemon")
 
 _STOP_BUDGET_S = 8.0  # of the 10 s a SIGTERM allows
+
+
+async def connect_control_plane(settings: Settings) -> ControlPlane:
+    """The real control plane (the flyte SDK adapter) for ``settings``, initialised."""
+    from rerund.adapters.flyte_control_plane import FlyteControlPlane
+
+    cp = FlyteControlPlane(
+        endpoint=settings.endpoint,
+        org=settings.org,
+        insecure=settings.plain_http,
+        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+        rpc_timeout=settings.rpc_timeout.total_seconds(),
+        console_url=settings.console_url,
+    )
+    await cp.connect()
+    return cp
 
 
 class PolicyHolder:
@@ -180,20 +196,7 @@ class Daemon:
         from rerund.adapters.scheduler import AsyncScheduler
 
         ledger = Ledger(s.state)
-        cp = self._cp
-        if cp is None:
-            from rerund.adapters.flyte_control_plane import FlyteControlPlane
-
-            flyte_cp = FlyteControlPlane(
-                endpoint=s.endpoint,
-                org=s.org,
-                insecure=s.plain_http,
-                api_key=s.api_key.get_secret_value() if s.api_key else None,
-                rpc_timeout=s.rpc_timeout.total_seconds(),
-                console_url=s.console_url,
-            )
-            await flyte_cp.connect()
-            cp = flyte_cp
+        cp = self._cp if self._cp is not None else await connect_control_plane(s)
         self._cp = cp
         notifier = None
         if s.notify.webhook:

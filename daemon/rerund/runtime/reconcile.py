@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from rerund.core.decide import Explanation
 from rerund.core.model import Decision, Failure, Phase, Scope
 from rerund.core.rules import PolicySet
 from rerund.errors import (
@@ -383,6 +384,26 @@ class Reconciler:
                 return  # older than the lookback (e.g. in the stream's first snapshot)
             async with self._reads:
                 await self._handle(summary, now)
+
+    async def explain_run(self, ref: RunRef) -> tuple[Explanation, Failure] | None:
+        """The decision the daemon would make about run ``ref`` now, with its trace, from its
+        real lineage labels and the budget counts of the reruns on the control plane.
+
+        Read-only: nothing is recorded, scheduled or created. None when the run has not failed
+        (rerund decides only about FAILED, TIMED_OUT and ABORTED runs).
+        """
+        from rerund.core.decide import explain
+
+        now = self._clock()
+        policies = self._policies()
+        await self._refresh_reruns(ref.project, ref.domain, now, policies)
+        summary = await self._cp.get_run(ref)
+        if summary.phase not in FAILED_PHASES:
+            return None
+        facts = await self._cp.read_failure(summary)
+        used, oldest = self._budget_counts(now, policies.budgets())
+        failure = self._failure(facts, used, oldest)
+        return explain(failure, policies, now), failure
 
     # -- reading -----------------------------------------------------------------------------
 
