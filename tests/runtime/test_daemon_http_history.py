@@ -47,6 +47,12 @@ class Running:
         assert self.daemon.http is not None
         return self.daemon.http.url
 
+    def replace_policies(self, text: str) -> None:
+        """Swap the policy file atomically, as an editor or the kubelet does."""
+        tmp = self.policy_file.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(self.policy_file)
+
     def get(self, path: str) -> httpx.Response:
         return httpx.get(self.url + path, timeout=5)
 
@@ -115,7 +121,7 @@ def test_the_endpoints_serve_health_readiness_metrics_and_decisions_without_secr
 
 def test_an_invalid_policy_file_is_rejected_and_the_last_good_policies_stay(running: Running) -> None:
     _until(lambda: running.get("/readyz").status_code == 200, "/readyz")
-    running.policy_file.write_text("apiVersion: rerund/v1\npolicies:\n  - name: Bad Name\n    retry: {}\n")
+    running.replace_policies("apiVersion: rerund/v1\npolicies:\n  - name: Bad Name\n    retry: {}\n")
 
     _until(
         lambda: 'rerund_policy_reloads_total{result="error"} 1.0' in running.get("/metrics").text,
@@ -126,7 +132,7 @@ def test_an_invalid_policy_file_is_rejected_and_the_last_good_policies_stay(runn
     assert running.daemon.policies is not None
     assert running.daemon.policies.current.names() == ["bad-input", "transient"]
 
-    running.policy_file.write_text(POLICIES.replace("name: bad-input", "name: bad-input-v2"))
+    running.replace_policies(POLICIES.replace("name: bad-input", "name: bad-input-v2"))
     _until(
         lambda: 'rerund_policy_reloads_total{result="ok"} 1.0' in running.get("/metrics").text,
         "the accepted reload",
@@ -134,15 +140,23 @@ def test_an_invalid_policy_file_is_rejected_and_the_last_good_policies_stay(runn
     assert running.daemon.policies.current.names() == ["bad-input-v2", "transient"]
 
 
-def test_readiness_fails_when_no_pass_has_succeeded_and_says_why(running: Running) -> None:
+def test_readiness_fails_when_the_control_plane_cannot_be_listed_and_says_why(running: Running) -> None:
+    from rerund.errors import TransientControlPlaneError
+
     _until(lambda: running.get("/readyz").status_code == 200, "/readyz")
-    assert running.daemon.reconciler is not None
-    running.daemon.reconciler.last_sync = None
+    running.cp.fail_next["list_failed"].extend(
+        TransientControlPlaneError("UNAVAILABLE: down", rpc="ListRuns", code="unavailable")
+        for _ in range(10_000)
+    )
+    running.cp.clock.advance(10)  # more than 3 poll intervals (1s) since the last good pass
 
-    response = running.get("/readyz")
+    _until(lambda: running.get("/readyz").status_code == 503, "/readyz to fail")
 
-    assert response.status_code == 503
-    assert response.json()["reason"] == "no resync pass has succeeded yet"
+    body = running.get("/readyz").json()
+    assert body["ready"] is False
+    assert body["reason"].startswith("the last successful resync was ")
+    assert body["reason"].endswith(" ago (more than 3 poll intervals)")
+    assert running.get("/healthz").status_code == 200  # alive, only not ready
 
 
 def _ledger_with_decisions(tmp_path: Path) -> Path:
