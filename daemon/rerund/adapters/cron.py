@@ -38,11 +38,15 @@ def _day_number(text: str, expr: str) -> int:
     if text.isdigit():
         n = int(text)
         if n > 7:
-            raise ValueError(f"day of week {n} in {expr!r} is out of range; use 0-7 (0 and 7 are Sunday) or sun-sat")
+            raise ValueError(
+                f"day of week {n} in {expr!r} is out of range; use 0-7 (0 and 7 are Sunday) or sun-sat"
+            )
         return n % 7
     if text[:3] in _DAYS and len(text) == 3:
         return _DAYS.index(text)
-    raise ValueError(f"day of week {text!r} in {expr!r} is not a day; use 0-7 (0 and 7 are Sunday) or sun-sat")
+    raise ValueError(
+        f"day of week {text!r} in {expr!r} is not a day; use 0-7 (0 and 7 are Sunday) or sun-sat"
+    )
 
 
 def _weekdays(field: str, expr: str) -> str:
@@ -53,7 +57,9 @@ def _weekdays(field: str, expr: str) -> str:
     for token in field.lower().split(","):
         m = _DOW_TOKEN.match(token)
         if m is None:
-            raise ValueError(f"day of week {token!r} in {expr!r} is malformed; write e.g. 1-5, mon-fri or */2")
+            raise ValueError(
+                f"day of week {token!r} in {expr!r} is malformed; write e.g. 1-5, mon-fri or */2"
+            )
         star, first, last, step = m.groups()
         start = 0 if star else _day_number(first, expr)
         if star:
@@ -140,7 +146,7 @@ class CronSchedule:
         """The last firing at or before ``when`` (aware UTC), or None within 4 years."""
         when = when.astimezone(UTC)
         for window in _LOOKBACK:
-            latest = None
+            latest: datetime | None = None
             fire = self._trigger.get_next_fire_time(None, when - window)
             while fire is not None and fire.astimezone(UTC) <= when:
                 latest = fire.astimezone(UTC)

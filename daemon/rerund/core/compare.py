@@ -32,7 +32,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["OutputsMode", "Difference", "Tolerance", "compare_outputs", "show_value"]
+__all__ = ["Difference", "OutputsMode", "Tolerance", "compare_outputs", "show_value"]
 
 OutputsMode = Literal["exact", "tolerance", "none"]
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
@@ -218,7 +218,9 @@ def _compare_maps(
         if child in ignore:
             continue
         if key not in b:
-            out.append(Difference(_full(root, child), f"missing in the rerun (reference: {show_value(a[key])})"))
+            out.append(
+                Difference(_full(root, child), f"missing in the rerun (reference: {show_value(a[key])})")
+            )
             continue
         _compare(a[key], b[key], child, tol, ignore, root, out)
     for key in b:

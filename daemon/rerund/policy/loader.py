@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from rerund.core.backoff import Backoff
+from rerund.core.compare import Tolerance
 from rerund.core.durations import format_duration, parse_duration
 from rerund.core.model import Phase, Scope
-from rerund.core.compare import Tolerance
 from rerund.core.names import DEFAULT_TEMPLATE
 from rerund.core.repro import CompareSettings, ReproCheck, ReproSource
 from rerund.core.rules import (

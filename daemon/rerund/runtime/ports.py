@@ -138,6 +138,27 @@ class ControlPlane(Protocol):
         """
         ...
 
+    async def find_latest_run(
+        self,
+        project: str,
+        domain: str,
+        *,
+        task: str,
+        phase: str = "SUCCEEDED",
+        labels: Mapping[str, str] | None = None,
+        without_label: str | None = None,
+    ) -> RunSummary | None:
+        """The most recently created run of ``task`` in ``phase`` carrying ``labels`` (and not
+        carrying the label ``without_label``), or None. Costs 1 RPC: ListRuns with filters,
+        sorted by created_at descending, limit 1."""
+        ...
+
+    async def read_outputs(self, ref: RunRef) -> dict[str, Any]:
+        """The outputs of run ``ref`` (its root action) as plain Python values decoded from
+        their Flyte literals: ``{name: value}``, empty when the run has none. Costs 2 RPCs:
+        SelectCluster + DataProxy GetActionData."""
+        ...
+
     async def create_rerun(self, request: RerunRequest) -> RunRef:
         """Create the rerun (the SDK's rerun path). Raises ``AlreadyExistsError`` when a run of
         that name exists, ``PermanentControlPlaneError`` for a request that cannot succeed,
