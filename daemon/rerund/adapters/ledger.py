@@ -333,6 +333,11 @@ class Ledger:
         )
         return datetime.fromisoformat(rows[0]["at"]) if rows and rows[0]["at"] else None
 
+    def reproduction_checks(self) -> list[str]:
+        """Names of the checks with a recorded result."""
+        rows = self._query("SELECT DISTINCT check_name FROM reproductions ORDER BY check_name")
+        return [str(r["check_name"]) for r in rows]
+
     def reproduction_history(self, check: str, *, limit: int = 50) -> list[dict[str, Any]]:
         """Recorded results of ``check``, newest first, each with its diff and ``recorded_at``."""
         rows = self._query(
