@@ -38,6 +38,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from rerund.core.model import ErrorInfo
+from rerund.core.repro import LABEL_REPRO
 from rerund.errors import (
     AlreadyExistsError,
     ConfigError,
@@ -442,6 +443,9 @@ class FlyteControlPlane:
         )
         filters = [
             label,
+            # A reproduction rerun of a rerun inherits its rerund-* labels; it is not part of the
+            # lineage and must not count against budgets.
+            list_pb2.Filter(function=list_pb2.Filter.NOT_EXISTS, field=f"labels.{LABEL_REPRO}"),
             list_pb2.Filter(
                 function=list_pb2.Filter.GREATER_THAN_OR_EQUAL,
                 field="created_at",

@@ -120,7 +120,8 @@ class ControlPlane(Protocol):
         self, project: str, domain: str, *, since: datetime, policy: str | None = None
     ) -> list[RunSummary]:
         """Runs carrying the ``rerund-policy`` label (equal to ``policy`` when given) created at or
-        after ``since``, in any phase (ListRuns, paged)."""
+        after ``since``, in any phase (ListRuns, paged). Reproduction reruns (label
+        ``rerund-repro``) are left out: they inherit the labels of the run they rerun."""
         ...
 
     async def get_run(self, ref: RunRef) -> RunSummary:
