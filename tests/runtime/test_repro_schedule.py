@@ -1,0 +1,258 @@
+"""When reproduction checks fire: cron firing times (timezones, DST, crontab weekdays), missed
+firings coalesced into one after downtime, and two replicas never issuing a firing twice.
+
+No test sleeps: the schedule is driven with fixed times (``ReproRunner.due`` / ``tick`` take
+``now``) or freezegun, against an in-memory control plane."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from freezegun import freeze_time
+from prometheus_client import CollectorRegistry
+
+from rerund.adapters.cron import CronSchedule, cron_problem
+from rerund.adapters.ledger import Ledger
+from rerund.clock import utcnow
+from rerund.core.repro import ReproCheck, ReproSource, repro_run_name
+from rerund.errors import AlreadyExistsError
+from rerund.runtime.metrics import Metrics
+from rerund.runtime.ports import RerunRequest, RunRef, RunSummary
+from rerund.runtime.repro import ReproRunner
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+# id -> (expression, timezone, after, expected next firing in UTC)
+FIRINGS = {
+    "daily at 03:00 UTC": ("0 3 * * *", "UTC", utc(2026, 11, 26, 10, 0), utc(2026, 11, 27, 3, 0)),
+    "exactly at a slot the next one is later": ("0 3 * * *", "UTC", utc(2026, 11, 27, 3, 0), utc(2026, 11, 28, 3, 0)),
+    "Paris in winter is UTC+1": ("0 3 * * *", "Europe/Paris", utc(2026, 11, 26, 10, 0), utc(2026, 11, 27, 2, 0)),
+    "Paris in summer is UTC+2": ("0 3 * * *", "Europe/Paris", utc(2026, 7, 1, 10, 0), utc(2026, 7, 2, 1, 0)),
+    "New York across the DST change": (
+        "30 9 * * *",
+        "America/New_York",
+        utc(2026, 11, 1, 0, 0),  # 1 Nov 2026: EDT ends at 02:00 local
+        utc(2026, 11, 1, 14, 30),
+    ),
+    "crontab weekdays: 1-5 is Monday to Friday": ("0 3 * * 1-5", "UTC", utc(2026, 11, 28, 12, 0), utc(2026, 11, 30, 3, 0)),
+    "crontab weekdays: 0 is Sunday": ("0 3 * * 0", "UTC", utc(2026, 11, 26, 12, 0), utc(2026, 11, 29, 3, 0)),
+    "crontab weekdays: 7 is Sunday too": ("0 3 * * 7", "UTC", utc(2026, 11, 26, 12, 0), utc(2026, 11, 29, 3, 0)),
+    "crontab weekdays: */2 starts on Sunday": ("0 3 * * */2", "UTC", utc(2026, 11, 26, 12, 0), utc(2026, 11, 28, 3, 0)),
+    "every 15 minutes": ("*/15 * * * *", "UTC", utc(2026, 11, 26, 10, 7), utc(2026, 11, 26, 10, 15)),
+}
+
+
+@pytest.mark.parametrize(("expr", "tz", "after", "expected"), FIRINGS.values(), ids=list(FIRINGS))
+def test_the_next_firing_is_computed_in_the_checks_timezone(expr, tz, after, expected):
+    assert CronSchedule(expr, tz).next_after(after) == expected
+
+
+LATEST = {
+    "daily": ("0 3 * * *", "UTC", utc(2026, 11, 26, 10, 0), utc(2026, 11, 26, 3, 0)),
+    "exactly at the slot": ("0 3 * * *", "UTC", utc(2026, 11, 26, 3, 0), utc(2026, 11, 26, 3, 0)),
+    "before today's slot": ("0 3 * * *", "UTC", utc(2026, 11, 26, 2, 59), utc(2026, 11, 25, 3, 0)),
+    "weekly": ("0 3 * * mon", "UTC", utc(2026, 11, 26, 10, 0), utc(2026, 11, 23, 3, 0)),
+    "yearly": ("0 0 1 1 *", "UTC", utc(2026, 11, 26, 10, 0), utc(2026, 1, 1, 0, 0)),
+    "Paris": ("0 3 * * *", "Europe/Paris", utc(2026, 11, 26, 10, 0), utc(2026, 11, 26, 2, 0)),
+}
+
+
+@pytest.mark.parametrize(("expr", "tz", "now", "expected"), LATEST.values(), ids=list(LATEST))
+def test_the_latest_slot_at_or_before_now(expr, tz, now, expected):
+    assert CronSchedule(expr, tz).latest_at_or_before(now) == expected
+
+
+BAD_CRON = {
+    "four fields": (
+        "0 3 * *",
+        "cron expression '0 3 * *' has 4 fields; write five fields: minute hour day-of-month month "
+        "day-of-week, e.g. '0 3 * * *' (03:00 daily)",
+    ),
+    "minute out of range": (
+        "61 3 * * *",
+        "invalid cron expression '61 3 * * *': the last value (61) is higher than the maximum value (59); "
+        "write five fields: minute hour day-of-month month day-of-week, e.g. '0 3 * * *' (03:00 daily)",
+    ),
+    "weekday out of range": (
+        "0 3 * * 8",
+        "day of week 8 in '0 3 * * 8' is out of range; use 0-7 (0 and 7 are Sunday) or sun-sat",
+    ),
+    "backwards weekday range": (
+        "0 3 * * 5-1",
+        "day of week range '5-1' in '0 3 * * 5-1' runs backwards; write it as two parts, e.g. 5-6,0",
+    ),
+}
+
+
+@pytest.mark.parametrize(("expr", "message"), BAD_CRON.values(), ids=list(BAD_CRON))
+def test_a_bad_cron_expression_says_what_to_write(expr, message):
+    assert cron_problem(expr) == message
+
+
+# -- the runner's schedule, with an in-memory control plane -----------------------------------
+
+
+class FakeControlPlane:
+    """Runs are SUCCEEDED as soon as they exist; CreateRun of an existing name: ALREADY_EXISTS."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, RunSummary] = {}
+        self.outputs: dict[str, dict[str, Any]] = {}
+        self.creates: list[str] = []
+        self.add("ref1", outputs={"accuracy": 0.93})
+
+    def add(self, name: str, outputs: Mapping[str, Any]) -> None:
+        self.runs[name] = RunSummary(RunRef("ml", "prod", name), "SUCCEEDED", task="train.fit")
+        self.outputs[name] = dict(outputs)
+
+    async def get_run(self, ref: RunRef) -> RunSummary:
+        return self.runs[ref.name]
+
+    async def find_latest_run(self, project: str, domain: str, **kwargs: Any) -> RunSummary | None:
+        return self.runs["ref1"]
+
+    async def read_outputs(self, ref: RunRef) -> dict[str, Any]:
+        return self.outputs[ref.name]
+
+    async def create_rerun(self, request: RerunRequest) -> RunRef:
+        self.creates.append(request.name)
+        if request.name in self.runs:
+            raise AlreadyExistsError(f"run {request.name!r} exists", rpc="CreateRun", code="already_exists")
+        self.add(request.name, self.outputs[request.source.name])
+        return request.target
+
+    def console_url(self, ref: RunRef) -> str:
+        return f"https://console/{ref}"
+
+
+def nightly(**kwargs: Any) -> ReproCheck:
+    return ReproCheck(
+        name="nightly",
+        schedule=kwargs.pop("schedule", "0 3 * * *"),
+        source=ReproSource(task="train.fit", project="ml", domain="prod"),
+        **kwargs,
+    )
+
+
+def runner(check: ReproCheck, cp: FakeControlPlane | None = None, ledger: Ledger | None = None) -> ReproRunner:
+    return ReproRunner(
+        cp or FakeControlPlane(),  # type: ignore[arg-type]
+        checks=lambda: [check],
+        metrics=Metrics(CollectorRegistry()),
+        clock=utcnow,
+        ledger=ledger,
+        poll_interval=0.01,
+    )
+
+
+def slots(r: ReproRunner, now: datetime) -> list[datetime]:
+    return [slot for _, slot in r.due(now)]
+
+
+def test_the_first_start_fires_the_latest_slot_once_then_each_new_slot():
+    r = runner(nightly())
+
+    assert slots(r, utc(2026, 11, 26, 10, 0)) == [utc(2026, 11, 26, 3, 0)]
+    assert slots(r, utc(2026, 11, 26, 10, 1)) == []
+    assert slots(r, utc(2026, 11, 27, 2, 59)) == []
+    assert slots(r, utc(2026, 11, 27, 3, 0)) == [utc(2026, 11, 27, 3, 0)]
+    assert slots(r, utc(2026, 11, 27, 3, 0, 30)) == []
+
+
+def record(ledger: Ledger, slot: datetime) -> None:
+    ledger.record_reproduction(
+        {"check": "nightly", "scheduled_for": slot.isoformat(), "manual": False, "result": "match", "reason": "ok"},
+        now=slot,
+    )
+
+
+def test_missed_firings_after_downtime_run_once_on_start_not_once_per_slot(tmp_path):
+    ledger = Ledger(tmp_path / "rerund.db")
+    record(ledger, utc(2026, 11, 23, 3, 0))  # Monday's firing, then the daemon was down until Thursday
+
+    r = runner(nightly(), ledger=ledger)
+
+    assert slots(r, utc(2026, 11, 26, 10, 0)) == [utc(2026, 11, 26, 3, 0)]
+    assert slots(r, utc(2026, 11, 26, 10, 0)) == []
+
+
+def test_an_hourly_check_down_for_five_hours_fires_once(tmp_path):
+    ledger = Ledger(tmp_path / "rerund.db")
+    record(ledger, utc(2026, 11, 26, 5, 0))
+
+    r = runner(nightly(schedule="0 * * * *"), ledger=ledger)
+
+    assert slots(r, utc(2026, 11, 26, 10, 20)) == [utc(2026, 11, 26, 10, 0)]
+
+
+def test_a_restart_after_the_slot_was_recorded_does_not_fire_it_again(tmp_path):
+    ledger = Ledger(tmp_path / "rerund.db")
+    record(ledger, utc(2026, 11, 26, 3, 0))
+
+    assert slots(runner(nightly(), ledger=ledger), utc(2026, 11, 26, 10, 0)) == []
+
+
+def test_a_missed_firing_older_than_the_misfire_grace_waits_for_the_next_slot():
+    r = runner(nightly(misfire_grace=timedelta(hours=1)))
+
+    assert slots(r, utc(2026, 11, 26, 10, 0)) == []
+    assert slots(r, utc(2026, 11, 27, 3, 30)) == [utc(2026, 11, 27, 3, 0)]
+
+
+def test_the_schedule_follows_the_checks_timezone():
+    r = runner(nightly(timezone="Europe/Paris"))
+
+    assert slots(r, utc(2026, 11, 26, 1, 59)) == [utc(2026, 11, 25, 2, 0)]
+    assert slots(r, utc(2026, 11, 26, 2, 0)) == [utc(2026, 11, 26, 2, 0)]
+    assert r.next_wakeup(utc(2026, 11, 26, 2, 0)) == utc(2026, 11, 27, 2, 0)
+
+
+def test_two_replicas_firing_the_same_slot_issue_one_rerun_and_both_record_the_result(tmp_path):
+    cp = FakeControlPlane()
+    check = nightly()
+    ledgers = [Ledger(tmp_path / "a.db"), Ledger(tmp_path / "b.db")]
+    a, b = runner(check, cp, ledgers[0]), runner(check, cp, ledgers[1])
+
+    async def both() -> list[Any]:
+        with freeze_time("2026-11-26T10:00:00Z", real_asyncio=True):
+            tasks = a.tick(utcnow()) + b.tick(utcnow())
+            return list(await asyncio.gather(*tasks))
+
+    results = asyncio.run(both())
+
+    name = repro_run_name("nightly", utc(2026, 11, 26, 3, 0))
+    assert cp.creates == [name, name]
+    assert [n for n in cp.runs if n != "ref1"] == [name]
+    assert [(r.result, r.rerun) for r in results] == [("match", name), ("match", name)]
+    assert [lg.reproduction_history("nightly")[0]["rerun"] for lg in ledgers] == [name, name]
+
+
+def test_firing_the_same_slot_twice_in_one_process_follows_the_existing_rerun(tmp_path):
+    cp = FakeControlPlane()
+    r = runner(nightly(), cp, Ledger(tmp_path / "a.db"))
+    slot = utc(2026, 11, 26, 3, 0)
+
+    async def twice() -> list[Any]:
+        return [await r.fire(nightly(), slot), await r.fire(nightly(), slot)]
+
+    first, second = asyncio.run(twice())
+
+    assert len(cp.runs) == 2
+    assert first.result == second.result == "match"
+    assert r._metrics.registry.get_sample_value(  # counted once: the ledger knows the slot
+        "rerund_reproduction_runs_total", {"check": "nightly", "result": "match"}
+    ) == 1
+
+
+def test_an_unknown_check_name_says_which_checks_exist():
+    r = runner(nightly())
+
+    with pytest.raises(KeyError, match="no reproduction check named 'nightlyy'; the checks are: nightly"):
+        r.check("nightlyy")
