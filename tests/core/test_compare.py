@@ -52,16 +52,65 @@ CASES = {
         (),
         [],
     ),
-    "exact mode ignores the tolerance": ({"a": 1.0}, {"a": 1.0000001}, "exact", TOL, (), ["outputs.a: 1.0 != 1.0000001"]),
+    "exact mode ignores the tolerance": (
+        {"a": 1.0},
+        {"a": 1.0000001},
+        "exact",
+        TOL,
+        (),
+        ["outputs.a: 1.0 != 1.0000001"],
+    ),
     "none compares nothing": ({"a": 1}, {"b": "x"}, "none", None, (), []),
     "strings": ({"s": "abc"}, {"s": "abd"}, "exact", None, (), ["outputs.s: 'abc' != 'abd'"]),
     "bools": ({"ok": True}, {"ok": False}, "exact", None, (), ["outputs.ok: true != false"]),
-    "bool is not a number": ({"ok": True}, {"ok": 1}, "exact", None, (), ["outputs.ok: type differs: bool true != int 1"]),
-    "type mismatch": ({"m": "a.pt"}, {"m": 3}, "exact", None, (), ["outputs.m: type differs: str 'a.pt' != int 3"]),
-    "null vs value": ({"m": None}, {"m": 3}, "exact", None, (), ["outputs.m: type differs: null null != int 3"]),
-    "list vs map": ({"m": [1]}, {"m": {"a": 1}}, "exact", None, (), ["outputs.m: type differs: list [1] != map {a: 1}"]),
-    "missing key": ({"a": 1, "b": 0.5}, {"a": 1}, "exact", None, (), ["outputs.b: missing in the rerun (reference: 0.5)"]),
-    "extra key": ({"a": 1}, {"a": 1, "c": [1, 2]}, "exact", None, (), ["outputs.c: not in the reference (rerun: [1, 2])"]),
+    "bool is not a number": (
+        {"ok": True},
+        {"ok": 1},
+        "exact",
+        None,
+        (),
+        ["outputs.ok: type differs: bool true != int 1"],
+    ),
+    "type mismatch": (
+        {"m": "a.pt"},
+        {"m": 3},
+        "exact",
+        None,
+        (),
+        ["outputs.m: type differs: str 'a.pt' != int 3"],
+    ),
+    "null vs value": (
+        {"m": None},
+        {"m": 3},
+        "exact",
+        None,
+        (),
+        ["outputs.m: type differs: null null != int 3"],
+    ),
+    "list vs map": (
+        {"m": [1]},
+        {"m": {"a": 1}},
+        "exact",
+        None,
+        (),
+        ["outputs.m: type differs: list [1] != map {a: 1}"],
+    ),
+    "missing key": (
+        {"a": 1, "b": 0.5},
+        {"a": 1},
+        "exact",
+        None,
+        (),
+        ["outputs.b: missing in the rerun (reference: 0.5)"],
+    ),
+    "extra key": (
+        {"a": 1},
+        {"a": 1, "c": [1, 2]},
+        "exact",
+        None,
+        (),
+        ["outputs.c: not in the reference (rerun: [1, 2])"],
+    ),
     "nested missing and extra keys": (
         {"m": {"x": 1, "y": 2}},
         {"m": {"x": 1, "z": 2}},
@@ -87,7 +136,14 @@ CASES = {
         (),
         ["outputs.l: list length 1 != 2 (1 item missing in the reference, from index 1)"],
     ),
-    "odd map keys are quoted": ({"m": {"a b": 1}}, {"m": {"a b": 2}}, "exact", None, (), ["outputs.m['a b']: 1 != 2"]),
+    "odd map keys are quoted": (
+        {"m": {"a b": 1}},
+        {"m": {"a b": 2}},
+        "exact",
+        None,
+        (),
+        ["outputs.m['a b']: 1 != 2"],
+    ),
     "ignore an output name": ({"t": 1, "a": 1}, {"t": 2, "a": 1}, "exact", None, ("t",), []),
     "ignore a missing output": ({"t": 1}, {}, "exact", None, ("t",), []),
     "ignore an extra output": ({}, {"t": 1}, "exact", None, ("t",), []),
@@ -132,7 +188,10 @@ def test_any_outputs_reproduce_themselves(outputs):
     assert compare_outputs(outputs, outputs, mode="tolerance", tolerance=TOL) == []
 
 
-@given(st.dictionaries(st.text(max_size=4), values, max_size=4), st.dictionaries(st.text(max_size=4), values, max_size=4))
+@given(
+    st.dictionaries(st.text(max_size=4), values, max_size=4),
+    st.dictionaries(st.text(max_size=4), values, max_size=4),
+)
 def test_an_ignored_output_is_never_reported(a, b):
     ignore = set(a) | set(b)
 

@@ -31,7 +31,9 @@ def test_durations_parse(text, expected):
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["30", 30, "30 sec", "-1s", "", "1m1h", "s", None, "5ms1s", "1.5ms"], ids=str)
+@pytest.mark.parametrize(
+    "text", ["30", 30, "30 sec", "-1s", "", "1m1h", "s", None, "5ms1s", "1.5ms"], ids=str
+)
 def test_a_bad_duration_says_how_to_write_one(text):
     with pytest.raises(ValueError, match=r"invalid duration .*: use a number with a unit ms, s, m, h or d"):
         parse_duration(text)

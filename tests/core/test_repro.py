@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (exact user-visible messages are kept on one line to be greppable)
 """The pure parts of reproduction checks: the verdict of a firing, the name of its rerun, and
 which firing is due."""
 
@@ -31,7 +32,9 @@ def verdict(check=CHECK, ref_phase="SUCCEEDED", new_phase="SUCCEEDED", ref_out=O
 
 
 def with_compare(**kwargs):
-    return ReproCheck(name="nightly", schedule="0 3 * * *", source=ReproSource(task="t"), compare=CompareSettings(**kwargs))
+    return ReproCheck(
+        name="nightly", schedule="0 3 * * *", source=ReproSource(task="t"), compare=CompareSettings(**kwargs)
+    )
 
 
 JUDGEMENTS = {

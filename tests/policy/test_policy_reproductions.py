@@ -56,7 +56,10 @@ def test_a_full_check_compiles_into_the_core_value(tmp_path):
         task="train.fit", phase="SUCCEEDED", labels={"team": "ml"}, project="ml", domain="production"
     )
     assert check.compare == CompareSettings(
-        phase=True, outputs="tolerance", tolerance=Tolerance(rel=1e-6, abs=0), ignore=("timestamp", "metrics.wall_time")
+        phase=True,
+        outputs="tolerance",
+        tolerance=Tolerance(rel=1e-6, abs=0),
+        ignore=("timestamp", "metrics.wall_time"),
     )
     assert (check.env, check.labels) == ({"REPRO_CHECK": "1"}, {"purpose": "repro"})
     assert (check.timeout, check.misfire_grace) == (timedelta(hours=2), timedelta(hours=6))
@@ -119,7 +122,9 @@ BAD = {
     ),
     "bad outputs mode": (
         '  - name: a\n    schedule: "0 3 * * *"\n    source: {run: r}\n    compare: {outputs: approx}\n',
-        ["6:24: reproductions[0].compare.outputs: 'approx' is not allowed; use 'exact', 'tolerance' or 'none'"],
+        [
+            "6:24: reproductions[0].compare.outputs: 'approx' is not allowed; use 'exact', 'tolerance' or 'none'"
+        ],
     ),
     "duplicate names": (
         GOOD + GOOD,
@@ -182,7 +187,9 @@ def test_a_bad_reproduction_entry_is_reported_with_file_line_column_and_path(tmp
     with pytest.raises(PolicyError) as caught:
         load_policies([path])
 
-    assert [str(p) for p in caught.value.problems] == [f"{path}:" + e.replace("{file}", str(path)) for e in expected]
+    assert [str(p) for p in caught.value.problems] == [
+        f"{path}:" + e.replace("{file}", str(path)) for e in expected
+    ]
 
 
 def test_check_names_are_unique_across_files(tmp_path):

@@ -89,7 +89,9 @@ def test_list_shows_schedule_next_firing_source_and_comparison(config, capsys):
 
 
 def test_list_as_json(config, capsys):
-    assert main(["repro", "list", "--policies", str(config.parent / "policies.yaml"), "--format", "json"]) == 0
+    assert (
+        main(["repro", "list", "--policies", str(config.parent / "policies.yaml"), "--format", "json"]) == 0
+    )
     rows = json.loads(capsys.readouterr().out)
 
     assert [r["name"] for r in rows] == ["det", "noisy"]
@@ -130,11 +132,17 @@ def test_a_mismatch_exits_1_and_shows_the_diff_in_text_and_json(live, capsys):
 
 def test_an_unknown_check_name_says_which_checks_exist(config, capsys):
     assert main(["repro", "run", "nightly", "--config", str(config)]) == 2
-    assert "rerund repro: no reproduction check named 'nightly'; the checks are: det, noisy" in capsys.readouterr().err
+    assert (
+        "rerund repro: no reproduction check named 'nightly'; the checks are: det, noisy"
+        in capsys.readouterr().err
+    )
 
     (config.parent / "rerund.db").touch()
     assert main(["repro", "history", "nightly", "--config", str(config)]) == 2
-    assert "rerund repro: no reproduction check named 'nightly'; the checks are: det, noisy" in capsys.readouterr().err
+    assert (
+        "rerund repro: no reproduction check named 'nightly'; the checks are: det, noisy"
+        in capsys.readouterr().err
+    )
 
 
 def test_run_needs_the_daemon_settings(capsys):

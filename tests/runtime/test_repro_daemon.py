@@ -22,7 +22,11 @@ WORKLOAD = {
         "det.train": {"outputs": {"accuracy": 0.93}},
         "flaky.train": {
             "behaviour": ["succeed", "fail"],
-            "error": {"kind": "SYSTEM", "code": "ConnectionResetError", "message": "Connection reset by peer"},
+            "error": {
+                "kind": "SYSTEM",
+                "code": "ConnectionResetError",
+                "message": "Connection reset by peer",
+            },
             "outputs": {"accuracy": 0.93},
         },
     }
@@ -44,7 +48,9 @@ reproductions:
 """
 
 
-def test_the_daemon_fires_missed_checks_on_start_and_never_retries_a_failed_reproduction(sandbox_factory, tmp_path):
+def test_the_daemon_fires_missed_checks_on_start_and_never_retries_a_failed_reproduction(
+    sandbox_factory, tmp_path
+):
     sb = sandbox_factory(workload=WORKLOAD, time_scale=0.01)
     for task in ("det.train", "flaky.train"):
         [name] = sb.launch(task)
@@ -86,7 +92,10 @@ def test_the_daemon_fires_missed_checks_on_start_and_never_retries_a_failed_repr
 
     assert results() == {"det": 1.0, "flaky": 0.0}
     for check, result in (("det", "match"), ("flaky", "failed")):
-        assert registry.get_sample_value("rerund_reproduction_runs_total", {"check": check, "result": result}) == 1
+        assert (
+            registry.get_sample_value("rerund_reproduction_runs_total", {"check": check, "result": result})
+            == 1
+        )
     reproductions = [r for r in sb.runs() if LABEL_REPRO in r["labels"]]
     flaky = next(r for r in reproductions if r["labels"][LABEL_REPRO] == "flaky")
     assert flaky["phase"] == "FAILED"
@@ -94,4 +103,6 @@ def test_the_daemon_fires_missed_checks_on_start_and_never_retries_a_failed_repr
     ledger = Ledger(tmp_path / "rerund.db")
     assert ledger.reproduction_history("flaky")[0]["result"] == "failed"
     [decision] = ledger.history(run=flaky["name"])
-    assert decision["decision"] == "ignore" and "is a rerun of reproduction check 'flaky'" in decision["reason"]
+    assert (
+        decision["decision"] == "ignore" and "is a rerun of reproduction check 'flaky'" in decision["reason"]
+    )

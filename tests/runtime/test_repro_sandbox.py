@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (exact user-visible messages are kept on one line to be greppable)
 """Reproduction checks end to end against the sandbox: the real flyte SDK over real HTTP, the
 real SQLite ledger, a fresh Prometheus registry. One firing each: match, mismatch (with its
 readable diff, in the ledger and the webhook), failed, timeout; and two replicas firing the
@@ -137,7 +138,9 @@ def test_the_reference_is_the_latest_matching_run_never_an_earlier_reproduction(
 def test_nondeterministic_outputs_mismatch_with_a_readable_diff_in_the_ledger_and_the_webhook(sb, tmp_path):
     ref = reference(sb, "noisy.train")
     hooks = Hooks()
-    c = check("noisy", "noisy.train", compare=CompareSettings(outputs="tolerance", tolerance=Tolerance(rel=1e-6)))
+    c = check(
+        "noisy", "noisy.train", compare=CompareSettings(outputs="tolerance", tolerance=Tolerance(rel=1e-6))
+    )
 
     [result], [metrics], [ledger] = fire(sb, tmp_path, c, hooks=hooks)
 
@@ -163,7 +166,9 @@ def test_nondeterministic_outputs_mismatch_with_a_readable_diff_in_the_ledger_an
 def test_ignoring_the_nondeterministic_output_makes_it_reproduce(sb, tmp_path):
     reference(sb, "noisy.train")
 
-    [result], _, _ = fire(sb, tmp_path, check("noisy", "noisy.train", compare=CompareSettings(ignore=("loss",))))
+    [result], _, _ = fire(
+        sb, tmp_path, check("noisy", "noisy.train", compare=CompareSettings(ignore=("loss",)))
+    )
 
     assert result.result == "match", result.reason
     assert result.reason.endswith("1 output equal (exact, 1 ignored)")
@@ -184,7 +189,9 @@ def test_a_task_whose_behaviour_now_fails_reports_failed(sb, tmp_path):
 def test_a_rerun_still_running_at_the_timeout_reports_timeout(sb, tmp_path):
     reference(sb, "slow.train")
 
-    [result], [metrics], _ = fire(sb, tmp_path, check("slow", "slow.train", timeout=timedelta(milliseconds=300)))
+    [result], [metrics], _ = fire(
+        sb, tmp_path, check("slow", "slow.train", timeout=timedelta(milliseconds=300))
+    )
 
     assert result.result == "timeout"
     assert result.reason == (

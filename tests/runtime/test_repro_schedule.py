@@ -32,8 +32,18 @@ def utc(*args: int) -> datetime:
 # id -> (expression, timezone, after, expected next firing in UTC)
 FIRINGS = {
     "daily at 03:00 UTC": ("0 3 * * *", "UTC", utc(2026, 11, 26, 10, 0), utc(2026, 11, 27, 3, 0)),
-    "exactly at a slot the next one is later": ("0 3 * * *", "UTC", utc(2026, 11, 27, 3, 0), utc(2026, 11, 28, 3, 0)),
-    "Paris in winter is UTC+1": ("0 3 * * *", "Europe/Paris", utc(2026, 11, 26, 10, 0), utc(2026, 11, 27, 2, 0)),
+    "exactly at a slot the next one is later": (
+        "0 3 * * *",
+        "UTC",
+        utc(2026, 11, 27, 3, 0),
+        utc(2026, 11, 28, 3, 0),
+    ),
+    "Paris in winter is UTC+1": (
+        "0 3 * * *",
+        "Europe/Paris",
+        utc(2026, 11, 26, 10, 0),
+        utc(2026, 11, 27, 2, 0),
+    ),
     "Paris in summer is UTC+2": ("0 3 * * *", "Europe/Paris", utc(2026, 7, 1, 10, 0), utc(2026, 7, 2, 1, 0)),
     "New York across the DST change": (
         "30 9 * * *",
@@ -41,10 +51,25 @@ FIRINGS = {
         utc(2026, 11, 1, 0, 0),  # 1 Nov 2026: EDT ends at 02:00 local
         utc(2026, 11, 1, 14, 30),
     ),
-    "crontab weekdays: 1-5 is Monday to Friday": ("0 3 * * 1-5", "UTC", utc(2026, 11, 28, 12, 0), utc(2026, 11, 30, 3, 0)),
+    "crontab weekdays: 1-5 is Monday to Friday": (
+        "0 3 * * 1-5",
+        "UTC",
+        utc(2026, 11, 28, 12, 0),
+        utc(2026, 11, 30, 3, 0),
+    ),
     "crontab weekdays: 0 is Sunday": ("0 3 * * 0", "UTC", utc(2026, 11, 26, 12, 0), utc(2026, 11, 29, 3, 0)),
-    "crontab weekdays: 7 is Sunday too": ("0 3 * * 7", "UTC", utc(2026, 11, 26, 12, 0), utc(2026, 11, 29, 3, 0)),
-    "crontab weekdays: */2 starts on Sunday": ("0 3 * * */2", "UTC", utc(2026, 11, 26, 12, 0), utc(2026, 11, 28, 3, 0)),
+    "crontab weekdays: 7 is Sunday too": (
+        "0 3 * * 7",
+        "UTC",
+        utc(2026, 11, 26, 12, 0),
+        utc(2026, 11, 29, 3, 0),
+    ),
+    "crontab weekdays: */2 starts on Sunday": (
+        "0 3 * * */2",
+        "UTC",
+        utc(2026, 11, 26, 12, 0),
+        utc(2026, 11, 28, 3, 0),
+    ),
     "every 15 minutes": ("*/15 * * * *", "UTC", utc(2026, 11, 26, 10, 7), utc(2026, 11, 26, 10, 15)),
 }
 
@@ -141,7 +166,9 @@ def nightly(**kwargs: Any) -> ReproCheck:
     )
 
 
-def runner(check: ReproCheck, cp: FakeControlPlane | None = None, ledger: Ledger | None = None) -> ReproRunner:
+def runner(
+    check: ReproCheck, cp: FakeControlPlane | None = None, ledger: Ledger | None = None
+) -> ReproRunner:
     return ReproRunner(
         cp or FakeControlPlane(),  # type: ignore[arg-type]
         checks=lambda: [check],
@@ -168,7 +195,13 @@ def test_the_first_start_fires_the_latest_slot_once_then_each_new_slot():
 
 def record(ledger: Ledger, slot: datetime) -> None:
     ledger.record_reproduction(
-        {"check": "nightly", "scheduled_for": slot.isoformat(), "manual": False, "result": "match", "reason": "ok"},
+        {
+            "check": "nightly",
+            "scheduled_for": slot.isoformat(),
+            "manual": False,
+            "result": "match",
+            "reason": "ok",
+        },
         now=slot,
     )
 
@@ -246,9 +279,12 @@ def test_firing_the_same_slot_twice_in_one_process_follows_the_existing_rerun(tm
 
     assert len(cp.runs) == 2
     assert first.result == second.result == "match"
-    assert r._metrics.registry.get_sample_value(  # counted once: the ledger knows the slot
-        "rerund_reproduction_runs_total", {"check": "nightly", "result": "match"}
-    ) == 1
+    assert (
+        r._metrics.registry.get_sample_value(  # counted once: the ledger knows the slot
+            "rerund_reproduction_runs_total", {"check": "nightly", "result": "match"}
+        )
+        == 1
+    )
 
 
 def test_an_unknown_check_name_says_which_checks_exist():
