@@ -437,8 +437,9 @@ class ReproRunner:
         self._metrics.reproduction_last_result.labels(check.name).set(1 if res.result == "match" else 0)
         self._metrics.reproduction_last_run.labels(check.name).set(now.timestamp())
         decisions_log.info("repro   %-8s %s", res.result, res.reason)
-        for d in res.verdict.diff[:20]:
-            log.info("  %s", d)
+        if len(res.verdict.diff) > 3:  # the reason shows the first three
+            for d in res.verdict.diff[:20]:
+                log.info("  %s", d)
         if res.result == "mismatch" and self._notifier is not None and novel:
             self._spawn(self._notify(check, res, now))
         return res
