@@ -110,6 +110,10 @@ def test_run_fires_now_prints_the_result_and_history_reads_it_back(live, capsys)
     assert out.startswith("match: check 'det': rerun 'rm-det-")
     assert out.rstrip().endswith("2 outputs equal (exact)")
 
+    assert main(["repro", "run", "det", "--config", str(live), "--format", "json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["result"] == "match" and again["manual"] is True and again["diff"] == []
+
     assert main(["repro", "history", "det", "--config", str(live)]) == 0
     line = capsys.readouterr().out
     assert "(manual)  match: check 'det'" in line

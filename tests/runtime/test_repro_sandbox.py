@@ -102,7 +102,8 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
 def test_a_deterministic_task_reproduces(sb, tmp_path):
     ref = reference(sb, "det.train")
 
-    [result], [metrics], [ledger] = fire(sb, tmp_path, check("det", "det.train"))
+    c = check("det", "det.train", env={"REPRO_CHECK": "1"}, labels={"purpose": "repro"})
+    [result], [metrics], [ledger] = fire(sb, tmp_path, c)
 
     assert result.result == "match", result.reason
     assert result.reference == ref
@@ -112,7 +113,9 @@ def test_a_deterministic_task_reproduces(sb, tmp_path):
     )
     rerun = sb.run(result.rerun)
     assert rerun["phase"] == "SUCCEEDED"
-    assert rerun["labels"][LABEL_REPRO] == "det"
+    assert rerun["labels"][LABEL_REPRO] == "det" and rerun["labels"]["purpose"] == "repro"
+    assert rerun["envs"]["REPRO_CHECK"] == "1"
+    assert rerun["relation"] == {"run": ref, "type": "RERUN"}
     assert sample(metrics, "rerund_reproduction_runs_total", check="det", result="match") == 1
     assert sample(metrics, "rerund_reproduction_last_result", check="det") == 1
     assert sample(metrics, "rerund_reproduction_last_run_timestamp_seconds", check="det") > 0

@@ -293,7 +293,9 @@ class ReproRunner:
             facts["rerun"] = name
             refused = await self._retrying(lambda: self._create(request), deadline)
             if refused is not None:
-                return self._finish(check, result(refused, reference_phase=reference.phase))
+                return self._finish(
+                    check, result(unverifiable(check, refused), reference_phase=reference.phase)
+                )
             decisions_log.info("repro   check %s: rerun %s of %s issued", check.name, name, reference.ref)
             target = request.target
             final = await self._wait(target, deadline)
@@ -361,8 +363,9 @@ class ReproRunner:
             )
         return found
 
-    async def _create(self, request: RerunRequest) -> Verdict | None:
-        """Create the rerun; None when it exists now (created or already issued)."""
+    async def _create(self, request: RerunRequest) -> str | None:
+        """Create the rerun; None when it exists now (created or already issued), else why the
+        control plane refused it."""
         try:
             await self._cp.create_rerun(request)
         except AlreadyExistsError:
@@ -370,11 +373,8 @@ class ReproRunner:
             return None
         except PermanentControlPlaneError as exc:
             self._count_error(exc)
-            return Verdict(
-                "failed",
-                f"the control plane refused to create rerun {request.name!r} of "
-                f"{request.source.name!r}: {exc}",
-            )
+            source = request.source.name
+            return f"the control plane refused to create rerun {request.name!r} of {source!r}: {exc}"
         return None
 
     async def _wait(self, target: RunRef, deadline: datetime) -> RunSummary | None:

@@ -1,8 +1,10 @@
 """When reproduction checks fire: cron firing times (timezones, DST, crontab weekdays), missed
-firings coalesced into one after downtime, and two replicas never issuing a firing twice.
+firings coalesced into one after downtime, and two replicas never issuing a firing twice; and
+what a firing reports when there is nothing to compare (no reference, a refused rerun, a
+control plane that keeps failing).
 
 No test sleeps: the schedule is driven with fixed times (``ReproRunner.due`` / ``tick`` take
-``now``) or freezegun, against an in-memory control plane."""
+``now``) or freezegun, and waiting with an injected clock, against an in-memory control plane."""
 
 from __future__ import annotations
 
@@ -19,7 +21,13 @@ from rerund.adapters.cron import CronSchedule, cron_problem
 from rerund.adapters.ledger import Ledger
 from rerund.clock import utcnow
 from rerund.core.repro import ReproCheck, ReproSource, repro_run_name
-from rerund.errors import AlreadyExistsError
+from rerund.errors import (
+    AlreadyExistsError,
+    ControlPlaneError,
+    NotFoundError,
+    PermanentControlPlaneError,
+    TransientControlPlaneError,
+)
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.ports import RerunRequest, RunRef, RunSummary
 from rerund.runtime.repro import ReproRunner
@@ -131,23 +139,31 @@ class FakeControlPlane:
         self.runs: dict[str, RunSummary] = {}
         self.outputs: dict[str, dict[str, Any]] = {}
         self.creates: list[str] = []
+        self.create_error: ControlPlaneError | None = None
+        self.list_error: ControlPlaneError | None = None
         self.add("ref1", outputs={"accuracy": 0.93})
 
-    def add(self, name: str, outputs: Mapping[str, Any]) -> None:
-        self.runs[name] = RunSummary(RunRef("ml", "prod", name), "SUCCEEDED", task="train.fit")
+    def add(self, name: str, outputs: Mapping[str, Any], phase: str = "SUCCEEDED") -> None:
+        self.runs[name] = RunSummary(RunRef("ml", "prod", name), phase, task="train.fit")
         self.outputs[name] = dict(outputs)
 
     async def get_run(self, ref: RunRef) -> RunSummary:
+        if ref.name not in self.runs:
+            raise NotFoundError(f"run {ref} not found", rpc="GetRunDetails", code="not_found")
         return self.runs[ref.name]
 
     async def find_latest_run(self, project: str, domain: str, **kwargs: Any) -> RunSummary | None:
-        return self.runs["ref1"]
+        if self.list_error is not None:
+            raise self.list_error
+        return self.runs.get("ref1")
 
     async def read_outputs(self, ref: RunRef) -> dict[str, Any]:
         return self.outputs[ref.name]
 
     async def create_rerun(self, request: RerunRequest) -> RunRef:
         self.creates.append(request.name)
+        if self.create_error is not None:
+            raise self.create_error
         if request.name in self.runs:
             raise AlreadyExistsError(f"run {request.name!r} exists", rpc="CreateRun", code="already_exists")
         self.add(request.name, self.outputs[request.source.name])
@@ -292,3 +308,119 @@ def test_an_unknown_check_name_says_which_checks_exist():
 
     with pytest.raises(KeyError, match="no reproduction check named 'nightlyy'; the checks are: nightly"):
         r.check("nightlyy")
+
+
+# -- what a firing reports when it cannot compare --------------------------------------------
+
+T0 = utc(2026, 11, 26, 3, 0)
+
+
+def fire_once(check: ReproCheck, cp: FakeControlPlane) -> Any:
+    """One firing with a clock that only moves when the runner waits."""
+    now = [T0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += timedelta(seconds=seconds)
+
+    r = ReproRunner(
+        cp,  # type: ignore[arg-type]
+        checks=lambda: [check],
+        metrics=Metrics(CollectorRegistry()),
+        clock=lambda: now[0],
+        poll_interval=1.0,
+        sleep=sleep,
+    )
+    return asyncio.run(r.fire(check, T0))
+
+
+def by_run(run: str, **kwargs: Any) -> ReproCheck:
+    return ReproCheck(
+        name="fixed", schedule="0 3 * * *", source=ReproSource(run=run, project="ml", domain="prod"), **kwargs
+    )
+
+
+def test_a_reference_run_that_does_not_exist_reports_failed():
+    result = fire_once(by_run("gone"), FakeControlPlane())
+
+    assert (result.result, result.reason) == (
+        "failed",
+        "check 'fixed': reference run 'gone' does not exist in ml/prod; fix source.run",
+    )
+
+
+def test_a_reference_run_still_running_reports_failed():
+    cp = FakeControlPlane()
+    cp.add("busy", {}, phase="RUNNING")
+
+    result = fire_once(by_run("busy"), cp)
+
+    assert (result.result, result.reason) == (
+        "failed",
+        "check 'fixed': reference run 'busy' is RUNNING, not terminal; a reference must have finished",
+    )
+    assert cp.creates == []
+
+
+def test_a_rerun_the_control_plane_refuses_reports_failed_with_its_reason():
+    cp = FakeControlPlane()
+    cp.create_error = PermanentControlPlaneError(
+        "CreateRun rejected the request as invalid: bad name", rpc="CreateRun", code="invalid_argument"
+    )
+
+    result = fire_once(by_run("ref1"), cp)
+
+    assert (result.result, result.reason) == (
+        "failed",
+        "check 'fixed': the control plane refused to create rerun 'rp-fixed-202611260300' of 'ref1': "
+        "CreateRun rejected the "
+        "request as invalid: bad name",
+    )
+
+
+def test_a_control_plane_down_until_the_timeout_reports_failed_after_retrying():
+    cp = FakeControlPlane()
+    cp.list_error = TransientControlPlaneError(
+        "ListRuns failed (unavailable)", rpc="ListRuns", code="unavailable"
+    )
+    check = ReproCheck(
+        name="nightly",
+        schedule="0 3 * * *",
+        source=ReproSource(task="train.fit", project="ml", domain="prod"),
+        timeout=timedelta(minutes=5),
+    )
+
+    result = fire_once(check, cp)
+
+    assert (result.result, result.reason) == (
+        "failed",
+        "check 'nightly': the control plane kept failing until the timeout of 5m ran out "
+        "(last: ListRuns failed (unavailable))",
+    )
+
+
+def test_a_rerun_that_never_ends_times_out_by_the_injected_clock():
+    cp = FakeControlPlane()
+    real_create = cp.create_rerun
+
+    async def create_running(request: RerunRequest) -> RunRef:
+        ref = await real_create(request)
+        cp.add(request.name, {}, phase="RUNNING")
+        return ref
+
+    cp.create_rerun = create_running  # type: ignore[method-assign]
+
+    result = fire_once(by_run("ref1", timeout=timedelta(minutes=10)), cp)
+
+    assert result.result == "timeout"
+    assert result.reason.endswith("was not terminal after the timeout of 10m; counted as timeout")
+
+
+def test_a_source_without_project_or_scope_reports_failed():
+    check = ReproCheck(name="x", schedule="0 3 * * *", source=ReproSource(task="t"))
+
+    result = fire_once(check, FakeControlPlane())
+
+    assert result.reason == (
+        "check 'x': its source names no project/domain and the daemon has no scope; "
+        "set source.project and source.domain"
+    )
