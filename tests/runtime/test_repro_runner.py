@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 from freezegun import freeze_time
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from rerund.adapters.cron import CronSchedule, cron_problem
@@ -424,3 +426,21 @@ def test_a_source_without_project_or_scope_reports_failed():
         "check 'x': its source names no project/domain and the daemon has no scope; "
         "set source.project and source.domain"
     )
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=3 * 24 * 60), min_size=1, max_size=30))
+def test_whatever_the_ticks_each_slot_fires_at_most_once_and_the_latest_due_slot_always_fires(minutes):
+    schedule = CronSchedule("0 */3 * * *")  # every three hours
+    r = runner(nightly(schedule="0 */3 * * *"))
+    start = utc(2026, 11, 26, 0, 30)
+    fired: list[datetime] = []
+    for now in sorted(start + timedelta(minutes=m) for m in minutes):
+        got = slots(r, now)
+        latest = schedule.latest_at_or_before(now)
+        if not fired or latest > fired[-1]:
+            assert got == [latest]  # the latest slot is due: it fires, alone (coalesced)
+        else:
+            assert got == []
+        fired += got
+    assert len(fired) == len(set(fired))
