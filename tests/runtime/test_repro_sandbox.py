@@ -224,3 +224,43 @@ def test_two_replicas_firing_the_same_slot_create_one_rerun_and_both_follow_it(s
     assert results[0].rerun == results[1].rerun
     reruns = [r for r in sb.runs() if r["labels"].get(LABEL_REPRO) == "det"]
     assert [r["name"] for r in reruns] == [results[0].rerun]
+
+
+def test_without_the_not_exists_filter_the_reference_still_skips_reproduction_reruns(
+    sb, tmp_path, monkeypatch
+):
+    """A control plane that rejects ``labels.<k> NOT_EXISTS`` (INVALID_ARGUMENT): the adapter falls
+    back to reading the labels of the latest runs, once it has seen the rejection."""
+    import rerund.sandbox.service as service
+    from rerund.sandbox.query import QueryError
+
+    real = service.parse_filters
+
+    def no_not_exists(filters, **kwargs):
+        if any(f.function == 16 for f in filters):  # NOT_EXISTS
+            raise QueryError("filter labels NOT_EXISTS is not supported")
+        return real(filters, **kwargs)
+
+    monkeypatch.setattr(service, "parse_filters", no_not_exists)
+    reference(sb, "det.train")
+    fire(sb, tmp_path, check("det", "det.train"))  # a SUCCEEDED det.train reproduction rerun now exists
+    latest = reference(sb, "det.train")
+    [repro] = [r["name"] for r in sb.runs() if LABEL_REPRO in r["labels"]]
+
+    async def find() -> Any:
+        cp = FlyteControlPlane(endpoint=sb.endpoint, org=sb.org, insecure=True)
+        await cp.connect()
+        found = [await cp.find_latest_run(sb.project, sb.domain, task="det.train", without_label=LABEL_REPRO)]
+        sb.launch("det.train", name="zz-newest-is-a-repro", labels={LABEL_REPRO: "det"})
+        sb.wait_for("zz-newest-is-a-repro")
+        found.append(
+            await cp.find_latest_run(sb.project, sb.domain, task="det.train", without_label=LABEL_REPRO)
+        )
+        reruns = await cp.list_reruns(sb.project, sb.domain, since=datetime(2026, 1, 1, tzinfo=UTC))
+        return found, reruns
+
+    (first, second), reruns = asyncio.run(find())
+
+    assert first.ref.name == latest and second.ref.name == latest
+    assert repro != latest
+    assert reruns == []  # no run carries rerund-policy; the listing still works without NOT_EXISTS

@@ -219,6 +219,15 @@ def decode_literal(lit: Any) -> Any:
     return None
 
 
+_FALLBACK_CANDIDATES = 20
+
+
+def _without(label: str) -> Any:
+    from flyteidl2.common import list_pb2
+
+    return list_pb2.Filter(function=list_pb2.Filter.NOT_EXISTS, field=f"labels.{label}")
+
+
 def _phase_value(name: str) -> str:
     from flyteidl2.common import phase_pb2
 
@@ -335,6 +344,7 @@ class FlyteControlPlane:
         self._console_url = console_url.rstrip("/")
         self._page = page_size
         self._connected = False
+        self._not_exists: bool | None = None  # does ListRuns take labels.<k> NOT_EXISTS? None: untried
 
     async def connect(self) -> None:
         """``flyte.init`` (sends nothing on the wire). Raises ``ConfigError`` for a bad key."""
@@ -443,15 +453,22 @@ class FlyteControlPlane:
         )
         filters = [
             label,
-            # A reproduction rerun of a rerun inherits its rerund-* labels; it is not part of the
-            # lineage and must not count against budgets.
-            list_pb2.Filter(function=list_pb2.Filter.NOT_EXISTS, field=f"labels.{LABEL_REPRO}"),
             list_pb2.Filter(
                 function=list_pb2.Filter.GREATER_THAN_OR_EQUAL,
                 field="created_at",
                 values=[since.astimezone(UTC).isoformat()],
             ),
         ]
+        # A reproduction rerun of a rerun inherits its rerund-* labels; it is not part of the
+        # lineage and must not count against budgets. A control plane that cannot filter on a
+        # missing label gets the plain listing (the reproduction reruns then count, as reruns).
+        if self._not_exists is not False:
+            try:
+                return await self._list(project, domain, [*filters, _without(LABEL_REPRO)])
+            except PermanentControlPlaneError as exc:
+                if exc.code != "invalid_argument":
+                    raise
+                self._no_not_exists(exc)
         return await self._list(project, domain, filters)
 
     async def watch(self, project: str, domain: str) -> AsyncIterator[RunSummary]:
@@ -500,8 +517,7 @@ class FlyteControlPlane:
         labels: Mapping[str, str] | None = None,
         without_label: str | None = None,
     ) -> RunSummary | None:
-        from flyteidl2.common import identifier_pb2, list_pb2
-        from flyteidl2.workflow import run_service_pb2
+        from flyteidl2.common import list_pb2
 
         try:
             phase_value = _phase_value(phase)
@@ -519,13 +535,33 @@ class FlyteControlPlane:
             filters.append(
                 list_pb2.Filter(function=list_pb2.Filter.EQUAL, field=f"labels.{key}", values=[value])
             )
-        if without_label:
-            filters.append(
-                list_pb2.Filter(function=list_pb2.Filter.NOT_EXISTS, field=f"labels.{without_label}")
-            )
+        if not without_label:
+            runs = await self._latest(project, domain, filters, limit=1)
+            return runs[0] if runs else None
+        if self._not_exists is not False:
+            try:
+                runs = await self._latest(project, domain, [*filters, _without(without_label)], limit=1)
+            except PermanentControlPlaneError as exc:
+                if exc.code != "invalid_argument":
+                    raise
+                self._no_not_exists(exc)
+            else:
+                return runs[0] if runs else None
+        # The control plane cannot filter on a missing label: look at the latest few runs and
+        # read each one's labels (GetRunDetails) until one does not carry ``without_label``.
+        for candidate in await self._latest(project, domain, filters, limit=_FALLBACK_CANDIDATES):
+            if without_label not in (await self.get_run(candidate.ref)).labels:
+                return candidate
+        return None
+
+    async def _latest(self, project: str, domain: str, filters: list[Any], *, limit: int) -> list[RunSummary]:
+        """The ``limit`` most recently created runs matching ``filters`` (one ListRuns)."""
+        from flyteidl2.common import identifier_pb2, list_pb2
+        from flyteidl2.workflow import run_service_pb2
+
         req = run_service_pb2.ListRunsRequest(
             request=list_pb2.ListRequest(
-                limit=1,
+                limit=limit,
                 filters=filters,
                 sort_by=list_pb2.Sort(key="created_at", direction=list_pb2.Sort.DESCENDING),
             ),
@@ -533,7 +569,15 @@ class FlyteControlPlane:
             project_id=identifier_pb2.ProjectIdentifier(organization=self._org, name=project, domain=domain),
         )
         resp = await self._call("ListRuns", _rpcs().list_runs, req)
-        return _summary(resp.runs[0]) if resp.runs else None
+        return [_summary(r) for r in resp.runs[:limit]]
+
+    def _no_not_exists(self, exc: ControlPlaneError) -> None:
+        self._not_exists = False
+        log.warning(
+            "the control plane rejects the label filter NOT_EXISTS (%s); reproduction reruns are now "
+            "told apart by reading their labels, which costs more RPCs",
+            exc,
+        )
 
     async def read_outputs(self, ref: RunRef) -> dict[str, Any]:
         from flyteidl2.common import identifier_pb2
