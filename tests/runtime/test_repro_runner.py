@@ -444,3 +444,25 @@ def test_whatever_the_ticks_each_slot_fires_at_most_once_and_the_latest_due_slot
             assert got == []
         fired += got
     assert len(fired) == len(set(fired))
+
+
+def test_a_rerun_followed_after_a_restart_times_out_from_when_it_started_not_from_now():
+    cp = FakeControlPlane()
+    started = T0 - timedelta(minutes=9)  # issued 9 minutes ago, by this daemon before a restart
+    cp.runs["rp-fixed-202611260300"] = RunSummary(
+        RunRef("ml", "prod", "rp-fixed-202611260300"), "RUNNING", created_at=started
+    )
+    polls: list[str] = []
+    real_get = cp.get_run
+
+    async def get_run(ref: RunRef) -> RunSummary:
+        polls.append(ref.name)
+        return await real_get(ref)
+
+    cp.get_run = get_run  # type: ignore[method-assign]
+
+    result = fire_once(by_run("ref1", timeout=timedelta(minutes=10)), cp)
+
+    assert result.result == "timeout"
+    assert cp.creates == ["rp-fixed-202611260300"]  # ALREADY_EXISTS: followed
+    assert polls.count("rp-fixed-202611260300") < 100  # about a minute of 1 s polls, not ten minutes

@@ -151,7 +151,8 @@ class ControlPlane(Protocol):
     ) -> RunSummary | None:
         """The most recently created run of ``task`` in ``phase`` carrying ``labels`` (and not
         carrying the label ``without_label``), or None. Costs 1 RPC: ListRuns with filters,
-        sorted by created_at descending, limit 1."""
+        sorted by created_at descending, limit 1 (on a control plane that rejects the label
+        filter NOT_EXISTS: 1 ListRuns of 20 and a GetRunDetails per run until one qualifies)."""
         ...
 
     async def read_outputs(self, ref: RunRef) -> dict[str, Any]:

@@ -298,7 +298,7 @@ class ReproRunner:
                 )
             decisions_log.info("repro   check %s: rerun %s of %s issued", check.name, name, reference.ref)
             target = request.target
-            final = await self._wait(target, deadline)
+            final = await self._wait(target, deadline, check.timeout)
             if self._stopping.is_set() and final is None:
                 return None
             if final is None:
@@ -377,8 +377,13 @@ class ReproRunner:
             return f"the control plane refused to create rerun {request.name!r} of {source!r}: {exc}"
         return None
 
-    async def _wait(self, target: RunRef, deadline: datetime) -> RunSummary | None:
-        """The rerun once terminal; None when ``deadline`` passes first (or on stop)."""
+    async def _wait(self, target: RunRef, deadline: datetime, timeout: timedelta) -> RunSummary | None:
+        """The rerun once terminal; None when the deadline passes first (or on stop).
+
+        The deadline is ``deadline`` or, when the control plane says when the rerun started
+        (a rerun followed after a restart or issued by another replica), that time plus
+        ``timeout``, whichever is earlier.
+        """
         while not self._stopping.is_set():
             try:
                 summary = await self._cp.get_run(target)
@@ -388,6 +393,8 @@ class ReproRunner:
             else:
                 if summary.terminal:
                     return summary
+                if summary.created_at is not None:
+                    deadline = min(deadline, summary.created_at + timeout)
             if self._clock() >= deadline:
                 return None
             await self._pause(self._poll)
