@@ -6,12 +6,14 @@ Everything listens on 127.0.0.1 on free ports. The daemon is the real ``rerund r
 subprocess, configured by a settings file; its policies directory is laid out the way the kubelet
 mounts a ConfigMap (``..data`` symlink swapped atomically on update), so the test also proves
 that a ConfigMap policy change is hot-reloaded without a restart (and that an invalid one is
-rejected, which the RerundPolicyReloadFailing alert then reports).
+rejected, which the RerundPolicyReloadFailing alert then reports). The policies also carry a
+daily reproduction check of a fixed reference run: its slot passed before the daemon started, so
+it fires once on start (a missed firing) and reproduces, which feeds the reproduction panels.
 
 Queries that are valid but have no data here, and why (each asserted empty, and its metrics
 asserted absent from the daemon's /metrics, so this list cannot hide a broken query):
-- the reproduction panels and RerundReproductionCheckFailing: this workload configures no
-  reproduction check, so no ``rerund_reproduction_*`` series exists;
+- RerundReproductionCheckFailing (also without a threshold): the reproduction check matched,
+  so no ``rerund_reproduction_last_result`` is 0;
 - RerundMetricsAbsent: the daemon is scraped;
 - RerundNotSyncing, RerundRetryStorm, RerundExhaustedLineagesRising and
   RerundControlPlaneErrorRateHigh as whole alerts: the daemon is healthy and below the
@@ -45,10 +47,13 @@ from deploy_support import DASHBOARD, REPO, RULES, KubeletConfigMapDir, grafana_
 
 pytestmark = pytest.mark.e2e
 
-REPRODUCTION_EMPTY = "no reproduction check is configured, so no rerund_reproduction_* series exists"
-PANELS_EXPECTED_EMPTY = {
-    "Reproduction results": REPRODUCTION_EMPTY,
-    "Latest reproduction result": REPRODUCTION_EMPTY,
+PANELS_EXPECTED_EMPTY: dict[str, str] = {}  # panel -> why it has no data here (none today)
+# A daily check of a fixed reference run (launched under this name before the daemon starts).
+REPRODUCTION = {
+    "name": "daily-metrics",
+    "schedule": "0 3 * * *",
+    "source": {"run": "daily-ref"},
+    "compare": {"outputs": "exact"},
 }
 # alert -> does its whole expression return data in this healthy-but-failing scenario?
 ALERTS_EXPECTED = {
@@ -226,6 +231,7 @@ def _policies(extra: list[dict[str, Any]] | None = None) -> str:
         "retry": {"scope": "run", "budget": {"max_reruns": 1, "per": "1h"}},
     }
     doc["policies"] = [budgeted, *doc["policies"], *(extra or [])]
+    doc["reproductions"] = [REPRODUCTION]
     return str(yaml.safe_dump(doc, sort_keys=False))
 
 
@@ -264,6 +270,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
 
     tmp = tmp_path_factory.mktemp("observability")
     with start_sandbox(workload=_workload(), time_scale=0.2) as sb, Webhook().running() as hook:
+        sb.launch("metrics.daily", name=REPRODUCTION["source"]["run"])  # the reference run
+        sb.wait_for(REPRODUCTION["source"]["run"])
         policies = KubeletConfigMapDir(tmp / "policies", {"rerund.yaml": _policies()})
         http_port = _free_port()
         config = tmp / "rerund.yaml"
@@ -325,13 +333,14 @@ def _work_the_workload(sb: Any, s: Scenario) -> None:
     def settled() -> bool:
         m = s.metrics()
         return (
-            _total(m, "rerund_lineages_recovered_total") >= 5
+            _total(m, "rerund_reproduction_runs_total", result="match") >= 1
+            and _total(m, "rerund_lineages_recovered_total") >= 5
             and _total(m, "rerund_lineages_exhausted_total") >= 1
             and _total(m, "rerund_budget_deferrals_total") >= 1
             and _total(m, "rerund_notifications_total") >= 1
         )
 
-    _wait("recovered, exhausted, deferred and notified lineages", settled, 90, s.logs)
+    _wait("recovered, exhausted, deferred and notified lineages, and a reproduction", settled, 90, s.logs)
     sb.wait_idle(timeout=60)
 
     # A policy change arrives the way the kubelet delivers a ConfigMap update: twice an invalid
@@ -479,3 +488,13 @@ def test_the_images_healthcheck_passes_against_the_live_daemon(scenario: Scenari
 
 def test_the_webhook_received_the_exhausted_lineage(scenario: Scenario) -> None:
     assert any("text" in body for body in scenario.webhook.bodies)
+
+
+def test_the_missed_reproduction_firing_ran_once_on_start_and_reproduced(scenario: Scenario) -> None:
+    m = scenario.metrics()
+    check = REPRODUCTION["name"]
+    assert _total(m, "rerund_reproduction_runs_total", check=check) == 1
+    assert _total(m, "rerund_reproduction_runs_total", check=check, result="match") == 1
+    assert _total(m, "rerund_reproduction_last_result", check=check) == 1
+    [series] = scenario.prom.query(f'rerund_reproduction_last_result{{check="{check}"}}')
+    assert series["value"][1] == "1"

@@ -40,7 +40,10 @@ def write(path: Path, text: str | bytes) -> Path:
 def test_check_accepts_the_shipped_policies(capsys):
     assert main(["check", str(POLICIES), str(POLICIES / "examples")]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("ok: 4 policies in 2 files: never-retry-bad-input, transient-network, cuda-oom,")
+    assert out == (
+        "ok: 4 policies in 3 files: never-retry-bad-input, transient-network, cuda-oom, spot-preemption; "
+        "2 reproduction checks: daily-metrics, train-fit\n"
+    )
 
 
 def test_check_prints_every_problem_and_exits_1(tmp_path, capsys):
@@ -350,5 +353,5 @@ def test_schema_prints_the_json_schema_of_policy_files(capsys):
     schema = json.loads(capsys.readouterr().out)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["required"] == ["apiVersion"]
-    assert set(schema["properties"]) == {"apiVersion", "defaults", "budgets", "policies"}
+    assert set(schema["properties"]) == {"apiVersion", "defaults", "budgets", "policies", "reproductions"}
     assert schema["additionalProperties"] is False

@@ -74,7 +74,7 @@ def test_prints_endpoint_sdk_snippet_and_writes_a_flyte_cli_config(serve, tmp_pa
         'project="demo", domain="development")' in served.banner
     )
     assert f"flyte --config {tmp_path / 'flyte.yaml'} get run" in served.banner
-    assert "workload: policies/demo/workload.yaml: 6 tasks, 7 runs, 1 arrival schedules" in served.banner
+    assert "workload: policies/demo/workload.yaml: 7 tasks, 8 runs, 1 arrival schedules" in served.banner
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -148,7 +148,7 @@ def test_a_bad_workload_is_refused_at_start_with_file_and_line(tmp_path, capsys)
     err = capsys.readouterr().err
     assert code == 2
     assert f"rerund sandbox: workload {bad} is invalid; the sandbox did not start" in err
-    assert f"{bad}:3:17: tasks.t.behaviour[0]: Input should be 'succeed', 'fail' or 'timeout'" in err
+    assert f"{bad}:3:17: tasks.t.behaviour[0]: Input should be 'succeed', 'fail', 'timeout' or 'hang'" in err
 
 
 def test_a_port_in_use_is_refused_with_what_to_do(serve, capsys):

@@ -70,7 +70,7 @@ arrivals:
     [
         (
             "tasks:\n  t:\n    behaviour: [fail, explode]\n",
-            r":3:23: tasks\.t\.behaviour\[1\]: Input should be 'succeed', 'fail' or 'timeout'",
+            r":3:23: tasks\.t\.behaviour\[1\]: Input should be 'succeed', 'fail', 'timeout' or 'hang'",
         ),
         ("tasks:\n  t:\n    duraton: 1s\n", r":3:14: tasks\.t\.duraton: unknown field 'duraton'"),
         (

@@ -17,7 +17,10 @@ it (see FLYTE-WIRE.md):
 
 RPC cost: ``read_failure`` is GetRunDetails + ListActions + GetActionDetails (2 when the root
 action's error is already in the run details); ``create_rerun`` is exactly the SDK's rerun
-path; listings page by 100 and watching is one stream per scope.
+path; listings page by 100 and watching is one stream per scope. For reproduction checks,
+``find_latest_run`` is one ListRuns (limit 1) and ``read_outputs`` is SelectCluster +
+DataProxy GetActionData, whose literals are decoded here (``decode_literal``) into plain
+Python values without the SDK's type engine, so no task code or type is needed.
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ import binascii
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
 from rerund.core.model import ErrorInfo
+from rerund.core.repro import LABEL_REPRO
 from rerund.errors import (
     AlreadyExistsError,
     ConfigError,
@@ -45,7 +49,7 @@ from rerund.errors import (
 )
 from rerund.runtime.ports import FailureFacts, RerunRequest, RunRef, RunSummary
 
-__all__ = ["FlyteControlPlane", "translate_error"]
+__all__ = ["FlyteControlPlane", "decode_literal", "translate_error"]
 
 # A daemon must not phone home on its users' behalf: the SDK's error telemetry stays off unless
 # the operator sets FLYTE_DISABLE_TELEMETRY=false explicitly.
@@ -150,6 +154,86 @@ def _summary(run: Any) -> RunSummary:
     )
 
 
+def decode_literal(lit: Any) -> Any:
+    """A flyteidl2 ``Literal`` as a plain Python value, for comparing outputs.
+
+    Primitives become ``int``/``float``/``str``/``bool`` (datetimes and durations their
+    ISO-8601 / ``"1.5s"`` text), ``none`` becomes None, collections lists, maps dicts, unions
+    their value, msgpack binaries (the SDK's dicts and dataclasses) their unpacked value,
+    generic structs dicts. Data that lives elsewhere (blobs, structured datasets, offloaded
+    literals) becomes ``{"uri": ...}``: a different location compares as a difference, so list
+    such outputs under ``compare.ignore``.
+    """
+    kind = lit.WhichOneof("value")
+    if kind == "collection":
+        return [decode_literal(v) for v in lit.collection.literals]
+    if kind == "map":
+        return {k: decode_literal(v) for k, v in sorted(lit.map.literals.items())}
+    if kind == "offloaded_metadata":
+        return {"uri": lit.offloaded_metadata.uri}
+    if kind != "scalar":
+        return None
+    scalar = lit.scalar
+    sk = scalar.WhichOneof("value")
+    if sk == "primitive":
+        p = scalar.primitive
+        pk = p.WhichOneof("value")
+        if pk == "integer":
+            return int(p.integer)
+        if pk == "float_value":
+            return float(p.float_value)
+        if pk == "string_value":
+            return str(p.string_value)
+        if pk == "boolean":
+            return bool(p.boolean)
+        if pk == "datetime":
+            return str(p.datetime.ToJsonString())
+        if pk == "duration":
+            return str(p.duration.ToJsonString())
+        return None
+    if sk == "none_type":
+        return None
+    if sk == "union":
+        return decode_literal(scalar.union.value)
+    if sk == "binary":
+        if scalar.binary.tag == "msgpack":
+            try:
+                import msgpack  # type: ignore[import-untyped,unused-ignore]
+
+                return msgpack.unpackb(scalar.binary.value)
+            except Exception as exc:
+                log.debug("a msgpack output did not unpack (%s); compared as bytes", exc)
+        return {"binary": scalar.binary.value.hex(), "tag": scalar.binary.tag}
+    if sk == "generic":
+        from google.protobuf.json_format import MessageToDict
+
+        return MessageToDict(scalar.generic)
+    if sk == "blob":
+        return {"uri": scalar.blob.uri}
+    if sk == "structured_dataset":
+        return {"uri": scalar.structured_dataset.uri}
+    if sk == "schema":
+        return {"uri": scalar.schema.uri}
+    if sk == "error":
+        return {"error": scalar.error.message}
+    return None
+
+
+_FALLBACK_CANDIDATES = 20
+
+
+def _without(label: str) -> Any:
+    from flyteidl2.common import list_pb2
+
+    return list_pb2.Filter(function=list_pb2.Filter.NOT_EXISTS, field=f"labels.{label}")
+
+
+def _phase_value(name: str) -> str:
+    from flyteidl2.common import phase_pb2
+
+    return str(phase_pb2.ActionPhase.Value(f"ACTION_PHASE_{name}"))
+
+
 def _decode_api_key(key: str) -> tuple[str, str, str]:
     """(endpoint, client_id, client_secret) of a Union/Flyte API key; never echoes the key."""
     try:
@@ -220,7 +304,12 @@ def _rpcs() -> Any:
             if exc.code != Code.CANCELED:  # CANCELED: the consumer stopped watching
                 raise
 
+    @syncify
+    async def get_action_data(req: Any) -> Any:
+        return await _uncancel(get_client().dataproxy_service.get_action_data(req))
+
     _RPCS = SimpleNamespace(
+        get_action_data=get_action_data,
         list_runs=list_runs,
         get_run_details=get_run_details,
         list_actions=list_actions,
@@ -255,6 +344,7 @@ class FlyteControlPlane:
         self._console_url = console_url.rstrip("/")
         self._page = page_size
         self._connected = False
+        self._not_exists: bool | None = None  # does ListRuns take labels.<k> NOT_EXISTS? None: untried
 
     async def connect(self) -> None:
         """``flyte.init`` (sends nothing on the wire). Raises ``ConfigError`` for a bad key."""
@@ -369,6 +459,16 @@ class FlyteControlPlane:
                 values=[since.astimezone(UTC).isoformat()],
             ),
         ]
+        # A reproduction rerun of a rerun inherits its rerund-* labels; it is not part of the
+        # lineage and must not count against budgets. A control plane that cannot filter on a
+        # missing label gets the plain listing (the reproduction reruns then count, as reruns).
+        if self._not_exists is not False:
+            try:
+                return await self._list(project, domain, [*filters, _without(LABEL_REPRO)])
+            except PermanentControlPlaneError as exc:
+                if exc.code != "invalid_argument":
+                    raise
+                self._no_not_exists(exc)
         return await self._list(project, domain, filters)
 
     async def watch(self, project: str, domain: str) -> AsyncIterator[RunSummary]:
@@ -406,6 +506,90 @@ class FlyteControlPlane:
                 pump.cancel()
                 with contextlib.suppress(BaseException):
                     await pump
+
+    async def find_latest_run(
+        self,
+        project: str,
+        domain: str,
+        *,
+        task: str,
+        phase: str = "SUCCEEDED",
+        labels: Mapping[str, str] | None = None,
+        without_label: str | None = None,
+    ) -> RunSummary | None:
+        from flyteidl2.common import list_pb2
+
+        try:
+            phase_value = _phase_value(phase)
+        except ValueError:
+            raise PermanentControlPlaneError(
+                f"ListRuns: unknown phase {phase!r}; use SUCCEEDED, FAILED, TIMED_OUT or ABORTED",
+                rpc="ListRuns",
+                code="invalid_argument",
+            ) from None
+        filters = [
+            list_pb2.Filter(function=list_pb2.Filter.EQUAL, field="task_name", values=[task]),
+            list_pb2.Filter(function=list_pb2.Filter.VALUE_IN, field="phase", values=[phase_value]),
+        ]
+        for key, value in sorted((labels or {}).items()):
+            filters.append(
+                list_pb2.Filter(function=list_pb2.Filter.EQUAL, field=f"labels.{key}", values=[value])
+            )
+        if not without_label:
+            runs = await self._latest(project, domain, filters, limit=1)
+            return runs[0] if runs else None
+        if self._not_exists is not False:
+            try:
+                runs = await self._latest(project, domain, [*filters, _without(without_label)], limit=1)
+            except PermanentControlPlaneError as exc:
+                if exc.code != "invalid_argument":
+                    raise
+                self._no_not_exists(exc)
+            else:
+                return runs[0] if runs else None
+        # The control plane cannot filter on a missing label: look at the latest few runs and
+        # read each one's labels (GetRunDetails) until one does not carry ``without_label``.
+        for candidate in await self._latest(project, domain, filters, limit=_FALLBACK_CANDIDATES):
+            if without_label not in (await self.get_run(candidate.ref)).labels:
+                return candidate
+        return None
+
+    async def _latest(self, project: str, domain: str, filters: list[Any], *, limit: int) -> list[RunSummary]:
+        """The ``limit`` most recently created runs matching ``filters`` (one ListRuns)."""
+        from flyteidl2.common import identifier_pb2, list_pb2
+        from flyteidl2.workflow import run_service_pb2
+
+        req = run_service_pb2.ListRunsRequest(
+            request=list_pb2.ListRequest(
+                limit=limit,
+                filters=filters,
+                sort_by=list_pb2.Sort(key="created_at", direction=list_pb2.Sort.DESCENDING),
+            ),
+            org=self._org,
+            project_id=identifier_pb2.ProjectIdentifier(organization=self._org, name=project, domain=domain),
+        )
+        resp = await self._call("ListRuns", _rpcs().list_runs, req)
+        return [_summary(r) for r in resp.runs[:limit]]
+
+    def _no_not_exists(self, exc: ControlPlaneError) -> None:
+        self._not_exists = False
+        log.warning(
+            "the control plane rejects the label filter NOT_EXISTS (%s); reproduction reruns are now "
+            "told apart by reading their labels, which costs more RPCs",
+            exc,
+        )
+
+    async def read_outputs(self, ref: RunRef) -> dict[str, Any]:
+        from flyteidl2.common import identifier_pb2
+        from flyteidl2.dataproxy import dataproxy_service_pb2
+
+        req = dataproxy_service_pb2.GetActionDataRequest(
+            action_id=identifier_pb2.ActionIdentifier(run=self._run_id(ref), name="a0")
+        )
+        resp = await self._call("GetActionData", _rpcs().get_action_data, req)
+        if not resp.HasField("outputs"):
+            return {}
+        return {nl.name: decode_literal(nl.value) for nl in resp.outputs.literals}
 
     async def get_run(self, ref: RunRef) -> RunSummary:
         from flyteidl2.workflow import run_service_pb2

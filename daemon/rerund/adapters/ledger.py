@@ -55,6 +55,14 @@ CREATE TABLE IF NOT EXISTS outcomes (
     attempt INTEGER NOT NULL, phase TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS watermarks (scope TEXT PRIMARY KEY, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS reproductions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, check_name TEXT NOT NULL,
+    scheduled_for TEXT NOT NULL, manual INTEGER NOT NULL, result TEXT NOT NULL,
+    reason TEXT NOT NULL, project TEXT NOT NULL, domain TEXT NOT NULL, reference TEXT,
+    rerun TEXT, diff TEXT NOT NULL, body TEXT NOT NULL,
+    UNIQUE (check_name, scheduled_for, manual)
+);
+CREATE INDEX IF NOT EXISTS reproductions_check ON reproductions (check_name, scheduled_for);
 """
 
 
@@ -217,6 +225,31 @@ class Ledger:
             )
             return cur.rowcount == 1
 
+    def record_reproduction(self, result: dict[str, Any], *, now: datetime) -> bool:
+        """Record a finished reproduction firing (``ReproResult.to_json()``, diff included);
+        True when this (check, scheduled time, manual) was not recorded before."""
+        scheduled = _iso(datetime.fromisoformat(str(result["scheduled_for"]).replace("Z", "+00:00")))
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO reproductions (at, check_name, scheduled_for, manual, result, reason,"
+                " project, domain, reference, rerun, diff, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    _iso(now),
+                    result["check"],
+                    scheduled,
+                    1 if result.get("manual") else 0,
+                    result["result"],
+                    result["reason"],
+                    result.get("project") or "",
+                    result.get("domain") or "",
+                    result.get("reference"),
+                    result.get("rerun"),
+                    json.dumps(result.get("diff") or []),
+                    json.dumps(result, sort_keys=True, default=str),
+                ),
+            )
+            return cur.rowcount == 1
+
     def set_watermark(self, scope: str, at: datetime) -> None:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO watermarks VALUES (?, ?)", (scope, _iso(at)))
@@ -231,6 +264,7 @@ class Ledger:
                 ("issues", "at"),
                 ("outcomes", "at"),
                 ("failures", "seen_at"),
+                ("reproductions", "at"),
             ):
                 deleted += db.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,)).rowcount  # noqa: S608
         return deleted
@@ -291,6 +325,27 @@ class Ledger:
                 }
             )
         return out
+
+    def last_reproduction(self, check: str) -> datetime | None:
+        """The latest scheduled (not manual) time of ``check`` with a recorded result."""
+        rows = self._query(
+            "SELECT MAX(scheduled_for) AS at FROM reproductions WHERE check_name = ? AND manual = 0", (check,)
+        )
+        return datetime.fromisoformat(rows[0]["at"]) if rows and rows[0]["at"] else None
+
+    def reproduction_checks(self) -> list[str]:
+        """Names of the checks with a recorded result."""
+        rows = self._query("SELECT DISTINCT check_name FROM reproductions ORDER BY check_name")
+        return [str(r["check_name"]) for r in rows]
+
+    def reproduction_history(self, check: str, *, limit: int = 50) -> list[dict[str, Any]]:
+        """Recorded results of ``check``, newest first, each with its diff and ``recorded_at``."""
+        rows = self._query(
+            "SELECT at, body FROM reproductions WHERE check_name = ? ORDER BY scheduled_for DESC, id DESC"
+            " LIMIT ?",
+            (check, max(0, limit)),
+        )
+        return [{**json.loads(r["body"]), "recorded_at": r["at"]} for r in rows]
 
     def issues(self, *, limit: int = 1000) -> list[dict[str, Any]]:
         """Recorded issue results, oldest first."""

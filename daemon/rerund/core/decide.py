@@ -7,14 +7,16 @@ both always agree.
 
 Semantics (the README, ``explain`` and the tests say the same):
 
-1. Policies are tried in order; the first whose ``match`` holds decides. None -> ``ignore``.
-2. ``retry: false`` -> ``ignore``, naming the policy.
-3. ``attempt`` counts reruns already issued in the lineage; ``attempt >= max_attempts`` ->
+1. A run labelled ``rerund-repro`` is the rerun of a reproduction check: its failure is the
+   check's result, so it is ``ignore``d before any policy is tried.
+2. Policies are tried in order; the first whose ``match`` holds decides. None -> ``ignore``.
+3. ``retry: false`` -> ``ignore``, naming the policy.
+4. ``attempt`` counts reruns already issued in the lineage; ``attempt >= max_attempts`` ->
    ``give_up``.
-4. Otherwise rerun attempt ``n = attempt + 1``, due at ``failed_at + delay(n)`` (deterministic
+5. Otherwise rerun attempt ``n = attempt + 1``, due at ``failed_at + delay(n)`` (deterministic
    jittered exponential backoff), under a deterministic DNS-1035 name, carrying the labels
    ``rerund-root``, ``rerund-attempt``, ``rerund-policy`` over the merged labels.
-5. If the global budget or the policy's budget has no slot left in its sliding window, the
+6. If the global budget or the policy's budget has no slot left in its sliding window, the
    decision is ``defer`` with ``not_before`` = when the window frees a slot.
 """
 
@@ -26,6 +28,7 @@ from datetime import UTC, datetime
 from rerund.core.durations import format_duration
 from rerund.core.model import Decision, Failure, Scope
 from rerund.core.names import rerun_name
+from rerund.core.repro import LABEL_REPRO
 from rerund.core.rules import Budget, PolicySet, Rule
 
 __all__ = ["LABEL_ATTEMPT", "LABEL_POLICY", "LABEL_ROOT", "Explanation", "decide", "explain"]
@@ -67,6 +70,15 @@ def iso(when: datetime) -> str:
 
 def _decide(failure: Failure, policies: PolicySet, now: datetime, trace: list[str] | None) -> Decision:
     run = failure.run
+    check = failure.labels.get(LABEL_REPRO)
+    if check is not None:
+        reason = (
+            f"run {run!r} is a rerun of reproduction check {check!r}: its failure is the check's "
+            "result (`rerund repro history`), it is not rerun"
+        )
+        if trace is not None:
+            trace.append(f"label {LABEL_REPRO}={check}: a reproduction rerun, never retried: ignore")
+        return Decision(decision="ignore", reason=reason, source_run=run, root=failure.root)
     rule = policies.first_match(failure, trace)
     if rule is None:
         reason = f"no policy matches run {run!r} ({len(policies)} tried): it is not rerun"

@@ -29,6 +29,7 @@ import re2
 
 from rerund.core.backoff import Backoff
 from rerund.core.model import Failure, Phase, Scope
+from rerund.core.repro import ReproCheck
 
 __all__ = [
     "DEFAULT_PHASES",
@@ -277,10 +278,13 @@ class PolicySet:
         *,
         global_budget: Budget | None = None,
         sources: Sequence[str] = (),
+        reproductions: Sequence[ReproCheck] = (),
     ) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self.global_budget = global_budget
         self.sources: tuple[str, ...] = tuple(sources)
+        # Scheduled reproduction checks (``reproductions:``), in file order.
+        self.reproductions: tuple[ReproCheck, ...] = tuple(reproductions)
         index: dict[str, int] = {}
         for rule in self.rules:
             for pattern in (rule.match.patterns or ()) + (rule.match.exclude or ()):

@@ -75,9 +75,15 @@ def _check(args: argparse.Namespace) -> int:
         print(f"{n} problem{'s' if n != 1 else ''} found", file=sys.stderr)
         return 1
     files = len(policies.sources)
+    checks = [c.name for c in policies.reproductions]
     print(
         f"ok: {len(policies)} polic{'ies' if len(policies) != 1 else 'y'} in "
         f"{files} file{'s' if files != 1 else ''}: {', '.join(policies.names()) or '(none)'}"
+        + (
+            f"; {len(checks)} reproduction check{'s' if len(checks) != 1 else ''}: {', '.join(checks)}"
+            if checks
+            else ""
+        )
     )
     return 0
 

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from rerund.core.backoff import Backoff
+from rerund.core.compare import Tolerance
 from rerund.core.durations import format_duration, parse_duration
 from rerund.core.model import Phase, Scope
 from rerund.core.names import DEFAULT_TEMPLATE
+from rerund.core.repro import CompareSettings, ReproCheck, ReproSource
 from rerund.core.rules import (
     DEFAULT_PHASES,
     Budget,
@@ -30,7 +32,15 @@ from rerund.core.rules import (
     subsumes,
 )
 from rerund.errors import PolicyError, PolicyProblem
-from rerund.policy.model import BackoffSpec, BudgetSpec, PolicyFile, PolicySpec, RetrySpec, allowed_keys
+from rerund.policy.model import (
+    BackoffSpec,
+    BudgetSpec,
+    PolicyFile,
+    PolicySpec,
+    ReproductionSpec,
+    RetrySpec,
+    allowed_keys,
+)
 from rerund.policy.source import Document, format_path, locate, read_document, validate
 
 __all__ = ["BUILTIN_BACKOFF", "BUILTIN_MAX_ATTEMPTS", "expand_paths", "load_policies"]
@@ -106,9 +116,13 @@ def load_policies(paths: Sequence[str | Path]) -> PolicySet:
             loaded.append(_Loaded(doc, spec))
     rules, global_budget, compile_problems = _compile(loaded)
     problems.extend(compile_problems)
+    checks, check_problems = _reproductions(loaded)
+    problems.extend(check_problems)
     if problems:
         raise PolicyError(problems)
-    return PolicySet(rules, global_budget=global_budget, sources=[str(f) for f in files])
+    return PolicySet(
+        rules, global_budget=global_budget, sources=[str(f) for f in files], reproductions=checks
+    )
 
 
 def _validate_file(
@@ -288,3 +302,109 @@ def _rule(
         budget=_budget(retry.budget),
     )
     return Rule(policy.name, origin, match, plan), problems
+
+
+def _reproductions(loaded: Sequence[_Loaded]) -> tuple[list[ReproCheck], list[PolicyProblem]]:
+    """Compile every file's ``reproductions:``; names are unique across files."""
+    checks: list[ReproCheck] = []
+    problems: list[PolicyProblem] = []
+    seen: dict[str, Origin] = {}
+    for item in loaded:
+        doc = item.doc
+        for index, spec in enumerate(item.spec.reproductions):
+            loc: tuple[str | int, ...] = ("reproductions", index)
+            line, column, _ = locate(doc.node, loc)
+            origin = Origin(doc.file, line, column)
+            if spec.name in seen:
+                problems.append(
+                    _at(
+                        doc,
+                        (*loc, "name"),
+                        f"duplicate check name {spec.name!r}, first defined at {seen[spec.name]}; "
+                        "check names must be unique",
+                    )
+                )
+            else:
+                seen[spec.name] = origin
+            check, found = _check(doc, spec, loc, origin)
+            problems.extend(found)
+            if check is not None and seen[spec.name] == origin:
+                checks.append(check)
+    return checks, problems
+
+
+def _check(
+    doc: Document, spec: ReproductionSpec, loc: tuple[str | int, ...], origin: Origin
+) -> tuple[ReproCheck | None, list[PolicyProblem]]:
+    problems: list[PolicyProblem] = []
+    src, cmp = spec.source, spec.compare
+    if (src.run is None) == (src.task is None):
+        what = "both" if src.run is not None else "neither"
+        problems.append(
+            _at(
+                doc,
+                (*loc, "source"),
+                f"source names {what} of run and task; give exactly one: {{run: NAME}} for a fixed "
+                "reference run, or {task: NAME} for the latest run of a task",
+            )
+        )
+    elif src.run is not None:
+        for key in ("phase", "labels"):
+            if key in src.model_fields_set:
+                problems.append(
+                    _at(
+                        doc,
+                        (*loc, "source", key),
+                        f"{key} only selects among runs of a task; with a fixed run it does nothing: "
+                        f"remove it, or use task: instead of run:",
+                    )
+                )
+    if cmp.outputs == "tolerance" and cmp.tolerance is None:
+        problems.append(
+            _at(
+                doc,
+                (*loc, "compare", "outputs"),
+                "outputs: tolerance needs a tolerance, e.g. tolerance: {rel: 1e-6, abs: 0}",
+            )
+        )
+    if cmp.tolerance is not None and cmp.outputs != "tolerance":
+        problems.append(
+            _at(
+                doc,
+                (*loc, "compare", "tolerance"),
+                f"tolerance is only used with outputs: tolerance, but outputs is {cmp.outputs}; "
+                "set outputs: tolerance or remove tolerance",
+            )
+        )
+    if problems:
+        return None, problems
+    return (
+        ReproCheck(
+            name=spec.name,
+            schedule=spec.schedule,
+            timezone=spec.timezone,
+            source=ReproSource(
+                run=src.run,
+                task=src.task,
+                phase=src.phase or "SUCCEEDED",
+                labels=dict(src.labels),
+                project=src.project,
+                domain=src.domain,
+            ),
+            compare=CompareSettings(
+                phase=cmp.phase,
+                outputs=cmp.outputs,
+                tolerance=(
+                    None if cmp.tolerance is None else Tolerance(rel=cmp.tolerance.rel, abs=cmp.tolerance.abs)
+                ),
+                ignore=tuple(dict.fromkeys(cmp.ignore)),
+            ),
+            env=dict(spec.env),
+            labels=dict(spec.labels),
+            timeout=spec.timeout,
+            misfire_grace=spec.misfire_grace,
+            origin=str(origin),
+            description=spec.description,
+        ),
+        [],
+    )

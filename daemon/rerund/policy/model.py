@@ -5,6 +5,12 @@ templates); ``rerund.policy.loader`` then merges defaults, checks what spans pol
 files (duplicate names, unreachable policies) and compiles ``rerund.core.rules.Rule``s.
 ``rerund schema`` prints ``PolicyFile``'s JSON Schema. Every model is frozen and forbids
 unknown keys.
+
+``reproductions:`` (scheduled reproduction checks) lives in the same file. Its cron
+``schedule`` is parsed by APScheduler, which only ``rerund.adapters`` may import: the model
+calls ``rerund.adapters.cron.cron_problem``, a pure function, rather than importing
+apscheduler itself. Cross-field rules (``outputs: tolerance`` needs ``tolerance``, a source is
+a ``run`` or a ``task``, names unique) are checked by the loader, to point at the exact key.
 """
 
 from __future__ import annotations
@@ -40,7 +46,11 @@ __all__ = [
     "OverrideSpec",
     "PolicyFile",
     "PolicySpec",
+    "ReproCompareSpec",
+    "ReproSourceSpec",
+    "ReproductionSpec",
     "RetrySpec",
+    "ToleranceSpec",
 ]
 
 API_VERSION = "rerund/v1"
@@ -207,6 +217,104 @@ class PolicySpec(_Spec):
     description: str | None = None
 
 
+def _check_name(value: str) -> str:
+    import re
+
+    if not re.match(POLICY_NAME_PATTERN, value):
+        raise ValueError(
+            f"invalid check name {value!r}: use 1-63 lowercase letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _cron(value: str) -> str:
+    from rerund.adapters.cron import cron_problem
+
+    problem = cron_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _timezone(value: str) -> str:
+    from rerund.adapters.cron import timezone_problem
+
+    problem = timezone_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value.total_seconds() <= 0:
+        raise ValueError(f"must be a positive duration, got {format_duration(value)}; write e.g. 2h")
+    return value
+
+
+RunPhase = Literal["SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"]
+
+
+class ReproSourceSpec(_Spec):
+    """The reference run: a fixed ``run``, or the latest run of ``task`` matching the rest."""
+
+    run: NonEmpty | None = Field(default=None, description="a fixed reference run (its name)")
+    task: NonEmpty | None = Field(default=None, description="the latest run of this task is the reference")
+    phase: RunPhase | None = Field(default=None, description="with task: the phase it ended in (SUCCEEDED)")
+    labels: dict[str, str] = Field(default_factory=dict, description="with task: labels it carries")
+    project: NonEmpty | None = Field(default=None, description="default: the daemon's first scope")
+    domain: NonEmpty | None = Field(default=None, description="default: the daemon's first scope")
+
+
+class ToleranceSpec(_Spec):
+    """Two numbers are equal when ``|a - b| <= max(abs, rel * max(|a|, |b|))``."""
+
+    rel: float = Field(default=0.0, ge=0, le=1)
+    abs: float = Field(default=0.0, ge=0)
+
+
+class ReproCompareSpec(_Spec):
+    """What must match between the reference and the rerun."""
+
+    phase: bool = Field(default=True, description="the rerun must end in the reference's phase")
+    outputs: Literal["exact", "tolerance", "none"] = "exact"
+    tolerance: ToleranceSpec | None = Field(default=None, description="with outputs: tolerance")
+    ignore: list[NonEmpty] = Field(
+        default_factory=list, description="output names (or paths like metrics.wall_time) not compared"
+    )
+
+
+class ReproductionSpec(_Spec):
+    """A scheduled reproduction check: rerun a reference run, compare phase and outputs."""
+
+    name: Annotated[
+        str,
+        AfterValidator(_check_name),
+        Field(json_schema_extra={"pattern": POLICY_NAME_PATTERN}),
+    ]
+    schedule: Annotated[
+        str,
+        AfterValidator(_cron),
+        Field(description="crontab: minute hour day-of-month month day-of-week, e.g. '0 3 * * *'"),
+    ]
+    timezone: Annotated[str, AfterValidator(_timezone)] = Field(
+        default="UTC", description="IANA timezone of the schedule, e.g. Europe/Paris"
+    )
+    source: ReproSourceSpec
+    compare: ReproCompareSpec = Field(default_factory=ReproCompareSpec)
+    env: Env = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
+    timeout: Annotated[Duration, AfterValidator(_positive)] = Field(
+        default=timedelta(hours=2), description="a rerun not terminal by then counts as timeout"
+    )
+    misfire_grace: Annotated[Duration, AfterValidator(_positive)] | None = Field(
+        default=None,
+        description="after downtime, run the latest missed firing only if it is at most this old "
+        "(default: always, once)",
+    )
+    description: str | None = None
+
+
 class PolicyFile(_Spec):
     """A rerund policy file."""
 
@@ -214,6 +322,7 @@ class PolicyFile(_Spec):
     defaults: DefaultsSpec = Field(default_factory=DefaultsSpec)
     budgets: BudgetsSpec = Field(default_factory=BudgetsSpec)
     policies: list[PolicySpec] = Field(default_factory=list)
+    reproductions: list[ReproductionSpec] = Field(default_factory=list)
 
 
 def allowed_keys() -> dict[str, list[str]]:
@@ -234,4 +343,8 @@ def allowed_keys() -> dict[str, list[str]]:
         "retry": keys(RetrySpec),
         "backoff": keys(BackoffSpec),
         "escalate": keys(OverrideSpec),
+        "reproductions": keys(ReproductionSpec),
+        "source": keys(ReproSourceSpec),
+        "compare": keys(ReproCompareSpec),
+        "tolerance": keys(ToleranceSpec),
     }

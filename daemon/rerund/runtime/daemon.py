@@ -12,7 +12,10 @@ What runs, all on one asyncio event loop:
   invalid file is rejected with its ``check`` problems in the log and
   ``rerund_policy_reloads_total{result="error"}``; the last good policies stay in force;
 - the **HTTP** endpoints (``/metrics``, ``/healthz``, ``/readyz``, ``/decisions``);
-- a **pruner** that keeps the ledger within ``ledger_retention``.
+- a **pruner** that keeps the ledger within ``ledger_retention``;
+- the **reproduction checks** of the policies in force (``rerund.runtime.repro``): each fires
+  on its cron schedule, reruns its reference run and records match / mismatch / failed /
+  timeout. Missed firings run once on start.
 
 SIGTERM/SIGINT: stop taking work (watchers and poller stop, issue loops stop retrying), let
 in-flight calls finish, and exit — within 10 seconds. Nothing is lost by stopping: what is
@@ -39,6 +42,7 @@ from rerund.runtime.http import HttpServer, Response, json_response
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.ports import ControlPlane, RunSummary
 from rerund.runtime.reconcile import Reconciler
+from rerund.runtime.repro import ReproRunner
 from rerund.runtime.settings import Settings, format_duration
 
 __all__ = ["Daemon", "PolicyHolder", "connect_control_plane"]
@@ -165,6 +169,7 @@ class Daemon:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events: set[asyncio.Task[None]] = set()
         self.reconciler: Reconciler | None = None
+        self.repro: ReproRunner | None = None
         self.policies: PolicyHolder | None = None
         self.http: HttpServer | None = None
 
@@ -221,6 +226,16 @@ class Daemon:
             lookback=s.lookback,
             overlap=s.overlap,
         )
+        self.repro = ReproRunner(
+            cp,
+            checks=lambda: (self.policies.current if self.policies else policies).reproductions,
+            metrics=self.metrics,
+            clock=self._clock,
+            default_scope=(s.scopes[0].project, s.scopes[0].domain) if s.scopes else None,
+            ledger=ledger,
+            notifier=notifier,
+            poll_interval=min(5.0, s.poll_interval.total_seconds()),
+        )
         if s.http_address is not None:
             host, port = s.http_address
             self.http = HttpServer(host, port, self._routes())
@@ -238,6 +253,13 @@ class Daemon:
             f"HTTP on {self.http.url}" if self.http else "HTTP off",
             ", DRY RUN: nothing is created" if s.dry_run else "",
         )
+        if policies.reproductions:
+            log.info(
+                "%d reproduction check(s)%s: %s",
+                len(policies.reproductions),
+                " (not fired: dry run)" if s.dry_run else "",
+                ", ".join(f"{c.name} ({c.schedule} {c.timezone})" for c in policies.reproductions),
+            )
         tasks = [asyncio.create_task(self._poller(), name="poller")]
         tasks += [
             asyncio.create_task(self._watcher(sc.project, sc.domain), name=f"watch {sc.key}")
@@ -245,6 +267,8 @@ class Daemon:
         ]
         tasks.append(asyncio.create_task(self._policy_watcher(), name="policies"))
         tasks.append(asyncio.create_task(self._pruner(ledger), name="pruner"))
+        if not s.dry_run:
+            tasks.append(asyncio.create_task(self.repro.run(), name="reproductions"))
         if self._on_ready is not None:
             self._on_ready(self)
         try:
@@ -252,12 +276,14 @@ class Daemon:
         finally:
             log.info("stopping: finishing in-flight calls (at most %.0fs)", _STOP_BUDGET_S)
             self.reconciler.stop()
+            self.repro.stop()
             for t in tasks:
                 t.cancel()
             for t in list(self._events):
                 t.cancel()
             await asyncio.wait([*tasks, *self._events], timeout=2)
-            if not await self.reconciler.drain(timeout=_STOP_BUDGET_S - 2):
+            await self.repro.drain(timeout=1)
+            if not await self.reconciler.drain(timeout=_STOP_BUDGET_S - 3):
                 log.warning(
                     "stopped with calls still in flight; what they owe is recomputed on the next start"
                 )

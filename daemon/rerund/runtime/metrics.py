@@ -33,6 +33,9 @@ METRIC_NAMES = (
     "rerund_policy_reloads_total",
     "rerund_budget_deferrals_total",
     "rerund_notifications_total",
+    "rerund_reproduction_runs_total",
+    "rerund_reproduction_last_result",
+    "rerund_reproduction_last_run_timestamp_seconds",
 )
 
 
@@ -123,6 +126,37 @@ class Metrics:
             ["result"],
             registry=registry,
         )
+
+        self.reproduction_runs = Counter(
+            "rerund_reproduction_runs_total",
+            "Finished reproduction check firings, by check and result (match|mismatch|failed|timeout).",
+            ["check", "result"],
+            registry=registry,
+        )
+        self.reproduction_last_result = Gauge(
+            "rerund_reproduction_last_result",
+            "1 when the latest firing of the check reproduced its reference (match), 0 otherwise.",
+            ["check"],
+            registry=registry,
+        )
+        self.reproduction_last_run = Gauge(
+            "rerund_reproduction_last_run_timestamp_seconds",
+            "Unix time the latest firing of the check finished.",
+            ["check"],
+            registry=registry,
+        )
+
+    def init_checks(self, names: list[str]) -> None:
+        """Create every (check, result) series of ``rerund_reproduction_runs_total`` at 0.
+
+        The two gauges are left absent until a check's first result: a 0 there means "did not
+        reproduce" and would fire the RerundReproductionCheckFailing alert.
+        """
+        from rerund.core.repro import RESULTS
+
+        for name in names:
+            for result in RESULTS:
+                self.reproduction_runs.labels(name, result)
 
     def init_policies(self, names: list[str]) -> None:
         """Create the per-policy lineage series at 0 for every policy in force.

@@ -120,7 +120,8 @@ class ControlPlane(Protocol):
         self, project: str, domain: str, *, since: datetime, policy: str | None = None
     ) -> list[RunSummary]:
         """Runs carrying the ``rerund-policy`` label (equal to ``policy`` when given) created at or
-        after ``since``, in any phase (ListRuns, paged)."""
+        after ``since``, in any phase (ListRuns, paged). Reproduction reruns (label
+        ``rerund-repro``) are left out: they inherit the labels of the run they rerun."""
         ...
 
     async def get_run(self, ref: RunRef) -> RunSummary:
@@ -136,6 +137,28 @@ class ControlPlane(Protocol):
 
         Costs 3 RPCs: GetRunDetails, ListActions (failed ones), GetActionDetails (one action).
         """
+        ...
+
+    async def find_latest_run(
+        self,
+        project: str,
+        domain: str,
+        *,
+        task: str,
+        phase: str = "SUCCEEDED",
+        labels: Mapping[str, str] | None = None,
+        without_label: str | None = None,
+    ) -> RunSummary | None:
+        """The most recently created run of ``task`` in ``phase`` carrying ``labels`` (and not
+        carrying the label ``without_label``), or None. Costs 1 RPC: ListRuns with filters,
+        sorted by created_at descending, limit 1 (on a control plane that rejects the label
+        filter NOT_EXISTS: 1 ListRuns of 20 and a GetRunDetails per run until one qualifies)."""
+        ...
+
+    async def read_outputs(self, ref: RunRef) -> dict[str, Any]:
+        """The outputs of run ``ref`` (its root action) as plain Python values decoded from
+        their Flyte literals: ``{name: value}``, empty when the run has none. Costs 2 RPCs:
+        SelectCluster + DataProxy GetActionData."""
         ...
 
     async def create_rerun(self, request: RerunRequest) -> RunRef:

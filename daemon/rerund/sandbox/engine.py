@@ -323,16 +323,27 @@ class Engine:
                 await self._sleep(child_td.queued)
                 self._set(r, act, RUNNING)
             await self._sleep(child_td.duration)
-            if not self._finish(r, act, child_td):
+            if not await self._complete(r, act, child_td):
                 a0.error = act.error
                 self._set(r, a0, act.phase)
                 return
         await self._sleep(td.duration)
-        self._finish(r, a0, td)
+        await self._complete(r, a0, td)
 
-    def _finish(self, r: RunRec, a: ActionRec, td: TaskDef) -> bool:
-        """Decide and record the outcome of one execution; True when it succeeded."""
+    async def _complete(self, r: RunRec, a: ActionRec, td: TaskDef) -> bool:
+        """``_finish``, except that a ``hang`` outcome never returns (until the run is aborted
+        or the sandbox stops, which cancels this task)."""
+        finished = self._finish(r, a, td)
+        if finished is None:
+            await asyncio.Future()  # hang: stay RUNNING
+        return bool(finished)
+
+    def _finish(self, r: RunRec, a: ActionRec, td: TaskDef) -> bool | None:
+        """Decide and record the outcome of one execution; True when it succeeded, None when
+        it hangs (stays RUNNING)."""
         outcome = td.outcome(self.store.next_count(r.lineage, a.task))
+        if outcome == "hang":
+            return None
         if outcome == "succeed":
             a.outputs = literals.outputs_from_values(self._outputs(td))
             self._set(r, a, SUCCEEDED)

@@ -4,7 +4,9 @@ A workload is what makes the sandbox a useful stand-in for a real cluster: every
 reruns created through ``CreateRun``, moves QUEUED -> RUNNING -> a terminal phase by the
 behaviour its task declares. Behaviour is counted per lineage (the k-th execution of a task in
 a lineage takes ``behaviour[k-1]``, the last entry repeats), so ``[fail, fail, succeed]``
-recovers after two reruns.
+recovers after two reruns. ``hang`` keeps the execution RUNNING until it is aborted (a rerun
+still running at a reproduction check's timeout). Outputs written ``{random: [low, high]}``
+are drawn anew for every execution: nondeterministic outputs, for reproduction checks.
 
 Shape (see the README section "The sandbox")::
 
@@ -49,7 +51,7 @@ __all__ = [
     "workload_from_dict",
 ]
 
-Outcome = Literal["succeed", "fail", "timeout"]
+Outcome = Literal["succeed", "fail", "timeout", "hang"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -116,7 +118,7 @@ class TaskDef(_Frozen):
         if isinstance(v, str):
             v = [v]
         if isinstance(v, list) and not v:
-            raise ValueError("behaviour must list at least one of succeed, fail, timeout")
+            raise ValueError("behaviour must list at least one of succeed, fail, timeout, hang")
         return v
 
     @field_validator("inputs")

@@ -1,0 +1,496 @@
+"""Scheduled reproduction checks, the shell: fire on schedule, rerun, wait, compare, record.
+
+A firing of check C scheduled for time T:
+
+1. finds the reference run (``source.run``, or the latest run of ``source.task`` in
+   ``source.phase`` with ``source.labels`` that is not itself a reproduction rerun);
+2. creates its rerun under the name ``repro_run_name(C, T)`` with ``env``, ``labels`` and the
+   label ``rerund-repro: C``. ALREADY_EXISTS means another replica, or this daemon before a
+   restart, already issued it: the firing follows that rerun instead;
+3. polls the rerun (GetRunDetails every ``poll_interval``) until it is terminal or
+   ``timeout`` has passed since the firing started;
+4. reads both runs' outputs when they are compared, calls the pure ``judge``, records the
+   result with its field-by-field diff in the ledger, updates the metrics and, on a
+   mismatch, sends the webhook with the diff.
+
+Scheduling is computed, not remembered: at each tick the latest cron slot at or before now is
+due unless it was already fired (this process) or recorded (the ledger) — so firings missed
+while the daemon was down are run once on start, not once per slot (``core.repro.due_firing``).
+``tick(now)`` takes the time as an argument; the tests drive it with fixed times.
+
+RPC cost of one firing: 1 ListRuns (task source) or 1 GetRunDetails (run source), the SDK's
+rerun path (6 RPCs), 1 GetRunDetails per poll, 2 per outputs read (reference and rerun).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from rerund.core.repro import (
+    LABEL_REPRO,
+    ReproCheck,
+    ReproResult,
+    Verdict,
+    due_firing,
+    judge,
+    repro_run_name,
+    unverifiable,
+)
+from rerund.errors import (
+    AlreadyExistsError,
+    ControlPlaneError,
+    LedgerError,
+    NotFoundError,
+    NotificationError,
+    PermanentControlPlaneError,
+)
+from rerund.runtime.metrics import Metrics
+from rerund.runtime.ports import TERMINAL_PHASES, ControlPlane, Notifier, RerunRequest, RunRef, RunSummary
+
+__all__ = ["ReproLedger", "ReproRunner", "render_diff"]
+
+log = logging.getLogger("rerund.repro")
+decisions_log = logging.getLogger("rerund.decisions")
+
+_MAX_SLEEP_S = 30.0  # the schedule loop re-reads the checks (hot reload) at least this often
+
+
+class ReproLedger(Protocol):
+    def record_reproduction(self, result: dict[str, Any], *, now: datetime) -> bool: ...
+
+    def last_reproduction(self, check: str) -> datetime | None: ...
+
+
+class _Deadline(Exception):
+    """The firing's timeout ran out while the control plane kept failing transiently."""
+
+    def __init__(self, last: ControlPlaneError) -> None:
+        super().__init__(str(last))
+        self.last = last
+
+
+class ReproRunner:
+    """Fires the reproduction checks of the policies in force. See the module docstring.
+
+    ``checks`` is read at every tick (policies hot-reload); ``default_scope`` is the
+    project/domain of a source that names none (the daemon's first scope).
+    """
+
+    def __init__(
+        self,
+        control_plane: ControlPlane,
+        *,
+        checks: Callable[[], Sequence[ReproCheck]],
+        metrics: Metrics,
+        clock: Callable[[], datetime],
+        default_scope: tuple[str, str] | None = None,
+        ledger: ReproLedger | None = None,
+        notifier: Notifier | None = None,
+        poll_interval: float = 5.0,
+        retry_initial: float = 0.5,
+        retry_max: float = 30.0,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        self._cp = control_plane
+        self._checks = checks
+        self._metrics = metrics
+        self._clock = clock
+        self._scope = default_scope
+        self._ledger = ledger
+        self._notifier = notifier
+        self._poll = poll_interval
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._sleep_fn = sleep
+        self._last: dict[str, datetime | None] = {}
+        self._schedules: dict[tuple[str, str], Any] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = asyncio.Event()
+        self._known: set[str] = set()
+
+    # -- control -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop firing; firings in flight end without a result (recomputed on the next start)."""
+        self._stopping.set()
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Wait for firings in flight; True when none is left."""
+        if not self._tasks:
+            return True
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        return not pending
+
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    # -- schedule ----------------------------------------------------------------------------
+
+    def schedule(self, check: ReproCheck) -> Any:
+        """The ``CronSchedule`` of ``check`` (cached)."""
+        from rerund.adapters.cron import CronSchedule
+
+        key = (check.schedule, check.timezone)
+        if key not in self._schedules:
+            self._schedules[key] = CronSchedule(check.schedule, check.timezone)
+        return self._schedules[key]
+
+    def check(self, name: str) -> ReproCheck:
+        """The check named ``name``; ``KeyError`` naming the checks there are."""
+        checks = list(self._checks())
+        for c in checks:
+            if c.name == name:
+                return c
+        known = ", ".join(c.name for c in checks) or "none are configured"
+        raise KeyError(f"no reproduction check named {name!r}; the checks are: {known}")
+
+    def _last_fired(self, name: str) -> datetime | None:
+        if name not in self._last:
+            last = None
+            if self._ledger is not None:
+                try:
+                    last = self._ledger.last_reproduction(name)
+                except LedgerError as exc:
+                    log.error("%s", exc)
+            self._last[name] = last
+        return self._last[name]
+
+    def due(self, now: datetime) -> list[tuple[ReproCheck, datetime]]:
+        """The firings due at ``now`` (at most one per check), marked as fired."""
+        out = []
+        checks = list(self._checks())
+        names = [c.name for c in checks]
+        new = [n for n in names if n not in self._known]
+        if new:
+            self._metrics.init_checks(new)
+            self._known.update(new)
+        for check in checks:
+            latest = self.schedule(check).latest_at_or_before(now)
+            slot = due_firing(latest, self._last_fired(check.name), now, check.misfire_grace)
+            if slot is not None:
+                self._last[check.name] = slot
+                out.append((check, slot))
+        return out
+
+    def next_wakeup(self, now: datetime) -> datetime | None:
+        """When the next firing of any check is scheduled."""
+        times = [t for c in self._checks() if (t := self.schedule(c).next_after(now)) is not None]
+        return min(times) if times else None
+
+    def tick(self, now: datetime) -> list[asyncio.Task[ReproResult | None]]:
+        """Start every firing due at ``now``; returns their tasks."""
+        started = []
+        for check, slot in self.due(now):
+            late = now - slot
+            log.info(
+                "check %r: firing the slot of %s%s",
+                check.name,
+                _iso(slot),
+                f" ({_ago(late)} late: missed slots are run once)" if late > timedelta(minutes=1) else "",
+            )
+            started.append(self._spawn(self.fire(check, slot)))
+        return started
+
+    async def run(self) -> None:
+        """Tick until ``stop``: sleep until the next slot (at most 30 s, to pick up reloads)."""
+        while not self._stopping.is_set():
+            now = self._clock()
+            try:
+                self.tick(now)
+                wake = self.next_wakeup(now)
+            except Exception:
+                log.exception("reproduction schedule pass failed; trying again shortly")
+                wake = None
+            delay = _MAX_SLEEP_S if wake is None else min(_MAX_SLEEP_S, (wake - now).total_seconds())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=max(0.05, delay))
+
+    def _spawn(self, coro: Awaitable[ReproResult | None]) -> asyncio.Task[ReproResult | None]:
+        async def run() -> ReproResult | None:
+            try:
+                return await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reproduction firing failed unexpectedly; it runs again at its next slot")
+                return None
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- one firing --------------------------------------------------------------------------
+
+    async def fire_now(self, name: str) -> ReproResult | None:
+        """Fire check ``name`` now, out of schedule (``rerund repro run``); ``KeyError`` if unknown."""
+        check = self.check(name)
+        slot = self._clock().astimezone(UTC).replace(second=0, microsecond=0)
+        return await self.fire(check, slot, manual=True)
+
+    async def fire(self, check: ReproCheck, slot: datetime, *, manual: bool = False) -> ReproResult | None:
+        """Run one firing to its result and record it; None only when stopped mid-way."""
+        started = self._clock()
+        deadline = started + check.timeout
+        project = check.source.project or (self._scope[0] if self._scope else None)
+        domain = check.source.domain or (self._scope[1] if self._scope else None)
+        name = repro_run_name(check.name, slot, manual=manual)
+        facts: dict[str, Any] = {"rerun": None, "reference": None}
+
+        def result(verdict: Verdict, **extra: Any) -> ReproResult:
+            return ReproResult(
+                check=check.name,
+                scheduled_for=slot,
+                manual=manual,
+                verdict=verdict,
+                project=project or "",
+                domain=domain or "",
+                **{**facts, **extra},
+            )
+
+        if project is None or domain is None:
+            return self._finish(
+                check,
+                result(
+                    unverifiable(
+                        check,
+                        "its source names no project/domain and the daemon has no scope; "
+                        "set source.project and source.domain",
+                    )
+                ),
+            )
+        try:
+            reference = await self._retrying(lambda: self._reference(check, project, domain), deadline)
+            if isinstance(reference, Verdict):
+                return self._finish(check, result(reference))
+            facts["reference"] = reference.ref.name
+            if reference.phase not in TERMINAL_PHASES:
+                return self._finish(
+                    check,
+                    result(
+                        unverifiable(
+                            check,
+                            f"reference run {reference.ref.name!r} is {reference.phase}, not terminal; "
+                            "a reference must have finished",
+                        ),
+                        reference_phase=reference.phase,
+                    ),
+                )
+            ref_outputs = None
+            if check.compare.outputs != "none" and reference.phase == "SUCCEEDED":
+                ref_outputs = await self._retrying(lambda: self._cp.read_outputs(reference.ref), deadline)
+            request = RerunRequest(
+                source=reference.ref,
+                name=name,
+                env=dict(check.env),
+                labels={**check.labels, LABEL_REPRO: check.name},
+            )
+            facts["rerun"] = name
+            refused = await self._retrying(lambda: self._create(request), deadline)
+            if refused is not None:
+                return self._finish(
+                    check, result(unverifiable(check, refused), reference_phase=reference.phase)
+                )
+            decisions_log.info("repro   check %s: rerun %s of %s issued", check.name, name, reference.ref)
+            target = request.target
+            final = await self._wait(target, deadline, check.timeout)
+            if self._stopping.is_set() and final is None:
+                return None
+            if final is None:
+                verdict = judge(
+                    check,
+                    reference=reference.ref.name,
+                    rerun=name,
+                    reference_phase=reference.phase,
+                    rerun_phase=None,
+                    timed_out=True,
+                )
+                return self._finish(check, result(verdict, reference_phase=reference.phase))
+            new_outputs = None
+            if ref_outputs is not None and final.phase == "SUCCEEDED":
+                new_outputs = await self._retrying(lambda: self._cp.read_outputs(target), deadline)
+            verdict = judge(
+                check,
+                reference=reference.ref.name,
+                rerun=name,
+                reference_phase=reference.phase,
+                rerun_phase=final.phase,
+                reference_outputs=ref_outputs,
+                rerun_outputs=new_outputs,
+            )
+            return self._finish(
+                check, result(verdict, reference_phase=reference.phase, rerun_phase=final.phase)
+            )
+        except _Deadline as exc:
+            verdict = unverifiable(
+                check,
+                f"the control plane kept failing until the timeout of {_ago(check.timeout)} ran out "
+                f"(last: {exc.last})",
+            )
+            if facts["rerun"] is not None:
+                verdict = Verdict("timeout", verdict.reason)
+            return self._finish(check, result(verdict))
+        except PermanentControlPlaneError as exc:
+            self._count_error(exc)
+            return self._finish(
+                check, result(unverifiable(check, f"the control plane refused a call: {exc}"))
+            )
+        except _Stopped:
+            return None
+
+    async def _reference(self, check: ReproCheck, project: str, domain: str) -> RunSummary | Verdict:
+        src = check.source
+        if src.run is not None:
+            try:
+                return await self._cp.get_run(RunRef(project, domain, src.run))
+            except NotFoundError:
+                return unverifiable(
+                    check, f"reference run {src.run!r} does not exist in {project}/{domain}; fix source.run"
+                )
+        assert src.task is not None
+        found = await self._cp.find_latest_run(
+            project, domain, task=src.task, phase=src.phase, labels=src.labels, without_label=LABEL_REPRO
+        )
+        if found is None:
+            return unverifiable(
+                check,
+                f"no reference: no run in {project}/{domain} matches {src.describe()}; nothing to rerun",
+            )
+        return found
+
+    async def _create(self, request: RerunRequest) -> str | None:
+        """Create the rerun; None when it exists now (created or already issued), else why the
+        control plane refused it."""
+        try:
+            await self._cp.create_rerun(request)
+        except AlreadyExistsError:
+            decisions_log.info("exists  rerun %s was already issued; following it", request.target)
+            return None
+        except PermanentControlPlaneError as exc:
+            self._count_error(exc)
+            source = request.source.name
+            return f"the control plane refused to create rerun {request.name!r} of {source!r}: {exc}"
+        return None
+
+    async def _wait(self, target: RunRef, deadline: datetime, timeout: timedelta) -> RunSummary | None:
+        """The rerun once terminal; None when the deadline passes first (or on stop).
+
+        The deadline is ``deadline`` or, when the control plane says when the rerun started
+        (a rerun followed after a restart or issued by another replica), that time plus
+        ``timeout``, whichever is earlier.
+        """
+        while not self._stopping.is_set():
+            try:
+                summary = await self._cp.get_run(target)
+            except ControlPlaneError as exc:
+                self._count_error(exc)
+                log.warning("reading rerun %s failed (%s); polling again", target, exc)
+            else:
+                if summary.terminal:
+                    return summary
+                if summary.created_at is not None:
+                    deadline = min(deadline, summary.created_at + timeout)
+            if self._clock() >= deadline:
+                return None
+            await self._pause(self._poll)
+        return None
+
+    async def _retrying(self, call: Callable[[], Awaitable[Any]], deadline: datetime) -> Any:
+        """``call()`` retried with backoff on transient errors until ``deadline``."""
+        delay = self._retry_initial
+        while True:
+            if self._stopping.is_set():
+                raise _Stopped
+            try:
+                return await call()
+            except PermanentControlPlaneError:
+                raise
+            except ControlPlaneError as exc:
+                self._count_error(exc)
+                if self._clock() >= deadline:
+                    raise _Deadline(exc) from exc
+                log.warning("%s; retrying in %.1fs", exc, delay)
+                await self._pause(delay)
+                delay = min(delay * 2, self._retry_max)
+
+    async def _pause(self, seconds: float) -> None:
+        if self._sleep_fn is not None:
+            await self._sleep_fn(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    def _count_error(self, exc: ControlPlaneError) -> None:
+        self._metrics.control_plane_errors.labels(exc.rpc or "unknown", exc.code).inc()
+
+    # -- recording ---------------------------------------------------------------------------
+
+    def _finish(self, check: ReproCheck, res: ReproResult) -> ReproResult:
+        now = self._clock()
+        body = res.to_json()
+        novel = True
+        if self._ledger is not None:
+            try:
+                novel = self._ledger.record_reproduction(body, now=now)
+            except LedgerError as exc:
+                log.error("%s", exc)
+        if novel:
+            self._metrics.reproduction_runs.labels(check.name, res.result).inc()
+        self._metrics.reproduction_last_result.labels(check.name).set(1 if res.result == "match" else 0)
+        self._metrics.reproduction_last_run.labels(check.name).set(now.timestamp())
+        decisions_log.info("repro   %-8s %s", res.result, res.reason)
+        if len(res.verdict.diff) > 3:  # the reason shows the first three
+            for d in res.verdict.diff[:20]:
+                log.info("  %s", d)
+        if res.result == "mismatch" and self._notifier is not None and novel:
+            self._spawn(self._notify(check, res, now))
+        return res
+
+    async def _notify(self, check: ReproCheck, res: ReproResult, now: datetime) -> None:
+        assert self._notifier is not None
+        lines = [str(d) for d in res.verdict.diff[:20]]
+        more = len(res.verdict.diff) - len(lines)
+        text = f"rerund: reproduction check {check.name!r} did not reproduce — {res.reason}"
+        if lines:
+            text += "\n" + "\n".join(f"• {line}" for line in lines) + (f"\n… and {more} more" if more else "")
+        payload: dict[str, Any] = {
+            "text": text,
+            "event": "reproduction_mismatch",
+            **res.to_json(),
+            "console_url": self._cp.console_url(RunRef(res.project, res.domain, res.rerun))
+            if res.rerun
+            else None,
+            "decided_at": _iso(now),
+        }
+        try:
+            await self._notifier.notify(payload)
+        except NotificationError as exc:
+            self._metrics.notifications.labels("failed").inc()
+            log.error("%s", exc)
+            return None
+        self._metrics.notifications.labels("sent").inc()
+        return None
+
+
+class _Stopped(Exception):
+    """The runner is stopping: the firing ends without a result."""
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _ago(delta: timedelta) -> str:
+    from rerund.core.durations import format_duration
+
+    return format_duration(timedelta(seconds=round(delta.total_seconds())))
+
+
+def render_diff(diff: Sequence[Mapping[str, str]]) -> list[str]:
+    """Diff entries (``{"path", "message"}``) as lines, for the CLI."""
+    return [f"{d['path']}: {d['message']}" for d in diff]

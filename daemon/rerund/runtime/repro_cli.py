@@ -1,0 +1,275 @@
+"""``rerund repro list | run NAME | history NAME``: reproduction checks from the command line.
+
+``list`` reads the checks from the policy files; ``run`` fires one now against the control
+plane of a daemon's settings (``--config``), waits for its result and records it in that
+daemon's ledger; ``history`` reads the results recorded in the ledger, diffs included.
+
+Exit codes: 0 = fine (``run``: the check reproduced), 1 = ``run`` finished and the check did
+not reproduce (mismatch, failed or timeout), 2 = it could not run (printed without a
+traceback by the dispatcher).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rerund.errors import ConfigError
+
+__all__ = ["register"]
+
+_DESCRIPTION = """\
+A reproduction check reruns a reference run on a schedule — same code, same inputs, rerun from
+the control plane — and compares the rerun with the reference: the phase, and the outputs
+field by field (exactly, or numbers within a tolerance). Checks are declared under
+`reproductions:` in the policy files (see `rerund schema`). The daemon (`rerund run`) fires
+them on their cron schedules; these commands list them, fire one now, and show the results.
+
+results:
+  match     the rerun reproduced the reference
+  mismatch  the phase or an output differs (the diff says which field and by how much)
+  failed    the rerun did not succeed although the reference did, or there was nothing to
+            rerun (no reference run matches the source)
+  timeout   the rerun was not terminal when the check's timeout ran out
+"""
+
+_EPILOG = """\
+examples:
+  rerund repro list --policies policies/examples/reproductions.yaml
+  rerund repro run nightly-train --config rerund.yaml          # fire now, wait, print the result
+  rerund repro history nightly-train --config rerund.yaml --format json
+"""
+
+
+def register(sub: Any) -> None:
+    """Add ``repro`` and its sub-commands to the ``rerund`` parser."""
+    repro = sub.add_parser(
+        "repro",
+        help="scheduled reproduction checks: list, fire one now, show results",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    repro.set_defaults(func=lambda args: _usage(repro))
+    cmds = repro.add_subparsers(dest="repro_command", metavar="SUBCOMMAND")
+
+    listing = cmds.add_parser(
+        "list",
+        help="the checks in the policy files, their schedules and next firing",
+        description="List the reproduction checks of the policy files: schedule, next firing, "
+        "source, what is compared and, when a ledger is found, the last result.",
+    )
+    _where(listing)
+    listing.add_argument("--format", choices=("text", "json"), default="text")
+    listing.set_defaults(func=_list)
+
+    run = cmds.add_parser(
+        "run",
+        help="fire a check now and wait for its result (needs --config)",
+        description="Fire check NAME now, out of schedule: rerun its reference run on the control "
+        "plane of the daemon settings, wait until the rerun ends (at most the check's timeout), "
+        "compare, print and record the result. Exit status 0 when it reproduced, 1 when not.",
+        epilog="example:\n  rerund repro run nightly-train --config rerund.yaml\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("name", metavar="NAME", help="the check to fire (see `rerund repro list`)")
+    _where(run)
+    run.add_argument("--format", choices=("text", "json"), default="text")
+    run.set_defaults(func=_run)
+
+    history = cmds.add_parser(
+        "history",
+        help="recorded results of a check, newest first, with their diffs",
+        description="Show the results of check NAME recorded in the daemon's ledger, newest "
+        "first, each with its field-by-field diff.",
+        epilog="example:\n  rerund repro history nightly-train --state rerund.db --format json\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    history.add_argument("name", metavar="NAME", help="the check (see `rerund repro list`)")
+    _where(history)
+    history.add_argument("--limit", type=int, default=20, metavar="N", help="at most N results (20)")
+    history.add_argument("--format", choices=("text", "json"), default="text")
+    history.set_defaults(func=_history)
+
+
+def _where(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", metavar="FILE", help="daemon settings (rerund.yaml): policies, ledger, control plane"
+    )
+    parser.add_argument(
+        "--policies", action="append", metavar="PATH", help="policy file or directory (repeatable)"
+    )
+    parser.add_argument("--state", metavar="PATH", help="the daemon's SQLite ledger (default ./rerund.db)")
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from rerund.runtime.settings import load_settings
+
+    overrides = {"policies": args.policies, "state": args.state}
+    return load_settings(args.config, overrides=overrides)
+
+
+def _checks(args: argparse.Namespace) -> list[Any]:
+    from rerund.policy import load_policies
+
+    settings = _settings(args)
+    return list(load_policies(list(settings.policies)).reproductions)
+
+
+def _ledger(args: argparse.Namespace, *, required: bool) -> Any:
+    from rerund.adapters.ledger import Ledger
+
+    state = Path(args.state) if args.state else _settings(args).state
+    if not state.exists():
+        if required:
+            raise ConfigError(
+                f"no ledger at {str(state)!r}: pass --state PATH or --config FILE of the daemon "
+                "whose results you want"
+            )
+        return None
+    return Ledger(state)
+
+
+def _find(checks: list[Any], name: str) -> Any:
+    for check in checks:
+        if check.name == name:
+            return check
+    known = ", ".join(c.name for c in checks) or "none (add them under reproductions: in a policy file)"
+    raise ConfigError(f"no reproduction check named {name!r}; the checks are: {known}")
+
+
+def _list(args: argparse.Namespace) -> int:
+    from rerund.adapters.cron import CronSchedule
+    from rerund.clock import utcnow
+
+    checks = _checks(args)
+    ledger = _ledger(args, required=False)
+    now = utcnow()
+    rows = []
+    for check in checks:
+        nxt = CronSchedule(check.schedule, check.timezone).next_after(now)
+        last = ledger.reproduction_history(check.name, limit=1) if ledger is not None else []
+        rows.append(
+            {
+                **check.summary(),
+                "next_firing": nxt.isoformat().replace("+00:00", "Z") if nxt else None,
+                "last_result": last[0]["result"] if last else None,
+                "last_scheduled_for": last[0]["scheduled_for"] if last else None,
+            }
+        )
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no reproduction checks (add them under reproductions: in a policy file)")
+        return 0
+    for r in rows:
+        cmp = r["compare"]
+        outputs = cmp["outputs"]
+        if cmp["tolerance"]:
+            outputs += f" (rel {cmp['tolerance']['rel']:g}, abs {cmp['tolerance']['abs']:g})"
+        if cmp["ignore"]:
+            outputs += f", ignoring {', '.join(cmp['ignore'])}"
+        print(f"{r['name']}")
+        print(f"  schedule   {r['schedule']} ({r['timezone']}), next {r['next_firing']}")
+        print(f"  source     {r['source']}")
+        print(f"  compare    phase {'yes' if cmp['phase'] else 'no'}, outputs {outputs}")
+        print(f"  timeout    {r['timeout']}")
+        if r["last_result"]:
+            print(f"  last       {r['last_result']} (slot {r['last_scheduled_for']})")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from rerund.adapters.flyte_control_plane import FlyteControlPlane
+    from rerund.adapters.ledger import Ledger
+    from rerund.clock import utcnow
+    from rerund.policy import load_policies
+    from rerund.runtime.metrics import Metrics
+    from rerund.runtime.repro import ReproRunner
+
+    if not args.config:
+        raise ConfigError(
+            f"repro run {args.name!r} needs --config FILE (the daemon settings: endpoint, org, scopes, "
+            "policies, state), as `rerund run` does"
+        )
+    settings = _settings(args)
+    checks = list(load_policies(list(settings.policies)).reproductions)
+    check = _find(checks, args.name)
+    settings.require_runnable()
+
+    async def go() -> Any:
+        cp = FlyteControlPlane(
+            endpoint=settings.endpoint,
+            org=settings.org,
+            insecure=settings.plain_http,
+            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+            rpc_timeout=settings.rpc_timeout.total_seconds(),
+            console_url=settings.console_url,
+        )
+        await cp.connect()
+        ledger = Ledger(settings.state)
+        try:
+            runner = ReproRunner(
+                cp,
+                checks=lambda: checks,
+                metrics=Metrics(CollectorRegistry()),
+                clock=utcnow,
+                default_scope=(settings.scopes[0].project, settings.scopes[0].domain),
+                ledger=ledger,
+                poll_interval=1.0,
+            )
+            return await runner.fire_now(check.name)
+        finally:
+            ledger.close()
+
+    result = asyncio.run(go())
+    if result is None:  # pragma: no cover - only when interrupted
+        return 2
+    if args.format == "json":
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(_render(result.to_json()))
+    return 0 if result.result == "match" else 1
+
+
+def _render(row: dict[str, Any]) -> str:
+    lines = [f"{row['result']}: {row['reason']}"]
+    lines += [f"  {d['path']}: {d['message']}" for d in row.get("diff") or []]
+    return "\n".join(lines)
+
+
+def _history(args: argparse.Namespace) -> int:
+    ledger = _ledger(args, required=True)
+    rows = ledger.reproduction_history(args.name, limit=args.limit)
+    if not rows:
+        known: list[Any] = []
+        if args.config or args.policies:
+            known = _checks(args)
+        names = sorted({c.name for c in known} | set(ledger.reproduction_checks()))
+        if args.name not in names:
+            raise ConfigError(
+                f"no reproduction check named {args.name!r}; the checks are: "
+                f"{', '.join(names) or 'none recorded in this ledger'}"
+            )
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no results recorded for check {args.name!r} yet")
+        return 0
+    for row in rows:
+        when = row["scheduled_for"] + (" (manual)" if row.get("manual") else "")
+        print(f"{when}  {_render(row)}")
+    return 0
