@@ -192,10 +192,10 @@ def _run(args: argparse.Namespace) -> int:
 
     from prometheus_client import CollectorRegistry
 
-    from rerund.adapters.flyte_control_plane import FlyteControlPlane
     from rerund.adapters.ledger import Ledger
     from rerund.clock import utcnow
     from rerund.policy import load_policies
+    from rerund.runtime.daemon import connect_control_plane
     from rerund.runtime.metrics import Metrics
     from rerund.runtime.repro import ReproRunner
 
@@ -210,15 +210,7 @@ def _run(args: argparse.Namespace) -> int:
     settings.require_runnable()
 
     async def go() -> Any:
-        cp = FlyteControlPlane(
-            endpoint=settings.endpoint,
-            org=settings.org,
-            insecure=settings.plain_http,
-            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
-            rpc_timeout=settings.rpc_timeout.total_seconds(),
-            console_url=settings.console_url,
-        )
-        await cp.connect()
+        cp = await connect_control_plane(settings)
         ledger = Ledger(settings.state)
         try:
             runner = ReproRunner(
