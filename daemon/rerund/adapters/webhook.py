@@ -71,5 +71,5 @@ class WebhookNotifier:
                     delay = min(delay * 2, self._max)
         raise NotificationError(
             f"webhook {redact_url(self._url)} failed after {attempts} attempts (last: {last}); the "
-            "exhausted lineage stays in the ledger (`rerund history`)"
+            "event stays in the ledger (`rerund history`, `rerund repro history`)"
         )
