@@ -231,3 +231,40 @@ def daemons(*procs: DaemonProcess) -> Iterator[tuple[DaemonProcess, ...]]:
         for p in procs:
             if p.alive():
                 p.terminate(timeout=15)
+
+
+def settle(
+    sb: Any,
+    procs: tuple[DaemonProcess, ...] | list[DaemonProcess],
+    policies: Any,
+    timeout: float = 300.0,
+    *,
+    quiet_passes: int = 2,
+) -> Any:
+    """Wait until the control plane holds every rerun the policies owe, nothing is executing
+    and no daemon has anything pending (so no further rerun can appear); return the oracle's
+    ``Audit`` of the final state."""
+    from rerun_oracle import audit
+
+    last: list[Any] = []
+    quiet = [0]
+
+    def done() -> bool:
+        runs = sb.runs()
+        if any(r["phase"] not in ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED") for r in runs):
+            quiet[0] = 0
+            return False
+        a = audit(runs, policies)
+        last[:] = [a]
+        if a.missed or any(p.alive() and p.pending() for p in procs):
+            quiet[0] = 0
+            return False
+        quiet[0] += 1  # a few consecutive quiet looks: nothing is about to be created
+        return quiet[0] >= quiet_passes
+
+    def why() -> str:
+        text = last[0].problems() if last else "(no audit yet)"
+        return text + "\n" + "\n".join(p.logs(4000) for p in procs)
+
+    wait_until("every owed rerun to exist and nothing pending", done, timeout, why, interval=1.0)
+    return last[0]

@@ -1,0 +1,219 @@
+"""The reliability suite of the benchmarks issue: storms of failures while the daemon is killed,
+replicated, or its control plane misbehaves — and every scenario ends with the oracle's check of
+the control plane's own runs (``tests/rerun_oracle.py``): for every lineage the reruns equal
+exactly what the policies owe (no duplicate (root, attempt), none missing), and every daemon
+still answers ``/healthz`` and ``/readyz``.
+
+Each scenario runs twice over: a shortened version in ``make test`` and the full one under
+``@pytest.mark.slow`` (``make chaos``), which also writes its row of the results table in
+``bench/README.md``. Random moments (kills) come from a seeded ``random.Random``; the seed is
+in the test id so a failure can be replayed.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemon_support import DaemonProcess, daemons, settle, total, wait_until
+from results_table import record
+from rerun_oracle import audit, budget_row
+from storms import STORM_WORKLOAD, launch_storm, owed_reruns, storm_policies, write_policies
+
+from rerund.policy import load_policies
+from rerund.sandbox.testing import start_sandbox
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass(frozen=True)
+class Size:
+    failures: int
+    kills: int = 0
+    seed: int = 7
+
+
+SHORT = pytest.param
+
+
+def FULL(*values: Any, id: str, timeout: int = 900) -> Any:  # noqa: N802 - reads like SHORT
+    """A full-size scenario: slow (``make chaos``), with a longer per-test timeout."""
+    return pytest.param(*values, id=id, marks=[pytest.mark.slow, pytest.mark.timeout(timeout)])
+
+
+def _healthy(*procs: DaemonProcess) -> None:
+    for p in procs:
+        assert p.alive(), p.logs()
+        assert p.healthz()[0] == 200
+        p.wait_ready(timeout=60)
+
+
+@pytest.fixture
+def storm_policy_file(tmp_path: Path) -> Path:
+    return write_policies(tmp_path / "policies.yaml", storm_policies())
+
+
+@pytest.mark.parametrize(
+    "size",
+    [
+        SHORT(Size(failures=200, kills=3), id="short-200-failures-3-kills"),
+        FULL(Size(failures=2000, kills=10), id="full-2000-failures-10-kills"),
+    ],
+)
+def test_sigkill_at_random_moments_during_a_storm_neither_duplicates_nor_misses(
+    size: Size, tmp_path: Path, storm_policy_file: Path
+) -> None:
+    rng = random.Random(size.seed)
+    policies = load_policies([storm_policy_file])
+    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0) as sb:
+        d = DaemonProcess(tmp_path / "d", sb, storm_policy_file)
+        with daemons(d):
+            d.wait_ready()
+
+            def kill_and_restart(wave: int) -> None:
+                # a random moment while the wave is being worked on, then SIGKILL and restart
+                time.sleep(rng.uniform(0.2, 2.5))
+                d.kill()
+                d.start()
+
+            launch_storm(sb, size.failures, waves=size.kills, between=kill_and_restart)
+            result = settle(sb, [d], policies, timeout=900)
+            assert d.starts == size.kills + 1
+            assert result.failures == size.failures
+            assert result.owed == owed_reruns(size.failures)
+            assert result.exact(), result.problems()
+            _healthy(d)
+    if size.kills >= 10:
+        record(f"SIGKILL x{size.kills} during a storm", result.row())
+
+
+@pytest.mark.parametrize(
+    ("replicas", "size"),
+    [
+        SHORT(2, Size(failures=120), id="short-2-replicas-120-failures"),
+        SHORT(3, Size(failures=120), id="short-3-replicas-120-failures"),
+        FULL(2, Size(failures=2000), id="full-2-replicas-2000-failures"),
+        FULL(3, Size(failures=2000), id="full-3-replicas-2000-failures"),
+    ],
+)
+def test_replicas_against_one_sandbox_issue_each_rerun_once(
+    replicas: int, size: Size, tmp_path: Path, storm_policy_file: Path
+) -> None:
+    policies = load_policies([storm_policy_file])
+    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0) as sb:
+        procs = tuple(
+            DaemonProcess(tmp_path / f"d{i}", sb, storm_policy_file, name=f"replica{i}") for i in range(replicas)
+        )
+        with daemons(*procs):
+            for p in procs:
+                p.wait_ready()
+            launch_storm(sb, size.failures, waves=3)
+            result = settle(sb, procs, policies, timeout=900)
+            assert result.owed == owed_reruns(size.failures)
+            assert result.exact(), result.problems()
+            _healthy(*procs)
+            # every replica did part of the work, and together exactly the owed reruns
+            issued = [total(p.metrics(), "rerund_reruns_issued_total") for p in procs]
+            assert sum(issued) == result.issued, issued
+    if size.failures >= 1000:
+        record(f"{replicas} replicas during a storm", result.row())
+
+
+@pytest.mark.parametrize(
+    "size",
+    [
+        SHORT(Size(failures=60), id="short-60-failures"),
+        FULL(Size(failures=500), id="full-500-failures"),
+    ],
+)
+def test_sandbox_faults_and_a_sandbox_restart_miss_nothing(
+    size: Size, tmp_path: Path, storm_policy_file: Path
+) -> None:
+    policies = load_policies([storm_policy_file])
+    db = tmp_path / "sandbox.db"
+    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0, db=db) as sb:
+        d = DaemonProcess(tmp_path / "d", sb, storm_policy_file)
+        with daemons(d):
+            d.wait_ready()
+            sb.set_faults(unavailable=0.3, latency_s=0.2, drop_streams_after=50)
+
+            def restart_sandbox(wave: int) -> None:
+                if wave == 0:
+                    time.sleep(2.0)
+                    sb.restart()  # durable: the runs survive in the --db file
+
+            launch_storm(sb, size.failures, waves=2, between=restart_sandbox)
+            wait_until(
+                "a few owed reruns under faults",
+                lambda: audit(sb.runs(), policies).issued >= owed_reruns(size.failures) // 3,
+                600,
+                d.logs,
+                interval=1.0,
+            )
+            m = d.metrics()
+            assert total(m, "rerund_control_plane_errors_total", code="unavailable") > 0
+            sb.set_faults(unavailable=0.0, latency_s=0.0, drop_streams_after=0)
+            result = settle(sb, [d], policies, timeout=900)
+            assert result.owed == owed_reruns(size.failures)
+            assert result.exact(), result.problems()
+            _healthy(d)
+    if size.failures >= 500:
+        record("sandbox faults + sandbox restart", result.row())
+
+
+@pytest.mark.parametrize(
+    ("size", "budget"),
+    [
+        SHORT(Size(failures=500), 20, id="short-500-failures-budget-20"),
+        FULL(Size(failures=10_000), 100, id="full-10000-failures-budget-100", timeout=1200),
+    ],
+)
+def test_a_retry_storm_under_a_global_budget_issues_exactly_the_budget(
+    size: Size, budget: int, tmp_path: Path
+) -> None:
+    # One replica: a budget shared by replicas cannot be exact without coordination (each
+    # replica counts the reruns it can list; two replicas deciding at once may both take the
+    # last slot). See the results section of bench/README.md.
+    doc = storm_policies(budget={"max_reruns": budget, "per": "10m"})
+    policy_file = write_policies(tmp_path / "policies.yaml", doc)
+    policies = load_policies([policy_file])
+    workload: dict[str, Any] = {"tasks": {"storm.flaky": STORM_WORKLOAD["tasks"]["storm.flaky"]}}
+    with start_sandbox(workload=workload, time_scale=1.0) as sb:
+        d = DaemonProcess(tmp_path / "d", sb, policy_file)
+        with daemons(d):
+            d.wait_ready()
+            sb.launch(task="storm.flaky", count=size.failures)
+            deferred = size.failures - budget
+
+            def budget_spent() -> bool:
+                m = d.metrics()
+                return (
+                    total(m, "rerund_budget_deferrals_total", budget="global") >= deferred
+                    and len(d.pending()) == deferred
+                    and total(m, "rerund_reruns_issued_total") >= budget
+                )
+
+            wait_until("the budget to be spent and the rest deferred", budget_spent, 900, d.logs, interval=1.0)
+            sb.wait_idle(timeout=120)
+            time.sleep(3)  # a few more passes: nothing beyond the budget may appear
+            result = audit(sb.runs(), policies)
+            row = budget_row(result, budget)
+            assert row["issued"] == budget and row["duplicates"] == 0 and row["missed"] == 0, row
+            assert result.duplicates == 0 and not result.wrong, result.problems()
+            m = d.metrics()
+            assert total(m, "rerund_budget_deferrals_total", budget="global") == deferred
+            assert total(m, "rerund_reruns_issued_total") == budget
+            assert total(m, "rerund_decisions_total", decision="defer") == deferred
+            body = d.decisions(limit=50)
+            defers = [x for x in body["decisions"] if x["decision"] == "defer"]
+            assert defers and all("budget 'global'" in x["reason"] for x in defers), body["decisions"][:3]
+            assert all(x["not_before"] for x in defers)
+            assert len(body["pending"]) == deferred
+            _healthy(d)
+    if size.failures >= 10_000:
+        record(f"budget {budget} per 10m, retry storm", row)
+
