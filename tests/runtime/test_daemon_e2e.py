@@ -21,7 +21,10 @@ from typing import Any
 import pytest
 import yaml
 from daemon_support import DaemonProcess, daemons, total, wait_until
+from daemon_support import settle as settle_all
 from rerun_oracle import Audit, audit, reruns
+from storms import STORM_WORKLOAD, launch_storm, owed_reruns, storm_policies
+from storms import write_policies as write_storm_policies
 
 from rerund.policy import load_policies
 from rerund.sandbox.testing import SandboxHandle, start_sandbox
@@ -227,3 +230,258 @@ def test_a_mixed_workload_ends_with_exactly_the_owed_reruns(
         assert total(m, "rerund_decisions_total", decision="give_up") == 1
         assert total(m, "rerund_rerun_outcomes_total", outcome="succeeded") == 6
         assert d.healthz()[0] == 200 and d.readyz()[0] == 200
+
+
+# -- crashes, replicas, faults ---------------------------------------------------------------
+
+
+@pytest.fixture
+def storm_policy_file(tmp_path: Path) -> Path:
+    return write_storm_policies(tmp_path / "storm-policies.yaml", storm_policies())
+
+
+def test_a_daemon_sigkilled_mid_storm_and_restarted_neither_duplicates_nor_misses(
+    tmp_path: Path, storm_policy_file: Path
+) -> None:
+    policies = load_policies([storm_policy_file])
+    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0) as sb:
+        d = DaemonProcess(tmp_path / "d", sb, storm_policy_file)
+        with daemons(d):
+            d.wait_ready()
+            launch_storm(sb, 60)
+            # kill once some but not all reruns are issued: mid-storm
+            wait_until(
+                "the storm to be under way",
+                lambda: len(reruns(sb.runs())) >= 5,
+                120,
+                d.logs,
+                interval=0.05,
+            )
+            d.kill()
+            assert 0 < len(reruns(sb.runs())) < owed_reruns(60)
+            d.start()
+            result = settle_all(sb, [d], policies)
+            assert result.owed == owed_reruns(60)
+            assert result.exact(), result.problems()
+            assert d.healthz()[0] == 200 and d.readyz()[0] == 200
+
+
+def test_two_daemons_against_one_sandbox_issue_no_duplicate(tmp_path: Path, storm_policy_file: Path) -> None:
+    policies = load_policies([storm_policy_file])
+    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0) as sb:
+        a = DaemonProcess(tmp_path / "a", sb, storm_policy_file, name="a")
+        b = DaemonProcess(tmp_path / "b", sb, storm_policy_file, name="b")
+        with daemons(a, b):
+            a.wait_ready()
+            b.wait_ready()
+            launch_storm(sb, 60, waves=2)
+            result = settle_all(sb, [a, b], policies)
+            assert result.exact(), result.problems()
+            issued = [total(p.metrics(), "rerund_reruns_issued_total") for p in (a, b)]
+            assert sum(issued) == result.issued == owed_reruns(60), issued
+            # both saw every failure; the one that lost a race was told ALREADY_EXISTS
+            assert all(p.healthz()[0] == 200 and p.readyz()[0] == 200 for p in (a, b))
+
+
+def test_sandbox_faults_unavailable_latency_and_dropped_streams_miss_nothing(
+    tmp_path: Path, storm_policy_file: Path
+) -> None:
+    policies = load_policies([storm_policy_file])
+    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0) as sb:
+        d = DaemonProcess(tmp_path / "d", sb, storm_policy_file)
+        with daemons(d):
+            d.wait_ready()
+            sb.set_faults(unavailable=0.2, latency_s=0.05, drop_streams_after=10)
+            launch_storm(sb, 40)
+            result = settle_all(sb, [d], policies)
+            assert result.owed == owed_reruns(40)
+            assert result.exact(), result.problems()
+            m = d.metrics()
+            assert total(m, "rerund_control_plane_errors_total", code="unavailable") > 0
+            assert "watch of demo/development dropped" in d.logs(10**7)
+            sb.set_faults(unavailable=0.0, latency_s=0.0, drop_streams_after=0)
+            d.wait_ready()
+
+
+def test_a_rerun_whose_creation_keeps_failing_is_retried_until_it_is_created(
+    tmp_path: Path, storm_policy_file: Path
+) -> None:
+    doc = storm_policies()
+    doc["defaults"]["backoff"] = {"initial": "3s", "factor": 1, "max": "3s", "jitter": 0}
+    policy_file = write_storm_policies(tmp_path / "slow-backoff.yaml", doc)
+    policies = load_policies([policy_file])
+    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0) as sb:
+        d = DaemonProcess(tmp_path / "d", sb, policy_file)
+        with daemons(d):
+            d.wait_ready()
+            [name] = sb.launch(task="storm.flaky")
+            wait_until(
+                "the rerun to be decided (due in 3s)",
+                lambda: any(x["run"] == name and x["decision"] == "rerun" for x in d.decisions()["decisions"]),
+                60,
+                d.logs,
+                interval=0.05,
+            )
+            # the control plane is down when the rerun falls due, for longer than the SDK retries
+            sb.set_faults(unavailable=1.0)
+            wait_until(
+                "CreateRun to fail several times",
+                lambda: total(d.metrics(), "rerund_control_plane_errors_total", rpc="CreateRun") >= 3,
+                120,
+                d.logs,
+            )
+            assert reruns(sb.runs()) == []
+            assert f"{sb.project}/{sb.domain}/{name}" in d.pending()  # owed, not abandoned
+            sb.set_faults(unavailable=0.0)
+            result = settle_all(sb, [d], policies)
+            assert result.exact() and result.issued == 1, result.problems()
+            assert "retrying in" in d.logs(10**7)
+            assert total(d.metrics(), "rerund_reruns_issued_total") == 1
+
+
+# -- policies, secrets, signals, dry run -------------------------------------------------------
+
+
+BAD_POLICY = "apiVersion: rerund/v1\npolicies:\n  - name: BAD NAME\n    retry: {max_attempts: -1}\n"
+
+
+def test_an_invalid_policy_reload_keeps_the_old_policies(tmp_path: Path, storm_policy_file: Path) -> None:
+    live = tmp_path / "live"
+    live.mkdir()
+    policy_file = live / "rerund.yaml"
+    policy_file.write_text(storm_policy_file.read_text())
+    policies = load_policies([policy_file])
+    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0) as sb:
+        d = DaemonProcess(tmp_path / "d", sb, live)
+        with daemons(d):
+            d.wait_ready()
+            before = d.metrics()
+            assert total(before, "rerund_policies_loaded") == 2
+
+            def reloads(result: str) -> float:
+                return total(d.metrics(), "rerund_policy_reloads_total", result=result)
+
+            policy_file.write_text(BAD_POLICY)  # a file change
+            wait_until("the changed file to be rejected", lambda: reloads("error") >= 1, 60, d.logs)
+            assert d.proc is not None
+            d.proc.send_signal(signal.SIGHUP)  # and an explicit reload of the same bad file
+            wait_until("the SIGHUP reload to be rejected", lambda: reloads("error") >= 2, 60, d.logs)
+            assert reloads("ok") == 0
+            assert total(d.metrics(), "rerund_policies_loaded") == 2
+            log = d.logs(10**7)
+            assert "rejected" in log and "last good policies (2) stay in force" in log
+            assert "policies[0].name" in log  # the check problems are in the log
+
+            # the old policies are still in force: a storm gets exactly what they owe
+            launch_storm(sb, 20)
+            result = settle_all(sb, [d], policies)
+            assert result.owed == owed_reruns(20)
+            assert result.exact(), result.problems()
+
+            # and a valid file is taken
+            policy_file.write_text(storm_policy_file.read_text().replace("storm-transient", "storm-next"))
+            wait_until("the valid file to be loaded", lambda: reloads("ok") >= 1, 60, d.logs)
+
+
+API_SECRET = "S3cretRerundKey9f8e7d"
+
+
+@pytest.mark.parametrize("via", ["FLYTE_API_KEY", "api_key_file"])
+def test_the_api_key_never_appears_in_logs_metrics_or_decisions(
+    via: str, tmp_path: Path, storm_policy_file: Path
+) -> None:
+    import base64
+
+    key = base64.b64encode(f"sandbox.example.com:rerund-client:{API_SECRET}:sandbox".encode()).decode()
+    env: dict[str, str] = {}
+    extra: dict[str, Any] = {"log_level": "DEBUG"}
+    if via == "FLYTE_API_KEY":
+        env["FLYTE_API_KEY"] = key
+    else:
+        key_file = tmp_path / "api-key"
+        key_file.write_text(key + "\n")
+        os.chmod(key_file, 0o600)
+        extra["api_key_file"] = str(key_file)
+    policies = load_policies([storm_policy_file])
+    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0) as sb:
+        d = DaemonProcess(tmp_path / "d", sb, storm_policy_file, env=env, extra=extra)
+        with daemons(d):
+            d.wait_ready()
+            launch_storm(sb, 10)
+            settle_all(sb, [d], policies)
+            sb.set_faults(unavailable=1.0)  # errors are logged too
+            wait_until(
+                "control-plane errors",
+                lambda: total(d.metrics(), "rerund_control_plane_errors_total") > 0,
+                60,
+                d.logs,
+            )
+            sb.set_faults(unavailable=0.0)
+            exposed = {
+                "/metrics": d.metrics_text(),
+                "/decisions": str(d.decisions()),
+                "/readyz": d.readyz()[1],
+            }
+            assert d.decisions()["settings"]["api_key"] == "set"
+        exposed["log"] = d.log.read_text(errors="replace")
+        for where, text in exposed.items():
+            for secret in (key, API_SECRET):
+                assert secret not in text, f"the API key leaked into {where}"
+
+
+def test_sigterm_stops_the_daemon_within_10_seconds_mid_storm(tmp_path: Path, storm_policy_file: Path) -> None:
+    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0) as sb:
+        d = DaemonProcess(tmp_path / "d", sb, storm_policy_file)
+        with daemons(d):
+            d.wait_ready()
+            sb.set_faults(latency_s=0.5)  # calls are in flight when the signal arrives
+            launch_storm(sb, 40)
+            wait_until("calls in flight", lambda: d.pending() != {}, 60, d.logs, interval=0.05)
+            assert d.proc is not None
+            d.proc.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            d.proc.wait(timeout=30)
+            elapsed = time.monotonic() - started
+            assert d.proc.returncode == 0, d.logs()
+            assert elapsed < 10, f"SIGTERM took {elapsed:.1f}s\n{d.logs()}"
+            assert "rerund stopped" in d.logs()
+
+
+def test_dry_run_records_decisions_and_creates_nothing(
+    mixed: tuple[SandboxHandle, Path], tmp_path: Path
+) -> None:
+    import json
+    import subprocess
+
+    from daemon_support import rerund_binary
+
+    sb, policy_file = mixed
+    d = DaemonProcess(tmp_path / "d", sb, policy_file, args=("--dry-run",))
+    with daemons(d):
+        d.wait_ready()
+        for launch in MIXED_LAUNCHES:
+            sb.launch(**launch)
+        sb.wait_idle(timeout=60)
+        failed = [r["name"] for r in sb.runs() if r["phase"] != "SUCCEEDED"]
+        assert len(failed) == 8
+
+        def all_decided() -> bool:
+            decided = {x["run"] for x in d.decisions()["decisions"]}
+            return set(failed) <= decided and not d.pending()
+
+        wait_until("a decision for every failure", all_decided, 120, d.logs)
+        time.sleep(2)  # a couple more passes: still nothing is created
+        assert reruns(sb.runs()) == []
+        assert sb.request_counts().get("CreateRun", 0) == 0
+        kinds = Counter(x["decision"] for x in d.decisions()["decisions"])
+        assert kinds == {"rerun": 7, "ignore": 1}
+        assert total(d.metrics(), "rerund_reruns_issued_total") == 0
+        assert "would create" in d.logs()
+    history = subprocess.run(
+        [rerund_binary(), "history", "--state", str(d.state), "--format", "json", "--limit", "100"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = json.loads(history.stdout)
+    assert {r["run"] for r in rows} == set(failed)
