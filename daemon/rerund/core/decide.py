@@ -23,7 +23,7 @@ Semantics (the README, ``explain`` and the tests say the same):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from rerund.core.durations import format_duration
 from rerund.core.model import Decision, Failure, Scope
@@ -127,7 +127,7 @@ def _plan(
     labels.update({LABEL_ROOT: root, LABEL_ATTEMPT: str(n), LABEL_POLICY: name})
     base = plan.backoff.base(n)
     delay = plan.backoff.delay(root, n)
-    due = failure.failed_at + delay
+    due = _later(failure.failed_at, delay)
     if trace is not None:
         b = plan.backoff
         trace.append(
@@ -172,6 +172,15 @@ def _plan(
     return Decision(decision="rerun", reason=reason, not_before=due, **common)  # type: ignore[arg-type]
 
 
+def _later(when: datetime, delta: timedelta) -> datetime:
+    """``when + delta``, or the latest representable time when that is past year 9999 (a
+    failure document may say ``failed_at: 9999-12-31T00:00:00Z``): ``decide`` is total."""
+    try:
+        return when + delta
+    except OverflowError:
+        return datetime.max.replace(tzinfo=UTC)
+
+
 def _blocking_budget(
     failure: Failure, policies: PolicySet, rule: Rule, now: datetime, trace: list[str] | None
 ) -> tuple[str, Budget, int, datetime] | None:
@@ -192,7 +201,7 @@ def _blocking_budget(
                 )
             continue
         oldest = failure.budget_oldest.get(budget_name)
-        frees = max(oldest + budget.per, now) if oldest is not None else now + budget.per
+        frees = max(_later(oldest, budget.per), now) if oldest is not None else _later(now, budget.per)
         if trace is not None:
             trace.append(
                 f"budget {budget_name!r}: {used} of {budget.max_reruns} reruns used per {window}: "
