@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_support import DaemonProcess, daemons, settle, total, wait_until
 from results_table import record
-from rerun_oracle import audit, budget_row
-from storms import STORM_WORKLOAD, launch_storm, owed_reruns, storm_policies, write_policies
 
+from daemon_support import DaemonProcess, daemons, settle, total, wait_until
+from rerun_oracle import audit, budget_row
 from rerund.policy import load_policies
 from rerund.sandbox.testing import start_sandbox
+from storms import STORM_WORKLOAD, launch_storm, owed_reruns, storm_policies, write_policies
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +40,7 @@ class Size:
 SHORT = pytest.param
 
 
-def FULL(*values: Any, id: str, timeout: int = 900) -> Any:  # noqa: N802 - reads like SHORT
+def FULL(*values: Any, id: str, timeout: int = 900) -> Any:
     """A full-size scenario: slow (``make chaos``), with a longer per-test timeout."""
     return pytest.param(*values, id=id, marks=[pytest.mark.slow, pytest.mark.timeout(timeout)])
 
@@ -106,7 +106,8 @@ def test_replicas_against_one_sandbox_issue_each_rerun_once(
     policies = load_policies([storm_policy_file])
     with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0) as sb:
         procs = tuple(
-            DaemonProcess(tmp_path / f"d{i}", sb, storm_policy_file, name=f"replica{i}") for i in range(replicas)
+            DaemonProcess(tmp_path / f"d{i}", sb, storm_policy_file, name=f"replica{i}")
+            for i in range(replicas)
         )
         with daemons(*procs):
             for p in procs:
@@ -197,7 +198,9 @@ def test_a_retry_storm_under_a_global_budget_issues_exactly_the_budget(
                     and total(m, "rerund_reruns_issued_total") >= budget
                 )
 
-            wait_until("the budget to be spent and the rest deferred", budget_spent, 900, d.logs, interval=1.0)
+            wait_until(
+                "the budget to be spent and the rest deferred", budget_spent, 900, d.logs, interval=1.0
+            )
             sb.wait_idle(timeout=120)
             time.sleep(3)  # a few more passes: nothing beyond the budget may appear
             result = audit(sb.runs(), policies)
@@ -216,4 +219,3 @@ def test_a_retry_storm_under_a_global_budget_issues_exactly_the_budget(
             _healthy(d)
     if size.failures >= 10_000:
         record(f"budget {budget} per 10m, retry storm", row)
-

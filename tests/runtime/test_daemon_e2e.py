@@ -20,14 +20,14 @@ from typing import Any
 
 import pytest
 import yaml
+
 from daemon_support import DaemonProcess, daemons, total, wait_until
 from daemon_support import settle as settle_all
 from rerun_oracle import Audit, audit, reruns
-from storms import STORM_WORKLOAD, launch_storm, owed_reruns, storm_policies
-from storms import write_policies as write_storm_policies
-
 from rerund.policy import load_policies
 from rerund.sandbox.testing import SandboxHandle, start_sandbox
+from storms import STORM_WORKLOAD, launch_storm, owed_reruns, storm_policies
+from storms import write_policies as write_storm_policies
 
 pytestmark = pytest.mark.e2e
 
@@ -139,9 +139,16 @@ def settle(sb: SandboxHandle, d: DaemonProcess, policies: Any, timeout: float = 
         sb.wait_idle(timeout=60)
         a = audit(sb.runs(), policies)
         result[:] = [a]
-        return a.missed == 0 and not any(r["phase"] not in ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED") for r in sb.runs())
+        return a.missed == 0 and not any(
+            r["phase"] not in ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED") for r in sb.runs()
+        )
 
-    wait_until("every owed rerun to exist", done, timeout, lambda: (result[0].problems() if result else "") + "\n" + d.logs())
+    wait_until(
+        "every owed rerun to exist",
+        done,
+        timeout,
+        lambda: (result[0].problems() if result else "") + "\n" + d.logs(),
+    )
     return result[0]
 
 
@@ -218,10 +225,13 @@ def test_a_mixed_workload_ends_with_exactly_the_owed_reruns(
                 and total(m, "rerund_lineages_recovered_total") == 6
                 and total(m, "rerund_lineages_exhausted_total") == 1
                 and total(m, "rerund_rerun_outcomes_total") == len(reruns(runs))
-                and total(m, "rerund_failures_observed_total") == sum(1 for r in runs if r["phase"] != "SUCCEEDED")
+                and total(m, "rerund_failures_observed_total")
+                == sum(1 for r in runs if r["phase"] != "SUCCEEDED")
             )
 
-        wait_until("the metrics to equal the control plane", metrics_agree, 60, lambda: d.metrics_text() + d.logs())
+        wait_until(
+            "the metrics to equal the control plane", metrics_agree, 60, lambda: d.metrics_text() + d.logs()
+        )
         m = d.metrics()
         assert total(m, "rerund_reruns_issued_total", scope="recover") == 1
         assert total(m, "rerund_reruns_issued_total", scope="failed_action") == 2
@@ -317,7 +327,9 @@ def test_a_rerun_whose_creation_keeps_failing_is_retried_until_it_is_created(
             [name] = sb.launch(task="storm.flaky")
             wait_until(
                 "the rerun to be decided (due in 3s)",
-                lambda: any(x["run"] == name and x["decision"] == "rerun" for x in d.decisions()["decisions"]),
+                lambda: any(
+                    x["run"] == name and x["decision"] == "rerun" for x in d.decisions()["decisions"]
+                ),
                 60,
                 d.logs,
                 interval=0.05,
@@ -429,7 +441,9 @@ def test_the_api_key_never_appears_in_logs_metrics_or_decisions(
                 assert secret not in text, f"the API key leaked into {where}"
 
 
-def test_sigterm_stops_the_daemon_within_10_seconds_mid_storm(tmp_path: Path, storm_policy_file: Path) -> None:
+def test_sigterm_stops_the_daemon_within_10_seconds_mid_storm(
+    tmp_path: Path, storm_policy_file: Path
+) -> None:
     with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0) as sb:
         d = DaemonProcess(tmp_path / "d", sb, storm_policy_file)
         with daemons(d):
