@@ -440,6 +440,12 @@ class Reconciler:
         for tracked in self._tracked.values():
             if tracked.ref.scope == scope and tracked.created_at < since:
                 since = tracked.created_at
+        # A failure still owed a decision (deferred, retried, or re-decided after a policy
+        # reload) may already have its rerun, created after it failed: list back that far so
+        # the index finds it by (root, attempt) whatever name the policies now give it.
+        for ref, pending in self._pending.items():
+            if ref.scope == scope and pending.failed_at < since:
+                since = pending.failed_at
         listed = await self._cp.list_reruns(project, domain, since=since)
         by_policy: dict[RunRef, str] = {}
         if any(LABEL_POLICY not in r.labels for r in listed):
@@ -450,18 +456,25 @@ class Reconciler:
                 for r in await self._cp.list_reruns(project, domain, since=now - window, policy=name):
                     by_policy[r.ref] = name
         fresh = _Index()
+        unknown: list[_RerunInfo] = []
         for r in listed:
             labels = r.labels
-            fresh.add(
-                _RerunInfo(
-                    ref=r.ref,
-                    created_at=r.created_at,
-                    policy=labels.get(LABEL_POLICY) or by_policy.get(r.ref),
-                    root=labels.get(LABEL_ROOT),
-                    attempt=_attempt(labels) if LABEL_ATTEMPT in labels else None,
-                )
+            info = _RerunInfo(
+                ref=r.ref,
+                created_at=r.created_at,
+                policy=labels.get(LABEL_POLICY) or by_policy.get(r.ref),
+                root=labels.get(LABEL_ROOT),
+                attempt=_attempt(labels) if LABEL_ATTEMPT in labels else None,
             )
+            known = self._index.by_name.get(r.ref)
+            if info.root is None and known is not None and known.root is not None:
+                info.root, info.attempt = known.root, known.attempt
+                info.policy = info.policy or known.policy
+            if info.root is None:
+                unknown.append(info)
+            fresh.add(info)
             self._observe_rerun(r, now)
+        await self._learn_lineages(unknown)
         # Keep other scopes, and what this listing cannot know yet (created by us while it ran).
         for ref, info in self._index.by_name.items():
             if ref.scope != scope or (
@@ -470,6 +483,27 @@ class Reconciler:
                 fresh.add(info)
         self._index = fresh
         return len(listed)
+
+    async def _learn_lineages(self, infos: Sequence[_RerunInfo]) -> None:
+        """Read the lineage labels of listed reruns this process does not know yet (one
+        GetRunDetails each, once: the index keeps what it learned). Open-source Flyte lists
+        runs without labels, and a rerun must be recognised by (root, attempt), not only by
+        name: after a policy reload or a restart the policies may name that attempt
+        differently. A failed read leaves the rerun known by name only until the next pass."""
+
+        async def learn(info: _RerunInfo) -> None:
+            async with self._reads:
+                try:
+                    run = await self._cp.get_run(info.ref)
+                except ControlPlaneError as exc:
+                    self._count_error(exc)
+                    return
+            if LABEL_ROOT in run.labels:
+                info.root = run.labels[LABEL_ROOT]
+                info.attempt = _attempt(run.labels) if LABEL_ATTEMPT in run.labels else None
+                info.policy = info.policy or run.labels.get(LABEL_POLICY)
+
+        await asyncio.gather(*(learn(i) for i in infos))
 
     def _budget_counts(
         self, now: datetime, budgets: Mapping[str, timedelta]
