@@ -499,3 +499,75 @@ def test_dry_run_records_decisions_and_creates_nothing(
     )
     rows = json.loads(history.stdout)
     assert {r["run"] for r in rows} == set(failed)
+
+
+def test_a_policy_reload_never_reruns_a_failure_again_under_a_new_name(
+    tmp_path: Path, storm_policy_file: Path
+) -> None:
+    """Reloaded policies re-decide settled failures (one ignored before may be owed a rerun
+    now). A failure already rerun must be found rerun even when its rerun is older than the
+    resync window and the new policies name reruns differently."""
+    doc = storm_policies()
+    doc["policies"][1]["retry"]["name"] = "{root}-a{attempt}"
+    live = tmp_path / "live"
+    live.mkdir()
+    policy_file = write_storm_policies(live / "rerund.yaml", doc)
+    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0) as sb:
+        d = DaemonProcess(tmp_path / "d", sb, live, overlap="1s")
+        with daemons(d):
+            d.wait_ready()
+            launch_storm(sb, 3)  # storm.flaky: one rerun each, then recovered
+            settle_all(sb, [d], load_policies([policy_file]))
+            assert len(reruns(sb.runs())) == 3
+            time.sleep(5)  # several passes: the reruns are now older than watermark - overlap
+
+            doc["policies"][1]["retry"]["name"] = "{root}-b{attempt}"
+            write_storm_policies(policy_file, doc)
+            wait_until(
+                "the reload",
+                lambda: total(d.metrics(), "rerund_policy_reloads_total", result="ok") >= 1,
+                60,
+                d.logs,
+            )
+            passes = total(d.metrics(), "rerund_last_sync_timestamp_seconds")
+            wait_until(
+                "a few passes after the reload",
+                lambda: total(d.metrics(), "rerund_last_sync_timestamp_seconds") > passes + 3,
+                60,
+                d.logs,
+            )
+            sb.wait_idle(timeout=60)
+            names = sorted(r["name"] for r in reruns(sb.runs()))
+            assert len(names) == 3, f"reruns issued twice after the reload: {names}\n{d.logs()}"
+            assert not d.pending()
+
+
+def test_a_daemon_restarted_with_a_new_name_template_does_not_rerun_again(
+    tmp_path: Path, storm_policy_file: Path
+) -> None:
+    doc = storm_policies()
+    doc["policies"][1]["retry"]["name"] = "{root}-a{attempt}"
+    live = tmp_path / "live"
+    live.mkdir()
+    policy_file = write_storm_policies(live / "rerund.yaml", doc)
+    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0) as sb:
+        d = DaemonProcess(tmp_path / "d", sb, live)
+        with daemons(d):
+            d.wait_ready()
+            launch_storm(sb, 3)
+            wait_until("three reruns", lambda: len(reruns(sb.runs())) == 3, 120, d.logs)
+            d.kill()
+            doc["policies"][1]["retry"]["name"] = "{root}-b{attempt}"
+            write_storm_policies(policy_file, doc)
+            d.start()
+            d.wait_ready()
+            passes = total(d.metrics(), "rerund_last_sync_timestamp_seconds")
+            wait_until(
+                "a few passes after the restart",
+                lambda: total(d.metrics(), "rerund_last_sync_timestamp_seconds") > passes + 3,
+                60,
+                d.logs,
+            )
+            sb.wait_idle(timeout=60)
+            names = sorted(r["name"] for r in reruns(sb.runs()))
+            assert len(names) == 3, f"reruns issued twice after the restart: {names}\n{d.logs()}"
