@@ -367,8 +367,11 @@ class Reconciler:
             self._advance_watermark(scope, now)
         await self._redecide_due(now)
         if not errors:
-            self.last_sync = now
-            self._metrics.last_sync.set(now.timestamp())
+            # When the pass finished, not when it began: a pass over a large backlog (thousands
+            # of deferred failures listed again) must not read as an old sync when it ends.
+            done = self._clock()
+            self.last_sync = done
+            self._metrics.last_sync.set(done.timestamp())
         else:
             log.warning("resync pass incomplete (will retry next poll): %s", "; ".join(errors))
         return SyncReport(ok=not errors, failed_runs=failed_total, reruns_listed=reruns, errors=tuple(errors))
