@@ -46,9 +46,9 @@ test: lint deploy-tools
 	$(BIN)/rerund test policies/
 	$(BIN)/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 
-## chaos: the full reliability suite
+## chaos: the full reliability suite; writes its results table into bench/README.md
 chaos: $(STAMP)
-	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+	RERUND_WRITE_RESULTS=1 $(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 ## bench: benchmarks; JSON in bench/results/, a table in bench/README.md
 bench: $(STAMP)

@@ -23,7 +23,7 @@ import yaml
 
 from daemon_support import DaemonProcess, daemons, total, wait_until
 from daemon_support import settle as settle_all
-from rerun_oracle import Audit, audit, reruns
+from rerun_oracle import reruns
 from rerund.policy import load_policies
 from rerund.sandbox.testing import SandboxHandle, start_sandbox
 from storms import STORM_WORKLOAD, launch_storm, owed_reruns, storm_policies
@@ -131,27 +131,6 @@ def write_policies(path: Path, doc: dict[str, Any]) -> Path:
     return path
 
 
-def settle(sb: SandboxHandle, d: DaemonProcess, policies: Any, timeout: float = 180.0) -> Audit:
-    """Wait until the control plane holds every owed rerun and nothing runs; return the audit."""
-    result: list[Audit] = []
-
-    def done() -> bool:
-        sb.wait_idle(timeout=60)
-        a = audit(sb.runs(), policies)
-        result[:] = [a]
-        return a.missed == 0 and not any(
-            r["phase"] not in ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED") for r in sb.runs()
-        )
-
-    wait_until(
-        "every owed rerun to exist",
-        done,
-        timeout,
-        lambda: (result[0].problems() if result else "") + "\n" + d.logs(),
-    )
-    return result[0]
-
-
 @pytest.fixture
 def mixed(tmp_path: Path) -> Iterator[tuple[SandboxHandle, Path]]:
     with start_sandbox(workload=MIXED_WORKLOAD, time_scale=TIME_SCALE) as sb:
@@ -168,7 +147,7 @@ def test_a_mixed_workload_ends_with_exactly_the_owed_reruns(
         d.wait_ready()
         for launch in MIXED_LAUNCHES:
             sb.launch(**launch)
-        result = settle(sb, d, policies)
+        result = settle_all(sb, [d], policies)
         runs = sb.runs()
         assert result.exact(), result.problems()
 
