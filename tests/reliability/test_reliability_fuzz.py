@@ -70,7 +70,7 @@ FAILURE_KEYS = [
 SHORT = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
-FULL = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FULL = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # -- strategies --------------------------------------------------------------------------------

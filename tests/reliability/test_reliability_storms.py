@@ -96,8 +96,8 @@ def test_sigkill_at_random_moments_during_a_storm_neither_duplicates_nor_misses(
     [
         SHORT(2, Size(failures=120), id="short-2-replicas-120-failures"),
         SHORT(3, Size(failures=120), id="short-3-replicas-120-failures"),
-        FULL(2, Size(failures=2000), id="full-2-replicas-2000-failures"),
-        FULL(3, Size(failures=2000), id="full-3-replicas-2000-failures"),
+        FULL(2, Size(failures=1000), id="full-2-replicas-1000-failures"),
+        FULL(3, Size(failures=1000), id="full-3-replicas-1000-failures"),
     ],
 )
 def test_replicas_against_one_sandbox_issue_each_rerun_once(
