@@ -241,20 +241,16 @@ def test_a_daemon_sigkilled_mid_storm_and_restarted_neither_duplicates_nor_misse
         d = DaemonProcess(tmp_path / "d", sb, storm_policy_file)
         with daemons(d):
             d.wait_ready()
-            launch_storm(sb, 60)
-            # kill once some but not all reruns are issued: mid-storm
-            wait_until(
-                "the storm to be under way",
-                lambda: len(reruns(sb.runs())) >= 5,
-                120,
-                d.logs,
-                interval=0.05,
-            )
+            launch_storm(sb, 30)
+            # SIGKILL while the first wave is being worked on ...
+            wait_until("the storm to be under way", lambda: len(reruns(sb.runs())) >= 5, 120, d.logs, 0.05)
             d.kill()
-            assert 0 < len(reruns(sb.runs())) < owed_reruns(60)
+            # ... and the second wave fails while the daemon is down
+            launch_storm(sb, 30)
             d.start()
             result = settle_all(sb, [d], policies)
-            assert result.owed == owed_reruns(60)
+            assert result.failures == 60
+            assert result.owed == 2 * owed_reruns(30)
             assert result.exact(), result.problems()
             assert d.healthz()[0] == 200 and d.readyz()[0] == 200
 
@@ -300,7 +296,7 @@ def test_a_rerun_whose_creation_keeps_failing_is_retried_until_it_is_created(
     tmp_path: Path, storm_policy_file: Path
 ) -> None:
     doc = storm_policies()
-    doc["defaults"]["backoff"] = {"initial": "3s", "factor": 1, "max": "3s", "jitter": 0}
+    doc["defaults"]["backoff"] = {"initial": "5s", "factor": 1, "max": "5s", "jitter": 0}
     policy_file = write_storm_policies(tmp_path / "slow-backoff.yaml", doc)
     policies = load_policies([policy_file])
     with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0) as sb:
@@ -309,7 +305,7 @@ def test_a_rerun_whose_creation_keeps_failing_is_retried_until_it_is_created(
             d.wait_ready()
             [name] = sb.launch(task="storm.flaky")
             wait_until(
-                "the rerun to be decided (due in 3s)",
+                "the rerun to be decided (due in 5s)",
                 lambda: any(
                     x["run"] == name and x["decision"] == "rerun" for x in d.decisions()["decisions"]
                 ),
