@@ -27,7 +27,7 @@ from rerund.policy import load_policies
 from rerund.sandbox.testing import start_sandbox
 from storms import STORM_WORKLOAD, launch_storm, owed_reruns, storm_policies, write_policies
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]  # generous: the machine may be loaded
 
 
 @dataclass(frozen=True)

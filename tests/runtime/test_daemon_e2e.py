@@ -33,7 +33,7 @@ from rerund.sandbox.testing import SandboxHandle, start_sandbox
 from storms import STORM_WORKLOAD, launch_storm, owed_reruns, storm_policies
 from storms import write_policies as write_storm_policies
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]  # generous: the machine may be loaded
 
 TIME_SCALE = 0.2
 
