@@ -47,6 +47,7 @@ from typing import Any, Protocol
 
 from rerund.core.decide import Explanation
 from rerund.core.model import Decision, Failure, Phase, Scope
+from rerund.core.repro import LABEL_REPRO
 from rerund.core.rules import PolicySet
 from rerund.errors import (
     AlreadyExistsError,
@@ -501,10 +502,11 @@ class Reconciler:
                 except ControlPlaneError as exc:
                     self._count_error(exc)
                     return
-            if LABEL_ROOT in run.labels:
-                info.root = run.labels[LABEL_ROOT]
-                info.attempt = _attempt(run.labels) if LABEL_ATTEMPT in run.labels else None
-                info.policy = info.policy or run.labels.get(LABEL_POLICY)
+            # "" = read, and not part of a lineage (a reproduction rerun inherits the labels of
+            # the run it reruns): never read again
+            info.root = "" if LABEL_REPRO in run.labels else run.labels.get(LABEL_ROOT, "")
+            info.attempt = _attempt(run.labels) if LABEL_ATTEMPT in run.labels else None
+            info.policy = info.policy or run.labels.get(LABEL_POLICY)
 
         await asyncio.gather(*(learn(i) for i in infos))
 
