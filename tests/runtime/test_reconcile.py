@@ -453,3 +453,38 @@ def test_secret_looking_env_values_are_masked_in_decisions_and_the_ledger(tmp_pa
     [entry] = world.rec.recent
     assert entry["env"]["API_TOKEN"] == "***"
     assert "s3cr3t" not in str(world.ledger.history(limit=10))
+
+
+def test_watch_events_wait_for_a_reruns_listing_of_the_policies_in_force(world: World) -> None:
+    """A failure seen on the stream before the reruns are listed (at start, or right after a
+    reload) is left to the pass, which knows every existing rerun of its lineage."""
+    world.cp.add_failed("old", at=T0)
+    world.clock.advance(60)
+
+    async def watch(run_name: str) -> None:
+        await world.rec.on_watch(world.cp.runs[world.cp.ref(run_name)].summary())
+        assert await world.rec.drain(timeout=10)
+
+    asyncio.run(watch("old"))
+    assert world.cp.reruns() == [] and world.cp.calls["read_failure"] == 0
+
+    world.sync()
+    assert [r.ref.name for r in world.cp.reruns()] == ["old-retry-1"]
+
+    world.cp.add_failed("new", at=world.clock())
+    world.clock.advance(60)
+    asyncio.run(watch("new"))
+    assert [r.ref.name for r in world.cp.reruns()] == ["new-retry-1", "old-retry-1"]
+
+    # A reload that renames reruns: the old failure is re-decided, but only by the pass.
+    world.set_policies(
+        POLICIES.replace(
+            "      scope: failed_action\n",
+            "      scope: failed_action\n      name: '{root}-again-{attempt}'\n",
+        )
+    )
+    world.rec.policies_changed()
+    asyncio.run(watch("old"))
+    assert len(world.cp.reruns()) == 2
+    world.sync()
+    assert [r.ref.name for r in world.cp.reruns()] == ["new-retry-1", "old-retry-1"]

@@ -288,6 +288,11 @@ class Reconciler:
         self._watermarks: dict[str, datetime] = {}
         self._floors: dict[str, datetime] = {}
         self._generation = 0
+        # The policy generation the reruns index was last listed for (-1: never). Until a
+        # listing covers the current generation, watch events leave failed runs to the next
+        # pass: deciding them against an index that may not know their reruns could issue an
+        # attempt again under another name (after a reload or restart that renamed reruns).
+        self._indexed_generation = -1
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._novel_fallback: set[tuple[Any, ...]] = set()
@@ -342,6 +347,7 @@ class Reconciler:
         pending items that are due, advance the watermark. ``ok`` when every list succeeded."""
         now = self._clock()
         errors: list[str] = []
+        generation = self._generation
         policies = self._policies()
         reruns = 0
         for project, domain in self._scopes:
@@ -350,6 +356,8 @@ class Reconciler:
             except ControlPlaneError as exc:
                 self._count_error(exc)
                 errors.append(f"{project}/{domain}: {exc}")
+        if not errors:
+            self._indexed_generation = generation
         failed_total = 0
         for project, domain in self._scopes:
             scope = f"{project}/{domain}"
@@ -386,6 +394,8 @@ class Reconciler:
         if summary.phase in FAILED_PHASES:
             if summary.ended_at is not None and summary.ended_at < self._floor(summary.ref.scope, now):
                 return  # older than the lookback (e.g. in the stream's first snapshot)
+            if self._indexed_generation != self._generation:
+                return  # the reruns index is not listed yet for these policies: the pass decides it
             async with self._reads:
                 await self._handle(summary, now)
 
