@@ -27,6 +27,8 @@ settings (file < RERUND_* environment < flags):
   http                metrics/health address (default 127.0.0.1:9464)      RERUND_HTTP ('off' disables)
   dry_run             decide and record, create nothing                    RERUND_DRY_RUN
   poll_interval       resync period (default 30s)                          RERUND_POLL_INTERVAL
+  watch               WatchRuns stream per scope (default true; false =    RERUND_WATCH
+                      ListRuns polling every poll_interval only)
   lookback            how far back the first start looks (default 1h)      RERUND_LOOKBACK
   overlap             resync overlap behind the watermark (default 5m)     RERUND_OVERLAP
   max_concurrent_reruns  creates in flight at once (default 8)             RERUND_MAX_CONCURRENT_RERUNS
@@ -57,6 +59,13 @@ def register(sub: Any) -> None:
     run.add_argument("--http", metavar="HOST:PORT", help="metrics/health address, or 'off'")
     run.add_argument("--dry-run", action="store_true", default=None, help="decide and record, create nothing")
     run.add_argument("--poll-interval", metavar="DURATION", help="resync period, e.g. 30s")
+    run.add_argument(
+        "--no-watch",
+        dest="watch",
+        action="store_false",
+        default=None,
+        help="no WatchRuns stream: find failures by polling only (every --poll-interval)",
+    )
     run.add_argument("--lookback", metavar="DURATION", help="how far back the first start looks, e.g. 1h")
     run.add_argument("--max-concurrent-reruns", type=int, metavar="N")
     run.add_argument("--api-key-file", metavar="FILE", help="file holding the API key (else FLYTE_API_KEY)")
@@ -130,6 +139,7 @@ def _settings(args: argparse.Namespace) -> Any:
         "http": args.http,
         "dry_run": args.dry_run,
         "poll_interval": args.poll_interval,
+        "watch": args.watch,
         "lookback": args.lookback,
         "max_concurrent_reruns": args.max_concurrent_reruns,
         "api_key_file": args.api_key_file,

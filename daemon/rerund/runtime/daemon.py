@@ -6,7 +6,7 @@ What runs, all on one asyncio event loop:
   after a watch stream reconnects (to cover the gap). This is the safety net that makes a
   missed stream message harmless;
 - one **watcher** per scope — a WatchRuns stream for low latency, reconnected with capped
-  exponential backoff whenever it drops;
+  exponential backoff whenever it drops (``watch: false`` turns the streams off: polling only);
 - the **scheduler** (APScheduler) — wakes failures whose rerun is not yet due;
 - a **policy watcher** — reloads the policies on SIGHUP and when a policy file changes. An
   invalid file is rejected with its ``check`` problems in the log and
@@ -243,12 +243,13 @@ class Daemon:
         if self._install_signals:
             self._signals(install=True)
         log.info(
-            "rerund started: endpoint %s, org %s, scopes %s, %d policies (%s), poll every %s, %s%s",
+            "rerund started: endpoint %s, org %s, scopes %s, %d policies (%s), %spoll every %s, %s%s",
             s.endpoint or "(from the API key)",
             s.org,
             ", ".join(sc.key for sc in s.scopes),
             len(policies),
             ", ".join(policies.names()),
+            "watch + " if s.watch else "no watch (polling only), ",
             format_duration(s.poll_interval),
             f"HTTP on {self.http.url}" if self.http else "HTTP off",
             ", DRY RUN: nothing is created" if s.dry_run else "",
@@ -261,10 +262,11 @@ class Daemon:
                 ", ".join(f"{c.name} ({c.schedule} {c.timezone})" for c in policies.reproductions),
             )
         tasks = [asyncio.create_task(self._poller(), name="poller")]
-        tasks += [
-            asyncio.create_task(self._watcher(sc.project, sc.domain), name=f"watch {sc.key}")
-            for sc in s.scopes
-        ]
+        if s.watch:
+            tasks += [
+                asyncio.create_task(self._watcher(sc.project, sc.domain), name=f"watch {sc.key}")
+                for sc in s.scopes
+            ]
         tasks.append(asyncio.create_task(self._policy_watcher(), name="policies"))
         tasks.append(asyncio.create_task(self._pruner(ledger), name="pruner"))
         if not s.dry_run:

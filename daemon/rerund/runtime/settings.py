@@ -135,6 +135,9 @@ class Settings(_Frozen):
     http: str = "127.0.0.1:9464"
     dry_run: bool = False
     poll_interval: Duration = timedelta(seconds=30)
+    # False: no WatchRuns stream, ListRuns polling only (for control planes without WatchRuns,
+    # or to measure what the stream buys); failures are then seen within one poll_interval.
+    watch: bool = True
     lookback: Duration = timedelta(hours=1)
     overlap: Duration = timedelta(minutes=5)
     max_concurrent_reruns: int = Field(default=8, ge=1, le=1000)
@@ -218,6 +221,7 @@ _ENV_KEYS: dict[str, str] = {
     "http": "str",
     "dry_run": "bool",
     "poll_interval": "str",
+    "watch": "bool",
     "lookback": "str",
     "overlap": "str",
     "max_concurrent_reruns": "str",
