@@ -282,7 +282,10 @@ async def _respond(send: Send, status: int, body: bytes, content_type: str = "ap
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening-ready TCP socket on ``host:port`` (port 0 picks a free port)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on accepted sockets whose proto
+    # is IPPROTO_TCP, and accepted sockets inherit it from this one. Without it, Nagle holds
+    # every response body back until the client's delayed ACK (~40 ms per RPC on keep-alive).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
