@@ -30,6 +30,7 @@ examples:
 
 admin endpoint (not part of Flyte's API):
   GET  /_sandbox/stats     RPC counts by method, runs by phase, faults
+  GET  /_sandbox/requests  RPC counts by method, and by run and method
   POST /_sandbox/faults    {"unavailable": 0.2, "latency": "50ms", "drop_streams_after": 50}
   GET  /_sandbox/runs      every run as JSON
   POST /_sandbox/runs      {"task": "train.fit", "count": 2, "labels": {}, "inputs": {}}

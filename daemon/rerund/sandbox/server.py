@@ -8,6 +8,7 @@ The admin API is not part of Flyte's API (JSON over plain HTTP)::
 
     GET  /_sandbox/stats    {"requests": {"CreateRun": 3, ...}, "runs": {"FAILED": 2, ...}, "faults": {...}}
     POST /_sandbox/faults   {"unavailable": 0.2, "latency": "50ms", "drop_streams_after": 50}
+    GET  /_sandbox/requests {"by_method": {"CreateRun": 3, ...}, "by_run": {"r1": {"GetRunDetails": 2}}}
     GET  /_sandbox/runs     [{"name": ..., "phase": "FAILED", ...}, ...]
     POST /_sandbox/runs     {"task": "train.fit", "count": 2, "labels": {}, "inputs": {}} -> {"runs": [...]}
 """
@@ -39,6 +40,7 @@ from rerund.sandbox.service import (
     Faults,
     Hub,
     RpcStats,
+    RunRequestCounts,
     SandboxClusterService,
     SandboxDataProxyService,
     SandboxRunService,
@@ -137,6 +139,7 @@ class Sandbox:
         self.rng = random.Random(seed)
         self.faults = faults or Faults()
         self.stats = RpcStats(self.faults, self.rng)
+        self.run_counts = RunRequestCounts()
         self.store: Store | None = None
         self.engine: Engine | None = None
         self.hub = Hub()
@@ -152,7 +155,7 @@ class Sandbox:
         self.engine = engine
         store.listeners.append(self.hub.publish)
         args = (store, engine, self.hub, self.stats)
-        interceptors = [self.stats]
+        interceptors: list[Any] = [self.stats, self.run_counts]
         apps: list[Any] = [
             RunServiceASGIApplication(SandboxRunService(*args), interceptors=interceptors),
             DataProxyServiceASGIApplication(SandboxDataProxyService(*args), interceptors=interceptors),
@@ -233,6 +236,8 @@ class Sandbox:
                 result: Any = self.stats_json()
             elif (method, route) == ("POST", "faults"):
                 result = self.set_faults(**body).as_json()
+            elif (method, route) == ("GET", "requests"):
+                result = {"by_method": dict(self.stats.counts), "by_run": self.run_counts.as_json()}
             elif (method, route) == ("GET", "runs"):
                 result = [run_snapshot(r) for r in self.store.runs.values()]
             elif (method, route) == ("POST", "runs"):
@@ -254,7 +259,7 @@ class Sandbox:
                     json.dumps(
                         {
                             "error": f"no admin route {method} /_sandbox/{route}; "
-                            "routes: GET stats, POST faults, GET runs, POST runs"
+                            "routes: GET stats, POST faults, GET runs, POST runs, GET requests"
                         }
                     ).encode(),
                 )

@@ -40,6 +40,7 @@ __all__ = [
     "Faults",
     "Hub",
     "RpcStats",
+    "RunRequestCounts",
     "SandboxClusterService",
     "SandboxDataProxyService",
     "SandboxRunService",
@@ -93,6 +94,38 @@ class RpcStats:
 
     async def on_end(self, token: None, ctx: Ctx, error: Exception | None) -> None:
         return None
+
+
+class RunRequestCounts:
+    """Counts unary RPCs per run: run name -> method -> requests. The run is the one the request
+    names in ``run_id`` or ``action_id.run`` (for CreateRun and UploadInputs: the run being
+    created). Requests without a run (ListRuns, SelectCluster) and streams are not counted
+    here, nor requests refused by an injected fault. A Connect unary interceptor; it shows
+    whether a client asks the same thing about the same run twice."""
+
+    def __init__(self) -> None:
+        self.counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
+
+    async def intercept_unary(self, call_next: Callable[[Any, Ctx], Any], request: Any, ctx: Ctx) -> Any:
+        name = _subject_run(request)
+        if name:
+            self.counts[name][ctx.method().name] += 1
+        return await call_next(request, ctx)
+
+    def as_json(self) -> dict[str, dict[str, int]]:
+        return {run: dict(methods) for run, methods in self.counts.items()}
+
+
+def _subject_run(request: Any) -> str:
+    for field_name in ("run_id", "action_id"):
+        try:
+            present = request.HasField(field_name)
+        except ValueError:  # the message has no such field
+            continue
+        if present:
+            ident = getattr(request, field_name)
+            return str(ident.name if field_name == "run_id" else ident.run.name)
+    return ""
 
 
 class Hub:

@@ -168,6 +168,12 @@ class SandboxHandle:
         counts: dict[str, int] = self._call(lambda sb: dict(sb.stats.counts))
         return counts
 
+    def request_counts_by_run(self) -> dict[str, dict[str, int]]:
+        """Unary RPCs served so far per run and method, e.g. ``{"r1": {"GetRunDetails": 2}}``
+        (see ``RunRequestCounts``)."""
+        counts: dict[str, dict[str, int]] = self._call(lambda sb: sb.run_counts.as_json())
+        return counts
+
     def stats(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call(lambda sb: sb.stats_json())
         return result
