@@ -65,6 +65,7 @@ def measure_ceiling(tmp: Path, n: int, mode: str, concurrency: int = CONCURRENCY
         names = tmp / f"sources-{mode}.json"
         names.write_text(json.dumps(sources))
         before = sb.usage()
+        counts_before = sb.counts()
         proc = subprocess.run(
             [
                 sys.executable,
@@ -87,6 +88,7 @@ def measure_ceiling(tmp: Path, n: int, mode: str, concurrency: int = CONCURRENCY
         client = json.loads(proc.stdout.strip().splitlines()[-1])
         window = _storm_window(sb, set(sources))
         sandbox_cpu = round(sb.usage()["cpu_s"] - before["cpu_s"], 2)
+        counts = diff_counts(counts_before, sb.counts())
     label = {"raw": "ceiling: CreateRun alone", "sdk": "ceiling: SDK rerun path"}[mode]
     return {
         "who": label,
@@ -99,7 +101,13 @@ def measure_ceiling(tmp: Path, n: int, mode: str, concurrency: int = CONCURRENCY
         "duplicates": window["duplicates"],
         "missing": window["missing"],
         "concurrency": concurrency,
+        "rpcs": counts,
     }
+
+
+def diff_counts(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """RPCs by method served between two ``counts()`` snapshots (methods with none left out)."""
+    return {k: after[k] - before.get(k, 0) for k in sorted(after) if after[k] - before.get(k, 0)}
 
 
 def measure_rerund(tmp: Path, n: int, **settings: Any) -> dict[str, Any]:

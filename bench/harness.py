@@ -423,7 +423,7 @@ def table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
 def markdown(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
     def cell(v: Any) -> str:
         if v is None:
-            return "–"
+            return "-"
         if isinstance(v, float):
             return f"{v:g}"
         return str(v)
