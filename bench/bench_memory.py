@@ -42,7 +42,7 @@ def _ledger_bytes(state: Path) -> int:
 def _rows(path: Path) -> dict[str, int]:
     with sqlite3.connect(path) as db:
         return {
-            t: int(db.execute(f"SELECT count(*) FROM {t}").fetchone()[0])  # noqa: S608
+            t: int(db.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
             for t in ("failures", "decisions", "issues", "outcomes")
         }
 
@@ -82,7 +82,9 @@ def _retention_check(state: Path, tmp: Path) -> dict[str, Any]:
     }
 
 
-def run(quick: bool = False, long: bool = False, wave: int | None = None, waves: int | None = None) -> dict[str, Any]:
+def run(
+    quick: bool = False, long: bool = False, wave: int | None = None, waves: int | None = None
+) -> dict[str, Any]:
     size = wave if wave is not None else (QUICK_WAVE if quick else WAVE)
     count = waves if waves is not None else (QUICK_WAVES if quick else WAVES_LONG if long else WAVES)
     rows: list[dict[str, Any]] = []

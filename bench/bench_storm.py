@@ -37,9 +37,7 @@ CONCURRENCY = 8
 
 
 def _wait_failed(sb: h.Sandbox, n: int, timeout: float) -> None:
-    h.wait_until(
-        f"{n} runs to fail", lambda: sb.stats()["runs"].get("FAILED", 0) >= n, timeout, interval=0.2
-    )
+    h.wait_until(f"{n} runs to fail", lambda: sb.stats()["runs"].get("FAILED", 0) >= n, timeout, interval=0.2)
 
 
 def _storm_window(sb: h.Sandbox, sources: set[str]) -> dict[str, Any]:

@@ -275,9 +275,7 @@ def sandbox(tmp: Path, tasks: Mapping[str, Any] | None = None, db: str = ":memor
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     sb = Sandbox(proc, port, log, config)
     try:
-        wait_until(
-            "the sandbox to serve", lambda: proc.poll() is None and bool(sb.stats()), 60, interval=0.1
-        )
+        wait_until("the sandbox to serve", lambda: proc.poll() is None and bool(sb.stats()), 60, interval=0.1)
     except TimeoutError:
         _stop(proc)
         raise RuntimeError(f"the sandbox did not start:\n{_tail(log)}") from None
