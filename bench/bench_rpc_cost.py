@@ -51,33 +51,33 @@ def _repeats(by_run: dict[str, dict[str, int]], names: list[str]) -> dict[str, A
 
 
 def _window(
-    sb: h.Sandbox, d: h.Daemon, task: str, k: int, handled: Callable[[], bool]
+    sb: h.Sandbox, task: str, k: int, handled: Callable[[], bool]
 ) -> tuple[list[str], dict[str, int]]:
     """Launch ``k`` runs of ``task``; wait until ``handled`` and one full resync pass after it."""
     before = sb.counts()
     names = sb.launch(task, count=k)
     h.wait_until(f"{k} {task} failures handled", handled, timeout=300, interval=0.2)
-    # One more full pass after everything was handled: the ListRuns of two passes have started
-    # after this point, so at least one whole pass ran inside the window.
+    # One more full pass after everything was handled (a pass lists reruns, then failed runs:
+    # three ListRuns after this point include one whole pass).
     mark = sb.counts().get("ListRuns", 0)
     h.wait_until(
-        "a full resync pass", lambda: sb.counts().get("ListRuns", 0) >= mark + 4, timeout=60, interval=0.2
+        "a full resync pass", lambda: sb.counts().get("ListRuns", 0) >= mark + 3, timeout=60, interval=0.2
     )
     time.sleep(0.5)
     return names, diff_counts(before, sb.counts())
 
 
-def run(quick: bool = False, k: int | None = None) -> dict[str, Any]:
+def run(quick: bool = False, k: int | None = None, poll: str = POLL) -> dict[str, Any]:
     size = k if k is not None else (K_QUICK if quick else K_DEFAULT)
     with h.workdir("rpc") as tmp:
         sdk = measure_ceiling(tmp, size, "sdk")
-        with h.sandbox(tmp) as sb, h.daemon(tmp, sb, name="rpc", poll_interval=POLL) as d:
+        with h.sandbox(tmp) as sb, h.daemon(tmp, sb, name="rpc", poll_interval=poll) as d:
             time.sleep(0.2)
 
             def decided(n: int) -> Callable[[], bool]:
                 return lambda: d.total("rerund_decisions_total") >= n
 
-            ignored, ignored_counts = _window(sb, d, "bench.ignored", size, decided(size))
+            ignored, ignored_counts = _window(sb, "bench.ignored", size, decided(size))
             flaky: list[str] = []
 
             def rerun_done() -> bool:
@@ -88,7 +88,7 @@ def run(quick: bool = False, k: int | None = None) -> dict[str, Any]:
                     and sum(stats.values()) >= 3 * size
                 )
 
-            flaky, rerun_counts = _window(sb, d, "bench.flaky", size, rerun_done)
+            flaky, rerun_counts = _window(sb, "bench.flaky", size, rerun_done)
             by_run = h.http_json(f"{sb.endpoint}/_sandbox/requests", timeout=120)["by_run"]
             runs = sb.runs()
     reruns = h.reruns_of(runs)
@@ -118,7 +118,7 @@ def run(quick: bool = False, k: int | None = None) -> dict[str, Any]:
         "goal": "ignored <= 3; rerun <= SDK rerun path + 3; no RPC repeated for the same run in a pass",
         "goals_met": goals,
         "failures_per_window": size,
-        "poll_interval": POLL,
+        "poll_interval": poll,
         "quick": quick,
         "per_ignored_failure": ign_per,
         "per_rerun_failure": rer_per,

@@ -93,7 +93,7 @@ def measure_ceiling(tmp: Path, n: int, mode: str, concurrency: int = CONCURRENCY
         "failures": n,
         "reruns": client["created"],
         "seconds": client["seconds"],
-        "reruns_per_s": round(client["created"] / client["seconds"], 1),
+        "reruns_per_s": round(client["created"] / max(client["seconds"], 1e-6), 1),
         "client_cpu_s": client["cpu_s"],
         "sandbox_cpu_s": sandbox_cpu,
         "duplicates": window["duplicates"],
@@ -237,7 +237,7 @@ async def _client(mode: str, endpoint: str, sources: list[str], concurrency: int
     seconds = time.perf_counter() - start
     return {
         "created": len(sources),
-        "seconds": round(seconds, 2),
+        "seconds": round(seconds, 4),
         "cpu_s": round(time.process_time() - cpu0, 2),
     }
 

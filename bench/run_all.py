@@ -1,0 +1,195 @@
+"""``make bench``: run every benchmark, write ``bench/results/<name>.json``, and regenerate the
+result tables in ``bench/README.md`` (between ``<!-- bench:begin -->`` and
+``<!-- bench:end -->``; the rest of the README, including the reliability section, is left
+alone).
+
+Each benchmark runs in its own process (so one's memory and threads do not disturb the next),
+prints its JSON and a table, and writes its result file.
+
+    .venv/bin/python bench/run_all.py                  # all of them (about 15 minutes)
+    .venv/bin/python bench/run_all.py --only latency,storm
+    .venv/bin/python bench/run_all.py --quick          # reduced sizes, decide skipped; writes nothing
+    .venv/bin/python bench/run_all.py --readme-only    # tables from the existing results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import harness as h
+
+BENCHMARKS = ("decide", "latency", "storm", "rpc_cost", "cron", "memory")
+README = h.BENCH / "README.md"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+TITLES = {
+    "latency": "1. Reaction latency (failure terminal -> rerun created)",
+    "storm": "2. Storm throughput",
+    "rpc_cost": "3. Control-plane cost (RPCs per handled failure)",
+    "decide": "4. Matching cost (microseconds per decision)",
+    "cron": "5. Side by side: a cron-style `flyte` CLI script",
+    "memory": "6. Memory and ledger growth",
+}
+DECIDE_COLUMNS = ["policies", "patterns", "first_us", "last_us", "none_us", "cold_us", "naive_us", "load_ms"]
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = h.RESULTS / f"{name}.json"
+    if not path.exists():
+        return None
+    doc: dict[str, Any] = json.loads(path.read_text())
+    return doc
+
+
+def _yes(v: Any) -> str:
+    return "**met**" if v is True else "**not met**" if v is False else "n/a"
+
+
+def _notes(name: str, doc: dict[str, Any]) -> list[str]:
+    """The derived headline lines under each table."""
+    if name == "latency":
+        rows = {r["mode"]: r for r in doc["results"]}
+        w = rows.get("watch", {})
+        return [
+            f"Goal with the subscription (p50 < 100 ms, p99 < 250 ms): {_yes(doc.get('goal_met'))} "
+            f"(p50 {w.get('p50_ms')} ms, p99 {w.get('p99_ms')} ms over {w.get('n')} failures).",
+            "Polling only is bounded by the interval (plus the 0.2 s coalescing pause after each pass); "
+            "the 30 s mode uses fewer samples to stay within 5 minutes.",
+        ]
+    if name == "storm":
+        return [
+            f"rerund reaches {doc['share_of_createrun_ceiling']:.0%} of the sandbox's bare CreateRun "
+            f"capacity and {doc['share_of_sdk_ceiling']:.0%} of the SDK's own rerun path "
+            f"(same concurrency, {doc['failures']:,} failures; the sandbox and the daemon share the "
+            "same 2 cores).",
+        ]
+    if name == "rpc_cost":
+        g, t = doc["goals_met"], doc["totals"]
+        return [
+            f"Per ignored failure: {t['ignored']} RPCs (goal <= 3: {_yes(g['ignored_at_most_3'])}). "
+            f"Per rerun: {t['rerun']} RPCs vs the SDK's rerun path {t['sdk_rerun_path']} + 3 "
+            f"(goal: {_yes(g['rerun_at_most_sdk_plus_3'])}).",
+            f"No RPC repeated for the same run: {_yes(g['no_rpc_repeated_per_run'])}; "
+            f"repeated when rerun: {', '.join(doc['repeats_rerun']['repeated']) or 'none'}; "
+            f"when ignored: {', '.join(doc['repeats_ignored']['repeated']) or 'none'}. "
+            f"Failures per window: {doc['failures_per_window']}, poll interval {doc['poll_interval']}.",
+        ]
+    if name == "decide":
+        return [f"Goal: {doc.get('goal')}. Messages of {doc.get('message_bytes')} bytes."]
+    if name == "cron":
+        r = doc["ratio_script_over_rerund"]
+        return [
+            f"The script takes {r['seconds']}x rerund's time and {r['cpu_s']}x its CPU on the "
+            f"same {doc['failures']}-failure storm, each crashed once mid-way (SIGKILL right after "
+            "the control plane served the creator's (N/2)-th CreateRun, then restarted).",
+        ]
+    if name == "memory":
+        ret = doc["retention"]
+        return [
+            f"RSS growth from the first wave to the last: {doc['rss_growth_after_first_wave_mib']} MiB "
+            f"over {doc['failures']:,} failures. Ledger: {doc['ledger_bytes_per_decision']:.0f} bytes "
+            "per decision (failure + decision rows).",
+            f"Retention bound: after pruning ({ret['pruned_rows']} rows) and recording "
+            f"{ret['decisions_recorded_again']} decisions again, the file went from "
+            f"{ret['size_before_bytes']:,} to {ret['size_after_bytes']:,} bytes "
+            f"({'grew' if ret['grew'] else 'did not grow'}).",
+            doc.get("note", ""),
+        ]
+    return []
+
+
+def render() -> str:
+    """The generated section (between the markers)."""
+    out = [BEGIN, "<!-- generated by bench/run_all.py from bench/results/*.json; do not edit -->", ""]
+    machine = None
+    for name in ("latency", "storm", "rpc_cost", "cron", "memory"):
+        doc = _load(name)
+        if doc and isinstance(doc.get("machine"), dict):
+            machine = doc["machine"]
+            break
+    if machine:
+        out += [
+            f"Measured on: {machine['cpu']}, {machine['cores']} cores shared with other workloads "
+            f"(load average {machine['loadavg_start'][0]:.1f} at the start of a benchmark, so figures "
+            f"are noisy), {machine.get('memory_gb')} GB, Python {machine['python']}, "
+            f"flyte {machine['flyte']}, flyteidl2 {machine['flyteidl2']}, rerund {machine['rerund_commit']}.",
+            "",
+        ]
+    for name in ("latency", "storm", "rpc_cost", "decide", "cron", "memory"):
+        doc = _load(name)
+        out.append(f"### {TITLES[name]}")
+        out.append("")
+        if doc is None:
+            out += ["(not measured yet: run `make bench`)", ""]
+            continue
+        if name == "decide":
+            columns, rows = DECIDE_COLUMNS, doc["results"]
+        else:
+            columns, rows = doc["table"]["columns"], doc["table"]["rows"]
+        out.append(h.markdown(columns, rows))
+        out.append("")
+        for note in _notes(name, doc):
+            if note:
+                out.append(note)
+                out.append("")
+        m = doc.get("machine")
+        if isinstance(m, dict):
+            out.append(
+                f"<sub>`bench/results/{name}.json`, measured {m.get('measured_at', '?')}, load average "
+                f"{m.get('loadavg_start', ['?'])[0]} -> {m.get('loadavg_end', ['?'])[0]}.</sub>"
+            )
+            out.append("")
+    out.append(END)
+    return "\n".join(out)
+
+
+def update_readme(path: Path = README) -> None:
+    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        text = text.rstrip("\n") + f"\n\n## Results\n\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(head + render() + tail)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="reduced sizes; results are not written")
+    p.add_argument("--only", default="", help=f"comma-separated subset of {','.join(BENCHMARKS)}")
+    p.add_argument("--readme-only", action="store_true", help="regenerate the README tables only")
+    args = p.parse_args(argv)
+    chosen = [b.strip() for b in args.only.split(",") if b.strip()] or list(BENCHMARKS)
+    unknown = set(chosen) - set(BENCHMARKS)
+    if unknown:
+        p.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    failed = []
+    if not args.readme_only:
+        for name in chosen:
+            if args.quick and name == "decide":
+                print("== decide: skipped with --quick (it has no reduced size and always writes)")
+                continue
+            script = h.BENCH / f"bench_{name}.py"
+            cmd = [sys.executable, str(script)] + (["--quick"] if args.quick else [])
+            print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
+            start = time.monotonic()
+            code = subprocess.call(cmd, cwd=h.REPO)
+            print(f"== {name}: exit {code} after {time.monotonic() - start:.0f}s", flush=True)
+            if code != 0:
+                failed.append(name)
+    if not args.quick:
+        update_readme()
+        print(f"tables regenerated in {README.relative_to(h.REPO)}")
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
