@@ -139,6 +139,7 @@ def measure_rerund(tmp: Path, n: int, crash: bool) -> dict[str, Any]:
 
 
 def run(quick: bool = False, n: int | None = None, n_deterministic: int | None = None) -> dict[str, Any]:
+    machine = h.machine()  # before measuring: its load average is the one at the start
     size = n if n is not None else (N_QUICK if quick else N_DEFAULT)
     det = n_deterministic if n_deterministic is not None else (N_QUICK if quick else N_DETERMINISTIC)
     with h.workdir("cron") as tmp:
@@ -160,7 +161,7 @@ def run(quick: bool = False, n: int | None = None, n_deterministic: int | None =
         "failures": size,
         "ratio_script_over_rerund": ratios,
         "quick": quick,
-        "machine": h.machine(),
+        "machine": machine,
         "results": rows,
         "table": {"columns": columns, "rows": rows},
     }

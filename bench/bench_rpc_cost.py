@@ -68,6 +68,7 @@ def _window(
 
 
 def run(quick: bool = False, k: int | None = None, poll: str = POLL) -> dict[str, Any]:
+    machine = h.machine()  # before measuring: its load average is the one at the start
     size = k if k is not None else (K_QUICK if quick else K_DEFAULT)
     with h.workdir("rpc") as tmp:
         sdk = measure_ceiling(tmp, size, "sdk")
@@ -127,7 +128,7 @@ def run(quick: bool = False, k: int | None = None, poll: str = POLL) -> dict[str
         "repeats_ignored": ign_rep,
         "repeats_rerun": rer_rep,
         "duplicates": duplicates,
-        "machine": h.machine(),
+        "machine": machine,
         "results": rows,
         "table": {"columns": ["rpc", "ignored", "rerun", "sdk_rerun"], "rows": rows},
     }

@@ -152,6 +152,7 @@ def measure_rerund(tmp: Path, n: int, **settings: Any) -> dict[str, Any]:
 
 
 def run(quick: bool = False, long: bool = False, n: int | None = None) -> dict[str, Any]:
+    machine = h.machine()  # before measuring: its load average is the one at the start
     size = n if n is not None else (N_QUICK if quick else N_LONG if long else N_DEFAULT)
     with h.workdir("storm") as tmp:
         raw = measure_ceiling(tmp, size, "raw")
@@ -181,7 +182,7 @@ def run(quick: bool = False, long: bool = False, n: int | None = None) -> dict[s
         "long": long,
         "share_of_createrun_ceiling": ours["share_of_createrun_ceiling"],
         "share_of_sdk_ceiling": ours["share_of_sdk_ceiling"],
-        "machine": h.machine(),
+        "machine": machine,
         "results": rows,
         "table": {"columns": columns, "rows": rows},
     }

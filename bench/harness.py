@@ -110,14 +110,14 @@ def machine() -> dict[str, Any]:
         "flyte": _version("flyte"),
         "flyteidl2": _version("flyteidl2"),
         "rerund_commit": _git("rev-parse", "--short", "HEAD"),
-        "loadavg_start": list(os.getloadavg()),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
         "shared": "2 cores shared with other workloads: figures are noisy",
         "measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
     }
 
 
 def finish(doc: dict[str, Any]) -> dict[str, Any]:
-    doc.setdefault("machine", {})["loadavg_end"] = list(os.getloadavg())
+    doc.setdefault("machine", {})["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     return doc
 
 

@@ -75,6 +75,10 @@ def _notes(name: str, doc: dict[str, Any]) -> list[str]:
             f"Per ignored failure: {t['ignored']} RPCs (goal <= 3: {_yes(g['ignored_at_most_3'])}). "
             f"Per rerun: {t['rerun']} RPCs vs the SDK's rerun path {t['sdk_rerun_path']} + 3 "
             f"(goal: {_yes(g['rerun_at_most_sdk_plus_3'])}).",
+            "The reads behind every handled failure are GetRunDetails (lineage labels, relation), "
+            "ListActions (the failed child action) and GetActionDetails (its error); the rest of the "
+            "ignored total is the amortised resync listing. For a rerun, the SDK's `rerun()` looks "
+            "the run up again by name (GetRunDetails): the one RPC repeated for the same run.",
             f"No RPC repeated for the same run: {_yes(g['no_rpc_repeated_per_run'])}; "
             f"repeated when rerun: {', '.join(doc['repeats_rerun']['repeated']) or 'none'}; "
             f"when ignored: {', '.join(doc['repeats_ignored']['repeated']) or 'none'}. "
@@ -91,10 +95,29 @@ def _notes(name: str, doc: dict[str, Any]) -> list[str]:
         ]
     if name == "memory":
         ret = doc["retention"]
+        rows = doc["results"]
+        bound = [r for r in rows if 0 < r["failures"] <= 20000]
+        after = [r for r in rows if r["failures"] >= 20000]
+        slopes = ""
+        if len(bound) >= 2 and len(after) >= 2:
+            before_kib = (
+                (bound[-1]["rss_mib"] - bound[0]["rss_mib"])
+                * 1024
+                / (bound[-1]["failures"] - bound[0]["failures"])
+            )
+            after_kib = (
+                (after[-1]["rss_mib"] - after[0]["rss_mib"])
+                * 1024
+                / (after[-1]["failures"] - after[0]["failures"])
+            )
+            slopes = (
+                f" RSS per failure: {before_kib:.1f} KiB up to 20,000 failures (the seen-cache's capacity), "
+                f"{after_kib:.1f} KiB after it."
+            )
         return [
             f"RSS growth from the first wave to the last: {doc['rss_growth_after_first_wave_mib']} MiB "
-            f"over {doc['failures']:,} failures. Ledger: {doc['ledger_bytes_per_decision']:.0f} bytes "
-            "per decision (failure + decision rows).",
+            f"over {doc['failures']:,} failures (resync overlap {doc.get('overlap', '5m')}).{slopes} "
+            f"Ledger: {doc['ledger_bytes_per_decision']:.0f} bytes per decision (failure + decision rows).",
             f"Retention bound: after pruning ({ret['pruned_rows']} rows) and recording "
             f"{ret['decisions_recorded_again']} decisions again, the file went from "
             f"{ret['size_before_bytes']:,} to {ret['size_after_bytes']:,} bytes "
