@@ -168,6 +168,13 @@ def render() -> str:
                 f"{m.get('loadavg_start', ['?'])[0]} -> {m.get('loadavg_end', ['?'])[0]}.</sub>"
             )
             out.append("")
+    long = _load("memory-long")
+    if long is not None:
+        out += [f"### 6b. Memory, `--long`: {long['failures']:,} failures (not part of `make bench`)", ""]
+        out += [h.markdown(long["table"]["columns"], long["table"]["rows"]), ""]
+        out += [note for note in _notes("memory", long)[:1]] + [""]
+        m = long.get("machine") or {}
+        out += [f"<sub>`bench/results/memory-long.json`, measured {m.get('measured_at', '?')}.</sub>", ""]
     out.append(END)
     return "\n".join(out)
 
