@@ -114,6 +114,12 @@ def _notes(name: str, doc: dict[str, Any]) -> list[str]:
                 f" RSS per failure: {before_kib:.1f} KiB up to 20,000 failures (the seen-cache's capacity), "
                 f"{after_kib:.1f} KiB after it."
             )
+        half = [r for r in rows if r["failures"] >= rows[-1]["failures"] / 2]
+        if len(half) >= 2:
+            slopes += (
+                f" Second half ({half[0]['failures']:,} -> {half[-1]['failures']:,} failures): "
+                f"{half[-1]['rss_mib'] - half[0]['rss_mib']:+.1f} MiB."
+            )
         return [
             f"RSS growth from the first wave to the last: {doc['rss_growth_after_first_wave_mib']} MiB "
             f"over {doc['failures']:,} failures (resync overlap {doc.get('overlap', '5m')}).{slopes} "
@@ -136,11 +142,18 @@ def render() -> str:
         if doc and isinstance(doc.get("machine"), dict):
             machine = doc["machine"]
             break
+    loads = [
+        x
+        for name in BENCHMARKS
+        if (d := _load(name)) and isinstance(d.get("machine"), dict)
+        for x in (d["machine"].get("loadavg_start", [None])[0], d["machine"].get("loadavg_end", [None])[0])
+        if x is not None
+    ]
     if machine:
         out += [
             f"Measured on: {machine['cpu']}, {machine['cores']} cores shared with other workloads "
-            f"(load average {machine['loadavg_start'][0]:.1f} at the start of a benchmark, so figures "
-            f"are noisy), {machine.get('memory_gb')} GB, Python {machine['python']}, "
+            f"(1-minute load average between {min(loads):.1f} and {max(loads):.1f} across the "
+            f"benchmarks, so figures are noisy), {machine.get('memory_gb')} GB, Python {machine['python']}, "
             f"flyte {machine['flyte']}, flyteidl2 {machine['flyteidl2']}, rerund {machine['rerund_commit']}.",
             "",
         ]
