@@ -206,3 +206,18 @@ def test_a_client_error_is_not_retried() -> None:
 def test_redact_url_keeps_only_scheme_host_and_port() -> None:
     assert redact_url(SLACK) == "https://hooks.slack.com/..."
     assert redact_url("http://127.0.0.1:8080/hook?token=abc") == "http://127.0.0.1:8080/..."
+
+
+def test_a_decision_without_an_attempt_is_also_recorded_once(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "rerund.db")
+    ignore = {"decision": "ignore", "policy": "bad-input", "reason": "retry: false", "attempt": None}
+
+    first = ledger.record_decision(
+        project="ml", domain="prod", run="abc", root="abc", decision=ignore, now=T0
+    )
+    again = ledger.record_decision(
+        project="ml", domain="prod", run="abc", root="abc", decision=ignore, now=T0
+    )
+
+    assert (first, again) == (True, False)
+    assert ledger.counts()["decisions"] == 1
