@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS decisions (
 );
 -- The table's UNIQUE treats NULL attempts (ignore, give_up without a plan) as distinct;
 -- this index makes "the same decision about the same run" one row whatever the attempt.
-CREATE UNIQUE INDEX IF NOT EXISTS decisions_once ON decisions (run_key, decision, policy, IFNULL(attempt, -1));
+CREATE UNIQUE INDEX IF NOT EXISTS decisions_once
+    ON decisions (run_key, decision, policy, IFNULL(attempt, -1));
 CREATE INDEX IF NOT EXISTS decisions_run ON decisions (run);
 CREATE INDEX IF NOT EXISTS decisions_root ON decisions (root);
 CREATE INDEX IF NOT EXISTS decisions_at ON decisions (at);

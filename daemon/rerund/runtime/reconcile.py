@@ -189,6 +189,9 @@ class _Index:
     """Reruns known to exist on the control plane, from the last listing plus local creates."""
 
     by_name: dict[RunRef, _RerunInfo] = field(default_factory=dict)
+    # (scope, root, attempt) of every indexed rerun, built on the first ``has`` (after a listing
+    # has learned its lineages) and kept up to date by ``add``: a create checks it in O(1).
+    _lineages: set[tuple[str, str | None, int | None]] | None = None
 
     def add(self, info: _RerunInfo) -> None:
         old = self.by_name.get(info.ref)
@@ -198,14 +201,15 @@ class _Index:
             info.attempt = info.attempt if info.attempt is not None else old.attempt
             info.created_at = info.created_at or old.created_at
         self.by_name[info.ref] = info
+        if self._lineages is not None:
+            self._lineages.add((info.ref.scope, info.root, info.attempt))
 
     def has(self, ref: RunRef, root: str, attempt: int) -> bool:
         if ref in self.by_name:
             return True
-        return any(
-            i.root == root and i.attempt == attempt and i.ref.scope == ref.scope
-            for i in self.by_name.values()
-        )
+        if self._lineages is None:
+            self._lineages = {(i.ref.scope, i.root, i.attempt) for i in self.by_name.values()}
+        return (ref.scope, root, attempt) in self._lineages
 
 
 def _redact(values: Mapping[str, Any]) -> dict[str, Any]:
