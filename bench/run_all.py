@@ -24,7 +24,7 @@ from typing import Any
 
 import harness as h
 
-BENCHMARKS = ("decide", "latency", "storm", "rpc_cost", "cron", "memory")
+BENCHMARKS = ("decide", "latency", "storm", "rpc_cost", "cron", "memory", "watch")
 README = h.BENCH / "README.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
@@ -35,6 +35,7 @@ TITLES = {
     "decide": "4. Matching cost (microseconds per decision)",
     "cron": "5. Side by side: a cron-style `flyte` CLI script",
     "memory": "6. Memory and ledger growth",
+    "watch": "7. Sandbox WatchRuns delivery (phase change -> update received)",
 }
 DECIDE_COLUMNS = ["policies", "patterns", "first_us", "last_us", "none_us", "cold_us", "naive_us", "load_ms"]
 
@@ -53,6 +54,12 @@ def _yes(v: Any) -> str:
 
 def _notes(name: str, doc: dict[str, Any]) -> list[str]:
     """The derived headline lines under each table."""
+    if name == "watch":
+        [row] = doc["results"]
+        return [
+            f"Goal of the sandbox issue (every update within {doc['goal_ms']:.0f} ms of the phase change): "
+            f"{_yes(doc.get('goal_met'))} (p50 {row['p50']} ms, p99 {row['p99']} ms over {row['n']} updates)."
+        ]
     if name == "latency":
         rows = {r["mode"]: r for r in doc["results"]}
         w = rows.get("watch", {})
@@ -157,7 +164,7 @@ def render() -> str:
             f"flyte {machine['flyte']}, flyteidl2 {machine['flyteidl2']}, rerund {machine['rerund_commit']}.",
             "",
         ]
-    for name in ("latency", "storm", "rpc_cost", "decide", "cron", "memory"):
+    for name in ("latency", "storm", "rpc_cost", "decide", "cron", "memory", "watch"):
         doc = _load(name)
         out.append(f"### {TITLES[name]}")
         out.append("")

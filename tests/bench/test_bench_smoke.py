@@ -19,6 +19,7 @@ import bench_latency  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_rpc_cost  # noqa: E402
 import bench_storm  # noqa: E402
+import bench_watch  # noqa: E402
 import harness  # noqa: E402
 import run_all  # noqa: E402
 
@@ -99,3 +100,13 @@ def test_run_all_regenerates_only_the_marked_section(tmp_path: Path) -> None:
     text = readme.read_text()
     assert "STALE-TABLE" not in text and "intro" in text and "kept" in text
     assert "### 4. Matching cost" in text
+
+
+def test_watch_measures_the_delivery_of_phase_changes() -> None:
+    doc = bench_watch.run(updates=4)
+
+    _table_shape(doc)
+    [row] = doc["results"]
+    assert row["n"] == 4 and row["min"] >= 0
+    assert isinstance(doc["goal_met"], bool)
+    assert "7. Sandbox WatchRuns delivery" in run_all.TITLES["watch"]

@@ -3,11 +3,6 @@ WatchActionDetails and WatchRunDetails follow one action until it is terminal.""
 
 from __future__ import annotations
 
-import statistics
-import threading
-import time
-from datetime import UTC, datetime
-
 import pytest
 from flyteidl2.common import identifier_pb2, phase_pb2
 from flyteidl2.workflow import run_service_pb2 as rs
@@ -124,38 +119,5 @@ def test_watch_run_details_follows_the_run_until_terminal(sb):
     assert seen[-1] == phase_pb2.ACTION_PHASE_FAILED
 
 
-@pytest.mark.slow
-def test_watch_runs_delivers_updates_within_100ms_of_a_phase_change(sandbox_factory):
-    """The issue's latency requirement, measured on 30 phase changes (median and p90)."""
-    sb = sandbox_factory(workload=WORKLOAD, time_scale=1.0)
-    latencies: list[float] = []
-    done = threading.Event()
-
-    def watch() -> None:
-        with RunServiceClientSync(sb.endpoint) as client:
-            for i, msg in enumerate(client.watch_runs(rs.WatchRunsRequest(project_id=pid(sb)))):
-                received = datetime.now(UTC)
-                if i == 0:
-                    continue
-                for r in msg.runs:
-                    st = r.action.status
-                    changed = st.end_time if st.HasField("end_time") else st.start_time
-                    if r.action.status.phase in (
-                        phase_pb2.ACTION_PHASE_RUNNING,
-                        phase_pb2.ACTION_PHASE_SUCCEEDED,
-                    ):
-                        latencies.append((received - changed.ToDatetime(tzinfo=UTC)).total_seconds())
-                if len(latencies) >= 30:
-                    done.set()
-                    return
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    time.sleep(0.2)
-    for _ in range(15):
-        sb.launch("paced")
-        time.sleep(0.05)
-    assert done.wait(30)
-
-    assert statistics.median(latencies) < 0.1
-    assert sorted(latencies)[int(len(latencies) * 0.9)] < 0.1
+# The 100 ms delivery latency of WatchRuns is measured by bench/bench_watch.py (make bench):
+# pass/fail tests never assert on timings.
