@@ -488,3 +488,39 @@ def test_watch_events_wait_for_a_reruns_listing_of_the_policies_in_force(world: 
     assert len(world.cp.reruns()) == 2
     world.sync()
     assert [r.ref.name for r in world.cp.reruns()] == ["new-retry-1", "old-retry-1"]
+
+
+def test_failures_inside_the_resync_window_are_never_read_twice_past_the_cache_capacity(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path, seen_capacity=2)
+    for name in ("aaa", "bbb", "ccc", "ddd", "eee"):
+        world.cp.add_failed(name, at=T0)
+    world.clock.advance(60)
+
+    for _ in range(3):
+        world.sync()
+        world.clock.advance(5)
+
+    assert world.cp.calls["read_failure"] == 5
+    assert len(world.cp.reruns()) == 5
+
+
+def test_the_cache_shrinks_back_to_its_capacity_once_failures_leave_the_window(tmp_path: Path) -> None:
+    world = World(tmp_path, seen_capacity=2, overlap=timedelta(minutes=1))
+    for name in ("aaa", "bbb", "ccc"):
+        world.cp.add_failed(name, at=T0)
+    world.clock.advance(60)
+    world.sync()
+    world.clock.advance(3600)
+    world.cp.add_failed("new1", at=world.clock())
+    world.clock.advance(10)
+    world.sync()  # still lists the first three (the window starts at the last watermark - 1m)
+    assert world.cp.calls["read_failure"] == 4
+
+    world.cp.add_failed("new2", at=world.clock())
+    world.clock.advance(10)
+    world.sync()
+
+    assert world.cp.calls["read_failure"] == 5
+    assert len(world.rec._seen) == 2

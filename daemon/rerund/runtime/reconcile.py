@@ -291,6 +291,7 @@ class Reconciler:
         self._tracked: dict[RunRef, _Tracked] = {}
         self._watermarks: dict[str, datetime] = {}
         self._floors: dict[str, datetime] = {}
+        self._listed_since: dict[str, datetime] = {}  # per scope: where the last listing began
         self._generation = 0
         # The policy generation the reruns index was last listed for (-1: never). Until a
         # listing covers the current generation, watch events leave failed runs to the next
@@ -367,6 +368,7 @@ class Reconciler:
             scope = f"{project}/{domain}"
             self._floor(scope, now)
             since = self._since(scope, now)
+            self._listed_since[scope] = since
             try:
                 failed = await self._cp.list_failed(project, domain, since=since)
             except ControlPlaneError as exc:
@@ -918,7 +920,17 @@ class Reconciler:
     ) -> None:
         self._seen[ref] = _Seen(marker=marker, generation=self._generation, facts=facts, settled=settled)
         self._seen.move_to_end(ref)
+        if len(self._seen) <= self._seen_capacity:
+            return
+        # Evict the least recently seen, but never a failure the next resync lists again (it
+        # would be read again, 3 RPCs each, on every pass): past the capacity the cache grows
+        # to hold the resync window, and shrinks back as failures fall out of it.
+        cutoff = min(self._listed_since.values(), default=None)
         while len(self._seen) > self._seen_capacity:
+            _, oldest = next(iter(self._seen.items()))
+            ended = oldest.marker[1]
+            if cutoff is not None and ended is not None and ended >= cutoff:
+                break
             self._seen.popitem(last=False)
 
     def _spawn_issue(self, ref: RunRef, coro: Awaitable[None]) -> None:
