@@ -134,7 +134,8 @@ def _notes(name: str, doc: dict[str, Any]) -> list[str]:
             f"Retention bound: after pruning ({ret['pruned_rows']} rows) and recording "
             f"{ret['decisions_recorded_again']} decisions again, the file went from "
             f"{ret['size_before_bytes']:,} to {ret['size_after_bytes']:,} bytes "
-            f"({'grew' if ret['grew'] else 'did not grow'}).",
+            f"({(ret['size_after_bytes'] / ret['size_before_bytes'] - 1) * 100:+.1f}%: "
+            f"{'grew past' if ret['grew'] else 'bounded, within'} the 5% allowed for SQLite's page reuse).",
             doc.get("note", ""),
         ]
     return []
