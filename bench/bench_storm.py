@@ -24,11 +24,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import harness as h
 
@@ -82,7 +83,10 @@ def measure_ceiling(tmp: Path, n: int, mode: str, concurrency: int = CONCURRENCY
             timeout=600,
         )
         if proc.returncode != 0:
-            raise RuntimeError(f"the ceiling client ({mode}) failed:\n{proc.stderr[-4000:]}")
+            raise RuntimeError(
+                f"the ceiling client ({mode}) exited with {proc.returncode}:\n"
+                f"stdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-4000:]}"
+            )
         client = json.loads(proc.stdout.strip().splitlines()[-1])
         window = _storm_window(sb, set(sources))
         sandbox_cpu = round(sb.usage()["cpu_s"] - before["cpu_s"], 2)
@@ -243,11 +247,14 @@ async def _client(mode: str, endpoint: str, sources: list[str], concurrency: int
     }
 
 
-def _client_main(args: argparse.Namespace) -> int:
+def _client_main(args: argparse.Namespace) -> NoReturn:
     sources = json.loads(Path(args.sources).read_text())
     result = asyncio.run(_client(args.client, args.endpoint, sources, args.concurrency))
-    print(json.dumps(result))
-    return 0
+    print(json.dumps(result), flush=True)
+    sys.stderr.flush()
+    # The result is out: skip interpreter shutdown, where the SDK's background event-loop
+    # thread can take the process down with it (seen once as a silent non-zero exit).
+    os._exit(0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=CONCURRENCY, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.client:
-        return _client_main(args)
+        _client_main(args)
     name = "storm-long" if args.long else "storm"
     h.emit(name, run(quick=args.quick, long=args.long), write=not args.no_write and not args.quick)
     return 0
