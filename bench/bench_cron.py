@@ -43,20 +43,6 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _outcome(sb: h.Sandbox, sources: list[str]) -> dict[str, Any]:
-    runs = sb.runs()
-    by_name = {r["name"]: r for r in runs}
-    reruns = h.reruns_of(runs)
-    first_fail = min(h.ts(by_name[s]["updated_at"]) for s in sources)
-    created = [h.ts(r["created_at"]) for s in sources for r in reruns.get(s, [])]
-    return {
-        "seconds": round(max(created) - first_fail, 2) if created else None,
-        "reruns": len(created),
-        "duplicates": sum(len(reruns[s]) - 1 for s in sources if len(reruns.get(s, [])) > 1),
-        "missing": sum(1 for s in sources if s not in reruns),
-    }
-
-
 def _kill_at(sb: h.Sandbox, creates: int, proc: subprocess.Popen[bytes], timeout: float) -> bool:
     """SIGKILL ``proc``'s process group once the sandbox served ``creates`` CreateRuns."""
     deadline = time.monotonic() + timeout
@@ -88,7 +74,7 @@ def measure_script(tmp: Path, n: int, naming: str, crash: bool = True) -> dict[s
         _, err = proc.communicate(timeout=900)
         wall = time.monotonic() - start
         cpu = _children_cpu() - cpu0
-        result = _outcome(sb, sources)
+        result = h.storm_outcome(sb, sources)
     return {
         "who": f"cron script ({naming} names)",
         "failures": n,
@@ -127,7 +113,7 @@ def measure_rerund(tmp: Path, n: int, crash: bool) -> dict[str, Any]:
                 time.sleep(0.3)
                 cpu += d2.usage()["cpu_s"]
         wall = time.monotonic() - start
-        result = _outcome(sb, sources)
+        result = h.storm_outcome(sb, sources)
     return {
         "who": "rerund (crash + restart)" if crash else "rerund (no crash)",
         "failures": n,

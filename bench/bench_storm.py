@@ -41,21 +41,6 @@ def _wait_failed(sb: h.Sandbox, n: int, timeout: float) -> None:
     h.wait_until(f"{n} runs to fail", lambda: sb.stats()["runs"].get("FAILED", 0) >= n, timeout, interval=0.2)
 
 
-def _storm_window(sb: h.Sandbox, sources: set[str]) -> dict[str, Any]:
-    """First failure -> last rerun created, on the sandbox clock; duplicates and missing."""
-    runs = sb.runs()
-    by_name = {r["name"]: r for r in runs}
-    reruns = h.reruns_of(runs)
-    first_fail = min(h.ts(by_name[s]["updated_at"]) for s in sources)
-    created = [h.ts(r["created_at"]) for s in sources for r in reruns.get(s, [])]
-    return {
-        "reruns": len(created),
-        "missing": sum(1 for s in sources if s not in reruns),
-        "duplicates": sum(len(reruns[s]) - 1 for s in sources if len(reruns.get(s, [])) > 1),
-        "seconds": round(max(created) - first_fail, 2) if created else None,
-    }
-
-
 def measure_ceiling(tmp: Path, n: int, mode: str, concurrency: int = CONCURRENCY) -> dict[str, Any]:
     """Run the ceiling client (``mode`` ``raw`` or ``sdk``) over ``n`` failed runs."""
     with h.sandbox(tmp) as sb:
@@ -88,7 +73,7 @@ def measure_ceiling(tmp: Path, n: int, mode: str, concurrency: int = CONCURRENCY
                 f"stdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-4000:]}"
             )
         client = json.loads(proc.stdout.strip().splitlines()[-1])
-        window = _storm_window(sb, set(sources))
+        window = h.storm_outcome(sb, sources)
         sandbox_cpu = round(sb.usage()["cpu_s"] - before["cpu_s"], 2)
         counts = diff_counts(counts_before, sb.counts())
     label = {"raw": "ceiling: CreateRun alone", "sdk": "ceiling: SDK rerun path"}[mode]
@@ -130,7 +115,7 @@ def measure_rerund(tmp: Path, n: int, **settings: Any) -> dict[str, Any]:
         wall = time.monotonic() - started
         time.sleep(0.5)
         after = d.usage()
-        window = _storm_window(sb, set(sources))
+        window = h.storm_outcome(sb, sources)
         sandbox_cpu = round(sb.usage()["cpu_s"] - sb_before["cpu_s"], 2)
         issued = d.total("rerund_reruns_issued_total")
         if not d.alive():

@@ -23,7 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -392,6 +392,22 @@ def reruns_of(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, 
         if rel:
             out.setdefault(rel["run"], []).append(r)
     return out
+
+
+def storm_outcome(sb: Sandbox, sources: Iterable[str]) -> dict[str, Any]:
+    """First failure -> last rerun created, on the sandbox clock; reruns, duplicates, missing."""
+    sources = list(sources)
+    runs = sb.runs()
+    by_name = {r["name"]: r for r in runs}
+    reruns = reruns_of(runs)
+    first_fail = min(ts(by_name[s]["updated_at"]) for s in sources)
+    created = [ts(r["created_at"]) for s in sources for r in reruns.get(s, [])]
+    return {
+        "reruns": len(created),
+        "missing": sum(1 for s in sources if s not in reruns),
+        "duplicates": sum(len(reruns[s]) - 1 for s in sources if len(reruns.get(s, [])) > 1),
+        "seconds": round(max(created) - first_fail, 2) if created else None,
+    }
 
 
 def ts(text: str) -> float:
