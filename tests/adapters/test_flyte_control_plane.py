@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from rerund.adapters.flyte_control_plane import FlyteControlPlane
+from rerund.core.runs import RerunRequest, RunRef
 from rerund.errors import AlreadyExistsError, NotFoundError, PermanentControlPlaneError
-from rerund.runtime.ports import RerunRequest, RunRef
 from rerund.sandbox.testing import SandboxHandle, start_sandbox
 
 pytestmark = pytest.mark.e2e

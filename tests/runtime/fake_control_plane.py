@@ -16,8 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rerund.core.model import ErrorInfo
-from rerund.errors import AlreadyExistsError, ControlPlaneError, NotFoundError
-from rerund.runtime.ports import (
+from rerund.core.runs import (
     FAILED_PHASES,
     LABEL_POLICY,
     FailureFacts,
@@ -25,6 +24,7 @@ from rerund.runtime.ports import (
     RunRef,
     RunSummary,
 )
+from rerund.errors import AlreadyExistsError, ControlPlaneError, NotFoundError
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 CONNECTION_RESET = ErrorInfo(kind="SYSTEM", code="ConnectionResetError", message="Connection reset by peer")

@@ -23,6 +23,7 @@ from rerund.adapters.cron import CronSchedule, cron_problem
 from rerund.adapters.ledger import Ledger
 from rerund.clock import utcnow
 from rerund.core.repro import ReproCheck, ReproSource, repro_run_name
+from rerund.core.runs import RerunRequest, RunRef, RunSummary
 from rerund.errors import (
     AlreadyExistsError,
     ControlPlaneError,
@@ -31,7 +32,6 @@ from rerund.errors import (
     TransientControlPlaneError,
 )
 from rerund.runtime.metrics import Metrics
-from rerund.runtime.ports import RerunRequest, RunRef, RunSummary
 from rerund.runtime.repro import ReproRunner
 
 

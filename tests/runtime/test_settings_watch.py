@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from rerund.cli import main
+from rerund.core.runs import RunSummary
 from rerund.errors import ConfigError
 from rerund.runtime.daemon import Daemon
-from rerund.runtime.ports import RunSummary
 from rerund.runtime.settings import load_settings
 
 from .fake_control_plane import T0, Clock, FakeControlPlane

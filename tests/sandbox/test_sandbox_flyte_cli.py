@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rerund.sandbox.cli import flyte_cli_config
+from rerund.cli.sandbox import flyte_cli_config
 
 pytestmark = pytest.mark.e2e
 

@@ -1,6 +1,6 @@
 """The control plane through the real flyte SDK — the only module of rerund that imports flyte.
 
-It implements ``rerund.runtime.ports.ControlPlane``. Three facts about the SDK (2.12.1) shape
+It implements ``rerund.ports.ControlPlane``. Three facts about the SDK (2.12.1) shape
 it (see FLYTE-WIRE.md):
 
 - The SDK runs every call on its own background event loop (``flyte.syncify``). Our raw RPCs
@@ -37,8 +37,9 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
+from rerund.clock import utcnow
 from rerund.core.model import ErrorInfo
-from rerund.core.repro import LABEL_REPRO
+from rerund.core.runs import LABEL_POLICY, LABEL_REPRO, FailureFacts, RerunRequest, RunRef, RunSummary
 from rerund.errors import (
     AlreadyExistsError,
     ConfigError,
@@ -47,7 +48,6 @@ from rerund.errors import (
     PermanentControlPlaneError,
     TransientControlPlaneError,
 )
-from rerund.runtime.ports import FailureFacts, RerunRequest, RunRef, RunSummary
 
 __all__ = ["FlyteControlPlane", "decode_literal", "translate_error"]
 
@@ -66,7 +66,6 @@ _TRANSIENT_CODES = {
     "aborted",
 }
 _FAILED_PHASE_VALUES = ("6", "7", "8")  # FAILED, ABORTED, TIMED_OUT
-_LABEL_POLICY = "rerund-policy"
 
 
 def translate_error(exc: BaseException, rpc: str) -> ControlPlaneError:
@@ -447,9 +446,9 @@ class FlyteControlPlane:
         from flyteidl2.common import list_pb2
 
         label = (
-            list_pb2.Filter(function=list_pb2.Filter.EQUAL, field=f"labels.{_LABEL_POLICY}", values=[policy])
+            list_pb2.Filter(function=list_pb2.Filter.EQUAL, field=f"labels.{LABEL_POLICY}", values=[policy])
             if policy
-            else list_pb2.Filter(function=list_pb2.Filter.EXISTS, field=f"labels.{_LABEL_POLICY}")
+            else list_pb2.Filter(function=list_pb2.Filter.EXISTS, field=f"labels.{LABEL_POLICY}")
         )
         filters = [
             label,
@@ -688,8 +687,6 @@ class FlyteControlPlane:
             action_task = action_details.task.task_template.id.name
         failed_at = run.ended_at or _ts(action_details.status, "end_time") or _ts(root.status, "end_time")
         if failed_at is None:
-            from rerund.clock import utcnow
-
             failed_at = utcnow()
         task = run.task or _task_name(root.metadata)
         summary = (

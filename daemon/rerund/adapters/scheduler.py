@@ -19,7 +19,7 @@ log = logging.getLogger("rerund.scheduler")
 
 
 class AsyncScheduler:
-    """``runtime.reconcile.Scheduler`` on an APScheduler ``AsyncIOScheduler``.
+    """``rerund.ports.Scheduler`` on an APScheduler ``AsyncIOScheduler``.
 
     ``start`` must be called from the running event loop the callbacks should run on.
     Scheduling the same ``key`` again replaces its job; a job that fires late still runs.

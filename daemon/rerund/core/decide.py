@@ -28,15 +28,10 @@ from datetime import UTC, datetime, timedelta
 from rerund.core.durations import format_duration
 from rerund.core.model import Decision, Failure, Scope
 from rerund.core.names import rerun_name
-from rerund.core.repro import LABEL_REPRO
 from rerund.core.rules import Budget, PolicySet, Rule
+from rerund.core.runs import LABEL_ATTEMPT, LABEL_POLICY, LABEL_REPRO, LABEL_ROOT, ROOT_ACTION
 
 __all__ = ["LABEL_ATTEMPT", "LABEL_POLICY", "LABEL_ROOT", "Explanation", "decide", "explain"]
-
-LABEL_ROOT = "rerund-root"
-LABEL_ATTEMPT = "rerund-attempt"
-LABEL_POLICY = "rerund-policy"
-ROOT_ACTION = "a0"
 
 
 @dataclass(frozen=True)

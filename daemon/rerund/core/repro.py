@@ -28,6 +28,7 @@ from typing import Any, Literal
 from rerund.core.compare import Difference, OutputsMode, Tolerance, compare_outputs
 from rerund.core.durations import format_duration
 from rerund.core.names import rerun_name
+from rerund.core.runs import LABEL_REPRO
 
 __all__ = [
     "LABEL_REPRO",
@@ -44,7 +45,6 @@ __all__ = [
     "unverifiable",
 ]
 
-LABEL_REPRO = "rerund-repro"
 ResultKind = Literal["match", "mismatch", "failed", "timeout"]
 RESULTS: tuple[ResultKind, ...] = ("match", "mismatch", "failed", "timeout")
 _SUCCEEDED = "SUCCEEDED"

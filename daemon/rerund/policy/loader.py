@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rerund.adapters.cron import cron_problem, timezone_problem
 from rerund.core.backoff import Backoff
 from rerund.core.compare import Tolerance
 from rerund.core.durations import format_duration, parse_duration
@@ -140,7 +141,12 @@ def _validate_file(
                 f"unsupported apiVersion {version!r}; this rerund reads 'rerund/v1'",
             )
         ]
-    return validate(PolicyFile, doc, allowed={k: list(v) for k, v in allowed.items()})
+    return validate(
+        PolicyFile,
+        doc,
+        allowed={k: list(v) for k, v in allowed.items()},
+        context={"cron_problem": cron_problem, "timezone_problem": timezone_problem},
+    )
 
 
 def _at(doc: Document, loc: tuple[str | int, ...], message: str) -> PolicyProblem:

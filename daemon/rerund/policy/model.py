@@ -8,8 +8,10 @@ unknown keys.
 
 ``reproductions:`` (scheduled reproduction checks) lives in the same file. Its cron
 ``schedule`` is parsed by APScheduler, which only ``rerund.adapters`` may import: the model
-calls ``rerund.adapters.cron.cron_problem``, a pure function, rather than importing
-apscheduler itself. Cross-field rules (``outputs: tolerance`` needs ``tolerance``, a source is
+imports no adapter either. The loader passes the checks in the validation context
+(``cron_problem`` and ``timezone_problem`` of ``rerund.adapters.cron``, both pure);
+a bare ``PolicyFile.model_validate(data)`` without that context checks the shape only.
+Cross-field rules (``outputs: tolerance`` needs ``tolerance``, a source is
 a ``run`` or a ``task``, names unique) are checked by the loader, to point at the exact key.
 """
 
@@ -27,6 +29,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     Tag,
+    ValidationInfo,
     WithJsonSchema,
 )
 
@@ -228,22 +231,22 @@ def _check_name(value: str) -> str:
     return value
 
 
-def _cron(value: str) -> str:
-    from rerund.adapters.cron import cron_problem
-
-    problem = cron_problem(value)
+def _checked(value: str, info: ValidationInfo, check: str) -> str:
+    """``value`` when the validation context's ``check`` (``cron_problem`` or
+    ``timezone_problem``: why the value is unusable, or None) finds nothing wrong."""
+    problem_of = (info.context or {}).get(check)
+    problem = problem_of(value) if problem_of is not None else None
     if problem is not None:
         raise ValueError(problem)
     return value
 
 
-def _timezone(value: str) -> str:
-    from rerund.adapters.cron import timezone_problem
+def _cron(value: str, info: ValidationInfo) -> str:
+    return _checked(value, info, "cron_problem")
 
-    problem = timezone_problem(value)
-    if problem is not None:
-        raise ValueError(problem)
-    return value
+
+def _timezone(value: str, info: ValidationInfo) -> str:
+    return _checked(value, info, "timezone_problem")
 
 
 def _positive(value: timedelta) -> timedelta:

@@ -261,16 +261,18 @@ def validate(
     node: yaml.Node | None = None,
     base: tuple[str | int, ...] = (),
     allowed: Mapping[str, Sequence[str]] | None = None,
+    context: Mapping[str, Any] | None = None,
 ) -> tuple[M | None, list[PolicyProblem]]:
     """Validate ``data`` (default: the whole document) against ``model``; located problems.
 
     ``node``/``base`` locate a sub-document (e.g. one test case's failure); ``allowed`` maps
-    a parent key name to the keys allowed under it, to list them in "unknown key" messages.
+    a parent key name to the keys allowed under it, to list them in "unknown key" messages;
+    ``context`` is pydantic's validation context (checks the model's validators call).
     """
     target = doc.data if data is None and node is None else data
     tree = doc.node if node is None else node
     try:
-        return model.model_validate(target), []
+        return model.model_validate(target, context=context), []
     except ValidationError as exc:
         problems: list[PolicyProblem] = []
         seen: set[tuple[int, int, str]] = set()

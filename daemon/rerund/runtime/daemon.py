@@ -36,11 +36,19 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from rerund.adapters.flyte_control_plane import FlyteControlPlane
+from rerund.adapters.ledger import Ledger
+from rerund.adapters.scheduler import AsyncScheduler
+from rerund.adapters.webhook import WebhookNotifier
+from rerund.clock import utcnow
 from rerund.core.rules import PolicySet
+from rerund.core.runs import RunSummary
 from rerund.errors import ControlPlaneError, LedgerError, PolicyError
+from rerund.policy import load_policies
+from rerund.policy.loader import expand_paths
+from rerund.ports import ControlPlane
 from rerund.runtime.http import HttpServer, Response, json_response
 from rerund.runtime.metrics import Metrics
-from rerund.runtime.ports import ControlPlane, RunSummary
 from rerund.runtime.reconcile import Reconciler
 from rerund.runtime.repro import ReproRunner
 from rerund.runtime.settings import Settings, format_duration
@@ -54,8 +62,6 @@ _STOP_BUDGET_S = 8.0  # of the 10 s a SIGTERM allows
 
 async def connect_control_plane(settings: Settings) -> ControlPlane:
     """The real control plane (the flyte SDK adapter) for ``settings``, initialised."""
-    from rerund.adapters.flyte_control_plane import FlyteControlPlane
-
     cp = FlyteControlPlane(
         endpoint=settings.endpoint,
         org=settings.org,
@@ -85,8 +91,6 @@ class PolicyHolder:
 
     def load(self) -> PolicySet:
         """The first load: an invalid file is fatal (raises ``PolicyError``)."""
-        from rerund.policy import load_policies
-
         self._fingerprint = self.fingerprint()
         self._current = load_policies(list(self.paths))
         self._metrics.policies_loaded.set(len(self._current))
@@ -95,8 +99,6 @@ class PolicyHolder:
 
     def fingerprint(self) -> tuple[Any, ...]:
         """Which policy files exist and their (mtime, size): a change triggers a reload."""
-        from rerund.policy.loader import expand_paths
-
         files, _ = expand_paths(list(self.paths))
         out = []
         for f in files:
@@ -109,8 +111,6 @@ class PolicyHolder:
 
     def reload(self, why: str) -> bool:
         """Load the policies again; True when the new set is in force."""
-        from rerund.policy import load_policies
-
         self._fingerprint = self.fingerprint()
         try:
             new = load_policies(list(self.paths))
@@ -152,8 +152,6 @@ class Daemon:
         on_ready: Callable[[Daemon], None] | None = None,
     ) -> None:
         if clock is None:
-            from rerund.clock import utcnow
-
             clock = utcnow
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -196,17 +194,11 @@ class Daemon:
 
         self.policies = PolicyHolder(s.policies, self.metrics, self._policies_changed)
         policies = self.policies.load()
-
-        from rerund.adapters.ledger import Ledger
-        from rerund.adapters.scheduler import AsyncScheduler
-
         ledger = Ledger(s.state)
         cp = self._cp if self._cp is not None else await connect_control_plane(s)
         self._cp = cp
         notifier = None
         if s.notify.webhook:
-            from rerund.adapters.webhook import WebhookNotifier
-
             notifier = WebhookNotifier(
                 s.notify.webhook, timeout=s.notify.timeout.total_seconds(), retries=s.notify.retries
             )

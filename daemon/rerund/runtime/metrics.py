@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from rerund.core.repro import RESULTS
+
 __all__ = ["METRIC_NAMES", "Metrics"]
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -152,8 +154,6 @@ class Metrics:
         The two gauges are left absent until a check's first result: a 0 there means "did not
         reproduce" and would fire the RerundReproductionCheckFailing alert.
         """
-        from rerund.core.repro import RESULTS
-
         for name in names:
             for result in RESULTS:
                 self.reproduction_runs.labels(name, result)

@@ -43,12 +43,24 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
-from rerund.core.decide import Explanation
+from rerund.clock import utcnow
+from rerund.core.decide import Explanation, explain
+from rerund.core.decide import decide as core_decide
 from rerund.core.model import Decision, Failure, Phase, Scope
-from rerund.core.repro import LABEL_REPRO
 from rerund.core.rules import PolicySet
+from rerund.core.runs import (
+    FAILED_PHASES,
+    LABEL_ATTEMPT,
+    LABEL_POLICY,
+    LABEL_REPRO,
+    LABEL_ROOT,
+    FailureFacts,
+    RerunRequest,
+    RunRef,
+    RunSummary,
+)
 from rerund.errors import (
     AlreadyExistsError,
     ControlPlaneError,
@@ -57,21 +69,10 @@ from rerund.errors import (
     NotificationError,
     PermanentControlPlaneError,
 )
+from rerund.ports import ControlPlane, DecisionLedger, Notifier, Scheduler
 from rerund.runtime.metrics import Metrics
-from rerund.runtime.ports import (
-    FAILED_PHASES,
-    LABEL_ATTEMPT,
-    LABEL_POLICY,
-    LABEL_ROOT,
-    ControlPlane,
-    FailureFacts,
-    Notifier,
-    RerunRequest,
-    RunRef,
-    RunSummary,
-)
 
-__all__ = ["Reconciler", "Scheduler", "SyncReport"]
+__all__ = ["Reconciler", "SyncReport"]
 
 log = logging.getLogger("rerund.reconcile")
 decisions_log = logging.getLogger("rerund.decisions")
@@ -81,59 +82,6 @@ Decide = Callable[[Failure, PolicySet, datetime], Decision]
 _SECRET_KEY = re.compile(r"(?i)(key|token|secret|passw|credential|auth)")
 _RETRY_INITIAL = 0.5
 _RETRY_MAX = 30.0
-
-
-class Scheduler(Protocol):
-    """Runs ``callback`` at ``at`` (in-memory; jobs are recomputed after a restart)."""
-
-    def schedule(self, key: str, at: datetime, callback: Callable[[], Awaitable[None]]) -> None: ...
-
-    def cancel(self, key: str) -> None: ...
-
-
-class LedgerPort(Protocol):
-    def record_failure(
-        self, *, project: str, domain: str, run: str, failed_at: datetime, now: datetime
-    ) -> bool: ...
-
-    def record_decision(
-        self, *, project: str, domain: str, run: str, root: str, decision: dict[str, Any], now: datetime
-    ) -> bool: ...
-
-    def record_issue(
-        self,
-        *,
-        source_key: str,
-        project: str,
-        domain: str,
-        target: str,
-        root: str,
-        attempt: int,
-        policy: str,
-        scope: str,
-        result: str,
-        message: str,
-        now: datetime,
-    ) -> bool: ...
-
-    def record_outcome(
-        self,
-        *,
-        project: str,
-        domain: str,
-        target: str,
-        policy: str,
-        root: str,
-        attempt: int,
-        phase: str,
-        now: datetime,
-    ) -> bool: ...
-
-    def set_watermark(self, scope: str, at: datetime) -> None: ...
-
-    def watermark(self, scope: str) -> datetime | None: ...
-
-    def created_without_outcome(self) -> Sequence[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -242,7 +190,7 @@ class Reconciler:
         scopes: Sequence[tuple[str, str]],
         policies: Callable[[], PolicySet],
         metrics: Metrics,
-        ledger: LedgerPort | None = None,
+        ledger: DecisionLedger | None = None,
         scheduler: Scheduler | None = None,
         notifier: Notifier | None = None,
         decide: Decide | None = None,
@@ -257,12 +205,8 @@ class Reconciler:
         retry_max: float = _RETRY_MAX,
     ) -> None:
         if decide is None:
-            from rerund.core.decide import decide as core_decide
-
             decide = core_decide
         if clock is None:
-            from rerund.clock import utcnow
-
             clock = utcnow
         self._cp = control_plane
         self._scopes = [(p, d) for p, d in scopes]
@@ -412,8 +356,6 @@ class Reconciler:
         Read-only: nothing is recorded, scheduled or created. None when the run has not failed
         (rerund decides only about FAILED, TIMED_OUT and ABORTED runs).
         """
-        from rerund.core.decide import explain
-
         now = self._clock()
         policies = self._policies()
         await self._refresh_reruns(ref.project, ref.domain, now, policies)
@@ -960,7 +902,7 @@ class Reconciler:
     def _count_error(self, exc: ControlPlaneError) -> None:
         self._metrics.control_plane_errors.labels(exc.rpc or "unknown", exc.code or "unknown").inc()
 
-    def _ledger_call(self, fn: Callable[[LedgerPort], Any]) -> Any:
+    def _ledger_call(self, fn: Callable[[DecisionLedger], Any]) -> Any:
         if self._ledger is None:
             return None
         try:
@@ -969,7 +911,7 @@ class Reconciler:
             log.error("%s", exc)
             return None
 
-    def _novel(self, kind: str, key: Any, fn: Callable[[LedgerPort], bool]) -> bool:
+    def _novel(self, kind: str, key: Any, fn: Callable[[DecisionLedger], bool]) -> bool:
         """True when the fact is new: the ledger decides (across restarts); without a working
         ledger, this process remembers."""
         result = self._ledger_call(fn)

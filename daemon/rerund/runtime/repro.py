@@ -29,10 +29,11 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
+from rerund.adapters.cron import CronSchedule
+from rerund.core.durations import format_duration
 from rerund.core.repro import (
-    LABEL_REPRO,
     ReproCheck,
     ReproResult,
     Verdict,
@@ -41,6 +42,7 @@ from rerund.core.repro import (
     repro_run_name,
     unverifiable,
 )
+from rerund.core.runs import LABEL_REPRO, TERMINAL_PHASES, RerunRequest, RunRef, RunSummary
 from rerund.errors import (
     AlreadyExistsError,
     ControlPlaneError,
@@ -49,21 +51,15 @@ from rerund.errors import (
     NotificationError,
     PermanentControlPlaneError,
 )
+from rerund.ports import ControlPlane, Notifier, ReproLedger
 from rerund.runtime.metrics import Metrics
-from rerund.runtime.ports import TERMINAL_PHASES, ControlPlane, Notifier, RerunRequest, RunRef, RunSummary
 
-__all__ = ["ReproLedger", "ReproRunner", "render_diff"]
+__all__ = ["ReproRunner", "render_diff"]
 
 log = logging.getLogger("rerund.repro")
 decisions_log = logging.getLogger("rerund.decisions")
 
 _MAX_SLEEP_S = 30.0  # the schedule loop re-reads the checks (hot reload) at least this often
-
-
-class ReproLedger(Protocol):
-    def record_reproduction(self, result: dict[str, Any], *, now: datetime) -> bool: ...
-
-    def last_reproduction(self, check: str) -> datetime | None: ...
 
 
 class _Deadline(Exception):
@@ -133,8 +129,6 @@ class ReproRunner:
 
     def schedule(self, check: ReproCheck) -> Any:
         """The ``CronSchedule`` of ``check`` (cached)."""
-        from rerund.adapters.cron import CronSchedule
-
         key = (check.schedule, check.timezone)
         if key not in self._schedules:
             self._schedules[key] = CronSchedule(check.schedule, check.timezone)
@@ -486,8 +480,6 @@ def _iso(when: datetime) -> str:
 
 
 def _ago(delta: timedelta) -> str:
-    from rerund.core.durations import format_duration
-
     return format_duration(timedelta(seconds=round(delta.total_seconds())))
 
 

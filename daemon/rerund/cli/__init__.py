@@ -1,9 +1,17 @@
-"""The ``rerund`` command line: one entry point, one sub-command module per area.
+"""The ``rerund`` command line: one entry point, one module per command group.
 
-Each area owns its sub-commands in its own module, which exposes
-``register(subparsers: argparse._SubParsersAction) -> None`` and sets ``func`` on each parser
-(``func(args) -> int`` returns the exit code). Sub-command modules import heavy dependencies
-(flyte, uvicorn, ...) inside their handlers, so ``rerund --help`` stays fast.
+Every command lives in this package, the top layer: it may import every other layer and none
+imports it. Each module exposes ``register(subparsers: argparse._SubParsersAction) -> None``
+and sets ``func`` on each parser (``func(args) -> int`` returns the exit code):
+
+- ``daemon``   ``run``, ``history``
+- ``demo``     ``demo`` (``make run``)
+- ``policy``   ``check``, ``test``, ``schema``, and ``explain`` from ``explain``
+- ``explain``  ``explain``, offline or live
+- ``repro``    ``repro list|run|history``
+- ``sandbox``  ``sandbox``
+
+The flyte SDK itself is imported only when a command first talks to a control plane.
 
 Errors: a ``RerundError`` escaping a handler is printed as one clear message (no traceback)
 and exits with status 2 (1 is reserved for "the check ran and found problems").
@@ -12,22 +20,17 @@ and exits with status 2 (1 is reserved for "the check ran and found problems").
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
 from rerund import __version__
+from rerund.cli import daemon, demo, policy, repro, sandbox
 from rerund.errors import RerundError
 
 __all__ = ["build_parser", "main"]
 
 # Order is the order of `rerund --help`.
-_COMMAND_MODULES = (
-    "rerund.runtime.cli",  # run, history, demo
-    "rerund.policy.cli",  # check, explain, test, schema
-    "rerund.runtime.repro_cli",  # repro list|run|history
-    "rerund.sandbox.cli",  # sandbox
-)
+_COMMAND_MODULES = (daemon, demo, policy, repro, sandbox)
 
 _EPILOG = """\
 examples:
@@ -50,13 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rerund {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # the area has not shipped this module
-                continue
-            raise
+    for module in _COMMAND_MODULES:
         module.register(sub)
     return parser
 

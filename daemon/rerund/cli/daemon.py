@@ -1,19 +1,19 @@
-"""``rerund run``, ``rerund history`` and ``rerund demo``.
-
-Heavy imports (flyte, the sandbox, prometheus) happen inside the handlers so that
-``rerund --help`` stays fast.
-"""
+"""``rerund run`` and ``rerund history``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
+from rerund.adapters.ledger import Ledger
 from rerund.errors import ConfigError
+from rerund.runtime.daemon import Daemon
+from rerund.runtime.settings import load_settings, scopes_from_flags
 
 __all__ = ["configure_logging", "register"]
 
@@ -39,7 +39,7 @@ settings (file < RERUND_* environment < flags):
 
 
 def register(sub: Any) -> None:
-    """Add ``run``, ``history`` and ``demo`` to the ``rerund`` parser."""
+    """Add ``run`` and ``history`` to the ``rerund`` parser."""
     run = sub.add_parser(
         "run",
         help="the daemon: watch failed runs, decide, issue reruns exactly once",
@@ -86,26 +86,6 @@ def register(sub: Any) -> None:
     history.add_argument("--format", choices=("text", "json"), default="text")
     history.set_defaults(func=_history)
 
-    demo = sub.add_parser(
-        "demo",
-        help="a sandbox control plane with a demo workload and the daemon against it (make run)",
-        description="Start the sandbox with a demo workload and the daemon with the example policies.",
-    )
-    demo.add_argument("--workload", default="policies/demo/workload.yaml", metavar="FILE")
-    demo.add_argument("--policies", action="append", metavar="PATH", help="default: policies/")
-    demo.add_argument(
-        "--config", default=None, metavar="FILE", help="daemon settings (default: policies/demo/daemon.yaml)"
-    )
-    demo.add_argument(
-        "--http", default=None, metavar="HOST:PORT", help="metrics address (default 127.0.0.1:9464)"
-    )
-    demo.add_argument("--time-scale", type=float, default=1.0, help="sandbox speed factor (0.1 = 10x faster)")
-    demo.add_argument("--state", default=None, metavar="PATH", help="ledger (default: a temporary file)")
-    demo.add_argument(
-        "--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)"
-    )
-    demo.set_defaults(func=_demo)
-
 
 class _Formatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -127,8 +107,6 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from rerund.runtime.settings import load_settings, scopes_from_flags
-
     overrides: dict[str, Any] = {
         "endpoint": args.endpoint,
         "org": args.org,
@@ -150,9 +128,6 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from rerund.runtime.daemon import Daemon
 
     settings = _settings(args)
     settings.require_runnable()
@@ -161,14 +136,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    from rerund.adapters.ledger import Ledger
-
     state: Path
     if args.state:
         state = Path(args.state)
     else:
-        from rerund.runtime.settings import load_settings
-
         state = load_settings(args.config).state if args.config else Path("rerund.db")
     if not state.exists():
         raise ConfigError(
@@ -185,9 +156,3 @@ def _history(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['at'][:19]}Z  {r['decision']:<7}  {r['project']}/{r['domain']}/{r['run']}  {r['reason']}")
     return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from rerund.runtime.demo import run_demo
-
-    return run_demo(args)

@@ -1,112 +1,33 @@
-"""Ports: what the reconcile loop needs from the outside world, as Protocols and plain values.
+"""Ports: every Protocol the shell needs from the outside world, in one place.
 
 The shell talks to the control plane only through ``ControlPlane``; the production adapter
 (``rerund.adapters.flyte_control_plane``) implements it with the real flyte SDK, and unit tests
 implement it in memory. Keeping the port small — list, watch, read one failure, create one
 rerun — is what lets a reconcile pass be called directly in a test, and is also the RPC budget
-of the daemon: every method documents the RPCs it costs.
+of the daemon: every method documents the RPCs it costs. The ledger (``DecisionLedger``,
+``ReproLedger``), the notifier and the scheduler are ports too; ``rerund.adapters`` implements
+them all.
 
-Lineage lives on the control plane, in three labels every rerun carries (``rerund-root``,
-``rerund-attempt``, ``rerund-policy``), plus the SDK's ``RunSpec.relation``. Nothing about a
-lineage is only known locally.
+This module sits on the ground floor, just above the core: it imports only ``rerund.core``
+(the values it speaks in, ``rerund.core.runs``), so adapters implement it without importing
+the shell.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from rerund.core.model import ErrorInfo
+from rerund.core.runs import FailureFacts, RerunRequest, RunRef, RunSummary
 
 __all__ = [
-    "FAILED_PHASES",
-    "LABEL_ATTEMPT",
-    "LABEL_POLICY",
-    "LABEL_ROOT",
-    "TERMINAL_PHASES",
     "ControlPlane",
-    "FailureFacts",
+    "DecisionLedger",
     "Notifier",
-    "RerunRequest",
-    "RunRef",
-    "RunSummary",
+    "ReproLedger",
+    "Scheduler",
 ]
-
-LABEL_ROOT = "rerund-root"
-LABEL_ATTEMPT = "rerund-attempt"
-LABEL_POLICY = "rerund-policy"
-
-FAILED_PHASES = frozenset({"FAILED", "TIMED_OUT", "ABORTED"})
-TERMINAL_PHASES = FAILED_PHASES | {"SUCCEEDED"}
-
-
-@dataclass(frozen=True, order=True)
-class RunRef:
-    """A run on the control plane: its project, domain and name."""
-
-    project: str
-    domain: str
-    name: str
-
-    @property
-    def scope(self) -> str:
-        return f"{self.project}/{self.domain}"
-
-    def __str__(self) -> str:
-        return f"{self.project}/{self.domain}/{self.name}"
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    """What a list or watch tells about a run, without a further call.
-
-    ``labels`` may be empty although the run has labels: open-source Flyte does not fill them
-    in ListRuns. ``phase`` is the flyteidl2 phase name without prefix (``FAILED``).
-    """
-
-    ref: RunRef
-    phase: str
-    task: str = ""
-    created_at: datetime | None = None
-    ended_at: datetime | None = None
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def terminal(self) -> bool:
-        return self.phase in TERMINAL_PHASES
-
-
-@dataclass(frozen=True)
-class FailureFacts:
-    """Everything the decision core needs about one failed run, read from the control plane."""
-
-    summary: RunSummary
-    labels: Mapping[str, str]
-    action: str
-    action_task: str
-    error: ErrorInfo
-    failed_at: datetime
-    related_to: str | None = None  # RunSpec.relation: the run this one was rerun from
-    relation: str | None = None  # "RERUN" | "RECOVER"
-
-
-@dataclass(frozen=True)
-class RerunRequest:
-    """One rerun to create. ``action`` names the source action (``a0`` = the whole run)."""
-
-    source: RunRef
-    name: str
-    action: str = "a0"
-    recover: bool = False
-    env: Mapping[str, str] = field(default_factory=dict)
-    labels: Mapping[str, str] = field(default_factory=dict)
-    inputs: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def target(self) -> RunRef:
-        return RunRef(self.source.project, self.source.domain, self.name)
 
 
 class ControlPlane(Protocol):
@@ -176,3 +97,67 @@ class Notifier(Protocol):
     """Sends one notification (e.g. a webhook) and raises ``NotificationError`` on failure."""
 
     async def notify(self, payload: Mapping[str, Any]) -> None: ...
+
+
+class Scheduler(Protocol):
+    """Runs ``callback`` at ``at`` (in-memory; jobs are recomputed after a restart)."""
+
+    def schedule(self, key: str, at: datetime, callback: Callable[[], Awaitable[None]]) -> None: ...
+
+    def cancel(self, key: str) -> None: ...
+
+
+class DecisionLedger(Protocol):
+    """The audit ledger as the reconcile loop writes it. Every ``record_*`` returns True when
+    the fact is new (the ledger de-duplicates across restarts) and raises ``LedgerError``."""
+
+    def record_failure(
+        self, *, project: str, domain: str, run: str, failed_at: datetime, now: datetime
+    ) -> bool: ...
+
+    def record_decision(
+        self, *, project: str, domain: str, run: str, root: str, decision: dict[str, Any], now: datetime
+    ) -> bool: ...
+
+    def record_issue(
+        self,
+        *,
+        source_key: str,
+        project: str,
+        domain: str,
+        target: str,
+        root: str,
+        attempt: int,
+        policy: str,
+        scope: str,
+        result: str,
+        message: str,
+        now: datetime,
+    ) -> bool: ...
+
+    def record_outcome(
+        self,
+        *,
+        project: str,
+        domain: str,
+        target: str,
+        policy: str,
+        root: str,
+        attempt: int,
+        phase: str,
+        now: datetime,
+    ) -> bool: ...
+
+    def set_watermark(self, scope: str, at: datetime) -> None: ...
+
+    def watermark(self, scope: str) -> datetime | None: ...
+
+    def created_without_outcome(self) -> Sequence[Any]: ...
+
+
+class ReproLedger(Protocol):
+    """The audit ledger as the reproduction checks write it."""
+
+    def record_reproduction(self, result: dict[str, Any], *, now: datetime) -> bool: ...
+
+    def last_reproduction(self, check: str) -> datetime | None: ...

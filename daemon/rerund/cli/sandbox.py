@@ -1,8 +1,7 @@
 """``rerund sandbox``: serve the Flyte-compatible sandbox control plane until SIGINT/SIGTERM.
 
 Prints the endpoint, the ``flyte.init(...)`` call and a ``flyte`` CLI config file (written to
-disk) that point at it. Heavy imports (uvicorn, flyteidl2) happen inside the handler so that
-``rerund --help`` stays fast.
+disk) that point at it.
 """
 
 from __future__ import annotations
@@ -14,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from rerund.errors import ConfigError
+from rerund.sandbox.server import Sandbox, bind_socket, serve_forever
+from rerund.sandbox.service import Faults
+from rerund.sandbox.workload import Workload, load_workload, parse_duration
 
 __all__ = ["flyte_cli_config", "register"]
 
@@ -106,10 +108,6 @@ def flyte_cli_config(endpoint: str, *, org: str, project: str, domain: str) -> s
 
 
 def run(args: argparse.Namespace) -> int:
-    from rerund.sandbox.server import Sandbox, bind_socket, serve_forever
-    from rerund.sandbox.service import Faults
-    from rerund.sandbox.workload import Workload, load_workload, parse_duration
-
     if not 0.0 <= args.fault_unavailable <= 1.0:
         raise ConfigError(
             f"--fault-unavailable must be a share between 0 and 1, got {args.fault_unavailable}"

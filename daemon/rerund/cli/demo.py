@@ -17,11 +17,38 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from rerund.cli.daemon import configure_logging
 from rerund.errors import ConfigError
+from rerund.runtime.daemon import Daemon
+from rerund.runtime.settings import load_settings
+from rerund.sandbox.testing import start_sandbox
 
-__all__ = ["run_demo"]
+__all__ = ["register", "run_demo"]
 
 _DEFAULT_CONFIG = Path("policies/demo/daemon.yaml")
+
+
+def register(sub: Any) -> None:
+    """Add ``demo`` to the ``rerund`` parser."""
+    demo = sub.add_parser(
+        "demo",
+        help="a sandbox control plane with a demo workload and the daemon against it (make run)",
+        description="Start the sandbox with a demo workload and the daemon with the example policies.",
+    )
+    demo.add_argument("--workload", default="policies/demo/workload.yaml", metavar="FILE")
+    demo.add_argument("--policies", action="append", metavar="PATH", help="default: policies/")
+    demo.add_argument(
+        "--config", default=None, metavar="FILE", help="daemon settings (default: policies/demo/daemon.yaml)"
+    )
+    demo.add_argument(
+        "--http", default=None, metavar="HOST:PORT", help="metrics address (default 127.0.0.1:9464)"
+    )
+    demo.add_argument("--time-scale", type=float, default=1.0, help="sandbox speed factor (0.1 = 10x faster)")
+    demo.add_argument("--state", default=None, metavar="PATH", help="ledger (default: a temporary file)")
+    demo.add_argument(
+        "--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)"
+    )
+    demo.set_defaults(func=run_demo)
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -34,11 +61,6 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from rerund.runtime.cli import configure_logging
-    from rerund.runtime.daemon import Daemon
-    from rerund.runtime.settings import load_settings
-    from rerund.sandbox.testing import start_sandbox
-
     workload = Path(args.workload)
     if not workload.exists():
         raise ConfigError(

@@ -1,6 +1,7 @@
-"""``rerund explain RUN --config rerund.yaml``: explain a live run with its real lineage.
+"""``rerund explain``: offline from ``--policies`` and ``--failure``, or live for a RUN.
 
-It reads exactly what the daemon reads — the run, its failing action and error, its lineage
+``rerund explain RUN --config rerund.yaml`` explains a live run with its real lineage. It reads
+exactly what the daemon reads — the run, its failing action and error, its lineage
 labels, and the reruns on the control plane (for budget counts) — and asks the same pure core,
 so the answer is the daemon's answer. Nothing is recorded or created.
 """
@@ -10,14 +11,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from rerund.clock import utcnow
+from rerund.core.decide import explain
+from rerund.core.runs import RunRef
 from rerund.errors import ConfigError
-from rerund.policy.cli import parse_now, render_text
-from rerund.runtime.ports import RunRef
+from rerund.policy.failures import load_failure
+from rerund.policy.loader import load_policies
+from rerund.runtime.daemon import connect_control_plane
+from rerund.runtime.metrics import Metrics
+from rerund.runtime.reconcile import Reconciler
+from rerund.runtime.settings import load_settings
 
-__all__ = ["explain_run"]
+__all__ = ["explain_run", "parse_now", "render_text", "run_explain"]
 
 
 def _scope(args: argparse.Namespace, scopes: list[tuple[str, str]]) -> tuple[str, str]:
@@ -41,11 +51,6 @@ def _scope(args: argparse.Namespace, scopes: list[tuple[str, str]]) -> tuple[str
 
 def explain_run(args: argparse.Namespace) -> int:
     """Print the live explanation of ``args.run``; exit 0, or 1 when the run has not failed."""
-    from rerund.policy import load_policies
-    from rerund.runtime.daemon import connect_control_plane
-    from rerund.runtime.metrics import Metrics
-    from rerund.runtime.reconcile import Reconciler
-    from rerund.runtime.settings import load_settings
 
     settings = load_settings(args.config)
     now = parse_now(args.now)
@@ -97,3 +102,54 @@ def explain_run(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(go())
+
+
+def parse_now(text: str | None) -> datetime:
+    """``--now`` as an aware UTC datetime; the wall clock when not given."""
+    if text is None:
+        return utcnow()
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"--now {text!r} is not an ISO-8601 time; write e.g. 2026-11-24T10:00:00Z"
+        ) from None
+    if when.tzinfo is None:
+        raise ConfigError(f"--now {text!r} has no timezone; add Z for UTC, e.g. 2026-11-24T10:00:00Z")
+    return when.astimezone(UTC)
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    """``rerund explain``: live for a RUN with --config, else offline from --policies and --failure."""
+    if args.run is not None:
+        if not args.config:
+            raise ConfigError(f"a live explain of run {args.run!r} needs --config FILE (the daemon settings)")
+        return explain_run(args)
+    if not args.policies or not args.failure:
+        raise ConfigError(
+            "explain needs --policies PATH and --failure FILE (or a RUN and --config for a live explain)"
+        )
+
+    now = parse_now(args.now)
+    policies = load_policies(args.policies)
+    failure = load_failure(args.failure)
+    result = explain(failure, policies, now)
+    if args.format == "json":
+        print(json.dumps({**result.decision.to_json(), "trace": result.trace}, indent=2, sort_keys=False))
+        return 0
+    print(render_text(result.decision.to_json(), result.trace))
+    return 0
+
+
+def render_text(decision: dict[str, Any], trace: list[str]) -> str:
+    """The text form of an explanation (shared with the live explain)."""
+    lines = [f"{'decision:':<12}{decision['decision']}", f"{'reason:':<12}{decision['reason']}"]
+    for key in ("name", "scope", "action", "not_before"):
+        if decision.get(key):
+            lines.append(f"{key + ':':<12}{decision[key]}")
+    for key in ("env", "labels", "inputs"):
+        if decision.get(key):
+            lines.append(f"{key + ':':<12}" + ", ".join(f"{k}={v}" for k, v in decision[key].items()))
+    lines.append("trace:")
+    lines.extend(f"  {i}. {step}" for i, step in enumerate(trace, 1))
+    return "\n".join(lines)

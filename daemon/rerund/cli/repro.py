@@ -12,11 +12,22 @@ traceback by the dispatcher).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
+from rerund.adapters.cron import CronSchedule
+from rerund.adapters.ledger import Ledger
+from rerund.clock import utcnow
 from rerund.errors import ConfigError
+from rerund.policy import load_policies
+from rerund.runtime.daemon import connect_control_plane
+from rerund.runtime.metrics import Metrics
+from rerund.runtime.repro import ReproRunner
+from rerund.runtime.settings import load_settings
 
 __all__ = ["register"]
 
@@ -110,22 +121,16 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from rerund.runtime.settings import load_settings
-
     overrides = {"policies": args.policies, "state": args.state}
     return load_settings(args.config, overrides=overrides)
 
 
 def _checks(args: argparse.Namespace) -> list[Any]:
-    from rerund.policy import load_policies
-
     settings = _settings(args)
     return list(load_policies(list(settings.policies)).reproductions)
 
 
 def _ledger(args: argparse.Namespace, *, required: bool) -> Any:
-    from rerund.adapters.ledger import Ledger
-
     state = Path(args.state) if args.state else _settings(args).state
     if not state.exists():
         if required:
@@ -146,9 +151,6 @@ def _find(checks: list[Any], name: str) -> Any:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from rerund.adapters.cron import CronSchedule
-    from rerund.clock import utcnow
-
     checks = _checks(args)
     ledger = _ledger(args, required=False)
     now = utcnow()
@@ -188,16 +190,6 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from prometheus_client import CollectorRegistry
-
-    from rerund.adapters.ledger import Ledger
-    from rerund.clock import utcnow
-    from rerund.policy import load_policies
-    from rerund.runtime.daemon import connect_control_plane
-    from rerund.runtime.metrics import Metrics
-    from rerund.runtime.repro import ReproRunner
 
     if not args.config:
         raise ConfigError(

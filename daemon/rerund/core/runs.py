@@ -1,0 +1,107 @@
+"""Runs as the layers exchange them: plain frozen values, the lineage label names and the
+phase sets. The control-plane adapter builds these from the wire, the shell passes them around,
+the core reads them; they live here, on the ground floor, so every layer can import them.
+
+Lineage lives on the control plane, in three labels every rerun carries (``rerund-root``,
+``rerund-attempt``, ``rerund-policy``), plus the SDK's ``RunSpec.relation``. Nothing about a
+lineage is only known locally. A reproduction rerun carries ``rerund-repro`` (the check's name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from rerund.core.model import ErrorInfo
+
+__all__ = [
+    "FAILED_PHASES",
+    "LABEL_ATTEMPT",
+    "LABEL_POLICY",
+    "LABEL_REPRO",
+    "LABEL_ROOT",
+    "ROOT_ACTION",
+    "TERMINAL_PHASES",
+    "FailureFacts",
+    "RerunRequest",
+    "RunRef",
+    "RunSummary",
+]
+
+LABEL_ROOT = "rerund-root"
+LABEL_ATTEMPT = "rerund-attempt"
+LABEL_POLICY = "rerund-policy"
+LABEL_REPRO = "rerund-repro"
+ROOT_ACTION = "a0"  # the root action of a run: a rerun of scope run starts here
+
+FAILED_PHASES = frozenset({"FAILED", "TIMED_OUT", "ABORTED"})
+TERMINAL_PHASES = FAILED_PHASES | {"SUCCEEDED"}
+
+
+@dataclass(frozen=True, order=True)
+class RunRef:
+    """A run on the control plane: its project, domain and name."""
+
+    project: str
+    domain: str
+    name: str
+
+    @property
+    def scope(self) -> str:
+        return f"{self.project}/{self.domain}"
+
+    def __str__(self) -> str:
+        return f"{self.project}/{self.domain}/{self.name}"
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a list or watch tells about a run, without a further call.
+
+    ``labels`` may be empty although the run has labels: open-source Flyte does not fill them
+    in ListRuns. ``phase`` is the flyteidl2 phase name without prefix (``FAILED``).
+    """
+
+    ref: RunRef
+    phase: str
+    task: str = ""
+    created_at: datetime | None = None
+    ended_at: datetime | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL_PHASES
+
+
+@dataclass(frozen=True)
+class FailureFacts:
+    """Everything the decision core needs about one failed run, read from the control plane."""
+
+    summary: RunSummary
+    labels: Mapping[str, str]
+    action: str
+    action_task: str
+    error: ErrorInfo
+    failed_at: datetime
+    related_to: str | None = None  # RunSpec.relation: the run this one was rerun from
+    relation: str | None = None  # "RERUN" | "RECOVER"
+
+
+@dataclass(frozen=True)
+class RerunRequest:
+    """One rerun to create. ``action`` names the source action (``a0`` = the whole run)."""
+
+    source: RunRef
+    name: str
+    action: str = "a0"
+    recover: bool = False
+    env: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def target(self) -> RunRef:
+        return RunRef(self.source.project, self.source.domain, self.name)
