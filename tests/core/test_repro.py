@@ -12,7 +12,16 @@ from hypothesis import strategies as st
 
 from rerund.core.compare import Tolerance
 from rerund.core.names import is_valid_name
-from rerund.core.repro import CompareSettings, ReproCheck, ReproSource, due_firing, judge, repro_run_name
+from rerund.core.repro import (
+    CompareSettings,
+    ReproCheck,
+    ReproSource,
+    due_firing,
+    judge,
+    kept_failing,
+    reads_outputs,
+    repro_run_name,
+)
 
 CHECK = ReproCheck(name="nightly", schedule="0 3 * * *", source=ReproSource(task="train.fit"))
 OUT = {"accuracy": 0.93, "loss": 0.31, "timestamp": "2026-11-26T03:00:00Z"}
@@ -186,3 +195,31 @@ def test_a_failed_reproduction_rerun_is_never_retried_by_a_policy(policies, make
         "label rerund-repro=nightly: a reproduction rerun, never retried: ignore"
     ]
     assert decide(make_failure(), ps, NOW).decision == "rerun"
+
+
+@pytest.mark.parametrize(
+    ("outputs", "ref_phase", "new_phase", "reads"),
+    [
+        ("exact", "SUCCEEDED", "SUCCEEDED", True),
+        ("none", "SUCCEEDED", "SUCCEEDED", False),
+        ("exact", "FAILED", "SUCCEEDED", False),
+        ("exact", "SUCCEEDED", "FAILED", False),
+    ],
+    ids=["both-succeeded", "outputs-none", "reference-failed", "rerun-failed"],
+)
+def test_outputs_are_read_only_when_judge_compares_them(outputs, ref_phase, new_phase, reads):
+    check = with_compare(outputs=outputs)
+    assert reads_outputs(check, ref_phase, new_phase) is reads
+    compared = "equal" in verdict(check, ref_phase=ref_phase, new_phase=new_phase).reason
+    assert compared is reads
+
+
+@pytest.mark.parametrize(
+    ("issued", "result"), [(False, "failed"), (True, "timeout")], ids=["before", "after"]
+)
+def test_a_control_plane_that_kept_failing_is_a_timeout_once_the_rerun_was_issued(issued, result):
+    v = kept_failing(CHECK, "UNAVAILABLE", rerun_issued=issued)
+    assert v.result == result
+    assert v.reason == (
+        "check 'nightly': the control plane kept failing until the timeout of 2h ran out (last: UNAVAILABLE)"
+    )

@@ -26,12 +26,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from rerund.core.durations import format_duration
-from rerund.core.model import Decision, Failure, Scope
+from rerund.core.model import Decision, Defer, Failure, GiveUp, Ignore, Rerun, Scope
 from rerund.core.names import rerun_name
-from rerund.core.rules import Budget, PolicySet, Rule
+from rerund.core.rules import GLOBAL_BUDGET, Budget, PolicySet, Rule
 from rerund.core.runs import LABEL_ATTEMPT, LABEL_POLICY, LABEL_REPRO, LABEL_ROOT, ROOT_ACTION
+from rerund.core.times import iso
 
-__all__ = ["LABEL_ATTEMPT", "LABEL_POLICY", "LABEL_ROOT", "Explanation", "decide", "explain"]
+__all__ = ["LABEL_ATTEMPT", "LABEL_POLICY", "LABEL_ROOT", "Explanation", "decide", "explain", "iso"]
 
 
 @dataclass(frozen=True)
@@ -58,11 +59,6 @@ def explain(failure: Failure, policies: PolicySet, now: datetime) -> Explanation
     return Explanation(decision=decision, trace=trace)
 
 
-def iso(when: datetime) -> str:
-    """ISO-8601 UTC with a ``Z``, exactly as ``Decision.to_json`` prints times."""
-    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def _decide(failure: Failure, policies: PolicySet, now: datetime, trace: list[str] | None) -> Decision:
     run = failure.run
     check = failure.labels.get(LABEL_REPRO)
@@ -73,18 +69,18 @@ def _decide(failure: Failure, policies: PolicySet, now: datetime, trace: list[st
         )
         if trace is not None:
             trace.append(f"label {LABEL_REPRO}={check}: a reproduction rerun, never retried: ignore")
-        return Decision(decision="ignore", reason=reason, source_run=run, root=failure.root)
+        return Ignore(reason=reason, source_run=run, root=failure.root)
     rule = policies.first_match(failure, trace)
     if rule is None:
         reason = f"no policy matches run {run!r} ({len(policies)} tried): it is not rerun"
         if trace is not None:
             trace.append("no policy matched: ignore")
-        return Decision(decision="ignore", reason=reason, source_run=run, root=failure.root)
+        return Ignore(reason=reason, source_run=run, root=failure.root)
     if rule.retry is None:
         reason = f"policy {rule.name!r} never reruns run {run!r} (retry: false)"
         if trace is not None:
             trace.append(f"policy {rule.name!r} has retry: false: ignore")
-        return Decision(decision="ignore", policy=rule.name, reason=reason, source_run=run, root=failure.root)
+        return Ignore(policy=rule.name, reason=reason, source_run=run, root=failure.root)
     return _plan(failure, policies, rule, now, trace)
 
 
@@ -107,7 +103,7 @@ def _plan(
         )
         if trace is not None:
             trace.append("give up")
-        return Decision(decision="give_up", policy=name, reason=reason, attempt=n, source_run=run, root=root)
+        return GiveUp(policy=name, reason=reason, attempt=n, source_run=run, root=root)
 
     scope, action, scope_note = plan.scope, None, ""
     if scope == Scope.FAILED_ACTION:
@@ -155,7 +151,7 @@ def _plan(
         )
         if trace is not None:
             trace.append(f"defer until {iso(frees)}")
-        return Decision(decision="defer", reason=reason, not_before=frees, budget=budget_name, **common)  # type: ignore[arg-type]
+        return Defer(reason=reason, not_before=frees, budget=budget_name, **common)  # type: ignore[arg-type]
 
     reason = (
         f"policy {name!r} reruns run {run!r} as {new_name!r}: attempt {n} of "
@@ -164,7 +160,7 @@ def _plan(
     )
     if trace is not None:
         trace.append(f"rerun as {new_name!r} at {iso(due)}")
-    return Decision(decision="rerun", reason=reason, not_before=due, **common)  # type: ignore[arg-type]
+    return Rerun(reason=reason, not_before=due, **common)  # type: ignore[arg-type]
 
 
 def _later(when: datetime, delta: timedelta) -> datetime:
@@ -181,7 +177,7 @@ def _blocking_budget(
 ) -> tuple[str, Budget, int, datetime] | None:
     """The exhausted budget that frees a slot last (name, budget, used, frees_at), or None."""
     assert rule.retry is not None
-    candidates = [("global", policies.global_budget), (rule.name, rule.retry.budget)]
+    candidates = [(GLOBAL_BUDGET, policies.global_budget), (rule.name, rule.retry.budget)]
     worst: tuple[str, Budget, int, datetime] | None = None
     for budget_name, budget in candidates:
         if budget is None:

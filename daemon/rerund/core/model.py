@@ -1,4 +1,5 @@
-"""Values the core works on: a ``Failure`` as rerund reads it, and the ``Decision`` it makes.
+"""Values the core works on: a ``Failure`` as rerund reads it, and the ``Decision`` it makes —
+one of ``Rerun``, ``GiveUp``, ``Ignore``, ``Defer``, each a frozen value with a human ``reason``.
 
 These are the contract between the daemon (which builds a ``Failure`` from the control plane),
 the decision core (``rerund.core.decide``) and the tools (``rerund explain``, ``rerund test``,
@@ -15,13 +16,28 @@ for ``defer`` it is when a budget window frees a slot.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["Decision", "DecisionKind", "ErrorInfo", "Failure", "Phase", "Scope"]
+from rerund.core.times import iso
+
+__all__ = [
+    "Decision",
+    "DecisionKind",
+    "Defer",
+    "ErrorInfo",
+    "Failure",
+    "GiveUp",
+    "Ignore",
+    "Phase",
+    "Rerun",
+    "Scope",
+]
 
 
 class Phase(StrEnum):
@@ -106,26 +122,17 @@ class Failure(_Frozen):
             object.__setattr__(self, "action_task", self.task)
 
 
-class Decision(_Frozen):
-    """What to do about one failure, with the human ``reason`` that is the log line, the
-    ``explain`` output and the audit record at once."""
+@dataclass(frozen=True, kw_only=True)
+class _Decided:
+    """What every decision says: the ``reason`` (the log line, the ``explain`` output and the
+    audit record at once), the run decided about and the lineage it belongs to.
+    ``root`` is not part of the JSON contract."""
 
-    decision: DecisionKind
-    policy: str | None = None
+    decision: ClassVar[DecisionKind]
     reason: str
-    attempt: int | None = None
-    scope: Scope | None = None
     source_run: str
-    action: str | None = None
-    name: str | None = None
-    env: dict[str, str] = Field(default_factory=dict)
-    labels: dict[str, str] = Field(default_factory=dict)
-    inputs: dict[str, Any] = Field(default_factory=dict)
-    not_before: datetime | None = None
-    # Not part of the JSON contract: the lineage this decision belongs to and which budget
-    # deferred it (for metrics). Excluded from to_json().
-    root: str | None = Field(default=None, exclude=True)
-    budget: str | None = Field(default=None, exclude=True)
+    root: str = ""
+    policy: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The documented JSON contract (see module docstring)."""
@@ -133,15 +140,83 @@ class Decision(_Frozen):
             "decision": self.decision,
             "policy": self.policy,
             "reason": self.reason,
-            "attempt": self.attempt,
-            "scope": self.scope.value if self.scope else None,
+            "attempt": None,
+            "scope": None,
             "source_run": self.source_run,
+            "action": None,
+            "name": None,
+            "env": {},
+            "labels": {},
+            "inputs": {},
+            "not_before": None,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ignore(_Decided):
+    """Nothing to do: no policy matches, the policy never reruns, or the run is a reproduction
+    rerun. ``policy`` names the policy when one matched."""
+
+    decision: ClassVar[DecisionKind] = "ignore"
+
+
+@dataclass(frozen=True, kw_only=True)
+class GiveUp(_Decided):
+    """The lineage is exhausted: attempt ``attempt`` would exceed the policy's max_attempts."""
+
+    decision: ClassVar[DecisionKind] = "give_up"
+    policy: str
+    attempt: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "attempt": self.attempt}
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Planned(_Decided):
+    """A rerun planned by ``policy``: attempt ``attempt`` under the run name ``name``, of
+    ``scope`` (``action`` names the failing action for scope failed_action), with ``env``,
+    ``labels`` (the lineage labels included) and ``inputs``."""
+
+    policy: str
+    attempt: int
+    scope: Scope
+    name: str
+    action: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict, hash=False)
+    labels: Mapping[str, str] = field(default_factory=dict, hash=False)
+    inputs: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    not_before: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **super().to_json(),
+            "attempt": self.attempt,
+            "scope": self.scope.value,
             "action": self.action,
             "name": self.name,
             "env": dict(self.env),
             "labels": dict(self.labels),
             "inputs": dict(self.inputs),
-            "not_before": self.not_before.astimezone(UTC).isoformat().replace("+00:00", "Z")
-            if self.not_before
-            else None,
+            "not_before": iso(self.not_before),
         }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rerun(_Planned):
+    """Create the rerun, due at ``not_before`` (failed_at + the backoff delay)."""
+
+    decision: ClassVar[DecisionKind] = "rerun"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Defer(_Planned):
+    """The rerun would be due, but budget ``budget`` has no slot left: decide again at
+    ``not_before``, when its window frees one."""
+
+    decision: ClassVar[DecisionKind] = "defer"
+    budget: str
+
+
+Decision = Rerun | GiveUp | Ignore | Defer
+"""What to do about one failure: a closed set of frozen values, matched on by the shell."""

@@ -41,6 +41,8 @@ __all__ = [
     "Verdict",
     "due_firing",
     "judge",
+    "kept_failing",
+    "reads_outputs",
     "repro_run_name",
     "unverifiable",
 ]
@@ -249,8 +251,7 @@ def judge(
             f"{reference_phase}: the phase did not reproduce",
             (Difference("phase", f"{reference_phase} != {rerun_phase}"),),
         )
-    compared = cmp.outputs != "none" and rerun_phase == _SUCCEEDED and reference_phase == _SUCCEEDED
-    if not compared:
+    if not reads_outputs(check, reference_phase, rerun_phase):
         what = "outputs not compared" if cmp.outputs == "none" else "no outputs to compare"
         return Verdict(
             "match",
@@ -286,3 +287,20 @@ def _how(cmp: CompareSettings) -> str:
 def unverifiable(check: ReproCheck, reason: str, diff: Sequence[Difference] = ()) -> Verdict:
     """A firing that could not compare anything (no reference, rerun refused): ``failed``."""
     return Verdict("failed", f"check {check.name!r}: {reason}", tuple(diff))
+
+
+def reads_outputs(check: ReproCheck, reference_phase: str, rerun_phase: str = _SUCCEEDED) -> bool:
+    """Whether ``judge`` compares outputs, so the shell must read them: when the check compares
+    outputs and both runs SUCCEEDED (``rerun_phase`` defaults to "if the rerun succeeds")."""
+    return check.compare.outputs != "none" and reference_phase == _SUCCEEDED and rerun_phase == _SUCCEEDED
+
+
+def kept_failing(check: ReproCheck, last_error: str, *, rerun_issued: bool) -> Verdict:
+    """The verdict of a firing whose control plane kept failing (transiently) until the check's
+    timeout ran out: ``timeout`` once its rerun was issued (the rerun may still finish), else
+    ``failed`` (nothing was rerun)."""
+    timeout = format_duration(timedelta(seconds=round(check.timeout.total_seconds())))
+    verdict = unverifiable(
+        check, f"the control plane kept failing until the timeout of {timeout} ran out (last: {last_error})"
+    )
+    return Verdict("timeout", verdict.reason) if rerun_issued else verdict

@@ -33,6 +33,7 @@ from rerund.core.repro import ReproCheck
 
 __all__ = [
     "DEFAULT_PHASES",
+    "GLOBAL_BUDGET",
     "Budget",
     "Escalation",
     "MatchSpec",
@@ -46,6 +47,7 @@ __all__ = [
 ]
 
 DEFAULT_PHASES: frozenset[Phase] = frozenset({Phase.FAILED, Phase.TIMED_OUT})
+GLOBAL_BUDGET = "global"  # the name of the budget every rerun counts against (``budget:`` at the top)
 _PHASE_ORDER = (Phase.FAILED, Phase.TIMED_OUT, Phase.ABORTED)
 _SET_MAX_MEM = 64 << 20  # a cap for RE2's lazily built DFA, not an allocation
 
@@ -326,7 +328,7 @@ class PolicySet:
         """Budget name (``global`` or a policy name) -> the window the daemon counts reruns in."""
         out: dict[str, timedelta] = {}
         if self.global_budget is not None:
-            out["global"] = self.global_budget.per
+            out[GLOBAL_BUDGET] = self.global_budget.per
         for rule in self.rules:
             if rule.retry is not None and rule.retry.budget is not None:
                 out[rule.name] = rule.retry.budget.per

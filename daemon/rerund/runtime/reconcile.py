@@ -43,12 +43,21 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, assert_never
 
 from rerund.clock import utcnow
 from rerund.core.decide import Explanation, explain
 from rerund.core.decide import decide as core_decide
-from rerund.core.model import Decision, Failure, Phase, Scope
+from rerund.core.lineage import (
+    attempt_of,
+    budget_counts,
+    exhausted_notice,
+    failure_from,
+    lineage_names,
+    policy_budgets,
+    rerun_request,
+)
+from rerund.core.model import Decision, Defer, Failure, GiveUp, Ignore, Rerun
 from rerund.core.rules import PolicySet
 from rerund.core.runs import (
     FAILED_PHASES,
@@ -170,13 +179,6 @@ def public_decision(decision: Decision) -> dict[str, Any]:
     body["env"] = _redact(body["env"])
     body["inputs"] = _redact(body["inputs"])
     return body
-
-
-def _attempt(labels: Mapping[str, str]) -> int:
-    try:
-        return max(0, int(labels.get(LABEL_ATTEMPT, "0")))
-    except ValueError:
-        return 0
 
 
 class Reconciler:
@@ -364,7 +366,7 @@ class Reconciler:
             return None
         facts = await self._cp.read_failure(summary)
         used, oldest = self._budget_counts(now, policies.budgets())
-        failure = self._failure(facts, used, oldest)
+        failure = failure_from(facts, used, oldest)
         return explain(failure, policies, now), failure
 
     # -- reading -----------------------------------------------------------------------------
@@ -412,9 +414,7 @@ class Reconciler:
         by_policy: dict[RunRef, str] = {}
         if any(LABEL_POLICY not in r.labels for r in listed):
             # Open-source Flyte does not return labels in ListRuns: ask per budgeted policy.
-            for name, window in budgets.items():
-                if name == "global":
-                    continue
+            for name, window in policy_budgets(budgets).items():
                 for r in await self._cp.list_reruns(project, domain, since=now - window, policy=name):
                     by_policy[r.ref] = name
         fresh = _Index()
@@ -426,7 +426,7 @@ class Reconciler:
                 created_at=r.created_at,
                 policy=labels.get(LABEL_POLICY) or by_policy.get(r.ref),
                 root=labels.get(LABEL_ROOT),
-                attempt=_attempt(labels) if LABEL_ATTEMPT in labels else None,
+                attempt=attempt_of(labels) if LABEL_ATTEMPT in labels else None,
             )
             known = self._index.by_name.get(r.ref)
             if info.root is None and known is not None and known.root is not None:
@@ -463,7 +463,7 @@ class Reconciler:
             # "" = read, and not part of a lineage (a reproduction rerun inherits the labels of
             # the run it reruns): never read again
             info.root = "" if LABEL_REPRO in run.labels else run.labels.get(LABEL_ROOT, "")
-            info.attempt = _attempt(run.labels) if LABEL_ATTEMPT in run.labels else None
+            info.attempt = attempt_of(run.labels) if LABEL_ATTEMPT in run.labels else None
             info.policy = info.policy or run.labels.get(LABEL_POLICY)
 
         await asyncio.gather(*(learn(i) for i in infos))
@@ -471,20 +471,10 @@ class Reconciler:
     def _budget_counts(
         self, now: datetime, budgets: Mapping[str, timedelta]
     ) -> tuple[dict[str, int], dict[str, datetime]]:
-        used: dict[str, int] = {}
-        oldest: dict[str, datetime] = {}
-        for name, window in budgets.items():
-            start = now - window
-            reserved = (i for ref, i in self._reserved.items() if ref not in self._index.by_name)
-            times = [
-                i.created_at or now
-                for i in (*self._index.by_name.values(), *reserved)
-                if (name == "global" or i.policy == name) and (i.created_at or now) >= start
-            ]
-            used[name] = len(times)
-            if times:
-                oldest[name] = min(times)
-        return used, oldest
+        """Budget counts over the indexed reruns and those being created right now."""
+        reserved = (i for ref, i in self._reserved.items() if ref not in self._index.by_name)
+        reruns = ((i.policy, i.created_at) for i in (*self._index.by_name.values(), *reserved))
+        return budget_counts(reruns, budgets, now)
 
     # -- deciding ----------------------------------------------------------------------------
 
@@ -541,59 +531,37 @@ class Reconciler:
         finally:
             self._inflight.discard(ref)
 
-    def _failure(
-        self, facts: FailureFacts, used: Mapping[str, int], oldest: Mapping[str, datetime]
-    ) -> Failure:
-        s = facts.summary
-        return Failure(
-            run=s.ref.name,
-            root=facts.labels.get(LABEL_ROOT, "") or s.ref.name,
-            attempt=_attempt(facts.labels),
-            project=s.ref.project,
-            domain=s.ref.domain,
-            task=s.task,
-            labels=dict(facts.labels),
-            phase=Phase(s.phase),
-            action=facts.action,
-            action_task=facts.action_task,
-            error=facts.error,
-            failed_at=facts.failed_at,
-            budget_used=dict(used),
-            budget_oldest=dict(oldest),
-        )
-
     async def _decide_and_act(self, facts: FailureFacts, now: datetime) -> None:
         policies = self._policies()
-        failure = self._failure(facts, {}, {})
-        decision = self._decide(failure, policies, now)
         budgets = policies.budgets()
-        if decision.decision in ("rerun", "defer") and budgets:
-            used, oldest = self._budget_counts(now, budgets)
-            failure = self._failure(facts, used, oldest)
-            decision = self._decide(failure, policies, now)
+        used, oldest = self._budget_counts(now, budgets) if budgets else ({}, {})
+        failure = failure_from(facts, used, oldest)
+        decision = self._decide(failure, policies, now)
         novel = self._record(facts, failure, decision, now)
         ref = facts.summary.ref
-        if decision.decision == "rerun":
-            due = decision.not_before or now
-            if due > now:
+        match decision:
+            case Rerun(not_before=due) if due > now:
                 self._defer(facts, due)
-            else:
+            case Rerun():
                 # Stays pending (holding the watermark) until the issue task settles it.
                 self._pending[ref] = _Pending(
-                    facts=facts, summary=facts.summary, failed_at=facts.failed_at, due=due
+                    facts=facts, summary=facts.summary, failed_at=facts.failed_at, due=decision.not_before
                 )
-                assert decision.name is not None
                 target = RunRef(ref.project, ref.domain, decision.name)
                 self._reserved[target] = _RerunInfo(
                     target, now, decision.policy, failure.root, decision.attempt
                 )
-                self._spawn_issue(ref, self._issue(facts, failure, decision, due))
-        elif decision.decision == "defer":
-            self._defer(facts, decision.not_before)
-        else:
-            if decision.decision == "give_up" and novel:
-                self._exhausted(facts, failure, decision, now)
-            self._settle(ref)
+                self._spawn_issue(ref, self._issue(facts, failure, decision))
+            case Defer():
+                self._defer(facts, decision.not_before)
+            case GiveUp():
+                if novel:
+                    self._exhausted(facts, failure, decision, now)
+                self._settle(ref)
+            case Ignore():
+                self._settle(ref)
+            case _:
+                assert_never(decision)
 
     def _defer(self, facts: FailureFacts, due: datetime | None) -> None:
         ref = facts.summary.ref
@@ -630,7 +598,7 @@ class Reconciler:
         body = public_decision(decision)
         novel = self._novel(
             "decision",
-            (ref, decision.decision, decision.policy, decision.attempt),
+            (ref, decision.decision, decision.policy, body["attempt"]),
             lambda lg: lg.record_decision(
                 project=ref.project,
                 domain=ref.domain,
@@ -644,7 +612,7 @@ class Reconciler:
             return False
         self._metrics.decisions.labels(decision.policy or "", decision.decision).inc()
         self._metrics.detection_latency.observe(max(0.0, (now - facts.failed_at).total_seconds()))
-        if decision.decision == "defer" and decision.budget:
+        if isinstance(decision, Defer):
             self._metrics.budget_deferrals.labels(decision.budget).inc()
         entry = {
             "at": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
@@ -658,34 +626,20 @@ class Reconciler:
         decisions_log.info("%-7s %s: %s", decision.decision, ref, decision.reason)
         return True
 
-    def _exhausted(self, facts: FailureFacts, failure: Failure, decision: Decision, now: datetime) -> None:
-        policy = decision.policy or ""
-        self._metrics.lineages_exhausted.labels(policy).inc()
+    def _exhausted(self, facts: FailureFacts, failure: Failure, decision: GiveUp, now: datetime) -> None:
+        self._metrics.lineages_exhausted.labels(decision.policy).inc()
         if self._notifier is None:
             return
         ref = facts.summary.ref
-        lineage = [failure.root] + [
-            i.ref.name
-            for i in sorted(self._index.by_name.values(), key=lambda i: i.attempt or 0)
-            if i.root == failure.root and i.ref.name != failure.root
-        ]
-        if ref.name not in lineage:
-            lineage.append(ref.name)
-        payload = {
-            "text": f"rerund: lineage {failure.root!r} exhausted — {decision.reason}",
-            "event": "lineage_exhausted",
-            "run": ref.name,
-            "project": ref.project,
-            "domain": ref.domain,
-            "root": failure.root,
-            "lineage": lineage,
-            "policy": decision.policy,
-            "attempt": failure.attempt,
-            "reason": decision.reason,
-            "error": facts.error.model_dump(),
-            "console_url": self._cp.console_url(ref),
-            "decided_at": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        }
+        members = ((i.ref.name, i.root, i.attempt) for i in self._index.by_name.values())
+        payload = exhausted_notice(
+            facts,
+            failure,
+            decision,
+            lineage=lineage_names(failure.root, ref.name, members),
+            console_url=self._cp.console_url(ref),
+            now=now,
+        )
         self._spawn(self._notify(payload))
 
     async def _notify(self, payload: Mapping[str, Any]) -> None:
@@ -700,40 +654,23 @@ class Reconciler:
 
     # -- acting ------------------------------------------------------------------------------
 
-    def _request(self, facts: FailureFacts, failure: Failure, decision: Decision) -> RerunRequest:
-        assert decision.name is not None and decision.attempt is not None
-        labels = dict(decision.labels)
-        labels.update(
-            {
-                LABEL_ROOT: failure.root,
-                LABEL_ATTEMPT: str(decision.attempt),
-                LABEL_POLICY: decision.policy or "",
-            }
-        )
-        return RerunRequest(
-            source=facts.summary.ref,
-            name=decision.name,
-            action=(decision.action or facts.action) if decision.scope == Scope.FAILED_ACTION else "a0",
-            recover=decision.scope == Scope.RECOVER,
-            env=dict(decision.env),
-            labels=labels,
-            inputs=dict(decision.inputs),
-        )
-
-    async def _issue(self, facts: FailureFacts, failure: Failure, decision: Decision, due: datetime) -> None:
-        req = self._request(facts, failure, decision)
+    async def _issue(self, facts: FailureFacts, failure: Failure, decision: Rerun) -> None:
+        req = rerun_request(facts, decision)
         try:
-            await self._create(facts, failure, decision, due, req)
+            await self._create(facts, failure, decision, req)
         finally:
             self._reserved.pop(req.target, None)
 
     async def _create(
-        self, facts: FailureFacts, failure: Failure, decision: Decision, due: datetime, req: RerunRequest
+        self, facts: FailureFacts, failure: Failure, decision: Rerun, req: RerunRequest
     ) -> None:
         ref = facts.summary.ref
-        attempt = decision.attempt or 0
-        policy = decision.policy or ""
-        scope = decision.scope.value if decision.scope else Scope.RUN.value
+        attempt, policy, scope, due = (
+            decision.attempt,
+            decision.policy,
+            decision.scope.value,
+            decision.not_before,
+        )
 
         def issue_record(result: str, message: str) -> None:
             now = self._clock()

@@ -39,6 +39,8 @@ from rerund.core.repro import (
     Verdict,
     due_firing,
     judge,
+    kept_failing,
+    reads_outputs,
     repro_run_name,
     unverifiable,
 )
@@ -229,15 +231,26 @@ class ReproRunner:
 
     async def fire(self, check: ReproCheck, slot: datetime, *, manual: bool = False) -> ReproResult | None:
         """Run one firing to its result and record it; None only when stopped mid-way."""
-        started = self._clock()
-        deadline = started + check.timeout
+        deadline = self._clock() + check.timeout
         project = check.source.project or (self._scope[0] if self._scope else None)
         domain = check.source.domain or (self._scope[1] if self._scope else None)
         name = repro_run_name(check.name, slot, manual=manual)
         facts: dict[str, Any] = {"rerun": None, "reference": None}
-
-        def result(verdict: Verdict, **extra: Any) -> ReproResult:
-            return ReproResult(
+        try:
+            judged = await self._firing(check, project, domain, name, deadline, facts)
+            if judged is None:
+                return None
+            verdict, extra = judged
+        except _Unverifiable as exc:
+            verdict, extra = unverifiable(check, exc.reason), exc.extra
+        except _Deadline as exc:
+            verdict = kept_failing(check, str(exc.last), rerun_issued=facts["rerun"] is not None)
+            extra = {}
+        except _Stopped:
+            return None
+        return self._finish(
+            check,
+            ReproResult(
                 check=check.name,
                 scheduled_for=slot,
                 manual=manual,
@@ -245,115 +258,92 @@ class ReproRunner:
                 project=project or "",
                 domain=domain or "",
                 **{**facts, **extra},
-            )
+            ),
+        )
 
+    async def _firing(
+        self,
+        check: ReproCheck,
+        project: str | None,
+        domain: str | None,
+        name: str,
+        deadline: datetime,
+        facts: dict[str, Any],
+    ) -> tuple[Verdict, dict[str, Any]] | None:
+        """Steps 1-4 of the module docstring: the verdict and the phases to record with it;
+        None when stopped while waiting. Raises ``_Unverifiable`` when there is nothing to
+        compare, ``_Deadline`` when the control plane kept failing past the deadline."""
         if project is None or domain is None:
-            return self._finish(
-                check,
-                result(
-                    unverifiable(
-                        check,
-                        "its source names no project/domain and the daemon has no scope; "
-                        "set source.project and source.domain",
-                    )
-                ),
+            raise _Unverifiable(
+                "its source names no project/domain and the daemon has no scope; "
+                "set source.project and source.domain"
             )
-        try:
-            reference = await self._retrying(lambda: self._reference(check, project, domain), deadline)
-            if isinstance(reference, Verdict):
-                return self._finish(check, result(reference))
-            facts["reference"] = reference.ref.name
-            if reference.phase not in TERMINAL_PHASES:
-                return self._finish(
-                    check,
-                    result(
-                        unverifiable(
-                            check,
-                            f"reference run {reference.ref.name!r} is {reference.phase}, not terminal; "
-                            "a reference must have finished",
-                        ),
-                        reference_phase=reference.phase,
-                    ),
-                )
-            ref_outputs = None
-            if check.compare.outputs != "none" and reference.phase == "SUCCEEDED":
-                ref_outputs = await self._retrying(lambda: self._cp.read_outputs(reference.ref), deadline)
-            request = RerunRequest(
-                source=reference.ref,
-                name=name,
-                env=dict(check.env),
-                labels={**check.labels, LABEL_REPRO: check.name},
+        reference = await self._retrying(lambda: self._reference(check, project, domain), deadline)
+        facts["reference"] = reference.ref.name
+        if reference.phase not in TERMINAL_PHASES:
+            raise _Unverifiable(
+                f"reference run {reference.ref.name!r} is {reference.phase}, not terminal; "
+                "a reference must have finished",
+                reference_phase=reference.phase,
             )
-            facts["rerun"] = name
-            refused = await self._retrying(lambda: self._create(request), deadline)
-            if refused is not None:
-                return self._finish(
-                    check, result(unverifiable(check, refused), reference_phase=reference.phase)
-                )
-            decisions_log.info("repro   check %s: rerun %s of %s issued", check.name, name, reference.ref)
-            target = request.target
-            final = await self._wait(target, deadline, check.timeout)
-            if self._stopping.is_set() and final is None:
-                return None
-            if final is None:
-                verdict = judge(
-                    check,
-                    reference=reference.ref.name,
-                    rerun=name,
-                    reference_phase=reference.phase,
-                    rerun_phase=None,
-                    timed_out=True,
-                )
-                return self._finish(check, result(verdict, reference_phase=reference.phase))
-            new_outputs = None
-            if ref_outputs is not None and final.phase == "SUCCEEDED":
-                new_outputs = await self._retrying(lambda: self._cp.read_outputs(target), deadline)
+        ref_outputs = None
+        if reads_outputs(check, reference.phase):
+            ref_outputs = await self._retrying(lambda: self._cp.read_outputs(reference.ref), deadline)
+        request = RerunRequest(
+            source=reference.ref,
+            name=name,
+            env=dict(check.env),
+            labels={**check.labels, LABEL_REPRO: check.name},
+        )
+        facts["rerun"] = name
+        refused = await self._retrying(lambda: self._create(request), deadline)
+        if refused is not None:
+            raise _Unverifiable(refused, reference_phase=reference.phase)
+        decisions_log.info("repro   check %s: rerun %s of %s issued", check.name, name, reference.ref)
+        target = request.target
+        final = await self._wait(target, deadline, check.timeout)
+        if self._stopping.is_set() and final is None:
+            return None
+        if final is None:
             verdict = judge(
                 check,
                 reference=reference.ref.name,
                 rerun=name,
                 reference_phase=reference.phase,
-                rerun_phase=final.phase,
-                reference_outputs=ref_outputs,
-                rerun_outputs=new_outputs,
+                rerun_phase=None,
+                timed_out=True,
             )
-            return self._finish(
-                check, result(verdict, reference_phase=reference.phase, rerun_phase=final.phase)
-            )
-        except _Deadline as exc:
-            verdict = unverifiable(
-                check,
-                f"the control plane kept failing until the timeout of {_ago(check.timeout)} ran out "
-                f"(last: {exc.last})",
-            )
-            if facts["rerun"] is not None:
-                verdict = Verdict("timeout", verdict.reason)
-            return self._finish(check, result(verdict))
-        except PermanentControlPlaneError as exc:
-            self._count_error(exc)
-            return self._finish(
-                check, result(unverifiable(check, f"the control plane refused a call: {exc}"))
-            )
-        except _Stopped:
-            return None
+            return verdict, {"reference_phase": reference.phase}
+        new_outputs = None
+        if ref_outputs is not None and reads_outputs(check, reference.phase, final.phase):
+            new_outputs = await self._retrying(lambda: self._cp.read_outputs(target), deadline)
+        verdict = judge(
+            check,
+            reference=reference.ref.name,
+            rerun=name,
+            reference_phase=reference.phase,
+            rerun_phase=final.phase,
+            reference_outputs=ref_outputs,
+            rerun_outputs=new_outputs,
+        )
+        return verdict, {"reference_phase": reference.phase, "rerun_phase": final.phase}
 
-    async def _reference(self, check: ReproCheck, project: str, domain: str) -> RunSummary | Verdict:
+    async def _reference(self, check: ReproCheck, project: str, domain: str) -> RunSummary:
         src = check.source
         if src.run is not None:
             try:
                 return await self._cp.get_run(RunRef(project, domain, src.run))
             except NotFoundError:
-                return unverifiable(
-                    check, f"reference run {src.run!r} does not exist in {project}/{domain}; fix source.run"
-                )
+                raise _Unverifiable(
+                    f"reference run {src.run!r} does not exist in {project}/{domain}; fix source.run"
+                ) from None
         assert src.task is not None
         found = await self._cp.find_latest_run(
             project, domain, task=src.task, phase=src.phase, labels=src.labels, without_label=LABEL_REPRO
         )
         if found is None:
-            return unverifiable(
-                check,
-                f"no reference: no run in {project}/{domain} matches {src.describe()}; nothing to rerun",
+            raise _Unverifiable(
+                f"no reference: no run in {project}/{domain} matches {src.describe()}; nothing to rerun"
             )
         return found
 
@@ -402,8 +392,9 @@ class ReproRunner:
                 raise _Stopped
             try:
                 return await call()
-            except PermanentControlPlaneError:
-                raise
+            except PermanentControlPlaneError as exc:
+                self._count_error(exc)
+                raise _Unverifiable(f"the control plane refused a call: {exc}") from exc
             except ControlPlaneError as exc:
                 self._count_error(exc)
                 if self._clock() >= deadline:
@@ -473,6 +464,15 @@ class ReproRunner:
 
 class _Stopped(Exception):
     """The runner is stopping: the firing ends without a result."""
+
+
+class _Unverifiable(Exception):
+    """The firing cannot compare anything (``reason``); ``extra`` are facts to record with it."""
+
+    def __init__(self, reason: str, **extra: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.extra = extra
 
 
 def _iso(when: datetime) -> str:

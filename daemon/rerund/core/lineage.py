@@ -1,0 +1,144 @@
+"""Lineage, purely: from the facts of a failed run to the ``Failure`` the core decides about,
+from a ``Rerun`` decision to the ``RerunRequest`` the shell sends, the budget counts, and the
+notice sent when a lineage is exhausted.
+
+A lineage is an original run and the reruns issued for it, linked by the labels every rerun
+carries (``rerund-root``, ``rerund-attempt``, ``rerund-policy``, set by ``decide`` and nowhere
+else). Everything here is a function of values: no I/O, no clock (``now`` is a parameter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from rerund.core.model import Failure, GiveUp, Phase, Rerun, Scope
+from rerund.core.rules import GLOBAL_BUDGET
+from rerund.core.runs import LABEL_ATTEMPT, LABEL_ROOT, ROOT_ACTION, FailureFacts, RerunRequest, RunRef
+from rerund.core.times import iso
+
+__all__ = [
+    "attempt_of",
+    "budget_counts",
+    "exhausted_notice",
+    "failure_from",
+    "lineage_names",
+    "policy_budgets",
+    "rerun_request",
+]
+
+
+def attempt_of(labels: Mapping[str, str]) -> int:
+    """The reruns issued in the lineage before this run (its ``rerund-attempt`` label; 0 for
+    an original run, or when the label is not a number)."""
+    try:
+        return max(0, int(labels.get(LABEL_ATTEMPT, "0")))
+    except ValueError:
+        return 0
+
+
+def failure_from(
+    facts: FailureFacts,
+    used: Mapping[str, int] | None = None,
+    oldest: Mapping[str, datetime] | None = None,
+) -> Failure:
+    """The ``Failure`` of ``facts``, with the budget counts ``used`` / ``oldest`` (from
+    ``budget_counts``). Its root is the ``rerund-root`` label, else the run itself."""
+    s = facts.summary
+    return Failure(
+        run=s.ref.name,
+        root=facts.labels.get(LABEL_ROOT, "") or s.ref.name,
+        attempt=attempt_of(facts.labels),
+        project=s.ref.project,
+        domain=s.ref.domain,
+        task=s.task,
+        labels=dict(facts.labels),
+        phase=Phase(s.phase),
+        action=facts.action,
+        action_task=facts.action_task,
+        error=facts.error,
+        failed_at=facts.failed_at,
+        budget_used=dict(used or {}),
+        budget_oldest=dict(oldest or {}),
+    )
+
+
+def rerun_request(facts: FailureFacts, decision: Rerun) -> RerunRequest:
+    """The CreateRun of ``decision``: scope ``failed_action`` reruns the failing action, scope
+    ``run`` the root action ``a0``, scope ``recover`` the root action with succeeded actions
+    reused. The labels are the decision's (lineage labels included)."""
+    action = (decision.action or facts.action) if decision.scope == Scope.FAILED_ACTION else ROOT_ACTION
+    return RerunRequest(
+        source=facts.summary.ref,
+        name=decision.name,
+        action=action,
+        recover=decision.scope == Scope.RECOVER,
+        env=dict(decision.env),
+        labels=dict(decision.labels),
+        inputs=dict(decision.inputs),
+    )
+
+
+def policy_budgets(budgets: Mapping[str, timedelta]) -> dict[str, timedelta]:
+    """The budgets of single policies (every budget but the global one)."""
+    return {name: window for name, window in budgets.items() if name != GLOBAL_BUDGET}
+
+
+def budget_counts(
+    reruns: Iterable[tuple[str | None, datetime | None]],
+    budgets: Mapping[str, timedelta],
+    now: datetime,
+) -> tuple[dict[str, int], dict[str, datetime]]:
+    """Per budget: how many of ``reruns`` (``(policy, created_at)``; None = created now) fall in
+    its sliding window ending at ``now``, and when the oldest of them was created. The global
+    budget counts every rerun, a policy's budget the reruns of that policy."""
+    rows = [(policy, created_at or now) for policy, created_at in reruns]
+    used: dict[str, int] = {}
+    oldest: dict[str, datetime] = {}
+    for name, window in budgets.items():
+        start = now - window
+        times = [t for policy, t in rows if (name == GLOBAL_BUDGET or policy == name) and t >= start]
+        used[name] = len(times)
+        if times:
+            oldest[name] = min(times)
+    return used, oldest
+
+
+def lineage_names(root: str, run: str, reruns: Iterable[tuple[str, str | None, int | None]]) -> list[str]:
+    """The runs of lineage ``root``, oldest first: the root, its known reruns (``(name, root,
+    attempt)``) by attempt, and ``run`` last when it is not among them."""
+    names = [root] + [
+        name for name, r, _ in sorted(reruns, key=lambda x: x[2] or 0) if r == root and name != root
+    ]
+    if run not in names:
+        names.append(run)
+    return names
+
+
+def exhausted_notice(
+    facts: FailureFacts,
+    failure: Failure,
+    decision: GiveUp,
+    *,
+    lineage: list[str],
+    console_url: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """The notification sent when ``decision`` gives up on a lineage (event ``lineage_exhausted``)."""
+    ref: RunRef = facts.summary.ref
+    return {
+        "text": f"rerund: lineage {failure.root!r} exhausted — {decision.reason}",
+        "event": "lineage_exhausted",
+        "run": ref.name,
+        "project": ref.project,
+        "domain": ref.domain,
+        "root": failure.root,
+        "lineage": lineage,
+        "policy": decision.policy,
+        "attempt": failure.attempt,
+        "reason": decision.reason,
+        "error": facts.error.model_dump(),
+        "console_url": console_url,
+        "decided_at": iso(now),
+    }

@@ -1,0 +1,126 @@
+"""Pure lineage functions: the failure read from facts, the request built from a decision, the
+budget counts, and the notice of an exhausted lineage."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from rerund.core.decide import decide
+from rerund.core.lineage import (
+    attempt_of,
+    budget_counts,
+    exhausted_notice,
+    failure_from,
+    lineage_names,
+    policy_budgets,
+    rerun_request,
+)
+from rerund.core.model import ErrorInfo, GiveUp, Rerun
+from rerund.core.runs import FailureFacts, RunRef, RunSummary
+
+T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+ERROR = ErrorInfo(kind="SYSTEM", code="ConnectionResetError", message="Connection reset by peer")
+
+
+def facts(labels: dict[str, str] | None = None, action: str = "a0", name: str = "abc123") -> FailureFacts:
+    return FailureFacts(
+        summary=RunSummary(RunRef("ml", "production", name), "FAILED", task="train.fit", ended_at=T0),
+        labels=labels or {},
+        action=action,
+        action_task="train.fit",
+        error=ERROR,
+        failed_at=T0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("labels", "attempt"),
+    [({}, 0), ({"rerund-attempt": "2"}, 2), ({"rerund-attempt": "-3"}, 0), ({"rerund-attempt": "x"}, 0)],
+    ids=["original", "second-rerun", "negative", "not-a-number"],
+)
+def test_the_attempt_is_the_label_or_zero(labels, attempt):
+    assert attempt_of(labels) == attempt
+
+
+def test_a_failure_from_facts_takes_its_root_and_attempt_from_the_lineage_labels():
+    f = failure_from(facts({"rerund-root": "orig", "rerund-attempt": "1"}), {"global": 2}, {"global": T0})
+    assert (f.run, f.root, f.attempt, f.project, f.domain, f.task) == (
+        "abc123",
+        "orig",
+        1,
+        "ml",
+        "production",
+        "train.fit",
+    )
+    assert (f.budget_used, f.budget_oldest) == ({"global": 2}, {"global": T0})
+    assert failure_from(facts()).root == "abc123"  # an original run is its own root
+
+
+@pytest.mark.parametrize(
+    ("scope", "failing_action", "action", "recover"),
+    [
+        ("run", "a3", "a0", False),
+        ("failed_action", "a3", "a3", False),
+        ("failed_action", "a0", "a0", False),
+        ("recover", "a3", "a0", True),
+    ],
+    ids=["run", "failed-action", "failed-action-at-root", "recover"],
+)
+def test_the_request_reruns_the_action_its_scope_names(policies, scope, failing_action, action, recover):
+    ps = policies(f"policies:\n  - name: any\n    retry: {{scope: {scope}, backoff: {{initial: 0s}}}}\n")
+    f = facts({"rerund-root": "orig", "rerund-attempt": "1"}, action=failing_action)
+    decision = decide(failure_from(f), ps, T0)
+    assert isinstance(decision, Rerun)
+    req = rerun_request(f, decision)
+    assert (req.source, req.name, req.action, req.recover) == (f.summary.ref, decision.name, action, recover)
+    assert {k: req.labels[k] for k in ("rerund-root", "rerund-attempt", "rerund-policy")} == {
+        "rerund-root": "orig",
+        "rerund-attempt": "2",
+        "rerund-policy": "any",
+    }
+
+
+def test_budgets_count_the_reruns_in_their_window_the_global_one_every_policy():
+    budgets = {"global": timedelta(hours=1), "oom": timedelta(minutes=10)}
+    reruns = [
+        ("oom", T0 - timedelta(minutes=5)),
+        ("oom", T0 - timedelta(minutes=30)),  # outside the oom window, inside the global one
+        ("net", T0 - timedelta(minutes=2)),
+        ("net", T0 - timedelta(hours=2)),  # outside both
+        ("oom", None),  # being created now
+    ]
+    used, oldest = budget_counts(reruns, budgets, T0)
+    assert used == {"global": 4, "oom": 2}
+    assert oldest == {"global": T0 - timedelta(minutes=30), "oom": T0 - timedelta(minutes=5)}
+    assert policy_budgets(budgets) == {"oom": timedelta(minutes=10)}
+
+
+def test_the_lineage_lists_the_root_then_its_reruns_by_attempt():
+    members = [("r-2", "orig", 2), ("other", "x", 1), ("r-1", "orig", 1), ("orig", "orig", None)]
+    assert lineage_names("orig", "r-3", members) == ["orig", "r-1", "r-2", "r-3"]
+    assert lineage_names("orig", "r-2", members) == ["orig", "r-1", "r-2"]
+
+
+def test_the_exhausted_notice_names_the_lineage_the_reason_and_the_error():
+    f = facts({"rerund-root": "orig", "rerund-attempt": "3"}, name="r-3")
+    decision = GiveUp(policy="net", attempt=4, reason="gives up", source_run="r-3", root="orig")
+    notice = exhausted_notice(
+        f, failure_from(f), decision, lineage=["orig", "r-3"], console_url="http://c/r-3", now=T0
+    )
+    assert notice == {
+        "text": "rerund: lineage 'orig' exhausted — gives up",
+        "event": "lineage_exhausted",
+        "run": "r-3",
+        "project": "ml",
+        "domain": "production",
+        "root": "orig",
+        "lineage": ["orig", "r-3"],
+        "policy": "net",
+        "attempt": 3,
+        "reason": "gives up",
+        "error": {"kind": "SYSTEM", "code": "ConnectionResetError", "message": "Connection reset by peer"},
+        "console_url": "http://c/r-3",
+        "decided_at": "2026-11-24T10:00:00Z",
+    }
