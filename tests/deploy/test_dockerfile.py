@@ -183,7 +183,7 @@ def test_policies_and_state_are_volumes_and_the_api_key_is_not_baked_in() -> Non
 
 def test_the_context_keeps_out_secrets_and_local_state() -> None:
     context = build_context(REPO, DEPLOY / "Dockerfile.dockerignore")
-    assert "pyproject.toml" in context and "daemon/rerund/cli.py" in context
+    assert "pyproject.toml" in context and "daemon/rerund/cli/__init__.py" in context
     assert not {n for n in context if n.startswith((".venv/", ".git/", "tests/", "deploy/"))}
     assert not {n for n in context if n.endswith((".db", ".pyc")) or "__pycache__" in n}
 
