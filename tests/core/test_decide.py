@@ -99,6 +99,7 @@ def test_no_match_is_ignored_with_a_reason(policies, make_failure):
         "env": {},
         "labels": {},
         "inputs": {},
+        "overrides": {},
         "not_before": None,
     }
 

@@ -19,7 +19,13 @@ from rerund.policy.model import PolicyFile
 from rerund.policy.schema import policy_schema
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED = sorted([*(REPO / "policies").glob("*.yaml"), *(REPO / "policies" / "examples").glob("*.yaml")])
+SHIPPED = sorted(
+    [
+        *(REPO / "policies").glob("*.yaml"),
+        *(REPO / "policies" / "examples").glob("*.yaml"),
+        *(REPO / "policies" / "library").glob("*.yaml"),
+    ]
+)
 TYPES = {
     "object": dict,
     "array": list,

@@ -38,8 +38,9 @@ from types import SimpleNamespace
 from typing import Any
 
 from rerund.clock import utcnow
-from rerund.core.model import ErrorInfo
+from rerund.core.model import ErrorInfo, GpuFault, RunSpecView
 from rerund.core.runs import LABEL_POLICY, LABEL_REPRO, FailureFacts, RerunRequest, RunRef, RunSummary
+from rerund.core.runspec import SDK_ENV_KEYS
 from rerund.errors import (
     AlreadyExistsError,
     ConfigError,
@@ -49,7 +50,14 @@ from rerund.errors import (
     TransientControlPlaneError,
 )
 
-__all__ = ["FlyteControlPlane", "decode_literal", "translate_error"]
+__all__ = [
+    "FlyteControlPlane",
+    "decode_literal",
+    "error_info",
+    "runcontext_for_rerun",
+    "spec_view",
+    "translate_error",
+]
 
 # A daemon must not phone home on its users' behalf: the SDK's error telemetry stays off unless
 # the operator sets FLYTE_DISABLE_TELEMETRY=false explicitly.
@@ -151,6 +159,79 @@ def _summary(run: Any) -> RunSummary:
         ended_at=_ts(action.status, "end_time"),
         labels=dict(run.labels),
     )
+
+
+_SCOPE_NAMES = {1: "global", 2: "project-domain"}  # flyteidl2 task.CacheLookupScope
+
+
+def spec_view(spec: Any) -> RunSpecView:
+    """A flyteidl2 ``task.RunSpec`` as the ``RunSpecView`` the rerun invariant is stated over."""
+    return RunSpecView(
+        env={kv.key: kv.value for kv in spec.envs.values},
+        labels=dict(spec.labels.values),
+        annotations=dict(spec.annotations.values),
+        queue=spec.queue,
+        interruptible=spec.interruptible.value if spec.HasField("interruptible") else None,
+        service_account=spec.security_context.run_as.k8s_service_account,
+        overwrite_cache=bool(spec.overwrite_cache or spec.cache_config.overwrite_cache),
+        cache_lookup_scope=_SCOPE_NAMES.get(int(spec.cache_config.cache_lookup_scope), ""),  # type: ignore[arg-type]
+        max_action_concurrency=spec.max_action_concurrency,
+    )
+
+
+def error_info(info: Any) -> ErrorInfo:
+    """A flyteidl2 ``workflow.ErrorInfo`` (with its ``gpu_fault``) as the core's ``ErrorInfo``."""
+    from flyteidl2.core import execution_pb2
+    from flyteidl2.workflow import run_definition_pb2
+
+    kind = run_definition_pb2.ErrorInfo.Kind.Name(info.kind).removeprefix("KIND_")
+    fault = None
+    if info.HasField("gpu_fault"):
+        gf = info.gpu_fault
+        fault = GpuFault(
+            kind=execution_pb2.GpuFault.Kind.Name(gf.kind).removeprefix("KIND_"),  # type: ignore[arg-type]
+            code=gf.code,
+            name=gf.name,
+            severity=execution_pb2.GpuFault.Severity.Name(gf.severity).removeprefix("SEVERITY_"),  # type: ignore[arg-type]
+        )
+    return ErrorInfo(
+        kind=kind if kind in ("USER", "SYSTEM") else "UNSPECIFIED",
+        code=info.code,
+        message=info.message,
+        gpu_fault=fault,
+    )
+
+
+def runcontext_for_rerun(request: RerunRequest, source: RunSpecView) -> dict[str, Any]:
+    """The ``flyte.with_runcontext`` keyword arguments that make the SDK's rerun the source run
+    changed only by ``request`` (the invariant of ``rerund.core.runspec``).
+
+    The SDK's rerun path (``_run.py`` ``_build_env_dict`` / ``_apply_overrides``) would otherwise
+    set ``LOG_LEVEL`` / ``USER_LOG_LEVEL`` from this process unless ``env_vars`` gives them,
+    ``LOG_FORMAT`` to ``log_format`` always, and the cache lookup scope to ``"global"``: so the
+    source's values are passed through explicitly, the policy's env winning. ``_F_SYS_PATH`` is
+    kept out by ``flyte.init(sync_local_sys_paths=False)`` (``connect``).
+    """
+    ov = request.overrides
+    env = {k: source.env[k] for k in SDK_ENV_KEYS if k in source.env}
+    env.update(request.env)
+    kwargs: dict[str, Any] = {
+        "name": request.name,
+        "env_vars": env,
+        "labels": dict(request.labels),
+        "project": request.source.project,
+        "domain": request.source.domain,
+        "cache_lookup_scope": source.cache_lookup_scope or None,
+    }
+    if "LOG_FORMAT" in env:
+        kwargs["log_format"] = env["LOG_FORMAT"]
+    if ov.annotations:
+        kwargs["annotations"] = dict(ov.annotations)
+    for key in ("queue", "interruptible", "service_account", "overwrite_cache", "max_action_concurrency"):
+        value = getattr(ov, key)
+        if value is not None:
+            kwargs[key] = value
+    return kwargs
 
 
 def decode_literal(lit: Any) -> Any:
@@ -671,15 +752,7 @@ class FlyteControlPlane:
             ).details
         error = ErrorInfo()
         if action_details.HasField("error_info"):
-            info = action_details.error_info
-            from flyteidl2.workflow import run_definition_pb2
-
-            kind = run_definition_pb2.ErrorInfo.Kind.Name(info.kind).removeprefix("KIND_")
-            error = ErrorInfo(
-                kind=kind if kind in ("USER", "SYSTEM") else "UNSPECIFIED",
-                code=info.code,
-                message=info.message,
-            )
+            error = error_info(action_details.error_info)
         elif action_details.HasField("abort_info"):
             error = ErrorInfo(kind="UNSPECIFIED", code="Aborted", message=action_details.abort_info.reason)
         action_task = _task_name(action_details.metadata)
@@ -710,23 +783,37 @@ class FlyteControlPlane:
             failed_at=failed_at,
             related_to=related_to,
             relation=relation,
+            spec=spec_view(spec),
         )
+
+    async def read_spec(self, ref: RunRef) -> RunSpecView:
+        """The RunSpec of run ``ref`` (1 GetRunDetails)."""
+        from flyteidl2.workflow import run_service_pb2
+
+        details = (
+            await self._call(
+                "GetRunDetails",
+                _rpcs().get_run_details,
+                run_service_pb2.GetRunDetailsRequest(run_id=self._run_id(ref)),
+            )
+        ).details
+        return spec_view(details.run_spec)
 
     async def create_rerun(self, request: RerunRequest) -> RunRef:
         import flyte
 
         src = request.source
+        source_spec = request.source_spec if request.source_spec is not None else await self.read_spec(src)
+        force = list(request.overrides.force_rerun_actions) or None
         try:
             with self._scope(src.project, src.domain):
-                runner = flyte.with_runcontext(
-                    name=request.name,
-                    env_vars=dict(request.env),
-                    labels=dict(request.labels),
-                    project=src.project,
-                    domain=src.domain,
-                )
+                runner = flyte.with_runcontext(**runcontext_for_rerun(request, source_spec))
                 call = runner.rerun.aio(
-                    src.name, action_name=request.action, recover=request.recover, **request.inputs
+                    src.name,
+                    action_name=request.action,
+                    recover=request.recover,
+                    force_rerun_actions=force,
+                    **request.inputs,
                 )
                 run = await asyncio.wait_for(call, timeout=self._timeout * 4)
         except asyncio.CancelledError:

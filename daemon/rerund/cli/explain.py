@@ -86,19 +86,24 @@ def explain_run(args: argparse.Namespace) -> int:
             "phase": failure.phase.value,
             "action": failure.action,
             "action_task": failure.action_task,
-            "error": failure.error.model_dump(),
+            "error": failure.error.model_dump(exclude_none=True),
             "failed_at": failure.failed_at.isoformat(),
             "budget_used": dict(failure.budget_used),
         }
         if args.format == "json":
-            print(json.dumps({**body, "trace": explanation.trace, "failure": facts}, indent=2))
+            print(
+                json.dumps(
+                    {**body, "changes": explanation.changes, "trace": explanation.trace, "failure": facts},
+                    indent=2,
+                )
+            )
             return 0
         err = failure.error
         print(f"{'run:':<12}{ref} ({failure.phase.value}, task {failure.task})")
         print(f"{'lineage:':<12}root {failure.root!r}, {failure.attempt} rerun(s) issued before this one")
         print(f"{'failed:':<12}action {failure.action} ({failure.action_task}) at {facts['failed_at']}")
         print(f"{'error:':<12}{err.kind} {err.code}: {err.message[:300]}")
-        print(render_text(body, explanation.trace))
+        print(render_text(body, explanation.trace, explanation.changes, exact=failure.spec is not None))
         return 0
 
     return asyncio.run(go())
@@ -135,14 +140,20 @@ def run_explain(args: argparse.Namespace) -> int:
     failure = load_failure(args.failure)
     result = explain(failure, policies, now)
     if args.format == "json":
-        print(json.dumps({**result.decision.to_json(), "trace": result.trace}, indent=2, sort_keys=False))
+        body = {**result.decision.to_json(), "changes": result.changes, "trace": result.trace}
+        print(json.dumps(body, indent=2, sort_keys=False))
         return 0
-    print(render_text(result.decision.to_json(), result.trace))
+    print(
+        render_text(result.decision.to_json(), result.trace, result.changes, exact=failure.spec is not None)
+    )
     return 0
 
 
-def render_text(decision: dict[str, Any], trace: list[str]) -> str:
-    """The text form of an explanation (shared with the live explain)."""
+def render_text(
+    decision: dict[str, Any], trace: list[str], changes: list[str] | None = None, *, exact: bool = True
+) -> str:
+    """The text form of an explanation (shared with the live explain). ``changes`` is the diff
+    of the rerun's RunSpec against the source run's, one ``~`` line per field that changes."""
     lines = [f"{'decision:':<12}{decision['decision']}", f"{'reason:':<12}{decision['reason']}"]
     for key in ("name", "scope", "action", "not_before"):
         if decision.get(key):
@@ -150,6 +161,26 @@ def render_text(decision: dict[str, Any], trace: list[str]) -> str:
     for key in ("env", "labels", "inputs"):
         if decision.get(key):
             lines.append(f"{key + ':':<12}" + ", ".join(f"{k}={v}" for k, v in decision[key].items()))
+    overrides = decision.get("overrides") or {}
+    if overrides:
+        lines.append(f"{'overrides:':<12}" + ", ".join(f"{k}={_plain(v)}" for k, v in overrides.items()))
+    if decision["decision"] in ("rerun", "defer"):
+        head = "the rerun's RunSpec against the source run's" + (
+            "" if exact else " (the source's spec is not known: give the failure a spec: to see values)"
+        )
+        lines.append(f"changes:    {head}")
+        lines.extend(f"  ~ {line}" for line in changes or ["nothing besides the relation"])
     lines.append("trace:")
     lines.extend(f"  {i}. {step}" for i, step in enumerate(trace, 1))
     return "\n".join(lines)
+
+
+def _plain(value: Any) -> str:
+    """An override value as the policy file spells it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)

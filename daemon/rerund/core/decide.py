@@ -9,6 +9,8 @@ Semantics (the README, ``explain`` and the tests say the same):
 
 1. A run labelled ``rerund-repro`` is the rerun of a reproduction check: its failure is the
    check's result, so it is ``ignore``d before any policy is tried.
+1b. A failure of class ``non_recoverable`` (the task raised flyte's ``NonRecoverableError``:
+   "retries are irrelevant") is ``ignore``d by a built-in rule, ahead of every policy.
 2. Policies are tried in order; the first whose ``match`` holds decides. None -> ``ignore``.
 3. ``retry: false`` -> ``ignore``, naming the policy.
 4. ``attempt`` counts reruns already issued in the lineage; ``attempt >= max_attempts`` ->
@@ -18,29 +20,88 @@ Semantics (the README, ``explain`` and the tests say the same):
    ``rerund-root``, ``rerund-attempt``, ``rerund-policy`` over the merged labels.
 6. If the global budget or the policy's budget has no slot left in its sliding window, the
    decision is ``defer`` with ``not_before`` = when the window frees a slot.
+7. A rerun carries the policy's RunSpec ``overrides`` (queue, interruptible, ...) for its
+   attempt; its reason ends with what the rerun changes in the source's RunSpec besides
+   rerund's lineage labels (exactly, when ``failure.spec`` is known; see ``rerund.core.runspec``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from rerund.core.durations import format_duration
-from rerund.core.model import Decision, Defer, Failure, GiveUp, Ignore, Rerun, Scope
+from rerund.core.model import Decision, Defer, Failure, GiveUp, Ignore, Rerun, RunOverrides, Scope
 from rerund.core.names import rerun_name
 from rerund.core.rules import GLOBAL_BUDGET, Budget, PolicySet, Rule
 from rerund.core.runs import LABEL_ATTEMPT, LABEL_POLICY, LABEL_REPRO, LABEL_ROOT, ROOT_ACTION
+from rerund.core.runspec import SDK_ENV_KEYS, expected_rerun_spec, override_changes, spec_changes
+from rerund.core.taxonomy import classify
 from rerund.core.times import iso
 
-__all__ = ["LABEL_ATTEMPT", "LABEL_POLICY", "LABEL_ROOT", "Explanation", "decide", "explain", "iso"]
+__all__ = [
+    "LABEL_ATTEMPT",
+    "LABEL_POLICY",
+    "LABEL_ROOT",
+    "Explanation",
+    "decide",
+    "explain",
+    "iso",
+    "rerun_changes",
+]
 
 
 @dataclass(frozen=True)
 class Explanation:
-    """A decision and the trace that led to it (one human line per step)."""
+    """A decision and the trace that led to it (one human line per step). ``changes`` is the
+    diff of the rerun's RunSpec against the source's (``rerun_changes``); empty unless the
+    decision is a ``Rerun`` or a ``Defer``."""
 
     decision: Decision
     trace: list[str] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)
+
+
+def rerun_changes(failure: Failure, decision: Rerun | Defer, *, lineage: bool = True) -> list[str]:
+    """What the rerun of ``decision`` changes in ``failure``'s RunSpec, one line per field.
+
+    Exact when ``failure.spec`` is known, else each key the rerun sets against "the source's
+    value". ``lineage=False`` leaves rerund's own lineage labels out (for one-line reasons).
+    """
+    return _changes(
+        failure, decision.env, decision.labels, decision.inputs, decision.overrides, lineage=lineage
+    )
+
+
+def _changes(
+    failure: Failure,
+    env: Mapping[str, str],
+    labels: Mapping[str, str],
+    inputs: Mapping[str, Any],
+    overrides: RunOverrides,
+    *,
+    lineage: bool,
+) -> list[str]:
+    out: list[str]
+    if failure.spec is None:
+        out = override_changes(env=env, labels=labels, overrides=overrides)
+    else:
+        after = expected_rerun_spec(failure.spec, env=env, labels=labels, overrides=overrides)
+        out = spec_changes(failure.spec, after)
+        out += [
+            f"env {k}: added by the flyte SDK (absent from the source run)"
+            for k in SDK_ENV_KEYS
+            if k not in failure.spec.env and k not in env
+        ]
+        if overrides.force_rerun_actions:
+            out.append("force_rerun_actions: " + ", ".join(overrides.force_rerun_actions))
+    if not lineage:
+        own = tuple(f"labels {k}:" for k in (LABEL_ROOT, LABEL_ATTEMPT, LABEL_POLICY))
+        out = [line for line in out if not line.startswith(own)]
+    out += [f"inputs {k}: set to {v!r}" for k, v in sorted(inputs.items())]
+    return out
 
 
 def decide(failure: Failure, policies: PolicySet, now: datetime) -> Decision:
@@ -56,7 +117,8 @@ def explain(failure: Failure, policies: PolicySet, now: datetime) -> Explanation
     """``decide`` plus a trace: per policy tried, which selector held or failed and why."""
     trace: list[str] = []
     decision = _decide(failure, policies, now, trace)
-    return Explanation(decision=decision, trace=trace)
+    changes = rerun_changes(failure, decision) if isinstance(decision, Rerun | Defer) else []
+    return Explanation(decision=decision, trace=trace, changes=changes)
 
 
 def _decide(failure: Failure, policies: PolicySet, now: datetime, trace: list[str] | None) -> Decision:
@@ -69,6 +131,17 @@ def _decide(failure: Failure, policies: PolicySet, now: datetime, trace: list[st
         )
         if trace is not None:
             trace.append(f"label {LABEL_REPRO}={check}: a reproduction rerun, never retried: ignore")
+        return Ignore(reason=reason, source_run=run, root=failure.root)
+    if "non_recoverable" in classify(failure.error, failure.phase):
+        reason = (
+            f"run {run!r} failed with NonRecoverableError (code {failure.error.code!r}): the task "
+            "declared that retries are irrelevant; a built-in rule ahead of every policy never reruns it"
+        )
+        if trace is not None:
+            trace.append(
+                "built-in rule non_recoverable: the error is flyte's NonRecoverableError, never rerun "
+                "(checked before any policy): ignore"
+            )
         return Ignore(reason=reason, source_run=run, root=failure.root)
     rule = policies.first_match(failure, trace)
     if rule is None:
@@ -115,6 +188,10 @@ def _plan(
     scope_text = f"scope {scope.value}" + (f" (action {action!r})" if action else "")
     new_name = rerun_name(plan.name, root=root, run=run, policy=name, attempt=n)
     env, labels, inputs = plan.overrides(n)
+    overrides = plan.run_overrides(n)
+    if scope != Scope.RECOVER and overrides.force_rerun_actions:
+        # The loader refuses this; a PolicySet built by hand may still carry it.
+        overrides = overrides.model_copy(update={"force_rerun_actions": ()})
     labels.update({LABEL_ROOT: root, LABEL_ATTEMPT: str(n), LABEL_POLICY: name})
     base = plan.backoff.base(n)
     delay = plan.backoff.delay(root, n)
@@ -139,8 +216,15 @@ def _plan(
         "env": env,
         "labels": labels,
         "inputs": inputs,
+        "overrides": overrides,
         "root": root,
     }
+    changed = _changes(failure, env, labels, inputs, overrides, lineage=False)
+    change_text = "; changes: " + ", ".join(changed) if changed else ""
+    if trace is not None:
+        trace.append(
+            "changes: " + (", ".join(changed) if changed else "none besides rerund's lineage labels")
+        )
     blocked = _blocking_budget(failure, policies, rule, now, trace)
     if blocked is not None:
         budget_name, budget, used, frees = blocked
@@ -148,7 +232,7 @@ def _plan(
             f"policy {name!r} defers attempt {n} of run {run!r}: budget {budget_name!r} has used "
             f"{used} of {budget.max_reruns} reruns per {format_duration(budget.per)}; "
             f"a slot frees at {iso(frees)}"
-        )
+        ) + change_text
         if trace is not None:
             trace.append(f"defer until {iso(frees)}")
         return Defer(reason=reason, not_before=frees, budget=budget_name, **common)  # type: ignore[arg-type]
@@ -156,7 +240,7 @@ def _plan(
     reason = (
         f"policy {name!r} reruns run {run!r} as {new_name!r}: attempt {n} of "
         f"max_attempts={plan.max_attempts}, {scope_text}, due at {iso(due)} "
-        f"after a {format_duration(delay)} backoff" + (f"; {scope_note}" if scope_note else "")
+        f"after a {format_duration(delay)} backoff" + (f"; {scope_note}" if scope_note else "") + change_text
     )
     if trace is not None:
         trace.append(f"rerun as {new_name!r} at {iso(due)}")

@@ -61,13 +61,16 @@ def failure_from(
         failed_at=facts.failed_at,
         budget_used=dict(used or {}),
         budget_oldest=dict(oldest or {}),
+        spec=facts.spec,
     )
 
 
 def rerun_request(facts: FailureFacts, decision: Rerun) -> RerunRequest:
     """The CreateRun of ``decision``: scope ``failed_action`` reruns the failing action, scope
     ``run`` the root action ``a0``, scope ``recover`` the root action with succeeded actions
-    reused. The labels are the decision's (lineage labels included)."""
+    reused. The labels are the decision's (lineage labels included); the RunSpec overrides
+    are the decision's, and the source's spec (when read with the failure) rides along so the
+    adapter keeps the source's values the SDK would overwrite."""
     action = (decision.action or facts.action) if decision.scope == Scope.FAILED_ACTION else ROOT_ACTION
     return RerunRequest(
         source=facts.summary.ref,
@@ -77,6 +80,8 @@ def rerun_request(facts: FailureFacts, decision: Rerun) -> RerunRequest:
         env=dict(decision.env),
         labels=dict(decision.labels),
         inputs=dict(decision.inputs),
+        overrides=decision.overrides,
+        source_spec=facts.spec,
     )
 
 
@@ -138,7 +143,7 @@ def exhausted_notice(
         "policy": decision.policy,
         "attempt": failure.attempt,
         "reason": decision.reason,
-        "error": facts.error.model_dump(),
+        "error": facts.error.model_dump(exclude_none=True),
         "console_url": console_url,
         "decided_at": iso(now),
     }

@@ -8,7 +8,12 @@ contract of ``explain --format json`` and of the ledger::
 
     {"decision": "rerun|give_up|ignore|defer", "policy": str|null, "reason": str,
      "attempt": int|null, "scope": str|null, "source_run": str, "action": str|null,
-     "name": str|null, "env": {}, "labels": {}, "inputs": {}, "not_before": iso8601|null}
+     "name": str|null, "env": {}, "labels": {}, "inputs": {}, "overrides": {},
+     "not_before": iso8601|null}
+
+``overrides`` holds only the RunSpec keys the policy changes (``queue``, ``interruptible``,
+``service_account``, ``overwrite_cache``, ``annotations``, ``max_action_concurrency``,
+``force_rerun_actions``); ``{}`` when it changes none.
 
 For ``rerun`` the ``not_before`` is the time the rerun is due (failed_at + backoff delay);
 for ``defer`` it is when a budget window frees a slot.
@@ -33,9 +38,12 @@ __all__ = [
     "ErrorInfo",
     "Failure",
     "GiveUp",
+    "GpuFault",
     "Ignore",
     "Phase",
     "Rerun",
+    "RunOverrides",
+    "RunSpecView",
     "Scope",
 ]
 
@@ -65,12 +73,87 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+GpuFaultKind = Literal["XID", "SXID", "UNSPECIFIED"]
+GpuSeverity = Literal["USER", "WARN", "CRITICAL", "UNSPECIFIED"]
+
+
+class GpuFault(_Frozen):
+    """The GPU fault the backend attributed a failure to (flyteidl2 ``core.GpuFault`` on
+    ``ErrorInfo.gpu_fault``): an Xid (GPU) or SXid (NVSwitch) ``code``, its ``name`` and the
+    health daemon's ``severity`` (USER: the workload caused it; WARN; CRITICAL: the hardware)."""
+
+    kind: GpuFaultKind = "UNSPECIFIED"
+    code: int = Field(default=0, ge=0)
+    name: str = ""
+    severity: GpuSeverity = "UNSPECIFIED"
+
+    @field_validator("kind", "severity", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+
 class ErrorInfo(_Frozen):
     """The error of the failing action (``ActionDetails.error_info`` in flyteidl2)."""
 
     kind: ErrorKind = "UNSPECIFIED"
     code: str = ""
     message: str = ""
+    gpu_fault: GpuFault | None = None
+
+
+CacheLookupScope = Literal["global", "project-domain", ""]
+
+
+class RunSpecView(_Frozen):
+    """The parts of a run's ``RunSpec`` a rerun inherits, as plain values (flyteidl2
+    ``task.RunSpec``): what the rerun invariant is stated over and ``explain`` diffs.
+
+    ``interruptible`` is None when the spec leaves it unset (the task's own setting holds);
+    ``cache_lookup_scope`` is ``""`` when unspecified; ``service_account`` is
+    ``security_context.run_as.k8s_service_account``.
+    """
+
+    env: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    queue: str = ""
+    interruptible: bool | None = None
+    service_account: str = ""
+    overwrite_cache: bool = False
+    cache_lookup_scope: CacheLookupScope = ""
+    max_action_concurrency: int = Field(default=0, ge=0)
+
+
+class RunOverrides(_Frozen):
+    """What a policy changes in the rerun's ``RunSpec`` besides env, labels and inputs (the
+    ``with_runcontext`` parameters the SDK applies on a rerun, plus ``force_rerun_actions`` of
+    ``rerun(recover=True)``). None / empty = keep the source run's value."""
+
+    queue: str | None = None
+    interruptible: bool | None = None
+    service_account: str | None = None
+    overwrite_cache: bool | None = None
+    annotations: dict[str, str] = Field(default_factory=dict)
+    max_action_concurrency: int | None = Field(default=None, ge=2)
+    force_rerun_actions: tuple[str, ...] = ()
+
+    def is_empty(self) -> bool:
+        """True when nothing is overridden."""
+        return self == RunOverrides()
+
+    def to_json(self) -> dict[str, Any]:
+        """Only the overridden keys (the JSON form in ``Decision.to_json``)."""
+        out: dict[str, Any] = {}
+        for key in ("queue", "interruptible", "service_account", "overwrite_cache", "max_action_concurrency"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.annotations:
+            out["annotations"] = dict(self.annotations)
+        if self.force_rerun_actions:
+            out["force_rerun_actions"] = list(self.force_rerun_actions)
+        return out
 
 
 class Failure(_Frozen):
@@ -81,7 +164,8 @@ class Failure(_Frozen):
     the root action), ``action_task`` its task. ``budget_used`` maps a budget name
     (``global`` or a policy name) to the reruns issued in its current window;
     ``budget_oldest`` (optional) to the issue time of the oldest rerun counted there, so a
-    ``defer`` can say exactly when a slot frees (without it: ``now + window``).
+    ``defer`` can say exactly when a slot frees (without it: ``now + window``). ``spec`` is the
+    run's RunSpec when known: a decision then says exactly what its rerun changes.
     """
 
     run: str = Field(min_length=1)
@@ -98,6 +182,7 @@ class Failure(_Frozen):
     failed_at: datetime
     budget_used: dict[str, int] = Field(default_factory=dict)
     budget_oldest: dict[str, datetime] = Field(default_factory=dict)
+    spec: RunSpecView | None = None
 
     @field_validator("failed_at")
     @classmethod
@@ -148,6 +233,7 @@ class _Decided:
             "env": {},
             "labels": {},
             "inputs": {},
+            "overrides": {},
             "not_before": None,
         }
 
@@ -176,7 +262,7 @@ class GiveUp(_Decided):
 class _Planned(_Decided):
     """A rerun planned by ``policy``: attempt ``attempt`` under the run name ``name``, of
     ``scope`` (``action`` names the failing action for scope failed_action), with ``env``,
-    ``labels`` (the lineage labels included) and ``inputs``."""
+    ``labels`` (the lineage labels included), ``inputs`` and the RunSpec ``overrides``."""
 
     policy: str
     attempt: int
@@ -186,6 +272,7 @@ class _Planned(_Decided):
     env: Mapping[str, str] = field(default_factory=dict, hash=False)
     labels: Mapping[str, str] = field(default_factory=dict, hash=False)
     inputs: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    overrides: RunOverrides = field(default_factory=RunOverrides, hash=False)
     not_before: datetime
 
     def to_json(self) -> dict[str, Any]:
@@ -198,6 +285,7 @@ class _Planned(_Decided):
             "env": dict(self.env),
             "labels": dict(self.labels),
             "inputs": dict(self.inputs),
+            "overrides": self.overrides.to_json(),
             "not_before": iso(self.not_before),
         }
 

@@ -28,14 +28,16 @@ from typing import Any
 import re2
 
 from rerund.core.backoff import Backoff
-from rerund.core.model import Failure, Phase, Scope
+from rerund.core.model import Failure, Phase, RunOverrides, Scope
 from rerund.core.repro import ReproCheck
+from rerund.core.taxonomy import classify
 
 __all__ = [
     "DEFAULT_PHASES",
     "GLOBAL_BUDGET",
     "Budget",
     "Escalation",
+    "GpuFaultMatch",
     "MatchSpec",
     "Origin",
     "PatternSet",
@@ -104,6 +106,22 @@ class Escalation:
     env: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     inputs: Mapping[str, Any] = field(default_factory=dict)
+    run: RunOverrides = field(default_factory=RunOverrides)
+
+
+def merge_overrides(base: RunOverrides, step: RunOverrides) -> RunOverrides:
+    """``step`` over ``base``: a value ``step`` sets wins, annotations merge, a non-empty
+    ``force_rerun_actions`` replaces."""
+    values = base.model_dump()
+    for key, value in step.model_dump().items():
+        if key == "annotations":
+            values[key] = {**base.annotations, **step.annotations}
+        elif key == "force_rerun_actions":
+            if value:
+                values[key] = value
+        elif value is not None:
+            values[key] = value
+    return RunOverrides.model_validate(values)
 
 
 @dataclass(frozen=True)
@@ -119,6 +137,7 @@ class RetryPlan:
     inputs: Mapping[str, Any] = field(default_factory=dict)
     escalate: tuple[Escalation, ...] = ()
     budget: Budget | None = None
+    run: RunOverrides = field(default_factory=RunOverrides)
 
     def overrides(self, attempt: int) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
         """env, labels, inputs for rerun ``attempt``: policy < escalation steps with at <= attempt."""
@@ -129,6 +148,24 @@ class RetryPlan:
                 labels.update(step.labels)
                 inputs.update(step.inputs)
         return env, labels, inputs
+
+    def run_overrides(self, attempt: int) -> RunOverrides:
+        """RunSpec overrides for rerun ``attempt``: policy < escalation steps with at <= attempt."""
+        out = self.run
+        for step in sorted(self.escalate, key=lambda s: s.at):
+            if step.at <= attempt:
+                out = merge_overrides(out, step.run)
+        return out
+
+
+@dataclass(frozen=True)
+class GpuFaultMatch:
+    """``match.error.gpu_fault``: the error carries an ``ErrorInfo.gpu_fault`` whose code,
+    severity and kind are each among the given ones (None = any)."""
+
+    codes: frozenset[int] | None = None
+    severities: frozenset[str] | None = None
+    kinds: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +182,8 @@ class MatchSpec:
     codes: frozenset[str] | None = None
     patterns: tuple[str, ...] | None = None
     exclude: tuple[str, ...] | None = None
+    classes: frozenset[str] | None = None
+    gpu_fault: GpuFaultMatch | None = None
 
     def is_catch_all(self) -> bool:
         """True when only ``phases`` restricts this match."""
@@ -158,7 +197,29 @@ class MatchSpec:
             and self.codes is None
             and self.patterns is None
             and self.exclude is None
+            and self.classes is None
+            and self.gpu_fault is None
         )
+
+
+def _covers_gpu(earlier: GpuFaultMatch | None, later: GpuFaultMatch | None) -> bool:
+    if earlier is None:
+        return True
+    if later is None:
+        return False
+    return (
+        _covers_any(earlier.codes, later.codes)
+        and _covers(earlier.severities, later.severities)
+        and _covers(earlier.kinds, later.kinds)
+    )
+
+
+def _covers_any(earlier: Iterable[int] | None, later: Iterable[int] | None) -> bool:
+    if earlier is None:
+        return True
+    if later is None:
+        return False
+    return set(later) <= set(earlier)
 
 
 def _covers(earlier: Iterable[str] | None, later: Iterable[str] | None) -> bool:
@@ -187,6 +248,8 @@ def subsumes(earlier: MatchSpec, later: MatchSpec) -> bool:
         and _covers(earlier.codes, later.codes)
         and _covers(earlier.patterns, later.patterns)
         and set(earlier.exclude or ()) <= set(later.exclude or ())
+        and _covers(earlier.classes, later.classes)
+        and _covers_gpu(earlier.gpu_fault, later.gpu_fault)
     )
 
 
@@ -256,6 +319,33 @@ class _CompiledRule:
     action_tasks: tuple[_GlobMatcher, ...] | None
     pattern_ids: frozenset[int] | None
     exclude_ids: frozenset[int] | None
+
+
+def _gpu_holds(g: GpuFaultMatch, failure: Failure) -> tuple[bool, str, str]:
+    """(held, why it holds, why not) for a ``gpu_fault`` selector."""
+    fault = failure.error.gpu_fault
+    if fault is None:
+        return False, "", "error.gpu_fault: the error carries no GPU fault"
+    text = (
+        f"{fault.kind} {fault.code}"
+        + (f" ({fault.name})" if fault.name else "")
+        + f", severity {fault.severity}"
+    )
+    if g.codes is not None and fault.code not in g.codes:
+        return (
+            False,
+            "",
+            f"error.gpu_fault: code {fault.code} is not in {_fmt(str(c) for c in sorted(g.codes))}",
+        )
+    if g.severities is not None and fault.severity not in g.severities:
+        return (
+            False,
+            "",
+            f"error.gpu_fault: severity {fault.severity} is not in {_fmt(sorted(g.severities))}",
+        )
+    if g.kinds is not None and fault.kind not in g.kinds:
+        return False, "", f"error.gpu_fault: kind {fault.kind} is not in {_fmt(sorted(g.kinds))}"
+    return True, f"error.gpu_fault: {text} is selected", ""
 
 
 def _fmt(values: Iterable[str]) -> str:
@@ -441,6 +531,21 @@ class PolicySet:
             f"error.codes: {code!r} is not in {_fmt(repr(c) for c in sorted(m.codes))}",
         ):
             return False
+        if m.classes is not None:
+            found = classify(failure.error, failure.phase)
+            hit_classes = sorted(m.classes & found)
+            shown = sorted(found - {"user", "system"})
+            if not check(
+                bool(hit_classes),
+                f"error.classes: the failure is {', '.join(hit_classes)}",
+                f"error.classes: the failure is {', '.join(shown) if shown else 'of no taxonomy class'}, "
+                f"not any of {_fmt(sorted(m.classes))}",
+            ):
+                return False
+        if m.gpu_fault is not None:
+            held, yes, no = _gpu_holds(m.gpu_fault, failure)
+            if not check(held, yes, no):
+                return False
         if c.pattern_ids is not None and m.patterns is not None:
             hits = [p for p in m.patterns if self._id(p) in matched]
             if not check(

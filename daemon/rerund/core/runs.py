@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from rerund.core.model import ErrorInfo
+from rerund.core.model import ErrorInfo, RunOverrides, RunSpecView
 
 __all__ = [
     "FAILED_PHASES",
@@ -88,11 +88,17 @@ class FailureFacts:
     failed_at: datetime
     related_to: str | None = None  # RunSpec.relation: the run this one was rerun from
     relation: str | None = None  # "RERUN" | "RECOVER"
+    spec: RunSpecView | None = None  # the run's RunSpec (read with the run details, no extra RPC)
 
 
 @dataclass(frozen=True)
 class RerunRequest:
-    """One rerun to create. ``action`` names the source action (``a0`` = the whole run)."""
+    """One rerun to create. ``action`` names the source action (``a0`` = the whole run).
+
+    ``overrides`` are the policy's RunSpec changes; ``source_spec`` the source run's spec when
+    already read (the adapter reads it otherwise, 1 GetRunDetails): the adapter passes the
+    source's own values through where the SDK would overwrite them (see ``rerund.core.runspec``).
+    """
 
     source: RunRef
     name: str
@@ -101,6 +107,8 @@ class RerunRequest:
     env: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     inputs: Mapping[str, Any] = field(default_factory=dict)
+    overrides: RunOverrides = field(default_factory=RunOverrides)
+    source_spec: RunSpecView | None = None
 
     @property
     def target(self) -> RunRef:

@@ -12,7 +12,9 @@ A test file names the policies it tests (paths relative to the test file), an op
         expect: {decision: rerun, policy: transient-network, attempt: 1}
 
 ``expect`` is a subset of the decision JSON (nested mappings compare as subsets too), plus
-``reason_matches`` (a regular expression searched in the reason). ``rerund test`` prints one
+``reason_matches`` (a regular expression searched in the reason) and ``changes`` (lines that
+must be among the rerun's RunSpec changes, as ``rerund explain`` prints them, e.g.
+``"queue: 'spot-pool' -> 'ondemand-pool'"``). ``rerund test`` prints one
 ``PASSED``/``FAILED`` line per case, expected vs actual for a failure, and a summary line.
 """
 
@@ -28,7 +30,8 @@ from typing import Any, TextIO
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from rerund.core.decide import decide, iso
+from rerund.core.decide import decide, iso, rerun_changes
+from rerund.core.model import Defer, Rerun
 from rerund.core.rules import PolicySet
 from rerund.errors import PolicyError, PolicyProblem
 from rerund.policy.failures import failure_from
@@ -50,6 +53,8 @@ EXPECT_KEYS = (
     "env",
     "labels",
     "inputs",
+    "overrides",
+    "changes",
     "not_before",
 )
 
@@ -137,7 +142,13 @@ def _diff(expected: Any, actual: Any, path: str) -> list[str]:
 def _check(expect: dict[str, Any], actual: dict[str, Any]) -> list[str]:
     expected = _normalise(dict(expect))
     pattern = expected.pop("reason_matches", None)
+    changes = expected.pop("changes", None)
     problems = _diff(expected, actual, "")
+    if changes is not None:
+        wanted = changes if isinstance(changes, list) else [changes]
+        for line in wanted:
+            if str(line) not in actual.get("changes", []):
+                problems.append(f"changes: expected {line!r} among {actual.get('changes', [])!r}")
     if pattern is not None and not re.search(str(pattern), actual.get("reason") or ""):
         problems.append(f"reason: expected to match {pattern!r}, got {actual.get('reason')!r}")
     return problems
@@ -215,7 +226,9 @@ def _run_file(path: Path, outcome: Outcome, cache: dict[tuple[str, ...], PolicyS
         now = case.now or spec.now or failure.failed_at
         if now.tzinfo is None:
             now = now.replace(tzinfo=UTC)
-        actual = decide(failure, policies, now).to_json()
+        decision = decide(failure, policies, now)
+        actual = decision.to_json()
+        actual["changes"] = rerun_changes(failure, decision) if isinstance(decision, Rerun | Defer) else []
         diffs = _check(case.expect, actual)
         if diffs:
             outcome.failed += 1

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from rerund.core.model import Failure
+from rerund.core.model import ErrorInfo, Failure, GpuFault, RunSpecView
 from rerund.errors import FailureInputError, PolicyProblem
 from rerund.policy.source import Document, read_document, validate
 
@@ -30,7 +30,13 @@ def failure_from(
         return None, [
             PolicyProblem(doc.file, line, column, path, "expected a mapping with run, error, failed_at, ...")
         ]
-    allowed = {"": FAILURE_KEYS, "failure": FAILURE_KEYS, "error": ["kind", "code", "message"]}
+    allowed = {
+        "": FAILURE_KEYS,
+        "failure": FAILURE_KEYS,
+        "error": list(ErrorInfo.model_fields),
+        "gpu_fault": list(GpuFault.model_fields),
+        "spec": list(RunSpecView.model_fields),
+    }
     return validate(Failure, doc, data=data, node=node, base=base, allowed=allowed)
 
 

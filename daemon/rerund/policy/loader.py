@@ -18,13 +18,14 @@ from rerund.adapters.cron import cron_problem, timezone_problem
 from rerund.core.backoff import Backoff
 from rerund.core.compare import Tolerance
 from rerund.core.durations import format_duration, parse_duration
-from rerund.core.model import Phase, Scope
+from rerund.core.model import Phase, RunOverrides, Scope
 from rerund.core.names import DEFAULT_TEMPLATE
 from rerund.core.repro import CompareSettings, ReproCheck, ReproSource
 from rerund.core.rules import (
     DEFAULT_PHASES,
     Budget,
     Escalation,
+    GpuFaultMatch,
     MatchSpec,
     Origin,
     PolicySet,
@@ -40,6 +41,7 @@ from rerund.policy.model import (
     PolicySpec,
     ReproductionSpec,
     RetrySpec,
+    RunSpecKeys,
     allowed_keys,
 )
 from rerund.policy.source import Document, format_path, locate, read_document, validate
@@ -272,6 +274,8 @@ def _rule(
         codes=None if err is None or err.codes is None else frozenset(err.codes),
         patterns=None if err is None or err.patterns is None else tuple(dict.fromkeys(err.patterns)),
         exclude=None if err is None or err.exclude is None else tuple(dict.fromkeys(err.exclude)),
+        classes=None if err is None or err.classes is None else frozenset(err.classes),
+        gpu_fault=None if err is None or err.gpu_fault is None else _gpu_match(err.gpu_fault),
     )
     if policy.retry is False:
         return Rule(policy.name, origin, match, None), []
@@ -293,8 +297,27 @@ def _rule(
         )
         return None, problems
     max_attempts = retry.max_attempts if retry.max_attempts is not None else d.max_attempts
+    scope = retry.scope or d.scope or Scope.RUN
+    if scope != Scope.RECOVER:
+        forcing = [((*loc, "retry", "force_rerun_actions"), retry)] + [
+            ((*loc, "retry", "escalate", at, "force_rerun_actions"), o)
+            for at, o in sorted(retry.escalate.items())
+        ]
+        for where_key, keys in forcing:
+            if keys.force_rerun_actions is not None:
+                problems.append(
+                    _at(
+                        doc,
+                        where_key,
+                        f"force_rerun_actions only applies with scope: recover (it names succeeded actions a "
+                        f"recover rerun re-executes), but this policy's scope is {scope.value}; set "
+                        "scope: recover or remove force_rerun_actions",
+                    )
+                )
+        if problems:
+            return None, problems
     plan = RetryPlan(
-        scope=retry.scope or d.scope or Scope.RUN,
+        scope=scope,
         max_attempts=BUILTIN_MAX_ATTEMPTS if max_attempts is None else max_attempts,
         backoff=backoff,
         name=retry.name or d.name or DEFAULT_TEMPLATE,
@@ -302,12 +325,36 @@ def _rule(
         labels={**d.labels, **retry.labels},
         inputs={**d.inputs, **retry.inputs},
         escalate=tuple(
-            Escalation(at=at, env=dict(o.env), labels=dict(o.labels), inputs=dict(o.inputs))
+            Escalation(
+                at=at, env=dict(o.env), labels=dict(o.labels), inputs=dict(o.inputs), run=_run_overrides(o)
+            )
             for at, o in sorted(retry.escalate.items())
         ),
         budget=_budget(retry.budget),
+        run=_run_overrides(retry),
     )
     return Rule(policy.name, origin, match, plan), problems
+
+
+def _run_overrides(keys: RunSpecKeys) -> RunOverrides:
+    """The RunSpec keys of a ``retry`` block or an ``escalate`` step as the core's value."""
+    return RunOverrides(
+        queue=keys.queue,
+        interruptible=keys.interruptible,
+        service_account=keys.service_account,
+        overwrite_cache=keys.overwrite_cache,
+        annotations=dict(keys.annotations),
+        max_action_concurrency=keys.max_action_concurrency,
+        force_rerun_actions=tuple(keys.force_rerun_actions or ()),
+    )
+
+
+def _gpu_match(spec: Any) -> GpuFaultMatch:
+    return GpuFaultMatch(
+        codes=None if spec.codes is None else frozenset(spec.codes),
+        severities=None if spec.severities is None else frozenset(spec.severities),
+        kinds=None if spec.kinds is None else frozenset(spec.kinds),
+    )
 
 
 def _reproductions(loaded: Sequence[_Loaded]) -> tuple[list[ReproCheck], list[PolicyProblem]]:

@@ -37,6 +37,7 @@ from rerund.core.durations import DURATION_PATTERN, format_duration, parse_durat
 from rerund.core.model import Phase, Scope
 from rerund.core.names import template_problems
 from rerund.core.rules import compile_pattern_error
+from rerund.core.taxonomy import FAILURE_CLASSES
 
 __all__ = [
     "API_VERSION",
@@ -45,6 +46,7 @@ __all__ = [
     "BudgetsSpec",
     "DefaultsSpec",
     "ErrorSelector",
+    "GpuFaultSelector",
     "MatchSpecModel",
     "OverrideSpec",
     "PolicyFile",
@@ -53,6 +55,7 @@ __all__ = [
     "ReproSourceSpec",
     "ReproductionSpec",
     "RetrySpec",
+    "RunSpecKeys",
     "ToleranceSpec",
 ]
 
@@ -149,12 +152,62 @@ class BudgetsSpec(_Spec):
     global_: BudgetSpec | None = Field(default=None, alias="global")
 
 
-class OverrideSpec(_Spec):
-    """Settings merged over the policy's own from an attempt on (``escalate``)."""
+def _only_true(value: bool) -> bool:
+    if value is not True:
+        raise ValueError(
+            "overwrite_cache: false cannot be applied: the flyte SDK's rerun path can only turn "
+            "overwrite_cache on; remove the key to keep the source run's setting"
+        )
+    return value
 
+
+def _concurrency(value: int) -> int:
+    if value < 2:
+        raise ValueError(
+            f"max_action_concurrency must be at least 2, got {value}: 1 would deadlock the run (a parent "
+            "action holds its slot while it waits for its children) and 0 cannot be set on a rerun; "
+            "remove the key to keep the source run's setting"
+        )
+    return value
+
+
+class RunSpecKeys(_Spec):
+    """What a rerun changes in the source run's RunSpec besides env, labels and inputs: the
+    ``with_runcontext`` parameters the flyte SDK applies on a rerun. Unset keys keep the source
+    run's value."""
+
+    queue: NonEmpty | None = Field(
+        default=None, description="run the rerun on this queue (e.g. ondemand-pool)"
+    )
+    interruptible: bool | None = Field(
+        default=None, description="false moves a spot (interruptible) run to on-demand capacity"
+    )
+    service_account: NonEmpty | None = Field(default=None, description="the Kubernetes service account")
+    overwrite_cache: Annotated[bool, AfterValidator(_only_true), WithJsonSchema({"const": True})] | None = (
+        Field(default=None, description="true: recompute cached outputs instead of reusing them")
+    )
+    annotations: dict[NonEmpty, str] = Field(
+        default_factory=dict, description="merged over the source run's annotations"
+    )
+    max_action_concurrency: (
+        Annotated[int, AfterValidator(_concurrency), WithJsonSchema({"type": "integer", "minimum": 2})] | None
+    ) = Field(default=None, description="at least 2: how many actions of the run may run at once")
+    force_rerun_actions: list[NonEmpty] | None = Field(
+        default=None,
+        min_length=1,
+        description="scope recover only: actions that re-execute although they succeeded (e.g. a1)",
+    )
+
+
+class _EnvLabelsInputs(_Spec):
     env: Env = Field(default_factory=dict)
     labels: Labels = Field(default_factory=dict)
     inputs: Inputs = Field(default_factory=dict)
+
+
+class OverrideSpec(RunSpecKeys, _EnvLabelsInputs):
+    """Settings merged over the policy's own from an attempt on (``escalate``): env, labels,
+    inputs and the RunSpec keys of ``retry``."""
 
 
 class DefaultsSpec(_Spec):
@@ -169,11 +222,40 @@ class DefaultsSpec(_Spec):
     inputs: Inputs = Field(default_factory=dict)
 
 
-class RetrySpec(DefaultsSpec):
+class RetrySpec(DefaultsSpec, RunSpecKeys):
     """How to rerun what the policy matched."""
 
     escalate: dict[Annotated[int, Field(ge=1)], OverrideSpec] = Field(default_factory=dict)
     budget: BudgetSpec | None = None
+
+
+FailureClass = Literal[
+    "oom",
+    "gpu_fault",
+    "interrupted",
+    "image",
+    "timeout",
+    "queued_timeout",
+    "runtime_timeout",
+    "deadline",
+    "retries_exhausted",
+    "resource_exhausted",
+    "non_recoverable",
+    "user",
+    "system",
+]
+# tests/policy pins that FailureClass lists exactly the keys of FAILURE_CLASSES.
+
+
+class GpuFaultSelector(_Spec):
+    """The error carries a GPU fault (``ErrorInfo.gpu_fault``) with one of these codes (Xid /
+    SXid numbers), severities and kinds; an unset list matches any."""
+
+    codes: list[Annotated[int, Field(ge=0)]] | None = Field(
+        default=None, min_length=1, description="e.g. [48, 79]"
+    )
+    severities: list[Literal["USER", "WARN", "CRITICAL"]] | None = Field(default=None, min_length=1)
+    kinds: list[Literal["XID", "SXID"]] | None = Field(default=None, min_length=1)
 
 
 class ErrorSelector(_Spec):
@@ -181,6 +263,13 @@ class ErrorSelector(_Spec):
 
     kinds: list[ErrorKind] | None = Field(default=None, min_length=1)
     codes: list[NonEmpty] | None = Field(default=None, min_length=1)
+    classes: list[FailureClass] | None = Field(
+        default=None,
+        min_length=1,
+        description="flyte's failure taxonomy: "
+        + "; ".join(f"{name}: {meaning}" for name, meaning in FAILURE_CLASSES.items()),
+    )
+    gpu_fault: GpuFaultSelector | None = None
     patterns: list[Pattern] | None = Field(default=None, min_length=1)
     exclude: list[Pattern] | None = Field(default=None, min_length=1)
 
@@ -343,6 +432,7 @@ def allowed_keys() -> dict[str, list[str]]:
         "policies": keys(PolicySpec),
         "match": keys(MatchSpecModel),
         "error": keys(ErrorSelector),
+        "gpu_fault": keys(GpuFaultSelector),
         "retry": keys(RetrySpec),
         "backoff": keys(BackoffSpec),
         "escalate": keys(OverrideSpec),

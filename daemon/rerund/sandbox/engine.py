@@ -40,9 +40,9 @@ from rerund.sandbox.records import (
     RunRec,
 )
 from rerund.sandbox.store import Store
-from rerund.sandbox.workload import TaskDef, Workload
+from rerund.sandbox.workload import RunBatch, RunSpecFacts, TaskDef, Workload
 
-__all__ = ["Engine", "lineage_of"]
+__all__ = ["Engine", "lineage_of", "run_spec_of", "spec_facts"]
 
 _NAME_CHARS = string.ascii_lowercase + string.digits
 
@@ -89,11 +89,10 @@ class Engine:
                 self.launch(
                     batch.task,
                     count=batch.count,
-                    labels=batch.labels,
-                    envs=batch.envs,
                     inputs=batch.inputs,
                     project=batch.project,
                     domain=batch.domain,
+                    run_spec=run_spec_of(batch),
                 )
         loop = asyncio.get_running_loop()
         for arrival in self.workload.arrivals:
@@ -123,11 +122,10 @@ class Engine:
             self.launch(
                 arrival.task,
                 count=arrival.count,
-                labels=arrival.labels,
-                envs=arrival.envs,
                 inputs=arrival.inputs,
                 project=arrival.project,
                 domain=arrival.domain,
+                run_spec=run_spec_of(arrival),
             )
 
     # --- creating runs -------------------------------------------------------------------
@@ -141,7 +139,12 @@ class Engine:
 
     def task_spec(self, task: str, project: str, domain: str) -> task_definition_pb2.TaskSpec:
         return protos.task_spec_for(
-            task, self.workload.task(task), org=self.org, project=project, domain=domain
+            task,
+            self.workload.task(task),
+            org=self.org,
+            project=project,
+            domain=domain,
+            inputs=self.workload.interface_inputs(task),
         )
 
     def launch(
@@ -155,8 +158,10 @@ class Engine:
         project: str | None = None,
         domain: str | None = None,
         name: str | None = None,
+        run_spec: run_pb2.RunSpec | None = None,
     ) -> list[str]:
-        """Start ``count`` new runs of workload task ``task``; returns their names."""
+        """Start ``count`` new runs of workload task ``task``; returns their names. ``run_spec``
+        (see ``run_spec_of``) is the base spec; ``labels`` and ``envs`` are merged over it."""
         if task not in self.workload.tasks:
             known = ", ".join(sorted(self.workload.tasks)) or "none"
             raise ValueError(f"task {task!r} is not in the sandbox workload; known tasks: {known}")
@@ -164,13 +169,29 @@ class Engine:
             raise ValueError(f"a run name ({name!r}) can only be given with count=1, not count={count}")
         project = project or self.workload.project
         domain = domain or self.workload.domain
-        spec = self.task_spec(task, project, domain)
         values = {**self.workload.task(task).inputs, **(inputs or {})}
+        spec = self.task_spec(task, project, domain)
+        if inputs and not set(inputs) <= set(self.workload.interface_inputs(task)):
+            # A run given inputs no workload entry declares: its task's interface covers them too.
+            spec = protos.task_spec_for(
+                task,
+                self.workload.task(task),
+                org=self.org,
+                project=project,
+                domain=domain,
+                inputs={**inputs, **self.workload.interface_inputs(task)},
+            )
+        base = run_spec
         run_spec = run_pb2.RunSpec()
+        if base is not None:
+            run_spec.CopyFrom(base)
         for k, v in (labels or {}).items():
             run_spec.labels.values[k] = v
-        for k, v in (envs or {}).items():
-            run_spec.envs.values.append(literals_pb2.KeyValuePair(key=k, value=v))
+        if envs:
+            merged = {kv.key: kv.value for kv in run_spec.envs.values} | dict(envs)
+            del run_spec.envs.values[:]
+            for k, v in merged.items():
+                run_spec.envs.values.append(literals_pb2.KeyValuePair(key=k, value=v))
         names = []
         for _ in range(count):
             run_name = name or self.new_name(self.org, project, domain)
@@ -341,15 +362,18 @@ class Engine:
     def _finish(self, r: RunRec, a: ActionRec, td: TaskDef) -> bool | None:
         """Decide and record the outcome of one execution; True when it succeeded, None when
         it hangs (stays RUNNING)."""
-        outcome = td.outcome(self.store.next_count(r.lineage, a.task))
+        behaviour, error = td.rule_for(spec_facts(r.run_spec, td))
+        k = self.store.next_count(r.lineage, a.task)
+        outcome = behaviour[min(max(k, 1), len(behaviour)) - 1]
         if outcome == "hang":
             return None
         if outcome == "succeed":
             a.outputs = literals.outputs_from_values(self._outputs(td))
             self._set(r, a, SUCCEEDED)
             return True
-        spec = td.error if outcome == "fail" else td.timeout_error
-        a.error = ErrorRec(kind=spec.kind, code=spec.code, message=spec.message)
+        spec = error if outcome == "fail" else td.timeout_error
+        fault = spec.gpu_fault.model_dump() if spec.gpu_fault is not None else None
+        a.error = ErrorRec(kind=spec.kind, code=spec.code, message=spec.message, gpu_fault=fault)
         self._set(r, a, FAILED if outcome == "fail" else TIMED_OUT)
         return False
 
@@ -372,6 +396,51 @@ class Engine:
             if a.phase not in TERMINAL_PHASES:
                 a.abort_reason = reason
                 self._set(r, a, ABORTED)
+
+
+_SCOPES = {
+    "global": run_pb2.CacheLookupScope.CACHE_LOOKUP_SCOPE_GLOBAL,
+    "project-domain": run_pb2.CacheLookupScope.CACHE_LOOKUP_SCOPE_PROJECT_DOMAIN,
+}
+
+
+def run_spec_of(batch: RunBatch) -> run_pb2.RunSpec:
+    """The RunSpec of a workload run, field for field as the flyte SDK builds it for
+    ``with_runcontext(env_vars=, labels=, annotations=, queue=, interruptible=,
+    cache_lookup_scope=, service_account=, overwrite_cache=, max_action_concurrency=).run(...)``
+    (``_run.py`` ``_apply_overrides`` with no base spec) and the service stores it."""
+    spec = run_pb2.RunSpec(
+        overwrite_cache=batch.overwrite_cache,
+        queue=batch.queue,
+        max_action_concurrency=batch.max_action_concurrency,
+    )
+    for k, v in batch.labels.items():
+        spec.labels.values[k] = v
+    for k, v in batch.annotations.items():
+        spec.annotations.values[k] = v
+    for k, v in batch.envs.items():
+        spec.envs.values.append(literals_pb2.KeyValuePair(key=k, value=v))
+    if batch.interruptible is not None:
+        spec.interruptible.value = batch.interruptible
+    if batch.service_account:
+        spec.security_context.run_as.k8s_service_account = batch.service_account
+    if batch.overwrite_cache:
+        spec.cache_config.overwrite_cache = True
+    if batch.cache_lookup_scope is not None:
+        spec.cache_config.cache_lookup_scope = _SCOPES[batch.cache_lookup_scope]
+    return spec
+
+
+def spec_facts(spec: run_pb2.RunSpec, task: TaskDef) -> RunSpecFacts:
+    """What a task's ``when`` rules read from a run's RunSpec; an unset ``interruptible`` is
+    the task's own setting."""
+    return RunSpecFacts(
+        queue=spec.queue,
+        interruptible=spec.interruptible.value if spec.HasField("interruptible") else task.interruptible,
+        service_account=spec.security_context.run_as.k8s_service_account,
+        labels=dict(spec.labels.values),
+        env={kv.key: kv.value for kv in spec.envs.values},
+    )
 
 
 def _source_action(source: RunRec, task: str) -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from flyteidl2.common import identifier_pb2
 from flyteidl2.common import run_pb2 as common_run_pb2
+from flyteidl2.core import execution_pb2 as core_execution_pb2
 from flyteidl2.core import identifier_pb2 as core_identifier_pb2
 from flyteidl2.core import tasks_pb2
 from flyteidl2.task import task_definition_pb2
@@ -50,10 +53,17 @@ def action_id(r: RunRec, a: ActionRec) -> identifier_pb2.ActionIdentifier:
 
 
 def task_spec_for(
-    name: str, task: TaskDef, *, org: str, project: str, domain: str
+    name: str,
+    task: TaskDef,
+    *,
+    org: str,
+    project: str,
+    domain: str,
+    inputs: Mapping[str, Any] | None = None,
 ) -> task_definition_pb2.TaskSpec:
     """The TaskSpec of a workload task: its identity and the interface its example inputs and
-    outputs imply (so ``rerun(..., lr=0.2)`` can convert new inputs)."""
+    outputs imply (so ``rerun(..., lr=0.2)`` can convert new inputs). ``inputs`` (default: the
+    task's own) are the example values of every input the interface declares."""
     return task_definition_pb2.TaskSpec(
         task_template=tasks_pb2.TaskTemplate(
             id=core_identifier_pb2.Identifier(
@@ -65,7 +75,9 @@ def task_spec_for(
                 version=TASK_VERSION,
             ),
             type=TASK_TYPE,
-            interface=literals.interface_for(task.inputs, task.example_outputs()),
+            interface=literals.interface_for(
+                task.inputs if inputs is None else inputs, task.example_outputs()
+            ),
         ),
         short_name=name.rsplit(".", 1)[-1],
     )
@@ -133,11 +145,26 @@ def run(r: RunRec) -> run_definition_pb2.Run:
 def _error_info(a: ActionRec) -> run_definition_pb2.ErrorInfo | None:
     if a.error is None:
         return None
-    return run_definition_pb2.ErrorInfo(
+    info = run_definition_pb2.ErrorInfo(
         kind=_KIND.get(a.error.kind, run_definition_pb2.ErrorInfo.KIND_UNSPECIFIED),
         code=a.error.code,
         message=a.error.message,
     )
+    fault = a.error.gpu_fault
+    if fault:
+        gf = info.gpu_fault
+        gf.kind = core_execution_pb2.GpuFault.Kind.Value(f"KIND_{fault.get('kind', 'XID')}")
+        gf.code = int(fault.get("code", 0))
+        gf.name = str(fault.get("name", ""))
+        gf.severity = core_execution_pb2.GpuFault.Severity.Value(
+            f"SEVERITY_{fault.get('severity', 'CRITICAL')}"
+        )
+        gf.gpu_uuid = str(fault.get("gpu_uuid", ""))
+        gf.pci_bus_id = str(fault.get("pci_bus_id", ""))
+        gf.node = str(fault.get("node", ""))
+        if fault.get("gpu_index") is not None:
+            gf.gpu_index = int(fault["gpu_index"])
+    return info
 
 
 def action_details(r: RunRec, a: ActionRec, *, with_error: bool = True) -> run_definition_pb2.ActionDetails:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from flyteidl2.common import phase_pb2
 from flyteidl2.task import common_pb2, run_pb2, task_definition_pb2
@@ -65,6 +66,7 @@ class ErrorRec:
     kind: str
     code: str
     message: str
+    gpu_fault: dict[str, Any] | None = None  # flyteidl2 core.GpuFault fields (GpuFaultSpec)
 
 
 @dataclass

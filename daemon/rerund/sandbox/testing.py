@@ -21,9 +21,10 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from rerund.sandbox.engine import run_spec_of
 from rerund.sandbox.server import Sandbox, SandboxThread, bind_socket, run_snapshot
 from rerund.sandbox.service import Faults
-from rerund.sandbox.workload import Workload, load_workload, workload_from_dict
+from rerund.sandbox.workload import RunBatch, Workload, load_workload, workload_from_dict
 
 __all__ = ["SandboxHandle", "flyte_init", "sandbox", "sandbox_factory", "start_sandbox"]
 
@@ -129,8 +130,11 @@ class SandboxHandle:
         domain: str | None = None,
         name: str | None = None,
         envs: Mapping[str, str] | None = None,
+        spec: Mapping[str, Any] | None = None,
     ) -> list[str]:
-        """Start ``count`` runs of workload task ``task``; returns their names."""
+        """Start ``count`` runs of workload task ``task``; returns their names. ``spec`` takes
+        the RunSpec keys of a workload run (``env``, ``queue``, ``interruptible``, ...)."""
+        run_spec = run_spec_of(RunBatch.model_validate({"task": task, **spec})) if spec else None
 
         def go(sb: Sandbox) -> list[str]:
             assert sb.engine is not None
@@ -143,6 +147,7 @@ class SandboxHandle:
                 project=project,
                 domain=domain,
                 name=name,
+                run_spec=run_spec,
             )
 
         result: list[str] = self._call(go)

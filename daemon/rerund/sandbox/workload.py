@@ -20,8 +20,22 @@ Shape (see the README section "The sandbox")::
         inputs: {lr: 0.1}                 # default inputs; also declares the interface
         outputs: {accuracy: 0.93, loss: {random: [0.1, 0.2]}}
       etl.pipeline: {children: [etl.extract, etl.load]}
+      train.spot:
+        behaviour: succeed
+        when:                             # first rule whose spec matches decides
+          - spec: {interruptible: true}   # preempted while on spot capacity
+            behaviour: fail
+            error: {kind: USER, code: Interrupted, message: "node preempted"}
+          - spec: {queue: gpu-a}          # a GPU fault on one queue only
+            behaviour: fail
+            error: {kind: SYSTEM, code: GpuXidError, gpu_fault: {kind: XID, code: 79, severity: CRITICAL}}
     runs: [{task: train.fit, count: 3, labels: {team: ml}, inputs: {lr: 0.1}}]
     arrivals: [{task: train.fit, every: 2s, for: 60s}]
+
+A run may also declare ``env``, ``annotations``, ``queue``, ``interruptible``,
+``cache_lookup_scope``, ``service_account``, ``overwrite_cache`` and ``max_action_concurrency``;
+they are stored in its RunSpec where the flyte SDK puts them. A task's interface covers its own
+``inputs`` and every input its runs are given.
 
 A bad file is refused with ``WorkloadError`` whose problems carry file:line:column and the YAML
 path of each mistake. Loading is pure apart from reading the file.
@@ -35,7 +49,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from rerund.errors import PolicyProblem, WorkloadError
 from rerund.sandbox import literals
@@ -43,8 +65,11 @@ from rerund.sandbox import literals
 __all__ = [
     "Arrival",
     "ErrorSpec",
+    "GpuFaultSpec",
     "RunBatch",
+    "SpecMatch",
     "TaskDef",
+    "WhenRule",
     "Workload",
     "load_workload",
     "parse_duration",
@@ -77,17 +102,85 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
+class GpuFaultSpec(_Frozen):
+    """``ErrorInfo.gpu_fault`` (flyteidl2 ``core.GpuFault``) of a failing execution."""
+
+    kind: Literal["XID", "SXID"] = "XID"
+    code: int = Field(default=79, ge=0, le=2**32 - 1)
+    name: str = ""
+    severity: Literal["USER", "WARN", "CRITICAL"] = "CRITICAL"
+    gpu_uuid: str = ""
+    gpu_index: int | None = Field(default=None, ge=0)
+    pci_bus_id: str = ""
+    node: str = ""
+
+    @field_validator("kind", "severity", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+
 class ErrorSpec(_Frozen):
     """The error a failing execution reports (``ActionDetails.error_info``)."""
 
     kind: Literal["USER", "SYSTEM"] = "SYSTEM"
     code: str = "RuntimeError"
     message: str = "RuntimeError: task failed"
+    gpu_fault: GpuFaultSpec | None = None
 
     @field_validator("kind", mode="before")
     @classmethod
     def _upper(cls, v: Any) -> Any:
         return v.upper() if isinstance(v, str) else v
+
+
+class SpecMatch(_Frozen):
+    """Conditions on the run's ``RunSpec``; every one given must hold. ``interruptible`` is the
+    run's value, or the task's own ``interruptible`` when the RunSpec leaves it unset."""
+
+    queue: str | None = None
+    interruptible: bool | None = None
+    service_account: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+
+    def holds(self, spec: RunSpecFacts) -> bool:
+        """True when every condition holds for ``spec``."""
+        return (
+            (self.queue is None or spec.queue == self.queue)
+            and (self.interruptible is None or spec.interruptible == self.interruptible)
+            and (self.service_account is None or spec.service_account == self.service_account)
+            and all(spec.labels.get(k) == v for k, v in self.labels.items())
+            and all(spec.env.get(k) == v for k, v in self.env.items())
+        )
+
+
+class RunSpecFacts(_Frozen):
+    """What ``SpecMatch`` reads from a run's RunSpec (built by the engine)."""
+
+    queue: str = ""
+    interruptible: bool = False
+    service_account: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class WhenRule(_Frozen):
+    """A behaviour that holds only for runs whose spec matches ``spec`` (e.g. preempted only
+    while interruptible). Unset ``behaviour`` / ``error`` fall back to the task's own."""
+
+    spec: SpecMatch
+    behaviour: tuple[Outcome, ...] | None = None
+    error: ErrorSpec | None = None
+
+    @field_validator("behaviour", mode="before")
+    @classmethod
+    def _behaviour(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [v]
+        if isinstance(v, list) and not v:
+            raise ValueError("behaviour must list at least one of succeed, fail, timeout, hang")
+        return v
 
 
 class TaskDef(_Frozen):
@@ -106,6 +199,8 @@ class TaskDef(_Frozen):
     inputs: dict[str, Any] = Field(default_factory=dict)
     outputs: dict[str, Any] = Field(default_factory=dict)
     children: tuple[str, ...] = ()
+    interruptible: bool = False
+    when: tuple[WhenRule, ...] = ()
 
     @field_validator("duration", "queued", mode="before")
     @classmethod
@@ -151,9 +246,20 @@ class TaskDef(_Frozen):
                 raise ValueError(f"output {key!r}: {exc}") from None
         return v
 
-    def outcome(self, k: int) -> Outcome:
-        """The outcome of the k-th execution (1-based) in a lineage; the last entry repeats."""
-        return self.behaviour[min(max(k, 1), len(self.behaviour)) - 1]
+    def outcome(self, k: int, spec: RunSpecFacts | None = None) -> Outcome:
+        """The outcome of the k-th execution (1-based) in a lineage; the last entry repeats.
+        With ``spec``, the first ``when`` rule whose spec matches supplies the behaviour."""
+        behaviour = self.rule_for(spec)[0]
+        return behaviour[min(max(k, 1), len(behaviour)) - 1]
+
+    def rule_for(self, spec: RunSpecFacts | None) -> tuple[tuple[Outcome, ...], ErrorSpec]:
+        """(behaviour, error) for a run with ``spec``: the first matching ``when`` rule's,
+        each falling back to the task's own."""
+        if spec is not None:
+            for rule in self.when:
+                if rule.spec.holds(spec):
+                    return rule.behaviour or self.behaviour, rule.error or self.error
+        return self.behaviour, self.error
 
     def example_outputs(self) -> dict[str, Any]:
         """Outputs with random ones replaced by their lower bound (for the interface)."""
@@ -168,15 +274,35 @@ DEFAULT_TASK = TaskDef()
 
 
 class RunBatch(_Frozen):
-    """Runs started when the sandbox starts."""
+    """Runs started when the sandbox starts. ``env`` (or ``envs``), ``labels``, ``annotations``,
+    ``queue``, ``interruptible``, ``cache_lookup_scope``, ``service_account``,
+    ``overwrite_cache`` and ``max_action_concurrency`` land in the run's RunSpec exactly where
+    the flyte SDK's ``with_runcontext(...).run(...)`` puts them."""
 
     task: str
     count: int = Field(default=1, ge=1, le=100_000)
     labels: dict[str, str] = Field(default_factory=dict)
-    envs: dict[str, str] = Field(default_factory=dict)
+    envs: dict[str, str] = Field(default_factory=dict, validation_alias=AliasChoices("env", "envs"))
+    annotations: dict[str, str] = Field(default_factory=dict)
+    queue: str = ""
+    interruptible: bool | None = None
+    cache_lookup_scope: Literal["global", "project-domain"] | None = None
+    service_account: str = ""
+    overwrite_cache: bool = False
+    max_action_concurrency: int = Field(default=0, ge=0)
     inputs: dict[str, Any] = Field(default_factory=dict)
     project: str | None = None
     domain: str | None = None
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs_are_literals(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key, value in v.items():
+            try:
+                literals.literal_type_of(value)
+            except TypeError as exc:
+                raise ValueError(f"input {key!r}: {exc}") from None
+        return v
 
 
 class Arrival(RunBatch):
@@ -218,12 +344,27 @@ class Workload(_Frozen):
                     problems.append(
                         (("tasks", name, "children", i), f"unknown task {child!r}; known tasks: {known}")
                     )
+        seen: dict[tuple[str, str], tuple[str, str]] = {}  # (task, input) -> (type, where)
+        for name, task in self.tasks.items():
+            for key, value in task.inputs.items():
+                seen[(name, key)] = (_type_name(value), f"tasks.{name}.inputs.{key}")
         for section, items in (("runs", self.runs), ("arrivals", self.arrivals)):
             for i, item in enumerate(items):
                 if item.task not in self.tasks:
                     problems.append(
                         ((section, i, "task"), f"unknown task {item.task!r}; known tasks: {known}")
                     )
+                for key, value in item.inputs.items():
+                    kind = _type_name(value)
+                    first = seen.setdefault((item.task, key), (kind, f"{section}[{i}].inputs.{key}"))
+                    if first[0] != kind:
+                        problems.append(
+                            (
+                                (section, i, "inputs", key),
+                                f"input {key!r} of task {item.task!r} is {kind} here but {first[0]} at "
+                                f"{first[1]}; a task has one interface, give every run the same type",
+                            )
+                        )
         cycle = _find_cycle(self.tasks)
         if cycle:
             problems.append((("tasks", cycle[0], "children"), f"children form a cycle: {' -> '.join(cycle)}"))
@@ -235,11 +376,29 @@ class Workload(_Frozen):
         """The definition of ``name``; unknown tasks (created through the API) just succeed."""
         return self.tasks.get(name, DEFAULT_TASK)
 
+    def interface_inputs(self, name: str) -> dict[str, Any]:
+        """Example values of every input task ``name`` takes: its own ``inputs`` plus every
+        input its ``runs`` and ``arrivals`` give it, so the task's interface covers each input
+        a run carries (and ``flyte rerun RUN --lr 0.2`` or a policy's ``inputs:`` can change it).
+        The task's own value wins; otherwise the first run that gives the input."""
+        out: dict[str, Any] = {}
+        for batch in (*self.runs, *self.arrivals):
+            if batch.task == name:
+                for key, value in batch.inputs.items():
+                    out.setdefault(key, value)
+        out.update(self.task(name).inputs)
+        return out
+
 
 class _ReferenceProblems(ValueError):
     def __init__(self, problems: list[tuple[tuple[Any, ...], str]]) -> None:
         super().__init__("; ".join(m for _, m in problems))
         self.problems = problems
+
+
+def _type_name(value: Any) -> str:
+    """The kind of value an input is (for interface conflicts): int, float, str, bool, ..."""
+    return type(value).__name__
 
 
 def _find_cycle(tasks: Mapping[str, TaskDef]) -> list[str] | None:

@@ -1,0 +1,353 @@
+"""The rerun vocabulary through every tool: RunSpec keys in ``retry:`` and ``escalate:``
+(queue, interruptible, service_account, overwrite_cache, annotations, max_action_concurrency,
+force_rerun_actions) and the failure classes / ``gpu_fault`` of ``match.error`` — each through
+``check`` (file:line:col errors), ``explain`` (the diff), ``test`` (policy tests) and
+``schema``."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rerund.cli import main
+from rerund.core.model import RunOverrides
+from rerund.core.taxonomy import FAILURE_CLASSES
+from rerund.errors import PolicyError
+from rerund.policy import load_policies
+from rerund.policy.model import FailureClass
+from rerund.policy.schema import policy_schema
+
+SPOT = """\
+apiVersion: rerund/v1
+policies:
+  - name: spot-preemption
+    match:
+      error: {classes: [interrupted]}
+    retry:
+      scope: recover
+      max_attempts: 3
+      backoff: {initial: 10s}
+      force_rerun_actions: [a1]
+      escalate:
+        2:
+          queue: ondemand-pool
+          interruptible: false
+          service_account: trainer-ondemand
+          overwrite_cache: true
+          annotations: {rerund/capacity: on-demand}
+          max_action_concurrency: 8
+  - name: gpu-xid
+    match:
+      error: {gpu_fault: {codes: [48, 79], severities: [CRITICAL]}}
+    retry: {scope: recover, queue: gpu-b}
+"""
+
+SOURCE_SPEC = {
+    "env": {"LOG_LEVEL": "10", "LOG_FORMAT": "json", "USER_LOG_LEVEL": "10"},
+    "labels": {"team": "ml"},
+    "queue": "spot-pool",
+    "interruptible": True,
+    "service_account": "trainer",
+    "cache_lookup_scope": "project-domain",
+    "max_action_concurrency": 4,
+}
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def failure_doc(tmp_path: Path, **fields: Any) -> Path:
+    data = {
+        "run": "train-1",
+        "failed_at": "2026-11-24T10:00:00Z",
+        "error": {"kind": "USER", "code": "Interrupted", "message": "node preempted"},
+        "spec": SOURCE_SPEC,
+        **fields,
+    }
+    return write(tmp_path, "failure.json", json.dumps(data))
+
+
+# -- load / compile ---------------------------------------------------------------------------
+
+
+def test_every_run_spec_key_compiles_into_the_plan_and_its_escalation(tmp_path: Path) -> None:
+    policies = load_policies([write(tmp_path, "p.yaml", SPOT)])
+    plan = policies.rules[0].retry
+    assert plan is not None
+
+    assert plan.run_overrides(1) == RunOverrides(force_rerun_actions=("a1",))
+    assert plan.run_overrides(2) == RunOverrides(
+        queue="ondemand-pool",
+        interruptible=False,
+        service_account="trainer-ondemand",
+        overwrite_cache=True,
+        annotations={"rerund/capacity": "on-demand"},
+        max_action_concurrency=8,
+        force_rerun_actions=("a1",),
+    )
+
+
+def test_failure_class_names_are_one_list() -> None:
+    assert set(typing.get_args(FailureClass)) == set(FAILURE_CLASSES)
+
+
+# -- check ------------------------------------------------------------------------------------
+
+BAD = [
+    (
+        "force-outside-recover",
+        "policies:\n  - name: a\n    retry: {scope: run, force_rerun_actions: [a1]}\n",
+        "4:46: policies[0].retry.force_rerun_actions: force_rerun_actions only applies with scope: recover "
+        "(it names succeeded actions a recover rerun re-executes), but this policy's scope is run; set "
+        "scope: recover or remove force_rerun_actions",
+    ),
+    (
+        "force-in-an-escalation-outside-recover",
+        "policies:\n  - name: a\n    retry:\n      escalate:\n        2: {force_rerun_actions: [a1]}\n",
+        "6:34: policies[0].retry.escalate[2].force_rerun_actions: force_rerun_actions only applies with "
+        "scope: recover",
+    ),
+    (
+        "overwrite-cache-false",
+        "policies:\n  - name: a\n    retry: {overwrite_cache: false}\n",
+        "4:30: policies[0].retry.overwrite_cache: overwrite_cache: false cannot be applied: the flyte SDK's "
+        "rerun path can only turn overwrite_cache on; remove the key to keep the source run's setting",
+    ),
+    (
+        "concurrency-one",
+        "policies:\n  - name: a\n    retry:\n      escalate: {2: {max_action_concurrency: 1}}\n",
+        "5:46: policies[0].retry.escalate[2].max_action_concurrency: max_action_concurrency must be at "
+        "least 2, got 1: 1 would deadlock the run",
+    ),
+    (
+        "empty-queue",
+        "policies:\n  - name: a\n    retry: {queue: ''}\n",
+        "4:20: policies[0].retry.queue: String should have at least 1 character",
+    ),
+    (
+        "interruptible-not-a-bool",
+        "policies:\n  - name: a\n    retry: {interruptible: maybe}\n",
+        "4:28: policies[0].retry.interruptible: expected true or false, got 'maybe'",
+    ),
+    (
+        "unknown-class",
+        "policies:\n  - name: a\n    match: {error: {classes: [oom, preempted]}}\n",
+        "4:36: policies[0].match.error.classes[1]: 'preempted' is not allowed; use 'oom', 'gpu_fault', "
+        "'interrupted', 'image', 'timeout', 'queued_timeout', 'runtime_timeout', 'deadline', "
+        "'retries_exhausted', 'resource_exhausted', 'non_recoverable', 'user' or 'system'",
+    ),
+    (
+        "bad-gpu-severity",
+        "policies:\n  - name: a\n    match: {error: {gpu_fault: {severities: [FATAL]}}}\n",
+        "4:46: policies[0].match.error.gpu_fault.severities[0]: 'FATAL' is not allowed; "
+        "use 'USER', 'WARN' or 'CRITICAL'",
+    ),
+    (
+        "unknown-gpu-key",
+        "policies:\n  - name: a\n    match: {error: {gpu_fault: {xid: [79]}}}\n",
+        "4:33: policies[0].match.error.gpu_fault.xid: unknown key 'xid'; "
+        "allowed keys: codes, severities, kinds",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "expected"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_check_refuses_a_bad_key_with_file_line_and_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str, expected: str
+) -> None:
+    path = write(tmp_path, "p.yaml", "apiVersion: rerund/v1\n" + body)
+
+    assert main(["check", str(path)]) == 1
+
+    out = capsys.readouterr().out
+    assert f"{path}:{expected}" in out, out
+    with pytest.raises(PolicyError):
+        load_policies([path])
+
+
+def test_check_accepts_every_new_key_and_class(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    classes = ", ".join(FAILURE_CLASSES)
+    path = write(
+        tmp_path, "p.yaml", SPOT + f"  - name: all-classes\n    match: {{error: {{classes: [{classes}]}}}}\n"
+    )
+
+    assert main(["check", str(path)]) == 0
+    assert "ok: 3 policies in 1 file: spot-preemption, gpu-xid, all-classes" in capsys.readouterr().out
+
+
+# -- explain ----------------------------------------------------------------------------------
+
+
+def explain(tmp_path: Path, capsys: pytest.CaptureFixture[str], failure: Path, fmt: str = "text") -> str:
+    policies = write(tmp_path, "p.yaml", SPOT)
+    now = "2026-11-24T10:00:00Z"
+    code = main(
+        ["explain", "--policies", str(policies), "--failure", str(failure), "--now", now, "--format", fmt]
+    )
+    assert code == 0
+    return capsys.readouterr().out
+
+
+def test_explain_shows_the_diff_of_the_escalated_rerun(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    failure = failure_doc(
+        tmp_path,
+        run="train-1-retry-1",
+        root="train-1",
+        attempt=1,
+        spec={**SOURCE_SPEC, "labels": {"team": "ml", "rerund-root": "train-1", "rerund-attempt": "1"}},
+    )
+
+    out = explain(tmp_path, capsys, failure)
+
+    assert "overrides:  queue=ondemand-pool, interruptible=false, service_account=trainer-ondemand" in out
+    assert "changes:    the rerun's RunSpec against the source run's\n" in out
+    for line in [
+        "  ~ labels rerund-attempt: '1' -> '2'",
+        "  ~ labels rerund-policy: added 'spot-preemption'",
+        "  ~ annotations rerund/capacity: added 'on-demand'",
+        "  ~ queue: 'spot-pool' -> 'ondemand-pool'",
+        "  ~ interruptible: true -> false",
+        "  ~ service_account: 'trainer' -> 'trainer-ondemand'",
+        "  ~ overwrite_cache: false -> true",
+        "  ~ max_action_concurrency: 4 -> 8",
+        "  ~ force_rerun_actions: a1",
+    ]:
+        assert line + "\n" in out, out
+    assert "cache_lookup_scope" not in out.split("trace:")[0]  # kept: not a change
+    assert "LOG_" not in out  # the source's log settings are kept
+    assert "error.classes: the failure is interrupted" in out
+
+
+def test_explain_json_carries_the_overrides_and_the_changes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = json.loads(explain(tmp_path, capsys, failure_doc(tmp_path), fmt="json"))
+
+    assert out["overrides"] == {"force_rerun_actions": ["a1"]}
+    assert out["changes"] == [
+        "labels rerund-attempt: added '1'",
+        "labels rerund-policy: added 'spot-preemption'",
+        "labels rerund-root: added 'train-1'",
+        "force_rerun_actions: a1",
+    ]
+
+
+def test_explain_without_a_source_spec_says_what_the_rerun_sets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    failure = failure_doc(tmp_path, run="x-1", root="x", attempt=1, spec=None)
+
+    out = explain(tmp_path, capsys, failure)
+
+    assert "(the source's spec is not known: give the failure a spec: to see values)" in out
+    assert "  ~ queue: the source's value -> 'ondemand-pool'\n" in out
+    assert "  ~ interruptible: the source's value -> false\n" in out
+
+
+def test_explain_matches_a_gpu_fault_by_code_and_severity(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    failure = failure_doc(
+        tmp_path,
+        error={
+            "kind": "SYSTEM",
+            "code": "GpuFallenOffBus",
+            "gpu_fault": {"kind": "XID", "code": 79, "name": "GPU_FALLEN_OFF_BUS", "severity": "CRITICAL"},
+        },
+    )
+
+    out = explain(tmp_path, capsys, failure)
+
+    assert "error.classes: the failure is gpu_fault, not any of [interrupted]" in out
+    assert "error.gpu_fault: XID 79 (GPU_FALLEN_OFF_BUS), severity CRITICAL is selected" in out
+    assert "  ~ queue: 'spot-pool' -> 'gpu-b'\n" in out
+
+
+def test_explain_says_a_non_recoverable_error_is_never_rerun_before_any_policy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    failure = failure_doc(
+        tmp_path, error={"kind": "USER", "code": "NonRecoverableError", "message": "bad config"}
+    )
+
+    out = explain(tmp_path, capsys, failure)
+
+    assert "decision:   ignore\n" in out
+    assert (
+        "reason:     run 'train-1' failed with NonRecoverableError (code 'NonRecoverableError'): the task "
+        "declared that retries are irrelevant; a built-in rule ahead of every policy never reruns it"
+    ) in out
+    assert "1. built-in rule non_recoverable: the error is flyte's NonRecoverableError, never rerun" in out
+    assert "spot-preemption" not in out  # no policy was even tried
+
+
+# -- test -------------------------------------------------------------------------------------
+
+
+def test_policy_tests_expect_overrides_and_changes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(tmp_path, "p.yaml", SPOT)
+    cases = write(
+        tmp_path,
+        "p.test.yaml",
+        """\
+        policies: p.yaml
+        failure: {failed_at: 2026-11-24T10:00:00Z, error: {kind: USER, code: Interrupted}}
+        cases:
+          - name: attempt 2 moves to on-demand
+            failure:
+              run: t-1
+              root: t
+              attempt: 1
+              spec: {queue: spot-pool, interruptible: true}
+            expect:
+              decision: rerun
+              overrides: {queue: ondemand-pool, interruptible: false}
+              changes: ["queue: 'spot-pool' -> 'ondemand-pool'", "interruptible: true -> false"]
+          - name: a wrong expectation fails
+            failure: {run: t}
+            expect: {changes: ["queue: 'spot-pool' -> 'ondemand-pool'"]}
+        """,
+    )
+
+    assert main(["test", str(cases)]) == 1
+
+    out = capsys.readouterr().out
+    assert f"{cases}::attempt 2 moves to on-demand PASSED" in out
+    assert f"{cases}::a wrong expectation fails FAILED" in out
+    assert "    changes: expected \"queue: 'spot-pool' -> 'ondemand-pool'\" among [" in out
+
+
+# -- schema -----------------------------------------------------------------------------------
+
+
+def test_the_schema_has_every_key_and_class() -> None:
+    defs = policy_schema()["$defs"]
+    keys = {
+        "queue",
+        "interruptible",
+        "service_account",
+        "overwrite_cache",
+        "annotations",
+        "max_action_concurrency",
+        "force_rerun_actions",
+    }
+
+    assert keys <= set(defs["RetrySpec"]["properties"])
+    assert keys <= set(defs["OverrideSpec"]["properties"])
+    classes = defs["ErrorSelector"]["properties"]["classes"]["anyOf"][0]["items"]["enum"]
+    assert set(classes) == set(FAILURE_CLASSES)
+    assert set(defs["GpuFaultSelector"]["properties"]) == {"codes", "severities", "kinds"}
+    assert defs["RetrySpec"]["properties"]["max_action_concurrency"]["anyOf"][0]["minimum"] == 2
+    assert defs["RetrySpec"]["properties"]["overwrite_cache"]["anyOf"][0] == {"const": True}
