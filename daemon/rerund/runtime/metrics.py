@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from rerund.core.repro import RESULTS
 
-__all__ = ["METRIC_NAMES", "Metrics"]
+__all__ = ["METRIC_NAMES", "Metrics", "SweepMetrics"]
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
@@ -172,3 +172,62 @@ class Metrics:
             self.policy_reloads.labels(result)
         for result in ("sent", "failed"):
             self.notifications.labels(result)
+
+
+class SweepMetrics:
+    """The metrics of one ``rerund sweep``, each carrying ``source="sweep"``.
+
+    A sweep is a command, not a server: it writes these to a file in the Prometheus text format
+    (``--metrics-file``, for node_exporter's textfile collector or a Pushgateway upload). They
+    use the daemon's names for the same facts, so one query covers both: the daemon's series
+    have no ``source`` label (``source=""`` in PromQL), a sweep's have ``source="sweep"``.
+    """
+
+    SOURCE = "sweep"
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self._decisions = Counter(
+            "rerund_decisions_total",
+            "Decisions made, by policy ('' when none matched), kind and source.",
+            ["policy", "decision", "source"],
+            registry=registry,
+        )
+        self._issued = Counter(
+            "rerund_reruns_issued_total",
+            "Reruns created on the control plane, by policy, rerun scope and source.",
+            ["policy", "scope", "source"],
+            registry=registry,
+        )
+        self._outcomes = Counter(
+            "rerund_rerun_outcomes_total",
+            "Terminal phases of reruns, by policy, outcome and source.",
+            ["policy", "outcome", "source"],
+            registry=registry,
+        )
+        self._recovered = Counter(
+            "rerund_lineages_recovered_total",
+            "Lineages whose latest rerun SUCCEEDED, by policy and source.",
+            ["policy", "source"],
+            registry=registry,
+        )
+        self._errors = Counter(
+            "rerund_control_plane_errors_total",
+            "Failed control-plane calls, by RPC, code and source.",
+            ["rpc", "code", "source"],
+            registry=registry,
+        )
+
+    def decision(self, policy: str, decision: str) -> None:
+        self._decisions.labels(policy, decision, self.SOURCE).inc()
+
+    def issued(self, policy: str, scope: str) -> None:
+        self._issued.labels(policy, scope, self.SOURCE).inc()
+
+    def outcome(self, policy: str, phase: str) -> None:
+        self._outcomes.labels(policy, phase.lower(), self.SOURCE).inc()
+        if phase == "SUCCEEDED":
+            self._recovered.labels(policy, self.SOURCE).inc()
+
+    def error(self, rpc: str, code: str) -> None:
+        self._errors.labels(rpc or "unknown", code or "unknown", self.SOURCE).inc()
