@@ -333,7 +333,10 @@ def test_an_unreachable_endpoint_says_nothing_was_rerun(tmp_path: Path, capsys) 
     assert main(args) == 2
     err = capsys.readouterr().err
 
-    assert f"rerund sweep: the control plane at {endpoint} cannot be read (ListRuns: " in err
+    assert (
+        f"rerund sweep: the control plane at {endpoint} cannot be read (" in err
+        and "failed (unavailable)" in err
+    )
     assert (
         "nothing was rerun: check --endpoint, the network and the credentials, then run the sweep again"
         in err
@@ -345,3 +348,26 @@ def test_sweep_is_listed_in_the_help() -> None:
         [sys.executable, "-m", "rerund.cli", "--help"], capture_output=True, text=True, check=True
     )
     assert "sweep" in out.stdout and "rerun, once, the failures an outage caused" in out.stdout
+
+
+def test_an_unknown_scope_is_refused(outage: Outage, capsys) -> None:
+    import asyncio
+
+    from rerund.adapters.flyte_control_plane import FlyteControlPlane
+
+    async def knows() -> bool | None:
+        cp = FlyteControlPlane(endpoint=outage.sb.endpoint, org=outage.sb.org, insecure=True)
+        await cp.connect()
+        return await cp.scope_exists("nope", "development")
+
+    if asyncio.run(knows()) is None:
+        pytest.skip(
+            "this sandbox serves no ProjectService (GetProject is unimplemented): nothing to check against"
+        )
+    args = ["sweep", "--endpoint", outage.sb.endpoint, "--org", outage.sb.org, "--scope", "nope/development"]
+
+    assert main([*args, "--policies", str(OUTAGE_POLICY), "--since", "1h", "--dry-run"]) == 2
+    assert (
+        "rerund sweep: unknown scope nope/development: the control plane has no project 'nope' with domain "
+        "'development' in this org; nothing was swept" in capsys.readouterr().err
+    )

@@ -14,7 +14,7 @@ from rerund.adapters.ledger import Ledger
 from rerund.core.model import ErrorInfo
 from rerund.core.runs import RerunRequest
 from rerund.core.sweep import Window
-from rerund.errors import PermanentControlPlaneError, TransientControlPlaneError
+from rerund.errors import ConfigError, PermanentControlPlaneError, TransientControlPlaneError
 from rerund.policy import load_policies
 from rerund.runtime.metrics import SweepMetrics
 from rerund.runtime.sweep import Sweeper, unreachable
@@ -239,13 +239,18 @@ def test_follow_stops_when_asked_with_what_finished(tmp_path: Path) -> None:
 
 
 def test_an_unreadable_control_plane_says_nothing_was_rerun() -> None:
-    exc = TransientControlPlaneError("connection refused", rpc="ListRuns", code="unavailable")
+    exc = TransientControlPlaneError(
+        "ListRuns failed (unavailable): connection refused; retrying with backoff",
+        rpc="ListRuns",
+        code="unavailable",
+    )
 
     err = unreachable(exc, "http://127.0.0.1:1")
 
     assert str(err) == (
-        "the control plane at http://127.0.0.1:1 cannot be read (ListRuns: connection refused); nothing was "
-        "rerun: check --endpoint, the network and the credentials, then run the sweep again"
+        "the control plane at http://127.0.0.1:1 cannot be read (ListRuns failed (unavailable): connection "
+        "refused); nothing was rerun: check --endpoint, the network and the credentials, then run the sweep "
+        "again"
     )
     assert isinstance(err, TransientControlPlaneError) and err.code == "unavailable"
 
@@ -274,3 +279,39 @@ def test_reruns_listed_without_labels_are_recognised_by_their_lineage(
     assert [(s.failure.run, s.kind, s.existing) for s in plan.skipped if s.kind != "no_match"] == [
         ("r0", "already_issued", "hand-made")
     ]
+
+
+class Directory:
+    """A ScopeDirectory that knows ``known`` (None: it cannot say)."""
+
+    def __init__(self, known: set[tuple[str, str]] | None) -> None:
+        self.known = known
+        self.asked: list[tuple[str, str]] = []
+
+    async def scope_exists(self, project: str, domain: str) -> bool | None:
+        self.asked.append((project, domain))
+        return None if self.known is None else (project, domain) in self.known
+
+
+def test_an_unknown_scope_is_refused_before_anything_is_read(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    s = w.sweeper()
+
+    with pytest.raises(ConfigError) as info:
+        asyncio.run(s.check_scopes(Directory({("ml", "staging")})))
+
+    assert str(info.value) == (
+        "unknown scope ml/production: the control plane has no project 'ml' with domain 'production' in this "
+        "org; nothing was swept: check --scope (or scopes in the settings file), written project/domain"
+    )
+    assert w.cp.calls["list_failed"] == 0
+
+
+@pytest.mark.parametrize("known", [{("ml", "production")}, None], ids=["known", "cannot-say"])
+def test_a_known_scope_or_a_control_plane_that_cannot_say_passes(tmp_path: Path, known) -> None:
+    w = World(tmp_path)
+    directory = Directory(known)
+
+    asyncio.run(w.sweeper().check_scopes(directory))
+
+    assert directory.asked == [("ml", "production")]

@@ -52,6 +52,7 @@ from rerund.core.rules import PolicySet
 from rerund.core.sweep import SKIP_KINDS, SweepPlan, Window, parse_window
 from rerund.errors import ConfigError, ControlPlaneError, PolicyError
 from rerund.policy.loader import load_policies
+from rerund.ports import ScopeDirectory
 from rerund.runtime.daemon import connect_control_plane
 from rerund.runtime.metrics import SweepMetrics
 from rerund.runtime.settings import Settings, load_settings, scopes_from_flags
@@ -215,6 +216,7 @@ async def _main(
         with _progress(err) as bar:
             task = bar.add_task("reading failures", total=None)
             try:
+                await sweeper.check_scopes(cp if isinstance(cp, ScopeDirectory) else None)
                 plan = await sweeper.plan(
                     window, on_read=lambda done, n: bar.update(task, completed=done, total=n)
                 )

@@ -54,12 +54,13 @@ from rerund.core.runs import (
 from rerund.core.sweep import PlannedRerun, SweepPlan, Window, plan_sweep
 from rerund.errors import (
     AlreadyExistsError,
+    ConfigError,
     ControlPlaneError,
     LedgerError,
     NotFoundError,
     PermanentControlPlaneError,
 )
-from rerund.ports import ControlPlane, DecisionLedger
+from rerund.ports import ControlPlane, DecisionLedger, ScopeDirectory
 from rerund.runtime.metrics import SweepMetrics
 from rerund.runtime.reconcile import public_decision
 
@@ -125,8 +126,9 @@ class SweepOutcome:
 
 def unreachable(exc: ControlPlaneError, endpoint: str) -> ControlPlaneError:
     """The error a sweep reports when the control plane cannot be read (nothing was rerun)."""
+    detail = str(exc).removesuffix("; retrying with backoff")
     return type(exc)(
-        f"the control plane at {endpoint or '(from the API key)'} cannot be read ({exc.rpc}: {exc}); "
+        f"the control plane at {endpoint or '(from the API key)'} cannot be read ({detail}); "
         "nothing was rerun: check --endpoint, the network and the credentials, then run the sweep again",
         rpc=exc.rpc,
         code=exc.code,
@@ -184,6 +186,22 @@ class Sweeper:
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    # -- 0. check ----------------------------------------------------------------------------
+
+    async def check_scopes(self, directory: ScopeDirectory | None) -> None:
+        """Raise ``ConfigError`` for a scope the control plane does not know (1 GetProject per
+        scope). A control plane that cannot say (no ProjectService) is not checked."""
+        for project, domain in self._scopes:
+            if directory is None:
+                return
+            known = await directory.scope_exists(project, domain)
+            if known is False:
+                raise ConfigError(
+                    f"unknown scope {project}/{domain}: the control plane has no project {project!r} "
+                    f"with domain {domain!r} in this org; nothing was swept: check --scope (or scopes in "
+                    "the settings file), written project/domain"
+                )
 
     # -- 1. plan -----------------------------------------------------------------------------
 
