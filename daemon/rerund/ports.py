@@ -119,24 +119,15 @@ class Scheduler(Protocol):
 
 
 class DecisionLedger(Protocol):
-    """The audit ledger as the reconcile loop (and ``rerund sweep``) writes it. Every
-    ``record_*`` returns True when the fact is new (the ledger de-duplicates across restarts)
-    and raises ``LedgerError``. ``source`` says who decided or issued: ``daemon`` or ``sweep``."""
+    """The audit ledger as the reconcile loop writes it. Every ``record_*`` returns True when
+    the fact is new (the ledger de-duplicates across restarts) and raises ``LedgerError``."""
 
     def record_failure(
         self, *, project: str, domain: str, run: str, failed_at: datetime, now: datetime
     ) -> bool: ...
 
     def record_decision(
-        self,
-        *,
-        project: str,
-        domain: str,
-        run: str,
-        root: str,
-        decision: dict[str, Any],
-        now: datetime,
-        source: str = "daemon",
+        self, *, project: str, domain: str, run: str, root: str, decision: dict[str, Any], now: datetime
     ) -> bool: ...
 
     def record_issue(
@@ -153,7 +144,6 @@ class DecisionLedger(Protocol):
         result: str,
         message: str,
         now: datetime,
-        source: str = "daemon",
     ) -> bool: ...
 
     def record_outcome(

@@ -1,5 +1,6 @@
-"""The ledger's ``source`` column: who decided (the daemon or ``rerund sweep``), shown and
-filtered by ``rerund history``, added in place to a ledger written before it existed."""
+"""The ledger's ``source`` column: who decided (the daemon or ``rerund sweep``, each with its own
+handle on one file), shown and filtered by ``rerund history``, added in place to a ledger
+written before it existed."""
 
 from __future__ import annotations
 
@@ -22,28 +23,48 @@ def _decision(run: str, kind: str = "rerun") -> dict[str, object]:
     }
 
 
-def test_decisions_say_which_process_made_them_and_can_be_filtered(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "rerund.db")
-    ledger.record_decision(project="ml", domain="prod", run="a", root="a", decision=_decision("a"), now=T0)
-    ledger.record_decision(
-        project="ml", domain="prod", run="b", root="b", decision=_decision("b"), now=T0, source="sweep"
+def _record(ledger: Ledger, run: str, kind: str = "rerun") -> bool:
+    return ledger.record_decision(
+        project="ml", domain="prod", run=run, root=run, decision=_decision(run, kind), now=T0
     )
 
-    assert [(r["run"], r["source"]) for r in ledger.history()] == [("b", "sweep"), ("a", "daemon")]
-    assert [r["run"] for r in ledger.history(source="sweep")] == ["b"]
-    assert [r["run"] for r in ledger.history(source="daemon")] == ["a"]
+
+def _issue(ledger: Ledger, target: str) -> bool:
+    return ledger.record_issue(
+        source_key="ml/prod/a",
+        project="ml",
+        domain="prod",
+        target=target,
+        root="a",
+        attempt=1,
+        policy="p",
+        scope="run",
+        result="created",
+        message="",
+        now=T0,
+    )
+
+
+def test_each_handle_records_its_source_and_history_filters_by_it(tmp_path: Path) -> None:
+    daemon, sweep = Ledger(tmp_path / "rerund.db"), Ledger(tmp_path / "rerund.db", source="sweep")
+    _record(daemon, "a")
+    _record(sweep, "b")
+    _issue(daemon, "a-retry-1")
+    _issue(sweep, "b-retry-1")
+
+    assert [(r["run"], r["source"]) for r in daemon.history()] == [("b", "sweep"), ("a", "daemon")]
+    assert [r["run"] for r in daemon.history(source="sweep")] == ["b"]
+    assert [r["run"] for r in sweep.history(source="daemon")] == ["a"]
+    assert {(i["target"], i["source"]) for i in daemon.issues()} == {
+        ("a-retry-1", "daemon"),
+        ("b-retry-1", "sweep"),
+    }
 
 
 def test_the_same_decision_by_the_daemon_and_a_sweep_is_one_record(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "rerund.db")
-    first = ledger.record_decision(
-        project="ml", domain="prod", run="a", root="a", decision=_decision("a"), now=T0
-    )
-    again = ledger.record_decision(
-        project="ml", domain="prod", run="a", root="a", decision=_decision("a"), now=T0, source="sweep"
-    )
+    daemon, sweep = Ledger(tmp_path / "rerund.db"), Ledger(tmp_path / "rerund.db", source="sweep")
 
-    assert (first, again) == (True, False)
+    assert (_record(daemon, "a"), _record(sweep, "a")) == (True, False)
 
 
 def test_an_old_ledger_gains_the_column_and_its_rows_count_as_the_daemons(tmp_path: Path) -> None:
@@ -73,28 +94,17 @@ def test_an_old_ledger_gains_the_column_and_its_rows_count_as_the_daemons(tmp_pa
             ),
         )
 
-    ledger = Ledger(path)
+    ledger = Ledger(path, source="sweep")
     Ledger(path).close()  # opening twice adds the column once
 
     assert [(r["run"], r["source"]) for r in ledger.history()] == [("old", "daemon")]
-    assert ledger.record_decision(
-        project="ml", domain="prod", run="new", root="new", decision=_decision("new"), now=T0, source="sweep"
-    )
+    assert _record(ledger, "new")
+    assert [r["source"] for r in ledger.history()] == ["sweep", "daemon"]
 
 
 def test_history_tags_the_sweeps_decisions(tmp_path: Path, capsys) -> None:
-    ledger = Ledger(tmp_path / "rerund.db")
-    ledger.record_decision(project="ml", domain="prod", run="a", root="a", decision=_decision("a"), now=T0)
-    ledger.record_decision(
-        project="ml",
-        domain="prod",
-        run="b",
-        root="b",
-        decision=_decision("b", "ignore"),
-        now=T0,
-        source="sweep",
-    )
-    ledger.close()
+    _record(Ledger(tmp_path / "rerund.db"), "a")
+    _record(Ledger(tmp_path / "rerund.db", source="sweep"), "b", "ignore")
 
     assert main(["history", "--state", str(tmp_path / "rerund.db")]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -8,7 +8,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from rerund.adapters.ledger import Ledger
 from rerund.core.model import ErrorInfo
@@ -16,7 +15,7 @@ from rerund.core.runs import RerunRequest
 from rerund.core.sweep import Window
 from rerund.errors import ConfigError, PermanentControlPlaneError, TransientControlPlaneError
 from rerund.policy import load_policies
-from rerund.runtime.metrics import SweepMetrics
+from rerund.runtime.metrics import sweep_metrics
 from rerund.runtime.sweep import Sweeper, unreachable
 
 from .fake_control_plane import T0, Clock, FakeControlPlane
@@ -41,9 +40,8 @@ class World:
         path = tmp_path / "outage.yaml"
         path.write_text(OUTAGE)
         self.policies = load_policies([path])
-        self.ledger = Ledger(tmp_path / "rerund.db")
-        self.registry = CollectorRegistry()
-        self.metrics = SweepMetrics(self.registry)
+        self.ledger = Ledger(tmp_path / "rerund.db", source="sweep")
+        self.metrics, self.registry = sweep_metrics()
         self.window = Window(T0 - timedelta(hours=1), T0)
 
     def sweeper(self, **kw: object) -> Sweeper:
@@ -315,3 +313,21 @@ def test_a_known_scope_or_a_control_plane_that_cannot_say_passes(tmp_path: Path,
     asyncio.run(w.sweeper().check_scopes(directory))
 
     assert directory.asked == [("ml", "production")]
+
+
+def test_the_sweeps_metrics_are_the_daemons_names_with_source_sweep_and_nothing_else(tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    from rerund.runtime.metrics import SWEEP_METRIC_NAMES
+
+    w = World(tmp_path)
+    w.sweep()
+    w.metrics.last_sync.set(1.0)  # a daemon-only gauge never leaves a sweep
+    w.metrics.detection_latency.observe(3600)
+
+    text = generate_latest(w.registry).decode()
+    names = {line.split("{")[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+    assert names == {"rerund_decisions_total", "rerund_reruns_issued_total"} <= set(SWEEP_METRIC_NAMES)
+    assert 'rerund_reruns_issued_total{policy="registry-outage",scope="run",source="sweep"} 3.0' in text
+    assert "last_sync" not in text and "detection_latency" not in text

@@ -12,8 +12,8 @@ bounded (the daemon calls it with its ``ledger_retention`` setting). Timestamps 
 aware UTC ISO-8601 strings.
 
 Decisions and issue results carry their ``source``: ``daemon`` (``rerund run``) or ``sweep``
-(``rerund sweep``, which writes to the same file). A ledger written before the column existed
-gains it on open, its rows counted as ``daemon``.
+(``rerund sweep``, which opens the same file with ``Ledger(path, source="sweep")``). A ledger
+written before the column existed gains it on open, its rows counted as ``daemon``.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rerund.errors import LedgerError
 
-__all__ = ["IssueRecord", "Ledger"]
+__all__ = ["IssueRecord", "Ledger", "Source"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS failures (
@@ -73,7 +73,7 @@ CREATE TABLE IF NOT EXISTS reproductions (
 CREATE INDEX IF NOT EXISTS reproductions_check ON reproductions (check_name, scheduled_for);
 """
 
-SOURCES = ("daemon", "sweep")
+Source = Literal["daemon", "sweep"]
 # Columns added after the first release: (table, column, definition), added on open when absent.
 _ADDED_COLUMNS = (
     ("decisions", "source", "TEXT NOT NULL DEFAULT 'daemon'"),
@@ -102,10 +102,14 @@ class IssueRecord:
 
 
 class Ledger:
-    """SQLite audit ledger. Every method raises ``LedgerError`` (never ``sqlite3.Error``)."""
+    """SQLite audit ledger. Every method raises ``LedgerError`` (never ``sqlite3.Error``).
 
-    def __init__(self, path: str | Path) -> None:
+    ``source`` (``daemon`` or ``sweep``) is written with every decision and issue result
+    recorded through this handle."""
+
+    def __init__(self, path: str | Path, *, source: Source = "daemon") -> None:
         self.path = str(path)
+        self.source = source
         self._lock = threading.Lock()
         try:
             if self.path != ":memory:":
@@ -175,9 +179,8 @@ class Ledger:
         root: str,
         decision: dict[str, Any],
         now: datetime,
-        source: str = "daemon",
     ) -> bool:
-        """Record a decision (its ``Decision.to_json()``) made by ``source`` (daemon|sweep); True
+        """Record a decision (its ``Decision.to_json()``) with this handle's ``source``; True
         when this (run, kind, policy, attempt) was not recorded before (by either source)."""
         with self._tx() as db:
             cur = db.execute(
@@ -195,7 +198,7 @@ class Ledger:
                     decision["decision"],
                     decision["reason"],
                     json.dumps(decision, sort_keys=True, default=str),
-                    source,
+                    self.source,
                 ),
             )
             return cur.rowcount == 1
@@ -214,10 +217,9 @@ class Ledger:
         result: str,
         message: str,
         now: datetime,
-        source: str = "daemon",
     ) -> bool:
-        """Record the result of issuing a rerun (created|already_exists|invalid|dry_run) by
-        ``source`` (daemon|sweep)."""
+        """Record the result of issuing a rerun (created|already_exists|invalid|dry_run) with
+        this handle's ``source``."""
         with self._tx() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO issues (at, source_key, target_key, project, domain, target, root,"
@@ -236,7 +238,7 @@ class Ledger:
                     scope,
                     result,
                     message,
-                    source,
+                    self.source,
                 ),
             )
             return cur.rowcount == 1

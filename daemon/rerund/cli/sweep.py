@@ -54,7 +54,7 @@ from rerund.errors import ConfigError, ControlPlaneError, PolicyError
 from rerund.policy.loader import load_policies
 from rerund.ports import ScopeDirectory
 from rerund.runtime.daemon import connect_control_plane
-from rerund.runtime.metrics import SweepMetrics
+from rerund.runtime.metrics import sweep_metrics
 from rerund.runtime.settings import Settings, load_settings, scopes_from_flags
 from rerund.runtime.sweep import Sweeper, SweepOutcome, unreachable
 
@@ -196,8 +196,8 @@ async def _main(
 ) -> int:
     scopes = [(s.project, s.domain) for s in settings.scopes]
     cp = await connect_control_plane(settings)
-    ledger = None if args.dry_run else Ledger(settings.state)
-    metrics = SweepMetrics(CollectorRegistry())
+    ledger = None if args.dry_run else Ledger(settings.state, source="sweep")
+    metrics, exposed = sweep_metrics()
     sweeper = Sweeper(
         cp,
         scopes=scopes,
@@ -282,12 +282,12 @@ async def _main(
         if ledger is not None:
             ledger.close()
             if args.metrics_file:
-                _write_metrics(args.metrics_file, metrics, err)
+                _write_metrics(args.metrics_file, exposed, err)
 
 
-def _write_metrics(path: str, metrics: SweepMetrics, console: Console) -> None:
+def _write_metrics(path: str, registry: CollectorRegistry, console: Console) -> None:
     try:
-        write_to_textfile(path, metrics.registry)
+        write_to_textfile(path, registry)
     except OSError as exc:
         console.print(
             f"the sweep's metrics could not be written to {path!r}: {exc.strerror}; the sweep itself is done"

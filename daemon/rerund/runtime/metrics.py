@@ -12,11 +12,15 @@ honest.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from rerund.core.repro import RESULTS
 
-__all__ = ["METRIC_NAMES", "Metrics", "SweepMetrics"]
+__all__ = ["METRIC_NAMES", "SWEEP_METRIC_NAMES", "Metrics", "sweep_metrics"]
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
@@ -174,60 +178,48 @@ class Metrics:
             self.notifications.labels(result)
 
 
-class SweepMetrics:
-    """The metrics of one ``rerund sweep``, each carrying ``source="sweep"``.
+# What a ``rerund sweep`` exposes (``--metrics-file``): the facts it produces. Gauges such as
+# ``rerund_last_sync_timestamp_seconds`` and the latency histograms are the daemon's alone (a
+# sweep's "detection latency" is the age of the outage, and would skew the daemon's quantiles).
+SWEEP_METRIC_NAMES = (
+    "rerund_decisions_total",
+    "rerund_reruns_issued_total",
+    "rerund_rerun_outcomes_total",
+    "rerund_lineages_recovered_total",
+    "rerund_control_plane_errors_total",
+)
 
-    A sweep is a command, not a server: it writes these to a file in the Prometheus text format
-    (``--metrics-file``, for node_exporter's textfile collector or a Pushgateway upload). They
-    use the daemon's names for the same facts, so one query covers both: the daemon's series
-    have no ``source`` label (``source=""`` in PromQL), a sweep's have ``source="sweep"``.
+
+class _Labelled(Collector):
+    """The samples named ``names`` of ``inner``, each with ``labels`` added."""
+
+    def __init__(self, inner: CollectorRegistry, names: tuple[str, ...], labels: dict[str, str]) -> None:
+        self._inner = inner
+        self._names = frozenset(names)
+        self._labels = labels
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self._inner.collect():
+            samples = [s for s in family.samples if s.name in self._names]
+            if not samples:
+                continue
+            out = Metric(family.name, family.documentation, family.type, family.unit)
+            for sample in samples:
+                out.add_sample(sample.name, {**sample.labels, **self._labels}, sample.value, sample.timestamp)
+            yield out
+
+
+def sweep_metrics(source: str = "sweep") -> tuple[Metrics, CollectorRegistry]:
+    """The daemon's ``Metrics`` for a ``rerund sweep``, and the registry that exposes them: the
+    ``SWEEP_METRIC_NAMES`` samples, each with ``source="sweep"``.
+
+    One set of metric objects serves the daemon and the sweep (the recorder and the issuer
+    count into it as they do for the daemon); only the exposition differs. In Prometheus the
+    daemon's series have no ``source`` label (``source=""`` in PromQL), a sweep's have
+    ``source="sweep"``: ``sum by (source) (rerund_reruns_issued_total)`` tells them apart.
     """
-
-    SOURCE = "sweep"
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-        self._decisions = Counter(
-            "rerund_decisions_total",
-            "Decisions made, by policy ('' when none matched), kind and source.",
-            ["policy", "decision", "source"],
-            registry=registry,
-        )
-        self._issued = Counter(
-            "rerund_reruns_issued_total",
-            "Reruns created on the control plane, by policy, rerun scope and source.",
-            ["policy", "scope", "source"],
-            registry=registry,
-        )
-        self._outcomes = Counter(
-            "rerund_rerun_outcomes_total",
-            "Terminal phases of reruns, by policy, outcome and source.",
-            ["policy", "outcome", "source"],
-            registry=registry,
-        )
-        self._recovered = Counter(
-            "rerund_lineages_recovered_total",
-            "Lineages whose latest rerun SUCCEEDED, by policy and source.",
-            ["policy", "source"],
-            registry=registry,
-        )
-        self._errors = Counter(
-            "rerund_control_plane_errors_total",
-            "Failed control-plane calls, by RPC, code and source.",
-            ["rpc", "code", "source"],
-            registry=registry,
-        )
-
-    def decision(self, policy: str, decision: str) -> None:
-        self._decisions.labels(policy, decision, self.SOURCE).inc()
-
-    def issued(self, policy: str, scope: str) -> None:
-        self._issued.labels(policy, scope, self.SOURCE).inc()
-
-    def outcome(self, policy: str, phase: str) -> None:
-        self._outcomes.labels(policy, phase.lower(), self.SOURCE).inc()
-        if phase == "SUCCEEDED":
-            self._recovered.labels(policy, self.SOURCE).inc()
-
-    def error(self, rpc: str, code: str) -> None:
-        self._errors.labels(rpc or "unknown", code or "unknown", self.SOURCE).inc()
+    inner = CollectorRegistry()
+    metrics = Metrics(inner)
+    exposed = CollectorRegistry()
+    exposed.register(_Labelled(inner, SWEEP_METRIC_NAMES, {"source": source}))
+    return metrics, exposed

@@ -8,9 +8,9 @@ before anything is created:
    Flyte lists them without labels, so their lineage labels are read once each) and the runs
    that failed in the window (one paged ListRuns), read each failure (3 RPCs), and ask the
    pure ``plan_sweep``. Nothing is written.
-2. ``record(plan)``: every decision of the plan goes to the ledger with ``source="sweep"``
-   (``rerund history --source sweep``) and to the metrics with ``source="sweep"``
-   (``SweepMetrics``).
+2. ``record(plan)``: every decision of the plan goes to the ledger (opened with
+   ``source="sweep"``: ``rerund history --source sweep``) and to the metrics (exposed with
+   ``source="sweep"``, ``rerund.runtime.metrics.sweep_metrics``).
 3. ``issue(plan)``: look again (one ListRuns per scope: a daemon or another sweep may have
    issued some since the preview), then create each rerun at most ``max_rps`` per second,
    retrying transient errors with backoff. A create answered ALREADY_EXISTS is *already
@@ -61,14 +61,13 @@ from rerund.errors import (
     PermanentControlPlaneError,
 )
 from rerund.ports import ControlPlane, DecisionLedger, ScopeDirectory
-from rerund.runtime.metrics import SweepMetrics
+from rerund.runtime.metrics import Metrics
 from rerund.runtime.reconcile import public_decision
 
 __all__ = ["IssueResult", "SweepOutcome", "Sweeper", "unreachable"]
 
 log = logging.getLogger("rerund.sweep")
 
-SOURCE = "sweep"
 Result = Literal["created", "already_issued", "refused", "not_issued"]
 
 
@@ -154,7 +153,7 @@ class Sweeper:
         scopes: Sequence[tuple[str, str]],
         policies: PolicySet,
         clock: Callable[[], datetime],
-        metrics: SweepMetrics | None = None,
+        metrics: Metrics | None = None,
         ledger: DecisionLedger | None = None,
         max_rps: float | None = None,
         concurrency: int = 4,
@@ -286,14 +285,13 @@ class Sweeper:
                         root=failure.root,
                         decision=public_decision(decision),
                         now=now,
-                        source=SOURCE,
                     )
                 except LedgerError as exc:
                     log.error("%s", exc)
             if novel:
                 new += 1
                 if self._metrics is not None:
-                    self._metrics.decision(decision.policy or "", decision.decision)
+                    self._metrics.decisions.labels(decision.policy or "", decision.decision).inc()
         return new
 
     # -- 3. issue ----------------------------------------------------------------------------
@@ -356,7 +354,7 @@ class Sweeper:
                     log.warning("creating rerun %s failed, retrying in %.1fs: %s", item.name, delay, exc)
                 else:
                     if self._metrics is not None:
-                        self._metrics.issued(item.policy, item.decision.scope.value)
+                        self._metrics.reruns_issued.labels(item.policy, item.decision.scope.value).inc()
                     return IssueResult(item, "created")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=delay)
@@ -381,14 +379,13 @@ class Sweeper:
                 result=result,
                 message=r.message,
                 now=self._clock(),
-                source=SOURCE,
             )
         except LedgerError as exc:
             log.error("%s", exc)
 
     def _count_error(self, exc: ControlPlaneError) -> None:
         if self._metrics is not None:
-            self._metrics.error(exc.rpc, exc.code)
+            self._metrics.control_plane_errors.labels(exc.rpc or "unknown", exc.code or "unknown").inc()
 
     # -- 4. follow ---------------------------------------------------------------------------
 
@@ -445,4 +442,6 @@ class Sweeper:
             except LedgerError as exc:
                 log.error("%s", exc)
         if novel and self._metrics is not None:
-            self._metrics.outcome(item.policy, phase)
+            self._metrics.rerun_outcomes.labels(item.policy, phase.lower()).inc()
+            if phase == "SUCCEEDED":
+                self._metrics.lineages_recovered.labels(item.policy).inc()
