@@ -147,13 +147,17 @@ def test_what_is_skipped_says_why(policies) -> None:
         "tired": "max_attempts",
         "check": "reproduction",
     }
-    reasons = {s.failure.run: s.reason for s in plan.skipped}
-    assert reasons["typo"] == "policy 'typo' never reruns run 'typo' (retry: false)"
-    assert (
-        reasons["tired"]
-        == "policy 'registry-outage' gives up on run 'tired': attempt 3 would exceed max_attempts=2"
-    )
-    assert "no policy matches run 'valueerror'" in reasons["valueerror"]
+    # a skip gives the core's own reason: the same sentence as `rerund explain` and the daemon
+    ps = policies(OUTAGE)
+    assert {s.failure.run: s.reason for s in plan.skipped} == {
+        f.run: decide(f, ps, NOW).reason for f in failures if f.run != "ok"
+    }
+    assert {s.failure.run: s.decision.decision for s in plan.skipped} == {
+        "typo": "ignore",
+        "valueerror": "ignore",
+        "tired": "give_up",
+        "check": "ignore",
+    }
     assert plan.skipped_counts() == {"max_attempts": 1, "not_retried": 1, "no_match": 1, "reproduction": 1}
     assert [r.failure.run for r in plan.reruns] == ["ok"]
 
@@ -205,10 +209,10 @@ def test_a_budget_caps_the_sweep_counting_its_own_reruns(policies) -> None:
 
     assert [r.failure.run for r in plan.reruns] == ["r0", "r1", "r2"]  # the earliest failures first
     assert [s.kind for s in plan.skipped] == ["budget"] * 3
-    assert plan.skipped[0].reason == (
-        "policy 'registry-outage' defers attempt 1 of run 'r3': budget 'global' has used 5 of 5 reruns "
-        "per 1h; a slot frees at 2026-11-30T15:10:00Z; this sweep leaves it, a later sweep can rerun it"
-    )
+    first = plan.skipped[0]
+    assert first.decision.decision == "defer" and first.decision.not_before == NOW + timedelta(minutes=10)
+    assert first.reason == f"{first.decision.reason}; this sweep leaves it, a later sweep can rerun it"
+    assert "2026-11-30T15:10:00Z" in first.reason  # when the oldest counted rerun leaves the window
 
 
 def test_counts_are_grouped_by_policy_and_error(policies) -> None:

@@ -159,10 +159,7 @@ def test_a_sweep_creates_exactly_one_rerun_per_matched_failure(outage: Outage, c
             f"rerun    demo/development/{run}  [sweep] sweep: policy 'registry-outage' reruns run {run!r}"
             in history
         )
-    assert (
-        f"ignore   demo/development/{outage.typo[0]}  [sweep] policy 'image-does-not-exist' never reruns"
-        in history
-    )
+    assert f"ignore   demo/development/{outage.typo[0]}  [sweep] policy 'image-does-not-exist'" in history
 
     samples = parse_metrics(metrics.read_text())
     assert (
