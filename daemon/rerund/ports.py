@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from rerund.core.runs import FailureFacts, RerunRequest, RunRef, RunSummary
 
@@ -27,6 +27,7 @@ __all__ = [
     "Notifier",
     "ReproLedger",
     "Scheduler",
+    "ScopeDirectory",
 ]
 
 
@@ -90,6 +91,16 @@ class ControlPlane(Protocol):
 
     def console_url(self, ref: RunRef) -> str:
         """Where a human sees the run."""
+        ...
+
+
+@runtime_checkable
+class ScopeDirectory(Protocol):
+    """Which project/domain scopes the control plane knows (``rerund sweep`` checks its scopes)."""
+
+    async def scope_exists(self, project: str, domain: str) -> bool | None:
+        """True when the org has ``project`` with ``domain``, False when it has not, None when
+        the control plane cannot say (no ProjectService). Costs 1 RPC (GetProject)."""
         ...
 
 

@@ -388,8 +388,13 @@ def _rpcs() -> Any:
     async def get_action_data(req: Any) -> Any:
         return await _uncancel(get_client().dataproxy_service.get_action_data(req))
 
+    @syncify
+    async def get_project(req: Any) -> Any:
+        return await _uncancel(get_client().project_domain_service.get_project(req))
+
     _RPCS = SimpleNamespace(
         get_action_data=get_action_data,
+        get_project=get_project,
         list_runs=list_runs,
         get_run_details=get_run_details,
         list_actions=list_actions,
@@ -670,6 +675,23 @@ class FlyteControlPlane:
         if not resp.HasField("outputs"):
             return {}
         return {nl.name: decode_literal(nl.value) for nl in resp.outputs.literals}
+
+    async def scope_exists(self, project: str, domain: str) -> bool | None:
+        """Whether the org has project ``project`` with domain ``domain`` (1 RPC: ProjectService
+        GetProject). None when the control plane does not say (it serves no ProjectService)."""
+        from flyteidl2.project import project_service_pb2
+
+        req = project_service_pb2.GetProjectRequest(id=project, org=self._org)
+        try:
+            resp = await self._call("GetProject", _rpcs().get_project, req)
+        except NotFoundError:
+            return False
+        except PermanentControlPlaneError as exc:
+            if exc.code == "unimplemented":
+                return None
+            raise
+        domains = {d.id or d.name for d in resp.project.domains}
+        return domain in domains if domains else True
 
     async def get_run(self, ref: RunRef) -> RunSummary:
         from flyteidl2.workflow import run_service_pb2

@@ -10,6 +10,10 @@ followed after a restart without an extra RPC.
 WAL mode lets ``rerund history`` read while the daemon writes. ``prune`` keeps the file
 bounded (the daemon calls it with its ``ledger_retention`` setting). Timestamps are stored as
 aware UTC ISO-8601 strings.
+
+Decisions and issue results carry their ``source``: ``daemon`` (``rerund run``) or ``sweep``
+(``rerund sweep``, which opens the same file with ``Ledger(path, source="sweep")``). A ledger
+written before the column existed gains it on open, its rows counted as ``daemon``.
 """
 
 from __future__ import annotations
@@ -22,11 +26,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rerund.errors import LedgerError
 
-__all__ = ["IssueRecord", "Ledger"]
+__all__ = ["IssueRecord", "Ledger", "Source"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS failures (
@@ -69,6 +73,13 @@ CREATE TABLE IF NOT EXISTS reproductions (
 CREATE INDEX IF NOT EXISTS reproductions_check ON reproductions (check_name, scheduled_for);
 """
 
+Source = Literal["daemon", "sweep"]
+# Columns added after the first release: (table, column, definition), added on open when absent.
+_ADDED_COLUMNS = (
+    ("decisions", "source", "TEXT NOT NULL DEFAULT 'daemon'"),
+    ("issues", "source", "TEXT NOT NULL DEFAULT 'daemon'"),
+)
+
 
 def _iso(ts: datetime) -> str:
     if ts.tzinfo is None:
@@ -91,10 +102,14 @@ class IssueRecord:
 
 
 class Ledger:
-    """SQLite audit ledger. Every method raises ``LedgerError`` (never ``sqlite3.Error``)."""
+    """SQLite audit ledger. Every method raises ``LedgerError`` (never ``sqlite3.Error``).
 
-    def __init__(self, path: str | Path) -> None:
+    ``source`` (``daemon`` or ``sweep``) is written with every decision and issue result
+    recorded through this handle."""
+
+    def __init__(self, path: str | Path, *, source: Source = "daemon") -> None:
         self.path = str(path)
+        self.source = source
         self._lock = threading.Lock()
         try:
             if self.path != ":memory:":
@@ -104,6 +119,14 @@ class Ledger:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            for table, column, definition in _ADDED_COLUMNS:
+                present = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                if column not in present:
+                    try:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                    except sqlite3.OperationalError as exc:  # another process added it first
+                        if "duplicate column" not in str(exc):
+                            raise
         except (sqlite3.Error, OSError) as exc:
             raise LedgerError(
                 f"ledger {self.path!r} cannot be opened: {exc}; check the --state path is writable"
@@ -148,14 +171,21 @@ class Ledger:
             return cur.rowcount == 1
 
     def record_decision(
-        self, *, project: str, domain: str, run: str, root: str, decision: dict[str, Any], now: datetime
+        self,
+        *,
+        project: str,
+        domain: str,
+        run: str,
+        root: str,
+        decision: dict[str, Any],
+        now: datetime,
     ) -> bool:
-        """Record a decision (its ``Decision.to_json()``); True when this (run, kind, policy,
-        attempt) was not recorded before."""
+        """Record a decision (its ``Decision.to_json()``) with this handle's ``source``; True
+        when this (run, kind, policy, attempt) was not recorded before (by either source)."""
         with self._tx() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO decisions (at, run_key, project, domain, run, root, attempt, policy,"
-                " decision, reason, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " decision, reason, body, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     _iso(now),
                     f"{project}/{domain}/{run}",
@@ -168,6 +198,7 @@ class Ledger:
                     decision["decision"],
                     decision["reason"],
                     json.dumps(decision, sort_keys=True, default=str),
+                    self.source,
                 ),
             )
             return cur.rowcount == 1
@@ -187,11 +218,13 @@ class Ledger:
         message: str,
         now: datetime,
     ) -> bool:
-        """Record the result of issuing a rerun (created|already_exists|invalid|dry_run)."""
+        """Record the result of issuing a rerun (created|already_exists|invalid|dry_run) with
+        this handle's ``source``."""
         with self._tx() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO issues (at, source_key, target_key, project, domain, target, root,"
-                " attempt, policy, scope, result, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " attempt, policy, scope, result, message, source)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     _iso(now),
                     source_key,
@@ -205,6 +238,7 @@ class Ledger:
                     scope,
                     result,
                     message,
+                    self.source,
                 ),
             )
             return cur.rowcount == 1
@@ -300,10 +334,19 @@ class Ledger:
         ]
 
     def history(
-        self, *, run: str | None = None, policy: str | None = None, limit: int = 50
+        self,
+        *,
+        run: str | None = None,
+        policy: str | None = None,
+        source: str | None = None,
+        limit: int = 50,
     ) -> list[dict[str, Any]]:
-        """Recent decisions, newest first; ``run`` matches the run or its lineage root."""
+        """Recent decisions, newest first; ``run`` matches the run or its lineage root, ``source``
+        the process that decided (daemon|sweep). Each row says its ``source``."""
         where, args = [], []
+        if source:
+            where.append("source = ?")
+            args.append(source)
         if run:
             where.append("(run = ? OR root = ?)")
             args += [run, run]
@@ -325,6 +368,7 @@ class Ledger:
                     "domain": r["domain"],
                     "run": r["run"],
                     "root": r["root"],
+                    "source": r["source"],
                     **body,
                 }
             )

@@ -9,6 +9,7 @@ and sets ``func`` on each parser (``func(args) -> int`` returns the exit code):
 - ``policy``   ``check``, ``test``, ``schema``, and ``explain`` from ``explain``
 - ``explain``  ``explain``, offline or live
 - ``repro``    ``repro list|run|history``
+- ``sweep``    ``sweep`` (after an outage)
 - ``sandbox``  ``sandbox``
 
 The flyte SDK itself is imported only when a command first talks to a control plane.
@@ -24,13 +25,13 @@ import sys
 from collections.abc import Sequence
 
 from rerund import __version__
-from rerund.cli import daemon, demo, policy, repro, sandbox
+from rerund.cli import daemon, demo, policy, repro, sandbox, sweep
 from rerund.errors import RerundError
 
 __all__ = ["build_parser", "main"]
 
 # Order is the order of `rerund --help`.
-_COMMAND_MODULES = (daemon, demo, policy, repro, sandbox)
+_COMMAND_MODULES = (daemon, demo, policy, repro, sweep, sandbox)
 
 _EPILOG = """\
 examples:
@@ -38,6 +39,7 @@ examples:
   rerund check policies/                                     # validate policy files
   rerund explain --policies policies/ --failure failure.yaml # why would this be retried?
   rerund run --config rerund.yaml                            # the daemon
+  rerund sweep --config rerund.yaml --policies outage.yaml --since 2h --dry-run  # after an outage
   rerund demo                                                # sandbox + daemon, as `make run`
 
 Run `rerund COMMAND --help` for the options of a command.

@@ -82,6 +82,9 @@ def register(sub: Any) -> None:
     history.add_argument("--state", metavar="PATH", help="SQLite ledger (default ./rerund.db)")
     history.add_argument("--run", metavar="RUN", help="only this run or lineage root")
     history.add_argument("--policy", metavar="POLICY", help="only this policy")
+    history.add_argument(
+        "--source", choices=("daemon", "sweep"), help="only decisions of the daemon or of `rerund sweep`"
+    )
     history.add_argument("--limit", type=int, default=50, metavar="N")
     history.add_argument("--format", choices=("text", "json"), default="text")
     history.set_defaults(func=_history)
@@ -146,7 +149,7 @@ def _history(args: argparse.Namespace) -> int:
             f"no ledger at {str(state)!r}: pass --state PATH or --config FILE of the daemon "
             "whose history you want"
         )
-    rows = Ledger(state).history(run=args.run, policy=args.policy, limit=args.limit)
+    rows = Ledger(state).history(run=args.run, policy=args.policy, source=args.source, limit=args.limit)
     if args.format == "json":
         print(json.dumps(rows, indent=2))
         return 0
@@ -154,5 +157,7 @@ def _history(args: argparse.Namespace) -> int:
         print("no decisions recorded" + (f" for run {args.run!r}" if args.run else ""))
         return 0
     for r in rows:
-        print(f"{r['at'][:19]}Z  {r['decision']:<7}  {r['project']}/{r['domain']}/{r['run']}  {r['reason']}")
+        tag = "" if r["source"] == "daemon" else f"[{r['source']}] "
+        where = f"{r['project']}/{r['domain']}/{r['run']}"
+        print(f"{r['at'][:19]}Z  {r['decision']:<7}  {where}  {tag}{r['reason']}")
     return 0

@@ -12,11 +12,15 @@ honest.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from rerund.core.repro import RESULTS
 
-__all__ = ["METRIC_NAMES", "Metrics"]
+__all__ = ["METRIC_NAMES", "SWEEP_METRIC_NAMES", "Metrics", "sweep_metrics"]
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
@@ -172,3 +176,50 @@ class Metrics:
             self.policy_reloads.labels(result)
         for result in ("sent", "failed"):
             self.notifications.labels(result)
+
+
+# What a ``rerund sweep`` exposes (``--metrics-file``): the facts it produces. Gauges such as
+# ``rerund_last_sync_timestamp_seconds`` and the latency histograms are the daemon's alone (a
+# sweep's "detection latency" is the age of the outage, and would skew the daemon's quantiles).
+SWEEP_METRIC_NAMES = (
+    "rerund_decisions_total",
+    "rerund_reruns_issued_total",
+    "rerund_rerun_outcomes_total",
+    "rerund_lineages_recovered_total",
+    "rerund_control_plane_errors_total",
+)
+
+
+class _Labelled(Collector):
+    """The samples named ``names`` of ``inner``, each with ``labels`` added."""
+
+    def __init__(self, inner: CollectorRegistry, names: tuple[str, ...], labels: dict[str, str]) -> None:
+        self._inner = inner
+        self._names = frozenset(names)
+        self._labels = labels
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self._inner.collect():
+            samples = [s for s in family.samples if s.name in self._names]
+            if not samples:
+                continue
+            out = Metric(family.name, family.documentation, family.type, family.unit)
+            for sample in samples:
+                out.add_sample(sample.name, {**sample.labels, **self._labels}, sample.value, sample.timestamp)
+            yield out
+
+
+def sweep_metrics(source: str = "sweep") -> tuple[Metrics, CollectorRegistry]:
+    """The daemon's ``Metrics`` for a ``rerund sweep``, and the registry that exposes them: the
+    ``SWEEP_METRIC_NAMES`` samples, each with ``source="sweep"``.
+
+    One set of metric objects serves the daemon and the sweep (the recorder and the issuer
+    count into it as they do for the daemon); only the exposition differs. In Prometheus the
+    daemon's series have no ``source`` label (``source=""`` in PromQL), a sweep's have
+    ``source="sweep"``: ``sum by (source) (rerund_reruns_issued_total)`` tells them apart.
+    """
+    inner = CollectorRegistry()
+    metrics = Metrics(inner)
+    exposed = CollectorRegistry()
+    exposed.register(_Labelled(inner, SWEEP_METRIC_NAMES, {"source": source}))
+    return metrics, exposed
