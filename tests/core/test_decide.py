@@ -139,7 +139,8 @@ def test_a_rerun_is_due_after_the_backoff_delay(policies, make_failure):
     assert d.source_run == "root1-retry-2"
     assert d.reason == (
         "policy 'any' reruns run 'root1-retry-2' as 'root1-retry-3': attempt 3 of max_attempts=3, "
-        "scope run, due at 2026-11-24T10:00:40Z after a 40s backoff"
+        "scope run, due at 2026-11-24T10:00:40Z after a 40s backoff; "
+        "changes: none besides the lineage labels"
     )
 
 

@@ -351,3 +351,33 @@ def test_the_schema_has_every_key_and_class() -> None:
     assert set(defs["GpuFaultSelector"]["properties"]) == {"codes", "severities", "kinds"}
     assert defs["RetrySpec"]["properties"]["max_action_concurrency"]["anyOf"][0]["minimum"] == 2
     assert defs["RetrySpec"]["properties"]["overwrite_cache"]["anyOf"][0] == {"const": True}
+
+
+# -- the library ------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_rerund_test_policies_runs_the_library_tests(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["test", str(REPO / "policies")]) == 0
+
+    out = capsys.readouterr().out.splitlines()
+    library = [line for line in out if "library.test.yaml::" in line]
+    assert len(library) == 13 and all(line.endswith(" PASSED") for line in library)
+    for case in (
+        "preempted again, attempt 2 moves to the on-demand queue without interruptible",
+        "a GPU fault the task caused is never rerun",
+        "an invalid image name is never rerun",
+        "a run queued too long is rerun once on another queue",
+    ):
+        assert any(f"::{case} PASSED" in line for line in library), case
+
+
+def test_the_library_loads_ahead_of_the_demo_policies_as_the_demo_does(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["check", str(REPO / "policies" / "library"), str(REPO / "policies")]) == 0
+    assert capsys.readouterr().out.startswith(
+        "ok: 7 policies in 6 files: gpu-fault-caused-by-the-task, gpu-fault, image-never, spot-preemption, "
+        "queued-too-long, never-retry-bad-input, transient-network;"
+    )

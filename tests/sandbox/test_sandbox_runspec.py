@@ -72,7 +72,12 @@ def test_a_workload_run_stores_its_spec_where_the_sdk_puts_it(sandbox_factory: A
 
     spec = _details(sb, run["name"]).pb2.run_spec
 
-    assert {kv.key: kv.value for kv in spec.envs.values} == {"LOG_FORMAT": "json"}
+    # The SDK adds the log settings a run does not give (its own defaults), keeping the ones it does.
+    assert {kv.key: kv.value for kv in spec.envs.values} == {
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "30",
+        "USER_LOG_LEVEL": "20",
+    }
     assert dict(spec.labels.values) == {"team": "ml"}
     assert dict(spec.annotations.values) == {"owner": "ml-platform"}
     assert spec.queue == "spot-pool"

@@ -20,8 +20,8 @@ Semantics (the README, ``explain`` and the tests say the same):
    ``rerund-root``, ``rerund-attempt``, ``rerund-policy`` over the merged labels.
 6. If the global budget or the policy's budget has no slot left in its sliding window, the
    decision is ``defer`` with ``not_before`` = when the window frees a slot.
-7. A rerun carries the policy's RunSpec ``overrides`` (queue, interruptible, ...) for its
-   attempt; its reason ends with what the rerun changes in the source's RunSpec besides
+7. A rerun (and a defer) carries the policy's RunSpec ``overrides`` (queue, interruptible, ...)
+   for its attempt; a rerun's reason ends with what it changes in the source's RunSpec besides
    rerund's lineage labels (exactly, when ``failure.spec`` is known; see ``rerund.core.runspec``).
 """
 
@@ -90,11 +90,9 @@ def _changes(
     else:
         after = expected_rerun_spec(failure.spec, env=env, labels=labels, overrides=overrides)
         out = spec_changes(failure.spec, after)
-        out += [
-            f"env {k}: added by the flyte SDK (absent from the source run)"
-            for k in SDK_ENV_KEYS
-            if k not in failure.spec.env and k not in env
-        ]
+        added = [k for k in SDK_ENV_KEYS if k not in failure.spec.env and k not in env]
+        if added:
+            out.append(f"env {', '.join(added)}: added by the flyte SDK (absent from the source run)")
         if overrides.force_rerun_actions:
             out.append("force_rerun_actions: " + ", ".join(overrides.force_rerun_actions))
     if not lineage:
@@ -220,11 +218,9 @@ def _plan(
         "root": root,
     }
     changed = _changes(failure, env, labels, inputs, overrides, lineage=False)
-    change_text = "; changes: " + ", ".join(changed) if changed else ""
+    change_text = "; changes: " + (", ".join(changed) if changed else "none besides the lineage labels")
     if trace is not None:
-        trace.append(
-            "changes: " + (", ".join(changed) if changed else "none besides rerund's lineage labels")
-        )
+        trace.append(change_text.removeprefix("; "))
     blocked = _blocking_budget(failure, policies, rule, now, trace)
     if blocked is not None:
         budget_name, budget, used, frees = blocked
@@ -232,7 +228,7 @@ def _plan(
             f"policy {name!r} defers attempt {n} of run {run!r}: budget {budget_name!r} has used "
             f"{used} of {budget.max_reruns} reruns per {format_duration(budget.per)}; "
             f"a slot frees at {iso(frees)}"
-        ) + change_text
+        )
         if trace is not None:
             trace.append(f"defer until {iso(frees)}")
         return Defer(reason=reason, not_before=frees, budget=budget_name, **common)  # type: ignore[arg-type]

@@ -404,11 +404,17 @@ _SCOPES = {
 }
 
 
+# What the flyte SDK (2.12.1) always puts in a run's env when the caller does not: its
+# logger's level (WARNING), the log format and the user logger's level (INFO).
+_SDK_ENV_DEFAULTS = {"LOG_LEVEL": "30", "LOG_FORMAT": "console", "USER_LOG_LEVEL": "20"}
+
+
 def run_spec_of(batch: RunBatch) -> run_pb2.RunSpec:
     """The RunSpec of a workload run, field for field as the flyte SDK builds it for
     ``with_runcontext(env_vars=, labels=, annotations=, queue=, interruptible=,
     cache_lookup_scope=, service_account=, overwrite_cache=, max_action_concurrency=).run(...)``
-    (``_run.py`` ``_apply_overrides`` with no base spec) and the service stores it."""
+    (``_run.py`` ``_apply_overrides`` with no base spec) and the service stores it, including
+    the ``LOG_LEVEL`` / ``LOG_FORMAT`` / ``USER_LOG_LEVEL`` the SDK adds when ``env`` lacks them."""
     spec = run_pb2.RunSpec(
         overwrite_cache=batch.overwrite_cache,
         queue=batch.queue,
@@ -418,7 +424,10 @@ def run_spec_of(batch: RunBatch) -> run_pb2.RunSpec:
         spec.labels.values[k] = v
     for k, v in batch.annotations.items():
         spec.annotations.values[k] = v
-    for k, v in batch.envs.items():
+    env = dict(batch.envs)
+    for k, v in _SDK_ENV_DEFAULTS.items():
+        env.setdefault(k, v)
+    for k, v in env.items():
         spec.envs.values.append(literals_pb2.KeyValuePair(key=k, value=v))
     if batch.interruptible is not None:
         spec.interruptible.value = batch.interruptible
