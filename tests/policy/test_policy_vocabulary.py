@@ -313,8 +313,22 @@ def test_policy_tests_expect_overrides_and_changes(
               spec: {queue: spot-pool, interruptible: true}
             expect:
               decision: rerun
-              overrides: {queue: ondemand-pool, interruptible: false}
-              changes: ["queue: 'spot-pool' -> 'ondemand-pool'", "interruptible: true -> false"]
+              overrides:
+                queue: ondemand-pool
+                interruptible: false
+                service_account: trainer-ondemand
+                overwrite_cache: true
+                annotations: {rerund/capacity: on-demand}
+                max_action_concurrency: 8
+                force_rerun_actions: [a1]
+              changes:
+                - "queue: 'spot-pool' -> 'ondemand-pool'"
+                - "interruptible: true -> false"
+                - "service_account: unset -> 'trainer-ondemand'"
+                - "overwrite_cache: false -> true"
+                - "annotations rerund/capacity: added 'on-demand'"
+                - "max_action_concurrency: unset -> 8"
+                - "force_rerun_actions: a1"
           - name: a wrong expectation fails
             failure: {run: t}
             expect: {changes: ["queue: 'spot-pool' -> 'ondemand-pool'"]}
@@ -381,3 +395,71 @@ def test_the_library_loads_ahead_of_the_demo_policies_as_the_demo_does(
         "ok: 7 policies in 6 files: gpu-fault-caused-by-the-task, gpu-fault, image-never, spot-preemption, "
         "queued-too-long, never-retry-bad-input, transient-network;"
     )
+
+
+# -- every class through explain and test ------------------------------------------------------
+
+CLASS_FAILURES: dict[str, dict[str, Any]] = {
+    "oom": {"error": {"kind": "USER", "code": "OOMKilled"}},
+    "gpu_fault": {"error": {"kind": "SYSTEM", "code": "GpuNvlinkError"}},
+    "interrupted": {"error": {"kind": "USER", "code": "Interrupted"}},
+    "image": {"error": {"kind": "USER", "code": "ImagePullBackOff"}},
+    "timeout": {"phase": "TIMED_OUT", "error": {"kind": "USER", "code": ""}},
+    "queued_timeout": {"phase": "TIMED_OUT", "error": {"code": "QUEUED_TIMEOUT_EXCEEDED"}},
+    "runtime_timeout": {"phase": "TIMED_OUT", "error": {"code": "MaxRuntimeExceededError"}},
+    "deadline": {"error": {"kind": "USER", "code": "DeadlineExceededError"}},
+    "retries_exhausted": {"error": {"kind": "USER", "code": "RetriesExhaustedError|ValueError"}},
+    "resource_exhausted": {"error": {"kind": "USER", "code": "SlowDownError"}},
+    "user": {"error": {"kind": "USER", "code": "ValueError"}},
+    "system": {"error": {"kind": "SYSTEM", "code": "ConnectionResetError"}},
+}
+
+
+def test_every_class_but_non_recoverable_has_a_failure_here() -> None:
+    assert set(CLASS_FAILURES) == set(FAILURE_CLASSES) - {"non_recoverable"}  # that one: built in
+
+
+@pytest.mark.parametrize("cls", sorted(CLASS_FAILURES))
+def test_each_class_selects_its_failures_through_explain_and_test(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cls: str
+) -> None:
+    policy = write(
+        tmp_path,
+        "p.yaml",
+        f"""\
+        apiVersion: rerund/v1
+        policies:
+          - name: by-class
+            match: {{phases: [FAILED, TIMED_OUT], error: {{classes: [{cls}]}}}}
+            retry: {{scope: run}}
+        """,
+    )
+    plain = failure_doc(tmp_path, error={"kind": "UNSPECIFIED", "code": "Nothing", "message": "x"})
+    matching = write(
+        tmp_path,
+        "matching.json",
+        json.dumps({"run": "r1", "failed_at": "2026-11-24T10:00:00Z", **CLASS_FAILURES[cls]}),
+    )
+    now = "2026-11-24T10:00:00Z"
+
+    assert main(["explain", "--policies", str(policy), "--failure", str(matching), "--now", now]) == 0
+    out = capsys.readouterr().out
+    assert "decision:   rerun" in out and "error.classes: the failure is " in out and cls in out
+    assert main(["explain", "--policies", str(policy), "--failure", str(plain), "--now", now]) == 0
+    assert "decision:   ignore" in capsys.readouterr().out
+
+    case = json.dumps({"run": "r1", **CLASS_FAILURES[cls]})
+    cases = write(
+        tmp_path,
+        "p.test.yaml",
+        f"""\
+        policies: p.yaml
+        failure: {{failed_at: 2026-11-24T10:00:00Z}}
+        cases:
+          - name: the class selects the failure
+            failure: {case}
+            expect: {{decision: rerun, policy: by-class}}
+        """,
+    )
+    assert main(["test", str(cases)]) == 0
+    assert "::the class selects the failure PASSED" in capsys.readouterr().out

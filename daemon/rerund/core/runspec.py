@@ -55,10 +55,12 @@ def expected_rerun_spec(
 
 
 def _show(value: Any) -> str:
-    if value is None:
-        return "unset"
+    """A RunSpec value as the diff shows it: an empty queue / service account and a
+    max_action_concurrency of 0 (the platform default) are "unset"."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if value is None or value == "" or value == 0:
+        return "unset"
     return repr(value)
 
 
