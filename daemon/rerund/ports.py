@@ -84,7 +84,9 @@ class ControlPlane(Protocol):
         ...
 
     async def create_rerun(self, request: RerunRequest) -> RunRef:
-        """Create the rerun (the SDK's rerun path). Raises ``AlreadyExistsError`` when a run of
+        """Create the rerun (the SDK's rerun path): the source's RunSpec changed only by the
+        request (``rerund.core.runspec``). Costs the SDK's rerun RPCs, plus 1 GetRunDetails when
+        ``request.source_spec`` is not given. Raises ``AlreadyExistsError`` when a run of
         that name exists, ``PermanentControlPlaneError`` for a request that cannot succeed,
         ``TransientControlPlaneError`` when worth retrying."""
         ...
