@@ -41,6 +41,7 @@ from rerund.adapters.ledger import Ledger
 from rerund.adapters.scheduler import AsyncScheduler
 from rerund.adapters.webhook import WebhookNotifier
 from rerund.clock import utcnow
+from rerund.core.durations import format_duration
 from rerund.core.rules import PolicySet
 from rerund.core.runs import RunSummary
 from rerund.errors import ControlPlaneError, LedgerError, PolicyError
@@ -51,7 +52,7 @@ from rerund.runtime.http import HttpServer, Response, json_response
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.reconcile import Reconciler
 from rerund.runtime.repro import ReproRunner
-from rerund.runtime.settings import Settings, format_duration
+from rerund.runtime.settings import Settings
 
 __all__ = ["Daemon", "PolicyHolder", "connect_control_plane"]
 
