@@ -334,6 +334,7 @@ class Daemon:
 
     async def _watcher(self, project: str, domain: str) -> None:
         assert self._cp is not None and self._stop is not None and self._resync is not None
+        assert self.reconciler is not None
         delay = 0.5
         while not self._stop.is_set():
             try:
@@ -342,7 +343,7 @@ class Daemon:
                     self._event(summary)
                 reason = "the stream ended"
             except ControlPlaneError as exc:
-                self.metrics.control_plane_errors.labels(exc.rpc or "WatchRuns", exc.code).inc()
+                self.reconciler.count_error(exc, rpc="WatchRuns")
                 reason = str(exc)
             if self._stop.is_set():
                 return

@@ -71,9 +71,10 @@ class Issuer:
         self._maximum = maximum
         self._sleep = sleep
 
-    def count_error(self, exc: ControlPlaneError) -> None:
-        """One more ``rerund_control_plane_errors_total{rpc, code}``."""
-        self._metrics.control_plane_errors.labels(exc.rpc or "unknown", exc.code or "unknown").inc()
+    def count_error(self, exc: ControlPlaneError, *, rpc: str = "unknown") -> None:
+        """One more ``rerund_control_plane_errors_total{rpc, code}`` (``rpc`` when the error
+        does not name its call)."""
+        self._metrics.control_plane_errors.labels(exc.rpc or rpc, exc.code or "unknown").inc()
 
     async def pause(self, seconds: float) -> None:
         """Wait ``seconds``, or until the daemon stops."""

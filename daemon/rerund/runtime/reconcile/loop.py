@@ -158,6 +158,10 @@ class Reconciler:
         """The seen-cache (tests check its size)."""
         return self._owed.seen
 
+    def count_error(self, exc: ControlPlaneError, *, rpc: str = "unknown") -> None:
+        """Count a failed control-plane call the daemon made outside the loop (a watch)."""
+        self._issuer.count_error(exc, rpc=rpc)
+
     def stop(self) -> None:
         """Refuse new work; issue loops stop retrying (what they owe stays pending)."""
         self._stopping.set()
