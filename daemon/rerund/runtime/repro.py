@@ -380,11 +380,7 @@ class ReproRunner:
         """``call()`` retried with backoff on transient errors until ``deadline``; a permanent
         error means there is nothing to compare."""
         try:
-            return await self._issuer.call(
-                call,
-                on_retry=lambda exc, delay: log.warning("%s; retrying in %.1fs", exc, delay),
-                until=deadline,
-            )
+            return await self._issuer.call(call, on_retry=_log_retry, until=deadline)
         except PermanentControlPlaneError as exc:
             raise _Unverifiable(f"the control plane refused a call: {exc}") from exc
 

@@ -56,7 +56,7 @@ class Issuer:
 
     def __init__(
         self,
-        metrics: Metrics,
+        metrics: Metrics | None,
         *,
         stopping: asyncio.Event,
         clock: Callable[[], datetime],
@@ -73,8 +73,9 @@ class Issuer:
 
     def count_error(self, exc: ControlPlaneError, *, rpc: str = "unknown") -> None:
         """One more ``rerund_control_plane_errors_total{rpc, code}`` (``rpc`` when the error
-        does not name its call)."""
-        self._metrics.control_plane_errors.labels(exc.rpc or rpc, exc.code or "unknown").inc()
+        does not name its call); nothing without metrics."""
+        if self._metrics is not None:
+            self._metrics.control_plane_errors.labels(exc.rpc or rpc, exc.code or "unknown").inc()
 
     async def pause(self, seconds: float) -> None:
         """Wait ``seconds``, or until the daemon stops."""
