@@ -1,3 +1,53 @@
-"""Shared pytest configuration: the sandbox fixtures (``sandbox``, ``sandbox_factory``)."""
+"""Shared pytest configuration: the sandbox fixtures (``sandbox``, ``sandbox_factory``), and for
+decision and policy tests, policies from YAML text (through the real loader) and failures."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from rerund.core.model import Failure
+from rerund.core.rules import PolicySet
+from rerund.policy import load_policies
 
 pytest_plugins = ["rerund.sandbox.testing"]
+
+T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def policies(tmp_path) -> Callable[[str], PolicySet]:
+    """``policies(yaml_text)`` -> a PolicySet loaded from a real file (header added)."""
+    counter = iter(range(1000))
+
+    def make(body: str) -> PolicySet:
+        path = tmp_path / f"p{next(counter)}.yaml"
+        path.write_text("apiVersion: rerund/v1\n" + textwrap.dedent(body))
+        return load_policies([path])
+
+    return make
+
+
+def _failure(**overrides: Any) -> Failure:
+    data: dict[str, Any] = {
+        "run": "abc123",
+        "project": "ml",
+        "domain": "production",
+        "task": "train.fit",
+        "labels": {"team": "ml"},
+        "action": "a0",
+        "error": {"kind": "SYSTEM", "code": "ConnectionResetError", "message": "Connection reset by peer"},
+        "failed_at": T0,
+    }
+    data.update(overrides)
+    return Failure.model_validate(data)
+
+
+@pytest.fixture
+def make_failure() -> Callable[..., Failure]:
+    """``make_failure(**fields)``: a SYSTEM connection-reset failure of run 'abc123' at T0."""
+    return _failure

@@ -6,17 +6,11 @@ pure and shell tests can freeze time with freezegun.
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 
-__all__ = ["monotonic", "utcnow"]
+__all__ = ["utcnow"]
 
 
 def utcnow() -> datetime:
     """Return the current time as an aware UTC datetime."""
     return datetime.now(UTC)
-
-
-def monotonic() -> float:
-    """Seconds from a monotonic clock, for measuring durations and timeouts."""
-    return time.monotonic()

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from rerund.core.backoff import Backoff, jitter_unit
 from rerund.core.durations import format_duration, parse_duration
+from rerund.runtime.settings import parse_duration as settings_duration
+from rerund.sandbox.workload import parse_duration as sandbox_seconds
 
 
 @pytest.mark.parametrize(
@@ -109,3 +111,29 @@ def test_delays_are_monotone_before_the_cap_when_the_bands_do_not_overlap(b, roo
 @given(root=st.text(max_size=40), attempt=st.integers(min_value=1))
 def test_the_jitter_unit_lies_in_minus_one_to_one(root, attempt):
     assert -1.0 <= jitter_unit(root, attempt) <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1h30m", timedelta(minutes=90)),
+        ("0.5h", timedelta(minutes=30)),
+        (".5s", timedelta(seconds=0.5)),
+        ("30 s", timedelta(seconds=30)),
+        ("1h 30m", timedelta(minutes=90)),
+    ],
+    ids=["combined", "fraction-of-an-hour", "leading-dot", "space-before-unit", "space-between"],
+)
+def test_one_grammar_serves_policies_settings_and_the_sandbox(text, expected):
+    assert parse_duration(text) == expected
+    assert settings_duration(text) == expected
+    assert sandbox_seconds(text) == expected.total_seconds()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("30", timedelta(seconds=30)), (1.5, timedelta(seconds=1.5))], ids=str
+)
+def test_a_bare_number_is_seconds_only_where_the_caller_allows_it(value, expected):
+    assert parse_duration(value, bare_seconds=True) == expected
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(value)

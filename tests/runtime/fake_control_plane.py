@@ -4,7 +4,8 @@ It keeps runs the way the control plane does (names unique per project/domain, l
 creation and end times), answers ALREADY_EXISTS to a duplicate create, counts every call per
 method and run, and can be told to fail the next calls of a method with a given error.
 End-to-end behaviour against the real SDK is tested against the sandbox; this fake exists so a
-single pass can be examined step by step with an injected clock.
+single pass can be examined step by step with an injected clock. ``tests/ports`` runs one
+contract suite against this fake and the real adapter, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rerund.core.model import ErrorInfo
 from rerund.core.runs import (
     FAILED_PHASES,
     LABEL_POLICY,
+    LABEL_REPRO,
     FailureFacts,
     RerunRequest,
     RunRef,
@@ -131,6 +133,7 @@ class FakeControlPlane:
             for r in self.runs.values()
             if r.ref.scope == f"{project}/{domain}"
             and LABEL_POLICY in r.labels
+            and LABEL_REPRO not in r.labels  # as the adapter: reproduction reruns are left out
             and (policy is None or r.labels[LABEL_POLICY] == policy)
             and r.created_at >= since
         ]

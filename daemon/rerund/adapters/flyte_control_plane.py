@@ -726,12 +726,6 @@ class FlyteControlPlane:
         ).details
         spec = details.run_spec
         labels = dict(spec.labels.values)
-        related_to = relation = None
-        if spec.HasField("relation") and spec.relation.related_to.name:
-            related_to = spec.relation.related_to.name
-            from flyteidl2.common import run_pb2
-
-            relation = run_pb2.RelationType.Name(spec.relation.relation_type).removeprefix("RELATION_TYPE_")
         actions = await self._call(
             "ListActions",
             _rpcs().list_actions,
@@ -803,8 +797,6 @@ class FlyteControlPlane:
             action_task=action_task or task,
             error=error,
             failed_at=failed_at,
-            related_to=related_to,
-            relation=relation,
             spec=spec_view(spec),
         )
 

@@ -14,20 +14,22 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-
 from rerund.clock import utcnow
-from rerund.core.decide import explain
-from rerund.core.runs import RunRef
+from rerund.core.decide import Explanation, explain
+from rerund.core.lineage import failure_from
+from rerund.core.model import Failure
+from rerund.core.rules import PolicySet
+from rerund.core.runs import FAILED_PHASES, RunRef
 from rerund.errors import ConfigError
 from rerund.policy.failures import load_failure
 from rerund.policy.loader import load_policies
+from rerund.ports import ControlPlane
 from rerund.runtime.daemon import connect_control_plane
-from rerund.runtime.metrics import Metrics
-from rerund.runtime.reconcile import Reconciler
+from rerund.runtime.reconcile import DEFAULT_LOOKBACK
+from rerund.runtime.reconcile.index import RerunIndex
 from rerund.runtime.settings import load_settings
 
-__all__ = ["explain_run", "parse_now", "render_text", "run_explain"]
+__all__ = ["explain_live", "explain_run", "parse_now", "render_text", "run_explain"]
 
 
 def _scope(args: argparse.Namespace, scopes: list[tuple[str, str]]) -> tuple[str, str]:
@@ -49,6 +51,29 @@ def _scope(args: argparse.Namespace, scopes: list[tuple[str, str]]) -> tuple[str
     )
 
 
+async def explain_live(
+    cp: ControlPlane, ref: RunRef, policies: PolicySet, now: datetime
+) -> tuple[Explanation, Failure] | None:
+    """The decision the daemon would make about run ``ref`` at ``now``, with its trace, from its
+    real lineage labels and the budget counts of the reruns on the control plane (listed as a
+    daemon's first pass would list them).
+
+    Read-only: nothing is recorded, scheduled or created. None when the run has not failed
+    (rerund decides only about FAILED, TIMED_OUT and ABORTED runs).
+    """
+    budgets = policies.budgets()
+    since = min([now - DEFAULT_LOOKBACK, *(now - window for window in budgets.values())])
+    index = RerunIndex(cp, reads=asyncio.Semaphore(8), count_error=lambda _exc: None)
+    await index.refresh(ref.project, ref.domain, since=since, budgets=budgets, now=now)
+    summary = await cp.get_run(ref)
+    if summary.phase not in FAILED_PHASES:
+        return None
+    facts = await cp.read_failure(summary)
+    used, oldest = index.budget_counts(now, budgets)
+    failure = failure_from(facts, used, oldest)
+    return explain(failure, policies, now), failure
+
+
 def explain_run(args: argparse.Namespace) -> int:
     """Print the live explanation of ``args.run``; exit 0, or 1 when the run has not failed."""
 
@@ -61,14 +86,7 @@ def explain_run(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         cp = await connect_control_plane(settings)
-        rec = Reconciler(
-            cp,
-            scopes=[(project, domain)],
-            policies=lambda: policies,
-            metrics=Metrics(CollectorRegistry()),
-            clock=lambda: now,
-        )
-        result = await rec.explain_run(ref)
+        result = await explain_live(cp, ref, policies, now)
         if result is None:
             summary = await cp.get_run(ref)
             print(

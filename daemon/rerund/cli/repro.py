@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from rerund.adapters.cron import CronSchedule
 from rerund.adapters.ledger import Ledger
 from rerund.clock import utcnow
+from rerund.core.times import iso
 from rerund.errors import ConfigError
 from rerund.policy import load_policies
 from rerund.runtime.daemon import connect_control_plane
@@ -161,7 +162,7 @@ def _list(args: argparse.Namespace) -> int:
         rows.append(
             {
                 **check.summary(),
-                "next_firing": nxt.isoformat().replace("+00:00", "Z") if nxt else None,
+                "next_firing": iso(nxt) if nxt else None,
                 "last_result": last[0]["result"] if last else None,
                 "last_scheduled_for": last[0]["scheduled_for"] if last else None,
             }

@@ -5,6 +5,28 @@ function takes ``now`` when it needs the time. The shell (``rerund.runtime``) re
 calls the core and acts on the value it returns.
 """
 
-from rerund.core.model import Decision, DecisionKind, ErrorInfo, Failure, Phase, Scope
+from rerund.core.model import (
+    Decision,
+    DecisionKind,
+    Defer,
+    ErrorInfo,
+    Failure,
+    GiveUp,
+    Ignore,
+    Phase,
+    Rerun,
+    Scope,
+)
 
-__all__ = ["Decision", "DecisionKind", "ErrorInfo", "Failure", "Phase", "Scope"]
+__all__ = [
+    "Decision",
+    "DecisionKind",
+    "Defer",
+    "ErrorInfo",
+    "Failure",
+    "GiveUp",
+    "Ignore",
+    "Phase",
+    "Rerun",
+    "Scope",
+]

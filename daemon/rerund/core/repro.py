@@ -29,6 +29,7 @@ from rerund.core.compare import Difference, OutputsMode, Tolerance, compare_outp
 from rerund.core.durations import format_duration
 from rerund.core.names import rerun_name
 from rerund.core.runs import LABEL_REPRO
+from rerund.core.times import iso
 
 __all__ = [
     "LABEL_REPRO",
@@ -156,7 +157,7 @@ class ReproResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "check": self.check,
-            "scheduled_for": _iso(self.scheduled_for),
+            "scheduled_for": iso(self.scheduled_for),
             "manual": self.manual,
             "result": self.verdict.result,
             "reason": self.verdict.reason,
@@ -168,10 +169,6 @@ class ReproResult:
             "rerun_phase": self.rerun_phase,
             "diff": [d.to_json() for d in self.verdict.diff],
         }
-
-
-def _iso(when: datetime) -> str:
-    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def repro_run_name(check: str, scheduled_for: datetime, *, manual: bool = False) -> str:

@@ -185,22 +185,6 @@ class MatchSpec:
     classes: frozenset[str] | None = None
     gpu_fault: GpuFaultMatch | None = None
 
-    def is_catch_all(self) -> bool:
-        """True when only ``phases`` restricts this match."""
-        return (
-            self.projects is None
-            and self.domains is None
-            and self.tasks is None
-            and self.action_tasks is None
-            and not self.labels
-            and self.kinds is None
-            and self.codes is None
-            and self.patterns is None
-            and self.exclude is None
-            and self.classes is None
-            and self.gpu_fault is None
-        )
-
 
 def _covers_gpu(earlier: GpuFaultMatch | None, later: GpuFaultMatch | None) -> bool:
     if earlier is None:
@@ -321,31 +305,43 @@ class _CompiledRule:
     exclude_ids: frozenset[int] | None
 
 
-def _gpu_holds(g: GpuFaultMatch, failure: Failure) -> tuple[bool, str, str]:
-    """(held, why it holds, why not) for a ``gpu_fault`` selector."""
+def _gpu_holds(g: GpuFaultMatch, failure: Failure) -> tuple[bool, Callable[[], str], Callable[[], str]]:
+    """(held, why it holds, why not) for a ``gpu_fault`` selector; the reasons are formatted
+    only when called (when explaining)."""
     fault = failure.error.gpu_fault
     if fault is None:
-        return False, "", "error.gpu_fault: the error carries no GPU fault"
-    text = (
-        f"{fault.kind} {fault.code}"
-        + (f" ({fault.name})" if fault.name else "")
-        + f", severity {fault.severity}"
-    )
+        return False, lambda: "", lambda: "error.gpu_fault: the error carries no GPU fault"
     if g.codes is not None and fault.code not in g.codes:
+        codes = g.codes
         return (
             False,
-            "",
-            f"error.gpu_fault: code {fault.code} is not in {_fmt(str(c) for c in sorted(g.codes))}",
+            lambda: "",
+            lambda: f"error.gpu_fault: code {fault.code} is not in {_fmt(str(c) for c in sorted(codes))}",
         )
     if g.severities is not None and fault.severity not in g.severities:
+        severities = g.severities
         return (
             False,
-            "",
-            f"error.gpu_fault: severity {fault.severity} is not in {_fmt(sorted(g.severities))}",
+            lambda: "",
+            lambda: f"error.gpu_fault: severity {fault.severity} is not in {_fmt(sorted(severities))}",
         )
     if g.kinds is not None and fault.kind not in g.kinds:
-        return False, "", f"error.gpu_fault: kind {fault.kind} is not in {_fmt(sorted(g.kinds))}"
-    return True, f"error.gpu_fault: {text} is selected", ""
+        kinds = g.kinds
+        return (
+            False,
+            lambda: "",
+            lambda: f"error.gpu_fault: kind {fault.kind} is not in {_fmt(sorted(kinds))}",
+        )
+
+    def selected() -> str:
+        text = (
+            f"{fault.kind} {fault.code}"
+            + (f" ({fault.name})" if fault.name else "")
+            + f", severity {fault.severity}"
+        )
+        return f"error.gpu_fault: {text} is selected"
+
+    return True, selected, lambda: ""
 
 
 def _fmt(values: Iterable[str]) -> str:
@@ -461,31 +457,32 @@ class PolicySet:
         m = c.rule.match
         ok = True
 
-        def check(held: bool, why_yes: str, why_no: str) -> bool:
+        def check(held: bool, why_yes: Callable[[], str], why_no: Callable[[], str]) -> bool:
+            # The reasons are formatted only when explaining: the fast path never pays for them.
             nonlocal ok
             if notes is not None:
-                notes.append(why_yes if held else why_no)
+                notes.append(why_yes() if held else why_no())
             ok = ok and held
             return ok or notes is not None  # keep going only when explaining
 
         if m.projects is not None and not check(
             failure.project in m.projects,
-            f"projects: {failure.project!r} is listed",
-            f"projects: {failure.project!r} is not in {_fmt(sorted(m.projects))}",
+            lambda: f"projects: {failure.project!r} is listed",
+            lambda: f"projects: {failure.project!r} is not in {_fmt(sorted(m.projects or ()))}",
         ):
             return False
         if m.domains is not None and not check(
             failure.domain in m.domains,
-            f"domains: {failure.domain!r} is listed",
-            f"domains: {failure.domain!r} is not in {_fmt(sorted(m.domains))}",
+            lambda: f"domains: {failure.domain!r} is listed",
+            lambda: f"domains: {failure.domain!r} is not in {_fmt(sorted(m.domains or ()))}",
         ):
             return False
         if c.tasks is not None and m.tasks is not None:
             hit = next((g for g, f in zip(m.tasks, c.tasks, strict=True) if f(failure.task)), None)
             if not check(
                 hit is not None,
-                f"tasks: {failure.task!r} matches {_q(hit or '')}",
-                f"tasks: {failure.task!r} matches none of {_fmt(_q(g) for g in m.tasks)}",
+                lambda: f"tasks: {failure.task!r} matches {_q(hit or '')}",
+                lambda: f"tasks: {failure.task!r} matches none of {_fmt(_q(g) for g in m.tasks or ())}",
             ):
                 return False
         if c.action_tasks is not None and m.action_tasks is not None:
@@ -493,42 +490,44 @@ class PolicySet:
             hit = next((g for g, f in zip(m.action_tasks, c.action_tasks, strict=True) if f(task)), None)
             if not check(
                 hit is not None,
-                f"action_tasks: {task!r} matches {_q(hit or '')}",
-                f"action_tasks: {task!r} matches none of {_fmt(_q(g) for g in m.action_tasks)}",
+                lambda: f"action_tasks: {task!r} matches {_q(hit or '')}",
+                lambda: f"action_tasks: {task!r} matches none of {_fmt(_q(g) for g in m.action_tasks or ())}",
             ):
                 return False
         if m.labels:
             missing = {k: v for k, v in m.labels.items() if failure.labels.get(k) != v}
             if not check(
                 not missing,
-                "labels: " + ", ".join(f"{k}={v}" for k, v in m.labels.items()) + " present",
-                "labels: missing " + ", ".join(f"{k}={v}" for k, v in missing.items()),
+                lambda: "labels: " + ", ".join(f"{k}={v}" for k, v in m.labels.items()) + " present",
+                lambda: "labels: missing " + ", ".join(f"{k}={v}" for k, v in missing.items()),
             ):
                 return False
         phases = [p.value for p in _PHASE_ORDER if p in m.phases]
         if not check(
             failure.phase in m.phases,
-            f"phases: {failure.phase.value} is in {_fmt(phases)}",
-            f"phases: {failure.phase.value} is not in {_fmt(phases)}"
-            + (
-                " (ABORTED must be listed to match: a human aborted it)"
-                if failure.phase == Phase.ABORTED
-                else ""
+            lambda: f"phases: {failure.phase.value} is in {_fmt(phases)}",
+            lambda: (
+                f"phases: {failure.phase.value} is not in {_fmt(phases)}"
+                + (
+                    " (ABORTED must be listed to match: a human aborted it)"
+                    if failure.phase == Phase.ABORTED
+                    else ""
+                )
             ),
         ):
             return False
         kind = failure.error.kind
         if m.kinds is not None and not check(
             kind in m.kinds,
-            f"error.kinds: {kind} is listed",
-            f"error.kinds: {kind} is not in {_fmt(sorted(m.kinds))}",
+            lambda: f"error.kinds: {kind} is listed",
+            lambda: f"error.kinds: {kind} is not in {_fmt(sorted(m.kinds or ()))}",
         ):
             return False
         code = failure.error.code
         if m.codes is not None and not check(
             code in m.codes,
-            f"error.codes: {code!r} is listed",
-            f"error.codes: {code!r} is not in {_fmt(repr(c) for c in sorted(m.codes))}",
+            lambda: f"error.codes: {code!r} is listed",
+            lambda: f"error.codes: {code!r} is not in {_fmt(repr(c) for c in sorted(m.codes or ()))}",
         ):
             return False
         if m.classes is not None:
@@ -537,9 +536,11 @@ class PolicySet:
             shown = sorted(found - {"user", "system"})
             if not check(
                 bool(hit_classes),
-                f"error.classes: the failure is {', '.join(hit_classes)}",
-                f"error.classes: the failure is {', '.join(shown) if shown else 'of no taxonomy class'}, "
-                f"not any of {_fmt(sorted(m.classes))}",
+                lambda: f"error.classes: the failure is {', '.join(hit_classes)}",
+                lambda: (
+                    f"error.classes: the failure is {', '.join(shown) if shown else 'of no taxonomy class'}, "
+                    f"not any of {_fmt(sorted(m.classes or ()))}"
+                ),
             ):
                 return False
         if m.gpu_fault is not None:
@@ -550,16 +551,24 @@ class PolicySet:
             hits = [p for p in m.patterns if self._id(p) in matched]
             if not check(
                 bool(hits),
-                f"error.patterns: {_q(hits[0])} found in the message" if hits else "",
-                "error.patterns: none of " + _fmt(_q(p) for p in m.patterns) + " found in the message",
+                lambda: f"error.patterns: {_q(hits[0])} found in the message" if hits else "",
+                lambda: (
+                    "error.patterns: none of "
+                    + _fmt(_q(p) for p in m.patterns or ())
+                    + " found in the message"
+                ),
             ):
                 return False
         if c.exclude_ids is not None and m.exclude is not None:
             vetoes = [p for p in m.exclude if self._id(p) in matched]
             if not check(
                 not vetoes,
-                "error.exclude: no excluded pattern found",
-                f"error.exclude: {_q(vetoes[0])} found in the message vetoes this policy" if vetoes else "",
+                lambda: "error.exclude: no excluded pattern found",
+                lambda: (
+                    f"error.exclude: {_q(vetoes[0])} found in the message vetoes this policy"
+                    if vetoes
+                    else ""
+                ),
             ):
                 return False
         return ok

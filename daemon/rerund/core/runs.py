@@ -86,8 +86,6 @@ class FailureFacts:
     action_task: str
     error: ErrorInfo
     failed_at: datetime
-    related_to: str | None = None  # RunSpec.relation: the run this one was rerun from
-    relation: str | None = None  # "RERUN" | "RECOVER"
     spec: RunSpecView | None = None  # the run's RunSpec (read with the run details, no extra RPC)
 
 

@@ -41,6 +41,7 @@ from rerund.adapters.ledger import Ledger
 from rerund.adapters.scheduler import AsyncScheduler
 from rerund.adapters.webhook import WebhookNotifier
 from rerund.clock import utcnow
+from rerund.core.durations import format_duration
 from rerund.core.rules import PolicySet
 from rerund.core.runs import RunSummary
 from rerund.errors import ControlPlaneError, LedgerError, PolicyError
@@ -51,7 +52,7 @@ from rerund.runtime.http import HttpServer, Response, json_response
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.reconcile import Reconciler
 from rerund.runtime.repro import ReproRunner
-from rerund.runtime.settings import Settings, format_duration
+from rerund.runtime.settings import Settings
 
 __all__ = ["Daemon", "PolicyHolder", "connect_control_plane"]
 
@@ -333,6 +334,7 @@ class Daemon:
 
     async def _watcher(self, project: str, domain: str) -> None:
         assert self._cp is not None and self._stop is not None and self._resync is not None
+        assert self.reconciler is not None
         delay = 0.5
         while not self._stop.is_set():
             try:
@@ -341,7 +343,7 @@ class Daemon:
                     self._event(summary)
                 reason = "the stream ended"
             except ControlPlaneError as exc:
-                self.metrics.control_plane_errors.labels(exc.rpc or "WatchRuns", exc.code).inc()
+                self.reconciler.count_error(exc, rpc="WatchRuns")
                 reason = str(exc)
             if self._stop.is_set():
                 return

@@ -27,9 +27,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from rerund.adapters.cron import CronSchedule
 from rerund.core.durations import format_duration
@@ -45,31 +45,26 @@ from rerund.core.repro import (
     unverifiable,
 )
 from rerund.core.runs import LABEL_REPRO, TERMINAL_PHASES, RerunRequest, RunRef, RunSummary
+from rerund.core.times import iso
 from rerund.errors import (
     AlreadyExistsError,
     ControlPlaneError,
-    LedgerError,
     NotFoundError,
-    NotificationError,
     PermanentControlPlaneError,
 )
 from rerund.ports import ControlPlane, Notifier, ReproLedger
 from rerund.runtime.metrics import Metrics
+from rerund.runtime.reconcile.issuer import DeadlineExceeded, Issuer, Stopped
+from rerund.runtime.reconcile.recorder import Recorder
 
-__all__ = ["ReproRunner", "render_diff"]
+__all__ = ["ReproRunner"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("rerund.repro")
 decisions_log = logging.getLogger("rerund.decisions")
 
 _MAX_SLEEP_S = 30.0  # the schedule loop re-reads the checks (hot reload) at least this often
-
-
-class _Deadline(Exception):
-    """The firing's timeout ran out while the control plane kept failing transiently."""
-
-    def __init__(self, last: ControlPlaneError) -> None:
-        super().__init__(str(last))
-        self.last = last
 
 
 class ReproRunner:
@@ -99,16 +94,22 @@ class ReproRunner:
         self._metrics = metrics
         self._clock = clock
         self._scope = default_scope
-        self._ledger = ledger
-        self._notifier = notifier
+        self._recorder: Recorder[ReproLedger] = Recorder(
+            metrics=metrics, log=log, ledger=ledger, notifier=notifier
+        )
         self._poll = poll_interval
-        self._retry_initial = retry_initial
-        self._retry_max = retry_max
-        self._sleep_fn = sleep
         self._last: dict[str, datetime | None] = {}
         self._schedules: dict[tuple[str, str], Any] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
+        self._issuer = Issuer(
+            metrics,
+            stopping=self._stopping,
+            clock=clock,
+            initial=retry_initial,
+            maximum=retry_max,
+            sleep=sleep,
+        )
         self._known: set[str] = set()
 
     # -- control -----------------------------------------------------------------------------
@@ -123,9 +124,6 @@ class ReproRunner:
             return True
         _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
         return not pending
-
-    def in_flight(self) -> int:
-        return len(self._tasks)
 
     # -- schedule ----------------------------------------------------------------------------
 
@@ -147,13 +145,7 @@ class ReproRunner:
 
     def _last_fired(self, name: str) -> datetime | None:
         if name not in self._last:
-            last = None
-            if self._ledger is not None:
-                try:
-                    last = self._ledger.last_reproduction(name)
-                except LedgerError as exc:
-                    log.error("%s", exc)
-            self._last[name] = last
+            self._last[name] = self._recorder.call(lambda lg: lg.last_reproduction(name))
         return self._last[name]
 
     def due(self, now: datetime) -> list[tuple[ReproCheck, datetime]]:
@@ -186,7 +178,7 @@ class ReproRunner:
             log.info(
                 "check %r: firing the slot of %s%s",
                 check.name,
-                _iso(slot),
+                iso(slot),
                 f" ({_ago(late)} late: missed slots are run once)" if late > timedelta(minutes=1) else "",
             )
             started.append(self._spawn(self.fire(check, slot)))
@@ -243,10 +235,10 @@ class ReproRunner:
             verdict, extra = judged
         except _Unverifiable as exc:
             verdict, extra = unverifiable(check, exc.reason), exc.extra
-        except _Deadline as exc:
+        except DeadlineExceeded as exc:
             verdict = kept_failing(check, str(exc.last), rerun_issued=facts["rerun"] is not None)
             extra = {}
-        except _Stopped:
+        except Stopped:
             return None
         return self._finish(
             check,
@@ -272,7 +264,7 @@ class ReproRunner:
     ) -> tuple[Verdict, dict[str, Any]] | None:
         """Steps 1-4 of the module docstring: the verdict and the phases to record with it;
         None when stopped while waiting. Raises ``_Unverifiable`` when there is nothing to
-        compare, ``_Deadline`` when the control plane kept failing past the deadline."""
+        compare, ``DeadlineExceeded`` when the control plane kept failing past the deadline."""
         if project is None or domain is None:
             raise _Unverifiable(
                 "its source names no project/domain and the daemon has no scope; "
@@ -356,7 +348,7 @@ class ReproRunner:
             decisions_log.info("exists  rerun %s was already issued; following it", request.target)
             return None
         except PermanentControlPlaneError as exc:
-            self._count_error(exc)
+            self._issuer.count_error(exc)
             source = request.source.name
             return f"the control plane refused to create rerun {request.name!r} of {source!r}: {exc}"
         return None
@@ -372,7 +364,7 @@ class ReproRunner:
             try:
                 summary = await self._cp.get_run(target)
             except ControlPlaneError as exc:
-                self._count_error(exc)
+                self._issuer.count_error(exc)
                 log.warning("reading rerun %s failed (%s); polling again", target, exc)
             else:
                 if summary.terminal:
@@ -381,49 +373,23 @@ class ReproRunner:
                     deadline = min(deadline, summary.created_at + timeout)
             if self._clock() >= deadline:
                 return None
-            await self._pause(self._poll)
+            await self._issuer.pause(self._poll)
         return None
 
-    async def _retrying(self, call: Callable[[], Awaitable[Any]], deadline: datetime) -> Any:
-        """``call()`` retried with backoff on transient errors until ``deadline``."""
-        delay = self._retry_initial
-        while True:
-            if self._stopping.is_set():
-                raise _Stopped
-            try:
-                return await call()
-            except PermanentControlPlaneError as exc:
-                self._count_error(exc)
-                raise _Unverifiable(f"the control plane refused a call: {exc}") from exc
-            except ControlPlaneError as exc:
-                self._count_error(exc)
-                if self._clock() >= deadline:
-                    raise _Deadline(exc) from exc
-                log.warning("%s; retrying in %.1fs", exc, delay)
-                await self._pause(delay)
-                delay = min(delay * 2, self._retry_max)
-
-    async def _pause(self, seconds: float) -> None:
-        if self._sleep_fn is not None:
-            await self._sleep_fn(seconds)
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-
-    def _count_error(self, exc: ControlPlaneError) -> None:
-        self._metrics.control_plane_errors.labels(exc.rpc or "unknown", exc.code).inc()
+    async def _retrying(self, call: Callable[[], Awaitable[T]], deadline: datetime) -> T:
+        """``call()`` retried with backoff on transient errors until ``deadline``; a permanent
+        error means there is nothing to compare."""
+        try:
+            return await self._issuer.call(call, on_retry=_log_retry, until=deadline)
+        except PermanentControlPlaneError as exc:
+            raise _Unverifiable(f"the control plane refused a call: {exc}") from exc
 
     # -- recording ---------------------------------------------------------------------------
 
     def _finish(self, check: ReproCheck, res: ReproResult) -> ReproResult:
         now = self._clock()
         body = res.to_json()
-        novel = True
-        if self._ledger is not None:
-            try:
-                novel = self._ledger.record_reproduction(body, now=now)
-            except LedgerError as exc:
-                log.error("%s", exc)
+        novel = self._recorder.call(lambda lg: lg.record_reproduction(body, now=now)) is not False
         if novel:
             self._metrics.reproduction_runs.labels(check.name, res.result).inc()
         self._metrics.reproduction_last_result.labels(check.name).set(1 if res.result == "match" else 0)
@@ -432,12 +398,11 @@ class ReproRunner:
         if len(res.verdict.diff) > 3:  # the reason shows the first three
             for d in res.verdict.diff[:20]:
                 log.info("  %s", d)
-        if res.result == "mismatch" and self._notifier is not None and novel:
+        if res.result == "mismatch" and self._recorder.notifier is not None and novel:
             self._spawn(self._notify(check, res, now))
         return res
 
     async def _notify(self, check: ReproCheck, res: ReproResult, now: datetime) -> None:
-        assert self._notifier is not None
         lines = [str(d) for d in res.verdict.diff[:20]]
         more = len(res.verdict.diff) - len(lines)
         text = f"rerund: reproduction check {check.name!r} did not reproduce — {res.reason}"
@@ -450,20 +415,9 @@ class ReproRunner:
             "console_url": self._cp.console_url(RunRef(res.project, res.domain, res.rerun))
             if res.rerun
             else None,
-            "decided_at": _iso(now),
+            "decided_at": iso(now),
         }
-        try:
-            await self._notifier.notify(payload)
-        except NotificationError as exc:
-            self._metrics.notifications.labels("failed").inc()
-            log.error("%s", exc)
-            return None
-        self._metrics.notifications.labels("sent").inc()
-        return None
-
-
-class _Stopped(Exception):
-    """The runner is stopping: the firing ends without a result."""
+        await self._recorder.notify(payload)
 
 
 class _Unverifiable(Exception):
@@ -475,14 +429,9 @@ class _Unverifiable(Exception):
         self.extra = extra
 
 
-def _iso(when: datetime) -> str:
-    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+def _log_retry(exc: ControlPlaneError, delay: float) -> None:
+    log.warning("%s; retrying in %.1fs", exc, delay)
 
 
 def _ago(delta: timedelta) -> str:
     return format_duration(timedelta(seconds=round(delta.total_seconds())))
-
-
-def render_diff(diff: Sequence[Mapping[str, str]]) -> list[str]:
-    """Diff entries (``{"path", "message"}``) as lines, for the CLI."""
-    return [f"{d['path']}: {d['message']}" for d in diff]

@@ -31,6 +31,7 @@ from pydantic import (
     field_validator,
 )
 
+from rerund.core import durations
 from rerund.errors import ConfigError
 
 __all__ = [
@@ -38,44 +39,27 @@ __all__ = [
     "NotifySettings",
     "ScopeSettings",
     "Settings",
-    "format_duration",
     "load_settings",
     "parse_duration",
 ]
 
 ENV_PREFIX = "RERUND_"
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
 
 def parse_duration(value: object) -> timedelta:
-    """Parse ``500ms``, ``30s``, ``5m``, ``1h``, ``7d`` or a number of seconds into a timedelta.
+    """Parse ``500ms``, ``30s``, ``5m``, ``1h``, ``7d``, ``1h30m`` or a number of seconds into a
+    timedelta (``rerund.core.durations``, the one parser, with bare seconds allowed).
 
     Raises ``ValueError`` with a message that shows the accepted forms.
     """
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 5m, 1h or 1d")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"{value!r} is negative; a duration must be >= 0")
-        return timedelta(seconds=float(value))
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            return timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
-    raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 5m, 1h or 1d")
-
-
-def format_duration(td: timedelta) -> str:
-    """The shortest exact ``parse_duration`` form of ``td`` (``90s`` -> ``90s``, ``3600s`` -> ``1h``)."""
-    ms = round(td.total_seconds() * 1000)
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
-        if ms and ms % size == 0:
-            return f"{ms // size}{unit}"
-    return f"{ms}ms"
+    try:
+        return durations.parse_duration(value, bare_seconds=True)
+    except durations.DurationError as exc:
+        if exc.kind == "negative":
+            raise ValueError(f"{value!r} is negative; a duration must be >= 0") from None
+        if exc.kind == "too_long":
+            raise
+        raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 5m, 1h or 1d") from None
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]

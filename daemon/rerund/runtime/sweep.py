@@ -63,6 +63,7 @@ from rerund.errors import (
 from rerund.ports import ControlPlane, DecisionLedger, ScopeDirectory
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.reconcile import public_decision
+from rerund.runtime.reconcile.issuer import Issuer, Stopped
 
 __all__ = ["IssueResult", "SweepOutcome", "Sweeper", "unreachable"]
 
@@ -171,9 +172,10 @@ class Sweeper:
         self._limiter = AsyncLimiter(1, 1.0 / max_rps) if max_rps else None
         self._creates = asyncio.Semaphore(concurrency)
         self._reads = asyncio.Semaphore(reads)
-        self._retry_initial = retry_initial
-        self._retry_max = retry_max
         self._stop = asyncio.Event()
+        self._issuer = Issuer(
+            metrics, stopping=self._stop, clock=clock, initial=retry_initial, maximum=retry_max
+        )
         self._facts: dict[RunRef, FailureFacts] = {}  # what the plan was made from, by run
 
     # -- control -----------------------------------------------------------------------------
@@ -335,31 +337,29 @@ class Sweeper:
 
     async def _issue_one(self, item: PlannedRerun) -> IssueResult:
         req = self.request(item)
-        delay = self._retry_initial
-        while not self.stopping:
+
+        async def create() -> None:
             async with self._creates:
                 if self._limiter is not None:
                     await self._limiter.acquire()
                 if self.stopping:
-                    break
-                try:
-                    await self._cp.create_rerun(req)
-                except AlreadyExistsError:
-                    return IssueResult(item, "already_issued", "the control plane answered ALREADY_EXISTS")
-                except PermanentControlPlaneError as exc:
-                    self._count_error(exc)
-                    return IssueResult(item, "refused", f"{exc.code}: {exc}")
-                except ControlPlaneError as exc:
-                    self._count_error(exc)
-                    log.warning("creating rerun %s failed, retrying in %.1fs: %s", item.name, delay, exc)
-                else:
-                    if self._metrics is not None:
-                        self._metrics.reruns_issued.labels(item.policy, item.decision.scope.value).inc()
-                    return IssueResult(item, "created")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=delay)
-            delay = min(delay * 2, self._retry_max)
-        return IssueResult(item, "not_issued", "the sweep was interrupted before this rerun was created")
+                    raise Stopped
+                await self._cp.create_rerun(req)
+
+        def retrying(exc: ControlPlaneError, delay: float) -> None:
+            log.warning("creating rerun %s failed, retrying in %.1fs: %s", item.name, delay, exc)
+
+        try:
+            await self._issuer.call(create, on_retry=retrying)
+        except Stopped:
+            return IssueResult(item, "not_issued", "the sweep was interrupted before this rerun was created")
+        except AlreadyExistsError:
+            return IssueResult(item, "already_issued", "the control plane answered ALREADY_EXISTS")
+        except PermanentControlPlaneError as exc:
+            return IssueResult(item, "refused", f"{exc.code}: {exc}")
+        if self._metrics is not None:
+            self._metrics.reruns_issued.labels(item.policy, item.decision.scope.value).inc()
+        return IssueResult(item, "created")
 
     def _record_issue(self, r: IssueResult) -> None:
         if self._ledger is None or r.result == "not_issued":
@@ -383,10 +383,6 @@ class Sweeper:
         except LedgerError as exc:
             log.error("%s", exc)
 
-    def _count_error(self, exc: ControlPlaneError) -> None:
-        if self._metrics is not None:
-            self._metrics.control_plane_errors.labels(exc.rpc or "unknown", exc.code or "unknown").inc()
-
     # -- 4. follow ---------------------------------------------------------------------------
 
     async def follow(
@@ -408,7 +404,7 @@ class Sweeper:
                 try:
                     listed = await self._cp.list_reruns(project, domain, since=since)
                 except ControlPlaneError as exc:
-                    self._count_error(exc)
+                    self._issuer.count_error(exc)
                     log.warning("following the reruns of %s failed, trying again: %s", scope, exc)
                     continue
                 for s in listed:

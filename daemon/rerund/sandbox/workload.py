@@ -43,7 +43,6 @@ path of each mistake. Loading is pure apart from reading the file.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -59,6 +58,7 @@ from pydantic import (
     model_validator,
 )
 
+from rerund.core import durations
 from rerund.errors import PolicyProblem, WorkloadError
 from rerund.sandbox import literals
 
@@ -78,24 +78,17 @@ __all__ = [
 
 Outcome = Literal["succeed", "fail", "timeout", "hang"]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
 
 def parse_duration(value: Any) -> float:
-    """Seconds of a duration such as ``50ms``, ``0.5s``, ``2m``, ``1h`` or a bare number of
-    seconds. Raises ``ValueError`` with the accepted forms otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(f"duration {value!r} is not a duration; use e.g. 50ms, 0.5s, 2m, 1h")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"duration {value!r} is negative; use e.g. 50ms, 0.5s, 2m, 1h")
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-    raise ValueError(f"duration {value!r} is not a duration; use e.g. 50ms, 0.5s, 2m, 1h")
+    """Seconds of a duration such as ``50ms``, ``0.5s``, ``2m``, ``1h``, ``1m30s`` or a bare number
+    of seconds (``rerund.core.durations``, the one parser; workloads write no days). Raises
+    ``ValueError`` with the accepted forms otherwise."""
+    try:
+        return durations.parse_duration(value, bare_seconds=True, days=False).total_seconds()
+    except durations.DurationError as exc:
+        if exc.kind == "negative":
+            raise ValueError(f"duration {value!r} is negative; use e.g. 50ms, 0.5s, 2m, 1h") from None
+        raise ValueError(f"duration {value!r} is not a duration; use e.g. 50ms, 0.5s, 2m, 1h") from None
 
 
 class _Frozen(BaseModel):

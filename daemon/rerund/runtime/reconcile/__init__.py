@@ -1,0 +1,7 @@
+"""The reconcile loop, one job per module (see ``loop``'s docstring for why it is
+level-triggered and issues every rerun exactly once)."""
+
+from rerund.runtime.reconcile.loop import DEFAULT_LOOKBACK, Reconciler, SyncReport
+from rerund.runtime.reconcile.recorder import public_decision
+
+__all__ = ["DEFAULT_LOOKBACK", "Reconciler", "SyncReport", "public_decision"]

@@ -1,0 +1,480 @@
+"""The reconcile loop: read facts from the control plane, call the pure core, record, act.
+
+Why it is level-triggered
+    Nothing the daemon must do is remembered only locally. What a failed run is owed is a pure
+    function (``rerund.core.decide``) of facts that live on the control plane: the run's error,
+    its lineage labels (``rerund-root``, ``rerund-attempt``) and the reruns that already exist.
+    After a crash, a restart or on a second replica the same facts give the same decision, so
+    the daemon simply recomputes it. Local state (the seen-cache, the ledger, the scheduler's
+    jobs) only saves RPCs and records history.
+
+Why every rerun is issued exactly once
+    - *Never twice.* A rerun's name is deterministic and distinct per (lineage root, attempt).
+      Before creating it, the daemon looks it up in the index of existing reruns it lists each
+      pass (one ListRuns per scope, amortised); and the create itself is idempotent: the control
+      plane answers ALREADY_EXISTS to a second CreateRun of the same name (whoever sent the
+      first — this process before a crash, or another replica), which the adapter turns into
+      ``AlreadyExistsError`` and this loop records as "already issued". Attempt numbers come
+      from the failed run's own labels, so a lineage advances one attempt per failed run.
+    - *Never missed.* Failed runs are found twice over: a WatchRuns stream per scope (low
+      latency) and a ListRuns resync every poll interval (``updated_at >= watermark -
+      overlap``). The watermark never moves past a failure that is still owed something
+      (scheduled, deferred by a budget, or whose rerun could not be created yet): it is the
+      minimum of the pass time and the failure time of every pending item. A transient error
+      never settles a failure — it stays pending and is retried with backoff until it
+      succeeds. Only a decision that has been carried out (rerun created or found to exist,
+      ignore, give up, or a create the control plane rejected as invalid) settles a failure.
+
+Cost (the RPC budget, see ``rerund.ports.ControlPlane``): a failure read is 3 RPCs; the seen-cache
+(keyed by run and its end time) makes a failure already settled cost nothing on the next
+resync; the reruns index makes an already-issued rerun cost nothing either. Budget counts
+come from the same reruns listing.
+
+No policy ``if`` lives here: the loop maps the four decision kinds to four actions.
+
+The package, one job per module:
+
+- ``loop``      ``Reconciler``: the passes, the stream events, deciding and acting (this text)
+- ``owed``      the work still owed: seen-cache, pending failures, watermarks (pure, invariants)
+- ``index``     the reruns known to exist, their lineages, the budget counts
+- ``recorder``  ledger, metrics, decision log, ``/decisions``, notifications, rerun outcomes
+- ``issuer``    the one retry-with-backoff for control-plane calls (shared with reproductions)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import assert_never
+
+from rerund.clock import utcnow
+from rerund.core.decide import decide as core_decide
+from rerund.core.lineage import failure_from, lineage_names, rerun_request
+from rerund.core.model import Decision, Defer, Failure, GiveUp, Ignore, Rerun
+from rerund.core.rules import PolicySet
+from rerund.core.runs import FAILED_PHASES, FailureFacts, RerunRequest, RunRef, RunSummary
+from rerund.errors import AlreadyExistsError, ControlPlaneError, NotFoundError, PermanentControlPlaneError
+from rerund.ports import ControlPlane, DecisionLedger, Notifier, Scheduler
+from rerund.runtime.metrics import Metrics
+from rerund.runtime.reconcile.index import RerunIndex, RerunInfo
+from rerund.runtime.reconcile.issuer import Issuer, Stopped
+from rerund.runtime.reconcile.owed import OwedWork, Seen
+from rerund.runtime.reconcile.recorder import DecisionRecorder, Tracked, spawner
+
+__all__ = ["DEFAULT_LOOKBACK", "Reconciler", "SyncReport"]
+
+log = logging.getLogger("rerund.reconcile")
+decisions_log = logging.getLogger("rerund.decisions")
+
+Decide = Callable[[Failure, PolicySet, datetime], Decision]
+
+DEFAULT_LOOKBACK = timedelta(hours=1)
+_RETRY_INITIAL = 0.5
+_RETRY_MAX = 30.0
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What one resync pass saw (for logs and tests)."""
+
+    ok: bool
+    failed_runs: int
+    reruns_listed: int
+    errors: tuple[str, ...] = ()
+
+
+class Reconciler:
+    """The reconcile loop of one daemon. Call ``sync`` (a resync pass), ``on_watch`` (a stream
+    event) and ``drain`` (wait for spawned issue/notify tasks); ``stop`` makes it refuse work."""
+
+    def __init__(
+        self,
+        control_plane: ControlPlane,
+        *,
+        scopes: Sequence[tuple[str, str]],
+        policies: Callable[[], PolicySet],
+        metrics: Metrics,
+        ledger: DecisionLedger | None = None,
+        scheduler: Scheduler | None = None,
+        notifier: Notifier | None = None,
+        decide: Decide = core_decide,
+        clock: Callable[[], datetime] = utcnow,
+        dry_run: bool = False,
+        max_concurrent_reruns: int = 8,
+        lookback: timedelta = DEFAULT_LOOKBACK,
+        overlap: timedelta = timedelta(minutes=5),
+        seen_capacity: int = 20_000,
+        recent_capacity: int = 200,
+        retry_initial: float = _RETRY_INITIAL,
+        retry_max: float = _RETRY_MAX,
+    ) -> None:
+        self._cp = control_plane
+        self._scopes = [(p, d) for p, d in scopes]
+        self._policies = policies
+        self._metrics = metrics
+        self._scheduler = scheduler
+        self._decide = decide
+        self._clock = clock
+        self._dry_run = dry_run
+        self._sem = asyncio.Semaphore(max_concurrent_reruns)
+        self._reads = asyncio.Semaphore(max(8, max_concurrent_reruns))
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._spawn = spawner(self._tasks, log)
+        self._inflight: set[RunRef] = set()  # being read or decided right now
+        self._issuing: set[RunRef] = set()  # an issue task is running for it
+        self._owed = OwedWork(lookback=lookback, overlap=overlap, seen_capacity=seen_capacity)
+        self._issuer = Issuer(
+            metrics, stopping=self._stopping, clock=clock, initial=retry_initial, maximum=retry_max
+        )
+        self._index = RerunIndex(control_plane, reads=self._reads, count_error=self._issuer.count_error)
+        self._recorder = DecisionRecorder(
+            metrics=metrics,
+            log=log,
+            spawn=self._spawn,
+            ledger=ledger,
+            notifier=notifier,
+            recent_capacity=recent_capacity,
+        )
+        # The policy generation the reruns index was last listed for (-1: never). Until a
+        # listing covers the current generation, watch events leave failed runs to the next
+        # pass: deciding them against an index that may not know their reruns could issue an
+        # attempt again under another name (after a reload or restart that renamed reruns).
+        self._indexed_generation = -1
+        self.recent = self._recorder.recent
+        self.last_sync: datetime | None = None
+
+    # -- public API --------------------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
+    def _seen(self) -> dict[RunRef, Seen]:
+        """The seen-cache (tests check its size)."""
+        return self._owed.seen
+
+    def count_error(self, exc: ControlPlaneError, *, rpc: str = "unknown") -> None:
+        """Count a failed control-plane call the daemon made outside the loop (a watch)."""
+        self._issuer.count_error(exc, rpc=rpc)
+
+    def stop(self) -> None:
+        """Refuse new work; issue loops stop retrying (what they owe stays pending)."""
+        self._stopping.set()
+
+    def policies_changed(self) -> None:
+        """New policies are in force: settled failures are re-decided (from cached facts, no
+        RPC) the next time they are seen or on the next pass."""
+        self._owed.policies_changed()
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Wait for spawned tasks (issues, notifications). True when all finished in time."""
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        while self._tasks:
+            remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
+            if remaining is not None and remaining <= 0:
+                return False
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=remaining)
+            if pending and remaining is not None:
+                return False
+        return True
+
+    def pending(self) -> dict[str, datetime | None]:
+        """Failures still owed an action -> when they are due (None: at the next pass)."""
+        return {str(ref): p.due for ref, p in self._owed.pending.items()}
+
+    def watermark(self, project: str, domain: str) -> datetime | None:
+        return self._owed.watermark(f"{project}/{domain}")
+
+    async def sync(self) -> SyncReport:
+        """One resync pass over every scope: list existing reruns (index, outcomes, budget
+        counts), list failed runs since the watermark minus the overlap, reconcile each, re-decide
+        pending items that are due, advance the watermark. ``ok`` when every list succeeded."""
+        now = self._clock()
+        errors: list[str] = []
+        generation = self._owed.generation
+        policies = self._policies()
+        reruns = 0
+        for project, domain in self._scopes:
+            try:
+                reruns += await self._refresh_reruns(project, domain, now, policies)
+            except ControlPlaneError as exc:
+                self._issuer.count_error(exc)
+                errors.append(f"{project}/{domain}: {exc}")
+        if not errors:
+            self._indexed_generation = generation
+        failed_total = 0
+        for project, domain in self._scopes:
+            scope = f"{project}/{domain}"
+            self._floor(scope, now)
+            since = self._since(scope, now)
+            self._owed.listed(scope, since)
+            try:
+                failed = await self._cp.list_failed(project, domain, since=since)
+            except ControlPlaneError as exc:
+                self._issuer.count_error(exc)
+                errors.append(f"{scope}: {exc}")
+                continue
+            failed_total += len(failed)
+            for summary in failed:
+                self._recorder.observe(summary, now)
+            await self._handle_many([s for s in failed if s.phase in FAILED_PHASES], now)
+            self._recorder.save_watermark(scope, self._owed.advance(scope, now))
+        await self._redecide_due(now)
+        if not errors:
+            # When the pass finished, not when it began: a pass over a large backlog (thousands
+            # of deferred failures listed again) must not read as an old sync when it ends.
+            done = self._clock()
+            self.last_sync = done
+            self._metrics.last_sync.set(done.timestamp())
+        else:
+            log.warning("resync pass incomplete (will retry next poll): %s", "; ".join(errors))
+        return SyncReport(ok=not errors, failed_runs=failed_total, reruns_listed=reruns, errors=tuple(errors))
+
+    async def on_watch(self, summary: RunSummary) -> None:
+        """A WatchRuns event: follow rerun outcomes; reconcile a failed run."""
+        if self.stopping:
+            return
+        now = self._clock()
+        self._recorder.observe(summary, now)
+        if summary.phase in FAILED_PHASES:
+            if summary.ended_at is not None and summary.ended_at < self._floor(summary.ref.scope, now):
+                return  # older than the lookback (e.g. in the stream's first snapshot)
+            if self._indexed_generation != self._owed.generation:
+                return  # the reruns index is not listed yet for these policies: the pass decides it
+            async with self._reads:
+                await self._handle(summary, now)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _since(self, scope: str, now: datetime) -> datetime:
+        if self._owed.watermark(scope) is None:
+            stored = self._recorder.stored_watermark(scope)
+            if stored is not None:
+                self._owed.restore(scope, stored)
+        return self._owed.since(scope, now)
+
+    def _floor(self, scope: str, now: datetime) -> datetime:
+        """The oldest failure time this process considers in ``scope`` (fixed on first use,
+        after the ledger's watermark, if any, is restored)."""
+        if not self._owed.has_floor(scope):
+            self._since(scope, now)
+        return self._owed.floor(scope, now)
+
+    async def _refresh_reruns(self, project: str, domain: str, now: datetime, policies: PolicySet) -> int:
+        budgets = policies.budgets()
+        scope = f"{project}/{domain}"
+        since = self._since(scope, now)
+        if budgets:
+            since = min(since, now - max(budgets.values()))
+        # A rerun followed to its outcome, and a failure still owed a decision (deferred,
+        # retried, or re-decided after a policy reload) whose rerun may already exist, created
+        # after it failed: list back that far so the index finds it by (root, attempt),
+        # whatever name the policies now give it.
+        for older in (self._recorder.oldest_tracked(scope), self._owed.oldest_owed(scope)):
+            if older is not None and older < since:
+                since = older
+        return await self._index.refresh(
+            project,
+            domain,
+            since=since,
+            budgets=budgets,
+            now=now,
+            on_listed=lambda r: self._recorder.observe(r, now),
+        )
+
+    # -- deciding ----------------------------------------------------------------------------
+
+    async def _handle_many(self, summaries: Iterable[RunSummary], now: datetime) -> None:
+        async def one(s: RunSummary) -> None:
+            async with self._reads:
+                await self._handle(s, now)
+
+        await asyncio.gather(*(one(s) for s in summaries))
+
+    async def _handle(self, summary: RunSummary, now: datetime) -> None:
+        ref = summary.ref
+        if ref in self._inflight or ref in self._issuing or self.stopping:
+            return
+        marker = (summary.phase, summary.ended_at)
+        if self._owed.decided(ref, marker):
+            return  # decided already under these policies: costs nothing
+        self._inflight.add(ref)
+        try:
+            facts = self._owed.cached_facts(ref, marker)
+            if facts is None:
+                try:
+                    facts = await self._cp.read_failure(summary)
+                except NotFoundError as exc:
+                    self._issuer.count_error(exc)
+                    self._owed.remember(ref, marker, None, settled=True)
+                    return
+                except ControlPlaneError as exc:
+                    # Not settled: stays pending, so the watermark holds and the next pass retries.
+                    self._issuer.count_error(exc)
+                    log.warning("run %s: reading its failure failed, retrying next pass: %s", ref, exc)
+                    self._owed.owe_unread(summary, summary.ended_at or now)
+                    return
+                self._recorder.failure(facts, now)
+            self._owed.remember(ref, marker, facts, settled=False)
+            await self._decide_and_act(facts, now)
+        finally:
+            self._inflight.discard(ref)
+
+    async def _decide_and_act(self, facts: FailureFacts, now: datetime) -> None:
+        policies = self._policies()
+        budgets = policies.budgets()
+        used, oldest = self._index.budget_counts(now, budgets) if budgets else ({}, {})
+        failure = failure_from(facts, used, oldest)
+        decision = self._decide(failure, policies, now)
+        novel = self._recorder.decision(facts, failure, decision, now)
+        ref = facts.summary.ref
+        match decision:
+            case Rerun(not_before=due) if due > now:
+                self._defer(facts, due)
+            case Rerun():
+                # Stays pending (holding the watermark) until the issue task settles it.
+                self._owed.owe(facts, decision.not_before)
+                target = RunRef(ref.project, ref.domain, decision.name)
+                self._index.reserve(RerunInfo(target, now, decision.policy, failure.root, decision.attempt))
+                self._spawn_issue(ref, self._issue(facts, failure, decision))
+            case Defer():
+                self._defer(facts, decision.not_before)
+            case GiveUp():
+                if novel:
+                    self._recorder.exhausted(
+                        facts,
+                        failure,
+                        decision,
+                        lineage=lambda: lineage_names(failure.root, ref.name, self._index.members()),
+                        console_url=self._cp.console_url,
+                        now=now,
+                    )
+                self._settle(ref)
+            case Ignore():
+                self._settle(ref)
+            case _:
+                assert_never(decision)
+
+    def _defer(self, facts: FailureFacts, due: datetime | None) -> None:
+        ref = facts.summary.ref
+        self._owed.owe(facts, due)
+        if due is not None and self._scheduler is not None:
+            self._scheduler.schedule(str(ref), due, lambda: self._redecide(ref))
+
+    async def _redecide(self, ref: RunRef) -> None:
+        """A scheduled item is due: decide again from the cached facts (fresh budgets, no read)."""
+        pending = self._owed.pending.get(ref)
+        if pending is None or ref in self._inflight or ref in self._issuing or self.stopping:
+            return
+        if pending.facts is None:
+            await self._handle(pending.summary, self._clock())
+            return
+        self._inflight.add(ref)
+        try:
+            await self._decide_and_act(pending.facts, self._clock())
+        finally:
+            self._inflight.discard(ref)
+
+    async def _redecide_due(self, now: datetime) -> None:
+        for ref in self._owed.due(now, self._inflight | self._issuing):
+            await self._redecide(ref)
+
+    # -- acting ------------------------------------------------------------------------------
+
+    async def _issue(self, facts: FailureFacts, failure: Failure, decision: Rerun) -> None:
+        req = rerun_request(facts, decision)
+        try:
+            await self._create(facts, failure, decision, req)
+        finally:
+            self._index.release(req.target)
+
+    async def _create(
+        self, facts: FailureFacts, failure: Failure, decision: Rerun, req: RerunRequest
+    ) -> None:
+        ref = facts.summary.ref
+        attempt, policy, scope = decision.attempt, decision.policy, decision.scope.value
+
+        def issue_record(result: str, message: str) -> None:
+            self._recorder.issue(
+                ref,
+                req.name,
+                root=failure.root,
+                attempt=attempt,
+                policy=policy,
+                scope=scope,
+                result=result,
+                message=message,
+                now=self._clock(),
+            )
+
+        if self._index.has(req.target, failure.root, attempt):
+            issue_record("already_exists", "found in the reruns listing")
+            self._settle(ref)
+            return
+        if self._dry_run:
+            issue_record("dry_run", "--dry-run: not created")
+            decisions_log.info("dry-run %s: would create %s", ref, req.target)
+            self._settle(ref)
+            return
+
+        async def create() -> None:
+            async with self._sem:
+                if self.stopping:
+                    raise Stopped
+                await self._cp.create_rerun(req)
+
+        def retrying(exc: ControlPlaneError, delay: float) -> None:
+            log.warning("run %s: creating rerun %s failed, retrying in %.1fs: %s", ref, req.name, delay, exc)
+
+        try:
+            await self._issuer.call(create, on_retry=retrying)
+        except Stopped:
+            return  # what is owed stays pending (the watermark holds it for the next start)
+        except AlreadyExistsError:
+            issue_record("already_exists", "the control plane answered ALREADY_EXISTS")
+            self._index.add(RerunInfo(req.target, self._clock(), policy, failure.root, attempt))
+            decisions_log.info("exists  %s: rerun %s was already issued", ref, req.target)
+            self._settle(ref)
+            return
+        except PermanentControlPlaneError as exc:
+            issue_record("invalid", str(exc))
+            log.error(
+                "run %s: the control plane rejected rerun %s (%s); not retried until the policies change: %s",
+                ref,
+                req.name,
+                exc.code,
+                exc,
+            )
+            self._settle(ref)
+            return
+        now = self._clock()
+        self._metrics.reruns_issued.labels(policy, scope).inc()
+        self._metrics.issue_latency.observe(max(0.0, (now - decision.not_before).total_seconds()))
+        issue_record("created", "")
+        self._index.add(RerunInfo(req.target, now, policy, failure.root, attempt))
+        self._recorder.track(Tracked(req.target, policy, failure.root, attempt, now))
+        decisions_log.info("created %s: rerun %s (attempt %d, policy %s)", ref, req.target, attempt, policy)
+        self._settle(ref)
+
+    def _settle(self, ref: RunRef) -> None:
+        self._owed.settle(ref)
+        if self._scheduler is not None:
+            self._scheduler.cancel(str(ref))
+
+    def _spawn_issue(self, ref: RunRef, coro: Awaitable[None]) -> None:
+        self._issuing.add(ref)
+
+        async def run() -> None:
+            try:
+                await coro
+            except Exception:
+                log.exception("internal error while issuing the rerun of %s; it stays pending", ref)
+            finally:
+                self._issuing.discard(ref)
+
+        self._spawn(run())

@@ -1,0 +1,173 @@
+"""The work still owed: which failures are settled, which are pending, and how far back the
+next resync must look. Pure bookkeeping — no I/O, no clock (``now`` is a parameter); the loop
+restores and saves the watermark through the ledger.
+
+Invariants (tested in ``tests/runtime/test_owed.py`` without a control plane):
+
+- *The watermark never passes a failure still owed something.* ``advance(scope, now)`` sets
+  the watermark of ``scope`` to the minimum of ``now`` and the failure time of every pending
+  item of the scope, so the next listing (from ``since`` = watermark - overlap) finds each
+  pending failure again, after a crash as well (the ledger keeps the watermark).
+- *A failure is settled only by ``settle``.* Pending items (scheduled, deferred by a budget,
+  an unread failure, a create still being retried) stay until the loop carried out their
+  decision; ``due(now)`` hands them back when their time has come.
+- *A settled failure costs nothing until it changes.* The seen-cache keys a failure by run and
+  its (phase, end time) marker: the same marker under the same policies is skipped; a policy
+  reload (``policies_changed``) makes every cached failure pending again, re-decided from its
+  cached facts without a read.
+- *The seen-cache stays within its capacity* except for failures the next resync lists again:
+  evicting those would cost a 3-RPC read on every pass. Past the capacity it holds the resync
+  window, and shrinks back as failures fall out of it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from rerund.core.runs import FailureFacts, RunRef, RunSummary
+
+__all__ = ["Marker", "OwedWork", "Pending", "Seen"]
+
+Marker = tuple[str, datetime | None]
+"""What identifies one failure of a run: its phase and end time (a rerun of the same name
+that fails again has another end time)."""
+
+
+@dataclass
+class Seen:
+    marker: Marker
+    generation: int
+    facts: FailureFacts | None
+    settled: bool
+
+
+@dataclass
+class Pending:
+    """A failure still owed an action: scheduled, deferred, or whose create must be retried."""
+
+    facts: FailureFacts | None
+    summary: RunSummary
+    failed_at: datetime
+    due: datetime | None
+
+
+class OwedWork:
+    """The seen-cache, the pending failures and the per-scope watermarks of one daemon."""
+
+    def __init__(self, *, lookback: timedelta, overlap: timedelta, seen_capacity: int = 20_000) -> None:
+        self.lookback = lookback
+        self.overlap = overlap
+        self.seen_capacity = seen_capacity
+        self.seen: OrderedDict[RunRef, Seen] = OrderedDict()
+        self.pending: dict[RunRef, Pending] = {}
+        self.generation = 0
+        self._watermarks: dict[str, datetime] = {}
+        self._floors: dict[str, datetime] = {}
+        self._listed_since: dict[str, datetime] = {}  # per scope: where the last listing began
+
+    # -- watermarks --------------------------------------------------------------------------
+
+    def watermark(self, scope: str) -> datetime | None:
+        return self._watermarks.get(scope)
+
+    def restore(self, scope: str, at: datetime) -> None:
+        """The watermark the ledger kept from an earlier run of the daemon."""
+        self._watermarks[scope] = at
+
+    def since(self, scope: str, now: datetime) -> datetime:
+        """Where the next listing of failed runs in ``scope`` starts: the watermark minus the
+        overlap, or ``now - lookback`` on a first start."""
+        wm = self._watermarks.get(scope)
+        if wm is None:
+            return now - self.lookback
+        return wm - self.overlap
+
+    def has_floor(self, scope: str) -> bool:
+        return scope in self._floors
+
+    def floor(self, scope: str, now: datetime) -> datetime:
+        """The oldest failure time this process considers in ``scope`` (set on first use)."""
+        if scope not in self._floors:
+            self._floors[scope] = self.since(scope, now)
+        return self._floors[scope]
+
+    def listed(self, scope: str, since: datetime) -> None:
+        """A listing of ``scope`` from ``since`` began (the seen-cache keeps what it lists)."""
+        self._listed_since[scope] = since
+
+    def advance(self, scope: str, now: datetime) -> datetime:
+        """Move the watermark of ``scope`` to ``now``, or to the oldest failure still owed."""
+        owed = [p.failed_at for ref, p in self.pending.items() if ref.scope == scope]
+        wm = min([now, *owed])
+        self._watermarks[scope] = wm
+        return wm
+
+    def oldest_owed(self, scope: str) -> datetime | None:
+        """The failure time of the oldest pending failure of ``scope``."""
+        return min((p.failed_at for ref, p in self.pending.items() if ref.scope == scope), default=None)
+
+    # -- failures ----------------------------------------------------------------------------
+
+    def decided(self, ref: RunRef, marker: Marker) -> bool:
+        """True when this failure was decided already under the policies in force (or was
+        found gone): seeing it again costs nothing."""
+        seen = self.seen.get(ref)
+        return (
+            seen is not None
+            and seen.marker == marker
+            and (seen.generation == self.generation or seen.facts is None)
+        )
+
+    def cached_facts(self, ref: RunRef, marker: Marker) -> FailureFacts | None:
+        """The facts read earlier for this very failure, if any (a re-decision needs no read)."""
+        seen = self.seen.get(ref)
+        return seen.facts if seen is not None and seen.marker == marker else None
+
+    def remember(self, ref: RunRef, marker: Marker, facts: FailureFacts | None, *, settled: bool) -> None:
+        self.seen[ref] = Seen(marker=marker, generation=self.generation, facts=facts, settled=settled)
+        self.seen.move_to_end(ref)
+        if len(self.seen) <= self.seen_capacity:
+            return
+        # Evict the least recently seen, but never a failure the next resync lists again (it
+        # would be read again, 3 RPCs each, on every pass): past the capacity the cache grows
+        # to hold the resync window, and shrinks back as failures fall out of it.
+        cutoff = min(self._listed_since.values(), default=None)
+        while len(self.seen) > self.seen_capacity:
+            _, oldest = next(iter(self.seen.items()))
+            ended = oldest.marker[1]
+            if cutoff is not None and ended is not None and ended >= cutoff:
+                break
+            self.seen.popitem(last=False)
+
+    def owe(self, facts: FailureFacts, due: datetime | None) -> None:
+        """``facts`` is owed an action at ``due`` (None: at the next pass)."""
+        ref = facts.summary.ref
+        self.pending[ref] = Pending(facts=facts, summary=facts.summary, failed_at=facts.failed_at, due=due)
+
+    def owe_unread(self, summary: RunSummary, failed_at: datetime) -> None:
+        """A failure whose facts could not be read yet: the next pass reads it again."""
+        self.pending[summary.ref] = Pending(facts=None, summary=summary, failed_at=failed_at, due=None)
+
+    def settle(self, ref: RunRef) -> None:
+        """The decision about ``ref`` has been carried out: nothing more is owed."""
+        self.pending.pop(ref, None)
+        seen = self.seen.get(ref)
+        if seen is not None:
+            seen.settled = True
+            seen.generation = self.generation
+
+    def due(self, now: datetime, busy: Collection[RunRef] = ()) -> list[RunRef]:
+        """Pending failures whose time has come (due at or before ``now``, or at the next
+        pass), except those ``busy`` (being read, decided or issued right now)."""
+        return [ref for ref, p in self.pending.items() if (p.due is None or p.due <= now) and ref not in busy]
+
+    def policies_changed(self) -> None:
+        """New policies are in force: every cached failure not already pending is owed a new
+        decision (from its cached facts, no read) the next time it is seen or on the next pass."""
+        self.generation += 1
+        for ref, seen in list(self.seen.items()):
+            if seen.facts is not None and ref not in self.pending:
+                self.owe(seen.facts, None)

@@ -1,0 +1,297 @@
+"""Recording: the audit ledger, the metrics, the decision log line, the ``/decisions`` list
+and the notifications — what the loop and the reproduction checks do after deciding.
+
+Every fact is recorded once: the ledger says whether a fact is new (across restarts and
+replicas sharing a ledger); without a working ledger this process remembers. A ledger error
+is logged and never stops the loop: the ledger is an audit log, not needed for correctness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import deque
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from rerund.core.lineage import exhausted_notice
+from rerund.core.model import Decision, Defer, Failure, GiveUp
+from rerund.core.runs import FailureFacts, RunRef, RunSummary
+from rerund.core.times import iso
+from rerund.errors import LedgerError, NotificationError
+from rerund.ports import DecisionLedger, Notifier
+from rerund.runtime.metrics import Metrics
+
+__all__ = ["DecisionRecorder", "Recorder", "Tracked", "public_decision"]
+
+decisions_log = logging.getLogger("rerund.decisions")
+
+L = TypeVar("L")
+Spawn = Callable[[Coroutine[Any, Any, None]], None]
+
+_SECRET_KEY = re.compile(r"(?i)(key|token|secret|passw|credential|auth)")
+
+
+def _redact(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: ("***" if _SECRET_KEY.search(k) else v) for k, v in values.items()}
+
+
+def public_decision(decision: Decision) -> dict[str, Any]:
+    """``Decision.to_json()`` with secret-looking env values and inputs masked (for records)."""
+    body = decision.to_json()
+    body["env"] = _redact(body["env"])
+    body["inputs"] = _redact(body["inputs"])
+    return body
+
+
+class Recorder(Generic[L]):
+    """A ledger (optional), the metrics and a notifier (optional), with errors logged to ``log``."""
+
+    def __init__(
+        self,
+        *,
+        metrics: Metrics,
+        log: logging.Logger,
+        ledger: L | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.ledger = ledger
+        self.notifier = notifier
+        self._log = log
+        self._novel_fallback: set[tuple[Any, ...]] = set()
+
+    def call(self, fn: Callable[[L], Any]) -> Any:
+        """``fn(ledger)``; None without a ledger or when it fails (the error is logged)."""
+        if self.ledger is None:
+            return None
+        try:
+            return fn(self.ledger)
+        except LedgerError as exc:
+            self._log.error("%s", exc)
+            return None
+
+    def novel(self, kind: str, key: Any, fn: Callable[[L], bool]) -> bool:
+        """True when the fact is new: the ledger decides (across restarts); without a working
+        ledger, this process remembers."""
+        result = self.call(fn)
+        if isinstance(result, bool):
+            return result
+        token = (kind, key)
+        if token in self._novel_fallback:
+            return False
+        self._novel_fallback.add(token)
+        return True
+
+    async def notify(self, payload: Mapping[str, Any]) -> None:
+        """Send ``payload`` to the notifier; ``rerund_notifications_total{result}`` counts it."""
+        if self.notifier is None:
+            return
+        try:
+            await self.notifier.notify(payload)
+        except NotificationError as exc:
+            self.metrics.notifications.labels("failed").inc()
+            self._log.error("%s", exc)
+            return
+        self.metrics.notifications.labels("sent").inc()
+
+
+@dataclass
+class Tracked:
+    """A rerun this process created (or its ledger remembers), followed to its terminal phase."""
+
+    ref: RunRef
+    policy: str
+    root: str
+    attempt: int
+    created_at: datetime
+
+
+class DecisionRecorder(Recorder[DecisionLedger]):
+    """What the reconcile loop records: failures, decisions, issues, rerun outcomes; the
+    ``recent`` decisions (``/decisions``); and the reruns followed to their outcome."""
+
+    def __init__(
+        self,
+        *,
+        metrics: Metrics,
+        log: logging.Logger,
+        spawn: Spawn,
+        ledger: DecisionLedger | None = None,
+        notifier: Notifier | None = None,
+        recent_capacity: int = 200,
+    ) -> None:
+        super().__init__(metrics=metrics, log=log, ledger=ledger, notifier=notifier)
+        self._spawn = spawn
+        self.recent: deque[dict[str, Any]] = deque(maxlen=recent_capacity)
+        self.tracked: dict[RunRef, Tracked] = {}
+        records = self.call(lambda lg: lg.created_without_outcome())
+        for r in records or ():
+            ref = RunRef(r.project, r.domain, r.target)
+            self.tracked[ref] = Tracked(ref, r.policy, r.root, r.attempt, r.at)
+
+    # -- watermarks --------------------------------------------------------------------------
+
+    def stored_watermark(self, scope: str) -> datetime | None:
+        stored = self.call(lambda lg: lg.watermark(scope))
+        return stored if isinstance(stored, datetime) else None
+
+    def save_watermark(self, scope: str, at: datetime) -> None:
+        self.call(lambda lg: lg.set_watermark(scope, at))
+
+    # -- failures and decisions --------------------------------------------------------------
+
+    def failure(self, facts: FailureFacts, now: datetime) -> None:
+        """A failure read for the first time."""
+        ref = facts.summary.ref
+        if self.novel(
+            "failure",
+            ref,
+            lambda lg: lg.record_failure(
+                project=ref.project, domain=ref.domain, run=ref.name, failed_at=facts.failed_at, now=now
+            ),
+        ):
+            self.metrics.failures_observed.labels(ref.project, ref.domain).inc()
+
+    def decision(self, facts: FailureFacts, failure: Failure, decision: Decision, now: datetime) -> bool:
+        """Ledger, metrics, log line and /decisions entry, once per distinct decision. True when new."""
+        ref = facts.summary.ref
+        body = public_decision(decision)
+        novel = self.novel(
+            "decision",
+            (ref, decision.decision, decision.policy, body["attempt"]),
+            lambda lg: lg.record_decision(
+                project=ref.project,
+                domain=ref.domain,
+                run=ref.name,
+                root=failure.root,
+                decision=body,
+                now=now,
+            ),
+        )
+        if not novel:
+            return False
+        self.metrics.decisions.labels(decision.policy or "", decision.decision).inc()
+        self.metrics.detection_latency.observe(max(0.0, (now - facts.failed_at).total_seconds()))
+        if isinstance(decision, Defer):
+            self.metrics.budget_deferrals.labels(decision.budget).inc()
+        entry = {
+            "at": iso(now),
+            "project": ref.project,
+            "domain": ref.domain,
+            "run": ref.name,
+            "root": failure.root,
+        }
+        self.recent.append({**entry, **body})
+        decisions_log.info("%-7s %s: %s", decision.decision, ref, decision.reason)
+        return True
+
+    def exhausted(
+        self,
+        facts: FailureFacts,
+        failure: Failure,
+        decision: GiveUp,
+        *,
+        lineage: Callable[[], list[str]],
+        console_url: Callable[[RunRef], str],
+        now: datetime,
+    ) -> None:
+        """A lineage is exhausted: count it, and notify (``lineage`` and ``console_url`` are
+        only asked for when there is a notifier)."""
+        self.metrics.lineages_exhausted.labels(decision.policy).inc()
+        if self.notifier is None:
+            return
+        notice = exhausted_notice(
+            facts, failure, decision, lineage=lineage(), console_url=console_url(facts.summary.ref), now=now
+        )
+        self._spawn(self.notify(notice))
+
+    # -- issues and outcomes -----------------------------------------------------------------
+
+    def issue(
+        self,
+        source: RunRef,
+        target: str,
+        *,
+        root: str,
+        attempt: int,
+        policy: str,
+        scope: str,
+        result: str,
+        message: str,
+        now: datetime,
+    ) -> None:
+        """The result of issuing a rerun: created, already_exists, dry_run or invalid."""
+        self.call(
+            lambda lg: lg.record_issue(
+                source_key=str(source),
+                project=source.project,
+                domain=source.domain,
+                target=target,
+                root=root,
+                attempt=attempt,
+                policy=policy,
+                scope=scope,
+                result=result,
+                message=message,
+                now=now,
+            )
+        )
+
+    def track(self, tracked: Tracked) -> None:
+        """Follow a rerun just created to its outcome."""
+        self.tracked[tracked.ref] = tracked
+
+    def oldest_tracked(self, scope: str) -> datetime | None:
+        return min((t.created_at for t in self.tracked.values() if t.ref.scope == scope), default=None)
+
+    def observe(self, summary: RunSummary, now: datetime) -> None:
+        """A run seen in a listing or the stream: the outcome of a rerun followed here."""
+        tracked = self.tracked.get(summary.ref)
+        if tracked is None or not summary.terminal:
+            return
+        del self.tracked[summary.ref]
+        phase = summary.phase
+        ref = summary.ref
+        novel = self.novel(
+            "outcome",
+            ref,
+            lambda lg: lg.record_outcome(
+                project=ref.project,
+                domain=ref.domain,
+                target=ref.name,
+                policy=tracked.policy,
+                root=tracked.root,
+                attempt=tracked.attempt,
+                phase=phase,
+                now=now,
+            ),
+        )
+        if not novel:
+            return
+        self.metrics.rerun_outcomes.labels(tracked.policy, phase.lower()).inc()
+        if phase == "SUCCEEDED":
+            self.metrics.lineages_recovered.labels(tracked.policy).inc()
+            decisions_log.info(
+                "recovered %s: lineage %r succeeded at attempt %d", ref, tracked.root, tracked.attempt
+            )
+
+
+def spawner(tasks: set[asyncio.Task[None]], log: logging.Logger) -> Spawn:
+    """Run coroutines as background tasks kept in ``tasks`` (an error is logged, not raised)."""
+
+    def spawn(coro: Coroutine[Any, Any, None]) -> None:
+        async def run() -> None:
+            try:
+                await coro
+            except Exception:
+                log.exception("internal error in a background task")
+
+        task = asyncio.get_running_loop().create_task(run())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    return spawn

@@ -1,0 +1,265 @@
+"""One contract for the ``ControlPlane`` port, run against every implementation: the in-memory
+fake the unit tests use (``tests/runtime/fake_control_plane.py``) and the real adapter
+(``rerund.adapters.flyte_control_plane``, the flyte SDK) over the sandbox. Like APScheduler's
+store tests, each test is written once and parametrized over the implementations, so the fake
+cannot drift from the real thing: a behaviour the reconcile tests rely on in the fake is pinned
+here against the real SDK too.
+
+Each backend provides the same world: a scope, the time, and ways to make a failed run (a root
+action that fails with a SYSTEM connection reset; a pipeline whose child action ``a2``, task
+``etl.load``, fails with a USER ValueError) and a succeeded one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import pytest
+
+from rerund.adapters.flyte_control_plane import FlyteControlPlane
+from rerund.core.model import ErrorInfo
+from rerund.core.runs import RerunRequest, RunRef
+from rerund.errors import AlreadyExistsError, NotFoundError
+from rerund.ports import ControlPlane
+from rerund.sandbox.testing import SandboxHandle, start_sandbox
+from runtime.fake_control_plane import Clock, FakeControlPlane
+
+FLAKY_ERROR = ErrorInfo(kind="SYSTEM", code="ConnectionResetError", message="connection reset by peer")
+LOAD_ERROR = ErrorInfo(kind="USER", code="ValueError", message="ValueError: bad row 17")
+
+WORKLOAD = {
+    "tasks": {
+        "net.flaky": {
+            "duration": "0.1s",
+            "behaviour": ["fail", "succeed"],
+            "error": FLAKY_ERROR.model_dump(),
+        },
+        "etl.pipeline": {"children": ["etl.extract", "etl.load"]},
+        "etl.extract": {"behaviour": ["succeed"], "duration": "0.1s"},
+        "etl.load": {"behaviour": ["fail", "succeed"], "duration": "0.1s", "error": LOAD_ERROR.model_dump()},
+        "ok": {"behaviour": ["succeed"], "duration": "0.1s"},
+    }
+}
+
+
+class Backend(Protocol):
+    cp: ControlPlane
+    project: str
+    domain: str
+
+    def now(self) -> datetime: ...
+
+    def failed(self, task: str, labels: dict[str, str] | None = None) -> str:
+        """A run of ``task`` (``net.flaky`` or ``etl.pipeline``) that has failed; its name."""
+        ...
+
+    def succeeded(self) -> str: ...
+
+
+class FakeBackend:
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.fake = FakeControlPlane(self.clock)
+        self.cp: ControlPlane = self.fake  # type: ignore[assignment]  # the fake omits the reproduction calls
+        self.project, self.domain = self.fake.project, self.fake.domain
+        self._names = (f"run{i}" for i in itertools.count())
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def failed(self, task: str, labels: dict[str, str] | None = None) -> str:
+        name = next(self._names)
+        if task == "etl.pipeline":
+            self.fake.add_failed(
+                name, task=task, action="a2", action_task="etl.load", error=LOAD_ERROR, labels=labels or {}
+            )
+        else:
+            self.fake.add_failed(name, task=task, action="a0", error=FLAKY_ERROR, labels=labels or {})
+        return name
+
+    def succeeded(self) -> str:
+        run = self.fake.add_failed(next(self._names), task="ok", phase="SUCCEEDED")
+        return run.ref.name
+
+
+class SandboxBackend:
+    def __init__(self, sb: SandboxHandle) -> None:
+        self.sb = sb
+        self.project, self.domain = sb.project, sb.domain
+        cp = FlyteControlPlane(endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10)
+        asyncio.run(cp.connect())
+        self.cp = cp
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def failed(self, task: str, labels: dict[str, str] | None = None) -> str:
+        [name] = self.sb.launch(task, labels=labels)
+        assert self.sb.wait_for(name)["phase"] == "FAILED"
+        return name
+
+    def succeeded(self) -> str:
+        [name] = self.sb.launch("ok")
+        assert self.sb.wait_for(name)["phase"] == "SUCCEEDED"
+        return name
+
+
+@pytest.fixture(scope="module")
+def sandbox_handle() -> Iterator[SandboxHandle]:
+    with start_sandbox(WORKLOAD, time_scale=0.5) as handle:
+        yield handle
+
+
+@pytest.fixture(params=["fake", pytest.param("sandbox", marks=pytest.mark.e2e)])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "fake":
+        return FakeBackend()
+    return SandboxBackend(request.getfixturevalue("sandbox_handle"))
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def ref(b: Backend, name: str) -> RunRef:
+    return RunRef(b.project, b.domain, name)
+
+
+def test_list_failed_returns_the_failed_runs_updated_since_and_nothing_else(backend: Backend) -> None:
+    since = backend.now() - timedelta(minutes=1)
+    failed, ok = backend.failed("net.flaky"), backend.succeeded()
+
+    listed = {
+        r.ref.name: r for r in run(backend.cp.list_failed(backend.project, backend.domain, since=since))
+    }
+    later = run(
+        backend.cp.list_failed(backend.project, backend.domain, since=backend.now() + timedelta(minutes=5))
+    )
+
+    assert failed in listed and ok not in listed
+    summary = listed[failed]
+    assert (summary.ref, summary.phase, summary.task) == (ref(backend, failed), "FAILED", "net.flaky")
+    assert summary.ended_at is not None and summary.terminal
+    assert later == []
+
+
+def test_get_run_returns_the_run_with_its_labels_and_an_unknown_run_is_not_found(backend: Backend) -> None:
+    name = backend.failed("net.flaky", labels={"team": "ml"})
+
+    summary = run(backend.cp.get_run(ref(backend, name)))
+    with pytest.raises(NotFoundError) as missing:
+        run(backend.cp.get_run(ref(backend, "nosuchrun")))
+
+    assert (summary.phase, summary.task, dict(summary.labels)) == ("FAILED", "net.flaky", {"team": "ml"})
+    assert (missing.value.rpc, missing.value.code) == ("GetRunDetails", "not_found")
+
+
+@pytest.mark.parametrize(
+    ("task", "action", "action_task", "error"),
+    [("net.flaky", "a0", "net.flaky", FLAKY_ERROR), ("etl.pipeline", "a2", "etl.load", LOAD_ERROR)],
+    ids=["root-action", "child-action"],
+)
+def test_read_failure_names_the_failing_action_its_task_and_error(
+    backend: Backend, task: str, action: str, action_task: str, error: ErrorInfo
+) -> None:
+    name = backend.failed(task, labels={"team": "etl"})
+    summary = run(backend.cp.get_run(ref(backend, name)))
+
+    facts = run(backend.cp.read_failure(summary))
+
+    assert (facts.summary.ref, facts.summary.task) == (ref(backend, name), task)
+    assert (facts.action, facts.action_task, facts.error) == (action, action_task, error)
+    assert dict(facts.labels) == {"team": "etl"}
+    assert summary.ended_at is not None and abs(facts.failed_at - summary.ended_at) < timedelta(seconds=1)
+
+
+def test_create_rerun_names_and_labels_the_rerun_and_a_second_create_is_already_exists(
+    backend: Backend,
+) -> None:
+    name = backend.failed("net.flaky")
+    labels = {"rerund-root": name, "rerund-attempt": "1", "rerund-policy": "p"}
+    request = RerunRequest(source=ref(backend, name), name=f"{name}-retry-1", labels=labels)
+
+    target = run(backend.cp.create_rerun(request))
+    rerun = run(backend.cp.get_run(target))
+    with pytest.raises(AlreadyExistsError) as again:
+        run(backend.cp.create_rerun(request))
+
+    assert target == request.target == ref(backend, f"{name}-retry-1")
+    assert (dict(rerun.labels), rerun.task) == (labels, "net.flaky")
+    assert (again.value.rpc, again.value.code) == ("CreateRun", "already_exists")
+
+
+def test_list_reruns_lists_the_runs_labelled_with_a_policy_but_no_reproduction(backend: Backend) -> None:
+    since = backend.now() - timedelta(minutes=1)
+    name = backend.failed("net.flaky")
+    source = ref(backend, name)
+    ours = run(
+        backend.cp.create_rerun(
+            RerunRequest(
+                source=source, name=f"{name}-retry-1", labels={"rerund-policy": "p", "rerund-root": name}
+            )
+        )
+    )
+    # A reproduction rerun inherits the labels of the run it reruns, a policy label included.
+    repro = run(
+        backend.cp.create_rerun(
+            RerunRequest(source=source, name=f"{name}-rp", labels={"rerund-policy": "p", "rerund-repro": "c"})
+        )
+    )
+
+    listed = {r.ref for r in run(backend.cp.list_reruns(backend.project, backend.domain, since=since))}
+    of_p = {
+        r.ref for r in run(backend.cp.list_reruns(backend.project, backend.domain, since=since, policy="p"))
+    }
+    of_other = {
+        r.ref
+        for r in run(backend.cp.list_reruns(backend.project, backend.domain, since=since, policy="other"))
+    }
+
+    assert ours in listed and ours in of_p and ours not in of_other
+    assert repro not in listed and repro not in of_p
+    assert source not in listed  # an original run carries no policy label
+
+
+def test_watch_yields_the_runs_of_the_scope_with_their_phase(backend: Backend) -> None:
+    name = backend.failed("net.flaky")
+
+    async def first_sight() -> str:
+        async for summary in backend.cp.watch(backend.project, backend.domain):
+            if summary.ref.name == name:
+                return summary.phase
+        return "stream ended without the run"
+
+    assert run(asyncio.wait_for(first_sight(), timeout=30)) == "FAILED"
+
+
+def test_console_url_points_at_the_run(backend: Backend) -> None:
+    name = backend.failed("net.flaky")
+
+    url = backend.cp.console_url(ref(backend, name))
+
+    assert url.startswith("http") and name in url
+
+
+# The fake is a ControlPlane for what the reconcile loop calls; the reproduction calls
+# (find_latest_run, read_outputs) are pinned against the real adapter in tests/adapters.
+FAKE_METHODS: list[Callable[..., Any]] = [
+    FakeControlPlane.list_failed,
+    FakeControlPlane.list_reruns,
+    FakeControlPlane.get_run,
+    FakeControlPlane.watch,
+    FakeControlPlane.read_failure,
+    FakeControlPlane.create_rerun,
+    FakeControlPlane.console_url,
+]
+
+
+def test_the_suite_covers_every_method_the_fake_implements() -> None:
+    implemented = {m.__name__ for m in FAKE_METHODS}
+    public = {n for n in vars(FakeControlPlane) if n in vars(ControlPlane) and not n.startswith("_")}
+    assert public == implemented

@@ -1,0 +1,121 @@
+"""The owed work (seen-cache, pending failures, watermarks) without a control plane: its
+invariants, stated in ``rerund.runtime.reconcile.owed``, hold for any sequence of events."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rerund.core.model import ErrorInfo
+from rerund.core.runs import FailureFacts, RunRef, RunSummary
+from rerund.runtime.reconcile.owed import OwedWork
+
+T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+SCOPE = "ml/production"
+
+
+def facts(name: str, failed_at: datetime, project: str = "ml") -> FailureFacts:
+    summary = RunSummary(RunRef(project, "production", name), "FAILED", ended_at=failed_at)
+    return FailureFacts(summary, {}, "a0", "train.fit", ErrorInfo(), failed_at)
+
+
+def owed(**kw) -> OwedWork:
+    return OwedWork(lookback=timedelta(hours=1), overlap=timedelta(minutes=5), **kw)
+
+
+def test_a_first_start_looks_back_the_lookback_then_the_watermark_minus_the_overlap():
+    w = owed()
+    assert w.since(SCOPE, T0) == T0 - timedelta(hours=1)
+    assert w.advance(SCOPE, T0) == T0
+    assert w.since(SCOPE, T0 + timedelta(minutes=1)) == T0 - timedelta(minutes=5)
+
+
+def test_the_watermark_stays_behind_a_failure_still_owed_until_it_is_settled():
+    w = owed()
+    f = facts("abc123", T0 - timedelta(minutes=30))
+    w.owe(f, T0 + timedelta(minutes=10))
+    assert w.advance(SCOPE, T0) == T0 - timedelta(minutes=30)
+    assert w.advance("etl/production", T0) == T0  # another scope is not held
+    w.settle(f.summary.ref)
+    assert w.advance(SCOPE, T0) == T0
+
+
+def test_pending_failures_are_due_at_their_time_or_at_the_next_pass_unless_busy():
+    w = owed()
+    later, now_, unread = facts("later", T0), facts("now", T0), facts("unread", T0)
+    w.owe(later, T0 + timedelta(minutes=1))
+    w.owe(now_, T0)
+    w.owe_unread(unread.summary, T0)
+    assert set(w.due(T0)) == {now_.summary.ref, unread.summary.ref}
+    assert w.due(T0, busy={now_.summary.ref}) == [unread.summary.ref]
+    assert len(w.due(T0 + timedelta(minutes=1))) == 3
+
+
+def test_a_settled_failure_is_decided_until_its_marker_or_the_policies_change():
+    w = owed()
+    f = facts("abc123", T0)
+    ref, marker = f.summary.ref, ("FAILED", T0)
+    assert not w.decided(ref, marker)
+    w.remember(ref, marker, f, settled=False)
+    w.settle(ref)
+    assert w.decided(ref, marker)
+    assert not w.decided(ref, ("FAILED", T0 + timedelta(seconds=1)))  # failed again
+    w.policies_changed()
+    assert not w.decided(ref, marker)
+    assert w.cached_facts(ref, marker) == f  # re-decided without a read
+    assert ref in w.pending
+
+
+def test_a_failure_found_gone_is_never_read_again_even_after_a_reload():
+    w = owed()
+    ref, marker = RunRef("ml", "production", "gone"), ("FAILED", T0)
+    w.remember(ref, marker, None, settled=True)
+    w.policies_changed()
+    assert w.decided(ref, marker)
+    assert ref not in w.pending
+
+
+def test_the_seen_cache_keeps_what_the_next_listing_returns_past_its_capacity():
+    w = owed(seen_capacity=2)
+    w.listed(SCOPE, T0)
+    for i in range(4):  # all in the listing window
+        w.remember(
+            RunRef("ml", "production", f"r{i}"), ("FAILED", T0 + timedelta(seconds=i)), None, settled=True
+        )
+    assert len(w.seen) == 4
+    w.remember(RunRef("ml", "production", "old"), ("FAILED", T0 - timedelta(hours=1)), None, settled=True)
+    assert len(w.seen) == 5  # the oldest entry is in the window: nothing can be evicted
+    w.listed(SCOPE, T0 + timedelta(seconds=3))  # the window moved on
+    w.remember(RunRef("ml", "production", "new"), ("FAILED", T0 + timedelta(seconds=9)), None, settled=True)
+    # least recently seen first, until one the next listing returns again
+    assert [r.name for r in w.seen] == ["r3", "old", "new"]
+
+
+events = st.lists(
+    st.tuples(
+        st.sampled_from(["owe", "settle", "advance"]),
+        st.integers(0, 5),
+        st.integers(-120, 120),
+    ),
+    max_size=40,
+)
+
+
+@given(events)
+def test_the_watermark_never_passes_a_failure_still_owed(steps):
+    w = owed()
+    now = T0
+    for kind, n, minutes in steps:
+        now += timedelta(minutes=1)
+        f = facts(f"r{n}", T0 + timedelta(minutes=minutes))
+        if kind == "owe":
+            w.owe(f, None)
+        elif kind == "settle":
+            w.settle(f.summary.ref)
+        else:
+            wm = w.advance(SCOPE, now)
+            assert wm <= now
+            assert all(wm <= p.failed_at for p in w.pending.values())
+            assert all(w.since(SCOPE, now) <= p.failed_at for p in w.pending.values())
