@@ -113,6 +113,8 @@ def test_admin_stats_report_requests_runs_by_phase_and_faults(sb):
         "requests": {"ListRuns": 1},
         "runs": {"FAILED": 2},
         "faults": {"unavailable": 0.0, "latency": "0ms", "drop_streams_after": 0},
+        "profile": "union",
+        "watch_dropped": 0,
     }
 
 

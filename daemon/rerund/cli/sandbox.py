@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rerund.errors import ConfigError
+from rerund.sandbox.profiles import profile_named
 from rerund.sandbox.server import Sandbox, bind_socket, serve_forever
 from rerund.sandbox.service import Faults
 from rerund.sandbox.workload import Workload, load_workload, parse_duration
@@ -28,6 +29,7 @@ behaviour their task declares in the workload file; reruns follow their lineage.
 _EPILOG = """\
 examples:
   rerund sandbox --workload policies/demo/workload.yaml
+  rerund sandbox --profile oss --error-delay 2s   # behave like open-source Flyte 2
   rerund sandbox --port 0 --db /tmp/sandbox.db --fault-unavailable 0.2 --fault-latency 50ms
 
 admin endpoint (not part of Flyte's API):
@@ -82,6 +84,21 @@ def register(subparsers: Any) -> None:
         help="close watch streams with UNAVAILABLE after N messages (0 = never)",
     )
     p.add_argument(
+        "--profile",
+        default="union",
+        choices=("union", "oss"),
+        help="which control plane to imitate: union (default) or oss, the open-source runs "
+        "service (no label filters, CreateRun returns an existing run, pages of at most 200, ...; "
+        "see the README)",
+    )
+    p.add_argument(
+        "--error-delay",
+        default=None,
+        metavar="DURATION",
+        help="--profile oss: how long after a run turns FAILED its error details appear "
+        "(default 1s; the real service shows them once the last attempt's events arrived)",
+    )
+    p.add_argument(
         "--seed", type=int, default=None, help="random seed for faults, run names and random outputs"
     )
     p.add_argument(
@@ -122,6 +139,17 @@ def run(args: argparse.Namespace) -> int:
         latency = parse_duration(args.fault_latency)
     except ValueError as exc:
         raise ConfigError(f"--fault-latency: {exc}") from None
+    profile = profile_named(args.profile)
+    if args.error_delay is not None:
+        if profile.name != "oss":
+            raise ConfigError(
+                f"--error-delay applies to --profile oss only (got --profile {args.profile}); "
+                "drop it or add --profile oss"
+            )
+        try:
+            profile = profile.with_error_delay(parse_duration(args.error_delay))
+        except ValueError as exc:
+            raise ConfigError(f"--error-delay: {exc}") from None
     workload = load_workload(args.workload) if args.workload else Workload()
     faults = Faults(
         unavailable=args.fault_unavailable,
@@ -129,7 +157,13 @@ def run(args: argparse.Namespace) -> int:
         drop_streams_after=args.fault_drop_streams_after,
     )
     sandbox = Sandbox(
-        workload, db=args.db, org=args.org, time_scale=args.time_scale, faults=faults, seed=args.seed
+        workload,
+        db=args.db,
+        org=args.org,
+        time_scale=args.time_scale,
+        faults=faults,
+        seed=args.seed,
+        profile=profile,
     )
     sock = bind_socket(args.host, args.port)
     host, port = sock.getsockname()[:2]
@@ -161,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
             f"{len(workload.arrivals)} arrival schedules\n"
             f"  database: {durable}\n"
             f"  faults:   {_faults_text(faults)}\n"
+            f"  profile:  {_profile_text(profile)}\n"
             f"  admin:    {endpoint}/_sandbox/stats\n"
             "\n"
             "Point the SDK at it:\n"
@@ -184,6 +219,15 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"rerund sandbox: stopped cleanly; {stored} runs {where}", file=sys.stderr, flush=True)
     return 0
+
+
+def _profile_text(p: Any) -> str:
+    if p.name == "oss":
+        return (
+            f"oss (open-source Flyte 2: no label filters, pages <= {p.max_page}, "
+            f"error details {round(p.error_delay_s * 1000, 3):g}ms after FAILED)"
+        )
+    return "union"
 
 
 def _faults_text(f: Any) -> str:

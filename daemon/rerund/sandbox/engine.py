@@ -25,6 +25,7 @@ from flyteidl2.core import literals_pb2
 from flyteidl2.task import common_pb2, run_pb2, task_definition_pb2
 
 from rerund.sandbox import literals, protos
+from rerund.sandbox.profiles import UNION, Profile
 from rerund.sandbox.records import (
     ABORTED,
     FAILED,
@@ -63,7 +64,9 @@ class Engine:
         time_scale: float = 1.0,
         clock: Callable[[], datetime],
         rng: random.Random | None = None,
+        profile: Profile = UNION,
     ) -> None:
+        self.profile = profile
         self.store = store
         self.workload = workload
         self.org = org
@@ -263,7 +266,11 @@ class Engine:
             created_by=created_by,
             actions={"a0": a0},
         )
-        if source is not None and relation_type == common_run_pb2.RELATION_TYPE_RECOVER:
+        if (
+            source is not None
+            and relation_type == common_run_pb2.RELATION_TYPE_RECOVER
+            and self.profile.recover_acts  # open-source Flyte stores RECOVER and runs everything
+        ):
             forced = set(run_spec.recover.force_rerun_actions)
             for sa in source.actions.values():
                 if sa.name != "a0" and sa.phase in SUCCESS_PHASES and sa.name not in forced:
@@ -346,6 +353,14 @@ class Engine:
             await self._sleep(child_td.duration)
             if not await self._complete(r, act, child_td):
                 a0.error = act.error
+                if act.error is not None and self.profile.root_error_in_details:
+                    # Open-source RunDetails shows the root's own error: the one it raised
+                    # when its child failed, not the child's error copied.
+                    a0.error = ErrorRec(
+                        kind=act.error.kind,
+                        code=act.error.code,
+                        message=f"child action {act.name} ({act.task}) failed: {act.error.message}",
+                    )
                 self._set(r, a0, act.phase)
                 return
         await self._sleep(td.duration)
@@ -386,6 +401,16 @@ class Engine:
             else:
                 out[k] = v
         return out
+
+    def abort_finished(self, r: RunRec, reason: str) -> None:
+        """Abort a finished run as open-source Flyte does (no phase condition): the root turns
+        ABORTED, ``updated_at`` moves, ``end_time`` stays, the last attempt keeps its phase."""
+        a0 = r.root
+        if a0.phase != ABORTED:
+            a0.finished_phase = a0.finished_phase or a0.phase
+        a0.phase = ABORTED
+        a0.abort_reason = reason
+        self.store.touch(r, a0, self.clock())
 
     def abort(self, r: RunRec, reason: str) -> None:
         """Abort a run: its task stops and every non-terminal action becomes ABORTED."""

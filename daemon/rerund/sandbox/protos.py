@@ -171,7 +171,10 @@ def action_details(r: RunRec, a: ActionRec, *, with_error: bool = True) -> run_d
     d = run_definition_pb2.ActionDetails(
         id=action_id(r, a), metadata=_metadata(r, a), status=_status(a), task=a.task_spec
     )
-    attempt = run_definition_pb2.ActionAttempt(phase=a.phase, attempt=1)  # type: ignore[arg-type]
+    attempt = run_definition_pb2.ActionAttempt(
+        phase=a.finished_phase or a.phase,  # type: ignore[arg-type]
+        attempt=1,
+    )
     if a.start_time:
         attempt.start_time.CopyFrom(ts(a.start_time))
     if a.end_time:
@@ -186,9 +189,10 @@ def action_details(r: RunRec, a: ActionRec, *, with_error: bool = True) -> run_d
     return d
 
 
-def run_details(r: RunRec) -> run_definition_pb2.RunDetails:
-    """``RunDetails``. Like the real backend, the root action's error is omitted here: read
-    errors with GetActionDetails / ``Run.first_failure()``."""
+def run_details(r: RunRec, *, with_error: bool = False) -> run_definition_pb2.RunDetails:
+    """``RunDetails``. By default the root action's error is omitted, as Union does: read
+    errors with GetActionDetails / ``Run.first_failure()``. Open-source Flyte includes the root
+    action's own error (``with_error``)."""
     return run_definition_pb2.RunDetails(
-        run_spec=r.run_spec, action=action_details(r, r.root, with_error=False)
+        run_spec=r.run_spec, action=action_details(r, r.root, with_error=with_error)
     )

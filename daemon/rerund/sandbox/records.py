@@ -85,6 +85,9 @@ class ActionRec:
     inputs: common_pb2.Inputs | None = None
     outputs: common_pb2.Outputs | None = None
     recovered_from: str | None = None  # run name the outputs were recovered from
+    # The phase its last attempt ended in, when an abort turned a finished action ABORTED
+    # (profile ``oss``: AbortRun has no phase condition; the attempt keeps its phase).
+    finished_phase: int | None = None
 
 
 @dataclass

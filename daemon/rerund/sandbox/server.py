@@ -35,6 +35,7 @@ from rerund.clock import utcnow
 from rerund.errors import ConfigError
 from rerund.sandbox import literals
 from rerund.sandbox.engine import Engine
+from rerund.sandbox.profiles import UNION, Profile
 from rerund.sandbox.records import PHASE_NAMES, RunRec
 from rerund.sandbox.service import (
     Faults,
@@ -129,6 +130,7 @@ class Sandbox:
         time_scale: float = 1.0,
         faults: Faults | None = None,
         seed: int | None = None,
+        profile: Profile = UNION,
     ) -> None:
         if not org:
             raise ConfigError("sandbox org is empty; pass --org NAME (the protos need a non-empty org)")
@@ -142,7 +144,8 @@ class Sandbox:
         self.run_counts = RunRequestCounts()
         self.store: Store | None = None
         self.engine: Engine | None = None
-        self.hub = Hub()
+        self.profile = profile
+        self.hub = Hub(profile)
         self._apps: dict[str, Any] = {}
 
     async def start(self) -> None:
@@ -150,15 +153,25 @@ class Sandbox:
         store = Store(self.db)
         self.store = store
         engine = Engine(
-            store, self.workload, org=self.org, time_scale=self.time_scale, clock=utcnow, rng=self.rng
+            store,
+            self.workload,
+            org=self.org,
+            time_scale=self.time_scale,
+            clock=utcnow,
+            rng=self.rng,
+            profile=self.profile,
         )
         self.engine = engine
         store.listeners.append(self.hub.publish)
         args = (store, engine, self.hub, self.stats)
         interceptors: list[Any] = [self.stats, self.run_counts]
         apps: list[Any] = [
-            RunServiceASGIApplication(SandboxRunService(*args), interceptors=interceptors),
-            DataProxyServiceASGIApplication(SandboxDataProxyService(*args), interceptors=interceptors),
+            RunServiceASGIApplication(
+                SandboxRunService(*args, profile=self.profile), interceptors=interceptors
+            ),
+            DataProxyServiceASGIApplication(
+                SandboxDataProxyService(*args, profile=self.profile), interceptors=interceptors
+            ),
             ClusterServiceASGIApplication(SandboxClusterService(), interceptors=interceptors),
         ]
         self._apps = {app.path: app for app in apps}
@@ -186,7 +199,13 @@ class Sandbox:
         by_phase = {
             PHASE_NAMES.get(p, str(p)): n for p, n in sorted(self.store.count_by_phase().items()) if n
         }
-        return {"requests": dict(self.stats.counts), "runs": by_phase, "faults": self.faults.as_json()}
+        return {
+            "requests": dict(self.stats.counts),
+            "runs": by_phase,
+            "faults": self.faults.as_json(),
+            "profile": self.profile.name,
+            "watch_dropped": self.hub.dropped,
+        }
 
     # --- ASGI ----------------------------------------------------------------------------
 

@@ -32,9 +32,19 @@ from flyteidl2.workflow.run_service_connect import RunService
 
 from rerund.sandbox import protos
 from rerund.sandbox.engine import Engine
+from rerund.sandbox.profiles import UNION, OssQuery, Profile, oss_query, strip_org
 from rerund.sandbox.query import Filter, QueryError, parse_filters, parse_sort
-from rerund.sandbox.records import NAME_RULE, TERMINAL_PHASES, ActionRec, RunKey, RunRec, name_problem
-from rerund.sandbox.store import Store, action_attr
+from rerund.sandbox.records import (
+    FAILED,
+    NAME_RULE,
+    QUEUED,
+    TERMINAL_PHASES,
+    ActionRec,
+    RunKey,
+    RunRec,
+    name_problem,
+)
+from rerund.sandbox.store import Store, action_attr, oss_column
 
 __all__ = [
     "Faults",
@@ -135,12 +145,26 @@ class Hub:
     message shows the state right after its change even when a client reads slowly.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, profile: Profile = UNION) -> None:
+        self.profile = profile
         self.run_watchers: list[tuple[Callable[[RunRec], bool], asyncio.Queue[Any]]] = []
+        # ``oss`` profile: each watcher gets run keys in a bounded buffer (full: dropped) and
+        # reads the run when it delivers the message (``action.go`` WatchAllRunUpdates).
+        self.oss_watchers: list[tuple[Callable[[RunRec], bool], asyncio.Queue[Any]]] = []
+        self.dropped = 0
         self.action_watchers: dict[tuple[RunKey, str], set[asyncio.Queue[Any]]] = defaultdict(set)
         self.detail_watchers: dict[RunKey, set[asyncio.Queue[Any]]] = defaultdict(set)
 
     def publish(self, r: RunRec, a: ActionRec) -> None:
+        if a.name == "a0" and a.phase != QUEUED:  # a root phase change or abort, not a new run
+            for match, q in self.oss_watchers:
+                if not match(r):
+                    continue
+                try:
+                    q.put_nowait(r.key)
+                except asyncio.QueueFull:
+                    self.dropped += 1
+                    log.warning("sandbox: a WatchRuns buffer is full; dropping the update of run %s", r.name)
         run_msg = None
         for match, q in self.run_watchers:
             if match(r):
@@ -163,6 +187,13 @@ class Hub:
         """End every open watch stream (on shutdown)."""
         for _, q in self.run_watchers:
             q.put_nowait(None)
+        for _, q in self.oss_watchers:
+            while True:  # make room for the end marker in a full buffer
+                try:
+                    q.put_nowait(None)
+                    break
+                except asyncio.QueueFull:
+                    q.get_nowait()
         for qs in (*self.action_watchers.values(), *self.detail_watchers.values()):
             for q in qs:
                 q.put_nowait(None)
@@ -184,15 +215,41 @@ def _key(run_id: identifier_pb2.RunIdentifier, rpc: str) -> RunKey:
 
 
 class _Base:
-    def __init__(self, store: Store, engine: Engine, hub: Hub, stats: RpcStats) -> None:
+    def __init__(
+        self, store: Store, engine: Engine, hub: Hub, stats: RpcStats, profile: Profile = UNION
+    ) -> None:
         self.store = store
         self.engine = engine
         self.hub = hub
         self.stats = stats
+        self.profile = profile
         self.pager = Pager()
 
+    def _org(self, run_id: identifier_pb2.RunIdentifier) -> identifier_pb2.RunIdentifier:
+        """The identifier as the sandbox keys it: without org support (``oss``) a request's org
+        is ignored and the sandbox's own org used."""
+        if self.profile.identifiers_org:
+            return run_id
+        return identifier_pb2.RunIdentifier(
+            org=self.engine.org, project=run_id.project, domain=run_id.domain, name=run_id.name
+        )
+
+    def _out(self, msg: Any) -> Any:
+        """A response message as the profile shows it (``oss``: identifiers without org)."""
+        return msg if self.profile.identifiers_org else strip_org(msg)
+
+    def _error_shown(self, a: ActionRec) -> bool:
+        """Whether ``error_info`` of ``a`` is in its details now. ``oss``: only for FAILED, and
+        only ``error_delay_s`` after the phase said FAILED (the last attempt's events lag)."""
+        p = self.profile
+        if not p.error_only_failed:
+            return True
+        if a.phase != FAILED or a.end_time is None:
+            return False
+        return (self.engine.clock() - a.end_time).total_seconds() >= p.error_delay_s
+
     def _run(self, run_id: identifier_pb2.RunIdentifier, rpc: str) -> RunRec:
-        key = _key(run_id, rpc)
+        key = _key(self._org(run_id), rpc)
         r = self.store.runs.get(key)
         if r is None:
             raise ConnectError(Code.NOT_FOUND, f"run {'/'.join(key)} not found")
@@ -287,6 +344,8 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
             org, project, domain, name = pid.organization, pid.name, pid.domain, ""
         else:
             raise _invalid("CreateRun needs run_id or project_id; neither was set")
+        if not self.profile.identifiers_org:
+            org = self.engine.org  # open-source identifiers have no org: the request's is ignored
         missing = [f for f, v in (("org", org), ("project", project), ("domain", domain)) if not v]
         if missing:
             raise _invalid(
@@ -297,12 +356,18 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
             problem = name_problem(name)
             if problem:
                 raise _invalid(f"run name {name!r} {problem}: a run name must be {NAME_RULE}")
-            if (org, project, domain, name) in self.store.runs:
+            existing = self.store.runs.get((org, project, domain, name))
+            if existing is not None and self.profile.create_returns_existing:
+                # ON CONFLICT DO NOTHING, then the existing row is returned as a success.
+                return rs.CreateRunResponse(run=self._out(protos.run(existing)))
+            if existing is not None:
                 raise ConnectError(
                     Code.ALREADY_EXISTS, f"run {name!r} already exists in {org}/{project}/{domain}"
                 )
         else:
             name = self.engine.new_name(org, project, domain)
+        if self.profile.check_project and not self._project_known(project):
+            raise ConnectError(Code.NOT_FOUND, f'project "{project}" not found')
         which = request.WhichOneof("task")
         if which == "task_spec":
             task_spec = request.task_spec
@@ -330,6 +395,8 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
         run_spec = request.run_spec
         if run_spec.HasField("relation") and run_spec.relation.HasField("related_to"):
             rel = run_spec.relation.related_to
+            if not self.profile.identifiers_org:
+                rel.org = self.engine.org
             rel_key = (rel.org, rel.project, rel.domain, rel.name)
             if rel_key not in self.store.runs:
                 raise ConnectError(
@@ -346,11 +413,22 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
             run_spec=run_spec,
             created_by=ctx.request_headers().get("user-agent", "sandbox")[:64] or "sandbox",
         )
-        return rs.CreateRunResponse(run=protos.run(r))
+        return rs.CreateRunResponse(run=self._out(protos.run(r)))
+
+    def _project_known(self, project: str) -> bool:
+        """A project exists when the workload names it or a run lives in it."""
+        w = self.engine.workload
+        if project == w.project or any(b.project == project for b in (*w.runs, *w.arrivals)):
+            return True
+        return any(key[1] == project for key in self.store.runs)
 
     async def abort_run(self, request: rs.AbortRunRequest, ctx: Ctx) -> rs.AbortRunResponse:
         r = self._run(request.run_id, "AbortRun")
-        self.engine.abort(r, request.reason or "aborted")
+        reason = request.reason or ("User requested abort" if self.profile.abort_finished else "aborted")
+        if self.profile.abort_finished and r.phase in TERMINAL_PHASES:
+            self.engine.abort_finished(r, reason)
+        else:
+            self.engine.abort(r, reason)
         return rs.AbortRunResponse()
 
     async def abort_action(self, request: rs.AbortActionRequest, ctx: Ctx) -> rs.AbortActionResponse:
@@ -360,9 +438,9 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
         return rs.AbortActionResponse()
 
     async def get_run_details(self, request: rs.GetRunDetailsRequest, ctx: Ctx) -> rs.GetRunDetailsResponse:
-        return rs.GetRunDetailsResponse(
-            details=protos.run_details(self._run(request.run_id, "GetRunDetails"))
-        )
+        r = self._run(request.run_id, "GetRunDetails")
+        with_error = self.profile.root_error_in_details and self._error_shown(r.root)
+        return rs.GetRunDetailsResponse(details=self._out(protos.run_details(r, with_error=with_error)))
 
     async def watch_run_details(
         self, request: rs.WatchRunDetailsRequest, ctx: Ctx
@@ -388,7 +466,8 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
         self, request: rs.GetActionDetailsRequest, ctx: Ctx
     ) -> rs.GetActionDetailsResponse:
         r, a = self._action(request.action_id, "GetActionDetails")
-        return rs.GetActionDetailsResponse(details=protos.action_details(r, a))
+        details = protos.action_details(r, a, with_error=self._error_shown(a))
+        return rs.GetActionDetailsResponse(details=self._out(details))
 
     async def watch_action_details(
         self, request: rs.WatchActionDetailsRequest, ctx: Ctx
@@ -428,6 +507,8 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
     async def list_runs(self, request: rs.ListRunsRequest, ctx: Ctx) -> rs.ListRunsResponse:
         pid = request.project_id
         org = pid.organization or request.org
+        if not self.profile.label_filters:
+            return self._oss_list_runs(request)
         if not (org and pid.name and pid.domain):
             raise _invalid(
                 "ListRuns needs project_id with a non-empty organization, name and domain "
@@ -446,7 +527,26 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
         )
         return rs.ListRunsResponse(runs=[protos.run(r) for r in page], token=token)
 
+    def _oss_list_runs(self, request: rs.ListRunsRequest) -> rs.ListRunsResponse:
+        """ListRuns as the open-source service answers it (``run_service.go`` ListRuns)."""
+        pid = request.project_id
+        if not (pid.name and pid.domain):
+            raise _invalid(
+                "ListRuns needs project_id with a non-empty name and domain "
+                f"(got name={pid.name!r} domain={pid.domain!r})"
+            )
+        query = oss_query(request.request, "ListRuns", self.profile)
+        rows: list[RunRec] = self.store.scope_runs((self.engine.org, pid.name, pid.domain))
+        if request.HasField("task_name") and request.task_name.name:
+            rows = [r for r in rows if r.task == request.task_name.name]
+        page = _oss_page(query, [(r, r.root) for r in rows])
+        return rs.ListRunsResponse(runs=[self._out(protos.run(r)) for r, _ in page[0]], token=page[1])
+
     async def watch_runs(self, request: rs.WatchRunsRequest, ctx: Ctx) -> AsyncIterator[rs.WatchRunsResponse]:
+        if self.profile.oss_watch:
+            async for oss_msg in self._oss_watch_runs(request):
+                yield oss_msg
+            return
         match = _watch_scope(request)
         q: asyncio.Queue[rs.WatchRunsResponse | None] = asyncio.Queue()
         entry = (match, q)
@@ -465,6 +565,36 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
         finally:
             self.hub.run_watchers.remove(entry)
 
+    async def _oss_watch_runs(self, request: rs.WatchRunsRequest) -> AsyncIterator[rs.WatchRunsResponse]:
+        """WatchRuns as the open-source service streams it (``run_service.go`` WatchRuns)."""
+        match = _oss_watch_scope(request)
+        q: asyncio.Queue[RunKey | None] = asyncio.Queue(maxsize=self.profile.watch_buffer)
+        entry = (match, q)
+        self.hub.oss_watchers.append(entry)
+        sent = 0
+        try:
+            # Up to ``watch_snapshot`` matching runs, and nothing at all when none match.
+            matching = sorted(
+                (r for r in self.store.runs.values() if match(r)), key=lambda r: (r.created_at, r.name)
+            )
+            snapshot = matching[::-1][: self.profile.watch_snapshot]
+            if snapshot:
+                self._maybe_drop(sent, "WatchRuns")
+                yield rs.WatchRunsResponse(runs=[self._out(protos.run(r)) for r in snapshot])
+                sent += 1
+            while True:
+                key = await q.get()
+                if key is None:
+                    return
+                r = self.store.runs.get(key)
+                if r is None:
+                    continue
+                self._maybe_drop(sent, "WatchRuns")
+                yield rs.WatchRunsResponse(runs=[self._out(protos.run(r))])  # the run as it is now
+                sent += 1
+        finally:
+            self.hub.oss_watchers.remove(entry)
+
     def _maybe_drop(self, sent: int, rpc: str) -> None:
         n = self.stats.faults.drop_streams_after
         if n and sent >= n:
@@ -476,6 +606,10 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
 
     async def list_actions(self, request: rs.ListActionsRequest, ctx: Ctx) -> rs.ListActionsResponse:
         r = self._run(request.run_id, "ListActions")
+        if not self.profile.label_filters:
+            query = oss_query(request.request, "ListActions", self.profile)
+            rows, token = _oss_page(query, [(r, a) for a in r.actions.values()])
+            return rs.ListActionsResponse(actions=[self._list_action(r, a) for _, a in rows], token=token)
         try:
             filters = parse_filters(request.request.filters, for_actions=True)
             sort = parse_sort(
@@ -488,6 +622,37 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
         acts.sort(key=lambda a: (action_attr(a, sort.key), len(a.name), a.name), reverse=not sort.ascending)
         page, token = self.pager.page("ListActions", request.request, lambda: acts, lambda a: a.name)
         return rs.ListActionsResponse(actions=[protos.action(r, a) for a in page], token=token)
+
+    def _list_action(self, r: RunRec, a: ActionRec) -> Any:
+        msg = protos.action(r, a)
+        if not self.profile.action_list_task:  # ``convertActionToEnrichedProto``: parent and group only
+            parent, group = msg.metadata.parent, msg.metadata.group
+            msg.metadata.Clear()
+            msg.metadata.parent, msg.metadata.group = parent, group
+        return self._out(msg)
+
+
+def _oss_page(
+    query: OssQuery, rows: list[tuple[RunRec, ActionRec]]
+) -> tuple[list[tuple[RunRec, ActionRec]], str]:
+    """Match, sort and cut one page of (run, action) rows; a fresh query every page."""
+
+    def row_of(r: RunRec, a: ActionRec) -> Callable[[str], Any]:
+        return lambda c: oss_column(r, a, c)
+
+    matching = [(r, a) for r, a in rows if query.matches(row_of(r, a))]
+    return query.page(
+        matching, lambda row, c: oss_column(row[0], row[1], c), lambda row: row[1].name + row[0].name
+    )
+
+
+def _oss_watch_scope(request: rs.WatchRunsRequest) -> Callable[[RunRec], bool]:
+    """Only the ``project_id`` scope is honoured; org, task and cluster scopes get every run
+    (``run_service.go`` runMatchesFilter)."""
+    if request.WhichOneof("target") == "project_id":
+        pid = request.project_id
+        return lambda r: r.project == pid.name and r.domain == pid.domain
+    return lambda r: True
 
 
 def _action_matches(f: Filter, a: ActionRec) -> bool:

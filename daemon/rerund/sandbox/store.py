@@ -137,6 +137,7 @@ class Store:
                 inputs=common_pb2.Inputs.FromString(inputs) if inputs is not None else None,
                 outputs=common_pb2.Outputs.FromString(outputs) if outputs is not None else None,
                 recovered_from=m.get("recovered_from"),
+                finished_phase=m.get("finished_phase"),
             )
             actions[(org, project, domain, run)].append(a)
         loaded: list[RunRec] = []
@@ -205,6 +206,7 @@ class Store:
                     "error": vars(a.error) if a.error else None,
                     "abort_reason": a.abort_reason,
                     "recovered_from": a.recovered_from,
+                    "finished_phase": a.finished_phase,
                 }
                 actions.append(
                     (
@@ -423,6 +425,41 @@ def _run_attr(r: RunRec, name: str) -> Any:
 
 def _run_matches(f: Filter, r: RunRec) -> bool:
     return f.matches(lambda n: _run_attr(r, n), lambda: r.labels)
+
+
+def oss_column(r: RunRec, a: ActionRec, column: str) -> Any:
+    """Column ``column`` of the open-source ``actions`` row of action ``a`` of run ``r``
+    (``runs/repository/models/action.go``); None is SQL NULL."""
+    task_id = a.task_spec.task_template.id
+    if column == "project":
+        return r.project
+    if column == "domain":
+        return r.domain
+    if column == "run_name":
+        return r.name
+    if column == "phase":
+        return a.phase
+    if column == "action_type":
+        return 1  # ACTION_TYPE_TASK
+    if column in ("task_name", "function_name"):
+        return a.task
+    if column == "task_project":
+        return task_id.project or r.project
+    if column == "task_domain":
+        return task_id.domain or r.domain
+    if column == "task_version":
+        return task_id.version or None
+    if column == "created_at":
+        return a.created_at
+    if column == "updated_at":
+        return a.updated_at
+    if column == "ended_at":
+        return a.end_time
+    if column == "duration_ms":
+        if a.start_time is None or a.end_time is None:
+            return None
+        return int((a.end_time - a.start_time).total_seconds() * 1000)
+    return None  # run_source, created_by_subject, trigger_*: the sandbox has none
 
 
 def action_attr(a: ActionRec, name: str) -> Any:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rerund.sandbox.engine import run_spec_of
+from rerund.sandbox.profiles import UNION, Profile, profile_named
 from rerund.sandbox.server import Sandbox, SandboxThread, bind_socket, run_snapshot
 from rerund.sandbox.service import Faults
 from rerund.sandbox.workload import RunBatch, Workload, load_workload, workload_from_dict
@@ -56,7 +57,9 @@ class SandboxHandle:
         time_scale: float,
         faults: Faults | None = None,
         seed: int | None = None,
+        profile: Profile = UNION,
     ) -> None:
+        self.profile = profile
         self._workload = workload
         self._db = db
         self.org = org
@@ -88,6 +91,7 @@ class SandboxHandle:
             time_scale=self._time_scale,
             faults=faults,
             seed=self._seed,
+            profile=self.profile,
         )
         self._thread = SandboxThread(self.sandbox, sock)
         self._thread.start()
@@ -243,14 +247,22 @@ def start_sandbox(
     time_scale: float = 1.0,
     faults: Faults | None = None,
     seed: int | None = None,
+    profile: str | Profile = "union",
 ) -> Iterator[SandboxHandle]:
     """Start a sandbox on 127.0.0.1 (free port) in a thread; stop it when the block ends.
 
     ``workload`` is None (no tasks), a path to a workload file, a mapping in the file's shape
-    (``project``/``domain`` default to the arguments) or a ``Workload``.
+    (``project``/``domain`` default to the arguments) or a ``Workload``. ``profile`` is
+    ``"union"``, ``"oss"`` or a ``Profile`` (e.g. ``OSS.with_error_delay(0.2)``).
     """
     handle = SandboxHandle(
-        _workload(workload, project, domain), db=db, org=org, time_scale=time_scale, faults=faults, seed=seed
+        _workload(workload, project, domain),
+        db=db,
+        org=org,
+        time_scale=time_scale,
+        faults=faults,
+        seed=seed,
+        profile=profile_named(profile) if isinstance(profile, str) else profile,
     )
     handle.start()
     try:

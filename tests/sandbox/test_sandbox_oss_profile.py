@@ -1,0 +1,451 @@
+"""``rerund sandbox --profile oss``: every numbered behaviour of issue 16 that the open-source
+runs service (flyteorg/flyte ``runs/``) shows, reproduced over the wire with a Connect client
+or the real flyte SDK. Each test names the behaviour's number; ``union`` contrasts are kept
+where the difference is the point."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import flyte
+import flyte.remote as remote
+import pytest
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
+from flyteidl2.common import identifier_pb2, list_pb2, phase_pb2
+from flyteidl2.common import run_pb2 as common_run_pb2
+from flyteidl2.task import run_pb2
+from flyteidl2.workflow import run_service_pb2 as rs
+from flyteidl2.workflow.run_service_connect import RunServiceClientSync
+
+from rerund.sandbox.profiles import OSS, UNION
+from rerund.sandbox.protos import task_spec_for
+from rerund.sandbox.records import ABORTED, SUCCEEDED
+from rerund.sandbox.service import Hub
+from rerund.sandbox.testing import flyte_init
+from rerund.sandbox.workload import TaskDef
+
+pytestmark = pytest.mark.e2e
+
+F = list_pb2.Filter
+WORKLOAD = {
+    "tasks": {
+        "ok": {"behaviour": ["succeed"]},
+        "bad": {
+            "behaviour": ["fail"],
+            "error": {"kind": "USER", "code": "ValueError", "message": "ValueError: x"},
+        },
+        "late": {"behaviour": ["timeout"]},
+        "slow": {"duration": "1h"},
+        "stuck": {"queued": "1h"},
+        "pipe": {"children": ["ok", "bad"]},
+    }
+}
+
+
+@pytest.fixture
+def oss(sandbox_factory):
+    return sandbox_factory(workload=WORKLOAD, time_scale=0.01, profile=OSS.with_error_delay(0))
+
+
+@pytest.fixture
+def client(oss):
+    with RunServiceClientSync(oss.endpoint) as c:
+        yield c
+
+
+def run_id(sb, name, **over):
+    fields = {"org": sb.org, "project": sb.project, "domain": sb.domain, "name": name, **over}
+    return identifier_pb2.RunIdentifier(**fields)
+
+
+def create(sb, client, name, task="ok", run_spec=None, **over):
+    spec = task_spec_for(task, TaskDef(), org=sb.org, project=sb.project, domain=sb.domain)
+    req = rs.CreateRunRequest(run_id=run_id(sb, name, **over), task_spec=spec)
+    if run_spec is not None:
+        req.run_spec.CopyFrom(run_spec)
+    return client.create_run(req)
+
+
+def list_runs(sb, client, *filters, limit=0, token="", sort=None):
+    req = list_pb2.ListRequest(limit=limit, token=token, filters=list(filters))
+    if sort is not None:
+        req.sort_by.CopyFrom(sort)
+    return client.list_runs(
+        rs.ListRunsRequest(
+            request=req,
+            org=sb.org,
+            project_id=identifier_pb2.ProjectIdentifier(
+                organization=sb.org, name=sb.project, domain=sb.domain
+            ),
+        )
+    )
+
+
+def names(resp):
+    return [r.action.id.run.name for r in resp.runs]
+
+
+def action_details(client, sb, name, action="a0"):
+    return client.get_action_details(
+        rs.GetActionDetailsRequest(
+            action_id=identifier_pb2.ActionIdentifier(run=run_id(sb, name), name=action)
+        )
+    ).details
+
+
+# -- 1. no label filters ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "function", "values", "message"),
+    [
+        ("labels.team", F.EQUAL, ["ml"], "invalid filter field: labels.team"),
+        ("labels.rerund-policy", F.EXISTS, [], "invalid filter field: labels.rerund-policy"),
+        ("name", F.EQUAL, ["x"], "invalid filter field: name"),
+        ("phase", F.EXISTS, ["6"], "unsupported filter function: EXISTS"),
+        ("phase", F.NOT_EXISTS, ["6"], "unsupported filter function: NOT_EXISTS"),
+        ("phase", F.VALUE_NOT_IN, ["6", "8"], "unsupported filter function: VALUE_NOT_IN"),
+    ],
+    ids=["label-equal", "label-exists", "name-column", "exists", "not-exists", "value-not-in"],
+)
+def test_1_oss_list_runs_refuses_labels_other_fields_and_three_functions(
+    oss, client, field, function, values, message
+):
+    with pytest.raises(ConnectError, match=message) as info:
+        list_runs(oss, client, F(field=field, function=function, values=values))
+
+    assert info.value.code == Code.INVALID_ARGUMENT
+
+
+def test_1_oss_list_runs_filters_on_the_fixed_columns(oss, client):
+    oss.launch("bad", name="failed-one")
+    oss.launch("ok", name="good-one")
+    oss.launch("bad", name="failed-two")
+    oss.wait_idle()
+    since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+
+    resp = list_runs(
+        oss,
+        client,
+        F(field="phase", function=F.VALUE_IN, values=["6", "8"]),
+        F(field="updated_at", function=F.GREATER_THAN_OR_EQUAL, values=[since]),
+        F(field="task_name", function=F.EQUAL, values=["bad"]),
+        F(field="run_name", function=F.ENDS_WITH, values=["-two"]),
+    )
+
+    assert names(resp) == ["failed-two"]
+
+
+def test_1_oss_list_runs_leaves_run_labels_empty_while_run_details_have_them(oss, client):
+    oss.launch("ok", name="labelled", labels={"team": "ml"})
+
+    [run] = list_runs(oss, client).runs
+    details = client.get_run_details(rs.GetRunDetailsRequest(run_id=run_id(oss, "labelled"))).details
+
+    assert dict(run.labels) == {}
+    assert dict(details.run_spec.labels.values) == {"team": "ml"}
+
+
+# -- 2. no ALREADY_EXISTS ----------------------------------------------------------------------
+
+
+def test_2_oss_create_run_of_an_existing_name_returns_the_existing_run_as_success(oss, client):
+    create(oss, client, "taken", task="ok")
+    oss.wait_for("taken")
+
+    again = create(oss, client, "taken", task="bad")
+
+    assert again.run.action.id.run.name == "taken"
+    assert again.run.action.status.phase == phase_pb2.ACTION_PHASE_SUCCEEDED
+    assert [r["name"] for r in oss.runs()] == ["taken"]
+    assert oss.run("taken")["task"] == "ok"
+
+
+def test_2_oss_sdk_rerun_with_a_taken_name_succeeds_instead_of_raising(oss):
+    flyte_init(oss)
+    [source] = oss.launch("bad")
+    oss.wait_idle()
+    first = flyte.with_runcontext(name="taken").rerun(source)
+    oss.wait_idle()
+
+    second = flyte.with_runcontext(name="taken").rerun(source)
+
+    assert second.name == first.name == "taken"
+    assert len([r for r in oss.runs() if r["name"] == "taken"]) == 1
+
+
+def test_2_union_create_run_of_an_existing_name_is_already_exists(sandbox_factory):
+    sb = sandbox_factory(workload=WORKLOAD, time_scale=0.01)
+    with RunServiceClientSync(sb.endpoint) as c:
+        create(sb, c, "taken")
+        with pytest.raises(ConnectError, match="already exists") as info:
+            create(sb, c, "taken")
+
+    assert info.value.code == Code.ALREADY_EXISTS
+
+
+# -- 3. phase filter values the database cannot take -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("function", "values", "message"),
+    [
+        (F.EQUAL, ["FAILED"], "invalid input syntax for type integer"),
+        (F.VALUE_IN, ["6"], "VALUE_IN with one value '6' is not an array"),
+        (F.EQUAL, ["1", "0"], "EQUAL with 2 values"),
+    ],
+    ids=["phase-name", "single-value-in", "sdk-quirk-10"],
+)
+def test_3_oss_phase_filter_values_sql_cannot_take_answer_internal(oss, client, function, values, message):
+    with pytest.raises(ConnectError, match=message) as info:
+        list_runs(oss, client, F(field="phase", function=function, values=values))
+
+    assert info.value.code == Code.INTERNAL
+
+
+def test_3_oss_sdk_listall_of_recovered_runs_fails_with_internal(oss):
+    flyte_init(oss)
+
+    with pytest.raises(Exception, match="the database refused the query"):
+        list(remote.Run.listall(in_phase=("recovered",)))
+    assert list(remote.Run.listall(in_phase=("failed",))) == []
+
+
+# -- 4. paging ------------------------------------------------------------------------------------
+
+
+def test_4_oss_pages_default_to_50_with_an_offset_token(oss, client):
+    oss.launch("slow", count=60)
+
+    first = list_runs(oss, client)
+    second = list_runs(oss, client, token=first.token)
+
+    assert (len(first.runs), first.token) == (50, "50")
+    assert (len(second.runs), second.token) == (10, "")
+    assert len(set(names(first)) | set(names(second))) == 60
+
+
+def test_4_oss_a_page_larger_than_200_is_invalid_argument(oss, client):
+    with pytest.raises(ConnectError, match=r"invalid limit: 201 \(exceeds maximum of 200\)") as info:
+        list_runs(oss, client, limit=201)
+
+    assert info.value.code == Code.INVALID_ARGUMENT
+    assert list_runs(oss, client, limit=200).token == ""
+
+
+def test_4_oss_a_run_created_between_pages_repeats_a_row(oss, client):
+    oss.launch("slow", count=4)
+    newest_first = list_pb2.Sort(key="created_at", direction=list_pb2.Sort.DESCENDING)
+
+    first = list_runs(oss, client, limit=2, sort=newest_first)
+    oss.launch("slow", name="newcomer")
+    second = list_runs(oss, client, limit=2, token=first.token, sort=newest_first)
+
+    assert names(second)[0] == names(first)[-1]  # the live offset moved by one row
+
+
+# -- 5. WatchRuns ---------------------------------------------------------------------------------
+
+
+async def _watch(sb, request, until, timeout=10.0):
+    """Messages of one WatchRuns stream until ``until(messages)``."""
+    from flyteidl2.workflow.run_service_connect import RunServiceClient
+
+    messages = []
+    async with RunServiceClient(sb.endpoint) as c:
+
+        async def read():
+            async for msg in c.watch_runs(request):
+                messages.append(msg)
+                if until(messages):
+                    return
+
+        await asyncio.wait_for(read(), timeout)
+    return messages
+
+
+def _pid(sb, project=None):
+    return identifier_pb2.ProjectIdentifier(organization=sb.org, name=project or sb.project, domain=sb.domain)
+
+
+def test_5_oss_watch_sends_no_first_message_without_runs_and_no_new_runs(oss):
+    async def scenario():
+        request = rs.WatchRunsRequest(project_id=_pid(oss))
+        task = asyncio.ensure_future(_watch(oss, request, lambda m: True))
+        await asyncio.sleep(0.3)
+        oss.launch("stuck", name="brand-new")  # a new run (QUEUED) is not pushed
+        await asyncio.sleep(0.3)
+        oss.launch("ok", name="finishing")  # its phase changes are
+        return await task
+
+    messages = asyncio.run(scenario())
+
+    [first] = messages
+    assert [r.action.id.run.name for r in first.runs] == ["finishing"]
+    assert first.runs[0].action.status.phase != phase_pb2.ACTION_PHASE_QUEUED
+
+
+def test_5_oss_watch_snapshot_holds_101_runs(oss):
+    oss.launch("slow", count=120)
+
+    [snapshot] = asyncio.run(_watch(oss, rs.WatchRunsRequest(project_id=_pid(oss)), lambda m: True))
+
+    assert len(snapshot.runs) == 101
+
+
+def test_5_oss_watch_with_an_org_scope_gets_every_project(oss):
+    oss.launch("slow", name="elsewhere", project="other")
+
+    [snapshot] = asyncio.run(_watch(oss, rs.WatchRunsRequest(org="not-this-org"), lambda m: True))
+
+    assert [r.action.id.run.name for r in snapshot.runs] == ["elsewhere"]
+
+
+def test_5_oss_watch_pushes_no_child_action_changes(oss):
+    async def scenario():
+        request = rs.WatchRunsRequest(project_id=_pid(oss))
+        task = asyncio.ensure_future(
+            _watch(oss, request, lambda m: m[-1].runs[0].action.status.phase == phase_pb2.ACTION_PHASE_FAILED)
+        )
+        await asyncio.sleep(0.3)
+        oss.launch("pipe", name="pipeline")
+        return await task
+
+    messages = asyncio.run(scenario())
+
+    phases = [m.runs[0].action.status.phase for m in messages]
+    assert phases == [phase_pb2.ACTION_PHASE_RUNNING, phase_pb2.ACTION_PHASE_FAILED]
+
+
+def test_5_oss_a_full_watch_buffer_loses_updates():
+    from rerund.sandbox.records import ActionRec, RunRec
+
+    async def scenario():
+        hub = Hub(OSS)
+        q: asyncio.Queue = asyncio.Queue(maxsize=OSS.watch_buffer)
+        hub.oss_watchers.append((lambda r: True, q))
+        now = datetime.now(UTC)
+        for i in range(150):
+            a0 = ActionRec("a0", "", "t", None, SUCCEEDED, now, now)  # type: ignore[arg-type]
+            r = RunRec("o", "p", "d", f"r{i}", "t", run_pb2.RunSpec(), now, now, "p/d/r", actions={"a0": a0})
+            hub.publish(r, a0)
+        return q.qsize(), hub.dropped
+
+    assert asyncio.run(scenario()) == (100, 50)
+
+
+# -- 6. error details ------------------------------------------------------------------------------
+
+
+def test_6_oss_error_info_is_missing_until_the_delay_after_failed(sandbox_factory):
+    sb = sandbox_factory(workload=WORKLOAD, time_scale=0.01, profile=OSS.with_error_delay(3600))
+    sb.launch("bad", name="just-failed")
+    sb.wait_idle()
+    with RunServiceClientSync(sb.endpoint) as c:
+        details = action_details(c, sb, "just-failed")
+
+    assert details.status.phase == phase_pb2.ACTION_PHASE_FAILED
+    assert not details.HasField("error_info")
+
+
+def test_6_oss_error_info_only_for_failed_and_the_root_error_in_run_details(oss, client):
+    oss.launch("late", name="timed-out")
+    oss.launch("pipe", name="pipeline")
+    oss.wait_idle()
+
+    timed_out = action_details(client, oss, "timed-out")
+    child = action_details(client, oss, "pipeline", "a2")
+    run = client.get_run_details(rs.GetRunDetailsRequest(run_id=run_id(oss, "pipeline"))).details
+
+    assert timed_out.status.phase == phase_pb2.ACTION_PHASE_TIMED_OUT
+    assert not timed_out.HasField("error_info")
+    assert child.error_info.message == "ValueError: x"
+    assert run.action.error_info.message == "child action a2 (bad) failed: ValueError: x"
+
+
+def test_6_union_run_details_leave_the_root_error_out(sandbox_factory):
+    sb = sandbox_factory(workload=WORKLOAD, time_scale=0.01, profile=UNION)
+    sb.launch("bad", name="failed")
+    sb.wait_idle()
+    with RunServiceClientSync(sb.endpoint) as c:
+        run = c.get_run_details(rs.GetRunDetailsRequest(run_id=run_id(sb, "failed"))).details
+
+    assert not run.action.HasField("error_info")
+
+
+# -- 7. AbortRun of a finished run -------------------------------------------------------------------
+
+
+def test_7_oss_aborting_a_finished_run_turns_it_aborted_and_bumps_updated_at(oss, client):
+    oss.launch("ok", name="done")
+    before = oss.wait_for("done")
+    ended = before_end(oss, "done")
+
+    client.abort_run(rs.AbortRunRequest(run_id=run_id(oss, "done"), reason="cleanup"))
+    after = oss.run("done")
+    details = action_details(client, oss, "done")
+
+    assert (before["phase"], after["phase"]) == ("SUCCEEDED", "ABORTED")
+    assert after["updated_at"] > before["updated_at"]
+    assert before_end(oss, "done") == ended
+    assert details.attempts[-1].phase == SUCCEEDED
+    assert details.abort_info.reason == "cleanup"
+    assert details.status.phase == ABORTED
+
+
+def before_end(sb, name):
+    return sb.sandbox.store.runs[(sb.org, sb.project, sb.domain, name)].root.end_time.isoformat()
+
+
+def test_7_union_aborting_a_finished_run_changes_nothing(sandbox_factory):
+    sb = sandbox_factory(workload=WORKLOAD, time_scale=0.01)
+    sb.launch("ok", name="done")
+    before = sb.wait_for("done")
+    with RunServiceClientSync(sb.endpoint) as c:
+        c.abort_run(rs.AbortRunRequest(run_id=run_id(sb, "done")))
+
+    assert sb.run("done") == before
+
+
+# -- 8. recover, projects, ListActions metadata, org ------------------------------------------------
+
+
+def test_8_oss_recover_is_stored_but_reruns_every_action(oss, client):
+    oss.launch("pipe", name="pipeline")
+    oss.wait_idle()
+    spec = run_pb2.RunSpec(
+        relation=common_run_pb2.Relation(
+            related_to=run_id(oss, "pipeline", org=""), relation_type=common_run_pb2.RELATION_TYPE_RECOVER
+        )
+    )
+
+    create(oss, client, "recovered", task="pipe", run_spec=spec)
+    oss.wait_idle()
+
+    snap = oss.run("recovered")
+    assert snap["relation"] == {"run": "pipeline", "type": "RECOVER"}
+    assert [a["phase"] for a in snap["actions"] if a["name"] == "a1"] == ["SUCCEEDED"]  # not RECOVERED
+
+
+def test_8_oss_create_run_in_an_unknown_project_is_not_found(oss, client):
+    with pytest.raises(ConnectError, match='project "nowhere" not found') as info:
+        create(oss, client, "lost", project="nowhere")
+
+    assert info.value.code == Code.NOT_FOUND
+
+
+def test_8_oss_list_actions_metadata_has_no_task_and_identifiers_no_org(oss, client):
+    oss.launch("pipe", name="pipeline")
+    oss.wait_idle()
+
+    actions = client.list_actions(
+        rs.ListActionsRequest(run_id=run_id(oss, "pipeline"), request=list_pb2.ListRequest())
+    ).actions
+    [run] = list_runs(oss, client).runs
+
+    assert {a.id.name: a.metadata.parent for a in actions} == {"a0": "", "a1": "a0", "a2": "a0"}
+    assert not any(a.metadata.HasField("task") for a in actions)
+    assert run.action.id.run.org == ""
+    assert run.action.id.run.name == "pipeline"
