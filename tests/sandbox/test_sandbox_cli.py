@@ -118,6 +118,21 @@ def test_fault_flags_apply_from_the_start(serve):
     }
 
 
+def test_profile_oss_is_announced_and_served(serve):
+    served = serve("--profile", "oss", "--error-delay", "250ms")
+
+    assert (
+        "profile:  oss (open-source Flyte 2: no label filters, pages <= 200, "
+        "error details 250ms after FAILED)" in served.banner
+    )
+    assert httpx.get(f"{served.endpoint}/_sandbox/stats").json()["profile"] == "oss"
+    pid = identifier_pb2.ProjectIdentifier(organization="sandbox", name="demo", domain="development")
+    label = list_pb2.Filter(function=list_pb2.Filter.EXISTS, field="labels.team")
+    with RunServiceClientSync(served.endpoint) as client, pytest.raises(ConnectError) as info:
+        client.list_runs(rs.ListRunsRequest(request=list_pb2.ListRequest(filters=[label]), project_id=pid))
+    assert info.value.code == Code.INVALID_ARGUMENT
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -129,8 +144,14 @@ def test_fault_flags_apply_from_the_start(serve):
         ),
         (["--time-scale", "0"], "--time-scale must be positive, got 0.0"),
         (["--org", ""], "sandbox org is empty; pass --org NAME"),
+        (
+            ["--error-delay", "2s"],
+            r"--error-delay applies to --profile oss only \(got --profile union\); "
+            "drop it or add --profile oss",
+        ),
+        (["--profile", "oss", "--error-delay", "later"], "--error-delay: duration 'later' is not a duration"),
     ],
-    ids=["share", "latency", "drop", "time-scale", "org"],
+    ids=["share", "latency", "drop", "time-scale", "org", "error-delay-union", "error-delay-bad"],
 )
 def test_bad_flags_are_refused_with_what_to_do(capsys, args, message):
     code = main(["sandbox", "--port", "0", *args])
