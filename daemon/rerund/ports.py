@@ -55,7 +55,9 @@ class ControlPlane(Protocol):
         ...
 
     async def read_failure(self, run: RunSummary) -> FailureFacts:
-        """The failure of ``run``: labels, relation, failing action, its task and error.
+        """The failure of ``run``: labels, relation, failing action, its task and error, and
+        whether the error details are still missing (``error_pending``) or the run was aborted
+        after it had finished (``finished_phase``).
 
         Costs 3 RPCs: GetRunDetails, ListActions (failed ones), GetActionDetails (one action).
         """

@@ -17,10 +17,32 @@ it (see FLYTE-WIRE.md):
 
 RPC cost: ``read_failure`` is GetRunDetails + ListActions + GetActionDetails (2 when the root
 action's error is already in the run details); ``create_rerun`` is exactly the SDK's rerun
-path; listings page by 100 and watching is one stream per scope. For reproduction checks,
-``find_latest_run`` is one ListRuns (limit 1) and ``read_outputs`` is SelectCluster +
-DataProxy GetActionData, whose literals are decoded here (``decode_literal``) into plain
-Python values without the SDK's type engine, so no task code or type is needed.
+path; listings page by 100 (at most 200) and watching is one stream per scope. For
+reproduction checks, ``find_latest_run`` is one ListRuns (limit 1) and ``read_outputs`` is
+SelectCluster + DataProxy GetActionData, whose literals are decoded here (``decode_literal``)
+into plain Python values without the SDK's type engine, so no task code or type is needed.
+
+Two backends (``backend: union | oss | auto``). Open-source Flyte 2 filters ListRuns only on a
+fixed column list (no ``labels.<k>``, no EXISTS / NOT_EXISTS / VALUE_NOT_IN) and answers a
+CreateRun of an existing name with the existing run as a success. ``auto`` finds out with the
+first label-filtered ListRuns (INVALID_ARGUMENT ``invalid filter field`` -> oss, logged once).
+On oss:
+
+- ``list_reruns`` lists every run created in the window (ListRuns by ``created_at``, pages of
+  200) and reads each run's labels once from ``RunDetails.run_spec.labels`` (GetRunDetails,
+  cached for the life of the process: labels never change); reruns are the runs carrying
+  ``rerund-policy``. Cost: ceil(runs in window / 200) ListRuns per pass, plus one GetRunDetails
+  per run the first time it is listed (a failure already read costs nothing more).
+- ``create_rerun`` looks before creating: GetRunDetails of the rerun's deterministic name;
+  found -> ``AlreadyExistsError`` (what ALREADY_EXISTS means on Union). One RPC more per rerun.
+- ``find_latest_run`` with labels lists the newest runs of the task in the phase (pages of 50,
+  at most 200 candidates) and reads their labels (cached) until one matches.
+
+On both: a phase filter is EQUAL with one value or VALUE_IN with several (what open-source
+Flyte's SQL can take); an INTERNAL answer that repeats for the same request
+(``_INTERNAL_REPEATS`` times in a row) becomes ``PermanentControlPlaneError``; a FAILED run whose
+error details have not arrived yet is reported with ``error_pending``; a run an operator
+aborted after it had finished is reported with ``finished_phase``.
 """
 
 from __future__ import annotations
@@ -31,6 +53,7 @@ import binascii
 import contextlib
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -51,6 +74,7 @@ from rerund.errors import (
 )
 
 __all__ = [
+    "BACKENDS",
     "FlyteControlPlane",
     "decode_literal",
     "error_info",
@@ -74,6 +98,11 @@ _TRANSIENT_CODES = {
     "aborted",
 }
 _FAILED_PHASE_VALUES = ("6", "7", "8")  # FAILED, ABORTED, TIMED_OUT
+_MAX_PAGE = 200  # open-source Flyte refuses larger pages (runs/repository/impl/requests.go)
+_INTERNAL_REPEATS = 3  # INTERNAL this many times in a row for one request: permanent
+_LABEL_CACHE = 100_000  # runs whose labels are remembered (oss: labels are read per run)
+_REFERENCE_SCAN = 200  # oss: newest candidates read when looking for a labelled reference run
+BACKENDS = ("auto", "union", "oss")
 
 
 def translate_error(exc: BaseException, rpc: str) -> ControlPlaneError:
@@ -232,6 +261,35 @@ def runcontext_for_rerun(request: RerunRequest, source: RunSpecView) -> dict[str
         if value is not None:
             kwargs[key] = value
     return kwargs
+
+
+def _refuses_labels(exc: ControlPlaneError) -> bool:
+    """Whether ``exc`` is open-source Flyte refusing a label filter (INVALID_ARGUMENT
+    ``invalid filter field: labels.<k>``, ``runs/repository/impl/filters.go``)."""
+    return exc.code == "invalid_argument" and "invalid filter field" in str(exc)
+
+
+def _with_labels(run: RunSummary, labels: Mapping[str, str]) -> RunSummary:
+    return RunSummary(
+        ref=run.ref,
+        phase=run.phase,
+        task=run.task,
+        created_at=run.created_at,
+        ended_at=run.ended_at,
+        labels=dict(labels),
+    )
+
+
+def _finished_before_abort(root: Any) -> str | None:
+    """The phase a run had finished in before an operator aborted it, or None.
+
+    Open-source AbortRun has no phase condition: it turns a finished root ABORTED while its
+    last attempt (built from the execution's own events) keeps the phase it ended in."""
+    if _phase_name(root.status.phase) != "ABORTED" or not root.attempts:
+        return None
+    last = max(root.attempts, key=lambda a: a.attempt)
+    phase = _phase_name(last.phase)
+    return phase if phase in ("SUCCEEDED", "FAILED", "TIMED_OUT", "RECOVERED") else None
 
 
 def decode_literal(lit: Any) -> Any:
@@ -420,16 +478,33 @@ class FlyteControlPlane:
         rpc_timeout: float = 30.0,
         console_url: str = "",
         page_size: int = 100,
+        backend: str = "auto",
     ) -> None:
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}; set backend: auto")
         self._endpoint = endpoint
         self._org = org
         self._insecure = insecure
         self._api_key = api_key
         self._timeout = rpc_timeout
         self._console_url = console_url.rstrip("/")
-        self._page = page_size
+        self._page = max(1, min(page_size, _MAX_PAGE))
         self._connected = False
         self._not_exists: bool | None = None  # does ListRuns take labels.<k> NOT_EXISTS? None: untried
+        # Does ListRuns take label filters (Union) or not (open-source Flyte)? None: not known yet.
+        self._label_filters: bool | None = {"auto": None, "union": True, "oss": False}[backend]
+        self._backend = backend
+        self._labels: OrderedDict[RunRef, dict[str, str]] = OrderedDict()
+        self._internal: dict[tuple[str, bytes], int] = {}
+        self._label_reads = asyncio.Semaphore(8)
+
+    @property
+    def backend(self) -> str:
+        """``union`` or ``oss`` once known (configured, or found by the first label filter), else
+        ``auto``."""
+        if self._label_filters is None:
+            return "auto"
+        return "union" if self._label_filters else "oss"
 
     async def connect(self) -> None:
         """``flyte.init`` (sends nothing on the wire). Raises ``ConfigError`` for a bad key."""
@@ -472,12 +547,91 @@ class FlyteControlPlane:
             yield
 
     async def _call(self, rpc: str, fn: Any, req: Any) -> Any:
+        key = (rpc, req.SerializeToString(deterministic=True))
         try:
-            return await asyncio.wait_for(fn.aio(req), timeout=self._timeout)
+            resp = await asyncio.wait_for(fn.aio(req), timeout=self._timeout)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise translate_error(exc, rpc) from exc
+            raise self._repeated_internal(key, translate_error(exc, rpc)) from exc
+        self._internal.pop(key, None)
+        return resp
+
+    def _repeated_internal(self, key: tuple[str, bytes], err: ControlPlaneError) -> ControlPlaneError:
+        """``err``, or a ``PermanentControlPlaneError`` when the same request has now been
+        answered INTERNAL ``_INTERNAL_REPEATS`` times in a row (the SDK already retried each)."""
+        if err.code != "internal":
+            self._internal.pop(key, None)
+            return err
+        n = self._internal.get(key, 0) + 1
+        if len(self._internal) > 10_000:
+            self._internal.clear()
+        self._internal[key] = n
+        if n < _INTERNAL_REPEATS:
+            return err
+        return PermanentControlPlaneError(
+            f"{err.rpc} answered INTERNAL {n} times in a row for the same request, so rerund treats it "
+            "as permanent and stops retrying it; the control plane cannot serve this request (open-source "
+            "Flyte answers INTERNAL for filter values its database refuses); report it with this "
+            f"message: {err}",
+            rpc=err.rpc,
+            code="internal_repeated",
+        )
+
+    def _learned_labels(self, ref: RunRef, labels: Mapping[str, str]) -> None:
+        self._labels[ref] = dict(labels)
+        self._labels.move_to_end(ref)
+        while len(self._labels) > _LABEL_CACHE:
+            self._labels.popitem(last=False)
+
+    async def _labels_of(self, refs: list[RunRef]) -> dict[RunRef, dict[str, str]]:
+        """Labels of ``refs`` (GetRunDetails for each one not read before; labels never change).
+        A run gone meanwhile has none."""
+
+        async def read(ref: RunRef) -> None:
+            async with self._label_reads:
+                try:
+                    await self.get_run(ref)
+                except NotFoundError:
+                    self._learned_labels(ref, {})
+
+        await asyncio.gather(*(read(r) for r in dict.fromkeys(refs) if r not in self._labels))
+        return {r: self._labels.get(r, {}) for r in refs}
+
+    async def _supports_label_filters(self, project: str, domain: str) -> bool:
+        """Whether ListRuns takes label filters; with ``backend: auto`` the first call asks
+        (one ListRuns of limit 1 with a label filter) and remembers."""
+        if self._label_filters is not None:
+            return self._label_filters
+        from flyteidl2.common import list_pb2
+
+        probe = list_pb2.Filter(function=list_pb2.Filter.EQUAL, field=f"labels.{LABEL_POLICY}", values=["-"])
+        try:
+            await self._latest(project, domain, [probe], limit=1)
+        except PermanentControlPlaneError as exc:
+            if not _refuses_labels(exc):
+                raise
+            self._found_oss(exc)
+            return False
+        self._found_union()
+        return True
+
+    def _found_oss(self, exc: ControlPlaneError) -> None:
+        self._label_filters = False
+        log.warning(
+            "the control plane refuses label filters (%s): it is open-source Flyte, so rerund lists runs "
+            "and reads their labels from the run details (one GetRunDetails per run created in the "
+            "window, once), and looks for an existing rerun before creating one; set backend: oss to "
+            "skip this discovery",
+            exc,
+        )
+
+    def _found_union(self) -> None:
+        if self._label_filters is None:
+            self._label_filters = True
+            log.info(
+                "the control plane takes label filters (Union); set backend: union to skip this discovery"
+            )
 
     def _run_id(self, ref: RunRef) -> Any:
         from flyteidl2.common import identifier_pb2
@@ -486,7 +640,13 @@ class FlyteControlPlane:
             org=self._org, project=ref.project, domain=ref.domain, name=ref.name
         )
 
-    async def _list(self, project: str, domain: str, filters: list[Any]) -> list[RunSummary]:
+    async def _list(
+        self, project: str, domain: str, filters: list[Any], *, page: int | None = None
+    ) -> list[RunSummary]:
+        """Every run matching ``filters``, oldest first (ListRuns, paged). On open-source Flyte the
+        token is a live row offset: a run created meanwhile repeats a row (harmless: listings
+        are merged by name), and rows never leave these listings (terminal phases and creation
+        times do not change back), so none is skipped."""
         from flyteidl2.common import identifier_pb2, list_pb2
         from flyteidl2.workflow import run_service_pb2
 
@@ -495,7 +655,7 @@ class FlyteControlPlane:
         while True:
             req = run_service_pb2.ListRunsRequest(
                 request=list_pb2.ListRequest(
-                    limit=self._page,
+                    limit=min(page or self._page, _MAX_PAGE),
                     token=token,
                     filters=filters,
                     sort_by=list_pb2.Sort(key="created_at", direction=list_pb2.Sort.ASCENDING),
@@ -529,6 +689,21 @@ class FlyteControlPlane:
     async def list_reruns(
         self, project: str, domain: str, *, since: datetime, policy: str | None = None
     ) -> list[RunSummary]:
+        if self._label_filters is False:
+            return await self._list_reruns_by_reading(project, domain, since=since, policy=policy)
+        try:
+            out = await self._list_reruns_by_filter(project, domain, since=since, policy=policy)
+        except PermanentControlPlaneError as exc:
+            if self._label_filters is None and _refuses_labels(exc):
+                self._found_oss(exc)
+                return await self._list_reruns_by_reading(project, domain, since=since, policy=policy)
+            raise
+        self._found_union()
+        return out
+
+    async def _list_reruns_by_filter(
+        self, project: str, domain: str, *, since: datetime, policy: str | None
+    ) -> list[RunSummary]:
         from flyteidl2.common import list_pb2
 
         label = (
@@ -551,10 +726,34 @@ class FlyteControlPlane:
             try:
                 return await self._list(project, domain, [*filters, _without(LABEL_REPRO)])
             except PermanentControlPlaneError as exc:
-                if exc.code != "invalid_argument":
+                if exc.code != "invalid_argument" or _refuses_labels(exc):
                     raise
                 self._no_not_exists(exc)
         return await self._list(project, domain, filters)
+
+    async def _list_reruns_by_reading(
+        self, project: str, domain: str, *, since: datetime, policy: str | None
+    ) -> list[RunSummary]:
+        """``list_reruns`` without label filters (open-source Flyte): every run created since
+        ``since``, each one's labels read once (see the module docstring for the cost)."""
+        from flyteidl2.common import list_pb2
+
+        created = list_pb2.Filter(
+            function=list_pb2.Filter.GREATER_THAN_OR_EQUAL,
+            field="created_at",
+            values=[since.astimezone(UTC).isoformat()],
+        )
+        runs = await self._list(project, domain, [created], page=_MAX_PAGE)
+        labels = await self._labels_of([r.ref for r in runs])
+        out = []
+        for r in runs:
+            lab = labels[r.ref]
+            if LABEL_POLICY not in lab or LABEL_REPRO in lab:
+                continue
+            if policy is not None and lab[LABEL_POLICY] != policy:
+                continue
+            out.append(_with_labels(r, lab))
+        return out
 
     async def watch(self, project: str, domain: str) -> AsyncIterator[RunSummary]:
         from flyteidl2.common import identifier_pb2
@@ -614,8 +813,36 @@ class FlyteControlPlane:
             ) from None
         filters = [
             list_pb2.Filter(function=list_pb2.Filter.EQUAL, field="task_name", values=[task]),
-            list_pb2.Filter(function=list_pb2.Filter.VALUE_IN, field="phase", values=[phase_value]),
+            # EQUAL with one value: open-source Flyte's SQL refuses a single-value VALUE_IN.
+            list_pb2.Filter(function=list_pb2.Filter.EQUAL, field="phase", values=[phase_value]),
         ]
+        if (labels or without_label) and self._label_filters is False:
+            return await self._latest_by_reading(project, domain, filters, labels or {}, without_label)
+        if labels or without_label:
+            try:
+                found = await self._latest_by_filter(project, domain, filters, labels, without_label)
+            except PermanentControlPlaneError as exc:
+                if self._label_filters is None and _refuses_labels(exc):
+                    self._found_oss(exc)
+                    return await self._latest_by_reading(
+                        project, domain, filters, labels or {}, without_label
+                    )
+                raise
+            self._found_union()
+            return found
+        return await self._latest_by_filter(project, domain, filters, labels, without_label)
+
+    async def _latest_by_filter(
+        self,
+        project: str,
+        domain: str,
+        filters: list[Any],
+        labels: Mapping[str, str] | None,
+        without_label: str | None,
+    ) -> RunSummary | None:
+        from flyteidl2.common import list_pb2
+
+        filters = list(filters)
         for key, value in sorted((labels or {}).items()):
             filters.append(
                 list_pb2.Filter(function=list_pb2.Filter.EQUAL, field=f"labels.{key}", values=[value])
@@ -623,11 +850,11 @@ class FlyteControlPlane:
         if not without_label:
             runs = await self._latest(project, domain, filters, limit=1)
             return runs[0] if runs else None
-        if self._not_exists is not False:
+        if self._not_exists is not False and self._label_filters is not False:
             try:
                 runs = await self._latest(project, domain, [*filters, _without(without_label)], limit=1)
             except PermanentControlPlaneError as exc:
-                if exc.code != "invalid_argument":
+                if exc.code != "invalid_argument" or _refuses_labels(exc):
                     raise
                 self._no_not_exists(exc)
             else:
@@ -637,6 +864,48 @@ class FlyteControlPlane:
         for candidate in await self._latest(project, domain, filters, limit=_FALLBACK_CANDIDATES):
             if without_label not in (await self.get_run(candidate.ref)).labels:
                 return candidate
+        return None
+
+    async def _latest_by_reading(
+        self,
+        project: str,
+        domain: str,
+        filters: list[Any],
+        labels: Mapping[str, str],
+        without_label: str | None,
+    ) -> RunSummary | None:
+        """``find_latest_run`` without label filters: the newest candidates (pages of 50, at most
+        ``_REFERENCE_SCAN``), each one's labels read (cached) until one matches."""
+        from flyteidl2.common import identifier_pb2, list_pb2
+        from flyteidl2.workflow import run_service_pb2
+
+        token, scanned = "", 0
+        while scanned < _REFERENCE_SCAN:
+            req = run_service_pb2.ListRunsRequest(
+                request=list_pb2.ListRequest(
+                    limit=50,
+                    token=token,
+                    filters=filters,
+                    sort_by=list_pb2.Sort(key="created_at", direction=list_pb2.Sort.DESCENDING),
+                ),
+                org=self._org,
+                project_id=identifier_pb2.ProjectIdentifier(
+                    organization=self._org, name=project, domain=domain
+                ),
+            )
+            resp = await self._call("ListRuns", _rpcs().list_runs, req)
+            page = [_summary(r) for r in resp.runs]
+            scanned += len(page)
+            found = await self._labels_of([r.ref for r in page])
+            for r in page:
+                lab = found[r.ref]
+                if all(lab.get(k) == v for k, v in labels.items()) and (
+                    not without_label or without_label not in lab
+                ):
+                    return _with_labels(r, lab)
+            token = resp.token
+            if not token or not page:
+                return None
         return None
 
     async def _latest(self, project: str, domain: str, filters: list[Any], *, limit: int) -> list[RunSummary]:
@@ -704,13 +973,15 @@ class FlyteControlPlane:
             )
         ).details
         action = details.action
+        labels = dict(details.run_spec.labels.values)
+        self._learned_labels(ref, labels)
         return RunSummary(
             ref=ref,
             phase=_phase_name(action.status.phase),
             task=_task_name(action.metadata),
             created_at=_ts(action.status, "start_time"),
             ended_at=_ts(action.status, "end_time"),
-            labels=dict(details.run_spec.labels.values),
+            labels=labels,
         )
 
     async def read_failure(self, run: RunSummary) -> FailureFacts:
@@ -726,6 +997,7 @@ class FlyteControlPlane:
         ).details
         spec = details.run_spec
         labels = dict(spec.labels.values)
+        self._learned_labels(ref, labels)
         actions = await self._call(
             "ListActions",
             _rpcs().list_actions,
@@ -790,6 +1062,13 @@ class FlyteControlPlane:
                 labels=run.labels,
             )
         )
+        # FAILED without error details: open-source Flyte fills them once the last attempt's
+        # events arrived, a while after the phase. TIMED_OUT never has any there.
+        pending = (
+            _phase_name(action_details.status.phase) == "FAILED"
+            and not action_details.HasField("error_info")
+            and not action_details.HasField("abort_info")
+        )
         return FailureFacts(
             summary=summary,
             labels=labels,
@@ -798,6 +1077,8 @@ class FlyteControlPlane:
             error=error,
             failed_at=failed_at,
             spec=spec_view(spec),
+            error_pending=pending,
+            finished_phase=_finished_before_abort(root),
         )
 
     async def read_spec(self, ref: RunRef) -> RunSpecView:
@@ -817,6 +1098,20 @@ class FlyteControlPlane:
         import flyte
 
         src = request.source
+        if not await self._supports_label_filters(src.project, src.domain):
+            # Open-source Flyte returns an existing run of that name as a success: look first.
+            try:
+                await self.get_run(request.target)
+            except NotFoundError:
+                pass
+            else:
+                raise AlreadyExistsError(
+                    f"CreateRun: run {request.target} already exists (found before creating it; "
+                    "open-source Flyte would have returned it as a success)",
+                    rpc="CreateRun",
+                    code="already_exists",
+                )
+        key = ("CreateRun", str(request.target).encode())
         source_spec = request.source_spec if request.source_spec is not None else await self.read_spec(src)
         force = list(request.overrides.force_rerun_actions) or None
         try:
@@ -833,7 +1128,8 @@ class FlyteControlPlane:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise translate_error(exc, "CreateRun") from exc
+            raise self._repeated_internal(key, translate_error(exc, "CreateRun")) from exc
+        self._internal.pop(key, None)
         return RunRef(src.project, src.domain, str(run.name or request.name))
 
     def console_url(self, ref: RunRef) -> str:

@@ -35,6 +35,10 @@ settings (file < RERUND_* environment < flags):
   api_key_file        file holding the API key (or FLYTE_API_KEY)          RERUND_API_KEY_FILE
   notify.webhook      URL for exhausted lineages (Slack-compatible)        RERUND_NOTIFY_WEBHOOK
   ledger_retention    how long the ledger keeps records (default 30d)      RERUND_LEDGER_RETENTION
+  backend             union | oss | auto: what the control plane supports  RERUND_BACKEND
+                      (default auto: the first label filter finds out)
+  error_details_wait  how long to wait for a FAILED run's error details    RERUND_ERROR_DETAILS_WAIT
+                      (default 60s; open-source Flyte fills them late)
 """
 
 
@@ -59,6 +63,13 @@ def register(sub: Any) -> None:
     run.add_argument("--http", metavar="HOST:PORT", help="metrics/health address, or 'off'")
     run.add_argument("--dry-run", action="store_true", default=None, help="decide and record, create nothing")
     run.add_argument("--poll-interval", metavar="DURATION", help="resync period, e.g. 30s")
+    run.add_argument(
+        "--backend",
+        choices=("auto", "union", "oss"),
+        default=None,
+        help="what the control plane supports: union (label filters, ALREADY_EXISTS), oss "
+        "(open-source Flyte 2: neither) or auto (default: the first label filter finds out)",
+    )
     run.add_argument(
         "--no-watch",
         dest="watch",
@@ -120,6 +131,7 @@ def _settings(args: argparse.Namespace) -> Any:
         "http": args.http,
         "dry_run": args.dry_run,
         "poll_interval": args.poll_interval,
+        "backend": args.backend,
         "watch": args.watch,
         "lookback": args.lookback,
         "max_concurrent_reruns": args.max_concurrent_reruns,

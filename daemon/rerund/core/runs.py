@@ -87,6 +87,12 @@ class FailureFacts:
     error: ErrorInfo
     failed_at: datetime
     spec: RunSpecView | None = None  # the run's RunSpec (read with the run details, no extra RPC)
+    # FAILED, but the error details are not there yet (open-source Flyte fills them once the
+    # last attempt's events arrived): the failure must not be decided yet.
+    error_pending: bool = False
+    # ABORTED only because an operator aborted a run that had already finished in this phase
+    # (open-source AbortRun has no phase condition); None for a real abort.
+    finished_phase: str | None = None
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,7 @@ async def connect_control_plane(settings: Settings) -> ControlPlane:
         api_key=settings.api_key.get_secret_value() if settings.api_key else None,
         rpc_timeout=settings.rpc_timeout.total_seconds(),
         console_url=settings.console_url,
+        backend=settings.backend,
     )
     await cp.connect()
     return cp
@@ -218,6 +219,7 @@ class Daemon:
             max_concurrent_reruns=s.max_concurrent_reruns,
             lookback=s.lookback,
             overlap=s.overlap,
+            error_wait=s.error_details_wait,
         )
         self.repro = ReproRunner(
             cp,

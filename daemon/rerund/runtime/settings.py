@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -132,6 +132,11 @@ class Settings(_Frozen):
     console_url: str = ""
     log_level: str = "INFO"
     rpc_timeout: Duration = timedelta(seconds=30)
+    # union | oss | auto: what the control plane supports (auto: found by the first label filter)
+    backend: Literal["auto", "union", "oss"] = "auto"
+    # How long after a FAILED run's failure rerund waits for its error details to arrive
+    # (open-source Flyte fills them once the last attempt's events arrived).
+    error_details_wait: Duration = timedelta(seconds=60)
 
     @field_validator("poll_interval")
     @classmethod
@@ -214,6 +219,8 @@ _ENV_KEYS: dict[str, str] = {
     "console_url": "str",
     "log_level": "str",
     "rpc_timeout": "str",
+    "backend": "str",
+    "error_details_wait": "str",
     "notify_webhook": "str",
 }
 

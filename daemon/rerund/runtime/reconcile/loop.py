@@ -46,7 +46,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import assert_never
 
@@ -110,6 +110,8 @@ class Reconciler:
         recent_capacity: int = 200,
         retry_initial: float = _RETRY_INITIAL,
         retry_max: float = _RETRY_MAX,
+        error_wait: timedelta = timedelta(seconds=60),
+        error_recheck: timedelta = timedelta(seconds=2),
     ) -> None:
         self._cp = control_plane
         self._scopes = [(p, d) for p, d in scopes]
@@ -144,6 +146,9 @@ class Reconciler:
         # pass: deciding them against an index that may not know their reruns could issue an
         # attempt again under another name (after a reload or restart that renamed reruns).
         self._indexed_generation = -1
+        self._error_wait = error_wait
+        self._error_recheck = error_recheck
+        self._awaiting_error: set[RunRef] = set()  # FAILED runs whose error details are late
         self.recent = self._recorder.recent
         self.last_sync: datetime | None = None
 
@@ -319,11 +324,65 @@ class Reconciler:
                     log.warning("run %s: reading its failure failed, retrying next pass: %s", ref, exc)
                     self._owed.owe_unread(summary, summary.ended_at or now)
                     return
+                checked = self._check_facts(summary, facts, now)
+                if checked is None:
+                    return
+                facts = checked
                 self._recorder.failure(facts, now)
             self._owed.remember(ref, marker, facts, settled=False)
             await self._decide_and_act(facts, now)
         finally:
             self._inflight.discard(ref)
+
+    def _check_facts(self, summary: RunSummary, facts: FailureFacts, now: datetime) -> FailureFacts | None:
+        """The facts to decide on, or None when the failure must not be decided (now or ever).
+
+        - FAILED without error details yet (open-source Flyte fills them once the last
+          attempt's events arrived): stays pending and is read again every
+          ``error_recheck``, for at most ``error_wait`` after it failed; then decided without
+          them, with a warning. Never settled on facts that may still change.
+        - ABORTED only because an operator aborted a run that had already finished
+          (open-source AbortRun has no phase condition): a finished SUCCEEDED run is ignored;
+          a FAILED or TIMED_OUT one is decided as what it was (the same decision, so the same
+          rerun name: never a second rerun).
+        """
+        ref = summary.ref
+        if facts.error_pending:
+            waited = now - facts.failed_at
+            if waited < self._error_wait:
+                due = now + min(self._error_recheck, self._error_wait - waited)
+                if ref not in self._awaiting_error:
+                    self._awaiting_error.add(ref)
+                    log.info(
+                        "run %s is FAILED but its error details have not arrived yet; rerund waits up to "
+                        "%ss after the failure for them before deciding (reads it again in %.1fs)",
+                        ref,
+                        f"{self._error_wait.total_seconds():g}",
+                        (due - now).total_seconds(),
+                    )
+                self._owed.owe_unread(summary, facts.failed_at, due)
+                if self._scheduler is not None:
+                    self._scheduler.schedule(str(ref), due, lambda: self._redecide(ref))
+                return None
+            log.warning(
+                "run %s: its error details did not arrive within %ss of the failure; deciding without "
+                "them (no error kind, code or message for the policies to match)",
+                ref,
+                f"{self._error_wait.total_seconds():g}",
+            )
+        self._awaiting_error.discard(ref)
+        if facts.finished_phase is None:
+            return facts
+        if facts.finished_phase not in FAILED_PHASES:
+            log.info(
+                "run %s: ignored: it is ABORTED only because it was aborted after it had %s",
+                ref,
+                facts.finished_phase,
+            )
+            self._owed.remember(ref, (summary.phase, summary.ended_at), None, settled=True)
+            self._settle(ref)
+            return None
+        return replace(facts, summary=replace(facts.summary, phase=facts.finished_phase))
 
     async def _decide_and_act(self, facts: FailureFacts, now: datetime) -> None:
         policies = self._policies()

@@ -147,9 +147,10 @@ class OwedWork:
         ref = facts.summary.ref
         self.pending[ref] = Pending(facts=facts, summary=facts.summary, failed_at=facts.failed_at, due=due)
 
-    def owe_unread(self, summary: RunSummary, failed_at: datetime) -> None:
-        """A failure whose facts could not be read yet: the next pass reads it again."""
-        self.pending[summary.ref] = Pending(facts=None, summary=summary, failed_at=failed_at, due=None)
+    def owe_unread(self, summary: RunSummary, failed_at: datetime, due: datetime | None = None) -> None:
+        """A failure whose facts could not be read yet (or not completely: its error details
+        are late): read again at ``due`` (None: at the next pass)."""
+        self.pending[summary.ref] = Pending(facts=None, summary=summary, failed_at=failed_at, due=due)
 
     def settle(self, ref: RunRef) -> None:
         """The decision about ``ref`` has been carried out: nothing more is owed."""
