@@ -24,6 +24,11 @@ ORDER = (
     "3 replicas during a storm",
     "sandbox faults + sandbox restart",
     "budget 100 per 10m, retry storm",
+    "SIGKILL x10 during a storm (oss)",
+    "2 replicas during a storm (oss)",
+    "3 replicas during a storm (oss)",
+    "sandbox faults + sandbox restart (oss)",
+    "budget 50 per 10m, retry storm (oss)",
 )
 
 

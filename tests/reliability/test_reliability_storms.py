@@ -8,6 +8,12 @@ Each scenario runs twice over: a shortened version in ``make test`` and the full
 ``@pytest.mark.slow`` (``make chaos``), which also writes its row of the results table in
 ``bench/README.md``. Random moments (kills) come from a seeded ``random.Random``; the seed is
 in the test id so a failure can be replayed.
+
+Every scenario runs against both sandbox profiles: ``union`` and ``oss`` (open-source Flyte 2:
+no label filters, no ALREADY_EXISTS, late error details, lossy root-only WatchRuns). The
+daemon runs with ``backend: auto`` and finds out which one it talks to. ``make test`` runs the
+short SIGKILL and replica scenarios on ``oss`` too (smaller); the rest run on ``oss`` in
+``make chaos``.
 """
 
 from __future__ import annotations
@@ -52,24 +58,30 @@ def _healthy(*procs: DaemonProcess) -> None:
         p.wait_ready(timeout=60)
 
 
+def _scenario(name: str, profile: str) -> str:
+    return name if profile == "union" else f"{name} (oss)"
+
+
 @pytest.fixture
 def storm_policy_file(tmp_path: Path) -> Path:
     return write_policies(tmp_path / "policies.yaml", storm_policies())
 
 
 @pytest.mark.parametrize(
-    "size",
+    ("profile", "size"),
     [
-        SHORT(Size(failures=200, kills=3), id="short-200-failures-3-kills"),
-        FULL(Size(failures=2000, kills=10), id="full-2000-failures-10-kills"),
+        SHORT("union", Size(failures=200, kills=3), id="union-short-200-failures-3-kills"),
+        SHORT("oss", Size(failures=100, kills=2), id="oss-short-100-failures-2-kills"),
+        FULL("union", Size(failures=2000, kills=10), id="union-full-2000-failures-10-kills"),
+        FULL("oss", Size(failures=2000, kills=10), id="oss-full-2000-failures-10-kills"),
     ],
 )
 def test_sigkill_at_random_moments_during_a_storm_neither_duplicates_nor_misses(
-    size: Size, tmp_path: Path, storm_policy_file: Path
+    profile: str, size: Size, tmp_path: Path, storm_policy_file: Path
 ) -> None:
     rng = random.Random(size.seed)
     policies = load_policies([storm_policy_file])
-    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0) as sb:
+    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0, profile=profile) as sb:
         d = DaemonProcess(tmp_path / "d", sb, storm_policy_file)
         with daemons(d):
             d.wait_ready()
@@ -88,23 +100,26 @@ def test_sigkill_at_random_moments_during_a_storm_neither_duplicates_nor_misses(
             assert result.exact(), result.problems()
             _healthy(d)
     if size.kills >= 10:
-        record(f"SIGKILL x{size.kills} during a storm", result.row())
+        record(_scenario(f"SIGKILL x{size.kills} during a storm", profile), result.row())
 
 
 @pytest.mark.parametrize(
-    ("replicas", "size"),
+    ("profile", "replicas", "size"),
     [
-        SHORT(2, Size(failures=120), id="short-2-replicas-120-failures"),
-        SHORT(3, Size(failures=120), id="short-3-replicas-120-failures"),
-        FULL(2, Size(failures=1000), id="full-2-replicas-1000-failures"),
-        FULL(3, Size(failures=1000), id="full-3-replicas-1000-failures"),
+        SHORT("union", 2, Size(failures=120), id="union-short-2-replicas-120-failures"),
+        SHORT("union", 3, Size(failures=120), id="union-short-3-replicas-120-failures"),
+        SHORT("oss", 2, Size(failures=60), id="oss-short-2-replicas-60-failures"),
+        FULL("union", 2, Size(failures=1000), id="union-full-2-replicas-1000-failures"),
+        FULL("union", 3, Size(failures=1000), id="union-full-3-replicas-1000-failures"),
+        FULL("oss", 2, Size(failures=1000), id="oss-full-2-replicas-1000-failures"),
+        FULL("oss", 3, Size(failures=1000), id="oss-full-3-replicas-1000-failures"),
     ],
 )
 def test_replicas_against_one_sandbox_issue_each_rerun_once(
-    replicas: int, size: Size, tmp_path: Path, storm_policy_file: Path
+    profile: str, replicas: int, size: Size, tmp_path: Path, storm_policy_file: Path
 ) -> None:
     policies = load_policies([storm_policy_file])
-    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0) as sb:
+    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0, profile=profile) as sb:
         procs = tuple(
             DaemonProcess(tmp_path / f"d{i}", sb, storm_policy_file, name=f"replica{i}")
             for i in range(replicas)
@@ -121,22 +136,23 @@ def test_replicas_against_one_sandbox_issue_each_rerun_once(
             issued = [total(p.metrics(), "rerund_reruns_issued_total") for p in procs]
             assert sum(issued) == result.issued, issued
     if size.failures >= 1000:
-        record(f"{replicas} replicas during a storm", result.row())
+        record(_scenario(f"{replicas} replicas during a storm", profile), result.row())
 
 
 @pytest.mark.parametrize(
-    "size",
+    ("profile", "size"),
     [
-        SHORT(Size(failures=60), id="short-60-failures"),
-        FULL(Size(failures=500), id="full-500-failures"),
+        SHORT("union", Size(failures=60), id="union-short-60-failures"),
+        FULL("union", Size(failures=500), id="union-full-500-failures"),
+        FULL("oss", Size(failures=500), id="oss-full-500-failures"),
     ],
 )
 def test_sandbox_faults_and_a_sandbox_restart_miss_nothing(
-    size: Size, tmp_path: Path, storm_policy_file: Path
+    profile: str, size: Size, tmp_path: Path, storm_policy_file: Path
 ) -> None:
     policies = load_policies([storm_policy_file])
     db = tmp_path / "sandbox.db"
-    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0, db=db) as sb:
+    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0, db=db, profile=profile) as sb:
         d = DaemonProcess(tmp_path / "d", sb, storm_policy_file)
         with daemons(d):
             d.wait_ready()
@@ -163,18 +179,19 @@ def test_sandbox_faults_and_a_sandbox_restart_miss_nothing(
             assert result.exact(), result.problems()
             _healthy(d)
     if size.failures >= 500:
-        record("sandbox faults + sandbox restart", result.row())
+        record(_scenario("sandbox faults + sandbox restart", profile), result.row())
 
 
 @pytest.mark.parametrize(
-    ("size", "budget"),
+    ("profile", "size", "budget"),
     [
-        SHORT(Size(failures=500), 20, id="short-500-failures-budget-20"),
-        FULL(Size(failures=10_000), 100, id="full-10000-failures-budget-100", timeout=1200),
+        SHORT("union", Size(failures=500), 20, id="union-short-500-failures-budget-20"),
+        FULL("union", Size(failures=10_000), 100, id="union-full-10000-failures-budget-100", timeout=1200),
+        FULL("oss", Size(failures=2000), 50, id="oss-full-2000-failures-budget-50", timeout=1200),
     ],
 )
 def test_a_retry_storm_under_a_global_budget_issues_exactly_the_budget(
-    size: Size, budget: int, tmp_path: Path
+    profile: str, size: Size, budget: int, tmp_path: Path
 ) -> None:
     # One replica: a budget shared by replicas cannot be exact without coordination (each
     # replica counts the reruns it can list; two replicas deciding at once may both take the
@@ -183,7 +200,7 @@ def test_a_retry_storm_under_a_global_budget_issues_exactly_the_budget(
     policy_file = write_policies(tmp_path / "policies.yaml", doc)
     policies = load_policies([policy_file])
     workload: dict[str, Any] = {"tasks": {"storm.flaky": STORM_WORKLOAD["tasks"]["storm.flaky"]}}
-    with start_sandbox(workload=workload, time_scale=1.0) as sb:
+    with start_sandbox(workload=workload, time_scale=1.0, profile=profile) as sb:
         d = DaemonProcess(tmp_path / "d", sb, policy_file)
         with daemons(d):
             d.wait_ready()
@@ -217,5 +234,5 @@ def test_a_retry_storm_under_a_global_budget_issues_exactly_the_budget(
             assert all(x["not_before"] for x in defers)
             assert len(body["pending"]) == deferred
             _healthy(d)
-    if size.failures >= 10_000:
-        record(f"budget {budget} per 10m, retry storm", row)
+    if size.failures >= 2000:
+        record(_scenario(f"budget {budget} per 10m, retry storm", profile), row)

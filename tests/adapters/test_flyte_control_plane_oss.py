@@ -1,0 +1,232 @@
+"""The flyte-SDK adapter against the sandbox's ``oss`` profile (open-source Flyte 2): it finds
+out that label filters are refused, finds reruns and reference runs by reading labels, looks
+before creating, reports late error details and runs aborted after they finished, and turns an
+INTERNAL that repeats for one request into a permanent error — each with its RPC cost."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
+from flyteidl2.common import identifier_pb2, list_pb2
+from flyteidl2.workflow import run_service_pb2 as rs
+from flyteidl2.workflow.run_service_connect import RunServiceClientSync
+
+from rerund.adapters.flyte_control_plane import FlyteControlPlane
+from rerund.errors import (
+    AlreadyExistsError,
+    ConfigError,
+    PermanentControlPlaneError,
+    TransientControlPlaneError,
+)
+from rerund.runtime.ports import RerunRequest, RunRef
+from rerund.sandbox.profiles import OSS
+from rerund.sandbox.testing import SandboxHandle, start_sandbox
+
+pytestmark = pytest.mark.e2e
+
+WORKLOAD = {
+    "tasks": {
+        "net.flaky": {
+            "duration": "0.2s",
+            "behaviour": ["fail", "succeed"],
+            "error": {
+                "kind": "SYSTEM",
+                "code": "ConnectionResetError",
+                "message": "connection reset by peer",
+            },
+        },
+        "ok": {"behaviour": ["succeed"], "duration": "0.1s"},
+        "etl.pipeline": {"children": ["ok", "net.flaky"]},
+    }
+}
+LABELS = {"rerund-root": "r", "rerund-attempt": "1", "rerund-policy": "p"}
+
+
+@pytest.fixture(scope="module")
+def sb() -> Iterator[SandboxHandle]:
+    with start_sandbox(WORKLOAD, time_scale=0.5, profile=OSS.with_error_delay(0)) as handle:
+        yield handle
+
+
+def _cp(sb: SandboxHandle, backend: str = "auto") -> FlyteControlPlane:
+    cp = FlyteControlPlane(endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10, backend=backend)
+    asyncio.run(cp.connect())
+    return cp
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def _delta(sb: SandboxHandle, before: dict[str, int]) -> dict[str, int]:
+    after = sb.request_counts()
+    return {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
+
+
+def _since() -> datetime:
+    return datetime.now(UTC) - timedelta(minutes=5)
+
+
+def test_auto_finds_oss_and_lists_reruns_by_reading_each_runs_labels_once(sb: SandboxHandle) -> None:
+    cp = _cp(sb)
+    sb.launch("ok", count=3)
+    [rerun] = sb.launch("ok", labels=LABELS)
+    [repro] = sb.launch("ok", labels={**LABELS, "rerund-repro": "check"})
+    sb.wait_idle()
+    runs_in_window = len(sb.runs())
+    before = sb.request_counts()
+
+    listed = _run(cp.list_reruns(sb.project, sb.domain, since=_since()))
+    first = _delta(sb, before)
+    before = sb.request_counts()
+    again = _run(cp.list_reruns(sb.project, sb.domain, since=_since(), policy="p"))
+
+    assert cp.backend == "oss"
+    assert rerun in {r.ref.name for r in listed}
+    assert repro not in {r.ref.name for r in listed}  # a reproduction rerun is not a rerun
+    assert all(r.labels["rerund-policy"] == "p" for r in listed)
+    assert {r.ref.name for r in again} == {r.ref.name for r in listed}
+    # discovery (one refused label listing) + one listing, and one GetRunDetails per run once
+    assert first == {"ListRuns": 2, "GetRunDetails": runs_in_window}
+    assert _delta(sb, before) == {"ListRuns": 1}
+
+
+def test_backend_oss_sends_no_label_filter_at_all(sb: SandboxHandle) -> None:
+    cp = _cp(sb, backend="oss")
+    before = sb.request_counts()
+
+    _run(cp.list_reruns(sb.project, sb.domain, since=datetime.now(UTC) + timedelta(minutes=1)))
+
+    assert cp.backend == "oss"
+    assert _delta(sb, before) == {"ListRuns": 1}
+
+
+def test_an_unknown_backend_is_refused() -> None:
+    with pytest.raises(
+        ConfigError, match="backend 'flyte1' is not one of auto, union, oss; set backend: auto"
+    ):
+        FlyteControlPlane(endpoint="http://127.0.0.1:1", org="o", insecure=True, backend="flyte1")
+
+
+def test_create_rerun_looks_first_and_reports_an_existing_name_as_already_exists(sb: SandboxHandle) -> None:
+    cp = _cp(sb, backend="oss")
+    [name] = sb.launch("net.flaky")
+    sb.wait_idle()
+    request = RerunRequest(source=RunRef(sb.project, sb.domain, name), name=f"{name[:10]}-retry-1")
+    before = sb.request_counts()
+    _run(cp.create_rerun(request))
+    created = _delta(sb, before)
+
+    with pytest.raises(AlreadyExistsError, match=r"already exists \(found before creating it") as info:
+        _run(cp.create_rerun(request))
+
+    assert info.value.code == "already_exists"
+    assert created["GetRunDetails"] == 2  # the look before creating + the SDK's read of the source
+    assert created["CreateRun"] == 1
+    assert len([r for r in sb.runs() if r["name"] == request.name]) == 1
+
+
+def test_find_latest_run_with_labels_reads_the_candidates_labels(sb: SandboxHandle) -> None:
+    cp = _cp(sb, backend="oss")
+    [wanted] = sb.launch("ok", labels={"team": "ml"})
+    sb.launch("ok", count=2, labels={"team": "other"})
+    sb.wait_idle()
+
+    found = _run(cp.find_latest_run(sb.project, sb.domain, task="ok", labels={"team": "ml"}))
+    none = _run(cp.find_latest_run(sb.project, sb.domain, task="ok", labels={"team": "nobody"}))
+
+    assert found is not None and found.ref.name == wanted and found.labels["team"] == "ml"
+    assert none is None
+
+
+def test_a_failed_run_without_error_details_yet_is_reported_pending(sandbox_factory: Any) -> None:
+    late = sandbox_factory(workload=WORKLOAD, time_scale=0.5, profile=OSS.with_error_delay(3600))
+    cp = _cp(late)
+    [name] = late.launch("net.flaky")
+    late.wait_idle()
+    [summary] = _run(cp.list_failed(late.project, late.domain, since=_since()))
+
+    facts = _run(cp.read_failure(summary))
+
+    assert summary.ref.name == name
+    assert facts.error_pending
+    assert facts.error.code == ""
+
+
+def test_a_failed_run_with_its_error_details_is_not_pending(sb: SandboxHandle) -> None:
+    cp = _cp(sb)
+    [name] = sb.launch("etl.pipeline")
+    sb.wait_idle()
+    [summary] = [r for r in _run(cp.list_failed(sb.project, sb.domain, since=_since())) if r.ref.name == name]
+
+    facts = _run(cp.read_failure(summary))
+
+    assert not facts.error_pending
+    assert (facts.action, facts.error.code) == ("a2", "ConnectionResetError")
+
+
+def test_a_run_aborted_after_it_succeeded_is_reported_with_its_finished_phase(sb: SandboxHandle) -> None:
+    cp = _cp(sb)
+    [name] = sb.launch("ok")
+    sb.wait_idle()
+    with RunServiceClientSync(sb.endpoint) as client:
+        client.abort_run(
+            rs.AbortRunRequest(
+                run_id=identifier_pb2.RunIdentifier(
+                    org=sb.org, project=sb.project, domain=sb.domain, name=name
+                )
+            )
+        )
+    [summary] = [r for r in _run(cp.list_failed(sb.project, sb.domain, since=_since())) if r.ref.name == name]
+
+    facts = _run(cp.read_failure(summary))
+
+    assert summary.phase == "ABORTED"
+    assert facts.finished_phase == "SUCCEEDED"
+
+
+def test_an_internal_answer_repeating_for_one_request_becomes_permanent(sb: SandboxHandle) -> None:
+    cp = _cp(sb)
+    single_value_in = list_pb2.Filter(function=list_pb2.Filter.VALUE_IN, field="phase", values=["6"])
+    with RunServiceClientSync(sb.endpoint) as client, pytest.raises(ConnectError) as raw:
+        client.list_runs(
+            rs.ListRunsRequest(
+                request=list_pb2.ListRequest(filters=[single_value_in]),
+                project_id=identifier_pb2.ProjectIdentifier(
+                    organization=sb.org, name=sb.project, domain=sb.domain
+                ),
+            )
+        )
+    assert raw.value.code == Code.INTERNAL
+
+    errors = []
+    for _ in range(3):
+        try:
+            _run(cp._latest(sb.project, sb.domain, [single_value_in], limit=1))
+        except (TransientControlPlaneError, PermanentControlPlaneError) as exc:
+            errors.append(exc)
+
+    assert [type(e).__name__ for e in errors] == [
+        "TransientControlPlaneError",
+        "TransientControlPlaneError",
+        "PermanentControlPlaneError",
+    ]
+    assert "answered INTERNAL 3 times in a row for the same request" in str(errors[-1])
+    assert "treats it as permanent and stops retrying it" in str(errors[-1])
+    assert errors[-1].code == "internal_repeated"
+
+
+def test_find_latest_run_sends_a_phase_filter_the_oss_database_takes(sb: SandboxHandle) -> None:
+    cp = _cp(sb, backend="oss")
+    [name] = sb.launch("ok")
+    sb.wait_idle()
+
+    found = _run(cp.find_latest_run(sb.project, sb.domain, task="ok", phase="SUCCEEDED"))
+
+    assert found is not None and found.ref.name == name
