@@ -127,7 +127,7 @@ def test_create_rerun_looks_first_and_reports_an_existing_name_as_already_exists
         _run(cp.create_rerun(request))
 
     assert info.value.code == "already_exists"
-    assert created["GetRunDetails"] == 2  # the look before creating + the SDK's read of the source
+    assert created["GetRunDetails"] == 3  # the look before, the SDK's read of the source, the check after
     assert created["CreateRun"] == 1
     assert len([r for r in sb.runs() if r["name"] == request.name]) == 1
 

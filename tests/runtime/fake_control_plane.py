@@ -44,6 +44,8 @@ class FakeRun:
     action_task: str = ""
     error: ErrorInfo = CONNECTION_RESET
     request: RerunRequest | None = None  # how it was created, for reruns
+    error_pending: bool = False  # FAILED, error details not arrived yet (open-source Flyte)
+    finished_phase: str | None = None  # aborted after it had finished in this phase
 
     def summary(self) -> RunSummary:
         return RunSummary(
@@ -160,6 +162,8 @@ class FakeControlPlane:
             action_task=r.action_task or r.task,
             error=r.error,
             failed_at=r.ended_at or r.created_at,
+            error_pending=r.error_pending,
+            finished_phase=r.finished_phase,
         )
 
     async def create_rerun(self, request: RerunRequest) -> RunRef:

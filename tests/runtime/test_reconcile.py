@@ -8,6 +8,7 @@ what the metrics, the ledger and ``/decisions`` say, and which calls were made.
 from __future__ import annotations
 
 import asyncio
+import logging
 import textwrap
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -18,13 +19,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from rerund.adapters.ledger import Ledger
+from rerund.core.model import ErrorInfo
 from rerund.core.rules import PolicySet
 from rerund.errors import NotificationError, PermanentControlPlaneError, TransientControlPlaneError
 from rerund.policy import load_policies
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.reconcile import Reconciler
 
-from .fake_control_plane import T0, Clock, FakeControlPlane
+from .fake_control_plane import CONNECTION_RESET, T0, Clock, FakeControlPlane
 
 POLICIES = """\
 apiVersion: rerund/v1
@@ -524,3 +526,81 @@ def test_the_cache_shrinks_back_to_its_capacity_once_failures_leave_the_window(t
 
     assert world.cp.calls["read_failure"] == 5
     assert len(world.rec._seen) == 2
+
+
+# -- open-source Flyte: late error details, aborts of finished runs ------------------------------
+
+
+def test_a_failed_run_whose_error_details_are_late_is_decided_once_they_arrive(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = World(tmp_path, error_wait=timedelta(minutes=10))
+    run = world.cp.add_failed("late1", at=T0, error_pending=True, error=ErrorInfo())
+    world.clock.advance(5)
+
+    with caplog.at_level(logging.INFO, logger="rerund.reconcile"):
+        first = world.sync()
+    waiting = world.rec.pending()
+    run.error_pending, run.error = False, CONNECTION_RESET
+    world.clock.advance(30)
+    world.sync()
+
+    assert first.ok and world.cp.reruns()[0].ref.name == "late1-retry-1"
+    assert list(waiting) == [str(world.cp.ref("late1"))]
+    assert (
+        "run ml/production/late1 is FAILED but its error details have not arrived yet; rerund waits up "
+        "to 600s after the failure for them before deciding (reads it again in 2.0s)"
+    ) in caplog.text
+    assert world.cp.calls_by_run[("read_failure", "late1")] == 2
+    assert world.metric("rerund_decisions_total", policy="transient", decision="rerun") == 1
+
+
+def test_error_details_that_never_arrive_are_waited_for_a_bounded_time(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.cp.add_failed("never1", at=T0, error_pending=True, error=ErrorInfo())
+    world.clock.advance(5)
+    world.sync()
+    world.clock.advance(60)
+
+    with caplog.at_level(logging.WARNING, logger="rerund.reconcile"):
+        world.sync()
+
+    assert world.rec.pending() == {}
+    assert (
+        "run ml/production/never1: its error details did not arrive within 60s of the failure; deciding "
+        "without them (no error kind, code or message for the policies to match)"
+    ) in caplog.text
+
+
+def test_a_run_aborted_after_it_succeeded_is_ignored_and_not_read_again(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.cp.add_failed("done1", at=T0, phase="ABORTED", finished_phase="SUCCEEDED")
+    world.clock.advance(60)
+
+    with caplog.at_level(logging.INFO, logger="rerund.reconcile"):
+        world.sync()
+        world.clock.advance(5)
+        world.sync()
+
+    assert world.cp.reruns() == []
+    assert (
+        "run ml/production/done1: ignored: it is ABORTED only because it was aborted after it had SUCCEEDED"
+        in (caplog.text)
+    )
+    assert world.cp.calls_by_run[("read_failure", "done1")] == 1
+    assert world.metric("rerund_decisions_total", policy="", decision="ignore") == 0
+
+
+def test_a_failed_run_aborted_afterwards_gets_no_second_rerun(world: World) -> None:
+    run = world.cp.add_failed("fail1", at=T0)
+    world.clock.advance(60)
+    world.sync()
+    run.phase, run.finished_phase = "ABORTED", "FAILED"  # an operator aborts the finished run
+    world.clock.advance(5)
+
+    world.sync()
+
+    assert [r.ref.name for r in world.cp.reruns()] == ["fail1-retry-1"]
+    assert world.cp.calls_by_run[("read_failure", "fail1")] == 2

@@ -34,7 +34,12 @@ On oss:
   ``rerund-policy``. Cost: ceil(runs in window / 200) ListRuns per pass, plus one GetRunDetails
   per run the first time it is listed (a failure already read costs nothing more).
 - ``create_rerun`` looks before creating: GetRunDetails of the rerun's deterministic name;
-  found -> ``AlreadyExistsError`` (what ALREADY_EXISTS means on Union). One RPC more per rerun.
+  found -> ``AlreadyExistsError`` (what ALREADY_EXISTS means on Union). Two replicas can both
+  look and both create in the same moment: there is still one run (the name is
+  deterministic), and the create carries a random ``rerund-issue`` label that a GetRunDetails
+  after it compares, so the one whose run it is not records "already issued". Two RPCs more
+  per rerun. (The real service enqueues the run again on the second CreateRun; looking first
+  keeps that to such races.)
 - ``find_latest_run`` with labels lists the newest runs of the task in the phase (pages of 50,
   at most 200 candidates) and reads their labels (cached) until one matches.
 
@@ -53,6 +58,7 @@ import binascii
 import contextlib
 import logging
 import os
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
@@ -98,6 +104,8 @@ _TRANSIENT_CODES = {
     "aborted",
 }
 _FAILED_PHASE_VALUES = ("6", "7", "8")  # FAILED, ABORTED, TIMED_OUT
+# oss: a random mark on each create, so an answer with another process's run is recognised
+LABEL_ISSUER = "rerund-issue"
 _MAX_PAGE = 200  # open-source Flyte refuses larger pages (runs/repository/impl/requests.go)
 _INTERNAL_REPEATS = 3  # INTERNAL this many times in a row for one request: permanent
 _LABEL_CACHE = 100_000  # runs whose labels are remembered (oss: labels are read per run)
@@ -1098,8 +1106,11 @@ class FlyteControlPlane:
         import flyte
 
         src = request.source
-        if not await self._supports_label_filters(src.project, src.domain):
-            # Open-source Flyte returns an existing run of that name as a success: look first.
+        labels = dict(request.labels)
+        oss = not await self._supports_label_filters(src.project, src.domain)
+        if oss:
+            # Open-source Flyte returns an existing run of that name as a success (and enqueues
+            # it again): look first, and mark this create so its answer can be told apart.
             try:
                 await self.get_run(request.target)
             except NotFoundError:
@@ -1111,12 +1122,15 @@ class FlyteControlPlane:
                     rpc="CreateRun",
                     code="already_exists",
                 )
+            labels[LABEL_ISSUER] = uuid.uuid4().hex[:12]
         key = ("CreateRun", str(request.target).encode())
         source_spec = request.source_spec if request.source_spec is not None else await self.read_spec(src)
         force = list(request.overrides.force_rerun_actions) or None
         try:
             with self._scope(src.project, src.domain):
-                runner = flyte.with_runcontext(**runcontext_for_rerun(request, source_spec))
+                kwargs = runcontext_for_rerun(request, source_spec)
+                kwargs["labels"] = labels  # the request's, and the mark of this create on oss
+                runner = flyte.with_runcontext(**kwargs)
                 call = runner.rerun.aio(
                     src.name,
                     action_name=request.action,
@@ -1130,6 +1144,17 @@ class FlyteControlPlane:
         except Exception as exc:
             raise self._repeated_internal(key, translate_error(exc, "CreateRun")) from exc
         self._internal.pop(key, None)
+        if oss:
+            # Another process may have created the same name between the look and the create:
+            # open-source Flyte then answered with its run. The mark says whose run it is.
+            created = await self.get_run(request.target)
+            if created.labels.get(LABEL_ISSUER) != labels[LABEL_ISSUER]:
+                raise AlreadyExistsError(
+                    f"CreateRun: run {request.target} was created by another process at the same "
+                    "moment (open-source Flyte answered with that run as a success)",
+                    rpc="CreateRun",
+                    code="already_exists",
+                )
         return RunRef(src.project, src.domain, str(run.name or request.name))
 
     def console_url(self, ref: RunRef) -> str:
