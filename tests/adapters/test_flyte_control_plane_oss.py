@@ -18,13 +18,13 @@ from flyteidl2.workflow import run_service_pb2 as rs
 from flyteidl2.workflow.run_service_connect import RunServiceClientSync
 
 from rerund.adapters.flyte_control_plane import FlyteControlPlane
+from rerund.core.runs import RerunRequest, RunRef
 from rerund.errors import (
     AlreadyExistsError,
     ConfigError,
     PermanentControlPlaneError,
     TransientControlPlaneError,
 )
-from rerund.runtime.ports import RerunRequest, RunRef
 from rerund.sandbox.profiles import OSS
 from rerund.sandbox.testing import SandboxHandle, start_sandbox
 
