@@ -15,10 +15,17 @@ For comparison, a client process calls the SDK's own rerun path
 Repeats: from the per-run counters (``GET /_sandbox/requests``), the largest number of times one
 RPC method named the same failed run while it was handled, and which methods repeated.
 
-Goals: at most 3 RPCs per ignored failure; per rerun at most the SDK's rerun path + 3; no RPC
-repeated for the same run within a reconcile pass.
+Both sandbox profiles are measured: ``union`` (the columns ``ignored`` / ``rerun``) and ``oss``,
+open-source Flyte 2 (``ignored_oss`` / ``rerun_oss``): no label filters, so the daemon lists
+every run created in the resync window and reads each one's labels once (GetRunDetails), and
+looks before creating a rerun and checks whose run it got after (two GetRunDetails). The
+``oss`` sandbox shows error details at once here (``--error-delay`` is 1 s by default: a failure
+read before its details arrived is read again, 3 RPCs more).
 
-Run: .venv/bin/python bench/bench_rpc_cost.py [--quick]
+Goals (on ``union``): at most 3 RPCs per ignored failure; per rerun at most the SDK's rerun
+path + 3; no RPC repeated for the same run within a reconcile pass.
+
+Run: .venv/bin/python bench/bench_rpc_cost.py [--quick | --failures N]
 """
 
 from __future__ import annotations
@@ -67,47 +74,87 @@ def _window(
     return names, diff_counts(before, sb.counts())
 
 
-def run(quick: bool = False, k: int | None = None, poll: str = POLL) -> dict[str, Any]:
+def _measure(tmp: Any, size: int, poll: str, profile: str) -> dict[str, Any]:
+    """Both windows against a sandbox of ``profile``: per-failure RPCs, repeats, duplicates."""
+    with (
+        h.sandbox(tmp, profile=profile) as sb,
+        h.daemon(tmp, sb, name=f"rpc-{profile}", poll_interval=poll) as d,
+    ):
+        time.sleep(0.2)
+
+        def decided(n: int) -> Callable[[], bool]:
+            return lambda: d.total("rerund_decisions_total") >= n
+
+        ignored, ignored_counts = _window(sb, "bench.ignored", size, decided(size))
+
+        def rerun_done() -> bool:
+            stats = sb.stats()["runs"]
+            return (
+                d.total("rerund_reruns_issued_total") >= size
+                and stats.get("SUCCEEDED", 0) >= size
+                and sum(stats.values()) >= 3 * size
+            )
+
+        flaky, rerun_counts = _window(sb, "bench.flaky", size, rerun_done)
+        by_run = h.http_json(f"{sb.endpoint}/_sandbox/requests", timeout=120)["by_run"]
+        runs = sb.runs()
+    reruns = h.reruns_of(runs)
+    ign_per, rer_per = _per(ignored_counts, size), _per(rerun_counts, size)
+    return {
+        "per_ignored_failure": ign_per,
+        "per_rerun_failure": rer_per,
+        "totals": {"ignored": round(sum(ign_per.values()), 2), "rerun": round(sum(rer_per.values()), 2)},
+        "repeats_ignored": _repeats(by_run, ignored),
+        "repeats_rerun": _repeats(by_run, flaky),
+        "duplicates": sum(len(reruns[s]) - 1 for s in flaky if len(reruns.get(s, [])) > 1),
+    }
+
+
+def run(
+    quick: bool = False, k: int | None = None, poll: str = POLL, profiles: tuple[str, ...] = ("union", "oss")
+) -> dict[str, Any]:
+    """Measure the SDK's rerun path once, then rerund against each sandbox profile (``union``;
+    ``oss``: open-source Flyte 2, error details shown at once so no failure is read twice)."""
     machine = h.machine()  # before measuring: its load average is the one at the start
     size = k if k is not None else (K_QUICK if quick else K_DEFAULT)
     with h.workdir("rpc") as tmp:
         sdk = measure_ceiling(tmp, size, "sdk")
-        with h.sandbox(tmp) as sb, h.daemon(tmp, sb, name="rpc", poll_interval=poll) as d:
-            time.sleep(0.2)
-
-            def decided(n: int) -> Callable[[], bool]:
-                return lambda: d.total("rerund_decisions_total") >= n
-
-            ignored, ignored_counts = _window(sb, "bench.ignored", size, decided(size))
-            flaky: list[str] = []
-
-            def rerun_done() -> bool:
-                stats = sb.stats()["runs"]
-                return (
-                    d.total("rerund_reruns_issued_total") >= size
-                    and stats.get("SUCCEEDED", 0) >= size
-                    and sum(stats.values()) >= 3 * size
-                )
-
-            flaky, rerun_counts = _window(sb, "bench.flaky", size, rerun_done)
-            by_run = h.http_json(f"{sb.endpoint}/_sandbox/requests", timeout=120)["by_run"]
-            runs = sb.runs()
-    reruns = h.reruns_of(runs)
-    duplicates = sum(len(reruns[s]) - 1 for s in flaky if len(reruns.get(s, [])) > 1)
+        measured = {p: _measure(tmp, size, poll, p) for p in profiles}
     sdk_per = {m: round(v / sdk["reruns"], 2) for m, v in sdk["rpcs"].items()}
     sdk_total = round(sum(sdk_per.values()), 2)
-    ign_per = _per(ignored_counts, size)
-    rer_per = _per(rerun_counts, size)
-    ign_total = round(sum(ign_per.values()), 2)
-    rer_total = round(sum(rer_per.values()), 2)
-    ign_rep = _repeats(by_run, ignored)
-    rer_rep = _repeats(by_run, flaky)
-    methods = sorted(set(ign_per) | set(rer_per) | set(sdk_per))
-    rows = [
-        {"rpc": m, "ignored": ign_per.get(m, 0.0), "rerun": rer_per.get(m, 0.0), "sdk_rerun": sdk_per.get(m)}
-        for m in methods
+    main = measured[profiles[0]]
+    ign_per, rer_per = main["per_ignored_failure"], main["per_rerun_failure"]
+    ign_total, rer_total = main["totals"]["ignored"], main["totals"]["rerun"]
+    ign_rep, rer_rep = main["repeats_ignored"], main["repeats_rerun"]
+    others = [p for p in profiles[1:]]
+    methods = sorted(
+        set(sdk_per).union(
+            *(set(m["per_ignored_failure"]) | set(m["per_rerun_failure"]) for m in measured.values())
+        )
+    )
+
+    def row(m: str) -> dict[str, Any]:
+        r: dict[str, Any] = {"rpc": m, "ignored": ign_per.get(m, 0.0), "rerun": rer_per.get(m, 0.0)}
+        for p in others:
+            r[f"ignored_{p}"] = measured[p]["per_ignored_failure"].get(m, 0.0)
+            r[f"rerun_{p}"] = measured[p]["per_rerun_failure"].get(m, 0.0)
+        r["sdk_rerun"] = sdk_per.get(m)
+        return r
+
+    rows = [row(m) for m in methods]
+    total_row: dict[str, Any] = {"rpc": "total", "ignored": ign_total, "rerun": rer_total}
+    for p in others:
+        total_row[f"ignored_{p}"] = measured[p]["totals"]["ignored"]
+        total_row[f"rerun_{p}"] = measured[p]["totals"]["rerun"]
+    total_row["sdk_rerun"] = sdk_total
+    rows.append(total_row)
+    columns = [
+        "rpc",
+        "ignored",
+        "rerun",
+        *(f"{k}_{p}" for p in others for k in ("ignored", "rerun")),
+        "sdk_rerun",
     ]
-    rows.append({"rpc": "total", "ignored": ign_total, "rerun": rer_total, "sdk_rerun": sdk_total})
     goals = {
         "ignored_at_most_3": ign_total <= 3,
         "rerun_at_most_sdk_plus_3": rer_total <= sdk_total + 3,
@@ -121,22 +168,30 @@ def run(quick: bool = False, k: int | None = None, poll: str = POLL) -> dict[str
         "failures_per_window": size,
         "poll_interval": poll,
         "quick": quick,
+        "profile": profiles[0],
         "per_ignored_failure": ign_per,
         "per_rerun_failure": rer_per,
         "sdk_rerun_path": sdk_per,
         "totals": {"ignored": ign_total, "rerun": rer_total, "sdk_rerun_path": sdk_total},
         "repeats_ignored": ign_rep,
         "repeats_rerun": rer_rep,
-        "duplicates": duplicates,
+        "duplicates": main["duplicates"],
+        "profiles": {p: measured[p] for p in others},
         "machine": machine,
         "results": rows,
-        "table": {"columns": ["rpc", "ignored", "rerun", "sdk_rerun"], "rows": rows},
+        "table": {"columns": columns, "rows": rows},
     }
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    k = None
+    if "--failures" in argv:  # a shortened run that still writes its results
+        i = argv.index("--failures")
+        k = int(argv[i + 1])
+        del argv[i : i + 2]
     args = h.cli_args(argv)
-    h.emit("rpc_cost", run(quick=args.quick), write=not args.no_write and not args.quick)
+    h.emit("rpc_cost", run(quick=args.quick, k=k), write=not args.no_write and not args.quick)
     return 0
 
 

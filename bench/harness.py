@@ -264,12 +264,20 @@ class Sandbox:
 
 
 @contextlib.contextmanager
-def sandbox(tmp: Path, tasks: Mapping[str, Any] | None = None, db: str = ":memory:") -> Iterator[Sandbox]:
-    """Start ``rerund sandbox`` on a free port with ``tasks`` (default ``BENCH_TASKS``)."""
+def sandbox(
+    tmp: Path,
+    tasks: Mapping[str, Any] | None = None,
+    db: str = ":memory:",
+    profile: str = "union",
+    error_delay: str = "0s",
+) -> Iterator[Sandbox]:
+    """Start ``rerund sandbox`` on a free port with ``tasks`` (default ``BENCH_TASKS``);
+    ``profile`` ``oss`` imitates open-source Flyte 2 (error details after ``error_delay``)."""
     port = free_port()
     log = tmp / f"sandbox-{port}.log"
     config = tmp / f"flyte-{port}.yaml"
     cmd = [RERUND, "sandbox", "--port", str(port), "--db", db, "--flyte-config", str(config)]
+    cmd += ["--profile", profile] + (["--error-delay", error_delay] if profile == "oss" else [])
     cmd += ["--workload", str(workload_file(tmp, tasks if tasks is not None else BENCH_TASKS))]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)

@@ -86,6 +86,7 @@ def _notes(name: str, doc: dict[str, Any]) -> list[str]:
             "ListActions (the failed child action) and GetActionDetails (its error); the rest of the "
             "ignored total is the amortised resync listing. For a rerun, the SDK's `rerun()` looks "
             "the run up again by name (GetRunDetails): the one RPC repeated for the same run.",
+            *_oss_rpc_notes(doc),
             f"No RPC repeated for the same run: {_yes(g['no_rpc_repeated_per_run'])}; "
             f"repeated when rerun: {', '.join(doc['repeats_rerun']['repeated']) or 'none'}; "
             f"when ignored: {', '.join(doc['repeats_ignored']['repeated']) or 'none'}. "
@@ -139,6 +140,22 @@ def _notes(name: str, doc: dict[str, Any]) -> list[str]:
             doc.get("note", ""),
         ]
     return []
+
+
+def _oss_rpc_notes(doc: dict[str, Any]) -> list[str]:
+    oss = (doc.get("profiles") or {}).get("oss")
+    if not oss:
+        return []
+    t = oss["totals"]
+    return [
+        f"Open-source Flyte 2 (`--profile oss`, columns `*_oss`): {t['ignored']} RPCs per ignored "
+        f"failure and {t['rerun']} per rerun, {oss['duplicates']} duplicates. Without label filters "
+        "the daemon lists every run created in the resync window (pages of 200) and reads each "
+        "run's labels once (GetRunDetails: a failure is read by GetRunDetails twice, for its "
+        "labels and for its failure); a rerun costs two GetRunDetails more (look before creating, "
+        "and whose run the answer is). Error details were shown at once here; a failure read "
+        "before its details arrived is read again (3 RPCs).",
+    ]
 
 
 def render() -> str:

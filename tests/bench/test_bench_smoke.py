@@ -59,6 +59,10 @@ def test_rpc_cost_counts_rpcs_per_failure_and_repeats() -> None:
     _table_shape(doc)
     assert doc["totals"]["ignored"] >= 3 and doc["totals"]["rerun"] > doc["totals"]["ignored"]
     assert doc["per_rerun_failure"]["CreateRun"] == 1.0
+    oss = doc["profiles"]["oss"]
+    assert oss["per_rerun_failure"]["CreateRun"] == 1.0 and oss["duplicates"] == 0
+    assert oss["per_rerun_failure"]["GetRunDetails"] > doc["per_rerun_failure"]["GetRunDetails"]
+    assert doc["table"]["columns"] == ["rpc", "ignored", "rerun", "ignored_oss", "rerun_oss", "sdk_rerun"]
     assert set(doc["goals_met"]) == {
         "ignored_at_most_3",
         "rerun_at_most_sdk_plus_3",
