@@ -230,3 +230,19 @@ def test_find_latest_run_sends_a_phase_filter_the_oss_database_takes(sb: Sandbox
     found = _run(cp.find_latest_run(sb.project, sb.domain, task="ok", phase="SUCCEEDED"))
 
     assert found is not None and found.ref.name == name
+
+
+def test_auto_on_union_keeps_label_filters_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    with start_sandbox(WORKLOAD, time_scale=0.5) as union:
+        cp = _cp(union)
+        before = union.request_counts()
+
+        with caplog.at_level("INFO", logger="rerund.flyte"):
+            _run(cp.list_reruns(union.project, union.domain, since=_since()))
+
+        assert cp.backend == "union"
+        assert _delta(union, before) == {"ListRuns": 1}
+    assert (
+        "the control plane takes label filters (Union); set backend: union to skip this discovery"
+        in caplog.text
+    )

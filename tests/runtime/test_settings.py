@@ -85,6 +85,10 @@ def test_the_api_key_file_wins_over_the_environment(tmp_path: Path) -> None:
             {"flags": {"notify_webhook": "hooks.slack.com/x"}},
             r"'hooks\.slack\.com/x' is not an http\(s\) URL",
         ),
+        (
+            {"env": {"RERUND_BACKEND": "flyte1"}},
+            r"environment variable RERUND_BACKEND: backend: Input should be 'auto', 'union' or 'oss'",
+        ),
     ],
     ids=[
         "key-in-file",
@@ -97,6 +101,7 @@ def test_the_api_key_file_wins_over_the_environment(tmp_path: Path) -> None:
         "zero-poll",
         "missing-key-file",
         "bad-webhook",
+        "bad-backend",
     ],
 )
 def test_bad_settings_say_where_and_how_to_fix_them(tmp_path: Path, setup: dict, message: str) -> None:
@@ -130,3 +135,13 @@ def test_scope_flags_must_be_project_slash_domain() -> None:
     assert [s.key for s in scopes_from_flags(["ml/prod"]) or []] == ["ml/prod"]
     with pytest.raises(ConfigError, match=r"flag --scope: scope 'ml' must be written project/domain"):
         scopes_from_flags(["ml"])
+
+
+def test_the_backend_and_the_error_details_wait_come_from_the_environment_and_flags() -> None:
+    default = load_settings(environ={})
+    env = load_settings(environ={"RERUND_BACKEND": "oss", "RERUND_ERROR_DETAILS_WAIT": "90s"})
+    flag = load_settings(environ={"RERUND_BACKEND": "oss"}, overrides={"backend": "union"})
+
+    assert (default.backend, default.error_details_wait) == ("auto", timedelta(seconds=60))
+    assert (env.backend, env.error_details_wait) == ("oss", timedelta(seconds=90))
+    assert flag.backend == "union"
