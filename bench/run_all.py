@@ -150,11 +150,14 @@ def _oss_rpc_notes(doc: dict[str, Any]) -> list[str]:
     return [
         f"Open-source Flyte 2 (`--profile oss`, columns `*_oss`): {t['ignored']} RPCs per ignored "
         f"failure and {t['rerun']} per rerun, {oss['duplicates']} duplicates. Without label filters "
-        "the daemon lists every run created in the resync window (pages of 200) and reads each "
-        "run's labels once (GetRunDetails: a failure is read by GetRunDetails twice, for its "
-        "labels and for its failure); a rerun costs two GetRunDetails more (look before creating, "
-        "and whose run the answer is). Error details were shown at once here; a failure read "
-        "before its details arrived is read again (3 RPCs).",
+        "the daemon lists every run created in the resync window (pages of 200) and reads the "
+        "labels of each run it has not read yet (GetRunDetails); a failure's labels come with "
+        "reading the failure and a rerun's with the check after creating it, so only runs that "
+        "neither failed nor were created by rerund cost one GetRunDetails more, once. A rerun "
+        "costs two GetRunDetails more (look before creating, and whose run the answer is); an "
+        "ignored failure one RPC less, because open-source RunDetails carries the root action's "
+        "own error (no GetActionDetails when the root failed). Error details were shown at once "
+        "here; a failure read before its details arrived is read again (3 RPCs).",
     ]
 
 
