@@ -71,7 +71,7 @@ def storm_policy_file(tmp_path: Path) -> Path:
     ("profile", "size"),
     [
         SHORT("union", Size(failures=200, kills=3), id="union-short-200-failures-3-kills"),
-        SHORT("oss", Size(failures=100, kills=2), id="oss-short-100-failures-2-kills"),
+        SHORT("oss", Size(failures=60, kills=2), id="oss-short-60-failures-2-kills"),
         FULL("union", Size(failures=2000, kills=10), id="union-full-2000-failures-10-kills"),
         FULL("oss", Size(failures=2000, kills=10), id="oss-full-2000-failures-10-kills"),
     ],
@@ -108,7 +108,7 @@ def test_sigkill_at_random_moments_during_a_storm_neither_duplicates_nor_misses(
     [
         SHORT("union", 2, Size(failures=120), id="union-short-2-replicas-120-failures"),
         SHORT("union", 3, Size(failures=120), id="union-short-3-replicas-120-failures"),
-        SHORT("oss", 2, Size(failures=60), id="oss-short-2-replicas-60-failures"),
+        SHORT("oss", 2, Size(failures=40), id="oss-short-2-replicas-40-failures"),
         FULL("union", 2, Size(failures=1000), id="union-full-2-replicas-1000-failures"),
         FULL("union", 3, Size(failures=1000), id="union-full-3-replicas-1000-failures"),
         FULL("oss", 2, Size(failures=1000), id="oss-full-2-replicas-1000-failures"),
