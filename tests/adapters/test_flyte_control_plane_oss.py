@@ -127,7 +127,8 @@ def test_create_rerun_looks_first_and_reports_an_existing_name_as_already_exists
         _run(cp.create_rerun(request))
 
     assert info.value.code == "already_exists"
-    assert created["GetRunDetails"] == 3  # the look before, the SDK's read of the source, the check after
+    # the look before, the source's RunSpec (no source_spec given), the SDK's read, the check after
+    assert created["GetRunDetails"] == 4
     assert created["CreateRun"] == 1
     assert len([r for r in sb.runs() if r["name"] == request.name]) == 1
 
