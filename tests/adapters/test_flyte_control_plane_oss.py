@@ -22,6 +22,7 @@ from rerund.core.runs import RerunRequest, RunRef
 from rerund.errors import (
     AlreadyExistsError,
     ConfigError,
+    NotFoundError,
     PermanentControlPlaneError,
     TransientControlPlaneError,
 )
@@ -247,3 +248,26 @@ def test_auto_on_union_keeps_label_filters_and_says_so(caplog: pytest.LogCapture
         "the control plane takes label filters (Union); set backend: union to skip this discovery"
         in caplog.text
     )
+
+
+class _LookLandsTooEarly(FlyteControlPlane):
+    """The race of two replicas, made deterministic: the look before creating misses the run
+    another replica creates right after it (that replica's create is the first one below)."""
+
+    async def get_run(self, ref: RunRef) -> Any:
+        raise NotFoundError(f"run {ref} not found (yet)", rpc="GetRunDetails", code="not_found")
+
+
+def test_a_create_answered_with_another_replicas_run_is_already_exists(sb: SandboxHandle) -> None:
+    [name] = sb.launch("net.flaky")
+    sb.wait_idle()
+    request = RerunRequest(source=RunRef(sb.project, sb.domain, name), name=f"{name[:10]}-race-1")
+    _run(_cp(sb, backend="oss").create_rerun(request))  # the other replica wins
+    late = _LookLandsTooEarly(endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10, backend="oss")
+    _run(late.connect())
+
+    with pytest.raises(AlreadyExistsError, match="was created by another process at the same moment") as info:
+        _run(late.create_rerun(request))
+
+    assert info.value.code == "already_exists"
+    assert len([r for r in sb.runs() if r["name"] == request.name]) == 1

@@ -1,6 +1,7 @@
 """One contract for the ``ControlPlane`` port, run against every implementation: the in-memory
 fake the unit tests use (``tests/runtime/fake_control_plane.py``) and the real adapter
-(``rerund.adapters.flyte_control_plane``, the flyte SDK) over the sandbox. Like APScheduler's
+(``rerund.adapters.flyte_control_plane``, the flyte SDK) over the sandbox, as Union and as
+open-source Flyte 2 (``--profile oss``). Like APScheduler's
 store tests, each test is written once and parametrized over the implementations, so the fake
 cannot drift from the real thing: a behaviour the reconcile tests rely on in the fake is pinned
 here against the real SDK too.
@@ -25,6 +26,7 @@ from rerund.core.model import ErrorInfo
 from rerund.core.runs import RerunRequest, RunRef
 from rerund.errors import AlreadyExistsError, NotFoundError
 from rerund.ports import ControlPlane
+from rerund.sandbox.profiles import OSS
 from rerund.sandbox.testing import SandboxHandle, start_sandbox
 from runtime.fake_control_plane import Clock, FakeControlPlane
 
@@ -114,10 +116,26 @@ def sandbox_handle() -> Iterator[SandboxHandle]:
         yield handle
 
 
-@pytest.fixture(params=["fake", pytest.param("sandbox", marks=pytest.mark.e2e)])
+@pytest.fixture(scope="module")
+def oss_sandbox_handle() -> Iterator[SandboxHandle]:
+    """The sandbox as open-source Flyte 2 (error details shown at once: the late ones are
+    tested in tests/adapters/test_flyte_control_plane_oss.py)."""
+    with start_sandbox(WORKLOAD, time_scale=0.5, profile=OSS.with_error_delay(0)) as handle:
+        yield handle
+
+
+@pytest.fixture(
+    params=[
+        "fake",
+        pytest.param("sandbox", marks=pytest.mark.e2e),
+        pytest.param("sandbox-oss", marks=pytest.mark.e2e),
+    ]
+)
 def backend(request: pytest.FixtureRequest) -> Backend:
     if request.param == "fake":
         return FakeBackend()
+    if request.param == "sandbox-oss":
+        return SandboxBackend(request.getfixturevalue("oss_sandbox_handle"))
     return SandboxBackend(request.getfixturevalue("sandbox_handle"))
 
 

@@ -36,8 +36,8 @@ On oss:
 - ``create_rerun`` looks before creating: GetRunDetails of the rerun's deterministic name;
   found -> ``AlreadyExistsError`` (what ALREADY_EXISTS means on Union). Two replicas can both
   look and both create in the same moment: there is still one run (the name is
-  deterministic), and the create carries a random ``rerund-issue`` label that a GetRunDetails
-  after it compares, so the one whose run it is not records "already issued". Two RPCs more
+  deterministic), and the create carries a random ``rerund-issue`` annotation that a
+  GetRunDetails after it compares, so the one whose run it is not records "already issued". Two RPCs more
   per rerun. (The real service enqueues the run again on the second CreateRun; looking first
   keeps that to such races.)
 - ``find_latest_run`` with labels lists the newest runs of the task in the phase (pages of 50,
@@ -104,8 +104,9 @@ _TRANSIENT_CODES = {
     "aborted",
 }
 _FAILED_PHASE_VALUES = ("6", "7", "8")  # FAILED, ABORTED, TIMED_OUT
-# oss: a random mark on each create, so an answer with another process's run is recognised
-LABEL_ISSUER = "rerund-issue"
+# oss: a random mark on each create (an annotation), so an answer with another process's run is
+# recognised
+ANNOTATION_ISSUER = "rerund-issue"
 _MAX_PAGE = 200  # open-source Flyte refuses larger pages (runs/repository/impl/requests.go)
 _INTERNAL_REPEATS = 3  # INTERNAL this many times in a row for one request: permanent
 _LABEL_CACHE = 100_000  # runs whose labels are remembered (oss: labels are read per run)
@@ -1102,11 +1103,25 @@ class FlyteControlPlane:
         ).details
         return spec_view(details.run_spec)
 
+    async def _issue_mark(self, ref: RunRef) -> str:
+        """The ``rerund-issue`` annotation of run ``ref`` (one GetRunDetails; labels cached)."""
+        from flyteidl2.workflow import run_service_pb2
+
+        details = (
+            await self._call(
+                "GetRunDetails",
+                _rpcs().get_run_details,
+                run_service_pb2.GetRunDetailsRequest(run_id=self._run_id(ref)),
+            )
+        ).details
+        self._learned_labels(ref, dict(details.run_spec.labels.values))
+        return str(details.run_spec.annotations.values.get(ANNOTATION_ISSUER, ""))
+
     async def create_rerun(self, request: RerunRequest) -> RunRef:
         import flyte
 
         src = request.source
-        labels = dict(request.labels)
+        mark = ""
         oss = not await self._supports_label_filters(src.project, src.domain)
         if oss:
             # Open-source Flyte returns an existing run of that name as a success (and enqueues
@@ -1122,14 +1137,15 @@ class FlyteControlPlane:
                     rpc="CreateRun",
                     code="already_exists",
                 )
-            labels[LABEL_ISSUER] = uuid.uuid4().hex[:12]
+            mark = uuid.uuid4().hex[:12]
         key = ("CreateRun", str(request.target).encode())
         source_spec = request.source_spec if request.source_spec is not None else await self.read_spec(src)
         force = list(request.overrides.force_rerun_actions) or None
         try:
             with self._scope(src.project, src.domain):
                 kwargs = runcontext_for_rerun(request, source_spec)
-                kwargs["labels"] = labels  # the request's, and the mark of this create on oss
+                if mark:  # oss: the mark of this create, an annotation (labels stay the request's)
+                    kwargs["annotations"] = {**kwargs.get("annotations", {}), ANNOTATION_ISSUER: mark}
                 runner = flyte.with_runcontext(**kwargs)
                 call = runner.rerun.aio(
                     src.name,
@@ -1144,17 +1160,15 @@ class FlyteControlPlane:
         except Exception as exc:
             raise self._repeated_internal(key, translate_error(exc, "CreateRun")) from exc
         self._internal.pop(key, None)
-        if oss:
-            # Another process may have created the same name between the look and the create:
-            # open-source Flyte then answered with its run. The mark says whose run it is.
-            created = await self.get_run(request.target)
-            if created.labels.get(LABEL_ISSUER) != labels[LABEL_ISSUER]:
-                raise AlreadyExistsError(
-                    f"CreateRun: run {request.target} was created by another process at the same "
-                    "moment (open-source Flyte answered with that run as a success)",
-                    rpc="CreateRun",
-                    code="already_exists",
-                )
+        # oss: another process may have created the same name between the look and the create,
+        # and open-source Flyte then answered with its run. The mark says whose run it is.
+        if oss and await self._issue_mark(request.target) != mark:
+            raise AlreadyExistsError(
+                f"CreateRun: run {request.target} was created by another process at the same "
+                "moment (open-source Flyte answered with that run as a success)",
+                rpc="CreateRun",
+                code="already_exists",
+            )
         return RunRef(src.project, src.domain, str(run.name or request.name))
 
     def console_url(self, ref: RunRef) -> str:
