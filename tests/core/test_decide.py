@@ -162,7 +162,7 @@ def test_jitter_moves_the_due_time_within_the_band(policies, make_failure):
             "a0",
             "run",
             None,
-            "scope failed_action falls back to run: the failing action is the root action a0",
+            "scope run (the root action a0 failed), due at",
         ),
         ("run", "a3", "run", None, "scope run,"),
         ("recover", "a3", "recover", None, "scope recover,"),

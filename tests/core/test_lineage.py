@@ -118,7 +118,8 @@ def test_the_exhausted_notice_names_the_lineage_the_reason_and_the_error():
         "root": "orig",
         "lineage": ["orig", "r-3"],
         "policy": "net",
-        "attempt": 3,
+        "attempt": 4,  # the attempt refused, as history and /decisions say
+        "reruns_issued": 3,
         "reason": "gives up",
         "error": {"kind": "SYSTEM", "code": "ConnectionResetError", "message": "Connection reset by peer"},
         "console_url": "http://c/r-3",

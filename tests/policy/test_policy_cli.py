@@ -168,7 +168,7 @@ def test_explain_json_is_the_decision_contract_plus_the_trace(tmp_path, capsys):
         ),
         (b"failed_at: 2026-11-24T10:00:00Z\n", r"failure.yaml:1:1: run: missing required key 'run'"),
         (b"run: [unclosed\n", r"failure.yaml:2:1: invalid YAML: while parsing a flow sequence"),
-        (b"", r"failure.yaml:1:1: empty failure file; it needs run and failed_at"),
+        (b"", r"failure.yaml:1:1: empty failure file; it needs at least run"),
     ],
     ids=["naive-time", "unknown-key", "bad-phase", "not-utf8", "missing-run", "malformed", "empty"],
 )

@@ -244,7 +244,7 @@ def test_the_global_budget_may_be_defined_in_one_file_only(tmp_path):
     ("setup", "message"),
     [
         (lambda d: d / "missing.yaml", r"missing.yaml:1:1: no such file or directory; check the path"),
-        (lambda d: d, r":1:1: no \*.yaml policy files in this directory"),
+        (lambda d: d, r":1:1: no \*.yaml or \*.yml policy files in this directory"),
     ],
     ids=["missing-file", "empty-directory"],
 )

@@ -7,6 +7,7 @@ are read with httpx over 127.0.0.1 as Prometheus and Kubernetes probes read them
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -171,16 +172,98 @@ def _ledger_with_decisions(tmp_path: Path) -> Path:
     return tmp_path / "rerund.db"
 
 
-def test_history_lists_decisions_newest_first_and_filters_by_run(tmp_path: Path, capsys) -> None:
+def test_history_lists_decisions_newest_first_with_utc_z_times(tmp_path: Path, capsys) -> None:
     state = _ledger_with_decisions(tmp_path)
 
-    assert main(["history", "--state", str(state), "--run", "abc123"]) == 0
+    assert main(["history", "--state", str(state)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
 
-    assert len(out) == 1
-    assert (
-        "rerun    ml/production/abc123  policy 'transient' reruns run 'abc123' as 'abc123-retry-1'" in out[0]
+    assert len(out) == 2
+    assert all(line[:20].endswith("Z") and "+00:00" not in line for line in out)
+    assert "rerun    ml/production/zzz999  policy 'transient' reruns run 'zzz999'" in out[0]
+
+
+def _exhausted_lineage(tmp_path: Path) -> Path:
+    from .test_reconcile import World
+
+    world = World(tmp_path)
+    world.cp.add_failed("abc123", at=T0)
+    world.clock.advance(60)
+    world.sync()
+    for attempt in (1, 2, 3):
+        world.cp.fail(f"abc123-retry-{attempt}")
+        world.clock.advance(120)
+        world.sync()
+        world.sync()  # the outcome is recorded on the pass that lists the rerun terminal
+    world.ledger.close()
+    return tmp_path / "rerund.db"
+
+
+def test_history_of_a_run_tells_its_lineage_story_to_the_end(tmp_path: Path, capsys) -> None:
+    state = _exhausted_lineage(tmp_path)
+
+    assert main(["history", "--state", str(state), "--run", "abc123-retry-2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+
+    assert out[0] == "lineage ml/production/abc123: exhausted (attempt 3, policy transient)"
+    assert out[1] == (
+        "  policy 'transient' gives up on run 'abc123-retry-3': attempt 4 would exceed max_attempts=3"
     )
+    events = [line.split()[1] for line in out[2:]]
+    assert events == [
+        "rerun",
+        "created",
+        "outcome",
+        "rerun",
+        "created",
+        "outcome",
+        "rerun",
+        "created",
+        "outcome",
+        "give_up",
+    ]
+    assert "rerun 'abc123-retry-1' created (attempt 1, scope run)" in out[3]
+    assert "rerun 'abc123-retry-1' ended FAILED" in out[4]
+    assert main(["history", "--state", str(state), "--run", "abc123", "--format", "json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["root"] == "abc123" and body["state"]["state"] == "exhausted"
+    assert [s["event"] for s in body["story"]][-1] == "give_up"
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "stream", "message"),
+    [
+        (["--limit", "0"], 2, "err", "argument --limit: invalid a whole number >= 1 value: '0'"),
+        (["--limit", "-5"], 2, "err", "argument --limit: invalid a whole number >= 1 value: '-5'"),
+        (
+            ["--policy", "nope"],
+            1,
+            "out",
+            "no decision recorded for policy 'nope'; policies with decisions: transient",
+        ),
+        (["--run", "nope"], 1, "out", "no decision recorded about run 'nope' or its lineage in "),
+    ],
+    ids=["limit-zero", "limit-negative", "unknown-policy", "unknown-run"],
+)
+def test_history_says_when_a_filter_finds_nothing_and_exits_non_zero(
+    tmp_path: Path, capsys, argv: list[str], code: int, stream: str, message: str
+) -> None:
+    state = _ledger_with_decisions(tmp_path)
+    with contextlib.suppress(SystemExit):
+        assert main(["history", "--state", str(state), *argv]) == code
+    captured = capsys.readouterr()
+    assert message in getattr(captured, stream)
+
+
+def test_history_of_a_file_that_is_not_a_ledger_says_so(tmp_path: Path, capsys) -> None:
+    not_a_ledger = tmp_path / "README.md"
+    not_a_ledger.write_text("# hello\n" * 200)
+    assert main(["history", "--state", str(not_a_ledger)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "is not a rerund ledger (not an SQLite database); pass the --state file a rerund daemon writes" in err
+    )
+    assert "writable" not in err
 
 
 def test_history_as_json_is_the_decision_contract(tmp_path: Path, capsys) -> None:

@@ -57,7 +57,8 @@ def test_a_live_failed_run_is_explained_with_its_lineage_and_trace(setup, capsys
     assert main(["explain", name, "--config", str(config)]) == 0
     out = capsys.readouterr().out
 
-    assert f"lineage:    root '{name}', 0 rerun(s) issued before this one" in out
+    assert f"lineage:    root '{name}', attempt 0 (0 rerun(s) issued before this run)" in out
+    assert f"reruns:     no rerun of lineage '{name}' exists yet" in out
     assert "error:      SYSTEM ConnectionResetError: Connection reset by peer" in out
     assert "decision:   rerun" in out
     assert f"name:       {name}-retry-1" in out
@@ -97,3 +98,60 @@ def test_an_unknown_run_is_a_clear_error(setup, capsys) -> None:
     assert main(["explain", "nosuchrun", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("rerund explain: GetRunDetails failed (not_found)")
+
+
+def test_an_already_retried_run_says_its_reruns_exist_and_where_the_lineage_stands(setup, capsys) -> None:
+    sb, config = setup
+    [name] = sb.launch("net.flaky")
+    for attempt in (1, 2, 3):
+        labels = {"rerund-root": name, "rerund-attempt": str(attempt), "rerund-policy": "transient"}
+        sb.launch("net.flaky", name=f"{name}-retry-{attempt}", labels=labels)
+    sb.wait_idle()
+
+    assert main(["explain", name, "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+
+    assert (
+        f"reruns:     3 rerun(s) of lineage '{name}' exist: {name}-retry-1 (attempt 1, FAILED), "
+        f"{name}-retry-2 (attempt 2, FAILED), {name}-retry-3 (attempt 3, FAILED)"
+    ) in out
+    assert (
+        "note:       this run is attempt 0 of its lineage; the decision below was carried out already: "
+        f"attempt 1 exists as '{name}-retry-1'"
+    ) in out
+    assert (
+        f"latest:     rerun '{name}-retry-3' (attempt 3) ended FAILED; the daemon's decision about it: "
+        f"give_up: policy 'transient' gives up on run '{name}-retry-3': attempt 4 would exceed max_attempts=3"
+    ) in out, out
+    assert main(["explain", name, "--config", str(config), "--format", "json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in body["lineage"]["reruns"]] == [f"{name}-retry-{n}" for n in (1, 2, 3)]
+    assert body["lineage"]["latest"]["decision"]["decision"] == "give_up"
+    assert body["lineage"]["latest"]["attempt"] == 3
+
+
+def test_an_unreachable_control_plane_is_one_plain_line_and_no_retry(tmp_path: Path, capsys) -> None:
+    from daemon_support import free_port
+
+    (tmp_path / "policies.yaml").write_text(POLICIES)
+    port = free_port()
+    config = tmp_path / "rerund.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "endpoint": f"http://127.0.0.1:{port}",
+                "org": "sandbox",
+                "scopes": ["demo/development"],
+                "policies": ["policies.yaml"],
+                "rpc_timeout": "5s",
+            }
+        )
+    )
+
+    assert main(["explain", "somerun", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rerund explain: cannot reach the control plane at http://127.0.0.1:{port} (")
+    assert (
+        "check the endpoint setting and that the control plane is up (rerund explain does not retry)" in err
+    )
+    assert "retrying" not in err

@@ -191,6 +191,9 @@ def test_gives_up_after_max_attempts_counts_the_lineage_exhausted_and_notifies(w
     assert payload["event"] == "lineage_exhausted"
     assert payload["root"] == "abc123" and payload["policy"] == "transient"
     assert "exceed max_attempts=3" in payload["reason"]
+    # the attempt refused, as history and /decisions say it; and the reruns that were issued
+    [give_up] = world.ledger.history(run="abc123-retry-3")
+    assert payload["attempt"] == give_up["attempt"] == 4 and payload["reruns_issued"] == 3
     assert payload["text"].startswith("rerund: lineage 'abc123' exhausted")
     assert payload["console_url"] == "http://console.example/ml/production/abc123-retry-3"
 
@@ -604,3 +607,40 @@ def test_a_failed_run_aborted_afterwards_gets_no_second_rerun(world: World) -> N
 
     assert [r.ref.name for r in world.cp.reruns()] == ["fail1-retry-1"]
     assert world.cp.calls_by_run[("read_failure", "fail1")] == 2
+
+
+def test_a_restart_with_a_fresh_ledger_calls_existing_reruns_already_issued_not_new_decisions(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "first").mkdir()
+    first = World(tmp_path / "first")
+    first.cp.add_failed("abc123", at=T0)
+    first.cp.add_failed("def456", at=T0)
+    first.clock.advance(60)
+    first.sync()
+    assert len(first.cp.reruns()) == 2
+    # A new replica (or an emptyDir restart): the same control plane, an empty ledger.
+    (tmp_path / "second").mkdir()
+    fresh = Ledger(tmp_path / "second" / "rerund.db")
+    first.ledger = fresh
+    first.rec = first.new_reconciler(ledger=fresh)
+    caplog.set_level("DEBUG", logger="rerund")
+    caplog.clear()
+
+    first.sync()
+
+    assert len(first.cp.reruns()) == 2
+    assert first.metric("rerund_decisions_total", policy="transient", decision="rerun") == 0
+    assert fresh.history() == []
+    lines = [r.getMessage() for r in caplog.records if r.name == "rerund.decisions"]
+    assert not [line for line in lines if line.startswith("rerun ")]
+    assert sorted(line for line in lines if line.startswith("exists")) == [
+        "exists  ml/production/abc123: rerun ml/production/abc123-retry-1 (attempt 1) was already issued; "
+        "nothing to do",
+        "exists  ml/production/def456: rerun ml/production/def456-retry-1 (attempt 1) was already issued; "
+        "nothing to do",
+    ]
+    assert sorted((i["target"], i["result"]) for i in fresh.issues()) == [
+        ("abc123-retry-1", "already_exists"),
+        ("def456-retry-1", "already_exists"),
+    ]

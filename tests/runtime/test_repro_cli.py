@@ -4,11 +4,14 @@ real HTTP), the ledger read back, and clear errors."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
 from rerund.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.e2e
 
@@ -71,7 +74,9 @@ def test_help_explains_checks_results_and_the_subcommands(capsys):
     assert "reruns a reference run on a schedule" in out
     for line in ("match ", "mismatch ", "failed ", "timeout ", "list ", "run ", "history "):
         assert line in out
-    assert "rerund repro run nightly-train --config rerund.yaml" in out
+    assert "rerund repro run daily-metrics --config rerund.example.yaml" in out
+    assert "rerund repro list --policies policies/reproductions.yaml" in out
+    assert (REPO / "policies" / "reproductions.yaml").exists(), "the example the help points at"
 
     with pytest.raises(SystemExit):
         main(["repro", "run", "--help"])
@@ -109,10 +114,15 @@ def test_run_fires_now_prints_the_result_and_history_reads_it_back(live, capsys)
     out = capsys.readouterr().out
     assert out.startswith("match: check 'det': rerun 'rm-det-")
     assert out.rstrip().endswith("2 outputs equal (exact)")
+    first = out.split("rerun '", 1)[1].split("'", 1)[0]
 
     assert main(["repro", "run", "det", "--config", str(live), "--format", "json"]) == 0
-    again = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    again = json.loads(captured.out)
     assert again["result"] == "match" and again["manual"] is True and again["diff"] == []
+    # Fired twice in one minute: the same (deterministic) rerun is followed, and it is said.
+    reused = again["rerun"] == first
+    assert ("was already fired by hand this minute: its rerun" in captured.err) == reused
 
     assert main(["repro", "history", "det", "--config", str(live)]) == 0
     line = capsys.readouterr().out

@@ -129,7 +129,7 @@ def translate_error(exc: BaseException, rpc: str) -> ControlPlaneError:
         if code == "already_exists":
             return AlreadyExistsError(text, rpc=rpc, code=code)
         if code in _TRANSIENT_CODES:
-            return TransientControlPlaneError(text + "; retrying with backoff", rpc=rpc, code=code)
+            return TransientControlPlaneError(text, rpc=rpc, code=code)
         return PermanentControlPlaneError(text, rpc=rpc, code=code)
     if isinstance(exc, flyte.errors.RuntimeUserError):
         code = str(getattr(exc, "code", ""))
@@ -148,17 +148,13 @@ def translate_error(exc: BaseException, rpc: str) -> ControlPlaneError:
             inner = translate_error(cause, rpc)
             return type(inner)(f"{rpc}: {exc}", rpc=rpc, code=inner.code)
         code = "unavailable" if getattr(exc, "code", "") == "SystemUnavailableError" else "internal"
-        return TransientControlPlaneError(
-            f"{rpc} failed ({code}): {exc}; retrying with backoff", rpc=rpc, code=code
-        )
+        return TransientControlPlaneError(f"{rpc} failed ({code}): {exc}", rpc=rpc, code=code)
     if isinstance(exc, TimeoutError):
-        return TransientControlPlaneError(
-            f"{rpc} timed out; retrying with backoff", rpc=rpc, code="deadline_exceeded"
-        )
+        return TransientControlPlaneError(f"{rpc} timed out", rpc=rpc, code="deadline_exceeded")
     if isinstance(exc, ValueError | TypeError):
         return PermanentControlPlaneError(f"{rpc} cannot be done: {exc}", rpc=rpc, code="invalid_argument")
     return TransientControlPlaneError(
-        f"{rpc} failed ({type(exc).__name__}: {exc}); retrying with backoff", rpc=rpc, code="unavailable"
+        f"{rpc} failed ({type(exc).__name__}: {exc})", rpc=rpc, code="unavailable"
     )
 
 

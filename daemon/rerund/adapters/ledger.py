@@ -81,6 +81,11 @@ _ADDED_COLUMNS = (
 )
 
 
+def _z(text: str) -> str:
+    """A stored time as rerund shows every time: UTC ISO-8601 with a ``Z``."""
+    return text.replace("+00:00", "Z") if isinstance(text, str) else text
+
+
 def _iso(ts: datetime) -> str:
     if ts.tzinfo is None:
         raise LedgerError(f"timestamp {ts!r} has no timezone; the ledger stores aware UTC times only")
@@ -127,6 +132,15 @@ class Ledger:
                     except sqlite3.OperationalError as exc:  # another process added it first
                         if "duplicate column" not in str(exc):
                             raise
+        except sqlite3.DatabaseError as exc:
+            if "not a database" not in str(exc):
+                raise LedgerError(
+                    f"ledger {self.path!r} cannot be opened: {exc}; check the --state path is writable"
+                ) from exc
+            raise LedgerError(
+                f"{self.path!r} is not a rerund ledger (not an SQLite database); pass the --state "
+                "file a rerund daemon writes (default ./rerund.db)"
+            ) from exc
         except (sqlite3.Error, OSError) as exc:
             raise LedgerError(
                 f"ledger {self.path!r} cannot be opened: {exc}; check the --state path is writable"
@@ -340,9 +354,11 @@ class Ledger:
         policy: str | None = None,
         source: str | None = None,
         limit: int = 50,
+        contains: str | None = None,
     ) -> list[dict[str, Any]]:
         """Recent decisions, newest first; ``run`` matches the run or its lineage root, ``source``
-        the process that decided (daemon|sweep). Each row says its ``source``."""
+        the process that decided (daemon|sweep), ``contains`` a part of the run or root (the
+        operator page's search, ``%`` and ``_`` literal). Each row says its ``source``."""
         where, args = [], []
         if source:
             where.append("source = ?")
@@ -350,6 +366,10 @@ class Ledger:
         if run:
             where.append("(run = ? OR root = ?)")
             args += [run, run]
+        if contains:
+            pattern = "%" + contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append("(run LIKE ? ESCAPE '\\' OR root LIKE ? ESCAPE '\\')")
+            args += [pattern, pattern]
         if policy:
             where.append("policy = ?")
             args.append(policy)
@@ -363,7 +383,7 @@ class Ledger:
             body = json.loads(r["body"])
             out.append(
                 {
-                    "at": r["at"],
+                    "at": _z(r["at"]),
                     "project": r["project"],
                     "domain": r["domain"],
                     "run": r["run"],
@@ -373,6 +393,75 @@ class Ledger:
                 }
             )
         return out
+
+    def policies_seen(self) -> list[str]:
+        """Policies with a recorded decision (for "no decision for policy X" messages)."""
+        rows = self._query("SELECT DISTINCT policy FROM decisions WHERE policy != '' ORDER BY policy")
+        return [str(r["policy"]) for r in rows]
+
+    def root_of(self, run: str) -> str | None:
+        """The lineage root of ``run`` as recorded (a decision about it, or the rerun it is)."""
+        rows = self._query(
+            "SELECT root FROM decisions WHERE run = ? UNION ALL SELECT root FROM issues WHERE target = ?"
+            " LIMIT 1",
+            (run, run),
+        )
+        return str(rows[0]["root"]) if rows else None
+
+    def lineage_rows(
+        self, *, since: datetime | None = None, root: str | None = None, limit: int = 20_000
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Decisions, issue results and outcomes (each row with ``project``, ``domain``, ``root``)
+        recorded at or after ``since`` (all when None), of lineage ``root`` only when given,
+        oldest first: the input of ``rerund.core.status``. At most ``limit`` rows per table
+        (the newest)."""
+        where, args = [], []
+        if since is not None:
+            where.append("at >= ?")
+            args.append(_iso(since))
+        if root is not None:
+            where.append("root = ?")
+            args.append(root)
+        cond = (" WHERE " + " AND ".join(where)) if where else ""
+        tail = " ORDER BY at DESC LIMIT ?"
+
+        def rows(table: str) -> list[sqlite3.Row]:
+            return list(reversed(self._query(f"SELECT * FROM {table}{cond}{tail}", (*args, limit))))  # noqa: S608
+
+        decisions = [
+            {
+                "id": r["id"],
+                "at": _z(r["at"]),
+                "project": r["project"],
+                "domain": r["domain"],
+                "run": r["run"],
+                "root": r["root"],
+                **json.loads(r["body"]),
+            }
+            for r in rows("decisions")
+        ]
+        issues = [{**dict(r), "at": _z(r["at"])} for r in rows("issues")]
+        outcomes = []
+        for r in rows("outcomes"):
+            project, domain, target = str(r["target_key"]).split("/", 2)
+            outcomes.append(
+                {**dict(r), "at": _z(r["at"]), "project": project, "domain": domain, "target": target}
+            )
+        return {"decisions": decisions, "issues": issues, "outcomes": outcomes}
+
+    def latest_reproductions(self) -> list[dict[str, Any]]:
+        """The newest recorded result of every check, with its diff."""
+        rows = self._query(
+            "SELECT r.at, r.body FROM reproductions r JOIN (SELECT check_name, MAX(scheduled_for) AS s"
+            " FROM reproductions GROUP BY check_name) m"
+            " ON m.check_name = r.check_name AND m.s = r.scheduled_for"
+            " ORDER BY r.check_name, r.id"
+        )
+        latest: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            body = {**json.loads(r["body"]), "recorded_at": _z(r["at"])}
+            latest[body["check"]] = body
+        return list(latest.values())
 
     def last_reproduction(self, check: str) -> datetime | None:
         """The latest scheduled (not manual) time of ``check`` with a recorded result."""
@@ -393,7 +482,7 @@ class Ledger:
             " LIMIT ?",
             (check, max(0, limit)),
         )
-        return [{**json.loads(r["body"]), "recorded_at": r["at"]} for r in rows]
+        return [{**json.loads(r["body"]), "recorded_at": _z(r["at"])} for r in rows]
 
     def issues(self, *, limit: int = 1000) -> list[dict[str, Any]]:
         """Recorded issue results, oldest first."""

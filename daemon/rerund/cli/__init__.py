@@ -15,31 +15,38 @@ and sets ``func`` on each parser (``func(args) -> int`` returns the exit code):
 The flyte SDK itself is imported only when a command first talks to a control plane.
 
 Errors: a ``RerundError`` escaping a handler is printed as one clear message (no traceback)
-and exits with status 2 (1 is reserved for "the check ran and found problems").
+and exits with status 2 (1 is reserved for "the check ran and found problems"). A mistyped
+option gets the command's own usage and a "did you mean" suggestion. Output cut short by the
+reader (``rerund history | head -1``) ends quietly: one ``BrokenPipeError`` handler here, for
+every command.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import os
 import sys
 from collections.abc import Sequence
 
 from rerund import __version__
-from rerund.cli import daemon, demo, policy, repro, sandbox, sweep
+from rerund.cli import daemon, demo, policy, repro, sandbox, status, sweep
 from rerund.errors import RerundError
 
 __all__ = ["build_parser", "main"]
 
 # Order is the order of `rerund --help`.
-_COMMAND_MODULES = (daemon, demo, policy, repro, sweep, sandbox)
+_COMMAND_MODULES = (daemon, status, demo, policy, repro, sweep, sandbox)
 
 _EPILOG = """\
 examples:
   rerund sandbox --workload policies/demo/workload.yaml      # a Flyte-compatible control plane
   rerund check policies/                                     # validate policy files
-  rerund explain --policies policies/ --failure failure.yaml # why would this be retried?
-  rerund run --config rerund.yaml                            # the daemon
-  rerund sweep --config rerund.yaml --policies outage.yaml --since 2h --dry-run  # after an outage
+  rerund explain --policies policies/ --failure policies/failures/connection-reset.yaml
+                                                             # why would this be retried?
+  rerund run --config rerund.example.yaml                    # the daemon
+  rerund status --config rerund.example.yaml                 # what is in flight, and why
+  rerund sweep --config rerund.example.yaml --policies outage.yaml --since 2h --dry-run  # after an outage
   rerund demo                                                # sandbox + daemon, as `make run`
 
 Run `rerund COMMAND --help` for the options of a command.
@@ -60,15 +67,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _unknown(parser: argparse.ArgumentParser, args: argparse.Namespace, extras: list[str]) -> None:
+    """Exit 2 with the command's usage and, for a mistyped option, the closest real one."""
+    sub = parser
+    while True:  # the deepest sub-command given (`repro run` inside `repro`)
+        subs = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = getattr(args, subs[0].dest, None) if subs else None
+        if not subs or chosen not in subs[0].choices:
+            break
+        sub = subs[0].choices[chosen]
+    options = [o for action in sub._actions for o in action.option_strings if o.startswith("--")]
+    first = extras[0]
+    close = difflib.get_close_matches(first.split("=", 1)[0], options, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    sub.error(f"unrecognized argument{'s' if len(extras) > 1 else ''}: {' '.join(extras)}{hint}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _unknown(parser, args, extras)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()
         return 2
     try:
         code = func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head`): what it wanted was printed. Point stdout at
+        # /dev/null so the interpreter's final flush does not complain either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except RerundError as exc:
         print(f"rerund {args.command}: {exc}", file=sys.stderr)
         return 2

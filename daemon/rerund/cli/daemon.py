@@ -5,26 +5,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 from rerund.adapters.ledger import Ledger
-from rerund.errors import ConfigError
+from rerund.cli.common import ensure_policies, open_ledger, positive_int
+from rerund.clock import utcnow
+from rerund.core.status import compute_status, iso, lineage_story
 from rerund.runtime.daemon import Daemon
+from rerund.runtime.logs import configure_logging
 from rerund.runtime.settings import load_settings, scopes_from_flags
 
 __all__ = ["configure_logging", "register"]
 
 _SETTINGS_HELP = """\
-settings (file < RERUND_* environment < flags):
+settings (file < RERUND_* environment < flags; rerund.example.yaml shows every one):
   endpoint            control plane URL, e.g. http://127.0.0.1:8090      RERUND_ENDPOINT
+  insecure            plain HTTP, no TLS (default: when endpoint is http://)  RERUND_INSECURE
   org                 the org of the runs (the sandbox uses 'sandbox')     RERUND_ORG
   scopes              project/domain list                                  RERUND_SCOPES=demo/development,...
-  policies            policy files or directories                           RERUND_POLICIES
+  policies            policy files or directories (default ./policies)     RERUND_POLICIES
   state               SQLite audit ledger (default ./rerund.db)             RERUND_STATE
-  http                metrics/health address (default 127.0.0.1:9464)      RERUND_HTTP ('off' disables)
+  http                operator page, metrics, health (default 127.0.0.1:9464)  RERUND_HTTP ('off' disables)
   dry_run             decide and record, create nothing                    RERUND_DRY_RUN
   poll_interval       resync period (default 30s)                          RERUND_POLL_INTERVAL
   watch               WatchRuns stream per scope (default true; false =    RERUND_WATCH
@@ -32,13 +34,19 @@ settings (file < RERUND_* environment < flags):
   lookback            how far back the first start looks (default 1h)      RERUND_LOOKBACK
   overlap             resync overlap behind the watermark (default 5m)     RERUND_OVERLAP
   max_concurrent_reruns  creates in flight at once (default 8)             RERUND_MAX_CONCURRENT_RERUNS
+  rpc_timeout         per control-plane call (default 30s)                 RERUND_RPC_TIMEOUT
   api_key_file        file holding the API key (or FLYTE_API_KEY)          RERUND_API_KEY_FILE
+  console_url         UI base URL for links in notifications               RERUND_CONSOLE_URL
   notify.webhook      URL for exhausted lineages (Slack-compatible)        RERUND_NOTIFY_WEBHOOK
+  notify.timeout      per webhook POST (default 5s)                        (file only)
+  notify.retries      webhook retries (default 5)                          (file only)
   ledger_retention    how long the ledger keeps records (default 30d)      RERUND_LEDGER_RETENTION
   backend             union | oss | auto: what the control plane supports  RERUND_BACKEND
                       (default auto: the first label filter finds out)
   error_details_wait  how long to wait for a FAILED run's error details    RERUND_ERROR_DETAILS_WAIT
                       (default 60s; open-source Flyte fills them late)
+  log_level           DEBUG, INFO, WARNING or ERROR (default INFO)         RERUND_LOG_LEVEL
+  log_format          text or json (one object per line; default text)     RERUND_LOG_FORMAT
 """
 
 
@@ -78,46 +86,41 @@ def register(sub: Any) -> None:
         help="no WatchRuns stream: find failures by polling only (every --poll-interval)",
     )
     run.add_argument("--lookback", metavar="DURATION", help="how far back the first start looks, e.g. 1h")
-    run.add_argument("--max-concurrent-reruns", type=int, metavar="N")
+    run.add_argument(
+        "--max-concurrent-reruns", type=int, metavar="N", help="reruns being created at once (default 8)"
+    )
     run.add_argument("--api-key-file", metavar="FILE", help="file holding the API key (else FLYTE_API_KEY)")
     run.add_argument("--notify-webhook", metavar="URL", help="webhook for exhausted lineages")
-    run.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")
+    run.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    run.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="text (default), or json: one object per line with run, lineage, policy, decision",
+    )
     run.set_defaults(func=_run)
 
     history = sub.add_parser(
         "history",
-        help="decisions recorded in the audit ledger",
-        description="Show recorded decisions, newest first.",
+        help="decisions in the audit ledger; with --run, the story of a lineage",
+        description=(
+            "Show recorded decisions, newest first. With --run RUN: the story of RUN's lineage, oldest "
+            "first — each decision with its reason, the reruns created, how they ended, and whether the "
+            "lineage recovered or was exhausted."
+        ),
     )
     history.add_argument("--config", metavar="FILE", help="settings file (to find the ledger)")
     history.add_argument("--state", metavar="PATH", help="SQLite ledger (default ./rerund.db)")
-    history.add_argument("--run", metavar="RUN", help="only this run or lineage root")
+    history.add_argument("--run", metavar="RUN", help="the story of this run's lineage (a run or its root)")
     history.add_argument("--policy", metavar="POLICY", help="only this policy")
     history.add_argument(
         "--source", choices=("daemon", "sweep"), help="only decisions of the daemon or of `rerund sweep`"
     )
-    history.add_argument("--limit", type=int, default=50, metavar="N")
+    history.add_argument(
+        "--limit", type=positive_int, default=50, metavar="N", help="at most N decisions (default 50)"
+    )
     history.add_argument("--format", choices=("text", "json"), default="text")
     history.set_defaults(func=_history)
-
-
-class _Formatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        if record.name == "rerund.decisions":
-            return f"{self.formatTime(record, '%H:%M:%S')} {record.getMessage()}"
-        return super().format(record)
-
-
-def configure_logging(level: str = "INFO") -> None:
-    """Log lines to stderr; decisions as one short line each."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
-    logging.getLogger("rerund").setLevel(level)
-    for noisy in ("apscheduler", "flyte", "httpx", "uvicorn"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -138,38 +141,86 @@ def _settings(args: argparse.Namespace) -> Any:
         "api_key_file": args.api_key_file,
         "notify_webhook": args.notify_webhook,
         "log_level": args.log_level,
+        "log_format": args.log_format,
     }
     return load_settings(args.config, overrides=overrides)
 
 
 def _run(args: argparse.Namespace) -> int:
-
     settings = _settings(args)
     settings.require_runnable()
-    configure_logging(settings.log_level)
+    ensure_policies(settings)
+    configure_logging(settings.log_level, settings.log_format)
     return asyncio.run(Daemon(settings).run())
 
 
-def _history(args: argparse.Namespace) -> int:
-    state: Path
+def _ledger_path(args: argparse.Namespace) -> Path:
     if args.state:
-        state = Path(args.state)
-    else:
-        state = load_settings(args.config).state if args.config else Path("rerund.db")
-    if not state.exists():
-        raise ConfigError(
-            f"no ledger at {str(state)!r}: pass --state PATH or --config FILE of the daemon "
-            "whose history you want"
-        )
-    rows = Ledger(state).history(run=args.run, policy=args.policy, source=args.source, limit=args.limit)
+        return Path(args.state)
+    return load_settings(args.config).state if args.config else Path("rerund.db")
+
+
+def _history(args: argparse.Namespace) -> int:
+    ledger = open_ledger(_ledger_path(args))
+    if args.run:
+        return _story(ledger, args)
+    rows = ledger.history(policy=args.policy, source=args.source, limit=args.limit)
     if args.format == "json":
         print(json.dumps(rows, indent=2))
-        return 0
+        return 0 if rows or not args.policy else 1
     if not rows:
-        print("no decisions recorded" + (f" for run {args.run!r}" if args.run else ""))
+        if args.policy:
+            seen = ", ".join(ledger.policies_seen()) or "none"
+            print(f"no decision recorded for policy {args.policy!r}; policies with decisions: {seen}")
+            return 1
+        print(f"no decisions recorded yet in {ledger.path}")
         return 0
     for r in rows:
         tag = "" if r["source"] == "daemon" else f"[{r['source']}] "
         where = f"{r['project']}/{r['domain']}/{r['run']}"
         print(f"{r['at'][:19]}Z  {r['decision']:<7}  {where}  {tag}{r['reason']}")
+    return 0
+
+
+def _story(ledger: Ledger, args: argparse.Namespace) -> int:
+    """``history --run RUN``: the lineage of RUN told from the ledger, oldest first."""
+    root = ledger.root_of(args.run) or args.run
+    rows = ledger.lineage_rows(root=root)
+    if args.policy:
+        rows = {k: [r for r in v if r.get("policy") == args.policy] for k, v in rows.items()}
+    if not any(rows.values()):
+        print(f"no decision recorded about run {args.run!r} or its lineage in {ledger.path}")
+        return 1
+    status = compute_status(
+        now=utcnow(),
+        decisions=rows["decisions"],
+        issues=rows["issues"],
+        outcomes=rows["outcomes"],
+        recent=1_000_000,
+    )
+    lineage = next(iter([*status.in_flight, *status.recovered, *status.exhausted]), None)
+    story = lineage_story(rows["decisions"], rows["issues"], rows["outcomes"])[-args.limit :]
+    if args.format == "json":
+        print(
+            json.dumps(
+                {
+                    "root": root,
+                    "state": lineage.to_json() if lineage else {"state": "ignored"},
+                    "story": [line.to_json() for line in story],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    if lineage is not None:
+        due = f", due at {iso(lineage.due)}" if lineage.due else ""
+        print(
+            f"lineage {lineage.key}: {lineage.state}{due} "
+            f"(attempt {lineage.attempt}, policy {lineage.policy})"
+        )
+        print(f"  {lineage.why}")
+    else:
+        print(f"lineage {root}: nothing owed (ignored)")
+    for line in story:
+        print(f"{iso(line.at.replace(microsecond=0))}  {line.event:<14} {line.run:<30} {line.text}")
     return 0

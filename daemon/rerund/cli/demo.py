@@ -14,12 +14,16 @@ import socket
 import sys
 import tempfile
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from rerund.cli.daemon import configure_logging
+from rerund.adapters.ledger import Ledger
+from rerund.clock import utcnow
+from rerund.core.status import compute_status
 from rerund.errors import ConfigError
 from rerund.runtime.daemon import Daemon
+from rerund.runtime.logs import configure_logging
 from rerund.runtime.settings import load_settings
 from rerund.sandbox.testing import start_sandbox
 
@@ -35,7 +39,12 @@ def register(sub: Any) -> None:
         help="a sandbox control plane with a demo workload and the daemon against it (make run)",
         description="Start the sandbox with a demo workload and the daemon with the example policies.",
     )
-    demo.add_argument("--workload", default="policies/demo/workload.yaml", metavar="FILE")
+    demo.add_argument(
+        "--workload",
+        default="policies/demo/workload.yaml",
+        metavar="FILE",
+        help="the sandbox's workload: tasks, their behaviour, runs started at once (default %(default)s)",
+    )
     demo.add_argument("--policies", action="append", metavar="PATH", help="default: policies/")
     demo.add_argument(
         "--config", default=None, metavar="FILE", help="daemon settings (default: policies/demo/daemon.yaml)"
@@ -58,6 +67,27 @@ def _port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+# The demo fires each reproduction check once this long after start (then on its schedule),
+# so even a short demo shows a result: by then the demo workload's reference runs exist.
+_FIRST_FIRING_S = 12.0
+_background: set[asyncio.Task[Any]] = set()
+
+
+def first_firings(daemon: Daemon, *, delay: float) -> None:
+    """Fire every reproduction check of the policies once, ``delay`` seconds from now."""
+    if daemon.repro is None or daemon.policies is None or daemon.settings.dry_run:
+        return
+    repro, checks = daemon.repro, [c.name for c in daemon.policies.current.reproductions]
+
+    async def fire() -> None:
+        await asyncio.sleep(delay)
+        await asyncio.gather(*(repro.fire_now(name) for name in checks), return_exceptions=True)
+
+    task = asyncio.get_running_loop().create_task(fire())
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -92,7 +122,9 @@ def run_demo(args: argparse.Namespace) -> int:
                 host, port = settings.http_address
                 if port and not _port_free(host, port):
                     settings = settings.model_copy(update={"http": f"{host}:0"})
-            configure_logging(settings.log_level)
+            configure_logging(settings.log_level, settings.log_format)
+
+            first = _FIRST_FIRING_S * args.time_scale
 
             def ready(daemon: Daemon) -> None:
                 url = daemon.http.url if daemon.http else "(HTTP off)"
@@ -104,10 +136,17 @@ def run_demo(args: argparse.Namespace) -> int:
                             f"{sb.project}/{sb.domain})",
                             f"  workload               {workload}",
                             f"  policies               {', '.join(str(p) for p in settings.policies)}",
+                            f"  operator page          {url}/",
                             f"  metrics                {url}/metrics",
                             f"  decisions              {url}/decisions",
-                            f"  ledger                 {settings.state}   (rerund history --state ...)",
-                            "  Ctrl-C stops both. One line per decision follows:",
+                            "  ledger                 "
+                            + (
+                                "a temporary file, deleted at exit (pass --state PATH to keep it)"
+                                if tmp is not None
+                                else f"{settings.state}   (rerund history --state {settings.state})"
+                            ),
+                            f"  reproduction checks    fired once after {first:g}s, then on their schedules",
+                            "  Ctrl-C stops both and prints a summary. One line per decision follows:",
                             "",
                         ]
                     ),
@@ -116,8 +155,49 @@ def run_demo(args: argparse.Namespace) -> int:
                 )
                 if args.duration is not None:
                     threading.Timer(args.duration, daemon.request_stop).start()
+                first_firings(daemon, delay=first)
 
-            return asyncio.run(Daemon(settings, on_ready=ready).run())
+            code = asyncio.run(Daemon(settings, on_ready=ready).run())
+            print(summary(Path(settings.state), kept=tmp is None), file=sys.stderr, flush=True)
+            return code
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def summary(state: Path, *, kept: bool) -> str:
+    """What the demo did, from its ledger: decisions, lineages, reproduction results."""
+    ledger = Ledger(state)
+    try:
+        rows = ledger.lineage_rows()
+        status = compute_status(
+            now=utcnow(),
+            decisions=rows["decisions"],
+            issues=rows["issues"],
+            outcomes=rows["outcomes"],
+            reproductions=ledger.latest_reproductions(),
+            recent=1_000_000,
+        )
+    finally:
+        ledger.close()
+    kinds = Counter(str(d["decision"]) for d in rows["decisions"])
+    lines = [
+        "rerund demo: summary",
+        f"  decisions      {len(rows['decisions'])}"
+        + (f" ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))})" if kinds else ""),
+        f"  reruns created {sum(1 for i in rows['issues'] if i['result'] == 'created')}",
+        f"  lineages       {len(status.recovered)} recovered, {len(status.exhausted)} exhausted, "
+        f"{len(status.in_flight)} in flight, {status.ignored} ignored",
+    ]
+    if status.reproductions:
+        for r in status.reproductions:
+            lines.append(f"  check          {r.check}: {r.result}" + ("" if r.diff else f" ({r.reason})"))
+            lines += [f"      {path}: {message}" for path, message in r.diff]
+    else:
+        lines.append("  checks         no reproduction result yet (each fires on its schedule; run longer)")
+    lines.append(
+        f"  ledger         {state} (rerund history --state {state})"
+        if kept
+        else "  ledger         deleted with the demo (pass --state PATH to keep it)"
+    )
+    return "\n".join(lines)

@@ -12,24 +12,25 @@ import argparse
 import asyncio
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from rerund.adapters.ledger import Ledger
+from rerund.cli.common import ensure_policies, reaching
 from rerund.clock import utcnow
-from rerund.core.decide import Explanation, explain
-from rerund.core.lineage import failure_from
-from rerund.core.model import Failure
-from rerund.core.rules import PolicySet
+from rerund.core.decide import explain
 from rerund.core.runs import FAILED_PHASES, RunRef
+from rerund.core.status import decision_lines, explanation_lines, iso, lineage_lines
 from rerund.errors import ConfigError
 from rerund.policy.failures import load_failure
 from rerund.policy.loader import load_policies
-from rerund.ports import ControlPlane
 from rerund.runtime.daemon import connect_control_plane
-from rerund.runtime.reconcile import DEFAULT_LOOKBACK
-from rerund.runtime.reconcile.index import RerunIndex
+from rerund.runtime.live import explain_live
+from rerund.runtime.reconcile import public_decision
 from rerund.runtime.settings import load_settings
+from rerund.runtime.status import gather_status
 
-__all__ = ["explain_live", "explain_run", "parse_now", "render_text", "run_explain"]
+__all__ = ["explain_run", "parse_now", "render_text", "run_explain"]
 
 
 def _scope(args: argparse.Namespace, scopes: list[tuple[str, str]]) -> tuple[str, str]:
@@ -51,38 +52,20 @@ def _scope(args: argparse.Namespace, scopes: list[tuple[str, str]]) -> tuple[str
     )
 
 
-async def explain_live(
-    cp: ControlPlane, ref: RunRef, policies: PolicySet, now: datetime
-) -> tuple[Explanation, Failure] | None:
-    """The decision the daemon would make about run ``ref`` at ``now``, with its trace, from its
-    real lineage labels and the budget counts of the reruns on the control plane (listed as a
-    daemon's first pass would list them).
-
-    Read-only: nothing is recorded, scheduled or created. None when the run has not failed
-    (rerund decides only about FAILED, TIMED_OUT and ABORTED runs).
-    """
-    budgets = policies.budgets()
-    since = min([now - DEFAULT_LOOKBACK, *(now - window for window in budgets.values())])
-    index = RerunIndex(cp, reads=asyncio.Semaphore(8), count_error=lambda _exc: None)
-    await index.refresh(ref.project, ref.domain, since=since, budgets=budgets, now=now)
-    summary = await cp.get_run(ref)
-    if summary.phase not in FAILED_PHASES:
-        return None
-    facts = await cp.read_failure(summary)
-    used, oldest = index.budget_counts(now, budgets)
-    failure = failure_from(facts, used, oldest)
-    return explain(failure, policies, now), failure
-
-
 def explain_run(args: argparse.Namespace) -> int:
-    """Print the live explanation of ``args.run``; exit 0, or 1 when the run has not failed."""
+    """Print the live explanation of ``args.run``; exit 0, or 1 when the run has not failed.
 
+    Besides the decision (made as if the run had just failed), it says which reruns of the
+    lineage already exist and where the lineage stands — recovered, exhausted, or in flight and
+    why — from the control plane and, when there is one, the ledger."""
     settings = load_settings(args.config)
+    ensure_policies(settings)
     now = parse_now(args.now)
     scopes = [(s.project, s.domain) for s in settings.scopes]
     project, domain = _scope(args, scopes)
     policies = load_policies(list(settings.policies))
     ref = RunRef(project, domain, args.run)
+    ledger = Ledger(settings.state) if Path(settings.state).exists() else None
 
     async def go() -> int:
         cp = await connect_control_plane(settings)
@@ -94,8 +77,30 @@ def explain_run(args: argparse.Namespace) -> int:
                 "TIMED_OUT and ABORTED runs"
             )
             return 1
-        explanation, failure = result
-        body = explanation.decision.to_json()
+        explanation, failure, reruns = result.explanation, result.failure, list(result.reruns)
+        status = gather_status(now=now, ledger=ledger, policies=policies, reruns=reruns)
+        key = f"{project}/{domain}/{failure.root}"
+        state = next(
+            (s for s in (*status.in_flight, *status.recovered, *status.exhausted) if s.key == key), None
+        )
+        # The lineage went on after this run: what the daemon decides about its latest rerun
+        # is where the lineage really stands (give up, rerun again, ...).
+        mine = sorted((r for r in reruns if r.root == failure.root), key=lambda r: r.attempt)
+        latest: dict[str, Any] | None = None
+        if mine and mine[-1].attempt > failure.attempt and mine[-1].phase in FAILED_PHASES:
+            top = mine[-1]
+            answer = await explain_live(cp, RunRef(project, domain, top.name), policies, now)
+            if answer is not None:
+                d = answer.explanation.decision
+                latest = {
+                    "run": top.name,
+                    "attempt": top.attempt,
+                    "phase": top.phase,
+                    "decision": public_decision(d),
+                }
+                if state is not None and state.state == "awaiting decision":
+                    state = None  # the line below says it better
+        body = public_decision(explanation.decision)
         facts = {
             "run": str(ref),
             "root": failure.root,
@@ -105,26 +110,53 @@ def explain_run(args: argparse.Namespace) -> int:
             "action": failure.action,
             "action_task": failure.action_task,
             "error": failure.error.model_dump(exclude_none=True),
-            "failed_at": failure.failed_at.isoformat(),
+            "failed_at": iso(failure.failed_at),
             "budget_used": dict(failure.budget_used),
         }
         if args.format == "json":
+            lineage = {
+                "reruns": [
+                    {"name": r.name, "attempt": r.attempt, "phase": r.phase, "policy": r.policy}
+                    for r in sorted(reruns, key=lambda r: r.attempt)
+                    if r.root == failure.root
+                ],
+                "state": state.to_json() if state else None,
+                "latest": latest,
+            }
             print(
                 json.dumps(
-                    {**body, "changes": explanation.changes, "trace": explanation.trace, "failure": facts},
+                    {
+                        **body,
+                        "changes": explanation.changes,
+                        "trace": explanation.trace,
+                        "failure": facts,
+                        "lineage": lineage,
+                    },
                     indent=2,
                 )
             )
             return 0
-        err = failure.error
-        print(f"{'run:':<12}{ref} ({failure.phase.value}, task {failure.task})")
-        print(f"{'lineage:':<12}root {failure.root!r}, {failure.attempt} rerun(s) issued before this one")
-        print(f"{'failed:':<12}action {failure.action} ({failure.action_task}) at {facts['failed_at']}")
-        print(f"{'error:':<12}{err.kind} {err.code}: {err.message[:300]}")
-        print(render_text(body, explanation.trace, explanation.changes, exact=failure.spec is not None))
+        lines = lineage_lines(failure.root, failure.attempt, reruns, state)
+        if latest is not None:
+            lines.append(
+                f"{'latest:':<12}rerun {latest['run']!r} (attempt {latest['attempt']}) ended "
+                f"{latest['phase']}; the daemon's decision about it: {latest['decision']['decision']}: "
+                f"{latest['decision']['reason']}"
+            )
+        text = explanation_lines(
+            str(ref),
+            facts,
+            body,
+            explanation.trace,
+            lines,
+            explanation.changes,
+            exact=failure.spec is not None,
+        )
+        print("\n".join(text))
         return 0
 
-    return asyncio.run(go())
+    with reaching(settings, "explain"):
+        return asyncio.run(go())
 
 
 def parse_now(text: str | None) -> datetime:
@@ -155,7 +187,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
     now = parse_now(args.now)
     policies = load_policies(args.policies)
-    failure = load_failure(args.failure)
+    failure = load_failure(args.failure, now=now)
     result = explain(failure, policies, now)
     if args.format == "json":
         body = {**result.decision.to_json(), "changes": result.changes, "trace": result.trace}
@@ -170,35 +202,6 @@ def run_explain(args: argparse.Namespace) -> int:
 def render_text(
     decision: dict[str, Any], trace: list[str], changes: list[str] | None = None, *, exact: bool = True
 ) -> str:
-    """The text form of an explanation (shared with the live explain). ``changes`` is the diff
-    of the rerun's RunSpec against the source run's, one ``~`` line per field that changes."""
-    lines = [f"{'decision:':<12}{decision['decision']}", f"{'reason:':<12}{decision['reason']}"]
-    for key in ("name", "scope", "action", "not_before"):
-        if decision.get(key):
-            lines.append(f"{key + ':':<12}{decision[key]}")
-    for key in ("env", "labels", "inputs"):
-        if decision.get(key):
-            lines.append(f"{key + ':':<12}" + ", ".join(f"{k}={v}" for k, v in decision[key].items()))
-    overrides = decision.get("overrides") or {}
-    if overrides:
-        lines.append(f"{'overrides:':<12}" + ", ".join(f"{k}={_plain(v)}" for k, v in overrides.items()))
-    if decision["decision"] in ("rerun", "defer"):
-        head = "the rerun's RunSpec against the source run's" + (
-            "" if exact else " (the source's spec is not known: give the failure a spec: to see values)"
-        )
-        lines.append(f"changes:    {head}")
-        lines.extend(f"  ~ {line}" for line in changes or ["nothing besides the relation"])
-    lines.append("trace:")
-    lines.extend(f"  {i}. {step}" for i, step in enumerate(trace, 1))
-    return "\n".join(lines)
-
-
-def _plain(value: Any) -> str:
-    """An override value as the policy file spells it."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(str(v) for v in value) + "]"
-    return str(value)
+    """The text form of an explanation (``rerund.core.status.decision_lines``, shared with the
+    live explain and the operator page)."""
+    return "\n".join(decision_lines(decision, trace, changes, exact=exact))

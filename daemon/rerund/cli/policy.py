@@ -12,10 +12,11 @@ import json
 import sys
 from typing import Any
 
+from rerund.cli.common import junit_xml
 from rerund.cli.explain import run_explain
-from rerund.errors import PolicyError
-from rerund.policy.casefiles import run_files
-from rerund.policy.loader import load_policies
+from rerund.errors import PolicyError, PolicyProblem
+from rerund.policy.casefiles import collect, run_files
+from rerund.policy.loader import expand_paths, load_policies
 from rerund.policy.schema import policy_schema
 
 __all__ = ["register"]
@@ -26,9 +27,20 @@ def register(sub: Any) -> None:
     check = sub.add_parser(
         "check",
         help="validate policy files (every problem as file:line:col: path: message)",
-        description="Validate policy files. A directory contributes its *.yaml files (not recursively).",
+        description=(
+            "Validate policy files. A directory contributes its *.yaml and *.yml files (not "
+            "recursively). Exit 0 when valid, 1 with every problem."
+        ),
     )
-    check.add_argument("paths", nargs="+", metavar="PATH", help="a policy file or a directory of *.yaml")
+    check.add_argument(
+        "paths", nargs="+", metavar="PATH", help="a policy file or a directory of *.yaml / *.yml"
+    )
+    check.add_argument(
+        "--format",
+        choices=("text", "json", "junit"),
+        default="text",
+        help="text (default); json; junit: JUnit XML for CI (one test case per file)",
+    )
     check.set_defaults(func=_check)
 
     explain = sub.add_parser(
@@ -45,7 +57,12 @@ def register(sub: Any) -> None:
     explain.add_argument(
         "--policies", action="append", metavar="PATH", help="policy file or directory (repeatable)"
     )
-    explain.add_argument("--failure", metavar="FILE", help="a failure document (YAML or JSON)")
+    explain.add_argument(
+        "--failure",
+        metavar="FILE",
+        help="a failure document (YAML or JSON; only run is required, failed_at defaults to --now; "
+        "example: policies/failures/connection-reset.yaml)",
+    )
     explain.add_argument("--config", metavar="FILE", help="daemon settings, for a live explain of RUN")
     explain.add_argument("--project", help="project of RUN (live explain)")
     explain.add_argument("--domain", help="domain of RUN (live explain)")
@@ -56,29 +73,74 @@ def register(sub: Any) -> None:
     test = sub.add_parser(
         "test",
         help="run policy tests (*.test.yaml)",
-        description="Run policy test files; directories are searched recursively for *.test.yaml.",
+        description=(
+            "Run policy test files: each case gives a failure and the decision expected for it "
+            "(see policies/tests/). Exit 0 when every case passes, 1 otherwise."
+        ),
     )
-    test.add_argument("paths", nargs="+", metavar="PATH")
+    test.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="a *.test.yaml file, or a directory searched recursively for *.test.yaml",
+    )
+    test.add_argument(
+        "--format",
+        choices=("text", "json", "junit"),
+        default="text",
+        help="text (default); json; junit: JUnit XML for CI (one test case per case)",
+    )
     test.set_defaults(func=_test)
 
-    schema = sub.add_parser("schema", help="print the JSON Schema of policy files")
+    schema = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of policy files (for editors)",
+        description=(
+            "Print the JSON Schema of policy files, e.g. `rerund schema > rerund.schema.json`, for "
+            "completion and validation in editors (yaml-language-server)."
+        ),
+    )
     schema.set_defaults(func=_schema)
 
 
 def _check(args: argparse.Namespace) -> int:
+    files, _ = expand_paths(args.paths)
     try:
         policies = load_policies(args.paths)
     except PolicyError as exc:
-        for problem in exc.problems:
-            print(problem)
-        n = len(exc.problems)
-        print(f"{n} problem{'s' if n != 1 else ''} found", file=sys.stderr)
+        problems = list(exc.problems)
+        if args.format == "json":
+            print(json.dumps({"ok": False, "problems": [_problem_json(p) for p in problems]}, indent=2))
+        elif args.format == "junit":
+            print(_check_junit([str(f) for f in files] or list(map(str, args.paths)), problems))
+        else:
+            for problem in problems:
+                print(problem)
+            n = len(problems)
+            print(f"{n} problem{'s' if n != 1 else ''} found", file=sys.stderr)
         return 1
-    files = len(policies.sources)
     checks = [c.name for c in policies.reproductions]
+    if args.format == "json":
+        print(
+            json.dumps(
+                {
+                    "ok": True,
+                    "files": list(policies.sources),
+                    "policies": list(policies.names()),
+                    "reproductions": checks,
+                    "problems": [],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    if args.format == "junit":
+        print(_check_junit(list(policies.sources), []))
+        return 0
+    files_n = len(policies.sources)
     print(
         f"ok: {len(policies)} polic{'ies' if len(policies) != 1 else 'y'} in "
-        f"{files} file{'s' if files != 1 else ''}: {', '.join(policies.names()) or '(none)'}"
+        f"{files_n} file{'s' if files_n != 1 else ''}: {', '.join(policies.names()) or '(none)'}"
         + (
             f"; {len(checks)} reproduction check{'s' if len(checks) != 1 else ''}: {', '.join(checks)}"
             if checks
@@ -88,8 +150,44 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _problem_json(p: PolicyProblem) -> dict[str, Any]:
+    return {"file": p.file, "line": p.line, "column": p.column, "path": p.path, "message": p.message}
+
+
+def _check_junit(files: list[str], problems: list[PolicyProblem]) -> str:
+    """One test case per file (and per path given that is not a file): its problems, or none."""
+    names = list(dict.fromkeys([*files, *(p.file for p in problems)]))
+    cases = []
+    for name in names:
+        mine = [str(p) for p in problems if p.file == name]
+        cases.append(("rerund check", name, "\n".join(mine) if mine else None))
+    return junit_xml("rerund check", cases)
+
+
 def _test(args: argparse.Namespace) -> int:
-    outcome = run_files(args.paths, sys.stdout)
+    if args.format == "text":
+        outcome = run_files(args.paths, sys.stdout)
+        return 0 if outcome.ok else 1
+    outcome = collect(args.paths)
+    if args.format == "json":
+        print(
+            json.dumps(
+                {
+                    "ok": outcome.ok,
+                    "passed": outcome.passed,
+                    "failed": outcome.failed,
+                    "errors": outcome.errors,
+                    "cases": [r.to_json() for r in outcome.results],
+                },
+                indent=2,
+            )
+        )
+    else:
+        cases = [
+            (r.file, r.name or r.file, None if r.result == "passed" else "\n".join(r.details) or r.result)
+            for r in outcome.results
+        ]
+        print(junit_xml("rerund test", cases))
     return 0 if outcome.ok else 1
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,12 @@ from prometheus_client import CollectorRegistry
 
 from rerund.adapters.cron import CronSchedule
 from rerund.adapters.ledger import Ledger
+from rerund.cli.common import positive_int, reaching
 from rerund.clock import utcnow
+from rerund.core.repro import repro_run_name
+from rerund.core.runs import RunRef
 from rerund.core.times import iso
-from rerund.errors import ConfigError
+from rerund.errors import ConfigError, NotFoundError
 from rerund.policy import load_policies
 from rerund.runtime.daemon import connect_control_plane
 from rerund.runtime.metrics import Metrics
@@ -49,9 +53,9 @@ results:
 
 _EPILOG = """\
 examples:
-  rerund repro list --policies policies/examples/reproductions.yaml
-  rerund repro run nightly-train --config rerund.yaml          # fire now, wait, print the result
-  rerund repro history nightly-train --config rerund.yaml --format json
+  rerund repro list --policies policies/reproductions.yaml
+  rerund repro run daily-metrics --config rerund.example.yaml  # fire now, wait, print the result
+  rerund repro history daily-metrics --config rerund.example.yaml --format json
 """
 
 
@@ -83,7 +87,7 @@ def register(sub: Any) -> None:
         description="Fire check NAME now, out of schedule: rerun its reference run on the control "
         "plane of the daemon settings, wait until the rerun ends (at most the check's timeout), "
         "compare, print and record the result. Exit status 0 when it reproduced, 1 when not.",
-        epilog="example:\n  rerund repro run nightly-train --config rerund.yaml\n",
+        epilog="example:\n  rerund repro run daily-metrics --config rerund.example.yaml\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("name", metavar="NAME", help="the check to fire (see `rerund repro list`)")
@@ -96,12 +100,14 @@ def register(sub: Any) -> None:
         help="recorded results of a check, newest first, with their diffs",
         description="Show the results of check NAME recorded in the daemon's ledger, newest "
         "first, each with its field-by-field diff.",
-        epilog="example:\n  rerund repro history nightly-train --state rerund.db --format json\n",
+        epilog="example:\n  rerund repro history daily-metrics --state rerund.db --format json\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     history.add_argument("name", metavar="NAME", help="the check (see `rerund repro list`)")
     _where(history)
-    history.add_argument("--limit", type=int, default=20, metavar="N", help="at most N results (20)")
+    history.add_argument(
+        "--limit", type=positive_int, default=20, metavar="N", help="at most N results (default 20)"
+    )
     history.add_argument("--format", choices=("text", "json"), default="text")
     history.set_defaults(func=_history)
 
@@ -204,6 +210,23 @@ def _run(args: argparse.Namespace) -> int:
 
     async def go() -> Any:
         cp = await connect_control_plane(settings)
+        project = check.source.project or settings.scopes[0].project
+        domain = check.source.domain or settings.scopes[0].domain
+        slot = utcnow().replace(second=0, microsecond=0)
+        name = repro_run_name(check.name, slot, manual=True)
+        try:
+            await cp.get_run(RunRef(project, domain, name))
+        except NotFoundError:
+            pass
+        else:
+            # The manual firing of this minute exists (an earlier `repro run`): its name is
+            # deterministic so a retried command never duplicates it; say that it is reused.
+            print(
+                f"note: check {check.name!r} was already fired by hand this minute: its rerun {name!r} "
+                "exists and this result is that rerun's; run again after the minute turns for a new "
+                "rerun",
+                file=sys.stderr,
+            )
         ledger = Ledger(settings.state)
         try:
             runner = ReproRunner(
@@ -219,7 +242,8 @@ def _run(args: argparse.Namespace) -> int:
         finally:
             ledger.close()
 
-    result = asyncio.run(go())
+    with reaching(settings, "repro run"):
+        result = asyncio.run(go())
     if result is None:  # pragma: no cover - only when interrupted
         return 2
     if args.format == "json":

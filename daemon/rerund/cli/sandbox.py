@@ -203,14 +203,20 @@ def run(args: argparse.Namespace) -> int:
             f'    flyte.init(endpoint="{endpoint}", insecure=True, org="{args.org}", '
             f'project="{workload.project}", domain="{workload.domain}")\n'
             "\n"
-            f"Point the flyte CLI at it (config written to {config_path}):\n"
+            f"Point the flyte CLI at it (config written to {config_path}"
+            + ("; removed when the sandbox stops" if args.flyte_config is None else "")
+            + "):\n"
             f"    flyte --config {config_path} get run\n"
             + "".join(f"    {line}\n" for line in config_text.splitlines())
             + "\nStop with Ctrl-C (SIGINT) or SIGTERM.",
             flush=True,
         )
 
-    serve_forever(sandbox, sock, ready=ready, quiet=not args.verbose)
+    try:
+        serve_forever(sandbox, sock, ready=ready, quiet=not args.verbose)
+    finally:
+        if args.flyte_config is None:  # ours, in the temp directory: do not leave it behind
+            config_path.unlink(missing_ok=True)
     stored = len(sandbox.store.runs) if sandbox.store is not None else 0
     where = (
         f"kept in {args.db}"

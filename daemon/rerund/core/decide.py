@@ -184,6 +184,8 @@ def _plan(
         else:
             action = failure.action
     scope_text = f"scope {scope.value}" + (f" (action {action!r})" if action else "")
+    if scope_note:  # short in the reason (a log line); the trace says it in full
+        scope_text += " (the root action a0 failed)"
     new_name = rerun_name(plan.name, root=root, run=run, policy=name, attempt=n)
     env, labels, inputs = plan.overrides(n)
     overrides = plan.run_overrides(n)
@@ -201,7 +203,11 @@ def _plan(
             f"{format_duration(b.max)}) = {format_duration(base)}; jitter ±{b.jitter:g} "
             f"-> delay {format_duration(delay)}; due at {iso(due)}"
         )
-        trace.append(scope_text + (f"; {scope_note}" if scope_note else ""))
+        trace.append(
+            f"scope {scope.value}"
+            + (f" (action {action!r})" if action else "")
+            + (f"; {scope_note}" if scope_note else "")
+        )
         trace.append(f"name: template {plan.name!r} -> {new_name!r}")
 
     common = {
@@ -236,7 +242,7 @@ def _plan(
     reason = (
         f"policy {name!r} reruns run {run!r} as {new_name!r}: attempt {n} of "
         f"max_attempts={plan.max_attempts}, {scope_text}, due at {iso(due)} "
-        f"after a {format_duration(delay)} backoff" + (f"; {scope_note}" if scope_note else "") + change_text
+        f"after a {format_duration(delay)} backoff" + change_text
     )
     if trace is not None:
         trace.append(f"rerun as {new_name!r} at {iso(due)}")

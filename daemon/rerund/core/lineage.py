@@ -141,7 +141,8 @@ def exhausted_notice(
         "root": failure.root,
         "lineage": lineage,
         "policy": decision.policy,
-        "attempt": failure.attempt,
+        "attempt": decision.attempt,  # the attempt refused, as in history and /decisions
+        "reruns_issued": failure.attempt,
         "reason": decision.reason,
         "error": facts.error.model_dump(exclude_none=True),
         "console_url": console_url,

@@ -38,7 +38,7 @@ from rerund.policy.failures import failure_from
 from rerund.policy.loader import load_policies
 from rerund.policy.source import Document, locate, read_document, validate
 
-__all__ = ["EXPECT_KEYS", "Outcome", "discover", "run_files"]
+__all__ = ["EXPECT_KEYS", "CaseResult", "Outcome", "collect", "discover", "run_files"]
 
 EXPECT_KEYS = (
     "decision",
@@ -75,14 +75,48 @@ class _TestFile(BaseModel):
     cases: list[_Case] = Field(min_length=1)
 
 
+@dataclass(frozen=True)
+class CaseResult:
+    """One case (or a file that could not run: ``name`` empty): passed, failed or error."""
+
+    file: str
+    name: str
+    result: str  # passed | failed | error
+    details: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        return {"file": self.file, "case": self.name, "result": self.result, "details": list(self.details)}
+
+
 @dataclass
 class Outcome:
-    """Counts of one ``rerund test`` run."""
+    """Counts of one ``rerund test`` run, its text lines and each case's result (for JSON/JUnit)."""
 
     passed: int = 0
     failed: int = 0
     errors: int = 0
     lines: list[str] = field(default_factory=list)
+    results: list[CaseResult] = field(default_factory=list)
+    files: int = 0
+
+    @property
+    def summary(self) -> str:
+        text = f"{self.passed} passed, {self.failed} failed"
+        if self.errors:
+            text += f", {self.errors} error{'s' if self.errors != 1 else ''}"
+        return text
+
+    def add(self, file: str, name: str, result: str, details: Sequence[str] = ()) -> None:
+        """Count one result and write its lines (``file::name RESULT`` then indented details)."""
+        if result == "passed":
+            self.passed += 1
+        elif result == "failed":
+            self.failed += 1
+        else:
+            self.errors += 1
+        self.lines.append(f"{file}::{name} {result.upper()}" if name else f"{file} {result.upper()}")
+        self.lines.extend(details)
+        self.results.append(CaseResult(file, name, result, tuple(d.strip() for d in details)))
 
     @property
     def ok(self) -> bool:
@@ -179,9 +213,7 @@ def _run_file(path: Path, outcome: Outcome, cache: dict[tuple[str, ...], PolicyS
         allowed = {"": list(_TestFile.model_fields), "cases": list(_Case.model_fields)}
         spec, problems = validate(_TestFile, doc, allowed=allowed)
     if spec is None or doc is None:
-        outcome.errors += 1
-        outcome.lines.append(f"{path} ERROR")
-        outcome.lines.extend(_problem_lines(problems))
+        outcome.add(str(path), "", "error", _problem_lines(problems))
         return
     policy_paths = [spec.policies] if isinstance(spec.policies, str) else spec.policies
     resolved = tuple(str(path.parent / p) for p in policy_paths)
@@ -192,14 +224,11 @@ def _run_file(path: Path, outcome: Outcome, cache: dict[tuple[str, ...], PolicyS
             cache[resolved] = exc
     policies = cache[resolved]
     if isinstance(policies, PolicyError):
-        outcome.errors += 1
         line, column, _ = locate(doc.node, ("policies",))
-        outcome.lines.append(f"{path} ERROR")
-        outcome.lines.append(f"    {path}:{line}:{column}: policies: the policies do not load:")
-        outcome.lines.extend(_problem_lines(policies.problems))
+        details = [f"    {path}:{line}:{column}: policies: the policies do not load:"]
+        outcome.add(str(path), "", "error", details + _problem_lines(policies.problems))
         return
     for index, case in enumerate(spec.cases):
-        case_id = f"{path}::{case.name}"
         merged = {**spec.failure, **case.failure}
         if isinstance(spec.failure.get("error"), dict) and isinstance(case.failure.get("error"), dict):
             merged["error"] = {**spec.failure["error"], **case.failure["error"]}
@@ -219,9 +248,7 @@ def _run_file(path: Path, outcome: Outcome, cache: dict[tuple[str, ...], PolicyS
                 )
             )
         if failure is None or fproblems:
-            outcome.errors += 1
-            outcome.lines.append(f"{case_id} ERROR")
-            outcome.lines.extend(_problem_lines(fproblems))
+            outcome.add(str(path), case.name, "error", _problem_lines(fproblems))
             continue
         now = case.now or spec.now or failure.failed_at
         if now.tzinfo is None:
@@ -231,32 +258,35 @@ def _run_file(path: Path, outcome: Outcome, cache: dict[tuple[str, ...], PolicyS
         actual["changes"] = rerun_changes(failure, decision) if isinstance(decision, Rerun | Defer) else []
         diffs = _check(case.expect, actual)
         if diffs:
-            outcome.failed += 1
-            outcome.lines.append(f"{case_id} FAILED")
-            outcome.lines.extend(f"    {d}" for d in diffs)
-            outcome.lines.append(f"    actual decision: {actual['decision']}: {actual['reason']}")
+            details = [f"    {d}" for d in diffs]
+            details.append(f"    actual decision: {actual['decision']}: {actual['reason']}")
+            outcome.add(str(path), case.name, "failed", details)
         else:
-            outcome.passed += 1
-            outcome.lines.append(f"{case_id} PASSED")
+            outcome.add(str(path), case.name, "passed")
 
 
-def run_files(paths: Sequence[str | Path], out: TextIO) -> Outcome:
-    """Run every case of the test files at ``paths``, printing pytest-like lines to ``out``."""
+def run_files(paths: Sequence[str | Path], out: TextIO | None) -> Outcome:
+    """Run every case of the test files at ``paths``, printing pytest-like lines to ``out``
+    (nothing when None: the caller prints ``Outcome.results`` in another format)."""
+    outcome = collect(paths)
+    if out is None:
+        return outcome
+    for line in outcome.lines:
+        print(line, file=out)
+    if outcome.files == 0 and not outcome.errors:
+        print(f"no *.test.yaml files under {', '.join(str(p) for p in paths)}", file=out)
+    print(f"==== {outcome.summary} ====", file=out)
+    return outcome
+
+
+def collect(paths: Sequence[str | Path]) -> Outcome:
+    """Run every case of the test files at ``paths`` (nothing printed)."""
     files, missing = discover(paths)
     outcome = Outcome()
     for name in missing:
-        outcome.errors += 1
-        outcome.lines.append(f"{name} ERROR")
-        outcome.lines.append(f"    {name}: no such file or directory; check the path")
+        outcome.add(name, "", "error", [f"    {name}: no such file or directory; check the path"])
     cache: dict[tuple[str, ...], PolicySet | PolicyError] = {}
     for path in files:
         _run_file(path, outcome, cache)
-    for line in outcome.lines:
-        print(line, file=out)
-    if not files and not missing:
-        print(f"no *.test.yaml files under {', '.join(str(p) for p in paths)}", file=out)
-    summary = f"{outcome.passed} passed, {outcome.failed} failed"
-    if outcome.errors:
-        summary += f", {outcome.errors} error{'s' if outcome.errors != 1 else ''}"
-    print(f"==== {summary} ====", file=out)
+    outcome.files = len(files)
     return outcome

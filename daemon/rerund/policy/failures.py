@@ -1,11 +1,14 @@
 """Failure documents (YAML or JSON) as ``rerund explain`` and policy tests read them.
 
-A failure document is the ``Failure`` model written out by hand (see README); problems are
-reported located, like policy problems, as ``FailureInputError``.
+A failure document is the ``Failure`` model written out by hand (the README's "Failure
+documents" section; ``policies/failures/`` has examples): ``run`` is required, ``failed_at``
+defaults to the time the decision is made (``--now``), everything else has a default.
+Problems are reported located, like policy problems, as ``FailureInputError``.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +43,48 @@ def failure_from(
     return validate(Failure, doc, data=data, node=node, base=base, allowed=allowed)
 
 
-def load_failure(path: str | Path) -> Failure:
-    """Read a failure document; raises ``FailureInputError`` with every problem, located."""
+def load_failure(path: str | Path, *, now: datetime | None = None) -> Failure:
+    """Read a failure document; raises ``FailureInputError`` with every problem, located.
+
+    ``failed_at`` defaults to ``now`` when the document leaves it out (and ``now`` is given).
+    """
     doc, problems = read_document(Path(path))
     if doc is None:
         raise FailureInputError(problems)
     if doc.data is None:
         raise FailureInputError(
-            [PolicyProblem(doc.file, 1, 1, "", "empty failure file; it needs run and failed_at")]
+            [PolicyProblem(doc.file, 1, 1, "", "empty failure file; it needs at least run")]
         )
-    failure, problems = failure_from(doc, doc.data, doc.node)
+    data = doc.data
+    if isinstance(data, dict) and "cases" in data:
+        raise FailureInputError(
+            [
+                PolicyProblem(
+                    doc.file,
+                    1,
+                    1,
+                    "",
+                    "this is a policy test file (it has cases:), not a failure document; run it with "
+                    f"`rerund test {doc.file}`, or copy one case's failure into a file of its own",
+                )
+            ]
+        )
+    if isinstance(data, dict) and "apiVersion" in data:
+        raise FailureInputError(
+            [
+                PolicyProblem(
+                    doc.file,
+                    1,
+                    1,
+                    "",
+                    "this is a policy file (it has apiVersion:), not a failure document; pass it with "
+                    "--policies and describe the failure in another file (see policies/failures/)",
+                )
+            ]
+        )
+    if isinstance(data, dict) and "failed_at" not in data and now is not None:
+        data = {**data, "failed_at": now}
+    failure, problems = failure_from(doc, data, doc.node)
     if failure is None:
         raise FailureInputError(problems)
     return failure

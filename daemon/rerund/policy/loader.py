@@ -9,7 +9,7 @@ global budget.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,17 +52,30 @@ BUILTIN_MAX_ATTEMPTS = 3
 BUILTIN_BACKOFF = Backoff(initial=parse_duration("30s"), factor=2.0, max=parse_duration("10m"), jitter=0.1)
 
 
+POLICY_SUFFIXES = (".yaml", ".yml")
+_POLICY_KEYS = frozenset({"apiVersion", "defaults", "budgets", "policies", "reproductions"})
+
+
 def expand_paths(paths: Sequence[str | Path]) -> tuple[list[Path], list[PolicyProblem]]:
-    """Files to load: each file as given, each directory's ``*.yaml`` in name order."""
+    """Files to load: each file as given, each directory's ``*.yaml`` and ``*.yml`` in name
+    order (not recursively)."""
     files: list[Path] = []
     problems: list[PolicyProblem] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.glob("*.yaml") if p.is_file())
+            found = sorted(p for p in path.iterdir() if p.suffix in POLICY_SUFFIXES and p.is_file())
             if not found:
+                others = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
+                has = (
+                    f" (it has: {', '.join(others[:10])}{', ...' if len(others) > 10 else ''})"
+                    if others
+                    else ""
+                )
                 problems.append(
-                    PolicyProblem(str(path), 1, 1, "", "no *.yaml policy files in this directory")
+                    PolicyProblem(
+                        str(path), 1, 1, "", f"no *.yaml or *.yml policy files in this directory{has}"
+                    )
                 )
             files.extend(found)
         elif path.exists():
@@ -70,6 +83,27 @@ def expand_paths(paths: Sequence[str | Path]) -> tuple[list[Path], list[PolicyPr
         else:
             problems.append(PolicyProblem(str(path), 1, 1, "", "no such file or directory; check the path"))
     return files, problems
+
+
+def _not_a_policy_file(data: Mapping[str, Any]) -> str | None:
+    """Why a YAML mapping is not a policy file at all (None when it looks like one): one
+    clear problem instead of one per unknown key."""
+    if _POLICY_KEYS & set(data):
+        return None
+    if "cases" in data:
+        kind = "a policy test file: run it with `rerund test`"
+    elif "tasks" in data or "runs" in data:
+        kind = "a sandbox workload file: pass it to `rerund sandbox --workload`"
+    elif {"endpoint", "org", "scopes", "state", "http"} & set(data):
+        kind = "a settings file: pass it with --config"
+    elif "run" in data and ("error" in data or "failed_at" in data):
+        kind = "a failure document: pass it with `rerund explain --failure`"
+    else:
+        return (
+            "not a policy file (no apiVersion); add 'apiVersion: rerund/v1' if it is one, or move it "
+            "out of the policy directory"
+        )
+    return f"not a policy file (no apiVersion); it looks like {kind}"
 
 
 @dataclass
@@ -112,6 +146,10 @@ def load_policies(paths: Sequence[str | Path]) -> PolicySet:
                     "expected a mapping with apiVersion, defaults, budgets, policies",
                 )
             )
+            continue
+        why = _not_a_policy_file(doc.data)
+        if why is not None:
+            problems.append(PolicyProblem(doc.file, 1, 1, "", why))
             continue
         spec, spec_problems = _validate_file(doc, allowed)
         problems.extend(spec_problems)

@@ -258,10 +258,15 @@ class GpuFaultSelector(_Spec):
     kinds: list[Literal["XID", "SXID"]] | None = Field(default=None, min_length=1)
 
 
+def _upper(value: Any) -> Any:
+    """``system`` -> ``SYSTEM``: kinds and phases are case-insensitive in policy files."""
+    return value.upper() if isinstance(value, str) else value
+
+
 class ErrorSelector(_Spec):
     """Selectors on the failing action's error."""
 
-    kinds: list[ErrorKind] | None = Field(default=None, min_length=1)
+    kinds: list[Annotated[ErrorKind, BeforeValidator(_upper)]] | None = Field(default=None, min_length=1)
     codes: list[NonEmpty] | None = Field(default=None, min_length=1)
     classes: list[FailureClass] | None = Field(
         default=None,
@@ -282,7 +287,7 @@ class MatchSpecModel(_Spec):
     tasks: list[NonEmpty] | None = Field(default=None, min_length=1, description="shell-style globs")
     action_tasks: list[NonEmpty] | None = Field(default=None, min_length=1, description="shell-style globs")
     labels: dict[str, str] = Field(default_factory=dict)
-    phases: list[Phase] | None = Field(default=None, min_length=1)
+    phases: list[Annotated[Phase, BeforeValidator(_upper)]] | None = Field(default=None, min_length=1)
     error: ErrorSelector | None = None
 
 

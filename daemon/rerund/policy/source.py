@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from rerund.errors import PolicyProblem
 
-__all__ = ["Document", "format_path", "locate", "parse_text", "read_document", "validate"]
+__all__ = ["Document", "format_path", "locate", "message_for", "parse_text", "read_document", "validate"]
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 M = TypeVar("M", bound=BaseModel)
@@ -190,7 +190,7 @@ def locate(
     return mark.line + 1, mark.column + 1, tuple(path)
 
 
-def _message(err: Any) -> str:
+def message_for(err: Any) -> str:
     """A pydantic error rewritten to say what is wrong and what to write instead."""
     kind = err["type"]
     loc = err["loc"]
@@ -225,6 +225,8 @@ def _message(err: Any) -> str:
         ]
         bound = next(iter(ctx.values()), "")
         return f"must be {op} {bound}, got {_show(value)}"
+    if kind == "path_type":
+        return f"expected a file or directory path, got {_show(value)}"
     if kind == "string_pattern_mismatch":
         return f"{_show(value)} does not have the required form"
     if kind == "value_error":
@@ -278,7 +280,7 @@ def validate(
         seen: set[tuple[int, int, str]] = set()
         for err in exc.errors(include_url=False):
             line, column, path = locate(tree, err["loc"], at_key=err["type"] == "extra_forbidden")
-            message = _message(err)
+            message = message_for(err)
             if err["type"] == "extra_forbidden" and allowed is not None:
                 parent = next((p for p in reversed(path[:-1]) if isinstance(p, str)), "")
                 keys = allowed.get(parent)

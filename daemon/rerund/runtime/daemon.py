@@ -11,7 +11,8 @@ What runs, all on one asyncio event loop:
 - a **policy watcher** — reloads the policies on SIGHUP and when a policy file changes. An
   invalid file is rejected with its ``check`` problems in the log and
   ``rerund_policy_reloads_total{result="error"}``; the last good policies stay in force;
-- the **HTTP** endpoints (``/metrics``, ``/healthz``, ``/readyz``, ``/decisions``);
+- the **HTTP** endpoints (``/`` the operator page, ``/status``, ``/metrics``, ``/healthz``,
+  ``/readyz``, ``/decisions``);
 - a **pruner** that keeps the ledger within ``ledger_retention``;
 - the **reproduction checks** of the policies in force (``rerund.runtime.repro``): each fires
   on its cron schedule, reruns its reference run and records match / mismatch / failed /
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 from collections.abc import Callable
@@ -36,6 +38,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from rerund import __version__
 from rerund.adapters.flyte_control_plane import FlyteControlPlane
 from rerund.adapters.ledger import Ledger
 from rerund.adapters.scheduler import AsyncScheduler
@@ -43,16 +46,20 @@ from rerund.adapters.webhook import WebhookNotifier
 from rerund.clock import utcnow
 from rerund.core.durations import format_duration
 from rerund.core.rules import PolicySet
-from rerund.core.runs import RunSummary
-from rerund.errors import ControlPlaneError, LedgerError, PolicyError
+from rerund.core.runs import RunRef, RunSummary
+from rerund.core.status import Status, explanation_lines, iso, lineage_lines
+from rerund.errors import ConfigError, ControlPlaneError, LedgerError, NotFoundError, PolicyError
 from rerund.policy import load_policies
 from rerund.policy.loader import expand_paths
 from rerund.ports import ControlPlane
-from rerund.runtime.http import HttpServer, Response, json_response
+from rerund.runtime.http import Handler, HttpServer, Response, html_response, json_response
+from rerund.runtime.live import explain_live
 from rerund.runtime.metrics import Metrics
-from rerund.runtime.reconcile import Reconciler
+from rerund.runtime.page import MAX_QUERY, PageView, render_page
+from rerund.runtime.reconcile import Reconciler, public_decision
 from rerund.runtime.repro import ReproRunner
 from rerund.runtime.settings import Settings
+from rerund.runtime.status import gather_status
 
 __all__ = ["Daemon", "PolicyHolder", "connect_control_plane"]
 
@@ -74,6 +81,16 @@ async def connect_control_plane(settings: Settings) -> ControlPlane:
     )
     await cp.connect()
     return cp
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"the HTTP address {host}:{port} is already in use (another rerund — `rerund demo`? — or "
+            "another program listens there); stop it, or pass --http HOST:PORT (port 0 picks a free "
+            "one) or --http off"
+        )
+    return f"cannot listen on {host}:{port}: {exc.strerror}; pass another --http HOST:PORT or --http off"
 
 
 class PolicyHolder:
@@ -172,6 +189,8 @@ class Daemon:
         self.repro: ReproRunner | None = None
         self.policies: PolicyHolder | None = None
         self.http: HttpServer | None = None
+        self.ledger: Any = None
+        self._reachable: bool | None = None  # None until the first resync pass
 
     # -- control -----------------------------------------------------------------------------
 
@@ -197,6 +216,7 @@ class Daemon:
         self.policies = PolicyHolder(s.policies, self.metrics, self._policies_changed)
         policies = self.policies.load()
         ledger = Ledger(s.state)
+        self.ledger = ledger
         cp = self._cp if self._cp is not None else await connect_control_plane(s)
         self._cp = cp
         notifier = None
@@ -234,7 +254,12 @@ class Daemon:
         if s.http_address is not None:
             host, port = s.http_address
             self.http = HttpServer(host, port, self._routes())
-            await self.http.start()
+            try:
+                await self.http.start()
+            except OSError as exc:
+                scheduler.shutdown()
+                ledger.close()
+                raise ConfigError(_listen_error(host, port, exc)) from None
         if self._install_signals:
             self._signals(install=True)
         log.info(
@@ -328,9 +353,17 @@ class Daemon:
         while not self._stop.is_set():
             self._resync.clear()
             try:
-                await self.reconciler.sync()
+                report = await self.reconciler.sync()
             except Exception:
                 log.exception("resync pass failed; retrying at the next poll")
+            else:
+                self._reachability(report.ok, report.errors)
+                log.debug(
+                    "resync pass: %d failed run(s) listed, %d rerun(s) indexed, %d owed",
+                    report.failed_runs,
+                    report.reruns_listed,
+                    len(self.reconciler.pending()),
+                )
             await self._sleep(interval, self._resync)
             await self._sleep(0.2)  # coalesce bursts of resync requests
 
@@ -349,12 +382,38 @@ class Daemon:
                 reason = str(exc)
             if self._stop.is_set():
                 return
-            log.info(
-                "watch of %s/%s dropped (%s); resync now, reconnect in %.1fs", project, domain, reason, delay
+            # Until a resync has reached the control plane the poller speaks for it (once); each
+            # failed reconnect meanwhile is only a debug line.
+            log.log(
+                logging.DEBUG if self._reachable is not True else logging.INFO,
+                "watch of %s/%s dropped (%s); resync now, reconnect in %.1fs",
+                project,
+                domain,
+                reason,
+                delay,
             )
             self._resync.set()
             await self._sleep(delay)
             delay = min(delay * 2, 30.0)
+
+    def _reachability(self, ok: bool, errors: tuple[str, ...]) -> None:
+        """One plain line when the control plane stops answering, one when it answers again."""
+        where = self.settings.endpoint or "(the endpoint of the API key)"
+        if not ok and self._reachable is not False:
+            self._reachable = False
+            reason = errors[0].split(": ", 1)[-1] if errors else "unknown"
+            log.error(
+                "cannot reach the control plane at %s: %s; rerund keeps trying (a resync every %s, "
+                "the watch streams with backoff) and nothing owed is lost meanwhile",
+                where,
+                reason.rsplit(": ", 1)[-1],
+                format_duration(self.settings.poll_interval),
+            )
+        elif ok and self._reachable is False:
+            self._reachable = True
+            log.info("the control plane at %s answers again", where)
+        elif ok:
+            self._reachable = True
 
     def _event(self, summary: RunSummary) -> None:
         assert self.reconciler is not None
@@ -391,8 +450,10 @@ class Daemon:
 
     # -- HTTP --------------------------------------------------------------------------------
 
-    def _routes(self) -> dict[str, Callable[[dict[str, list[str]]], Response]]:
+    def _routes(self) -> dict[str, Handler]:
         return {
+            "/": self._page_route,
+            "/status": self._status_route,
             "/metrics": self._metrics_route,
             "/healthz": lambda q: Response(200, b"ok\n"),
             "/readyz": self._ready_route,
@@ -435,3 +496,126 @@ class Daemon:
                 "settings": self.settings.public(),
             }
         )
+
+    def status(self) -> Status:
+        """Where every lineage stands, from the ledger and this daemon's reruns index and
+        pending items (no RPC)."""
+        now = self._clock()
+        notes: list[str] = []
+        ledger = self.ledger
+        pending = self.reconciler.pending() if self.reconciler else {}
+        try:
+            return gather_status(
+                now=now,
+                ledger=ledger,
+                policies=self.policies.current if self.policies else None,
+                reruns=self.reconciler.listed_reruns() if self.reconciler else [],
+                pending=pending,
+            )
+        except LedgerError as exc:
+            notes.append(f"the ledger cannot be read ({exc}); lineages are shown from the control plane only")
+            return gather_status(
+                now=now,
+                ledger=None,
+                policies=self.policies.current if self.policies else None,
+                reruns=self.reconciler.listed_reruns() if self.reconciler else [],
+                pending=pending,
+                notes=notes,
+            )
+
+    def _status_route(self, query: dict[str, list[str]]) -> Response:
+        return json_response(self.status().to_json())
+
+    async def _page_route(self, query: dict[str, list[str]]) -> Response:
+        def arg(name: str) -> str:
+            return (query.get(name) or [""])[0].strip()[:MAX_QUERY]
+
+        search, run, scope = arg("run"), arg("explain"), arg("scope")
+        status = self.status()
+        notes: list[str] = []
+        decisions: list[dict[str, Any]] = []
+        if self.ledger is not None:
+            try:
+                decisions = self.ledger.history(contains=search or None, limit=50)
+            except LedgerError as exc:
+                notes.append(str(exc))
+        lines: list[str] = []
+        error = ""
+        scopes = [sc.key for sc in self.settings.scopes]
+        if run:
+            scope, lines, error = await self._explain_lines(run, scope, scopes, status)
+        ok, why = self.ready()
+        view = PageView(
+            status=status,
+            ready=ok,
+            ready_reason=why,
+            last_sync=self.reconciler.last_sync if self.reconciler else None,
+            settings=self.settings.public(),
+            policies=list(self.policies.current.names()) if self.policies else [],
+            decisions=decisions,
+            search=search,
+            explain_run=run,
+            explain_scope=scope,
+            explanation=lines,
+            explain_error=error,
+            scopes=scopes,
+            version=__version__,
+            notes=notes,
+        )
+        return html_response(render_page(view))
+
+    async def _explain_lines(
+        self, run: str, scope: str, scopes: list[str], status: Status
+    ) -> tuple[str, list[str], str]:
+        """(scope, the live explanation's lines, an error) for the page's ``?explain=RUN``."""
+        if not scope and len(scopes) == 1:
+            scope = scopes[0]
+        if scope not in scopes:
+            known = ", ".join(scopes) or "none"
+            return scope, [], f"which scope is run {run!r} in? add &scope=PROJECT/DOMAIN, one of: {known}"
+        assert self._cp is not None and self.policies is not None
+        project, domain = scope.split("/", 1)
+        ref = RunRef(project, domain, run)
+        try:
+            result = await explain_live(self._cp, ref, self.policies.current, self._clock())
+        except NotFoundError:
+            return scope, [], f"no run {run!r} in {scope}: check the name (run names are lower-case)"
+        except ControlPlaneError as exc:
+            return scope, [], f"run {run!r} cannot be explained now: {exc}"
+        if result is None:
+            return (
+                scope,
+                [],
+                (f"run {ref} has not failed: rerund decides only about FAILED, TIMED_OUT and ABORTED runs"),
+            )
+        explanation, failure = result.explanation, result.failure
+        facts = {
+            "root": failure.root,
+            "attempt": failure.attempt,
+            "task": failure.task,
+            "phase": failure.phase.value,
+            "action": failure.action,
+            "action_task": failure.action_task,
+            "error": failure.error.model_dump(exclude_none=True),
+            "failed_at": iso(failure.failed_at),
+        }
+        state = next(
+            (
+                s
+                for s in (*status.in_flight, *status.exhausted, *status.recovered)
+                if s.key == f"{scope}/{failure.root}"
+            ),
+            None,
+        )
+        lineage = lineage_lines(failure.root, failure.attempt, list(result.reruns), state)
+        body = public_decision(explanation.decision)
+        lines = explanation_lines(
+            str(ref),
+            facts,
+            body,
+            explanation.trace,
+            lineage,
+            explanation.changes,
+            exact=failure.spec is not None,
+        )
+        return scope, lines, ""

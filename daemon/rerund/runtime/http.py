@@ -1,7 +1,9 @@
-"""The daemon's HTTP endpoints: ``/metrics``, ``/healthz``, ``/readyz``, ``/decisions``.
+"""The daemon's HTTP endpoints: ``/`` (the operator page), ``/status``, ``/metrics``,
+``/healthz``, ``/readyz``, ``/decisions``.
 
-A deliberately tiny HTTP/1.1 server on ``asyncio.start_server``: four read-only GET routes,
-one response per connection. It runs on the daemon's own event loop (no thread, no signal
+A deliberately tiny HTTP/1.1 server on ``asyncio.start_server``: read-only GET routes, one
+response per connection. A handler returns a ``Response``, or an awaitable of one (the page's
+live explanation reads the control plane). It runs on the daemon's own event loop (no thread, no signal
 handlers of its own, so SIGTERM/SIGHUP stay the daemon's), and binds to 127.0.0.1 by default:
 exposing it is an explicit ``--http 0.0.0.0:9464``.
 
@@ -13,14 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["HttpServer", "Response", "json_response"]
+__all__ = ["Handler", "HttpServer", "Response", "html_response", "json_response"]
 
 log = logging.getLogger("rerund.http")
 
@@ -44,7 +47,11 @@ def json_response(data: Any, status: int = 200) -> Response:
     return Response(status, (json.dumps(data, indent=2, default=str) + "\n").encode(), "application/json")
 
 
-Handler = Callable[[dict[str, list[str]]], Response]
+def html_response(text: str, status: int = 200) -> Response:
+    return Response(status, text.encode(), "text/html; charset=utf-8")
+
+
+Handler = Callable[[dict[str, list[str]]], Response | Awaitable[Response]]
 
 
 class HttpServer:
@@ -94,7 +101,8 @@ class HttpServer:
                     resp = Response(404, f"no such path; try {known}\n".encode())
                 else:
                     try:
-                        resp = handler(parse_qs(url.query))
+                        answer = handler(parse_qs(url.query))
+                        resp = await answer if inspect.isawaitable(answer) else answer
                     except Exception:
                         log.exception("HTTP handler for %s failed", url.path)
                         resp = Response(503, b"internal error\n")

@@ -13,6 +13,7 @@ logs and ``/decisions`` may show.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,7 @@ from pydantic import (
 
 from rerund.core import durations
 from rerund.errors import ConfigError
+from rerund.policy.source import format_path, locate, message_for, read_document
 
 __all__ = [
     "ENV_PREFIX",
@@ -44,6 +46,7 @@ __all__ = [
 ]
 
 ENV_PREFIX = "RERUND_"
+_FILE_MARK = "\x00file"  # marks an origin that is the settings file (its errors get line:col)
 
 
 def parse_duration(value: object) -> timedelta:
@@ -131,6 +134,7 @@ class Settings(_Frozen):
     ledger_retention: Duration = timedelta(days=30)
     console_url: str = ""
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
     rpc_timeout: Duration = timedelta(seconds=30)
     # union | oss | auto: what the control plane supports (auto: found by the first label filter)
     backend: Literal["auto", "union", "oss"] = "auto"
@@ -175,9 +179,16 @@ class Settings(_Frozen):
         return host.strip("[]"), int(port)
 
     def public(self) -> dict[str, Any]:
-        """The settings as JSON-safe values, without the API key (safe to log and serve)."""
+        """The settings as JSON-safe values, without the API key or the webhook URL (safe to log
+        and serve); durations in the form they are written (``30s``)."""
         data = self.model_dump(mode="json", exclude={"api_key"})
         data["api_key"] = "set" if self.api_key else "unset"
+        # A webhook URL is a credential (whoever has it can post): say whether it is set.
+        data["notify"]["webhook"] = "set" if self.notify.webhook else "unset"
+        for key in list(data):  # durations as they are written: 30s, not PT30S
+            if isinstance(getattr(self, key), timedelta):
+                data[key] = durations.format_duration(getattr(self, key))
+        data["notify"]["timeout"] = durations.format_duration(self.notify.timeout)
         return data
 
     def require_runnable(self) -> None:
@@ -218,6 +229,7 @@ _ENV_KEYS: dict[str, str] = {
     "ledger_retention": "str",
     "console_url": "str",
     "log_level": "str",
+    "log_format": "str",
     "rpc_timeout": "str",
     "backend": "str",
     "error_details_wait": "str",
@@ -252,26 +264,36 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-def _from_file(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
+def _from_file(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
+    """The settings file as data (relative paths made relative to the file) and its node tree
+    (to point at the line of a bad value). YAML problems come back as ``file:line:col``."""
+    if path.is_dir() or not path.exists():
+        what = "is a directory" if path.is_dir() else "does not exist"
         raise ConfigError(
-            f"settings file {str(path)!r} cannot be read: {exc.strerror}; pass an existing file to --config"
-        ) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"settings file {str(path)!r} is not valid YAML: {exc}") from exc
+            f"settings file {str(path)!r} {what}; pass a settings file to --config "
+            "(rerund.example.yaml in the repository is a commented example)"
+        )
+    doc, problems = read_document(path)
+    if problems or doc is None:
+        raise ConfigError("settings file is not valid YAML:\n" + "\n".join(str(p) for p in problems))
+    data = doc.data
     if data is None:
-        return {}
+        return {}, None
     if not isinstance(data, dict):
         raise ConfigError(
-            f"settings file {str(path)!r} must be a mapping of settings, got {type(data).__name__}"
+            f"{path}:1:1: settings file must be a mapping of settings, got {type(data).__name__}; "
+            "see rerund.example.yaml"
+        )
+    if "apiVersion" in data or "reproductions" in data:
+        raise ConfigError(
+            f"{path}:1:1: this is a policy file (it has apiVersion: {data.get('apiVersion')}), not a "
+            f"settings file; pass it with --policies {path} and give --config a settings file "
+            "(rerund.example.yaml in the repository is a commented example)"
         )
     if "api_key" in data:
+        line, column, _ = locate(doc.node, ("api_key",), at_key=True)
         raise ConfigError(
-            f"settings file {str(path)!r} contains api_key: never put the key in a file others read; "
+            f"{path}:{line}:{column}: api_key: never put the key in a file others read; "
             "set FLYTE_API_KEY or point api_key_file at a file only rerund can read"
         )
     base = path.parent
@@ -286,7 +308,7 @@ def _from_file(path: Path) -> dict[str, Any]:
         data["policies"] = [
             p if not isinstance(p, str) or Path(p).is_absolute() else os.path.normpath(base / p) for p in pol
         ]
-    return data
+    return data, doc.node
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -299,15 +321,25 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _describe(exc: ValidationError, origin: Mapping[str, str]) -> str:
+def _describe(exc: ValidationError, origin: Mapping[str, str], node: yaml.Node | None) -> str:
+    """Every problem on its own line: ``file:line:col: key: message`` for a value from the
+    settings file, ``environment variable RERUND_X: ...`` or ``flag --x: ...`` otherwise."""
     lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        top = str(err["loc"][0]) if err["loc"] else ""
-        msg = err["msg"].removeprefix("Value error, ")
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        top = str(loc[0]) if loc else ""
+        where = origin.get(top, "settings")
+        msg = message_for(err)
         if err["type"] == "extra_forbidden":
-            msg = "unknown setting; see `rerund run --help` for the settings there are"
-        lines.append(f"{origin.get(top, 'settings')}: {loc}: {msg}")
+            field = str(loc[-1])
+            known = list(Settings.model_fields) if len(loc) == 1 else list(NotifySettings.model_fields)
+            close = difflib.get_close_matches(field, [k for k in known if k != "api_key"], n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            msg = f"unknown setting {field!r}; {hint}`rerund run --help` lists every setting"
+        if where.endswith(_FILE_MARK):
+            line, column, _ = locate(node, loc, at_key=err["type"] == "extra_forbidden")
+            where = f"{where.removesuffix(_FILE_MARK)}:{line}:{column}"
+        lines.append(f"{where}: {format_path(loc)}: {msg}")
     return "invalid settings:\n" + "\n".join(lines)
 
 
@@ -326,9 +358,10 @@ def load_settings(
     env = os.environ if environ is None else environ
     origin: dict[str, str] = {}
     data: dict[str, Any] = {}
+    node: yaml.Node | None = None
     if config is not None:
-        file_data = _from_file(Path(config))
-        origin.update(dict.fromkeys(file_data, str(config)))
+        file_data, node = _from_file(Path(config))
+        origin.update(dict.fromkeys(file_data, str(config) + _FILE_MARK))
         data = _merge(data, file_data)
     env_data = _from_env(env)
     for key in env_data:
@@ -343,7 +376,7 @@ def load_settings(
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, origin)) from None
+        raise ConfigError(_describe(exc, origin, node)) from None
     api_key = _read_api_key(settings, env)
     return settings.model_copy(update={"api_key": SecretStr(api_key)}) if api_key else settings
 

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from rerund.core.lineage import attempt_of, budget_counts, policy_budgets
 from rerund.core.runs import LABEL_ATTEMPT, LABEL_POLICY, LABEL_REPRO, LABEL_ROOT, RunRef, RunSummary
+from rerund.core.status import ListedRerun
 from rerund.errors import ControlPlaneError
 from rerund.ports import ControlPlane
 
@@ -31,6 +32,7 @@ class RerunInfo:
     policy: str | None = None
     root: str | None = None
     attempt: int | None = None
+    phase: str = ""  # as last listed ("" = created here, not listed since)
 
 
 @dataclass
@@ -49,6 +51,7 @@ class _Known:
             info.root = info.root or old.root
             info.attempt = info.attempt if info.attempt is not None else old.attempt
             info.created_at = info.created_at or old.created_at
+            info.phase = info.phase or old.phase
         self.by_name[info.ref] = info
         if self._lineages is not None:
             self._lineages.add((info.ref.scope, info.root, info.attempt))
@@ -100,6 +103,24 @@ class RerunIndex:
         """(name, root, attempt) of every indexed rerun."""
         return ((i.ref.name, i.root, i.attempt) for i in self._known.by_name.values())
 
+    def listed(self) -> list[ListedRerun]:
+        """The reruns of known lineages as last listed, plus this process's creates (no RPC):
+        what the operator page and ``rerund explain`` show, counted as the decisions count."""
+        return [
+            ListedRerun(
+                i.ref.project,
+                i.ref.domain,
+                i.ref.name,
+                i.root,
+                i.attempt or 0,
+                i.policy or "",
+                i.phase,
+                i.created_at,
+            )
+            for i in self._known.by_name.values()
+            if i.root
+        ]
+
     def budget_counts(
         self, now: datetime, budgets: Mapping[str, timedelta]
     ) -> tuple[dict[str, int], dict[str, datetime]]:
@@ -140,6 +161,7 @@ class RerunIndex:
                 policy=labels.get(LABEL_POLICY) or by_policy.get(r.ref),
                 root=labels.get(LABEL_ROOT),
                 attempt=attempt_of(labels) if LABEL_ATTEMPT in labels else None,
+                phase=r.phase,
             )
             known = self._known.by_name.get(r.ref)
             if info.root is None and known is not None and known.root is not None:

@@ -56,6 +56,7 @@ from rerund.core.lineage import failure_from, lineage_names, rerun_request
 from rerund.core.model import Decision, Defer, Failure, GiveUp, Ignore, Rerun
 from rerund.core.rules import PolicySet
 from rerund.core.runs import FAILED_PHASES, FailureFacts, RerunRequest, RunRef, RunSummary
+from rerund.core.status import ListedRerun
 from rerund.errors import AlreadyExistsError, ControlPlaneError, NotFoundError, PermanentControlPlaneError
 from rerund.ports import ControlPlane, DecisionLedger, Notifier, Scheduler
 from rerund.runtime.metrics import Metrics
@@ -191,6 +192,10 @@ class Reconciler:
     def pending(self) -> dict[str, datetime | None]:
         """Failures still owed an action -> when they are due (None: at the next pass)."""
         return {str(ref): p.due for ref, p in self._owed.pending.items()}
+
+    def listed_reruns(self) -> list[ListedRerun]:
+        """The reruns of known lineages as last listed, plus this process's creates (no RPC)."""
+        return self._index.listed()
 
     def watermark(self, project: str, domain: str) -> datetime | None:
         return self._owed.watermark(f"{project}/{domain}")
@@ -390,8 +395,16 @@ class Reconciler:
         used, oldest = self._index.budget_counts(now, budgets) if budgets else ({}, {})
         failure = failure_from(facts, used, oldest)
         decision = self._decide(failure, policies, now)
-        novel = self._recorder.decision(facts, failure, decision, now)
         ref = facts.summary.ref
+        if isinstance(decision, Rerun):
+            target = RunRef(ref.project, ref.domain, decision.name)
+            if self._index.has(target, failure.root, decision.attempt):
+                # Carried out before (by this daemon before a restart, or another replica):
+                # not a new decision — no decision line, record or metric, so a restart with a
+                # fresh ledger does not look like a retry storm.
+                self._already_issued(ref, failure, decision, target, now)
+                return
+        novel = self._recorder.decision(facts, failure, decision, now)
         match decision:
             case Rerun(not_before=due) if due > now:
                 self._defer(facts, due)
@@ -418,6 +431,36 @@ class Reconciler:
                 self._settle(ref)
             case _:
                 assert_never(decision)
+
+    def _already_issued(
+        self, ref: RunRef, failure: Failure, decision: Rerun, target: RunRef, now: datetime
+    ) -> None:
+        self._recorder.issue(
+            ref,
+            target.name,
+            root=failure.root,
+            attempt=decision.attempt,
+            policy=decision.policy,
+            scope=decision.scope.value,
+            result="already_exists",
+            message="found in the reruns listing",
+            now=now,
+        )
+        decisions_log.debug(
+            "exists  %s: rerun %s (attempt %d) was already issued; nothing to do",
+            ref,
+            target,
+            decision.attempt,
+            extra={
+                "run": str(ref),
+                "lineage": failure.root,
+                "policy": decision.policy,
+                "decision": "exists",
+                "attempt": decision.attempt,
+                "rerun": target.name,
+            },
+        )
+        self._settle(ref)
 
     def _defer(self, facts: FailureFacts, due: datetime | None) -> None:
         ref = facts.summary.ref
@@ -517,7 +560,21 @@ class Reconciler:
         issue_record("created", "")
         self._index.add(RerunInfo(req.target, now, policy, failure.root, attempt))
         self._recorder.track(Tracked(req.target, policy, failure.root, attempt, now))
-        decisions_log.info("created %s: rerun %s (attempt %d, policy %s)", ref, req.target, attempt, policy)
+        decisions_log.info(
+            "created %s: rerun %s (attempt %d, policy %s)",
+            ref,
+            req.target,
+            attempt,
+            policy,
+            extra={
+                "run": str(ref),
+                "lineage": failure.root,
+                "policy": policy,
+                "decision": "created",
+                "attempt": attempt,
+                "rerun": req.name,
+            },
+        )
         self._settle(ref)
 
     def _settle(self, ref: RunRef) -> None:

@@ -186,7 +186,19 @@ class DecisionRecorder(Recorder[DecisionLedger]):
             "root": failure.root,
         }
         self.recent.append({**entry, **body})
-        decisions_log.info("%-7s %s: %s", decision.decision, ref, decision.reason)
+        decisions_log.info(
+            "%-7s %s: %s",
+            decision.decision,
+            ref,
+            decision.reason,
+            extra={
+                "run": str(ref),
+                "lineage": failure.root,
+                "policy": decision.policy,
+                "decision": decision.decision,
+                "attempt": body["attempt"],
+            },
+        )
         return True
 
     def exhausted(
@@ -276,7 +288,17 @@ class DecisionRecorder(Recorder[DecisionLedger]):
         if phase == "SUCCEEDED":
             self.metrics.lineages_recovered.labels(tracked.policy).inc()
             decisions_log.info(
-                "recovered %s: lineage %r succeeded at attempt %d", ref, tracked.root, tracked.attempt
+                "recovered %s: lineage %r succeeded at attempt %d",
+                ref,
+                tracked.root,
+                tracked.attempt,
+                extra={
+                    "run": str(ref),
+                    "lineage": tracked.root,
+                    "policy": tracked.policy,
+                    "decision": "recovered",
+                    "attempt": tracked.attempt,
+                },
             )
 
 

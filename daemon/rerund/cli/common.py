@@ -1,0 +1,111 @@
+"""What several commands share: the ledger a command reads, the policies it loads, the control
+plane it reaches once, and output formats.
+
+One-shot commands (``explain RUN``, ``status``, ``repro``) do not retry a control plane that
+cannot be reached: they say so in one line naming the endpoint and exit 2 (the daemon, in
+contrast, keeps retrying).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+from rerund.adapters.ledger import Ledger
+from rerund.errors import ConfigError, TransientControlPlaneError
+from rerund.runtime.settings import Settings
+
+__all__ = [
+    "ensure_policies",
+    "junit_xml",
+    "open_ledger",
+    "positive_int",
+    "reaching",
+    "short_reason",
+]
+
+
+def short_reason(text: str) -> str:
+    """The last, human part of a transport error chain (``Connection refused (os error 111)``)."""
+    return text.rsplit(": ", 1)[-1].strip() or text
+
+
+@contextmanager
+def reaching(settings: Settings, command: str) -> Iterator[None]:
+    """Turn an unreachable control plane into one plain line: where, why, what to check."""
+    try:
+        yield
+    except TransientControlPlaneError as exc:
+        where = settings.endpoint or "(the endpoint of the API key)"
+        raise TransientControlPlaneError(
+            f"cannot reach the control plane at {where} ({exc.rpc or 'call'}: {exc.code}): "
+            f"{short_reason(str(exc))}; check the endpoint setting and that the control plane is up "
+            f"(rerund {command} does not retry)",
+            rpc=exc.rpc,
+            code=exc.code,
+        ) from None
+
+
+def ensure_policies(settings: Settings) -> None:
+    """A clear error when the policies were not given and ``./policies`` does not exist."""
+    if "policies" in settings.model_fields_set:
+        return
+    default = Path("policies")
+    if not default.exists():
+        raise ConfigError(
+            f"no policies: neither --policies nor 'policies:' in the settings was given, so rerund "
+            f"looked in ./policies, which does not exist in {Path.cwd()}; pass --policies PATH"
+        )
+
+
+def open_ledger(state: Path) -> Ledger:
+    """The ledger at ``state`` for reading; a clear error when there is none."""
+    if not state.exists():
+        raise ConfigError(
+            f"no ledger at {str(state)!r}: pass --state PATH or --config FILE of the daemon whose "
+            "ledger you want (the daemon writes it; default ./rerund.db)"
+        )
+    return Ledger(state)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise ValueError(f"{value} is not >= 1")
+    return value
+
+
+positive_int.__name__ = "a whole number >= 1"  # argparse: "invalid a whole number >= 1 value: '0'"
+
+
+def junit_xml(suite: str, cases: Sequence[tuple[str, str, str | None]]) -> str:
+    """JUnit XML (one ``testsuite``) for CI: ``(classname, name, failure message or None)``."""
+    failures = sum(1 for *_, f in cases if f is not None)
+    lines = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        f'<testsuites><testsuite name={quoteattr(suite)} tests="{len(cases)}" failures="{failures}"'
+        ' errors="0" skipped="0">',
+    ]
+    for classname, name, failure in cases:
+        head = f"<testcase classname={quoteattr(classname)} name={quoteattr(name)}"
+        if failure is None:
+            lines.append(head + "/>")
+        else:
+            first = failure.splitlines()[0] if failure else "failed"
+            lines.append(
+                head + f"><failure message={quoteattr(first)}>{escape(failure)}</failure></testcase>"
+            )
+    lines.append("</testsuite></testsuites>")
+    return "\n".join(lines)
+
+
+def dump_json(data: Any) -> str:
+    return json.dumps(data, indent=2, default=str)

@@ -1,0 +1,161 @@
+"""``rerund status``: what is in flight and why, what recovered or was exhausted, budgets in use
+and the last result of every reproduction check.
+
+It reads the control plane (one ListRuns per scope; a GetRunDetails per rerun whose labels the
+listing leaves out) and the ledger file, so it works from any machine that reaches both; without
+the ledger it shows what the control plane alone tells. The same model
+(``rerund.core.status``) feeds the daemon's operator page and ``/status``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rerund.adapters.ledger import Ledger
+from rerund.cli.common import reaching
+from rerund.clock import utcnow
+from rerund.core.rules import PolicySet
+from rerund.core.status import LineageState, Status, iso
+from rerund.errors import PolicyError
+from rerund.policy.loader import load_policies
+from rerund.runtime.daemon import connect_control_plane
+from rerund.runtime.settings import load_settings
+from rerund.runtime.status import status_from_control_plane
+
+__all__ = ["register", "render_status"]
+
+
+def register(sub: Any) -> None:
+    """Add ``status`` to the ``rerund`` parser."""
+    p = sub.add_parser(
+        "status",
+        help="lineages in flight (and why), recovered and exhausted; budgets; reproduction checks",
+        description=(
+            "Where every lineage stands: in flight (due after a backoff, deferred by a budget, a rerun "
+            "running, awaiting a decision) with the next due time and why; recently recovered and "
+            "exhausted lineages; each budget's use in its window; the last result of each reproduction "
+            "check. Reads the control plane and the ledger (--state or the settings' state)."
+        ),
+    )
+    p.add_argument(
+        "--config", metavar="FILE", help="daemon settings (endpoint, org, scopes, policies, state)"
+    )
+    p.add_argument("--state", metavar="PATH", help="SQLite ledger (default: the settings' state)")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="table (default) or json")
+    p.set_defaults(func=_status)
+
+
+def _status(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config, overrides={"state": args.state})
+    settings.require_runnable()
+    notes: list[str] = []
+    policies: PolicySet | None = None
+    try:
+        policies = load_policies(list(settings.policies))
+    except PolicyError as exc:
+        notes.append(
+            f"the policies ({', '.join(map(str, settings.policies))}) do not load ({len(exc.problems)} "
+            "problem(s), see `rerund check`): budgets are not shown"
+        )
+    ledger: Ledger | None = None
+    if Path(settings.state).exists():
+        ledger = Ledger(settings.state)
+    else:
+        notes.append(
+            f"no ledger at {settings.state}: lineages come from the control plane alone (no reasons, "
+            "no pending due times); pass --state PATH of the daemon's ledger"
+        )
+    scopes = [(s.project, s.domain) for s in settings.scopes]
+
+    async def go() -> Status:
+        cp = await connect_control_plane(settings)
+        return await status_from_control_plane(
+            cp, scopes, now=utcnow(), ledger=ledger, policies=policies, notes=notes
+        )
+
+    with reaching(settings, "status"):
+        status = asyncio.run(go())
+    if args.format == "json":
+        print(json.dumps(status.to_json(), indent=2))
+    else:
+        where = f"control plane {settings.endpoint}, scopes {', '.join(f'{p}/{d}' for p, d in scopes)}"
+        print(render_status(status, where))
+    return 0
+
+
+def _columns(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
+    """Rows as aligned columns; the last column is not padded (it holds the long reason)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers[:-1])]
+
+    def line(cells: Sequence[str]) -> str:
+        return indent + "  ".join([*(c.ljust(w) for c, w in zip(cells, widths, strict=False)), cells[-1]])
+
+    return [line(headers), *(line(r) for r in rows)]
+
+
+def _when(value: Any) -> str:
+    return iso(value.replace(microsecond=0)) or "-" if value is not None else "-"
+
+
+def _lineages(title: str, states: Sequence[LineageState], *, due: bool, empty: str) -> list[str]:
+    out = [f"{title} ({len(states)}):"]
+    if not states:
+        return [*out, f"  {empty}"]
+    rows = [
+        [s.key, s.state, str(s.attempt), s.policy or "-", _when(s.due if due else s.at), s.why]
+        for s in states
+    ]
+    return out + _columns(
+        ["LINEAGE", "STATE", "ATTEMPT", "POLICY", "DUE (UTC)" if due else "AT (UTC)", "WHY"], rows
+    )
+
+
+def render_status(status: Status, where: str) -> str:
+    """The table form of ``rerund status`` (pure)."""
+    out = [f"rerund status at {_when(status.now)} ({where})", *(f"note: {n}" for n in status.notes), ""]
+    out += _lineages("In flight", status.in_flight, due=True, empty="nothing is owed")
+    out.append("")
+    out.append(f"Budgets ({len(status.budgets)}):")
+    if status.budgets:
+        out += _columns(
+            ["BUDGET", "USED", "LIMIT", "WINDOW", "STATE", "A SLOT FREES AT (UTC)"],
+            [
+                [
+                    b.name,
+                    str(b.used),
+                    str(b.max_reruns),
+                    str(b.to_json()["per"]),
+                    "full" if b.full else "room",
+                    _when(b.frees_at),
+                ]
+                for b in status.budgets
+            ],
+        )
+    else:
+        out.append("  no budget is configured")
+    out.append("")
+    out += _lineages("Exhausted", status.exhausted, due=False, empty="none")
+    out.append("")
+    out += _lineages("Recovered", status.recovered, due=False, empty="none yet")
+    out.append("")
+    out.append(f"Reproduction checks ({len(status.reproductions)}):")
+    if status.reproductions:
+        out += _columns(
+            ["CHECK", "RESULT", "SCHEDULED FOR (UTC)", "RERUN", "REASON"],
+            [
+                [r.check, r.result, _when(r.scheduled_for), r.rerun or "-", r.reason]
+                for r in status.reproductions
+            ],
+        )
+        for r in status.reproductions:
+            out += [f"    {r.check}: {path}: {message}" for path, message in r.diff]
+    else:
+        out.append("  no result recorded yet")
+    if status.ignored:
+        out += ["", f"{status.ignored} failed run(s) were ignored (no policy reruns them): `rerund history`"]
+    return "\n".join(out)

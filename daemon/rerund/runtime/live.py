@@ -1,0 +1,58 @@
+"""A live explanation: the decision the daemon would make about one run now, from the control
+plane, with the reruns of its lineage that already exist.
+
+Used by ``rerund explain RUN`` and the operator page (``/?explain=RUN``). Read-only: nothing is
+recorded, scheduled or created. It lists the scope's reruns as a daemon's first pass would (for
+budget counts and the lineage), then reads the run and its failure (GetRunDetails + 3 RPCs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+
+from rerund.core.decide import Explanation, explain
+from rerund.core.lineage import failure_from
+from rerund.core.model import Failure
+from rerund.core.rules import PolicySet
+from rerund.core.runs import FAILED_PHASES, RunRef
+from rerund.core.status import ListedRerun
+from rerund.ports import ControlPlane
+from rerund.runtime.reconcile import DEFAULT_LOOKBACK
+from rerund.runtime.reconcile.index import RerunIndex
+
+__all__ = ["LiveExplanation", "explain_live"]
+
+
+@dataclass(frozen=True)
+class LiveExplanation:
+    """The explanation, the failure it was made for, and the listed reruns of the run's scope."""
+
+    explanation: Explanation
+    failure: Failure
+    reruns: tuple[ListedRerun, ...]
+
+    def lineage(self) -> list[ListedRerun]:
+        """The existing reruns of this failure's lineage, by attempt."""
+        return sorted((r for r in self.reruns if r.root == self.failure.root), key=lambda r: r.attempt)
+
+
+async def explain_live(
+    cp: ControlPlane, ref: RunRef, policies: PolicySet, now: datetime
+) -> LiveExplanation | None:
+    """The decision the daemon would make about run ``ref`` at ``now``, with its trace, from its
+    real lineage labels and the budget counts of the reruns on the control plane (listed as a
+    daemon's first pass would list them). None when the run has not failed (rerund decides
+    only about FAILED, TIMED_OUT and ABORTED runs)."""
+    budgets = policies.budgets()
+    since = min([now - DEFAULT_LOOKBACK, *(now - window for window in budgets.values())])
+    index = RerunIndex(cp, reads=asyncio.Semaphore(8), count_error=lambda _exc: None)
+    await index.refresh(ref.project, ref.domain, since=since, budgets=budgets, now=now)
+    summary = await cp.get_run(ref)
+    if summary.phase not in FAILED_PHASES:
+        return None
+    facts = await cp.read_failure(summary)
+    used, oldest = index.budget_counts(now, budgets)
+    failure = failure_from(facts, used, oldest)
+    return LiveExplanation(explain(failure, policies, now), failure, tuple(index.listed()))

@@ -1,0 +1,74 @@
+"""Log lines: text for a terminal, or one JSON object per line for log pipelines.
+
+Every time is UTC ISO-8601 with a ``Z`` (``2026-11-30T19:00:47.123Z``), in both formats: the
+same instant reads the same in a log line, ``rerund history``, ``/decisions`` and the page.
+
+Decision lines (logger ``rerund.decisions``) carry structured fields — ``run``, ``lineage``,
+``policy``, ``decision``, ``attempt`` — passed as ``extra=``; the JSON format emits them as
+keys, the text format shows the short human line. Secrets never reach a log record: reasons
+and settings are logged in their public form.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+__all__ = ["DECISION_FIELDS", "JsonFormatter", "TextFormatter", "configure_logging", "utc_stamp"]
+
+DECISION_FIELDS = ("run", "lineage", "policy", "decision", "attempt", "rerun")
+FORMATS = ("text", "json")
+
+
+def utc_stamp(created: float) -> str:
+    """A log record's time as UTC ISO-8601 with milliseconds and a ``Z``."""
+    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class TextFormatter(logging.Formatter):
+    """``<time> <LEVEL> <logger>: <message>``; decision lines as ``<time> <message>``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = utc_stamp(record.created)
+        if record.name == "rerund.decisions":
+            return f"{stamp} {record.getMessage()}"
+        text = f"{stamp} {record.levelname} {record.name}: {record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time``, ``level``, ``logger``, ``message`` and, on decision
+    lines, the structured fields (``run``, ``lineage``, ``policy``, ``decision``, ...)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": utc_stamp(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in DECISION_FIELDS:
+            value = getattr(record, key, None)
+            if value is not None:
+                out[key] = value
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def configure_logging(level: str = "INFO", fmt: str = "text", stream: TextIO | None = None) -> None:
+    """Log to stderr (or ``stream``) in ``fmt`` (``text`` or ``json``) at ``level`` for rerund's
+    own loggers; third-party libraries only from WARNING."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("rerund").setLevel(level)
+    for noisy in ("apscheduler", "flyte", "httpx", "uvicorn"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
