@@ -91,7 +91,8 @@ def test_the_api_key_file_wins_over_the_environment(tmp_path: Path) -> None:
         ),
         (
             {"env": {"RERUND_BACKEND": "flyte1"}},
-            r"environment variable RERUND_BACKEND: backend: 'flyte1' is not allowed; use 'auto', 'union' or 'oss'",
+            r"environment variable RERUND_BACKEND: backend: 'flyte1' is not allowed; "
+            r"use 'auto', 'union' or 'oss'",
         ),
     ],
     ids=[
