@@ -333,7 +333,7 @@ def test_a_case_with_a_bad_failure_or_unknown_expectation_is_an_error(tmp_path, 
     assert capsys.readouterr().out.splitlines() == [
         f"{cases}::bad ERROR",
         f"    {cases}:4:65: cases[0].failure.attempt: must be >= 0, got -1",
-        f"    {cases}:5:14: cases[0].expect.decison: unknown decision field 'decison'; use decision, policy, reason, reason_matches, attempt, scope, source_run, action, name, env, labels, inputs, overrides, changes, not_before",
+        f"    {cases}:5:14: cases[0].expect.decison: unknown decision field 'decison'; use decision, policy, reason, reason_matches, attempt, scope, source_run, action, name, env, labels, inputs, overrides, changes, not_before, relaunch, waiting_for",
         "==== 0 passed, 0 failed, 1 error ====",
     ]
 

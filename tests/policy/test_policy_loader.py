@@ -150,7 +150,7 @@ BAD_FILES = [
             "4:27: policies[0].retry.escalate[0]: must be >= 1, got 0",
             "4:42: policies[0].retry.escalate[2].foo: unknown key 'foo'; allowed keys: env, labels, inputs, "
             "queue, interruptible, service_account, overwrite_cache, annotations, max_action_concurrency, "
-            "force_rerun_actions",
+            "force_rerun_actions, resources, task_version",
         ],
     ),
     (

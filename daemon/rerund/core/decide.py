@@ -23,6 +23,13 @@ Semantics (the README, ``explain`` and the tests say the same):
 7. A rerun (and a defer) carries the policy's RunSpec ``overrides`` (queue, interruptible, ...)
    for its attempt; a rerun's reason ends with what it changes in the source's RunSpec besides
    rerund's lineage labels (exactly, when ``failure.spec`` is known; see ``rerund.core.runspec``).
+8. Scope ``relaunch`` runs the deployed task afresh (``RelaunchTarget``): the task version is
+   the failed one (``same``), the latest deployed (``latest``), or — ``newer`` — one deployed
+   after the failed one: until the daemon's task listing shows such a version the decision is
+   a ``WaitForVersion`` defer, and at ``failed_at + max_wait`` a ``give_up``. Resources are
+   the failed run's, changed by the policy's ``resources`` rules (``rerund.core.resources``);
+   a relaunch on the same version that would not get more of any resource (every rule is at
+   its cap) is a ``give_up``: it would fail the same way.
 """
 
 from __future__ import annotations
@@ -33,8 +40,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rerund.core.durations import format_duration
-from rerund.core.model import Decision, Defer, Failure, GiveUp, Ignore, Rerun, RunOverrides, Scope
+from rerund.core.model import (
+    Decision,
+    Defer,
+    Failure,
+    GiveUp,
+    Ignore,
+    RelaunchTarget,
+    Rerun,
+    RunOverrides,
+    Scope,
+    WaitForVersion,
+)
 from rerund.core.names import rerun_name
+from rerund.core.resources import ResourcesView, plan_resources
 from rerund.core.rules import GLOBAL_BUDGET, Budget, PolicySet, Rule
 from rerund.core.runs import LABEL_ATTEMPT, LABEL_POLICY, LABEL_REPRO, LABEL_ROOT, ROOT_ACTION
 from rerund.core.runspec import SDK_ENV_KEYS, expected_rerun_spec, override_changes, spec_changes
@@ -70,9 +89,28 @@ def rerun_changes(failure: Failure, decision: Rerun | Defer, *, lineage: bool = 
     Exact when ``failure.spec`` is known, else each key the rerun sets against "the source's
     value". ``lineage=False`` leaves rerund's own lineage labels out (for one-line reasons).
     """
-    return _changes(
+    out = _changes(
         failure, decision.env, decision.labels, decision.inputs, decision.overrides, lineage=lineage
     )
+    return out + relaunch_changes(failure, decision.relaunch)
+
+
+def relaunch_changes(failure: Failure, target: RelaunchTarget | None) -> list[str]:
+    """What a relaunch changes besides the RunSpec: the task version and the resources."""
+    if target is None:
+        return []
+    failed = failure.task_version or "unknown"
+    version = target.version or "the latest deployed"
+    out = [
+        f"task version: {failed} -> {version}"
+        if target.version != failure.task_version
+        else f"task version: {failed} (same)"
+    ]
+    if target.resources is None:
+        out.append("resources: as deployed with that version")
+    else:
+        out += [f"resources {line}" for line in target.resource_changes]
+    return out
 
 
 def _changes(
@@ -187,6 +225,16 @@ def _plan(
     if scope_note:  # short in the reason (a log line); the trace says it in full
         scope_text += " (the root action a0 failed)"
     new_name = rerun_name(plan.name, root=root, run=run, policy=name, attempt=n)
+    relaunch: RelaunchTarget | None = None
+    if scope == Scope.RELAUNCH:
+        chosen = _relaunch_target(failure, rule, n, now, trace)
+        if not isinstance(chosen, RelaunchTarget):
+            return _waiting(failure, rule, n, new_name, chosen, trace)
+        relaunch = chosen
+        scope_text = (
+            f"scope relaunch (task {relaunch.task!r} version "
+            f"{relaunch.version or 'latest'!r}, task_version: {relaunch.task_version})"
+        )
     env, labels, inputs = plan.overrides(n)
     overrides = plan.run_overrides(n)
     if scope != Scope.RECOVER and overrides.force_rerun_actions:
@@ -222,16 +270,19 @@ def _plan(
         "inputs": inputs,
         "overrides": overrides,
         "root": root,
+        "relaunch": relaunch,
     }
     changed = _changes(failure, env, labels, inputs, overrides, lineage=False)
+    changed += relaunch_changes(failure, relaunch)
     change_text = "; changes: " + (", ".join(changed) if changed else "none besides the lineage labels")
     if trace is not None:
         trace.append(change_text.removeprefix("; "))
     blocked = _blocking_budget(failure, policies, rule, now, trace)
     if blocked is not None:
         budget_name, budget, used, frees = blocked
+        verb = "relaunch" if relaunch is not None else "attempt"
         reason = (
-            f"policy {name!r} defers attempt {n} of run {run!r}: budget {budget_name!r} has used "
+            f"policy {name!r} defers {verb} {n} of run {run!r}: budget {budget_name!r} has used "
             f"{used} of {budget.max_reruns} reruns per {format_duration(budget.per)}; "
             f"a slot frees at {iso(frees)}"
         )
@@ -239,14 +290,154 @@ def _plan(
             trace.append(f"defer until {iso(frees)}")
         return Defer(reason=reason, not_before=frees, budget=budget_name, **common)  # type: ignore[arg-type]
 
+    verb = "relaunches" if relaunch is not None else "reruns"
     reason = (
-        f"policy {name!r} reruns run {run!r} as {new_name!r}: attempt {n} of "
+        f"policy {name!r} {verb} run {run!r} as {new_name!r}: attempt {n} of "
         f"max_attempts={plan.max_attempts}, {scope_text}, due at {iso(due)} "
         f"after a {format_duration(delay)} backoff" + change_text
     )
     if trace is not None:
-        trace.append(f"rerun as {new_name!r} at {iso(due)}")
+        trace.append(f"{'relaunch' if relaunch is not None else 'rerun'} as {new_name!r} at {iso(due)}")
     return Rerun(reason=reason, not_before=due, **common)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class _Wait:
+    """No newer version yet: wait until ``deadline`` (``give_up`` then, or now: ``expired``)."""
+
+    failed_version: str
+    deadline: datetime
+    expired: bool
+
+
+@dataclass(frozen=True)
+class _NoGain:
+    """A relaunch on the same version that would get no more of any resource."""
+
+    why: str
+
+
+def _relaunch_target(
+    failure: Failure, rule: Rule, n: int, now: datetime, trace: list[str] | None
+) -> RelaunchTarget | _Wait | _NoGain:
+    """The version and resources relaunch ``n`` runs with, or why there is none (yet)."""
+    plan = rule.retry
+    assert plan is not None
+    rules, version_rule = plan.relaunch_settings(n)
+    failed, latest = failure.task_version, failure.latest_version
+    shown_latest = "not listed yet" if latest is None else repr(latest)
+    if version_rule == "same":
+        version = failed
+        why = (
+            f"the failed run's version {failed!r}"
+            if failed
+            else "the failed run's version is unknown: latest"
+        )
+    elif version_rule == "latest":
+        version = latest or ""
+        why = (
+            f"the latest deployed ({shown_latest}; resolved when relaunched)"
+            if not latest
+            else (f"the latest deployed, {latest!r}")
+        )
+    else:
+        if latest is not None and latest != failed:
+            version, why = latest, f"{latest!r}, deployed after the failed version {failed!r}"
+        else:
+            deadline = _later(failure.failed_at, plan.max_wait)
+            if trace is not None:
+                trace.append(
+                    f"task_version: newer: task {failure.task!r} failed on version {failed!r}; latest "
+                    f"deployed: {shown_latest}; no newer version yet "
+                    f"(max_wait={format_duration(plan.max_wait)}, until {iso(deadline)})"
+                )
+            return _Wait(failed_version=failed, deadline=deadline, expired=now >= deadline)
+    if trace is not None:
+        trace.append(f"task_version: {version_rule}: task {failure.task!r} version {why}")
+    if not rules:
+        if trace is not None:
+            trace.append("resources: as deployed with that version (no resources: rules)")
+        return RelaunchTarget(task=failure.task, version=version, task_version=version_rule)
+    source = failure.resources if failure.resources is not None else ResourcesView()
+    planned = plan_resources(source, rules)
+    if trace is not None:
+        trace.append(
+            f"resources: {rules.describe()} over the failed run's {source.describe()} -> "
+            f"{planned.target.describe()}" + ("; " + "; ".join(planned.notes) if planned.notes else "")
+        )
+    if not planned.grew and version == failed:
+        detail = "; ".join(planned.notes) or f"{rules.describe()} leaves {source.describe()} as it is"
+        return _NoGain(
+            why=f"a relaunch on the same task version {failed!r} would get no more resources ({detail}): "
+            "it would fail the same way"
+        )
+    return RelaunchTarget(
+        task=failure.task,
+        version=version,
+        task_version=version_rule,
+        resources=planned.target,
+        resource_changes=planned.changes + planned.notes,
+    )
+
+
+def _waiting(
+    failure: Failure, rule: Rule, n: int, new_name: str, why: _Wait | _NoGain, trace: list[str] | None
+) -> Decision:
+    """The ``give_up`` or ``WaitForVersion`` of a relaunch that cannot run now."""
+    plan = rule.retry
+    assert plan is not None
+    run, root, name, task = failure.run, failure.root, rule.name, failure.task
+    if isinstance(why, _NoGain):
+        if trace is not None:
+            trace.append("give up: the relaunch would change nothing that can help")
+        return GiveUp(
+            policy=name,
+            reason=f"policy {name!r} gives up on run {run!r}: {why.why}",
+            attempt=n,
+            source_run=run,
+            root=root,
+        )
+    wait = format_duration(plan.max_wait)
+    if why.expired:
+        if trace is not None:
+            trace.append("give up: max_wait is over")
+        return GiveUp(
+            policy=name,
+            reason=(
+                f"policy {name!r} gives up on run {run!r}: no version of task {task!r} newer than "
+                f"{why.failed_version!r} was deployed within max_wait={wait} (until {iso(why.deadline)})"
+            ),
+            attempt=n,
+            source_run=run,
+            root=root,
+        )
+    env, labels, inputs = plan.overrides(n)
+    labels.update({LABEL_ROOT: root, LABEL_ATTEMPT: str(n), LABEL_POLICY: name})
+    reason = (
+        f"policy {name!r} waits for a fix of task {task!r}: run {run!r} failed on version "
+        f"{why.failed_version!r}; relaunch {n} runs as {new_name!r} once a newer version is deployed "
+        f"(the daemon lists the task's versions at each resync), at the latest until "
+        f"{iso(why.deadline)} (max_wait={wait}), then gives up"
+    )
+    if trace is not None:
+        trace.append(f"wait for a newer version of {task!r} until {iso(why.deadline)}")
+    return WaitForVersion(
+        policy=name,
+        reason=reason,
+        attempt=n,
+        scope=Scope.RELAUNCH,
+        source_run=run,
+        name=new_name,
+        env=env,
+        labels=labels,
+        inputs=inputs,
+        overrides=plan.run_overrides(n),
+        root=root,
+        not_before=why.deadline,
+        task=task,
+        failed_version=why.failed_version,
+        relaunch=RelaunchTarget(task=task, version="", task_version="newer"),
+    )
 
 
 def _later(when: datetime, delta: timedelta) -> datetime:

@@ -16,7 +16,13 @@ contract of ``explain --format json`` and of the ledger::
 ``force_rerun_actions``); ``{}`` when it changes none.
 
 For ``rerun`` the ``not_before`` is the time the rerun is due (failed_at + backoff delay);
-for ``defer`` it is when a budget window frees a slot.
+for ``defer`` it is when a budget window frees a slot (or, waiting for a newer task version,
+when ``max_wait`` ends).
+
+A relaunch (scope ``relaunch``: a fresh run of the deployed task, see ``RelaunchTarget``) adds
+one key, ``"relaunch": {"task", "version", "task_version", "resources", "resource_changes"}``;
+a defer waiting for a newer task version adds ``"waiting_for": {"task", "failed_version"}``.
+Reruns' JSON is unchanged.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from rerund.core.resources import ResourcesView
 from rerund.core.times import iso
 
 __all__ = [
@@ -41,10 +48,13 @@ __all__ = [
     "GpuFault",
     "Ignore",
     "Phase",
+    "RelaunchTarget",
     "Rerun",
     "RunOverrides",
     "RunSpecView",
     "Scope",
+    "TaskVersionRule",
+    "WaitForVersion",
 ]
 
 
@@ -62,6 +72,10 @@ class Scope(StrEnum):
     RUN = "run"  # the whole run, from the root action a0
     FAILED_ACTION = "failed_action"  # only the failing child action (action_name=...)
     RECOVER = "recover"  # the whole run with recover=True: succeeded actions are reused
+    RELAUNCH = "relaunch"  # a fresh run of the deployed task: new resources and/or task version
+
+
+TaskVersionRule = Literal["same", "latest", "newer"]
 
 
 DecisionKind = Literal["rerun", "give_up", "ignore", "defer"]
@@ -166,6 +180,10 @@ class Failure(_Frozen):
     ``budget_oldest`` (optional) to the issue time of the oldest rerun counted there, so a
     ``defer`` can say exactly when a slot frees (without it: ``now + window``). ``spec`` is the
     run's RunSpec when known: a decision then says exactly what its rerun changes.
+
+    For relaunches: ``task_version`` is the version of the run's task that failed,
+    ``resources`` the root task's requests and limits (None: unknown), ``latest_version`` the
+    latest deployed version of the task as the daemon last listed it (None: not listed).
     """
 
     run: str = Field(min_length=1)
@@ -183,6 +201,9 @@ class Failure(_Frozen):
     budget_used: dict[str, int] = Field(default_factory=dict)
     budget_oldest: dict[str, datetime] = Field(default_factory=dict)
     spec: RunSpecView | None = None
+    task_version: str = ""
+    resources: ResourcesView | None = None
+    latest_version: str | None = None
 
     @field_validator("failed_at")
     @classmethod
@@ -258,6 +279,29 @@ class GiveUp(_Decided):
         return {**super().to_json(), "attempt": self.attempt}
 
 
+@dataclass(frozen=True)
+class RelaunchTarget:
+    """What a relaunch runs: version ``version`` of the deployed task ``task`` (``""``: the
+    latest deployed when it is created), chosen by the policy's ``task_version`` rule, with
+    ``resources`` (None: the deployed task's own). ``resource_changes`` says what differs from
+    the failed run's resources, one line each (``memory request 4Gi -> 8Gi``)."""
+
+    task: str
+    version: str
+    task_version: TaskVersionRule
+    resources: ResourcesView | None = None
+    resource_changes: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "version": self.version or None,
+            "task_version": self.task_version,
+            "resources": self.resources.model_dump() if self.resources is not None else None,
+            "resource_changes": list(self.resource_changes),
+        }
+
+
 @dataclass(frozen=True, kw_only=True)
 class _Planned(_Decided):
     """A rerun planned by ``policy``: attempt ``attempt`` under the run name ``name``, of
@@ -274,9 +318,10 @@ class _Planned(_Decided):
     inputs: Mapping[str, Any] = field(default_factory=dict, hash=False)
     overrides: RunOverrides = field(default_factory=RunOverrides, hash=False)
     not_before: datetime
+    relaunch: RelaunchTarget | None = field(default=None, hash=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             **super().to_json(),
             "attempt": self.attempt,
             "scope": self.scope.value,
@@ -288,6 +333,9 @@ class _Planned(_Decided):
             "overrides": self.overrides.to_json(),
             "not_before": iso(self.not_before),
         }
+        if self.relaunch is not None:
+            out["relaunch"] = self.relaunch.to_json()
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -304,6 +352,24 @@ class Defer(_Planned):
 
     decision: ClassVar[DecisionKind] = "defer"
     budget: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class WaitForVersion(Defer):
+    """A relaunch with ``task_version: newer`` waits for a fix: run ``source_run`` failed on
+    version ``failed_version`` of ``task``, and no newer version is deployed yet. Decided again
+    when the daemon's task listing shows one; ``not_before`` is when ``max_wait`` ends (then
+    the policy gives up). ``budget`` is empty: no budget is involved."""
+
+    budget: str = ""
+    task: str
+    failed_version: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **super().to_json(),
+            "waiting_for": {"task": self.task, "failed_version": self.failed_version},
+        }
 
 
 Decision = Rerun | GiveUp | Ignore | Defer

@@ -28,8 +28,9 @@ from typing import Any
 import re2
 
 from rerund.core.backoff import Backoff
-from rerund.core.model import Failure, Phase, RunOverrides, Scope
+from rerund.core.model import Failure, Phase, RunOverrides, Scope, TaskVersionRule
 from rerund.core.repro import ReproCheck
+from rerund.core.resources import ResourceRules
 from rerund.core.taxonomy import classify
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
 ]
 
 DEFAULT_PHASES: frozenset[Phase] = frozenset({Phase.FAILED, Phase.TIMED_OUT})
+DEFAULT_MAX_WAIT = timedelta(days=1)  # task_version: newer waits at most this long by default
 GLOBAL_BUDGET = "global"  # the name of the budget every rerun counts against (``budget:`` at the top)
 _PHASE_ORDER = (Phase.FAILED, Phase.TIMED_OUT, Phase.ABORTED)
 _SET_MAX_MEM = 64 << 20  # a cap for RE2's lazily built DFA, not an allocation
@@ -107,6 +109,8 @@ class Escalation:
     labels: Mapping[str, str] = field(default_factory=dict)
     inputs: Mapping[str, Any] = field(default_factory=dict)
     run: RunOverrides = field(default_factory=RunOverrides)
+    resources: ResourceRules = field(default_factory=ResourceRules)
+    task_version: TaskVersionRule | None = None
 
 
 def merge_overrides(base: RunOverrides, step: RunOverrides) -> RunOverrides:
@@ -138,6 +142,19 @@ class RetryPlan:
     escalate: tuple[Escalation, ...] = ()
     budget: Budget | None = None
     run: RunOverrides = field(default_factory=RunOverrides)
+    resources: ResourceRules = field(default_factory=ResourceRules)
+    task_version: TaskVersionRule = "same"
+    max_wait: timedelta = DEFAULT_MAX_WAIT
+
+    def relaunch_settings(self, attempt: int) -> tuple[ResourceRules, TaskVersionRule]:
+        """Resource rules and task-version rule of relaunch ``attempt``: policy < escalation
+        steps with at <= attempt (a step's rule for a resource replaces the policy's)."""
+        resources, version = self.resources, self.task_version
+        for step in sorted(self.escalate, key=lambda s: s.at):
+            if step.at <= attempt:
+                resources = resources.merged(step.resources)
+                version = step.task_version or version
+        return resources, version
 
     def overrides(self, attempt: int) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
         """env, labels, inputs for rerun ``attempt``: policy < escalation steps with at <= attempt."""

@@ -540,6 +540,21 @@ def decision_lines(
     overrides = decision.get("overrides") or {}
     if overrides:
         lines.append(f"{'overrides:':<12}" + ", ".join(f"{k}={_plain(v)}" for k, v in overrides.items()))
+    relaunch = decision.get("relaunch")
+    if relaunch:
+        version = relaunch["version"] or "the latest deployed when relaunched"
+        lines.append(
+            f"{'task:':<12}{relaunch['task']} version {version} (task_version: {relaunch['task_version']})"
+        )
+        resources = relaunch["resources"]
+        lines.append(
+            f"{'resources:':<12}" + (_resources(resources) if resources is not None else "as deployed")
+        )
+    waiting = decision.get("waiting_for")
+    if waiting:
+        lines.append(
+            f"{'waiting:':<12}for a version of {waiting['task']} newer than {waiting['failed_version']!r}"
+        )
     if decision["decision"] in ("rerun", "defer"):
         head = "the rerun's RunSpec against the source run's" + (
             "" if exact else " (the source's spec is not known: give the failure a spec: to see values)"
@@ -549,6 +564,17 @@ def decision_lines(
     lines.append("trace:")
     lines.extend(f"  {i}. {step}" for i, step in enumerate(trace, 1))
     return lines
+
+
+def _resources(view: Mapping[str, Mapping[str, str]]) -> str:
+    """``cpu 1, memory 8Gi (limit 8Gi)`` from a ``ResourcesView`` dump."""
+    requests, limits = view.get("requests", {}), view.get("limits", {})
+    parts = []
+    for name in ("cpu", "memory", "gpu", "ephemeral_storage"):
+        if name in requests or name in limits:
+            text = f"{name} {requests.get(name, 'unset')}"
+            parts.append(text + (f" (limit {limits[name]})" if name in limits else ""))
+    return ", ".join(parts) or "none"
 
 
 def _plain(value: Any) -> str:

@@ -56,6 +56,8 @@ EXPECT_KEYS = (
     "overrides",
     "changes",
     "not_before",
+    "relaunch",
+    "waiting_for",
 )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from rerund.core.model import ErrorInfo, Failure, GpuFault, RunSpecView
+from rerund.core.resources import ResourcesView
 from rerund.errors import FailureInputError, PolicyProblem
 from rerund.policy.source import Document, read_document, validate
 
@@ -39,6 +40,7 @@ def failure_from(
         "error": list(ErrorInfo.model_fields),
         "gpu_fault": list(GpuFault.model_fields),
         "spec": list(RunSpecView.model_fields),
+        "resources": list(ResourcesView.model_fields),
     }
     return validate(Failure, doc, data=data, node=node, base=base, allowed=allowed)
 

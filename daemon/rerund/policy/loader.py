@@ -21,7 +21,15 @@ from rerund.core.durations import format_duration, parse_duration
 from rerund.core.model import Phase, RunOverrides, Scope
 from rerund.core.names import DEFAULT_TEMPLATE
 from rerund.core.repro import CompareSettings, ReproCheck, ReproSource
+from rerund.core.resources import (
+    RESOURCE_NAMES,
+    ResourceRule,
+    ResourceRules,
+    parse_multiplier,
+    parse_quantity,
+)
 from rerund.core.rules import (
+    DEFAULT_MAX_WAIT,
     DEFAULT_PHASES,
     Budget,
     Escalation,
@@ -39,7 +47,9 @@ from rerund.policy.model import (
     BudgetSpec,
     PolicyFile,
     PolicySpec,
+    RelaunchKeys,
     ReproductionSpec,
+    ResourcesSpec,
     RetrySpec,
     RunSpecKeys,
     allowed_keys,
@@ -354,6 +364,9 @@ def _rule(
                 )
         if problems:
             return None, problems
+    problems.extend(_relaunch_problems(doc, retry, loc, scope))
+    if problems:
+        return None, problems
     plan = RetryPlan(
         scope=scope,
         max_attempts=BUILTIN_MAX_ATTEMPTS if max_attempts is None else max_attempts,
@@ -364,14 +377,116 @@ def _rule(
         inputs={**d.inputs, **retry.inputs},
         escalate=tuple(
             Escalation(
-                at=at, env=dict(o.env), labels=dict(o.labels), inputs=dict(o.inputs), run=_run_overrides(o)
+                at=at,
+                env=dict(o.env),
+                labels=dict(o.labels),
+                inputs=dict(o.inputs),
+                run=_run_overrides(o),
+                resources=_resource_rules(o.resources),
+                task_version=o.task_version,
             )
             for at, o in sorted(retry.escalate.items())
         ),
         budget=_budget(retry.budget),
         run=_run_overrides(retry),
+        resources=_resource_rules(retry.resources),
+        task_version=retry.task_version or "same",
+        max_wait=retry.max_wait or DEFAULT_MAX_WAIT,
     )
     return Rule(policy.name, origin, match, plan), problems
+
+
+def _relaunch_problems(
+    doc: Document, retry: RetrySpec, loc: tuple[str | int, ...], scope: Scope
+) -> list[PolicyProblem]:
+    """Relaunch keys where they cannot apply, and values above their own caps."""
+    problems: list[PolicyProblem] = []
+    blocks: list[tuple[tuple[str | int, ...], RelaunchKeys]] = [((*loc, "retry"), retry)] + [
+        ((*loc, "retry", "escalate", at), o) for at, o in sorted(retry.escalate.items())
+    ]
+    if scope != Scope.RELAUNCH:
+        for where, keys in blocks:
+            for key in ("resources", "task_version"):
+                if getattr(keys, key) is not None:
+                    problems.append(
+                        _at(
+                            doc,
+                            (*where, key),
+                            f"{key} only applies with scope: relaunch (a rerun reuses the source action's "
+                            "task spec, so its resources and task version cannot change), but this policy's "
+                            f"scope is {scope.value}; set scope: relaunch or remove {key}",
+                        )
+                    )
+        if retry.max_wait is not None:
+            problems.append(
+                _at(
+                    doc,
+                    (*loc, "retry", "max_wait"),
+                    f"max_wait only applies with scope: relaunch and task_version: newer, but this policy's "
+                    f"scope is {scope.value}; remove max_wait",
+                )
+            )
+        return problems
+    if retry.max_wait is not None and all(keys.task_version != "newer" for _, keys in blocks):
+        problems.append(
+            _at(
+                doc,
+                (*loc, "retry", "max_wait"),
+                "max_wait bounds the wait of task_version: newer, which this policy never uses; "
+                "set task_version: newer or remove max_wait",
+            )
+        )
+    caps: dict[str, tuple[str, tuple[str | int, ...]]] = {}
+    for where, keys in blocks:
+        if keys.resources is not None and keys.resources.max is not None:
+            for name in RESOURCE_NAMES:
+                cap = getattr(keys.resources.max, name)
+                if cap is not None:
+                    caps[name] = (str(cap), where)
+    for where, keys in blocks:
+        res = keys.resources
+        if res is None:
+            continue
+        for name in RESOURCE_NAMES:
+            value = getattr(res, name)
+            own = getattr(res.max, name) if res.max is not None else None
+            cap_text = str(own) if own is not None else caps.get(name, ("", ()))[0]
+            if value is None or not cap_text or parse_multiplier(str(value)) is not None:
+                continue
+            if parse_quantity(str(value)) > parse_quantity(cap_text):
+                problems.append(
+                    _at(
+                        doc,
+                        (*where, "resources", name),
+                        f"{name}: {value} is above its max {cap_text}; a relaunch would be capped at "
+                        f"{cap_text}: raise max or lower {name}",
+                    )
+                )
+    return problems
+
+
+def _resource_rules(spec: ResourcesSpec | None) -> ResourceRules:
+    """A ``resources:`` block as the core's rules (values validated by the model)."""
+    if spec is None:
+        return ResourceRules()
+    rules: dict[str, ResourceRule] = {}
+    caps: dict[str, Any] = {}
+    cap_texts: dict[str, str] = {}
+    for name in RESOURCE_NAMES:
+        value = getattr(spec, name)
+        if value is not None:
+            text = str(value).strip()
+            factor = parse_multiplier(text)
+            rules[name] = (
+                ResourceRule(text=text, factor=factor)
+                if factor is not None
+                else ResourceRule(text=text, value=parse_quantity(text))
+            )
+        cap = getattr(spec.max, name) if spec.max is not None else None
+        if cap is not None:
+            caps[name] = parse_quantity(str(cap))
+            cap_texts[name] = str(cap).strip()
+    return ResourceRules(rules=rules, caps=caps, cap_texts=cap_texts)  # type: ignore[arg-type]
 
 
 def _run_overrides(keys: RunSpecKeys) -> RunOverrides:

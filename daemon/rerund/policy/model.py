@@ -36,6 +36,7 @@ from pydantic import (
 from rerund.core.durations import DURATION_PATTERN, format_duration, parse_duration
 from rerund.core.model import Phase, Scope
 from rerund.core.names import template_problems
+from rerund.core.resources import parse_multiplier, quantity_problem
 from rerund.core.rules import compile_pattern_error
 from rerund.core.taxonomy import FAILURE_CLASSES
 
@@ -54,6 +55,8 @@ __all__ = [
     "ReproCompareSpec",
     "ReproSourceSpec",
     "ReproductionSpec",
+    "ResourceCapsSpec",
+    "ResourcesSpec",
     "RetrySpec",
     "RunSpecKeys",
     "ToleranceSpec",
@@ -199,15 +202,104 @@ class RunSpecKeys(_Spec):
     )
 
 
+def _resource_value(value: Any) -> str:
+    """A resource rule as written: ``2x`` (a multiplier, at least 1) or a quantity."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(
+            f"{value!r} is not a resource value; write a multiplier such as 2x or a quantity such as 16Gi"
+        )
+    text = str(value).strip()
+    factor = parse_multiplier(text)
+    if factor is not None:
+        if factor < 1:
+            raise ValueError(
+                f"multiplier {text} would lower the resource; a relaunch never lowers a resource "
+                "(use at least 1x, e.g. 2x)"
+            )
+        return text
+    if text.endswith("x"):
+        raise ValueError(f"{text!r} is not a multiplier; write e.g. 2x or 1.5x")
+    problem = quantity_problem(text)
+    if problem is not None:
+        raise ValueError(problem)
+    return text
+
+
+def _quantity(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"{value!r} is not a quantity; write e.g. 64Gi, 16 or 500m")
+    text = str(value).strip()
+    problem = quantity_problem(text)
+    if problem is not None:
+        raise ValueError(problem + " (a max is a quantity, not a multiplier)")
+    return text
+
+
+_QUANTITY_SCHEMA = {"anyOf": [{"type": "string"}, {"type": "number", "minimum": 0}]}
+ResourceValue = Annotated[
+    Any,
+    AfterValidator(_resource_value),
+    WithJsonSchema(
+        {
+            **_QUANTITY_SCHEMA,
+            "description": "a multiplier of the failed run's request and limit (2x, 1.5x) or a "
+            "Kubernetes quantity that sets them (16Gi, 512Mi, 4, 500m)",
+            "examples": ["2x", "16Gi"],
+        }
+    ),
+]
+Quantity = Annotated[
+    Any,
+    AfterValidator(_quantity),
+    WithJsonSchema({**_QUANTITY_SCHEMA, "description": "a Kubernetes quantity", "examples": ["64Gi", "16"]}),
+]
+
+
+class ResourceCapsSpec(_Spec):
+    """The most a relaunch may ask for, per resource: escalation stops at what a node has."""
+
+    memory: Quantity | None = None
+    cpu: Quantity | None = None
+    gpu: Quantity | None = None
+    ephemeral_storage: Quantity | None = None
+
+
+class ResourcesSpec(_Spec):
+    """Resources of a relaunch (scope relaunch only), derived from the failed run's."""
+
+    memory: ResourceValue | None = Field(default=None, description="e.g. 2x or 16Gi")
+    cpu: ResourceValue | None = Field(default=None, description="e.g. 2x, 4 or 500m")
+    gpu: ResourceValue | None = Field(default=None, description="e.g. 2x or 2 (devices)")
+    ephemeral_storage: ResourceValue | None = Field(default=None, description="e.g. 2x or 100Gi")
+    max: ResourceCapsSpec | None = Field(default=None, description="caps, e.g. {memory: 64Gi}")
+
+
+TaskVersion = Literal["same", "latest", "newer"]
+
+
+class RelaunchKeys(_Spec):
+    """What a relaunch (``scope: relaunch``) changes that a rerun cannot: resources and the
+    task version."""
+
+    resources: ResourcesSpec | None = Field(
+        default=None, description="scope relaunch only: the relaunch's resources, from the failed run's"
+    )
+    task_version: TaskVersion | None = Field(
+        default=None,
+        description="scope relaunch only: same (the failed run's version, default), latest (the latest "
+        "deployed), newer (wait until a version newer than the failed one is deployed)",
+    )
+
+
 class _EnvLabelsInputs(_Spec):
     env: Env = Field(default_factory=dict)
     labels: Labels = Field(default_factory=dict)
     inputs: Inputs = Field(default_factory=dict)
 
 
-class OverrideSpec(RunSpecKeys, _EnvLabelsInputs):
+class OverrideSpec(RelaunchKeys, RunSpecKeys, _EnvLabelsInputs):
     """Settings merged over the policy's own from an attempt on (``escalate``): env, labels,
-    inputs and the RunSpec keys of ``retry``."""
+    inputs, the RunSpec keys of ``retry`` and, for scope relaunch, resources and task_version."""
 
 
 class DefaultsSpec(_Spec):
@@ -222,11 +314,16 @@ class DefaultsSpec(_Spec):
     inputs: Inputs = Field(default_factory=dict)
 
 
-class RetrySpec(DefaultsSpec, RunSpecKeys):
+class RetrySpec(DefaultsSpec, RunSpecKeys, RelaunchKeys):
     """How to rerun what the policy matched."""
 
     escalate: dict[Annotated[int, Field(ge=1)], OverrideSpec] = Field(default_factory=dict)
     budget: BudgetSpec | None = None
+    max_wait: Annotated[Duration, AfterValidator(lambda v: _positive(v))] | None = Field(
+        default=None,
+        description="task_version: newer only: how long to wait for a newer version before giving up "
+        "(default 1d)",
+    )
 
 
 FailureClass = Literal[
@@ -441,6 +538,8 @@ def allowed_keys() -> dict[str, list[str]]:
         "retry": keys(RetrySpec),
         "backoff": keys(BackoffSpec),
         "escalate": keys(OverrideSpec),
+        "resources": keys(ResourcesSpec),
+        "max": keys(ResourceCapsSpec),
         "reproductions": keys(ReproductionSpec),
         "source": keys(ReproSourceSpec),
         "compare": keys(ReproCompareSpec),
