@@ -175,7 +175,7 @@ def test_admin_unknown_route_answers_404_with_the_routes(sb):
 
 def test_unknown_services_answer_unimplemented_and_are_counted(sb):
     resp = httpx.post(
-        f"{sb.endpoint}/flyteidl2.task.TaskService/ListTasks",
+        f"{sb.endpoint}/flyteidl2.trigger.TriggerService/ListTriggers",
         content=b"",
         headers={"content-type": "application/proto"},
     )
@@ -183,6 +183,6 @@ def test_unknown_services_answer_unimplemented_and_are_counted(sb):
     assert resp.status_code == 404
     assert resp.json() == {
         "code": "unimplemented",
-        "message": "the sandbox does not implement /flyteidl2.task.TaskService/ListTasks",
+        "message": "the sandbox does not implement /flyteidl2.trigger.TriggerService/ListTriggers",
     }
-    assert sb.request_counts() == {"ListTasks": 1}
+    assert sb.request_counts() == {"ListTriggers": 1}

@@ -309,6 +309,7 @@ def plan_resources(source: ResourcesView, rules: ResourceRules) -> ResourcePlan:
         ):
             changes.append(f"{name} limit {limits[name]} -> {requests[name]} (not below the request)")
             limits[name] = requests[name]
+            grew = True
         if hit:
             capped.append(name)
     return ResourcePlan(

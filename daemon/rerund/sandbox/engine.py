@@ -8,6 +8,11 @@ taken when the outcome is decided, so a sandbox restart mid-execution re-execute
 double counting. Recover reruns start with the source run's succeeded children already
 RECOVERED (outputs copied) and execute only the rest.
 
+An execution behaves as the *version* of its task it runs (the version in its task spec; see
+``rerund.sandbox.tasks``). A task with ``oom_below`` fails an execution whose container asks for
+less memory with kind USER, code ``OOMKilled`` — as Flyte 2's executor reports a container the
+kernel killed for memory — whatever its behaviour says.
+
 Durations are multiplied by ``time_scale`` (0.01 makes a 1 s task take 10 ms).
 """
 
@@ -41,7 +46,8 @@ from rerund.sandbox.records import (
     RunRec,
 )
 from rerund.sandbox.store import Store
-from rerund.sandbox.workload import RunBatch, RunSpecFacts, TaskDef, Workload
+from rerund.sandbox.tasks import TaskCatalog, spec_resources
+from rerund.sandbox.workload import Deploy, RunBatch, RunSpecFacts, TaskDef, Workload, parse_quantity
 
 __all__ = ["Engine", "lineage_of", "run_spec_of", "spec_facts"]
 
@@ -65,10 +71,12 @@ class Engine:
         clock: Callable[[], datetime],
         rng: random.Random | None = None,
         profile: Profile = UNION,
+        catalog: TaskCatalog | None = None,
     ) -> None:
         self.profile = profile
         self.store = store
         self.workload = workload
+        self.catalog = catalog or TaskCatalog(workload, org=org, clock=clock)
         self.org = org
         self.time_scale = time_scale
         self.clock = clock
@@ -96,10 +104,18 @@ class Engine:
                     project=batch.project,
                     domain=batch.domain,
                     run_spec=run_spec_of(batch),
+                    version=batch.version,
                 )
         loop = asyncio.get_running_loop()
         for arrival in self.workload.arrivals:
             self._arrivals.append(loop.create_task(self._arrive(arrival), name=f"arrival-{arrival.task}"))
+        for deploy in self.workload.deploys:
+            self._arrivals.append(loop.create_task(self._deploy(deploy), name=f"deploy-{deploy.task}"))
+
+    async def _deploy(self, deploy: Deploy) -> None:
+        await asyncio.sleep(deploy.after * self.time_scale)
+        body = {"task": deploy.task, **deploy.model_dump(exclude_unset=True, exclude={"task", "after"})}
+        self.catalog.deploy(body)
 
     async def stop(self) -> None:
         """Stop executing (runs stay as they are, to be resumed by the next start)."""
@@ -129,6 +145,7 @@ class Engine:
                 project=arrival.project,
                 domain=arrival.domain,
                 run_spec=run_spec_of(arrival),
+                version=arrival.version,
             )
 
     # --- creating runs -------------------------------------------------------------------
@@ -140,14 +157,32 @@ class Engine:
             if (org, project, domain, name) not in self.store.runs:
                 return name
 
-    def task_spec(self, task: str, project: str, domain: str) -> task_definition_pb2.TaskSpec:
+    def task_spec(
+        self,
+        task: str,
+        project: str,
+        domain: str,
+        version: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+    ) -> task_definition_pb2.TaskSpec:
+        """The spec of ``version`` of ``task`` (default: the latest deployed in the scope)."""
+        interface = inputs if inputs is not None else self.workload.interface_inputs(task)
+        deployed = (
+            self.catalog.latest(project, domain, task)
+            if version is None
+            else self.catalog.get(project, domain, task, version)
+        )
+        if deployed is not None:
+            return self.catalog.task_spec(deployed, interface)
+        td = self.catalog.definition(task, version) if version is not None else self.workload.task(task)
         return protos.task_spec_for(
             task,
-            self.workload.task(task),
+            td,
             org=self.org,
             project=project,
             domain=domain,
-            inputs=self.workload.interface_inputs(task),
+            inputs=interface,
+            version=version or protos.TASK_VERSION,
         )
 
     def launch(
@@ -162,27 +197,36 @@ class Engine:
         domain: str | None = None,
         name: str | None = None,
         run_spec: run_pb2.RunSpec | None = None,
+        version: str | None = None,
     ) -> list[str]:
-        """Start ``count`` new runs of workload task ``task``; returns their names. ``run_spec``
-        (see ``run_spec_of``) is the base spec; ``labels`` and ``envs`` are merged over it."""
+        """Start ``count`` new runs of workload task ``task`` (its ``version``, default the latest
+        deployed); returns their names. ``run_spec`` (see ``run_spec_of``) is the base spec;
+        ``labels`` and ``envs`` are merged over it."""
         if task not in self.workload.tasks:
             known = ", ".join(sorted(self.workload.tasks)) or "none"
             raise ValueError(f"task {task!r} is not in the sandbox workload; known tasks: {known}")
+        if version is not None and not self.catalog.get(
+            project or self.workload.project, domain or self.workload.domain, task, version
+        ):
+            known = ", ".join(
+                d.version
+                for d in self.catalog.versions(
+                    project or self.workload.project, domain or self.workload.domain, task
+                )
+            )
+            raise ValueError(
+                f"task {task!r} has no deployed version {version!r}; deployed: {known or 'none'}"
+            )
         if name is not None and count != 1:
             raise ValueError(f"a run name ({name!r}) can only be given with count=1, not count={count}")
         project = project or self.workload.project
         domain = domain or self.workload.domain
         values = {**self.workload.task(task).inputs, **(inputs or {})}
-        spec = self.task_spec(task, project, domain)
+        spec = self.task_spec(task, project, domain, version)
         if inputs and not set(inputs) <= set(self.workload.interface_inputs(task)):
             # A run given inputs no workload entry declares: its task's interface covers them too.
-            spec = protos.task_spec_for(
-                task,
-                self.workload.task(task),
-                org=self.org,
-                project=project,
-                domain=domain,
-                inputs={**inputs, **self.workload.interface_inputs(task)},
+            spec = self.task_spec(
+                task, project, domain, version, inputs={**inputs, **self.workload.interface_inputs(task)}
             )
         base = run_spec
         run_spec = run_pb2.RunSpec()
@@ -320,8 +364,12 @@ class Engine:
             a.end_time = now
         self.store.touch(r, a, now)
 
+    def _definition(self, a: ActionRec) -> TaskDef:
+        """How the execution of action ``a`` behaves: the version of its task it runs."""
+        return self.catalog.definition(a.task, a.task_spec.task_template.id.version)
+
     async def _execute(self, r: RunRec) -> None:
-        td = self.workload.task(r.task)
+        td = self._definition(r.root)
         a0 = r.root
         if a0.phase == QUEUED:
             await self._sleep(td.queued)
@@ -331,10 +379,10 @@ class Engine:
             act = r.actions.get(name)
             if act is not None and act.phase in SUCCESS_PHASES:
                 continue
-            child_td = self.workload.task(child_task)
             if act is None:
                 now = self.clock()
                 spec = self.task_spec(child_task, r.project, r.domain)
+                child_td = self.catalog.definition(child_task, spec.task_template.id.version)
                 act = ActionRec(
                     name=name,
                     parent="a0",
@@ -347,6 +395,7 @@ class Engine:
                 )
                 r.actions[name] = act
                 self.store.touch(r, act, now)
+            child_td = self._definition(act)
             if act.phase == QUEUED:
                 await self._sleep(child_td.queued)
                 self._set(r, act, RUNNING)
@@ -380,6 +429,11 @@ class Engine:
         behaviour, error = td.rule_for(spec_facts(r.run_spec, td))
         k = self.store.next_count(r.lineage, a.task)
         outcome = behaviour[min(max(k, 1), len(behaviour)) - 1]
+        oom = _oom_error(a, td)
+        if oom is not None:
+            a.error = oom
+            self._set(r, a, FAILED)
+            return False
         if outcome == "hang":
             return None
         if outcome == "succeed":
@@ -474,6 +528,30 @@ def spec_facts(spec: run_pb2.RunSpec, task: TaskDef) -> RunSpecFacts:
         service_account=spec.security_context.run_as.k8s_service_account,
         labels=dict(spec.labels.values),
         env={kv.key: kv.value for kv in spec.envs.values},
+    )
+
+
+def _oom_error(a: ActionRec, td: TaskDef) -> ErrorRec | None:
+    """The OOMKilled error of an execution whose memory request is below the task's
+    ``oom_below`` (None: it has enough memory, or the task needs no minimum)."""
+    if td.oom_below is None:
+        return None
+    requests, limits = spec_resources(a.task_spec)
+    request = requests.get("memory")
+    try:
+        enough = request is not None and parse_quantity(request) >= parse_quantity(td.oom_below)
+    except ValueError:
+        enough = False
+    if enough:
+        return None
+    limit = limits.get("memory", request or "none")
+    return ErrorRec(
+        kind="USER",
+        code="OOMKilled",
+        message=(
+            f"[OOMKilled] the container of {a.task} exceeded its memory limit ({limit}; memory request "
+            f"{request or 'none'}) and was killed by the kernel; this task needs at least {td.oom_below}"
+        ),
     )
 
 

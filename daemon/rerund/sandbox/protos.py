@@ -36,6 +36,13 @@ _KIND = {
 }
 TASK_VERSION = "sandbox"
 TASK_TYPE = "python"
+CONTAINER_IMAGE = "ghcr.io/flyteorg/flyte:py3.11-sandbox"
+_RESOURCE_ENUM = {
+    "cpu": tasks_pb2.Resources.CPU,
+    "memory": tasks_pb2.Resources.MEMORY,
+    "gpu": tasks_pb2.Resources.GPU,
+    "ephemeral_storage": tasks_pb2.Resources.EPHEMERAL_STORAGE,
+}
 
 
 def ts(dt: datetime) -> timestamp_pb2.Timestamp:
@@ -60,10 +67,19 @@ def task_spec_for(
     project: str,
     domain: str,
     inputs: Mapping[str, Any] | None = None,
+    version: str = TASK_VERSION,
 ) -> task_definition_pb2.TaskSpec:
-    """The TaskSpec of a workload task: its identity and the interface its example inputs and
-    outputs imply (so ``rerun(..., lr=0.2)`` can convert new inputs). ``inputs`` (default: the
-    task's own) are the example values of every input the interface declares."""
+    """The TaskSpec of a workload task: its identity (``version`` of it), a container with the
+    task's resource requests and limits, and the interface its example inputs and outputs imply
+    (so ``rerun(..., lr=0.2)`` can convert new inputs). ``inputs`` (default: the task's own)
+    are the example values of every input the interface declares."""
+    container = tasks_pb2.Container(image=CONTAINER_IMAGE, args=["sandbox-task", name])
+    for entries, spec in (
+        (container.resources.requests, task.resources),
+        (container.resources.limits, task.limits),
+    ):
+        for key, value in spec.items() if spec is not None else ():
+            entries.append(tasks_pb2.Resources.ResourceEntry(name=_RESOURCE_ENUM[key], value=value))
     return task_definition_pb2.TaskSpec(
         task_template=tasks_pb2.TaskTemplate(
             id=core_identifier_pb2.Identifier(
@@ -72,12 +88,13 @@ def task_spec_for(
                 project=project,
                 domain=domain,
                 name=name,
-                version=TASK_VERSION,
+                version=version,
             ),
             type=TASK_TYPE,
             interface=literals.interface_for(
                 task.inputs if inputs is None else inputs, task.example_outputs()
             ),
+            container=container,
         ),
         short_name=name.rsplit(".", 1)[-1],
     )

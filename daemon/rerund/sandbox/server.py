@@ -10,7 +10,11 @@ The admin API is not part of Flyte's API (JSON over plain HTTP)::
     POST /_sandbox/faults   {"unavailable": 0.2, "latency": "50ms", "drop_streams_after": 50}
     GET  /_sandbox/requests {"by_method": {"CreateRun": 3, ...}, "by_run": {"r1": {"GetRunDetails": 2}}}
     GET  /_sandbox/runs     [{"name": ..., "phase": "FAILED", ...}, ...]
-    POST /_sandbox/runs     {"task": "train.fit", "count": 2, "labels": {}, "inputs": {}} -> {"runs": [...]}
+    POST /_sandbox/runs     {"task": "train.fit", "count": 2, "labels": {}, "inputs": {}, "version": "v1"}
+                            -> {"runs": [...]}
+    GET  /_sandbox/tasks    [{"task": ..., "version": ..., "deployed_at": ..., "latest": true}, ...]
+    POST /_sandbox/tasks    {"task": "train.fit", "version": "v2", "behaviour": "succeed", ...} deploys a
+                            version (fields as a workload ``versions:`` entry) -> {"task", "version", ...}
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 
 from flyteidl2.cluster.service_connect import ClusterServiceASGIApplication
 from flyteidl2.dataproxy.dataproxy_service_connect import DataProxyServiceASGIApplication
+from flyteidl2.task.task_service_connect import TaskServiceASGIApplication
 from flyteidl2.workflow.run_service_connect import RunServiceASGIApplication
 
 from rerund.clock import utcnow
@@ -47,6 +52,7 @@ from rerund.sandbox.service import (
     SandboxRunService,
 )
 from rerund.sandbox.store import Store
+from rerund.sandbox.tasks import SandboxTaskService, TaskCatalog, spec_resources
 from rerund.sandbox.workload import Workload, parse_duration
 
 __all__ = ["Sandbox", "SandboxThread", "bind_socket", "run_snapshot", "serve_forever"]
@@ -76,6 +82,8 @@ def run_snapshot(r: RunRec) -> dict[str, Any]:
         "labels": r.labels,
         "envs": r.envs,
         "relation": rel,
+        "version": a0.task_spec.task_template.id.version,
+        "resources": dict(zip(("requests", "limits"), spec_resources(a0.task_spec), strict=True)),
         "action_name": r.source_action,
         "lineage": r.lineage,
         "inputs": literals.values_from_literals(a0.inputs) if a0.inputs is not None else {},
@@ -152,6 +160,7 @@ class Sandbox:
         """Open the store (loading a durable one), build services, resume and start work."""
         store = Store(self.db)
         self.store = store
+        catalog = TaskCatalog(self.workload, org=self.org, clock=utcnow)
         engine = Engine(
             store,
             self.workload,
@@ -160,6 +169,7 @@ class Sandbox:
             clock=utcnow,
             rng=self.rng,
             profile=self.profile,
+            catalog=catalog,
         )
         self.engine = engine
         store.listeners.append(self.hub.publish)
@@ -173,6 +183,7 @@ class Sandbox:
                 SandboxDataProxyService(*args, profile=self.profile), interceptors=interceptors
             ),
             ClusterServiceASGIApplication(SandboxClusterService(), interceptors=interceptors),
+            TaskServiceASGIApplication(SandboxTaskService(catalog), interceptors=interceptors),
         ]
         self._apps = {app.path: app for app in apps}
         store.start_flusher()
@@ -269,8 +280,20 @@ class Sandbox:
                     project=body.get("project"),
                     domain=body.get("domain"),
                     name=body.get("name"),
+                    version=body.get("version"),
                 )
                 result = {"runs": names}
+            elif (method, route) == ("GET", "tasks"):
+                result = self.engine.catalog.snapshot()
+            elif (method, route) == ("POST", "tasks"):
+                d = self.engine.catalog.deploy(body)
+                result = {
+                    "task": d.task,
+                    "version": d.version,
+                    "project": d.project,
+                    "domain": d.domain,
+                    "deployed_at": d.deployed_at.isoformat(),
+                }
             else:
                 await _respond(
                     send,
@@ -278,7 +301,8 @@ class Sandbox:
                     json.dumps(
                         {
                             "error": f"no admin route {method} /_sandbox/{route}; "
-                            "routes: GET stats, POST faults, GET runs, POST runs, GET requests"
+                            "routes: GET stats, POST faults, GET runs, POST runs, GET requests, "
+                            "GET tasks, POST tasks"
                         }
                     ).encode(),
                 )

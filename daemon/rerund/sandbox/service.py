@@ -45,6 +45,7 @@ from rerund.sandbox.records import (
     name_problem,
 )
 from rerund.sandbox.store import Store, action_attr, oss_column
+from rerund.sandbox.tasks import resource_problem
 
 __all__ = [
     "Faults",
@@ -371,11 +372,21 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
         which = request.WhichOneof("task")
         if which == "task_spec":
             task_spec = request.task_spec
+            problem = resource_problem(task_spec, self.engine.catalog.max_resources)
+            if problem is not None:
+                raise _invalid(f"CreateRun: the task's resources are refused: {problem}")
         elif which == "task_id":
-            tname = request.task_id.name
-            if tname not in self.engine.workload.tasks:
-                raise ConnectError(Code.NOT_FOUND, f"task {tname!r} not found in the sandbox workload")
-            task_spec = self.engine.task_spec(tname, project, domain)
+            tid = request.task_id
+            deployed = self.engine.catalog.get(
+                tid.project or project, tid.domain or domain, tid.name, tid.version
+            )
+            if deployed is None:
+                raise ConnectError(
+                    Code.NOT_FOUND,
+                    f"task {tid.name!r} version {tid.version!r} is not deployed in "
+                    f"{tid.project or project}/{tid.domain or domain}",
+                )
+            task_spec = self.engine.catalog.task_spec(deployed)
         elif which == "trigger_name":
             raise ConnectError(
                 Code.UNIMPLEMENTED, "the sandbox does not run triggers; pass a task_spec or task_id"

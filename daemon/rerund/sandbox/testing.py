@@ -135,9 +135,11 @@ class SandboxHandle:
         name: str | None = None,
         envs: Mapping[str, str] | None = None,
         spec: Mapping[str, Any] | None = None,
+        version: str | None = None,
     ) -> list[str]:
-        """Start ``count`` runs of workload task ``task``; returns their names. ``spec`` takes
-        the RunSpec keys of a workload run (``env``, ``queue``, ``interruptible``, ...)."""
+        """Start ``count`` runs of workload task ``task`` (its ``version``, default the latest);
+        returns their names. ``spec`` takes the RunSpec keys of a workload run (``env``,
+        ``queue``, ``interruptible``, ...)."""
         run_spec = run_spec_of(RunBatch.model_validate({"task": task, **spec})) if spec else None
 
         def go(sb: Sandbox) -> list[str]:
@@ -152,9 +154,29 @@ class SandboxHandle:
                 domain=domain,
                 name=name,
                 run_spec=run_spec,
+                version=version,
             )
 
         result: list[str] = self._call(go)
+        return result
+
+    def deploy(self, task: str, version: str, **fields: Any) -> dict[str, Any]:
+        """Deploy version ``version`` of ``task`` (fields as a workload ``versions:`` entry),
+        as ``POST /_sandbox/tasks`` does; returns what was deployed."""
+
+        def go(sb: Sandbox) -> dict[str, Any]:
+            assert sb.engine is not None
+            d = sb.engine.catalog.deploy({"task": task, "version": version, **fields})
+            return {"task": d.task, "version": d.version, "deployed_at": d.deployed_at.isoformat()}
+
+        result: dict[str, Any] = self._call(go)
+        return result
+
+    def tasks(self) -> list[dict[str, Any]]:
+        """The deployed task versions (``GET /_sandbox/tasks``)."""
+        result: list[dict[str, Any]] = self._call(
+            lambda sb: sb.engine.catalog.snapshot() if sb.engine else []
+        )
         return result
 
     def set_faults(

@@ -37,6 +37,21 @@ A run may also declare ``env``, ``annotations``, ``queue``, ``interruptible``,
 they are stored in its RunSpec where the flyte SDK puts them. A task's interface covers its own
 ``inputs`` and every input its runs are given.
 
+Deployed tasks, versions and resources (what ``TaskService`` serves and a relaunch needs)::
+
+    max_resources: {memory: 64Gi, cpu: 16, gpu: 8}   # the platform's task resource limits
+    tasks:
+      train.big:
+        resources: {memory: 4Gi, cpu: 1}    # requests (and limits:, same keys) of the container
+        oom_below: 8Gi                      # fails OOMKilled (kind USER) below this memory request
+        versions: [v1, {version: v2, behaviour: succeed}]   # oldest first; the last is the latest
+    runs: [{task: train.big, version: v1}]  # default: the latest version
+    deploys: [{task: train.big, version: v3, after: 30s, behaviour: succeed}]  # deployed later
+
+A version is the task with some fields replaced (``behaviour``, ``error``, ``duration``,
+``outputs``, ``resources``, ``limits``, ``oom_below``, ``when``); a task without ``versions``
+has the one version ``sandbox``. ``POST /_sandbox/tasks`` deploys a version at runtime.
+
 A bad file is refused with ``WorkloadError`` whose problems carry file:line:column and the YAML
 path of each mistake. Loading is pure apart from reading the file.
 """
@@ -44,6 +59,7 @@ path of each mistake. Loading is pure apart from reading the file.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,16 +79,21 @@ from rerund.errors import PolicyProblem, WorkloadError
 from rerund.sandbox import literals
 
 __all__ = [
+    "RESOURCE_KEYS",
     "Arrival",
+    "Deploy",
     "ErrorSpec",
     "GpuFaultSpec",
+    "ResourceSpec",
     "RunBatch",
     "SpecMatch",
     "TaskDef",
+    "TaskVersionSpec",
     "WhenRule",
     "Workload",
     "load_workload",
     "parse_duration",
+    "parse_quantity",
     "workload_from_dict",
 ]
 
@@ -93,6 +114,65 @@ def parse_duration(value: Any) -> float:
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+_QUANTITY = re.compile(r"^\+?(\d+(?:\.\d*)?|\.\d+)(?:[eE]([+-]?\d{1,3}))?(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?$")
+_SUFFIX = {
+    "Ki": Fraction(2**10),
+    "Mi": Fraction(2**20),
+    "Gi": Fraction(2**30),
+    "Ti": Fraction(2**40),
+    "Pi": Fraction(2**50),
+    "Ei": Fraction(2**60),
+    "n": Fraction(1, 10**9),
+    "u": Fraction(1, 10**6),
+    "m": Fraction(1, 1000),
+    "": Fraction(1),
+    "k": Fraction(10**3),
+    "M": Fraction(10**6),
+    "G": Fraction(10**9),
+    "T": Fraction(10**12),
+    "P": Fraction(10**15),
+    "E": Fraction(10**18),
+}
+RESOURCE_KEYS = ("cpu", "memory", "gpu", "ephemeral_storage")
+
+
+def parse_quantity(text: str) -> Fraction:
+    """A Kubernetes quantity (``4Gi``, ``500m``, ``2``) in base units, as the control plane
+    checks it. Raises ``ValueError`` naming the accepted forms."""
+    m = _QUANTITY.match(str(text).strip())
+    if m is None:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity; use e.g. 4Gi, 512Mi, 2 or 500m")
+    value = Fraction(m.group(1)) * _SUFFIX[m.group(3) or ""]
+    if m.group(2):
+        value *= Fraction(10) ** int(m.group(2))
+    return value
+
+
+def _quantity_text(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"{value!r} is not a quantity; use e.g. 4Gi, 512Mi, 2 or 500m")
+    text = str(value).strip()
+    parse_quantity(text)
+    return text
+
+
+class ResourceSpec(_Frozen):
+    """Container resource requests (or limits) of a task, as Kubernetes quantities."""
+
+    cpu: str | None = None
+    memory: str | None = None
+    gpu: str | None = None
+    ephemeral_storage: str | None = None
+
+    @field_validator("cpu", "memory", "gpu", "ephemeral_storage", mode="before")
+    @classmethod
+    def _quantity(cls, v: Any) -> Any:
+        return None if v is None else _quantity_text(v)
+
+    def items(self) -> list[tuple[str, str]]:
+        return [(k, getattr(self, k)) for k in RESOURCE_KEYS if getattr(self, k) is not None]
 
 
 class GpuFaultSpec(_Frozen):
@@ -176,6 +256,58 @@ class WhenRule(_Frozen):
         return v
 
 
+DEFAULT_VERSION = "sandbox"  # the version of a task that declares no versions
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+class TaskVersionSpec(_Frozen):
+    """One deployed version of a task: the task with the given fields replaced."""
+
+    version: str
+    duration: float | None = None
+    behaviour: tuple[Outcome, ...] | None = None
+    error: ErrorSpec | None = None
+    outputs: dict[str, Any] | None = None
+    resources: ResourceSpec | None = None
+    limits: ResourceSpec | None = None
+    oom_below: str | None = None
+    when: tuple[WhenRule, ...] | None = None
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        if not _VERSION.match(v):
+            raise ValueError(
+                f"version {v!r} is not a version name: 1-63 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+        return v
+
+    @field_validator("duration", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return None if v is None else parse_duration(v)
+
+    @field_validator("oom_below", mode="before")
+    @classmethod
+    def _oom_below(cls, v: Any) -> Any:
+        return None if v is None else _quantity_text(v)
+
+    @field_validator("behaviour", mode="before")
+    @classmethod
+    def _behaviour(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [v]
+        if isinstance(v, list) and not v:
+            raise ValueError("behaviour must list at least one of succeed, fail, timeout, hang")
+        return v
+
+    def apply(self, task: TaskDef) -> TaskDef:
+        """``task`` with this version's fields."""
+        changes = {k: getattr(self, k) for k in self.model_fields_set if k != "version"}
+        return task.model_copy(update=changes)
+
+
 class TaskDef(_Frozen):
     """One task of the workload. ``children`` run in order as child actions a1, a2, ... of the
     root action; the first failing child fails the run with its error."""
@@ -194,6 +326,41 @@ class TaskDef(_Frozen):
     children: tuple[str, ...] = ()
     interruptible: bool = False
     when: tuple[WhenRule, ...] = ()
+    resources: ResourceSpec | None = None
+    limits: ResourceSpec | None = None
+    oom_below: str | None = None
+    versions: tuple[TaskVersionSpec, ...] = ()
+
+    @field_validator("oom_below", mode="before")
+    @classmethod
+    def _oom_below(cls, v: Any) -> Any:
+        return None if v is None else _quantity_text(v)
+
+    @field_validator("versions", mode="before")
+    @classmethod
+    def _versions(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"version": x} if isinstance(x, str) else x for x in v]
+        return v
+
+    @model_validator(mode="after")
+    def _unique_versions(self) -> TaskDef:
+        names = [v.version for v in self.versions]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"version {dupes[0]!r} is listed twice; each version of a task is deployed once")
+        return self
+
+    def version_names(self) -> list[str]:
+        """The task's versions, oldest first (``[sandbox]`` when it declares none)."""
+        return [v.version for v in self.versions] or [DEFAULT_VERSION]
+
+    def at_version(self, version: str) -> TaskDef:
+        """The task as version ``version`` behaves (the task itself for an undeclared one)."""
+        for spec in self.versions:
+            if spec.version == version:
+                return spec.apply(self)
+        return self
 
     @field_validator("duration", "queued", mode="before")
     @classmethod
@@ -286,6 +453,7 @@ class RunBatch(_Frozen):
     inputs: dict[str, Any] = Field(default_factory=dict)
     project: str | None = None
     domain: str | None = None
+    version: str | None = Field(default=None, description="the task version to run (default: the latest)")
 
     @field_validator("inputs")
     @classmethod
@@ -296,6 +464,18 @@ class RunBatch(_Frozen):
             except TypeError as exc:
                 raise ValueError(f"input {key!r}: {exc}") from None
         return v
+
+
+class Deploy(TaskVersionSpec):
+    """A version of ``task`` deployed ``after`` the sandbox starts (what a CI pipeline does)."""
+
+    task: str
+    after: float = 0.0
+
+    @field_validator("after", mode="before")
+    @classmethod
+    def _after(cls, v: Any) -> float:
+        return parse_duration(v)
 
 
 class Arrival(RunBatch):
@@ -326,11 +506,37 @@ class Workload(_Frozen):
     tasks: dict[str, TaskDef] = Field(default_factory=dict)
     runs: tuple[RunBatch, ...] = ()
     arrivals: tuple[Arrival, ...] = ()
+    deploys: tuple[Deploy, ...] = ()
+    max_resources: ResourceSpec | None = None
 
     @model_validator(mode="after")
     def _references(self) -> Workload:
         problems: list[tuple[tuple[Any, ...], str]] = []
         known = sorted(self.tasks)
+        for section, items in (("runs", self.runs), ("arrivals", self.arrivals)):
+            for i, item in enumerate(items):
+                task = self.tasks.get(item.task)
+                if task is not None and item.version is not None and item.version not in task.version_names():
+                    problems.append(
+                        (
+                            (section, i, "version"),
+                            f"task {item.task!r} has no version {item.version!r}; its versions: "
+                            f"{', '.join(task.version_names())}",
+                        )
+                    )
+        for i, deploy in enumerate(self.deploys):
+            task = self.tasks.get(deploy.task)
+            if task is None:
+                problems.append(
+                    (("deploys", i, "task"), f"unknown task {deploy.task!r}; known tasks: {known}")
+                )
+            elif deploy.version in task.version_names():
+                problems.append(
+                    (
+                        ("deploys", i, "version"),
+                        f"task {deploy.task!r} already has version {deploy.version!r}; deploy a new version",
+                    )
+                )
         for name, task in self.tasks.items():
             for i, child in enumerate(task.children):
                 if child not in self.tasks:
