@@ -19,12 +19,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from rerund.core.runs import FailureFacts, RerunRequest, RunRef, RunSummary
+from rerund.core.runs import FailureFacts, RelaunchRequest, RerunRequest, RunRef, RunSummary
 
 __all__ = [
     "ControlPlane",
     "DecisionLedger",
     "Notifier",
+    "Relauncher",
     "ReproLedger",
     "Scheduler",
     "ScopeDirectory",
@@ -95,6 +96,26 @@ class ControlPlane(Protocol):
 
     def console_url(self, ref: RunRef) -> str:
         """Where a human sees the run."""
+        ...
+
+
+@runtime_checkable
+class Relauncher(Protocol):
+    """A control plane that runs deployed tasks afresh (``retry.scope: relaunch``). The flyte
+    adapter is one; a ``ControlPlane`` that is not refuses relaunches (recorded as invalid)."""
+
+    async def create_relaunch(self, request: RelaunchRequest) -> RunRef:
+        """Create the relaunch: the deployed task (``Task.get``: ListTasks for the latest version,
+        GetTaskDetails), overridden with the request's resources, run under the request's name
+        with the source run's inputs (GetRunDetails, GetActionData) — SelectCluster,
+        UploadInputs, CreateRun. Errors as ``create_rerun``'s: ``AlreadyExistsError`` when the
+        name exists, ``PermanentControlPlaneError`` when the task or version is not deployed or
+        the resources are refused."""
+        ...
+
+    async def latest_task_version(self, project: str, domain: str, task: str) -> str | None:
+        """The most recently deployed version of ``task`` (None: none is deployed). Costs 1
+        RPC: ListTasks (name EQUAL, sorted by created_at descending, limit 1)."""
         ...
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -11,8 +11,6 @@ from hypothesis import strategies as st
 from rerund.core.decide import decide, explain
 from rerund.core.model import Defer, GiveUp, Rerun, Scope, WaitForVersion
 from rerund.core.resources import ResourcesView, parse_quantity
-
-from datetime import UTC, datetime
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
@@ -82,7 +80,12 @@ def test_escalation_is_capped_and_gives_up_at_the_cap(policies, make_failure):
     resources = FOUR_GI
     for attempt in range(5):
         failure = make_failure(
-            run=f"r-{attempt}", root="r", attempt=attempt, error=OOM_ERROR, task_version="v1", resources=resources
+            run=f"r-{attempt}",
+            root="r",
+            attempt=attempt,
+            error=OOM_ERROR,
+            task_version="v1",
+            resources=resources,
         )
         d = decide(failure, ps, T0)
         if not isinstance(d, Rerun):
@@ -135,10 +138,10 @@ def test_newer_gives_up_when_max_wait_is_over(policies, make_failure):
     )
 
 
-@pytest.mark.parametrize(
-    ("latest", "version"), [(None, ""), ("v3", "v3")], ids=["not-listed", "listed"]
-)
-def test_latest_uses_the_listed_latest_or_lets_the_relaunch_resolve_it(policies, make_failure, latest, version):
+@pytest.mark.parametrize(("latest", "version"), [(None, ""), ("v3", "v3")], ids=["not-listed", "listed"])
+def test_latest_uses_the_listed_latest_or_lets_the_relaunch_resolve_it(
+    policies, make_failure, latest, version
+):
     ps = policies(
         """
         policies:
@@ -192,7 +195,9 @@ def test_a_relaunch_never_asks_for_less_than_the_source_nor_more_than_the_cap(
 ):
     ps = policies(OOM)
     source = ResourcesView(requests={"memory": f"{gib}Gi"}, limits={"memory": f"{gib}Gi"})
-    d = decide(make_failure(attempt=attempt, root="r", error=OOM_ERROR, task_version="v1", resources=source), ps, T0)
+    d = decide(
+        make_failure(attempt=attempt, root="r", error=OOM_ERROR, task_version="v1", resources=source), ps, T0
+    )
     if isinstance(d, Rerun):
         assert d.relaunch is not None and d.relaunch.resources is not None
         new = parse_quantity(d.relaunch.resources.requests["memory"])

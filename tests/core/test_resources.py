@@ -44,7 +44,9 @@ def test_quantities_parse_exactly(text, value):
 
 @pytest.mark.parametrize("text", ["", "4GB", "-1Gi", "Gi", "2x", "1..5", "four"])
 def test_a_non_quantity_is_refused_with_the_accepted_forms(text):
-    with pytest.raises(ValueError, match=r"is not a Kubernetes quantity; write a number with an optional suffix"):
+    with pytest.raises(
+        ValueError, match=r"is not a Kubernetes quantity; write a number with an optional suffix"
+    ):
         parse_quantity(text)
 
 
@@ -89,7 +91,9 @@ def _rules(cap: str | None = None, **rules: str) -> ResourceRules:
     for name, text in rules.items():
         factor = parse_multiplier(text)
         built[name] = (
-            ResourceRule(text, factor=factor) if factor is not None else ResourceRule(text, value=parse_quantity(text))
+            ResourceRule(text, factor=factor)
+            if factor is not None
+            else ResourceRule(text, value=parse_quantity(text))
         )
     caps = {name: parse_quantity(cap) for name in rules} if cap else {}
     texts = {name: cap for name in rules} if cap else {}
@@ -101,7 +105,9 @@ SOURCE = ResourcesView(requests={"memory": "4Gi", "cpu": "1"}, limits={"memory":
 
 def test_a_multiplier_scales_request_and_limit_and_keeps_other_resources_exactly():
     plan = plan_resources(SOURCE, _rules(memory="2x"))
-    assert plan.target == ResourcesView(requests={"memory": "8Gi", "cpu": "1"}, limits={"memory": "8Gi", "cpu": "2"})
+    assert plan.target == ResourcesView(
+        requests={"memory": "8Gi", "cpu": "1"}, limits={"memory": "8Gi", "cpu": "2"}
+    )
     assert plan.changes == ("memory request 4Gi -> 8Gi", "memory limit 4Gi -> 8Gi")
     assert plan.grew
 
@@ -180,7 +186,9 @@ def test_planned_resources_are_never_below_the_source_nor_above_the_cap(request,
         assert new is not None
         assert parse_quantity(new) >= parse_quantity(old)  # never lowered
         if cap is not None:
-            assert parse_quantity(new) <= max(parse_quantity(cap), parse_quantity(old), parse_quantity(request))
+            assert parse_quantity(new) <= max(
+                parse_quantity(cap), parse_quantity(old), parse_quantity(request)
+            )
     if plan.target.limits.get("memory"):
         assert parse_quantity(plan.target.limits["memory"]) >= parse_quantity(plan.target.requests["memory"])
     assert plan.grew == any(

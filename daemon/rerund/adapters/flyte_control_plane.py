@@ -48,6 +48,14 @@ Flyte's SQL can take); an INTERNAL answer that repeats for the same request
 (``_INTERNAL_REPEATS`` times in a row) becomes ``PermanentControlPlaneError``; a FAILED run whose
 error details have not arrived yet is reported with ``error_pending``; a run an operator
 aborted after it had finished is reported with ``finished_phase``.
+
+Relaunches (``rerund.ports.Relauncher``) go through the SDK's public path for running a
+deployed task: ``flyte.remote.Task.get(name, version=... | auto_version="latest")`` (ListTasks
+for the latest, GetTaskDetails), ``.override(resources=...)`` (a full replacement of the
+container's resources, so every resource of the request is passed; the task's accelerator and
+shared memory are kept), the source's inputs from ``Run.get(name).inputs()`` (GetRunDetails,
+SelectCluster, GetActionData), then ``flyte.with_runcontext(name=..., labels=...).run(task,
+**inputs)`` (SelectCluster, UploadInputs, CreateRun). ``latest_task_version`` is one ListTasks.
 """
 
 from __future__ import annotations
@@ -68,7 +76,16 @@ from typing import Any
 
 from rerund.clock import utcnow
 from rerund.core.model import ErrorInfo, GpuFault, RunSpecView
-from rerund.core.runs import LABEL_POLICY, LABEL_REPRO, FailureFacts, RerunRequest, RunRef, RunSummary
+from rerund.core.resources import RESOURCE_NAMES, ResourcesView
+from rerund.core.runs import (
+    LABEL_POLICY,
+    LABEL_REPRO,
+    FailureFacts,
+    RelaunchRequest,
+    RerunRequest,
+    RunRef,
+    RunSummary,
+)
 from rerund.core.runspec import SDK_ENV_KEYS
 from rerund.errors import (
     AlreadyExistsError,
@@ -84,6 +101,8 @@ __all__ = [
     "FlyteControlPlane",
     "decode_literal",
     "error_info",
+    "resources_view",
+    "runcontext_for_relaunch",
     "runcontext_for_rerun",
     "spec_view",
     "translate_error",
@@ -295,6 +314,81 @@ def _finished_before_abort(root: Any) -> str | None:
     last = max(root.attempts, key=lambda a: a.attempt)
     phase = _phase_name(last.phase)
     return phase if phase in ("SUCCEEDED", "FAILED", "TIMED_OUT", "RECOVERED") else None
+
+
+def runcontext_for_relaunch(request: RelaunchRequest, source: RunSpecView) -> dict[str, Any]:
+    """The ``flyte.with_runcontext`` keyword arguments of a relaunch: a fresh RunSpec that is the
+    source's, changed as a rerun would be (``rerund.core.runspec``): env and labels merged
+    over the source's, annotations too, the policy's RunSpec keys over the source's values.
+    A fresh run's spec starts empty, so every source value is passed explicitly."""
+    ov = request.overrides
+    env = {**source.env, **request.env}
+    kwargs: dict[str, Any] = {
+        "name": request.name,
+        "env_vars": env,
+        "labels": {**source.labels, **request.labels},
+        "annotations": {**source.annotations, **ov.annotations},
+        "project": request.source.project,
+        "domain": request.source.domain,
+        "cache_lookup_scope": source.cache_lookup_scope or None,
+    }
+    if "LOG_FORMAT" in env:
+        kwargs["log_format"] = env["LOG_FORMAT"]
+    if source.queue:
+        kwargs["queue"] = source.queue
+    if source.interruptible is not None:
+        kwargs["interruptible"] = source.interruptible
+    if source.service_account:
+        kwargs["service_account"] = source.service_account
+    if source.overwrite_cache:
+        kwargs["overwrite_cache"] = True
+    if source.max_action_concurrency:
+        kwargs["max_action_concurrency"] = source.max_action_concurrency
+    for key in ("queue", "interruptible", "service_account", "overwrite_cache", "max_action_concurrency"):
+        value = getattr(ov, key)
+        if value is not None:
+            kwargs[key] = value
+    return kwargs
+
+
+_RESOURCE_KEYS = {1: "cpu", 2: "gpu", 3: "memory", 4: "storage", 5: "ephemeral_storage"}  # core.Resources
+
+
+def resources_view(template: Any) -> ResourcesView | None:
+    """The container requests and limits of a flyteidl2 ``TaskTemplate`` (None: no container)."""
+    if not template.HasField("container"):
+        return None
+    res = template.container.resources
+
+    def entries(items: Any) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for e in items:
+            name = _RESOURCE_KEYS.get(int(e.name))
+            if name in RESOURCE_NAMES:
+                out[name] = e.value
+        return out
+
+    return ResourcesView.model_validate({"requests": entries(res.requests), "limits": entries(res.limits)})
+
+
+def _flyte_resources(view: ResourcesView) -> Any:
+    """``flyte.Resources`` asking for exactly ``view`` (cpu and memory as (request, limit) when
+    both are set; a limit without a request is requested too; gpu and disk as requests)."""
+    import flyte
+
+    def pair(name: Any) -> Any:
+        request, limit = view.requests.get(name), view.limits.get(name)
+        if request is not None and limit is not None:
+            return (request, limit)
+        return request if request is not None else limit
+
+    gpu = view.requests.get("gpu") or view.limits.get("gpu")
+    return flyte.Resources(
+        cpu=pair("cpu"),
+        memory=pair("memory"),
+        gpu=int(gpu) if gpu is not None else None,
+        disk=view.requests.get("ephemeral_storage") or view.limits.get("ephemeral_storage"),
+    )
 
 
 def decode_literal(lit: Any) -> Any:
@@ -1074,6 +1168,7 @@ class FlyteControlPlane:
             and not action_details.HasField("error_info")
             and not action_details.HasField("abort_info")
         )
+        template = root.task.task_template
         return FailureFacts(
             summary=summary,
             labels=labels,
@@ -1084,6 +1179,8 @@ class FlyteControlPlane:
             spec=spec_view(spec),
             error_pending=pending,
             finished_phase=_finished_before_abort(root),
+            task_version=root.metadata.task.id.version or template.id.version,
+            resources=resources_view(template) if root.HasField("task") else None,
         )
 
     async def read_spec(self, ref: RunRef) -> RunSpecView:
@@ -1120,20 +1217,7 @@ class FlyteControlPlane:
         mark = ""
         oss = not await self._supports_label_filters(src.project, src.domain)
         if oss:
-            # Open-source Flyte returns an existing run of that name as a success (and enqueues
-            # it again): look first, and mark this create so its answer can be told apart.
-            try:
-                await self.get_run(request.target)
-            except NotFoundError:
-                pass
-            else:
-                raise AlreadyExistsError(
-                    f"CreateRun: run {request.target} already exists (found before creating it; "
-                    "open-source Flyte would have returned it as a success)",
-                    rpc="CreateRun",
-                    code="already_exists",
-                )
-            mark = uuid.uuid4().hex[:12]
+            mark = await self._look_first(request.target)
         key = ("CreateRun", str(request.target).encode())
         source_spec = request.source_spec if request.source_spec is not None else await self.read_spec(src)
         force = list(request.overrides.force_rerun_actions) or None
@@ -1156,16 +1240,111 @@ class FlyteControlPlane:
         except Exception as exc:
             raise self._repeated_internal(key, translate_error(exc, "CreateRun")) from exc
         self._internal.pop(key, None)
-        # oss: another process may have created the same name between the look and the create,
-        # and open-source Flyte then answered with its run. The mark says whose run it is.
-        if oss and await self._issue_mark(request.target) != mark:
+        if oss:
+            await self._check_mark(request.target, mark)
+        return RunRef(src.project, src.domain, str(run.name or request.name))
+
+    async def _look_first(self, target: RunRef) -> str:
+        """oss: open-source Flyte returns an existing run of that name as a success (and
+        enqueues it again): look first (1 GetRunDetails; ``AlreadyExistsError`` when found),
+        and return the mark this create carries so its answer can be told apart."""
+        try:
+            await self.get_run(target)
+        except NotFoundError:
+            pass
+        else:
             raise AlreadyExistsError(
-                f"CreateRun: run {request.target} was created by another process at the same "
+                f"CreateRun: run {target} already exists (found before creating it; "
+                "open-source Flyte would have returned it as a success)",
+                rpc="CreateRun",
+                code="already_exists",
+            )
+        return uuid.uuid4().hex[:12]
+
+    async def _check_mark(self, target: RunRef, mark: str) -> None:
+        """oss: another process may have created the same name between the look and the create,
+        and open-source Flyte then answered with its run. The mark says whose run it is."""
+        if await self._issue_mark(target) != mark:
+            raise AlreadyExistsError(
+                f"CreateRun: run {target} was created by another process at the same "
                 "moment (open-source Flyte answered with that run as a success)",
                 rpc="CreateRun",
                 code="already_exists",
             )
+
+    async def create_relaunch(self, request: RelaunchRequest) -> RunRef:
+        import flyte
+        import flyte.errors
+        import flyte.remote
+
+        src = request.source
+        mark = ""
+        oss = not await self._supports_label_filters(src.project, src.domain)
+        if oss:
+            mark = await self._look_first(request.target)
+        source_spec = request.source_spec if request.source_spec is not None else await self.read_spec(src)
+        version = request.version or None
+        what = f"task {request.task!r} version {request.version or 'latest'!r} in {src.project}/{src.domain}"
+
+        async def relaunch() -> Any:
+            with self._scope(src.project, src.domain):
+                lazy = flyte.remote.Task.get(
+                    request.task,
+                    project=src.project,
+                    domain=src.domain,
+                    version=version,
+                    auto_version=None if version else "latest",
+                )
+                task = await lazy.fetch.aio()
+                if request.resources is not None:
+                    ext = task.pb2.spec.task_template.extended_resources
+                    kept = type(ext)()
+                    kept.CopyFrom(ext)
+                    task = task.override(resources=_flyte_resources(request.resources))
+                    if kept.ByteSize():  # the accelerator type and shared memory stay the task's
+                        task.pb2.spec.task_template.extended_resources.CopyFrom(kept)
+                source_run = await flyte.remote.Run.get.aio(name=src.name)
+                inputs = dict(await source_run.inputs.aio())
+                inputs.update(request.inputs)
+                kwargs = runcontext_for_relaunch(request, source_spec)
+                if mark:  # oss: the mark of this create, an annotation (labels stay the request's)
+                    kwargs["annotations"] = {**kwargs.get("annotations", {}), ANNOTATION_ISSUER: mark}
+                runner = flyte.with_runcontext(**kwargs)
+                return await runner.run.aio(task, **inputs)
+
+        try:
+            run = await asyncio.wait_for(relaunch(), timeout=self._timeout * 4)
+        except asyncio.CancelledError:
+            raise
+        except flyte.errors.RemoteTaskNotFoundError as exc:
+            raise PermanentControlPlaneError(
+                f"relaunch {request.name!r} of run {src.name!r}: {what} is not deployed ({exc}); not retried",
+                rpc="GetTaskDetails",
+                code="not_found",
+            ) from exc
+        except Exception as exc:
+            raise translate_error(exc, "CreateRun") from exc
+        if oss:
+            await self._check_mark(request.target, mark)
         return RunRef(src.project, src.domain, str(run.name or request.name))
+
+    async def latest_task_version(self, project: str, domain: str, task: str) -> str | None:
+        import flyte.remote
+
+        async def latest() -> str | None:
+            with self._scope(project, domain):
+                async for found in flyte.remote.Task.listall.aio(
+                    by_task_name=task, project=project, domain=domain, sort_by=("created_at", "desc"), limit=1
+                ):
+                    return str(found.version)
+            return None
+
+        try:
+            return await asyncio.wait_for(latest(), timeout=self._timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise translate_error(exc, "ListTasks") from exc
 
     def console_url(self, ref: RunRef) -> str:
         if self._console_url:

@@ -15,7 +15,15 @@ from typing import Any
 
 from rerund.core.model import Failure, GiveUp, Phase, Rerun, Scope
 from rerund.core.rules import GLOBAL_BUDGET
-from rerund.core.runs import LABEL_ATTEMPT, LABEL_ROOT, ROOT_ACTION, FailureFacts, RerunRequest, RunRef
+from rerund.core.runs import (
+    LABEL_ATTEMPT,
+    LABEL_ROOT,
+    ROOT_ACTION,
+    FailureFacts,
+    RelaunchRequest,
+    RerunRequest,
+    RunRef,
+)
 from rerund.core.times import iso
 
 __all__ = [
@@ -23,8 +31,10 @@ __all__ = [
     "budget_counts",
     "exhausted_notice",
     "failure_from",
+    "issue_request",
     "lineage_names",
     "policy_budgets",
+    "relaunch_request",
     "rerun_request",
 ]
 
@@ -42,9 +52,12 @@ def failure_from(
     facts: FailureFacts,
     used: Mapping[str, int] | None = None,
     oldest: Mapping[str, datetime] | None = None,
+    latest_version: str | None = None,
 ) -> Failure:
     """The ``Failure`` of ``facts``, with the budget counts ``used`` / ``oldest`` (from
-    ``budget_counts``). Its root is the ``rerund-root`` label, else the run itself."""
+    ``budget_counts``) and the latest deployed version of its task as last listed
+    (``latest_version``, None: not listed). Its root is the ``rerund-root`` label, else the
+    run itself."""
     s = facts.summary
     return Failure(
         run=s.ref.name,
@@ -62,6 +75,9 @@ def failure_from(
         budget_used=dict(used or {}),
         budget_oldest=dict(oldest or {}),
         spec=facts.spec,
+        task_version=facts.task_version,
+        resources=facts.resources,
+        latest_version=latest_version,
     )
 
 
@@ -77,6 +93,36 @@ def rerun_request(facts: FailureFacts, decision: Rerun) -> RerunRequest:
         name=decision.name,
         action=action,
         recover=decision.scope == Scope.RECOVER,
+        env=dict(decision.env),
+        labels=dict(decision.labels),
+        inputs=dict(decision.inputs),
+        overrides=decision.overrides,
+        source_spec=facts.spec,
+    )
+
+
+def issue_request(facts: FailureFacts, decision: Rerun) -> RerunRequest | RelaunchRequest:
+    """What carrying out ``decision`` creates: a relaunch for scope ``relaunch``, else a rerun."""
+    if decision.relaunch is not None:
+        return relaunch_request(facts, decision)
+    return rerun_request(facts, decision)
+
+
+def relaunch_request(facts: FailureFacts, decision: Rerun) -> RelaunchRequest:
+    """The relaunch of ``decision`` (scope ``relaunch``): its target task, version and
+    resources, the decision's env, labels (lineage labels included), inputs and RunSpec
+    overrides, and the source's spec when read with the failure."""
+    target = decision.relaunch
+    if target is None:
+        raise ValueError(
+            f"decision for run {decision.source_run!r} is not a relaunch (scope {decision.scope.value})"
+        )
+    return RelaunchRequest(
+        source=facts.summary.ref,
+        name=decision.name,
+        task=target.task or facts.summary.task,
+        version=target.version,
+        resources=target.resources,
         env=dict(decision.env),
         labels=dict(decision.labels),
         inputs=dict(decision.inputs),

@@ -5,6 +5,8 @@ the core reads them; they live here, on the ground floor, so every layer can imp
 Lineage lives on the control plane, in three labels every rerun carries (``rerund-root``,
 ``rerund-attempt``, ``rerund-policy``), plus the SDK's ``RunSpec.relation``. Nothing about a
 lineage is only known locally. A reproduction rerun carries ``rerund-repro`` (the check's name).
+A relaunch (a fresh run of the deployed task) has no relation at all: its lineage is only in
+those labels, which is why every layer reads lineage from labels.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from rerund.core.model import ErrorInfo, RunOverrides, RunSpecView
+from rerund.core.resources import ResourcesView
 
 __all__ = [
     "FAILED_PHASES",
@@ -25,6 +28,7 @@ __all__ = [
     "ROOT_ACTION",
     "TERMINAL_PHASES",
     "FailureFacts",
+    "RelaunchRequest",
     "RerunRequest",
     "RunRef",
     "RunSummary",
@@ -93,6 +97,8 @@ class FailureFacts:
     # ABORTED only because an operator aborted a run that had already finished in this phase
     # (open-source AbortRun has no phase condition); None for a real abort.
     finished_phase: str | None = None
+    task_version: str = ""  # the version of the run's (root) task
+    resources: ResourcesView | None = None  # the root task's requests and limits (None: unknown)
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,30 @@ class RerunRequest:
     name: str
     action: str = "a0"
     recover: bool = False
+    env: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    overrides: RunOverrides = field(default_factory=RunOverrides)
+    source_spec: RunSpecView | None = None
+
+    @property
+    def target(self) -> RunRef:
+        return RunRef(self.source.project, self.source.domain, self.name)
+
+
+@dataclass(frozen=True)
+class RelaunchRequest:
+    """One relaunch to create: a fresh run named ``name`` of version ``version`` of the deployed
+    task ``task`` (``""``: the latest deployed), with ``resources`` (None: the deployed task's
+    own), the source run's inputs with ``inputs`` over them, and a RunSpec that is the
+    source's (``source_spec``; read by the adapter when None) changed as for a rerun: ``env``
+    and ``labels`` (lineage labels included) merged over it, the ``overrides`` applied."""
+
+    source: RunRef
+    name: str
+    task: str
+    version: str = ""
+    resources: ResourcesView | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     inputs: Mapping[str, Any] = field(default_factory=dict)

@@ -21,6 +21,7 @@ from rerund.core.status import ListedRerun
 from rerund.ports import ControlPlane
 from rerund.runtime.reconcile import DEFAULT_LOOKBACK
 from rerund.runtime.reconcile.index import RerunIndex
+from rerund.runtime.relaunch import TaskVersions, task_key
 
 __all__ = ["LiveExplanation", "explain_live"]
 
@@ -54,5 +55,7 @@ async def explain_live(
         return None
     facts = await cp.read_failure(summary)
     used, oldest = index.budget_counts(now, budgets)
-    failure = failure_from(facts, used, oldest)
+    versions = TaskVersions(cp)  # the latest version of its task, as a waiting relaunch sees it
+    await versions.refresh([task_key(facts)])
+    failure = failure_from(facts, used, oldest, versions.latest(task_key(facts)))
     return LiveExplanation(explain(failure, policies, now), failure, tuple(index.listed()))

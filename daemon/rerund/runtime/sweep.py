@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from aiolimiter import AsyncLimiter
 
-from rerund.core.lineage import attempt_of, budget_counts, failure_from, rerun_request
+from rerund.core.lineage import attempt_of, budget_counts, failure_from, issue_request
 from rerund.core.rules import PolicySet
 from rerund.core.runs import (
     FAILED_PHASES,
@@ -47,6 +47,7 @@ from rerund.core.runs import (
     LABEL_POLICY,
     LABEL_ROOT,
     FailureFacts,
+    RelaunchRequest,
     RerunRequest,
     RunRef,
     RunSummary,
@@ -64,6 +65,7 @@ from rerund.ports import ControlPlane, DecisionLedger, ScopeDirectory
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.reconcile import public_decision
 from rerund.runtime.reconcile.issuer import Issuer, Stopped
+from rerund.runtime.relaunch import send
 
 __all__ = ["IssueResult", "SweepOutcome", "Sweeper", "unreachable"]
 
@@ -329,11 +331,11 @@ class Sweeper:
         await asyncio.gather(*(one(i) for i in items))
         return results
 
-    def request(self, item: PlannedRerun) -> RerunRequest:
-        """The CreateRun of ``item``: the daemon's ``rerun_request``, from the facts the plan
-        was made from."""
+    def request(self, item: PlannedRerun) -> RerunRequest | RelaunchRequest:
+        """The CreateRun of ``item``: the daemon's ``issue_request`` (a rerun, or a relaunch for
+        scope relaunch), from the facts the plan was made from."""
         f = item.failure
-        return rerun_request(self._facts[RunRef(f.project, f.domain, f.run)], item.decision)
+        return issue_request(self._facts[RunRef(f.project, f.domain, f.run)], item.decision)
 
     async def _issue_one(self, item: PlannedRerun) -> IssueResult:
         req = self.request(item)
@@ -344,7 +346,7 @@ class Sweeper:
                     await self._limiter.acquire()
                 if self.stopping:
                     raise Stopped
-                await self._cp.create_rerun(req)
+                await send(self._cp, req)
 
         def retrying(exc: ControlPlaneError, delay: float) -> None:
             log.warning("creating rerun %s failed, retrying in %.1fs: %s", item.name, delay, exc)

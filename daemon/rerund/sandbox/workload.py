@@ -58,6 +58,7 @@ path of each mistake. Loading is pure apart from reading the file.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path

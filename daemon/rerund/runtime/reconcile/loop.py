@@ -30,7 +30,11 @@ Cost (the RPC budget, see ``rerund.ports.ControlPlane``): a failure read is 3 RP
 resync; the reruns index makes an already-issued rerun cost nothing either. Budget counts
 come from the same reruns listing.
 
-No policy ``if`` lives here: the loop maps the four decision kinds to four actions.
+No policy ``if`` lives here: the loop maps the four decision kinds to four actions. A
+relaunch (scope ``relaunch``) is a ``Rerun`` carried out by ``create_relaunch`` instead of
+``create_rerun`` (``rerund.runtime.relaunch.send``); a ``WaitForVersion`` defer stays pending
+until the pass's task listing (``TaskVersions``, one ListTasks per waiting task name) shows a
+version other than the one it failed on, or until its ``max_wait`` ends.
 
 The package, one job per module:
 
@@ -52,10 +56,10 @@ from typing import assert_never
 
 from rerund.clock import utcnow
 from rerund.core.decide import decide as core_decide
-from rerund.core.lineage import failure_from, lineage_names, rerun_request
-from rerund.core.model import Decision, Defer, Failure, GiveUp, Ignore, Rerun
+from rerund.core.lineage import failure_from, issue_request, lineage_names
+from rerund.core.model import Decision, Defer, Failure, GiveUp, Ignore, Rerun, WaitForVersion
 from rerund.core.rules import PolicySet
-from rerund.core.runs import FAILED_PHASES, FailureFacts, RerunRequest, RunRef, RunSummary
+from rerund.core.runs import FAILED_PHASES, FailureFacts, RelaunchRequest, RerunRequest, RunRef, RunSummary
 from rerund.core.status import ListedRerun
 from rerund.errors import AlreadyExistsError, ControlPlaneError, NotFoundError, PermanentControlPlaneError
 from rerund.ports import ControlPlane, DecisionLedger, Notifier, Scheduler
@@ -64,6 +68,7 @@ from rerund.runtime.reconcile.index import RerunIndex, RerunInfo
 from rerund.runtime.reconcile.issuer import Issuer, Stopped
 from rerund.runtime.reconcile.owed import OwedWork, Seen
 from rerund.runtime.reconcile.recorder import DecisionRecorder, Tracked, spawner
+from rerund.runtime.relaunch import TaskVersions, send, task_key
 
 __all__ = ["DEFAULT_LOOKBACK", "Reconciler", "SyncReport"]
 
@@ -150,6 +155,7 @@ class Reconciler:
         self._error_wait = error_wait
         self._error_recheck = error_recheck
         self._awaiting_error: set[RunRef] = set()  # FAILED runs whose error details are late
+        self._versions = TaskVersions(control_plane)
         self.recent = self._recorder.recent
         self.last_sync: datetime | None = None
 
@@ -234,6 +240,7 @@ class Reconciler:
                 self._recorder.observe(summary, now)
             await self._handle_many([s for s in failed if s.phase in FAILED_PHASES], now)
             self._recorder.save_watermark(scope, self._owed.advance(scope, now))
+        await self._relaunch_fixed()
         await self._redecide_due(now)
         if not errors:
             # When the pass finished, not when it began: a pass over a large backlog (thousands
@@ -393,7 +400,7 @@ class Reconciler:
         policies = self._policies()
         budgets = policies.budgets()
         used, oldest = self._index.budget_counts(now, budgets) if budgets else ({}, {})
-        failure = failure_from(facts, used, oldest)
+        failure = failure_from(facts, used, oldest, self._versions.latest(task_key(facts)))
         decision = self._decide(failure, policies, now)
         ref = facts.summary.ref
         if isinstance(decision, Rerun):
@@ -414,6 +421,9 @@ class Reconciler:
                 target = RunRef(ref.project, ref.domain, decision.name)
                 self._index.reserve(RerunInfo(target, now, decision.policy, failure.root, decision.attempt))
                 self._spawn_issue(ref, self._issue(facts, failure, decision))
+            case WaitForVersion():
+                self._defer(facts, decision.not_before)
+                self._owed.pending[ref].waiting = (task_key(facts), decision.failed_version)
             case Defer():
                 self._defer(facts, decision.not_before)
             case GiveUp():
@@ -482,6 +492,21 @@ class Reconciler:
         finally:
             self._inflight.discard(ref)
 
+    async def _relaunch_fixed(self) -> None:
+        """List the latest version of every task a failure waits on (one ListTasks per task)
+        and decide again each waiting failure whose task now has another version."""
+        waits = {ref: p.waiting for ref, p in self._owed.pending.items() if p.waiting is not None}
+        for exc in await self._versions.refresh(key for key, _ in waits.values()):
+            self._issuer.count_error(exc)
+            log.warning("listing task versions failed, retrying next pass: %s", exc)
+        busy = self._inflight | self._issuing
+        for ref, (key, failed) in waits.items():
+            latest = self._versions.latest(key)
+            if latest is not None and latest != failed and ref not in busy:
+                await self._redecide(ref)
+        still = {p.waiting[0] for p in self._owed.pending.values() if p.waiting is not None}
+        self._versions.forget({key for key, _ in waits.values()} - still)
+
     async def _redecide_due(self, now: datetime) -> None:
         for ref in self._owed.due(now, self._inflight | self._issuing):
             await self._redecide(ref)
@@ -489,14 +514,14 @@ class Reconciler:
     # -- acting ------------------------------------------------------------------------------
 
     async def _issue(self, facts: FailureFacts, failure: Failure, decision: Rerun) -> None:
-        req = rerun_request(facts, decision)
+        req = issue_request(facts, decision)
         try:
             await self._create(facts, failure, decision, req)
         finally:
             self._index.release(req.target)
 
     async def _create(
-        self, facts: FailureFacts, failure: Failure, decision: Rerun, req: RerunRequest
+        self, facts: FailureFacts, failure: Failure, decision: Rerun, req: RerunRequest | RelaunchRequest
     ) -> None:
         ref = facts.summary.ref
         attempt, policy, scope = decision.attempt, decision.policy, decision.scope.value
@@ -528,7 +553,7 @@ class Reconciler:
             async with self._sem:
                 if self.stopping:
                     raise Stopped
-                await self._cp.create_rerun(req)
+                await send(self._cp, req)
 
         def retrying(exc: ControlPlaneError, delay: float) -> None:
             log.warning("run %s: creating rerun %s failed, retrying in %.1fs: %s", ref, req.name, delay, exc)

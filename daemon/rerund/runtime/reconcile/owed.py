@@ -52,6 +52,9 @@ class Pending:
     summary: RunSummary
     failed_at: datetime
     due: datetime | None
+    # A WaitForVersion: (project, domain, task) and the version it failed on; re-decided when
+    # the task's listed latest version is another one.
+    waiting: tuple[tuple[str, str, str], str] | None = None
 
 
 class OwedWork:

@@ -176,7 +176,7 @@ class DecisionRecorder(Recorder[DecisionLedger]):
             return False
         self.metrics.decisions.labels(decision.policy or "", decision.decision).inc()
         self.metrics.detection_latency.observe(max(0.0, (now - facts.failed_at).total_seconds()))
-        if isinstance(decision, Defer):
+        if isinstance(decision, Defer) and decision.budget:  # a WaitForVersion has no budget
             self.metrics.budget_deferrals.labels(decision.budget).inc()
         entry = {
             "at": iso(now),
