@@ -177,8 +177,8 @@ def test_the_cap_stops_escalation_and_the_lineage_gives_up(
         [give_up] = [x for x in d.decisions()["decisions"] if x["decision"] == "give_up"]
         assert give_up["run"] == f"{source}-retry-2"
         assert give_up["reason"] == (
-            f"policy 'oom' gives up on run '{source}-retry-2': a relaunch on the same task version 'v1' would "
-            "get no more resources (memory request stays 16Gi: it is already at or above its max 16Gi; "
+            f"policy 'oom' gives up on run '{source}-retry-2': a relaunch on the same task version 'v1' "
+            "would get no more resources (memory request stays 16Gi: it is already at or above its max 16Gi; "
             "memory limit stays 16Gi: it is already at or above its max 16Gi): it would fail the same way"
         )
         wait_until(
