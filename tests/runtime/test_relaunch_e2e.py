@@ -116,7 +116,8 @@ def test_an_oom_is_relaunched_with_twice_the_memory_and_succeeds_with_the_source
     d = DaemonProcess(tmp_path / "d", sb, policy_file)
     with daemons(d):
         d.wait_ready()
-        [source] = sb.launch(task="train.big", inputs={"lr": 0.3}, labels={"team": "ml"})
+        env = {"LOG_LEVEL": "10", "LOG_FORMAT": "json", "USER_LOG_LEVEL": "10", "DATA_BUCKET": "s3://b"}
+        [source] = sb.launch(task="train.big", inputs={"lr": 0.3}, labels={"team": "ml"}, envs=env)
         wait_until(
             "the relaunch to succeed",
             lambda: any(r["phase"] == "SUCCEEDED" for r in lineage(sb, source)),
@@ -141,6 +142,7 @@ def test_an_oom_is_relaunched_with_twice_the_memory_and_succeeds_with_the_source
             "rerund-policy": "oom",
         }
         assert relaunch["outputs"] == {"accuracy": 0.93}
+        assert relaunch["envs"] == src["envs"] == env  # the source's RunSpec env, LOG_* included
 
         def recorded() -> bool:
             m = d.metrics()

@@ -74,7 +74,10 @@ def test_prints_endpoint_sdk_snippet_and_writes_a_flyte_cli_config(serve, tmp_pa
         'project="demo", domain="development")' in served.banner
     )
     assert f"flyte --config {tmp_path / 'flyte.yaml'} get run" in served.banner
-    assert "workload: policies/demo/workload.yaml: 8 tasks, 9 runs, 1 arrival schedules" in served.banner
+    assert (
+        "workload: policies/demo/workload.yaml: 10 tasks, 12 runs, 1 arrival schedules, 1 scheduled deploys"
+        in served.banner
+    )
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

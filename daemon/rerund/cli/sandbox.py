@@ -192,7 +192,9 @@ def run(args: argparse.Namespace) -> int:
             f"rerund sandbox: serving Flyte at {endpoint}  "
             f"(org {args.org}, project {workload.project}, domain {workload.domain})\n"
             f"  workload: {source}: {len(workload.tasks)} tasks, {len(sandbox.store.runs)} runs, "
-            f"{len(workload.arrivals)} arrival schedules\n"
+            f"{len(workload.arrivals)} arrival schedules"
+            + (f", {len(workload.deploys)} scheduled deploys" if workload.deploys else "")
+            + "\n"
             f"  database: {durable}\n"
             f"  faults:   {_faults_text(faults)}\n"
             f"  profile:  {_profile_text(profile)}\n"

@@ -585,9 +585,11 @@ class Reconciler:
         issue_record("created", "")
         self._index.add(RerunInfo(req.target, now, policy, failure.root, attempt))
         self._recorder.track(Tracked(req.target, policy, failure.root, attempt, now))
+        kind = "relaunch" if isinstance(req, RelaunchRequest) else "rerun"
         decisions_log.info(
-            "created %s: rerun %s (attempt %d, policy %s)",
+            "created %s: %s %s (attempt %d, policy %s)",
             ref,
+            kind,
             req.target,
             attempt,
             policy,
