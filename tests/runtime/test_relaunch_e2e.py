@@ -42,6 +42,19 @@ WORKLOAD: dict[str, Any] = {
             "oom_below": "32Gi",
             "versions": ["v1"],
         },
+        # OOM at 4Gi; at 8Gi a connection reset once (a rerun of the relaunch fixes that)
+        "train.flaky": {
+            "duration": "0.2s",
+            "resources": {"memory": "4Gi"},
+            "oom_below": "8Gi",
+            "behaviour": ["fail", "succeed"],
+            "error": {
+                "kind": "SYSTEM",
+                "code": "ConnectionResetError",
+                "message": "Connection reset by peer",
+            },
+            "inputs": {"shard": 1},
+        },
         # a policy asks 128Gi for it: above the platform's max_resources
         "huge.job": {"duration": "0.2s", "resources": {"memory": "1Gi"}, "oom_below": "2Gi"},
         # a bug in v1; a fix is deployed later
@@ -71,6 +84,11 @@ POLICIES: dict[str, Any] = {
             "name": "oom",
             "match": {"error": {"classes": ["oom"]}},
             "retry": {"scope": "relaunch", "resources": {"memory": "2x", "max": {"memory": "16Gi"}}},
+        },
+        {
+            "name": "transient",
+            "match": {"error": {"codes": ["ConnectionResetError"]}},
+            "retry": {"scope": "run"},
         },
         {
             "name": "wait-for-fix",
@@ -323,3 +341,31 @@ def test_two_replicas_relaunch_a_fixed_failure_exactly_once(
         results = sorted(i["result"] for d in (a, b) for i in issues(d))
         assert results.count("created") == 2
         assert set(results) <= {"created", "already_exists"}
+
+
+def test_a_rerun_of_a_relaunch_continues_the_lineage(
+    sb: SandboxHandle, policy_file: Path, tmp_path: Path
+) -> None:
+    d = DaemonProcess(tmp_path / "d", sb, policy_file)
+    with daemons(d):
+        d.wait_ready()
+        [source] = sb.launch(task="train.flaky", inputs={"shard": 7})
+
+        def recovered() -> bool:
+            runs = lineage(sb, source)
+            return len(runs) == 2 and runs[-1]["phase"] == "SUCCEEDED"
+
+        wait_until("the relaunch, then a rerun of it, to succeed", recovered, 90, d.logs)
+        relaunch, rerun = lineage(sb, source)
+        assert (relaunch["name"], relaunch["relation"], relaunch["labels"]["rerund-policy"]) == (
+            f"{source}-retry-1",
+            None,
+            "oom",
+        )
+        assert relaunch["error"]["code"] == "ConnectionResetError"  # enough memory now, another failure
+        assert rerun["name"] == f"{source}-retry-2"  # the lineage's next attempt, named from its root
+        assert rerun["relation"] == {"run": relaunch["name"], "type": "RERUN"}
+        assert (rerun["labels"]["rerund-root"], rerun["labels"]["rerund-attempt"]) == (source, "2")
+        assert rerun["labels"]["rerund-policy"] == "transient"
+        assert rerun["resources"]["requests"]["memory"] == "8Gi"  # a rerun keeps the relaunch's spec
+        assert rerun["inputs"] == {"shard": 7}

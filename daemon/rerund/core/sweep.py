@@ -37,7 +37,7 @@ from typing import Any, Literal, assert_never
 
 from rerund.core.decide import decide
 from rerund.core.durations import format_duration, parse_duration
-from rerund.core.model import Decision, Defer, Failure, GiveUp, Ignore, Rerun
+from rerund.core.model import Decision, Defer, Failure, GiveUp, Ignore, Rerun, WaitForVersion
 from rerund.core.rules import GLOBAL_BUDGET, PolicySet
 from rerund.core.runs import LABEL_REPRO
 from rerund.core.times import iso
@@ -57,13 +57,21 @@ __all__ = [
 ]
 
 SkipKind = Literal[
-    "already_issued", "duplicate", "no_match", "not_retried", "max_attempts", "budget", "reproduction"
+    "already_issued",
+    "duplicate",
+    "no_match",
+    "not_retried",
+    "max_attempts",
+    "budget",
+    "waiting_for_fix",
+    "reproduction",
 ]
 # Display order of the skipped groups, with a short human title each.
 SKIP_KINDS: dict[SkipKind, str] = {
     "already_issued": "already issued (the rerun of that attempt exists)",
     "duplicate": "another failure of the lineage at the same attempt is rerun",
     "budget": "budget full (rerun it in a later sweep)",
+    "waiting_for_fix": "waiting for a newer task version (the daemon relaunches it once one is deployed)",
     "max_attempts": "max_attempts reached (give up)",
     "not_retried": "policy says retry: false",
     "no_match": "no outage policy matches",
@@ -363,7 +371,9 @@ def _now(decision: Rerun, failure: Failure, policies: PolicySet, now: datetime) 
 def _skip(failure: Failure, decision: Defer | GiveUp | Ignore) -> Skipped:
     kind: SkipKind
     reason = decision.reason
-    if isinstance(decision, Defer):
+    if isinstance(decision, WaitForVersion):
+        kind = "waiting_for_fix"
+    elif isinstance(decision, Defer):
         kind = "budget"
         reason = f"{decision.reason}; this sweep leaves it, a later sweep can rerun it"
     elif isinstance(decision, GiveUp):
