@@ -41,7 +41,7 @@ def sb() -> Iterator[SandboxHandle]:
 
 
 def _cp(sb: SandboxHandle) -> FlyteControlPlane:
-    cp = FlyteControlPlane(endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10)
+    cp = FlyteControlPlane(endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10, backend="union")
     asyncio.run(cp.connect())
     return cp
 
@@ -196,3 +196,27 @@ def test_the_runcontext_of_a_relaunch_is_the_source_spec_changed_as_a_rerun_woul
         "service_account": "trainer",
         "max_action_concurrency": 4,
     }
+
+
+def test_on_open_source_flyte_a_relaunch_looks_before_creating(tmp_path: Any) -> None:
+    """Open-source Flyte answers a CreateRun of an existing name with that run, as a success (and
+    enqueues it again): a second relaunch of the same name must be found, not re-sent."""
+    with start_sandbox(WORKLOAD, time_scale=0.5, profile="oss") as sb:
+        cp = FlyteControlPlane(endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10, backend="oss")
+        _run(cp.connect())
+        facts = _failed(sb, cp)
+        src = facts.summary.ref
+        request = RelaunchRequest(
+            source=src,
+            name=f"{src.name}-retry-1",
+            task="train.big",
+            version="v1",
+            resources=ResourcesView(requests={"memory": "8Gi"}),
+            source_spec=facts.spec,
+        )
+        _run(cp.create_relaunch(request))
+        creates = sb.request_counts()["CreateRun"]
+        with pytest.raises(AlreadyExistsError, match="already exists \\(found before creating it"):
+            _run(cp.create_relaunch(request))
+        assert sb.request_counts()["CreateRun"] == creates  # looked first: not sent again
+        assert sb.wait_for(request.name)["phase"] == "SUCCEEDED"

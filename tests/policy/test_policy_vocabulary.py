@@ -392,8 +392,8 @@ def test_the_library_loads_ahead_of_the_demo_policies_as_the_demo_does(
 ) -> None:
     assert main(["check", str(REPO / "policies" / "library"), str(REPO / "policies")]) == 0
     assert capsys.readouterr().out.startswith(
-        "ok: 7 policies in 6 files: gpu-fault-caused-by-the-task, gpu-fault, image-never, spot-preemption, "
-        "queued-too-long, never-retry-bad-input, transient-network;"
+        "ok: 9 policies in 8 files: wait-for-fix, gpu-fault-caused-by-the-task, gpu-fault, image-never, "
+        "oom-more-memory, spot-preemption, queued-too-long, never-retry-bad-input, transient-network;"
     )
 
 
