@@ -108,9 +108,10 @@ class Relauncher(Protocol):
         """Create the relaunch: the deployed task (``Task.get``: ListTasks for the latest version,
         GetTaskDetails), overridden with the request's resources, run under the request's name
         with the source run's inputs (GetRunDetails, GetActionData) — SelectCluster,
-        UploadInputs, CreateRun. Errors as ``create_rerun``'s: ``AlreadyExistsError`` when the
-        name exists, ``PermanentControlPlaneError`` when the task or version is not deployed or
-        the resources are refused."""
+        UploadInputs, CreateRun (on open-source Flyte one GetRunDetails before and one after, as
+        for a rerun). Errors as ``create_rerun``'s: ``AlreadyExistsError`` when the name exists,
+        ``PermanentControlPlaneError`` when the task or version is not deployed or the resources
+        are refused."""
         ...
 
     async def latest_task_version(self, project: str, domain: str, task: str) -> str | None:
