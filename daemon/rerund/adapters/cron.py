@@ -9,16 +9,24 @@ Standard crontab, five fields: minute, hour, day of month, month, day of week. O
 handled here: APScheduler 3.x numbers weekdays from Monday = 0, crontab from Sunday = 0 (7 is
 Sunday too). The day-of-week field is rewritten into weekday names before APScheduler sees
 it, so ``0 3 * * 1-5`` means Monday to Friday, as in crontab.
+
+Every walk through time here terminates with bounded work. Daylight saving time is the trap:
+an aware local time plus a ``timedelta`` loses ``fold``, so at an autumn change "the firing
+after this one" can be the same firing again. So the search never steps from one local
+firing to the next: ``latest_firing`` bisects over whole UTC seconds, asking only "what is the
+first firing at or after this UTC instant", which costs at most ``MAX_TRIGGER_CALLS`` trigger
+evaluations whatever the expression, zone or instant.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["CronSchedule", "cron_problem", "timezone_problem"]
+__all__ = ["MAX_TRIGGER_CALLS", "CronSchedule", "cron_problem", "latest_firing", "timezone_problem"]
 
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _DOW_TOKEN = re.compile(r"^(?:(\*)|([a-z0-9]+)(?:-([a-z0-9]+))?)(?:/(\d+))?$")
@@ -32,6 +40,9 @@ _LOOKBACK = (
     timedelta(days=367),
     timedelta(days=4 * 366 + 1),
 )
+# One probe per window, then a bisection over the whole seconds of the widest window (< 2**27).
+MAX_TRIGGER_CALLS = len(_LOOKBACK) + int(_LOOKBACK[-1].total_seconds()).bit_length() + 1
+_SECOND = timedelta(seconds=1)
 
 
 def _day_number(text: str, expr: str) -> int:
@@ -136,21 +147,59 @@ class CronSchedule:
         self.timezone = timezone
         self._trigger = _trigger(expr, timezone)
 
-    def next_after(self, when: datetime) -> datetime | None:
-        """The first firing strictly after ``when`` (aware UTC), or None if there is none."""
-        start = when.astimezone(UTC) + timedelta(microseconds=1)
-        fire = self._trigger.get_next_fire_time(None, start)
+    def first_at_or_after(self, when: datetime) -> datetime | None:
+        """The first firing at or after ``when`` (aware), in UTC, or None (one trigger call)."""
+        fire = self._trigger.get_next_fire_time(None, when.astimezone(UTC))
         return None if fire is None else fire.astimezone(UTC)
 
-    def latest_at_or_before(self, when: datetime) -> datetime | None:
-        """The last firing at or before ``when`` (aware UTC), or None within 4 years."""
+    def next_after(self, when: datetime) -> datetime | None:
+        """The first firing strictly after ``when`` (aware UTC), or None if there is none.
+
+        Invariant (property-tested over every zone with transitions, 2020-2035): the result
+        is strictly later than ``when``, so a caller that steps from firing to firing always
+        moves forward.
+        """
         when = when.astimezone(UTC)
-        for window in _LOOKBACK:
-            latest: datetime | None = None
-            fire = self._trigger.get_next_fire_time(None, when - window)
-            while fire is not None and fire.astimezone(UTC) <= when:
-                latest = fire.astimezone(UTC)
-                fire = self._trigger.get_next_fire_time(fire, fire + timedelta(microseconds=1))
-            if latest is not None:
-                return latest
-        return None
+        fire = self.first_at_or_after(when + timedelta(microseconds=1))
+        if fire is not None and fire <= when:  # never step backwards, whatever the trigger says
+            fire = self.first_at_or_after(when.replace(microsecond=0) + _SECOND)
+            return fire if fire is not None and fire > when else None
+        return fire
+
+    def latest_at_or_before(self, when: datetime) -> datetime | None:
+        """The last firing at or before ``when`` (aware UTC), or None within 4 years.
+
+        At most ``MAX_TRIGGER_CALLS`` trigger evaluations (see ``latest_firing``).
+        """
+        return latest_firing(self.first_at_or_after, when)
+
+
+def latest_firing(
+    first_at_or_after: Callable[[datetime], datetime | None], when: datetime
+) -> datetime | None:
+    """The last firing at or before ``when``, given "first firing at or after t" (pure).
+
+    Widens the look-back window step by step (a minutely cron answers from the first, a yearly
+    one from the fifth), then bisects over whole UTC seconds for the latest start whose first
+    firing is still at or before ``when``. Terminates after at most ``MAX_TRIGGER_CALLS`` calls
+    of ``first_at_or_after``; the result is never after ``when``.
+    """
+    when = when.astimezone(UTC)
+    end = when.replace(microsecond=0)
+    for window in _LOOKBACK:
+        lo = end - window
+        fire = first_at_or_after(lo)
+        if fire is None or fire > when:
+            continue
+        # Invariant: first_at_or_after(lo) <= when < first_at_or_after(lo + span seconds).
+        best = fire
+        span = int(window.total_seconds()) + 1
+        while span > 1:
+            half = span // 2
+            probe = first_at_or_after(lo + half * _SECOND)
+            if probe is not None and best <= probe <= when:
+                lo, best, span = lo + half * _SECOND, probe, span - half
+            else:
+                span = half
+        return best
+    return None

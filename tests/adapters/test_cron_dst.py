@@ -1,0 +1,216 @@
+"""Every walk through time in the cron adapter terminates, at every DST change (issue 11.1).
+
+The regression: ``latest_at_or_before`` stepped from local firing to local firing; an aware
+local time plus a timedelta loses ``fold``, so at an autumn change APScheduler answered the
+same firing again, forever, on the event loop. The properties below run over every IANA zone
+that changes its offset between 2020 and 2035 (one zone per example, instants drawn around
+that zone's own transitions) and over the expressions users write, minutely to yearly.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, available_timezones
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rerund.adapters.cron import MAX_TRIGGER_CALLS, CronSchedule, latest_firing
+
+START = datetime(2020, 1, 1, tzinfo=UTC)
+END = datetime(2035, 12, 31, tzinfo=UTC)
+
+
+def _offset(zone: ZoneInfo, when: datetime) -> timedelta | None:
+    return when.astimezone(zone).utcoffset()
+
+
+@functools.cache
+def zones_with_transitions() -> tuple[str, ...]:
+    """Every IANA zone whose UTC offset differs somewhere in 2020-2035 (sampled every 4 weeks)."""
+    found = []
+    for name in sorted(available_timezones()):
+        zone = ZoneInfo(name)
+        first = _offset(zone, START)
+        t = START
+        while t < END:
+            if _offset(zone, t) != first:
+                found.append(name)
+                break
+            t += timedelta(weeks=4)
+    return tuple(found)
+
+
+@functools.cache
+def transitions(name: str) -> tuple[datetime, ...]:
+    """The UTC instants at which ``name`` changes offset in 2020-2035 (daily scan, then bisection)."""
+    zone = ZoneInfo(name)
+    found = []
+    t, before = START, _offset(zone, START)
+    while t < END:
+        nxt = t + timedelta(days=1)
+        after = _offset(zone, nxt)
+        if after != before:
+            lo, hi = t, nxt
+            while hi - lo > timedelta(minutes=1):
+                mid = lo + (hi - lo) / 2
+                if _offset(zone, mid) == before:
+                    lo = mid
+                else:
+                    hi = mid
+            found.append(hi.replace(second=0, microsecond=0))
+        t, before = nxt, after
+    return tuple(found)
+
+
+MINUTES = st.sampled_from(["*", "*/5", "*/15", "0", "30", "59", "0,30"])
+HOURS = st.sampled_from(["*", "0", "1", "2", "3", "23", "1-3", "*/2"])
+DAYS = st.sampled_from(["*", "*", "1", "15", "29", "31"])
+MONTHS = st.sampled_from(["*", "*", "*", "1", "3", "10", "11", "2"])
+WEEKDAYS = st.sampled_from(["*", "*", "*", "0", "1-5", "sun", "6"])
+# What users write, minutely to yearly, plus arbitrary mixes of the same fields.
+USUAL = st.sampled_from(
+    [
+        "* * * * *",
+        "*/5 * * * *",
+        "0 * * * *",
+        "30 1 * * *",
+        "30 2 * * *",
+        "0 3 * * 1-5",
+        "0 0 * * 0",
+        "0 0 1 * *",
+        "0 0 1 1 *",
+        "59 23 31 12 *",
+    ]
+)
+EXPRESSIONS = st.one_of(USUAL, st.tuples(MINUTES, HOURS, DAYS, MONTHS, WEEKDAYS).map(" ".join))
+
+
+@st.composite
+def zone_and_instant(draw: st.DrawFn) -> tuple[str, datetime]:
+    name = draw(st.sampled_from(zones_with_transitions()))
+    changes = transitions(name)
+    if changes and draw(st.booleans()):
+        base = draw(st.sampled_from(changes))
+        offset = draw(st.integers(min_value=-3 * 3600, max_value=3 * 3600))
+        micro = draw(st.sampled_from([0, 0, 1, 999_999]))
+        return name, base + timedelta(seconds=offset, microseconds=micro)
+    seconds = draw(st.integers(min_value=0, max_value=int((END - START).total_seconds())))
+    return name, START + timedelta(seconds=seconds)
+
+
+class TimedOut(Exception):
+    pass
+
+
+@contextmanager
+def deadline(seconds: int) -> Iterator[None]:
+    """Turns a hang into a failure (SIGALRM), so a regression fails instead of wedging CI."""
+
+    def _raise(signum: int, frame: object) -> None:
+        raise TimedOut(f"no answer within {seconds}s: a walk through time did not terminate")
+
+    previous = signal.signal(signal.SIGALRM, _raise)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+PROPERTY = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+
+
+@PROPERTY
+@given(EXPRESSIONS, zone_and_instant())
+def test_the_next_firing_strictly_increases(expr, zone_instant):
+    name, now = zone_instant
+    schedule = CronSchedule(expr, name)
+    t = now
+    with deadline(20):
+        for _ in range(4):
+            nxt = schedule.next_after(t)
+            if nxt is None:
+                break
+            assert nxt > t, f"{expr!r} in {name}: next firing {nxt} after {t} does not move forward"
+            t = nxt
+
+
+@PROPERTY
+@given(EXPRESSIONS, zone_and_instant())
+def test_the_latest_firing_is_never_after_now_and_costs_bounded_work(expr, zone_instant):
+    name, now = zone_instant
+    schedule = CronSchedule(expr, name)
+    calls = 0
+
+    def counted(when: datetime) -> datetime | None:
+        nonlocal calls
+        calls += 1
+        return schedule.first_at_or_after(when)
+
+    with deadline(20):
+        latest = latest_firing(counted, now)
+    assert calls <= MAX_TRIGGER_CALLS
+    if latest is not None:
+        assert latest <= now, f"{expr!r} in {name}: latest firing {latest} is after now {now}"
+        following = schedule.next_after(latest)
+        # No firing is skipped between the latest one and now.
+        assert following is None or following > now
+    assert schedule.latest_at_or_before(now) == latest
+
+
+REPORTED = {
+    "every 5 minutes, Paris, autumn 2026": (
+        "*/5 * * * *",
+        "Europe/Paris",
+        datetime(2026, 10, 25, 1, 0, tzinfo=UTC),
+    ),
+    "hourly, Berlin, autumn 2026": ("0 * * * *", "Europe/Berlin", datetime(2026, 10, 25, 1, 0, tzinfo=UTC)),
+    "01:30 daily, New York, autumn 2026": (
+        "30 1 * * *",
+        "America/New_York",
+        datetime(2026, 11, 1, 6, 0, tzinfo=UTC),
+    ),
+}
+
+
+@pytest.mark.parametrize(("expr", "zone", "now"), REPORTED.values(), ids=list(REPORTED))
+def test_the_reported_autumn_changes_answer(expr, zone, now):
+    with deadline(10):
+        latest = CronSchedule(expr, zone).latest_at_or_before(now)
+    assert latest is not None and latest <= now
+    assert (
+        latest
+        == {
+            "Europe/Paris": datetime(2026, 10, 25, 1, 0, tzinfo=UTC),
+            "Europe/Berlin": datetime(2026, 10, 25, 1, 0, tzinfo=UTC),
+            "America/New_York": datetime(2026, 11, 1, 5, 30, tzinfo=UTC),  # 01:30 EDT, before the change
+        }[zone]
+    )
+
+
+def test_every_zone_answers_at_each_of_its_backward_changes_in_2026():
+    """Every zone with transitions, not a sample: the latest 5-minute firing just after its autumn change."""
+    year = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
+    checked = 0
+    with deadline(60):
+        for name in zones_with_transitions():
+            zone = ZoneInfo(name)
+            for change in transitions(name):
+                if not year[0] <= change < year[1]:
+                    continue
+                if _offset(zone, change) >= _offset(zone, change - timedelta(minutes=1)):  # type: ignore[operator]
+                    continue  # only backward (autumn) changes repeat local times
+                now = change + timedelta(minutes=7)
+                latest = CronSchedule("*/5 * * * *", name).latest_at_or_before(now)
+                assert latest is not None and now - timedelta(minutes=5) < latest <= now, name
+                checked += 1
+    assert checked > 50  # the zones with a DST autumn change in 2026
