@@ -10,9 +10,6 @@ that zone's own transitions) and over the expressions users write, minutely to y
 from __future__ import annotations
 
 import functools
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, available_timezones
 
@@ -20,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hang_guard import hang_guard
 from rerund.adapters.cron import MAX_TRIGGER_CALLS, CronSchedule, latest_firing
 
 START = datetime(2020, 1, 1, tzinfo=UTC)
@@ -104,26 +102,6 @@ def zone_and_instant(draw: st.DrawFn) -> tuple[str, datetime]:
     return name, START + timedelta(seconds=seconds)
 
 
-class TimedOut(Exception):
-    pass
-
-
-@contextmanager
-def deadline(seconds: int) -> Iterator[None]:
-    """Turns a hang into a failure (SIGALRM), so a regression fails instead of wedging CI."""
-
-    def _raise(signum: int, frame: object) -> None:
-        raise TimedOut(f"no answer within {seconds}s: a walk through time did not terminate")
-
-    previous = signal.signal(signal.SIGALRM, _raise)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 PROPERTY = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
@@ -135,7 +113,7 @@ def test_the_next_firing_strictly_increases(expr, zone_instant):
     name, now = zone_instant
     schedule = CronSchedule(expr, name)
     t = now
-    with deadline(20):
+    with hang_guard(20, f"{expr!r} in {name}"):
         for _ in range(4):
             nxt = schedule.next_after(t)
             if nxt is None:
@@ -156,7 +134,7 @@ def test_the_latest_firing_is_never_after_now_and_costs_bounded_work(expr, zone_
         calls += 1
         return schedule.first_at_or_after(when)
 
-    with deadline(20):
+    with hang_guard(20, f"{expr!r} in {name}"):
         latest = latest_firing(counted, now)
     assert calls <= MAX_TRIGGER_CALLS
     if latest is not None:
@@ -184,7 +162,7 @@ REPORTED = {
 
 @pytest.mark.parametrize(("expr", "zone", "now"), REPORTED.values(), ids=list(REPORTED))
 def test_the_reported_autumn_changes_answer(expr, zone, now):
-    with deadline(10):
+    with hang_guard(10, f"{expr!r} in {zone}"):
         latest = CronSchedule(expr, zone).latest_at_or_before(now)
     assert latest is not None and latest <= now
     assert (
@@ -201,7 +179,7 @@ def test_every_zone_answers_at_each_of_its_backward_changes_in_2026():
     """Every zone with transitions, not a sample: the latest 5-minute firing just after its autumn change."""
     year = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
     checked = 0
-    with deadline(60):
+    with hang_guard(60, "the autumn changes of every zone"):
         for name in zones_with_transitions():
             zone = ZoneInfo(name)
             for change in transitions(name):

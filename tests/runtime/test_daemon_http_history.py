@@ -281,3 +281,37 @@ def test_history_without_a_ledger_says_how_to_find_one(tmp_path: Path, capsys) -
     assert main(["history", "--state", str(tmp_path / "none.db")]) == 2
     err = capsys.readouterr().err
     assert "no ledger at" in err and "pass --state PATH or --config FILE" in err
+
+
+HOSTILE = {
+    "alias bomb": "a0: &a0 [x, x, x, x, x, x, x, x, x]\n"
+    + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9))
+    + "policies: *a8\n",
+    "990 levels deep": "policies: " + "[" * 990 + "]" * 990 + "\n",
+}
+
+
+@pytest.mark.parametrize("text", HOSTILE.values(), ids=list(HOSTILE))
+def test_a_hostile_policy_file_is_rejected_and_hot_reload_goes_on(running: Running, caplog, text) -> None:
+    _until(lambda: running.get("/readyz").status_code == 200, "/readyz")
+    running.replace_policies(text)
+
+    _until(
+        lambda: 'rerund_policy_reloads_total{result="error"} 1.0' in running.get("/metrics").text,
+        "the rejected reload",
+    )
+    assert running.get("/healthz").status_code == 200
+    assert running.daemon.policies is not None
+    assert running.daemon.policies.current.names() == ["bad-input", "transient"]
+    assert any(
+        "policy reload (file changed) rejected: 1 problem(s); the last good policies (2) stay in force"
+        in r.getMessage()
+        for r in caplog.records
+    )
+
+    running.replace_policies(POLICIES.replace("name: bad-input", "name: bad-input-v2"))
+    _until(
+        lambda: 'rerund_policy_reloads_total{result="ok"} 1.0' in running.get("/metrics").text,
+        "the accepted reload after the hostile file",
+    )
+    assert running.daemon.policies.current.names() == ["bad-input-v2", "transient"]

@@ -104,7 +104,7 @@ arrivals:
         ("tasks: [1, 2]\n", r":1:8: tasks: Input should be a valid dictionary"),
         ("tasks:\n  t: {behaviour: []}\n", r"behaviour must list at least one of succeed, fail, timeout"),
         ("- just\n- a list\n", r":1:1: a workload file must be a mapping with tasks:, runs:, arrivals:"),
-        ("tasks: {t: [unclosed\n", r":2:1: not valid YAML"),
+        ("tasks: {t: [unclosed\n", r":2:1: invalid YAML"),
     ],
     ids=[
         "unknown-behaviour",

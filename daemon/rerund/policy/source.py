@@ -3,15 +3,15 @@
 
 Pydantic validates the plain data; its error locations (``('policies', 2, 'match', ...)``)
 are mapped back onto the node tree to find the line and column, and its messages are
-rewritten to say what to do. Bad bytes, malformed YAML, several documents, duplicate keys and
-unsafe tags are all reported the same way, never as a traceback.
+rewritten to say what to do. Bad bytes, malformed YAML, several documents, duplicate keys,
+unsafe tags and documents over the alias or depth budget (``rerund.safeyaml``, the one loader
+for every file rerund reads) are all reported the same way, never as a traceback.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,23 +19,14 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from rerund.errors import PolicyProblem
+from rerund.safeyaml import Document, decode, load_text
 
 __all__ = ["Document", "format_path", "locate", "message_for", "parse_text", "read_document", "validate"]
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 M = TypeVar("M", bound=BaseModel)
 # Union/discriminator tags pydantic puts into error locations; not part of the YAML path.
 _TAGS = frozenset({"spec", "flag"})
 MAX_FILE_BYTES = 64 << 20
-
-
-@dataclass(frozen=True)
-class Document:
-    """One parsed YAML document: its file name, node tree and plain data."""
-
-    file: str
-    node: yaml.Node | None
-    data: Any
 
 
 def format_path(loc: Sequence[str | int]) -> str:
@@ -51,25 +42,6 @@ def format_path(loc: Sequence[str | int]) -> str:
 
 def _problem(file: str, line: int, column: int, path: str, message: str) -> PolicyProblem:
     return PolicyProblem(file=file, line=line, column=column, path=path, message=message)
-
-
-def _decode(raw: bytes, file: str) -> tuple[str | None, list[PolicyProblem]]:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        before = raw[: exc.start]
-        line = before.count(b"\n") + 1
-        column = exc.start - (before.rfind(b"\n") + 1) + 1
-        return None, [
-            _problem(
-                file,
-                line,
-                column,
-                "",
-                f"byte 0x{raw[exc.start]:02x} is not valid UTF-8; save the file as UTF-8",
-            )
-        ]
-    return text.removeprefix("\ufeff"), []
 
 
 def read_document(path: Path, display: str | None = None) -> tuple[Document | None, list[PolicyProblem]]:
@@ -90,62 +62,15 @@ def read_document(path: Path, display: str | None = None) -> tuple[Document | No
         return None, [_problem(file, 1, 1, "", "is a directory, expected a YAML file")]
     except OSError as exc:
         return None, [_problem(file, 1, 1, "", f"cannot be read: {exc.strerror or exc}")]
-    text, problems = _decode(raw, file)
+    text, problems = decode(raw, file)
     if text is None:
         return None, problems
     return parse_text(text, file)
 
 
 def parse_text(text: str, file: str) -> tuple[Document | None, list[PolicyProblem]]:
-    """Parse one YAML document from ``text``; problems instead of exceptions."""
-    loader = _Loader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return Document(file, None, None), []
-        problems = _duplicate_keys(node, file, ())
-        if problems:
-            return None, problems
-        data = loader.construct_document(node)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-        what = " ".join(x for x in (exc.context, exc.problem) if x) or "malformed YAML"
-        if "but found another document" in what:
-            what = "expected one YAML document, found several (remove the extra '---')"
-        elif "could not determine a constructor" in what:
-            what += " (only plain YAML is accepted: no !tags)"
-        return None, [_problem(file, line, column, "", f"invalid YAML: {what}")]
-    except yaml.YAMLError as exc:
-        return None, [_problem(file, 1, 1, "", f"invalid YAML: {exc}")]
-    finally:
-        loader.dispose()
-    return Document(file, node, data), []
-
-
-def _duplicate_keys(node: yaml.Node, file: str, loc: tuple[str | int, ...]) -> list[PolicyProblem]:
-    problems: list[PolicyProblem] = []
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                if key.value in seen:
-                    m = key.start_mark
-                    problems.append(
-                        _problem(
-                            file,
-                            m.line + 1,
-                            m.column + 1,
-                            format_path((*loc, key.value)),
-                            f"duplicate key {key.value!r}; keep one",
-                        )
-                    )
-                seen.add(key.value)
-                problems.extend(_duplicate_keys(value, file, (*loc, key.value)))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            problems.extend(_duplicate_keys(item, file, (*loc, i)))
-    return problems
+    """Parse one YAML document from ``text`` with the one safe loader; problems, never exceptions."""
+    return load_text(text, file)
 
 
 def locate(

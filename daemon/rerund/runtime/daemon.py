@@ -144,6 +144,16 @@ class PolicyHolder:
                 "\n".join(str(p) for p in exc.problems),
             )
             return False
+        except Exception:  # a bug in loading must not end hot reload: count it, keep the last good set
+            self._metrics.policy_reloads.labels("error").inc()
+            kept = len(self._current) if self._current is not None else 0
+            log.exception(
+                "policy reload (%s) failed unexpectedly; the last good policies (%d) stay in force, "
+                "the next change or SIGHUP retries",
+                why,
+                kept,
+            )
+            return False
         self._current = new
         self._metrics.policy_reloads.labels("ok").inc()
         self._metrics.policies_loaded.set(len(new))

@@ -77,6 +77,7 @@ from pydantic import (
 
 from rerund.core import durations
 from rerund.errors import PolicyProblem, WorkloadError
+from rerund.safeyaml import decode, load_text
 from rerund.sandbox import literals
 
 __all__ = [
@@ -629,21 +630,27 @@ def _find_cycle(tasks: Mapping[str, TaskDef]) -> list[str] | None:
 Marks = dict[tuple[Any, ...], tuple[int, int]]
 
 
-def _construct(node: yaml.Node, path: tuple[Any, ...], marks: Marks) -> Any:
-    marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = _scalar(key_node)
-            out[key] = _construct(value_node, (*path, key), marks)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, (*path, i), marks) for i, item in enumerate(node.value)]
-    return _scalar(node)
+def _marks(node: yaml.Node) -> Marks:
+    """Line and column of every value by its path (keys as written), to locate problems.
 
-
-def _scalar(node: yaml.Node) -> Any:
-    return yaml.safe_load(yaml.serialize(node))
+    The document is within ``rerund.safeyaml``'s budgets (depth and alias-expanded size), so
+    this walk is bounded by the budget even though an aliased value is located under each of
+    its paths; it is iterative all the same.
+    """
+    marks: Marks = {}
+    todo: list[tuple[yaml.Node, tuple[Any, ...]]] = [(node, ())]
+    while todo:
+        current, path = todo.pop()
+        marks.setdefault(path, (current.start_mark.line + 1, current.start_mark.column + 1))
+        if isinstance(current, yaml.MappingNode):
+            todo.extend(
+                (value, (*path, key.value))
+                for key, value in current.value
+                if isinstance(key, yaml.ScalarNode)
+            )
+        elif isinstance(current, yaml.SequenceNode):
+            todo.extend((item, (*path, i)) for i, item in enumerate(current.value))
+    return marks
 
 
 def _yaml_path(path: tuple[Any, ...]) -> str:
@@ -697,24 +704,21 @@ def workload_from_dict(
 def load_workload(path: str | Path) -> Workload:
     """Read and validate a workload file. Raises ``WorkloadError`` with file:line:column."""
     file = str(path)
+    summary = f"workload {file} is invalid; the sandbox did not start"
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise WorkloadError(
-            [PolicyProblem(file, 1, 1, "", f"cannot read the workload file: {exc.strerror or exc}")],
-            f"workload {file} is invalid; the sandbox did not start",
+            [PolicyProblem(file, 1, 1, "", f"cannot read the workload file: {exc.strerror or exc}")], summary
         ) from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise WorkloadError(
-            [PolicyProblem(file, line, col, "", f"not valid YAML: {getattr(exc, 'problem', exc)}")],
-            f"workload {file} is invalid; the sandbox did not start",
-        ) from None
-    marks: Marks = {}
-    data = _construct(node, (), marks) if node is not None else {}
+    text, problems = decode(raw, file)
+    doc = None
+    if text is not None:
+        doc, problems = load_text(text, file)
+    if doc is None:
+        raise WorkloadError(problems, summary)
+    data = {} if doc.data is None else doc.data
+    marks = _marks(doc.node) if doc.node is not None else {}
     if not isinstance(data, dict):
         raise WorkloadError(
             [
