@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from rerund.core.redact import public_decision
 from rerund.errors import LedgerError
 
 __all__ = ["IssueRecord", "Ledger", "Source"]
@@ -380,7 +381,7 @@ class Ledger:
         args.append(str(max(0, limit)))
         out = []
         for r in self._query(sql, tuple(args)):
-            body = json.loads(r["body"])
+            body = public_decision(json.loads(r["body"]))  # also for records written before redaction
             out.append(
                 {
                     "at": _z(r["at"]),

@@ -12,19 +12,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
+from rerund.core.redact import redact_url
 from rerund.errors import NotificationError
 
 __all__ = ["WebhookNotifier", "redact_url"]
-
-
-def redact_url(url: str) -> str:
-    """``https://hooks.slack.com/services/T/B/secret`` -> ``https://hooks.slack.com/...``."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or '?'}{':' + str(parts.port) if parts.port else ''}/..."
 
 
 class WebhookNotifier:

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rerund.core.model import Failure, GiveUp, Phase, Rerun, Scope
+from rerund.core.redact import public_inputs, scrub_urls
 from rerund.core.rules import GLOBAL_BUDGET
 from rerund.core.runs import (
     LABEL_ATTEMPT,
@@ -176,10 +177,14 @@ def exhausted_notice(
     console_url: str,
     now: datetime,
 ) -> dict[str, Any]:
-    """The notification sent when ``decision`` gives up on a lineage (event ``lineage_exhausted``)."""
+    """The notification sent when ``decision`` gives up on a lineage (event ``lineage_exhausted``).
+
+    A public output: URLs in the reason and the error keep only scheme and host (``redact``).
+    """
     ref: RunRef = facts.summary.ref
+    reason = scrub_urls(decision.reason)
     return {
-        "text": f"rerund: lineage {failure.root!r} exhausted — {decision.reason}",
+        "text": f"rerund: lineage {failure.root!r} exhausted — {reason}",
         "event": "lineage_exhausted",
         "run": ref.name,
         "project": ref.project,
@@ -189,8 +194,8 @@ def exhausted_notice(
         "policy": decision.policy,
         "attempt": decision.attempt,  # the attempt refused, as in history and /decisions
         "reruns_issued": failure.attempt,
-        "reason": decision.reason,
-        "error": facts.error.model_dump(exclude_none=True),
+        "reason": reason,
+        "error": public_inputs(facts.error.model_dump(exclude_none=True)),
         "console_url": console_url,
         "decided_at": iso(now),
     }

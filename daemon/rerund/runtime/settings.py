@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from rerund.core import durations
+from rerund.core.redact import redact_url
 from rerund.errors import ConfigError
 from rerund.policy.source import format_path, locate, message_for, read_document
 
@@ -189,6 +190,9 @@ class Settings(_Frozen):
             if isinstance(getattr(self, key), timedelta):
                 data[key] = durations.format_duration(getattr(self, key))
         data["notify"]["timeout"] = durations.format_duration(self.notify.timeout)
+        # A URL's userinfo, path and query can be the secret: show scheme, host and port only.
+        for key in ("endpoint", "console_url"):
+            data[key] = redact_url(data[key]) if data[key] else data[key]
         return data
 
     def require_runnable(self) -> None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from rerund.core import redact
 from rerund.core.lineage import exhausted_notice
 from rerund.core.model import Decision, Defer, Failure, GiveUp
 from rerund.core.runs import FailureFacts, RunRef, RunSummary
@@ -32,19 +32,11 @@ decisions_log = logging.getLogger("rerund.decisions")
 L = TypeVar("L")
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
-_SECRET_KEY = re.compile(r"(?i)(key|token|secret|passw|credential|auth)")
-
-
-def _redact(values: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: ("***" if _SECRET_KEY.search(k) else v) for k, v in values.items()}
-
 
 def public_decision(decision: Decision) -> dict[str, Any]:
-    """``Decision.to_json()`` with secret-looking env values and inputs masked (for records)."""
-    body = decision.to_json()
-    body["env"] = _redact(body["env"])
-    body["inputs"] = _redact(body["inputs"])
-    return body
+    """``Decision.to_json()`` as public outputs show it (``rerund.core.redact``): env keys
+    without values, secret-looking inputs masked, URLs reduced to scheme and host."""
+    return redact.public_decision(decision.to_json())
 
 
 class Recorder(Generic[L]):
@@ -190,7 +182,7 @@ class DecisionRecorder(Recorder[DecisionLedger]):
             "%-7s %s: %s",
             decision.decision,
             ref,
-            decision.reason,
+            body["reason"],
             extra={
                 "run": str(ref),
                 "lineage": failure.root,

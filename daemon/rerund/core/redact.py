@@ -1,0 +1,87 @@
+"""What a public output may show of a value that can carry a secret (pure functions).
+
+Public outputs are HTTP (``/decisions``, ``/metrics``), logs, the ledger and ``rerund
+history``, and webhook payloads. Redaction by key name alone is not enough:
+``DATABASE_URL=postgres://u:pw@h/db`` or ``API_PASS=...`` under any name are secrets, and a
+Slack webhook's path *is* its secret. So the rules are by kind of value, not by name:
+
+- env overrides: the keys are shown, the values never (``{"API_PASS": "***"}``);
+- inputs: a secret-looking key masks its value; every string value is URL-scrubbed;
+- URLs anywhere in a public string keep only ``scheme://host[:port]``: userinfo, path, query
+  and fragment are replaced by ``/...``.
+
+These functions are the one place these rules live; the shell applies them where facts and
+decisions leave the daemon (records, log lines, webhook payloads, settings on /decisions).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = ["MASK", "public_decision", "public_env", "public_inputs", "redact_url", "scrub_urls"]
+
+MASK = "***"
+_SECRET_KEY = re.compile(r"(?i)(key|token|secret|passw|pwd|credential|auth|cookie|session|private)")
+# scheme://anything-up-to-whitespace-or-quote; the scheme needs two letters (not "C:\").
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]+://[^\s'\"<>`]*")
+
+
+def redact_url(url: str) -> str:
+    """``https://hooks.slack.com/services/T/B/secret`` -> ``https://hooks.slack.com/...``.
+
+    Keeps scheme, host and port; anything else (userinfo, path, query, fragment) becomes
+    ``/...``. A URL with nothing else is returned as it was; text that is not a URL is
+    returned whole only if it has no ``@`` (``user:pw@host`` without a scheme is masked).
+    """
+    if "://" not in url:
+        return MASK if "@" in url else url
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return f"{url.split('://', 1)[0]}://..."
+    hidden = bool(parts.username or parts.password or parts.path.strip("/") or parts.query or parts.fragment)
+    host_text = f"[{host}]" if ":" in host else host
+    base = f"{parts.scheme}://{host_text}{':' + str(port) if port else ''}"
+    return base + "/..." if hidden else base
+
+
+def scrub_urls(text: str) -> str:
+    """``text`` with every URL in it reduced by ``redact_url``."""
+    return _URL.sub(lambda m: redact_url(m.group(0)), text)
+
+
+def public_env(env: Mapping[str, Any]) -> dict[str, str]:
+    """Env overrides as public outputs show them: every key, no value."""
+    return dict.fromkeys(env, MASK)
+
+
+def _public_value(key: str, value: Any) -> Any:
+    if _SECRET_KEY.search(key):
+        return MASK
+    if isinstance(value, str):
+        return scrub_urls(value)
+    if isinstance(value, Mapping):
+        return {str(k): _public_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_public_value(key, v) for v in value]
+    return value
+
+
+def public_inputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Input overrides: secret-looking keys masked, URLs in every string scrubbed."""
+    return {str(k): _public_value(str(k), v) for k, v in inputs.items()}
+
+
+def public_decision(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A decision's JSON (``Decision.to_json()``) as records, logs and /decisions show it."""
+    out = dict(body)
+    out["env"] = public_env(body.get("env") or {})
+    out["inputs"] = public_inputs(body.get("inputs") or {})
+    if isinstance(out.get("reason"), str):
+        out["reason"] = scrub_urls(out["reason"])
+    return out

@@ -1,0 +1,75 @@
+"""What public outputs show of values that can carry a secret (issue 11.4): rules by kind of
+value, not by key name."""
+
+from __future__ import annotations
+
+import pytest
+
+from rerund.core.redact import MASK, public_decision, public_env, public_inputs, redact_url, scrub_urls
+
+URLS = {
+    "slack webhook: the path is the secret": (
+        "https://hooks.slack.com/services/T000/B000/XXXXSECRET",
+        "https://hooks.slack.com/...",
+    ),
+    "userinfo": ("postgres://u:pw@db.internal:5432/app", "postgres://db.internal:5432/..."),
+    "query": ("http://127.0.0.1:8080/hook?token=abc", "http://127.0.0.1:8080/..."),
+    "fragment": ("https://h.example#k=v", "https://h.example/..."),
+    "nothing to hide stays as it is": ("http://127.0.0.1:8090", "http://127.0.0.1:8090"),
+    "an ipv6 host": ("http://[::1]:9/x", "http://[::1]:9/..."),
+    "a bad port": ("http://h:99999999/x", "http://..."),
+    "credentials without a scheme": ("u:pw@db.internal", MASK),
+    "plain text": ("not a url", "not a url"),
+}
+
+
+@pytest.mark.parametrize(("url", "shown"), URLS.values(), ids=list(URLS))
+def test_a_url_keeps_only_scheme_host_and_port(url, shown):
+    assert redact_url(url) == shown
+
+
+def test_every_url_inside_a_text_is_reduced():
+    text = "connect to postgres://u:pw@h/db failed; see https://hooks.example/T/B/x?y=1 (retry)"
+
+    assert scrub_urls(text) == "connect to postgres://h/... failed; see https://hooks.example/... (retry)"
+
+
+def test_env_overrides_show_their_keys_but_never_a_value():
+    env = {"DATABASE_URL": "postgres://u:pw@h/db", "API_PASS": "hunter2", "PLAIN": "value"}
+
+    assert public_env(env) == {"DATABASE_URL": MASK, "API_PASS": MASK, "PLAIN": MASK}
+
+
+def test_inputs_mask_secret_keys_and_scrub_urls_at_any_depth():
+    inputs = {
+        "batch_size": 16,
+        "api_token": "t0k",
+        "source": "s3://bucket/x?X-Amz-Signature=abc",
+        "nested": {"password": "p", "urls": ["https://u:p@h/a"]},
+    }
+
+    assert public_inputs(inputs) == {
+        "batch_size": 16,
+        "api_token": MASK,
+        "source": "s3://bucket/...",
+        "nested": {"password": MASK, "urls": ["https://h/..."]},
+    }
+
+
+def test_a_public_decision_carries_no_env_value_and_no_url_secret():
+    body = {
+        "decision": "rerun",
+        "reason": "policy 'p' reruns run 'r' after postgres://u:pw@h/db reset",
+        "env": {"DATABASE_URL": "postgres://u:pw@h/db", "API_PASS": "hunter2"},
+        "labels": {"team": "ml"},
+        "inputs": {"dsn": "postgres://u:pw@h/db"},
+    }
+
+    shown = public_decision(body)
+
+    assert shown["env"] == {"DATABASE_URL": MASK, "API_PASS": MASK}
+    assert shown["inputs"] == {"dsn": "postgres://h/..."}
+    assert shown["reason"] == "policy 'p' reruns run 'r' after postgres://h/... reset"
+    assert shown["labels"] == {"team": "ml"}
+    for secret in ("hunter2", "u:pw", "/db"):
+        assert secret not in str(shown)
