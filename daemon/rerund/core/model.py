@@ -27,6 +27,8 @@ Reruns' JSON is unchanged.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +41,8 @@ from rerund.core.resources import ResourcesView
 from rerund.core.times import iso
 
 __all__ = [
+    "MAX_CODE_CHARS",
+    "MAX_MESSAGE_CHARS",
     "Decision",
     "DecisionKind",
     "Defer",
@@ -55,7 +59,15 @@ __all__ = [
     "Scope",
     "TaskVersionRule",
     "WaitForVersion",
+    "bounded_text",
 ]
+
+# Error messages are facts from the control plane of any size (a stack trace, a dumped
+# dataframe); what the daemon keeps per failure must not follow them. 4 KiB keeps every
+# realistic message whole and bounds 10,000 cached failures to ~40 MB.
+MAX_MESSAGE_CHARS = 4096
+MAX_CODE_CHARS = 256
+_TRUNCATED = re.compile(r"… \[truncated: \d+ bytes in all, sha256 [0-9a-f]{16}\]\Z")
 
 
 class Phase(StrEnum):
@@ -107,13 +119,45 @@ class GpuFault(_Frozen):
         return v.upper() if isinstance(v, str) else v
 
 
+def bounded_text(text: str, limit: int) -> str:
+    """``text`` if it has at most ``limit`` characters, else its head, its size and a hash.
+
+    ``head… [truncated: N bytes in all, sha256 0123456789abcdef]``: the head is what a policy's
+    patterns and a human read; size and hash tell two long messages apart. Idempotent: a
+    bounded text is returned as it is (a record read back is not truncated twice).
+    """
+    if len(text) <= limit:
+        return text
+    match = _TRUNCATED.search(text)
+    if match is not None and match.start() <= limit:
+        return text
+    data = text.encode("utf-8", "surrogatepass")
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    return f"{text[:limit]}… [truncated: {len(data)} bytes in all, sha256 {digest}]"
+
+
 class ErrorInfo(_Frozen):
-    """The error of the failing action (``ActionDetails.error_info`` in flyteidl2)."""
+    """The error of the failing action (``ActionDetails.error_info`` in flyteidl2).
+
+    Bounded where the facts enter: ``code`` and ``message`` longer than ``MAX_CODE_CHARS`` /
+    ``MAX_MESSAGE_CHARS`` keep their head, size and hash (``bounded_text``), so every cache
+    and pending item that holds a failure is bounded whatever the control plane sends.
+    """
 
     kind: ErrorKind = "UNSPECIFIED"
     code: str = ""
     message: str = ""
     gpu_fault: GpuFault | None = None
+
+    @field_validator("code")
+    @classmethod
+    def _bound_code(cls, v: str) -> str:
+        return bounded_text(v, MAX_CODE_CHARS)
+
+    @field_validator("message")
+    @classmethod
+    def _bound_message(cls, v: str) -> str:
+        return bounded_text(v, MAX_MESSAGE_CHARS)
 
 
 CacheLookupScope = Literal["global", "project-domain", ""]

@@ -1,0 +1,42 @@
+"""Stored error messages are bounded where facts enter the daemon (issue 11.5)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rerund.core.model import MAX_CODE_CHARS, MAX_MESSAGE_CHARS, ErrorInfo, bounded_text
+
+SUFFIX_MAX = len("… [truncated: 99999999999 bytes in all, sha256 0123456789abcdef]")
+
+
+@given(st.text(max_size=300), st.integers(min_value=1, max_value=200))
+def test_a_bounded_text_keeps_its_head_and_is_bounded_and_idempotent(text, limit):
+    out = bounded_text(text, limit)
+
+    assert len(out) <= limit + SUFFIX_MAX
+    assert out.startswith(text[:limit])
+    assert bounded_text(out, limit) == out
+    if len(text) <= limit:
+        assert out == text
+
+
+def test_a_long_message_keeps_its_head_its_size_and_a_hash():
+    message = "Connection reset by peer\n" + "x" * 1_000_000
+    digest = hashlib.sha256(message.encode()).hexdigest()[:16]
+
+    error = ErrorInfo(kind="SYSTEM", code="E" * 10_000, message=message)
+
+    assert (
+        error.message == message[:MAX_MESSAGE_CHARS] + f"… [truncated: 1000025 bytes in all, sha256 {digest}]"
+    )
+    assert len(error.code) < MAX_CODE_CHARS + SUFFIX_MAX
+    assert ErrorInfo.model_validate(error.model_dump()) == error  # read back: not truncated twice
+
+
+def test_two_long_messages_with_one_head_stay_apart():
+    head = "y" * MAX_MESSAGE_CHARS
+
+    assert ErrorInfo(message=head + "a").message != ErrorInfo(message=head + "b").message

@@ -1,0 +1,34 @@
+"""Resources bounded by their input, through the reconcile shell (issue 11.5, 11.7)."""
+
+from __future__ import annotations
+
+import json
+
+from rerund.core.model import MAX_MESSAGE_CHARS, ErrorInfo
+
+from .fake_control_plane import T0
+from .test_reconcile import World
+
+HUGE = ErrorInfo(
+    kind="SYSTEM", code="ConnectionResetError", message="Connection reset by peer " + "z" * 1_000_000
+)
+
+
+def test_a_one_megabyte_error_message_is_kept_as_its_head_size_and_hash(tmp_path) -> None:
+    world = World(tmp_path)
+    world.cp.add_failed(
+        "abc123-retry-3",
+        labels={"rerund-root": "abc123", "rerund-attempt": "3", "rerund-policy": "transient"},
+        at=T0,
+        error=HUGE,
+    )
+    world.clock.advance(60)
+
+    world.sync()
+
+    [payload] = world.notifier.sent
+    message = payload["error"]["message"]
+    assert message.startswith("Connection reset by peer zzz")
+    assert "… [truncated: 1000025 bytes in all, sha256 " in message
+    assert len(message) < MAX_MESSAGE_CHARS + 100
+    assert len(json.dumps(list(world.rec.recent))) < 10_000
