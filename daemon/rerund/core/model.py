@@ -67,7 +67,7 @@ __all__ = [
 # realistic message whole and bounds 10,000 cached failures to ~40 MB.
 MAX_MESSAGE_CHARS = 4096
 MAX_CODE_CHARS = 256
-_TRUNCATED = re.compile(r"… \[truncated: \d+ bytes in all, sha256 [0-9a-f]{16}\]\Z")
+_TRUNCATED = re.compile(r"… \[truncated: \d+ bytes in all, sha256 [0-9a-f]{16}\] …")
 
 
 class Phase(StrEnum):
@@ -120,27 +120,31 @@ class GpuFault(_Frozen):
 
 
 def bounded_text(text: str, limit: int) -> str:
-    """``text`` if it has at most ``limit`` characters, else its head, its size and a hash.
+    """``text`` if it has at most ``limit`` characters, else its head, tail, size and a hash.
 
-    ``head… [truncated: N bytes in all, sha256 0123456789abcdef]``: the head is what a policy's
-    patterns and a human read; size and hash tell two long messages apart. Idempotent: a
-    bounded text is returned as it is (a record read back is not truncated twice).
+    ``head… [truncated: N bytes in all, sha256 0123456789abcdef] …tail`` with head and tail
+    ``limit // 2`` characters each: the head is what a human reads first, the tail is where a
+    traceback names its exception (policy patterns, even ``$``-anchored, still see it); size
+    and hash tell two long messages apart. Idempotent: a bounded text is returned as it is (a
+    record read back is not truncated twice).
     """
     if len(text) <= limit:
         return text
     match = _TRUNCATED.search(text)
-    if match is not None and match.start() <= limit:
+    if match is not None and len(text) - (match.end() - match.start()) <= limit:
         return text
     data = text.encode("utf-8", "surrogatepass")
     digest = hashlib.sha256(data).hexdigest()[:16]
-    return f"{text[:limit]}… [truncated: {len(data)} bytes in all, sha256 {digest}]"
+    head = limit - limit // 2
+    tail = text[len(text) - limit // 2 :] if limit // 2 else ""
+    return f"{text[:head]}… [truncated: {len(data)} bytes in all, sha256 {digest}] …{tail}"
 
 
 class ErrorInfo(_Frozen):
     """The error of the failing action (``ActionDetails.error_info`` in flyteidl2).
 
     Bounded where the facts enter: ``code`` and ``message`` longer than ``MAX_CODE_CHARS`` /
-    ``MAX_MESSAGE_CHARS`` keep their head, size and hash (``bounded_text``), so every cache
+    ``MAX_MESSAGE_CHARS`` keep their head, tail, size and hash (``bounded_text``), so every cache
     and pending item that holds a failure is bounded whatever the control plane sends.
     """
 
