@@ -407,3 +407,40 @@ def test_reruns_never_exceed_max_attempts_and_carry_valid_names(mixed, data):
         assert d.labels["rerund-attempt"] == str(d.attempt)
     if d.decision == "rerun":
         assert d.not_before is not None and d.not_before >= f.failed_at
+
+
+# --- forged lineage labels (issue 11.7) ------------------------------------------------------
+
+FORGED_ATTEMPTS = {
+    "2^63": "9223372036854775808",
+    "10,000 digits": "9" * 10_000,
+    "above the largest max_attempts": "1001",
+    "negative": "-1",
+    "not a number": "three",
+    "unicode digits": "٣",
+    "empty": "",
+}
+
+
+@pytest.mark.parametrize("label", FORGED_ATTEMPTS.values(), ids=list(FORGED_ATTEMPTS))
+def test_a_forged_attempt_label_is_ignored_with_the_label_in_the_reason(policies, make_failure, label):
+    ps = policies(CATCH_ALL)
+    failure = make_failure(labels={"rerund-root": "abc", "rerund-attempt": label})
+
+    d = decide(failure, ps, T0)
+
+    assert d.decision == "ignore"
+    assert d.reason.startswith("run 'abc123' has label rerund-attempt=")
+    assert d.reason.endswith(
+        "which rerund never writes (a whole number 0..1000): a forged or damaged lineage is not rerun"
+    )
+    assert len(d.reason) < 200
+    assert explain(failure, ps, T0).decision == d
+
+
+@pytest.mark.parametrize(("label", "attempt"), [("0", 0), ("3", 3), ("1000", 1000)])
+def test_the_attempt_labels_rerund_writes_are_read(label, attempt):
+    from rerund.core.lineage import parse_attempt
+
+    assert parse_attempt({"rerund-attempt": label}) == attempt
+    assert parse_attempt({}) == 0

@@ -8,7 +8,9 @@ both always agree.
 Semantics (the README, ``explain`` and the tests say the same):
 
 1. A run labelled ``rerund-repro`` is the rerun of a reproduction check: its failure is the
-   check's result, so it is ``ignore``d before any policy is tried.
+   check's result, so it is ``ignore``d before any policy is tried. A ``rerund-attempt`` label
+   rerund never writes (not a whole number 0..``MAX_ATTEMPT``: forged or damaged) is
+   ``ignore``d too, with the label in the reason (``rerund.core.lineage.parse_attempt``).
 1b. A failure of class ``non_recoverable`` (the task raised flyte's ``NonRecoverableError``:
    "retries are irrelevant") is ``ignore``d by a built-in rule, ahead of every policy.
 2. Policies are tried in order; the first whose ``match`` holds decides. None -> ``ignore``.
@@ -40,6 +42,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rerund.core.durations import format_duration
+from rerund.core.lineage import MAX_ATTEMPT, parse_attempt
 from rerund.core.model import (
     Decision,
     Defer,
@@ -167,6 +170,16 @@ def _decide(failure: Failure, policies: PolicySet, now: datetime, trace: list[st
         )
         if trace is not None:
             trace.append(f"label {LABEL_REPRO}={check}: a reproduction rerun, never retried: ignore")
+        return Ignore(reason=reason, source_run=run, root=failure.root)
+    if parse_attempt(failure.labels) is None:
+        shown = repr(failure.labels[LABEL_ATTEMPT])
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        reason = (
+            f"run {run!r} has label {LABEL_ATTEMPT}={shown}, which rerund never writes (a whole "
+            f"number 0..{MAX_ATTEMPT}): a forged or damaged lineage is not rerun"
+        )
+        if trace is not None:
+            trace.append(f"label {LABEL_ATTEMPT}={shown} is not an attempt number: ignore")
         return Ignore(reason=reason, source_run=run, root=failure.root)
     if "non_recoverable" in classify(failure.error, failure.phase):
         reason = (

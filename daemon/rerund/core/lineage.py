@@ -28,25 +28,44 @@ from rerund.core.runs import (
 from rerund.core.times import iso
 
 __all__ = [
+    "MAX_ATTEMPT",
     "attempt_of",
     "budget_counts",
     "exhausted_notice",
     "failure_from",
     "issue_request",
     "lineage_names",
+    "parse_attempt",
     "policy_budgets",
     "relaunch_request",
     "rerun_request",
 ]
 
 
+MAX_ATTEMPT = 1000  # the largest max_attempts a policy may set (and so the largest label written)
+
+
+def parse_attempt(labels: Mapping[str, str]) -> int | None:
+    """The attempt a run's ``rerund-attempt`` label names: 0 without the label, None when the
+    label is not one rerund writes (a whole number 0..``MAX_ATTEMPT``, ASCII digits only).
+
+    Bounded: a forged ``9223372036854775808`` or a 10,000-digit label is None, never an
+    integer that overflows SQLite or Python's int-from-str limit.
+    """
+    text = labels.get(LABEL_ATTEMPT)
+    if text is None:
+        return 0
+    if not (0 < len(text) <= len(str(MAX_ATTEMPT)) and text.isascii() and text.isdigit()):
+        return None
+    n = int(text)
+    return n if n <= MAX_ATTEMPT else None
+
+
 def attempt_of(labels: Mapping[str, str]) -> int:
     """The reruns issued in the lineage before this run (its ``rerund-attempt`` label; 0 for
-    an original run, or when the label is not a number)."""
-    try:
-        return max(0, int(labels.get(LABEL_ATTEMPT, "0")))
-    except ValueError:
-        return 0
+    an original run, or when the label is not one rerund writes: ``decide`` then ignores the
+    run, saying so)."""
+    return parse_attempt(labels) or 0
 
 
 def failure_from(

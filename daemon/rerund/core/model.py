@@ -236,7 +236,7 @@ class Failure(_Frozen):
 
     run: str = Field(min_length=1)
     root: str = ""
-    attempt: int = Field(default=0, ge=0)
+    attempt: int = Field(default=0, ge=0, le=1000)  # MAX_ATTEMPT: labels above it are forged
     project: str = ""
     domain: str = ""
     task: str = ""
