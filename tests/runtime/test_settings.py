@@ -80,7 +80,10 @@ def test_the_api_key_file_wins_over_the_environment(tmp_path: Path) -> None:
             {"flags": {"http": "9464"}},
             r"flag --http: http: '9464' is not host:port; write e\.g\. 127\.0\.0\.1:9464",
         ),
-        ({"flags": {"poll_interval": "0s"}}, r"poll_interval must be > 0"),
+        (
+            {"flags": {"poll_interval": "0s"}},
+            r"flag --poll-interval: poll_interval: must be longer than 0, e\.g\. 30s",
+        ),
         (
             {"env": {"RERUND_API_KEY_FILE": "/nonexistent/key"}},
             r"api_key_file '/nonexistent/key' cannot be read",
@@ -148,3 +151,88 @@ def test_the_backend_and_the_error_details_wait_come_from_the_environment_and_fl
     assert (default.backend, default.error_details_wait) == ("auto", timedelta(seconds=60))
     assert (env.backend, env.error_details_wait) == ("oss", timedelta(seconds=90))
     assert flag.backend == "union"
+
+
+DURATION_LIMITS = {
+    "lookback over a year": (
+        ["--lookback", "800000d"],
+        "flag --lookback: lookback: 800000d is longer than the maximum of 365d; write e.g. 1h",
+    ),
+    "poll interval past timedelta": (
+        ["--poll-interval", "99999999999d"],
+        "flag --poll-interval: poll_interval: 99999999999d is longer than the maximum of 1d; write e.g. 30s",
+    ),
+    "poll interval over a day": (
+        ["--poll-interval", "2d"],
+        "flag --poll-interval: poll_interval: 2d is longer than the maximum of 1d; write e.g. 30s",
+    ),
+}
+
+
+@pytest.mark.parametrize(("flags", "message"), DURATION_LIMITS.values(), ids=list(DURATION_LIMITS))
+def test_a_duration_flag_over_its_maximum_exits_2_with_a_message(tmp_path, capsys, flags, message) -> None:
+    from rerund.cli import main
+
+    code = main(["run", "--endpoint", "http://127.0.0.1:1", "--org", "o", "--scope", "a/b", *flags])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"RERUND_LEDGER_RETENTION": "99999999999999d"},
+            "ledger_retention: 99999999999999d is longer than the maximum of 3650d; write e.g. 30d",
+        ),
+        (
+            {"RERUND_LEDGER_RETENTION": "4000d"},
+            "ledger_retention: 4000d is longer than the maximum of 3650d; write e.g. 30d",
+        ),
+        ({"RERUND_OVERLAP": "2d"}, "overlap: 2d is longer than the maximum of 1d; write e.g. 5m"),
+        ({"RERUND_RPC_TIMEOUT": "0s"}, "rpc_timeout: must be longer than 0, e.g. 30s"),
+        ({"RERUND_RPC_TIMEOUT": "2h"}, "rpc_timeout: 2h is longer than the maximum of 1h; write e.g. 30s"),
+        ({"RERUND_POLL_INTERVAL": "1e999"}, "poll_interval: '1e999' is not a duration"),
+    ],
+    ids=[
+        "retention past timedelta",
+        "retention over 10 years",
+        "overlap",
+        "zero rpc timeout",
+        "long rpc timeout",
+        "exponent",
+    ],
+)
+def test_every_duration_setting_has_a_maximum(env, message) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ=env)
+
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "value", [".inf", "1.0e+400", "10000000000000000000000000000"], ids=["inf", "1.0e+400", "huge int"]
+)
+def test_a_huge_number_of_seconds_in_the_settings_file_is_refused(tmp_path, value) -> None:
+    config = _config(tmp_path, f"poll_interval: {value}\n")
+
+    with pytest.raises(
+        ConfigError, match=r"poll_interval: .* is longer than the maximum of 1d; write e\.g\. 30s"
+    ):
+        load_settings(config, environ={})
+
+
+def test_an_api_key_file_that_is_not_utf8_is_refused_without_echoing_it(tmp_path) -> None:
+    key = tmp_path / "key"
+    key.write_bytes(b"sec\xffret-key")
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"RERUND_API_KEY_FILE": str(key)})
+
+    assert str(info.value) == (
+        f"api_key_file {str(key)!r} is not UTF-8 text; the key was not read: write only the API key "
+        "into it, as plain text"
+    )

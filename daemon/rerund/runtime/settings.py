@@ -66,7 +66,45 @@ def parse_duration(value: object) -> timedelta:
         raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 5m, 1h or 1d") from None
 
 
+_LONGEST = timedelta(days=3650)
+
+
+def _bounded(maximum: timedelta, example: str, *, positive: bool = False) -> BeforeValidator:
+    """A duration setting's parse with its bounds: every one has a maximum (a clock minus or
+    plus it must stay a date, a loop sleeping it must wake up), most must be positive."""
+
+    def parse(value: object) -> timedelta:
+        shown = value.strip() if isinstance(value, str) else repr(value)
+        longest = durations.format_duration(maximum)
+        too_long = f"{shown} is longer than the maximum of {longest}; write e.g. {example}"
+        try:
+            out = parse_duration(value)
+        except durations.DurationError as exc:
+            if exc.kind == "too_long":
+                raise ValueError(too_long) from None
+            raise
+        except ValueError as exc:
+            if "infinity" in str(exc) or "NaN" in str(exc):  # .inf / .nan in a YAML file
+                raise ValueError(too_long) from None
+            raise
+        if out > maximum:
+            raise ValueError(too_long)
+        if positive and out <= timedelta(0):
+            raise ValueError(f"must be longer than 0, e.g. {example}")
+        return out
+
+    return BeforeValidator(parse)
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+# Every duration setting, with its sane maximum.
+PollInterval = Annotated[timedelta, _bounded(timedelta(days=1), "30s", positive=True)]
+Lookback = Annotated[timedelta, _bounded(timedelta(days=365), "1h")]
+Overlap = Annotated[timedelta, _bounded(timedelta(days=1), "5m")]
+Retention = Annotated[timedelta, _bounded(_LONGEST, "30d", positive=True)]
+RpcTimeout = Annotated[timedelta, _bounded(timedelta(hours=1), "30s", positive=True)]
+NotifyTimeout = Annotated[timedelta, _bounded(timedelta(minutes=10), "5s", positive=True)]
+ErrorDetailsWait = Annotated[timedelta, _bounded(timedelta(hours=1), "60s")]
 
 
 class _Frozen(BaseModel):
@@ -100,7 +138,7 @@ class NotifySettings(_Frozen):
     """Where exhausted lineages are reported (a Slack-compatible JSON webhook)."""
 
     webhook: str | None = None
-    timeout: Duration = timedelta(seconds=5)
+    timeout: NotifyTimeout = timedelta(seconds=5)
     retries: int = Field(default=5, ge=0, le=100)
 
     @field_validator("webhook")
@@ -122,33 +160,26 @@ class Settings(_Frozen):
     state: Path = Path("rerund.db")
     http: str = "127.0.0.1:9464"
     dry_run: bool = False
-    poll_interval: Duration = timedelta(seconds=30)
+    poll_interval: PollInterval = timedelta(seconds=30)
     # False: no WatchRuns stream, ListRuns polling only (for control planes without WatchRuns,
     # or to measure what the stream buys); failures are then seen within one poll_interval.
     watch: bool = True
-    lookback: Duration = timedelta(hours=1)
-    overlap: Duration = timedelta(minutes=5)
+    lookback: Lookback = timedelta(hours=1)
+    overlap: Overlap = timedelta(minutes=5)
     max_concurrent_reruns: int = Field(default=8, ge=1, le=1000)
     api_key_file: Path | None = None
     api_key: SecretStr | None = Field(default=None, exclude=True, repr=False)
     notify: NotifySettings = NotifySettings()
-    ledger_retention: Duration = timedelta(days=30)
+    ledger_retention: Retention = timedelta(days=30)
     console_url: str = ""
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
-    rpc_timeout: Duration = timedelta(seconds=30)
+    rpc_timeout: RpcTimeout = timedelta(seconds=30)
     # union | oss | auto: what the control plane supports (auto: found by the first label filter)
     backend: Literal["auto", "union", "oss"] = "auto"
     # How long after a FAILED run's failure rerund waits for its error details to arrive
     # (open-source Flyte fills them once the last attempt's events arrived).
-    error_details_wait: Duration = timedelta(seconds=60)
-
-    @field_validator("poll_interval")
-    @classmethod
-    def _positive_poll(cls, v: timedelta) -> timedelta:
-        if v.total_seconds() <= 0:
-            raise ValueError("poll_interval must be > 0, e.g. 30s")
-        return v
+    error_details_wait: ErrorDetailsWait = timedelta(seconds=60)
 
     @field_validator("http")
     @classmethod
@@ -388,12 +419,20 @@ def load_settings(
 def _read_api_key(settings: Settings, env: Mapping[str, str]) -> str | None:
     if settings.api_key_file is not None:
         try:
-            key = settings.api_key_file.read_text(encoding="utf-8").strip()
+            raw = settings.api_key_file.read_bytes()
         except OSError as exc:
             raise ConfigError(
                 f"api_key_file {str(settings.api_key_file)!r} cannot be read: {exc.strerror}; "
                 "point it at a readable file that holds only the key"
             ) from exc
+        try:
+            key = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            # The bytes are (part of) the secret: say where, never what.
+            raise ConfigError(
+                f"api_key_file {str(settings.api_key_file)!r} is not UTF-8 text; the key was not "
+                "read: write only the API key into it, as plain text"
+            ) from None
         if not key:
             raise ConfigError(
                 f"api_key_file {str(settings.api_key_file)!r} is empty; write the API key into it"
