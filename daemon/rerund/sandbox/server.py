@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import random
 import signal
 import socket
 import threading
+import zlib
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,13 +37,15 @@ from flyteidl2.cluster.service_connect import ClusterServiceASGIApplication
 from flyteidl2.dataproxy.dataproxy_service_connect import DataProxyServiceASGIApplication
 from flyteidl2.task.task_service_connect import TaskServiceASGIApplication
 from flyteidl2.workflow.run_service_connect import RunServiceASGIApplication
+from google.protobuf import descriptor_pool, json_format, message_factory
+from google.protobuf.message import DecodeError
 
 from rerund.clock import utcnow
 from rerund.errors import ConfigError
 from rerund.sandbox import literals
 from rerund.sandbox.engine import Engine
 from rerund.sandbox.profiles import UNION, Profile
-from rerund.sandbox.records import PHASE_NAMES, RunRec
+from rerund.sandbox.records import NAME_RULE, PHASE_NAMES, RunRec, name_problem
 from rerund.sandbox.service import (
     Faults,
     Hub,
@@ -58,6 +62,11 @@ from rerund.sandbox.workload import Workload, parse_duration
 __all__ = ["Sandbox", "SandboxThread", "bind_socket", "run_snapshot", "serve_forever"]
 
 log = logging.getLogger("rerund.sandbox")
+
+# Request bodies, raw or decompressed; the largest real request (a CreateRun with inputs) is far
+# below. Flyte's service refuses larger messages too (gRPC's default is 4 MiB).
+MAX_REQUEST_BYTES = 4 << 20
+MAX_LAUNCH = 10_000  # runs per admin POST /_sandbox/runs
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -102,6 +111,68 @@ def run_snapshot(r: RunRec) -> dict[str, Any]:
         ],
         "created_at": r.created_at.isoformat(),
         "updated_at": r.updated_at.isoformat(),
+    }
+
+
+class _Conflict(ValueError):
+    """The admin request names something that already exists (answered 409)."""
+
+
+def _text(body: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:
+    value = body.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be a string, got {json.dumps(value)}")
+    return value
+
+
+def _text_map(body: Mapping[str, Any], key: str) -> dict[str, str]:
+    value = body.get(key) or {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ValueError(f'{key} must be a mapping of strings to strings, e.g. {{"team": "ml"}}')
+    return value
+
+
+def _launch_args(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The admin ``POST /_sandbox/runs`` body checked as CreateRun checks a request."""
+    unknown = set(body) - {
+        "task",
+        "count",
+        "labels",
+        "envs",
+        "inputs",
+        "project",
+        "domain",
+        "name",
+        "version",
+    }
+    if unknown:
+        raise ValueError(
+            f"unknown field(s) {sorted(unknown)}; known: task, count, labels, envs, inputs, project, "
+            "domain, name, version"
+        )
+    count = body.get("count", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_LAUNCH:
+        raise ValueError(f"count must be a whole number from 1 to {MAX_LAUNCH}, got {json.dumps(count)}")
+    inputs = body.get("inputs") or {}
+    if not isinstance(inputs, dict):
+        raise ValueError(f"inputs must be a mapping of input names to values, got {json.dumps(inputs)}")
+    name = _text(body, "name")
+    if name is not None:
+        problem = name_problem(name)
+        if problem:
+            raise ValueError(f"run name {name!r} {problem}: a run name must be {NAME_RULE}")
+    return {
+        "task": _text(body, "task", required=True),
+        "count": count,
+        "labels": _text_map(body, "labels"),
+        "envs": _text_map(body, "envs"),
+        "inputs": inputs,
+        "project": _text(body, "project") or None,
+        "domain": _text(body, "domain") or None,
+        "name": name,
+        "version": _text(body, "version") or None,
     }
 
 
@@ -177,13 +248,21 @@ class Sandbox:
         interceptors: list[Any] = [self.stats, self.run_counts]
         apps: list[Any] = [
             RunServiceASGIApplication(
-                SandboxRunService(*args, profile=self.profile), interceptors=interceptors
+                SandboxRunService(*args, profile=self.profile),
+                interceptors=interceptors,
+                read_max_bytes=MAX_REQUEST_BYTES,
             ),
             DataProxyServiceASGIApplication(
-                SandboxDataProxyService(*args, profile=self.profile), interceptors=interceptors
+                SandboxDataProxyService(*args, profile=self.profile),
+                interceptors=interceptors,
+                read_max_bytes=MAX_REQUEST_BYTES,
             ),
-            ClusterServiceASGIApplication(SandboxClusterService(), interceptors=interceptors),
-            TaskServiceASGIApplication(SandboxTaskService(catalog), interceptors=interceptors),
+            ClusterServiceASGIApplication(
+                SandboxClusterService(), interceptors=interceptors, read_max_bytes=MAX_REQUEST_BYTES
+            ),
+            TaskServiceASGIApplication(
+                SandboxTaskService(catalog), interceptors=interceptors, read_max_bytes=MAX_REQUEST_BYTES
+            ),
         ]
         self._apps = {app.path: app for app in apps}
         store.start_flusher()
@@ -244,7 +323,9 @@ class Sandbox:
             body = json.dumps({"code": "unimplemented", "message": f"the sandbox does not implement {path}"})
             await _respond(send, 404, body.encode(), "application/json")
             return
-        await app(scope, receive, send)
+        replay = await _checked_rpc(scope, receive, send)
+        if replay is not None:
+            await app(scope, replay, send)
 
     async def _admin(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert self.engine is not None and self.store is not None
@@ -253,12 +334,12 @@ class Sandbox:
         try:
             body: Any = None
             if method == "POST":
-                raw = b""
-                while True:
-                    message = await receive()
-                    raw += message.get("body", b"")
-                    if not message.get("more_body"):
-                        break
+                raw = await _read_body(receive, MAX_REQUEST_BYTES)
+                if raw is None:
+                    await _respond(
+                        send, 413, json.dumps({"error": f"body over {MAX_REQUEST_BYTES} bytes"}).encode()
+                    )
+                    return
                 body = json.loads(raw or b"{}")
                 if not isinstance(body, dict):
                     raise ValueError("the request body must be a JSON object")
@@ -271,17 +352,16 @@ class Sandbox:
             elif (method, route) == ("GET", "runs"):
                 result = [run_snapshot(r) for r in self.store.runs.values()]
             elif (method, route) == ("POST", "runs"):
-                names = self.engine.launch(
-                    str(body.get("task", "")),
-                    count=int(body.get("count", 1)),
-                    labels=body.get("labels") or {},
-                    envs=body.get("envs") or {},
-                    inputs=body.get("inputs") or {},
-                    project=body.get("project"),
-                    domain=body.get("domain"),
-                    name=body.get("name"),
-                    version=body.get("version"),
-                )
+                args = _launch_args(body)
+                name = args["name"]
+                project = args["project"] or self.workload.project
+                domain = args["domain"] or self.workload.domain
+                if name is not None and (self.org, project, domain, name) in self.store.runs:
+                    raise _Conflict(
+                        f"run {name!r} already exists in {self.org}/{project}/{domain}; pick another name "
+                        "(a run is never replaced)"
+                    )
+                names = self.engine.launch(args.pop("task"), **args)
                 result = {"runs": names}
             elif (method, route) == ("GET", "tasks"):
                 result = self.engine.catalog.snapshot()
@@ -307,10 +387,150 @@ class Sandbox:
                     ).encode(),
                 )
                 return
+        except _Conflict as exc:
+            await _respond(send, 409, json.dumps({"error": str(exc)}).encode())
+            return
         except (ValueError, TypeError) as exc:
             await _respond(send, 400, json.dumps({"error": str(exc)}).encode())
             return
         await _respond(send, 200, json.dumps(result).encode())
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None once it grows over ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _inflate(data: bytes, encoding: str) -> bytes:
+    """``data`` decompressed; ``_RpcRefused`` when it expands over ``MAX_REQUEST_BYTES``."""
+    if encoding in ("", "identity") or not data:
+        return data
+    if encoding != "gzip":
+        return data  # connectrpc answers unimplemented for an unknown encoding
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, MAX_REQUEST_BYTES + 1)
+    except zlib.error as exc:
+        raise _RpcRefused("invalid_argument", f"the request body is not valid gzip: {exc}") from None
+    if len(out) > MAX_REQUEST_BYTES or inflater.unconsumed_tail:
+        raise _RpcRefused(
+            "resource_exhausted", f"the request decompresses to more than {MAX_REQUEST_BYTES} bytes"
+        )
+    return out
+
+
+class _RpcRefused(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+_HTTP_STATUS = {"invalid_argument": 400, "resource_exhausted": 413}
+
+
+@functools.lru_cache(maxsize=256)
+def _input_class(path: str) -> Any:
+    """The request message class of the RPC at ``path`` (``/pkg.Service/Method``), or None."""
+    service, _, method = path.strip("/").partition("/")
+    try:
+        desc = descriptor_pool.Default().FindServiceByName(service).FindMethodByName(method)
+    except KeyError:
+        return None
+    return None if desc is None else message_factory.GetMessageClass(desc.input_type)
+
+
+def _decode(payload: bytes, cls: Any, codec: str) -> None:
+    """Raise ``_RpcRefused(invalid_argument)`` unless ``payload`` is a ``cls`` message."""
+    try:
+        if codec == "json":
+            json_format.Parse(payload.decode("utf-8") or "{}", cls(), ignore_unknown_fields=False)
+        else:
+            cls().ParseFromString(payload)
+    except (DecodeError, json_format.ParseError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        what = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise _RpcRefused(
+            "invalid_argument", f"the request is not a valid {cls.DESCRIPTOR.full_name}: {what}"
+        ) from None
+
+
+def _check_payload(body: bytes, cls: Any, ctype: str, headers: Mapping[str, str]) -> None:
+    """Check one Connect request body: unary (``application/proto|json``) or a stream of
+    envelopes (``application/connect+proto|json``); raises ``_RpcRefused``."""
+    if ctype.startswith("application/connect+"):
+        codec = ctype.removeprefix("application/connect+")
+        encoding = headers.get("connect-content-encoding", "identity").lower()
+        view = memoryview(body)
+        total = 0
+        while view:
+            if len(view) < 5:
+                raise _RpcRefused("invalid_argument", "the request stream ends inside an envelope header")
+            flags, size = view[0], int.from_bytes(view[1:5], "big")
+            if len(view) < 5 + size:
+                raise _RpcRefused("invalid_argument", "the request stream ends inside a message")
+            payload = bytes(view[5 : 5 + size])
+            view = view[5 + size :]
+            if flags & 0x02:
+                continue  # an end-of-stream envelope carries no request
+            payload = _inflate(payload, encoding) if flags & 0x01 else payload
+            total += len(payload)
+            if total > MAX_REQUEST_BYTES:
+                raise _RpcRefused("resource_exhausted", f"the request is over {MAX_REQUEST_BYTES} bytes")
+            _decode(payload, cls, codec)
+        return
+    encoding = headers.get("content-encoding", "identity").lower()
+    _decode(_inflate(body, encoding), cls, ctype.removeprefix("application/"))
+
+
+async def _checked_rpc(scope: Scope, receive: Receive, send: Send) -> Receive | None:
+    """Read and check a Connect request before connectrpc sees it (the real service's limits).
+
+    A body (raw, or once decompressed) over ``MAX_REQUEST_BYTES`` is answered
+    ``resource_exhausted`` (HTTP 413); one that is not the method's request message is answered
+    ``invalid_argument`` (HTTP 400) instead of connectrpc's 500 ``unknown``. Returns a receive
+    that replays the body, or None when the request was answered here.
+    """
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+    known = ("application/proto", "application/json", "application/connect+proto", "application/connect+json")
+    if scope.get("method") != "POST" or ctype not in known:
+        return receive
+    body = await _read_body(receive, MAX_REQUEST_BYTES)
+    try:
+        if body is None:
+            raise _RpcRefused("resource_exhausted", f"the request body is over {MAX_REQUEST_BYTES} bytes")
+        cls = _input_class(scope["path"])
+        if cls is not None:
+            _check_payload(body, cls, ctype, headers)
+    except _RpcRefused as refused:
+        error = {"code": refused.code, "message": refused.message}
+        if ctype.startswith("application/connect+"):
+            end = json.dumps({"error": error}).encode()
+            frame = b"\x02" + len(end).to_bytes(4, "big") + end
+            await _respond(send, 200, frame, ctype)
+        else:
+            await _respond(send, _HTTP_STATUS[refused.code], json.dumps(error).encode())
+        return None
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return await receive()  # a disconnect, once the body is consumed
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 async def _respond(send: Send, status: int, body: bytes, content_type: str = "application/json") -> None:
