@@ -357,3 +357,29 @@ def test_schema_prints_the_json_schema_of_policy_files(capsys):
     assert schema["required"] == ["apiVersion"]
     assert set(schema["properties"]) == {"apiVersion", "defaults", "budgets", "policies", "reproductions"}
     assert schema["additionalProperties"] is False
+
+
+def test_check_prints_whole_problem_lines_then_the_count_when_both_streams_share_a_pipe(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as in a shell
+
+    names = "".join(f"  - name: Bad{i}\n" for i in range(8))
+    policy = write(tmp_path / "p.yaml", "apiVersion: rerund/v1\npolicies:\n" + names)
+
+    out = subprocess.run(
+        [sys.executable, "-m", "rerund.cli", "check", str(policy)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
+        env=env,
+    )
+
+    lines = out.stdout.splitlines()
+    assert out.returncode == 1
+    assert lines[-1] == "8 problems found"
+    assert out.stdout.endswith("\n8 problems found\n")
+    assert all(line.startswith(f"{policy}:") for line in lines[:-1]) and len(lines) == 9

@@ -110,6 +110,9 @@ def test_the_endpoints_serve_health_readiness_metrics_and_decisions_without_secr
     assert health.status_code == 200
     assert running.get("/readyz").json()["ready"] is True
     assert 'rerund_decisions_total{decision="rerun",policy="transient"} 1.0' in metrics.text
+    # Series of the policies in force exist from the start, at 0, so increase() sees a first event.
+    assert 'rerund_reruns_issued_total{policy="bad-input",scope="run"} 0.0' in metrics.text
+    assert 'rerund_decisions_total{decision="give_up",policy="transient"} 0.0' in metrics.text
     assert "rerund_last_sync_timestamp_seconds" in metrics.text
     body = decisions.json()
     assert [d["name"] for d in body["decisions"]] == ["abc123-retry-1"]

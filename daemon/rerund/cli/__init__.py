@@ -102,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except RerundError as exc:
+        sys.stdout.flush()  # what was printed comes first, in whole lines, when both share a pipe
         print(f"rerund {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

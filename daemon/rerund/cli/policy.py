@@ -117,6 +117,7 @@ def _check(args: argparse.Namespace) -> int:
             for problem in problems:
                 print(problem)
             n = len(problems)
+            sys.stdout.flush()  # the problems first, whole lines, even when both streams share a pipe
             print(f"{n} problem{'s' if n != 1 else ''} found", file=sys.stderr)
         return 1
     checks = [c.name for c in policies.reproductions]

@@ -163,7 +163,8 @@ class Metrics:
                 self.reproduction_runs.labels(name, result)
 
     def init_policies(self, names: list[str]) -> None:
-        """Create the per-policy lineage series at 0 for every policy in force.
+        """Create the per-policy series at 0 for every policy in force: decisions by kind,
+        reruns issued by scope, lineages recovered and exhausted.
 
         A counter series that first appears at 1 hides that first event from ``increase()``
         and ``rate()``; starting each policy's series at 0 when it is loaded makes the first
@@ -172,6 +173,11 @@ class Metrics:
         for name in names:
             self.lineages_recovered.labels(name)
             self.lineages_exhausted.labels(name)
+            for kind in ("rerun", "give_up", "ignore", "defer"):
+                self.decisions.labels(name, kind)
+            for scope in ("run", "failed_action", "recover"):
+                self.reruns_issued.labels(name, scope)
+        self.decisions.labels("", "ignore")  # no policy matched
         for result in ("ok", "error"):
             self.policy_reloads.labels(result)
         for result in ("sent", "failed"):
