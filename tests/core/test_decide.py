@@ -341,7 +341,7 @@ policies:
     retry: {scope: failed_action, max_attempts: 4, budget: {max_reruns: 3, per: 10m}}
   - name: timeouts
     match: {phases: [TIMED_OUT]}
-    retry: {scope: recover, max_attempts: 2, name: '{policy}-{root}-{attempt}'}
+    retry: {scope: recover, max_attempts: 2}
   - name: etl
     match: {projects: [etl], tasks: ['etl.*']}
 """

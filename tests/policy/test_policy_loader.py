@@ -124,11 +124,23 @@ BAD_FILES = [
         ["3:5: policies[0].name: missing required key 'name'"],
     ),
     (
-        "template-without-attempt",
-        HEADER + b"policies:\n  - name: a\n    retry: {name: '{root}-x'}\n",
+        "a name template, removed from the language",
+        HEADER + b"policies:\n  - name: a\n    retry: {name: '{root}-x-{attempt}'}\n",
         [
-            "4:19: policies[0].retry.name: name template '{root}-x' must contain {attempt} so each attempt gets "
-            "its own name"
+            "4:19: policies[0].retry.name: 'name' (a rerun name template) is no longer a policy key: every "
+            "rerun is named <root>-retry-<attempt> (e.g. abc123-retry-1), a function of the lineage attempt "
+            "only, so that no restart, reload or replica with other policies can create a second rerun for "
+            "one attempt; remove this key"
+        ],
+    ),
+    (
+        "a name template in the defaults",
+        HEADER + b"defaults: {name: '{root}-x-{attempt}'}\npolicies:\n  - name: a\n",
+        [
+            "2:18: defaults.name: 'name' (a rerun name template) is no longer a policy key: every "
+            "rerun is named <root>-retry-<attempt> (e.g. abc123-retry-1), a function of the lineage attempt "
+            "only, so that no restart, reload or replica with other policies can create a second rerun for "
+            "one attempt; remove this key"
         ],
     ),
     (

@@ -482,14 +482,13 @@ def test_dry_run_records_decisions_and_creates_nothing(
     assert {r["run"] for r in rows} == set(failed)
 
 
-def test_a_policy_reload_never_reruns_a_failure_again_under_a_new_name(
+def test_a_policy_reload_never_reruns_a_failure_again_under_changed_policies(
     tmp_path: Path, storm_policy_file: Path
 ) -> None:
     """Reloaded policies re-decide settled failures (one ignored before may be owed a rerun
     now). A failure already rerun must be found rerun even when its rerun is older than the
-    resync window and the new policies name reruns differently."""
+    resync window and the new policies differ (scope, attempts)."""
     doc = storm_policies()
-    doc["policies"][1]["retry"]["name"] = "{root}-a{attempt}"
     live = tmp_path / "live"
     live.mkdir()
     policy_file = write_storm_policies(live / "rerund.yaml", doc)
@@ -502,7 +501,8 @@ def test_a_policy_reload_never_reruns_a_failure_again_under_a_new_name(
             assert len(reruns(sb.runs())) == 3
             time.sleep(5)  # several passes: the reruns are now older than watermark - overlap
 
-            doc["policies"][1]["retry"]["name"] = "{root}-b{attempt}"
+            doc["policies"][1]["retry"]["scope"] = "recover"
+            doc["policies"][1]["retry"]["max_attempts"] = 5
             write_storm_policies(policy_file, doc)
             wait_until(
                 "the reload",
@@ -523,11 +523,10 @@ def test_a_policy_reload_never_reruns_a_failure_again_under_a_new_name(
             assert not d.pending()
 
 
-def test_a_daemon_restarted_with_a_new_name_template_does_not_rerun_again(
+def test_a_daemon_restarted_with_changed_policies_does_not_rerun_again(
     tmp_path: Path, storm_policy_file: Path
 ) -> None:
     doc = storm_policies()
-    doc["policies"][1]["retry"]["name"] = "{root}-a{attempt}"
     live = tmp_path / "live"
     live.mkdir()
     policy_file = write_storm_policies(live / "rerund.yaml", doc)
@@ -538,7 +537,8 @@ def test_a_daemon_restarted_with_a_new_name_template_does_not_rerun_again(
             launch_storm(sb, 3)
             wait_until("three reruns", lambda: len(reruns(sb.runs())) == 3, 120, d.logs)
             d.kill()
-            doc["policies"][1]["retry"]["name"] = "{root}-b{attempt}"
+            doc["policies"][1]["retry"]["scope"] = "recover"
+            doc["policies"][1]["retry"]["max_attempts"] = 5
             write_storm_policies(policy_file, doc)
             d.start()
             d.wait_ready()

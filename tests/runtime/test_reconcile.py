@@ -481,13 +481,8 @@ def test_watch_events_wait_for_a_reruns_listing_of_the_policies_in_force(world: 
     asyncio.run(watch("new"))
     assert [r.ref.name for r in world.cp.reruns()] == ["new-retry-1", "old-retry-1"]
 
-    # A reload that renames reruns: the old failure is re-decided, but only by the pass.
-    world.set_policies(
-        POLICIES.replace(
-            "      scope: failed_action\n",
-            "      scope: failed_action\n      name: '{root}-again-{attempt}'\n",
-        )
-    )
+    # A reload that changes the policy: the old failure is re-decided, but only by the pass.
+    world.set_policies(POLICIES.replace("      scope: failed_action\n", "      scope: run\n"))
     world.rec.policies_changed()
     asyncio.run(watch("old"))
     assert len(world.cp.reruns()) == 2

@@ -18,7 +18,8 @@ Semantics (the README, ``explain`` and the tests say the same):
 4. ``attempt`` counts reruns already issued in the lineage; ``attempt >= max_attempts`` ->
    ``give_up``.
 5. Otherwise rerun attempt ``n = attempt + 1``, due at ``failed_at + delay(n)`` (deterministic
-   jittered exponential backoff), under a deterministic DNS-1035 name, carrying the labels
+   jittered exponential backoff), under the name ``<root>-retry-<n>`` (a function of the
+   lineage attempt only, so every replica computes the same one), carrying the labels
    ``rerund-root``, ``rerund-attempt``, ``rerund-policy`` over the merged labels.
 6. If the global budget or the policy's budget has no slot left in its sliding window, the
    decision is ``defer`` with ``not_before`` = when the window frees a slot.
@@ -55,7 +56,7 @@ from rerund.core.model import (
     Scope,
     WaitForVersion,
 )
-from rerund.core.names import rerun_name
+from rerund.core.names import NAME_RULE, rerun_name
 from rerund.core.resources import ResourcesView, plan_resources
 from rerund.core.rules import GLOBAL_BUDGET, Budget, PolicySet, Rule
 from rerund.core.runs import LABEL_ATTEMPT, LABEL_POLICY, LABEL_REPRO, LABEL_ROOT, ROOT_ACTION
@@ -237,7 +238,7 @@ def _plan(
     scope_text = f"scope {scope.value}" + (f" (action {action!r})" if action else "")
     if scope_note:  # short in the reason (a log line); the trace says it in full
         scope_text += " (the root action a0 failed)"
-    new_name = rerun_name(plan.name, root=root, run=run, policy=name, attempt=n)
+    new_name = rerun_name(root=root, attempt=n)
     relaunch: RelaunchTarget | None = None
     if scope == Scope.RELAUNCH:
         chosen = _relaunch_target(failure, rule, n, now, trace)
@@ -269,7 +270,7 @@ def _plan(
             + (f" (action {action!r})" if action else "")
             + (f"; {scope_note}" if scope_note else "")
         )
-        trace.append(f"name: template {plan.name!r} -> {new_name!r}")
+        trace.append(f"name: {NAME_RULE} of lineage {root!r} -> {new_name!r}")
 
     common = {
         "policy": name,

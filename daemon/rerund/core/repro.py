@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from rerund.core.compare import Difference, OutputsMode, Tolerance, compare_outputs
 from rerund.core.durations import format_duration
-from rerund.core.names import rerun_name
+from rerund.core.names import suffixed_name
 from rerund.core.runs import LABEL_REPRO
 from rerund.core.times import iso
 
@@ -175,13 +175,13 @@ def repro_run_name(check: str, scheduled_for: datetime, *, manual: bool = False)
     """The rerun name of the firing of ``check`` scheduled for ``scheduled_for``.
 
     ``rp-<check>-<YYYYmmddHHMM>`` (UTC minute) for scheduled firings, ``rm-...`` for manual ones
-    (``rerund repro run``), shortened with a hash by ``core.names.rerun_name`` when longer than
+    (``rerund repro run``), shortened with a hash by ``core.names.suffixed_name`` when longer than
     30 characters. Invariants: a valid DNS-1035 run name; a pure function of its arguments;
     distinct for distinct (check, minute, manual).
     """
     minute = int(scheduled_for.astimezone(UTC).strftime("%Y%m%d%H%M"))
     root = f"{'rm' if manual else 'rp'}-{check}"
-    return rerun_name("{root}-{attempt}", root=root, run=root, policy=check, attempt=minute)
+    return suffixed_name(root, minute, f"-{minute}")
 
 
 def due_firing(

@@ -135,7 +135,6 @@ class RetryPlan:
     scope: Scope
     max_attempts: int
     backoff: Backoff
-    name: str
     env: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     inputs: Mapping[str, Any] = field(default_factory=dict)

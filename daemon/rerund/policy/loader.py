@@ -19,7 +19,6 @@ from rerund.core.backoff import Backoff
 from rerund.core.compare import Tolerance
 from rerund.core.durations import format_duration, parse_duration
 from rerund.core.model import Phase, RunOverrides, Scope
-from rerund.core.names import DEFAULT_TEMPLATE
 from rerund.core.repro import CompareSettings, ReproCheck, ReproSource
 from rerund.core.resources import (
     RESOURCE_NAMES,
@@ -371,7 +370,6 @@ def _rule(
         scope=scope,
         max_attempts=BUILTIN_MAX_ATTEMPTS if max_attempts is None else max_attempts,
         backoff=backoff,
-        name=retry.name or d.name or DEFAULT_TEMPLATE,
         env={**d.env, **retry.env},
         labels={**d.labels, **retry.labels},
         inputs={**d.inputs, **retry.inputs},

@@ -35,7 +35,7 @@ from pydantic import (
 
 from rerund.core.durations import DURATION_PATTERN, format_duration, parse_duration
 from rerund.core.model import Phase, Scope
-from rerund.core.names import template_problems
+from rerund.core.names import NAME_RULE
 from rerund.core.resources import parse_multiplier, quantity_problem
 from rerund.core.rules import compile_pattern_error
 from rerund.core.taxonomy import FAILURE_CLASSES
@@ -92,11 +92,16 @@ def _pattern(value: str) -> str:
     return value
 
 
-def _template(value: str) -> str:
-    problems = template_problems(value)
-    if problems:
-        raise ValueError("; ".join(problems))
-    return value
+NAME_REMOVED = (
+    "'name' (a rerun name template) is no longer a policy key: every rerun is named "
+    f"{NAME_RULE} (e.g. abc123-retry-1), a function of the lineage attempt only, so that no "
+    "restart, reload or replica with other policies can create a second rerun for one attempt; "
+    "remove this key"
+)
+
+
+def _removed_name(value: object) -> None:
+    raise ValueError(NAME_REMOVED)
 
 
 def _policy_name(value: str) -> str:
@@ -308,7 +313,10 @@ class DefaultsSpec(_Spec):
     scope: Scope | None = None
     max_attempts: int | None = Field(default=None, ge=0, le=1000)
     backoff: BackoffSpec | None = None
-    name: Annotated[str, AfterValidator(_template)] | None = None
+    # Removed in 0.2; kept only to explain the removal (see ``NAME_REMOVED``).
+    name: Annotated[Any, AfterValidator(_removed_name)] = Field(
+        default=None, json_schema_extra={"deprecated": True}
+    )
     env: Env = Field(default_factory=dict)
     labels: Labels = Field(default_factory=dict)
     inputs: Inputs = Field(default_factory=dict)
