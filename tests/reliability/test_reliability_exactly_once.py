@@ -74,7 +74,7 @@ def _operator_rerun(cp: FlyteControlPlane, sb: SandboxHandle, run: Mapping[str, 
     "lineages",
     [SHORT(6, id="short-6-lineages"), FULL(60, id="full-60-lineages")],
 )
-def test_a_an_operator_copy_of_a_rerun_decided_in_the_same_pass_gets_no_second_rerun(
+def test_3a_an_operator_copy_of_a_rerun_decided_in_the_same_pass_gets_no_second_rerun(
     lineages: int, tmp_path: Path
 ) -> None:
     doc = _slow_retry_policies()
@@ -126,7 +126,7 @@ def test_a_an_operator_copy_of_a_rerun_decided_in_the_same_pass_gets_no_second_r
     "failures",
     [SHORT(40, id="short-40-failures"), FULL(400, id="full-400-failures")],
 )
-def test_b_a_restart_with_changed_policies_under_transient_errors_duplicates_nothing(
+def test_3b_a_restart_with_changed_policies_under_transient_errors_duplicates_nothing(
     failures: int, tmp_path: Path
 ) -> None:
     doc = storm_policies()
@@ -167,7 +167,7 @@ def test_b_a_restart_with_changed_policies_under_transient_errors_duplicates_not
     "failures",
     [SHORT(60, id="short-60-failures"), FULL(600, id="full-600-failures")],
 )
-def test_c_two_replicas_with_different_policy_files_issue_each_rerun_once(
+def test_3c_two_replicas_with_different_policy_files_issue_each_rerun_once(
     failures: int, tmp_path: Path
 ) -> None:
     doc = storm_policies()
