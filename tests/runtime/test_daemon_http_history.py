@@ -318,3 +318,31 @@ def test_a_hostile_policy_file_is_rejected_and_hot_reload_goes_on(running: Runni
         "the accepted reload after the hostile file",
     )
     assert running.daemon.policies.current.names() == ["bad-input-v2", "transient"]
+
+
+def test_a_background_task_that_fails_is_restarted_and_readyz_says_so_while_it_is_down(
+    running: Running,
+) -> None:
+    _until(lambda: running.get("/readyz").status_code == 200, "/readyz")
+    healthy = threading.Event()
+
+    async def flaky() -> None:
+        if not healthy.is_set():
+            raise RuntimeError("boom")
+        await asyncio.Event().wait()  # runs until the daemon stops
+
+    loop = running.daemon._loop
+    assert loop is not None
+    loop.call_soon_threadsafe(running.daemon.supervisor.start, "flaky", flaky)
+
+    _until(lambda: running.get("/readyz").status_code == 503, "/readyz to report the task down")
+    body = running.get("/readyz").json()
+    assert body["ready"] is False
+    assert body["reason"] == "background task(s) down, restarting with backoff: flaky: RuntimeError: boom"
+    assert 'rerund_internal_errors_total{task="flaky"} 0.0' not in running.get("/metrics").text
+    assert 'rerund_internal_errors_total{task="flaky"}' in running.get("/metrics").text
+    assert 'rerund_internal_errors_total{task="policies"} 0.0' in running.get("/metrics").text
+    assert running.get("/healthz").status_code == 200
+
+    healthy.set()
+    _until(lambda: running.get("/readyz").status_code == 200, "/readyz once the task runs again")

@@ -8,17 +8,13 @@ from prometheus_client import CollectorRegistry
 
 from rerund.runtime.metrics import Metrics
 
-SERIES = (
-    [
-        ("rerund_reruns_issued_total", {"policy": "oom", "scope": scope})
-        for scope in ("run", "failed_action", "recover")
-    ]
-    + [
-        ("rerund_decisions_total", {"policy": "oom", "decision": kind})
-        for kind in ("rerun", "give_up", "ignore", "defer")
-    ]
-    + [("rerund_decisions_total", {"policy": "", "decision": "ignore"})]
-)
+SERIES = [
+    ("rerund_reruns_issued_total", {"policy": "oom", "scope": scope})
+    for scope in ("run", "failed_action", "recover")
+] + [
+    ("rerund_decisions_total", {"policy": "oom", "decision": kind})
+    for kind in ("rerun", "give_up", "ignore", "defer")
+]
 
 
 @pytest.mark.parametrize(("name", "labels"), SERIES, ids=[f"{n}{sorted(lb.values())}" for n, lb in SERIES])

@@ -18,6 +18,11 @@ What runs, all on one asyncio event loop:
   on its cron schedule, reruns its reference run and records match / mismatch / failed /
   timeout. Missed firings run once on start.
 
+Every one of these tasks runs under ``rerund.runtime.supervisor``: an unexpected exception is
+logged once, counted in ``rerund_internal_errors_total{task}``, and the task restarted with
+backoff while ``/readyz`` reports it down; what it held (the policies in force, the caches)
+stays as it was.
+
 SIGTERM/SIGINT: stop taking work (watchers and poller stop, issue loops stop retrying), let
 in-flight calls finish, and exit — within 10 seconds. Nothing is lost by stopping: what is
 still owed is recomputed from the control plane on the next start.
@@ -28,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import signal
 from collections.abc import Callable
@@ -60,6 +66,7 @@ from rerund.runtime.reconcile import Reconciler, public_decision
 from rerund.runtime.repro import ReproRunner
 from rerund.runtime.settings import Settings
 from rerund.runtime.status import gather_status
+from rerund.runtime.supervisor import Supervisor
 
 __all__ = ["Daemon", "PolicyHolder", "connect_control_plane"]
 
@@ -185,6 +192,9 @@ class Daemon:
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry)
+        self.supervisor = Supervisor(
+            self.metrics.internal_errors, stopping=lambda: self._stop is not None and self._stop.is_set()
+        )
         self._clock = clock
         self._cp = control_plane
         self._install_signals = install_signals
@@ -291,16 +301,17 @@ class Daemon:
                 " (not fired: dry run)" if s.dry_run else "",
                 ", ".join(f"{c.name} ({c.schedule} {c.timezone})" for c in policies.reproductions),
             )
-        tasks = [asyncio.create_task(self._poller(), name="poller")]
+        sup = self.supervisor
+        tasks = [sup.start("poller", self._poller)]
         if s.watch:
             tasks += [
-                asyncio.create_task(self._watcher(sc.project, sc.domain), name=f"watch {sc.key}")
+                sup.start(f"watch {sc.key}", functools.partial(self._watcher, sc.project, sc.domain))
                 for sc in s.scopes
             ]
-        tasks.append(asyncio.create_task(self._policy_watcher(), name="policies"))
-        tasks.append(asyncio.create_task(self._pruner(ledger), name="pruner"))
+        tasks.append(sup.start("policies", self._policy_watcher))
+        tasks.append(sup.start("pruner", functools.partial(self._pruner, ledger)))
         if not s.dry_run:
-            tasks.append(asyncio.create_task(self.repro.run(), name="reproductions"))
+            tasks.append(sup.start("reproductions", self.repro.run))
         if self._on_ready is not None:
             self._on_ready(self)
         try:
@@ -429,7 +440,18 @@ class Daemon:
         assert self.reconciler is not None
         task = asyncio.get_running_loop().create_task(self.reconciler.on_watch(summary))
         self._events.add(task)
-        task.add_done_callback(self._events.discard)
+        task.add_done_callback(self._event_done)
+
+    def _event_done(self, task: asyncio.Task[Any]) -> None:
+        """A watch event's task ended: an exception is logged and counted, never left unread."""
+        self._events.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        self.metrics.internal_errors.labels("watch event").inc()
+        log.error(
+            "handling a watch event failed; the next resync pass decides that run",
+            exc_info=task.exception(),
+        )
 
     async def _policy_watcher(self) -> None:
         assert self.policies is not None and self._stop is not None and self._reload is not None
@@ -474,7 +496,12 @@ class Daemon:
         return Response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
 
     def ready(self) -> tuple[bool, str]:
-        """Ready when a resync pass succeeded within 3 poll intervals."""
+        """Ready when a resync pass succeeded within 3 poll intervals and no background task
+        is down (waiting to be restarted after a failure)."""
+        down = self.supervisor.down()
+        if down:
+            what = "; ".join(f"{name}: {why}" for name, why in sorted(down.items()))
+            return False, f"background task(s) down, restarting with backoff: {what}"
         window = 3 * self.settings.poll_interval
         last = self.reconciler.last_sync if self.reconciler else None
         if last is None:

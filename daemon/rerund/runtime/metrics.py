@@ -42,6 +42,7 @@ METRIC_NAMES = (
     "rerund_reproduction_runs_total",
     "rerund_reproduction_last_result",
     "rerund_reproduction_last_run_timestamp_seconds",
+    "rerund_internal_errors_total",
 )
 
 
@@ -151,6 +152,12 @@ class Metrics:
             ["check"],
             registry=registry,
         )
+        self.internal_errors = Counter(
+            "rerund_internal_errors_total",
+            "Unexpected exceptions in a background task of the daemon (it was restarted), by task.",
+            ["task"],
+            registry=registry,
+        )
 
     def init_checks(self, names: list[str]) -> None:
         """Create every (check, result) series of ``rerund_reproduction_runs_total`` at 0.
@@ -177,7 +184,6 @@ class Metrics:
                 self.decisions.labels(name, kind)
             for scope in ("run", "failed_action", "recover"):
                 self.reruns_issued.labels(name, scope)
-        self.decisions.labels("", "ignore")  # no policy matched
         for result in ("ok", "error"):
             self.policy_reloads.labels(result)
         for result in ("sent", "failed"):
