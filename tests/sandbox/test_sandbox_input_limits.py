@@ -146,3 +146,14 @@ def test_a_raw_body_over_the_cap_is_answered_resource_exhausted(sb):
 
     assert resp.status_code == 413
     assert resp.json()["code"] == "resource_exhausted"
+
+
+@pytest.mark.parametrize("latency", ["99999999999h", 1e308, "9000h"], ids=["hours", "float", "over a year"])
+def test_an_admin_fault_latency_over_a_year_is_refused(sb, latency):
+    resp = httpx.post(f"{sb.endpoint}/_sandbox/faults", json={"latency": latency})
+
+    assert resp.status_code == 400
+    assert resp.json()["error"] == (
+        f"duration {latency!r} is longer than the sandbox's maximum of 8760h; use e.g. 2m"
+    )
+    assert httpx.get(f"{sb.endpoint}/_sandbox/stats").json()["faults"]["latency"] == "0ms"

@@ -102,16 +102,27 @@ __all__ = [
 Outcome = Literal["succeed", "fail", "timeout", "hang"]
 
 
+MAX_DURATION_S = 365 * 86400.0  # any longer and asyncio cannot schedule the wake-up
+
+
 def parse_duration(value: Any) -> float:
     """Seconds of a duration such as ``50ms``, ``0.5s``, ``2m``, ``1h``, ``1m30s`` or a bare number
-    of seconds (``rerund.core.durations``, the one parser; workloads write no days). Raises
-    ``ValueError`` with the accepted forms otherwise."""
+    of seconds (``rerund.core.durations``, the one parser; workloads write no days), at most
+    ``MAX_DURATION_S``. Raises ``ValueError`` with the accepted forms otherwise."""
+    too_long = f"duration {value!r} is longer than the sandbox's maximum of 8760h; use e.g. 2m"
     try:
-        return durations.parse_duration(value, bare_seconds=True, days=False).total_seconds()
+        seconds = durations.parse_duration(value, bare_seconds=True, days=False).total_seconds()
     except durations.DurationError as exc:
         if exc.kind == "negative":
             raise ValueError(f"duration {value!r} is negative; use e.g. 50ms, 0.5s, 2m, 1h") from None
+        if exc.kind == "too_long":
+            raise ValueError(too_long) from None
         raise ValueError(f"duration {value!r} is not a duration; use e.g. 50ms, 0.5s, 2m, 1h") from None
+    except ValueError:  # a float NaN
+        raise ValueError(f"duration {value!r} is not a duration; use e.g. 50ms, 0.5s, 2m, 1h") from None
+    if seconds > MAX_DURATION_S:
+        raise ValueError(too_long)
+    return seconds
 
 
 class _Frozen(BaseModel):
