@@ -10,6 +10,7 @@ contract suite against this fake and the real adapter, so the two cannot drift a
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -80,6 +81,7 @@ class FakeControlPlane:
         self.calls: Counter[str] = Counter()
         self.calls_by_run: Counter[tuple[str, str]] = Counter()
         self.fail_next: dict[str, deque[ControlPlaneError]] = defaultdict(deque)
+        self.create_latency = 0.0  # seconds a CreateRun takes before the name is taken
 
     # -- test helpers ---------------------------------------------------------------------------
 
@@ -168,6 +170,8 @@ class FakeControlPlane:
 
     async def create_rerun(self, request: RerunRequest) -> RunRef:
         self._call("create_rerun", request.name)
+        if self.create_latency:
+            await asyncio.sleep(self.create_latency)
         target = request.target
         if target in self.runs:
             raise AlreadyExistsError(f"run {target} exists", rpc="CreateRun", code="already_exists")

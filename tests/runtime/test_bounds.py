@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from rerund.core.model import MAX_MESSAGE_CHARS, ErrorInfo
 
@@ -51,3 +52,43 @@ def test_a_forged_attempt_of_two_to_the_63_is_recorded_as_ignored(tmp_path) -> N
     [row] = world.ledger.history(run="forged")
     assert row["decision"] == "ignore"
     assert world.metric("rerund_decisions_total", policy="", decision="ignore") == 1
+
+
+def test_a_rerun_that_never_ends_does_not_pin_the_reruns_listing_and_is_followed_on_its_own(tmp_path) -> None:
+
+    from rerund.core.runs import RunRef
+
+    from .fake_control_plane import FakeRun
+
+    world = World(tmp_path)
+    world.cp.add_failed("stuck", at=T0)
+    world.clock.advance(60)
+    world.sync()
+    [stuck] = world.cp.reruns()
+    assert stuck.ref.name == "stuck-retry-1" and stuck.phase == "QUEUED"  # and it never ends
+
+    listed = []
+    for hour in range(72):  # three days of other lineages' reruns, ten an hour, all finished
+        for i in range(10):
+            ref = RunRef("ml", "production", f"h{hour}x{i}-retry-1")
+            at = world.clock()
+            world.cp.runs[ref] = FakeRun(
+                ref,
+                "SUCCEEDED",
+                labels={"rerund-root": f"h{hour}x{i}", "rerund-attempt": "1", "rerund-policy": "transient"},
+                created_at=at,
+                ended_at=at,
+            )
+        world.clock.advance(3600)
+        listed.append(world.sync().reruns_listed)
+
+    # The listing covers the resync window plus at most an hour, not three days: bounded.
+    assert max(listed[-48:]) <= 40, listed[-48:]
+
+    world.cp.runs[stuck.ref] = replace(world.cp.runs[stuck.ref], phase="SUCCEEDED", ended_at=world.clock())
+    before = world.cp.calls["get_run"]
+    world.clock.advance(600)  # followed on its own at most every 5 minutes
+    world.sync()
+    assert world.cp.calls["get_run"] == before + 1
+    assert world.metric("rerund_rerun_outcomes_total", policy="transient", outcome="succeeded") == 1
+    assert world.metric("rerund_lineages_recovered_total", policy="transient") == 1

@@ -9,7 +9,9 @@ Why it is level-triggered
     jobs) only saves RPCs and records history.
 
 Why every rerun is issued exactly once
-    - *Never twice.* A rerun's name is deterministic and distinct per (lineage root, attempt).
+    - *Never twice.* A rerun's name is ``<root>-retry-<attempt>``: a function of the lineage
+      attempt alone, never of a policy or setting, so replicas and restarts that disagree on
+      configuration still agree on it (``rerund.core.names``).
       Before creating it, the daemon looks it up in the index of existing reruns it lists each
       pass (one ListRuns per scope, amortised); and the create itself is idempotent: the control
       plane answers ALREADY_EXISTS to a second CreateRun of the same name (whoever sent the
@@ -51,7 +53,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import assert_never
 
 from rerund.clock import utcnow
@@ -80,6 +82,11 @@ Decide = Callable[[Failure, PolicySet, datetime], Decision]
 DEFAULT_LOOKBACK = timedelta(hours=1)
 _RETRY_INITIAL = 0.5
 _RETRY_MAX = 30.0
+# How much further back than the resync window the reruns listing may reach (for reruns still
+# running, and failures still owed something); older running reruns are followed on their own.
+_MAX_LISTING_REACH = timedelta(hours=1)
+_FOLLOW_ALONE_EVERY = timedelta(minutes=5)
+_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -131,9 +138,14 @@ class Reconciler:
         self._reads = asyncio.Semaphore(max(8, max_concurrent_reruns))
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._spawn = spawner(self._tasks, log)
+        self._spawn = spawner(self._tasks, log, metrics.internal_errors.labels("reconcile task").inc)
         self._inflight: set[RunRef] = set()  # being read or decided right now
         self._issuing: set[RunRef] = set()  # an issue task is running for it
+        # Creates in flight, by target name: a second failure of the lineage decided for the same
+        # (root, attempt) — e.g. an operator's copy of a rerun, decided in the same pass — waits
+        # for the first create instead of sending its own.
+        self._creating: dict[RunRef, asyncio.Future[None]] = {}
+        self._followed_at: dict[RunRef, datetime] = {}  # tracked reruns followed on their own
         self._owed = OwedWork(lookback=lookback, overlap=overlap, seen_capacity=seen_capacity)
         self._issuer = Issuer(
             metrics, stopping=self._stopping, clock=clock, initial=retry_initial, maximum=retry_max
@@ -149,8 +161,8 @@ class Reconciler:
         )
         # The policy generation the reruns index was last listed for (-1: never). Until a
         # listing covers the current generation, watch events leave failed runs to the next
-        # pass: deciding them against an index that may not know their reruns could issue an
-        # attempt again under another name (after a reload or restart that renamed reruns).
+        # pass: deciding them against an index that may not know their reruns would count
+        # budgets wrong and send CreateRuns the name guard then refuses.
         self._indexed_generation = -1
         self._error_wait = error_wait
         self._error_recheck = error_recheck
@@ -289,13 +301,16 @@ class Reconciler:
         if budgets:
             since = min(since, now - max(budgets.values()))
         # A rerun followed to its outcome, and a failure still owed a decision (deferred,
-        # retried, or re-decided after a policy reload) whose rerun may already exist, created
-        # after it failed: list back that far so the index finds it by (root, attempt),
-        # whatever name the policies now give it.
+        # retried, or re-decided after a policy reload) whose rerun may already exist, pull the
+        # listing back to them — by at most _MAX_LISTING_REACH, so one rerun that never ends
+        # cannot pin the window to its creation time. Older running reruns are followed on
+        # their own (_follow_alone); for older owed failures the rerun's name, a function of
+        # (root, attempt), guards against a second create.
+        reach = since - _MAX_LISTING_REACH
         for older in (self._recorder.oldest_tracked(scope), self._owed.oldest_owed(scope)):
             if older is not None and older < since:
-                since = older
-        return await self._index.refresh(
+                since = max(older, reach)
+        listed = await self._index.refresh(
             project,
             domain,
             since=since,
@@ -303,6 +318,36 @@ class Reconciler:
             now=now,
             on_listed=lambda r: self._recorder.observe(r, now),
         )
+        alone = [
+            t.ref for t in self._recorder.tracked.values() if t.ref.scope == scope and t.created_at < since
+        ]
+        await self._follow_alone(alone, now)
+        return listed
+
+    async def _follow_alone(self, refs: Sequence[RunRef], now: datetime) -> None:
+        """Outcomes of tracked reruns older than the listing reaches: one GetRunDetails each,
+        at most every _FOLLOW_ALONE_EVERY (only reruns running for hours cost this; the watch
+        stream usually reports their end first)."""
+        refs = [r for r in refs if now - self._followed_at.get(r, _NEVER) >= _FOLLOW_ALONE_EVERY]
+        for ref in refs:
+            self._followed_at[ref] = now
+        for ref in [r for r in self._followed_at if r not in self._recorder.tracked]:
+            del self._followed_at[ref]
+
+        async def follow(ref: RunRef) -> None:
+            async with self._reads:
+                try:
+                    summary = await self._cp.get_run(ref)
+                except NotFoundError as exc:
+                    self._issuer.count_error(exc)
+                    self._recorder.tracked.pop(ref, None)  # deleted: there is no outcome to wait for
+                    return
+                except ControlPlaneError as exc:
+                    self._issuer.count_error(exc)
+                    return
+            self._recorder.observe(summary, now)
+
+        await asyncio.gather(*(follow(r) for r in refs))
 
     # -- deciding ----------------------------------------------------------------------------
 
@@ -543,6 +588,40 @@ class Reconciler:
             issue_record("already_exists", "found in the reruns listing")
             self._settle(ref)
             return
+        other = self._creating.get(req.target)
+        if other is not None:
+            await asyncio.shield(other)
+            if self._index.has(req.target, failure.root, attempt):
+                issue_record("already_exists", "created for another failure of the lineage in this pass")
+                decisions_log.info(
+                    "exists  %s: rerun %s was already issued (for another failed run of lineage %r, "
+                    "attempt %d)",
+                    ref,
+                    req.target,
+                    failure.root,
+                    attempt,
+                )
+                self._settle(ref)
+                return
+            # The other create did not succeed (stopping, rejected): try ours.
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._creating[req.target] = done
+        try:
+            await self._create_once(ref, failure, decision, req, issue_record)
+        finally:
+            if self._creating.get(req.target) is done:
+                del self._creating[req.target]
+            done.set_result(None)
+
+    async def _create_once(
+        self,
+        ref: RunRef,
+        failure: Failure,
+        decision: Rerun,
+        req: RerunRequest | RelaunchRequest,
+        issue_record: Callable[[str, str], None],
+    ) -> None:
+        attempt, policy, scope = decision.attempt, decision.policy, decision.scope.value
         if self._dry_run:
             issue_record("dry_run", "--dry-run: not created")
             decisions_log.info("dry-run %s: would create %s", ref, req.target)
@@ -616,6 +695,7 @@ class Reconciler:
             try:
                 await coro
             except Exception:
+                self._metrics.internal_errors.labels("issue").inc()
                 log.exception("internal error while issuing the rerun of %s; it stays pending", ref)
             finally:
                 self._issuing.discard(ref)

@@ -170,7 +170,7 @@ class DecisionRecorder(Recorder[DecisionLedger]):
         self.metrics.detection_latency.observe(max(0.0, (now - facts.failed_at).total_seconds()))
         if isinstance(decision, Defer) and decision.budget:  # a WaitForVersion has no budget
             self.metrics.budget_deferrals.labels(decision.budget).inc()
-        entry = {
+        entry: dict[str, Any] = {
             "at": iso(now),
             "project": ref.project,
             "domain": ref.domain,
@@ -294,14 +294,19 @@ class DecisionRecorder(Recorder[DecisionLedger]):
             )
 
 
-def spawner(tasks: set[asyncio.Task[None]], log: logging.Logger) -> Spawn:
-    """Run coroutines as background tasks kept in ``tasks`` (an error is logged, not raised)."""
+def spawner(
+    tasks: set[asyncio.Task[None]], log: logging.Logger, count: Callable[[], None] | None = None
+) -> Spawn:
+    """Run coroutines as background tasks kept in ``tasks`` (an error is logged and counted
+    with ``count``, not raised)."""
 
     def spawn(coro: Coroutine[Any, Any, None]) -> None:
         async def run() -> None:
             try:
                 await coro
             except Exception:
+                if count is not None:
+                    count()
                 log.exception("internal error in a background task")
 
         task = asyncio.get_running_loop().create_task(run())
