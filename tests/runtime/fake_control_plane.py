@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -82,6 +82,7 @@ class FakeControlPlane:
         self.calls_by_run: Counter[tuple[str, str]] = Counter()
         self.fail_next: dict[str, deque[ControlPlaneError]] = defaultdict(deque)
         self.create_latency = 0.0  # seconds a CreateRun takes before the name is taken
+        self.labels_in_listings = True  # False: ListRuns without labels, as open-source Flyte
 
     # -- test helpers ---------------------------------------------------------------------------
 
@@ -133,7 +134,7 @@ class FakeControlPlane:
     ) -> list[RunSummary]:
         self._call("list_reruns")
         return [
-            r.summary()
+            (r.summary() if self.labels_in_listings else replace(r.summary(), labels={}))
             for r in self.runs.values()
             if r.ref.scope == f"{project}/{domain}"
             and LABEL_POLICY in r.labels

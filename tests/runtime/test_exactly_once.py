@@ -3,6 +3,7 @@ at one attempt get one rerun, and a decision whose rerun exists says so in its l
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 
@@ -62,3 +63,38 @@ def test_a_replica_whose_decision_finds_the_rerun_issued_says_already_issued_not
         "nothing to do"
     ) in lines
     assert world.metric("rerund_decisions_total", policy="transient", decision="rerun") == 0
+
+
+def test_a_listing_whose_lineages_could_not_all_be_read_leaves_watch_events_to_the_next_pass(
+    tmp_path,
+) -> None:
+    from rerund.errors import TransientControlPlaneError
+
+    world = World(tmp_path)
+    world.cp.add_failed("abc123", at=T0)
+    world.clock.advance(600)
+    world.sync()
+    assert [r.ref.name for r in world.cp.reruns()] == ["abc123-retry-1"]
+
+    # A restart against a control plane that lists runs without labels; one lineage read fails.
+    world.cp.labels_in_listings = False
+    world.rec = world.new_reconciler()
+    world.cp.fail_next["get_run"].append(
+        TransientControlPlaneError("down", rpc="GetRunDetails", code="unavailable")
+    )
+    world.clock.advance(1)
+    assert world.sync().ok
+    world.cp.add_failed("new1", at=world.clock())
+    reads = world.cp.calls["read_failure"]
+
+    async def watch() -> None:
+        await world.rec.on_watch(world.cp.runs[world.cp.ref("new1")].summary())
+        assert await world.rec.drain(timeout=10)
+
+    asyncio.run(watch())
+    assert world.cp.calls["read_failure"] == reads  # left to the next pass
+
+    world.clock.advance(1)
+    world.sync()  # the lineage is learned now: the pass decides new1
+    assert world.cp.calls["read_failure"] == reads + 1
+    assert world.cp.calls_by_run[("get_run", "abc123-retry-1")] == 2

@@ -2,7 +2,8 @@
 (scope, lineage root, attempt), from the last listing plus this process's own creates.
 
 It is what makes issuing exactly-once cheap: a create first looks its (root, attempt) up here,
-so a rerun that exists costs no RPC, whatever name the policies in force would give it. It is
+so a rerun that exists costs no RPC (its name, ``<root>-retry-<attempt>``, is the control
+plane's guard against a second create whatever this index knows). It is
 also where budget counts come from. Lineage learning fills in the labels a listing does not
 return (open-source Flyte lists runs without labels): one GetRunDetails per unknown rerun, once.
 """
@@ -81,6 +82,13 @@ class RerunIndex:
         self._count_error = count_error
         self._known = _Known()
         self._reserved: dict[RunRef, RerunInfo] = {}
+        # Listed reruns whose lineage could not be read since ``start_pass``: until a listing
+        # has read every one, the index does not cover the policies in force.
+        self.unlearned = 0
+
+    def start_pass(self) -> None:
+        """A resync pass begins: count unread lineages afresh."""
+        self.unlearned = 0
 
     def __len__(self) -> int:
         return len(self._known.by_name)
@@ -171,7 +179,7 @@ class RerunIndex:
                 unknown.append(info)
             fresh.add(info)
             on_listed(r)
-        await self._learn_lineages(unknown)
+        self.unlearned += await self._learn_lineages(unknown)
         # Keep other scopes, and what this listing cannot know yet (created by us while it ran).
         for ref, info in self._known.by_name.items():
             if ref.scope != scope or (
@@ -181,18 +189,21 @@ class RerunIndex:
         self._known = fresh
         return len(listed)
 
-    async def _learn_lineages(self, infos: Sequence[RerunInfo]) -> None:
+    async def _learn_lineages(self, infos: Sequence[RerunInfo]) -> int:
         """Read the lineage labels of listed reruns this process does not know yet (one
         GetRunDetails each, once: the index keeps what it learned). Open-source Flyte lists
-        runs without labels, and a rerun must be recognised by (root, attempt), not only by
-        name: after a policy reload or a restart the policies may name that attempt
-        differently. A failed read leaves the rerun known by name only until the next pass."""
+        runs without labels, and the budgets and the lineage notice count reruns by (root,
+        attempt) and policy. A failed read leaves the rerun known by name only until the next
+        pass; returns how many reads failed."""
+        failed = 0
 
         async def learn(info: RerunInfo) -> None:
             async with self._reads:
                 try:
                     run = await self._cp.get_run(info.ref)
                 except ControlPlaneError as exc:
+                    nonlocal failed
+                    failed += 1
                     self._count_error(exc)
                     return
             # "" = read, and not part of a lineage (a reproduction rerun inherits the labels of
@@ -202,3 +213,4 @@ class RerunIndex:
             info.policy = info.policy or run.labels.get(LABEL_POLICY)
 
         await asyncio.gather(*(learn(i) for i in infos))
+        return failed

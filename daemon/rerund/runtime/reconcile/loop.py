@@ -227,13 +227,16 @@ class Reconciler:
         generation = self._owed.generation
         policies = self._policies()
         reruns = 0
+        self._index.start_pass()
         for project, domain in self._scopes:
             try:
                 reruns += await self._refresh_reruns(project, domain, now, policies)
             except ControlPlaneError as exc:
                 self._issuer.count_error(exc)
                 errors.append(f"{project}/{domain}: {exc}")
-        if not errors:
+        if not errors and not self._index.unlearned:
+            # Only a listing that read every rerun's lineage covers these policies: one failed
+            # GetRunDetails leaves watch events to the next pass.
             self._indexed_generation = generation
         failed_total = 0
         for project, domain in self._scopes:
