@@ -64,6 +64,7 @@ ALERTS_EXPECTED = {
     "RerundExhaustedLineagesRising": False,
     "RerundReproductionCheckFailing": False,
     "RerundPolicyReloadFailing": True,
+    "RerundInternalErrors": False,
 }
 # alerts whose expression stays empty even without its threshold (see the module docstring)
 ALERT_INNER_EMPTY = {"RerundMetricsAbsent", "RerundReproductionCheckFailing"}

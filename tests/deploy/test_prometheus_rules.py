@@ -27,6 +27,7 @@ REQUIRED_ALERTS = {
     "RerundExhaustedLineagesRising": "rerund_lineages_exhausted_total",
     "RerundReproductionCheckFailing": "rerund_reproduction_last_result",
     "RerundPolicyReloadFailing": "rerund_policy_reloads_total",
+    "RerundInternalErrors": "rerund_internal_errors_total",
 }
 
 
