@@ -73,3 +73,17 @@ def test_a_public_decision_carries_no_env_value_and_no_url_secret():
     assert shown["labels"] == {"team": "ml"}
     for secret in ("hunter2", "u:pw", "/db"):
         assert secret not in str(shown)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://u:pw@console.example/v2/runs/x", "https://console.example/v2/runs/x"),
+        ("https://console.example/v2/runs/x", "https://console.example/v2/runs/x"),
+    ],
+    ids=["userinfo", "none"],
+)
+def test_a_link_keeps_its_path_but_never_its_userinfo(url, shown):
+    from rerund.core.redact import without_userinfo
+
+    assert without_userinfo(url) == shown

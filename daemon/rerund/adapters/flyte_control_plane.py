@@ -76,6 +76,7 @@ from typing import Any
 
 from rerund.clock import utcnow
 from rerund.core.model import ErrorInfo, GpuFault, RunSpecView
+from rerund.core.redact import redact_url
 from rerund.core.resources import RESOURCE_NAMES, ResourcesView
 from rerund.core.runs import (
     LABEL_POLICY,
@@ -632,8 +633,9 @@ class FlyteControlPlane:
         try:
             await flyte.init.aio(**kwargs)
         except Exception as exc:
+            shown = redact_url(self._endpoint)
             raise ConfigError(
-                f"cannot initialise the flyte SDK for endpoint {self._endpoint!r}: {type(exc).__name__}"
+                f"cannot initialise the flyte SDK for endpoint {shown!r}: {type(exc).__name__}"
             ) from None
         self._connected = True
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rerund.core.model import Failure, GiveUp, Phase, Rerun, Scope
-from rerund.core.redact import public_inputs, scrub_urls
+from rerund.core.redact import public_inputs, scrub_urls, without_userinfo
 from rerund.core.rules import GLOBAL_BUDGET
 from rerund.core.runs import (
     LABEL_ATTEMPT,
@@ -215,6 +215,6 @@ def exhausted_notice(
         "reruns_issued": failure.attempt,
         "reason": reason,
         "error": public_inputs(facts.error.model_dump(exclude_none=True)),
-        "console_url": console_url,
+        "console_url": without_userinfo(console_url),
         "decided_at": iso(now),
     }

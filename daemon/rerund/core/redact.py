@@ -21,7 +21,15 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["MASK", "public_decision", "public_env", "public_inputs", "redact_url", "scrub_urls"]
+__all__ = [
+    "MASK",
+    "public_decision",
+    "public_env",
+    "public_inputs",
+    "redact_url",
+    "scrub_urls",
+    "without_userinfo",
+]
 
 MASK = "***"
 _SECRET_KEY = re.compile(r"(?i)(key|token|secret|passw|pwd|credential|auth|cookie|session|private)")
@@ -48,6 +56,12 @@ def redact_url(url: str) -> str:
     host_text = f"[{host}]" if ":" in host else host
     base = f"{parts.scheme}://{host_text}{':' + str(port) if port else ''}"
     return base + "/..." if hidden else base
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` without ``user:password@`` (for a link that must keep its path, e.g. a console
+    URL built from the endpoint)."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/@?#]*@", r"\1", url)
 
 
 def scrub_urls(text: str) -> str:

@@ -51,6 +51,7 @@ from rerund.adapters.scheduler import AsyncScheduler
 from rerund.adapters.webhook import WebhookNotifier
 from rerund.clock import utcnow
 from rerund.core.durations import format_duration
+from rerund.core.redact import redact_url
 from rerund.core.rules import PolicySet
 from rerund.core.runs import RunRef, RunSummary
 from rerund.core.status import Status, explanation_lines, iso, lineage_lines
@@ -284,7 +285,7 @@ class Daemon:
             self._signals(install=True)
         log.info(
             "rerund started: endpoint %s, org %s, scopes %s, %d policies (%s), %spoll every %s, %s%s",
-            s.endpoint or "(from the API key)",
+            redact_url(s.endpoint) if s.endpoint else "(from the API key)",
             s.org,
             ", ".join(sc.key for sc in s.scopes),
             len(policies),

@@ -40,6 +40,7 @@ from typing import Any, Literal
 from aiolimiter import AsyncLimiter
 
 from rerund.core.lineage import attempt_of, budget_counts, failure_from, issue_request
+from rerund.core.redact import redact_url
 from rerund.core.rules import PolicySet
 from rerund.core.runs import (
     FAILED_PHASES,
@@ -129,8 +130,9 @@ class SweepOutcome:
 def unreachable(exc: ControlPlaneError, endpoint: str) -> ControlPlaneError:
     """The error a sweep reports when the control plane cannot be read (nothing was rerun)."""
     detail = str(exc).removesuffix("; retrying with backoff")
+    shown = redact_url(endpoint) if endpoint else "(from the API key)"
     return type(exc)(
-        f"the control plane at {endpoint or '(from the API key)'} cannot be read ({detail}); "
+        f"the control plane at {shown} cannot be read ({detail}); "
         "nothing was rerun: check --endpoint, the network and the credentials, then run the sweep again",
         rpc=exc.rpc,
         code=exc.code,
