@@ -12,8 +12,10 @@ missed reruns on the control plane's own runs:
 (c) two replicas with different policy files (a rollout, or a ConfigMap update landing at
     different moments) working one storm.
 
-Each has a shortened version in ``make test`` and a full one under ``@pytest.mark.slow``
-(``make chaos``), which writes its row of the results table in ``bench/README.md``.
+Each has a shortened version in ``make test`` and full ones under ``@pytest.mark.slow``
+(``make chaos``) on both sandbox profiles (``union``, and ``oss``: open-source Flyte 2, where a
+second CreateRun of a name returns the existing run instead of ALREADY_EXISTS), which write
+their rows of the results table in ``bench/README.md``.
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ def FULL(*values: Any, id: str) -> Any:
     return pytest.param(*values, id=id, marks=[pytest.mark.slow, pytest.mark.timeout(900)])
 
 
+def _scenario(name: str, profile: str) -> str:
+    return name if profile == "union" else f"{name} (oss)"
+
+
 def _slow_retry_policies() -> dict[str, Any]:
     """The storm policies with a fixed 3 s backoff: time to act between a failure and its rerun."""
     doc = storm_policies()
@@ -71,16 +77,20 @@ def _operator_rerun(cp: FlyteControlPlane, sb: SandboxHandle, run: Mapping[str, 
 
 
 @pytest.mark.parametrize(
-    "lineages",
-    [SHORT(6, id="short-6-lineages"), FULL(60, id="full-60-lineages")],
+    ("profile", "lineages"),
+    [
+        SHORT("union", 6, id="short-6-lineages"),
+        FULL("union", 60, id="full-60-lineages"),
+        FULL("oss", 60, id="oss-full-60-lineages"),
+    ],
 )
 def test_3a_an_operator_copy_of_a_rerun_decided_in_the_same_pass_gets_no_second_rerun(
-    lineages: int, tmp_path: Path
+    profile: str, lineages: int, tmp_path: Path
 ) -> None:
     doc = _slow_retry_policies()
     policy_file = write_policies(tmp_path / "policies.yaml", doc)
     workload: dict[str, Any] = {"tasks": {"storm.dead": STORM_WORKLOAD["tasks"]["storm.dead"]}}
-    with start_sandbox(workload=workload, time_scale=1.0) as sb:
+    with start_sandbox(workload=workload, time_scale=1.0, profile=profile) as sb:
         d = DaemonProcess(tmp_path / "d", sb, policy_file)
         cp = FlyteControlPlane(endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10)
         asyncio.run(cp.connect())
@@ -119,20 +129,27 @@ def test_3a_an_operator_copy_of_a_rerun_decided_in_the_same_pass_gets_no_second_
     assert sorted(counts.values()) == [1] * (3 * lineages)  # attempts 1, 2, 3 of every lineage
     if lineages >= 60:
         row = {"failures": 2 * lineages, "owed": 3 * lineages, "issued": sum(counts.values())}
-        record("3(a) operator copies of reruns, decided in one pass", {**row, "duplicates": 0, "missed": 0})
+        record(
+            _scenario("3(a) operator copies of reruns, decided in one pass", profile),
+            {**row, "duplicates": 0, "missed": 0},
+        )
 
 
 @pytest.mark.parametrize(
-    "failures",
-    [SHORT(40, id="short-40-failures"), FULL(400, id="full-400-failures")],
+    ("profile", "failures"),
+    [
+        SHORT("union", 40, id="short-40-failures"),
+        FULL("union", 400, id="full-400-failures"),
+        FULL("oss", 400, id="oss-full-400-failures"),
+    ],
 )
 def test_3b_a_restart_with_changed_policies_under_transient_errors_duplicates_nothing(
-    failures: int, tmp_path: Path
+    profile: str, failures: int, tmp_path: Path
 ) -> None:
     doc = storm_policies()
     policy_file = write_policies(tmp_path / "policies.yaml", doc)
     policies = load_policies([policy_file])
-    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0) as sb:
+    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0, profile=profile) as sb:
         # overlap 1 s: after the restart the older reruns are outside the listing window, so
         # their lineages are learned by GetRunDetails, which the faults make fail often.
         d = DaemonProcess(tmp_path / "d", sb, policy_file, overlap="1s")
@@ -160,15 +177,19 @@ def test_3b_a_restart_with_changed_policies_under_transient_errors_duplicates_no
     assert result.owed == owed_reruns(failures)
     assert result.exact(), result.problems()
     if failures >= 400:
-        record("3(b) restart, changed policies, 40% UNAVAILABLE", result.row())
+        record(_scenario("3(b) restart, changed policies, 40% UNAVAILABLE", profile), result.row())
 
 
 @pytest.mark.parametrize(
-    "failures",
-    [SHORT(60, id="short-60-failures"), FULL(600, id="full-600-failures")],
+    ("profile", "failures"),
+    [
+        SHORT("union", 60, id="short-60-failures"),
+        FULL("union", 600, id="full-600-failures"),
+        FULL("oss", 600, id="oss-full-600-failures"),
+    ],
 )
 def test_3c_two_replicas_with_different_policy_files_issue_each_rerun_once(
-    failures: int, tmp_path: Path
+    profile: str, failures: int, tmp_path: Path
 ) -> None:
     doc = storm_policies()
     file_a = write_policies(tmp_path / "a.yaml", doc)
@@ -176,7 +197,7 @@ def test_3c_two_replicas_with_different_policy_files_issue_each_rerun_once(
     other["defaults"]["backoff"] = {"initial": "10ms", "factor": 2, "max": "200ms", "jitter": 0}
     other["policies"][1]["retry"]["labels"] = {"retried-by": "rerund", "rollout": "new"}
     file_b = write_policies(tmp_path / "b.yaml", other)
-    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0) as sb:
+    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0, profile=profile) as sb:
         a = DaemonProcess(tmp_path / "a", sb, file_a, name="old-pod")
         b = DaemonProcess(tmp_path / "b", sb, file_b, name="new-pod")
         with daemons(a, b):
@@ -189,4 +210,4 @@ def test_3c_two_replicas_with_different_policy_files_issue_each_rerun_once(
     assert result.exact(), result.problems()
     assert made_by_b > 0  # both replicas did part of the work
     if failures >= 600:
-        record("3(c) 2 replicas, different policy files", result.row())
+        record(_scenario("3(c) 2 replicas, different policy files", profile), result.row())
