@@ -331,3 +331,26 @@ def test_the_sweeps_metrics_are_the_daemons_names_with_source_sweep_and_nothing_
     assert names == {"rerund_decisions_total", "rerund_reruns_issued_total"} <= set(SWEEP_METRIC_NAMES)
     assert 'rerund_reruns_issued_total{policy="registry-outage",scope="run",source="sweep"} 3.0' in text
     assert "last_sync" not in text and "detection_latency" not in text
+
+
+def test_a_transient_read_error_is_retried_by_the_daemons_issuer(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    unavailable = TransientControlPlaneError("unavailable", rpc="ListRuns", code="unavailable")
+    w.cp.fail_next["list_failed"].append(unavailable)
+    w.cp.fail_next["read_failure"].append(unavailable)
+
+    plan = asyncio.run(w.sweeper().plan(w.window))
+
+    assert len(plan.reruns) == 3
+    assert w.metric("rerund_control_plane_errors_total", rpc="ListRuns", code="unavailable") == 2
+
+
+def test_a_read_that_keeps_failing_gives_up_after_its_patience_with_the_last_error(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    w.cp.fail_next["list_failed"].extend(
+        TransientControlPlaneError(f"unavailable {i}", rpc="ListRuns", code="unavailable") for i in range(3)
+    )
+
+    with pytest.raises(TransientControlPlaneError, match="unavailable 0"):
+        asyncio.run(w.sweeper(patience=timedelta(0)).plan(w.window))
+    assert w.cp.calls["create_rerun"] == 0

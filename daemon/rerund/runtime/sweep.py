@@ -1,21 +1,25 @@
 """``rerund sweep``: the shell around ``rerund.core.sweep`` — read, plan, record, issue, follow.
 
 A sweep is the daemon's decision core run once over a window of past failures, with the
-daemon's issuing rules. Its steps, each a method, so the CLI can show a preview and ask
-before anything is created:
+daemon's own parts: its reruns index (``reconcile.index``), its issuer (``reconcile.issuer``:
+one retry-with-backoff for every control-plane call) and its recorder (``reconcile.recorder``:
+ledger and metrics). Its steps, each a method, so the CLI can show a preview and ask before
+anything is created:
 
-1. ``plan(window)``: per scope, list the reruns that exist (one paged ListRuns; open-source
-   Flyte lists them without labels, so their lineage labels are read once each) and the runs
-   that failed in the window (one paged ListRuns), read each failure (3 RPCs), and ask the
-   pure ``plan_sweep``. Nothing is written.
+0. ``check_scopes``: a scope the control plane does not know is refused (1 GetProject each).
+1. ``plan(window)``: per scope, list the reruns that exist (the index: one paged ListRuns;
+   open-source Flyte lists them without labels, so their lineage labels are read once each)
+   and the runs that failed in the window (one paged ListRuns), read each failure (3 RPCs),
+   and ask the pure ``plan_sweep``. Reads are retried for at most ``patience``. Nothing is
+   written.
 2. ``record(plan)``: every decision of the plan goes to the ledger (opened with
    ``source="sweep"``: ``rerund history --source sweep``) and to the metrics (exposed with
    ``source="sweep"``, ``rerund.runtime.metrics.sweep_metrics``).
-3. ``issue(plan)``: look again (one ListRuns per scope: a daemon or another sweep may have
-   issued some since the preview), then create each rerun at most ``max_rps`` per second,
-   retrying transient errors with backoff. A create answered ALREADY_EXISTS is *already
-   issued*; one the control plane rejects is *refused*, with its message. ``stop()`` (Ctrl-C)
-   lets the creates in flight finish and starts no other.
+3. ``refresh(plan)`` looks again (one ListRuns per scope: a daemon or another sweep may have
+   issued some since the preview), then ``issue`` creates each rerun at most ``max_rps`` per
+   second, transient errors retried by the issuer. A create answered ALREADY_EXISTS is
+   *already issued*; one the control plane rejects is *refused*, with its message. ``stop()``
+   (Ctrl-C) lets the creates in flight finish and starts no other.
 4. ``follow(results)``: poll the reruns (one ListRuns per scope and poll) until each is
    terminal: *recovered* (SUCCEEDED) or *still failing*.
 
@@ -30,47 +34,40 @@ is issued.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any, Literal, TypeVar
 
 from aiolimiter import AsyncLimiter
 
-from rerund.core.lineage import attempt_of, budget_counts, failure_from, issue_request
+from rerund.core.lineage import failure_from, issue_request
 from rerund.core.redact import redact_url
 from rerund.core.rules import PolicySet
-from rerund.core.runs import (
-    FAILED_PHASES,
-    LABEL_ATTEMPT,
-    LABEL_POLICY,
-    LABEL_ROOT,
-    FailureFacts,
-    RelaunchRequest,
-    RerunRequest,
-    RunRef,
-    RunSummary,
-)
+from rerund.core.runs import FAILED_PHASES, FailureFacts, RelaunchRequest, RerunRequest, RunRef, RunSummary
 from rerund.core.sweep import PlannedRerun, SweepPlan, Window, plan_sweep
 from rerund.errors import (
     AlreadyExistsError,
     ConfigError,
     ControlPlaneError,
-    LedgerError,
     NotFoundError,
     PermanentControlPlaneError,
 )
 from rerund.ports import ControlPlane, DecisionLedger, ScopeDirectory
 from rerund.runtime.metrics import Metrics
-from rerund.runtime.reconcile import public_decision
-from rerund.runtime.reconcile.issuer import Issuer, Stopped
+from rerund.runtime.reconcile.index import RerunIndex
+from rerund.runtime.reconcile.issuer import DeadlineExceeded, Issuer, Stopped
+from rerund.runtime.reconcile.recorder import DecisionRecorder, Tracked, spawner
 from rerund.runtime.relaunch import send
 
 __all__ = ["IssueResult", "SweepOutcome", "Sweeper", "unreachable"]
 
 log = logging.getLogger("rerund.sweep")
+
+T = TypeVar("T")
+_PATIENCE = timedelta(seconds=10)
 
 Result = Literal["created", "already_issued", "refused", "not_issued"]
 
@@ -139,17 +136,15 @@ def unreachable(exc: ControlPlaneError, endpoint: str) -> ControlPlaneError:
     )
 
 
-@dataclass
-class _Existing:
-    """Reruns on the control plane: (scope, root, attempt) -> name, and creation times by
-    policy (for budget counts)."""
-
-    lineages: dict[tuple[str, str, int], str] = field(default_factory=dict)
-    created: list[tuple[str | None, datetime | None]] = field(default_factory=list)
-
-
 class Sweeper:
-    """One sweep over ``scopes`` with ``policies`` (see the module docstring)."""
+    """One sweep over ``scopes`` with ``policies`` (see the module docstring).
+
+    It is built from the daemon's own parts: the ``RerunIndex`` (what exists, by lineage), the
+    ``Issuer`` (one retry-with-backoff for every control-plane call) and the
+    ``DecisionRecorder`` (ledger, metrics), so a sweep decides, looks and issues exactly as
+    the daemon does. ``patience`` bounds how long a read is retried before the sweep gives up
+    (nothing was created by then); creates are retried until they succeed or ``stop()``.
+    """
 
     def __init__(
         self,
@@ -158,27 +153,33 @@ class Sweeper:
         scopes: Sequence[tuple[str, str]],
         policies: PolicySet,
         clock: Callable[[], datetime],
-        metrics: Metrics | None = None,
+        metrics: Metrics,
         ledger: DecisionLedger | None = None,
         max_rps: float | None = None,
         concurrency: int = 4,
         reads: int = 8,
         retry_initial: float = 0.5,
         retry_max: float = 30.0,
+        patience: timedelta = _PATIENCE,
     ) -> None:
         self._cp = control_plane
         self._scopes = list(scopes)
         self._policies = policies
         self._clock = clock
         self._metrics = metrics
-        self._ledger = ledger
         # One create per 1/max_rps seconds, no burst: "at most N per second" holds in any second.
         self._limiter = AsyncLimiter(1, 1.0 / max_rps) if max_rps else None
         self._creates = asyncio.Semaphore(concurrency)
         self._reads = asyncio.Semaphore(reads)
+        self._patience = patience
         self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._issuer = Issuer(
             metrics, stopping=self._stop, clock=clock, initial=retry_initial, maximum=retry_max
+        )
+        self._index = RerunIndex(control_plane, reads=self._reads, count_error=self._issuer.count_error)
+        self._recorder = DecisionRecorder(
+            metrics=metrics, log=log, spawn=spawner(self._tasks, log), ledger=ledger
         )
         self._facts: dict[RunRef, FailureFacts] = {}  # what the plan was made from, by run
 
@@ -192,15 +193,28 @@ class Sweeper:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    async def _read(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """``fn()`` with the issuer's retries for at most ``patience``; then its last error."""
+
+        def retrying(exc: ControlPlaneError, delay: float) -> None:
+            log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
+
+        try:
+            return await self._issuer.call(fn, on_retry=retrying, until=self._clock() + self._patience)
+        except DeadlineExceeded as exc:
+            raise exc.last from None
+
     # -- 0. check ----------------------------------------------------------------------------
 
     async def check_scopes(self, directory: ScopeDirectory | None) -> None:
         """Raise ``ConfigError`` for a scope the control plane does not know (1 GetProject per
         scope). A control plane that cannot say (no ProjectService) is not checked."""
+        if directory is None:
+            return
         for project, domain in self._scopes:
-            if directory is None:
-                return
-            known = await directory.scope_exists(project, domain)
+            known = await self._read(
+                f"checking scope {project}/{domain}", partial(directory.scope_exists, project, domain)
+            )
             if known is False:
                 raise ConfigError(
                     f"unknown scope {project}/{domain}: the control plane has no project {project!r} "
@@ -213,10 +227,13 @@ class Sweeper:
     async def plan(self, window: Window, *, on_read: Callable[[int, int], None] | None = None) -> SweepPlan:
         """List, read and plan (nothing is written). ``on_read(done, total)`` reports reading."""
         now = self._clock()
-        existing = await self._existing(window, now)
+        await self._look(window, now)
         summaries: list[RunSummary] = []
         for project, domain in self._scopes:
-            listed = await self._cp.list_failed(project, domain, since=window.since)
+            listed = await self._read(
+                f"listing the failures of {project}/{domain}",
+                partial(self._cp.list_failed, project, domain, since=window.since),
+            )
             summaries.extend(
                 s
                 for s in listed
@@ -230,7 +247,7 @@ class Sweeper:
             nonlocal done
             async with self._reads:
                 try:
-                    return await self._cp.read_failure(s)
+                    return await self._read(f"reading run {s.ref}", partial(self._cp.read_failure, s))
                 except NotFoundError:
                     return None  # deleted since it was listed: nothing to recover
                 finally:
@@ -240,64 +257,40 @@ class Sweeper:
 
         read_facts = [f for f in await asyncio.gather(*(read(s) for s in summaries)) if f is not None]
         self._facts = {f.summary.ref: f for f in read_facts}
-        failures = [failure_from(f) for f in read_facts]
-        used, oldest = budget_counts(existing.created, self._policies.budgets(), now)
+        used, oldest = self._index.budget_counts(now, self._policies.budgets())
         return plan_sweep(
-            failures,
+            [failure_from(f) for f in read_facts],
             self._policies,
             window=window,
             now=now,
-            existing=existing.lineages,
+            existing=self._index.lineages(),
             budget_used=used,
             budget_oldest=oldest,
         )
 
-    async def _existing(self, window: Window, now: datetime) -> _Existing:
+    async def _look(self, window: Window, now: datetime) -> None:
+        """List the reruns that exist (the daemon's reruns index, lineages learned): back to the
+        window's start, and as far back as the longest budget window counts."""
         budgets = self._policies.budgets()
         since = min([window.since, *(now - w for w in budgets.values())])
-        out = _Existing()
         for project, domain in self._scopes:
-            listed = await self._cp.list_reruns(project, domain, since=since)
-            unknown = [r for r in listed if LABEL_ROOT not in r.labels]
-
-            async def labels(r: RunSummary) -> RunSummary:
-                async with self._reads:
-                    return await self._cp.get_run(r.ref)
-
-            learned = {r.ref: r for r in await asyncio.gather(*(labels(r) for r in unknown))}
-            for r in listed:
-                full = learned.get(r.ref, r)
-                root = full.labels.get(LABEL_ROOT)
-                if root and LABEL_ATTEMPT in full.labels:
-                    out.lineages.setdefault((r.ref.scope, root, attempt_of(full.labels)), r.ref.name)
-                out.created.append((full.labels.get(LABEL_POLICY), r.created_at))
-        return out
+            await self._read(
+                f"listing the reruns of {project}/{domain}",
+                partial(self._index.refresh, project, domain, since=since, budgets=budgets, now=now),
+            )
 
     # -- 2. record ---------------------------------------------------------------------------
 
     def record(self, plan: SweepPlan) -> int:
-        """Every decision of ``plan`` to the ledger (``source="sweep"``) and the metrics; returns
-        how many were new to the ledger (a decision recorded before is not counted again)."""
-        new = 0
+        """Every decision of ``plan`` to the ledger and the metrics (the daemon's recorder);
+        returns how many were new (a decision recorded before, by the daemon or an earlier
+        sweep, is not counted again)."""
         now = self._clock()
+        new = 0
         for failure, decision in plan.decisions():
-            novel = True
-            if self._ledger is not None:
-                try:
-                    novel = self._ledger.record_decision(
-                        project=failure.project,
-                        domain=failure.domain,
-                        run=failure.run,
-                        root=failure.root,
-                        decision=public_decision(decision),
-                        now=now,
-                    )
-                except LedgerError as exc:
-                    log.error("%s", exc)
-            if novel:
-                new += 1
-                if self._metrics is not None:
-                    self._metrics.decisions.labels(decision.policy or "", decision.decision).inc()
+            facts = self._facts[RunRef(failure.project, failure.domain, failure.run)]
+            self._recorder.failure(facts, now)
+            new += self._recorder.decision(facts, failure, decision, now)
         return new
 
     # -- 3. issue ----------------------------------------------------------------------------
@@ -305,22 +298,31 @@ class Sweeper:
     async def refresh(self, plan: SweepPlan) -> tuple[list[PlannedRerun], list[IssueResult]]:
         """Look again before creating: the planned reruns still to create, and those found to
         exist now (issued by someone else since the plan was made)."""
-        existing = await self._existing(plan.window, self._clock())
+        await self._look(plan.window, self._clock())
+        lineages = self._index.lineages()
         todo: list[PlannedRerun] = []
         found: list[IssueResult] = []
         for item in plan.reruns:
-            there = existing.lineages.get((item.scope_key, item.failure.root, item.attempt))
+            there = lineages.get((item.scope_key, item.failure.root, item.attempt))
             if there is None:
                 todo.append(item)
-            else:
-                found.append(IssueResult(item, "already_issued", f"found on the control plane as {there!r}"))
+                continue
+            result = IssueResult(item, "already_issued", f"found on the control plane as {there!r}")
+            self._record_issue(result)
+            found.append(result)
         return todo, found
+
+    def request(self, item: PlannedRerun) -> RerunRequest | RelaunchRequest:
+        """The CreateRun of ``item``: the daemon's ``issue_request`` (a rerun, or a relaunch for
+        scope relaunch), from the facts the plan was made from."""
+        f = item.failure
+        return issue_request(self._facts[RunRef(f.project, f.domain, f.run)], item.decision)
 
     async def issue(
         self, items: Iterable[PlannedRerun], *, on_result: Callable[[IssueResult], None] | None = None
     ) -> list[IssueResult]:
-        """Create each rerun (rate limited, transient errors retried); after ``stop()`` the rest
-        come back ``not_issued``. Every result is recorded in the ledger."""
+        """Create each rerun (rate limited, transient errors retried by the issuer); after
+        ``stop()`` the rest come back ``not_issued``. Every result is recorded in the ledger."""
         results: list[IssueResult] = []
 
         async def one(item: PlannedRerun) -> None:
@@ -332,12 +334,6 @@ class Sweeper:
 
         await asyncio.gather(*(one(i) for i in items))
         return results
-
-    def request(self, item: PlannedRerun) -> RerunRequest | RelaunchRequest:
-        """The CreateRun of ``item``: the daemon's ``issue_request`` (a rerun, or a relaunch for
-        scope relaunch), from the facts the plan was made from."""
-        f = item.failure
-        return issue_request(self._facts[RunRef(f.project, f.domain, f.run)], item.decision)
 
     async def _issue_one(self, item: PlannedRerun) -> IssueResult:
         req = self.request(item)
@@ -361,31 +357,26 @@ class Sweeper:
             return IssueResult(item, "already_issued", "the control plane answered ALREADY_EXISTS")
         except PermanentControlPlaneError as exc:
             return IssueResult(item, "refused", f"{exc.code}: {exc}")
-        if self._metrics is not None:
-            self._metrics.reruns_issued.labels(item.policy, item.decision.scope.value).inc()
+        now = self._clock()
+        self._metrics.reruns_issued.labels(item.policy, item.decision.scope.value).inc()
+        self._recorder.track(Tracked(req.target, item.policy, item.failure.root, item.attempt, now))
         return IssueResult(item, "created")
 
     def _record_issue(self, r: IssueResult) -> None:
-        if self._ledger is None or r.result == "not_issued":
+        if r.result == "not_issued":
             return
         f = r.item.failure
-        result = {"created": "created", "already_issued": "already_exists", "refused": "invalid"}[r.result]
-        try:
-            self._ledger.record_issue(
-                source_key=f"{f.project}/{f.domain}/{f.run}",
-                project=f.project,
-                domain=f.domain,
-                target=r.item.name,
-                root=f.root,
-                attempt=r.item.attempt,
-                policy=r.item.policy,
-                scope=r.item.decision.scope.value,
-                result=result,
-                message=r.message,
-                now=self._clock(),
-            )
-        except LedgerError as exc:
-            log.error("%s", exc)
+        self._recorder.issue(
+            RunRef(f.project, f.domain, f.run),
+            r.item.name,
+            root=f.root,
+            attempt=r.item.attempt,
+            policy=r.item.policy,
+            scope=r.item.decision.scope.value,
+            result={"created": "created", "already_issued": "already_exists", "refused": "invalid"}[r.result],
+            message=r.message,
+            now=self._clock(),
+        )
 
     # -- 4. follow ---------------------------------------------------------------------------
 
@@ -397,51 +388,35 @@ class Sweeper:
         on_update: Callable[[dict[str, str]], None] | None = None,
     ) -> dict[str, str]:
         """Wait until every created or already-issued rerun is terminal (or ``stop()``); returns
-        rerun name -> terminal phase for those that finished. Outcomes go to the ledger."""
+        rerun name -> terminal phase for those that finished. The outcome of a rerun this sweep
+        created goes to the ledger and the metrics (the daemon's recorder)."""
+        results = list(results)
         wanted = {r.item.name: r.item for r in results if r.result in ("created", "already_issued")}
         phases: dict[str, str] = {}
         since = min((r.item.failure.failed_at for r in results), default=self._clock())
         scopes = sorted({i.scope_key for i in wanted.values()})
+
+        def retrying(exc: ControlPlaneError, delay: float) -> None:
+            log.warning("following the reruns failed, retrying in %.1fs: %s", delay, exc)
+
         while len(phases) < len(wanted) and not self.stopping:
             for scope in scopes:
                 project, _, domain = scope.partition("/")
                 try:
-                    listed = await self._cp.list_reruns(project, domain, since=since)
-                except ControlPlaneError as exc:
-                    self._issuer.count_error(exc)
-                    log.warning("following the reruns of %s failed, trying again: %s", scope, exc)
-                    continue
+                    listed = await self._issuer.call(
+                        partial(self._cp.list_reruns, project, domain, since=since), on_retry=retrying
+                    )
+                except Stopped:
+                    break
+                now = self._clock()
                 for s in listed:
                     item = wanted.get(s.ref.name)
                     if item is None or item.scope_key != scope or not s.terminal or s.ref.name in phases:
                         continue
                     phases[s.ref.name] = s.phase
-                    self._record_outcome(item, s.phase)
+                    self._recorder.observe(s, now)
             if on_update is not None:
                 on_update(dict(phases))
             if len(phases) < len(wanted):
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=poll)
+                await self._issuer.pause(poll)
         return phases
-
-    def _record_outcome(self, item: PlannedRerun, phase: str) -> None:
-        f = item.failure
-        novel = True
-        if self._ledger is not None:
-            try:
-                novel = self._ledger.record_outcome(
-                    project=f.project,
-                    domain=f.domain,
-                    target=item.name,
-                    policy=item.policy,
-                    root=f.root,
-                    attempt=item.attempt,
-                    phase=phase,
-                    now=self._clock(),
-                )
-            except LedgerError as exc:
-                log.error("%s", exc)
-        if novel and self._metrics is not None:
-            self._metrics.rerun_outcomes.labels(item.policy, phase.lower()).inc()
-            if phase == "SUCCEEDED":
-                self._metrics.lineages_recovered.labels(item.policy).inc()

@@ -107,6 +107,15 @@ class RerunIndex:
     def release(self, ref: RunRef) -> None:
         self._reserved.pop(ref, None)
 
+    def lineages(self) -> dict[tuple[str, str, int], str]:
+        """(scope "project/domain", root, attempt) -> name of every known rerun whose lineage is
+        known (``rerund sweep`` plans against it and names the rerun in its preview)."""
+        return {
+            (i.ref.scope, i.root, i.attempt): i.ref.name
+            for i in self._known.by_name.values()
+            if i.root and i.attempt is not None
+        }
+
     def members(self) -> Iterator[tuple[str, str | None, int | None]]:
         """(name, root, attempt) of every indexed rerun."""
         return ((i.ref.name, i.root, i.attempt) for i in self._known.by_name.values())
