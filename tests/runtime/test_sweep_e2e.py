@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -223,7 +224,7 @@ def test_an_interrupted_sweep_resumes_without_repeating_anything(sandbox_factory
     sb = sandbox_factory(workload=WORKLOAD, time_scale=0.5)
     outage = Outage(sb, tmp_path, train=8)
 
-    proc = outage.cli("--yes", "--max-rps", "2")
+    proc = outage.cli("--yes", "--max-rps", "1")
     wait_until(
         "the sweep to create its first rerun", lambda: any(outage.reruns_of(r) for r in outage.matched)
     )
@@ -368,3 +369,25 @@ def test_an_unknown_scope_is_refused(outage: Outage, capsys) -> None:
         "rerund sweep: unknown scope nope/development: the control plane has no project 'nope' with domain "
         "'development' in this org; nothing was swept" in capsys.readouterr().err
     )
+
+
+def test_ctrl_c_while_following_says_what_still_runs(sandbox_factory, tmp_path: Path) -> None:
+    stuck = {"duration": "0.1s", "behaviour": ["fail", "hang"], "error": PULL_503}  # reruns never end
+    sb = sandbox_factory(workload={"tasks": {**WORKLOAD["tasks"], "stuck.pull": stuck}}, time_scale=0.5)
+    outage = Outage(sb, tmp_path, train=1)
+    [hanging] = sb.launch("stuck.pull")
+    sb.wait_idle()
+
+    proc = outage.cli("--yes", "--follow")
+    wait_until("the rerun of the stuck run", lambda: bool(outage.reruns_of(hanging)))
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+
+    assert proc.returncode == 130, err
+    assert "stopped following: the reruns go on (Ctrl-C again to quit at once)" in err
+    assert "issued 2, already issued 0, skipped 2, refused 0" in out
+    [(recovered, running)] = re.findall(
+        r"recovered (\d+), still failing 0, still running (\d+) \(no longer followed: they go on\)", out
+    )
+    assert int(recovered) + int(running) == 2 and int(running) >= 1  # the stuck one still runs
+    assert outage.reruns_of(hanging)[0]["phase"] == "RUNNING"

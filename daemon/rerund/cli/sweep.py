@@ -264,6 +264,7 @@ async def _main(
         outcome.interrupted = sweeper.stopping
         if args.follow and not outcome.interrupted:
             followed = [r for r in outcome.results if r.result in ("created", "already_issued")]
+            outcome.followed = len(followed)
             with _interrupt(sweeper, err, "stopped following: the reruns go on"), _progress(err) as bar:
                 task = bar.add_task("waiting for the reruns", total=len(followed))
                 outcome.phases = await sweeper.follow(
@@ -273,7 +274,7 @@ async def _main(
             print(json.dumps({"plan": plan.to_json(), **outcome.to_json()}, indent=2))
         else:
             _summary(out, outcome, args.follow)
-        if outcome.interrupted:
+        if sweeper.stopping:  # Ctrl-C while creating, or while following
             return 130
         refused = outcome.count("refused")
         failing = sum(1 for p in outcome.phases.values() if p != "SUCCEEDED")
@@ -389,8 +390,12 @@ def _summary(console: Console, outcome: SweepOutcome, follow: bool) -> None:
             f"interrupted: {body['not_issued']} planned rerun(s) were not created; run the same command "
             "again to continue (what was created is found, nothing is issued twice)"
         )
-    if follow and outcome.phases:
-        console.print(f"recovered {body['recovered']}, still failing {body['still_failing']}")
+    if follow and outcome.followed:
+        running = body["still_running"]
+        console.print(
+            f"recovered {body['recovered']}, still failing {body['still_failing']}"
+            + (f", still running {running} (no longer followed: they go on)" if running else "")
+        )
         for name, phase in sorted(outcome.phases.items()):
             if phase != "SUCCEEDED":
                 console.print(f"still failing: {name} ({phase})")

@@ -102,6 +102,7 @@ class SweepOutcome:
     results: list[IssueResult] = field(default_factory=list)
     interrupted: bool = False
     phases: dict[str, str] = field(default_factory=dict)
+    followed: int = 0  # reruns --follow waited for (those not in ``phases`` were still running)
 
     def count(self, result: Result) -> int:
         return sum(1 for r in self.results if r.result == result)
@@ -117,10 +118,11 @@ class SweepOutcome:
             "interrupted": self.interrupted,
             "results": [r.to_json() for r in self.results],
         }
-        if self.phases:
+        if self.followed:
             body["outcomes"] = dict(sorted(self.phases.items()))
             body["recovered"] = sum(1 for p in self.phases.values() if p == "SUCCEEDED")
             body["still_failing"] = sum(1 for p in self.phases.values() if p in FAILED_PHASES)
+            body["still_running"] = self.followed - len(self.phases)
         return body
 
 
