@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from daemon_support import REPO, DaemonProcess, parse_metrics, rerund_binary, total, wait_until
+from rerund.adapters.ledger import Ledger
 from rerund.cli import main
 from rerund.sandbox.testing import SandboxHandle
 
@@ -262,6 +263,7 @@ def test_without_a_terminal_and_without_yes_it_refuses(outage: Outage) -> None:
     ) in err
     assert "3 rerun(s) to issue" in out  # the preview was shown
     assert len(outage.sb.runs()) == before
+    assert not outage.state.exists(), "a refused sweep writes no ledger"
 
 
 @pytest.mark.parametrize(
@@ -285,6 +287,9 @@ def test_on_a_terminal_it_asks_before_creating(outage: Outage, answer: str, code
     assert sum(len(outage.reruns_of(r)) for r in outage.matched) == created
     if answer == "n":
         assert "not confirmed: nothing was created" in err
+        assert not outage.state.exists()
+    else:
+        assert {r["source"] for r in Ledger(outage.state).history()} == {"sweep"}
 
 
 def test_follow_reports_recovered_and_still_failing(sandbox_factory, tmp_path: Path, capsys) -> None:
@@ -379,9 +384,15 @@ def test_ctrl_c_while_following_says_what_still_runs(sandbox_factory, tmp_path: 
     sb.wait_idle()
 
     proc = outage.cli("--yes", "--follow")
-    wait_until("the rerun of the stuck run", lambda: bool(outage.reruns_of(hanging)))
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # the creating bar is printed when creating is done: now it follows
+        seen.append(line)
+        if line.startswith("creating reruns"):
+            break
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    out, rest = proc.communicate(timeout=60)
+    err = "".join(seen) + rest
 
     assert proc.returncode == 130, err
     assert "stopped following: the reruns go on (Ctrl-C again to quit at once)" in err

@@ -196,7 +196,7 @@ async def _main(
 ) -> int:
     scopes = [(s.project, s.domain) for s in settings.scopes]
     cp = await connect_control_plane(settings)
-    ledger = None if args.dry_run else Ledger(settings.state, source="sweep")
+    ledger: Ledger | None = None  # opened once the sweep goes ahead: a preview writes nothing
     metrics, exposed = sweep_metrics()
     sweeper = Sweeper(
         cp,
@@ -204,7 +204,6 @@ async def _main(
         policies=policies,
         clock=utcnow,
         metrics=metrics,
-        ledger=ledger,
         max_rps=args.max_rps,
         concurrency=settings.max_concurrent_reruns,
     )
@@ -233,6 +232,8 @@ async def _main(
             )
             return 0
         if not plan.reruns:
+            ledger = Ledger(settings.state, source="sweep")
+            sweeper.use_ledger(ledger)
             sweeper.record(plan)
             if args.format == "json":
                 print(json.dumps({"plan": plan.to_json(), **SweepOutcome(plan=plan).to_json()}, indent=2))
@@ -250,6 +251,8 @@ async def _main(
             if not _confirm(err, len(plan.reruns)):
                 err.print("not confirmed: nothing was created")
                 return 1
+        ledger = Ledger(settings.state, source="sweep")
+        sweeper.use_ledger(ledger)
         sweeper.record(plan)
         outcome = SweepOutcome(plan=plan)
         try:
@@ -385,7 +388,7 @@ def _summary(console: Console, outcome: SweepOutcome, follow: bool) -> None:
     )
     for r in body["refused"]:
         console.print(f"refused: rerun {r['rerun']!r} of run {r['run']!r}: {r['message']}")
-    if outcome.interrupted:
+    if outcome.interrupted and body["not_issued"]:
         console.print(
             f"interrupted: {body['not_issued']} planned rerun(s) were not created; run the same command "
             "again to continue (what was created is found, nothing is issued twice)"

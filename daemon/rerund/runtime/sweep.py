@@ -180,10 +180,18 @@ class Sweeper:
             metrics, stopping=self._stop, clock=clock, initial=retry_initial, maximum=retry_max
         )
         self._index = RerunIndex(control_plane, reads=self._reads, count_error=self._issuer.count_error)
-        self._recorder = DecisionRecorder(
-            metrics=metrics, log=log, spawn=spawner(self._tasks, log), ledger=ledger
-        )
+        self._recorder = self._recording(ledger)
         self._facts: dict[RunRef, FailureFacts] = {}  # what the plan was made from, by run
+
+    def _recording(self, ledger: DecisionLedger | None) -> DecisionRecorder:
+        return DecisionRecorder(
+            metrics=self._metrics, log=log, spawn=spawner(self._tasks, log), ledger=ledger
+        )
+
+    def use_ledger(self, ledger: DecisionLedger) -> None:
+        """Record into ``ledger`` from now on (the CLI opens it once the sweep is confirmed, so a
+        preview, a dry run or a refusal writes nothing)."""
+        self._recorder = self._recording(ledger)
 
     # -- control -----------------------------------------------------------------------------
 
