@@ -189,6 +189,7 @@ def test_two_failures_of_one_lineage_at_one_attempt_get_one_rerun(policies) -> N
     plan = plan_sweep([second, first], policies(OUTAGE), window=WINDOW, now=NOW)
 
     assert [(r.failure.run, r.name) for r in plan.reruns] == [("orig-retry-1", "orig-retry-2")]
+    assert [f.run for f, _d in plan.decisions()] == ["orig-retry-1"]  # the duplicate is not recorded
     [dup] = plan.skipped
     assert dup.kind == "duplicate" and dup.existing == "orig-retry-2"
     assert "attempt 2 of lineage 'orig' is rerun once, as 'orig-retry-2'" in dup.reason

@@ -261,9 +261,10 @@ class SweepPlan:
         return {k: counts[k] for k in SKIP_KINDS if counts[k]}
 
     def decisions(self) -> list[tuple[Failure, Decision]]:
-        """Every decision of the plan, in failure order: what the ledger records."""
+        """The decisions the ledger records, in failure order: every rerun and every skip but
+        those whose rerun exists already (nothing was decided there: that attempt is issued)."""
         pairs = [(r.failure, r.decision) for r in self.reruns] + [
-            (s.failure, s.decision) for s in self.skipped
+            (s.failure, s.decision) for s in self.skipped if s.kind not in ("already_issued", "duplicate")
         ]
         return sorted(pairs, key=lambda p: (p[0].failed_at, p[0].project, p[0].domain, p[0].run))
 
