@@ -300,3 +300,28 @@ def policies_ps(tmp_path_factory):
     path = tmp_path_factory.mktemp("sweep") / "outage.yaml"
     path.write_text("apiVersion: rerund/v1\n" + OUTAGE)
     return load_policies([path])
+
+
+@pytest.mark.parametrize(
+    ("finished", "phase"),
+    [(None, "ABORTED"), ("FAILED", "FAILED"), ("TIMED_OUT", "TIMED_OUT"), ("SUCCEEDED", None)],
+    ids=["a-real-abort", "aborted-after-failing", "aborted-after-timing-out", "aborted-after-succeeding"],
+)
+def test_a_run_aborted_after_it_finished_is_decided_as_what_it_was(finished, phase) -> None:
+    from rerund.core.lineage import decided_as
+    from rerund.core.model import ErrorInfo
+    from rerund.core.runs import FailureFacts, RunRef, RunSummary
+
+    facts = FailureFacts(
+        summary=RunSummary(RunRef("ml", "production", "r1"), "ABORTED"),
+        labels={},
+        action="a0",
+        action_task="t",
+        error=ErrorInfo(),
+        failed_at=NOW,
+        finished_phase=finished,
+    )
+
+    decided = decided_as(facts)
+
+    assert (decided.summary.phase if decided is not None else None) == phase

@@ -402,3 +402,19 @@ def test_ctrl_c_while_following_says_what_still_runs(sandbox_factory, tmp_path: 
     )
     assert int(recovered) + int(running) == 2 and int(running) >= 1  # the stuck one still runs
     assert outage.reruns_of(hanging)[0]["phase"] == "RUNNING"
+
+
+def test_on_open_source_flyte_one_rerun_per_failure_and_a_second_sweep_adds_nothing(
+    sandbox_factory, tmp_path: Path, capsys
+) -> None:
+    # open-source Flyte lists runs without labels: the sweep reads the reruns' lineages itself
+    outage = Outage(sandbox_factory(workload=WORKLOAD, time_scale=0.5, profile="oss"), tmp_path)
+
+    assert main(outage.args("--yes")) == 0
+    assert "issued 3, already issued 0, skipped 2, refused 0" in capsys.readouterr().out
+    assert main(outage.args("--yes")) == 0
+    out = capsys.readouterr().out
+
+    assert "already issued (the rerun of that attempt exists) │     3 │" in out
+    assert all(len(outage.reruns_of(r)) == 1 for r in outage.matched)
+    assert set(outage.attempts().values()) == {1}

@@ -354,3 +354,53 @@ def test_a_read_that_keeps_failing_gives_up_after_its_patience_with_the_last_err
     with pytest.raises(TransientControlPlaneError, match="unavailable 0"):
         asyncio.run(w.sweeper(patience=timedelta(0)).plan(w.window))
     assert w.cp.calls["create_rerun"] == 0
+
+
+def test_a_failure_without_error_details_yet_is_read_again_until_they_arrive(tmp_path: Path) -> None:
+    w = World(tmp_path, failures=2)
+    late = w.cp.runs[w.cp.ref("r1")]
+    late.error_pending, late.error = True, ErrorInfo()
+    late.ended_at = T0 - timedelta(seconds=5)  # failed just now: within the daemon's wait for details
+    reads = {"n": 0}
+    original = w.cp.read_failure
+
+    async def read_failure(summary):
+        if summary.ref.name == "r1":
+            reads["n"] += 1
+            if reads["n"] == 2:  # the details arrive between the first and the second read
+                late.error_pending, late.error = False, PULL
+        return await original(summary)
+
+    w.cp.read_failure = read_failure  # type: ignore[method-assign]
+
+    plan = asyncio.run(w.sweeper(error_recheck=0.0).plan(w.window))
+
+    assert sorted(r.failure.run for r in plan.reruns) == ["r0", "r1"]
+    assert reads["n"] == 2
+
+
+def test_a_failure_whose_error_details_never_come_is_decided_without_them_after_the_wait(
+    tmp_path: Path,
+) -> None:
+    w = World(tmp_path, failures=1)
+    late = w.cp.runs[w.cp.ref("r0")]
+    late.error_pending, late.error = True, ErrorInfo()
+
+    plan = asyncio.run(w.sweeper(error_wait=timedelta(0)).plan(w.window))  # it failed 30 minutes ago
+
+    assert plan.reruns == ()
+    assert {s.failure.run: s.kind for s in plan.skipped} == {"r0": "no_match", "other": "no_match"}
+
+
+@pytest.mark.parametrize(
+    ("finished", "kind"), [("SUCCEEDED", None), ("FAILED", "rerun")], ids=["had-succeeded", "had-failed"]
+)
+def test_a_run_aborted_after_it_finished_is_swept_as_what_it_was(tmp_path: Path, finished, kind) -> None:
+    w = World(tmp_path, failures=1)
+    aborted = w.cp.runs[w.cp.ref("r0")]
+    aborted.phase, aborted.finished_phase = "ABORTED", finished
+
+    plan = asyncio.run(w.sweeper().plan(w.window))
+
+    assert [r.failure.run for r in plan.reruns] == (["r0"] if kind == "rerun" else [])
+    assert "r0" not in {s.failure.run for s in plan.skipped}  # decided as FAILED (rerun) or not at all

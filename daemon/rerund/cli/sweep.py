@@ -206,6 +206,7 @@ async def _main(
         metrics=metrics,
         max_rps=args.max_rps,
         concurrency=settings.max_concurrent_reruns,
+        error_wait=settings.error_details_wait,
     )
     try:
         err.print(

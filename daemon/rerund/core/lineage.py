@@ -10,6 +10,7 @@ else). Everything here is a function of values: no I/O, no clock (``now`` is a p
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ from rerund.core.model import Failure, GiveUp, Phase, Rerun, Scope
 from rerund.core.redact import public_inputs, scrub_urls, without_userinfo
 from rerund.core.rules import GLOBAL_BUDGET
 from rerund.core.runs import (
+    FAILED_PHASES,
     LABEL_ATTEMPT,
     LABEL_ROOT,
     ROOT_ACTION,
@@ -31,6 +33,7 @@ __all__ = [
     "MAX_ATTEMPT",
     "attempt_of",
     "budget_counts",
+    "decided_as",
     "exhausted_notice",
     "failure_from",
     "issue_request",
@@ -66,6 +69,18 @@ def attempt_of(labels: Mapping[str, str]) -> int:
     an original run, or when the label is not one rerund writes: ``decide`` then ignores the
     run, saying so)."""
     return parse_attempt(labels) or 0
+
+
+def decided_as(facts: FailureFacts) -> FailureFacts | None:
+    """The facts a failure is decided on. A run an operator aborted after it had finished
+    (open-source AbortRun has no phase condition: ``finished_phase`` says what it was) is
+    decided as the phase it finished in — the same decision, so the same rerun name, never a
+    second rerun — and not at all (None) when it had succeeded. Any other run as it is."""
+    if facts.finished_phase is None:
+        return facts
+    if facts.finished_phase not in FAILED_PHASES:
+        return None
+    return replace(facts, summary=replace(facts.summary, phase=facts.finished_phase))
 
 
 def failure_from(

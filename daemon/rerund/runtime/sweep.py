@@ -43,7 +43,7 @@ from typing import Any, Literal, TypeVar
 
 from aiolimiter import AsyncLimiter
 
-from rerund.core.lineage import failure_from, issue_request
+from rerund.core.lineage import decided_as, failure_from, issue_request
 from rerund.core.redact import redact_url
 from rerund.core.rules import PolicySet
 from rerund.core.runs import FAILED_PHASES, FailureFacts, RelaunchRequest, RerunRequest, RunRef, RunSummary
@@ -68,6 +68,7 @@ log = logging.getLogger("rerund.sweep")
 
 T = TypeVar("T")
 _PATIENCE = timedelta(seconds=10)
+_ERROR_WAIT = timedelta(seconds=60)  # the daemon's default error_details_wait
 
 Result = Literal["created", "already_issued", "refused", "not_issued"]
 
@@ -163,6 +164,8 @@ class Sweeper:
         retry_initial: float = 0.5,
         retry_max: float = 30.0,
         patience: timedelta = _PATIENCE,
+        error_wait: timedelta = _ERROR_WAIT,
+        error_recheck: float = 1.0,
     ) -> None:
         self._cp = control_plane
         self._scopes = list(scopes)
@@ -174,6 +177,8 @@ class Sweeper:
         self._creates = asyncio.Semaphore(concurrency)
         self._reads = asyncio.Semaphore(reads)
         self._patience = patience
+        self._error_wait = error_wait
+        self._error_recheck = error_recheck
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._issuer = Issuer(
@@ -266,6 +271,9 @@ class Sweeper:
                         on_read(done, len(summaries))
 
         read_facts = [f for f in await asyncio.gather(*(read(s) for s in summaries)) if f is not None]
+        read_facts = await self._await_errors(read_facts)
+        # a run aborted after it had finished is decided as what it was, or not at all
+        read_facts = [d for d in map(decided_as, read_facts) if d is not None]
         self._facts = {f.summary.ref: f for f in read_facts}
         used, oldest = self._index.budget_counts(now, self._policies.budgets())
         return plan_sweep(
@@ -277,6 +285,36 @@ class Sweeper:
             budget_used=used,
             budget_oldest=oldest,
         )
+
+    async def _await_errors(self, facts: list[FailureFacts]) -> list[FailureFacts]:
+        """Read again, every ``error_recheck`` seconds, the FAILED runs whose error details have
+        not arrived yet (open-source Flyte fills them once the last attempt's events arrived),
+        each until ``error_wait`` after it failed — the daemon's rule; after that it is decided
+        without them, as the daemon does."""
+        by_ref = {f.summary.ref: f for f in facts}
+        while not self.stopping:
+            now = self._clock()
+            waiting = [f for f in by_ref.values() if f.error_pending and now - f.failed_at < self._error_wait]
+            if not waiting:
+                break
+            log.info("%d failed run(s) have no error details yet: reading them again", len(waiting))
+            await self._issuer.pause(self._error_recheck)
+            for again in await asyncio.gather(
+                *(
+                    self._read(f"reading run {f.summary.ref}", partial(self._cp.read_failure, f.summary))
+                    for f in waiting
+                )
+            ):
+                by_ref[again.summary.ref] = again
+        for f in by_ref.values():
+            if f.error_pending:
+                log.warning(
+                    "run %s: its error details did not arrive within %ss of the failure; deciding "
+                    "without them",
+                    f.summary.ref,
+                    f"{self._error_wait.total_seconds():g}",
+                )
+        return list(by_ref.values())
 
     async def _look(self, window: Window, now: datetime) -> None:
         """List the reruns that exist (the daemon's reruns index, lineages learned): back to the

@@ -52,13 +52,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import assert_never
 
 from rerund.clock import utcnow
 from rerund.core.decide import decide as core_decide
-from rerund.core.lineage import failure_from, issue_request, lineage_names
+from rerund.core.lineage import decided_as, failure_from, issue_request, lineage_names
 from rerund.core.model import Decision, Defer, Failure, GiveUp, Ignore, Rerun, WaitForVersion
 from rerund.core.rules import PolicySet
 from rerund.core.runs import FAILED_PHASES, FailureFacts, RelaunchRequest, RerunRequest, RunRef, RunSummary
@@ -431,9 +431,8 @@ class Reconciler:
                 f"{self._error_wait.total_seconds():g}",
             )
         self._awaiting_error.discard(ref)
-        if facts.finished_phase is None:
-            return facts
-        if facts.finished_phase not in FAILED_PHASES:
+        decided = decided_as(facts)
+        if decided is None:
             log.info(
                 "run %s: ignored: it is ABORTED only because it was aborted after it had %s",
                 ref,
@@ -441,8 +440,7 @@ class Reconciler:
             )
             self._owed.remember(ref, (summary.phase, summary.ended_at), None, settled=True)
             self._settle(ref)
-            return None
-        return replace(facts, summary=replace(facts.summary, phase=facts.finished_phase))
+        return decided
 
     async def _decide_and_act(self, facts: FailureFacts, now: datetime) -> None:
         policies = self._policies()
