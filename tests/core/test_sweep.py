@@ -115,7 +115,8 @@ def test_backoff_does_not_apply_the_rerun_is_due_now(policies) -> None:
         "sweep: policy 'registry-outage' reruns run 'r1' as 'r1-retry-1': attempt 1 of max_attempts=2, "
         "scope run, now (backoff does not apply after an outage)"
     )
-    assert item.overrides() == {"env": {"PULL": "again"}, "labels": {"recovered-by": "sweep"}}
+    assert item.changes() == ["env PULL: set (value not shown)", "labels recovered-by: set to 'sweep'"]
+    assert item.to_json()["decision"]["env"] == {"PULL": "<value not shown>"}  # never the value
     assert item.decision.labels["rerund-root"] == "r1" and item.decision.labels["rerund-attempt"] == "1"
 
 
@@ -325,3 +326,28 @@ def test_a_run_aborted_after_it_finished_is_decided_as_what_it_was(finished, pha
     decided = decided_as(facts)
 
     assert (decided.summary.phase if decided is not None else None) == phase
+
+
+def test_a_failure_waiting_for_a_fix_is_skipped_and_relaunched_once_the_fix_is_deployed(policies) -> None:
+    ps = policies(
+        """
+policies:
+  - name: wait-for-fix
+    match: {labels: {wait-for-fix: "true"}, error: {kinds: [USER]}}
+    retry: {scope: relaunch, task_version: newer, max_wait: 1d, max_attempts: 1}
+"""
+    )
+    bug = {"kind": "USER", "code": "KeyError", "message": "KeyError: 'revenue'"}
+    waiting = pull(
+        "report1", labels={"wait-for-fix": "true"}, error=bug, task_version="v7", latest_version="v7"
+    )
+    fixed = waiting.model_copy(update={"run": "report2", "root": "report2", "latest_version": "v8"})
+
+    plan = plan_sweep([waiting, fixed], ps, window=WINDOW, now=NOW)
+
+    [skip] = plan.skipped
+    assert (skip.failure.run, skip.kind) == ("report1", "waiting_for_fix")
+    assert skip.reason == decide(waiting, ps, NOW).reason
+    [relaunch] = plan.reruns
+    assert relaunch.failure.run == "report2" and relaunch.decision.scope.value == "relaunch"
+    assert relaunch.decision.not_before == NOW

@@ -3,7 +3,7 @@
 The command is a thin shell over ``rerund.runtime.sweep.Sweeper`` (reading, issuing) and
 ``rerund.core.sweep`` (the plan). What the user sees:
 
-- a preview: the reruns it would create (run, task, error, scope, new name, overrides), the
+- a preview: the reruns it would create (run, task, error, scope, new name, changes), the
   counts by policy and error, and what is skipped and why — as tables (``--format table``)
   or one JSON document (``--format json``);
 - ``--dry-run`` stops after the preview; on a terminal the command asks before creating;
@@ -328,14 +328,6 @@ def _interrupt(sweeper: Sweeper, console: Console, message: str) -> Iterator[Non
 # -- rendering ---------------------------------------------------------------------------------
 
 
-def _overrides(values: dict[str, Any]) -> str:
-    parts = []
-    for kind in ("env", "inputs", "labels"):
-        for k, v in values.get(kind, {}).items():
-            parts.append(f"{kind}.{k}={v}")
-    return ", ".join(parts) or "-"
-
-
 def _preview(console: Console, plan: SweepPlan) -> None:
     """The preview tables: reruns, counts by policy and error, skipped and why."""
     scopes = sorted({f"{r.failure.project}/{r.failure.domain}" for r in plan.reruns})
@@ -343,7 +335,7 @@ def _preview(console: Console, plan: SweepPlan) -> None:
         title=f"{len(plan.reruns)} rerun(s) to issue — failures {plan.window.describe()}",
         title_justify="left",
     )
-    for name in ("run", "task", "error", "scope", "new name", "overrides"):
+    for name in ("run", "task", "error", "scope", "new name", "changes"):
         table.add_column(name, overflow="fold", no_wrap=name in ("run", "new name"))
     if len(scopes) > 1:
         table.add_column("project/domain", no_wrap=True)
@@ -351,7 +343,7 @@ def _preview(console: Console, plan: SweepPlan) -> None:
         d, f = r.decision, r.failure
         scope = (d.scope.value if d.scope else "run") + (f" {d.action}" if d.action else "")
         error = f"{f.error.kind} {f.error.code}".strip()
-        row = [f.run, f.task, error, scope, r.name, _overrides(r.overrides())]
+        row = [f.run, f.task, error, scope, r.name, "; ".join(r.changes()) or "-"]
         if len(scopes) > 1:
             row.append(f"{f.project}/{f.domain}")
         table.add_row(*row)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, assert_never
 
-from rerund.core.decide import decide
+from rerund.core.decide import decide, rerun_changes
 from rerund.core.durations import format_duration, parse_duration
 from rerund.core.model import Decision, Defer, Failure, GiveUp, Ignore, Rerun, WaitForVersion
 from rerund.core.rules import GLOBAL_BUDGET, PolicySet
@@ -174,18 +174,10 @@ class PlannedRerun:
     def scope_key(self) -> str:
         return f"{self.failure.project}/{self.failure.domain}"
 
-    def overrides(self) -> dict[str, Any]:
-        """env, inputs and the labels the policy adds (lineage labels left out): the preview."""
-        out: dict[str, Any] = {}
-        d = self.decision
-        if d.env:
-            out["env"] = dict(d.env)
-        if d.inputs:
-            out["inputs"] = dict(d.inputs)
-        labels = {k: v for k, v in d.labels.items() if not k.startswith("rerund-")}
-        if labels:
-            out["labels"] = labels
-        return out
+    def changes(self) -> list[str]:
+        """What the rerun changes, one line each — the core's ``rerun_changes`` (as ``explain``
+        shows them, env values never shown, lineage labels left out): the preview's column."""
+        return rerun_changes(self.failure, self.decision, lineage=False)
 
     def to_json(self) -> dict[str, Any]:
         f = self.failure
@@ -197,8 +189,16 @@ class PlannedRerun:
             "root": f.root,
             "error": {"kind": f.error.kind, "code": f.error.code, "message": f.error.message[:300]},
             "failed_at": iso(f.failed_at),
-            "decision": self.decision.to_json(),
+            "decision": _shown(self.decision),
+            "changes": self.changes(),
         }
+
+
+def _shown(decision: Decision) -> dict[str, Any]:
+    """``decision.to_json()`` with env values left out (they may be secrets), for the preview."""
+    body = decision.to_json()
+    body["env"] = dict.fromkeys(body["env"], "<value not shown>")
+    return body
 
 
 @dataclass(frozen=True)
