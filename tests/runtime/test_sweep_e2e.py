@@ -418,3 +418,35 @@ def test_on_open_source_flyte_one_rerun_per_failure_and_a_second_sweep_adds_noth
     assert "already issued (the rerun of that attempt exists) │     3 │" in out
     assert all(len(outage.reruns_of(r)) == 1 for r in outage.matched)
     assert set(outage.attempts().values()) == {1}
+
+
+def test_a_failure_waiting_for_a_fix_is_skipped_until_the_fix_is_deployed_then_relaunched_on_it(
+    sandbox_factory, tmp_path: Path, capsys
+) -> None:
+    report = {
+        "duration": "0.1s",
+        "behaviour": ["fail"],
+        "error": {"kind": "USER", "code": "KeyError", "message": "KeyError: 'revenue'"},
+        "inputs": {"month": "2026-11"},
+        "versions": ["v1"],
+    }
+    sb = sandbox_factory(workload={"tasks": {**WORKLOAD["tasks"], "report.monthly": report}}, time_scale=0.5)
+    outage = Outage(sb, tmp_path, train=1)
+    [bug] = sb.launch("report.monthly", labels={"wait-for-fix": "true"})
+    sb.wait_idle()
+    fix = REPO / "policies" / "library" / "fix.yaml"
+
+    assert main(outage.args("--dry-run", policies=fix)) == 0
+    assert (
+        f"waiting for a newer task version (the daemon relaunches it once one is deployed) │     1 │ {bug}"
+        in (capsys.readouterr().out)
+    )
+
+    sb.deploy("report.monthly", "v2", behaviour=["succeed"])
+    assert main(outage.args("--yes", "--follow", policies=fix)) == 0
+    out = capsys.readouterr().out
+
+    assert "task version: v1 -> v2" in out
+    assert "issued 1, already issued 0, skipped 3, refused 0" in out and "recovered 1, still failing 0" in out
+    [relaunched] = outage.reruns_of(bug)
+    assert relaunched["phase"] == "SUCCEEDED"

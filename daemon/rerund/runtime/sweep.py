@@ -60,7 +60,7 @@ from rerund.runtime.metrics import Metrics
 from rerund.runtime.reconcile.index import RerunIndex
 from rerund.runtime.reconcile.issuer import DeadlineExceeded, Issuer, Stopped
 from rerund.runtime.reconcile.recorder import DecisionRecorder, Tracked, spawner
-from rerund.runtime.relaunch import send
+from rerund.runtime.relaunch import TaskVersions, send, task_key
 
 __all__ = ["IssueResult", "SweepOutcome", "Sweeper", "unreachable"]
 
@@ -187,6 +187,7 @@ class Sweeper:
         self._index = RerunIndex(control_plane, reads=self._reads, count_error=self._issuer.count_error)
         self._recorder = self._recording(ledger)
         self._facts: dict[RunRef, FailureFacts] = {}  # what the plan was made from, by run
+        self._versions = TaskVersions(control_plane)  # latest task versions, for fixes waited for
 
     def _recording(self, ledger: DecisionLedger | None) -> DecisionRecorder:
         return DecisionRecorder(
@@ -276,15 +277,32 @@ class Sweeper:
         read_facts = [d for d in map(decided_as, read_facts) if d is not None]
         self._facts = {f.summary.ref: f for f in read_facts}
         used, oldest = self._index.budget_counts(now, self._policies.budgets())
-        return plan_sweep(
-            [failure_from(f) for f in read_facts],
-            self._policies,
-            window=window,
-            now=now,
-            existing=self._index.lineages(),
-            budget_used=used,
-            budget_oldest=oldest,
-        )
+
+        def planned() -> SweepPlan:
+            return plan_sweep(
+                [failure_from(f, latest_version=self._versions.latest(task_key(f))) for f in read_facts],
+                self._policies,
+                window=window,
+                now=now,
+                existing=self._index.lineages(),
+                budget_used=used,
+                budget_oldest=oldest,
+            )
+
+        plan = planned()
+        # A failure that waits for a fix (task_version: newer) is decided on its task's latest
+        # version: list it (1 ListTasks per task, as the daemon does) and decide again.
+        waiting = {
+            task_key(self._facts[RunRef(s.failure.project, s.failure.domain, s.failure.run)])
+            for s in plan.skipped
+            if s.kind == "waiting_for_fix"
+        }
+        if not waiting:
+            return plan
+        for exc in await self._versions.refresh(waiting):
+            self._issuer.count_error(exc)
+            log.warning("listing task versions failed; those failures keep waiting for a fix: %s", exc)
+        return planned()
 
     async def _await_errors(self, facts: list[FailureFacts]) -> list[FailureFacts]:
         """Read again, every ``error_recheck`` seconds, the FAILED runs whose error details have
