@@ -404,3 +404,30 @@ def test_a_run_aborted_after_it_finished_is_swept_as_what_it_was(tmp_path: Path,
 
     assert [r.failure.run for r in plan.reruns] == (["r0"] if kind == "rerun" else [])
     assert "r0" not in {s.failure.run for s in plan.skipped}  # decided as FAILED (rerun) or not at all
+
+
+def test_a_rerun_whose_lineage_could_not_be_read_is_read_again_before_planning(tmp_path: Path) -> None:
+    w = World(tmp_path, failures=1)
+    w.cp.add_failed("hand-made", at=T0 - timedelta(minutes=5), phase="SUCCEEDED")
+    w.cp.runs[w.cp.ref("hand-made")].labels = {
+        "rerund-root": "r0",
+        "rerund-attempt": "1",
+        "rerund-policy": "d",
+    }
+    original = w.cp.list_reruns
+
+    async def without_labels(*a, **kw):  # open-source Flyte: the listing has no labels
+        from dataclasses import replace
+
+        return [replace(r, labels={}) for r in await original(*a, **kw)]
+
+    w.cp.list_reruns = without_labels  # type: ignore[method-assign]
+    w.cp.fail_next["get_run"].append(TransientControlPlaneError("unavailable", rpc="GetRunDetails"))
+
+    plan = asyncio.run(w.sweeper(error_recheck=0.0).plan(w.window))
+
+    assert plan.reruns == ()  # the second look learned that attempt 1 of r0 exists
+    assert [(s.failure.run, s.existing) for s in plan.skipped if s.kind == "already_issued"] == [
+        ("r0", "hand-made")
+    ]
+    assert w.cp.calls["get_run"] == 2

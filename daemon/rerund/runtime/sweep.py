@@ -336,13 +336,30 @@ class Sweeper:
 
     async def _look(self, window: Window, now: datetime) -> None:
         """List the reruns that exist (the daemon's reruns index, lineages learned): back to the
-        window's start, and as far back as the longest budget window counts."""
+        window's start, and as far back as the longest budget window counts.
+
+        A rerun whose lineage labels could not be read is known by name only; the listing is
+        repeated (within ``patience``) until every lineage is read. If one still is not, the
+        sweep goes on — a rerun's name is a function of (root, attempt), so its create would
+        be answered ALREADY_EXISTS — but the preview may show it as to be issued."""
         budgets = self._policies.budgets()
         since = min([window.since, *(now - w for w in budgets.values())])
-        for project, domain in self._scopes:
-            await self._read(
-                f"listing the reruns of {project}/{domain}",
-                partial(self._index.refresh, project, domain, since=since, budgets=budgets, now=now),
+        deadline = self._clock() + self._patience
+        while True:
+            self._index.start_pass()
+            for project, domain in self._scopes:
+                await self._read(
+                    f"listing the reruns of {project}/{domain}",
+                    partial(self._index.refresh, project, domain, since=since, budgets=budgets, now=now),
+                )
+            if not self._index.unlearned or self._clock() >= deadline or self.stopping:
+                break
+            await self._issuer.pause(self._error_recheck)
+        if self._index.unlearned:
+            log.warning(
+                "%d rerun(s) were listed whose lineage labels could not be read; they are known by name "
+                "only (a create of the same name is answered ALREADY_EXISTS)",
+                self._index.unlearned,
             )
 
     # -- 2. record ---------------------------------------------------------------------------
