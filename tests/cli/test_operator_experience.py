@@ -321,3 +321,31 @@ def test_a_short_demo_shows_a_reproduction_result_and_a_closing_summary(tmp_path
     assert "  ledger         deleted with the demo (pass --state PATH to keep it)" in summary
     assert "history --state" not in err[: err.index("rerund demo: summary")]
     assert os.linesep in summary
+
+
+def test_junit_stays_valid_xml_with_control_characters_in_names_and_messages(tmp_path: Path, capsys) -> None:
+    """A case name, file name or failure text with a control character (legal in YAML, not in
+    XML 1.0) is written visibly escaped (``\\x01``), so CI can still parse the report."""
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "apiVersion: rerund/v1\npolicies:\n  - name: ok\n    match: {error: {kinds: [USER]}}\n"
+        "    retry: {max_attempts: 2}\n"
+    )
+    cases = tmp_path / "t.test.yaml"
+    cases.write_text(
+        "policies: p.yaml\nnow: 2026-11-24T10:00:00Z\n"
+        "failure: {project: ml, domain: production, task: t, failed_at: 2026-11-24T10:00:00Z}\n"
+        'cases:\n  - name: "case <&> \\x01 \\x1b[31m"\n'
+        '    failure: {run: r1, error: {kind: USER, message: "boom \\x02"}}\n'
+        '    expect: {decision: ignore, reason_matches: "\\x03"}\n'
+    )
+    assert main(["test", str(cases), "--format", "junit"]) == 1
+    case = ET.fromstring(capsys.readouterr().out).find("testsuite/testcase")
+    assert case is not None and case.get("name") == "case <&> \\x01 \\x1b[31m"
+    assert "\\x03" in case.find("failure").text
+
+    odd = tmp_path / "we\x01ird<&.yaml"
+    odd.write_text(policy.read_text())
+    assert main(["check", str(odd), "--format", "junit"]) == 0
+    case = ET.fromstring(capsys.readouterr().out).find("testsuite/testcase")
+    assert case is not None and case.get("name").endswith("we\\x01ird<&.yaml")

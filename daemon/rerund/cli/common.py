@@ -9,6 +9,7 @@ contrast, keeps retrying).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,8 +87,22 @@ def positive_int(text: str) -> int:
 positive_int.__name__ = "a whole number >= 1"  # argparse: "invalid a whole number >= 1 value: '0'"
 
 
+# Characters XML 1.0 does not allow even escaped: C0 controls but tab, LF and CR; surrogates; U+FFFE/F.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_text(text: str) -> str:
+    """``text`` with the characters XML 1.0 cannot carry written as ``\\xNN`` / ``\\uNNNN``
+    (a YAML case name or a control plane's message may hold them; the report must still parse)."""
+    return _NOT_XML.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
 def junit_xml(suite: str, cases: Sequence[tuple[str, str, str | None]]) -> str:
-    """JUnit XML (one ``testsuite``) for CI: ``(classname, name, failure message or None)``."""
+    """JUnit XML (one ``testsuite``) for CI: ``(classname, name, failure message or None)``.
+
+    Always well-formed XML: names and messages are escaped, and characters XML 1.0 cannot
+    carry at all (control characters) are written visibly as ``\\x01``."""
+    cases = [(_xml_text(c), _xml_text(n), None if f is None else _xml_text(f)) for c, n, f in cases]
     failures = sum(1 for *_, f in cases if f is not None)
     lines = [
         '<?xml version="1.0" encoding="UTF-8"?>',
