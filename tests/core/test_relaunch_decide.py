@@ -205,3 +205,18 @@ def test_a_relaunch_never_asks_for_less_than_the_source_nor_more_than_the_cap(
     else:
         assert isinstance(d, GiveUp)
         assert gib >= 16 or attempt >= 5
+
+
+def test_an_oom_of_a_task_whose_memory_is_not_a_quantity_gives_up_saying_why(policies, make_failure):
+    failure = make_failure(
+        error=OOM_ERROR,
+        task_version="v1",
+        resources=ResourcesView(requests={"memory": "4GB"}, limits={"memory": "4GB"}),
+    )
+    d = decide(failure, policies(OOM), T0)
+    assert isinstance(d, GiveUp)
+    assert d.reason == (
+        "policy 'oom' gives up on run 'abc123': a relaunch on the same task version 'v1' would get no more "
+        "resources (memory 2x cannot apply: the source's memory request '4GB' is not a Kubernetes quantity "
+        "(e.g. 16Gi); memory is kept as deployed): it would fail the same way"
+    )

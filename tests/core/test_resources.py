@@ -196,3 +196,16 @@ def test_planned_resources_are_never_below_the_source_nor_above_the_cap(request,
         for w, o in (("requests", request), ("limits", limit))
         if o is not None
     )
+
+
+def test_a_source_value_that_is_not_a_quantity_is_kept_and_named_never_raised():
+    """The SDK sends a task's resource text as written: ``memory="16GB"`` reaches the wire."""
+    source = ResourcesView(requests={"memory": "16GB", "cpu": "1"}, limits={"memory": "16GB"})
+    for rules in (_rules(memory="2x"), _rules(memory="32Gi"), _rules(memory="2x", cap="64Gi")):
+        plan = plan_resources(source, rules)
+        assert plan.target == source
+        assert not plan.grew
+        assert plan.notes == (
+            f"memory {rules.rules['memory'].text} cannot apply: the source's memory request '16GB' is "
+            "not a Kubernetes quantity (e.g. 16Gi); memory is kept as deployed",
+        )

@@ -264,7 +264,9 @@ def plan_resources(source: ResourcesView, rules: ResourceRules) -> ResourcePlan:
     A multiplier scales the source's request and limit; a set value replaces the request and
     (when the source has one) the limit; each is capped, never lowered below the source, and a
     limit is never left below its request. A multiplier on a resource the source does not
-    request leaves it unset (and says so in ``notes``). Pure.
+    request leaves it unset (and says so in ``notes``); a rule on a resource whose source value
+    is not a Kubernetes quantity (the SDK passes ``"16GB"`` through) keeps it as it is and says
+    so in ``notes``. Pure: never raises on the control plane's values.
     """
     requests: dict[ResourceName, str] = dict(source.requests)
     limits: dict[ResourceName, str] = dict(source.limits)
@@ -279,6 +281,22 @@ def plan_resources(source: ResourcesView, rules: ResourceRules) -> ResourcePlan:
         cap = rules.caps.get(name)
         cap_text = rules.cap_texts.get(name, "")
         old_request, old_limit = source.requests.get(name), source.limits.get(name)
+        unreadable = next(
+            (
+                (which, text)
+                for which, text in (("request", old_request), ("limit", old_limit))
+                if text is not None and quantity_problem(text) is not None
+            ),
+            None,
+        )
+        if unreadable is not None:
+            # The SDK passes a task's resource text through as written ("16GB"): never guess.
+            which, text = unreadable
+            notes.append(
+                f"{name} {rule.text} cannot apply: the source's {name} {which} {text!r} is not a "
+                f"Kubernetes quantity (e.g. {_EXAMPLES[name].split(',')[0]}); {name} is kept as deployed"
+            )
+            continue
         if rule.factor is not None and old_request is None and old_limit is None:
             notes.append(
                 f"{name} {rule.text} cannot apply: the source requests no {name} "
