@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,12 +19,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from daemon_support import free_port
 from rerund.cli import main
 from rerund.runtime.daemon import Daemon
 from rerund.runtime.settings import load_settings
 
 from .fake_control_plane import T0, Clock, FakeControlPlane
 from .test_reconcile import POLICIES
+
+REPO = Path(__file__).resolve().parents[2]
 
 SECRET = "fk-live-0123456789abcdef"
 
@@ -346,3 +350,39 @@ def test_a_background_task_that_fails_is_restarted_and_readyz_says_so_while_it_i
 
     healthy.set()
     _until(lambda: running.get("/readyz").status_code == 200, "/readyz once the task runs again")
+
+
+def _foreign_sqlite(tmp_path: Path) -> tuple[Path, bytes]:
+    """An SQLite database of some other program, and its bytes before rerund saw it."""
+    other = tmp_path / "app.db"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, name TEXT)")
+    db.commit()
+    db.close()
+    return other, other.read_bytes()
+
+
+def test_reading_commands_refuse_an_sqlite_file_that_is_not_a_ledger_and_leave_it_untouched(
+    tmp_path: Path, capsys
+) -> None:
+    other, before = _foreign_sqlite(tmp_path)
+    config = tmp_path / "rerund.yaml"
+    config.write_text(
+        f"endpoint: http://127.0.0.1:{free_port()}\norg: sandbox\npolicies: [{REPO / 'policies'}]\n"
+        "scopes: [{project: p, domain: d}]\n"
+    )
+    for argv in (
+        ["history", "--state", str(other)],
+        ["status", "--state", str(other), "--config", str(config)],
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert (
+            f"'{other}' is an SQLite database but not a rerund ledger (it has no decisions table); pass "
+            "the --state file a rerund daemon writes (default ./rerund.db); nothing was written to it"
+        ) in err
+    db = sqlite3.connect(other)
+    assert [r[0] for r in db.execute("SELECT name FROM sqlite_master")] == ["accounts"]
+    db.close()
+    assert other.read_bytes() == before
+    assert not Path(f"{other}-wal").exists()

@@ -113,15 +113,33 @@ class Ledger:
     ``source`` (``daemon`` or ``sweep``) is written with every decision and issue result
     recorded through this handle."""
 
-    def __init__(self, path: str | Path, *, source: Source = "daemon") -> None:
+    def __init__(self, path: str | Path, *, source: Source = "daemon", create: bool = True) -> None:
+        """Open (``create``: and create when needed) the ledger at ``path``.
+
+        ``create=False`` is for the commands that only read (``history``, ``status``,
+        ``explain``): an existing SQLite file without rerund's ``decisions`` table is refused
+        before anything is written to it (no schema, no WAL switch), so a mistyped ``--state``
+        never alters another program's database."""
         self.path = str(path)
         self.source = source
         self._lock = threading.Lock()
         try:
-            if self.path != ":memory:":
+            if self.path != ":memory:" and create:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
             self._db.row_factory = sqlite3.Row
+            if (
+                not create
+                and not self._db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'decisions'"
+                ).fetchone()
+            ):
+                self._db.close()
+                raise LedgerError(
+                    f"{self.path!r} is an SQLite database but not a rerund ledger (it has no decisions "
+                    "table); pass the --state file a rerund daemon writes (default ./rerund.db); "
+                    "nothing was written to it"
+                )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)

@@ -64,13 +64,14 @@ def ensure_policies(settings: Settings) -> None:
 
 
 def open_ledger(state: Path) -> Ledger:
-    """The ledger at ``state`` for reading; a clear error when there is none."""
+    """The ledger at ``state`` for reading; a clear error when there is none or the file is
+    not a ledger (nothing is written to a file that is not one)."""
     if not state.exists():
         raise ConfigError(
             f"no ledger at {str(state)!r}: pass --state PATH or --config FILE of the daemon whose "
             "ledger you want (the daemon writes it; default ./rerund.db)"
         )
-    return Ledger(state)
+    return Ledger(state, create=False)
 
 
 def positive_int(text: str) -> int:

@@ -65,7 +65,7 @@ def explain_run(args: argparse.Namespace) -> int:
     project, domain = _scope(args, scopes)
     policies = load_policies(list(settings.policies))
     ref = RunRef(project, domain, args.run)
-    ledger = Ledger(settings.state) if Path(settings.state).exists() else None
+    ledger = Ledger(settings.state, create=False) if Path(settings.state).exists() else None
 
     async def go() -> int:
         cp = await connect_control_plane(settings)

@@ -64,7 +64,7 @@ def _status(args: argparse.Namespace) -> int:
         )
     ledger: Ledger | None = None
     if Path(settings.state).exists():
-        ledger = Ledger(settings.state)
+        ledger = Ledger(settings.state, create=False)
     else:
         notes.append(
             f"no ledger at {settings.state}: lineages come from the control plane alone (no reasons, "
