@@ -128,6 +128,38 @@ BAD = [
         "least 2, got 1: 1 would deadlock the run",
     ),
     (
+        "concurrency-above-uint32",
+        "policies:\n  - name: a\n    retry: {max_action_concurrency: 4294967296}\n",
+        "4:37: policies[0].retry.max_action_concurrency: max_action_concurrency must be at most "
+        "4294967295 (RunSpec.max_action_concurrency is a uint32), got 4294967296; remove the key to keep "
+        "the source run's setting",
+    ),
+    (
+        "annotation-key-not-kubernetes",
+        "policies:\n  - name: a\n    retry: {annotations: {'a b=': x}}\n",
+        "4:26: policies[0].retry.annotations: annotation key 'a b=' is not a Kubernetes annotation key "
+        "(the rerun's pods carry its annotations); write 1-63 letters, digits, '-', '_' or '.', starting "
+        "and ending with a letter or digit, optionally after a DNS prefix and '/' (e.g. example.com/team)",
+    ),
+    (
+        "annotation-key-too-long",
+        "policies:\n  - name: a\n    retry: {annotations: {" + "k" * 64 + ": x}}\n",
+        "4:26: policies[0].retry.annotations: annotation key '" + "k" * 64 + "' is not a Kubernetes "
+        "annotation key",
+    ),
+    (
+        "annotation-reserved",
+        "policies:\n  - name: a\n    retry:\n      escalate: {2: {annotations: {rerund-issue: x}}}\n",
+        "5:35: policies[0].retry.escalate[2].annotations: annotation 'rerund-issue' is set by rerund "
+        "itself; choose a key not starting with 'rerund-'",
+    ),
+    (
+        "annotations-too-large",
+        "policies:\n  - name: a\n    retry: {annotations: {big: " + "v" * 262_200 + "}}\n",
+        "4:26: policies[0].retry.annotations: the annotations take 262203 bytes; Kubernetes allows 262144 "
+        "in all (keys and values): shorten them",
+    ),
+    (
         "empty-queue",
         "policies:\n  - name: a\n    retry: {queue: ''}\n",
         "4:20: policies[0].retry.queue: String should have at least 1 character",

@@ -17,6 +17,7 @@ a ``run`` or a ``task``, names unique) are checked by the loader, to point at th
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
@@ -169,7 +170,48 @@ def _only_true(value: bool) -> bool:
     return value
 
 
+_UINT32_MAX = 2**32 - 1
+# Kubernetes' rules for annotation keys (a qualified name) and their total size: the rerun's pods
+# carry the run's annotations, and a pod that breaks them is refused.
+_K8S_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_ANNOTATIONS_MAX_BYTES = 256 * 1024
+
+
+def _annotation_key_ok(key: str) -> bool:
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return False
+    return _K8S_NAME.match(name) is not None
+
+
+def _annotations(value: dict[str, str]) -> dict[str, str]:
+    for key in value:
+        if not _annotation_key_ok(key):
+            raise ValueError(
+                f"annotation key {key!r} is not a Kubernetes annotation key (the rerun's pods carry its "
+                "annotations); write 1-63 letters, digits, '-', '_' or '.', starting and ending with a "
+                "letter or digit, optionally after a DNS prefix and '/' (e.g. example.com/team)"
+            )
+        if key.startswith("rerund-"):
+            raise ValueError(
+                f"annotation {key!r} is set by rerund itself; choose a key not starting with 'rerund-'"
+            )
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in value.items())
+    if size > _ANNOTATIONS_MAX_BYTES:
+        raise ValueError(
+            f"the annotations take {size} bytes; Kubernetes allows {_ANNOTATIONS_MAX_BYTES} in all "
+            "(keys and values): shorten them"
+        )
+    return value
+
+
 def _concurrency(value: int) -> int:
+    if value > _UINT32_MAX:
+        raise ValueError(
+            f"max_action_concurrency must be at most {_UINT32_MAX} (RunSpec.max_action_concurrency is a "
+            f"uint32), got {value}; remove the key to keep the source run's setting"
+        )
     if value < 2:
         raise ValueError(
             f"max_action_concurrency must be at least 2, got {value}: 1 would deadlock the run (a parent "
@@ -194,11 +236,16 @@ class RunSpecKeys(_Spec):
     overwrite_cache: Annotated[bool, AfterValidator(_only_true), WithJsonSchema({"const": True})] | None = (
         Field(default=None, description="true: recompute cached outputs instead of reusing them")
     )
-    annotations: dict[NonEmpty, str] = Field(
+    annotations: Annotated[dict[NonEmpty, str], AfterValidator(_annotations)] = Field(
         default_factory=dict, description="merged over the source run's annotations"
     )
     max_action_concurrency: (
-        Annotated[int, AfterValidator(_concurrency), WithJsonSchema({"type": "integer", "minimum": 2})] | None
+        Annotated[
+            int,
+            AfterValidator(_concurrency),
+            WithJsonSchema({"type": "integer", "minimum": 2, "maximum": _UINT32_MAX}),
+        ]
+        | None
     ) = Field(default=None, description="at least 2: how many actions of the run may run at once")
     force_rerun_actions: list[NonEmpty] | None = Field(
         default=None,
