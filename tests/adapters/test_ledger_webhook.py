@@ -203,6 +203,24 @@ def test_a_client_error_is_not_retried() -> None:
     assert calls == [404]
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["https://hooks.example.com:abc/very-secret-token", "http://[::1/very-secret-token"],
+    ids=["port-not-a-number", "unclosed-ipv6-bracket"],
+)
+def test_a_webhook_url_httpx_cannot_parse_is_a_notification_error_without_the_secret(url: str) -> None:
+    """Settings only check the scheme; an unparsable URL must fail as a NotificationError
+    (counted, logged once) and not escape the recorder as httpx.InvalidURL."""
+    with pytest.raises(
+        NotificationError,
+        match=r"is not a valid URL; not retried: fix notify\.webhook \(RERUND_NOTIFY_WEBHOOK, "
+        r"--notify-webhook\)",
+    ) as caught:
+        asyncio.run(WebhookNotifier(url, retries=0).notify({"text": "x"}))
+
+    assert "very-secret-token" not in str(caught.value)
+
+
 def test_redact_url_keeps_only_scheme_host_and_port() -> None:
     assert redact_url(SLACK) == "https://hooks.slack.com/..."
     assert redact_url("http://127.0.0.1:8080/hook?token=abc") == "http://127.0.0.1:8080/..."

@@ -49,6 +49,12 @@ class WebhookNotifier:
             for attempt in range(1, attempts + 1):
                 try:
                     resp = await client.post(self._url, json=dict(payload))
+                except httpx.InvalidURL:
+                    # Not retried, and its text is not shown: httpx quotes the URL's parts.
+                    raise NotificationError(
+                        f"webhook {redact_url(self._url)} is not a valid URL; not retried: fix "
+                        "notify.webhook (RERUND_NOTIFY_WEBHOOK, --notify-webhook)"
+                    ) from None
                 except httpx.HTTPError as exc:
                     last = f"{type(exc).__name__}"
                 else:
