@@ -90,7 +90,9 @@ def test_the_api_key_file_wins_over_the_environment(tmp_path: Path) -> None:
         ),
         (
             {"flags": {"notify_webhook": "hooks.slack.com/x"}},
-            r"'hooks\.slack\.com/x' is not an http\(s\) URL",
+            r"notify\.webhook: the webhook is not an http\(s\) URL \(it must start with http:// or https://; "
+            r"its value is not shown: a webhook URL holds its secret\); write e\.g\. "
+            r"https://hooks\.slack\.com/services/\.\.\.",
         ),
         (
             {"env": {"RERUND_BACKEND": "flyte1"}},
@@ -116,6 +118,21 @@ def test_bad_settings_say_where_and_how_to_fix_them(tmp_path: Path, setup: dict,
     config = _config(tmp_path, setup["file"]) if "file" in setup else None
     with pytest.raises(ConfigError, match=message):
         load_settings(config, environ=setup.get("env", {}), overrides=setup.get("flags"))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "hooks.slack.com/services/T000/B000/very-secret-token",
+        "https://hooks.slack.com:abc/services/very-secret-token",
+        "https:///services/very-secret-token",
+    ],
+    ids=["no-scheme", "port-not-a-number", "no-host"],
+)
+def test_a_bad_webhook_url_is_refused_without_echoing_its_secret(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"notify\.webhook: the webhook is not an http\(s\) URL") as caught:
+        load_settings(None, environ={}, overrides={"notify_webhook": url})
+    assert "very-secret-token" not in str(caught.value)
 
 
 def test_a_missing_settings_file_says_to_pass_an_existing_one(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -134,6 +135,16 @@ def _scope_item(value: object) -> object:
     return ScopeSettings.parse(value) if isinstance(value, str) else value
 
 
+def _http_url_ok(url: str) -> bool:
+    """An http(s) URL with a host and, if any, a numeric port (what the webhook client can POST to)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 class NotifySettings(_Frozen):
     """Where exhausted lineages are reported (a Slack-compatible JSON webhook)."""
 
@@ -144,8 +155,12 @@ class NotifySettings(_Frozen):
     @field_validator("webhook")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
-        if v and not v.startswith(("http://", "https://")):
-            raise ValueError(f"{v!r} is not an http(s) URL; write e.g. https://hooks.slack.com/services/...")
+        if v and not _http_url_ok(v):
+            # Never echo the value: a webhook URL's path is its secret (Slack's is).
+            raise ValueError(
+                "the webhook is not an http(s) URL (it must start with http:// or https://; its value "
+                "is not shown: a webhook URL holds its secret); write e.g. https://hooks.slack.com/services/..."
+            )
         return v or None
 
 
