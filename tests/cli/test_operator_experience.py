@@ -349,3 +349,20 @@ def test_junit_stays_valid_xml_with_control_characters_in_names_and_messages(tmp
     assert main(["check", str(odd), "--format", "junit"]) == 0
     case = ET.fromstring(capsys.readouterr().out).find("testsuite/testcase")
     assert case is not None and case.get("name").endswith("we\\x01ird<&.yaml")
+
+
+def test_test_in_ci_formats_says_why_it_fails_when_there_are_no_test_files(tmp_path: Path, capsys) -> None:
+    """Exit 1 with an empty report would read as green in CI: the report carries the reason."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    why = f"no *.test.yaml files under {empty}; point rerund test at policy tests (NAME.test.yaml)"
+
+    assert main(["test", str(empty), "--format", "json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["errors"] == 1
+    assert result["cases"] == [{"file": str(empty), "case": "", "result": "error", "details": [why]}]
+
+    assert main(["test", str(empty), "--format", "junit"]) == 1
+    suite = ET.fromstring(capsys.readouterr().out).find("testsuite")
+    assert suite is not None and suite.get("tests") == "1" and suite.get("failures") == "1"
+    assert suite.find("testcase/failure").get("message") == why

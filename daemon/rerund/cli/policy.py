@@ -170,6 +170,15 @@ def _test(args: argparse.Namespace) -> int:
         outcome = run_files(args.paths, sys.stdout)
         return 0 if outcome.ok else 1
     outcome = collect(args.paths)
+    if outcome.files == 0 and not outcome.errors:
+        # The text format says so in a line; a CI report must carry it too, or it reads as green.
+        where = ", ".join(str(p) for p in args.paths)
+        outcome.add(
+            where,
+            "",
+            "error",
+            [f"no *.test.yaml files under {where}; point rerund test at policy tests (NAME.test.yaml)"],
+        )
     if args.format == "json":
         print(
             json.dumps(
