@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 import flyte
@@ -223,3 +224,39 @@ def test_a_bad_versions_or_resources_entry_is_refused_located(tmp_path, text, pr
     assert any(str(p).startswith(f"{path}:{problem}") for p in caught.value.problems), [
         str(p) for p in caught.value.problems
     ]
+
+
+@pytest.mark.parametrize("token", ["-1", "-100", "+1", " 1", "1_0", "\u0661"], ids=repr)
+def test_list_tasks_refuses_a_page_token_it_did_not_issue(sb, token):
+    """Only the offsets the sandbox hands out are tokens: a negative one used to slice from the
+    end (a page of the wrong tasks), and int() took '+1', ' 1', '1_0' and non-ASCII digits."""
+    from connectrpc.code import Code
+    from connectrpc.errors import ConnectError
+    from flyteidl2.common import identifier_pb2, list_pb2
+    from flyteidl2.task import task_service_pb2 as ts
+    from flyteidl2.task.task_service_connect import TaskServiceClientSync
+
+    with TaskServiceClientSync(sb.endpoint) as client:
+        first = client.list_tasks(
+            ts.ListTasksRequest(
+                request=list_pb2.ListRequest(limit=1),
+                org=sb.org,
+                project_id=identifier_pb2.ProjectIdentifier(
+                    organization=sb.org, name=sb.project, domain=sb.domain
+                ),
+            )
+        )
+        assert first.token == "1"
+        with pytest.raises(
+            ConnectError, match=re.escape(f"page token {token!r} is not one this sandbox issued")
+        ) as info:
+            client.list_tasks(
+                ts.ListTasksRequest(
+                    request=list_pb2.ListRequest(limit=1, token=token),
+                    org=sb.org,
+                    project_id=identifier_pb2.ProjectIdentifier(
+                        organization=sb.org, name=sb.project, domain=sb.domain
+                    ),
+                )
+            )
+    assert info.value.code == Code.INVALID_ARGUMENT

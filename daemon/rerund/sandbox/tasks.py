@@ -324,10 +324,12 @@ def _sorted(items: list[Deployed], request: list_pb2.ListRequest) -> list[Deploy
 
 def _page(items: list[Deployed], request: list_pb2.ListRequest) -> tuple[list[Deployed], str]:
     limit = request.limit if request.limit > 0 else 100
-    try:
-        offset = int(request.token) if request.token else 0
-    except ValueError:
-        raise _invalid(f"page token {request.token!r} is not one this sandbox issued; start again") from None
+    token = request.token
+    # The tokens this sandbox issues are plain ASCII offsets; int() would also take '-1' (a slice
+    # from the end), '+1', ' 1', '1_0' and other scripts' digits.
+    if token and not (token.isascii() and token.isdigit()):
+        raise _invalid(f"page token {token!r} is not one this sandbox issued; start again")
+    offset = int(token) if token else 0
     page = items[offset : offset + limit]
     nxt = offset + limit
     return page, (str(nxt) if nxt < len(items) else "")
