@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -123,9 +124,23 @@ def test_history_filters_by_run_or_root_and_policy(tmp_path: Path) -> None:
 
 
 def test_an_unusable_ledger_path_says_to_check_the_state_path(tmp_path: Path) -> None:
-    (tmp_path / "dir.db").mkdir()
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro" / "missing").write_text("a file where a directory should be")
     with pytest.raises(LedgerError, match=r"cannot be opened: .*; check the --state path is writable"):
-        Ledger(tmp_path / "dir.db")
+        Ledger(tmp_path / "ro" / "missing" / "rerund.db")
+
+
+@pytest.mark.parametrize("create", [True, False], ids=["daemon", "reading-command"])
+def test_a_directory_as_the_ledger_path_says_to_pass_the_file(tmp_path: Path, create: bool) -> None:
+    (tmp_path / "state").mkdir()
+    with pytest.raises(
+        LedgerError,
+        match=re.escape(
+            f"ledger {str(tmp_path / 'state')!r} is a directory, not a ledger file; pass the file itself "
+            f"as --state, e.g. {tmp_path / 'state' / 'rerund.db'}"
+        ),
+    ):
+        Ledger(tmp_path / "state", create=create)
 
 
 def test_a_corrupt_ledger_raises_a_ledger_error_not_sqlite(tmp_path: Path) -> None:

@@ -123,6 +123,11 @@ class Ledger:
         self.path = str(path)
         self.source = source
         self._lock = threading.Lock()
+        if self.path != ":memory:" and Path(self.path).is_dir():
+            raise LedgerError(
+                f"ledger {self.path!r} is a directory, not a ledger file; pass the file itself as "
+                f"--state, e.g. {Path(self.path) / 'rerund.db'}"
+            )
         try:
             if self.path != ":memory:" and create:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
