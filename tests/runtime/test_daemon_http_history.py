@@ -374,6 +374,8 @@ def test_reading_commands_refuse_an_sqlite_file_that_is_not_a_ledger_and_leave_i
     for argv in (
         ["history", "--state", str(other)],
         ["status", "--state", str(other), "--config", str(config)],
+        ["repro", "history", "nightly", "--state", str(other)],
+        ["repro", "list", "--state", str(other), "--policies", str(REPO / "policies")],
     ):
         assert main(argv) == 2
         err = capsys.readouterr().err

@@ -146,7 +146,7 @@ def _ledger(args: argparse.Namespace, *, required: bool) -> Any:
                 "whose results you want"
             )
         return None
-    return Ledger(state)
+    return Ledger(state, create=False)
 
 
 def _find(checks: list[Any], name: str) -> Any:
