@@ -380,7 +380,8 @@ def test_reading_commands_refuse_an_sqlite_file_that_is_not_a_ledger_and_leave_i
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert (
-            f"'{other}' is an SQLite database but not a rerund ledger (it has no decisions table); pass "
+            f"'{other}' is an SQLite database but not a rerund ledger (it has tables but no decisions "
+            "table); pass "
             "the --state file a rerund daemon writes (default ./rerund.db); nothing was written to it"
         ) in err
     db = sqlite3.connect(other)

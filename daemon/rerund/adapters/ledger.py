@@ -117,9 +117,9 @@ class Ledger:
         """Open (``create``: and create when needed) the ledger at ``path``.
 
         ``create=False`` is for the commands that only read (``history``, ``status``,
-        ``explain``): an existing SQLite file without rerund's ``decisions`` table is refused
-        before anything is written to it (no schema, no WAL switch), so a mistyped ``--state``
-        never alters another program's database."""
+        ``explain``, ``repro``): an SQLite file with tables but no ``decisions`` table is
+        refused before anything is written to it (no schema, no WAL switch), so a mistyped
+        ``--state`` never alters another program's database (an empty file is an empty ledger)."""
         self.path = str(path)
         self.source = source
         self._lock = threading.Lock()
@@ -133,16 +133,12 @@ class Ledger:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
             self._db.row_factory = sqlite3.Row
-            if (
-                not create
-                and not self._db.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'decisions'"
-                ).fetchone()
-            ):
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not create and tables and "decisions" not in tables:
                 self._db.close()
                 raise LedgerError(
-                    f"{self.path!r} is an SQLite database but not a rerund ledger (it has no decisions "
-                    "table); pass the --state file a rerund daemon writes (default ./rerund.db); "
+                    f"{self.path!r} is an SQLite database but not a rerund ledger (it has tables but no "
+                    "decisions table); pass the --state file a rerund daemon writes (default ./rerund.db); "
                     "nothing was written to it"
                 )
             self._db.execute("PRAGMA journal_mode=WAL")
