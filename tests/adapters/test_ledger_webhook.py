@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -141,6 +142,21 @@ def test_a_directory_as_the_ledger_path_says_to_pass_the_file(tmp_path: Path, cr
         ),
     ):
         Ledger(tmp_path / "state", create=create)
+
+
+@pytest.mark.parametrize("create", [True, False], ids=["daemon", "reading-command"])
+def test_another_programs_sqlite_database_is_refused_and_left_untouched(tmp_path: Path, create: bool) -> None:
+    path = tmp_path / "app.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY)")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(
+        LedgerError, match=r"is an SQLite database but not a rerund ledger .* nothing was written"
+    ):
+        Ledger(path, create=create)
+    assert path.read_bytes() == before
 
 
 def test_a_corrupt_ledger_raises_a_ledger_error_not_sqlite(tmp_path: Path) -> None:

@@ -117,9 +117,10 @@ class Ledger:
         """Open (``create``: and create when needed) the ledger at ``path``.
 
         ``create=False`` is for the commands that only read (``history``, ``status``,
-        ``explain``, ``repro``): an SQLite file with tables but no ``decisions`` table is
-        refused before anything is written to it (no schema, no WAL switch), so a mistyped
-        ``--state`` never alters another program's database (an empty file is an empty ledger)."""
+        ``explain``, ``repro``): no directory is made for it. Either way an SQLite file with
+        tables but no ``decisions`` table is refused before anything is written to it (no
+        schema, no WAL switch), so a mistyped ``--state`` never alters another program's
+        database (an empty file is an empty ledger)."""
         self.path = str(path)
         self.source = source
         self._lock = threading.Lock()
@@ -134,7 +135,7 @@ class Ledger:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
             self._db.row_factory = sqlite3.Row
             tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if not create and tables and "decisions" not in tables:
+            if tables and "decisions" not in tables:
                 self._db.close()
                 raise LedgerError(
                     f"{self.path!r} is an SQLite database but not a rerund ledger (it has tables but no "
