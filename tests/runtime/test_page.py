@@ -114,3 +114,12 @@ def test_a_dry_run_and_a_daemon_that_is_not_ready_are_flagged() -> None:
     )
     assert '<strong class="bad">not ready</strong>: no resync pass has succeeded yet' in html
     assert "DRY RUN: nothing is created" in html
+
+
+def test_control_characters_from_a_query_or_a_message_are_shown_escaped_not_sent_raw() -> None:
+    """NUL and other C0/C1 controls are not allowed in HTML text (a NUL is a parse error); a
+    ``?explain=`` or an error message holding them is shown as ``\\x00``."""
+    hostile = "ABC\x00\x01\x1b[31m\x7f\x85"
+    html = render_page(view(explain_run=hostile, explain_scope="p/d", explain_error=f"no run {hostile}"))
+    assert not any((ord(c) < 32 and c not in "\t\n\r") or 0x7F <= ord(c) <= 0x9F for c in html)
+    assert "ABC\\x00\\x01\\x1b[31m\\x7f\\x85" in html

@@ -23,6 +23,7 @@ without a daemon as well as against a live one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -67,8 +68,13 @@ class PageView:
     notes: Sequence[str] = field(default_factory=tuple)
 
 
+# Controls HTML text may not carry (C0 but tab, LF, CR; DEL; C1): shown as \xNN instead.
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
 def _e(value: object) -> str:
-    return escape("" if value is None else str(value), quote=True)
+    text = "" if value is None else str(value)
+    return escape(_CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text), quote=True)
 
 
 def _time(when: datetime | str | None) -> str:
