@@ -261,19 +261,23 @@ async def _main(
         except ControlPlaneError as exc:
             raise unreachable(exc, settings.endpoint) from None
         outcome.results.extend(found)
-        stopping = "stopping: the creates in flight finish, no other starts"
-        with _interrupt(sweeper, err, stopping), _progress(err) as bar:
-            task = bar.add_task("creating reruns", total=len(plan.reruns), completed=len(found))
-            outcome.results.extend(await sweeper.issue(todo, on_result=lambda r: bar.advance(task)))
-        outcome.interrupted = sweeper.stopping
-        if args.follow and not outcome.interrupted:
-            followed = [r for r in outcome.results if r.result in ("created", "already_issued")]
-            outcome.followed = len(followed)
-            with _interrupt(sweeper, err, "stopped following: the reruns go on"), _progress(err) as bar:
-                task = bar.add_task("waiting for the reruns", total=len(followed))
-                outcome.phases = await sweeper.follow(
-                    followed, on_update=lambda phases: bar.update(task, completed=len(phases))
-                )
+        # One Ctrl-C handler spans creating and following, so no signal falls between the two;
+        # its message follows the phase, switched before the creating bar is printed.
+        interrupt = ["stopping: the creates in flight finish, no other starts"]
+        with _interrupt(sweeper, err, interrupt):
+            with _progress(err) as bar:
+                task = bar.add_task("creating reruns", total=len(plan.reruns), completed=len(found))
+                outcome.results.extend(await sweeper.issue(todo, on_result=lambda r: bar.advance(task)))
+                outcome.interrupted = sweeper.stopping
+                interrupt[0] = "stopped following: the reruns go on"
+            if args.follow and not outcome.interrupted:
+                followed = [r for r in outcome.results if r.result in ("created", "already_issued")]
+                outcome.followed = len(followed)
+                with _progress(err) as bar:
+                    task = bar.add_task("waiting for the reruns", total=len(followed))
+                    outcome.phases = await sweeper.follow(
+                        followed, on_update=lambda phases: bar.update(task, completed=len(phases))
+                    )
         if args.format == "json":
             print(json.dumps({"plan": plan.to_json(), **outcome.to_json()}, indent=2))
         else:
@@ -304,12 +308,13 @@ def _confirm(console: Console, n: int) -> bool:
 
 
 @contextlib.contextmanager
-def _interrupt(sweeper: Sweeper, console: Console, message: str) -> Iterator[None]:
-    """Ctrl-C (SIGINT) calls ``sweeper.stop()`` once; a second Ctrl-C interrupts at once."""
+def _interrupt(sweeper: Sweeper, console: Console, message: list[str]) -> Iterator[None]:
+    """Ctrl-C (SIGINT) calls ``sweeper.stop()`` once and prints ``message[0]`` as it is then;
+    a second Ctrl-C interrupts at once."""
     loop = asyncio.get_running_loop()
 
     def first() -> None:
-        console.print(message + " (Ctrl-C again to quit at once)")
+        console.print(message[0] + " (Ctrl-C again to quit at once)")
         sweeper.stop()
         loop.remove_signal_handler(signal.SIGINT)
 
