@@ -12,7 +12,8 @@ and sets ``func`` on each parser (``func(args) -> int`` returns the exit code):
 - ``sweep``    ``sweep`` (after an outage)
 - ``sandbox``  ``sandbox``
 
-The flyte SDK itself is imported only when a command first talks to a control plane.
+The flyte SDK itself is imported only when a command first talks to a control plane, and a
+command's module only when that command is given (``_COMMANDS`` below says why).
 
 Errors: a ``RerundError`` escaping a handler is printed as one clear message (no traceback)
 and exits with status 2 (1 is reserved for "the check ran and found problems"). A mistyped
@@ -25,18 +26,40 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 
 from rerund import __version__
-from rerund.cli import daemon, demo, policy, repro, sandbox, status, sweep
 from rerund.errors import RerundError
 
 __all__ = ["build_parser", "main"]
 
-# Order is the order of `rerund --help`.
-_COMMAND_MODULES = (daemon, status, demo, policy, repro, sweep, sandbox)
+# Each command -> the module of this package that registers it; the modules' first appearance
+# is the order of `rerund --help`.
+#
+# Why a table of names and not `from rerund.cli import daemon, demo, ...`: every `rerund`
+# process would then import every command's dependency tree (the sandbox and its pytest
+# fixtures for `demo`, rich for `sweep`, ...). The daemon (`rerund run`) carried about 30 MiB
+# it never used and started half a second later. A command given on the line imports only its
+# own module; `rerund`, `rerund --help` and an unknown command import them all. The command
+# modules keep their imports at the top, so import-linter still sees every edge out of them;
+# the only edges it does not see are this package importing its own modules.
+# tests/cli/test_dispatch.py checks the table against what each module registers.
+_COMMANDS: dict[str, str] = {
+    "run": "daemon",
+    "history": "daemon",
+    "status": "status",
+    "demo": "demo",
+    "check": "policy",
+    "explain": "policy",
+    "test": "policy",
+    "schema": "policy",
+    "repro": "repro",
+    "sweep": "sweep",
+    "sandbox": "sandbox",
+}
 
 _EPILOG = """\
 examples:
@@ -53,7 +76,8 @@ Run `rerund COMMAND --help` for the options of a command.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with a known ``command``, only that command's module is registered."""
     parser = argparse.ArgumentParser(
         prog="rerund",
         description="Automatic, explainable, exactly-once retries and reruns for Flyte 2.",
@@ -62,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rerund {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in _COMMAND_MODULES:
-        module.register(sub)
+    names = [_COMMANDS[command]] if command in _COMMANDS else list(dict.fromkeys(_COMMANDS.values()))
+    for name in names:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
 
 
@@ -84,7 +109,8 @@ def _unknown(parser: argparse.ArgumentParser, args: argparse.Namespace, extras: 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv else None)
     args, extras = parser.parse_known_args(argv)
     if extras:
         _unknown(parser, args, extras)
