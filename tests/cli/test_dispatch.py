@@ -71,6 +71,8 @@ def test_rerund_run_imports_neither_the_sandbox_nor_the_other_commands() -> None
         assert f"rerund.cli.{other}" not in loaded, other
     assert not any(m == "rerund.sandbox" or m.startswith("rerund.sandbox.") for m in loaded)
     assert "pytest" not in loaded
+    # httpx (and the rich, click and pygments it pulls in) only on a first webhook notification
+    assert "httpx" not in loaded and "rich" not in loaded
 
 
 def test_an_unknown_command_still_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:

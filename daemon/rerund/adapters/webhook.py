@@ -5,18 +5,23 @@ lineage, policy, reason, console URL, ...) plus a ``text`` field, which Slack's 
 webhooks display. A delivery is retried with exponential backoff on connection errors, 5xx,
 408 and 429; another 4xx means the request itself is wrong and is not retried. The webhook URL
 may embed a secret (Slack's does), so messages show only its scheme and host.
+
+httpx is imported on the first notification, not with this module: the daemon imports this
+module at start, and httpx (with the rich, click and pygments its command line pulls in) would
+add about 7 MiB to every daemon, most of which never send a webhook.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from rerund.core.redact import redact_url
 from rerund.errors import NotificationError
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["WebhookNotifier", "redact_url"]
 
@@ -42,6 +47,8 @@ class WebhookNotifier:
         self._transport = transport
 
     async def notify(self, payload: Mapping[str, Any]) -> None:
+        import httpx
+
         delay = self._initial
         last = ""
         attempts = self._retries + 1
