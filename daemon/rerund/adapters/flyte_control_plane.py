@@ -249,7 +249,8 @@ def _resources_view_of(kind: Any, data: bytes) -> ResourcesView:
 
 def shared_spec_view(spec: Any) -> RunSpecView:
     """``spec_view(spec)``, the same object for an equal ``spec``."""
-    return _spec_view_of(type(spec), spec.SerializeToString(deterministic=True))
+    kind: Any = type(spec)  # a generated message class (hashable)
+    return _spec_view_of(kind, spec.SerializeToString(deterministic=True))
 
 
 def error_info(info: Any) -> ErrorInfo:
@@ -379,7 +380,8 @@ def resources_view(template: Any) -> ResourcesView | None:
     if not template.HasField("container"):
         return None
     res = template.container.resources
-    return _resources_view_of(type(res), res.SerializeToString(deterministic=True))
+    kind: Any = type(res)  # a generated message class (hashable)
+    return _resources_view_of(kind, res.SerializeToString(deterministic=True))
 
 
 def _resources_of(res: Any) -> ResourcesView:
