@@ -171,8 +171,15 @@ def test_sandbox_faults_and_a_sandbox_restart_miss_nothing(
                 d.logs,
                 interval=1.0,
             )
-            m = d.metrics()
-            assert total(m, "rerund_control_plane_errors_total", code="unavailable") > 0
+            # The SDK retries UNAVAILABLE itself (4 attempts), so only ~0.3^4 of the calls reach
+            # rerund as errors: keep the faults on until one has, rather than hoping one already did.
+            wait_until(
+                "an UNAVAILABLE answer counted by the daemon",
+                lambda: total(d.metrics(), "rerund_control_plane_errors_total", code="unavailable") > 0,
+                120,
+                d.logs,
+                interval=1.0,
+            )
             sb.set_faults(unavailable=0.0, latency_s=0.0, drop_streams_after=0)
             result = settle(sb, [d], policies, timeout=900)
             assert result.owed == owed_reruns(size.failures)
