@@ -357,7 +357,7 @@ class Daemon:
                 sup.start(f"watch {project}/{domain}", functools.partial(self._watcher, project, domain))
                 for project, domain in plan((sc.project, sc.domain) for sc in s.scopes)
             ]
-        if hasattr(raw, "connect"):
+        if hasattr(raw, "connect") and self._credential_files():
             tasks.append(sup.start("credentials", functools.partial(self._credentials_watcher, raw)))
         tasks.append(sup.start("policies", self._policy_watcher))
         tasks.append(sup.start("pruner", functools.partial(self._pruner, ledger)))
@@ -537,8 +537,6 @@ class Daemon:
         """Initialise the SDK again when a credential file changes; then resync to catch up."""
         assert self._stop is not None and self._resync is not None
         files = self._credential_files()
-        if not files:
-            return
         while not self._stop.is_set():
             await self._sleep(self._reload_interval)
             now = self._credential_files()
