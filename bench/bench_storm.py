@@ -41,9 +41,11 @@ def _wait_failed(sb: h.Sandbox, n: int, timeout: float) -> None:
     h.wait_until(f"{n} runs to fail", lambda: sb.stats()["runs"].get("FAILED", 0) >= n, timeout, interval=0.2)
 
 
-def measure_ceiling(tmp: Path, n: int, mode: str, concurrency: int = CONCURRENCY) -> dict[str, Any]:
+def measure_ceiling(
+    tmp: Path, n: int, mode: str, concurrency: int = CONCURRENCY, sandbox_args: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Run the ceiling client (``mode`` ``raw`` or ``sdk``) over ``n`` failed runs."""
-    with h.sandbox(tmp) as sb:
+    with h.sandbox(tmp, args=sandbox_args) as sb:
         sources = sb.launch("bench.flaky", count=n)
         _wait_failed(sb, n, 120)
         names = tmp / f"sources-{mode}.json"

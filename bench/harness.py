@@ -255,6 +255,11 @@ class Sandbox:
         stats: dict[str, Any] = http_json(f"{self.endpoint}/_sandbox/stats")
         return stats
 
+    def rates(self) -> dict[str, Any]:
+        """RPCs the sandbox served per whole second (``GET /_sandbox/rates``)."""
+        rates: dict[str, Any] = http_json(f"{self.endpoint}/_sandbox/rates")
+        return rates
+
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = self.stats()["requests"]
         return counts
@@ -270,13 +275,15 @@ def sandbox(
     db: str = ":memory:",
     profile: str = "union",
     error_delay: str = "0s",
+    args: Sequence[str] = (),
 ) -> Iterator[Sandbox]:
     """Start ``rerund sandbox`` on a free port with ``tasks`` (default ``BENCH_TASKS``);
-    ``profile`` ``oss`` imitates open-source Flyte 2 (error details after ``error_delay``)."""
+    ``profile`` ``oss`` imitates open-source Flyte 2 (error details after ``error_delay``);
+    ``args`` are extra flags (e.g. ``--fault-latency 50ms``, ``--rate-limit 100/s``)."""
     port = free_port()
     log = tmp / f"sandbox-{port}.log"
     config = tmp / f"flyte-{port}.yaml"
-    cmd = [RERUND, "sandbox", "--port", str(port), "--db", db, "--flyte-config", str(config)]
+    cmd = [RERUND, "sandbox", "--port", str(port), "--db", db, "--flyte-config", str(config), *args]
     cmd += ["--profile", profile] + (["--error-delay", error_delay] if profile == "oss" else [])
     cmd += ["--workload", str(workload_file(tmp, tasks if tasks is not None else BENCH_TASKS))]
     with log.open("wb") as out:

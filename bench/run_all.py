@@ -24,7 +24,7 @@ from typing import Any
 
 import harness as h
 
-BENCHMARKS = ("decide", "latency", "storm", "rpc_cost", "cron", "memory", "watch")
+BENCHMARKS = ("decide", "latency", "storm", "rpc_cost", "cron", "memory", "watch", "production")
 README = h.BENCH / "README.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
@@ -36,6 +36,7 @@ TITLES = {
     "cron": "5. Side by side: a cron-style `flyte` CLI script",
     "memory": "6. Memory and ledger growth",
     "watch": "7. Sandbox WatchRuns delivery (phase change -> update received)",
+    "production": "8. Production conditions: WAN latency, a rate-limiting gateway, CPU per rerun",
 }
 DECIDE_COLUMNS = ["policies", "patterns", "first_us", "last_us", "none_us", "cold_us", "naive_us", "load_ms"]
 
@@ -94,6 +95,25 @@ def _notes(name: str, doc: dict[str, Any]) -> list[str]:
         ]
     if name == "decide":
         return [f"Goal: {doc.get('goal')}. Messages of {doc.get('message_bytes')} bytes."]
+    if name == "production":
+        g = doc["goals_met"]
+        rows = {r["who"]: r for r in doc["results"]}
+        limited = [r for w, r in rows.items() if "100/s" in w]
+        return [
+            f"WAN storm ({doc['failures']:,} failures, 50 ms on every RPC): rerund reaches "
+            f"{doc['wan_ratio_to_sdk_path']}x the SDK rerun path's rate (goal >= 4x: "
+            f"{_yes(g['wan_4x_sdk_path'])}); never above its max_rps: {_yes(g['wan_never_above_max_rps'])}.",
+            "Rate-limited storm (100 RPC/s): "
+            + "; ".join(
+                f"{r['who']}: {r['share_of_allowed']:.0%} of what the limit allows for its RPC mix, "
+                f"{r['resource_exhausted_share']:.1%} RESOURCE_EXHAUSTED"
+                for r in limited
+            )
+            + " (goals >= 80% and <= 5%); 0 duplicates and 0 missed: "
+            + f"{_yes(g['exact_0_duplicates_0_missing'])}.",
+            f"CPU per rerun: rerund {doc['cpu_ms_more_than_sdk_path']:+} ms against the SDK path's client "
+            f"(goal at most +2 ms: {_yes(g['cpu_at_most_2ms_more_than_sdk_path'])}).",
+        ]
     if name == "cron":
         r = doc["ratio_script_over_rerund"]
         return [
@@ -185,7 +205,7 @@ def render() -> str:
             f"flyte {machine['flyte']}, flyteidl2 {machine['flyteidl2']}, rerund {machine['rerund_commit']}.",
             "",
         ]
-    for name in ("latency", "storm", "rpc_cost", "decide", "cron", "memory", "watch"):
+    for name in ("latency", "storm", "rpc_cost", "decide", "cron", "memory", "watch", "production"):
         doc = _load(name)
         out.append(f"### {TITLES[name]}")
         out.append("")

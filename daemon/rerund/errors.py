@@ -11,6 +11,7 @@ exceptions (``raise ControlPlaneError(...) from exc``) so that callers never hav
     ├── FailureInputError           a failure document (explain/test input) that does not validate
     ├── ControlPlaneError           a call to the control plane failed
     │   ├── TransientControlPlaneError   retry with backoff (UNAVAILABLE, timeouts, INTERNAL)
+    │   │   └── CredentialsError         the control plane refuses rerund's credentials
     │   ├── PermanentControlPlaneError   do not retry (INVALID_ARGUMENT, PERMISSION_DENIED, ...)
     │   │   └── NotFoundError            the run or action does not exist
     │   └── AlreadyExistsError           a run with that name exists (an idempotent re-issue)
@@ -30,6 +31,7 @@ __all__ = [
     "AlreadyExistsError",
     "ConfigError",
     "ControlPlaneError",
+    "CredentialsError",
     "FailureInputError",
     "LedgerError",
     "NotFoundError",
@@ -105,6 +107,13 @@ class ControlPlaneError(RerundError):
 
 class TransientControlPlaneError(ControlPlaneError):
     """Worth retrying with backoff: UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, connection errors."""
+
+
+class CredentialsError(TransientControlPlaneError):
+    """The control plane (or its token endpoint) refuses rerund's credentials: UNAUTHENTICATED,
+    a revoked or wrong API key or client secret, a failing token command. Retried with backoff
+    like any transient error (nothing owed is settled by it) until the credentials are fixed;
+    ``code`` is ``unauthenticated``."""
 
 
 class PermanentControlPlaneError(ControlPlaneError):

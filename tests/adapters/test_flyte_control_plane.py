@@ -197,3 +197,51 @@ def test_watch_yields_the_snapshot_then_each_update(sb: SandboxHandle) -> None:
 
     assert phases[-1] == "FAILED"
     assert "RUNNING" in phases or "QUEUED" in phases
+
+
+# --- production connections (issue 12) -------------------------------------------------------
+
+
+def test_a_refused_token_request_becomes_a_credentials_error_that_is_retried() -> None:
+    from flyte.remote._client.auth.errors import AuthenticationError
+
+    from rerund.adapters.flyte_control_plane import translate_error
+    from rerund.errors import CredentialsError, TransientControlPlaneError
+
+    err = translate_error(
+        AuthenticationError('Status Code (401) received from IDP: {"error": "invalid_client"}'), "ListRuns"
+    )
+
+    assert isinstance(err, CredentialsError) and isinstance(err, TransientControlPlaneError)
+    assert err.code == "unauthenticated" and err.rpc == "ListRuns"
+    assert str(err).startswith("ListRuns: the token endpoint refused rerund's credentials (Status Code (401)")
+
+
+def test_unauthenticated_and_untrusted_certificates_are_told_apart() -> None:
+    from connectrpc.code import Code
+    from connectrpc.errors import ConnectError
+
+    from rerund.adapters.flyte_control_plane import translate_error
+    from rerund.errors import CredentialsError
+
+    unauth = translate_error(ConnectError(Code.UNAUTHENTICATED, "token expired"), "GetRunDetails")
+    tls = translate_error(
+        ConnectError(
+            Code.UNAVAILABLE,
+            "Request failed: client error (Connect): invalid peer certificate: UnknownIssuer",
+        ),
+        "ListRuns",
+    )
+
+    assert isinstance(unauth, CredentialsError) and unauth.code == "unauthenticated"
+    assert not isinstance(tls, CredentialsError) and tls.code == "unavailable"
+    assert "invalid peer certificate: UnknownIssuer" in str(tls)
+
+
+def test_the_connection_repr_never_shows_a_secret() -> None:
+    from rerund.adapters.flyte_control_plane import Connection
+
+    conn = Connection(endpoint="https://x", org="o", api_key="KEY-123", client_secret="SECRET-456")
+
+    assert "KEY-123" not in repr(conn) and "SECRET-456" not in repr(conn)
+    assert conn.auth == "the API key"

@@ -82,6 +82,7 @@ CONTRACT: tuple[Metric, ...] = (
     _m("rerund_reproduction_last_result", "gauge", "check"),
     _m("rerund_reproduction_last_run_timestamp_seconds", "gauge", "check"),
     _m("rerund_internal_errors_total", "counter", "task"),
+    _m("rerund_control_plane_concurrency", "gauge"),  # issue 12: adaptive concurrency
 )
 REPRODUCTION_METRICS = frozenset(m.name for m in CONTRACT if m.name.startswith("rerund_reproduction_"))
 SERIES_NAMES: frozenset[str] = frozenset(n for m in CONTRACT for n in m.series_names())

@@ -15,6 +15,15 @@ it (see FLYTE-WIRE.md):
   raise ``connectrpc.errors.ConnectError``. All of them are translated here into
   ``rerund.errors`` (``raise ... from exc``) so nothing above this module knows the SDK.
 
+Connecting (``Connection``, ``connect``): an API key, client credentials (a client id and a
+secret) or an external token command, a private CA, an HTTP proxy — all passed to
+``flyte.init``; the SDK fetches OAuth2 tokens, sends them, and on UNAUTHENTICATED fetches a new
+one and retries once, so an expiring token never reaches rerund. What does reach rerund is a
+credential the control plane refuses outright (``CredentialsError``). ``probe`` makes one
+ListRuns at start so that a wrong key or CA stops the daemon with a message (``ConfigError``)
+instead of failing every call. Scope ``*/*`` lists and watches the whole org (``org`` in
+ListRuns and WatchRuns).
+
 RPC cost: ``read_failure`` is GetRunDetails + ListActions + GetActionDetails (2 when the root
 action's error is already in the run details); ``create_rerun`` is exactly the SDK's rerun
 path; listings page by 100 (at most 200) and watching is one stream per scope. For
@@ -67,11 +76,14 @@ import contextlib
 import functools
 import logging
 import os
+import tempfile
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -93,6 +105,7 @@ from rerund.errors import (
     AlreadyExistsError,
     ConfigError,
     ControlPlaneError,
+    CredentialsError,
     NotFoundError,
     PermanentControlPlaneError,
     TransientControlPlaneError,
@@ -100,6 +113,7 @@ from rerund.errors import (
 
 __all__ = [
     "BACKENDS",
+    "Connection",
     "FlyteControlPlane",
     "decode_literal",
     "error_info",
@@ -115,6 +129,19 @@ __all__ = [
 os.environ.setdefault("FLYTE_DISABLE_TELEMETRY", "true")
 
 log = logging.getLogger("rerund.flyte")
+
+
+class _NoTokenEndpointErrors(logging.Filter):
+    """The SDK logs an ERROR line for every refused token request before raising; rerund turns
+    the raised error into ``CredentialsError`` and reports it once a minute, not per call."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.module != "_token_client"
+
+
+logging.getLogger("flyte").addFilter(_NoTokenEndpointErrors())
+
+_ORG = ("*", "*")
 
 _TRANSIENT_CODES = {
     "unavailable",
@@ -139,12 +166,21 @@ def translate_error(exc: BaseException, rpc: str) -> ControlPlaneError:
     """Map an SDK / Connect / transport error of ``rpc`` onto the ``rerund.errors`` tree."""
     import flyte.errors
     from connectrpc.errors import ConnectError
+    from flyte.remote._client.auth.errors import AuthenticationError
 
     if isinstance(exc, ControlPlaneError):
         return exc
+    if isinstance(exc, AuthenticationError) and not isinstance(exc.__cause__, ConnectError):
+        return CredentialsError(
+            f"{rpc}: the token endpoint refused rerund's credentials ({exc}); retrying with backoff",
+            rpc=rpc,
+            code="unauthenticated",
+        )
     if isinstance(exc, ConnectError):
         code = exc.code.value
         text = f"{rpc} failed ({code}): {exc.message}"
+        if code == "unauthenticated":
+            return CredentialsError(text + "; retrying with backoff", rpc=rpc, code=code)
         if code == "not_found":
             return NotFoundError(text, rpc=rpc, code=code)
         if code == "already_exists":
@@ -174,9 +210,46 @@ def translate_error(exc: BaseException, rpc: str) -> ControlPlaneError:
         return TransientControlPlaneError(f"{rpc} timed out", rpc=rpc, code="deadline_exceeded")
     if isinstance(exc, ValueError | TypeError):
         return PermanentControlPlaneError(f"{rpc} cannot be done: {exc}", rpc=rpc, code="invalid_argument")
+    if _is_tls_failure(exc):
+        return TransientControlPlaneError(
+            f"{rpc} failed: the control plane's TLS certificate is not trusted ({_tls_reason(exc)}); "
+            "retrying with backoff",
+            rpc=rpc,
+            code="unavailable",
+        )
     return TransientControlPlaneError(
         f"{rpc} failed ({type(exc).__name__}: {exc})", rpc=rpc, code="unavailable"
     )
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    """A TLS verification failure: pyqwest's ``invalid peer certificate`` (RPCs) or Python's
+    ``CERTIFICATE_VERIFY_FAILED`` (the SDK's token requests), anywhere in the cause chain."""
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            return False
+        text = str(seen)
+        if "invalid peer certificate" in text or "CERTIFICATE_VERIFY_FAILED" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """The certificate problem named in ``exc``'s cause chain (e.g. ``invalid peer
+    certificate: UnknownIssuer``), without the request URL around it."""
+    import re
+
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            break
+        m = re.search(r"(invalid peer certificate: \w+|certificate verify failed: [^()]+)", str(seen))
+        if m:
+            return m.group(1).strip()
+        seen = seen.__cause__ or seen.__context__
+    return "certificate verification failed"
 
 
 def _ts(msg: Any, field: str) -> datetime | None:
@@ -496,6 +569,34 @@ def _phase_value(name: str) -> str:
     return str(phase_pb2.ActionPhase.Value(f"ACTION_PHASE_{name}"))
 
 
+@dataclass(frozen=True)
+class Connection:
+    """How to reach and authenticate to the control plane. At most one of ``api_key``,
+    ``client_id``/``client_secret`` and ``auth_command`` is set (the settings check that).
+    ``repr`` never shows a secret."""
+
+    endpoint: str
+    org: str
+    insecure: bool = False
+    api_key: str | None = field(default=None, repr=False)
+    client_id: str = ""
+    client_secret: str | None = field(default=None, repr=False)
+    auth_command: tuple[str, ...] = ()
+    ca_cert_file: Path | None = None
+    http_proxy: str = ""
+
+    @property
+    def auth(self) -> str:
+        """The credential in use, for messages (never its value)."""
+        if self.api_key:
+            return "the API key"
+        if self.client_id:
+            return f"client credentials of {self.client_id!r}"
+        if self.auth_command:
+            return f"the token from auth_command {self.auth_command[0]!r}"
+        return "no credentials"
+
+
 def _decode_api_key(key: str) -> tuple[str, str, str]:
     """(endpoint, client_id, client_secret) of a Union/Flyte API key; never echoes the key."""
     try:
@@ -595,21 +696,26 @@ class FlyteControlPlane:
     def __init__(
         self,
         *,
-        endpoint: str,
-        org: str,
-        insecure: bool,
+        endpoint: str = "",
+        org: str = "",
+        insecure: bool = False,
         api_key: str | None = None,
         rpc_timeout: float = 30.0,
         console_url: str = "",
         page_size: int = 100,
         backend: str = "auto",
+        connection: Connection | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}; set backend: auto")
-        self._endpoint = endpoint
-        self._org = org
-        self._insecure = insecure
-        self._api_key = api_key
+        self._conn = connection or Connection(endpoint=endpoint, org=org, insecure=insecure, api_key=api_key)
+        self._endpoint = self._conn.endpoint
+        self._org = self._conn.org
+        self._insecure = self._conn.insecure
+        self._api_key = self._conn.api_key
+        self._bundle: Path | None = None
+        # Awaited before every raw RPC (each ListRuns page included): the daemon's rate gate.
+        self.rpc_gate: Callable[[], Awaitable[None]] | None = None
         self._timeout = rpc_timeout
         self._console_url = console_url.rstrip("/")
         self._page = max(1, min(page_size, _MAX_PAGE))
@@ -630,38 +736,126 @@ class FlyteControlPlane:
             return "auto"
         return "union" if self._label_filters else "oss"
 
-    async def connect(self) -> None:
-        """``flyte.init`` (sends nothing on the wire). Raises ``ConfigError`` for a bad key."""
+    async def connect(self, connection: Connection | None = None) -> None:
+        """``flyte.init`` (sends nothing on the wire) with ``connection`` (default: the one given
+        at construction). Called again with new credentials, it replaces the SDK's client: calls
+        in flight finish on the old one. Raises ``ConfigError`` for a malformed key."""
         import flyte
 
+        conn = connection or self._conn
         kwargs: dict[str, Any] = {
-            "org": self._org,
-            "insecure": self._insecure,
+            "org": conn.org,
+            "insecure": conn.insecure,
             "sync_local_sys_paths": False,
             "log_level": logging.WARNING,
+            "disable_keyring": True,  # a daemon keeps no tokens on disk
         }
-        if self._api_key and self._endpoint:
-            # An explicit endpoint wins; the key supplies the client credentials.
-            _, client_id, secret = _decode_api_key(self._api_key)
+        if conn.api_key and conn.endpoint:
+            # An explicit endpoint wins (a key cannot carry a port); the key supplies the client
+            # credentials, as the SDK's own api_key path does (auth_type ClientSecret).
+            _, client_id, secret = _decode_api_key(conn.api_key)
             kwargs.update(
-                endpoint=self._endpoint,
+                endpoint=conn.endpoint,
                 auth_type="ClientSecret",
                 client_id=client_id,
                 client_credentials_secret=secret,
             )
-        elif self._api_key:
-            _decode_api_key(self._api_key)
-            kwargs["api_key"] = self._api_key
+        elif conn.api_key:
+            _decode_api_key(conn.api_key)
+            kwargs["api_key"] = conn.api_key
         else:
-            kwargs["endpoint"] = self._endpoint
+            kwargs["endpoint"] = conn.endpoint
+            if conn.client_id:
+                kwargs.update(
+                    auth_type="ClientSecret",
+                    client_id=conn.client_id,
+                    client_credentials_secret=conn.client_secret,
+                )
+            elif conn.auth_command:
+                kwargs.update(auth_type="ExternalCommand", command=list(conn.auth_command))
+        if conn.ca_cert_file is not None:
+            kwargs["ca_cert_file_path"] = str(conn.ca_cert_file)
+        if conn.http_proxy:
+            kwargs["http_proxy_url"] = conn.http_proxy
         try:
-            await flyte.init.aio(**kwargs)
+            with self._token_requests_trust(conn.ca_cert_file):
+                await flyte.init.aio(**kwargs)
         except Exception as exc:
-            shown = redact_url(self._endpoint)
+            shown = redact_url(conn.endpoint) if conn.endpoint else "(from the API key)"
             raise ConfigError(
                 f"cannot initialise the flyte SDK for endpoint {shown!r}: {type(exc).__name__}"
             ) from None
+        self._conn = conn
+        self._endpoint, self._org, self._insecure, self._api_key = (
+            conn.endpoint,
+            conn.org,
+            conn.insecure,
+            conn.api_key,
+        )
         self._connected = True
+
+    @contextmanager
+    def _token_requests_trust(self, ca_cert_file: Path | None) -> Iterator[None]:
+        """flyte 2.12.1 verifies the control plane with ``ca_cert_file_path`` but fetches OAuth2
+        tokens with an httpx client that ignores it and reads ``SSL_CERT_FILE`` instead; that
+        client is built inside ``flyte.init``. So, for the call only, ``SSL_CERT_FILE`` names a
+        bundle of the CAs trusted so far (the file ``SSL_CERT_FILE`` named, else certifi's) plus
+        the private CA: a token endpoint on the private control plane and one at a public
+        identity provider are both trusted."""
+        if ca_cert_file is None:
+            yield
+            return
+        import certifi
+
+        before = os.environ.get("SSL_CERT_FILE")
+        public = Path(before) if before and Path(before).is_file() else Path(certifi.where())
+        bundle = public.read_bytes() + b"\n" + ca_cert_file.read_bytes()
+        if self._bundle is None:
+            fd, name = tempfile.mkstemp(prefix="rerund-ca-", suffix=".pem")
+            os.close(fd)
+            self._bundle = Path(name)
+        self._bundle.write_bytes(bundle)
+        os.environ["SSL_CERT_FILE"] = str(self._bundle)
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop("SSL_CERT_FILE", None)
+            else:
+                os.environ["SSL_CERT_FILE"] = before
+
+    async def probe(self, project: str, domain: str) -> None:
+        """One ListRuns (limit 1) in ``project/domain`` (``*``/``*``: the org) to learn at start
+        whether the control plane accepts rerund's TLS trust and credentials.
+
+        Raises ``ConfigError`` (the daemon exits 2) when it refuses the credentials or its
+        certificate is not trusted; other errors (unreachable, overloaded) are left to the
+        daemon's retries and only logged.
+        """
+        endpoint = redact_url(self._conn.endpoint) if self._conn.endpoint else "(the API key's endpoint)"
+        try:
+            await self._list_page(project, domain, [], limit=1, token="")
+        except CredentialsError as exc:
+            reason = str(exc).removesuffix("; retrying with backoff")
+            raise ConfigError(
+                f"the control plane at {endpoint} refuses rerund's credentials ({self._conn.auth}): "
+                f"{reason}; rerund exits. Check the key or secret (the value is not shown) and that "
+                "it belongs to this endpoint and org"
+            ) from None
+        except ControlPlaneError as exc:
+            if _is_tls_failure(exc):
+                raise ConfigError(
+                    f"the control plane at {endpoint} presents a TLS certificate rerund does not trust: "
+                    f"{_tls_reason(exc)}; set ca_cert_file (--ca-cert-file) to the CA that signed it"
+                ) from None
+            log.warning(
+                "the control plane at %s did not answer the start-up check (%s); retrying", endpoint, exc
+            )
+
+    def __del__(self) -> None:
+        if self._bundle is not None:
+            with contextlib.suppress(OSError):
+                self._bundle.unlink()
 
     @contextmanager
     def _scope(self, project: str, domain: str) -> Iterator[None]:
@@ -673,6 +867,8 @@ class FlyteControlPlane:
 
     async def _call(self, rpc: str, fn: Any, req: Any) -> Any:
         key = (rpc, req.SerializeToString(deterministic=True))
+        if self.rpc_gate is not None:
+            await self.rpc_gate()
         try:
             resp = await asyncio.wait_for(fn.aio(req), timeout=self._timeout)
         except asyncio.CancelledError:
@@ -771,30 +967,42 @@ class FlyteControlPlane:
         """Every run matching ``filters``, oldest first (ListRuns, paged). On open-source Flyte the
         token is a live row offset: a run created meanwhile repeats a row (harmless: listings
         are merged by name), and rows never leave these listings (terminal phases and creation
-        times do not change back), so none is skipped."""
-        from flyteidl2.common import identifier_pb2, list_pb2
-        from flyteidl2.workflow import run_service_pb2
+        times do not change back), so none is skipped. ``*/*``: the whole org."""
 
         out: list[RunSummary] = []
         token = ""
         while True:
-            req = run_service_pb2.ListRunsRequest(
-                request=list_pb2.ListRequest(
-                    limit=min(page or self._page, _MAX_PAGE),
-                    token=token,
-                    filters=filters,
-                    sort_by=list_pb2.Sort(key="created_at", direction=list_pb2.Sort.ASCENDING),
-                ),
-                org=self._org,
-                project_id=identifier_pb2.ProjectIdentifier(
-                    organization=self._org, name=project, domain=domain
-                ),
+            resp = await self._list_page(
+                project, domain, filters, limit=min(page or self._page, _MAX_PAGE), token=token
             )
-            resp = await self._call("ListRuns", _rpcs().list_runs, req)
             out.extend(_summary(r) for r in resp.runs)
             token = resp.token
             if not token:
                 return out
+
+    async def _list_page(
+        self, project: str, domain: str, filters: list[Any], *, limit: int, token: str
+    ) -> Any:
+        """One ListRuns page of ``project/domain``, or of the whole org for ``*/*``."""
+        from flyteidl2.common import identifier_pb2, list_pb2
+        from flyteidl2.workflow import run_service_pb2
+
+        request = list_pb2.ListRequest(
+            limit=limit,
+            token=token,
+            filters=filters,
+            sort_by=list_pb2.Sort(key="created_at", direction=list_pb2.Sort.ASCENDING),
+        )
+        if (project, domain) == _ORG:
+            req = run_service_pb2.ListRunsRequest(request=request, org=self._org)
+        else:
+            req = run_service_pb2.ListRunsRequest(
+                request=request,
+                project_id=identifier_pb2.ProjectIdentifier(
+                    organization=self._org, name=project, domain=domain
+                ),
+            )
+        return await self._call("ListRuns", _rpcs().list_runs, req)
 
     async def list_failed(self, project: str, domain: str, *, since: datetime) -> list[RunSummary]:
         from flyteidl2.common import list_pb2
@@ -884,9 +1092,14 @@ class FlyteControlPlane:
         from flyteidl2.common import identifier_pb2
         from flyteidl2.workflow import run_service_pb2
 
-        req = run_service_pb2.WatchRunsRequest(
-            project_id=identifier_pb2.ProjectIdentifier(organization=self._org, name=project, domain=domain)
-        )
+        if (project, domain) == _ORG:
+            req = run_service_pb2.WatchRunsRequest(org=self._org)
+        else:
+            req = run_service_pb2.WatchRunsRequest(
+                project_id=identifier_pb2.ProjectIdentifier(
+                    organization=self._org, name=project, domain=domain
+                )
+            )
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
 

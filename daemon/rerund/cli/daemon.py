@@ -23,7 +23,8 @@ settings (file < RERUND_* environment < flags; rerund.example.yaml shows every o
   endpoint            control plane URL, e.g. http://127.0.0.1:8090      RERUND_ENDPOINT
   insecure            plain HTTP, no TLS (default: when endpoint is http://)  RERUND_INSECURE
   org                 the org of the runs (the sandbox uses 'sandbox')     RERUND_ORG
-  scopes              project/domain list                                  RERUND_SCOPES=demo/development,...
+  scopes              project/domain list; */* = the whole org, ml/*,      RERUND_SCOPES=demo/development,...
+                      */production (one org-wide watch serves wildcards)
   policies            policy files or directories (default ./policies)     RERUND_POLICIES
   state               SQLite audit ledger (default ./rerund.db)             RERUND_STATE
   http                operator page, metrics, health (default 127.0.0.1:9464)  RERUND_HTTP ('off' disables)
@@ -35,7 +36,14 @@ settings (file < RERUND_* environment < flags; rerund.example.yaml shows every o
   overlap             resync overlap behind the watermark (default 5m)     RERUND_OVERLAP
   max_concurrent_reruns  creates in flight at once (default 8)             RERUND_MAX_CONCURRENT_RERUNS
   rpc_timeout         per control-plane call (default 30s)                 RERUND_RPC_TIMEOUT
-  api_key_file        file holding the API key (or FLYTE_API_KEY)          RERUND_API_KEY_FILE
+  max_rps             hard cap on control-plane RPCs per second (0 = none) RERUND_MAX_RPS
+  api_key_file        file holding the API key (or FLYTE_API_KEY);         RERUND_API_KEY_FILE
+                      reloaded when it changes
+  client_id           OAuth2 client credentials: the client id ...         RERUND_CLIENT_ID
+  client_secret_file  ... and a file holding its secret                    RERUND_CLIENT_SECRET_FILE
+  auth_command        a command that prints a bearer token                 RERUND_AUTH_COMMAND
+  ca_cert_file        PEM CA that signed the control plane's certificate   RERUND_CA_CERT_FILE
+  http_proxy          HTTP proxy for the SDK's requests                    RERUND_HTTP_PROXY
   console_url         UI base URL for links in notifications               RERUND_CONSOLE_URL
   notify.webhook      URL for exhausted lineages (Slack-compatible)        RERUND_NOTIFY_WEBHOOK
   notify.timeout      per webhook POST (default 5s)                        (file only)
@@ -90,6 +98,16 @@ def register(sub: Any) -> None:
         "--max-concurrent-reruns", type=int, metavar="N", help="reruns being created at once (default 8)"
     )
     run.add_argument("--api-key-file", metavar="FILE", help="file holding the API key (else FLYTE_API_KEY)")
+    run.add_argument("--client-id", metavar="ID", help="OAuth2 client id (with --client-secret-file)")
+    run.add_argument("--client-secret-file", metavar="FILE", help="file holding the OAuth2 client secret")
+    run.add_argument("--auth-command", metavar="COMMAND", help="command that prints a bearer token")
+    run.add_argument(
+        "--ca-cert-file",
+        metavar="FILE",
+        help="PEM CA certificate that signed the control plane's certificate",
+    )
+    run.add_argument("--http-proxy", metavar="URL", help="HTTP proxy for the SDK's requests")
+    run.add_argument("--max-rps", type=float, metavar="N", help="at most N control-plane RPCs per second")
     run.add_argument("--notify-webhook", metavar="URL", help="webhook for exhausted lineages")
     run.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     run.add_argument(
@@ -139,6 +157,12 @@ def _settings(args: argparse.Namespace) -> Any:
         "lookback": args.lookback,
         "max_concurrent_reruns": args.max_concurrent_reruns,
         "api_key_file": args.api_key_file,
+        "client_id": args.client_id,
+        "client_secret_file": args.client_secret_file,
+        "auth_command": args.auth_command,
+        "ca_cert_file": args.ca_cert_file,
+        "http_proxy": args.http_proxy,
+        "max_rps": args.max_rps,
         "notify_webhook": args.notify_webhook,
         "log_level": args.log_level,
         "log_format": args.log_format,

@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from rerund.errors import ConfigError
+from rerund.sandbox.auth import AuthState
 from rerund.sandbox.profiles import profile_named
+from rerund.sandbox.ratelimit import format_rate, parse_rate
 from rerund.sandbox.server import Sandbox, bind_socket, serve_forever
 from rerund.sandbox.service import Faults
+from rerund.sandbox.tls import ensure_tls
 from rerund.sandbox.workload import Workload, load_workload, parse_duration
 
 __all__ = ["flyte_cli_config", "register"]
@@ -31,11 +34,16 @@ examples:
   rerund sandbox --workload policies/demo/workload.yaml
   rerund sandbox --profile oss --error-delay 2s   # behave like open-source Flyte 2
   rerund sandbox --port 0 --db /tmp/sandbox.db --fault-unavailable 0.2 --fault-latency 50ms
+  rerund sandbox --auth --api-key-out /tmp/sandbox.key --tls /tmp/sandbox-tls --rate-limit 100/s
 
 admin endpoint (not part of Flyte's API):
   GET  /_sandbox/stats     RPC counts by method, runs by phase, faults
   GET  /_sandbox/requests  RPC counts by method, and by run and method
-  POST /_sandbox/faults    {"unavailable": 0.2, "latency": "50ms", "drop_streams_after": 50}
+  GET  /_sandbox/rates     RPCs per whole second, and the peak
+  POST /_sandbox/faults    {"unavailable": 0.2, "latency": "50ms", "drop_streams_after": 50,
+                           "rate_limit": "100/s"}
+  POST /_sandbox/auth      {"revoke": true, "mint": true}  (--auth: revoke every token and the
+                           secret; mint a new key into --api-key-out)
   GET  /_sandbox/runs      every run as JSON
   POST /_sandbox/runs      {"task": "train.fit", "count": 2, "labels": {}, "inputs": {}}
 """
@@ -99,6 +107,37 @@ def register(subparsers: Any) -> None:
         "(default 1s; the real service shows them once the last attempt's events arrived)",
     )
     p.add_argument(
+        "--rate-limit",
+        default="0",
+        metavar="N/s",
+        help="answer RESOURCE_EXHAUSTED beyond N RPCs per second, as a gateway does (0 = unlimited)",
+    )
+    p.add_argument(
+        "--auth",
+        action="store_true",
+        help="require OAuth2 bearer tokens (client credentials) on every RPC, as Union does",
+    )
+    p.add_argument(
+        "--api-key-out",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="with --auth: write the API key (flyte create api-key form) to FILE, mode 0600",
+    )
+    p.add_argument(
+        "--token-ttl",
+        default="1h",
+        metavar="DURATION",
+        help="with --auth: lifetime of each issued token (default 1h)",
+    )
+    p.add_argument(
+        "--tls",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="serve HTTPS; DIR/ca.crt, server.crt, server.key are generated when absent",
+    )
+    p.add_argument(
         "--seed", type=int, default=None, help="random seed for faults, run names and random outputs"
     )
     p.add_argument(
@@ -111,17 +150,27 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def flyte_cli_config(endpoint: str, *, org: str, project: str, domain: str) -> str:
-    """The ``flyte --config FILE`` YAML that points the CLI at ``endpoint``."""
-    return (
-        "admin:\n"
-        f"  endpoint: {endpoint}\n"
-        "  insecure: true\n"
-        "task:\n"
-        f"  org: {org}\n"
-        f"  project: {project}\n"
-        f"  domain: {domain}\n"
-    )
+def flyte_cli_config(
+    endpoint: str,
+    *,
+    org: str,
+    project: str,
+    domain: str,
+    ca_cert: Path | None = None,
+    auth: bool = False,
+) -> str:
+    """The ``flyte --config FILE`` YAML that points the CLI at ``endpoint``. With ``auth`` the
+    credentials come from ``FLYTE_API_KEY`` (never written here); ``ca_cert`` is the CA to trust."""
+    admin = f"  endpoint: {endpoint}\n"
+    if ca_cert is None and not auth:
+        admin += "  insecure: true\n"
+    else:
+        admin += "  insecure: false\n"
+    if ca_cert is not None:
+        admin += f"  caCertFilePath: {ca_cert}\n"
+    if auth:
+        admin += "  authType: ClientSecret\n  disableKeyring: true\n"
+    return "admin:\n" + admin + f"task:\n  org: {org}\n  project: {project}\n  domain: {domain}\n"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -150,12 +199,42 @@ def run(args: argparse.Namespace) -> int:
             profile = profile.with_error_delay(parse_duration(args.error_delay))
         except ValueError as exc:
             raise ConfigError(f"--error-delay: {exc}") from None
+    try:
+        rate_limit = parse_rate(args.rate_limit)
+    except ValueError as exc:
+        raise ConfigError(f"--rate-limit: {exc}") from None
+    try:
+        token_ttl = parse_duration(args.token_ttl)
+    except ValueError as exc:
+        raise ConfigError(f"--token-ttl: {exc}") from None
+    if token_ttl <= 0:
+        raise ConfigError(f"--token-ttl must be a positive duration, e.g. 1h, got {args.token_ttl!r}")
+    if args.auth and args.api_key_out is None:
+        raise ConfigError(
+            "--auth needs --api-key-out FILE: the sandbox writes its API key there (it never prints it)"
+        )
+    if args.api_key_out is not None and not args.auth:
+        raise ConfigError("--api-key-out needs --auth (without it the sandbox accepts anyone)")
+    tls = ensure_tls(args.tls) if args.tls is not None else None
     workload = load_workload(args.workload) if args.workload else Workload()
     faults = Faults(
         unavailable=args.fault_unavailable,
         latency_s=latency,
         drop_streams_after=args.fault_drop_streams_after,
     )
+    sock = bind_socket(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    shown_host = f"[{host}]" if ":" in host else host
+    endpoint = f"{'https' if tls else 'http'}://{shown_host}:{port}"
+    auth = None
+    if args.auth:
+        key_host = "localhost" if ":" in host else host  # the key's endpoint part cannot hold ':'
+        auth = AuthState(org=args.org, token_ttl_s=token_ttl, key_host=key_host, key_file=args.api_key_out)
+        try:
+            auth.mint_key()
+        except ConfigError:
+            sock.close()
+            raise
     sandbox = Sandbox(
         workload,
         db=args.db,
@@ -164,13 +243,19 @@ def run(args: argparse.Namespace) -> int:
         faults=faults,
         seed=args.seed,
         profile=profile,
+        auth=auth,
+        tls=tls,
+        rate_limit=rate_limit,
     )
-    sock = bind_socket(args.host, args.port)
-    host, port = sock.getsockname()[:2]
-    shown_host = f"[{host}]" if ":" in host else host
-    endpoint = f"http://{shown_host}:{port}"
     config_path = args.flyte_config or Path(tempfile.gettempdir()) / f"rerund-sandbox-{port}.flyte.yaml"
-    config_text = flyte_cli_config(endpoint, org=args.org, project=workload.project, domain=workload.domain)
+    config_text = flyte_cli_config(
+        endpoint,
+        org=args.org,
+        project=workload.project,
+        domain=workload.domain,
+        ca_cert=tls.ca_cert if tls else None,
+        auth=args.auth,
+    )
     try:
         config_path.parent.mkdir(parents=True, exist_ok=True)
         config_path.write_text(config_text, encoding="utf-8")
@@ -196,19 +281,17 @@ def run(args: argparse.Namespace) -> int:
             + (f", {len(workload.deploys)} scheduled deploys" if workload.deploys else "")
             + "\n"
             f"  database: {durable}\n"
-            f"  faults:   {_faults_text(faults)}\n"
+            f"  faults:   {_faults_text(faults)}, rate limit {format_rate(rate_limit)}\n"
             f"  profile:  {_profile_text(profile)}\n"
-            f"  admin:    {endpoint}/_sandbox/stats\n"
+            + _security_text(args, tls, token_ttl)
+            + f"  admin:    {endpoint}/_sandbox/stats\n"
             "\n"
             "Point the SDK at it:\n"
-            "    import flyte\n"
-            f'    flyte.init(endpoint="{endpoint}", insecure=True, org="{args.org}", '
-            f'project="{workload.project}", domain="{workload.domain}")\n'
-            "\n"
+            "    import flyte\n" + _sdk_text(endpoint, args, workload, tls) + "\n"
             f"Point the flyte CLI at it (config written to {config_path}"
             + ("; removed when the sandbox stops" if args.flyte_config is None else "")
             + "):\n"
-            f"    flyte --config {config_path} get run\n"
+            f"    {_cli_env(args, tls)}flyte {_cli_endpoint(args, endpoint)}--config {config_path} get run\n"
             + "".join(f"    {line}\n" for line in config_text.splitlines())
             + "\nStop with Ctrl-C (SIGINT) or SIGTERM.",
             flush=True,
@@ -236,6 +319,47 @@ def _profile_text(p: Any) -> str:
             f"error details {round(p.error_delay_s * 1000, 3):g}ms after FAILED)"
         )
     return "union"
+
+
+def _security_text(args: argparse.Namespace, tls: Any, token_ttl: float) -> str:
+    text = f"  tls:      CA {tls.ca_cert} (trust it: ca_cert_file_path)\n" if tls else "  tls:      off\n"
+    if args.auth:
+        text += (
+            f"  auth:     bearer tokens required; API key written to {args.api_key_out} (mode 0600), "
+            f"tokens live {token_ttl:g}s\n"
+        )
+    else:
+        text += "  auth:     off (anyone may call)\n"
+    return text
+
+
+def _sdk_text(endpoint: str, args: argparse.Namespace, workload: Any, tls: Any) -> str:
+    where = f'org="{args.org}", project="{workload.project}", domain="{workload.domain}"'
+    if not args.auth and tls is None:
+        return f'    flyte.init(endpoint="{endpoint}", insecure=True, {where})\n'
+    ca = f', ca_cert_file_path="{tls.ca_cert}"' if tls else ""
+    if not args.auth:
+        return f'    flyte.init(endpoint="{endpoint}"{ca}, {where})\n'
+    return (
+        "    from flyte.remote._client.auth._auth_utils import decode_api_key\n"
+        f'    _, client_id, secret, _ = decode_api_key(open("{args.api_key_out}").read().strip())\n'
+        f'    flyte.init(endpoint="{endpoint}"{ca}, auth_type="ClientSecret", client_id=client_id,\n'
+        f"               client_credentials_secret=secret, disable_keyring=True, {where})\n"
+    )
+
+
+def _cli_env(args: argparse.Namespace, tls: Any) -> str:
+    env = f"FLYTE_API_KEY=$(cat {args.api_key_out}) " if args.auth else ""
+    if tls is not None and args.auth:
+        # The SDK fetches tokens with httpx, which trusts SSL_CERT_FILE, not caCertFilePath.
+        env += f"SSL_CERT_FILE={tls.ca_cert} "
+    return env
+
+
+def _cli_endpoint(args: argparse.Namespace, endpoint: str) -> str:
+    # With FLYTE_API_KEY the CLI takes the endpoint from the key unless --endpoint names it, and
+    # a key cannot carry a port (decode_api_key splits on ':').
+    return f"--endpoint {endpoint} " if args.auth else ""
 
 
 def _faults_text(f: Any) -> str:

@@ -5,8 +5,11 @@ What runs, all on one asyncio event loop:
 - a **poller** — a full resync pass (``Reconciler.sync``) every ``poll_interval``, and at once
   after a watch stream reconnects (to cover the gap). This is the safety net that makes a
   missed stream message harmless;
-- one **watcher** per scope — a WatchRuns stream for low latency, reconnected with capped
-  exponential backoff whenever it drops (``watch: false`` turns the streams off: polling only);
+- one **watcher** per listed scope — a WatchRuns stream for low latency (one org-wide stream
+  serves every wildcard scope), reconnected with capped exponential backoff whenever it drops
+  (``watch: false`` turns the streams off: polling only);
+- a **credentials watcher** — when the API key, client secret or CA file changes, the SDK is
+  initialised again with it (no restart) and a resync catches up on what was missed;
 - the **scheduler** (APScheduler) — wakes failures whose rerun is not yet due;
 - a **policy watcher** — reloads the policies on SIGHUP and when a policy file changes. An
   invalid file is rejected with its ``check`` problems in the log and
@@ -45,7 +48,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from rerund import __version__
-from rerund.adapters.flyte_control_plane import FlyteControlPlane
+from rerund.adapters.flyte_control_plane import Connection, FlyteControlPlane
 from rerund.adapters.ledger import Ledger
 from rerund.adapters.scheduler import AsyncScheduler
 from rerund.adapters.webhook import WebhookNotifier
@@ -54,6 +57,7 @@ from rerund.core.durations import format_duration
 from rerund.core.redact import redact_url
 from rerund.core.rules import PolicySet
 from rerund.core.runs import RunRef, RunSummary
+from rerund.core.scopes import plan
 from rerund.core.status import Status, explanation_lines, iso, lineage_lines
 from rerund.errors import ConfigError, ControlPlaneError, LedgerError, NotFoundError, PolicyError
 from rerund.policy import load_policies
@@ -65,9 +69,10 @@ from rerund.runtime.metrics import Metrics
 from rerund.runtime.page import MAX_QUERY, PageView, render_page
 from rerund.runtime.reconcile import Reconciler, public_decision
 from rerund.runtime.repro import ReproRunner
-from rerund.runtime.settings import Settings
+from rerund.runtime.settings import Settings, read_ca_cert, read_secret_file
 from rerund.runtime.status import gather_status
 from rerund.runtime.supervisor import Supervisor
+from rerund.runtime.throttle import AdaptiveLimit, GuardedControlPlane, RateSchedule, Throttle, guarded
 
 __all__ = ["Daemon", "PolicyHolder", "connect_control_plane"]
 
@@ -76,18 +81,43 @@ log = logging.getLogger("rerund.daemon")
 _STOP_BUDGET_S = 8.0  # of the 10 s a SIGTERM allows
 
 
-async def connect_control_plane(settings: Settings) -> ControlPlane:
-    """The real control plane (the flyte SDK adapter) for ``settings``, initialised."""
-    cp = FlyteControlPlane(
+def connection(settings: Settings) -> Connection:
+    """The adapter's ``Connection`` for ``settings``, reading the secret files now (so a
+    rewritten file is picked up by calling this again). Raises ``ConfigError``."""
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    if settings.api_key_file is not None:
+        api_key = read_secret_file(settings.api_key_file, "api_key_file", what="the API key")
+    secret = None
+    if settings.client_secret_file is not None:
+        secret = read_secret_file(settings.client_secret_file, "client_secret_file", what="the client secret")
+    if settings.ca_cert_file is not None:
+        read_ca_cert(settings.ca_cert_file)
+    return Connection(
         endpoint=settings.endpoint,
         org=settings.org,
         insecure=settings.plain_http,
-        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+        api_key=api_key,
+        client_id=settings.client_id,
+        client_secret=secret,
+        auth_command=settings.auth_command,
+        ca_cert_file=settings.ca_cert_file,
+        http_proxy=settings.http_proxy,
+    )
+
+
+async def connect_control_plane(settings: Settings) -> ControlPlane:
+    """The real control plane (the flyte SDK adapter) for ``settings``, initialised and
+    probed: a refused credential or an untrusted certificate raises ``ConfigError``."""
+    cp = FlyteControlPlane(
+        connection=connection(settings),
         rpc_timeout=settings.rpc_timeout.total_seconds(),
         console_url=settings.console_url,
         backend=settings.backend,
     )
     await cp.connect()
+    first = plan((sc.project, sc.domain) for sc in settings.scopes)
+    if first:
+        await cp.probe(*first[0])
     return cp
 
 
@@ -212,6 +242,7 @@ class Daemon:
         self.http: HttpServer | None = None
         self.ledger: Any = None
         self._reachable: bool | None = None  # None until the first resync pass
+        self.guard: GuardedControlPlane | None = None
 
     # -- control -----------------------------------------------------------------------------
 
@@ -238,7 +269,20 @@ class Daemon:
         policies = self.policies.load()
         ledger = Ledger(s.state)
         self.ledger = ledger
-        cp = self._cp if self._cp is not None else await connect_control_plane(s)
+        raw = self._cp if self._cp is not None else await connect_control_plane(s)
+        throttle = Throttle(
+            AdaptiveLimit(ceiling=s.max_concurrent_reruns),
+            RateSchedule(s.max_rps),
+            on_change=self.metrics.control_plane_concurrency.set,
+        )
+        self.guard = guarded(
+            raw,
+            throttle,
+            on_error=lambda exc: self.metrics.control_plane_errors.labels(
+                exc.rpc or "unknown", exc.code or "unknown"
+            ).inc(),
+        )
+        cp: ControlPlane = self.guard
         self._cp = cp
         notifier = None
         if s.notify.webhook:
@@ -267,7 +311,7 @@ class Daemon:
             checks=lambda: (self.policies.current if self.policies else policies).reproductions,
             metrics=self.metrics,
             clock=self._clock,
-            default_scope=(s.scopes[0].project, s.scopes[0].domain) if s.scopes else None,
+            default_scope=next(((sc.project, sc.domain) for sc in s.scopes if not sc.wildcard), None),
             ledger=ledger,
             notifier=notifier,
             poll_interval=min(5.0, s.poll_interval.total_seconds()),
@@ -284,8 +328,12 @@ class Daemon:
         if self._install_signals:
             self._signals(install=True)
         log.info(
-            "rerund started: endpoint %s, org %s, scopes %s, %d policies (%s), %spoll every %s, %s%s",
+            "rerund started: endpoint %s (auth: %s%s%s), org %s, scopes %s, %d policies (%s), "
+            "%spoll every %s, %s%s",
             redact_url(s.endpoint) if s.endpoint else "(from the API key)",
+            s.auth_mode.replace("_", " "),
+            f", CA {s.ca_cert_file}" if s.ca_cert_file else "",
+            f", at most {s.max_rps:g} RPC/s" if s.max_rps else "",
             s.org,
             ", ".join(sc.key for sc in s.scopes),
             len(policies),
@@ -306,9 +354,11 @@ class Daemon:
         tasks = [sup.start("poller", self._poller)]
         if s.watch:
             tasks += [
-                sup.start(f"watch {sc.key}", functools.partial(self._watcher, sc.project, sc.domain))
-                for sc in s.scopes
+                sup.start(f"watch {project}/{domain}", functools.partial(self._watcher, project, domain))
+                for project, domain in plan((sc.project, sc.domain) for sc in s.scopes)
             ]
+        if hasattr(raw, "connect") and self._credential_files():
+            tasks.append(sup.start("credentials", functools.partial(self._credentials_watcher, raw)))
         tasks.append(sup.start("policies", self._policy_watcher))
         tasks.append(sup.start("pruner", functools.partial(self._pruner, ledger)))
         if not s.dry_run:
@@ -423,6 +473,8 @@ class Daemon:
         where = self.settings.endpoint or "(the endpoint of the API key)"
         if not ok and self._reachable is not False:
             self._reachable = False
+            if self.guard is not None and self.guard.credentials.since is not None:
+                return  # it answers, refusing the credentials: the guard says so, once a minute
             reason = errors[0].split(": ", 1)[-1] if errors else "unknown"
             log.error(
                 "cannot reach the control plane at %s: %s; rerund keeps trying (a resync every %s, "
@@ -466,6 +518,39 @@ class Daemon:
             elif self.policies.changed():
                 self.policies.reload("file changed")
 
+    def _credential_files(self) -> tuple[Any, ...]:
+        """(path, mtime, size) of the API key, client secret and CA files: a change reloads them."""
+        s = self.settings
+        out: list[tuple[str, int | None, int | None]] = []
+        for path in (s.api_key_file, s.client_secret_file, s.ca_cert_file):
+            if path is None:
+                continue
+            try:
+                st = path.stat()
+            except OSError:
+                out.append((str(path), None, None))
+                continue
+            out.append((str(path), st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
+    async def _credentials_watcher(self, cp: Any) -> None:
+        """Initialise the SDK again when a credential file changes; then resync to catch up."""
+        assert self._stop is not None and self._resync is not None
+        files = self._credential_files()
+        while not self._stop.is_set():
+            await self._sleep(self._reload_interval)
+            now = self._credential_files()
+            if now == files or self._stop.is_set():
+                continue
+            files = now
+            try:
+                await cp.connect(connection(self.settings))
+            except ConfigError as exc:
+                log.error("credentials changed but cannot be used (%s); the previous ones stay in use", exc)
+                continue
+            log.info("credentials reloaded from %s; resync now to catch up", ", ".join(f[0] for f in files))
+            self._resync.set()
+
     async def _pruner(self, ledger: Any) -> None:
         assert self._stop is not None
         while not self._stop.is_set():
@@ -503,6 +588,12 @@ class Daemon:
         if down:
             what = "; ".join(f"{name}: {why}" for name, why in sorted(down.items()))
             return False, f"background task(s) down, restarting with backoff: {what}"
+        refused = self.guard.credentials if self.guard is not None else None
+        if refused is not None and refused.since is not None:
+            return False, (
+                f"the control plane refuses rerund's credentials ({refused.reason}); nothing is created "
+                "until they are fixed (rewrite the key or secret file: it is reloaded without a restart)"
+            )
         window = 3 * self.settings.poll_interval
         last = self.reconciler.last_sync if self.reconciler else None
         if last is None:

@@ -43,6 +43,7 @@ METRIC_NAMES = (
     "rerund_reproduction_last_result",
     "rerund_reproduction_last_run_timestamp_seconds",
     "rerund_internal_errors_total",
+    "rerund_control_plane_concurrency",
 )
 
 
@@ -103,6 +104,12 @@ class Metrics:
             "rerund_control_plane_errors_total",
             "Failed control-plane calls, by RPC and code (lower-case Connect code).",
             ["rpc", "code"],
+            registry=registry,
+        )
+        self.control_plane_concurrency = Gauge(
+            "rerund_control_plane_concurrency",
+            "Control-plane calls allowed in flight now (adaptive: grows while calls succeed with flat "
+            "latency, halves on RESOURCE_EXHAUSTED or UNAVAILABLE; at most max_concurrent_reruns).",
             registry=registry,
         )
         self.last_sync = Gauge(

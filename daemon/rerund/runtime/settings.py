@@ -8,7 +8,14 @@ env var or flag), the key and what to write instead.
 The API key is the one secret. It comes from ``FLYTE_API_KEY`` or ``api_key_file`` (never from
 the YAML file itself, never from a flag, so it cannot end up in shell history or a ConfigMap),
 is held as a ``SecretStr`` and is excluded from every dump: ``Settings.public()`` is what the
-logs and ``/decisions`` may show.
+logs and ``/decisions`` may show. The other two ways to authenticate keep their secret outside
+the settings too: client credentials name a ``client_secret_file``, an external
+``auth_command`` prints a token. ``ca_cert_file`` is the CA a private control plane's TLS
+certificate is signed by.
+
+Scopes may use wildcards: ``*/*`` is every project and domain of the org (watched through one
+org-wide stream and listing), ``ml/*`` every domain of project ml, ``*/production`` one domain of
+every project; see ``rerund.core.scopes``.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -45,6 +53,8 @@ __all__ = [
     "Settings",
     "load_settings",
     "parse_duration",
+    "read_ca_cert",
+    "read_secret_file",
 ]
 
 ENV_PREFIX = "RERUND_"
@@ -119,15 +129,21 @@ class ScopeSettings(_Frozen):
     domain: str = Field(min_length=1)
 
     @property
+    def wildcard(self) -> bool:
+        return any(c in part for part in (self.project, self.domain) for c in "*?[")
+
+    @property
     def key(self) -> str:
         return f"{self.project}/{self.domain}"
 
     @classmethod
     def parse(cls, text: str) -> ScopeSettings:
-        """``project/domain`` -> ScopeSettings; raises ``ValueError`` otherwise."""
+        """``project/domain`` (either part may be ``*``) -> ScopeSettings; raises ``ValueError``."""
         project, sep, domain = text.strip().partition("/")
         if not sep or not project or not domain or "/" in domain:
-            raise ValueError(f"scope {text!r} must be written project/domain, e.g. demo/development")
+            raise ValueError(
+                f"scope {text!r} must be written project/domain, e.g. demo/development, ml/* or */*"
+            )
         return cls(project=project, domain=domain)
 
 
@@ -182,8 +198,15 @@ class Settings(_Frozen):
     lookback: Lookback = timedelta(hours=1)
     overlap: Overlap = timedelta(minutes=5)
     max_concurrent_reruns: int = Field(default=8, ge=1, le=1000)
+    # A hard cap on control-plane RPCs per second (0 = none); calls wait rather than exceed it.
+    max_rps: float = Field(default=0.0, ge=0, le=100_000)
     api_key_file: Path | None = None
     api_key: SecretStr | None = Field(default=None, exclude=True, repr=False)
+    client_id: str = ""
+    client_secret_file: Path | None = None
+    auth_command: tuple[str, ...] = ()
+    ca_cert_file: Path | None = None
+    http_proxy: str = ""
     notify: NotifySettings = NotifySettings()
     ledger_retention: Retention = timedelta(days=30)
     console_url: str = ""
@@ -195,6 +218,23 @@ class Settings(_Frozen):
     # How long after a FAILED run's failure rerund waits for its error details to arrive
     # (open-source Flyte fills them once the last attempt's events arrived).
     error_details_wait: ErrorDetailsWait = timedelta(seconds=60)
+
+    @field_validator("auth_command", mode="before")
+    @classmethod
+    def _argv(cls, v: object) -> object:
+        if isinstance(v, str):
+            try:
+                return tuple(shlex.split(v))
+            except ValueError as exc:
+                raise ValueError(f"{v!r} is not a command line: {exc}") from None
+        return v
+
+    @field_validator("http_proxy")
+    @classmethod
+    def _proxy_url(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError(f"{v!r} is not an http(s) URL; write e.g. http://proxy.internal:3128")
+        return v
 
     @field_validator("http")
     @classmethod
@@ -213,6 +253,17 @@ class Settings(_Frozen):
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"{v!r} is not a log level; use DEBUG, INFO, WARNING or ERROR")
         return level
+
+    @property
+    def auth_mode(self) -> str:
+        """How rerund authenticates: api_key, client_credentials, command or none."""
+        if self.api_key is not None or self.api_key_file is not None:
+            return "api_key"
+        if self.client_id or self.client_secret_file is not None:
+            return "client_credentials"
+        if self.auth_command:
+            return "command"
+        return "none"
 
     @property
     def plain_http(self) -> bool:
@@ -256,8 +307,30 @@ class Settings(_Frozen):
         if not self.scopes:
             raise ConfigError(
                 "no scope to watch: list scopes in rerund.yaml, RERUND_SCOPES or --scope "
-                "(project/domain, e.g. demo/development)"
+                "(project/domain, e.g. demo/development, or */* for the whole org)"
             )
+        modes = [
+            name
+            for name, used in (
+                ("an API key (FLYTE_API_KEY or api_key_file)", self.api_key is not None),
+                ("client credentials (client_id, client_secret_file)", bool(self.client_id)),
+                ("an auth_command", bool(self.auth_command)),
+            )
+            if used
+        ]
+        if len(modes) > 1:
+            raise ConfigError(
+                f"more than one way to authenticate is configured: {' and '.join(modes)}; keep one"
+            )
+        if bool(self.client_id) != (self.client_secret_file is not None):
+            raise ConfigError(
+                "client credentials need both client_id and client_secret_file "
+                "(RERUND_CLIENT_ID, RERUND_CLIENT_SECRET_FILE or --client-id, --client-secret-file)"
+            )
+        if self.ca_cert_file is not None:
+            read_ca_cert(self.ca_cert_file)
+        if self.client_secret_file is not None:
+            read_secret_file(self.client_secret_file, "client_secret_file", what="the client secret")
 
 
 # key -> how to read the env string
@@ -276,6 +349,12 @@ _ENV_KEYS: dict[str, str] = {
     "overlap": "str",
     "max_concurrent_reruns": "str",
     "api_key_file": "str",
+    "max_rps": "str",
+    "client_id": "str",
+    "client_secret_file": "str",
+    "auth_command": "str",
+    "ca_cert_file": "str",
+    "http_proxy": "str",
     "ledger_retention": "str",
     "console_url": "str",
     "log_level": "str",
@@ -348,7 +427,7 @@ def _from_file(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
         )
     base = path.parent
     # Relative paths in the file are relative to the file, not to the working directory.
-    for key in ("state", "api_key_file"):
+    for key in ("state", "api_key_file", "client_secret_file", "ca_cert_file"):
         if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
             data[key] = str(base / data[key])
     pol = data.get("policies")
@@ -457,8 +536,48 @@ def _read_api_key(settings: Settings, env: Mapping[str, str]) -> str | None:
     return key or None
 
 
+def read_secret_file(path: Path, setting: str, what: str = "the secret") -> str:
+    """The stripped content of a secret file; ``ConfigError`` (never showing the content) when it
+    cannot be read or is empty. Called at start and again when the file changes."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"{setting} {str(path)!r} cannot be read: {exc.strerror}; "
+            f"point it at a readable file that holds only {what}"
+        ) from None
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        # The bytes are (part of) the secret: say where, never what.
+        raise ConfigError(
+            f"{setting} {str(path)!r} is not UTF-8 text; {what} was not read: "
+            f"write only {what} into it, as plain text"
+        ) from None
+    if not text:
+        raise ConfigError(f"{setting} {str(path)!r} is empty; write {what} into it")
+    return text
+
+
+def read_ca_cert(path: Path) -> bytes:
+    """The PEM bytes of ``ca_cert_file``; ``ConfigError`` when unreadable or not a PEM certificate."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"ca_cert_file {str(path)!r} cannot be read: {exc.strerror}; point it at the PEM file of "
+            "the CA that signed the control plane's certificate"
+        ) from None
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise ConfigError(
+            f"ca_cert_file {str(path)!r} holds no PEM certificate (no -----BEGIN CERTIFICATE----- line); "
+            "point it at the CA certificate in PEM form"
+        )
+    return data
+
+
 def scopes_from_flags(values: Sequence[str] | None) -> list[ScopeSettings] | None:
-    """``--scope demo/development`` flags -> scopes (``None`` when no flag was given)."""
+    """``--scope demo/development`` (or ``'*/*'``) flags -> scopes (``None`` when no flag was given)."""
     if not values:
         return None
     try:

@@ -11,10 +11,16 @@ The admin API is not part of Flyte's API (JSON over plain HTTP)::
     GET  /_sandbox/requests {"by_method": {"CreateRun": 3, ...}, "by_run": {"r1": {"GetRunDetails": 2}}}
     GET  /_sandbox/runs     [{"name": ..., "phase": "FAILED", ...}, ...]
     POST /_sandbox/runs     {"task": "train.fit", "count": 2, "labels": {}, "inputs": {}, "version": "v1"}
-                            -> {"runs": [...]}
+                            -> {"runs": [...]} (``project`` and ``domain`` too: a new project appears)
     GET  /_sandbox/tasks    [{"task": ..., "version": ..., "deployed_at": ..., "latest": true}, ...]
     POST /_sandbox/tasks    {"task": "train.fit", "version": "v2", "behaviour": "succeed", ...} deploys a
                             version (fields as a workload ``versions:`` entry) -> {"task", "version", ...}
+    POST /_sandbox/auth     {"revoke": true, "mint": true} (with --auth; the new key goes to the key file)
+    GET  /_sandbox/rates    {"peak_rpc_per_s": 412, "per_second": [...]} (RPCs per whole second)
+
+With ``auth`` (``--auth``) every Flyte RPC needs a bearer token the sandbox issued (see
+``rerund.sandbox.auth``); with ``tls`` (``--tls DIR``) it serves HTTPS (``rerund.sandbox.tls``);
+``rate_limit`` puts a token bucket in front of every Flyte RPC (``rerund.sandbox.ratelimit``).
 """
 
 from __future__ import annotations
@@ -33,8 +39,10 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from flyteidl2.auth.auth_service_connect import AuthMetadataServiceASGIApplication
 from flyteidl2.cluster.service_connect import ClusterServiceASGIApplication
 from flyteidl2.dataproxy.dataproxy_service_connect import DataProxyServiceASGIApplication
+from flyteidl2.project.project_service_connect import ProjectServiceASGIApplication
 from flyteidl2.task.task_service_connect import TaskServiceASGIApplication
 from flyteidl2.workflow.run_service_connect import RunServiceASGIApplication
 from google.protobuf import descriptor_pool, json_format, message_factory
@@ -43,8 +51,18 @@ from google.protobuf.message import DecodeError
 from rerund.clock import utcnow
 from rerund.errors import ConfigError
 from rerund.sandbox import literals
+from rerund.sandbox.auth import (
+    AUTH_SERVICE_PATH,
+    TOKEN_PATH,
+    AuthState,
+    SandboxAuthMetadataService,
+    parse_form,
+    unauthenticated_body,
+)
 from rerund.sandbox.engine import Engine
 from rerund.sandbox.profiles import UNION, Profile
+from rerund.sandbox.projects import SandboxProjectService
+from rerund.sandbox.ratelimit import RateLimiter, RateMeter, format_rate, parse_rate
 from rerund.sandbox.records import NAME_RULE, PHASE_NAMES, RunRec, name_problem
 from rerund.sandbox.service import (
     Faults,
@@ -57,6 +75,7 @@ from rerund.sandbox.service import (
 )
 from rerund.sandbox.store import Store
 from rerund.sandbox.tasks import SandboxTaskService, TaskCatalog, spec_resources
+from rerund.sandbox.tls import TlsFiles
 from rerund.sandbox.workload import Workload, parse_duration
 
 __all__ = ["Sandbox", "SandboxThread", "bind_socket", "run_snapshot", "serve_forever"]
@@ -181,7 +200,7 @@ def _faults_from_json(body: Mapping[str, Any], current: Faults) -> Faults:
     unknown = set(body) - {"unavailable", "latency", "latency_s", "drop_streams_after"}
     if unknown:
         raise ValueError(
-            f"unknown fault(s) {sorted(unknown)}; known: unavailable, latency, drop_streams_after"
+            f"unknown fault(s) {sorted(unknown)}; known: unavailable, latency, drop_streams_after, rate_limit"
         )
     unavailable = float(body.get("unavailable", current.unavailable))
     if not 0.0 <= unavailable <= 1.0:
@@ -210,6 +229,9 @@ class Sandbox:
         faults: Faults | None = None,
         seed: int | None = None,
         profile: Profile = UNION,
+        auth: AuthState | None = None,
+        tls: TlsFiles | None = None,
+        rate_limit: float = 0.0,
     ) -> None:
         if not org:
             raise ConfigError("sandbox org is empty; pass --org NAME (the protos need a non-empty org)")
@@ -225,6 +247,10 @@ class Sandbox:
         self.engine: Engine | None = None
         self.profile = profile
         self.hub = Hub(profile)
+        self.auth = auth
+        self.tls = tls
+        self.ratelimit = RateLimiter(rate_limit)
+        self.meter = RateMeter()
         self._apps: dict[str, Any] = {}
 
     async def start(self) -> None:
@@ -245,7 +271,7 @@ class Sandbox:
         self.engine = engine
         store.listeners.append(self.hub.publish)
         args = (store, engine, self.hub, self.stats)
-        interceptors: list[Any] = [self.stats, self.run_counts]
+        interceptors: list[Any] = [self.meter, self.stats, self.ratelimit, self.run_counts]
         apps: list[Any] = [
             RunServiceASGIApplication(
                 SandboxRunService(*args, profile=self.profile),
@@ -263,7 +289,18 @@ class Sandbox:
             TaskServiceASGIApplication(
                 SandboxTaskService(catalog), interceptors=interceptors, read_max_bytes=MAX_REQUEST_BYTES
             ),
+            ProjectServiceASGIApplication(
+                SandboxProjectService(self.workload, store, self.org),
+                interceptors=interceptors,
+                read_max_bytes=MAX_REQUEST_BYTES,
+            ),
         ]
+        if self.auth is not None:
+            apps.append(
+                AuthMetadataServiceASGIApplication(
+                    SandboxAuthMetadataService(self._base_url), interceptors=[self.stats]
+                )
+            )
         self._apps = {app.path: app for app in apps}
         store.start_flusher()
         engine.resume()
@@ -277,8 +314,15 @@ class Sandbox:
         if self.store is not None:
             await self.store.close()
 
+    def _base_url(self, ctx: Any) -> str:
+        host = ctx.request_headers().get("host") or "127.0.0.1"
+        return f"{'https' if self.tls is not None else 'http'}://{host}"
+
     def set_faults(self, **changes: Any) -> Faults:
-        new = _faults_from_json(changes, self.faults)
+        rate = parse_rate(changes.pop("rate_limit")) if "rate_limit" in changes else None
+        new = _faults_from_json(changes, self.faults)  # all checked before any is applied
+        if rate is not None:
+            self.ratelimit.set_rate(rate)
         self.faults.unavailable = new.unavailable
         self.faults.latency_s = new.latency_s
         self.faults.drop_streams_after = new.drop_streams_after
@@ -289,13 +333,30 @@ class Sandbox:
         by_phase = {
             PHASE_NAMES.get(p, str(p)): n for p, n in sorted(self.store.count_by_phase().items()) if n
         }
-        return {
+        result: dict[str, Any] = {
             "requests": dict(self.stats.counts),
             "runs": by_phase,
-            "faults": self.faults.as_json(),
+            "faults": self.faults_json(),
             "profile": self.profile.name,
             "watch_dropped": self.hub.dropped,
         }
+        if self.ratelimit.refused:
+            result["rate_limited"] = self.ratelimit.refused
+        if self.auth is not None:
+            result["auth"] = {
+                "tokens_issued": self.auth.issued,
+                "tokens_live": self.auth.live_tokens(),
+                "token_requests_refused": self.auth.rejected,
+                "token_ttl_s": self.auth.token_ttl_s,
+            }
+        return result
+
+    def faults_json(self) -> dict[str, Any]:
+        """The faults; ``rate_limit`` appears once a limit is set (``"unlimited"`` after 0)."""
+        result = self.faults.as_json()
+        if self.ratelimit.rate > 0 or self.ratelimit.changed:
+            result["rate_limit"] = format_rate(self.ratelimit.rate)
+        return result
 
     # --- ASGI ----------------------------------------------------------------------------
 
@@ -315,6 +376,16 @@ class Sandbox:
             await self._admin(scope, receive, send)
             return
         service = "/" + path.lstrip("/").split("/", 1)[0]
+        if self.auth is not None:
+            if path == TOKEN_PATH:
+                await self._token(scope, receive, send)
+                return
+            if service != AUTH_SERVICE_PATH:
+                refused = self.auth.check(_header(scope, b"authorization"))
+                if refused:
+                    self.stats.counts["Unauthenticated"] += 1
+                    await _respond(send, 401, unauthenticated_body(refused))
+                    return
         app = self._apps.get(service)
         if app is None:
             method = path.rsplit("/", 1)[-1]
@@ -346,7 +417,12 @@ class Sandbox:
             if (method, route) == ("GET", "stats"):
                 result: Any = self.stats_json()
             elif (method, route) == ("POST", "faults"):
-                result = self.set_faults(**body).as_json()
+                self.set_faults(**body)
+                result = self.faults_json()
+            elif (method, route) == ("GET", "rates"):
+                result = self.meter.as_json()
+            elif (method, route) == ("POST", "auth"):
+                result = self._admin_auth(body)
             elif (method, route) == ("GET", "requests"):
                 result = {"by_method": dict(self.stats.counts), "by_run": self.run_counts.as_json()}
             elif (method, route) == ("GET", "runs"):
@@ -382,7 +458,7 @@ class Sandbox:
                         {
                             "error": f"no admin route {method} /_sandbox/{route}; "
                             "routes: GET stats, POST faults, GET runs, POST runs, GET requests, "
-                            "GET tasks, POST tasks"
+                            "GET tasks, POST tasks, GET rates, POST auth"
                         }
                     ).encode(),
                 )
@@ -394,6 +470,47 @@ class Sandbox:
             await _respond(send, 400, json.dumps({"error": str(exc)}).encode())
             return
         await _respond(send, 200, json.dumps(result).encode())
+
+    def _admin_auth(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /_sandbox/auth``: revoke every token and the secret, and/or mint a new key
+        (written to the key file; never answered over HTTP)."""
+        if self.auth is None:
+            raise ValueError("the sandbox runs without --auth; there are no tokens or keys to manage")
+        unknown = set(body) - {"revoke", "mint"}
+        if unknown or not body:
+            raise ValueError(
+                f'POST /_sandbox/auth takes {{"revoke": true, "mint": true}}; got {sorted(body)}'
+            )
+        result: dict[str, Any] = {}
+        if body.get("revoke"):
+            result["revoked_tokens"] = self.auth.revoke_all()
+        if body.get("mint"):
+            if self.auth.key_file is None:
+                raise ValueError("the sandbox has no --api-key-out FILE to write a new key to")
+            self.auth.mint_key()
+            result["key_file"] = str(self.auth.key_file)
+        return result
+
+    async def _token(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The OAuth2 token endpoint (client credentials)."""
+        assert self.auth is not None
+        self.stats.counts["Token"] += 1
+        if scope["method"] != "POST":
+            await _respond(send, 405, json.dumps({"error": "invalid_request"}).encode())
+            return
+        raw = await _read_body(receive, limit=64 * 1024)
+        if raw is None:
+            await _respond(send, 413, json.dumps({"error": "invalid_request"}).encode())
+            return
+        status, answer = self.auth.issue(_header(scope, b"authorization"), parse_form(raw))
+        await _respond(send, status, json.dumps(answer).encode())
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return ""
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
@@ -570,6 +687,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def _uvicorn_server(app: Any, quiet: bool) -> Any:
     import uvicorn
 
+    tls: TlsFiles | None = getattr(app, "tls", None)
+
     class _Server(uvicorn.Server):  # type: ignore[misc]
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
@@ -596,6 +715,8 @@ def _uvicorn_server(app: Any, quiet: bool) -> Any:
         access_log=False,
         timeout_graceful_shutdown=2,
         timeout_keep_alive=30,
+        ssl_certfile=str(tls.server_cert) if tls else None,
+        ssl_keyfile=str(tls.server_key) if tls else None,
     )
     return _Server(config)
 

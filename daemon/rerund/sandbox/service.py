@@ -516,10 +516,12 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
         )
 
     async def list_runs(self, request: rs.ListRunsRequest, ctx: Ctx) -> rs.ListRunsResponse:
+        if not self.profile.label_filters:
+            return self._oss_list_runs(request)  # open-source ListRuns needs a project
+        if request.WhichOneof("scope_by") == "org":
+            return self._list_org_runs(request)
         pid = request.project_id
         org = pid.organization or request.org
-        if not self.profile.label_filters:
-            return self._oss_list_runs(request)
         if not (org and pid.name and pid.domain):
             raise _invalid(
                 "ListRuns needs project_id with a non-empty organization, name and domain "
@@ -552,6 +554,24 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
             rows = [r for r in rows if r.task == request.task_name.name]
         page = _oss_page(query, [(r, r.root) for r in rows])
         return rs.ListRunsResponse(runs=[self._out(protos.run(r)) for r, _ in page[0]], token=page[1])
+
+    def _list_org_runs(self, request: rs.ListRunsRequest) -> rs.ListRunsResponse:
+        """ListRuns with ``org``: every project and domain of the org, one paged listing."""
+        org = request.org
+        if not org:
+            raise _invalid("ListRuns with an org scope needs a non-empty org")
+        try:
+            filters = parse_filters(request.request.filters)
+            sort = parse_sort(request.request.sort_by if request.request.HasField("sort_by") else None)
+        except QueryError as exc:
+            raise _invalid(f"ListRuns: {exc}") from None
+        page, token = self.pager.page(
+            "ListRuns",
+            request.request,
+            lambda: self.store.query_org(org, filters, sort),
+            lambda r: f"{r.project}/{r.domain}/{r.name}",
+        )
+        return rs.ListRunsResponse(runs=[protos.run(r) for r in page], token=token)
 
     async def watch_runs(self, request: rs.WatchRunsRequest, ctx: Ctx) -> AsyncIterator[rs.WatchRunsResponse]:
         if self.profile.oss_watch:

@@ -400,6 +400,22 @@ class Store:
         out.sort(key=_sort_key(sort.key, run=True), reverse=not sort.ascending)
         return out
 
+    def scopes(self) -> list[Scope]:
+        """Every (org, project, domain) that has runs."""
+        return [scope for scope, runs in self._scope_runs.items() if runs]
+
+    def query_org(self, org: str, filters: list[Filter], sort: Sort) -> list[RunRec]:
+        """Runs of every project and domain of ``org`` matching every filter, sorted."""
+        out = [
+            r
+            for scope in self.scopes()
+            if scope[0] == org
+            for r in self._candidates(scope, filters)
+            if all(_run_matches(f, r) for f in filters)
+        ]
+        out.sort(key=_sort_key(sort.key, run=True), reverse=not sort.ascending)
+        return out
+
 
 def _run_attr(r: RunRec, name: str) -> Any:
     if name == "phase":

@@ -16,15 +16,18 @@ when the ``with`` block (or the test) ends.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from rerund.sandbox.auth import AuthState
 from rerund.sandbox.engine import run_spec_of
 from rerund.sandbox.profiles import UNION, Profile, profile_named
 from rerund.sandbox.server import Sandbox, SandboxThread, bind_socket, run_snapshot
 from rerund.sandbox.service import Faults
+from rerund.sandbox.tls import TlsFiles, ensure_tls
 from rerund.sandbox.workload import RunBatch, Workload, load_workload, workload_from_dict
 
 __all__ = ["SandboxHandle", "flyte_init", "sandbox", "sandbox_factory", "start_sandbox"]
@@ -58,6 +61,10 @@ class SandboxHandle:
         faults: Faults | None = None,
         seed: int | None = None,
         profile: Profile = UNION,
+        auth: bool = False,
+        tls: bool | Path = False,
+        token_ttl: float = 3600.0,
+        rate_limit: float = 0.0,
     ) -> None:
         self.profile = profile
         self._workload = workload
@@ -71,10 +78,52 @@ class SandboxHandle:
         self._port = 0
         self._thread: SandboxThread | None = None
         self.sandbox: Sandbox | None = None
+        self._rate_limit = rate_limit
+        self._secrets_dir: tempfile.TemporaryDirectory[str] | None = None
+        if auth or tls is True:
+            self._secrets_dir = tempfile.TemporaryDirectory(prefix="rerund-sandbox-")
+        self.tls: TlsFiles | None = None
+        if tls:
+            assert self._secrets_dir is not None or isinstance(tls, Path)
+            self.tls = ensure_tls(tls if isinstance(tls, Path) else Path(self._secrets_dir.name) / "tls")  # type: ignore[union-attr]
+        self.auth: AuthState | None = None
+        if auth:
+            assert self._secrets_dir is not None
+            self.auth = AuthState(
+                org=org, token_ttl_s=token_ttl, key_file=Path(self._secrets_dir.name) / "api.key"
+            )
+            self.auth.mint_key()
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self._port}"
+
+    @property
+    def key_file(self) -> Path:
+        """The file the sandbox writes its API key to (``auth=True``)."""
+        assert self.auth is not None and self.auth.key_file is not None, "the sandbox runs without auth"
+        return self.auth.key_file
+
+    @property
+    def api_key(self) -> str:
+        """The current API key (read from ``key_file``; tests only)."""
+        return self.key_file.read_text(encoding="utf-8").strip()
+
+    @property
+    def ca_cert(self) -> Path:
+        assert self.tls is not None, "the sandbox runs without TLS"
+        return self.tls.ca_cert
+
+    def revoke(self, *, mint: bool = False) -> None:
+        """Revoke every token and the secret; with ``mint`` write a new key to ``key_file``."""
+
+        def go(sb: Sandbox) -> None:
+            assert sb.auth is not None
+            sb.auth.revoke_all()
+            if mint:
+                sb.auth.mint_key()
+
+        self._call(go)
 
     @property
     def port(self) -> int:
@@ -92,6 +141,9 @@ class SandboxHandle:
             faults=faults,
             seed=self._seed,
             profile=self.profile,
+            auth=self.auth,
+            tls=self.tls,
+            rate_limit=self.sandbox.ratelimit.rate if self.sandbox is not None else self._rate_limit,
         )
         self._thread = SandboxThread(self.sandbox, sock)
         self._thread.start()
@@ -101,6 +153,13 @@ class SandboxHandle:
         if self._thread is not None:
             self._thread.stop()
             self._thread = None
+
+    def close(self) -> None:
+        """Stop, and remove the generated key and TLS files."""
+        self.stop()
+        if self._secrets_dir is not None:
+            self._secrets_dir.cleanup()
+            self._secrets_dir = None
 
     def restart(self, *, time_scale: float | None = None) -> None:
         """Stop and start again on the same port and database (runs in a ``:memory:`` sandbox
@@ -184,8 +243,11 @@ class SandboxHandle:
         unavailable: float | None = None,
         latency_s: float | None = None,
         drop_streams_after: int | None = None,
+        rate_limit: float | str | None = None,
     ) -> None:
         changes: dict[str, Any] = {}
+        if rate_limit is not None:
+            changes["rate_limit"] = rate_limit
         if unavailable is not None:
             changes["unavailable"] = unavailable
         if latency_s is not None:
@@ -270,12 +332,18 @@ def start_sandbox(
     faults: Faults | None = None,
     seed: int | None = None,
     profile: str | Profile = "union",
+    auth: bool = False,
+    tls: bool | Path = False,
+    token_ttl: float = 3600.0,
+    rate_limit: float = 0.0,
 ) -> Iterator[SandboxHandle]:
     """Start a sandbox on 127.0.0.1 (free port) in a thread; stop it when the block ends.
 
     ``workload`` is None (no tasks), a path to a workload file, a mapping in the file's shape
     (``project``/``domain`` default to the arguments) or a ``Workload``. ``profile`` is
-    ``"union"``, ``"oss"`` or a ``Profile`` (e.g. ``OSS.with_error_delay(0.2)``).
+    ``"union"``, ``"oss"`` or a ``Profile`` (e.g. ``OSS.with_error_delay(0.2)``). ``auth`` requires
+    bearer tokens (the key is in ``handle.key_file``), ``tls`` serves HTTPS (CA in
+    ``handle.ca_cert``; a Path keeps the files there), ``rate_limit`` is RPCs per second.
     """
     handle = SandboxHandle(
         _workload(workload, project, domain),
@@ -285,25 +353,58 @@ def start_sandbox(
         faults=faults,
         seed=seed,
         profile=profile_named(profile) if isinstance(profile, str) else profile,
+        auth=auth,
+        tls=tls,
+        token_ttl=token_ttl,
+        rate_limit=rate_limit,
     )
-    handle.start()
     try:
+        handle.start()
         yield handle
     finally:
-        handle.stop()
+        handle.close()
 
 
 def flyte_init(sb: SandboxHandle, project: str | None = None, domain: str | None = None) -> None:
-    """Point the flyte SDK at the sandbox (``flyte.init(endpoint=..., insecure=True, ...)``)."""
+    """Point the flyte SDK at the sandbox (``flyte.init(endpoint=..., insecure=True, ...)``;
+    with auth the API key's client credentials, with TLS the sandbox's CA)."""
     import flyte
 
-    flyte.init(
-        endpoint=sb.endpoint,
-        insecure=True,
-        org=sb.org,
-        project=project or sb.project,
-        domain=domain or sb.domain,
-    )
+    where = {"org": sb.org, "project": project or sb.project, "domain": domain or sb.domain}
+    if sb.auth is None and sb.tls is None:
+        flyte.init(endpoint=sb.endpoint, insecure=True, **where)
+        return
+    kwargs: dict[str, Any] = {"endpoint": sb.endpoint, "insecure": False, "disable_keyring": True}
+    if sb.tls is not None:
+        kwargs["ca_cert_file_path"] = str(sb.tls.ca_cert)
+    if sb.auth is not None:
+        from flyte.remote._client.auth._auth_utils import decode_api_key
+
+        _, client_id, secret, _ = decode_api_key(sb.api_key)
+        kwargs.update(auth_type="ClientSecret", client_id=client_id, client_credentials_secret=secret)
+    with _token_requests_trust(sb.tls.ca_cert if sb.tls is not None and sb.auth is not None else None):
+        flyte.init(**kwargs, **where)
+
+
+@contextlib.contextmanager
+def _token_requests_trust(ca_cert: Path | None) -> Iterator[None]:
+    """flyte 2.12.1 fetches OAuth2 tokens with an httpx client that ignores
+    ``ca_cert_file_path`` and trusts ``SSL_CERT_FILE`` instead; that client is built inside
+    ``flyte.init``, so the variable is set for the call only."""
+    if ca_cert is None:
+        yield
+        return
+    import os
+
+    before = os.environ.get("SSL_CERT_FILE")
+    os.environ["SSL_CERT_FILE"] = str(ca_cert)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("SSL_CERT_FILE", None)
+        else:
+            os.environ["SSL_CERT_FILE"] = before
 
 
 # --- pytest fixtures ----------------------------------------------------------------------

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from rerund.core.lineage import attempt_of, budget_counts, policy_budgets
 from rerund.core.runs import LABEL_ATTEMPT, LABEL_POLICY, LABEL_REPRO, LABEL_ROOT, RunRef, RunSummary
+from rerund.core.scopes import Coverage
 from rerund.core.status import ListedRerun
 from rerund.errors import ControlPlaneError
 from rerund.ports import ControlPlane
@@ -76,8 +77,10 @@ class RerunIndex:
         *,
         reads: asyncio.Semaphore,
         count_error: Callable[[ControlPlaneError], None],
+        coverage: Coverage | None = None,
     ) -> None:
         self._cp = control_plane
+        self._coverage = coverage or Coverage(())  # which listing finds which run (core.scopes)
         self._reads = reads
         self._count_error = count_error
         self._known = _Known()
@@ -161,7 +164,11 @@ class RerunIndex:
         scope's part of the index with them; ``on_listed`` sees each one. Returns how many
         were listed; raises ``ControlPlaneError`` when the listing fails."""
         scope = f"{project}/{domain}"
-        listed = await self._cp.list_reruns(project, domain, since=since)
+        listed = [
+            r
+            for r in await self._cp.list_reruns(project, domain, since=since)
+            if self._coverage.finds(scope, r.ref.project, r.ref.domain)
+        ]
         by_policy: dict[RunRef, str] = {}
         if any(LABEL_POLICY not in r.labels for r in listed):
             # Open-source Flyte does not return labels in ListRuns: ask per budgeted policy.
@@ -191,7 +198,7 @@ class RerunIndex:
         self.unlearned += await self._learn_lineages(unknown)
         # Keep other scopes, and what this listing cannot know yet (created by us while it ran).
         for ref, info in self._known.by_name.items():
-            if ref.scope != scope or (
+            if not self._coverage.finds(scope, ref.project, ref.domain) or (
                 ref not in fresh.by_name and info.created_at is not None and info.created_at >= now
             ):
                 fresh.add(info)

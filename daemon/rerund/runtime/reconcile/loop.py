@@ -62,8 +62,15 @@ from rerund.core.lineage import decided_as, failure_from, issue_request, lineage
 from rerund.core.model import Decision, Defer, Failure, GiveUp, Ignore, Rerun, WaitForVersion
 from rerund.core.rules import PolicySet
 from rerund.core.runs import FAILED_PHASES, FailureFacts, RelaunchRequest, RerunRequest, RunRef, RunSummary
+from rerund.core.scopes import Coverage, plan
 from rerund.core.status import ListedRerun
-from rerund.errors import AlreadyExistsError, ControlPlaneError, NotFoundError, PermanentControlPlaneError
+from rerund.errors import (
+    AlreadyExistsError,
+    ControlPlaneError,
+    CredentialsError,
+    NotFoundError,
+    PermanentControlPlaneError,
+)
 from rerund.ports import ControlPlane, DecisionLedger, Notifier, Scheduler
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.reconcile.index import RerunIndex, RerunInfo
@@ -127,7 +134,10 @@ class Reconciler:
         error_recheck: timedelta = timedelta(seconds=2),
     ) -> None:
         self._cp = control_plane
-        self._scopes = [(p, d) for p, d in scopes]
+        # Scopes may be patterns (``*/*``, ``ml/*``): those are listed and watched org-wide
+        # (one ListRuns with ``org``, key ``*/*``) and filtered by ``_coverage``.
+        self._coverage = Coverage(tuple((p, d) for p, d in scopes))
+        self._scopes = list(plan(self._coverage.scopes))
         self._policies = policies
         self._metrics = metrics
         self._scheduler = scheduler
@@ -146,11 +156,15 @@ class Reconciler:
         # for the first create instead of sending its own.
         self._creating: dict[RunRef, asyncio.Future[None]] = {}
         self._followed_at: dict[RunRef, datetime] = {}  # tracked reruns followed on their own
-        self._owed = OwedWork(lookback=lookback, overlap=overlap, seen_capacity=seen_capacity)
+        self._owed = OwedWork(
+            lookback=lookback, overlap=overlap, seen_capacity=seen_capacity, coverage=self._coverage
+        )
         self._issuer = Issuer(
             metrics, stopping=self._stopping, clock=clock, initial=retry_initial, maximum=retry_max
         )
-        self._index = RerunIndex(control_plane, reads=self._reads, count_error=self._issuer.count_error)
+        self._index = RerunIndex(
+            control_plane, reads=self._reads, count_error=self._issuer.count_error, coverage=self._coverage
+        )
         self._recorder = DecisionRecorder(
             metrics=metrics,
             log=log,
@@ -250,6 +264,7 @@ class Reconciler:
                 self._issuer.count_error(exc)
                 errors.append(f"{scope}: {exc}")
                 continue
+            failed = [s for s in failed if self._owed.finds(scope, s.ref)]
             failed_total += len(failed)
             for summary in failed:
                 self._recorder.observe(summary, now)
@@ -272,9 +287,13 @@ class Reconciler:
         if self.stopping:
             return
         now = self._clock()
+        if not self._coverage.covers(summary.ref.project, summary.ref.domain):
+            return  # an org-wide stream also carries runs of projects no scope names
         self._recorder.observe(summary, now)
         if summary.phase in FAILED_PHASES:
-            if summary.ended_at is not None and summary.ended_at < self._floor(summary.ref.scope, now):
+            if summary.ended_at is not None and summary.ended_at < self._floor(
+                self._listing(summary.ref), now
+            ):
                 return  # older than the lookback (e.g. in the stream's first snapshot)
             if self._indexed_generation != self._owed.generation:
                 return  # the reruns index is not listed yet for these policies: the pass decides it
@@ -310,7 +329,8 @@ class Reconciler:
         # their own (_follow_alone); for older owed failures the rerun's name, a function of
         # (root, attempt), guards against a second create.
         reach = since - _MAX_LISTING_REACH
-        for older in (self._recorder.oldest_tracked(scope), self._owed.oldest_owed(scope)):
+        finds = lambda ref: self._owed.finds(scope, ref)  # noqa: E731
+        for older in (self._recorder.oldest_tracked(finds), self._owed.oldest_owed(scope)):
             if older is not None and older < since:
                 since = max(older, reach)
         listed = await self._index.refresh(
@@ -352,6 +372,10 @@ class Reconciler:
 
         await asyncio.gather(*(follow(r) for r in refs))
 
+    def _listing(self, ref: RunRef) -> str:
+        """The key of the listing that finds run ``ref``."""
+        return next((f"{p}/{d}" for p, d in self._scopes if self._owed.finds(f"{p}/{d}", ref)), ref.scope)
+
     # -- deciding ----------------------------------------------------------------------------
 
     async def _handle_many(self, summaries: Iterable[RunSummary], now: datetime) -> None:
@@ -381,7 +405,8 @@ class Reconciler:
                 except ControlPlaneError as exc:
                     # Not settled: stays pending, so the watermark holds and the next pass retries.
                     self._issuer.count_error(exc)
-                    log.warning("run %s: reading its failure failed, retrying next pass: %s", ref, exc)
+                    if not isinstance(exc, CredentialsError):  # reported once a minute, not per run
+                        log.warning("run %s: reading its failure failed, retrying next pass: %s", ref, exc)
                     self._owed.owe_unread(summary, summary.ended_at or now)
                     return
                 checked = self._check_facts(summary, facts, now)
@@ -636,6 +661,8 @@ class Reconciler:
                 await send(self._cp, req)
 
         def retrying(exc: ControlPlaneError, delay: float) -> None:
+            if isinstance(exc, CredentialsError):
+                return  # refused credentials are reported once a minute, not per call
             log.warning("run %s: creating rerun %s failed, retrying in %.1fs: %s", ref, req.name, delay, exc)
 
         try:

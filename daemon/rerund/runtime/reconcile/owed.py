@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from rerund.core.runs import FailureFacts, RunRef, RunSummary
+from rerund.core.scopes import Coverage
 
 __all__ = ["Marker", "OwedWork", "Pending", "Seen"]
 
@@ -60,7 +61,17 @@ class Pending:
 class OwedWork:
     """The seen-cache, the pending failures and the per-scope watermarks of one daemon."""
 
-    def __init__(self, *, lookback: timedelta, overlap: timedelta, seen_capacity: int = 20_000) -> None:
+    def __init__(
+        self,
+        *,
+        lookback: timedelta,
+        overlap: timedelta,
+        seen_capacity: int = 20_000,
+        coverage: Coverage | None = None,
+    ) -> None:
+        # Which listing finds which run: a concrete scope its own runs, the org-wide ``*/*``
+        # listing the runs its wildcard scopes cover (``rerund.core.scopes``).
+        self.coverage = coverage or Coverage(())
         self.lookback = lookback
         self.overlap = overlap
         self.seen_capacity = seen_capacity
@@ -103,14 +114,18 @@ class OwedWork:
 
     def advance(self, scope: str, now: datetime) -> datetime:
         """Move the watermark of ``scope`` to ``now``, or to the oldest failure still owed."""
-        owed = [p.failed_at for ref, p in self.pending.items() if ref.scope == scope]
+        owed = [p.failed_at for ref, p in self.pending.items() if self.finds(scope, ref)]
         wm = min([now, *owed])
         self._watermarks[scope] = wm
         return wm
 
     def oldest_owed(self, scope: str) -> datetime | None:
         """The failure time of the oldest pending failure of ``scope``."""
-        return min((p.failed_at for ref, p in self.pending.items() if ref.scope == scope), default=None)
+        return min((p.failed_at for ref, p in self.pending.items() if self.finds(scope, ref)), default=None)
+
+    def finds(self, scope: str, ref: RunRef) -> bool:
+        """Whether the listing of ``scope`` (``project/domain`` or ``*/*``) finds run ``ref``."""
+        return self.coverage.finds(scope, ref.project, ref.domain)
 
     # -- failures ----------------------------------------------------------------------------
 

@@ -249,8 +249,9 @@ class DecisionRecorder(Recorder[DecisionLedger]):
         """Follow a rerun just created to its outcome."""
         self.tracked[tracked.ref] = tracked
 
-    def oldest_tracked(self, scope: str) -> datetime | None:
-        return min((t.created_at for t in self.tracked.values() if t.ref.scope == scope), default=None)
+    def oldest_tracked(self, finds: Callable[[RunRef], bool]) -> datetime | None:
+        """The creation time of the oldest followed rerun that ``finds`` accepts."""
+        return min((t.created_at for t in self.tracked.values() if finds(t.ref)), default=None)
 
     def observe(self, summary: RunSummary, now: datetime) -> None:
         """A run seen in a listing or the stream: the outcome of a rerun followed here."""

@@ -1,0 +1,515 @@
+"""Every control-plane call through one gate: adaptive concurrency, a hard RPC rate, a learned
+rate, and the state of rerund's credentials.
+
+Production control planes sit behind gateways that limit the request rate (RESOURCE_EXHAUSTED)
+and are 20-100 ms away. A fixed concurrency is either too low for the latency or too high for
+the limit, so the number of calls in flight adapts (``AdaptiveLimit``, as TCP's congestion
+window): while calls succeed and their latency stays near the best seen for their kind it
+grows — by one per success until the first overload (slow start: doubling every round), then by
+about one per round — and it halves (at most once per ``cooldown``) on RESOURCE_EXHAUSTED or
+UNAVAILABLE. It never exceeds ``max_concurrent_reruns``. ``RateSchedule`` keeps the RPC rate
+under ``max_rps`` by making calls wait: a call is charged the RPCs it makes (``COST``).
+Concurrency alone cannot hold a rate limit when calls are fast (a refusal comes back at once),
+so ``AdaptiveRate`` also learns one: on RESOURCE_EXHAUSTED it caps the rate at 70% of what was
+sent over the last second, then raises the cap by 10% a second until the next refusal.
+
+A RESOURCE_EXHAUSTED answer is retried here first, a few times with a short backoff behind the
+learned rate (so a refused read does not wait for the next resync pass); after that it is a
+``TransientControlPlaneError`` like any other: the reconcile loop keeps what it owes pending and
+retries with backoff, so RESOURCE_EXHAUSTED never loses or duplicates a rerun (deterministic
+names make the retried create idempotent).
+
+``CredentialWatch`` remembers whether the control plane refuses rerund's credentials: ``/readyz``
+reports it, and one ERROR line per minute says so (not one per call).
+
+``AdaptiveLimit``, ``RateSchedule``, ``AdaptiveRate`` and ``CredentialWatch`` are pure (time comes
+in as ``now``); ``Throttle`` and ``GuardedControlPlane`` are the thin asynchronous shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from rerund.core.runs import FailureFacts, RelaunchRequest, RerunRequest, RunRef, RunSummary
+from rerund.errors import ControlPlaneError, CredentialsError
+from rerund.ports import ControlPlane, Relauncher, ScopeDirectory
+
+__all__ = [
+    "COST",
+    "AdaptiveLimit",
+    "AdaptiveRate",
+    "CredentialWatch",
+    "GuardedControlPlane",
+    "RateSchedule",
+    "Throttle",
+    "guarded",
+]
+
+log = logging.getLogger("rerund.throttle")
+
+# RPCs each port call makes (see ``ports.ControlPlane``): what ``max_rps`` charges when the
+# control plane has no per-RPC gate. An adapter with an ``rpc_gate`` attribute (the flyte one) is
+# given one and charges each raw RPC itself, every ListRuns page included; then only the SDK's own
+# paths (``SDK_PATHS``) are charged here, at their cost. The SDK's
+# rerun path is GetRunDetails, GetActionData, UploadInputs and CreateRun (its SelectCluster
+# answer is cached per client; GetActionDetails only for a failed-action rerun): 5 is charged.
+COST: Mapping[str, int] = {
+    "list_failed": 1,
+    "list_reruns": 1,
+    "get_run": 1,
+    "read_failure": 3,
+    "find_latest_run": 1,
+    "read_outputs": 2,
+    "create_rerun": 5,
+    "create_relaunch": 7,
+    "latest_task_version": 1,
+    "scope_exists": 1,
+}
+
+SDK_PATHS = frozenset({"create_rerun", "create_relaunch"})
+
+OVERLOAD_CODES = frozenset({"resource_exhausted", "unavailable"})
+
+
+@dataclass
+class AdaptiveLimit:
+    """How many calls may be in flight: additive increase, multiplicative decrease.
+
+    Invariants: ``floor <= current <= ceiling``; a success never lowers the limit, an overload
+    never raises it; at most one decrease per ``cooldown`` seconds (one burst of refusals is one
+    signal). "Latency flat" means at most ``tolerance`` times the best latency seen for that
+    ``kind`` of call (a listing and a 7-RPC rerun differ; the best drifts up slowly, so a
+    permanently slower link becomes the new normal).
+    """
+
+    ceiling: int
+    floor: int = 1
+    initial: int = 4
+    decrease: float = 0.5
+    tolerance: float = 2.0
+    cooldown: float = 0.5
+    limit: float = field(default=0.0, init=False)
+    threshold: float = field(default=math.inf, init=False)  # slow start below it
+    best_latency: dict[str, float] = field(default_factory=dict, init=False)
+    _last_decrease: float = field(default=-math.inf, init=False)
+
+    def __post_init__(self) -> None:
+        self.floor = max(1, min(self.floor, self.ceiling))
+        self.limit = float(max(self.floor, min(self.initial, self.ceiling)))
+
+    @property
+    def current(self) -> int:
+        return max(self.floor, min(self.ceiling, int(self.limit)))
+
+    def on_success(self, latency: float, now: float, kind: str = "") -> None:
+        """A call of ``kind`` answered in ``latency`` seconds at ``now``."""
+        latency = max(0.0, latency)
+        seen = self.best_latency.get(kind)
+        best = latency if seen is None else min(latency, seen * 1.002 + 1e-5)
+        self.best_latency[kind] = best
+        if latency <= self.tolerance * best + 0.002:
+            step = 1.0 if self.limit < self.threshold else 1.0 / max(1.0, self.limit)
+            self.limit = min(float(self.ceiling), self.limit + step)
+
+    def on_overload(self, now: float) -> None:
+        """A call was refused (RESOURCE_EXHAUSTED) or the control plane was UNAVAILABLE."""
+        if now - self._last_decrease < self.cooldown:
+            return
+        self._last_decrease = now
+        self.limit = max(float(self.floor), self.limit * self.decrease)
+        self.threshold = self.limit
+
+
+@dataclass
+class RateSchedule:
+    """At most ``rate`` RPCs per second after a burst of ``burst`` (default 7: one call of the
+    costliest kind, so the cap holds over any second, not only on average).
+
+    ``reserve(cost, now)`` books ``cost`` RPCs and returns how long the caller must wait before
+    sending them; bookings queue behind each other. Invariant: the RPCs whose waits have ended
+    by time ``t`` never exceed ``burst + rate * (t - first booking)``. ``rate <= 0``: no cap.
+    """
+
+    rate: float
+    burst: float = 0.0
+    _tokens: float = field(default=math.nan, init=False)
+    _last: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.burst <= 0:
+            self.burst = 7.0
+
+    def reserve(self, cost: float, now: float) -> float:
+        if self.rate <= 0:
+            return 0.0
+        if math.isnan(self._tokens):
+            self._tokens, self._last = self.burst, now
+        if now > self._last:
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+        self._tokens -= cost
+        return max(0.0, -self._tokens / self.rate)
+
+
+@dataclass
+class AdaptiveRate:
+    """A rate cap learned from RESOURCE_EXHAUSTED answers (none until the first one).
+
+    ``reserve(cost, now)`` books ``cost`` RPCs and returns the wait before sending them;
+    ``answered(cost, now)`` records RPCs the control plane accepted. ``on_overload(now)`` sets the
+    cap to ``decrease`` times the RPCs accepted in the last ``window`` seconds — what the gateway
+    let through is its limit — or, when none was accepted, half of those booked (at most once
+    per ``cooldown``). Between refusals the cap grows by ``growth`` (relative) per second.
+    Invariants: the cap is never below ``floor``; an overload never raises it; a reservation never
+    lowers it.
+    """
+
+    decrease: float = 0.9
+    growth: float = 0.1
+    window: float = 1.0
+    cooldown: float = 0.5
+    floor: float = 1.0
+    cap: float = math.inf
+    _booked: deque[tuple[float, float]] = field(default_factory=deque, init=False)
+    _accepted: deque[tuple[float, float]] = field(default_factory=deque, init=False)
+    _schedule: RateSchedule | None = field(default=None, init=False)
+    _grown_at: float = field(default=0.0, init=False)
+    _last_decrease: float = field(default=-math.inf, init=False)
+
+    def reserve(self, cost: float, now: float) -> float:
+        self._booked.append((now, cost))
+        while self._booked and self._booked[0][0] < now - self.window:
+            self._booked.popleft()
+        if self._schedule is None:
+            return 0.0
+        if now > self._grown_at:
+            self.cap *= (1.0 + self.growth) ** (now - self._grown_at)
+            self._grown_at = now
+            self._schedule.rate = self.cap
+            self._schedule.burst = max(1.0, self.cap / 4)
+        return self._schedule.reserve(cost, now)
+
+    def answered(self, cost: float, now: float) -> None:
+        self._accepted.append((now, cost))
+        while self._accepted and self._accepted[0][0] < now - self.window:
+            self._accepted.popleft()
+
+    def on_overload(self, now: float) -> None:
+        if now - self._last_decrease < self.cooldown:
+            return
+        self._last_decrease = now
+        accepted = sum(c for t, c in self._accepted if t >= now - self.window) / self.window
+        booked = sum(c for t, c in self._booked if t >= now - self.window) / self.window
+        target = accepted * self.decrease if accepted > 0 else booked / 2
+        self.cap = max(self.floor, min(self.cap, target))
+        self._grown_at = now
+        if self._schedule is None:
+            self._schedule = RateSchedule(self.cap, burst=max(1.0, self.cap / 4))
+        else:
+            self._schedule.rate = self.cap
+            self._schedule.burst = max(1.0, self.cap / 4)
+
+
+@dataclass
+class CredentialWatch:
+    """Whether the control plane refuses rerund's credentials, and when to say so.
+
+    ``refused`` returns True when an ERROR line is due: the first refusal, then at most one per
+    ``every`` seconds while it lasts. ``accepted`` returns True once, when refused credentials
+    work again.
+    """
+
+    every: float = 60.0
+    since: float | None = None
+    reason: str = ""
+    _logged: float | None = None
+    refusals: int = 0
+
+    def refused(self, reason: str, now: float) -> bool:
+        self.refusals += 1
+        self.reason = reason
+        if self.since is None:
+            self.since = now
+        if self._logged is None or now - self._logged >= self.every:
+            self._logged = now
+            return True
+        return False
+
+    def accepted(self) -> bool:
+        was = self.since is not None
+        self.since = None
+        self._logged = None
+        self.refusals = 0
+        return was
+
+
+class Throttle:
+    """The asynchronous gate: ``async with throttle.slot(cost): await call()``."""
+
+    def __init__(
+        self,
+        limit: AdaptiveLimit,
+        rate: RateSchedule,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[int], None] | None = None,
+    ) -> None:
+        self.limit = limit
+        self.rate = rate
+        self.learned = AdaptiveRate()
+        self._clock = clock
+        self._on_change = on_change
+        self._inflight = 0
+        self._cond = asyncio.Condition()
+        self.overloads = 0
+        if on_change is not None:
+            on_change(limit.current)
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    async def pace(self, cost: int = 1) -> None:
+        """Wait until ``cost`` more RPCs fit the hard and the learned rate (no slot taken)."""
+        now = self._clock()
+        wait = max(self.rate.reserve(cost, now), self.learned.reserve(cost, now))
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    @asynccontextmanager
+    async def slot(self, cost: int = 1, kind: str = "", rpcs: int | None = None) -> AsyncIterator[None]:
+        """Hold a concurrency slot for one call of ``kind``, charged ``cost`` RPCs of rate before
+        it starts (0: its RPCs are paced one by one with ``pace``); ``rpcs`` is how many it makes
+        (default ``cost``), what an accepted call tells the learned rate."""
+        made = cost if rpcs is None else rpcs
+        async with self._cond:
+            await self._cond.wait_for(lambda: self._inflight < self.limit.current)
+            self._inflight += 1
+        try:
+            # The rate is booked once the call holds its slot, so it is sent right after its
+            # wait: waiting for a slot after the booking would release calls in bursts.
+            if cost > 0:
+                await self.pace(cost)
+        except BaseException:
+            async with self._cond:
+                self._inflight -= 1
+                self._cond.notify_all()
+            raise
+        started = self._clock()
+        before = self.limit.current
+        try:
+            yield
+        except CredentialsError:
+            raise  # says nothing about load
+        except ControlPlaneError as exc:
+            if exc.code in OVERLOAD_CODES:
+                self.overloads += 1
+                self.limit.on_overload(self._clock())
+                if exc.code == "resource_exhausted":
+                    self.learned.on_overload(self._clock())
+            else:  # answered (NOT_FOUND, ALREADY_EXISTS, ...): the control plane kept up
+                self.limit.on_success(self._clock() - started, self._clock(), kind)
+                self.learned.answered(made, self._clock())
+            raise
+        else:
+            self.limit.on_success(self._clock() - started, self._clock(), kind)
+            self.learned.answered(made, self._clock())
+        finally:
+            async with self._cond:
+                self._inflight -= 1
+                self._cond.notify_all()
+            if self._on_change is not None and self.limit.current != before:
+                self._on_change(self.limit.current)
+
+
+class GuardedControlPlane:
+    """A ``ControlPlane`` whose calls pass through ``throttle`` and whose credential refusals
+    are tracked in ``credentials`` (watch streams are not throttled: one long call each)."""
+
+    def __init__(
+        self,
+        inner: ControlPlane,
+        throttle: Throttle,
+        *,
+        credentials: CredentialWatch | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_refused: Callable[[], None] | None = None,
+        on_error: Callable[[ControlPlaneError], None] | None = None,
+        overload_retries: int = 6,
+        overload_backoff: float = 0.1,
+    ) -> None:
+        self.inner = inner
+        self.throttle = throttle
+        self.credentials = credentials or CredentialWatch()
+        self._clock = clock
+        self._on_refused = on_refused
+        self._on_error = on_error
+        self._retries = overload_retries
+        self._backoff = overload_backoff
+        # Charge every raw RPC where the adapter makes it (each page of a listing included).
+        self._per_rpc = hasattr(inner, "rpc_gate")
+        if self._per_rpc:
+            setattr(inner, "rpc_gate", throttle.pace)  # noqa: B010 - the adapter's hook
+
+    def _refused(self, exc: CredentialsError) -> None:
+        if self.credentials.refused(str(exc), self._clock()):
+            log.error(
+                "the control plane refuses rerund's credentials (%s); nothing is created until they "
+                "are fixed, what is owed stays pending (rewrite the key or secret file: it is reloaded "
+                "without a restart); this line repeats at most once a minute",
+                exc,
+            )
+        if self._on_refused is not None:
+            self._on_refused()
+
+    def _accepted(self) -> None:
+        if self.credentials.since is not None and self.credentials.accepted():
+            log.info("the control plane accepts rerund's credentials again; catching up")
+
+    async def _through(self, name: str, call: Callable[[], Any]) -> Any:
+        """``call()`` through the gate; RESOURCE_EXHAUSTED retried ``overload_retries`` times
+        (each refused attempt reported to ``on_error``; the last one is raised)."""
+        delay = self._backoff
+        for attempt in range(self._retries + 1):
+            cost = COST.get(name, 1) if not self._per_rpc or name in SDK_PATHS else 0
+            try:
+                async with self.throttle.slot(cost, name, COST.get(name, 1)):
+                    result = await call()
+            except CredentialsError as exc:
+                self._refused(exc)
+                raise
+            except ControlPlaneError as exc:
+                if exc.code != "resource_exhausted" or attempt == self._retries:
+                    raise
+                if self._on_error is not None:
+                    self._on_error(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            self._accepted()
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def list_failed(self, project: str, domain: str, *, since: datetime) -> list[RunSummary]:
+        result: list[RunSummary] = await self._through(
+            "list_failed", lambda: self.inner.list_failed(project, domain, since=since)
+        )
+        return result
+
+    async def list_reruns(
+        self, project: str, domain: str, *, since: datetime, policy: str | None = None
+    ) -> list[RunSummary]:
+        result: list[RunSummary] = await self._through(
+            "list_reruns", lambda: self.inner.list_reruns(project, domain, since=since, policy=policy)
+        )
+        return result
+
+    async def get_run(self, ref: RunRef) -> RunSummary:
+        result: RunSummary = await self._through("get_run", lambda: self.inner.get_run(ref))
+        return result
+
+    async def watch(self, project: str, domain: str) -> AsyncIterator[RunSummary]:
+        # A stream's events do not show the credentials work now: a gateway checks them when the
+        # stream opens, so an open stream outlives a revocation.
+        try:
+            async for summary in self.inner.watch(project, domain):
+                yield summary
+        except CredentialsError as exc:
+            self._refused(exc)
+            raise
+
+    async def read_failure(self, run: RunSummary) -> FailureFacts:
+        result: FailureFacts = await self._through("read_failure", lambda: self.inner.read_failure(run))
+        return result
+
+    async def find_latest_run(
+        self,
+        project: str,
+        domain: str,
+        *,
+        task: str,
+        phase: str = "SUCCEEDED",
+        labels: Mapping[str, str] | None = None,
+        without_label: str | None = None,
+    ) -> RunSummary | None:
+        result: RunSummary | None = await self._through(
+            "find_latest_run",
+            lambda: self.inner.find_latest_run(
+                project, domain, task=task, phase=phase, labels=labels, without_label=without_label
+            ),
+        )
+        return result
+
+    async def read_outputs(self, ref: RunRef) -> dict[str, Any]:
+        result: dict[str, Any] = await self._through("read_outputs", lambda: self.inner.read_outputs(ref))
+        return result
+
+    async def create_rerun(self, request: RerunRequest) -> RunRef:
+        result: RunRef = await self._through("create_rerun", lambda: self.inner.create_rerun(request))
+        return result
+
+    def console_url(self, ref: RunRef) -> str:
+        return self.inner.console_url(ref)
+
+
+class _RelaunchThrough(GuardedControlPlane):
+    """The ``Relauncher`` calls through the gate (when the inner control plane has them)."""
+
+    async def create_relaunch(self, request: RelaunchRequest) -> RunRef:
+        inner: Any = self.inner
+        result: RunRef = await self._through("create_relaunch", lambda: inner.create_relaunch(request))
+        return result
+
+    async def latest_task_version(self, project: str, domain: str, task: str) -> str | None:
+        inner: Any = self.inner
+        result: str | None = await self._through(
+            "latest_task_version", lambda: inner.latest_task_version(project, domain, task)
+        )
+        return result
+
+
+class _ScopesThrough(GuardedControlPlane):
+    """The ``ScopeDirectory`` call through the gate (when the inner control plane has it)."""
+
+    async def scope_exists(self, project: str, domain: str) -> bool | None:
+        inner: Any = self.inner
+        result: bool | None = await self._through("scope_exists", lambda: inner.scope_exists(project, domain))
+        return result
+
+
+class _GuardedRelauncher(_RelaunchThrough):
+    pass
+
+
+class _GuardedDirectory(_ScopesThrough):
+    pass
+
+
+class _GuardedBoth(_RelaunchThrough, _ScopesThrough):
+    pass
+
+
+def guarded(inner: ControlPlane, throttle: Throttle, **kwargs: Any) -> GuardedControlPlane:
+    """A ``GuardedControlPlane`` around ``inner`` that is a ``Relauncher`` and a
+    ``ScopeDirectory`` exactly when ``inner`` is (callers check with ``isinstance``)."""
+    relaunches = isinstance(inner, Relauncher)
+    scopes = isinstance(inner, ScopeDirectory)
+    cls: type[GuardedControlPlane] = (
+        _GuardedBoth
+        if relaunches and scopes
+        else _GuardedRelauncher
+        if relaunches
+        else _GuardedDirectory
+        if scopes
+        else GuardedControlPlane
+    )
+    return cls(inner, throttle, **kwargs)

@@ -1,0 +1,326 @@
+"""The gate every control-plane call passes: adaptive concurrency (AIMD), the hard RPC rate and
+the credentials' state — pure rules with Hypothesis, then the asynchronous gate over a fake."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from rerund.core.runs import RunRef
+from rerund.errors import CredentialsError, NotFoundError, TransientControlPlaneError
+from rerund.runtime.metrics import Metrics
+from rerund.runtime.throttle import (
+    AdaptiveLimit,
+    AdaptiveRate,
+    CredentialWatch,
+    GuardedControlPlane,
+    RateSchedule,
+    Throttle,
+)
+
+events = st.lists(
+    st.one_of(
+        st.tuples(st.just("ok"), st.floats(min_value=0.0, max_value=2.0)),
+        st.tuples(st.just("overload"), st.just(0.0)),
+    ),
+    max_size=200,
+)
+
+
+@given(ceiling=st.integers(min_value=1, max_value=64), seq=events)
+def test_the_limit_stays_within_floor_and_ceiling_and_moves_the_right_way(ceiling, seq):
+    limit = AdaptiveLimit(ceiling=ceiling)
+    now = 0.0
+    for kind, latency in seq:
+        now += 0.3
+        before = limit.limit
+        if kind == "ok":
+            limit.on_success(latency, now)
+            assert limit.limit >= before
+        else:
+            limit.on_overload(now)
+            assert limit.limit <= before
+        assert 1 <= limit.current <= ceiling
+
+
+def test_the_limit_grows_while_latency_is_flat_and_halves_on_overload():
+    limit = AdaptiveLimit(ceiling=32, initial=4)
+    for i in range(28):  # slow start: one more per success until the first overload
+        limit.on_success(0.05, i * 0.01)
+    assert limit.current == 32
+    limit.on_overload(10.0)
+    assert limit.current == 16
+    limit.on_overload(10.1)  # within the cooldown: one burst of refusals is one signal
+    assert limit.current == 16
+    limit.on_overload(11.0)
+    assert limit.current == 8
+    for i in range(7):  # after an overload: about one more per round of `limit` successes
+        limit.on_success(0.05, 12.0 + i * 0.01)
+    assert limit.current == 8
+    for i in range(2):
+        limit.on_success(0.05, 13.0 + i * 0.01)
+    assert limit.current == 9
+
+
+def test_the_limit_holds_when_latency_rises():
+    limit = AdaptiveLimit(ceiling=32, initial=4)
+    limit.on_success(0.05, 0.0)
+    assert limit.current == 5
+    for i in range(100):
+        limit.on_success(0.5, 1.0 + i)  # ten times the best latency: queueing somewhere
+    assert limit.current == 5
+
+
+@given(
+    rate=st.floats(min_value=1, max_value=1000),
+    calls=st.lists(
+        st.tuples(st.floats(min_value=0, max_value=0.5), st.integers(min_value=1, max_value=7)), max_size=200
+    ),
+)
+def test_the_rate_schedule_never_lets_more_than_burst_plus_rate_times_time_through(rate, calls):
+    schedule = RateSchedule(rate)
+    now, sent = 0.0, []
+    for gap, cost in calls:
+        now += gap
+        sent.append((now + schedule.reserve(cost, now), cost))
+    for t, _ in sent:
+        through = sum(c for s, c in sent if s <= t)
+        assert through <= schedule.burst + rate * t + 7 + 1e-6
+    assert schedule.burst == 7.0
+
+
+def test_a_learned_rate_caps_below_what_the_gateway_accepted_then_grows():
+    learned = AdaptiveRate()
+    for i in range(200):  # 200 booked over a second, 100 of them accepted
+        assert learned.reserve(1, i / 200) == 0.0  # no cap before a refusal
+        if i % 2:
+            learned.answered(1, i / 200)
+    learned.on_overload(1.0)
+    assert learned.cap == pytest.approx(0.9 * 100, rel=0.02)
+    waits = [learned.reserve(1, 1.0) for _ in range(100)]
+    assert waits[-1] > 0.8  # 100 more at once wait behind the learned cap
+    learned.reserve(1, 3.0)
+    assert learned.cap == pytest.approx(0.9 * 100 * 1.1**2, rel=0.02)
+
+
+def test_with_nothing_accepted_the_learned_rate_halves_what_was_sent():
+    learned = AdaptiveRate()
+    for i in range(100):
+        learned.reserve(1, i / 100)
+    learned.on_overload(1.0)
+    assert learned.cap == pytest.approx(50, rel=0.02)
+
+
+@given(
+    events=st.lists(
+        st.tuples(st.sampled_from(["send", "refused"]), st.floats(min_value=0, max_value=0.3)), max_size=300
+    )
+)
+def test_a_learned_rate_never_falls_below_its_floor_and_refusals_never_raise_it(events):
+    learned, now = AdaptiveRate(), 0.0
+    for kind, gap in events:
+        now += gap
+        before = learned.cap
+        if kind == "send":
+            assert learned.reserve(1, now) >= 0.0
+            learned.answered(1, now)
+            assert learned.cap >= before
+        else:
+            learned.on_overload(now)
+            assert learned.cap <= before
+        assert learned.cap >= learned.floor
+
+
+def test_no_rate_cap_means_no_wait():
+    assert RateSchedule(0).reserve(1000, 0.0) == 0.0
+
+
+def test_credential_refusals_are_reported_once_a_minute_and_recovery_once():
+    watch = CredentialWatch()
+    assert watch.refused("revoked", 0.0) is True
+    assert [watch.refused("revoked", t) for t in (1.0, 30.0, 59.9)] == [False, False, False]
+    assert watch.refused("revoked", 60.0) is True
+    assert watch.since == 0.0 and watch.refusals == 5
+    assert watch.accepted() is True
+    assert watch.accepted() is False
+    assert watch.since is None
+
+
+class _Fake:
+    """A control plane whose ``get_run`` answers from a script of outcomes."""
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.inflight = 0
+        self.peak = 0
+
+    async def get_run(self, ref):
+        self.inflight += 1
+        self.peak = max(self.peak, self.inflight)
+        try:
+            await asyncio.sleep(0.001)
+            outcome = self.script.pop(0) if self.script else "ok"
+            if outcome == "exhausted":
+                raise TransientControlPlaneError("refused", rpc="GetRunDetails", code="resource_exhausted")
+            if outcome == "unauthenticated":
+                raise CredentialsError("revoked", rpc="GetRunDetails", code="unauthenticated")
+            if outcome == "missing":
+                raise NotFoundError("gone", rpc="GetRunDetails", code="not_found")
+            return ref
+        finally:
+            self.inflight -= 1
+
+
+def _guarded(script, ceiling=8, retries=0, errors=None):
+    metrics = Metrics(CollectorRegistry())
+    ticks = iter(range(10**9))  # a clock that advances 1 ms per reading: latencies are steady
+    throttle = Throttle(
+        AdaptiveLimit(ceiling=ceiling),
+        RateSchedule(0),
+        clock=lambda: next(ticks) / 1000,
+        on_change=metrics.control_plane_concurrency.set,
+    )
+    fake = _Fake(script)
+    guard = GuardedControlPlane(
+        fake,
+        throttle,
+        overload_retries=retries,
+        overload_backoff=0.001,
+        on_error=errors.append if errors is not None else None,
+    )
+    return guard, fake, metrics
+
+
+def _gauge(metrics):
+    return metrics.registry.get_sample_value("rerund_control_plane_concurrency")
+
+
+def test_resource_exhausted_halves_the_gauge_and_still_reaches_the_caller():
+    guard, _, metrics = _guarded(["exhausted"])
+    ref = RunRef("p", "d", "r")
+
+    async def go():
+        with pytest.raises(TransientControlPlaneError):
+            await guard.get_run(ref)
+        after = _gauge(metrics)
+        return after, [await guard.get_run(ref) for _ in range(3)]
+
+    after, answers = asyncio.run(go())
+    assert after == 2  # halved from the initial 4
+    assert answers == [ref] * 3
+    assert _gauge(metrics) == 3  # and grows again while calls succeed
+    assert guard.throttle.overloads == 1
+
+
+def test_resource_exhausted_is_retried_behind_the_learned_rate_and_each_refusal_reported():
+    errors = []
+    guard, _, _ = _guarded(["exhausted", "exhausted"], retries=6, errors=errors)
+    ref = RunRef("p", "d", "r")
+
+    assert asyncio.run(guard.get_run(ref)) == ref
+    assert [e.code for e in errors] == ["resource_exhausted", "resource_exhausted"]
+    assert guard.throttle.learned.cap < float("inf")  # a rate was learned from the refusals
+
+
+def test_resource_exhausted_past_the_retries_reaches_the_caller():
+    errors = []
+    guard, _, _ = _guarded(["exhausted"] * 3, retries=2, errors=errors)
+
+    async def go():
+        with pytest.raises(TransientControlPlaneError, match="refused"):
+            await guard.get_run(RunRef("p", "d", "r"))
+
+    asyncio.run(go())
+    assert len(errors) == 2  # the third, raised, is the caller's to count
+
+
+def test_concurrency_never_exceeds_the_current_limit():
+    guard, fake, metrics = _guarded([], ceiling=3)
+
+    async def go():
+        await asyncio.gather(*(guard.get_run(RunRef("p", "d", str(i))) for i in range(40)))
+
+    asyncio.run(go())
+    assert fake.peak <= 3
+    assert _gauge(metrics) == 3
+
+
+def test_an_answered_error_counts_as_the_control_plane_keeping_up():
+    guard, _, metrics = _guarded(["missing"])
+
+    async def go():
+        with pytest.raises(NotFoundError):
+            await guard.get_run(RunRef("p", "d", "r"))
+
+    asyncio.run(go())
+    assert guard.throttle.overloads == 0
+    assert _gauge(metrics) == 5  # answered: grows as after a success
+
+
+def test_refused_credentials_log_one_error_and_recovery_one_info(caplog):
+    guard, _, _ = _guarded(["unauthenticated"] * 5)
+
+    async def go():
+        for _ in range(5):
+            with pytest.raises(CredentialsError):
+                await guard.get_run(RunRef("p", "d", "r"))
+        assert guard.credentials.since is not None
+        await guard.get_run(RunRef("p", "d", "r"))
+
+    with caplog.at_level(logging.INFO, logger="rerund.throttle"):
+        asyncio.run(go())
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert errors[0].getMessage().startswith("the control plane refuses rerund's credentials (revoked)")
+    assert "this line repeats at most once a minute" in errors[0].getMessage()
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.INFO] == [
+        "the control plane accepts rerund's credentials again; catching up"
+    ]
+    assert guard.credentials.since is None
+
+
+def test_the_guard_is_a_relauncher_and_a_scope_directory_exactly_when_the_inner_one_is():
+    from rerund.ports import Relauncher, ScopeDirectory
+    from rerund.runtime.throttle import guarded
+
+    class _Relaunching(_Fake):
+        async def create_relaunch(self, request):
+            return request
+
+        async def latest_task_version(self, project, domain, task):
+            return "v2"
+
+    def gate():
+        return Throttle(AdaptiveLimit(ceiling=2), RateSchedule(0))
+
+    plain, relaunching = guarded(_Fake([]), gate()), guarded(_Relaunching([]), gate())
+
+    assert not isinstance(plain, Relauncher) and not isinstance(plain, ScopeDirectory)
+    assert isinstance(relaunching, Relauncher) and not isinstance(relaunching, ScopeDirectory)
+    assert asyncio.run(relaunching.latest_task_version("p", "d", "t")) == "v2"
+
+
+def test_an_adapter_with_a_per_rpc_gate_is_paced_per_rpc_not_per_call():
+    class _Paged(_Fake):
+        rpc_gate = None
+
+        async def get_run(self, ref):
+            for _ in range(3):  # three raw RPCs, e.g. three pages of a listing
+                await self.rpc_gate()
+            return ref
+
+    booked = []
+    throttle = Throttle(AdaptiveLimit(ceiling=2), RateSchedule(0))
+    original = throttle.rate.reserve
+    throttle.rate.reserve = lambda cost, now: booked.append(cost) or original(cost, now)
+    inner = _Paged([])
+    guard = GuardedControlPlane(inner, throttle)
+
+    assert asyncio.run(guard.get_run(RunRef("p", "d", "r"))) == RunRef("p", "d", "r")
+    assert inner.rpc_gate == throttle.pace
+    assert booked == [1, 1, 1]  # one per raw RPC; the call itself is charged nothing
