@@ -853,9 +853,10 @@ class FlyteControlPlane:
             )
 
     def __del__(self) -> None:
-        if self._bundle is not None:
+        bundle = getattr(self, "_bundle", None)  # absent when __init__ refused its settings
+        if bundle is not None:
             with contextlib.suppress(OSError):
-                self._bundle.unlink()
+                bundle.unlink()
 
     @contextmanager
     def _scope(self, project: str, domain: str) -> Iterator[None]:
