@@ -62,12 +62,13 @@ import re
 from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     AliasChoices,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -171,6 +172,20 @@ def _quantity_text(value: Any) -> str:
     return text
 
 
+def _behaviour_list(v: Any) -> Any:
+    """A single outcome stands for a list of one; an empty list is refused."""
+    if isinstance(v, str):
+        v = [v]
+    if isinstance(v, list) and not v:
+        raise ValueError("behaviour must list at least one of succeed, fail, timeout, hang")
+    return v
+
+
+# The field types shared by a task, its versions and its ``when`` rules (one validator each).
+Behaviour = Annotated[tuple[Outcome, ...], BeforeValidator(_behaviour_list)]
+OomBelow = Annotated[str, BeforeValidator(_quantity_text)]
+
+
 class ResourceSpec(_Frozen):
     """Container resource requests (or limits) of a task, as Kubernetes quantities."""
 
@@ -256,17 +271,8 @@ class WhenRule(_Frozen):
     while interruptible). Unset ``behaviour`` / ``error`` fall back to the task's own."""
 
     spec: SpecMatch
-    behaviour: tuple[Outcome, ...] | None = None
+    behaviour: Behaviour | None = None
     error: ErrorSpec | None = None
-
-    @field_validator("behaviour", mode="before")
-    @classmethod
-    def _behaviour(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            v = [v]
-        if isinstance(v, list) and not v:
-            raise ValueError("behaviour must list at least one of succeed, fail, timeout, hang")
-        return v
 
 
 DEFAULT_VERSION = "sandbox"  # the version of a task that declares no versions
@@ -278,12 +284,12 @@ class TaskVersionSpec(_Frozen):
 
     version: str
     duration: float | None = None
-    behaviour: tuple[Outcome, ...] | None = None
+    behaviour: Behaviour | None = None
     error: ErrorSpec | None = None
     outputs: dict[str, Any] | None = None
     resources: ResourceSpec | None = None
     limits: ResourceSpec | None = None
-    oom_below: str | None = None
+    oom_below: OomBelow | None = None
     when: tuple[WhenRule, ...] | None = None
 
     @field_validator("version")
@@ -301,20 +307,6 @@ class TaskVersionSpec(_Frozen):
     def _duration(cls, v: Any) -> Any:
         return None if v is None else parse_duration(v)
 
-    @field_validator("oom_below", mode="before")
-    @classmethod
-    def _oom_below(cls, v: Any) -> Any:
-        return None if v is None else _quantity_text(v)
-
-    @field_validator("behaviour", mode="before")
-    @classmethod
-    def _behaviour(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            v = [v]
-        if isinstance(v, list) and not v:
-            raise ValueError("behaviour must list at least one of succeed, fail, timeout, hang")
-        return v
-
     def apply(self, task: TaskDef) -> TaskDef:
         """``task`` with this version's fields."""
         changes = {k: getattr(self, k) for k in self.model_fields_set if k != "version"}
@@ -327,7 +319,7 @@ class TaskDef(_Frozen):
 
     duration: float = 0.0
     queued: float = 0.0
-    behaviour: tuple[Outcome, ...] = ("succeed",)
+    behaviour: Behaviour = ("succeed",)
     error: ErrorSpec = Field(default_factory=ErrorSpec)
     timeout_error: ErrorSpec = Field(
         default_factory=lambda: ErrorSpec(
@@ -341,13 +333,8 @@ class TaskDef(_Frozen):
     when: tuple[WhenRule, ...] = ()
     resources: ResourceSpec | None = None
     limits: ResourceSpec | None = None
-    oom_below: str | None = None
+    oom_below: OomBelow | None = None
     versions: tuple[TaskVersionSpec, ...] = ()
-
-    @field_validator("oom_below", mode="before")
-    @classmethod
-    def _oom_below(cls, v: Any) -> Any:
-        return None if v is None else _quantity_text(v)
 
     @field_validator("versions", mode="before")
     @classmethod
@@ -379,15 +366,6 @@ class TaskDef(_Frozen):
     @classmethod
     def _duration(cls, v: Any) -> float:
         return parse_duration(v)
-
-    @field_validator("behaviour", mode="before")
-    @classmethod
-    def _behaviour(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            v = [v]
-        if isinstance(v, list) and not v:
-            raise ValueError("behaviour must list at least one of succeed, fail, timeout, hang")
-        return v
 
     @field_validator("inputs")
     @classmethod
