@@ -1,5 +1,5 @@
-"""What several commands share: the ledger a command reads, the policies it loads, the control
-plane it reaches once, and output formats.
+"""What several commands share: the flags that name and authenticate a control plane, the ledger
+a command reads, the policies it loads, the control plane it reaches once, and output formats.
 
 One-shot commands (``explain RUN``, ``status``, ``repro``) do not retry a control plane that
 cannot be reached: they say so in one line naming the endpoint and exit 2 (the daemon, in
@@ -8,6 +8,7 @@ contrast, keeps retrying).
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -18,9 +19,12 @@ from xml.sax.saxutils import escape, quoteattr
 
 from rerund.adapters.ledger import Ledger
 from rerund.errors import ConfigError, TransientControlPlaneError
-from rerund.runtime.settings import Settings
+from rerund.runtime.settings import Settings, scopes_from_flags
 
 __all__ = [
+    "add_auth_arguments",
+    "add_target_arguments",
+    "connection_overrides",
     "ensure_policies",
     "junit_xml",
     "open_ledger",
@@ -28,6 +32,44 @@ __all__ = [
     "reaching",
     "short_reason",
 ]
+
+
+def add_target_arguments(p: argparse.ArgumentParser, *, scope_help: str) -> None:
+    """``--endpoint``, ``--org``, ``--insecure`` and ``--scope``: which control plane and runs."""
+    p.add_argument("--endpoint", help="control plane URL")
+    p.add_argument("--org", help="org of the runs")
+    p.add_argument("--insecure", action="store_true", default=None, help="plain HTTP (no TLS)")
+    p.add_argument("--scope", action="append", metavar="PROJECT/DOMAIN", help=scope_help)
+
+
+def add_auth_arguments(p: argparse.ArgumentParser) -> None:
+    """How to authenticate to the control plane and trust its certificate (settings win otherwise)."""
+    p.add_argument("--api-key-file", metavar="FILE", help="file holding the API key (else FLYTE_API_KEY)")
+    p.add_argument("--client-id", metavar="ID", help="OAuth2 client id (with --client-secret-file)")
+    p.add_argument("--client-secret-file", metavar="FILE", help="file holding the OAuth2 client secret")
+    p.add_argument("--auth-command", metavar="COMMAND", help="command that prints a bearer token")
+    p.add_argument(
+        "--ca-cert-file",
+        metavar="FILE",
+        help="PEM CA certificate that signed the control plane's certificate",
+    )
+    p.add_argument("--http-proxy", metavar="URL", help="HTTP proxy for the SDK's requests")
+
+
+def connection_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings overrides of the flags ``add_target_arguments`` and ``add_auth_arguments`` add."""
+    return {
+        "endpoint": args.endpoint,
+        "org": args.org,
+        "insecure": args.insecure,
+        "scopes": scopes_from_flags(args.scope),
+        "api_key_file": args.api_key_file,
+        "client_id": args.client_id,
+        "client_secret_file": args.client_secret_file,
+        "auth_command": args.auth_command,
+        "ca_cert_file": args.ca_cert_file,
+        "http_proxy": args.http_proxy,
+    }
 
 
 def short_reason(text: str) -> str:

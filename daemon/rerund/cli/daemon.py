@@ -9,12 +9,19 @@ from pathlib import Path
 from typing import Any
 
 from rerund.adapters.ledger import Ledger
-from rerund.cli.common import ensure_policies, open_ledger, positive_int
+from rerund.cli.common import (
+    add_auth_arguments,
+    add_target_arguments,
+    connection_overrides,
+    ensure_policies,
+    open_ledger,
+    positive_int,
+)
 from rerund.clock import utcnow
 from rerund.core.status import compute_status, iso, lineage_story
 from rerund.runtime.daemon import Daemon
 from rerund.runtime.logs import configure_logging
-from rerund.runtime.settings import load_settings, scopes_from_flags
+from rerund.runtime.settings import load_settings
 
 __all__ = ["configure_logging", "register"]
 
@@ -68,10 +75,7 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("--config", metavar="FILE", help="settings file (YAML), e.g. rerund.yaml")
-    run.add_argument("--endpoint", help="control plane URL")
-    run.add_argument("--org", help="org of the runs")
-    run.add_argument("--insecure", action="store_true", default=None, help="plain HTTP (no TLS)")
-    run.add_argument("--scope", action="append", metavar="PROJECT/DOMAIN", help="scope to watch (repeatable)")
+    add_target_arguments(run, scope_help="scope to watch (repeatable)")
     run.add_argument(
         "--policies", action="append", metavar="PATH", help="policy file or directory (repeatable)"
     )
@@ -97,16 +101,7 @@ def register(sub: Any) -> None:
     run.add_argument(
         "--max-concurrent-reruns", type=int, metavar="N", help="reruns being created at once (default 8)"
     )
-    run.add_argument("--api-key-file", metavar="FILE", help="file holding the API key (else FLYTE_API_KEY)")
-    run.add_argument("--client-id", metavar="ID", help="OAuth2 client id (with --client-secret-file)")
-    run.add_argument("--client-secret-file", metavar="FILE", help="file holding the OAuth2 client secret")
-    run.add_argument("--auth-command", metavar="COMMAND", help="command that prints a bearer token")
-    run.add_argument(
-        "--ca-cert-file",
-        metavar="FILE",
-        help="PEM CA certificate that signed the control plane's certificate",
-    )
-    run.add_argument("--http-proxy", metavar="URL", help="HTTP proxy for the SDK's requests")
+    add_auth_arguments(run)
     run.add_argument("--max-rps", type=float, metavar="N", help="at most N control-plane RPCs per second")
     run.add_argument("--notify-webhook", metavar="URL", help="webhook for exhausted lineages")
     run.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
@@ -143,10 +138,7 @@ def register(sub: Any) -> None:
 
 def _settings(args: argparse.Namespace) -> Any:
     overrides: dict[str, Any] = {
-        "endpoint": args.endpoint,
-        "org": args.org,
-        "insecure": args.insecure,
-        "scopes": scopes_from_flags(args.scope),
+        **connection_overrides(args),
         "policies": args.policies,
         "state": args.state,
         "http": args.http,
@@ -156,12 +148,6 @@ def _settings(args: argparse.Namespace) -> Any:
         "watch": args.watch,
         "lookback": args.lookback,
         "max_concurrent_reruns": args.max_concurrent_reruns,
-        "api_key_file": args.api_key_file,
-        "client_id": args.client_id,
-        "client_secret_file": args.client_secret_file,
-        "auth_command": args.auth_command,
-        "ca_cert_file": args.ca_cert_file,
-        "http_proxy": args.http_proxy,
         "max_rps": args.max_rps,
         "notify_webhook": args.notify_webhook,
         "log_level": args.log_level,

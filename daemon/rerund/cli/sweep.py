@@ -47,6 +47,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rerund.adapters.ledger import Ledger
+from rerund.cli.common import add_auth_arguments, add_target_arguments, connection_overrides
 from rerund.clock import utcnow
 from rerund.core.rules import PolicySet
 from rerund.core.sweep import SKIP_KINDS, SweepPlan, Window, parse_window
@@ -55,7 +56,7 @@ from rerund.policy.loader import load_policies
 from rerund.ports import ScopeDirectory
 from rerund.runtime.daemon import connect_control_plane
 from rerund.runtime.metrics import sweep_metrics
-from rerund.runtime.settings import Settings, load_settings, scopes_from_flags
+from rerund.runtime.settings import Settings, load_settings
 from rerund.runtime.sweep import Sweeper, SweepOutcome, unreachable
 
 __all__ = ["register"]
@@ -86,10 +87,7 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", metavar="FILE", help="daemon settings file (endpoint, org, scopes, state)")
-    p.add_argument("--endpoint", help="control plane URL")
-    p.add_argument("--org", help="org of the runs")
-    p.add_argument("--insecure", action="store_true", default=None, help="plain HTTP (no TLS)")
-    p.add_argument("--scope", action="append", metavar="PROJECT/DOMAIN", help="scope to sweep (repeatable)")
+    add_target_arguments(p, scope_help="scope to sweep (repeatable)")
     p.add_argument(
         "--policies",
         action="append",
@@ -116,7 +114,7 @@ def register(sub: Any) -> None:
         metavar="FILE",
         help='write the sweep\'s metrics (source="sweep") there in the Prometheus text format at the end',
     )
-    p.add_argument("--api-key-file", metavar="FILE", help="file holding the API key (else FLYTE_API_KEY)")
+    add_auth_arguments(p)
     p.set_defaults(func=_sweep)
 
 
@@ -158,14 +156,7 @@ def _console(file: IO[str]) -> Console:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    overrides: dict[str, Any] = {
-        "endpoint": args.endpoint,
-        "org": args.org,
-        "insecure": args.insecure,
-        "scopes": scopes_from_flags(args.scope),
-        "state": args.state,
-        "api_key_file": args.api_key_file,
-    }
+    overrides: dict[str, Any] = {**connection_overrides(args), "state": args.state}
     settings = load_settings(args.config, overrides=overrides)
     settings.require_runnable()
     now = utcnow()
