@@ -245,3 +245,34 @@ def test_the_connection_repr_never_shows_a_secret() -> None:
 
     assert "KEY-123" not in repr(conn) and "SECRET-456" not in repr(conn)
     assert conn.auth == "the API key"
+
+
+def test_every_rpc_on_the_wire_passes_the_rate_gate_the_sdk_rerun_path_included(sb: SandboxHandle) -> None:
+    # max_rps holds per RPC: the gate books each RPC the SDK's client sends — rerund's own reads
+    # and each RPC of the SDK's rerun path (which rerund cannot see one by one otherwise).
+    cp = _cp(sb)
+    booked: list[int] = []
+    cp.rpc_gate = lambda n: booked.append(n) or 0.0
+    [name] = sb.launch("net.flaky")
+    sb.wait_idle()
+    source = RunRef(sb.project, sb.domain, name)
+
+    before = sb.request_counts()
+    summary = _run(cp.get_run(source))
+    facts = _run(cp.read_failure(summary))
+    _run(cp.create_rerun(RerunRequest(source=source, name=f"{name}-gated", source_spec=facts.spec)))
+    served = _delta(sb, before)
+
+    assert served["CreateRun"] == 1 and served["UploadInputs"] == 1 and served["GetActionData"] == 1
+    assert booked == [1] * sum(served.values())  # one booking per RPC the sandbox served
+
+
+def test_the_sdk_client_sends_requests_uncompressed_with_the_sdks_interceptors(sb: SandboxHandle) -> None:
+    from flyte._initialize import get_client
+
+    _cp(sb)
+    session = get_client().session_config
+    kwargs = session.connect_kwargs()
+    assert kwargs["send_compression"] is None  # connectrpc's default is gzip on every request
+    names = [type(i).__name__ for i in session.interceptors]
+    assert names[0] == "DefaultMetadataInterceptor" and names[-1] == "_RpcGate"

@@ -552,3 +552,23 @@ def test_a_daemon_restarted_with_changed_policies_does_not_rerun_again(
             sb.wait_idle(timeout=60)
             names = sorted(r["name"] for r in reruns(sb.runs()))
             assert len(names) == 3, f"reruns issued twice after the restart: {names}\n{d.logs()}"
+
+
+@pytest.mark.parametrize(("event_loop", "sig"), [("uvloop", signal.SIGINT), ("asyncio", signal.SIGTERM)])
+def test_rerund_run_runs_on_the_sdks_loop_of_the_configured_kind_and_stops_on_a_signal(
+    tmp_path: Path, storm_policy_file: Path, event_loop: str, sig: signal.Signals
+) -> None:
+    # `rerund run` runs the daemon on the SDK's own event loop thread (no hand-off per call), so
+    # the signal handlers are installed from the main thread and forwarded to it.
+    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0) as sb:
+        d = DaemonProcess(tmp_path / "d", sb, storm_policy_file, extra={"event_loop": event_loop})
+        with daemons(d):
+            d.wait_ready()
+            launch_storm(sb, 6)
+            result = settle_all(sb, [d], load_policies([storm_policy_file]))
+            assert result.failures == 6 and result.exact(), result.problems()
+            assert f"event loop {event_loop}" in d.logs()
+            assert d.proc is not None
+            d.proc.send_signal(sig)
+            assert d.proc.wait(timeout=30) == 0, d.logs()
+            assert "rerund stopped" in d.logs()

@@ -311,8 +311,11 @@ def test_an_adapter_with_a_per_rpc_gate_is_paced_per_rpc_not_per_call():
 
         async def get_run(self, ref):
             for _ in range(3):  # three raw RPCs, e.g. three pages of a listing
-                await self.rpc_gate()
+                await asyncio.sleep(self.rpc_gate(1))
             return ref
+
+        async def create_rerun(self, request):
+            return request
 
     booked = []
     throttle = Throttle(AdaptiveLimit(ceiling=2), RateSchedule(0))
@@ -322,5 +325,87 @@ def test_an_adapter_with_a_per_rpc_gate_is_paced_per_rpc_not_per_call():
     guard = GuardedControlPlane(inner, throttle)
 
     assert asyncio.run(guard.get_run(RunRef("p", "d", "r"))) == RunRef("p", "d", "r")
-    assert inner.rpc_gate == throttle.pace
+    assert inner.rpc_gate == throttle.book
     assert booked == [1, 1, 1]  # one per raw RPC; the call itself is charged nothing
+
+    booked.clear()  # the SDK's rerun path is charged per RPC by the adapter too, not per call
+    assert asyncio.run(guard.create_rerun("a request")) == "a request"
+    assert booked == []
+
+
+@given(
+    rate=st.integers(min_value=1, max_value=300),
+    burst=st.sampled_from([1.0, 7.0]),
+    gaps=st.lists(st.floats(min_value=0, max_value=0.05), min_size=1, max_size=700),
+)
+def test_no_one_second_window_holds_more_than_max_rps_single_rpc_bookings(rate, burst, gaps):
+    # What max_rps promises an operator whose gateway counts RPCs per second: per-RPC bookings
+    # (the flyte adapter's gate) are released so that no window [t, t + 1) holds more than rate.
+    schedule = RateSchedule(float(rate), burst=burst)
+    now, released = 0.0, []
+    for gap in gaps:
+        now += gap
+        released.append(now + schedule.reserve(1, now))
+    assert released == sorted(released)
+    for i, t in enumerate(released):
+        in_window = sum(1 for r in released[i:] if r < t + 1.0 - 1e-9)
+        assert in_window <= rate
+
+
+def test_a_bucket_alone_would_let_a_burst_more_through_than_the_rate():
+    # The window is what makes the cap exact: 7 + 10 bookings at once at rate 10 would put 17
+    # in the first second with a token bucket alone.
+    schedule = RateSchedule(10.0)
+    released = [schedule.reserve(1, 0.0) for _ in range(17)]
+    assert sum(1 for r in released if r < 1.0) == 10
+    assert released[10] == pytest.approx(1.0)
+
+
+def test_a_freed_slot_goes_to_the_longest_waiting_call_and_a_cancelled_waiter_passes_it_on():
+    async def main():
+        throttle = Throttle(AdaptiveLimit(ceiling=1, initial=1), RateSchedule(0))
+        order: list[str] = []
+        release = asyncio.Event()
+
+        async def call(name: str) -> None:
+            async with throttle.slot(0, "k"):
+                order.append(name)
+                await release.wait()
+
+        first = asyncio.create_task(call("first"))
+        await asyncio.sleep(0)
+        waiting = [asyncio.create_task(call(n)) for n in ("second", "third", "fourth")]
+        await asyncio.sleep(0)
+        assert throttle.inflight == 1 and len(throttle._waiters) == 3
+        waiting[0].cancel()  # gives up before its turn: never runs, takes no slot
+        release.set()
+        await asyncio.gather(first, *waiting[1:])
+        assert waiting[0].cancelled()
+        assert order == ["first", "third", "fourth"]  # first come, first served
+        assert throttle.inflight == 0 and not throttle._waiters
+
+    asyncio.run(main())
+
+
+@given(cancel_at=st.lists(st.booleans(), min_size=1, max_size=30), ceiling=st.integers(1, 4))
+def test_slots_are_never_oversubscribed_or_leaked_whatever_is_cancelled(cancel_at, ceiling):
+    async def main():
+        throttle = Throttle(AdaptiveLimit(ceiling=ceiling, initial=ceiling), RateSchedule(0))
+        peak = 0
+
+        async def call() -> None:
+            nonlocal peak
+            async with throttle.slot(0, "k"):
+                peak = max(peak, throttle.inflight)
+                await asyncio.sleep(0)
+
+        tasks = [asyncio.create_task(call()) for _ in cancel_at]
+        await asyncio.sleep(0)
+        for task, cancel in zip(tasks, cancel_at, strict=True):
+            if cancel:
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert peak <= ceiling
+        assert throttle.inflight == 0 and not throttle._waiters
+
+    asyncio.run(main())

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
+from rerund.adapters.flyte_control_plane import run_on_sdk_loop
 from rerund.adapters.ledger import Ledger
 from rerund.cli.common import (
     add_auth_arguments,
@@ -62,6 +63,8 @@ settings (file < RERUND_* environment < flags; rerund.example.yaml shows every o
                       (default 60s; open-source Flyte fills them late)
   log_level           DEBUG, INFO, WARNING or ERROR (default INFO)         RERUND_LOG_LEVEL
   log_format          text or json (one object per line; default text)     RERUND_LOG_FORMAT
+  event_loop          uvloop or asyncio: the loop `rerund run` runs on      RERUND_EVENT_LOOP
+                      (default uvloop)
 """
 
 
@@ -161,7 +164,17 @@ def _run(args: argparse.Namespace) -> int:
     settings.require_runnable()
     ensure_policies(settings)
     configure_logging(settings.log_level, settings.log_format)
-    return asyncio.run(Daemon(settings).run())
+    # On the SDK's own event loop: no thread hand-off per control-plane call.
+    daemon = Daemon(settings, install_signals=False)
+    return run_on_sdk_loop(
+        daemon.run,
+        signals={
+            signal.SIGTERM: daemon.request_stop,
+            signal.SIGINT: daemon.request_stop,
+            signal.SIGHUP: daemon.request_reload,
+        },
+        event_loop=settings.event_loop,
+    )
 
 
 def _ledger_path(args: argparse.Namespace) -> Path:

@@ -79,6 +79,9 @@ __all__ = ["Daemon", "PolicyHolder", "connect_control_plane"]
 log = logging.getLogger("rerund.daemon")
 
 _STOP_BUDGET_S = 8.0  # of the 10 s a SIGTERM allows
+# The ledger's one-row writes are committed together this long after the first of them (see
+# ``Ledger.group_commits``): a storm's rows share a commit.
+_GROUP_COMMIT_S = 0.05
 
 
 def connection(settings: Settings) -> Connection:
@@ -235,6 +238,7 @@ class Daemon:
         self._resync: asyncio.Event | None = None
         self._reload: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_requested = False
         self._events: set[asyncio.Task[None]] = set()
         self.reconciler: Reconciler | None = None
         self.repro: ReproRunner | None = None
@@ -247,7 +251,8 @@ class Daemon:
     # -- control -----------------------------------------------------------------------------
 
     def request_stop(self) -> None:
-        """Thread-safe: begin a graceful stop."""
+        """Thread-safe: begin a graceful stop (also before ``run`` has started: it stops at once)."""
+        self._stop_requested = True
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
 
@@ -262,18 +267,24 @@ class Daemon:
         s = self.settings
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        if self._stop_requested:
+            self._stop.set()
         self._resync = asyncio.Event()
         self._reload = asyncio.Event()
 
         self.policies = PolicyHolder(s.policies, self.metrics, self._policies_changed)
         policies = self.policies.load()
         ledger = Ledger(s.state)
+        loop = self._loop
+        ledger.group_commits(lambda flush: loop.call_later(_GROUP_COMMIT_S, flush))
         self.ledger = ledger
         raw = self._cp if self._cp is not None else await connect_control_plane(s)
         throttle = Throttle(
             AdaptiveLimit(ceiling=s.max_concurrent_reruns),
             RateSchedule(s.max_rps),
             on_change=self.metrics.control_plane_concurrency.set,
+            on_release=self.metrics.control_plane_rpcs.inc,
+            on_peak=self.metrics.control_plane_peak_rps.set,
         )
         self.guard = guarded(
             raw,
@@ -329,7 +340,7 @@ class Daemon:
             self._signals(install=True)
         log.info(
             "rerund started: endpoint %s (auth: %s%s%s), org %s, scopes %s, %d policies (%s), "
-            "%spoll every %s, %s%s",
+            "%spoll every %s, %s%s, event loop %s",
             redact_url(s.endpoint) if s.endpoint else "(from the API key)",
             s.auth_mode.replace("_", " "),
             f", CA {s.ca_cert_file}" if s.ca_cert_file else "",
@@ -342,6 +353,7 @@ class Daemon:
             format_duration(s.poll_interval),
             f"HTTP on {self.http.url}" if self.http else "HTTP off",
             ", DRY RUN: nothing is created" if s.dry_run else "",
+            "uvloop" if type(self._loop).__module__.startswith("uvloop") else "asyncio",
         )
         if policies.reproductions:
             log.info(

@@ -44,6 +44,8 @@ METRIC_NAMES = (
     "rerund_reproduction_last_run_timestamp_seconds",
     "rerund_internal_errors_total",
     "rerund_control_plane_concurrency",
+    "rerund_control_plane_rpcs_total",
+    "rerund_control_plane_peak_rps",
 )
 
 
@@ -110,6 +112,18 @@ class Metrics:
             "rerund_control_plane_concurrency",
             "Control-plane calls allowed in flight now (adaptive: grows while calls succeed with flat "
             "latency, halves on RESOURCE_EXHAUSTED or UNAVAILABLE; at most max_concurrent_reruns).",
+            registry=registry,
+        )
+        self.control_plane_rpcs = Counter(
+            "rerund_control_plane_rpcs_total",
+            "RPCs rerund released to the control plane (each page of a listing, each RPC of the SDK's "
+            "rerun path and each retry counted); what max_rps caps.",
+            registry=registry,
+        )
+        self.control_plane_peak_rps = Gauge(
+            "rerund_control_plane_peak_rps",
+            "The most RPCs rerund released in one whole second since it started (by its own clock); "
+            "never above max_rps when max_rps is set.",
             registry=registry,
         )
         self.last_sync = Gauge(

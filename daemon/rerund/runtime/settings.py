@@ -215,6 +215,8 @@ class Settings(_Frozen):
     rpc_timeout: RpcTimeout = timedelta(seconds=30)
     # union | oss | auto: what the control plane supports (auto: found by the first label filter)
     backend: Literal["auto", "union", "oss"] = "auto"
+    # uvloop | asyncio: the event loop `rerund run` runs on (the SDK's own, made a uvloop loop).
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # How long after a FAILED run's failure rerund waits for its error details to arrive
     # (open-source Flyte fills them once the last attempt's events arrived).
     error_details_wait: ErrorDetailsWait = timedelta(seconds=60)
@@ -362,6 +364,7 @@ _ENV_KEYS: dict[str, str] = {
     "rpc_timeout": "str",
     "backend": "str",
     "error_details_wait": "str",
+    "event_loop": "str",
     "notify_webhook": "str",
 }
 

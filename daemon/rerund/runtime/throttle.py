@@ -29,8 +29,10 @@ in as ``now``); ``Throttle`` and ``GuardedControlPlane`` are the thin asynchrono
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -57,11 +59,11 @@ __all__ = [
 log = logging.getLogger("rerund.throttle")
 
 # RPCs each port call makes (see ``ports.ControlPlane``): what ``max_rps`` charges when the
-# control plane has no per-RPC gate. An adapter with an ``rpc_gate`` attribute (the flyte one) is
-# given one and charges each raw RPC itself, every ListRuns page included; then only the SDK's own
-# paths (``SDK_PATHS``) are charged here, at their cost. The SDK's
-# rerun path is GetRunDetails, GetActionData, UploadInputs and CreateRun (its SelectCluster
-# answer is cached per client; GetActionDetails only for a failed-action rerun): 5 is charged.
+# control plane has no per-RPC gate, and what an accepted call tells the learned rate. An adapter
+# with an ``rpc_gate`` attribute (the flyte one) is given ``Throttle.book`` and charges every RPC
+# on the wire itself — each ListRuns page, each RPC of the SDK's rerun path, each retry — so then
+# nothing is charged here. The SDK's rerun path is GetRunDetails, SelectCluster, GetActionData,
+# UploadInputs and CreateRun: 5 (7 for a relaunch, which reads the task too).
 COST: Mapping[str, int] = {
     "list_failed": 1,
     "list_reruns": 1,
@@ -74,8 +76,6 @@ COST: Mapping[str, int] = {
     "latest_task_version": 1,
     "scope_exists": 1,
 }
-
-SDK_PATHS = frozenset({"create_rerun", "create_relaunch"})
 
 OVERLOAD_CODES = frozenset({"resource_exhausted", "unavailable"})
 
@@ -131,18 +131,23 @@ class AdaptiveLimit:
 
 @dataclass
 class RateSchedule:
-    """At most ``rate`` RPCs per second after a burst of ``burst`` (default 7: one call of the
-    costliest kind, so the cap holds over any second, not only on average).
+    """At most ``rate`` RPCs in any one second: a token bucket (``rate`` per second after a
+    burst of ``burst``, default 7: one call of the costliest kind) spreads them evenly, and a
+    sliding window over the last ``floor(rate)`` release times makes the cap exact — a bucket
+    alone lets ``burst`` more through in the second after an idle moment.
 
     ``reserve(cost, now)`` books ``cost`` RPCs and returns how long the caller must wait before
-    sending them; bookings queue behind each other. Invariant: the RPCs whose waits have ended
-    by time ``t`` never exceed ``burst + rate * (t - first booking)``. ``rate <= 0``: no cap.
+    sending them; bookings queue behind each other (release times never decrease). Invariants:
+    the RPCs released by time ``t`` never exceed ``burst + rate * (t - first booking)``, and
+    no window ``[t, t + 1)`` holds more than ``max(floor(rate), cost)`` of them. ``rate <= 0``:
+    no cap.
     """
 
     rate: float
     burst: float = 0.0
     _tokens: float = field(default=math.nan, init=False)
     _last: float = field(default=0.0, init=False)
+    _released: deque[float] = field(default_factory=deque, init=False)
 
     def __post_init__(self) -> None:
         if self.burst <= 0:
@@ -157,7 +162,22 @@ class RateSchedule:
             self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
             self._last = now
         self._tokens -= cost
-        return max(0.0, -self._tokens / self.rate)
+        release = now + max(0.0, -self._tokens / self.rate)
+        window = int(self.rate)
+        released = self._released
+        if released:
+            release = max(release, released[-1])
+        if window >= 1:
+            for _ in range(max(1, math.ceil(cost))):
+                if len(released) >= window:
+                    release = max(release, released[-window] + 1.0)
+                released.append(release)
+            while len(released) > window:
+                released.popleft()
+        else:
+            released.clear()
+            released.append(release)
+        return release - now
 
 
 @dataclass
@@ -262,6 +282,8 @@ class Throttle:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[int], None] | None = None,
+        on_release: Callable[[int], None] | None = None,
+        on_peak: Callable[[int], None] | None = None,
     ) -> None:
         self.limit = limit
         self.rate = rate
@@ -269,7 +291,16 @@ class Throttle:
         self._clock = clock
         self._on_change = on_change
         self._inflight = 0
-        self._cond = asyncio.Condition()
+        # Calls waiting for a slot, first come first served: a freed slot wakes one of them,
+        # not all (a storm queues thousands).
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        # ``book`` is called from the SDK's loop thread when the daemon runs on another loop.
+        self._booking = threading.Lock()
+        self._on_release = on_release
+        self._on_peak = on_peak
+        # RPCs released per whole second of ``clock`` (the last few seconds), and the most in one.
+        self._per_second: dict[int, int] = {}
+        self.peak_rps = 0
         self.overloads = 0
         if on_change is not None:
             on_change(limit.current)
@@ -278,31 +309,76 @@ class Throttle:
     def inflight(self) -> int:
         return self._inflight
 
+    def book(self, cost: int = 1) -> float:
+        """Book ``cost`` RPCs against the hard and the learned rate; the seconds to wait before
+        sending them. Thread-safe (the adapter's per-RPC gate calls it from the SDK's loop)."""
+        with self._booking:
+            now = self._clock()
+            wait = max(self.rate.reserve(cost, now), self.learned.reserve(cost, now))
+            self._released(cost, int(now + wait))
+            return wait
+
+    def _released(self, cost: int, second: int) -> None:
+        """Count ``cost`` RPCs released in ``second`` (lock held)."""
+        n = self._per_second.get(second, 0) + cost
+        self._per_second[second] = n
+        if len(self._per_second) > 8:
+            for old in sorted(self._per_second)[:-8]:
+                del self._per_second[old]
+        if self._on_release is not None:
+            self._on_release(cost)
+        if n > self.peak_rps:
+            self.peak_rps = n
+            if self._on_peak is not None:
+                self._on_peak(n)
+
     async def pace(self, cost: int = 1) -> None:
         """Wait until ``cost`` more RPCs fit the hard and the learned rate (no slot taken)."""
-        now = self._clock()
-        wait = max(self.rate.reserve(cost, now), self.learned.reserve(cost, now))
+        wait = self.book(cost)
         if wait > 0:
             await asyncio.sleep(wait)
+
+    async def _acquire(self) -> None:
+        if not self._waiters and self._inflight < self.limit.current:
+            self._inflight += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # resolved by ``_wake``, which counted the slot as ours
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # handed a slot as we were cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
+
+    def _release(self) -> None:
+        self._inflight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self._inflight < self.limit.current:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._inflight += 1
+                waiter.set_result(None)
 
     @asynccontextmanager
     async def slot(self, cost: int = 1, kind: str = "", rpcs: int | None = None) -> AsyncIterator[None]:
         """Hold a concurrency slot for one call of ``kind``, charged ``cost`` RPCs of rate before
-        it starts (0: its RPCs are paced one by one with ``pace``); ``rpcs`` is how many it makes
+        it starts (0: its RPCs are paced one by one with ``book``); ``rpcs`` is how many it makes
         (default ``cost``), what an accepted call tells the learned rate."""
         made = cost if rpcs is None else rpcs
-        async with self._cond:
-            await self._cond.wait_for(lambda: self._inflight < self.limit.current)
-            self._inflight += 1
+        await self._acquire()
         try:
             # The rate is booked once the call holds its slot, so it is sent right after its
             # wait: waiting for a slot after the booking would release calls in bursts.
             if cost > 0:
                 await self.pace(cost)
         except BaseException:
-            async with self._cond:
-                self._inflight -= 1
-                self._cond.notify_all()
+            self._release()
             raise
         started = self._clock()
         before = self.limit.current
@@ -315,20 +391,23 @@ class Throttle:
                 self.overloads += 1
                 self.limit.on_overload(self._clock())
                 if exc.code == "resource_exhausted":
-                    self.learned.on_overload(self._clock())
+                    with self._booking:
+                        self.learned.on_overload(self._clock())
             else:  # answered (NOT_FOUND, ALREADY_EXISTS, ...): the control plane kept up
-                self.limit.on_success(self._clock() - started, self._clock(), kind)
-                self.learned.answered(made, self._clock())
+                self._answered(started, kind, made)
             raise
         else:
-            self.limit.on_success(self._clock() - started, self._clock(), kind)
-            self.learned.answered(made, self._clock())
+            self._answered(started, kind, made)
         finally:
-            async with self._cond:
-                self._inflight -= 1
-                self._cond.notify_all()
+            self._release()
             if self._on_change is not None and self.limit.current != before:
                 self._on_change(self.limit.current)
+
+    def _answered(self, started: float, kind: str, made: int) -> None:
+        now = self._clock()
+        self.limit.on_success(now - started, now, kind)
+        with self._booking:
+            self.learned.answered(made, now)
 
 
 class GuardedControlPlane:
@@ -358,7 +437,9 @@ class GuardedControlPlane:
         # Charge every raw RPC where the adapter makes it (each page of a listing included).
         self._per_rpc = hasattr(inner, "rpc_gate")
         if self._per_rpc:
-            setattr(inner, "rpc_gate", throttle.pace)  # noqa: B010 - the adapter's hook
+            setattr(inner, "rpc_gate", throttle.book)  # noqa: B010 - the adapter's hook
+            # Each booking is one RPC: no burst beyond one, so no second holds more than max_rps.
+            throttle.rate.burst = 1.0
 
     def _refused(self, exc: CredentialsError) -> None:
         if self.credentials.refused(str(exc), self._clock()):
@@ -380,7 +461,7 @@ class GuardedControlPlane:
         (each refused attempt reported to ``on_error``; the last one is raised)."""
         delay = self._backoff
         for attempt in range(self._retries + 1):
-            cost = COST.get(name, 1) if not self._per_rpc or name in SDK_PATHS else 0
+            cost = 0 if self._per_rpc else COST.get(name, 1)
             try:
                 async with self.throttle.slot(cost, name, COST.get(name, 1)):
                     result = await call()

@@ -70,6 +70,9 @@ class Issuer:
         self._initial = initial
         self._maximum = maximum
         self._sleep = sleep
+        # Built once: a storm makes thousands of calls.
+        self._retry = retry_if_exception(_transient)
+        self._wait = wait_exponential(multiplier=initial, max=maximum)
 
     def count_error(self, exc: ControlPlaneError, *, rpc: str = "unknown") -> None:
         """One more ``rerund_control_plane_errors_total{rpc, code}`` (``rpc`` when the error
@@ -116,8 +119,8 @@ class Issuer:
             on_retry(exc, state.next_action.sleep)
 
         retrying = AsyncRetrying(
-            retry=retry_if_exception(_transient),
-            wait=wait_exponential(multiplier=self._initial, max=self._maximum),
+            retry=self._retry,
+            wait=self._wait,
             stop=lambda _state: until is not None and self._clock() >= until,
             sleep=self.pause,
             before_sleep=announce,
