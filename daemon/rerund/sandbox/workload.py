@@ -77,6 +77,7 @@ from pydantic import (
 )
 
 from rerund.core import durations
+from rerund.core.quantities import quantity_value
 from rerund.errors import PolicyProblem, WorkloadError
 from rerund.safeyaml import decode, load_text
 from rerund.sandbox import literals
@@ -130,37 +131,15 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
-_QUANTITY = re.compile(r"^\+?(\d+(?:\.\d*)?|\.\d+)(?:[eE]([+-]?\d{1,3}))?(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?$")
-_SUFFIX = {
-    "Ki": Fraction(2**10),
-    "Mi": Fraction(2**20),
-    "Gi": Fraction(2**30),
-    "Ti": Fraction(2**40),
-    "Pi": Fraction(2**50),
-    "Ei": Fraction(2**60),
-    "n": Fraction(1, 10**9),
-    "u": Fraction(1, 10**6),
-    "m": Fraction(1, 1000),
-    "": Fraction(1),
-    "k": Fraction(10**3),
-    "M": Fraction(10**6),
-    "G": Fraction(10**9),
-    "T": Fraction(10**12),
-    "P": Fraction(10**15),
-    "E": Fraction(10**18),
-}
 RESOURCE_KEYS = ("cpu", "memory", "gpu", "ephemeral_storage")
 
 
 def parse_quantity(text: str) -> Fraction:
     """A Kubernetes quantity (``4Gi``, ``500m``, ``2``) in base units, as the control plane
     checks it. Raises ``ValueError`` naming the accepted forms."""
-    m = _QUANTITY.match(str(text).strip())
-    if m is None:
+    value = quantity_value(str(text))
+    if value is None:
         raise ValueError(f"{text!r} is not a Kubernetes quantity; use e.g. 4Gi, 512Mi, 2 or 500m")
-    value = Fraction(m.group(1)) * _SUFFIX[m.group(3) or ""]
-    if m.group(2):
-        value *= Fraction(10) ** int(m.group(2))
     return value
 
 
