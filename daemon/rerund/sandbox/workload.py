@@ -66,6 +66,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     BeforeValidator,
@@ -160,9 +161,21 @@ def _behaviour_list(v: Any) -> Any:
     return v
 
 
-# The field types shared by a task, its versions and its ``when`` rules (one validator each).
+def _literal_inputs(v: dict[str, Any]) -> dict[str, Any]:
+    """Every input value is one the sandbox can write as a Flyte literal."""
+    for key, value in v.items():
+        try:
+            literals.literal_type_of(value)
+        except TypeError as exc:
+            raise ValueError(f"input {key!r}: {exc}") from None
+    return v
+
+
+# The field types shared by a task, its versions, its ``when`` rules and the runs to start
+# (one validator each).
 Behaviour = Annotated[tuple[Outcome, ...], BeforeValidator(_behaviour_list)]
 OomBelow = Annotated[str, BeforeValidator(_quantity_text)]
+Inputs = Annotated[dict[str, Any], AfterValidator(_literal_inputs)]
 
 
 class ResourceSpec(_Frozen):
@@ -305,7 +318,7 @@ class TaskDef(_Frozen):
             kind="SYSTEM", code="DeadlineExceeded", message="task exceeded its timeout"
         )
     )
-    inputs: dict[str, Any] = Field(default_factory=dict)
+    inputs: Inputs = Field(default_factory=dict)
     outputs: dict[str, Any] = Field(default_factory=dict)
     children: tuple[str, ...] = ()
     interruptible: bool = False
@@ -345,16 +358,6 @@ class TaskDef(_Frozen):
     @classmethod
     def _duration(cls, v: Any) -> float:
         return parse_duration(v)
-
-    @field_validator("inputs")
-    @classmethod
-    def _inputs_are_literals(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for key, value in v.items():
-            try:
-                literals.literal_type_of(value)
-            except TypeError as exc:
-                raise ValueError(f"input {key!r}: {exc}") from None
-        return v
 
     @field_validator("outputs")
     @classmethod
@@ -420,20 +423,10 @@ class RunBatch(_Frozen):
     service_account: str = ""
     overwrite_cache: bool = False
     max_action_concurrency: int = Field(default=0, ge=0)
-    inputs: dict[str, Any] = Field(default_factory=dict)
+    inputs: Inputs = Field(default_factory=dict)
     project: str | None = None
     domain: str | None = None
     version: str | None = Field(default=None, description="the task version to run (default: the latest)")
-
-    @field_validator("inputs")
-    @classmethod
-    def _inputs_are_literals(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for key, value in v.items():
-            try:
-                literals.literal_type_of(value)
-            except TypeError as exc:
-                raise ValueError(f"input {key!r}: {exc}") from None
-        return v
 
 
 class Deploy(TaskVersionSpec):
