@@ -31,6 +31,14 @@ REPO = Path(__file__).resolve().parents[1]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
+def write_settings(path: Path, sb: Any, **settings: Any) -> Path:
+    """A daemon settings file at ``path`` for sandbox ``sb`` (its endpoint, org and its one
+    project/domain as the scope) plus ``settings``."""
+    doc = {"endpoint": sb.endpoint, "org": sb.org, "scopes": [f"{sb.project}/{sb.domain}"], **settings}
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from rerund.adapters.flyte_control_plane import FlyteControlPlane
+from adapter_support import NET_FLAKY
+from adapter_support import connected as _cp
+from adapter_support import rpc_delta as _delta
 from rerund.core.runs import RerunRequest, RunRef
 from rerund.errors import AlreadyExistsError, NotFoundError, PermanentControlPlaneError
 from rerund.sandbox.testing import SandboxHandle, start_sandbox
@@ -19,16 +21,7 @@ pytestmark = pytest.mark.e2e
 
 WORKLOAD = {
     "tasks": {
-        "net.flaky": {
-            "duration": "0.2s",
-            "behaviour": ["fail", "succeed"],
-            "error": {
-                "kind": "SYSTEM",
-                "code": "ConnectionResetError",
-                "message": "connection reset by peer",
-            },
-            "inputs": {"lr": 0.1},
-        },
+        "net.flaky": {**NET_FLAKY, "inputs": {"lr": 0.1}},
         "etl.pipeline": {"children": ["etl.extract", "etl.load"]},
         "etl.extract": {"behaviour": ["succeed"], "duration": "0.1s"},
         "etl.load": {
@@ -47,19 +40,8 @@ def sb() -> Iterator[SandboxHandle]:
         yield handle
 
 
-def _cp(sb: SandboxHandle) -> FlyteControlPlane:
-    cp = FlyteControlPlane(endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10)
-    asyncio.run(cp.connect())
-    return cp
-
-
 def _run(coro: Any) -> Any:
     return asyncio.run(coro)
-
-
-def _delta(sb: SandboxHandle, before: dict[str, int]) -> dict[str, int]:
-    after = sb.request_counts()
-    return {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
 
 
 def test_list_failed_returns_failed_runs_updated_since_and_nothing_else(sb: SandboxHandle) -> None:

@@ -17,6 +17,9 @@ from flyteidl2.common import identifier_pb2, list_pb2
 from flyteidl2.workflow import run_service_pb2 as rs
 from flyteidl2.workflow.run_service_connect import RunServiceClientSync
 
+from adapter_support import NET_FLAKY
+from adapter_support import connected as _cp
+from adapter_support import rpc_delta as _delta
 from rerund.adapters.flyte_control_plane import FlyteControlPlane
 from rerund.core.runs import RerunRequest, RunRef
 from rerund.errors import (
@@ -33,15 +36,7 @@ pytestmark = pytest.mark.e2e
 
 WORKLOAD = {
     "tasks": {
-        "net.flaky": {
-            "duration": "0.2s",
-            "behaviour": ["fail", "succeed"],
-            "error": {
-                "kind": "SYSTEM",
-                "code": "ConnectionResetError",
-                "message": "connection reset by peer",
-            },
-        },
+        "net.flaky": NET_FLAKY,
         "ok": {"behaviour": ["succeed"], "duration": "0.1s"},
         "etl.pipeline": {"children": ["ok", "net.flaky"]},
     }
@@ -55,19 +50,8 @@ def sb() -> Iterator[SandboxHandle]:
         yield handle
 
 
-def _cp(sb: SandboxHandle, backend: str = "auto") -> FlyteControlPlane:
-    cp = FlyteControlPlane(endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10, backend=backend)
-    asyncio.run(cp.connect())
-    return cp
-
-
 def _run(coro: Any) -> Any:
     return asyncio.run(coro)
-
-
-def _delta(sb: SandboxHandle, before: dict[str, int]) -> dict[str, int]:
-    after = sb.request_counts()
-    return {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
 
 
 def _since() -> datetime:

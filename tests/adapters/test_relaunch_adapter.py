@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from adapter_support import connected
+from adapter_support import rpc_delta as _delta
 from rerund.adapters.flyte_control_plane import FlyteControlPlane, runcontext_for_relaunch
 from rerund.core.model import RunOverrides, RunSpecView
 from rerund.core.resources import ResourcesView
@@ -41,18 +43,11 @@ def sb() -> Iterator[SandboxHandle]:
 
 
 def _cp(sb: SandboxHandle) -> FlyteControlPlane:
-    cp = FlyteControlPlane(endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10, backend="union")
-    asyncio.run(cp.connect())
-    return cp
+    return connected(sb, backend="union")
 
 
 def _run(coro: Any) -> Any:
     return asyncio.run(coro)
-
-
-def _delta(sb: SandboxHandle, before: dict[str, int]) -> dict[str, int]:
-    after = sb.request_counts()
-    return {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
 
 
 def _failed(sb: SandboxHandle, cp: FlyteControlPlane, **launch: Any) -> Any:

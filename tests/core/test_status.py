@@ -42,7 +42,8 @@ def decision(
     }
 
 
-def issue(target: str, attempt: int, minutes: float, result: str = "created", root: str = "r") -> dict:
+def _rerun_row(target: str, attempt: int, minutes: float, root: str, **fields: Any) -> dict:
+    """A ledger row about rerun ``target`` (an issue or an outcome) of policy 'pol' in p/d."""
     return {
         "at": at(minutes),
         "project": "p",
@@ -51,23 +52,16 @@ def issue(target: str, attempt: int, minutes: float, result: str = "created", ro
         "root": root,
         "attempt": attempt,
         "policy": "pol",
-        "scope": "run",
-        "result": result,
-        "message": "",
+        **fields,
     }
+
+
+def issue(target: str, attempt: int, minutes: float, result: str = "created", root: str = "r") -> dict:
+    return _rerun_row(target, attempt, minutes, root, scope="run", result=result, message="")
 
 
 def outcome(target: str, attempt: int, minutes: float, phase: str, root: str = "r") -> dict:
-    return {
-        "at": at(minutes),
-        "project": "p",
-        "domain": "d",
-        "target": target,
-        "root": root,
-        "attempt": attempt,
-        "policy": "pol",
-        "phase": phase,
-    }
+    return _rerun_row(target, attempt, minutes, root, phase=phase)
 
 
 def listed(name: str, attempt: int, phase: str, minutes: float = -1, root: str = "r", policy: str = "pol"):

@@ -50,6 +50,16 @@ def FULL(*values: Any, id: str) -> Any:
     return pytest.param(*values, id=id, marks=[pytest.mark.slow, pytest.mark.timeout(900)])
 
 
+def sizes(*, short: int, full: int, unit: str) -> list[Any]:
+    """The size matrix of every scenario: a short one on ``union`` in ``make test``, and the
+    full size on both sandbox profiles under ``make chaos``."""
+    return [
+        SHORT("union", short, id=f"short-{short}-{unit}"),
+        FULL("union", full, id=f"full-{full}-{unit}"),
+        FULL("oss", full, id=f"oss-full-{full}-{unit}"),
+    ]
+
+
 def _scenario(name: str, profile: str) -> str:
     return name if profile == "union" else f"{name} (oss)"
 
@@ -76,14 +86,7 @@ def _operator_rerun(cp: FlyteControlPlane, sb: SandboxHandle, run: Mapping[str, 
     asyncio.run(cp.create_rerun(RerunRequest(source=source, name=name, labels=dict(run["labels"]))))
 
 
-@pytest.mark.parametrize(
-    ("profile", "lineages"),
-    [
-        SHORT("union", 6, id="short-6-lineages"),
-        FULL("union", 60, id="full-60-lineages"),
-        FULL("oss", 60, id="oss-full-60-lineages"),
-    ],
-)
+@pytest.mark.parametrize(("profile", "lineages"), sizes(short=6, full=60, unit="lineages"))
 def test_3a_an_operator_copy_of_a_rerun_decided_in_the_same_pass_gets_no_second_rerun(
     profile: str, lineages: int, tmp_path: Path
 ) -> None:
@@ -135,14 +138,7 @@ def test_3a_an_operator_copy_of_a_rerun_decided_in_the_same_pass_gets_no_second_
         )
 
 
-@pytest.mark.parametrize(
-    ("profile", "failures"),
-    [
-        SHORT("union", 40, id="short-40-failures"),
-        FULL("union", 400, id="full-400-failures"),
-        FULL("oss", 400, id="oss-full-400-failures"),
-    ],
-)
+@pytest.mark.parametrize(("profile", "failures"), sizes(short=40, full=400, unit="failures"))
 def test_3b_a_restart_with_changed_policies_under_transient_errors_duplicates_nothing(
     profile: str, failures: int, tmp_path: Path
 ) -> None:
@@ -180,14 +176,7 @@ def test_3b_a_restart_with_changed_policies_under_transient_errors_duplicates_no
         record(_scenario("3(b) restart, changed policies, 40% UNAVAILABLE", profile), result.row())
 
 
-@pytest.mark.parametrize(
-    ("profile", "failures"),
-    [
-        SHORT("union", 60, id="short-60-failures"),
-        FULL("union", 600, id="full-600-failures"),
-        FULL("oss", 600, id="oss-full-600-failures"),
-    ],
-)
+@pytest.mark.parametrize(("profile", "failures"), sizes(short=60, full=600, unit="failures"))
 def test_3c_two_replicas_with_different_policy_files_issue_each_rerun_once(
     profile: str, failures: int, tmp_path: Path
 ) -> None:

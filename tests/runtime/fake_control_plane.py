@@ -15,6 +15,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from rerund.core.model import ErrorInfo
@@ -28,9 +29,33 @@ from rerund.core.runs import (
     RunSummary,
 )
 from rerund.errors import AlreadyExistsError, ControlPlaneError, NotFoundError
+from rerund.runtime.settings import Settings, load_settings
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 CONNECTION_RESET = ErrorInfo(kind="SYSTEM", code="ConnectionResetError", message="Connection reset by peer")
+
+
+def daemon_settings(
+    tmp_path: Path, policies: str, *, environ: dict[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """Settings of an in-process daemon given a fake control plane: scope ml/production of org
+    'o', ``policies`` (YAML text) in ``tmp_path / "policies.yaml"`` and the ledger beside it, a
+    1 s resync;
+    ``overrides`` add or replace settings (``http`` is required: an address or 'off')."""
+    policy_file = tmp_path / "policies.yaml"
+    policy_file.write_text(policies)
+    return load_settings(
+        environ=environ or {},
+        overrides={
+            "endpoint": "http://127.0.0.1:1",
+            "org": "o",
+            "scopes": ["ml/production"],
+            "policies": [str(policy_file)],
+            "state": str(tmp_path / "rerund.db"),
+            "poll_interval": "1s",
+            **overrides,
+        },
+    )
 
 
 @dataclass

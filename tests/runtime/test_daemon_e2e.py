@@ -482,6 +482,27 @@ def test_dry_run_records_decisions_and_creates_nothing(
     assert {r["run"] for r in rows} == set(failed)
 
 
+def _change_retry(doc: dict[str, Any], policy_file: Path) -> None:
+    """Change the storm's retry policy (scope recover, 5 attempts) in ``policy_file``."""
+    doc["policies"][1]["retry"]["scope"] = "recover"
+    doc["policies"][1]["retry"]["max_attempts"] = 5
+    write_storm_policies(policy_file, doc)
+
+
+def _assert_no_more_reruns_after(what: str, sb: SandboxHandle, d: DaemonProcess, *, issued: int) -> None:
+    """After a few more passes of ``d`` and an idle sandbox, still only ``issued`` reruns."""
+    passes = total(d.metrics(), "rerund_last_sync_timestamp_seconds")
+    wait_until(
+        f"a few passes after the {what}",
+        lambda: total(d.metrics(), "rerund_last_sync_timestamp_seconds") > passes + 3,
+        60,
+        d.logs,
+    )
+    sb.wait_idle(timeout=60)
+    names = sorted(r["name"] for r in reruns(sb.runs()))
+    assert len(names) == issued, f"reruns issued twice after the {what}: {names}\n{d.logs()}"
+
+
 def test_a_policy_reload_never_reruns_a_failure_again_under_changed_policies(
     tmp_path: Path, storm_policy_file: Path
 ) -> None:
@@ -501,25 +522,14 @@ def test_a_policy_reload_never_reruns_a_failure_again_under_changed_policies(
             assert len(reruns(sb.runs())) == 3
             time.sleep(5)  # several passes: the reruns are now older than watermark - overlap
 
-            doc["policies"][1]["retry"]["scope"] = "recover"
-            doc["policies"][1]["retry"]["max_attempts"] = 5
-            write_storm_policies(policy_file, doc)
+            _change_retry(doc, policy_file)
             wait_until(
                 "the reload",
                 lambda: total(d.metrics(), "rerund_policy_reloads_total", result="ok") >= 1,
                 60,
                 d.logs,
             )
-            passes = total(d.metrics(), "rerund_last_sync_timestamp_seconds")
-            wait_until(
-                "a few passes after the reload",
-                lambda: total(d.metrics(), "rerund_last_sync_timestamp_seconds") > passes + 3,
-                60,
-                d.logs,
-            )
-            sb.wait_idle(timeout=60)
-            names = sorted(r["name"] for r in reruns(sb.runs()))
-            assert len(names) == 3, f"reruns issued twice after the reload: {names}\n{d.logs()}"
+            _assert_no_more_reruns_after("reload", sb, d, issued=3)
             assert not d.pending()
 
 
@@ -537,21 +547,10 @@ def test_a_daemon_restarted_with_changed_policies_does_not_rerun_again(
             launch_storm(sb, 3)
             wait_until("three reruns", lambda: len(reruns(sb.runs())) == 3, 120, d.logs)
             d.kill()
-            doc["policies"][1]["retry"]["scope"] = "recover"
-            doc["policies"][1]["retry"]["max_attempts"] = 5
-            write_storm_policies(policy_file, doc)
+            _change_retry(doc, policy_file)
             d.start()
             d.wait_ready()
-            passes = total(d.metrics(), "rerund_last_sync_timestamp_seconds")
-            wait_until(
-                "a few passes after the restart",
-                lambda: total(d.metrics(), "rerund_last_sync_timestamp_seconds") > passes + 3,
-                60,
-                d.logs,
-            )
-            sb.wait_idle(timeout=60)
-            names = sorted(r["name"] for r in reruns(sb.runs()))
-            assert len(names) == 3, f"reruns issued twice after the restart: {names}\n{d.logs()}"
+            _assert_no_more_reruns_after("restart", sb, d, issued=3)
 
 
 @pytest.mark.parametrize(("event_loop", "sig"), [("uvloop", signal.SIGINT), ("asyncio", signal.SIGTERM)])

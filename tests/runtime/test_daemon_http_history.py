@@ -22,9 +22,8 @@ import pytest
 from daemon_support import free_port
 from rerund.cli import main
 from rerund.runtime.daemon import Daemon
-from rerund.runtime.settings import load_settings
 
-from .fake_control_plane import T0, Clock, FakeControlPlane
+from .fake_control_plane import T0, Clock, FakeControlPlane, daemon_settings
 from .test_reconcile import POLICIES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,20 +66,7 @@ def running(tmp_path: Path) -> Iterator[Running]:
     clock = Clock(T0 + timedelta(minutes=5))
     cp = FakeControlPlane(clock)
     cp.add_failed("abc123", at=T0 + timedelta(minutes=1))
-    policy_file = tmp_path / "policies.yaml"
-    policy_file.write_text(POLICIES)
-    settings = load_settings(
-        environ={"FLYTE_API_KEY": SECRET},
-        overrides={
-            "endpoint": "http://127.0.0.1:1",
-            "org": "o",
-            "scopes": ["ml/production"],
-            "policies": [str(policy_file)],
-            "state": str(tmp_path / "rerund.db"),
-            "http": "127.0.0.1:0",
-            "poll_interval": "1s",
-        },
-    )
+    settings = daemon_settings(tmp_path, POLICIES, environ={"FLYTE_API_KEY": SECRET}, http="127.0.0.1:0")
     ready = threading.Event()
     daemon = Daemon(
         settings,
@@ -95,7 +81,7 @@ def running(tmp_path: Path) -> Iterator[Running]:
     thread.start()
     assert ready.wait(20), "the daemon did not start"
     try:
-        yield Running(daemon, cp, policy_file)
+        yield Running(daemon, cp, tmp_path / "policies.yaml")
     finally:
         daemon.request_stop()
         thread.join(15)

@@ -14,6 +14,7 @@ from flyteidl2.common import identifier_pb2
 from flyteidl2.workflow import run_service_pb2 as rs
 from flyteidl2.workflow.run_service_connect import RunServiceClientSync
 
+from adapter_support import NET_FLAKY
 from daemon_support import DaemonProcess, daemons, total, wait_until
 from rerund.sandbox.profiles import OSS
 from rerund.sandbox.testing import start_sandbox
@@ -22,15 +23,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 WORKLOAD: dict[str, Any] = {
     "tasks": {
-        "net.flaky": {
-            "duration": "0.2s",
-            "behaviour": ["fail", "succeed"],
-            "error": {
-                "kind": "SYSTEM",
-                "code": "ConnectionResetError",
-                "message": "connection reset by peer",
-            },
-        },
+        "net.flaky": NET_FLAKY,
         "ok": {"duration": "0.1s"},
     }
 }

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from daemon_support import write_settings
 from rerund.cli import main
 from rerund.sandbox.testing import SandboxHandle
 
@@ -35,18 +36,7 @@ WORKLOAD = {
 def setup(sandbox_factory, tmp_path: Path) -> tuple[SandboxHandle, Path]:
     sb = sandbox_factory(workload=WORKLOAD, time_scale=0.5)
     (tmp_path / "policies.yaml").write_text(POLICIES)
-    config = tmp_path / "rerund.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "endpoint": sb.endpoint,
-                "org": sb.org,
-                "scopes": [f"{sb.project}/{sb.domain}"],
-                "policies": ["policies.yaml"],
-            }
-        )
-    )
-    return sb, config
+    return sb, write_settings(tmp_path / "rerund.yaml", sb, policies=["policies.yaml"])
 
 
 def test_a_live_failed_run_is_explained_with_its_lineage_and_trace(setup, capsys) -> None:

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
+from daemon_support import write_settings
 from rerund.cli import main
 from rerund.sandbox.testing import SandboxHandle
 
@@ -55,18 +55,7 @@ SPOT = {
 @pytest.fixture
 def setup(sandbox_factory, tmp_path: Path) -> tuple[SandboxHandle, Path]:
     sb = sandbox_factory(workload=WORKLOAD, time_scale=0.05)
-    config = tmp_path / "rerund.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "endpoint": sb.endpoint,
-                "org": sb.org,
-                "scopes": [f"{sb.project}/{sb.domain}"],
-                "policies": [str(REPO / "policies" / "library")],
-            }
-        )
-    )
-    return sb, config
+    return sb, write_settings(tmp_path / "rerund.yaml", sb, policies=[str(REPO / "policies" / "library")])
 
 
 def test_a_live_explain_of_a_second_preemption_shows_the_move_to_on_demand(setup, capsys) -> None:

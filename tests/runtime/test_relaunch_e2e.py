@@ -9,7 +9,7 @@ relaunch is a run with no relation whose lineage is in rerund's labels.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,15 @@ def issues(d: DaemonProcess) -> list[dict[str, Any]]:
     with sqlite3.connect(d.state) as conn:
         conn.row_factory = sqlite3.Row
         return [dict(r) for r in conn.execute("SELECT * FROM issues ORDER BY id")]
+
+
+def _after_more_listings(sb: SandboxHandle, n: int, what: str, logs: Callable[[], str]) -> dict[str, int]:
+    """Wait until the daemons made ``n`` more ListRuns calls (each pass makes two); return the
+    request counts from before the wait."""
+    before = sb.request_counts()
+    target = before.get("ListRuns", 0) + n
+    wait_until(what, lambda: sb.request_counts().get("ListRuns", 0) >= target, 60, logs)
+    return before
 
 
 def decisions_of(d: DaemonProcess, run: str) -> list[dict[str, Any]]:
@@ -246,13 +255,7 @@ def test_a_relaunch_the_control_plane_refuses_is_recorded_with_the_reason_and_no
             "elsewhere/development is not deployed (Task train.big, version sandbox not found in elsewhere "
             "development.); not retried"
         )
-        before = sb.request_counts()
-        wait_until(
-            "three more resync passes",
-            lambda: sb.request_counts().get("ListRuns", 0) >= before.get("ListRuns", 0) + 12,
-            60,
-            d.logs,
-        )
+        before = _after_more_listings(sb, 12, "three more resync passes", d.logs)
         counts = sb.request_counts_by_run()
         assert counts.get(f"{too_big}-retry-1", {}).get("CreateRun") == 1  # refused once, never again
         assert "CreateRun" not in counts.get(f"{undeployed}-retry-1", {})
@@ -284,13 +287,7 @@ def test_newer_waits_for_a_deploy_and_relaunches_once_on_it_across_a_restart(
         assert defer["waiting_for"] == {"task": "report.monthly", "failed_version": "v1"}
 
         # While it waits: no relaunch, and one ListTasks per pass for the task, not one per failure.
-        start = sb.request_counts()
-        wait_until(
-            "four more resync passes",
-            lambda: sb.request_counts().get("ListRuns", 0) >= start.get("ListRuns", 0) + 8,
-            60,
-            d.logs,
-        )
+        start = _after_more_listings(sb, 8, "four more resync passes", d.logs)
         now = sb.request_counts()
         passes = (now["ListRuns"] - start["ListRuns"]) / 2  # a pass lists reruns and failures once each
         assert 0 < now.get("ListTasks", 0) - start.get("ListTasks", 0) <= passes + 1
@@ -304,8 +301,7 @@ def test_newer_waits_for_a_deploy_and_relaunches_once_on_it_across_a_restart(
             return all([r["phase"] for r in lineage(sb, s)] == ["SUCCEEDED"] for s in sources)
 
         wait_until("one relaunch per failure, on v2", all_relaunched, 90, d.logs)
-        later = sb.request_counts()["ListRuns"]
-        wait_until("three more passes", lambda: sb.request_counts()["ListRuns"] >= later + 6, 60, d.logs)
+        _after_more_listings(sb, 6, "three more passes", d.logs)
         for source in sources:
             [relaunch] = lineage(sb, source)  # exactly once
             assert relaunch["version"] == "v2"
@@ -334,8 +330,7 @@ def test_two_replicas_relaunch_a_fixed_failure_exactly_once(
             90,
             lambda: a.logs() + b.logs(),
         )
-        later = sb.request_counts()["ListRuns"]
-        wait_until("a few more passes", lambda: sb.request_counts()["ListRuns"] >= later + 8, 60, a.logs)
+        _after_more_listings(sb, 8, "a few more passes", a.logs)
         for source in sources:
             assert [r["name"] for r in lineage(sb, source)] == [f"{source}-retry-1"]
         results = sorted(i["result"] for d in (a, b) for i in issues(d))

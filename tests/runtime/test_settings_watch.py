@@ -18,7 +18,7 @@ from rerund.errors import ConfigError
 from rerund.runtime.daemon import Daemon
 from rerund.runtime.settings import load_settings
 
-from .fake_control_plane import T0, Clock, FakeControlPlane
+from .fake_control_plane import T0, Clock, FakeControlPlane, daemon_settings
 from .test_reconcile import POLICIES
 
 
@@ -74,21 +74,7 @@ class _CountingWatches(FakeControlPlane):
 def test_the_daemon_opens_watch_streams_only_when_watch_is_on(tmp_path: Path, watch: bool) -> None:
     clock = Clock(T0 + timedelta(minutes=5))
     cp = _CountingWatches(clock)
-    policy_file = tmp_path / "policies.yaml"
-    policy_file.write_text(POLICIES)
-    settings = load_settings(
-        environ={},
-        overrides={
-            "endpoint": "http://127.0.0.1:1",
-            "org": "o",
-            "scopes": ["ml/production"],
-            "policies": [str(policy_file)],
-            "state": str(tmp_path / "rerund.db"),
-            "http": "off",
-            "poll_interval": "1s",
-            "watch": watch,
-        },
-    )
+    settings = daemon_settings(tmp_path, POLICIES, http="off", watch=watch)
     daemon = Daemon(settings, control_plane=cp, clock=clock, install_signals=False)
     thread = threading.Thread(target=lambda: asyncio.run(daemon.run()), daemon=True)
     thread.start()

@@ -17,7 +17,15 @@ from typing import Any
 import pytest
 import yaml
 
-from daemon_support import REPO, DaemonProcess, parse_metrics, rerund_binary, total, wait_until
+from daemon_support import (
+    REPO,
+    DaemonProcess,
+    parse_metrics,
+    rerund_binary,
+    total,
+    wait_until,
+    write_settings,
+)
 from rerund.adapters.ledger import Ledger
 from rerund.cli import main
 from rerund.sandbox.testing import SandboxHandle
@@ -62,18 +70,7 @@ class Outage:
         self.user = sb.launch("report.build")
         sb.wait_idle()
         self.state = tmp_path / "rerund.db"
-        self.config = tmp_path / "rerund.yaml"
-        self.config.write_text(
-            yaml.safe_dump(
-                {
-                    "endpoint": sb.endpoint,
-                    "org": sb.org,
-                    "scopes": [f"{sb.project}/{sb.domain}"],
-                    "state": str(self.state),
-                    "rpc_timeout": "10s",
-                }
-            )
-        )
+        self.config = write_settings(tmp_path / "rerund.yaml", sb, state=str(self.state), rpc_timeout="10s")
 
     def args(self, *extra: str, policies: Path = OUTAGE_POLICY) -> list[str]:
         return ["sweep", "--config", str(self.config), "--policies", str(policies), "--since", "1h", *extra]

@@ -278,10 +278,8 @@ def test_admin_auth_route_rejects_unknown_fields(secure):
     )
 
 
-@pytest.mark.e2e
-def test_flyte_cli_with_key_and_ca_gets_runs(secure, tmp_path):
-    [name] = secure.launch("t")
-    secure.wait_idle()
+def _flyte_get_run(secure, tmp_path, *, api_key):
+    """``flyte get run`` against the secure sandbox, with its CA and ``api_key`` (FLYTE_API_KEY)."""
     config = tmp_path / "flyte.yaml"
     config.write_text(
         flyte_cli_config(
@@ -298,11 +296,10 @@ def test_flyte_cli_with_key_and_ca_gets_runs(secure, tmp_path):
         "NO_COLOR": "1",
         "COLUMNS": "250",
         "TERM": "dumb",
-        "FLYTE_API_KEY": secure.api_key,
+        "FLYTE_API_KEY": api_key,
         "SSL_CERT_FILE": str(secure.ca_cert),
     }
-
-    proc = subprocess.run(
+    return subprocess.run(
         [FLYTE, "--endpoint", secure.endpoint, "--config", str(config), "-of", "json", "get", "run"],
         capture_output=True,
         text=True,
@@ -310,6 +307,14 @@ def test_flyte_cli_with_key_and_ca_gets_runs(secure, tmp_path):
         cwd=tmp_path,
         timeout=120,
     )
+
+
+@pytest.mark.e2e
+def test_flyte_cli_with_key_and_ca_gets_runs(secure, tmp_path):
+    [name] = secure.launch("t")
+    secure.wait_idle()
+
+    proc = _flyte_get_run(secure, tmp_path, api_key=secure.api_key)
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert name in proc.stdout
@@ -319,35 +324,9 @@ def test_flyte_cli_with_key_and_ca_gets_runs(secure, tmp_path):
 
 @pytest.mark.e2e
 def test_flyte_cli_with_a_wrong_secret_is_refused(secure, tmp_path):
-    config = tmp_path / "flyte.yaml"
-    config.write_text(
-        flyte_cli_config(
-            secure.endpoint,
-            org=secure.org,
-            project=secure.project,
-            domain=secure.domain,
-            ca_cert=secure.ca_cert,
-            auth=True,
-        )
-    )
     wrong = encode_api_key("127.0.0.1", "rerund-sandbox", "not-the-secret", secure.org)
-    env = {
-        **os.environ,
-        "NO_COLOR": "1",
-        "COLUMNS": "250",
-        "TERM": "dumb",
-        "FLYTE_API_KEY": wrong,
-        "SSL_CERT_FILE": str(secure.ca_cert),
-    }
 
-    proc = subprocess.run(
-        [FLYTE, "--endpoint", secure.endpoint, "--config", str(config), "-of", "json", "get", "run"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
-    )
+    proc = _flyte_get_run(secure, tmp_path, api_key=wrong)
 
     assert "invalid_client" in proc.stdout + proc.stderr
     assert secure.stats()["requests"].get("ListRuns", 0) == 0

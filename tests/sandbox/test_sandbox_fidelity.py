@@ -5,6 +5,7 @@ sorting and token paging."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 from connectrpc.code import Code
@@ -15,8 +16,10 @@ from flyteidl2.task import run_pb2
 from flyteidl2.workflow import run_service_pb2 as rs
 from flyteidl2.workflow.run_service_connect import RunServiceClientSync
 
+import run_service_wire as wire
 from rerund.sandbox.protos import task_spec_for
 from rerund.sandbox.workload import TaskDef
+from run_service_wire import create, names, run_id
 
 pytestmark = pytest.mark.e2e
 
@@ -34,6 +37,10 @@ WORKLOAD = {
 }
 
 
+# One page of 100 runs unless a test says otherwise.
+list_runs = partial(wire.list_runs, limit=100)
+
+
 @pytest.fixture
 def sb(sandbox_factory):
     return sandbox_factory(workload=WORKLOAD, time_scale=0.01)
@@ -43,35 +50,6 @@ def sb(sandbox_factory):
 def client(sb):
     with RunServiceClientSync(sb.endpoint) as c:
         yield c
-
-
-def run_id(sb, name, **over):
-    fields = {"org": sb.org, "project": sb.project, "domain": sb.domain, "name": name, **over}
-    return identifier_pb2.RunIdentifier(**fields)
-
-
-def create(sb, client, name, task="ok", **over):
-    spec = task_spec_for(task, TaskDef(), org=sb.org, project=sb.project, domain=sb.domain)
-    return client.create_run(rs.CreateRunRequest(run_id=run_id(sb, name, **over), task_spec=spec))
-
-
-def list_runs(sb, client, *filters, sort=None, limit=100, token=""):
-    req = list_pb2.ListRequest(limit=limit, token=token, filters=list(filters))
-    if sort is not None:
-        req.sort_by.CopyFrom(sort)
-    return client.list_runs(
-        rs.ListRunsRequest(
-            request=req,
-            org=sb.org,
-            project_id=identifier_pb2.ProjectIdentifier(
-                organization=sb.org, name=sb.project, domain=sb.domain
-            ),
-        )
-    )
-
-
-def names(resp):
-    return [r.action.id.run.name for r in resp.runs]
 
 
 @pytest.mark.parametrize(

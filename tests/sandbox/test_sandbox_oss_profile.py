@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import flyte
 import flyte.remote as remote
@@ -19,12 +20,12 @@ from flyteidl2.task import run_pb2
 from flyteidl2.workflow import run_service_pb2 as rs
 from flyteidl2.workflow.run_service_connect import RunServiceClientSync
 
+import run_service_wire as wire
 from rerund.sandbox.profiles import OSS, UNION
-from rerund.sandbox.protos import task_spec_for
 from rerund.sandbox.records import ABORTED, SUCCEEDED
 from rerund.sandbox.service import Hub
 from rerund.sandbox.testing import flyte_init
-from rerund.sandbox.workload import TaskDef
+from run_service_wire import create, names, run_id
 
 pytestmark = pytest.mark.e2e
 
@@ -44,6 +45,10 @@ WORKLOAD = {
 }
 
 
+# One page of the service's default size (limit 0) unless a test says otherwise.
+list_runs = partial(wire.list_runs, limit=0)
+
+
 @pytest.fixture
 def oss(sandbox_factory):
     return sandbox_factory(workload=WORKLOAD, time_scale=0.01, profile=OSS.with_error_delay(0))
@@ -53,38 +58,6 @@ def oss(sandbox_factory):
 def client(oss):
     with RunServiceClientSync(oss.endpoint) as c:
         yield c
-
-
-def run_id(sb, name, **over):
-    fields = {"org": sb.org, "project": sb.project, "domain": sb.domain, "name": name, **over}
-    return identifier_pb2.RunIdentifier(**fields)
-
-
-def create(sb, client, name, task="ok", run_spec=None, **over):
-    spec = task_spec_for(task, TaskDef(), org=sb.org, project=sb.project, domain=sb.domain)
-    req = rs.CreateRunRequest(run_id=run_id(sb, name, **over), task_spec=spec)
-    if run_spec is not None:
-        req.run_spec.CopyFrom(run_spec)
-    return client.create_run(req)
-
-
-def list_runs(sb, client, *filters, limit=0, token="", sort=None):
-    req = list_pb2.ListRequest(limit=limit, token=token, filters=list(filters))
-    if sort is not None:
-        req.sort_by.CopyFrom(sort)
-    return client.list_runs(
-        rs.ListRunsRequest(
-            request=req,
-            org=sb.org,
-            project_id=identifier_pb2.ProjectIdentifier(
-                organization=sb.org, name=sb.project, domain=sb.domain
-            ),
-        )
-    )
-
-
-def names(resp):
-    return [r.action.id.run.name for r in resp.runs]
 
 
 def action_details(client, sb, name, action="a0"):

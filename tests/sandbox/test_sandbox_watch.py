@@ -35,18 +35,27 @@ def phases_of(messages, name):
     return [r.action.status.phase for m in messages for r in m.runs if r.action.id.run.name == name]
 
 
+def watch_until(sb, project_id, after_snapshot, name, phase):
+    """WatchRuns of ``project_id``: call ``after_snapshot`` once the first message (the snapshot)
+    arrived, and stop when run ``name`` reached ``phase``; every message received, in order."""
+    messages = []
+    with RunServiceClientSync(sb.endpoint) as client:
+        for msg in client.watch_runs(rs.WatchRunsRequest(project_id=project_id)):
+            messages.append(msg)
+            if len(messages) == 1:
+                after_snapshot()
+            if phases_of(messages, name)[-1:] == [phase]:
+                break
+    return messages
+
+
 def test_watch_runs_sends_a_snapshot_then_one_message_per_update(sb):
     sb.launch("ok", name="existing")
     sb.wait_idle()
-    messages = []
 
-    with RunServiceClientSync(sb.endpoint) as client:
-        for msg in client.watch_runs(rs.WatchRunsRequest(project_id=pid(sb))):
-            messages.append(msg)
-            if len(messages) == 1:
-                sb.launch("bad", name="fresh")
-            if phases_of(messages, "fresh")[-1:] == [phase_pb2.ACTION_PHASE_FAILED]:
-                break
+    messages = watch_until(
+        sb, pid(sb), lambda: sb.launch("bad", name="fresh"), "fresh", phase_pb2.ACTION_PHASE_FAILED
+    )
 
     assert [r.action.id.run.name for r in messages[0].runs] == ["existing"]
     assert all(len(m.runs) == 1 for m in messages[1:])
@@ -58,32 +67,23 @@ def test_watch_runs_sends_a_snapshot_then_one_message_per_update(sb):
 
 
 def test_watch_runs_only_sends_runs_of_its_project_and_domain(sb):
-    messages = []
+    def launch_both() -> None:
+        sb.launch("ok", name="elsewhere")
+        sb.wait_idle()
+        sb.launch("ok", name="here", domain="production")
 
-    with RunServiceClientSync(sb.endpoint) as client:
-        for msg in client.watch_runs(rs.WatchRunsRequest(project_id=pid(sb, domain="production"))):
-            messages.append(msg)
-            if len(messages) == 1:
-                sb.launch("ok", name="elsewhere")
-                sb.wait_idle()
-                sb.launch("ok", name="here", domain="production")
-            if phases_of(messages, "here")[-1:] == [phase_pb2.ACTION_PHASE_SUCCEEDED]:
-                break
+    messages = watch_until(
+        sb, pid(sb, domain="production"), launch_both, "here", phase_pb2.ACTION_PHASE_SUCCEEDED
+    )
 
     names = {r.action.id.run.name for m in messages for r in m.runs}
     assert names == {"here"}
 
 
 def test_watch_runs_reports_child_action_progress_as_run_updates(sb):
-    messages = []
-
-    with RunServiceClientSync(sb.endpoint) as client:
-        for msg in client.watch_runs(rs.WatchRunsRequest(project_id=pid(sb))):
-            messages.append(msg)
-            if len(messages) == 1:
-                sb.launch("pipe", name="pipe-1")
-            if phases_of(messages, "pipe-1")[-1:] == [phase_pb2.ACTION_PHASE_FAILED]:
-                break
+    messages = watch_until(
+        sb, pid(sb), lambda: sb.launch("pipe", name="pipe-1"), "pipe-1", phase_pb2.ACTION_PHASE_FAILED
+    )
 
     # queued, running, then one update per child transition (a1 x3, a2 x3), then failed
     assert len(phases_of(messages, "pipe-1")) == 9

@@ -32,15 +32,7 @@ def register(sub: Any) -> None:
             "recursively). Exit 0 when valid, 1 with every problem."
         ),
     )
-    check.add_argument(
-        "paths", nargs="+", metavar="PATH", help="a policy file or a directory of *.yaml / *.yml"
-    )
-    check.add_argument(
-        "--format",
-        choices=("text", "json", "junit"),
-        default="text",
-        help="text (default); json; junit: JUnit XML for CI (one test case per file)",
-    )
+    _add_paths_and_format(check, "a policy file or a directory of *.yaml / *.yml", junit_case="file")
     check.set_defaults(func=_check)
 
     explain = sub.add_parser(
@@ -78,17 +70,8 @@ def register(sub: Any) -> None:
             "(see policies/tests/). Exit 0 when every case passes, 1 otherwise."
         ),
     )
-    test.add_argument(
-        "paths",
-        nargs="+",
-        metavar="PATH",
-        help="a *.test.yaml file, or a directory searched recursively for *.test.yaml",
-    )
-    test.add_argument(
-        "--format",
-        choices=("text", "json", "junit"),
-        default="text",
-        help="text (default); json; junit: JUnit XML for CI (one test case per case)",
+    _add_paths_and_format(
+        test, "a *.test.yaml file, or a directory searched recursively for *.test.yaml", junit_case="case"
     )
     test.set_defaults(func=_test)
 
@@ -101,6 +84,17 @@ def register(sub: Any) -> None:
         ),
     )
     schema.set_defaults(func=_schema)
+
+
+def _add_paths_and_format(parser: argparse.ArgumentParser, paths_help: str, *, junit_case: str) -> None:
+    """The PATH arguments and the text/json/junit ``--format`` of ``check`` and ``test``."""
+    parser.add_argument("paths", nargs="+", metavar="PATH", help=paths_help)
+    parser.add_argument(
+        "--format",
+        choices=("text", "json", "junit"),
+        default="text",
+        help=f"text (default); json; junit: JUnit XML for CI (one test case per {junit_case})",
+    )
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -30,6 +30,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rerund.core.quantities import BINARY_SUFFIXES as _BINARY
+from rerund.core.quantities import DECIMAL_SUFFIXES as _DECIMAL
+from rerund.core.quantities import quantity_value
+
 __all__ = [
     "RESOURCE_NAMES",
     "ResourceName",
@@ -47,22 +51,6 @@ __all__ = [
 ResourceName = Literal["cpu", "memory", "gpu", "ephemeral_storage"]
 RESOURCE_NAMES: tuple[ResourceName, ...] = ("cpu", "memory", "gpu", "ephemeral_storage")
 
-_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL = {
-    "n": Fraction(1, 10**9),
-    "u": Fraction(1, 10**6),
-    "m": Fraction(1, 1000),
-    "": Fraction(1),
-    "k": Fraction(10**3),
-    "M": Fraction(10**6),
-    "G": Fraction(10**9),
-    "T": Fraction(10**12),
-    "P": Fraction(10**15),
-    "E": Fraction(10**18),
-}
-_QUANTITY = re.compile(
-    r"^\+?(?P<num>\d+(?:\.\d*)?|\.\d+)(?:[eE](?P<exp>[+-]?\d{1,3}))?(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?$"
-)
 _MULTIPLIER = re.compile(r"^(?P<num>\d+(?:\.\d*)?|\.\d+)x$")
 _EXAMPLES = {
     "memory": "16Gi, 512Mi or 2x",
@@ -98,18 +86,13 @@ def parse_quantity(value: str | int | float) -> Fraction:
             raise ValueError(f"quantity {value!r} is not a finite non-negative number")
         return Fraction(str(value))
     text = str(value).strip()
-    m = _QUANTITY.match(text)
-    if m is None:
+    number = quantity_value(text)
+    if number is None:
         raise ValueError(
             f"{text!r} is not a Kubernetes quantity; write a number with an optional suffix "
             "Ki, Mi, Gi, Ti (binary), k, M, G, T (decimal) or m (milli), e.g. 16Gi, 512Mi, 4 or 500m"
         )
-    number = Fraction(m.group("num"))
-    if m.group("exp"):
-        number *= Fraction(10) ** int(m.group("exp"))
-    suffix = m.group("suffix") or ""
-    scale = Fraction(_BINARY[suffix]) if suffix in _BINARY else _DECIMAL[suffix]
-    return number * scale
+    return number
 
 
 def parse_multiplier(text: str) -> Fraction | None:

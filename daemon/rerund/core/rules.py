@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -327,27 +327,14 @@ def _gpu_holds(g: GpuFaultMatch, failure: Failure) -> tuple[bool, Callable[[], s
     fault = failure.error.gpu_fault
     if fault is None:
         return False, lambda: "", lambda: "error.gpu_fault: the error carries no GPU fault"
-    if g.codes is not None and fault.code not in g.codes:
-        codes = g.codes
-        return (
-            False,
-            lambda: "",
-            lambda: f"error.gpu_fault: code {fault.code} is not in {_fmt(str(c) for c in sorted(codes))}",
-        )
-    if g.severities is not None and fault.severity not in g.severities:
-        severities = g.severities
-        return (
-            False,
-            lambda: "",
-            lambda: f"error.gpu_fault: severity {fault.severity} is not in {_fmt(sorted(severities))}",
-        )
-    if g.kinds is not None and fault.kind not in g.kinds:
-        kinds = g.kinds
-        return (
-            False,
-            lambda: "",
-            lambda: f"error.gpu_fault: kind {fault.kind} is not in {_fmt(sorted(kinds))}",
-        )
+    selectors: tuple[tuple[str, object, Collection[Any] | None], ...] = (
+        ("code", fault.code, g.codes),
+        ("severity", fault.severity, g.severities),
+        ("kind", fault.kind, g.kinds),
+    )
+    for label, value, allowed in selectors:
+        if allowed is not None and value not in allowed:
+            return False, lambda: "", _gpu_not_in(label, value, allowed)
 
     def selected() -> str:
         text = (
@@ -358,6 +345,12 @@ def _gpu_holds(g: GpuFaultMatch, failure: Failure) -> tuple[bool, Callable[[], s
         return f"error.gpu_fault: {text} is selected"
 
     return True, selected, lambda: ""
+
+
+def _gpu_not_in(label: str, value: object, allowed: Collection[Any]) -> Callable[[], str]:
+    """Why a ``gpu_fault`` selector does not hold: ``value`` of the fault's ``label`` is not
+    among ``allowed`` (formatted only when called)."""
+    return lambda: f"error.gpu_fault: {label} {value} is not in {_fmt(str(v) for v in sorted(allowed))}"
 
 
 def _fmt(values: Iterable[str]) -> str:
@@ -481,35 +474,43 @@ class PolicySet:
             ok = ok and held
             return ok or notes is not None  # keep going only when explaining
 
-        if m.projects is not None and not check(
-            failure.project in m.projects,
-            lambda: f"projects: {failure.project!r} is listed",
-            lambda: f"projects: {failure.project!r} is not in {_fmt(sorted(m.projects or ()))}",
+        def listed(
+            label: str,
+            value: str,
+            allowed: frozenset[str] | None,
+            *,
+            quote: bool = True,
+            quote_each: bool = False,
+        ) -> bool:
+            # An any-of selector of plain values; True when matching goes on.
+            show: Callable[[str], str] = repr if quote else str
+            each: Callable[[str], str] = repr if quote_each else str
+            return allowed is None or check(
+                value in allowed,
+                lambda: f"{label}: {show(value)} is listed",
+                lambda: f"{label}: {show(value)} is not in {_fmt(each(v) for v in sorted(allowed or ()))}",
+            )
+
+        def globbed(
+            label: str, value: str, globs: tuple[str, ...] | None, matchers: tuple[_GlobMatcher, ...] | None
+        ) -> bool:
+            # An any-of selector of globs; True when matching goes on.
+            if globs is None or matchers is None:
+                return True
+            hit = next((g for g, f in zip(globs, matchers, strict=True) if f(value)), None)
+            return check(
+                hit is not None,
+                lambda: f"{label}: {value!r} matches {_q(hit or '')}",
+                lambda: f"{label}: {value!r} matches none of {_fmt(_q(g) for g in globs)}",
+            )
+
+        if not (
+            listed("projects", failure.project, m.projects)
+            and listed("domains", failure.domain, m.domains)
+            and globbed("tasks", failure.task, m.tasks, c.tasks)
+            and globbed("action_tasks", failure.action_task, m.action_tasks, c.action_tasks)
         ):
             return False
-        if m.domains is not None and not check(
-            failure.domain in m.domains,
-            lambda: f"domains: {failure.domain!r} is listed",
-            lambda: f"domains: {failure.domain!r} is not in {_fmt(sorted(m.domains or ()))}",
-        ):
-            return False
-        if c.tasks is not None and m.tasks is not None:
-            hit = next((g for g, f in zip(m.tasks, c.tasks, strict=True) if f(failure.task)), None)
-            if not check(
-                hit is not None,
-                lambda: f"tasks: {failure.task!r} matches {_q(hit or '')}",
-                lambda: f"tasks: {failure.task!r} matches none of {_fmt(_q(g) for g in m.tasks or ())}",
-            ):
-                return False
-        if c.action_tasks is not None and m.action_tasks is not None:
-            task = failure.action_task
-            hit = next((g for g, f in zip(m.action_tasks, c.action_tasks, strict=True) if f(task)), None)
-            if not check(
-                hit is not None,
-                lambda: f"action_tasks: {task!r} matches {_q(hit or '')}",
-                lambda: f"action_tasks: {task!r} matches none of {_fmt(_q(g) for g in m.action_tasks or ())}",
-            ):
-                return False
         if m.labels:
             missing = {k: v for k, v in m.labels.items() if failure.labels.get(k) != v}
             if not check(
@@ -532,18 +533,9 @@ class PolicySet:
             ),
         ):
             return False
-        kind = failure.error.kind
-        if m.kinds is not None and not check(
-            kind in m.kinds,
-            lambda: f"error.kinds: {kind} is listed",
-            lambda: f"error.kinds: {kind} is not in {_fmt(sorted(m.kinds or ()))}",
-        ):
-            return False
-        code = failure.error.code
-        if m.codes is not None and not check(
-            code in m.codes,
-            lambda: f"error.codes: {code!r} is listed",
-            lambda: f"error.codes: {code!r} is not in {_fmt(repr(c) for c in sorted(m.codes or ()))}",
+        if not (
+            listed("error.kinds", failure.error.kind, m.kinds, quote=False)
+            and listed("error.codes", failure.error.code, m.codes, quote_each=True)
         ):
             return False
         if m.classes is not None:

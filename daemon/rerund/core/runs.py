@@ -101,8 +101,27 @@ class FailureFacts:
     resources: ResourcesView | None = None  # the root task's requests and limits (None: unknown)
 
 
-@dataclass(frozen=True)
-class RerunRequest:
+@dataclass(frozen=True, kw_only=True)
+class _NewRun:
+    """What a rerun and a relaunch both say about the run they create: its ``source`` and
+    ``name``, the ``env``, ``labels`` and ``inputs`` merged over the source's, the policy's
+    RunSpec ``overrides``, and the source's spec when already read (``source_spec``)."""
+
+    source: RunRef
+    name: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    overrides: RunOverrides = field(default_factory=RunOverrides)
+    source_spec: RunSpecView | None = None
+
+    @property
+    def target(self) -> RunRef:
+        return RunRef(self.source.project, self.source.domain, self.name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RerunRequest(_NewRun):
     """One rerun to create. ``action`` names the source action (``a0`` = the whole run).
 
     ``overrides`` are the policy's RunSpec changes; ``source_spec`` the source run's spec when
@@ -110,40 +129,18 @@ class RerunRequest:
     source's own values through where the SDK would overwrite them (see ``rerund.core.runspec``).
     """
 
-    source: RunRef
-    name: str
     action: str = "a0"
     recover: bool = False
-    env: Mapping[str, str] = field(default_factory=dict)
-    labels: Mapping[str, str] = field(default_factory=dict)
-    inputs: Mapping[str, Any] = field(default_factory=dict)
-    overrides: RunOverrides = field(default_factory=RunOverrides)
-    source_spec: RunSpecView | None = None
-
-    @property
-    def target(self) -> RunRef:
-        return RunRef(self.source.project, self.source.domain, self.name)
 
 
-@dataclass(frozen=True)
-class RelaunchRequest:
+@dataclass(frozen=True, kw_only=True)
+class RelaunchRequest(_NewRun):
     """One relaunch to create: a fresh run named ``name`` of version ``version`` of the deployed
     task ``task`` (``""``: the latest deployed), with ``resources`` (None: the deployed task's
     own), the source run's inputs with ``inputs`` over them, and a RunSpec that is the
     source's (``source_spec``; read by the adapter when None) changed as for a rerun: ``env``
     and ``labels`` (lineage labels included) merged over it, the ``overrides`` applied."""
 
-    source: RunRef
-    name: str
     task: str
     version: str = ""
     resources: ResourcesView | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
-    labels: Mapping[str, str] = field(default_factory=dict)
-    inputs: Mapping[str, Any] = field(default_factory=dict)
-    overrides: RunOverrides = field(default_factory=RunOverrides)
-    source_spec: RunSpecView | None = None
-
-    @property
-    def target(self) -> RunRef:
-        return RunRef(self.source.project, self.source.domain, self.name)

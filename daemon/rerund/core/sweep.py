@@ -182,16 +182,17 @@ class PlannedRerun:
     def to_json(self) -> dict[str, Any]:
         f = self.failure
         return {
-            "run": f.run,
-            "project": f.project,
-            "domain": f.domain,
-            "task": f.task,
-            "root": f.root,
+            **_identity(f),
             "error": {"kind": f.error.kind, "code": f.error.code, "message": f.error.message[:300]},
             "failed_at": iso(f.failed_at),
             "decision": _shown(self.decision),
             "changes": self.changes(),
         }
+
+
+def _identity(f: Failure) -> dict[str, Any]:
+    """The fields that name a failed run in a preview row, planned or skipped."""
+    return {"run": f.run, "project": f.project, "domain": f.domain, "task": f.task, "root": f.root}
 
 
 def _shown(decision: Decision) -> dict[str, Any]:
@@ -214,11 +215,7 @@ class Skipped:
     def to_json(self) -> dict[str, Any]:
         f = self.failure
         return {
-            "run": f.run,
-            "project": f.project,
-            "domain": f.domain,
-            "task": f.task,
-            "root": f.root,
+            **_identity(f),
             "kind": self.kind,
             "reason": self.reason,
             "existing": self.existing,

@@ -54,35 +54,19 @@ def load_failure(path: str | Path, *, now: datetime | None = None) -> Failure:
     if doc is None:
         raise FailureInputError(problems)
     if doc.data is None:
-        raise FailureInputError(
-            [PolicyProblem(doc.file, 1, 1, "", "empty failure file; it needs at least run")]
-        )
+        raise _whole_file(doc, "empty failure file; it needs at least run")
     data = doc.data
     if isinstance(data, dict) and "cases" in data:
-        raise FailureInputError(
-            [
-                PolicyProblem(
-                    doc.file,
-                    1,
-                    1,
-                    "",
-                    "this is a policy test file (it has cases:), not a failure document; run it with "
-                    f"`rerund test {doc.file}`, or copy one case's failure into a file of its own",
-                )
-            ]
+        raise _whole_file(
+            doc,
+            "this is a policy test file (it has cases:), not a failure document; run it with "
+            f"`rerund test {doc.file}`, or copy one case's failure into a file of its own",
         )
     if isinstance(data, dict) and "apiVersion" in data:
-        raise FailureInputError(
-            [
-                PolicyProblem(
-                    doc.file,
-                    1,
-                    1,
-                    "",
-                    "this is a policy file (it has apiVersion:), not a failure document; pass it with "
-                    "--policies and describe the failure in another file (see policies/failures/)",
-                )
-            ]
+        raise _whole_file(
+            doc,
+            "this is a policy file (it has apiVersion:), not a failure document; pass it with "
+            "--policies and describe the failure in another file (see policies/failures/)",
         )
     if isinstance(data, dict) and "failed_at" not in data and now is not None:
         data = {**data, "failed_at": now}
@@ -90,3 +74,8 @@ def load_failure(path: str | Path, *, now: datetime | None = None) -> Failure:
     if failure is None:
         raise FailureInputError(problems)
     return failure
+
+
+def _whole_file(doc: Document, message: str) -> FailureInputError:
+    """A problem with the document as a whole, located at its start (1:1)."""
+    return FailureInputError([PolicyProblem(doc.file, 1, 1, "", message)])

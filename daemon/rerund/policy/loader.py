@@ -203,6 +203,22 @@ def _at(doc: Document, loc: tuple[str | int, ...], message: str) -> PolicyProble
     return PolicyProblem(doc.file, line, column, format_path(path), message)
 
 
+def _named(
+    doc: Document, loc: tuple[str | int, ...], what: str, name: str, seen: dict[str, Origin]
+) -> tuple[tuple[str | int, ...], Origin, PolicyProblem | None]:
+    """Where the ``what`` (policy, check) at ``loc`` is defined, and the problem when ``name``
+    was defined before (in ``seen``, which remembers the first definition of each name)."""
+    line, column, _ = locate(doc.node, loc)
+    origin = Origin(doc.file, line, column)
+    if name in seen:
+        message = (
+            f"duplicate {what} name {name!r}, first defined at {seen[name]}; {what} names must be unique"
+        )
+        return loc, origin, _at(doc, (*loc, "name"), message)
+    seen[name] = origin
+    return loc, origin, None
+
+
 def _merge_backoff(*layers: BackoffSpec | None) -> Backoff:
     values: dict[str, Any] = {
         "initial": BUILTIN_BACKOFF.initial,
@@ -248,20 +264,10 @@ def _compile(loaded: Sequence[_Loaded]) -> tuple[list[Rule], Budget | None, list
             else:
                 global_budget, global_where = _budget(spec.budgets.global_), here
         for index, policy in enumerate(spec.policies):
-            loc: tuple[str | int, ...] = ("policies", index)
-            line, column, _ = locate(doc.node, loc)
-            origin = Origin(doc.file, line, column)
-            if policy.name in seen:
-                problems.append(
-                    _at(
-                        doc,
-                        (*loc, "name"),
-                        f"duplicate policy name {policy.name!r}, first defined at {seen[policy.name]}; "
-                        "policy names must be unique",
-                    )
-                )
+            loc, origin, duplicate = _named(doc, ("policies", index), "policy", policy.name, seen)
+            if duplicate is not None:
+                problems.append(duplicate)
                 continue
-            seen[policy.name] = origin
             rule, rule_problems = _rule(doc, spec, policy, loc, origin)
             problems.extend(rule_problems)
             if rule is None:
@@ -516,20 +522,9 @@ def _reproductions(loaded: Sequence[_Loaded]) -> tuple[list[ReproCheck], list[Po
     for item in loaded:
         doc = item.doc
         for index, spec in enumerate(item.spec.reproductions):
-            loc: tuple[str | int, ...] = ("reproductions", index)
-            line, column, _ = locate(doc.node, loc)
-            origin = Origin(doc.file, line, column)
-            if spec.name in seen:
-                problems.append(
-                    _at(
-                        doc,
-                        (*loc, "name"),
-                        f"duplicate check name {spec.name!r}, first defined at {seen[spec.name]}; "
-                        "check names must be unique",
-                    )
-                )
-            else:
-                seen[spec.name] = origin
+            loc, origin, duplicate = _named(doc, ("reproductions", index), "check", spec.name, seen)
+            if duplicate is not None:
+                problems.append(duplicate)
             check, found = _check(doc, spec, loc, origin)
             problems.extend(found)
             if check is not None and seen[spec.name] == origin:

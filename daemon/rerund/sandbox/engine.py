@@ -97,15 +97,7 @@ class Engine:
         """Start the workload's ``runs`` (unless the store already has runs) and arrivals."""
         if not self.store.runs:
             for batch in self.workload.runs:
-                self.launch(
-                    batch.task,
-                    count=batch.count,
-                    inputs=batch.inputs,
-                    project=batch.project,
-                    domain=batch.domain,
-                    run_spec=run_spec_of(batch),
-                    version=batch.version,
-                )
+                self._launch_batch(batch)
         loop = asyncio.get_running_loop()
         for arrival in self.workload.arrivals:
             self._arrivals.append(loop.create_task(self._arrive(arrival), name=f"arrival-{arrival.task}"))
@@ -138,17 +130,21 @@ class Engine:
             await asyncio.sleep(arrival.every * self.time_scale)
             if arrival.for_ and loop.time() - started > arrival.for_ * self.time_scale:
                 return
-            self.launch(
-                arrival.task,
-                count=arrival.count,
-                inputs=arrival.inputs,
-                project=arrival.project,
-                domain=arrival.domain,
-                run_spec=run_spec_of(arrival),
-                version=arrival.version,
-            )
+            self._launch_batch(arrival)
 
     # --- creating runs -------------------------------------------------------------------
+
+    def _launch_batch(self, batch: RunBatch) -> list[str]:
+        """Start the runs of a workload ``runs`` entry or of one arrival."""
+        return self.launch(
+            batch.task,
+            count=batch.count,
+            inputs=batch.inputs,
+            project=batch.project,
+            domain=batch.domain,
+            run_spec=run_spec_of(batch),
+            version=batch.version,
+        )
 
     def new_name(self, org: str, project: str, domain: str) -> str:
         """A fresh run name like Flyte's: ``r`` + 19 lowercase letters/digits."""

@@ -66,6 +66,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     BeforeValidator,
@@ -77,6 +78,7 @@ from pydantic import (
 )
 
 from rerund.core import durations
+from rerund.core.quantities import quantity_value
 from rerund.errors import PolicyProblem, WorkloadError
 from rerund.safeyaml import decode, load_text
 from rerund.sandbox import literals
@@ -130,37 +132,15 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
-_QUANTITY = re.compile(r"^\+?(\d+(?:\.\d*)?|\.\d+)(?:[eE]([+-]?\d{1,3}))?(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?$")
-_SUFFIX = {
-    "Ki": Fraction(2**10),
-    "Mi": Fraction(2**20),
-    "Gi": Fraction(2**30),
-    "Ti": Fraction(2**40),
-    "Pi": Fraction(2**50),
-    "Ei": Fraction(2**60),
-    "n": Fraction(1, 10**9),
-    "u": Fraction(1, 10**6),
-    "m": Fraction(1, 1000),
-    "": Fraction(1),
-    "k": Fraction(10**3),
-    "M": Fraction(10**6),
-    "G": Fraction(10**9),
-    "T": Fraction(10**12),
-    "P": Fraction(10**15),
-    "E": Fraction(10**18),
-}
 RESOURCE_KEYS = ("cpu", "memory", "gpu", "ephemeral_storage")
 
 
 def parse_quantity(text: str) -> Fraction:
     """A Kubernetes quantity (``4Gi``, ``500m``, ``2``) in base units, as the control plane
     checks it. Raises ``ValueError`` naming the accepted forms."""
-    m = _QUANTITY.match(str(text).strip())
-    if m is None:
+    value = quantity_value(str(text))
+    if value is None:
         raise ValueError(f"{text!r} is not a Kubernetes quantity; use e.g. 4Gi, 512Mi, 2 or 500m")
-    value = Fraction(m.group(1)) * _SUFFIX[m.group(3) or ""]
-    if m.group(2):
-        value *= Fraction(10) ** int(m.group(2))
     return value
 
 
@@ -181,9 +161,21 @@ def _behaviour_list(v: Any) -> Any:
     return v
 
 
-# The field types shared by a task, its versions and its ``when`` rules (one validator each).
+def _literal_inputs(v: dict[str, Any]) -> dict[str, Any]:
+    """Every input value is one the sandbox can write as a Flyte literal."""
+    for key, value in v.items():
+        try:
+            literals.literal_type_of(value)
+        except TypeError as exc:
+            raise ValueError(f"input {key!r}: {exc}") from None
+    return v
+
+
+# The field types shared by a task, its versions, its ``when`` rules and the runs to start
+# (one validator each).
 Behaviour = Annotated[tuple[Outcome, ...], BeforeValidator(_behaviour_list)]
 OomBelow = Annotated[str, BeforeValidator(_quantity_text)]
+Inputs = Annotated[dict[str, Any], AfterValidator(_literal_inputs)]
 
 
 class ResourceSpec(_Frozen):
@@ -326,7 +318,7 @@ class TaskDef(_Frozen):
             kind="SYSTEM", code="DeadlineExceeded", message="task exceeded its timeout"
         )
     )
-    inputs: dict[str, Any] = Field(default_factory=dict)
+    inputs: Inputs = Field(default_factory=dict)
     outputs: dict[str, Any] = Field(default_factory=dict)
     children: tuple[str, ...] = ()
     interruptible: bool = False
@@ -366,16 +358,6 @@ class TaskDef(_Frozen):
     @classmethod
     def _duration(cls, v: Any) -> float:
         return parse_duration(v)
-
-    @field_validator("inputs")
-    @classmethod
-    def _inputs_are_literals(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for key, value in v.items():
-            try:
-                literals.literal_type_of(value)
-            except TypeError as exc:
-                raise ValueError(f"input {key!r}: {exc}") from None
-        return v
 
     @field_validator("outputs")
     @classmethod
@@ -441,20 +423,10 @@ class RunBatch(_Frozen):
     service_account: str = ""
     overwrite_cache: bool = False
     max_action_concurrency: int = Field(default=0, ge=0)
-    inputs: dict[str, Any] = Field(default_factory=dict)
+    inputs: Inputs = Field(default_factory=dict)
     project: str | None = None
     domain: str | None = None
     version: str | None = Field(default=None, description="the task version to run (default: the latest)")
-
-    @field_validator("inputs")
-    @classmethod
-    def _inputs_are_literals(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for key, value in v.items():
-            try:
-                literals.literal_type_of(value)
-            except TypeError as exc:
-                raise ValueError(f"input {key!r}: {exc}") from None
-        return v
 
 
 class Deploy(TaskVersionSpec):
