@@ -16,9 +16,11 @@ it (see FLYTE-WIRE.md):
   ``rerund.errors`` (``raise ... from exc``) so nothing above this module knows the SDK.
 
 Connecting (``Connection``, ``connect``): an API key, client credentials (a client id and a
-secret) or an external token command, a private CA, an HTTP proxy — all passed to
-``flyte.init``; the SDK fetches OAuth2 tokens, sends them, and on UNAUTHENTICATED fetches a new
-one and retries once, so an expiring token never reaches rerund. What does reach rerund is a
+secret) or an external token command, a private CA — all passed to ``flyte.init`` — and an
+HTTP proxy, exported to the process as ``HTTPS_PROXY``/``HTTP_PROXY`` (``http_proxy.py``: the
+SDK's own ``http_proxy_url`` reaches none of its HTTP clients). The SDK fetches OAuth2
+tokens, sends them, and on UNAUTHENTICATED fetches a new one and retries once, so an expiring
+token never reaches rerund. What does reach rerund is a
 credential the control plane refuses outright (``CredentialsError``). ``probe`` makes one
 ListRuns at start so that a wrong key or CA stops the daemon with a message (``ConfigError``)
 instead of failing every call. Scope ``*/*`` lists and watches the whole org (``org`` in
@@ -89,6 +91,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
+from rerund.adapters.http_proxy import export_http_proxy
 from rerund.clock import utcnow
 from rerund.core.model import ErrorInfo, GpuFault, RunSpecView
 from rerund.core.redact import redact_url
@@ -902,7 +905,8 @@ class FlyteControlPlane:
         if conn.ca_cert_file is not None:
             kwargs["ca_cert_file_path"] = str(conn.ca_cert_file)
         if conn.http_proxy:
-            kwargs["http_proxy_url"] = conn.http_proxy
+            kwargs["http_proxy_url"] = conn.http_proxy  # flyte 2.12.1 ignores it: see http_proxy.py
+        export_http_proxy(conn.http_proxy)  # before the SDK builds its HTTP clients
         try:
             with self._token_requests_trust(conn.ca_cert_file):
                 await flyte.init.aio(**kwargs)

@@ -53,7 +53,11 @@ def add_auth_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="PEM CA certificate that signed the control plane's certificate",
     )
-    p.add_argument("--http-proxy", metavar="URL", help="HTTP proxy for the SDK's requests")
+    p.add_argument(
+        "--http-proxy",
+        metavar="URL",
+        help="HTTP proxy for every control-plane request (NO_PROXY is honoured)",
+    )
 
 
 def connection_overrides(args: argparse.Namespace) -> dict[str, Any]:

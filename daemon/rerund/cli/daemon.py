@@ -51,7 +51,8 @@ settings (file < RERUND_* environment < flags; rerund.example.yaml shows every o
   client_secret_file  ... and a file holding its secret                    RERUND_CLIENT_SECRET_FILE
   auth_command        a command that prints a bearer token                 RERUND_AUTH_COMMAND
   ca_cert_file        PEM CA that signed the control plane's certificate   RERUND_CA_CERT_FILE
-  http_proxy          HTTP proxy for the SDK's requests                    RERUND_HTTP_PROXY
+  http_proxy          HTTP proxy for every control-plane request           RERUND_HTTP_PROXY
+                      (hosts in NO_PROXY are reached directly)
   console_url         UI base URL for links in notifications               RERUND_CONSOLE_URL
   notify.webhook      URL for exhausted lineages (Slack-compatible)        RERUND_NOTIFY_WEBHOOK
   notify.timeout      per webhook POST (default 5s)                        (file only)

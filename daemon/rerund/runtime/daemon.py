@@ -339,11 +339,12 @@ class Daemon:
         if self._install_signals:
             self._signals(install=True)
         log.info(
-            "rerund started: endpoint %s (auth: %s%s%s), org %s, scopes %s, %d policies (%s), "
+            "rerund started: endpoint %s (auth: %s%s%s%s), org %s, scopes %s, %d policies (%s), "
             "%spoll every %s, %s%s, event loop %s",
             redact_url(s.endpoint) if s.endpoint else "(from the API key)",
             s.auth_mode.replace("_", " "),
             f", CA {s.ca_cert_file}" if s.ca_cert_file else "",
+            f", proxy {redact_url(s.http_proxy)}" if s.http_proxy else "",
             f", at most {s.max_rps:g} RPC/s" if s.max_rps else "",
             s.org,
             ", ".join(sc.key for sc in s.scopes),

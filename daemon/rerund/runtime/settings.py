@@ -234,8 +234,20 @@ class Settings(_Frozen):
     @field_validator("http_proxy")
     @classmethod
     def _proxy_url(cls, v: str) -> str:
-        if v and not v.startswith(("http://", "https://")):
-            raise ValueError(f"{v!r} is not an http(s) URL; write e.g. http://proxy.internal:3128")
+        # The value may carry the proxy's password: a message shows it through redact_url only.
+        if not v:
+            return v
+        try:
+            parts = urlsplit(v)
+            _ = parts.port  # raises ValueError for a port that is not a number
+            usable = parts.scheme in ("http", "https") and bool(parts.hostname) and not re.search(r"\s", v)
+        except ValueError:
+            usable = False
+        if not usable:
+            raise ValueError(
+                f"{redact_url(v)!r} is not an http(s) URL; write e.g. http://proxy.internal:3128 "
+                "(with credentials: http://user:password@proxy.internal:3128)"
+            )
         return v
 
     @field_validator("http")
@@ -290,7 +302,7 @@ class Settings(_Frozen):
                 data[key] = durations.format_duration(getattr(self, key))
         data["notify"]["timeout"] = durations.format_duration(self.notify.timeout)
         # A URL's userinfo, path and query can be the secret: show scheme, host and port only.
-        for key in ("endpoint", "console_url"):
+        for key in ("endpoint", "console_url", "http_proxy"):
             data[key] = redact_url(data[key]) if data[key] else data[key]
         return data
 
