@@ -5,11 +5,12 @@ each rerun costs.
   (``--fault-latency 50ms``). The SDK's own rerun path at concurrency 8 (a client process calling
   ``flyte.with_runcontext(name=...).rerun(run)``) against rerund with adaptive concurrency up to
   ``max_concurrent_reruns`` 128 and ``max_rps`` 1200. Goal: rerund at least 4x the SDK path's rate,
-  and never above its ``max_rps``: ``peak_sent_rps``, the most RPCs rerund released in one whole
-  second by its own clock (``rerund_control_plane_peak_rps``). ``peak_rpc_per_s`` is the most
-  the sandbox counted arriving in one whole second by its clock: the same RPCs, shifted by the
-  sandbox's own scheduling on a loaded machine (a Python server that stalls for 20 ms handles
-  20 ms of requests late, in the next second), so it may exceed the cap by that jitter.
+  and never above its ``max_rps``, judged twice: ``peak_sent_rps``, the most RPCs rerund sent
+  in one whole second by its own clock (``rerund_control_plane_peak_rps``, counted as each RPC
+  leaves the gate, after its wait), must not exceed it; ``peak_rpc_per_s``, the most the sandbox
+  counted arriving in one whole second by its clock — the same RPCs, shifted by the sandbox's
+  own scheduling on a loaded machine (a Python server that stalls for 20 ms handles 20 ms of
+  requests late, in its next second) — must not exceed it by more than 2%.
 - ``rate-limited storm`` — N runs fail at once behind ``--rate-limit 100/s`` (RESOURCE_EXHAUSTED
   beyond it). rerund twice: with no ``max_rps`` (adaptive concurrency alone) and with
   ``max_rps: 95`` (set to the gateway's limit, as an operator would). Goal: a rerun rate at least
@@ -38,6 +39,9 @@ N_DEFAULT, N_QUICK = 2000, 200
 LATENCY = "50ms"
 RATE = 100
 WAN_SETTINGS = {"max_concurrent_reruns": 128, "max_rps": 1200}
+# The sandbox counts arrivals by its own clock, after its own scheduling on a loaded machine:
+# the same RPCs can land up to this share above the cap in one of its seconds.
+ARRIVAL_TOLERANCE = 1.02
 
 
 def measure_rerund(
@@ -112,7 +116,8 @@ def run(n: int, quick: bool) -> dict[str, Any]:
     cpu_extra = round(wan["cpu_ms_per_rerun"] - sdk["cpu_ms_per_rerun"], 2)
     goals = {
         "wan_4x_sdk_path": ratio >= 4.0,
-        "wan_never_above_max_rps": wan["peak_sent_rps"] <= WAN_SETTINGS["max_rps"],
+        "wan_never_above_max_rps": wan["peak_sent_rps"] <= WAN_SETTINGS["max_rps"]
+        and wan["peak_rpc_per_s"] <= WAN_SETTINGS["max_rps"] * ARRIVAL_TOLERANCE,
         "rate_limited_80pct_of_allowed": {
             r["who"]: (r["share_of_allowed"] or 0) >= 0.8 for r in (limited, capped)
         },

@@ -104,10 +104,10 @@ def _notes(name: str, doc: dict[str, Any]) -> list[str]:
             f"{doc['wan_ratio_to_sdk_path']}x the SDK rerun path's rate (goal >= 4x: "
             f"{_yes(g['wan_4x_sdk_path'])}); never above its max_rps "
             f"({rows['rerund (50 ms)']['max_rps']}): {_yes(g['wan_never_above_max_rps'])} — at most "
-            f"{rows['rerund (50 ms)'].get('peak_sent_rps', '?')} RPCs released in one second by "
-            "rerund's clock; "
+            f"{rows['rerund (50 ms)'].get('peak_sent_rps', '?')} RPCs sent in one second by "
+            "rerund's clock (goal: at most max_rps); "
             f"the sandbox counted at most {rows['rerund (50 ms)']['peak_rpc_per_s']} arriving in one second "
-            "by its own (the same RPCs, shifted by its scheduling on this loaded machine).",
+            "by its own (goal: at most 2% above, the jitter of its scheduling on this loaded machine).",
             "Rate-limited storm (100 RPC/s): "
             + "; ".join(
                 f"{r['who']}: {r['share_of_allowed']:.0%} of what the limit allows for its RPC mix, "

@@ -27,6 +27,7 @@ __all__ = [
     "Notifier",
     "Relauncher",
     "ReproLedger",
+    "RpcGate",
     "Scheduler",
     "ScopeDirectory",
 ]
@@ -128,6 +129,16 @@ class ScopeDirectory(Protocol):
         """True when the org has ``project`` with ``domain``, False when it has not, None when
         the control plane cannot say (no ProjectService). Costs 1 RPC (GetProject)."""
         ...
+
+
+class RpcGate(Protocol):
+    """The daemon's rate gate, given to a control plane that charges each RPC on the wire
+    itself (its ``rpc_gate`` attribute): ``book(n)`` reserves ``n`` RPCs and returns the seconds
+    to wait before sending them, ``sent(n)`` says they left. Both are thread-safe."""
+
+    def book(self, cost: int = 1) -> float: ...
+
+    def sent(self, cost: int = 1) -> None: ...
 
 
 class Notifier(Protocol):

@@ -234,7 +234,17 @@ def test_every_rpc_on_the_wire_passes_the_rate_gate_the_sdk_rerun_path_included(
     # and each RPC of the SDK's rerun path (which rerund cannot see one by one otherwise).
     cp = _cp(sb)
     booked: list[int] = []
-    cp.rpc_gate = lambda n: booked.append(n) or 0.0
+    sent: list[int] = []
+
+    class _Gate:
+        def book(self, cost: int = 1) -> float:
+            booked.append(cost)
+            return 0.0
+
+        def sent(self, cost: int = 1) -> None:
+            sent.append(cost)
+
+    cp.rpc_gate = _Gate()
     [name] = sb.launch("net.flaky")
     sb.wait_idle()
     source = RunRef(sb.project, sb.domain, name)
@@ -247,6 +257,7 @@ def test_every_rpc_on_the_wire_passes_the_rate_gate_the_sdk_rerun_path_included(
 
     assert served["CreateRun"] == 1 and served["UploadInputs"] == 1 and served["GetActionData"] == 1
     assert booked == [1] * sum(served.values())  # one booking per RPC the sandbox served
+    assert sent == booked
 
 
 def test_the_sdk_client_sends_requests_uncompressed_with_the_sdks_interceptors(sb: SandboxHandle) -> None:
@@ -258,3 +269,36 @@ def test_the_sdk_client_sends_requests_uncompressed_with_the_sdks_interceptors(s
     assert kwargs["send_compression"] is None  # connectrpc's default is gzip on every request
     names = [type(i).__name__ for i in session.interceptors]
     assert names[0] == "DefaultMetadataInterceptor" and names[-1] == "_RpcGate"
+
+
+def test_rpc_timeout_starts_when_the_rate_gate_lets_the_rpc_go(sb: SandboxHandle) -> None:
+    # Time queued behind max_rps is not the control plane's: an RPC held 3 s at the gate with a
+    # 1 s rpc_timeout is still answered; an answer slower than rpc_timeout is a transient
+    # DEADLINE_EXCEEDED, retried like any other.
+    from rerund.errors import TransientControlPlaneError
+
+    cp = _cp(sb)
+    cp.rpc_timeout = 1.0
+    [name] = sb.launch("ok")
+    sb.wait_idle()
+    source = RunRef(sb.project, sb.domain, name)
+
+    class _SlowGate:
+        def book(self, cost: int = 1) -> float:
+            return 3.0
+
+        def sent(self, cost: int = 1) -> None:
+            return None
+
+    cp.rpc_gate = _SlowGate()
+    assert _run(cp.get_run(source)).ref == source
+
+    cp.rpc_gate = None
+    sb.set_faults(latency_s=3.0)
+    try:
+        with pytest.raises(TransientControlPlaneError) as caught:
+            _run(cp.get_run(source))
+    finally:
+        sb.set_faults(latency_s=0.0)
+    assert caught.value.code == "deadline_exceeded"
+    assert "rpc_timeout (1s)" in str(caught.value)

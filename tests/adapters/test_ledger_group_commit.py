@@ -1,6 +1,6 @@
-"""Group commits: the daemon's one-row ledger writes share one transaction, committed by a
-scheduled flush. What another process reads, what a watermark covers, what close keeps, and that a
-refused row does not lose the rows grouped with it."""
+"""Group commits: the daemon's one-row ledger writes are decided new at once and written together
+by a scheduled flush, in one short transaction. What another process reads, that it can write
+meanwhile, what a watermark covers, what close keeps, and that a refused row loses only itself."""
 
 from __future__ import annotations
 
@@ -50,17 +50,34 @@ def test_grouped_rows_are_committed_together_by_the_scheduled_flush(tmp_path: Pa
     assert _failure(ledger, "a") and _decision(ledger, "a")
     assert _failure(ledger, "b") and _decision(ledger, "b")
     assert len(scheduled) == 1  # one flush for the whole group
-    # The daemon's own handle sees its rows (and answers "already recorded") before the commit
-    assert not _failure(ledger, "a")
-    assert [r["run"] for r in ledger.history()] == ["b", "a"]
-    assert _committed(tmp_path / "l.db", "decisions") == 0  # another process does not, yet
+    assert not _failure(ledger, "a")  # already recorded (pending): not new again
+    assert _committed(tmp_path / "l.db", "decisions") == 0  # another process does not see them yet
 
     scheduled.pop()()  # the timer fires
     assert _committed(tmp_path / "l.db", "failures") == 2
     assert _committed(tmp_path / "l.db", "decisions") == 2
+    assert not _failure(ledger, "b")  # written: still not new
 
     assert _failure(ledger, "c")  # the next row opens the next group
     assert len(scheduled) == 1
+    ledger.close()
+
+
+def test_another_process_writes_while_rows_are_pending_and_reads_here_see_them(tmp_path: Path) -> None:
+    # `rerund sweep` writes the same file while the daemon records: the write lock is taken only
+    # for the moment of a flush, never held between them.
+    ledger, scheduled = _grouped(tmp_path / "l.db")
+    assert _failure(ledger, "a") and _decision(ledger, "a")
+    sweep = Ledger(tmp_path / "l.db", source="sweep")
+    with sqlite3.connect(tmp_path / "l.db", timeout=0) as other:  # no waiting for a lock at all
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO watermarks VALUES ('x/y', '2026-11-30T15:00:00+00:00')")
+        other.execute("COMMIT")
+    assert _failure(sweep, "s")
+    assert [r["run"] for r in ledger.history()] == ["a"]  # a read here writes what is pending first
+    assert _committed(tmp_path / "l.db", "failures") == 2
+    scheduled.pop()()  # nothing left to write: harmless
+    sweep.close()
     ledger.close()
 
 
@@ -73,12 +90,12 @@ def test_a_watermark_and_close_commit_the_open_group_first(tmp_path: Path) -> No
     assert _failure(ledger, "b")
     ledger.close()  # a graceful stop keeps the group
     assert _committed(tmp_path / "l.db", "failures") == 2
-    assert scheduled  # the timer that would have flushed it may fire after close: harmless
+    scheduled.pop()()  # the timer that would have flushed it fires after close: a no-op
 
 
 def test_a_refused_row_does_not_lose_the_rows_grouped_with_it(tmp_path: Path) -> None:
     ledger, scheduled = _grouped(tmp_path / "l.db")
-    assert _failure(ledger, "a")
+    assert _failure(ledger, "a")  # one flush is scheduled for it
     with pytest.raises(LedgerError, match="write failed"):
         ledger.record_decision(
             project="ml",

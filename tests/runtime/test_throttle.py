@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 
 import pytest
 from hypothesis import given
@@ -311,7 +312,8 @@ def test_an_adapter_with_a_per_rpc_gate_is_paced_per_rpc_not_per_call():
 
         async def get_run(self, ref):
             for _ in range(3):  # three raw RPCs, e.g. three pages of a listing
-                await asyncio.sleep(self.rpc_gate(1))
+                await asyncio.sleep(self.rpc_gate.book(1))
+                self.rpc_gate.sent(1)
             return ref
 
         async def create_rerun(self, request):
@@ -325,7 +327,7 @@ def test_an_adapter_with_a_per_rpc_gate_is_paced_per_rpc_not_per_call():
     guard = GuardedControlPlane(inner, throttle)
 
     assert asyncio.run(guard.get_run(RunRef("p", "d", "r"))) == RunRef("p", "d", "r")
-    assert inner.rpc_gate == throttle.book
+    assert inner.rpc_gate is throttle
     assert booked == [1, 1, 1]  # one per raw RPC; the call itself is charged nothing
 
     booked.clear()  # the SDK's rerun path is charged per RPC by the adapter too, not per call
@@ -409,3 +411,56 @@ def test_slots_are_never_oversubscribed_or_leaked_whatever_is_cancelled(cancel_a
         assert throttle.inflight == 0 and not throttle._waiters
 
     asyncio.run(main())
+
+
+def test_a_learned_rate_grown_far_past_any_refusal_is_forgotten_and_never_overflows():
+    # One refusal, then hours of quiet: the cap grows 10% a second; past forget_above it is
+    # dropped (no cap until the next refusal) instead of growing to infinity.
+    learned = AdaptiveRate()
+    for i in range(20):
+        learned.reserve(1, i / 20)
+        learned.answered(1, i / 20)
+    learned.on_overload(1.0)
+    assert learned.cap < 100
+    for t in range(5, 3 * 3600, 5):
+        assert learned.reserve(1, float(t)) == 0.0 or t < 200
+    assert learned.cap == float("inf")
+    learned.on_overload(3 * 3600.0)  # the next refusal teaches a limit again
+    assert learned.cap < float("inf")
+
+
+def test_max_rps_holds_over_every_second_with_the_learned_rate_active():
+    # The hard cap and the learned one book separately; each must count the RPCs when they are
+    # really sent (the later of the two times), or their windows drift apart and the RPCs one
+    # held back go out together with the next ones. 400 seeded scenarios (seed 415 put 9 RPCs in
+    # one second at max_rps 5 before the fix).
+    for seed in range(400):
+        rnd = random.Random(seed)
+        now = 0.0
+        rate = rnd.choice([2, 3, 5, 10])
+        throttle = Throttle(AdaptiveLimit(ceiling=8), RateSchedule(float(rate), burst=1.0), clock=lambda: now)
+        for _ in range(rnd.randint(1, 3 * rate)):
+            throttle.learned.answered(1, 0.0)
+        throttle.learned.on_overload(0.0)
+        sends = []
+        for _ in range(rnd.randint(5, 60)):
+            now += rnd.choice([0.0, 0.0, 0.01, 0.1, 0.3, 1.0])
+            sends.append(now + throttle.book(1))
+        sends.sort()
+        for i, t in enumerate(sends):
+            assert sum(1 for r in sends[i:] if r < t + 1.0 - 1e-9) <= rate, (seed, rate, sends)
+
+
+@given(
+    rate=st.integers(min_value=1, max_value=20),
+    costs=st.lists(st.integers(min_value=1, max_value=8), min_size=1, max_size=60),
+)
+def test_a_booking_of_several_rpcs_counts_them_all_at_its_release(rate, costs):
+    schedule = RateSchedule(float(rate))
+    released = []
+    for cost in costs:
+        at = schedule.reserve(cost, 0.0)
+        released.extend([at] * cost)
+    for i, t in enumerate(released):
+        in_window = sum(1 for r in released[i:] if r < t + 1.0 - 1e-9)
+        assert in_window <= max(rate, max(costs))

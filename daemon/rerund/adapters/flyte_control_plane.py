@@ -115,6 +115,7 @@ from rerund.errors import (
     PermanentControlPlaneError,
     TransientControlPlaneError,
 )
+from rerund.ports import RpcGate
 
 __all__ = [
     "BACKENDS",
@@ -664,8 +665,13 @@ def run_on_sdk_loop(
     from flyte.syncify import syncify
 
     @syncify
-    async def on_sdk_loop() -> _T:
-        return await main()
+    async def on_sdk_loop() -> tuple[_T | None, BaseException | None]:
+        # SystemExit or KeyboardInterrupt raised in a task would end the loop's thread, and this
+        # (main) thread would wait for an answer forever: carry them over instead.
+        try:
+            return await main(), None
+        except (SystemExit, KeyboardInterrupt) as exc:
+            return None, exc
 
     def forward(fn: Callable[[], None]) -> Callable[[int, Any], None]:
         return lambda _signum, _frame: fn()
@@ -675,8 +681,10 @@ def run_on_sdk_loop(
         for sig, fn in signals.items():
             previous[sig] = signal.signal(sig, forward(fn))
     try:
-        result: _T = on_sdk_loop()
-        return result
+        result, escaped = on_sdk_loop()
+        if escaped is not None:
+            raise escaped
+        return result  # type: ignore[return-value]
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -686,22 +694,49 @@ def run_on_sdk_loop(
 
 
 class _RpcGate:
-    """A connectrpc metadata interceptor, innermost in the SDK's chain: every RPC the SDK's
-    client sends (unary or stream, each retry the SDK makes included) first waits for its
-    owner's ``rpc_gate``, so ``max_rps`` holds per RPC on the wire rather than per call."""
+    """A connectrpc interceptor, innermost in the SDK's chain: every RPC the SDK's client sends
+    (unary or stream, each retry the SDK makes included) first waits for its owner's
+    ``rpc_gate``, so ``max_rps`` holds per RPC on the wire rather than per call. A unary RPC's
+    ``rpc_timeout`` starts once the gate lets it go: time queued behind the rate limit is not
+    time the control plane took to answer."""
 
     def __init__(self, owner: FlyteControlPlane) -> None:
         self._owner = owner
 
-    async def on_start(self, ctx: Any) -> None:
+    async def _through_gate(self) -> None:
         gate = self._owner.rpc_gate
         if gate is not None:
-            wait = gate(1)
+            wait = gate.book(1)
             if wait > 0:
                 await asyncio.sleep(wait)
+            gate.sent(1)
 
-    async def on_end(self, token: None, ctx: Any, error: Exception | None) -> None:
-        return None
+    async def intercept_unary(self, call_next: Any, request: Any, ctx: Any) -> Any:
+        from connectrpc.code import Code
+        from connectrpc.errors import ConnectError
+
+        await self._through_gate()
+        timeout = self._owner.rpc_timeout
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                return await call_next(request, ctx)
+        except (TimeoutError, ConnectError) as exc:
+            # connectrpc turns the cancellation the deadline sends into ConnectError(CANCELED),
+            # which the timeout does not recognise as its own: take it back here.
+            if isinstance(exc, ConnectError) and not (exc.code == Code.CANCELED and deadline.expired()):
+                raise
+            task = asyncio.current_task()
+            if isinstance(exc, ConnectError) and task is not None:
+                task.uncancel()
+            raise ConnectError(
+                Code.DEADLINE_EXCEEDED, f"no answer within rpc_timeout ({timeout:g}s)"
+            ) from None
+
+    async def intercept_server_stream(self, call_next: Any, request: Any, ctx: Any) -> AsyncIterator[Any]:
+        await self._through_gate()  # a stream lives as long as it is read: no timeout
+        async for response in call_next(request, ctx):
+            yield response
 
 
 @functools.cache
@@ -844,8 +879,11 @@ class FlyteControlPlane:
         # The daemon's rate gate: books one RPC and returns how long to wait before sending it
         # (thread-safe). Every RPC of the SDK's client passes it (``_RpcGate``): our raw RPCs, each
         # ListRuns page, the SDK's own rerun path, and the SDK's retries.
-        self.rpc_gate: Callable[[int], float] | None = None
-        self._timeout = rpc_timeout
+        self.rpc_gate: RpcGate | None = None
+        # Per RPC, from the moment the rate gate lets it go (``_RpcGate``): calls made of
+        # several RPCs (the SDK's rerun path) are bounded RPC by RPC, not as a whole, so time
+        # queued behind max_rps never counts as the control plane's.
+        self.rpc_timeout = rpc_timeout
         self._console_url = console_url.rstrip("/")
         self._page = max(1, min(page_size, _MAX_PAGE))
         self._connected = False
@@ -1000,7 +1038,7 @@ class FlyteControlPlane:
     async def _call(self, rpc: str, fn: Any, req: Any) -> Any:
         key = (rpc, req.SerializeToString(deterministic=True))
         try:
-            resp = await asyncio.wait_for(fn.aio(req), timeout=self._timeout)
+            resp = await fn.aio(req)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -1607,7 +1645,7 @@ class FlyteControlPlane:
                     force_rerun_actions=force,
                     **request.inputs,
                 )
-                run = await asyncio.wait_for(call, timeout=self._timeout * 4)
+                run = await call
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -1686,7 +1724,7 @@ class FlyteControlPlane:
                 return await runner.run.aio(task, **inputs)
 
         try:
-            run = await asyncio.wait_for(relaunch(), timeout=self._timeout * 4)
+            run = await relaunch()
         except asyncio.CancelledError:
             raise
         except flyte.errors.RemoteTaskNotFoundError as exc:
@@ -1713,7 +1751,7 @@ class FlyteControlPlane:
             return None
 
         try:
-            return await asyncio.wait_for(latest(), timeout=self._timeout)
+            return await latest()
         except asyncio.CancelledError:
             raise
         except Exception as exc:

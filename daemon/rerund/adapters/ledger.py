@@ -8,13 +8,15 @@ whether the fact is new) and to remember which reruns it created, so their outco
 followed after a restart without an extra RPC.
 
 Group commits (``group_commits``, what the daemon turns on): the one-row writes (failures,
-decisions, issue results, outcomes) share one transaction, committed ``schedule``d a moment
-later (the daemon: 50 ms) — a storm records thousands of rows a second, and a commit per row
-was most of rerund's CPU after the RPCs themselves. Every other write (watermarks, pruning,
-reproductions) and ``close`` commit the open group first, so a watermark is never ahead of the
-rows it covers. A hard crash loses at most the rows of the open group; they are facts the
-daemon derives again from the control plane on restart (the failures after the watermark are
-read again), so nothing is missed or created twice.
+decisions, issue results, outcomes) are decided new or not at once (a read of the row's unique
+key, which takes no lock) and written together by a ``flush`` ``schedule``d a moment later (the
+daemon: 50 ms), in one short transaction — a storm records thousands of rows a second, and a
+commit per row was most of rerund's CPU after the RPCs themselves, while holding the write lock
+between flushes would shut ``rerund sweep`` out of the file. Every other write (watermarks,
+pruning, reproductions), every read and ``close`` write the pending rows first, so a watermark
+is never ahead of the rows it covers. A hard crash loses at most the pending rows; they are
+facts the daemon derives again from the control plane on restart (the failures after the
+watermark are read again), so nothing is missed or created twice.
 
 WAL mode lets ``rerund history`` read while the daemon writes. ``prune`` keeps the file
 bounded (the daemon calls it with its ``ledger_retention`` setting). Timestamps are stored as
@@ -137,6 +139,10 @@ class Ledger:
         self.source = source
         self._lock = threading.Lock()
         self._schedule: Callable[[Callable[[], None]], object] | None = None
+        self._pending: list[tuple[str, tuple[Any, ...]]] = []
+        self._pending_keys: set[tuple[Any, ...]] = set()
+        self._flush_handle: object = None
+        self._closed = False
         if self.path != ":memory:" and Path(self.path).is_dir():
             raise LedgerError(
                 f"ledger {self.path!r} is a directory, not a ledger file; pass the file itself as "
@@ -182,45 +188,75 @@ class Ledger:
 
     def close(self) -> None:
         with self._lock:
+            if self._closed:
+                return
             try:
-                self._commit_group()
+                self._write_pending()
+            except LedgerError as exc:
+                log.error("%s", exc)
             finally:
+                self._cancel_flush()
+                self._closed = True
                 self._db.close()
 
     def group_commits(self, schedule: Callable[[Callable[[], None]], object] | None) -> None:
-        """Group the one-row writes into one transaction; ``schedule(flush)`` is called when a
-        group opens and must call ``flush`` soon (e.g. ``loop.call_later(0.05, flush)``).
-        ``None``: one transaction per row again (the open group is committed)."""
+        """Group the one-row writes: ``schedule(flush)`` is called when the first row of a
+        group is recorded and must call ``flush`` soon (e.g. ``loop.call_later(0.05, flush)``;
+        what it returns is cancelled on ``close`` if it has a ``cancel``). ``None``: one
+        transaction per row again (the pending rows are written first)."""
         self.flush()
         self._schedule = schedule
 
     def flush(self) -> None:
-        """Commit the open group of rows, if any. A failure is logged (the group's rows are
+        """Write the pending rows in one short transaction. A failure is logged (those rows are
         lost; the daemon derives them again after a restart), never raised: it runs from a
-        timer."""
+        timer. Nothing after ``close``."""
         with self._lock:
+            self._flush_handle = None
+            if self._closed:
+                return
             try:
-                self._commit_group()
+                self._write_pending()
             except LedgerError as exc:
                 log.error("%s", exc)
 
-    def _commit_group(self) -> None:
-        """Commit the open group (lock held)."""
-        if not self._db.in_transaction:
+    def _cancel_flush(self) -> None:
+        handle, self._flush_handle = self._flush_handle, None
+        cancel = getattr(handle, "cancel", None)
+        if callable(cancel):
+            cancel()
+
+    def _write_pending(self) -> None:
+        """Write the pending rows (lock held): the write lock is taken for this moment only, so
+        another process (``rerund sweep``) writing the same file waits milliseconds, not for as
+        long as the daemon keeps recording. A row the database refuses is logged and skipped."""
+        rows, self._pending = self._pending, []
+        self._pending_keys.clear()
+        if not rows:
             return
         try:
+            self._db.execute("BEGIN IMMEDIATE")
+            for sql, args in rows:
+                try:
+                    self._db.execute(sql, args)
+                except sqlite3.IntegrityError as exc:
+                    log.error("ledger %r refused a row (%s); that row is lost", self.path, exc)
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise LedgerError(
-                f"ledger {self.path!r} write failed: {exc}; the rows recorded in the last moment are lost"
+                f"ledger {self.path!r} write failed: {exc}; the {len(rows)} rows recorded since the "
+                "last write are lost (the daemon derives them again after a restart)"
             ) from exc
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._commit_group()
+            try:
+                self._write_pending()
+            except LedgerError as exc:
+                log.error("%s", exc)
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
@@ -232,25 +268,44 @@ class Ledger:
             except sqlite3.Error as exc:
                 raise LedgerError(f"ledger {self.path!r} write failed: {exc}; the record is lost") from exc
 
-    @contextmanager
-    def _row(self) -> Iterator[sqlite3.Connection]:
-        """A one-statement write: in the open group when group commits are on (a failed
-        statement is undone alone, the group stays), else its own transaction."""
+    def _record(
+        self,
+        key: tuple[Any, ...],
+        exists: str,
+        exists_args: tuple[Any, ...],
+        insert: str,
+        args: tuple[Any, ...],
+    ) -> bool:
+        """Record one row (``INSERT OR IGNORE``); True when it was not recorded before.
+
+        With group commits on, whether it is new is read now (the row's unique key: ``exists``,
+        and the rows still pending) and the row joins the pending ones, written by the next
+        ``flush``; else it is written at once in its own transaction."""
         if self._schedule is None:
             with self._tx() as db:
-                yield db
-            return
+                return bool(db.execute(insert, args).rowcount == 1)
         with self._lock:
+            if self._closed:
+                raise LedgerError(f"ledger {self.path!r} is closed; the record is lost")
             try:
-                if not self._db.in_transaction:
-                    self._db.execute("BEGIN IMMEDIATE")
-                    self._schedule(self.flush)
-                yield self._db
+                if self._db.execute(exists, exists_args).fetchone() is not None:
+                    return False
             except sqlite3.Error as exc:
                 raise LedgerError(f"ledger {self.path!r} write failed: {exc}; the record is lost") from exc
+            if key in self._pending_keys:
+                return False
+            self._pending_keys.add(key)
+            self._pending.append((insert, args))
+            if self._flush_handle is None:
+                self._flush_handle = self._schedule(self.flush) or True
+            return True
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
+            try:
+                self._write_pending()  # what this process recorded is read back
+            except LedgerError as exc:
+                log.error("%s", exc)
             try:
                 return list(self._db.execute(sql, args))
             except sqlite3.Error as exc:
@@ -262,12 +317,14 @@ class Ledger:
         self, *, project: str, domain: str, run: str, failed_at: datetime, now: datetime
     ) -> bool:
         """Remember a failed run; True when it was not recorded before."""
-        with self._row() as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO failures VALUES (?, ?, ?, ?, ?, ?)",
-                (f"{project}/{domain}/{run}", project, domain, run, _iso(failed_at), _iso(now)),
-            )
-            return cur.rowcount == 1
+        key = f"{project}/{domain}/{run}"
+        return self._record(
+            ("failure", key),
+            "SELECT 1 FROM failures WHERE run_key = ?",
+            (key,),
+            "INSERT OR IGNORE INTO failures VALUES (?, ?, ?, ?, ?, ?)",
+            (key, project, domain, run, _iso(failed_at), _iso(now)),
+        )
 
     def record_decision(
         self,
@@ -281,26 +338,30 @@ class Ledger:
     ) -> bool:
         """Record a decision (its ``Decision.to_json()``) with this handle's ``source``; True
         when this (run, kind, policy, attempt) was not recorded before (by either source)."""
-        with self._row() as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO decisions (at, run_key, project, domain, run, root, attempt, policy,"
-                " decision, reason, body, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    _iso(now),
-                    f"{project}/{domain}/{run}",
-                    project,
-                    domain,
-                    run,
-                    root,
-                    decision.get("attempt"),
-                    decision.get("policy") or "",
-                    decision["decision"],
-                    decision["reason"],
-                    json.dumps(decision, sort_keys=True, default=str),
-                    self.source,
-                ),
-            )
-            return cur.rowcount == 1
+        key = f"{project}/{domain}/{run}"
+        attempt, policy, kind = decision.get("attempt"), decision.get("policy") or "", decision["decision"]
+        return self._record(
+            ("decision", key, kind, policy, -1 if attempt is None else attempt),
+            "SELECT 1 FROM decisions WHERE run_key = ? AND decision = ? AND policy = ?"
+            " AND IFNULL(attempt, -1) = IFNULL(?, -1)",
+            (key, kind, policy, attempt),
+            "INSERT OR IGNORE INTO decisions (at, run_key, project, domain, run, root, attempt, policy,"
+            " decision, reason, body, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                _iso(now),
+                key,
+                project,
+                domain,
+                run,
+                root,
+                attempt,
+                policy,
+                kind,
+                decision["reason"],
+                json.dumps(decision, sort_keys=True, default=str),
+                self.source,
+            ),
+        )
 
     def record_issue(
         self,
@@ -319,28 +380,30 @@ class Ledger:
     ) -> bool:
         """Record the result of issuing a rerun (created|already_exists|invalid|dry_run) with
         this handle's ``source``."""
-        with self._row() as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO issues (at, source_key, target_key, project, domain, target, root,"
-                " attempt, policy, scope, result, message, source)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    _iso(now),
-                    source_key,
-                    f"{project}/{domain}/{target}",
-                    project,
-                    domain,
-                    target,
-                    root,
-                    attempt,
-                    policy,
-                    scope,
-                    result,
-                    message,
-                    self.source,
-                ),
-            )
-            return cur.rowcount == 1
+        key = f"{project}/{domain}/{target}"
+        return self._record(
+            ("issue", key, result),
+            "SELECT 1 FROM issues WHERE target_key = ? AND result = ?",
+            (key, result),
+            "INSERT OR IGNORE INTO issues (at, source_key, target_key, project, domain, target, root,"
+            " attempt, policy, scope, result, message, source)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                _iso(now),
+                source_key,
+                key,
+                project,
+                domain,
+                target,
+                root,
+                attempt,
+                policy,
+                scope,
+                result,
+                message,
+                self.source,
+            ),
+        )
 
     def record_outcome(
         self,
@@ -355,12 +418,14 @@ class Ledger:
         now: datetime,
     ) -> bool:
         """Record the terminal phase of a rerun; True when not recorded before."""
-        with self._row() as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO outcomes VALUES (?, ?, ?, ?, ?, ?)",
-                (f"{project}/{domain}/{target}", _iso(now), policy, root, attempt, phase),
-            )
-            return cur.rowcount == 1
+        key = f"{project}/{domain}/{target}"
+        return self._record(
+            ("outcome", key),
+            "SELECT 1 FROM outcomes WHERE target_key = ?",
+            (key,),
+            "INSERT OR IGNORE INTO outcomes VALUES (?, ?, ?, ?, ?, ?)",
+            (key, _iso(now), policy, root, attempt, phase),
+        )
 
     def record_reproduction(self, result: dict[str, Any], *, now: datetime) -> bool:
         """Record a finished reproduction firing (``ReproResult.to_json()``, diff included);

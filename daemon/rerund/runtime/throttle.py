@@ -60,7 +60,7 @@ log = logging.getLogger("rerund.throttle")
 
 # RPCs each port call makes (see ``ports.ControlPlane``): what ``max_rps`` charges when the
 # control plane has no per-RPC gate, and what an accepted call tells the learned rate. An adapter
-# with an ``rpc_gate`` attribute (the flyte one) is given ``Throttle.book`` and charges every RPC
+# with an ``rpc_gate`` attribute (the flyte one) is given the ``Throttle`` and charges every RPC
 # on the wire itself — each ListRuns page, each RPC of the SDK's rerun path, each retry — so then
 # nothing is charged here. The SDK's rerun path is GetRunDetails, SelectCluster, GetActionData,
 # UploadInputs and CreateRun: 5 (7 for a relaunch, which reads the task too).
@@ -129,6 +129,10 @@ class AdaptiveLimit:
         self.threshold = self.limit
 
 
+# The most RPCs per second a sliding window remembers (``max_rps`` is at most 100,000).
+_MAX_WINDOW = 100_000
+
+
 @dataclass
 class RateSchedule:
     """At most ``rate`` RPCs in any one second: a token bucket (``rate`` per second after a
@@ -137,10 +141,11 @@ class RateSchedule:
     alone lets ``burst`` more through in the second after an idle moment.
 
     ``reserve(cost, now)`` books ``cost`` RPCs and returns how long the caller must wait before
-    sending them; bookings queue behind each other (release times never decrease). Invariants:
-    the RPCs released by time ``t`` never exceed ``burst + rate * (t - first booking)``, and
-    no window ``[t, t + 1)`` holds more than ``max(floor(rate), cost)`` of them. ``rate <= 0``:
-    no cap.
+    sending them; bookings queue behind each other (release times never decrease). ``hold(at)``
+    moves the last booking later (another schedule made it wait longer), so the window counts
+    when it is really sent. Invariants: the RPCs released by time ``t`` never exceed
+    ``burst + rate * (t - first booking)``, and no window ``[t, t + 1)`` holds more than
+    ``max(floor(rate), cost)`` of them. ``rate <= 0`` or not finite: no cap.
     """
 
     rate: float
@@ -148,13 +153,15 @@ class RateSchedule:
     _tokens: float = field(default=math.nan, init=False)
     _last: float = field(default=0.0, init=False)
     _released: deque[float] = field(default_factory=deque, init=False)
+    _booked: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         if self.burst <= 0:
             self.burst = 7.0
 
     def reserve(self, cost: float, now: float) -> float:
-        if self.rate <= 0:
+        if self.rate <= 0 or not math.isfinite(self.rate):
+            self._released.clear()
             return 0.0
         if math.isnan(self._tokens):
             self._tokens, self._last = self.burst, now
@@ -163,21 +170,31 @@ class RateSchedule:
             self._last = now
         self._tokens -= cost
         release = now + max(0.0, -self._tokens / self.rate)
-        window = int(self.rate)
+        window = min(int(self.rate), _MAX_WINDOW)
         released = self._released
         if released:
             release = max(release, released[-1])
+        n = max(1, math.ceil(cost))
         if window >= 1:
-            for _ in range(max(1, math.ceil(cost))):
-                if len(released) >= window:
-                    release = max(release, released[-window] + 1.0)
-                released.append(release)
-            while len(released) > window:
-                released.popleft()
-        else:
-            released.clear()
-            released.append(release)
+            # The n new RPCs join the window at ``release``: what is still in it by then, plus
+            # n, must fit. With n > window no second can hold them: each waits a whole second.
+            keep = window - n
+            if keep < 0:
+                if released:
+                    release = max(release, released[-1] + 1.0)
+            elif len(released) > keep:
+                release = max(release, released[len(released) - keep - 1] + 1.0)
+        released.extend([release] * n)
+        while len(released) > max(window, n):
+            released.popleft()
+        self._booked = n
         return release - now
+
+    def hold(self, at: float) -> None:
+        """The last booking is sent at ``at`` (later than this schedule said)."""
+        released = self._released
+        for i in range(1, min(self._booked, len(released)) + 1):
+            released[-i] = max(released[-i], at)
 
 
 @dataclass
@@ -199,6 +216,7 @@ class AdaptiveRate:
     cooldown: float = 0.5
     floor: float = 1.0
     cap: float = math.inf
+    forget_above: float = float(_MAX_WINDOW)
     _booked: deque[tuple[float, float]] = field(default_factory=deque, init=False)
     _accepted: deque[tuple[float, float]] = field(default_factory=deque, init=False)
     _schedule: RateSchedule | None = field(default=None, init=False)
@@ -212,11 +230,22 @@ class AdaptiveRate:
         if self._schedule is None:
             return 0.0
         if now > self._grown_at:
-            self.cap *= (1.0 + self.growth) ** (now - self._grown_at)
+            self.cap *= (1.0 + self.growth) ** min(now - self._grown_at, 600.0)
             self._grown_at = now
+            if self.cap > self.forget_above:
+                # Far above anything the gateway refused: the limit it taught is gone (a quiet
+                # night, a raised quota). Forget it until the next refusal.
+                self.cap = math.inf
+                self._schedule = None
+                return 0.0
             self._schedule.rate = self.cap
             self._schedule.burst = max(1.0, self.cap / 4)
         return self._schedule.reserve(cost, now)
+
+    def hold(self, at: float) -> None:
+        """The last booking is sent at ``at`` (see ``RateSchedule.hold``)."""
+        if self._schedule is not None:
+            self._schedule.hold(at)
 
     def answered(self, cost: float, now: float) -> None:
         self._accepted.append((now, cost))
@@ -311,12 +340,26 @@ class Throttle:
 
     def book(self, cost: int = 1) -> float:
         """Book ``cost`` RPCs against the hard and the learned rate; the seconds to wait before
-        sending them. Thread-safe (the adapter's per-RPC gate calls it from the SDK's loop)."""
+        sending them. Both schedules record the later of their two times, so each one's window
+        counts when the RPCs really go. Thread-safe (the adapter's per-RPC gate calls it from
+        the SDK's loop)."""
         with self._booking:
             now = self._clock()
-            wait = max(self.rate.reserve(cost, now), self.learned.reserve(cost, now))
-            self._released(cost, int(now + wait))
+            hard = self.rate.reserve(cost, now)
+            learned = self.learned.reserve(cost, now)
+            wait = max(hard, learned)
+            if wait > hard:
+                self.rate.hold(now + wait)
+            if wait > learned:
+                self.learned.hold(now + wait)
             return wait
+
+    def sent(self, cost: int = 1) -> None:
+        """``cost`` booked RPCs leave now, their wait over: counted in
+        ``rerund_control_plane_rpcs_total`` and per whole second of the clock (the peak is
+        ``rerund_control_plane_peak_rps``) — where they really go, not where they were booked."""
+        with self._booking:
+            self._released(cost, int(self._clock()))
 
     def _released(self, cost: int, second: int) -> None:
         """Count ``cost`` RPCs released in ``second`` (lock held)."""
@@ -337,6 +380,7 @@ class Throttle:
         wait = self.book(cost)
         if wait > 0:
             await asyncio.sleep(wait)
+        self.sent(cost)
 
     async def _acquire(self) -> None:
         if not self._waiters and self._inflight < self.limit.current:
@@ -437,7 +481,7 @@ class GuardedControlPlane:
         # Charge every raw RPC where the adapter makes it (each page of a listing included).
         self._per_rpc = hasattr(inner, "rpc_gate")
         if self._per_rpc:
-            setattr(inner, "rpc_gate", throttle.book)  # noqa: B010 - the adapter's hook
+            setattr(inner, "rpc_gate", throttle)  # noqa: B010 - the adapter's hook (ports.RpcGate)
             # Each booking is one RPC: no burst beyond one, so no second holds more than max_rps.
             throttle.rate.burst = 1.0
 
