@@ -11,13 +11,14 @@ each rerun costs.
   counted arriving in one whole second by its clock — the same RPCs, shifted by the sandbox's
   own scheduling on a loaded machine (a Python server that stalls for 20 ms handles 20 ms of
   requests late, in its next second) — must not exceed it by more than 2%.
-- ``rate-limited storm`` — N runs fail at once behind ``--rate-limit 100/s`` (RESOURCE_EXHAUSTED
+- ``rate-limited storm`` — N/2 runs fail at once behind ``--rate-limit 100/s`` (RESOURCE_EXHAUSTED
   beyond it). rerund twice: with no ``max_rps`` (adaptive concurrency alone) and with
   ``max_rps: 95`` (set to the gateway's limit, as an operator would). Goal: a rerun rate at least
   80% of what the limit allows for rerund's RPC mix (limit / RPCs per rerun), RESOURCE_EXHAUSTED
   at most 5% of its RPCs, 0 duplicates and 0 missed.
 - ``CPU per rerun`` — from the same WAN storm: the daemon's CPU seconds per rerun against the SDK
-  client's. Goal: at most 2 ms more.
+  client's, each the median of three runs taken alternately (the machine is shared and one run
+  of either side varies by ±0.5 ms). Goal: at most 2 ms more.
 
 The SDK path is not measured behind the rate limit: it does not retry RESOURCE_EXHAUSTED, so a
 plain SDK client fails there (which is the point of the adaptive layer).
@@ -42,6 +43,13 @@ WAN_SETTINGS = {"max_concurrent_reruns": 128, "max_rps": 1200}
 # The sandbox counts arrivals by its own clock, after its own scheduling on a loaded machine:
 # the same RPCs can land up to this share above the cap in one of its seconds.
 ARRIVAL_TOLERANCE = 1.02
+REPEATS = 3
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run whose CPU per rerun is the median of ``runs`` (a copy)."""
+    ordered = sorted(runs, key=lambda r: r["cpu_ms_per_rerun"])
+    return dict(ordered[(len(ordered) - 1) // 2])
 
 
 def measure_rerund(
@@ -102,12 +110,28 @@ def run(n: int, quick: bool) -> dict[str, Any]:
     wan_args = ("--fault-latency", LATENCY)
     limit_args = ("--rate-limit", f"{RATE}/s")
     with h.workdir("production") as tmp:
-        sdk = bench_storm.measure_ceiling(tmp, n, "sdk", 8, wan_args)
+        # The WAN pair runs REPEATS times, alternating, on this shared machine: the CPU figures
+        # compared are the medians of each side's runs, the other figures the median run's.
+        sdks, wans = [], []
+        for _ in range(REPEATS):
+            sdk = bench_storm.measure_ceiling(tmp, n, "sdk", 8, wan_args)
+            sdk["cpu_ms_per_rerun"] = round(1000 * sdk["client_cpu_s"] / max(sdk["reruns"], 1), 2)
+            sdks.append(sdk)
+            wans.append(measure_rerund(tmp, n, wan_args, "50 ms", **WAN_SETTINGS))
+        sdk, wan = _median_run(sdks), _median_run(wans)
         sdk["who"] = "SDK rerun path, 50 ms (concurrency 8)"
-        sdk["cpu_ms_per_rerun"] = round(1000 * sdk["client_cpu_s"] / max(sdk["reruns"], 1), 2)
-        wan = measure_rerund(tmp, n, wan_args, "50 ms", **WAN_SETTINGS)
-        limited = measure_rerund(tmp, n, limit_args, "100/s, adaptive only", max_concurrent_reruns=64)
-        capped = measure_rerund(tmp, n, limit_args, "100/s, max_rps 95", max_concurrent_reruns=64, max_rps=95)
+        for row, runs in ((sdk, sdks), (wan, wans)):
+            row["cpu_ms_per_rerun_runs"] = [r["cpu_ms_per_rerun"] for r in runs]
+        # No second of any run above max_rps, by rerund's count or the sandbox's.
+        wan["peak_sent_rps"] = max(r["peak_sent_rps"] for r in wans)
+        wan["peak_rpc_per_s"] = max(r["peak_rpc_per_s"] for r in wans)
+        wan["duplicates"] = sum(r["duplicates"] for r in wans)
+        wan["missing"] = sum(r["missing"] for r in wans)
+        sdk["duplicates"] = sum(r["duplicates"] for r in sdks)
+        sdk["missing"] = sum(r["missing"] for r in sdks)
+        m = max(1, n // 2)  # behind the gateway a storm takes ~limit/8 reruns a second
+        limited = measure_rerund(tmp, m, limit_args, "100/s, adaptive only", max_concurrent_reruns=64)
+        capped = measure_rerund(tmp, m, limit_args, "100/s, max_rps 95", max_concurrent_reruns=64, max_rps=95)
     for row in (limited, capped):
         allowed = RATE / row["rpcs_per_rerun"] if row["rpcs_per_rerun"] else 0.0
         row["allowed_reruns_per_s"] = round(allowed, 1)

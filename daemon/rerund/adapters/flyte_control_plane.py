@@ -694,49 +694,45 @@ def run_on_sdk_loop(
 
 
 class _RpcGate:
-    """A connectrpc interceptor, innermost in the SDK's chain: every RPC the SDK's client sends
-    (unary or stream, each retry the SDK makes included) first waits for its owner's
-    ``rpc_gate``, so ``max_rps`` holds per RPC on the wire rather than per call. A unary RPC's
-    ``rpc_timeout`` starts once the gate lets it go: time queued behind the rate limit is not
-    time the control plane took to answer."""
+    """A connectrpc unary interceptor, innermost in the SDK's chain: every unary RPC the SDK's
+    client sends (each retry the SDK makes included) first waits for its owner's ``rpc_gate``,
+    so ``max_rps`` holds per RPC on the wire rather than per call; its ``rpc_timeout`` starts
+    once the gate lets it go (time queued behind the rate limit is not time the control plane
+    took to answer). Streams pass ungated: a WatchRuns stream is one request per scope that
+    lives for hours, and a layer here would cost every message it carries."""
 
     def __init__(self, owner: FlyteControlPlane) -> None:
         self._owner = owner
 
-    async def _through_gate(self) -> None:
+    async def intercept_unary(self, call_next: Any, request: Any, ctx: Any) -> Any:
         gate = self._owner.rpc_gate
         if gate is not None:
             wait = gate.book(1)
             if wait > 0:
                 await asyncio.sleep(wait)
             gate.sent(1)
-
-    async def intercept_unary(self, call_next: Any, request: Any, ctx: Any) -> Any:
-        from connectrpc.code import Code
-        from connectrpc.errors import ConnectError
-
-        await self._through_gate()
         timeout = self._owner.rpc_timeout
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
                 return await call_next(request, ctx)
-        except (TimeoutError, ConnectError) as exc:
+        except Exception as exc:
+            from connectrpc.code import Code
+            from connectrpc.errors import ConnectError
+
             # connectrpc turns the cancellation the deadline sends into ConnectError(CANCELED),
             # which the timeout does not recognise as its own: take it back here.
-            if isinstance(exc, ConnectError) and not (exc.code == Code.CANCELED and deadline.expired()):
+            if isinstance(exc, ConnectError):
+                if not (exc.code == Code.CANCELED and deadline.expired()):
+                    raise
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+            elif not isinstance(exc, TimeoutError):
                 raise
-            task = asyncio.current_task()
-            if isinstance(exc, ConnectError) and task is not None:
-                task.uncancel()
             raise ConnectError(
                 Code.DEADLINE_EXCEEDED, f"no answer within rpc_timeout ({timeout:g}s)"
             ) from None
-
-    async def intercept_server_stream(self, call_next: Any, request: Any, ctx: Any) -> AsyncIterator[Any]:
-        await self._through_gate()  # a stream lives as long as it is read: no timeout
-        async for response in call_next(request, ctx):
-            yield response
 
 
 @functools.cache
@@ -1036,14 +1032,15 @@ class FlyteControlPlane:
             yield
 
     async def _call(self, rpc: str, fn: Any, req: Any) -> Any:
-        key = (rpc, req.SerializeToString(deterministic=True))
         try:
             resp = await fn.aio(req)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            key = (rpc, req.SerializeToString(deterministic=True))
             raise self._repeated_internal(key, translate_error(exc, rpc)) from exc
-        self._internal.pop(key, None)
+        if self._internal:  # a request answered INTERNAL before is answered now: forget it
+            self._internal.pop((rpc, req.SerializeToString(deterministic=True)), None)
         return resp
 
     def _repeated_internal(self, key: tuple[str, bytes], err: ControlPlaneError) -> ControlPlaneError:
