@@ -134,11 +134,12 @@ class ScopeDirectory(Protocol):
 class RpcGate(Protocol):
     """The daemon's rate gate, given to a control plane that charges each RPC on the wire
     itself (its ``rpc_gate`` attribute): ``book(n)`` reserves ``n`` RPCs and returns the seconds
-    to wait before sending them, ``sent(n)`` says they left. Both are thread-safe."""
+    to wait before sending them; after that wait, ``sent(n)`` returns 0.0 when they may leave
+    now (and counts them) or the seconds to wait before asking again. Both are thread-safe."""
 
     def book(self, cost: int = 1) -> float: ...
 
-    def sent(self, cost: int = 1) -> None: ...
+    def sent(self, cost: int = 1) -> float: ...
 
 
 class Notifier(Protocol):

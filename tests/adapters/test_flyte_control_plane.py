@@ -241,8 +241,9 @@ def test_every_rpc_on_the_wire_passes_the_rate_gate_the_sdk_rerun_path_included(
             booked.append(cost)
             return 0.0
 
-        def sent(self, cost: int = 1) -> None:
+        def sent(self, cost: int = 1) -> float:
             sent.append(cost)
+            return 0.0
 
     cp.rpc_gate = _Gate()
     [name] = sb.launch("net.flaky")
@@ -287,8 +288,8 @@ def test_rpc_timeout_starts_when_the_rate_gate_lets_the_rpc_go(sb: SandboxHandle
         def book(self, cost: int = 1) -> float:
             return 3.0
 
-        def sent(self, cost: int = 1) -> None:
-            return None
+        def sent(self, cost: int = 1) -> float:
+            return 0.0
 
     cp.rpc_gate = _SlowGate()
     assert _run(cp.get_run(source)).ref == source

@@ -313,7 +313,7 @@ def test_an_adapter_with_a_per_rpc_gate_is_paced_per_rpc_not_per_call():
         async def get_run(self, ref):
             for _ in range(3):  # three raw RPCs, e.g. three pages of a listing
                 await asyncio.sleep(self.rpc_gate.book(1))
-                self.rpc_gate.sent(1)
+                assert self.rpc_gate.sent(1) == 0.0  # no max_rps: never held
             return ref
 
         async def create_rerun(self, request):
@@ -464,3 +464,43 @@ def test_a_booking_of_several_rpcs_counts_them_all_at_its_release(rate, costs):
     for i, t in enumerate(released):
         in_window = sum(1 for r in released[i:] if r < t + 1.0 - 1e-9)
         assert in_window <= max(rate, max(costs))
+
+
+@given(
+    rate=st.integers(min_value=1, max_value=50),
+    arrivals=st.lists(st.floats(min_value=0, max_value=0.3), min_size=1, max_size=300),
+)
+def test_rpcs_that_leave_late_together_still_never_put_more_than_max_rps_in_a_second(rate, arrivals):
+    # Whatever the schedule said, a busy loop can wake many waiters at once: sent() is the last
+    # word, on the moments RPCs really leave.
+    now = 0.0
+    throttle = Throttle(AdaptiveLimit(ceiling=4), RateSchedule(float(rate), burst=1.0), clock=lambda: now)
+    left: list[float] = []
+    waiting: list[float] = []  # when each waiter asks (again)
+    for gap in arrivals:
+        now += gap
+        waiting.append(now)
+        still: list[float] = []
+        for asks in sorted(waiting):
+            if asks > now:
+                still.append(asks)
+                continue
+            wait = throttle.sent(1)
+            if wait == 0.0:
+                left.append(now)
+            else:
+                still.append(now + wait)
+        waiting = still
+    for i, t in enumerate(left):
+        assert sum(1 for r in left[i:] if r < t + 1.0 - 1e-9) <= rate
+    assert throttle.peak_rps <= rate
+
+
+def test_a_late_crowd_is_let_through_at_the_rate_and_counted():
+    now = 0.0
+    throttle = Throttle(AdaptiveLimit(ceiling=4), RateSchedule(10.0), clock=lambda: now)
+    waits = [throttle.sent(1) for _ in range(15)]
+    assert waits[:10] == [0.0] * 10 and all(w == pytest.approx(1.0) for w in waits[10:])
+    now = 1.0
+    assert throttle.sent(1) == 0.0
+    assert throttle.peak_rps == 10

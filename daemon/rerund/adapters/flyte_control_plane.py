@@ -669,6 +669,16 @@ def run_on_sdk_loop(
         # SystemExit or KeyboardInterrupt raised in a task would end the loop's thread, and this
         # (main) thread would wait for an answer forever: carry them over instead.
         try:
+            if os.environ.get("RERUND_CPROFILE_TMP"):
+                import cProfile
+
+                pr = cProfile.Profile()
+                pr.enable()
+                try:
+                    return await main(), None
+                finally:
+                    pr.disable()
+                    pr.dump_stats(os.environ["RERUND_CPROFILE_TMP"])
             return await main(), None
         except (SystemExit, KeyboardInterrupt) as exc:
             return None, exc
@@ -708,9 +718,12 @@ class _RpcGate:
         gate = self._owner.rpc_gate
         if gate is not None:
             wait = gate.book(1)
-            if wait > 0:
-                await asyncio.sleep(wait)
-            gate.sent(1)
+            while True:
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                wait = gate.sent(1)
+                if wait <= 0:
+                    break
         timeout = self._owner.rpc_timeout
         deadline = asyncio.timeout(timeout)
         try:

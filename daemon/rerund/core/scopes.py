@@ -15,6 +15,7 @@ Invariants (pinned by tests):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -31,6 +32,11 @@ def is_pattern(part: str) -> bool:
     return any(c in part for c in _PATTERN_CHARS)
 
 
+@functools.lru_cache(maxsize=4096)  # asked for every WatchRuns message; projects are few
+def _covers(scopes: tuple[tuple[str, str], ...], project: str, domain: str) -> bool:
+    return any(fnmatchcase(project, p) and fnmatchcase(domain, d) for p, d in scopes)
+
+
 @dataclass(frozen=True)
 class Coverage:
     """The configured scopes, as patterns."""
@@ -38,7 +44,7 @@ class Coverage:
     scopes: tuple[tuple[str, str], ...]
 
     def covers(self, project: str, domain: str) -> bool:
-        return any(fnmatchcase(project, p) and fnmatchcase(domain, d) for p, d in self.scopes)
+        return _covers(self.scopes, project, domain)
 
     def in_listing(self, listing: tuple[str, str], project: str, domain: str) -> bool:
         """Whether a run of ``project/domain`` is found by ``listing`` (a key from ``plan``):

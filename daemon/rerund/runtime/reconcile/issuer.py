@@ -118,9 +118,22 @@ class Issuer:
             assert isinstance(exc, ControlPlaneError)
             on_retry(exc, state.next_action.sleep)
 
+        # Most calls succeed at once: the first attempt is made directly (a tenacity retrier
+        # costs more CPU than the call's own bookkeeping); the retries, if any, go through it.
+        try:
+            return await attempt()
+        except ControlPlaneError as exc:
+            if not _transient(exc):
+                raise
+            if until is not None and self._clock() >= until:
+                raise DeadlineExceeded(exc) from exc
+            first = self._wait_after(1)
+            on_retry(exc, first)
+            await self.pause(first)
+
         retrying = AsyncRetrying(
             retry=self._retry,
-            wait=self._wait,
+            wait=self._wait_later,
             stop=lambda _state: until is not None and self._clock() >= until,
             sleep=self.pause,
             before_sleep=announce,
@@ -132,3 +145,18 @@ class Issuer:
             if _transient(exc):  # retries stop on a transient error only at the deadline
                 raise DeadlineExceeded(exc) from exc
             raise
+
+    def _wait_after(self, attempt: int) -> float:
+        """The wait after the ``attempt``-th attempt failed (tenacity's ``wait_exponential``)."""
+        return float(self._wait(_AfterAttempt(attempt)))  # type: ignore[arg-type]
+
+    def _wait_later(self, state: RetryCallState) -> float:
+        # tenacity numbers its attempts from the second one (the first was made directly)
+        return self._wait_after(state.attempt_number + 1)
+
+
+class _AfterAttempt:
+    """What ``wait_exponential`` reads of a ``RetryCallState``: the number of the attempt."""
+
+    def __init__(self, attempt_number: int) -> None:
+        self.attempt_number = attempt_number
