@@ -134,8 +134,8 @@ class ScopeDirectory(Protocol):
 class RpcGate(Protocol):
     """The daemon's rate gate, given to a control plane that charges each RPC on the wire
     itself (its ``rpc_gate`` attribute): ``book(n)`` reserves ``n`` RPCs and returns the seconds
-    to wait before sending them; after that wait, ``sent(n)`` returns 0.0 when they may leave
-    now (and counts them) or the seconds to wait before asking again. Both are thread-safe."""
+    to wait before sending them; after that wait, ``sent(n)`` returns how much longer they
+    must wait (0.0: none), and counts them as leaving then. Both are thread-safe."""
 
     def book(self, cost: int = 1) -> float: ...
 

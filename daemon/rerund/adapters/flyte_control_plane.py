@@ -718,12 +718,11 @@ class _RpcGate:
         gate = self._owner.rpc_gate
         if gate is not None:
             wait = gate.book(1)
-            while True:
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                wait = gate.sent(1)
-                if wait <= 0:
-                    break
+            if wait > 0:
+                await asyncio.sleep(wait)
+            wait = gate.sent(1)
+            if wait > 0:
+                await asyncio.sleep(wait)
         timeout = self._owner.rpc_timeout
         deadline = asyncio.timeout(timeout)
         try:

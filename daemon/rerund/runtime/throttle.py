@@ -329,7 +329,7 @@ class Throttle:
         self._on_peak = on_peak
         # RPCs released per whole second of ``clock`` (the last few seconds), and the most in one.
         self._per_second: dict[int, int] = {}
-        self._sent: deque[float] = deque()  # when the last max_rps RPCs really left
+        self._sent: deque[float] = deque()  # when the last max_rps RPCs left (or will)
         self.peak_rps = 0
         self.overloads = 0
         if on_change is not None:
@@ -356,28 +356,32 @@ class Throttle:
             return wait
 
     def sent(self, cost: int = 1) -> float:
-        """``cost`` booked RPCs are about to leave, their wait over: 0.0 when they may — they are
-        counted then, in ``rerund_control_plane_rpcs_total`` and per whole second of the clock
-        (the peak is ``rerund_control_plane_peak_rps``) — else the seconds to wait before asking
-        again. A sliding window over the moments RPCs really left holds ``max_rps`` exactly,
-        whatever a busy loop did to the waits the schedule gave (timers that fire late fire
-        together). Thread-safe."""
+        """``cost`` booked RPCs are ready to leave, their wait over: the seconds they must still
+        wait (0.0: none) — they leave then, and are counted then, in
+        ``rerund_control_plane_rpcs_total`` and per whole second of the clock (the peak is
+        ``rerund_control_plane_peak_rps``). A sliding window over those moments holds
+        ``max_rps`` exactly, whatever a busy loop did to the waits the schedule gave (timers that
+        fire late fire together): a late crowd is given successive moments, one window slot
+        each, so no caller has to ask twice. Thread-safe."""
         with self._booking:
             now = self._clock()
             window = min(int(self.rate.rate), _MAX_WINDOW) if math.isfinite(self.rate.rate) else 0
-            sent = self._sent
+            at = now
             if window >= 1:
+                sent = self._sent
+                if sent:
+                    at = max(at, sent[-1])
                 keep = window - cost  # what may still be in the window when these leave
                 if keep < 0:
-                    if sent and now < sent[-1] + 1.0:
-                        return sent[-1] + 1.0 - now
-                elif len(sent) > keep and now < sent[len(sent) - keep - 1] + 1.0:
-                    return sent[len(sent) - keep - 1] + 1.0 - now
-                sent.extend([now] * cost)
+                    if sent:
+                        at = max(at, sent[-1] + 1.0)
+                elif len(sent) > keep:
+                    at = max(at, sent[len(sent) - keep - 1] + 1.0)
+                sent.extend([at] * cost)
                 while len(sent) > max(window, cost):
                     sent.popleft()
-            self._released(cost, int(now))
-            return 0.0
+            self._released(cost, int(at))
+            return at - now
 
     def _released(self, cost: int, second: int) -> None:
         """Count ``cost`` RPCs released in ``second`` (lock held)."""
@@ -396,12 +400,11 @@ class Throttle:
     async def pace(self, cost: int = 1) -> None:
         """Wait until ``cost`` more RPCs fit the hard and the learned rate (no slot taken)."""
         wait = self.book(cost)
-        while True:
-            if wait > 0:
-                await asyncio.sleep(wait)
-            wait = self.sent(cost)
-            if wait <= 0:
-                return
+        if wait > 0:
+            await asyncio.sleep(wait)
+        wait = self.sent(cost)
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     async def _acquire(self) -> None:
         if not self._waiters and self._inflight < self.limit.current:
