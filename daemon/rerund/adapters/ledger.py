@@ -191,9 +191,7 @@ class Ledger:
             if self._closed:
                 return
             try:
-                self._write_pending()
-            except LedgerError as exc:
-                log.error("%s", exc)
+                self._write_pending_or_log()
             finally:
                 self._cancel_flush()
                 self._closed = True
@@ -215,16 +213,20 @@ class Ledger:
             self._flush_handle = None
             if self._closed:
                 return
-            try:
-                self._write_pending()
-            except LedgerError as exc:
-                log.error("%s", exc)
+            self._write_pending_or_log()
 
     def _cancel_flush(self) -> None:
         handle, self._flush_handle = self._flush_handle, None
         cancel = getattr(handle, "cancel", None)
         if callable(cancel):
             cancel()
+
+    def _write_pending_or_log(self) -> None:
+        """``_write_pending``, its failure logged (lock held)."""
+        try:
+            self._write_pending()
+        except LedgerError as exc:
+            log.error("%s", exc)
 
     def _write_pending(self) -> None:
         """Write the pending rows (lock held): the write lock is taken for this moment only, so
@@ -253,10 +255,7 @@ class Ledger:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            try:
-                self._write_pending()
-            except LedgerError as exc:
-                log.error("%s", exc)
+            self._write_pending_or_log()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
@@ -302,10 +301,7 @@ class Ledger:
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            try:
-                self._write_pending()  # what this process recorded is read back
-            except LedgerError as exc:
-                log.error("%s", exc)
+            self._write_pending_or_log()  # what this process recorded is read back
             try:
                 return list(self._db.execute(sql, args))
             except sqlite3.Error as exc:

@@ -133,6 +133,25 @@ class AdaptiveLimit:
 _MAX_WINDOW = 100_000
 
 
+def _admit(times: deque[float], at: float, n: int, window: int) -> float:
+    """The earliest moment from ``at`` when ``n`` more RPCs fit a sliding one-second window of
+    ``window`` (``times``: the moments of the last ones, never decreasing), recorded in ``times``.
+    What is still in the window by then, plus ``n``, must fit; with ``n > window`` no second can
+    hold them, so they wait a whole second after the last."""
+    if times:
+        at = max(at, times[-1])
+    keep = window - n
+    if keep < 0:
+        if times:
+            at = max(at, times[-1] + 1.0)
+    elif len(times) > keep:
+        at = max(at, times[len(times) - keep - 1] + 1.0)
+    times.extend([at] * n)
+    while len(times) > max(window, n):
+        times.popleft()
+    return at
+
+
 @dataclass
 class RateSchedule:
     """At most ``rate`` RPCs in any one second: a token bucket (``rate`` per second after a
@@ -176,17 +195,10 @@ class RateSchedule:
             release = max(release, released[-1])
         n = max(1, math.ceil(cost))
         if window >= 1:
-            # The n new RPCs join the window at ``release``: what is still in it by then, plus
-            # n, must fit. With n > window no second can hold them: each waits a whole second.
-            keep = window - n
-            if keep < 0:
-                if released:
-                    release = max(release, released[-1] + 1.0)
-            elif len(released) > keep:
-                release = max(release, released[len(released) - keep - 1] + 1.0)
-        released.extend([release] * n)
-        while len(released) > max(window, n):
-            released.popleft()
+            release = _admit(released, release, n, window)
+        else:
+            released.clear()
+            released.extend([release] * n)
         self._booked = n
         return release - now
 
@@ -366,20 +378,7 @@ class Throttle:
         with self._booking:
             now = self._clock()
             window = min(int(self.rate.rate), _MAX_WINDOW) if math.isfinite(self.rate.rate) else 0
-            at = now
-            if window >= 1:
-                sent = self._sent
-                if sent:
-                    at = max(at, sent[-1])
-                keep = window - cost  # what may still be in the window when these leave
-                if keep < 0:
-                    if sent:
-                        at = max(at, sent[-1] + 1.0)
-                elif len(sent) > keep:
-                    at = max(at, sent[len(sent) - keep - 1] + 1.0)
-                sent.extend([at] * cost)
-                while len(sent) > max(window, cost):
-                    sent.popleft()
+            at = _admit(self._sent, now, cost, window) if window >= 1 else now
             self._released(cost, int(at))
             return at - now
 
