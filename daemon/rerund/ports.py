@@ -133,13 +133,10 @@ class ScopeDirectory(Protocol):
 
 class RpcGate(Protocol):
     """The daemon's rate gate, given to a control plane that charges each RPC on the wire
-    itself (its ``rpc_gate`` attribute): ``book(n)`` reserves ``n`` RPCs and returns the seconds
-    to wait before sending them; after that wait, ``sent(n)`` returns how much longer they
-    must wait (0.0: none), and counts them as leaving then. Both are thread-safe."""
+    itself (its ``rpc_gate`` attribute): ``await pace(n)`` returns when ``n`` more RPCs may be
+    sent. Safe to await from any thread's event loop (the flyte SDK's own included)."""
 
-    def book(self, cost: int = 1) -> float: ...
-
-    def sent(self, cost: int = 1) -> float: ...
+    async def pace(self, cost: int = 1) -> None: ...
 
 
 class Notifier(Protocol):

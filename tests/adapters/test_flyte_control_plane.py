@@ -237,13 +237,10 @@ def test_every_rpc_on_the_wire_passes_the_rate_gate_the_sdk_rerun_path_included(
     sent: list[int] = []
 
     class _Gate:
-        def book(self, cost: int = 1) -> float:
+        async def pace(self, cost: int = 1) -> None:
             booked.append(cost)
-            return 0.0
-
-        def sent(self, cost: int = 1) -> float:
-            sent.append(cost)
-            return 0.0
+            await asyncio.sleep(0)
+            sent.append(cost)  # the RPC waited for the whole pace
 
     cp.rpc_gate = _Gate()
     [name] = sb.launch("net.flaky")
@@ -285,11 +282,8 @@ def test_rpc_timeout_starts_when_the_rate_gate_lets_the_rpc_go(sb: SandboxHandle
     source = RunRef(sb.project, sb.domain, name)
 
     class _SlowGate:
-        def book(self, cost: int = 1) -> float:
-            return 3.0
-
-        def sent(self, cost: int = 1) -> float:
-            return 0.0
+        async def pace(self, cost: int = 1) -> None:
+            await asyncio.sleep(3.0)
 
     cp.rpc_gate = _SlowGate()
     assert _run(cp.get_run(source)).ref == source

@@ -95,3 +95,10 @@ def test_a_stopping_daemon_makes_no_further_attempt():
     with pytest.raises(Stopped):
         w.call()
     assert w.calls == 0
+
+
+def test_the_wait_stays_at_its_maximum_however_many_attempts_failed():
+    w = World([])
+    assert w.issuer._wait_after(1) == 0.5
+    assert w.issuer._wait_after(3) == 2.0
+    assert w.issuer._wait_after(5000) == 4.0  # a day of retries: capped, no overflow

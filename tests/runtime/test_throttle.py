@@ -312,8 +312,7 @@ def test_an_adapter_with_a_per_rpc_gate_is_paced_per_rpc_not_per_call():
 
         async def get_run(self, ref):
             for _ in range(3):  # three raw RPCs, e.g. three pages of a listing
-                await asyncio.sleep(self.rpc_gate.book(1))
-                assert self.rpc_gate.sent(1) == 0.0  # no max_rps: never held
+                await self.rpc_gate.pace(1)
             return ref
 
         async def create_rerun(self, request):
@@ -328,6 +327,7 @@ def test_an_adapter_with_a_per_rpc_gate_is_paced_per_rpc_not_per_call():
 
     assert asyncio.run(guard.get_run(RunRef("p", "d", "r"))) == RunRef("p", "d", "r")
     assert inner.rpc_gate is throttle
+    assert throttle.sent(1) == 0.0  # no max_rps: never held
     assert booked == [1, 1, 1]  # one per raw RPC; the call itself is charged nothing
 
     booked.clear()  # the SDK's rerun path is charged per RPC by the adapter too, not per call

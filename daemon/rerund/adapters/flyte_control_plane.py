@@ -623,7 +623,7 @@ def _decode_api_key(key: str) -> tuple[str, str, str]:
 _T = TypeVar("_T")
 
 
-def _sdk_loop_kind(event_loop: str) -> None:
+def _use_event_loop(event_loop: str) -> None:
     """Make the SDK's background loop a uvloop loop (``event_loop`` ``uvloop``): the SDK creates
     it with ``asyncio.new_event_loop()`` when ``flyte.syncify`` is first imported, so the policy
     is set for that import only. Once the SDK is imported its loop stays what it is."""
@@ -661,7 +661,7 @@ def run_on_sdk_loop(
     thread-safe callable, such as ``Daemon.request_stop``) are installed here for the duration
     of the call and restored after.
     """
-    _sdk_loop_kind(event_loop)
+    _use_event_loop(event_loop)
     from flyte.syncify import syncify
 
     @syncify
@@ -669,16 +669,6 @@ def run_on_sdk_loop(
         # SystemExit or KeyboardInterrupt raised in a task would end the loop's thread, and this
         # (main) thread would wait for an answer forever: carry them over instead.
         try:
-            if os.environ.get("RERUND_CPROFILE_TMP"):
-                import cProfile
-
-                pr = cProfile.Profile()
-                pr.enable()
-                try:
-                    return await main(), None
-                finally:
-                    pr.disable()
-                    pr.dump_stats(os.environ["RERUND_CPROFILE_TMP"])
             return await main(), None
         except (SystemExit, KeyboardInterrupt) as exc:
             return None, exc
@@ -717,12 +707,7 @@ class _RpcGate:
     async def intercept_unary(self, call_next: Any, request: Any, ctx: Any) -> Any:
         gate = self._owner.rpc_gate
         if gate is not None:
-            wait = gate.book(1)
-            if wait > 0:
-                await asyncio.sleep(wait)
-            wait = gate.sent(1)
-            if wait > 0:
-                await asyncio.sleep(wait)
+            await gate.pace(1)
         timeout = self._owner.rpc_timeout
         deadline = asyncio.timeout(timeout)
         try:
@@ -884,9 +869,9 @@ class FlyteControlPlane:
         self._insecure = self._conn.insecure
         self._api_key = self._conn.api_key
         self._bundle: Path | None = None
-        # The daemon's rate gate: books one RPC and returns how long to wait before sending it
-        # (thread-safe). Every RPC of the SDK's client passes it (``_RpcGate``): our raw RPCs, each
-        # ListRuns page, the SDK's own rerun path, and the SDK's retries.
+        # The daemon's rate gate (``ports.RpcGate``), awaited by every unary RPC of the SDK's
+        # client (``_RpcGate``): our raw RPCs, each ListRuns page, the SDK's own rerun path, and
+        # the SDK's retries.
         self.rpc_gate: RpcGate | None = None
         # Per RPC, from the moment the rate gate lets it go (``_RpcGate``): calls made of
         # several RPCs (the SDK's rerun path) are bounded RPC by RPC, not as a whole, so time

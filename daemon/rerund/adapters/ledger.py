@@ -210,7 +210,6 @@ class Ledger:
         lost; the daemon derives them again after a restart), never raised: it runs from a
         timer. Nothing after ``close``."""
         with self._lock:
-            self._flush_handle = None
             if self._closed:
                 return
             self._write_pending_or_log()
@@ -293,10 +292,10 @@ class Ledger:
                 raise LedgerError(f"ledger {self.path!r} write failed: {exc}; the record is lost") from exc
             if key in self._pending_keys:
                 return False
+            if not self._pending:  # the first row of a group: its flush
+                self._flush_handle = self._schedule(self.flush)
             self._pending_keys.add(key)
             self._pending.append((insert, args))
-            if self._flush_handle is None:
-                self._flush_handle = self._schedule(self.flush) or True
             return True
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:

@@ -178,6 +178,13 @@ class RateSchedule:
         if self.burst <= 0:
             self.burst = 7.0
 
+    @property
+    def window(self) -> int:
+        """How many RPCs one second may hold: ``floor(rate)`` (0: no cap, or under 1 a second)."""
+        if self.rate <= 0 or not math.isfinite(self.rate):
+            return 0
+        return min(int(self.rate), _MAX_WINDOW)
+
     def reserve(self, cost: float, now: float) -> float:
         if self.rate <= 0 or not math.isfinite(self.rate):
             self._released.clear()
@@ -189,14 +196,13 @@ class RateSchedule:
             self._last = now
         self._tokens -= cost
         release = now + max(0.0, -self._tokens / self.rate)
-        window = min(int(self.rate), _MAX_WINDOW)
         released = self._released
-        if released:
-            release = max(release, released[-1])
         n = max(1, math.ceil(cost))
-        if window >= 1:
-            release = _admit(released, release, n, window)
-        else:
+        if self.window >= 1:
+            release = _admit(released, release, n, self.window)
+        else:  # under one RPC a second: the bucket alone spaces them
+            if released:
+                release = max(release, released[-1])
             released.clear()
             released.extend([release] * n)
         self._booked = n
@@ -339,8 +345,8 @@ class Throttle:
         self._booking = threading.Lock()
         self._on_release = on_release
         self._on_peak = on_peak
-        # RPCs released per whole second of ``clock`` (the last few seconds), and the most in one.
-        self._per_second: dict[int, int] = {}
+        # RPCs released in the current whole second of ``clock``, and the most in one.
+        self._second, self._in_second = -1, 0
         self._sent: deque[float] = deque()  # when the last max_rps RPCs left (or will)
         self.peak_rps = 0
         self.overloads = 0
@@ -377,24 +383,23 @@ class Throttle:
         each, so no caller has to ask twice. Thread-safe."""
         with self._booking:
             now = self._clock()
-            window = min(int(self.rate.rate), _MAX_WINDOW) if math.isfinite(self.rate.rate) else 0
+            window = self.rate.window
             at = _admit(self._sent, now, cost, window) if window >= 1 else now
             self._released(cost, int(at))
             return at - now
 
     def _released(self, cost: int, second: int) -> None:
-        """Count ``cost`` RPCs released in ``second`` (lock held)."""
-        n = self._per_second.get(second, 0) + cost
-        self._per_second[second] = n
-        if len(self._per_second) > 8:
-            for old in sorted(self._per_second)[:-8]:
-                del self._per_second[old]
+        """Count ``cost`` RPCs released in ``second`` (lock held; seconds never go back: the
+        moments ``sent`` gives never decrease)."""
+        if second != self._second:
+            self._second, self._in_second = second, 0
+        self._in_second += cost
         if self._on_release is not None:
             self._on_release(cost)
-        if n > self.peak_rps:
-            self.peak_rps = n
+        if self._in_second > self.peak_rps:
+            self.peak_rps = self._in_second
             if self._on_peak is not None:
-                self._on_peak(n)
+                self._on_peak(self.peak_rps)
 
     async def pace(self, cost: int = 1) -> None:
         """Wait until ``cost`` more RPCs fit the hard and the learned rate (no slot taken)."""

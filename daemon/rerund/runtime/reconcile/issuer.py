@@ -3,7 +3,7 @@ a rerun, and every step of a reproduction firing.
 
 A transient error (any ``ControlPlaneError`` but a permanent one or ALREADY_EXISTS) is counted
 in ``rerund_control_plane_errors_total`` and retried after a capped exponential delay
-(``initial``, doubled each time, at most ``maximum``: tenacity's ``wait_exponential``). A
+(``initial``, doubled each time, at most ``maximum``). A
 permanent error and ``AlreadyExistsError`` are the caller's to handle (counted, except
 ALREADY_EXISTS, which is an answer, not an error). The wait ends early when the daemon stops;
 then no further attempt is made (``Stopped``): what was owed stays owed, and is recomputed on
@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TypeVar
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from rerund.errors import AlreadyExistsError, ControlPlaneError, PermanentControlPlaneError
 from rerund.runtime.metrics import Metrics
@@ -70,9 +70,7 @@ class Issuer:
         self._initial = initial
         self._maximum = maximum
         self._sleep = sleep
-        # Built once: a storm makes thousands of calls.
-        self._retry = retry_if_exception(_transient)
-        self._wait = wait_exponential(multiplier=initial, max=maximum)
+        self._retry = retry_if_exception(_transient)  # built once: a storm makes thousands of calls
 
     def count_error(self, exc: ControlPlaneError, *, rpc: str = "unknown") -> None:
         """One more ``rerund_control_plane_errors_total{rpc, code}`` (``rpc`` when the error
@@ -147,16 +145,9 @@ class Issuer:
             raise
 
     def _wait_after(self, attempt: int) -> float:
-        """The wait after the ``attempt``-th attempt failed (tenacity's ``wait_exponential``)."""
-        return float(self._wait(_AfterAttempt(attempt)))  # type: ignore[arg-type]
+        """The wait after the ``attempt``-th attempt failed."""
+        return float(min(self._maximum, self._initial * 2.0 ** min(attempt - 1, 64)))
 
     def _wait_later(self, state: RetryCallState) -> float:
         # tenacity numbers its attempts from the second one (the first was made directly)
         return self._wait_after(state.attempt_number + 1)
-
-
-class _AfterAttempt:
-    """What ``wait_exponential`` reads of a ``RetryCallState``: the number of the attempt."""
-
-    def __init__(self, attempt_number: int) -> None:
-        self.attempt_number = attempt_number
