@@ -84,3 +84,12 @@ def test_public_settings_hide_the_webhook_and_write_durations_as_in_the_file() -
     assert public["poll_interval"] == "30s" and public["lookback"] == "1h"
     assert public["notify"]["timeout"] == "5s"
     assert settings.poll_interval == timedelta(seconds=30)
+
+
+def test_an_unknown_event_loop_names_the_two_there_are(tmp_path: Path) -> None:
+    path = tmp_path / "rerund.yaml"
+    path.write_text("endpoint: http://127.0.0.1:8090\nevent_loop: trio\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, environ={})
+    assert f"{path}:2:13: event_loop: 'trio' is not allowed; use 'uvloop' or 'asyncio'" in str(err.value)
+    assert load_settings(None, environ={"RERUND_EVENT_LOOP": "asyncio"}).event_loop == "asyncio"
