@@ -134,9 +134,13 @@ class ScopeDirectory(Protocol):
 class RpcGate(Protocol):
     """The daemon's rate gate, given to a control plane that charges each RPC on the wire
     itself (its ``rpc_gate`` attribute): ``await pace(n)`` returns when ``n`` more RPCs may be
-    sent. Safe to await from any thread's event loop (the flyte SDK's own included)."""
+    sent; ``answered(n)`` reports ``n`` RPCs the control plane answered (anything but
+    RESOURCE_EXHAUSTED or UNAVAILABLE), what a learned rate counts as let through. Safe to use
+    from any thread's event loop (the flyte SDK's own included)."""
 
     async def pace(self, cost: int = 1) -> None: ...
+
+    def answered(self, cost: int = 1) -> None: ...
 
 
 class Notifier(Protocol):

@@ -4,8 +4,10 @@ RPCs each one costs, and the translation of SDK errors into rerund's exception t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -236,11 +238,16 @@ def test_every_rpc_on_the_wire_passes_the_rate_gate_the_sdk_rerun_path_included(
     booked: list[int] = []
     sent: list[int] = []
 
+    answered: list[int] = []
+
     class _Gate:
         async def pace(self, cost: int = 1) -> None:
             booked.append(cost)
             await asyncio.sleep(0)
             sent.append(cost)  # the RPC waited for the whole pace
+
+        def answered(self, cost: int = 1) -> None:
+            answered.append(cost)
 
     cp.rpc_gate = _Gate()
     [name] = sb.launch("net.flaky")
@@ -256,6 +263,7 @@ def test_every_rpc_on_the_wire_passes_the_rate_gate_the_sdk_rerun_path_included(
     assert served["CreateRun"] == 1 and served["UploadInputs"] == 1 and served["GetActionData"] == 1
     assert booked == [1] * sum(served.values())  # one booking per RPC the sandbox served
     assert sent == booked
+    assert answered == booked  # each one answered, and told to the gate (the learned rate)
 
 
 def test_the_sdk_client_sends_requests_uncompressed_with_the_sdks_interceptors(sb: SandboxHandle) -> None:
@@ -266,7 +274,7 @@ def test_the_sdk_client_sends_requests_uncompressed_with_the_sdks_interceptors(s
     kwargs = session.connect_kwargs()
     assert kwargs["send_compression"] is None  # connectrpc's default is gzip on every request
     names = [type(i).__name__ for i in session.interceptors]
-    assert names[0] == "DefaultMetadataInterceptor" and names[-1] == "_RpcGate"
+    assert names[:2] == ["_ReuseReads", "DefaultMetadataInterceptor"] and names[-1] == "_RpcGate"
 
 
 def test_rpc_timeout_starts_when_the_rate_gate_lets_the_rpc_go(sb: SandboxHandle) -> None:
@@ -285,6 +293,9 @@ def test_rpc_timeout_starts_when_the_rate_gate_lets_the_rpc_go(sb: SandboxHandle
         async def pace(self, cost: int = 1) -> None:
             await asyncio.sleep(3.0)
 
+        def answered(self, cost: int = 1) -> None:
+            pass
+
     cp.rpc_gate = _SlowGate()
     assert _run(cp.get_run(source)).ref == source
 
@@ -297,3 +308,81 @@ def test_rpc_timeout_starts_when_the_rate_gate_lets_the_rpc_go(sb: SandboxHandle
         sb.set_faults(latency_s=0.0)
     assert caught.value.code == "deadline_exceeded"
     assert "rpc_timeout (1s)" in str(caught.value)
+
+
+def test_the_sdks_rerun_path_reuses_what_read_failure_just_read_once(
+    sb: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # read_failure reads GetRunDetails (and GetActionDetails of the failing action); the SDK's
+    # rerun path would read them again moments later. It is answered with those reads, once:
+    # a later rerun of the same source, or any other read of it, goes on the wire.
+    from rerund.adapters import flyte_control_plane as adapter
+
+    cp = _cp(sb)
+    names = sb.launch("etl.pipeline", count=4)
+    sb.wait_idle()
+    refs = [RunRef(sb.project, sb.domain, n) for n in names]
+    facts = [_run(cp.read_failure(_run(cp.get_run(ref)))) for ref in refs[:2]]
+
+    def rerun(i: int, suffix: str, **kw: Any) -> dict[str, int]:
+        before = sb.request_counts()
+        request = RerunRequest(source=refs[i], name=f"{names[i]}-{suffix}", source_spec=facts[i].spec, **kw)
+        _run(cp.create_rerun(request))
+        return _delta(sb, before)
+
+    first = rerun(0, "a", action="a2")  # the failing action on its own: GetActionDetails(a2) too
+    again = rerun(0, "b", action="a2")
+    before = sb.request_counts()
+    _run(cp.get_run(refs[1]))  # rerund's own reads are never answered from memory
+    own = _delta(sb, before)
+
+    assert facts[0].action == "a2"
+    assert "GetRunDetails" not in first and "GetActionDetails" not in first and first["CreateRun"] == 1
+    assert again["GetRunDetails"] == 1 and again["GetActionDetails"] == 1 and again["CreateRun"] == 1
+    assert own == {"GetRunDetails": 1}
+
+    # Only the newest _READ_CACHE runs' reads are kept.
+    monkeypatch.setattr(adapter, "_READ_CACHE", 2)
+    facts.extend(_run(cp.read_failure(_run(cp.get_run(ref)))) for ref in refs[2:])
+    assert list(cp._reads) == refs[2:]  # refs[1]'s were dropped
+    assert rerun(1, "c")["GetRunDetails"] == 1
+    assert "GetRunDetails" not in rerun(3, "d")
+
+
+def test_the_rate_gate_is_told_of_each_rpc_answered_but_not_of_an_overload() -> None:
+    # What the learned rate counts as let through: an answer (an error the service chose to
+    # give included), never RESOURCE_EXHAUSTED, UNAVAILABLE or a timeout.
+    from connectrpc.code import Code
+    from connectrpc.errors import ConnectError
+
+    from rerund.adapters.flyte_control_plane import _RpcGate
+
+    answered: list[int] = []
+
+    class _Gate:
+        async def pace(self, cost: int = 1) -> None:
+            pass
+
+        def answered(self, cost: int = 1) -> None:
+            answered.append(cost)
+
+    owner = SimpleNamespace(rpc_gate=_Gate(), rpc_timeout=5.0)
+    gate = _RpcGate(owner)  # type: ignore[arg-type]
+
+    def outcome(code: Code | None) -> list[int]:
+        answered.clear()
+
+        async def call_next(request: Any, ctx: Any) -> Any:
+            if code is None:
+                return "answer"
+            raise ConnectError(code, "x")
+
+        with contextlib.suppress(ConnectError):
+            _run(gate.intercept_unary(call_next, "request", None))
+        return list(answered)
+
+    assert outcome(None) == [1]
+    for code in (Code.NOT_FOUND, Code.ALREADY_EXISTS, Code.INVALID_ARGUMENT, Code.INTERNAL):
+        assert outcome(code) == [1], code
+    for code in (Code.RESOURCE_EXHAUSTED, Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED, Code.UNAUTHENTICATED):
+        assert outcome(code) == [], code

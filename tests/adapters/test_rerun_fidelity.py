@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from adapter_support import rpc_delta
 from rerund.adapters.flyte_control_plane import FlyteControlPlane, spec_view
 from rerund.cli.sandbox import flyte_cli_config
 from rerund.core.model import GpuFault, RunOverrides
@@ -126,12 +127,22 @@ def _launch_source(sb: SandboxHandle, spec: dict[str, Any]) -> str:
     return name
 
 
+@pytest.mark.parametrize("read_first", [False, True], ids=["spec-given", "after-read-failure"])
 @pytest.mark.parametrize("overrides", [RunOverrides(), ON_DEMAND], ids=["no-overrides", "spot-to-on-demand"])
 @pytest.mark.parametrize("scope", list(SCOPES))
 def test_a_rerun_spec_is_the_source_spec_changed_only_by_the_policy(
-    sb: SandboxHandle, cp: FlyteControlPlane, scope: str, overrides: RunOverrides
+    sb: SandboxHandle, cp: FlyteControlPlane, scope: str, overrides: RunOverrides, read_first: bool
 ) -> None:
+    # after-read-failure: the daemon's order (read, decide, rerun), where the SDK's reads of the
+    # source are answered with read_failure's (_ReuseReads); the rerun must be the same.
     source_name = _launch_source(sb, SOURCE)
+    source_spec = None
+    if read_first:
+        facts = asyncio.run(
+            cp.read_failure(asyncio.run(cp.get_run(RunRef(sb.project, sb.domain, source_name))))
+        )
+        assert facts.action == "a2"
+        source_spec = facts.spec
     labels = {**LINEAGE, "rerund-root": source_name, "rerun-reason": "spot"}
     env = {"RETRY": "1", "LOG_LEVEL": "20"} if overrides == ON_DEMAND else {}
     force = ("a1",) if scope == "recover" and overrides == ON_DEMAND else ()
@@ -141,12 +152,20 @@ def test_a_rerun_spec_is_the_source_spec_changed_only_by_the_policy(
         env=env,
         labels=labels,
         overrides=overrides.model_copy(update={"force_rerun_actions": force}),
+        source_spec=source_spec,
         **SCOPES[scope],  # type: ignore[arg-type]
     )
 
+    before = sb.request_counts()
     ref = asyncio.run(cp.create_rerun(request))
+    served = rpc_delta(sb, before)
     source, rerun = _sdk_run_spec(sb, source_name), _sdk_run_spec(sb, ref.name)
 
+    # The source is read once (read_spec when no spec is given): the SDK's rerun path reuses it,
+    # and read_failure's when that came first (GetActionDetails of a2 too).
+    assert served.get("GetRunDetails", 0) == (0 if read_first else 1)
+    assert served.get("GetActionDetails", 0) == (1 if scope == "failed_action" and not read_first else 0)
+    assert served["CreateRun"] == 1
     # The invariant as the core states it ...
     assert spec_view(rerun) == expected_rerun_spec(
         spec_view(source), env=env, labels=labels, overrides=request.overrides

@@ -313,6 +313,7 @@ def test_an_adapter_with_a_per_rpc_gate_is_paced_per_rpc_not_per_call():
         async def get_run(self, ref):
             for _ in range(3):  # three raw RPCs, e.g. three pages of a listing
                 await self.rpc_gate.pace(1)
+                self.rpc_gate.answered(1)
             return ref
 
         async def create_rerun(self, request):
@@ -329,10 +330,13 @@ def test_an_adapter_with_a_per_rpc_gate_is_paced_per_rpc_not_per_call():
     assert inner.rpc_gate is throttle
     assert throttle.sent(1) == 0.0  # no max_rps: never held
     assert booked == [1, 1, 1]  # one per raw RPC; the call itself is charged nothing
+    # The learned rate counts the RPCs the adapter reports answered, not a per-call estimate.
+    assert sum(c for _, c in throttle.learned._accepted) == 3
 
     booked.clear()  # the SDK's rerun path is charged per RPC by the adapter too, not per call
     assert asyncio.run(guard.create_rerun("a request")) == "a request"
     assert booked == []
+    assert sum(c for _, c in throttle.learned._accepted) == 3  # (this fake sent none)
 
 
 @given(

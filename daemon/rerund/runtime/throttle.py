@@ -61,9 +61,10 @@ log = logging.getLogger("rerund.throttle")
 # RPCs each port call makes (see ``ports.ControlPlane``): what ``max_rps`` charges when the
 # control plane has no per-RPC gate, and what an accepted call tells the learned rate. An adapter
 # with an ``rpc_gate`` attribute (the flyte one) is given the ``Throttle`` and charges every RPC
-# on the wire itself — each ListRuns page, each RPC of the SDK's rerun path, each retry — so then
-# nothing is charged here. The SDK's rerun path is GetRunDetails, SelectCluster, GetActionData,
-# UploadInputs and CreateRun: 5 (7 for a relaunch, which reads the task too).
+# on the wire itself — each ListRuns page, each RPC of the SDK's rerun path, each retry — and
+# reports each one answered, so then nothing is charged or counted here. The SDK's rerun path
+# is GetRunDetails, SelectCluster, GetActionData, UploadInputs and CreateRun: 5 (7 for a
+# relaunch, which reads the task too).
 COST: Mapping[str, int] = {
     "list_failed": 1,
     "list_reruns": 1,
@@ -478,8 +479,15 @@ class Throttle:
     def _answered(self, started: float, kind: str, made: int) -> None:
         now = self._clock()
         self.limit.on_success(now - started, now, kind)
+        if made:
+            with self._booking:
+                self.learned.answered(made, now)
+
+    def answered(self, cost: int = 1) -> None:
+        """``cost`` RPCs were answered (not refused as overload): what the learned rate counts
+        as let through. Thread-safe."""
         with self._booking:
-            self.learned.answered(made, now)
+            self.learned.answered(cost, self._clock())
 
 
 class GuardedControlPlane:
@@ -535,7 +543,7 @@ class GuardedControlPlane:
         for attempt in range(self._retries + 1):
             cost = 0 if self._per_rpc else COST.get(name, 1)
             try:
-                async with self.throttle.slot(cost, name, COST.get(name, 1)):
+                async with self.throttle.slot(cost, name):
                     result = await call()
             except CredentialsError as exc:
                 self._refused(exc)
