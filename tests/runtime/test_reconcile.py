@@ -8,6 +8,7 @@ what the metrics, the ledger and ``/decisions`` say, and which calls were made.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import textwrap
 from collections.abc import Awaitable, Callable
@@ -488,6 +489,37 @@ def test_watch_events_wait_for_a_reruns_listing_of_the_policies_in_force(world: 
     assert len(world.cp.reruns()) == 2
     world.sync()
     assert [r.ref.name for r in world.cp.reruns()] == ["new-retry-1", "old-retry-1"]
+
+
+def test_only_a_failed_run_on_the_stream_costs_a_task_and_a_reruns_outcome_is_recorded_at_once(
+    world: World,
+) -> None:
+    """Most stream events are a run queued or running: ``watch_event`` answers them with None
+    (the daemon starts no task for them); a rerun's end is recorded there and then; a failed run
+    comes back as the coroutine that reads and decides it."""
+    world.cp.add_failed("abc", at=T0)
+    world.clock.advance(60)
+    world.sync()
+    [rerun] = world.cp.reruns()
+
+    for phase in ("QUEUED", "INITIALIZING", "RUNNING"):
+        assert world.rec.watch_event(dataclasses.replace(rerun.summary(), phase=phase)) is None
+    world.cp.fail(rerun.ref.name, phase="SUCCEEDED")
+    assert world.rec.watch_event(rerun.summary()) is None
+    assert world.metric("rerund_rerun_outcomes_total", policy="transient", outcome="succeeded") == 1
+
+    world.cp.add_failed("new", at=world.clock())
+    world.clock.advance(60)
+    handle = world.rec.watch_event(world.cp.runs[world.cp.ref("new")].summary())
+    assert handle is not None and world.cp.calls["read_failure"] == 1  # not read until run
+
+    async def run() -> None:
+        await handle
+        assert await world.rec.drain(timeout=10)
+
+    asyncio.run(run())
+    assert world.cp.calls["read_failure"] == 2
+    assert [r.ref.name for r in world.cp.reruns()] == ["abc-retry-1", "new-retry-1"]
 
 
 def test_failures_inside_the_resync_window_are_never_read_twice_past_the_cache_capacity(

@@ -504,7 +504,10 @@ class Daemon:
 
     def _event(self, summary: RunSummary) -> None:
         assert self.reconciler is not None
-        task = asyncio.get_running_loop().create_task(self.reconciler.on_watch(summary))
+        handle = self.reconciler.watch_event(summary)
+        if handle is None:
+            return
+        task = asyncio.get_running_loop().create_task(handle)
         self._events.add(task)
         task.add_done_callback(self._event_done)
 

@@ -51,10 +51,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import assert_never
+from typing import Any, assert_never
 
 from rerund.clock import utcnow
 from rerund.core.decide import decide as core_decide
@@ -284,21 +284,31 @@ class Reconciler:
 
     async def on_watch(self, summary: RunSummary) -> None:
         """A WatchRuns event: follow rerun outcomes; reconcile a failed run."""
-        if self.stopping:
-            return
+        handle = self.watch_event(summary)
+        if handle is not None:
+            await handle
+
+    def watch_event(self, summary: RunSummary) -> Coroutine[Any, Any, None] | None:
+        """A WatchRuns event, at once: the outcome of a rerun followed here is recorded; a failed
+        run to reconcile is returned as the coroutine that does it (to run as a task), anything
+        else as None — most events are a run queued or running, and cost no task."""
+        if self.stopping or not summary.terminal:
+            return None
         now = self._clock()
         if not self._coverage.covers(summary.ref.project, summary.ref.domain):
-            return  # an org-wide stream also carries runs of projects no scope names
+            return None  # an org-wide stream also carries runs of projects no scope names
         self._recorder.observe(summary, now)
-        if summary.phase in FAILED_PHASES:
-            if summary.ended_at is not None and summary.ended_at < self._floor(
-                self._listing(summary.ref), now
-            ):
-                return  # older than the lookback (e.g. in the stream's first snapshot)
-            if self._indexed_generation != self._owed.generation:
-                return  # the reruns index is not listed yet for these policies: the pass decides it
-            async with self._reads:
-                await self._handle(summary, now)
+        if summary.phase not in FAILED_PHASES:
+            return None
+        if summary.ended_at is not None and summary.ended_at < self._floor(self._listing(summary.ref), now):
+            return None  # older than the lookback (e.g. in the stream's first snapshot)
+        if self._indexed_generation != self._owed.generation:
+            return None  # the reruns index is not listed yet for these policies: the pass decides it
+        return self._handle_read(summary, now)
+
+    async def _handle_read(self, summary: RunSummary, now: datetime) -> None:
+        async with self._reads:
+            await self._handle(summary, now)
 
     # -- reading -----------------------------------------------------------------------------
 
