@@ -20,7 +20,7 @@ from rerund.cli.common import (
 )
 from rerund.clock import utcnow
 from rerund.core.status import compute_status, iso, lineage_story
-from rerund.runtime.daemon import Daemon
+from rerund.runtime.daemon import Daemon, settle_heap
 from rerund.runtime.logs import configure_logging
 from rerund.runtime.settings import load_settings
 
@@ -166,7 +166,7 @@ def _run(args: argparse.Namespace) -> int:
     ensure_policies(settings)
     configure_logging(settings.log_level, settings.log_format)
     # On the SDK's own event loop: no thread hand-off per control-plane call.
-    daemon = Daemon(settings, install_signals=False)
+    daemon = Daemon(settings, install_signals=False, on_ready=lambda _: settle_heap())
     return run_on_sdk_loop(
         daemon.run,
         signals={
