@@ -183,6 +183,49 @@ def test_watch_yields_the_snapshot_then_each_update(sb: SandboxHandle) -> None:
     assert "RUNNING" in phases or "QUEUED" in phases
 
 
+def test_the_watch_stream_asks_for_its_messages_uncompressed(
+    sb: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # connectrpc decompresses a stream message by message in Python: the daemon's WatchRuns
+    # client accepts identity only. The SDK's own run_service (gzip accepted) is the control.
+    from connectrpc.compression.gzip import GzipCompression
+    from flyte._initialize import get_client
+    from flyteidl2.common import identifier_pb2
+    from flyteidl2.workflow import run_service_pb2
+
+    cp = _cp(sb)
+    sb.launch("ok", count=3)
+    sb.wait_idle()
+    decompressed: list[int] = []
+    original = GzipCompression.decompress
+
+    def counting(self: Any, data: Any) -> bytes:
+        decompressed.append(len(data))
+        return original(self, data)
+
+    monkeypatch.setattr(GzipCompression, "decompress", counting)
+    req = run_service_pb2.WatchRunsRequest(
+        project_id=identifier_pb2.ProjectIdentifier(organization=sb.org, name=sb.project, domain=sb.domain)
+    )
+
+    async def first(stream: Any) -> Any:
+        async for item in stream:
+            return item
+        return None
+
+    async def both() -> tuple[Any, Any]:
+        ours = await first(cp.watch(sb.project, sb.domain))
+        ours_count = len(decompressed)
+        sdk = await first(get_client().run_service.watch_runs(req))
+        return ours, (ours_count, len(decompressed) - ours_count)
+
+    ours, (ours_count, sdk_count) = _run(asyncio.wait_for(both(), timeout=30))
+
+    assert ours is not None and ours.ref.project == sb.project
+    assert ours_count == 0
+    assert sdk_count >= 1  # the same snapshot, gzip-compressed when gzip is accepted
+
+
 # --- production connections (issue 12) -------------------------------------------------------
 
 
@@ -386,3 +429,14 @@ def test_the_rate_gate_is_told_of_each_rpc_answered_but_not_of_an_overload() -> 
         assert outcome(code) == [1], code
     for code in (Code.RESOURCE_EXHAUSTED, Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED, Code.UNAUTHENTICATED):
         assert outcome(code) == [], code
+
+
+def test_phase_names_come_from_the_wire_enum_and_an_unknown_one_is_unspecified() -> None:
+    from flyteidl2.common import phase_pb2
+
+    from rerund.adapters.flyte_control_plane import _phase_name
+
+    assert _phase_name(phase_pb2.ACTION_PHASE_FAILED) == "FAILED"
+    assert _phase_name(phase_pb2.ACTION_PHASE_TIMED_OUT) == "TIMED_OUT"
+    assert _phase_name(phase_pb2.ACTION_PHASE_UNSPECIFIED) == "UNSPECIFIED"
+    assert _phase_name(999) == "UNSPECIFIED"  # a phase newer than these stubs

@@ -275,13 +275,15 @@ def _ts(msg: Any, field: str) -> datetime | None:
     return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, UTC)
 
 
-def _phase_name(value: int) -> str:
+@functools.cache
+def _phase_names() -> dict[int, str]:
     from flyteidl2.common import phase_pb2
 
-    try:
-        return str(phase_pb2.ActionPhase.Name(value)).removeprefix("ACTION_PHASE_")
-    except ValueError:
-        return "UNSPECIFIED"
+    return {number: str(name).removeprefix("ACTION_PHASE_") for name, number in phase_pb2.ActionPhase.items()}
+
+
+def _phase_name(value: int) -> str:
+    return _phase_names().get(value, "UNSPECIFIED")
 
 
 def _task_name(metadata: Any) -> str:
@@ -829,6 +831,25 @@ def _session_class() -> type:
     return _UncompressedRequests
 
 
+@functools.cache
+def _client_set_class() -> type:
+    """flyte's ``ClientSet`` plus ``watch_service``: a RunService client for WatchRuns that asks
+    for its messages uncompressed. connectrpc decompresses a stream message by message in Python
+    (the gzip module, ~20 us each) and a run's update is a few hundred bytes; a storm carries
+    six of them per rerun (each run queued, running, ended). Unary answers stay compressed
+    (decompressed natively by the HTTP client)."""
+    from flyte.remote._client.controlplane import ClientSet
+    from flyteidl2.workflow.run_service_connect import RunServiceClient
+
+    class _DaemonClientSet(ClientSet):  # type: ignore[misc]
+        def __init__(self, session_cfg: Any) -> None:
+            super().__init__(session_cfg)
+            kwargs = {**session_cfg.connect_kwargs(), "accept_compression": ()}
+            self.watch_service = RunServiceClient(**kwargs)
+
+    return _DaemonClientSet
+
+
 def _tune_sdk_client(gate: _RpcGate) -> None:
     """Replace the client ``flyte.init`` built with one made from the same session (endpoint,
     transport, TLS trust, auth interceptors) plus ``_ReuseReads`` as the outermost interceptor
@@ -837,7 +858,6 @@ def _tune_sdk_client(gate: _RpcGate) -> None:
     import dataclasses
 
     from flyte._initialize import get_init_config, replace_client
-    from flyte.remote._client.controlplane import ClientSet
 
     client = get_init_config().client
     if client is None:
@@ -845,7 +865,7 @@ def _tune_sdk_client(gate: _RpcGate) -> None:
     session = client.session_config
     values = {f.name: getattr(session, f.name) for f in dataclasses.fields(session)}
     values["interceptors"] = (_ReuseReads(), *session.interceptors, gate)
-    replace_client(ClientSet(_session_class()(**values)))  # type: ignore[no-untyped-call]
+    replace_client(_client_set_class()(_session_class()(**values)))  # type: ignore[no-untyped-call]
 
 
 # -- raw RPCs on the SDK's loop ------------------------------------------------------------------
@@ -896,7 +916,8 @@ def _rpcs() -> Any:
         from connectrpc.code import Code
         from connectrpc.errors import ConnectError
 
-        stream: Any = get_client().run_service.watch_runs(req)
+        client = get_client()
+        stream: Any = getattr(client, "watch_service", client.run_service).watch_runs(req)
         try:
             async for resp in stream:
                 sink(resp)
