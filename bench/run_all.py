@@ -96,8 +96,9 @@ def _notes(name: str, doc: dict[str, Any]) -> list[str]:
             f"(goal: {_yes(g['rerun_at_most_sdk_plus_3'])}).",
             "The reads behind every handled failure are GetRunDetails (lineage labels, relation), "
             "ListActions (the failed child action) and GetActionDetails (its error); the rest of the "
-            "ignored total is the amortised resync listing. For a rerun, the SDK's `rerun()` looks "
-            "the run up again by name (GetRunDetails): the one RPC repeated for the same run.",
+            "ignored total is the amortised resync listing. For a rerun, the SDK's `rerun()` reads "
+            "the run again by name (GetRunDetails; GetActionDetails too when one action is rerun): "
+            "rerund answers those with the reads it has just made, so they are not sent again.",
             *_oss_rpc_notes(doc),
             f"No RPC repeated for the same run: {_yes(g['no_rpc_repeated_per_run'])}; "
             f"repeated when rerun: {', '.join(doc['repeats_rerun']['repeated']) or 'none'}; "
@@ -133,9 +134,11 @@ def _notes(name: str, doc: dict[str, Any]) -> list[str]:
             f"rerund {_runs(rows, 'rerund (50 ms)')} ms. Per RPC: rerund "
             f"{_per_rpc(rows, 'rerund (50 ms)', None)} ms "
             f"({rows['rerund (50 ms)']['rpcs_per_rerun']} a rerun), the SDK path's client "
-            f"{_per_rpc(rows, 'SDK rerun path, 50 ms (concurrency 8)', 5)} ms (5 a rerun): "
-            "what rerund adds is mostly the 3 RPCs that read a failure (GetRunDetails, ListActions, "
-            "GetActionDetails, as `first_failure()` does) and the WatchRuns messages.",
+            f"{_per_rpc(rows, 'SDK rerun path, 50 ms (concurrency 8)', 5)} ms (5 a rerun). The "
+            "SDK path's own read of the source (GetRunDetails) is answered with the one rerund made "
+            "to decide, so what rerund adds is the 2 RPCs that find the failing action and its error "
+            "(ListActions, GetActionDetails, as `first_failure()` does), the WatchRuns messages, "
+            "the decision and its ledger rows, and pacing every RPC to max_rps.",
         ]
     if name == "cron":
         r = doc["ratio_script_over_rerund"]

@@ -91,10 +91,10 @@ def test_create_relaunch_runs_the_deployed_version_with_the_resources_and_source
     created = _run(cp.create_relaunch(request))
     cost = _delta(sb, before)
     assert created == RunRef(src.project, src.domain, f"{src.name}-retry-1")
-    # Task.get by version (no ListTasks), the source's inputs, the upload and the create
+    # Task.get by version (no ListTasks), the source's inputs (its GetRunDetails answered with the
+    # one read_failure made), the upload and the create
     assert cost == {
         "GetTaskDetails": 1,
-        "GetRunDetails": 1,
         "SelectCluster": 2,
         "GetActionData": 1,
         "UploadInputs": 1,
