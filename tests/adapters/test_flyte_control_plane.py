@@ -217,6 +217,7 @@ def test_the_watch_stream_asks_for_its_messages_uncompressed(
         ours = await first(cp.watch(sb.project, sb.domain))
         ours_count = len(decompressed)
         sdk = await first(get_client().run_service.watch_runs(req))
+        assert sdk is not None and len(sdk.runs) >= 1
         return ours, (ours_count, len(decompressed) - ours_count)
 
     ours, (ours_count, sdk_count) = _run(asyncio.wait_for(both(), timeout=30))

@@ -68,8 +68,9 @@ deployed task: ``flyte.remote.Task.get(name, version=... | auto_version="latest"
 for the latest, GetTaskDetails), ``.override(resources=...)`` (a full replacement of the
 container's resources, so every resource of the request is passed; the task's accelerator and
 shared memory are kept), the source's inputs from ``Run.get(name).inputs()`` (GetRunDetails,
-answered with ``read_failure``'s like the rerun path's; SelectCluster, GetActionData), then ``flyte.with_runcontext(name=..., labels=...).run(task,
-**inputs)`` (SelectCluster, UploadInputs, CreateRun). ``latest_task_version`` is one ListTasks.
+answered with ``read_failure``'s like the rerun path's; SelectCluster, GetActionData), then
+``flyte.with_runcontext(name=..., labels=...).run(task, **inputs)`` (SelectCluster,
+UploadInputs, CreateRun). ``latest_task_version`` is one ListTasks.
 """
 
 from __future__ import annotations
