@@ -439,11 +439,10 @@ class Throttle:
                 waiter.set_result(None)
 
     @asynccontextmanager
-    async def slot(self, cost: int = 1, kind: str = "", rpcs: int | None = None) -> AsyncIterator[None]:
+    async def slot(self, cost: int = 1, kind: str = "") -> AsyncIterator[None]:
         """Hold a concurrency slot for one call of ``kind``, charged ``cost`` RPCs of rate before
-        it starts (0: its RPCs are paced one by one with ``book``); ``rpcs`` is how many it makes
-        (default ``cost``), what an accepted call tells the learned rate."""
-        made = cost if rpcs is None else rpcs
+        it starts and counted as ``cost`` RPCs let through when answered (0: its RPCs are paced
+        one by one with ``pace`` and reported with ``answered``)."""
         await self._acquire()
         try:
             # The rate is booked once the call holds its slot, so it is sent right after its
@@ -467,10 +466,10 @@ class Throttle:
                     with self._booking:
                         self.learned.on_overload(self._clock())
             else:  # answered (NOT_FOUND, ALREADY_EXISTS, ...): the control plane kept up
-                self._answered(started, kind, made)
+                self._answered(started, kind, cost)
             raise
         else:
-            self._answered(started, kind, made)
+            self._answered(started, kind, cost)
         finally:
             self._release()
             if self._on_change is not None and self.limit.current != before:
