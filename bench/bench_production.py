@@ -43,7 +43,7 @@ WAN_SETTINGS = {"max_concurrent_reruns": 128, "max_rps": 1200}
 # The sandbox counts arrivals by its own clock, after its own scheduling on a loaded machine:
 # the same RPCs can land up to this share above the cap in one of its seconds.
 ARRIVAL_TOLERANCE = 1.02
-REPEATS = 3
+REPEATS = 5
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
