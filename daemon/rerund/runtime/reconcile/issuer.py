@@ -19,8 +19,6 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TypeVar
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
-
 from rerund.errors import AlreadyExistsError, ControlPlaneError, PermanentControlPlaneError
 from rerund.runtime.metrics import Metrics
 
@@ -70,7 +68,6 @@ class Issuer:
         self._initial = initial
         self._maximum = maximum
         self._sleep = sleep
-        self._retry = retry_if_exception(_transient)  # built once: a storm makes thousands of calls
 
     def count_error(self, exc: ControlPlaneError, *, rpc: str = "unknown") -> None:
         """One more ``rerund_control_plane_errors_total{rpc, code}`` (``rpc`` when the error
@@ -110,44 +107,22 @@ class Issuer:
                 self.count_error(exc)
                 raise
 
-        def announce(state: RetryCallState) -> None:
-            assert state.outcome is not None and state.next_action is not None
-            exc = state.outcome.exception()
-            assert isinstance(exc, ControlPlaneError)
-            on_retry(exc, state.next_action.sleep)
-
-        # Most calls succeed at once: the first attempt is made directly (a tenacity retrier
-        # costs more CPU than the call's own bookkeeping); the retries, if any, go through it.
-        try:
-            return await attempt()
-        except ControlPlaneError as exc:
-            if not _transient(exc):
-                raise
-            if until is not None and self._clock() >= until:
-                raise DeadlineExceeded(exc) from exc
-            first = self._wait_after(1)
-            on_retry(exc, first)
-            await self.pause(first)
-
-        retrying = AsyncRetrying(
-            retry=self._retry,
-            wait=self._wait_later,
-            stop=lambda _state: until is not None and self._clock() >= until,
-            sleep=self.pause,
-            before_sleep=announce,
-            reraise=True,
-        )
-        try:
-            return await retrying(attempt)
-        except ControlPlaneError as exc:
-            if _transient(exc):  # retries stop on a transient error only at the deadline
-                raise DeadlineExceeded(exc) from exc
-            raise
+        # One plain loop: most calls succeed at once, and a retrier object per call (tenacity's,
+        # before) cost more CPU in a storm than the call's own bookkeeping.
+        failed = 0
+        while True:
+            try:
+                return await attempt()
+            except ControlPlaneError as exc:
+                if not _transient(exc):
+                    raise
+                if until is not None and self._clock() >= until:
+                    raise DeadlineExceeded(exc) from exc
+                failed += 1
+                delay = self._wait_after(failed)
+                on_retry(exc, delay)
+                await self.pause(delay)
 
     def _wait_after(self, attempt: int) -> float:
         """The wait after the ``attempt``-th attempt failed."""
         return float(min(self._maximum, self._initial * 2.0 ** min(attempt - 1, 64)))
-
-    def _wait_later(self, state: RetryCallState) -> float:
-        # tenacity numbers its attempts from the second one (the first was made directly)
-        return self._wait_after(state.attempt_number + 1)
