@@ -1571,16 +1571,19 @@ class FlyteControlPlane:
         domains = {d.id or d.name for d in resp.project.domains}
         return domain in domains if domains else True
 
-    async def get_run(self, ref: RunRef) -> RunSummary:
+    async def _run_details(self, ref: RunRef, *, keep: bool = False) -> Any:
+        """GetRunDetails of run ``ref`` (its ``details``); with ``keep``, the answer is kept for
+        a rerun of ``ref`` (``_keep_read``)."""
         from flyteidl2.workflow import run_service_pb2
 
-        details = (
-            await self._call(
-                "GetRunDetails",
-                _rpcs().get_run_details,
-                run_service_pb2.GetRunDetailsRequest(run_id=self._run_id(ref)),
-            )
-        ).details
+        request = run_service_pb2.GetRunDetailsRequest(run_id=self._run_id(ref))
+        answer = await self._call("GetRunDetails", _rpcs().get_run_details, request)
+        if keep:
+            self._keep_read(ref, "GetRunDetails", request, answer)
+        return answer.details
+
+    async def get_run(self, ref: RunRef) -> RunSummary:
+        details = await self._run_details(ref)
         action = details.action
         labels = dict(details.run_spec.labels.values)
         self._learned_labels(ref, labels)
@@ -1599,10 +1602,7 @@ class FlyteControlPlane:
 
         ref = run.ref
         run_id = self._run_id(ref)
-        request = run_service_pb2.GetRunDetailsRequest(run_id=run_id)
-        answer = await self._call("GetRunDetails", _rpcs().get_run_details, request)
-        self._keep_read(ref, "GetRunDetails", request, answer)
-        details = answer.details
+        details = await self._run_details(ref, keep=True)
         spec = details.run_spec
         labels = dict(spec.labels.values)
         self._learned_labels(ref, labels)
@@ -1706,24 +1706,11 @@ class FlyteControlPlane:
 
     async def read_spec(self, ref: RunRef) -> RunSpecView:
         """The RunSpec of run ``ref`` (1 GetRunDetails, kept for a rerun of ``ref``)."""
-        from flyteidl2.workflow import run_service_pb2
-
-        request = run_service_pb2.GetRunDetailsRequest(run_id=self._run_id(ref))
-        answer = await self._call("GetRunDetails", _rpcs().get_run_details, request)
-        self._keep_read(ref, "GetRunDetails", request, answer)
-        return spec_view(answer.details.run_spec)
+        return spec_view((await self._run_details(ref, keep=True)).run_spec)
 
     async def _issue_mark(self, ref: RunRef) -> str:
         """The ``rerund-issue`` annotation of run ``ref`` (one GetRunDetails; labels cached)."""
-        from flyteidl2.workflow import run_service_pb2
-
-        details = (
-            await self._call(
-                "GetRunDetails",
-                _rpcs().get_run_details,
-                run_service_pb2.GetRunDetailsRequest(run_id=self._run_id(ref)),
-            )
-        ).details
+        details = await self._run_details(ref)
         self._learned_labels(ref, dict(details.run_spec.labels.values))
         return str(details.run_spec.annotations.values.get(ANNOTATION_ISSUER, ""))
 

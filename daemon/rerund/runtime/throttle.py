@@ -479,8 +479,7 @@ class Throttle:
         now = self._clock()
         self.limit.on_success(now - started, now, kind)
         if made:
-            with self._booking:
-                self.learned.answered(made, now)
+            self.answered(made)
 
     def answered(self, cost: int = 1) -> None:
         """``cost`` RPCs were answered (not refused as overload): what the learned rate counts
