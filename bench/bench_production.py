@@ -17,8 +17,8 @@ each rerun costs.
   80% of what the limit allows for rerund's RPC mix (limit / RPCs per rerun), RESOURCE_EXHAUSTED
   at most 5% of its RPCs, 0 duplicates and 0 missed.
 - ``CPU per rerun`` — from the same WAN storm: the daemon's CPU seconds per rerun against the SDK
-  client's, each the median of three runs taken alternately (the machine is shared and one run
-  of either side varies by ±0.5 ms). Goal: at most 2 ms more.
+  client's, each the median of five runs taken alternately (``REPEATS``: the machine is shared
+  and one run of either side varies by up to ±1 ms). Goal: at most 2 ms more.
 
 The SDK path is not measured behind the rate limit: it does not retry RESOURCE_EXHAUSTED, so a
 plain SDK client fails there (which is the point of the adaptive layer).
