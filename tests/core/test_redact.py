@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from rerund.core.redact import MASK, public_decision, public_env, public_inputs, redact_url, scrub_urls
+from rerund.core.redact import (
+    MASK,
+    input_change,
+    public_decision,
+    public_env,
+    public_fields,
+    public_inputs,
+    redact_url,
+    scrub_urls,
+)
 
 URLS = {
     "slack webhook: the path is the secret": (
@@ -40,20 +49,75 @@ def test_env_overrides_show_their_keys_but_never_a_value():
     assert public_env(env) == {"DATABASE_URL": MASK, "API_PASS": MASK, "PLAIN": MASK}
 
 
-def test_inputs_mask_secret_keys_and_scrub_urls_at_any_depth():
+def test_inputs_show_only_numbers_and_booleans_under_keys_that_do_not_look_secret():
     inputs = {
         "batch_size": 16,
+        "lr": 0.5,
+        "resume": True,
+        "checkpoint": None,
         "api_token": "t0k",
+        "API_TOKEN": 42,
+        "note": "hunter2",
         "source": "s3://bucket/x?X-Amz-Signature=abc",
-        "nested": {"password": "p", "urls": ["https://u:p@h/a"]},
+        "nested": {"password": "p", "urls": ["https://u:p@h/a"], "epochs": 3},
     }
 
     assert public_inputs(inputs) == {
         "batch_size": 16,
+        "lr": 0.5,
+        "resume": True,
+        "checkpoint": None,
         "api_token": MASK,
-        "source": "s3://bucket/...",
+        "API_TOKEN": MASK,
+        "note": MASK,
+        "source": MASK,
+        "nested": {"password": MASK, "urls": [MASK], "epochs": 3},
+    }
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "line"),
+    [
+        ("api_token", "INPUTSECRET42", "inputs api_token: set (value not shown)"),
+        ("note", "hunter2", "inputs note: set (value not shown)"),
+        ("Session_Id", 7, "inputs Session_Id: set (value not shown)"),
+        ("batch_size", 16, "inputs batch_size: set to 16"),
+        ("resume", False, "inputs resume: set to False"),
+        ("shape", {"rows": 2, "name": "x"}, "inputs shape: set to {'rows': 2, 'name': '***'}"),
+    ],
+    ids=["secret key", "string", "secret key, number", "number", "boolean", "mapping"],
+)
+def test_a_reason_names_an_input_with_its_value_only_when_it_is_clearly_not_secret(key, value, line):
+    assert input_change(key, value) == line
+
+
+def test_structured_facts_mask_secret_keys_and_scrub_urls_at_any_depth():
+    fields = {
+        "code": "E1",
+        "token": "t0k",
+        "message": "reset by postgres://u:pw@h/db",
+        "nested": {"password": "p", "urls": ["https://u:p@h/a"]},
+    }
+
+    assert public_fields(fields) == {
+        "code": "E1",
+        "token": MASK,
+        "message": "reset by postgres://h/...",
         "nested": {"password": MASK, "urls": ["https://h/..."]},
     }
+
+
+def test_a_reason_recorded_before_inputs_were_redacted_shows_them_without_values():
+    body = {
+        "decision": "rerun",
+        "reason": "policy 'p' reruns run 'r' as 'r-retry-1': ...; changes: env A: set (value not shown), "
+        "inputs api_token: set to 'INPUTSECRET42', inputs n: set to 'x, inputs y: set to 1'",
+    }
+
+    assert public_decision(body)["reason"] == (
+        "policy 'p' reruns run 'r' as 'r-retry-1': ...; changes: env A: set (value not shown), "
+        "inputs: set (value not shown)"
+    )
 
 
 def test_a_public_decision_carries_no_env_value_and_no_url_secret():
@@ -68,7 +132,7 @@ def test_a_public_decision_carries_no_env_value_and_no_url_secret():
     shown = public_decision(body)
 
     assert shown["env"] == {"DATABASE_URL": MASK, "API_PASS": MASK}
-    assert shown["inputs"] == {"dsn": "postgres://h/..."}
+    assert shown["inputs"] == {"dsn": MASK}
     assert shown["reason"] == "policy 'p' reruns run 'r' after postgres://h/... reset"
     assert shown["labels"] == {"team": "ml"}
     for secret in ("hunter2", "u:pw", "/db"):

@@ -145,3 +145,42 @@ def test_an_unreachable_control_plane_is_one_plain_line_and_no_retry(tmp_path: P
         "check the endpoint setting and that the control plane is up (rerund explain does not retry)" in err
     )
     assert "retrying" not in err
+
+
+SECRET_POLICIES = POLICIES.replace(
+    "env: {FLYTE_RETRY: 'true'}", "env: {FLYTE_RETRY: 'true', API_PASS: hunter2}"
+).replace("inputs: {batch_size: 16}", "inputs: {batch_size: 16, api_token: INPUTSECRET42}")
+
+
+def test_live_and_offline_explain_show_env_and_inputs_alike_and_no_value_that_may_be_secret(
+    setup, tmp_path: Path, capsys
+) -> None:
+    """Issue 22.5 (one path for the live and the offline explain) and 22.3 (no input value in a
+    reason): both show env keys without values and secret inputs masked, in text and JSON."""
+    sb, config = setup
+    (tmp_path / "policies.yaml").write_text(SECRET_POLICIES)
+    [name] = sb.launch("net.flaky")
+    sb.wait_idle()
+    failure = tmp_path / "failure.yaml"
+    failure.write_text(
+        f"run: {name}\nfailed_at: 2026-11-24T10:00:00Z\naction: a1\n"
+        "error: {kind: SYSTEM, code: ConnectionResetError, message: Connection reset by peer}\n"
+    )
+    offline = ["explain", "--policies", str(tmp_path / "policies.yaml"), "--failure", str(failure)]
+    shown: dict[str, dict] = {}
+    texts: dict[str, str] = {}
+    for where, argv in (("live", ["explain", name, "--config", str(config)]), ("offline", offline)):
+        assert main([*argv, "--format", "json"]) == 0
+        shown[where] = json.loads(capsys.readouterr().out)
+        assert main([*argv, "--format", "text"]) == 0
+        texts[where] = capsys.readouterr().out
+
+    for where in ("live", "offline"):
+        body, text = shown[where], texts[where]
+        assert body["env"] == {"FLYTE_RETRY": "***", "API_PASS": "***"}, where
+        assert body["inputs"] == {"batch_size": 16, "api_token": "***"}, where
+        assert "inputs api_token: set (value not shown)" in body["reason"], where
+        assert "env:        FLYTE_RETRY=***, API_PASS=***" in text, where
+        for secret in ("hunter2", "INPUTSECRET42", "FLYTE_RETRY=true"):
+            assert secret not in text and secret not in json.dumps(body), (where, secret)
+    assert shown["live"]["changes"][-2:] == shown["offline"]["changes"][-2:]

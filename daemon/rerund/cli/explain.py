@@ -18,7 +18,7 @@ from typing import Any
 from rerund.adapters.ledger import Ledger
 from rerund.cli.common import ensure_policies, reaching
 from rerund.clock import utcnow
-from rerund.core.decide import explain
+from rerund.core.decide import Explanation, explain
 from rerund.core.runs import FAILED_PHASES, RunRef
 from rerund.core.status import decision_lines, explanation_lines, iso, lineage_lines
 from rerund.errors import ConfigError
@@ -30,7 +30,7 @@ from rerund.runtime.reconcile import public_decision
 from rerund.runtime.settings import load_settings
 from rerund.runtime.status import gather_status
 
-__all__ = ["explain_run", "parse_now", "render_text", "run_explain"]
+__all__ = ["explain_run", "parse_now", "public_explanation", "render_text", "run_explain"]
 
 
 def _scope(args: argparse.Namespace, scopes: list[tuple[str, str]]) -> tuple[str, str]:
@@ -100,7 +100,7 @@ def explain_run(args: argparse.Namespace) -> int:
                 }
                 if state is not None and state.state == "awaiting decision":
                     state = None  # the line below says it better
-        body = public_decision(explanation.decision)
+        body = public_explanation(explanation)
         facts = {
             "run": str(ref),
             "root": failure.root,
@@ -123,18 +123,7 @@ def explain_run(args: argparse.Namespace) -> int:
                 "state": state.to_json() if state else None,
                 "latest": latest,
             }
-            print(
-                json.dumps(
-                    {
-                        **body,
-                        "changes": explanation.changes,
-                        "trace": explanation.trace,
-                        "failure": facts,
-                        "lineage": lineage,
-                    },
-                    indent=2,
-                )
-            )
+            print(json.dumps({**body, "failure": facts, "lineage": lineage}, indent=2))
             return 0
         lines = lineage_lines(failure.root, failure.attempt, reruns, state)
         if latest is not None:
@@ -147,9 +136,9 @@ def explain_run(args: argparse.Namespace) -> int:
             str(ref),
             facts,
             body,
-            explanation.trace,
+            body["trace"],
             lines,
-            explanation.changes,
+            body["changes"],
             exact=failure.spec is not None,
         )
         print("\n".join(text))
@@ -188,15 +177,23 @@ def run_explain(args: argparse.Namespace) -> int:
     now = parse_now(args.now)
     policies = load_policies(args.policies)
     failure = load_failure(args.failure, now=now)
-    result = explain(failure, policies, now)
+    body = public_explanation(explain(failure, policies, now))
     if args.format == "json":
-        body = {**result.decision.to_json(), "changes": result.changes, "trace": result.trace}
         print(json.dumps(body, indent=2, sort_keys=False))
         return 0
-    print(
-        render_text(result.decision.to_json(), result.trace, result.changes, exact=failure.spec is not None)
-    )
+    print(render_text(body, body["trace"], body["changes"], exact=failure.spec is not None))
     return 0
+
+
+def public_explanation(explanation: Explanation) -> dict[str, Any]:
+    """An explanation as every ``explain`` shows it, live or offline (the one path): the decision
+    in its public form (``public_decision``: env values, secret inputs and URL secrets never
+    shown), the RunSpec changes and the trace, which the core builds from redacted values."""
+    return {
+        **public_decision(explanation.decision),
+        "changes": list(explanation.changes),
+        "trace": list(explanation.trace),
+    }
 
 
 def render_text(

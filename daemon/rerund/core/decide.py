@@ -26,6 +26,8 @@ Semantics (the README, ``explain`` and the tests say the same):
 7. A rerun (and a defer) carries the policy's RunSpec ``overrides`` (queue, interruptible, ...)
    for its attempt; a rerun's reason ends with what it changes in the source's RunSpec besides
    rerund's lineage labels (exactly, when ``failure.spec`` is known; see ``rerund.core.runspec``).
+   The reason is public (log line, ledger, ``explain``): it names env keys and input keys but
+   shows no env value and no input value that could be a secret (``rerund.core.redact``).
 8. Scope ``relaunch`` runs the deployed task afresh (``RelaunchTarget``): the task version is
    the failed one (``same``), the latest deployed (``latest``), or — ``newer`` — one deployed
    after the failed one: until the daemon's task listing shows such a version the decision is
@@ -57,6 +59,7 @@ from rerund.core.model import (
     WaitForVersion,
 )
 from rerund.core.names import NAME_RULE, rerun_name
+from rerund.core.redact import input_change
 from rerund.core.resources import ResourcesView, plan_resources
 from rerund.core.rules import GLOBAL_BUDGET, Budget, PolicySet, Rule
 from rerund.core.runs import LABEL_ATTEMPT, LABEL_POLICY, LABEL_REPRO, LABEL_ROOT, ROOT_ACTION
@@ -140,7 +143,7 @@ def _changes(
     if not lineage:
         own = tuple(f"labels {k}:" for k in (LABEL_ROOT, LABEL_ATTEMPT, LABEL_POLICY))
         out = [line for line in out if not line.startswith(own)]
-    out += [f"inputs {k}: set to {v!r}" for k, v in sorted(inputs.items())]
+    out += [input_change(k, v) for k, v in sorted(inputs.items())]  # values only when not secret
     return out
 
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rerund.core.model import Failure, GiveUp, Phase, Rerun, Scope
-from rerund.core.redact import public_inputs, scrub_urls, without_userinfo
+from rerund.core.redact import public_fields, scrub_urls, without_userinfo
 from rerund.core.rules import GLOBAL_BUDGET
 from rerund.core.runs import (
     FAILED_PHASES,
@@ -229,7 +229,7 @@ def exhausted_notice(
         "attempt": decision.attempt,  # the attempt refused, as in history and /decisions
         "reruns_issued": failure.attempt,
         "reason": reason,
-        "error": public_inputs(facts.error.model_dump(exclude_none=True)),
+        "error": public_fields(facts.error.model_dump(exclude_none=True)),
         "console_url": without_userinfo(console_url),
         "decided_at": iso(now),
     }

@@ -1,12 +1,21 @@
 """What a public output may show of a value that can carry a secret (pure functions).
 
-Public outputs are HTTP (``/decisions``, ``/metrics``), logs, the ledger and ``rerund
-history``, and webhook payloads. Redaction by key name alone is not enough:
-``DATABASE_URL=postgres://u:pw@h/db`` or ``API_PASS=...`` under any name are secrets, and a
-Slack webhook's path *is* its secret. So the rules are by kind of value, not by name:
+Public outputs are HTTP (``/decisions``, ``/status``, ``/metrics``, the operator page), logs,
+the ledger, ``rerund history`` and ``rerund explain``, and webhook payloads. Redaction by key
+name alone is not enough: ``DATABASE_URL=postgres://u:pw@h/db`` or ``API_PASS=...`` under any
+name are secrets, and a Slack webhook's path *is* its secret. So the rules are by kind of
+value, not by name:
 
 - env overrides: the keys are shown, the values never (``{"API_PASS": "***"}``);
-- inputs: a secret-looking key masks its value; every string value is URL-scrubbed;
+- inputs: the keys are shown; a value only when it is clearly not a secret — a number, a
+  boolean or null under a key that does not look secret (``batch_size: 16``). Every string is
+  masked whatever its key (``dsn``, ``note``, ``payload`` can all hold a password), and so is
+  every value under a secret-looking key; mappings and lists keep their shape, their leaves
+  follow the same rule. A decision's reason names an input as ``inputs api_token: set (value
+  not shown)`` (``input_change``), so the reason, which is the log line, the ``explain`` text and
+  the audit record, is built from redacted values only;
+- other structured fields (an error's ``kind``, ``code``, ``message``): a secret-looking key
+  masks its value, every string is URL-scrubbed (``public_fields``);
 - URLs anywhere in a public string keep only ``scheme://host[:port]``: userinfo, path, query
   and fragment are replaced by ``/...``.
 
@@ -23,8 +32,11 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "MASK",
+    "NOT_SHOWN",
+    "input_change",
     "public_decision",
     "public_env",
+    "public_fields",
     "public_inputs",
     "redact_url",
     "scrub_urls",
@@ -32,6 +44,7 @@ __all__ = [
 ]
 
 MASK = "***"
+NOT_SHOWN = "value not shown"
 _SECRET_KEY = re.compile(r"(?i)(key|token|secret|passw|pwd|credential|auth|cookie|session|private)")
 # scheme://anything-up-to-whitespace-or-quote; the scheme needs two letters (not "C:\").
 _URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]+://[^\s'\"<>`]*")
@@ -86,9 +99,42 @@ def _public_value(key: str, value: Any) -> Any:
     return value
 
 
+def public_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Structured facts (an error's fields): secret-looking keys masked, URLs in every string
+    scrubbed."""
+    return {str(k): _public_value(str(k), v) for k, v in fields.items()}
+
+
+def _input_value(key: str, value: Any) -> Any:
+    if _SECRET_KEY.search(key):
+        return MASK
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _input_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_input_value(key, v) for v in value]
+    return MASK
+
+
 def public_inputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """Input overrides: secret-looking keys masked, URLs in every string scrubbed."""
-    return {str(k): _public_value(str(k), v) for k, v in inputs.items()}
+    """Input overrides: every key; a value only when it is a number, a boolean or null under a
+    key that does not look secret, else ``MASK`` (at any depth; see the module docstring)."""
+    return {str(k): _input_value(str(k), v) for k, v in inputs.items()}
+
+
+def input_change(key: str, value: Any) -> str:
+    """The reason's line for an input a rerun sets: ``inputs batch_size: set to 16``, or
+    ``inputs api_token: set (value not shown)`` when the value is masked."""
+    shown = _input_value(key, value)
+    if shown == MASK:
+        return f"inputs {key}: set ({NOT_SHOWN})"
+    return f"inputs {key}: set to {shown!r}"
+
+
+# Reasons recorded before inputs were redacted said ``inputs k: set to 'value'``: from the first
+# such string to the end of the reason, the record shows that inputs were set, not to what.
+_OLD_INPUT_LINES = re.compile(r"(changes: |, )inputs [^\s:]+: set to ['\"].*$", re.DOTALL)
 
 
 def public_decision(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -97,5 +143,6 @@ def public_decision(body: Mapping[str, Any]) -> dict[str, Any]:
     out["env"] = public_env(body.get("env") or {})
     out["inputs"] = public_inputs(body.get("inputs") or {})
     if isinstance(out.get("reason"), str):
-        out["reason"] = scrub_urls(out["reason"])
+        reason = _OLD_INPUT_LINES.sub(rf"\1inputs: set ({NOT_SHOWN})", out["reason"])
+        out["reason"] = scrub_urls(reason)
     return out
