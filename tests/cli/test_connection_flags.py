@@ -31,6 +31,8 @@ def test_run_and_sweep_read_the_same_connection_flags_into_the_same_settings(com
         "client_id": "rerund",
         "client_secret_file": "/keys/secret",
         "auth_command": "print-token",
+        "auth_command_file": None,
         "ca_cert_file": "/ca/ca.crt",
         "http_proxy": "http://proxy:3128",
+        "http_proxy_file": None,
     }

@@ -62,6 +62,15 @@ env_items = st.dictionaries(
 )
 
 
+# Settings that carry credentials (issue 22.4): none of these parts may be shown either.
+SETTINGS = {
+    "auth_command": "get-token --client-secret AUTHSECRET9",
+    "http_proxy": "http://proxyuser:PROXYPASS5@proxy.internal:3128",
+    "console_url": "https://console.example/org?auth=CONSOLEPW",
+}
+SETTING_SECRETS = ("AUTHSECRET9", "PROXYPASS5", "proxyuser", "CONSOLEPW", "T000/B000")
+
+
 class Receiver:
     """A webhook receiver on 127.0.0.1 that keeps every body it was sent."""
 
@@ -140,7 +149,7 @@ def _outputs(tmp: Path, policy: str, receiver: Receiver, capsys: Any) -> dict[st
     cp = FakeControlPlane(clock)
     reset = ErrorInfo(kind="SYSTEM", code="ConnectionResetError", message="Connection reset by peer")
     cp.add_failed("abc123", at=T0 + timedelta(minutes=1), error=reset)
-    conf = daemon_settings(tmp, policy, http="127.0.0.1:0", notify_webhook=receiver.url)
+    conf = daemon_settings(tmp, policy, http="127.0.0.1:0", notify_webhook=receiver.url, **SETTINGS)
     sent_before = len(receiver.bodies)
     ready = threading.Event()
     daemon = Daemon(
@@ -201,7 +210,7 @@ def _outputs(tmp: Path, policy: str, receiver: Receiver, capsys: Any) -> dict[st
 )
 @example(env={"FLYTE_RETRY": "Zq9RETRYVALUE"}, inputs={"api_token": "INPUTSECRET42"})
 @given(env=env_items, inputs=secret_items)
-def test_no_input_or_env_value_reaches_any_output(env, inputs, receiver, capsys) -> None:
+def test_no_input_env_or_setting_secret_reaches_any_output(env, inputs, receiver, capsys) -> None:
     with tempfile.TemporaryDirectory() as name:
         outputs = _outputs(Path(name), _policy(env, inputs), receiver, capsys)
 
@@ -216,4 +225,10 @@ def test_no_input_or_env_value_reaches_any_output(env, inputs, receiver, capsys)
             if part in text
         }
     )
+    leaks += [
+        f"{where} shows {secret!r}"
+        for where, text in outputs.items()
+        for secret in SETTING_SECRETS
+        if secret in text
+    ]
     assert leaks == [], "\n".join(leaks)

@@ -110,7 +110,11 @@ def test_bad_production_settings_say_what_to_fix(tmp_path: Path, env: dict[str, 
             r"'proxy:3128' is not an http\(s\) URL; write e\.g\. http://proxy",
         ),
         ({"RERUND_MAX_RPS": "-1"}, r"environment variable RERUND_MAX_RPS: max_rps: must be >= 0.0, got .-1."),
-        ({"RERUND_AUTH_COMMAND": "get-token 'unclosed"}, r"is not a command line: No closing quotation"),
+        (
+            {"RERUND_AUTH_COMMAND": "get-token 'unclosed"},
+            r"RERUND_AUTH_COMMAND: auth_command: it is not a command line \(No closing quotation; "
+            r"its value is not shown",
+        ),
     ],
     ids=["proxy-not-a-url", "negative-rps", "bad-command-line"],
 )

@@ -18,10 +18,12 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from rerund.adapters.ledger import Ledger
+from rerund.core.redact import redact_url
 from rerund.errors import ConfigError, TransientControlPlaneError
 from rerund.runtime.settings import Settings, scopes_from_flags
 
 __all__ = [
+    "VISIBLE",
     "add_auth_arguments",
     "add_target_arguments",
     "connection_overrides",
@@ -32,6 +34,10 @@ __all__ = [
     "reaching",
     "short_reason",
 ]
+
+
+# Flags are in every local user's `ps`; a flag that can carry a credential says so.
+VISIBLE = "flags are visible to every local user (ps): for a credential use {flag} or {env}"
 
 
 def add_target_arguments(p: argparse.ArgumentParser, *, scope_help: str) -> None:
@@ -47,7 +53,13 @@ def add_auth_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key-file", metavar="FILE", help="file holding the API key (else FLYTE_API_KEY)")
     p.add_argument("--client-id", metavar="ID", help="OAuth2 client id (with --client-secret-file)")
     p.add_argument("--client-secret-file", metavar="FILE", help="file holding the OAuth2 client secret")
-    p.add_argument("--auth-command", metavar="COMMAND", help="command that prints a bearer token")
+    p.add_argument(
+        "--auth-command",
+        metavar="COMMAND",
+        help="command that prints a bearer token; "
+        + VISIBLE.format(flag="--auth-command-file", env="RERUND_AUTH_COMMAND"),
+    )
+    p.add_argument("--auth-command-file", metavar="FILE", help="file holding the --auth-command command line")
     p.add_argument(
         "--ca-cert-file",
         metavar="FILE",
@@ -56,8 +68,10 @@ def add_auth_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--http-proxy",
         metavar="URL",
-        help="HTTP proxy for every control-plane request (NO_PROXY is honoured)",
+        help="HTTP proxy for every control-plane request (NO_PROXY is honoured); "
+        + VISIBLE.format(flag="--http-proxy-file", env="RERUND_HTTP_PROXY"),
     )
+    p.add_argument("--http-proxy-file", metavar="FILE", help="file holding the --http-proxy URL")
 
 
 def connection_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -71,8 +85,10 @@ def connection_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "client_id": args.client_id,
         "client_secret_file": args.client_secret_file,
         "auth_command": args.auth_command,
+        "auth_command_file": args.auth_command_file,
         "ca_cert_file": args.ca_cert_file,
         "http_proxy": args.http_proxy,
+        "http_proxy_file": args.http_proxy_file,
     }
 
 
@@ -87,7 +103,7 @@ def reaching(settings: Settings, command: str) -> Iterator[None]:
     try:
         yield
     except TransientControlPlaneError as exc:
-        where = settings.endpoint or "(the endpoint of the API key)"
+        where = redact_url(settings.endpoint) if settings.endpoint else "(the endpoint of the API key)"
         raise TransientControlPlaneError(
             f"cannot reach the control plane at {where} ({exc.rpc or 'call'}: {exc.code}): "
             f"{short_reason(str(exc))}; check the endpoint setting and that the control plane is up "

@@ -11,6 +11,7 @@ from typing import Any
 from rerund.adapters.flyte_control_plane import run_on_sdk_loop
 from rerund.adapters.ledger import Ledger
 from rerund.cli.common import (
+    VISIBLE,
     add_auth_arguments,
     add_target_arguments,
     connection_overrides,
@@ -50,11 +51,14 @@ settings (file < RERUND_* environment < flags; rerund.example.yaml shows every o
   client_id           OAuth2 client credentials: the client id ...         RERUND_CLIENT_ID
   client_secret_file  ... and a file holding its secret                    RERUND_CLIENT_SECRET_FILE
   auth_command        a command that prints a bearer token                 RERUND_AUTH_COMMAND
+  auth_command_file   ... or a file holding that command line              RERUND_AUTH_COMMAND_FILE
   ca_cert_file        PEM CA that signed the control plane's certificate   RERUND_CA_CERT_FILE
   http_proxy          HTTP proxy for every control-plane request           RERUND_HTTP_PROXY
                       (hosts in NO_PROXY are reached directly)
+  http_proxy_file     ... or a file holding the proxy URL                  RERUND_HTTP_PROXY_FILE
   console_url         UI base URL for links in notifications               RERUND_CONSOLE_URL
   notify.webhook      URL for exhausted lineages (Slack-compatible)        RERUND_NOTIFY_WEBHOOK
+  notify.webhook_file ... or a file holding that URL                       RERUND_NOTIFY_WEBHOOK_FILE
   notify.timeout      per webhook POST (default 5s)                        (file only)
   notify.retries      webhook retries (default 5)                          (file only)
   ledger_retention    how long the ledger keeps records (default 30d)      RERUND_LEDGER_RETENTION
@@ -66,6 +70,11 @@ settings (file < RERUND_* environment < flags; rerund.example.yaml shows every o
   log_format          text or json (one object per line; default text)     RERUND_LOG_FORMAT
   event_loop          uvloop or asyncio: the loop `rerund run` runs on      RERUND_EVENT_LOOP
                       (default uvloop)
+
+Flags are visible to every local user (ps, /proc/PID/cmdline); the environment and files are
+not. Give a credential (auth_command, http_proxy with user:password@, notify.webhook) through
+RERUND_* or a *_file setting, never as a flag. The API key is never a flag (FLYTE_API_KEY or
+api_key_file). /decisions, /status, the page and the logs show no credential of any setting.
 """
 
 
@@ -107,7 +116,13 @@ def register(sub: Any) -> None:
     )
     add_auth_arguments(run)
     run.add_argument("--max-rps", type=float, metavar="N", help="at most N control-plane RPCs per second")
-    run.add_argument("--notify-webhook", metavar="URL", help="webhook for exhausted lineages")
+    run.add_argument(
+        "--notify-webhook",
+        metavar="URL",
+        help="webhook for exhausted lineages; "
+        + VISIBLE.format(flag="--notify-webhook-file", env="RERUND_NOTIFY_WEBHOOK"),
+    )
+    run.add_argument("--notify-webhook-file", metavar="FILE", help="file holding the --notify-webhook URL")
     run.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     run.add_argument(
         "--log-format",
@@ -154,6 +169,7 @@ def _settings(args: argparse.Namespace) -> Any:
         "max_concurrent_reruns": args.max_concurrent_reruns,
         "max_rps": args.max_rps,
         "notify_webhook": args.notify_webhook,
+        "notify_webhook_file": args.notify_webhook_file,
         "log_level": args.log_level,
         "log_format": args.log_format,
     }

@@ -19,6 +19,7 @@ from typing import Any
 from rerund.adapters.ledger import Ledger
 from rerund.cli.common import reaching
 from rerund.clock import utcnow
+from rerund.core.redact import redact_url
 from rerund.core.rules import PolicySet
 from rerund.core.status import LineageState, Status, iso
 from rerund.errors import PolicyError
@@ -83,7 +84,8 @@ def _status(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(status.to_json(), indent=2))
     else:
-        where = f"control plane {settings.endpoint}, scopes {', '.join(f'{p}/{d}' for p, d in scopes)}"
+        shown = ", ".join(f"{p}/{d}" for p, d in scopes)
+        where = f"control plane {redact_url(settings.endpoint)}, scopes {shown}"
         print(render_status(status, where))
     return 0
 

@@ -498,7 +498,9 @@ class Daemon:
 
     def _reachability(self, ok: bool, errors: tuple[str, ...]) -> None:
         """One plain line when the control plane stops answering, one when it answers again."""
-        where = self.settings.endpoint or "(the endpoint of the API key)"
+        where = (
+            redact_url(self.settings.endpoint) if self.settings.endpoint else "(the endpoint of the API key)"
+        )
         if not ok and self._reachable is not False:
             self._reachable = False
             if self.guard is not None and self.guard.credentials.since is not None:

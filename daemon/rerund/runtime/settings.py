@@ -13,6 +13,14 @@ the settings too: client credentials name a ``client_secret_file``, an external
 ``auth_command`` prints a token. ``ca_cert_file`` is the CA a private control plane's TLS
 certificate is signed by.
 
+Flags are visible to every local user (``ps``, ``/proc/PID/cmdline``); the environment and
+files are not. So every setting that can carry a credential — ``auth_command``, ``http_proxy``
+(``http://user:password@…``), ``notify.webhook`` (its path is its secret) — also has an
+environment form (``RERUND_AUTH_COMMAND``, …) and a ``*_file`` form (``auth_command_file``,
+``http_proxy_file``, ``notify.webhook_file``; ``RERUND_*_FILE``, ``--*-file``) whose file holds
+the value. ``public()`` shows none of these values: the auth command's program but not its
+arguments, a URL's scheme, host and port only, the webhook as ``set``.
+
 Scopes may use wildcards: ``*/*`` is every project and domain of the org (watched through one
 org-wide stream and listing), ``ml/*`` every domain of project ml, ``*/production`` one domain of
 every project; see ``rerund.core.scopes``.
@@ -42,7 +50,7 @@ from pydantic import (
 )
 
 from rerund.core import durations
-from rerund.core.redact import redact_url
+from rerund.core.redact import MASK, redact_url
 from rerund.errors import ConfigError
 from rerund.policy.source import format_path, locate, message_for, read_document
 
@@ -53,6 +61,7 @@ __all__ = [
     "Settings",
     "load_settings",
     "parse_duration",
+    "public_command",
     "read_ca_cert",
     "read_secret_file",
 ]
@@ -165,6 +174,7 @@ class NotifySettings(_Frozen):
     """Where exhausted lineages are reported (a Slack-compatible JSON webhook)."""
 
     webhook: str | None = None
+    webhook_file: Path | None = None  # a file holding the webhook URL (instead of webhook)
     timeout: NotifyTimeout = timedelta(seconds=5)
     retries: int = Field(default=5, ge=0, le=100)
 
@@ -178,6 +188,17 @@ class NotifySettings(_Frozen):
                 "is not shown: a webhook URL holds its secret); write e.g. https://hooks.slack.com/services/..."
             )
         return v or None
+
+
+def public_command(argv: Sequence[str]) -> list[str]:
+    """A command line as public outputs show it: the program, each argument as ``***`` (an
+    argument can be a password, a client secret or a URL with credentials). A program that
+    looks like a URL or an assignment (``TOKEN=…``) is masked too."""
+    if not argv:
+        return []
+    program = argv[0]
+    shown = MASK if ("=" in program or "@" in program or "://" in program) else program
+    return [shown, *(MASK for _ in argv[1:])]
 
 
 class Settings(_Frozen):
@@ -205,8 +226,10 @@ class Settings(_Frozen):
     client_id: str = ""
     client_secret_file: Path | None = None
     auth_command: tuple[str, ...] = ()
+    auth_command_file: Path | None = None  # a file holding the auth command (instead of auth_command)
     ca_cert_file: Path | None = None
     http_proxy: str = ""
+    http_proxy_file: Path | None = None  # a file holding the proxy URL (instead of http_proxy)
     notify: NotifySettings = NotifySettings()
     ledger_retention: Retention = timedelta(days=30)
     console_url: str = ""
@@ -228,7 +251,11 @@ class Settings(_Frozen):
             try:
                 return tuple(shlex.split(v))
             except ValueError as exc:
-                raise ValueError(f"{v!r} is not a command line: {exc}") from None
+                # Never echo the value: a command line can hold a credential.
+                raise ValueError(
+                    f"it is not a command line ({exc}; its value is not shown: it may hold a "
+                    "credential); write e.g. get-token --audience flyte"
+                ) from None
         return v
 
     @field_validator("http_proxy")
@@ -291,8 +318,12 @@ class Settings(_Frozen):
         return host.strip("[]"), int(port)
 
     def public(self) -> dict[str, Any]:
-        """The settings as JSON-safe values, without the API key or the webhook URL (safe to log
-        and serve); durations in the form they are written (``30s``)."""
+        """The settings as JSON-safe values without any credential (safe to log and serve);
+        durations in the form they are written (``30s``).
+
+        Not shown: the API key and the webhook URL (``set``/``unset``), the auth command's
+        arguments (its program stays), a URL's userinfo, path and query (``endpoint``,
+        ``console_url``, ``http_proxy``) and a state path's ``user:password@``."""
         data = self.model_dump(mode="json", exclude={"api_key"})
         data["api_key"] = "set" if self.api_key else "unset"
         # A webhook URL is a credential (whoever has it can post): say whether it is set.
@@ -304,6 +335,8 @@ class Settings(_Frozen):
         # A URL's userinfo, path and query can be the secret: show scheme, host and port only.
         for key in ("endpoint", "console_url", "http_proxy"):
             data[key] = redact_url(data[key]) if data[key] else data[key]
+        data["state"] = redact_url(data["state"])  # a path with user:password@ is masked whole
+        data["auth_command"] = public_command(self.auth_command)
         return data
 
     def require_runnable(self) -> None:
@@ -367,8 +400,10 @@ _ENV_KEYS: dict[str, str] = {
     "client_id": "str",
     "client_secret_file": "str",
     "auth_command": "str",
+    "auth_command_file": "str",
     "ca_cert_file": "str",
     "http_proxy": "str",
+    "http_proxy_file": "str",
     "ledger_retention": "str",
     "console_url": "str",
     "log_level": "str",
@@ -378,7 +413,16 @@ _ENV_KEYS: dict[str, str] = {
     "error_details_wait": "str",
     "event_loop": "str",
     "notify_webhook": "str",
+    "notify_webhook_file": "str",
 }
+
+# Settings that can carry a credential and the setting naming a file that holds the value
+# instead (path in the data, as ``_from_file``, env and flags give it).
+_SECRET_FILES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("auth_command_file",), ("auth_command",)),
+    (("http_proxy_file",), ("http_proxy",)),
+    (("notify", "webhook_file"), ("notify", "webhook")),
+)
 
 
 def _env_bool(name: str, text: str) -> bool:
@@ -403,8 +447,9 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
             out[key] = [part.strip() for part in re.split(r"[,\s]+", text) if part.strip()]
         else:
             out[key] = text
-    if "notify_webhook" in out:
-        out["notify"] = {"webhook": out.pop("notify_webhook")}
+    notify = {k: out.pop("notify_" + k) for k in ("webhook", "webhook_file") if "notify_" + k in out}
+    if notify:
+        out["notify"] = notify
     return out
 
 
@@ -442,9 +487,20 @@ def _from_file(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
         )
     base = path.parent
     # Relative paths in the file are relative to the file, not to the working directory.
-    for key in ("state", "api_key_file", "client_secret_file", "ca_cert_file"):
+    for key in (
+        "state",
+        "api_key_file",
+        "client_secret_file",
+        "ca_cert_file",
+        "auth_command_file",
+        "http_proxy_file",
+    ):
         if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
             data[key] = str(base / data[key])
+    notify = data.get("notify")
+    webhook_file = notify.get("webhook_file") if isinstance(notify, dict) else None
+    if isinstance(notify, dict) and isinstance(webhook_file, str) and not Path(webhook_file).is_absolute():
+        notify["webhook_file"] = str(base / webhook_file)
     pol = data.get("policies")
     if isinstance(pol, str):
         pol = [pol]
@@ -512,17 +568,47 @@ def load_settings(
         origin[key] = f"environment variable {ENV_PREFIX}{key.upper()}"
     data = _merge(data, env_data)
     flag_data = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if "notify_webhook" in flag_data:
-        flag_data["notify"] = {"webhook": flag_data.pop("notify_webhook")}
+    notify = {
+        k: flag_data.pop("notify_" + k) for k in ("webhook", "webhook_file") if "notify_" + k in flag_data
+    }
+    if notify:
+        flag_data["notify"] = notify
     for key in flag_data:
         origin[key] = f"flag --{key.replace('_', '-')}"
     data = _merge(data, flag_data)
     try:
         settings = Settings.model_validate(data)
+        if _read_secret_files(settings, data, origin):
+            settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, origin, node)) from None
     api_key = _read_api_key(settings, env)
     return settings.model_copy(update={"api_key": SecretStr(api_key)}) if api_key else settings
+
+
+def _read_secret_files(settings: Settings, data: dict[str, Any], origin: dict[str, str]) -> bool:
+    """Put the content of each ``*_file`` secret setting into ``data`` under its value's key;
+    whether there was any. ``ConfigError`` when a value is given both ways."""
+    found = False
+    for file_path, value_path in _SECRET_FILES:
+        holder: Any = settings
+        for part in file_path:
+            holder = getattr(holder, part)
+        if holder is None:
+            continue
+        name, value_name = ".".join(file_path), ".".join(value_path)
+        target = data
+        for part in value_path[:-1]:
+            target = target.setdefault(part, {})
+        if target.get(value_path[-1]):
+            raise ConfigError(
+                f"both {value_name} and {name} are set; keep one ({name} keeps the value out of the "
+                "settings file, the environment and the process list)"
+            )
+        target[value_path[-1]] = read_secret_file(holder, name, what=f"the {value_name} value")
+        origin[value_path[0]] = f"{name} {str(holder)!r}"
+        found = True
+    return found
 
 
 def _read_api_key(settings: Settings, env: Mapping[str, str]) -> str | None:
