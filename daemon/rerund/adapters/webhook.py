@@ -2,7 +2,9 @@
 
 The body is JSON that both a program and Slack understand: the structured fields (run,
 lineage, policy, reason, console URL, ...) plus a ``text`` field, which Slack's incoming
-webhooks display. A delivery is retried with exponential backoff on connection errors, 5xx,
+webhooks display; Slack reads ``<...>`` there as markup (``<!channel>``, a link whose label hides
+its target), so ``text`` is sent Slack-escaped (``rerund.core.encode.for_slack``) and every other
+field raw. A delivery is retried with exponential backoff on connection errors, 5xx,
 408 and 429; another 4xx means the request itself is wrong and is not retried. The webhook URL
 may embed a secret (Slack's does), so messages show only its scheme and host.
 
@@ -17,6 +19,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from rerund.core.encode import for_slack
 from rerund.core.redact import redact_url
 from rerund.errors import NotificationError
 
@@ -49,13 +52,16 @@ class WebhookNotifier:
     async def notify(self, payload: Mapping[str, Any]) -> None:
         import httpx
 
+        body = dict(payload)
+        if isinstance(body.get("text"), str):
+            body["text"] = for_slack(body["text"])
         delay = self._initial
         last = ""
         attempts = self._retries + 1
         async with httpx.AsyncClient(timeout=self._timeout, transport=self._transport) as client:
             for attempt in range(1, attempts + 1):
                 try:
-                    resp = await client.post(self._url, json=dict(payload))
+                    resp = await client.post(self._url, json=body)
                 except httpx.InvalidURL:
                     # Not retried, and its text is not shown: httpx quotes the URL's parts.
                     raise NotificationError(
