@@ -32,6 +32,7 @@ import sys
 from collections.abc import Sequence
 
 from rerund import __version__
+from rerund.core.encode import for_terminal
 from rerund.errors import RerundError
 
 __all__ = ["build_parser", "main"]
@@ -129,7 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except RerundError as exc:
         sys.stdout.flush()  # what was printed comes first, in whole lines, when both share a pipe
-        print(f"rerund {args.command}: {exc}", file=sys.stderr)
+        # Our messages may span lines (one per problem); whatever they quote is escaped.
+        print(f"rerund {args.command}: {for_terminal(exc, keep=chr(10))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

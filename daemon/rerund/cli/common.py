@@ -11,13 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from xml.sax.saxutils import escape, quoteattr
 
 from rerund.adapters.ledger import Ledger
+from rerund.core.encode import for_terminal
 from rerund.core.redact import redact_url
 from rerund.errors import ConfigError, TransientControlPlaneError
 from rerund.runtime.settings import Settings, scopes_from_flags
@@ -32,6 +34,7 @@ __all__ = [
     "open_ledger",
     "positive_int",
     "reaching",
+    "say",
     "short_reason",
 ]
 
@@ -90,6 +93,16 @@ def connection_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "http_proxy": args.http_proxy,
         "http_proxy_file": args.http_proxy_file,
     }
+
+
+def say(*lines: object, file: IO[str] | None = None) -> None:
+    """Print each of ``lines`` as one terminal line, its control characters written visibly
+    (``rerund.core.encode.for_terminal``: no ESC/OSC sequence, no CR, no forged line). Every
+    command's text output goes through here; JSON output is printed as ``json.dumps`` writes it
+    (which escapes them)."""
+    out = file if file is not None else sys.stdout
+    for line in lines:
+        print(for_terminal(line), file=out)
 
 
 def short_reason(text: str) -> str:

@@ -18,6 +18,7 @@ from rerund.cli.common import (
     ensure_policies,
     open_ledger,
     positive_int,
+    say,
 )
 from rerund.clock import utcnow
 from rerund.core.status import compute_status, iso, lineage_story
@@ -211,14 +212,14 @@ def _history(args: argparse.Namespace) -> int:
     if not rows:
         if args.policy:
             seen = ", ".join(ledger.policies_seen()) or "none"
-            print(f"no decision recorded for policy {args.policy!r}; policies with decisions: {seen}")
+            say(f"no decision recorded for policy {args.policy!r}; policies with decisions: {seen}")
             return 1
-        print(f"no decisions recorded yet in {ledger.path}")
+        say(f"no decisions recorded yet in {ledger.path}")
         return 0
     for r in rows:
         tag = "" if r["source"] == "daemon" else f"[{r['source']}] "
         where = f"{r['project']}/{r['domain']}/{r['run']}"
-        print(f"{r['at'][:19]}Z  {r['decision']:<7}  {where}  {tag}{r['reason']}")
+        say(f"{r['at'][:19]}Z  {r['decision']:<7}  {where}  {tag}{r['reason']}")
     return 0
 
 
@@ -229,7 +230,7 @@ def _story(ledger: Ledger, args: argparse.Namespace) -> int:
     if args.policy:
         rows = {k: [r for r in v if r.get("policy") == args.policy] for k, v in rows.items()}
     if not any(rows.values()):
-        print(f"no decision recorded about run {args.run!r} or its lineage in {ledger.path}")
+        say(f"no decision recorded about run {args.run!r} or its lineage in {ledger.path}")
         return 1
     status = compute_status(
         now=utcnow(),
@@ -254,13 +255,13 @@ def _story(ledger: Ledger, args: argparse.Namespace) -> int:
         return 0
     if lineage is not None:
         due = f", due at {iso(lineage.due)}" if lineage.due else ""
-        print(
+        say(
             f"lineage {lineage.key}: {lineage.state}{due} "
             f"(attempt {lineage.attempt}, policy {lineage.policy})"
         )
-        print(f"  {lineage.why}")
+        say(f"  {lineage.why}")
     else:
-        print(f"lineage {root}: nothing owed (ignored)")
+        say(f"lineage {root}: nothing owed (ignored)")
     for line in story:
-        print(f"{iso(line.at.replace(microsecond=0))}  {line.event:<14} {line.run:<30} {line.text}")
+        say(f"{iso(line.at.replace(microsecond=0))}  {line.event:<14} {line.run:<30} {line.text}")
     return 0

@@ -20,6 +20,7 @@ from typing import Any
 
 from rerund.adapters.ledger import Ledger
 from rerund.clock import utcnow
+from rerund.core.encode import for_terminal
 from rerund.core.status import compute_status
 from rerund.errors import ConfigError
 from rerund.runtime.daemon import Daemon
@@ -200,4 +201,4 @@ def summary(state: Path, *, kept: bool) -> str:
         if kept
         else "  ledger         deleted with the demo (pass --state PATH to keep it)"
     )
-    return "\n".join(lines)
+    return "\n".join(map(for_terminal, lines))  # check results and diffs come from the runs

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from rerund.adapters.ledger import Ledger
-from rerund.cli.common import ensure_policies, reaching
+from rerund.cli.common import ensure_policies, reaching, say
 from rerund.clock import utcnow
 from rerund.core.decide import Explanation, explain
+from rerund.core.encode import for_terminal
 from rerund.core.runs import FAILED_PHASES, RunRef
 from rerund.core.status import decision_lines, explanation_lines, iso, lineage_lines
 from rerund.errors import ConfigError
@@ -72,7 +73,7 @@ def explain_run(args: argparse.Namespace) -> int:
         result = await explain_live(cp, ref, policies, now)
         if result is None:
             summary = await cp.get_run(ref)
-            print(
+            say(
                 f"run {ref} is {summary.phase}, not failed: rerund decides only about FAILED, "
                 "TIMED_OUT and ABORTED runs"
             )
@@ -141,7 +142,7 @@ def explain_run(args: argparse.Namespace) -> int:
             body["changes"],
             exact=failure.spec is not None,
         )
-        print("\n".join(text))
+        say(*text)
         return 0
 
     with reaching(settings, "explain"):
@@ -200,5 +201,5 @@ def render_text(
     decision: dict[str, Any], trace: list[str], changes: list[str] | None = None, *, exact: bool = True
 ) -> str:
     """The text form of an explanation (``rerund.core.status.decision_lines``, shared with the
-    live explain and the operator page)."""
-    return "\n".join(decision_lines(decision, trace, changes, exact=exact))
+    live explain and the operator page), each line escaped for a terminal (``for_terminal``)."""
+    return "\n".join(map(for_terminal, decision_lines(decision, trace, changes, exact=exact)))

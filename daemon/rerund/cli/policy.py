@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from rerund.cli.common import junit_xml
+from rerund.cli.common import junit_xml, say
 from rerund.cli.explain import run_explain
 from rerund.errors import PolicyError, PolicyProblem
 from rerund.policy.casefiles import collect, run_files
@@ -108,8 +108,7 @@ def _check(args: argparse.Namespace) -> int:
         elif args.format == "junit":
             print(_check_junit([str(f) for f in files] or list(map(str, args.paths)), problems))
         else:
-            for problem in problems:
-                print(problem)
+            say(*problems)
             n = len(problems)
             sys.stdout.flush()  # the problems first, whole lines, even when both streams share a pipe
             print(f"{n} problem{'s' if n != 1 else ''} found", file=sys.stderr)
@@ -133,7 +132,7 @@ def _check(args: argparse.Namespace) -> int:
         print(_check_junit(list(policies.sources), []))
         return 0
     files_n = len(policies.sources)
-    print(
+    say(
         f"ok: {len(policies)} polic{'ies' if len(policies) != 1 else 'y'} in "
         f"{files_n} file{'s' if files_n != 1 else ''}: {', '.join(policies.names()) or '(none)'}"
         + (

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from rerund.adapters.cron import CronSchedule
 from rerund.adapters.ledger import Ledger
-from rerund.cli.common import positive_int, reaching
+from rerund.cli.common import positive_int, reaching, say
 from rerund.clock import utcnow
 from rerund.core.repro import repro_run_name
 from rerund.core.runs import RunRef
@@ -177,7 +177,7 @@ def _list(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
-        print("no reproduction checks (add them under reproductions: in a policy file)")
+        say("no reproduction checks (add them under reproductions: in a policy file)")
         return 0
     for r in rows:
         cmp = r["compare"]
@@ -186,13 +186,13 @@ def _list(args: argparse.Namespace) -> int:
             outputs += f" (rel {cmp['tolerance']['rel']:g}, abs {cmp['tolerance']['abs']:g})"
         if cmp["ignore"]:
             outputs += f", ignoring {', '.join(cmp['ignore'])}"
-        print(f"{r['name']}")
-        print(f"  schedule   {r['schedule']} ({r['timezone']}), next {r['next_firing']}")
-        print(f"  source     {r['source']}")
-        print(f"  compare    phase {'yes' if cmp['phase'] else 'no'}, outputs {outputs}")
-        print(f"  timeout    {r['timeout']}")
+        say(f"{r['name']}")
+        say(f"  schedule   {r['schedule']} ({r['timezone']}), next {r['next_firing']}")
+        say(f"  source     {r['source']}")
+        say(f"  compare    phase {'yes' if cmp['phase'] else 'no'}, outputs {outputs}")
+        say(f"  timeout    {r['timeout']}")
         if r["last_result"]:
-            print(f"  last       {r['last_result']} (slot {r['last_scheduled_for']})")
+            say(f"  last       {r['last_result']} (slot {r['last_scheduled_for']})")
     return 0
 
 
@@ -221,7 +221,7 @@ def _run(args: argparse.Namespace) -> int:
         else:
             # The manual firing of this minute exists (an earlier `repro run`): its name is
             # deterministic so a retried command never duplicates it; say that it is reused.
-            print(
+            say(
                 f"note: check {check.name!r} was already fired by hand this minute: its rerun {name!r} "
                 "exists and this result is that rerun's; run again after the minute turns for a new "
                 "rerun",
@@ -249,14 +249,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(result.to_json(), indent=2))
     else:
-        print(_render(result.to_json()))
+        say(*_render(result.to_json()))
     return 0 if result.result == "match" else 1
 
 
-def _render(row: dict[str, Any]) -> str:
+def _render(row: dict[str, Any]) -> list[str]:
     lines = [f"{row['result']}: {row['reason']}"]
     lines += [f"  {d['path']}: {d['message']}" for d in row.get("diff") or []]
-    return "\n".join(lines)
+    return lines
 
 
 def _history(args: argparse.Namespace) -> int:
@@ -276,9 +276,10 @@ def _history(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
-        print(f"no results recorded for check {args.name!r} yet")
+        say(f"no results recorded for check {args.name!r} yet")
         return 0
     for row in rows:
         when = row["scheduled_for"] + (" (manual)" if row.get("manual") else "")
-        print(f"{when}  {_render(row)}")
+        first, *rest = _render(row)
+        say(f"{when}  {first}", *rest)
     return 0

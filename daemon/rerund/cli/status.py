@@ -19,6 +19,7 @@ from typing import Any
 from rerund.adapters.ledger import Ledger
 from rerund.cli.common import reaching
 from rerund.clock import utcnow
+from rerund.core.encode import for_terminal
 from rerund.core.redact import redact_url
 from rerund.core.rules import PolicySet
 from rerund.core.status import LineageState, Status, iso
@@ -91,7 +92,9 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _columns(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
-    """Rows as aligned columns; the last column is not padded (it holds the long reason)."""
+    """Rows as aligned columns; the last column is not padded (it holds the long reason).
+    Cells are escaped for a terminal first, so the widths are those printed."""
+    rows = [[for_terminal(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers[:-1])]
 
     def line(cells: Sequence[str]) -> str:
@@ -118,7 +121,8 @@ def _lineages(title: str, states: Sequence[LineageState], *, due: bool, empty: s
 
 
 def render_status(status: Status, where: str) -> str:
-    """The table form of ``rerund status`` (pure)."""
+    """The table form of ``rerund status`` (pure); every line escaped for a terminal
+    (``for_terminal``): reasons, run names and check results come from outside."""
     out = [f"rerund status at {_when(status.now)} ({where})", *(f"note: {n}" for n in status.notes), ""]
     out += _lineages("In flight", status.in_flight, due=True, empty="nothing is owed")
     out.append("")
@@ -160,4 +164,4 @@ def render_status(status: Status, where: str) -> str:
         out.append("  no result recorded yet")
     if status.ignored:
         out += ["", f"{status.ignored} failed run(s) were ignored (no policy reruns them): `rerund history`"]
-    return "\n".join(out)
+    return "\n".join(map(for_terminal, out))

@@ -49,6 +49,7 @@ from rich.text import Text
 from rerund.adapters.ledger import Ledger
 from rerund.cli.common import add_auth_arguments, add_target_arguments, connection_overrides
 from rerund.clock import utcnow
+from rerund.core.encode import for_terminal
 from rerund.core.rules import PolicySet
 from rerund.core.sweep import SKIP_KINDS, SweepPlan, Window, parse_window
 from rerund.errors import ConfigError, ControlPlaneError, PolicyError
@@ -150,9 +151,23 @@ def _progress(console: Console) -> Progress:
     )
 
 
+class _PlainConsole(Console):
+    """A console that prints every string as it is: never read as rich markup (``[/]`` in an
+    error message would raise, ``[bold]`` would vanish) and with its control characters
+    escaped (``rerund.core.encode.for_terminal``: run names, errors and reasons come from
+    outside). Table cells go through ``_cell`` for the same reasons."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        super().print(*(_cell(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
+
+def _cell(value: object) -> Text:
+    return Text(for_terminal(value))
+
+
 def _console(file: IO[str]) -> Console:
     tty = file.isatty()
-    return Console(file=file, width=None if tty else _WIDE, soft_wrap=not tty, highlight=False)
+    return _PlainConsole(file=file, width=None if tty else _WIDE, soft_wrap=not tty, highlight=False)
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -342,7 +357,7 @@ def _preview(console: Console, plan: SweepPlan) -> None:
         row = [f.run, f.task, error, scope, r.name, "; ".join(r.changes()) or "-"]
         if len(scopes) > 1:
             row.append(f"{f.project}/{f.domain}")
-        table.add_row(*row)
+        table.add_row(*map(_cell, row))
     if plan.reruns:
         console.print(table)
         groups = Table(title="by policy and error", title_justify="left")
@@ -350,7 +365,7 @@ def _preview(console: Console, plan: SweepPlan) -> None:
         groups.add_column("error")
         groups.add_column("reruns", justify="right")
         for g in plan.groups():
-            groups.add_row(g.policy, g.error, str(g.count))
+            groups.add_row(_cell(g.policy), _cell(g.error), str(g.count))
         console.print(groups)
     else:
         console.print(f"no rerun to issue — failures {plan.window.describe()}")
@@ -363,7 +378,7 @@ def _preview(console: Console, plan: SweepPlan) -> None:
         for kind, n in counts.items():
             runs = [s.failure.run for s in plan.skipped if s.kind == kind]
             skipped.add_row(
-                SKIP_KINDS[kind], str(n), ", ".join(runs[:5]) + (", ..." if len(runs) > 5 else "")
+                SKIP_KINDS[kind], str(n), _cell(", ".join(runs[:5]) + (", ..." if len(runs) > 5 else ""))
             )
         console.print(skipped)
 

@@ -31,6 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from rerund.core.decide import decide, iso, rerun_changes
+from rerund.core.encode import for_terminal
 from rerund.core.model import Defer, Rerun
 from rerund.core.rules import PolicySet
 from rerund.errors import PolicyError, PolicyProblem
@@ -273,10 +274,10 @@ def run_files(paths: Sequence[str | Path], out: TextIO | None) -> Outcome:
     outcome = collect(paths)
     if out is None:
         return outcome
-    for line in outcome.lines:
-        print(line, file=out)
+    for line in outcome.lines:  # case names, reasons and details come from the YAML: escaped
+        print(for_terminal(line), file=out)
     if outcome.files == 0 and not outcome.errors:
-        print(f"no *.test.yaml files under {', '.join(str(p) for p in paths)}", file=out)
+        print(for_terminal(f"no *.test.yaml files under {', '.join(str(p) for p in paths)}"), file=out)
     print(f"==== {outcome.summary} ====", file=out)
     return outcome
 

@@ -6,7 +6,10 @@ same instant reads the same in a log line, ``rerund history``, ``/decisions`` an
 Decision lines (logger ``rerund.decisions``) carry structured fields — ``run``, ``lineage``,
 ``policy``, ``decision``, ``attempt`` — passed as ``extra=``; the JSON format emits them as
 keys, the text format shows the short human line. Secrets never reach a log record: reasons
-and settings are logged in their public form.
+and settings are logged in their public form. The text format is read on a terminal, so its
+messages are escaped for one (``rerund.core.encode.for_terminal``): an error message or a
+label with ESC, OSC, CR or LF cannot recolour it, retitle it or forge a log line; the JSON
+format escapes them as JSON does.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
+
+from rerund.core.encode import for_terminal
 
 __all__ = ["DECISION_FIELDS", "JsonFormatter", "TextFormatter", "configure_logging", "utc_stamp"]
 
@@ -33,11 +38,12 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = utc_stamp(record.created)
+        message = for_terminal(record.getMessage())
         if record.name == "rerund.decisions":
-            return f"{stamp} {record.getMessage()}"
-        text = f"{stamp} {record.levelname} {record.name}: {record.getMessage()}"
-        if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
+            return f"{stamp} {message}"
+        text = f"{stamp} {record.levelname} {record.name}: {message}"
+        if record.exc_info:  # a traceback is several lines by design; what it quotes is escaped
+            text += "\n" + for_terminal(self.formatException(record.exc_info), keep="\n")
         return text
 
 

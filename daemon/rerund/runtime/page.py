@@ -23,7 +23,6 @@ without a daemon as well as against a live one.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,6 +30,7 @@ from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
+from rerund.core.encode import for_terminal
 from rerund.core.status import LineageState, Status, iso
 
 __all__ = ["REFRESH_SECONDS", "PageView", "render_page"]
@@ -68,13 +68,10 @@ class PageView:
     notes: Sequence[str] = field(default_factory=tuple)
 
 
-# Controls HTML text may not carry (C0 but tab, LF, CR; DEL; C1): shown as \xNN instead.
-_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-
-
 def _e(value: object) -> str:
-    text = "" if value is None else str(value)
-    return escape(_CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text), quote=True)
+    # Controls HTML text may not carry (C0 but tab, LF, CR; DEL; C1) and the bidi overrides are
+    # shown as \xNN / \uNNNN, by the helper every terminal output uses (``for_terminal``).
+    return escape(for_terminal(value, keep="\t\n\r"), quote=True)
 
 
 def _time(when: datetime | str | None) -> str:
