@@ -238,3 +238,17 @@ def test_the_sweep_preview_prints_errors_escaped_and_never_as_rich_markup(live, 
     out = capsys.readouterr().out
     assert UNSAFE.findall(out) == [] and "\x1b" not in out
     assert "\\x1b]0;pwned" in out and "[/] [bold]x" in out
+
+
+def test_repro_list_prints_what_the_policy_file_says_escaped(tmp_path, capsys) -> None:
+    (tmp_path / "r.yaml").write_text(
+        "apiVersion: rerund/v1\npolicies: []\nreproductions:\n  - name: det\n"
+        '    schedule: "0 3 * * *"\n    source: {task: det.train}\n'
+        '    compare: {outputs: tolerance, tolerance: {rel: 0.1}, ignore: ["ts\\e]0;pwned\\a\\r\\n'
+        + FORGED
+        + '"]}\n'
+    )
+
+    assert main(["repro", "list", "--policies", str(tmp_path / "r.yaml")]) == 0
+
+    assert_inert(capsys.readouterr().out)
