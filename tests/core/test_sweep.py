@@ -116,8 +116,23 @@ def test_backoff_does_not_apply_the_rerun_is_due_now(policies) -> None:
         "scope run, now (backoff does not apply after an outage)"
     )
     assert item.changes() == ["env PULL: set (value not shown)", "labels recovered-by: set to 'sweep'"]
-    assert item.to_json()["decision"]["env"] == {"PULL": "<value not shown>"}  # never the value
+    assert item.to_json()["decision"]["env"] == {"PULL": "***"}  # never the value
     assert item.decision.labels["rerund-root"] == "r1" and item.decision.labels["rerund-attempt"] == "1"
+
+
+def test_the_preview_shows_no_env_value_no_secret_input_and_no_url_secret(policies) -> None:
+    """Issue 22.3: ``sweep --format json`` shows a decision as every public output does."""
+    ps = policies(OUTAGE.replace("env: {PULL: again}", "env: {PULL: again}, inputs: {token: s3cr3t, n: 2}"))
+    f = pull("r1", message="pull from https://u:pw@registry.example/v2 failed")
+
+    [item] = plan_sweep([f], ps, window=WINDOW, now=NOW).reruns
+    shown = item.to_json()
+
+    assert shown["decision"]["inputs"] == {"token": "***", "n": 2}
+    assert shown["error"]["message"] == "pull from https://registry.example/... failed"
+    assert "inputs token: set (value not shown)" in shown["changes"]
+    for secret in ("s3cr3t", "again", "u:pw"):
+        assert secret not in str(shown)
 
 
 def test_failures_outside_the_window_are_left_out(policies) -> None:

@@ -38,6 +38,7 @@ from typing import Any, Literal, assert_never
 from rerund.core.decide import decide, rerun_changes
 from rerund.core.durations import format_duration, parse_duration
 from rerund.core.model import Decision, Defer, Failure, GiveUp, Ignore, Rerun, WaitForVersion
+from rerund.core.redact import public_decision, scrub_urls
 from rerund.core.rules import GLOBAL_BUDGET, PolicySet
 from rerund.core.runs import LABEL_REPRO
 from rerund.core.times import iso
@@ -183,7 +184,11 @@ class PlannedRerun:
         f = self.failure
         return {
             **_identity(f),
-            "error": {"kind": f.error.kind, "code": f.error.code, "message": f.error.message[:300]},
+            "error": {
+                "kind": f.error.kind,
+                "code": f.error.code,
+                "message": scrub_urls(f.error.message)[:300],
+            },
             "failed_at": iso(f.failed_at),
             "decision": _shown(self.decision),
             "changes": self.changes(),
@@ -196,10 +201,9 @@ def _identity(f: Failure) -> dict[str, Any]:
 
 
 def _shown(decision: Decision) -> dict[str, Any]:
-    """``decision.to_json()`` with env values left out (they may be secrets), for the preview."""
-    body = decision.to_json()
-    body["env"] = dict.fromkeys(body["env"], "<value not shown>")
-    return body
+    """``decision.to_json()`` as every public output shows it (``rerund.core.redact``: no env
+    value, no input value that may be a secret, URLs without their secrets), for the preview."""
+    return public_decision(decision.to_json())
 
 
 @dataclass(frozen=True)
