@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rerund.core.model import RunOverrides, RunSpecView
+from rerund.core.redact import NOT_SHOWN
 
 __all__ = ["SDK_ENV_KEYS", "expected_rerun_spec", "override_changes", "spec_changes"]
 
@@ -70,8 +71,8 @@ def _map_changes(name: str, before: Mapping[str, str], after: Mapping[str, str],
         old, new = before.get(key), after.get(key)
         if old == new:
             continue
-        shown_new = "<value not shown>" if secret else repr(new)
-        shown_old = "<value not shown>" if secret else repr(old)
+        shown_new = f"<{NOT_SHOWN}>" if secret else repr(new)
+        shown_old = f"<{NOT_SHOWN}>" if secret else repr(old)
         if old is None:
             out.append(f"{name} {key}: added {shown_new}")
         elif new is None:
@@ -84,7 +85,8 @@ def _map_changes(name: str, before: Mapping[str, str], after: Mapping[str, str],
 def spec_changes(before: RunSpecView, after: RunSpecView) -> list[str]:
     """One line per field that differs between two specs, in a fixed order.
 
-    Env values are never shown (they may be secrets): only that a key was added or changed.
+    Env values are never shown (they may be secrets; ``rerund.core.redact``): only that a key
+    was added or changed.
     """
     out: list[str] = []
     out += _map_changes("env", before.env, after.env, secret=True)
@@ -102,7 +104,7 @@ def override_changes(
 ) -> list[str]:
     """The changes a decision makes when the source's spec is not known (a failure document
     without ``spec``): each key the rerun sets, against "the source's value"."""
-    out = [f"env {k}: set (value not shown)" for k in sorted(env)]
+    out = [f"env {k}: set ({NOT_SHOWN})" for k in sorted(env)]
     out += [f"labels {k}: set to {v!r}" for k, v in sorted(labels.items())]
     out += [f"annotations {k}: set to {v!r}" for k, v in sorted(overrides.annotations.items())]
     for key in _SCALARS:
