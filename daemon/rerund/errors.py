@@ -76,6 +76,7 @@ class _ProblemsError(RerundError):
 
     def __init__(self, problems: Sequence[PolicyProblem], summary: str | None = None) -> None:
         self.problems: tuple[PolicyProblem, ...] = tuple(problems)
+        self.summary = summary
         text = "\n".join(str(p) for p in self.problems)
         super().__init__(f"{summary}\n{text}" if summary else text)
 

@@ -20,7 +20,9 @@ import yaml
 
 from daemon_support import write_settings
 from rerund.adapters.ledger import Ledger
-from rerund.cli import main
+from rerund.cli import error_lines, main
+from rerund.core.encode import for_terminal
+from rerund.errors import ConfigError, PermanentControlPlaneError, PolicyError, PolicyProblem
 from rerund.runtime.logs import TextFormatter
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -154,7 +156,7 @@ def test_rerund_test_prints_case_names_escaped(tmp_path, capsys) -> None:
 
 
 def test_the_error_line_of_a_failed_command_prints_what_it_quotes_escaped(tmp_path, capsys) -> None:
-    bad = tmp_path / f"x{HOSTILE}.yaml".replace("/", "_").replace("\n", "_")
+    bad = tmp_path / f"x{HOSTILE}.yaml".replace("/", "_")  # a file name may hold a LF too
     bad.write_text("apiVersion: rerund/v1\npolicies:\n  - name: p\n    retry: {max_attempts: x}\n")
     (tmp_path / "f.yaml").write_text("run: abc123\nerror: {kind: SYSTEM, message: reset}\n")
 
@@ -163,6 +165,28 @@ def test_the_error_line_of_a_failed_command_prints_what_it_quotes_escaped(tmp_pa
     err = capsys.readouterr().err
     assert_inert(err)
     assert err.startswith("rerund explain: ")
+
+
+@pytest.mark.parametrize(
+    ("error", "lines"),
+    [
+        (
+            PermanentControlPlaneError(f"GetRun: run 'r' not found: {HOSTILE}"),
+            [f"GetRun: run 'r' not found: {for_terminal(HOSTILE)}"],
+        ),
+        (
+            PolicyError([PolicyProblem("p.yaml", 1, 2, "policies[0]", f"bad {HOSTILE}")], "2 problems:"),
+            ["2 problems:", f"p.yaml:1:2: policies[0]: bad {for_terminal(HOSTILE)}"],
+        ),
+        (
+            ConfigError("invalid settings:\nflag --org: x\x1b[2J"),
+            ["invalid settings:\nflag --org: x\\x1b[2J"],
+        ),
+    ],
+    ids=["control plane message: one line", "problems: one line each", "settings problems: our lines kept"],
+)
+def test_the_error_line_keeps_only_the_line_breaks_rerund_puts_there(error, lines) -> None:
+    assert error_lines(error) == lines
 
 
 def test_rerund_check_prints_its_problems_escaped(tmp_path, capsys) -> None:

@@ -33,9 +33,9 @@ from collections.abc import Sequence
 
 from rerund import __version__
 from rerund.core.encode import for_terminal
-from rerund.errors import RerundError
+from rerund.errors import ConfigError, FailureInputError, PolicyError, RerundError, WorkloadError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "error_lines", "main"]
 
 # Each command -> the module of this package that registers it; the modules' first appearance
 # is the order of `rerund --help`.
@@ -109,6 +109,18 @@ def _unknown(parser: argparse.ArgumentParser, args: argparse.Namespace, extras: 
     sub.error(f"unrecognized argument{'s' if len(extras) > 1 else ''}: {' '.join(extras)}{hint}")
 
 
+def error_lines(exc: RerundError) -> list[str]:
+    """A failed command's message as terminal lines, control characters written visibly
+    (``for_terminal``). Only the line breaks rerund puts there itself are kept: between the
+    located problems of a policy, workload or failure file (each problem one line, whatever it
+    quotes) and between the settings problems of a ``ConfigError``; any other message is one
+    line, so a control plane's message cannot forge a second one."""
+    if isinstance(exc, PolicyError | WorkloadError | FailureInputError):
+        head = [for_terminal(exc.summary, keep="\n")] if exc.summary else []
+        return head + [for_terminal(p) for p in exc.problems]
+    return [for_terminal(exc, keep="\n" if isinstance(exc, ConfigError) else "")]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv[0] if argv else None)
@@ -130,8 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except RerundError as exc:
         sys.stdout.flush()  # what was printed comes first, in whole lines, when both share a pipe
-        # Our messages may span lines (one per problem); whatever they quote is escaped.
-        print(f"rerund {args.command}: {for_terminal(exc, keep=chr(10))}", file=sys.stderr)
+        print(f"rerund {args.command}: " + "\n".join(error_lines(exc)), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
