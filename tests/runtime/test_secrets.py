@@ -210,3 +210,39 @@ def test_the_help_says_flags_are_visible_to_every_local_user_and_names_the_other
     ):
         assert f"{flag} " in text and other in text, flag
     assert "auth_command_file" in text and "RERUND_NOTIFY_WEBHOOK_FILE" in text
+
+
+def test_a_reason_recorded_before_inputs_were_redacted_is_shown_without_them_everywhere(
+    tmp_path, capsys
+) -> None:
+    """Issue 22.3: ledgers written by earlier versions hold ``inputs k: set to 'value'`` in
+    their reasons; ``history``, ``history --run`` (and status, the page: the same rows) show
+    that inputs were set, not their values."""
+    from rerund.adapters.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "rerund.db")
+    old = {
+        "decision": "rerun",
+        "policy": "transient",
+        "attempt": 1,
+        "name": "abc123-retry-1",
+        "reason": "policy 'transient' reruns run 'abc123' as 'abc123-retry-1': attempt 1 of "
+        "max_attempts=2; changes: env A: set (value not shown), inputs api_token: set to 'INPUTSECRET42'",
+        "inputs": {"api_token": "INPUTSECRET42"},
+        "source_run": "abc123",
+        "root": "abc123",
+    }
+    ledger.record_decision(
+        project="ml", domain="production", run="abc123", root="abc123", decision=old, now=T0
+    )
+    ledger.close()
+
+    for argv in (
+        ["history"],
+        ["history", "--run", "abc123"],
+        ["history", "--run", "abc123", "--format", "json"],
+    ):
+        assert main([*argv, "--state", str(tmp_path / "rerund.db")]) == 0
+        out = capsys.readouterr().out
+        assert "INPUTSECRET42" not in out, argv
+        assert "inputs: set (value not shown)" in out, argv

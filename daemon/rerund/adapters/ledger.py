@@ -581,7 +581,7 @@ class Ledger:
                 "domain": r["domain"],
                 "run": r["run"],
                 "root": r["root"],
-                **json.loads(r["body"]),
+                **public_decision(json.loads(r["body"])),  # also for records written before redaction
             }
             for r in rows("decisions")
         ]
