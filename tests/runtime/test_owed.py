@@ -32,6 +32,13 @@ def test_a_first_start_looks_back_the_lookback_then_the_watermark_minus_the_over
     assert w.since(SCOPE, T0 + timedelta(minutes=1)) == T0 - timedelta(minutes=5)
 
 
+def test_a_watermark_ahead_of_now_never_moves_the_listing_past_now():
+    """A ledger watermark kept by a daemon whose clock ran ahead of the control plane's."""
+    w = owed()
+    w.restore(SCOPE, T0 + timedelta(minutes=30))
+    assert w.since(SCOPE, T0) == T0 - timedelta(minutes=5)
+
+
 def test_the_watermark_stays_behind_a_failure_still_owed_until_it_is_settled():
     w = owed()
     f = facts("abc123", T0 - timedelta(minutes=30))

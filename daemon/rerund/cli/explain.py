@@ -17,7 +17,7 @@ from typing import Any
 
 from rerund.adapters.ledger import Ledger
 from rerund.cli.common import ensure_policies, reaching
-from rerund.clock import utcnow
+from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.decide import explain
 from rerund.core.runs import FAILED_PHASES, RunRef
 from rerund.core.status import decision_lines, explanation_lines, iso, lineage_lines
@@ -68,8 +68,10 @@ def explain_run(args: argparse.Namespace) -> int:
     ledger = Ledger(settings.state, create=False) if Path(settings.state).exists() else None
 
     async def go() -> int:
-        cp = await connect_control_plane(settings)
-        result = await explain_live(cp, ref, policies, now)
+        clock = ControlPlaneClock()  # without --now, "now" is the control plane's (HTTP Date)
+        cp = await connect_control_plane(settings, clock)
+        when = now if args.now else clock.now()
+        result = await explain_live(cp, ref, policies, when)
         if result is None:
             summary = await cp.get_run(ref)
             print(
@@ -78,7 +80,7 @@ def explain_run(args: argparse.Namespace) -> int:
             )
             return 1
         explanation, failure, reruns = result.explanation, result.failure, list(result.reruns)
-        status = gather_status(now=now, ledger=ledger, policies=policies, reruns=reruns)
+        status = gather_status(now=when, ledger=ledger, policies=policies, reruns=reruns)
         key = f"{project}/{domain}/{failure.root}"
         state = next(
             (s for s in (*status.in_flight, *status.recovered, *status.exhausted) if s.key == key), None
@@ -89,7 +91,7 @@ def explain_run(args: argparse.Namespace) -> int:
         latest: dict[str, Any] | None = None
         if mine and mine[-1].attempt > failure.attempt and mine[-1].phase in FAILED_PHASES:
             top = mine[-1]
-            answer = await explain_live(cp, RunRef(project, domain, top.name), policies, now)
+            answer = await explain_live(cp, RunRef(project, domain, top.name), policies, when)
             if answer is not None:
                 d = answer.explanation.decision
                 latest = {

@@ -93,11 +93,13 @@ class OwedWork:
 
     def since(self, scope: str, now: datetime) -> datetime:
         """Where the next listing of failed runs in ``scope`` starts: the watermark minus the
-        overlap, or ``now - lookback`` on a first start."""
+        overlap, or ``now - lookback`` on a first start. Never after ``now - overlap``: a
+        watermark ahead of the control plane's time (kept by a daemon whose clock ran ahead)
+        would skip the failures in between."""
         wm = self._watermarks.get(scope)
         if wm is None:
             return now - self.lookback
-        return wm - self.overlap
+        return min(wm, now) - self.overlap
 
     def has_floor(self, scope: str) -> bool:
         return scope in self._floors
