@@ -12,7 +12,10 @@ waited 10 minutes. ``make test`` installs ``faketime`` (see the Makefile).
 
 from __future__ import annotations
 
+import logging
+import re
 import shutil
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +23,12 @@ import pytest
 import yaml
 
 from daemon_support import DaemonProcess, daemons, settle, total
+from rerund.clock import utcnow
 from rerund.policy import load_policies
+from rerund.runtime.daemon import Daemon
 from rerund.sandbox.testing import start_sandbox
+
+from .fake_control_plane import daemon_settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -85,4 +92,59 @@ def test_a_daemon_whose_clock_is_off_reruns_every_owed_failure_promptly(
             assert skew - 30 < measured < skew + 30, d.logs()
             warnings = [line for line in d.logs(10**7).splitlines() if "clock" in line and "WARNING" in line]
             assert len(warnings) == 1, d.logs()
-            assert "rerund uses the control plane's time" in warnings[0]
+            assert "rerund uses the control plane's time for watermarks and due times" in warnings[0]
+
+
+# -- the warnings, on an in-process daemon (no pass run: ``_skew`` is what each pass calls) ----
+
+
+def daemon(tmp_path: Path) -> Daemon:
+    settings = daemon_settings(tmp_path, yaml.safe_dump(POLICIES), http="off")
+    return Daemon(settings, install_signals=False)
+
+
+def warnings_and_infos(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "rerund.daemon"]
+
+
+def test_a_skew_is_warned_once_whatever_the_answers_and_its_end_is_told_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    d = daemon(tmp_path)
+    with caplog.at_level(logging.INFO, logger="rerund.daemon"):
+        for _ in range(3):  # three passes, many answers each, 30 min apart
+            d.cp_clock.observe(utcnow() - timedelta(minutes=30))
+            d._skew()
+        d.cp_clock.observe(utcnow())
+        d._skew()
+
+    [(level, message), (level2, message2)] = warnings_and_infos(caplog)
+    assert level == "WARNING"
+    assert re.fullmatch(
+        r"this host's clock is 180\ds ahead of the control plane's \(measured on its answers' HTTP Date\); "
+        r"rerund uses the control plane's time for watermarks and due times, so nothing is missed or delayed, "
+        r"but fix the host's time sync \(NTP\): the log's times and this host's other programs are off by as much",
+        message,
+    )
+    assert (level2, message2) == (
+        "INFO",
+        "this host's clock agrees with the control plane's again (within 0s)",
+    )
+
+
+def test_a_control_plane_without_date_headers_is_warned_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    d = daemon(tmp_path)
+    with caplog.at_level(logging.INFO, logger="rerund.daemon"):
+        d._skew()
+        d._skew()
+
+    assert warnings_and_infos(caplog) == [
+        (
+            "WARNING",
+            "the control plane's answers carry no HTTP Date header, so rerund cannot measure the clock skew "
+            "and uses this host's clock for watermarks and due times; keep the host's time in sync (NTP): a "
+            "clock ahead of the control plane's misses failures",
+        )
+    ]

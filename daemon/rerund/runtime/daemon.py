@@ -245,6 +245,7 @@ class Daemon:
         self.cp_clock = ControlPlaneClock(clock or utcnow)
         clock = self.cp_clock.now
         self._skew_warned = False
+        self._no_date_warned = False
         self._cp_built_here = control_plane is None  # the flyte adapter, which reads Date headers
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -507,11 +508,12 @@ class Daemon:
             delay = min(delay * 2, 30.0)
 
     def _skew(self) -> None:
-        """One WARNING when the clocks drift more than ``_SKEW_WARNING`` apart, one INFO when they
-        agree again (within half of it); the metric follows every answer."""
+        """After each pass: one WARNING when the clocks are more than ``_SKEW_WARNING_S`` apart,
+        one INFO when they agree again (within half of it), one WARNING if no answer carried a
+        ``Date``; the metric follows every answer."""
         if not self.cp_clock.measured:
-            if self._cp_built_here and not self._skew_warned:
-                self._skew_warned = True
+            if self._cp_built_here and not self._no_date_warned:
+                self._no_date_warned = True
                 log.warning(
                     "the control plane's answers carry no HTTP Date header, so rerund cannot measure "
                     "the clock skew and uses this host's clock for watermarks and due times; keep the "
@@ -524,8 +526,8 @@ class Daemon:
             log.warning(
                 "this host's clock is %.0fs %s the control plane's (measured on its answers' HTTP Date); "
                 "rerund uses the control plane's time for watermarks and due times, so nothing is missed "
-                "or delayed, but fix the host's time sync (NTP): logs, the ledger and this host's "
-                "other programs are off by as much",
+                "or delayed, but fix the host's time sync (NTP): the log's times and this host's other "
+                "programs are off by as much",
                 abs(skew),
                 "behind" if skew > 0 else "ahead of",
             )
