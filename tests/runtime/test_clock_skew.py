@@ -122,8 +122,9 @@ def test_a_skew_is_warned_once_whatever_the_answers_and_its_end_is_told_once(
     assert level == "WARNING"
     assert re.fullmatch(
         r"this host's clock is 180\ds ahead of the control plane's \(measured on its answers' HTTP Date\); "
-        r"rerund uses the control plane's time for watermarks and due times, so nothing is missed or delayed, "
-        r"but fix the host's time sync \(NTP\): the log's times and this host's other programs are off by as much",
+        r"rerund uses the control plane's time for watermarks and due times, so nothing is missed or "
+        r"delayed, but fix the host's time sync \(NTP\): the log's times and this host's other programs "
+        r"are off by as much",
         message,
     )
     assert (level2, message2) == (
