@@ -300,3 +300,34 @@ def test_a_check_with_a_wildcard_hour_or_minute_fires_at_every_real_occurrence_a
 )
 def test_during_the_repeated_hour_the_latest_firing_is_the_first_occurrence(expr, zone, now, expected):
     assert CronSchedule(expr, zone).latest_at_or_before(now) == expected
+
+
+FIXED_MINUTES = st.sampled_from(["0", "30", "59", "0,30", "15-20"])
+FIXED_HOURS = st.sampled_from(["0", "1", "2", "3", "23", "1-3", "0-4"])
+
+
+@st.composite
+def zone_and_backward_change(draw: st.DrawFn) -> tuple[str, datetime]:
+    """A zone and one of its backward (autumn) changes: the local times it repeats."""
+    name = draw(st.sampled_from(zones_with_transitions()))
+    zone = ZoneInfo(name)
+    backward = [
+        t
+        for t in transitions(name)
+        if _offset(zone, t) < _offset(zone, t - timedelta(minutes=1))  # type: ignore[operator]
+    ]
+    if not backward:
+        return name, START
+    return name, draw(st.sampled_from(backward))
+
+
+@PROPERTY
+@given(FIXED_MINUTES, FIXED_HOURS, zone_and_backward_change())
+def test_a_fixed_time_job_never_fires_twice_at_the_same_local_time_in_any_zone(minute, hour, zone_change):
+    name, change = zone_change
+    expr = f"{minute} {hour} * * *"
+    zone = ZoneInfo(name)
+    with hang_guard(20, f"{expr!r} in {name}"):
+        fired = firings(expr, name, change - timedelta(hours=30), change + timedelta(hours=30))
+    local = [t.astimezone(zone).replace(tzinfo=None) for t in fired]
+    assert len(local) == len(set(local)), f"{expr!r} in {name}: a local time fired twice: {fired}"

@@ -14,8 +14,8 @@ Every walk through time here terminates with bounded work. Daylight saving time 
 an aware local time plus a ``timedelta`` loses ``fold``, so at an autumn change "the firing
 after this one" can be the same firing again. So the search never steps from one local
 firing to the next: ``latest_firing`` bisects over whole UTC seconds, asking only "what is the
-first firing at or after this UTC instant", which costs at most ``MAX_TRIGGER_CALLS`` trigger
-evaluations whatever the expression, zone or instant.
+first firing at or after this UTC instant", which it asks at most ``MAX_TRIGGER_CALLS`` times
+(two trigger evaluations each at most) whatever the expression, zone or instant.
 
 The other trap is crontab's own rule at a DST change, which the trigger does not follow: when
 the clock falls back, a job whose minute and hour fields are both fixed (``30 1 * * *``) fires
@@ -187,7 +187,7 @@ class CronSchedule:
     def latest_at_or_before(self, when: datetime) -> datetime | None:
         """The last firing at or before ``when`` (aware UTC), or None within 4 years.
 
-        At most ``MAX_TRIGGER_CALLS`` trigger evaluations (see ``latest_firing``).
+        At most ``MAX_TRIGGER_CALLS`` calls of ``first_at_or_after`` (see ``latest_firing``).
         """
         return latest_firing(self.first_at_or_after, when)
 
