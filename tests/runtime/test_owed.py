@@ -56,9 +56,9 @@ def test_a_failure_waiting_for_a_fix_holds_only_the_watermark_kept_for_a_restart
     w.pending[f.summary.ref].waiting = (("ml", "production", "report.monthly"), "v1")
     assert w.advance(SCOPE, T0) == T0
     assert w.since(SCOPE, T0 + timedelta(minutes=1)) == T0 - timedelta(minutes=5)
-    assert w.durable(SCOPE) == T0 - timedelta(days=3)
+    assert w.durable(SCOPE, T0) == T0 - timedelta(days=3)
     w.settle(f.summary.ref)
-    assert w.durable(SCOPE) == T0
+    assert w.durable(SCOPE, T0) == T0
 
 
 def test_pending_failures_are_due_at_their_time_or_at_the_next_pass_unless_busy():

@@ -271,10 +271,7 @@ class Reconciler:
             for summary in failed:
                 self._recorder.observe(summary, now)
             await self._handle_many([s for s in failed if s.phase in FAILED_PHASES], now)
-            self._owed.advance(scope, now)
-            durable = self._owed.durable(scope)
-            if durable is not None:  # held back by failures waiting for a fix (see ``owed``)
-                self._recorder.save_watermark(scope, durable)
+            self._recorder.save_watermark(scope, self._owed.durable(scope, self._owed.advance(scope, now)))
         await self._relaunch_fixed()
         await self._redecide_due(now)
         if not errors:

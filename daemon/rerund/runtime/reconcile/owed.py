@@ -135,16 +135,13 @@ class OwedWork:
         self._watermarks[scope] = wm
         return wm
 
-    def durable(self, scope: str) -> datetime | None:
-        """The watermark to keep across a restart: the listing's, held back by the failures
-        waiting for a fix too (a restart lists from it once and recomputes them)."""
-        wm = self._watermarks.get(scope)
-        if wm is None:
-            return None
+    def durable(self, scope: str, listing: datetime) -> datetime:
+        """The watermark to keep across a restart: the ``listing`` one (``advance``), held back
+        by the failures waiting for a fix too (a restart lists from it once and recomputes them)."""
         waiting = [
             p.failed_at for ref, p in self.pending.items() if p.waiting is not None and self.finds(scope, ref)
         ]
-        return min([wm, *waiting])
+        return min([listing, *waiting])
 
     def oldest_owed(self, scope: str) -> datetime | None:
         """The failure time of the oldest pending failure of ``scope``."""
