@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench chaos sandbox clean install deploy-tools browser-tools
+.PHONY: run test lint bench chaos sandbox clean install deploy-tools browser-tools clock-tools
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -50,8 +50,16 @@ browser-tools:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 	@chromium --version 2>/dev/null | head -1
 
+## clock-tools: Debian's faketime (libfaketime), which runs the daemon with its clock off the control plane's
+clock-tools:
+	@command -v faketime >/dev/null || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends faketime; }
+	@dpkg-query -W -f='faketime $${Version}\n' faketime 2>/dev/null || command -v faketime
+
 ## test: lint, policy tests, then the whole pytest suite (slow chaos scenarios excluded)
-test: lint deploy-tools browser-tools
+test: lint deploy-tools browser-tools clock-tools
 	$(BIN)/rerund test policies/
 	$(BIN)/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 

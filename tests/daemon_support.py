@@ -117,8 +117,10 @@ class DaemonProcess:
         extra: Mapping[str, Any] | None = None,
         args: tuple[str, ...] = (),
         env: Mapping[str, str] | None = None,
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self.workdir = workdir
+        self.prefix = prefix  # a command the daemon runs under, e.g. ("faketime", "-f", "+30m")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -155,7 +157,7 @@ class DaemonProcess:
             out.write(f"--- start {self.starts + 1} ---\n".encode())
             out.flush()
             self.proc = subprocess.Popen(
-                [rerund_binary(), "run", "--config", str(self.config), *self.args],
+                [*self.prefix, rerund_binary(), "run", "--config", str(self.config), *self.args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,

@@ -2,15 +2,61 @@
 
 Everything else takes ``now`` as a parameter (an aware UTC ``datetime``), so the core stays
 pure and shell tests can freeze time with freezegun.
+
+The daemon's ``now`` is the control plane's, not this host's (``ControlPlaneClock``): the
+times it compares ``now`` with — a run's end, the ``updated_at`` a resync lists from, a
+rerun's due time (failure time + backoff), a budget window over reruns' creation times — are
+all stamped by the control plane's clock. A host clock 30 minutes ahead would otherwise move
+the watermark past every new failure, and one 10 minutes behind would hold every due rerun
+10 minutes longer.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
-__all__ = ["utcnow"]
+__all__ = ["ControlPlaneClock", "utcnow"]
 
 
 def utcnow() -> datetime:
     """Return the current time as an aware UTC datetime."""
     return datetime.now(UTC)
+
+
+class ControlPlaneClock:
+    """The control plane's time as this process knows it: the wall clock plus the skew measured
+    on the control plane's last answer.
+
+    ``observe(date)`` is called with the HTTP ``Date`` of every answer, at its receipt. The
+    skew it keeps, ``date - wall()``, is a lower bound of the true skew: ``Date`` is the
+    server's time truncated to the second (never later than when it answered), and the answer
+    is received after it was sent. So ``now()`` is never later than the control plane's time
+    (by up to a second or two plus half the round trip, which the resync overlap covers): a
+    watermark taken from it never passes a failure. Only the last answer counts, so a step of
+    either clock is followed at the next answer. Without any answer carrying ``Date`` the
+    skew is zero: the host's clock.
+    """
+
+    def __init__(self, wall: Callable[[], datetime] = utcnow) -> None:
+        self._wall = wall
+        self._skew = timedelta(0)
+        self.measured = False
+
+    def observe(self, date: datetime) -> None:
+        """An answer of the control plane stamped ``date`` (its HTTP ``Date``) arrived now."""
+        self._skew = date - self._wall()
+        self.measured = True
+
+    @property
+    def skew(self) -> timedelta:
+        """The control plane's clock minus this host's (positive: this host is behind)."""
+        return self._skew
+
+    def now(self) -> datetime:
+        """The control plane's current time (never later than it, see the class docstring)."""
+        return self._wall() + self._skew
+
+    def local(self, at: datetime) -> datetime:
+        """The control-plane time ``at`` on this host's clock (when a local timer must fire)."""
+        return at - self._skew

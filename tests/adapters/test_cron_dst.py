@@ -192,3 +192,142 @@ def test_every_zone_answers_at_each_of_its_backward_changes_in_2026():
                 assert latest is not None and now - timedelta(minutes=5) < latest <= now, name
                 checked += 1
     assert checked > 50  # the zones with a DST autumn change in 2026
+
+
+# -- crontab's rule at a DST change (issue 22.10) ------------------------------------------------
+# Vixie/Debian cron: a job whose minute and hour fields are both fixed ("30 1 * * *") fires once
+# per local day — not again when the clock falls back and repeats its time, and once (not never)
+# when the clock springs forward over it. A job with ``*`` in the minute or hour field ("*/5 * * *
+# *", "0 * * * *") fires at every real occurrence, as crontab runs it.
+
+
+def firings(expr: str, zone: str, start: datetime, end: datetime) -> list[datetime]:
+    """Every firing in [start, end), stepping with ``next_after``."""
+    schedule = CronSchedule(expr, zone)
+    out: list[datetime] = []
+    t = schedule.first_at_or_after(start)
+    while t is not None and t < end:
+        out.append(t)
+        t = schedule.next_after(t)
+    return out
+
+
+def local_day(zone: str, year: int, month: int, day: int) -> tuple[datetime, datetime]:
+    z = ZoneInfo(zone)
+    start = datetime(year, month, day, tzinfo=z).astimezone(UTC)
+    end = (datetime(year, month, day, tzinfo=z) + timedelta(days=1)).astimezone(UTC)
+    return start, end
+
+
+# (expr, zone, local day of the change, the one firing crontab makes that day, in UTC)
+CHANGE_DAYS = {
+    "New York falls back, 01:30 daily": (
+        "30 1 * * *",
+        "America/New_York",
+        (2026, 11, 1),
+        datetime(2026, 11, 1, 5, 30, tzinfo=UTC),  # 01:30 EDT, not again at 01:30 EST
+    ),
+    "Berlin falls back, 02:30 daily": (
+        "30 2 * * *",
+        "Europe/Berlin",
+        (2026, 10, 25),
+        datetime(2026, 10, 25, 0, 30, tzinfo=UTC),  # 02:30 CEST, not again at 02:30 CET
+    ),
+    "Berlin falls back, 02:00 and 02:45 daily": (
+        "0,45 2 * * *",
+        "Europe/Berlin",
+        (2026, 10, 25),
+        (datetime(2026, 10, 25, 0, 0, tzinfo=UTC), datetime(2026, 10, 25, 0, 45, tzinfo=UTC)),
+    ),
+    "New York springs forward, 02:30 daily": (
+        "30 2 * * *",
+        "America/New_York",
+        (2026, 3, 8),
+        datetime(2026, 3, 8, 7, 30, tzinfo=UTC),  # 02:30 does not exist: once, at 03:30 EDT
+    ),
+    "Berlin springs forward, 02:30 daily": (
+        "30 2 * * *",
+        "Europe/Berlin",
+        (2026, 3, 29),
+        datetime(2026, 3, 29, 1, 30, tzinfo=UTC),  # 02:30 does not exist: once, at 03:30 CEST
+    ),
+}
+
+
+@pytest.mark.parametrize(("expr", "zone", "day", "expected"), CHANGE_DAYS.values(), ids=list(CHANGE_DAYS))
+def test_a_daily_check_at_a_fixed_local_time_fires_once_on_the_day_of_a_dst_change(expr, zone, day, expected):
+    start, end = local_day(zone, *day)
+
+    got = firings(expr, zone, start, end)
+
+    assert got == (list(expected) if isinstance(expected, tuple) else [expected])
+
+
+@pytest.mark.parametrize(
+    ("expr", "zone", "day", "count"),
+    [
+        ("*/30 * * * *", "America/New_York", (2026, 11, 1), 50),  # 25 real hours, twice an hour
+        ("0 * * * *", "Europe/Berlin", (2026, 10, 25), 25),
+        ("0 * * * *", "Europe/Berlin", (2026, 3, 29), 23),
+    ],
+    ids=["every 30 min, New York falls back", "hourly, Berlin falls back", "hourly, Berlin springs forward"],
+)
+def test_a_check_with_a_wildcard_hour_or_minute_fires_at_every_real_occurrence_as_crontab_does(
+    expr, zone, day, count
+):
+    start, end = local_day(zone, *day)
+
+    assert len(firings(expr, zone, start, end)) == count
+
+
+@pytest.mark.parametrize(
+    ("expr", "zone", "now", "expected"),
+    [
+        (
+            "30 1 * * *",
+            "America/New_York",
+            datetime(2026, 11, 1, 6, 45, tzinfo=UTC),  # 01:45 EST, after the repeated 01:30
+            datetime(2026, 11, 1, 5, 30, tzinfo=UTC),
+        ),
+        (
+            "30 2 * * *",
+            "Europe/Berlin",
+            datetime(2026, 10, 25, 1, 40, tzinfo=UTC),  # 02:40 CET, after the repeated 02:30
+            datetime(2026, 10, 25, 0, 30, tzinfo=UTC),
+        ),
+    ],
+    ids=["New York", "Berlin"],
+)
+def test_during_the_repeated_hour_the_latest_firing_is_the_first_occurrence(expr, zone, now, expected):
+    assert CronSchedule(expr, zone).latest_at_or_before(now) == expected
+
+
+FIXED_MINUTES = st.sampled_from(["0", "30", "59", "0,30", "15-20"])
+FIXED_HOURS = st.sampled_from(["0", "1", "2", "3", "23", "1-3", "0-4"])
+
+
+@st.composite
+def zone_and_backward_change(draw: st.DrawFn) -> tuple[str, datetime]:
+    """A zone and one of its backward (autumn) changes: the local times it repeats."""
+    name = draw(st.sampled_from(zones_with_transitions()))
+    zone = ZoneInfo(name)
+    backward = [
+        t
+        for t in transitions(name)
+        if _offset(zone, t) < _offset(zone, t - timedelta(minutes=1))  # type: ignore[operator]
+    ]
+    if not backward:
+        return name, START
+    return name, draw(st.sampled_from(backward))
+
+
+@PROPERTY
+@given(FIXED_MINUTES, FIXED_HOURS, zone_and_backward_change())
+def test_a_fixed_time_job_never_fires_twice_at_the_same_local_time_in_any_zone(minute, hour, zone_change):
+    name, change = zone_change
+    expr = f"{minute} {hour} * * *"
+    zone = ZoneInfo(name)
+    with hang_guard(20, f"{expr!r} in {name}"):
+        fired = firings(expr, name, change - timedelta(hours=30), change + timedelta(hours=30))
+    local = [t.astimezone(zone).replace(tzinfo=None) for t in fired]
+    assert len(local) == len(set(local)), f"{expr!r} in {name}: a local time fired twice: {fired}"

@@ -15,6 +15,8 @@ import pytest
 from adapter_support import NET_FLAKY
 from adapter_support import connected as _cp
 from adapter_support import rpc_delta as _delta
+from rerund.adapters.flyte_control_plane import FlyteControlPlane
+from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.runs import RerunRequest, RunRef
 from rerund.errors import AlreadyExistsError, NotFoundError, PermanentControlPlaneError
 from rerund.sandbox.testing import SandboxHandle, start_sandbox
@@ -60,6 +62,28 @@ def test_list_failed_returns_failed_runs_updated_since_and_nothing_else(sb: Sand
     assert not {r.ref.name for r in runs} & set(ok)
     assert all(r.phase == "FAILED" and r.task == "net.flaky" and r.ended_at is not None for r in runs)
     assert later == []
+
+
+def test_every_answer_errors_included_tells_the_control_planes_time_by_its_http_date(
+    sb: SandboxHandle,
+) -> None:
+    """The sandbox stamps its answers with the real clock (HTTP ``Date``); this "host" runs 30
+    minutes ahead, then 10 minutes behind. The skew measured is never above the true one
+    (``Date`` is truncated to the second): ``now()`` is never after the control plane's time."""
+    ahead = [timedelta(minutes=30)]
+    clock = ControlPlaneClock(wall=lambda: utcnow() + ahead[0])
+    cp = FlyteControlPlane(endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10, clock=clock)
+    _run(cp.connect())
+
+    _run(cp.list_failed(sb.project, sb.domain, since=utcnow()))
+    assert -1805 < clock.skew.total_seconds() <= -1800
+    assert clock.now() <= utcnow()
+
+    ahead[0] = timedelta(minutes=-10)
+    with pytest.raises(NotFoundError, match="not found"):
+        _run(cp.get_run(RunRef(sb.project, sb.domain, "no-such-run")))
+    assert 595 < clock.skew.total_seconds() <= 600
+    assert clock.now() <= utcnow()
 
 
 def test_read_failure_names_the_failing_child_its_task_and_error_in_three_rpcs(sb: SandboxHandle) -> None:
@@ -410,7 +434,7 @@ def test_the_rate_gate_is_told_of_each_rpc_answered_but_not_of_an_overload() -> 
         def answered(self, cost: int = 1) -> None:
             answered.append(cost)
 
-    owner = SimpleNamespace(rpc_gate=_Gate(), rpc_timeout=5.0)
+    owner = SimpleNamespace(rpc_gate=_Gate(), rpc_timeout=5.0, clock=None)
     gate = _RpcGate(owner)  # type: ignore[arg-type]
 
     def outcome(code: Code | None) -> list[int]:

@@ -32,6 +32,13 @@ def test_a_first_start_looks_back_the_lookback_then_the_watermark_minus_the_over
     assert w.since(SCOPE, T0 + timedelta(minutes=1)) == T0 - timedelta(minutes=5)
 
 
+def test_a_watermark_ahead_of_now_never_moves_the_listing_past_now():
+    """A ledger watermark kept by a daemon whose clock ran ahead of the control plane's."""
+    w = owed()
+    w.restore(SCOPE, T0 + timedelta(minutes=30))
+    assert w.since(SCOPE, T0) == T0 - timedelta(minutes=5)
+
+
 def test_the_watermark_stays_behind_a_failure_still_owed_until_it_is_settled():
     w = owed()
     f = facts("abc123", T0 - timedelta(minutes=30))
@@ -40,6 +47,18 @@ def test_the_watermark_stays_behind_a_failure_still_owed_until_it_is_settled():
     assert w.advance("etl/production", T0) == T0  # another scope is not held
     w.settle(f.summary.ref)
     assert w.advance(SCOPE, T0) == T0
+
+
+def test_a_failure_waiting_for_a_fix_holds_only_the_watermark_kept_for_a_restart():
+    w = owed()
+    f = facts("report1", T0 - timedelta(days=3))
+    w.owe(f, T0 + timedelta(days=27))
+    w.pending[f.summary.ref].waiting = (("ml", "production", "report.monthly"), "v1")
+    assert w.advance(SCOPE, T0) == T0
+    assert w.since(SCOPE, T0 + timedelta(minutes=1)) == T0 - timedelta(minutes=5)
+    assert w.durable(SCOPE, T0) == T0 - timedelta(days=3)
+    w.settle(f.summary.ref)
+    assert w.durable(SCOPE, T0) == T0
 
 
 def test_pending_failures_are_due_at_their_time_or_at_the_next_pass_unless_busy():

@@ -428,6 +428,27 @@ def test_a_source_without_project_or_scope_reports_failed():
     )
 
 
+@pytest.mark.parametrize(
+    ("schedule", "timezone", "day_start", "fired"),
+    [
+        ("30 1 * * *", "America/New_York", utc(2026, 11, 1, 4, 0), [utc(2026, 11, 1, 5, 30)]),
+        ("30 2 * * *", "Europe/Berlin", utc(2026, 10, 24, 22, 0), [utc(2026, 10, 25, 0, 30)]),
+        ("30 2 * * *", "America/New_York", utc(2026, 3, 8, 5, 0), [utc(2026, 3, 8, 7, 30)]),
+        ("30 2 * * *", "Europe/Berlin", utc(2026, 3, 28, 23, 0), [utc(2026, 3, 29, 1, 30)]),
+    ],
+    ids=["New York falls back", "Berlin falls back", "New York springs forward", "Berlin springs forward"],
+)
+def test_a_daily_check_ticked_every_minute_through_a_dst_change_fires_once(
+    schedule, timezone, day_start, fired
+):
+    r = runner(nightly(schedule=schedule, timezone=timezone))
+    r.due(day_start)  # the first start fires the previous day's slot; not counted
+
+    got = [slot for m in range(1, 24 * 60 + 1) for slot in slots(r, day_start + timedelta(minutes=m))]
+
+    assert got == fired
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(min_value=0, max_value=3 * 24 * 60), min_size=1, max_size=30))
 def test_whatever_the_ticks_each_slot_fires_at_most_once_and_the_latest_due_slot_always_fires(minutes):

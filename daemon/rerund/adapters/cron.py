@@ -14,8 +14,18 @@ Every walk through time here terminates with bounded work. Daylight saving time 
 an aware local time plus a ``timedelta`` loses ``fold``, so at an autumn change "the firing
 after this one" can be the same firing again. So the search never steps from one local
 firing to the next: ``latest_firing`` bisects over whole UTC seconds, asking only "what is the
-first firing at or after this UTC instant", which costs at most ``MAX_TRIGGER_CALLS`` trigger
-evaluations whatever the expression, zone or instant.
+first firing at or after this UTC instant", which it asks at most ``MAX_TRIGGER_CALLS`` times
+(two trigger evaluations each at most) whatever the expression, zone or instant.
+
+The other trap is crontab's own rule at a DST change, which the trigger does not follow: when
+the clock falls back, a job whose minute and hour fields are both fixed (``30 1 * * *``) fires
+once, at the first occurrence of its local time, not again when that time repeats; a job with
+``*`` in its minute or hour field (``*/5 * * * *``, ``0 * * * *``) fires at every real
+occurrence (Vixie/Debian cron's "wildcard" jobs). ``CronSchedule.first_at_or_after`` skips
+the repeated occurrence of a fixed-time job, so every walk built on it — the next firing, the
+latest one, the reproduction runner's due slots — fires such a job once. When the clock
+springs forward over a fixed local time, the job fires once, an hour (the gap) later
+(APScheduler's rule; crontab fires it at the change itself).
 """
 
 from __future__ import annotations
@@ -146,10 +156,18 @@ class CronSchedule:
         self.expr = expr
         self.timezone = timezone
         self._trigger = _trigger(expr, timezone)
+        self._zone = _zone(timezone)
+        minute, hour = expr.split()[:2]
+        # crontab's "wildcard" jobs fire at every real occurrence of a repeated local time.
+        self._once_per_local_time = not (minute.startswith("*") or hour.startswith("*"))
 
     def first_at_or_after(self, when: datetime) -> datetime | None:
-        """The first firing at or after ``when`` (aware), in UTC, or None (one trigger call)."""
+        """The first firing at or after ``when`` (aware), in UTC, or None (one trigger call;
+        two for a fixed-time job whose next firing is a local time the clock repeats: that
+        repetition is skipped, as crontab skips it)."""
         fire = self._trigger.get_next_fire_time(None, when.astimezone(UTC))
+        if fire is not None and self._once_per_local_time and _repeated(fire, self._zone):
+            fire = self._trigger.get_next_fire_time(None, _end_of_repetition(fire, self._zone))
         return None if fire is None else fire.astimezone(UTC)
 
     def next_after(self, when: datetime) -> datetime | None:
@@ -169,9 +187,33 @@ class CronSchedule:
     def latest_at_or_before(self, when: datetime) -> datetime | None:
         """The last firing at or before ``when`` (aware UTC), or None within 4 years.
 
-        At most ``MAX_TRIGGER_CALLS`` trigger evaluations (see ``latest_firing``).
+        At most ``MAX_TRIGGER_CALLS`` calls of ``first_at_or_after`` (see ``latest_firing``).
         """
         return latest_firing(self.first_at_or_after, when)
+
+
+def _repeated(when: datetime, zone: ZoneInfo) -> bool:
+    """Whether the local time at instant ``when`` occurred earlier already (the clock fell back)."""
+    return when.astimezone(zone).fold == 1
+
+
+def _end_of_repetition(when: datetime, zone: ZoneInfo) -> datetime:
+    """The first whole UTC second after ``when`` whose local time is not a repetition (pure).
+
+    ``when`` lies in the repeated span, which lasts as long as the clock went back (``gap``),
+    so ``when + gap`` lies past it; bisects over the seconds between (at most 14 steps for the
+    2 hours the largest change in the database moves)."""
+    local = when.astimezone(zone)
+    gap = local.replace(fold=0).utcoffset() - local.utcoffset()  # type: ignore[operator]
+    lo = when.astimezone(UTC).replace(microsecond=0)  # repeated
+    hi = lo + gap + _SECOND  # not repeated
+    while hi - lo > _SECOND:
+        mid = lo + (hi - lo) // 2 // _SECOND * _SECOND
+        if _repeated(mid, zone):
+            lo = mid
+        else:
+            hi = mid
+    return hi
 
 
 def latest_firing(

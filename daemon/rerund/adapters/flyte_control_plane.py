@@ -80,6 +80,7 @@ import base64
 import binascii
 import contextlib
 import contextvars
+import email.utils
 import functools
 import logging
 import os
@@ -97,7 +98,7 @@ from types import SimpleNamespace
 from typing import Any, TypeVar
 
 from rerund.adapters.http_proxy import export_http_proxy
-from rerund.clock import utcnow
+from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.model import ErrorInfo, GpuFault, RunSpecView
 from rerund.core.redact import redact_url
 from rerund.core.resources import RESOURCE_NAMES, ResourcesView
@@ -784,6 +785,21 @@ class _RpcGate:
         self._owner = owner
 
     async def intercept_unary(self, call_next: Any, request: Any, ctx: Any) -> Any:
+        clock = self._owner.clock
+        if clock is None:
+            return await self._gated(call_next, request, ctx)
+        from connectrpc.client import ResponseMetadata
+
+        with ResponseMetadata() as answered:
+            try:
+                return await self._gated(call_next, request, ctx)
+            finally:
+                # Every answer, an error's too, tells the control plane's time (``Date``).
+                date = _http_date(answered.headers().get("date"))
+                if date is not None:
+                    clock.observe(date)
+
+    async def _gated(self, call_next: Any, request: Any, ctx: Any) -> Any:
         gate = self._owner.rpc_gate
         if gate is not None:
             await gate.pace(1)
@@ -814,6 +830,20 @@ class _RpcGate:
         if gate is not None:
             gate.answered(1)
         return answer
+
+
+@functools.lru_cache(maxsize=4)
+def _http_date(value: str | None) -> datetime | None:
+    """An HTTP ``Date`` header (RFC 9110 IMF-fixdate, as Go's net/http, Envoy and uvicorn send
+    it) as an aware UTC datetime; None when absent or unreadable. Cached: it changes once a
+    second."""
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when.astimezone(UTC) if when.tzinfo is not None else None
 
 
 @functools.cache
@@ -964,6 +994,7 @@ class FlyteControlPlane:
         page_size: int = 100,
         backend: str = "auto",
         connection: Connection | None = None,
+        clock: ControlPlaneClock | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}; set backend: auto")
@@ -981,6 +1012,8 @@ class FlyteControlPlane:
         # several RPCs (the SDK's rerun path) are bounded RPC by RPC, not as a whole, so time
         # queued behind max_rps never counts as the control plane's.
         self.rpc_timeout = rpc_timeout
+        # Told the HTTP ``Date`` of every unary answer (``_RpcGate``): the control plane's time.
+        self.clock = clock
         self._console_url = console_url.rstrip("/")
         self._page = max(1, min(page_size, _MAX_PAGE))
         self._connected = False

@@ -23,12 +23,15 @@ class AsyncScheduler:
 
     ``start`` must be called from the running event loop the callbacks should run on.
     Scheduling the same ``key`` again replaces its job; a job that fires late still runs.
+    ``at`` is a time on the clock the caller decides by (the control plane's); ``local`` turns
+    it into this host's, which APScheduler's timers run on (default: the same).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, local: Callable[[datetime], datetime] | None = None) -> None:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
         self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._local = local or (lambda at: at)
 
     def start(self) -> None:
         self._scheduler.start()
@@ -44,7 +47,7 @@ class AsyncScheduler:
         self._scheduler.add_job(
             job,
             trigger="date",
-            run_date=at.astimezone(UTC),
+            run_date=self._local(at).astimezone(UTC),
             id=key,
             replace_existing=True,
             misfire_grace_time=None,

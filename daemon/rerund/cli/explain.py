@@ -17,7 +17,7 @@ from typing import Any
 
 from rerund.adapters.ledger import Ledger
 from rerund.cli.common import ensure_policies, reaching, say
-from rerund.clock import utcnow
+from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.decide import Explanation, explain
 from rerund.core.encode import for_terminal
 from rerund.core.runs import FAILED_PHASES, RunRef
@@ -69,8 +69,10 @@ def explain_run(args: argparse.Namespace) -> int:
     ledger = Ledger(settings.state, create=False) if Path(settings.state).exists() else None
 
     async def go() -> int:
-        cp = await connect_control_plane(settings)
-        result = await explain_live(cp, ref, policies, now)
+        clock = ControlPlaneClock()  # without --now, "now" is the control plane's (HTTP Date)
+        cp = await connect_control_plane(settings, clock)
+        when = now if args.now else clock.now()
+        result = await explain_live(cp, ref, policies, when)
         if result is None:
             summary = await cp.get_run(ref)
             say(
@@ -79,7 +81,7 @@ def explain_run(args: argparse.Namespace) -> int:
             )
             return 1
         explanation, failure, reruns = result.explanation, result.failure, list(result.reruns)
-        status = gather_status(now=now, ledger=ledger, policies=policies, reruns=reruns)
+        status = gather_status(now=when, ledger=ledger, policies=policies, reruns=reruns)
         key = f"{project}/{domain}/{failure.root}"
         state = next(
             (s for s in (*status.in_flight, *status.recovered, *status.exhausted) if s.key == key), None
@@ -90,7 +92,7 @@ def explain_run(args: argparse.Namespace) -> int:
         latest: dict[str, Any] | None = None
         if mine and mine[-1].attempt > failure.attempt and mine[-1].phase in FAILED_PHASES:
             top = mine[-1]
-            answer = await explain_live(cp, RunRef(project, domain, top.name), policies, now)
+            answer = await explain_live(cp, RunRef(project, domain, top.name), policies, when)
             if answer is not None:
                 d = answer.explanation.decision
                 latest = {

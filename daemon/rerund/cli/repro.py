@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from rerund.adapters.cron import CronSchedule
 from rerund.adapters.ledger import Ledger
 from rerund.cli.common import positive_int, reaching, say
-from rerund.clock import utcnow
+from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.repro import repro_run_name
 from rerund.core.runs import RunRef
 from rerund.core.times import iso
@@ -209,10 +209,11 @@ def _run(args: argparse.Namespace) -> int:
     settings.require_runnable()
 
     async def go() -> Any:
-        cp = await connect_control_plane(settings)
+        clock = ControlPlaneClock()  # the control plane's time (its answers' HTTP Date)
+        cp = await connect_control_plane(settings, clock)
         project = check.source.project or settings.scopes[0].project
         domain = check.source.domain or settings.scopes[0].domain
-        slot = utcnow().replace(second=0, microsecond=0)
+        slot = clock.now().replace(second=0, microsecond=0)
         name = repro_run_name(check.name, slot, manual=True)
         try:
             await cp.get_run(RunRef(project, domain, name))
@@ -233,7 +234,7 @@ def _run(args: argparse.Namespace) -> int:
                 cp,
                 checks=lambda: checks,
                 metrics=Metrics(CollectorRegistry()),
-                clock=utcnow,
+                clock=clock.now,
                 default_scope=(settings.scopes[0].project, settings.scopes[0].domain),
                 ledger=ledger,
                 poll_interval=1.0,

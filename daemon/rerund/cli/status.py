@@ -18,7 +18,7 @@ from typing import Any
 
 from rerund.adapters.ledger import Ledger
 from rerund.cli.common import reaching
-from rerund.clock import utcnow
+from rerund.clock import ControlPlaneClock
 from rerund.core.encode import for_terminal
 from rerund.core.redact import redact_url
 from rerund.core.rules import PolicySet
@@ -75,9 +75,10 @@ def _status(args: argparse.Namespace) -> int:
     scopes = [(s.project, s.domain) for s in settings.scopes]
 
     async def go() -> Status:
-        cp = await connect_control_plane(settings)
+        clock = ControlPlaneClock()  # "now" is the control plane's (its answers' HTTP Date)
+        cp = await connect_control_plane(settings, clock)
         return await status_from_control_plane(
-            cp, scopes, now=utcnow(), ledger=ledger, policies=policies, notes=notes
+            cp, scopes, now=clock.now(), ledger=ledger, policies=policies, notes=notes
         )
 
     with reaching(settings, "status"):

@@ -48,7 +48,7 @@ from rich.text import Text
 
 from rerund.adapters.ledger import Ledger
 from rerund.cli.common import add_auth_arguments, add_target_arguments, connection_overrides
-from rerund.clock import utcnow
+from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.encode import for_terminal
 from rerund.core.rules import PolicySet
 from rerund.core.sweep import SKIP_KINDS, SweepPlan, Window, parse_window
@@ -201,14 +201,15 @@ async def _main(
     err: Console,
 ) -> int:
     scopes = [(s.project, s.domain) for s in settings.scopes]
-    cp = await connect_control_plane(settings)
+    clock = ControlPlaneClock()  # decisions on the control plane's time (its answers' HTTP Date)
+    cp = await connect_control_plane(settings, clock)
     ledger: Ledger | None = None  # opened once the sweep goes ahead: a preview writes nothing
     metrics, exposed = sweep_metrics()
     sweeper = Sweeper(
         cp,
         scopes=scopes,
         policies=policies,
-        clock=utcnow,
+        clock=clock.now,
         metrics=metrics,
         max_rps=args.max_rps,
         concurrency=settings.max_concurrent_reruns,

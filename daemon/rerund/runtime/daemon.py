@@ -53,7 +53,7 @@ from rerund.adapters.flyte_control_plane import Connection, FlyteControlPlane
 from rerund.adapters.ledger import Ledger
 from rerund.adapters.scheduler import AsyncScheduler
 from rerund.adapters.webhook import WebhookNotifier
-from rerund.clock import utcnow
+from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.durations import format_duration
 from rerund.core.redact import redact_url
 from rerund.core.rules import PolicySet
@@ -83,6 +83,8 @@ _STOP_BUDGET_S = 8.0  # of the 10 s a SIGTERM allows
 # The ledger's one-row writes are committed together this long after the first of them (see
 # ``Ledger.group_commits``): a storm's rows share a commit.
 _GROUP_COMMIT_S = 0.05
+# Clock skew worth a warning: well above the Date header's second and a slow round trip.
+_SKEW_WARNING_S = 30.0
 
 
 def connection(settings: Settings) -> Connection:
@@ -109,14 +111,16 @@ def connection(settings: Settings) -> Connection:
     )
 
 
-async def connect_control_plane(settings: Settings) -> ControlPlane:
+async def connect_control_plane(settings: Settings, clock: ControlPlaneClock | None = None) -> ControlPlane:
     """The real control plane (the flyte SDK adapter) for ``settings``, initialised and
-    probed: a refused credential or an untrusted certificate raises ``ConfigError``."""
+    probed: a refused credential or an untrusted certificate raises ``ConfigError``. Every
+    answer's HTTP ``Date`` is told to ``clock``."""
     cp = FlyteControlPlane(
         connection=connection(settings),
         rpc_timeout=settings.rpc_timeout.total_seconds(),
         console_url=settings.console_url,
         backend=settings.backend,
+        clock=clock,
     )
     await cp.connect()
     first = plan((sc.project, sc.domain) for sc in settings.scopes)
@@ -236,8 +240,13 @@ class Daemon:
         reload_check_interval: float = 1.0,
         on_ready: Callable[[Daemon], None] | None = None,
     ) -> None:
-        if clock is None:
-            clock = utcnow
+        # The daemon decides on the control plane's time: the wall clock (``clock``, default
+        # the host's) plus the skew measured on the control plane's answers.
+        self.cp_clock = ControlPlaneClock(clock or utcnow)
+        clock = self.cp_clock.now
+        self._skew_warned = False
+        self._no_date_warned = False
+        self._cp_built_here = control_plane is None  # the flyte adapter, which reads Date headers
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry)
@@ -293,7 +302,8 @@ class Daemon:
         loop = self._loop
         ledger.group_commits(lambda flush: loop.call_later(_GROUP_COMMIT_S, flush))
         self.ledger = ledger
-        raw = self._cp if self._cp is not None else await connect_control_plane(s)
+        raw = self._cp if self._cp is not None else await connect_control_plane(s, self.cp_clock)
+        self.metrics.clock_skew.set_function(lambda: self.cp_clock.skew.total_seconds())
         throttle = Throttle(
             AdaptiveLimit(ceiling=s.max_concurrent_reruns),
             RateSchedule(s.max_rps),
@@ -315,7 +325,7 @@ class Daemon:
             notifier = WebhookNotifier(
                 s.notify.webhook, timeout=s.notify.timeout.total_seconds(), retries=s.notify.retries
             )
-        scheduler = AsyncScheduler()
+        scheduler = AsyncScheduler(local=self.cp_clock.local)
         scheduler.start()
         self.reconciler = Reconciler(
             cp,
@@ -458,6 +468,7 @@ class Daemon:
                 log.exception("resync pass failed; retrying at the next poll")
             else:
                 self._reachability(report.ok, report.errors)
+                self._skew()
                 log.debug(
                     "resync pass: %d failed run(s) listed, %d rerun(s) indexed, %d owed",
                     report.failed_runs,
@@ -495,6 +506,34 @@ class Daemon:
             self._resync.set()
             await self._sleep(delay)
             delay = min(delay * 2, 30.0)
+
+    def _skew(self) -> None:
+        """After each pass: one WARNING when the clocks are more than ``_SKEW_WARNING_S`` apart,
+        one INFO when they agree again (within half of it), one WARNING if no answer carried a
+        ``Date``; the metric follows every answer."""
+        if not self.cp_clock.measured:
+            if self._cp_built_here and not self._no_date_warned:
+                self._no_date_warned = True
+                log.warning(
+                    "the control plane's answers carry no HTTP Date header, so rerund cannot measure "
+                    "the clock skew and uses this host's clock for watermarks and due times; keep the "
+                    "host's time in sync (NTP): a clock ahead of the control plane's misses failures"
+                )
+            return
+        skew = self.cp_clock.skew.total_seconds()
+        if abs(skew) > _SKEW_WARNING_S and not self._skew_warned:
+            self._skew_warned = True
+            log.warning(
+                "this host's clock is %.0fs %s the control plane's (measured on its answers' HTTP Date); "
+                "rerund uses the control plane's time for watermarks and due times, so nothing is missed "
+                "or delayed, but fix the host's time sync (NTP): the log's times and this host's other "
+                "programs are off by as much",
+                abs(skew),
+                "behind" if skew > 0 else "ahead of",
+            )
+        elif abs(skew) <= _SKEW_WARNING_S / 2 and self._skew_warned:
+            self._skew_warned = False
+            log.info("this host's clock agrees with the control plane's again (within %.0fs)", abs(skew))
 
     def _reachability(self, ok: bool, errors: tuple[str, ...]) -> None:
         """One plain line when the control plane stops answering, one when it answers again."""

@@ -46,6 +46,7 @@ METRIC_NAMES = (
     "rerund_control_plane_concurrency",
     "rerund_control_plane_rpcs_total",
     "rerund_control_plane_peak_rps",
+    "rerund_clock_skew_seconds",
 )
 
 
@@ -124,6 +125,12 @@ class Metrics:
             "rerund_control_plane_peak_rps",
             "The most RPCs rerund released in one whole second since it started (by its own clock); "
             "never above max_rps when max_rps is set.",
+            registry=registry,
+        )
+        self.clock_skew = Gauge(
+            "rerund_clock_skew_seconds",
+            "The control plane's clock minus this host's, measured on its last answer (HTTP Date; "
+            "positive: this host is behind). rerund uses the control plane's time either way.",
             registry=registry,
         )
         self.last_sync = Gauge(

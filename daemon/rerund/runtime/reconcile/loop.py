@@ -22,7 +22,9 @@ Why every rerun is issued exactly once
       latency) and a ListRuns resync every poll interval (``updated_at >= watermark -
       overlap``). The watermark never moves past a failure that is still owed something
       (scheduled, deferred by a budget, or whose rerun could not be created yet): it is the
-      minimum of the pass time and the failure time of every pending item. A transient error
+      minimum of the pass time (the control plane's, ``rerund.clock.ControlPlaneClock``) and
+      the failure time of every pending item — but a failure waiting for a fix, tracked on its
+      own, holds only the watermark kept for a restart (``owed``). A transient error
       never settles a failure — it stays pending and is retried with backoff until it
       succeeds. Only a decision that has been carried out (rerun created or found to exist,
       ignore, give up, or a create the control plane rejected as invalid) settles a failure.
@@ -269,7 +271,7 @@ class Reconciler:
             for summary in failed:
                 self._recorder.observe(summary, now)
             await self._handle_many([s for s in failed if s.phase in FAILED_PHASES], now)
-            self._recorder.save_watermark(scope, self._owed.advance(scope, now))
+            self._recorder.save_watermark(scope, self._owed.durable(scope, self._owed.advance(scope, now)))
         await self._relaunch_fixed()
         await self._redecide_due(now)
         if not errors:

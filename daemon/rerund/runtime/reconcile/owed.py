@@ -8,6 +8,17 @@ Invariants (tested in ``tests/runtime/test_owed.py`` without a control plane):
   the watermark of ``scope`` to the minimum of ``now`` and the failure time of every pending
   item of the scope, so the next listing (from ``since`` = watermark - overlap) finds each
   pending failure again, after a crash as well (the ledger keeps the watermark).
+- *Except a failure waiting for a fix, which is tracked on its own.* A ``WaitForVersion``
+  item (``waiting``) may wait for ``max_wait`` (days): holding the listing back for it would
+  list every failure since on every pass. It stays in ``pending`` and is decided again from its
+  cached facts when its task's listed version changes or its ``max_wait`` ends, so the
+  listing's watermark (``advance``) moves on. What is kept across a restart is ``durable``:
+  the watermark held back by waiting failures too, which the loop saves to the ledger. After a
+  restart the first listing therefore starts before every failure that was waiting and
+  recomputes each from the control plane (still waiting, fixed, or past ``max_wait``), as
+  every other pending failure is; then the watermark moves on again. So correctness rests on
+  the same saved watermark as before, never on a second local record; the cost of waiting
+  failures is one wider listing per start instead of one per pass.
 - *A failure is settled only by ``settle``.* Pending items (scheduled, deferred by a budget,
   an unread failure, a create still being retried) stay until the loop carried out their
   decision; ``due(now)`` hands them back when their time has come.
@@ -93,11 +104,13 @@ class OwedWork:
 
     def since(self, scope: str, now: datetime) -> datetime:
         """Where the next listing of failed runs in ``scope`` starts: the watermark minus the
-        overlap, or ``now - lookback`` on a first start."""
+        overlap, or ``now - lookback`` on a first start. Never after ``now - overlap``: a
+        watermark ahead of the control plane's time (kept by a daemon whose clock ran ahead)
+        would skip the failures in between."""
         wm = self._watermarks.get(scope)
         if wm is None:
             return now - self.lookback
-        return wm - self.overlap
+        return min(wm, now) - self.overlap
 
     def has_floor(self, scope: str) -> bool:
         return scope in self._floors
@@ -113,11 +126,22 @@ class OwedWork:
         self._listed_since[scope] = since
 
     def advance(self, scope: str, now: datetime) -> datetime:
-        """Move the watermark of ``scope`` to ``now``, or to the oldest failure still owed."""
-        owed = [p.failed_at for ref, p in self.pending.items() if self.finds(scope, ref)]
+        """Move the watermark of ``scope`` to ``now``, or to the oldest failure still owed that
+        is not waiting for a fix (those are tracked on their own)."""
+        owed = [
+            p.failed_at for ref, p in self.pending.items() if p.waiting is None and self.finds(scope, ref)
+        ]
         wm = min([now, *owed])
         self._watermarks[scope] = wm
         return wm
+
+    def durable(self, scope: str, listing: datetime) -> datetime:
+        """The watermark to keep across a restart: the ``listing`` one (``advance``), held back
+        by the failures waiting for a fix too (a restart lists from it once and recomputes them)."""
+        waiting = [
+            p.failed_at for ref, p in self.pending.items() if p.waiting is not None and self.finds(scope, ref)
+        ]
+        return min([listing, *waiting])
 
     def oldest_owed(self, scope: str) -> datetime | None:
         """The failure time of the oldest pending failure of ``scope``."""
