@@ -289,7 +289,7 @@ class Daemon:
 
         self.policies = PolicyHolder(s.policies, self.metrics, self._policies_changed)
         policies = self.policies.load()
-        ledger = Ledger(s.state)
+        ledger = Ledger(s.state, on_reopen=self.metrics.ledger_reopened.inc)
         loop = self._loop
         ledger.group_commits(lambda flush: loop.call_later(_GROUP_COMMIT_S, flush))
         self.ledger = ledger

@@ -46,6 +46,7 @@ METRIC_NAMES = (
     "rerund_control_plane_concurrency",
     "rerund_control_plane_rpcs_total",
     "rerund_control_plane_peak_rps",
+    "rerund_ledger_reopened_total",
 )
 
 
@@ -177,6 +178,12 @@ class Metrics:
             "rerund_internal_errors_total",
             "Unexpected exceptions in a background task of the daemon (it was restarted), by task.",
             ["task"],
+            registry=registry,
+        )
+        self.ledger_reopened = Counter(
+            "rerund_ledger_reopened_total",
+            "Times the ledger file was found deleted or replaced while the daemon ran and was reopened "
+            "(the audit rows written to the old file in between are not in the new one).",
             registry=registry,
         )
 
