@@ -18,6 +18,14 @@ The admin API is not part of Flyte's API (JSON over plain HTTP)::
     POST /_sandbox/auth     {"revoke": true, "mint": true} (with --auth; the new key goes to the key file)
     GET  /_sandbox/rates    {"peak_rpc_per_s": 412, "per_second": [...]} (RPCs per whole second)
 
+Who may call it: every request needs a Host that names this machine (an IP address,
+``localhost`` or a name in ``hosts``; ``rerund.core.hosts``), so a DNS-rebinding web page
+cannot reach it. With ``--auth`` the admin API needs ``authorization: Bearer <admin token>``
+(the token is in a 0600 file next to the API key); without it, an admin POST needs
+``content-type: application/json`` and no foreign ``Origin``, which a cross-site page cannot
+send. Env values are never served (``"envs": {"KEY": "***"}``); a body nested deeper than
+``MAX_JSON_DEPTH`` is answered 400.
+
 With ``auth`` (``--auth``) every Flyte RPC needs a bearer token the sandbox issued (see
 ``rerund.sandbox.auth``); with ``tls`` (``--tls DIR``) it serves HTTPS (``rerund.sandbox.tls``);
 ``rate_limit`` puts a token bucket in front of every Flyte RPC (``rerund.sandbox.ratelimit``).
@@ -38,6 +46,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flyteidl2.auth.auth_service_connect import AuthMetadataServiceASGIApplication
 from flyteidl2.cluster.service_connect import ClusterServiceASGIApplication
@@ -49,6 +58,7 @@ from google.protobuf import descriptor_pool, json_format, message_factory
 from google.protobuf.message import DecodeError
 
 from rerund.clock import utcnow
+from rerund.core.hosts import host_allowed, host_name
 from rerund.errors import ConfigError
 from rerund.sandbox import literals
 from rerund.sandbox.auth import (
@@ -86,14 +96,17 @@ log = logging.getLogger("rerund.sandbox")
 # below. Flyte's service refuses larger messages too (gRPC's default is 4 MiB).
 MAX_REQUEST_BYTES = 4 << 20
 MAX_LAUNCH = 10_000  # runs per admin POST /_sandbox/runs
+MAX_JSON_DEPTH = 64  # nested lists and objects in an admin body (a workload file allows as many)
+ENV_MASK = "***"  # what is served in place of an env value
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-def run_snapshot(r: RunRec) -> dict[str, Any]:
-    """A plain-data view of one run (``sb.runs()``, ``GET /_sandbox/runs``)."""
+def run_snapshot(r: RunRec, *, env_values: bool = True) -> dict[str, Any]:
+    """A plain-data view of one run (``sb.runs()``; ``GET /_sandbox/runs`` with
+    ``env_values=False``: env keys only, each value ``***``)."""
     a0 = r.root
     rel = None
     if r.related_to is not None:
@@ -108,7 +121,7 @@ def run_snapshot(r: RunRec) -> dict[str, Any]:
         "phase": PHASE_NAMES.get(r.phase, str(r.phase)),
         "task": r.task,
         "labels": r.labels,
-        "envs": r.envs,
+        "envs": r.envs if env_values else dict.fromkeys(r.envs, ENV_MASK),
         "relation": rel,
         "version": a0.task_spec.task_template.id.version,
         "resources": dict(zip(("requests", "limits"), spec_resources(a0.task_spec), strict=True)),
@@ -232,6 +245,7 @@ class Sandbox:
         auth: AuthState | None = None,
         tls: TlsFiles | None = None,
         rate_limit: float = 0.0,
+        hosts: tuple[str, ...] = (),
     ) -> None:
         if not org:
             raise ConfigError("sandbox org is empty; pass --org NAME (the protos need a non-empty org)")
@@ -251,6 +265,7 @@ class Sandbox:
         self.tls = tls
         self.ratelimit = RateLimiter(rate_limit)
         self.meter = RateMeter()
+        self.hosts = hosts  # names served besides localhost and IP addresses (the --host name)
         self._apps: dict[str, Any] = {}
 
     async def start(self) -> None:
@@ -372,6 +387,21 @@ class Sandbox:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
+        host = _header(scope, b"host")
+        if not host_allowed(host, self.hosts):
+            self.stats.counts["WrongHost"] += 1
+            why = (
+                f"Host {host_name(host)!r} is not this machine's name; the sandbox answers requests for "
+                "localhost, an IP address or its --host name only (a DNS-rebinding web page uses a name "
+                "of its own)"
+            )
+            refusal: dict[str, str] = (
+                {"error": why}
+                if path.startswith("/_sandbox/")
+                else {"code": "permission_denied", "message": why}
+            )
+            await _respond(send, 403, json.dumps(refusal).encode())
+            return
         if path.startswith("/_sandbox/"):
             await self._admin(scope, receive, send)
             return
@@ -402,6 +432,11 @@ class Sandbox:
         assert self.engine is not None and self.store is not None
         method = scope["method"]
         route = scope["path"].removeprefix("/_sandbox/").rstrip("/")
+        refused = self._admin_refusal(scope)
+        if refused is not None:
+            status, message = refused
+            await _respond(send, status, json.dumps({"error": message}).encode())
+            return
         try:
             body: Any = None
             if method == "POST":
@@ -411,9 +446,7 @@ class Sandbox:
                         send, 413, json.dumps({"error": f"body over {MAX_REQUEST_BYTES} bytes"}).encode()
                     )
                     return
-                body = json.loads(raw or b"{}")
-                if not isinstance(body, dict):
-                    raise ValueError("the request body must be a JSON object")
+                body = _json_object(raw)
             if (method, route) == ("GET", "stats"):
                 result: Any = self.stats_json()
             elif (method, route) == ("POST", "faults"):
@@ -426,7 +459,7 @@ class Sandbox:
             elif (method, route) == ("GET", "requests"):
                 result = {"by_method": dict(self.stats.counts), "by_run": self.run_counts.as_json()}
             elif (method, route) == ("GET", "runs"):
-                result = [run_snapshot(r) for r in self.store.runs.values()]
+                result = [run_snapshot(r, env_values=False) for r in self.store.runs.values()]
             elif (method, route) == ("POST", "runs"):
                 args = _launch_args(body)
                 name = args["name"]
@@ -471,6 +504,33 @@ class Sandbox:
             return
         await _respond(send, 200, json.dumps(result).encode())
 
+    def _admin_refusal(self, scope: Scope) -> tuple[int, str] | None:
+        """(HTTP status, why) when an admin request is refused, else None.
+
+        With ``--auth``: the admin token. Every POST: ``content-type: application/json`` (a
+        cross-site page can send ``text/plain`` and forms without asking; JSON needs a CORS
+        preflight the sandbox never answers) and, when the browser names one, an ``Origin``
+        that is the sandbox itself."""
+        if self.auth is not None:
+            reason = self.auth.check_admin(_header(scope, b"authorization"))
+            if reason:
+                return 401, reason
+        if scope["method"] != "POST":
+            return None
+        ctype = _header(scope, b"content-type").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            return 415, (
+                "the sandbox admin API takes POSTs with content-type: application/json only (a web "
+                f"page's cross-site form or text/plain POST is refused); got {ctype or 'none'!r}"
+            )
+        origin = _header(scope, b"origin")
+        if origin and urlsplit(origin).netloc.lower() != _header(scope, b"host").lower():
+            return 403, (
+                "the sandbox admin API takes POSTs with content-type: application/json from its own "
+                f"origin only; Origin {origin!r} is another site"
+            )
+        return None
+
     def _admin_auth(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /_sandbox/auth``: revoke every token and the secret, and/or mint a new key
         (written to the key file; never answered over HTTP)."""
@@ -504,6 +564,34 @@ class Sandbox:
             return
         status, answer = self.auth.issue(_header(scope, b"authorization"), parse_form(raw))
         await _respond(send, status, json.dumps(answer).encode())
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    """An admin body: a JSON object nested at most ``MAX_JSON_DEPTH`` deep; ValueError (400)
+    with what is wrong otherwise. The depth is checked iteratively after parsing, and a
+    document too deep for the parser itself is answered the same."""
+    too_deep = (
+        f"the request body nests JSON more than {MAX_JSON_DEPTH} levels deep; the admin API reads at most "
+        f"{MAX_JSON_DEPTH} levels"
+    )
+    try:
+        body = json.loads(raw or b"{}")
+    except RecursionError:
+        raise ValueError(too_deep) from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"the request body is not UTF-8 JSON: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the request body is not JSON: {exc}") from None
+    todo: list[tuple[Any, int]] = [(body, 1)]
+    while todo:
+        value, depth = todo.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(too_deep)
+            todo.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    if not isinstance(body, dict):
+        raise ValueError("the request body must be a JSON object")
+    return body
 
 
 def _header(scope: Scope, name: bytes) -> str:
