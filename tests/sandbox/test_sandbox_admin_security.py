@@ -168,3 +168,44 @@ def test_json_nested_deeper_than_any_admin_body_is_answered_400(open_sb, raw, ro
         f"{MAX_JSON_DEPTH} levels"
     )
     assert httpx.get(f"{open_sb.endpoint}/_sandbox/runs").json() == []
+
+
+def _varint(n: int) -> bytes:
+    out = b""
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out += bytes([byte | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _nested_literal(depth: int) -> bytes:
+    literal = b""
+    for _ in range(depth):  # Literal.collection (2) -> LiteralCollection.literals (1) -> Literal
+        literal = _field(2, _field(1, literal))
+    return literal
+
+
+CREATE_RUN = "/flyteidl2.workflow.RunService/CreateRun"
+
+
+@pytest.mark.parametrize(
+    ("ctype", "body"),
+    [
+        ("application/json", b"[" * 100_000 + b"]" * 100_000),
+        ("application/json", b'{"inputs": ' * 5_000 + b"{}" + b"}" * 5_000),
+        ("application/proto", _field(4, _field(1, _field(2, _nested_literal(5_000))))),
+    ],
+    ids=["json 100000 lists deep", "json 5000 objects deep", "proto inputs 5000 literals deep"],
+)
+def test_a_flyte_rpc_nested_deeper_than_protobuf_reads_is_answered_invalid_argument(open_sb, ctype, body):
+    resp = httpx.post(f"{open_sb.endpoint}{CREATE_RUN}", content=body, headers={"content-type": ctype})
+
+    assert resp.status_code == 400
+    assert resp.json()["code"] == "invalid_argument"
+    assert resp.json()["message"].startswith("the request is not a valid flyteidl2.workflow.CreateRunRequest")
+    assert open_sb.runs() == []
