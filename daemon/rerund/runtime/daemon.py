@@ -64,7 +64,7 @@ from rerund.errors import ConfigError, ControlPlaneError, LedgerError, NotFoundE
 from rerund.policy import load_policies
 from rerund.policy.loader import expand_paths
 from rerund.ports import ControlPlane
-from rerund.runtime.http import Handler, HttpServer, Response, html_response, json_response
+from rerund.runtime.http import Handler, HttpServer, Response, html_response, json_response, raise_fd_limit
 from rerund.runtime.live import explain_live
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.page import MAX_QUERY, PageView, render_page
@@ -310,6 +310,7 @@ class Daemon:
         self._resync = asyncio.Event()
         self._reload = asyncio.Event()
 
+        raise_fd_limit()  # the HTTP server's connection cap is derived from it
         self.policies = PolicyHolder(s.policies, self.metrics, self._policies_changed)
         policies = self.policies.load()
         ledger = Ledger(s.state, on_reopen=self.metrics.ledger_reopened.inc)

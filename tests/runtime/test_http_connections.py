@@ -1,0 +1,119 @@
+"""The daemon's HTTP server under a flood of idle connections and a rebound Host (issue 22.6).
+
+Each connection is a file descriptor. With the usual soft limit of 1,024, 1,100 connections that
+never send a byte took every descriptor the daemon had: its accept loop failed with EMFILE and
+so would the next control-plane call (CreateRun) or ledger write. Now the daemon raises its
+soft limit to the hard limit, holds at most ``connection_cap(limit)`` connections (a new one
+closes the oldest still waiting for its request head), and answers only requests whose Host
+names this machine (DNS rebinding).
+
+The daemon runs as ``rerund run`` in a subprocess started with a soft limit of 1,024 (the hard
+limit is left as it is), against the in-process sandbox.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import socket
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daemon_support import DaemonProcess, fast_policies, http_get, wait_until
+from rerund.core.hosts import MAX_CONNECTIONS
+
+pytestmark = pytest.mark.e2e
+
+FLOOD = 1_100
+SOFT_LIMIT = 1_024
+ACCEPT_BATCH = 100  # asyncio accepts up to its backlog (100) before a handler runs
+POLICIES = fast_policies({"apiVersion": "rerund/v1", "policies": [{"name": "all", "match": {}}]})
+
+
+@contextlib.contextmanager
+def soft_fd_limit(soft: int) -> Iterator[None]:
+    """Processes started in the block inherit a soft RLIMIT_NOFILE of ``soft``."""
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, before[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, before)
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, sandbox_factory) -> Iterator[DaemonProcess]:
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < FLOOD + 200:
+        pytest.skip("the hard descriptor limit is too low to open the flood from this process")
+    sb = sandbox_factory(workload={"tasks": {"t": {"behaviour": ["succeed"]}}})
+    policies = tmp_path / "policies.yaml"
+    policies.write_text(POLICIES)
+    d = DaemonProcess(tmp_path / "d", sb, policies)
+    with soft_fd_limit(SOFT_LIMIT):
+        d.start(wait=False)
+    d.wait_healthy()
+    try:
+        yield d
+    finally:
+        d.terminate(timeout=15)
+
+
+def test_idle_connections_beyond_the_cap_keep_the_daemons_descriptors_bounded_and_it_answers(
+    daemon: DaemonProcess,
+) -> None:
+    assert daemon.proc is not None
+    pid = daemon.proc.pid
+    baseline = open_fds(pid)
+    bound = baseline + MAX_CONNECTIONS + ACCEPT_BATCH
+    flood: list[socket.socket] = []
+    peak = baseline
+    try:
+        for _ in range(FLOOD):
+            flood.append(socket.create_connection(("127.0.0.1", daemon.port)))
+            if len(flood) % 50 == 0:
+                peak = max(peak, open_fds(pid))
+        for _ in range(20):
+            peak = max(peak, open_fds(pid))
+
+        status, body = http_get(f"{daemon.url}/healthz", timeout=30)  # while the flood is held
+        peak = max(peak, open_fds(pid))
+    finally:
+        for s in flood:
+            s.close()
+
+    assert (status, body.strip()) == (200, "ok")
+    assert peak <= bound, f"the daemon held {peak} descriptors (baseline {baseline}, bound {bound})"
+    wait_until("the daemon answers after the flood", lambda: http_get(f"{daemon.url}/healthz")[0] == 200)
+    logs = daemon.logs()
+    assert "out of system resource" not in logs and "Too many open files" not in logs
+    assert f"HTTP connections reached the cap of {MAX_CONNECTIONS}" in logs
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/decisions", "/status"])
+def test_a_request_for_a_rebound_host_name_is_refused(daemon: DaemonProcess, path: str) -> None:
+    request = urllib.request.Request(f"{daemon.url}{path}", headers={"Host": f"evil.example:{daemon.port}"})
+
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=10)
+
+    assert info.value.code == 403
+    assert info.value.read().decode() == (
+        "Host 'evil.example' is not this machine's name; rerund answers requests for localhost, an IP "
+        "address or its --http host only (a DNS-rebinding web page uses a name of its own)\n"
+    )
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
+def test_a_request_for_localhost_or_an_address_is_answered(daemon: DaemonProcess, host: str) -> None:
+    request = urllib.request.Request(f"{daemon.url}/healthz", headers={"Host": f"{host}:{daemon.port}"})
+
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status == 200
