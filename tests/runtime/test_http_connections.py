@@ -14,16 +14,20 @@ limit is left as it is), against the in-process sandbox.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import resource
+import signal
 import socket
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from daemon_support import DaemonProcess, fast_policies, http_get, wait_until
+from daemon_support import DaemonProcess, fast_policies, free_port, http_get, wait_until
 from rerund.core.hosts import MAX_CONNECTIONS
 
 pytestmark = pytest.mark.e2e
@@ -31,6 +35,8 @@ pytestmark = pytest.mark.e2e
 FLOOD = 1_100
 SOFT_LIMIT = 1_024
 ACCEPT_BATCH = 100  # asyncio accepts up to its backlog (100) before a handler runs
+SLACK = 32  # closed sockets the loop releases on its next turn, and a baseline that moves
+RERUND = [sys.executable, "-m", "rerund.cli"]
 POLICIES = fast_policies({"apiVersion": "rerund/v1", "policies": [{"name": "all", "match": {}}]})
 
 
@@ -71,8 +77,9 @@ def test_idle_connections_beyond_the_cap_keep_the_daemons_descriptors_bounded_an
 ) -> None:
     assert daemon.proc is not None
     pid = daemon.proc.pid
+    assert http_get(f"{daemon.url}/healthz")[0] == 200
     baseline = open_fds(pid)
-    bound = baseline + MAX_CONNECTIONS + ACCEPT_BATCH
+    bound = baseline + MAX_CONNECTIONS + ACCEPT_BATCH + SLACK
     flood: list[socket.socket] = []
     peak = baseline
     try:
@@ -117,3 +124,61 @@ def test_a_request_for_localhost_or_an_address_is_answered(daemon: DaemonProcess
 
     with urllib.request.urlopen(request, timeout=10) as resp:
         assert resp.status == 200
+
+
+# --- the sibling: the sandbox's uvicorn server -------------------------------------------------
+
+
+@pytest.fixture
+def sandbox_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < FLOOD + 200:
+        pytest.skip("the hard descriptor limit is too low to open the flood from this process")
+    port = free_port()
+    with soft_fd_limit(SOFT_LIMIT):
+        proc = subprocess.Popen(
+            [*RERUND, "sandbox", "--port", str(port), "--flyte-config", str(tmp_path / "flyte.yaml")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("Stop with"):
+                break
+        yield proc, port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_idle_connections_beyond_the_cap_keep_the_sandboxs_descriptors_bounded_and_it_answers(
+    sandbox_process: tuple[subprocess.Popen[str], int],
+) -> None:
+    proc, port = sandbox_process
+    assert http_get(f"http://127.0.0.1:{port}/_sandbox/stats")[0] == 200
+    baseline = open_fds(proc.pid)
+    bound = baseline + MAX_CONNECTIONS + ACCEPT_BATCH + SLACK
+    flood: list[socket.socket] = []
+    peak = baseline
+    try:
+        for _ in range(FLOOD):
+            flood.append(socket.create_connection(("127.0.0.1", port)))
+            if len(flood) % 50 == 0:
+                peak = max(peak, open_fds(proc.pid))
+        for _ in range(20):
+            peak = max(peak, open_fds(proc.pid))
+
+        status, body = http_get(f"http://127.0.0.1:{port}/_sandbox/stats", timeout=30)
+        peak = max(peak, open_fds(proc.pid))
+    finally:
+        for s in flood:
+            s.close()
+
+    assert status == 200 and "requests" in json.loads(body)
+    assert peak <= bound, f"the sandbox held {peak} descriptors (baseline {baseline}, bound {bound})"
+    assert proc.poll() is None

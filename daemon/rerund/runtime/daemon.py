@@ -61,10 +61,11 @@ from rerund.core.runs import RunRef, RunSummary
 from rerund.core.scopes import plan
 from rerund.core.status import Status, explanation_lines, iso, lineage_lines
 from rerund.errors import ConfigError, ControlPlaneError, LedgerError, NotFoundError, PolicyError
+from rerund.fdlimit import raise_fd_limit
 from rerund.policy import load_policies
 from rerund.policy.loader import expand_paths
 from rerund.ports import ControlPlane
-from rerund.runtime.http import Handler, HttpServer, Response, html_response, json_response, raise_fd_limit
+from rerund.runtime.http import Handler, HttpServer, Response, html_response, json_response
 from rerund.runtime.live import explain_live
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.page import MAX_QUERY, PageView, render_page

@@ -26,20 +26,19 @@ import contextlib
 import inspect
 import json
 import logging
-import resource
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from rerund.core.hosts import connection_cap, host_allowed, host_name
+from rerund.fdlimit import soft_fd_limit
 
-__all__ = ["Handler", "HttpServer", "Response", "html_response", "json_response", "raise_fd_limit"]
+__all__ = ["Handler", "HttpServer", "Response", "html_response", "json_response"]
 
 log = logging.getLogger("rerund.http")
 
 HEAD_TIMEOUT_S = 10.0  # the request line and headers must arrive within this
-_FD_TARGET_WHEN_UNLIMITED = 1 << 16
 
 _REASONS = {
     200: "OK",
@@ -54,24 +53,6 @@ _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
     b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
 )
-
-
-def raise_fd_limit() -> int:
-    """Raise this process's soft ``RLIMIT_NOFILE`` to its hard limit; return the soft limit in
-    force. The soft limit is often 1,024 while the hard one is far higher; what the HTTP server
-    may hold is derived from it (``connection_cap``), the rest stays for everything else."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = _FD_TARGET_WHEN_UNLIMITED if hard == resource.RLIM_INFINITY else hard
-    if target > soft:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (ValueError, OSError) as exc:
-            log.warning(
-                "cannot raise the open-file limit from %d to %d (%s); keeping %d", soft, target, exc, soft
-            )
-            return soft
-        return target
-    return soft
 
 
 @dataclass(frozen=True)
@@ -112,9 +93,7 @@ class HttpServer:
         self._port = port
         self._routes = routes
         self._server: asyncio.Server | None = None
-        self.max_connections = max_connections or connection_cap(
-            resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        )
+        self.max_connections = max_connections or connection_cap(soft_fd_limit())
         self._names = (host, *hosts)
         # Every open connection -> True while it still waits for its request head (insertion
         # order: the oldest first, the one a new connection beyond the cap closes).

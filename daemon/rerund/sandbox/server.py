@@ -58,8 +58,9 @@ from google.protobuf import descriptor_pool, json_format, message_factory
 from google.protobuf.message import DecodeError
 
 from rerund.clock import utcnow
-from rerund.core.hosts import host_allowed, host_name
+from rerund.core.hosts import connection_cap, host_allowed, host_name
 from rerund.errors import ConfigError
+from rerund.fdlimit import raise_fd_limit, soft_fd_limit
 from rerund.sandbox import literals
 from rerund.sandbox.auth import (
     AUTH_SERVICE_PATH,
@@ -772,6 +773,74 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+HEAD_TIMEOUT_S = 10.0  # a request line and headers must arrive within this
+# The listen queue, and so the most connections asyncio accepts in one go before any is closed
+# for the cap (uvicorn's default of 2048 would let a flood hold that many descriptors at once).
+ACCEPT_BACKLOG = 100
+
+
+def _bounded_h11(max_connections: int, head_timeout: float) -> type[Any]:
+    """uvicorn's h11 protocol with the two bounds uvicorn lacks (its ``limit_concurrency``
+    answers 503 to requests but keeps every socket open, and nothing times out a connection
+    that never completes a request head):
+
+    - at most ``max_connections`` connections: a new one beyond it closes the oldest idle one
+      (no request in progress: it sent nothing yet, or waits between keep-alive requests), or
+      itself when every connection is busy (watch streams, calls in progress);
+    - a connection that sends no complete request head within ``head_timeout`` of connecting,
+      or of starting to send one, is closed (uvicorn's ``timeout_keep_alive`` covers the quiet
+      time between requests).
+
+    Idle is what uvicorn's own ``shutdown`` checks (``cycle`` None or its response complete);
+    these two attributes are the only private parts read, and a protocol without them counts
+    as busy, never closed for a newcomer.
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    held: dict[Any, None] = {}  # every open connection, the oldest first
+
+    def idle(proto: Any) -> bool:
+        cycle = getattr(proto, "cycle", False)
+        return cycle is None or bool(getattr(cycle, "response_complete", False))
+
+    class BoundedH11(H11Protocol):  # type: ignore[misc]
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            held[self] = None
+            self._start_head_timer()
+            if len(held) > max_connections:
+                oldest = next((p for p in held if p is not self and idle(p)), self)
+                if oldest is self:
+                    log.warning("sandbox: %d connections, all busy: closing a new one", len(held) - 1)
+                oldest.transport.close()
+                held.pop(oldest, None)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            held.pop(self, None)
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self._head_timer is None and idle(self):
+                self._start_head_timer()  # a new request head begins
+            super().data_received(data)
+
+        def _start_head_timer(self) -> None:
+            started = getattr(self, "cycle", None)
+            self._head_timer = self.loop.call_later(head_timeout, self._head_late, started)
+
+        def _head_late(self, started: Any) -> None:
+            self._head_timer = None
+            if getattr(self, "cycle", None) is started and idle(self) and not self.transport.is_closing():
+                self.transport.close()  # no request began since the timer started
+
+    return BoundedH11
+
+
 def _uvicorn_server(app: Any, quiet: bool) -> Any:
     import uvicorn
 
@@ -803,6 +872,8 @@ def _uvicorn_server(app: Any, quiet: bool) -> Any:
         access_log=False,
         timeout_graceful_shutdown=2,
         timeout_keep_alive=30,
+        backlog=ACCEPT_BACKLOG,
+        http=_bounded_h11(connection_cap(soft_fd_limit()), HEAD_TIMEOUT_S),
         ssl_certfile=str(tls.server_cert) if tls else None,
         ssl_keyfile=str(tls.server_key) if tls else None,
     )
@@ -828,7 +899,9 @@ async def _serve(
 def serve_forever(
     sandbox: Sandbox, sock: socket.socket, *, ready: Callable[[], None] | None = None, quiet: bool = True
 ) -> None:
-    """Serve in the calling thread until SIGINT/SIGTERM (then shut down cleanly)."""
+    """Serve in the calling thread until SIGINT/SIGTERM (then shut down cleanly). The process's
+    soft open-file limit is raised to its hard limit first (the connection cap is derived from it)."""
+    raise_fd_limit()
     server = _uvicorn_server(sandbox, quiet)
     asyncio.run(_serve(sandbox, sock, server, ready))
 
