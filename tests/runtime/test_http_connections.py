@@ -182,3 +182,33 @@ def test_idle_connections_beyond_the_cap_keep_the_sandboxs_descriptors_bounded_a
     assert status == 200 and "requests" in json.loads(body)
     assert peak <= bound, f"the sandbox held {peak} descriptors (baseline {baseline}, bound {bound})"
     assert proc.poll() is None
+
+
+def _closed_by_the_server(sock: socket.socket, within: float) -> bool:
+    """True once the server closes ``sock`` (EOF or reset) within a generous ``within`` seconds."""
+    sock.settimeout(within)
+    try:
+        return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_the_sandbox_closes_a_connection_that_never_completes_its_request_head(sandbox_factory) -> None:
+    sb = sandbox_factory()
+    silent = socket.create_connection(("127.0.0.1", sb.port))
+    trickling = socket.create_connection(("127.0.0.1", sb.port))
+    trickling.sendall(b"GET /_sandbox/stats HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the blank line
+    try:
+        # a hang bound far above the 10 s head timeout, not a timing assertion
+        assert _closed_by_the_server(silent, within=60)
+        assert _closed_by_the_server(trickling, within=60)
+    finally:
+        silent.close()
+        trickling.close()
+    assert httpx_get_status(f"{sb.endpoint}/_sandbox/stats") == 200
+
+
+def httpx_get_status(url: str) -> int:
+    return http_get(url)[0]
