@@ -13,6 +13,7 @@ limit is left as it is), against the in-process sandbox.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -29,6 +30,8 @@ import pytest
 
 from daemon_support import DaemonProcess, fast_policies, free_port, http_get, wait_until
 from rerund.core.hosts import MAX_CONNECTIONS
+from rerund.runtime.http import HttpServer, Response
+from rerund.runtime.settings import load_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -212,3 +215,31 @@ def test_the_sandbox_closes_a_connection_that_never_completes_its_request_head(s
 
 def httpx_get_status(url: str) -> int:
     return http_get(url)[0]
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [("rerund.internal", 200), ("RERUND.INTERNAL:9464", 200), ("evil.example", 403)],
+    ids=str,
+)
+def test_a_name_given_in_http_hosts_is_answered(host: str, status: int) -> None:
+    settings = load_settings(
+        environ={"RERUND_HTTP_HOSTS": "rerund.internal"}, overrides={"http": "127.0.0.1:0"}
+    )
+    assert settings.http_hosts == ("rerund.internal",)
+
+    async def request() -> bytes:
+        server = HttpServer(
+            "127.0.0.1", 0, {"/healthz": lambda q: Response(200, b"ok\n")}, hosts=settings.http_hosts
+        )
+        await server.start()
+        try:
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            answer = await reader.read()
+            writer.close()
+            return answer
+        finally:
+            await server.stop()
+
+    assert asyncio.run(request()).startswith(f"HTTP/1.1 {status} ".encode())

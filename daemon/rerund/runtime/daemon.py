@@ -369,7 +369,7 @@ class Daemon:
         )
         if s.http_address is not None:
             host, port = s.http_address
-            self.http = HttpServer(host, port, self._routes())
+            self.http = HttpServer(host, port, self._routes(), hosts=s.http_hosts)
             try:
                 await self.http.start()
             except OSError as exc:
