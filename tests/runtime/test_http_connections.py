@@ -243,3 +243,52 @@ def test_a_name_given_in_http_hosts_is_answered(host: str, status: int) -> None:
             await server.stop()
 
     assert asyncio.run(request()).startswith(f"HTTP/1.1 {status} ".encode())
+
+
+async def _get(address: tuple[str, int], path: str = "/slow") -> bytes:
+    reader, writer = await asyncio.open_connection(*address)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    answer = await reader.read()
+    writer.close()
+    return answer
+
+
+def test_at_the_cap_a_new_connection_closes_the_oldest_idle_one_or_gets_503_when_all_are_answered() -> None:
+    async def scenario() -> tuple[bytes, bytes, list[bytes], bytes]:
+        release = asyncio.Event()
+
+        async def slow(query: object) -> Response:
+            await release.wait()
+            return Response(200, b"slow\n")
+
+        server = HttpServer(
+            "127.0.0.1", 0, {"/slow": slow, "/healthz": lambda q: Response(200, b"ok\n")}, max_connections=2
+        )
+        await server.start()
+        try:
+            oldest, _ = await asyncio.open_connection(*server.address)  # both send nothing
+            _, newer = await asyncio.open_connection(*server.address)
+            while len(server._connections) < 2:
+                await asyncio.sleep(0.01)
+            answered = await _get(server.address, "/healthz")  # the oldest idle one makes room
+            try:
+                closed = await oldest.read()  # b"": the server closed the oldest idle connection
+            except ConnectionResetError:
+                closed = b""
+            newer.close()
+            busy = [asyncio.ensure_future(_get(server.address)) for _ in range(2)]
+            while len(server._connections) < 2 or any(server._connections.values()):
+                await asyncio.sleep(0.01)  # both requests are being answered
+            refused = await _get(server.address, "/healthz")
+            release.set()
+            return answered, closed, list(await asyncio.gather(*busy)), refused
+        finally:
+            await server.stop()
+
+    answered, closed, slow_answers, refused = asyncio.run(scenario())
+
+    assert answered.startswith(b"HTTP/1.1 200 ") and answered.endswith(b"ok\n")
+    assert closed == b""
+    assert all(a.startswith(b"HTTP/1.1 200 ") for a in slow_answers)
+    assert refused.startswith(b"HTTP/1.1 503 Service Unavailable")
+    assert refused.endswith(b"every HTTP connection is being answered; try again\n")

@@ -39,6 +39,7 @@ __all__ = ["Handler", "HttpServer", "Response", "html_response", "json_response"
 log = logging.getLogger("rerund.http")
 
 HEAD_TIMEOUT_S = 10.0  # the request line and headers must arrive within this
+_REFUSED_LINGER_S = 1.0  # how long a connection refused with 503 is kept for its answer to arrive
 
 _REASONS = {
     200: "OK",
@@ -143,7 +144,12 @@ class HttpServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self._admit(writer):
+            # Answer 503, then read (and drop) what the client sent for at most a second:
+            # closing with its request unread would reset the connection before it reads the 503.
             writer.write(_BUSY)
+            with contextlib.suppress(Exception):
+                writer.write_eof()
+                await asyncio.wait_for(reader.read(), timeout=_REFUSED_LINGER_S)
             writer.close()
             return
         try:
