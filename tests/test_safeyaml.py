@@ -24,7 +24,7 @@ from rerund.policy import load_policies
 from rerund.policy.casefiles import run_files
 from rerund.policy.failures import load_failure
 from rerund.runtime.settings import load_settings
-from rerund.safeyaml import MAX_DEPTH, MAX_VALUES, duplicate_keys, load_text
+from rerund.safeyaml import MAX_ALIAS_VALUES, MAX_DEPTH, MAX_VALUES, duplicate_keys, load_text
 from rerund.sandbox.workload import load_workload
 
 
@@ -41,7 +41,7 @@ def alias_bomb(levels: int = 9, width: int = 9) -> str:
 DEEP = "policies: " + "[" * 990 + "]" * 990 + "\n"
 BOMB = alias_bomb()
 
-BUDGET_MESSAGE = f"aliases expand the document to more than {MAX_VALUES} values; write the values out"
+BUDGET_MESSAGE = f"aliases expand the document by more than {MAX_ALIAS_VALUES} values; write the values out"
 DEPTH_MESSAGE = f"values nested more than {MAX_DEPTH} levels deep; rerund reads at most {MAX_DEPTH} levels"
 
 
@@ -186,3 +186,53 @@ def test_the_loader_never_raises_and_every_problem_is_located(text):
     for problem in problems:
         assert problem.line >= 1 and problem.column >= 1
         assert str(problem).startswith(f"f.yaml:{problem.line}:{problem.column}: ")
+
+
+# --- issue 22.8: the alias budget counts what aliases add; size has a limit of its own --------
+
+
+def plain_policies(count: int) -> str:
+    """A policy file of ``count`` distinct policies (each its own task and pattern), no alias."""
+    lines = ["apiVersion: rerund/v1", "policies:"]
+    for i in range(count):
+        lines += [
+            f"  - name: p{i:05d}",
+            "    match:",
+            f"      tasks: [train.t{i:05d}]",
+            f"      error: {{kinds: [SYSTEM], patterns: ['step {i:05d} failed']}}",
+            "    retry: {max_attempts: 2}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_file_of_10001_plain_policies_is_no_alias_problem_and_loads(tmp_path):
+    path = tmp_path / "many.yaml"
+    path.write_text(plain_policies(10_001))
+
+    policies = load_policies([path])
+
+    assert len(policies) == 10_001
+
+
+def test_aliases_are_budgeted_by_what_they_add_not_by_the_size_of_the_document():
+    many = [f"k{i}: {i}" for i in range(MAX_ALIAS_VALUES)]  # plain values well over the alias budget
+    text = "base: &b {x: 1}\none: *b\n" + "\n".join(many) + "\n"
+
+    doc, problems = load_text(text, "ok.yaml")
+
+    assert problems == []
+    assert doc is not None and doc.data["one"] == {"x": 1}
+
+
+def test_a_document_over_the_size_limit_is_refused_with_a_message_of_its_own():
+    text = "values: [" + "1, " * MAX_VALUES + "1]\n"
+
+    doc, problems = load_text(text, "big.yaml")
+
+    assert doc is None
+    [problem] = problems
+    assert str(problem).startswith(
+        f"big.yaml:1:{10 + 3 * (MAX_VALUES - 3)}: the document has more than {MAX_VALUES} values; "
+        f"rerund reads at most {MAX_VALUES} values from one file: split it into several files"
+    )
+    assert "alias" not in problem.message

@@ -5,11 +5,14 @@ Safe means more than ``safe_load``. A 539-byte file of nested aliases names 10^8
 every walk over the loaded data (the duplicate-key check, pydantic, the workload's location
 map) would visit each of them; a list nested a thousand deep raises ``RecursionError`` in any
 recursive walk. So before a node is composed, the document's event stream (which libyaml
-produces iteratively) is checked against two budgets:
+produces iteratively) is checked against three budgets, each with a message of its own:
 
 - depth: at most ``MAX_DEPTH`` nested collections;
-- size: at most ``MAX_VALUES`` values once every alias is expanded (an alias costs the size of
-  the value it names, computed once when that value closes, so the check itself is linear).
+- aliases: at most ``MAX_ALIAS_VALUES`` values added by expanding aliases (an alias adds the
+  size of the value it names, computed once when that value closes, so the check itself is
+  linear); values written out never count here, so a long plain file is no alias problem;
+- size: at most ``MAX_VALUES`` values written in the file (a bound on the memory the node tree
+  and every later walk take; a larger file is split into several).
 
 Within both budgets every later walk, recursive or not, is bounded. Construction errors that
 PyYAML leaves as ``ValueError`` (a timestamp such as ``2026-02-30``, an integer of 5,000
@@ -29,10 +32,11 @@ import yaml
 
 from rerund.errors import PolicyProblem
 
-__all__ = ["MAX_DEPTH", "MAX_VALUES", "Document", "decode", "load_text"]
+__all__ = ["MAX_ALIAS_VALUES", "MAX_DEPTH", "MAX_VALUES", "Document", "decode", "load_text"]
 
 MAX_DEPTH = 64
-MAX_VALUES = 100_000
+MAX_ALIAS_VALUES = 100_000
+MAX_VALUES = 1_000_000
 
 _CBase: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -62,11 +66,14 @@ def _check_budgets(text: str) -> None:
     """Walk the event stream once; raise ``_Budget`` at the first event over a budget.
 
     Sizes: a scalar is 1, a collection 1 plus its contents, an alias the size of its anchor's
-    value. Iterative (an explicit stack), so a deep document cannot exhaust the C stack here.
+    value. Each scalar, collection and alias event is one value written (``MAX_VALUES``); an
+    alias also adds its size to the values aliases add (``MAX_ALIAS_VALUES``). Iterative (an
+    explicit stack), so a deep document cannot exhaust the C stack here.
     """
     anchors: dict[str, int] = {}
     stack: list[tuple[int, str | None]] = []  # (size so far, anchor) per open collection
-    total = 0
+    written = 0
+    added = 0
     for event in yaml.parse(text, Loader=_CBase):
         if isinstance(event, yaml.CollectionStartEvent):
             if len(stack) >= MAX_DEPTH:
@@ -76,9 +83,8 @@ def _check_budgets(text: str) -> None:
                     f"{MAX_DEPTH} levels, flatten the document",
                 )
             stack.append((1, event.anchor))
-            total += 1
-            continue
-        if isinstance(event, yaml.CollectionEndEvent):
+            size = 0  # the collection's own 1 is its first entry on the stack
+        elif isinstance(event, yaml.CollectionEndEvent):
             size, anchor = stack.pop()
             if anchor is not None:
                 anchors[anchor] = size
@@ -86,23 +92,30 @@ def _check_budgets(text: str) -> None:
                 parent, parent_anchor = stack[-1]
                 stack[-1] = (parent + size, parent_anchor)
             continue
-        if isinstance(event, yaml.ScalarEvent):
+        elif isinstance(event, yaml.ScalarEvent):
             size = 1
             if event.anchor is not None:
                 anchors[event.anchor] = 1
         elif isinstance(event, yaml.AliasEvent):
             size = anchors.get(event.anchor or "", 1)  # an unknown anchor is the composer's error
+            added += size
+            if added > MAX_ALIAS_VALUES:
+                raise _Budget(
+                    event.start_mark,
+                    f"aliases expand the document by more than {MAX_ALIAS_VALUES} values; write the "
+                    "values out instead of nesting aliases (*name) of aliases",
+                )
         else:
             continue
-        total += size
-        if stack:
-            stack[-1] = (stack[-1][0] + size, stack[-1][1])
-        if total > MAX_VALUES:
+        written += 1
+        if written > MAX_VALUES:
             raise _Budget(
                 event.start_mark,
-                f"aliases expand the document to more than {MAX_VALUES} values; write the values "
-                "out instead of nesting aliases (*name) of aliases",
+                f"the document has more than {MAX_VALUES} values; rerund reads at most {MAX_VALUES} "
+                "values from one file: split it into several files",
             )
+        if stack and size:
+            stack[-1] = (stack[-1][0] + size, stack[-1][1])
 
 
 class _Loader(_CBase):  # type: ignore[misc]

@@ -86,6 +86,7 @@ CONTRACT: tuple[Metric, ...] = (
     _m("rerund_control_plane_rpcs_total", "counter"),  # issue 12: what max_rps caps
     _m("rerund_control_plane_peak_rps", "gauge"),
     _m("rerund_clock_skew_seconds", "gauge"),
+    _m("rerund_ledger_reopened_total", "counter"),  # issue 22.17: the ledger file deleted or replaced
 )
 REPRODUCTION_METRICS = frozenset(m.name for m in CONTRACT if m.name.startswith("rerund_reproduction_"))
 SERIES_NAMES: frozenset[str] = frozenset(n for m in CONTRACT for n in m.series_names())

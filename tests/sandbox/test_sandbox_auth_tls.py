@@ -253,7 +253,7 @@ def test_admin_auth_route_revokes_and_mints_without_serving_the_key(secure):
     status, body = _post(
         f"{secure.endpoint}/_sandbox/auth",
         json.dumps({"revoke": True, "mint": True}).encode(),
-        {"content-type": "application/json"},
+        secure.admin_headers(),
         secure.ca_cert,
     )
 
@@ -268,7 +268,7 @@ def test_admin_auth_route_rejects_unknown_fields(secure):
     status, body = _post(
         f"{secure.endpoint}/_sandbox/auth",
         b'{"rotate": true}',
-        {"content-type": "application/json"},
+        secure.admin_headers(),
         secure.ca_cert,
     )
 

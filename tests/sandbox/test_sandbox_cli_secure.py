@@ -54,7 +54,11 @@ def test_auth_tls_banner_names_the_key_file_and_ca_but_never_the_key(tmp_path):
         key = key_file.read_text().strip()
         endpoint = re.search(r"serving Flyte at (https://\S+)", banner).group(1)
         ctx = ssl.create_default_context(cafile=str(tls_dir / "ca.crt"))
-        stats = httpx.get(f"{endpoint}/_sandbox/stats", verify=ctx).json()
+        admin_token = (tmp_path / "api.key.admin").read_text().strip()
+        refused = httpx.get(f"{endpoint}/_sandbox/stats", verify=ctx)
+        stats = httpx.get(
+            f"{endpoint}/_sandbox/stats", headers={"authorization": f"Bearer {admin_token}"}, verify=ctx
+        ).json()
         unauth = httpx.post(
             f"{endpoint}/flyteidl2.workflow.RunService/ListRuns",
             content=b"",
@@ -85,6 +89,16 @@ def test_auth_tls_banner_names_the_key_file_and_ca_but_never_the_key(tmp_path):
     assert f"caCertFilePath: {tls_dir / 'ca.crt'}" in banner
     assert stats["faults"]["rate_limit"] == "50/s"
     assert unauth.status_code == 401
+    admin_file = tmp_path / "api.key.admin"
+    assert refused.status_code == 401 and refused.json()["error"].endswith(
+        f"with the token from {admin_file}"
+    )
+    assert stat.S_IMODE(admin_file.stat().st_mode) == 0o600
+    assert admin_token not in banner and admin_token not in stderr
+    assert (
+        f"admin:    {endpoint}/_sandbox/stats (send 'authorization: Bearer TOKEN', TOKEN from {admin_file})"
+        in banner
+    )
 
 
 def test_tls_files_survive_a_restart_so_clients_keep_trusting_the_ca(tmp_path):

@@ -34,7 +34,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -127,16 +127,31 @@ class Ledger:
     ``source`` (``daemon`` or ``sweep``) is written with every decision and issue result
     recorded through this handle."""
 
-    def __init__(self, path: str | Path, *, source: Source = "daemon", create: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        source: Source = "daemon",
+        create: bool = True,
+        on_reopen: Callable[[], None] | None = None,
+    ) -> None:
         """Open (``create``: and create when needed) the ledger at ``path``.
 
         ``create=False`` is for the commands that only read (``history``, ``status``,
         ``explain``, ``repro``): no directory is made for it. Either way an SQLite file with
         tables but no ``decisions`` table is refused before anything is written to it (no
         schema, no WAL switch), so a mistyped ``--state`` never alters another program's
-        database (an empty file is an empty ledger)."""
+        database (an empty file is an empty ledger).
+
+        Before each write and read the ledger checks that ``path`` still names the file it
+        opened (device and inode): SQLite would keep writing to a deleted or replaced file that
+        nobody reads again. When it does not, the ledger logs an ERROR, reopens ``path`` (a new
+        file gets the schema) and calls ``on_reopen`` (the daemon counts it in
+        ``rerund_ledger_reopened_total``)."""
         self.path = str(path)
         self.source = source
+        self._create = create
+        self._on_reopen = on_reopen
         self._lock = threading.Lock()
         self._schedule: Callable[[Callable[[], None]], object] | None = None
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
@@ -148,27 +163,41 @@ class Ledger:
                 f"ledger {self.path!r} is a directory, not a ledger file; pass the file itself as "
                 f"--state, e.g. {Path(self.path) / 'rerund.db'}"
             )
+        self._db, self._identity = self._open()
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the file at ``path`` now; None when there is none (or in memory)."""
+        if self.path == ":memory:":
+            return None
         try:
-            if self.path != ":memory:" and create:
+            st = Path(self.path).stat()
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _open(self) -> tuple[sqlite3.Connection, tuple[int, int] | None]:
+        """A connection to ``path`` with the schema, and the identity of the file it opened."""
+        try:
+            if self.path != ":memory:" and self._create:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
-            self._db.row_factory = sqlite3.Row
-            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+            db.row_factory = sqlite3.Row
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if tables and "decisions" not in tables:
-                self._db.close()
+                db.close()
                 raise LedgerError(
                     f"{self.path!r} is an SQLite database but not a rerund ledger (it has tables but no "
                     "decisions table); pass the --state file a rerund daemon writes (default ./rerund.db); "
                     "nothing was written to it"
                 )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
             for table, column, definition in _ADDED_COLUMNS:
-                present = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
                 if column not in present:
                     try:
-                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
                     except sqlite3.OperationalError as exc:  # another process added it first
                         if "duplicate column" not in str(exc):
                             raise
@@ -185,6 +214,29 @@ class Ledger:
             raise LedgerError(
                 f"ledger {self.path!r} cannot be opened: {exc}; check the --state path is writable"
             ) from exc
+        return db, self._file_identity()
+
+    def _reopen_if_replaced(self) -> None:
+        """Reopen ``path`` when it no longer names the file this handle opened (lock held).
+
+        One ``stat`` per flush, write and read. Raises ``LedgerError`` when the new file cannot
+        be opened (the caller logs it; the next write tries again)."""
+        if self._identity is None or self._file_identity() == self._identity:
+            return
+        log.error(
+            "ledger %r is no longer the file rerund opened (deleted or replaced); reopening it (a new "
+            "file gets a fresh schema); the audit rows written to the old file since then are not in it",
+            self.path,
+        )
+        with suppress(sqlite3.Error):
+            # SQLite leaves the WAL of a moved file behind at ``path-wal``, where the new file
+            # would replay the old rows into itself: move them into the old file and empty it.
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with suppress(sqlite3.Error):
+            self._db.close()
+        self._db, self._identity = self._open()
+        if self._on_reopen is not None:
+            self._on_reopen()
 
     def close(self) -> None:
         with self._lock:
@@ -236,6 +288,10 @@ class Ledger:
         if not rows:
             return
         try:
+            self._reopen_if_replaced()
+        except LedgerError as exc:
+            raise LedgerError(f"{exc}; the {len(rows)} rows recorded since the last write are lost") from exc
+        try:
             self._db.execute("BEGIN IMMEDIATE")
             for sql, args in rows:
                 try:
@@ -255,6 +311,7 @@ class Ledger:
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             self._write_pending_or_log()
+            self._reopen_if_replaced()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
@@ -301,6 +358,7 @@ class Ledger:
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
             self._write_pending_or_log()  # what this process recorded is read back
+            self._reopen_if_replaced()
             try:
                 return list(self._db.execute(sql, args))
             except sqlite3.Error as exc:

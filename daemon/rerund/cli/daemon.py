@@ -38,6 +38,8 @@ settings (file < RERUND_* environment < flags; rerund.example.yaml shows every o
   policies            policy files or directories (default ./policies)     RERUND_POLICIES
   state               SQLite audit ledger (default ./rerund.db)             RERUND_STATE
   http                operator page, metrics, health (default 127.0.0.1:9464)  RERUND_HTTP ('off' disables)
+  http_hosts          Host names the HTTP server answers besides IP        RERUND_HTTP_HOSTS
+                      addresses, localhost and the http host (DNS rebinding)
   dry_run             decide and record, create nothing                    RERUND_DRY_RUN
   poll_interval       resync period (default 30s)                          RERUND_POLL_INTERVAL
   watch               WatchRuns stream per scope (default true; false =    RERUND_WATCH
@@ -95,6 +97,14 @@ def register(sub: Any) -> None:
     )
     run.add_argument("--state", metavar="PATH", help="SQLite ledger (default ./rerund.db)")
     run.add_argument("--http", metavar="HOST:PORT", help="metrics/health address, or 'off'")
+    run.add_argument(
+        "--http-host",
+        dest="http_hosts",
+        action="append",
+        metavar="NAME",
+        help="a Host name the HTTP server answers besides IP addresses, localhost and the --http host "
+        "(repeatable; e.g. the name an authenticating proxy passes on)",
+    )
     run.add_argument("--dry-run", action="store_true", default=None, help="decide and record, create nothing")
     run.add_argument("--poll-interval", metavar="DURATION", help="resync period, e.g. 30s")
     run.add_argument(
@@ -162,6 +172,7 @@ def _settings(args: argparse.Namespace) -> Any:
         "policies": args.policies,
         "state": args.state,
         "http": args.http,
+        "http_hosts": args.http_hosts,
         "dry_run": args.dry_run,
         "poll_interval": args.poll_interval,
         "backend": args.backend,

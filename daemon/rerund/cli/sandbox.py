@@ -36,7 +36,9 @@ examples:
   rerund sandbox --port 0 --db /tmp/sandbox.db --fault-unavailable 0.2 --fault-latency 50ms
   rerund sandbox --auth --api-key-out /tmp/sandbox.key --tls /tmp/sandbox-tls --rate-limit 100/s
 
-admin endpoint (not part of Flyte's API):
+admin endpoint (not part of Flyte's API; with --auth every call needs
+'authorization: Bearer TOKEN', the admin token from --admin-token-out; without --auth a POST
+needs content-type: application/json; a Host other than localhost, an IP address or --host is refused):
   GET  /_sandbox/stats     RPC counts by method, runs by phase, faults
   GET  /_sandbox/requests  RPC counts by method, and by run and method
   GET  /_sandbox/rates     RPCs per whole second, and the peak
@@ -123,6 +125,14 @@ def register(subparsers: Any) -> None:
         default=None,
         metavar="FILE",
         help="with --auth: write the API key (flyte create api-key form) to FILE, mode 0600",
+    )
+    p.add_argument(
+        "--admin-token-out",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="with --auth: write the token the admin API (/_sandbox/) needs to FILE, mode 0600 "
+        "(default: the --api-key-out file with .admin appended)",
     )
     p.add_argument(
         "--token-ttl",
@@ -215,6 +225,10 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.api_key_out is not None and not args.auth:
         raise ConfigError("--api-key-out needs --auth (without it the sandbox accepts anyone)")
+    if args.admin_token_out is not None and not args.auth:
+        raise ConfigError("--admin-token-out needs --auth (without it the admin API takes no token)")
+    if args.auth and args.admin_token_out is None:
+        args.admin_token_out = args.api_key_out.with_name(args.api_key_out.name + ".admin")
     tls = ensure_tls(args.tls) if args.tls is not None else None
     workload = load_workload(args.workload) if args.workload else Workload()
     faults = Faults(
@@ -229,9 +243,16 @@ def run(args: argparse.Namespace) -> int:
     auth = None
     if args.auth:
         key_host = "localhost" if ":" in host else host  # the key's endpoint part cannot hold ':'
-        auth = AuthState(org=args.org, token_ttl_s=token_ttl, key_host=key_host, key_file=args.api_key_out)
+        auth = AuthState(
+            org=args.org,
+            token_ttl_s=token_ttl,
+            key_host=key_host,
+            key_file=args.api_key_out,
+            admin_file=args.admin_token_out,
+        )
         try:
             auth.mint_key()
+            auth.write_admin_token()
         except ConfigError:
             sock.close()
             raise
@@ -246,6 +267,7 @@ def run(args: argparse.Namespace) -> int:
         auth=auth,
         tls=tls,
         rate_limit=rate_limit,
+        hosts=(args.host,),
     )
     config_path = args.flyte_config or Path(tempfile.gettempdir()) / f"rerund-sandbox-{port}.flyte.yaml"
     config_text = flyte_cli_config(
@@ -284,7 +306,13 @@ def run(args: argparse.Namespace) -> int:
             f"  faults:   {_faults_text(faults)}, rate limit {format_rate(rate_limit)}\n"
             f"  profile:  {_profile_text(profile)}\n"
             + _security_text(args, tls, token_ttl)
-            + f"  admin:    {endpoint}/_sandbox/stats\n"
+            + f"  admin:    {endpoint}/_sandbox/stats"
+            + (
+                f" (send 'authorization: Bearer TOKEN', TOKEN from {args.admin_token_out})"
+                if args.auth
+                else ""
+            )
+            + "\n"
             "\n"
             "Point the SDK at it:\n"
             "    import flyte\n" + _sdk_text(endpoint, args, workload, tls) + "\n"

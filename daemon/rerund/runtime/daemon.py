@@ -40,7 +40,7 @@ import functools
 import gc
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,7 @@ from rerund.core.runs import RunRef, RunSummary
 from rerund.core.scopes import plan
 from rerund.core.status import Status, explanation_lines, iso, lineage_lines
 from rerund.errors import ConfigError, ControlPlaneError, LedgerError, NotFoundError, PolicyError
+from rerund.fdlimit import raise_fd_limit
 from rerund.policy import load_policies
 from rerund.policy.loader import expand_paths
 from rerund.ports import ControlPlane
@@ -153,6 +154,25 @@ def settle_heap(gen0: int = 10_000) -> None:
     gc.set_threshold(gen0, gen1, gen2)
 
 
+_NAMES_SHOWN = 5  # policy names in a log line; the rest are counted
+_PROBLEMS_SHOWN = 10  # problems in a rejected reload's log record; the rest are counted
+
+
+def _first_names(names: Sequence[str]) -> str:
+    """``a, b, c, d, e and 9996 more``: a log line stays short whatever the number of policies."""
+    shown = ", ".join(names[:_NAMES_SHOWN])
+    return f"{shown} and {len(names) - _NAMES_SHOWN} more" if len(names) > _NAMES_SHOWN else shown
+
+
+def _first_problems(problems: Sequence[object], paths: Sequence[Path]) -> str:
+    """The first problems, one a line, and how many more (``rerund check`` lists them all)."""
+    text = "\n".join(str(p) for p in problems[:_PROBLEMS_SHOWN])
+    if len(problems) > _PROBLEMS_SHOWN:
+        more, where = len(problems) - _PROBLEMS_SHOWN, " ".join(str(p) for p in paths)
+        text += f"\n… and {more} more problem(s); `rerund check {where}` lists them all"
+    return text
+
+
 class PolicyHolder:
     """The policies in force, and their hot reload (the last good set stays on error)."""
 
@@ -188,11 +208,15 @@ class PolicyHolder:
             out.append((str(f), st.st_mtime_ns, st.st_size))
         return tuple(out)
 
-    def reload(self, why: str) -> bool:
-        """Load the policies again; True when the new set is in force."""
+    async def reload(self, why: str) -> bool:
+        """Load the policies again; True when the new set is in force.
+
+        The files are read, parsed and compiled in a worker thread: ten thousand policies take
+        seconds, and the event loop keeps serving watch events, reruns and HTTP meanwhile. Only
+        the swap of the set in force happens on the loop."""
         self._fingerprint = self.fingerprint()
         try:
-            new = load_policies(list(self.paths))
+            new = await asyncio.to_thread(load_policies, list(self.paths))
         except PolicyError as exc:
             self._metrics.policy_reloads.labels("error").inc()
             kept = len(self._current) if self._current is not None else 0
@@ -201,7 +225,7 @@ class PolicyHolder:
                 why,
                 len(exc.problems),
                 kept,
-                "\n".join(str(p) for p in exc.problems),
+                _first_problems(exc.problems, self.paths),
             )
             return False
         except Exception:  # a bug in loading must not end hot reload: count it, keep the last good set
@@ -218,7 +242,7 @@ class PolicyHolder:
         self._metrics.policy_reloads.labels("ok").inc()
         self._metrics.policies_loaded.set(len(new))
         self._metrics.init_policies(list(new.names()))
-        log.info("policies reloaded (%s): %d in force: %s", why, len(new), ", ".join(new.names()))
+        log.info("policies reloaded (%s): %d in force: %s", why, len(new), _first_names(new.names()))
         self._on_change()
         return True
 
@@ -296,9 +320,10 @@ class Daemon:
         self._resync = asyncio.Event()
         self._reload = asyncio.Event()
 
+        raise_fd_limit()  # the HTTP server's connection cap is derived from it
         self.policies = PolicyHolder(s.policies, self.metrics, self._policies_changed)
         policies = self.policies.load()
-        ledger = Ledger(s.state)
+        ledger = Ledger(s.state, on_reopen=self.metrics.ledger_reopened.inc)
         loop = self._loop
         ledger.group_commits(lambda flush: loop.call_later(_GROUP_COMMIT_S, flush))
         self.ledger = ledger
@@ -354,7 +379,7 @@ class Daemon:
         )
         if s.http_address is not None:
             host, port = s.http_address
-            self.http = HttpServer(host, port, self._routes())
+            self.http = HttpServer(host, port, self._routes(), hosts=s.http_hosts)
             try:
                 await self.http.start()
             except OSError as exc:
@@ -374,7 +399,7 @@ class Daemon:
             s.org,
             ", ".join(sc.key for sc in s.scopes),
             len(policies),
-            ", ".join(policies.names()),
+            _first_names(policies.names()),
             "watch + " if s.watch else "no watch (polling only), ",
             format_duration(s.poll_interval),
             f"HTTP on {self.http.url}" if self.http else "HTTP off",
@@ -586,9 +611,9 @@ class Daemon:
                 return
             if self._reload.is_set():
                 self._reload.clear()
-                self.policies.reload("SIGHUP")
+                await self.policies.reload("SIGHUP")
             elif self.policies.changed():
-                self.policies.reload("file changed")
+                await self.policies.reload("file changed")
 
     def _credential_files(self) -> tuple[Any, ...]:
         """(path, mtime, size) of the API key, client secret and CA files: a change reloads them."""

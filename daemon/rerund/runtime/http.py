@@ -9,6 +9,14 @@ exposing it is an explicit ``--http 0.0.0.0:9464``.
 
 Nothing served here may carry a secret: ``/decisions`` serves the redacted decision records
 and the settings' ``public()`` form, never the API key.
+
+Bounded (``rerund.core.hosts``): at most ``max_connections`` connections are held open, a
+number derived from the descriptor limit so that descriptors stay for the control plane and
+the ledger; a new connection beyond it closes the oldest one still waiting for its request
+head (idle sockets cannot starve ``/healthz``), and is refused with 503 only when every held
+connection is being answered. The request head must arrive within ``HEAD_TIMEOUT_S`` and
+fit in 64 KiB. A request whose Host is not an IP address, ``localhost`` or the bind name is
+refused (403): a DNS-rebinding web page cannot read the operator's pages.
 """
 
 from __future__ import annotations
@@ -23,17 +31,29 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from rerund.core.hosts import connection_cap, host_allowed, host_name
+from rerund.fdlimit import soft_fd_limit
+
 __all__ = ["Handler", "HttpServer", "Response", "html_response", "json_response"]
 
 log = logging.getLogger("rerund.http")
 
+HEAD_TIMEOUT_S = 10.0  # the request line and headers must arrive within this
+_REFUSED_LINGER_S = 1.0  # how long a connection refused with 503 is kept for its answer to arrive
+
 _REASONS = {
     200: "OK",
     400: "Bad Request",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     503: "Service Unavailable",
 }
+_BUSY_BODY = b"every HTTP connection is being answered; try again\n"
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
 
 
 @dataclass(frozen=True)
@@ -55,13 +75,31 @@ Handler = Callable[[dict[str, list[str]]], Response | Awaitable[Response]]
 
 
 class HttpServer:
-    """Serves ``routes`` (path -> handler(query) -> Response) on ``host:port`` (0 = any free)."""
+    """Serves ``routes`` (path -> handler(query) -> Response) on ``host:port`` (0 = any free).
 
-    def __init__(self, host: str, port: int, routes: dict[str, Handler]) -> None:
+    ``max_connections``: the most connections held open (default: ``connection_cap`` of the
+    soft descriptor limit now); ``hosts``: Host names answered besides ``host``, IP addresses
+    and ``localhost``."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        routes: dict[str, Handler],
+        *,
+        max_connections: int | None = None,
+        hosts: tuple[str, ...] = (),
+    ) -> None:
         self._host = host
         self._port = port
         self._routes = routes
         self._server: asyncio.Server | None = None
+        self.max_connections = max_connections or connection_cap(soft_fd_limit())
+        self._names = (host, *hosts)
+        # Every open connection -> True while it still waits for its request head (insertion
+        # order: the oldest first, the one a new connection beyond the cap closes).
+        self._connections: dict[asyncio.StreamWriter, bool] = {}
+        self._evicted = 0
 
     @property
     def address(self) -> tuple[str, int]:
@@ -84,13 +122,60 @@ class HttpServer:
                 await asyncio.wait_for(self._server.wait_closed(), timeout=2)
             self._server = None
 
+    def _admit(self, writer: asyncio.StreamWriter) -> bool:
+        """Hold ``writer``'s connection, closing the oldest idle one when at the cap; False when
+        every held connection is being answered (the new one is refused)."""
+        if len(self._connections) >= self.max_connections:
+            idle = next((w for w, waiting in self._connections.items() if waiting), None)
+            if idle is None:
+                return False
+            del self._connections[idle]
+            idle.transport.abort()  # its handler ends on the closed stream
+            if self._evicted % 1000 == 0:
+                log.warning(
+                    "HTTP connections reached the cap of %d: closing the oldest that sent no request yet "
+                    "(%d closed so far); many idle clients, or a flood",
+                    self.max_connections,
+                    self._evicted + 1,
+                )
+            self._evicted += 1
+        self._connections[writer] = True
+        return True
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self._admit(writer):
+            # Answer 503, then read (and drop) what the client sent for at most a second:
+            # closing with its request unread would reset the connection before it reads the 503.
+            writer.write(_BUSY)
+            with contextlib.suppress(Exception):
+                writer.write_eof()
+                await asyncio.wait_for(reader.read(), timeout=_REFUSED_LINGER_S)
+            writer.close()
+            return
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
-            request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=HEAD_TIMEOUT_S)
+            if writer in self._connections:
+                self._connections[writer] = False  # answering now: never closed for a newcomer
+            lines = head.split(b"\r\n")
+            request_line = lines[0].decode("latin-1")
+            host = next(
+                (
+                    line.split(b":", 1)[1].decode("latin-1").strip()
+                    for line in lines[1:]
+                    if line[:5].lower() == b"host:"
+                ),
+                "",
+            )
             parts = request_line.split(" ")
             if len(parts) != 3:
                 resp = Response(400, b"bad request\n")
+            elif not host_allowed(host, self._names):
+                resp = Response(
+                    403,
+                    f"Host {host_name(host)!r} is not this machine's name; rerund answers requests for "
+                    "localhost, an IP address or its --http host only (a DNS-rebinding web page uses a "
+                    "name of its own)\n".encode(),
+                )
             elif parts[0] not in ("GET", "HEAD"):
                 resp = Response(405, b"only GET\n")
             else:
@@ -117,6 +202,7 @@ class HttpServer:
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass
         finally:
+            self._connections.pop(writer, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

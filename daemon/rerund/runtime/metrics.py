@@ -47,6 +47,7 @@ METRIC_NAMES = (
     "rerund_control_plane_rpcs_total",
     "rerund_control_plane_peak_rps",
     "rerund_clock_skew_seconds",
+    "rerund_ledger_reopened_total",
 )
 
 
@@ -184,6 +185,12 @@ class Metrics:
             "rerund_internal_errors_total",
             "Unexpected exceptions in a background task of the daemon (it was restarted), by task.",
             ["task"],
+            registry=registry,
+        )
+        self.ledger_reopened = Counter(
+            "rerund_ledger_reopened_total",
+            "Times the ledger file was found deleted or replaced while the daemon ran and was reopened "
+            "(the audit rows written to the old file in between are not in the new one).",
             registry=registry,
         )
 

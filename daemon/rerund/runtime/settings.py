@@ -211,6 +211,9 @@ class Settings(_Frozen):
     policies: tuple[Path, ...] = (Path("policies"),)
     state: Path = Path("rerund.db")
     http: str = "127.0.0.1:9464"
+    # Host names the HTTP server answers besides IP addresses, localhost and the `http` host
+    # (others are refused against DNS rebinding), e.g. the name an authenticating proxy passes on.
+    http_hosts: tuple[str, ...] = ()
     dry_run: bool = False
     poll_interval: PollInterval = timedelta(seconds=30)
     # False: no WatchRuns stream, ListRuns polling only (for control planes without WatchRuns,
@@ -389,6 +392,7 @@ _ENV_KEYS: dict[str, str] = {
     "policies": "list",
     "state": "str",
     "http": "str",
+    "http_hosts": "list",
     "dry_run": "bool",
     "poll_interval": "str",
     "watch": "bool",

@@ -64,7 +64,7 @@ def encode_api_key(endpoint: str, client_id: str, client_secret: str, org: str) 
     return base64.b64encode(raw.encode("utf-8")).decode("ascii")
 
 
-def write_secret_file(path: Path, text: str) -> None:
+def write_secret_file(path: Path, text: str, *, what: str = "API key", flag: str = "--api-key-out") -> None:
     """Write ``text`` to ``path`` with mode 0600, replacing it atomically (a reader never sees
     half a key). Raises ``ConfigError`` when the file cannot be written."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -77,8 +77,7 @@ def write_secret_file(path: Path, text: str) -> None:
         tmp.replace(path)
     except OSError as exc:
         raise ConfigError(
-            f"sandbox cannot write the API key to {path}: {exc.strerror or exc}; "
-            "pass a writable --api-key-out FILE"
+            f"sandbox cannot write the {what} to {path}: {exc.strerror or exc}; pass a writable {flag} FILE"
         ) from exc
 
 
@@ -94,12 +93,35 @@ class AuthState:
     token_ttl_s: float = 3600.0
     key_host: str = "127.0.0.1"
     key_file: Path | None = None
+    admin_file: Path | None = None
     clock: Callable[[], float] = time.monotonic
     client_id: str = "rerund-sandbox"
     _secret: str = field(default="", repr=False)
     _tokens: dict[str, float] = field(default_factory=dict, repr=False)
+    _admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     issued: int = 0
     rejected: int = 0
+
+    def write_admin_token(self) -> None:
+        """Write the admin token (what ``/_sandbox/`` needs with ``--auth``) to ``admin_file``,
+        mode 0600. It is never printed, logged or served, and revoking keys keeps it."""
+        if self.admin_file is not None:
+            write_secret_file(
+                self.admin_file, self._admin_token, what="admin token", flag="--admin-token-out"
+            )
+
+    def check_admin(self, authorization: str) -> str:
+        """Why an admin request with this ``authorization`` header is refused ("" when valid)."""
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            token.strip().encode(), self._admin_token.encode()
+        ):
+            return ""
+        where = f"the token from {self.admin_file}" if self.admin_file is not None else "the admin token"
+        return (
+            "the sandbox admin API needs the admin token (--auth): send 'authorization: Bearer TOKEN' "
+            f"with {where}"
+        )
 
     def mint_key(self) -> str:
         """A new client secret (the previous one stops working) and the API key naming it.

@@ -18,6 +18,14 @@ The admin API is not part of Flyte's API (JSON over plain HTTP)::
     POST /_sandbox/auth     {"revoke": true, "mint": true} (with --auth; the new key goes to the key file)
     GET  /_sandbox/rates    {"peak_rpc_per_s": 412, "per_second": [...]} (RPCs per whole second)
 
+Who may call it: every request needs a Host that names this machine (an IP address,
+``localhost`` or a name in ``hosts``; ``rerund.core.hosts``), so a DNS-rebinding web page
+cannot reach it. With ``--auth`` the admin API needs ``authorization: Bearer <admin token>``
+(the token is in a 0600 file next to the API key); without it, an admin POST needs
+``content-type: application/json`` and no foreign ``Origin``, which a cross-site page cannot
+send. Env values are never served (``"envs": {"KEY": "***"}``); a body nested deeper than
+``MAX_JSON_DEPTH`` is answered 400.
+
 With ``auth`` (``--auth``) every Flyte RPC needs a bearer token the sandbox issued (see
 ``rerund.sandbox.auth``); with ``tls`` (``--tls DIR``) it serves HTTPS (``rerund.sandbox.tls``);
 ``rate_limit`` puts a token bucket in front of every Flyte RPC (``rerund.sandbox.ratelimit``).
@@ -38,6 +46,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flyteidl2.auth.auth_service_connect import AuthMetadataServiceASGIApplication
 from flyteidl2.cluster.service_connect import ClusterServiceASGIApplication
@@ -49,7 +58,9 @@ from google.protobuf import descriptor_pool, json_format, message_factory
 from google.protobuf.message import DecodeError
 
 from rerund.clock import utcnow
+from rerund.core.hosts import connection_cap, host_allowed, host_name
 from rerund.errors import ConfigError
+from rerund.fdlimit import raise_fd_limit, soft_fd_limit
 from rerund.sandbox import literals
 from rerund.sandbox.auth import (
     AUTH_SERVICE_PATH,
@@ -86,14 +97,17 @@ log = logging.getLogger("rerund.sandbox")
 # below. Flyte's service refuses larger messages too (gRPC's default is 4 MiB).
 MAX_REQUEST_BYTES = 4 << 20
 MAX_LAUNCH = 10_000  # runs per admin POST /_sandbox/runs
+MAX_JSON_DEPTH = 64  # nested lists and objects in an admin body (a workload file allows as many)
+ENV_MASK = "***"  # what is served in place of an env value
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-def run_snapshot(r: RunRec) -> dict[str, Any]:
-    """A plain-data view of one run (``sb.runs()``, ``GET /_sandbox/runs``)."""
+def run_snapshot(r: RunRec, *, env_values: bool = True) -> dict[str, Any]:
+    """A plain-data view of one run (``sb.runs()``; ``GET /_sandbox/runs`` with
+    ``env_values=False``: env keys only, each value ``***``)."""
     a0 = r.root
     rel = None
     if r.related_to is not None:
@@ -108,7 +122,7 @@ def run_snapshot(r: RunRec) -> dict[str, Any]:
         "phase": PHASE_NAMES.get(r.phase, str(r.phase)),
         "task": r.task,
         "labels": r.labels,
-        "envs": r.envs,
+        "envs": r.envs if env_values else dict.fromkeys(r.envs, ENV_MASK),
         "relation": rel,
         "version": a0.task_spec.task_template.id.version,
         "resources": dict(zip(("requests", "limits"), spec_resources(a0.task_spec), strict=True)),
@@ -232,6 +246,7 @@ class Sandbox:
         auth: AuthState | None = None,
         tls: TlsFiles | None = None,
         rate_limit: float = 0.0,
+        hosts: tuple[str, ...] = (),
     ) -> None:
         if not org:
             raise ConfigError("sandbox org is empty; pass --org NAME (the protos need a non-empty org)")
@@ -251,6 +266,7 @@ class Sandbox:
         self.tls = tls
         self.ratelimit = RateLimiter(rate_limit)
         self.meter = RateMeter()
+        self.hosts = hosts  # names served besides localhost and IP addresses (the --host name)
         self._apps: dict[str, Any] = {}
 
     async def start(self) -> None:
@@ -372,6 +388,21 @@ class Sandbox:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
+        host = _header(scope, b"host")
+        if not host_allowed(host, self.hosts):
+            self.stats.counts["WrongHost"] += 1
+            why = (
+                f"Host {host_name(host)!r} is not this machine's name; the sandbox answers requests for "
+                "localhost, an IP address or its --host name only (a DNS-rebinding web page uses a name "
+                "of its own)"
+            )
+            refusal: dict[str, str] = (
+                {"error": why}
+                if path.startswith("/_sandbox/")
+                else {"code": "permission_denied", "message": why}
+            )
+            await _respond(send, 403, json.dumps(refusal).encode())
+            return
         if path.startswith("/_sandbox/"):
             await self._admin(scope, receive, send)
             return
@@ -402,6 +433,11 @@ class Sandbox:
         assert self.engine is not None and self.store is not None
         method = scope["method"]
         route = scope["path"].removeprefix("/_sandbox/").rstrip("/")
+        refused = self._admin_refusal(scope)
+        if refused is not None:
+            status, message = refused
+            await _respond(send, status, json.dumps({"error": message}).encode())
+            return
         try:
             body: Any = None
             if method == "POST":
@@ -411,9 +447,7 @@ class Sandbox:
                         send, 413, json.dumps({"error": f"body over {MAX_REQUEST_BYTES} bytes"}).encode()
                     )
                     return
-                body = json.loads(raw or b"{}")
-                if not isinstance(body, dict):
-                    raise ValueError("the request body must be a JSON object")
+                body = _json_object(raw)
             if (method, route) == ("GET", "stats"):
                 result: Any = self.stats_json()
             elif (method, route) == ("POST", "faults"):
@@ -426,7 +460,7 @@ class Sandbox:
             elif (method, route) == ("GET", "requests"):
                 result = {"by_method": dict(self.stats.counts), "by_run": self.run_counts.as_json()}
             elif (method, route) == ("GET", "runs"):
-                result = [run_snapshot(r) for r in self.store.runs.values()]
+                result = [run_snapshot(r, env_values=False) for r in self.store.runs.values()]
             elif (method, route) == ("POST", "runs"):
                 args = _launch_args(body)
                 name = args["name"]
@@ -471,6 +505,33 @@ class Sandbox:
             return
         await _respond(send, 200, json.dumps(result).encode())
 
+    def _admin_refusal(self, scope: Scope) -> tuple[int, str] | None:
+        """(HTTP status, why) when an admin request is refused, else None.
+
+        With ``--auth``: the admin token. Every POST: ``content-type: application/json`` (a
+        cross-site page can send ``text/plain`` and forms without asking; JSON needs a CORS
+        preflight the sandbox never answers) and, when the browser names one, an ``Origin``
+        that is the sandbox itself."""
+        if self.auth is not None:
+            reason = self.auth.check_admin(_header(scope, b"authorization"))
+            if reason:
+                return 401, reason
+        if scope["method"] != "POST":
+            return None
+        ctype = _header(scope, b"content-type").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            return 415, (
+                "the sandbox admin API takes POSTs with content-type: application/json only (a web "
+                f"page's cross-site form or text/plain POST is refused); got {ctype or 'none'!r}"
+            )
+        origin = _header(scope, b"origin")
+        if origin and urlsplit(origin).netloc.lower() != _header(scope, b"host").lower():
+            return 403, (
+                "the sandbox admin API takes POSTs with content-type: application/json from its own "
+                f"origin only; Origin {origin!r} is another site"
+            )
+        return None
+
     def _admin_auth(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /_sandbox/auth``: revoke every token and the secret, and/or mint a new key
         (written to the key file; never answered over HTTP)."""
@@ -504,6 +565,34 @@ class Sandbox:
             return
         status, answer = self.auth.issue(_header(scope, b"authorization"), parse_form(raw))
         await _respond(send, status, json.dumps(answer).encode())
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    """An admin body: a JSON object nested at most ``MAX_JSON_DEPTH`` deep; ValueError (400)
+    with what is wrong otherwise. The depth is checked iteratively after parsing, and a
+    document too deep for the parser itself is answered the same."""
+    too_deep = (
+        f"the request body nests JSON more than {MAX_JSON_DEPTH} levels deep; the admin API reads at most "
+        f"{MAX_JSON_DEPTH} levels"
+    )
+    try:
+        body = json.loads(raw or b"{}")
+    except RecursionError:
+        raise ValueError(too_deep) from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"the request body is not UTF-8 JSON: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the request body is not JSON: {exc}") from None
+    todo: list[tuple[Any, int]] = [(body, 1)]
+    while todo:
+        value, depth = todo.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(too_deep)
+            todo.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    if not isinstance(body, dict):
+        raise ValueError("the request body must be a JSON object")
+    return body
 
 
 def _header(scope: Scope, name: bytes) -> str:
@@ -684,6 +773,74 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+HEAD_TIMEOUT_S = 10.0  # a request line and headers must arrive within this
+# The listen queue, and so the most connections asyncio accepts in one go before any is closed
+# for the cap (uvicorn's default of 2048 would let a flood hold that many descriptors at once).
+ACCEPT_BACKLOG = 100
+
+
+def _bounded_h11(max_connections: int, head_timeout: float) -> type[Any]:
+    """uvicorn's h11 protocol with the two bounds uvicorn lacks (its ``limit_concurrency``
+    answers 503 to requests but keeps every socket open, and nothing times out a connection
+    that never completes a request head):
+
+    - at most ``max_connections`` connections: a new one beyond it closes the oldest idle one
+      (no request in progress: it sent nothing yet, or waits between keep-alive requests), or
+      itself when every connection is busy (watch streams, calls in progress);
+    - a connection that sends no complete request head within ``head_timeout`` of connecting,
+      or of starting to send one, is closed (uvicorn's ``timeout_keep_alive`` covers the quiet
+      time between requests).
+
+    Idle is what uvicorn's own ``shutdown`` checks (``cycle`` None or its response complete);
+    these two attributes are the only private parts read, and a protocol without them counts
+    as busy, never closed for a newcomer.
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    held: dict[Any, None] = {}  # every open connection, the oldest first
+
+    def idle(proto: Any) -> bool:
+        cycle = getattr(proto, "cycle", False)
+        return cycle is None or bool(getattr(cycle, "response_complete", False))
+
+    class BoundedH11(H11Protocol):  # type: ignore[misc]
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            held[self] = None
+            self._start_head_timer()
+            if len(held) > max_connections:
+                oldest = next((p for p in held if p is not self and idle(p)), self)
+                if oldest is self:
+                    log.warning("sandbox: %d connections, all busy: closing a new one", len(held) - 1)
+                oldest.transport.close()
+                held.pop(oldest, None)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            held.pop(self, None)
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self._head_timer is None and idle(self):
+                self._start_head_timer()  # a new request head begins
+            super().data_received(data)
+
+        def _start_head_timer(self) -> None:
+            started = getattr(self, "cycle", None)
+            self._head_timer = self.loop.call_later(head_timeout, self._head_late, started)
+
+        def _head_late(self, started: Any) -> None:
+            self._head_timer = None
+            if getattr(self, "cycle", None) is started and idle(self) and not self.transport.is_closing():
+                self.transport.close()  # no request began since the timer started
+
+    return BoundedH11
+
+
 def _uvicorn_server(app: Any, quiet: bool) -> Any:
     import uvicorn
 
@@ -715,6 +872,8 @@ def _uvicorn_server(app: Any, quiet: bool) -> Any:
         access_log=False,
         timeout_graceful_shutdown=2,
         timeout_keep_alive=30,
+        backlog=ACCEPT_BACKLOG,
+        http=_bounded_h11(connection_cap(soft_fd_limit()), HEAD_TIMEOUT_S),
         ssl_certfile=str(tls.server_cert) if tls else None,
         ssl_keyfile=str(tls.server_key) if tls else None,
     )
@@ -740,7 +899,9 @@ async def _serve(
 def serve_forever(
     sandbox: Sandbox, sock: socket.socket, *, ready: Callable[[], None] | None = None, quiet: bool = True
 ) -> None:
-    """Serve in the calling thread until SIGINT/SIGTERM (then shut down cleanly)."""
+    """Serve in the calling thread until SIGINT/SIGTERM (then shut down cleanly). The process's
+    soft open-file limit is raised to its hard limit first (the connection cap is derived from it)."""
+    raise_fd_limit()
     server = _uvicorn_server(sandbox, quiet)
     asyncio.run(_serve(sandbox, sock, server, ready))
 

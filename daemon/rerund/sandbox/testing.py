@@ -89,10 +89,15 @@ class SandboxHandle:
         self.auth: AuthState | None = None
         if auth:
             assert self._secrets_dir is not None
+            secrets_dir = Path(self._secrets_dir.name)
             self.auth = AuthState(
-                org=org, token_ttl_s=token_ttl, key_file=Path(self._secrets_dir.name) / "api.key"
+                org=org,
+                token_ttl_s=token_ttl,
+                key_file=secrets_dir / "api.key",
+                admin_file=secrets_dir / "api.key.admin",
             )
             self.auth.mint_key()
+            self.auth.write_admin_token()
 
     @property
     def endpoint(self) -> str:
@@ -108,6 +113,21 @@ class SandboxHandle:
     def api_key(self) -> str:
         """The current API key (read from ``key_file``; tests only)."""
         return self.key_file.read_text(encoding="utf-8").strip()
+
+    @property
+    def admin_token_file(self) -> Path:
+        """The file holding the admin token ``/_sandbox/`` needs (``auth=True``)."""
+        assert self.auth is not None and self.auth.admin_file is not None, "the sandbox runs without auth"
+        return self.auth.admin_file
+
+    def admin_headers(self) -> dict[str, str]:
+        """The headers an HTTP call of the admin API (``/_sandbox/``) needs: JSON, and with
+        ``auth=True`` the admin token."""
+        headers = {"content-type": "application/json"}
+        if self.auth is not None:
+            token = self.admin_token_file.read_text(encoding="utf-8").strip()
+            headers["authorization"] = f"Bearer {token}"
+        return headers
 
     @property
     def ca_cert(self) -> Path:
