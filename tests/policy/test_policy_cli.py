@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from rerund.cli import main
+from rerund.core.fingerprints import error_fingerprint
+from rerund.core.model import ErrorInfo
 
 REPO = Path(__file__).resolve().parents[2]
 POLICIES = REPO / "policies"
@@ -140,10 +142,12 @@ def test_explain_json_is_the_decision_contract_plus_the_trace(tmp_path, capsys):
         "inputs",
         "overrides",
         "not_before",
+        "fingerprint",
         "changes",
         "trace",
     }
     assert (doc["decision"], doc["policy"], doc["source_run"]) == ("ignore", "never-retry-bad-input", "r1")
+    assert doc["fingerprint"] == error_fingerprint("", ErrorInfo(kind="USER", message="ValueError: bad"))
     assert doc["trace"][-1] == "policy 'never-retry-bad-input' has retry: false: ignore"
 
 
