@@ -549,6 +549,7 @@ class Reconciler:
                 "decision": "exists",
                 "attempt": decision.attempt,
                 "rerun": target.name,
+                "fingerprint": decision.fingerprint or None,
             },
         )
         self._settle(ref)
@@ -717,6 +718,7 @@ class Reconciler:
                 "decision": "created",
                 "attempt": attempt,
                 "rerun": req.name,
+                "fingerprint": decision.fingerprint or None,
             },
         )
         self._settle(ref)
