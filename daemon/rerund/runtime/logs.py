@@ -7,8 +7,8 @@ Decision lines (logger ``rerund.decisions``) carry structured fields — ``run``
 ``policy``, ``decision``, ``attempt``, ``fingerprint`` (the failure's) — passed as ``extra=``;
 the JSON format emits them as keys, the text format shows the short human line (without the
 fingerprint: ``rerund history --format json`` and ``explain`` show it). Secrets never reach a
-log record: reasons and settings are logged in their public form. The text format is read on a terminal, so its
-messages are escaped for one (``rerund.core.encode.for_terminal``): an error message or a
+log record: reasons and settings are logged in their public form. The text format is read on
+a terminal, so its messages are escaped for one (``rerund.core.encode.for_terminal``): an error message or a
 label with ESC, OSC, CR or LF cannot recolour it, retitle it or forge a log line; the JSON
 format escapes them as JSON does.
 """
