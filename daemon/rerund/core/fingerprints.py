@@ -23,7 +23,8 @@ URL path and query         ``https://s3.amazonaws.com/bkt/k?X-Amz-Sig=…``     
 request, trace, host ids   ``x-amz-request-id: 4442587FB7D0A2F9``,            ``x-amz-request-id=<id>``
                            ``RequestId: …``, ``trace_id='…'``, ``x-amz-id-2``
 file paths (2+ segments)   ``/usr/lib/python3.11/site-packages/s3fs/core.py``,  ``<path>``
-                           ``c:\\work\\x.py`` (a lone ``/`` or ``a/b`` stays)
+                           ``c:\\work\\x.py`` (a lone ``/`` or ``a/b`` stays; a
+                           drive ``c:`` or a leading ``.`` before it stays too)
 tokens with a digit        numbers ``137``, ``0.25``; sizes ``3876Mi``;        ``<n>``
                            hex ``0x7f3a2c1d``; UUIDs; ids ``4442587FB7D0A2F9``;
                            IPs ``10.0.3.17:8080``; times ``2026-12-05T05:04:53Z``,
