@@ -56,6 +56,7 @@ clock.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 
@@ -132,11 +133,18 @@ def normalise(message: str) -> str:
     return " ".join(text.split()).replace(_NUM, "<n>")
 
 
+# The daemon decides one failure several times (due later, deferred, policies reloaded) with the
+# same message: each is normalised once while it is among the last few hundred seen. Bounded:
+# at most _CACHED messages of at most MAX_MESSAGE_CHARS (+ marker) each, with their forms.
+_CACHED = 256
+_normalised = functools.lru_cache(maxsize=_CACHED)(normalise)
+
+
 def fingerprint(*, task: str, kind: str, classes: frozenset[str] | set[str], code: str, message: str) -> str:
     """The fingerprint of a failure of ``task`` with error ``kind``, failure ``classes``,
     ``code`` and ``message``: 12 hex characters, a function of the message only through
     ``normalise``. Pure and deterministic across processes and versions of Python."""
-    parts = (task, kind, ",".join(sorted(classes)), code, normalise(message))
+    parts = (task, kind, ",".join(sorted(classes)), code, _normalised(message))
     return hashlib.sha256(_SEP.join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:FINGERPRINT_CHARS]
 
 
