@@ -313,7 +313,18 @@ def test_fingerprint_is_the_same_when_only_variable_parts_change(words, pair):
 @given(first=_WORDS, second=_WORDS, variable=_VARIABLE)
 def test_fingerprint_differs_when_the_words_differ(first, second, variable):
     def fp(words: str) -> str:
-        return fingerprint(task="t", kind="USER", classes={"user"}, code="E", message=f"{words} {variable}")
+        return fingerprint(task="t", kind="USER", classes={"user"}, code="E", message=f"{words}: {variable}")
 
     if first.lower().split() != second.lower().split():
         assert fp(first) != fp(second)
+
+
+_PIECES = st.sampled_from(
+    [*"abcxyz0189 -_.:/\\,='\"<>()[]{}@+~\t\n\x00", "id", "request", "://", "dec", "sat", "0x", "-retry-"]
+)
+
+
+@given(st.lists(_PIECES, max_size=60).map("".join))
+def test_normalise_is_idempotent_on_any_text(message):
+    once = normalise(message)
+    assert normalise(once) == once
