@@ -50,7 +50,7 @@ def _wait_until(when: str) -> None:
 
 @pytest.fixture
 def sb(sandbox_factory):
-    handle = sandbox_factory(workload=WORKLOAD, time_scale=0.02)  # the 40 s outage lasts 0.8 s
+    handle = sandbox_factory(workload=WORKLOAD, time_scale=0.05)  # the 40 s outage lasts 2 s
     flyte_init(handle)
     return handle
 
@@ -77,7 +77,7 @@ def test_every_execution_of_a_matching_task_that_starts_inside_the_outage_fails_
 
 
 def test_an_outage_posted_at_runtime_fails_the_executions_that_start_inside_it(sandbox_factory):
-    sb = sandbox_factory(workload={"tasks": {"train.fit": {}, "train.eval": {}}}, time_scale=0.02)
+    sb = sandbox_factory(workload={"tasks": {"train.fit": {}, "train.eval": {}}}, time_scale=0.05)
     flyte_init(sb)
     error = {"kind": "USER", "code": "OOMKilled", "message": "[primary] terminated with exit code (137)."}
 
@@ -164,3 +164,18 @@ def test_a_bad_outages_entry_is_refused_located(tmp_path, text, problem):
     assert any(str(p).startswith(f"{path}:{problem}") for p in caught.value.problems), [
         str(p) for p in caught.value.problems
     ]
+
+
+def test_a_test_starts_an_outage_through_the_handle_later_than_now(sandbox_factory):
+    sb = sandbox_factory(workload={"tasks": {"train.fit": {}}}, time_scale=0.05)
+    flyte_init(sb)
+
+    placed = sb.outage(["train.*"], "40s", after="20s", error=SLOWDOWN)  # in 1 s, for 2 s
+    [before] = sb.launch("train.fit")  # starts before the window: its own behaviour
+    assert sb.wait_for(before)["phase"] == "SUCCEEDED"
+    _wait_until(placed["starts_at"])
+    [inside] = sb.launch("train.fit")
+
+    sb.wait_for(inside)
+    assert _error(inside) == ("SYSTEM", "SlowDown", SLOWDOWN["message"])
+    assert httpx.get(f"{sb.endpoint}/_sandbox/outages").json() == [placed]
