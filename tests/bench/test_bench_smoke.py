@@ -15,6 +15,7 @@ sys.path.insert(0, str(BENCH))
 
 import bench_cron  # noqa: E402
 import bench_decide  # noqa: E402
+import bench_fingerprint  # noqa: E402
 import bench_latency  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_rpc_cost  # noqa: E402
@@ -90,6 +91,14 @@ def test_decide_measures_one_size(tmp_path: Path) -> None:
     row = bench_decide.bench_size(10, tmp_path)
 
     assert row["policies"] == 10 and row["first_us"] > 0 and row["naive_us"] > 0
+
+
+def test_fingerprint_measures_every_kind_of_message() -> None:
+    doc = bench_fingerprint.run(sizes=(200,), repeat=3)
+
+    json.dumps(doc)
+    [row] = doc["results"]
+    assert set(doc["table"]["columns"]) == set(row) and all(v > 0 for v in row.values())
 
 
 def test_run_all_regenerates_only_the_marked_section(tmp_path: Path) -> None:

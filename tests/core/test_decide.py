@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rerund.core.decide import decide, explain
+from rerund.core.fingerprints import failure_fingerprint
 from rerund.core.names import is_valid_name
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -86,7 +87,8 @@ def test_the_first_matching_policy_decides(policies, make_failure):
 
 def test_no_match_is_ignored_with_a_reason(policies, make_failure):
     ps = policies("policies: [{name: p, match: {projects: [etl]}}]\n")
-    d = decide(make_failure(), ps, T0)
+    failure = make_failure()
+    d = decide(failure, ps, T0)
     assert d.to_json() == {
         "decision": "ignore",
         "policy": None,
@@ -101,6 +103,7 @@ def test_no_match_is_ignored_with_a_reason(policies, make_failure):
         "inputs": {},
         "overrides": {},
         "not_before": None,
+        "fingerprint": failure_fingerprint(failure),
     }
 
 

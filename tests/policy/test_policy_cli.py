@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import textwrap
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from rerund.cli import main
+from rerund.core.fingerprints import error_fingerprint, failure_fingerprint
+from rerund.core.model import ErrorInfo
+from rerund.policy.failures import load_failure
 
 REPO = Path(__file__).resolve().parents[2]
 POLICIES = REPO / "policies"
@@ -92,6 +96,9 @@ def test_explain_prints_the_decision_and_the_trace(tmp_path, capsys):
     )
     assert "name:       ab12cd34ef56gh78ij90-retry-1" in lines
     assert "action:     a2" in lines
+    assert [line for line in lines if line.startswith("fingerprint:")] == [
+        f"fingerprint: {failure_fingerprint(load_failure(failure, now=datetime.now(UTC)))}"
+    ]
     assert "trace:" in lines
     assert any("1. policy 'never-retry-bad-input' (" in line and "does not match" in line for line in lines)
     assert any(
@@ -140,10 +147,12 @@ def test_explain_json_is_the_decision_contract_plus_the_trace(tmp_path, capsys):
         "inputs",
         "overrides",
         "not_before",
+        "fingerprint",
         "changes",
         "trace",
     }
     assert (doc["decision"], doc["policy"], doc["source_run"]) == ("ignore", "never-retry-bad-input", "r1")
+    assert doc["fingerprint"] == error_fingerprint("", ErrorInfo(kind="USER", message="ValueError: bad"))
     assert doc["trace"][-1] == "policy 'never-retry-bad-input' has retry: false: ignore"
 
 

@@ -21,9 +21,10 @@ import pytest
 
 from daemon_support import free_port
 from rerund.cli import main
+from rerund.core.fingerprints import error_fingerprint
 from rerund.runtime.daemon import Daemon
 
-from .fake_control_plane import T0, Clock, FakeControlPlane, daemon_settings
+from .fake_control_plane import CONNECTION_RESET, T0, Clock, FakeControlPlane, daemon_settings
 from .test_reconcile import POLICIES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,6 +107,8 @@ def test_the_endpoints_serve_health_readiness_metrics_and_decisions_without_secr
     assert "rerund_last_sync_timestamp_seconds" in metrics.text
     body = decisions.json()
     assert [d["name"] for d in body["decisions"]] == ["abc123-retry-1"]
+    [decision] = body["decisions"]
+    assert decision["fingerprint"] == error_fingerprint("train.fit", CONNECTION_RESET)  # the failure's
     assert body["settings"]["api_key"] == "set"
     for response in (health, metrics, decisions, running.get("/readyz")):
         assert SECRET not in response.text

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import textwrap
 from collections.abc import Awaitable, Callable
@@ -20,10 +21,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from rerund.adapters.ledger import Ledger
+from rerund.core.fingerprints import error_fingerprint
 from rerund.core.model import ErrorInfo
 from rerund.core.rules import PolicySet
 from rerund.errors import NotificationError, PermanentControlPlaneError, TransientControlPlaneError
 from rerund.policy import load_policies
+from rerund.runtime.logs import JsonFormatter
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.reconcile import Reconciler
 
@@ -671,3 +674,40 @@ def test_a_restart_with_a_fresh_ledger_calls_existing_reruns_already_issued_not_
         ("abc123-retry-1", "already_exists"),
         ("def456-retry-1", "already_exists"),
     ]
+
+
+def test_every_decision_carries_the_failures_fingerprint_in_the_ledger_decisions_and_json_log(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    reset = "Connection reset by peer (x-request-id: {}) at 10.0.3.{}:8080"
+    world.cp.add_failed(
+        "abc123",
+        action="a2",
+        action_task="train.load",
+        at=T0,
+        error=CONNECTION_RESET.model_copy(update={"message": reset.format("a1b2c3d4e5", 17)}),
+    )
+    world.cp.add_failed(
+        "def456",
+        action="a2",
+        action_task="train.load",
+        at=T0,
+        error=CONNECTION_RESET.model_copy(update={"message": reset.format("ffee0099", 4)}),
+    )
+    world.clock.advance(60)
+
+    with caplog.at_level(logging.INFO, logger="rerund.decisions"):
+        world.sync()
+
+    fp = error_fingerprint(
+        "train.load", CONNECTION_RESET.model_copy(update={"message": reset.format("x", 1)})
+    )
+    assert [d["fingerprint"] for d in world.rec.recent] == [fp, fp]  # /decisions
+    assert [d["fingerprint"] for d in world.ledger.history()] == [fp, fp]  # history, the ledger
+    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "rerund.decisions"]
+    assert sorted(line["decision"] for line in lines) == ["created", "created", "rerun", "rerun"]
+    assert {line["fingerprint"] for line in lines} == {fp}  # the decisions and the reruns created
+    # not a metric label: metrics count decisions, never fingerprints (unbounded)
+    assert all(
+        fp not in sample.labels.values() for metric in world.registry.collect() for sample in metric.samples
+    )

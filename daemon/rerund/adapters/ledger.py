@@ -24,7 +24,9 @@ aware UTC ISO-8601 strings.
 
 Decisions and issue results carry their ``source``: ``daemon`` (``rerund run``) or ``sweep``
 (``rerund sweep``, which opens the same file with ``Ledger(path, source="sweep")``). A ledger
-written before the column existed gains it on open, its rows counted as ``daemon``.
+written before the column existed gains it on open, its rows counted as ``daemon``. Decisions
+carry their failure's ``fingerprint`` (``rerund.core.fingerprints``) in a column of their own,
+indexed with the time (what incidents count); rows written before it have ``''`` there.
 """
 
 from __future__ import annotations
@@ -93,7 +95,10 @@ Source = Literal["daemon", "sweep"]
 _ADDED_COLUMNS = (
     ("decisions", "source", "TEXT NOT NULL DEFAULT 'daemon'"),
     ("issues", "source", "TEXT NOT NULL DEFAULT 'daemon'"),
+    ("decisions", "fingerprint", "TEXT NOT NULL DEFAULT ''"),  # '' for decisions recorded before it
 )
+# Indexes on added columns, created once the columns are there.
+_ADDED_INDEXES = "CREATE INDEX IF NOT EXISTS decisions_fingerprint ON decisions (fingerprint, at);"
 
 
 def _z(text: str) -> str:
@@ -201,6 +206,7 @@ class Ledger:
                     except sqlite3.OperationalError as exc:  # another process added it first
                         if "duplicate column" not in str(exc):
                             raise
+            self._db.executescript(_ADDED_INDEXES)
         except sqlite3.DatabaseError as exc:
             if "not a database" not in str(exc):
                 raise LedgerError(
@@ -399,7 +405,7 @@ class Ledger:
             " AND IFNULL(attempt, -1) = IFNULL(?, -1)",
             (key, kind, policy, attempt),
             "INSERT OR IGNORE INTO decisions (at, run_key, project, domain, run, root, attempt, policy,"
-            " decision, reason, body, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " decision, reason, body, source, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 _iso(now),
                 key,
@@ -413,6 +419,7 @@ class Ledger:
                 decision["reason"],
                 json.dumps(decision, sort_keys=True, default=str),
                 self.source,
+                decision.get("fingerprint") or "",
             ),
         )
 
@@ -593,6 +600,7 @@ class Ledger:
                     "root": r["root"],
                     "source": r["source"],
                     **body,
+                    "fingerprint": r["fingerprint"] or None,
                 }
             )
         return out

@@ -21,6 +21,8 @@ Semantics (the README, ``explain`` and the tests say the same):
    jittered exponential backoff), under the name ``<root>-retry-<n>`` (a function of the
    lineage attempt only, so every replica computes the same one), carrying the labels
    ``rerund-root``, ``rerund-attempt``, ``rerund-policy`` over the merged labels.
+5b. Every decision carries the failure's ``fingerprint`` (``rerund.core.fingerprints``): its
+   task, error kind, classes, code and normalised message, hashed; never the run or lineage.
 6. If the global budget or the policy's budget has no slot left in its sliding window, the
    decision is ``defer`` with ``not_before`` = when the window frees a slot.
 7. A rerun (and a defer) carries the policy's RunSpec ``overrides`` (queue, interruptible, ...)
@@ -40,11 +42,12 @@ Semantics (the README, ``explain`` and the tests say the same):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rerund.core.durations import format_duration
+from rerund.core.fingerprints import failure_fingerprint
 from rerund.core.lineage import MAX_ATTEMPT, parse_attempt
 from rerund.core.model import (
     Decision,
@@ -165,6 +168,11 @@ def explain(failure: Failure, policies: PolicySet, now: datetime) -> Explanation
 
 
 def _decide(failure: Failure, policies: PolicySet, now: datetime, trace: list[str] | None) -> Decision:
+    """The decision, with the failure's fingerprint on it (whatever the decision is)."""
+    return replace(_choose(failure, policies, now, trace), fingerprint=failure_fingerprint(failure))
+
+
+def _choose(failure: Failure, policies: PolicySet, now: datetime, trace: list[str] | None) -> Decision:
     run = failure.run
     check = failure.labels.get(LABEL_REPRO)
     if check is not None:

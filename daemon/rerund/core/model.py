@@ -9,7 +9,11 @@ contract of ``explain --format json`` and of the ledger::
     {"decision": "rerun|give_up|ignore|defer", "policy": str|null, "reason": str,
      "attempt": int|null, "scope": str|null, "source_run": str, "action": str|null,
      "name": str|null, "env": {}, "labels": {}, "inputs": {}, "overrides": {},
-     "not_before": iso8601|null}
+     "not_before": iso8601|null, "fingerprint": str|null}
+
+``fingerprint`` is the failure's fingerprint (``rerund.core.fingerprints``: 12 hex characters,
+the same for every failure of one cause), set by ``decide`` on every decision; null only on a
+decision built without one.
 
 ``overrides`` holds only the RunSpec keys the policy changes (``queue``, ``interruptible``,
 ``service_account``, ``overwrite_cache``, ``annotations``, ``max_action_concurrency``,
@@ -279,7 +283,8 @@ class Failure(_Frozen):
 @dataclass(frozen=True, kw_only=True)
 class _Decided:
     """What every decision says: the ``reason`` (the log line, the ``explain`` output and the
-    audit record at once), the run decided about and the lineage it belongs to.
+    audit record at once), the run decided about and the lineage it belongs to, and the
+    failure's ``fingerprint`` (``rerund.core.fingerprints``; ``decide`` sets it).
     ``root`` is not part of the JSON contract."""
 
     decision: ClassVar[DecisionKind]
@@ -287,6 +292,7 @@ class _Decided:
     source_run: str
     root: str = ""
     policy: str | None = None
+    fingerprint: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The documented JSON contract (see module docstring)."""
@@ -304,6 +310,7 @@ class _Decided:
             "inputs": {},
             "overrides": {},
             "not_before": None,
+            "fingerprint": self.fingerprint or None,
         }
 
 

@@ -534,6 +534,8 @@ def decision_lines(
     for key in ("name", "scope", "action", "not_before"):
         if decision.get(key):
             lines.append(f"{key + ':':<12}{decision[key]}")
+    if decision.get("fingerprint"):  # the failure's (rerund.core.fingerprints): one per cause
+        lines.append(f"fingerprint: {decision['fingerprint']}")
     for key in ("env", "labels", "inputs"):
         if decision.get(key):
             lines.append(f"{key + ':':<12}" + ", ".join(f"{k}={v}" for k, v in decision[key].items()))

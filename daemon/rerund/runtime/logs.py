@@ -4,10 +4,11 @@ Every time is UTC ISO-8601 with a ``Z`` (``2026-11-30T19:00:47.123Z``), in both 
 same instant reads the same in a log line, ``rerund history``, ``/decisions`` and the page.
 
 Decision lines (logger ``rerund.decisions``) carry structured fields — ``run``, ``lineage``,
-``policy``, ``decision``, ``attempt`` — passed as ``extra=``; the JSON format emits them as
-keys, the text format shows the short human line. Secrets never reach a log record: reasons
-and settings are logged in their public form. The text format is read on a terminal, so its
-messages are escaped for one (``rerund.core.encode.for_terminal``): an error message or a
+``policy``, ``decision``, ``attempt``, ``fingerprint`` (the failure's) — passed as ``extra=``;
+the JSON format emits them as keys, the text format shows the short human line (without the
+fingerprint: ``rerund history --format json`` and ``explain`` show it). Secrets never reach a
+log record: reasons and settings are logged in their public form. The text format is read on
+a terminal, so its messages are escaped for one (``rerund.core.encode.for_terminal``): an error message or a
 label with ESC, OSC, CR or LF cannot recolour it, retitle it or forge a log line; the JSON
 format escapes them as JSON does.
 """
@@ -24,7 +25,7 @@ from rerund.core.encode import for_terminal
 
 __all__ = ["DECISION_FIELDS", "JsonFormatter", "TextFormatter", "configure_logging", "utc_stamp"]
 
-DECISION_FIELDS = ("run", "lineage", "policy", "decision", "attempt", "rerun")
+DECISION_FIELDS = ("run", "lineage", "policy", "decision", "attempt", "rerun", "fingerprint")
 FORMATS = ("text", "json")
 
 

@@ -13,6 +13,10 @@ An execution behaves as the *version* of its task it runs (the version in its ta
 less memory with kind USER, code ``OOMKilled`` — as Flyte 2's executor reports a container the
 kernel killed for memory — whatever its behaviour says.
 
+An *outage* (a workload's ``outages:`` or ``POST /_sandbox/outages``) fails every execution of
+a matching task that started (went RUNNING) inside its window with the outage's error, ahead of
+the task's behaviour and ``oom_below``; such a failure is not counted as an execution.
+
 Durations are multiplied by ``time_scale`` (0.01 makes a 1 s task take 10 ms).
 """
 
@@ -22,7 +26,8 @@ import asyncio
 import random
 import string
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from flyteidl2.common import run_pb2 as common_run_pb2
@@ -47,9 +52,41 @@ from rerund.sandbox.records import (
 )
 from rerund.sandbox.store import Store
 from rerund.sandbox.tasks import TaskCatalog, spec_resources
-from rerund.sandbox.workload import Deploy, RunBatch, RunSpecFacts, TaskDef, Workload, parse_quantity
+from rerund.sandbox.workload import (
+    Deploy,
+    Outage,
+    RunBatch,
+    RunSpecFacts,
+    TaskDef,
+    Workload,
+    parse_quantity,
+)
 
-__all__ = ["Engine", "lineage_of", "run_spec_of", "spec_facts"]
+__all__ = ["ActiveOutage", "Engine", "lineage_of", "run_spec_of", "spec_facts"]
+
+MAX_OUTAGES = 100  # outages not yet over at once (the admin API adds them)
+
+
+@dataclass(frozen=True)
+class ActiveOutage:
+    """An outage placed in time: executions of its tasks starting in [starts_at, ends_at) fail."""
+
+    outage: Outage
+    starts_at: datetime
+    ends_at: datetime
+
+    def fails(self, task: str, started: datetime) -> bool:
+        """True when an execution of ``task`` that started at ``started`` fails by this outage."""
+        return self.starts_at <= started < self.ends_at and self.outage.covers(task)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tasks": list(self.outage.tasks),
+            "starts_at": self.starts_at.isoformat().replace("+00:00", "Z"),
+            "ends_at": self.ends_at.isoformat().replace("+00:00", "Z"),
+            "error": self.outage.error.model_dump(exclude_none=True),
+        }
+
 
 _NAME_CHARS = string.ascii_lowercase + string.digits
 
@@ -84,6 +121,7 @@ class Engine:
         self._tasks: dict[tuple[str, str, str, str], asyncio.Task[None]] = {}
         self._arrivals: list[asyncio.Task[None]] = []
         self._stopping = False
+        self.outages: list[ActiveOutage] = []
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -94,7 +132,11 @@ class Engine:
                 self._start(r)
 
     def start_workload(self) -> None:
-        """Start the workload's ``runs`` (unless the store already has runs) and arrivals."""
+        """Place the workload's outages from now; start its ``runs`` (unless the store already
+        has runs) and arrivals."""
+        now = self.clock()
+        for outage in self.workload.outages:
+            self.add_outage(outage, now)
         if not self.store.runs:
             for batch in self.workload.runs:
                 self._launch_batch(batch)
@@ -103,6 +145,32 @@ class Engine:
             self._arrivals.append(loop.create_task(self._arrive(arrival), name=f"arrival-{arrival.task}"))
         for deploy in self.workload.deploys:
             self._arrivals.append(loop.create_task(self._deploy(deploy), name=f"deploy-{deploy.task}"))
+
+    def add_outage(self, outage: Outage, since: datetime) -> ActiveOutage:
+        """Place ``outage`` in time, its ``after`` counted from ``since`` (durations scaled by
+        ``time_scale``); outages already over are forgotten. Raises ``ValueError`` when
+        ``MAX_OUTAGES`` are not over yet."""
+        self.outages = [o for o in self.outages if o.ends_at > since]
+        if len(self.outages) >= MAX_OUTAGES:
+            raise ValueError(
+                f"{MAX_OUTAGES} outages are not over yet; wait for one to end before adding more"
+            )
+        starts = since + timedelta(seconds=outage.after * self.time_scale)
+        placed = ActiveOutage(outage, starts, starts + timedelta(seconds=outage.for_ * self.time_scale))
+        self.outages.append(placed)
+        return placed
+
+    def _outage_error(self, a: ActionRec) -> ErrorRec | None:
+        """The error of the first outage the execution of ``a`` started inside, if any."""
+        started = a.start_time
+        if started is None:
+            return None
+        for placed in self.outages:
+            if placed.fails(a.task, started):
+                spec = placed.outage.error
+                fault = spec.gpu_fault.model_dump() if spec.gpu_fault is not None else None
+                return ErrorRec(kind=spec.kind, code=spec.code, message=spec.message, gpu_fault=fault)
+        return None
 
     async def _deploy(self, deploy: Deploy) -> None:
         await asyncio.sleep(deploy.after * self.time_scale)
@@ -421,7 +489,13 @@ class Engine:
 
     def _finish(self, r: RunRec, a: ActionRec, td: TaskDef) -> bool | None:
         """Decide and record the outcome of one execution; True when it succeeded, None when
-        it hangs (stays RUNNING)."""
+        it hangs (stays RUNNING). An execution that started inside an outage fails with the
+        outage's error and is not counted as one of the task's (its behaviour goes on after)."""
+        outage = self._outage_error(a)
+        if outage is not None:
+            a.error = outage
+            self._set(r, a, FAILED)
+            return False
         behaviour, error = td.rule_for(spec_facts(r.run_spec, td))
         k = self.store.next_count(r.lineage, a.task)
         outcome = behaviour[min(max(k, 1), len(behaviour)) - 1]

@@ -15,6 +15,10 @@ The admin API is not part of Flyte's API (JSON over plain HTTP)::
     GET  /_sandbox/tasks    [{"task": ..., "version": ..., "deployed_at": ..., "latest": true}, ...]
     POST /_sandbox/tasks    {"task": "train.fit", "version": "v2", "behaviour": "succeed", ...} deploys a
                             version (fields as a workload ``versions:`` entry) -> {"task", "version", ...}
+    GET  /_sandbox/outages  [{"tasks": ["etl.*"], "starts_at": ..., "ends_at": ..., "error": {...}}, ...]
+    POST /_sandbox/outages  {"tasks": ["etl.*"], "after": "0s", "for": "40s", "error": {"kind", "code",
+                            "message"}} fails every execution of a matching task that starts inside
+                            the window (fields as a workload ``outages:`` entry) -> the outage, placed
     POST /_sandbox/auth     {"revoke": true, "mint": true} (with --auth; the new key goes to the key file)
     GET  /_sandbox/rates    {"peak_rpc_per_s": 412, "per_second": [...]} (RPCs per whole second)
 
@@ -87,7 +91,7 @@ from rerund.sandbox.service import (
 from rerund.sandbox.store import Store
 from rerund.sandbox.tasks import SandboxTaskService, TaskCatalog, spec_resources
 from rerund.sandbox.tls import TlsFiles
-from rerund.sandbox.workload import Workload, parse_duration
+from rerund.sandbox.workload import Workload, outage_from_json, parse_duration
 
 __all__ = ["Sandbox", "SandboxThread", "bind_socket", "run_snapshot", "serve_forever"]
 
@@ -473,6 +477,11 @@ class Sandbox:
                     )
                 names = self.engine.launch(args.pop("task"), **args)
                 result = {"runs": names}
+            elif (method, route) == ("GET", "outages"):
+                result = [o.to_json() for o in self.engine.outages]
+            elif (method, route) == ("POST", "outages"):
+                outage = outage_from_json(body, self.workload.tasks)
+                result = self.engine.add_outage(outage, utcnow()).to_json()
             elif (method, route) == ("GET", "tasks"):
                 result = self.engine.catalog.snapshot()
             elif (method, route) == ("POST", "tasks"):
@@ -492,7 +501,7 @@ class Sandbox:
                         {
                             "error": f"no admin route {method} /_sandbox/{route}; "
                             "routes: GET stats, POST faults, GET runs, POST runs, GET requests, "
-                            "GET tasks, POST tasks, GET rates, POST auth"
+                            "GET tasks, POST tasks, GET outages, POST outages, GET rates, POST auth"
                         }
                     ).encode(),
                 )

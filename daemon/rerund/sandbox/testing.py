@@ -22,13 +22,14 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from rerund.clock import utcnow
 from rerund.sandbox.auth import AuthState
 from rerund.sandbox.engine import run_spec_of
 from rerund.sandbox.profiles import UNION, Profile, profile_named
 from rerund.sandbox.server import Sandbox, SandboxThread, bind_socket, run_snapshot
 from rerund.sandbox.service import Faults
 from rerund.sandbox.tls import TlsFiles, ensure_tls
-from rerund.sandbox.workload import RunBatch, Workload, load_workload, workload_from_dict
+from rerund.sandbox.workload import RunBatch, Workload, load_workload, outage_from_json, workload_from_dict
 
 __all__ = ["SandboxHandle", "flyte_init", "sandbox", "sandbox_factory", "start_sandbox"]
 
@@ -247,6 +248,19 @@ class SandboxHandle:
             assert sb.engine is not None
             d = sb.engine.catalog.deploy({"task": task, "version": version, **fields})
             return {"task": d.task, "version": d.version, "deployed_at": d.deployed_at.isoformat()}
+
+        result: dict[str, Any] = self._call(go)
+        return result
+
+    def outage(self, tasks: list[str], for_: str, **fields: Any) -> dict[str, Any]:
+        """Start an outage of ``tasks`` (glob patterns) for ``for_`` (``after``, ``error`` as a
+        workload ``outages:`` entry), as ``POST /_sandbox/outages`` does; returns it, placed
+        (``starts_at``, ``ends_at``)."""
+
+        def go(sb: Sandbox) -> dict[str, Any]:
+            assert sb.engine is not None
+            outage = outage_from_json({"tasks": tasks, "for": for_, **fields}, sb.workload.tasks)
+            return sb.engine.add_outage(outage, utcnow()).to_json()
 
         result: dict[str, Any] = self._call(go)
         return result

@@ -31,6 +31,15 @@ Shape (see the README section "The sandbox")::
             error: {kind: SYSTEM, code: GpuXidError, gpu_fault: {kind: XID, code: 79, severity: CRITICAL}}
     runs: [{task: train.fit, count: 3, labels: {team: ml}, inputs: {lr: 0.1}}]
     arrivals: [{task: train.fit, every: 2s, for: 60s}]
+    outages:                              # a dependency down: matching executions fail
+      - tasks: ['etl.*']                  # glob patterns of task names
+        after: 0s                         # from the sandbox's start
+        for: 40s                          # every execution starting inside the window fails
+        error: {kind: SYSTEM, code: SlowDown, message: "503 SlowDown: Please reduce your request rate."}
+
+An outage's failures are not executions of the task: after the window, a task's ``behaviour``
+goes on where it was (``[fail, succeed]`` still fails once). ``POST /_sandbox/outages`` starts
+one at runtime.
 
 A run may also declare ``env``, ``annotations``, ``queue``, ``interruptible``,
 ``cache_lookup_scope``, ``service_account``, ``overwrite_cache`` and ``max_action_concurrency``;
@@ -58,8 +67,9 @@ path of each mistake. Loading is pure apart from reading the file.
 
 from __future__ import annotations
 
+import fnmatch
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -89,6 +99,7 @@ __all__ = [
     "Deploy",
     "ErrorSpec",
     "GpuFaultSpec",
+    "Outage",
     "ResourceSpec",
     "RunBatch",
     "SpecMatch",
@@ -97,6 +108,7 @@ __all__ = [
     "WhenRule",
     "Workload",
     "load_workload",
+    "outage_from_json",
     "parse_duration",
     "parse_quantity",
     "workload_from_dict",
@@ -461,6 +473,53 @@ class Arrival(RunBatch):
         return parse_duration(v)
 
 
+class Outage(_Frozen):
+    """A dependency down for a while: every execution of a task matching one of ``tasks`` (glob
+    patterns, ``fnmatch``: ``etl.*``) that starts ``after`` .. ``after + for`` fails with
+    ``error``. In a workload ``after`` counts from the sandbox's start; posted at runtime
+    (``POST /_sandbox/outages``), from the post. Durations are scaled by ``time_scale``."""
+
+    tasks: tuple[str, ...]
+    after: float = 0.0
+    for_: float = Field(alias="for")
+    error: ErrorSpec = Field(
+        default_factory=lambda: ErrorSpec(
+            kind="SYSTEM", code="ServiceUnavailable", message="503 Service Unavailable: a dependency is down"
+        )
+    )
+
+    @field_validator("tasks")
+    @classmethod
+    def _some_tasks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v or not all(v):
+            raise ValueError(
+                "list at least one task pattern, e.g. ['etl.*'] (an empty pattern matches nothing)"
+            )
+        return v
+
+    @field_validator("after", mode="before")
+    @classmethod
+    def _after(cls, v: Any) -> float:
+        return parse_duration(v)
+
+    @field_validator("for_", mode="before")
+    @classmethod
+    def _for(cls, v: Any) -> float:
+        seconds = parse_duration(v)
+        if seconds <= 0:
+            raise ValueError("an outage lasts a positive duration, e.g. 40s")
+        return seconds
+
+    def covers(self, task: str) -> bool:
+        """True when ``task`` matches one of the outage's patterns."""
+        return any(fnmatch.fnmatchcase(task, pattern) for pattern in self.tasks)
+
+    def unmatched(self, tasks: Iterable[str]) -> list[tuple[int, str]]:
+        """(index, pattern) of each pattern that matches none of ``tasks`` (a typo, most likely)."""
+        names = list(tasks)
+        return [(i, p) for i, p in enumerate(self.tasks) if not fnmatch.filter(names, p)]
+
+
 class Workload(_Frozen):
     """A validated workload."""
 
@@ -470,6 +529,7 @@ class Workload(_Frozen):
     runs: tuple[RunBatch, ...] = ()
     arrivals: tuple[Arrival, ...] = ()
     deploys: tuple[Deploy, ...] = ()
+    outages: tuple[Outage, ...] = ()
     max_resources: ResourceSpec | None = None
 
     @model_validator(mode="after")
@@ -499,6 +559,11 @@ class Workload(_Frozen):
                         ("deploys", i, "version"),
                         f"task {deploy.task!r} already has version {deploy.version!r}; deploy a new version",
                     )
+                )
+        for i, outage in enumerate(self.outages):
+            for j, pattern in outage.unmatched(self.tasks):
+                problems.append(
+                    (("outages", i, "tasks", j), f"pattern {pattern!r} matches no task; known tasks: {known}")
                 )
         for name, task in self.tasks.items():
             for i, child in enumerate(task.children):
@@ -649,6 +714,23 @@ def _problems_from(exc: ValidationError, marks: Marks, file: str) -> list[Policy
         line, col = _locate(marks, loc)
         problems.append(PolicyProblem(file, line, col, _yaml_path(loc), message))
     return problems
+
+
+def outage_from_json(body: Mapping[str, Any], tasks: Iterable[str]) -> Outage:
+    """An outage posted at runtime (``POST /_sandbox/outages``), validated as a workload's
+    ``outages:`` entry against the known ``tasks``. Raises ``ValueError`` naming the field
+    (``for: ...``, ``tasks[0]: ...``) and what is wrong."""
+    try:
+        outage = Outage.model_validate(dict(body))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple("for" if p == "for_" else p for p in err["loc"])
+        message = f"unknown field {loc[-1]!r}" if err["type"] == "extra_forbidden" else err["msg"]
+        raise ValueError(f"{_yaml_path(loc) or 'body'}: {message.removeprefix('Value error, ')}") from None
+    known = sorted(tasks)
+    for i, pattern in outage.unmatched(known):
+        raise ValueError(f"tasks[{i}]: pattern {pattern!r} matches no task; known tasks: {known}")
+    return outage
 
 
 def workload_from_dict(

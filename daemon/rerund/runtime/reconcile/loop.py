@@ -551,6 +551,7 @@ class Reconciler:
                 "decision": "exists",
                 "attempt": decision.attempt,
                 "rerun": target.name,
+                "fingerprint": decision.fingerprint or None,
             },
         )
         self._settle(ref)
@@ -719,6 +720,7 @@ class Reconciler:
                 "decision": "created",
                 "attempt": attempt,
                 "rerun": req.name,
+                "fingerprint": decision.fingerprint or None,
             },
         )
         self._settle(ref)

@@ -189,6 +189,7 @@ class DecisionRecorder(Recorder[DecisionLedger]):
                 "policy": decision.policy,
                 "decision": decision.decision,
                 "attempt": body["attempt"],
+                "fingerprint": decision.fingerprint or None,
             },
         )
         return True
