@@ -206,7 +206,7 @@ class Ledger:
                     except sqlite3.OperationalError as exc:  # another process added it first
                         if "duplicate column" not in str(exc):
                             raise
-            self._db.executescript(_ADDED_INDEXES)
+            db.executescript(_ADDED_INDEXES)
         except sqlite3.DatabaseError as exc:
             if "not a database" not in str(exc):
                 raise LedgerError(
