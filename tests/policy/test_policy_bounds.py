@@ -240,3 +240,31 @@ def test_a_policy_without_warnings_passes_check_strict(tmp_path: Path, capsys) -
     captured = capsys.readouterr()
     assert captured.out == "ok: 1 policy in 1 file: a\n"
     assert captured.err == ""
+
+
+# --- names that end in a newline ------------------------------------------------------------
+# Python's "$" matches before a final newline: a pattern checked with re.match(...$) lets "a\n" in.
+
+NEWLINE_NAMES = [
+    (
+        "policy-name",
+        '  - name: "a\\n"\n',
+        "3:11: policies[0].name: invalid policy name 'a\\n': use 1-63 lowercase letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+    ),
+    (
+        "annotation-key",
+        '  - name: a\n    retry: {annotations: {"team\\n": x}}\n',
+        "4:26: policies[0].retry.annotations: annotation key 'team\\n' is not a Kubernetes annotation key (the rerun's pods carry its annotations); write 1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, optionally after a DNS prefix and '/' (e.g. example.com/team)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"), [(b, e) for _, b, e in NEWLINE_NAMES], ids=[i for i, _, _ in NEWLINE_NAMES]
+)
+def test_a_name_ending_in_a_newline_is_refused(tmp_path: Path, body: str, expected: str) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(HEADER + body)
+    with pytest.raises(PolicyError) as caught:
+        load_policies([path])
+    assert [str(p) for p in caught.value.problems] == [f"{path}:{expected}"]

@@ -108,7 +108,7 @@ def _removed_name(value: object) -> None:
 def _policy_name(value: str) -> str:
     import re
 
-    if not re.match(POLICY_NAME_PATTERN, value):
+    if not re.fullmatch(POLICY_NAME_PATTERN, value):
         raise ValueError(
             f"invalid policy name {value!r}: use 1-63 lowercase letters, digits, '-', '_' or '.', "
             "starting and ending with a letter or digit"
@@ -186,9 +186,9 @@ _ANNOTATIONS_MAX_BYTES = 256 * 1024
 
 def _annotation_key_ok(key: str) -> bool:
     prefix, _, name = key.rpartition("/")
-    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
         return False
-    return _K8S_NAME.match(name) is not None
+    return _K8S_NAME.fullmatch(name) is not None
 
 
 def _annotations(value: dict[str, str]) -> dict[str, str]:
@@ -496,7 +496,7 @@ class PolicySpec(_Spec):
 def _check_name(value: str) -> str:
     import re
 
-    if not re.match(POLICY_NAME_PATTERN, value):
+    if not re.fullmatch(POLICY_NAME_PATTERN, value):
         raise ValueError(
             f"invalid check name {value!r}: use 1-63 lowercase letters, digits, '-', '_' or '.', "
             "starting and ending with a letter or digit"
