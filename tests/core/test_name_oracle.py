@@ -108,3 +108,43 @@ def test_a_suffix_too_long_for_any_root_keeps_the_head_of_the_name_and_a_hash() 
     name = suffixed_name("abc", 1, "-" + "x" * 40)
     assert dns1035(name)
     assert re.fullmatch(r"abc-x+-[a-z0-9]+", name), name
+
+
+def _tag_length() -> int:
+    """The length of the hash the naming scheme puts in a shortened name, read off a name
+    (``a-<hash>-retry-1`` for the root ``A``), so these tests hold whatever length it picks."""
+    return len(rerun_name(root="A", attempt=1)) - len("a--retry-1")
+
+
+def test_a_shortened_root_loses_the_dashes_where_it_was_cut() -> None:
+    suffix = "-retry-1"
+    room = MAX_NAME_LENGTH - len(suffix) - _tag_length() - 1
+    root = "a" * (room - 1) + "-" + "b" * 20  # cut right after the '-'
+    name = rerun_name(root=root, attempt=1)
+    assert re.fullmatch(rf"a{{{room - 1}}}-[a-z0-9]{{{_tag_length()}}}-retry-1", name), name
+
+
+def test_a_root_with_room_for_one_character_keeps_it_and_the_whole_suffix() -> None:
+    suffix = "-" + "y" * (MAX_NAME_LENGTH - _tag_length() - 3)  # room for exactly 1 character of the root
+    name = suffixed_name("ABC", 1, suffix)  # "ABC-yyy..." is not a name: shortened to "a"
+    assert re.fullmatch(rf"a-[a-z0-9]{{{_tag_length()}}}{suffix}", name), name
+    assert len(name) == MAX_NAME_LENGTH
+
+
+def test_a_suffix_ending_in_a_dash_loses_it() -> None:
+    assert re.fullmatch(r"abc-[a-z0-9]+-x", suffixed_name("abc", 1, "-x-")), suffixed_name("abc", 1, "-x-")
+
+
+def test_with_no_room_for_the_root_the_head_of_the_name_fills_all_30_characters() -> None:
+    cut = MAX_NAME_LENGTH - _tag_length() - 1
+    suffix = "-" + "x" * 60
+    name = suffixed_name("abc", 1, suffix)
+    assert len(name) == MAX_NAME_LENGTH
+    assert name.startswith(("abc" + suffix)[:cut] + "-")
+
+
+def test_with_no_room_for_the_root_a_dash_where_the_head_is_cut_is_dropped() -> None:
+    cut = MAX_NAME_LENGTH - _tag_length() - 1
+    full = "abc-" + "x" * (cut - 5) + "-" + "y" * 60  # full[cut - 1] is the '-'
+    name = suffixed_name("abc", 1, full.removeprefix("abc"))
+    assert re.fullmatch(rf"{re.escape(full[: cut - 1])}-[a-z0-9]{{{_tag_length()}}}", name), name
