@@ -38,8 +38,18 @@ COVERS = [
     ("action-tasks-other", MatchSpec(action_tasks=("a",)), MatchSpec(action_tasks=("b",)), False),
     ("labels-fewer", MatchSpec(labels={"t": "ml"}), MatchSpec(labels={"t": "ml", "x": "y"}), True),
     ("labels-more", MatchSpec(labels={"t": "ml", "x": "y"}), MatchSpec(labels={"t": "ml"}), False),
-    ("phases-more", MatchSpec(phases=F({Phase.FAILED, Phase.ABORTED})), MatchSpec(phases=F({Phase.FAILED})), True),
-    ("phases-fewer", MatchSpec(phases=F({Phase.FAILED})), MatchSpec(phases=F({Phase.FAILED, Phase.ABORTED})), False),
+    (
+        "phases-more",
+        MatchSpec(phases=F({Phase.FAILED, Phase.ABORTED})),
+        MatchSpec(phases=F({Phase.FAILED})),
+        True,
+    ),
+    (
+        "phases-fewer",
+        MatchSpec(phases=F({Phase.FAILED})),
+        MatchSpec(phases=F({Phase.FAILED, Phase.ABORTED})),
+        False,
+    ),
     ("kinds-superset", MatchSpec(kinds=F({"USER", "SYSTEM"})), MatchSpec(kinds=F({"USER"})), True),
     ("kinds-other", MatchSpec(kinds=F({"USER"})), MatchSpec(kinds=F({"SYSTEM"})), False),
     ("codes-superset", MatchSpec(codes=F({"A", "B"})), MatchSpec(codes=F({"A"})), True),
@@ -50,23 +60,87 @@ COVERS = [
     ("exclude-more", MatchSpec(exclude=("x", "y")), MatchSpec(exclude=("x",)), False),
     ("classes-superset", MatchSpec(classes=F({"oom", "image"})), MatchSpec(classes=F({"oom"})), True),
     ("classes-other", MatchSpec(classes=F({"oom"})), MatchSpec(classes=F({"image"})), False),
-    ("gpu-any", MatchSpec(gpu_fault=GpuFaultMatch()), MatchSpec(gpu_fault=GpuFaultMatch(codes=F({48}))), True),
+    (
+        "gpu-any",
+        MatchSpec(gpu_fault=GpuFaultMatch()),
+        MatchSpec(gpu_fault=GpuFaultMatch(codes=F({48}))),
+        True,
+    ),
     ("gpu-not-none", MatchSpec(gpu_fault=GpuFaultMatch()), MatchSpec(), False),
-    ("gpu-codes-superset", MatchSpec(gpu_fault=GpuFaultMatch(codes=F({48, 79}))), MatchSpec(gpu_fault=GpuFaultMatch(codes=F({79}))), True),
-    ("gpu-codes-other", MatchSpec(gpu_fault=GpuFaultMatch(codes=F({48}))), MatchSpec(gpu_fault=GpuFaultMatch(codes=F({79}))), False),
-    ("gpu-codes-vs-any", MatchSpec(gpu_fault=GpuFaultMatch(codes=F({48}))), MatchSpec(gpu_fault=GpuFaultMatch()), False),
-    ("gpu-codes-equal", MatchSpec(gpu_fault=GpuFaultMatch(codes=F({48}))), MatchSpec(gpu_fault=GpuFaultMatch(codes=F({48}))), True),
-    ("gpu-severities-superset", MatchSpec(gpu_fault=GpuFaultMatch(severities=F({"WARN", "CRITICAL"}))), MatchSpec(gpu_fault=GpuFaultMatch(severities=F({"WARN"}))), True),
-    ("gpu-severities-other", MatchSpec(gpu_fault=GpuFaultMatch(severities=F({"WARN"}))), MatchSpec(gpu_fault=GpuFaultMatch(severities=F({"CRITICAL"}))), False),
-    ("gpu-kinds-superset", MatchSpec(gpu_fault=GpuFaultMatch(kinds=F({"XID", "SXID"}))), MatchSpec(gpu_fault=GpuFaultMatch(kinds=F({"XID"}))), True),
-    ("gpu-kinds-other", MatchSpec(gpu_fault=GpuFaultMatch(kinds=F({"XID"}))), MatchSpec(gpu_fault=GpuFaultMatch(kinds=F({"SXID"}))), False),
-    ("gpu-codes-hold-kinds-not", MatchSpec(gpu_fault=GpuFaultMatch(codes=F({48}), kinds=F({"XID"}))), MatchSpec(gpu_fault=GpuFaultMatch(codes=F({48}), kinds=F({"SXID"}))), False),
-    ("gpu-severities-hold-kinds-not", MatchSpec(gpu_fault=GpuFaultMatch(severities=F({"WARN"}), kinds=F({"XID"}))), MatchSpec(gpu_fault=GpuFaultMatch(severities=F({"WARN"}), kinds=F({"SXID"}))), False),
-    ("gpu-kinds-hold-codes-not", MatchSpec(gpu_fault=GpuFaultMatch(codes=F({48}), kinds=F({"XID"}))), MatchSpec(gpu_fault=GpuFaultMatch(codes=F({79}), kinds=F({"XID"}))), False),
+    (
+        "gpu-codes-superset",
+        MatchSpec(gpu_fault=GpuFaultMatch(codes=F({48, 79}))),
+        MatchSpec(gpu_fault=GpuFaultMatch(codes=F({79}))),
+        True,
+    ),
+    (
+        "gpu-codes-other",
+        MatchSpec(gpu_fault=GpuFaultMatch(codes=F({48}))),
+        MatchSpec(gpu_fault=GpuFaultMatch(codes=F({79}))),
+        False,
+    ),
+    (
+        "gpu-codes-vs-any",
+        MatchSpec(gpu_fault=GpuFaultMatch(codes=F({48}))),
+        MatchSpec(gpu_fault=GpuFaultMatch()),
+        False,
+    ),
+    (
+        "gpu-codes-equal",
+        MatchSpec(gpu_fault=GpuFaultMatch(codes=F({48}))),
+        MatchSpec(gpu_fault=GpuFaultMatch(codes=F({48}))),
+        True,
+    ),
+    (
+        "gpu-severities-superset",
+        MatchSpec(gpu_fault=GpuFaultMatch(severities=F({"WARN", "CRITICAL"}))),
+        MatchSpec(gpu_fault=GpuFaultMatch(severities=F({"WARN"}))),
+        True,
+    ),
+    (
+        "gpu-severities-other",
+        MatchSpec(gpu_fault=GpuFaultMatch(severities=F({"WARN"}))),
+        MatchSpec(gpu_fault=GpuFaultMatch(severities=F({"CRITICAL"}))),
+        False,
+    ),
+    (
+        "gpu-kinds-superset",
+        MatchSpec(gpu_fault=GpuFaultMatch(kinds=F({"XID", "SXID"}))),
+        MatchSpec(gpu_fault=GpuFaultMatch(kinds=F({"XID"}))),
+        True,
+    ),
+    (
+        "gpu-kinds-other",
+        MatchSpec(gpu_fault=GpuFaultMatch(kinds=F({"XID"}))),
+        MatchSpec(gpu_fault=GpuFaultMatch(kinds=F({"SXID"}))),
+        False,
+    ),
+    (
+        "gpu-codes-hold-kinds-not",
+        MatchSpec(gpu_fault=GpuFaultMatch(codes=F({48}), kinds=F({"XID"}))),
+        MatchSpec(gpu_fault=GpuFaultMatch(codes=F({48}), kinds=F({"SXID"}))),
+        False,
+    ),
+    (
+        "gpu-severities-hold-kinds-not",
+        MatchSpec(gpu_fault=GpuFaultMatch(severities=F({"WARN"}), kinds=F({"XID"}))),
+        MatchSpec(gpu_fault=GpuFaultMatch(severities=F({"WARN"}), kinds=F({"SXID"}))),
+        False,
+    ),
+    (
+        "gpu-kinds-hold-codes-not",
+        MatchSpec(gpu_fault=GpuFaultMatch(codes=F({48}), kinds=F({"XID"}))),
+        MatchSpec(gpu_fault=GpuFaultMatch(codes=F({79}), kinds=F({"XID"}))),
+        False,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("earlier", "later", "covers"), [(e, l, c) for _, e, l, c in COVERS], ids=[i for i, _, _, _ in COVERS])
+@pytest.mark.parametrize(
+    ("earlier", "later", "covers"),
+    [(e, later, c) for _, e, later, c in COVERS],
+    ids=[i for i, _, _, _ in COVERS],
+)
 def test_an_earlier_match_covers_a_later_one_only_when_every_selector_does(earlier, later, covers):
     assert subsumes(earlier, later) is covers
 
@@ -74,8 +148,14 @@ def test_an_earlier_match_covers_a_later_one_only_when_every_selector_does(earli
 @pytest.mark.parametrize(
     ("pattern", "problem"),
     [
-        ("(a)\\1", "invalid escape sequence: \\1 (RE2 has no backreferences or lookaround; rewrite the pattern without them)"),
-        ("(?<=x)y", "invalid perl operator: (?<= (RE2 has no backreferences or lookaround; rewrite the pattern without them)"),
+        (
+            "(a)\\1",
+            "invalid escape sequence: \\1 (RE2 has no backreferences or lookaround; rewrite the pattern without them)",
+        ),
+        (
+            "(?<=x)y",
+            "invalid perl operator: (?<= (RE2 has no backreferences or lookaround; rewrite the pattern without them)",
+        ),
         ("a\\Z", "invalid escape sequence: \\Z (RE2 spells end-of-text \\z)"),
         ("(", "missing ): ("),
         ("a**", "bad repetition operator: **"),
@@ -99,7 +179,9 @@ def test_an_escalation_merges_annotations_and_replaces_force_rerun_actions():
 
 def test_relaunch_settings_apply_steps_in_attempt_order_whatever_order_they_are_given_in():
     def step(at: int, memory: str) -> Escalation:
-        rules = ResourceRules(rules={"memory": ResourceRule(text=memory, value=Fraction(int(memory[:-2]) << 30))})
+        rules = ResourceRules(
+            rules={"memory": ResourceRule(text=memory, value=Fraction(int(memory[:-2]) << 30))}
+        )
         return Escalation(at=at, resources=rules, task_version="latest" if at == 3 else None)
 
     plan = RetryPlan(
@@ -113,20 +195,45 @@ def test_relaunch_settings_apply_steps_in_attempt_order_whatever_order_they_are_
 
 
 SEVERAL = [
-    ("labels: {team: ml, env: prod}", {"labels": {"team": "ml", "env": "prod"}}, "matches: labels: team=ml, env=prod present; phases: FAILED is in [FAILED, TIMED_OUT]"),
-    ("labels: {team: ml, a: b, c: d}", {}, "does not match: labels: missing a=b, c=d; phases: FAILED is in [FAILED, TIMED_OUT]"),
+    (
+        "labels: {team: ml, env: prod}",
+        {"labels": {"team": "ml", "env": "prod"}},
+        "matches: labels: team=ml, env=prod present; phases: FAILED is in [FAILED, TIMED_OUT]",
+    ),
+    (
+        "labels: {team: ml, a: b, c: d}",
+        {},
+        "does not match: labels: missing a=b, c=d; phases: FAILED is in [FAILED, TIMED_OUT]",
+    ),
     ("phases: [TIMED_OUT]", {}, "does not match: phases: FAILED is not in [TIMED_OUT]"),
-    ("error: {classes: [oom, user]}", {"error": {"kind": "USER", "code": "OOMKilled", "message": "out of memory"}}, "matches: phases: FAILED is in [FAILED, TIMED_OUT]; error.classes: the failure is oom, user"),
+    (
+        "error: {classes: [oom, user]}",
+        {"error": {"kind": "USER", "code": "OOMKilled", "message": "out of memory"}},
+        "matches: phases: FAILED is in [FAILED, TIMED_OUT]; error.classes: the failure is oom, user",
+    ),
     (
         "error: {gpu_fault: {kinds: [XID]}}",
-        {"error": {"kind": "SYSTEM", "code": "X", "message": "m", "gpu_fault": {"code": 79, "severity": "CRITICAL", "kind": "XID"}}},
+        {
+            "error": {
+                "kind": "SYSTEM",
+                "code": "X",
+                "message": "m",
+                "gpu_fault": {"code": 79, "severity": "CRITICAL", "kind": "XID"},
+            }
+        },
         "matches: phases: FAILED is in [FAILED, TIMED_OUT]; error.gpu_fault: XID 79, severity CRITICAL is selected",
     ),
 ]
 
 
-@pytest.mark.parametrize(("selector", "overrides", "line"), SEVERAL, ids=["labels-present", "labels-missing", "phase-not-aborted", "two-classes", "gpu-without-name"])
-def test_explain_lists_several_values_and_hints_only_where_they_apply(policies, make_failure, selector, overrides, line):
+@pytest.mark.parametrize(
+    ("selector", "overrides", "line"),
+    SEVERAL,
+    ids=["labels-present", "labels-missing", "phase-not-aborted", "two-classes", "gpu-without-name"],
+)
+def test_explain_lists_several_values_and_hints_only_where_they_apply(
+    policies, make_failure, selector, overrides, line
+):
     ps = policies(f"policies: [{{name: p, match: {{{selector}}}}}]\n")
     result = explain(make_failure(**overrides), ps, make_failure().failed_at)
     assert result.trace[0] == f"policy 'p' ({ps.rules[0].origin}) {line}"
