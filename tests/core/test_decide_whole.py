@@ -11,7 +11,16 @@ from typing import Any
 import pytest
 
 from rerund.core.decide import decide, explain
-from rerund.core.model import GiveUp, Ignore, RelaunchTarget, Rerun, RunOverrides, Scope, WaitForVersion
+from rerund.core.model import (
+    GiveUp,
+    Ignore,
+    RelaunchTarget,
+    Rerun,
+    RunOverrides,
+    RunSpecView,
+    Scope,
+    WaitForVersion,
+)
 from rerund.core.resources import ResourcesView
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)  # as the make_failure fixture's failed_at
@@ -246,3 +255,27 @@ def test_a_failure_at_the_end_of_time_is_decided(policies, make_failure):
     d = decide(make_failure(failed_at=end, budget_used={"net": 1}), policies(body), end)
     assert d.decision == "defer"
     assert d.not_before == datetime.max.replace(tzinfo=UTC)
+
+
+RECOVER = f"policies:\n  - name: rec\n    retry: {{scope: recover, env: {{LOG_LEVEL: debug}}, force_rerun_actions: [a1, a2], {FLAT}}}\n"
+
+
+def test_with_the_source_spec_known_the_changes_are_exact(policies, make_failure):
+    result = explain(make_failure(spec=RunSpecView(env={"LOG_FORMAT": "json"})), policies(RECOVER), T0)
+    assert result.changes == [
+        "env LOG_LEVEL: added <value not shown>",
+        "labels rerund-attempt: added '1'",
+        "labels rerund-policy: added 'rec'",
+        "labels rerund-root: added 'abc123'",
+        "env USER_LOG_LEVEL: added by the flyte SDK (absent from the source run)",
+        "force_rerun_actions: a1, a2",
+    ]
+
+
+def test_every_sdk_variable_the_source_lacks_is_named(policies, make_failure):
+    body = f"policies:\n  - name: net\n    retry: {{{FLAT}}}\n"
+    result = explain(make_failure(spec=RunSpecView()), policies(body), T0)
+    assert (
+        "env LOG_LEVEL, LOG_FORMAT, USER_LOG_LEVEL: added by the flyte SDK (absent from the source run)"
+        in result.changes
+    )
