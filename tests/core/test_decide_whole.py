@@ -279,3 +279,75 @@ def test_every_sdk_variable_the_source_lacks_is_named(policies, make_failure):
         "env LOG_LEVEL, LOG_FORMAT, USER_LOG_LEVEL: added by the flyte SDK (absent from the source run)"
         in result.changes
     )
+
+
+def test_a_forged_attempt_label_of_41_characters_shown_is_cut(policies, make_failure):
+    decision, _ = _explain(policies, make_failure, NET, labels={"rerund-attempt": "z" * 39})
+    assert "rerund-attempt='zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz..., which" in decision.reason
+
+
+def test_failed_action_reruns_the_action_that_failed_and_says_which(policies, make_failure):
+    body = f"policies:\n  - name: fa\n    retry: {{scope: failed_action, {FLAT}}}\n"
+    decision, _ = _explain(policies, make_failure, body, action="a3")
+    assert isinstance(decision, Rerun)
+    assert (decision.scope, decision.action) == (Scope.FAILED_ACTION, "a3")
+    assert "scope failed_action (action 'a3')" in decision.reason
+    decision, _ = _explain(policies, make_failure, body, action="")
+    assert isinstance(decision, Rerun) and decision.scope == Scope.RUN  # no action known: the run
+
+
+def test_a_relaunch_deferred_by_its_budget_says_relaunch(policies, make_failure):
+    body = f"policies:\n  - name: lat\n    retry: {{scope: relaunch, task_version: latest, budget: {{max_reruns: 1, per: 1h}}, {FLAT}}}\n"
+    decision, lines = _explain(policies, make_failure, body, budget_used={"lat": 1})
+    assert decision.decision == "defer"
+    assert decision.reason.startswith(
+        "policy 'lat' defers relaunch 1 of run 'abc123': budget 'lat' has used 1 of 1"
+    )
+    assert lines[-1] == "defer until 2026-11-24T11:00:00Z"
+
+
+def test_same_of_a_run_whose_version_and_resources_are_unknown_relaunches_the_latest(policies, make_failure):
+    body = f"policies:\n  - name: same\n    retry: {{scope: relaunch, resources: {{memory: 16Gi}}, {FLAT}}}\n"
+    decision, lines = _explain(policies, make_failure, body)
+    assert isinstance(decision, Rerun)
+    assert decision.relaunch == RelaunchTarget(
+        task="train.fit",
+        version="",
+        task_version="same",
+        resources=ResourcesView(requests={"memory": "16Gi"}),
+        resource_changes=("memory request unset -> 16Gi",),
+    )
+    assert (
+        lines[2] == "task_version: same: task 'train.fit' version the failed run's version is unknown: latest"
+    )
+
+
+def test_a_wait_carries_the_escalated_settings_of_its_attempt(policies, make_failure):
+    body = (
+        "policies:\n  - name: fix\n    retry:\n      scope: relaunch\n      task_version: newer\n"
+        "      max_attempts: 3\n      inputs: {batch: 16}\n"
+        "      escalate: {2: {inputs: {batch: 8}, queue: big}, 3: {queue: huge}}\n"
+    )
+    decision, _ = _explain(policies, make_failure, body, task_version="v1", attempt=1)
+    assert isinstance(decision, WaitForVersion)
+    assert (decision.attempt, decision.inputs, decision.overrides) == (
+        2,
+        {"batch": 8},
+        RunOverrides(queue="big"),
+    )
+
+
+def test_a_hand_built_policy_set_never_forces_actions_outside_recover(make_failure):
+    from rerund.core.backoff import Backoff
+    from rerund.core.rules import MatchSpec, Origin, PolicySet, RetryPlan, Rule
+
+    plan = RetryPlan(
+        scope=Scope.RUN,
+        max_attempts=1,
+        backoff=Backoff(initial=timedelta(0), factor=1.0, max=timedelta(0), jitter=0.0),
+        run=RunOverrides(queue="q", force_rerun_actions=("a1",)),
+    )
+    ps = PolicySet([Rule("p", Origin("f", 1, 1), MatchSpec(), plan)])
+    decision = decide(make_failure(), ps, T0)
+    assert isinstance(decision, Rerun)
+    assert decision.overrides == RunOverrides(queue="q")

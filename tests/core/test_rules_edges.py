@@ -157,11 +157,23 @@ def test_an_earlier_match_covers_a_later_one_only_when_every_selector_does(earli
             "invalid perl operator: (?<= (RE2 has no backreferences or lookaround; rewrite the pattern without them)",
         ),
         ("a\\Z", "invalid escape sequence: \\Z (RE2 spells end-of-text \\z)"),
+        (
+            "(a)(b)\\2",
+            "invalid escape sequence: \\2 (RE2 has no backreferences or lookaround; rewrite the pattern without them)",
+        ),
         ("(", "missing ): ("),
         ("a**", "bad repetition operator: **"),
         ("(a)", None),
     ],
-    ids=["backreference", "lookbehind", "end-of-text", "unbalanced", "repetition", "fine"],
+    ids=[
+        "backreference",
+        "lookbehind",
+        "end-of-text",
+        "second-backreference",
+        "unbalanced",
+        "repetition",
+        "fine",
+    ],
 )
 def test_re2_refusals_say_what_to_write_instead_and_log_nothing(capfd, pattern, problem):
     assert compile_pattern_error(pattern) == problem
@@ -212,6 +224,11 @@ SEVERAL = [
         "matches: phases: FAILED is in [FAILED, TIMED_OUT]; error.classes: the failure is oom, user",
     ),
     (
+        "error: {classes: [image]}",
+        {"error": {"kind": "SYSTEM", "code": "RetriesExhausted|OOMKilled", "message": "x"}},
+        "does not match: phases: FAILED is in [FAILED, TIMED_OUT]; error.classes: the failure is oom, retries_exhausted, not any of [image]",
+    ),
+    (
         "error: {gpu_fault: {kinds: [XID]}}",
         {
             "error": {
@@ -229,7 +246,14 @@ SEVERAL = [
 @pytest.mark.parametrize(
     ("selector", "overrides", "line"),
     SEVERAL,
-    ids=["labels-present", "labels-missing", "phase-not-aborted", "two-classes", "gpu-without-name"],
+    ids=[
+        "labels-present",
+        "labels-missing",
+        "phase-not-aborted",
+        "two-classes",
+        "two-classes-missed",
+        "gpu-without-name",
+    ],
 )
 def test_explain_lists_several_values_and_hints_only_where_they_apply(
     policies, make_failure, selector, overrides, line
