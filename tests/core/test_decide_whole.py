@@ -288,10 +288,11 @@ def test_a_forged_attempt_label_of_41_characters_shown_is_cut(policies, make_fai
 
 def test_failed_action_reruns_the_action_that_failed_and_says_which(policies, make_failure):
     body = f"policies:\n  - name: fa\n    retry: {{scope: failed_action, {FLAT}}}\n"
-    decision, _ = _explain(policies, make_failure, body, action="a3")
+    decision, lines = _explain(policies, make_failure, body, action="a3")
     assert isinstance(decision, Rerun)
     assert (decision.scope, decision.action) == (Scope.FAILED_ACTION, "a3")
     assert "scope failed_action (action 'a3')" in decision.reason
+    assert lines[3] == "scope failed_action (action 'a3')"
     decision, _ = _explain(policies, make_failure, body, action="")
     assert isinstance(decision, Rerun) and decision.scope == Scope.RUN  # no action known: the run
 
