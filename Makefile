@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench chaos sandbox clean install deploy-tools browser-tools clock-tools
+.PHONY: run test lint bench chaos mutation sandbox clean install deploy-tools browser-tools clock-tools
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -66,6 +66,12 @@ test: lint deploy-tools browser-tools clock-tools
 ## chaos: the full reliability suite; writes its results table into bench/README.md
 chaos: $(STAMP)
 	RERUND_WRITE_RESULTS=1 $(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+## mutation: mutation testing of core/ and policy/ (mutmut, 2 workers); scores per module in
+## bench/README.md; fails when names, redact, backoff, durations, decide or rules is below 90%.
+## MODULES="core.names core.redact" runs some modules only.
+mutation: $(STAMP)
+	$(BIN)/python bench/mutation.py $(MODULES)
 
 ## bench: benchmarks; JSON in bench/results/, a table in bench/README.md
 bench: $(STAMP)

@@ -110,8 +110,13 @@ def test_a_deployed_task_runs_with_overridden_resources_and_the_source_inputs(sb
         ),
         (flyte.Resources(memory=("8Gi", "4Gi")), "memory limit 4Gi is below its request 8Gi"),
         (flyte.Resources(cpu="lots"), "cpu request 'lots' is not a Kubernetes quantity"),
+        (
+            flyte.Resources(disk="8Ei"),
+            "ephemeral_storage request '8Ei' is above 9223372036854775.807, "
+            "the largest quantity Kubernetes holds",
+        ),
     ],
-    ids=["above-max", "limit-below-request", "not-a-quantity"],
+    ids=["above-max", "limit-below-request", "not-a-quantity", "above-what-kubernetes-holds"],
 )
 def test_resources_the_platform_refuses_are_invalid_arguments(sb, resources, problem):
     task = flyte.remote.Task.get("train.big", project=sb.project, domain=sb.domain, version="v1").fetch()

@@ -16,7 +16,7 @@ from rerund.cli.common import junit_xml, say
 from rerund.cli.explain import run_explain
 from rerund.errors import PolicyError, PolicyProblem
 from rerund.policy.casefiles import collect, run_files
-from rerund.policy.loader import expand_paths, load_policies
+from rerund.policy.loader import expand_paths, load_policies_and_warnings
 from rerund.policy.schema import policy_schema
 
 __all__ = ["register"]
@@ -29,10 +29,13 @@ def register(sub: Any) -> None:
         help="validate policy files (every problem as file:line:col: path: message)",
         description=(
             "Validate policy files. A directory contributes its *.yaml and *.yml files (not "
-            "recursively). Exit 0 when valid, 1 with every problem."
+            "recursively). Exit 0 when valid, 1 with every problem. Warnings (settings that can "
+            "never apply, e.g. an escalate step after max_attempts) are printed and fail only "
+            "with --strict."
         ),
     )
     _add_paths_and_format(check, "a policy file or a directory of *.yaml / *.yml", junit_case="file")
+    check.add_argument("--strict", action="store_true", help="exit 1 on warnings too (for CI)")
     check.set_defaults(func=_check)
 
     explain = sub.add_parser(
@@ -100,7 +103,7 @@ def _add_paths_and_format(parser: argparse.ArgumentParser, paths_help: str, *, j
 def _check(args: argparse.Namespace) -> int:
     files, _ = expand_paths(args.paths)
     try:
-        policies = load_policies(args.paths)
+        policies, warnings = load_policies_and_warnings(args.paths)
     except PolicyError as exc:
         problems = list(exc.problems)
         if args.format == "json":
@@ -114,23 +117,34 @@ def _check(args: argparse.Namespace) -> int:
             print(f"{n} problem{'s' if n != 1 else ''} found", file=sys.stderr)
         return 1
     checks = [c.name for c in policies.reproductions]
+    failed = bool(warnings) and args.strict
     if args.format == "json":
         print(
             json.dumps(
                 {
-                    "ok": True,
+                    "ok": not failed,
                     "files": list(policies.sources),
                     "policies": list(policies.names()),
                     "reproductions": checks,
                     "problems": [],
+                    "warnings": [_problem_json(w) for w in warnings],
                 },
                 indent=2,
             )
         )
-        return 0
+        return 1 if failed else 0
     if args.format == "junit":
-        print(_check_junit(list(policies.sources), []))
-        return 0
+        print(_check_junit(list(policies.sources), list(warnings) if args.strict else []))
+        return 1 if failed else 0
+    for warning in warnings:
+        print(_warning_line(warning))
+    if warnings:
+        n = len(warnings)
+        sys.stdout.flush()
+        strict = " (an error with --strict)" if args.strict else ""
+        print(f"{n} warning{'s' if n != 1 else ''}{strict}", file=sys.stderr)
+    if failed:
+        return 1
     files_n = len(policies.sources)
     say(
         f"ok: {len(policies)} polic{'ies' if len(policies) != 1 else 'y'} in "
@@ -142,6 +156,11 @@ def _check(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _warning_line(w: PolicyProblem) -> str:
+    """``file:line:col: path: warning: message``."""
+    return str(PolicyProblem(w.file, w.line, w.column, w.path, f"warning: {w.message}"))
 
 
 def _problem_json(p: PolicyProblem) -> dict[str, Any]:

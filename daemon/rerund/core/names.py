@@ -31,7 +31,7 @@ _HASH_LEN = 6
 
 def is_valid_name(name: str) -> bool:
     """True when ``name`` is a DNS-1035 label of 1..30 characters (a valid Flyte run name)."""
-    return len(name) <= MAX_NAME_LENGTH and _DNS1035.match(name) is not None
+    return len(name) <= MAX_NAME_LENGTH and _DNS1035.fullmatch(name) is not None  # "$" alone allows "\n"
 
 
 def _hash(root: str, attempt: int) -> str:

@@ -6,6 +6,11 @@ A quantity is a plain number (``2``, ``0.5``, ``1e3``), a decimal suffix (``n``,
 ``Ti``, ``Pi``, ``Ei``). Values are exact ``Fraction``s of the base unit (bytes, cores,
 devices). Every caller keeps its own error wording: ``quantity_value`` says None, not why.
 Pure parsing; it imports nothing but the standard library (the sandbox may import it).
+
+``MAX_QUANTITY`` is the largest value Kubernetes holds: a quantity is kept as an int64 count of
+thousandths (``MilliValue``; cpu is scheduled in millicores), so 2^63-1 thousandths, about
+9.2e15 cores, bytes (8 PiB) or devices. The control plane refuses a task spec above it; the
+policy loader refuses such a value first, and the sandbox refuses it as the platform does.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-__all__ = ["BINARY_SUFFIXES", "DECIMAL_SUFFIXES", "quantity_value"]
+__all__ = ["BINARY_SUFFIXES", "DECIMAL_SUFFIXES", "MAX_QUANTITY", "MAX_QUANTITY_TEXT", "quantity_value"]
 
 BINARY_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 DECIMAL_SUFFIXES = {
@@ -28,6 +33,8 @@ DECIMAL_SUFFIXES = {
     "P": Fraction(10**15),
     "E": Fraction(10**18),
 }
+MAX_QUANTITY = Fraction(2**63 - 1, 1000)
+MAX_QUANTITY_TEXT = "9223372036854775.807"  # MAX_QUANTITY in base units, as messages show it
 _QUANTITY = re.compile(
     r"^\+?(?P<num>\d+(?:\.\d*)?|\.\d+)(?:[eE](?P<exp>[+-]?\d{1,3}))?(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?$"
 )

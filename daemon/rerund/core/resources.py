@@ -32,9 +32,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rerund.core.quantities import BINARY_SUFFIXES as _BINARY
 from rerund.core.quantities import DECIMAL_SUFFIXES as _DECIMAL
-from rerund.core.quantities import quantity_value
+from rerund.core.quantities import MAX_QUANTITY, MAX_QUANTITY_TEXT, quantity_value
 
 __all__ = [
+    "MAX_MULTIPLIER",
     "RESOURCE_NAMES",
     "ResourceName",
     "ResourcePlan",
@@ -42,6 +43,7 @@ __all__ = [
     "ResourceRules",
     "ResourcesView",
     "format_quantity",
+    "limit_problem",
     "parse_multiplier",
     "parse_quantity",
     "plan_resources",
@@ -51,6 +53,9 @@ __all__ = [
 ResourceName = Literal["cpu", "memory", "gpu", "ephemeral_storage"]
 RESOURCE_NAMES: tuple[ResourceName, ...] = ("cpu", "memory", "gpu", "ephemeral_storage")
 
+# The largest factor a policy may multiply a resource by: beyond it a relaunch asks for a node
+# that does not exist (and past MAX_QUANTITY the control plane refuses the task spec).
+MAX_MULTIPLIER = 64
 _MULTIPLIER = re.compile(r"^(?P<num>\d+(?:\.\d*)?|\.\d+)x$")
 _EXAMPLES = {
     "memory": "16Gi, 512Mi or 2x",
@@ -66,6 +71,27 @@ def quantity_problem(text: str) -> str | None:
         parse_quantity(text)
     except ValueError as exc:
         return str(exc)
+    return None
+
+
+def limit_problem(text: str) -> str | None:
+    """Why a policy's resource value ``text`` (a multiplier or a quantity, already of the right
+    form) asks for more than a relaunch may: a multiplier above ``MAX_MULTIPLIER`` or a
+    quantity above ``MAX_QUANTITY`` (None when it is within both)."""
+    factor = parse_multiplier(text)
+    if factor is not None:
+        if factor > MAX_MULTIPLIER:
+            return (
+                f"multiplier {text.strip()} is above the maximum of {MAX_MULTIPLIER}x; a relaunch multiplies "
+                f"the failed run's request and limit at most {MAX_MULTIPLIER} times: write e.g. 2x, and a "
+                "max: to cap the escalation"
+            )
+        return None
+    if parse_quantity(text) > MAX_QUANTITY:
+        return (
+            f"quantity {text.strip()!r} is above {MAX_QUANTITY_TEXT}, the largest Kubernetes holds "
+            "(2^63-1 thousandths of a core, byte or device): ask for what a node has, e.g. 16Gi, 4 or 500m"
+        )
     return None
 
 

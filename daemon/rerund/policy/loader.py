@@ -55,7 +55,13 @@ from rerund.policy.model import (
 )
 from rerund.policy.source import Document, format_path, locate, read_document, validate
 
-__all__ = ["BUILTIN_BACKOFF", "BUILTIN_MAX_ATTEMPTS", "expand_paths", "load_policies"]
+__all__ = [
+    "BUILTIN_BACKOFF",
+    "BUILTIN_MAX_ATTEMPTS",
+    "expand_paths",
+    "load_policies",
+    "load_policies_and_warnings",
+]
 
 BUILTIN_MAX_ATTEMPTS = 3
 BUILTIN_BACKOFF = Backoff(initial=parse_duration("30s"), factor=2.0, max=parse_duration("10m"), jitter=0.1)
@@ -125,7 +131,16 @@ def load_policies(paths: Sequence[str | Path]) -> PolicySet:
     """Load, validate and compile the policies at ``paths``.
 
     Raises ``PolicyError`` carrying every problem found in every file (not just the first),
-    each located as ``file:line:col: yaml.path: message``.
+    each located as ``file:line:col: yaml.path: message``. Warnings (see
+    ``load_policies_and_warnings``) do not stop a load.
+    """
+    return load_policies_and_warnings(paths)[0]
+
+
+def load_policies_and_warnings(paths: Sequence[str | Path]) -> tuple[PolicySet, tuple[PolicyProblem, ...]]:
+    """``load_policies``, plus the warnings: valid settings that cannot do what they say (an
+    ``escalate`` step after the last attempt ``max_attempts`` allows), located like problems.
+    ``rerund check`` prints them, and fails on them with ``--strict``.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -164,15 +179,17 @@ def load_policies(paths: Sequence[str | Path]) -> PolicySet:
         problems.extend(spec_problems)
         if spec is not None:
             loaded.append(_Loaded(doc, spec))
-    rules, global_budget, compile_problems = _compile(loaded)
+    warnings: list[PolicyProblem] = []
+    rules, global_budget, compile_problems = _compile(loaded, warnings)
     problems.extend(compile_problems)
     checks, check_problems = _reproductions(loaded)
     problems.extend(check_problems)
     if problems:
         raise PolicyError(problems)
-    return PolicySet(
+    policies = PolicySet(
         rules, global_budget=global_budget, sources=[str(f) for f in files], reproductions=checks
     )
+    return policies, tuple(warnings)
 
 
 def _validate_file(
@@ -240,7 +257,9 @@ def _budget(spec: BudgetSpec | None) -> Budget | None:
     return None if spec is None else Budget(max_reruns=spec.max_reruns, per=spec.per)
 
 
-def _compile(loaded: Sequence[_Loaded]) -> tuple[list[Rule], Budget | None, list[PolicyProblem]]:
+def _compile(
+    loaded: Sequence[_Loaded], warnings: list[PolicyProblem]
+) -> tuple[list[Rule], Budget | None, list[PolicyProblem]]:
     rules: list[Rule] = []
     problems: list[PolicyProblem] = []
     global_budget: Budget | None = None
@@ -269,6 +288,8 @@ def _compile(loaded: Sequence[_Loaded]) -> tuple[list[Rule], Budget | None, list
                 problems.append(duplicate)
                 continue
             rule, rule_problems = _rule(doc, spec, policy, loc, origin)
+            if rule is not None and rule.retry is not None:
+                warnings.extend(_idle_steps(doc, rule.retry, loc))
             problems.extend(rule_problems)
             if rule is None:
                 continue
@@ -398,6 +419,26 @@ def _rule(
         max_wait=retry.max_wait or DEFAULT_MAX_WAIT,
     )
     return Rule(policy.name, origin, match, plan), problems
+
+
+def _idle_steps(doc: Document, plan: RetryPlan, loc: tuple[str | int, ...]) -> list[PolicyProblem]:
+    """Warnings for ``escalate`` steps that start after the last attempt ``max_attempts``
+    allows: valid, but they never apply."""
+    n = plan.max_attempts
+    last = (
+        "so there is no rerun; raise max_attempts or remove the step"
+        if n == 0
+        else f"so the last rerun is attempt {n}; lower the step to at most {n} or raise max_attempts"
+    )
+    return [
+        _at(
+            doc,
+            (*loc, "retry", "escalate", step.at),
+            f"step {step.at} never applies: max_attempts is {n}, {last}",
+        )
+        for step in plan.escalate
+        if step.at > n
+    ]
 
 
 def _relaunch_problems(

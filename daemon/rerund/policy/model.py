@@ -37,7 +37,7 @@ from pydantic import (
 from rerund.core.durations import DURATION_PATTERN, format_duration, parse_duration
 from rerund.core.model import Phase, Scope
 from rerund.core.names import NAME_RULE
-from rerund.core.resources import parse_multiplier, quantity_problem
+from rerund.core.resources import limit_problem, parse_multiplier, quantity_problem
 from rerund.core.rules import compile_pattern_error
 from rerund.core.taxonomy import FAILURE_CLASSES
 
@@ -108,7 +108,7 @@ def _removed_name(value: object) -> None:
 def _policy_name(value: str) -> str:
     import re
 
-    if not re.match(POLICY_NAME_PATTERN, value):
+    if not re.fullmatch(POLICY_NAME_PATTERN, value):
         raise ValueError(
             f"invalid policy name {value!r}: use 1-63 lowercase letters, digits, '-', '_' or '.', "
             "starting and ending with a letter or digit"
@@ -148,10 +148,16 @@ class BackoffSpec(_Spec):
     jitter: float | None = Field(default=None, ge=0, lt=1)
 
 
+# A budget above this many reruns per window is no budget: remove it instead.
+MAX_BUDGET_RERUNS = 1_000_000
+# The most attempts a policy may allow (max_attempts), so also the last step that can apply.
+MAX_ATTEMPTS = 1000
+
+
 class BudgetSpec(_Spec):
     """At most ``max_reruns`` reruns in any sliding window of length ``per``."""
 
-    max_reruns: int = Field(ge=1)
+    max_reruns: int = Field(ge=1, le=MAX_BUDGET_RERUNS)
     per: Duration
 
 
@@ -180,9 +186,9 @@ _ANNOTATIONS_MAX_BYTES = 256 * 1024
 
 def _annotation_key_ok(key: str) -> bool:
     prefix, _, name = key.rpartition("/")
-    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
         return False
-    return _K8S_NAME.match(name) is not None
+    return _K8S_NAME.fullmatch(name) is not None
 
 
 def _annotations(value: dict[str, str]) -> dict[str, str]:
@@ -255,7 +261,8 @@ class RunSpecKeys(_Spec):
 
 
 def _resource_value(value: Any) -> str:
-    """A resource rule as written: ``2x`` (a multiplier, at least 1) or a quantity."""
+    """A resource rule as written: ``2x`` (a multiplier, 1x to ``MAX_MULTIPLIER``x) or a quantity
+    (at most ``MAX_QUANTITY``)."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError(
             f"{value!r} is not a resource value; write a multiplier such as 2x or a quantity such as 16Gi"
@@ -268,10 +275,13 @@ def _resource_value(value: Any) -> str:
                 f"multiplier {text} would lower the resource; a relaunch never lowers a resource "
                 "(use at least 1x, e.g. 2x)"
             )
+        problem = limit_problem(text)
+        if problem is not None:
+            raise ValueError(problem)
         return text
     if text.endswith("x"):
         raise ValueError(f"{text!r} is not a multiplier; write e.g. 2x or 1.5x")
-    problem = quantity_problem(text)
+    problem = quantity_problem(text) or limit_problem(text)
     if problem is not None:
         raise ValueError(problem)
     return text
@@ -284,6 +294,9 @@ def _quantity(value: Any) -> str:
     problem = quantity_problem(text)
     if problem is not None:
         raise ValueError(problem + " (a max is a quantity, not a multiplier)")
+    problem = limit_problem(text)
+    if problem is not None:
+        raise ValueError(problem)
     return text
 
 
@@ -354,11 +367,25 @@ class OverrideSpec(RelaunchKeys, RunSpecKeys, _EnvLabelsInputs):
     inputs, the RunSpec keys of ``retry`` and, for scope relaunch, resources and task_version."""
 
 
+def _attempt_key(value: Any) -> Any:
+    """An ``escalate`` key is an attempt number; YAML 1.1 reads ``true``/``yes``/``on`` (and
+    ``false``/``no``/``off``) as bools, which pydantic would take as 1 and 0."""
+    if isinstance(value, bool):
+        raise ValueError(
+            f"escalate key {str(value).lower()} is not an attempt number (YAML reads true, yes, on, false, "
+            "no and off as booleans); write the attempt the step starts at, e.g. 2: {...}"
+        )
+    return value
+
+
+EscalateKey = Annotated[int, BeforeValidator(_attempt_key), Field(ge=1, le=MAX_ATTEMPTS)]
+
+
 class DefaultsSpec(_Spec):
     """Merged under every policy's ``retry`` block in the same file."""
 
     scope: Scope | None = None
-    max_attempts: int | None = Field(default=None, ge=0, le=1000)
+    max_attempts: int | None = Field(default=None, ge=0, le=MAX_ATTEMPTS)
     backoff: BackoffSpec | None = None
     # Removed in 0.2; kept only to explain the removal (see ``NAME_REMOVED``).
     name: Annotated[Any, AfterValidator(_removed_name)] = Field(
@@ -372,7 +399,7 @@ class DefaultsSpec(_Spec):
 class RetrySpec(DefaultsSpec, RunSpecKeys, RelaunchKeys):
     """How to rerun what the policy matched."""
 
-    escalate: dict[Annotated[int, Field(ge=1)], OverrideSpec] = Field(default_factory=dict)
+    escalate: dict[EscalateKey, OverrideSpec] = Field(default_factory=dict)
     budget: BudgetSpec | None = None
     max_wait: Annotated[Duration, AfterValidator(lambda v: _positive(v))] | None = Field(
         default=None,
@@ -403,7 +430,7 @@ class GpuFaultSelector(_Spec):
     """The error carries a GPU fault (``ErrorInfo.gpu_fault``) with one of these codes (Xid /
     SXid numbers), severities and kinds; an unset list matches any."""
 
-    codes: list[Annotated[int, Field(ge=0)]] | None = Field(
+    codes: list[Annotated[int, Field(ge=0, le=_UINT32_MAX)]] | None = Field(
         default=None, min_length=1, description="e.g. [48, 79]"
     )
     severities: list[Literal["USER", "WARN", "CRITICAL"]] | None = Field(default=None, min_length=1)
@@ -469,7 +496,7 @@ class PolicySpec(_Spec):
 def _check_name(value: str) -> str:
     import re
 
-    if not re.match(POLICY_NAME_PATTERN, value):
+    if not re.fullmatch(POLICY_NAME_PATTERN, value):
         raise ValueError(
             f"invalid check name {value!r}: use 1-63 lowercase letters, digits, '-', '_' or '.', "
             "starting and ending with a letter or digit"
@@ -519,7 +546,7 @@ class ToleranceSpec(_Spec):
     """Two numbers are equal when ``|a - b| <= max(abs, rel * max(|a|, |b|))``."""
 
     rel: float = Field(default=0.0, ge=0, le=1)
-    abs: float = Field(default=0.0, ge=0)
+    abs: float = Field(default=0.0, ge=0, allow_inf_nan=False)
 
 
 class ReproCompareSpec(_Spec):

@@ -33,7 +33,9 @@ def format_path(loc: Sequence[str | int]) -> str:
     """``('policies', 2, 'match')`` -> ``policies[2].match``."""
     out = ""
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, bool):  # a mapping key YAML read as a bool (escalate: {true: ...})
+            out += f"[{str(part).lower()}]"
+        elif isinstance(part, int):
             out += f"[{part}]"
         else:
             out += f".{part}" if out else str(part)
@@ -91,10 +93,7 @@ def locate(
         if part == "[key]":
             continue
         if isinstance(current, yaml.MappingNode):
-            hit = next(
-                ((k, v) for k, v in current.value if isinstance(k, yaml.ScalarNode) and k.value == str(part)),
-                None,
-            )
+            hit = next(((k, v) for k, v in current.value if _is_key(k, part)), None)
             if hit is None:
                 if part in _TAGS:
                     continue
@@ -113,6 +112,16 @@ def locate(
                 continue
             path.append(part)
     return mark.line + 1, mark.column + 1, tuple(path)
+
+
+def _is_key(node: yaml.Node, part: str | int) -> bool:
+    """``node`` is the mapping key ``part``; a bool ``part`` is any YAML 1.1 spelling of it."""
+    if not isinstance(node, yaml.ScalarNode):
+        return False
+    if isinstance(part, bool):
+        spelled = yaml.constructor.SafeConstructor.bool_values.get(node.value.lower())
+        return node.tag == "tag:yaml.org,2002:bool" and spelled is part
+    return bool(node.value == str(part))
 
 
 def message_for(err: Any) -> str:
@@ -134,6 +143,8 @@ def message_for(err: Any) -> str:
         return f"expected a whole number, got {_show(value)}"
     if kind in ("float_type", "float_parsing"):
         return f"expected a number, got {_show(value)}"
+    if kind == "finite_number":
+        return f"expected a finite number, got {_show(value)}"
     if kind in ("bool_type", "bool_parsing"):
         return f"expected true or false, got {_show(value)}"
     if kind in ("list_type", "tuple_type", "set_type"):
@@ -204,7 +215,10 @@ def validate(
         problems: list[PolicyProblem] = []
         seen: set[tuple[int, int, str]] = set()
         for err in exc.errors(include_url=False):
-            line, column, path = locate(tree, err["loc"], at_key=err["type"] == "extra_forbidden")
+            loc = err["loc"]
+            if len(loc) >= 2 and loc[-1] == "[key]" and isinstance(err.get("input"), bool):
+                loc = (*loc[:-2], err["input"], "[key]")  # pydantic reports a bool key as 0 or 1
+            line, column, path = locate(tree, loc, at_key=err["type"] == "extra_forbidden")
             message = message_for(err)
             if err["type"] == "extra_forbidden" and allowed is not None:
                 parent = next((p for p in reversed(path[:-1]) if isinstance(p, str)), "")

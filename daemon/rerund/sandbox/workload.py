@@ -88,7 +88,7 @@ from pydantic import (
 )
 
 from rerund.core import durations
-from rerund.core.quantities import quantity_value
+from rerund.core.quantities import MAX_QUANTITY, MAX_QUANTITY_TEXT, quantity_value
 from rerund.errors import PolicyProblem, WorkloadError
 from rerund.safeyaml import decode, load_text
 from rerund.sandbox import literals
@@ -153,6 +153,8 @@ def parse_quantity(text: str) -> Fraction:
     value = quantity_value(str(text))
     if value is None:
         raise ValueError(f"{text!r} is not a Kubernetes quantity; use e.g. 4Gi, 512Mi, 2 or 500m")
+    if value > MAX_QUANTITY:
+        raise ValueError(f"{text!r} is above {MAX_QUANTITY_TEXT}, the largest quantity Kubernetes holds")
     return value
 
 
