@@ -5,12 +5,14 @@ exactly. The reason is the log line and the audit record; the trace is what an o
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from rerund.core.decide import decide, explain
+from rerund.core.fingerprints import failure_fingerprint
 from rerund.core.model import (
     GiveUp,
     Ignore,
@@ -35,8 +37,12 @@ def _explain(policies, make_failure, body: str, at: timedelta = timedelta(0), **
     ps = policies(body)
     result = explain(make_failure(**failure), ps, T0 + at)
     assert decide(make_failure(**failure), ps, T0 + at) == result.decision
+    # Every decision carries its failure's fingerprint; the rest of each decision is held whole below.
+    assert result.decision.fingerprint == failure_fingerprint(make_failure(**failure)) != ""
     origin = f"policy {ps.rules[0].name!r} ({ps.rules[0].origin})" if len(ps) else ""
-    return result.decision, [line.replace(origin, "{origin}") if origin else line for line in result.trace]
+    return replace(result.decision, fingerprint=""), [
+        line.replace(origin, "{origin}") if origin else line for line in result.trace
+    ]
 
 
 IGNORED = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rerund.core.redact import MASK, public_inputs, redact_url, scrub_urls, without_userinfo
+from rerund.core.redact import MASK, public_fields, public_inputs, redact_url, scrub_urls, without_userinfo
 
 
 @pytest.mark.parametrize(
@@ -27,13 +27,25 @@ def test_a_secret_looking_key_is_masked_in_any_case(key: str) -> None:
     assert public_inputs({key: "INPUTSECRET42"}) == {key: MASK}
 
 
-def test_a_plain_key_keeps_its_value_and_nested_secret_keys_are_masked() -> None:
-    inputs = {"lr": 0.1, "name": "run", "nested": {"Token": "s", "n": 1}, "listed": ["a", "https://u:p@h/x"]}
-    assert public_inputs(inputs) == {
+def test_a_plain_field_keeps_its_value_and_nested_secret_keys_are_masked() -> None:
+    fields = {"lr": 0.1, "name": "run", "nested": {"Token": "s", "n": 1}, "listed": ["a", "https://u:p@h/x"]}
+    assert public_fields(fields) == {
         "lr": 0.1,
         "name": "run",
         "nested": {"Token": MASK, "n": 1},
         "listed": ["a", "https://h/..."],
+    }
+
+
+def test_an_input_shows_only_numbers_booleans_and_nulls_under_plain_keys() -> None:
+    inputs = {"lr": 0.1, "on": True, "none": None, "name": "run", "nested": {"n": 1}, "listed": ["a"]}
+    assert public_inputs(inputs) == {
+        "lr": 0.1,
+        "on": True,
+        "none": None,
+        "name": MASK,
+        "nested": {"n": 1},
+        "listed": [MASK],
     }
 
 

@@ -39,7 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 __all__ = ["MAX_TRIGGER_CALLS", "CronSchedule", "cron_problem", "latest_firing", "timezone_problem"]
 
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-_DOW_TOKEN = re.compile(r"^(?:(\*)|([a-z0-9]+)(?:-([a-z0-9]+))?)(?:/(\d+))?$")
+_DOW_TOKEN = re.compile(r"^(?:(\*)|([a-z0-9]+)(?:-([a-z0-9]+))?)(?:/(\d+))?\Z")
 _HINT = "write five fields: minute hour day-of-month month day-of-week, e.g. '0 3 * * *' (03:00 daily)"
 # How far back ``latest_at_or_before`` looks, widening step by step (a yearly cron needs 366 days).
 _LOOKBACK = (

@@ -35,7 +35,7 @@ from typing import Any, Literal
 __all__ = ["Difference", "OutputsMode", "Tolerance", "compare_outputs", "show_value"]
 
 OutputsMode = Literal["exact", "tolerance", "none"]
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*\Z")
 _MAX_SHOWN = 60
 
 

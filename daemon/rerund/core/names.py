@@ -24,7 +24,7 @@ __all__ = ["MAX_NAME_LENGTH", "NAME_RULE", "is_valid_name", "rerun_name", "suffi
 MAX_NAME_LENGTH = 30
 NAME_RULE = "<root>-retry-<attempt>"
 _SUFFIX = "-retry-{attempt}"
-_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?\Z")
 _INVALID = re.compile(r"[^-a-z0-9]")
 _HASH_LEN = 6
 

@@ -56,7 +56,7 @@ RESOURCE_NAMES: tuple[ResourceName, ...] = ("cpu", "memory", "gpu", "ephemeral_s
 # The largest factor a policy may multiply a resource by: beyond it a relaunch asks for a node
 # that does not exist (and past MAX_QUANTITY the control plane refuses the task spec).
 MAX_MULTIPLIER = 64
-_MULTIPLIER = re.compile(r"^(?P<num>\d+(?:\.\d*)?|\.\d+)x$")
+_MULTIPLIER = re.compile(r"^(?P<num>\d+(?:\.\d*)?|\.\d+)x\Z")
 _EXAMPLES = {
     "memory": "16Gi, 512Mi or 2x",
     "ephemeral_storage": "100Gi or 2x",

@@ -179,8 +179,8 @@ def _only_true(value: bool) -> bool:
 _UINT32_MAX = 2**32 - 1
 # Kubernetes' rules for annotation keys (a qualified name) and their total size: the rerun's pods
 # carry the run's annotations, and a pod that breaks them is refused.
-_K8S_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_K8S_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?\Z")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 _ANNOTATIONS_MAX_BYTES = 256 * 1024
 
 

@@ -41,7 +41,7 @@ PHASE_NAMES = {v: k.removeprefix("ACTION_PHASE_") for k, v in phase_pb2.ActionPh
 
 RunKey = tuple[str, str, str, str]  # org, project, domain, name
 
-_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?\Z")
 NAME_RULE = (
     "1-30 characters of lowercase letters, digits and '-', starting with a letter and ending "
     "with a letter or digit (DNS-1035)"

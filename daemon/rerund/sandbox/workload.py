@@ -282,7 +282,7 @@ class WhenRule(_Frozen):
 
 
 DEFAULT_VERSION = "sandbox"  # the version of a task that declares no versions
-_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 
 
 class TaskVersionSpec(_Frozen):
