@@ -85,6 +85,8 @@ CONTRACT: tuple[Metric, ...] = (
     _m("rerund_control_plane_concurrency", "gauge"),  # issue 12: adaptive concurrency
     _m("rerund_control_plane_rpcs_total", "counter"),  # issue 12: what max_rps caps
     _m("rerund_control_plane_peak_rps", "gauge"),
+    _m("rerund_rerun_name_conflicts_total", "counter"),  # issue 22.1: a rerun name taken
+    _m("rerund_forged_lineage_labels_total", "counter"),  # issue 22.2: labels nobody vouches for
 )
 REPRODUCTION_METRICS = frozenset(m.name for m in CONTRACT if m.name.startswith("rerund_reproduction_"))
 SERIES_NAMES: frozenset[str] = frozenset(n for m in CONTRACT for n in m.series_names())

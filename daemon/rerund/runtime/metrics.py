@@ -46,6 +46,8 @@ METRIC_NAMES = (
     "rerund_control_plane_concurrency",
     "rerund_control_plane_rpcs_total",
     "rerund_control_plane_peak_rps",
+    "rerund_rerun_name_conflicts_total",
+    "rerund_forged_lineage_labels_total",
 )
 
 
@@ -177,6 +179,18 @@ class Metrics:
             "rerund_internal_errors_total",
             "Unexpected exceptions in a background task of the daemon (it was restarted), by task.",
             ["task"],
+            registry=registry,
+        )
+        self.name_conflicts = Counter(
+            "rerund_rerun_name_conflicts_total",
+            "Rerun names found taken by a run that is not that rerun (another lineage's, or a "
+            "squatter's); the lineage took its next salted name.",
+            registry=registry,
+        )
+        self.forged_labels = Counter(
+            "rerund_forged_lineage_labels_total",
+            "Runs carrying rerund-* lineage labels that neither their relation nor the ledger "
+            "vouch for: the labels are ignored (counted once per run).",
             registry=registry,
         )
 

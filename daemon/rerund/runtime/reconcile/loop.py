@@ -51,8 +51,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, assert_never
 
@@ -60,6 +60,7 @@ from rerund.clock import utcnow
 from rerund.core.decide import decide as core_decide
 from rerund.core.lineage import decided_as, failure_from, issue_request, lineage_names
 from rerund.core.model import Decision, Defer, Failure, GiveUp, Ignore, Rerun, WaitForVersion
+from rerund.core.names import MAX_SALT, rerun_name
 from rerund.core.rules import PolicySet
 from rerund.core.runs import FAILED_PHASES, FailureFacts, RelaunchRequest, RerunRequest, RunRef, RunSummary
 from rerund.core.scopes import Coverage, plan
@@ -162,9 +163,6 @@ class Reconciler:
         self._issuer = Issuer(
             metrics, stopping=self._stopping, clock=clock, initial=retry_initial, maximum=retry_max
         )
-        self._index = RerunIndex(
-            control_plane, reads=self._reads, count_error=self._issuer.count_error, coverage=self._coverage
-        )
         self._recorder = DecisionRecorder(
             metrics=metrics,
             log=log,
@@ -172,6 +170,14 @@ class Reconciler:
             ledger=ledger,
             notifier=notifier,
             recent_capacity=recent_capacity,
+        )
+        self._index = RerunIndex(
+            control_plane,
+            reads=self._reads,
+            count_error=self._issuer.count_error,
+            coverage=self._coverage,
+            issued_as=self._recorder.issued_as,
+            on_forged=self._forged,
         )
         # The policy generation the reruns index was last listed for (-1: never). Until a
         # listing covers the current generation, watch events leave failed runs to the next
@@ -407,7 +413,7 @@ class Reconciler:
             facts = self._owed.cached_facts(ref, marker)
             if facts is None:
                 try:
-                    facts = await self._cp.read_failure(summary)
+                    facts = await self._index.vouched_facts(await self._cp.read_failure(summary))
                 except NotFoundError as exc:
                     self._issuer.count_error(exc)
                     self._owed.remember(ref, marker, None, settled=True)
@@ -500,7 +506,9 @@ class Reconciler:
                 # Stays pending (holding the watermark) until the issue task settles it.
                 self._owed.owe(facts, decision.not_before)
                 target = RunRef(ref.project, ref.domain, decision.name)
-                self._index.reserve(RerunInfo(target, now, decision.policy, failure.root, decision.attempt))
+                self._index.reserve(
+                    RerunInfo(target, now, decision.policy, failure.root, decision.attempt, trusted=True)
+                )
                 self._spawn_issue(ref, self._issue(facts, failure, decision))
             case WaitForVersion():
                 self._defer(facts, decision.not_before)
@@ -624,6 +632,71 @@ class Reconciler:
             issue_record("already_exists", "found in the reruns listing")
             self._settle(ref)
             return
+        for salt in range(MAX_SALT + 1):
+            if salt:
+                req = replace(req, name=rerun_name(root=failure.root, attempt=attempt, salt=salt))
+            holder = self._index.holder(req.target)
+            if (
+                holder is not None
+                and holder.trusted is not None
+                and (not holder.trusted or holder.claim != (failure.root, attempt))
+            ):
+                self._name_taken(
+                    ref, req.target, failure.root, attempt, holder.claim if holder.trusted else None
+                )
+                continue
+            if not await self._create_named(facts, failure, decision, req, issue_record):
+                return
+        issue_record("invalid", f"every name of the rerun ({MAX_SALT + 1}) is taken by another run")
+        log.error(
+            "run %s: rerun attempt %d of lineage %r not created: its %d names are all taken by other runs "
+            "(last %s); not retried until the policies change",
+            ref,
+            attempt,
+            failure.root,
+            MAX_SALT + 1,
+            req.target,
+        )
+        self._settle(ref)
+
+    def _name_taken(
+        self, ref: RunRef, target: RunRef, root: str, attempt: int, holder: tuple[str, int] | None
+    ) -> None:
+        """The rerun's name is held by another run: count it, say so; the caller takes the next name."""
+        self._metrics.name_conflicts.inc()
+        whose = (
+            f"lineage {holder[0]!r} attempt {holder[1]}" if holder else "no lineage (a run merely named so)"
+        )
+        log.warning(
+            "run %s: rerun name %s is taken by a run of %s; lineage %r attempt %d takes the next salted name",
+            ref,
+            target,
+            whose,
+            root,
+            attempt,
+        )
+
+    def _forged(self, ref: RunRef, labels: Mapping[str, str]) -> None:
+        """A run whose rerund-* labels nobody vouches for (once per run): ignored, counted."""
+        self._metrics.forged_labels.inc()
+        log.warning(
+            "run %s carries rerund lineage labels (%s) that neither its relation nor the ledger vouch for; "
+            "they are ignored: it counts in no lineage and no budget",
+            ref,
+            ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k.startswith("rerund-")),
+        )
+
+    async def _create_named(
+        self,
+        facts: FailureFacts,
+        failure: Failure,
+        decision: Rerun,
+        req: RerunRequest | RelaunchRequest,
+        issue_record: Callable[[str, str], None],
+    ) -> bool:
+        """Create ``req`` under its name; True when that name turned out to be another run's."""
+        ref = facts.summary.ref
+        attempt = decision.attempt
         other = self._creating.get(req.target)
         if other is not None:
             await asyncio.shield(other)
@@ -638,12 +711,12 @@ class Reconciler:
                     attempt,
                 )
                 self._settle(ref)
-                return
-            # The other create did not succeed (stopping, rejected): try ours.
+                return False
+            # The other create did not succeed (stopping, rejected, or another lineage's): try ours.
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._creating[req.target] = done
         try:
-            await self._create_once(ref, failure, decision, req, issue_record)
+            return await self._create_once(ref, failure, decision, req, issue_record)
         finally:
             if self._creating.get(req.target) is done:
                 del self._creating[req.target]
@@ -656,13 +729,14 @@ class Reconciler:
         decision: Rerun,
         req: RerunRequest | RelaunchRequest,
         issue_record: Callable[[str, str], None],
-    ) -> None:
+    ) -> bool:
+        """Create ``req``; True when its name is another run's (the caller tries the next)."""
         attempt, policy, scope = decision.attempt, decision.policy, decision.scope.value
         if self._dry_run:
             issue_record("dry_run", "--dry-run: not created")
             decisions_log.info("dry-run %s: would create %s", ref, req.target)
             self._settle(ref)
-            return
+            return False
 
         async def create() -> None:
             async with self._sem:
@@ -678,13 +752,28 @@ class Reconciler:
         try:
             await self._issuer.call(create, on_retry=retrying)
         except Stopped:
-            return  # what is owed stays pending (the watermark holds it for the next start)
+            return False  # what is owed stays pending (the watermark holds it for the next start)
         except AlreadyExistsError:
+            # A run of that name exists: this rerun only if its labels and relation say so.
+            try:
+                holder = await self._index.identity(await self._cp.get_run(req.target))
+            except ControlPlaneError as exc:
+                self._issuer.count_error(exc)
+                log.warning(
+                    "run %s: rerun name %s exists and reading it failed; retrying next pass: %s",
+                    ref,
+                    req.target,
+                    exc,
+                )
+                return False  # stays pending: decided again on the next pass
+            if holder != (failure.root, attempt):
+                self._name_taken(ref, req.target, failure.root, attempt, holder)
+                return True
             issue_record("already_exists", "the control plane answered ALREADY_EXISTS")
-            self._index.add(RerunInfo(req.target, self._clock(), policy, failure.root, attempt))
+            self._index.add(RerunInfo(req.target, self._clock(), policy, failure.root, attempt, trusted=True))
             decisions_log.info("exists  %s: rerun %s was already issued", ref, req.target)
             self._settle(ref)
-            return
+            return False
         except PermanentControlPlaneError as exc:
             issue_record("invalid", str(exc))
             log.error(
@@ -695,12 +784,12 @@ class Reconciler:
                 exc,
             )
             self._settle(ref)
-            return
+            return False
         now = self._clock()
         self._metrics.reruns_issued.labels(policy, scope).inc()
         self._metrics.issue_latency.observe(max(0.0, (now - decision.not_before).total_seconds()))
         issue_record("created", "")
-        self._index.add(RerunInfo(req.target, now, policy, failure.root, attempt))
+        self._index.add(RerunInfo(req.target, now, policy, failure.root, attempt, trusted=True))
         self._recorder.track(Tracked(req.target, policy, failure.root, attempt, now))
         kind = "relaunch" if isinstance(req, RelaunchRequest) else "rerun"
         decisions_log.info(
@@ -720,6 +809,7 @@ class Reconciler:
             },
         )
         self._settle(ref)
+        return False
 
     def _settle(self, ref: RunRef) -> None:
         self._owed.settle(ref)

@@ -131,6 +131,12 @@ class DecisionRecorder(Recorder[DecisionLedger]):
         stored = self.call(lambda lg: lg.watermark(scope))
         return stored if isinstance(stored, datetime) else None
 
+    def issued_as(self, ref: RunRef) -> tuple[str, int] | None:
+        """(root, attempt) of run ``ref`` when the ledger recorded creating it (None: not, or
+        no ledger)."""
+        found = self.call(lambda lg: lg.issued_as(ref.project, ref.domain, ref.name))
+        return found if isinstance(found, tuple) else None
+
     def save_watermark(self, scope: str, at: datetime) -> None:
         self.call(lambda lg: lg.set_watermark(scope, at))
 
