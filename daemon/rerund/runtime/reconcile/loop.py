@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, assert_never
@@ -177,7 +177,7 @@ class Reconciler:
             count_error=self._issuer.count_error,
             coverage=self._coverage,
             issued_as=self._recorder.issued_as,
-            on_forged=self._forged,
+            on_forged=lambda ref, labels: self._recorder.forged(ref, labels),
         )
         # The policy generation the reruns index was last listed for (-1: never). Until a
         # listing covers the current generation, watch events leave failed runs to the next
@@ -641,7 +641,7 @@ class Reconciler:
                 and holder.trusted is not None
                 and (not holder.trusted or holder.claim != (failure.root, attempt))
             ):
-                self._name_taken(
+                self._recorder.name_taken(
                     ref, req.target, failure.root, attempt, holder.claim if holder.trusted else None
                 )
                 continue
@@ -658,33 +658,6 @@ class Reconciler:
             req.target,
         )
         self._settle(ref)
-
-    def _name_taken(
-        self, ref: RunRef, target: RunRef, root: str, attempt: int, holder: tuple[str, int] | None
-    ) -> None:
-        """The rerun's name is held by another run: count it, say so; the caller takes the next name."""
-        self._metrics.name_conflicts.inc()
-        whose = (
-            f"lineage {holder[0]!r} attempt {holder[1]}" if holder else "no lineage (a run merely named so)"
-        )
-        log.warning(
-            "run %s: rerun name %s is taken by a run of %s; lineage %r attempt %d takes the next salted name",
-            ref,
-            target,
-            whose,
-            root,
-            attempt,
-        )
-
-    def _forged(self, ref: RunRef, labels: Mapping[str, str]) -> None:
-        """A run whose rerund-* labels nobody vouches for (once per run): ignored, counted."""
-        self._metrics.forged_labels.inc()
-        log.warning(
-            "run %s carries rerund lineage labels (%s) that neither its relation nor the ledger vouch for; "
-            "they are ignored: it counts in no lineage and no budget",
-            ref,
-            ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k.startswith("rerund-")),
-        )
 
     async def _create_named(
         self,
@@ -767,7 +740,7 @@ class Reconciler:
                 )
                 return False  # stays pending: decided again on the next pass
             if holder != (failure.root, attempt):
-                self._name_taken(ref, req.target, failure.root, attempt, holder)
+                self._recorder.name_taken(ref, req.target, failure.root, attempt, holder)
                 return True
             issue_record("already_exists", "the control plane answered ALREADY_EXISTS")
             self._index.add(RerunInfo(req.target, self._clock(), policy, failure.root, attempt, trusted=True))
