@@ -372,15 +372,15 @@ class RerunIndex:
         known = self._known.by_name.get(ref) or listed.get(ref)
         if known is not None and known.trusted and known.claim == claim:
             return claim
-        parent: tuple[str, int] | None = None
-        if self._issued_as(ref) == claim:
-            found: tuple[str, int] | None = claim
-        else:
+        # Cheapest first: the relation to the root (no I/O), the ledger (local), the relation
+        # to a rerun of the lineage (its identity: indexed, or one GetRunDetails).
+        found: tuple[str, int] | None = claim
+        if not vouches(ref, claim, relation, None) and self._issued_as(ref) != claim:
+            parent = None
             if (
                 relation is not None
                 and relation != ref
                 and relation.scope == ref.scope
-                and not (claim[1] == 1 and relation.name == claim[0])
                 and depth < 2 * MAX_ATTEMPT
             ):
                 parent = await self._identity_of(relation, listed, depth=depth + 1)
