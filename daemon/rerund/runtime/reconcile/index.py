@@ -295,6 +295,8 @@ class RerunIndex:
             # "" = read, and not part of a lineage (a reproduction rerun inherits the labels of
             # the run it reruns): never read again
             info.root = "" if LABEL_REPRO in run.labels else run.labels.get(LABEL_ROOT, "")
+            if LABEL_REPRO in run.labels:
+                info.trusted = False  # a reproduction rerun: in no lineage and no budget
             info.attempt = attempt_of(run.labels) if LABEL_ATTEMPT in run.labels else None
             info.policy = info.policy or run.labels.get(LABEL_POLICY)
             info.relation, info.relation_known = run.relation, run.relation_known
@@ -312,9 +314,11 @@ class RerunIndex:
                 continue
             claim = info.claim
             if claim is None:
-                if info.root == "" or info.root is None:
-                    continue  # learned: not a lineage rerun (a reproduction), or not read yet
+                if info.root is None:
+                    continue  # its labels are not read yet
+                # A policy label without a lineage rerund writes (no root, or no attempt 1..1000).
                 info.trusted = False
+                self._forged(info.ref, {LABEL_ROOT: info.root, LABEL_POLICY: info.policy or ""})
                 continue
             try:
                 found = await self._check(info.ref, claim, info.relation, listed, depth=0)
