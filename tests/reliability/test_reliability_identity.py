@@ -83,7 +83,7 @@ def _plant_squatters(sb: SandboxHandle, roots: list[str]) -> set[str]:
     return planted
 
 
-@pytest.mark.parametrize(("profile", "failures"), sizes(short=40, full=400))
+@pytest.mark.parametrize(("profile", "failures"), sizes(short=40, full=2000))
 def test_colliding_roots_and_squatted_names_still_get_every_rerun_once(
     profile: str, failures: int, tmp_path: Path
 ) -> None:
@@ -105,11 +105,11 @@ def test_colliding_roots_and_squatted_names_still_get_every_rerun_once(
     assert result.exact(), result.problems()
     assert conflicts >= failures // 2  # every squatted first name, at least once
     assert forged >= failures // 4 // 2  # the forged second-attempt names that were looked at
-    if failures >= 400:
+    if failures >= 2000:
         record(_scenario("colliding roots + squatted names", profile), result.row())
 
 
-@pytest.mark.parametrize(("profile", "failures"), sizes(short=40, full=400))
+@pytest.mark.parametrize(("profile", "failures"), sizes(short=40, full=2000))
 def test_forged_lineage_labels_fill_no_budget(profile: str, failures: int, tmp_path: Path) -> None:
     budget = owed_reruns(failures)  # exactly what the storm owes: one forged run too many defers
     policy_file = write_policies(
@@ -133,5 +133,5 @@ def test_forged_lineage_labels_fill_no_budget(profile: str, failures: int, tmp_p
     assert result.exact(), result.problems()
     assert total(m, "rerund_budget_deferrals_total", budget="global") == 0
     assert total(m, "rerund_forged_lineage_labels_total") == budget
-    if failures >= 400:
-        record(_scenario(f"forged labels filling a budget of {budget}/h", profile), result.row())
+    if failures >= 2000:
+        record(_scenario("forged labels filling a budget (as many as it allows)", profile), result.row())

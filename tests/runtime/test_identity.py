@@ -162,3 +162,30 @@ def test_a_relaunch_without_relation_is_vouched_for_by_the_ledger(tmp_path: Path
 
     assert _created(world) == ["abc123-retry-2"]
     assert world.metric("rerund_forged_lineage_labels_total") == 0
+
+
+def test_a_lineage_whose_every_name_is_taken_is_not_rerun_and_says_so(tmp_path, caplog) -> None:
+    from rerund.core.names import MAX_SALT
+
+    caplog.set_level(logging.ERROR, logger="rerund.reconcile")
+    world = World(tmp_path)
+    for salt in range(MAX_SALT + 1):
+        squat = world.cp.ref(rerun_name(root="abc123", attempt=1, salt=salt))
+        world.cp.runs[squat] = FakeRun(squat, "SUCCEEDED", created_at=T0, ended_at=T0)
+    world.cp.add_failed("abc123", at=T0)
+    world.clock.advance(60)
+
+    world.sync()
+
+    assert _created(world) == []
+    assert world.metric("rerund_rerun_name_conflicts_total") == MAX_SALT + 1
+    assert any(
+        "rerun attempt 1 of lineage 'abc123' not created: its 9 names are all taken by other runs"
+        in r.getMessage()
+        for r in caplog.records
+    )
+    [issue] = world.ledger.issues()
+    assert (issue["result"], issue["message"]) == (
+        "invalid",
+        "every name of the rerun (9) is taken by another run",
+    )

@@ -302,8 +302,9 @@ def test_two_replicas_firing_the_same_slot_issue_one_rerun_and_both_record_the_r
     assert [lg.reproduction_history("nightly")[0]["rerun"] for lg in ledgers] == [name, name]
 
 
-def test_a_firing_name_held_by_a_run_that_is_not_the_firing_takes_the_next_salted_name(tmp_path):
+def test_a_firing_name_held_by_a_run_that_is_not_the_firing_takes_the_next_salted_name(tmp_path, caplog):
     """Issue 22.1: a run someone named like the firing is no firing to follow and judge."""
+    caplog.set_level("WARNING", logger="rerund.repro")
     cp = FakeControlPlane()
     slot = utc(2026, 11, 26, 3, 0)
     cp.add(repro_run_name("nightly", slot), outputs={"accuracy": 0.0})  # squatted: no label, no relation
@@ -315,6 +316,10 @@ def test_a_firing_name_held_by_a_run_that_is_not_the_firing_takes_the_next_salte
     assert salted != repro_run_name("nightly", slot)
     assert (result.result, result.rerun) == ("match", salted)
     assert cp.runs[salted].labels["rerund-repro"] == "nightly"
+    assert (
+        "check nightly: rerun name ml/prod/rp-nightly-202611260300 is taken by a run that is not a "
+        "firing of the check; the firing takes its next salted name"
+    ) in caplog.text
 
 
 def test_firing_the_same_slot_twice_in_one_process_follows_the_existing_rerun(tmp_path):

@@ -16,8 +16,12 @@ Why every rerun is issued exactly once
       pass (one ListRuns per scope, amortised); and the create itself is idempotent: the control
       plane answers ALREADY_EXISTS to a second CreateRun of the same name (whoever sent the
       first — this process before a crash, or another replica), which the adapter turns into
-      ``AlreadyExistsError`` and this loop records as "already issued". Attempt numbers come
-      from the failed run's own labels, so a lineage advances one attempt per failed run.
+      ``AlreadyExistsError`` and this loop records as "already issued" — when the run of that
+      name is this rerun by its labels and relation; a run merely named so (a squatter, another
+      lineage's rerun) makes the lineage take its next salted name (``rerund.core.names``).
+      Attempt numbers come from the failed run's own labels, when its relation or the ledger
+      vouches for them (``RerunIndex.vouched_facts``), so a lineage advances one attempt per
+      failed run.
     - *Never missed.* Failed runs are found twice over: a WatchRuns stream per scope (low
       latency) and a ListRuns resync every poll interval (``updated_at >= watermark -
       overlap``). The watermark never moves past a failure that is still owed something
