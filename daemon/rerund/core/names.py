@@ -11,7 +11,7 @@ The policy key ``name`` was removed for that reason; ``rerund check`` says so.)
 When ``<root>-retry-<attempt>`` is not a valid name (over 30 characters, or a root that is not
 a DNS-1035 label), the root is shortened and a 12-character base32 hash (60 bits) of (root,
 attempt) is appended to it: among a million long roots the chance that two share a name is
-below 10^-6. (Before 0.4 the hash had 6 characters, 30 bits: ``nightly-training-run-010933``
+below 10^-6. (The hash had 6 characters, 30 bits, before issue 22: ``nightly-training-run-010933``
 and ``...-019903`` shared ``nightly-trainin-tpegc5-retry-1``.)
 
 A name is taken by whoever creates a run of it first, so a run found under a rerun's name is
