@@ -110,6 +110,7 @@ class FakeControlPlane:
         self.calls_by_run: Counter[tuple[str, str]] = Counter()
         self.fail_next: dict[str, deque[ControlPlaneError]] = defaultdict(deque)
         self.create_latency = 0.0  # seconds a CreateRun takes before the name is taken
+        self.read_latency = 0.0  # seconds a read_failure / get_run takes
         self.labels_in_listings = True  # False: ListRuns without labels, as open-source Flyte
 
     # -- test helpers ---------------------------------------------------------------------------
@@ -197,6 +198,8 @@ class FakeControlPlane:
 
     async def get_run(self, ref: RunRef) -> RunSummary:
         self._call("get_run", ref.name)
+        if self.read_latency:
+            await asyncio.sleep(self.read_latency)
         if ref not in self.runs:
             raise NotFoundError(f"run {ref} not found", rpc="GetRunDetails", code="not_found")
         return self.runs[ref].summary()
@@ -207,6 +210,8 @@ class FakeControlPlane:
 
     async def read_failure(self, run: RunSummary) -> FailureFacts:
         self._call("read_failure", run.ref.name)
+        if self.read_latency:
+            await asyncio.sleep(self.read_latency)
         r = self.runs.get(run.ref)
         if r is None:
             raise NotFoundError(f"run {run.ref} not found", rpc="GetRunDetails", code="not_found")

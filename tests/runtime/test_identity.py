@@ -189,3 +189,24 @@ def test_a_lineage_whose_every_name_is_taken_is_not_rerun_and_says_so(tmp_path, 
         "invalid",
         "every name of the rerun (9) is taken by another run",
     )
+
+
+def test_many_failures_whose_previous_runs_must_be_read_are_decided_without_a_deadlock(tmp_path) -> None:
+    """Each failed rerun's relation names a run the reruns listing did not list: vouching reads
+    it while the failure's own read holds a permit of the shared read limit."""
+    world = World(tmp_path)
+    world.cp.read_latency = 0.01  # the reads overlap: every permit is held at once
+    for i in range(20):
+        previous = world.cp.add_lineage(f"root{i}", 1, at=T0)
+        world.cp.add_failed(
+            f"root{i}-retry-2",
+            at=T0,
+            labels={"rerund-root": f"root{i}", "rerund-attempt": "2"},  # no policy label: not listed
+            rerun_of=previous,
+        )
+    world.clock.advance(120)
+
+    world.sync()
+
+    assert sorted(_created(world)) == sorted(f"root{i}-retry-3" for i in range(20))
+    assert world.metric("rerund_forged_lineage_labels_total") == 0

@@ -407,8 +407,9 @@ class RerunIndex:
         if info is not None and info.relation_known and info.claim is not None:
             return await self._check(ref, info.claim, info.relation, listed, depth=depth)
         try:
-            async with self._reads:
-                run = await self._cp.get_run(ref)
+            # No ``reads`` permit: a failure being read holds one already (the listing's checks
+            # run one at a time).
+            run = await self._cp.get_run(ref)
         except NotFoundError:
             return None  # gone (garbage-collected): it vouches for nothing
         claim = claimed_lineage(run.labels)
