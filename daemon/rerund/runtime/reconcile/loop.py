@@ -62,7 +62,7 @@ from typing import Any, assert_never
 
 from rerund.clock import utcnow
 from rerund.core.decide import decide as core_decide
-from rerund.core.lineage import decided_as, failure_from, issue_request, lineage_names
+from rerund.core.lineage import claimed_lineage, decided_as, failure_from, issue_request, lineage_names
 from rerund.core.model import Decision, Defer, Failure, GiveUp, Ignore, Rerun, WaitForVersion
 from rerund.core.names import MAX_SALT, rerun_name
 from rerund.core.rules import PolicySet
@@ -109,6 +109,30 @@ class SyncReport:
     failed_runs: int
     reruns_listed: int
     errors: tuple[str, ...] = ()
+
+
+def _held_by_another(holder: RerunInfo, ours: tuple[str, int], *, relaunch: bool) -> bool:
+    """Whether the index knows the run named like this rerun is another run (no RPC): another
+    lineage attempt's, or one nobody vouches for (for a relaunch, one with other labels:
+    ``_unvouched_relaunch``). Unknown, or not checked yet: the create finds out."""
+    if holder.trusted is None:
+        return False
+    if holder.claim != ours:
+        return True
+    return not holder.trusted and not relaunch
+
+
+def _unvouched_relaunch(
+    req: RerunRequest | RelaunchRequest, there: RunSummary, ours: tuple[str, int]
+) -> bool:
+    """Whether ``there``, the run holding the name of relaunch ``req``, is taken as that
+    relaunch although nothing vouches for it: a relaunch is a fresh run (no relation), so only
+    the ledger of the replica that created it vouches for it. A run of the relaunch's name, with
+    its lineage labels and no relation, is taken as the relaunch by another replica (or before a
+    restart that lost the ledger): a second relaunch would be worse than trusting it."""
+    return (
+        isinstance(req, RelaunchRequest) and there.relation is None and claimed_lineage(there.labels) == ours
+    )
 
 
 class Reconciler:
@@ -640,10 +664,8 @@ class Reconciler:
             if salt:
                 req = replace(req, name=rerun_name(root=failure.root, attempt=attempt, salt=salt))
             holder = self._index.holder(req.target)
-            if (
-                holder is not None
-                and holder.trusted is not None
-                and (not holder.trusted or holder.claim != (failure.root, attempt))
+            if holder is not None and _held_by_another(
+                holder, (failure.root, attempt), relaunch=isinstance(req, RelaunchRequest)
             ):
                 self._recorder.name_taken(
                     ref, req.target, failure.root, attempt, holder.claim if holder.trusted else None
@@ -733,7 +755,8 @@ class Reconciler:
         except AlreadyExistsError:
             # A run of that name exists: this rerun only if its labels and relation say so.
             try:
-                holder = await self._index.identity(await self._cp.get_run(req.target))
+                there = await self._cp.get_run(req.target)
+                holder = await self._index.identity(there)
             except ControlPlaneError as exc:
                 self._issuer.count_error(exc)
                 log.warning(
@@ -743,7 +766,9 @@ class Reconciler:
                     exc,
                 )
                 return False  # stays pending: decided again on the next pass
-            if holder != (failure.root, attempt):
+            if holder != (failure.root, attempt) and not _unvouched_relaunch(
+                req, there, (failure.root, attempt)
+            ):
                 self._recorder.name_taken(ref, req.target, failure.root, attempt, holder)
                 return True
             issue_record("already_exists", "the control plane answered ALREADY_EXISTS")
