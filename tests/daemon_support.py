@@ -250,10 +250,11 @@ def settle(
     timeout: float = 300.0,
     *,
     quiet_passes: int = 2,
+    planted: frozenset[str] = frozenset(),
 ) -> Any:
     """Wait until the control plane holds every rerun the policies owe, nothing is executing
     and no daemon has anything pending (so no further rerun can appear); return the oracle's
-    ``Audit`` of the final state."""
+    ``Audit`` of the final state (``planted``: runs the scenario planted, see ``audit``)."""
     from rerun_oracle import audit
 
     last: list[Any] = []
@@ -264,7 +265,7 @@ def settle(
         if any(r["phase"] not in ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED") for r in runs):
             quiet[0] = 0
             return False
-        a = audit(runs, policies)
+        a = audit(runs, policies, planted=planted)
         last[:] = [a]
         if a.missed or any(p.alive() and p.pending() for p in procs):
             quiet[0] = 0

@@ -11,6 +11,11 @@ a rerun on the control plane that no walk accounts for — a second run for the 
 bookkeeping (the run-spec relation, independent of rerund's labels) is cross-checked too, so a
 rerun created without rerund's labels cannot hide.
 
+Identity is the control plane's, not the labels' (issue 22): a run is a rerun only when it has a
+relation (anyone can write ``rerund-*`` labels on a fresh run: such a run is an original of its
+own), and a rerun owed under a name another run holds is looked for under the attempt's salted
+names (``rerund.core.names``), in order, as the daemon walks them.
+
 The oracle trusts the decision core only for *which* rerun a failure is owed (the core has its
 own table-driven and property tests); whether the daemon issued it — once, with the right
 content — is what the oracle checks. Budgets are ignored by ``audit``; ``budget_row`` reads an
@@ -27,6 +32,7 @@ from typing import Any
 
 from rerund.core.decide import decide
 from rerund.core.model import Decision, ErrorInfo, Failure, Phase
+from rerund.core.names import MAX_SALT, rerun_name
 from rerund.core.rules import PolicySet
 
 FAILED = {"FAILED", "TIMED_OUT", "ABORTED"}
@@ -157,15 +163,17 @@ def audit(
     policies: PolicySet,
     *,
     now: datetime | None = None,
+    planted: frozenset[str] = frozenset(),
 ) -> Audit:
     """Compare what ``policies`` owe every lineage with the reruns in ``runs`` (see the module
-    docstring). Budgets are not applied: see ``budget_row``."""
+    docstring). Budgets are not applied: see ``budget_row``. ``planted`` runs (a scenario's
+    squatters and forgeries) hold their names but are nobody's lineage: never audited."""
     now = now or datetime.now(UTC)
     by_name = {r["name"]: r for r in runs}
-    originals = [r for r in runs if ROOT_LABEL not in r["labels"] and not r.get("relation")]
+    originals = [r for r in runs if not r.get("relation") and r["name"] not in planted]
     reruns_of: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for r in runs:
-        if ROOT_LABEL in r["labels"] or r.get("relation"):
+        if r.get("relation") and r["name"] not in planted:
             root = r["labels"].get(ROOT_LABEL) or _sandbox_root(r, by_name)
             reruns_of[root].append(r)
     lineages: dict[str, Lineage] = {}
@@ -186,15 +194,15 @@ def audit(
             if d.decision != "rerun":
                 x.final = d.decision
                 break
-            assert d.name is not None
+            assert d.name is not None and d.attempt is not None
             x.owed.append(d)
-            nxt = by_name.get(d.name)
+            nxt = _owed_rerun(by_name, x.root, d.attempt, cur["name"])
             if nxt is None:
                 x.missed.append(f"{d.name} (attempt {d.attempt} of {cur['name']})")
                 x.final = "missing"
                 break
-            x.issued.append(d.name)
-            accounted.add(d.name)
+            x.issued.append(nxt["name"])
+            accounted.add(nxt["name"])
             x.wrong += _check_content(d, nxt, cur["name"])
             cur, attempt = nxt, attempt + 1
         for r in reruns_of.get(x.root, []):
@@ -206,6 +214,26 @@ def audit(
                 )
     stray = [r["name"] for root, rs in reruns_of.items() if root not in lineages for r in rs]
     return Audit(lineages=lineages, failures=failures, stray=stray)
+
+
+def _owed_rerun(
+    by_name: Mapping[str, Mapping[str, Any]], root: str, attempt: int, source: str
+) -> Mapping[str, Any] | None:
+    """The rerun of (root, attempt) from run ``source``: under the attempt's first name not held
+    by another run (a run that is not this lineage's rerun of ``source``), or None (missed)."""
+    for salt in range(MAX_SALT + 1):
+        run = by_name.get(rerun_name(root=root, attempt=attempt, salt=salt))
+        if run is None:
+            return None
+        labels = run["labels"]
+        ours = (
+            labels.get(ROOT_LABEL) == root
+            and labels.get(ATTEMPT_LABEL) == str(attempt)
+            and (run.get("relation") or {}).get("run") == source
+        )
+        if ours:
+            return run
+    return None
 
 
 def budget_row(result: Audit, budget: int) -> dict[str, int]:
@@ -236,5 +264,5 @@ def _sandbox_root(run: Mapping[str, Any], by_name: Mapping[str, Mapping[str, Any
 
 
 def reruns(runs: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The runs rerund created (they carry the lineage labels)."""
-    return [r for r in runs if ROOT_LABEL in r["labels"]]
+    """The runs rerund created (they carry the lineage labels and a relation)."""
+    return [r for r in runs if ROOT_LABEL in r["labels"] and r.get("relation")]

@@ -204,6 +204,11 @@ class DecisionLedger(Protocol):
 
     def created_without_outcome(self) -> Sequence[Any]: ...
 
+    def issued_as(self, project: str, domain: str, target: str) -> tuple[str, int] | None:
+        """(root, attempt) of run ``target`` when this ledger recorded creating it, else None:
+        a run rerund created counts as its rerun whatever its relation (a relaunch has none)."""
+        ...
+
 
 class ReproLedger(Protocol):
     """The audit ledger as the reproduction checks write it."""

@@ -11,11 +11,14 @@ from rerund.core.decide import decide
 from rerund.core.lineage import (
     attempt_of,
     budget_counts,
+    claimed_lineage,
     exhausted_notice,
     failure_from,
     lineage_names,
     policy_budgets,
     rerun_request,
+    unvouched,
+    vouches,
 )
 from rerund.core.model import ErrorInfo, GiveUp, Rerun
 from rerund.core.runs import FailureFacts, RunRef, RunSummary
@@ -125,3 +128,73 @@ def test_the_exhausted_notice_names_the_lineage_the_reason_and_the_error():
         "console_url": "http://c/r-3",
         "decided_at": "2026-11-24T10:00:00Z",
     }
+
+
+# -- who vouches for lineage labels (issue 22.2) ------------------------------------------------
+
+
+def _r(name: str, project: str = "ml") -> RunRef:
+    return RunRef(project, "prod", name)
+
+
+@pytest.mark.parametrize(
+    ("claim", "relation", "parent", "vouched"),
+    [
+        (("x", 1), _r("x"), None, True),
+        (("x", 1), None, None, False),
+        (("x", 1), _r("y"), None, False),
+        (("x", 1), _r("x", project="other"), None, False),
+        (("x", 2), _r("x-retry-1"), ("x", 1), True),
+        (("x", 2), _r("x-retry-1"), ("x", 2), True),
+        (("x", 2), _r("x-retry-1"), ("x", 3), False),
+        (("x", 2), _r("x-retry-1"), ("y", 1), False),
+        (("x", 2), _r("x-retry-1"), None, False),
+        (("x", 2), _r("x"), None, False),
+        (("x", 1), _r("x-retry-1"), ("x", 1), True),
+        (("x", 1), _r("r"), None, False),
+    ],
+    ids=[
+        "first-attempt-reruns-the-root",
+        "no-relation-a-fresh-run",
+        "first-attempt-reruns-another-run",
+        "relation-to-another-project",
+        "reruns-the-previous-attempt",
+        "a-copy-of-the-same-attempt",
+        "reruns-a-later-attempt",
+        "reruns-another-lineage",
+        "reruns-a-run-nobody-vouches-for",
+        "skips-attempts",
+        "a-copy-of-a-first-rerun",
+        "its-own-relation",
+    ],
+)
+def test_a_relation_vouches_for_lineage_labels_only_when_it_names_the_previous_run(
+    claim, relation, parent, vouched
+) -> None:
+    ref = _r("r")
+    assert vouches(ref, claim, relation, parent) is vouched
+
+
+@pytest.mark.parametrize(
+    ("labels", "claim"),
+    [
+        ({}, None),
+        ({"rerund-root": "x", "rerund-attempt": "2"}, ("x", 2)),
+        ({"rerund-root": "x"}, None),
+        ({"rerund-root": "x", "rerund-attempt": "0"}, None),
+        ({"rerund-root": "x", "rerund-attempt": "99999"}, None),
+        ({"rerund-root": "x", "rerund-attempt": "1", "rerund-repro": "c"}, None),
+    ],
+    ids=["original", "rerun", "no-attempt", "attempt-0", "beyond-max", "reproduction"],
+)
+def test_the_claim_of_lineage_labels(labels, claim) -> None:
+    assert claimed_lineage(labels) == claim
+
+
+def test_unvouched_facts_lose_the_lineage_labels_and_keep_the_others() -> None:
+    forged = facts({"rerund-root": "x", "rerund-attempt": "2", "rerund-policy": "p", "team": "ml"})
+
+    plain = unvouched(forged)
+
+    assert dict(plain.labels) == {"team": "ml"}
+    assert failure_from(plain).root == "abc123" and failure_from(plain).attempt == 0

@@ -87,6 +87,8 @@ CONTRACT: tuple[Metric, ...] = (
     _m("rerund_control_plane_peak_rps", "gauge"),
     _m("rerund_clock_skew_seconds", "gauge"),
     _m("rerund_ledger_reopened_total", "counter"),  # issue 22.17: the ledger file deleted or replaced
+    _m("rerund_rerun_name_conflicts_total", "counter"),  # issue 22.1: a rerun name taken
+    _m("rerund_forged_lineage_labels_total", "counter"),  # issue 22.2: labels nobody vouches for
 )
 REPRODUCTION_METRICS = frozenset(m.name for m in CONTRACT if m.name.startswith("rerund_reproduction_"))
 SERIES_NAMES: frozenset[str] = frozenset(n for m in CONTRACT for n in m.series_names())

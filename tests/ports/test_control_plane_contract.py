@@ -212,6 +212,29 @@ def test_create_rerun_names_and_labels_the_rerun_and_a_second_create_is_already_
     assert (again.value.rpc, again.value.code) == ("CreateRun", "already_exists")
 
 
+def test_a_rerun_carries_its_relation_to_the_run_it_reruns_and_a_fresh_run_none(backend: Backend) -> None:
+    """Issue 22.2: the relation is what vouches for a rerun's lineage labels. GetRunDetails
+    serves it (the SDK's RunSpec.relation), read_failure too; a run launched afresh has none;
+    a listing that does not say leaves it unknown."""
+    name = backend.failed("net.flaky")
+    since = backend.now() - timedelta(minutes=1)
+    labels = {"rerund-root": name, "rerund-attempt": "1", "rerund-policy": "p"}
+    target = run(
+        backend.cp.create_rerun(
+            RerunRequest(source=ref(backend, name), name=f"{name}-retry-1", labels=labels)
+        )
+    )
+
+    rerun = run(backend.cp.get_run(target))
+    fresh = run(backend.cp.get_run(ref(backend, name)))
+    facts = run(backend.cp.read_failure(fresh))
+    listed = {r.ref: r for r in run(backend.cp.list_reruns(backend.project, backend.domain, since=since))}
+
+    assert (rerun.relation, rerun.relation_known) == (ref(backend, name), True)
+    assert (fresh.relation, fresh.relation_known, facts.relation) == (None, True, None)
+    assert listed[target].relation == (ref(backend, name) if listed[target].relation_known else None)
+
+
 def test_list_reruns_lists_the_runs_labelled_with_a_policy_but_no_reproduction(backend: Backend) -> None:
     since = backend.now() - timedelta(minutes=1)
     name = backend.failed("net.flaky")

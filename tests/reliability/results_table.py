@@ -64,7 +64,10 @@ def render(rows: Mapping[str, str]) -> str:
         "Budget: one replica; owed = the budget, the rest deferred (`rerund_budget_deferrals_total` "
         "and `/decisions` checked). A budget shared by several replicas is not coordinated: each "
         "counts the reruns it can list, so two replicas deciding at the same moment can both take "
-        "the last slot — budgets are exact with one replica.",
+        "the last slot — budgets are exact with one replica. Identity (issue 22): rerun names held "
+        "before the storm by another lineage's rerun, by plain runs and by runs forging the lineage "
+        "labels; and forged runs as many as a budget allows — each lineage still gets every rerun, "
+        "once.",
         "",
         HEADER,
         "|---|---:|---:|---:|---:|---:|",

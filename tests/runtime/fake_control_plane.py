@@ -72,6 +72,7 @@ class FakeRun:
     request: RerunRequest | None = None  # how it was created, for reruns
     error_pending: bool = False  # FAILED, error details not arrived yet (open-source Flyte)
     finished_phase: str | None = None  # aborted after it had finished in this phase
+    relation: RunRef | None = None  # the run this one reruns (RunSpec relation)
 
     def summary(self) -> RunSummary:
         return RunSummary(
@@ -81,6 +82,8 @@ class FakeRun:
             created_at=self.created_at,
             ended_at=self.ended_at,
             labels=dict(self.labels),
+            relation=self.relation,
+            relation_known=True,
         )
 
 
@@ -107,6 +110,7 @@ class FakeControlPlane:
         self.calls_by_run: Counter[tuple[str, str]] = Counter()
         self.fail_next: dict[str, deque[ControlPlaneError]] = defaultdict(deque)
         self.create_latency = 0.0  # seconds a CreateRun takes before the name is taken
+        self.read_latency = 0.0  # seconds a read_failure / get_run takes
         self.labels_in_listings = True  # False: ListRuns without labels, as open-source Flyte
 
     # -- test helpers ---------------------------------------------------------------------------
@@ -115,12 +119,32 @@ class FakeControlPlane:
         return RunRef(self.project, self.domain, name)
 
     def add_failed(self, name: str, *, at: datetime | None = None, **kw: Any) -> FakeRun:
+        """A failed run ``name``; ``rerun_of="x"`` gives it a relation to run ``x`` (what the
+        SDK sets on every rerun: lineage labels count only with it)."""
         at = at or self.clock()
+        if "rerun_of" in kw:
+            kw["relation"] = self.ref(kw.pop("rerun_of"))
         run = FakeRun(
             self.ref(name), kw.pop("phase", "FAILED"), created_at=at - timedelta(seconds=5), ended_at=at, **kw
         )
         self.runs[run.ref] = run
         return run
+
+    def add_lineage(self, root: str, attempts: int, *, at: datetime | None = None) -> str:
+        """Lineage ``root``'s runs before attempt ``attempts + 1``: the original and reruns
+        1..``attempts``, each with its relation to the one before (SUCCEEDED, so nothing decides
+        them; no policy label, so no budget counts them). Returns the last one's name."""
+        at = at or self.clock()
+        name = root
+        self.runs[self.ref(root)] = FakeRun(self.ref(root), "SUCCEEDED", created_at=at, ended_at=at)
+        for n in range(1, attempts + 1):
+            ref = self.ref(f"{root}-retry-{n}")
+            labels = {"rerund-root": root, "rerund-attempt": str(n)}
+            self.runs[ref] = FakeRun(
+                ref, "SUCCEEDED", labels=labels, created_at=at, ended_at=at, relation=self.ref(name)
+            )
+            name = ref.name
+        return name
 
     def fail(self, ref_name: str, phase: str = "FAILED", **kw: Any) -> FakeRun:
         """An existing run (e.g. a rerun) ends in ``phase`` now."""
@@ -159,7 +183,11 @@ class FakeControlPlane:
     ) -> list[RunSummary]:
         self._call("list_reruns")
         return [
-            (r.summary() if self.labels_in_listings else replace(r.summary(), labels={}))
+            (
+                r.summary()
+                if self.labels_in_listings
+                else replace(r.summary(), labels={}, relation=None, relation_known=False)
+            )
             for r in self.runs.values()
             if r.ref.scope == f"{project}/{domain}"
             and LABEL_POLICY in r.labels
@@ -170,6 +198,8 @@ class FakeControlPlane:
 
     async def get_run(self, ref: RunRef) -> RunSummary:
         self._call("get_run", ref.name)
+        if self.read_latency:
+            await asyncio.sleep(self.read_latency)
         if ref not in self.runs:
             raise NotFoundError(f"run {ref} not found", rpc="GetRunDetails", code="not_found")
         return self.runs[ref].summary()
@@ -180,6 +210,8 @@ class FakeControlPlane:
 
     async def read_failure(self, run: RunSummary) -> FailureFacts:
         self._call("read_failure", run.ref.name)
+        if self.read_latency:
+            await asyncio.sleep(self.read_latency)
         r = self.runs.get(run.ref)
         if r is None:
             raise NotFoundError(f"run {run.ref} not found", rpc="GetRunDetails", code="not_found")
@@ -192,6 +224,7 @@ class FakeControlPlane:
             failed_at=r.ended_at or r.created_at,
             error_pending=r.error_pending,
             finished_phase=r.finished_phase,
+            relation=r.relation,
         )
 
     async def create_rerun(self, request: RerunRequest) -> RunRef:
@@ -212,6 +245,7 @@ class FakeControlPlane:
             action_task=source.action_task,
             error=source.error,
             request=request,
+            relation=request.source,
         )
         return target
 

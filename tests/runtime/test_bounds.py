@@ -22,6 +22,7 @@ def test_a_one_megabyte_error_message_is_kept_as_its_head_size_and_hash(tmp_path
         labels={"rerund-root": "abc123", "rerund-attempt": "3", "rerund-policy": "transient"},
         at=T0,
         error=HUGE,
+        rerun_of=world.cp.add_lineage("abc123", 2, at=T0),
     )
     world.clock.advance(60)
 
@@ -35,7 +36,9 @@ def test_a_one_megabyte_error_message_is_kept_as_its_head_size_and_hash(tmp_path
     assert len(json.dumps(list(world.rec.recent))) < 10_000
 
 
-def test_a_forged_attempt_of_two_to_the_63_is_recorded_as_ignored(tmp_path) -> None:
+def test_a_forged_attempt_of_two_to_the_63_is_ignored_and_the_run_is_its_own_lineage(tmp_path) -> None:
+    """Issue 22.2: labels nobody vouches for (no relation, not in the ledger) are ignored, however
+    large the number: the run is decided as an original run, the forgery counted once."""
     world = World(tmp_path)
     world.cp.add_failed(
         "forged", labels={"rerund-root": "abc123", "rerund-attempt": str(2**63), "rerund-policy": "x"}, at=T0
@@ -43,15 +46,13 @@ def test_a_forged_attempt_of_two_to_the_63_is_recorded_as_ignored(tmp_path) -> N
     world.clock.advance(60)
 
     report = world.sync()
+    world.sync()
 
     assert report.ok
-    assert world.cp.reruns() == []
+    assert [r.ref.name for r in world.cp.reruns()] == ["forged-retry-1"]
     [entry] = world.rec.recent
-    assert entry["decision"] == "ignore"
-    assert "has label rerund-attempt='9223372036854775808', which rerund never writes" in entry["reason"]
-    [row] = world.ledger.history(run="forged")
-    assert row["decision"] == "ignore"
-    assert world.metric("rerund_decisions_total", policy="", decision="ignore") == 1
+    assert entry["decision"] == "rerun" and entry["root"] == "forged"
+    assert world.metric("rerund_forged_lineage_labels_total") == 1
 
 
 def test_a_rerun_that_never_ends_does_not_pin_the_reruns_listing_and_is_followed_on_its_own(tmp_path) -> None:
@@ -78,6 +79,7 @@ def test_a_rerun_that_never_ends_does_not_pin_the_reruns_listing_and_is_followed
                 labels={"rerund-root": f"h{hour}x{i}", "rerund-attempt": "1", "rerund-policy": "transient"},
                 created_at=at,
                 ended_at=at,
+                relation=RunRef("ml", "production", f"h{hour}x{i}"),
             )
         world.clock.advance(3600)
         listed.append(world.sync().reruns_listed)

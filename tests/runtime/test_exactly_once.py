@@ -20,8 +20,8 @@ def test_two_failed_runs_at_one_lineage_attempt_decided_in_one_pass_send_one_cre
     caplog.set_level(logging.INFO, logger="rerund.decisions")
     world = World(tmp_path)
     world.cp.create_latency = 0.05  # both issue tasks run while the first create is in flight
-    world.cp.add_failed("abc123-retry-1", labels=dict(LINEAGE), at=T0)
-    world.cp.add_failed("operator-copy", labels=dict(LINEAGE), at=T0)
+    world.cp.add_failed("abc123-retry-1", labels=dict(LINEAGE), at=T0, rerun_of="abc123")
+    world.cp.add_failed("operator-copy", labels=dict(LINEAGE), at=T0, rerun_of="abc123-retry-1")
     world.clock.advance(600)  # the second attempt is due for both at once
 
     world.sync()

@@ -58,9 +58,10 @@ def test_a_live_failed_run_is_explained_with_its_lineage_and_trace(setup, capsys
 
 def test_a_live_rerun_is_explained_from_its_lineage_labels_as_json(setup, capsys) -> None:
     sb, config = setup
-    [name] = sb.launch(
-        "net.flaky", labels={"rerund-root": "orig", "rerund-attempt": "3", "rerund-policy": "transient"}
-    )
+    [name] = sb.launch("net.flaky", name="orig")
+    for attempt in (1, 2, 3):  # each rerun's relation names the one before, as the SDK sets it
+        labels = {"rerund-root": "orig", "rerund-attempt": str(attempt), "rerund-policy": "transient"}
+        [name] = sb.launch("net.flaky", name=f"orig-retry-{attempt}", labels=labels, rerun_of=name)
     sb.wait_idle()
 
     assert main(["explain", name, "--config", str(config), "--format", "json"]) == 0
@@ -69,6 +70,21 @@ def test_a_live_rerun_is_explained_from_its_lineage_labels_as_json(setup, capsys
     assert body["decision"] == "give_up"
     assert body["failure"]["root"] == "orig" and body["failure"]["attempt"] == 3
     assert "exceed max_attempts=3" in body["reason"]
+
+
+def test_lineage_labels_without_a_relation_are_explained_as_an_original_run(setup, capsys) -> None:
+    """Issue 22.2: anyone can write rerund's labels; without a relation they are ignored."""
+    sb, config = setup
+    [name] = sb.launch(
+        "net.flaky", labels={"rerund-root": "orig", "rerund-attempt": "3", "rerund-policy": "transient"}
+    )
+    sb.wait_idle()
+
+    assert main(["explain", name, "--config", str(config), "--format", "json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+
+    assert body["decision"] == "rerun"
+    assert body["failure"]["root"] == name and body["failure"]["attempt"] == 0
 
 
 def test_a_run_that_did_not_fail_is_said_so(setup, capsys) -> None:
@@ -93,9 +109,11 @@ def test_an_unknown_run_is_a_clear_error(setup, capsys) -> None:
 def test_an_already_retried_run_says_its_reruns_exist_and_where_the_lineage_stands(setup, capsys) -> None:
     sb, config = setup
     [name] = sb.launch("net.flaky")
+    previous = name
     for attempt in (1, 2, 3):
         labels = {"rerund-root": name, "rerund-attempt": str(attempt), "rerund-policy": "transient"}
-        sb.launch("net.flaky", name=f"{name}-retry-{attempt}", labels=labels)
+        sb.launch("net.flaky", name=f"{name}-retry-{attempt}", labels=labels, rerun_of=previous)
+        previous = f"{name}-retry-{attempt}"
     sb.wait_idle()
 
     assert main(["explain", name, "--config", str(config)]) == 0

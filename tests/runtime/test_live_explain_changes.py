@@ -61,7 +61,8 @@ def setup(sandbox_factory, tmp_path: Path) -> tuple[SandboxHandle, Path]:
 def test_a_live_explain_of_a_second_preemption_shows_the_move_to_on_demand(setup, capsys) -> None:
     sb, config = setup
     labels = {"rerund-root": "orig", "rerund-attempt": "1", "rerund-policy": "spot-preemption"}
-    [name] = sb.launch("train.spot", labels=labels, spec=SPOT)
+    [orig] = sb.launch("train.spot", name="orig", spec=SPOT)
+    [name] = sb.launch("train.spot", labels=labels, spec=SPOT, rerun_of=orig)
     sb.wait_idle()
 
     assert main(["explain", name, "--config", str(config)]) == 0

@@ -183,6 +183,7 @@ def test_gives_up_after_max_attempts_counts_the_lineage_exhausted_and_notifies(w
         "abc123-retry-3",
         labels={"rerund-root": "abc123", "rerund-attempt": "3", "rerund-policy": "transient"},
         at=T0,
+        rerun_of=world.cp.add_lineage("abc123", 2, at=T0),
     )
     world.clock.advance(60)
 
@@ -204,7 +205,12 @@ def test_gives_up_after_max_attempts_counts_the_lineage_exhausted_and_notifies(w
 
 def test_a_failed_notification_is_counted_and_the_give_up_still_settles(world: World) -> None:
     world.notifier.fail = True
-    world.cp.add_failed("abc123-retry-3", labels={"rerund-root": "abc123", "rerund-attempt": "3"}, at=T0)
+    world.cp.add_failed(
+        "abc123-retry-3",
+        labels={"rerund-root": "abc123", "rerund-attempt": "3"},
+        at=T0,
+        rerun_of=world.cp.add_lineage("abc123", 2, at=T0),
+    )
     world.clock.advance(60)
 
     world.sync()

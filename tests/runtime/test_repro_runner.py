@@ -145,8 +145,23 @@ class FakeControlPlane:
         self.list_error: ControlPlaneError | None = None
         self.add("ref1", outputs={"accuracy": 0.93})
 
-    def add(self, name: str, outputs: Mapping[str, Any], phase: str = "SUCCEEDED") -> None:
-        self.runs[name] = RunSummary(RunRef("ml", "prod", name), phase, task="train.fit")
+    def add(
+        self,
+        name: str,
+        outputs: Mapping[str, Any],
+        phase: str = "SUCCEEDED",
+        *,
+        labels: Mapping[str, str] | None = None,
+        relation: RunRef | None = None,
+    ) -> None:
+        self.runs[name] = RunSummary(
+            RunRef("ml", "prod", name),
+            phase,
+            task="train.fit",
+            labels=dict(labels or {}),
+            relation=relation,
+            relation_known=True,
+        )
         self.outputs[name] = dict(outputs)
 
     async def get_run(self, ref: RunRef) -> RunSummary:
@@ -168,7 +183,9 @@ class FakeControlPlane:
             raise self.create_error
         if request.name in self.runs:
             raise AlreadyExistsError(f"run {request.name!r} exists", rpc="CreateRun", code="already_exists")
-        self.add(request.name, self.outputs[request.source.name])
+        self.add(
+            request.name, self.outputs[request.source.name], labels=request.labels, relation=request.source
+        )
         return request.target
 
     def console_url(self, ref: RunRef) -> str:
@@ -283,6 +300,26 @@ def test_two_replicas_firing_the_same_slot_issue_one_rerun_and_both_record_the_r
     assert [n for n in cp.runs if n != "ref1"] == [name]
     assert [(r.result, r.rerun) for r in results] == [("match", name), ("match", name)]
     assert [lg.reproduction_history("nightly")[0]["rerun"] for lg in ledgers] == [name, name]
+
+
+def test_a_firing_name_held_by_a_run_that_is_not_the_firing_takes_the_next_salted_name(tmp_path, caplog):
+    """Issue 22.1: a run someone named like the firing is no firing to follow and judge."""
+    caplog.set_level("WARNING", logger="rerund.repro")
+    cp = FakeControlPlane()
+    slot = utc(2026, 11, 26, 3, 0)
+    cp.add(repro_run_name("nightly", slot), outputs={"accuracy": 0.0})  # squatted: no label, no relation
+    r = runner(nightly(), cp, Ledger(tmp_path / "a.db"))
+
+    result = asyncio.run(r.fire(nightly(), slot))
+
+    salted = repro_run_name("nightly", slot, salt=1)
+    assert salted != repro_run_name("nightly", slot)
+    assert (result.result, result.rerun) == ("match", salted)
+    assert cp.runs[salted].labels["rerund-repro"] == "nightly"
+    assert (
+        "check nightly: rerun name ml/prod/rp-nightly-202611260300 is taken by a run that is not a "
+        "firing of the check; the firing takes its next salted name"
+    ) in caplog.text
 
 
 def test_firing_the_same_slot_twice_in_one_process_follows_the_existing_rerun(tmp_path):
@@ -471,7 +508,12 @@ def test_a_rerun_followed_after_a_restart_times_out_from_when_it_started_not_fro
     cp = FakeControlPlane()
     started = T0 - timedelta(minutes=9)  # issued 9 minutes ago, by this daemon before a restart
     cp.runs["rp-fixed-202611260300"] = RunSummary(
-        RunRef("ml", "prod", "rp-fixed-202611260300"), "RUNNING", created_at=started
+        RunRef("ml", "prod", "rp-fixed-202611260300"),
+        "RUNNING",
+        created_at=started,
+        labels={"rerund-repro": "fixed"},
+        relation=RunRef("ml", "prod", "ref1"),
+        relation_known=True,
     )
     polls: list[str] = []
     real_get = cp.get_run

@@ -261,13 +261,16 @@ def test_reruns_listed_without_labels_are_recognised_by_their_lineage(
     w.cp.add_failed("hand-made", at=T0 - timedelta(minutes=5), phase="SUCCEEDED")
     run = w.cp.runs[w.cp.ref("hand-made")]
     run.labels = {"rerund-root": "r0", "rerund-attempt": "1", "rerund-policy": "daily"}
+    run.relation = w.cp.ref("r0")  # a rerun of r0 (the relation vouches for its labels)
     if not labels_in_listing:
         original = w.cp.list_reruns
 
         async def without_labels(*a, **kw):
             from dataclasses import replace
 
-            return [replace(r, labels={}) for r in await original(*a, **kw)]
+            return [
+                replace(r, labels={}, relation=None, relation_known=False) for r in await original(*a, **kw)
+            ]
 
         w.cp.list_reruns = without_labels  # type: ignore[method-assign]
 
@@ -414,12 +417,13 @@ def test_a_rerun_whose_lineage_could_not_be_read_is_read_again_before_planning(t
         "rerund-attempt": "1",
         "rerund-policy": "d",
     }
+    w.cp.runs[w.cp.ref("hand-made")].relation = w.cp.ref("r0")
     original = w.cp.list_reruns
 
     async def without_labels(*a, **kw):  # open-source Flyte: the listing has no labels
         from dataclasses import replace
 
-        return [replace(r, labels={}) for r in await original(*a, **kw)]
+        return [replace(r, labels={}, relation=None, relation_known=False) for r in await original(*a, **kw)]
 
     w.cp.list_reruns = without_labels  # type: ignore[method-assign]
     w.cp.fail_next["get_run"].append(TransientControlPlaneError("unavailable", rpc="GetRunDetails"))
@@ -431,3 +435,20 @@ def test_a_rerun_whose_lineage_could_not_be_read_is_read_again_before_planning(t
         ("r0", "hand-made")
     ]
     assert w.cp.calls["get_run"] == 2
+
+
+def test_a_rerun_name_held_by_another_run_is_swept_under_the_next_salted_name(tmp_path: Path) -> None:
+    """Issue 22.1: ALREADY_EXISTS from a run that is not this rerun is no 'already issued'."""
+    from rerund.core.names import rerun_name
+
+    w = World(tmp_path, failures=1)
+    w.cp.add_failed("r0-retry-1", at=T0 - timedelta(hours=3), phase="SUCCEEDED")  # someone named it so
+    s = w.sweeper()
+    plan = asyncio.run(s.plan(w.window))
+
+    [result] = asyncio.run(s.issue(plan.reruns))
+
+    salted = rerun_name(root="r0", attempt=1, salt=1)
+    assert (result.result, result.name, result.to_json()["rerun"]) == ("created", salted, salted)
+    assert w.cp.runs[w.cp.ref(salted)].labels["rerund-root"] == "r0"
+    assert [(i["target"], i["result"]) for i in w.ledger.issues()] == [(salted, "created")]

@@ -294,9 +294,20 @@ def _task_name(metadata: Any) -> str:
     return ""
 
 
+def _relation(holder: Any) -> RunRef | None:
+    """The run a ``RunSpec`` (or ``ActionMetadata``) ``relation`` names; None when it has none."""
+    if not holder.HasField("relation") or not holder.relation.HasField("related_to"):
+        return None
+    rel = holder.relation.related_to
+    return RunRef(rel.project, rel.domain, rel.name)
+
+
 def _summary(run: Any) -> RunSummary:
     action = run.action
     rid = action.id.run
+    # A listing may carry the root action's relation (the sandbox's union profile does); when it
+    # does not, the relation stays unknown until GetRunDetails reads the RunSpec.
+    relation = _relation(action.metadata)
     return RunSummary(
         ref=RunRef(rid.project, rid.domain, rid.name),
         phase=_phase_name(action.status.phase),
@@ -304,6 +315,8 @@ def _summary(run: Any) -> RunSummary:
         created_at=_ts(action.status, "start_time"),
         ended_at=_ts(action.status, "end_time"),
         labels=dict(run.labels),
+        relation=relation,
+        relation_known=relation is not None,
     )
 
 
@@ -405,7 +418,11 @@ def _refuses_labels(exc: ControlPlaneError) -> bool:
     return exc.code == "invalid_argument" and "invalid filter field" in str(exc)
 
 
-def _with_labels(run: RunSummary, labels: Mapping[str, str]) -> RunSummary:
+def _with_labels(
+    run: RunSummary, labels: Mapping[str, str], relations: Mapping[RunRef, RunRef | None]
+) -> RunSummary:
+    """``run`` with the ``labels`` (and the relation, when known) its GetRunDetails read."""
+    known = run.relation_known or run.ref in relations
     return RunSummary(
         ref=run.ref,
         phase=run.phase,
@@ -413,6 +430,8 @@ def _with_labels(run: RunSummary, labels: Mapping[str, str]) -> RunSummary:
         created_at=run.created_at,
         ended_at=run.ended_at,
         labels=dict(labels),
+        relation=run.relation if run.relation_known else relations.get(run.ref),
+        relation_known=known,
     )
 
 
@@ -1022,6 +1041,7 @@ class FlyteControlPlane:
         self._label_filters: bool | None = {"auto": None, "union": True, "oss": False}[backend]
         self._backend = backend
         self._labels: OrderedDict[RunRef, dict[str, str]] = OrderedDict()
+        self._relations: dict[RunRef, RunRef | None] = {}  # read with the labels, evicted with them
         self._reads: OrderedDict[RunRef, dict[_ReadKey, Any]] = OrderedDict()
         self._internal: dict[tuple[str, bytes], int] = {}
         self._label_reads = asyncio.Semaphore(8)
@@ -1199,11 +1219,15 @@ class FlyteControlPlane:
             code="internal_repeated",
         )
 
-    def _learned_labels(self, ref: RunRef, labels: Mapping[str, str]) -> None:
+    def _learned_labels(self, ref: RunRef, labels: Mapping[str, str], spec: Any = None) -> None:
+        """Keep the labels of ``ref`` (and the relation of its RunSpec ``spec``, when given)."""
         self._labels[ref] = dict(labels)
         self._labels.move_to_end(ref)
+        if spec is not None:
+            self._relations[ref] = _relation(spec)
         while len(self._labels) > _LABEL_CACHE:
-            self._labels.popitem(last=False)
+            gone, _ = self._labels.popitem(last=False)
+            self._relations.pop(gone, None)
 
     async def _labels_of(self, refs: list[RunRef]) -> dict[RunRef, dict[str, str]]:
         """Labels of ``refs`` (GetRunDetails for each one not read before; labels never change).
@@ -1385,7 +1409,7 @@ class FlyteControlPlane:
                 continue
             if policy is not None and lab[LABEL_POLICY] != policy:
                 continue
-            out.append(_with_labels(r, lab))
+            out.append(_with_labels(r, lab, self._relations))
         return out
 
     async def watch(self, project: str, domain: str) -> AsyncIterator[RunSummary]:
@@ -1544,7 +1568,7 @@ class FlyteControlPlane:
                 if all(lab.get(k) == v for k, v in labels.items()) and (
                     not without_label or without_label not in lab
                 ):
-                    return _with_labels(r, lab)
+                    return _with_labels(r, lab, self._relations)
             token = resp.token
             if not token or not page:
                 return None
@@ -1619,7 +1643,7 @@ class FlyteControlPlane:
         details = await self._run_details(ref)
         action = details.action
         labels = dict(details.run_spec.labels.values)
-        self._learned_labels(ref, labels)
+        self._learned_labels(ref, labels, details.run_spec)
         return RunSummary(
             ref=ref,
             phase=_phase_name(action.status.phase),
@@ -1627,6 +1651,8 @@ class FlyteControlPlane:
             created_at=_ts(action.status, "start_time"),
             ended_at=_ts(action.status, "end_time"),
             labels=labels,
+            relation=_relation(details.run_spec),
+            relation_known=True,
         )
 
     async def read_failure(self, run: RunSummary) -> FailureFacts:
@@ -1638,7 +1664,7 @@ class FlyteControlPlane:
         details = await self._run_details(ref, keep=True)
         spec = details.run_spec
         labels = dict(spec.labels.values)
-        self._learned_labels(ref, labels)
+        self._learned_labels(ref, labels, spec)
         actions = await self._call(
             "ListActions",
             _rpcs().list_actions,
@@ -1720,6 +1746,7 @@ class FlyteControlPlane:
             finished_phase=_finished_before_abort(root),
             task_version=root.metadata.task.id.version or template.id.version,
             resources=resources_view(template) if root.HasField("task") else None,
+            relation=_relation(spec),
         )
 
     def _keep_read(self, ref: RunRef, method: str, request: Any, answer: Any) -> None:
@@ -1744,7 +1771,7 @@ class FlyteControlPlane:
     async def _issue_mark(self, ref: RunRef) -> str:
         """The ``rerund-issue`` annotation of run ``ref`` (one GetRunDetails; labels cached)."""
         details = await self._run_details(ref)
-        self._learned_labels(ref, dict(details.run_spec.labels.values))
+        self._learned_labels(ref, dict(details.run_spec.labels.values), details.run_spec)
         return str(details.run_spec.annotations.values.get(ANNOTATION_ISSUER, ""))
 
     async def create_rerun(self, request: RerunRequest) -> RunRef:

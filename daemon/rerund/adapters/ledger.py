@@ -557,6 +557,15 @@ class Ledger:
             for r in rows
         ]
 
+    def issued_as(self, project: str, domain: str, target: str) -> tuple[str, int] | None:
+        """(root, attempt) of run ``target`` when this ledger recorded creating it (the unique
+        key (target_key, result) makes this one indexed lookup)."""
+        rows = self._query(
+            "SELECT root, attempt FROM issues WHERE target_key = ? AND result = 'created'",
+            (f"{project}/{domain}/{target}",),
+        )
+        return (str(rows[0]["root"]), int(rows[0]["attempt"])) if rows else None
+
     def history(
         self,
         *,

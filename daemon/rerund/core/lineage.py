@@ -5,6 +5,12 @@ notice sent when a lineage is exhausted.
 A lineage is an original run and the reruns issued for it, linked by the labels every rerun
 carries (``rerund-root``, ``rerund-attempt``, ``rerund-policy``, set by ``decide`` and nowhere
 else). Everything here is a function of values: no I/O, no clock (``now`` is a parameter).
+
+Labels are not a trust boundary: anyone who launches a run can write them. A run's claim to be
+attempt n of lineage ``root`` counts only when its relation vouches for it (``vouches``: the
+SDK sets ``RunSpec.relation`` on every rerun, naming the run it reruns) or rerund's ledger
+recorded creating it (a relaunch has no relation). Unvouched labels are ignored (``unvouched``):
+the run is an original run of its own lineage, and it never counts against a budget.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from rerund.core.rules import GLOBAL_BUDGET
 from rerund.core.runs import (
     FAILED_PHASES,
     LABEL_ATTEMPT,
+    LABEL_POLICY,
+    LABEL_REPRO,
     LABEL_ROOT,
     ROOT_ACTION,
     FailureFacts,
@@ -33,6 +41,7 @@ __all__ = [
     "MAX_ATTEMPT",
     "attempt_of",
     "budget_counts",
+    "claimed_lineage",
     "decided_as",
     "exhausted_notice",
     "failure_from",
@@ -42,6 +51,8 @@ __all__ = [
     "policy_budgets",
     "relaunch_request",
     "rerun_request",
+    "unvouched",
+    "vouches",
 ]
 
 
@@ -69,6 +80,48 @@ def attempt_of(labels: Mapping[str, str]) -> int:
     an original run, or when the label is not one rerund writes: ``decide`` then ignores the
     run, saying so)."""
     return parse_attempt(labels) or 0
+
+
+def claimed_lineage(labels: Mapping[str, str]) -> tuple[str, int] | None:
+    """The (root, attempt) a run's labels claim: a ``rerund-root`` and an attempt rerund
+    writes (1..``MAX_ATTEMPT``). None for an original run, a reproduction rerun (it inherits the
+    labels of the run it reruns, and is never part of a lineage) or labels rerund never writes."""
+    root = labels.get(LABEL_ROOT)
+    if not root or LABEL_REPRO in labels:
+        return None
+    attempt = parse_attempt(labels)
+    return (root, attempt) if attempt else None
+
+
+def vouches(
+    ref: RunRef, claim: tuple[str, int], relation: RunRef | None, parent: tuple[str, int] | None
+) -> bool:
+    """Whether the relation of run ``ref`` backs its ``claim`` to be attempt n of lineage root.
+
+    It does when it names, in ``ref``'s project and domain, the lineage's previous run: the
+    root itself for attempt 1, else a run vouched for as attempt n-1 of the same root; or a
+    run vouched for as attempt n of it (an operator's ``flyte rerun`` of a rerund rerun inherits
+    its labels and names it: a copy of that attempt). ``parent`` is the vouched (root, attempt)
+    of the run the relation names (None: an original run, or one not vouched for). A run
+    without a relation (launched afresh, not rerun) never vouches for lineage labels.
+    """
+    root, attempt = claim
+    if relation is None or relation.scope != ref.scope or relation == ref:
+        return False
+    if attempt == 1 and relation.name == root:
+        return True
+    return parent is not None and parent[0] == root and parent[1] in (attempt - 1, attempt)
+
+
+def unvouched(facts: FailureFacts) -> FailureFacts:
+    """``facts`` with the lineage labels (``rerund-root``, ``-attempt``, ``-policy``) removed:
+    how a run whose labels nobody vouches for is decided — as an original run of its own."""
+    drop = (LABEL_ROOT, LABEL_ATTEMPT, LABEL_POLICY)
+    if not any(k in facts.labels or k in facts.summary.labels for k in drop):
+        return facts
+    labels = {k: v for k, v in facts.labels.items() if k not in drop}
+    shown = {k: v for k, v in facts.summary.labels.items() if k not in drop}
+    return replace(facts, labels=labels, summary=replace(facts.summary, labels=shown))
 
 
 def decided_as(facts: FailureFacts) -> FailureFacts | None:

@@ -171,17 +171,18 @@ class ReproResult:
         }
 
 
-def repro_run_name(check: str, scheduled_for: datetime, *, manual: bool = False) -> str:
+def repro_run_name(check: str, scheduled_for: datetime, *, manual: bool = False, salt: int = 0) -> str:
     """The rerun name of the firing of ``check`` scheduled for ``scheduled_for``.
 
     ``rp-<check>-<YYYYmmddHHMM>`` (UTC minute) for scheduled firings, ``rm-...`` for manual ones
     (``rerund repro run``), shortened with a hash by ``core.names.suffixed_name`` when longer than
-    30 characters. Invariants: a valid DNS-1035 run name; a pure function of its arguments;
-    distinct for distinct (check, minute, manual).
+    30 characters; ``salt`` >= 1 gives the firing's other names, used when a run that is not
+    this firing holds the ones before (``core.names``). Invariants: a valid DNS-1035 run name;
+    a pure function of its arguments; distinct for distinct (check, minute, manual, salt).
     """
     minute = int(scheduled_for.astimezone(UTC).strftime("%Y%m%d%H%M"))
     root = f"{'rm' if manual else 'rp'}-{check}"
-    return suffixed_name(root, minute, f"-{minute}")
+    return suffixed_name(root, minute, f"-{minute}", salt=salt)
 
 
 def due_firing(

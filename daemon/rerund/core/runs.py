@@ -3,7 +3,9 @@ phase sets. The control-plane adapter builds these from the wire, the shell pass
 the core reads them; they live here, on the ground floor, so every layer can import them.
 
 Lineage lives on the control plane, in three labels every rerun carries (``rerund-root``,
-``rerund-attempt``, ``rerund-policy``), plus the SDK's ``RunSpec.relation``. Nothing about a
+``rerund-attempt``, ``rerund-policy``), plus the SDK's ``RunSpec.relation``. Anyone can write
+labels, so a run counts as a lineage's rerun only when its relation (or rerund's ledger)
+vouches for them (``rerund.core.lineage.vouches``). Nothing about a
 lineage is only known locally. A reproduction rerun carries ``rerund-repro`` (the check's name).
 A relaunch (a fresh run of the deployed task) has no relation at all: its lineage is only in
 those labels, which is why every layer reads lineage from labels.
@@ -74,6 +76,10 @@ class RunSummary:
     created_at: datetime | None = None
     ended_at: datetime | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    # The run this one reruns (its RunSpec relation; the SDK sets it on every rerun), and
+    # whether that is known: GetRunDetails always knows it, a listing may not say.
+    relation: RunRef | None = None
+    relation_known: bool = False
 
     @property
     def terminal(self) -> bool:
@@ -99,6 +105,7 @@ class FailureFacts:
     finished_phase: str | None = None
     task_version: str = ""  # the version of the run's (root) task
     resources: ResourcesView | None = None  # the root task's requests and limits (None: unknown)
+    relation: RunRef | None = None  # the run this one reruns (RunSpec relation), None: not a rerun
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -53,7 +53,7 @@ async def explain_live(
     summary = await cp.get_run(ref)
     if summary.phase not in FAILED_PHASES:
         return None
-    facts = await cp.read_failure(summary)
+    facts = await index.vouched_facts(await cp.read_failure(summary))
     used, oldest = index.budget_counts(now, budgets)
     versions = TaskVersions(cp)  # the latest version of its task, as a waiting relaunch sees it
     await versions.refresh([task_key(facts)])

@@ -48,6 +48,8 @@ METRIC_NAMES = (
     "rerund_control_plane_peak_rps",
     "rerund_clock_skew_seconds",
     "rerund_ledger_reopened_total",
+    "rerund_rerun_name_conflicts_total",
+    "rerund_forged_lineage_labels_total",
 )
 
 
@@ -191,6 +193,18 @@ class Metrics:
             "rerund_ledger_reopened_total",
             "Times the ledger file was found deleted or replaced while the daemon ran and was reopened "
             "(the audit rows written to the old file in between are not in the new one).",
+            registry=registry,
+        )
+        self.name_conflicts = Counter(
+            "rerund_rerun_name_conflicts_total",
+            "Rerun names found taken by a run that is not that rerun (another lineage's, or a "
+            "squatter's); the lineage took its next salted name.",
+            registry=registry,
+        )
+        self.forged_labels = Counter(
+            "rerund_forged_lineage_labels_total",
+            "Runs carrying rerund-* lineage labels that neither their relation nor the ledger "
+            "vouch for: the labels are ignored (counted once per run).",
             registry=registry,
         )
 

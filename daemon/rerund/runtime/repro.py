@@ -28,11 +28,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 from rerund.adapters.cron import CronSchedule
 from rerund.core.durations import format_duration
+from rerund.core.names import MAX_SALT
 from rerund.core.repro import (
     ReproCheck,
     ReproResult,
@@ -64,6 +67,7 @@ T = TypeVar("T")
 log = logging.getLogger("rerund.repro")
 decisions_log = logging.getLogger("rerund.decisions")
 
+_TAKEN = "the rerun's name is taken by another run"  # _create's answer (compared by identity)
 _MAX_SLEEP_S = 30.0  # the schedule loop re-reads the checks (hot reload) at least this often
 
 
@@ -229,7 +233,7 @@ class ReproRunner:
         name = repro_run_name(check.name, slot, manual=manual)
         facts: dict[str, Any] = {"rerun": None, "reference": None}
         try:
-            judged = await self._firing(check, project, domain, name, deadline, facts)
+            judged = await self._firing(check, project, domain, name, deadline, facts, slot, manual)
             if judged is None:
                 return None
             verdict, extra = judged
@@ -261,6 +265,8 @@ class ReproRunner:
         name: str,
         deadline: datetime,
         facts: dict[str, Any],
+        slot: datetime,
+        manual: bool,
     ) -> tuple[Verdict, dict[str, Any]] | None:
         """Steps 1-4 of the module docstring: the verdict and the phases to record with it;
         None when stopped while waiting. Raises ``_Unverifiable`` when there is nothing to
@@ -288,7 +294,15 @@ class ReproRunner:
             labels={**check.labels, LABEL_REPRO: check.name},
         )
         facts["rerun"] = name
-        refused = await self._retrying(lambda: self._create(request), deadline)
+        for salt in range(1, MAX_SALT + 2):
+            refused = await self._retrying(partial(self._create, request, check), deadline)
+            if refused is not _TAKEN:
+                break
+            # Held by a run that is not this firing: the firing's next name (``core.names``).
+            request = replace(request, name=repro_run_name(check.name, slot, manual=manual, salt=salt))
+            name = facts["rerun"] = request.name
+        else:
+            refused = f"every name of the firing ({MAX_SALT + 1}) is taken by other runs"
         if refused is not None:
             raise _Unverifiable(refused, reference_phase=reference.phase)
         decisions_log.info("repro   check %s: rerun %s of %s issued", check.name, name, reference.ref)
@@ -339,12 +353,24 @@ class ReproRunner:
             )
         return found
 
-    async def _create(self, request: RerunRequest) -> str | None:
-        """Create the rerun; None when it exists now (created or already issued), else why the
-        control plane refused it."""
+    async def _create(self, request: RerunRequest, check: ReproCheck) -> str | None:
+        """Create the rerun; None when it exists now (created or already issued), ``_TAKEN``
+        when its name is held by a run that is not a firing of ``check`` (no ``rerund-repro``
+        label naming it, or no relation: launched afresh, not rerun), else why the control
+        plane refused it."""
         try:
             await self._cp.create_rerun(request)
         except AlreadyExistsError:
+            there = await self._cp.get_run(request.target)
+            if there.labels.get(LABEL_REPRO) != check.name or there.relation is None:
+                self._metrics.name_conflicts.inc()
+                log.warning(
+                    "check %s: rerun name %s is taken by a run that is not a firing of the check; "
+                    "the firing takes its next salted name",
+                    check.name,
+                    request.target,
+                )
+                return _TAKEN
             decisions_log.info("exists  rerun %s was already issued; following it", request.target)
             return None
         except PermanentControlPlaneError as exc:

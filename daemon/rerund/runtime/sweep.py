@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Literal, TypeVar
@@ -44,6 +44,7 @@ from typing import Any, Literal, TypeVar
 from aiolimiter import AsyncLimiter
 
 from rerund.core.lineage import decided_as, failure_from, issue_request
+from rerund.core.names import MAX_SALT, rerun_name
 from rerund.core.redact import redact_url
 from rerund.core.rules import PolicySet
 from rerund.core.runs import FAILED_PHASES, FailureFacts, RelaunchRequest, RerunRequest, RunRef, RunSummary
@@ -80,13 +81,19 @@ class IssueResult:
     item: PlannedRerun
     result: Result
     message: str = ""
+    taken_name: str = ""  # the salted name used when the planned one was another run's
+
+    @property
+    def name(self) -> str:
+        """The rerun's name: the planned one, or the salted one used instead."""
+        return self.taken_name or self.item.name
 
     def to_json(self) -> dict[str, Any]:
         return {
             "run": self.item.failure.run,
             "project": self.item.failure.project,
             "domain": self.item.failure.domain,
-            "rerun": self.item.name,
+            "rerun": self.name,
             "policy": self.item.policy,
             "attempt": self.item.attempt,
             "result": self.result,
@@ -184,8 +191,14 @@ class Sweeper:
         self._issuer = Issuer(
             metrics, stopping=self._stop, clock=clock, initial=retry_initial, maximum=retry_max
         )
-        self._index = RerunIndex(control_plane, reads=self._reads, count_error=self._issuer.count_error)
         self._recorder = self._recording(ledger)
+        self._index = RerunIndex(
+            control_plane,
+            reads=self._reads,
+            count_error=self._issuer.count_error,
+            issued_as=lambda ref: self._recorder.issued_as(ref),
+            on_forged=lambda ref, labels: self._recorder.forged(ref, labels),
+        )
         self._facts: dict[RunRef, FailureFacts] = {}  # what the plan was made from, by run
         self._versions = TaskVersions(control_plane)  # latest task versions, for fixes waited for
 
@@ -263,7 +276,7 @@ class Sweeper:
             nonlocal done
             async with self._reads:
                 try:
-                    return await self._read(f"reading run {s.ref}", partial(self._cp.read_failure, s))
+                    return await self._read(f"reading run {s.ref}", partial(self._read_vouched, s))
                 except NotFoundError:
                     return None  # deleted since it was listed: nothing to recover
                 finally:
@@ -304,6 +317,11 @@ class Sweeper:
             log.warning("listing task versions failed; those failures keep waiting for a fix: %s", exc)
         return planned()
 
+    async def _read_vouched(self, summary: RunSummary) -> FailureFacts:
+        """The failure of ``summary`` as the daemon decides it: lineage labels nobody vouches
+        for ignored (``RerunIndex.vouched_facts``)."""
+        return await self._index.vouched_facts(await self._cp.read_failure(summary))
+
     async def _await_errors(self, facts: list[FailureFacts]) -> list[FailureFacts]:
         """Read again, every ``error_recheck`` seconds, the FAILED runs whose error details have
         not arrived yet (open-source Flyte fills them once the last attempt's events arrived),
@@ -319,7 +337,7 @@ class Sweeper:
             await self._issuer.pause(self._error_recheck)
             for again in await asyncio.gather(
                 *(
-                    self._read(f"reading run {f.summary.ref}", partial(self._cp.read_failure, f.summary))
+                    self._read(f"reading run {f.summary.ref}", partial(self._read_vouched, f.summary))
                     for f in waiting
                 )
             ):
@@ -419,7 +437,38 @@ class Sweeper:
         return results
 
     async def _issue_one(self, item: PlannedRerun) -> IssueResult:
-        req = self.request(item)
+        """Create ``item``'s rerun under its name, or (when a run that is not this rerun holds
+        it) under the lineage attempt's next salted name, as the daemon does."""
+        planned = self.request(item)
+        f = item.failure
+        for salt in range(MAX_SALT + 1):
+            req = (
+                planned
+                if not salt
+                else replace(planned, name=rerun_name(root=f.root, attempt=item.attempt, salt=salt))
+            )
+            result = await self._create_named(item, req)
+            if result is not None:
+                return replace(result, taken_name=req.name if salt else "")
+        return IssueResult(
+            item, "refused", f"every name of the rerun ({MAX_SALT + 1}) is taken by another run"
+        )
+
+    async def _create_named(
+        self, item: PlannedRerun, req: RerunRequest | RelaunchRequest
+    ) -> IssueResult | None:
+        """Create ``req``; None when its name is held by a run that is not this rerun."""
+        f = item.failure
+        held = self._index.holder(req.target)
+        if (
+            held is not None
+            and held.trusted is not None
+            and (not held.trusted or held.claim != (f.root, item.attempt))
+        ):
+            self._recorder.name_taken(
+                req.source, req.target, f.root, item.attempt, held.claim if held.trusted else None
+            )
+            return None
 
         async def create() -> None:
             async with self._creates:
@@ -437,6 +486,15 @@ class Sweeper:
         except Stopped:
             return IssueResult(item, "not_issued", "the sweep was interrupted before this rerun was created")
         except AlreadyExistsError:
+            try:
+                holder = await self._issuer.call(partial(self._holder_of, req.target), on_retry=retrying)
+            except Stopped:
+                return IssueResult(
+                    item, "not_issued", "the sweep was interrupted before this rerun was created"
+                )
+            if holder != (f.root, item.attempt):
+                self._recorder.name_taken(req.source, req.target, f.root, item.attempt, holder)
+                return None
             return IssueResult(item, "already_issued", "the control plane answered ALREADY_EXISTS")
         except PermanentControlPlaneError as exc:
             return IssueResult(item, "refused", f"{exc.code}: {exc}")
@@ -445,13 +503,17 @@ class Sweeper:
         self._recorder.track(Tracked(req.target, item.policy, item.failure.root, item.attempt, now))
         return IssueResult(item, "created")
 
+    async def _holder_of(self, target: RunRef) -> tuple[str, int] | None:
+        """The vouched lineage attempt of the run named ``target`` (None: none)."""
+        return await self._index.identity(await self._cp.get_run(target))
+
     def _record_issue(self, r: IssueResult) -> None:
         if r.result == "not_issued":
             return
         f = r.item.failure
         self._recorder.issue(
             RunRef(f.project, f.domain, f.run),
-            r.item.name,
+            r.name,
             root=f.root,
             attempt=r.item.attempt,
             policy=r.item.policy,
@@ -474,7 +536,7 @@ class Sweeper:
         rerun name -> terminal phase for those that finished. The outcome of a rerun this sweep
         created goes to the ledger and the metrics (the daemon's recorder)."""
         results = list(results)
-        wanted = {r.item.name: r.item for r in results if r.result in ("created", "already_issued")}
+        wanted = {r.name: r.item for r in results if r.result in ("created", "already_issued")}
         phases: dict[str, str] = {}
         since = min((r.item.failure.failed_at for r in results), default=self._clock())
         scopes = sorted({i.scope_key for i in wanted.values()})

@@ -49,6 +49,10 @@ at commit 6fadb90 (2026-08-21). Each field names the file it follows:
 9. ``server_auth=False``, ``rate_limit=False``: the open-source service authenticates nothing
    itself (a load balancer does, ``run_service.go`` ``CreateRun`` comment) and has no server
    rate limit; Union enforces both.
+10. ``listed_relation=False``: a listed or watched ``Run`` carries no ``ActionMetadata.relation``
+   (nothing under ``runs/`` fills it); the relation a rerun's CreateRun sent is stored with the
+   RunSpec and served by GetRunDetails (``run_service.go`` ``persistRunModel``,
+   ``extractRunSpecFromActionModel``), on both profiles.
 """
 
 from __future__ import annotations
@@ -106,6 +110,7 @@ class Profile:
     identifiers_org: bool = True
     server_auth: bool = True
     rate_limit: bool = True
+    listed_relation: bool = True
 
     def with_error_delay(self, seconds: float) -> Profile:
         """This profile with another error-details delay (``--error-delay``)."""
@@ -139,6 +144,7 @@ OSS = Profile(
     identifiers_org=False,
     server_auth=False,
     rate_limit=False,
+    listed_relation=False,
 )
 PROFILES = {p.name: p for p in (UNION, OSS)}
 

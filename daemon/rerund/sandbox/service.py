@@ -27,6 +27,7 @@ from flyteidl2.common import run_pb2 as common_run_pb2
 from flyteidl2.dataproxy import dataproxy_service_pb2 as dp_pb2
 from flyteidl2.dataproxy.dataproxy_service_connect import DataProxyService
 from flyteidl2.task import common_pb2
+from flyteidl2.workflow import run_definition_pb2
 from flyteidl2.workflow import run_service_pb2 as rs
 from flyteidl2.workflow.run_service_connect import RunService
 
@@ -236,7 +237,10 @@ class _Base:
         )
 
     def _out(self, msg: Any) -> Any:
-        """A response message as the profile shows it (``oss``: identifiers without org)."""
+        """A response message as the profile shows it (``oss``: identifiers without org, and a
+        ``Run`` without its root action's relation: read it from GetRunDetails' RunSpec)."""
+        if not self.profile.listed_relation and isinstance(msg, run_definition_pb2.Run):
+            msg.action.metadata.ClearField("relation")
         return msg if self.profile.identifiers_org else strip_org(msg)
 
     def _error_shown(self, a: ActionRec) -> bool:

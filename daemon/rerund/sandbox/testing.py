@@ -216,11 +216,25 @@ class SandboxHandle:
         envs: Mapping[str, str] | None = None,
         spec: Mapping[str, Any] | None = None,
         version: str | None = None,
+        rerun_of: str | None = None,
     ) -> list[str]:
         """Start ``count`` runs of workload task ``task`` (its ``version``, default the latest);
         returns their names. ``spec`` takes the RunSpec keys of a workload run (``env``,
-        ``queue``, ``interruptible``, ...)."""
+        ``queue``, ``interruptible``, ...); ``rerun_of`` names the run they rerun (the RunSpec
+        relation the SDK sets on a rerun, type RERUN)."""
         run_spec = run_spec_of(RunBatch.model_validate({"task": task, **spec})) if spec else None
+        if rerun_of is not None:
+            from flyteidl2.common import identifier_pb2
+            from flyteidl2.common import run_pb2 as common_run_pb2
+            from flyteidl2.task import run_pb2
+
+            run_spec = run_spec or run_pb2.RunSpec()
+            run_spec.relation.related_to.CopyFrom(
+                identifier_pb2.RunIdentifier(
+                    org=self.org, project=project or self.project, domain=domain or self.domain, name=rerun_of
+                )
+            )
+            run_spec.relation.relation_type = common_run_pb2.RELATION_TYPE_RERUN
 
         def go(sb: Sandbox) -> list[str]:
             assert sb.engine is not None

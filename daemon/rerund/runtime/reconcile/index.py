@@ -6,23 +6,49 @@ so a rerun that exists costs no RPC (its name, ``<root>-retry-<attempt>``, is th
 plane's guard against a second create whatever this index knows). It is
 also where budget counts come from. Lineage learning fills in the labels a listing does not
 return (open-source Flyte lists runs without labels): one GetRunDetails per unknown rerun, once.
+
+Only reruns whose lineage labels are vouched for count (``rerund.core.lineage.vouches``): by
+their relation (read with the labels; a relation naming a run not listed costs one
+GetRunDetails of that run, once), by the ledger, or because this process created them. A run
+with labels nobody vouches for is *forged*: it is in no lineage, no budget and no ``has``;
+``on_forged`` hears of it once. A budget counts a lineage attempt once, however many runs
+(an operator's copies of a rerun) carry it.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from rerund.core.lineage import attempt_of, budget_counts, policy_budgets
-from rerund.core.runs import LABEL_ATTEMPT, LABEL_POLICY, LABEL_REPRO, LABEL_ROOT, RunRef, RunSummary
+from rerund.core.lineage import (
+    MAX_ATTEMPT,
+    attempt_of,
+    budget_counts,
+    claimed_lineage,
+    policy_budgets,
+    unvouched,
+    vouches,
+)
+from rerund.core.runs import (
+    LABEL_ATTEMPT,
+    LABEL_POLICY,
+    LABEL_REPRO,
+    LABEL_ROOT,
+    FailureFacts,
+    RunRef,
+    RunSummary,
+)
 from rerund.core.scopes import Coverage
 from rerund.core.status import ListedRerun
-from rerund.errors import ControlPlaneError
+from rerund.errors import ControlPlaneError, NotFoundError
 from rerund.ports import ControlPlane
 
 __all__ = ["RerunIndex", "RerunInfo"]
+
+_VOUCHED_CAPACITY = 200_000  # runs whose lineage claim is remembered (labels never change)
 
 
 @dataclass
@@ -35,6 +61,14 @@ class RerunInfo:
     root: str | None = None
     attempt: int | None = None
     phase: str = ""  # as last listed ("" = created here, not listed since)
+    # Whether (root, attempt) is vouched for (created here, relation, ledger); None: not yet known.
+    trusted: bool | None = None
+    relation: RunRef | None = None
+    relation_known: bool = False
+
+    @property
+    def claim(self) -> tuple[str, int] | None:
+        return (self.root, self.attempt) if self.root and self.attempt else None
 
 
 @dataclass
@@ -54,15 +88,16 @@ class _Known:
             info.attempt = info.attempt if info.attempt is not None else old.attempt
             info.created_at = info.created_at or old.created_at
             info.phase = info.phase or old.phase
+            info.trusted = info.trusted if info.trusted is not None else old.trusted
         self.by_name[info.ref] = info
-        if self._lineages is not None:
+        if self._lineages is not None and info.trusted:
             self._lineages.add((info.ref.scope, info.root, info.attempt))
 
     def has(self, ref: RunRef, root: str, attempt: int) -> bool:
-        if ref in self.by_name:
-            return True
+        """Whether a vouched-for rerun of (scope, root, attempt) is known, whatever its name: a
+        run merely *named* like the rerun is not it (another lineage's, or a squatter's)."""
         if self._lineages is None:
-            self._lineages = {(i.ref.scope, i.root, i.attempt) for i in self.by_name.values()}
+            self._lineages = {(i.ref.scope, i.root, i.attempt) for i in self.by_name.values() if i.trusted}
         return (ref.scope, root, attempt) in self._lineages
 
 
@@ -78,8 +113,16 @@ class RerunIndex:
         reads: asyncio.Semaphore,
         count_error: Callable[[ControlPlaneError], None],
         coverage: Coverage | None = None,
+        issued_as: Callable[[RunRef], tuple[str, int] | None] = lambda _: None,
+        on_forged: Callable[[RunRef, Mapping[str, str]], None] = lambda *_: None,
     ) -> None:
         self._cp = control_plane
+        self._issued_as = issued_as  # the ledger: (root, attempt) of a run rerund recorded creating
+        self._on_forged = on_forged
+        # Runs whose lineage claim was checked: (root, attempt) vouched for, or None (original,
+        # forged). Labels and relations never change, so an answer holds for the run's life.
+        self._vouched: OrderedDict[RunRef, tuple[str, int] | None] = OrderedDict()
+        self._forged_seen: OrderedDict[RunRef, None] = OrderedDict()
         self._coverage = coverage or Coverage(())  # which listing finds which run (core.scopes)
         self._reads = reads
         self._count_error = count_error
@@ -104,6 +147,10 @@ class RerunIndex:
         """A rerun now known to exist (created here, or found to exist already)."""
         self._known.add(info)
 
+    def holder(self, ref: RunRef) -> RerunInfo | None:
+        """The indexed run named ``ref``, if any (no RPC)."""
+        return self._known.by_name.get(ref)
+
     def reserve(self, info: RerunInfo) -> None:
         self._reserved[info.ref] = info
 
@@ -116,12 +163,12 @@ class RerunIndex:
         return {
             (i.ref.scope, i.root, i.attempt): i.ref.name
             for i in self._known.by_name.values()
-            if i.root and i.attempt is not None
+            if i.root and i.attempt is not None and i.trusted
         }
 
     def members(self) -> Iterator[tuple[str, str | None, int | None]]:
-        """(name, root, attempt) of every indexed rerun."""
-        return ((i.ref.name, i.root, i.attempt) for i in self._known.by_name.values())
+        """(name, root, attempt) of every indexed rerun vouched for."""
+        return ((i.ref.name, i.root, i.attempt) for i in self._known.by_name.values() if i.trusted)
 
     def listed(self) -> list[ListedRerun]:
         """The reruns of known lineages as last listed, plus this process's creates (no RPC):
@@ -138,16 +185,31 @@ class RerunIndex:
                 i.created_at,
             )
             for i in self._known.by_name.values()
-            if i.root
+            if i.root and i.trusted
         ]
 
     def budget_counts(
         self, now: datetime, budgets: Mapping[str, timedelta]
     ) -> tuple[dict[str, int], dict[str, datetime]]:
-        """Budget counts over the indexed reruns and those being created right now."""
+        """Budget counts over the indexed reruns and those being created right now: a lineage
+        attempt counts once; a forged run never (one not checked yet does)."""
         known = self._known.by_name
         reserved = (i for ref, i in self._reserved.items() if ref not in known)
-        return budget_counts(((i.policy, i.created_at) for i in (*known.values(), *reserved)), budgets, now)
+        seen: set[tuple[str, str, int]] = set()
+
+        def counted() -> Iterator[tuple[str | None, datetime | None]]:
+            for i in (*known.values(), *reserved):
+                if i.trusted is False:
+                    continue
+                claim = i.claim
+                if i.trusted and claim is not None:
+                    key = (i.ref.scope, *claim)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                yield i.policy, i.created_at
+
+        return budget_counts(counted(), budgets, now)
 
     async def refresh(
         self,
@@ -186,16 +248,24 @@ class RerunIndex:
                 root=labels.get(LABEL_ROOT),
                 attempt=attempt_of(labels) if LABEL_ATTEMPT in labels else None,
                 phase=r.phase,
+                relation=r.relation,
+                relation_known=r.relation_known,
             )
             known = self._known.by_name.get(r.ref)
             if info.root is None and known is not None and known.root is not None:
                 info.root, info.attempt = known.root, known.attempt
                 info.policy = info.policy or known.policy
-            if info.root is None:
+                info.relation, info.relation_known = known.relation, known.relation_known
+            if known is not None and known.trusted is not None:
+                info.trusted = known.trusted
+            if info.root is None or (
+                info.trusted is None and not info.relation_known and r.ref not in self._vouched
+            ):
                 unknown.append(info)
             fresh.add(info)
             on_listed(r)
         self.unlearned += await self._learn_lineages(unknown)
+        self.unlearned += await self._vouch_listed(fresh, [fresh.by_name[r.ref] for r in listed])
         # Keep other scopes, and what this listing cannot know yet (created by us while it ran).
         for ref, info in self._known.by_name.items():
             if not self._coverage.finds(scope, ref.project, ref.domain) or (
@@ -225,8 +295,137 @@ class RerunIndex:
             # "" = read, and not part of a lineage (a reproduction rerun inherits the labels of
             # the run it reruns): never read again
             info.root = "" if LABEL_REPRO in run.labels else run.labels.get(LABEL_ROOT, "")
+            if LABEL_REPRO in run.labels:
+                info.trusted = False  # a reproduction rerun: in no lineage and no budget
             info.attempt = attempt_of(run.labels) if LABEL_ATTEMPT in run.labels else None
             info.policy = info.policy or run.labels.get(LABEL_POLICY)
+            info.relation, info.relation_known = run.relation, run.relation_known
 
         await asyncio.gather(*(learn(i) for i in infos))
         return failed
+
+    async def _vouch_listed(self, fresh: _Known, infos: Sequence[RerunInfo]) -> int:
+        """Check the lineage claim of every listed rerun not checked yet, oldest first (so the
+        run a relation names is usually checked already); returns how many could not be."""
+        failed = 0
+        listed = fresh.by_name
+        for info in sorted(infos, key=lambda i: (i.created_at is None, i.created_at or 0)):
+            if info.trusted is not None or (not info.relation_known and info.ref not in self._vouched):
+                continue
+            claim = info.claim
+            if claim is None:
+                if info.root is None:
+                    continue  # its labels are not read yet
+                # A policy label without a lineage rerund writes (no root, or no attempt 1..1000).
+                info.trusted = False
+                self._forged(info.ref, {LABEL_ROOT: info.root, LABEL_POLICY: info.policy or ""})
+                continue
+            try:
+                found = await self._check(info.ref, claim, info.relation, listed, depth=0)
+            except ControlPlaneError as exc:
+                failed += 1
+                self._count_error(exc)
+                continue
+            info.trusted = found == claim
+        fresh._lineages = None  # rebuilt from the vouched ones on the next ``has``
+        return failed
+
+    async def vouched_facts(self, facts: FailureFacts) -> FailureFacts:
+        """``facts`` as the core may decide them: unchanged when the run claims no lineage or
+        its claim is vouched for; without the lineage labels (``unvouched``: an original run of
+        its own) when nobody vouches for them. May read the run its relation names (one
+        GetRunDetails, once); raises ``ControlPlaneError`` when that read fails."""
+        labels = facts.labels
+        if LABEL_REPRO in labels or not any(k in labels for k in (LABEL_ROOT, LABEL_ATTEMPT, LABEL_POLICY)):
+            return facts
+        ref = facts.summary.ref
+        claim = claimed_lineage(labels)
+        if (
+            claim is not None
+            and await self._check(ref, claim, facts.relation, self._known.by_name, depth=0) == claim
+        ):
+            return facts
+        if claim is None:
+            self._forged(ref, labels)
+        return unvouched(facts)
+
+    async def identity(self, run: RunSummary) -> tuple[str, int] | None:
+        """The (root, attempt) run ``run`` is vouched for as (``run`` from GetRunDetails: its
+        labels and relation known), None when it is no lineage's rerun. May read the run its
+        relation names; raises ``ControlPlaneError`` when that fails."""
+        claim = claimed_lineage(run.labels)
+        if claim is None:
+            return None
+        if not run.relation_known:
+            run = await self._cp.get_run(run.ref)
+        return await self._check(run.ref, claim, run.relation, self._known.by_name, depth=0)
+
+    async def _check(
+        self,
+        ref: RunRef,
+        claim: tuple[str, int],
+        relation: RunRef | None,
+        listed: Mapping[RunRef, RerunInfo],
+        *,
+        depth: int,
+    ) -> tuple[str, int] | None:
+        """The vouched (root, attempt) of run ``ref`` claiming ``claim``, or None (forged)."""
+        if ref in self._vouched:
+            self._vouched.move_to_end(ref)
+            return self._vouched[ref]
+        known = self._known.by_name.get(ref) or listed.get(ref)
+        if known is not None and known.trusted and known.claim == claim:
+            return claim
+        # Cheapest first: the relation to the root (no I/O), the ledger (local), the relation
+        # to a rerun of the lineage (its identity: indexed, or one GetRunDetails).
+        found: tuple[str, int] | None = claim
+        if not vouches(ref, claim, relation, None) and self._issued_as(ref) != claim:
+            parent = None
+            if (
+                relation is not None
+                and relation != ref
+                and relation.scope == ref.scope
+                and depth < 2 * MAX_ATTEMPT
+            ):
+                parent = await self._identity_of(relation, listed, depth=depth + 1)
+            found = claim if vouches(ref, claim, relation, parent) else None
+        self._remember(ref, found)
+        if found is None:
+            self._forged(ref, {LABEL_ROOT: claim[0], LABEL_ATTEMPT: str(claim[1])})
+        return found
+
+    async def _identity_of(
+        self, ref: RunRef, listed: Mapping[RunRef, RerunInfo], *, depth: int
+    ) -> tuple[str, int] | None:
+        """The vouched (root, attempt) of the run a relation names (None: an original run, a
+        forged one, or gone)."""
+        if ref in self._vouched:
+            return self._vouched[ref]
+        info = self._known.by_name.get(ref) or listed.get(ref)
+        if info is not None and info.trusted is not None:
+            return info.claim if info.trusted else None
+        if info is not None and info.relation_known and info.claim is not None:
+            return await self._check(ref, info.claim, info.relation, listed, depth=depth)
+        try:
+            # No ``reads`` permit: a failure being read holds one already (the listing's checks
+            # run one at a time).
+            run = await self._cp.get_run(ref)
+        except NotFoundError:
+            return None  # gone (garbage-collected): it vouches for nothing
+        claim = claimed_lineage(run.labels)
+        if claim is None:
+            return None
+        return await self._check(ref, claim, run.relation, listed, depth=depth)
+
+    def _remember(self, ref: RunRef, found: tuple[str, int] | None) -> None:
+        self._vouched[ref] = found
+        while len(self._vouched) > _VOUCHED_CAPACITY:
+            self._vouched.popitem(last=False)
+
+    def _forged(self, ref: RunRef, labels: Mapping[str, str]) -> None:
+        if ref in self._forged_seen:
+            return
+        self._forged_seen[ref] = None
+        while len(self._forged_seen) > _VOUCHED_CAPACITY:
+            self._forged_seen.popitem(last=False)
+        self._on_forged(ref, labels)

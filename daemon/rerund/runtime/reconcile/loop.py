@@ -16,8 +16,12 @@ Why every rerun is issued exactly once
       pass (one ListRuns per scope, amortised); and the create itself is idempotent: the control
       plane answers ALREADY_EXISTS to a second CreateRun of the same name (whoever sent the
       first — this process before a crash, or another replica), which the adapter turns into
-      ``AlreadyExistsError`` and this loop records as "already issued". Attempt numbers come
-      from the failed run's own labels, so a lineage advances one attempt per failed run.
+      ``AlreadyExistsError`` and this loop records as "already issued" — when the run of that
+      name is this rerun by its labels and relation; a run merely named so (a squatter, another
+      lineage's rerun) makes the lineage take its next salted name (``rerund.core.names``).
+      Attempt numbers come from the failed run's own labels, when its relation or the ledger
+      vouches for them (``RerunIndex.vouched_facts``), so a lineage advances one attempt per
+      failed run.
     - *Never missed.* Failed runs are found twice over: a WatchRuns stream per scope (low
       latency) and a ListRuns resync every poll interval (``updated_at >= watermark -
       overlap``). The watermark never moves past a failure that is still owed something
@@ -54,14 +58,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, assert_never
 
 from rerund.clock import utcnow
 from rerund.core.decide import decide as core_decide
-from rerund.core.lineage import decided_as, failure_from, issue_request, lineage_names
+from rerund.core.lineage import claimed_lineage, decided_as, failure_from, issue_request, lineage_names
 from rerund.core.model import Decision, Defer, Failure, GiveUp, Ignore, Rerun, WaitForVersion
+from rerund.core.names import MAX_SALT, rerun_name
 from rerund.core.rules import PolicySet
 from rerund.core.runs import FAILED_PHASES, FailureFacts, RelaunchRequest, RerunRequest, RunRef, RunSummary
 from rerund.core.scopes import Coverage, plan
@@ -106,6 +111,30 @@ class SyncReport:
     failed_runs: int
     reruns_listed: int
     errors: tuple[str, ...] = ()
+
+
+def _held_by_another(holder: RerunInfo, ours: tuple[str, int], *, relaunch: bool) -> bool:
+    """Whether the index knows the run named like this rerun is another run (no RPC): another
+    lineage attempt's, or one nobody vouches for (for a relaunch, one with other labels:
+    ``_unvouched_relaunch``). Unknown, or not checked yet: the create finds out."""
+    if holder.trusted is None:
+        return False
+    if holder.claim != ours:
+        return True
+    return not holder.trusted and not relaunch
+
+
+def _unvouched_relaunch(
+    req: RerunRequest | RelaunchRequest, there: RunSummary, ours: tuple[str, int]
+) -> bool:
+    """Whether ``there``, the run holding the name of relaunch ``req``, is taken as that
+    relaunch although nothing vouches for it: a relaunch is a fresh run (no relation), so only
+    the ledger of the replica that created it vouches for it. A run of the relaunch's name, with
+    its lineage labels and no relation, is taken as the relaunch by another replica (or before a
+    restart that lost the ledger): a second relaunch would be worse than trusting it."""
+    return (
+        isinstance(req, RelaunchRequest) and there.relation is None and claimed_lineage(there.labels) == ours
+    )
 
 
 class Reconciler:
@@ -164,9 +193,6 @@ class Reconciler:
         self._issuer = Issuer(
             metrics, stopping=self._stopping, clock=clock, initial=retry_initial, maximum=retry_max
         )
-        self._index = RerunIndex(
-            control_plane, reads=self._reads, count_error=self._issuer.count_error, coverage=self._coverage
-        )
         self._recorder = DecisionRecorder(
             metrics=metrics,
             log=log,
@@ -174,6 +200,14 @@ class Reconciler:
             ledger=ledger,
             notifier=notifier,
             recent_capacity=recent_capacity,
+        )
+        self._index = RerunIndex(
+            control_plane,
+            reads=self._reads,
+            count_error=self._issuer.count_error,
+            coverage=self._coverage,
+            issued_as=self._recorder.issued_as,
+            on_forged=lambda ref, labels: self._recorder.forged(ref, labels),
         )
         # The policy generation the reruns index was last listed for (-1: never). Until a
         # listing covers the current generation, watch events leave failed runs to the next
@@ -409,7 +443,7 @@ class Reconciler:
             facts = self._owed.cached_facts(ref, marker)
             if facts is None:
                 try:
-                    facts = await self._cp.read_failure(summary)
+                    facts = await self._index.vouched_facts(await self._cp.read_failure(summary))
                 except NotFoundError as exc:
                     self._issuer.count_error(exc)
                     self._owed.remember(ref, marker, None, settled=True)
@@ -502,7 +536,9 @@ class Reconciler:
                 # Stays pending (holding the watermark) until the issue task settles it.
                 self._owed.owe(facts, decision.not_before)
                 target = RunRef(ref.project, ref.domain, decision.name)
-                self._index.reserve(RerunInfo(target, now, decision.policy, failure.root, decision.attempt))
+                self._index.reserve(
+                    RerunInfo(target, now, decision.policy, failure.root, decision.attempt, trusted=True)
+                )
                 self._spawn_issue(ref, self._issue(facts, failure, decision))
             case WaitForVersion():
                 self._defer(facts, decision.not_before)
@@ -627,6 +663,42 @@ class Reconciler:
             issue_record("already_exists", "found in the reruns listing")
             self._settle(ref)
             return
+        for salt in range(MAX_SALT + 1):
+            if salt:
+                req = replace(req, name=rerun_name(root=failure.root, attempt=attempt, salt=salt))
+            holder = self._index.holder(req.target)
+            if holder is not None and _held_by_another(
+                holder, (failure.root, attempt), relaunch=isinstance(req, RelaunchRequest)
+            ):
+                self._recorder.name_taken(
+                    ref, req.target, failure.root, attempt, holder.claim if holder.trusted else None
+                )
+                continue
+            if not await self._create_named(facts, failure, decision, req, issue_record):
+                return
+        issue_record("invalid", f"every name of the rerun ({MAX_SALT + 1}) is taken by another run")
+        log.error(
+            "run %s: rerun attempt %d of lineage %r not created: its %d names are all taken by other runs "
+            "(last %s); not retried until the policies change",
+            ref,
+            attempt,
+            failure.root,
+            MAX_SALT + 1,
+            req.target,
+        )
+        self._settle(ref)
+
+    async def _create_named(
+        self,
+        facts: FailureFacts,
+        failure: Failure,
+        decision: Rerun,
+        req: RerunRequest | RelaunchRequest,
+        issue_record: Callable[[str, str], None],
+    ) -> bool:
+        """Create ``req`` under its name; True when that name turned out to be another run's."""
+        ref = facts.summary.ref
+        attempt = decision.attempt
         other = self._creating.get(req.target)
         if other is not None:
             await asyncio.shield(other)
@@ -641,12 +713,12 @@ class Reconciler:
                     attempt,
                 )
                 self._settle(ref)
-                return
-            # The other create did not succeed (stopping, rejected): try ours.
+                return False
+            # The other create did not succeed (stopping, rejected, or another lineage's): try ours.
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._creating[req.target] = done
         try:
-            await self._create_once(ref, failure, decision, req, issue_record)
+            return await self._create_once(ref, failure, decision, req, issue_record)
         finally:
             if self._creating.get(req.target) is done:
                 del self._creating[req.target]
@@ -659,13 +731,14 @@ class Reconciler:
         decision: Rerun,
         req: RerunRequest | RelaunchRequest,
         issue_record: Callable[[str, str], None],
-    ) -> None:
+    ) -> bool:
+        """Create ``req``; True when its name is another run's (the caller tries the next)."""
         attempt, policy, scope = decision.attempt, decision.policy, decision.scope.value
         if self._dry_run:
             issue_record("dry_run", "--dry-run: not created")
             decisions_log.info("dry-run %s: would create %s", ref, req.target)
             self._settle(ref)
-            return
+            return False
 
         async def create() -> None:
             async with self._sem:
@@ -681,13 +754,31 @@ class Reconciler:
         try:
             await self._issuer.call(create, on_retry=retrying)
         except Stopped:
-            return  # what is owed stays pending (the watermark holds it for the next start)
+            return False  # what is owed stays pending (the watermark holds it for the next start)
         except AlreadyExistsError:
+            # A run of that name exists: this rerun only if its labels and relation say so.
+            try:
+                there = await self._cp.get_run(req.target)
+                holder = await self._index.identity(there)
+            except ControlPlaneError as exc:
+                self._issuer.count_error(exc)
+                log.warning(
+                    "run %s: rerun name %s exists and reading it failed; retrying next pass: %s",
+                    ref,
+                    req.target,
+                    exc,
+                )
+                return False  # stays pending: decided again on the next pass
+            if holder != (failure.root, attempt) and not _unvouched_relaunch(
+                req, there, (failure.root, attempt)
+            ):
+                self._recorder.name_taken(ref, req.target, failure.root, attempt, holder)
+                return True
             issue_record("already_exists", "the control plane answered ALREADY_EXISTS")
-            self._index.add(RerunInfo(req.target, self._clock(), policy, failure.root, attempt))
+            self._index.add(RerunInfo(req.target, self._clock(), policy, failure.root, attempt, trusted=True))
             decisions_log.info("exists  %s: rerun %s was already issued", ref, req.target)
             self._settle(ref)
-            return
+            return False
         except PermanentControlPlaneError as exc:
             issue_record("invalid", str(exc))
             log.error(
@@ -698,12 +789,12 @@ class Reconciler:
                 exc,
             )
             self._settle(ref)
-            return
+            return False
         now = self._clock()
         self._metrics.reruns_issued.labels(policy, scope).inc()
         self._metrics.issue_latency.observe(max(0.0, (now - decision.not_before).total_seconds()))
         issue_record("created", "")
-        self._index.add(RerunInfo(req.target, now, policy, failure.root, attempt))
+        self._index.add(RerunInfo(req.target, now, policy, failure.root, attempt, trusted=True))
         self._recorder.track(Tracked(req.target, policy, failure.root, attempt, now))
         kind = "relaunch" if isinstance(req, RelaunchRequest) else "rerun"
         decisions_log.info(
@@ -724,6 +815,7 @@ class Reconciler:
             },
         )
         self._settle(ref)
+        return False
 
     def _settle(self, ref: RunRef) -> None:
         self._owed.settle(ref)

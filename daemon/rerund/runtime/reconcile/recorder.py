@@ -131,6 +131,42 @@ class DecisionRecorder(Recorder[DecisionLedger]):
         stored = self.call(lambda lg: lg.watermark(scope))
         return stored if isinstance(stored, datetime) else None
 
+    def issued_as(self, ref: RunRef) -> tuple[str, int] | None:
+        """(root, attempt) of run ``ref`` when the ledger recorded creating it (None: not, or
+        no ledger)."""
+        found = self.call(lambda lg: lg.issued_as(ref.project, ref.domain, ref.name))
+        return found if isinstance(found, tuple) else None
+
+    def name_taken(
+        self, ref: RunRef, target: RunRef, root: str, attempt: int, holder: tuple[str, int] | None
+    ) -> None:
+        """The rerun of ``ref`` (lineage ``root``, ``attempt``) found its name ``target`` held by
+        another run (``holder``: that run's vouched lineage attempt, None: none): counted and
+        said; the caller takes the next salted name."""
+        self.metrics.name_conflicts.inc()
+        whose = (
+            f"lineage {holder[0]!r} attempt {holder[1]}" if holder else "no lineage (a run merely named so)"
+        )
+        self._log.warning(
+            "run %s: rerun name %s is taken by a run of %s; lineage %r attempt %d takes the next salted name",
+            ref,
+            target,
+            whose,
+            root,
+            attempt,
+        )
+
+    def forged(self, ref: RunRef, labels: Mapping[str, str]) -> None:
+        """Run ``ref`` carries rerund-* lineage labels nobody vouches for (said once per run by
+        the reruns index): they are ignored; counted and said."""
+        self.metrics.forged_labels.inc()
+        self._log.warning(
+            "run %s carries rerund lineage labels (%s) that neither its relation nor the ledger vouch for; "
+            "they are ignored: it counts in no lineage and no budget",
+            ref,
+            ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k.startswith("rerund-")),
+        )
+
     def save_watermark(self, scope: str, at: datetime) -> None:
         self.call(lambda lg: lg.set_watermark(scope, at))
 
