@@ -86,6 +86,8 @@ CONTRACT: tuple[Metric, ...] = (
     _m("rerund_control_plane_rpcs_total", "counter"),  # issue 12: what max_rps caps
     _m("rerund_control_plane_peak_rps", "gauge"),
     _m("rerund_clock_skew_seconds", "gauge"),
+    _m("rerund_read_cache_bytes", "gauge"),  # issue 24: memory bounded in bytes
+    _m("rerund_ledger_bytes", "gauge"),  # issue 24: the ledger's size
 )
 REPRODUCTION_METRICS = frozenset(m.name for m in CONTRACT if m.name.startswith("rerund_reproduction_"))
 SERIES_NAMES: frozenset[str] = frozenset(n for m in CONTRACT for n in m.series_names())

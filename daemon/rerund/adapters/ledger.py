@@ -34,7 +34,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -632,6 +632,16 @@ class Ledger:
     def issues(self, *, limit: int = 1000) -> list[dict[str, Any]]:
         """Recorded issue results, oldest first."""
         return [dict(r) for r in self._query("SELECT * FROM issues ORDER BY id LIMIT ?", (limit,))]
+
+    def size_bytes(self) -> int:
+        """The ledger's size on disk: the database file plus its WAL (0 in memory)."""
+        if self.path == ":memory:":
+            return 0
+        total = 0
+        for suffix in ("", "-wal"):
+            with suppress(OSError):
+                total += Path(self.path + suffix).stat().st_size
+        return total
 
     def counts(self) -> dict[str, int]:
         """Row counts per table (for tests and ``history --format json`` summaries)."""

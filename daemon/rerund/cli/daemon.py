@@ -44,7 +44,8 @@ settings (file < RERUND_* environment < flags; rerund.example.yaml shows every o
                       ListRuns polling every poll_interval only)
   lookback            how far back the first start looks (default 1h)      RERUND_LOOKBACK
   overlap             resync overlap behind the watermark (default 5m)     RERUND_OVERLAP
-  max_concurrent_reruns  creates in flight at once (default 8)             RERUND_MAX_CONCURRENT_RERUNS
+  max_concurrent_reruns  creates in flight at once, at most (default 64;   RERUND_MAX_CONCURRENT_RERUNS
+                      adaptive: starts at 4, halves on overload)
   rpc_timeout         per control-plane call (default 30s)                 RERUND_RPC_TIMEOUT
   max_rps             hard cap on control-plane RPCs per second (0 = none) RERUND_MAX_RPS
   api_key_file        file holding the API key (or FLYTE_API_KEY);         RERUND_API_KEY_FILE
@@ -113,7 +114,10 @@ def register(sub: Any) -> None:
     )
     run.add_argument("--lookback", metavar="DURATION", help="how far back the first start looks, e.g. 1h")
     run.add_argument(
-        "--max-concurrent-reruns", type=int, metavar="N", help="reruns being created at once (default 8)"
+        "--max-concurrent-reruns",
+        type=int,
+        metavar="N",
+        help="reruns being created at once, at most (default 64)",
     )
     add_auth_arguments(run)
     run.add_argument("--max-rps", type=float, metavar="N", help="at most N control-plane RPCs per second")

@@ -304,6 +304,7 @@ class Daemon:
         self.ledger = ledger
         raw = self._cp if self._cp is not None else await connect_control_plane(s, self.cp_clock)
         self.metrics.clock_skew.set_function(lambda: self.cp_clock.skew.total_seconds())
+        self.metrics.track_held_bytes(raw, ledger)
         throttle = Throttle(
             AdaptiveLimit(ceiling=s.max_concurrent_reruns),
             RateSchedule(s.max_rps),

@@ -218,7 +218,10 @@ class Settings(_Frozen):
     watch: bool = True
     lookback: Lookback = timedelta(hours=1)
     overlap: Overlap = timedelta(minutes=5)
-    max_concurrent_reruns: int = Field(default=8, ge=1, le=1000)
+    # The ceiling of the adaptive concurrency (``throttle.AdaptiveLimit``: it starts at 4, grows
+    # while calls succeed with flat latency, halves on RESOURCE_EXHAUSTED/UNAVAILABLE). High by
+    # default so the default is fast under WAN latency; lower it (or set max_rps) to cap load.
+    max_concurrent_reruns: int = Field(default=64, ge=1, le=1000)
     # A hard cap on control-plane RPCs per second (0 = none); calls wait rather than exceed it.
     max_rps: float = Field(default=0.0, ge=0, le=100_000)
     api_key_file: Path | None = None
