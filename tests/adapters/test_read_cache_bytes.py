@@ -44,9 +44,9 @@ def sb() -> Iterator[SandboxHandle]:
 
 
 def _held(cp: FlyteControlPlane) -> int:
-    """The serialized bytes of every answer the cache holds, counted here independently."""
-    reads: dict[Any, dict[Any, Any]] = cp._reads
-    return sum(answer.ByteSize() for kept in reads.values() for answer in kept.values())
+    """The bytes of every answer the cache holds (kept serialized), counted here independently."""
+    reads: dict[Any, dict[Any, tuple[Any, bytes]]] = cp._reads
+    return sum(len(data) for kept in reads.values() for _, data in kept.values())
 
 
 def test_reads_of_failures_with_5_mb_messages_hold_far_less_than_the_messages(sb: SandboxHandle) -> None:

@@ -1039,7 +1039,7 @@ class FlyteControlPlane:
         self._label_filters: bool | None = {"auto": None, "union": True, "oss": False}[backend]
         self._backend = backend
         self._labels: OrderedDict[RunRef, dict[str, str]] = OrderedDict()
-        self._reads: OrderedDict[RunRef, dict[_ReadKey, Any]] = OrderedDict()
+        self._reads: OrderedDict[RunRef, dict[_ReadKey, tuple[Any, bytes]]] = OrderedDict()
         self._read_sizes: dict[RunRef, int] = {}  # serialized bytes of each run's kept reads
         self.read_cache_bytes = 0  # their sum: ``rerund_read_cache_bytes``
         self.read_cache_budget = _READ_CACHE_BYTES
@@ -1750,21 +1750,23 @@ class FlyteControlPlane:
     def _keep_read(self, ref: RunRef, method: str, request: Any, answer: Any) -> None:
         """Keep ``answer``, a read of run ``ref`` that the SDK's rerun path makes again, for that
         path (``_ReuseReads``), slimmed to what that path reads (``_slim_for_rerun``, in place:
-        call it once the caller took what it needs). The newest ``_READ_CACHE`` runs' reads are
-        kept, and no more than ``read_cache_budget`` bytes of them (oldest dropped first; an
-        answer larger than the budget on its own is not kept)."""
+        call it once the caller took what it needs) and serialized. Serialized, because a
+        parsed answer pins the whole arena it was parsed into, the cleared 5 MB message too: the
+        bytes kept are the bytes held. The newest ``_READ_CACHE`` runs' reads are kept, and no
+        more than ``read_cache_budget`` bytes of them (oldest dropped first; an answer larger
+        than the budget on its own is not kept)."""
         key = _read_key(method, request)
         if key is None:
             return
         _slim_for_rerun(answer)
-        size = answer.ByteSize()
-        if size > self.read_cache_budget:
+        data = answer.SerializeToString()
+        if len(data) > self.read_cache_budget:
             return
         reads = self._reads.setdefault(ref, {})
         old = reads.get(key)
-        reads[key] = answer
+        reads[key] = (type(answer), data)
         self._reads.move_to_end(ref)
-        grown = size - (old.ByteSize() if old is not None else 0)
+        grown = len(data) - (len(old[1]) if old is not None else 0)
         self._read_sizes[ref] = self._read_sizes.get(ref, 0) + grown
         self.read_cache_bytes += grown
         while len(self._reads) > _READ_CACHE or self.read_cache_bytes > self.read_cache_budget:
@@ -1772,9 +1774,13 @@ class FlyteControlPlane:
             self.read_cache_bytes -= self._read_sizes.pop(oldest, 0)
 
     def _take_reads(self, ref: RunRef) -> dict[_ReadKey, Any] | None:
-        """What was read of ``ref`` (``_keep_read``), given up to the call that reruns it."""
+        """What was read of ``ref`` (``_keep_read``), parsed again and given up to the call that
+        reruns it."""
         self.read_cache_bytes -= self._read_sizes.pop(ref, 0)
-        return self._reads.pop(ref, None)
+        kept = self._reads.pop(ref, None)
+        if kept is None:
+            return None
+        return {key: kind.FromString(data) for key, (kind, data) in kept.items()}
 
     async def read_spec(self, ref: RunRef) -> RunSpecView:
         """The RunSpec of run ``ref`` (1 GetRunDetails, kept for a rerun of ``ref``)."""
