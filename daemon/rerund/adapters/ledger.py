@@ -29,6 +29,7 @@ written before the column existed gains it on open, its rows counted as ``daemon
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sqlite3
@@ -93,6 +94,114 @@ Source = Literal["daemon", "sweep"]
 _ADDED_COLUMNS = (
     ("decisions", "source", "TEXT NOT NULL DEFAULT 'daemon'"),
     ("issues", "source", "TEXT NOT NULL DEFAULT 'daemon'"),
+    ("decisions", "reason_id", "INTEGER"),  # the reason's template in ``texts`` (compact rows)
+)
+
+# -- compact rows (issue 24: <= 500 bytes per ignored failure) ------------------------------
+#
+# A new file is created lean (``_LEAN_SCHEMA``, before ``_SCHEMA``, whose IF NOT EXISTS then
+# skips those tables): ``auto_vacuum=INCREMENTAL`` (it can only be set before the first table),
+# ``failures`` WITHOUT ROWID (its key is stored once, not in a table and an index), and
+# ``decisions`` without the table-level UNIQUE that ``decisions_once`` already enforces (one
+# b-tree less per decision). An existing file keeps its tables and ``auto_vacuum=NONE`` (SQLite
+# changes that only with a full VACUUM, which rewrites the file under the write lock): its freed
+# pages are reused by later rows, so it stops growing at what its retention holds, but it does
+# not shrink; the compact rows below apply to it too.
+#
+# Every decision row is compact, in old and new files alike: ``body`` keeps only what its columns
+# and the defaults of ``Decision.to_json()`` do not already say (``{}`` for an ignore), and the
+# reason, with the run's name cut out, is stored once in ``texts`` by its hash (``reason_id``):
+# "policy 'x' never reruns run '…' (retry: false)" is one row for every run it was said of.
+# Rows written before keep their full body and reason and read back as before.
+_LEAN_SCHEMA = """
+PRAGMA auto_vacuum = INCREMENTAL;
+CREATE TABLE IF NOT EXISTS failures (
+    run_key TEXT PRIMARY KEY, project TEXT NOT NULL, domain TEXT NOT NULL, run TEXT NOT NULL,
+    failed_at TEXT NOT NULL, seen_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, run_key TEXT NOT NULL,
+    project TEXT NOT NULL, domain TEXT NOT NULL, run TEXT NOT NULL, root TEXT NOT NULL,
+    attempt INTEGER, policy TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+"""
+_TEXTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS texts (id INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE, text TEXT NOT NULL);
+"""
+_RUN = "\x00"  # where the run's name stood in a stored reason template
+# Decision.to_json()'s keys and their values when a decision leaves them empty.
+_BODY_DEFAULTS: dict[str, Any] = {
+    "action": None,
+    "env": {},
+    "inputs": {},
+    "labels": {},
+    "name": None,
+    "not_before": None,
+    "overrides": {},
+    "scope": None,
+}
+# Pages the scheduled prune returns to the file system at most per call (incremental vacuum).
+_VACUUM_PAGES = 10_000
+
+
+def _template(reason: str, run: str) -> str | None:
+    """``reason`` with ``run`` cut out (``_RUN``), or None when it cannot be stored that way."""
+    if _RUN in reason or not run:
+        return None
+    return reason.replace(run, _RUN)
+
+
+def _compact_body(body: dict[str, Any], *, kind: str, policy: str, attempt: Any, run: str) -> str:
+    """``body`` without what ``_full_body`` restores from the row's columns and the defaults."""
+    base = {**_BODY_DEFAULTS, "decision": kind, "policy": policy, "attempt": attempt, "source_run": run}
+    kept = {k: v for k, v in body.items() if k == "reason" or k not in base or base[k] != v}
+    kept.pop("reason", None)
+    absent = sorted(k for k in base if k not in body)
+    if absent:
+        kept["__absent__"] = absent
+    return json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
+
+
+def _full_body(row: sqlite3.Row) -> dict[str, Any]:
+    """The decision body a row stands for, compact or written before compaction."""
+    stored = json.loads(row["body"])
+    keys = row.keys()
+    template = row["reason_template"] if "reason_template" in keys else None
+    reason = template.replace(_RUN, row["run"]) if template is not None else row["reason"]
+    base = {
+        **_BODY_DEFAULTS,
+        "decision": row["decision"],
+        "policy": row["policy"],
+        "attempt": row["attempt"],
+        "source_run": row["run"],
+        "reason": reason,
+    }
+    body = {**base, **stored}
+    for key in body.pop("__absent__", ()):
+        body.pop(key, None)
+    return body
+
+
+_DECISION_ROWS = (
+    "SELECT d.*, t.text AS reason_template FROM decisions d LEFT JOIN texts t ON t.id = d.reason_id"
+)
+# Size retention (``_prune_to_size``): lineages in flight (a rerun created, its outcome not yet
+# recorded) are never pruned; the rest goes oldest first.
+_IN_FLIGHT = (
+    "SELECT i.root FROM issues i LEFT JOIN outcomes o ON o.target_key = i.target_key"
+    " WHERE i.result = 'created' AND o.target_key IS NULL"
+)
+_OLDEST_SETTLED = (
+    "SELECT at FROM decisions WHERE root NOT IN (" + _IN_FLIGHT + ") ORDER BY at LIMIT 1 OFFSET ?"  # noqa: S608
+)
+_COUNT_SETTLED = "SELECT COUNT(*) FROM decisions WHERE root NOT IN (" + _IN_FLIGHT + ")"  # noqa: S608
+_DELETE_SETTLED = (
+    "DELETE FROM decisions WHERE at <= ? AND root NOT IN (" + _IN_FLIGHT + ")",  # noqa: S608
+    "DELETE FROM issues WHERE at <= ? AND root NOT IN (" + _IN_FLIGHT + ")",  # noqa: S608
+    "DELETE FROM outcomes WHERE at <= ? AND root NOT IN (" + _IN_FLIGHT + ")",  # noqa: S608
+    "DELETE FROM failures WHERE seen_at <= ? AND run NOT IN"  # noqa: S608
+    " (SELECT run FROM decisions WHERE root IN (" + _IN_FLIGHT + "))",
 )
 
 
@@ -127,7 +236,9 @@ class Ledger:
     ``source`` (``daemon`` or ``sweep``) is written with every decision and issue result
     recorded through this handle."""
 
-    def __init__(self, path: str | Path, *, source: Source = "daemon", create: bool = True) -> None:
+    def __init__(
+        self, path: str | Path, *, source: Source = "daemon", create: bool = True, max_bytes: int = 0
+    ) -> None:
         """Open (``create``: and create when needed) the ledger at ``path``.
 
         ``create=False`` is for the commands that only read (``history``, ``status``,
@@ -137,6 +248,7 @@ class Ledger:
         database (an empty file is an empty ledger)."""
         self.path = str(path)
         self.source = source
+        self.max_bytes = max_bytes  # ``ledger_max_bytes``: what ``prune`` keeps the rows within (0: no bound)
         self._lock = threading.Lock()
         self._schedule: Callable[[Callable[[], None]], object] | None = None
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
@@ -161,9 +273,11 @@ class Ledger:
                     "decisions table); pass the --state file a rerund daemon writes (default ./rerund.db); "
                     "nothing was written to it"
                 )
+            if not tables:  # a new file: lean tables, incremental vacuum (before any table)
+                self._db.executescript(_LEAN_SCHEMA)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(_SCHEMA + _TEXTS_SCHEMA)
             for table, column, definition in _ADDED_COLUMNS:
                 present = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
                 if column not in present:
@@ -273,14 +387,18 @@ class Ledger:
         exists_args: tuple[Any, ...],
         insert: str,
         args: tuple[Any, ...],
+        before: tuple[str, tuple[Any, ...]] | None = None,
     ) -> bool:
         """Record one row (``INSERT OR IGNORE``); True when it was not recorded before.
+        ``before``: a statement written just ahead of it (the row's shared text, ``texts``).
 
         With group commits on, whether it is new is read now (the row's unique key: ``exists``,
         and the rows still pending) and the row joins the pending ones, written by the next
         ``flush``; else it is written at once in its own transaction."""
         if self._schedule is None:
             with self._tx() as db:
+                if before is not None:
+                    db.execute(*before)
                 return bool(db.execute(insert, args).rowcount == 1)
         with self._lock:
             if self._closed:
@@ -295,6 +413,8 @@ class Ledger:
             if not self._pending:  # the first row of a group: its flush
                 self._flush_handle = self._schedule(self.flush)
             self._pending_keys.add(key)
+            if before is not None:
+                self._pending.append(before)
             self._pending.append((insert, args))
             return True
 
@@ -335,13 +455,22 @@ class Ledger:
         when this (run, kind, policy, attempt) was not recorded before (by either source)."""
         key = f"{project}/{domain}/{run}"
         attempt, policy, kind = decision.get("attempt"), decision.get("policy") or "", decision["decision"]
+        reason = str(decision["reason"])
+        template = _template(reason, run)
+        body = _compact_body(decision, kind=kind, policy=policy, attempt=attempt, run=run)
+        before, digest = None, None
+        if template is not None:  # the reason once in ``texts``, the row pointing at it
+            digest = hashlib.sha256(template.encode("utf-8", "surrogatepass")).digest()[:16]
+            before = ("INSERT OR IGNORE INTO texts (hash, text) VALUES (?, ?)", (digest, template))
+            reason = ""
         return self._record(
             ("decision", key, kind, policy, -1 if attempt is None else attempt),
             "SELECT 1 FROM decisions WHERE run_key = ? AND decision = ? AND policy = ?"
             " AND IFNULL(attempt, -1) = IFNULL(?, -1)",
             (key, kind, policy, attempt),
             "INSERT OR IGNORE INTO decisions (at, run_key, project, domain, run, root, attempt, policy,"
-            " decision, reason, body, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " decision, reason, body, source, reason_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT id FROM texts WHERE hash = ?))",
             (
                 _iso(now),
                 key,
@@ -352,10 +481,12 @@ class Ledger:
                 attempt,
                 policy,
                 kind,
-                decision["reason"],
-                json.dumps(decision, sort_keys=True, default=str),
+                reason,
+                body,
                 self.source,
+                digest,
             ),
+            before,
         )
 
     def record_issue(
@@ -452,7 +583,10 @@ class Ledger:
             db.execute("INSERT OR REPLACE INTO watermarks VALUES (?, ?)", (scope, _iso(at)))
 
     def prune(self, older_than: datetime) -> int:
-        """Delete records older than ``older_than``; returns the number of rows deleted."""
+        """Delete records older than ``older_than``, then, when ``max_bytes`` is set, the oldest
+        records until the rows fit in it (``_prune_to_size``); texts no row uses any more go
+        too, and free pages go back to the file system (``vacuum``). Returns the number of rows
+        deleted."""
         cutoff = _iso(older_than)
         deleted = 0
         with self._tx() as db:
@@ -464,7 +598,63 @@ class Ledger:
                 ("reproductions", "at"),
             ):
                 deleted += db.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,)).rowcount  # noqa: S608
+        if self.max_bytes:
+            deleted += self._prune_to_size(self.max_bytes)
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM texts WHERE id NOT IN"
+                " (SELECT reason_id FROM decisions WHERE reason_id IS NOT NULL)"
+            )
+        self.vacuum()
         return deleted
+
+    def _used_bytes(self) -> int:
+        """Bytes the rows take: pages in use (the file's pages less its free list)."""
+        rows = self._query(
+            "SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count"
+            " FROM pragma_freelist_count()) AS pages, (SELECT page_size FROM pragma_page_size()) AS size"
+        )
+        return int(rows[0]["pages"]) * int(rows[0]["size"])
+
+    def _prune_to_size(self, max_bytes: int) -> int:
+        """Delete the oldest decisions, issue results, outcomes and failures until the rows take
+        at most ``max_bytes`` — never a row of a lineage still in flight (a rerun created whose
+        outcome is not recorded: the daemon follows it from these rows). Each step deletes the
+        share of the oldest decisions the excess is of the whole (and 10% more), with the rows
+        of the same age in the other tables. Returns the rows deleted; stops when only rows of
+        lineages in flight are left."""
+        deleted = 0
+        while (used := self._used_bytes()) > max_bytes:
+            with self._tx() as db:
+                settled = int(db.execute(_COUNT_SETTLED).fetchone()[0])
+                step = max(1, min(settled, int(settled * (used - max_bytes) / used * 1.1) + 1))
+                row = db.execute(_OLDEST_SETTLED, (step - 1,)).fetchone()
+                if row is None or row["at"] is None:
+                    break
+                n = sum(db.execute(sql, (row["at"],)).rowcount for sql in _DELETE_SETTLED)
+            deleted += n
+            if n == 0:
+                break
+        return deleted
+
+    def vacuum(self, pages: int = _VACUUM_PAGES) -> int:
+        """Return up to ``pages`` free pages to the file system (``PRAGMA incremental_vacuum``) and
+        truncate the WAL; returns the pages returned. A file created before rerund set
+        ``auto_vacuum=INCREMENTAL`` (its mode is NONE) keeps its free pages for later rows."""
+        with self._lock:
+            self._write_pending_or_log()
+            try:
+                free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
+                mode = int(self._db.execute("PRAGMA auto_vacuum").fetchone()[0])
+                if mode == 2 and free:  # a script runs it to the end (a statement frees a page a step)
+                    self._db.executescript(f"PRAGMA incremental_vacuum({int(pages)});")
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                after = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
+            except sqlite3.Error as exc:
+                raise LedgerError(
+                    f"ledger {self.path!r} vacuum failed: {exc}; the file keeps its size"
+                ) from exc
+        return free - after
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -518,14 +708,14 @@ class Ledger:
         if policy:
             where.append("policy = ?")
             args.append(policy)
-        sql = "SELECT * FROM decisions"
+        sql = _DECISION_ROWS
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
+        sql += " ORDER BY d.id DESC LIMIT ?"
         args.append(str(max(0, limit)))
         out = []
         for r in self._query(sql, tuple(args)):
-            body = public_decision(json.loads(r["body"]))  # also for records written before redaction
+            body = public_decision(_full_body(r))  # also for records written before redaction
             out.append(
                 {
                     "at": _z(r["at"]),
@@ -571,7 +761,8 @@ class Ledger:
         tail = " ORDER BY at DESC LIMIT ?"
 
         def rows(table: str) -> list[sqlite3.Row]:
-            return list(reversed(self._query(f"SELECT * FROM {table}{cond}{tail}", (*args, limit))))  # noqa: S608
+            source = _DECISION_ROWS if table == "decisions" else f"SELECT * FROM {table}"  # noqa: S608
+            return list(reversed(self._query(f"{source}{cond}{tail}", (*args, limit))))
 
         decisions = [
             {
@@ -581,7 +772,7 @@ class Ledger:
                 "domain": r["domain"],
                 "run": r["run"],
                 "root": r["root"],
-                **public_decision(json.loads(r["body"])),  # also for records written before redaction
+                **public_decision(_full_body(r)),  # also for records written before redaction
             }
             for r in rows("decisions")
         ]

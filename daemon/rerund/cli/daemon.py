@@ -65,6 +65,8 @@ settings (file < RERUND_* environment < flags; rerund.example.yaml shows every o
   notify.timeout      per webhook POST (default 5s)                        (file only)
   notify.retries      webhook retries (default 5)                          (file only)
   ledger_retention    how long the ledger keeps records (default 30d)      RERUND_LEDGER_RETENTION
+  ledger_max_bytes    most bytes the ledger's rows may take, e.g. 2Gi     RERUND_LEDGER_MAX_BYTES
+                      (default 0: no bound; oldest go first)
   backend             union | oss | auto: what the control plane supports  RERUND_BACKEND
                       (default auto: the first label filter finds out)
   error_details_wait  how long to wait for a FAILED run's error details    RERUND_ERROR_DETAILS_WAIT

@@ -298,7 +298,7 @@ class Daemon:
 
         self.policies = PolicyHolder(s.policies, self.metrics, self._policies_changed)
         policies = self.policies.load()
-        ledger = Ledger(s.state)
+        ledger = Ledger(s.state, max_bytes=s.ledger_max_bytes)
         loop = self._loop
         ledger.group_commits(lambda flush: loop.call_later(_GROUP_COMMIT_S, flush))
         self.ledger = ledger
