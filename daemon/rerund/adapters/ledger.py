@@ -101,9 +101,9 @@ _ADDED_COLUMNS = (
 #
 # A new file is created lean (``_LEAN_SCHEMA``, before ``_SCHEMA``, whose IF NOT EXISTS then
 # skips those tables): ``auto_vacuum=INCREMENTAL`` (it can only be set before the first table),
-# ``failures`` WITHOUT ROWID (its key is stored once, not in a table and an index), and
+# ``failures`` WITHOUT ROWID (its key is stored once, not in a table and an index),
 # ``decisions`` without the table-level UNIQUE that ``decisions_once`` already enforces (one
-# b-tree less per decision). An existing file keeps its tables and ``auto_vacuum=NONE`` (SQLite
+# b-tree less per decision), and what a row would hold twice as a generated column. An existing file keeps its tables and ``auto_vacuum=NONE`` (SQLite
 # changes that only with a full VACUUM, which rewrites the file under the write lock): its freed
 # pages are reused by later rows, so it stops growing at what its retention holds, but it does
 # not shrink; the compact rows below apply to it too.
@@ -121,6 +121,29 @@ CREATE TABLE IF NOT EXISTS failures (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS decisions (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, run_key TEXT NOT NULL,
+    project TEXT NOT NULL, domain TEXT NOT NULL, run TEXT NOT NULL, root TEXT NOT NULL,
+    attempt INTEGER, policy TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+"""
+# With SQLite >= 3.31, what a lean row would store twice is a generated column instead (computed
+# when read, never stored): a failure's project, domain and run from its key, a decision's key
+# from its project, domain and run. Their inserts then name only the stored columns
+# (``_generated``).
+_AFTER_SLASH = "substr(run_key, instr(run_key, '/') + 1)"
+_LEAN_GENERATED_SCHEMA = f"""
+PRAGMA auto_vacuum = INCREMENTAL;
+CREATE TABLE IF NOT EXISTS failures (
+    run_key TEXT PRIMARY KEY,
+    project TEXT GENERATED ALWAYS AS (substr(run_key, 1, instr(run_key, '/') - 1)) VIRTUAL,
+    domain TEXT GENERATED ALWAYS AS
+        (substr({_AFTER_SLASH}, 1, instr({_AFTER_SLASH}, '/') - 1)) VIRTUAL,
+    run TEXT GENERATED ALWAYS AS (substr({_AFTER_SLASH}, instr({_AFTER_SLASH}, '/') + 1)) VIRTUAL,
+    failed_at TEXT NOT NULL, seen_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL,
+    run_key TEXT GENERATED ALWAYS AS (project || '/' || domain || '/' || run) VIRTUAL,
     project TEXT NOT NULL, domain TEXT NOT NULL, run TEXT NOT NULL, root TEXT NOT NULL,
     attempt INTEGER, policy TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL,
     body TEXT NOT NULL
@@ -183,6 +206,18 @@ def _full_body(row: sqlite3.Row) -> dict[str, Any]:
     return body
 
 
+_INSERT_FAILURE = "INSERT OR IGNORE INTO failures VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_FAILURE_GENERATED = "INSERT OR IGNORE INTO failures (run_key, failed_at, seen_at) VALUES (?, ?, ?)"
+_INSERT_DECISION = (
+    "INSERT OR IGNORE INTO decisions (at, run_key, project, domain, run, root, attempt, policy,"
+    " decision, reason, body, source, reason_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT id FROM texts WHERE hash = ?))"
+)
+_INSERT_DECISION_GENERATED = (  # run_key is generated from project, domain and run
+    "INSERT OR IGNORE INTO decisions (at, project, domain, run, root, attempt, policy,"
+    " decision, reason, body, source, reason_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT id FROM texts WHERE hash = ?))"
+)
 _DECISION_ROWS = (
     "SELECT d.*, t.text AS reason_template FROM decisions d LEFT JOIN texts t ON t.id = d.reason_id"
 )
@@ -274,7 +309,8 @@ class Ledger:
                     "nothing was written to it"
                 )
             if not tables:  # a new file: lean tables, incremental vacuum (before any table)
-                self._db.executescript(_LEAN_SCHEMA)
+                generated = sqlite3.sqlite_version_info >= (3, 31, 0)
+                self._db.executescript(_LEAN_GENERATED_SCHEMA if generated else _LEAN_SCHEMA)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA + _TEXTS_SCHEMA)
@@ -286,6 +322,12 @@ class Ledger:
                     except sqlite3.OperationalError as exc:  # another process added it first
                         if "duplicate column" not in str(exc):
                             raise
+            self._generated = {  # lean files: which inserts leave out generated columns
+                table: any(
+                    row["hidden"] in (2, 3) for row in self._db.execute(f"PRAGMA table_xinfo({table})")
+                )
+                for table in ("failures", "decisions")
+            }
         except sqlite3.DatabaseError as exc:
             if "not a database" not in str(exc):
                 raise LedgerError(
@@ -433,12 +475,13 @@ class Ledger:
     ) -> bool:
         """Remember a failed run; True when it was not recorded before."""
         key = f"{project}/{domain}/{run}"
+        args: tuple[Any, ...]
+        if self._generated["failures"]:  # project, domain and run are generated from the key
+            insert, args = _INSERT_FAILURE_GENERATED, (key, _iso(failed_at), _iso(now))
+        else:
+            insert, args = _INSERT_FAILURE, (key, project, domain, run, _iso(failed_at), _iso(now))
         return self._record(
-            ("failure", key),
-            "SELECT 1 FROM failures WHERE run_key = ?",
-            (key,),
-            "INSERT OR IGNORE INTO failures VALUES (?, ?, ?, ?, ?, ?)",
-            (key, project, domain, run, _iso(failed_at), _iso(now)),
+            ("failure", key), "SELECT 1 FROM failures WHERE run_key = ?", (key,), insert, args
         )
 
     def record_decision(
@@ -463,17 +506,16 @@ class Ledger:
             digest = hashlib.sha256(template.encode("utf-8", "surrogatepass")).digest()[:16]
             before = ("INSERT OR IGNORE INTO texts (hash, text) VALUES (?, ?)", (digest, template))
             reason = ""
+        stored_key = () if self._generated["decisions"] else (key,)  # else generated from the columns
         return self._record(
             ("decision", key, kind, policy, -1 if attempt is None else attempt),
             "SELECT 1 FROM decisions WHERE run_key = ? AND decision = ? AND policy = ?"
             " AND IFNULL(attempt, -1) = IFNULL(?, -1)",
             (key, kind, policy, attempt),
-            "INSERT OR IGNORE INTO decisions (at, run_key, project, domain, run, root, attempt, policy,"
-            " decision, reason, body, source, reason_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT id FROM texts WHERE hash = ?))",
+            _INSERT_DECISION_GENERATED if self._generated["decisions"] else _INSERT_DECISION,
             (
                 _iso(now),
-                key,
+                *stored_key,
                 project,
                 domain,
                 run,
