@@ -99,14 +99,15 @@ _ADDED_COLUMNS = (
 
 # -- compact rows (issue 24: <= 500 bytes per ignored failure) ------------------------------
 #
-# A new file is created lean (``_LEAN_SCHEMA``, before ``_SCHEMA``, whose IF NOT EXISTS then
-# skips those tables): ``auto_vacuum=INCREMENTAL`` (it can only be set before the first table),
-# ``failures`` WITHOUT ROWID (its key is stored once, not in a table and an index),
-# ``decisions`` without the table-level UNIQUE that ``decisions_once`` already enforces (one
-# b-tree less per decision), and what a row would hold twice as a generated column. An existing file keeps its tables and ``auto_vacuum=NONE`` (SQLite
-# changes that only with a full VACUUM, which rewrites the file under the write lock): its freed
-# pages are reused by later rows, so it stops growing at what its retention holds, but it does
-# not shrink; the compact rows below apply to it too.
+# A new file is created lean (``_LEAN_GENERATED_SCHEMA``, or ``_LEAN_SCHEMA`` before SQLite
+# 3.31; before ``_SCHEMA``, whose IF NOT EXISTS then skips those tables):
+# ``auto_vacuum=INCREMENTAL`` (it can only be set before the first table), ``failures`` WITHOUT
+# ROWID (its key is stored once, not in a table and an index), ``decisions`` without the
+# table-level UNIQUE that ``decisions_once`` already enforces (one b-tree less per decision),
+# and what a row would hold twice as a generated column. An existing file keeps its tables and
+# ``auto_vacuum=NONE`` (SQLite changes that only with a full VACUUM, which rewrites the file
+# under the write lock): its freed pages are reused by later rows, so it stops growing at what
+# its retention holds, but it does not shrink; the compact rows below apply to it too.
 #
 # Every decision row is compact, in old and new files alike: ``body`` keeps only what its columns
 # and the defaults of ``Decision.to_json()`` do not already say (``{}`` for an ignore), and the
