@@ -273,3 +273,18 @@ def test_ledger_max_bytes_that_is_not_a_size_is_refused_with_an_example(value) -
         r"write e\.g\. 2Gi, 500M or 0 \(no bound\)",
     ):
         load_settings(environ={"RERUND_LEDGER_MAX_BYTES": value})
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [({}, 8), ({"RERUND_MAX_CONCURRENT_RERUNS": "32"}, 32), ({"RERUND_MAX_CONCURRENT_RERUNS": "8"}, 8)],
+    ids=["default", "set", "set to the old default"],
+)
+def test_a_sweep_keeps_8_creates_in_flight_unless_the_user_set_a_ceiling(environ, expected) -> None:
+    """The daemon's default ceiling is 64 because its concurrency adapts; a sweep's does not."""
+    from rerund.cli.sweep import sweep_concurrency
+
+    settings = load_settings(environ=environ)
+
+    assert settings.max_concurrent_reruns == (64 if not environ else expected)
+    assert sweep_concurrency(settings) == expected
