@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench chaos mutation sandbox clean install deploy-tools browser-tools clock-tools
+.PHONY: run test lint bench soak chaos mutation sandbox clean install deploy-tools browser-tools clock-tools
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -76,6 +76,12 @@ mutation: $(STAMP)
 ## bench: benchmarks; JSON in bench/results/, a table in bench/README.md
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
+
+## soak: 30 minutes at ~6 failures/s with faults (SOAK_MINUTES=6 for a short run); JSON in
+## bench/results/soak.json, its table in bench/README.md
+soak: $(STAMP)
+	$(BIN)/python bench/bench_soak.py
+	$(BIN)/python bench/run_all.py --readme-only
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -22,7 +22,6 @@ Run: .venv/bin/python bench/bench_memory.py [--quick | --long]
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import sys
 import time
@@ -62,17 +61,16 @@ def _retention_check(state: Path, tmp: Path) -> dict[str, Any]:
         src.backup(dst)
     size_before = copy.stat().st_size
     rows_before = _rows(copy)
-    with sqlite3.connect(copy) as db:
-        old = db.execute("SELECT project, domain, run, root, body FROM decisions").fetchall()
     ledger = Ledger(copy)
+    old = ledger.history(limit=10**9)  # the decisions as recorded (compact rows read back whole)
     now = datetime.now(UTC)
     pruned = ledger.prune(now + timedelta(seconds=1))
-    for project, domain, run, root, body in old:  # the same decisions again, as new runs
+    for row in old:  # the same decisions again, as new runs
+        project, domain, run, root = row["project"], row["domain"], row["run"], row["root"]
+        body = {k: v for k, v in row.items() if k not in ("at", "project", "domain", "run", "root", "source")}
         again = f"{run}-again"
         ledger.record_failure(project=project, domain=domain, run=again, failed_at=now, now=now)
-        ledger.record_decision(
-            project=project, domain=domain, run=again, root=root, decision=json.loads(body), now=now
-        )
+        ledger.record_decision(project=project, domain=domain, run=again, root=root, decision=body, now=now)
     ledger.close()
     with sqlite3.connect(copy) as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -9,7 +9,7 @@ N failed runs (task ``bench.flaky``, rerun at once by the bench policy):
 - ``ceiling: SDK rerun path`` — the same client calls ``flyte.with_runcontext(name=...)
   .rerun(run)`` per failed run (GetRunDetails, SelectCluster, GetActionData, UploadInputs,
   CreateRun, ...): what any SDK client must pay per rerun, with no reading and no deciding.
-- ``rerund`` — the daemon (default settings: watch on, poll 30 s, max_concurrent_reruns 8)
+- ``rerund`` — the daemon (default settings: watch on, poll 30 s, max_concurrent_reruns 64)
   is running and idle when the N runs are launched; it reads each failure, decides, issues.
 
 Reported: seconds from the first failure to the last rerun created (sandbox clock), reruns/s,
@@ -138,7 +138,7 @@ def measure_rerund(tmp: Path, n: int, **settings: Any) -> dict[str, Any]:
         "issued_metric": issued,
         "duplicates": window["duplicates"],
         "missing": window["missing"],
-        "concurrency": settings.get("max_concurrent_reruns", 8),
+        "concurrency": settings.get("max_concurrent_reruns", 64),
     }
 
 

@@ -70,7 +70,8 @@ def test_run_help_lists_every_setting_and_the_example_file(capsys) -> None:
         assert f"\n  notify.{key} " in table, key
     assert "rerund.example.yaml shows every one" in table
     assert (
-        "--max-concurrent-reruns N\n                        reruns being created at once (default 8)" in out
+        "--max-concurrent-reruns N\n"
+        "                        reruns being created at once, at most (default 64)" in out
     )
 
 

@@ -89,6 +89,8 @@ CONTRACT: tuple[Metric, ...] = (
     _m("rerund_ledger_reopened_total", "counter"),  # issue 22.17: the ledger file deleted or replaced
     _m("rerund_rerun_name_conflicts_total", "counter"),  # issue 22.1: a rerun name taken
     _m("rerund_forged_lineage_labels_total", "counter"),  # issue 22.2: labels nobody vouches for
+    _m("rerund_read_cache_bytes", "gauge"),  # issue 24: memory bounded in bytes
+    _m("rerund_ledger_bytes", "gauge"),  # issue 24: the ledger's size
 )
 REPRODUCTION_METRICS = frozenset(m.name for m in CONTRACT if m.name.startswith("rerund_reproduction_"))
 SERIES_NAMES: frozenset[str] = frozenset(n for m in CONTRACT for n in m.series_names())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -253,3 +254,37 @@ def test_an_api_key_file_that_is_not_utf8_is_refused_without_echoing_it(tmp_path
         f"api_key_file {str(key)!r} is not UTF-8 text; the key was not read: write only the API key "
         "into it, as plain text"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("2Gi", 2 * 2**30), ("500M", 500_000_000), ("0", 0), ("1048576", 2**20)],
+    ids=["binary", "decimal", "no bound", "plain"],
+)
+def test_ledger_max_bytes_takes_a_size(value, expected) -> None:
+    assert load_settings(environ={"RERUND_LEDGER_MAX_BYTES": value}).ledger_max_bytes == expected
+
+
+@pytest.mark.parametrize("value", ["lots", "1.5", "-3"], ids=["word", "fraction", "negative"])
+def test_ledger_max_bytes_that_is_not_a_size_is_refused_with_an_example(value) -> None:
+    with pytest.raises(
+        ConfigError,
+        match=rf"ledger_max_bytes: '{re.escape(value)}' is not a size in bytes; "
+        r"write e\.g\. 2Gi, 500M or 0 \(no bound\)",
+    ):
+        load_settings(environ={"RERUND_LEDGER_MAX_BYTES": value})
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [({}, 8), ({"RERUND_MAX_CONCURRENT_RERUNS": "32"}, 32), ({"RERUND_MAX_CONCURRENT_RERUNS": "8"}, 8)],
+    ids=["default", "set", "set to the old default"],
+)
+def test_a_sweep_keeps_8_creates_in_flight_unless_the_user_set_a_ceiling(environ, expected) -> None:
+    """The daemon's default ceiling is 64 because its concurrency adapts; a sweep's does not."""
+    from rerund.cli.sweep import sweep_concurrency
+
+    settings = load_settings(environ=environ)
+
+    assert settings.max_concurrent_reruns == (64 if not environ else expected)
+    assert sweep_concurrency(settings) == expected

@@ -173,7 +173,12 @@ _INTERNAL_REPEATS = 3  # INTERNAL this many times in a row for one request: perm
 _LABEL_CACHE = 100_000  # runs whose labels are remembered (oss: labels are read per run)
 # Runs whose last ``read_failure`` answers are kept for the SDK's rerun path (``_ReuseReads``):
 # a failure is read, decided and, when owed now, rerun moments later; older reads are dropped.
+# Bounded twice: in runs, and in bytes (``_READ_CACHE_BYTES``, the answers' serialized size). A
+# kept answer holds only what the rerun path reads (``_slim_for_rerun``: no error message, abort
+# reason or attempts, which are of any size), so 1,024 runs with 5 MB messages hold what 1,024
+# with short ones do.
 _READ_CACHE = 1024
+_READ_CACHE_BYTES = 32 * 1024 * 1024
 _REFERENCE_SCAN = 200  # oss: newest candidates read when looking for a labelled reference run
 BACKENDS = ("auto", "union", "oss")
 
@@ -742,6 +747,18 @@ def _read_key(method: str, request: Any) -> _ReadKey | None:
     return None
 
 
+def _slim_for_rerun(answer: Any) -> None:
+    """Clear, in place, what the SDK's rerun path never reads of a GetRunDetails or
+    GetActionDetails answer and what can be of any size: error messages, abort reasons and the
+    attempts (each with its own error, logs and cluster events). It reads the RunSpec, the
+    action's id and its task spec (``flyte._run``'s rerun)."""
+    details = answer.details
+    action = details.action if details.DESCRIPTOR.name == "RunDetails" else details
+    action.ClearField("error_info")
+    action.ClearField("abort_info")
+    action.ClearField("attempts")
+
+
 @contextmanager
 def _reusing(reads: dict[_ReadKey, Any] | None) -> Iterator[None]:
     """Within: ``_ReuseReads`` answers the SDK's reads in ``reads`` (each once)."""
@@ -1042,7 +1059,10 @@ class FlyteControlPlane:
         self._backend = backend
         self._labels: OrderedDict[RunRef, dict[str, str]] = OrderedDict()
         self._relations: dict[RunRef, RunRef | None] = {}  # read with the labels, evicted with them
-        self._reads: OrderedDict[RunRef, dict[_ReadKey, Any]] = OrderedDict()
+        self._reads: OrderedDict[RunRef, dict[_ReadKey, tuple[Any, bytes]]] = OrderedDict()
+        self._read_sizes: dict[RunRef, int] = {}  # serialized bytes of each run's kept reads
+        self.read_cache_bytes = 0  # their sum: ``rerund_read_cache_bytes``
+        self.read_cache_budget = _READ_CACHE_BYTES
         self._internal: dict[tuple[str, bytes], int] = {}
         self._label_reads = asyncio.Semaphore(8)
 
@@ -1628,16 +1648,16 @@ class FlyteControlPlane:
         domains = {d.id or d.name for d in resp.project.domains}
         return domain in domains if domains else True
 
-    async def _run_details(self, ref: RunRef, *, keep: bool = False) -> Any:
-        """GetRunDetails of run ``ref`` (its ``details``); with ``keep``, the answer is kept for
-        a rerun of ``ref`` (``_keep_read``)."""
+    async def _run_details(self, ref: RunRef) -> Any:
+        """GetRunDetails of run ``ref`` (its ``details``)."""
+        return (await self._run_details_answer(ref))[1].details
+
+    async def _run_details_answer(self, ref: RunRef) -> tuple[Any, Any]:
+        """GetRunDetails of run ``ref``: (request, answer), for ``_keep_read``."""
         from flyteidl2.workflow import run_service_pb2
 
         request = run_service_pb2.GetRunDetailsRequest(run_id=self._run_id(ref))
-        answer = await self._call("GetRunDetails", _rpcs().get_run_details, request)
-        if keep:
-            self._keep_read(ref, "GetRunDetails", request, answer)
-        return answer.details
+        return request, await self._call("GetRunDetails", _rpcs().get_run_details, request)
 
     async def get_run(self, ref: RunRef) -> RunSummary:
         details = await self._run_details(ref)
@@ -1661,7 +1681,8 @@ class FlyteControlPlane:
 
         ref = run.ref
         run_id = self._run_id(ref)
-        details = await self._run_details(ref, keep=True)
+        run_request, run_answer = await self._run_details_answer(ref)
+        details = run_answer.details
         spec = details.run_spec
         labels = dict(spec.labels.values)
         self._learned_labels(ref, labels, spec)
@@ -1683,6 +1704,7 @@ class FlyteControlPlane:
                 ),
             ),
         )
+        kept: list[tuple[str, Any, Any]] = [("GetRunDetails", run_request, run_answer)]
         # The first failed child action is the cause; the root's error usually repeats it.
         chosen = next((a for a in actions.actions if a.metadata.parent), None)
         root = details.action
@@ -1700,7 +1722,7 @@ class FlyteControlPlane:
             )
             action_request = run_service_pb2.GetActionDetailsRequest(action_id=action_id)
             action_answer = await self._call("GetActionDetails", _rpcs().get_action_details, action_request)
-            self._keep_read(ref, "GetActionDetails", action_request, action_answer)
+            kept.append(("GetActionDetails", action_request, action_answer))
             action_details = action_answer.details
         error = ErrorInfo()
         if action_details.HasField("error_info"):
@@ -1734,7 +1756,7 @@ class FlyteControlPlane:
             and not action_details.HasField("abort_info")
         )
         template = root.task.task_template
-        return FailureFacts(
+        facts = FailureFacts(
             summary=summary,
             labels=labels,
             action=action_details.id.name or "a0",
@@ -1748,25 +1770,51 @@ class FlyteControlPlane:
             resources=resources_view(template) if root.HasField("task") else None,
             relation=_relation(spec),
         )
+        for method, request, answer in kept:  # after the facts were taken from them
+            self._keep_read(ref, method, request, answer)
+        return facts
 
     def _keep_read(self, ref: RunRef, method: str, request: Any, answer: Any) -> None:
         """Keep ``answer``, a read of run ``ref`` that the SDK's rerun path makes again, for that
-        path (``_ReuseReads``): the newest ``_READ_CACHE`` runs' reads are kept."""
+        path (``_ReuseReads``), slimmed to what that path reads (``_slim_for_rerun``, in place:
+        call it once the caller took what it needs) and serialized. Serialized, because a
+        parsed answer pins the whole arena it was parsed into, the cleared 5 MB message too: the
+        bytes kept are the bytes held. The newest ``_READ_CACHE`` runs' reads are kept, and no
+        more than ``read_cache_budget`` bytes of them (oldest dropped first; an answer larger
+        than the budget on its own is not kept)."""
         key = _read_key(method, request)
         if key is None:
             return
-        self._reads.setdefault(ref, {})[key] = answer
+        _slim_for_rerun(answer)
+        data = answer.SerializeToString()
+        if len(data) > self.read_cache_budget:
+            return
+        reads = self._reads.setdefault(ref, {})
+        old = reads.get(key)
+        reads[key] = (type(answer), data)
         self._reads.move_to_end(ref)
-        while len(self._reads) > _READ_CACHE:
-            self._reads.popitem(last=False)
+        grown = len(data) - (len(old[1]) if old is not None else 0)
+        self._read_sizes[ref] = self._read_sizes.get(ref, 0) + grown
+        self.read_cache_bytes += grown
+        while len(self._reads) > _READ_CACHE or self.read_cache_bytes > self.read_cache_budget:
+            oldest, _ = self._reads.popitem(last=False)
+            self.read_cache_bytes -= self._read_sizes.pop(oldest, 0)
 
     def _take_reads(self, ref: RunRef) -> dict[_ReadKey, Any] | None:
-        """What was read of ``ref`` (``_keep_read``), given up to the call that reruns it."""
-        return self._reads.pop(ref, None)
+        """What was read of ``ref`` (``_keep_read``), parsed again and given up to the call that
+        reruns it."""
+        self.read_cache_bytes -= self._read_sizes.pop(ref, 0)
+        kept = self._reads.pop(ref, None)
+        if kept is None:
+            return None
+        return {key: kind.FromString(data) for key, (kind, data) in kept.items()}
 
     async def read_spec(self, ref: RunRef) -> RunSpecView:
         """The RunSpec of run ``ref`` (1 GetRunDetails, kept for a rerun of ``ref``)."""
-        return spec_view((await self._run_details(ref, keep=True)).run_spec)
+        request, answer = await self._run_details_answer(ref)
+        view = spec_view(answer.details.run_spec)
+        self._keep_read(ref, "GetRunDetails", request, answer)
+        return view
 
     async def _issue_mark(self, ref: RunRef) -> str:
         """The ``rerund-issue`` annotation of run ``ref`` (one GetRunDetails; labels cached)."""

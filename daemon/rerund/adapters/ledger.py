@@ -31,6 +31,7 @@ indexed with the time (what incidents count); rows written before it have ``''``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sqlite3
@@ -96,9 +97,160 @@ _ADDED_COLUMNS = (
     ("decisions", "source", "TEXT NOT NULL DEFAULT 'daemon'"),
     ("issues", "source", "TEXT NOT NULL DEFAULT 'daemon'"),
     ("decisions", "fingerprint", "TEXT NOT NULL DEFAULT ''"),  # '' for decisions recorded before it
+    ("decisions", "reason_id", "INTEGER"),  # the reason's template in ``texts`` (compact rows)
+)
+
+# -- compact rows (issue 24: <= 500 bytes per ignored failure) ------------------------------
+#
+# A new file is created lean (``_LEAN_GENERATED_SCHEMA``, or ``_LEAN_SCHEMA`` before SQLite
+# 3.31; before ``_SCHEMA``, whose IF NOT EXISTS then skips those tables):
+# ``auto_vacuum=INCREMENTAL`` (it can only be set before the first table), ``failures`` WITHOUT
+# ROWID (its key is stored once, not in a table and an index), ``decisions`` without the
+# table-level UNIQUE that ``decisions_once`` already enforces (one b-tree less per decision),
+# and what a row would hold twice as a generated column. An existing file keeps its tables and
+# ``auto_vacuum=NONE`` (SQLite changes that only with a full VACUUM, which rewrites the file
+# under the write lock): its freed pages are reused by later rows, so it stops growing at what
+# its retention holds, but it does not shrink; the compact rows below apply to it too.
+#
+# Every decision row is compact, in old and new files alike: ``body`` keeps only what its columns
+# and the defaults of ``Decision.to_json()`` do not already say (``{}`` for an ignore), and the
+# reason, with the run's name cut out, is stored once in ``texts`` by its hash (``reason_id``):
+# "policy 'x' never reruns run '…' (retry: false)" is one row for every run it was said of.
+# Rows written before keep their full body and reason and read back as before.
+_LEAN_SCHEMA = """
+PRAGMA auto_vacuum = INCREMENTAL;
+CREATE TABLE IF NOT EXISTS failures (
+    run_key TEXT PRIMARY KEY, project TEXT NOT NULL, domain TEXT NOT NULL, run TEXT NOT NULL,
+    failed_at TEXT NOT NULL, seen_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, run_key TEXT NOT NULL,
+    project TEXT NOT NULL, domain TEXT NOT NULL, run TEXT NOT NULL, root TEXT NOT NULL,
+    attempt INTEGER, policy TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+"""
+# With SQLite >= 3.31, what a lean row would store twice is a generated column instead (computed
+# when read, never stored): a failure's project, domain and run from its key, a decision's key
+# from its project, domain and run. Their inserts then name only the stored columns
+# (``_generated``).
+_AFTER_SLASH = "substr(run_key, instr(run_key, '/') + 1)"
+_LEAN_GENERATED_SCHEMA = f"""
+PRAGMA auto_vacuum = INCREMENTAL;
+CREATE TABLE IF NOT EXISTS failures (
+    run_key TEXT PRIMARY KEY,
+    project TEXT GENERATED ALWAYS AS (substr(run_key, 1, instr(run_key, '/') - 1)) VIRTUAL,
+    domain TEXT GENERATED ALWAYS AS
+        (substr({_AFTER_SLASH}, 1, instr({_AFTER_SLASH}, '/') - 1)) VIRTUAL,
+    run TEXT GENERATED ALWAYS AS (substr({_AFTER_SLASH}, instr({_AFTER_SLASH}, '/') + 1)) VIRTUAL,
+    failed_at TEXT NOT NULL, seen_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL,
+    run_key TEXT GENERATED ALWAYS AS (project || '/' || domain || '/' || run) VIRTUAL,
+    project TEXT NOT NULL, domain TEXT NOT NULL, run TEXT NOT NULL, root TEXT NOT NULL,
+    attempt INTEGER, policy TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+"""
+_TEXTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS texts (id INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE, text TEXT NOT NULL);
+"""
+_RUN = "\x00"  # where the run's name stood in a stored reason template
+# Decision.to_json()'s keys and their values when a decision leaves them empty.
+_BODY_DEFAULTS: dict[str, Any] = {
+    "action": None,
+    "env": {},
+    "fingerprint": None,  # a decision's own is kept in its column (``_compact_body``)
+    "inputs": {},
+    "labels": {},
+    "name": None,
+    "not_before": None,
+    "overrides": {},
+    "scope": None,
+}
+# Pages the scheduled prune returns to the file system at most per call (incremental vacuum).
+_VACUUM_PAGES = 10_000
+
+
+def _template(reason: str, run: str) -> str | None:
+    """``reason`` with ``run`` cut out (``_RUN``), or None when it cannot be stored that way."""
+    if _RUN in reason or not run:
+        return None
+    return reason.replace(run, _RUN)
+
+
+def _compact_body(
+    body: dict[str, Any], *, kind: str, policy: str, attempt: Any, run: str, fingerprint: str
+) -> str:
+    """``body`` without what ``_full_body`` restores from the row's columns and the defaults."""
+    base = {**_BODY_DEFAULTS, "decision": kind, "policy": policy, "attempt": attempt, "source_run": run}
+    if fingerprint:  # kept in its own column
+        base["fingerprint"] = fingerprint
+    kept = {k: v for k, v in body.items() if k == "reason" or k not in base or base[k] != v}
+    kept.pop("reason", None)
+    absent = sorted(k for k in base if k not in body)
+    if absent:
+        kept["__absent__"] = absent
+    return json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
+
+
+def _full_body(row: sqlite3.Row) -> dict[str, Any]:
+    """The decision body a row stands for, compact or written before compaction."""
+    stored = json.loads(row["body"])
+    keys = row.keys()
+    template = row["reason_template"] if "reason_template" in keys else None
+    reason = template.replace(_RUN, row["run"]) if template is not None else row["reason"]
+    base = {
+        **_BODY_DEFAULTS,
+        "decision": row["decision"],
+        "policy": row["policy"],
+        "attempt": row["attempt"],
+        "source_run": row["run"],
+        "reason": reason,
+    }
+    if "fingerprint" in keys and row["fingerprint"]:  # its own column, when the body has none
+        base["fingerprint"] = row["fingerprint"]
+    body = {**base, **stored}
+    for key in body.pop("__absent__", ()):
+        body.pop(key, None)
+    return body
+
+
+_INSERT_FAILURE = "INSERT OR IGNORE INTO failures VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_FAILURE_GENERATED = "INSERT OR IGNORE INTO failures (run_key, failed_at, seen_at) VALUES (?, ?, ?)"
+_INSERT_DECISION = (
+    "INSERT OR IGNORE INTO decisions (at, run_key, project, domain, run, root, attempt, policy,"
+    " decision, reason, body, source, fingerprint, reason_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT id FROM texts WHERE hash = ?))"
+)
+_INSERT_DECISION_GENERATED = (  # run_key is generated from project, domain and run
+    "INSERT OR IGNORE INTO decisions (at, project, domain, run, root, attempt, policy,"
+    " decision, reason, body, source, fingerprint, reason_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT id FROM texts WHERE hash = ?))"
+)
+_DECISION_ROWS = (
+    "SELECT d.*, t.text AS reason_template FROM decisions d LEFT JOIN texts t ON t.id = d.reason_id"
+)
+# Size retention (``_prune_to_size``): lineages in flight (a rerun created, its outcome not yet
+# recorded) are never pruned; the rest goes oldest first.
+_IN_FLIGHT = (
+    "SELECT i.root FROM issues i LEFT JOIN outcomes o ON o.target_key = i.target_key"
+    " WHERE i.result = 'created' AND o.target_key IS NULL"
+)
+_OLDEST_SETTLED = (
+    "SELECT at FROM decisions WHERE root NOT IN (" + _IN_FLIGHT + ") ORDER BY at LIMIT 1 OFFSET ?"  # noqa: S608
+)
+_COUNT_SETTLED = "SELECT COUNT(*) FROM decisions WHERE root NOT IN (" + _IN_FLIGHT + ")"  # noqa: S608
+_DELETE_SETTLED = (
+    "DELETE FROM decisions WHERE at <= ? AND root NOT IN (" + _IN_FLIGHT + ")",  # noqa: S608
+    "DELETE FROM issues WHERE at <= ? AND root NOT IN (" + _IN_FLIGHT + ")",  # noqa: S608
+    "DELETE FROM outcomes WHERE at <= ? AND root NOT IN (" + _IN_FLIGHT + ")",  # noqa: S608
+    "DELETE FROM failures WHERE seen_at <= ? AND run NOT IN"  # noqa: S608
+    " (SELECT run FROM decisions WHERE root IN (" + _IN_FLIGHT + "))",
 )
 # Indexes on added columns, created once the columns are there.
-_ADDED_INDEXES = "CREATE INDEX IF NOT EXISTS decisions_fingerprint ON decisions (fingerprint, at);"
+_ADDED_INDEXES = "CREATE INDEX IF NOT EXISTS decisions_fingerprint ON decisions (fingerprint);"
 
 
 def _z(text: str) -> str:
@@ -139,6 +291,7 @@ class Ledger:
         source: Source = "daemon",
         create: bool = True,
         on_reopen: Callable[[], None] | None = None,
+        max_bytes: int = 0,
     ) -> None:
         """Open (``create``: and create when needed) the ledger at ``path``.
 
@@ -157,6 +310,7 @@ class Ledger:
         self.source = source
         self._create = create
         self._on_reopen = on_reopen
+        self.max_bytes = max_bytes  # ``ledger_max_bytes``: what ``prune`` keeps the rows within (0: no bound)
         self._lock = threading.Lock()
         self._schedule: Callable[[Callable[[], None]], object] | None = None
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
@@ -195,9 +349,12 @@ class Ledger:
                     "decisions table); pass the --state file a rerund daemon writes (default ./rerund.db); "
                     "nothing was written to it"
                 )
+            if not tables:  # a new file: lean tables, incremental vacuum (before any table)
+                generated = sqlite3.sqlite_version_info >= (3, 31, 0)
+                db.executescript(_LEAN_GENERATED_SCHEMA if generated else _LEAN_SCHEMA)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
+            db.executescript(_SCHEMA + _TEXTS_SCHEMA)
             for table, column, definition in _ADDED_COLUMNS:
                 present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
                 if column not in present:
@@ -207,6 +364,10 @@ class Ledger:
                         if "duplicate column" not in str(exc):
                             raise
             db.executescript(_ADDED_INDEXES)
+            self._generated = {  # lean files: which inserts leave out generated columns
+                table: any(row["hidden"] in (2, 3) for row in db.execute(f"PRAGMA table_xinfo({table})"))
+                for table in ("failures", "decisions")
+            }
         except sqlite3.DatabaseError as exc:
             if "not a database" not in str(exc):
                 raise LedgerError(
@@ -336,14 +497,18 @@ class Ledger:
         exists_args: tuple[Any, ...],
         insert: str,
         args: tuple[Any, ...],
+        before: tuple[str, tuple[Any, ...]] | None = None,
     ) -> bool:
         """Record one row (``INSERT OR IGNORE``); True when it was not recorded before.
+        ``before``: a statement written just ahead of it (the row's shared text, ``texts``).
 
         With group commits on, whether it is new is read now (the row's unique key: ``exists``,
         and the rows still pending) and the row joins the pending ones, written by the next
         ``flush``; else it is written at once in its own transaction."""
         if self._schedule is None:
             with self._tx() as db:
+                if before is not None:
+                    db.execute(*before)
                 return bool(db.execute(insert, args).rowcount == 1)
         with self._lock:
             if self._closed:
@@ -358,6 +523,8 @@ class Ledger:
             if not self._pending:  # the first row of a group: its flush
                 self._flush_handle = self._schedule(self.flush)
             self._pending_keys.add(key)
+            if before is not None:
+                self._pending.append(before)
             self._pending.append((insert, args))
             return True
 
@@ -377,12 +544,13 @@ class Ledger:
     ) -> bool:
         """Remember a failed run; True when it was not recorded before."""
         key = f"{project}/{domain}/{run}"
+        args: tuple[Any, ...]
+        if self._generated["failures"]:  # project, domain and run are generated from the key
+            insert, args = _INSERT_FAILURE_GENERATED, (key, _iso(failed_at), _iso(now))
+        else:
+            insert, args = _INSERT_FAILURE, (key, project, domain, run, _iso(failed_at), _iso(now))
         return self._record(
-            ("failure", key),
-            "SELECT 1 FROM failures WHERE run_key = ?",
-            (key,),
-            "INSERT OR IGNORE INTO failures VALUES (?, ?, ?, ?, ?, ?)",
-            (key, project, domain, run, _iso(failed_at), _iso(now)),
+            ("failure", key), "SELECT 1 FROM failures WHERE run_key = ?", (key,), insert, args
         )
 
     def record_decision(
@@ -399,16 +567,27 @@ class Ledger:
         when this (run, kind, policy, attempt) was not recorded before (by either source)."""
         key = f"{project}/{domain}/{run}"
         attempt, policy, kind = decision.get("attempt"), decision.get("policy") or "", decision["decision"]
+        reason = str(decision["reason"])
+        template = _template(reason, run)
+        fingerprint = str(decision.get("fingerprint") or "")
+        body = _compact_body(
+            decision, kind=kind, policy=policy, attempt=attempt, run=run, fingerprint=fingerprint
+        )
+        before, digest = None, None
+        if template is not None:  # the reason once in ``texts``, the row pointing at it
+            digest = hashlib.sha256(template.encode("utf-8", "surrogatepass")).digest()[:16]
+            before = ("INSERT OR IGNORE INTO texts (hash, text) VALUES (?, ?)", (digest, template))
+            reason = ""
+        stored_key = () if self._generated["decisions"] else (key,)  # else generated from the columns
         return self._record(
             ("decision", key, kind, policy, -1 if attempt is None else attempt),
             "SELECT 1 FROM decisions WHERE run_key = ? AND decision = ? AND policy = ?"
             " AND IFNULL(attempt, -1) = IFNULL(?, -1)",
             (key, kind, policy, attempt),
-            "INSERT OR IGNORE INTO decisions (at, run_key, project, domain, run, root, attempt, policy,"
-            " decision, reason, body, source, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _INSERT_DECISION_GENERATED if self._generated["decisions"] else _INSERT_DECISION,
             (
                 _iso(now),
-                key,
+                *stored_key,
                 project,
                 domain,
                 run,
@@ -416,11 +595,13 @@ class Ledger:
                 attempt,
                 policy,
                 kind,
-                decision["reason"],
-                json.dumps(decision, sort_keys=True, default=str),
+                reason,
+                body,
                 self.source,
-                decision.get("fingerprint") or "",
+                fingerprint,
+                digest,
             ),
+            before,
         )
 
     def record_issue(
@@ -517,7 +698,10 @@ class Ledger:
             db.execute("INSERT OR REPLACE INTO watermarks VALUES (?, ?)", (scope, _iso(at)))
 
     def prune(self, older_than: datetime) -> int:
-        """Delete records older than ``older_than``; returns the number of rows deleted."""
+        """Delete records older than ``older_than``, then, when ``max_bytes`` is set, the oldest
+        records until the rows fit in it (``_prune_to_size``); texts no row uses any more go
+        too, and free pages go back to the file system (``vacuum``). Returns the number of rows
+        deleted."""
         cutoff = _iso(older_than)
         deleted = 0
         with self._tx() as db:
@@ -529,7 +713,63 @@ class Ledger:
                 ("reproductions", "at"),
             ):
                 deleted += db.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,)).rowcount  # noqa: S608
+        if self.max_bytes:
+            deleted += self._prune_to_size(self.max_bytes)
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM texts WHERE id NOT IN"
+                " (SELECT reason_id FROM decisions WHERE reason_id IS NOT NULL)"
+            )
+        self.vacuum()
         return deleted
+
+    def _used_bytes(self) -> int:
+        """Bytes the rows take: pages in use (the file's pages less its free list)."""
+        rows = self._query(
+            "SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count"
+            " FROM pragma_freelist_count()) AS pages, (SELECT page_size FROM pragma_page_size()) AS size"
+        )
+        return int(rows[0]["pages"]) * int(rows[0]["size"])
+
+    def _prune_to_size(self, max_bytes: int) -> int:
+        """Delete the oldest decisions, issue results, outcomes and failures until the rows take
+        at most ``max_bytes`` — never a row of a lineage still in flight (a rerun created whose
+        outcome is not recorded: the daemon follows it from these rows). Each step deletes the
+        share of the oldest decisions the excess is of the whole (and 10% more), with the rows
+        of the same age in the other tables. Returns the rows deleted; stops when only rows of
+        lineages in flight are left."""
+        deleted = 0
+        while (used := self._used_bytes()) > max_bytes:
+            with self._tx() as db:
+                settled = int(db.execute(_COUNT_SETTLED).fetchone()[0])
+                step = max(1, min(settled, int(settled * (used - max_bytes) / used * 1.1) + 1))
+                row = db.execute(_OLDEST_SETTLED, (step - 1,)).fetchone()
+                if row is None or row["at"] is None:
+                    break
+                n = sum(db.execute(sql, (row["at"],)).rowcount for sql in _DELETE_SETTLED)
+            deleted += n
+            if n == 0:
+                break
+        return deleted
+
+    def vacuum(self, pages: int = _VACUUM_PAGES) -> int:
+        """Return up to ``pages`` free pages to the file system (``PRAGMA incremental_vacuum``) and
+        truncate the WAL; returns the pages returned. A file created before rerund set
+        ``auto_vacuum=INCREMENTAL`` (its mode is NONE) keeps its free pages for later rows."""
+        with self._lock:
+            self._write_pending_or_log()
+            try:
+                free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
+                mode = int(self._db.execute("PRAGMA auto_vacuum").fetchone()[0])
+                if mode == 2 and free:  # a script runs it to the end (a statement frees a page a step)
+                    self._db.executescript(f"PRAGMA incremental_vacuum({int(pages)});")
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                after = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
+            except sqlite3.Error as exc:
+                raise LedgerError(
+                    f"ledger {self.path!r} vacuum failed: {exc}; the file keeps its size"
+                ) from exc
+        return free - after
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -592,14 +832,14 @@ class Ledger:
         if policy:
             where.append("policy = ?")
             args.append(policy)
-        sql = "SELECT * FROM decisions"
+        sql = _DECISION_ROWS
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
+        sql += " ORDER BY d.id DESC LIMIT ?"
         args.append(str(max(0, limit)))
         out = []
         for r in self._query(sql, tuple(args)):
-            body = public_decision(json.loads(r["body"]))  # also for records written before redaction
+            body = public_decision(_full_body(r))  # also for records written before redaction
             out.append(
                 {
                     "at": _z(r["at"]),
@@ -646,7 +886,8 @@ class Ledger:
         tail = " ORDER BY at DESC LIMIT ?"
 
         def rows(table: str) -> list[sqlite3.Row]:
-            return list(reversed(self._query(f"SELECT * FROM {table}{cond}{tail}", (*args, limit))))  # noqa: S608
+            source = _DECISION_ROWS if table == "decisions" else f"SELECT * FROM {table}"  # noqa: S608
+            return list(reversed(self._query(f"{source}{cond}{tail}", (*args, limit))))
 
         decisions = [
             {
@@ -656,7 +897,7 @@ class Ledger:
                 "domain": r["domain"],
                 "run": r["run"],
                 "root": r["root"],
-                **public_decision(json.loads(r["body"])),  # also for records written before redaction
+                **public_decision(_full_body(r)),  # also for records written before redaction
             }
             for r in rows("decisions")
         ]
@@ -707,6 +948,16 @@ class Ledger:
     def issues(self, *, limit: int = 1000) -> list[dict[str, Any]]:
         """Recorded issue results, oldest first."""
         return [dict(r) for r in self._query("SELECT * FROM issues ORDER BY id LIMIT ?", (limit,))]
+
+    def size_bytes(self) -> int:
+        """The ledger's size on disk: the database file plus its WAL (0 in memory)."""
+        if self.path == ":memory:":
+            return 0
+        total = 0
+        for suffix in ("", "-wal"):
+            with suppress(OSError):
+                total += Path(self.path + suffix).stat().st_size
+        return total
 
     def counts(self) -> dict[str, int]:
         """Row counts per table (for tests and ``history --format json`` summaries)."""

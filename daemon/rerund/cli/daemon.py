@@ -23,6 +23,7 @@ from rerund.cli.common import (
 from rerund.clock import utcnow
 from rerund.core.status import compute_status, iso, lineage_story
 from rerund.runtime.daemon import Daemon, settle_heap
+from rerund.runtime.heap import return_large_blocks
 from rerund.runtime.logs import configure_logging
 from rerund.runtime.settings import load_settings
 
@@ -46,7 +47,8 @@ settings (file < RERUND_* environment < flags; rerund.example.yaml shows every o
                       ListRuns polling every poll_interval only)
   lookback            how far back the first start looks (default 1h)      RERUND_LOOKBACK
   overlap             resync overlap behind the watermark (default 5m)     RERUND_OVERLAP
-  max_concurrent_reruns  creates in flight at once (default 8)             RERUND_MAX_CONCURRENT_RERUNS
+  max_concurrent_reruns  creates in flight at once, at most (default 64;   RERUND_MAX_CONCURRENT_RERUNS
+                      adaptive: starts at 4, halves on overload)
   rpc_timeout         per control-plane call (default 30s)                 RERUND_RPC_TIMEOUT
   max_rps             hard cap on control-plane RPCs per second (0 = none) RERUND_MAX_RPS
   api_key_file        file holding the API key (or FLYTE_API_KEY);         RERUND_API_KEY_FILE
@@ -65,6 +67,8 @@ settings (file < RERUND_* environment < flags; rerund.example.yaml shows every o
   notify.timeout      per webhook POST (default 5s)                        (file only)
   notify.retries      webhook retries (default 5)                          (file only)
   ledger_retention    how long the ledger keeps records (default 30d)      RERUND_LEDGER_RETENTION
+  ledger_max_bytes    most bytes the ledger's rows may take, e.g. 2Gi     RERUND_LEDGER_MAX_BYTES
+                      (default 0: no bound; oldest go first)
   backend             union | oss | auto: what the control plane supports  RERUND_BACKEND
                       (default auto: the first label filter finds out)
   error_details_wait  how long to wait for a FAILED run's error details    RERUND_ERROR_DETAILS_WAIT
@@ -123,7 +127,10 @@ def register(sub: Any) -> None:
     )
     run.add_argument("--lookback", metavar="DURATION", help="how far back the first start looks, e.g. 1h")
     run.add_argument(
-        "--max-concurrent-reruns", type=int, metavar="N", help="reruns being created at once (default 8)"
+        "--max-concurrent-reruns",
+        type=int,
+        metavar="N",
+        help="reruns being created at once, at most (default 64)",
     )
     add_auth_arguments(run)
     run.add_argument("--max-rps", type=float, metavar="N", help="at most N control-plane RPCs per second")
@@ -193,6 +200,7 @@ def _run(args: argparse.Namespace) -> int:
     settings.require_runnable()
     ensure_policies(settings)
     configure_logging(settings.log_level, settings.log_format)
+    return_large_blocks()  # a 5 MB error message must not raise the heap's high-water mark
     # On the SDK's own event loop: no thread hand-off per control-plane call.
     daemon = Daemon(settings, install_signals=False, on_ready=lambda _: settle_heap())
     return run_on_sdk_loop(

@@ -78,6 +78,20 @@ of that lineage: a sweep and a running daemon, or a second sweep, never issue on
 """
 
 
+# A sweep's creates run at a fixed concurrency (no adaptive limit, unlike the daemon's): the
+# daemon's default ceiling (64, safe only because it adapts) does not apply; a value the user
+# set does.
+SWEEP_CONCURRENCY = 8
+
+
+def sweep_concurrency(settings: Settings) -> int:
+    """Creates in flight for a sweep: ``max_concurrent_reruns`` when the user set it (file,
+    environment or flag), else ``SWEEP_CONCURRENCY``."""
+    if "max_concurrent_reruns" in settings.model_fields_set:
+        return settings.max_concurrent_reruns
+    return SWEEP_CONCURRENCY
+
+
 def register(sub: Any) -> None:
     """Add ``sweep`` to the ``rerund`` parser."""
     p = sub.add_parser(
@@ -212,7 +226,7 @@ async def _main(
         clock=clock.now,
         metrics=metrics,
         max_rps=args.max_rps,
-        concurrency=settings.max_concurrent_reruns,
+        concurrency=sweep_concurrency(settings),
         error_wait=settings.error_details_wait,
     )
     try:

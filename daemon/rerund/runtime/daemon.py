@@ -323,12 +323,13 @@ class Daemon:
         raise_fd_limit()  # the HTTP server's connection cap is derived from it
         self.policies = PolicyHolder(s.policies, self.metrics, self._policies_changed)
         policies = self.policies.load()
-        ledger = Ledger(s.state, on_reopen=self.metrics.ledger_reopened.inc)
+        ledger = Ledger(s.state, on_reopen=self.metrics.ledger_reopened.inc, max_bytes=s.ledger_max_bytes)
         loop = self._loop
         ledger.group_commits(lambda flush: loop.call_later(_GROUP_COMMIT_S, flush))
         self.ledger = ledger
         raw = self._cp if self._cp is not None else await connect_control_plane(s, self.cp_clock)
         self.metrics.clock_skew.set_function(lambda: self.cp_clock.skew.total_seconds())
+        self.metrics.track_held_bytes(raw, ledger)
         throttle = Throttle(
             AdaptiveLimit(ceiling=s.max_concurrent_reruns),
             RateSchedule(s.max_rps),

@@ -50,6 +50,8 @@ METRIC_NAMES = (
     "rerund_ledger_reopened_total",
     "rerund_rerun_name_conflicts_total",
     "rerund_forged_lineage_labels_total",
+    "rerund_read_cache_bytes",
+    "rerund_ledger_bytes",
 )
 
 
@@ -136,6 +138,18 @@ class Metrics:
             "positive: this host is behind). rerund uses the control plane's time either way.",
             registry=registry,
         )
+        self.read_cache_bytes = Gauge(
+            "rerund_read_cache_bytes",
+            "Bytes of control-plane answers kept for the SDK's rerun path (serialized size; bounded "
+            "by a byte budget, error messages not kept).",
+            registry=registry,
+        )
+        self.ledger_bytes = Gauge(
+            "rerund_ledger_bytes",
+            "Size of the SQLite ledger on disk: database plus its WAL (bounded by ledger_retention "
+            "and ledger_max_bytes).",
+            registry=registry,
+        )
         self.last_sync = Gauge(
             "rerund_last_sync_timestamp_seconds",
             "Unix time of the last resync pass that listed every scope successfully.",
@@ -207,6 +221,14 @@ class Metrics:
             "vouch for: the labels are ignored (counted once per run).",
             registry=registry,
         )
+
+    def track_held_bytes(self, control_plane: object, ledger: object) -> None:
+        """Read ``rerund_read_cache_bytes`` and ``rerund_ledger_bytes`` at each scrape from
+        ``control_plane.read_cache_bytes`` and ``ledger.size_bytes()`` (0 for one that has none,
+        e.g. a test's fake control plane)."""
+        self.read_cache_bytes.set_function(lambda: float(getattr(control_plane, "read_cache_bytes", 0)))
+        size = getattr(ledger, "size_bytes", None)
+        self.ledger_bytes.set_function(lambda: float(size()) if callable(size) else 0.0)
 
     def init_checks(self, names: list[str]) -> None:
         """Create every (check, result) series of ``rerund_reproduction_runs_total`` at 0.

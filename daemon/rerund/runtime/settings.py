@@ -50,6 +50,7 @@ from pydantic import (
 )
 
 from rerund.core import durations
+from rerund.core.quantities import quantity_value
 from rerund.core.redact import MASK, redact_url
 from rerund.errors import ConfigError
 from rerund.policy.source import format_path, locate, message_for, read_document
@@ -123,6 +124,22 @@ Lookback = Annotated[timedelta, _bounded(timedelta(days=365), "1h")]
 Overlap = Annotated[timedelta, _bounded(timedelta(days=1), "5m")]
 Retention = Annotated[timedelta, _bounded(_LONGEST, "30d", positive=True)]
 RpcTimeout = Annotated[timedelta, _bounded(timedelta(hours=1), "30s", positive=True)]
+
+
+def _byte_size(value: object) -> object:
+    """A size in bytes: a whole number or a quantity (``2Gi``, ``500M``); 0 means no bound."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a size in bytes; write e.g. 2Gi, 500M or 0 (no bound)")
+    if isinstance(value, str):
+        amount = quantity_value(value)
+        if amount is None or amount.denominator != 1:
+            shown = value.strip()
+            raise ValueError(f"{shown!r} is not a size in bytes; write e.g. 2Gi, 500M or 0 (no bound)")
+        return int(amount)
+    return value
+
+
+ByteSize = Annotated[int, BeforeValidator(_byte_size), Field(ge=0, le=2**50)]
 NotifyTimeout = Annotated[timedelta, _bounded(timedelta(minutes=10), "5s", positive=True)]
 ErrorDetailsWait = Annotated[timedelta, _bounded(timedelta(hours=1), "60s")]
 
@@ -221,7 +238,10 @@ class Settings(_Frozen):
     watch: bool = True
     lookback: Lookback = timedelta(hours=1)
     overlap: Overlap = timedelta(minutes=5)
-    max_concurrent_reruns: int = Field(default=8, ge=1, le=1000)
+    # The ceiling of the adaptive concurrency (``throttle.AdaptiveLimit``: it starts at 4, grows
+    # while calls succeed with flat latency, halves on RESOURCE_EXHAUSTED/UNAVAILABLE). High by
+    # default so the default is fast under WAN latency; lower it (or set max_rps) to cap load.
+    max_concurrent_reruns: int = Field(default=64, ge=1, le=1000)
     # A hard cap on control-plane RPCs per second (0 = none); calls wait rather than exceed it.
     max_rps: float = Field(default=0.0, ge=0, le=100_000)
     api_key_file: Path | None = None
@@ -235,6 +255,9 @@ class Settings(_Frozen):
     http_proxy_file: Path | None = None  # a file holding the proxy URL (instead of http_proxy)
     notify: NotifySettings = NotifySettings()
     ledger_retention: Retention = timedelta(days=30)
+    # The most bytes the ledger's rows may take (0: no bound): the pruner deletes the oldest
+    # rows past it, never those of a lineage still in flight.
+    ledger_max_bytes: ByteSize = 0
     console_url: str = ""
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -409,6 +432,7 @@ _ENV_KEYS: dict[str, str] = {
     "http_proxy": "str",
     "http_proxy_file": "str",
     "ledger_retention": "str",
+    "ledger_max_bytes": "str",
     "console_url": "str",
     "log_level": "str",
     "log_format": "str",

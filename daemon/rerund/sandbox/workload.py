@@ -41,6 +41,9 @@ An outage's failures are not executions of the task: after the window, a task's 
 goes on where it was (``[fail, succeed]`` still fails once). ``POST /_sandbox/outages`` starts
 one at runtime.
 
+An ``error`` may add ``message_bytes: 5242880``: its message repeated to that many characters
+(a 5 MB traceback, without writing one into the file).
+
 A run may also declare ``env``, ``annotations``, ``queue``, ``interruptible``,
 ``cache_lookup_scope``, ``service_account``, ``overwrite_cache`` and ``max_action_concurrency``;
 they are stored in its RunSpec where the flyte SDK puts them. A task's interface covers its own
@@ -234,11 +237,23 @@ class ErrorSpec(_Frozen):
     code: str = "RuntimeError"
     message: str = "RuntimeError: task failed"
     gpu_fault: GpuFaultSpec | None = None
+    # The message repeated (and cut) to this many characters: a huge error message (a dumped
+    # dataframe, a 5 MB traceback) without writing it into the workload file. One string shared
+    # by every execution that fails with it, so the sandbox's memory does not grow per run.
+    message_bytes: int = Field(default=0, ge=0, le=64 * 1024 * 1024)
 
     @field_validator("kind", mode="before")
     @classmethod
     def _upper(cls, v: Any) -> Any:
         return v.upper() if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _pad_message(self) -> ErrorSpec:
+        n = self.message_bytes
+        if n and len(self.message) != n:
+            unit = (self.message or "x") + "\n"
+            object.__setattr__(self, "message", (unit * (n // len(unit) + 1))[:n])
+        return self
 
 
 class SpecMatch(_Frozen):
