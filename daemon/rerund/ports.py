@@ -23,11 +23,15 @@ from rerund.core.runs import FailureFacts, RelaunchRequest, RerunRequest, RunRef
 
 __all__ = [
     "ControlPlane",
+    "DaemonLedger",
     "DecisionLedger",
     "Notifier",
+    "Reconnect",
     "Relauncher",
     "ReproLedger",
     "RpcGate",
+    "Schedule",
+    "ScheduleFactory",
     "Scheduler",
     "ScopeDirectory",
 ]
@@ -211,3 +215,44 @@ class ReproLedger(Protocol):
     def record_reproduction(self, result: dict[str, Any], *, now: datetime) -> bool: ...
 
     def last_reproduction(self, check: str) -> datetime | None: ...
+
+
+class DaemonLedger(DecisionLedger, ReproLedger, Protocol):
+    """The whole ledger as the daemon uses it: what the loop and the reproduction checks write,
+    what the status and the page read, its retention and its close."""
+
+    def lineage_rows(
+        self, *, since: datetime | None = None, root: str | None = None, limit: int = 20_000
+    ) -> dict[str, list[dict[str, Any]]]: ...
+
+    def latest_reproductions(self) -> list[dict[str, Any]]: ...
+
+    def history(
+        self,
+        *,
+        run: str | None = None,
+        policy: str | None = None,
+        source: str | None = None,
+        limit: int = 50,
+        contains: str | None = None,
+    ) -> list[dict[str, Any]]: ...
+
+    def prune(self, older_than: datetime) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class Schedule(Protocol):
+    """The firing times of one cron schedule (pure: the time is an argument)."""
+
+    def next_after(self, when: datetime) -> datetime | None: ...
+
+    def latest_at_or_before(self, when: datetime) -> datetime | None: ...
+
+
+# (expression, timezone) -> its Schedule; raises ValueError for a bad expression.
+ScheduleFactory = Callable[[str, str], Schedule]
+
+# Read the credentials again and reconnect the control plane with them (the daemon calls it when
+# a credential file changes); raises ``ConfigError`` when the new ones cannot be used.
+Reconnect = Callable[[], Awaitable[None]]
