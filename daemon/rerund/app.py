@@ -21,7 +21,7 @@ from rerund.adapters.webhook import WebhookNotifier
 from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.scopes import plan
 from rerund.fdlimit import raise_fd_limit
-from rerund.ports import ControlPlane, Reconnect
+from rerund.ports import ControlPlane, Reconnect, RpcGate
 from rerund.runtime.daemon import Daemon, PolicyHolder, Requests
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.reconcile import Reconciler
@@ -63,13 +63,16 @@ def connection(settings: Settings) -> Connection:
     )
 
 
-async def _flyte(settings: Settings, clock: ControlPlaneClock | None) -> FlyteControlPlane:
+async def _flyte(
+    settings: Settings, clock: ControlPlaneClock | None, rpc_gate: RpcGate | None = None
+) -> FlyteControlPlane:
     cp = FlyteControlPlane(
         connection=connection(settings),
         rpc_timeout=settings.rpc_timeout.total_seconds(),
         console_url=settings.console_url,
         backend=settings.backend,
         clock=clock,
+        rpc_gate=rpc_gate,
     )
     await cp.connect()
     first = plan((sc.project, sc.domain) for sc in settings.scopes)
@@ -138,13 +141,6 @@ class App:
         ledger.group_commits(lambda flush: loop.call_later(_GROUP_COMMIT_S, flush))
         scheduler: AsyncScheduler | None = None
         try:
-            reconnect: Reconnect | None = None
-            if self._control_plane is not None:
-                raw = self._control_plane
-            else:
-                flyte = await _flyte(s, cp_clock)
-                raw, reconnect = flyte, _reconnect(flyte, s)
-            metrics.clock_skew.set_function(lambda: cp_clock.skew.total_seconds())
             throttle = Throttle(
                 AdaptiveLimit(ceiling=s.max_concurrent_reruns),
                 RateSchedule(s.max_rps),
@@ -152,9 +148,17 @@ class App:
                 on_release=metrics.control_plane_rpcs.inc,
                 on_peak=metrics.control_plane_peak_rps.set,
             )
+            reconnect: Reconnect | None = None
+            if self._control_plane is not None:
+                raw = self._control_plane
+            else:  # the flyte adapter charges every RPC on the wire to the throttle itself
+                flyte = await _flyte(s, cp_clock, rpc_gate=throttle)
+                raw, reconnect = flyte, _reconnect(flyte, s)
+            metrics.clock_skew.set_function(lambda: cp_clock.skew.total_seconds())
             guard = guarded(
                 raw,
                 throttle,
+                paced_per_rpc=self._control_plane is None,
                 on_error=lambda exc: metrics.control_plane_errors.labels(
                     exc.rpc or "unknown", exc.code or "unknown"
                 ).inc(),

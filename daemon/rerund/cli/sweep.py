@@ -55,7 +55,6 @@ from rerund.core.rules import PolicySet
 from rerund.core.sweep import SKIP_KINDS, SweepPlan, Window, parse_window
 from rerund.errors import ConfigError, ControlPlaneError, PolicyError
 from rerund.policy.loader import load_policies
-from rerund.ports import ScopeDirectory
 from rerund.runtime.metrics import sweep_metrics
 from rerund.runtime.settings import Settings, load_settings
 from rerund.runtime.sweep import Sweeper, SweepOutcome, unreachable
@@ -223,7 +222,7 @@ async def _main(
         with _progress(err) as bar:
             task = bar.add_task("reading failures", total=None)
             try:
-                await sweeper.check_scopes(cp if isinstance(cp, ScopeDirectory) else None)
+                await sweeper.check_scopes(cp)
                 plan = await sweeper.plan(
                     window, on_read=lambda done, n: bar.update(task, completed=done, total=n)
                 )
