@@ -10,12 +10,12 @@ What runs, all on one asyncio event loop:
   (``watch: false`` turns the streams off: polling only);
 - a **credentials watcher** — when the API key, client secret or CA file changes, the SDK is
   initialised again with it (no restart) and a resync catches up on what was missed;
-- the **scheduler** (APScheduler) — wakes failures whose rerun is not yet due;
+- the **scheduler** (a ``ports.Scheduler``) — wakes failures whose rerun is not yet due;
 - a **policy watcher** — reloads the policies on SIGHUP and when a policy file changes. An
   invalid file is rejected with its ``check`` problems in the log and
   ``rerund_policy_reloads_total{result="error"}``; the last good policies stay in force;
-- the **HTTP** endpoints (``/`` the operator page, ``/status``, ``/metrics``, ``/healthz``,
-  ``/readyz``, ``/decisions``);
+- the **HTTP** endpoints (``rerund.runtime.web``: ``/`` the operator page, ``/status``,
+  ``/metrics``, ``/healthz``, ``/readyz``, ``/decisions``);
 - a **pruner** that keeps the ledger within ``ledger_retention``;
 - the **reproduction checks** of the policies in force (``rerund.runtime.repro``): each fires
   on its cron schedule, reruns its reference run and records match / mismatch / failed /
