@@ -11,8 +11,7 @@ import re
 
 import pytest
 
-from rerund.adapters import cron
-from rerund.core import compare, names, resources
+from rerund.core import compare, cron, names, resources
 from rerund.policy import model
 from rerund.sandbox import records, workload
 

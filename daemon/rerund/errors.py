@@ -121,6 +121,14 @@ class PermanentControlPlaneError(ControlPlaneError):
     """Retrying the same call cannot help: INVALID_ARGUMENT, PERMISSION_DENIED, ..."""
 
 
+class UnsupportedError(PermanentControlPlaneError):
+    """This control plane cannot do what was asked (e.g. an in-memory fake asked to relaunch a
+    deployed task); the caller says what that means for it."""
+
+    def __init__(self, message: str, *, rpc: str = "") -> None:
+        super().__init__(message, rpc=rpc, code="unimplemented")
+
+
 class NotFoundError(PermanentControlPlaneError):
     """The run or action does not exist on the control plane."""
 

@@ -17,23 +17,54 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from rerund.core.runs import FailureFacts, RelaunchRequest, RerunRequest, RunRef, RunSummary
 
 __all__ = [
     "ControlPlane",
+    "DaemonLedger",
     "DecisionLedger",
+    "Deployments",
     "Notifier",
-    "Relauncher",
+    "Reconnect",
     "ReproLedger",
     "RpcGate",
+    "Schedule",
+    "ScheduleFactory",
     "Scheduler",
-    "ScopeDirectory",
 ]
 
 
-class ControlPlane(Protocol):
+class Deployments(Protocol):
+    """What a control plane knows beyond runs: the deployed tasks (``retry.scope: relaunch``)
+    and the project/domain scopes (``rerund sweep`` checks its scopes). Every ``ControlPlane``
+    has these methods; one that cannot do one of them (an in-memory fake) raises
+    ``UnsupportedError``, and the caller says what that means (a relaunch is recorded as
+    invalid, no version is known, the scopes are not checked)."""
+
+    async def create_relaunch(self, request: RelaunchRequest) -> RunRef:
+        """Create the relaunch: the deployed task (``Task.get``: ListTasks for the latest version,
+        GetTaskDetails), overridden with the request's resources, run under the request's name
+        with the source run's inputs (GetRunDetails, GetActionData) — SelectCluster,
+        UploadInputs, CreateRun (on open-source Flyte one GetRunDetails before and one after, as
+        for a rerun). Errors as ``create_rerun``'s: ``AlreadyExistsError`` when the name exists,
+        ``PermanentControlPlaneError`` when the task or version is not deployed or the resources
+        are refused."""
+        ...
+
+    async def latest_task_version(self, project: str, domain: str, task: str) -> str | None:
+        """The most recently deployed version of ``task`` (None: none is deployed). Costs 1
+        RPC: ListTasks (name EQUAL, sorted by created_at descending, limit 1)."""
+        ...
+
+    async def scope_exists(self, project: str, domain: str) -> bool | None:
+        """True when the org has ``project`` with ``domain``, False when it has not, None when
+        the control plane cannot say (no ProjectService). Costs 1 RPC (GetProject)."""
+        ...
+
+
+class ControlPlane(Deployments, Protocol):
     """The control plane as the daemon uses it. Errors are ``rerund.errors.ControlPlaneError``s."""
 
     async def list_failed(self, project: str, domain: str, *, since: datetime) -> list[RunSummary]:
@@ -100,42 +131,12 @@ class ControlPlane(Protocol):
         ...
 
 
-@runtime_checkable
-class Relauncher(Protocol):
-    """A control plane that runs deployed tasks afresh (``retry.scope: relaunch``). The flyte
-    adapter is one; a ``ControlPlane`` that is not refuses relaunches (recorded as invalid)."""
-
-    async def create_relaunch(self, request: RelaunchRequest) -> RunRef:
-        """Create the relaunch: the deployed task (``Task.get``: ListTasks for the latest version,
-        GetTaskDetails), overridden with the request's resources, run under the request's name
-        with the source run's inputs (GetRunDetails, GetActionData) — SelectCluster,
-        UploadInputs, CreateRun (on open-source Flyte one GetRunDetails before and one after, as
-        for a rerun). Errors as ``create_rerun``'s: ``AlreadyExistsError`` when the name exists,
-        ``PermanentControlPlaneError`` when the task or version is not deployed or the resources
-        are refused."""
-        ...
-
-    async def latest_task_version(self, project: str, domain: str, task: str) -> str | None:
-        """The most recently deployed version of ``task`` (None: none is deployed). Costs 1
-        RPC: ListTasks (name EQUAL, sorted by created_at descending, limit 1)."""
-        ...
-
-
-@runtime_checkable
-class ScopeDirectory(Protocol):
-    """Which project/domain scopes the control plane knows (``rerund sweep`` checks its scopes)."""
-
-    async def scope_exists(self, project: str, domain: str) -> bool | None:
-        """True when the org has ``project`` with ``domain``, False when it has not, None when
-        the control plane cannot say (no ProjectService). Costs 1 RPC (GetProject)."""
-        ...
-
-
 class RpcGate(Protocol):
     """The daemon's rate gate, given to a control plane that charges each RPC on the wire
-    itself (its ``rpc_gate`` attribute): ``await pace(n)`` returns when ``n`` more RPCs may be
-    sent; ``answered(n)`` reports ``n`` RPCs the control plane answered (anything but
-    RESOURCE_EXHAUSTED or UNAVAILABLE), what a learned rate counts as let through. Safe to use
+    itself (the flyte adapter's ``rpc_gate``, given when it is built): ``await pace(n)``
+    returns when ``n`` more RPCs may be sent; ``answered(n)`` reports ``n`` RPCs the control
+    plane answered (anything but RESOURCE_EXHAUSTED or UNAVAILABLE), what a learned rate counts
+    as let through. Safe to use
     from any thread's event loop (the flyte SDK's own included)."""
 
     async def pace(self, cost: int = 1) -> None: ...
@@ -216,3 +217,44 @@ class ReproLedger(Protocol):
     def record_reproduction(self, result: dict[str, Any], *, now: datetime) -> bool: ...
 
     def last_reproduction(self, check: str) -> datetime | None: ...
+
+
+class DaemonLedger(DecisionLedger, ReproLedger, Protocol):
+    """The whole ledger as the daemon uses it: what the loop and the reproduction checks write,
+    what the status and the page read, its retention and its close."""
+
+    def lineage_rows(
+        self, *, since: datetime | None = None, root: str | None = None, limit: int = 20_000
+    ) -> dict[str, list[dict[str, Any]]]: ...
+
+    def latest_reproductions(self) -> list[dict[str, Any]]: ...
+
+    def history(
+        self,
+        *,
+        run: str | None = None,
+        policy: str | None = None,
+        source: str | None = None,
+        limit: int = 50,
+        contains: str | None = None,
+    ) -> list[dict[str, Any]]: ...
+
+    def prune(self, older_than: datetime) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class Schedule(Protocol):
+    """The firing times of one cron schedule (pure: the time is an argument)."""
+
+    def next_after(self, when: datetime) -> datetime | None: ...
+
+    def latest_at_or_before(self, when: datetime) -> datetime | None: ...
+
+
+# (expression, timezone) -> its Schedule; raises ValueError for a bad expression.
+ScheduleFactory = Callable[[str, str], Schedule]
+
+# Read the credentials again and reconnect the control plane with them (the daemon calls it when
+# a credential file changes); raises ``ConfigError`` when the new ones cannot be used.
+Reconnect = Callable[[], Awaitable[None]]

@@ -218,7 +218,7 @@ def test_the_ledger_size_is_a_metric(tmp_path: Path, memory: bool) -> None:
     _ignore(ledger, "a", T0)
     ledger.flush()
     registry = CollectorRegistry()
-    Metrics(registry).track_held_bytes(None, ledger)
+    Metrics(registry).track_held_bytes(lambda: 0.0, ledger.size_bytes)
 
     size = registry.get_sample_value("rerund_ledger_bytes")
 

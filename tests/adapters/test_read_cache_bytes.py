@@ -54,7 +54,7 @@ def test_reads_of_failures_with_5_mb_messages_hold_far_less_than_the_messages(sb
     sb.wait_idle()
     cp = connected(sb)
     registry = CollectorRegistry()
-    Metrics(registry).track_held_bytes(cp, None)
+    Metrics(registry).track_held_bytes(lambda: float(cp.read_cache_bytes), lambda: 0.0)
 
     async def read_all() -> list[Any]:
         summaries = [await cp.get_run(RunRef(sb.project, sb.domain, n)) for n in names]

@@ -23,9 +23,9 @@ import pytest
 
 from rerund.adapters.flyte_control_plane import FlyteControlPlane
 from rerund.core.model import ErrorInfo
-from rerund.core.runs import RerunRequest, RunRef
-from rerund.errors import AlreadyExistsError, NotFoundError
-from rerund.ports import ControlPlane
+from rerund.core.runs import RelaunchRequest, RerunRequest, RunRef
+from rerund.errors import AlreadyExistsError, NotFoundError, UnsupportedError
+from rerund.ports import ControlPlane, Deployments
 from rerund.sandbox.profiles import OSS
 from rerund.sandbox.testing import SandboxHandle, start_sandbox
 from runtime.fake_control_plane import Clock, FakeControlPlane
@@ -287,6 +287,34 @@ def test_console_url_points_at_the_run(backend: Backend) -> None:
     assert url.startswith("http") and name in url
 
 
+def test_deployments_are_answered_or_refused_as_unsupported(backend: Backend) -> None:
+    """``ports.Deployments``: a control plane answers, or raises ``UnsupportedError`` (the fake
+    knows no deployed tasks and no scopes); never anything else."""
+    calls = {
+        "scope_exists": lambda: backend.cp.scope_exists(backend.project, backend.domain),
+        "latest_task_version": lambda: backend.cp.latest_task_version(
+            backend.project, backend.domain, "nothing.here"
+        ),
+    }
+    answers: dict[str, Any] = {}
+    for name, call in calls.items():
+        try:
+            answers[name] = run(call())
+        except UnsupportedError as exc:
+            answers[name] = exc.code
+
+    if isinstance(backend, FakeBackend):
+        assert answers == {"scope_exists": "unimplemented", "latest_task_version": "unimplemented"}
+        source = RunRef(backend.project, backend.domain, backend.failed("net.flaky"))
+        request = RelaunchRequest(source=source, name=f"{source.name}-retry-1", task="net.flaky")
+        with pytest.raises(
+            UnsupportedError, match=r"^the fake control plane cannot relaunch deployed tasks$"
+        ):
+            run(backend.cp.create_relaunch(request))
+    else:
+        assert answers["scope_exists"] in (True, None) and answers["latest_task_version"] is None
+
+
 # The fake is a ControlPlane for what the reconcile loop calls; the reproduction calls
 # (find_latest_run, read_outputs) are pinned against the real adapter in tests/adapters.
 FAKE_METHODS: list[Callable[..., Any]] = [
@@ -297,10 +325,14 @@ FAKE_METHODS: list[Callable[..., Any]] = [
     FakeControlPlane.read_failure,
     FakeControlPlane.create_rerun,
     FakeControlPlane.console_url,
+    FakeControlPlane.scope_exists,
+    FakeControlPlane.latest_task_version,
+    FakeControlPlane.create_relaunch,
 ]
 
 
 def test_the_suite_covers_every_method_the_fake_implements() -> None:
     implemented = {m.__name__ for m in FAKE_METHODS}
-    public = {n for n in vars(FakeControlPlane) if n in vars(ControlPlane) and not n.startswith("_")}
+    port = {*vars(ControlPlane), *vars(Deployments)}
+    public = {n for n in vars(FakeControlPlane) if n in port and not n.startswith("_")}
     assert public == implemented

@@ -24,11 +24,12 @@ from rerund.core.runs import (
     LABEL_POLICY,
     LABEL_REPRO,
     FailureFacts,
+    RelaunchRequest,
     RerunRequest,
     RunRef,
     RunSummary,
 )
-from rerund.errors import AlreadyExistsError, ControlPlaneError, NotFoundError
+from rerund.errors import AlreadyExistsError, ControlPlaneError, NotFoundError, UnsupportedError
 from rerund.runtime.settings import Settings, load_settings
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -251,3 +252,14 @@ class FakeControlPlane:
 
     def console_url(self, ref: RunRef) -> str:
         return f"http://console.example/{ref}"
+
+    # -- ports.Deployments: this fake knows no deployed tasks and no scopes -------------------
+
+    async def create_relaunch(self, request: RelaunchRequest) -> RunRef:
+        raise UnsupportedError("the fake control plane cannot relaunch deployed tasks", rpc="CreateRun")
+
+    async def latest_task_version(self, project: str, domain: str, task: str) -> str | None:
+        raise UnsupportedError("the fake control plane knows no deployed tasks", rpc="ListTasks")
+
+    async def scope_exists(self, project: str, domain: str) -> bool | None:
+        raise UnsupportedError("the fake control plane knows no projects", rpc="GetProject")

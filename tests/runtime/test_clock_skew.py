@@ -23,12 +23,10 @@ import pytest
 import yaml
 
 from daemon_support import DaemonProcess, daemons, settle, total
-from rerund.clock import utcnow
+from rerund.clock import ControlPlaneClock, utcnow
 from rerund.policy import load_policies
-from rerund.runtime.daemon import Daemon
+from rerund.runtime.skew import SkewWatch
 from rerund.sandbox.testing import start_sandbox
-
-from .fake_control_plane import daemon_settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -95,12 +93,12 @@ def test_a_daemon_whose_clock_is_off_reruns_every_owed_failure_promptly(
             assert "rerund uses the control plane's time for watermarks and due times" in warnings[0]
 
 
-# -- the warnings, on an in-process daemon (no pass run: ``_skew`` is what each pass calls) ----
+# -- the warnings, on an in-process daemon (no pass run: ``SkewWatch.check`` is what each pass calls) ----
 
 
-def daemon(tmp_path: Path) -> Daemon:
-    settings = daemon_settings(tmp_path, yaml.safe_dump(POLICIES), http="off")
-    return Daemon(settings, install_signals=False)
+def daemon(tmp_path: Path) -> SkewWatch:
+    """What a daemon whose control plane it built itself (the flyte adapter) checks after each pass."""
+    return SkewWatch(ControlPlaneClock(), dates_expected=True)
 
 
 def warnings_and_infos(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
@@ -114,9 +112,9 @@ def test_a_skew_is_warned_once_whatever_the_answers_and_its_end_is_told_once(
     with caplog.at_level(logging.INFO, logger="rerund.daemon"):
         for _ in range(3):  # three passes, many answers each, 30 min apart
             d.cp_clock.observe(utcnow() - timedelta(minutes=30))
-            d._skew()
+            d.check()
         d.cp_clock.observe(utcnow())
-        d._skew()
+        d.check()
 
     [(level, message), (level2, message2)] = warnings_and_infos(caplog)
     assert level == "WARNING"
@@ -138,8 +136,8 @@ def test_a_control_plane_without_date_headers_is_warned_once(
 ) -> None:
     d = daemon(tmp_path)
     with caplog.at_level(logging.INFO, logger="rerund.daemon"):
-        d._skew()
-        d._skew()
+        d.check()
+        d.check()
 
     assert warnings_and_infos(caplog) == [
         (

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from daemon_support import free_port
+from rerund.app import App
 from rerund.cli import main
 from rerund.core.fingerprints import error_fingerprint
 from rerund.runtime.daemon import Daemon
@@ -42,8 +43,11 @@ def _until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
 
 
 class Running:
-    def __init__(self, daemon: Daemon, cp: FakeControlPlane, policy_file: Path) -> None:
+    def __init__(
+        self, daemon: Daemon, loop: asyncio.AbstractEventLoop, cp: FakeControlPlane, policy_file: Path
+    ) -> None:
         self.daemon = daemon
+        self.loop = loop
         self.cp = cp
         self.policy_file = policy_file
 
@@ -69,22 +73,28 @@ def running(tmp_path: Path) -> Iterator[Running]:
     cp.add_failed("abc123", at=T0 + timedelta(minutes=1))
     settings = daemon_settings(tmp_path, POLICIES, environ={"FLYTE_API_KEY": SECRET}, http="127.0.0.1:0")
     ready = threading.Event()
-    daemon = Daemon(
+    started: list[tuple[Daemon, asyncio.AbstractEventLoop]] = []
+
+    def on_ready(d: Daemon) -> None:
+        started.append((d, asyncio.get_running_loop()))
+        ready.set()
+
+    app = App(
         settings,
         control_plane=cp,
         clock=clock,
         install_signals=False,
         reload_check_interval=0.05,
-        on_ready=lambda d: ready.set(),
+        on_ready=on_ready,
     )
     result: list[int] = []
-    thread = threading.Thread(target=lambda: result.append(asyncio.run(daemon.run())), daemon=True)
+    thread = threading.Thread(target=lambda: result.append(asyncio.run(app.run())), daemon=True)
     thread.start()
     assert ready.wait(20), "the daemon did not start"
     try:
-        yield Running(daemon, cp, tmp_path / "policies.yaml")
+        yield Running(*started[0], cp, tmp_path / "policies.yaml")
     finally:
-        daemon.request_stop()
+        app.request_stop()
         thread.join(15)
     assert not thread.is_alive(), "the daemon did not stop within 15 s"
     assert result == [0]
@@ -324,7 +334,7 @@ def test_a_background_task_that_fails_is_restarted_and_readyz_says_so_while_it_i
             raise RuntimeError("boom")
         await asyncio.Event().wait()  # runs until the daemon stops
 
-    loop = running.daemon._loop
+    loop = running.loop
     assert loop is not None
     loop.call_soon_threadsafe(running.daemon.supervisor.start, "flaky", flaky)
 

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from rerund.adapters.ledger import Ledger
+from rerund.app import App
 from rerund.core.repro import LABEL_REPRO
 from rerund.runtime.daemon import Daemon
 from rerund.runtime.settings import load_settings
@@ -69,7 +70,10 @@ def test_the_daemon_fires_missed_checks_on_start_and_never_retries_a_failed_repr
         },
     )
     registry = CollectorRegistry()
-    daemon = Daemon(settings, registry=registry, install_signals=False, reload_check_interval=0.2)
+    started: list[Daemon] = []
+    daemon = App(
+        settings, registry=registry, install_signals=False, reload_check_interval=0.2, on_ready=started.append
+    )
 
     def results() -> dict[str, float | None]:
         return {
@@ -83,8 +87,8 @@ def test_the_daemon_fires_missed_checks_on_start_and_never_retries_a_failed_repr
         while None in results().values() and time.monotonic() < deadline and not task.done():
             await asyncio.sleep(0.05)
         for _ in range(10):  # a few resync passes that would rerun the failed reproduction rerun
-            if daemon.reconciler is not None:
-                await daemon.reconciler.sync()
+            if started:
+                await started[0].reconciler.sync()
         daemon.request_stop()
         await task
 

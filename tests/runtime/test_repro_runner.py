@@ -207,6 +207,7 @@ def runner(
     return ReproRunner(
         cp or FakeControlPlane(),  # type: ignore[arg-type]
         checks=lambda: [check],
+        schedules=CronSchedule,
         metrics=Metrics(CollectorRegistry()),
         clock=utcnow,
         ledger=ledger,
@@ -364,6 +365,7 @@ def fire_once(check: ReproCheck, cp: FakeControlPlane) -> Any:
     r = ReproRunner(
         cp,  # type: ignore[arg-type]
         checks=lambda: [check],
+        schedules=CronSchedule,
         metrics=Metrics(CollectorRegistry()),
         clock=lambda: now[0],
         poll_interval=1.0,

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from rerund.adapters.cron import CronSchedule
 from rerund.adapters.flyte_control_plane import FlyteControlPlane
 from rerund.adapters.ledger import Ledger
 from rerund.clock import utcnow
@@ -72,6 +73,7 @@ def fire(sb, tmp_path, c: ReproCheck, *, replicas: int = 1, hooks: Hooks | None 
             ReproRunner(
                 cp,
                 checks=lambda: [c],
+                schedules=CronSchedule,
                 metrics=metrics[i],
                 clock=utcnow,
                 default_scope=(sb.project, sb.domain),

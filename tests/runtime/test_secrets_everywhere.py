@@ -28,6 +28,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from rerund.app import App
 from rerund.cli import main
 from rerund.core.model import ErrorInfo
 from rerund.runtime.daemon import Daemon
@@ -152,8 +153,13 @@ def _outputs(tmp: Path, policy: str, receiver: Receiver, capsys: Any) -> dict[st
     conf = daemon_settings(tmp, policy, http="127.0.0.1:0", notify_webhook=receiver.url, **SETTINGS)
     sent_before = len(receiver.bodies)
     ready = threading.Event()
-    daemon = Daemon(
-        conf, control_plane=cp, clock=clock, install_signals=False, on_ready=lambda d: ready.set()
+    started: list[Daemon] = []
+    daemon = App(
+        conf,
+        control_plane=cp,
+        clock=clock,
+        install_signals=False,
+        on_ready=lambda d: (started.append(d), ready.set()) and None,
     )
     logs = Captured()
     logger = logging.getLogger("rerund")
@@ -166,8 +172,9 @@ def _outputs(tmp: Path, policy: str, receiver: Receiver, capsys: Any) -> dict[st
     out: dict[str, str] = {}
     try:
         assert ready.wait(20), "the daemon did not start"
-        assert daemon.http is not None
-        url = daemon.http.url
+        http = started[0].http
+        assert http is not None
+        url = http.url
         _until(lambda: len(cp.reruns()) == 1, "the rerun")
         cp.fail("abc123-retry-1", error=reset)
         _until(lambda: len(receiver.bodies) > sent_before, "the exhausted lineage's webhook")

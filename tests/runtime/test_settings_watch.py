@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from rerund.app import App
 from rerund.cli import main
 from rerund.core.runs import RunSummary
 from rerund.errors import ConfigError
-from rerund.runtime.daemon import Daemon
 from rerund.runtime.settings import load_settings
 
 from .fake_control_plane import T0, Clock, FakeControlPlane, daemon_settings
@@ -75,7 +75,7 @@ def test_the_daemon_opens_watch_streams_only_when_watch_is_on(tmp_path: Path, wa
     clock = Clock(T0 + timedelta(minutes=5))
     cp = _CountingWatches(clock)
     settings = daemon_settings(tmp_path, POLICIES, http="off", watch=watch)
-    daemon = Daemon(settings, control_plane=cp, clock=clock, install_signals=False)
+    daemon = App(settings, control_plane=cp, clock=clock, install_signals=False)
     thread = threading.Thread(target=lambda: asyncio.run(daemon.run()), daemon=True)
     thread.start()
     try:

@@ -285,11 +285,18 @@ def test_refused_credentials_log_one_error_and_recovery_one_info(caplog):
     assert guard.credentials.since is None
 
 
-def test_the_guard_is_a_relauncher_and_a_scope_directory_exactly_when_the_inner_one_is():
-    from rerund.ports import Relauncher, ScopeDirectory
+def test_the_guard_passes_relaunches_and_scope_lookups_through_and_an_unsupported_answer_back():
+    from rerund.errors import UnsupportedError
     from rerund.runtime.throttle import guarded
 
-    class _Relaunching(_Fake):
+    class _Plain(_Fake):
+        async def latest_task_version(self, project, domain, task):
+            raise UnsupportedError("no deployed tasks here", rpc="ListTasks")
+
+        async def scope_exists(self, project, domain):
+            raise UnsupportedError("no projects here", rpc="GetProject")
+
+    class _Relaunching(_Plain):
         async def create_relaunch(self, request):
             return request
 
@@ -299,16 +306,20 @@ def test_the_guard_is_a_relauncher_and_a_scope_directory_exactly_when_the_inner_
     def gate():
         return Throttle(AdaptiveLimit(ceiling=2), RateSchedule(0))
 
-    plain, relaunching = guarded(_Fake([]), gate()), guarded(_Relaunching([]), gate())
+    plain, relaunching = guarded(_Plain([]), gate()), guarded(_Relaunching([]), gate())
 
-    assert not isinstance(plain, Relauncher) and not isinstance(plain, ScopeDirectory)
-    assert isinstance(relaunching, Relauncher) and not isinstance(relaunching, ScopeDirectory)
+    with pytest.raises(UnsupportedError, match=r"^no deployed tasks here$"):
+        asyncio.run(plain.latest_task_version("p", "d", "t"))
+    with pytest.raises(UnsupportedError, match=r"^no projects here$"):
+        asyncio.run(relaunching.scope_exists("p", "d"))
     assert asyncio.run(relaunching.latest_task_version("p", "d", "t")) == "v2"
 
 
 def test_an_adapter_with_a_per_rpc_gate_is_paced_per_rpc_not_per_call():
     class _Paged(_Fake):
-        rpc_gate = None
+        def __init__(self, runs, rpc_gate):
+            super().__init__(runs)
+            self.rpc_gate = rpc_gate
 
         async def get_run(self, ref):
             for _ in range(3):  # three raw RPCs, e.g. three pages of a listing
@@ -323,8 +334,8 @@ def test_an_adapter_with_a_per_rpc_gate_is_paced_per_rpc_not_per_call():
     throttle = Throttle(AdaptiveLimit(ceiling=2), RateSchedule(0))
     original = throttle.rate.reserve
     throttle.rate.reserve = lambda cost, now: booked.append(cost) or original(cost, now)
-    inner = _Paged([])
-    guard = GuardedControlPlane(inner, throttle)
+    inner = _Paged([], rpc_gate=throttle)  # the adapter is built with the gate
+    guard = GuardedControlPlane(inner, throttle, paced_per_rpc=True)
 
     assert asyncio.run(guard.get_run(RunRef("p", "d", "r"))) == RunRef("p", "d", "r")
     assert inner.rpc_gate is throttle

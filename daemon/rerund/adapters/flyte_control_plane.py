@@ -63,7 +63,7 @@ Flyte's SQL can take); an INTERNAL answer that repeats for the same request
 error details have not arrived yet is reported with ``error_pending``; a run an operator
 aborted after it had finished is reported with ``finished_phase``.
 
-Relaunches (``rerund.ports.Relauncher``) go through the SDK's public path for running a
+Relaunches (``rerund.ports.Deployments``) go through the SDK's public path for running a
 deployed task: ``flyte.remote.Task.get(name, version=... | auto_version="latest")`` (ListTasks
 for the latest, GetTaskDetails), ``.override(resources=...)`` (a full replacement of the
 container's resources, so every resource of the request is passed; the task's accelerator and
@@ -1031,6 +1031,7 @@ class FlyteControlPlane:
         backend: str = "auto",
         connection: Connection | None = None,
         clock: ControlPlaneClock | None = None,
+        rpc_gate: RpcGate | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}; set backend: auto")
@@ -1043,7 +1044,7 @@ class FlyteControlPlane:
         # The daemon's rate gate (``ports.RpcGate``), awaited by every unary RPC of the SDK's
         # client (``_RpcGate``): our raw RPCs, each ListRuns page, the SDK's own rerun path, and
         # the SDK's retries.
-        self.rpc_gate: RpcGate | None = None
+        self.rpc_gate = rpc_gate
         # Per RPC, from the moment the rate gate lets it go (``_RpcGate``): calls made of
         # several RPCs (the SDK's rerun path) are bounded RPC by RPC, not as a whole, so time
         # queued behind max_rps never counts as the control plane's.

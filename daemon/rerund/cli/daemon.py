@@ -10,6 +10,7 @@ from typing import Any
 
 from rerund.adapters.flyte_control_plane import run_on_sdk_loop
 from rerund.adapters.ledger import Ledger
+from rerund.app import App
 from rerund.cli.common import (
     VISIBLE,
     add_auth_arguments,
@@ -22,7 +23,7 @@ from rerund.cli.common import (
 )
 from rerund.clock import utcnow
 from rerund.core.status import compute_status, iso, lineage_story
-from rerund.runtime.daemon import Daemon, settle_heap
+from rerund.runtime.daemon import settle_heap
 from rerund.runtime.heap import return_large_blocks
 from rerund.runtime.logs import configure_logging
 from rerund.runtime.settings import load_settings
@@ -202,7 +203,7 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     return_large_blocks()  # a 5 MB error message must not raise the heap's high-water mark
     # On the SDK's own event loop: no thread hand-off per control-plane call.
-    daemon = Daemon(settings, install_signals=False, on_ready=lambda _: settle_heap())
+    daemon = App(settings, install_signals=False, on_ready=lambda _: settle_heap())
     return run_on_sdk_loop(
         daemon.run,
         signals={

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rerund.adapters.ledger import Ledger
+from rerund.app import App
 from rerund.clock import utcnow
 from rerund.core.encode import for_terminal
 from rerund.core.status import compute_status
@@ -78,7 +79,7 @@ _background: set[asyncio.Task[Any]] = set()
 
 def first_firings(daemon: Daemon, *, delay: float) -> None:
     """Fire every reproduction check of the policies once, ``delay`` seconds from now."""
-    if daemon.repro is None or daemon.policies is None or daemon.settings.dry_run:
+    if daemon.settings.dry_run:
         return
     repro, checks = daemon.repro, [c.name for c in daemon.policies.current.reproductions]
 
@@ -158,7 +159,7 @@ def run_demo(args: argparse.Namespace) -> int:
                     threading.Timer(args.duration, daemon.request_stop).start()
                 first_firings(daemon, delay=first)
 
-            code = asyncio.run(Daemon(settings, on_ready=ready).run())
+            code = asyncio.run(App(settings, on_ready=ready).run())
             print(summary(Path(settings.state), kept=tmp is None), file=sys.stderr, flush=True)
             return code
     finally:

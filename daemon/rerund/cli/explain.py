@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from rerund.adapters.ledger import Ledger
+from rerund.app import connect_control_plane
 from rerund.cli.common import ensure_policies, reaching, say
 from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.decide import Explanation, explain
 from rerund.core.encode import for_terminal
 from rerund.core.runs import FAILED_PHASES, RunRef
-from rerund.core.status import decision_lines, explanation_lines, iso, lineage_lines
+from rerund.core.status import decision_lines, explanation_lines, lineage_lines
 from rerund.errors import ConfigError
 from rerund.policy.failures import load_failure
 from rerund.policy.loader import load_policies
-from rerund.runtime.daemon import connect_control_plane
 from rerund.runtime.live import explain_live
 from rerund.runtime.reconcile import public_decision
 from rerund.runtime.settings import load_settings
@@ -104,18 +104,7 @@ def explain_run(args: argparse.Namespace) -> int:
                 if state is not None and state.state == "awaiting decision":
                     state = None  # the line below says it better
         body = public_explanation(explanation)
-        facts = {
-            "run": str(ref),
-            "root": failure.root,
-            "attempt": failure.attempt,
-            "task": failure.task,
-            "phase": failure.phase.value,
-            "action": failure.action,
-            "action_task": failure.action_task,
-            "error": failure.error.model_dump(exclude_none=True),
-            "failed_at": iso(failure.failed_at),
-            "budget_used": dict(failure.budget_used),
-        }
+        facts = result.facts(ref)
         if args.format == "json":
             lineage = {
                 "reruns": [

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from rerund.adapters.cron import CronSchedule
 from rerund.adapters.ledger import Ledger
+from rerund.app import connect_control_plane
 from rerund.cli.common import positive_int, reaching, say
 from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.repro import repro_run_name
@@ -29,7 +30,6 @@ from rerund.core.runs import RunRef
 from rerund.core.times import iso
 from rerund.errors import ConfigError, NotFoundError
 from rerund.policy import load_policies
-from rerund.runtime.daemon import connect_control_plane
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.repro import ReproRunner
 from rerund.runtime.settings import load_settings
@@ -233,6 +233,7 @@ def _run(args: argparse.Namespace) -> int:
             runner = ReproRunner(
                 cp,
                 checks=lambda: checks,
+                schedules=CronSchedule,
                 metrics=Metrics(CollectorRegistry()),
                 clock=clock.now,
                 default_scope=(settings.scopes[0].project, settings.scopes[0].domain),

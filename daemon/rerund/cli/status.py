@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rerund.adapters.ledger import Ledger
+from rerund.app import connect_control_plane
 from rerund.cli.common import reaching
 from rerund.clock import ControlPlaneClock
 from rerund.core.encode import for_terminal
@@ -25,7 +26,6 @@ from rerund.core.rules import PolicySet
 from rerund.core.status import LineageState, Status, iso
 from rerund.errors import PolicyError
 from rerund.policy.loader import load_policies
-from rerund.runtime.daemon import connect_control_plane
 from rerund.runtime.settings import load_settings
 from rerund.runtime.status import status_from_control_plane
 

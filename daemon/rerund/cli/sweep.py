@@ -47,6 +47,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rerund.adapters.ledger import Ledger
+from rerund.app import connect_control_plane
 from rerund.cli.common import add_auth_arguments, add_target_arguments, connection_overrides
 from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.encode import for_terminal
@@ -54,8 +55,6 @@ from rerund.core.rules import PolicySet
 from rerund.core.sweep import SKIP_KINDS, SweepPlan, Window, parse_window
 from rerund.errors import ConfigError, ControlPlaneError, PolicyError
 from rerund.policy.loader import load_policies
-from rerund.ports import ScopeDirectory
-from rerund.runtime.daemon import connect_control_plane
 from rerund.runtime.metrics import sweep_metrics
 from rerund.runtime.settings import Settings, load_settings
 from rerund.runtime.sweep import Sweeper, SweepOutcome, unreachable
@@ -237,7 +236,7 @@ async def _main(
         with _progress(err) as bar:
             task = bar.add_task("reading failures", total=None)
             try:
-                await sweeper.check_scopes(cp if isinstance(cp, ScopeDirectory) else None)
+                await sweeper.check_scopes(cp)
                 plan = await sweeper.plan(
                     window, on_read=lambda done, n: bar.update(task, completed=done, total=n)
                 )

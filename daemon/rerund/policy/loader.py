@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rerund.adapters.cron import cron_problem, timezone_problem
 from rerund.core.backoff import Backoff
 from rerund.core.compare import Tolerance
+from rerund.core.cron import cron_problem, timezone_problem
 from rerund.core.durations import format_duration, parse_duration
 from rerund.core.model import Phase, RunOverrides, Scope
 from rerund.core.repro import CompareSettings, ReproCheck, ReproSource

@@ -7,9 +7,8 @@ files (duplicate names, unreachable policies) and compiles ``rerund.core.rules.R
 unknown keys.
 
 ``reproductions:`` (scheduled reproduction checks) lives in the same file. Its cron
-``schedule`` is parsed by APScheduler, which only ``rerund.adapters`` may import: the model
-imports no adapter either. The loader passes the checks in the validation context
-(``cron_problem`` and ``timezone_problem`` of ``rerund.adapters.cron``, both pure);
+``schedule`` is checked by the core's crontab grammar: the loader passes the checks in the
+validation context (``cron_problem`` and ``timezone_problem`` of ``rerund.core.cron``, pure);
 a bare ``PolicyFile.model_validate(data)`` without that context checks the shape only.
 Cross-field rules (``outputs: tolerance`` needs ``tolerance``, a source is
 a ``run`` or a ``task``, names unique) are checked by the loader, to point at the exact key.

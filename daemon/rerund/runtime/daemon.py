@@ -10,12 +10,12 @@ What runs, all on one asyncio event loop:
   (``watch: false`` turns the streams off: polling only);
 - a **credentials watcher** — when the API key, client secret or CA file changes, the SDK is
   initialised again with it (no restart) and a resync catches up on what was missed;
-- the **scheduler** (APScheduler) — wakes failures whose rerun is not yet due;
+- the **scheduler** (a ``ports.Scheduler``) — wakes failures whose rerun is not yet due;
 - a **policy watcher** — reloads the policies on SIGHUP and when a policy file changes. An
   invalid file is rejected with its ``check`` problems in the log and
   ``rerund_policy_reloads_total{result="error"}``; the last good policies stay in force;
-- the **HTTP** endpoints (``/`` the operator page, ``/status``, ``/metrics``, ``/healthz``,
-  ``/readyz``, ``/decisions``);
+- the **HTTP** endpoints (``rerund.runtime.web``: ``/`` the operator page, ``/status``,
+  ``/metrics``, ``/healthz``, ``/readyz``, ``/decisions``);
 - a **pruner** that keeps the ledger within ``ledger_retention``;
 - the **reproduction checks** of the policies in force (``rerund.runtime.repro``): each fires
   on its cron schedule, reruns its reference run and records match / mismatch / failed /
@@ -45,89 +45,32 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry
 
-from rerund import __version__
-from rerund.adapters.flyte_control_plane import Connection, FlyteControlPlane
-from rerund.adapters.ledger import Ledger
-from rerund.adapters.scheduler import AsyncScheduler
-from rerund.adapters.webhook import WebhookNotifier
-from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.durations import format_duration
 from rerund.core.redact import redact_url
 from rerund.core.rules import PolicySet
-from rerund.core.runs import RunRef, RunSummary
+from rerund.core.runs import RunSummary
 from rerund.core.scopes import plan
-from rerund.core.status import Status, explanation_lines, iso, lineage_lines
-from rerund.errors import ConfigError, ControlPlaneError, LedgerError, NotFoundError, PolicyError
-from rerund.fdlimit import raise_fd_limit
+from rerund.errors import ConfigError, ControlPlaneError, LedgerError, PolicyError
 from rerund.policy import load_policies
 from rerund.policy.loader import expand_paths
-from rerund.ports import ControlPlane
-from rerund.runtime.http import Handler, HttpServer, Response, html_response, json_response
-from rerund.runtime.live import explain_live
+from rerund.ports import DaemonLedger, Reconnect
+from rerund.runtime.http import HttpServer
 from rerund.runtime.metrics import Metrics
-from rerund.runtime.page import MAX_QUERY, PageView, render_page
-from rerund.runtime.reconcile import Reconciler, public_decision
+from rerund.runtime.reconcile import Reconciler
 from rerund.runtime.repro import ReproRunner
-from rerund.runtime.settings import Settings, read_ca_cert, read_secret_file
-from rerund.runtime.status import gather_status
+from rerund.runtime.settings import Settings
+from rerund.runtime.skew import SkewWatch
 from rerund.runtime.supervisor import Supervisor
-from rerund.runtime.throttle import AdaptiveLimit, GuardedControlPlane, RateSchedule, Throttle, guarded
+from rerund.runtime.throttle import GuardedControlPlane
+from rerund.runtime.web import Site
 
-__all__ = ["Daemon", "PolicyHolder", "connect_control_plane", "settle_heap"]
+__all__ = ["Daemon", "PolicyHolder", "Requests", "settle_heap"]
 
 log = logging.getLogger("rerund.daemon")
 
 _STOP_BUDGET_S = 8.0  # of the 10 s a SIGTERM allows
-# The ledger's one-row writes are committed together this long after the first of them (see
-# ``Ledger.group_commits``): a storm's rows share a commit.
-_GROUP_COMMIT_S = 0.05
-# Clock skew worth a warning: well above the Date header's second and a slow round trip.
-_SKEW_WARNING_S = 30.0
-
-
-def connection(settings: Settings) -> Connection:
-    """The adapter's ``Connection`` for ``settings``, reading the secret files now (so a
-    rewritten file is picked up by calling this again). Raises ``ConfigError``."""
-    api_key = settings.api_key.get_secret_value() if settings.api_key else None
-    if settings.api_key_file is not None:
-        api_key = read_secret_file(settings.api_key_file, "api_key_file", what="the API key")
-    secret = None
-    if settings.client_secret_file is not None:
-        secret = read_secret_file(settings.client_secret_file, "client_secret_file", what="the client secret")
-    if settings.ca_cert_file is not None:
-        read_ca_cert(settings.ca_cert_file)
-    return Connection(
-        endpoint=settings.endpoint,
-        org=settings.org,
-        insecure=settings.plain_http,
-        api_key=api_key,
-        client_id=settings.client_id,
-        client_secret=secret,
-        auth_command=settings.auth_command,
-        ca_cert_file=settings.ca_cert_file,
-        http_proxy=settings.http_proxy,
-    )
-
-
-async def connect_control_plane(settings: Settings, clock: ControlPlaneClock | None = None) -> ControlPlane:
-    """The real control plane (the flyte SDK adapter) for ``settings``, initialised and
-    probed: a refused credential or an untrusted certificate raises ``ConfigError``. Every
-    answer's HTTP ``Date`` is told to ``clock``."""
-    cp = FlyteControlPlane(
-        connection=connection(settings),
-        rpc_timeout=settings.rpc_timeout.total_seconds(),
-        console_url=settings.console_url,
-        backend=settings.backend,
-        clock=clock,
-    )
-    await cp.connect()
-    first = plan((sc.project, sc.domain) for sc in settings.scopes)
-    if first:
-        await cp.probe(*first[0])
-    return cp
 
 
 def _listen_error(host: str, port: int, exc: OSError) -> str:
@@ -176,7 +119,9 @@ def _first_problems(problems: Sequence[object], paths: Sequence[Path]) -> str:
 class PolicyHolder:
     """The policies in force, and their hot reload (the last good set stays on error)."""
 
-    def __init__(self, paths: tuple[Path, ...], metrics: Metrics, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self, paths: tuple[Path, ...], metrics: Metrics, on_change: Callable[[], None] = lambda: None
+    ) -> None:
         self.paths = paths
         self._metrics = metrics
         self._on_change = on_change
@@ -250,145 +195,116 @@ class PolicyHolder:
         return self.fingerprint() != self._fingerprint
 
 
+class Requests:
+    """Stop and reload requests, thread-safe, made before or while the daemon runs."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.reload = asyncio.Event()
+        self._stop_requested = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop the daemon runs on: a stop requested earlier takes effect now."""
+        self._loop = loop
+        if self._stop_requested:
+            self.stop.set()
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.stop.set)
+
+    def request_reload(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.reload.set)
+
+
 class Daemon:
-    """One daemon process. ``await run()`` until ``request_stop()`` (or SIGTERM/SIGINT)."""
+    """One daemon process over finished objects (``rerund.app`` builds them): ``await run()``
+    until ``request_stop()`` (or SIGTERM/SIGINT)."""
 
     def __init__(
         self,
         settings: Settings,
         *,
-        control_plane: ControlPlane | None = None,
-        registry: CollectorRegistry | None = None,
-        clock: Callable[[], datetime] | None = None,
+        control_plane: GuardedControlPlane,
+        ledger: DaemonLedger,
+        policies: PolicyHolder,
+        reconciler: Reconciler,
+        repro: ReproRunner,
+        metrics: Metrics,
+        registry: CollectorRegistry,
+        skew: SkewWatch,
+        clock: Callable[[], datetime],
+        requests: Requests,
+        reconnect: Reconnect | None = None,
         install_signals: bool = True,
         reload_check_interval: float = 1.0,
         on_ready: Callable[[Daemon], None] | None = None,
     ) -> None:
-        # The daemon decides on the control plane's time: the wall clock (``clock``, default
-        # the host's) plus the skew measured on the control plane's answers.
-        self.cp_clock = ControlPlaneClock(clock or utcnow)
-        clock = self.cp_clock.now
-        self._skew_warned = False
-        self._no_date_warned = False
-        self._cp_built_here = control_plane is None  # the flyte adapter, which reads Date headers
         self.settings = settings
-        self.registry = registry if registry is not None else CollectorRegistry()
-        self.metrics = Metrics(self.registry)
-        self.supervisor = Supervisor(
-            self.metrics.internal_errors, stopping=lambda: self._stop is not None and self._stop.is_set()
-        )
+        self.guard = control_plane
+        self.ledger = ledger
+        self.policies = policies
+        self.reconciler = reconciler
+        self.repro = repro
+        self.metrics = metrics
+        self.skew = skew
+        self.requests = requests
         self._clock = clock
-        self._cp = control_plane
+        self._reconnect = reconnect
         self._install_signals = install_signals
         self._reload_interval = reload_check_interval
         self._on_ready = on_ready
-        self._stop: asyncio.Event | None = None
-        self._resync: asyncio.Event | None = None
-        self._reload: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_requested = False
+        self._stop = requests.stop
+        self._reload = requests.reload
+        self._resync = asyncio.Event()
         self._events: set[asyncio.Task[None]] = set()
-        self.reconciler: Reconciler | None = None
-        self.repro: ReproRunner | None = None
-        self.policies: PolicyHolder | None = None
-        self.http: HttpServer | None = None
-        self.ledger: Any = None
         self._reachable: bool | None = None  # None until the first resync pass
-        self.guard: GuardedControlPlane | None = None
+        self.supervisor = Supervisor(metrics.internal_errors, stopping=self._stop.is_set)
+        self.site = Site(
+            settings,
+            registry=registry,
+            control_plane=control_plane,
+            ledger=ledger,
+            reconciler=reconciler,
+            policies=lambda: policies.current,
+            ready=self.ready,
+            clock=clock,
+        )
+        address = settings.http_address
+        self.http = (
+            HttpServer(address[0], address[1], self.site.routes(), hosts=settings.http_hosts)
+            if address is not None
+            else None
+        )
 
     # -- control -----------------------------------------------------------------------------
 
     def request_stop(self) -> None:
         """Thread-safe: begin a graceful stop (also before ``run`` has started: it stops at once)."""
-        self._stop_requested = True
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+        self.requests.request_stop()
 
     def request_reload(self) -> None:
         """Thread-safe: reload the policies now (what SIGHUP does)."""
-        if self._loop is not None and self._reload is not None:
-            self._loop.call_soon_threadsafe(self._reload.set)
+        self.requests.request_reload()
 
     # -- main --------------------------------------------------------------------------------
 
     async def run(self) -> int:
         s = self.settings
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        if self._stop_requested:
-            self._stop.set()
-        self._resync = asyncio.Event()
-        self._reload = asyncio.Event()
-
-        raise_fd_limit()  # the HTTP server's connection cap is derived from it
-        self.policies = PolicyHolder(s.policies, self.metrics, self._policies_changed)
-        policies = self.policies.load()
-        ledger = Ledger(s.state, on_reopen=self.metrics.ledger_reopened.inc, max_bytes=s.ledger_max_bytes)
-        loop = self._loop
-        ledger.group_commits(lambda flush: loop.call_later(_GROUP_COMMIT_S, flush))
-        self.ledger = ledger
-        raw = self._cp if self._cp is not None else await connect_control_plane(s, self.cp_clock)
-        self.metrics.clock_skew.set_function(lambda: self.cp_clock.skew.total_seconds())
-        self.metrics.track_held_bytes(raw, ledger)
-        throttle = Throttle(
-            AdaptiveLimit(ceiling=s.max_concurrent_reruns),
-            RateSchedule(s.max_rps),
-            on_change=self.metrics.control_plane_concurrency.set,
-            on_release=self.metrics.control_plane_rpcs.inc,
-            on_peak=self.metrics.control_plane_peak_rps.set,
-        )
-        self.guard = guarded(
-            raw,
-            throttle,
-            on_error=lambda exc: self.metrics.control_plane_errors.labels(
-                exc.rpc or "unknown", exc.code or "unknown"
-            ).inc(),
-        )
-        cp: ControlPlane = self.guard
-        self._cp = cp
-        notifier = None
-        if s.notify.webhook:
-            notifier = WebhookNotifier(
-                s.notify.webhook, timeout=s.notify.timeout.total_seconds(), retries=s.notify.retries
-            )
-        scheduler = AsyncScheduler(local=self.cp_clock.local)
-        scheduler.start()
-        self.reconciler = Reconciler(
-            cp,
-            scopes=[(sc.project, sc.domain) for sc in s.scopes],
-            policies=lambda: self.policies.current if self.policies else policies,
-            metrics=self.metrics,
-            ledger=ledger,
-            scheduler=scheduler,
-            notifier=notifier,
-            clock=self._clock,
-            dry_run=s.dry_run,
-            max_concurrent_reruns=s.max_concurrent_reruns,
-            lookback=s.lookback,
-            overlap=s.overlap,
-            error_wait=s.error_details_wait,
-        )
-        self.repro = ReproRunner(
-            cp,
-            checks=lambda: (self.policies.current if self.policies else policies).reproductions,
-            metrics=self.metrics,
-            clock=self._clock,
-            default_scope=next(((sc.project, sc.domain) for sc in s.scopes if not sc.wildcard), None),
-            ledger=ledger,
-            notifier=notifier,
-            poll_interval=min(5.0, s.poll_interval.total_seconds()),
-        )
-        if s.http_address is not None:
-            host, port = s.http_address
-            self.http = HttpServer(host, port, self._routes(), hosts=s.http_hosts)
+        loop = asyncio.get_running_loop()
+        self.requests.bind(loop)
+        if self.http is not None:
             try:
                 await self.http.start()
             except OSError as exc:
-                scheduler.shutdown()
-                ledger.close()
+                host, port = s.http_address or ("", 0)
                 raise ConfigError(_listen_error(host, port, exc)) from None
         if self._install_signals:
-            self._signals(install=True)
+            self._signals(loop, install=True)
+        policies = self.policies.current
         log.info(
             "rerund started: endpoint %s (auth: %s%s%s%s), org %s, scopes %s, %d policies (%s), "
             "%spoll every %s, %s%s, event loop %s",
@@ -405,7 +321,7 @@ class Daemon:
             format_duration(s.poll_interval),
             f"HTTP on {self.http.url}" if self.http else "HTTP off",
             ", DRY RUN: nothing is created" if s.dry_run else "",
-            "uvloop" if type(self._loop).__module__.startswith("uvloop") else "asyncio",
+            "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio",
         )
         if policies.reproductions:
             log.info(
@@ -421,10 +337,12 @@ class Daemon:
                 sup.start(f"watch {project}/{domain}", functools.partial(self._watcher, project, domain))
                 for project, domain in plan((sc.project, sc.domain) for sc in s.scopes)
             ]
-        if hasattr(raw, "connect") and self._credential_files():
-            tasks.append(sup.start("credentials", functools.partial(self._credentials_watcher, raw)))
+        if self._reconnect is not None and self._credential_files():
+            tasks.append(
+                sup.start("credentials", functools.partial(self._credentials_watcher, self._reconnect))
+            )
         tasks.append(sup.start("policies", self._policy_watcher))
-        tasks.append(sup.start("pruner", functools.partial(self._pruner, ledger)))
+        tasks.append(sup.start("pruner", self._pruner))
         if not s.dry_run:
             tasks.append(sup.start("reproductions", self.repro.run))
         if self._on_ready is not None:
@@ -445,17 +363,13 @@ class Daemon:
                 log.warning(
                     "stopped with calls still in flight; what they owe is recomputed on the next start"
                 )
-            scheduler.shutdown()
             if self.http is not None:
                 await self.http.stop()
             if self._install_signals:
-                self._signals(install=False)
-            ledger.close()
-            log.info("rerund stopped")
+                self._signals(loop, install=False)
         return 0
 
-    def _signals(self, *, install: bool) -> None:
-        assert self._loop is not None
+    def _signals(self, loop: asyncio.AbstractEventLoop, *, install: bool) -> None:
         for sig, fn in (
             (signal.SIGTERM, self.request_stop),
             (signal.SIGINT, self.request_stop),
@@ -463,19 +377,16 @@ class Daemon:
         ):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 if install:
-                    self._loop.add_signal_handler(sig, fn)
+                    loop.add_signal_handler(sig, fn)
                 else:
-                    self._loop.remove_signal_handler(sig)
+                    loop.remove_signal_handler(sig)
 
     def _policies_changed(self) -> None:
-        if self.reconciler is not None:
-            self.reconciler.policies_changed()
-        if self._resync is not None:
-            self._resync.set()
+        self.reconciler.policies_changed()
+        self._resync.set()
 
     async def _sleep(self, seconds: float, *events: asyncio.Event) -> None:
         """Sleep up to ``seconds``, waking early on stop or any of ``events``."""
-        assert self._stop is not None
         waiters = [asyncio.create_task(e.wait()) for e in (self._stop, *events)]
         try:
             await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
@@ -484,7 +395,6 @@ class Daemon:
                 w.cancel()
 
     async def _poller(self) -> None:
-        assert self.reconciler is not None and self._stop is not None and self._resync is not None
         interval = self.settings.poll_interval.total_seconds()
         while not self._stop.is_set():
             self._resync.clear()
@@ -494,7 +404,7 @@ class Daemon:
                 log.exception("resync pass failed; retrying at the next poll")
             else:
                 self._reachability(report.ok, report.errors)
-                self._skew()
+                self.skew.check()
                 log.debug(
                     "resync pass: %d failed run(s) listed, %d rerun(s) indexed, %d owed",
                     report.failed_runs,
@@ -505,12 +415,10 @@ class Daemon:
             await self._sleep(0.2)  # coalesce bursts of resync requests
 
     async def _watcher(self, project: str, domain: str) -> None:
-        assert self._cp is not None and self._stop is not None and self._resync is not None
-        assert self.reconciler is not None
         delay = 0.5
         while not self._stop.is_set():
             try:
-                async for summary in self._cp.watch(project, domain):
+                async for summary in self.guard.watch(project, domain):
                     delay = 0.5
                     self._event(summary)
                 reason = "the stream ended"
@@ -533,34 +441,6 @@ class Daemon:
             await self._sleep(delay)
             delay = min(delay * 2, 30.0)
 
-    def _skew(self) -> None:
-        """After each pass: one WARNING when the clocks are more than ``_SKEW_WARNING_S`` apart,
-        one INFO when they agree again (within half of it), one WARNING if no answer carried a
-        ``Date``; the metric follows every answer."""
-        if not self.cp_clock.measured:
-            if self._cp_built_here and not self._no_date_warned:
-                self._no_date_warned = True
-                log.warning(
-                    "the control plane's answers carry no HTTP Date header, so rerund cannot measure "
-                    "the clock skew and uses this host's clock for watermarks and due times; keep the "
-                    "host's time in sync (NTP): a clock ahead of the control plane's misses failures"
-                )
-            return
-        skew = self.cp_clock.skew.total_seconds()
-        if abs(skew) > _SKEW_WARNING_S and not self._skew_warned:
-            self._skew_warned = True
-            log.warning(
-                "this host's clock is %.0fs %s the control plane's (measured on its answers' HTTP Date); "
-                "rerund uses the control plane's time for watermarks and due times, so nothing is missed "
-                "or delayed, but fix the host's time sync (NTP): the log's times and this host's other "
-                "programs are off by as much",
-                abs(skew),
-                "behind" if skew > 0 else "ahead of",
-            )
-        elif abs(skew) <= _SKEW_WARNING_S / 2 and self._skew_warned:
-            self._skew_warned = False
-            log.info("this host's clock agrees with the control plane's again (within %.0fs)", abs(skew))
-
     def _reachability(self, ok: bool, errors: tuple[str, ...]) -> None:
         """One plain line when the control plane stops answering, one when it answers again."""
         where = (
@@ -568,7 +448,7 @@ class Daemon:
         )
         if not ok and self._reachable is not False:
             self._reachable = False
-            if self.guard is not None and self.guard.credentials.since is not None:
+            if self.guard.credentials.since is not None:
                 return  # it answers, refusing the credentials: the guard says so, once a minute
             reason = errors[0].split(": ", 1)[-1] if errors else "unknown"
             log.error(
@@ -585,7 +465,6 @@ class Daemon:
             self._reachable = True
 
     def _event(self, summary: RunSummary) -> None:
-        assert self.reconciler is not None
         handle = self.reconciler.watch_event(summary)
         if handle is None:
             return
@@ -605,16 +484,16 @@ class Daemon:
         )
 
     async def _policy_watcher(self) -> None:
-        assert self.policies is not None and self._stop is not None and self._reload is not None
         while not self._stop.is_set():
             await self._sleep(self._reload_interval, self._reload)
             if self._stop.is_set():
                 return
             if self._reload.is_set():
                 self._reload.clear()
-                await self.policies.reload("SIGHUP")
-            elif self.policies.changed():
-                await self.policies.reload("file changed")
+                if await self.policies.reload("SIGHUP"):
+                    self._policies_changed()
+            elif self.policies.changed() and await self.policies.reload("file changed"):
+                self._policies_changed()
 
     def _credential_files(self) -> tuple[Any, ...]:
         """(path, mtime, size) of the API key, client secret and CA files: a change reloads them."""
@@ -631,9 +510,8 @@ class Daemon:
             out.append((str(path), st.st_mtime_ns, st.st_size))
         return tuple(out)
 
-    async def _credentials_watcher(self, cp: Any) -> None:
+    async def _credentials_watcher(self, reconnect: Reconnect) -> None:
         """Initialise the SDK again when a credential file changes; then resync to catch up."""
-        assert self._stop is not None and self._resync is not None
         files = self._credential_files()
         while not self._stop.is_set():
             await self._sleep(self._reload_interval)
@@ -642,18 +520,17 @@ class Daemon:
                 continue
             files = now
             try:
-                await cp.connect(connection(self.settings))
+                await reconnect()
             except ConfigError as exc:
                 log.error("credentials changed but cannot be used (%s); the previous ones stay in use", exc)
                 continue
             log.info("credentials reloaded from %s; resync now to catch up", ", ".join(f[0] for f in files))
             self._resync.set()
 
-    async def _pruner(self, ledger: Any) -> None:
-        assert self._stop is not None
+    async def _pruner(self) -> None:
         while not self._stop.is_set():
             try:
-                n = ledger.prune(self._clock() - self.settings.ledger_retention)
+                n = self.ledger.prune(self._clock() - self.settings.ledger_retention)
                 if n:
                     log.info(
                         "ledger: pruned %d records older than %s",
@@ -664,21 +541,6 @@ class Daemon:
                 log.error("%s", exc)
             await self._sleep(3600)
 
-    # -- HTTP --------------------------------------------------------------------------------
-
-    def _routes(self) -> dict[str, Handler]:
-        return {
-            "/": self._page_route,
-            "/status": self._status_route,
-            "/metrics": self._metrics_route,
-            "/healthz": lambda q: Response(200, b"ok\n"),
-            "/readyz": self._ready_route,
-            "/decisions": self._decisions_route,
-        }
-
-    def _metrics_route(self, query: dict[str, list[str]]) -> Response:
-        return Response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
-
     def ready(self) -> tuple[bool, str]:
         """Ready when a resync pass succeeded within 3 poll intervals and no background task
         is down (waiting to be restarted after a failure)."""
@@ -686,14 +548,14 @@ class Daemon:
         if down:
             what = "; ".join(f"{name}: {why}" for name, why in sorted(down.items()))
             return False, f"background task(s) down, restarting with backoff: {what}"
-        refused = self.guard.credentials if self.guard is not None else None
-        if refused is not None and refused.since is not None:
+        refused = self.guard.credentials
+        if refused.since is not None:
             return False, (
                 f"the control plane refuses rerund's credentials ({refused.reason}); nothing is created "
                 "until they are fixed (rewrite the key or secret file: it is reloaded without a restart)"
             )
         window = 3 * self.settings.poll_interval
-        last = self.reconciler.last_sync if self.reconciler else None
+        last = self.reconciler.last_sync
         if last is None:
             return False, "no resync pass has succeeded yet"
         age = self._clock() - last
@@ -701,148 +563,3 @@ class Daemon:
             ago = format_duration(timedelta(seconds=round(age.total_seconds())))
             return False, f"the last successful resync was {ago} ago (more than 3 poll intervals)"
         return True, "a resync succeeded within 3 poll intervals"
-
-    def _ready_route(self, query: dict[str, list[str]]) -> Response:
-        ok, why = self.ready()
-        last = self.reconciler.last_sync if self.reconciler else None
-        return json_response(
-            {"ready": ok, "reason": why, "last_sync": last.isoformat() if last else None}, 200 if ok else 503
-        )
-
-    def _decisions_route(self, query: dict[str, list[str]]) -> Response:
-        assert self.reconciler is not None
-        try:
-            limit = int(query.get("limit", ["100"])[0])
-        except ValueError:
-            return json_response({"error": "limit must be an integer, e.g. /decisions?limit=20"}, 400)
-        recent = list(reversed(self.reconciler.recent))[: max(0, limit)]
-        return json_response(
-            {
-                "decisions": recent,
-                "pending": self.reconciler.pending(),
-                "settings": self.settings.public(),
-            }
-        )
-
-    def status(self) -> Status:
-        """Where every lineage stands, from the ledger and this daemon's reruns index and
-        pending items (no RPC)."""
-        now = self._clock()
-        notes: list[str] = []
-        ledger = self.ledger
-        pending = self.reconciler.pending() if self.reconciler else {}
-        try:
-            return gather_status(
-                now=now,
-                ledger=ledger,
-                policies=self.policies.current if self.policies else None,
-                reruns=self.reconciler.listed_reruns() if self.reconciler else [],
-                pending=pending,
-            )
-        except LedgerError as exc:
-            notes.append(f"the ledger cannot be read ({exc}); lineages are shown from the control plane only")
-            return gather_status(
-                now=now,
-                ledger=None,
-                policies=self.policies.current if self.policies else None,
-                reruns=self.reconciler.listed_reruns() if self.reconciler else [],
-                pending=pending,
-                notes=notes,
-            )
-
-    def _status_route(self, query: dict[str, list[str]]) -> Response:
-        return json_response(self.status().to_json())
-
-    async def _page_route(self, query: dict[str, list[str]]) -> Response:
-        def arg(name: str) -> str:
-            return (query.get(name) or [""])[0].strip()[:MAX_QUERY]
-
-        search, run, scope = arg("run"), arg("explain"), arg("scope")
-        status = self.status()
-        notes: list[str] = []
-        decisions: list[dict[str, Any]] = []
-        if self.ledger is not None:
-            try:
-                decisions = self.ledger.history(contains=search or None, limit=50)
-            except LedgerError as exc:
-                notes.append(str(exc))
-        lines: list[str] = []
-        error = ""
-        scopes = [sc.key for sc in self.settings.scopes]
-        if run:
-            scope, lines, error = await self._explain_lines(run, scope, scopes, status)
-        ok, why = self.ready()
-        view = PageView(
-            status=status,
-            ready=ok,
-            ready_reason=why,
-            last_sync=self.reconciler.last_sync if self.reconciler else None,
-            settings=self.settings.public(),
-            policies=list(self.policies.current.names()) if self.policies else [],
-            decisions=decisions,
-            search=search,
-            explain_run=run,
-            explain_scope=scope,
-            explanation=lines,
-            explain_error=error,
-            scopes=scopes,
-            version=__version__,
-            notes=notes,
-        )
-        return html_response(render_page(view))
-
-    async def _explain_lines(
-        self, run: str, scope: str, scopes: list[str], status: Status
-    ) -> tuple[str, list[str], str]:
-        """(scope, the live explanation's lines, an error) for the page's ``?explain=RUN``."""
-        if not scope and len(scopes) == 1:
-            scope = scopes[0]
-        if scope not in scopes:
-            known = ", ".join(scopes) or "none"
-            return scope, [], f"which scope is run {run!r} in? add &scope=PROJECT/DOMAIN, one of: {known}"
-        assert self._cp is not None and self.policies is not None
-        project, domain = scope.split("/", 1)
-        ref = RunRef(project, domain, run)
-        try:
-            result = await explain_live(self._cp, ref, self.policies.current, self._clock())
-        except NotFoundError:
-            return scope, [], f"no run {run!r} in {scope}: check the name (run names are lower-case)"
-        except ControlPlaneError as exc:
-            return scope, [], f"run {run!r} cannot be explained now: {exc}"
-        if result is None:
-            return (
-                scope,
-                [],
-                (f"run {ref} has not failed: rerund decides only about FAILED, TIMED_OUT and ABORTED runs"),
-            )
-        explanation, failure = result.explanation, result.failure
-        facts = {
-            "root": failure.root,
-            "attempt": failure.attempt,
-            "task": failure.task,
-            "phase": failure.phase.value,
-            "action": failure.action,
-            "action_task": failure.action_task,
-            "error": failure.error.model_dump(exclude_none=True),
-            "failed_at": iso(failure.failed_at),
-        }
-        state = next(
-            (
-                s
-                for s in (*status.in_flight, *status.exhausted, *status.recovered)
-                if s.key == f"{scope}/{failure.root}"
-            ),
-            None,
-        )
-        lineage = lineage_lines(failure.root, failure.attempt, list(result.reruns), state)
-        body = public_decision(explanation.decision)
-        lines = explanation_lines(
-            str(ref),
-            facts,
-            body,
-            explanation.trace,
-            lineage,
-            explanation.changes,
-            exact=failure.spec is not None,
-        )
-        return scope, lines, ""

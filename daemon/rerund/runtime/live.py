@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from rerund.core.decide import Explanation, explain
 from rerund.core.lineage import failure_from
 from rerund.core.model import Failure
 from rerund.core.rules import PolicySet
 from rerund.core.runs import FAILED_PHASES, RunRef
-from rerund.core.status import ListedRerun
+from rerund.core.status import ListedRerun, iso
 from rerund.ports import ControlPlane
 from rerund.runtime.reconcile import DEFAULT_LOOKBACK
 from rerund.runtime.reconcile.index import RerunIndex
@@ -37,6 +38,22 @@ class LiveExplanation:
     def lineage(self) -> list[ListedRerun]:
         """The existing reruns of this failure's lineage, by attempt."""
         return sorted((r for r in self.reruns if r.root == self.failure.root), key=lambda r: r.attempt)
+
+    def facts(self, ref: RunRef) -> dict[str, Any]:
+        """The failure's facts as ``rerund explain`` and the operator page show them."""
+        failure = self.failure
+        return {
+            "run": str(ref),
+            "root": failure.root,
+            "attempt": failure.attempt,
+            "task": failure.task,
+            "phase": failure.phase.value,
+            "action": failure.action,
+            "action_task": failure.action_task,
+            "error": failure.error.model_dump(exclude_none=True),
+            "failed_at": iso(failure.failed_at),
+            "budget_used": dict(failure.budget_used),
+        }
 
 
 async def explain_live(

@@ -12,7 +12,7 @@ honest.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
@@ -222,13 +222,13 @@ class Metrics:
             registry=registry,
         )
 
-    def track_held_bytes(self, control_plane: object, ledger: object) -> None:
-        """Read ``rerund_read_cache_bytes`` and ``rerund_ledger_bytes`` at each scrape from
-        ``control_plane.read_cache_bytes`` and ``ledger.size_bytes()`` (0 for one that has none,
-        e.g. a test's fake control plane)."""
-        self.read_cache_bytes.set_function(lambda: float(getattr(control_plane, "read_cache_bytes", 0)))
-        size = getattr(ledger, "size_bytes", None)
-        self.ledger_bytes.set_function(lambda: float(size()) if callable(size) else 0.0)
+    def track_held_bytes(
+        self, read_cache_bytes: Callable[[], float], ledger_bytes: Callable[[], float]
+    ) -> None:
+        """Read ``rerund_read_cache_bytes`` and ``rerund_ledger_bytes`` at each scrape from the
+        two callables the composition root hands in."""
+        self.read_cache_bytes.set_function(read_cache_bytes)
+        self.ledger_bytes.set_function(ledger_bytes)
 
     def init_checks(self, names: list[str]) -> None:
         """Create every (check, result) series of ``rerund_reproduction_runs_total`` at 0.

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from rerund.core.runs import FailureFacts, RelaunchRequest, RerunRequest, RunRef
-from rerund.errors import ControlPlaneError, PermanentControlPlaneError
-from rerund.ports import ControlPlane, Relauncher
+from rerund.errors import ControlPlaneError, PermanentControlPlaneError, UnsupportedError
+from rerund.ports import ControlPlane
 
 __all__ = ["TaskKey", "TaskVersions", "send", "task_key"]
 
@@ -42,11 +42,11 @@ class TaskVersions:
         """List the latest version of each task in ``keys`` (1 ListTasks each). A failed
         listing keeps what was known and is returned (the next pass lists again)."""
         errors: list[ControlPlaneError] = []
-        if not isinstance(self._cp, Relauncher):
-            return errors
         for key in sorted(set(keys)):
             try:
                 self._latest[key] = await self._cp.latest_task_version(*key)
+            except UnsupportedError:
+                return errors  # no deployed tasks on this control plane: no version is known
             except ControlPlaneError as exc:
                 errors.append(exc)
         return errors
@@ -61,11 +61,12 @@ async def send(control_plane: ControlPlane, request: RerunRequest | RelaunchRequ
     """Create the rerun or the relaunch of ``request`` (the same errors either way)."""
     if isinstance(request, RerunRequest):
         return await control_plane.create_rerun(request)
-    if not isinstance(control_plane, Relauncher):
+    try:
+        return await control_plane.create_relaunch(request)
+    except UnsupportedError:
         raise PermanentControlPlaneError(
             f"relaunch {request.name!r} of run {request.source.name!r}: this control plane adapter cannot "
             "relaunch deployed tasks; use the flyte adapter or change the policy's scope",
             rpc="CreateRun",
             code="unimplemented",
-        )
-    return await control_plane.create_relaunch(request)
+        ) from None

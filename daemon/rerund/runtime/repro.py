@@ -33,7 +33,6 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from rerund.adapters.cron import CronSchedule
 from rerund.core.durations import format_duration
 from rerund.core.names import MAX_SALT
 from rerund.core.repro import (
@@ -55,7 +54,7 @@ from rerund.errors import (
     NotFoundError,
     PermanentControlPlaneError,
 )
-from rerund.ports import ControlPlane, Notifier, ReproLedger
+from rerund.ports import ControlPlane, Notifier, ReproLedger, Schedule, ScheduleFactory
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.reconcile.issuer import DeadlineExceeded, Issuer, Stopped
 from rerund.runtime.reconcile.recorder import Recorder
@@ -83,6 +82,7 @@ class ReproRunner:
         control_plane: ControlPlane,
         *,
         checks: Callable[[], Sequence[ReproCheck]],
+        schedules: ScheduleFactory,
         metrics: Metrics,
         clock: Callable[[], datetime],
         default_scope: tuple[str, str] | None = None,
@@ -103,7 +103,8 @@ class ReproRunner:
         )
         self._poll = poll_interval
         self._last: dict[str, datetime | None] = {}
-        self._schedules: dict[tuple[str, str], Any] = {}
+        self._schedule_of = schedules
+        self._schedules: dict[tuple[str, str], Schedule] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
         self._issuer = Issuer(
@@ -131,11 +132,11 @@ class ReproRunner:
 
     # -- schedule ----------------------------------------------------------------------------
 
-    def schedule(self, check: ReproCheck) -> Any:
-        """The ``CronSchedule`` of ``check`` (cached)."""
+    def schedule(self, check: ReproCheck) -> Schedule:
+        """The ``Schedule`` of ``check`` (cached)."""
         key = (check.schedule, check.timezone)
         if key not in self._schedules:
-            self._schedules[key] = CronSchedule(check.schedule, check.timezone)
+            self._schedules[key] = self._schedule_of(check.schedule, check.timezone)
         return self._schedules[key]
 
     def check(self, name: str) -> ReproCheck:

@@ -55,8 +55,9 @@ from rerund.errors import (
     ControlPlaneError,
     NotFoundError,
     PermanentControlPlaneError,
+    UnsupportedError,
 )
-from rerund.ports import ControlPlane, DecisionLedger, ScopeDirectory
+from rerund.ports import ControlPlane, DecisionLedger, Deployments
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.reconcile.index import RerunIndex
 from rerund.runtime.reconcile.issuer import DeadlineExceeded, Issuer, Stopped
@@ -235,15 +236,17 @@ class Sweeper:
 
     # -- 0. check ----------------------------------------------------------------------------
 
-    async def check_scopes(self, directory: ScopeDirectory | None) -> None:
+    async def check_scopes(self, directory: Deployments) -> None:
         """Raise ``ConfigError`` for a scope the control plane does not know (1 GetProject per
-        scope). A control plane that cannot say (no ProjectService) is not checked."""
-        if directory is None:
-            return
+        scope). A control plane that cannot say (no ProjectService, or no scopes at all:
+        ``UnsupportedError``) is not checked."""
         for project, domain in self._scopes:
-            known = await self._read(
-                f"checking scope {project}/{domain}", partial(directory.scope_exists, project, domain)
-            )
+            try:
+                known = await self._read(
+                    f"checking scope {project}/{domain}", partial(directory.scope_exists, project, domain)
+                )
+            except UnsupportedError:
+                return
             if known is False:
                 raise ConfigError(
                     f"unknown scope {project}/{domain}: the control plane has no project {project!r} "

@@ -43,7 +43,7 @@ from typing import Any
 
 from rerund.core.runs import FailureFacts, RelaunchRequest, RerunRequest, RunRef, RunSummary
 from rerund.errors import ControlPlaneError, CredentialsError
-from rerund.ports import ControlPlane, Relauncher, ScopeDirectory
+from rerund.ports import ControlPlane
 
 __all__ = [
     "COST",
@@ -503,7 +503,10 @@ class GuardedControlPlane:
         on_error: Callable[[ControlPlaneError], None] | None = None,
         overload_retries: int = 6,
         overload_backoff: float = 0.1,
+        paced_per_rpc: bool = False,
     ) -> None:
+        """``paced_per_rpc``: ``inner`` was built with ``throttle`` as its rate gate
+        (``ports.RpcGate``) and charges every raw RPC itself, where it makes it."""
         self.inner = inner
         self.throttle = throttle
         self.credentials = credentials or CredentialWatch()
@@ -513,9 +516,8 @@ class GuardedControlPlane:
         self._retries = overload_retries
         self._backoff = overload_backoff
         # Charge every raw RPC where the adapter makes it (each page of a listing included).
-        self._per_rpc = hasattr(inner, "rpc_gate")
+        self._per_rpc = paced_per_rpc
         if self._per_rpc:
-            setattr(inner, "rpc_gate", throttle)  # noqa: B010 - the adapter's hook (ports.RpcGate)
             # Each booking is one RPC: no burst beyond one, so no second holds more than max_rps.
             throttle.rate.burst = 1.0
 
@@ -619,56 +621,23 @@ class GuardedControlPlane:
     def console_url(self, ref: RunRef) -> str:
         return self.inner.console_url(ref)
 
-
-class _RelaunchThrough(GuardedControlPlane):
-    """The ``Relauncher`` calls through the gate (when the inner control plane has them)."""
-
     async def create_relaunch(self, request: RelaunchRequest) -> RunRef:
-        inner: Any = self.inner
-        result: RunRef = await self._through("create_relaunch", lambda: inner.create_relaunch(request))
+        result: RunRef = await self._through("create_relaunch", lambda: self.inner.create_relaunch(request))
         return result
 
     async def latest_task_version(self, project: str, domain: str, task: str) -> str | None:
-        inner: Any = self.inner
         result: str | None = await self._through(
-            "latest_task_version", lambda: inner.latest_task_version(project, domain, task)
+            "latest_task_version", lambda: self.inner.latest_task_version(project, domain, task)
+        )
+        return result
+
+    async def scope_exists(self, project: str, domain: str) -> bool | None:
+        result: bool | None = await self._through(
+            "scope_exists", lambda: self.inner.scope_exists(project, domain)
         )
         return result
 
 
-class _ScopesThrough(GuardedControlPlane):
-    """The ``ScopeDirectory`` call through the gate (when the inner control plane has it)."""
-
-    async def scope_exists(self, project: str, domain: str) -> bool | None:
-        inner: Any = self.inner
-        result: bool | None = await self._through("scope_exists", lambda: inner.scope_exists(project, domain))
-        return result
-
-
-class _GuardedRelauncher(_RelaunchThrough):
-    pass
-
-
-class _GuardedDirectory(_ScopesThrough):
-    pass
-
-
-class _GuardedBoth(_RelaunchThrough, _ScopesThrough):
-    pass
-
-
 def guarded(inner: ControlPlane, throttle: Throttle, **kwargs: Any) -> GuardedControlPlane:
-    """A ``GuardedControlPlane`` around ``inner`` that is a ``Relauncher`` and a
-    ``ScopeDirectory`` exactly when ``inner`` is (callers check with ``isinstance``)."""
-    relaunches = isinstance(inner, Relauncher)
-    scopes = isinstance(inner, ScopeDirectory)
-    cls: type[GuardedControlPlane] = (
-        _GuardedBoth
-        if relaunches and scopes
-        else _GuardedRelauncher
-        if relaunches
-        else _GuardedDirectory
-        if scopes
-        else GuardedControlPlane
-    )
-    return cls(inner, throttle, **kwargs)
+    """``inner`` behind ``throttle``: a ``GuardedControlPlane``."""
+    return GuardedControlPlane(inner, throttle, **kwargs)

@@ -1,0 +1,193 @@
+"""The daemon's HTTP routes: ``/`` the operator page (with its live explanation of a run),
+``/status``, ``/metrics``, ``/healthz``, ``/readyz`` and ``/decisions``.
+
+``Site`` serves them from finished objects (the reconciler, the ledger, the policies in force,
+the guarded control plane) and a readiness function; it reads, it never creates or records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from rerund import __version__
+from rerund.core.rules import PolicySet
+from rerund.core.runs import RunRef
+from rerund.core.status import Status, explanation_lines, lineage_lines
+from rerund.errors import ControlPlaneError, LedgerError, NotFoundError
+from rerund.ports import ControlPlane, DaemonLedger
+from rerund.runtime.http import Handler, Response, html_response, json_response
+from rerund.runtime.live import explain_live
+from rerund.runtime.page import MAX_QUERY, PageView, render_page
+from rerund.runtime.reconcile import Reconciler, public_decision
+from rerund.runtime.settings import Settings
+from rerund.runtime.status import gather_status
+
+__all__ = ["Site"]
+
+
+class Site:
+    """The routes of one daemon, over the objects it runs with."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: CollectorRegistry,
+        control_plane: ControlPlane,
+        ledger: DaemonLedger,
+        reconciler: Reconciler,
+        policies: Callable[[], PolicySet],
+        ready: Callable[[], tuple[bool, str]],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._cp = control_plane
+        self._ledger = ledger
+        self._reconciler = reconciler
+        self._policies = policies
+        self._ready = ready
+        self._clock = clock
+
+    def routes(self) -> dict[str, Handler]:
+        return {
+            "/": self._page_route,
+            "/status": self._status_route,
+            "/metrics": self._metrics_route,
+            "/healthz": lambda q: Response(200, b"ok\n"),
+            "/readyz": self._ready_route,
+            "/decisions": self._decisions_route,
+        }
+
+    def _metrics_route(self, query: dict[str, list[str]]) -> Response:
+        return Response(200, generate_latest(self._registry), CONTENT_TYPE_LATEST)
+
+    def _ready_route(self, query: dict[str, list[str]]) -> Response:
+        ok, why = self._ready()
+        last = self._reconciler.last_sync
+        return json_response(
+            {"ready": ok, "reason": why, "last_sync": last.isoformat() if last else None}, 200 if ok else 503
+        )
+
+    def _decisions_route(self, query: dict[str, list[str]]) -> Response:
+        try:
+            limit = int(query.get("limit", ["100"])[0])
+        except ValueError:
+            return json_response({"error": "limit must be an integer, e.g. /decisions?limit=20"}, 400)
+        recent = list(reversed(self._reconciler.recent))[: max(0, limit)]
+        return json_response(
+            {
+                "decisions": recent,
+                "pending": self._reconciler.pending(),
+                "settings": self._settings.public(),
+            }
+        )
+
+    def status(self) -> Status:
+        """Where every lineage stands, from the ledger and this daemon's reruns index and
+        pending items (no RPC)."""
+        now = self._clock()
+        pending = self._reconciler.pending()
+        reruns = self._reconciler.listed_reruns()
+        try:
+            return gather_status(
+                now=now, ledger=self._ledger, policies=self._policies(), reruns=reruns, pending=pending
+            )
+        except LedgerError as exc:
+            return gather_status(
+                now=now,
+                ledger=None,
+                policies=self._policies(),
+                reruns=reruns,
+                pending=pending,
+                notes=[f"the ledger cannot be read ({exc}); lineages are shown from the control plane only"],
+            )
+
+    def _status_route(self, query: dict[str, list[str]]) -> Response:
+        return json_response(self.status().to_json())
+
+    async def _page_route(self, query: dict[str, list[str]]) -> Response:
+        def arg(name: str) -> str:
+            return (query.get(name) or [""])[0].strip()[:MAX_QUERY]
+
+        search, run, scope = arg("run"), arg("explain"), arg("scope")
+        status = self.status()
+        notes: list[str] = []
+        decisions: list[dict[str, Any]] = []
+        try:
+            decisions = self._ledger.history(contains=search or None, limit=50)
+        except LedgerError as exc:
+            notes.append(str(exc))
+        lines: list[str] = []
+        error = ""
+        scopes = [sc.key for sc in self._settings.scopes]
+        if run:
+            scope, lines, error = await self._explain_lines(run, scope, scopes, status)
+        ok, why = self._ready()
+        view = PageView(
+            status=status,
+            ready=ok,
+            ready_reason=why,
+            last_sync=self._reconciler.last_sync,
+            settings=self._settings.public(),
+            policies=list(self._policies().names()),
+            decisions=decisions,
+            search=search,
+            explain_run=run,
+            explain_scope=scope,
+            explanation=lines,
+            explain_error=error,
+            scopes=scopes,
+            version=__version__,
+            notes=notes,
+        )
+        return html_response(render_page(view))
+
+    async def _explain_lines(
+        self, run: str, scope: str, scopes: list[str], status: Status
+    ) -> tuple[str, list[str], str]:
+        """(scope, the live explanation's lines, an error) for the page's ``?explain=RUN``."""
+        if not scope and len(scopes) == 1:
+            scope = scopes[0]
+        if scope not in scopes:
+            known = ", ".join(scopes) or "none"
+            return scope, [], f"which scope is run {run!r} in? add &scope=PROJECT/DOMAIN, one of: {known}"
+        project, domain = scope.split("/", 1)
+        ref = RunRef(project, domain, run)
+        try:
+            result = await explain_live(self._cp, ref, self._policies(), self._clock())
+        except NotFoundError:
+            return scope, [], f"no run {run!r} in {scope}: check the name (run names are lower-case)"
+        except ControlPlaneError as exc:
+            return scope, [], f"run {run!r} cannot be explained now: {exc}"
+        if result is None:
+            return (
+                scope,
+                [],
+                (f"run {ref} has not failed: rerund decides only about FAILED, TIMED_OUT and ABORTED runs"),
+            )
+        explanation, failure = result.explanation, result.failure
+        state = next(
+            (
+                s
+                for s in (*status.in_flight, *status.exhausted, *status.recovered)
+                if s.key == f"{scope}/{failure.root}"
+            ),
+            None,
+        )
+        lineage = lineage_lines(failure.root, failure.attempt, list(result.reruns), state)
+        lines = explanation_lines(
+            str(ref),
+            result.facts(ref),
+            public_decision(explanation.decision),
+            explanation.trace,
+            lineage,
+            explanation.changes,
+            exact=failure.spec is not None,
+        )
+        return scope, lines, ""
