@@ -45,6 +45,8 @@ from aiolimiter import AsyncLimiter
 
 from rerund.core.lineage import decided_as, failure_from, issue_request
 from rerund.core.names import MAX_SALT, rerun_name
+from rerund.core.records import IssueResult as IssueKind
+from rerund.core.records import RerunIssue
 from rerund.core.redact import redact_url
 from rerund.core.rules import PolicySet
 from rerund.core.runs import FAILED_PHASES, FailureFacts, RelaunchRequest, RerunRequest, RunRef, RunSummary
@@ -511,16 +513,23 @@ class Sweeper:
         if r.result == "not_issued":
             return
         f = r.item.failure
+        result: dict[str, IssueKind] = {
+            "created": "created",
+            "already_issued": "already_exists",
+            "refused": "invalid",
+        }
         self._recorder.issue(
-            RunRef(f.project, f.domain, f.run),
-            r.name,
-            root=f.root,
-            attempt=r.item.attempt,
-            policy=r.item.policy,
-            scope=r.item.decision.scope.value,
-            result={"created": "created", "already_issued": "already_exists", "refused": "invalid"}[r.result],
-            message=r.message,
-            now=self._clock(),
+            RerunIssue(
+                RunRef(f.project, f.domain, f.run),
+                r.name,
+                f.root,
+                r.item.attempt,
+                r.item.policy,
+                r.item.decision.scope.value,
+                result[r.result],
+                r.message,
+            ),
+            self._clock(),
         )
 
     # -- 4. follow ---------------------------------------------------------------------------

@@ -67,6 +67,7 @@ from rerund.core.decide import decide as core_decide
 from rerund.core.lineage import claimed_lineage, decided_as, failure_from, issue_request, lineage_names
 from rerund.core.model import Decision, Defer, Failure, GiveUp, Ignore, Rerun, WaitForVersion
 from rerund.core.names import MAX_SALT, rerun_name
+from rerund.core.records import IssueResult, RerunIssue
 from rerund.core.rules import PolicySet
 from rerund.core.runs import FAILED_PHASES, FailureFacts, RelaunchRequest, RerunRequest, RunRef, RunSummary
 from rerund.core.scopes import Coverage, plan
@@ -82,7 +83,7 @@ from rerund.ports import ControlPlane, DecisionLedger, Notifier, Scheduler
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.reconcile.index import RerunIndex, RerunInfo
 from rerund.runtime.reconcile.issuer import Issuer, Stopped
-from rerund.runtime.reconcile.owed import OwedWork, Seen
+from rerund.runtime.reconcile.owed import OwedWork
 from rerund.runtime.reconcile.recorder import DecisionRecorder, Tracked, spawner
 from rerund.runtime.relaunch import TaskVersions, send, task_key
 
@@ -218,7 +219,6 @@ class Reconciler:
         self._error_recheck = error_recheck
         self._awaiting_error: set[RunRef] = set()  # FAILED runs whose error details are late
         self._versions = TaskVersions(control_plane)
-        self.recent = self._recorder.recent
         self.last_sync: datetime | None = None
 
     # -- public API --------------------------------------------------------------------------
@@ -228,9 +228,9 @@ class Reconciler:
         return self._stopping.is_set()
 
     @property
-    def _seen(self) -> dict[RunRef, Seen]:
-        """The seen-cache (tests check its size)."""
-        return self._owed.seen
+    def recent(self) -> tuple[dict[str, Any], ...]:
+        """The latest decisions (``/decisions``), oldest first."""
+        return self._recorder.recent
 
     def count_error(self, exc: ControlPlaneError, *, rpc: str = "unknown") -> None:
         """Count a failed control-plane call the daemon made outside the loop (a watch)."""
@@ -387,10 +387,7 @@ class Reconciler:
             now=now,
             on_listed=lambda r: self._recorder.observe(r, now),
         )
-        alone = [
-            t.ref for t in self._recorder.tracked.values() if t.ref.scope == scope and t.created_at < since
-        ]
-        await self._follow_alone(alone, now)
+        await self._follow_alone(self._recorder.tracked_before(scope, since), now)
         return listed
 
     async def _follow_alone(self, refs: Sequence[RunRef], now: datetime) -> None:
@@ -400,7 +397,7 @@ class Reconciler:
         refs = [r for r in refs if now - self._followed_at.get(r, _NEVER) >= _FOLLOW_ALONE_EVERY]
         for ref in refs:
             self._followed_at[ref] = now
-        for ref in [r for r in self._followed_at if r not in self._recorder.tracked]:
+        for ref in [r for r in self._followed_at if not self._recorder.tracks(r)]:
             del self._followed_at[ref]
 
         async def follow(ref: RunRef) -> None:
@@ -409,7 +406,7 @@ class Reconciler:
                     summary = await self._cp.get_run(ref)
                 except NotFoundError as exc:
                     self._issuer.count_error(exc)
-                    self._recorder.tracked.pop(ref, None)  # deleted: there is no outcome to wait for
+                    self._recorder.untrack(ref)  # deleted: there is no outcome to wait for
                     return
                 except ControlPlaneError as exc:
                     self._issuer.count_error(exc)
@@ -565,15 +562,17 @@ class Reconciler:
         self, ref: RunRef, failure: Failure, decision: Rerun, target: RunRef, now: datetime
     ) -> None:
         self._recorder.issue(
-            ref,
-            target.name,
-            root=failure.root,
-            attempt=decision.attempt,
-            policy=decision.policy,
-            scope=decision.scope.value,
-            result="already_exists",
-            message="found in the reruns listing",
-            now=now,
+            RerunIssue(
+                ref,
+                target.name,
+                failure.root,
+                decision.attempt,
+                decision.policy,
+                decision.scope.value,
+                "already_exists",
+                "found in the reruns listing",
+            ),
+            now,
         )
         decisions_log.debug(
             "exists  %s: rerun %s (attempt %d) was already issued; nothing to do",
@@ -646,18 +645,9 @@ class Reconciler:
         ref = facts.summary.ref
         attempt, policy, scope = decision.attempt, decision.policy, decision.scope.value
 
-        def issue_record(result: str, message: str) -> None:
-            self._recorder.issue(
-                ref,
-                req.name,
-                root=failure.root,
-                attempt=attempt,
-                policy=policy,
-                scope=scope,
-                result=result,
-                message=message,
-                now=self._clock(),
-            )
+        def issue_record(result: IssueResult, message: str) -> None:
+            issue = RerunIssue(ref, req.name, failure.root, attempt, policy, scope, result, message)
+            self._recorder.issue(issue, self._clock())
 
         if self._index.has(req.target, failure.root, attempt):
             issue_record("already_exists", "found in the reruns listing")
@@ -694,7 +684,7 @@ class Reconciler:
         failure: Failure,
         decision: Rerun,
         req: RerunRequest | RelaunchRequest,
-        issue_record: Callable[[str, str], None],
+        issue_record: Callable[[IssueResult, str], None],
     ) -> bool:
         """Create ``req`` under its name; True when that name turned out to be another run's."""
         ref = facts.summary.ref
@@ -730,7 +720,7 @@ class Reconciler:
         failure: Failure,
         decision: Rerun,
         req: RerunRequest | RelaunchRequest,
-        issue_record: Callable[[str, str], None],
+        issue_record: Callable[[IssueResult, str], None],
     ) -> bool:
         """Create ``req``; True when its name is another run's (the caller tries the next)."""
         attempt, policy, scope = decision.attempt, decision.policy, decision.scope.value
