@@ -82,8 +82,9 @@ from rerund.errors import (
 from rerund.ports import ControlPlane, DecisionLedger, Notifier, Scheduler
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.reconcile.index import RerunIndex, RerunInfo
+from rerund.runtime.reconcile.inflight import InFlight
 from rerund.runtime.reconcile.issuer import Issuer, Stopped
-from rerund.runtime.reconcile.owed import OwedWork
+from rerund.runtime.reconcile.owed import OwedWork, Waiting
 from rerund.runtime.reconcile.recorder import DecisionRecorder, Tracked, spawner
 from rerund.runtime.relaunch import TaskVersions, send, task_key
 
@@ -181,15 +182,15 @@ class Reconciler:
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._spawn = spawner(self._tasks, log, metrics.internal_errors.labels("reconcile task").inc)
-        self._inflight: set[RunRef] = set()  # being read or decided right now
-        self._issuing: set[RunRef] = set()  # an issue task is running for it
-        # Creates in flight, by target name: a second failure of the lineage decided for the same
-        # (root, attempt) — e.g. an operator's copy of a rerun, decided in the same pass — waits
-        # for the first create instead of sending its own.
-        self._creating: dict[RunRef, asyncio.Future[None]] = {}
+        self._inflight = InFlight()
         self._followed_at: dict[RunRef, datetime] = {}  # tracked reruns followed on their own
         self._owed = OwedWork(
-            lookback=lookback, overlap=overlap, seen_capacity=seen_capacity, coverage=self._coverage
+            lookback=lookback,
+            overlap=overlap,
+            seen_capacity=seen_capacity,
+            coverage=self._coverage,
+            error_wait=error_wait,
+            error_recheck=error_recheck,
         )
         self._issuer = Issuer(
             metrics, stopping=self._stopping, clock=clock, initial=retry_initial, maximum=retry_max
@@ -215,9 +216,6 @@ class Reconciler:
         # pass: deciding them against an index that may not know their reruns would count
         # budgets wrong and send CreateRuns the name guard then refuses.
         self._indexed_generation = -1
-        self._error_wait = error_wait
-        self._error_recheck = error_recheck
-        self._awaiting_error: set[RunRef] = set()  # FAILED runs whose error details are late
         self._versions = TaskVersions(control_plane)
         self.last_sync: datetime | None = None
 
@@ -430,13 +428,12 @@ class Reconciler:
 
     async def _handle(self, summary: RunSummary, now: datetime) -> None:
         ref = summary.ref
-        if ref in self._inflight or ref in self._issuing or self.stopping:
+        if self._inflight.busy(ref) or self.stopping:
             return
         marker = (summary.phase, summary.ended_at)
         if self._owed.decided(ref, marker):
             return  # decided already under these policies: costs nothing
-        self._inflight.add(ref)
-        try:
+        with self._inflight.handling(ref):
             facts = self._owed.cached_facts(ref, marker)
             if facts is None:
                 try:
@@ -459,8 +456,6 @@ class Reconciler:
                 self._recorder.failure(facts, now)
             self._owed.remember(ref, marker, facts, settled=False)
             await self._decide_and_act(facts, now)
-        finally:
-            self._inflight.discard(ref)
 
     def _check_facts(self, summary: RunSummary, facts: FailureFacts, now: datetime) -> FailureFacts | None:
         """The facts to decide on, or None when the failure must not be decided (now or ever).
@@ -476,29 +471,26 @@ class Reconciler:
         """
         ref = summary.ref
         if facts.error_pending:
-            waited = now - facts.failed_at
-            if waited < self._error_wait:
-                due = now + min(self._error_recheck, self._error_wait - waited)
-                if ref not in self._awaiting_error:
-                    self._awaiting_error.add(ref)
+            late = self._owed.await_error(summary, facts.failed_at, now)
+            if late is not None:
+                if late.first:
                     log.info(
                         "run %s is FAILED but its error details have not arrived yet; rerund waits up to "
                         "%ss after the failure for them before deciding (reads it again in %.1fs)",
                         ref,
-                        f"{self._error_wait.total_seconds():g}",
-                        (due - now).total_seconds(),
+                        f"{self._owed.error_wait.total_seconds():g}",
+                        (late.due - now).total_seconds(),
                     )
-                self._owed.owe_unread(summary, facts.failed_at, due)
                 if self._scheduler is not None:
-                    self._scheduler.schedule(str(ref), due, lambda: self._redecide(ref))
+                    self._scheduler.schedule(str(ref), late.due, lambda: self._redecide(ref))
                 return None
             log.warning(
                 "run %s: its error details did not arrive within %ss of the failure; deciding without "
                 "them (no error kind, code or message for the policies to match)",
                 ref,
-                f"{self._error_wait.total_seconds():g}",
+                f"{self._owed.error_wait.total_seconds():g}",
             )
-        self._awaiting_error.discard(ref)
+        self._owed.error_arrived(ref)
         decided = decided_as(facts)
         if decided is None:
             log.info(
@@ -538,8 +530,7 @@ class Reconciler:
                 )
                 self._spawn_issue(ref, self._issue(facts, failure, decision))
             case WaitForVersion():
-                self._defer(facts, decision.not_before)
-                self._owed.pending[ref].waiting = (task_key(facts), decision.failed_version)
+                self._defer(facts, decision.not_before, waiting=(task_key(facts), decision.failed_version))
             case Defer():
                 self._defer(facts, decision.not_before)
             case GiveUp():
@@ -591,43 +582,40 @@ class Reconciler:
         )
         self._settle(ref)
 
-    def _defer(self, facts: FailureFacts, due: datetime | None) -> None:
+    def _defer(self, facts: FailureFacts, due: datetime | None, waiting: Waiting | None = None) -> None:
         ref = facts.summary.ref
-        self._owed.owe(facts, due)
+        self._owed.owe(facts, due, waiting)
         if due is not None and self._scheduler is not None:
             self._scheduler.schedule(str(ref), due, lambda: self._redecide(ref))
 
     async def _redecide(self, ref: RunRef) -> None:
         """A scheduled item is due: decide again from the cached facts (fresh budgets, no read)."""
         pending = self._owed.pending.get(ref)
-        if pending is None or ref in self._inflight or ref in self._issuing or self.stopping:
+        if pending is None or self._inflight.busy(ref) or self.stopping:
             return
         if pending.facts is None:
             await self._handle(pending.summary, self._clock())
             return
-        self._inflight.add(ref)
-        try:
+        with self._inflight.handling(ref):
             await self._decide_and_act(pending.facts, self._clock())
-        finally:
-            self._inflight.discard(ref)
 
     async def _relaunch_fixed(self) -> None:
         """List the latest version of every task a failure waits on (one ListTasks per task)
         and decide again each waiting failure whose task now has another version."""
-        waits = {ref: p.waiting for ref, p in self._owed.pending.items() if p.waiting is not None}
+        waits = self._owed.waiting()
         for exc in await self._versions.refresh(key for key, _ in waits.values()):
             self._issuer.count_error(exc)
             log.warning("listing task versions failed, retrying next pass: %s", exc)
-        busy = self._inflight | self._issuing
+        busy = self._inflight.busy_runs()
         for ref, (key, failed) in waits.items():
             latest = self._versions.latest(key)
             if latest is not None and latest != failed and ref not in busy:
                 await self._redecide(ref)
-        still = {p.waiting[0] for p in self._owed.pending.values() if p.waiting is not None}
+        still = {key for key, _ in self._owed.waiting().values()}
         self._versions.forget({key for key, _ in waits.values()} - still)
 
     async def _redecide_due(self, now: datetime) -> None:
-        for ref in self._owed.due(now, self._inflight | self._issuing):
+        for ref in self._owed.due(now, self._inflight.busy_runs()):
             await self._redecide(ref)
 
     # -- acting ------------------------------------------------------------------------------
@@ -689,7 +677,9 @@ class Reconciler:
         """Create ``req`` under its name; True when that name turned out to be another run's."""
         ref = facts.summary.ref
         attempt = decision.attempt
-        other = self._creating.get(req.target)
+        # A second failure of the lineage decided for the same (root, attempt) — e.g. an
+        # operator's copy of a rerun, decided in the same pass — waits for the first create.
+        other = self._inflight.create_of(req.target)
         if other is not None:
             await asyncio.shield(other)
             if self._index.has(req.target, failure.root, attempt):
@@ -705,14 +695,8 @@ class Reconciler:
                 self._settle(ref)
                 return False
             # The other create did not succeed (stopping, rejected, or another lineage's): try ours.
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._creating[req.target] = done
-        try:
+        with self._inflight.creating(req.target):
             return await self._create_once(ref, failure, decision, req, issue_record)
-        finally:
-            if self._creating.get(req.target) is done:
-                del self._creating[req.target]
-            done.set_result(None)
 
     async def _create_once(
         self,
@@ -813,7 +797,7 @@ class Reconciler:
             self._scheduler.cancel(str(ref))
 
     def _spawn_issue(self, ref: RunRef, coro: Awaitable[None]) -> None:
-        self._issuing.add(ref)
+        self._inflight.begin_issue(ref)
 
         async def run() -> None:
             try:
@@ -822,6 +806,6 @@ class Reconciler:
                 self._metrics.internal_errors.labels("issue").inc()
                 log.exception("internal error while issuing the rerun of %s; it stays pending", ref)
             finally:
-                self._issuing.discard(ref)
+                self._inflight.end_issue(ref)
 
         self._spawn(run())
