@@ -43,6 +43,7 @@ from typing import Any, Literal, TypeVar
 
 from aiolimiter import AsyncLimiter
 
+from rerund.aiotasks import TaskSet
 from rerund.core.lineage import decided_as, failure_from, issue_request
 from rerund.core.names import MAX_SALT, rerun_name
 from rerund.core.records import IssueResult as IssueKind
@@ -62,7 +63,7 @@ from rerund.ports import ControlPlane, DecisionLedger, ScopeDirectory
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.reconcile.index import RerunIndex
 from rerund.runtime.reconcile.issuer import DeadlineExceeded, Issuer, Stopped
-from rerund.runtime.reconcile.recorder import DecisionRecorder, Tracked, spawner
+from rerund.runtime.reconcile.recorder import DecisionRecorder, Tracked
 from rerund.runtime.relaunch import TaskVersions, send, task_key
 
 __all__ = ["IssueResult", "SweepOutcome", "Sweeper", "unreachable"]
@@ -189,7 +190,7 @@ class Sweeper:
         self._error_wait = error_wait
         self._error_recheck = error_recheck
         self._stop = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(log)
         self._issuer = Issuer(
             metrics, stopping=self._stop, clock=clock, initial=retry_initial, maximum=retry_max
         )
@@ -205,9 +206,7 @@ class Sweeper:
         self._versions = TaskVersions(control_plane)  # latest task versions, for fixes waited for
 
     def _recording(self, ledger: DecisionLedger | None) -> DecisionRecorder:
-        return DecisionRecorder(
-            metrics=self._metrics, log=log, spawn=spawner(self._tasks, log), ledger=ledger
-        )
+        return DecisionRecorder(metrics=self._metrics, log=log, spawn=self._tasks.spawn, ledger=ledger)
 
     def use_ledger(self, ledger: DecisionLedger) -> None:
         """Record into ``ledger`` from now on (the CLI opens it once the sweep is confirmed, so a

@@ -62,6 +62,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, assert_never
 
+from rerund.aiotasks import TaskSet
 from rerund.clock import utcnow
 from rerund.core.decide import decide as core_decide
 from rerund.core.lineage import claimed_lineage, decided_as, failure_from, issue_request, lineage_names
@@ -85,7 +86,7 @@ from rerund.runtime.reconcile.index import RerunIndex, RerunInfo
 from rerund.runtime.reconcile.inflight import InFlight
 from rerund.runtime.reconcile.issuer import Issuer, Stopped
 from rerund.runtime.reconcile.owed import OwedWork, Waiting
-from rerund.runtime.reconcile.recorder import DecisionRecorder, Tracked, spawner
+from rerund.runtime.reconcile.recorder import DecisionRecorder, Tracked
 from rerund.runtime.relaunch import TaskVersions, send, task_key
 
 __all__ = ["DEFAULT_LOOKBACK", "Reconciler", "SyncReport"]
@@ -180,8 +181,7 @@ class Reconciler:
         self._sem = asyncio.Semaphore(max_concurrent_reruns)
         self._reads = asyncio.Semaphore(max(8, max_concurrent_reruns))
         self._stopping = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._spawn = spawner(self._tasks, log, metrics.internal_errors.labels("reconcile task").inc)
+        self._tasks = TaskSet(log, on_error=metrics.internal_errors.labels("reconcile task").inc)
         self._inflight = InFlight()
         self._followed_at: dict[RunRef, datetime] = {}  # tracked reruns followed on their own
         self._owed = OwedWork(
@@ -198,7 +198,7 @@ class Reconciler:
         self._recorder = DecisionRecorder(
             metrics=metrics,
             log=log,
-            spawn=self._spawn,
+            spawn=self._tasks.spawn,
             ledger=ledger,
             notifier=notifier,
             recent_capacity=recent_capacity,
@@ -245,15 +245,7 @@ class Reconciler:
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait for spawned tasks (issues, notifications). True when all finished in time."""
-        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-        while self._tasks:
-            remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
-            if remaining is not None and remaining <= 0:
-                return False
-            _done, pending = await asyncio.wait(set(self._tasks), timeout=remaining)
-            if pending and remaining is not None:
-                return False
-        return True
+        return await self._tasks.drain(timeout)
 
     def pending(self) -> dict[str, datetime | None]:
         """Failures still owed an action -> when they are due (None: at the next pass)."""
@@ -802,10 +794,11 @@ class Reconciler:
         async def run() -> None:
             try:
                 await coro
-            except Exception:
-                self._metrics.internal_errors.labels("issue").inc()
-                log.exception("internal error while issuing the rerun of %s; it stays pending", ref)
             finally:
                 self._inflight.end_issue(ref)
 
-        self._spawn(run())
+        def failed(exc: Exception) -> None:
+            self._metrics.internal_errors.labels("issue").inc()
+            log.error("internal error while issuing the rerun of %s; it stays pending", ref, exc_info=exc)
+
+        self._tasks.spawn(run(), failed=failed)

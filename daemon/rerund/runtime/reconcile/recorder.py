@@ -8,7 +8,6 @@ is logged and never stops the loop: the ledger is an audit log, not needed for c
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
@@ -33,7 +32,7 @@ decisions_log = logging.getLogger("rerund.decisions")
 
 L = TypeVar("L")
 T = TypeVar("T")
-Spawn = Callable[[Coroutine[Any, Any, None]], None]
+Spawn = Callable[[Coroutine[Any, Any, None]], object]
 
 
 def public_decision(decision: Decision) -> dict[str, Any]:
@@ -318,25 +317,3 @@ class DecisionRecorder(Recorder[DecisionLedger]):
                     "attempt": tracked.attempt,
                 },
             )
-
-
-def spawner(
-    tasks: set[asyncio.Task[None]], log: logging.Logger, count: Callable[[], None] | None = None
-) -> Spawn:
-    """Run coroutines as background tasks kept in ``tasks`` (an error is logged and counted
-    with ``count``, not raised)."""
-
-    def spawn(coro: Coroutine[Any, Any, None]) -> None:
-        async def run() -> None:
-            try:
-                await coro
-            except Exception:
-                if count is not None:
-                    count()
-                log.exception("internal error in a background task")
-
-        task = asyncio.get_running_loop().create_task(run())
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    return spawn
