@@ -1,56 +1,32 @@
 """The reconcile loop: read facts from the control plane, call the pure core, record, act.
 
-Why it is level-triggered
-    Nothing the daemon must do is remembered only locally. What a failed run is owed is a pure
-    function (``rerund.core.decide``) of facts that live on the control plane: the run's error,
-    its lineage labels (``rerund-root``, ``rerund-attempt``) and the reruns that already exist.
-    After a crash, a restart or on a second replica the same facts give the same decision, so
-    the daemon simply recomputes it. Local state (the seen-cache, the ledger, the scheduler's
-    jobs) only saves RPCs and records history.
+Level-triggered: what a failed run is owed is a pure function (``rerund.core.decide``) of
+facts on the control plane (its error, its vouched lineage labels, the reruns that exist), so
+after a crash, a restart or on another replica the same facts give the same decision. Local
+state (the seen-cache, the ledger, the scheduler's jobs) only saves RPCs and records history.
 
-Why every rerun is issued exactly once
-    - *Never twice.* A rerun's name is ``<root>-retry-<attempt>``: a function of the lineage
-      attempt alone, never of a policy or setting, so replicas and restarts that disagree on
-      configuration still agree on it (``rerund.core.names``).
-      Before creating it, the daemon looks it up in the index of existing reruns it lists each
-      pass (one ListRuns per scope, amortised); and the create itself is idempotent: the control
-      plane answers ALREADY_EXISTS to a second CreateRun of the same name (whoever sent the
-      first — this process before a crash, or another replica), which the adapter turns into
-      ``AlreadyExistsError`` and this loop records as "already issued" — when the run of that
-      name is this rerun by its labels and relation; a run merely named so (a squatter, another
-      lineage's rerun) makes the lineage take its next salted name (``rerund.core.names``).
-      Attempt numbers come from the failed run's own labels, when its relation or the ledger
-      vouches for them (``RerunIndex.vouched_facts``), so a lineage advances one attempt per
-      failed run.
-    - *Never missed.* Failed runs are found twice over: a WatchRuns stream per scope (low
-      latency) and a ListRuns resync every poll interval (``updated_at >= watermark -
-      overlap``). The watermark never moves past a failure that is still owed something
-      (scheduled, deferred by a budget, or whose rerun could not be created yet): it is the
-      minimum of the pass time (the control plane's, ``rerund.clock.ControlPlaneClock``) and
-      the failure time of every pending item — but a failure waiting for a fix, tracked on its
-      own, holds only the watermark kept for a restart (``owed``). A transient error
-      never settles a failure — it stays pending and is retried with backoff until it
-      succeeds. Only a decision that has been carried out (rerun created or found to exist,
-      ignore, give up, or a create the control plane rejected as invalid) settles a failure.
+Contract:
 
-Cost (the RPC budget, see ``rerund.ports.ControlPlane``): a failure read is 3 RPCs; the seen-cache
-(keyed by run and its end time) makes a failure already settled cost nothing on the next
-resync; the reruns index makes an already-issued rerun cost nothing either. Budget counts
-come from the same reruns listing.
+- *Never twice.* A rerun's name is a function of its lineage attempt (``rerund.core.names``);
+  a create is first looked up in the reruns index (``index``), and the control plane answers
+  ALREADY_EXISTS to a second create of a name — taken as this rerun only when the run's labels
+  and relation (or the ledger) vouch for it, else the lineage takes its next salted name.
+- *Never missed.* Failed runs come from a WatchRuns stream and a ListRuns resync every pass
+  from the watermark minus the overlap; the watermark never passes a failure still owed
+  something (``owed``). Only a decision carried out settles a failure; a transient error
+  leaves it pending, retried with backoff (``issuer``).
+- No policy ``if`` lives here: the four decision kinds map to four actions (a relaunch is a
+  ``Rerun`` sent by ``rerund.runtime.relaunch.send``; a ``WaitForVersion`` stays pending until
+  the task listing shows another version or its ``max_wait`` ends).
 
-No policy ``if`` lives here: the loop maps the four decision kinds to four actions. A
-relaunch (scope ``relaunch``) is a ``Rerun`` carried out by ``create_relaunch`` instead of
-``create_rerun`` (``rerund.runtime.relaunch.send``); a ``WaitForVersion`` defer stays pending
-until the pass's task listing (``TaskVersions``, one ListTasks per waiting task name) shows a
-version other than the one it failed on, or until its ``max_wait`` ends.
+RPC costs are those of the ``rerund.ports.ControlPlane`` methods; a settled failure and an
+already-issued rerun cost none on the next pass.
 
-The package, one job per module:
-
-- ``loop``      ``Reconciler``: the passes, the stream events, deciding and acting (this text)
-- ``owed``      the work still owed: seen-cache, pending failures, watermarks (pure, invariants)
-- ``index``     the reruns known to exist, their lineages, the budget counts
-- ``recorder``  ledger, metrics, decision log, ``/decisions``, notifications, rerun outcomes
-- ``issuer``    the one retry-with-backoff for control-plane calls (shared with reproductions)
+One job per module: ``loop`` (passes, stream events, deciding and acting), ``owed`` (what is
+still owed: seen-cache, pending failures, watermarks, late error details; pure), ``inflight``
+(per-run serialisation), ``index`` (reruns known to exist, lineages, budget counts),
+``recorder`` (ledger, metrics, decision log, ``/decisions``, notifications, outcomes),
+``issuer`` (the one retry-with-backoff for control-plane calls).
 """
 
 from __future__ import annotations
