@@ -64,7 +64,7 @@ from rerund.core.model import (
 from rerund.core.names import NAME_RULE, rerun_name
 from rerund.core.redact import input_change
 from rerund.core.resources import ResourcesView, plan_resources
-from rerund.core.rules import GLOBAL_BUDGET, Budget, PolicySet, RetryPlan, Rule
+from rerund.core.rules import GLOBAL_BUDGET, Budget, NeverRetry, PolicySet, RetryPlan, Rule
 from rerund.core.runs import LABEL_ATTEMPT, LABEL_POLICY, LABEL_REPRO, LABEL_ROOT, ROOT_ACTION
 from rerund.core.runspec import SDK_ENV_KEYS, expected_rerun_spec, override_changes, spec_changes
 from rerund.core.taxonomy import classify
@@ -210,7 +210,7 @@ def _choose(failure: Failure, policies: PolicySet, now: datetime, trace: list[st
         if trace is not None:
             trace.append("no policy matched: ignore")
         return Ignore(reason=reason, source_run=run, root=failure.root)
-    if rule.retry is None:
+    if isinstance(rule.retry, NeverRetry):
         reason = f"policy {rule.name!r} never reruns run {run!r} (retry: false)"
         if trace is not None:
             trace.append(f"policy {rule.name!r} has retry: false: ignore")
