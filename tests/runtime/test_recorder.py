@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -62,10 +62,21 @@ def test_an_issue_and_its_outcome_reach_the_ledger_as_whole_values(tmp_path: Pat
     assert not _recorder(ledger).tracks(TARGET)
 
 
+def test_a_rerun_older_than_the_listing_is_asked_about_alone_at_most_every_interval() -> None:
+    rec = _recorder(None)
+    rec.track(Tracked(TARGET, "p", "abc", 1, T0))
+    since, every = T0 + timedelta(hours=2), timedelta(minutes=5)
+    assert rec.ask_alone("ml/prod", T0, since, every) == []  # the listing from T0 reaches it
+    assert rec.ask_alone("other/prod", since, since, every) == []
+    assert rec.ask_alone("ml/prod", since, since, every) == [TARGET]
+    assert rec.ask_alone("ml/prod", since, since + timedelta(minutes=4), every) == []
+    assert rec.ask_alone("ml/prod", since, since + every, every) == [TARGET]
+
+
 def test_a_deleted_rerun_is_no_longer_followed() -> None:
     rec = _recorder(None)
     rec.track(Tracked(TARGET, "p", "abc", 1, T0))
-    assert rec.tracked_before("ml/prod", datetime(2026, 11, 24, 11, 0, tzinfo=UTC)) == [TARGET]
+    later = T0 + timedelta(hours=2)
     rec.untrack(TARGET)
     assert not rec.tracks(TARGET)
-    assert rec.tracked_before("ml/prod", datetime(2026, 11, 24, 11, 0, tzinfo=UTC)) == []
+    assert rec.ask_alone("ml/prod", later, later, timedelta(minutes=5)) == []

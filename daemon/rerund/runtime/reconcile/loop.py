@@ -35,7 +35,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, assert_never
 
 from rerund.aiotasks import TaskSet
@@ -79,7 +79,6 @@ _RETRY_MAX = 30.0
 # running, and failures still owed something); older running reruns are followed on their own.
 _MAX_LISTING_REACH = timedelta(hours=1)
 _FOLLOW_ALONE_EVERY = timedelta(minutes=5)
-_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -159,7 +158,6 @@ class Reconciler:
         self._stopping = asyncio.Event()
         self._tasks = TaskSet(log, on_error=metrics.internal_errors.labels("reconcile task").inc)
         self._inflight = InFlight()
-        self._followed_at: dict[RunRef, datetime] = {}  # tracked reruns followed on their own
         self._owed = OwedWork(
             lookback=lookback,
             overlap=overlap,
@@ -353,18 +351,13 @@ class Reconciler:
             now=now,
             on_listed=lambda r: self._recorder.observe(r, now),
         )
-        await self._follow_alone(self._recorder.tracked_before(scope, since), now)
+        await self._follow_alone(self._recorder.ask_alone(scope, since, now, _FOLLOW_ALONE_EVERY), now)
         return listed
 
     async def _follow_alone(self, refs: Sequence[RunRef], now: datetime) -> None:
         """Outcomes of tracked reruns older than the listing reaches: one GetRunDetails each,
         at most every _FOLLOW_ALONE_EVERY (only reruns running for hours cost this; the watch
         stream usually reports their end first)."""
-        refs = [r for r in refs if now - self._followed_at.get(r, _NEVER) >= _FOLLOW_ALONE_EVERY]
-        for ref in refs:
-            self._followed_at[ref] = now
-        for ref in [r for r in self._followed_at if not self._recorder.tracks(r)]:
-            del self._followed_at[ref]
 
         async def follow(ref: RunRef) -> None:
             async with self._reads:

@@ -12,7 +12,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
@@ -109,6 +109,7 @@ class Tracked:
     root: str
     attempt: int
     created_at: datetime
+    asked_at: datetime | None = None  # when it was last read on its own (``ask_alone``)
 
 
 class DecisionRecorder(Recorder[DecisionLedger]):
@@ -285,9 +286,20 @@ class DecisionRecorder(Recorder[DecisionLedger]):
         """The creation time of the oldest followed rerun that ``finds`` accepts."""
         return min((t.created_at for t in self._tracked.values() if finds(t.ref)), default=None)
 
-    def tracked_before(self, scope: str, since: datetime) -> list[RunRef]:
-        """The followed reruns of ``scope`` created before ``since``."""
-        return [t.ref for t in self._tracked.values() if t.ref.scope == scope and t.created_at < since]
+    def ask_alone(self, scope: str, since: datetime, now: datetime, every: timedelta) -> list[RunRef]:
+        """The followed reruns of ``scope`` created before ``since`` (a listing from ``since``
+        does not reach them) and not read on their own within ``every``: each is marked read
+        at ``now``; the caller reads them (and ``observe``s or ``untrack``s each)."""
+        due = [
+            t
+            for t in self._tracked.values()
+            if t.ref.scope == scope
+            and t.created_at < since
+            and (t.asked_at is None or now - t.asked_at >= every)
+        ]
+        for t in due:
+            t.asked_at = now
+        return [t.ref for t in due]
 
     def observe(self, summary: RunSummary, now: datetime) -> None:
         """A run seen in a listing or the stream: the outcome of a rerun followed here."""
