@@ -117,7 +117,11 @@ def _unvouched_relaunch(
 
 class Reconciler:
     """The reconcile loop of one daemon. Call ``sync`` (a resync pass), ``on_watch`` (a stream
-    event) and ``drain`` (wait for spawned issue/notify tasks); ``stop`` makes it refuse work."""
+    event) and ``drain`` (wait for spawned issue/notify tasks); ``stop`` makes it refuse work.
+
+    It owns only the wiring and the pass state (the indexed policy generation, the last
+    sync); what is owed, in flight, indexed, recorded and spawned is each its own object's,
+    changed only through that object's methods."""
 
     def __init__(
         self,
