@@ -53,8 +53,7 @@ def test_the_watermark_stays_behind_a_failure_still_owed_until_it_is_settled():
 def test_a_failure_waiting_for_a_fix_holds_only_the_watermark_kept_for_a_restart():
     w = owed()
     f = facts("report1", T0 - timedelta(days=3))
-    w.owe(f, T0 + timedelta(days=27))
-    w.pending[f.summary.ref].waiting = (("ml", "production", "report.monthly"), "v1")
+    w.owe(f, T0 + timedelta(days=27), (("ml", "production", "report.monthly"), "v1"))
     assert w.advance(SCOPE, T0) == T0
     assert w.since(SCOPE, T0 + timedelta(minutes=1)) == T0 - timedelta(minutes=5)
     assert w.durable(SCOPE, T0) == T0 - timedelta(days=3)

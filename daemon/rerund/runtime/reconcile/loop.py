@@ -227,7 +227,7 @@ class Reconciler:
 
     def pending(self) -> dict[str, datetime | None]:
         """Failures still owed an action -> when they are due (None: at the next pass)."""
-        return {str(ref): p.due for ref, p in self._owed.pending.items()}
+        return {str(ref): due for ref, due in self._owed.due_times().items()}
 
     def listed_reruns(self) -> list[ListedRerun]:
         """The reruns of known lineages as last listed, plus this process's creates (no RPC)."""
@@ -555,7 +555,7 @@ class Reconciler:
 
     async def _redecide(self, ref: RunRef) -> None:
         """A scheduled item is due: decide again from the cached facts (fresh budgets, no read)."""
-        pending = self._owed.pending.get(ref)
+        pending = self._owed.owed(ref)
         if pending is None or self._inflight.busy(ref) or self.stopping:
             return
         if pending.facts is None:

@@ -240,6 +240,14 @@ class OwedWork:
         """The failure of ``ref`` was read with its error details (or decided without them)."""
         self._late_errors.discard(ref)
 
+    def owed(self, ref: RunRef) -> Pending | None:
+        """What ``ref`` is owed, if anything."""
+        return self.pending.get(ref)
+
+    def due_times(self) -> dict[RunRef, datetime | None]:
+        """Every pending failure -> when it is due (None: at the next pass)."""
+        return {ref: p.due for ref, p in self.pending.items()}
+
     def waiting(self) -> dict[RunRef, Waiting]:
         """The pending failures waiting for another version of their task."""
         return {ref: p.waiting for ref, p in self.pending.items() if p.waiting is not None}
