@@ -8,17 +8,11 @@ Invariants (tested in ``tests/runtime/test_owed.py`` without a control plane):
   the watermark of ``scope`` to the minimum of ``now`` and the failure time of every pending
   item of the scope, so the next listing (from ``since`` = watermark - overlap) finds each
   pending failure again, after a crash as well (the ledger keeps the watermark).
-- *Except a failure waiting for a fix, which is tracked on its own.* A ``WaitForVersion``
-  item (``waiting``) may wait for ``max_wait`` (days): holding the listing back for it would
-  list every failure since on every pass. It stays in ``pending`` and is decided again from its
-  cached facts when its task's listed version changes or its ``max_wait`` ends, so the
-  listing's watermark (``advance``) moves on. What is kept across a restart is ``durable``:
-  the watermark held back by waiting failures too, which the loop saves to the ledger. After a
-  restart the first listing therefore starts before every failure that was waiting and
-  recomputes each from the control plane (still waiting, fixed, or past ``max_wait``), as
-  every other pending failure is; then the watermark moves on again. So correctness rests on
-  the same saved watermark as before, never on a second local record; the cost of waiting
-  failures is one wider listing per start instead of one per pass.
+- *Except a failure waiting for a fix* (``WaitForVersion``, possibly for days): it stays
+  pending but does not hold the listing's watermark (``advance``), or every pass would list
+  every failure since. The watermark kept across a restart (``durable``) is held back by it,
+  so after a restart the first listing recomputes it from the control plane like any other
+  pending failure: correctness rests on the one saved watermark, never on a second record.
 - *A failure is settled only by ``settle``.* Pending items (scheduled, deferred by a budget,
   an unread failure, a create still being retried) stay until the loop carried out their
   decision; ``due(now)`` hands them back when their time has come.
@@ -30,8 +24,8 @@ Invariants (tested in ``tests/runtime/test_owed.py`` without a control plane):
   every ``error_recheck`` for at most ``error_wait`` after it failed (``await_error``, pure:
   ``error_recheck_at``), then decided without them.
 - *The seen-cache stays within its capacity* except for failures the next resync lists again:
-  evicting those would cost a 3-RPC read on every pass. Past the capacity it holds the resync
-  window, and shrinks back as failures fall out of it.
+  evicting those would cost a failure read on every pass. Past the capacity it holds the
+  resync window, and shrinks back as failures fall out of it.
 """
 
 from __future__ import annotations
@@ -206,7 +200,7 @@ class OwedWork:
         if len(self.seen) <= self.seen_capacity:
             return
         # Evict the least recently seen, but never a failure the next resync lists again (it
-        # would be read again, 3 RPCs each, on every pass): past the capacity the cache grows
+        # would be read again on every pass): past the capacity the cache grows
         # to hold the resync window, and shrinks back as failures fall out of it.
         cutoff = min(self._listed_since.values(), default=None)
         while len(self.seen) > self.seen_capacity:
