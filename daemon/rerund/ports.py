@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from datetime import datetime
 from typing import Any, Protocol
 
+from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.runs import FailureFacts, RelaunchRequest, RerunRequest, RunRef, RunSummary
 
 __all__ = [
@@ -170,34 +171,9 @@ class DecisionLedger(Protocol):
         self, *, project: str, domain: str, run: str, root: str, decision: dict[str, Any], now: datetime
     ) -> bool: ...
 
-    def record_issue(
-        self,
-        *,
-        source_key: str,
-        project: str,
-        domain: str,
-        target: str,
-        root: str,
-        attempt: int,
-        policy: str,
-        scope: str,
-        result: str,
-        message: str,
-        now: datetime,
-    ) -> bool: ...
+    def record_issue(self, issue: RerunIssue, *, now: datetime) -> bool: ...
 
-    def record_outcome(
-        self,
-        *,
-        project: str,
-        domain: str,
-        target: str,
-        policy: str,
-        root: str,
-        attempt: int,
-        phase: str,
-        now: datetime,
-    ) -> bool: ...
+    def record_outcome(self, outcome: RerunOutcome, *, now: datetime) -> bool: ...
 
     def set_watermark(self, scope: str, at: datetime) -> None: ...
 

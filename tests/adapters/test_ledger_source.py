@@ -10,6 +10,8 @@ from pathlib import Path
 
 from rerund.adapters.ledger import Ledger
 from rerund.cli import main
+from rerund.core.records import RerunIssue
+from rerund.core.runs import RunRef
 
 T0 = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
 
@@ -31,17 +33,7 @@ def _record(ledger: Ledger, run: str, kind: str = "rerun") -> bool:
 
 def _issue(ledger: Ledger, target: str) -> bool:
     return ledger.record_issue(
-        source_key="ml/prod/a",
-        project="ml",
-        domain="prod",
-        target=target,
-        root="a",
-        attempt=1,
-        policy="p",
-        scope="run",
-        result="created",
-        message="",
-        now=T0,
+        RerunIssue(RunRef("ml", "prod", "a"), target, "a", 1, "p", "run", "created"), now=T0
     )
 
 

@@ -14,25 +14,17 @@ import pytest
 
 from rerund.adapters.ledger import Ledger
 from rerund.adapters.webhook import WebhookNotifier, redact_url
+from rerund.core.records import IssueResult, RerunIssue, RerunOutcome
+from rerund.core.runs import RunRef
 from rerund.errors import LedgerError, NotificationError
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 DECISION = {"decision": "rerun", "policy": "p", "reason": "because", "attempt": 1}
 
 
-def _issue(ledger: Ledger, target: str, result: str = "created", at: datetime = T0) -> bool:
+def _issue(ledger: Ledger, target: str, result: IssueResult = "created", at: datetime = T0) -> bool:
     return ledger.record_issue(
-        source_key="ml/prod/abc",
-        project="ml",
-        domain="prod",
-        target=target,
-        root="abc",
-        attempt=1,
-        policy="p",
-        scope="run",
-        result=result,
-        message="",
-        now=at,
+        RerunIssue(RunRef("ml", "prod", "abc"), target, "abc", 1, "p", "run", result), now=at
     )
 
 
@@ -65,14 +57,7 @@ def test_created_reruns_without_an_outcome_are_remembered_until_their_outcome(tm
     assert (pending.target, pending.attempt, pending.at) == ("abc-retry-1", 1, T0)
 
     ledger.record_outcome(
-        project="ml",
-        domain="prod",
-        target="abc-retry-1",
-        policy="p",
-        root="abc",
-        attempt=1,
-        phase="SUCCEEDED",
-        now=T0,
+        RerunOutcome(RunRef("ml", "prod", "abc-retry-1"), "p", "abc", 1, "SUCCEEDED"), now=T0
     )
     assert ledger.created_without_outcome() == []
 

@@ -22,6 +22,8 @@ from daemon_support import write_settings
 from rerund.adapters.ledger import Ledger
 from rerund.cli import error_lines, main
 from rerund.core.encode import for_terminal
+from rerund.core.records import RerunIssue
+from rerund.core.runs import RunRef
 from rerund.errors import ConfigError, PermanentControlPlaneError, PolicyError, PolicyProblem
 from rerund.runtime.logs import TextFormatter
 
@@ -54,16 +56,16 @@ def _ledger(path: Path) -> Path:
         project="ml", domain="production", run="abc123-retry-1", root="abc123", decision=decision, now=T0
     )
     ledger.record_issue(
-        source_key="ml/production/abc123",
-        project="ml",
-        domain="production",
-        target="abc123-retry-1",
-        root="abc123",
-        attempt=1,
-        policy="transient",
-        scope="run",
-        result="invalid",
-        message=HOSTILE,
+        RerunIssue(
+            RunRef("ml", "production", "abc123"),
+            "abc123-retry-1",
+            "abc123",
+            1,
+            "transient",
+            "run",
+            "invalid",
+            HOSTILE,
+        ),
         now=T0,
     )
     ledger.record_reproduction(

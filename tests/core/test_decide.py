@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from rerund.core.decide import decide, explain
 from rerund.core.fingerprints import failure_fingerprint
 from rerund.core.names import is_valid_name
+from rerund.core.rules import NeverRetry
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
@@ -112,6 +113,8 @@ def test_retry_false_is_ignored_naming_the_policy(policies, make_failure):
     d = decide(make_failure(), ps, T0)
     assert (d.decision, d.policy) == ("ignore", "never")
     assert d.reason == "policy 'never' never reruns run 'abc123' (retry: false)"
+    [rule] = ps.rules
+    assert rule.retry == NeverRetry()  # a closed value, not None
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from rerund.adapters.ledger import Ledger
 from rerund.core.names import rerun_name
+from rerund.core.records import RerunIssue
+from rerund.core.runs import RunRef
 
 from .fake_control_plane import T0, FakeRun
 from .test_reconcile import POLICIES, World
@@ -139,16 +141,15 @@ def test_a_rerun_vouched_for_by_its_relation_counts_against_the_budget(tmp_path:
 def test_a_relaunch_without_relation_is_vouched_for_by_the_ledger(tmp_path: Path) -> None:
     world = World(tmp_path)
     world.ledger.record_issue(
-        source_key="ml/production/abc123",
-        project="ml",
-        domain="production",
-        target="abc123-retry-1",
-        root="abc123",
-        attempt=1,
-        policy="transient",
-        scope="relaunch",
-        result="created",
-        message="",
+        RerunIssue(
+            RunRef("ml", "production", "abc123"),
+            "abc123-retry-1",
+            "abc123",
+            1,
+            "transient",
+            "relaunch",
+            "created",
+        ),
         now=T0,
     )
     world.cp.add_failed(

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from rerund.core.model import ErrorInfo
 from rerund.core.runs import FailureFacts, RunRef, RunSummary
-from rerund.runtime.reconcile.owed import OwedWork
+from rerund.runtime.reconcile.owed import LateError, OwedWork, error_recheck_at
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 SCOPE = "ml/production"
@@ -52,8 +53,7 @@ def test_the_watermark_stays_behind_a_failure_still_owed_until_it_is_settled():
 def test_a_failure_waiting_for_a_fix_holds_only_the_watermark_kept_for_a_restart():
     w = owed()
     f = facts("report1", T0 - timedelta(days=3))
-    w.owe(f, T0 + timedelta(days=27))
-    w.pending[f.summary.ref].waiting = (("ml", "production", "report.monthly"), "v1")
+    w.owe(f, T0 + timedelta(days=27), (("ml", "production", "report.monthly"), "v1"))
     assert w.advance(SCOPE, T0) == T0
     assert w.since(SCOPE, T0 + timedelta(minutes=1)) == T0 - timedelta(minutes=5)
     assert w.durable(SCOPE, T0) == T0 - timedelta(days=3)
@@ -138,3 +138,49 @@ def test_the_watermark_never_passes_a_failure_still_owed(steps):
             assert wm <= now
             assert all(wm <= p.failed_at for p in w.pending.values())
             assert all(w.since(SCOPE, now) <= p.failed_at for p in w.pending.values())
+
+
+# -- error details that arrive late -----------------------------------------------------------
+
+WAIT, RECHECK = timedelta(seconds=60), timedelta(seconds=2)
+
+
+@pytest.mark.parametrize(
+    ("waited", "again_in"),
+    [(0, 2), (30, 2), (59, 1), (60, None), (600, None)],
+    ids=["just-failed", "half-way", "last-second", "wait-over", "long-over"],
+)
+def test_late_error_details_are_read_again_every_recheck_until_the_wait_is_over(waited, again_in):
+    now = T0 + timedelta(seconds=waited)
+    due = error_recheck_at(T0, now, wait=WAIT, recheck=RECHECK)
+    assert due == (None if again_in is None else now + timedelta(seconds=again_in))
+
+
+@given(st.integers(min_value=0, max_value=200))
+def test_a_late_error_is_never_read_again_after_the_wait(seconds):
+    due = error_recheck_at(T0, T0 + timedelta(seconds=seconds), wait=WAIT, recheck=RECHECK)
+    assert due is None or T0 < due <= T0 + WAIT
+
+
+def test_a_failure_waiting_for_its_error_details_stays_owed_and_is_said_once():
+    w = owed(error_wait=WAIT, error_recheck=RECHECK)
+    f = facts("abc", T0)
+    assert w.await_error(f.summary, T0, T0) == LateError(T0 + RECHECK, first=True)
+    assert w.await_error(f.summary, T0, T0 + RECHECK) == LateError(T0 + 2 * RECHECK, first=False)
+    assert w.due(T0 + 2 * RECHECK) == [f.summary.ref]
+    assert w.advance(SCOPE, T0 + RECHECK) == T0  # the watermark holds it
+
+    assert w.await_error(f.summary, T0, T0 + WAIT) is None  # decided without them
+    w.error_arrived(f.summary.ref)
+    assert w.await_error(f.summary, T0 + WAIT, T0 + WAIT) == LateError(T0 + WAIT + RECHECK, first=True)
+
+
+def test_a_failure_waiting_for_a_version_is_owed_with_its_task_and_version():
+    w = owed()
+    f = facts("abc", T0)
+    w.owe(f, T0 + timedelta(days=1), (("ml", "production", "train.fit"), "v1"))
+    assert w.waiting() == {f.summary.ref: (("ml", "production", "train.fit"), "v1")}
+    assert w.advance(SCOPE, T0 + timedelta(hours=1)) == T0 + timedelta(hours=1)  # tracked on its own
+    assert w.durable(SCOPE, T0 + timedelta(hours=1)) == T0
+    w.settle(f.summary.ref)
+    assert w.waiting() == {}

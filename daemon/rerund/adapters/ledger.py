@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.redact import public_decision
 from rerund.errors import LedgerError
 
@@ -604,68 +605,44 @@ class Ledger:
             before,
         )
 
-    def record_issue(
-        self,
-        *,
-        source_key: str,
-        project: str,
-        domain: str,
-        target: str,
-        root: str,
-        attempt: int,
-        policy: str,
-        scope: str,
-        result: str,
-        message: str,
-        now: datetime,
-    ) -> bool:
+    def record_issue(self, issue: RerunIssue, *, now: datetime) -> bool:
         """Record the result of issuing a rerun (created|already_exists|invalid|dry_run) with
         this handle's ``source``."""
-        key = f"{project}/{domain}/{target}"
+        src = issue.source
+        key = f"{src.project}/{src.domain}/{issue.target}"
         return self._record(
-            ("issue", key, result),
+            ("issue", key, issue.result),
             "SELECT 1 FROM issues WHERE target_key = ? AND result = ?",
-            (key, result),
+            (key, issue.result),
             "INSERT OR IGNORE INTO issues (at, source_key, target_key, project, domain, target, root,"
             " attempt, policy, scope, result, message, source)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 _iso(now),
-                source_key,
+                str(src),
                 key,
-                project,
-                domain,
-                target,
-                root,
-                attempt,
-                policy,
-                scope,
-                result,
-                message,
+                src.project,
+                src.domain,
+                issue.target,
+                issue.root,
+                issue.attempt,
+                issue.policy,
+                issue.scope,
+                issue.result,
+                issue.message,
                 self.source,
             ),
         )
 
-    def record_outcome(
-        self,
-        *,
-        project: str,
-        domain: str,
-        target: str,
-        policy: str,
-        root: str,
-        attempt: int,
-        phase: str,
-        now: datetime,
-    ) -> bool:
+    def record_outcome(self, outcome: RerunOutcome, *, now: datetime) -> bool:
         """Record the terminal phase of a rerun; True when not recorded before."""
-        key = f"{project}/{domain}/{target}"
+        key = str(outcome.target)
         return self._record(
             ("outcome", key),
             "SELECT 1 FROM outcomes WHERE target_key = ?",
             (key,),
             "INSERT OR IGNORE INTO outcomes VALUES (?, ?, ?, ?, ?, ?)",
-            (key, _iso(now), policy, root, attempt, phase),
+            (key, _iso(now), outcome.policy, outcome.root, outcome.attempt, outcome.phase),
         )
 
     def record_reproduction(self, result: dict[str, Any], *, now: datetime) -> bool:

@@ -44,7 +44,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from rerund.core.durations import format_duration
 from rerund.core.fingerprints import failure_fingerprint
@@ -64,7 +64,7 @@ from rerund.core.model import (
 from rerund.core.names import NAME_RULE, rerun_name
 from rerund.core.redact import input_change
 from rerund.core.resources import ResourcesView, plan_resources
-from rerund.core.rules import GLOBAL_BUDGET, Budget, PolicySet, Rule
+from rerund.core.rules import GLOBAL_BUDGET, Budget, NeverRetry, PolicySet, RetryPlan, Rule
 from rerund.core.runs import LABEL_ATTEMPT, LABEL_POLICY, LABEL_REPRO, LABEL_ROOT, ROOT_ACTION
 from rerund.core.runspec import SDK_ENV_KEYS, expected_rerun_spec, override_changes, spec_changes
 from rerund.core.taxonomy import classify
@@ -210,19 +210,18 @@ def _choose(failure: Failure, policies: PolicySet, now: datetime, trace: list[st
         if trace is not None:
             trace.append("no policy matched: ignore")
         return Ignore(reason=reason, source_run=run, root=failure.root)
-    if rule.retry is None:
+    if isinstance(rule.retry, NeverRetry):
         reason = f"policy {rule.name!r} never reruns run {run!r} (retry: false)"
         if trace is not None:
             trace.append(f"policy {rule.name!r} has retry: false: ignore")
         return Ignore(policy=rule.name, reason=reason, source_run=run, root=failure.root)
-    return _plan(failure, policies, rule, now, trace)
+    return _plan(failure, policies, rule, rule.retry, now, trace)
 
 
 def _plan(
-    failure: Failure, policies: PolicySet, rule: Rule, now: datetime, trace: list[str] | None
+    failure: Failure, policies: PolicySet, rule: Rule, plan: RetryPlan, now: datetime, trace: list[str] | None
 ) -> Decision:
-    plan = rule.retry
-    assert plan is not None
+    """The decision of ``rule`` (whose retry plan is ``plan``) for ``failure``."""
     run, root, name = failure.run, failure.root, rule.name
     n = failure.attempt + 1
     if trace is not None:
@@ -252,9 +251,9 @@ def _plan(
     new_name = rerun_name(root=root, attempt=n)
     relaunch: RelaunchTarget | None = None
     if scope == Scope.RELAUNCH:
-        chosen = _relaunch_target(failure, rule, n, now, trace)
+        chosen = _relaunch_target(failure, plan, n, now, trace)
         if not isinstance(chosen, RelaunchTarget):
-            return _waiting(failure, rule, n, new_name, chosen, trace)
+            return _waiting(failure, rule.name, plan, n, new_name, chosen, trace)
         relaunch = chosen
         scope_text = (
             f"scope relaunch (task {relaunch.task!r} version "
@@ -283,26 +282,26 @@ def _plan(
         )
         trace.append(f"name: {NAME_RULE} of lineage {root!r} -> {new_name!r}")
 
-    common = {
-        "policy": name,
-        "attempt": n,
-        "scope": scope,
-        "source_run": run,
-        "action": action,
-        "name": new_name,
-        "env": env,
-        "labels": labels,
-        "inputs": inputs,
-        "overrides": overrides,
-        "root": root,
-        "relaunch": relaunch,
-    }
+    common = _PlannedFields(
+        policy=name,
+        attempt=n,
+        scope=scope,
+        source_run=run,
+        action=action,
+        name=new_name,
+        env=env,
+        labels=labels,
+        inputs=inputs,
+        overrides=overrides,
+        root=root,
+        relaunch=relaunch,
+    )
     changed = _changes(failure, env, labels, inputs, overrides, lineage=False)
     changed += relaunch_changes(failure, relaunch)
     change_text = "; changes: " + (", ".join(changed) if changed else "none besides the lineage labels")
     if trace is not None:
         trace.append(change_text.removeprefix("; "))
-    blocked = _blocking_budget(failure, policies, rule, now, trace)
+    blocked = _blocking_budget(failure, policies, rule.name, plan, now, trace)
     if blocked is not None:
         budget_name, budget, used, frees = blocked
         verb = "relaunch" if relaunch is not None else "attempt"
@@ -313,7 +312,7 @@ def _plan(
         )
         if trace is not None:
             trace.append(f"defer until {iso(frees)}")
-        return Defer(reason=reason, not_before=frees, budget=budget_name, **common)  # type: ignore[arg-type]
+        return Defer(reason=reason, not_before=frees, budget=budget_name, **common)
 
     verb = "relaunches" if relaunch is not None else "reruns"
     reason = (
@@ -323,7 +322,24 @@ def _plan(
     )
     if trace is not None:
         trace.append(f"{'relaunch' if relaunch is not None else 'rerun'} as {new_name!r} at {iso(due)}")
-    return Rerun(reason=reason, not_before=due, **common)  # type: ignore[arg-type]
+    return Rerun(reason=reason, not_before=due, **common)
+
+
+class _PlannedFields(TypedDict):
+    """What a ``Rerun`` and the ``Defer`` of the same plan share (typed keyword arguments)."""
+
+    policy: str
+    attempt: int
+    scope: Scope
+    source_run: str
+    action: str | None
+    name: str
+    env: Mapping[str, str]
+    labels: Mapping[str, str]
+    inputs: Mapping[str, Any]
+    overrides: RunOverrides
+    root: str
+    relaunch: RelaunchTarget | None
 
 
 @dataclass(frozen=True)
@@ -343,11 +359,9 @@ class _NoGain:
 
 
 def _relaunch_target(
-    failure: Failure, rule: Rule, n: int, now: datetime, trace: list[str] | None
+    failure: Failure, plan: RetryPlan, n: int, now: datetime, trace: list[str] | None
 ) -> RelaunchTarget | _Wait | _NoGain:
     """The version and resources relaunch ``n`` runs with, or why there is none (yet)."""
-    plan = rule.retry
-    assert plan is not None
     rules, version_rule = plan.relaunch_settings(n)
     failed, latest = failure.task_version, failure.latest_version
     shown_latest = "not listed yet" if latest is None else repr(latest)
@@ -406,12 +420,16 @@ def _relaunch_target(
 
 
 def _waiting(
-    failure: Failure, rule: Rule, n: int, new_name: str, why: _Wait | _NoGain, trace: list[str] | None
+    failure: Failure,
+    name: str,
+    plan: RetryPlan,
+    n: int,
+    new_name: str,
+    why: _Wait | _NoGain,
+    trace: list[str] | None,
 ) -> Decision:
-    """The ``give_up`` or ``WaitForVersion`` of a relaunch that cannot run now."""
-    plan = rule.retry
-    assert plan is not None
-    run, root, name, task = failure.run, failure.root, rule.name, failure.task
+    """The ``give_up`` or ``WaitForVersion`` of a relaunch by policy ``name`` that cannot run now."""
+    run, root, task = failure.run, failure.root, failure.task
     if isinstance(why, _NoGain):
         if trace is not None:
             trace.append("give up: the relaunch would change nothing that can help")
@@ -475,11 +493,11 @@ def _later(when: datetime, delta: timedelta) -> datetime:
 
 
 def _blocking_budget(
-    failure: Failure, policies: PolicySet, rule: Rule, now: datetime, trace: list[str] | None
+    failure: Failure, policies: PolicySet, name: str, plan: RetryPlan, now: datetime, trace: list[str] | None
 ) -> tuple[str, Budget, int, datetime] | None:
-    """The exhausted budget that frees a slot last (name, budget, used, frees_at), or None."""
-    assert rule.retry is not None
-    candidates = [(GLOBAL_BUDGET, policies.global_budget), (rule.name, rule.retry.budget)]
+    """The exhausted budget (the global one, or policy ``name``'s) that frees a slot last
+    (name, budget, used, frees_at), or None."""
+    candidates = [(GLOBAL_BUDGET, policies.global_budget), (name, plan.budget)]
     worst: tuple[str, Budget, int, datetime] | None = None
     for budget_name, budget in candidates:
         if budget is None:

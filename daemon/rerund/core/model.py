@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rerund.core.resources import ResourcesView
 from rerund.core.times import iso
@@ -272,12 +272,18 @@ class Failure(_Frozen):
                 raise ValueError(f"budget_oldest[{name!r}] must carry a timezone, e.g. 2026-11-24T10:00:00Z")
         return {name: when.astimezone(UTC) for name, when in v.items()}
 
-    def model_post_init(self, __context: Any) -> None:
-        # Defaults that depend on other fields: root defaults to run, action_task to task.
-        if not self.root:
-            object.__setattr__(self, "root", self.run)
-        if not self.action_task:
-            object.__setattr__(self, "action_task", self.task)
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_from_other_fields(cls, data: Any) -> Any:
+        """Defaults that depend on other fields: ``root`` defaults to ``run``, ``action_task``
+        to ``task`` (copied only when those are strings: a wrong one is reported once, as itself)."""
+        if not isinstance(data, Mapping):
+            return data
+        filled = dict(data)
+        for field_name, source in (("root", "run"), ("action_task", "task")):
+            if filled.get(field_name, "") == "" and isinstance(filled.get(source), str):
+                filled[field_name] = filled[source]
+        return filled
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -40,6 +40,7 @@ __all__ = [
     "Escalation",
     "GpuFaultMatch",
     "MatchSpec",
+    "NeverRetry",
     "Origin",
     "PatternSet",
     "PolicySet",
@@ -254,13 +255,18 @@ def subsumes(earlier: MatchSpec, later: MatchSpec) -> bool:
 
 
 @dataclass(frozen=True)
+class NeverRetry:
+    """The plan of a policy with ``retry: false``: a matching failure is never rerun."""
+
+
+@dataclass(frozen=True)
 class Rule:
-    """One compiled policy. ``retry`` is None for ``retry: false``."""
+    """One compiled policy: what it matches, and its retry plan (``NeverRetry`` for ``retry: false``)."""
 
     name: str
     origin: Origin
     match: MatchSpec
-    retry: RetryPlan | None
+    retry: RetryPlan | NeverRetry
 
 
 class PatternSet:
@@ -425,7 +431,7 @@ class PolicySet:
         if self.global_budget is not None:
             out[GLOBAL_BUDGET] = self.global_budget.per
         for rule in self.rules:
-            if rule.retry is not None and rule.retry.budget is not None:
+            if isinstance(rule.retry, RetryPlan) and rule.retry.budget is not None:
                 out[rule.name] = rule.retry.budget.per
         return out
 

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from rerund.core import times
 from rerund.core.durations import format_duration
-from rerund.core.rules import Budget, PolicySet
+from rerund.core.rules import Budget, PolicySet, RetryPlan
 
 __all__ = [
     "BudgetUse",
@@ -222,7 +222,7 @@ def budget_limits(policies: PolicySet) -> dict[str, Budget]:
     if policies.global_budget is not None:
         out["global"] = policies.global_budget
     for rule in policies.rules:
-        if rule.retry is not None and rule.retry.budget is not None:
+        if isinstance(rule.retry, RetryPlan) and rule.retry.budget is not None:
             out[rule.name] = rule.retry.budget
     return out
 

@@ -39,7 +39,7 @@ from rerund.core.decide import decide, rerun_changes
 from rerund.core.durations import format_duration, parse_duration
 from rerund.core.model import Decision, Defer, Failure, GiveUp, Ignore, Rerun, WaitForVersion
 from rerund.core.redact import public_decision, scrub_urls
-from rerund.core.rules import GLOBAL_BUDGET, PolicySet
+from rerund.core.rules import GLOBAL_BUDGET, PolicySet, RetryPlan
 from rerund.core.runs import LABEL_REPRO
 from rerund.core.times import iso
 
@@ -361,7 +361,11 @@ def plan_sweep(
 def _now(decision: Rerun, failure: Failure, policies: PolicySet, now: datetime) -> Rerun:
     """The rerun decision with backoff lifted: due ``now``, and a reason that says so."""
     rule = next((r for r in policies.rules if r.name == decision.policy), None)
-    limit = f" of max_attempts={rule.retry.max_attempts}" if rule is not None and rule.retry else ""
+    limit = (
+        f" of max_attempts={rule.retry.max_attempts}"
+        if rule is not None and isinstance(rule.retry, RetryPlan)
+        else ""
+    )
     where = f"scope {decision.scope.value}" + (f" (action {decision.action!r})" if decision.action else "")
     reason = (
         f"sweep: policy {decision.policy!r} reruns run {failure.run!r} as {decision.name!r}: "

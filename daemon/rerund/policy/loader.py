@@ -34,6 +34,7 @@ from rerund.core.rules import (
     Escalation,
     GpuFaultMatch,
     MatchSpec,
+    NeverRetry,
     Origin,
     PolicySet,
     RetryPlan,
@@ -288,7 +289,7 @@ def _compile(
                 problems.append(duplicate)
                 continue
             rule, rule_problems = _rule(doc, spec, policy, loc, origin)
-            if rule is not None and rule.retry is not None:
+            if rule is not None and isinstance(rule.retry, RetryPlan):
                 warnings.extend(_idle_steps(doc, rule.retry, loc))
             problems.extend(rule_problems)
             if rule is None:
@@ -352,7 +353,7 @@ def _rule(
         gpu_fault=None if err is None or err.gpu_fault is None else _gpu_match(err.gpu_fault),
     )
     if policy.retry is False:
-        return Rule(policy.name, origin, match, None), []
+        return Rule(policy.name, origin, match, NeverRetry()), []
     retry = policy.retry if isinstance(policy.retry, RetrySpec) else RetrySpec()
     d = spec.defaults
     backoff = _merge_backoff(d.backoff, retry.backoff)

@@ -57,7 +57,7 @@ from rerund.errors import (
 from rerund.ports import ControlPlane, Notifier, ReproLedger, Schedule, ScheduleFactory
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.reconcile.issuer import DeadlineExceeded, Issuer, Stopped
-from rerund.runtime.reconcile.recorder import Recorder
+from rerund.runtime.reconcile.recorder import Recorder, Unanswered
 
 __all__ = ["ReproRunner"]
 
@@ -150,7 +150,8 @@ class ReproRunner:
 
     def _last_fired(self, name: str) -> datetime | None:
         if name not in self._last:
-            self._last[name] = self._recorder.call(lambda lg: lg.last_reproduction(name))
+            found = self._recorder.call(lambda lg: lg.last_reproduction(name))
+            self._last[name] = None if isinstance(found, Unanswered) else found
         return self._last[name]
 
     def due(self, now: datetime) -> list[tuple[ReproCheck, datetime]]:

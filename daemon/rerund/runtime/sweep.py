@@ -43,8 +43,11 @@ from typing import Any, Literal, TypeVar
 
 from aiolimiter import AsyncLimiter
 
+from rerund.aiotasks import TaskSet
 from rerund.core.lineage import decided_as, failure_from, issue_request
 from rerund.core.names import MAX_SALT, rerun_name
+from rerund.core.records import IssueResult as IssueKind
+from rerund.core.records import RerunIssue
 from rerund.core.redact import redact_url
 from rerund.core.rules import PolicySet
 from rerund.core.runs import FAILED_PHASES, FailureFacts, RelaunchRequest, RerunRequest, RunRef, RunSummary
@@ -61,7 +64,7 @@ from rerund.ports import ControlPlane, DecisionLedger, Deployments
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.reconcile.index import RerunIndex
 from rerund.runtime.reconcile.issuer import DeadlineExceeded, Issuer, Stopped
-from rerund.runtime.reconcile.recorder import DecisionRecorder, Tracked, spawner
+from rerund.runtime.reconcile.recorder import DecisionRecorder, Tracked
 from rerund.runtime.relaunch import TaskVersions, send, task_key
 
 __all__ = ["IssueResult", "SweepOutcome", "Sweeper", "unreachable"]
@@ -188,7 +191,7 @@ class Sweeper:
         self._error_wait = error_wait
         self._error_recheck = error_recheck
         self._stop = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(log)
         self._issuer = Issuer(
             metrics, stopping=self._stop, clock=clock, initial=retry_initial, maximum=retry_max
         )
@@ -204,9 +207,7 @@ class Sweeper:
         self._versions = TaskVersions(control_plane)  # latest task versions, for fixes waited for
 
     def _recording(self, ledger: DecisionLedger | None) -> DecisionRecorder:
-        return DecisionRecorder(
-            metrics=self._metrics, log=log, spawn=spawner(self._tasks, log), ledger=ledger
-        )
+        return DecisionRecorder(metrics=self._metrics, log=log, spawn=self._tasks.spawn, ledger=ledger)
 
     def use_ledger(self, ledger: DecisionLedger) -> None:
         """Record into ``ledger`` from now on (the CLI opens it once the sweep is confirmed, so a
@@ -514,16 +515,23 @@ class Sweeper:
         if r.result == "not_issued":
             return
         f = r.item.failure
+        result: dict[str, IssueKind] = {
+            "created": "created",
+            "already_issued": "already_exists",
+            "refused": "invalid",
+        }
         self._recorder.issue(
-            RunRef(f.project, f.domain, f.run),
-            r.name,
-            root=f.root,
-            attempt=r.item.attempt,
-            policy=r.item.policy,
-            scope=r.item.decision.scope.value,
-            result={"created": "created", "already_issued": "already_exists", "refused": "invalid"}[r.result],
-            message=r.message,
-            now=self._clock(),
+            RerunIssue(
+                RunRef(f.project, f.domain, f.run),
+                r.name,
+                f.root,
+                r.item.attempt,
+                r.item.policy,
+                r.item.decision.scope.value,
+                result[r.result],
+                r.message,
+            ),
+            self._clock(),
         )
 
     # -- 4. follow ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ Durations are multiplied by ``time_scale`` (0.01 makes a 1 s task take 10 ms).
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import string
 from collections.abc import Callable, Mapping
@@ -34,6 +35,7 @@ from flyteidl2.common import run_pb2 as common_run_pb2
 from flyteidl2.core import literals_pb2
 from flyteidl2.task import common_pb2, run_pb2, task_definition_pb2
 
+from rerund.aiotasks import TaskSet
 from rerund.sandbox import literals, protos
 from rerund.sandbox.profiles import UNION, Profile
 from rerund.sandbox.records import (
@@ -61,6 +63,8 @@ from rerund.sandbox.workload import (
     Workload,
     parse_quantity,
 )
+
+log = logging.getLogger("rerund.sandbox")
 
 __all__ = ["ActiveOutage", "Engine", "lineage_of", "run_spec_of", "spec_facts"]
 
@@ -118,8 +122,8 @@ class Engine:
         self.time_scale = time_scale
         self.clock = clock
         self.rng = rng or random.Random()
-        self._tasks: dict[tuple[str, str, str, str], asyncio.Task[None]] = {}
-        self._arrivals: list[asyncio.Task[None]] = []
+        self._runs = TaskSet(log, what="a sandbox run")  # by run key
+        self._arrivals = TaskSet(log, what="a sandbox arrival schedule")
         self._stopping = False
         self.outages: list[ActiveOutage] = []
 
@@ -140,11 +144,10 @@ class Engine:
         if not self.store.runs:
             for batch in self.workload.runs:
                 self._launch_batch(batch)
-        loop = asyncio.get_running_loop()
         for arrival in self.workload.arrivals:
-            self._arrivals.append(loop.create_task(self._arrive(arrival), name=f"arrival-{arrival.task}"))
+            self._arrivals.spawn(self._arrive(arrival), name=f"arrival-{arrival.task}")
         for deploy in self.workload.deploys:
-            self._arrivals.append(loop.create_task(self._deploy(deploy), name=f"deploy-{deploy.task}"))
+            self._arrivals.spawn(self._deploy(deploy), name=f"deploy-{deploy.task}")
 
     def add_outage(self, outage: Outage, since: datetime) -> ActiveOutage:
         """Place ``outage`` in time, its ``after`` counted from ``since`` (durations scaled by
@@ -180,16 +183,11 @@ class Engine:
     async def stop(self) -> None:
         """Stop executing (runs stay as they are, to be resumed by the next start)."""
         self._stopping = True
-        tasks = [*self._tasks.values(), *self._arrivals]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.clear()
-        self._arrivals.clear()
+        await asyncio.gather(self._runs.stop(), self._arrivals.stop())
 
     def busy(self) -> bool:
         """True while a run executes or an arrival schedule is still producing runs."""
-        return bool(self._tasks) or any(not t.done() for t in self._arrivals)
+        return bool(self._runs) or bool(self._arrivals)
 
     async def _arrive(self, arrival: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -405,15 +403,7 @@ class Engine:
     def _start(self, r: RunRec) -> None:
         if self._stopping:
             return
-        key = r.key
-        task = asyncio.get_running_loop().create_task(self._execute(r), name=f"run-{r.name}")
-        self._tasks[key] = task
-
-        def done(_: asyncio.Task[None]) -> None:
-            if self._tasks.get(key) is task:
-                del self._tasks[key]
-
-        task.add_done_callback(done)
+        self._runs.spawn(self._execute(r), key=r.key, name=f"run-{r.name}")
 
     async def _sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds * self.time_scale))
@@ -538,9 +528,7 @@ class Engine:
 
     def abort(self, r: RunRec, reason: str) -> None:
         """Abort a run: its task stops and every non-terminal action becomes ABORTED."""
-        task = self._tasks.pop(r.key, None)
-        if task is not None:
-            task.cancel()
+        self._runs.cancel(r.key)
         for a in r.actions.values():
             if a.phase not in TERMINAL_PHASES:
                 a.abort_reason = reason

@@ -1,56 +1,32 @@
 """The reconcile loop: read facts from the control plane, call the pure core, record, act.
 
-Why it is level-triggered
-    Nothing the daemon must do is remembered only locally. What a failed run is owed is a pure
-    function (``rerund.core.decide``) of facts that live on the control plane: the run's error,
-    its lineage labels (``rerund-root``, ``rerund-attempt``) and the reruns that already exist.
-    After a crash, a restart or on a second replica the same facts give the same decision, so
-    the daemon simply recomputes it. Local state (the seen-cache, the ledger, the scheduler's
-    jobs) only saves RPCs and records history.
+Level-triggered: what a failed run is owed is a pure function (``rerund.core.decide``) of
+facts on the control plane (its error, its vouched lineage labels, the reruns that exist), so
+after a crash, a restart or on another replica the same facts give the same decision. Local
+state (the seen-cache, the ledger, the scheduler's jobs) only saves RPCs and records history.
 
-Why every rerun is issued exactly once
-    - *Never twice.* A rerun's name is ``<root>-retry-<attempt>``: a function of the lineage
-      attempt alone, never of a policy or setting, so replicas and restarts that disagree on
-      configuration still agree on it (``rerund.core.names``).
-      Before creating it, the daemon looks it up in the index of existing reruns it lists each
-      pass (one ListRuns per scope, amortised); and the create itself is idempotent: the control
-      plane answers ALREADY_EXISTS to a second CreateRun of the same name (whoever sent the
-      first — this process before a crash, or another replica), which the adapter turns into
-      ``AlreadyExistsError`` and this loop records as "already issued" — when the run of that
-      name is this rerun by its labels and relation; a run merely named so (a squatter, another
-      lineage's rerun) makes the lineage take its next salted name (``rerund.core.names``).
-      Attempt numbers come from the failed run's own labels, when its relation or the ledger
-      vouches for them (``RerunIndex.vouched_facts``), so a lineage advances one attempt per
-      failed run.
-    - *Never missed.* Failed runs are found twice over: a WatchRuns stream per scope (low
-      latency) and a ListRuns resync every poll interval (``updated_at >= watermark -
-      overlap``). The watermark never moves past a failure that is still owed something
-      (scheduled, deferred by a budget, or whose rerun could not be created yet): it is the
-      minimum of the pass time (the control plane's, ``rerund.clock.ControlPlaneClock``) and
-      the failure time of every pending item — but a failure waiting for a fix, tracked on its
-      own, holds only the watermark kept for a restart (``owed``). A transient error
-      never settles a failure — it stays pending and is retried with backoff until it
-      succeeds. Only a decision that has been carried out (rerun created or found to exist,
-      ignore, give up, or a create the control plane rejected as invalid) settles a failure.
+Contract:
 
-Cost (the RPC budget, see ``rerund.ports.ControlPlane``): a failure read is 3 RPCs; the seen-cache
-(keyed by run and its end time) makes a failure already settled cost nothing on the next
-resync; the reruns index makes an already-issued rerun cost nothing either. Budget counts
-come from the same reruns listing.
+- *Never twice.* A rerun's name is a function of its lineage attempt (``rerund.core.names``);
+  a create is first looked up in the reruns index (``index``), and the control plane answers
+  ALREADY_EXISTS to a second create of a name — taken as this rerun only when the run's labels
+  and relation (or the ledger) vouch for it, else the lineage takes its next salted name.
+- *Never missed.* Failed runs come from a WatchRuns stream and a ListRuns resync every pass
+  from the watermark minus the overlap; the watermark never passes a failure still owed
+  something (``owed``). Only a decision carried out settles a failure; a transient error
+  leaves it pending, retried with backoff (``issuer``).
+- No policy ``if`` lives here: the four decision kinds map to four actions (a relaunch is a
+  ``Rerun`` sent by ``rerund.runtime.relaunch.send``; a ``WaitForVersion`` stays pending until
+  the task listing shows another version or its ``max_wait`` ends).
 
-No policy ``if`` lives here: the loop maps the four decision kinds to four actions. A
-relaunch (scope ``relaunch``) is a ``Rerun`` carried out by ``create_relaunch`` instead of
-``create_rerun`` (``rerund.runtime.relaunch.send``); a ``WaitForVersion`` defer stays pending
-until the pass's task listing (``TaskVersions``, one ListTasks per waiting task name) shows a
-version other than the one it failed on, or until its ``max_wait`` ends.
+RPC costs are those of the ``rerund.ports.ControlPlane`` methods; a settled failure and an
+already-issued rerun cost none on the next pass.
 
-The package, one job per module:
-
-- ``loop``      ``Reconciler``: the passes, the stream events, deciding and acting (this text)
-- ``owed``      the work still owed: seen-cache, pending failures, watermarks (pure, invariants)
-- ``index``     the reruns known to exist, their lineages, the budget counts
-- ``recorder``  ledger, metrics, decision log, ``/decisions``, notifications, rerun outcomes
-- ``issuer``    the one retry-with-backoff for control-plane calls (shared with reproductions)
+One job per module: ``loop`` (passes, stream events, deciding and acting), ``owed`` (what is
+still owed: seen-cache, pending failures, watermarks, late error details; pure), ``inflight``
+(per-run serialisation), ``index`` (reruns known to exist, lineages, budget counts),
+``recorder`` (ledger, metrics, decision log, ``/decisions``, notifications, outcomes),
+``issuer`` (the one retry-with-backoff for control-plane calls).
 """
 
 from __future__ import annotations
@@ -59,14 +35,16 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, assert_never
 
+from rerund.aiotasks import TaskSet
 from rerund.clock import utcnow
 from rerund.core.decide import decide as core_decide
 from rerund.core.lineage import claimed_lineage, decided_as, failure_from, issue_request, lineage_names
 from rerund.core.model import Decision, Defer, Failure, GiveUp, Ignore, Rerun, WaitForVersion
 from rerund.core.names import MAX_SALT, rerun_name
+from rerund.core.records import IssueResult, RerunIssue
 from rerund.core.rules import PolicySet
 from rerund.core.runs import FAILED_PHASES, FailureFacts, RelaunchRequest, RerunRequest, RunRef, RunSummary
 from rerund.core.scopes import Coverage, plan
@@ -81,9 +59,10 @@ from rerund.errors import (
 from rerund.ports import ControlPlane, DecisionLedger, Notifier, Scheduler
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.reconcile.index import RerunIndex, RerunInfo
+from rerund.runtime.reconcile.inflight import InFlight
 from rerund.runtime.reconcile.issuer import Issuer, Stopped
-from rerund.runtime.reconcile.owed import OwedWork, Seen
-from rerund.runtime.reconcile.recorder import DecisionRecorder, Tracked, spawner
+from rerund.runtime.reconcile.owed import OwedWork, Waiting
+from rerund.runtime.reconcile.recorder import DecisionRecorder, Tracked
 from rerund.runtime.relaunch import TaskVersions, send, task_key
 
 __all__ = ["DEFAULT_LOOKBACK", "Reconciler", "SyncReport"]
@@ -100,7 +79,6 @@ _RETRY_MAX = 30.0
 # running, and failures still owed something); older running reruns are followed on their own.
 _MAX_LISTING_REACH = timedelta(hours=1)
 _FOLLOW_ALONE_EVERY = timedelta(minutes=5)
-_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -139,7 +117,11 @@ def _unvouched_relaunch(
 
 class Reconciler:
     """The reconcile loop of one daemon. Call ``sync`` (a resync pass), ``on_watch`` (a stream
-    event) and ``drain`` (wait for spawned issue/notify tasks); ``stop`` makes it refuse work."""
+    event) and ``drain`` (wait for spawned issue/notify tasks); ``stop`` makes it refuse work.
+
+    It owns only the wiring and the pass state (the indexed policy generation, the last
+    sync); what is owed, in flight, indexed, recorded and spawned is each its own object's,
+    changed only through that object's methods."""
 
     def __init__(
         self,
@@ -178,17 +160,15 @@ class Reconciler:
         self._sem = asyncio.Semaphore(max_concurrent_reruns)
         self._reads = asyncio.Semaphore(max(8, max_concurrent_reruns))
         self._stopping = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._spawn = spawner(self._tasks, log, metrics.internal_errors.labels("reconcile task").inc)
-        self._inflight: set[RunRef] = set()  # being read or decided right now
-        self._issuing: set[RunRef] = set()  # an issue task is running for it
-        # Creates in flight, by target name: a second failure of the lineage decided for the same
-        # (root, attempt) — e.g. an operator's copy of a rerun, decided in the same pass — waits
-        # for the first create instead of sending its own.
-        self._creating: dict[RunRef, asyncio.Future[None]] = {}
-        self._followed_at: dict[RunRef, datetime] = {}  # tracked reruns followed on their own
+        self._tasks = TaskSet(log, on_error=metrics.internal_errors.labels("reconcile task").inc)
+        self._inflight = InFlight()
         self._owed = OwedWork(
-            lookback=lookback, overlap=overlap, seen_capacity=seen_capacity, coverage=self._coverage
+            lookback=lookback,
+            overlap=overlap,
+            seen_capacity=seen_capacity,
+            coverage=self._coverage,
+            error_wait=error_wait,
+            error_recheck=error_recheck,
         )
         self._issuer = Issuer(
             metrics, stopping=self._stopping, clock=clock, initial=retry_initial, maximum=retry_max
@@ -196,7 +176,7 @@ class Reconciler:
         self._recorder = DecisionRecorder(
             metrics=metrics,
             log=log,
-            spawn=self._spawn,
+            spawn=self._tasks.spawn,
             ledger=ledger,
             notifier=notifier,
             recent_capacity=recent_capacity,
@@ -214,11 +194,7 @@ class Reconciler:
         # pass: deciding them against an index that may not know their reruns would count
         # budgets wrong and send CreateRuns the name guard then refuses.
         self._indexed_generation = -1
-        self._error_wait = error_wait
-        self._error_recheck = error_recheck
-        self._awaiting_error: set[RunRef] = set()  # FAILED runs whose error details are late
         self._versions = TaskVersions(control_plane)
-        self.recent = self._recorder.recent
         self.last_sync: datetime | None = None
 
     # -- public API --------------------------------------------------------------------------
@@ -228,9 +204,9 @@ class Reconciler:
         return self._stopping.is_set()
 
     @property
-    def _seen(self) -> dict[RunRef, Seen]:
-        """The seen-cache (tests check its size)."""
-        return self._owed.seen
+    def recent(self) -> tuple[dict[str, Any], ...]:
+        """The latest decisions (``/decisions``), oldest first."""
+        return self._recorder.recent
 
     def count_error(self, exc: ControlPlaneError, *, rpc: str = "unknown") -> None:
         """Count a failed control-plane call the daemon made outside the loop (a watch)."""
@@ -247,19 +223,11 @@ class Reconciler:
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait for spawned tasks (issues, notifications). True when all finished in time."""
-        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-        while self._tasks:
-            remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
-            if remaining is not None and remaining <= 0:
-                return False
-            _done, pending = await asyncio.wait(set(self._tasks), timeout=remaining)
-            if pending and remaining is not None:
-                return False
-        return True
+        return await self._tasks.drain(timeout)
 
     def pending(self) -> dict[str, datetime | None]:
         """Failures still owed an action -> when they are due (None: at the next pass)."""
-        return {str(ref): p.due for ref, p in self._owed.pending.items()}
+        return {str(ref): due for ref, due in self._owed.due_times().items()}
 
     def listed_reruns(self) -> list[ListedRerun]:
         """The reruns of known lineages as last listed, plus this process's creates (no RPC)."""
@@ -387,21 +355,13 @@ class Reconciler:
             now=now,
             on_listed=lambda r: self._recorder.observe(r, now),
         )
-        alone = [
-            t.ref for t in self._recorder.tracked.values() if t.ref.scope == scope and t.created_at < since
-        ]
-        await self._follow_alone(alone, now)
+        await self._follow_alone(self._recorder.ask_alone(scope, since, now, _FOLLOW_ALONE_EVERY), now)
         return listed
 
     async def _follow_alone(self, refs: Sequence[RunRef], now: datetime) -> None:
         """Outcomes of tracked reruns older than the listing reaches: one GetRunDetails each,
         at most every _FOLLOW_ALONE_EVERY (only reruns running for hours cost this; the watch
         stream usually reports their end first)."""
-        refs = [r for r in refs if now - self._followed_at.get(r, _NEVER) >= _FOLLOW_ALONE_EVERY]
-        for ref in refs:
-            self._followed_at[ref] = now
-        for ref in [r for r in self._followed_at if r not in self._recorder.tracked]:
-            del self._followed_at[ref]
 
         async def follow(ref: RunRef) -> None:
             async with self._reads:
@@ -409,7 +369,7 @@ class Reconciler:
                     summary = await self._cp.get_run(ref)
                 except NotFoundError as exc:
                     self._issuer.count_error(exc)
-                    self._recorder.tracked.pop(ref, None)  # deleted: there is no outcome to wait for
+                    self._recorder.untrack(ref)  # deleted: there is no outcome to wait for
                     return
                 except ControlPlaneError as exc:
                     self._issuer.count_error(exc)
@@ -433,13 +393,12 @@ class Reconciler:
 
     async def _handle(self, summary: RunSummary, now: datetime) -> None:
         ref = summary.ref
-        if ref in self._inflight or ref in self._issuing or self.stopping:
+        if self._inflight.busy(ref) or self.stopping:
             return
         marker = (summary.phase, summary.ended_at)
         if self._owed.decided(ref, marker):
             return  # decided already under these policies: costs nothing
-        self._inflight.add(ref)
-        try:
+        with self._inflight.handling(ref):
             facts = self._owed.cached_facts(ref, marker)
             if facts is None:
                 try:
@@ -462,8 +421,6 @@ class Reconciler:
                 self._recorder.failure(facts, now)
             self._owed.remember(ref, marker, facts, settled=False)
             await self._decide_and_act(facts, now)
-        finally:
-            self._inflight.discard(ref)
 
     def _check_facts(self, summary: RunSummary, facts: FailureFacts, now: datetime) -> FailureFacts | None:
         """The facts to decide on, or None when the failure must not be decided (now or ever).
@@ -479,29 +436,26 @@ class Reconciler:
         """
         ref = summary.ref
         if facts.error_pending:
-            waited = now - facts.failed_at
-            if waited < self._error_wait:
-                due = now + min(self._error_recheck, self._error_wait - waited)
-                if ref not in self._awaiting_error:
-                    self._awaiting_error.add(ref)
+            late = self._owed.await_error(summary, facts.failed_at, now)
+            if late is not None:
+                if late.first:
                     log.info(
                         "run %s is FAILED but its error details have not arrived yet; rerund waits up to "
                         "%ss after the failure for them before deciding (reads it again in %.1fs)",
                         ref,
-                        f"{self._error_wait.total_seconds():g}",
-                        (due - now).total_seconds(),
+                        f"{self._owed.error_wait.total_seconds():g}",
+                        (late.due - now).total_seconds(),
                     )
-                self._owed.owe_unread(summary, facts.failed_at, due)
                 if self._scheduler is not None:
-                    self._scheduler.schedule(str(ref), due, lambda: self._redecide(ref))
+                    self._scheduler.schedule(str(ref), late.due, lambda: self._redecide(ref))
                 return None
             log.warning(
                 "run %s: its error details did not arrive within %ss of the failure; deciding without "
                 "them (no error kind, code or message for the policies to match)",
                 ref,
-                f"{self._error_wait.total_seconds():g}",
+                f"{self._owed.error_wait.total_seconds():g}",
             )
-        self._awaiting_error.discard(ref)
+        self._owed.error_arrived(ref)
         decided = decided_as(facts)
         if decided is None:
             log.info(
@@ -541,8 +495,7 @@ class Reconciler:
                 )
                 self._spawn_issue(ref, self._issue(facts, failure, decision))
             case WaitForVersion():
-                self._defer(facts, decision.not_before)
-                self._owed.pending[ref].waiting = (task_key(facts), decision.failed_version)
+                self._defer(facts, decision.not_before, waiting=(task_key(facts), decision.failed_version))
             case Defer():
                 self._defer(facts, decision.not_before)
             case GiveUp():
@@ -565,15 +518,17 @@ class Reconciler:
         self, ref: RunRef, failure: Failure, decision: Rerun, target: RunRef, now: datetime
     ) -> None:
         self._recorder.issue(
-            ref,
-            target.name,
-            root=failure.root,
-            attempt=decision.attempt,
-            policy=decision.policy,
-            scope=decision.scope.value,
-            result="already_exists",
-            message="found in the reruns listing",
-            now=now,
+            RerunIssue(
+                ref,
+                target.name,
+                failure.root,
+                decision.attempt,
+                decision.policy,
+                decision.scope.value,
+                "already_exists",
+                "found in the reruns listing",
+            ),
+            now,
         )
         decisions_log.debug(
             "exists  %s: rerun %s (attempt %d) was already issued; nothing to do",
@@ -592,43 +547,40 @@ class Reconciler:
         )
         self._settle(ref)
 
-    def _defer(self, facts: FailureFacts, due: datetime | None) -> None:
+    def _defer(self, facts: FailureFacts, due: datetime | None, waiting: Waiting | None = None) -> None:
         ref = facts.summary.ref
-        self._owed.owe(facts, due)
+        self._owed.owe(facts, due, waiting)
         if due is not None and self._scheduler is not None:
             self._scheduler.schedule(str(ref), due, lambda: self._redecide(ref))
 
     async def _redecide(self, ref: RunRef) -> None:
         """A scheduled item is due: decide again from the cached facts (fresh budgets, no read)."""
-        pending = self._owed.pending.get(ref)
-        if pending is None or ref in self._inflight or ref in self._issuing or self.stopping:
+        pending = self._owed.owed(ref)
+        if pending is None or self._inflight.busy(ref) or self.stopping:
             return
         if pending.facts is None:
             await self._handle(pending.summary, self._clock())
             return
-        self._inflight.add(ref)
-        try:
+        with self._inflight.handling(ref):
             await self._decide_and_act(pending.facts, self._clock())
-        finally:
-            self._inflight.discard(ref)
 
     async def _relaunch_fixed(self) -> None:
         """List the latest version of every task a failure waits on (one ListTasks per task)
         and decide again each waiting failure whose task now has another version."""
-        waits = {ref: p.waiting for ref, p in self._owed.pending.items() if p.waiting is not None}
+        waits = self._owed.waiting()
         for exc in await self._versions.refresh(key for key, _ in waits.values()):
             self._issuer.count_error(exc)
             log.warning("listing task versions failed, retrying next pass: %s", exc)
-        busy = self._inflight | self._issuing
+        busy = self._inflight.busy_runs()
         for ref, (key, failed) in waits.items():
             latest = self._versions.latest(key)
             if latest is not None and latest != failed and ref not in busy:
                 await self._redecide(ref)
-        still = {p.waiting[0] for p in self._owed.pending.values() if p.waiting is not None}
+        still = {key for key, _ in self._owed.waiting().values()}
         self._versions.forget({key for key, _ in waits.values()} - still)
 
     async def _redecide_due(self, now: datetime) -> None:
-        for ref in self._owed.due(now, self._inflight | self._issuing):
+        for ref in self._owed.due(now, self._inflight.busy_runs()):
             await self._redecide(ref)
 
     # -- acting ------------------------------------------------------------------------------
@@ -646,18 +598,9 @@ class Reconciler:
         ref = facts.summary.ref
         attempt, policy, scope = decision.attempt, decision.policy, decision.scope.value
 
-        def issue_record(result: str, message: str) -> None:
-            self._recorder.issue(
-                ref,
-                req.name,
-                root=failure.root,
-                attempt=attempt,
-                policy=policy,
-                scope=scope,
-                result=result,
-                message=message,
-                now=self._clock(),
-            )
+        def issue_record(result: IssueResult, message: str) -> None:
+            issue = RerunIssue(ref, req.name, failure.root, attempt, policy, scope, result, message)
+            self._recorder.issue(issue, self._clock())
 
         if self._index.has(req.target, failure.root, attempt):
             issue_record("already_exists", "found in the reruns listing")
@@ -694,12 +637,14 @@ class Reconciler:
         failure: Failure,
         decision: Rerun,
         req: RerunRequest | RelaunchRequest,
-        issue_record: Callable[[str, str], None],
+        issue_record: Callable[[IssueResult, str], None],
     ) -> bool:
         """Create ``req`` under its name; True when that name turned out to be another run's."""
         ref = facts.summary.ref
         attempt = decision.attempt
-        other = self._creating.get(req.target)
+        # A second failure of the lineage decided for the same (root, attempt) — e.g. an
+        # operator's copy of a rerun, decided in the same pass — waits for the first create.
+        other = self._inflight.create_of(req.target)
         if other is not None:
             await asyncio.shield(other)
             if self._index.has(req.target, failure.root, attempt):
@@ -715,14 +660,8 @@ class Reconciler:
                 self._settle(ref)
                 return False
             # The other create did not succeed (stopping, rejected, or another lineage's): try ours.
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._creating[req.target] = done
-        try:
+        with self._inflight.creating(req.target):
             return await self._create_once(ref, failure, decision, req, issue_record)
-        finally:
-            if self._creating.get(req.target) is done:
-                del self._creating[req.target]
-            done.set_result(None)
 
     async def _create_once(
         self,
@@ -730,7 +669,7 @@ class Reconciler:
         failure: Failure,
         decision: Rerun,
         req: RerunRequest | RelaunchRequest,
-        issue_record: Callable[[str, str], None],
+        issue_record: Callable[[IssueResult, str], None],
     ) -> bool:
         """Create ``req``; True when its name is another run's (the caller tries the next)."""
         attempt, policy, scope = decision.attempt, decision.policy, decision.scope.value
@@ -823,15 +762,16 @@ class Reconciler:
             self._scheduler.cancel(str(ref))
 
     def _spawn_issue(self, ref: RunRef, coro: Awaitable[None]) -> None:
-        self._issuing.add(ref)
+        self._inflight.begin_issue(ref)
 
         async def run() -> None:
             try:
                 await coro
-            except Exception:
-                self._metrics.internal_errors.labels("issue").inc()
-                log.exception("internal error while issuing the rerun of %s; it stays pending", ref)
             finally:
-                self._issuing.discard(ref)
+                self._inflight.end_issue(ref)
 
-        self._spawn(run())
+        def failed(exc: Exception) -> None:
+            self._metrics.internal_errors.labels("issue").inc()
+            log.error("internal error while issuing the rerun of %s; it stays pending", ref, exc_info=exc)
+
+        self._tasks.spawn(run(), failed=failed)

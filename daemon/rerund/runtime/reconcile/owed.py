@@ -8,17 +8,11 @@ Invariants (tested in ``tests/runtime/test_owed.py`` without a control plane):
   the watermark of ``scope`` to the minimum of ``now`` and the failure time of every pending
   item of the scope, so the next listing (from ``since`` = watermark - overlap) finds each
   pending failure again, after a crash as well (the ledger keeps the watermark).
-- *Except a failure waiting for a fix, which is tracked on its own.* A ``WaitForVersion``
-  item (``waiting``) may wait for ``max_wait`` (days): holding the listing back for it would
-  list every failure since on every pass. It stays in ``pending`` and is decided again from its
-  cached facts when its task's listed version changes or its ``max_wait`` ends, so the
-  listing's watermark (``advance``) moves on. What is kept across a restart is ``durable``:
-  the watermark held back by waiting failures too, which the loop saves to the ledger. After a
-  restart the first listing therefore starts before every failure that was waiting and
-  recomputes each from the control plane (still waiting, fixed, or past ``max_wait``), as
-  every other pending failure is; then the watermark moves on again. So correctness rests on
-  the same saved watermark as before, never on a second local record; the cost of waiting
-  failures is one wider listing per start instead of one per pass.
+- *Except a failure waiting for a fix* (``WaitForVersion``, possibly for days): it stays
+  pending but does not hold the listing's watermark (``advance``), or every pass would list
+  every failure since. The watermark kept across a restart (``durable``) is held back by it,
+  so after a restart the first listing recomputes it from the control plane like any other
+  pending failure: correctness rests on the one saved watermark, never on a second record.
 - *A failure is settled only by ``settle``.* Pending items (scheduled, deferred by a budget,
   an unread failure, a create still being retried) stay until the loop carried out their
   decision; ``due(now)`` hands them back when their time has come.
@@ -26,9 +20,12 @@ Invariants (tested in ``tests/runtime/test_owed.py`` without a control plane):
   its (phase, end time) marker: the same marker under the same policies is skipped; a policy
   reload (``policies_changed``) makes every cached failure pending again, re-decided from its
   cached facts without a read.
+- *A FAILED run whose error details are late is never settled on them.* It is read again
+  every ``error_recheck`` for at most ``error_wait`` after it failed (``await_error``, pure:
+  ``error_recheck_at``), then decided without them.
 - *The seen-cache stays within its capacity* except for failures the next resync lists again:
-  evicting those would cost a 3-RPC read on every pass. Past the capacity it holds the resync
-  window, and shrinks back as failures fall out of it.
+  evicting those would cost a failure read on every pass. Past the capacity it holds the
+  resync window, and shrinks back as failures fall out of it.
 """
 
 from __future__ import annotations
@@ -41,11 +38,36 @@ from datetime import datetime, timedelta
 from rerund.core.runs import FailureFacts, RunRef, RunSummary
 from rerund.core.scopes import Coverage
 
-__all__ = ["Marker", "OwedWork", "Pending", "Seen"]
+__all__ = ["LateError", "Marker", "OwedWork", "Pending", "Seen", "Waiting", "error_recheck_at"]
 
 Marker = tuple[str, datetime | None]
 """What identifies one failure of a run: its phase and end time (a rerun of the same name
 that fails again has another end time)."""
+
+
+Waiting = tuple[tuple[str, str, str], str]
+"""A ``WaitForVersion``: the failed task (project, domain, name) and the version it failed on."""
+
+
+def error_recheck_at(
+    failed_at: datetime, now: datetime, *, wait: timedelta, recheck: timedelta
+) -> datetime | None:
+    """When to read again a FAILED run whose error details have not arrived: every ``recheck``,
+    never later than ``wait`` after ``failed_at``; None once ``wait`` has passed (decide
+    without them). No side effects."""
+    waited = now - failed_at
+    if waited >= wait:
+        return None
+    return now + min(recheck, wait - waited)
+
+
+@dataclass(frozen=True)
+class LateError:
+    """A failure whose error details are late: read again at ``due``; ``first`` the first time
+    it waits (said once)."""
+
+    due: datetime
+    first: bool
 
 
 @dataclass
@@ -64,9 +86,8 @@ class Pending:
     summary: RunSummary
     failed_at: datetime
     due: datetime | None
-    # A WaitForVersion: (project, domain, task) and the version it failed on; re-decided when
-    # the task's listed latest version is another one.
-    waiting: tuple[tuple[str, str, str], str] | None = None
+    # A WaitForVersion: re-decided when the task's listed latest version is another one.
+    waiting: Waiting | None = None
 
 
 class OwedWork:
@@ -79,6 +100,8 @@ class OwedWork:
         overlap: timedelta,
         seen_capacity: int = 20_000,
         coverage: Coverage | None = None,
+        error_wait: timedelta = timedelta(seconds=60),
+        error_recheck: timedelta = timedelta(seconds=2),
     ) -> None:
         # Which listing finds which run: a concrete scope its own runs, the org-wide ``*/*``
         # listing the runs its wildcard scopes cover (``rerund.core.scopes``).
@@ -86,12 +109,15 @@ class OwedWork:
         self.lookback = lookback
         self.overlap = overlap
         self.seen_capacity = seen_capacity
+        self.error_wait = error_wait
+        self.error_recheck = error_recheck
         self.seen: OrderedDict[RunRef, Seen] = OrderedDict()
         self.pending: dict[RunRef, Pending] = {}
         self.generation = 0
         self._watermarks: dict[str, datetime] = {}
         self._floors: dict[str, datetime] = {}
         self._listed_since: dict[str, datetime] = {}  # per scope: where the last listing began
+        self._late_errors: set[RunRef] = set()  # FAILED runs waiting for their error details
 
     # -- watermarks --------------------------------------------------------------------------
 
@@ -174,7 +200,7 @@ class OwedWork:
         if len(self.seen) <= self.seen_capacity:
             return
         # Evict the least recently seen, but never a failure the next resync lists again (it
-        # would be read again, 3 RPCs each, on every pass): past the capacity the cache grows
+        # would be read again on every pass): past the capacity the cache grows
         # to hold the resync window, and shrinks back as failures fall out of it.
         cutoff = min(self._listed_since.values(), default=None)
         while len(self.seen) > self.seen_capacity:
@@ -184,10 +210,41 @@ class OwedWork:
                 break
             self.seen.popitem(last=False)
 
-    def owe(self, facts: FailureFacts, due: datetime | None) -> None:
-        """``facts`` is owed an action at ``due`` (None: at the next pass)."""
+    def owe(self, facts: FailureFacts, due: datetime | None, waiting: Waiting | None = None) -> None:
+        """``facts`` is owed an action at ``due`` (None: at the next pass); ``waiting``: it
+        waits for another version of its task too (tracked on its own, see ``advance``)."""
         ref = facts.summary.ref
-        self.pending[ref] = Pending(facts=facts, summary=facts.summary, failed_at=facts.failed_at, due=due)
+        self.pending[ref] = Pending(
+            facts=facts, summary=facts.summary, failed_at=facts.failed_at, due=due, waiting=waiting
+        )
+
+    def await_error(self, summary: RunSummary, failed_at: datetime, now: datetime) -> LateError | None:
+        """A FAILED run read without its error details: owed a read again (``LateError``) while
+        ``error_wait`` has not passed since ``failed_at``; None once it has (decide without them)."""
+        due = error_recheck_at(failed_at, now, wait=self.error_wait, recheck=self.error_recheck)
+        if due is None:
+            self._late_errors.discard(summary.ref)
+            return None
+        first = summary.ref not in self._late_errors
+        self._late_errors.add(summary.ref)
+        self.owe_unread(summary, failed_at, due)
+        return LateError(due, first)
+
+    def error_arrived(self, ref: RunRef) -> None:
+        """The failure of ``ref`` was read with its error details (or decided without them)."""
+        self._late_errors.discard(ref)
+
+    def owed(self, ref: RunRef) -> Pending | None:
+        """What ``ref`` is owed, if anything."""
+        return self.pending.get(ref)
+
+    def due_times(self) -> dict[RunRef, datetime | None]:
+        """Every pending failure -> when it is due (None: at the next pass)."""
+        return {ref: p.due for ref, p in self.pending.items()}
+
+    def waiting(self) -> dict[RunRef, Waiting]:
+        """The pending failures waiting for another version of their task."""
+        return {ref: p.waiting for ref, p in self.pending.items() if p.waiting is not None}
 
     def owe_unread(self, summary: RunSummary, failed_at: datetime, due: datetime | None = None) -> None:
         """A failure whose facts could not be read yet (or not completely: its error details

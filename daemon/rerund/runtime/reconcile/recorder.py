@@ -8,35 +8,44 @@ is logged and never stops the loop: the ledger is an audit log, not needed for c
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any, Generic, TypeVar
 
 from rerund.core import redact
 from rerund.core.lineage import exhausted_notice
 from rerund.core.model import Decision, Defer, Failure, GiveUp
+from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.runs import FailureFacts, RunRef, RunSummary
 from rerund.core.times import iso
 from rerund.errors import LedgerError, NotificationError
 from rerund.ports import DecisionLedger, Notifier
 from rerund.runtime.metrics import Metrics
 
-__all__ = ["DecisionRecorder", "Recorder", "Tracked", "public_decision"]
+__all__ = ["DecisionRecorder", "Recorder", "Tracked", "Unanswered", "public_decision"]
 
 decisions_log = logging.getLogger("rerund.decisions")
 
 L = TypeVar("L")
-Spawn = Callable[[Coroutine[Any, Any, None]], None]
+T = TypeVar("T")
+Spawn = Callable[[Coroutine[Any, Any, None]], object]
 
 
 def public_decision(decision: Decision) -> dict[str, Any]:
     """``Decision.to_json()`` as public outputs show it (``rerund.core.redact``): env keys
     without values, secret-looking inputs masked, URLs reduced to scheme and host."""
     return redact.public_decision(decision.to_json())
+
+
+class Unanswered(Enum):
+    """Why the ledger gave no answer: there is none, or it failed (the error is logged)."""
+
+    NO_LEDGER = "no ledger"
+    FAILED = "ledger failed"
 
 
 class Recorder(Generic[L]):
@@ -56,21 +65,21 @@ class Recorder(Generic[L]):
         self._log = log
         self._novel_fallback: set[tuple[Any, ...]] = set()
 
-    def call(self, fn: Callable[[L], Any]) -> Any:
-        """``fn(ledger)``; None without a ledger or when it fails (the error is logged)."""
+    def call(self, fn: Callable[[L], T]) -> T | Unanswered:
+        """``fn(ledger)``, or why there is no answer (a ``LedgerError`` is logged, not raised)."""
         if self.ledger is None:
-            return None
+            return Unanswered.NO_LEDGER
         try:
             return fn(self.ledger)
         except LedgerError as exc:
             self._log.error("%s", exc)
-            return None
+            return Unanswered.FAILED
 
     def novel(self, kind: str, key: Any, fn: Callable[[L], bool]) -> bool:
         """True when the fact is new: the ledger decides (across restarts); without a working
         ledger, this process remembers."""
         result = self.call(fn)
-        if isinstance(result, bool):
+        if not isinstance(result, Unanswered):
             return result
         token = (kind, key)
         if token in self._novel_fallback:
@@ -100,6 +109,7 @@ class Tracked:
     root: str
     attempt: int
     created_at: datetime
+    asked_at: datetime | None = None  # when it was last read on its own (``ask_alone``)
 
 
 class DecisionRecorder(Recorder[DecisionLedger]):
@@ -118,24 +128,29 @@ class DecisionRecorder(Recorder[DecisionLedger]):
     ) -> None:
         super().__init__(metrics=metrics, log=log, ledger=ledger, notifier=notifier)
         self._spawn = spawn
-        self.recent: deque[dict[str, Any]] = deque(maxlen=recent_capacity)
-        self.tracked: dict[RunRef, Tracked] = {}
+        self._recent: deque[dict[str, Any]] = deque(maxlen=recent_capacity)
+        self._tracked: dict[RunRef, Tracked] = {}
         records = self.call(lambda lg: lg.created_without_outcome())
-        for r in records or ():
+        for r in () if isinstance(records, Unanswered) else records:
             ref = RunRef(r.project, r.domain, r.target)
-            self.tracked[ref] = Tracked(ref, r.policy, r.root, r.attempt, r.at)
+            self._tracked[ref] = Tracked(ref, r.policy, r.root, r.attempt, r.at)
+
+    @property
+    def recent(self) -> tuple[dict[str, Any], ...]:
+        """The latest decisions as ``/decisions`` lists them, oldest first."""
+        return tuple(self._recent)
 
     # -- watermarks --------------------------------------------------------------------------
 
     def stored_watermark(self, scope: str) -> datetime | None:
         stored = self.call(lambda lg: lg.watermark(scope))
-        return stored if isinstance(stored, datetime) else None
+        return None if isinstance(stored, Unanswered) else stored
 
     def issued_as(self, ref: RunRef) -> tuple[str, int] | None:
         """(root, attempt) of run ``ref`` when the ledger recorded creating it (None: not, or
         no ledger)."""
         found = self.call(lambda lg: lg.issued_as(ref.project, ref.domain, ref.name))
-        return found if isinstance(found, tuple) else None
+        return None if isinstance(found, Unanswered) else found
 
     def name_taken(
         self, ref: RunRef, target: RunRef, root: str, attempt: int, holder: tuple[str, int] | None
@@ -213,7 +228,7 @@ class DecisionRecorder(Recorder[DecisionLedger]):
             "run": ref.name,
             "root": failure.root,
         }
-        self.recent.append({**entry, **body})
+        self._recent.append({**entry, **body})
         decisions_log.info(
             "%-7s %s: %s",
             decision.decision,
@@ -252,66 +267,50 @@ class DecisionRecorder(Recorder[DecisionLedger]):
 
     # -- issues and outcomes -----------------------------------------------------------------
 
-    def issue(
-        self,
-        source: RunRef,
-        target: str,
-        *,
-        root: str,
-        attempt: int,
-        policy: str,
-        scope: str,
-        result: str,
-        message: str,
-        now: datetime,
-    ) -> None:
+    def issue(self, issue: RerunIssue, now: datetime) -> None:
         """The result of issuing a rerun: created, already_exists, dry_run or invalid."""
-        self.call(
-            lambda lg: lg.record_issue(
-                source_key=str(source),
-                project=source.project,
-                domain=source.domain,
-                target=target,
-                root=root,
-                attempt=attempt,
-                policy=policy,
-                scope=scope,
-                result=result,
-                message=message,
-                now=now,
-            )
-        )
+        self.call(lambda lg: lg.record_issue(issue, now=now))
 
     def track(self, tracked: Tracked) -> None:
         """Follow a rerun just created to its outcome."""
-        self.tracked[tracked.ref] = tracked
+        self._tracked[tracked.ref] = tracked
+
+    def untrack(self, ref: RunRef) -> None:
+        """Stop following ``ref`` without an outcome (the run was deleted: there is none)."""
+        self._tracked.pop(ref, None)
+
+    def tracks(self, ref: RunRef) -> bool:
+        return ref in self._tracked
 
     def oldest_tracked(self, finds: Callable[[RunRef], bool]) -> datetime | None:
         """The creation time of the oldest followed rerun that ``finds`` accepts."""
-        return min((t.created_at for t in self.tracked.values() if finds(t.ref)), default=None)
+        return min((t.created_at for t in self._tracked.values() if finds(t.ref)), default=None)
+
+    def ask_alone(self, scope: str, since: datetime, now: datetime, every: timedelta) -> list[RunRef]:
+        """The followed reruns of ``scope`` created before ``since`` (a listing from ``since``
+        does not reach them) and not read on their own within ``every``: each is marked read
+        at ``now``; the caller reads them (and ``observe``s or ``untrack``s each)."""
+        due = [
+            t
+            for t in self._tracked.values()
+            if t.ref.scope == scope
+            and t.created_at < since
+            and (t.asked_at is None or now - t.asked_at >= every)
+        ]
+        for t in due:
+            t.asked_at = now
+        return [t.ref for t in due]
 
     def observe(self, summary: RunSummary, now: datetime) -> None:
         """A run seen in a listing or the stream: the outcome of a rerun followed here."""
-        tracked = self.tracked.get(summary.ref)
+        tracked = self._tracked.get(summary.ref)
         if tracked is None or not summary.terminal:
             return
-        del self.tracked[summary.ref]
+        del self._tracked[summary.ref]
         phase = summary.phase
         ref = summary.ref
-        novel = self.novel(
-            "outcome",
-            ref,
-            lambda lg: lg.record_outcome(
-                project=ref.project,
-                domain=ref.domain,
-                target=ref.name,
-                policy=tracked.policy,
-                root=tracked.root,
-                attempt=tracked.attempt,
-                phase=phase,
-                now=now,
-            ),
-        )
+        outcome = RerunOutcome(ref, tracked.policy, tracked.root, tracked.attempt, phase)
+        novel = self.novel("outcome", ref, lambda lg: lg.record_outcome(outcome, now=now))
         if not novel:
             return
         self.metrics.rerun_outcomes.labels(tracked.policy, phase.lower()).inc()
@@ -330,25 +329,3 @@ class DecisionRecorder(Recorder[DecisionLedger]):
                     "attempt": tracked.attempt,
                 },
             )
-
-
-def spawner(
-    tasks: set[asyncio.Task[None]], log: logging.Logger, count: Callable[[], None] | None = None
-) -> Spawn:
-    """Run coroutines as background tasks kept in ``tasks`` (an error is logged and counted
-    with ``count``, not raised)."""
-
-    def spawn(coro: Coroutine[Any, Any, None]) -> None:
-        async def run() -> None:
-            try:
-                await coro
-            except Exception:
-                if count is not None:
-                    count()
-                log.exception("internal error in a background task")
-
-        task = asyncio.get_running_loop().create_task(run())
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    return spawn
