@@ -14,7 +14,9 @@ from prometheus_client import CollectorRegistry
 
 from rerund.adapters.ledger import Ledger
 from rerund.core.model import GiveUp, Ignore, Rerun, Scope
+from rerund.core.records import RerunIssue
 from rerund.core.redact import public_decision
+from rerund.core.runs import RunRef
 from rerund.runtime.metrics import Metrics
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
@@ -122,16 +124,7 @@ def test_retention_by_size_deletes_the_oldest_rows_but_never_a_lineage_in_flight
     path = tmp_path / "rerund.db"
     ledger = Ledger(path, max_bytes=256 * 1024)
     ledger.record_issue(
-        source_key=f"{P}/{D}/flying",
-        project=P,
-        domain=D,
-        target="flying-retry-1",
-        root="flying",
-        attempt=1,
-        policy="flaky",
-        scope="run",
-        result="created",
-        message="",
+        RerunIssue(RunRef(P, D, "flying"), "flying-retry-1", "flying", 1, "flaky", "run", "created"),
         now=T0 - timedelta(days=1),
     )
     ledger.record_decision(
