@@ -88,7 +88,9 @@ class ActiveOutage:
             "tasks": list(self.outage.tasks),
             "starts_at": self.starts_at.isoformat().replace("+00:00", "Z"),
             "ends_at": self.ends_at.isoformat().replace("+00:00", "Z"),
-            "error": self.outage.error.model_dump(exclude_none=True),
+            "error": self.outage.error.model_dump(
+                exclude_none=True, exclude={"message_bytes"} if not self.outage.error.message_bytes else None
+            ),
         }
 
 
