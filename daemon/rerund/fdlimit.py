@@ -58,8 +58,10 @@ class CappedAcceptor:
     clients wait in the kernel's listen queue (no descriptor of this process), and watching
     resumes on the loop turn after one closes (its descriptor released by then).
 
-    A connection counts from ``accept()`` until its protocol's ``connection_lost`` (or until
-    handing it to the loop failed, e.g. a TLS handshake). Each accepted socket goes to
+    A connection counts from ``accept()`` until its protocol's ``connection_lost``, or until
+    handing it to the loop failed (e.g. a TLS handshake). It counts before its protocol sees
+    it, so a TLS server wants an ``ssl_handshake_timeout`` as short as its head timeout, or
+    silent TLS clients hold the slots for asyncio's 60 s. Each accepted socket goes to
     ``protocol_factory()`` through ``loop.connect_accepted_socket`` (asyncio and uvloop).
     """
 
@@ -72,12 +74,14 @@ class CappedAcceptor:
         limit: int,
         *,
         ssl: Any = None,
+        ssl_handshake_timeout: float | None = None,
         backlog: int = 100,
     ) -> None:
         self._sockets = sockets
         self._factory = protocol_factory
         self.limit = limit
         self._ssl = ssl
+        self._ssl_handshake_timeout = ssl_handshake_timeout if ssl is not None else None
         self._backlog = backlog
         self.open = 0  # accepted and not yet closed
         self._watching = False
@@ -145,7 +149,11 @@ class CappedAcceptor:
             if task.cancelled() or task.exception() is not None:
                 counted.release()  # the loop closes the socket (e.g. a failed TLS handshake)
 
-        task = self._loop.create_task(self._loop.connect_accepted_socket(protocol, conn, ssl=self._ssl))
+        task = self._loop.create_task(
+            self._loop.connect_accepted_socket(
+                protocol, conn, ssl=self._ssl, ssl_handshake_timeout=self._ssl_handshake_timeout
+            )
+        )
         self._tasks.add(task)
         task.add_done_callback(done)
 

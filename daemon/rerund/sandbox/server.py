@@ -889,7 +889,12 @@ def _uvicorn_server(app: Any, quiet: bool) -> Any:
                 return made
 
             self.acceptor = CappedAcceptor(
-                list(sockets or []), protocol, cap + SPARE_CONNECTIONS, ssl=config.ssl, backlog=ACCEPT_BACKLOG
+                list(sockets or []),
+                protocol,
+                cap + SPARE_CONNECTIONS,
+                ssl=config.ssl,
+                ssl_handshake_timeout=HEAD_TIMEOUT_S,  # a silent TLS client holds a slot no longer
+                backlog=ACCEPT_BACKLOG,
             )
             self.acceptor.start()
 
