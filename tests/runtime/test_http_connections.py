@@ -27,18 +27,27 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from daemon_support import DaemonProcess, fast_policies, free_port, http_get, wait_until
 from rerund.core.hosts import MAX_CONNECTIONS
-from rerund.runtime.http import HttpServer, Response
+from rerund.runtime.http import SPARE_CONNECTIONS, HttpServer, Response
 from rerund.runtime.settings import load_settings
+from rerund.sandbox import server as sandbox_server
 
 pytestmark = pytest.mark.e2e
 
 FLOOD = 1_100
 SOFT_LIMIT = 1_024
-ACCEPT_BATCH = 100  # asyncio accepts up to its backlog (100) before a handler runs
-SLACK = 32  # closed sockets the loop releases on its next turn, and a baseline that moves
+# The bound on the server's descriptors during the flood: baseline + MAX_CONNECTIONS + SPARE + SLACK.
+# The accept is gated (rerund.fdlimit.CappedAcceptor): a socket counts from accept() until its
+# connection is lost, and the listening socket is not watched while MAX_CONNECTIONS + SPARE are
+# counted, however starved the loop (the rest wait in the kernel's listen queue, not ours). asyncio
+# closes a socket in the same callback as connection_lost, before accepting resumes on a later
+# turn, so no closed-but-unreleased socket adds to it. SLACK is the baseline that moves (the
+# daemon's own control-plane connections, the ledger, logs), not the flood.
+SPARE = SPARE_CONNECTIONS
+SLACK = 8
 RERUND = [sys.executable, "-m", "rerund.cli"]
 POLICIES = fast_policies({"apiVersion": "rerund/v1", "policies": [{"name": "all", "match": {}}]})
 
@@ -82,7 +91,7 @@ def test_idle_connections_beyond_the_cap_keep_the_daemons_descriptors_bounded_an
     pid = daemon.proc.pid
     assert http_get(f"{daemon.url}/healthz")[0] == 200
     baseline = open_fds(pid)
-    bound = baseline + MAX_CONNECTIONS + ACCEPT_BATCH + SLACK
+    bound = baseline + MAX_CONNECTIONS + SPARE + SLACK
     flood: list[socket.socket] = []
     peak = baseline
     try:
@@ -165,7 +174,7 @@ def test_idle_connections_beyond_the_cap_keep_the_sandboxs_descriptors_bounded_a
     proc, port = sandbox_process
     assert http_get(f"http://127.0.0.1:{port}/_sandbox/stats")[0] == 200
     baseline = open_fds(proc.pid)
-    bound = baseline + MAX_CONNECTIONS + ACCEPT_BATCH + SLACK
+    bound = baseline + MAX_CONNECTIONS + SPARE + SLACK
     flood: list[socket.socket] = []
     peak = baseline
     try:
@@ -185,6 +194,53 @@ def test_idle_connections_beyond_the_cap_keep_the_sandboxs_descriptors_bounded_a
     assert status == 200 and "requests" in json.loads(body)
     assert peak <= bound, f"the sandbox held {peak} descriptors (baseline {baseline}, bound {bound})"
     assert proc.poll() is None
+
+
+def test_the_sandbox_accepts_as_many_spare_connections_as_the_daemon() -> None:
+    assert sandbox_server.SPARE_CONNECTIONS == SPARE
+
+
+def open_sockets() -> int:
+    """This process's socket descriptors (not the files a loop may open lazily, e.g. /dev/null)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return count
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_starved_loop_accepts_no_more_sockets_than_the_cap_plus_the_spare(loop: str) -> None:
+    """Clients connect while the loop is busy elsewhere (here: this coroutine, which blocks it),
+    so the whole flood sits in the listen queue when the loop next looks: the server still
+    holds at most its cap + SPARE accepted sockets at every turn, and still answers."""
+    cap, clients = 4, 60
+
+    async def scenario() -> tuple[int, bytes]:
+        server = HttpServer(
+            "127.0.0.1", 0, {"/healthz": lambda q: Response(200, b"ok\n")}, max_connections=cap
+        )
+        await server.start()
+        flood: list[socket.socket] = []
+        try:
+            baseline = open_sockets()
+            flood = [socket.create_connection(server.address) for _ in range(clients)]  # the loop starves
+            most = 0
+            for _ in range(200):
+                await asyncio.sleep(0)
+                most = max(most, open_sockets() - baseline - clients)
+            answer = await _get(server.address, "/healthz")
+            return most, answer
+        finally:
+            for s in flood:
+                s.close()
+            await server.stop()
+
+    runner = asyncio.run if loop == "asyncio" else uvloop.run
+    most, answer = runner(scenario())
+
+    assert most <= cap + SPARE, f"the server held {most} accepted sockets at once (cap {cap} + spare {SPARE})"
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"ok\n")
 
 
 def _closed_by_the_server(sock: socket.socket, within: float) -> bool:

@@ -1,7 +1,7 @@
 """The daemon's HTTP endpoints: ``/`` (the operator page), ``/status``, ``/metrics``,
 ``/healthz``, ``/readyz``, ``/decisions``.
 
-A deliberately tiny HTTP/1.1 server on ``asyncio.start_server``: read-only GET routes, one
+A deliberately tiny HTTP/1.1 server on asyncio streams: read-only GET routes, one
 response per connection. A handler returns a ``Response``, or an awaitable of one (the page's
 live explanation reads the control plane). It runs on the daemon's own event loop (no thread, no signal
 handlers of its own, so SIGTERM/SIGHUP stay the daemon's), and binds to 127.0.0.1 by default:
@@ -14,9 +14,12 @@ Bounded (``rerund.core.hosts``): at most ``max_connections`` connections are hel
 number derived from the descriptor limit so that descriptors stay for the control plane and
 the ledger; a new connection beyond it closes the oldest one still waiting for its request
 head (idle sockets cannot starve ``/healthz``), and is refused with 503 only when every held
-connection is being answered. The request head must arrive within ``HEAD_TIMEOUT_S`` and
-fit in 64 KiB. A request whose Host is not an IP address, ``localhost`` or the bind name is
-refused (403): a DNS-rebinding web page cannot read the operator's pages.
+connection is being answered. The cap is hard: the accept itself stops at
+``max_connections`` + ``SPARE_CONNECTIONS`` open sockets (``rerund.fdlimit.CappedAcceptor``),
+so a flood waits in the kernel's listen queue however busy the loop is. The request head
+must arrive within ``HEAD_TIMEOUT_S`` and fit in 64 KiB. A request whose Host is not an IP
+address, ``localhost`` or the bind name is refused (403): a DNS-rebinding web page cannot read
+the operator's pages.
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ import contextlib
 import inspect
 import json
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from rerund.core.hosts import connection_cap, host_allowed, host_name
-from rerund.fdlimit import soft_fd_limit
+from rerund.fdlimit import CappedAcceptor, soft_fd_limit
 
 __all__ = ["Handler", "HttpServer", "Response", "html_response", "json_response"]
 
@@ -40,6 +44,10 @@ log = logging.getLogger("rerund.http")
 
 HEAD_TIMEOUT_S = 10.0  # the request line and headers must arrive within this
 _REFUSED_LINGER_S = 1.0  # how long a connection refused with 503 is kept for its answer to arrive
+# Sockets accepted beyond the held connections: each one a newcomer that closes the oldest idle
+# connection or is answered 503. The accept stops at max_connections + this (CappedAcceptor).
+SPARE_CONNECTIONS = 8
+_BACKLOG = 100
 
 _REASONS = {
     200: "OK",
@@ -93,7 +101,8 @@ class HttpServer:
         self._host = host
         self._port = port
         self._routes = routes
-        self._server: asyncio.Server | None = None
+        self._acceptor: CappedAcceptor | None = None
+        self._sockets: list[socket.socket] = []
         self.max_connections = max_connections or connection_cap(soft_fd_limit())
         self._names = (host, *hosts)
         # Every open connection -> True while it still waits for its request head (insertion
@@ -103,8 +112,8 @@ class HttpServer:
 
     @property
     def address(self) -> tuple[str, int]:
-        assert self._server is not None, "the HTTP server is not started"
-        sock = self._server.sockets[0].getsockname()
+        assert self._sockets, "the HTTP server is not started"
+        sock = self._sockets[0].getsockname()
         return str(sock[0]), int(sock[1])
 
     @property
@@ -113,14 +122,27 @@ class HttpServer:
         return f"http://{host}:{port}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self._host, self._port, reuse_address=True)
+        loop = asyncio.get_running_loop()
+        self._sockets = await _listening_sockets(self._host, self._port)
+
+        def protocol() -> asyncio.Protocol:
+            reader = asyncio.StreamReader(loop=loop)
+            return asyncio.StreamReaderProtocol(reader, self._serve, loop=loop)
+
+        self._acceptor = CappedAcceptor(
+            self._sockets, protocol, self.max_connections + SPARE_CONNECTIONS, backlog=_BACKLOG
+        )
+        self._acceptor.start()
+
+    @property
+    def open_connections(self) -> int:
+        """Sockets accepted and not yet closed (at most ``max_connections`` + 8)."""
+        return self._acceptor.open if self._acceptor is not None else 0
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), timeout=2)
-            self._server = None
+        if self._acceptor is not None:
+            self._acceptor.close()  # connections being answered finish on their own
+            self._acceptor = None
 
     def _admit(self, writer: asyncio.StreamWriter) -> bool:
         """Hold ``writer``'s connection, closing the oldest idle one when at the cap; False when
@@ -206,3 +228,23 @@ class HttpServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+async def _listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bound TCP sockets for every address ``host`` names (as ``asyncio.start_server`` binds)."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets

@@ -64,7 +64,7 @@ from google.protobuf.message import DecodeError
 from rerund.clock import utcnow
 from rerund.core.hosts import connection_cap, host_allowed, host_name
 from rerund.errors import ConfigError
-from rerund.fdlimit import raise_fd_limit, soft_fd_limit
+from rerund.fdlimit import CappedAcceptor, raise_fd_limit, soft_fd_limit
 from rerund.sandbox import literals
 from rerund.sandbox.auth import (
     AUTH_SERVICE_PATH,
@@ -783,9 +783,11 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 HEAD_TIMEOUT_S = 10.0  # a request line and headers must arrive within this
-# The listen queue, and so the most connections asyncio accepts in one go before any is closed
-# for the cap (uvicorn's default of 2048 would let a flood hold that many descriptors at once).
+# The kernel's listen queue, where clients beyond the accept limit wait (uvicorn's default: 2048).
 ACCEPT_BACKLOG = 100
+# Sockets accepted beyond the held connections: each a newcomer that closes the oldest idle
+# connection (or itself, when all are busy). The accept stops at the cap + this (CappedAcceptor).
+SPARE_CONNECTIONS = 8
 
 
 def _bounded_h11(max_connections: int, head_timeout: float) -> type[Any]:
@@ -854,6 +856,7 @@ def _uvicorn_server(app: Any, quiet: bool) -> Any:
     import uvicorn
 
     tls: TlsFiles | None = getattr(app, "tls", None)
+    cap = connection_cap(soft_fd_limit())
 
     class _Server(uvicorn.Server):  # type: ignore[misc]
         @contextlib.contextmanager
@@ -870,7 +873,34 @@ def _uvicorn_server(app: Any, quiet: bool) -> Any:
                 for sig, handler in original.items():
                     signal.signal(sig, handler)
 
+        acceptor: CappedAcceptor | None = None
+
+        async def startup(self, sockets: Any = None) -> None:
+            # uvicorn's own server (loop.create_server) accepts all the listen queue holds,
+            # whatever the cap: the sockets are served by a CappedAcceptor instead, which stops
+            # accepting at the cap + SPARE_CONNECTIONS open connections (a hard bound).
+            await super().startup(sockets=[])
+            config = self.config
+
+            def protocol() -> asyncio.Protocol:
+                made: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                    config=config, server_state=self.server_state, app_state=self.lifespan.state
+                )
+                return made
+
+            self.acceptor = CappedAcceptor(
+                list(sockets or []),
+                protocol,
+                cap + SPARE_CONNECTIONS,
+                ssl=config.ssl,
+                ssl_handshake_timeout=HEAD_TIMEOUT_S,  # a silent TLS client holds a slot no longer
+                backlog=ACCEPT_BACKLOG,
+            )
+            self.acceptor.start()
+
         async def shutdown(self, sockets: Any = None) -> None:
+            if self.acceptor is not None:
+                self.acceptor.close()
             app.hub.close_all()
             await super().shutdown(sockets=sockets)
 
@@ -882,7 +912,7 @@ def _uvicorn_server(app: Any, quiet: bool) -> Any:
         timeout_graceful_shutdown=2,
         timeout_keep_alive=30,
         backlog=ACCEPT_BACKLOG,
-        http=_bounded_h11(connection_cap(soft_fd_limit()), HEAD_TIMEOUT_S),
+        http=_bounded_h11(cap, HEAD_TIMEOUT_S),
         ssl_certfile=str(tls.server_cert) if tls else None,
         ssl_keyfile=str(tls.server_key) if tls else None,
     )
