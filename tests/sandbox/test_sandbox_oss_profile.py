@@ -38,6 +38,20 @@ WORKLOAD = {
             "error": {"kind": "USER", "code": "ValueError", "message": "ValueError: x"},
         },
         "late": {"behaviour": ["timeout"]},
+        "oom": {"behaviour": ["fail"], "error": {"kind": "USER", "code": "OOMKilled", "message": "m"}},
+        "spot": {
+            "behaviour": ["fail"],
+            "error": {"kind": "SYSTEM", "code": "TaskInterruptedError", "message": "m"},
+        },
+        "gpu": {
+            "behaviour": ["fail"],
+            "error": {
+                "kind": "SYSTEM",
+                "code": "GpuXidError",
+                "message": "Xid 79",
+                "gpu_fault": {"code": 79},
+            },
+        },
         "slow": {"duration": "1h"},
         "stuck": {"queued": "1h"},
         "pipe": {"children": ["ok", "bad"]},
@@ -336,6 +350,30 @@ def test_6_oss_error_info_only_for_failed_and_the_root_error_in_run_details(oss,
     assert not timed_out.HasField("error_info")
     assert child.error_info.message == "ValueError: x"
     assert run.action.error_info.message == "child action a2 (bad) failed: ValueError: x"
+
+
+# -- 11. error info: message and kind only ---------------------------------------------------------
+
+
+def test_11_oss_error_info_has_no_code_nor_gpu_fault_and_the_executors_messages(oss, client):
+    for task in ("oom", "spot", "gpu", "bad"):
+        oss.launch(task, name=f"{task}-run")
+    oss.wait_idle()
+    served = {}
+    for task in ("oom", "spot", "gpu", "bad"):
+        info = action_details(client, oss, f"{task}-run").error_info
+        run = client.get_run_details(rs.GetRunDetailsRequest(run_id=run_id(oss, f"{task}-run"))).details
+        assert run.action.error_info == info
+        assert not info.code and not info.HasField("gpu_fault")
+        served[task] = (info.Kind.Name(info.kind), info.message)
+    sigkill = "\r\n[primary] terminated with exit code (137). Reason [{}]. Message: \n."
+    assert served == {
+        "oom": ("KIND_USER", sigkill.format("OOMKilled")),
+        "spot": ("KIND_SYSTEM", sigkill.format("Error")),
+        "gpu": ("KIND_SYSTEM", "Xid 79"),
+        "bad": ("KIND_USER", "ValueError: x"),
+    }
+    assert oss.run("oom-run")["error"]["code"] == "OOMKilled"  # the admin view keeps the cause
 
 
 def test_6_union_run_details_leave_the_root_error_out(sandbox_factory):

@@ -53,6 +53,19 @@ at commit 6fadb90 (2026-08-21). Each field names the file it follows:
    (nothing under ``runs/`` fills it); the relation a rerun's CreateRun sent is stored with the
    RunSpec and served by GetRunDetails (``run_service.go`` ``persistRunModel``,
    ``extractRunSpecFromActionModel``), on both profiles.
+11. ``error_codes=False``: an ``ErrorInfo`` carries a message and a kind, nothing else: the
+   executor copies only ``Message`` and ``Kind`` of the plugin's ``core.ExecutionError``
+   (``executor/pkg/controller/taskaction_controller.go`` ``toActionErrorInfo``), so no
+   ``code`` and no ``gpu_fault`` reach a client. The messages take the forms the pod plugin
+   writes (``flyteplugins/go/tasks/pluginmachinery/flytek8s/pod_helper.go``), see
+   ``executor_error``: an OOM is USER ``\r\n[primary] terminated with exit code (137). Reason
+   [OOMKilled]. Message: \n.`` (``DeterminePrimaryContainerPhase``, the ``OOMKilled`` case);
+   a SIGKILL of the primary container (a preemption) is SYSTEM with the same form and the
+   container's own reason (the ``isTerminatedWithSigKill`` case, and ``DemystifyFailure``
+   whose code ``Interrupted`` is dropped); ``ImagePullBackOff`` is USER ``Grace period [3m0s]
+   exceeded|<condition message>|<waiting message>`` and ``InvalidImageName`` USER
+   ``<condition message>|<waiting message>`` (``classifyWaitingContainer``,
+   ``GetMessageAfterGracePeriod``). Everything else keeps its message and kind.
 """
 
 from __future__ import annotations
@@ -75,8 +88,10 @@ __all__ = [
     "UNION",
     "OssQuery",
     "Profile",
+    "executor_error",
     "oss_query",
     "profile_named",
+    "strip_error_codes",
     "strip_org",
 ]
 
@@ -111,6 +126,7 @@ class Profile:
     server_auth: bool = True
     rate_limit: bool = True
     listed_relation: bool = True
+    error_codes: bool = True
 
     def with_error_delay(self, seconds: float) -> Profile:
         """This profile with another error-details delay (``--error-delay``)."""
@@ -145,6 +161,7 @@ OSS = Profile(
     server_auth=False,
     rate_limit=False,
     listed_relation=False,
+    error_codes=False,
 )
 PROFILES = {p.name: p for p in (UNION, OSS)}
 
@@ -381,4 +398,53 @@ def strip_org(msg: Any) -> Any:
         elif not hasattr(value, "items"):  # a repeated message field (maps hold no identifiers)
             for item in value:
                 strip_org(item)
+    return msg
+
+
+# -- errors as the open-source executor writes them -------------------------------------------
+
+_SIGKILL_FORM = "\r\n[primary] terminated with exit code (137). Reason [{reason}]. Message: \n{message}."
+_UNREADY = "containers with unready status: [primary]"
+
+
+def executor_error(kind: str, code: str, message: str) -> tuple[str, str]:
+    """``(kind, message)`` of the ``ErrorInfo`` open-source Flyte serves for an execution that
+    failed with ``kind``/``code``/``message`` (the module docstring, item 11, names the code)."""
+    if "OOM" in code.upper():
+        return "USER", _SIGKILL_FORM.format(reason="OOMKilled", message="")
+    if "Interrupted" in code:
+        return "SYSTEM", _SIGKILL_FORM.format(reason="Error", message="")
+    if "ImagePullBackOff" in code:
+        waiting = 'Back-off pulling image "ghcr.io/acme/app:latest"'
+        return "USER", f"Grace period [3m0s] exceeded|{_UNREADY}|{waiting}"
+    if "InvalidImageName" in code:
+        waiting = (
+            'Failed to apply default image tag "ghcr.io/acme/App:latest": couldn\'t parse image '
+            'reference "ghcr.io/acme/App:latest": invalid reference format'
+        )
+        return "USER", f"{_UNREADY}|{waiting}"
+    return kind, message
+
+
+_KIND_NAMES = {1: "USER", 2: "SYSTEM"}
+_KIND_VALUES = {v: k for k, v in _KIND_NAMES.items()}
+
+
+def strip_error_codes(msg: Any) -> Any:
+    """Rewrite every ``ErrorInfo`` in ``msg`` (in place; returns it) as ``executor_error`` says:
+    message and kind only, no code, no gpu_fault."""
+    if msg.DESCRIPTOR.full_name == "flyteidl2.workflow.ErrorInfo":
+        kind, message = executor_error(_KIND_NAMES.get(int(msg.kind), ""), msg.code, msg.message)
+        msg.Clear()
+        msg.message = message
+        msg.kind = _KIND_VALUES.get(kind, 0)
+        return msg
+    for field, value in msg.ListFields():
+        if field.message_type is None:
+            continue
+        if hasattr(value, "DESCRIPTOR"):
+            strip_error_codes(value)
+        elif not hasattr(value, "items"):
+            for item in value:
+                strip_error_codes(item)
     return msg

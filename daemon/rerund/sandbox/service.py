@@ -33,7 +33,7 @@ from flyteidl2.workflow.run_service_connect import RunService
 
 from rerund.sandbox import protos
 from rerund.sandbox.engine import Engine
-from rerund.sandbox.profiles import UNION, OssQuery, Profile, oss_query, strip_org
+from rerund.sandbox.profiles import UNION, OssQuery, Profile, oss_query, strip_error_codes, strip_org
 from rerund.sandbox.query import Filter, QueryError, parse_filters, parse_sort
 from rerund.sandbox.records import (
     FAILED,
@@ -241,6 +241,8 @@ class _Base:
         ``Run`` without its root action's relation: read it from GetRunDetails' RunSpec)."""
         if not self.profile.listed_relation and isinstance(msg, run_definition_pb2.Run):
             msg.action.metadata.ClearField("relation")
+        if not self.profile.error_codes:
+            strip_error_codes(msg)
         return msg if self.profile.identifiers_org else strip_org(msg)
 
     def _error_shown(self, a: ActionRec) -> bool:
@@ -498,7 +500,7 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
             )
             while msg is not None:
                 self._maybe_drop(sent, "WatchActionDetails")
-                yield msg
+                yield msg if self.profile.error_codes else strip_error_codes(msg)
                 sent += 1
                 if msg.details.status.phase in TERMINAL_PHASES:
                     return
