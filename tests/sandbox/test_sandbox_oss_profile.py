@@ -148,6 +148,7 @@ def test_2_oss_create_run_of_an_existing_name_returns_the_existing_run_as_succes
     assert again.run.action.status.phase == phase_pb2.ACTION_PHASE_SUCCEEDED
     assert [r["name"] for r in oss.runs()] == ["taken"]
     assert oss.run("taken")["task"] == "ok"
+    assert oss.stats()["reexecutions"] == 1  # and the run was enqueued again
 
 
 def test_2_oss_sdk_rerun_with_a_taken_name_succeeds_instead_of_raising(oss):
@@ -161,6 +162,21 @@ def test_2_oss_sdk_rerun_with_a_taken_name_succeeds_instead_of_raising(oss):
 
     assert second.name == first.name == "taken"
     assert len([r for r in oss.runs() if r["name"] == "taken"]) == 1
+
+
+def test_2_oss_create_run_of_an_existing_failed_name_executes_it_again(oss, client):
+    create(oss, client, "again", task="bad")
+    oss.wait_idle()
+    assert oss.run("again")["phase"] == "FAILED"
+    assert oss.stats()["reexecutions"] == 0
+
+    create(oss, client, "again", task="bad")
+
+    assert oss.stats()["reexecutions"] == 1
+    assert oss.run("again")["phase"] in ("QUEUED", "RUNNING", "FAILED")
+    oss.wait_idle()
+    assert oss.run("again")["phase"] == "FAILED"
+    assert len([r for r in oss.runs() if r["name"] == "again"]) == 1
 
 
 def test_2_union_create_run_of_an_existing_name_is_already_exists(sandbox_factory):

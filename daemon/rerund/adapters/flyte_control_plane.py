@@ -52,8 +52,10 @@ On oss:
   look and both create in the same moment: there is still one run (the name is
   deterministic), and the create carries a random ``rerund-issue`` annotation that a
   GetRunDetails after it compares, so the one whose run it is not records "already issued". Two RPCs more
-  per rerun. (The real service enqueues the run again on the second CreateRun; looking first
-  keeps that to such races.)
+  per rerun. (The real service enqueues the run again on the second CreateRun: it executes
+  again; looking first keeps that to such races.) GetRunDetails answers NOT_FOUND for any
+  database error, so absence is confirmed by a ListRuns on ``run_name`` (one RPC more; its
+  database errors are INTERNAL, transient) before creating.
 - ``find_latest_run`` with labels lists the newest runs of the task in the phase (pages of 50,
   at most 200 candidates) and reads their labels (cached) until one matches.
 
@@ -1810,20 +1812,46 @@ class FlyteControlPlane:
 
     async def _look_first(self, target: RunRef) -> str:
         """oss: open-source Flyte returns an existing run of that name as a success (and
-        enqueues it again): look first (1 GetRunDetails; ``AlreadyExistsError`` when found),
-        and return the mark this create carries so its answer can be told apart."""
+        enqueues it again: it executes again): look first, and return the mark this create
+        carries so its answer can be told apart. ``AlreadyExistsError`` when found.
+
+        GetRunDetails answers NOT_FOUND for *any* database error (``runs/service/
+        run_service.go`` ``GetRunDetails``), so its NOT_FOUND alone does not prove absence:
+        a ListRuns filtered on ``run_name`` (whose database errors come back INTERNAL, a
+        transient error here: the create waits for a later pass) must find no run either."""
         try:
             await self.get_run(target)
         except NotFoundError:
             pass
         else:
-            raise AlreadyExistsError(
-                f"CreateRun: run {target} already exists (found before creating it; "
-                "open-source Flyte would have returned it as a success)",
-                rpc="CreateRun",
-                code="already_exists",
-            )
+            raise self._found_before_creating(target)
+        from flyteidl2.common import list_pb2
+
+        by_name = list_pb2.Filter(function=list_pb2.Filter.EQUAL, field="run_name", values=[target.name])
+        try:
+            listed = await self._list_page(target.project, target.domain, [by_name], limit=1, token="")
+        except PermanentControlPlaneError as exc:
+            if exc.code != "internal_repeated":
+                raise
+            # The database takes this filter; INTERNAL here is its failing, however often.
+            self._internal.clear()
+            raise TransientControlPlaneError(
+                f"CreateRun: cannot confirm run {target} is absent before creating it: {exc}",
+                rpc="ListRuns",
+                code="internal",
+            ) from exc
+        if any(r.action.id.run.name == target.name for r in listed.runs):
+            raise self._found_before_creating(target)
         return uuid.uuid4().hex[:12]
+
+    @staticmethod
+    def _found_before_creating(target: RunRef) -> AlreadyExistsError:
+        return AlreadyExistsError(
+            f"CreateRun: run {target} already exists (found before creating it; "
+            "open-source Flyte would have returned it as a success and run it again)",
+            rpc="CreateRun",
+            code="already_exists",
+        )
 
     async def _check_mark(self, target: RunRef, mark: str) -> None:
         """oss: another process may have created the same name between the look and the create,

@@ -122,6 +122,7 @@ class Engine:
         self._arrivals: list[asyncio.Task[None]] = []
         self._stopping = False
         self.outages: list[ActiveOutage] = []
+        self.reexecutions = 0  # CreateRun of an existing name that ran it again (profile oss)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -399,6 +400,28 @@ class Engine:
         self.store.add_run(r)
         self._start(r)
         return r
+
+    def reexecute(self, r: RunRec, inputs: common_pb2.Inputs) -> None:
+        """CreateRun of ``r``'s name again on open-source Flyte: the inline inputs are
+        overwritten and the root action is enqueued again (``runs/service/run_service.go``
+        ``CreateRun``: ``CreateAction`` does nothing on conflict, then ``ActionsService.Enqueue``
+        runs). A finished run goes back to QUEUED and executes again (a FAILED run can go back
+        to RUNNING); a run still executing keeps executing."""
+        self.reexecutions += 1
+        a0 = r.root
+        a0.inputs = inputs
+        if r.key in self._tasks:
+            return
+        now = self.clock()
+        r.actions = {"a0": a0}
+        a0.phase = QUEUED
+        a0.start_time = a0.end_time = None
+        a0.error = None
+        a0.abort_reason = None
+        a0.outputs = None
+        a0.finished_phase = None
+        self.store.touch(r, a0, now)
+        self._start(r)
 
     # --- executing -----------------------------------------------------------------------
 

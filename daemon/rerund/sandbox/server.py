@@ -7,7 +7,9 @@ SIGINT/SIGTERM; ``SandboxThread`` runs it in a background thread (tests, ``rerun
 The admin API is not part of Flyte's API (JSON over plain HTTP)::
 
     GET  /_sandbox/stats    {"requests": {"CreateRun": 3, ...}, "runs": {"FAILED": 2, ...}, "faults": {...}}
-    POST /_sandbox/faults   {"unavailable": 0.2, "latency": "50ms", "drop_streams_after": 50}
+                            ("reexecutions": CreateRuns of an existing name that ran it again, oss)
+    POST /_sandbox/faults   {"unavailable": 0.2, "latency": "50ms", "drop_streams_after": 50,
+                             "db_errors": 0.3}  (that share of GetRunDetails NOT_FOUND, of ListRuns INTERNAL)
     GET  /_sandbox/requests {"by_method": {"CreateRun": 3, ...}, "by_run": {"r1": {"GetRunDetails": 2}}}
     GET  /_sandbox/runs     [{"name": ..., "phase": "FAILED", ...}, ...]
     POST /_sandbox/runs     {"task": "train.fit", "count": 2, "labels": {}, "inputs": {}, "version": "v1"}
@@ -215,11 +217,15 @@ def _launch_args(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def _faults_from_json(body: Mapping[str, Any], current: Faults) -> Faults:
     """Parse the admin faults body; raises ValueError with what is wrong."""
-    unknown = set(body) - {"unavailable", "latency", "latency_s", "drop_streams_after"}
+    unknown = set(body) - {"unavailable", "latency", "latency_s", "drop_streams_after", "db_errors"}
     if unknown:
         raise ValueError(
-            f"unknown fault(s) {sorted(unknown)}; known: unavailable, latency, drop_streams_after, rate_limit"
+            f"unknown fault(s) {sorted(unknown)}; known: unavailable, latency, drop_streams_after, "
+            "db_errors, rate_limit"
         )
+    db_errors = float(body.get("db_errors", current.db_errors))
+    if not 0.0 <= db_errors <= 1.0:
+        raise ValueError(f"db_errors must be a share between 0 and 1, got {db_errors}")
     unavailable = float(body.get("unavailable", current.unavailable))
     if not 0.0 <= unavailable <= 1.0:
         raise ValueError(f"unavailable must be a share between 0 and 1, got {unavailable}")
@@ -231,7 +237,7 @@ def _faults_from_json(body: Mapping[str, Any], current: Faults) -> Faults:
     drop = int(body.get("drop_streams_after", current.drop_streams_after))
     if drop < 0:
         raise ValueError(f"drop_streams_after must be >= 0 (0 = never), got {drop}")
-    return Faults(unavailable=unavailable, latency_s=latency, drop_streams_after=drop)
+    return Faults(unavailable=unavailable, latency_s=latency, drop_streams_after=drop, db_errors=db_errors)
 
 
 class Sandbox:
@@ -346,6 +352,7 @@ class Sandbox:
         self.faults.unavailable = new.unavailable
         self.faults.latency_s = new.latency_s
         self.faults.drop_streams_after = new.drop_streams_after
+        self.faults.db_errors = new.db_errors
         return self.faults
 
     def stats_json(self) -> dict[str, Any]:
@@ -359,6 +366,7 @@ class Sandbox:
             "faults": self.faults_json(),
             "profile": self.profile.name,
             "watch_dropped": self.hub.dropped,
+            "reexecutions": self.engine.reexecutions if self.engine is not None else 0,
         }
         if self.ratelimit.refused:
             result["rate_limited"] = self.ratelimit.refused

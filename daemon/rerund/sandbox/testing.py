@@ -292,8 +292,11 @@ class SandboxHandle:
         latency_s: float | None = None,
         drop_streams_after: int | None = None,
         rate_limit: float | str | None = None,
+        db_errors: float | None = None,
     ) -> None:
         changes: dict[str, Any] = {}
+        if db_errors is not None:
+            changes["db_errors"] = db_errors
         if rate_limit is not None:
             changes["rate_limit"] = rate_limit
         if unavailable is not None:
