@@ -34,7 +34,7 @@ POLICIES: dict[str, Any] = {
     "policies": [
         {
             "name": "transient",
-            "match": {"error": {"codes": ["ConnectionResetError"]}},
+            "match": {"error": {"patterns": ["connection reset by peer"]}},  # oss serves no code
             "retry": {"scope": "run"},
         },
         {"name": "anything-else", "match": {}, "retry": False},

@@ -77,7 +77,7 @@ from rerund.sandbox.auth import (
     unauthenticated_body,
 )
 from rerund.sandbox.engine import Engine
-from rerund.sandbox.profiles import UNION, Profile
+from rerund.sandbox.profiles import UNION, Profile, executor_error
 from rerund.sandbox.projects import SandboxProjectService
 from rerund.sandbox.ratelimit import RateLimiter, RateMeter, format_rate, parse_rate
 from rerund.sandbox.records import NAME_RULE, PHASE_NAMES, RunRec, name_problem
@@ -111,10 +111,18 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-def run_snapshot(r: RunRec, *, env_values: bool = True) -> dict[str, Any]:
+def run_snapshot(r: RunRec, *, env_values: bool = True, profile: Profile | None = None) -> dict[str, Any]:
     """A plain-data view of one run (``sb.runs()``; ``GET /_sandbox/runs`` with
-    ``env_values=False``: env keys only, each value ``***``)."""
+    ``env_values=False``: env keys only, each value ``***``). ``error`` is the cause;
+    ``served_error`` is the error as ``profile`` serves it to a client (``oss``: no code, the
+    executor's message forms)."""
     a0 = r.root
+    served = None
+    if a0.error is not None:
+        served = {"kind": a0.error.kind, "code": a0.error.code, "message": a0.error.message}
+        if profile is not None and not profile.error_codes:
+            kind, message = executor_error(a0.error.kind, a0.error.code, a0.error.message)
+            served = {"kind": kind, "code": "", "message": message}
     rel = None
     if r.related_to is not None:
         rel = {"run": r.related_to[3], "type": "RECOVER" if r.relation_type == 2 else "RERUN"}
@@ -139,6 +147,7 @@ def run_snapshot(r: RunRec, *, env_values: bool = True) -> dict[str, Any]:
         "error": {"kind": a0.error.kind, "code": a0.error.code, "message": a0.error.message}
         if a0.error
         else None,
+        "served_error": served,
         "actions": [
             {
                 "name": a.name,
@@ -472,7 +481,9 @@ class Sandbox:
             elif (method, route) == ("GET", "requests"):
                 result = {"by_method": dict(self.stats.counts), "by_run": self.run_counts.as_json()}
             elif (method, route) == ("GET", "runs"):
-                result = [run_snapshot(r, env_values=False) for r in self.store.runs.values()]
+                result = [
+                    run_snapshot(r, env_values=False, profile=self.profile) for r in self.store.runs.values()
+                ]
             elif (method, route) == ("POST", "runs"):
                 args = _launch_args(body)
                 name = args["name"]

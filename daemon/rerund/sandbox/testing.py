@@ -333,7 +333,7 @@ class SandboxHandle:
                     continue
                 if domain is not None and r.domain != domain:
                     continue
-                out.append(run_snapshot(r))
+                out.append(run_snapshot(r, profile=sb.profile))
             return out
 
         result: list[dict[str, Any]] = self._call(go)
