@@ -476,3 +476,16 @@ def test_8_oss_list_actions_metadata_has_no_task_and_identifiers_no_org(oss, cli
     assert not any(a.metadata.HasField("task") for a in actions)
     assert run.action.id.run.org == ""
     assert run.action.id.run.name == "pipeline"
+
+
+# -- 12. a label value the cluster refuses ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["ML Platform", "x" * 64, "-lead", "trail."])
+def test_12_oss_a_run_with_a_label_value_kubernetes_refuses_stays_queued(oss, value):
+    [refused] = oss.launch("ok", labels={"team": value})
+    [fine] = oss.launch("ok", labels={"team": "ml-platform_2.0"})
+    oss.wait_for(fine)
+
+    assert oss.run(fine)["phase"] == "SUCCEEDED"
+    assert oss.run(refused)["phase"] == "QUEUED"

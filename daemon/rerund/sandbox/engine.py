@@ -35,7 +35,7 @@ from flyteidl2.core import literals_pb2
 from flyteidl2.task import common_pb2, run_pb2, task_definition_pb2
 
 from rerund.sandbox import literals, protos
-from rerund.sandbox.profiles import UNION, Profile
+from rerund.sandbox.profiles import UNION, Profile, invalid_label_value
 from rerund.sandbox.records import (
     ABORTED,
     FAILED,
@@ -426,7 +426,7 @@ class Engine:
     # --- executing -----------------------------------------------------------------------
 
     def _start(self, r: RunRec) -> None:
-        if self._stopping:
+        if self._stopping or self._pod_refused(r):
             return
         key = r.key
         task = asyncio.get_running_loop().create_task(self._execute(r), name=f"run-{r.name}")
@@ -437,6 +437,15 @@ class Engine:
                 del self._tasks[key]
 
         task.add_done_callback(done)
+
+    def _pod_refused(self, r: RunRec) -> bool:
+        """``oss``: a label or annotation value Kubernetes refuses: the pod is never created and
+        the run stays QUEUED (the profile's docstring, item 12)."""
+        spec = r.run_spec
+        return self.profile.pod_labels_checked and (
+            invalid_label_value(dict(spec.labels.values)) is not None
+            or invalid_label_value(dict(spec.annotations.values)) is not None
+        )
 
     async def _sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds * self.time_scale))

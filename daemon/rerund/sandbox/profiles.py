@@ -66,11 +66,17 @@ at commit 6fadb90 (2026-08-21). Each field names the file it follows:
    exceeded|<condition message>|<waiting message>`` and ``InvalidImageName`` USER
    ``<condition message>|<waiting message>`` (``classifyWaitingContainer``,
    ``GetMessageAfterGracePeriod``). Everything else keeps its message and kind.
+12. ``pod_labels_checked=True``: the run's labels and annotations go onto its pod
+   (``flyteplugins/go/tasks/pluginmachinery/flytek8s/pod_helper.go`` ``BuildPodWithSpec`` /
+   ``ToK8sPodSpec``: ``GetLabels``, ``GetAnnotations``); a label value Kubernetes refuses (over 63
+   characters, or not ``[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?``) fails the pod's creation, and
+   the run stays QUEUED with nothing said (``invalid_label_value``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -89,6 +95,7 @@ __all__ = [
     "OssQuery",
     "Profile",
     "executor_error",
+    "invalid_label_value",
     "oss_query",
     "profile_named",
     "strip_error_codes",
@@ -127,6 +134,7 @@ class Profile:
     rate_limit: bool = True
     listed_relation: bool = True
     error_codes: bool = True
+    pod_labels_checked: bool = False
 
     def with_error_delay(self, seconds: float) -> Profile:
         """This profile with another error-details delay (``--error-delay``)."""
@@ -162,6 +170,7 @@ OSS = Profile(
     rate_limit=False,
     listed_relation=False,
     error_codes=False,
+    pod_labels_checked=True,
 )
 PROFILES = {p.name: p for p in (UNION, OSS)}
 
@@ -448,3 +457,14 @@ def strip_error_codes(msg: Any) -> Any:
             for item in value:
                 strip_error_codes(item)
     return msg
+
+
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?\Z")
+
+
+def invalid_label_value(values: Mapping[str, str]) -> str | None:
+    """The first key of ``values`` whose value is not a Kubernetes label value (None: all are)."""
+    for key, value in values.items():
+        if len(value) > 63 or _LABEL_VALUE.match(value) is None:
+            return key
+    return None
