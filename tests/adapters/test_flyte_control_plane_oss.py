@@ -329,3 +329,34 @@ def test_a_storm_of_1000_creates_under_database_errors_runs_nothing_again(
 
     assert sb.stats()["reexecutions"] == 0, outcomes
     assert outcomes["created"] == 0, outcomes
+
+
+def test_every_create_in_the_adapter_looks_first_on_oss() -> None:
+    """Every path that creates a run (the loop's reruns and relaunches, sweep, repro) goes
+    through the ControlPlane port's ``create_rerun`` / ``create_relaunch``; this holds the
+    adapter to looking before each SDK create, so a new create path cannot forget it (the
+    storm test above shows what forgetting costs: the run executes again)."""
+    import ast
+    import inspect
+
+    import rerund.adapters.flyte_control_plane as module
+
+    tree = ast.parse(inspect.getsource(module))
+    creating: dict[str, bool] = {}
+    for fn in ast.walk(tree):
+        if not isinstance(fn, ast.AsyncFunctionDef | ast.FunctionDef):
+            continue
+        calls = [n for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)]
+        creates = any(
+            c.func.attr == "aio"
+            and isinstance(c.func.value, ast.Attribute)
+            and c.func.value.attr in ("run", "rerun")
+            and isinstance(c.func.value.value, ast.Name)
+            and c.func.value.value.id == "runner"
+            for c in calls
+        )
+        if creates and fn.name in ("relaunch",):  # the inner function of create_relaunch
+            continue
+        if creates or fn.name.startswith("create_"):
+            creating[fn.name] = any(c.func.attr == "_look_first" for c in calls)
+    assert creating == {"create_rerun": True, "create_relaunch": True}
