@@ -46,7 +46,12 @@ WORKLOAD = {
         "etl.load": {
             "duration": "0.1s",
             "behaviour": ["fail"],
-            "error": {"kind": "SYSTEM", "code": "ErrImagePull", "message": "manifest unknown: reg/etl:v9"},
+            # a typo in the tag (ErrImagePull ends as ImagePullBackOff on Flyte)
+            "error": {
+                "kind": "SYSTEM",
+                "code": "ImagePullBackOff",
+                "message": "manifest unknown: reg/etl:v9",
+            },
         },
         "report.build": {
             "duration": "0.1s",

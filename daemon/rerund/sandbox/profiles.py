@@ -65,7 +65,9 @@ at commit 6fadb90 (2026-08-21). Each field names the file it follows:
    whose code ``Interrupted`` is dropped); ``ImagePullBackOff`` is USER ``Grace period [3m0s]
    exceeded|<condition message>|<waiting message>`` and ``InvalidImageName`` USER
    ``<condition message>|<waiting message>`` (``classifyWaitingContainer``,
-   ``GetMessageAfterGracePeriod``). Everything else keeps its message and kind.
+   ``GetMessageAfterGracePeriod``; ``ErrImagePull`` is transitional there and ends as
+   ``ImagePullBackOff``; the waiting message keeps the workload's text). Everything else keeps its
+   message and kind.
 12. ``pod_labels_checked=True``: the run's labels and annotations go onto its pod
    (``flyteplugins/go/tasks/pluginmachinery/flytek8s/pod_helper.go`` ``BuildPodWithSpec`` /
    ``ToK8sPodSpec``: ``GetLabels``, ``GetAnnotations``); a label value Kubernetes refuses (over 63
@@ -423,8 +425,9 @@ def executor_error(kind: str, code: str, message: str) -> tuple[str, str]:
         return "USER", _SIGKILL_FORM.format(reason="OOMKilled", message="")
     if "Interrupted" in code:
         return "SYSTEM", _SIGKILL_FORM.format(reason="Error", message="")
-    if "ImagePullBackOff" in code:
-        waiting = 'Back-off pulling image "ghcr.io/acme/app:latest"'
+    if "ImagePullBackOff" in code or "ErrImagePull" in code:  # ErrImagePull ends as ImagePullBackOff
+        # the kubelet's waiting message; the sandbox keeps the workload's text in it
+        waiting = message if "Back-off pulling image" in message else f"Back-off pulling image ({message})"
         return "USER", f"Grace period [3m0s] exceeded|{_UNREADY}|{waiting}"
     if "InvalidImageName" in code:
         waiting = (
