@@ -59,3 +59,4 @@ def test_on_open_source_flyte_an_oom_is_relaunched_by_the_library_policy_from_th
         assert relaunch["resources"]["limits"]["memory"] == "8Gi"
         [decided] = [x for x in d.decisions()["decisions"] if x["run"] == source and x["decision"] == "rerun"]
         assert decided["reason"].startswith("policy 'oom-more-memory' relaunches"), decided
+        assert oss.stats()["reexecutions"] == 0
