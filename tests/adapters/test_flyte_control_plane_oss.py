@@ -342,21 +342,34 @@ def test_every_create_in_the_adapter_looks_first_on_oss() -> None:
     import rerund.adapters.flyte_control_plane as module
 
     tree = ast.parse(inspect.getsource(module))
-    creating: dict[str, bool] = {}
-    for fn in ast.walk(tree):
-        if not isinstance(fn, ast.AsyncFunctionDef | ast.FunctionDef):
-            continue
-        calls = [n for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)]
-        creates = any(
-            c.func.attr == "aio"
-            and isinstance(c.func.value, ast.Attribute)
-            and c.func.value.attr in ("run", "rerun")
-            and isinstance(c.func.value.value, ast.Name)
-            and c.func.value.value.id == "runner"
-            for c in calls
+    functions = [f for f in ast.walk(tree) if isinstance(f, ast.AsyncFunctionDef | ast.FunctionDef)]
+
+    def calls(fn: ast.AST) -> list[ast.Call]:
+        return [n for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)]
+
+    def creates(c: ast.Call) -> bool:
+        f = c.func
+        assert isinstance(f, ast.Attribute)
+        inner = f.value
+        return (
+            f.attr == "aio"
+            and isinstance(inner, ast.Attribute)
+            and inner.attr in ("run", "rerun")
+            and isinstance(inner.value, ast.Name)
+            and inner.value.id == "runner"
         )
-        if creates and fn.name in ("relaunch",):  # the inner function of create_relaunch
-            continue
-        if creates or fn.name.startswith("create_"):
-            creating[fn.name] = any(c.func.attr == "_look_first" for c in calls)
-    assert creating == {"create_rerun": True, "create_relaunch": True}
+
+    outermost = {
+        f.name
+        for f in functions
+        if any(creates(c) for c in calls(f))
+        and not any(g is not f and f in ast.walk(g) for g in functions)  # not nested
+    }
+    assert outermost == {"_create_rerun", "_create_relaunch"}
+    callers = {
+        f.name: [c.func.attr for c in calls(f)]  # type: ignore[union-attr]
+        for f in functions
+        if any(c.func.attr in outermost for c in calls(f))  # type: ignore[union-attr]
+    }
+    assert set(callers) == {"create_rerun", "create_relaunch"}
+    assert all("_look_first" in called for called in callers.values()), callers

@@ -449,6 +449,26 @@ def _finished_before_abort(root: Any) -> str | None:
     return phase if phase in ("SUCCEEDED", "FAILED", "TIMED_OUT", "RECOVERED") else None
 
 
+@contextlib.contextmanager
+def _not_found_is_a_database_error(target: RunRef) -> Iterator[None]:
+    """oss, once the look before creating ``target`` found nothing: a run read that answers
+    NOT_FOUND now (the source's details, the SDK's read of the source, the mark read back after
+    the create) is a run that exists: open-source Flyte's GetRunDetails answers NOT_FOUND for
+    any database error. Retried (transient), never settled as refused. A project that does not
+    exist stays NOT_FOUND."""
+    try:
+        yield
+    except NotFoundError as exc:
+        if "project" in str(exc).lower() and exc.rpc != "GetRunDetails":
+            raise
+        raise TransientControlPlaneError(
+            f"CreateRun of {target}: a run read answered NOT_FOUND, which open-source Flyte also "
+            f"answers for a database error; retried: {exc}",
+            rpc=exc.rpc,
+            code="internal",
+        ) from exc
+
+
 def runcontext_for_relaunch(request: RelaunchRequest, source: RunSpecView) -> dict[str, Any]:
     """The ``flyte.with_runcontext`` keyword arguments of a relaunch: a fresh RunSpec that is the
     source's, changed as a rerun would be (``rerund.core.runspec``): env and labels merged
@@ -1777,13 +1797,19 @@ class FlyteControlPlane:
         return str(details.run_spec.annotations.values.get(ANNOTATION_ISSUER, ""))
 
     async def create_rerun(self, request: RerunRequest) -> RunRef:
+        src = request.source
+        oss = not await self._supports_label_filters(src.project, src.domain)
+        if not oss:
+            return await self._create_rerun(request, "")
+        mark = await self._look_first(request.target)
+        with _not_found_is_a_database_error(request.target):
+            return await self._create_rerun(request, mark)
+
+    async def _create_rerun(self, request: RerunRequest, mark: str) -> RunRef:
         import flyte
 
         src = request.source
-        mark = ""
-        oss = not await self._supports_label_filters(src.project, src.domain)
-        if oss:
-            mark = await self._look_first(request.target)
+        oss = bool(mark)
         key = ("CreateRun", str(request.target).encode())
         source_spec = request.source_spec if request.source_spec is not None else await self.read_spec(src)
         force = list(request.overrides.force_rerun_actions) or None
@@ -1865,15 +1891,21 @@ class FlyteControlPlane:
             )
 
     async def create_relaunch(self, request: RelaunchRequest) -> RunRef:
+        src = request.source
+        oss = not await self._supports_label_filters(src.project, src.domain)
+        if not oss:
+            return await self._create_relaunch(request, "")
+        mark = await self._look_first(request.target)
+        with _not_found_is_a_database_error(request.target):
+            return await self._create_relaunch(request, mark)
+
+    async def _create_relaunch(self, request: RelaunchRequest, mark: str) -> RunRef:
         import flyte
         import flyte.errors
         import flyte.remote
 
         src = request.source
-        mark = ""
-        oss = not await self._supports_label_filters(src.project, src.domain)
-        if oss:
-            mark = await self._look_first(request.target)
+        oss = bool(mark)
         source_spec = request.source_spec if request.source_spec is not None else await self.read_spec(src)
         version = request.version or None
         what = f"task {request.task!r} version {request.version or 'latest'!r} in {src.project}/{src.domain}"
