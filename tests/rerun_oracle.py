@@ -113,7 +113,7 @@ def failure_of(run: Mapping[str, Any], root: str, attempt: int) -> Failure:
     root action a0) and the run's error."""
     failed_children = [a for a in run["actions"] if a["parent"] and a["phase"] in FAILED]
     action = failed_children[0] if failed_children else None
-    err = run.get("error") or {}
+    err = run.get("served_error") or run.get("error") or {}  # what the daemon reads
     return Failure(
         run=run["name"],
         root=root,

@@ -92,7 +92,7 @@ MIXED_POLICIES: dict[str, Any] = {
         },
         {
             "name": "batch-recover",
-            "match": {"tasks": ["batch.*"], "error": {"codes": ["PublishConflict"]}},
+            "match": {"tasks": ["batch.*"], "error": {"patterns": ["PublishConflict"]}},  # oss: no code
             "retry": {"scope": "recover", "labels": {"retried-by": "rerund"}},
         },
         {

@@ -46,7 +46,12 @@ WORKLOAD = {
         "etl.load": {
             "duration": "0.1s",
             "behaviour": ["fail"],
-            "error": {"kind": "SYSTEM", "code": "ErrImagePull", "message": "manifest unknown: reg/etl:v9"},
+            # a typo in the tag (ErrImagePull ends as ImagePullBackOff on Flyte)
+            "error": {
+                "kind": "SYSTEM",
+                "code": "ImagePullBackOff",
+                "message": "manifest unknown: reg/etl:v9",
+            },
         },
         "report.build": {
             "duration": "0.1s",
@@ -415,6 +420,7 @@ def test_on_open_source_flyte_one_rerun_per_failure_and_a_second_sweep_adds_noth
     assert "already issued (the rerun of that attempt exists) │     3 │" in out
     assert all(len(outage.reruns_of(r)) == 1 for r in outage.matched)
     assert set(outage.attempts().values()) == {1}
+    assert outage.sb.stats()["reexecutions"] == 0  # the second sweep created no name that exists
 
 
 def test_a_failure_waiting_for_a_fix_is_skipped_until_the_fix_is_deployed_then_relaunched_on_it(

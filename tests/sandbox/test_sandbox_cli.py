@@ -121,6 +121,13 @@ def test_fault_flags_apply_from_the_start(serve):
     }
 
 
+def test_fault_db_errors_is_served(serve):
+    served = serve("--profile", "oss", "--fault-db-errors", "0.3")
+
+    assert "db_errors=0.3" in served.banner
+    assert httpx.get(f"{served.endpoint}/_sandbox/stats").json()["faults"]["db_errors"] == 0.3
+
+
 def test_profile_oss_is_announced_and_served(serve):
     served = serve("--profile", "oss", "--error-delay", "250ms")
 
@@ -145,6 +152,7 @@ def test_profile_oss_is_announced_and_served(serve):
             ["--fault-drop-streams-after", "-1"],
             r"--fault-drop-streams-after must be >= 0 \(0 = never\), got -1",
         ),
+        (["--fault-db-errors", "1.5"], "--fault-db-errors must be a share between 0 and 1, got 1.5"),
         (["--time-scale", "0"], "--time-scale must be positive, got 0.0"),
         (["--org", ""], "sandbox org is empty; pass --org NAME"),
         (
@@ -154,7 +162,16 @@ def test_profile_oss_is_announced_and_served(serve):
         ),
         (["--profile", "oss", "--error-delay", "later"], "--error-delay: duration 'later' is not a duration"),
     ],
-    ids=["share", "latency", "drop", "time-scale", "org", "error-delay-union", "error-delay-bad"],
+    ids=[
+        "share",
+        "latency",
+        "drop",
+        "db-errors",
+        "time-scale",
+        "org",
+        "error-delay-union",
+        "error-delay-bad",
+    ],
 )
 def test_bad_flags_are_refused_with_what_to_do(capsys, args, message):
     code = main(["sandbox", "--port", "0", *args])

@@ -26,6 +26,10 @@ def sb(sandbox_factory):
     return sandbox_factory(workload=WORKLOAD, time_scale=0.01)
 
 
+def _run_id(sb, name):
+    return identifier_pb2.RunIdentifier(org=sb.org, project=sb.project, domain=sb.domain, name=name)
+
+
 def list_runs(sb, client):
     pid = identifier_pb2.ProjectIdentifier(organization=sb.org, name=sb.project, domain=sb.domain)
     return client.list_runs(rs.ListRunsRequest(request=list_pb2.ListRequest(limit=10), project_id=pid))
@@ -115,7 +119,27 @@ def test_admin_stats_report_requests_runs_by_phase_and_faults(sb):
         "faults": {"unavailable": 0.0, "latency": "0ms", "drop_streams_after": 0},
         "profile": "union",
         "watch_dropped": 0,
+        "reexecutions": 0,
     }
+
+
+def test_db_errors_make_get_run_details_not_found_and_list_runs_internal(sb):
+    [name] = sb.launch("bad")
+    sb.wait_idle()
+    resp = httpx.post(f"{sb.endpoint}/_sandbox/faults", json={"db_errors": 1.0})
+    assert resp.status_code == 200, resp.text
+    try:
+        with RunServiceClientSync(sb.endpoint) as client:
+            with pytest.raises(ConnectError, match="open-source Flyte answers NOT_FOUND") as details:
+                client.get_run_details(rs.GetRunDetailsRequest(run_id=_run_id(sb, name)))
+            with pytest.raises(ConnectError, match="the database failed the query") as listing:
+                list_runs(sb, client)
+        assert (details.value.code, listing.value.code) == (Code.NOT_FOUND, Code.INTERNAL)
+        assert httpx.get(f"{sb.endpoint}/_sandbox/stats").json()["faults"]["db_errors"] == 1.0
+    finally:
+        sb.set_faults(db_errors=0.0)
+    with pytest.raises(ValueError, match=r"db_errors must be a share between 0 and 1, got 2\.0"):
+        sb.set_faults(db_errors=2.0)
 
 
 def test_admin_faults_endpoint_sets_faults_at_runtime(sb):

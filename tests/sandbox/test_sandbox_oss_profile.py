@@ -38,6 +38,20 @@ WORKLOAD = {
             "error": {"kind": "USER", "code": "ValueError", "message": "ValueError: x"},
         },
         "late": {"behaviour": ["timeout"]},
+        "oom": {"behaviour": ["fail"], "error": {"kind": "USER", "code": "OOMKilled", "message": "m"}},
+        "spot": {
+            "behaviour": ["fail"],
+            "error": {"kind": "SYSTEM", "code": "TaskInterruptedError", "message": "m"},
+        },
+        "gpu": {
+            "behaviour": ["fail"],
+            "error": {
+                "kind": "SYSTEM",
+                "code": "GpuXidError",
+                "message": "Xid 79",
+                "gpu_fault": {"code": 79},
+            },
+        },
         "slow": {"duration": "1h"},
         "stuck": {"queued": "1h"},
         "pipe": {"children": ["ok", "bad"]},
@@ -134,6 +148,7 @@ def test_2_oss_create_run_of_an_existing_name_returns_the_existing_run_as_succes
     assert again.run.action.status.phase == phase_pb2.ACTION_PHASE_SUCCEEDED
     assert [r["name"] for r in oss.runs()] == ["taken"]
     assert oss.run("taken")["task"] == "ok"
+    assert oss.stats()["reexecutions"] == 1  # and the run was enqueued again
 
 
 def test_2_oss_sdk_rerun_with_a_taken_name_succeeds_instead_of_raising(oss):
@@ -147,6 +162,21 @@ def test_2_oss_sdk_rerun_with_a_taken_name_succeeds_instead_of_raising(oss):
 
     assert second.name == first.name == "taken"
     assert len([r for r in oss.runs() if r["name"] == "taken"]) == 1
+
+
+def test_2_oss_create_run_of_an_existing_failed_name_executes_it_again(oss, client):
+    create(oss, client, "again", task="bad")
+    oss.wait_idle()
+    assert oss.run("again")["phase"] == "FAILED"
+    assert oss.stats()["reexecutions"] == 0
+
+    create(oss, client, "again", task="bad")
+
+    assert oss.stats()["reexecutions"] == 1
+    assert oss.run("again")["phase"] in ("QUEUED", "RUNNING", "FAILED")
+    oss.wait_idle()
+    assert oss.run("again")["phase"] == "FAILED"
+    assert len([r for r in oss.runs() if r["name"] == "again"]) == 1
 
 
 def test_2_union_create_run_of_an_existing_name_is_already_exists(sandbox_factory):
@@ -338,6 +368,30 @@ def test_6_oss_error_info_only_for_failed_and_the_root_error_in_run_details(oss,
     assert run.action.error_info.message == "child action a2 (bad) failed: ValueError: x"
 
 
+# -- 11. error info: message and kind only ---------------------------------------------------------
+
+
+def test_11_oss_error_info_has_no_code_nor_gpu_fault_and_the_executors_messages(oss, client):
+    for task in ("oom", "spot", "gpu", "bad"):
+        oss.launch(task, name=f"{task}-run")
+    oss.wait_idle()
+    served = {}
+    for task in ("oom", "spot", "gpu", "bad"):
+        info = action_details(client, oss, f"{task}-run").error_info
+        run = client.get_run_details(rs.GetRunDetailsRequest(run_id=run_id(oss, f"{task}-run"))).details
+        assert run.action.error_info == info
+        assert not info.code and not info.HasField("gpu_fault")
+        served[task] = (info.Kind.Name(info.kind), info.message)
+    sigkill = "\r\n[primary] terminated with exit code (137). Reason [{}]. Message: \n."
+    assert served == {
+        "oom": ("KIND_USER", sigkill.format("OOMKilled")),
+        "spot": ("KIND_SYSTEM", sigkill.format("Error")),
+        "gpu": ("KIND_SYSTEM", "Xid 79"),
+        "bad": ("KIND_USER", "ValueError: x"),
+    }
+    assert oss.run("oom-run")["error"]["code"] == "OOMKilled"  # the admin view keeps the cause
+
+
 def test_6_union_run_details_leave_the_root_error_out(sandbox_factory):
     sb = sandbox_factory(workload=WORKLOAD, time_scale=0.01, profile=UNION)
     sb.launch("bad", name="failed")
@@ -422,3 +476,16 @@ def test_8_oss_list_actions_metadata_has_no_task_and_identifiers_no_org(oss, cli
     assert not any(a.metadata.HasField("task") for a in actions)
     assert run.action.id.run.org == ""
     assert run.action.id.run.name == "pipeline"
+
+
+# -- 12. a label value the cluster refuses ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["ML Platform", "x" * 64, "-lead", "trail."])
+def test_12_oss_a_run_with_a_label_value_kubernetes_refuses_stays_queued(oss, value):
+    [refused] = oss.launch("ok", labels={"team": value})
+    [fine] = oss.launch("ok", labels={"team": "ml-platform_2.0"})
+    oss.wait_for(fine)
+
+    assert oss.run(fine)["phase"] == "SUCCEEDED"
+    assert oss.run(refused)["phase"] == "QUEUED"

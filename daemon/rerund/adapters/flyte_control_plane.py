@@ -52,8 +52,10 @@ On oss:
   look and both create in the same moment: there is still one run (the name is
   deterministic), and the create carries a random ``rerund-issue`` annotation that a
   GetRunDetails after it compares, so the one whose run it is not records "already issued". Two RPCs more
-  per rerun. (The real service enqueues the run again on the second CreateRun; looking first
-  keeps that to such races.)
+  per rerun. (The real service enqueues the run again on the second CreateRun: it executes
+  again; looking first keeps that to such races.) GetRunDetails answers NOT_FOUND for any
+  database error, so absence is confirmed by a ListRuns on ``run_name`` (one RPC more; its
+  database errors are INTERNAL, transient) before creating.
 - ``find_latest_run`` with labels lists the newest runs of the task in the phase (pages of 50,
   at most 200 candidates) and reads their labels (cached) until one matches.
 
@@ -450,6 +452,26 @@ def _finished_before_abort(root: Any) -> str | None:
     last = max(root.attempts, key=lambda a: a.attempt)
     phase = _phase_name(last.phase)
     return phase if phase in ("SUCCEEDED", "FAILED", "TIMED_OUT", "RECOVERED") else None
+
+
+@contextlib.contextmanager
+def _not_found_is_a_database_error(target: RunRef) -> Iterator[None]:
+    """oss, once the look before creating ``target`` found nothing: a run read that answers
+    NOT_FOUND now (the source's details, the SDK's read of the source, the mark read back after
+    the create) is a run that exists: open-source Flyte's GetRunDetails answers NOT_FOUND for
+    any database error. Retried (transient), never settled as refused. A project that does not
+    exist stays NOT_FOUND."""
+    try:
+        yield
+    except NotFoundError as exc:
+        if "project" in str(exc).lower() and exc.rpc != "GetRunDetails":
+            raise
+        raise TransientControlPlaneError(
+            f"CreateRun of {target}: a run read answered NOT_FOUND, which open-source Flyte also "
+            f"answers for a database error; retried: {exc}",
+            rpc=exc.rpc,
+            code="internal",
+        ) from exc
 
 
 def runcontext_for_relaunch(request: RelaunchRequest, source: RunSpecView) -> dict[str, Any]:
@@ -1824,13 +1846,19 @@ class FlyteControlPlane:
         return str(details.run_spec.annotations.values.get(ANNOTATION_ISSUER, ""))
 
     async def create_rerun(self, request: RerunRequest) -> RunRef:
+        src = request.source
+        oss = not await self._supports_label_filters(src.project, src.domain)
+        if not oss:
+            return await self._create_rerun(request, "")
+        mark = await self._look_first(request.target)
+        with _not_found_is_a_database_error(request.target):
+            return await self._create_rerun(request, mark)
+
+    async def _create_rerun(self, request: RerunRequest, mark: str) -> RunRef:
         import flyte
 
         src = request.source
-        mark = ""
-        oss = not await self._supports_label_filters(src.project, src.domain)
-        if oss:
-            mark = await self._look_first(request.target)
+        oss = bool(mark)
         key = ("CreateRun", str(request.target).encode())
         source_spec = request.source_spec if request.source_spec is not None else await self.read_spec(src)
         force = list(request.overrides.force_rerun_actions) or None
@@ -1859,20 +1887,46 @@ class FlyteControlPlane:
 
     async def _look_first(self, target: RunRef) -> str:
         """oss: open-source Flyte returns an existing run of that name as a success (and
-        enqueues it again): look first (1 GetRunDetails; ``AlreadyExistsError`` when found),
-        and return the mark this create carries so its answer can be told apart."""
+        enqueues it again: it executes again): look first, and return the mark this create
+        carries so its answer can be told apart. ``AlreadyExistsError`` when found.
+
+        GetRunDetails answers NOT_FOUND for *any* database error (``runs/service/
+        run_service.go`` ``GetRunDetails``), so its NOT_FOUND alone does not prove absence:
+        a ListRuns filtered on ``run_name`` (whose database errors come back INTERNAL, a
+        transient error here: the create waits for a later pass) must find no run either."""
         try:
             await self.get_run(target)
         except NotFoundError:
             pass
         else:
-            raise AlreadyExistsError(
-                f"CreateRun: run {target} already exists (found before creating it; "
-                "open-source Flyte would have returned it as a success)",
-                rpc="CreateRun",
-                code="already_exists",
-            )
+            raise self._found_before_creating(target)
+        from flyteidl2.common import list_pb2
+
+        by_name = list_pb2.Filter(function=list_pb2.Filter.EQUAL, field="run_name", values=[target.name])
+        try:
+            listed = await self._list_page(target.project, target.domain, [by_name], limit=1, token="")
+        except PermanentControlPlaneError as exc:
+            if exc.code != "internal_repeated":
+                raise
+            # The database takes this filter; INTERNAL here is its failing, however often.
+            self._internal.clear()
+            raise TransientControlPlaneError(
+                f"CreateRun: cannot confirm run {target} is absent before creating it: {exc}",
+                rpc="ListRuns",
+                code="internal",
+            ) from exc
+        if any(r.action.id.run.name == target.name for r in listed.runs):
+            raise self._found_before_creating(target)
         return uuid.uuid4().hex[:12]
+
+    @staticmethod
+    def _found_before_creating(target: RunRef) -> AlreadyExistsError:
+        return AlreadyExistsError(
+            f"CreateRun: run {target} already exists (found before creating it; "
+            "open-source Flyte would have returned it as a success and run it again)",
+            rpc="CreateRun",
+            code="already_exists",
+        )
 
     async def _check_mark(self, target: RunRef, mark: str) -> None:
         """oss: another process may have created the same name between the look and the create,
@@ -1886,15 +1940,21 @@ class FlyteControlPlane:
             )
 
     async def create_relaunch(self, request: RelaunchRequest) -> RunRef:
+        src = request.source
+        oss = not await self._supports_label_filters(src.project, src.domain)
+        if not oss:
+            return await self._create_relaunch(request, "")
+        mark = await self._look_first(request.target)
+        with _not_found_is_a_database_error(request.target):
+            return await self._create_relaunch(request, mark)
+
+    async def _create_relaunch(self, request: RelaunchRequest, mark: str) -> RunRef:
         import flyte
         import flyte.errors
         import flyte.remote
 
         src = request.source
-        mark = ""
-        oss = not await self._supports_label_filters(src.project, src.domain)
-        if oss:
-            mark = await self._look_first(request.target)
+        oss = bool(mark)
         source_spec = request.source_spec if request.source_spec is not None else await self.read_spec(src)
         version = request.version or None
         what = f"task {request.task!r} version {request.version or 'latest'!r} in {src.project}/{src.domain}"

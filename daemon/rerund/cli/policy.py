@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -36,6 +37,13 @@ def register(sub: Any) -> None:
     )
     _add_paths_and_format(check, "a policy file or a directory of *.yaml / *.yml", junit_case="file")
     check.add_argument("--strict", action="store_true", help="exit 1 on warnings too (for CI)")
+    check.add_argument(
+        "--backend",
+        choices=("auto", "union", "oss"),
+        default=None,
+        help="the control plane the policies run against (default: $RERUND_BACKEND, else auto); "
+        "oss warns about matches on error codes and gpu_fault, which open-source Flyte never serves",
+    )
     check.set_defaults(func=_check)
 
     explain = sub.add_parser(
@@ -103,7 +111,8 @@ def _add_paths_and_format(parser: argparse.ArgumentParser, paths_help: str, *, j
 def _check(args: argparse.Namespace) -> int:
     files, _ = expand_paths(args.paths)
     try:
-        policies, warnings = load_policies_and_warnings(args.paths)
+        backend = args.backend or os.environ.get("RERUND_BACKEND", "auto")
+        policies, warnings = load_policies_and_warnings(args.paths, backend=backend)
     except PolicyError as exc:
         problems = list(exc.problems)
         if args.format == "json":

@@ -43,7 +43,7 @@ needs content-type: application/json; a Host other than localhost, an IP address
   GET  /_sandbox/requests  RPC counts by method, and by run and method
   GET  /_sandbox/rates     RPCs per whole second, and the peak
   POST /_sandbox/faults    {"unavailable": 0.2, "latency": "50ms", "drop_streams_after": 50,
-                           "rate_limit": "100/s"}
+                           "db_errors": 0.3, "rate_limit": "100/s"}
   POST /_sandbox/auth      {"revoke": true, "mint": true}  (--auth: revoke every token and the
                            secret; mint a new key into --api-key-out)
   GET  /_sandbox/runs      every run as JSON
@@ -92,6 +92,14 @@ def register(subparsers: Any) -> None:
         default=0,
         metavar="N",
         help="close watch streams with UNAVAILABLE after N messages (0 = never)",
+    )
+    p.add_argument(
+        "--fault-db-errors",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of run reads the database fails (0-1): GetRunDetails answers NOT_FOUND and "
+        "ListRuns INTERNAL, as open-source Flyte does on a database error",
     )
     p.add_argument(
         "--profile",
@@ -188,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--fault-unavailable must be a share between 0 and 1, got {args.fault_unavailable}"
         )
+    if not 0.0 <= args.fault_db_errors <= 1.0:
+        raise ConfigError(f"--fault-db-errors must be a share between 0 and 1, got {args.fault_db_errors}")
     if args.fault_drop_streams_after < 0:
         raise ConfigError(
             f"--fault-drop-streams-after must be >= 0 (0 = never), got {args.fault_drop_streams_after}"
@@ -235,6 +245,7 @@ def run(args: argparse.Namespace) -> int:
         unavailable=args.fault_unavailable,
         latency_s=latency,
         drop_streams_after=args.fault_drop_streams_after,
+        db_errors=args.fault_db_errors,
     )
     sock = bind_socket(args.host, args.port)
     host, port = sock.getsockname()[:2]
@@ -391,9 +402,10 @@ def _cli_endpoint(args: argparse.Namespace, endpoint: str) -> str:
 
 
 def _faults_text(f: Any) -> str:
-    if not (f.unavailable or f.latency_s or f.drop_streams_after):
+    if not (f.unavailable or f.latency_s or f.drop_streams_after or f.db_errors):
         return "none"
     return (
         f"unavailable={f.unavailable} latency={round(f.latency_s * 1000, 3):g}ms "
         f"drop_streams_after={f.drop_streams_after or 'never'}"
+        + (f" db_errors={f.db_errors}" if f.db_errors else "")
     )

@@ -31,7 +31,7 @@ from rerund.core.backoff import Backoff
 from rerund.core.model import Failure, Phase, RunOverrides, Scope, TaskVersionRule
 from rerund.core.repro import ReproCheck
 from rerund.core.resources import ResourceRules
-from rerund.core.taxonomy import classify
+from rerund.core.taxonomy import classify, evidence
 
 __all__ = [
     "DEFAULT_PHASES",
@@ -550,7 +550,7 @@ class PolicySet:
             shown = sorted(found - {"user", "system"})
             if not check(
                 bool(hit_classes),
-                lambda: f"error.classes: the failure is {', '.join(hit_classes)}",
+                lambda: f"error.classes: the failure is {_with_evidence(hit_classes, failure)}",
                 lambda: (
                     f"error.classes: the failure is {', '.join(shown) if shown else 'of no taxonomy class'}, "
                     f"not any of {_fmt(sorted(m.classes or ()))}"
@@ -589,3 +589,13 @@ class PolicySet:
 
     def _id(self, pattern: str) -> int:
         return self._index[pattern]
+
+
+def _with_evidence(classes: Sequence[str], failure: Failure) -> str:
+    """``oom (from the message (no code): 'Reason [OOMKilled]')``: a class read from the
+    executor's message form says so (``taxonomy.evidence``); a class read from the code or the
+    kind is shown plain, as before."""
+    why = evidence(failure.error, failure.phase)
+    return ", ".join(
+        f"{c} (from {why[c]})" if why.get(c, "").startswith("the message") else c for c in classes
+    )

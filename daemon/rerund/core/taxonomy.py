@@ -30,9 +30,28 @@ One difference from the SDK, on purpose: the SDK applies the code rules of ``oom
 always a plain ``RuntimeSystemError`` there). A policy wants a preemption reported as SYSTEM to
 be ``interrupted`` too, so rerund applies every code rule to both kinds; ``kinds: [USER]`` in
 the same ``match.error`` narrows it back.
+
+Without a code (open-source Flyte 2: the executor keeps only ``Message`` and ``Kind`` of the
+plugin's error, ``executor/pkg/controller/taskaction_controller.go`` ``toActionErrorInfo``),
+the classes are read from the forms the pod plugin writes into the message
+(``flyteplugins/go/tasks/pluginmachinery/flytek8s/pod_helper.go``):
+
+- ``oom``: ``Reason [OOMKilled]`` (``DeterminePrimaryContainerPhase`` / ``DemystifyFailure``:
+  ``\r\n[<container>] terminated with exit code (137). Reason [OOMKilled]. Message: ...``) or
+  ``despite being OOMKilled`` (``DemystifySuccess``);
+- ``interrupted``: a SYSTEM error whose container ``terminated with exit code (137)`` or
+  ``(247)`` (SIGKILL: ``isTerminatedWithSigKill``) for another reason than OOMKilled;
+- ``image``: ``Back-off pulling image`` (ImagePullBackOff) or ``couldn't parse image
+  reference`` / ``InvalidImageName`` (``classifyWaitingContainer``).
+
+A ``gpu_fault`` has no message form: open-source Flyte cannot report it (``rerund check``
+warns about policies that match on it, or on ``codes``, under ``backend: oss``).
+``evidence`` says, per class, what it was read from; ``explain`` shows it.
 """
 
 from __future__ import annotations
+
+import re
 
 from rerund.core.model import ErrorInfo, Phase
 
@@ -41,6 +60,7 @@ __all__ = [
     "GPU_FAULT_CODES",
     "NON_RECOVERABLE_CODE",
     "classify",
+    "evidence",
     "user_code",
 ]
 
@@ -92,8 +112,54 @@ def user_code(code: str) -> str:
     return code.split("|", 1)[1].strip() if "|" in code else code.strip()
 
 
+_OOM_FORM = re.compile(r"Reason \[[^\]]*OOMKilled[^\]]*\]|despite being OOMKilled")
+_SIGKILL_FORM = re.compile(r"terminated with exit code \((?:137|247)\)\. Reason \[([^\]]*)\]")
+_IMAGE_FORM = re.compile(
+    r"Back-off pulling image|couldn't parse image reference|InvalidImageName|ImagePullBackOff"
+)
+
+
+def _from_message(error: ErrorInfo) -> dict[str, str]:
+    """The classes the executor's message forms show (for an error without a code)."""
+    out: dict[str, str] = {}
+    m = error.message
+    if hit := _OOM_FORM.search(m):
+        out["oom"] = hit.group(0)
+    kill = _SIGKILL_FORM.search(m)
+    if error.kind == "SYSTEM" and kill is not None and "OOMKilled" not in kill.group(1):
+        out["interrupted"] = f"{kill.group(0)} (SIGKILL) and kind SYSTEM"
+    if hit := _IMAGE_FORM.search(m):
+        out["image"] = hit.group(0)
+    return out
+
+
+def evidence(error: ErrorInfo, phase: Phase = Phase.FAILED) -> dict[str, str]:
+    """Each failure class of ``error`` (in ``phase``) and what it was read from: the code, the
+    kind, the gpu_fault, the phase, or (no code) the executor's message form."""
+    found = classify(error, phase)
+    out: dict[str, str] = {}
+    forms = _from_message(error) if not error.code.strip() else {}
+    for cls in sorted(found):
+        if cls in ("user", "system"):
+            out[cls] = f"the kind {error.kind}"
+        elif cls in forms:
+            out[cls] = f"the message (no code): {forms[cls]!r}"
+        elif (
+            cls == "gpu_fault"
+            and error.gpu_fault is not None
+            and user_code(error.code) not in GPU_FAULT_CODES
+        ):
+            out[cls] = "the error's gpu_fault"
+        elif cls == "timeout" and phase == Phase.TIMED_OUT:
+            out[cls] = "the phase TIMED_OUT"
+        else:
+            out[cls] = f"the code {error.code!r}"
+    return out
+
+
 def classify(error: ErrorInfo, phase: Phase = Phase.FAILED) -> frozenset[str]:
-    """Every failure class ``error`` (in ``phase``) belongs to; pure and total.
+    """Every failure class ``error`` (in ``phase``) belongs to; pure and total. Without a code,
+    the executor's message forms stand in for it (see the module docstring).
 
     Invariant: the result is a subset of ``FAILURE_CLASSES``.
     """
@@ -124,6 +190,8 @@ def classify(error: ErrorInfo, phase: Phase = Phase.FAILED) -> frozenset[str]:
         out.add("runtime_timeout")
     if any(c in full for c in _DEADLINE):
         out.add("deadline")
+    if not code:
+        out.update(_from_message(error))
     if (
         phase == Phase.TIMED_OUT
         or code in _TIMEOUT_CODES

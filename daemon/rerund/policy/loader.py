@@ -138,10 +138,13 @@ def load_policies(paths: Sequence[str | Path]) -> PolicySet:
     return load_policies_and_warnings(paths)[0]
 
 
-def load_policies_and_warnings(paths: Sequence[str | Path]) -> tuple[PolicySet, tuple[PolicyProblem, ...]]:
+def load_policies_and_warnings(
+    paths: Sequence[str | Path], *, backend: str = "auto"
+) -> tuple[PolicySet, tuple[PolicyProblem, ...]]:
     """``load_policies``, plus the warnings: valid settings that cannot do what they say (an
-    ``escalate`` step after the last attempt ``max_attempts`` allows), located like problems.
-    ``rerund check`` prints them, and fails on them with ``--strict``.
+    ``escalate`` step after the last attempt ``max_attempts`` allows; under ``backend: oss``, a
+    match on ``error.codes`` or ``error.gpu_fault``, which open-source Flyte never serves),
+    located like problems. ``rerund check`` prints them, and fails on them with ``--strict``.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -182,6 +185,8 @@ def load_policies_and_warnings(paths: Sequence[str | Path]) -> tuple[PolicySet, 
             loaded.append(_Loaded(doc, spec))
     warnings: list[PolicyProblem] = []
     rules, global_budget, compile_problems = _compile(loaded, warnings)
+    if backend == "oss":
+        warnings.extend(_oss_warnings(loaded))
     problems.extend(compile_problems)
     checks, check_problems = _reproductions(loaded)
     problems.extend(check_problems)
@@ -191,6 +196,33 @@ def load_policies_and_warnings(paths: Sequence[str | Path]) -> tuple[PolicySet, 
         rules, global_budget=global_budget, sources=[str(f) for f in files], reproductions=checks
     )
     return policies, tuple(warnings)
+
+
+_OSS_UNSERVED = {
+    "codes": (
+        "open-source Flyte serves no error code (the executor keeps only the message and the kind), "
+        "so this never matches under backend: oss; match on error.classes (read from the "
+        "executor's messages) or error.patterns instead"
+    ),
+    "gpu_fault": (
+        "open-source Flyte serves no gpu_fault (the executor keeps only the message and the kind), "
+        "so this never matches under backend: oss; match on error.patterns in the message instead"
+    ),
+}
+
+
+def _oss_warnings(loaded: Sequence[_Loaded]) -> list[PolicyProblem]:
+    """A warning at each ``match.error.codes`` / ``match.error.gpu_fault`` (``backend: oss``)."""
+    out: list[PolicyProblem] = []
+    for item in loaded:
+        for index, policy in enumerate(item.spec.policies):
+            error = policy.match.error
+            if error is None:
+                continue
+            for key, why in _OSS_UNSERVED.items():
+                if getattr(error, key) is not None:
+                    out.append(_at(item.doc, ("policies", index, "match", "error", key), why))
+    return out
 
 
 def _validate_file(

@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from rerund.core.durations import DURATION_PATTERN, format_duration, parse_duration
+from rerund.core.labels import label_key_problem, label_value_problem
 from rerund.core.model import Phase, Scope
 from rerund.core.names import NAME_RULE
 from rerund.core.resources import limit_problem, parse_multiplier, quantity_problem
@@ -123,6 +124,21 @@ def _no_reserved_labels(value: dict[str, str]) -> dict[str, str]:
             raise ValueError(
                 f"label {key!r} is set by rerund itself; choose a key not starting with 'rerund-'"
             )
+    return _kubernetes_labels(value)
+
+
+def _kubernetes_labels(value: dict[str, str]) -> dict[str, str]:
+    """Labels go onto the pod: a key or value Kubernetes refuses leaves the run QUEUED forever."""
+    for key, v in value.items():
+        problem = label_key_problem(key)
+        if problem is not None:
+            raise ValueError(f"label key {key!r} {problem}; the cluster would refuse the run's pod")
+        problem = label_value_problem(v)
+        if problem is not None:
+            raise ValueError(
+                f"label {key!r}: value {v!r} {problem}; the cluster would refuse the run's pod "
+                "and the run would stay QUEUED"
+            )
     return value
 
 
@@ -208,6 +224,13 @@ def _annotations(value: dict[str, str]) -> dict[str, str]:
             f"the annotations take {size} bytes; Kubernetes allows {_ANNOTATIONS_MAX_BYTES} in all "
             "(keys and values): shorten them"
         )
+    for key, v in value.items():
+        problem = label_value_problem(v)
+        if problem is not None:
+            raise ValueError(
+                f"annotation {key!r}: value {v!r} {problem}; rerund writes only label values "
+                "(a value the cluster refuses leaves the run QUEUED)"
+            )
     return value
 
 

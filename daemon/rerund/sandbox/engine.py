@@ -37,7 +37,7 @@ from flyteidl2.task import common_pb2, run_pb2, task_definition_pb2
 
 from rerund.aiotasks import TaskSet
 from rerund.sandbox import literals, protos
-from rerund.sandbox.profiles import UNION, Profile
+from rerund.sandbox.profiles import UNION, Profile, invalid_label_value
 from rerund.sandbox.records import (
     ABORTED,
     FAILED,
@@ -128,6 +128,7 @@ class Engine:
         self._arrivals = TaskSet(log, what="a sandbox arrival schedule")
         self._stopping = False
         self.outages: list[ActiveOutage] = []
+        self.reexecutions = 0  # CreateRun of an existing name that ran it again (profile oss)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -400,12 +401,43 @@ class Engine:
         self._start(r)
         return r
 
+    def reexecute(self, r: RunRec, inputs: common_pb2.Inputs) -> None:
+        """CreateRun of ``r``'s name again on open-source Flyte: the inline inputs are
+        overwritten and the root action is enqueued again (``runs/service/run_service.go``
+        ``CreateRun``: ``CreateAction`` does nothing on conflict, then ``ActionsService.Enqueue``
+        runs). A finished run goes back to QUEUED and executes again (a FAILED run can go back
+        to RUNNING); a run still executing keeps executing."""
+        self.reexecutions += 1
+        a0 = r.root
+        a0.inputs = inputs
+        if r.key in self._tasks:
+            return
+        now = self.clock()
+        r.actions = {"a0": a0}
+        a0.phase = QUEUED
+        a0.start_time = a0.end_time = None
+        a0.error = None
+        a0.abort_reason = None
+        a0.outputs = None
+        a0.finished_phase = None
+        self.store.touch(r, a0, now)
+        self._start(r)
+
     # --- executing -----------------------------------------------------------------------
 
     def _start(self, r: RunRec) -> None:
-        if self._stopping:
+        if self._stopping or self._pod_refused(r):
             return
         self._runs.spawn(self._execute(r), key=r.key, name=f"run-{r.name}")
+
+    def _pod_refused(self, r: RunRec) -> bool:
+        """``oss``: a label or annotation value Kubernetes refuses: the pod is never created and
+        the run stays QUEUED (the profile's docstring, item 12)."""
+        spec = r.run_spec
+        return self.profile.pod_labels_checked and (
+            invalid_label_value(dict(spec.labels.values)) is not None
+            or invalid_label_value(dict(spec.annotations.values)) is not None
+        )
 
     async def _sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds * self.time_scale))

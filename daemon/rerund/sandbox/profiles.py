@@ -53,11 +53,32 @@ at commit 6fadb90 (2026-08-21). Each field names the file it follows:
    (nothing under ``runs/`` fills it); the relation a rerun's CreateRun sent is stored with the
    RunSpec and served by GetRunDetails (``run_service.go`` ``persistRunModel``,
    ``extractRunSpecFromActionModel``), on both profiles.
+11. ``error_codes=False``: an ``ErrorInfo`` carries a message and a kind, nothing else: the
+   executor copies only ``Message`` and ``Kind`` of the plugin's ``core.ExecutionError``
+   (``executor/pkg/controller/taskaction_controller.go`` ``toActionErrorInfo``), so no
+   ``code`` and no ``gpu_fault`` reach a client. The messages take the forms the pod plugin
+   writes (``flyteplugins/go/tasks/pluginmachinery/flytek8s/pod_helper.go``), see
+   ``executor_error``: an OOM is USER ``\r\n[primary] terminated with exit code (137). Reason
+   [OOMKilled]. Message: \n.`` (``DeterminePrimaryContainerPhase``, the ``OOMKilled`` case);
+   a SIGKILL of the primary container (a preemption) is SYSTEM with the same form and the
+   container's own reason (the ``isTerminatedWithSigKill`` case, and ``DemystifyFailure``
+   whose code ``Interrupted`` is dropped); ``ImagePullBackOff`` is USER ``Grace period [3m0s]
+   exceeded|<condition message>|<waiting message>`` and ``InvalidImageName`` USER
+   ``<condition message>|<waiting message>`` (``classifyWaitingContainer``,
+   ``GetMessageAfterGracePeriod``; ``ErrImagePull`` is transitional there and ends as
+   ``ImagePullBackOff``; the waiting message keeps the workload's text). Everything else keeps its
+   message and kind.
+12. ``pod_labels_checked=True``: the run's labels and annotations go onto its pod
+   (``flyteplugins/go/tasks/pluginmachinery/flytek8s/pod_helper.go`` ``BuildPodWithSpec`` /
+   ``ToK8sPodSpec``: ``GetLabels``, ``GetAnnotations``); a label value Kubernetes refuses (over 63
+   characters, or not ``[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?``) fails the pod's creation, and
+   the run stays QUEUED with nothing said (``invalid_label_value``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -75,8 +96,11 @@ __all__ = [
     "UNION",
     "OssQuery",
     "Profile",
+    "executor_error",
+    "invalid_label_value",
     "oss_query",
     "profile_named",
+    "strip_error_codes",
     "strip_org",
 ]
 
@@ -111,6 +135,8 @@ class Profile:
     server_auth: bool = True
     rate_limit: bool = True
     listed_relation: bool = True
+    error_codes: bool = True
+    pod_labels_checked: bool = False
 
     def with_error_delay(self, seconds: float) -> Profile:
         """This profile with another error-details delay (``--error-delay``)."""
@@ -145,6 +171,8 @@ OSS = Profile(
     server_auth=False,
     rate_limit=False,
     listed_relation=False,
+    error_codes=False,
+    pod_labels_checked=True,
 )
 PROFILES = {p.name: p for p in (UNION, OSS)}
 
@@ -382,3 +410,64 @@ def strip_org(msg: Any) -> Any:
             for item in value:
                 strip_org(item)
     return msg
+
+
+# -- errors as the open-source executor writes them -------------------------------------------
+
+_SIGKILL_FORM = "\r\n[primary] terminated with exit code (137). Reason [{reason}]. Message: \n{message}."
+_UNREADY = "containers with unready status: [primary]"
+
+
+def executor_error(kind: str, code: str, message: str) -> tuple[str, str]:
+    """``(kind, message)`` of the ``ErrorInfo`` open-source Flyte serves for an execution that
+    failed with ``kind``/``code``/``message`` (the module docstring, item 11, names the code)."""
+    if "OOM" in code.upper():
+        return "USER", _SIGKILL_FORM.format(reason="OOMKilled", message="")
+    if "Interrupted" in code:
+        return "SYSTEM", _SIGKILL_FORM.format(reason="Error", message="")
+    if "ImagePullBackOff" in code or "ErrImagePull" in code:  # ErrImagePull ends as ImagePullBackOff
+        # the kubelet's waiting message; the sandbox keeps the workload's text in it
+        waiting = message if "Back-off pulling image" in message else f"Back-off pulling image ({message})"
+        return "USER", f"Grace period [3m0s] exceeded|{_UNREADY}|{waiting}"
+    if "InvalidImageName" in code:
+        waiting = (
+            'Failed to apply default image tag "ghcr.io/acme/App:latest": couldn\'t parse image '
+            'reference "ghcr.io/acme/App:latest": invalid reference format'
+        )
+        return "USER", f"{_UNREADY}|{waiting}"
+    return kind, message
+
+
+_KIND_NAMES = {1: "USER", 2: "SYSTEM"}
+_KIND_VALUES = {v: k for k, v in _KIND_NAMES.items()}
+
+
+def strip_error_codes(msg: Any) -> Any:
+    """Rewrite every ``ErrorInfo`` in ``msg`` (in place; returns it) as ``executor_error`` says:
+    message and kind only, no code, no gpu_fault."""
+    if msg.DESCRIPTOR.full_name == "flyteidl2.workflow.ErrorInfo":
+        kind, message = executor_error(_KIND_NAMES.get(int(msg.kind), ""), msg.code, msg.message)
+        msg.Clear()
+        msg.message = message
+        msg.kind = _KIND_VALUES.get(kind, 0)
+        return msg
+    for field, value in msg.ListFields():
+        if field.message_type is None:
+            continue
+        if hasattr(value, "DESCRIPTOR"):
+            strip_error_codes(value)
+        elif not hasattr(value, "items"):
+            for item in value:
+                strip_error_codes(item)
+    return msg
+
+
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?\Z")
+
+
+def invalid_label_value(values: Mapping[str, str]) -> str | None:
+    """The first key of ``values`` whose value is not a Kubernetes label value (None: all are)."""
+    for key, value in values.items():
+        if len(value) > 63 or _LABEL_VALUE.match(value) is None:
+            return key
+    return None

@@ -7,7 +7,9 @@ SIGINT/SIGTERM; ``SandboxThread`` runs it in a background thread (tests, ``rerun
 The admin API is not part of Flyte's API (JSON over plain HTTP)::
 
     GET  /_sandbox/stats    {"requests": {"CreateRun": 3, ...}, "runs": {"FAILED": 2, ...}, "faults": {...}}
-    POST /_sandbox/faults   {"unavailable": 0.2, "latency": "50ms", "drop_streams_after": 50}
+                            ("reexecutions": CreateRuns of an existing name that ran it again, oss)
+    POST /_sandbox/faults   {"unavailable": 0.2, "latency": "50ms", "drop_streams_after": 50,
+                             "db_errors": 0.3}  (that share of GetRunDetails NOT_FOUND, of ListRuns INTERNAL)
     GET  /_sandbox/requests {"by_method": {"CreateRun": 3, ...}, "by_run": {"r1": {"GetRunDetails": 2}}}
     GET  /_sandbox/runs     [{"name": ..., "phase": "FAILED", ...}, ...]
     POST /_sandbox/runs     {"task": "train.fit", "count": 2, "labels": {}, "inputs": {}, "version": "v1"}
@@ -75,7 +77,7 @@ from rerund.sandbox.auth import (
     unauthenticated_body,
 )
 from rerund.sandbox.engine import Engine
-from rerund.sandbox.profiles import UNION, Profile
+from rerund.sandbox.profiles import UNION, Profile, executor_error
 from rerund.sandbox.projects import SandboxProjectService
 from rerund.sandbox.ratelimit import RateLimiter, RateMeter, format_rate, parse_rate
 from rerund.sandbox.records import NAME_RULE, PHASE_NAMES, RunRec, name_problem
@@ -109,10 +111,18 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-def run_snapshot(r: RunRec, *, env_values: bool = True) -> dict[str, Any]:
+def run_snapshot(r: RunRec, *, env_values: bool = True, profile: Profile | None = None) -> dict[str, Any]:
     """A plain-data view of one run (``sb.runs()``; ``GET /_sandbox/runs`` with
-    ``env_values=False``: env keys only, each value ``***``)."""
+    ``env_values=False``: env keys only, each value ``***``). ``error`` is the cause;
+    ``served_error`` is the error as ``profile`` serves it to a client (``oss``: no code, the
+    executor's message forms)."""
     a0 = r.root
+    served = None
+    if a0.error is not None:
+        served = {"kind": a0.error.kind, "code": a0.error.code, "message": a0.error.message}
+        if profile is not None and not profile.error_codes:
+            kind, message = executor_error(a0.error.kind, a0.error.code, a0.error.message)
+            served = {"kind": kind, "code": "", "message": message}
     rel = None
     if r.related_to is not None:
         rel = {"run": r.related_to[3], "type": "RECOVER" if r.relation_type == 2 else "RERUN"}
@@ -137,6 +147,7 @@ def run_snapshot(r: RunRec, *, env_values: bool = True) -> dict[str, Any]:
         "error": {"kind": a0.error.kind, "code": a0.error.code, "message": a0.error.message}
         if a0.error
         else None,
+        "served_error": served,
         "actions": [
             {
                 "name": a.name,
@@ -215,11 +226,15 @@ def _launch_args(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def _faults_from_json(body: Mapping[str, Any], current: Faults) -> Faults:
     """Parse the admin faults body; raises ValueError with what is wrong."""
-    unknown = set(body) - {"unavailable", "latency", "latency_s", "drop_streams_after"}
+    unknown = set(body) - {"unavailable", "latency", "latency_s", "drop_streams_after", "db_errors"}
     if unknown:
         raise ValueError(
-            f"unknown fault(s) {sorted(unknown)}; known: unavailable, latency, drop_streams_after, rate_limit"
+            f"unknown fault(s) {sorted(unknown)}; known: unavailable, latency, drop_streams_after, "
+            "db_errors, rate_limit"
         )
+    db_errors = float(body.get("db_errors", current.db_errors))
+    if not 0.0 <= db_errors <= 1.0:
+        raise ValueError(f"db_errors must be a share between 0 and 1, got {db_errors}")
     unavailable = float(body.get("unavailable", current.unavailable))
     if not 0.0 <= unavailable <= 1.0:
         raise ValueError(f"unavailable must be a share between 0 and 1, got {unavailable}")
@@ -231,7 +246,7 @@ def _faults_from_json(body: Mapping[str, Any], current: Faults) -> Faults:
     drop = int(body.get("drop_streams_after", current.drop_streams_after))
     if drop < 0:
         raise ValueError(f"drop_streams_after must be >= 0 (0 = never), got {drop}")
-    return Faults(unavailable=unavailable, latency_s=latency, drop_streams_after=drop)
+    return Faults(unavailable=unavailable, latency_s=latency, drop_streams_after=drop, db_errors=db_errors)
 
 
 class Sandbox:
@@ -346,6 +361,7 @@ class Sandbox:
         self.faults.unavailable = new.unavailable
         self.faults.latency_s = new.latency_s
         self.faults.drop_streams_after = new.drop_streams_after
+        self.faults.db_errors = new.db_errors
         return self.faults
 
     def stats_json(self) -> dict[str, Any]:
@@ -359,6 +375,7 @@ class Sandbox:
             "faults": self.faults_json(),
             "profile": self.profile.name,
             "watch_dropped": self.hub.dropped,
+            "reexecutions": self.engine.reexecutions if self.engine is not None else 0,
         }
         if self.ratelimit.refused:
             result["rate_limited"] = self.ratelimit.refused
@@ -464,7 +481,9 @@ class Sandbox:
             elif (method, route) == ("GET", "requests"):
                 result = {"by_method": dict(self.stats.counts), "by_run": self.run_counts.as_json()}
             elif (method, route) == ("GET", "runs"):
-                result = [run_snapshot(r, env_values=False) for r in self.store.runs.values()]
+                result = [
+                    run_snapshot(r, env_values=False, profile=self.profile) for r in self.store.runs.values()
+                ]
             elif (method, route) == ("POST", "runs"):
                 args = _launch_args(body)
                 name = args["name"]

@@ -33,7 +33,7 @@ from flyteidl2.workflow.run_service_connect import RunService
 
 from rerund.sandbox import protos
 from rerund.sandbox.engine import Engine
-from rerund.sandbox.profiles import UNION, OssQuery, Profile, oss_query, strip_org
+from rerund.sandbox.profiles import UNION, OssQuery, Profile, oss_query, strip_error_codes, strip_org
 from rerund.sandbox.query import Filter, QueryError, parse_filters, parse_sort
 from rerund.sandbox.records import (
     FAILED,
@@ -69,18 +69,39 @@ _MAX_PAGE = 1000
 @dataclass
 class Faults:
     """Injected faults: the share of RPCs answered UNAVAILABLE, a latency added to every RPC,
-    and the number of messages after which watch streams are dropped (0 = never)."""
+    the number of messages after which watch streams are dropped (0 = never), and the share of
+    run reads the database fails (``db_errors``): open-source Flyte answers any database error
+    of GetRunDetails NOT_FOUND (``runs/service/run_service.go`` ``GetRunDetails``) and of
+    ListRuns INTERNAL (``ListRuns``), so a run that exists can be reported absent."""
 
     unavailable: float = 0.0
     latency_s: float = 0.0
     drop_streams_after: int = 0
+    db_errors: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "unavailable": self.unavailable,
             "latency": f"{round(self.latency_s * 1000, 3):g}ms",
             "drop_streams_after": self.drop_streams_after,
         }
+        if self.db_errors:
+            out["db_errors"] = self.db_errors
+        return out
+
+
+# What open-source Flyte answers when the database fails a run read (``db_errors``).
+_DB_ERROR = {
+    "GetRunDetails": (
+        Code.NOT_FOUND,
+        "failed to get run: sandbox fault injection (db_errors): the database failed the read; "
+        "open-source Flyte answers NOT_FOUND for any database error here",
+    ),
+    "ListRuns": (
+        Code.INTERNAL,
+        "failed to list runs: sandbox fault injection (db_errors): the database failed the query",
+    ),
+}
 
 
 class RpcStats:
@@ -103,6 +124,10 @@ class RpcStats:
                 f"sandbox fault injection: {name} answered UNAVAILABLE "
                 f"(unavailable={f.unavailable}); retry with backoff",
             )
+        if f.db_errors > 0 and name in _DB_ERROR and self._rng.random() < f.db_errors:
+            self.counts[f"{name}DbError"] += 1
+            code, message = _DB_ERROR[name]
+            raise ConnectError(code, message)
 
     async def on_end(self, token: None, ctx: Ctx, error: Exception | None) -> None:
         return None
@@ -241,6 +266,8 @@ class _Base:
         ``Run`` without its root action's relation: read it from GetRunDetails' RunSpec)."""
         if not self.profile.listed_relation and isinstance(msg, run_definition_pb2.Run):
             msg.action.metadata.ClearField("relation")
+        if not self.profile.error_codes:
+            strip_error_codes(msg)
         return msg if self.profile.identifiers_org else strip_org(msg)
 
     def _error_shown(self, a: ActionRec) -> bool:
@@ -363,8 +390,13 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
                 raise _invalid(f"run name {name!r} {problem}: a run name must be {NAME_RULE}")
             existing = self.store.runs.get((org, project, domain, name))
             if existing is not None and self.profile.create_returns_existing:
-                # ON CONFLICT DO NOTHING, then the existing row is returned as a success.
-                return rs.CreateRunResponse(run=self._out(protos.run(existing)))
+                # ON CONFLICT DO NOTHING, the inline inputs overwritten, the root action enqueued
+                # again (it executes again), and the existing row returned as a success.
+                # The answer is the row as read before the enqueue.
+                answer = rs.CreateRunResponse(run=self._out(protos.run(existing)))
+                inputs = request.inputs if request.HasField("inputs") else existing.root.inputs
+                self.engine.reexecute(existing, inputs or common_pb2.Inputs())
+                return answer
             if existing is not None:
                 raise ConnectError(
                     Code.ALREADY_EXISTS, f"run {name!r} already exists in {org}/{project}/{domain}"
@@ -498,7 +530,7 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
             )
             while msg is not None:
                 self._maybe_drop(sent, "WatchActionDetails")
-                yield msg
+                yield msg if self.profile.error_codes else strip_error_codes(msg)
                 sent += 1
                 if msg.details.status.phase in TERMINAL_PHASES:
                     return

@@ -292,8 +292,11 @@ class SandboxHandle:
         latency_s: float | None = None,
         drop_streams_after: int | None = None,
         rate_limit: float | str | None = None,
+        db_errors: float | None = None,
     ) -> None:
         changes: dict[str, Any] = {}
+        if db_errors is not None:
+            changes["db_errors"] = db_errors
         if rate_limit is not None:
             changes["rate_limit"] = rate_limit
         if unavailable is not None:
@@ -330,7 +333,7 @@ class SandboxHandle:
                     continue
                 if domain is not None and r.domain != domain:
                     continue
-                out.append(run_snapshot(r))
+                out.append(run_snapshot(r, profile=sb.profile))
             return out
 
         result: list[dict[str, Any]] = self._call(go)
