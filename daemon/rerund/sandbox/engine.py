@@ -410,7 +410,7 @@ class Engine:
         self.reexecutions += 1
         a0 = r.root
         a0.inputs = inputs
-        if r.key in self._tasks:
+        if r.key in self._runs:  # still executing: it keeps executing
             return
         now = self.clock()
         r.actions = {"a0": a0}
