@@ -242,7 +242,9 @@ class _LookLandsTooEarly(FlyteControlPlane):
     """The race of two replicas, made deterministic: the look before creating misses the run
     another replica creates right after it (that replica's create is the first one below)."""
 
-    async def get_run(self, ref: RunRef) -> Any:
+    async def _run_details_answer(self, ref: RunRef, *, confirm_absent: bool = True) -> Any:
+        if confirm_absent:  # only the look before creating (which confirms by itself) misses it
+            return await super()._run_details_answer(ref, confirm_absent=confirm_absent)
         raise NotFoundError(f"run {ref} not found (yet)", rpc="GetRunDetails", code="not_found")
 
     async def _list_page(self, project: str, domain: str, filters: list[Any], **kw: Any) -> Any:

@@ -1675,12 +1675,51 @@ class FlyteControlPlane:
         """GetRunDetails of run ``ref`` (its ``details``)."""
         return (await self._run_details_answer(ref))[1].details
 
-    async def _run_details_answer(self, ref: RunRef) -> tuple[Any, Any]:
-        """GetRunDetails of run ``ref``: (request, answer), for ``_keep_read``."""
+    async def _run_details_answer(self, ref: RunRef, *, confirm_absent: bool = True) -> tuple[Any, Any]:
+        """GetRunDetails of run ``ref``: (request, answer), for ``_keep_read``.
+
+        Open-source Flyte answers NOT_FOUND for *any* database error (``runs/service/
+        run_service.go`` ``GetRunDetails``): a failed run read as absent would be settled as
+        deleted and never rerun. On open-source Flyte (``backend: oss``, or detected so), a
+        NOT_FOUND is believed only when a ListRuns filtered on ``run_name`` finds no run either
+        (one RPC more, only on a NOT_FOUND); when it finds one, the read is a transient error,
+        retried."""
         from flyteidl2.workflow import run_service_pb2
 
         request = run_service_pb2.GetRunDetailsRequest(run_id=self._run_id(ref))
-        return request, await self._call("GetRunDetails", _rpcs().get_run_details, request)
+        try:
+            return request, await self._call("GetRunDetails", _rpcs().get_run_details, request)
+        except NotFoundError:
+            if not confirm_absent or self._label_filters is not False:  # oss only: Union's is true
+                raise
+            if await self._listed_by_name(ref, "GetRunDetails"):
+                raise TransientControlPlaneError(
+                    f"GetRunDetails: run {ref} answered NOT_FOUND but ListRuns lists it (open-source "
+                    "Flyte answers NOT_FOUND for a database error); the read is retried",
+                    rpc="GetRunDetails",
+                    code="unavailable",
+                ) from None
+            raise
+
+    async def _listed_by_name(self, ref: RunRef, what: str) -> bool:
+        """Whether a ListRuns filtered on ``run_name`` finds run ``ref``. Its INTERNAL (a
+        database error, however often) is a ``TransientControlPlaneError``: absence unconfirmed."""
+        from flyteidl2.common import list_pb2
+
+        by_name = list_pb2.Filter(function=list_pb2.Filter.EQUAL, field="run_name", values=[ref.name])
+        try:
+            listed = await self._list_page(ref.project, ref.domain, [by_name], limit=1, token="")
+        except PermanentControlPlaneError as exc:
+            if exc.code != "internal_repeated":
+                raise
+            # The database takes this filter; INTERNAL here is its failing, however often.
+            self._internal.clear()
+            raise TransientControlPlaneError(
+                f"{what}: cannot confirm run {ref} is absent: {exc}",
+                rpc="ListRuns",
+                code="internal",
+            ) from exc
+        return any(r.action.id.run.name == ref.name for r in listed.runs)
 
     async def get_run(self, ref: RunRef) -> RunSummary:
         details = await self._run_details(ref)
@@ -1895,27 +1934,12 @@ class FlyteControlPlane:
         a ListRuns filtered on ``run_name`` (whose database errors come back INTERNAL, a
         transient error here: the create waits for a later pass) must find no run either."""
         try:
-            await self.get_run(target)
+            await self._run_details_answer(target, confirm_absent=False)
         except NotFoundError:
             pass
         else:
             raise self._found_before_creating(target)
-        from flyteidl2.common import list_pb2
-
-        by_name = list_pb2.Filter(function=list_pb2.Filter.EQUAL, field="run_name", values=[target.name])
-        try:
-            listed = await self._list_page(target.project, target.domain, [by_name], limit=1, token="")
-        except PermanentControlPlaneError as exc:
-            if exc.code != "internal_repeated":
-                raise
-            # The database takes this filter; INTERNAL here is its failing, however often.
-            self._internal.clear()
-            raise TransientControlPlaneError(
-                f"CreateRun: cannot confirm run {target} is absent before creating it: {exc}",
-                rpc="ListRuns",
-                code="internal",
-            ) from exc
-        if any(r.action.id.run.name == target.name for r in listed.runs):
+        if await self._listed_by_name(target, "CreateRun"):
             raise self._found_before_creating(target)
         return uuid.uuid4().hex[:12]
 
