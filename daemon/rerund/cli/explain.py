@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 from datetime import UTC, datetime
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.decide import Explanation, explain
 from rerund.core.encode import for_terminal
 from rerund.core.runs import FAILED_PHASES, RunRef
+from rerund.core.scopes import is_pattern
 from rerund.core.status import decision_lines, explanation_lines, lineage_lines
 from rerund.errors import ConfigError
 from rerund.policy.failures import load_failure
@@ -34,22 +36,39 @@ from rerund.runtime.status import gather_status
 __all__ = ["explain_run", "parse_now", "public_explanation", "render_text", "run_explain"]
 
 
-def _scope(args: argparse.Namespace, scopes: list[tuple[str, str]]) -> tuple[str, str]:
-    if args.project and args.domain:
-        return args.project, args.domain
-    if len(scopes) == 1 and not (args.project or args.domain):
-        return scopes[0]
-    matching = [
-        s
-        for s in scopes
-        if (not args.project or s[0] == args.project) and (not args.domain or s[1] == args.domain)
+def _target(args: argparse.Namespace, scopes: list[tuple[str, str]]) -> RunRef:
+    """The run ``args.run`` names: ``PROJECT/DOMAIN/RUN`` as it is (the form the daemon's logs
+    print), else a bare name in ``--project``/``--domain``, filled in from the one scope that
+    can hold it. A wildcard scope (``*/*``, ``ml/*``) names no project or domain to fill in."""
+    run = str(args.run)
+    if "/" in run:
+        parts = run.split("/")
+        if len(parts) != 3 or not all(parts):
+            raise ConfigError(
+                f"run {run!r} is neither a run name nor PROJECT/DOMAIN/RUN; write e.g. "
+                "ml/production/r1a2b3c4 or the bare name with --project and --domain"
+            )
+        return RunRef(*parts)
+    candidates = [
+        (args.project or p, args.domain or d)
+        for p, d in scopes
+        if (not args.project or fnmatchcase(args.project, p))
+        and (not args.domain or fnmatchcase(args.domain, d))
     ]
-    if len(matching) == 1:
-        return matching[0]
-    known = ", ".join(f"{p}/{d}" for p, d in scopes) or "none"
+    if args.project and args.domain:
+        return RunRef(args.project, args.domain, run)
+    if len(candidates) == 1 and not any(map(is_pattern, candidates[0])):
+        return RunRef(*candidates[0], run)
+    known = ", ".join(f"'{p}/{d}'" for p, d in scopes) or "none"
+    wild = [f"'{p}/{d}'" for p, d in scopes if is_pattern(p) or is_pattern(d)]
+    why = (
+        f"the scope {', '.join(wild)} names none"
+        if len(candidates) <= 1 and wild
+        else f"the settings watch {known}"
+    )
     raise ConfigError(
-        f"which project/domain is run {args.run!r} in? pass --project and --domain "
-        f"(the settings watch: {known})"
+        f"which project/domain is run {run!r} in? {why}: write it as PROJECT/DOMAIN/{run} (as the "
+        "daemon's logs print it) or pass --project and --domain"
     )
 
 
@@ -63,9 +82,9 @@ def explain_run(args: argparse.Namespace) -> int:
     ensure_policies(settings)
     now = parse_now(args.now)
     scopes = [(s.project, s.domain) for s in settings.scopes]
-    project, domain = _scope(args, scopes)
+    ref = _target(args, scopes)
+    project, domain = ref.project, ref.domain
     policies = load_policies(list(settings.policies))
-    ref = RunRef(project, domain, args.run)
     ledger = Ledger(settings.state, create=False) if Path(settings.state).exists() else None
 
     async def go() -> int:

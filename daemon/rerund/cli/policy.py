@@ -47,7 +47,11 @@ def register(sub: Any) -> None:
         ),
     )
     explain.add_argument(
-        "run", nargs="?", metavar="RUN", help="a run on the control plane (live; needs --config)"
+        "run",
+        nargs="?",
+        metavar="RUN",
+        help="a run on the control plane (live): PROJECT/DOMAIN/RUN as the daemon's logs print it, "
+        "or its name with --project and --domain (needed under a wildcard scope such as */*)",
     )
     explain.add_argument(
         "--policies", action="append", metavar="PATH", help="policy file or directory (repeatable)"
@@ -59,8 +63,12 @@ def register(sub: Any) -> None:
         "example: policies/failures/connection-reset.yaml)",
     )
     explain.add_argument("--config", metavar="FILE", help="daemon settings, for a live explain of RUN")
-    explain.add_argument("--project", help="project of RUN (live explain)")
-    explain.add_argument("--domain", help="domain of RUN (live explain)")
+    explain.add_argument(
+        "--project", help="project of RUN (live; default: the one project of the settings' scopes)"
+    )
+    explain.add_argument(
+        "--domain", help="domain of RUN (live; default: the one domain of the settings' scopes)"
+    )
     explain.add_argument("--format", choices=("text", "json"), default="text")
     explain.add_argument("--now", metavar="ISO8601", help="decide as of this time (default: now)")
     explain.set_defaults(func=run_explain)
