@@ -1,6 +1,7 @@
 """``rerund explain``: offline from ``--policies`` and ``--failure``, or live for a RUN.
 
-``rerund explain RUN --config rerund.yaml`` explains a live run with its real lineage. It reads
+``rerund explain RUN --config rerund.yaml`` (or the connection flags and ``RERUND_*`` variables
+of ``rerund run``) explains a live run with its real lineage. It reads
 exactly what the daemon reads — the run, its failing action and error, its lineage
 labels, and the reruns on the control plane (for budget counts) — and asks the same pure core,
 so the answer is the daemon's answer. Nothing is recorded or created.
@@ -18,7 +19,7 @@ from typing import Any
 
 from rerund.adapters.ledger import Ledger
 from rerund.app import connect_control_plane
-from rerund.cli.common import ensure_policies, reaching, say
+from rerund.cli.common import connection_settings, ensure_policies, reaching, say
 from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.decide import Explanation, explain
 from rerund.core.encode import for_terminal
@@ -30,7 +31,6 @@ from rerund.policy.failures import load_failure
 from rerund.policy.loader import load_policies
 from rerund.runtime.live import explain_live
 from rerund.runtime.reconcile import public_decision
-from rerund.runtime.settings import load_settings
 from rerund.runtime.status import gather_status
 
 __all__ = ["explain_run", "parse_now", "public_explanation", "render_text", "run_explain"]
@@ -78,7 +78,8 @@ def explain_run(args: argparse.Namespace) -> int:
     Besides the decision (made as if the run had just failed), it says which reruns of the
     lineage already exist and where the lineage stands — recovered, exhausted, or in flight and
     why — from the control plane and, when there is one, the ledger."""
-    settings = load_settings(args.config)
+    settings = connection_settings(args, policies=args.policies)
+    settings.require_runnable()
     ensure_policies(settings)
     now = parse_now(args.now)
     scopes = [(s.project, s.domain) for s in settings.scopes]
@@ -177,12 +178,16 @@ def parse_now(text: str | None) -> datetime:
 def run_explain(args: argparse.Namespace) -> int:
     """``rerund explain``: live for a RUN with --config, else offline from --policies and --failure."""
     if args.run is not None:
-        if not args.config:
-            raise ConfigError(f"a live explain of run {args.run!r} needs --config FILE (the daemon settings)")
+        if args.failure:
+            raise ConfigError(
+                f"explain takes a RUN (live) or --failure FILE (offline), not both: drop {args.run!r} "
+                f"or --failure {args.failure}"
+            )
         return explain_run(args)
     if not args.policies or not args.failure:
         raise ConfigError(
-            "explain needs --policies PATH and --failure FILE (or a RUN and --config for a live explain)"
+            "explain needs --policies PATH and --failure FILE (or a RUN, with --config or the connection "
+            "flags, for a live explain)"
         )
 
     now = parse_now(args.now)

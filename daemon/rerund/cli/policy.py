@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from rerund.cli.common import junit_xml, say
+from rerund.cli.common import add_connection_arguments, junit_xml, say
 from rerund.cli.explain import run_explain
 from rerund.errors import PolicyError, PolicyProblem
 from rerund.policy.casefiles import collect, run_files
@@ -43,7 +43,8 @@ def register(sub: Any) -> None:
         help="the decision for one failure, and why",
         description=(
             "Explain the decision for a failure: offline from --policies and --failure, or live for "
-            "a RUN on the control plane with --config."
+            "a RUN on the control plane, reached as `rerund run` reaches it: --config, the connection "
+            "flags below, or the RERUND_* environment variables."
         ),
     )
     explain.add_argument(
@@ -63,6 +64,10 @@ def register(sub: Any) -> None:
         "example: policies/failures/connection-reset.yaml)",
     )
     explain.add_argument("--config", metavar="FILE", help="daemon settings, for a live explain of RUN")
+    explain.add_argument(
+        "--state", metavar="PATH", help="the daemon's SQLite ledger (live; where the lineage stands)"
+    )
+    add_connection_arguments(explain, scope_help="scope of the runs (live; repeatable)")
     explain.add_argument(
         "--project", help="project of RUN (live; default: the one project of the settings' scopes)"
     )
