@@ -25,7 +25,7 @@ from rerund.adapters.ledger import Ledger
 from rerund.app import connect_control_plane
 from rerund.cli.common import add_connection_arguments, connection_settings, positive_int, reaching, say
 from rerund.clock import ControlPlaneClock, utcnow
-from rerund.core.repro import repro_run_name
+from rerund.core.repro import UNSCOPED, repro_run_name
 from rerund.core.runs import RunRef
 from rerund.core.times import iso
 from rerund.errors import ConfigError, NotFoundError
@@ -201,12 +201,16 @@ def _run(args: argparse.Namespace) -> int:
     settings.require_runnable()
     checks = list(load_policies(list(settings.policies)).reproductions)
     check = _find(checks, args.name)
+    # The daemon's default for a source without project/domain: its first scope naming both.
+    scope = next(((sc.project, sc.domain) for sc in settings.scopes if not sc.wildcard), None)
+    if scope is None and (check.source.project is None or check.source.domain is None):
+        raise ConfigError(f"check {check.name!r} cannot run: {UNSCOPED}")
+    project = check.source.project or (scope[0] if scope else "")
+    domain = check.source.domain or (scope[1] if scope else "")
 
     async def go() -> Any:
         clock = ControlPlaneClock()  # the control plane's time (its answers' HTTP Date)
         cp = await connect_control_plane(settings, clock)
-        project = check.source.project or settings.scopes[0].project
-        domain = check.source.domain or settings.scopes[0].domain
         slot = clock.now().replace(second=0, microsecond=0)
         name = repro_run_name(check.name, slot, manual=True)
         try:
@@ -230,7 +234,7 @@ def _run(args: argparse.Namespace) -> int:
                 schedules=CronSchedule,
                 metrics=Metrics(CollectorRegistry()),
                 clock=clock.now,
-                default_scope=(settings.scopes[0].project, settings.scopes[0].domain),
+                default_scope=scope,
                 ledger=ledger,
                 poll_interval=1.0,
             )
