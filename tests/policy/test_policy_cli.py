@@ -226,11 +226,18 @@ def test_explain_decides_a_ten_megabyte_message(tmp_path, capsys):
     [
         (
             ["explain", "--policies", "policies/"],
-            "rerund explain: explain needs --policies PATH and --failure FILE (or a RUN and --config for a live explain)",
+            "rerund explain: explain needs --policies PATH and --failure FILE (or a RUN, with --config or "
+            "the connection flags, for a live explain)",
         ),
         (
             ["explain", "somerun"],
-            "rerund explain: a live explain of run 'somerun' needs --config FILE (the daemon settings)",
+            "rerund explain: no control plane configured: set endpoint in rerund.yaml, RERUND_ENDPOINT or "
+            "--endpoint (e.g. http://127.0.0.1:8090), or an API key in FLYTE_API_KEY",
+        ),
+        (
+            ["explain", "somerun", "--failure", "f.yaml"],
+            "rerund explain: explain takes a RUN (live) or --failure FILE (offline), not both: drop "
+            "'somerun' or --failure f.yaml",
         ),
         (
             ["explain", "--policies", "p", "--failure", "f", "--now", "yesterday"],
@@ -241,9 +248,11 @@ def test_explain_decides_a_ten_megabyte_message(tmp_path, capsys):
             "rerund explain: --now '2026-11-24T10:00:00' has no timezone; add Z for UTC, e.g. 2026-11-24T10:00:00Z",
         ),
     ],
-    ids=["offline-needs-both", "live-needs-config", "bad-now", "naive-now"],
+    ids=["offline-needs-both", "live-needs-a-control-plane", "run-and-failure", "bad-now", "naive-now"],
 )
-def test_explain_usage_errors_say_what_to_pass(capsys, argv, message):
+def test_explain_usage_errors_say_what_to_pass(capsys, monkeypatch, argv, message):
+    for name in ("RERUND_ENDPOINT", "FLYTE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
     assert main(argv) == 2
     assert capsys.readouterr().err.strip() == message
 

@@ -159,11 +159,13 @@ def test_an_unknown_check_name_says_which_checks_exist(config, capsys):
     )
 
 
-def test_run_needs_the_daemon_settings(capsys):
+def test_run_needs_a_control_plane_as_rerund_run_does(capsys, monkeypatch):
+    for name in ("RERUND_ENDPOINT", "FLYTE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
     assert main(["repro", "run", "det"]) == 2
     assert (
-        "rerund repro: repro run 'det' needs --config FILE (the daemon settings: endpoint, org, scopes, "
-        "policies, state), as `rerund run` does"
+        "rerund repro: no control plane configured: set endpoint in rerund.yaml, RERUND_ENDPOINT or "
+        "--endpoint"
     ) in capsys.readouterr().err
 
 

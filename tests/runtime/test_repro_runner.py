@@ -462,8 +462,8 @@ def test_a_source_without_project_or_scope_reports_failed():
     result = fire_once(check, FakeControlPlane())
 
     assert result.reason == (
-        "check 'x': its source names no project/domain and the daemon has no scope; "
-        "set source.project and source.domain"
+        "check 'x': its source names no project/domain and the daemon has no scope that names both "
+        "(under a wildcard scope such as */* it cannot run); set source.project and source.domain"
     )
 
 

@@ -22,13 +22,15 @@ from rerund.adapters.ledger import Ledger
 from rerund.core.encode import for_terminal
 from rerund.core.redact import redact_url
 from rerund.errors import ConfigError, TransientControlPlaneError
-from rerund.runtime.settings import Settings, scopes_from_flags
+from rerund.runtime.settings import Settings, load_settings, scopes_from_flags
 
 __all__ = [
     "VISIBLE",
     "add_auth_arguments",
+    "add_connection_arguments",
     "add_target_arguments",
     "connection_overrides",
+    "connection_settings",
     "ensure_policies",
     "junit_xml",
     "open_ledger",
@@ -75,6 +77,25 @@ def add_auth_arguments(p: argparse.ArgumentParser) -> None:
         + VISIBLE.format(flag="--http-proxy-file", env="RERUND_HTTP_PROXY"),
     )
     p.add_argument("--http-proxy-file", metavar="FILE", help="file holding the --http-proxy URL")
+
+
+def add_connection_arguments(p: argparse.ArgumentParser, *, scope_help: str) -> None:
+    """The connection vocabulary of every command that reaches the control plane (``run``,
+    ``sweep``, ``status``, ``explain RUN``, ``repro run``): the target and the auth flags. The
+    ``RERUND_*`` environment variables and ``--config`` fill in what they do not give
+    (``connection_settings``), in the same precedence as ``rerund run``."""
+    add_target_arguments(p, scope_help=scope_help)
+    add_auth_arguments(p)
+
+
+def connection_settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    """The settings of a command with ``--config`` and the connection flags: the file, then the
+    ``RERUND_*`` environment variables, then the flags (``--state`` when the command has it,
+    and ``overrides``); one loader for every command (``load_settings``)."""
+    return load_settings(
+        args.config,
+        overrides={**connection_overrides(args), "state": getattr(args, "state", None), **overrides},
+    )
 
 
 def connection_overrides(args: argparse.Namespace) -> dict[str, Any]:

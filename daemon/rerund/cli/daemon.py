@@ -216,9 +216,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _ledger_path(args: argparse.Namespace) -> Path:
-    if args.state:
-        return Path(args.state)
-    return load_settings(args.config).state if args.config else Path("rerund.db")
+    """--state, else the settings' state (--config, then RERUND_STATE; default ./rerund.db)."""
+    return Path(load_settings(args.config, overrides={"state": args.state}).state)
 
 
 def _history(args: argparse.Namespace) -> int:

@@ -13,7 +13,6 @@ import asyncio
 import socket
 import sys
 import tempfile
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -156,7 +155,9 @@ def run_demo(args: argparse.Namespace) -> int:
                     flush=True,
                 )
                 if args.duration is not None:
-                    threading.Timer(args.duration, daemon.request_stop).start()
+                    # On the daemon's loop, so it ends with the loop: a timer thread would hold
+                    # the interpreter's exit after a Ctrl-C until the duration is over.
+                    asyncio.get_running_loop().call_later(args.duration, daemon.request_stop)
                 first_firings(daemon, delay=first)
 
             code = asyncio.run(App(settings, on_ready=ready).run())

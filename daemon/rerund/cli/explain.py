@@ -1,6 +1,7 @@
 """``rerund explain``: offline from ``--policies`` and ``--failure``, or live for a RUN.
 
-``rerund explain RUN --config rerund.yaml`` explains a live run with its real lineage. It reads
+``rerund explain RUN --config rerund.yaml`` (or the connection flags and ``RERUND_*`` variables
+of ``rerund run``) explains a live run with its real lineage. It reads
 exactly what the daemon reads — the run, its failing action and error, its lineage
 labels, and the reruns on the control plane (for budget counts) — and asks the same pure core,
 so the answer is the daemon's answer. Nothing is recorded or created.
@@ -12,44 +13,62 @@ import argparse
 import asyncio
 import json
 from datetime import UTC, datetime
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 from rerund.adapters.ledger import Ledger
 from rerund.app import connect_control_plane
-from rerund.cli.common import ensure_policies, reaching, say
+from rerund.cli.common import connection_settings, ensure_policies, reaching, say
 from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.decide import Explanation, explain
 from rerund.core.encode import for_terminal
 from rerund.core.runs import FAILED_PHASES, RunRef
+from rerund.core.scopes import is_pattern
 from rerund.core.status import decision_lines, explanation_lines, lineage_lines
 from rerund.errors import ConfigError
 from rerund.policy.failures import load_failure
 from rerund.policy.loader import load_policies
 from rerund.runtime.live import explain_live
 from rerund.runtime.reconcile import public_decision
-from rerund.runtime.settings import load_settings
 from rerund.runtime.status import gather_status
 
 __all__ = ["explain_run", "parse_now", "public_explanation", "render_text", "run_explain"]
 
 
-def _scope(args: argparse.Namespace, scopes: list[tuple[str, str]]) -> tuple[str, str]:
-    if args.project and args.domain:
-        return args.project, args.domain
-    if len(scopes) == 1 and not (args.project or args.domain):
-        return scopes[0]
-    matching = [
-        s
-        for s in scopes
-        if (not args.project or s[0] == args.project) and (not args.domain or s[1] == args.domain)
+def _target(args: argparse.Namespace, scopes: list[tuple[str, str]]) -> RunRef:
+    """The run ``args.run`` names: ``PROJECT/DOMAIN/RUN`` as it is (the form the daemon's logs
+    print), else a bare name in ``--project``/``--domain``, filled in from the one scope that
+    can hold it. A wildcard scope (``*/*``, ``ml/*``) names no project or domain to fill in."""
+    run = str(args.run)
+    if "/" in run:
+        parts = run.split("/")
+        if len(parts) != 3 or not all(parts):
+            raise ConfigError(
+                f"run {run!r} is neither a run name nor PROJECT/DOMAIN/RUN; write e.g. "
+                "ml/production/r1a2b3c4 or the bare name with --project and --domain"
+            )
+        return RunRef(*parts)
+    candidates = [
+        (args.project or p, args.domain or d)
+        for p, d in scopes
+        if (not args.project or fnmatchcase(args.project, p))
+        and (not args.domain or fnmatchcase(args.domain, d))
     ]
-    if len(matching) == 1:
-        return matching[0]
-    known = ", ".join(f"{p}/{d}" for p, d in scopes) or "none"
+    if args.project and args.domain:
+        return RunRef(args.project, args.domain, run)
+    if len(candidates) == 1 and not any(map(is_pattern, candidates[0])):
+        return RunRef(*candidates[0], run)
+    known = ", ".join(f"'{p}/{d}'" for p, d in scopes) or "none"
+    wild = [f"'{p}/{d}'" for p, d in scopes if is_pattern(p) or is_pattern(d)]
+    why = (
+        f"the scope {', '.join(wild)} names none"
+        if len(candidates) <= 1 and wild
+        else f"the settings watch {known}"
+    )
     raise ConfigError(
-        f"which project/domain is run {args.run!r} in? pass --project and --domain "
-        f"(the settings watch: {known})"
+        f"which project/domain is run {run!r} in? {why}: write it as PROJECT/DOMAIN/{run} (as the "
+        "daemon's logs print it) or pass --project and --domain"
     )
 
 
@@ -59,13 +78,14 @@ def explain_run(args: argparse.Namespace) -> int:
     Besides the decision (made as if the run had just failed), it says which reruns of the
     lineage already exist and where the lineage stands — recovered, exhausted, or in flight and
     why — from the control plane and, when there is one, the ledger."""
-    settings = load_settings(args.config)
+    settings = connection_settings(args, policies=args.policies)
+    settings.require_runnable()
     ensure_policies(settings)
     now = parse_now(args.now)
     scopes = [(s.project, s.domain) for s in settings.scopes]
-    project, domain = _scope(args, scopes)
+    ref = _target(args, scopes)
+    project, domain = ref.project, ref.domain
     policies = load_policies(list(settings.policies))
-    ref = RunRef(project, domain, args.run)
     ledger = Ledger(settings.state, create=False) if Path(settings.state).exists() else None
 
     async def go() -> int:
@@ -158,12 +178,16 @@ def parse_now(text: str | None) -> datetime:
 def run_explain(args: argparse.Namespace) -> int:
     """``rerund explain``: live for a RUN with --config, else offline from --policies and --failure."""
     if args.run is not None:
-        if not args.config:
-            raise ConfigError(f"a live explain of run {args.run!r} needs --config FILE (the daemon settings)")
+        if args.failure:
+            raise ConfigError(
+                f"explain takes a RUN (live) or --failure FILE (offline), not both: drop {args.run!r} "
+                f"or --failure {args.failure}"
+            )
         return explain_run(args)
     if not args.policies or not args.failure:
         raise ConfigError(
-            "explain needs --policies PATH and --failure FILE (or a RUN and --config for a live explain)"
+            "explain needs --policies PATH and --failure FILE (or a RUN, with --config or the connection "
+            "flags, for a live explain)"
         )
 
     now = parse_now(args.now)

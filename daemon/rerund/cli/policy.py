@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from rerund.cli.common import junit_xml, say
+from rerund.cli.common import add_connection_arguments, junit_xml, say
 from rerund.cli.explain import run_explain
 from rerund.errors import PolicyError, PolicyProblem
 from rerund.policy.casefiles import collect, run_files
@@ -51,11 +51,16 @@ def register(sub: Any) -> None:
         help="the decision for one failure, and why",
         description=(
             "Explain the decision for a failure: offline from --policies and --failure, or live for "
-            "a RUN on the control plane with --config."
+            "a RUN on the control plane, reached as `rerund run` reaches it: --config, the connection "
+            "flags below, or the RERUND_* environment variables."
         ),
     )
     explain.add_argument(
-        "run", nargs="?", metavar="RUN", help="a run on the control plane (live; needs --config)"
+        "run",
+        nargs="?",
+        metavar="RUN",
+        help="a run on the control plane (live): PROJECT/DOMAIN/RUN as the daemon's logs print it, "
+        "or its name with --project and --domain (needed under a wildcard scope such as */*)",
     )
     explain.add_argument(
         "--policies", action="append", metavar="PATH", help="policy file or directory (repeatable)"
@@ -67,8 +72,16 @@ def register(sub: Any) -> None:
         "example: policies/failures/connection-reset.yaml)",
     )
     explain.add_argument("--config", metavar="FILE", help="daemon settings, for a live explain of RUN")
-    explain.add_argument("--project", help="project of RUN (live explain)")
-    explain.add_argument("--domain", help="domain of RUN (live explain)")
+    explain.add_argument(
+        "--state", metavar="PATH", help="the daemon's SQLite ledger (live; where the lineage stands)"
+    )
+    add_connection_arguments(explain, scope_help="scope of the runs (live; repeatable)")
+    explain.add_argument(
+        "--project", help="project of RUN (live; default: the one project of the settings' scopes)"
+    )
+    explain.add_argument(
+        "--domain", help="domain of RUN (live; default: the one domain of the settings' scopes)"
+    )
     explain.add_argument("--format", choices=("text", "json"), default="text")
     explain.add_argument("--now", metavar="ISO8601", help="decide as of this time (default: now)")
     explain.set_defaults(func=run_explain)

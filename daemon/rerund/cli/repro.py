@@ -23,9 +23,9 @@ from prometheus_client import CollectorRegistry
 from rerund.adapters.cron import CronSchedule
 from rerund.adapters.ledger import Ledger
 from rerund.app import connect_control_plane
-from rerund.cli.common import positive_int, reaching, say
+from rerund.cli.common import add_connection_arguments, connection_settings, positive_int, reaching, say
 from rerund.clock import ControlPlaneClock, utcnow
-from rerund.core.repro import repro_run_name
+from rerund.core.repro import UNSCOPED, repro_run_name
 from rerund.core.runs import RunRef
 from rerund.core.times import iso
 from rerund.errors import ConfigError, NotFoundError
@@ -83,7 +83,7 @@ def register(sub: Any) -> None:
 
     run = cmds.add_parser(
         "run",
-        help="fire a check now and wait for its result (needs --config)",
+        help="fire a check now and wait for its result (connects as `rerund run` does)",
         description="Fire check NAME now, out of schedule: rerun its reference run on the control "
         "plane of the daemon settings, wait until the rerun ends (at most the check's timeout), "
         "compare, print and record the result. Exit status 0 when it reproduced, 1 when not.",
@@ -92,6 +92,7 @@ def register(sub: Any) -> None:
     )
     run.add_argument("name", metavar="NAME", help="the check to fire (see `rerund repro list`)")
     _where(run)
+    add_connection_arguments(run, scope_help="scope of a source that names none (repeatable)")
     run.add_argument("--format", choices=("text", "json"), default="text")
     run.set_defaults(func=_run)
 
@@ -128,8 +129,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    overrides = {"policies": args.policies, "state": args.state}
-    return load_settings(args.config, overrides=overrides)
+    return load_settings(args.config, overrides={"policies": args.policies, "state": args.state})
 
 
 def _checks(args: argparse.Namespace) -> list[Any]:
@@ -197,22 +197,20 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-
-    if not args.config:
-        raise ConfigError(
-            f"repro run {args.name!r} needs --config FILE (the daemon settings: endpoint, org, scopes, "
-            "policies, state), as `rerund run` does"
-        )
-    settings = _settings(args)
+    settings = connection_settings(args, policies=args.policies)  # reaches the control plane
+    settings.require_runnable()
     checks = list(load_policies(list(settings.policies)).reproductions)
     check = _find(checks, args.name)
-    settings.require_runnable()
+    # The daemon's default for a source without project/domain: its first scope naming both.
+    scope = next(((sc.project, sc.domain) for sc in settings.scopes if not sc.wildcard), None)
+    if scope is None and (check.source.project is None or check.source.domain is None):
+        raise ConfigError(f"check {check.name!r} cannot run: {UNSCOPED}")
+    project = check.source.project or (scope[0] if scope else "")
+    domain = check.source.domain or (scope[1] if scope else "")
 
     async def go() -> Any:
         clock = ControlPlaneClock()  # the control plane's time (its answers' HTTP Date)
         cp = await connect_control_plane(settings, clock)
-        project = check.source.project or settings.scopes[0].project
-        domain = check.source.domain or settings.scopes[0].domain
         slot = clock.now().replace(second=0, microsecond=0)
         name = repro_run_name(check.name, slot, manual=True)
         try:
@@ -236,7 +234,7 @@ def _run(args: argparse.Namespace) -> int:
                 schedules=CronSchedule,
                 metrics=Metrics(CollectorRegistry()),
                 clock=clock.now,
-                default_scope=(settings.scopes[0].project, settings.scopes[0].domain),
+                default_scope=scope,
                 ledger=ledger,
                 poll_interval=1.0,
             )

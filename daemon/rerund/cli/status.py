@@ -18,7 +18,7 @@ from typing import Any
 
 from rerund.adapters.ledger import Ledger
 from rerund.app import connect_control_plane
-from rerund.cli.common import reaching
+from rerund.cli.common import add_connection_arguments, connection_settings, reaching
 from rerund.clock import ControlPlaneClock
 from rerund.core.encode import for_terminal
 from rerund.core.redact import redact_url
@@ -26,7 +26,6 @@ from rerund.core.rules import PolicySet
 from rerund.core.status import LineageState, Status, iso
 from rerund.errors import PolicyError
 from rerund.policy.loader import load_policies
-from rerund.runtime.settings import load_settings
 from rerund.runtime.status import status_from_control_plane
 
 __all__ = ["register", "render_status"]
@@ -48,12 +47,19 @@ def register(sub: Any) -> None:
         "--config", metavar="FILE", help="daemon settings (endpoint, org, scopes, policies, state)"
     )
     p.add_argument("--state", metavar="PATH", help="SQLite ledger (default: the settings' state)")
+    p.add_argument(
+        "--policies",
+        action="append",
+        metavar="PATH",
+        help="the daemon's policy file or directory, for the budgets (default: the settings' policies)",
+    )
+    add_connection_arguments(p, scope_help="scope to show (repeatable; default: the settings' scopes)")
     p.add_argument("--format", choices=("table", "json"), default="table", help="table (default) or json")
     p.set_defaults(func=_status)
 
 
 def _status(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config, overrides={"state": args.state})
+    settings = connection_settings(args, policies=args.policies)
     settings.require_runnable()
     notes: list[str] = []
     policies: PolicySet | None = None

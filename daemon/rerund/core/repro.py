@@ -34,6 +34,7 @@ from rerund.core.times import iso
 __all__ = [
     "LABEL_REPRO",
     "RESULTS",
+    "UNSCOPED",
     "CompareSettings",
     "ReproCheck",
     "ReproResult",
@@ -47,6 +48,13 @@ __all__ = [
     "repro_run_name",
     "unverifiable",
 ]
+
+UNSCOPED = (
+    "its source names no project/domain and the daemon has no scope that names both (under a "
+    "wildcard scope such as */* it cannot run); set source.project and source.domain"
+)
+"""Why a check whose source names no project/domain cannot run: the daemon's reason, ``repro
+run``'s and the substance of ``rerund check``'s warning."""
 
 ResultKind = Literal["match", "mismatch", "failed", "timeout"]
 RESULTS: tuple[ResultKind, ...] = ("match", "mismatch", "failed", "timeout")

@@ -19,7 +19,7 @@ from rerund.core.compare import Tolerance
 from rerund.core.cron import cron_problem, timezone_problem
 from rerund.core.durations import format_duration, parse_duration
 from rerund.core.model import Phase, RunOverrides, Scope
-from rerund.core.repro import CompareSettings, ReproCheck, ReproSource
+from rerund.core.repro import UNSCOPED, CompareSettings, ReproCheck, ReproSource
 from rerund.core.resources import (
     RESOURCE_NAMES,
     ResourceRule,
@@ -190,6 +190,7 @@ def load_policies_and_warnings(
     problems.extend(compile_problems)
     checks, check_problems = _reproductions(loaded)
     problems.extend(check_problems)
+    warnings.extend(_unscoped_sources(loaded))
     if problems:
         raise PolicyError(problems)
     policies = PolicySet(
@@ -604,6 +605,17 @@ def _reproductions(loaded: Sequence[_Loaded]) -> tuple[list[ReproCheck], list[Po
             if check is not None and seen[spec.name] == origin:
                 checks.append(check)
     return checks, problems
+
+
+def _unscoped_sources(loaded: Sequence[_Loaded]) -> list[PolicyProblem]:
+    """A warning at every reproduction source that names no project or no domain: it runs in
+    the daemon's first scope that names both, so under wildcard scopes alone (``*/*``) never."""
+    return [
+        _at(item.doc, ("reproductions", index, "source"), f"check {spec.name!r}: {UNSCOPED}")
+        for item in loaded
+        for index, spec in enumerate(item.spec.reproductions)
+        if spec.source.project is None or spec.source.domain is None
+    ]
 
 
 def _check(

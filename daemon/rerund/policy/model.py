@@ -560,8 +560,12 @@ class ReproSourceSpec(_Spec):
     task: NonEmpty | None = Field(default=None, description="the latest run of this task is the reference")
     phase: RunPhase | None = Field(default=None, description="with task: the phase it ended in (SUCCEEDED)")
     labels: dict[str, str] = Field(default_factory=dict, description="with task: labels it carries")
-    project: NonEmpty | None = Field(default=None, description="default: the daemon's first scope")
-    domain: NonEmpty | None = Field(default=None, description="default: the daemon's first scope")
+    project: NonEmpty | None = Field(
+        default=None, description="default: the daemon's first scope that names both (none under */*)"
+    )
+    domain: NonEmpty | None = Field(
+        default=None, description="default: the daemon's first scope that names both (none under */*)"
+    )
 
 
 class ToleranceSpec(_Spec):

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 from rerund.core.durations import format_duration
 from rerund.core.names import MAX_SALT
 from rerund.core.repro import (
+    UNSCOPED,
     ReproCheck,
     ReproResult,
     Verdict,
@@ -274,10 +275,7 @@ class ReproRunner:
         None when stopped while waiting. Raises ``_Unverifiable`` when there is nothing to
         compare, ``DeadlineExceeded`` when the control plane kept failing past the deadline."""
         if project is None or domain is None:
-            raise _Unverifiable(
-                "its source names no project/domain and the daemon has no scope; "
-                "set source.project and source.domain"
-            )
+            raise _Unverifiable(UNSCOPED)
         reference = await self._retrying(lambda: self._reference(check, project, domain), deadline)
         facts["reference"] = reference.ref.name
         if reference.phase not in TERMINAL_PHASES:
