@@ -87,10 +87,10 @@ def test_a_settled_failure_is_decided_until_its_marker_or_the_policies_change():
     assert ref in w.pending
 
 
-def test_a_reload_owes_a_new_decision_only_to_what_the_next_resync_lists_again():
+def test_a_reload_owes_a_new_decision_only_to_what_the_last_resync_listed():
     """A reload's work is bounded by the resync window, not by the seen-cache (issue 24): a
     settled failure older than the last listing's start stays settled, as after a restart;
-    one the listing finds again, and one still pending, are decided under the new policies."""
+    one the listing found, and one still pending, are decided under the new policies."""
     w = owed()
     old, recent, deferred = (
         facts("old", T0 - timedelta(minutes=30)),

@@ -221,8 +221,8 @@ class Reconciler:
         self._stopping.set()
 
     def policies_changed(self) -> None:
-        """New policies are in force: failures still owed, and settled failures the next resync
-        lists again, are re-decided (from cached facts, no RPC) on the next pass, in chunks that
+        """New policies are in force: failures still owed, and settled failures the last resync
+        listed, are re-decided (from cached facts, no RPC) on the next pass, in chunks that
         yield to the event loop (``_DECISIONS_PER_YIELD``). Settled failures older than the
         resync window are not (``OwedWork.policies_changed``)."""
         self._owed.policies_changed()

@@ -18,7 +18,7 @@ Invariants (tested in ``tests/runtime/test_owed.py`` without a control plane):
   decision; ``due(now)`` hands them back when their time has come.
 - *A settled failure costs nothing until it changes.* The seen-cache keys a failure by run and
   its (phase, end time) marker: the same marker under the same policies is skipped; a policy
-  reload (``policies_changed``) makes the cached failures the next resync lists again pending,
+  reload (``policies_changed``) makes the cached failures the last resync listed pending,
   re-decided from their cached facts without a read — bounded by the resync window, not by the
   cache's capacity (older settled failures stay settled, as after a restart).
 - *A FAILED run whose error details are late is never settled on them.* It is read again
@@ -266,9 +266,9 @@ class OwedWork:
         return [ref for ref, p in self.pending.items() if (p.due is None or p.due <= now) and ref not in busy]
 
     def policies_changed(self) -> None:
-        """New policies are in force: the failures the next resync lists again (those that ended
-        at or after the oldest listing start; every cached one before the first listing) and
-        are not already pending are owed a new decision (from their cached facts, no read) on
+        """New policies are in force: the cached failures the last resync listed (those that
+        ended at or after the oldest start of the last listings; every cached one before the
+        first listing) and not already pending are owed a new decision (from their cached facts, no read) on
         the next pass. A settled failure older than the listing window is not re-decided: it is
         what a restart would do too (a reload must not decide on what this process happens to
         cache), and it bounds a reload's work by the window, not by ``seen_capacity``. Pending
