@@ -6,9 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rerund.core.decide import decide
 from rerund.core.lineage import (
+    BudgetRows,
     attempt_of,
     budget_counts,
     claimed_lineage,
@@ -98,6 +101,22 @@ def test_budgets_count_the_reruns_in_their_window_the_global_one_every_policy():
     assert used == {"global": 4, "oom": 2}
     assert oldest == {"global": T0 - timedelta(minutes=30), "oom": T0 - timedelta(minutes=5)}
     assert policy_budgets(budgets) == {"oom": timedelta(minutes=10)}
+
+
+_POLICY = st.sampled_from([None, "oom", "net", "global"])
+_CREATED = st.one_of(st.none(), st.integers(-7200, 600).map(lambda s: T0 + timedelta(seconds=s)))
+_BUDGETS = st.dictionaries(
+    st.sampled_from(["global", "oom", "net", "other"]),
+    st.integers(-60, 7200).map(lambda s: timedelta(seconds=s)),
+)
+
+
+@given(st.lists(st.tuples(_POLICY, _CREATED), max_size=40), _BUDGETS, st.integers(-600, 600))
+def test_sorted_budget_rows_count_exactly_what_a_scan_counts(reruns, budgets, offset):
+    """``BudgetRows`` (sorted once per change of the reruns index, a binary search per
+    decision) answers what ``budget_counts`` (a scan per decision) answers."""
+    now = T0 + timedelta(seconds=offset)
+    assert BudgetRows(reruns).counts(budgets, now) == budget_counts(reruns, budgets, now)
 
 
 def test_the_lineage_lists_the_root_then_its_reruns_by_attempt():

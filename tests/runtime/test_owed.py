@@ -87,6 +87,29 @@ def test_a_settled_failure_is_decided_until_its_marker_or_the_policies_change():
     assert ref in w.pending
 
 
+def test_a_reload_owes_a_new_decision_only_to_what_the_last_resync_listed():
+    """A reload's work is bounded by the resync window, not by the seen-cache (issue 24): a
+    settled failure older than the last listing's start stays settled, as after a restart;
+    one the listing found, and one still pending, are decided under the new policies."""
+    w = owed()
+    old, recent, deferred = (
+        facts("old", T0 - timedelta(minutes=30)),
+        facts("recent", T0),
+        facts("deferred", T0),
+    )
+    for f in (old, recent, deferred):
+        w.remember(f.summary.ref, ("FAILED", f.failed_at), f, settled=False)
+    w.settle(old.summary.ref)
+    w.settle(recent.summary.ref)
+    w.owe(deferred, T0 + timedelta(minutes=10))
+    w.listed(SCOPE, T0 - timedelta(minutes=5))
+
+    w.policies_changed()
+
+    assert w.due_times() == {recent.summary.ref: None, deferred.summary.ref: T0 + timedelta(minutes=10)}
+    assert w.decided(old.summary.ref, ("FAILED", old.failed_at)) is False  # seen again: decided anew
+
+
 def test_a_failure_found_gone_is_never_read_again_even_after_a_reload():
     w = owed()
     ref, marker = RunRef("ml", "production", "gone"), ("FAILED", T0)

@@ -456,6 +456,32 @@ def test_new_policies_re_decide_settled_failures_without_reading_them_again(worl
     assert world.cp.calls["read_failure"] == 1
 
 
+def test_new_policies_leave_settled_failures_older_than_the_resync_window_settled(world: World) -> None:
+    """A reload re-decides what the last resync listed, not every cached failure (issue
+    24): what a reload decides does not depend on what this process happens to cache, and its
+    cost is bounded by the resync window (overlap 5 min here), as after a restart."""
+    from rerund.core.model import ErrorInfo
+
+    user = ErrorInfo(kind="USER", code="ValueError", message="bad")
+    world.cp.add_failed("old", error=user, at=T0)
+    world.clock.advance(60)
+    world.sync()
+    world.clock.advance(30 * 60)  # "old" is cached, settled, and out of the listing window now
+    world.cp.add_failed("recent", error=user, at=world.clock())
+    world.clock.advance(60)
+    world.sync()  # lists "old" once more (from the watermark before it, minus the overlap)
+    world.clock.advance(60)
+    world.sync()  # this listing no longer reaches "old"
+    assert world.cp.reruns() == []
+
+    world.set_policies(POLICIES.replace("    retry: false\n", "    retry: {scope: run}\n"))
+    world.rec.policies_changed()
+    world.sync()
+
+    assert [r.ref.name for r in world.cp.reruns()] == ["recent-retry-1"]
+    assert world.cp.calls["read_failure"] == 2  # re-decided from the cached facts
+
+
 def test_secret_looking_env_values_are_masked_in_decisions_and_the_ledger(tmp_path: Path) -> None:
     world = World(tmp_path, POLICIES.replace("FLYTE_RETRY: 'true'", "FLYTE_RETRY: 'true', API_TOKEN: s3cr3t"))
     world.cp.add_failed("abc123", at=T0)

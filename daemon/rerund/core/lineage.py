@@ -15,6 +15,7 @@ the run is an original run of its own lineage, and it never counts against a bud
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -39,6 +40,7 @@ from rerund.core.times import iso
 
 __all__ = [
     "MAX_ATTEMPT",
+    "BudgetRows",
     "attempt_of",
     "budget_counts",
     "claimed_lineage",
@@ -242,6 +244,53 @@ def budget_counts(
         if times:
             oldest[name] = min(times)
     return used, oldest
+
+
+class BudgetRows:
+    """Reruns' creation times sorted once, overall and per policy, so that a budget count is a
+    binary search, not a scan: a pass decides many failures over the same reruns (after a
+    policy reload, thousands), and a scan per decision costs what the budget window issued.
+    ``counts`` answers exactly what ``budget_counts`` answers for the same rows. Built from
+    ``(policy, created_at)`` rows (None = created now); no side effects after construction."""
+
+    def __init__(self, reruns: Iterable[tuple[str | None, datetime | None]]) -> None:
+        self._all: list[datetime] = []
+        self._by_policy: dict[str | None, list[datetime]] = {}
+        self._now_all = 0  # rows created now: in every window, counted as ``now``
+        self._now_by_policy: dict[str | None, int] = {}
+        for policy, created_at in reruns:
+            if created_at is None:
+                self._now_all += 1
+                self._now_by_policy[policy] = self._now_by_policy.get(policy, 0) + 1
+            else:
+                self._all.append(created_at)
+                self._by_policy.setdefault(policy, []).append(created_at)
+        self._all.sort()
+        for times in self._by_policy.values():
+            times.sort()
+
+    def counts(
+        self, budgets: Mapping[str, timedelta], now: datetime
+    ) -> tuple[dict[str, int], dict[str, datetime]]:
+        """Per budget: how many rows fall in its window ending at ``now``, and the oldest of them
+        (as ``budget_counts``)."""
+        used: dict[str, int] = {}
+        oldest: dict[str, datetime] = {}
+        empty: list[datetime] = []
+        for name, window in budgets.items():
+            start = now - window
+            if name == GLOBAL_BUDGET:
+                times, at_now = self._all, self._now_all
+            else:
+                times, at_now = self._by_policy.get(name, empty), self._now_by_policy.get(name, 0)
+            if now < start:  # a negative window: rows created now are outside it too
+                at_now = 0
+            first = bisect_left(times, start)
+            used[name] = len(times) - first + at_now
+            candidates = times[first : first + 1] + ([now] if at_now else [])
+            if candidates:
+                oldest[name] = min(candidates)
+        return used, oldest
 
 
 def lineage_names(root: str, run: str, reruns: Iterable[tuple[str, str | None, int | None]]) -> list[str]:

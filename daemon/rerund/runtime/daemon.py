@@ -97,6 +97,7 @@ def settle_heap(gen0: int = 10_000) -> None:
     gc.set_threshold(gen0, gen1, gen2)
 
 
+_EVENTS_PER_YIELD = 64  # stream events taken before the watcher yields to the loop
 _NAMES_SHOWN = 5  # policy names in a log line; the rest are counted
 _PROBLEMS_SHOWN = 10  # problems in a rejected reload's log record; the rest are counted
 
@@ -418,9 +419,16 @@ class Daemon:
         delay = 0.5
         while not self._stop.is_set():
             try:
+                events = 0
                 async for summary in self.guard.watch(project, domain):
                     delay = 0.5
                     self._event(summary)
+                    events += 1
+                    if events % _EVENTS_PER_YIELD == 0:
+                        # A stream's snapshot may arrive as thousands of buffered events; each
+                        # failed run is a task, and tasks started together run together: let the
+                        # loop run these (and answer /healthz) before starting more.
+                        await asyncio.sleep(0)
                 reason = "the stream ended"
             except ControlPlaneError as exc:
                 self.reconciler.count_error(exc, rpc="WatchRuns")

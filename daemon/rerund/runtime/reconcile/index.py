@@ -25,8 +25,8 @@ from datetime import datetime, timedelta
 
 from rerund.core.lineage import (
     MAX_ATTEMPT,
+    BudgetRows,
     attempt_of,
-    budget_counts,
     claimed_lineage,
     policy_budgets,
     unvouched,
@@ -128,6 +128,8 @@ class RerunIndex:
         self._count_error = count_error
         self._known = _Known()
         self._reserved: dict[RunRef, RerunInfo] = {}
+        # The counted reruns sorted for budget counts; None when the index changed since.
+        self._budget_rows: BudgetRows | None = None
         # Listed reruns whose lineage could not be read since ``start_pass``: until a listing
         # has read every one, the index does not cover the policies in force.
         self.unlearned = 0
@@ -146,6 +148,7 @@ class RerunIndex:
     def add(self, info: RerunInfo) -> None:
         """A rerun now known to exist (created here, or found to exist already)."""
         self._known.add(info)
+        self._budget_rows = None
 
     def holder(self, ref: RunRef) -> RerunInfo | None:
         """The indexed run named ``ref``, if any (no RPC)."""
@@ -153,9 +156,11 @@ class RerunIndex:
 
     def reserve(self, info: RerunInfo) -> None:
         self._reserved[info.ref] = info
+        self._budget_rows = None
 
     def release(self, ref: RunRef) -> None:
-        self._reserved.pop(ref, None)
+        if self._reserved.pop(ref, None) is not None:
+            self._budget_rows = None
 
     def lineages(self) -> dict[tuple[str, str, int], str]:
         """(scope "project/domain", root, attempt) -> name of every known rerun whose lineage is
@@ -192,7 +197,15 @@ class RerunIndex:
         self, now: datetime, budgets: Mapping[str, timedelta]
     ) -> tuple[dict[str, int], dict[str, datetime]]:
         """Budget counts over the indexed reruns and those being created right now: a lineage
-        attempt counts once; a forged run never (one not checked yet does)."""
+        attempt counts once; a forged run never (one not checked yet does). The counted reruns
+        are gathered and sorted once per change of the index (``BudgetRows``): each decision in
+        between costs a binary search per budget, not a scan of the window's reruns."""
+        if self._budget_rows is None:
+            self._budget_rows = BudgetRows(self._counted())
+        return self._budget_rows.counts(budgets, now)
+
+    def _counted(self) -> Iterator[tuple[str | None, datetime | None]]:
+        """(policy, created_at) of each rerun a budget counts."""
         known = self._known.by_name
         reserved = (i for ref, i in self._reserved.items() if ref not in known)
         seen: set[tuple[str, str, int]] = set()
@@ -209,7 +222,7 @@ class RerunIndex:
                     seen.add(key)
                 yield i.policy, i.created_at
 
-        return budget_counts(counted(), budgets, now)
+        return counted()
 
     async def refresh(
         self,
@@ -273,6 +286,7 @@ class RerunIndex:
             ):
                 fresh.add(info)
         self._known = fresh
+        self._budget_rows = None
         return len(listed)
 
     async def _learn_lineages(self, infos: Sequence[RerunInfo]) -> int:

@@ -79,6 +79,10 @@ _RETRY_MAX = 30.0
 # running, and failures still owed something); older running reruns are followed on their own.
 _MAX_LISTING_REACH = timedelta(hours=1)
 _FOLLOW_ALONE_EVERY = timedelta(minutes=5)
+# Decisions made from cached facts cost CPU only (no RPC, no await): a pass that makes many of
+# them (after a policy reload, or a backlog of due items) yields to the event loop after every
+# this many, so /healthz, the stream and the HTTP routes are served while it works.
+_DECISIONS_PER_YIELD = 64
 
 
 @dataclass(frozen=True)
@@ -217,8 +221,10 @@ class Reconciler:
         self._stopping.set()
 
     def policies_changed(self) -> None:
-        """New policies are in force: settled failures are re-decided (from cached facts, no
-        RPC) the next time they are seen or on the next pass."""
+        """New policies are in force: failures still owed, and settled failures the last resync
+        listed, are re-decided (from cached facts, no RPC) on the next pass, in chunks that
+        yield to the event loop (``_DECISIONS_PER_YIELD``). Settled failures older than the
+        resync window are not (``OwedWork.policies_changed``)."""
         self._owed.policies_changed()
 
     async def drain(self, timeout: float | None = None) -> bool:
@@ -385,11 +391,28 @@ class Reconciler:
     # -- deciding ----------------------------------------------------------------------------
 
     async def _handle_many(self, summaries: Iterable[RunSummary], now: datetime) -> None:
+        """Decide each failed run: those decided already cost a lookup; those with cached facts
+        (re-decided after a reload) are decided here in turn, yielding to the event loop every
+        ``_DECISIONS_PER_YIELD``; the rest are read concurrently (at most ``_reads`` at once)."""
+
         async def one(s: RunSummary) -> None:
             async with self._reads:
                 await self._handle(s, now)
 
-        await asyncio.gather(*(one(s) for s in summaries))
+        to_read: list[RunSummary] = []
+        cached = 0
+        for s in summaries:
+            marker = (s.phase, s.ended_at)
+            if self._owed.decided(s.ref, marker):
+                continue
+            if self._owed.cached_facts(s.ref, marker) is None:
+                to_read.append(s)
+                continue
+            await self._handle(s, now)
+            cached += 1
+            if cached % _DECISIONS_PER_YIELD == 0:
+                await asyncio.sleep(0)
+        await asyncio.gather(*(one(s) for s in to_read))
 
     async def _handle(self, summary: RunSummary, now: datetime) -> None:
         ref = summary.ref
@@ -572,16 +595,24 @@ class Reconciler:
             self._issuer.count_error(exc)
             log.warning("listing task versions failed, retrying next pass: %s", exc)
         busy = self._inflight.busy_runs()
+        decided = 0
         for ref, (key, failed) in waits.items():
             latest = self._versions.latest(key)
             if latest is not None and latest != failed and ref not in busy:
                 await self._redecide(ref)
+                decided += 1
+                if decided % _DECISIONS_PER_YIELD == 0:
+                    await asyncio.sleep(0)
         still = {key for key, _ in self._owed.waiting().values()}
         self._versions.forget({key for key, _ in waits.values()} - still)
 
     async def _redecide_due(self, now: datetime) -> None:
-        for ref in self._owed.due(now, self._inflight.busy_runs()):
+        """Decide again each pending failure that is due, yielding to the event loop every
+        ``_DECISIONS_PER_YIELD`` (after a reload there may be a resync window's worth)."""
+        for i, ref in enumerate(self._owed.due(now, self._inflight.busy_runs()), start=1):
             await self._redecide(ref)
+            if i % _DECISIONS_PER_YIELD == 0:
+                await asyncio.sleep(0)
 
     # -- acting ------------------------------------------------------------------------------
 

@@ -18,8 +18,9 @@ Invariants (tested in ``tests/runtime/test_owed.py`` without a control plane):
   decision; ``due(now)`` hands them back when their time has come.
 - *A settled failure costs nothing until it changes.* The seen-cache keys a failure by run and
   its (phase, end time) marker: the same marker under the same policies is skipped; a policy
-  reload (``policies_changed``) makes every cached failure pending again, re-decided from its
-  cached facts without a read.
+  reload (``policies_changed``) makes the cached failures the last resync listed pending,
+  re-decided from their cached facts without a read — bounded by the resync window, not by the
+  cache's capacity (older settled failures stay settled, as after a restart).
 - *A FAILED run whose error details are late is never settled on them.* It is read again
   every ``error_recheck`` for at most ``error_wait`` after it failed (``await_error``, pure:
   ``error_recheck_at``), then decided without them.
@@ -265,9 +266,18 @@ class OwedWork:
         return [ref for ref, p in self.pending.items() if (p.due is None or p.due <= now) and ref not in busy]
 
     def policies_changed(self) -> None:
-        """New policies are in force: every cached failure not already pending is owed a new
-        decision (from its cached facts, no read) the next time it is seen or on the next pass."""
+        """New policies are in force: the cached failures the last resync listed (those that
+        ended at or after the oldest start of the last listings; every cached one before the
+        first listing) and not already pending are owed a new decision (from their cached facts, no read) on
+        the next pass. A settled failure older than the listing window is not re-decided: it is
+        what a restart would do too (a reload must not decide on what this process happens to
+        cache), and it bounds a reload's work by the window, not by ``seen_capacity``. Pending
+        failures stay pending with their due times and are decided under the new policies then."""
         self.generation += 1
-        for ref, seen in list(self.seen.items()):
-            if seen.facts is not None and ref not in self.pending:
+        cutoff = min(self._listed_since.values(), default=None)
+        for ref, seen in self.seen.items():
+            ended = seen.marker[1]
+            if seen.facts is None or ref in self.pending:
+                continue
+            if cutoff is None or ended is None or ended >= cutoff:
                 self.owe(seen.facts, None)
