@@ -58,25 +58,33 @@ def add_auth_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key-file", metavar="FILE", help="file holding the API key (else FLYTE_API_KEY)")
     p.add_argument("--client-id", metavar="ID", help="OAuth2 client id (with --client-secret-file)")
     p.add_argument("--client-secret-file", metavar="FILE", help="file holding the OAuth2 client secret")
-    p.add_argument(
+    add_secret_argument(
+        p,
         "--auth-command",
-        metavar="COMMAND",
-        help="command that prints a bearer token; "
-        + VISIBLE.format(flag="--auth-command-file", env="RERUND_AUTH_COMMAND"),
+        "COMMAND",
+        "command that prints a bearer token",
+        "the --auth-command command line",
     )
-    p.add_argument("--auth-command-file", metavar="FILE", help="file holding the --auth-command command line")
     p.add_argument(
         "--ca-cert-file",
         metavar="FILE",
         help="PEM CA certificate that signed the control plane's certificate",
     )
-    p.add_argument(
+    add_secret_argument(
+        p,
         "--http-proxy",
-        metavar="URL",
-        help="HTTP proxy for every control-plane request (NO_PROXY is honoured); "
-        + VISIBLE.format(flag="--http-proxy-file", env="RERUND_HTTP_PROXY"),
+        "URL",
+        "HTTP proxy for every control-plane request (NO_PROXY is honoured)",
+        "the --http-proxy URL",
     )
-    p.add_argument("--http-proxy-file", metavar="FILE", help="file holding the --http-proxy URL")
+
+
+def add_secret_argument(p: argparse.ArgumentParser, flag: str, metavar: str, what: str, held: str) -> None:
+    """A secret-bearing ``flag`` and its ``FLAG-file`` form; the help says the flag is visible to
+    every local user and names the file and ``RERUND_*`` forms that are not."""
+    env = "RERUND_" + flag.removeprefix("--").replace("-", "_").upper()
+    p.add_argument(flag, metavar=metavar, help=f"{what}; " + VISIBLE.format(flag=f"{flag}-file", env=env))
+    p.add_argument(f"{flag}-file", metavar="FILE", help=f"file holding {held}")
 
 
 def add_connection_arguments(p: argparse.ArgumentParser, *, scope_help: str) -> None:

@@ -12,8 +12,8 @@ from rerund.adapters.flyte_control_plane import run_on_sdk_loop
 from rerund.adapters.ledger import Ledger
 from rerund.app import App
 from rerund.cli.common import (
-    VISIBLE,
     add_auth_arguments,
+    add_secret_argument,
     add_target_arguments,
     connection_overrides,
     ensure_policies,
@@ -135,13 +135,9 @@ def register(sub: Any) -> None:
     )
     add_auth_arguments(run)
     run.add_argument("--max-rps", type=float, metavar="N", help="at most N control-plane RPCs per second")
-    run.add_argument(
-        "--notify-webhook",
-        metavar="URL",
-        help="webhook for exhausted lineages; "
-        + VISIBLE.format(flag="--notify-webhook-file", env="RERUND_NOTIFY_WEBHOOK"),
+    add_secret_argument(
+        run, "--notify-webhook", "URL", "webhook for exhausted lineages", "the --notify-webhook URL"
     )
-    run.add_argument("--notify-webhook-file", metavar="FILE", help="file holding the --notify-webhook URL")
     run.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     run.add_argument(
         "--log-format",
