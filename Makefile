@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench soak chaos mutation sandbox clean install deploy-tools browser-tools clock-tools
+.PHONY: run test lint bench soak chaos mutation sandbox clean install deploy-tools browser-tools clock-tools pg-tools
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -58,8 +58,17 @@ clock-tools:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends faketime; }
 	@dpkg-query -W -f='faketime $${Version}\n' faketime 2>/dev/null || command -v faketime
 
+## pg-tools: Debian's PostgreSQL server binaries (initdb, pg_ctl), the real database the shared-state
+## tests start on 127.0.0.1 (as the postgres user when run as root)
+pg-tools:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql; }
+	@ls -d /usr/lib/postgresql/*/bin | tail -1
+
 ## test: lint, policy tests, then the whole pytest suite (slow chaos scenarios excluded)
-test: lint deploy-tools browser-tools clock-tools
+test: lint deploy-tools browser-tools clock-tools pg-tools
 	$(BIN)/rerund test policies/
 	$(BIN)/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 

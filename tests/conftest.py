@@ -14,7 +14,7 @@ from rerund.core.model import Failure
 from rerund.core.rules import PolicySet
 from rerund.policy import load_policies
 
-pytest_plugins = ["rerund.sandbox.testing"]
+pytest_plugins = ["rerund.sandbox.testing", "postgres_support"]
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
