@@ -18,7 +18,7 @@ def test_one_ctrl_c_stops_a_demo_with_a_duration_at_once_without_a_traceback(tmp
     # --duration far longer than the wait below: a demo that waited for it would time out here.
     demo = subprocess.Popen(
         [sys.executable, "-m", "rerund.cli", "demo", "--duration", "600", "--time-scale", "0.2",
-         "--http", "127.0.0.1:0", "--state", str(tmp_path / "demo.db")],
+         "--http", "127.0.0.1:0", "--state", str(tmp_path / "demo.db"), "--handover-dir", str(tmp_path)],
         cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     assert demo.stderr is not None

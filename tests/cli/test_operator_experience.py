@@ -312,15 +312,19 @@ def test_the_sandbox_removes_the_flyte_config_it_wrote(tmp_path: Path) -> None:
 
 @pytest.mark.e2e
 def test_a_short_demo_shows_a_reproduction_result_and_a_closing_summary(tmp_path: Path) -> None:
-    done = rerund("demo", "--duration", "25", "--time-scale", "0.2", "--http", "127.0.0.1:0", timeout=180)
+    handover = tmp_path / ".rerund"
+    done = rerund(
+        "demo", "--duration", "25", "--time-scale", "0.2", "--http", "127.0.0.1:0",
+        "--handover-dir", str(handover), timeout=180,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     err = done.stderr
-    assert "  ledger                 a temporary file, deleted at exit (pass --state PATH to keep it)" in err
+    ledger = handover / "demo.db"
+    assert f"  ledger                 {ledger}  (kept after the demo; a new demo starts afresh)" in err
     assert "operator page          http://127.0.0.1:" in err
     summary = err[err.index("rerund demo: summary") :]
     assert "  check          daily-metrics: match" in summary
-    assert "  ledger         deleted with the demo (pass --state PATH to keep it)" in summary
-    assert "history --state" not in err[: err.index("rerund demo: summary")]
+    assert f"  ledger         {ledger} (rerund history --config {handover / 'demo.yaml'})" in summary
     assert os.linesep in summary
 
 
