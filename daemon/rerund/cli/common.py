@@ -28,6 +28,7 @@ __all__ = [
     "VISIBLE",
     "add_auth_arguments",
     "add_connection_arguments",
+    "add_format_argument",
     "add_target_arguments",
     "connection_overrides",
     "connection_settings",
@@ -87,13 +88,49 @@ def add_secret_argument(p: argparse.ArgumentParser, flag: str, metavar: str, wha
     p.add_argument(f"{flag}-file", metavar="FILE", help=f"file holding {held}")
 
 
-def add_connection_arguments(p: argparse.ArgumentParser, *, scope_help: str) -> None:
-    """The connection vocabulary of every command that reaches the control plane (``run``,
-    ``sweep``, ``status``, ``explain RUN``, ``repro run``): the target and the auth flags. The
-    ``RERUND_*`` environment variables and ``--config`` fill in what they do not give
-    (``connection_settings``), in the same precedence as ``rerund run``."""
+def add_connection_arguments(
+    p: argparse.ArgumentParser,
+    *,
+    scope_help: str = "scope of the runs, PROJECT/DOMAIN (repeatable; default: the settings' scopes)",
+    state_help: str = "the daemon's ledger (default: the settings' state, else ./rerund.db)",
+) -> None:
+    """The one connection vocabulary of every command that talks to the control plane or reads
+    the ledger (``run``, ``sweep``, ``status``, ``history``, ``explain``, ``repro``, ``incidents``):
+    ``--config``, ``--state``, the target flags and the auth flags. ``connection_settings`` reads
+    them over the settings file and the ``RERUND_*`` environment variables (file < environment <
+    flags), so every command connects as ``rerund run`` does. ``--state`` is a plain string
+    (a path, or the URL of a shared state store)."""
+    p.add_argument(
+        "--config", metavar="FILE", help="settings file (YAML): endpoint, org, scopes, policies, state"
+    )
+    p.add_argument("--state", metavar="PATH", help=state_help)
     add_target_arguments(p, scope_help=scope_help)
     add_auth_arguments(p)
+
+
+def add_format_argument(
+    p: argparse.ArgumentParser, *, human: str = "text", extra: Sequence[str] = (), what: str = "output"
+) -> None:
+    """``-o``/``--format``, as kubectl spells it: ``json`` or the human form (``human``: ``text``
+    or ``table``; the other word is taken as a synonym, so ``-o table`` and ``-o text`` work on
+    every command), plus ``extra`` forms (``junit``)."""
+    synonym = "table" if human == "text" else "text"
+
+    def form(text: str) -> str:
+        value = text.strip().lower()
+        return human if value == synonym else value
+
+    form.__name__ = "format"
+    choices = (human, "json", *extra)
+    p.add_argument(
+        "-o",
+        "--format",
+        type=form,
+        choices=choices,
+        default=human,
+        metavar="FORMAT",
+        help=f"{what} format: {human} (default; {synonym} is the same), " + ", ".join(choices[1:]),
+    )
 
 
 def connection_settings(args: argparse.Namespace, **overrides: Any) -> Settings:

@@ -12,10 +12,10 @@ from rerund.adapters.flyte_control_plane import run_on_sdk_loop
 from rerund.adapters.ledger import Ledger
 from rerund.app import App
 from rerund.cli.common import (
-    add_auth_arguments,
+    add_connection_arguments,
+    add_format_argument,
     add_secret_argument,
-    add_target_arguments,
-    connection_overrides,
+    connection_settings,
     ensure_policies,
     open_ledger,
     positive_int,
@@ -26,7 +26,6 @@ from rerund.core.status import compute_status, iso, lineage_story
 from rerund.runtime.daemon import settle_heap
 from rerund.runtime.heap import return_large_blocks
 from rerund.runtime.logs import configure_logging
-from rerund.runtime.settings import load_settings
 
 __all__ = ["configure_logging", "register"]
 
@@ -95,12 +94,12 @@ def register(sub: Any) -> None:
         epilog=_SETTINGS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("--config", metavar="FILE", help="settings file (YAML), e.g. rerund.yaml")
-    add_target_arguments(run, scope_help="scope to watch (repeatable)")
+    add_connection_arguments(
+        run, scope_help="scope to watch (repeatable)", state_help="the ledger (default ./rerund.db)"
+    )
     run.add_argument(
         "--policies", action="append", metavar="PATH", help="policy file or directory (repeatable)"
     )
-    run.add_argument("--state", metavar="PATH", help="SQLite ledger (default ./rerund.db)")
     run.add_argument("--http", metavar="HOST:PORT", help="metrics/health address, or 'off'")
     run.add_argument(
         "--http-host",
@@ -133,7 +132,6 @@ def register(sub: Any) -> None:
         metavar="N",
         help="reruns being created at once, at most (default 64)",
     )
-    add_auth_arguments(run)
     run.add_argument("--max-rps", type=float, metavar="N", help="at most N control-plane RPCs per second")
     add_secret_argument(
         run, "--notify-webhook", "URL", "webhook for exhausted lineages", "the --notify-webhook URL"
@@ -156,8 +154,7 @@ def register(sub: Any) -> None:
             "lineage recovered or was exhausted."
         ),
     )
-    history.add_argument("--config", metavar="FILE", help="settings file (to find the ledger)")
-    history.add_argument("--state", metavar="PATH", help="SQLite ledger (default ./rerund.db)")
+    add_connection_arguments(history)
     history.add_argument("--run", metavar="RUN", help="the story of this run's lineage (a run or its root)")
     history.add_argument("--policy", metavar="POLICY", help="only this policy")
     history.add_argument(
@@ -166,15 +163,13 @@ def register(sub: Any) -> None:
     history.add_argument(
         "--limit", type=positive_int, default=50, metavar="N", help="at most N decisions (default 50)"
     )
-    history.add_argument("--format", choices=("text", "json"), default="text")
+    add_format_argument(history)
     history.set_defaults(func=_history)
 
 
 def _settings(args: argparse.Namespace) -> Any:
     overrides: dict[str, Any] = {
-        **connection_overrides(args),
         "policies": args.policies,
-        "state": args.state,
         "http": args.http,
         "http_hosts": args.http_hosts,
         "dry_run": args.dry_run,
@@ -189,7 +184,7 @@ def _settings(args: argparse.Namespace) -> Any:
         "log_level": args.log_level,
         "log_format": args.log_format,
     }
-    return load_settings(args.config, overrides=overrides)
+    return connection_settings(args, **overrides)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -212,8 +207,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _ledger_path(args: argparse.Namespace) -> Path:
-    """--state, else the settings' state (--config, then RERUND_STATE; default ./rerund.db)."""
-    return Path(load_settings(args.config, overrides={"state": args.state}).state)
+    """--state, else the settings' state (--config, then RERUND_STATE; default ./rerund.db),
+    read like every other command's connection (``connection_settings``)."""
+    return Path(connection_settings(args).state)
 
 
 def _history(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from rerund.cli.common import add_connection_arguments, junit_xml, say
+from rerund.cli.common import add_connection_arguments, add_format_argument, junit_xml, say
 from rerund.cli.explain import run_explain
 from rerund.errors import PolicyError, PolicyProblem
 from rerund.policy.casefiles import collect, run_files
@@ -71,18 +71,18 @@ def register(sub: Any) -> None:
         help="a failure document (YAML or JSON; only run is required, failed_at defaults to --now; "
         "example: policies/failures/connection-reset.yaml)",
     )
-    explain.add_argument("--config", metavar="FILE", help="daemon settings, for a live explain of RUN")
-    explain.add_argument(
-        "--state", metavar="PATH", help="the daemon's SQLite ledger (live; where the lineage stands)"
+    add_connection_arguments(
+        explain,
+        scope_help="scope of the runs (live; repeatable)",
+        state_help="the daemon's ledger (live; where the lineage stands)",
     )
-    add_connection_arguments(explain, scope_help="scope of the runs (live; repeatable)")
     explain.add_argument(
         "--project", help="project of RUN (live; default: the one project of the settings' scopes)"
     )
     explain.add_argument(
         "--domain", help="domain of RUN (live; default: the one domain of the settings' scopes)"
     )
-    explain.add_argument("--format", choices=("text", "json"), default="text")
+    add_format_argument(explain)
     explain.add_argument("--now", metavar="ISO8601", help="decide as of this time (default: now)")
     explain.set_defaults(func=run_explain)
 
@@ -113,11 +113,8 @@ def register(sub: Any) -> None:
 def _add_paths_and_format(parser: argparse.ArgumentParser, paths_help: str, *, junit_case: str) -> None:
     """The PATH arguments and the text/json/junit ``--format`` of ``check`` and ``test``."""
     parser.add_argument("paths", nargs="+", metavar="PATH", help=paths_help)
-    parser.add_argument(
-        "--format",
-        choices=("text", "json", "junit"),
-        default="text",
-        help=f"text (default); json; junit: JUnit XML for CI (one test case per {junit_case})",
+    add_format_argument(
+        parser, extra=("junit",), what=f"output (junit: JUnit XML for CI, one test case per {junit_case})"
     )
 
 

@@ -23,7 +23,14 @@ from prometheus_client import CollectorRegistry
 from rerund.adapters.cron import CronSchedule
 from rerund.adapters.ledger import Ledger
 from rerund.app import connect_control_plane
-from rerund.cli.common import add_connection_arguments, connection_settings, positive_int, reaching, say
+from rerund.cli.common import (
+    add_connection_arguments,
+    add_format_argument,
+    connection_settings,
+    positive_int,
+    reaching,
+    say,
+)
 from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.repro import UNSCOPED, repro_run_name
 from rerund.core.runs import RunRef
@@ -32,7 +39,6 @@ from rerund.errors import ConfigError, NotFoundError
 from rerund.policy import load_policies
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.repro import ReproRunner
-from rerund.runtime.settings import load_settings
 
 __all__ = ["register"]
 
@@ -78,7 +84,7 @@ def register(sub: Any) -> None:
         "source, what is compared and, when a ledger is found, the last result.",
     )
     _where(listing)
-    listing.add_argument("--format", choices=("text", "json"), default="text")
+    add_format_argument(listing)
     listing.set_defaults(func=_list)
 
     run = cmds.add_parser(
@@ -91,9 +97,8 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("name", metavar="NAME", help="the check to fire (see `rerund repro list`)")
-    _where(run)
-    add_connection_arguments(run, scope_help="scope of a source that names none (repeatable)")
-    run.add_argument("--format", choices=("text", "json"), default="text")
+    _where(run, scope_help="scope of a source that names none (repeatable)")
+    add_format_argument(run)
     run.set_defaults(func=_run)
 
     history = cmds.add_parser(
@@ -109,18 +114,16 @@ def register(sub: Any) -> None:
     history.add_argument(
         "--limit", type=positive_int, default=20, metavar="N", help="at most N results (default 20)"
     )
-    history.add_argument("--format", choices=("text", "json"), default="text")
+    add_format_argument(history)
     history.set_defaults(func=_history)
 
 
-def _where(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", metavar="FILE", help="daemon settings (rerund.yaml): policies, ledger, control plane"
-    )
+def _where(parser: argparse.ArgumentParser, **scope_help: str) -> None:
+    """The policies and the connection (``add_connection_arguments``) of every repro command."""
     parser.add_argument(
         "--policies", action="append", metavar="PATH", help="policy file or directory (repeatable)"
     )
-    parser.add_argument("--state", metavar="PATH", help="the daemon's SQLite ledger (default ./rerund.db)")
+    add_connection_arguments(parser, **scope_help)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -129,7 +132,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    return load_settings(args.config, overrides={"policies": args.policies, "state": args.state})
+    return connection_settings(args, policies=args.policies)
 
 
 def _checks(args: argparse.Namespace) -> list[Any]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from rerund.adapters.ledger import Ledger
 from rerund.app import connect_control_plane
-from rerund.cli.common import add_connection_arguments, connection_settings, reaching
+from rerund.cli.common import add_connection_arguments, add_format_argument, connection_settings, reaching
 from rerund.clock import ControlPlaneClock
 from rerund.core.encode import for_terminal
 from rerund.core.redact import redact_url
@@ -44,17 +44,13 @@ def register(sub: Any) -> None:
         ),
     )
     p.add_argument(
-        "--config", metavar="FILE", help="daemon settings (endpoint, org, scopes, policies, state)"
-    )
-    p.add_argument("--state", metavar="PATH", help="SQLite ledger (default: the settings' state)")
-    p.add_argument(
         "--policies",
         action="append",
         metavar="PATH",
         help="the daemon's policy file or directory, for the budgets (default: the settings' policies)",
     )
     add_connection_arguments(p, scope_help="scope to show (repeatable; default: the settings' scopes)")
-    p.add_argument("--format", choices=("table", "json"), default="table", help="table (default) or json")
+    add_format_argument(p, human="table")
     p.set_defaults(func=_status)
 
 

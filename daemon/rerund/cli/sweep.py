@@ -48,7 +48,7 @@ from rich.text import Text
 
 from rerund.adapters.ledger import Ledger
 from rerund.app import connect_control_plane
-from rerund.cli.common import add_auth_arguments, add_target_arguments, connection_overrides
+from rerund.cli.common import add_connection_arguments, add_format_argument, connection_settings
 from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.encode import for_terminal
 from rerund.core.rules import PolicySet
@@ -56,7 +56,7 @@ from rerund.core.sweep import SKIP_KINDS, SweepPlan, Window, parse_window
 from rerund.errors import ConfigError, ControlPlaneError, PolicyError
 from rerund.policy.loader import load_policies
 from rerund.runtime.metrics import sweep_metrics
-from rerund.runtime.settings import Settings, load_settings
+from rerund.runtime.settings import Settings
 from rerund.runtime.sweep import Sweeper, SweepOutcome, unreachable
 
 __all__ = ["register"]
@@ -100,8 +100,7 @@ def register(sub: Any) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", metavar="FILE", help="daemon settings file (endpoint, org, scopes, state)")
-    add_target_arguments(p, scope_help="scope to sweep (repeatable)")
+    add_connection_arguments(p, scope_help="scope to sweep (repeatable)")
     p.add_argument(
         "--policies",
         action="append",
@@ -117,18 +116,16 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="show the preview and stop: nothing is created")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    p.add_argument("--format", choices=("table", "json"), default="table", help="preview and summary format")
+    add_format_argument(p, human="table", what="preview and summary")
     p.add_argument(
         "--max-rps", type=_positive, metavar="N", default=None, help="at most N reruns created per second"
     )
     p.add_argument("--follow", action="store_true", help="wait for the reruns and report their outcomes")
-    p.add_argument("--state", metavar="PATH", help="SQLite ledger (default: the settings' state)")
     p.add_argument(
         "--metrics-file",
         metavar="FILE",
         help='write the sweep\'s metrics (source="sweep") there in the Prometheus text format at the end',
     )
-    add_auth_arguments(p)
     p.set_defaults(func=_sweep)
 
 
@@ -184,8 +181,7 @@ def _console(file: IO[str]) -> Console:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    overrides: dict[str, Any] = {**connection_overrides(args), "state": args.state}
-    settings = load_settings(args.config, overrides=overrides)
+    settings = connection_settings(args)
     settings.require_runnable()
     now = utcnow()
     try:
