@@ -1,6 +1,7 @@
 """``rerund explain RUN`` under a wildcard scope (``*/*``, the scope the README recommends for
-Union): the run is named as the daemon's logs print it (``project/domain/run``) or with
-``--project``/``--domain``; a bare name says what to pass (issue 28.2)."""
+Union): the run is named as the daemon's logs print it (``project/domain/run``), with
+``--project``/``--domain``, or by its bare name, which is looked up across the configured scopes;
+an ambiguous name lists the candidates (issue 28.2)."""
 
 from __future__ import annotations
 
@@ -70,15 +71,59 @@ def test_project_and_domain_flags_name_the_run_under_a_wildcard_scope(failed, ca
     assert json.loads(capsys.readouterr().out)["decision"] == "rerun"
 
 
-def test_a_bare_run_under_a_wildcard_scope_says_what_to_pass(failed, capsys) -> None:
-    _, config, name = failed
+def test_a_bare_run_name_is_looked_up_across_a_wildcard_scope(failed, capsys) -> None:
+    sb, config, name = failed
+
+    assert main(["explain", name, "--config", str(config), "-o", "json"]) == 0
+
+    body = json.loads(capsys.readouterr().out)
+    assert body["decision"] == "rerun" and body["failure"]["root"] == name
+
+
+def test_a_bare_run_name_is_looked_up_across_several_concrete_scopes(failed, tmp_path: Path, capsys) -> None:
+    sb, config, _ = failed
+    [name] = sb.launch("net.flaky", project="ml", domain="production")
+    sb.wait_idle()
+    config.write_text(config.read_text().replace("'*/*'", f"{sb.project}/{sb.domain}\n- ml/production"))
+
+    assert main(["explain", name, "--config", str(config), "-o", "json"]) == 0
+
+    assert json.loads(capsys.readouterr().out)["decision"] == "rerun"
+
+
+def test_a_bare_run_name_in_two_scopes_lists_both_candidates(failed, capsys) -> None:
+    sb, config, name = failed
+    sb.launch("net.flaky", project="ml", domain="production", name=name)
+    sb.wait_idle()
 
     assert main(["explain", name, "--config", str(config)]) == 2
 
     err = capsys.readouterr().err
-    assert f"which project/domain is run {name!r} in? the scope '*/*' names none" in err
-    assert f"write it as PROJECT/DOMAIN/{name} (as the daemon's logs print it)" in err
-    assert "or pass --project and --domain" in err
+    assert (
+        f"run name {name!r} is in 2 scopes: {sb.project}/{sb.domain}/{name}, ml/production/{name}; "
+        f"name one as PROJECT/DOMAIN/RUN, e.g. rerund explain {sb.project}/{sb.domain}/{name}"
+    ) in err
+
+
+def test_a_bare_run_name_found_nowhere_says_where_it_looked(failed, capsys) -> None:
+    _, config, _ = failed
+
+    assert main(["explain", "rnosuchrun", "--config", str(config)]) == 2
+
+    err = capsys.readouterr().err
+    assert "no run named 'rnosuchrun' in the scopes */* (under a wildcard scope: among the runs that " in err
+    assert "check the name, or write it as PROJECT/DOMAIN/rnosuchrun" in err
+
+
+def test_a_project_outside_the_scopes_says_which_scopes_are_watched(failed, capsys) -> None:
+    sb, config, name = failed
+    config.write_text(config.read_text().replace("'*/*'", f"{sb.project}/{sb.domain}"))
+
+    assert main(["explain", name, "--project", "other", "--config", str(config)]) == 2
+
+    err = capsys.readouterr().err
+    assert f"which project/domain is run {name!r} in? the settings watch '{sb.project}/{sb.domain}', " in err
+    assert "none of them with --project other" in err
 
 
 @pytest.mark.parametrize("run", ["a/b", "a/b/c/d", "a//c"], ids=["two-parts", "four-parts", "empty-part"])

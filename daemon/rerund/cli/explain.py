@@ -25,21 +25,23 @@ from rerund.core.decide import Explanation, explain
 from rerund.core.encode import for_terminal
 from rerund.core.runs import FAILED_PHASES, RunRef
 from rerund.core.scopes import is_pattern
-from rerund.core.status import decision_lines, explanation_lines, lineage_lines
+from rerund.core.status import decision_lines, explanation_lines, iso, lineage_lines
 from rerund.errors import ConfigError
 from rerund.policy.failures import load_failure
 from rerund.policy.loader import load_policies
-from rerund.runtime.live import explain_live
+from rerund.ports import ControlPlane
+from rerund.runtime.live import SEARCH_BACK, explain_live, find_run
 from rerund.runtime.reconcile import public_decision
 from rerund.runtime.status import gather_status
 
 __all__ = ["explain_run", "parse_now", "public_explanation", "render_text", "run_explain"]
 
 
-def _target(args: argparse.Namespace, scopes: list[tuple[str, str]]) -> RunRef:
+def _target(args: argparse.Namespace, scopes: list[tuple[str, str]]) -> RunRef | list[tuple[str, str]]:
     """The run ``args.run`` names: ``PROJECT/DOMAIN/RUN`` as it is (the form the daemon's logs
-    print), else a bare name in ``--project``/``--domain``, filled in from the one scope that
-    can hold it. A wildcard scope (``*/*``, ``ml/*``) names no project or domain to fill in."""
+    print), a bare name with ``--project`` and ``--domain``, or a bare name in the one concrete
+    scope that can hold it; otherwise the scopes to look it up in (``resolve``): the
+    configured ones, narrowed by ``--project`` or ``--domain`` when one is given."""
     run = str(args.run)
     if "/" in run:
         parts = run.split("/")
@@ -49,26 +51,51 @@ def _target(args: argparse.Namespace, scopes: list[tuple[str, str]]) -> RunRef:
                 "ml/production/r1a2b3c4 or the bare name with --project and --domain"
             )
         return RunRef(*parts)
+    if args.project and args.domain:
+        return RunRef(args.project, args.domain, run)
     candidates = [
         (args.project or p, args.domain or d)
         for p, d in scopes
         if (not args.project or fnmatchcase(args.project, p))
         and (not args.domain or fnmatchcase(args.domain, d))
     ]
-    if args.project and args.domain:
-        return RunRef(args.project, args.domain, run)
     if len(candidates) == 1 and not any(map(is_pattern, candidates[0])):
         return RunRef(*candidates[0], run)
-    known = ", ".join(f"'{p}/{d}'" for p, d in scopes) or "none"
-    wild = [f"'{p}/{d}'" for p, d in scopes if is_pattern(p) or is_pattern(d)]
-    why = (
-        f"the scope {', '.join(wild)} names none"
-        if len(candidates) <= 1 and wild
-        else f"the settings watch {known}"
-    )
+    if not candidates:
+        known = ", ".join(f"'{p}/{d}'" for p, d in scopes) or "none"
+        given = " and ".join(
+            f"--{k} {v}" for k, v in (("project", args.project), ("domain", args.domain)) if v
+        )
+        raise ConfigError(
+            f"which project/domain is run {run!r} in? the settings watch {known}, none of them with "
+            f"{given or 'a scope'}: write it as PROJECT/DOMAIN/{run} (as the daemon's logs print it) or "
+            "pass --project and --domain"
+        )
+    return candidates
+
+
+async def resolve(
+    cp: ControlPlane, run: str, target: RunRef | list[tuple[str, str]], *, since: datetime
+) -> RunRef:
+    """The one run ``target`` names: as it is, or the bare name ``run`` looked up in the scopes
+    (``find_run``). None found, or several, is a ``ConfigError`` that lists where it looked, or
+    the candidates."""
+    if isinstance(target, RunRef):
+        return target
+    found = await find_run(cp, run, target, since=since)
+    if len(found) == 1:
+        return found[0]
+    where = ", ".join(f"{p}/{d}" for p, d in target)
+    if not found:
+        wild = any(is_pattern(p) or is_pattern(d) for p, d in target)
+        raise ConfigError(
+            f"no run named {run!r} in the scopes {where}"
+            + (f" (under a wildcard scope: among the runs that failed since {iso(since)})" if wild else "")
+            + f"; check the name, or write it as PROJECT/DOMAIN/{run} (as the daemon's logs print it)"
+        )
     raise ConfigError(
-        f"which project/domain is run {run!r} in? {why}: write it as PROJECT/DOMAIN/{run} (as the "
-        "daemon's logs print it) or pass --project and --domain"
+        f"run name {run!r} is in {len(found)} scopes: {', '.join(map(str, found))}; name one as "
+        f"PROJECT/DOMAIN/RUN, e.g. rerund explain {found[0]}"
     )
 
 
@@ -83,8 +110,7 @@ def explain_run(args: argparse.Namespace) -> int:
     ensure_policies(settings)
     now = parse_now(args.now)
     scopes = [(s.project, s.domain) for s in settings.scopes]
-    ref = _target(args, scopes)
-    project, domain = ref.project, ref.domain
+    target = _target(args, scopes)
     policies = load_policies(list(settings.policies))
     ledger = Ledger(settings.state, create=False) if Path(settings.state).exists() else None
 
@@ -92,6 +118,8 @@ def explain_run(args: argparse.Namespace) -> int:
         clock = ControlPlaneClock()  # without --now, "now" is the control plane's (HTTP Date)
         cp = await connect_control_plane(settings, clock)
         when = now if args.now else clock.now()
+        ref = await resolve(cp, str(args.run), target, since=when - max(settings.lookback, SEARCH_BACK))
+        project, domain = ref.project, ref.domain
         result = await explain_live(cp, ref, policies, when)
         if result is None:
             summary = await cp.get_run(ref)

@@ -60,7 +60,8 @@ def register(sub: Any) -> None:
         nargs="?",
         metavar="RUN",
         help="a run on the control plane (live): PROJECT/DOMAIN/RUN as the daemon's logs print it, "
-        "or its name with --project and --domain (needed under a wildcard scope such as */*)",
+        "or its bare name, looked up across the settings' scopes (org-wide under */*; a name in "
+        "several scopes lists them), optionally narrowed with --project and --domain",
     )
     explain.add_argument(
         "--policies", action="append", metavar="PATH", help="policy file or directory (repeatable)"

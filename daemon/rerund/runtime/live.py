@@ -9,8 +9,10 @@ budget counts and the lineage), then reads the run and its failure (GetRunDetail
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from rerund.core.decide import Explanation, explain
@@ -18,13 +20,19 @@ from rerund.core.lineage import failure_from
 from rerund.core.model import Failure
 from rerund.core.rules import PolicySet
 from rerund.core.runs import FAILED_PHASES, RunRef
+from rerund.core.scopes import ORG, Coverage, plan
 from rerund.core.status import ListedRerun, iso
+from rerund.errors import NotFoundError
 from rerund.ports import ControlPlane
 from rerund.runtime.reconcile import DEFAULT_LOOKBACK
 from rerund.runtime.reconcile.index import RerunIndex
 from rerund.runtime.relaunch import TaskVersions, task_key
 
-__all__ = ["LiveExplanation", "explain_live"]
+__all__ = ["SEARCH_BACK", "LiveExplanation", "explain_live", "find_run"]
+
+# How far back a bare run name is looked for under a wildcard scope (in the org's failed runs),
+# at least: ``rerund explain`` and the page use the settings' lookback when it is longer.
+SEARCH_BACK = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,28 @@ class LiveExplanation:
             "failed_at": iso(failure.failed_at),
             "budget_used": dict(failure.budget_used),
         }
+
+
+async def find_run(
+    cp: ControlPlane, name: str, scopes: Sequence[tuple[str, str]], *, since: datetime
+) -> list[RunRef]:
+    """The runs named ``name`` in ``scopes``, sorted: for each concrete scope the listings of
+    ``plan(scopes)`` name, a GetRunDetails (1 RPC; an absent run is skipped); when a scope is a
+    pattern (``*/*``, ``ml/*``), the org's failed runs updated since ``since`` (the org-wide
+    ListRuns the daemon itself lists, paged), those ``scopes`` cover. A run that did not fail,
+    or failed before ``since``, is found in a concrete scope only."""
+    coverage = Coverage(tuple(scopes))
+    found: set[RunRef] = set()
+    for listing in plan(scopes):
+        if listing == ORG:
+            runs = await cp.list_failed(*ORG, since=since)
+            found.update(
+                r.ref for r in runs if r.ref.name == name and coverage.covers(r.ref.project, r.ref.domain)
+            )
+            continue
+        with contextlib.suppress(NotFoundError):
+            found.add((await cp.get_run(RunRef(*listing, name))).ref)
+    return sorted(found)
 
 
 async def explain_live(

@@ -17,11 +17,12 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from rerund import __version__
 from rerund.core.rules import PolicySet
 from rerund.core.runs import RunRef
+from rerund.core.scopes import Coverage, is_pattern
 from rerund.core.status import Status, explanation_lines, lineage_lines
 from rerund.errors import ControlPlaneError, LedgerError, NotFoundError
 from rerund.ports import ControlPlane, DaemonLedger
 from rerund.runtime.http import Handler, Response, html_response, json_response
-from rerund.runtime.live import explain_live
+from rerund.runtime.live import SEARCH_BACK, explain_live, find_run
 from rerund.runtime.page import MAX_QUERY, PageView, render_page
 from rerund.runtime.reconcile import Reconciler, public_decision
 from rerund.runtime.settings import Settings
@@ -151,14 +152,38 @@ class Site:
     async def _explain_lines(
         self, run: str, scope: str, scopes: list[str], status: Status
     ) -> tuple[str, list[str], str]:
-        """(scope, the live explanation's lines, an error) for the page's ``?explain=RUN``."""
-        if not scope and len(scopes) == 1:
-            scope = scopes[0]
-        if scope not in scopes:
+        """(scope, the live explanation's lines, an error) for the page's ``?explain=RUN``: the
+        run in ``scope`` when that is a concrete scope the daemon covers, else looked up by name
+        in ``scope`` (a wildcard scope) or every scope (``find_run``)."""
+        pairs = [(p, d) for p, _, d in (s.partition("/") for s in scopes)]
+        project, _, domain = scope.partition("/")
+        if not scope and len(pairs) == 1 and not any(map(is_pattern, pairs[0])):
+            scope, (project, domain) = scopes[0], pairs[0]
+        concrete = bool(project and domain) and not is_pattern(project) and not is_pattern(domain)
+        if scope and not (scope in scopes or (concrete and Coverage(tuple(pairs)).covers(project, domain))):
             known = ", ".join(scopes) or "none"
             return scope, [], f"which scope is run {run!r} in? add &scope=PROJECT/DOMAIN, one of: {known}"
-        project, domain = scope.split("/", 1)
-        ref = RunRef(project, domain, run)
+        if concrete:
+            ref = RunRef(project, domain, run)
+        else:
+            where = [(project, domain)] if scope else pairs
+            since = self._clock() - max(self._settings.lookback, SEARCH_BACK)
+            try:
+                found = await find_run(self._cp, run, where, since=since)
+            except ControlPlaneError as exc:
+                return scope, [], f"run {run!r} cannot be looked up now: {exc}"
+            if len(found) != 1:
+                shown = ", ".join(f"{p}/{d}" for p, d in where)
+                if not found:
+                    return scope, [], f"no run {run!r} in {shown}: check the name (run names are lower-case)"
+                return (
+                    scope,
+                    [],
+                    f"run name {run!r} is in {len(found)} scopes: {', '.join(map(str, found))}; "
+                    f"add &scope=PROJECT/DOMAIN, one of: {', '.join(r.scope for r in found)}",
+                )
+            ref = found[0]
+            scope = ref.scope
         try:
             result = await explain_live(self._cp, ref, self._policies(), self._clock())
         except NotFoundError:
