@@ -72,7 +72,7 @@ def test_project_and_domain_flags_name_the_run_under_a_wildcard_scope(failed, ca
 
 
 def test_a_bare_run_name_is_looked_up_across_a_wildcard_scope(failed, capsys) -> None:
-    sb, config, name = failed
+    _, config, name = failed
 
     assert main(["explain", name, "--config", str(config), "-o", "json"]) == 0
 
