@@ -64,7 +64,11 @@ def connection(settings: Settings) -> Connection:
 
 
 async def _flyte(
-    settings: Settings, clock: ControlPlaneClock | None, rpc_gate: RpcGate | None = None
+    settings: Settings,
+    clock: ControlPlaneClock | None,
+    rpc_gate: RpcGate | None = None,
+    *,
+    retrying: bool = True,
 ) -> FlyteControlPlane:
     cp = FlyteControlPlane(
         connection=connection(settings),
@@ -77,15 +81,16 @@ async def _flyte(
     await cp.connect()
     first = plan((sc.project, sc.domain) for sc in settings.scopes)
     if first:
-        await cp.probe(*first[0])
+        await cp.probe(*first[0], retrying=retrying)
     return cp
 
 
 async def connect_control_plane(settings: Settings, clock: ControlPlaneClock | None = None) -> ControlPlane:
     """The real control plane (the flyte SDK adapter) for ``settings``, initialised and
-    probed: a refused credential or an untrusted certificate raises ``ConfigError``. Every
-    answer's HTTP ``Date`` is told to ``clock``."""
-    return await _flyte(settings, clock)
+    probed: a refused credential or an untrusted certificate raises ``ConfigError``, an
+    unreachable one its ``ControlPlaneError`` (a one-shot command does not retry, so it does not
+    say "retrying"). Every answer's HTTP ``Date`` is told to ``clock``."""
+    return await _flyte(settings, clock, retrying=False)
 
 
 def _reconnect(cp: FlyteControlPlane, settings: Settings) -> Reconnect:

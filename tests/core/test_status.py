@@ -276,3 +276,33 @@ def test_every_lineage_is_in_exactly_one_place(decisions: list, reruns: list) ->
     assert len(roots) + status.ignored == len({r for r, *_ in decisions} | {r for r, *_ in reruns})
     dues = [s.due for s in status.in_flight if s.due is not None]
     assert dues == sorted(dues)
+
+
+def test_a_recovered_lineage_is_shown_at_its_recovery_not_at_a_restart_after_it() -> None:
+    """Issue 28.8: a daemon restarted at minute -1 decides again about the run in its lookback
+    and finds the rerun issued; the lineage recovered at minute -20 and stays shown there."""
+    status = compute_status(
+        now=NOW,
+        decisions=[decision("r", "rerun", 1, -30), decision("r", "rerun", 1, -1)],
+        issues=[issue("r-retry-1", 1, -29), issue("r-retry-1", 1, -1, result="already_exists")],
+        outcomes=[outcome("r-retry-1", 1, -20, "SUCCEEDED")],
+    )
+
+    [recovered] = status.recovered
+    assert recovered.at == NOW - timedelta(minutes=20)
+
+
+def test_an_exhausted_lineage_is_shown_at_its_first_give_up_not_at_a_restart_after_it() -> None:
+    status = compute_status(
+        now=NOW,
+        decisions=[
+            decision("r", "rerun", 1, -30),
+            decision("r-retry-1", "give_up", 2, -10),
+            decision("r-retry-1", "give_up", 2, -1),
+        ],
+        issues=[issue("r-retry-1", 1, -29)],
+        outcomes=[outcome("r-retry-1", 1, -12, "FAILED")],
+    )
+
+    [exhausted] = status.exhausted
+    assert exhausted.at == NOW - timedelta(minutes=10)

@@ -24,6 +24,17 @@ BAD_FILES = [
         ],
     ),
     (
+        # issue 28.8: `name` (removed from retry) was listed as allowed there, then refused
+        "unknown-retry-key-lists-only-the-keys-that-are-allowed",
+        HEADER + b"policies:\n  - name: a\n    retry: {max_attemps: 2}\n",
+        [
+            "4:13: policies[0].retry.max_attemps: unknown key 'max_attemps'; did you mean 'max_attempts'? "
+            "allowed keys: resources, task_version, queue, interruptible, service_account, overwrite_cache, "
+            "annotations, max_action_concurrency, force_rerun_actions, scope, max_attempts, backoff, env, labels, "
+            "inputs, escalate, budget, max_wait"
+        ],
+    ),
+    (
         "unknown-top-level-key",
         HEADER + b"polices: []\n",
         [

@@ -53,3 +53,37 @@ def test_debug_is_off_at_info(stream: io.StringIO) -> None:
     configure_logging("INFO", "text", stream)
     logging.getLogger("rerund.daemon").debug("hidden")
     assert stream.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    "fmt, args, message",
+    [
+        (
+            "%-7s %s: %s",
+            ("rerun", "p/d/r", "policy 'x'  keeps  its spaces"),
+            "rerun p/d/r: policy 'x'  keeps  its spaces",
+        ),
+        ("repro   %-8s %s", ("match", "check 'c' reproduced"), "repro match check 'c' reproduced"),
+        (
+            "exists  %s: rerun %s was already issued",
+            ("p/d/r", "r-retry-1"),
+            "exists p/d/r: rerun r-retry-1 was already issued",
+        ),
+    ],
+    ids=["decision", "repro", "exists"],
+)
+def test_a_json_decision_message_has_no_column_padding_but_keeps_the_values(
+    stream: io.StringIO, fmt: str, args: tuple[str, ...], message: str
+) -> None:
+    """Issue 28.8: the text form pads the kind into a column; JSON's message is plain text."""
+    configure_logging("INFO", "json", stream)
+    logging.getLogger("rerund.decisions").info(fmt, *args)
+
+    assert json.loads(stream.getvalue().splitlines()[-1])["message"] == message
+
+
+def test_the_text_form_keeps_its_columns(stream: io.StringIO) -> None:
+    configure_logging("INFO", "text", stream)
+    logging.getLogger("rerund.decisions").info("%-7s %s: %s", "rerun", "p/d/r", "why")
+
+    assert stream.getvalue().rstrip("\n").endswith(" rerun   p/d/r: why")

@@ -1187,13 +1187,14 @@ class FlyteControlPlane:
             else:
                 os.environ["SSL_CERT_FILE"] = before
 
-    async def probe(self, project: str, domain: str) -> None:
+    async def probe(self, project: str, domain: str, *, retrying: bool = True) -> None:
         """One ListRuns (limit 1) in ``project/domain`` (``*``/``*``: the org) to learn at start
         whether the control plane accepts rerund's TLS trust and credentials.
 
         Raises ``ConfigError`` (the daemon exits 2) when it refuses the credentials or its
         certificate is not trusted; other errors (unreachable, overloaded) are left to the
-        daemon's retries and only logged.
+        daemon's retries and only logged — or, for a one-shot command (``retrying=False``),
+        which does not retry, raised as they are, so it says so once.
         """
         endpoint = redact_url(self._conn.endpoint) if self._conn.endpoint else "(the API key's endpoint)"
         try:
@@ -1211,6 +1212,8 @@ class FlyteControlPlane:
                     f"the control plane at {endpoint} presents a TLS certificate rerund does not trust: "
                     f"{_tls_reason(exc)}; set ca_cert_file (--ca-cert-file) to the CA that signed it"
                 ) from None
+            if not retrying:
+                raise
             log.warning(
                 "the control plane at %s did not answer the start-up check (%s); retrying", endpoint, exc
             )

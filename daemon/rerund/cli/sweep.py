@@ -211,7 +211,10 @@ async def _main(
 ) -> int:
     scopes = [(s.project, s.domain) for s in settings.scopes]
     clock = ControlPlaneClock()  # decisions on the control plane's time (its answers' HTTP Date)
-    cp = await connect_control_plane(settings, clock)
+    try:
+        cp = await connect_control_plane(settings, clock)
+    except ControlPlaneError as exc:
+        raise unreachable(exc, settings.endpoint or "") from None
     ledger: Ledger | None = None  # opened once the sweep goes ahead: a preview writes nothing
     metrics, exposed = sweep_metrics()
     sweeper = Sweeper(

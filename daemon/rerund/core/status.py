@@ -340,13 +340,23 @@ def _state(
             story=story,
         )
 
+    # A recovered or exhausted lineage is shown at the time it got there, not at its last event:
+    # a restarted daemon decides again about runs in its lookback (finding the rerun issued),
+    # which would otherwise move the time to the restart.
     won = sorted(a for a, (_, phase) in phases.items() if phase == "SUCCEEDED")
     if won:
         name = phases[won[0]][0]
-        return state("recovered", f"rerun {name!r} succeeded: lineage {root!r} recovered at attempt {won[0]}")
+        succeeded = [
+            _parse(o["at"]) for o in outcomes if int(o["attempt"]) == won[0] and o["phase"] == "SUCCEEDED"
+        ]
+        return state(
+            "recovered",
+            f"rerun {name!r} succeeded: lineage {root!r} recovered at attempt {won[0]}",
+            at=min((t for t in succeeded if t is not None), default=last_at),
+        )
     gave_up = [d for d in decisions if d["decision"] == "give_up"]
     if gave_up:
-        return state("exhausted", str(gave_up[-1]["reason"]))
+        return state("exhausted", str(gave_up[-1]["reason"]), at=_parse(gave_up[0]["at"]) or last_at)
     if phases:
         top = max(phases)
         name, phase = phases[top]

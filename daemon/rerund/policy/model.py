@@ -628,10 +628,16 @@ class PolicyFile(_Spec):
 
 
 def allowed_keys() -> dict[str, list[str]]:
-    """Parent key -> keys allowed under it, for "unknown key" messages."""
+    """Parent key -> keys allowed under it, for "unknown key" messages. A removed key that is
+    kept only to explain its removal (``deprecated`` in the schema, e.g. ``retry.name``) is
+    not allowed, so it is not listed."""
 
     def keys(model: type[BaseModel]) -> list[str]:
-        return [f.alias or name for name, f in model.model_fields.items()]
+        return [
+            f.alias or name
+            for name, f in model.model_fields.items()
+            if not (isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("deprecated"))
+        ]
 
     return {
         "": keys(PolicyFile),

@@ -99,7 +99,7 @@ def settle_heap(gen0: int = 10_000) -> None:
 
 _EVENTS_PER_YIELD = 64  # stream events taken before the watcher yields to the loop
 _NAMES_SHOWN = 5  # policy names in a log line; the rest are counted
-_PROBLEMS_SHOWN = 10  # problems in a rejected reload's log record; the rest are counted
+_PROBLEMS_SHOWN = 10  # problems a rejected reload logs (a line each); the rest are counted
 
 
 def _first_names(names: Sequence[str]) -> str:
@@ -108,13 +108,20 @@ def _first_names(names: Sequence[str]) -> str:
     return f"{shown} and {len(names) - _NAMES_SHOWN} more" if len(names) > _NAMES_SHOWN else shown
 
 
-def _first_problems(problems: Sequence[object], paths: Sequence[Path]) -> str:
-    """The first problems, one a line, and how many more (``rerund check`` lists them all)."""
-    text = "\n".join(str(p) for p in problems[:_PROBLEMS_SHOWN])
-    if len(problems) > _PROBLEMS_SHOWN:
-        more, where = len(problems) - _PROBLEMS_SHOWN, " ".join(str(p) for p in paths)
-        text += f"\n… and {more} more problem(s); `rerund check {where}` lists them all"
-    return text
+def _rejected_lines(why: str, problems: Sequence[object], paths: Sequence[Path], kept: int) -> list[str]:
+    """A rejected reload as log lines, one record each (a log collector reads lines): what
+    happened with the count and what stays in force, then the first problems, numbered."""
+    where = " ".join(str(p) for p in paths)
+    head = (
+        f"policy reload ({why}) rejected: {len(problems)} problem(s); the last good policies ({kept}) "
+        f"stay in force; `rerund check {where}` lists "
+        + ("them all" if len(problems) > _PROBLEMS_SHOWN else "them")
+    )
+    shown = problems[:_PROBLEMS_SHOWN]
+    return [
+        head,
+        *(f"policy reload ({why}) problem {i} of {len(problems)}: {p}" for i, p in enumerate(shown, 1)),
+    ]
 
 
 class PolicyHolder:
@@ -166,13 +173,8 @@ class PolicyHolder:
         except PolicyError as exc:
             self._metrics.policy_reloads.labels("error").inc()
             kept = len(self._current) if self._current is not None else 0
-            log.error(
-                "policy reload (%s) rejected: %d problem(s); the last good policies (%d) stay in force:\n%s",
-                why,
-                len(exc.problems),
-                kept,
-                _first_problems(exc.problems, self.paths),
-            )
+            for line in _rejected_lines(why, exc.problems, self.paths, kept):
+                log.error("%s", line)
             return False
         except Exception:  # a bug in loading must not end hot reload: count it, keep the last good set
             self._metrics.policy_reloads.labels("error").inc()

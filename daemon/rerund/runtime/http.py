@@ -32,9 +32,11 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from rerund.core import times
 from rerund.core.hosts import connection_cap, host_allowed, host_name
 from rerund.fdlimit import CappedAcceptor, soft_fd_limit
 
@@ -71,8 +73,19 @@ class Response:
     content_type: str = "text/plain; charset=utf-8"
 
 
+def _json_value(value: Any) -> Any:
+    """What ``json.dumps`` cannot write itself: a time as ISO-8601 UTC with a ``Z`` (the one
+    form rerund writes times in, ``rerund.core.times.iso``), anything else as its text."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return times.iso(value)
+    return str(value)
+
+
 def json_response(data: Any, status: int = 200) -> Response:
-    return Response(status, (json.dumps(data, indent=2, default=str) + "\n").encode(), "application/json")
+    """``data`` as a JSON answer; every aware datetime in it written with a ``Z``."""
+    return Response(
+        status, (json.dumps(data, indent=2, default=_json_value) + "\n").encode(), "application/json"
+    )
 
 
 def html_response(text: str, status: int = 200) -> Response:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -48,6 +49,21 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+_PADDED = re.compile(r"%-\d+s")
+_SPACES = re.compile(r" {2,}")
+
+
+def _unpadded(record: logging.LogRecord) -> str:
+    """A decision line's message without the column padding of its text form (``%-7s``, the
+    spaces after ``repro``): the format string is rerund's own, so only it is unpadded; the
+    values (a reason, a run name) are kept as they are."""
+    fmt = _SPACES.sub(" ", _PADDED.sub("%s", str(record.msg)))
+    try:
+        return fmt % record.args if record.args else fmt
+    except (TypeError, ValueError):
+        return record.getMessage()
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ``time``, ``level``, ``logger``, ``message`` and, on decision
     lines, the structured fields (``run``, ``lineage``, ``policy``, ``decision``, ...)."""
@@ -57,7 +73,7 @@ class JsonFormatter(logging.Formatter):
             "time": utc_stamp(record.created),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _unpadded(record) if record.name == "rerund.decisions" else record.getMessage(),
         }
         for key in DECISION_FIELDS:
             value = getattr(record, key, None)

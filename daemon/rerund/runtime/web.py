@@ -18,7 +18,7 @@ from rerund import __version__
 from rerund.core.rules import PolicySet
 from rerund.core.runs import RunRef
 from rerund.core.scopes import Coverage, is_pattern
-from rerund.core.status import Status, explanation_lines, lineage_lines
+from rerund.core.status import Status, explanation_lines, iso, lineage_lines
 from rerund.errors import ControlPlaneError, LedgerError, NotFoundError
 from rerund.ports import ControlPlane, DaemonLedger
 from rerund.runtime.http import Handler, Response, html_response, json_response
@@ -72,7 +72,7 @@ class Site:
         ok, why = self._ready()
         last = self._reconciler.last_sync
         return json_response(
-            {"ready": ok, "reason": why, "last_sync": last.isoformat() if last else None}, 200 if ok else 503
+            {"ready": ok, "reason": why, "last_sync": iso(last) if last else None}, 200 if ok else 503
         )
 
     def _decisions_route(self, query: dict[str, list[str]]) -> Response:
