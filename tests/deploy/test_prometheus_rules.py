@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,7 @@ REQUIRED_ALERTS = {
     "RerundReproductionCheckFailing": "rerund_reproduction_last_result",
     "RerundPolicyReloadFailing": "rerund_policy_reloads_total",
     "RerundInternalErrors": "rerund_internal_errors_total",
+    "RerundBudgetDeferring": "rerund_budget_deferrals_total",  # issue 28.8
 }
 
 
@@ -82,6 +84,10 @@ def test_every_alert_is_unit_tested_both_firing_and_not_firing(alert: str) -> No
     ]
     assert any(case["exp_alerts"] for case in cases), f"{alert}: no test case where it fires"
     assert any(not case["exp_alerts"] for case in cases), f"{alert}: no test case where it stays quiet"
+
+
+def test_the_rules_file_speaks_to_operators_not_of_issue_numbers() -> None:
+    assert re.findall(r"(?i)\bissues? \d+", RULES.read_text()) == []
 
 
 @pytest.mark.parametrize("alert", [r["alert"] for r in _alerts()], ids=[r["alert"] for r in _alerts()])
