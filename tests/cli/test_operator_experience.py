@@ -128,9 +128,9 @@ def test_the_readme_failure_example_explains_without_failed_at(capsys) -> None:
     out = capsys.readouterr().out
     assert out.startswith("decision:   rerun\nreason:     policy 'transient-network' reruns run 'trainfit1'")
     assert "due at 2026-11-24T10:00:" in out  # counted from --now, the default failed_at
-    readme = (REPO / "README.md").read_text()
-    assert "--failure policies/failures/connection-reset.yaml" in readme
-    assert "f.yaml" not in readme
+    tools = (REPO / "docs" / "policies" / "library.md").read_text()  # the docs' policy tools
+    assert "--failure policies/failures/connection-reset.yaml" in tools
+    assert "f.yaml" not in tools
 
 
 def test_a_policy_test_file_given_as_a_failure_is_one_clear_error(capsys) -> None:

@@ -70,8 +70,10 @@ examples:
                                                              # why would this be retried?
   rerund run --config rerund.example.yaml                    # the daemon
   rerund status --config rerund.example.yaml                 # what is in flight, and why
-  rerund sweep --config rerund.example.yaml --policies outage.yaml --since 2h --dry-run  # after an outage
+  rerund sweep --config rerund.example.yaml --policies policies/outage/ --since 2h --dry-run
+                                                             # after an outage
   rerund demo                                                # sandbox + daemon, as `make run`
+  rerund status --config .rerund/demo.yaml                   # ... and what the demo is doing
 
 Run `rerund COMMAND --help` for the options of a command.
 """

@@ -65,10 +65,11 @@ _WIDE = 200  # columns when the output is not a terminal: names are never cut
 
 _EPILOG = """\
 examples:
-  rerund sweep --config rerund.yaml --policies policies/outage/ --since 2h --dry-run
-  rerund sweep --config rerund.yaml --policies outage.yaml --since 3h --until 2026-11-30T14:00:00Z
+  rerund sweep --config rerund.example.yaml --policies policies/outage/ --since 2h --dry-run
+  rerund sweep --config rerund.example.yaml --policies policies/outage/registry-outage.yaml --since 3h \\
+               --until 2026-11-30T14:00:00Z
   rerund sweep --endpoint http://127.0.0.1:8090 --org sandbox --scope demo/development \\
-               --policies outage.yaml --since 1h --yes --max-rps 5 --follow
+               --policies policies/outage/ --since 1h --yes --max-rps 5 --follow
 
 The policies given are the outage policy, usually a small file written for the occasion:
 failures they do not match are left alone. max_attempts, budgets and name rules apply;

@@ -1,4 +1,5 @@
-"""The README's SDK snippet, run as written against the sandbox with the real flyte SDK."""
+"""The docs' SDK snippet (docs/sandbox.md, marked ``sdk`` for tests/docs), run as written against
+the sandbox with the real flyte SDK."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "sandbox.md"
 
 WORKLOAD = {
     "tasks": {
@@ -25,12 +26,12 @@ WORKLOAD = {
 
 
 def snippet() -> str:
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    blocks = re.findall(r"```python\n(.*?)```", PAGE.read_text(), re.S)
     [block] = [b for b in blocks if "with_runcontext" in b]
     return block
 
 
-def test_the_readme_sdk_snippet_reruns_a_failed_run_by_name(sandbox_factory) -> None:
+def test_the_docs_sdk_snippet_reruns_a_failed_run_by_name(sandbox_factory) -> None:
     code = snippet()
     assert ".rerun(failed.name)" in code, "flyte 2.12.1's rerun takes the run's name"
     assert "-retry-" not in code.split("#")[0], "a manual rerun must not take rerund's own names"
