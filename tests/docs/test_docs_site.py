@@ -82,3 +82,24 @@ def test_the_day_2_page_shows_the_day_2_commands_against_the_demo() -> None:
     page = (REPO / "docs" / "operating.md").read_text()
     for needed in ("rerund status --config", "rerund history --config", "rerund explain RUN --config"):
         assert f"{needed} .rerund/demo.yaml" in page, needed
+
+
+def test_the_dashboard_description_names_every_row_of_the_dashboard() -> None:
+    """Issue 28.8: the docs said "four rows" of a five-row dashboard."""
+    import json
+
+    panels = json.loads((REPO / "deploy" / "grafana" / "rerund.json").read_text())["panels"]
+    rows = [p["title"] for p in panels if p.get("type") == "row"]
+    page = (REPO / "docs" / "deployment.md").read_text()
+    words = {4: "four", 5: "five", 6: "six", 7: "seven"}
+
+    assert f"has {words[len(rows)]} rows:" in page
+    assert [title for title in rows if f"- **{title}** —" not in page] == []
+
+
+def test_every_alert_is_named_in_the_docs() -> None:
+    rules = yaml.safe_load((REPO / "deploy" / "prometheus" / "rules.yaml").read_text())
+    alerts = [r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r]
+    page = (REPO / "docs" / "deployment.md").read_text()
+
+    assert [a for a in alerts if f"`{a}`" not in page] == []
