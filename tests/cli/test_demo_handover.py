@@ -84,3 +84,23 @@ def test_a_new_demo_starts_a_fresh_ledger_and_keeps_it_after_it_stops(tmp_path: 
         cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0 and "demo/development/" in done.stdout, done.stderr
+
+
+def test_the_handover_settings_name_the_ledger_by_an_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So the file works from any directory. (A ``--state`` URL of a shared state store is
+    written as it is: ``write_handover`` leaves a value with ``://`` alone.)"""
+    from rerund.cli.demo import write_handover
+    from rerund.runtime.settings import Settings
+
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(
+        endpoint="http://127.0.0.1:8090", org="sandbox", scopes=["demo/development"], state="demo.db"
+    )
+    files = write_handover(tmp_path / ".rerund", settings, project="demo", domain="development")
+
+    assert files == (".rerund/demo.yaml", ".rerund/flyte.yaml")
+    assert yaml.safe_load((tmp_path / ".rerund/demo.yaml").read_text())["state"] == str(tmp_path / "demo.db")
+    flyte = yaml.safe_load((tmp_path / ".rerund/flyte.yaml").read_text())
+    assert flyte["admin"]["endpoint"] == "http://127.0.0.1:8090"

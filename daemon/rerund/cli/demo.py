@@ -234,12 +234,13 @@ def write_handover(directory: Path, settings: Settings, *, project: str, domain:
         "org": settings.org,
         "scopes": [s.key for s in settings.scopes],
         "policies": [str(Path(p).absolute()) for p in settings.policies],
-        "state": str(Path(settings.state).absolute()),
+        "state": state if "://" in (state := str(settings.state)) else str(Path(state).absolute()),
     }
     head = (
         "# Written by `rerund demo` (make run) while it runs: how to reach its sandbox and ledger.\n"
         "# rerund status --config {0}   (and history, explain, repro)\n"
     )
+    directory.mkdir(parents=True, exist_ok=True)
     demo = directory / "demo.yaml"
     flyte = directory / "flyte.yaml"
     demo.write_text(head.format(_shown(demo)) + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
