@@ -152,19 +152,39 @@ def test_credential_refusals_are_reported_once_a_minute_and_recovery_once():
     assert watch.since is None
 
 
+class _Time:
+    """A fake clock and sleep: ``sleep`` advances the clock at once (and lets other tasks run);
+    each clock reading adds 1 ms besides, so every call's latency is steady."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.slept: list[float] = []
+        self._readings = 0
+
+    def clock(self) -> float:
+        self._readings += 1
+        return self.now + self._readings / 1000
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
 class _Fake:
     """A control plane whose ``get_run`` answers from a script of outcomes."""
 
-    def __init__(self, script):
+    def __init__(self, script, sleep=asyncio.sleep):
         self.script = list(script)
         self.inflight = 0
         self.peak = 0
+        self._sleep = sleep
 
     async def get_run(self, ref):
         self.inflight += 1
         self.peak = max(self.peak, self.inflight)
         try:
-            await asyncio.sleep(0.001)
+            await self._sleep(0.001)
             outcome = self.script.pop(0) if self.script else "ok"
             if outcome == "exhausted":
                 raise TransientControlPlaneError("refused", rpc="GetRunDetails", code="resource_exhausted")
@@ -177,21 +197,25 @@ class _Fake:
             self.inflight -= 1
 
 
-def _guarded(script, ceiling=8, retries=0, errors=None):
+def _guarded(script, ceiling=8, retries=0, errors=None, backoff=0.001, time=None, backoff_sleep=None):
+    """A guard over ``_Fake`` on fake ``time``: nothing here waits in real time."""
     metrics = Metrics(CollectorRegistry())
-    ticks = iter(range(10**9))  # a clock that advances 1 ms per reading: latencies are steady
+    time = time or _Time()
     throttle = Throttle(
         AdaptiveLimit(ceiling=ceiling),
         RateSchedule(0),
-        clock=lambda: next(ticks) / 1000,
+        clock=time.clock,
+        sleep=time.sleep,
         on_change=metrics.control_plane_concurrency.set,
     )
-    fake = _Fake(script)
+    fake = _Fake(script, sleep=time.sleep)
     guard = GuardedControlPlane(
         fake,
         throttle,
+        clock=time.clock,
+        sleep=backoff_sleep or time.sleep,
         overload_retries=retries,
-        overload_backoff=0.001,
+        overload_backoff=backoff,
         on_error=errors.append if errors is not None else None,
     )
     return guard, fake, metrics
@@ -226,6 +250,21 @@ def test_resource_exhausted_is_retried_behind_the_learned_rate_and_each_refusal_
     assert asyncio.run(guard.get_run(ref)) == ref
     assert [e.code for e in errors] == ["resource_exhausted", "resource_exhausted"]
     assert guard.throttle.learned.cap < float("inf")  # a rate was learned from the refusals
+
+
+def test_the_overload_backoff_doubles_from_its_start_up_to_two_seconds_in_the_injected_sleep():
+    backoffs: list[float] = []
+    time = _Time()
+
+    async def backoff_sleep(seconds: float) -> None:
+        backoffs.append(seconds)
+        await time.sleep(seconds)
+
+    guard, _, _ = _guarded(["exhausted"] * 7, retries=7, backoff=0.1, time=time, backoff_sleep=backoff_sleep)
+    ref = RunRef("p", "d", "r")
+
+    assert asyncio.run(guard.get_run(ref)) == ref
+    assert backoffs == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0])
 
 
 def test_resource_exhausted_past_the_retries_reaches_the_caller():

@@ -39,15 +39,18 @@ class Supervisor:
         *,
         stopping: Callable[[], bool],
         clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         backoff_initial: float = 1.0,
         backoff_max: float = 60.0,
         healthy_after: float = 60.0,
     ) -> None:
         """``errors`` is the ``rerund_internal_errors_total`` counter (label ``task``);
-        ``stopping()`` says the daemon is stopping (a task ending then is no failure)."""
+        ``stopping()`` says the daemon is stopping (a task ending then is no failure); ``clock``
+        and ``sleep`` are how it sees time (tests pass fake ones)."""
         self._errors = errors
         self._stopping = stopping
         self._clock = clock or time.monotonic
+        self._sleep = sleep
         self._initial = backoff_initial
         self._max = backoff_max
         self._healthy_after = healthy_after
@@ -103,6 +106,6 @@ class Supervisor:
                     what,
                     delay,
                 )
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
             delay = min(delay * 2, self._max)
             self._down.pop(name, None)

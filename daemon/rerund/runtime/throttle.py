@@ -35,7 +35,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -79,6 +79,8 @@ COST: Mapping[str, int] = {
 }
 
 OVERLOAD_CODES = frozenset({"resource_exhausted", "unavailable"})
+
+Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass
@@ -321,7 +323,10 @@ class CredentialWatch:
 
 
 class Throttle:
-    """The asynchronous gate: ``async with throttle.slot(cost): await call()``."""
+    """The asynchronous gate: ``async with throttle.slot(cost): await call()``.
+
+    ``clock`` and ``sleep`` are the only ways it sees time: tests pass fake ones.
+    """
 
     def __init__(
         self,
@@ -329,6 +334,7 @@ class Throttle:
         rate: RateSchedule,
         *,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
         on_change: Callable[[int], None] | None = None,
         on_release: Callable[[int], None] | None = None,
         on_peak: Callable[[int], None] | None = None,
@@ -337,6 +343,7 @@ class Throttle:
         self.rate = rate
         self.learned = AdaptiveRate()
         self._clock = clock
+        self._sleep = sleep
         self._on_change = on_change
         self._inflight = 0
         # Calls waiting for a slot, first come first served: a freed slot wakes one of them,
@@ -406,10 +413,10 @@ class Throttle:
         """Wait until ``cost`` more RPCs fit the hard and the learned rate (no slot taken)."""
         wait = self.book(cost)
         if wait > 0:
-            await asyncio.sleep(wait)
+            await self._sleep(wait)
         wait = self.sent(cost)
         if wait > 0:
-            await asyncio.sleep(wait)
+            await self._sleep(wait)
 
     async def _acquire(self) -> None:
         if not self._waiters and self._inflight < self.limit.current:
@@ -499,6 +506,7 @@ class GuardedControlPlane:
         *,
         credentials: CredentialWatch | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
         on_refused: Callable[[], None] | None = None,
         on_error: Callable[[ControlPlaneError], None] | None = None,
         overload_retries: int = 6,
@@ -506,11 +514,13 @@ class GuardedControlPlane:
         paced_per_rpc: bool = False,
     ) -> None:
         """``paced_per_rpc``: ``inner`` was built with ``throttle`` as its rate gate
-        (``ports.RpcGate``) and charges every raw RPC itself, where it makes it."""
+        (``ports.RpcGate``) and charges every raw RPC itself, where it makes it. ``sleep`` waits
+        out the overload backoff (tests pass a fake one)."""
         self.inner = inner
         self.throttle = throttle
         self.credentials = credentials or CredentialWatch()
         self._clock = clock
+        self._sleep = sleep
         self._on_refused = on_refused
         self._on_error = on_error
         self._retries = overload_retries
@@ -553,7 +563,7 @@ class GuardedControlPlane:
                     raise
                 if self._on_error is not None:
                     self._on_error(exc)
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
             self._accepted()
