@@ -27,12 +27,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
+from rerund.aiotasks import TaskSet
 from rerund.core.durations import format_duration
 from rerund.core.names import MAX_SALT
 from rerund.core.repro import (
@@ -106,7 +107,7 @@ class ReproRunner:
         self._last: dict[str, datetime | None] = {}
         self._schedule_of = schedules
         self._schedules: dict[tuple[str, str], Schedule] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(log, what="a reproduction firing")
         self._stopping = asyncio.Event()
         self._issuer = Issuer(
             metrics,
@@ -126,10 +127,11 @@ class ReproRunner:
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait for firings in flight; True when none is left."""
-        if not self._tasks:
-            return True
-        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
-        return not pending
+        return await self._tasks.drain(timeout)
+
+    async def cancel(self) -> None:
+        """Cancel the firings still in flight (the daemon stops): their slots fire on the next start."""
+        await self._tasks.stop()
 
     # -- schedule ----------------------------------------------------------------------------
 
@@ -205,20 +207,8 @@ class ReproRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=max(0.05, delay))
 
-    def _spawn(self, coro: Awaitable[ReproResult | None]) -> asyncio.Task[ReproResult | None]:
-        async def run() -> ReproResult | None:
-            try:
-                return await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("reproduction firing failed unexpectedly; it runs again at its next slot")
-                return None
-
-        task = asyncio.get_running_loop().create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    def _spawn(self, coro: Coroutine[Any, Any, ReproResult | None]) -> asyncio.Task[ReproResult | None]:
+        return self._tasks.spawn(coro, failed=_firing_failed)
 
     # -- one firing --------------------------------------------------------------------------
 
@@ -453,6 +443,10 @@ class _Unverifiable(Exception):
         super().__init__(reason)
         self.reason = reason
         self.extra = extra
+
+
+def _firing_failed(exc: Exception) -> None:
+    log.error("reproduction firing failed unexpectedly; it runs again at its next slot", exc_info=exc)
 
 
 def _log_retry(exc: ControlPlaneError, delay: float) -> None:

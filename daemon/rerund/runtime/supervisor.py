@@ -25,6 +25,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from rerund.aiotasks import TaskSet
+
 __all__ = ["Supervisor"]
 
 log = logging.getLogger("rerund.supervisor")
@@ -55,6 +57,7 @@ class Supervisor:
         self._max = backoff_max
         self._healthy_after = healthy_after
         self._down: dict[str, str] = {}
+        self._tasks = TaskSet(log, what="a supervised task")
         self.restarts: dict[str, int] = {}
 
     def down(self) -> dict[str, str]:
@@ -64,7 +67,11 @@ class Supervisor:
     def start(self, name: str, body: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
         """``run(name, body)`` as an asyncio task named ``name``."""
         self._errors.labels(name)  # the series exists at 0 from the start
-        return asyncio.create_task(self.run(name, body), name=name)
+        return self._tasks.spawn(self.run(name, body), name=name)
+
+    async def stop(self, timeout: float | None = None) -> bool:
+        """Cancel every task started here and wait for them (True when all ended in time)."""
+        return await self._tasks.stop(timeout)
 
     async def run(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
         """Run ``body()`` until the daemon stops, restarting it after every failure."""

@@ -231,6 +231,10 @@ class Reconciler:
         """Wait for spawned tasks (issues, notifications). True when all finished in time."""
         return await self._tasks.drain(timeout)
 
+    async def cancel(self) -> None:
+        """Cancel the spawned tasks still running (the daemon stops): what they owe stays owed."""
+        await self._tasks.stop()
+
     def pending(self) -> dict[str, datetime | None]:
         """Failures still owed an action -> when they are due (None: at the next pass)."""
         return {str(ref): due for ref, due in self._owed.due_times().items()}
