@@ -590,7 +590,7 @@ def test_the_cache_shrinks_back_to_its_capacity_once_failures_leave_the_window(t
     world.sync()
 
     assert world.cp.calls["read_failure"] == 5
-    assert len(world.rec._owed.seen) == 2
+    assert world.rec.cached_failures() == 2
 
 
 # -- open-source Flyte: late error details, aborts of finished runs ------------------------------

@@ -370,7 +370,7 @@ def test_an_adapter_with_a_per_rpc_gate_is_paced_per_rpc_not_per_call():
             return request
 
     booked = []
-    throttle = Throttle(AdaptiveLimit(ceiling=2), RateSchedule(0))
+    throttle = Throttle(AdaptiveLimit(ceiling=2), RateSchedule(0), clock=lambda: 0.0)
     original = throttle.rate.reserve
     throttle.rate.reserve = lambda cost, now: booked.append(cost) or original(cost, now)
     inner = _Paged([], rpc_gate=throttle)  # the adapter is built with the gate
@@ -381,12 +381,12 @@ def test_an_adapter_with_a_per_rpc_gate_is_paced_per_rpc_not_per_call():
     assert throttle.sent(1) == 0.0  # no max_rps: never held
     assert booked == [1, 1, 1]  # one per raw RPC; the call itself is charged nothing
     # The learned rate counts the RPCs the adapter reports answered, not a per-call estimate.
-    assert sum(c for _, c in throttle.learned._accepted) == 3
+    assert throttle.learned.accepted(0.0) == 3
 
     booked.clear()  # the SDK's rerun path is charged per RPC by the adapter too, not per call
     assert asyncio.run(guard.create_rerun("a request")) == "a request"
     assert booked == []
-    assert sum(c for _, c in throttle.learned._accepted) == 3  # (this fake sent none)
+    assert throttle.learned.accepted(0.0) == 3  # (this fake sent none)
 
 
 @given(
@@ -432,13 +432,13 @@ def test_a_freed_slot_goes_to_the_longest_waiting_call_and_a_cancelled_waiter_pa
         await asyncio.sleep(0)
         waiting = [asyncio.create_task(call(n)) for n in ("second", "third", "fourth")]
         await asyncio.sleep(0)
-        assert throttle.inflight == 1 and len(throttle._waiters) == 3
+        assert throttle.inflight == 1 and throttle.waiting == 3
         waiting[0].cancel()  # gives up before its turn: never runs, takes no slot
         release.set()
         await asyncio.gather(first, *waiting[1:])
         assert waiting[0].cancelled()
         assert order == ["first", "third", "fourth"]  # first come, first served
-        assert throttle.inflight == 0 and not throttle._waiters
+        assert throttle.inflight == 0 and throttle.waiting == 0
 
     asyncio.run(main())
 
@@ -462,7 +462,7 @@ def test_slots_are_never_oversubscribed_or_leaked_whatever_is_cancelled(cancel_a
                 task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         assert peak <= ceiling
-        assert throttle.inflight == 0 and not throttle._waiters
+        assert throttle.inflight == 0 and throttle.waiting == 0
 
     asyncio.run(main())
 

@@ -273,11 +273,15 @@ class AdaptiveRate:
         while self._accepted and self._accepted[0][0] < now - self.window:
             self._accepted.popleft()
 
+    def accepted(self, now: float) -> float:
+        """The RPCs answered in the ``window`` seconds up to ``now``."""
+        return sum(c for t, c in self._accepted if t >= now - self.window)
+
     def on_overload(self, now: float) -> None:
         if now - self._last_decrease < self.cooldown:
             return
         self._last_decrease = now
-        accepted = sum(c for t, c in self._accepted if t >= now - self.window) / self.window
+        accepted = self.accepted(now) / self.window
         booked = sum(c for t, c in self._booked if t >= now - self.window) / self.window
         target = accepted * self.decrease if accepted > 0 else booked / 2
         self.cap = max(self.floor, min(self.cap, target))
@@ -364,6 +368,11 @@ class Throttle:
     @property
     def inflight(self) -> int:
         return self._inflight
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for a slot."""
+        return len(self._waiters)
 
     def book(self, cost: int = 1) -> float:
         """Book ``cost`` RPCs against the hard and the learned rate; the seconds to wait before
