@@ -18,8 +18,9 @@ due unless it was already fired (this process) or recorded (the ledger) — so f
 while the daemon was down are run once on start, not once per slot (``core.repro.due_firing``).
 ``tick(now)`` takes the time as an argument; the tests drive it with fixed times.
 
-RPC cost of one firing: 1 ListRuns (task source) or 1 GetRunDetails (run source), the SDK's
-rerun path (6 RPCs), 1 GetRunDetails per poll, 2 per outputs read (reference and rerun).
+One firing calls ``find_latest_run`` (task source) or ``get_run`` (run source), ``create_rerun``,
+``get_run`` once per poll and ``read_outputs`` for each of the two runs compared; the RPC costs
+are those of the ``rerund.ports.ControlPlane`` methods.
 """
 
 from __future__ import annotations

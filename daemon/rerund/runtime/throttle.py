@@ -10,8 +10,9 @@ about one per round — and it halves (at most once per ``cooldown``) on RESOURC
 UNAVAILABLE. It never exceeds ``max_concurrent_reruns``. ``RateSchedule`` keeps the RPC rate
 under ``max_rps`` by making calls wait: a call is charged the RPCs it makes (``COST``).
 Concurrency alone cannot hold a rate limit when calls are fast (a refusal comes back at once),
-so ``AdaptiveRate`` also learns one: on RESOURCE_EXHAUSTED it caps the rate at 70% of what was
-sent over the last second, then raises the cap by 10% a second until the next refusal.
+so ``AdaptiveRate`` also learns one: on RESOURCE_EXHAUSTED it caps the rate a little under what
+the control plane accepted over the last second, then raises the cap slowly until the next
+refusal (its fields say by how much).
 
 A RESOURCE_EXHAUSTED answer is retried here first, a few times with a short backoff behind the
 learned rate (so a refused read does not wait for the next resync pass); after that it is a
@@ -58,13 +59,11 @@ __all__ = [
 
 log = logging.getLogger("rerund.throttle")
 
-# RPCs each port call makes (see ``ports.ControlPlane``): what ``max_rps`` charges when the
-# control plane has no per-RPC gate, and what an accepted call tells the learned rate. An adapter
-# with an ``rpc_gate`` attribute (the flyte one) is given the ``Throttle`` and charges every RPC
-# on the wire itself — each ListRuns page, each RPC of the SDK's rerun path, each retry — and
-# reports each one answered, so then nothing is charged or counted here. The SDK's rerun path
-# is GetRunDetails, SelectCluster, GetActionData, UploadInputs and CreateRun: 5 (7 for a
-# relaunch, which reads the task too).
+# RPCs charged per port call (at most what ``ports.ControlPlane`` documents) when the control
+# plane has no per-RPC gate (``paced_per_rpc=False``: the in-memory fakes), and what an accepted
+# call tells the learned rate. The flyte adapter is built with the ``Throttle`` as its rate gate
+# (``ports.RpcGate``, ``paced_per_rpc=True``) and charges every RPC on the wire itself — each
+# ListRuns page, each RPC of the SDK's rerun path, each retry — so then nothing is charged here.
 COST: Mapping[str, int] = {
     "list_failed": 1,
     "list_reruns": 1,
