@@ -6,12 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint docs bench soak chaos mutation sandbox clean install deploy-tools browser-tools clock-tools pg-tools
+.PHONY: run test lint docs bench soak chaos mutation sandbox clean install deploy-tools browser-tools clock-tools pg-tools compat image image-tools
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -72,14 +72,37 @@ pg-tools:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql; }
 	@ls -d /usr/lib/postgresql/*/bin | tail -1
 
+## image: build deploy/Dockerfile as $(IMAGE) with your Docker (push it to your registry for Kubernetes:
+## docs/production.md). PYTHON_IMAGE=... selects another base (e.g. a mirror of python:3.11-slim).
+IMAGE ?= rerund:0.1.0
+PYTHON_IMAGE ?=
+image:
+	docker build -f deploy/Dockerfile $(if $(PYTHON_IMAGE),--build-arg PYTHON_IMAGE=$(PYTHON_IMAGE)) -t $(IMAGE) .
+
+## image-tools: Debian's docker.io (dockerd) and debootstrap, with which make chaos builds and runs the
+## image for real (tests/deploy/test_image.py: a private dockerd, a base made from Debian's archive)
+image-tools:
+	@command -v dockerd >/dev/null && command -v debootstrap >/dev/null || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends docker.io debootstrap; }
+	@dockerd --version && dpkg-query -W -f='debootstrap $${Version}\n' debootstrap
+
 ## test: lint, the docs build, policy tests, then the whole pytest suite (slow chaos scenarios excluded)
 test: lint docs deploy-tools browser-tools clock-tools pg-tools
 	$(BIN)/rerund test policies/
 	$(BIN)/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 
-## chaos: the full reliability suite; writes its results table into bench/README.md
-chaos: $(STAMP)
+## chaos: the full reliability suite (with the image built and run for real: tests/deploy/test_image.py);
+## writes its results table into bench/README.md
+chaos: $(STAMP) image-tools
 	RERUND_WRITE_RESULTS=1 $(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+## compat: the adapter and port contract tests over the oldest and the newest flyte release that
+## pyproject.toml declares (flyte, flyteidl2, connectrpc ranges), each in a throwaway venv under
+## .venv-compat/ (tests/compat.py; STACKS="oldest" for one)
+compat: $(STAMP)
+	$(BIN)/python tests/compat.py $(STACKS)
 
 ## mutation: mutation testing of core/ and policy/ (mutmut, 2 workers); scores per module in
 ## bench/README.md; fails when names, redact, backoff, durations, decide or rules is below 90%.
@@ -98,4 +121,4 @@ soak: $(STAMP)
 	$(BIN)/python bench/run_all.py --readme-only
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache site
+	rm -rf $(VENV) .venv-compat .mypy_cache .pytest_cache .ruff_cache site

@@ -8,8 +8,9 @@ committed copy differs from what this script writes:
 - ``base/prometheusrule.yaml`` from ``deploy/prometheus/rules.yaml`` — the alert rules that
   promtool checks and unit-tests, indented verbatim (comments included) under ``spec:`` of a
   prometheus-operator ``PrometheusRule``, so ``spec.groups`` parses to exactly the file's groups;
-- ``base/policies/rerund.yaml`` from ``policies/rerund.yaml`` — the example policies, byte for
-  byte (replace them in your overlay).
+- ``base/policies/<name>.yaml`` from each ``policies/library/<name>.yaml`` — the policy library,
+  byte for byte, as the base's policies (replace or extend them in your overlay); a file in
+  ``base/policies`` that is no longer in the library is removed.
 
 Usage::
 
@@ -56,34 +57,46 @@ def same(text: str) -> str:
     return text
 
 
+LIBRARY = REPO / "policies" / "library"
+
 # (source, generated file, how the generated text is made from the source's text)
 GENERATED: tuple[tuple[Path, Path, Callable[[str], str]], ...] = (
     (DEPLOY / "prometheus" / "rules.yaml", BASE / "prometheusrule.yaml", prometheusrule),
-    (REPO / "policies" / "rerund.yaml", BASE / "policies" / "rerund.yaml", same),
+    *((source, BASE / "policies" / source.name, same) for source in sorted(LIBRARY.glob("*.yaml"))),
 )
 
 
-def stale() -> list[tuple[Path, Path, str]]:
-    """The generated files whose committed text differs from their source: (source, target, wanted text)."""
-    out = []
+def stale() -> list[tuple[Path, Path, str | None]]:
+    """The generated files whose committed text differs from their source: (source, target, wanted
+    text); wanted is None for a file in ``base/policies`` whose library file is gone."""
+    out: list[tuple[Path, Path, str | None]] = []
     for source, target, make in GENERATED:
         wanted = make(source.read_text(encoding="utf-8"))
         if not target.exists() or target.read_text(encoding="utf-8") != wanted:
             out.append((source, target, wanted))
+    generated = {target for _, target, _ in GENERATED}
+    for target in sorted((BASE / "policies").glob("*.yaml")):
+        if target not in generated:
+            out.append((LIBRARY, target, None))
     return out
 
 
 def main(argv: list[str]) -> int:
     todo = stale()
     if "--check" in argv:
-        for source, target, _ in todo:
+        for source, target, wanted in todo:
+            problem = "is not in" if wanted is None else "is out of date with"
             print(
-                f"{target.relative_to(REPO)} is out of date with {source.relative_to(REPO)}: "
+                f"{target.relative_to(REPO)} {problem} {source.relative_to(REPO)}: "
                 "run `python deploy/sync.py` and commit the result",
                 file=sys.stderr,
             )
         return 1 if todo else 0
     for _, target, wanted in todo:
+        if wanted is None:
+            target.unlink()
+            print(f"removed {target.relative_to(REPO)}")
+            continue
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(wanted, encoding="utf-8")
         print(f"wrote {target.relative_to(REPO)}")

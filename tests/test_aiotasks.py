@@ -83,3 +83,30 @@ def test_a_keyed_task_is_cancelled_alone_and_forgotten_at_once() -> None:
         return gone, ta.cancelled(), len(tasks) == 0
 
     assert asyncio.run(scenario()) == (True, True, True)
+
+
+def test_a_task_gives_its_coroutines_result_and_stop_says_when_a_task_outlived_its_timeout() -> None:
+    async def scenario() -> tuple[object, bool, bool]:
+        tasks = TaskSet(log)
+
+        async def answer() -> int:
+            return 42
+
+        result = await tasks.spawn(answer())
+        release = asyncio.Event()
+
+        async def stubborn() -> None:  # ends only once released, cancelled or not
+            while not release.is_set():
+                try:
+                    await release.wait()
+                except asyncio.CancelledError:
+                    continue
+
+        tasks.spawn(stubborn())
+        await asyncio.sleep(0)
+        timed_out = not await tasks.stop(timeout=0.01)
+        release.set()
+        await asyncio.sleep(0)
+        return result, timed_out, await tasks.stop(timeout=5)
+
+    assert asyncio.run(scenario()) == (42, True, True)

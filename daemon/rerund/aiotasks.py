@@ -9,21 +9,24 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Hashable
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["TaskSet"]
+
+T = TypeVar("T")
 
 
 class TaskSet:
     """The background tasks of one owner; each is forgotten when it ends.
 
-    - ``spawn`` starts a coroutine as a task. An exception it raises (not a cancellation) goes
-      to ``failed`` when given, else is logged to ``log`` with ``what`` and counted with
-      ``on_error``: it is never raised into the loop nor left unretrieved.
+    - ``spawn`` starts a coroutine as a task; the task's result is the coroutine's. An exception
+      it raises (not a cancellation) goes to ``failed`` when given, else is logged to ``log``
+      with ``what`` and counted with ``on_error``: it is never raised into the loop nor left
+      unretrieved (the task's result is then None).
     - A task spawned with a ``key`` replaces the key's entry (the earlier task runs on,
       unlisted) and can be cancelled alone (``cancel``).
     - ``drain`` waits for every task, also those spawned while it waits; ``stop`` cancels every
-      task and waits for them to end.
+      task and waits for them to end (both up to an optional ``timeout``).
     """
 
     def __init__(
@@ -36,7 +39,7 @@ class TaskSet:
         self._log = log
         self._what = what
         self._on_error = on_error
-        self._tasks: dict[Hashable, asyncio.Task[None]] = {}
+        self._tasks: dict[Hashable, asyncio.Task[Any]] = {}
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -46,30 +49,31 @@ class TaskSet:
 
     def spawn(
         self,
-        coro: Coroutine[Any, Any, None],
+        coro: Coroutine[Any, Any, T],
         *,
         key: Hashable | None = None,
         name: str | None = None,
         failed: Callable[[Exception], None] | None = None,
-    ) -> asyncio.Task[None]:
+    ) -> asyncio.Task[T | None]:
         """Run ``coro`` as a task of this set (see the class for errors and keys)."""
 
-        async def guarded() -> None:
+        async def guarded() -> T | None:
             try:
-                await coro
+                return await coro
             except Exception as exc:
                 if failed is not None:
                     failed(exc)
-                    return
+                    return None
                 if self._on_error is not None:
                     self._on_error()
                 self._log.exception("internal error in %s", self._what)
+                return None
 
         task = asyncio.get_running_loop().create_task(guarded(), name=name)
         entry: Hashable = task if key is None else key
         self._tasks[entry] = task
 
-        def forget(_: asyncio.Task[None]) -> None:
+        def forget(_: asyncio.Task[T | None]) -> None:
             coro.close()  # ended, or never started (cancelled first): no "never awaited" warning
             if self._tasks.get(entry) is task:
                 del self._tasks[entry]
@@ -96,10 +100,13 @@ class TaskSet:
                 return False
         return True
 
-    async def stop(self) -> None:
-        """Cancel every task and wait for them to end."""
+    async def stop(self, timeout: float | None = None) -> bool:
+        """Cancel every task and wait for them to end. True when all ended in time."""
         tasks = list(self._tasks.values())
         self._tasks.clear()
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if not tasks:
+            return True
+        _done, pending = await asyncio.wait(tasks, timeout=timeout)
+        return not pending

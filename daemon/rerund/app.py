@@ -114,7 +114,9 @@ class App:
         install_signals: bool = True,
         reload_check_interval: float = 1.0,
         on_ready: Callable[[Daemon], None] | None = None,
+        stop_budget: float | None = None,
     ) -> None:
+        """``stop_budget``: the seconds the daemon's stop sequence may take (default 8)."""
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
         self.requests = Requests()
@@ -123,6 +125,7 @@ class App:
         self._install_signals = install_signals
         self._reload_interval = reload_check_interval
         self._on_ready = on_ready
+        self._stop_budget = stop_budget
 
     def request_stop(self) -> None:
         """Thread-safe: begin a graceful stop (also before ``run`` has started: it stops at once)."""
@@ -221,6 +224,7 @@ class App:
                 install_signals=self._install_signals,
                 reload_check_interval=self._reload_interval,
                 on_ready=self._on_ready,
+                stop_budget=self._stop_budget,
             )
             code = await daemon.run()
         finally:

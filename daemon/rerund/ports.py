@@ -93,7 +93,8 @@ class ControlPlane(Deployments, Protocol):
         whether the error details are still missing (``error_pending``) or the run was aborted
         after it had finished (``finished_phase``).
 
-        Costs 3 RPCs: GetRunDetails, ListActions (failed ones), GetActionDetails (one action).
+        Costs 3 RPCs: GetRunDetails, ListActions (failed ones), GetActionDetails (one action);
+        2 when the run details already carry the root action's error.
         """
         ...
 

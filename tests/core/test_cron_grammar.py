@@ -10,7 +10,7 @@ from apscheduler.triggers.cron import CronTrigger
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rerund.core.cron import _HINT, _weekdays, cron_problem, zone
+from rerund.core.cron import CRON_HINT, cron_problem, weekday_names, zone
 
 
 def apscheduler_problem(expr: str, timezone: str = "UTC") -> str | None:
@@ -19,7 +19,7 @@ def apscheduler_problem(expr: str, timezone: str = "UTC") -> str | None:
     try:
         fields = expr.split()
         if len(fields) != 5:
-            raise ValueError(f"cron expression {expr!r} has {len(fields)} fields; {_HINT}")
+            raise ValueError(f"cron expression {expr!r} has {len(fields)} fields; {CRON_HINT}")
         where = zone(timezone)
         minute, hour, day, month, dow = fields
         try:
@@ -28,14 +28,14 @@ def apscheduler_problem(expr: str, timezone: str = "UTC") -> str | None:
                 hour=hour,
                 day=day,
                 month=month,
-                day_of_week=_weekdays(dow, expr),
+                day_of_week=weekday_names(dow, expr),
                 timezone=where,
             )
         except ValueError as exc:
             if "day of week" in str(exc) or "cron expression" in str(exc):
                 raise
             text = re.sub(r"^Error validating expression '[^']*': ", "", str(exc))
-            raise ValueError(f"invalid cron expression {expr!r}: {text}; {_HINT}") from None
+            raise ValueError(f"invalid cron expression {expr!r}: {text}; {CRON_HINT}") from None
     except ValueError as exc:
         return str(exc)
     return None

@@ -15,6 +15,7 @@ from rerund.core.decide import explain
 from rerund.core.model import Phase, RunOverrides, Scope
 from rerund.core.resources import ResourceRule, ResourceRules
 from rerund.core.rules import (
+    SELECTORS,
     Escalation,
     GpuFaultMatch,
     MatchSpec,
@@ -25,6 +26,16 @@ from rerund.core.rules import (
 )
 
 F = frozenset
+
+
+def test_every_match_selector_has_exactly_one_row_in_the_selector_table():
+    # A MatchSpec field without a row would be ignored by matching: the policy would match
+    # whatever that selector says.
+    fields = [s.field for s in SELECTORS]
+    assert sorted(fields) == sorted(MatchSpec.__dataclass_fields__)
+    assert len(set(fields)) == len(fields)
+
+
 COVERS = [
     ("nothing-covers-everything", MatchSpec(), MatchSpec(projects=F({"ml"})), True),
     ("a-selector-does-not-cover-none", MatchSpec(projects=F({"ml"})), MatchSpec(), False),

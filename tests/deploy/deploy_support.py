@@ -22,7 +22,8 @@ RULES = DEPLOY / "prometheus" / "rules.yaml"
 RULES_TEST = DEPLOY / "prometheus" / "rules.test.yaml"
 DASHBOARD = DEPLOY / "grafana" / "rerund.json"
 BASE = DEPLOY / "kubernetes" / "base"
-OVERLAY = DEPLOY / "kubernetes" / "overlays" / "example"
+OVERLAYS = DEPLOY / "kubernetes" / "overlays"
+OVERLAY = OVERLAYS / "example"
 DOCKERFILE = DEPLOY / "Dockerfile"
 
 

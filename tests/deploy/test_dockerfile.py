@@ -201,19 +201,22 @@ def test_every_copy_source_is_in_the_build_context() -> None:
 
 
 def test_the_build_stage_installs_the_project_like_make_run() -> None:
-    """Same install path: pip installs the pyproject at the context root.
+    """Same install path: pip installs the pyproject at the context root under constraints.txt.
 
-    (make run's: `pip install -e '.[dev]'`; the image's drops the editable flag and dev extras.)"""
+    (make run's: `pip install -c constraints.txt -e '.[dev]'`; the image's drops the editable flag
+    and dev extras.)"""
     build = _stages()[0]
     installs = [s for s in _steps(build, "RUN") if "pip install" in s.args]
     assert len(installs) == 1
     argv = shlex.split(installs[0].args)
     assert argv[-1] == "."
     assert argv[argv.index("pip") + 1] == "install"
+    assert argv[argv.index("-c") + 1] == "constraints.txt"
     makefile = (REPO / "Makefile").read_text()
-    assert re.search(r"python -m pip install --quiet -e '\.\[dev\]'", makefile)
+    assert re.search(r"python -m pip install --quiet -c constraints\.txt -e '\.\[dev\]'", makefile)
     copies = [shlex.split(s.args) for s in _steps(build, "COPY")]
-    assert ["pyproject.toml", "README.md", "./"] in copies  # pyproject's readme is part of the build
+    # pyproject's readme is part of the build; constraints.txt holds the exact versions
+    assert ["pyproject.toml", "README.md", "constraints.txt", "./"] in copies
 
 
 def test_the_build_stage_builds_and_installs_a_working_rerund_from_only_its_copied_files(

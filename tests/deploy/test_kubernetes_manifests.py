@@ -1,7 +1,7 @@
-"""The kustomize base and the example overlay, rendered by the real kustomize (inside kubectl),
-validate against the Kubernetes 1.37 schemas (kubernetes-validate ships them offline); the
-prometheus-operator objects, which have no schema there, are checked for the fields their CRDs
-require and for pointing at the right things."""
+"""The kustomize base and its overlays (example, api-key, client-credentials), rendered by the
+real kustomize (inside kubectl), validate against the Kubernetes 1.37 schemas (kubernetes-validate
+ships them offline); the prometheus-operator objects, which have no schema there, are checked
+for the fields their CRDs require and for pointing at the right things."""
 
 from __future__ import annotations
 
@@ -14,10 +14,23 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from deploy_support import BASE, OVERLAY, REPO, RULES, KubeletConfigMapDir, run, tool
+from deploy_support import BASE, OVERLAY, OVERLAYS, REPO, RULES, KubeletConfigMapDir, run, tool
 
 K8S_VERSION = "1.37.0"
-BUILDS = {"base": BASE, "overlay-example": OVERLAY}
+BUILDS = {
+    "base": BASE,
+    "overlay-example": OVERLAY,
+    "overlay-api-key": OVERLAYS / "api-key",
+    "overlay-client-credentials": OVERLAYS / "client-credentials",
+}
+# How each build authenticates (Settings.auth_mode): the base no way, each overlay exactly one.
+AUTH = {
+    "base": "none",
+    "overlay-example": "api_key",
+    "overlay-api-key": "api_key",
+    "overlay-client-credentials": "client_credentials",
+}
+LIBRARY = REPO / "policies" / "library"
 # The operator's duration pattern (monitoring.coreos.com/v1 Duration).
 DURATION = re.compile(
     r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
@@ -185,15 +198,19 @@ def test_policies_are_a_directory_mount_of_an_unhashed_configmap_so_they_reload_
 
 
 @pytest.mark.parametrize("build", list(BUILDS))
-def test_the_policies_configmap_holds_the_example_policies_and_they_load(build: str, tmp_path: Path) -> None:
+def test_the_policies_configmap_holds_the_policy_library_and_it_loads(build: str, tmp_path: Path) -> None:
+    """The base ships the library (policies/library), not the demo's policies: every library file,
+    byte for byte, and nothing else; they load together as the daemon loads its directory."""
     from rerund.policy import load_policies
 
     data = next(o for o in _objects(build, "ConfigMap") if o["metadata"]["name"] == "rerund-policies")["data"]
-    assert set(data) == {"rerund.yaml"}
-    assert data["rerund.yaml"] == (REPO / "policies" / "rerund.yaml").read_text()
-    (tmp_path / "rerund.yaml").write_text(data["rerund.yaml"])
-    policies = load_policies([tmp_path])
-    assert "global" in policies.budgets()
+    library = {f.name: f.read_text() for f in sorted(LIBRARY.glob("*.yaml"))}
+    assert data == library, "run `python deploy/sync.py` and list every library file in the base"
+    for name, text in data.items():
+        (tmp_path / name).write_text(text)
+    loaded = load_policies([tmp_path])
+    assert [r.name for r in loaded.rules] == [r.name for r in load_policies([LIBRARY]).rules]
+    assert "oom-more-memory" in {r.name for r in loaded.rules}
 
 
 def test_a_kubelet_configmap_volume_loads_as_exactly_its_files_before_and_after_an_update(
@@ -218,27 +235,111 @@ def test_a_kubelet_configmap_volume_loads_as_exactly_its_files_before_and_after_
 
 @pytest.mark.parametrize("build", list(BUILDS))
 def test_the_settings_configmap_is_a_valid_daemon_config(build: str, tmp_path: Path) -> None:
+    """With the container's auth args (the client-credentials overlay's secret file is one)."""
+    from rerund.cli import build_parser
+    from rerund.cli.common import connection_overrides
     from rerund.runtime.settings import load_settings
 
     data = next(o for o in _objects(build, "ConfigMap") if o["metadata"]["name"].startswith("rerund-config"))
     (tmp_path / "rerund.yaml").write_text(data["data"]["rerund.yaml"])
     args = _container(build)["args"]
-    settings = load_settings(tmp_path / "rerund.yaml", environ={}, overrides={"http": "0.0.0.0:9464"})
+    parsed = build_parser().parse_args(_pod_files(build, tmp_path / "pod"))
+    overrides = {**connection_overrides(parsed), "http": "0.0.0.0:9464"}
+    settings = load_settings(tmp_path / "rerund.yaml", environ={}, overrides=overrides)
     settings.require_runnable()
     assert settings.scopes
     assert any(a.startswith("--config=/etc/rerund/config/") for a in args)
 
 
-@pytest.mark.parametrize("build", list(BUILDS))
+@pytest.mark.parametrize("build", [b for b in BUILDS if AUTH[b] == "api_key"])
 def test_the_api_key_comes_from_a_secret_file_never_from_the_manifests(build: str) -> None:
     pod = _one(build, "Deployment")["spec"]["template"]["spec"]
     volume = next(v for v in pod["volumes"] if v["name"] == "api-key")
     assert volume["secret"]["secretName"] == "rerund-flyte-api-key"
+    assert volume["secret"]["defaultMode"] == 0o400
     mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "api-key")
     assert f"--api-key-file={mount['mountPath']}/api-key" in pod["containers"][0]["args"]
     assert not _objects(build, "Secret"), "no secret values in the repository"
     rendered = yaml.safe_dump_all(_render(BUILDS[build]))
     assert "FLYTE_API_KEY" not in rendered
+
+
+def test_the_client_secret_comes_from_a_secret_file_and_the_client_id_from_the_settings() -> None:
+    build = "overlay-client-credentials"
+    pod = _one(build, "Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "client-secret")
+    assert volume["secret"]["secretName"] == "rerund-flyte-client-secret"
+    assert volume["secret"]["defaultMode"] == 0o400
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "client-secret")
+    assert f"--client-secret-file={mount['mountPath']}/client-secret" in pod["containers"][0]["args"]
+    assert not any(v["name"] == "api-key" for v in pod["volumes"])
+    settings = next(
+        o for o in _objects(build, "ConfigMap") if o["metadata"]["name"].startswith("rerund-config")
+    )
+    assert yaml.safe_load(settings["data"]["rerund.yaml"])["client_id"]
+    assert not _objects(build, "Secret"), "no secret values in the repository"
+
+
+def _pod_files(build: str, root: Path) -> list[str]:
+    """Lay the Deployment's ConfigMap and Secret volumes out under ``root`` as the kubelet mounts
+    them (a Secret's files hold a placeholder), and return the container's args with every mount
+    path moved under ``root``."""
+    pod = _one(build, "Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    configmaps = {o["metadata"]["name"]: o["data"] for o in _objects(build, "ConfigMap")}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = sorted(container["volumeMounts"], key=lambda m: -len(m["mountPath"]))
+    for mount in mounts:
+        where = root / mount["mountPath"].lstrip("/")
+        where.mkdir(parents=True, exist_ok=True)
+        volume = volumes[mount["name"]]
+        if "configMap" in volume and volume["configMap"]["name"] in configmaps:
+            for key, text in configmaps[volume["configMap"]["name"]].items():
+                (where / key).write_text(text)
+        if "secret" in volume:
+            for item in volume["secret"]["items"]:
+                (where / item["path"]).write_text(f"placeholder {item['key']}\n")
+
+    def moved(arg: str) -> str:
+        flag, eq, value = arg.partition("=")
+        mount = next((m["mountPath"] for m in mounts if value.startswith(m["mountPath"] + "/")), None)
+        return arg if not eq or mount is None else f"{flag}={root / value.lstrip('/')}"
+
+    return [moved(a) for a in container["args"]]
+
+
+@pytest.mark.parametrize("build", list(BUILDS))
+def test_each_build_authenticates_exactly_one_way_and_the_daemon_accepts_its_settings(
+    build: str, tmp_path: Path
+) -> None:
+    """The container's own args, through `rerund run`'s own parser and settings loader, with the
+    mounted files in place: the daemon would start (require_runnable), authenticating as the build
+    says - the base no way, an overlay exactly one (never "more than one way to authenticate")."""
+    from rerund.cli import build_parser
+    from rerund.cli.common import connection_overrides
+    from rerund.runtime.settings import load_settings
+
+    args = build_parser().parse_args(_pod_files(build, tmp_path))
+    settings = load_settings(
+        args.config, environ={}, overrides={**connection_overrides(args), "policies": args.policies}
+    )
+    settings.require_runnable()
+    assert settings.auth_mode == AUTH[build]
+
+
+def test_the_client_credentials_overlay_refuses_an_api_key_added_on_top(tmp_path: Path) -> None:
+    """The check the overlays are built to pass: a second way to authenticate is refused."""
+    from rerund.cli import build_parser
+    from rerund.cli.common import connection_overrides
+    from rerund.errors import ConfigError
+    from rerund.runtime.settings import load_settings
+
+    argv = _pod_files("overlay-client-credentials", tmp_path)
+    (tmp_path / "api-key").write_text("placeholder\n")
+    args = build_parser().parse_args([*argv, f"--api-key-file={tmp_path / 'api-key'}"])
+    settings = load_settings(args.config, environ={}, overrides=connection_overrides(args))
+    with pytest.raises(ConfigError, match="more than one way to authenticate is configured"):
+        settings.require_runnable()
 
 
 def test_the_example_overlay_runs_two_replicas_in_its_namespace() -> None:
@@ -253,7 +354,7 @@ def test_the_example_overlay_runs_two_replicas_in_its_namespace() -> None:
 def test_a_copied_overlay_with_its_own_policies_replaces_the_example_ones(tmp_path: Path) -> None:
     """What the overlay's comment tells users to do works: their policies replace the example's."""
     overlay = tmp_path / "deploy" / "kubernetes" / "overlays" / "mine"
-    shutil.copytree(REPO / "deploy" / "kubernetes" / "base", tmp_path / "deploy" / "kubernetes" / "base")
+    shutil.copytree(REPO / "deploy" / "kubernetes", tmp_path / "deploy" / "kubernetes")
     shutil.copytree(OVERLAY, overlay)
     (overlay / "policies").mkdir()
     (overlay / "policies" / "rerund.yaml").write_text("apiVersion: rerund/v1\npolicies: []\n")

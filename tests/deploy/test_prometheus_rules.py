@@ -124,8 +124,7 @@ def test_sync_check_names_the_stale_file_and_the_command(tmp_path: Path) -> None
     """deploy/sync.py --check fails with a message that says what to run, on a copy of deploy/."""
     copy = tmp_path / "repo"
     shutil.copytree(REPO / "deploy", copy / "deploy")
-    (copy / "policies").mkdir()
-    shutil.copy(BASE / "policies" / "rerund.yaml", copy / "policies" / "rerund.yaml")
+    shutil.copytree(REPO / "policies" / "library", copy / "policies" / "library")
     rules = copy / "deploy" / "prometheus" / "rules.yaml"
     rules.write_text(rules.read_text().replace("> 50", "> 60"))
     proc = subprocess.run(

@@ -13,7 +13,9 @@ README.md) is preceded by a marker the collector reads — ``<!-- check: KIND --
   ``deploy/`` and ``rerund.example.yaml``, each exiting 0;
 - ``demo``: shell lines run, as printed, in the working directory of a live ``rerund demo``
   (``RUN``: a run the demo reran), each exiting 0;
-- ``sdk``: a Python snippet run against the sandbox (tests/sandbox/test_readme_sdk_snippet.py);
+- ``sdk``: a Python snippet run against the sandbox (tests/sandbox/test_docs_sdk_snippet.py);
+- ``yaml: why``: YAML that is not rerund's (a kustomization, a manifest): parsed here, and the
+  reason names the test that uses it;
 - ``not-run: why``: shell lines not run here (they need a cluster, a real control plane, or
   run forever); their ``rerund`` lines are still parsed by rerund's own parser and the repository
   files they name must exist;
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from demo_support import LiveDemo, live_demo
 from rerund.cli import build_parser
@@ -46,7 +49,7 @@ DOCS = REPO / "docs"
 BIN = Path(sys.executable).parent
 MARKER = re.compile(r"^<!-- check: ([\w-]+)(?::\s*(.+?))? -->$")
 SNIPPET = re.compile(r'^--8<-- "([^":]+)(?::(\d+):(\d+))?"$')
-KINDS = {"policy", "policy-retry", "settings", "workload", "repo", "demo", "sdk", "not-run", "output"}
+KINDS = {"policy", "policy-retry", "settings", "workload", "repo", "demo", "sdk", "yaml", "not-run", "output"}
 REPO_FILE = re.compile(r"(policies|deploy|bench|docs)/[\w./-]+|rerund\.example\.yaml")
 
 
@@ -87,11 +90,12 @@ def blocks(path: Path) -> Iterator[Block]:
     i = 0
     while i < len(lines):
         file, number, line = lines[i]
-        if not line.startswith("```"):
+        if not line.lstrip().startswith("```"):
             i += 1
             continue
-        end = next(j for j in range(i + 1, len(lines)) if lines[j][2].startswith("```"))
-        body = [text for _, _, text in lines[i + 1 : end]]
+        indent = len(line) - len(line.lstrip())  # a block inside a list item is indented
+        end = next(j for j in range(i + 1, len(lines)) if lines[j][2].lstrip().startswith("```"))
+        body = [text[indent:] for _, _, text in lines[i + 1 : end]]
         if len(body) == 1 and (inc := SNIPPET.match(body[0].strip())):  # a whole file in a block
             body = (REPO / inc.group(1)).read_text().splitlines()
         before = next((text for _, _, text in reversed(lines[:i]) if text.strip()), "")
@@ -99,7 +103,7 @@ def blocks(path: Path) -> Iterator[Block]:
         yield Block(
             file,
             number,
-            line[3:].strip(),
+            line.strip()[3:].strip(),
             "\n".join(body) + "\n",
             marker.group(1) if marker else None,
             marker.group(2) if marker else None,
@@ -139,8 +143,8 @@ def test_every_block_says_how_it_is_checked(block: Block) -> None:
         f"{block.id}: precede the block with <!-- check: KIND --> (one of {sorted(KINDS)}), "
         "see tests/docs/test_docs_blocks.py"
     )
-    if block.kind == "not-run":
-        assert block.why, f"{block.id}: say why it is not run: <!-- check: not-run: REASON -->"
+    if block.kind in ("not-run", "yaml"):
+        assert block.why, f"{block.id}: say why: <!-- check: {block.kind}: REASON -->"
 
 
 @pytest.mark.parametrize("block", of_kind("policy", "policy-retry"), ids=lambda b: b.id)
@@ -155,6 +159,11 @@ def test_a_policy_example_loads(block: Block, tmp_path: Path) -> None:
     (tmp_path / "example.yaml").write_text(text)
 
     load_policies([tmp_path / "example.yaml"])
+
+
+@pytest.mark.parametrize("block", of_kind("yaml"), ids=lambda b: b.id)
+def test_a_yaml_example_parses(block: Block) -> None:
+    assert list(yaml.safe_load_all(block.text))
 
 
 @pytest.mark.parametrize("block", of_kind("settings"), ids=lambda b: b.id)
@@ -177,6 +186,8 @@ def test_a_rerund_line_parses_and_names_files_that_exist(block: Block) -> None:
         words = [w.removeprefix(".venv/bin/") for w in shlex.split(line)]
         while words and re.fullmatch(r"[A-Z_]+=.*", words[0]):  # VAR=value rerund ...
             words.pop(0)
+        if "--" in words and words.index("--") + 1 < len(words):  # kubectl exec ... -- rerund ...
+            words = words[words.index("--") + 1 :]
         if not words or words[0] != "rerund":
             continue
         argv = words[1:]
@@ -192,6 +203,7 @@ def test_a_rerund_line_parses_and_names_files_that_exist(block: Block) -> None:
 def _repo_like(tmp: Path) -> Path:
     for name in ("policies", "deploy", "rerund.example.yaml"):
         (tmp / name).symlink_to(REPO / name)
+    (tmp / ".venv").symlink_to(BIN.parent)  # `.venv/bin/rerund ...` as written
     return tmp
 
 

@@ -294,6 +294,10 @@ def test_sandbox_faults_unavailable_latency_and_dropped_streams_miss_nothing(
             d.wait_ready()
 
 
+# Under `make chaos` (~30 s in real time): test_reconcile.py::
+# test_a_create_that_keeps_failing_is_retried_until_it_succeeds and test_issuer.py::
+# test_transient_errors_are_counted_and_retried_with_capped_doubling_delays cover it on fake time.
+@pytest.mark.slow
 def test_a_rerun_whose_creation_keeps_failing_is_retried_until_it_is_created(
     tmp_path: Path, storm_policy_file: Path
 ) -> None:
@@ -442,6 +446,9 @@ def test_sigterm_stops_the_daemon_within_10_seconds_mid_storm(
             assert "rerund stopped" in d.logs()
 
 
+# Under `make chaos` (~15 s per backend): test_reconcile.py::
+# test_dry_run_decides_and_records_but_creates_nothing covers it on fake time.
+@pytest.mark.slow
 def test_dry_run_records_decisions_and_creates_nothing(
     mixed: tuple[SandboxHandle, Path], tmp_path: Path
 ) -> None:
@@ -503,6 +510,10 @@ def _assert_no_more_reruns_after(what: str, sb: SandboxHandle, d: DaemonProcess,
     assert len(names) == issued, f"reruns issued twice after the {what}: {names}\n{d.logs()}"
 
 
+# Under `make chaos` (~17 s, ~11 s): test_reconcile.py::
+# test_changed_policies_never_rerun_a_failure_already_rerun_after_a_reload_or_a_restart covers
+# both on fake time.
+@pytest.mark.slow
 def test_a_policy_reload_never_reruns_a_failure_again_under_changed_policies(
     tmp_path: Path, storm_policy_file: Path
 ) -> None:
@@ -533,6 +544,7 @@ def test_a_policy_reload_never_reruns_a_failure_again_under_changed_policies(
             assert not d.pending()
 
 
+@pytest.mark.slow
 def test_a_daemon_restarted_with_changed_policies_does_not_rerun_again(
     tmp_path: Path, storm_policy_file: Path
 ) -> None:

@@ -324,7 +324,7 @@ def test_at_the_cap_a_new_connection_closes_the_oldest_idle_one_or_gets_503_when
         try:
             oldest, _ = await asyncio.open_connection(*server.address)  # both send nothing
             _, newer = await asyncio.open_connection(*server.address)
-            while len(server._connections) < 2:
+            while server.held_connections[0] < 2:
                 await asyncio.sleep(0.01)
             answered = await _get(server.address, "/healthz")  # the oldest idle one makes room
             try:
@@ -333,7 +333,7 @@ def test_at_the_cap_a_new_connection_closes_the_oldest_idle_one_or_gets_503_when
                 closed = b""
             newer.close()
             busy = [asyncio.ensure_future(_get(server.address)) for _ in range(2)]
-            while len(server._connections) < 2 or any(server._connections.values()):
+            while server.held_connections != (2, 0):
                 await asyncio.sleep(0.01)  # both requests are being answered
             refused = await _get(server.address, "/healthz")
             release.set()

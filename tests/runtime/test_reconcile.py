@@ -482,6 +482,39 @@ def test_new_policies_leave_settled_failures_older_than_the_resync_window_settle
     assert world.cp.calls["read_failure"] == 2  # re-decided from the cached facts
 
 
+@pytest.mark.parametrize("how", ["reload", "restart"])
+def test_changed_policies_never_rerun_a_failure_already_rerun_after_a_reload_or_a_restart(
+    tmp_path: Path, how: str
+) -> None:
+    """Reloaded policies re-decide settled failures; a restart decides them afresh. A failure
+    already rerun is found rerun even when its rerun is older than the resync window and the
+    new policies differ (scope, attempts): no second rerun."""
+    world = World(tmp_path, overlap=timedelta(seconds=1))
+    world.cp.add_failed("abc123", at=T0)
+    world.clock.advance(60)
+    world.sync()
+    assert [r.ref.name for r in world.cp.reruns()] == ["abc123-retry-1"]
+    world.cp.fail("abc123-retry-1", phase="SUCCEEDED")
+    for _ in range(5):  # several passes: the rerun is older than the watermark minus the overlap
+        world.clock.advance(60)
+        world.sync()
+
+    world.set_policies(
+        POLICIES.replace("      scope: failed_action\n", "      scope: recover\n      max_attempts: 5\n")
+    )
+    if how == "reload":
+        world.rec.policies_changed()
+    else:
+        world.rec = world.new_reconciler()
+    for _ in range(3):
+        world.clock.advance(60)
+        world.sync()
+
+    assert [r.ref.name for r in world.cp.reruns()] == ["abc123-retry-1"]
+    assert world.cp.calls["create_rerun"] == 1
+    assert not world.rec.pending()
+
+
 def test_secret_looking_env_values_are_masked_in_decisions_and_the_ledger(tmp_path: Path) -> None:
     world = World(tmp_path, POLICIES.replace("FLYTE_RETRY: 'true'", "FLYTE_RETRY: 'true', API_TOKEN: s3cr3t"))
     world.cp.add_failed("abc123", at=T0)
@@ -590,7 +623,7 @@ def test_the_cache_shrinks_back_to_its_capacity_once_failures_leave_the_window(t
     world.sync()
 
     assert world.cp.calls["read_failure"] == 5
-    assert len(world.rec._owed.seen) == 2
+    assert world.rec.cached_failures() == 2
 
 
 # -- open-source Flyte: late error details, aborts of finished runs ------------------------------

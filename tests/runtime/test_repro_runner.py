@@ -202,13 +202,16 @@ def nightly(**kwargs: Any) -> ReproCheck:
 
 
 def runner(
-    check: ReproCheck, cp: FakeControlPlane | None = None, ledger: Ledger | None = None
+    check: ReproCheck,
+    cp: FakeControlPlane | None = None,
+    ledger: Ledger | None = None,
+    metrics: Metrics | None = None,
 ) -> ReproRunner:
     return ReproRunner(
         cp or FakeControlPlane(),  # type: ignore[arg-type]
         checks=lambda: [check],
         schedules=CronSchedule,
-        metrics=Metrics(CollectorRegistry()),
+        metrics=metrics or Metrics(CollectorRegistry()),
         clock=utcnow,
         ledger=ledger,
         poll_interval=0.01,
@@ -325,7 +328,8 @@ def test_a_firing_name_held_by_a_run_that_is_not_the_firing_takes_the_next_salte
 
 def test_firing_the_same_slot_twice_in_one_process_follows_the_existing_rerun(tmp_path):
     cp = FakeControlPlane()
-    r = runner(nightly(), cp, Ledger(tmp_path / "a.db"))
+    metrics = Metrics(CollectorRegistry())
+    r = runner(nightly(), cp, Ledger(tmp_path / "a.db"), metrics)
     slot = utc(2026, 11, 26, 3, 0)
 
     async def twice() -> list[Any]:
@@ -336,7 +340,7 @@ def test_firing_the_same_slot_twice_in_one_process_follows_the_existing_rerun(tm
     assert len(cp.runs) == 2
     assert first.result == second.result == "match"
     assert (
-        r._metrics.registry.get_sample_value(  # counted once: the ledger knows the slot
+        metrics.registry.get_sample_value(  # counted once: the ledger knows the slot
             "rerund_reproduction_runs_total", {"check": "nightly", "result": "match"}
         )
         == 1

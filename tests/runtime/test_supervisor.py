@@ -88,3 +88,35 @@ def test_the_series_of_a_supervised_task_exists_at_zero_from_its_start() -> None
     asyncio.run(main())
 
     assert registry.get_sample_value("rerund_internal_errors_total", {"task": "poller"}) == 0
+
+
+def test_the_restart_backoff_doubles_to_its_cap_and_starts_again_after_a_healthy_minute() -> None:
+    # Fake time: the injected sleep advances the clock, so the default 1 s .. 60 s backoff is
+    # checked without waiting for it.
+    now = 0.0
+    slept: list[float] = []
+    stop = asyncio.Event()
+    runs = 0
+
+    async def sleep(seconds: float) -> None:
+        nonlocal now
+        slept.append(seconds)
+        now += seconds
+        await asyncio.sleep(0)
+
+    async def body() -> None:
+        nonlocal runs, now
+        runs += 1
+        if runs == 9:
+            now += 61.0  # this run stayed up over a minute before it failed
+        if runs == 11:
+            stop.set()
+            return
+        raise ConnectionError("the socket closed")
+
+    sup = Supervisor(
+        Metrics(CollectorRegistry()).internal_errors, stopping=stop.is_set, clock=lambda: now, sleep=sleep
+    )
+    asyncio.run(asyncio.wait_for(sup.run("watcher", body), 5))
+
+    assert slept == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 1.0, 2.0]

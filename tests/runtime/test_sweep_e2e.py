@@ -188,6 +188,10 @@ def test_a_second_sweep_adds_nothing(outage: Outage, capsys) -> None:
     assert "nothing to rerun: no failure in the window is owed a rerun by these policies" in err
 
 
+# Under `make chaos` (~20 s in real time): test_sweep_runtime.py::
+# test_reruns_issued_after_the_preview_are_found_by_looking_again and
+# test_already_exists_on_create_is_already_issued cover the race on fake parts.
+@pytest.mark.slow
 def test_a_daemon_running_at_the_same_time_adds_nothing(sandbox_factory, tmp_path: Path) -> None:
     sb = sandbox_factory(workload=WORKLOAD, time_scale=0.5)
     outage = Outage(sb, tmp_path, train=8)

@@ -152,19 +152,39 @@ def test_credential_refusals_are_reported_once_a_minute_and_recovery_once():
     assert watch.since is None
 
 
+class _Time:
+    """A fake clock and sleep: ``sleep`` advances the clock at once (and lets other tasks run);
+    each clock reading adds 1 ms besides, so every call's latency is steady."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.slept: list[float] = []
+        self._readings = 0
+
+    def clock(self) -> float:
+        self._readings += 1
+        return self.now + self._readings / 1000
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
 class _Fake:
     """A control plane whose ``get_run`` answers from a script of outcomes."""
 
-    def __init__(self, script):
+    def __init__(self, script, sleep=asyncio.sleep):
         self.script = list(script)
         self.inflight = 0
         self.peak = 0
+        self._sleep = sleep
 
     async def get_run(self, ref):
         self.inflight += 1
         self.peak = max(self.peak, self.inflight)
         try:
-            await asyncio.sleep(0.001)
+            await self._sleep(0.001)
             outcome = self.script.pop(0) if self.script else "ok"
             if outcome == "exhausted":
                 raise TransientControlPlaneError("refused", rpc="GetRunDetails", code="resource_exhausted")
@@ -177,21 +197,25 @@ class _Fake:
             self.inflight -= 1
 
 
-def _guarded(script, ceiling=8, retries=0, errors=None):
+def _guarded(script, ceiling=8, retries=0, errors=None, backoff=0.001, time=None, backoff_sleep=None):
+    """A guard over ``_Fake`` on fake ``time``: nothing here waits in real time."""
     metrics = Metrics(CollectorRegistry())
-    ticks = iter(range(10**9))  # a clock that advances 1 ms per reading: latencies are steady
+    time = time or _Time()
     throttle = Throttle(
         AdaptiveLimit(ceiling=ceiling),
         RateSchedule(0),
-        clock=lambda: next(ticks) / 1000,
+        clock=time.clock,
+        sleep=time.sleep,
         on_change=metrics.control_plane_concurrency.set,
     )
-    fake = _Fake(script)
+    fake = _Fake(script, sleep=time.sleep)
     guard = GuardedControlPlane(
         fake,
         throttle,
+        clock=time.clock,
+        sleep=backoff_sleep or time.sleep,
         overload_retries=retries,
-        overload_backoff=0.001,
+        overload_backoff=backoff,
         on_error=errors.append if errors is not None else None,
     )
     return guard, fake, metrics
@@ -226,6 +250,21 @@ def test_resource_exhausted_is_retried_behind_the_learned_rate_and_each_refusal_
     assert asyncio.run(guard.get_run(ref)) == ref
     assert [e.code for e in errors] == ["resource_exhausted", "resource_exhausted"]
     assert guard.throttle.learned.cap < float("inf")  # a rate was learned from the refusals
+
+
+def test_the_overload_backoff_doubles_from_its_start_up_to_two_seconds_in_the_injected_sleep():
+    backoffs: list[float] = []
+    time = _Time()
+
+    async def backoff_sleep(seconds: float) -> None:
+        backoffs.append(seconds)
+        await time.sleep(seconds)
+
+    guard, _, _ = _guarded(["exhausted"] * 7, retries=7, backoff=0.1, time=time, backoff_sleep=backoff_sleep)
+    ref = RunRef("p", "d", "r")
+
+    assert asyncio.run(guard.get_run(ref)) == ref
+    assert backoffs == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0])
 
 
 def test_resource_exhausted_past_the_retries_reaches_the_caller():
@@ -331,7 +370,7 @@ def test_an_adapter_with_a_per_rpc_gate_is_paced_per_rpc_not_per_call():
             return request
 
     booked = []
-    throttle = Throttle(AdaptiveLimit(ceiling=2), RateSchedule(0))
+    throttle = Throttle(AdaptiveLimit(ceiling=2), RateSchedule(0), clock=lambda: 0.0)
     original = throttle.rate.reserve
     throttle.rate.reserve = lambda cost, now: booked.append(cost) or original(cost, now)
     inner = _Paged([], rpc_gate=throttle)  # the adapter is built with the gate
@@ -342,12 +381,12 @@ def test_an_adapter_with_a_per_rpc_gate_is_paced_per_rpc_not_per_call():
     assert throttle.sent(1) == 0.0  # no max_rps: never held
     assert booked == [1, 1, 1]  # one per raw RPC; the call itself is charged nothing
     # The learned rate counts the RPCs the adapter reports answered, not a per-call estimate.
-    assert sum(c for _, c in throttle.learned._accepted) == 3
+    assert throttle.learned.accepted(0.0) == 3
 
     booked.clear()  # the SDK's rerun path is charged per RPC by the adapter too, not per call
     assert asyncio.run(guard.create_rerun("a request")) == "a request"
     assert booked == []
-    assert sum(c for _, c in throttle.learned._accepted) == 3  # (this fake sent none)
+    assert throttle.learned.accepted(0.0) == 3  # (this fake sent none)
 
 
 @given(
@@ -393,13 +432,13 @@ def test_a_freed_slot_goes_to_the_longest_waiting_call_and_a_cancelled_waiter_pa
         await asyncio.sleep(0)
         waiting = [asyncio.create_task(call(n)) for n in ("second", "third", "fourth")]
         await asyncio.sleep(0)
-        assert throttle.inflight == 1 and len(throttle._waiters) == 3
+        assert throttle.inflight == 1 and throttle.waiting == 3
         waiting[0].cancel()  # gives up before its turn: never runs, takes no slot
         release.set()
         await asyncio.gather(first, *waiting[1:])
         assert waiting[0].cancelled()
         assert order == ["first", "third", "fourth"]  # first come, first served
-        assert throttle.inflight == 0 and not throttle._waiters
+        assert throttle.inflight == 0 and throttle.waiting == 0
 
     asyncio.run(main())
 
@@ -423,7 +462,7 @@ def test_slots_are_never_oversubscribed_or_leaked_whatever_is_cancelled(cancel_a
                 task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         assert peak <= ceiling
-        assert throttle.inflight == 0 and not throttle._waiters
+        assert throttle.inflight == 0 and throttle.waiting == 0
 
     asyncio.run(main())
 

@@ -18,11 +18,11 @@ import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["CronFields", "cron_problem", "parse", "timezone_problem", "zone"]
+__all__ = ["CRON_HINT", "CronFields", "cron_problem", "parse", "timezone_problem", "weekday_names", "zone"]
 
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _DOW_TOKEN = re.compile(r"^(?:(\*)|([a-z0-9]+)(?:-([a-z0-9]+))?)(?:/(\d+))?\Z")
-_HINT = "write five fields: minute hour day-of-month month day-of-week, e.g. '0 3 * * *' (03:00 daily)"
+CRON_HINT = "write five fields: minute hour day-of-month month day-of-week, e.g. '0 3 * * *' (03:00 daily)"
 
 # APScheduler 3's field grammar (``apscheduler.triggers.cron.expressions``).
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
@@ -80,7 +80,7 @@ def _day_number(text: str, expr: str) -> int:
     )
 
 
-def _weekdays(field: str, expr: str) -> str:
+def weekday_names(field: str, expr: str) -> str:
     """The crontab day-of-week field as weekday names APScheduler 3.x reads the same way."""
     if field == "*" or field == "?":
         return "*"
@@ -184,17 +184,17 @@ def parse(expr: str, timezone: str = "UTC") -> CronFields:
     with the message ``cron_problem`` returns."""
     fields = expr.split()
     if len(fields) != 5:
-        raise ValueError(f"cron expression {expr!r} has {len(fields)} fields; {_HINT}")
+        raise ValueError(f"cron expression {expr!r} has {len(fields)} fields; {CRON_HINT}")
     where = zone(timezone)
     minute, hour, day, month, dow = fields
-    names = _weekdays(dow, expr)
+    names = weekday_names(dow, expr)
     try:
         # In APScheduler's order of fields: month, day, (day of week), hour, minute.
         for name, text in (("month", month), ("day", day), ("hour", hour), ("minute", minute)):
             _field(name, text)
     except ValueError as exc:
         text = re.sub(r"^Error validating expression '[^']*': ", "", str(exc))
-        raise ValueError(f"invalid cron expression {expr!r}: {text}; {_HINT}") from None
+        raise ValueError(f"invalid cron expression {expr!r}: {text}; {CRON_HINT}") from None
     return CronFields(minute, hour, day, month, names, where)
 
 

@@ -4,15 +4,14 @@ A rerun's name is a pure function of (root, attempt, salt) and of nothing else â
 policy, a setting or a template. That is what makes exactly-once independent of
 configuration: every replica, every restart, before and after any policy reload, computes the
 same name for one lineage attempt, and the control plane refuses a second CreateRun of a name
-(ALREADY_EXISTS), so one (root, attempt) can never get two reruns. (Before 0.2 a policy could
-set a name template; two replicas, or a restart, with different templates created two reruns.
-The policy key ``name`` was removed for that reason; ``rerund check`` says so.)
+(ALREADY_EXISTS), so one (root, attempt) can never get two reruns. (A per-policy name template
+would break this: two replicas with different templates would create two reruns; the policy
+key ``name`` is refused, saying so.)
 
 When ``<root>-retry-<attempt>`` is not a valid name (over 30 characters, or a root that is not
 a DNS-1035 label), the root is shortened and a 12-character base32 hash (60 bits) of (root,
 attempt) is appended to it: among a million long roots the chance that two share a name is
-below 10^-6. (The hash had 6 characters, 30 bits, before issue 22: ``nightly-training-run-010933``
-and ``...-019903`` shared ``nightly-trainin-tpegc5-retry-1``.)
+below 10^-6.
 
 A name is taken by whoever creates a run of it first, so a run found under a rerun's name is
 that rerun only if its lineage labels and relation say so (``rerund.core.lineage``). When they

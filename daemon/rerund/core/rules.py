@@ -36,6 +36,7 @@ from rerund.core.taxonomy import classify, evidence
 __all__ = [
     "DEFAULT_PHASES",
     "GLOBAL_BUDGET",
+    "SELECTORS",
     "Budget",
     "Escalation",
     "GpuFaultMatch",
@@ -46,6 +47,7 @@ __all__ = [
     "PolicySet",
     "RetryPlan",
     "Rule",
+    "Selector",
     "compile_pattern_error",
     "subsumes",
 ]
@@ -323,40 +325,23 @@ class _CompiledRule:
     rule: Rule
     tasks: tuple[_GlobMatcher, ...] | None
     action_tasks: tuple[_GlobMatcher, ...] | None
-    pattern_ids: frozenset[int] | None
-    exclude_ids: frozenset[int] | None
+    pattern_ids: tuple[int, ...] | None  # the ids of ``match.patterns``, in their order
+    exclude_ids: tuple[int, ...] | None  # the ids of ``match.exclude``, in their order
 
 
-def _gpu_holds(g: GpuFaultMatch, failure: Failure) -> tuple[bool, Callable[[], str], Callable[[], str]]:
-    """(held, why it holds, why not) for a ``gpu_fault`` selector; the reasons are formatted
-    only when called (when explaining)."""
-    fault = failure.error.gpu_fault
-    if fault is None:
-        return False, lambda: "", lambda: "error.gpu_fault: the error carries no GPU fault"
-    selectors: tuple[tuple[str, object, Collection[Any] | None], ...] = (
-        ("code", fault.code, g.codes),
-        ("severity", fault.severity, g.severities),
-        ("kind", fault.kind, g.kinds),
-    )
-    for label, value, allowed in selectors:
-        if allowed is not None and value not in allowed:
-            return False, lambda: "", _gpu_not_in(label, value, allowed)
+@dataclass(frozen=True)
+class Selector:
+    """One selector of ``match`` (the ``MatchSpec`` field ``field``) as a pair of functions of
+    (compiled rule, failure, ids of the patterns found in its message):
 
-    def selected() -> str:
-        text = (
-            f"{fault.kind} {fault.code}"
-            + (f" ({fault.name})" if fault.name else "")
-            + f", severity {fault.severity}"
-        )
-        return f"error.gpu_fault: {text} is selected"
+    - ``holds``: whether it holds; None when the policy does not give it (it matches anything);
+    - ``explain``: the line ``explain`` shows for it, given what ``holds`` said (only called
+      when explaining: the fast path never formats a reason).
+    """
 
-    return True, selected, lambda: ""
-
-
-def _gpu_not_in(label: str, value: object, allowed: Collection[Any]) -> Callable[[], str]:
-    """Why a ``gpu_fault`` selector does not hold: ``value`` of the fault's ``label`` is not
-    among ``allowed`` (formatted only when called)."""
-    return lambda: f"error.gpu_fault: {label} {value} is not in {_fmt(str(v) for v in sorted(allowed))}"
+    field: str
+    holds: Callable[[_CompiledRule, Failure, frozenset[int]], bool | None]
+    explain: Callable[[_CompiledRule, Failure, frozenset[int], bool], str]
 
 
 def _fmt(values: Iterable[str]) -> str:
@@ -366,6 +351,185 @@ def _fmt(values: Iterable[str]) -> str:
 def _q(text: str) -> str:
     """Quote a pattern or glob as written in YAML (no doubled backslashes)."""
     return f"'{text}'"
+
+
+def _listed(
+    field_: str,
+    label: str,
+    value: Callable[[Failure], str],
+    *,
+    quote: bool = True,
+    quote_each: bool = False,
+) -> Selector:
+    """An any-of selector of plain values (``projects``, ``error.kinds``, ...)."""
+    show: Callable[[str], str] = repr if quote else str
+    each: Callable[[str], str] = repr if quote_each else str
+
+    def allowed(c: _CompiledRule) -> frozenset[str] | None:
+        found: frozenset[str] | None = getattr(c.rule.match, field_)
+        return found
+
+    def holds(c: _CompiledRule, f: Failure, matched: frozenset[int]) -> bool | None:
+        given = allowed(c)
+        return None if given is None else value(f) in given
+
+    def explain(c: _CompiledRule, f: Failure, matched: frozenset[int], held: bool) -> str:
+        if held:
+            return f"{label}: {show(value(f))} is listed"
+        return f"{label}: {show(value(f))} is not in {_fmt(each(v) for v in sorted(allowed(c) or ()))}"
+
+    return Selector(field_, holds, explain)
+
+
+def _globbed(field_: str, label: str, value: Callable[[Failure], str]) -> Selector:
+    """An any-of selector of globs (``tasks``, ``action_tasks``)."""
+
+    def parts(c: _CompiledRule) -> tuple[tuple[str, ...] | None, tuple[_GlobMatcher, ...] | None]:
+        return getattr(c.rule.match, field_), getattr(c, field_)
+
+    def holds(c: _CompiledRule, f: Failure, matched: frozenset[int]) -> bool | None:
+        globs, matchers = parts(c)
+        if globs is None or matchers is None:
+            return None
+        v = value(f)
+        return any(m(v) for m in matchers)
+
+    def explain(c: _CompiledRule, f: Failure, matched: frozenset[int], held: bool) -> str:
+        globs, matchers = parts(c)
+        v = value(f)
+        if held:
+            hit = next(g for g, m in zip(globs or (), matchers or (), strict=True) if m(v))
+            return f"{label}: {v!r} matches {_q(hit)}"
+        return f"{label}: {v!r} matches none of {_fmt(_q(g) for g in globs or ())}"
+
+    return Selector(field_, holds, explain)
+
+
+def _labels_hold(c: _CompiledRule, f: Failure, matched: frozenset[int]) -> bool | None:
+    wanted = c.rule.match.labels
+    return all(f.labels.get(k) == v for k, v in wanted.items()) if wanted else None
+
+
+def _labels_explain(c: _CompiledRule, f: Failure, matched: frozenset[int], held: bool) -> str:
+    wanted = c.rule.match.labels
+    if held:
+        return "labels: " + ", ".join(f"{k}={v}" for k, v in wanted.items()) + " present"
+    missing = {k: v for k, v in wanted.items() if f.labels.get(k) != v}
+    return "labels: missing " + ", ".join(f"{k}={v}" for k, v in missing.items())
+
+
+def _phases_hold(c: _CompiledRule, f: Failure, matched: frozenset[int]) -> bool | None:
+    return f.phase in c.rule.match.phases
+
+
+def _phases_explain(c: _CompiledRule, f: Failure, matched: frozenset[int], held: bool) -> str:
+    phases = _fmt(p.value for p in _PHASE_ORDER if p in c.rule.match.phases)
+    if held:
+        return f"phases: {f.phase.value} is in {phases}"
+    aborted = " (ABORTED must be listed to match: a human aborted it)" if f.phase == Phase.ABORTED else ""
+    return f"phases: {f.phase.value} is not in {phases}{aborted}"
+
+
+def _classes_hold(c: _CompiledRule, f: Failure, matched: frozenset[int]) -> bool | None:
+    wanted = c.rule.match.classes
+    return None if wanted is None else not wanted.isdisjoint(classify(f.error, f.phase))
+
+
+def _classes_explain(c: _CompiledRule, f: Failure, matched: frozenset[int], held: bool) -> str:
+    wanted = c.rule.match.classes or frozenset()
+    found = classify(f.error, f.phase)
+    if held:
+        return f"error.classes: the failure is {_with_evidence(sorted(wanted & found), f)}"
+    shown = sorted(found - {"user", "system"})
+    return (
+        f"error.classes: the failure is {', '.join(shown) if shown else 'of no taxonomy class'}, "
+        f"not any of {_fmt(sorted(wanted))}"
+    )
+
+
+def _gpu_selectors(
+    g: GpuFaultMatch, failure: Failure
+) -> tuple[tuple[str, object, Collection[Any] | None], ...]:
+    fault = failure.error.gpu_fault
+    assert fault is not None
+    return (
+        ("code", fault.code, g.codes),
+        ("severity", fault.severity, g.severities),
+        ("kind", fault.kind, g.kinds),
+    )
+
+
+def _gpu_hold(c: _CompiledRule, f: Failure, matched: frozenset[int]) -> bool | None:
+    g = c.rule.match.gpu_fault
+    if g is None:
+        return None
+    if f.error.gpu_fault is None:
+        return False
+    return all(allowed is None or value in allowed for _, value, allowed in _gpu_selectors(g, f))
+
+
+def _gpu_explain(c: _CompiledRule, f: Failure, matched: frozenset[int], held: bool) -> str:
+    g, fault = c.rule.match.gpu_fault, f.error.gpu_fault
+    if g is None or fault is None:
+        return "error.gpu_fault: the error carries no GPU fault"
+    for label, value, allowed in _gpu_selectors(g, f):
+        if allowed is not None and value not in allowed:
+            return f"error.gpu_fault: {label} {value} is not in {_fmt(str(v) for v in sorted(allowed))}"
+    text = (
+        f"{fault.kind} {fault.code}"
+        + (f" ({fault.name})" if fault.name else "")
+        + f", severity {fault.severity}"
+    )
+    return f"error.gpu_fault: {text} is selected"
+
+
+def _found(
+    patterns: tuple[str, ...] | None, ids: tuple[int, ...] | None, matched: frozenset[int]
+) -> list[str]:
+    """The patterns (of ``patterns``, whose ids are ``ids``) found in the message."""
+    return [p for p, i in zip(patterns or (), ids or (), strict=True) if i in matched]
+
+
+def _patterns_hold(c: _CompiledRule, f: Failure, matched: frozenset[int]) -> bool | None:
+    ids = c.pattern_ids
+    return None if ids is None else not matched.isdisjoint(ids)
+
+
+def _patterns_explain(c: _CompiledRule, f: Failure, matched: frozenset[int], held: bool) -> str:
+    patterns = c.rule.match.patterns
+    if held:
+        return f"error.patterns: {_q(_found(patterns, c.pattern_ids, matched)[0])} found in the message"
+    return "error.patterns: none of " + _fmt(_q(p) for p in patterns or ()) + " found in the message"
+
+
+def _exclude_hold(c: _CompiledRule, f: Failure, matched: frozenset[int]) -> bool | None:
+    ids = c.exclude_ids
+    return None if ids is None else matched.isdisjoint(ids)
+
+
+def _exclude_explain(c: _CompiledRule, f: Failure, matched: frozenset[int], held: bool) -> str:
+    if held:
+        return "error.exclude: no excluded pattern found"
+    vetoes = _found(c.rule.match.exclude, c.exclude_ids, matched)
+    return f"error.exclude: {_q(vetoes[0])} found in the message vetoes this policy"
+
+
+# Every selector of ``match``, in the order they are checked and explained. Inside ``match``
+# every given selector must hold (``PolicySet.first_match``).
+SELECTORS: tuple[Selector, ...] = (
+    _listed("projects", "projects", lambda f: f.project),
+    _listed("domains", "domains", lambda f: f.domain),
+    _globbed("tasks", "tasks", lambda f: f.task),
+    _globbed("action_tasks", "action_tasks", lambda f: f.action_task),
+    Selector("labels", _labels_hold, _labels_explain),
+    Selector("phases", _phases_hold, _phases_explain),
+    _listed("kinds", "error.kinds", lambda f: f.error.kind, quote=False),
+    _listed("codes", "error.codes", lambda f: f.error.code, quote_each=True),
+    Selector("classes", _classes_hold, _classes_explain),
+    Selector("gpu_fault", _gpu_hold, _gpu_explain),
+    Selector("patterns", _patterns_hold, _patterns_explain),
+    Selector("exclude", _exclude_hold, _exclude_explain),
+)
 
 
 class PolicySet:
@@ -399,14 +563,14 @@ class PolicySet:
         by_pattern: dict[int, list[int]] = {}
         for position, rule in enumerate(self.rules):
             m = rule.match
-            ids = None if m.patterns is None else frozenset(index[p] for p in m.patterns)
+            ids = None if m.patterns is None else tuple(index[p] for p in m.patterns)
             compiled.append(
                 _CompiledRule(
                     rule=rule,
                     tasks=None if m.tasks is None else tuple(_glob(g) for g in m.tasks),
                     action_tasks=None if m.action_tasks is None else tuple(_glob(g) for g in m.action_tasks),
                     pattern_ids=ids,
-                    exclude_ids=None if m.exclude is None else frozenset(index[p] for p in m.exclude),
+                    exclude_ids=None if m.exclude is None else tuple(index[p] for p in m.exclude),
                 )
             )
             if ids is None:
@@ -461,134 +625,21 @@ class PolicySet:
                 return rule
         return None
 
-    def _holds(
-        self,
-        c: _CompiledRule,
-        failure: Failure,
-        matched: frozenset[int],
-        notes: list[str] | None,
-    ) -> bool:
-        """Every selector of ``c`` holds for ``failure``. With ``notes``, explain each one."""
-        m = c.rule.match
+    @staticmethod
+    def _holds(c: _CompiledRule, failure: Failure, matched: frozenset[int], notes: list[str] | None) -> bool:
+        """Every selector of ``c`` holds for ``failure``. With ``notes``, every given selector
+        is checked and explained; without, the first that fails ends the check."""
         ok = True
-
-        def check(held: bool, why_yes: Callable[[], str], why_no: Callable[[], str]) -> bool:
-            # The reasons are formatted only when explaining: the fast path never pays for them.
-            nonlocal ok
+        for selector in SELECTORS:
+            held = selector.holds(c, failure, matched)
+            if held is None:
+                continue
             if notes is not None:
-                notes.append(why_yes() if held else why_no())
+                notes.append(selector.explain(c, failure, matched, held))
+            elif not held:
+                return False
             ok = ok and held
-            return ok or notes is not None  # keep going only when explaining
-
-        def listed(
-            label: str,
-            value: str,
-            allowed: frozenset[str] | None,
-            *,
-            quote: bool = True,
-            quote_each: bool = False,
-        ) -> bool:
-            # An any-of selector of plain values; True when matching goes on.
-            show: Callable[[str], str] = repr if quote else str
-            each: Callable[[str], str] = repr if quote_each else str
-            return allowed is None or check(
-                value in allowed,
-                lambda: f"{label}: {show(value)} is listed",
-                lambda: f"{label}: {show(value)} is not in {_fmt(each(v) for v in sorted(allowed or ()))}",
-            )
-
-        def globbed(
-            label: str, value: str, globs: tuple[str, ...] | None, matchers: tuple[_GlobMatcher, ...] | None
-        ) -> bool:
-            # An any-of selector of globs; True when matching goes on.
-            if globs is None or matchers is None:
-                return True
-            hit = next((g for g, f in zip(globs, matchers, strict=True) if f(value)), None)
-            return check(
-                hit is not None,
-                lambda: f"{label}: {value!r} matches {_q(hit or '')}",
-                lambda: f"{label}: {value!r} matches none of {_fmt(_q(g) for g in globs)}",
-            )
-
-        if not (
-            listed("projects", failure.project, m.projects)
-            and listed("domains", failure.domain, m.domains)
-            and globbed("tasks", failure.task, m.tasks, c.tasks)
-            and globbed("action_tasks", failure.action_task, m.action_tasks, c.action_tasks)
-        ):
-            return False
-        if m.labels:
-            missing = {k: v for k, v in m.labels.items() if failure.labels.get(k) != v}
-            if not check(
-                not missing,
-                lambda: "labels: " + ", ".join(f"{k}={v}" for k, v in m.labels.items()) + " present",
-                lambda: "labels: missing " + ", ".join(f"{k}={v}" for k, v in missing.items()),
-            ):
-                return False
-        phases = [p.value for p in _PHASE_ORDER if p in m.phases]
-        if not check(
-            failure.phase in m.phases,
-            lambda: f"phases: {failure.phase.value} is in {_fmt(phases)}",
-            lambda: (
-                f"phases: {failure.phase.value} is not in {_fmt(phases)}"
-                + (
-                    " (ABORTED must be listed to match: a human aborted it)"
-                    if failure.phase == Phase.ABORTED
-                    else ""
-                )
-            ),
-        ):
-            return False
-        if not (
-            listed("error.kinds", failure.error.kind, m.kinds, quote=False)
-            and listed("error.codes", failure.error.code, m.codes, quote_each=True)
-        ):
-            return False
-        if m.classes is not None:
-            found = classify(failure.error, failure.phase)
-            hit_classes = sorted(m.classes & found)
-            shown = sorted(found - {"user", "system"})
-            if not check(
-                bool(hit_classes),
-                lambda: f"error.classes: the failure is {_with_evidence(hit_classes, failure)}",
-                lambda: (
-                    f"error.classes: the failure is {', '.join(shown) if shown else 'of no taxonomy class'}, "
-                    f"not any of {_fmt(sorted(m.classes or ()))}"
-                ),
-            ):
-                return False
-        if m.gpu_fault is not None:
-            held, yes, no = _gpu_holds(m.gpu_fault, failure)
-            if not check(held, yes, no):
-                return False
-        if c.pattern_ids is not None and m.patterns is not None:
-            hits = [p for p in m.patterns if self._id(p) in matched]
-            if not check(
-                bool(hits),
-                lambda: f"error.patterns: {_q(hits[0])} found in the message" if hits else "",
-                lambda: (
-                    "error.patterns: none of "
-                    + _fmt(_q(p) for p in m.patterns or ())
-                    + " found in the message"
-                ),
-            ):
-                return False
-        if c.exclude_ids is not None and m.exclude is not None:
-            vetoes = [p for p in m.exclude if self._id(p) in matched]
-            if not check(
-                not vetoes,
-                lambda: "error.exclude: no excluded pattern found",
-                lambda: (
-                    f"error.exclude: {_q(vetoes[0])} found in the message vetoes this policy"
-                    if vetoes
-                    else ""
-                ),
-            ):
-                return False
         return ok
-
-    def _id(self, pattern: str) -> int:
-        return self._index[pattern]
 
 
 def _with_evidence(classes: Sequence[str], failure: Failure) -> str:

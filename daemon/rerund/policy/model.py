@@ -409,7 +409,7 @@ class DefaultsSpec(_Spec):
     scope: Scope | None = None
     max_attempts: int | None = Field(default=None, ge=0, le=MAX_ATTEMPTS)
     backoff: BackoffSpec | None = None
-    # Removed in 0.2; kept only to explain the removal (see ``NAME_REMOVED``).
+    # Not a policy key: accepted by the parser only to say why (``NAME_REMOVED``).
     name: Annotated[Any, AfterValidator(_removed_name)] = Field(
         default=None, json_schema_extra={"deprecated": True}
     )

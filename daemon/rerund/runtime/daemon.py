@@ -26,9 +26,8 @@ logged once, counted in ``rerund_internal_errors_total{task}``, and the task res
 backoff while ``/readyz`` reports it down; what it held (the policies in force, the caches)
 stays as it was.
 
-SIGTERM/SIGINT: stop taking work (watchers and poller stop, issue loops stop retrying), let
-in-flight calls finish, and exit — within 10 seconds. Nothing is lost by stopping: what is
-still owed is recomputed from the control plane on the next start.
+SIGTERM/SIGINT: one stop sequence (``Daemon._shutdown``), within 10 seconds. Nothing is lost by
+stopping: what is still owed is recomputed from the control plane on the next start.
 """
 
 from __future__ import annotations
@@ -47,6 +46,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from rerund.aiotasks import TaskSet
 from rerund.core.durations import format_duration
 from rerund.core.redact import redact_url
 from rerund.core.rules import PolicySet
@@ -70,7 +70,8 @@ __all__ = ["Daemon", "PolicyHolder", "Requests", "settle_heap"]
 
 log = logging.getLogger("rerund.daemon")
 
-_STOP_BUDGET_S = 8.0  # of the 10 s a SIGTERM allows
+_STOP_BUDGET_S = 8.0  # of the 10 s a SIGTERM allows (App closes the ledger after it)
+_INTAKE_STOP_S = 2.0  # of it, at most, for the background tasks to end once cancelled
 
 
 def _listen_error(host: str, port: int, exc: OSError) -> str:
@@ -245,7 +246,9 @@ class Daemon:
         install_signals: bool = True,
         reload_check_interval: float = 1.0,
         on_ready: Callable[[Daemon], None] | None = None,
+        stop_budget: float | None = None,
     ) -> None:
+        """``stop_budget``: the seconds the stop sequence may take (``_shutdown``; default 8)."""
         self.settings = settings
         self.guard = control_plane
         self.ledger = ledger
@@ -260,10 +263,11 @@ class Daemon:
         self._install_signals = install_signals
         self._reload_interval = reload_check_interval
         self._on_ready = on_ready
+        self._stop_budget = _STOP_BUDGET_S if stop_budget is None else stop_budget
         self._stop = requests.stop
         self._reload = requests.reload
         self._resync = asyncio.Event()
-        self._events: set[asyncio.Task[None]] = set()
+        self._events = TaskSet(log, what="a watch event")
         self._reachable: bool | None = None  # None until the first resync pass
         self.supervisor = Supervisor(metrics.internal_errors, stopping=self._stop.is_set)
         self.site = Site(
@@ -334,43 +338,55 @@ class Daemon:
                 ", ".join(f"{c.name} ({c.schedule} {c.timezone})" for c in policies.reproductions),
             )
         sup = self.supervisor
-        tasks = [sup.start("poller", self._poller)]
+        sup.start("poller", self._poller)
         if s.watch:
-            tasks += [
+            for project, domain in plan((sc.project, sc.domain) for sc in s.scopes):
                 sup.start(f"watch {project}/{domain}", functools.partial(self._watcher, project, domain))
-                for project, domain in plan((sc.project, sc.domain) for sc in s.scopes)
-            ]
         if self._reconnect is not None and self._credential_files():
-            tasks.append(
-                sup.start("credentials", functools.partial(self._credentials_watcher, self._reconnect))
-            )
-        tasks.append(sup.start("policies", self._policy_watcher))
-        tasks.append(sup.start("pruner", self._pruner))
+            sup.start("credentials", functools.partial(self._credentials_watcher, self._reconnect))
+        sup.start("policies", self._policy_watcher)
+        sup.start("pruner", self._pruner)
         if not s.dry_run:
-            tasks.append(sup.start("reproductions", self.repro.run))
+            sup.start("reproductions", self.repro.run)
         if self._on_ready is not None:
             self._on_ready(self)
         try:
             await self._stop.wait()
         finally:
-            log.info("stopping: finishing in-flight calls (at most %.0fs)", _STOP_BUDGET_S)
-            self.reconciler.stop()
-            self.repro.stop()
-            for t in tasks:
-                t.cancel()
-            for t in list(self._events):
-                t.cancel()
-            await asyncio.wait([*tasks, *self._events], timeout=2)
-            await self.repro.drain(timeout=1)
-            if not await self.reconciler.drain(timeout=_STOP_BUDGET_S - 3):
-                log.warning(
-                    "stopped with calls still in flight; what they owe is recomputed on the next start"
-                )
-            if self.http is not None:
-                await self.http.stop()
+            await self._shutdown()
             if self._install_signals:
                 self._signals(loop, install=False)
         return 0
+
+    async def _shutdown(self) -> None:
+        """The stop sequence, in this order, within ``stop_budget`` seconds:
+
+        1. stop intake: the reconciler and the reproduction checks refuse new work (retry loops
+           stop retrying); the background tasks and the watch events being handled are
+           cancelled (at most ``_INTAKE_STOP_S`` for them to end);
+        2. drain: the creates and firings in flight finish, until the deadline; those still
+           unanswered then are cancelled, so nothing of the daemon's runs once ``run`` returns
+           (what they owe is recomputed on the next start: the control plane has their run, or
+           not);
+        3. stop serving HTTP.
+
+        ``App`` then closes the adapters it opened: the scheduler, and the ledger (which writes
+        its pending rows first).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._stop_budget
+        log.info("stopping: finishing in-flight calls (at most %.0fs)", self._stop_budget)
+        self.reconciler.stop()
+        self.repro.stop()
+        intake = min(_INTAKE_STOP_S, self._stop_budget / 4)
+        await asyncio.gather(self.supervisor.stop(timeout=intake), self._events.stop(timeout=intake))
+        left = max(0.0, deadline - loop.time())
+        drained = await asyncio.gather(self.reconciler.drain(timeout=left), self.repro.drain(timeout=left))
+        if not all(drained):
+            log.warning("stopped with calls still in flight; what they owe is recomputed on the next start")
+            await asyncio.gather(self.reconciler.cancel(), self.repro.cancel())
+        if self.http is not None:
+            await self.http.stop()
 
     def _signals(self, loop: asyncio.AbstractEventLoop, *, install: bool) -> None:
         for sig, fn in (
@@ -476,22 +492,13 @@ class Daemon:
 
     def _event(self, summary: RunSummary) -> None:
         handle = self.reconciler.watch_event(summary)
-        if handle is None:
-            return
-        task = asyncio.get_running_loop().create_task(handle)
-        self._events.add(task)
-        task.add_done_callback(self._event_done)
+        if handle is not None:
+            self._events.spawn(handle, failed=self._event_failed)
 
-    def _event_done(self, task: asyncio.Task[Any]) -> None:
-        """A watch event's task ended: an exception is logged and counted, never left unread."""
-        self._events.discard(task)
-        if task.cancelled() or task.exception() is None:
-            return
+    def _event_failed(self, exc: Exception) -> None:
+        """Handling a watch event raised: logged and counted, never left unread."""
         self.metrics.internal_errors.labels("watch event").inc()
-        log.error(
-            "handling a watch event failed; the next resync pass decides that run",
-            exc_info=task.exception(),
-        )
+        log.error("handling a watch event failed; the next resync pass decides that run", exc_info=exc)
 
     async def _policy_watcher(self) -> None:
         while not self._stop.is_set():

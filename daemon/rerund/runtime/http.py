@@ -152,6 +152,12 @@ class HttpServer:
         """Sockets accepted and not yet closed (at most ``max_connections`` + 8)."""
         return self._acceptor.open if self._acceptor is not None else 0
 
+    @property
+    def held_connections(self) -> tuple[int, int]:
+        """Connections held open, and how many of them wait for a request (idle: the ones a
+        newcomer at the cap may close)."""
+        return len(self._connections), sum(self._connections.values())
+
     async def stop(self) -> None:
         if self._acceptor is not None:
             self._acceptor.close()  # connections being answered finish on their own

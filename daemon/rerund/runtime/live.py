@@ -3,7 +3,8 @@ plane, with the reruns of its lineage that already exist.
 
 Used by ``rerund explain RUN`` and the operator page (``/?explain=RUN``). Read-only: nothing is
 recorded, scheduled or created. It lists the scope's reruns as a daemon's first pass would (for
-budget counts and the lineage), then reads the run and its failure (GetRunDetails + 3 RPCs).
+budget counts and the lineage), then reads the run (``get_run``) and its failure
+(``read_failure``); the RPC costs are those of the ``rerund.ports.ControlPlane`` methods.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ recently and why (searchable by run name: ``/?run=NAME``), why would run X be re
 (``/?explain=NAME``: the live explanation, the same words as ``rerund explain``), which
 budgets are in use, and did the reproduction checks match (with their diffs).
 
-Design constraints, each tested in a real headless Chromium (tests/runtime/test_page_browser.py):
+Design constraints, each tested in a real headless Chromium (tests/runtime/test_operator_page_live.py):
 
 - no JavaScript and no build step: plain HTML forms and links; readable without CSS (the
   small inline style only adds spacing and colour);

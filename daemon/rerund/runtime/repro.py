@@ -18,8 +18,9 @@ due unless it was already fired (this process) or recorded (the ledger) — so f
 while the daemon was down are run once on start, not once per slot (``core.repro.due_firing``).
 ``tick(now)`` takes the time as an argument; the tests drive it with fixed times.
 
-RPC cost of one firing: 1 ListRuns (task source) or 1 GetRunDetails (run source), the SDK's
-rerun path (6 RPCs), 1 GetRunDetails per poll, 2 per outputs read (reference and rerun).
+One firing calls ``find_latest_run`` (task source) or ``get_run`` (run source), ``create_rerun``,
+``get_run`` once per poll and ``read_outputs`` for each of the two runs compared; the RPC costs
+are those of the ``rerund.ports.ControlPlane`` methods.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
+from rerund.aiotasks import TaskSet
 from rerund.core.durations import format_duration
 from rerund.core.names import MAX_SALT
 from rerund.core.repro import (
@@ -106,7 +108,7 @@ class ReproRunner:
         self._last: dict[str, datetime | None] = {}
         self._schedule_of = schedules
         self._schedules: dict[tuple[str, str], Schedule] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(log, what="a reproduction firing")
         self._stopping = asyncio.Event()
         self._issuer = Issuer(
             metrics,
@@ -126,10 +128,11 @@ class ReproRunner:
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait for firings in flight; True when none is left."""
-        if not self._tasks:
-            return True
-        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
-        return not pending
+        return await self._tasks.drain(timeout)
+
+    async def cancel(self) -> None:
+        """Cancel the firings still in flight (the daemon stops): their slots fire on the next start."""
+        await self._tasks.stop()
 
     # -- schedule ----------------------------------------------------------------------------
 
@@ -205,20 +208,8 @@ class ReproRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=max(0.05, delay))
 
-    def _spawn(self, coro: Awaitable[ReproResult | None]) -> asyncio.Task[ReproResult | None]:
-        async def run() -> ReproResult | None:
-            try:
-                return await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("reproduction firing failed unexpectedly; it runs again at its next slot")
-                return None
-
-        task = asyncio.get_running_loop().create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    def _spawn(self, coro: Coroutine[Any, Any, ReproResult | None]) -> asyncio.Task[ReproResult | None]:
+        return self._tasks.spawn(coro, failed=_firing_failed)
 
     # -- one firing --------------------------------------------------------------------------
 
@@ -453,6 +444,10 @@ class _Unverifiable(Exception):
         super().__init__(reason)
         self.reason = reason
         self.extra = extra
+
+
+def _firing_failed(exc: Exception) -> None:
+    log.error("reproduction firing failed unexpectedly; it runs again at its next slot", exc_info=exc)
 
 
 def _log_retry(exc: ControlPlaneError, delay: float) -> None:

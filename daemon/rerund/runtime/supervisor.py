@@ -25,6 +25,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from rerund.aiotasks import TaskSet
+
 __all__ = ["Supervisor"]
 
 log = logging.getLogger("rerund.supervisor")
@@ -39,19 +41,23 @@ class Supervisor:
         *,
         stopping: Callable[[], bool],
         clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         backoff_initial: float = 1.0,
         backoff_max: float = 60.0,
         healthy_after: float = 60.0,
     ) -> None:
         """``errors`` is the ``rerund_internal_errors_total`` counter (label ``task``);
-        ``stopping()`` says the daemon is stopping (a task ending then is no failure)."""
+        ``stopping()`` says the daemon is stopping (a task ending then is no failure); ``clock``
+        and ``sleep`` are how it sees time (tests pass fake ones)."""
         self._errors = errors
         self._stopping = stopping
         self._clock = clock or time.monotonic
+        self._sleep = sleep
         self._initial = backoff_initial
         self._max = backoff_max
         self._healthy_after = healthy_after
         self._down: dict[str, str] = {}
+        self._tasks = TaskSet(log, what="a supervised task")
         self.restarts: dict[str, int] = {}
 
     def down(self) -> dict[str, str]:
@@ -61,7 +67,11 @@ class Supervisor:
     def start(self, name: str, body: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
         """``run(name, body)`` as an asyncio task named ``name``."""
         self._errors.labels(name)  # the series exists at 0 from the start
-        return asyncio.create_task(self.run(name, body), name=name)
+        return self._tasks.spawn(self.run(name, body), name=name)
+
+    async def stop(self, timeout: float | None = None) -> bool:
+        """Cancel every task started here and wait for them (True when all ended in time)."""
+        return await self._tasks.stop(timeout)
 
     async def run(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
         """Run ``body()`` until the daemon stops, restarting it after every failure."""
@@ -103,6 +113,6 @@ class Supervisor:
                     what,
                     delay,
                 )
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
             delay = min(delay * 2, self._max)
             self._down.pop(name, None)

@@ -4,12 +4,12 @@ A sweep is the daemon's decision core run once over a window of past failures, w
 daemon's own parts: its reruns index (``reconcile.index``), its issuer (``reconcile.issuer``:
 one retry-with-backoff for every control-plane call) and its recorder (``reconcile.recorder``:
 ledger and metrics). Its steps, each a method, so the CLI can show a preview and ask before
-anything is created:
+anything is created (RPC costs: those of the ``rerund.ports.ControlPlane`` methods):
 
-0. ``check_scopes``: a scope the control plane does not know is refused (1 GetProject each).
+0. ``check_scopes``: a scope the control plane does not know is refused.
 1. ``plan(window)``: per scope, list the reruns that exist (the index: one paged ListRuns;
    open-source Flyte lists them without labels, so their lineage labels are read once each)
-   and the runs that failed in the window (one paged ListRuns), read each failure (3 RPCs),
+   and the runs that failed in the window (one paged ListRuns), read each failure,
    and ask the pure ``plan_sweep``. Reads are retried for at most ``patience``. Nothing is
    written.
 2. ``record(plan)``: every decision of the plan goes to the ledger (opened with

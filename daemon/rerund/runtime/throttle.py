@@ -10,8 +10,9 @@ about one per round — and it halves (at most once per ``cooldown``) on RESOURC
 UNAVAILABLE. It never exceeds ``max_concurrent_reruns``. ``RateSchedule`` keeps the RPC rate
 under ``max_rps`` by making calls wait: a call is charged the RPCs it makes (``COST``).
 Concurrency alone cannot hold a rate limit when calls are fast (a refusal comes back at once),
-so ``AdaptiveRate`` also learns one: on RESOURCE_EXHAUSTED it caps the rate at 70% of what was
-sent over the last second, then raises the cap by 10% a second until the next refusal.
+so ``AdaptiveRate`` also learns one: on RESOURCE_EXHAUSTED it caps the rate a little under what
+the control plane accepted over the last second, then raises the cap slowly until the next
+refusal (its fields say by how much).
 
 A RESOURCE_EXHAUSTED answer is retried here first, a few times with a short backoff behind the
 learned rate (so a refused read does not wait for the next resync pass); after that it is a
@@ -35,7 +36,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -58,13 +59,11 @@ __all__ = [
 
 log = logging.getLogger("rerund.throttle")
 
-# RPCs each port call makes (see ``ports.ControlPlane``): what ``max_rps`` charges when the
-# control plane has no per-RPC gate, and what an accepted call tells the learned rate. An adapter
-# with an ``rpc_gate`` attribute (the flyte one) is given the ``Throttle`` and charges every RPC
-# on the wire itself — each ListRuns page, each RPC of the SDK's rerun path, each retry — and
-# reports each one answered, so then nothing is charged or counted here. The SDK's rerun path
-# is GetRunDetails, SelectCluster, GetActionData, UploadInputs and CreateRun: 5 (7 for a
-# relaunch, which reads the task too).
+# RPCs charged per port call (at most what ``ports.ControlPlane`` documents) when the control
+# plane has no per-RPC gate (``paced_per_rpc=False``: the in-memory fakes), and what an accepted
+# call tells the learned rate. The flyte adapter is built with the ``Throttle`` as its rate gate
+# (``ports.RpcGate``, ``paced_per_rpc=True``) and charges every RPC on the wire itself — each
+# ListRuns page, each RPC of the SDK's rerun path, each retry — so then nothing is charged here.
 COST: Mapping[str, int] = {
     "list_failed": 1,
     "list_reruns": 1,
@@ -79,6 +78,8 @@ COST: Mapping[str, int] = {
 }
 
 OVERLOAD_CODES = frozenset({"resource_exhausted", "unavailable"})
+
+Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass
@@ -271,11 +272,15 @@ class AdaptiveRate:
         while self._accepted and self._accepted[0][0] < now - self.window:
             self._accepted.popleft()
 
+    def accepted(self, now: float) -> float:
+        """The RPCs answered in the ``window`` seconds up to ``now``."""
+        return sum(c for t, c in self._accepted if t >= now - self.window)
+
     def on_overload(self, now: float) -> None:
         if now - self._last_decrease < self.cooldown:
             return
         self._last_decrease = now
-        accepted = sum(c for t, c in self._accepted if t >= now - self.window) / self.window
+        accepted = self.accepted(now) / self.window
         booked = sum(c for t, c in self._booked if t >= now - self.window) / self.window
         target = accepted * self.decrease if accepted > 0 else booked / 2
         self.cap = max(self.floor, min(self.cap, target))
@@ -321,7 +326,10 @@ class CredentialWatch:
 
 
 class Throttle:
-    """The asynchronous gate: ``async with throttle.slot(cost): await call()``."""
+    """The asynchronous gate: ``async with throttle.slot(cost): await call()``.
+
+    ``clock`` and ``sleep`` are the only ways it sees time: tests pass fake ones.
+    """
 
     def __init__(
         self,
@@ -329,6 +337,7 @@ class Throttle:
         rate: RateSchedule,
         *,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
         on_change: Callable[[int], None] | None = None,
         on_release: Callable[[int], None] | None = None,
         on_peak: Callable[[int], None] | None = None,
@@ -337,6 +346,7 @@ class Throttle:
         self.rate = rate
         self.learned = AdaptiveRate()
         self._clock = clock
+        self._sleep = sleep
         self._on_change = on_change
         self._inflight = 0
         # Calls waiting for a slot, first come first served: a freed slot wakes one of them,
@@ -357,6 +367,11 @@ class Throttle:
     @property
     def inflight(self) -> int:
         return self._inflight
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for a slot."""
+        return len(self._waiters)
 
     def book(self, cost: int = 1) -> float:
         """Book ``cost`` RPCs against the hard and the learned rate; the seconds to wait before
@@ -406,10 +421,10 @@ class Throttle:
         """Wait until ``cost`` more RPCs fit the hard and the learned rate (no slot taken)."""
         wait = self.book(cost)
         if wait > 0:
-            await asyncio.sleep(wait)
+            await self._sleep(wait)
         wait = self.sent(cost)
         if wait > 0:
-            await asyncio.sleep(wait)
+            await self._sleep(wait)
 
     async def _acquire(self) -> None:
         if not self._waiters and self._inflight < self.limit.current:
@@ -499,6 +514,7 @@ class GuardedControlPlane:
         *,
         credentials: CredentialWatch | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
         on_refused: Callable[[], None] | None = None,
         on_error: Callable[[ControlPlaneError], None] | None = None,
         overload_retries: int = 6,
@@ -506,11 +522,13 @@ class GuardedControlPlane:
         paced_per_rpc: bool = False,
     ) -> None:
         """``paced_per_rpc``: ``inner`` was built with ``throttle`` as its rate gate
-        (``ports.RpcGate``) and charges every raw RPC itself, where it makes it."""
+        (``ports.RpcGate``) and charges every raw RPC itself, where it makes it. ``sleep`` waits
+        out the overload backoff (tests pass a fake one)."""
         self.inner = inner
         self.throttle = throttle
         self.credentials = credentials or CredentialWatch()
         self._clock = clock
+        self._sleep = sleep
         self._on_refused = on_refused
         self._on_error = on_error
         self._retries = overload_retries
@@ -553,7 +571,7 @@ class GuardedControlPlane:
                     raise
                 if self._on_error is not None:
                     self._on_error(exc)
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
             self._accepted()

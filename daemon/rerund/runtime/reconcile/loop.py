@@ -231,9 +231,18 @@ class Reconciler:
         """Wait for spawned tasks (issues, notifications). True when all finished in time."""
         return await self._tasks.drain(timeout)
 
+    async def cancel(self) -> None:
+        """Cancel the spawned tasks still running (the daemon stops): what they owe stays owed."""
+        await self._tasks.stop()
+
     def pending(self) -> dict[str, datetime | None]:
         """Failures still owed an action -> when they are due (None: at the next pass)."""
         return {str(ref): due for ref, due in self._owed.due_times().items()}
+
+    def cached_failures(self) -> int:
+        """How many failures the seen-cache holds: at most ``seen_capacity``, more only while
+        the resync window still lists them (what this process's memory grows with)."""
+        return len(self._owed.seen)
 
     def listed_reruns(self) -> list[ListedRerun]:
         """The reruns of known lineages as last listed, plus this process's creates (no RPC)."""
