@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-from pathlib import Path
 from typing import Any
 
 from rerund.adapters.flyte_control_plane import run_on_sdk_loop
-from rerund.adapters.ledger import Ledger
+from rerund.adapters.state import StateLedger
 from rerund.app import App
 from rerund.cli.common import (
     add_auth_arguments,
     add_secret_argument,
+    add_state_password_argument,
     add_target_arguments,
     connection_overrides,
     ensure_policies,
@@ -100,7 +100,10 @@ def register(sub: Any) -> None:
     run.add_argument(
         "--policies", action="append", metavar="PATH", help="policy file or directory (repeatable)"
     )
-    run.add_argument("--state", metavar="PATH", help="SQLite ledger (default ./rerund.db)")
+    run.add_argument(
+        "--state", metavar="PATH|URL", help="SQLite ledger file (default ./rerund.db) or postgresql:// URL"
+    )
+    add_state_password_argument(run)
     run.add_argument("--http", metavar="HOST:PORT", help="metrics/health address, or 'off'")
     run.add_argument(
         "--http-host",
@@ -157,7 +160,10 @@ def register(sub: Any) -> None:
         ),
     )
     history.add_argument("--config", metavar="FILE", help="settings file (to find the ledger)")
-    history.add_argument("--state", metavar="PATH", help="SQLite ledger (default ./rerund.db)")
+    history.add_argument(
+        "--state", metavar="PATH|URL", help="SQLite ledger file (default ./rerund.db) or postgresql:// URL"
+    )
+    add_state_password_argument(history)
     history.add_argument("--run", metavar="RUN", help="the story of this run's lineage (a run or its root)")
     history.add_argument("--policy", metavar="POLICY", help="only this policy")
     history.add_argument(
@@ -175,6 +181,7 @@ def _settings(args: argparse.Namespace) -> Any:
         **connection_overrides(args),
         "policies": args.policies,
         "state": args.state,
+        "state_password_file": args.state_password_file,
         "http": args.http,
         "http_hosts": args.http_hosts,
         "dry_run": args.dry_run,
@@ -211,13 +218,12 @@ def _run(args: argparse.Namespace) -> int:
     )
 
 
-def _ledger_path(args: argparse.Namespace) -> Path:
-    """--state, else the settings' state (--config, then RERUND_STATE; default ./rerund.db)."""
-    return Path(load_settings(args.config, overrides={"state": args.state}).state)
-
-
 def _history(args: argparse.Namespace) -> int:
-    ledger = open_ledger(_ledger_path(args))
+    # --state, else the settings' state (--config, then RERUND_STATE; default ./rerund.db)
+    settings = load_settings(
+        args.config, overrides={"state": args.state, "state_password_file": args.state_password_file}
+    )
+    ledger = open_ledger(settings)
     if args.run:
         return _story(ledger, args)
     rows = ledger.history(policy=args.policy, source=args.source, limit=args.limit)
@@ -238,7 +244,7 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
-def _story(ledger: Ledger, args: argparse.Namespace) -> int:
+def _story(ledger: StateLedger, args: argparse.Namespace) -> int:
     """``history --run RUN``: the lineage of RUN told from the ledger, oldest first."""
     root = ledger.root_of(args.run) or args.run
     rows = ledger.lineage_rows(root=root)

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from rerund.cli.common import add_connection_arguments, junit_xml, say
+from rerund.cli.common import add_connection_arguments, add_state_password_argument, junit_xml, say
 from rerund.cli.explain import run_explain
 from rerund.errors import PolicyError, PolicyProblem
 from rerund.policy.casefiles import collect, run_files
@@ -73,8 +73,11 @@ def register(sub: Any) -> None:
     )
     explain.add_argument("--config", metavar="FILE", help="daemon settings, for a live explain of RUN")
     explain.add_argument(
-        "--state", metavar="PATH", help="the daemon's SQLite ledger (live; where the lineage stands)"
+        "--state",
+        metavar="PATH|URL",
+        help="the daemon's SQLite ledger or postgresql:// URL (live; where the lineage stands)",
     )
+    add_state_password_argument(explain)
     add_connection_arguments(explain, scope_help="scope of the runs (live; repeatable)")
     explain.add_argument(
         "--project", help="project of RUN (live; default: the one project of the settings' scopes)"

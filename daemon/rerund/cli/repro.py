@@ -15,15 +15,22 @@ import argparse
 import asyncio
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from rerund.adapters.cron import CronSchedule
-from rerund.adapters.ledger import Ledger
 from rerund.app import connect_control_plane
-from rerund.cli.common import add_connection_arguments, connection_settings, positive_int, reaching, say
+from rerund.cli.common import (
+    add_connection_arguments,
+    add_state_password_argument,
+    connection_settings,
+    has_ledger,
+    positive_int,
+    reaching,
+    say,
+    state_ledger,
+)
 from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.repro import UNSCOPED, repro_run_name
 from rerund.core.runs import RunRef
@@ -120,7 +127,12 @@ def _where(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--policies", action="append", metavar="PATH", help="policy file or directory (repeatable)"
     )
-    parser.add_argument("--state", metavar="PATH", help="the daemon's SQLite ledger (default ./rerund.db)")
+    parser.add_argument(
+        "--state",
+        metavar="PATH|URL",
+        help="the daemon's SQLite ledger (default ./rerund.db) or postgresql:// URL",
+    )
+    add_state_password_argument(parser)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -129,7 +141,14 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    return load_settings(args.config, overrides={"policies": args.policies, "state": args.state})
+    return load_settings(
+        args.config,
+        overrides={
+            "policies": args.policies,
+            "state": args.state,
+            "state_password_file": args.state_password_file,
+        },
+    )
 
 
 def _checks(args: argparse.Namespace) -> list[Any]:
@@ -138,15 +157,15 @@ def _checks(args: argparse.Namespace) -> list[Any]:
 
 
 def _ledger(args: argparse.Namespace, *, required: bool) -> Any:
-    state = Path(args.state) if args.state else _settings(args).state
-    if not state.exists():
+    settings = _settings(args)
+    if not has_ledger(settings):
         if required:
             raise ConfigError(
-                f"no ledger at {str(state)!r}: pass --state PATH or --config FILE of the daemon "
-                "whose results you want"
+                f"no ledger at {str(settings.state)!r}: pass --state PATH (or a postgresql:// URL) or "
+                "--config FILE of the daemon whose results you want"
             )
         return None
-    return Ledger(state, create=False)
+    return state_ledger(settings)
 
 
 def _find(checks: list[Any], name: str) -> Any:
@@ -226,7 +245,7 @@ def _run(args: argparse.Namespace) -> int:
                 "rerun",
                 file=sys.stderr,
             )
-        ledger = Ledger(settings.state)
+        ledger = state_ledger(settings, create=True)
         try:
             runner = ReproRunner(
                 cp,

@@ -46,9 +46,15 @@ from rich.prompt import Confirm
 from rich.table import Table
 from rich.text import Text
 
-from rerund.adapters.ledger import Ledger
+from rerund.adapters.state import StateLedger
 from rerund.app import connect_control_plane
-from rerund.cli.common import add_auth_arguments, add_target_arguments, connection_overrides
+from rerund.cli.common import (
+    add_auth_arguments,
+    add_state_password_argument,
+    add_target_arguments,
+    connection_overrides,
+    state_ledger,
+)
 from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.encode import for_terminal
 from rerund.core.rules import PolicySet
@@ -122,7 +128,12 @@ def register(sub: Any) -> None:
         "--max-rps", type=_positive, metavar="N", default=None, help="at most N reruns created per second"
     )
     p.add_argument("--follow", action="store_true", help="wait for the reruns and report their outcomes")
-    p.add_argument("--state", metavar="PATH", help="SQLite ledger (default: the settings' state)")
+    p.add_argument(
+        "--state",
+        metavar="PATH|URL",
+        help="SQLite ledger or postgresql:// URL (default: the settings' state)",
+    )
+    add_state_password_argument(p)
     p.add_argument(
         "--metrics-file",
         metavar="FILE",
@@ -184,7 +195,11 @@ def _console(file: IO[str]) -> Console:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    overrides: dict[str, Any] = {**connection_overrides(args), "state": args.state}
+    overrides: dict[str, Any] = {
+        **connection_overrides(args),
+        "state": args.state,
+        "state_password_file": args.state_password_file,
+    }
     settings = load_settings(args.config, overrides=overrides)
     settings.require_runnable()
     now = utcnow()
@@ -216,7 +231,7 @@ async def _main(
     scopes = [(s.project, s.domain) for s in settings.scopes]
     clock = ControlPlaneClock()  # decisions on the control plane's time (its answers' HTTP Date)
     cp = await connect_control_plane(settings, clock)
-    ledger: Ledger | None = None  # opened once the sweep goes ahead: a preview writes nothing
+    ledger: StateLedger | None = None  # opened once the sweep goes ahead: a preview writes nothing
     metrics, exposed = sweep_metrics()
     sweeper = Sweeper(
         cp,
@@ -253,7 +268,7 @@ async def _main(
             )
             return 0
         if not plan.reruns:
-            ledger = Ledger(settings.state, source="sweep")
+            ledger = state_ledger(settings, source="sweep", create=True)
             sweeper.use_ledger(ledger)
             sweeper.record(plan)
             if args.format == "json":
@@ -272,7 +287,7 @@ async def _main(
             if not _confirm(err, len(plan.reruns)):
                 err.print("not confirmed: nothing was created")
                 return 1
-        ledger = Ledger(settings.state, source="sweep")
+        ledger = state_ledger(settings, source="sweep", create=True)
         sweeper.use_ledger(ledger)
         sweeper.record(plan)
         outcome = SweepOutcome(plan=plan)

@@ -29,7 +29,6 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -124,16 +123,17 @@ class PostgresLedger:
         self,
         url: str,
         *,
-        password_file: Path | None = None,
+        password: str | None = None,
         source: Source = "daemon",
         create: bool = True,
     ) -> None:
-        """Connect to ``url`` and (``create``) bring its schema to this binary's revision.
+        """Connect to ``url`` (``password``: from ``state_password_file``, else the URL's or
+        libpq's) and (``create``) bring its schema to this binary's revision.
 
         ``create=False`` is for the commands that only read (``history``, ``status``,
         ``explain``): nothing is migrated, and a database without a rerund ledger is refused.
-        Raises ``LedgerError`` (``ConfigError`` for a URL or password file that cannot be
-        read) with what to fix; a refused connection costs no retry."""
+        Raises ``LedgerError`` (``ConfigError`` for a URL that cannot be parsed) with what to
+        fix; a refused connection costs no retry."""
         self.path = shown(url)
         self.source = source
         self.max_bytes = 0
@@ -145,7 +145,7 @@ class PostgresLedger:
         self._flush_handle: object = None
         self._closed = False
         self._engine: Engine = create_engine(
-            engine_url(url, password_file),
+            engine_url(url, password),
             pool_size=2,
             max_overflow=4,
             connect_args={
