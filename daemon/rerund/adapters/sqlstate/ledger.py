@@ -27,7 +27,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -144,6 +144,7 @@ class PostgresLedger:
         self._pending_keys: set[tuple[Any, ...]] = set()
         self._flush_handle: object = None
         self._closed = False
+        self._reader: Connection | None = None  # see ``_read``
         self._engine: Engine = create_engine(
             engine_url(url, password),
             pool_size=2,
@@ -193,14 +194,32 @@ class PostgresLedger:
             except _DRIVER_ERRORS as exc:
                 raise self._failed("write", exc, "; the record is lost") from None
 
+    def _read(self, stmt: Any, args: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Rows of ``stmt`` on the reading connection (lock held): one connection kept open in
+        autocommit (a read is one round trip: no pool checkout, no BEGIN/ROLLBACK around it),
+        dropped on a driver error and made again by the next read."""
+        try:
+            if self._reader is None:
+                self._reader = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            return [dict(r._mapping) for r in self._reader.execute(stmt, args or {})]
+        except _DRIVER_ERRORS:
+            self._drop_reader()
+            raise
+
+    def _drop_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            with suppress(*_DRIVER_ERRORS):
+                reader.invalidate()
+                reader.close()
+
     def _query(self, stmt: Any, args: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         with self._lock:
             if self._closed:
                 raise LedgerError(f"ledger {self.path} is closed")
             self._write_pending_or_log()  # what this process recorded is read back
             try:
-                with self._engine.connect() as conn:
-                    return [dict(r._mapping) for r in conn.execute(stmt, args or {})]
+                return self._read(stmt, args)
             except _DRIVER_ERRORS as exc:
                 raise self._failed("read", exc, "") from None
 
@@ -213,6 +232,7 @@ class PostgresLedger:
             finally:
                 self._cancel_flush()
                 self._closed = True
+                self._drop_reader()
                 self._engine.dispose()
 
     # -- group commits ----------------------------------------------------------------------
@@ -286,9 +306,8 @@ class PostgresLedger:
             if self._closed:
                 raise LedgerError(f"ledger {self.path} is closed; the record is lost")
             try:
-                with self._engine.connect() as conn:
-                    if conn.execute(exists).first() is not None:
-                        return False
+                if self._read(exists):
+                    return False
             except _DRIVER_ERRORS as exc:
                 raise self._failed("write", exc, "; the record is lost") from None
             if key in self._pending_keys:
