@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from rerund.adapters.ledger import Ledger
+from rerund.adapters.state import open_state
 from rerund.app import App
 from rerund.clock import utcnow
 from rerund.core.encode import for_terminal
@@ -124,6 +124,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 if port and not _port_free(host, port):
                     settings = settings.model_copy(update={"http": f"{host}:0"})
             configure_logging(settings.log_level, settings.log_format)
+            where = settings.public()["state"]  # a database URL without its password
 
             first = _FIRST_FIRING_S * args.time_scale
 
@@ -144,7 +145,7 @@ def run_demo(args: argparse.Namespace) -> int:
                             + (
                                 "a temporary file, deleted at exit (pass --state PATH to keep it)"
                                 if tmp is not None
-                                else f"{settings.state}   (rerund history --state {settings.state})"
+                                else f"{where}   (rerund history --state {where})"
                             ),
                             f"  reproduction checks    fired once after {first:g}s, then on their schedules",
                             "  Ctrl-C stops both and prints a summary. One line per decision follows:",
@@ -161,16 +162,16 @@ def run_demo(args: argparse.Namespace) -> int:
                 first_firings(daemon, delay=first)
 
             code = asyncio.run(App(settings, on_ready=ready).run())
-            print(summary(Path(settings.state), kept=tmp is None), file=sys.stderr, flush=True)
+            print(summary(settings.state, kept=tmp is None), file=sys.stderr, flush=True)
             return code
     finally:
         if tmp is not None:
             tmp.cleanup()
 
 
-def summary(state: Path, *, kept: bool) -> str:
+def summary(state: str | Path, *, kept: bool) -> str:
     """What the demo did, from its ledger: decisions, lineages, reproduction results."""
-    ledger = Ledger(state)
+    ledger = open_state(state)
     try:
         rows = ledger.lineage_rows()
         status = compute_status(
