@@ -4,6 +4,9 @@ the control plane, and once the server is back the ledger's writes resume on new
 
 from __future__ import annotations
 
+import socket
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -11,10 +14,13 @@ import pytest
 from daemon_support import DaemonProcess, daemons, wait_until
 from postgres_support import PostgresServer
 from rerund.adapters.sqlstate import PostgresLedger
+from rerund.adapters.sqlstate.ledger import CONNECT_TIMEOUT_S
+from rerund.errors import LedgerError
 from rerund.sandbox.testing import start_sandbox
 from storms import STORM_WORKLOAD, storm_policies, write_policies
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.timeout(240)]
+T0 = datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
 
 
 def _decided(pg_url: str) -> set[str]:
@@ -25,6 +31,7 @@ def _decided(pg_url: str) -> set[str]:
         ledger.close()
 
 
+@pytest.mark.e2e
 def test_the_daemon_outlives_its_database_going_away_and_records_again_when_it_is_back(
     tmp_path: Path, postgres: PostgresServer, pg_url: str
 ) -> None:
@@ -59,3 +66,61 @@ def test_the_daemon_outlives_its_database_going_away_and_records_again_when_it_i
             )
             assert d.alive()
     assert "Traceback" not in d.logs(tail=10**6)
+
+
+def test_a_database_that_does_not_answer_is_left_alone_for_a_backoff(
+    postgres: PostgresServer, pg_url: str
+) -> None:
+    ledger = PostgresLedger(pg_url)
+
+    def failure(run: str) -> bool:
+        return ledger.record_failure(project="ml", domain="prod", run=run, failed_at=T0, now=T0)
+
+    assert failure("a")
+    postgres.stop()
+    # A host that takes the connection and never answers (a partition, a hung server): the
+    # kernel completes the handshake on the listening socket, PostgreSQL's startup never comes.
+    with socket.socket() as silent:
+        silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        silent.bind(("127.0.0.1", postgres.port))
+        silent.listen(16)
+        with pytest.raises(
+            LedgerError, match=r"write failed: terminating connection .*; the record is lost$"
+        ):
+            failure("b")  # the open connection was closed by the server's stop
+        with pytest.raises(
+            LedgerError, match=r"write failed: .*timeout.*; the record is lost; rerund connects again in 1s"
+        ):
+            failure("b")  # waits the connect timeout once
+        started = time.monotonic()
+        with pytest.raises(
+            LedgerError,
+            match=r"ledger postgresql://rerund@127\.0\.0\.1:\d+/t_\w+ is unreachable \(.*timeout.*\); "
+            r"rerund connects again in 1s; the record is lost",
+        ):
+            failure("c")  # no attempt during the backoff
+        waited = time.monotonic() - started
+    postgres.start()
+    time.sleep(1.1)
+    assert failure("d")  # the backoff is over and the server answers again
+    assert ledger.counts()["failures"] == 2
+    ledger.close()
+    assert waited < CONNECT_TIMEOUT_S
+
+
+def test_a_server_that_refuses_at_once_is_tried_again_at_once(postgres: PostgresServer, pg_url: str) -> None:
+    ledger = PostgresLedger(pg_url)
+    assert ledger.record_failure(project="ml", domain="prod", run="a", failed_at=T0, now=T0)
+    postgres.stop()
+    with pytest.raises(LedgerError, match=r"write failed: terminating connection .*; the record is lost$"):
+        ledger.record_failure(project="ml", domain="prod", run="a", failed_at=T0, now=T0)
+    try:
+        for run in ("b", "c"):
+            with pytest.raises(
+                LedgerError, match=r"write failed: .*Connection refused.*; the record is lost$"
+            ):
+                ledger.record_failure(project="ml", domain="prod", run=run, failed_at=T0, now=T0)
+    finally:
+        postgres.start()
+    assert ledger.record_failure(project="ml", domain="prod", run="d", failed_at=T0, now=T0)
+    ledger.close()

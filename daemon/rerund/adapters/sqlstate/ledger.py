@@ -12,7 +12,10 @@ What differs is where the rows live and who else writes them:
 - **The database can go away.** Every method raises ``LedgerError`` (never a driver error);
   the connection pool drops connections the server closed, so the next call after the server
   is back connects again (the daemon's recorder already carries on when a write fails). A
-  connection attempt waits at most ``CONNECT_TIMEOUT_S``.
+  connection attempt waits at most ``CONNECT_TIMEOUT_S``; after an attempt that failed slowly
+  (a host that does not answer) calls fail at once for a backoff (1 s, doubling to
+  ``MAX_BACKOFF_S``), so such a host costs the caller's thread (the daemon's event loop) one
+  wait per backoff, not one per row. A server that refuses at once is tried again at once.
 - **The schema** is migrated at open (``upgrade``: Alembic under an advisory lock); a
   reading command (``create=False``) migrates nothing and refuses a database without a ledger.
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -61,6 +65,8 @@ __all__ = ["CONNECT_TIMEOUT_S", "PostgresLedger"]
 log = logging.getLogger("rerund.ledger")
 
 CONNECT_TIMEOUT_S = 5
+MAX_BACKOFF_S = 30.0  # the longest an unanswering database is left alone before the next attempt
+SLOW_FAILURE_S = 1.0  # a connection failure that took this long starts the backoff
 _DRIVER_ERRORS = (SQLAlchemyError, psycopg.Error)
 # The tables ``prune`` trims by age, with their time column.
 _PRUNED = (
@@ -89,6 +95,13 @@ def _reason(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     lines = [line.strip() for line in str(orig).strip().splitlines() if line.strip()]
     return lines[0] if lines else orig.__class__.__name__
+
+
+def _connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached (not that it refused a statement)."""
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated) or isinstance(exc.orig, psycopg.OperationalError)
+    return isinstance(exc, psycopg.OperationalError)
 
 
 def _inserted(conn: Connection, table: Table, row: dict[str, Any]) -> bool:
@@ -145,6 +158,10 @@ class PostgresLedger:
         self._flush_handle: object = None
         self._closed = False
         self._reader: Connection | None = None  # see ``_read``
+        # After a lost connection: calls fail at once until ``_down_until`` (``_guard``).
+        self._monotonic = time.monotonic
+        self._backoff, self._down_until, self._down_reason = 0.0, 0.0, ""
+        self._attempt_started = 0.0
         self._engine: Engine = create_engine(
             engine_url(url, password),
             pool_size=2,
@@ -177,9 +194,31 @@ class PostgresLedger:
     # -- connections and transactions -------------------------------------------------------
 
     def _failed(self, what: str, exc: BaseException, lost: str) -> LedgerError:
-        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-            lost += "; the connection was lost and is made again on the next call"
+        """The ``LedgerError`` for a driver error. A connection that failed slowly (the host does
+        not answer: the attempt waited ``SLOW_FAILURE_S`` or more) starts or doubles the backoff
+        during which calls fail at once (``_guard``); one refused at once (the server is down,
+        its host up) does not: the next call simply tries again."""
+        if _connection_error(exc) and self._monotonic() - self._attempt_started >= SLOW_FAILURE_S:
+            self._backoff = min(MAX_BACKOFF_S, max(1.0, 2 * self._backoff))
+            self._down_until = self._monotonic() + self._backoff
+            self._down_reason = _reason(exc)
+            lost += f"; rerund connects again in {self._backoff:.0f}s"
         return LedgerError(f"ledger {self.path} {what} failed: {_reason(exc)}{lost}")
+
+    def _guard(self, lost: str) -> None:
+        """Fail at once while the database is in its backoff after a lost connection (lock
+        held): a write on an unreachable host would otherwise wait ``CONNECT_TIMEOUT_S`` each,
+        on the caller's thread (the daemon's event loop)."""
+        self._attempt_started = self._monotonic()
+        left = self._down_until - self._attempt_started
+        if left > 0:
+            raise LedgerError(
+                f"ledger {self.path} is unreachable ({self._down_reason}); rerund connects again in "
+                f"{max(1, round(left))}s{lost}"
+            )
+
+    def _reachable(self) -> None:
+        self._backoff, self._down_until = 0.0, 0.0
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -188,11 +227,13 @@ class PostgresLedger:
             if self._closed:
                 raise LedgerError(f"ledger {self.path} is closed; the record is lost")
             self._write_pending_or_log()
+            self._guard("; the record is lost")
             try:
                 with self._engine.begin() as conn:
                     yield conn
             except _DRIVER_ERRORS as exc:
                 raise self._failed("write", exc, "; the record is lost") from None
+            self._reachable()
 
     def _read(self, stmt: Any, args: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Rows of ``stmt`` on the reading connection (lock held): one connection kept open in
@@ -201,10 +242,12 @@ class PostgresLedger:
         try:
             if self._reader is None:
                 self._reader = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            return [dict(r._mapping) for r in self._reader.execute(stmt, args or {})]
+            rows = [dict(r._mapping) for r in self._reader.execute(stmt, args or {})]
         except _DRIVER_ERRORS:
             self._drop_reader()
             raise
+        self._reachable()
+        return rows
 
     def _drop_reader(self) -> None:
         reader, self._reader = self._reader, None
@@ -218,6 +261,7 @@ class PostgresLedger:
             if self._closed:
                 raise LedgerError(f"ledger {self.path} is closed")
             self._write_pending_or_log()  # what this process recorded is read back
+            self._guard("")
             try:
                 return self._read(stmt, args)
             except _DRIVER_ERRORS as exc:
@@ -272,13 +316,15 @@ class PostgresLedger:
         count = sum(len(rows) for rows in pending.values())
         if not count:
             return
+        self._guard(f"; the {count} rows recorded since the last write are lost")
         try:
             with self._engine.begin() as conn:
                 for name, rows in pending.items():
                     conn.execute(insert(t.metadata.tables[name]).on_conflict_do_nothing(), rows)
+            self._reachable()
             return
         except DBAPIError as exc:
-            if exc.connection_invalidated or isinstance(exc.orig, psycopg.OperationalError):
+            if _connection_error(exc):
                 raise self._failed(
                     "write", exc, f"; the {count} rows recorded since the last write are lost"
                 ) from None
@@ -305,6 +351,7 @@ class PostgresLedger:
         with self._lock:
             if self._closed:
                 raise LedgerError(f"ledger {self.path} is closed; the record is lost")
+            self._guard("; the record is lost")
             try:
                 if self._read(exists):
                     return False
