@@ -56,7 +56,7 @@ def run(n: int, rounds: int) -> dict[str, Any]:
         server.cleanup()
 
     def med(backend: str, key: str) -> float:
-        return float(median(r[key] for r in rows if r["backend"] == backend))
+        return round(float(median(r[key] for r in rows if r["backend"] == backend)), 2)
 
     share = round(med("postgresql", "reruns_per_s") / med("sqlite", "reruns_per_s"), 3)
     columns = [
