@@ -38,7 +38,9 @@ settings (file < RERUND_* environment < flags; rerund.example.yaml shows every o
   scopes              project/domain list; */* = the whole org, ml/*,      RERUND_SCOPES=demo/development,...
                       */production (one org-wide watch serves wildcards)
   policies            policy files or directories (default ./policies)     RERUND_POLICIES
-  state               SQLite audit ledger (default ./rerund.db)             RERUND_STATE
+  state               SQLite audit ledger (default ./rerund.db), or a       RERUND_STATE
+                      postgresql:// URL replicas share (docs/state.md)
+  state_password_file file holding that database's password             RERUND_STATE_PASSWORD_FILE
   http                operator page, metrics, health (default 127.0.0.1:9464)  RERUND_HTTP ('off' disables)
   http_hosts          Host names the HTTP server answers besides IP        RERUND_HTTP_HOSTS
                       addresses, localhost and the http host (DNS rebinding)
