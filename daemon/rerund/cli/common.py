@@ -203,8 +203,8 @@ def open_ledger(settings: Settings) -> StateLedger:
     not a ledger (nothing is written to a file that is not one)."""
     if not has_ledger(settings):
         raise ConfigError(
-            f"no ledger at {str(settings.state)!r}: pass --state PATH (or a postgresql:// URL) or "
-            "--config FILE of the daemon whose ledger you want (the daemon writes it; default ./rerund.db)"
+            f"no ledger at {str(settings.state)!r}: pass --state PATH or --config FILE of the daemon whose "
+            "ledger you want (the daemon writes it; default ./rerund.db; a shared one: --state postgresql://…)"
         )
     return state_ledger(settings)
 

@@ -161,8 +161,8 @@ def _ledger(args: argparse.Namespace, *, required: bool) -> Any:
     if not has_ledger(settings):
         if required:
             raise ConfigError(
-                f"no ledger at {str(settings.state)!r}: pass --state PATH (or a postgresql:// URL) or "
-                "--config FILE of the daemon whose results you want"
+                f"no ledger at {str(settings.state)!r}: pass --state PATH or --config FILE of the daemon "
+                "whose results you want (a shared ledger: --state postgresql://…)"
             )
         return None
     return state_ledger(settings)
