@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_support import DaemonProcess, daemons, wait_until
+from daemon_support import DaemonProcess, daemons, http_get, wait_until
 from postgres_support import PostgresServer
 from rerund.adapters.sqlstate import PostgresLedger
 from rerund.adapters.sqlstate.ledger import CONNECT_TIMEOUT_S
@@ -124,3 +124,37 @@ def test_a_server_that_refuses_at_once_is_tried_again_at_once(postgres: Postgres
         postgres.start()
     assert ledger.record_failure(project="ml", domain="prod", run="d", failed_at=T0, now=T0)
     ledger.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("via", ["url", "state_password_file"])
+def test_the_database_password_never_appears_in_logs_metrics_status_or_decisions(
+    via: str, tmp_path: Path, postgres: PostgresServer, pg_url: str, pg_password_file: Path
+) -> None:
+    extra: dict[str, object] = {"state": pg_url, "log_level": "DEBUG"}
+    if via == "state_password_file":
+        extra = {**extra, "state": pg_url.replace(f":{postgres.password}@", "@")}
+        extra["state_password_file"] = str(pg_password_file)
+    policy_file = write_policies(tmp_path / "policies.yaml", storm_policies())
+    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0) as sb:
+        d = DaemonProcess(tmp_path / "d", sb, policy_file, extra=extra)
+        with daemons(d):
+            d.wait_ready()
+            sb.launch(task="storm.flaky", count=2)
+            postgres.stop()  # ledger errors are logged and shown too
+            try:
+                sb.launch(task="storm.flaky", count=2)
+                wait_until("a ledger error", lambda: "ledger postgresql://" in d.logs(tail=10**6), 60, d.logs)
+                exposed = {
+                    "/metrics": d.metrics_text(),
+                    "/decisions": str(d.decisions()),
+                    "/readyz": d.readyz()[1],
+                    "/status": http_get(f"{d.url}/status")[1],
+                    "/": http_get(f"{d.url}/")[1],
+                }
+            finally:
+                postgres.start()
+            assert d.decisions()["settings"]["state"] == pg_url.replace(f":{postgres.password}@", "@")
+        exposed["log"] = d.log.read_text(errors="replace")
+    for where, text in exposed.items():
+        assert postgres.password not in text, f"the database password leaked into {where}"
