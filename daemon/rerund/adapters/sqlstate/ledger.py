@@ -39,9 +39,11 @@ import psycopg
 from sqlalchemy import (
     Connection,
     Engine,
+    Integer,
     Select,
     Table,
     and_,
+    bindparam,
     create_engine,
     func,
     literal_column,
@@ -76,6 +78,20 @@ _PRUNED = (
     (t.failures, "seen_at"),
     (t.reproductions, "at"),
 )
+
+
+# The unique-key reads of ``_record``, built once (a storm runs them for every new row).
+_FAILURE_EXISTS: Select[Any] = select(literal_column("1")).where(t.failures.c.run_key == bindparam("key"))
+_DECISION_EXISTS: Select[Any] = select(literal_column("1")).where(
+    t.decisions.c.run_key == bindparam("key"),
+    t.decisions.c.decision == bindparam("kind"),
+    t.decisions.c.policy == bindparam("policy"),
+    func.coalesce(t.decisions.c.attempt, -1) == bindparam("attempt", type_=Integer),
+)
+_ISSUE_EXISTS: Select[Any] = select(literal_column("1")).where(
+    t.issues.c.target_key == bindparam("key"), t.issues.c.result == bindparam("result")
+)
+_OUTCOME_EXISTS: Select[Any] = select(literal_column("1")).where(t.outcomes.c.target_key == bindparam("key"))
 
 
 def _aware(ts: datetime) -> datetime:
@@ -340,7 +356,13 @@ class PostgresLedger:
                 except _DRIVER_ERRORS as exc:
                     log.error("ledger %s refused a row (%s); that row is lost", self.path, _reason(exc))
 
-    def _record(self, key: tuple[Any, ...], exists: Select[Any], table: Table, row: dict[str, Any]) -> bool:
+    def _record(
+        self,
+        key: tuple[Any, ...],
+        exists: tuple[Select[Any], dict[str, Any]],
+        table: Table,
+        row: dict[str, Any],
+    ) -> bool:
         """Record one row (``ON CONFLICT DO NOTHING``); True when it was not recorded before.
 
         With group commits on, whether it is new is read now (``exists``, and the rows still
@@ -353,7 +375,7 @@ class PostgresLedger:
                 raise LedgerError(f"ledger {self.path} is closed; the record is lost")
             self._guard("; the record is lost")
             try:
-                if self._read(exists):
+                if self._read(*exists):
                     return False
             except _DRIVER_ERRORS as exc:
                 raise self._failed("write", exc, "; the record is lost") from None
@@ -380,8 +402,7 @@ class PostgresLedger:
             "failed_at": _aware(failed_at),
             "seen_at": _aware(now),
         }
-        exists = select(1).where(t.failures.c.run_key == key)
-        return self._record(("failure", key), exists, t.failures, row)
+        return self._record(("failure", key), (_FAILURE_EXISTS, {"key": key}), t.failures, row)
 
     def record_decision(
         self,
@@ -406,12 +427,9 @@ class PostgresLedger:
         body = _compact_body(
             decision, kind=kind, policy=policy, attempt=attempt, run=run, fingerprint=fingerprint
         )
-        d = t.decisions.c
-        exists = select(1).where(
-            d.run_key == key,
-            d.decision == kind,
-            d.policy == policy,
-            func.coalesce(d.attempt, -1) == (-1 if attempt is None else attempt),
+        exists = (
+            _DECISION_EXISTS,
+            {"key": key, "kind": kind, "policy": policy, "attempt": -1 if attempt is None else attempt},
         )
         row = {
             "at": _aware(now),
@@ -451,7 +469,7 @@ class PostgresLedger:
             "message": issue.message,
             "source": self.source,
         }
-        exists = select(1).where(t.issues.c.target_key == key, t.issues.c.result == issue.result)
+        exists = (_ISSUE_EXISTS, {"key": key, "result": issue.result})
         return self._record(("issue", key, issue.result), exists, t.issues, row)
 
     def record_outcome(self, outcome: RerunOutcome, *, now: datetime) -> bool:
@@ -465,8 +483,7 @@ class PostgresLedger:
             "attempt": outcome.attempt,
             "phase": outcome.phase,
         }
-        exists = select(1).where(t.outcomes.c.target_key == key)
-        return self._record(("outcome", key), exists, t.outcomes, row)
+        return self._record(("outcome", key), (_OUTCOME_EXISTS, {"key": key}), t.outcomes, row)
 
     def record_reproduction(self, result: dict[str, Any], *, now: datetime) -> bool:
         """Record a finished reproduction firing; True when this (check, scheduled time, manual)
