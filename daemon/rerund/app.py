@@ -1,5 +1,6 @@
 """The composition root: the one place that builds the adapters (the flyte control plane, the
-ledger, the scheduler, the webhook notifier, the cron schedules) for a ``Settings`` and hands
+ledger — an SQLite file or a PostgreSQL database, by the ``state`` setting —,
+the scheduler, the webhook notifier, the cron schedules) for a ``Settings`` and hands
 finished objects to the runtime. ``rerund run`` and ``rerund demo`` run an ``App``; ``rerund
 status``, ``explain``, ``repro`` and ``sweep`` connect with ``connect_control_plane``.
 """
@@ -15,8 +16,8 @@ from prometheus_client import CollectorRegistry
 
 from rerund.adapters.cron import CronSchedule
 from rerund.adapters.flyte_control_plane import Connection, FlyteControlPlane
-from rerund.adapters.ledger import Ledger
 from rerund.adapters.scheduler import AsyncScheduler
+from rerund.adapters.state import open_state
 from rerund.adapters.webhook import WebhookNotifier
 from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.scopes import plan
@@ -145,7 +146,12 @@ class App:
         raise_fd_limit()  # the HTTP server's connection cap is derived from it
         policies = PolicyHolder(s.policies, metrics)
         policies.load()
-        ledger = Ledger(s.state, on_reopen=metrics.ledger_reopened.inc, max_bytes=s.ledger_max_bytes)
+        ledger = open_state(
+            s.state,
+            password=s.state_password(),
+            on_reopen=metrics.ledger_reopened.inc,
+            max_bytes=s.ledger_max_bytes,
+        )
         ledger.group_commits(lambda flush: loop.call_later(_GROUP_COMMIT_S, flush))
         scheduler: AsyncScheduler | None = None
         try:

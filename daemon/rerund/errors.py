@@ -2,7 +2,7 @@
 
 Every error rerund raises on purpose is a ``RerundError``; adapters wrap third-party
 exceptions (``raise ControlPlaneError(...) from exc``) so that callers never have to catch
-``connectrpc``, ``sqlite3`` or ``httpx`` errors themselves::
+``connectrpc``, ``sqlite3``, ``psycopg`` or ``httpx`` errors themselves::
 
     RerundError
     ├── ConfigError                 bad settings file, env var or flag
@@ -15,7 +15,7 @@ exceptions (``raise ControlPlaneError(...) from exc``) so that callers never hav
     │   ├── PermanentControlPlaneError   do not retry (INVALID_ARGUMENT, PERMISSION_DENIED, ...)
     │   │   └── NotFoundError            the run or action does not exist
     │   └── AlreadyExistsError           a run with that name exists (an idempotent re-issue)
-    ├── LedgerError                 the local SQLite audit ledger failed
+    ├── LedgerError                 the audit ledger (SQLite file or PostgreSQL) failed
     └── NotificationError           a webhook could not be delivered
 
 Messages say the subject, what happened, what happens next and the value, e.g.
@@ -138,7 +138,7 @@ class AlreadyExistsError(ControlPlaneError):
 
 
 class LedgerError(RerundError):
-    """The local SQLite ledger could not be read or written."""
+    """The ledger (an SQLite file or a PostgreSQL database) could not be opened, read or written."""
 
 
 class NotificationError(RerundError):

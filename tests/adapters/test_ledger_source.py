@@ -37,28 +37,6 @@ def _issue(ledger: Ledger, target: str) -> bool:
     )
 
 
-def test_each_handle_records_its_source_and_history_filters_by_it(tmp_path: Path) -> None:
-    daemon, sweep = Ledger(tmp_path / "rerund.db"), Ledger(tmp_path / "rerund.db", source="sweep")
-    _record(daemon, "a")
-    _record(sweep, "b")
-    _issue(daemon, "a-retry-1")
-    _issue(sweep, "b-retry-1")
-
-    assert [(r["run"], r["source"]) for r in daemon.history()] == [("b", "sweep"), ("a", "daemon")]
-    assert [r["run"] for r in daemon.history(source="sweep")] == ["b"]
-    assert [r["run"] for r in sweep.history(source="daemon")] == ["a"]
-    assert {(i["target"], i["source"]) for i in daemon.issues()} == {
-        ("a-retry-1", "daemon"),
-        ("b-retry-1", "sweep"),
-    }
-
-
-def test_the_same_decision_by_the_daemon_and_a_sweep_is_one_record(tmp_path: Path) -> None:
-    daemon, sweep = Ledger(tmp_path / "rerund.db"), Ledger(tmp_path / "rerund.db", source="sweep")
-
-    assert (_record(daemon, "a"), _record(sweep, "a")) == (True, False)
-
-
 def test_an_old_ledger_gains_the_column_and_its_rows_count_as_the_daemons(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as db:  # the schema before the column existed

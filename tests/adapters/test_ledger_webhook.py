@@ -6,7 +6,7 @@ import asyncio
 import json
 import re
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -14,7 +14,7 @@ import pytest
 
 from rerund.adapters.ledger import Ledger
 from rerund.adapters.webhook import WebhookNotifier, redact_url
-from rerund.core.records import IssueResult, RerunIssue, RerunOutcome
+from rerund.core.records import IssueResult, RerunIssue
 from rerund.core.runs import RunRef
 from rerund.errors import LedgerError, NotificationError
 
@@ -26,87 +26,6 @@ def _issue(ledger: Ledger, target: str, result: IssueResult = "created", at: dat
     return ledger.record_issue(
         RerunIssue(RunRef("ml", "prod", "abc"), target, "abc", 1, "p", "run", result), now=at
     )
-
-
-def test_each_fact_is_new_once_even_across_reopening_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "rerund.db"
-    ledger = Ledger(path)
-    first = ledger.record_decision(
-        project="ml", domain="prod", run="abc", root="abc", decision=DECISION, now=T0
-    )
-    again = ledger.record_decision(
-        project="ml", domain="prod", run="abc", root="abc", decision=DECISION, now=T0
-    )
-    ledger.close()
-    reopened = Ledger(path)
-
-    assert (first, again) == (True, False)
-    assert not reopened.record_decision(
-        project="ml", domain="prod", run="abc", root="abc", decision=DECISION, now=T0
-    )
-    assert reopened.record_failure(project="ml", domain="prod", run="abc", failed_at=T0, now=T0)
-    assert not reopened.record_failure(project="ml", domain="prod", run="abc", failed_at=T0, now=T0)
-
-
-def test_created_reruns_without_an_outcome_are_remembered_until_their_outcome(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "rerund.db")
-    _issue(ledger, "abc-retry-1")
-    _issue(ledger, "abc-retry-2", result="already_exists")
-
-    [pending] = ledger.created_without_outcome()
-    assert (pending.target, pending.attempt, pending.at) == ("abc-retry-1", 1, T0)
-
-    ledger.record_outcome(
-        RerunOutcome(RunRef("ml", "prod", "abc-retry-1"), "p", "abc", 1, "SUCCEEDED"), now=T0
-    )
-    assert ledger.created_without_outcome() == []
-
-
-def test_the_watermark_survives_a_restart_as_an_aware_utc_time(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "rerund.db")
-    ledger.set_watermark("ml/prod", T0)
-    ledger.close()
-
-    assert Ledger(tmp_path / "rerund.db").watermark("ml/prod") == T0
-    other = Ledger(tmp_path / "other.db")
-    with pytest.raises(LedgerError, match=r"has no timezone; the ledger stores aware UTC times only"):
-        other.set_watermark("ml/prod", datetime(2026, 1, 1))
-
-
-def test_prune_keeps_the_ledger_within_the_retention(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "rerund.db")
-    for day in range(10):
-        at = T0 + timedelta(days=day)
-        ledger.record_decision(
-            project="ml", domain="prod", run=f"r{day}", root=f"r{day}", decision=DECISION, now=at
-        )
-        _issue(ledger, f"r{day}-retry-1", at=at)
-
-    deleted = ledger.prune(T0 + timedelta(days=7))
-
-    assert deleted == 14
-    assert ledger.counts()["decisions"] == 3
-    assert [r["run"] for r in ledger.history(limit=10)] == ["r9", "r8", "r7"]
-
-
-def test_history_filters_by_run_or_root_and_policy(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "rerund.db")
-    ledger.record_decision(project="ml", domain="prod", run="abc", root="abc", decision=DECISION, now=T0)
-    ledger.record_decision(
-        project="ml",
-        domain="prod",
-        run="abc-retry-1",
-        root="abc",
-        decision={**DECISION, "attempt": 2},
-        now=T0,
-    )
-    ledger.record_decision(
-        project="ml", domain="prod", run="zzz", root="zzz", decision={**DECISION, "policy": "q"}, now=T0
-    )
-
-    assert [r["run"] for r in ledger.history(run="abc")] == ["abc-retry-1", "abc"]
-    assert [r["run"] for r in ledger.history(policy="q")] == ["zzz"]
-    assert ledger.history(limit=1)[0]["run"] == "zzz"
 
 
 def test_an_unusable_ledger_path_says_to_check_the_state_path(tmp_path: Path) -> None:
@@ -240,18 +159,3 @@ def test_a_webhook_url_httpx_cannot_parse_is_a_notification_error_without_the_se
 def test_redact_url_keeps_only_scheme_host_and_port() -> None:
     assert redact_url(SLACK) == "https://hooks.slack.com/..."
     assert redact_url("http://127.0.0.1:8080/hook?token=abc") == "http://127.0.0.1:8080/..."
-
-
-def test_a_decision_without_an_attempt_is_also_recorded_once(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "rerund.db")
-    ignore = {"decision": "ignore", "policy": "bad-input", "reason": "retry: false", "attempt": None}
-
-    first = ledger.record_decision(
-        project="ml", domain="prod", run="abc", root="abc", decision=ignore, now=T0
-    )
-    again = ledger.record_decision(
-        project="ml", domain="prod", run="abc", root="abc", decision=ignore, now=T0
-    )
-
-    assert (first, again) == (True, False)
-    assert ledger.counts()["decisions"] == 1

@@ -44,6 +44,7 @@ def test_the_full_parser_has_every_command_in_help_order() -> None:
         "repro",
         "sweep",
         "sandbox",
+        "state",
     ]
     assert sorted(_choices(cli.build_parser())) == sorted(cli._COMMANDS)
 

@@ -60,6 +60,7 @@ _COMMANDS: dict[str, str] = {
     "repro": "repro",
     "sweep": "sweep",
     "sandbox": "sandbox",
+    "state": "state",
 }
 
 _EPILOG = """\

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import IO, Any
 from xml.sax.saxutils import escape, quoteattr
 
-from rerund.adapters.ledger import Ledger
+from rerund.adapters.ledger import Source
+from rerund.adapters.state import StateLedger, open_state
 from rerund.core.encode import for_terminal
 from rerund.core.redact import redact_url
+from rerund.core.stateurl import is_database_url
 from rerund.errors import ConfigError, TransientControlPlaneError
 from rerund.runtime.settings import Settings, load_settings, scopes_from_flags
 
@@ -29,16 +31,19 @@ __all__ = [
     "add_auth_arguments",
     "add_connection_arguments",
     "add_format_argument",
+    "add_state_password_argument",
     "add_target_arguments",
     "connection_overrides",
     "connection_settings",
     "ensure_policies",
+    "has_ledger",
     "junit_xml",
     "open_ledger",
     "positive_int",
     "reaching",
     "say",
     "short_reason",
+    "state_ledger",
 ]
 
 
@@ -92,7 +97,10 @@ def add_connection_arguments(
     p: argparse.ArgumentParser,
     *,
     scope_help: str = "scope of the runs, PROJECT/DOMAIN (repeatable; default: the settings' scopes)",
-    state_help: str = "the daemon's ledger (default: the settings' state, else ./rerund.db)",
+    state_help: str = (
+        "the daemon's ledger: a SQLite file or a postgresql:// URL "
+        "(default: the settings' state, else ./rerund.db)"
+    ),
 ) -> None:
     """The one connection vocabulary of every command that talks to the control plane or reads
     the ledger (``run``, ``sweep``, ``status``, ``history``, ``explain``, ``repro``, ``incidents``):
@@ -103,7 +111,8 @@ def add_connection_arguments(
     p.add_argument(
         "--config", metavar="FILE", help="settings file (YAML): endpoint, org, scopes, policies, state"
     )
-    p.add_argument("--state", metavar="PATH", help=state_help)
+    p.add_argument("--state", metavar="PATH|URL", help=state_help)
+    add_state_password_argument(p)
     add_target_arguments(p, scope_help=scope_help)
     add_auth_arguments(p)
 
@@ -139,7 +148,12 @@ def connection_settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     and ``overrides``); one loader for every command (``load_settings``)."""
     return load_settings(
         args.config,
-        overrides={**connection_overrides(args), "state": getattr(args, "state", None), **overrides},
+        overrides={
+            **connection_overrides(args),
+            "state": getattr(args, "state", None),
+            "state_password_file": getattr(args, "state_password_file", None),
+            **overrides,
+        },
     )
 
 
@@ -204,15 +218,36 @@ def ensure_policies(settings: Settings) -> None:
         )
 
 
-def open_ledger(state: Path) -> Ledger:
-    """The ledger at ``state`` for reading; a clear error when there is none or the file is
+def add_state_password_argument(p: argparse.ArgumentParser) -> None:
+    """``--state-password-file``: the database password of a ``postgresql://`` ``--state``."""
+    p.add_argument(
+        "--state-password-file",
+        metavar="FILE",
+        help="file holding the password of a postgresql:// --state (else the URL's, PGPASSWORD, PGPASSFILE)",
+    )
+
+
+def has_ledger(settings: Settings) -> bool:
+    """Whether there is a ledger to read: a database URL (it says itself when it has none) or a
+    file that exists."""
+    return is_database_url(settings.state) or Path(settings.state).exists()
+
+
+def state_ledger(settings: Settings, *, source: Source = "daemon", create: bool = False) -> StateLedger:
+    """The ledger of ``settings`` (its file, or its database with ``state_password_file``'s
+    password); ``create=False`` for the commands that only read."""
+    return open_state(settings.state, password=settings.state_password(), source=source, create=create)
+
+
+def open_ledger(settings: Settings) -> StateLedger:
+    """The ledger of ``settings`` for reading; a clear error when there is none or the file is
     not a ledger (nothing is written to a file that is not one)."""
-    if not state.exists():
+    if not has_ledger(settings):
         raise ConfigError(
-            f"no ledger at {str(state)!r}: pass --state PATH or --config FILE of the daemon whose "
-            "ledger you want (the daemon writes it; default ./rerund.db)"
+            f"no ledger at {str(settings.state)!r}: pass --state PATH or --config FILE of the daemon whose "
+            "ledger you want (the daemon writes it; default ./rerund.db; a shared one: --state postgresql://…)"
         )
-    return Ledger(state, create=False)
+    return state_ledger(settings)
 
 
 def positive_int(text: str) -> int:

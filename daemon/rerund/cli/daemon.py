@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-from pathlib import Path
 from typing import Any
 
 from rerund.adapters.flyte_control_plane import run_on_sdk_loop
-from rerund.adapters.ledger import Ledger
+from rerund.adapters.state import StateLedger
 from rerund.app import App
 from rerund.cli.common import (
     add_connection_arguments,
@@ -37,7 +36,9 @@ settings (file < RERUND_* environment < flags; rerund.example.yaml shows every o
   scopes              project/domain list; */* = the whole org, ml/*,      RERUND_SCOPES=demo/development,...
                       */production (one org-wide watch serves wildcards)
   policies            policy files or directories (default ./policies)     RERUND_POLICIES
-  state               SQLite audit ledger (default ./rerund.db)             RERUND_STATE
+  state               SQLite audit ledger (default ./rerund.db), or a       RERUND_STATE
+                      postgresql:// URL replicas share (docs/state.md)
+  state_password_file file holding that database's password             RERUND_STATE_PASSWORD_FILE
   http                operator page, metrics, health (default 127.0.0.1:9464)  RERUND_HTTP ('off' disables)
   http_hosts          Host names the HTTP server answers besides IP        RERUND_HTTP_HOSTS
                       addresses, localhost and the http host (DNS rebinding)
@@ -206,14 +207,10 @@ def _run(args: argparse.Namespace) -> int:
     )
 
 
-def _ledger_path(args: argparse.Namespace) -> Path:
-    """--state, else the settings' state (--config, then RERUND_STATE; default ./rerund.db),
-    read like every other command's connection (``connection_settings``)."""
-    return Path(connection_settings(args).state)
-
-
 def _history(args: argparse.Namespace) -> int:
-    ledger = open_ledger(_ledger_path(args))
+    # --state, else the settings' state (--config, then RERUND_STATE; default ./rerund.db), read
+    # like every other command's connection
+    ledger = open_ledger(connection_settings(args))
     if args.run:
         return _story(ledger, args)
     rows = ledger.history(policy=args.policy, source=args.source, limit=args.limit)
@@ -234,7 +231,7 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
-def _story(ledger: Ledger, args: argparse.Namespace) -> int:
+def _story(ledger: StateLedger, args: argparse.Namespace) -> int:
     """``history --run RUN``: the lineage of RUN told from the ledger, oldest first."""
     root = ledger.root_of(args.run) or args.run
     rows = ledger.lineage_rows(root=root)

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from rerund.adapters.ledger import Ledger
+from rerund.adapters.state import open_state
 from rerund.app import App
 from rerund.cli.sandbox import flyte_cli_config
 from rerund.clock import utcnow
@@ -174,7 +174,7 @@ def run_demo(args: argparse.Namespace) -> int:
                         f"  operator page          {url}/{moved}",
                         f"  metrics                {url}/metrics",
                         f"  decisions              {url}/decisions",
-                        f"  ledger                 {settings.state}  "
+                        f"  ledger                 {settings.public()['state']}  "
                         "(kept after the demo; a new demo starts afresh)",
                         (
                             f"  reproduction checks    {checks}, fired once after {first:g}s, "
@@ -205,7 +205,7 @@ def run_demo(args: argparse.Namespace) -> int:
             first_firings(daemon, delay=first)
 
         code = asyncio.run(App(settings, on_ready=ready).run())
-        print(summary(Path(settings.state), settings_file=files.settings), file=sys.stderr, flush=True)
+        print(summary(settings, settings_file=files.settings), file=sys.stderr, flush=True)
         return code
 
 
@@ -263,9 +263,9 @@ def handover_commands(files: Handover, *, project: str, domain: str) -> list[str
     ]
 
 
-def summary(state: Path, *, settings_file: str) -> str:
+def summary(settings: Settings, *, settings_file: str) -> str:
     """What the demo did, from its ledger: decisions, lineages, reproduction results."""
-    ledger = Ledger(state)
+    ledger = open_state(settings.state, password=settings.state_password())
     try:
         rows = ledger.lineage_rows()
         status = compute_status(
@@ -293,5 +293,5 @@ def summary(state: Path, *, settings_file: str) -> str:
             lines += [f"      {path}: {message}" for path, message in r.diff]
     else:
         lines.append("  checks         no reproduction result yet (each fires on its schedule; run longer)")
-    lines.append(f"  ledger         {state} (rerund history --config {settings_file})")
+    lines.append(f"  ledger         {settings.public()['state']} (rerund history --config {settings_file})")
     return "\n".join(map(for_terminal, lines))  # check results and diffs come from the runs

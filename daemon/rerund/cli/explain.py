@@ -14,12 +14,17 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
-from pathlib import Path
 from typing import Any
 
-from rerund.adapters.ledger import Ledger
 from rerund.app import connect_control_plane
-from rerund.cli.common import connection_settings, ensure_policies, reaching, say
+from rerund.cli.common import (
+    connection_settings,
+    ensure_policies,
+    has_ledger,
+    reaching,
+    say,
+    state_ledger,
+)
 from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.decide import Explanation, explain
 from rerund.core.encode import for_terminal
@@ -112,7 +117,7 @@ def explain_run(args: argparse.Namespace) -> int:
     scopes = [(s.project, s.domain) for s in settings.scopes]
     target = _target(args, scopes)
     policies = load_policies(list(settings.policies))
-    ledger = Ledger(settings.state, create=False) if Path(settings.state).exists() else None
+    ledger = state_ledger(settings) if has_ledger(settings) else None
 
     async def go() -> int:
         clock = ControlPlaneClock()  # without --now, "now" is the control plane's (HTTP Date)

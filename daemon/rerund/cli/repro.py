@@ -15,21 +15,21 @@ import argparse
 import asyncio
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from rerund.adapters.cron import CronSchedule
-from rerund.adapters.ledger import Ledger
 from rerund.app import connect_control_plane
 from rerund.cli.common import (
     add_connection_arguments,
     add_format_argument,
     connection_settings,
+    has_ledger,
     positive_int,
     reaching,
     say,
+    state_ledger,
 )
 from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.repro import UNSCOPED, repro_run_name
@@ -141,15 +141,15 @@ def _checks(args: argparse.Namespace) -> list[Any]:
 
 
 def _ledger(args: argparse.Namespace, *, required: bool) -> Any:
-    state = Path(args.state) if args.state else _settings(args).state
-    if not state.exists():
+    settings = _settings(args)
+    if not has_ledger(settings):
         if required:
             raise ConfigError(
-                f"no ledger at {str(state)!r}: pass --state PATH or --config FILE of the daemon "
-                "whose results you want"
+                f"no ledger at {str(settings.state)!r}: pass --state PATH or --config FILE of the daemon "
+                "whose results you want (a shared ledger: --state postgresql://…)"
             )
         return None
-    return Ledger(state, create=False)
+    return state_ledger(settings)
 
 
 def _find(checks: list[Any], name: str) -> Any:
@@ -229,7 +229,7 @@ def _run(args: argparse.Namespace) -> int:
                 "rerun",
                 file=sys.stderr,
             )
-        ledger = Ledger(settings.state)
+        ledger = state_ledger(settings, create=True)
         try:
             runner = ReproRunner(
                 cp,

@@ -13,12 +13,18 @@ import argparse
 import asyncio
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from rerund.adapters.ledger import Ledger
+from rerund.adapters.state import StateLedger
 from rerund.app import connect_control_plane
-from rerund.cli.common import add_connection_arguments, add_format_argument, connection_settings, reaching
+from rerund.cli.common import (
+    add_connection_arguments,
+    add_format_argument,
+    connection_settings,
+    has_ledger,
+    reaching,
+    state_ledger,
+)
 from rerund.clock import ControlPlaneClock
 from rerund.core.encode import for_terminal
 from rerund.core.redact import redact_url
@@ -66,9 +72,9 @@ def _status(args: argparse.Namespace) -> int:
             f"the policies ({', '.join(map(str, settings.policies))}) do not load ({len(exc.problems)} "
             "problem(s), see `rerund check`): budgets are not shown"
         )
-    ledger: Ledger | None = None
-    if Path(settings.state).exists():
-        ledger = Ledger(settings.state, create=False)
+    ledger: StateLedger | None = None
+    if has_ledger(settings):
+        ledger = state_ledger(settings)
     else:
         notes.append(
             f"no ledger at {settings.state}: lineages come from the control plane alone (no reasons, "

@@ -46,9 +46,9 @@ from rich.prompt import Confirm
 from rich.table import Table
 from rich.text import Text
 
-from rerund.adapters.ledger import Ledger
+from rerund.adapters.state import StateLedger
 from rerund.app import connect_control_plane
-from rerund.cli.common import add_connection_arguments, add_format_argument, connection_settings
+from rerund.cli.common import add_connection_arguments, add_format_argument, connection_settings, state_ledger
 from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.encode import for_terminal
 from rerund.core.rules import PolicySet
@@ -216,7 +216,7 @@ async def _main(
         cp = await connect_control_plane(settings, clock)
     except ControlPlaneError as exc:
         raise unreachable(exc, settings.endpoint or "") from None
-    ledger: Ledger | None = None  # opened once the sweep goes ahead: a preview writes nothing
+    ledger: StateLedger | None = None  # opened once the sweep goes ahead: a preview writes nothing
     metrics, exposed = sweep_metrics()
     sweeper = Sweeper(
         cp,
@@ -253,7 +253,7 @@ async def _main(
             )
             return 0
         if not plan.reruns:
-            ledger = Ledger(settings.state, source="sweep")
+            ledger = state_ledger(settings, source="sweep", create=True)
             sweeper.use_ledger(ledger)
             sweeper.record(plan)
             if args.format == "json":
@@ -272,7 +272,7 @@ async def _main(
             if not _confirm(err, len(plan.reruns)):
                 err.print("not confirmed: nothing was created")
                 return 1
-        ledger = Ledger(settings.state, source="sweep")
+        ledger = state_ledger(settings, source="sweep", create=True)
         sweeper.use_ledger(ledger)
         sweeper.record(plan)
         outcome = SweepOutcome(plan=plan)

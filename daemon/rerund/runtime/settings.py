@@ -52,6 +52,7 @@ from pydantic import (
 from rerund.core import durations
 from rerund.core.quantities import quantity_value
 from rerund.core.redact import MASK, redact_url
+from rerund.core.stateurl import is_database_url, shown
 from rerund.errors import ConfigError
 from rerund.policy.source import format_path, locate, message_for, read_document
 
@@ -140,6 +141,26 @@ def _byte_size(value: object) -> object:
 
 
 ByteSize = Annotated[int, BeforeValidator(_byte_size), Field(ge=0, le=2**50)]
+
+
+def _state_location(v: Any) -> Any:
+    """``state``: a ``postgresql://`` URL stays text (a ``Path`` would fold its ``//``); any
+    other text is an SQLite file path; another URL scheme is refused (without its value: a URL
+    can hold a password)."""
+    if isinstance(v, str):
+        if is_database_url(v):
+            return v
+        if "://" in v:
+            raise ValueError(
+                "state is an SQLite file path or a postgresql:// URL (the value is not shown: a URL "
+                "can hold a password); write e.g. rerund.db or postgresql://rerund@db:5432/rerund"
+            )
+        return Path(v)
+    return v
+
+
+# An SQLite file (``Path``) or a PostgreSQL database (``postgresql://`` URL text).
+StateLocation = Annotated[Path | str, BeforeValidator(_state_location)]
 NotifyTimeout = Annotated[timedelta, _bounded(timedelta(minutes=10), "5s", positive=True)]
 ErrorDetailsWait = Annotated[timedelta, _bounded(timedelta(hours=1), "60s")]
 
@@ -226,7 +247,9 @@ class Settings(_Frozen):
     org: str = ""
     scopes: tuple[Annotated[ScopeSettings, BeforeValidator(_scope_item)], ...] = ()
     policies: tuple[Path, ...] = (Path("policies"),)
-    state: Path = Path("rerund.db")
+    state: StateLocation = Path("rerund.db")
+    # The database password of a postgresql:// state (else the URL's, or libpq's PGPASSWORD/PGPASSFILE).
+    state_password_file: Path | None = None
     http: str = "127.0.0.1:9464"
     # Host names the HTTP server answers besides IP addresses, localhost and the `http` host
     # (others are refused against DNS rebinding), e.g. the name an authenticating proxy passes on.
@@ -361,9 +384,18 @@ class Settings(_Frozen):
         # A URL's userinfo, path and query can be the secret: show scheme, host and port only.
         for key in ("endpoint", "console_url", "http_proxy"):
             data[key] = redact_url(data[key]) if data[key] else data[key]
-        data["state"] = redact_url(data["state"])  # a path with user:password@ is masked whole
+        # A database URL as every output shows it (no password, no query); a path with
+        # user:password@ is masked whole.
+        data["state"] = shown(data["state"]) if is_database_url(data["state"]) else redact_url(data["state"])
         data["auth_command"] = public_command(self.auth_command)
         return data
+
+    def state_password(self) -> str | None:
+        """The database password in ``state_password_file`` (None when it is not set); read now,
+        so a rewritten file is picked up. Raises ``ConfigError``."""
+        if self.state_password_file is None:
+            return None
+        return read_secret_file(self.state_password_file, "state_password_file", what="the database password")
 
     def require_runnable(self) -> None:
         """Raise ``ConfigError`` unless the daemon has what it needs to connect."""
@@ -414,6 +446,7 @@ _ENV_KEYS: dict[str, str] = {
     "scopes": "list",
     "policies": "list",
     "state": "str",
+    "state_password_file": "str",
     "http": "str",
     "http_hosts": "list",
     "dry_run": "bool",
@@ -517,14 +550,16 @@ def _from_file(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
     # Relative paths in the file are relative to the file, not to the working directory.
     for key in (
         "state",
+        "state_password_file",
         "api_key_file",
         "client_secret_file",
         "ca_cert_file",
         "auth_command_file",
         "http_proxy_file",
     ):
-        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
-            data[key] = str(base / data[key])
+        value = data.get(key)
+        if isinstance(value, str) and not is_database_url(value) and not Path(value).is_absolute():
+            data[key] = str(base / value)
     notify = data.get("notify")
     webhook_file = notify.get("webhook_file") if isinstance(notify, dict) else None
     if isinstance(notify, dict) and isinstance(webhook_file, str) and not Path(webhook_file).is_absolute():

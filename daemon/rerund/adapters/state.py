@@ -1,0 +1,34 @@
+"""The ledger for a ``state`` setting: an SQLite file (``Ledger``, the embedded default) or a
+PostgreSQL database several replicas share (``PostgresLedger``), chosen by the setting's form
+(``rerund.core.stateurl.is_database_url``). Both implement the ``DaemonLedger`` port and every
+read the commands use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from rerund.adapters.ledger import Ledger, Source
+from rerund.adapters.sqlstate import PostgresLedger
+from rerund.core.stateurl import is_database_url
+
+__all__ = ["StateLedger", "open_state"]
+
+StateLedger = Ledger | PostgresLedger
+
+
+def open_state(
+    state: str | Path,
+    *,
+    password: str | None = None,
+    source: Source = "daemon",
+    create: bool = True,
+    on_reopen: Callable[[], None] | None = None,
+    max_bytes: int = 0,
+) -> StateLedger:
+    """The ledger at ``state``. ``password`` (a database's, from ``state_password_file``) and
+    ``on_reopen``/``max_bytes`` (an SQLite file's) are ignored by the other backend. Raises
+    ``LedgerError`` (``ConfigError`` for a URL that cannot be parsed)."""
+    if is_database_url(state):
+        return PostgresLedger(str(state), password=password, source=source, create=create)
+    return Ledger(state, source=source, create=create, on_reopen=on_reopen, max_bytes=max_bytes)
