@@ -373,7 +373,14 @@ def test_schema_prints_the_json_schema_of_policy_files(capsys):
     schema = json.loads(capsys.readouterr().out)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["required"] == ["apiVersion"]
-    assert set(schema["properties"]) == {"apiVersion", "defaults", "budgets", "policies", "reproductions"}
+    assert set(schema["properties"]) == {
+        "apiVersion",
+        "defaults",
+        "budgets",
+        "incidents",
+        "policies",
+        "reproductions",
+    }
     assert schema["additionalProperties"] is False
 
 

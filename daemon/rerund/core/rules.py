@@ -28,6 +28,7 @@ from typing import Any
 import re2
 
 from rerund.core.backoff import Backoff
+from rerund.core.incidents import IncidentRule
 from rerund.core.model import Failure, Phase, RunOverrides, Scope, TaskVersionRule
 from rerund.core.repro import ReproCheck
 from rerund.core.resources import ResourceRules
@@ -382,9 +383,12 @@ class PolicySet:
         global_budget: Budget | None = None,
         sources: Sequence[str] = (),
         reproductions: Sequence[ReproCheck] = (),
+        incidents: IncidentRule | None = None,
     ) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self.global_budget = global_budget
+        # The outage breaker's settings (``incidents:``; None: off), ``rerund.core.incidents``.
+        self.incidents = incidents
         self.sources: tuple[str, ...] = tuple(sources)
         # Scheduled reproduction checks (``reproductions:``), in file order.
         self.reproductions: tuple[ReproCheck, ...] = tuple(reproductions)

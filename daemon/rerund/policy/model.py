@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from rerund.core.durations import DURATION_PATTERN, format_duration, parse_duration
+from rerund.core.incidents import MAX_INCIDENT_FAILURES, MAX_INCIDENT_WINDOW
 from rerund.core.labels import label_key_problem, label_value_problem
 from rerund.core.model import Phase, Scope
 from rerund.core.names import NAME_RULE
@@ -49,6 +50,8 @@ __all__ = [
     "DefaultsSpec",
     "ErrorSelector",
     "GpuFaultSelector",
+    "IncidentOpenSpec",
+    "IncidentsSpec",
     "MatchSpecModel",
     "OverrideSpec",
     "PolicyFile",
@@ -180,6 +183,35 @@ class BudgetsSpec(_Spec):
     """File-level budgets. ``global`` counts reruns of every policy."""
 
     global_: BudgetSpec | None = Field(default=None, alias="global")
+
+
+def _incident_window(value: timedelta) -> timedelta:
+    if value.total_seconds() <= 0 or value > MAX_INCIDENT_WINDOW:
+        raise ValueError(
+            f"must be a positive duration of at most {format_duration(MAX_INCIDENT_WINDOW)}, "
+            f"got {format_duration(value)}; write e.g. 1m"
+        )
+    return value
+
+
+IncidentWindow = Annotated[Duration, AfterValidator(_incident_window)]
+
+
+class IncidentOpenSpec(_Spec):
+    """When an incident opens: ``failures`` failed runs of one fingerprint within ``within``."""
+
+    failures: int = Field(ge=1, le=MAX_INCIDENT_FAILURES, description="failed runs of one fingerprint")
+    within: IncidentWindow = Field(description="the sliding window they fall in, e.g. 1m")
+
+
+class IncidentsSpec(_Spec):
+    """The outage breaker (``rerund.core.incidents``): an open incident holds the reruns of its
+    fingerprint and sends one canary rerun every ``probe_every``."""
+
+    open: IncidentOpenSpec
+    probe_every: IncidentWindow = Field(
+        default=timedelta(seconds=30), description="while open: one canary rerun at a time, this often"
+    )
 
 
 def _only_true(value: bool) -> bool:
@@ -623,6 +655,7 @@ class PolicyFile(_Spec):
     api_version: Literal["rerund/v1"] = Field(alias="apiVersion")
     defaults: DefaultsSpec = Field(default_factory=DefaultsSpec)
     budgets: BudgetsSpec = Field(default_factory=BudgetsSpec)
+    incidents: IncidentsSpec | None = None
     policies: list[PolicySpec] = Field(default_factory=list)
     reproductions: list[ReproductionSpec] = Field(default_factory=list)
 
@@ -639,6 +672,8 @@ def allowed_keys() -> dict[str, list[str]]:
         "budgets": keys(BudgetsSpec),
         "global": keys(BudgetSpec),
         "budget": keys(BudgetSpec),
+        "incidents": keys(IncidentsSpec),
+        "open": keys(IncidentOpenSpec),
         "policies": keys(PolicySpec),
         "match": keys(MatchSpecModel),
         "error": keys(ErrorSelector),
