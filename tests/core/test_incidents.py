@@ -257,3 +257,18 @@ def test_breaker_invariants_hold_for_any_sequence_of_events(events: list[tuple[s
         assert all(b - a >= RULE.probe_every for a, b in itertools.pairwise(canary_times))
         if not breaker.is_open(fp):
             assert breaker.held_total() == 0
+
+
+def test_held_failures_decided_again_on_release_do_not_reopen_the_incident() -> None:
+    breaker = Breaker(RULE)
+    fp = opened(breaker, n=5)
+    now = T0 + timedelta(seconds=40)
+    breaker.gate(rerun_of(failure("r0"), T0), "p/d/r0", "p/d/r0-retry-1", now)
+    assert breaker.canary_finished("p/d/r0-retry-1", succeeded=True, now=now) is not None
+    for i in range(5):  # the released failures, decided again
+        assert breaker.failed(fp, f"p/d/r{i}", T0 + timedelta(seconds=i), now) is None
+    assert not breaker.is_open(fp)
+    later = now + timedelta(seconds=1)
+    for i in range(3):  # new failures after the close open a new incident
+        opened_again = breaker.failed(fp, f"p/d/n{i}", later, later)
+    assert opened_again is not None and opened_again.opened_at == later

@@ -13,7 +13,7 @@ unique and issuing stays idempotent).
 The state machine, per fingerprint (``Breaker``; no I/O, no clock read: ``now`` is passed)::
 
     closed --(``failures`` distinct failed runs within ``within``)--> open
-    open   --(a held rerun is due, no canary out, ``probe_every`` since the last)--> canary out
+    open   --(a rerun decided, no canary out, ``probe_every`` since the last)--> canary out
     canary --(the canary run failed, or vanished)--> open (next probe ``probe_every`` later)
     canary --(the canary run succeeded)--> closed: the held reruns are released
 
@@ -238,6 +238,9 @@ class Breaker:
         self._open: dict[str, _Incident] = {}
         self._closed: deque[IncidentRecord] = deque(maxlen=100)
         self._dirty: set[str] = set()
+        # Fingerprint -> when its last incident closed: failures from before then (the held
+        # ones, decided again on release) were counted by that incident and open no new one.
+        self._closed_at: dict[str, datetime] = {}
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -278,6 +281,9 @@ class Breaker:
         """Incidents read back from the ledger after a restart: the open ones are open again
         (with their canary and counts; the held reruns are held again as they are decided)."""
         for r in records:
+            if r.state == "closed" and r.closed_at is not None:
+                before = self._closed_at.get(r.fingerprint, r.closed_at)
+                self._closed_at[r.fingerprint] = max(r.closed_at, before)
             if r.state != "open" or r.fingerprint in self._open:
                 continue
             self._open[r.fingerprint] = _Incident(
@@ -309,7 +315,8 @@ class Breaker:
     ) -> IncidentRecord | None:
         """Run ``run`` failed at ``at`` with ``fingerprint``. Returns the incident when this
         failure opened it (the ``failures``-th distinct run within ``within``), else None.
-        Counting the same run twice changes nothing."""
+        Counting the same run twice changes nothing, and so does a failure from before the
+        fingerprint's last incident closed (it counted there)."""
         rule = self.rule
         if rule is None or not fingerprint:
             return None
@@ -324,6 +331,9 @@ class Breaker:
                 incident.projects.add(project) if project else None
                 incident.lineages.add(lineage) if lineage else None
                 self._dirty.add(fingerprint)
+            return None
+        closed = self._closed_at.get(fingerprint)
+        if closed is not None and at <= closed:
             return None
         window = self._recent.setdefault(fingerprint, deque())
         if any(r == run for _, r in window):
@@ -359,17 +369,18 @@ class Breaker:
 
     def gate(self, decision: Decision, source: str, target: str, now: datetime) -> Decision:
         """``decision`` for the failed run ``source`` under the breaker. A ``Rerun`` of an open
-        incident's fingerprint becomes the canary (when none is out, it is due, and
-        ``probe_every`` has passed since the last) — its labels count it in ``LABEL_CANARIES``
-        — or is held (a ``Held`` defer until the next probe). ``target`` is the key the
-        canary run will have (``project/domain/name``). Anything else is returned as it is."""
+        incident's fingerprint becomes the canary (when none is out and ``probe_every`` has
+        passed since the last; due now, whatever the backoff said) — its labels count it in
+        ``LABEL_CANARIES`` — or is held (a ``Held`` defer until the next probe). ``target`` is
+        the key the canary run will have (``project/domain/name``). Anything else is returned
+        as it is."""
         rule = self.rule
         incident = self._open.get(decision.fingerprint) if decision.fingerprint else None
         if rule is None or incident is None or not isinstance(decision, Rerun):
             return decision
         probe_at = incident.next_probe(rule.probe_every)
         since = iso(incident.opened_at)
-        if incident.canary is None and now >= probe_at and decision.not_before <= now:
+        if incident.canary is None and now >= probe_at:
             incident.held.pop(source, None)
             incident.canary, incident.canary_at = target, now
             incident.canaries += 1
@@ -381,7 +392,8 @@ class Breaker:
                 f"whether the cause is gone (canary {incident.canaries}, not counted against "
                 f"max_attempts; holding {len(incident.held)} reruns); " + decision.reason
             )
-            return replace(decision, labels=labels, reason=reason)
+            # A probe goes out when it is due, whatever the lineage's backoff says.
+            return replace(decision, labels=labels, reason=reason, not_before=min(decision.not_before, now))
         if source not in incident.held:
             incident.held[source] = decision.root
             self._dirty.add(incident.fingerprint)
@@ -442,5 +454,6 @@ class Breaker:
         incident.released += len(released)
         record = incident.record(state="closed", closed_at=now)
         self._closed.append(record)
+        self._closed_at[fingerprint] = now
         self._dirty.discard(fingerprint)
         return Closed(record=record, released=released)
