@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from daemon_support import DaemonProcess, daemons, settle, total
+from daemon_support import DaemonProcess, daemons, settle, total, wait_until
 from rerund.adapters.ledger import Ledger
 from rerund.policy import load_policies
 from rerund.sandbox.testing import start_sandbox
@@ -178,3 +178,46 @@ def test_an_outage_opens_one_incident_and_every_lineage_recovers_with_one_rerun_
     assert without["audit"].exact(), without["audit"].problems()
     assert without["exhausted"] == n, without["logs"]
     assert without["incidents"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_sigkills_during_the_hold_and_the_release_leave_no_duplicate_and_no_missed_rerun(tmp_path):
+    """The outage scenario at a larger size, the daemon SIGKILLed while the incident holds the
+    reruns and again as it releases them: the incident comes back from the ledger, and the
+    control plane ends with every lineage recovered, 0 duplicates and 0 missed."""
+    n = 40
+    doc = policies(breaker=True)
+    with start_sandbox(WORKLOAD, time_scale=TIME_SCALE) as sb:
+        path = write_policies(tmp_path / "policies.yaml", doc)
+        proc = DaemonProcess(tmp_path / "d", sb, path, poll_interval="500ms")
+        with daemons(proc):
+            outage = sb.outage(["etl.*"], "150s", error=SLOWDOWN)  # 15 s
+            sb.launch("etl.load", count=n)
+            wait_until("an incident to open", lambda: total(proc.metrics(), "rerund_incidents_open") == 1)
+            wait_until("reruns to be held", lambda: total(proc.metrics(), "rerund_incident_reruns_held") > 0)
+            proc.kill()  # during the hold
+            proc.start()
+            wait_until(
+                "the incident restored from the ledger",
+                lambda: total(proc.metrics(), "rerund_incidents_open") == 1,
+                logs=proc.logs,
+            )
+            ends = datetime.fromisoformat(outage["ends_at"].replace("Z", "+00:00"))
+            wait_until("the outage to end", lambda: datetime.now(UTC) > ends, timeout=120)
+            wait_until(
+                "the incident to close",
+                lambda: total(proc.metrics(), "rerund_incidents_open") == 0,
+                logs=proc.logs,
+                interval=0.05,
+            )
+            proc.kill()  # during the release
+            proc.start()
+            audit = settle(sb, [proc], load_policies([path]), timeout=300)
+            logs = proc.logs(10**7)
+        runs = sb.runs()
+    by_root = lineages(runs)
+    assert audit.duplicates == 0 and audit.missed == 0, audit.problems()
+    assert audit.exact(), audit.problems()
+    assert sum(1 for rs in by_root.values() if rs[-1]["phase"] == "SUCCEEDED") == n, logs
+    assert len(runs) - len(by_root) - canaries_of(runs) <= 1.05 * n
