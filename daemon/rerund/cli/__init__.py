@@ -52,6 +52,7 @@ _COMMANDS: dict[str, str] = {
     "run": "daemon",
     "history": "daemon",
     "status": "status",
+    "incidents": "incidents",
     "demo": "demo",
     "check": "policy",
     "explain": "policy",

@@ -19,6 +19,7 @@ from typing import Any
 from rerund.adapters.ledger import Ledger
 from rerund.app import connect_control_plane
 from rerund.cli.common import add_connection_arguments, connection_settings, reaching
+from rerund.cli.incidents import incident_lines
 from rerund.clock import ControlPlaneClock
 from rerund.core.encode import for_terminal
 from rerund.core.redact import redact_url
@@ -151,6 +152,12 @@ def render_status(status: Status, where: str) -> str:
         )
     else:
         out.append("  no budget is configured")
+    out.append("")
+    out.append(f"Incidents ({len(status.incidents)}):")
+    if status.incidents:
+        out += incident_lines(status.incidents, indent="  ")
+    else:
+        out.append("  none: no failure opened the outage breaker")
     out.append("")
     out += _lineages("Exhausted", status.exhausted, due=False, empty="none")
     out.append("")

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from rerund.core import times
 from rerund.core.durations import format_duration
+from rerund.core.incidents import IncidentRecord
 from rerund.core.rules import Budget, PolicySet, RetryPlan
 
 __all__ = [
@@ -202,6 +203,8 @@ class Status:
     budgets: tuple[BudgetUse, ...]
     reproductions: tuple[ReproState, ...]
     notes: tuple[str, ...] = field(default=())
+    # Open and recent incidents of the outage breaker (``rerund.core.incidents``), open first.
+    incidents: tuple[IncidentRecord, ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -213,6 +216,7 @@ class Status:
             "budgets": [b.to_json() for b in self.budgets],
             "reproductions": [r.to_json() for r in self.reproductions],
             "notes": list(self.notes),
+            "incidents": [i.to_json() for i in self.incidents],
         }
 
 
@@ -389,6 +393,7 @@ def compute_status(
     pending: Mapping[str, datetime | None] | None = None,
     recent: int = 20,
     notes: Sequence[str] = (),
+    incidents: Iterable[IncidentRecord] = (),
 ) -> Status:
     """Where every lineage stands at ``now`` (pure; see the module docstring for the rules).
 
@@ -462,6 +467,7 @@ def compute_status(
         budgets=tuple(uses),
         reproductions=repros,
         notes=tuple(notes),
+        incidents=tuple(sorted(incidents, key=lambda i: (i.state != "open", -i.opened_at.timestamp()))),
     )
 
 

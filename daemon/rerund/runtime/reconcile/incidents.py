@@ -57,8 +57,8 @@ class Incidents:
 
     def configure(self, rule: IncidentRule | None, now: datetime) -> list[RunRef]:
         """The policies' ``incidents:`` (None: off); the reruns to release when that closed any."""
-        if rule == self.breaker.rule:
-            return []
+        if rule == self.breaker.rule and (rule is not None or not self.breaker.open_incidents()):
+            return []  # (incidents restored from the ledger under policies without the key close)
         return self._released(self.breaker.configure(rule, now), now)
 
     def gate(self, failure: Failure, decision: Decision, ref: RunRef, now: datetime) -> Decision:

@@ -1,0 +1,94 @@
+"""``rerund incidents`` and the incidents section of ``rerund status``: read from a real
+ledger file, every cell escaped for a terminal, JSON as documented."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from rerund.adapters.ledger import Ledger
+from rerund.cli import main
+from rerund.cli.status import render_status
+from rerund.core.incidents import IncidentRecord
+from rerund.core.status import compute_status
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+OPEN = IncidentRecord(
+    fingerprint="3fa2c0ffee12",
+    opened_at=NOW - timedelta(minutes=5),
+    failures=14,
+    first_seen=NOW - timedelta(minutes=6),
+    last_seen=NOW - timedelta(minutes=1),
+    held=9,
+    canaries=2,
+    canary="ml/prod/r1-retry-3",
+    tasks=("etl.load",),
+    projects=("ml/prod",),
+    lineages=12,
+    example="503 SlowDown \x1b[2J\x1b]0;owned\x07 from https://s3.example/...",
+)
+CLOSED = IncidentRecord(
+    fingerprint="77aa00bb11cc",
+    opened_at=NOW - timedelta(days=2),
+    state="closed",
+    closed_at=NOW - timedelta(days=2) + timedelta(minutes=3),
+    failures=5,
+    canaries=1,
+    example="connection refused",
+)
+OLD = IncidentRecord(
+    fingerprint="0123456789ab",
+    opened_at=NOW - timedelta(days=20),
+    state="closed",
+    closed_at=NOW - timedelta(days=20),
+)
+
+
+@pytest.fixture
+def state(tmp_path):
+    path = tmp_path / "rerund.db"
+    ledger = Ledger(path)
+    for record in (OLD, CLOSED, OPEN):
+        ledger.record_incident(record, now=record.closed_at or record.opened_at)
+    ledger.close()
+    return path
+
+
+def test_incidents_lists_open_then_recent_closed_with_an_escaped_example(state, capsys) -> None:
+    assert main(["incidents", "--state", str(state)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        *("FINGERPRINT", "STATE", "OPENED", "(UTC)", "CLOSED", "(UTC)"),
+        *("FAILURES", "LINEAGES", "HELD", "CANARIES", "TASKS"),
+    ]
+    assert lines[1].split()[:2] == ["3fa2c0ffee12", "open"]
+    assert "2 (out: r1-retry-3)" in lines[1]
+    assert lines[2].split()[:2] == ["77aa00bb11cc", "closed"]
+    assert "0123456789ab" not in out  # closed 20 days ago: outside --since 7d
+    assert "\x1b" not in out and "\x07" not in out
+    assert "example: 503 SlowDown \\x1b[2J\\x1b]0;owned\\x07 from https://s3.example/..." in out
+
+
+def test_incidents_as_json_and_over_a_longer_span(state, capsys) -> None:
+    assert main(["incidents", "--state", str(state), "--since", "30d", "--format", "json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["incidents"]
+    assert [i["fingerprint"] for i in shown] == ["3fa2c0ffee12", "77aa00bb11cc", "0123456789ab"]
+    assert shown[0] == OPEN.to_json()
+
+
+def test_incidents_without_a_ledger_says_where_it_looked(tmp_path, capsys) -> None:
+    assert main(["incidents", "--state", str(tmp_path / "none.db")]) != 0
+    err = capsys.readouterr().err
+    assert "no ledger at" in err and "none.db': pass --state PATH or --config FILE" in err
+
+
+def test_status_shows_the_incidents(capsys) -> None:
+    status = compute_status(now=NOW, incidents=[CLOSED, OPEN])
+    text = render_status(status, "control plane x")
+    assert "Incidents (2):" in text
+    assert text.index("3fa2c0ffee12  open") < text.index("77aa00bb11cc  closed")
+    assert "\x1b" not in text
+    assert status.to_json()["incidents"][0]["fingerprint"] == "3fa2c0ffee12"
