@@ -197,6 +197,11 @@ class DecisionLedger(Protocol):
         """The open incidents and those closed at or after ``since``, newest first."""
         ...
 
+    def fingerprint_reruns(self, fingerprint: str, *, since: datetime) -> tuple[int, int]:
+        """(reruns of failures with ``fingerprint`` decided since ``since`` whose outcome is
+        known, how many of them succeeded): the evidence ``give_up_below`` weighs."""
+        ...
+
 
 class ReproLedger(Protocol):
     """The audit ledger as the reproduction checks write it."""

@@ -34,3 +34,28 @@ def test_an_open_incident_is_read_back_whatever_the_window(tmp_path) -> None:
     ledger.record_incident(replace(OPEN, canary="p/d/x-retry-1", canary_at=T0), now=T0)
     [read] = ledger.incidents(since=T0 + timedelta(days=30))
     assert (read.state, read.canary, read.held, read.example) == ("open", "p/d/x-retry-1", 4, "503 SlowDown")
+
+
+def test_the_reruns_of_a_fingerprint_and_their_recoveries_are_counted_from_the_ledger(tmp_path) -> None:
+    from rerund.core.records import RerunIssue, RerunOutcome
+    from rerund.core.runs import RunRef
+
+    ledger = Ledger(tmp_path / "r.db")
+    outcomes = ["FAILED", "FAILED", "SUCCEEDED", None]  # the last rerun has not ended yet
+    for i, phase in enumerate(outcomes):
+        run, target = f"r{i}", f"r{i}-retry-1"
+        body = {"decision": "rerun", "policy": "p", "attempt": 1, "name": target, "reason": "x"}
+        body |= {"fingerprint": "3fa2c0ffee12", "source_run": run, "scope": "run"}
+        ledger.record_decision(project="ml", domain="prod", run=run, root=run, decision=body, now=T0)
+        ledger.record_issue(
+            RerunIssue(RunRef("ml", "prod", run), target, run, 1, "p", "run", "created", ""), now=T0
+        )
+        if phase is not None:
+            ledger.record_outcome(RerunOutcome(RunRef("ml", "prod", target), "p", run, 1, phase), now=T0)
+    other = {"decision": "rerun", "policy": "p", "attempt": 1, "name": "x-retry-1", "reason": "x"}
+    other |= {"fingerprint": "000000000000", "source_run": "x", "scope": "run"}
+    ledger.record_decision(project="ml", domain="prod", run="x", root="x", decision=other, now=T0)
+
+    assert ledger.fingerprint_reruns("3fa2c0ffee12", since=T0 - timedelta(days=7)) == (3, 1)
+    assert ledger.fingerprint_reruns("3fa2c0ffee12", since=T0 + timedelta(seconds=1)) == (0, 0)
+    assert ledger.fingerprint_reruns("ffffffffffff", since=T0 - timedelta(days=7)) == (0, 0)

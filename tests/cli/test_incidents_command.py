@@ -92,3 +92,19 @@ def test_status_shows_the_incidents(capsys) -> None:
     assert text.index("3fa2c0ffee12  open") < text.index("77aa00bb11cc  closed")
     assert "\x1b" not in text
     assert status.to_json()["incidents"][0]["fingerprint"] == "3fa2c0ffee12"
+
+
+def test_explain_shows_the_evidence_of_a_failure_document(tmp_path, capsys) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "apiVersion: rerund/v1\npolicies:\n  - name: etl\n    retry:\n"
+        "      give_up_below: {recovery_rate: 0.1, min_reruns: 10, window: 7d}\n"
+    )
+    (tmp_path / "f.yaml").write_text(
+        "run: r1\ntask: etl.load\nerror: {kind: USER, code: KeyError, message: \"KeyError: 'id'\"}\n"
+        "failed_at: 2026-12-05T08:00:00Z\nevidence: {7d: [14, 0]}\n"
+    )
+    argv = ["explain", "--policies", str(tmp_path / "p.yaml"), "--failure", str(tmp_path / "f.yaml")]
+    assert main([*argv, "--now", "2026-12-05T08:00:00Z"]) == 0
+    out = capsys.readouterr().out
+    assert "give_up" in out
+    assert "recovered 0 of 14 in 7d, below recovery_rate=0.1, min_reruns=10 (give_up_below)" in out

@@ -99,3 +99,42 @@ def test_incidents_defined_in_two_files_is_refused(tmp_path: Path) -> None:
         match=r"b.yaml:3:3: incidents: already defined at .*a.yaml:5:3; define incidents in one file only",
     ):
         load_policies([tmp_path])
+
+
+GIVE_UP_BAD = [
+    (
+        "a-rate-above-one",
+        "{recovery_rate: 1.5, min_reruns: 10, window: 7d}",
+        "recovery_rate: must be <= 1.0, got 1.5",
+    ),
+    ("zero-reruns", "{recovery_rate: 0.1, min_reruns: 0, window: 7d}", "min_reruns: must be >= 1, got 0"),
+    (
+        "a-year",
+        "{recovery_rate: 0.1, min_reruns: 10, window: 365d}",
+        "window: must be a positive duration of at most 90d, got 365d; write e.g. 7d",
+    ),
+    ("no-window", "{recovery_rate: 0.1, min_reruns: 10}", "missing required key 'window'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"), [(v, m) for _, v, m in GIVE_UP_BAD], ids=[i for i, _, _ in GIVE_UP_BAD]
+)
+def test_a_bad_give_up_below_is_refused_and_located(tmp_path: Path, value: str, message: str) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(HEADER + f"    retry:\n      give_up_below: {value}\n")
+    with pytest.raises(PolicyError) as caught:
+        load_policies([path])
+    [problem] = caught.value.problems
+    assert str(problem).startswith(f"{path}:5:")
+    assert "policies[0].retry.give_up_below" in str(problem)
+    assert str(problem).endswith(message)
+
+
+def test_give_up_below_loads_into_the_plan_and_its_window_is_counted(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        HEADER + "    retry:\n      give_up_below: {recovery_rate: 0.1, min_reruns: 10, window: 7d}\n"
+    )
+    policies = load_policies([path])
+    assert policies.evidence_windows() == {timedelta(days=7)}

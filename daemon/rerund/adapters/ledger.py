@@ -694,6 +694,19 @@ class Ledger:
             )
             return row is None or row[0] != record.state
 
+    def fingerprint_reruns(self, fingerprint: str, *, since: datetime) -> tuple[int, int]:
+        """(reruns decided since ``since`` for failures of ``fingerprint`` whose outcome is
+        recorded, how many succeeded). Uses the ``decisions_fingerprint`` index."""
+        rows = self._query(
+            "SELECT COUNT(*), COALESCE(SUM(o.phase = 'SUCCEEDED'), 0) FROM decisions d"
+            " JOIN issues i ON i.source_key = d.project || '/' || d.domain || '/' || d.run"
+            "  AND i.attempt = d.attempt AND i.result = 'created'"
+            " JOIN outcomes o ON o.target_key = i.target_key"
+            " WHERE d.fingerprint = ? AND d.decision = 'rerun' AND d.at >= ?",
+            (fingerprint, _iso(since)),
+        )
+        return int(rows[0][0]), int(rows[0][1])
+
     def incidents(self, *, since: datetime) -> list[IncidentRecord]:
         """The open incidents and those closed (or saved) at or after ``since``, newest first."""
         rows = self._query(

@@ -92,7 +92,10 @@ def explain_run(args: argparse.Namespace) -> int:
         clock = ControlPlaneClock()  # without --now, "now" is the control plane's (HTTP Date)
         cp = await connect_control_plane(settings, clock)
         when = now if args.now else clock.now()
-        result = await explain_live(cp, ref, policies, when)
+        history = (
+            (lambda fp, since: ledger.fingerprint_reruns(fp, since=since)) if ledger is not None else None
+        )
+        result = await explain_live(cp, ref, policies, when, history)
         if result is None:
             summary = await cp.get_run(ref)
             say(

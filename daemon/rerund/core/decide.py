@@ -250,6 +250,12 @@ def _plan(
         if trace is not None:
             trace.append("give up")
         return GiveUp(policy=name, reason=reason, attempt=n, source_run=run, root=root)
+    hopeless = _hopeless(failure, plan, trace)
+    if hopeless is not None:
+        reason = f"policy {name!r} gives up on run {run!r}: {hopeless}"
+        if trace is not None:
+            trace.append("give up")
+        return GiveUp(policy=name, reason=reason, attempt=n, source_run=run, root=root)
 
     scope, action, scope_note = plan.scope, None, ""
     if scope == Scope.FAILED_ACTION:
@@ -496,6 +502,36 @@ def _waiting(
         failed_version=why.failed_version,
         relaunch=RelaunchTarget(task=task, version="", task_version="newer"),
     )
+
+
+def _hopeless(failure: Failure, plan: RetryPlan, trace: list[str] | None) -> str | None:
+    """Why history says reruns of this failure do not recover (``give_up_below``), or None."""
+    rule = plan.give_up_below
+    if rule is None:
+        return None
+    window = format_duration(rule.window)
+    fingerprint = failure_fingerprint(failure)
+    seen = failure.evidence.get(window)
+    if seen is None:
+        if trace is not None:
+            trace.append(
+                f"give_up_below: no history of fingerprint {fingerprint} over {window} is known "
+                "(no ledger): not applied"
+            )
+        return None
+    reruns, recovered = seen
+    evidence = f"reruns of fingerprint {fingerprint} recovered {recovered} of {reruns} in {window}"
+    rate = f"recovery_rate={rule.recovery_rate:g}, min_reruns={rule.min_reruns}"
+    if reruns >= rule.min_reruns and recovered < rule.recovery_rate * reruns:
+        if trace is not None:
+            trace.append(f"give_up_below: {evidence}: below {rate}")
+        return f"{evidence}, below {rate} (give_up_below)"
+    if trace is not None:
+        why = (
+            f"fewer than min_reruns={rule.min_reruns}" if reruns < rule.min_reruns else f"at or above {rate}"
+        )
+        trace.append(f"give_up_below: {evidence}: {why}, rerun")
+    return None
 
 
 def _later(when: datetime, delta: timedelta) -> datetime:

@@ -33,6 +33,7 @@ from rerund.core.rules import (
     DEFAULT_PHASES,
     Budget,
     Escalation,
+    GiveUpBelow,
     GpuFaultMatch,
     MatchSpec,
     NeverRetry,
@@ -484,6 +485,13 @@ def _rule(
         resources=_resource_rules(retry.resources),
         task_version=retry.task_version or "same",
         max_wait=retry.max_wait or DEFAULT_MAX_WAIT,
+        give_up_below=None
+        if retry.give_up_below is None
+        else GiveUpBelow(
+            recovery_rate=retry.give_up_below.recovery_rate,
+            min_reruns=retry.give_up_below.min_reruns,
+            window=retry.give_up_below.window,
+        ),
     )
     return Rule(policy.name, origin, match, plan), problems
 

@@ -49,6 +49,7 @@ __all__ = [
     "BudgetsSpec",
     "DefaultsSpec",
     "ErrorSelector",
+    "GiveUpBelowSpec",
     "GpuFaultSelector",
     "IncidentOpenSpec",
     "IncidentsSpec",
@@ -450,11 +451,33 @@ class DefaultsSpec(_Spec):
     inputs: Inputs = Field(default_factory=dict)
 
 
+MAX_EVIDENCE_WINDOW = timedelta(days=90)
+
+
+def _evidence_window(value: timedelta) -> timedelta:
+    if value.total_seconds() <= 0 or value > MAX_EVIDENCE_WINDOW:
+        raise ValueError(
+            f"must be a positive duration of at most {format_duration(MAX_EVIDENCE_WINDOW)}, "
+            f"got {format_duration(value)}; write e.g. 7d"
+        )
+    return value
+
+
+class GiveUpBelowSpec(_Spec):
+    """Give up when the reruns of a failure's fingerprint over ``window`` (at least
+    ``min_reruns`` of them) recovered less often than ``recovery_rate``."""
+
+    recovery_rate: float = Field(ge=0, le=1, description="0..1, e.g. 0.1")
+    min_reruns: int = Field(ge=1, le=MAX_BUDGET_RERUNS, description="reruns seen before judging, e.g. 10")
+    window: Annotated[Duration, AfterValidator(_evidence_window)] = Field(description="e.g. 7d")
+
+
 class RetrySpec(DefaultsSpec, RunSpecKeys, RelaunchKeys):
     """How to rerun what the policy matched."""
 
     escalate: dict[EscalateKey, OverrideSpec] = Field(default_factory=dict)
     budget: BudgetSpec | None = None
+    give_up_below: GiveUpBelowSpec | None = None
     max_wait: Annotated[Duration, AfterValidator(lambda v: _positive(v))] | None = Field(
         default=None,
         description="task_version: newer only: how long to wait for a newer version before giving up "
@@ -674,6 +697,7 @@ def allowed_keys() -> dict[str, list[str]]:
         "budget": keys(BudgetSpec),
         "incidents": keys(IncidentsSpec),
         "open": keys(IncidentOpenSpec),
+        "give_up_below": keys(GiveUpBelowSpec),
         "policies": keys(PolicySpec),
         "match": keys(MatchSpecModel),
         "error": keys(ErrorSelector),

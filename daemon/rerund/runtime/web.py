@@ -160,7 +160,9 @@ class Site:
         project, domain = scope.split("/", 1)
         ref = RunRef(project, domain, run)
         try:
-            result = await explain_live(self._cp, ref, self._policies(), self._clock())
+            ledger = self._ledger
+            history = (lambda fp, since: ledger.fingerprint_reruns(fp, since=since)) if ledger else None
+            result = await explain_live(self._cp, ref, self._policies(), self._clock(), history)
         except NotFoundError:
             return scope, [], f"no run {run!r} in {scope}: check the name (run names are lower-case)"
         except ControlPlaneError as exc:

@@ -25,10 +25,13 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from rerund.core.durations import format_duration
 from rerund.core.encode import for_terminal
+from rerund.core.fingerprints import failure_fingerprint
 from rerund.core.incidents import Breaker, Closed, IncidentRecord, IncidentRule
 from rerund.core.model import Decision, Defer, Failure, GiveUp, Rerun
 from rerund.core.redact import redact_message
+from rerund.core.rules import PolicySet
 from rerund.core.runs import RunRef, RunSummary
 from rerund.core.times import iso
 from rerund.runtime.reconcile.recorder import DecisionRecorder, Unanswered
@@ -39,6 +42,8 @@ log = logging.getLogger("rerund.incidents")
 
 # How far back ``rerund incidents`` and a restart look for closed incidents.
 _RECENT = timedelta(days=7)
+# How long a fingerprint's evidence from history is reused before the ledger is asked again.
+_EVIDENCE_TTL = timedelta(seconds=30)
 
 
 class Incidents:
@@ -48,6 +53,7 @@ class Incidents:
         self._recorder = recorder
         self._spawn = spawn
         self.breaker = Breaker(None)
+        self._evidence: dict[tuple[str, timedelta], tuple[datetime, tuple[int, int]]] = {}
         saved = recorder.call(lambda lg: lg.incidents(since=now - _RECENT))
         if not isinstance(saved, Unanswered):
             self.breaker.restore(saved)
@@ -134,6 +140,31 @@ class Incidents:
 
     def _save(self, record: IncidentRecord, now: datetime) -> None:
         self._recorder.call(lambda lg: lg.record_incident(record, now=now))
+
+    def with_evidence(self, failure: Failure, policies: PolicySet, now: datetime) -> Failure:
+        """``failure`` with the evidence its policies' ``give_up_below`` weigh: per window,
+        the reruns of its fingerprint and their recoveries, from the ledger (cached for
+        ``_EVIDENCE_TTL``: an outage decides many failures of one fingerprint at once)."""
+        windows = policies.evidence_windows()
+        if not windows:
+            return failure
+        fingerprint = failure_fingerprint(failure)
+        evidence: dict[str, tuple[int, int]] = {}
+        for window in windows:
+            key = (fingerprint, window)
+            cached = self._evidence.get(key)
+            if cached is None or now - cached[0] > _EVIDENCE_TTL:
+                found = self._history(fingerprint, now - window)
+                if isinstance(found, Unanswered):
+                    continue
+                if len(self._evidence) > 10_000:
+                    self._evidence.clear()
+                cached = self._evidence[key] = (now, found)
+            evidence[format_duration(window)] = cached[1]
+        return failure.model_copy(update={"evidence": evidence}) if evidence else failure
+
+    def _history(self, fingerprint: str, since: datetime) -> tuple[int, int] | Unanswered:
+        return self._recorder.call(lambda lg: lg.fingerprint_reruns(fingerprint, since=since))
 
     def recent(self) -> list[dict[str, Any]]:
         """Open and recently closed incidents, as ``/status`` and ``rerund incidents`` show them."""

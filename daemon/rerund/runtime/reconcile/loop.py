@@ -509,6 +509,7 @@ class Reconciler:
         budgets = policies.budgets()
         used, oldest = self._index.budget_counts(now, budgets) if budgets else ({}, {})
         failure = failure_from(facts, used, oldest, self._versions.latest(task_key(facts)))
+        failure = self._incidents.with_evidence(failure, policies, now)  # give_up_below's history
         decision = self._decide(failure, policies, now)
         ref = facts.summary.ref
         if isinstance(decision, Rerun):
