@@ -44,6 +44,7 @@ def test_the_full_parser_has_every_command_in_help_order() -> None:
         "schema",
         "repro",
         "sweep",
+        "suggest",
         "sandbox",
     ]
     assert sorted(_choices(cli.build_parser())) == sorted(cli._COMMANDS)

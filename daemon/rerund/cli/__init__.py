@@ -60,6 +60,7 @@ _COMMANDS: dict[str, str] = {
     "schema": "policy",
     "repro": "repro",
     "sweep": "sweep",
+    "suggest": "suggest",
     "sandbox": "sandbox",
 }
 

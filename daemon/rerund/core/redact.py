@@ -83,9 +83,11 @@ def scrub_urls(text: str) -> str:
     return _URL.sub(lambda m: redact_url(m.group(0)), text)
 
 
-# ``password=hunter2``, ``Authorization: Bearer abc``, ``"api_key": "xyz"`` in free text.
+# ``password=hunter2``, ``Authorization: Bearer abc``, ``"api_key": "xyz"`` in free text: a key
+# that ends in a secret-looking word (``KeyError: 'id'`` is no secret: its key word is inside).
 _SECRET_PAIR = re.compile(
-    r"""(?i)\b([\w.-]*(?:key|token|secret|passw|pwd|credential|auth|cookie|session|private)[\w.-]*)"""
+    r"""(?i)\b([\w.-]*(?:key|token|secret|passwd|password|pwd|credentials?|auth|authorization|cookie|"""
+    r"""session|sessionid|private))"""
     r"""(["']?\s*[:=]\s*)(?:bearer\s+|basic\s+)?("[^"]*"|'[^']*'|[^\s,;&]+)"""
 )
 
