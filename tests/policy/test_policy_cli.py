@@ -46,7 +46,8 @@ def test_check_accepts_the_shipped_policies(capsys):
     out = capsys.readouterr().out
     assert out == (
         "ok: 4 policies in 3 files: never-retry-bad-input, transient-network, cuda-oom, spot-preemption; "
-        "2 reproduction checks: daily-metrics, train-fit\n"
+        "2 reproduction checks: daily-metrics, train-fit; "
+        "incidents: open after 12 failures within 30s, probe every 10s\n"
     )
 
 

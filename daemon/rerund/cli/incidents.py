@@ -94,7 +94,8 @@ def incident_lines(records: Sequence[IncidentRecord], indent: str = "") -> list[
             str(r.failures),
             str(r.lineages),
             str(r.held),
-            str(r.canaries) + (f" (out: {r.canary.rsplit('/', 1)[-1]})" if r.canary else ""),
+            str(r.canaries)
+            + (f" (out: {r.canary.rsplit('/', 1)[-1]})" if r.canary and r.state == "open" else ""),
             ", ".join(r.tasks) or "-",
         ]
         for r in records

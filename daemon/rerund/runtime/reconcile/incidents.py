@@ -174,8 +174,8 @@ class Incidents:
 
     def _opened(self, record: IncidentRecord, now: datetime) -> None:
         log.warning(
-            "incident %s opened: %d failures within %s; reruns of this failure are held, one canary "
-            "every probe_every (example: %s)",
+            "incident %s opened: %d failed runs of one fingerprint (incidents: %s); their reruns are "
+            "held and one canary probes at a time (example: %s)",
             record.fingerprint,
             record.failures,
             self.breaker.rule.describe() if self.breaker.rule else "",
