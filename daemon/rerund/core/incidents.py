@@ -28,6 +28,7 @@ resumes with the incident open, its canary and its counts): ``Breaker.restore`` 
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -176,6 +177,33 @@ class IncidentRecord:
         )
 
 
+# Fingerprints whose failures the breaker counts at once, before the quiet ones are forgotten.
+_MAX_TRACKED = 10_000
+
+
+@dataclass
+class _Window:
+    """The failed runs of one fingerprint in its sliding window, ordered by failure time."""
+
+    times: list[tuple[datetime, str]] = field(default_factory=list)
+    runs: set[str] = field(default_factory=set)
+
+    def add(self, at: datetime, run: str, within: timedelta) -> bool:
+        """Count run ``run`` failed at ``at`` (False: counted already); drop what is older than
+        ``within`` before the latest failure. O(log n) plus what is dropped (and an insertion
+        into a list, a memmove)."""
+        if run in self.runs:
+            return False
+        insort(self.times, (at, run))
+        self.runs.add(run)
+        horizon = self.times[-1][0] - within
+        drop = bisect_left(self.times, (horizon, ""))
+        for _, old in self.times[:drop]:
+            self.runs.discard(old)
+        del self.times[:drop]
+        return True
+
+
 @dataclass
 class _Incident:
     fingerprint: str
@@ -234,7 +262,7 @@ class Breaker:
 
     def __init__(self, rule: IncidentRule | None) -> None:
         self.rule = rule
-        self._recent: dict[str, deque[tuple[datetime, str]]] = {}
+        self._recent: dict[str, _Window] = {}
         self._open: dict[str, _Incident] = {}
         self._closed: deque[IncidentRecord] = deque(maxlen=100)
         self._dirty: set[str] = set()
@@ -335,27 +363,24 @@ class Breaker:
         closed = self._closed_at.get(fingerprint)
         if closed is not None and at <= closed:
             return None
-        window = self._recent.setdefault(fingerprint, deque())
-        if any(r == run for _, r in window):
+        window = self._recent.setdefault(fingerprint, _Window())
+        if not window.add(at, run, rule.within):
             return None
-        window.append((at, run))
-        latest = max(t for t, _ in window)
-        while window and window[0][0] < latest - rule.within:
-            window.popleft()
-        kept = [(t, r) for t, r in window if t >= latest - rule.within]
-        window.clear()
-        window.extend(sorted(kept))
-        if len(window) < rule.failures:
+        if len(window.times) < rule.failures:
+            if len(self._recent) > _MAX_TRACKED:  # bounded: forget the fingerprints gone quiet
+                self._forget_quiet(at - rule.within)
             return None
+        first_seen, last_seen = window.times[0][0], window.times[-1][0]
+        runs = set(window.runs)
         del self._recent[fingerprint]
         incident = _Incident(
             fingerprint=fingerprint,
             opened_at=now,
-            first_seen=window[0][0],
-            last_seen=window[-1][0],
+            first_seen=first_seen,
+            last_seen=last_seen,
             example=example[:_MAX_EXAMPLE],
-            runs={r for _, r in window},
-            failures=len(window),
+            runs=runs,
+            failures=len(runs),
         )
         if task:
             incident.tasks.add(task)
@@ -366,6 +391,10 @@ class Breaker:
         self._open[fingerprint] = incident
         self._dirty.add(fingerprint)
         return incident.record()
+
+    def _forget_quiet(self, before: datetime) -> None:
+        for fp in [fp for fp, w in self._recent.items() if not w.times or w.times[-1][0] < before]:
+            del self._recent[fp]
 
     def gate(self, decision: Decision, source: str, target: str, now: datetime) -> Decision:
         """``decision`` for the failed run ``source`` under the breaker. A ``Rerun`` of an open
