@@ -197,9 +197,12 @@ class DecisionLedger(Protocol):
         """The open incidents and those closed at or after ``since``, newest first."""
         ...
 
-    def fingerprint_reruns(self, fingerprint: str, *, since: datetime) -> tuple[int, int]:
-        """(reruns of failures with ``fingerprint`` decided since ``since`` whose outcome is
-        known, how many of them succeeded): the evidence ``give_up_below`` weighs."""
+    def fingerprint_recoveries(
+        self, *, since: datetime, fingerprint: str | None = None
+    ) -> dict[str, tuple[int, int]]:
+        """Fingerprint (only ``fingerprint`` when given) -> (reruns of its failures decided since
+        ``since`` whose outcome is known, how many succeeded): the evidence ``give_up_below``
+        weighs and ``rerund status`` shows."""
         ...
 
 

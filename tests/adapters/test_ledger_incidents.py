@@ -56,6 +56,8 @@ def test_the_reruns_of_a_fingerprint_and_their_recoveries_are_counted_from_the_l
     other |= {"fingerprint": "000000000000", "source_run": "x", "scope": "run"}
     ledger.record_decision(project="ml", domain="prod", run="x", root="x", decision=other, now=T0)
 
-    assert ledger.fingerprint_reruns("3fa2c0ffee12", since=T0 - timedelta(days=7)) == (3, 1)
-    assert ledger.fingerprint_reruns("3fa2c0ffee12", since=T0 + timedelta(seconds=1)) == (0, 0)
-    assert ledger.fingerprint_reruns("ffffffffffff", since=T0 - timedelta(days=7)) == (0, 0)
+    week = T0 - timedelta(days=7)
+    assert ledger.fingerprint_recoveries(since=week, fingerprint="3fa2c0ffee12") == {"3fa2c0ffee12": (3, 1)}
+    assert ledger.fingerprint_recoveries(since=T0 + timedelta(seconds=1), fingerprint="3fa2c0ffee12") == {}
+    assert ledger.fingerprint_recoveries(since=week, fingerprint="ffffffffffff") == {}
+    assert ledger.fingerprint_recoveries(since=week) == {"3fa2c0ffee12": (3, 1)}  # x had no rerun issued

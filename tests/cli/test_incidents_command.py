@@ -108,3 +108,22 @@ def test_explain_shows_the_evidence_of_a_failure_document(tmp_path, capsys) -> N
     out = capsys.readouterr().out
     assert "give_up" in out
     assert "recovered 0 of 14 in 7d, below recovery_rate=0.1, min_reruns=10 (give_up_below)" in out
+
+
+def test_status_lists_flaky_and_hopeless_fingerprints_with_their_rates() -> None:
+    recoveries = {
+        "aaaaaaaaaaaa": (10, 9),
+        "bbbbbbbbbbbb": (14, 0),
+        "cccccccccccc": (2, 0),
+        "dddddddddddd": (8, 2),
+    }
+    status = compute_status(now=NOW, recoveries=recoveries)
+    assert [r.fingerprint for r in status.flaky] == ["aaaaaaaaaaaa"]
+    assert [r.fingerprint for r in status.hopeless] == ["bbbbbbbbbbbb"]  # 2 reruns are too few to judge
+    text = render_status(status, "x")
+    assert "Flaky fingerprints (reruns recover) (1):" in text
+    assert "aaaaaaaaaaaa  10      9 (90%)" in text
+    assert "bbbbbbbbbbbb  14      0 (0%)" in text
+    assert status.to_json()["hopeless"] == [
+        {"fingerprint": "bbbbbbbbbbbb", "reruns": 14, "recovered": 0, "rate": 0.0}
+    ]

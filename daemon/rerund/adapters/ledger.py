@@ -258,6 +258,14 @@ _DELETE_SETTLED = (
     " (SELECT run FROM decisions WHERE root IN (" + _IN_FLIGHT + "))",
 )
 # Indexes on added columns, created once the columns are there.
+# Reruns of failures with a fingerprint and how many succeeded (``fingerprint_recoveries``).
+_RECOVERIES = (
+    "SELECT d.fingerprint, COUNT(*), COALESCE(SUM(o.phase = 'SUCCEEDED'), 0) FROM decisions d"
+    " JOIN issues i ON i.source_key = d.project || '/' || d.domain || '/' || d.run"
+    "  AND i.attempt = d.attempt AND i.result = 'created'"
+    " JOIN outcomes o ON o.target_key = i.target_key"
+    " WHERE d.decision = 'rerun' AND d.at >= ?"
+)
 _ADDED_INDEXES = "CREATE INDEX IF NOT EXISTS decisions_fingerprint ON decisions (fingerprint);"
 
 
@@ -694,18 +702,21 @@ class Ledger:
             )
             return row is None or row[0] != record.state
 
-    def fingerprint_reruns(self, fingerprint: str, *, since: datetime) -> tuple[int, int]:
-        """(reruns decided since ``since`` for failures of ``fingerprint`` whose outcome is
-        recorded, how many succeeded). Uses the ``decisions_fingerprint`` index."""
-        rows = self._query(
-            "SELECT COUNT(*), COALESCE(SUM(o.phase = 'SUCCEEDED'), 0) FROM decisions d"
-            " JOIN issues i ON i.source_key = d.project || '/' || d.domain || '/' || d.run"
-            "  AND i.attempt = d.attempt AND i.result = 'created'"
-            " JOIN outcomes o ON o.target_key = i.target_key"
-            " WHERE d.fingerprint = ? AND d.decision = 'rerun' AND d.at >= ?",
-            (fingerprint, _iso(since)),
-        )
-        return int(rows[0][0]), int(rows[0][1])
+    def fingerprint_recoveries(
+        self, *, since: datetime, fingerprint: str | None = None
+    ) -> dict[str, tuple[int, int]]:
+        """Fingerprint -> (reruns decided since ``since`` for its failures whose outcome is
+        recorded, how many succeeded); only ``fingerprint`` when given (the
+        ``decisions_fingerprint`` index finds its rows)."""
+        if fingerprint is None:
+            rows = self._query(
+                _RECOVERIES + " AND d.fingerprint != '' GROUP BY d.fingerprint", (_iso(since),)
+            )
+        else:  # the decisions_fingerprint index finds the rows
+            rows = self._query(
+                _RECOVERIES + " AND d.fingerprint = ? GROUP BY d.fingerprint", (_iso(since), fingerprint)
+            )
+        return {str(r[0]): (int(r[1]), int(r[2])) for r in rows}
 
     def incidents(self, *, since: datetime) -> list[IncidentRecord]:
         """The open incidents and those closed (or saved) at or after ``since``, newest first."""

@@ -93,7 +93,9 @@ def explain_run(args: argparse.Namespace) -> int:
         cp = await connect_control_plane(settings, clock)
         when = now if args.now else clock.now()
         history = (
-            (lambda fp, since: ledger.fingerprint_reruns(fp, since=since)) if ledger is not None else None
+            (lambda fp, since: ledger.fingerprint_recoveries(since=since, fingerprint=fp).get(fp, (0, 0)))
+            if ledger is not None
+            else None
         )
         result = await explain_live(cp, ref, policies, when, history)
         if result is None:

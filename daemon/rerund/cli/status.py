@@ -159,6 +159,22 @@ def render_status(status: Status, where: str) -> str:
     else:
         out.append("  none: no failure opened the outage breaker")
     out.append("")
+    for title, rates, empty in (
+        ("Flaky fingerprints (reruns recover)", status.flaky, "none seen yet"),
+        ("Hopeless fingerprints (reruns never recovered; see give_up_below)", status.hopeless, "none"),
+    ):
+        out.append(f"{title} ({len(rates)}):")
+        if rates:
+            out += _columns(
+                ["FINGERPRINT", "RERUNS", "RECOVERED"],
+                [
+                    [r.fingerprint, str(r.reruns), f"{r.recovered} ({r.recovered / r.reruns:.0%})"]
+                    for r in rates
+                ],
+            )
+        else:
+            out.append(f"  {empty}")
+        out.append("")
     out += _lineages("Exhausted", status.exhausted, due=False, empty="none")
     out.append("")
     out += _lineages("Recovered", status.recovered, due=False, empty="none yet")

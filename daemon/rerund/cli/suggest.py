@@ -64,7 +64,11 @@ def _suggest(args: argparse.Namespace) -> int:
     settings.require_runnable()
     scopes = [(s.project, s.domain) for s in settings.scopes]
     ledger = Ledger(settings.state, create=False) if Path(settings.state).exists() else None
-    history = (lambda fp, since: ledger.fingerprint_reruns(fp, since=since)) if ledger is not None else None
+    history = (
+        (lambda fp, since: ledger.fingerprint_recoveries(since=since, fingerprint=fp).get(fp, (0, 0)))
+        if ledger is not None
+        else None
+    )
 
     async def go() -> tuple[list[Seen], Any]:
         clock = ControlPlaneClock()

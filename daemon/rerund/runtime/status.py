@@ -33,6 +33,10 @@ class StatusLedger(Protocol):
 
     def incidents(self, *, since: datetime) -> Sequence[IncidentRecord]: ...
 
+    def fingerprint_recoveries(
+        self, *, since: datetime, fingerprint: str | None = None
+    ) -> dict[str, tuple[int, int]]: ...
+
 
 def window(policies: PolicySet | None) -> timedelta:
     """The span the status covers: a day, or the longest budget window."""
@@ -81,10 +85,12 @@ def gather_status(
     rows: dict[str, list[dict[str, Any]]] = {"decisions": [], "issues": [], "outcomes": []}
     repros: list[dict[str, Any]] = []
     incidents: Sequence[IncidentRecord] = ()
+    recoveries: dict[str, tuple[int, int]] = {}
     if ledger is not None:
         rows = ledger.lineage_rows(since=now - window(policies))
         repros = ledger.latest_reproductions()
         incidents = ledger.incidents(since=now - window(policies))
+        recoveries = ledger.fingerprint_recoveries(since=now - window(policies))
     return compute_status(
         now=now,
         decisions=rows["decisions"],
@@ -96,6 +102,7 @@ def gather_status(
         pending=pending,
         notes=notes,
         incidents=incidents,
+        recoveries=recoveries,
     )
 
 

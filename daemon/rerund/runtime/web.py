@@ -161,7 +161,11 @@ class Site:
         ref = RunRef(project, domain, run)
         try:
             ledger = self._ledger
-            history = (lambda fp, since: ledger.fingerprint_reruns(fp, since=since)) if ledger else None
+            history = (
+                (lambda fp, since: ledger.fingerprint_recoveries(since=since, fingerprint=fp).get(fp, (0, 0)))
+                if ledger
+                else None
+            )
             result = await explain_live(self._cp, ref, self._policies(), self._clock(), history)
         except NotFoundError:
             return scope, [], f"no run {run!r} in {scope}: check the name (run names are lower-case)"

@@ -164,7 +164,10 @@ class Incidents:
         return failure.model_copy(update={"evidence": evidence}) if evidence else failure
 
     def _history(self, fingerprint: str, since: datetime) -> tuple[int, int] | Unanswered:
-        return self._recorder.call(lambda lg: lg.fingerprint_reruns(fingerprint, since=since))
+        found = self._recorder.call(
+            lambda lg: lg.fingerprint_recoveries(since=since, fingerprint=fingerprint)
+        )
+        return found if isinstance(found, Unanswered) else found.get(fingerprint, (0, 0))
 
     def recent(self) -> list[dict[str, Any]]:
         """Open and recently closed incidents, as ``/status`` and ``rerund incidents`` show them."""
