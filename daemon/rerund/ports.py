@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from datetime import datetime
 from typing import Any, Protocol
 
+from rerund.core.incidents import IncidentRecord
 from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.runs import FailureFacts, RelaunchRequest, RerunRequest, RunRef, RunSummary
 
@@ -185,6 +186,24 @@ class DecisionLedger(Protocol):
     def issued_as(self, project: str, domain: str, target: str) -> tuple[str, int] | None:
         """(root, attempt) of run ``target`` when this ledger recorded creating it, else None:
         a run rerund created counts as its rerun whatever its relation (a relaunch has none)."""
+        ...
+
+    def record_incident(self, record: IncidentRecord, *, now: datetime) -> bool:
+        """Save incident ``record`` (one row per fingerprint and opening time, replaced as it
+        changes); True when its state (``open``, ``closed``) was not recorded before — a new
+        incident, or one just closed: what is notified once across restarts and replicas."""
+        ...
+
+    def incidents(self, *, since: datetime) -> Sequence[IncidentRecord]:
+        """The open incidents and those closed at or after ``since``, newest first."""
+        ...
+
+    def fingerprint_recoveries(
+        self, *, since: datetime, fingerprint: str | None = None
+    ) -> dict[str, tuple[int, int]]:
+        """Fingerprint (only ``fingerprint`` when given) -> (reruns of its failures decided since
+        ``since`` whose outcome is known, how many succeeded): the evidence ``give_up_below``
+        weighs and ``rerund status`` shows."""
         ...
 
 

@@ -36,6 +36,7 @@ def test_the_full_parser_has_every_command_in_help_order() -> None:
         "run",
         "history",
         "status",
+        "incidents",
         "demo",
         "check",
         "explain",
@@ -43,6 +44,7 @@ def test_the_full_parser_has_every_command_in_help_order() -> None:
         "schema",
         "repro",
         "sweep",
+        "suggest",
         "sandbox",
         "state",
     ]

@@ -130,8 +130,8 @@ CONNECTION = ["--endpoint", "--org", "--scope", "--insecure", "--api-key-file", 
 
 @pytest.mark.parametrize(
     "argv",
-    [["run"], ["sweep"], ["status"], ["explain"], ["repro", "run"]],
-    ids=["run", "sweep", "status", "explain", "repro-run"],
+    [["run"], ["sweep"], ["status"], ["explain"], ["repro", "run"], ["suggest"]],
+    ids=["run", "sweep", "status", "explain", "repro-run", "suggest"],
 )
 def test_every_command_that_reaches_the_control_plane_documents_the_same_connection_flags(
     argv: list[str],

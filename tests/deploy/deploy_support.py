@@ -92,6 +92,8 @@ CONTRACT: tuple[Metric, ...] = (
     _m("rerund_forged_lineage_labels_total", "counter"),  # issue 22.2: labels nobody vouches for
     _m("rerund_read_cache_bytes", "gauge"),  # issue 24: memory bounded in bytes
     _m("rerund_ledger_bytes", "gauge"),  # issue 24: the ledger's size
+    _m("rerund_incidents_open", "gauge"),  # issue 27: the outage breaker
+    _m("rerund_incident_reruns_held", "gauge"),
 )
 REPRODUCTION_METRICS = frozenset(m.name for m in CONTRACT if m.name.startswith("rerund_reproduction_"))
 SERIES_NAMES: frozenset[str] = frozenset(n for m in CONTRACT for n in m.series_names())

@@ -46,7 +46,8 @@ def test_check_accepts_the_shipped_policies(capsys):
     out = capsys.readouterr().out
     assert out == (
         "ok: 4 policies in 3 files: never-retry-bad-input, transient-network, cuda-oom, spot-preemption; "
-        "2 reproduction checks: daily-metrics, train-fit\n"
+        "2 reproduction checks: daily-metrics, train-fit; "
+        "incidents: open after 12 failures within 30s, probe every 10s\n"
     )
 
 
@@ -373,7 +374,14 @@ def test_schema_prints_the_json_schema_of_policy_files(capsys):
     schema = json.loads(capsys.readouterr().out)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["required"] == ["apiVersion"]
-    assert set(schema["properties"]) == {"apiVersion", "defaults", "budgets", "policies", "reproductions"}
+    assert set(schema["properties"]) == {
+        "apiVersion",
+        "defaults",
+        "budgets",
+        "incidents",
+        "policies",
+        "reproductions",
+    }
     assert schema["additionalProperties"] is False
 
 

@@ -38,7 +38,7 @@ BAD_FILES = [
         "unknown-top-level-key",
         HEADER + b"polices: []\n",
         [
-            "2:1: polices: unknown key 'polices'; did you mean 'policies'? allowed keys: apiVersion, defaults, budgets, policies, reproductions"
+            "2:1: polices: unknown key 'polices'; did you mean 'policies'? allowed keys: apiVersion, defaults, budgets, incidents, policies, reproductions"
         ],
     ),
     (

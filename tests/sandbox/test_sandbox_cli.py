@@ -75,7 +75,7 @@ def test_prints_endpoint_sdk_snippet_and_writes_a_flyte_cli_config(serve, tmp_pa
     )
     assert f"flyte --config {tmp_path / 'flyte.yaml'} get run" in served.banner
     assert (
-        "workload: policies/demo/workload.yaml: 10 tasks, 12 runs, 1 arrival schedules, 1 scheduled deploys"
+        "workload: policies/demo/workload.yaml: 11 tasks, 24 runs, 1 arrival schedules, 1 scheduled deploys"
         in served.banner
     )
 

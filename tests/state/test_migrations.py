@@ -78,7 +78,7 @@ def test_a_database_migrated_by_a_newer_rerund_is_refused_and_left_as_it_is(pg_u
         with pytest.raises(
             LedgerError,
             match=r"has schema revision '9999_from_the_future', newer than this rerund knows \(its newest "
-            r"is '0001'\): a newer rerund migrated it; run that version \(or newer\) of rerund on this "
+            rf"is '{head()}'\): a newer rerund migrated it; run that version \(or newer\) of rerund on this "
             r"database, or point --state at another database; nothing was written",
         ):
             PostgresLedger(pg_url, create=create)

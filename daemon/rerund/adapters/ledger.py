@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from rerund.core.incidents import IncidentRecord
 from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.redact import public_decision
 from rerund.errors import LedgerError
@@ -90,6 +91,12 @@ CREATE TABLE IF NOT EXISTS reproductions (
     UNIQUE (check_name, scheduled_for, manual)
 );
 CREATE INDEX IF NOT EXISTS reproductions_check ON reproductions (check_name, scheduled_for);
+-- Incidents of the outage breaker (rerund.core.incidents): one row per fingerprint and opening,
+-- replaced as it changes; ``body`` is ``IncidentRecord.to_json()``.
+CREATE TABLE IF NOT EXISTS incidents (
+    fingerprint TEXT NOT NULL, opened_at TEXT NOT NULL, state TEXT NOT NULL, at TEXT NOT NULL,
+    body TEXT NOT NULL, PRIMARY KEY (fingerprint, opened_at)
+);
 """
 
 Source = Literal["daemon", "sweep"]
@@ -251,6 +258,14 @@ _DELETE_SETTLED = (
     " (SELECT run FROM decisions WHERE root IN (" + _IN_FLIGHT + "))",
 )
 # Indexes on added columns, created once the columns are there.
+# Reruns of failures with a fingerprint and how many succeeded (``fingerprint_recoveries``).
+_RECOVERIES = (
+    "SELECT d.fingerprint, COUNT(*), COALESCE(SUM(o.phase = 'SUCCEEDED'), 0) FROM decisions d"
+    " JOIN issues i ON i.source_key = d.project || '/' || d.domain || '/' || d.run"
+    "  AND i.attempt = d.attempt AND i.result = 'created'"
+    " JOIN outcomes o ON o.target_key = i.target_key"
+    " WHERE d.decision = 'rerun' AND d.at >= ?"
+)
 _ADDED_INDEXES = "CREATE INDEX IF NOT EXISTS decisions_fingerprint ON decisions (fingerprint);"
 
 
@@ -669,6 +684,47 @@ class Ledger:
                 ),
             )
             return cur.rowcount == 1
+
+    def record_incident(self, record: IncidentRecord, *, now: datetime) -> bool:
+        """Save ``record`` (replacing the row of its fingerprint and opening time); True when
+        its state was not recorded before (``rerund.ports.DecisionLedger.record_incident``)."""
+        opened = _iso(record.opened_at)
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT state FROM incidents WHERE fingerprint = ? AND opened_at = ?",
+                (record.fingerprint, opened),
+            ).fetchone()
+            if row is not None and row[0] == "closed":
+                return False  # closed is final: a late write of the open state does not reopen it
+            db.execute(
+                "INSERT OR REPLACE INTO incidents VALUES (?, ?, ?, ?, ?)",
+                (record.fingerprint, opened, record.state, _iso(now), json.dumps(record.to_json())),
+            )
+            return row is None or row[0] != record.state
+
+    def fingerprint_recoveries(
+        self, *, since: datetime, fingerprint: str | None = None
+    ) -> dict[str, tuple[int, int]]:
+        """Fingerprint -> (reruns decided since ``since`` for its failures whose outcome is
+        recorded, how many succeeded); only ``fingerprint`` when given (the
+        ``decisions_fingerprint`` index finds its rows)."""
+        if fingerprint is None:
+            rows = self._query(
+                _RECOVERIES + " AND d.fingerprint != '' GROUP BY d.fingerprint", (_iso(since),)
+            )
+        else:  # the decisions_fingerprint index finds the rows
+            rows = self._query(
+                _RECOVERIES + " AND d.fingerprint = ? GROUP BY d.fingerprint", (_iso(since), fingerprint)
+            )
+        return {str(r[0]): (int(r[1]), int(r[2])) for r in rows}
+
+    def incidents(self, *, since: datetime) -> list[IncidentRecord]:
+        """The open incidents and those closed (or saved) at or after ``since``, newest first."""
+        rows = self._query(
+            "SELECT body FROM incidents WHERE state = 'open' OR at >= ? ORDER BY opened_at DESC",
+            (_iso(since),),
+        )
+        return [IncidentRecord.from_json(json.loads(r[0])) for r in rows]
 
     def set_watermark(self, scope: str, at: datetime) -> None:
         with self._tx() as db:

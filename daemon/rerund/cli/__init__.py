@@ -52,6 +52,7 @@ _COMMANDS: dict[str, str] = {
     "run": "daemon",
     "history": "daemon",
     "status": "status",
+    "incidents": "incidents",
     "demo": "demo",
     "check": "policy",
     "explain": "policy",
@@ -59,6 +60,7 @@ _COMMANDS: dict[str, str] = {
     "schema": "policy",
     "repro": "repro",
     "sweep": "sweep",
+    "suggest": "suggest",
     "sandbox": "sandbox",
     "state": "state",
 }

@@ -125,7 +125,12 @@ def explain_run(args: argparse.Namespace) -> int:
         when = now if args.now else clock.now()
         ref = await resolve(cp, str(args.run), target, since=when - max(settings.lookback, SEARCH_BACK))
         project, domain = ref.project, ref.domain
-        result = await explain_live(cp, ref, policies, when)
+        history = (
+            (lambda fp, since: ledger.fingerprint_recoveries(since=since, fingerprint=fp).get(fp, (0, 0)))
+            if ledger is not None
+            else None
+        )
+        result = await explain_live(cp, ref, policies, when, history)
         if result is None:
             summary = await cp.get_run(ref)
             say(

@@ -15,6 +15,7 @@ from typing import Any
 
 from rerund.cli.common import add_connection_arguments, add_format_argument, junit_xml, say
 from rerund.cli.explain import run_explain
+from rerund.core.durations import format_duration
 from rerund.errors import PolicyError, PolicyProblem
 from rerund.policy.casefiles import collect, run_files
 from rerund.policy.loader import expand_paths, load_policies_and_warnings
@@ -146,6 +147,13 @@ def _check(args: argparse.Namespace) -> int:
                     "files": list(policies.sources),
                     "policies": list(policies.names()),
                     "reproductions": checks,
+                    "incidents": None
+                    if policies.incidents is None
+                    else {
+                        "failures": policies.incidents.failures,
+                        "within": format_duration(policies.incidents.within),
+                        "probe_every": format_duration(policies.incidents.probe_every),
+                    },
                     "problems": [],
                     "warnings": [_problem_json(w) for w in warnings],
                 },
@@ -174,6 +182,7 @@ def _check(args: argparse.Namespace) -> int:
             if checks
             else ""
         )
+        + (f"; incidents: {policies.incidents.describe()}" if policies.incidents is not None else "")
     )
     return 0
 

@@ -25,6 +25,7 @@ from rerund.cli.common import (
     reaching,
     state_ledger,
 )
+from rerund.cli.incidents import incident_lines
 from rerund.clock import ControlPlaneClock
 from rerund.core.encode import for_terminal
 from rerund.core.redact import redact_url
@@ -154,6 +155,28 @@ def render_status(status: Status, where: str) -> str:
     else:
         out.append("  no budget is configured")
     out.append("")
+    out.append(f"Incidents ({len(status.incidents)}):")
+    if status.incidents:
+        out += incident_lines(status.incidents, indent="  ")
+    else:
+        out.append("  none: no failure opened the outage breaker")
+    out.append("")
+    for title, rates, empty in (
+        ("Flaky fingerprints (reruns recover)", status.flaky, "none seen yet"),
+        ("Hopeless fingerprints (reruns never recovered; see give_up_below)", status.hopeless, "none"),
+    ):
+        out.append(f"{title} ({len(rates)}):")
+        if rates:
+            out += _columns(
+                ["FINGERPRINT", "RERUNS", "RECOVERED"],
+                [
+                    [r.fingerprint, str(r.reruns), f"{r.recovered} ({r.recovered / r.reruns:.0%})"]
+                    for r in rates
+                ],
+            )
+        else:
+            out.append(f"  {empty}")
+        out.append("")
     out += _lineages("Exhausted", status.exhausted, due=False, empty="none")
     out.append("")
     out += _lineages("Recovered", status.recovered, due=False, empty="none yet")

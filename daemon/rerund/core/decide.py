@@ -48,6 +48,7 @@ from typing import Any, TypedDict
 
 from rerund.core.durations import format_duration
 from rerund.core.fingerprints import failure_fingerprint
+from rerund.core.incidents import canaries_of
 from rerund.core.lineage import MAX_ATTEMPT, parse_attempt
 from rerund.core.model import (
     Decision,
@@ -65,7 +66,14 @@ from rerund.core.names import NAME_RULE, rerun_name
 from rerund.core.redact import input_change
 from rerund.core.resources import ResourcesView, plan_resources
 from rerund.core.rules import GLOBAL_BUDGET, Budget, NeverRetry, PolicySet, RetryPlan, Rule
-from rerund.core.runs import LABEL_ATTEMPT, LABEL_POLICY, LABEL_REPRO, LABEL_ROOT, ROOT_ACTION
+from rerund.core.runs import (
+    LABEL_ATTEMPT,
+    LABEL_CANARIES,
+    LABEL_POLICY,
+    LABEL_REPRO,
+    LABEL_ROOT,
+    ROOT_ACTION,
+)
 from rerund.core.runspec import SDK_ENV_KEYS, expected_rerun_spec, override_changes, spec_changes
 from rerund.core.taxonomy import classify
 from rerund.core.times import iso
@@ -144,7 +152,7 @@ def _changes(
         if overrides.force_rerun_actions:
             out.append("force_rerun_actions: " + ", ".join(overrides.force_rerun_actions))
     if not lineage:
-        own = tuple(f"labels {k}:" for k in (LABEL_ROOT, LABEL_ATTEMPT, LABEL_POLICY))
+        own = tuple(f"labels {k}:" for k in (LABEL_ROOT, LABEL_ATTEMPT, LABEL_POLICY, LABEL_CANARIES))
         out = [line for line in out if not line.startswith(own)]
     out += [input_change(k, v) for k, v in sorted(inputs.items())]  # values only when not secret
     return out
@@ -224,16 +232,27 @@ def _plan(
     """The decision of ``rule`` (whose retry plan is ``plan``) for ``failure``."""
     run, root, name = failure.run, failure.root, rule.name
     n = failure.attempt + 1
+    # Canary reruns of an incident (``rerund.core.incidents``) are not counted against
+    # max_attempts; the attempt number (and so the rerun's name) still advances.
+    canaries = canaries_of(failure.labels, failure.attempt)
+    counted = failure.attempt - canaries
+    not_counted = f" ({canaries} canary rerun(s) of an incident not counted)" if canaries else ""
     if trace is not None:
         trace.append(
-            f"attempt: lineage {root!r} has {failure.attempt} rerun(s) so far; "
-            f"the next would be attempt {n} of max_attempts={plan.max_attempts}"
+            f"attempt: lineage {root!r} has {failure.attempt} rerun(s) so far{not_counted}; "
+            f"the next would be attempt {counted + 1} of max_attempts={plan.max_attempts}"
         )
-    if failure.attempt >= plan.max_attempts:
+    if counted >= plan.max_attempts:
         reason = (
             f"policy {name!r} gives up on run {run!r}: "
-            f"attempt {n} would exceed max_attempts={plan.max_attempts}"
+            f"attempt {counted + 1} would exceed max_attempts={plan.max_attempts}{not_counted}"
         )
+        if trace is not None:
+            trace.append("give up")
+        return GiveUp(policy=name, reason=reason, attempt=n, source_run=run, root=root)
+    hopeless = _hopeless(failure, plan, trace)
+    if hopeless is not None:
+        reason = f"policy {name!r} gives up on run {run!r}: {hopeless}"
         if trace is not None:
             trace.append("give up")
         return GiveUp(policy=name, reason=reason, attempt=n, source_run=run, root=root)
@@ -265,6 +284,8 @@ def _plan(
         # The loader refuses this; a PolicySet built by hand may still carry it.
         overrides = overrides.model_copy(update={"force_rerun_actions": ()})
     labels.update({LABEL_ROOT: root, LABEL_ATTEMPT: str(n), LABEL_POLICY: name})
+    if canaries:
+        labels[LABEL_CANARIES] = str(canaries)
     base = plan.backoff.base(n)
     delay = plan.backoff.delay(root, n)
     due = _later(failure.failed_at, delay)
@@ -316,8 +337,8 @@ def _plan(
 
     verb = "relaunches" if relaunch is not None else "reruns"
     reason = (
-        f"policy {name!r} {verb} run {run!r} as {new_name!r}: attempt {n} of "
-        f"max_attempts={plan.max_attempts}, {scope_text}, due at {iso(due)} "
+        f"policy {name!r} {verb} run {run!r} as {new_name!r}: attempt {counted + 1} of "
+        f"max_attempts={plan.max_attempts}{not_counted}, {scope_text}, due at {iso(due)} "
         f"after a {format_duration(delay)} backoff" + change_text
     )
     if trace is not None:
@@ -481,6 +502,36 @@ def _waiting(
         failed_version=why.failed_version,
         relaunch=RelaunchTarget(task=task, version="", task_version="newer"),
     )
+
+
+def _hopeless(failure: Failure, plan: RetryPlan, trace: list[str] | None) -> str | None:
+    """Why history says reruns of this failure do not recover (``give_up_below``), or None."""
+    rule = plan.give_up_below
+    if rule is None:
+        return None
+    window = format_duration(rule.window)
+    fingerprint = failure_fingerprint(failure)
+    seen = failure.evidence.get(window)
+    if seen is None:
+        if trace is not None:
+            trace.append(
+                f"give_up_below: no history of fingerprint {fingerprint} over {window} is known "
+                "(no ledger): not applied"
+            )
+        return None
+    reruns, recovered = seen
+    evidence = f"reruns of fingerprint {fingerprint} recovered {recovered} of {reruns} in {window}"
+    rate = f"recovery_rate={rule.recovery_rate:g}, min_reruns={rule.min_reruns}"
+    if reruns >= rule.min_reruns and recovered < rule.recovery_rate * reruns:
+        if trace is not None:
+            trace.append(f"give_up_below: {evidence}: below {rate}")
+        return f"{evidence}, below {rate} (give_up_below)"
+    if trace is not None:
+        why = (
+            f"fewer than min_reruns={rule.min_reruns}" if reruns < rule.min_reruns else f"at or above {rate}"
+        )
+        trace.append(f"give_up_below: {evidence}: {why}, rerun")
+    return None
 
 
 def _later(when: datetime, delta: timedelta) -> datetime:

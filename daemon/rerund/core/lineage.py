@@ -27,6 +27,7 @@ from rerund.core.rules import GLOBAL_BUDGET
 from rerund.core.runs import (
     FAILED_PHASES,
     LABEL_ATTEMPT,
+    LABEL_CANARIES,
     LABEL_POLICY,
     LABEL_REPRO,
     LABEL_ROOT,
@@ -118,7 +119,7 @@ def vouches(
 def unvouched(facts: FailureFacts) -> FailureFacts:
     """``facts`` with the lineage labels (``rerund-root``, ``-attempt``, ``-policy``) removed:
     how a run whose labels nobody vouches for is decided — as an original run of its own."""
-    drop = (LABEL_ROOT, LABEL_ATTEMPT, LABEL_POLICY)
+    drop = (LABEL_ROOT, LABEL_ATTEMPT, LABEL_POLICY, LABEL_CANARIES)
     if not any(k in facts.labels or k in facts.summary.labels for k in drop):
         return facts
     labels = {k: v for k, v in facts.labels.items() if k not in drop}

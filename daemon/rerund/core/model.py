@@ -256,6 +256,10 @@ class Failure(_Frozen):
     task_version: str = ""
     resources: ResourcesView | None = None
     latest_version: str | None = None
+    # Evidence from history: window (``7d``, as ``format_duration`` writes it) -> (reruns of
+    # this failure's fingerprint that ended in it, how many of them succeeded). Read from the
+    # ledger by the daemon for the windows of its policies' ``give_up_below``.
+    evidence: dict[str, tuple[int, int]] = Field(default_factory=dict)
 
     @field_validator("failed_at")
     @classmethod

@@ -38,6 +38,7 @@ __all__ = [
     "public_env",
     "public_fields",
     "public_inputs",
+    "redact_message",
     "redact_url",
     "scrub_urls",
     "without_userinfo",
@@ -80,6 +81,21 @@ def without_userinfo(url: str) -> str:
 def scrub_urls(text: str) -> str:
     """``text`` with every URL in it reduced by ``redact_url``."""
     return _URL.sub(lambda m: redact_url(m.group(0)), text)
+
+
+# ``password=hunter2``, ``Authorization: Bearer abc``, ``"api_key": "xyz"`` in free text: a key
+# that ends in a secret-looking word (``KeyError: 'id'`` is no secret: its key word is inside).
+_SECRET_PAIR = re.compile(
+    r"""(?i)\b([\w.-]*(?:key|token|secret|passwd|password|pwd|credentials?|auth|authorization|cookie|"""
+    r"""session|sessionid|private))"""
+    r"""(["']?\s*[:=]\s*)(?:bearer\s+|basic\s+)?("[^"]*"|'[^']*'|[^\s,;&]+)"""
+)
+
+
+def redact_message(text: str) -> str:
+    """A free-text message (an error's) as public outputs show it: URLs reduced to scheme and
+    host, and the value of every secret-looking ``key=value`` / ``key: value`` masked."""
+    return _SECRET_PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", scrub_urls(text))
 
 
 def public_env(env: Mapping[str, Any]) -> dict[str, str]:

@@ -28,6 +28,7 @@ from typing import Any
 import re2
 
 from rerund.core.backoff import Backoff
+from rerund.core.incidents import IncidentRule
 from rerund.core.model import Failure, Phase, RunOverrides, Scope, TaskVersionRule
 from rerund.core.repro import ReproCheck
 from rerund.core.resources import ResourceRules
@@ -39,6 +40,7 @@ __all__ = [
     "SELECTORS",
     "Budget",
     "Escalation",
+    "GiveUpBelow",
     "GpuFaultMatch",
     "MatchSpec",
     "NeverRetry",
@@ -132,6 +134,16 @@ def merge_overrides(base: RunOverrides, step: RunOverrides) -> RunOverrides:
 
 
 @dataclass(frozen=True)
+class GiveUpBelow:
+    """``retry.give_up_below``: give up when, over ``window``, at least ``min_reruns`` reruns
+    of the failure's fingerprint ended and fewer than ``recovery_rate`` of them succeeded."""
+
+    recovery_rate: float
+    min_reruns: int
+    window: timedelta
+
+
+@dataclass(frozen=True)
 class RetryPlan:
     """A policy's retry block after merging defaults < policy (every field known)."""
 
@@ -147,6 +159,7 @@ class RetryPlan:
     resources: ResourceRules = field(default_factory=ResourceRules)
     task_version: TaskVersionRule = "same"
     max_wait: timedelta = DEFAULT_MAX_WAIT
+    give_up_below: GiveUpBelow | None = None
 
     def relaunch_settings(self, attempt: int) -> tuple[ResourceRules, TaskVersionRule]:
         """Resource rules and task-version rule of relaunch ``attempt``: policy < escalation
@@ -546,9 +559,12 @@ class PolicySet:
         global_budget: Budget | None = None,
         sources: Sequence[str] = (),
         reproductions: Sequence[ReproCheck] = (),
+        incidents: IncidentRule | None = None,
     ) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self.global_budget = global_budget
+        # The outage breaker's settings (``incidents:``; None: off), ``rerund.core.incidents``.
+        self.incidents = incidents
         self.sources: tuple[str, ...] = tuple(sources)
         # Scheduled reproduction checks (``reproductions:``), in file order.
         self.reproductions: tuple[ReproCheck, ...] = tuple(reproductions)
@@ -598,6 +614,15 @@ class PolicySet:
             if isinstance(rule.retry, RetryPlan) and rule.retry.budget is not None:
                 out[rule.name] = rule.retry.budget.per
         return out
+
+    def evidence_windows(self) -> set[timedelta]:
+        """The windows of every ``give_up_below`` (what the daemon counts a fingerprint's
+        reruns and recoveries over, ``Failure.evidence``)."""
+        return {
+            r.retry.give_up_below.window
+            for r in self.rules
+            if isinstance(r.retry, RetryPlan) and r.retry.give_up_below is not None
+        }
 
     def first_match(self, failure: Failure, trace: list[str] | None = None) -> Rule | None:
         """The first rule (in order) whose match holds for ``failure``, or None.

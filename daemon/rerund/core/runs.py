@@ -24,6 +24,7 @@ from rerund.core.resources import ResourcesView
 __all__ = [
     "FAILED_PHASES",
     "LABEL_ATTEMPT",
+    "LABEL_CANARIES",
     "LABEL_POLICY",
     "LABEL_REPRO",
     "LABEL_ROOT",
@@ -40,6 +41,9 @@ LABEL_ROOT = "rerund-root"
 LABEL_ATTEMPT = "rerund-attempt"
 LABEL_POLICY = "rerund-policy"
 LABEL_REPRO = "rerund-repro"
+# How many of a lineage's reruns were canaries of an incident (``rerund.core.incidents``):
+# those are not counted against the policy's max_attempts.
+LABEL_CANARIES = "rerund-canaries"
 ROOT_ACTION = "a0"  # the root action of a run: a rerun of scope run starts here
 
 FAILED_PHASES = frozenset({"FAILED", "TIMED_OUT", "ABORTED"})

@@ -31,10 +31,12 @@ from typing import Any, Literal
 
 from rerund.core import times
 from rerund.core.durations import format_duration
+from rerund.core.incidents import IncidentRecord
 from rerund.core.rules import Budget, PolicySet, RetryPlan
 
 __all__ = [
     "BudgetUse",
+    "FingerprintRate",
     "LineageState",
     "ListedRerun",
     "ReproState",
@@ -202,6 +204,12 @@ class Status:
     budgets: tuple[BudgetUse, ...]
     reproductions: tuple[ReproState, ...]
     notes: tuple[str, ...] = field(default=())
+    # Open and recent incidents of the outage breaker (``rerund.core.incidents``), open first.
+    incidents: tuple[IncidentRecord, ...] = field(default=())
+    # Fingerprints whose reruns recover at least half the time (flaky: rerunning pays), and
+    # those whose reruns never did (hopeless: ``give_up_below`` would stop them), most reruns first.
+    flaky: tuple[FingerprintRate, ...] = field(default=())
+    hopeless: tuple[FingerprintRate, ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -213,7 +221,40 @@ class Status:
             "budgets": [b.to_json() for b in self.budgets],
             "reproductions": [r.to_json() for r in self.reproductions],
             "notes": list(self.notes),
+            "incidents": [i.to_json() for i in self.incidents],
+            "flaky": [f.to_json() for f in self.flaky],
+            "hopeless": [f.to_json() for f in self.hopeless],
         }
+
+
+@dataclass(frozen=True)
+class FingerprintRate:
+    """How the reruns of one fingerprint's failures ended (from the ledger)."""
+
+    fingerprint: str
+    reruns: int
+    recovered: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint,
+            "reruns": self.reruns,
+            "recovered": self.recovered,
+            "rate": round(self.recovered / self.reruns, 3) if self.reruns else None,
+        }
+
+
+# A fingerprint is flaky when at least this many of its reruns ended and half recovered;
+# hopeless when at least this many ended and none recovered.
+_MIN_RATED_RERUNS = 3
+
+
+def _rates(
+    recoveries: Mapping[str, tuple[int, int]], *, flaky: bool, recent: int
+) -> tuple[FingerprintRate, ...]:
+    rows = [FingerprintRate(fp, n, ok) for fp, (n, ok) in recoveries.items() if n >= _MIN_RATED_RERUNS]
+    chosen = [r for r in rows if (2 * r.recovered >= r.reruns if flaky else r.recovered == 0)]
+    return tuple(sorted(chosen, key=lambda r: (-r.reruns, r.fingerprint))[:recent])
 
 
 def budget_limits(policies: PolicySet) -> dict[str, Budget]:
@@ -399,6 +440,8 @@ def compute_status(
     pending: Mapping[str, datetime | None] | None = None,
     recent: int = 20,
     notes: Sequence[str] = (),
+    incidents: Iterable[IncidentRecord] = (),
+    recoveries: Mapping[str, tuple[int, int]] | None = None,
 ) -> Status:
     """Where every lineage stands at ``now`` (pure; see the module docstring for the rules).
 
@@ -472,6 +515,9 @@ def compute_status(
         budgets=tuple(uses),
         reproductions=repros,
         notes=tuple(notes),
+        incidents=tuple(sorted(incidents, key=lambda i: (i.state != "open", -i.opened_at.timestamp()))),
+        flaky=_rates(recoveries or {}, flaky=True, recent=recent),
+        hopeless=_rates(recoveries or {}, flaky=False, recent=recent),
     )
 
 

@@ -18,6 +18,7 @@ from rerund.core.backoff import Backoff
 from rerund.core.compare import Tolerance
 from rerund.core.cron import cron_problem, timezone_problem
 from rerund.core.durations import format_duration, parse_duration
+from rerund.core.incidents import IncidentRule
 from rerund.core.model import Phase, RunOverrides, Scope
 from rerund.core.repro import UNSCOPED, CompareSettings, ReproCheck, ReproSource
 from rerund.core.resources import (
@@ -32,6 +33,7 @@ from rerund.core.rules import (
     DEFAULT_PHASES,
     Budget,
     Escalation,
+    GiveUpBelow,
     GpuFaultMatch,
     MatchSpec,
     NeverRetry,
@@ -69,7 +71,7 @@ BUILTIN_BACKOFF = Backoff(initial=parse_duration("30s"), factor=2.0, max=parse_d
 
 
 POLICY_SUFFIXES = (".yaml", ".yml")
-_POLICY_KEYS = frozenset({"apiVersion", "defaults", "budgets", "policies", "reproductions"})
+_POLICY_KEYS = frozenset({"apiVersion", "defaults", "budgets", "incidents", "policies", "reproductions"})
 
 
 def expand_paths(paths: Sequence[str | Path]) -> tuple[list[Path], list[PolicyProblem]]:
@@ -190,11 +192,17 @@ def load_policies_and_warnings(
     problems.extend(compile_problems)
     checks, check_problems = _reproductions(loaded)
     problems.extend(check_problems)
+    incidents, incident_problems = _incidents(loaded)
+    problems.extend(incident_problems)
     warnings.extend(_unscoped_sources(loaded))
     if problems:
         raise PolicyError(problems)
     policies = PolicySet(
-        rules, global_budget=global_budget, sources=[str(f) for f in files], reproductions=checks
+        rules,
+        global_budget=global_budget,
+        sources=[str(f) for f in files],
+        reproductions=checks,
+        incidents=incidents,
     )
     return policies, tuple(warnings)
 
@@ -285,6 +293,32 @@ def _merge_backoff(*layers: BackoffSpec | None) -> Backoff:
             if value is not None:
                 values[key] = value
     return Backoff(**values)
+
+
+def _incidents(loaded: Sequence[_Loaded]) -> tuple[IncidentRule | None, list[PolicyProblem]]:
+    """The ``incidents:`` settings (one file may define them, like the global budget)."""
+    rule: IncidentRule | None = None
+    where: str | None = None
+    problems: list[PolicyProblem] = []
+    for item in loaded:
+        spec = item.spec.incidents
+        if spec is None:
+            continue
+        line, column, _ = locate(item.doc.node, ("incidents",))
+        if where is not None:
+            problems.append(
+                _at(
+                    item.doc,
+                    ("incidents",),
+                    f"already defined at {where}; define incidents in one file only",
+                )
+            )
+            continue
+        where = f"{item.doc.file}:{line}:{column}"
+        rule = IncidentRule(
+            failures=spec.open.failures, within=spec.open.within, probe_every=spec.probe_every
+        )
+    return rule, problems
 
 
 def _budget(spec: BudgetSpec | None) -> Budget | None:
@@ -451,6 +485,13 @@ def _rule(
         resources=_resource_rules(retry.resources),
         task_version=retry.task_version or "same",
         max_wait=retry.max_wait or DEFAULT_MAX_WAIT,
+        give_up_below=None
+        if retry.give_up_below is None
+        else GiveUpBelow(
+            recovery_rate=retry.give_up_below.recovery_rate,
+            min_reruns=retry.give_up_below.min_reruns,
+            window=retry.give_up_below.window,
+        ),
     )
     return Rule(policy.name, origin, match, plan), problems
 

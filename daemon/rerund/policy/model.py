@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from rerund.core.durations import DURATION_PATTERN, format_duration, parse_duration
+from rerund.core.incidents import MAX_INCIDENT_FAILURES, MAX_INCIDENT_WINDOW
 from rerund.core.labels import label_key_problem, label_value_problem
 from rerund.core.model import Phase, Scope
 from rerund.core.names import NAME_RULE
@@ -48,7 +49,10 @@ __all__ = [
     "BudgetsSpec",
     "DefaultsSpec",
     "ErrorSelector",
+    "GiveUpBelowSpec",
     "GpuFaultSelector",
+    "IncidentOpenSpec",
+    "IncidentsSpec",
     "MatchSpecModel",
     "OverrideSpec",
     "PolicyFile",
@@ -180,6 +184,35 @@ class BudgetsSpec(_Spec):
     """File-level budgets. ``global`` counts reruns of every policy."""
 
     global_: BudgetSpec | None = Field(default=None, alias="global")
+
+
+def _incident_window(value: timedelta) -> timedelta:
+    if value.total_seconds() <= 0 or value > MAX_INCIDENT_WINDOW:
+        raise ValueError(
+            f"must be a positive duration of at most {format_duration(MAX_INCIDENT_WINDOW)}, "
+            f"got {format_duration(value)}; write e.g. 1m"
+        )
+    return value
+
+
+IncidentWindow = Annotated[Duration, AfterValidator(_incident_window)]
+
+
+class IncidentOpenSpec(_Spec):
+    """When an incident opens: ``failures`` failed runs of one fingerprint within ``within``."""
+
+    failures: int = Field(ge=1, le=MAX_INCIDENT_FAILURES, description="failed runs of one fingerprint")
+    within: IncidentWindow = Field(description="the sliding window they fall in, e.g. 1m")
+
+
+class IncidentsSpec(_Spec):
+    """The outage breaker (``rerund.core.incidents``): an open incident holds the reruns of its
+    fingerprint and sends one canary rerun every ``probe_every``."""
+
+    open: IncidentOpenSpec
+    probe_every: IncidentWindow = Field(
+        default=timedelta(seconds=30), description="while open: one canary rerun at a time, this often"
+    )
 
 
 def _only_true(value: bool) -> bool:
@@ -418,11 +451,33 @@ class DefaultsSpec(_Spec):
     inputs: Inputs = Field(default_factory=dict)
 
 
+MAX_EVIDENCE_WINDOW = timedelta(days=90)
+
+
+def _evidence_window(value: timedelta) -> timedelta:
+    if value.total_seconds() <= 0 or value > MAX_EVIDENCE_WINDOW:
+        raise ValueError(
+            f"must be a positive duration of at most {format_duration(MAX_EVIDENCE_WINDOW)}, "
+            f"got {format_duration(value)}; write e.g. 7d"
+        )
+    return value
+
+
+class GiveUpBelowSpec(_Spec):
+    """Give up when the reruns of a failure's fingerprint over ``window`` (at least
+    ``min_reruns`` of them) recovered less often than ``recovery_rate``."""
+
+    recovery_rate: float = Field(ge=0, le=1, description="0..1, e.g. 0.1")
+    min_reruns: int = Field(ge=1, le=MAX_BUDGET_RERUNS, description="reruns seen before judging, e.g. 10")
+    window: Annotated[Duration, AfterValidator(_evidence_window)] = Field(description="e.g. 7d")
+
+
 class RetrySpec(DefaultsSpec, RunSpecKeys, RelaunchKeys):
     """How to rerun what the policy matched."""
 
     escalate: dict[EscalateKey, OverrideSpec] = Field(default_factory=dict)
     budget: BudgetSpec | None = None
+    give_up_below: GiveUpBelowSpec | None = None
     max_wait: Annotated[Duration, AfterValidator(lambda v: _positive(v))] | None = Field(
         default=None,
         description="task_version: newer only: how long to wait for a newer version before giving up "
@@ -623,6 +678,7 @@ class PolicyFile(_Spec):
     api_version: Literal["rerund/v1"] = Field(alias="apiVersion")
     defaults: DefaultsSpec = Field(default_factory=DefaultsSpec)
     budgets: BudgetsSpec = Field(default_factory=BudgetsSpec)
+    incidents: IncidentsSpec | None = None
     policies: list[PolicySpec] = Field(default_factory=list)
     reproductions: list[ReproductionSpec] = Field(default_factory=list)
 
@@ -645,6 +701,9 @@ def allowed_keys() -> dict[str, list[str]]:
         "budgets": keys(BudgetsSpec),
         "global": keys(BudgetSpec),
         "budget": keys(BudgetSpec),
+        "incidents": keys(IncidentsSpec),
+        "open": keys(IncidentOpenSpec),
+        "give_up_below": keys(GiveUpBelowSpec),
         "policies": keys(PolicySpec),
         "match": keys(MatchSpecModel),
         "error": keys(ErrorSelector),

@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from rerund.core.decide import Explanation, explain
+from rerund.core.durations import format_duration
+from rerund.core.fingerprints import failure_fingerprint
 from rerund.core.lineage import failure_from
 from rerund.core.model import Failure
 from rerund.core.rules import PolicySet
 from rerund.core.runs import FAILED_PHASES, RunRef
 from rerund.core.scopes import ORG, Coverage, plan
 from rerund.core.status import ListedRerun, iso
-from rerund.errors import NotFoundError
+from rerund.errors import LedgerError, NotFoundError
 from rerund.ports import ControlPlane
 from rerund.runtime.reconcile import DEFAULT_LOOKBACK
 from rerund.runtime.reconcile.index import RerunIndex
@@ -87,13 +89,39 @@ async def find_run(
     return sorted(found)
 
 
+def with_history(
+    failure: Failure,
+    policies: PolicySet,
+    now: datetime,
+    history: Callable[[str, datetime], tuple[int, int]],
+) -> Failure:
+    """``failure`` with its ``evidence``: per window of the policies' ``give_up_below``, what
+    ``history`` says of the reruns of its fingerprint since ``now - window``."""
+    windows = policies.evidence_windows()
+    if not windows:
+        return failure
+    fingerprint = failure_fingerprint(failure)
+    evidence: dict[str, tuple[int, int]] = {}
+    for window in windows:
+        try:
+            evidence[format_duration(window)] = history(fingerprint, now - window)
+        except LedgerError:
+            continue  # no evidence for this window: give_up_below says so in the trace
+    return failure.model_copy(update={"evidence": evidence})
+
+
 async def explain_live(
-    cp: ControlPlane, ref: RunRef, policies: PolicySet, now: datetime
+    cp: ControlPlane,
+    ref: RunRef,
+    policies: PolicySet,
+    now: datetime,
+    history: Callable[[str, datetime], tuple[int, int]] | None = None,
 ) -> LiveExplanation | None:
     """The decision the daemon would make about run ``ref`` at ``now``, with its trace, from its
     real lineage labels and the budget counts of the reruns on the control plane (listed as a
     daemon's first pass would list them). None when the run has not failed (rerund decides
-    only about FAILED, TIMED_OUT and ABORTED runs)."""
+    only about FAILED, TIMED_OUT and ABORTED runs). ``history(fingerprint, since)``: the ledger's
+    (reruns, recovered) of a fingerprint, for ``give_up_below`` (None: no evidence)."""
     budgets = policies.budgets()
     since = min([now - DEFAULT_LOOKBACK, *(now - window for window in budgets.values())])
     index = RerunIndex(cp, reads=asyncio.Semaphore(8), count_error=lambda _exc: None)
@@ -106,4 +134,6 @@ async def explain_live(
     versions = TaskVersions(cp)  # the latest version of its task, as a waiting relaunch sees it
     await versions.refresh([task_key(facts)])
     failure = failure_from(facts, used, oldest, versions.latest(task_key(facts)))
+    if history is not None:
+        failure = with_history(failure, policies, now, history)
     return LiveExplanation(explain(failure, policies, now), failure, tuple(index.listed()))

@@ -52,6 +52,8 @@ METRIC_NAMES = (
     "rerund_forged_lineage_labels_total",
     "rerund_read_cache_bytes",
     "rerund_ledger_bytes",
+    "rerund_incidents_open",
+    "rerund_incident_reruns_held",
 )
 
 
@@ -148,6 +150,16 @@ class Metrics:
             "rerund_ledger_bytes",
             "Size of the SQLite ledger on disk: database plus its WAL (bounded by ledger_retention "
             "and ledger_max_bytes).",
+            registry=registry,
+        )
+        self.incidents_open = Gauge(
+            "rerund_incidents_open",
+            "Incidents open now: failures of one fingerprint that hold their reruns (the outage breaker)",
+            registry=registry,
+        )
+        self.incident_reruns_held = Gauge(
+            "rerund_incident_reruns_held",
+            "Reruns held now by open incidents (released when a canary succeeds)",
             registry=registry,
         )
         self.last_sync = Gauge(

@@ -122,6 +122,10 @@ def _lineage_rows(states: Sequence[LineageState], *, due: bool) -> list[list[str
     return rows
 
 
+_INCIDENT_HEADERS = ["fingerprint", "state", "opened (UTC)", "closed (UTC)", "failures", "held", "canaries"]
+_INCIDENT_HEADERS += ["tasks", "example"]
+
+
 def render_page(view: PageView) -> str:
     """The whole page as HTML text (pure)."""
     st = view.status
@@ -142,7 +146,8 @@ def render_page(view: PageView) -> str:
         "<header><h1>rerund</h1>",
         '<nav><a href="#in-flight">in flight</a><a href="#budgets">budgets</a>'
         '<a href="#exhausted">exhausted</a><a href="#recovered">recovered</a>'
-        '<a href="#decisions">decisions</a><a href="#reproductions">reproductions</a></nav></header>',
+        '<a href="#decisions">decisions</a><a href="#incidents">incidents</a>'
+        '<a href="#reproductions">reproductions</a></nav></header>',
         '<section id="status"><h2>Status</h2><ul>',
         f"<li>{ready}{dry}</li>",
         f"<li>last successful resync: {_time(view.last_sync)}</li>",
@@ -244,6 +249,39 @@ def render_page(view: PageView) -> str:
             f"No decision recorded about a run matching {view.search!r}."
             if view.search
             else "No decision recorded yet.",
+        )
+    )
+    parts.append("</section>")
+
+    parts.append(f'<section id="incidents"><h2>Incidents ({len(st.incidents)})</h2>')
+    parts.append(
+        _table(
+            [
+                "fingerprint",
+                "state",
+                "opened (UTC)",
+                "closed (UTC)",
+                "failures",
+                "held",
+                "canaries",
+                "tasks",
+                "example",
+            ],
+            [
+                [
+                    f"<code>{_e(i.fingerprint)}</code>",
+                    f'<strong class="{"bad" if i.state == "open" else "ok"}">{_e(i.state)}</strong>',
+                    _time(i.opened_at),
+                    _time(i.closed_at),
+                    _e(i.failures),
+                    _e(i.held),
+                    _e(i.canaries),
+                    _e(", ".join(i.tasks) or "—"),
+                    f"<code>{_e(i.example)}</code>",
+                ]
+                for i in st.incidents
+            ],
+            "No incident: no failure opened the outage breaker.",
         )
     )
     parts.append("</section>")

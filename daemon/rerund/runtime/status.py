@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from rerund.core.incidents import IncidentRecord
 from rerund.core.rules import PolicySet
 from rerund.core.runs import LABEL_ATTEMPT, LABEL_POLICY, LABEL_ROOT, RunSummary
 from rerund.core.status import ListedRerun, Status, budget_limits, compute_status
@@ -29,6 +30,12 @@ class StatusLedger(Protocol):
     ) -> dict[str, list[dict[str, Any]]]: ...
 
     def latest_reproductions(self) -> list[dict[str, Any]]: ...
+
+    def incidents(self, *, since: datetime) -> Sequence[IncidentRecord]: ...
+
+    def fingerprint_recoveries(
+        self, *, since: datetime, fingerprint: str | None = None
+    ) -> dict[str, tuple[int, int]]: ...
 
 
 def window(policies: PolicySet | None) -> timedelta:
@@ -77,9 +84,13 @@ def gather_status(
     """The status from the ledger (when there is one) and the listed reruns."""
     rows: dict[str, list[dict[str, Any]]] = {"decisions": [], "issues": [], "outcomes": []}
     repros: list[dict[str, Any]] = []
+    incidents: Sequence[IncidentRecord] = ()
+    recoveries: dict[str, tuple[int, int]] = {}
     if ledger is not None:
         rows = ledger.lineage_rows(since=now - window(policies))
         repros = ledger.latest_reproductions()
+        incidents = ledger.incidents(since=now - window(policies))
+        recoveries = ledger.fingerprint_recoveries(since=now - window(policies))
     return compute_status(
         now=now,
         decisions=rows["decisions"],
@@ -90,6 +101,8 @@ def gather_status(
         reproductions=repros,
         pending=pending,
         notes=notes,
+        incidents=incidents,
+        recoveries=recoveries,
     )
 
 

@@ -185,7 +185,13 @@ class Site:
             ref = found[0]
             scope = ref.scope
         try:
-            result = await explain_live(self._cp, ref, self._policies(), self._clock())
+            ledger = self._ledger
+            history = (
+                (lambda fp, since: ledger.fingerprint_recoveries(since=since, fingerprint=fp).get(fp, (0, 0)))
+                if ledger
+                else None
+            )
+            result = await explain_live(self._cp, ref, self._policies(), self._clock(), history)
         except NotFoundError:
             return scope, [], f"no run {run!r} in {scope}: check the name (run names are lower-case)"
         except ControlPlaneError as exc:

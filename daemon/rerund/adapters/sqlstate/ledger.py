@@ -44,6 +44,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    case,
     create_engine,
     func,
     literal_column,
@@ -58,6 +59,7 @@ from rerund.adapters.ledger import IssueRecord, Source, _compact_body, _full_bod
 from rerund.adapters.sqlstate import schema as t
 from rerund.adapters.sqlstate.upgrade import check_revision, upgrade
 from rerund.adapters.sqlstate.url import engine_url, shown
+from rerund.core.incidents import IncidentRecord
 from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.redact import public_decision
 from rerund.errors import LedgerError
@@ -505,6 +507,62 @@ class PostgresLedger:
         }
         with self._tx() as conn:
             return _inserted(conn, t.reproductions, row)
+
+    def record_incident(self, record: IncidentRecord, *, now: datetime) -> bool:
+        """Save ``record`` (replacing the row of its fingerprint and opening time); True when
+        its state was not recorded before. Closed is final: a late write of the open state does
+        not reopen it (the row is locked while it is compared)."""
+        opened = _aware(record.opened_at)
+        key = (t.incidents.c.fingerprint == record.fingerprint) & (t.incidents.c.opened_at == opened)
+        body = json.dumps(record.to_json())
+        with self._tx() as conn:
+            row = conn.execute(select(t.incidents.c.state).where(key).with_for_update()).first()
+            if row is not None and row[0] == "closed":
+                return False
+            stmt = insert(t.incidents).values(
+                fingerprint=record.fingerprint,
+                opened_at=opened,
+                state=record.state,
+                at=_aware(now),
+                body=body,
+            )
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["fingerprint", "opened_at"],
+                set_={"state": stmt.excluded.state, "at": stmt.excluded.at, "body": stmt.excluded.body},
+            )
+            conn.execute(stmt)
+            return row is None or row[0] != record.state
+
+    def fingerprint_recoveries(
+        self, *, since: datetime, fingerprint: str | None = None
+    ) -> dict[str, tuple[int, int]]:
+        """Fingerprint -> (reruns decided since ``since`` for its failures whose outcome is
+        recorded, how many succeeded); only ``fingerprint`` when given."""
+        d, i, o = t.decisions, t.issues, t.outcomes
+        succeeded = func.coalesce(func.sum(case((o.c.phase == "SUCCEEDED", 1), else_=0)), 0).label("ok")
+        stmt = (
+            select(d.c.fingerprint, func.count().label("n"), succeeded)
+            .select_from(
+                d.join(
+                    i,
+                    (i.c.source_key == d.c.project + "/" + d.c.domain + "/" + d.c.run)
+                    & (i.c.attempt == d.c.attempt)
+                    & (i.c.result == "created"),
+                ).join(o, o.c.target_key == i.c.target_key)
+            )
+            .where(d.c.decision == "rerun", d.c.at >= _aware(since))
+            .where(d.c.fingerprint != "" if fingerprint is None else d.c.fingerprint == fingerprint)
+            .group_by(d.c.fingerprint)
+        )
+        return {str(r["fingerprint"]): (int(r["n"]), int(r["ok"])) for r in self._query(stmt)}
+
+    def incidents(self, *, since: datetime) -> list[IncidentRecord]:
+        """The open incidents and those closed (or saved) at or after ``since``, newest first."""
+        c = t.incidents.c
+        rows = self._query(
+            select(c.body).where((c.state == "open") | (c.at >= _aware(since))).order_by(c.opened_at.desc())
+        )
+        return [IncidentRecord.from_json(json.loads(r["body"])) for r in rows]
 
     def set_watermark(self, scope: str, at: datetime) -> None:
         """Set the watermark of ``scope`` (as in the SQLite ledger: the value given)."""

@@ -34,6 +34,7 @@ from sqlalchemy import (
 __all__ = [
     "decisions",
     "failures",
+    "incidents",
     "issues",
     "metadata",
     "outcomes",
@@ -158,3 +159,17 @@ reproductions = Table(
     UniqueConstraint("check_name", "scheduled_for", "manual"),
 )
 Index("reproductions_check", reproductions.c.check_name, reproductions.c.scheduled_for)
+
+# Incidents of the outage breaker (rerund.core.incidents): one row per fingerprint and opening,
+# the incident's whole record in ``body`` (revision 0002).
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("fingerprint", Text, nullable=False),
+    Column("opened_at", DateTime(timezone=True), nullable=False),
+    Column("state", Text, nullable=False),
+    _at(),
+    Column("body", Text, nullable=False),
+    PrimaryKeyConstraint("fingerprint", "opened_at"),
+)
+Index("incidents_state", incidents.c.state, incidents.c.at)

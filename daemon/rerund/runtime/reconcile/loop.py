@@ -58,6 +58,7 @@ from rerund.errors import (
 )
 from rerund.ports import ControlPlane, DecisionLedger, Notifier, Scheduler
 from rerund.runtime.metrics import Metrics
+from rerund.runtime.reconcile.incidents import Incidents
 from rerund.runtime.reconcile.index import RerunIndex, RerunInfo
 from rerund.runtime.reconcile.inflight import InFlight
 from rerund.runtime.reconcile.issuer import Issuer, Stopped
@@ -185,6 +186,7 @@ class Reconciler:
             notifier=notifier,
             recent_capacity=recent_capacity,
         )
+        self._incidents = Incidents(self._recorder, self._tasks.spawn, clock())
         self._index = RerunIndex(
             control_plane,
             reads=self._reads,
@@ -211,6 +213,11 @@ class Reconciler:
     def recent(self) -> tuple[dict[str, Any], ...]:
         """The latest decisions (``/decisions``), oldest first."""
         return self._recorder.recent
+
+    @property
+    def incidents(self) -> Incidents:
+        """The outage breaker's incidents (``rerund incidents``, ``/status``)."""
+        return self._incidents
 
     def count_error(self, exc: ControlPlaneError, *, rpc: str = "unknown") -> None:
         """Count a failed control-plane call the daemon made outside the loop (a watch)."""
@@ -259,6 +266,7 @@ class Reconciler:
         errors: list[str] = []
         generation = self._owed.generation
         policies = self._policies()
+        await self._release(self._incidents.configure(policies.incidents, now))
         reruns = 0
         self._index.start_pass()
         for project, domain in self._scopes:
@@ -271,6 +279,7 @@ class Reconciler:
             # Only a listing that read every rerun's lineage covers these policies: one failed
             # GetRunDetails leaves watch events to the next pass.
             self._indexed_generation = generation
+        await self._follow_canaries(now)
         failed_total = 0
         for project, domain in self._scopes:
             scope = f"{project}/{domain}"
@@ -291,6 +300,7 @@ class Reconciler:
             self._recorder.save_watermark(scope, self._owed.durable(scope, self._owed.advance(scope, now)))
         await self._relaunch_fixed()
         await self._redecide_due(now)
+        self._incidents.save(self._clock())
         if not errors:
             # When the pass finished, not when it began: a pass over a large backlog (thousands
             # of deferred failures listed again) must not read as an old sync when it ends.
@@ -317,6 +327,10 @@ class Reconciler:
         if not self._coverage.covers(summary.ref.project, summary.ref.domain):
             return None  # an org-wide stream also carries runs of projects no scope names
         self._recorder.observe(summary, now)
+        if self._incidents.is_canary(summary.ref):
+            released = self._incidents.run_ended(summary, now)
+            if released:
+                return self._release(released)
         if summary.phase not in FAILED_PHASES:
             return None
         if summary.ended_at is not None and summary.ended_at < self._floor(self._listing(summary.ref), now):
@@ -504,6 +518,7 @@ class Reconciler:
         budgets = policies.budgets()
         used, oldest = self._index.budget_counts(now, budgets) if budgets else ({}, {})
         failure = failure_from(facts, used, oldest, self._versions.latest(task_key(facts)))
+        failure = self._incidents.with_evidence(failure, policies, now)  # give_up_below's history
         decision = self._decide(failure, policies, now)
         ref = facts.summary.ref
         if isinstance(decision, Rerun):
@@ -514,6 +529,7 @@ class Reconciler:
                 # fresh ledger does not look like a retry storm.
                 self._already_issued(ref, failure, decision, target, now)
                 return
+        decision = self._incidents.gate(failure, decision, ref, now)  # held, canary, or as it is
         novel = self._recorder.decision(facts, failure, decision, now)
         match decision:
             case Rerun(not_before=due) if due > now:
@@ -595,6 +611,30 @@ class Reconciler:
             return
         with self._inflight.handling(ref):
             await self._decide_and_act(pending.facts, self._clock())
+
+    async def _release(self, refs: Sequence[RunRef]) -> None:
+        """Decide again now the failures an incident held (it closed): each reruns, paced by
+        the concurrency of creates and the control plane's rate gate."""
+        for i, ref in enumerate(refs, start=1):
+            await self._redecide(ref)
+            if i % _DECISIONS_PER_YIELD == 0:
+                await asyncio.sleep(0)
+
+    async def _follow_canaries(self, now: datetime) -> None:
+        """How each incident's canary ended, when the stream has not said: one GetRunDetails
+        per canary out (so per open incident) per pass."""
+        for ref in self._incidents.canaries():
+            try:
+                summary = await self._cp.get_run(ref)
+            except NotFoundError:
+                if self._index.holder(ref) is None:  # never created (rejected, dry run): probe again
+                    self._incidents.canary_gone(ref, now)
+                continue
+            except ControlPlaneError as exc:
+                self._issuer.count_error(exc)
+                continue
+            self._recorder.observe(summary, now)
+            await self._release(self._incidents.run_ended(summary, now))
 
     async def _relaunch_fixed(self) -> None:
         """List the latest version of every task a failure waits on (one ListTasks per task)

@@ -1,0 +1,86 @@
+"""The ledger's incidents, over both backends (a real SQLite file in tmp_path, a real PostgreSQL
+database): an incident saved as it changes, each state new once (what is notified once across
+restarts and replicas), closed final, read back; the recoveries of a fingerprint's reruns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from rerund.adapters.ledger import Ledger
+from rerund.adapters.sqlstate.ledger import PostgresLedger
+from rerund.core.incidents import IncidentRecord
+
+T0 = datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_ledger(request: pytest.FixtureRequest, tmp_path) -> Iterator[Callable[[], Any]]:
+    """``open_ledger()``: a new handle on this test's one ledger (SQLite file or PostgreSQL)."""
+    handles: list[Any] = []
+    where = tmp_path / "r.db" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+    def opened() -> Any:
+        handles.append(Ledger(where) if request.param == "sqlite" else PostgresLedger(where))
+        return handles[-1]
+
+    yield opened
+    for handle in handles:
+        handle.close()
+
+
+OPEN = IncidentRecord(fingerprint="3fa2c0ffee12", opened_at=T0, failures=10, held=4, example="503 SlowDown")
+
+
+def test_each_state_of_an_incident_is_new_once_and_closed_is_final(open_ledger) -> None:
+    ledger = open_ledger()
+    assert ledger.record_incident(OPEN, now=T0) is True
+    assert ledger.record_incident(replace(OPEN, held=9, canary="p/d/x-retry-1"), now=T0) is False
+    closed = replace(OPEN, state="closed", closed_at=T0 + timedelta(minutes=2), held=0, canaries=3)
+    assert ledger.record_incident(closed, now=T0 + timedelta(minutes=2)) is True
+    assert ledger.record_incident(closed, now=T0 + timedelta(minutes=2)) is False
+    assert ledger.record_incident(OPEN, now=T0 + timedelta(minutes=3)) is False  # a late write
+    ledger.close()
+
+    again = open_ledger()
+    [read] = again.incidents(since=T0)
+    assert read == closed
+    assert again.incidents(since=T0 + timedelta(hours=1)) == []  # closed before the window
+
+
+def test_an_open_incident_is_read_back_whatever_the_window(open_ledger) -> None:
+    ledger = open_ledger()
+    ledger.record_incident(replace(OPEN, canary="p/d/x-retry-1", canary_at=T0), now=T0)
+    [read] = ledger.incidents(since=T0 + timedelta(days=30))
+    assert (read.state, read.canary, read.held, read.example) == ("open", "p/d/x-retry-1", 4, "503 SlowDown")
+
+
+def test_the_reruns_of_a_fingerprint_and_their_recoveries_are_counted_from_the_ledger(open_ledger) -> None:
+    from rerund.core.records import RerunIssue, RerunOutcome
+    from rerund.core.runs import RunRef
+
+    ledger = open_ledger()
+    outcomes = ["FAILED", "FAILED", "SUCCEEDED", None]  # the last rerun has not ended yet
+    for i, phase in enumerate(outcomes):
+        run, target = f"r{i}", f"r{i}-retry-1"
+        body = {"decision": "rerun", "policy": "p", "attempt": 1, "name": target, "reason": "x"}
+        body |= {"fingerprint": "3fa2c0ffee12", "source_run": run, "scope": "run"}
+        ledger.record_decision(project="ml", domain="prod", run=run, root=run, decision=body, now=T0)
+        ledger.record_issue(
+            RerunIssue(RunRef("ml", "prod", run), target, run, 1, "p", "run", "created", ""), now=T0
+        )
+        if phase is not None:
+            ledger.record_outcome(RerunOutcome(RunRef("ml", "prod", target), "p", run, 1, phase), now=T0)
+    other = {"decision": "rerun", "policy": "p", "attempt": 1, "name": "x-retry-1", "reason": "x"}
+    other |= {"fingerprint": "000000000000", "source_run": "x", "scope": "run"}
+    ledger.record_decision(project="ml", domain="prod", run="x", root="x", decision=other, now=T0)
+
+    week = T0 - timedelta(days=7)
+    assert ledger.fingerprint_recoveries(since=week, fingerprint="3fa2c0ffee12") == {"3fa2c0ffee12": (3, 1)}
+    assert ledger.fingerprint_recoveries(since=T0 + timedelta(seconds=1), fingerprint="3fa2c0ffee12") == {}
+    assert ledger.fingerprint_recoveries(since=week, fingerprint="ffffffffffff") == {}
+    assert ledger.fingerprint_recoveries(since=week) == {"3fa2c0ffee12": (3, 1)}  # x had no rerun issued

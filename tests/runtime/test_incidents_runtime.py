@@ -1,0 +1,120 @@
+"""The breaker in the shell, one call at a time (real SQLite ledger, fresh registry): what it
+saves, the gauges, the example message it keeps (redacted, control characters escaped), and
+the incident it restores after a restart."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from rerund.adapters.ledger import Ledger
+from rerund.core.decide import decide
+from rerund.core.incidents import Held
+from rerund.core.model import ErrorInfo, Failure, Rerun
+from rerund.core.runs import RunRef, RunSummary
+from rerund.policy import load_policies
+from rerund.runtime.metrics import Metrics
+from rerund.runtime.reconcile.incidents import Incidents
+from rerund.runtime.reconcile.recorder import DecisionRecorder
+
+T0 = datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
+HOSTILE = (
+    "503 from https://user:pw@s3.example/bkt/key?sig=abc: password=hunter2 \x1b[2J\x1b]0;owned\x07 retry"
+)
+POLICY = """apiVersion: rerund/v1
+incidents: {open: {failures: 2, within: 1m}, probe_every: 30s}
+policies:
+  - name: any
+    retry: {max_attempts: 3}
+"""
+
+
+def _incidents(path: Path) -> tuple[Incidents, CollectorRegistry, Ledger]:
+    registry = CollectorRegistry()
+    ledger = Ledger(path)
+    recorder = DecisionRecorder(
+        metrics=Metrics(registry), log=logging.getLogger("test"), spawn=lambda c: c.close(), ledger=ledger
+    )
+    return Incidents(recorder, recorder_spawn, T0), registry, ledger
+
+
+def recorder_spawn(coro: object) -> None:
+    coro.close()  # type: ignore[attr-defined]
+
+
+def _decided(tmp_path: Path, run: str) -> tuple[Failure, Rerun]:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY)
+    policies = load_policies([policy])
+    failure = Failure(
+        run=run, task="etl.load", error=ErrorInfo(kind="SYSTEM", code="S3", message=HOSTILE), failed_at=T0
+    )
+    decision = decide(failure, policies, T0)
+    assert isinstance(decision, Rerun)
+    return failure, decision
+
+
+def test_an_incident_is_saved_with_a_redacted_escaped_example_and_counted_in_the_gauges(tmp_path) -> None:
+    incidents, registry, ledger = _incidents(tmp_path / "r.db")
+    incidents.configure(load_policies([_write(tmp_path)]).incidents, T0)
+    for run in ("r1", "r2"):
+        failure, decision = _decided(tmp_path, run)
+        out = incidents.gate(failure, decision, RunRef("p", "d", run), T0)
+    assert isinstance(out, Held)
+    [record] = ledger.incidents(since=T0)
+    assert record.state == "open"
+    assert (
+        "hunter2" not in record.example
+        and "user:pw" not in record.example
+        and "sig=abc" not in record.example
+    )
+    assert "\x1b" not in record.example and "\x07" not in record.example
+    assert record.example == ("503 from https://s3.example/... password=*** \\x1b[2J\\x1b]0;owned\\x07 retry")
+    assert registry.get_sample_value("rerund_incidents_open") == 1
+    assert registry.get_sample_value("rerund_incident_reruns_held") == 1
+
+
+def test_an_open_incident_and_its_canary_come_back_after_a_restart_and_close(tmp_path) -> None:
+    incidents, _, ledger = _incidents(tmp_path / "r.db")
+    incidents.configure(load_policies([_write(tmp_path)]).incidents, T0)
+    for run in ("r1", "r2"):
+        failure, decision = _decided(tmp_path, run)
+        incidents.gate(failure, decision, RunRef("p", "d", run), T0)
+    failure, decision = _decided(tmp_path, "r1")
+    canary = incidents.gate(failure, decision, RunRef("p", "d", "r1"), T0 + timedelta(seconds=31))
+    assert isinstance(canary, Rerun) and canary.labels["rerund-canaries"] == "1"
+    ledger.close()  # a SIGKILL loses nothing the ledger holds: the canary was saved as it went out
+
+    again, registry, _ = _incidents(tmp_path / "r.db")
+    again.configure(load_policies([_write(tmp_path)]).incidents, T0 + timedelta(seconds=34))  # the first pass
+    assert registry.get_sample_value("rerund_incidents_open") == 1
+    assert again.canaries() == [RunRef("p", "d", "r1-retry-1")]
+    failure, decision = _decided(tmp_path, "r2")  # relisted after the restart: held again
+    assert isinstance(again.gate(failure, decision, RunRef("p", "d", "r2"), T0 + timedelta(seconds=35)), Held)
+    ended = RunSummary(ref=RunRef("p", "d", "r1-retry-1"), phase="SUCCEEDED", task="etl.load", labels={})
+    released = again.run_ended(ended, T0 + timedelta(seconds=40))
+    assert released == [RunRef("p", "d", "r2")]  # r1's rerun was the canary; r2 was held
+    assert registry.get_sample_value("rerund_incidents_open") == 0
+
+
+def _write(tmp_path: Path) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(POLICY)
+    return path
+
+
+def test_incidents_restored_under_policies_without_the_key_close_and_release(tmp_path) -> None:
+    incidents, _, ledger = _incidents(tmp_path / "r.db")
+    incidents.configure(load_policies([_write(tmp_path)]).incidents, T0)
+    for run in ("r1", "r2"):
+        failure, decision = _decided(tmp_path, run)
+        incidents.gate(failure, decision, RunRef("p", "d", run), T0)
+    ledger.close()
+    again, registry, ledger = _incidents(tmp_path / "r.db")
+    assert again.configure(None, T0 + timedelta(minutes=1)) == []  # none held in this process yet
+    assert registry.get_sample_value("rerund_incidents_open") == 0
+    [closed] = ledger.incidents(since=T0)
+    assert closed.state == "closed"
