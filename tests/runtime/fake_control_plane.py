@@ -180,9 +180,7 @@ class FakeControlPlane:
         return [
             r.summary()
             for r in self.runs.values()
-            if r.ref.scope == f"{project}/{domain}"
-            and r.phase in FAILED_PHASES
-            and (r.ended_at or r.created_at) >= since
+            if r.ref.scope == f"{project}/{domain}" and r.phase in FAILED_PHASES and r.changed_at >= since
         ]
 
     async def list_reruns(

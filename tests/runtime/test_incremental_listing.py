@@ -3,15 +3,19 @@
 The reruns index is listed in full once (at start, after a policy change widened the window,
 and every ``FULL_RELISTING_EVERY``); every pass in between lists only the reruns of the
 window that changed since the last listing, and the budget counts follow the reruns issued and
-those leaving the window without being rebuilt. These tests drive one pass at a time against
-the in-memory control plane and check that budgets stay exact while the listing shrinks.
+those leaving the window without being rebuilt. Failed runs likewise: the whole overlap every
+``DEEP_LISTING_EVERY``, only those changed since the last listing in between. These tests
+drive one pass at a time against the in-memory control plane and check that budgets stay
+exact and nothing is missed while the listing shrinks.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from rerund.runtime.reconcile.index import FULL_RELISTING_EVERY
+from rerund.runtime.reconcile.loop import DEEP_LISTING_EVERY
 
 from .fake_control_plane import T0, FakeRun
 from .test_reconcile import POLICIES, World
@@ -104,3 +108,34 @@ def test_budget_counts_the_reruns_another_process_issued_between_two_passes(tmp_
     assert report.reruns_listed == 2
     assert world.cp.calls_by_run[("create_rerun", "mine-retry-1")] == 0
     assert world.metric("rerund_budget_deferrals_total", budget="transient") == 1
+
+
+def test_a_steady_pass_lists_only_the_failures_that_changed_since_the_last_listing(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    for i in range(20):
+        world.cp.add_failed(f"run{i:02d}", at=T0)
+    world.clock.advance(60)
+    first = world.sync()
+    world.clock.advance(40)
+    steady = world.sync()  # the failures are inside the overlap still, and listed already
+    world.clock.advance(DEEP_LISTING_EVERY.total_seconds())
+    deep = world.sync()
+
+    assert (first.failed_runs, steady.failed_runs, deep.failed_runs) == (20, 0, 20)
+
+
+def test_a_failure_shown_late_is_found_by_the_next_listing_of_the_whole_overlap(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    world.clock.advance(60)
+    world.sync()
+    world.clock.advance(5)
+    world.sync()
+    # A failure the control plane lists only now, two minutes after it ended (inside the overlap).
+    world.cp.add_failed("late", at=world.clock() - timedelta(minutes=2))
+    world.clock.advance(5)
+    world.sync()
+    for _ in range(int(DEEP_LISTING_EVERY.total_seconds() // 5) + 1):
+        world.clock.advance(5)
+        world.sync()
+
+    assert _rerun_names(world) == ["late-retry-1"]
