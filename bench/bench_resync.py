@@ -37,13 +37,13 @@ import harness as h
 
 sys.path.insert(0, str(h.REPO / "tests"))
 
-from prometheus_client import CollectorRegistry  # noqa: E402
+from prometheus_client import CollectorRegistry
 
-import rerund  # noqa: E402
-from rerund.policy import load_policies  # noqa: E402
-from rerund.runtime.metrics import Metrics  # noqa: E402
-from rerund.runtime.reconcile import Reconciler  # noqa: E402
-from runtime.fake_control_plane import T0, Clock, FakeControlPlane, FakeRun  # noqa: E402
+import rerund
+from rerund.policy import load_policies
+from rerund.runtime.metrics import Metrics
+from rerund.runtime.reconcile import Reconciler
+from runtime.fake_control_plane import T0, Clock, FakeControlPlane, FakeRun
 
 SIZES = (1_000, 10_000)
 PASSES = 12
