@@ -74,11 +74,18 @@ class ControlPlane(Deployments, Protocol):
         ...
 
     async def list_reruns(
-        self, project: str, domain: str, *, since: datetime, policy: str | None = None
+        self,
+        project: str,
+        domain: str,
+        *,
+        since: datetime,
+        policy: str | None = None,
+        changed_since: datetime | None = None,
     ) -> list[RunSummary]:
         """Runs carrying the ``rerund-policy`` label (equal to ``policy`` when given) created at or
-        after ``since``, in any phase (ListRuns, paged). Reproduction reruns (label
-        ``rerund-repro``) are left out: they inherit the labels of the run they rerun."""
+        after ``since``, in any phase (ListRuns, paged), and when ``changed_since`` is given
+        only those updated (created, or changed phase) at or after it. Reproduction reruns
+        (label ``rerund-repro``) are left out: they inherit the labels of the run they rerun."""
         ...
 
     async def get_run(self, ref: RunRef) -> RunSummary:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from rerund.core.decide import decide
 from rerund.core.lineage import (
+    BudgetCounter,
     BudgetRows,
     attempt_of,
     budget_counts,
@@ -117,6 +118,39 @@ def test_sorted_budget_rows_count_exactly_what_a_scan_counts(reruns, budgets, of
     decision) answers what ``budget_counts`` (a scan per decision) answers."""
     now = T0 + timedelta(seconds=offset)
     assert BudgetRows(reruns).counts(budgets, now) == budget_counts(reruns, budgets, now)
+
+
+_ENTRY = st.sampled_from(["a", "b", "c", "d", "e", "f"])
+_GROUP = st.sampled_from([None, None, ("ml/p", "root", 1), ("ml/p", "root", 2)])
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), _ENTRY, _GROUP, st.tuples(_POLICY, _CREATED)),
+        st.tuples(st.just("discard"), _ENTRY, st.none(), st.none()),
+    ),
+    max_size=40,
+)
+
+
+@given(_OPS, _BUDGETS, st.integers(-600, 600))
+def test_a_budget_counter_kept_as_reruns_come_and_go_counts_what_a_scan_counts(ops, budgets, offset):
+    """``BudgetCounter`` (changed one rerun at a time) answers what ``budget_counts`` answers
+    over the rows it holds: each entry once, the copies of one group once, as the earliest."""
+    counter = BudgetCounter()
+    entries = {}
+    for op, entry, group, row in ops:
+        if op == "put":
+            counter.put(entry, row, group)
+            entries[entry] = (group, row)
+        else:
+            counter.discard(entry)
+            entries.pop(entry, None)
+    rows = [row for group, row in entries.values() if group is None]
+    for group in {g for g, _ in entries.values() if g is not None}:
+        copies = [row for g, row in entries.values() if g == group]
+        rows.append(min(copies, key=lambda r: (r[1] is None, r[1] or T0 - timedelta(days=999), r[0] or "")))
+    now = T0 + timedelta(seconds=offset)
+    assert counter.counts(budgets, now) == budget_counts(rows, budgets, now)
+    assert len(counter) == len(rows)
 
 
 def test_the_lineage_lists_the_root_then_its_reruns_by_attempt():

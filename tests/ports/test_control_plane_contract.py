@@ -271,6 +271,30 @@ def test_list_reruns_lists_the_runs_labelled_with_a_policy_but_no_reproduction(b
     assert source not in listed  # an original run carries no policy label
 
 
+def test_list_reruns_with_changed_since_lists_only_the_reruns_updated_since(backend: Backend) -> None:
+    since = backend.now() - timedelta(minutes=1)
+    name = backend.failed("net.flaky")
+    ours = run(
+        backend.cp.create_rerun(
+            RerunRequest(
+                source=ref(backend, name),
+                name=f"{name}-retry-1",
+                labels={"rerund-policy": "p", "rerund-root": name},
+            )
+        )
+    )
+
+    changed = run(backend.cp.list_reruns(backend.project, backend.domain, since=since, changed_since=since))
+    later = run(
+        backend.cp.list_reruns(
+            backend.project, backend.domain, since=since, changed_since=backend.now() + timedelta(minutes=5)
+        )
+    )
+
+    assert ours in {r.ref for r in changed}
+    assert later == []
+
+
 def test_watch_yields_the_runs_of_the_scope_with_their_phase(backend: Backend) -> None:
     name = backend.failed("net.flaky")
 

@@ -74,6 +74,12 @@ class FakeRun:
     error_pending: bool = False  # FAILED, error details not arrived yet (open-source Flyte)
     finished_phase: str | None = None  # aborted after it had finished in this phase
     relation: RunRef | None = None  # the run this one reruns (RunSpec relation)
+    updated_at: datetime | None = None  # last change; None: its creation or end, the later
+
+    @property
+    def changed_at(self) -> datetime:
+        """When the run last changed, as ListRuns' ``updated_at`` filter sees it."""
+        return max(t for t in (self.updated_at, self.created_at, self.ended_at) if t is not None)
 
     def summary(self) -> RunSummary:
         return RunSummary(
@@ -174,13 +180,17 @@ class FakeControlPlane:
         return [
             r.summary()
             for r in self.runs.values()
-            if r.ref.scope == f"{project}/{domain}"
-            and r.phase in FAILED_PHASES
-            and (r.ended_at or r.created_at) >= since
+            if r.ref.scope == f"{project}/{domain}" and r.phase in FAILED_PHASES and r.changed_at >= since
         ]
 
     async def list_reruns(
-        self, project: str, domain: str, *, since: datetime, policy: str | None = None
+        self,
+        project: str,
+        domain: str,
+        *,
+        since: datetime,
+        policy: str | None = None,
+        changed_since: datetime | None = None,
     ) -> list[RunSummary]:
         self._call("list_reruns")
         return [
@@ -195,6 +205,7 @@ class FakeControlPlane:
             and LABEL_REPRO not in r.labels  # as the adapter: reproduction reruns are left out
             and (policy is None or r.labels[LABEL_POLICY] == policy)
             and r.created_at >= since
+            and (changed_since is None or r.changed_at >= changed_since)
         ]
 
     async def get_run(self, ref: RunRef) -> RunSummary:

@@ -695,7 +695,8 @@ def test_a_failed_run_aborted_afterwards_gets_no_second_rerun(world: World) -> N
     run = world.cp.add_failed("fail1", at=T0)
     world.clock.advance(60)
     world.sync()
-    run.phase, run.finished_phase = "ABORTED", "FAILED"  # an operator aborts the finished run
+    # An operator aborts the finished run (its updated_at moves, its end time stays).
+    run.phase, run.finished_phase, run.updated_at = "ABORTED", "FAILED", world.clock()
     world.clock.advance(5)
 
     world.sync()

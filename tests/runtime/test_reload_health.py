@@ -11,16 +11,21 @@ nothing here compares a duration with a threshold.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import logging
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from rerund.app import App
 from rerund.core.model import ErrorInfo
+from rerund.runtime import daemon as daemon_module
 from rerund.runtime.daemon import Daemon
 
 from .fake_control_plane import T0, Clock, FakeControlPlane, daemon_settings
@@ -126,3 +131,96 @@ def test_health_is_answered_while_a_reload_re_decides_thousands_of_cached_failur
     # One answer may already be on its way when a busy stretch begins; more than one in between
     # means the loop answered /healthz while it was re-deciding.
     assert again.seen[-1] - again.seen[0] >= 2, (again.seen[0], again.seen[-1])
+
+
+class HoldTheLoop(logging.Handler):
+    """At the first decision line of ``policy``, blocks the thread that logs it (the daemon's
+    event loop, as a stalled disk under the ledger would) until ``release`` is set or 30 s
+    pass; ``holding`` is set while it blocks, ``released`` says whether ``release`` came."""
+
+    def __init__(self, policy: str) -> None:
+        super().__init__(logging.INFO)
+        self.policy = policy
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        self.released: bool | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "policy", None) == self.policy and self.released is None:
+            self.holding.set()
+            self.released = self.release.wait(30)
+
+
+@contextlib.contextmanager
+def held_daemon(tmp_path: Path) -> Iterator[tuple[tuple[str, int], HoldTheLoop]]:
+    """A daemon whose event loop is held inside its first decision (until ``release``)."""
+    clock = Clock(T0 + timedelta(minutes=5))
+    cp = FakeControlPlane(clock)
+    cp.add_failed("bad00001", error=USER_ERROR, at=T0 + timedelta(minutes=1))
+    settings = daemon_settings(tmp_path, POLICIES, http="127.0.0.1:0", poll_interval="1s")
+    started: list[Daemon] = []
+    ready = threading.Event()
+
+    def on_ready(d: Daemon) -> None:
+        started.append(d)
+        ready.set()
+
+    app = App(settings, control_plane=cp, clock=clock, install_signals=False, on_ready=on_ready)
+    decisions = logging.getLogger("rerund.decisions")
+    level = decisions.level
+    decisions.setLevel(logging.INFO)
+    hold = HoldTheLoop("bad-input")
+    decisions.addHandler(hold)
+    thread = threading.Thread(target=lambda: asyncio.run(app.run()), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(20), "the daemon did not start"
+        server = started[0].http
+        assert server is not None
+        assert hold.holding.wait(30), "the failure was not decided"
+        yield server.address, hold
+    finally:
+        hold.release.set()
+        decisions.removeHandler(hold)
+        decisions.setLevel(level)
+        app.request_stop()
+        thread.join(30)
+    assert hold.released, "the test let the event loop go only after 30 s"
+
+
+def _health(address: tuple[str, int]) -> tuple[int, str] | None:
+    conn = http.client.HTTPConnection(*address, timeout=10)
+    try:
+        conn.request("GET", "/healthz")
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    except OSError:
+        return None
+    finally:
+        conn.close()
+
+
+def test_health_is_answered_while_the_event_loop_is_held_by_a_decision(tmp_path: Path) -> None:
+    with held_daemon(tmp_path) as (address, hold):
+        answer = _health(address)  # the loop is blocked inside the decision now
+        hold.release.set()
+    assert answer == (200, "ok\n")
+
+
+def test_health_reports_an_event_loop_stuck_longer_than_the_liveness_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(daemon_module, "LOOP_STALL_S", 0.5)
+    with held_daemon(tmp_path) as (address, hold):
+        time.sleep(1.0)  # held: the loop has not run for more than the limit
+        stuck = _health(address)
+        hold.release.set()
+        _until(
+            lambda: _health(address) == (200, "ok\n"), "/healthz answering ok again once the loop runs", 30
+        )
+    assert stuck is not None and stuck[0] == 503
+    assert re.match(
+        r"^the event loop has not run for \d+s \(limit 0\.5s\): the daemon is stuck; restart it "
+        r"\(what is owed is recomputed from the control plane on start\)\n$",
+        stuck[1],
+    ), stuck[1]

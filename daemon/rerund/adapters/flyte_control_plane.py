@@ -419,6 +419,24 @@ def runcontext_for_rerun(request: RerunRequest, source: RunSpecView) -> dict[str
     return kwargs
 
 
+def _created_and_changed(since: datetime, changed_since: datetime | None) -> list[Any]:
+    """The ListRuns time filters of ``list_reruns``: created at or after ``since`` and, when
+    given, updated at or after ``changed_since`` (both are columns open-source Flyte filters)."""
+    from flyteidl2.common import list_pb2
+
+    at_or_after = list_pb2.Filter.GREATER_THAN_OR_EQUAL
+    times = [
+        list_pb2.Filter(function=at_or_after, field="created_at", values=[since.astimezone(UTC).isoformat()])
+    ]
+    if changed_since is not None:
+        times.append(
+            list_pb2.Filter(
+                function=at_or_after, field="updated_at", values=[changed_since.astimezone(UTC).isoformat()]
+            )
+        )
+    return times
+
+
 def _refuses_labels(exc: ControlPlaneError) -> bool:
     """Whether ``exc`` is open-source Flyte refusing a label filter (INVALID_ARGUMENT
     ``invalid filter field: labels.<k>``, ``runs/repository/impl/filters.go``)."""
@@ -1390,22 +1408,29 @@ class FlyteControlPlane:
         return await self._list(project, domain, filters)
 
     async def list_reruns(
-        self, project: str, domain: str, *, since: datetime, policy: str | None = None
+        self,
+        project: str,
+        domain: str,
+        *,
+        since: datetime,
+        policy: str | None = None,
+        changed_since: datetime | None = None,
     ) -> list[RunSummary]:
+        times = _created_and_changed(since, changed_since)
         if self._label_filters is False:
-            return await self._list_reruns_by_reading(project, domain, since=since, policy=policy)
+            return await self._list_reruns_by_reading(project, domain, times=times, policy=policy)
         try:
-            out = await self._list_reruns_by_filter(project, domain, since=since, policy=policy)
+            out = await self._list_reruns_by_filter(project, domain, times=times, policy=policy)
         except PermanentControlPlaneError as exc:
             if self._label_filters is None and _refuses_labels(exc):
                 self._found_oss(exc)
-                return await self._list_reruns_by_reading(project, domain, since=since, policy=policy)
+                return await self._list_reruns_by_reading(project, domain, times=times, policy=policy)
             raise
         self._found_union()
         return out
 
     async def _list_reruns_by_filter(
-        self, project: str, domain: str, *, since: datetime, policy: str | None
+        self, project: str, domain: str, *, times: list[Any], policy: str | None
     ) -> list[RunSummary]:
         from flyteidl2.common import list_pb2
 
@@ -1414,14 +1439,7 @@ class FlyteControlPlane:
             if policy
             else list_pb2.Filter(function=list_pb2.Filter.EXISTS, field=f"labels.{LABEL_POLICY}")
         )
-        filters = [
-            label,
-            list_pb2.Filter(
-                function=list_pb2.Filter.GREATER_THAN_OR_EQUAL,
-                field="created_at",
-                values=[since.astimezone(UTC).isoformat()],
-            ),
-        ]
+        filters = [label, *times]
         # A reproduction rerun of a rerun inherits its rerund-* labels; it is not part of the
         # lineage and must not count against budgets. A control plane that cannot filter on a
         # missing label gets the plain listing (the reproduction reruns then count, as reruns).
@@ -1435,18 +1453,11 @@ class FlyteControlPlane:
         return await self._list(project, domain, filters)
 
     async def _list_reruns_by_reading(
-        self, project: str, domain: str, *, since: datetime, policy: str | None
+        self, project: str, domain: str, *, times: list[Any], policy: str | None
     ) -> list[RunSummary]:
-        """``list_reruns`` without label filters (open-source Flyte): every run created since
-        ``since``, each one's labels read once (see the module docstring for the cost)."""
-        from flyteidl2.common import list_pb2
-
-        created = list_pb2.Filter(
-            function=list_pb2.Filter.GREATER_THAN_OR_EQUAL,
-            field="created_at",
-            values=[since.astimezone(UTC).isoformat()],
-        )
-        runs = await self._list(project, domain, [created], page=_MAX_PAGE)
+        """``list_reruns`` without label filters (open-source Flyte): every run the time filters
+        ``times`` select, each one's labels read once (see the module docstring for the cost)."""
+        runs = await self._list(project, domain, times, page=_MAX_PAGE)
         labels = await self._labels_of([r.ref for r in runs])
         out = []
         for r in runs:

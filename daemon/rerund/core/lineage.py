@@ -15,10 +15,10 @@ the run is an original run of its own lineage, and it never counts against a bud
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from bisect import bisect_left, insort
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rerund.core.model import Failure, GiveUp, Phase, Rerun, Scope
@@ -41,6 +41,7 @@ from rerund.core.times import iso
 
 __all__ = [
     "MAX_ATTEMPT",
+    "BudgetCounter",
     "BudgetRows",
     "attempt_of",
     "budget_counts",
@@ -247,14 +248,18 @@ def budget_counts(
     return used, oldest
 
 
+Row = tuple[str | None, datetime | None]  # (policy, created_at; None = being created now)
+
+
 class BudgetRows:
-    """Reruns' creation times sorted once, overall and per policy, so that a budget count is a
+    """Reruns' creation times kept sorted, overall and per policy, so that a budget count is a
     binary search, not a scan: a pass decides many failures over the same reruns (after a
     policy reload, thousands), and a scan per decision costs what the budget window issued.
     ``counts`` answers exactly what ``budget_counts`` answers for the same rows. Built from
-    ``(policy, created_at)`` rows (None = created now); no side effects after construction."""
+    ``(policy, created_at)`` rows (None = created now); ``add`` and ``remove`` change one row
+    (an insertion into a sorted list: no re-sort)."""
 
-    def __init__(self, reruns: Iterable[tuple[str | None, datetime | None]]) -> None:
+    def __init__(self, reruns: Iterable[Row] = ()) -> None:
         self._all: list[datetime] = []
         self._by_policy: dict[str | None, list[datetime]] = {}
         self._now_all = 0  # rows created now: in every window, counted as ``now``
@@ -269,6 +274,33 @@ class BudgetRows:
         self._all.sort()
         for times in self._by_policy.values():
             times.sort()
+
+    def __len__(self) -> int:
+        return len(self._all) + self._now_all
+
+    def add(self, policy: str | None, created_at: datetime | None) -> None:
+        """One row more."""
+        if created_at is None:
+            self._now_all += 1
+            self._now_by_policy[policy] = self._now_by_policy.get(policy, 0) + 1
+            return
+        insort(self._all, created_at)
+        insort(self._by_policy.setdefault(policy, []), created_at)
+
+    def remove(self, policy: str | None, created_at: datetime | None) -> None:
+        """One row fewer: one that ``add`` (or the constructor) counted."""
+        if created_at is None:
+            self._now_all -= 1
+            left = self._now_by_policy[policy] - 1
+            if left:
+                self._now_by_policy[policy] = left
+            else:
+                del self._now_by_policy[policy]
+            return
+        for times in (self._all, self._by_policy[policy]):
+            del times[bisect_left(times, created_at)]
+        if not self._by_policy[policy]:
+            del self._by_policy[policy]
 
     def counts(
         self, budgets: Mapping[str, timedelta], now: datetime
@@ -292,6 +324,83 @@ class BudgetRows:
             if candidates:
                 oldest[name] = min(candidates)
         return used, oldest
+
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+def _first_created(members: Mapping[Hashable, Row]) -> Row | None:
+    """The row a group of copies counts as: the earliest created (one being created now last)."""
+    if not members:
+        return None
+    return min(members.values(), key=lambda r: (r[1] is None, r[1] or _EARLIEST, r[0] or ""))
+
+
+class BudgetCounter:
+    """The budget counts of a set of reruns that changes one rerun at a time, kept as it
+    changes (``put``, ``discard``) instead of gathered and sorted again: a pass's cost does not
+    grow with what the budget window holds.
+
+    Each entry (any hashable id: a run name) counts once; entries of one ``group`` (the copies
+    of one lineage attempt: ``(scope, root, attempt)``) count once together, as the earliest
+    created of them. ``counts`` answers what ``budget_counts`` answers over the counted rows.
+    Pure data (no clock, no I/O); the interface is small so that the counts may later come from
+    shared state instead."""
+
+    def __init__(self) -> None:
+        self._rows = BudgetRows()
+        self._entries: dict[Hashable, tuple[Hashable | None, Row]] = {}
+        self._groups: dict[Hashable, dict[Hashable, Row]] = {}
+
+    def __len__(self) -> int:
+        """How many rows count (a group once)."""
+        return len(self._rows)
+
+    def __contains__(self, entry: Hashable) -> bool:
+        return entry in self._entries
+
+    def put(self, entry: Hashable, row: Row, group: Hashable | None = None) -> None:
+        """Entry ``entry`` counts as ``row`` (replacing what it counted as before), alone or as
+        one copy of ``group``."""
+        self.discard(entry)
+        self._entries[entry] = (group, row)
+        if group is None:
+            self._rows.add(*row)
+            return
+        members = self._groups.setdefault(group, {})
+        before = _first_created(members)
+        members[entry] = row
+        self._replace(before, _first_created(members))
+
+    def discard(self, entry: Hashable) -> None:
+        """Entry ``entry`` no longer counts (nothing when it did not)."""
+        old = self._entries.pop(entry, None)
+        if old is None:
+            return
+        group, row = old
+        if group is None:
+            self._rows.remove(*row)
+            return
+        members = self._groups[group]
+        before = _first_created(members)
+        del members[entry]
+        if not members:
+            del self._groups[group]
+        self._replace(before, _first_created(members))
+
+    def _replace(self, before: Row | None, after: Row | None) -> None:
+        if before == after:
+            return
+        if before is not None:
+            self._rows.remove(*before)
+        if after is not None:
+            self._rows.add(*after)
+
+    def counts(
+        self, budgets: Mapping[str, timedelta], now: datetime
+    ) -> tuple[dict[str, int], dict[str, datetime]]:
+        """Per budget: the rows in its window ending at ``now``, and the oldest (``budget_counts``)."""
+        return self._rows.counts(budgets, now)
 
 
 def lineage_names(root: str, run: str, reruns: Iterable[tuple[str, str | None, int | None]]) -> list[str]:

@@ -39,6 +39,7 @@ import functools
 import gc
 import logging
 import signal
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -100,6 +101,9 @@ def settle_heap(gen0: int = 10_000) -> None:
 
 _EVENTS_PER_YIELD = 64  # stream events taken before the watcher yields to the loop
 _NAMES_SHOWN = 5  # policy names in a log line; the rest are counted
+# /healthz fails when the event loop has not run for this long (it beats every _BEAT_S).
+LOOP_STALL_S = 30.0
+_BEAT_S = 1.0
 _PROBLEMS_SHOWN = 10  # problems a rejected reload logs (a line each); the rest are counted
 
 
@@ -279,10 +283,19 @@ class Daemon:
             policies=lambda: policies.current,
             ready=self.ready,
             clock=clock,
+            alive=self.alive,
         )
+        self._beat = time.monotonic()  # the event loop's last heartbeat (``_heartbeat``)
         address = settings.http_address
         self.http = (
-            HttpServer(address[0], address[1], self.site.routes(), hosts=settings.http_hosts)
+            # /healthz on the server's own thread: answered while the loop is busy deciding.
+            HttpServer(
+                address[0],
+                address[1],
+                self.site.routes(),
+                hosts=settings.http_hosts,
+                thread_paths=("/healthz",),
+            )
             if address is not None
             else None
         )
@@ -345,6 +358,7 @@ class Daemon:
         if self._reconnect is not None and self._credential_files():
             sup.start("credentials", functools.partial(self._credentials_watcher, self._reconnect))
         sup.start("policies", self._policy_watcher)
+        sup.start("heartbeat", self._heartbeat)
         sup.start("pruner", self._pruner)
         if not s.dry_run:
             sup.start("reproductions", self.repro.run)
@@ -357,6 +371,23 @@ class Daemon:
             if self._install_signals:
                 self._signals(loop, install=False)
         return 0
+
+    def alive(self) -> tuple[bool, str]:
+        """Liveness (``/healthz``, from any thread): whether the event loop ran within
+        ``LOOP_STALL_S``. A loop busy deciding yields often and stays alive; one stuck for
+        that long is reported, so a liveness probe restarts the daemon."""
+        stalled = time.monotonic() - self._beat
+        if stalled <= LOOP_STALL_S:
+            return True, ""
+        return False, (
+            f"the event loop has not run for {stalled:.0f}s (limit {LOOP_STALL_S:g}s): the daemon is "
+            "stuck; restart it (what is owed is recomputed from the control plane on start)"
+        )
+
+    async def _heartbeat(self) -> None:
+        while not self._stop.is_set():
+            self._beat = time.monotonic()
+            await asyncio.sleep(_BEAT_S)
 
     async def _shutdown(self) -> None:
         """The stop sequence, in this order, within ``stop_budget`` seconds:

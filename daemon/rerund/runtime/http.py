@@ -3,9 +3,14 @@
 
 A deliberately tiny HTTP/1.1 server on asyncio streams: read-only GET routes, one
 response per connection. A handler returns a ``Response``, or an awaitable of one (the page's
-live explanation reads the control plane). It runs on the daemon's own event loop (no thread, no signal
-handlers of its own, so SIGTERM/SIGHUP stay the daemon's), and binds to 127.0.0.1 by default:
-exposing it is an explicit ``--http 0.0.0.0:9464``.
+live explanation reads the control plane). It binds to 127.0.0.1 by default: exposing it is
+an explicit ``--http 0.0.0.0:9464``. No signal handlers of its own: SIGTERM/SIGHUP stay the
+daemon's.
+
+Where it runs: on the event loop that starts it, or — given ``thread_paths`` — on a thread of
+its own with its own event loop, answering those paths there (``/healthz``: a liveness probe
+is answered however long the daemon's loop is busy deciding) and handing every other route to
+the loop that started it (their handlers read the daemon's state, which only that loop changes).
 
 Nothing served here may carry a secret: ``/decisions`` serves the redacted decision records
 and the settings' ``public()`` form, never the API key.
@@ -25,12 +30,14 @@ the operator's pages.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import inspect
 import json
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -95,12 +102,18 @@ def html_response(text: str, status: int = 200) -> Response:
 Handler = Callable[[dict[str, list[str]]], Response | Awaitable[Response]]
 
 
+async def _respond(handler: Handler, query: dict[str, list[str]]) -> Response:
+    answer = handler(query)
+    return await answer if inspect.isawaitable(answer) else answer
+
+
 class HttpServer:
     """Serves ``routes`` (path -> handler(query) -> Response) on ``host:port`` (0 = any free).
 
     ``max_connections``: the most connections held open (default: ``connection_cap`` of the
     soft descriptor limit now); ``hosts``: Host names answered besides ``host``, IP addresses
-    and ``localhost``."""
+    and ``localhost``; ``thread_paths``: serve from a thread of its own, answering these paths
+    there and the other routes on the loop that called ``start`` (see the module docstring)."""
 
     def __init__(
         self,
@@ -110,7 +123,12 @@ class HttpServer:
         *,
         max_connections: int | None = None,
         hosts: tuple[str, ...] = (),
+        thread_paths: Collection[str] | None = None,
     ) -> None:
+        self._thread_paths = frozenset(thread_paths) if thread_paths is not None else None
+        self._home: asyncio.AbstractEventLoop | None = None  # the loop other routes run on
+        self._loop: asyncio.AbstractEventLoop | None = None  # the server's own (threaded)
+        self._thread: threading.Thread | None = None
         self._host = host
         self._port = port
         self._routes = routes
@@ -135,6 +153,37 @@ class HttpServer:
         return f"http://{host}:{port}"
 
     async def start(self) -> None:
+        """Bind and accept; raises ``OSError`` when the address cannot be bound."""
+        self._home = asyncio.get_running_loop()
+        if self._thread_paths is None:
+            await self._listen()
+            return
+        bound: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._run_thread, args=(bound,), name="rerund-http", daemon=True
+        )
+        self._thread.start()
+        await asyncio.wrap_future(bound)
+
+    def _run_thread(self, bound: concurrent.futures.Future[None]) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        try:
+            try:
+                loop.run_until_complete(self._listen())
+            except BaseException as exc:
+                bound.set_exception(exc)
+                return
+            bound.set_result(None)
+            loop.run_forever()
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        finally:
+            loop.close()
+
+    async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
         self._sockets = await _listening_sockets(self._host, self._port)
 
@@ -159,6 +208,20 @@ class HttpServer:
         return len(self._connections), sum(self._connections.values())
 
     async def stop(self) -> None:
+        if self._thread is not None and self._loop is not None:
+            loop, thread = self._loop, self._thread
+            self._thread = None
+
+            def close() -> None:
+                if self._acceptor is not None:
+                    self._acceptor.close()
+                    self._acceptor = None
+                loop.stop()  # the thread then cancels what it was still answering
+
+            with contextlib.suppress(RuntimeError):  # its loop already closed
+                loop.call_soon_threadsafe(close)
+            await asyncio.to_thread(thread.join, 10)
+            return
         if self._acceptor is not None:
             self._acceptor.close()  # connections being answered finish on their own
             self._acceptor = None
@@ -227,8 +290,7 @@ class HttpServer:
                     resp = Response(404, f"no such path; try {known}\n".encode())
                 else:
                     try:
-                        answer = handler(parse_qs(url.query))
-                        resp = await answer if inspect.isawaitable(answer) else answer
+                        resp = await self._answer(url.path, handler, parse_qs(url.query))
                     except Exception:
                         log.exception("HTTP handler for %s failed", url.path)
                         resp = Response(503, b"internal error\n")
@@ -247,6 +309,15 @@ class HttpServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    async def _answer(self, path: str, handler: Handler, query: dict[str, list[str]]) -> Response:
+        """The handler's response: computed here, or on the home loop for a route that is not
+        one of ``thread_paths`` when the server runs on its own thread."""
+        if self._thread_paths is None or self._home is None or path in self._thread_paths:
+            return await _respond(handler, query)
+        return await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(_respond(handler, query), self._home)
+        )
 
 
 async def _listening_sockets(host: str, port: int) -> list[socket.socket]:

@@ -585,10 +585,19 @@ class GuardedControlPlane:
         return result
 
     async def list_reruns(
-        self, project: str, domain: str, *, since: datetime, policy: str | None = None
+        self,
+        project: str,
+        domain: str,
+        *,
+        since: datetime,
+        policy: str | None = None,
+        changed_since: datetime | None = None,
     ) -> list[RunSummary]:
         result: list[RunSummary] = await self._through(
-            "list_reruns", lambda: self.inner.list_reruns(project, domain, since=since, policy=policy)
+            "list_reruns",
+            lambda: self.inner.list_reruns(
+                project, domain, since=since, policy=policy, changed_since=changed_since
+            ),
         )
         return result
 

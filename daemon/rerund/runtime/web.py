@@ -45,6 +45,7 @@ class Site:
         policies: Callable[[], PolicySet],
         ready: Callable[[], tuple[bool, str]],
         clock: Callable[[], datetime],
+        alive: Callable[[], tuple[bool, str]] = lambda: (True, ""),
     ) -> None:
         self._settings = settings
         self._registry = registry
@@ -53,6 +54,7 @@ class Site:
         self._reconciler = reconciler
         self._policies = policies
         self._ready = ready
+        self._alive = alive  # thread-safe: /healthz may be answered on the HTTP server's thread
         self._clock = clock
 
     def routes(self) -> dict[str, Handler]:
@@ -60,10 +62,14 @@ class Site:
             "/": self._page_route,
             "/status": self._status_route,
             "/metrics": self._metrics_route,
-            "/healthz": lambda q: Response(200, b"ok\n"),
+            "/healthz": self._health_route,
             "/readyz": self._ready_route,
             "/decisions": self._decisions_route,
         }
+
+    def _health_route(self, query: dict[str, list[str]]) -> Response:
+        ok, why = self._alive()
+        return Response(200, b"ok\n") if ok else Response(503, f"{why}\n".encode())
 
     def _metrics_route(self, query: dict[str, list[str]]) -> Response:
         return Response(200, generate_latest(self._registry), CONTENT_TYPE_LATEST)

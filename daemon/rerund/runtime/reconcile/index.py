@@ -13,6 +13,14 @@ GetRunDetails of that run, once), by the ledger, or because this process created
 with labels nobody vouches for is *forged*: it is in no lineage, no budget and no ``has``;
 ``on_forged`` hears of it once. A budget counts a lineage attempt once, however many runs
 (an operator's copies of a rerun) carry it.
+
+A pass costs what changed, not what the window holds: a scope is listed in full once (at
+start, when the window reaches further back than the last full listing, and every
+``FULL_RELISTING_EVERY`` — which also forgets reruns deleted or older than the window), and
+every pass in between lists only the reruns of the window updated since the last listing
+(``changed_since``, less ``CHANGE_MARGIN`` for a run created just before a listing but
+committed just after it) and merges them in. Budget counts (``BudgetCounter``) follow each
+rerun added, reserved, released or listed, and are rebuilt only after a full listing.
 """
 
 from __future__ import annotations
@@ -20,12 +28,12 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from rerund.core.lineage import (
     MAX_ATTEMPT,
-    BudgetRows,
+    BudgetCounter,
     attempt_of,
     claimed_lineage,
     policy_budgets,
@@ -46,9 +54,24 @@ from rerund.core.status import ListedRerun
 from rerund.errors import ControlPlaneError, NotFoundError
 from rerund.ports import ControlPlane
 
-__all__ = ["RerunIndex", "RerunInfo"]
+__all__ = ["CHANGE_MARGIN", "FULL_RELISTING_EVERY", "RerunIndex", "RerunInfo"]
 
 _VOUCHED_CAPACITY = 200_000  # runs whose lineage claim is remembered (labels never change)
+# How often a scope's reruns are listed in full (the window's reruns), not only those changed.
+FULL_RELISTING_EVERY = timedelta(minutes=10)
+# How far before the last listing a listing of changes reaches: a run created (by the control
+# plane's clock, which the loop's clock follows) just before a listing may be committed after it.
+CHANGE_MARGIN = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class _Listed:
+    """What the index holds of one scope: every rerun created since ``since`` as of the full
+    listing at ``full_at``, and the changes listed up to the listing that began at ``mark``."""
+
+    since: datetime
+    full_at: datetime
+    mark: datetime
 
 
 @dataclass
@@ -128,8 +151,9 @@ class RerunIndex:
         self._count_error = count_error
         self._known = _Known()
         self._reserved: dict[RunRef, RerunInfo] = {}
-        # The counted reruns sorted for budget counts; None when the index changed since.
-        self._budget_rows: BudgetRows | None = None
+        # The budget counts of the indexed and reserved reruns, kept as they change.
+        self._budgets = BudgetCounter()
+        self._listed: dict[str, _Listed] = {}  # scope -> what its listings covered
         # Listed reruns whose lineage could not be read since ``start_pass``: until a listing
         # has read every one, the index does not cover the policies in force.
         self.unlearned = 0
@@ -148,7 +172,7 @@ class RerunIndex:
     def add(self, info: RerunInfo) -> None:
         """A rerun now known to exist (created here, or found to exist already)."""
         self._known.add(info)
-        self._budget_rows = None
+        self._count(info.ref)
 
     def holder(self, ref: RunRef) -> RerunInfo | None:
         """The indexed run named ``ref``, if any (no RPC)."""
@@ -156,11 +180,11 @@ class RerunIndex:
 
     def reserve(self, info: RerunInfo) -> None:
         self._reserved[info.ref] = info
-        self._budget_rows = None
+        self._count(info.ref)
 
     def release(self, ref: RunRef) -> None:
         if self._reserved.pop(ref, None) is not None:
-            self._budget_rows = None
+            self._count(ref)
 
     def lineages(self) -> dict[tuple[str, str, int], str]:
         """(scope "project/domain", root, attempt) -> name of every known rerun whose lineage is
@@ -197,32 +221,25 @@ class RerunIndex:
         self, now: datetime, budgets: Mapping[str, timedelta]
     ) -> tuple[dict[str, int], dict[str, datetime]]:
         """Budget counts over the indexed reruns and those being created right now: a lineage
-        attempt counts once; a forged run never (one not checked yet does). The counted reruns
-        are gathered and sorted once per change of the index (``BudgetRows``): each decision in
-        between costs a binary search per budget, not a scan of the window's reruns."""
-        if self._budget_rows is None:
-            self._budget_rows = BudgetRows(self._counted())
-        return self._budget_rows.counts(budgets, now)
+        attempt counts once; a forged run never (one not checked yet does). A binary search per
+        budget (``BudgetCounter``, kept as reruns are added, reserved, released and listed)."""
+        return self._budgets.counts(budgets, now)
 
-    def _counted(self) -> Iterator[tuple[str | None, datetime | None]]:
-        """(policy, created_at) of each rerun a budget counts."""
-        known = self._known.by_name
-        reserved = (i for ref, i in self._reserved.items() if ref not in known)
-        seen: set[tuple[str, str, int]] = set()
+    def _count(self, ref: RunRef) -> None:
+        """Count run ``ref`` again as the index now holds it: indexed, else reserved, else not."""
+        info = self._known.by_name.get(ref) or self._reserved.get(ref)
+        if info is None or info.trusted is False:
+            self._budgets.discard(ref)
+            return
+        claim = info.claim
+        group = (ref.scope, *claim) if info.trusted and claim is not None else None
+        self._budgets.put(ref, (info.policy, info.created_at), group)
 
-        def counted() -> Iterator[tuple[str | None, datetime | None]]:
-            for i in (*known.values(), *reserved):
-                if i.trusted is False:
-                    continue
-                claim = i.claim
-                if i.trusted and claim is not None:
-                    key = (i.ref.scope, *claim)
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                yield i.policy, i.created_at
-
-        return counted()
+    def _recount(self) -> None:
+        """Count every indexed and reserved rerun afresh (after a full listing)."""
+        self._budgets = BudgetCounter()
+        for ref in (*self._known.by_name, *self._reserved):
+            self._count(ref)
 
     async def refresh(
         self,
@@ -235,20 +252,27 @@ class RerunIndex:
         on_listed: Callable[[RunSummary], None] = lambda _: None,
     ) -> int:
         """List the reruns of ``project/domain`` created since ``since`` (1 ListRuns, paged; on
-        a control plane that lists no labels, 1 more per budgeted policy) and replace the
-        scope's part of the index with them; ``on_listed`` sees each one. Returns how many
-        were listed; raises ``ControlPlaneError`` when the listing fails."""
+        a control plane that lists no labels, 1 more per budgeted policy); ``on_listed`` sees
+        each one. A full listing replaces the scope's part of the index; between full listings
+        (see the module docstring) only the reruns changed since the last listing are listed
+        and merged in. Returns how many were listed; raises ``ControlPlaneError`` when the
+        listing fails."""
         scope = f"{project}/{domain}"
+        covered = self._listed.get(scope)
+        full = covered is None or since < covered.since or now - covered.full_at >= FULL_RELISTING_EVERY
+        changed_since = None if full or covered is None else covered.mark - CHANGE_MARGIN
         listed = [
             r
-            for r in await self._cp.list_reruns(project, domain, since=since)
+            for r in await self._cp.list_reruns(project, domain, since=since, changed_since=changed_since)
             if self._coverage.finds(scope, r.ref.project, r.ref.domain)
         ]
         by_policy: dict[RunRef, str] = {}
         if any(LABEL_POLICY not in r.labels for r in listed):
             # Open-source Flyte does not return labels in ListRuns: ask per budgeted policy.
             for name, window in policy_budgets(budgets).items():
-                for r in await self._cp.list_reruns(project, domain, since=now - window, policy=name):
+                for r in await self._cp.list_reruns(
+                    project, domain, since=now - window, policy=name, changed_since=changed_since
+                ):
                     by_policy[r.ref] = name
         fresh = _Known()
         unknown: list[RerunInfo] = []
@@ -277,16 +301,29 @@ class RerunIndex:
                 unknown.append(info)
             fresh.add(info)
             on_listed(r)
-        self.unlearned += await self._learn_lineages(unknown)
-        self.unlearned += await self._vouch_listed(fresh, [fresh.by_name[r.ref] for r in listed])
-        # Keep other scopes, and what this listing cannot know yet (created by us while it ran).
-        for ref, info in self._known.by_name.items():
-            if not self._coverage.finds(scope, ref.project, ref.domain) or (
-                ref not in fresh.by_name and info.created_at is not None and info.created_at >= now
-            ):
-                fresh.add(info)
-        self._known = fresh
-        self._budget_rows = None
+        unread = await self._learn_lineages(unknown)
+        unread += await self._vouch_listed(fresh, [fresh.by_name[r.ref] for r in listed])
+        self.unlearned += unread
+        if not full:
+            for info in fresh.by_name.values():
+                self._known.add(info)
+                self._count(info.ref)
+        else:
+            # Keep other scopes, and what this listing cannot know yet (created by us while it ran).
+            for ref, info in self._known.by_name.items():
+                if not self._coverage.finds(scope, ref.project, ref.domain) or (
+                    ref not in fresh.by_name and info.created_at is not None and info.created_at >= now
+                ):
+                    fresh.add(info)
+            self._known = fresh
+            self._recount()
+        if unread:
+            # A rerun whose lineage could not be read is listed again (in full) next pass.
+            self._listed.pop(scope, None)
+        elif full:
+            self._listed[scope] = _Listed(since=since, full_at=now, mark=now)
+        elif covered is not None:
+            self._listed[scope] = replace(covered, mark=now)
         return len(listed)
 
     async def _learn_lineages(self, infos: Sequence[RerunInfo]) -> int:

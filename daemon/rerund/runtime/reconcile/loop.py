@@ -11,9 +11,11 @@ Contract:
   a create is first looked up in the reruns index (``index``), and the control plane answers
   ALREADY_EXISTS to a second create of a name — taken as this rerun only when the run's labels
   and relation (or the ledger) vouch for it, else the lineage takes its next salted name.
-- *Never missed.* Failed runs come from a WatchRuns stream and a ListRuns resync every pass
-  from the watermark minus the overlap; the watermark never passes a failure still owed
-  something (``owed``). Only a decision carried out settles a failure; a transient error
+- *Never missed.* Failed runs come from a WatchRuns stream and a ListRuns resync every pass:
+  from the watermark minus the overlap every ``DEEP_LISTING_EVERY`` (and after a failed
+  listing), from the last listing minus ``CHANGE_MARGIN`` in between (a pass costs what
+  changed, not the overlap's worth of failures); the watermark never passes a failure still
+  owed something (``owed``). Only a decision carried out settles a failure; a transient error
   leaves it pending, retried with backoff (``issuer``).
 - No policy ``if`` lives here: the four decision kinds map to four actions (a relaunch is a
   ``Rerun`` sent by ``rerund.runtime.relaunch.send``; a ``WaitForVersion`` stays pending until
@@ -59,14 +61,14 @@ from rerund.errors import (
 from rerund.ports import ControlPlane, DecisionLedger, Notifier, Scheduler
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.reconcile.incidents import Incidents
-from rerund.runtime.reconcile.index import RerunIndex, RerunInfo
+from rerund.runtime.reconcile.index import CHANGE_MARGIN, RerunIndex, RerunInfo
 from rerund.runtime.reconcile.inflight import InFlight
 from rerund.runtime.reconcile.issuer import Issuer, Stopped
 from rerund.runtime.reconcile.owed import OwedWork, Waiting
 from rerund.runtime.reconcile.recorder import DecisionRecorder, Tracked
 from rerund.runtime.relaunch import TaskVersions, send, task_key
 
-__all__ = ["DEFAULT_LOOKBACK", "Reconciler", "SyncReport"]
+__all__ = ["DEEP_LISTING_EVERY", "DEFAULT_LOOKBACK", "Reconciler", "SyncReport"]
 
 log = logging.getLogger("rerund.reconcile")
 decisions_log = logging.getLogger("rerund.decisions")
@@ -84,6 +86,10 @@ _FOLLOW_ALONE_EVERY = timedelta(minutes=5)
 # them (after a policy reload, or a backlog of due items) yields to the event loop after every
 # this many, so /healthz, the stream and the HTTP routes are served while it works.
 _DECISIONS_PER_YIELD = 64
+# How often the failed runs of the whole overlap are listed; the passes in between list those
+# updated since the last listing (less CHANGE_MARGIN). A failure the control plane shows late,
+# within the overlap, is found by the next such listing.
+DEEP_LISTING_EVERY = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -201,6 +207,8 @@ class Reconciler:
         # budgets wrong and send CreateRuns the name guard then refuses.
         self._indexed_generation = -1
         self._versions = TaskVersions(control_plane)
+        # Per listing of failed runs: when it last listed the whole overlap, and last listed.
+        self._failed_listed: dict[str, tuple[datetime, datetime]] = {}
         self.last_sync: datetime | None = None
 
     # -- public API --------------------------------------------------------------------------
@@ -286,12 +294,15 @@ class Reconciler:
             self._floor(scope, now)
             since = self._since(scope, now)
             self._owed.listed(scope, since)
+            listing, deep = self._failed_since(scope, since, now)
             try:
-                failed = await self._cp.list_failed(project, domain, since=since)
+                failed = await self._cp.list_failed(project, domain, since=listing)
             except ControlPlaneError as exc:
                 self._issuer.count_error(exc)
                 errors.append(f"{scope}: {exc}")
+                self._failed_listed.pop(scope, None)  # the next pass lists the whole overlap
                 continue
+            self._failed_listed[scope] = (now if deep else self._failed_listed[scope][0], now)
             failed = [s for s in failed if self._owed.finds(scope, s.ref)]
             failed_total += len(failed)
             for summary in failed:
@@ -351,6 +362,14 @@ class Reconciler:
             if stored is not None:
                 self._owed.restore(scope, stored)
         return self._owed.since(scope, now)
+
+    def _failed_since(self, scope: str, since: datetime, now: datetime) -> tuple[datetime, bool]:
+        """Where this pass's listing of failed runs in ``scope`` starts, and whether it lists
+        the whole overlap (from ``since``): see ``DEEP_LISTING_EVERY``."""
+        last = self._failed_listed.get(scope)
+        if last is None or now - last[0] >= DEEP_LISTING_EVERY or last[1] - CHANGE_MARGIN <= since:
+            return since, True
+        return last[1] - CHANGE_MARGIN, False
 
     def _floor(self, scope: str, now: datetime) -> datetime:
         """The oldest failure time this process considers in ``scope`` (fixed on first use,
