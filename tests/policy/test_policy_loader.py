@@ -31,7 +31,7 @@ BAD_FILES = [
             "4:13: policies[0].retry.max_attemps: unknown key 'max_attemps'; did you mean 'max_attempts'? "
             "allowed keys: resources, task_version, queue, interruptible, service_account, overwrite_cache, "
             "annotations, max_action_concurrency, force_rerun_actions, scope, max_attempts, backoff, env, labels, "
-            "inputs, escalate, budget, max_wait"
+            "inputs, escalate, budget, give_up_below, max_wait"
         ],
     ),
     (
