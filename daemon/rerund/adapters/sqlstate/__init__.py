@@ -1,0 +1,2 @@
+"""The shared state in a SQL database through SQLAlchemy Core: PostgreSQL for replicas, SQLite
+for one process."""

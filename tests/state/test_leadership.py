@@ -1,0 +1,128 @@
+"""Leader election and fencing on a real PostgreSQL: two replicas (two engines, as two processes
+would have) compete for the lead; exactly one leads; the leader's session going away (terminated,
+or the server stopped) makes it step down and the other take over; a stale leader's fenced write
+is refused."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from sqlalchemy import Engine
+
+from rerund.adapters.sqlstate.leadership import PostgresLeadership, SoleLeader, postgres_engine
+from rerund.errors import FencedError, StateUnavailableError
+
+
+def _replica(pg_url: str, name: str) -> tuple[PostgresLeadership, Engine]:
+    engine = postgres_engine(pg_url)
+    return PostgresLeadership(engine, identity=name), engine
+
+
+def _terminate_lock_holder(pg_url: str) -> int:
+    """pg_terminate_backend on every session holding an advisory lock; how many it ended."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        ).fetchall()
+    return len(rows)
+
+
+def test_exactly_one_of_two_replicas_leads(pg_url: str) -> None:
+    a, _ = _replica(pg_url, "a:1")
+    b, _ = _replica(pg_url, "b:2")
+    try:
+        assert a.acquire() is True
+        assert b.acquire() is False
+        assert (a.term, b.term) == (1, None)
+        assert a.held() is True
+        assert b.leader() == ("a:1", 1)
+        with pytest.raises(FencedError, match=r"replica b:2 may not write as the leader: it does not lead"):
+            b.confirm()
+        a.confirm()  # the leader's fenced check passes
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_terminated_leader_session_hands_the_lead_to_the_other_replica(pg_url: str) -> None:
+    a, _ = _replica(pg_url, "a:1")
+    b, _ = _replica(pg_url, "b:2")
+    try:
+        assert a.acquire()
+        assert not b.acquire()
+        assert _terminate_lock_holder(pg_url) == 1
+        assert b.acquire() is True  # the lock went with the session
+        assert b.term == 2
+        assert a.held() is False  # the old leader notices, and steps down for good
+        assert a.acquire() is False
+        assert b.leader() == ("b:2", 2)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_stale_leaders_fenced_write_is_refused(pg_url: str) -> None:
+    a, _ = _replica(pg_url, "a:1")
+    b, _ = _replica(pg_url, "b:2")
+    try:
+        assert a.acquire()
+        _terminate_lock_holder(pg_url)
+        assert b.acquire()
+        # ``a`` has not checked yet: it still believes it leads in term 1.
+        assert a.term == 1
+        with pytest.raises(
+            FencedError,
+            match=r"replica a:1 may not write as the leader: it led in term 1, the state records term 2 "
+            r"of b:2; the write is refused",
+        ):
+            a.confirm()
+        b.confirm()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_stopped_database_makes_the_leader_step_down_and_another_lead_when_it_returns(
+    pg_url: str, postgres: object
+) -> None:
+    from postgres_support import PostgresServer
+
+    assert isinstance(postgres, PostgresServer)
+    a, _ = _replica(pg_url, "a:1")
+    b, _ = _replica(pg_url, "b:2")
+    try:
+        assert a.acquire()
+        assert not b.acquire()
+        postgres.stop()
+        try:
+            assert a.held() is False
+            with pytest.raises(StateUnavailableError, match=r"the state database cannot be reached \(trying"):
+                b.acquire()
+        finally:
+            postgres.start()
+        assert b.acquire() is True
+        assert b.term == 2
+        assert a.acquire() is False
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_file_state_has_one_replica_which_always_leads() -> None:
+    sole = SoleLeader("here:1")
+    assert sole.acquire() and sole.held() and sole.term == 0
+    assert sole.leader() == ("here:1", 0)
+    sole.confirm()
+
+
+def test_releasing_the_lead_lets_a_follower_take_it(pg_url: str) -> None:
+    a, _ = _replica(pg_url, "a:1")
+    b, _ = _replica(pg_url, "b:2")
+    try:
+        assert a.acquire()
+        a.release()
+        assert b.acquire()
+        assert b.term == 2
+    finally:
+        a.close()
+        b.close()
