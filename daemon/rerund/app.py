@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
@@ -17,16 +19,20 @@ from rerund.adapters.cron import CronSchedule
 from rerund.adapters.flyte_control_plane import Connection, FlyteControlPlane
 from rerund.adapters.ledger import Ledger
 from rerund.adapters.scheduler import AsyncScheduler
+from rerund.adapters.sqlstate.leadership import PostgresLeadership, SoleLeader, postgres_engine
+from rerund.adapters.sqlstate.outbox import SqlOutbox, sqlite_engine
 from rerund.adapters.webhook import WebhookNotifier
 from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.scopes import plan
 from rerund.fdlimit import raise_fd_limit
 from rerund.ports import ControlPlane, Reconnect, RpcGate
 from rerund.runtime.daemon import Daemon, PolicyHolder, Requests
+from rerund.runtime.leader import Lead
 from rerund.runtime.metrics import Metrics
+from rerund.runtime.outbox import OutboxSender
 from rerund.runtime.reconcile import Reconciler
 from rerund.runtime.repro import ReproRunner
-from rerund.runtime.settings import Settings, read_ca_cert, read_secret_file
+from rerund.runtime.settings import Settings, is_state_url, read_ca_cert, read_secret_file
 from rerund.runtime.skew import SkewWatch
 from rerund.runtime.throttle import AdaptiveLimit, RateSchedule, Throttle, guarded
 
@@ -95,6 +101,44 @@ def _reconnect(cp: FlyteControlPlane, settings: Settings) -> Reconnect:
     return reconnect
 
 
+class _SharedState:
+    """The leadership and the outbox for ``settings.state``: on a ``postgresql://`` state,
+    replicas elect a leader and share the outbox; on a file, this process leads alone and the
+    outbox lives in the ledger's file (a restart does not notify twice)."""
+
+    def __init__(self, settings: Settings, ledger_path: Path) -> None:
+        state = settings.state
+        self.tmp: tempfile.TemporaryDirectory[str] | None = None
+        if is_state_url(state):
+            engine = postgres_engine(str(state))
+            self.leadership: PostgresLeadership | SoleLeader = PostgresLeadership(engine)
+            leadership = self.leadership
+            assert isinstance(leadership, PostgresLeadership)
+            self.outbox = SqlOutbox(
+                engine, fence=leadership.fence, identity=leadership.identity, term=lambda: leadership.term
+            )
+            self.shared = True
+        else:
+            self.leadership = SoleLeader()
+            self.outbox = SqlOutbox(sqlite_engine(ledger_path), identity=self.leadership.identity)
+            self.shared = False
+
+    def close(self) -> None:
+        if isinstance(self.leadership, PostgresLeadership):
+            self.leadership.close()
+        self.outbox.close()
+
+
+def _ledger_path(settings: Settings) -> tuple[Path, tempfile.TemporaryDirectory[str] | None]:
+    """Where the audit ledger lives. Until the PostgreSQL ledger joins this (issue 25, the
+    state backend), a replica on a ``postgresql://`` state keeps its audit in a SQLite file of
+    its own in a temporary directory; the leadership and the outbox are shared."""
+    if not is_state_url(settings.state):
+        return Path(settings.state), None
+    tmp = tempfile.TemporaryDirectory(prefix="rerund-ledger-")
+    return Path(tmp.name) / "rerund.db", tmp
+
+
 class App:
     """``rerund run``: builds the daemon's objects on the running loop, runs the daemon, and
     closes what it opened. ``control_plane`` replaces the flyte adapter (tests, the demo)."""
@@ -109,8 +153,12 @@ class App:
         install_signals: bool = True,
         reload_check_interval: float = 1.0,
         on_ready: Callable[[Daemon], None] | None = None,
+        lead_retry_interval: float = 1.0,
+        lead_check_interval: float = 1.0,
     ) -> None:
         self.settings = settings
+        self._lead_retry = lead_retry_interval
+        self._lead_check = lead_check_interval
         self.registry = registry if registry is not None else CollectorRegistry()
         self.requests = Requests()
         self._control_plane = control_plane
@@ -137,8 +185,17 @@ class App:
         raise_fd_limit()  # the HTTP server's connection cap is derived from it
         policies = PolicyHolder(s.policies, metrics)
         policies.load()
-        ledger = Ledger(s.state, on_reopen=metrics.ledger_reopened.inc, max_bytes=s.ledger_max_bytes)
+        ledger_path, ledger_tmp = _ledger_path(s)
+        ledger = Ledger(ledger_path, on_reopen=metrics.ledger_reopened.inc, max_bytes=s.ledger_max_bytes)
         ledger.group_commits(lambda flush: loop.call_later(_GROUP_COMMIT_S, flush))
+        state = _SharedState(s, ledger_path)
+        lead = Lead(
+            state.leadership,
+            metrics,
+            shared=state.shared,
+            retry_interval=self._lead_retry,
+            check_interval=self._lead_check,
+        )
         scheduler: AsyncScheduler | None = None
         try:
             throttle = Throttle(
@@ -172,6 +229,14 @@ class App:
                 if s.notify.webhook
                 else None
             )
+            sender = (
+                OutboxSender(
+                    state.outbox, notifier, metrics=metrics, clock=cp_clock.now, on_fenced=lead.fenced
+                )
+                if notifier is not None
+                else None
+            )
+            on_put = sender.wake if sender is not None else (lambda: None)
             scheduler = AsyncScheduler(local=cp_clock.local)
             scheduler.start()
             reconciler = Reconciler(
@@ -182,6 +247,9 @@ class App:
                 ledger=ledger,
                 scheduler=scheduler,
                 notifier=notifier,
+                outbox=state.outbox,
+                on_put=on_put,
+                fence=lead.fence if state.shared else None,
                 clock=cp_clock.now,
                 dry_run=s.dry_run,
                 max_concurrent_reruns=s.max_concurrent_reruns,
@@ -198,6 +266,9 @@ class App:
                 default_scope=next(((sc.project, sc.domain) for sc in s.scopes if not sc.wildcard), None),
                 ledger=ledger,
                 notifier=notifier,
+                outbox=state.outbox,
+                on_put=on_put,
+                fence=lead.fence if state.shared else None,
                 poll_interval=min(5.0, s.poll_interval.total_seconds()),
             )
             daemon = Daemon(
@@ -213,6 +284,8 @@ class App:
                 clock=cp_clock.now,
                 requests=self.requests,
                 reconnect=reconnect,
+                lead=lead,
+                outbox_sender=sender,
                 install_signals=self._install_signals,
                 reload_check_interval=self._reload_interval,
                 on_ready=self._on_ready,
@@ -222,5 +295,8 @@ class App:
             if scheduler is not None:
                 scheduler.shutdown()
             ledger.close()
+            state.close()
+            if ledger_tmp is not None:
+                ledger_tmp.cleanup()
         log.info("rerund stopped")
         return code

@@ -201,13 +201,17 @@ class Outbox(Protocol):
 
     ``put`` adds an event under its unique key and returns False when the key is already there
     (sent, or waiting): a restart, a failover or a second replica puts it again, and it is
-    still sent once. The leader's sender takes what is ``due``, sends it and marks it
-    ``delivered`` or ``failed`` (to be retried at ``retry_at``); those two writes are fenced
-    (``FencedError`` once another replica leads). Errors: ``StateUnavailableError``."""
+    still sent once. The leader's sender takes what is ``due``, ``claim``s it (fenced:
+    ``FencedError`` once another replica leads), sends it and marks it ``delivered`` or
+    ``failed`` (to be retried at ``retry_at``). Errors: ``StateUnavailableError``."""
 
     def put(self, key: str, payload: Mapping[str, Any], *, now: datetime) -> bool: ...
 
     def due(self, now: datetime, *, limit: int = 100) -> list[OutboxItem]: ...
+
+    def claim(self, key: str, *, now: datetime, until: datetime) -> bool:
+        """Take ``key`` for one send until ``until`` (True: still due and now ours). Fenced."""
+        ...
 
     def delivered(self, key: str, *, now: datetime) -> None: ...
 

@@ -5,26 +5,18 @@ is refused."""
 
 from __future__ import annotations
 
-import psycopg
 import pytest
 from sqlalchemy import Engine
 
 from rerund.adapters.sqlstate.leadership import PostgresLeadership, SoleLeader, postgres_engine
 from rerund.errors import FencedError, StateUnavailableError
 
+from .support import terminate_leader
+
 
 def _replica(pg_url: str, name: str) -> tuple[PostgresLeadership, Engine]:
     engine = postgres_engine(pg_url)
     return PostgresLeadership(engine, identity=name), engine
-
-
-def _terminate_lock_holder(pg_url: str) -> int:
-    """pg_terminate_backend on every session holding an advisory lock; how many it ended."""
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-        ).fetchall()
-    return len(rows)
 
 
 def test_exactly_one_of_two_replicas_leads(pg_url: str) -> None:
@@ -50,7 +42,7 @@ def test_a_terminated_leader_session_hands_the_lead_to_the_other_replica(pg_url:
     try:
         assert a.acquire()
         assert not b.acquire()
-        assert _terminate_lock_holder(pg_url) == 1
+        assert terminate_leader(pg_url) == 1
         assert b.acquire() is True  # the lock went with the session
         assert b.term == 2
         assert a.held() is False  # the old leader notices, and steps down for good
@@ -66,7 +58,7 @@ def test_a_stale_leaders_fenced_write_is_refused(pg_url: str) -> None:
     b, _ = _replica(pg_url, "b:2")
     try:
         assert a.acquire()
-        _terminate_lock_holder(pg_url)
+        terminate_leader(pg_url)
         assert b.acquire()
         # ``a`` has not checked yet: it still believes it leads in term 1.
         assert a.term == 1

@@ -57,7 +57,9 @@ from rerund.policy import load_policies
 from rerund.policy.loader import expand_paths
 from rerund.ports import DaemonLedger, Reconnect
 from rerund.runtime.http import HttpServer
+from rerund.runtime.leader import EXIT_LOST_LEAD, Lead
 from rerund.runtime.metrics import Metrics
+from rerund.runtime.outbox import OutboxSender
 from rerund.runtime.reconcile import Reconciler
 from rerund.runtime.repro import ReproRunner
 from rerund.runtime.settings import Settings
@@ -240,11 +242,15 @@ class Daemon:
         clock: Callable[[], datetime],
         requests: Requests,
         reconnect: Reconnect | None = None,
+        lead: Lead | None = None,
+        outbox_sender: OutboxSender | None = None,
         install_signals: bool = True,
         reload_check_interval: float = 1.0,
         on_ready: Callable[[Daemon], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.lead = lead
+        self.outbox_sender = outbox_sender
         self.guard = control_plane
         self.ledger = ledger
         self.policies = policies
@@ -263,7 +269,7 @@ class Daemon:
         self._resync = asyncio.Event()
         self._events: set[asyncio.Task[None]] = set()
         self._reachable: bool | None = None  # None until the first resync pass
-        self.supervisor = Supervisor(metrics.internal_errors, stopping=self._stop.is_set)
+        self.supervisor = Supervisor(metrics.internal_errors, stopping=self._stopping)
         self.site = Site(
             settings,
             registry=registry,
@@ -273,6 +279,7 @@ class Daemon:
             policies=lambda: policies.current,
             ready=self.ready,
             clock=clock,
+            role=lead.info if lead is not None else None,
         )
         address = settings.http_address
         self.http = (
@@ -282,6 +289,10 @@ class Daemon:
         )
 
     # -- control -----------------------------------------------------------------------------
+
+    def _stopping(self) -> bool:
+        """A stop was requested, or the lead was lost (the daemon then stops at once)."""
+        return self._stop.is_set() or (self.lead is not None and self.lead.lost.is_set())
 
     def request_stop(self) -> None:
         """Thread-safe: begin a graceful stop (also before ``run`` has started: it stops at once)."""
@@ -331,6 +342,44 @@ class Daemon:
                 " (not fired: dry run)" if s.dry_run else "",
                 ", ".join(f"{c.name} ({c.schedule} {c.timezone})" for c in policies.reproductions),
             )
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            if await self._campaign():
+                tasks = self._act()
+            if self._on_ready is not None:
+                self._on_ready(self)
+            await self._until_stopped()
+        finally:
+            await self._stop_acting(tasks)
+            if self.http is not None:
+                await self.http.stop()
+            if self._install_signals:
+                self._signals(loop, install=False)
+        if self.lead is not None and self.lead.lost.is_set():
+            return EXIT_LOST_LEAD
+        return 0
+
+    async def _campaign(self) -> bool:
+        """Wait until this replica leads (at once with a file state); False on stop."""
+        if self.lead is None:
+            return True
+        return await self.lead.campaign(self._stop)
+
+    async def _until_stopped(self) -> None:
+        """Until a stop is requested or the lead is lost."""
+        if self.lead is None:
+            await self._stop.wait()
+            return
+        waiters = [asyncio.ensure_future(self._stop.wait()), asyncio.ensure_future(self.lead.lost.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    def _act(self) -> list[asyncio.Task[None]]:
+        """The leader's tasks: watch, decide, issue, notify, fire the reproduction checks."""
+        s = self.settings
         sup = self.supervisor
         tasks = [sup.start("poller", self._poller)]
         if s.watch:
@@ -346,29 +395,35 @@ class Daemon:
         tasks.append(sup.start("pruner", self._pruner))
         if not s.dry_run:
             tasks.append(sup.start("reproductions", self.repro.run))
-        if self._on_ready is not None:
-            self._on_ready(self)
-        try:
-            await self._stop.wait()
-        finally:
+        if self.outbox_sender is not None:
+            tasks.append(sup.start("outbox", self.outbox_sender.run))
+        if self.lead is not None and self.lead.shared:
+            tasks.append(sup.start("leadership", functools.partial(self.lead.keep, self._stop)))
+        return tasks
+
+    async def _stop_acting(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Stop every task; in-flight calls get ``_STOP_BUDGET_S`` on a clean stop, none when
+        the lead was lost (a replica that no longer leads must stop acting at once)."""
+        lost = self.lead is not None and self.lead.lost.is_set()
+        if lost:
+            log.info("stopping at once: this replica no longer leads")
+        elif tasks:
             log.info("stopping: finishing in-flight calls (at most %.0fs)", _STOP_BUDGET_S)
-            self.reconciler.stop()
-            self.repro.stop()
-            for t in tasks:
-                t.cancel()
-            for t in list(self._events):
-                t.cancel()
-            await asyncio.wait([*tasks, *self._events], timeout=2)
-            await self.repro.drain(timeout=1)
-            if not await self.reconciler.drain(timeout=_STOP_BUDGET_S - 3):
-                log.warning(
-                    "stopped with calls still in flight; what they owe is recomputed on the next start"
-                )
-            if self.http is not None:
-                await self.http.stop()
-            if self._install_signals:
-                self._signals(loop, install=False)
-        return 0
+        self.reconciler.stop()
+        self.repro.stop()
+        if self.outbox_sender is not None:
+            self.outbox_sender.stop()
+        for t in tasks:
+            t.cancel()
+        for t in list(self._events):
+            t.cancel()
+        if tasks or self._events:
+            await asyncio.wait([*tasks, *self._events], timeout=0.5 if lost else 2)
+        await self.repro.drain(timeout=0.2 if lost else 1)
+        if not await self.reconciler.drain(timeout=0.5 if lost else _STOP_BUDGET_S - 3):
+            log.warning("stopped with calls still in flight; what they owe is recomputed on the next start")
+        if self.lead is not None and not lost:
+            await self.lead.release()
 
     def _signals(self, loop: asyncio.AbstractEventLoop, *, install: bool) -> None:
         for sig, fn in (
@@ -551,7 +606,11 @@ class Daemon:
 
     def ready(self) -> tuple[bool, str]:
         """Ready when a resync pass succeeded within 3 poll intervals and no background task
-        is down (waiting to be restarted after a failure)."""
+        is down (waiting to be restarted after a failure). A follower is ready while the state
+        database answers (it says who leads)."""
+        follower = self.lead.ready() if self.lead is not None else None
+        if follower is not None:
+            return follower
         down = self.supervisor.down()
         if down:
             what = "; ".join(f"{name}: {why}" for name, why in sorted(down.items()))

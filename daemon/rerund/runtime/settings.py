@@ -173,6 +173,16 @@ class ScopeSettings(_Frozen):
         return cls(project=project, domain=domain)
 
 
+def is_state_url(value: object) -> bool:
+    """Whether a ``state`` value names a database (``postgresql://…``), not a SQLite file."""
+    return isinstance(value, str) and value.startswith(("postgresql://", "postgres://", "postgresql+"))
+
+
+def _state_value(value: object) -> object:
+    """A ``postgresql://`` URL stays a string (a Path would fold its ``//``); else a path."""
+    return value if is_state_url(value) or not isinstance(value, str) else Path(value)
+
+
 def _scope_item(value: object) -> object:
     return ScopeSettings.parse(value) if isinstance(value, str) else value
 
@@ -226,7 +236,8 @@ class Settings(_Frozen):
     org: str = ""
     scopes: tuple[Annotated[ScopeSettings, BeforeValidator(_scope_item)], ...] = ()
     policies: tuple[Path, ...] = (Path("policies"),)
-    state: Path = Path("rerund.db")
+    # A SQLite file (one replica) or a postgresql:// URL (replicas electing a leader).
+    state: Annotated[Path | str, BeforeValidator(_state_value)] = Path("rerund.db")
     http: str = "127.0.0.1:9464"
     # Host names the HTTP server answers besides IP addresses, localhost and the `http` host
     # (others are refused against DNS rebinding), e.g. the name an authenticating proxy passes on.
@@ -523,7 +534,11 @@ def _from_file(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
         "auth_command_file",
         "http_proxy_file",
     ):
-        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+        if (
+            isinstance(data.get(key), str)
+            and not Path(data[key]).is_absolute()
+            and not is_state_url(data[key])
+        ):
             data[key] = str(base / data[key])
     notify = data.get("notify")
     webhook_file = notify.get("webhook_file") if isinstance(notify, dict) else None
