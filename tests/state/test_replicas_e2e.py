@@ -140,7 +140,8 @@ def test_a_stopped_database_makes_the_leader_exit_and_readyz_say_why_until_it_re
                 reason = json.loads(follower.readyz()[1])["reason"]
                 assert re.fullmatch(
                     r"the state database cannot be reached "
-                    r"\((trying the leader lock|reading the leader): .+\); rerund keeps trying and acts only while it leads",
+                    r"\((trying the leader lock|reading the leader): .+\); "
+                    r"rerund keeps trying and acts only while it leads",
                     reason,
                 ), reason
                 assert follower.healthz()[0] == 200
