@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rerund.adapters.ledger import Ledger
+from rerund.adapters.sqlstate.leadership import PostgresLeadership, postgres_engine
 from rerund.app import connect_control_plane
 from rerund.cli.common import add_connection_arguments, connection_settings, reaching
 from rerund.clock import ControlPlaneClock
@@ -24,8 +25,9 @@ from rerund.core.encode import for_terminal
 from rerund.core.redact import redact_url
 from rerund.core.rules import PolicySet
 from rerund.core.status import LineageState, Status, iso
-from rerund.errors import PolicyError
+from rerund.errors import PolicyError, StateUnavailableError
 from rerund.policy.loader import load_policies
+from rerund.runtime.settings import is_state_url
 from rerund.runtime.status import status_from_control_plane
 
 __all__ = ["register", "render_status"]
@@ -71,7 +73,9 @@ def _status(args: argparse.Namespace) -> int:
             "problem(s), see `rerund check`): budgets are not shown"
         )
     ledger: Ledger | None = None
-    if Path(settings.state).exists():
+    if is_state_url(settings.state):  # replicas share it: name the one that leads
+        notes.append(leader_note(str(settings.state)))
+    elif Path(settings.state).exists():
         ledger = Ledger(settings.state, create=False)
     else:
         notes.append(
@@ -96,6 +100,21 @@ def _status(args: argparse.Namespace) -> int:
         where = f"control plane {redact_url(settings.endpoint)}, scopes {shown}"
         print(render_status(status, where))
     return 0
+
+
+def leader_note(url: str) -> str:
+    """Which replica leads, as the shared state records it (a line of ``rerund status``)."""
+    engine = postgres_engine(url)
+    try:
+        found = PostgresLeadership(engine, identity="rerund status").leader()
+    except StateUnavailableError as exc:
+        return f"leader: unknown: {exc}"
+    finally:
+        engine.dispose()
+    if found is None:
+        return "leader: no replica has led on this state yet"
+    holder, term = found
+    return f"leader: {holder} (term {term}); the other replicas follow and take over when its lock goes"
 
 
 def _columns(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
