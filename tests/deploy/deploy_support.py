@@ -23,6 +23,7 @@ RULES_TEST = DEPLOY / "prometheus" / "rules.test.yaml"
 DASHBOARD = DEPLOY / "grafana" / "rerund.json"
 BASE = DEPLOY / "kubernetes" / "base"
 OVERLAY = DEPLOY / "kubernetes" / "overlays" / "example"
+HA_OVERLAY = DEPLOY / "kubernetes" / "overlays" / "ha"
 DOCKERFILE = DEPLOY / "Dockerfile"
 
 
