@@ -221,6 +221,10 @@ class Outbox(Protocol):
         """Events not yet delivered (what ``rerund_outbox_pending`` shows)."""
         ...
 
+    def prune(self, older_than: datetime) -> int:
+        """Forget the events delivered before ``older_than``; how many."""
+        ...
+
 
 class Scheduler(Protocol):
     """Runs ``callback`` at ``at`` (in-memory; jobs are recomputed after a restart)."""

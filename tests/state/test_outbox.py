@@ -141,3 +141,14 @@ def test_a_failed_send_is_retried_by_the_next_leader(pg_url: str) -> None:
         receiver.close()
         lead_a.close()
         lead_b.close()
+
+
+def test_delivered_events_older_than_the_retention_are_pruned_and_pending_ones_kept(tmp_path: Path) -> None:
+    box = SqlOutbox(sqlite_engine(tmp_path / "rerund.db"))
+    box.put("a", {"n": 1}, now=T0)
+    box.put("b", {"n": 2}, now=T0)
+    assert box.claim("a", now=T0, until=T0 + timedelta(minutes=2))
+    box.delivered("a", now=T0)
+    assert box.prune(T0 + timedelta(days=1)) == 1
+    assert [r["key"] for r in box.rows()] == ["b"]
+    assert box.pending() == 1

@@ -52,7 +52,7 @@ from rerund.core.redact import redact_url
 from rerund.core.rules import PolicySet
 from rerund.core.runs import RunSummary
 from rerund.core.scopes import plan
-from rerund.errors import ConfigError, ControlPlaneError, LedgerError, PolicyError
+from rerund.errors import ConfigError, ControlPlaneError, LedgerError, PolicyError, StateUnavailableError
 from rerund.policy import load_policies
 from rerund.policy.loader import expand_paths
 from rerund.ports import DaemonLedger, Reconnect
@@ -602,6 +602,11 @@ class Daemon:
                     )
             except LedgerError as exc:
                 log.error("%s", exc)
+            if self.outbox_sender is not None:
+                try:
+                    await self.outbox_sender.prune(self._clock() - self.settings.ledger_retention)
+                except StateUnavailableError as exc:
+                    log.error("%s", exc)
             await self._sleep(3600)
 
     def ready(self) -> tuple[bool, str]:

@@ -90,6 +90,10 @@ class OutboxSender:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
 
+    async def prune(self, older_than: datetime) -> int:
+        """Forget the events delivered before ``older_than`` (the pruner's, with the ledger)."""
+        return await asyncio.to_thread(self._outbox.prune, older_than)
+
     async def send_due(self) -> int:
         """One pass: send every due event; how many were delivered. Raises ``FencedError``
         (another replica leads: nothing more is sent) and ``StateUnavailableError``."""

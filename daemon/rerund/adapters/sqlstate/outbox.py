@@ -197,6 +197,18 @@ class SqlOutbox:
             raise _unavailable("counting the outbox", exc) from exc
         return int(found)
 
+    def prune(self, older_than: datetime) -> int:
+        """Forget events delivered before ``older_than`` (the ledger's retention); how many."""
+        t = outbox_table
+        try:
+            with self._begin() as conn:
+                done = conn.execute(
+                    t.delete().where(t.c.delivered_at.is_not(None), t.c.delivered_at < iso(older_than))
+                )
+                return int(done.rowcount or 0)
+        except SQLAlchemyError as exc:
+            raise _unavailable("pruning the outbox", exc) from exc
+
     def rows(self) -> list[dict[str, Any]]:
         """Every row, oldest first (tests, ``rerund status``)."""
         with self._begin() as conn:
