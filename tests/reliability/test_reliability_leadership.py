@@ -86,7 +86,7 @@ def _scenario(replicas: int, failures: int, kills: int, db_outage: float) -> Any
 
 @pytest.mark.parametrize(
     ("replicas", "failures", "kills", "db_outage"),
-    [_scenario(2, 40, 2, 3.0), _scenario(3, 400, 10, 10.0)],
+    [_scenario(2, 40, 2, 3.0), _scenario(3, 2000, 10, 10.0)],
 )
 def test_replicas_on_postgres_through_leader_kills_and_a_database_stop_act_once(
     tmp_path: Path,

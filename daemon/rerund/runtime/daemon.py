@@ -26,6 +26,12 @@ logged once, counted in ``rerund_internal_errors_total{task}``, and the task res
 backoff while ``/readyz`` reports it down; what it held (the policies in force, the caches)
 stays as it was.
 
+Only the leader runs the tasks above but the HTTP endpoints (``rerund.runtime.leader``): with a
+file state this process leads at once; replicas on a PostgreSQL state campaign for the lead,
+and a follower serves HTTP (ready, saying who leads) until it takes over. A leader that loses
+the lead stops every task at once, without draining, and ``run`` returns ``EXIT_LOST_LEAD``
+(3) for the process's supervisor to restart it as a follower.
+
 SIGTERM/SIGINT: stop taking work (watchers and poller stop, issue loops stop retrying), let
 in-flight calls finish, and exit — within 10 seconds. Nothing is lost by stopping: what is
 still owed is recomputed from the control plane on the next start.
