@@ -118,3 +118,27 @@ def test_releasing_the_lead_lets_a_follower_take_it(pg_url: str) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_replicas_starting_together_create_the_tables_once_and_one_leads(pg_url: str) -> None:
+    import threading
+
+    replicas = [_replica(pg_url, f"r{i}:1")[0] for i in range(4)]
+    results: dict[int, bool | Exception] = {}
+
+    def start(i: int) -> None:
+        try:
+            results[i] = replicas[i].acquire()
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(results.values(), key=str) == [False, False, False, True], results
+    finally:
+        for r in replicas:
+            r.close()

@@ -47,6 +47,7 @@ __all__ = [
     "LEADER_LOCK",
     "PostgresLeadership",
     "SoleLeader",
+    "create_tables",
     "leadership_table",
     "local_identity",
     "metadata",
@@ -105,6 +106,15 @@ def postgres_engine(url: str, **options: Any) -> Engine:
     return sa_create_engine(parsed, connect_args=connect_args, pool_pre_ping=True, **options)
 
 
+def create_tables(meta: MetaData, engine: Engine) -> None:
+    """``meta.create_all(checkfirst=True)``, once more when it raced another replica creating
+    the same tables (both saw none; the second CREATE fails): the second look finds them."""
+    try:
+        meta.create_all(engine, checkfirst=True)
+    except SQLAlchemyError:
+        meta.create_all(engine, checkfirst=True)
+
+
 def _unavailable(what: str, exc: BaseException) -> StateUnavailableError:
     reason = (
         str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
@@ -148,7 +158,7 @@ class PostgresLeadership:
 
     def _ensure_tables(self) -> None:
         if not self._created:
-            metadata.create_all(self._engine, checkfirst=True)
+            create_tables(metadata, self._engine)
             self._created = True
 
     def _session(self) -> Connection:

@@ -43,6 +43,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
+from rerund.adapters.sqlstate.leadership import create_tables
 from rerund.core.outbox import OutboxItem
 from rerund.core.times import iso
 from rerund.errors import StateUnavailableError
@@ -105,7 +106,7 @@ class SqlOutbox:
     def _begin(self) -> Any:
         if not self._created:
             try:
-                metadata.create_all(self._engine, checkfirst=True)
+                create_tables(metadata, self._engine)
             except SQLAlchemyError as exc:
                 raise _unavailable("creating the outbox", exc) from exc
             self._created = True
