@@ -56,7 +56,7 @@ from rerund.errors import (
     NotFoundError,
     PermanentControlPlaneError,
 )
-from rerund.ports import ControlPlane, DecisionLedger, Notifier, Scheduler
+from rerund.ports import ControlPlane, DecisionLedger, Notifier, Outbox, Scheduler
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.reconcile.index import RerunIndex, RerunInfo
 from rerund.runtime.reconcile.inflight import InFlight
@@ -137,6 +137,9 @@ class Reconciler:
         ledger: DecisionLedger | None = None,
         scheduler: Scheduler | None = None,
         notifier: Notifier | None = None,
+        outbox: Outbox | None = None,
+        on_put: Callable[[], None] = lambda: None,
+        fence: Callable[[], Awaitable[None]] | None = None,
         decide: Decide = core_decide,
         clock: Callable[[], datetime] = utcnow,
         dry_run: bool = False,
@@ -183,8 +186,12 @@ class Reconciler:
             spawn=self._tasks.spawn,
             ledger=ledger,
             notifier=notifier,
+            outbox=outbox,
+            on_put=on_put,
             recent_capacity=recent_capacity,
         )
+        # Called before every create: raises ``Stopped`` unless this replica still leads.
+        self._fence = fence
         self._index = RerunIndex(
             control_plane,
             reads=self._reads,
@@ -723,6 +730,8 @@ class Reconciler:
             async with self._sem:
                 if self.stopping:
                     raise Stopped
+                if self._fence is not None:
+                    await self._fence()
                 await send(self._cp, req)
 
         def retrying(exc: ControlPlaneError, delay: float) -> None:
