@@ -11,20 +11,26 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from rerund.adapters.cron import CronSchedule
 from rerund.adapters.flyte_control_plane import Connection, FlyteControlPlane
 from rerund.adapters.scheduler import AsyncScheduler
+from rerund.adapters.sqlstate.leadership import PostgresLeadership, SoleLeader, postgres_engine
+from rerund.adapters.sqlstate.outbox import SqlOutbox, sqlite_engine
 from rerund.adapters.state import open_state
 from rerund.adapters.webhook import WebhookNotifier
 from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.scopes import plan
+from rerund.core.stateurl import is_database_url
 from rerund.fdlimit import raise_fd_limit
 from rerund.ports import ControlPlane, Reconnect, RpcGate
 from rerund.runtime.daemon import Daemon, PolicyHolder, Requests
+from rerund.runtime.leader import Lead
 from rerund.runtime.metrics import Metrics
+from rerund.runtime.outbox import OutboxSender
 from rerund.runtime.reconcile import Reconciler
 from rerund.runtime.repro import ReproRunner
 from rerund.runtime.settings import Settings, read_ca_cert, read_secret_file
@@ -101,6 +107,33 @@ def _reconnect(cp: FlyteControlPlane, settings: Settings) -> Reconnect:
     return reconnect
 
 
+class _SharedState:
+    """The leadership and the outbox for ``settings.state``: on a ``postgresql://`` state,
+    replicas elect a leader and share the outbox (their tables are the ledger's schema, migrated
+    by ``open_state`` before this is built); on a file, this process leads alone and the outbox
+    lives in the ledger's file (a restart does not notify twice)."""
+
+    def __init__(self, settings: Settings) -> None:
+        state = settings.state
+        if is_database_url(state):
+            engine = postgres_engine(str(state), settings.state_password())
+            leadership = PostgresLeadership(engine)
+            self.leadership: PostgresLeadership | SoleLeader = leadership
+            self.outbox = SqlOutbox(
+                engine, fence=leadership.fence, identity=leadership.identity, term=lambda: leadership.term
+            )
+            self.shared = True
+        else:
+            self.leadership = SoleLeader()
+            self.outbox = SqlOutbox(sqlite_engine(Path(state)), identity=self.leadership.identity)
+            self.shared = False
+
+    def close(self) -> None:
+        if isinstance(self.leadership, PostgresLeadership):
+            self.leadership.close()
+        self.outbox.close()
+
+
 class App:
     """``rerund run``: builds the daemon's objects on the running loop, runs the daemon, and
     closes what it opened. ``control_plane`` replaces the flyte adapter (tests, the demo)."""
@@ -116,9 +149,13 @@ class App:
         reload_check_interval: float = 1.0,
         on_ready: Callable[[Daemon], None] | None = None,
         stop_budget: float | None = None,
+        lead_retry_interval: float = 1.0,
+        lead_check_interval: float = 1.0,
     ) -> None:
         """``stop_budget``: the seconds the daemon's stop sequence may take (default 8)."""
         self.settings = settings
+        self._lead_retry = lead_retry_interval
+        self._lead_check = lead_check_interval
         self.registry = registry if registry is not None else CollectorRegistry()
         self.requests = Requests()
         self._control_plane = control_plane
@@ -153,6 +190,14 @@ class App:
             max_bytes=s.ledger_max_bytes,
         )
         ledger.group_commits(lambda flush: loop.call_later(_GROUP_COMMIT_S, flush))
+        state = _SharedState(s)
+        lead = Lead(
+            state.leadership,
+            metrics,
+            shared=state.shared,
+            retry_interval=self._lead_retry,
+            check_interval=self._lead_check,
+        )
         scheduler: AsyncScheduler | None = None
         try:
             throttle = Throttle(
@@ -186,6 +231,14 @@ class App:
                 if s.notify.webhook
                 else None
             )
+            sender = (
+                OutboxSender(
+                    state.outbox, notifier, metrics=metrics, clock=cp_clock.now, on_fenced=lead.fenced
+                )
+                if notifier is not None
+                else None
+            )
+            on_put = sender.wake if sender is not None else (lambda: None)
             scheduler = AsyncScheduler(local=cp_clock.local)
             scheduler.start()
             reconciler = Reconciler(
@@ -196,6 +249,9 @@ class App:
                 ledger=ledger,
                 scheduler=scheduler,
                 notifier=notifier,
+                outbox=state.outbox,
+                on_put=on_put,
+                fence=lead.fence if state.shared else None,
                 clock=cp_clock.now,
                 dry_run=s.dry_run,
                 max_concurrent_reruns=s.max_concurrent_reruns,
@@ -212,6 +268,9 @@ class App:
                 default_scope=next(((sc.project, sc.domain) for sc in s.scopes if not sc.wildcard), None),
                 ledger=ledger,
                 notifier=notifier,
+                outbox=state.outbox,
+                on_put=on_put,
+                fence=lead.fence if state.shared else None,
                 poll_interval=min(5.0, s.poll_interval.total_seconds()),
             )
             daemon = Daemon(
@@ -227,6 +286,8 @@ class App:
                 clock=cp_clock.now,
                 requests=self.requests,
                 reconnect=reconnect,
+                lead=lead,
+                outbox_sender=sender,
                 install_signals=self._install_signals,
                 reload_check_interval=self._reload_interval,
                 on_ready=self._on_ready,
@@ -237,5 +298,6 @@ class App:
             if scheduler is not None:
                 scheduler.shutdown()
             ledger.close()
+            state.close()
         log.info("rerund stopped")
         return code

@@ -16,7 +16,9 @@ exceptions (``raise ControlPlaneError(...) from exc``) so that callers never hav
     │   │   └── NotFoundError            the run or action does not exist
     │   └── AlreadyExistsError           a run with that name exists (an idempotent re-issue)
     ├── LedgerError                 the audit ledger (SQLite file or PostgreSQL) failed
-    └── NotificationError           a webhook could not be delivered
+    ├── NotificationError           a webhook could not be delivered
+    ├── StateUnavailableError       the shared state database (leadership, outbox) cannot be reached
+    └── FencedError                 a write by a replica that no longer leads was refused
 
 Messages say the subject, what happened, what happens next and the value, e.g.
 ``policy 'oom' gives up on run 'abc123': attempt 4 would exceed max_attempts=3``.
@@ -33,6 +35,7 @@ __all__ = [
     "ControlPlaneError",
     "CredentialsError",
     "FailureInputError",
+    "FencedError",
     "LedgerError",
     "NotFoundError",
     "NotificationError",
@@ -40,6 +43,7 @@ __all__ = [
     "PolicyError",
     "PolicyProblem",
     "RerundError",
+    "StateUnavailableError",
     "TransientControlPlaneError",
     "WorkloadError",
 ]
@@ -143,3 +147,13 @@ class LedgerError(RerundError):
 
 class NotificationError(RerundError):
     """A webhook notification could not be delivered (after its retries)."""
+
+
+class StateUnavailableError(RerundError):
+    """The shared state database (the leadership row, the outbox) could not be reached or
+    answered with an error; the caller retries, or steps down when it leads."""
+
+
+class FencedError(RerundError):
+    """A write that only the leader may make was refused: the leadership ``term`` recorded in
+    the state is no longer the writer's (another replica took over)."""

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from rerund.core.incidents import IncidentRecord
+from rerund.core.outbox import OutboxItem
 from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.runs import FailureFacts, RelaunchRequest, RerunRequest, RunRef, RunSummary
 
@@ -28,7 +29,9 @@ __all__ = [
     "DaemonLedger",
     "DecisionLedger",
     "Deployments",
+    "Leadership",
     "Notifier",
+    "Outbox",
     "Reconnect",
     "ReproLedger",
     "RpcGate",
@@ -158,6 +161,78 @@ class Notifier(Protocol):
     """Sends one notification (e.g. a webhook) and raises ``NotificationError`` on failure."""
 
     async def notify(self, payload: Mapping[str, Any]) -> None: ...
+
+
+class Leadership(Protocol):
+    """Which replica acts. Replicas sharing a state elect one leader through it; only the
+    leader watches, decides, issues, notifies and fires reproduction checks. Each acquisition
+    raises the state's leadership ``term`` by one, and every write only the leader may make
+    checks that term in its own transaction (fencing: a replica that lost the lead without
+    noticing yet has its writes refused with ``FencedError``). With a file state there is one
+    replica, which always leads (term 0). Every method may block on the database: the runtime
+    calls them in a worker thread. Database failures raise ``StateUnavailableError``."""
+
+    @property
+    def identity(self) -> str:
+        """This replica: ``host:pid`` (the pod's name as its host in Kubernetes)."""
+        ...
+
+    @property
+    def term(self) -> int | None:
+        """The term this replica leads in, None while it does not lead."""
+        ...
+
+    def acquire(self) -> bool:
+        """Become the leader if no one else is (never waits): True when this replica leads."""
+        ...
+
+    def held(self) -> bool:
+        """Whether this replica still leads (one round trip to the state). False is for good:
+        a replica that lost the lead stops acting and exits; it does not lead again."""
+        ...
+
+    def leader(self) -> tuple[str, int] | None:
+        """(identity, term) of the leader the state records last (None: none ever led)."""
+        ...
+
+    def confirm(self) -> None:
+        """Raise ``FencedError`` unless this replica leads in the term the state records (what
+        is checked before a rerun is created)."""
+        ...
+
+    def release(self) -> None:
+        """Stop leading (on a clean stop) so a follower takes over at once; idempotent."""
+        ...
+
+
+class Outbox(Protocol):
+    """Side effects that must happen once (notifications), kept in the state until delivered.
+
+    ``put`` adds an event under its unique key and returns False when the key is already there
+    (sent, or waiting): a restart, a failover or a second replica puts it again, and it is
+    still sent once. The leader's sender takes what is ``due``, ``claim``s it (fenced:
+    ``FencedError`` once another replica leads), sends it and marks it ``delivered`` or
+    ``failed`` (to be retried at ``retry_at``). Errors: ``StateUnavailableError``."""
+
+    def put(self, key: str, payload: Mapping[str, Any], *, now: datetime) -> bool: ...
+
+    def due(self, now: datetime, *, limit: int = 100) -> list[OutboxItem]: ...
+
+    def claim(self, key: str, *, now: datetime, until: datetime) -> bool:
+        """Take ``key`` for one send until ``until`` (True: still due and now ours). Fenced."""
+        ...
+
+    def delivered(self, key: str, *, now: datetime) -> None: ...
+
+    def failed(self, key: str, error: str, *, retry_at: datetime, now: datetime) -> None: ...
+
+    def pending(self) -> int:
+        """Events not yet delivered (what ``rerund_outbox_pending`` shows)."""
+        ...
+
+    def prune(self, older_than: datetime) -> int:
+        """Forget the events delivered before ``older_than``; how many."""
+        ...
 
 
 class Scheduler(Protocol):

@@ -24,6 +24,7 @@ DASHBOARD = DEPLOY / "grafana" / "rerund.json"
 BASE = DEPLOY / "kubernetes" / "base"
 OVERLAYS = DEPLOY / "kubernetes" / "overlays"
 OVERLAY = OVERLAYS / "example"
+HA_OVERLAY = OVERLAYS / "ha"
 DOCKERFILE = DEPLOY / "Dockerfile"
 
 
@@ -94,6 +95,10 @@ CONTRACT: tuple[Metric, ...] = (
     _m("rerund_ledger_bytes", "gauge"),  # issue 24: the ledger's size
     _m("rerund_incidents_open", "gauge"),  # issue 27: the outage breaker
     _m("rerund_incident_reruns_held", "gauge"),
+    _m("rerund_leader", "gauge"),  # issue 25: which replica acts
+    _m("rerund_leader_changes_total", "counter"),  # issue 25
+    _m("rerund_fenced_writes_total", "counter"),  # issue 25: a stale leader's writes refused
+    _m("rerund_outbox_pending", "gauge"),  # issue 25: notifications not delivered yet
 )
 REPRODUCTION_METRICS = frozenset(m.name for m in CONTRACT if m.name.startswith("rerund_reproduction_"))
 SERIES_NAMES: frozenset[str] = frozenset(n for m in CONTRACT for n in m.series_names())

@@ -14,7 +14,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from deploy_support import BASE, OVERLAY, OVERLAYS, REPO, RULES, KubeletConfigMapDir, run, tool
+from deploy_support import BASE, HA_OVERLAY, OVERLAY, OVERLAYS, REPO, RULES, KubeletConfigMapDir, run, tool
 
 K8S_VERSION = "1.37.0"
 BUILDS = {
@@ -22,6 +22,7 @@ BUILDS = {
     "overlay-example": OVERLAY,
     "overlay-api-key": OVERLAYS / "api-key",
     "overlay-client-credentials": OVERLAYS / "client-credentials",
+    "overlay-ha": HA_OVERLAY,
 }
 # How each build authenticates (Settings.auth_mode): the base no way, each overlay exactly one.
 AUTH = {
@@ -29,6 +30,7 @@ AUTH = {
     "overlay-example": "api_key",
     "overlay-api-key": "api_key",
     "overlay-client-credentials": "client_credentials",
+    "overlay-ha": "api_key",
 }
 LIBRARY = REPO / "policies" / "library"
 # The operator's duration pattern (monitoring.coreos.com/v1 Duration).
@@ -80,17 +82,22 @@ def test_the_validator_rejects_a_misspelt_field() -> None:
 
 
 @pytest.mark.parametrize("build", list(BUILDS))
-def test_both_builds_hold_the_whole_deployment(build: str) -> None:
+def test_every_build_holds_the_whole_deployment(build: str) -> None:
     kinds = sorted(o["kind"] for o in _render(BUILDS[build]))
-    assert kinds == [
-        "ConfigMap",
-        "ConfigMap",
-        "Deployment",
-        "PrometheusRule",
-        "Service",
-        "ServiceAccount",
-        "ServiceMonitor",
-    ]
+    # One replica keeps its SQLite state on a claim; replicas share PostgreSQL and keep one running.
+    state = ["PodDisruptionBudget"] if build == "overlay-ha" else ["PersistentVolumeClaim"]
+    assert kinds == sorted(
+        [
+            "ConfigMap",
+            "ConfigMap",
+            "Deployment",
+            "PrometheusRule",
+            "Service",
+            "ServiceAccount",
+            "ServiceMonitor",
+            *state,
+        ]
+    )
 
 
 @pytest.mark.parametrize("build", list(BUILDS))
@@ -342,10 +349,10 @@ def test_the_client_credentials_overlay_refuses_an_api_key_added_on_top(tmp_path
         settings.require_runnable()
 
 
-def test_the_example_overlay_runs_two_replicas_in_its_namespace() -> None:
+def test_the_example_overlay_runs_one_replica_in_its_namespace() -> None:
     assert _one("base", "Deployment")["spec"]["replicas"] == 1
     deployment = _one("overlay-example", "Deployment")
-    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["replicas"] == 1
     assert {o["metadata"].get("namespace") for o in _objects("overlay-example")} == {"rerund"}
     image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == "registry.example.com/platform/rerund:0.1.0"
@@ -368,3 +375,53 @@ def test_a_copied_overlay_with_its_own_policies_replaces_the_example_ones(tmp_pa
     docs = [d for d in yaml.safe_load_all(out.stdout) if d]
     policies = next(d for d in docs if d["metadata"]["name"] == "rerund-policies")
     assert policies["data"] == {"rerund.yaml": "apiVersion: rerund/v1\npolicies: []\n"}
+
+
+def _pod(build: str) -> dict[str, Any]:
+    pod: dict[str, Any] = _one(build, "Deployment")["spec"]["template"]["spec"]
+    return pod
+
+
+@pytest.mark.parametrize("build", ["base", "overlay-example"])
+def test_one_replica_keeps_its_sqlite_state_on_a_claim_and_is_replaced_not_rolled(build: str) -> None:
+    deployment = _one(build, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # one writer of the volume
+    claim = _one(build, "PersistentVolumeClaim")
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    volume = next(v for v in _pod(build)["volumes"] if v["name"] == "state")
+    assert volume == {"name": "state", "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}}
+    mount = next(m for m in _container(build)["volumeMounts"] if m["name"] == "state")
+    assert f"--state={mount['mountPath']}/rerund.db" in _container(build)["args"]
+
+
+def test_the_ha_overlay_runs_replicas_on_a_postgres_url_from_a_secret_with_a_disruption_budget() -> None:
+    deployment = _one("overlay-ha", "Deployment")
+    assert 2 <= deployment["spec"]["replicas"] <= 3
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    c = _container("overlay-ha")
+    assert not any(a.startswith("--state") for a in c["args"]), "a flag would override RERUND_STATE"
+    env = {e["name"]: e["valueFrom"] for e in c["env"]}
+    assert env["RERUND_STATE"] == {"secretKeyRef": {"name": "rerund-state", "key": "url"}}
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}  # the leader's name
+    assert not _objects("overlay-ha", "PersistentVolumeClaim")
+    assert not any("persistentVolumeClaim" in v for v in _pod("overlay-ha")["volumes"])
+    assert not _objects("overlay-ha", "Secret"), "no database password in the repository"
+    pdb = _one("overlay-ha", "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert {o["metadata"].get("namespace") for o in _objects("overlay-ha")} == {"rerund"}
+
+
+def test_the_ha_overlays_state_variable_is_read_as_a_postgres_url(tmp_path: Path) -> None:
+    from rerund.core.stateurl import is_database_url
+    from rerund.runtime.settings import load_settings
+
+    data = next(
+        o for o in _objects("overlay-ha", "ConfigMap") if o["metadata"]["name"].startswith("rerund-config")
+    )
+    (tmp_path / "rerund.yaml").write_text(data["data"]["rerund.yaml"])
+    url = "postgresql://rerund:pw@postgres.example.svc:5432/rerund?sslmode=verify-full"
+    settings = load_settings(tmp_path / "rerund.yaml", environ={"RERUND_STATE": url})
+    assert settings.state == url and is_database_url(settings.state)

@@ -388,3 +388,13 @@ def test_reading_commands_refuse_an_sqlite_file_that_is_not_a_ledger_and_leave_i
     db.close()
     assert other.read_bytes() == before
     assert not Path(f"{other}-wal").exists()
+
+
+def test_a_daemon_on_a_file_state_leads_alone_and_readyz_says_so(running: Running) -> None:
+    _until(lambda: running.get("/readyz").status_code == 200, "/readyz")
+    body = running.get("/readyz").json()
+    assert (body["role"], body["shared"], body["term"]) == ("leader", False, 0)
+    registry = running.daemon.metrics.registry
+    assert registry.get_sample_value("rerund_leader") == 1.0
+    assert registry.get_sample_value("rerund_leader_changes_total") == 1.0
+    assert "leadership" not in running.get("/status").json()  # one replica: nothing to say

@@ -7,13 +7,14 @@ from __future__ import annotations
 import threading
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, text
 
 from rerund.adapters.sqlstate import PostgresLedger
 from rerund.adapters.sqlstate.schema import metadata
-from rerund.adapters.sqlstate.upgrade import VERSION_TABLE, head
+from rerund.adapters.sqlstate.upgrade import VERSION_TABLE, _config, head
 from rerund.adapters.sqlstate.url import engine_url
 from rerund.errors import LedgerError
 
@@ -40,6 +41,40 @@ def test_the_migrated_database_is_what_the_schema_describes(pg_url: str) -> None
 
     assert differences == []
     assert _sql(pg_url, f"SELECT version_num FROM {VERSION_TABLE}") == [(head(),)]
+
+
+def test_the_leadership_and_outbox_tables_are_migrated_with_the_ledger(pg_url: str) -> None:
+    """Revisions 0002 (leadership, outbox) and 0003 (incidents) create them: nothing creates tables outside the migrations (the runtime's
+    leadership and outbox only use them)."""
+    PostgresLedger(pg_url).close()
+
+    tables = {r[0] for r in _sql(pg_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert {"leadership", "outbox", "incidents"} <= tables
+    assert _sql(pg_url, f"SELECT version_num FROM {VERSION_TABLE}") == [(head(),)]
+
+
+def test_a_database_at_revision_0001_is_upgraded_to_the_leadership_and_outbox_at_start(pg_url: str) -> None:
+    """A database the first PostgreSQL release migrated (0001: the ledger alone) gets the new
+    tables at the next start, and then matches the schema."""
+    engine = create_engine(engine_url(pg_url))
+    try:
+        with engine.begin() as conn:
+            cfg = _config(conn)
+            command.upgrade(cfg, "0001")
+    finally:
+        engine.dispose()
+    assert "leadership" not in {r[0] for r in _sql(pg_url, "SELECT tablename FROM pg_tables")}
+
+    PostgresLedger(pg_url).close()
+
+    assert _sql(pg_url, f"SELECT version_num FROM {VERSION_TABLE}") == [(head(),)]
+    engine = create_engine(engine_url(pg_url))
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+            assert compare_metadata(context, metadata) == []
+    finally:
+        engine.dispose()
 
 
 def test_replicas_starting_at_once_migrate_the_database_once(pg_url: str) -> None:

@@ -58,10 +58,12 @@ class WebhookNotifier:
         delay = self._initial
         last = ""
         attempts = self._retries + 1
+        # The outbox's event key: a receiver drops a second copy of the same event by it.
+        headers = {"Idempotency-Key": str(body["event_id"])} if body.get("event_id") else None
         async with httpx.AsyncClient(timeout=self._timeout, transport=self._transport) as client:
             for attempt in range(1, attempts + 1):
                 try:
-                    resp = await client.post(self._url, json=body)
+                    resp = await client.post(self._url, json=body, headers=headers)
                 except httpx.InvalidURL:
                     # Not retried, and its text is not shown: httpx quotes the URL's parts.
                     raise NotificationError(

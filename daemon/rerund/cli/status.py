@@ -15,6 +15,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from rerund.adapters.sqlstate.leadership import PostgresLeadership, postgres_engine
 from rerund.adapters.state import StateLedger
 from rerund.app import connect_control_plane
 from rerund.cli.common import (
@@ -30,8 +31,9 @@ from rerund.clock import ControlPlaneClock
 from rerund.core.encode import for_terminal
 from rerund.core.redact import redact_url
 from rerund.core.rules import PolicySet
+from rerund.core.stateurl import is_database_url
 from rerund.core.status import LineageState, Status, iso
-from rerund.errors import PolicyError
+from rerund.errors import PolicyError, StateUnavailableError
 from rerund.policy.loader import load_policies
 from rerund.runtime.status import status_from_control_plane
 
@@ -74,6 +76,8 @@ def _status(args: argparse.Namespace) -> int:
             "problem(s), see `rerund check`): budgets are not shown"
         )
     ledger: StateLedger | None = None
+    if is_database_url(settings.state):  # replicas share it: name the one that leads
+        notes.append(leader_note(str(settings.state), settings.state_password()))
     if has_ledger(settings):
         ledger = state_ledger(settings)
     else:
@@ -99,6 +103,22 @@ def _status(args: argparse.Namespace) -> int:
         where = f"control plane {redact_url(settings.endpoint)}, scopes {shown}"
         print(render_status(status, where))
     return 0
+
+
+def leader_note(url: str, password: str | None = None) -> str:
+    """Which replica leads, as the shared state records it (a line of ``rerund status``);
+    ``password``: ``state_password_file``'s."""
+    engine = postgres_engine(url, password)
+    try:
+        found = PostgresLeadership(engine, identity="rerund status").leader()
+    except StateUnavailableError as exc:
+        return f"leader: unknown: {exc}"
+    finally:
+        engine.dispose()
+    if found is None:
+        return "leader: no replica has led on this state yet"
+    holder, term = found
+    return f"leader: {holder} (term {term}); the other replicas follow and take over when its lock goes"
 
 
 def _columns(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:

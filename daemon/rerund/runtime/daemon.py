@@ -26,6 +26,13 @@ logged once, counted in ``rerund_internal_errors_total{task}``, and the task res
 backoff while ``/readyz`` reports it down; what it held (the policies in force, the caches)
 stays as it was.
 
+Only the leader runs the tasks above but the HTTP endpoints (``rerund.runtime.leader``): with a
+file state this process leads at once; replicas on a PostgreSQL state campaign for the lead,
+and a follower serves HTTP (ready, saying who leads) until it takes over. A leader that loses
+the lead stops every task at once (the same stop sequence with a budget of
+``_LOST_LEAD_STOP_S``), and ``run`` returns ``EXIT_LOST_LEAD`` (3) for the process's supervisor
+to restart it as a follower.
+
 SIGTERM/SIGINT: one stop sequence (``Daemon._shutdown``), within 10 seconds. Nothing is lost by
 stopping: what is still owed is recomputed from the control plane on the next start.
 """
@@ -53,12 +60,14 @@ from rerund.core.redact import redact_url
 from rerund.core.rules import PolicySet
 from rerund.core.runs import RunSummary
 from rerund.core.scopes import plan
-from rerund.errors import ConfigError, ControlPlaneError, LedgerError, PolicyError
+from rerund.errors import ConfigError, ControlPlaneError, LedgerError, PolicyError, StateUnavailableError
 from rerund.policy import load_policies
 from rerund.policy.loader import expand_paths
 from rerund.ports import DaemonLedger, Reconnect
 from rerund.runtime.http import HttpServer
+from rerund.runtime.leader import EXIT_LOST_LEAD, Lead
 from rerund.runtime.metrics import Metrics
+from rerund.runtime.outbox import OutboxSender
 from rerund.runtime.reconcile import Reconciler
 from rerund.runtime.repro import ReproRunner
 from rerund.runtime.settings import Settings
@@ -73,6 +82,7 @@ log = logging.getLogger("rerund.daemon")
 
 _STOP_BUDGET_S = 8.0  # of the 10 s a SIGTERM allows (App closes the ledger after it)
 _INTAKE_STOP_S = 2.0  # of it, at most, for the background tasks to end once cancelled
+_LOST_LEAD_STOP_S = 1.0  # the whole budget of a leader that lost the lead: it stops at once
 
 
 def _listen_error(host: str, port: int, exc: OSError) -> str:
@@ -247,6 +257,8 @@ class Daemon:
         clock: Callable[[], datetime],
         requests: Requests,
         reconnect: Reconnect | None = None,
+        lead: Lead | None = None,
+        outbox_sender: OutboxSender | None = None,
         install_signals: bool = True,
         reload_check_interval: float = 1.0,
         on_ready: Callable[[Daemon], None] | None = None,
@@ -254,6 +266,8 @@ class Daemon:
     ) -> None:
         """``stop_budget``: the seconds the stop sequence may take (``_shutdown``; default 8)."""
         self.settings = settings
+        self.lead = lead
+        self.outbox_sender = outbox_sender
         self.guard = control_plane
         self.ledger = ledger
         self.policies = policies
@@ -273,7 +287,7 @@ class Daemon:
         self._resync = asyncio.Event()
         self._events = TaskSet(log, what="a watch event")
         self._reachable: bool | None = None  # None until the first resync pass
-        self.supervisor = Supervisor(metrics.internal_errors, stopping=self._stop.is_set)
+        self.supervisor = Supervisor(metrics.internal_errors, stopping=self._stopping)
         self.site = Site(
             settings,
             registry=registry,
@@ -284,6 +298,7 @@ class Daemon:
             ready=self.ready,
             clock=clock,
             alive=self.alive,
+            role=lead.info if lead is not None else None,
         )
         self._beat = time.monotonic()  # the event loop's last heartbeat (``_heartbeat``)
         address = settings.http_address
@@ -301,6 +316,10 @@ class Daemon:
         )
 
     # -- control -----------------------------------------------------------------------------
+
+    def _stopping(self) -> bool:
+        """A stop was requested, or the lead was lost (the daemon then stops at once)."""
+        return self._stop.is_set() or (self.lead is not None and self.lead.lost.is_set())
 
     def request_stop(self) -> None:
         """Thread-safe: begin a graceful stop (also before ``run`` has started: it stops at once)."""
@@ -350,6 +369,44 @@ class Daemon:
                 " (not fired: dry run)" if s.dry_run else "",
                 ", ".join(f"{c.name} ({c.schedule} {c.timezone})" for c in policies.reproductions),
             )
+        # The heartbeat runs on followers too: /healthz says whether the event loop runs, and a
+        # follower waiting for the lead is alive.
+        self.supervisor.start("heartbeat", self._heartbeat)
+        try:
+            if await self._campaign():
+                self._act()
+            if self._on_ready is not None:
+                self._on_ready(self)
+            await self._until_stopped()
+        finally:
+            await self._shutdown()
+            if self._install_signals:
+                self._signals(loop, install=False)
+        if self.lead is not None and self.lead.lost.is_set():
+            return EXIT_LOST_LEAD
+        return 0
+
+    async def _campaign(self) -> bool:
+        """Wait until this replica leads (at once with a file state); False on stop."""
+        if self.lead is None:
+            return True
+        return await self.lead.campaign(self._stop)
+
+    async def _until_stopped(self) -> None:
+        """Until a stop is requested or the lead is lost."""
+        if self.lead is None:
+            await self._stop.wait()
+            return
+        waiters = [asyncio.ensure_future(self._stop.wait()), asyncio.ensure_future(self.lead.lost.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    def _act(self) -> None:
+        """The leader's tasks: watch, decide, issue, notify, fire the reproduction checks."""
+        s = self.settings
         sup = self.supervisor
         sup.start("poller", self._poller)
         if s.watch:
@@ -358,19 +415,13 @@ class Daemon:
         if self._reconnect is not None and self._credential_files():
             sup.start("credentials", functools.partial(self._credentials_watcher, self._reconnect))
         sup.start("policies", self._policy_watcher)
-        sup.start("heartbeat", self._heartbeat)
         sup.start("pruner", self._pruner)
         if not s.dry_run:
             sup.start("reproductions", self.repro.run)
-        if self._on_ready is not None:
-            self._on_ready(self)
-        try:
-            await self._stop.wait()
-        finally:
-            await self._shutdown()
-            if self._install_signals:
-                self._signals(loop, install=False)
-        return 0
+        if self.outbox_sender is not None:
+            sup.start("outbox", self.outbox_sender.run)
+        if self.lead is not None and self.lead.shared:
+            sup.start("leadership", functools.partial(self.lead.keep, self._stop))
 
     def alive(self) -> tuple[bool, str]:
         """Liveness (``/healthz``, from any thread): whether the event loop ran within
@@ -405,17 +456,26 @@ class Daemon:
         its pending rows first).
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._stop_budget
-        log.info("stopping: finishing in-flight calls (at most %.0fs)", self._stop_budget)
+        lost = self.lead is not None and self.lead.lost.is_set()
+        budget = min(self._stop_budget, _LOST_LEAD_STOP_S) if lost else self._stop_budget
+        deadline = loop.time() + budget
+        if lost:
+            log.info("stopping at once: this replica no longer leads (at most %.0fs)", budget)
+        else:
+            log.info("stopping: finishing in-flight calls (at most %.0fs)", budget)
         self.reconciler.stop()
         self.repro.stop()
-        intake = min(_INTAKE_STOP_S, self._stop_budget / 4)
+        if self.outbox_sender is not None:
+            self.outbox_sender.stop()
+        intake = min(_INTAKE_STOP_S, budget / 4)
         await asyncio.gather(self.supervisor.stop(timeout=intake), self._events.stop(timeout=intake))
         left = max(0.0, deadline - loop.time())
         drained = await asyncio.gather(self.reconciler.drain(timeout=left), self.repro.drain(timeout=left))
         if not all(drained):
             log.warning("stopped with calls still in flight; what they owe is recomputed on the next start")
             await asyncio.gather(self.reconciler.cancel(), self.repro.cancel())
+        if self.lead is not None and not lost:
+            await self.lead.release()
         if self.http is not None:
             await self.http.stop()
 
@@ -587,11 +647,20 @@ class Daemon:
                     )
             except LedgerError as exc:
                 log.error("%s", exc)
+            if self.outbox_sender is not None:
+                try:
+                    await self.outbox_sender.prune(self._clock() - self.settings.ledger_retention)
+                except StateUnavailableError as exc:
+                    log.error("%s", exc)
             await self._sleep(3600)
 
     def ready(self) -> tuple[bool, str]:
         """Ready when a resync pass succeeded within 3 poll intervals and no background task
-        is down (waiting to be restarted after a failure)."""
+        is down (waiting to be restarted after a failure). A follower is ready while the state
+        database answers (it says who leads)."""
+        follower = self.lead.ready() if self.lead is not None else None
+        if follower is not None:
+            return follower
         down = self.supervisor.down()
         if down:
             what = "; ".join(f"{name}: {why}" for name, why in sorted(down.items()))

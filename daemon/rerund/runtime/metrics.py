@@ -54,6 +54,10 @@ METRIC_NAMES = (
     "rerund_ledger_bytes",
     "rerund_incidents_open",
     "rerund_incident_reruns_held",
+    "rerund_leader",
+    "rerund_leader_changes_total",
+    "rerund_fenced_writes_total",
+    "rerund_outbox_pending",
 )
 
 
@@ -231,6 +235,29 @@ class Metrics:
             "rerund_forged_lineage_labels_total",
             "Runs carrying rerund-* lineage labels that neither their relation nor the ledger "
             "vouch for: the labels are ignored (counted once per run).",
+            registry=registry,
+        )
+
+        self.leader = Gauge(
+            "rerund_leader",
+            "1 while this replica leads (watches, decides, issues, notifies), 0 while it follows.",
+            registry=registry,
+        )
+        self.leader_changes = Counter(
+            "rerund_leader_changes_total",
+            "Times this replica became the leader (0 or 1 per process: a replica that loses the "
+            "lead exits and is restarted).",
+            registry=registry,
+        )
+        self.fenced_writes = Counter(
+            "rerund_fenced_writes_total",
+            "Leader-only writes (a rerun's create, an outbox claim) refused because another "
+            "replica leads in a newer term; this replica then stops acting.",
+            registry=registry,
+        )
+        self.outbox_pending = Gauge(
+            "rerund_outbox_pending",
+            "Notifications in the outbox not delivered yet (the same on every replica: the state's).",
             registry=registry,
         )
 

@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 from rerund.aiotasks import TaskSet
 from rerund.core.durations import format_duration
 from rerund.core.names import MAX_SALT
+from rerund.core.outbox import mismatch_key
 from rerund.core.repro import (
     UNSCOPED,
     ReproCheck,
@@ -57,7 +58,7 @@ from rerund.errors import (
     NotFoundError,
     PermanentControlPlaneError,
 )
-from rerund.ports import ControlPlane, Notifier, ReproLedger, Schedule, ScheduleFactory
+from rerund.ports import ControlPlane, Notifier, Outbox, ReproLedger, Schedule, ScheduleFactory
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.reconcile.issuer import DeadlineExceeded, Issuer, Stopped
 from rerund.runtime.reconcile.recorder import Recorder, Unanswered
@@ -91,6 +92,9 @@ class ReproRunner:
         default_scope: tuple[str, str] | None = None,
         ledger: ReproLedger | None = None,
         notifier: Notifier | None = None,
+        outbox: Outbox | None = None,
+        on_put: Callable[[], None] = lambda: None,
+        fence: Callable[[], Awaitable[None]] | None = None,
         poll_interval: float = 5.0,
         retry_initial: float = 0.5,
         retry_max: float = 30.0,
@@ -102,8 +106,9 @@ class ReproRunner:
         self._clock = clock
         self._scope = default_scope
         self._recorder: Recorder[ReproLedger] = Recorder(
-            metrics=metrics, log=log, ledger=ledger, notifier=notifier
+            metrics=metrics, log=log, ledger=ledger, notifier=notifier, outbox=outbox, on_put=on_put
         )
+        self._fence = fence
         self._poll = poll_interval
         self._last: dict[str, datetime | None] = {}
         self._schedule_of = schedules
@@ -349,6 +354,8 @@ class ReproRunner:
         when its name is held by a run that is not a firing of ``check`` (no ``rerund-repro``
         label naming it, or no relation: launched afresh, not rerun), else why the control
         plane refused it."""
+        if self._fence is not None:
+            await self._fence()  # raises Stopped unless this replica still leads
         try:
             await self._cp.create_rerun(request)
         except AlreadyExistsError:
@@ -434,7 +441,8 @@ class ReproRunner:
             else None,
             "decided_at": iso(now),
         }
-        await self._recorder.notify(payload)
+        key = mismatch_key(res.check, iso(res.scheduled_for), manual=res.manual)
+        await self._recorder.notify(key, payload, now)
 
 
 class _Unverifiable(Exception):

@@ -46,6 +46,7 @@ class Site:
         ready: Callable[[], tuple[bool, str]],
         clock: Callable[[], datetime],
         alive: Callable[[], tuple[bool, str]] = lambda: (True, ""),
+        role: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self._settings = settings
         self._registry = registry
@@ -56,6 +57,7 @@ class Site:
         self._ready = ready
         self._alive = alive  # thread-safe: /healthz may be answered on the HTTP server's thread
         self._clock = clock
+        self._role = role
 
     def routes(self) -> dict[str, Handler]:
         return {
@@ -77,9 +79,10 @@ class Site:
     def _ready_route(self, query: dict[str, list[str]]) -> Response:
         ok, why = self._ready()
         last = self._reconciler.last_sync
-        return json_response(
-            {"ready": ok, "reason": why, "last_sync": iso(last) if last else None}, 200 if ok else 503
-        )
+        body: dict[str, Any] = {"ready": ok, "reason": why, "last_sync": iso(last) if last else None}
+        if self._role is not None:  # which replica leads (role, identity, leader, term)
+            body.update(self._role())
+        return json_response(body, 200 if ok else 503)
 
     def _decisions_route(self, query: dict[str, list[str]]) -> Response:
         try:
@@ -116,7 +119,11 @@ class Site:
             )
 
     def _status_route(self, query: dict[str, list[str]]) -> Response:
-        return json_response(self.status().to_json())
+        body = self.status().to_json()
+        role = self._role() if self._role is not None else None
+        if role is not None and role["shared"]:  # replicas share the state: which one leads
+            body["leadership"] = role
+        return json_response(body)
 
     async def _page_route(self, query: dict[str, list[str]]) -> Response:
         def arg(name: str) -> str:

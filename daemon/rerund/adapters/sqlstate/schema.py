@@ -36,7 +36,9 @@ __all__ = [
     "failures",
     "incidents",
     "issues",
+    "leadership",
     "metadata",
+    "outbox",
     "outcomes",
     "reproductions",
     "watermarks",
@@ -161,7 +163,7 @@ reproductions = Table(
 Index("reproductions_check", reproductions.c.check_name, reproductions.c.scheduled_for)
 
 # Incidents of the outage breaker (rerund.core.incidents): one row per fingerprint and opening,
-# the incident's whole record in ``body`` (revision 0002).
+# the incident's whole record in ``body`` (revision 0003).
 incidents = Table(
     "incidents",
     metadata,
@@ -173,3 +175,31 @@ incidents = Table(
     PrimaryKeyConstraint("fingerprint", "opened_at"),
 )
 Index("incidents_state", incidents.c.state, incidents.c.at)
+# Which replica leads (``rerund.adapters.sqlstate.leadership``): one row (id 1) whose term rises
+# on each takeover; revision 0002.
+leadership = Table(
+    "leadership",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1: one row
+    Column("term", BigInteger, nullable=False),
+    Column("holder", Text, nullable=False),  # host:pid of the leader
+    Column("since", Text, nullable=False),  # aware UTC ISO-8601
+)
+
+# Notifications kept until delivered, one row per event key (``rerund.adapters.sqlstate.outbox``);
+# revision 0002. Times are aware UTC ISO-8601 text: the same table serves a file state's SQLite
+# file, where the outbox compares them as text.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("key", Text, primary_key=True),  # the event's unique key (rerund.core.outbox)
+    Column("payload", Text, nullable=False),  # JSON
+    Column("created_at", Text, nullable=False),
+    Column("next_at", Text, nullable=False),  # due at (a claim's lease end, a retry time)
+    Column("attempts", Integer, nullable=False),  # sends that failed
+    Column("last_error", Text, nullable=False),
+    Column("delivered_at", Text, nullable=True),
+    Column("claimed_by", Text, nullable=True),  # host:pid of the last sender
+    Column("claimed_term", BigInteger, nullable=True),
+)
+Index("outbox_next_at", outbox.c.next_at)

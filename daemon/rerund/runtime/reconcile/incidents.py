@@ -219,7 +219,7 @@ class Incidents:
             + f" (example: {record.example})"
         )
         payload = {"text": text, "event": event, "key": key, "at": iso(now), "incident": record.to_json()}
-        self._spawn(self._recorder.notify(payload))
+        self._spawn(self._recorder.notify(key, payload, now))
 
     def _gauges(self) -> None:
         metrics = self._recorder.metrics

@@ -58,7 +58,7 @@ from rerund.errors import (
     NotFoundError,
     PermanentControlPlaneError,
 )
-from rerund.ports import ControlPlane, DecisionLedger, Notifier, Scheduler
+from rerund.ports import ControlPlane, DecisionLedger, Notifier, Outbox, Scheduler
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.reconcile.incidents import Incidents
 from rerund.runtime.reconcile.index import CHANGE_MARGIN, RerunIndex, RerunInfo
@@ -144,6 +144,9 @@ class Reconciler:
         ledger: DecisionLedger | None = None,
         scheduler: Scheduler | None = None,
         notifier: Notifier | None = None,
+        outbox: Outbox | None = None,
+        on_put: Callable[[], None] = lambda: None,
+        fence: Callable[[], Awaitable[None]] | None = None,
         decide: Decide = core_decide,
         clock: Callable[[], datetime] = utcnow,
         dry_run: bool = False,
@@ -190,9 +193,13 @@ class Reconciler:
             spawn=self._tasks.spawn,
             ledger=ledger,
             notifier=notifier,
+            outbox=outbox,
+            on_put=on_put,
             recent_capacity=recent_capacity,
         )
         self._incidents = Incidents(self._recorder, self._tasks.spawn, clock())
+        # Called before every create: raises ``Stopped`` unless this replica still leads.
+        self._fence = fence
         self._index = RerunIndex(
             control_plane,
             reads=self._reads,
@@ -782,6 +789,8 @@ class Reconciler:
             async with self._sem:
                 if self.stopping:
                     raise Stopped
+                if self._fence is not None:
+                    await self._fence()
                 await send(self._cp, req)
 
         def retrying(exc: ControlPlaneError, delay: float) -> None:

@@ -8,6 +8,7 @@ is logged and never stops the loop: the ledger is an audit log, not needed for c
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
@@ -19,11 +20,12 @@ from typing import Any, Generic, TypeVar
 from rerund.core import redact
 from rerund.core.lineage import exhausted_notice
 from rerund.core.model import Decision, Defer, Failure, GiveUp
+from rerund.core.outbox import exhausted_key
 from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.runs import FailureFacts, RunRef, RunSummary
 from rerund.core.times import iso
-from rerund.errors import LedgerError, NotificationError
-from rerund.ports import DecisionLedger, Notifier
+from rerund.errors import LedgerError, NotificationError, StateUnavailableError
+from rerund.ports import DecisionLedger, Notifier, Outbox
 from rerund.runtime.metrics import Metrics
 
 __all__ = ["DecisionRecorder", "Recorder", "Tracked", "Unanswered", "public_decision"]
@@ -49,7 +51,11 @@ class Unanswered(Enum):
 
 
 class Recorder(Generic[L]):
-    """A ledger (optional), the metrics and a notifier (optional), with errors logged to ``log``."""
+    """A ledger (optional), the metrics and a notifier (optional), with errors logged to ``log``.
+
+    With an ``outbox`` a notification is put there under its event key, and the leader's
+    sender (``rerund.runtime.outbox``) delivers it once; ``on_put`` wakes that sender. Without
+    one it is sent at once (tests, ``rerund repro run``)."""
 
     def __init__(
         self,
@@ -58,10 +64,14 @@ class Recorder(Generic[L]):
         log: logging.Logger,
         ledger: L | None = None,
         notifier: Notifier | None = None,
+        outbox: Outbox | None = None,
+        on_put: Callable[[], None] = lambda: None,
     ) -> None:
         self.metrics = metrics
         self.ledger = ledger
         self.notifier = notifier
+        self.outbox = outbox
+        self._on_put = on_put
         self._log = log
         self._novel_fallback: set[tuple[Any, ...]] = set()
 
@@ -87,9 +97,19 @@ class Recorder(Generic[L]):
         self._novel_fallback.add(token)
         return True
 
-    async def notify(self, payload: Mapping[str, Any]) -> None:
-        """Send ``payload`` to the notifier; ``rerund_notifications_total{result}`` counts it."""
+    async def notify(self, key: str, payload: Mapping[str, Any], now: datetime) -> None:
+        """Notify event ``key`` (``rerund.core.outbox``): put it in the outbox (sent once, by
+        the leader, whoever puts it and however often), or without an outbox send it now;
+        ``rerund_notifications_total{result}`` counts the sends."""
         if self.notifier is None:
+            return
+        if self.outbox is not None:
+            outbox = self.outbox
+            try:
+                if await asyncio.to_thread(outbox.put, key, payload, now=now):
+                    self._on_put()
+            except StateUnavailableError as exc:
+                self._log.error("%s", exc)
             return
         try:
             await self.notifier.notify(payload)
@@ -124,9 +144,13 @@ class DecisionRecorder(Recorder[DecisionLedger]):
         spawn: Spawn,
         ledger: DecisionLedger | None = None,
         notifier: Notifier | None = None,
+        outbox: Outbox | None = None,
+        on_put: Callable[[], None] = lambda: None,
         recent_capacity: int = 200,
     ) -> None:
-        super().__init__(metrics=metrics, log=log, ledger=ledger, notifier=notifier)
+        super().__init__(
+            metrics=metrics, log=log, ledger=ledger, notifier=notifier, outbox=outbox, on_put=on_put
+        )
         self._spawn = spawn
         self._recent: deque[dict[str, Any]] = deque(maxlen=recent_capacity)
         self._tracked: dict[RunRef, Tracked] = {}
@@ -263,7 +287,8 @@ class DecisionRecorder(Recorder[DecisionLedger]):
         notice = exhausted_notice(
             facts, failure, decision, lineage=lineage(), console_url=console_url(facts.summary.ref), now=now
         )
-        self._spawn(self.notify(notice))
+        ref = facts.summary.ref
+        self._spawn(self.notify(exhausted_key(ref.project, ref.domain, failure.root), notice, now))
 
     # -- issues and outcomes -----------------------------------------------------------------
 
