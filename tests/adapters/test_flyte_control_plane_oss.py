@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -115,8 +116,8 @@ def test_create_rerun_looks_first_and_reports_an_existing_name_as_already_exists
 
     assert info.value.code == "already_exists"
     # the look before, the source's RunSpec (no source_spec given; the SDK's own read of the
-    # source is answered with it), the check after
-    assert created["GetRunDetails"] == 3
+    # source is answered with it), the look again right before the CreateRun, the check after
+    assert created["GetRunDetails"] == 4
     assert created["CreateRun"] == 1
     assert len([r for r in sb.runs() if r["name"] == request.name]) == 1
 
@@ -253,12 +254,57 @@ class _LookLandsTooEarly(FlyteControlPlane):
         return await super()._list_page(project, domain, filters, **kw)
 
 
+class _BothLooksLandTooEarly(_LookLandsTooEarly):
+    """The other replica's create lands after the last look too (right before our CreateRun)."""
+
+    def _looking_again(self, target: RunRef, oss: bool) -> AbstractContextManager[None]:
+        return nullcontext()
+
+
+@pytest.mark.parametrize("kind", ["rerun", "relaunch"])
+def test_a_run_another_replica_created_and_finished_after_the_look_is_not_run_again(
+    sb: SandboxHandle, kind: str
+) -> None:
+    # Two replicas decide one failure at the same moment; the storm (test_reliability_storms,
+    # oss 2 replicas) showed the look before creating coming ~0.3 s before the CreateRun (the
+    # SDK's SelectCluster, GetActionData, UploadInputs under load), long enough for the other
+    # replica's run to be created and to fail: open-source Flyte then ran it again.
+    [name] = sb.launch("net.flaky")
+    sb.wait_idle()
+    src = RunRef(sb.project, sb.domain, name)
+    request: RerunRequest | RelaunchRequest
+    if kind == "rerun":
+        request = RerunRequest(source=src, name=f"{name[:10]}-again-1")
+    else:
+        request = RelaunchRequest(source=src, name=f"{name[:10]}-again-2", task="net.flaky")
+    other = _cp(sb, backend="oss")
+    _run(other.create_rerun(request) if isinstance(request, RerunRequest) else other.create_relaunch(request))
+    sb.wait_idle()  # the other replica's run has run and finished
+    [finished] = [r for r in sb.runs() if r["name"] == request.name]
+    late = _LookLandsTooEarly(endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10, backend="oss")
+    _run(late.connect())
+    before = sb.stats()["reexecutions"]
+
+    with pytest.raises(AlreadyExistsError, match=r"already exists \(found just before creating it") as info:
+        if isinstance(request, RerunRequest):
+            _run(late.create_rerun(request))
+        else:
+            _run(late.create_relaunch(request))
+
+    assert info.value.code == "already_exists"
+    assert sb.stats()["reexecutions"] == before  # no CreateRun of that name went out
+    [now] = [r for r in sb.runs() if r["name"] == request.name]
+    assert (now["phase"], now["updated_at"]) == (finished["phase"], finished["updated_at"])
+
+
 def test_a_create_answered_with_another_replicas_run_is_already_exists(sb: SandboxHandle) -> None:
     [name] = sb.launch("net.flaky")
     sb.wait_idle()
     request = RerunRequest(source=RunRef(sb.project, sb.domain, name), name=f"{name[:10]}-race-1")
     _run(_cp(sb, backend="oss").create_rerun(request))  # the other replica wins
-    late = _LookLandsTooEarly(endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10, backend="oss")
+    late = _BothLooksLandTooEarly(
+        endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10, backend="oss"
+    )
     _run(late.connect())
 
     with pytest.raises(AlreadyExistsError, match="was created by another process at the same moment") as info:

@@ -51,9 +51,13 @@ On oss:
   found -> ``AlreadyExistsError`` (what ALREADY_EXISTS means on Union). Two replicas can both
   look and both create in the same moment: there is still one run (the name is
   deterministic), and the create carries a random ``rerund-issue`` annotation that a
-  GetRunDetails after it compares, so the one whose run it is not records "already issued". Two RPCs more
+  GetRunDetails after it compares, so the one whose run it is not records "already issued". The
+  look is made again right before the CreateRun goes out (after the SDK's SelectCluster,
+  GetActionData and UploadInputs, which under a storm take long enough for another replica's
+  run to be created and finish): found -> ``AlreadyExistsError``, no CreateRun. Three RPCs more
   per rerun. (The real service enqueues the run again on the second CreateRun: it executes
-  again; looking first keeps that to such races.) GetRunDetails answers NOT_FOUND for any
+  again; looking first, and again last, keeps that to creates within one GetRunDetails of each
+  other, which meet a run still executing.) GetRunDetails answers NOT_FOUND for any
   database error, so absence is confirmed by a ListRuns on ``run_name`` (one RPC more; its
   database errors are INTERNAL, transient) before creating.
 - ``find_latest_run`` with labels lists the newest runs of the task in the phase (pages of 50,
@@ -92,7 +96,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -809,6 +813,22 @@ def _reusing(reads: dict[_ReadKey, Any] | None) -> Iterator[None]:
         _REUSABLE.reset(token)
 
 
+# oss: the GetRunDetails of the run a create is about to make, sent again right before its
+# CreateRun goes out (``_ReuseReads``); None outside an oss create.
+_LOOK_AGAIN: contextvars.ContextVar[Any | None] = contextvars.ContextVar("rerund_look_again", default=None)
+
+
+@contextmanager
+def _looking_again(request: Any) -> Iterator[None]:
+    """Within: the CreateRun the SDK sends is preceded by ``request`` (a GetRunDetails of the
+    run to create); when it finds the run, the CreateRun is not sent (ALREADY_EXISTS)."""
+    token = _LOOK_AGAIN.set(request)
+    try:
+        yield
+    finally:
+        _LOOK_AGAIN.reset(token)
+
+
 class _ReuseReads:
     """A connectrpc unary interceptor, outermost in the SDK's chain. The SDK's rerun path begins
     by reading the source run (GetRunDetails, and GetActionDetails when one action is rerun),
@@ -816,9 +836,21 @@ class _ReuseReads:
     once the run has ended (its RunSpec, its task spec, its identifiers), so inside
     ``_reusing(reads)`` such a request is answered with that read instead of sent again:
     one RPC less per rerun on the wire, in ``max_rps`` and in CPU. Outside, or for anything
-    else, the request goes on unchanged."""
+    else, the request goes on unchanged.
+
+    oss, inside ``_looking_again(look)``: the CreateRun is sent only when ``look`` (the
+    GetRunDetails of the run it creates) answers NOT_FOUND just before it. The look before
+    creating came before the SDK's SelectCluster, GetActionData and UploadInputs, and two
+    replicas deciding one failure decide it at the same moment: under a storm another replica's
+    run of that name could be created, run and finish in between, and open-source Flyte's
+    CreateRun would execute it again (a duplicate execution, whose failure is read with its
+    error cleared). Looking again here leaves one GetRunDetails' time, too short for a run to
+    finish, so a CreateRun that still races another only meets a run that is executing."""
 
     async def intercept_unary(self, call_next: Any, request: Any, ctx: Any) -> Any:
+        look = _LOOK_AGAIN.get()
+        if look is not None and ctx.method().name == "CreateRun":
+            await _absent_just_before_create(look)
         reads = _REUSABLE.get()
         if reads:
             key = _read_key(ctx.method().name, request)
@@ -827,6 +859,24 @@ class _ReuseReads:
                 if found is not None:
                     return found
         return await call_next(request, ctx)
+
+
+async def _absent_just_before_create(look: Any) -> None:
+    """Raise ALREADY_EXISTS when ``look`` (a GetRunDetails, on the SDK's loop) finds the run.
+    A NOT_FOUND goes on to the create (the look before creating confirmed absence with a
+    ListRuns); any other error is the create's error (retried: the look before comes again)."""
+    from connectrpc.code import Code
+    from connectrpc.errors import ConnectError
+    from flyte._initialize import get_client
+
+    try:
+        await get_client().run_service.get_run_details(look)
+    except ConnectError as exc:
+        if exc.code == Code.NOT_FOUND:
+            return
+        raise
+    run = look.run_id
+    raise ConnectError(Code.ALREADY_EXISTS, f"run {run.name!r} found just before creating it")
 
 
 # Error codes that are the control plane's answer to an RPC it let through (the learned rate
@@ -1916,7 +1966,11 @@ class FlyteControlPlane:
         source_spec = request.source_spec if request.source_spec is not None else await self.read_spec(src)
         force = list(request.overrides.force_rerun_actions) or None
         try:
-            with self._scope(src.project, src.domain), _reusing(self._take_reads(src)):
+            with (
+                self._scope(src.project, src.domain),
+                _reusing(self._take_reads(src)),
+                self._looking_again(request.target, oss),
+            ):
                 kwargs = runcontext_for_rerun(request, source_spec)
                 if mark:  # oss: the mark of this create, an annotation (labels stay the request's)
                     kwargs["annotations"] = {**kwargs.get("annotations", {}), ANNOTATION_ISSUER: mark}
@@ -1932,11 +1986,23 @@ class FlyteControlPlane:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise self._repeated_internal(key, translate_error(exc, "CreateRun")) from exc
+            err = translate_error(exc, "CreateRun")
+            if oss and isinstance(err, AlreadyExistsError):  # oss answers none: the last look did
+                raise self._found_just_before_creating(request.target) from exc
+            raise self._repeated_internal(key, err) from exc
         self._internal.pop(key, None)
         if oss:
             await self._check_mark(request.target, mark)
         return RunRef(src.project, src.domain, str(run.name or request.name))
+
+    def _looking_again(self, target: RunRef, oss: bool) -> AbstractContextManager[None]:
+        """oss: within, the SDK's CreateRun of ``target`` is preceded by one more GetRunDetails
+        of it, and not sent when that finds the run (``_ReuseReads``). Nothing on Union."""
+        if not oss:
+            return nullcontext()
+        from flyteidl2.workflow import run_service_pb2
+
+        return _looking_again(run_service_pb2.GetRunDetailsRequest(run_id=self._run_id(target)))
 
     async def _look_first(self, target: RunRef) -> str:
         """oss: open-source Flyte returns an existing run of that name as a success (and
@@ -1962,6 +2028,15 @@ class FlyteControlPlane:
         return AlreadyExistsError(
             f"CreateRun: run {target} already exists (found before creating it; "
             "open-source Flyte would have returned it as a success and run it again)",
+            rpc="CreateRun",
+            code="already_exists",
+        )
+
+    @staticmethod
+    def _found_just_before_creating(target: RunRef) -> AlreadyExistsError:
+        return AlreadyExistsError(
+            f"CreateRun: run {target} already exists (found just before creating it: another process "
+            "created it after the look before; open-source Flyte would have run it again)",
             rpc="CreateRun",
             code="already_exists",
         )
@@ -2000,7 +2075,11 @@ class FlyteControlPlane:
         reads = self._take_reads(src)
 
         async def relaunch() -> Any:
-            with self._scope(src.project, src.domain), _reusing(reads):
+            with (
+                self._scope(src.project, src.domain),
+                _reusing(reads),
+                self._looking_again(request.target, oss),
+            ):
                 lazy = flyte.remote.Task.get(
                     request.task,
                     project=src.project,
@@ -2036,7 +2115,10 @@ class FlyteControlPlane:
                 code="not_found",
             ) from exc
         except Exception as exc:
-            raise translate_error(exc, "CreateRun") from exc
+            err = translate_error(exc, "CreateRun")
+            if oss and isinstance(err, AlreadyExistsError):  # oss answers none: the last look did
+                raise self._found_just_before_creating(request.target) from exc
+            raise err from exc
         if oss:
             await self._check_mark(request.target, mark)
         return RunRef(src.project, src.domain, str(run.name or request.name))
