@@ -44,7 +44,8 @@ def test_the_migrated_database_is_what_the_schema_describes(pg_url: str) -> None
 
 
 def test_the_leadership_and_outbox_tables_are_migrated_with_the_ledger(pg_url: str) -> None:
-    """Revisions 0002 (leadership, outbox) and 0003 (incidents) create them: nothing creates tables outside the migrations (the runtime's
+    """Revisions 0002 (leadership, outbox) and 0003 (incidents) create them: nothing creates
+    tables outside the migrations (the runtime's
     leadership and outbox only use them)."""
     PostgresLedger(pg_url).close()
 
