@@ -152,3 +152,41 @@ def test_delivered_events_older_than_the_retention_are_pruned_and_pending_ones_k
     assert box.prune(T0 + timedelta(days=1)) == 1
     assert [r["key"] for r in box.rows()] == ["b"]
     assert box.pending() == 1
+
+
+def test_an_event_put_with_a_clock_ahead_of_the_senders_is_due_at_once(tmp_path: Path) -> None:
+    """The putter's time (a decision's, off the control plane's answers) may run ahead of the
+    sender's clock: a fresh event is due at once, not at the next poll; a failed one waits for
+    its retry time."""
+    outbox = SqlOutbox(sqlite_engine(tmp_path / "rerund.db"))
+    now = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
+    assert outbox.put("incident-close:x", {"text": "closed"}, now=now + timedelta(seconds=2))
+    assert [i.key for i in outbox.due(now)] == ["incident-close:x"]
+    assert outbox.claim("incident-close:x", now=now, until=now + timedelta(minutes=2))
+    assert outbox.due(now) == []  # claimed: its lease runs
+    outbox.failed("incident-close:x", "503", retry_at=now + timedelta(seconds=5), now=now)
+    assert outbox.due(now + timedelta(seconds=4)) == []
+    assert [i.key for i in outbox.due(now + timedelta(seconds=5))] == ["incident-close:x"]
+
+
+def test_the_first_uses_of_a_file_outbox_from_two_threads_both_find_the_table(tmp_path: Path) -> None:
+    import threading
+
+    for attempt in range(20):
+        outbox = SqlOutbox(sqlite_engine(tmp_path / f"r{attempt}.db"))
+        errors: list[BaseException] = []
+        start = threading.Barrier(3)
+
+        def use(outbox: SqlOutbox = outbox, errors: list[BaseException] = errors) -> None:
+            start.wait()
+            try:
+                outbox.pending()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=use) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []

@@ -22,12 +22,13 @@ twice.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, and_, func, inspect, or_, select
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -58,6 +59,15 @@ def sqlite_engine(path: Path) -> Engine:
     return engine
 
 
+def _is_due(now: datetime) -> Any:
+    """An event is due when it was never tried nor claimed (at once, whatever time its putter's
+    clock said: a putter a second ahead of the sender must not wait for the next poll), or when
+    its ``next_at`` (a retry time, a claim's lease end) has passed."""
+    t = outbox_table
+    fresh = and_(t.c.attempts == 0, t.c.claimed_by.is_(None))
+    return or_(fresh, t.c.next_at <= iso(now))
+
+
 class SqlOutbox:
     """``ports.Outbox`` over SQLAlchemy Core (PostgreSQL or SQLite). ``fence`` (the
     leadership's) is checked in the claim's transaction; ``identity`` and ``term`` say who
@@ -76,16 +86,21 @@ class SqlOutbox:
         self._identity = identity
         self._term = term
         self._created = False
+        self._creating = threading.Lock()
         self._insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
 
     def _begin(self) -> Any:
         if not self._created:
-            try:
-                if self._engine.dialect.name == "sqlite":  # PostgreSQL: Alembic made it
-                    outbox_table.create(self._engine, checkfirst=True)
-            except SQLAlchemyError as exc:
-                raise _unavailable("creating the outbox", exc) from exc
-            self._created = True
+            with self._creating:  # the sender's thread and a putter's may both come first
+                if not self._created and self._engine.dialect.name == "sqlite":  # PostgreSQL: Alembic
+                    try:
+                        outbox_table.create(self._engine, checkfirst=True)
+                    except SQLAlchemyError as exc:
+                        # another process (a CLI reading the file) created it between the check
+                        # and the create: what matters is that it exists
+                        if not inspect(self._engine).has_table(outbox_table.name):
+                            raise _unavailable("creating the outbox", exc) from exc
+                self._created = True
         return self._engine.begin()
 
     def put(self, key: str, payload: Mapping[str, Any], *, now: datetime) -> bool:
@@ -112,7 +127,7 @@ class SqlOutbox:
         t = outbox_table
         stmt = (
             select(t.c.key, t.c.payload, t.c.attempts)
-            .where(t.c.delivered_at.is_(None), t.c.next_at <= iso(now))
+            .where(t.c.delivered_at.is_(None), _is_due(now))
             .order_by(t.c.next_at, t.c.key)
             .limit(limit)
         )
@@ -129,7 +144,7 @@ class SqlOutbox:
         t = outbox_table
         stmt = (
             t.update()
-            .where(t.c.key == key, t.c.delivered_at.is_(None), t.c.next_at <= iso(now))
+            .where(t.c.key == key, t.c.delivered_at.is_(None), _is_due(now))
             .values(next_at=iso(until), claimed_by=self._identity, claimed_term=self._term())
             .returning(t.c.key)
         )
