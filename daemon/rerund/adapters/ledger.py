@@ -294,7 +294,52 @@ class IssueRecord:
     at: datetime
 
 
-class Ledger:
+class GroupCommits:
+    """Group commits, as both ledgers (this file's SQLite one, ``sqlstate.PostgresLedger``) do
+    them: rows wait in memory until ``flush`` writes them in one transaction. A ledger sets
+    ``_lock``, ``_closed``, ``_schedule`` and ``_flush_handle`` and writes with
+    ``_write_pending`` (lock held)."""
+
+    _lock: threading.Lock
+    _closed: bool
+    _schedule: Callable[[Callable[[], None]], object] | None
+    _flush_handle: object
+
+    def _write_pending(self) -> None:
+        raise NotImplementedError
+
+    def group_commits(self, schedule: Callable[[Callable[[], None]], object] | None) -> None:
+        """Group the one-row writes: ``schedule(flush)`` is called when the first row of a
+        group is recorded and must call ``flush`` soon (e.g. ``loop.call_later(0.05, flush)``;
+        what it returns is cancelled on ``close`` if it has a ``cancel``). ``None``: one
+        transaction per row again (the pending rows are written first)."""
+        self.flush()
+        self._schedule = schedule
+
+    def flush(self) -> None:
+        """Write the pending rows in one short transaction. A failure is logged (those rows are
+        lost; the daemon derives them again after a restart), never raised: it runs from a
+        timer. Nothing after ``close``."""
+        with self._lock:
+            if self._closed:
+                return
+            self._write_pending_or_log()
+
+    def _cancel_flush(self) -> None:
+        handle, self._flush_handle = self._flush_handle, None
+        cancel = getattr(handle, "cancel", None)
+        if callable(cancel):
+            cancel()
+
+    def _write_pending_or_log(self) -> None:
+        """``_write_pending``, its failure logged (lock held)."""
+        try:
+            self._write_pending()
+        except LedgerError as exc:
+            log.error("%s", exc)
+
+
+class Ledger(GroupCommits):
     """SQLite audit ledger. Every method raises ``LedgerError`` (never ``sqlite3.Error``).
 
     ``source`` (``daemon`` or ``sweep``) is written with every decision and issue result
@@ -431,36 +476,6 @@ class Ledger:
                 self._cancel_flush()
                 self._closed = True
                 self._db.close()
-
-    def group_commits(self, schedule: Callable[[Callable[[], None]], object] | None) -> None:
-        """Group the one-row writes: ``schedule(flush)`` is called when the first row of a
-        group is recorded and must call ``flush`` soon (e.g. ``loop.call_later(0.05, flush)``;
-        what it returns is cancelled on ``close`` if it has a ``cancel``). ``None``: one
-        transaction per row again (the pending rows are written first)."""
-        self.flush()
-        self._schedule = schedule
-
-    def flush(self) -> None:
-        """Write the pending rows in one short transaction. A failure is logged (those rows are
-        lost; the daemon derives them again after a restart), never raised: it runs from a
-        timer. Nothing after ``close``."""
-        with self._lock:
-            if self._closed:
-                return
-            self._write_pending_or_log()
-
-    def _cancel_flush(self) -> None:
-        handle, self._flush_handle = self._flush_handle, None
-        cancel = getattr(handle, "cancel", None)
-        if callable(cancel):
-            cancel()
-
-    def _write_pending_or_log(self) -> None:
-        """``_write_pending``, its failure logged (lock held)."""
-        try:
-            self._write_pending()
-        except LedgerError as exc:
-            log.error("%s", exc)
 
     def _write_pending(self) -> None:
         """Write the pending rows (lock held): the write lock is taken for this moment only, so

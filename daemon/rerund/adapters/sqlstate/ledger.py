@@ -55,7 +55,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from rerund.adapters.ledger import IssueRecord, Source, _compact_body, _full_body
+from rerund.adapters.ledger import GroupCommits, IssueRecord, Source, _compact_body, _full_body
 from rerund.adapters.sqlstate import schema as t
 from rerund.adapters.sqlstate.upgrade import check_revision, upgrade
 from rerund.adapters.sqlstate.url import engine_url, shown
@@ -144,7 +144,7 @@ def connect_advice(exc: BaseException) -> str:
     return "check the host and port in the --state URL and that PostgreSQL is up and reachable from here"
 
 
-class PostgresLedger:
+class PostgresLedger(GroupCommits):
     """The ledger in a PostgreSQL database. Every method raises ``LedgerError``.
 
     ``source`` (``daemon`` or ``sweep``) is written with every decision and issue result
@@ -298,32 +298,6 @@ class PostgresLedger:
                 self._engine.dispose()
 
     # -- group commits ----------------------------------------------------------------------
-
-    def group_commits(self, schedule: Callable[[Callable[[], None]], object] | None) -> None:
-        """As ``Ledger.group_commits``: ``schedule(flush)`` is called for the first row of a
-        group and must call ``flush`` soon; ``None``: one transaction per row again."""
-        self.flush()
-        self._schedule = schedule
-
-    def flush(self) -> None:
-        """Write the pending rows in one transaction. A failure is logged (those rows are lost;
-        the daemon derives them again after a restart), never raised. Nothing after ``close``."""
-        with self._lock:
-            if self._closed:
-                return
-            self._write_pending_or_log()
-
-    def _cancel_flush(self) -> None:
-        handle, self._flush_handle = self._flush_handle, None
-        cancel = getattr(handle, "cancel", None)
-        if callable(cancel):
-            cancel()
-
-    def _write_pending_or_log(self) -> None:
-        try:
-            self._write_pending()
-        except LedgerError as exc:
-            log.error("%s", exc)
 
     def _write_pending(self) -> None:
         """Write the pending rows (lock held), one ``executemany`` per table in one transaction.
