@@ -14,7 +14,8 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry
 
 from rerund.adapters.cron import CronSchedule
-from rerund.adapters.flyte_control_plane import Connection, FlyteControlPlane
+from rerund.adapters.flyte.connection import Connection
+from rerund.adapters.flyte.control_plane import FlyteControlPlane
 from rerund.adapters.ledger import Ledger
 from rerund.adapters.scheduler import AsyncScheduler
 from rerund.adapters.webhook import WebhookNotifier

@@ -15,7 +15,7 @@ import pytest
 from adapter_support import NET_FLAKY
 from adapter_support import connected as _cp
 from adapter_support import rpc_delta as _delta
-from rerund.adapters.flyte_control_plane import FlyteControlPlane
+from rerund.adapters.flyte.control_plane import FlyteControlPlane
 from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.runs import RerunRequest, RunRef
 from rerund.errors import AlreadyExistsError, NotFoundError, PermanentControlPlaneError
@@ -257,7 +257,7 @@ def test_the_watch_stream_asks_for_its_messages_uncompressed(
 def test_a_refused_token_request_becomes_a_credentials_error_that_is_retried() -> None:
     from flyte.remote._client.auth.errors import AuthenticationError
 
-    from rerund.adapters.flyte_control_plane import translate_error
+    from rerund.adapters.flyte.errors import translate_error
     from rerund.errors import CredentialsError, TransientControlPlaneError
 
     err = translate_error(
@@ -273,7 +273,7 @@ def test_unauthenticated_and_untrusted_certificates_are_told_apart() -> None:
     from connectrpc.code import Code
     from connectrpc.errors import ConnectError
 
-    from rerund.adapters.flyte_control_plane import translate_error
+    from rerund.adapters.flyte.errors import translate_error
     from rerund.errors import CredentialsError
 
     unauth = translate_error(ConnectError(Code.UNAUTHENTICATED, "token expired"), "GetRunDetails")
@@ -291,7 +291,7 @@ def test_unauthenticated_and_untrusted_certificates_are_told_apart() -> None:
 
 
 def test_the_connection_repr_never_shows_a_secret() -> None:
-    from rerund.adapters.flyte_control_plane import Connection
+    from rerund.adapters.flyte.connection import Connection
 
     conn = Connection(endpoint="https://x", org="o", api_key="KEY-123", client_secret="SECRET-456")
 
@@ -342,7 +342,7 @@ def test_the_sdk_client_sends_requests_uncompressed_with_the_sdks_interceptors(s
     kwargs = session.connect_kwargs()
     assert kwargs["send_compression"] is None  # connectrpc's default is gzip on every request
     names = [type(i).__name__ for i in session.interceptors]
-    assert names[:2] == ["_ReuseReads", "DefaultMetadataInterceptor"] and names[-1] == "_RpcGate"
+    assert names[:2] == ["ReuseReads", "DefaultMetadataInterceptor"] and names[-1] == "RpcGateInterceptor"
 
 
 def test_rpc_timeout_starts_when_the_rate_gate_lets_the_rpc_go(sb: SandboxHandle) -> None:
@@ -384,7 +384,7 @@ def test_the_sdks_rerun_path_reuses_what_read_failure_just_read_once(
     # read_failure reads GetRunDetails (and GetActionDetails of the failing action); the SDK's
     # rerun path would read them again moments later. It is answered with those reads, once:
     # a later rerun of the same source, or any other read of it, goes on the wire.
-    from rerund.adapters import flyte_control_plane as adapter
+    from rerund.adapters.flyte import control_plane as adapter
 
     cp = _cp(sb)
     names = sb.launch("etl.pipeline", count=4)
@@ -423,7 +423,7 @@ def test_the_rate_gate_is_told_of_each_rpc_answered_but_not_of_an_overload() -> 
     from connectrpc.code import Code
     from connectrpc.errors import ConnectError
 
-    from rerund.adapters.flyte_control_plane import _RpcGate
+    from rerund.adapters.flyte.tuning import RpcGateInterceptor
 
     answered: list[int] = []
 
@@ -435,7 +435,7 @@ def test_the_rate_gate_is_told_of_each_rpc_answered_but_not_of_an_overload() -> 
             answered.append(cost)
 
     owner = SimpleNamespace(rpc_gate=_Gate(), rpc_timeout=5.0, clock=None)
-    gate = _RpcGate(owner)  # type: ignore[arg-type]
+    gate = RpcGateInterceptor(owner)  # type: ignore[arg-type]
 
     def outcome(code: Code | None) -> list[int]:
         answered.clear()
@@ -459,9 +459,9 @@ def test_the_rate_gate_is_told_of_each_rpc_answered_but_not_of_an_overload() -> 
 def test_phase_names_come_from_the_wire_enum_and_an_unknown_one_is_unspecified() -> None:
     from flyteidl2.common import phase_pb2
 
-    from rerund.adapters.flyte_control_plane import _phase_name
+    from rerund.adapters.flyte.convert import phase_name
 
-    assert _phase_name(phase_pb2.ACTION_PHASE_FAILED) == "FAILED"
-    assert _phase_name(phase_pb2.ACTION_PHASE_TIMED_OUT) == "TIMED_OUT"
-    assert _phase_name(phase_pb2.ACTION_PHASE_UNSPECIFIED) == "UNSPECIFIED"
-    assert _phase_name(999) == "UNSPECIFIED"  # a phase newer than these stubs
+    assert phase_name(phase_pb2.ACTION_PHASE_FAILED) == "FAILED"
+    assert phase_name(phase_pb2.ACTION_PHASE_TIMED_OUT) == "TIMED_OUT"
+    assert phase_name(phase_pb2.ACTION_PHASE_UNSPECIFIED) == "UNSPECIFIED"
+    assert phase_name(999) == "UNSPECIFIED"  # a phase newer than these stubs

@@ -1,6 +1,6 @@
 """One contract for the ``ControlPlane`` port, run against every implementation: the in-memory
 fake the unit tests use (``tests/runtime/fake_control_plane.py``) and the real adapter
-(``rerund.adapters.flyte_control_plane``, the flyte SDK) over the sandbox, as Union and as
+(``rerund.adapters.flyte``, the flyte SDK) over the sandbox, as Union and as
 open-source Flyte 2 (``--profile oss``). Like APScheduler's
 store tests, each test is written once and parametrized over the implementations, so the fake
 cannot drift from the real thing: a behaviour the reconcile tests rely on in the fake is pinned
@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from rerund.adapters.flyte_control_plane import FlyteControlPlane
+from rerund.adapters.flyte.control_plane import FlyteControlPlane
 from rerund.core.model import ErrorInfo
 from rerund.core.runs import RelaunchRequest, RerunRequest, RunRef
 from rerund.errors import AlreadyExistsError, NotFoundError, UnsupportedError

@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from rerund.adapters.flyte_control_plane import run_on_sdk_loop
+from rerund.adapters.flyte.sdk_loop import run_on_sdk_loop
 from rerund.adapters.ledger import Ledger
 from rerund.app import App
 from rerund.cli.common import (
