@@ -74,6 +74,7 @@ async def _flyte(
         backend=settings.backend,
         clock=clock,
         rpc_gate=rpc_gate,
+        sdk_tuning=settings.sdk_tuning,
     )
     await cp.connect()
     first = plan((sc.project, sc.domain) for sc in settings.scopes)

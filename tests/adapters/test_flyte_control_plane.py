@@ -465,3 +465,101 @@ def test_phase_names_come_from_the_wire_enum_and_an_unknown_one_is_unspecified()
     assert phase_name(phase_pb2.ACTION_PHASE_TIMED_OUT) == "TIMED_OUT"
     assert phase_name(phase_pb2.ACTION_PHASE_UNSPECIFIED) == "UNSPECIFIED"
     assert phase_name(999) == "UNSPECIFIED"  # a phase newer than these stubs
+
+
+# -- the fence around the SDK's private modules ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "verified"),
+    [
+        ("2.12.1", True),
+        ("2.10.0", True),
+        ("2.11.3rc1", True),
+        ("2.13.0", False),
+        ("2.9.9", False),
+        ("", False),
+    ],
+    ids=["pinned", "oldest", "pre-release", "too-new", "too-old", "unknown"],
+)
+def test_the_fence_accepts_only_the_sdk_versions_it_was_verified_against(
+    version: str, verified: bool
+) -> None:
+    from rerund.adapters.flyte.sdk_internals import version_problem
+
+    problem = version_problem(version)
+
+    if verified:
+        assert problem is None
+    else:
+        assert problem is not None
+        assert "outside the versions rerund's SDK tuning was verified against (>=2.10,<2.13)" in problem
+
+
+def test_no_module_of_rerund_but_the_fence_imports_a_private_module_of_the_sdk() -> None:
+    import ast
+    import pathlib
+
+    import rerund
+
+    def private(module: str) -> bool:
+        parts = module.split(".")
+        return parts[0] == "flyte" and any(p.startswith("_") for p in parts[1:])
+
+    root = pathlib.Path(rerund.__file__).parent
+    found = {}
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            if any(private(n) for n in names):
+                found.setdefault(str(path.relative_to(root)), []).append(node.lineno)
+
+    assert set(found) == {"adapters/flyte/sdk_internals.py"}, found
+
+
+def test_an_sdk_outside_the_verified_versions_runs_on_the_plain_path_and_says_so(
+    sb: SandboxHandle, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import importlib.metadata
+
+    from rerund.adapters.flyte import sdk_internals
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(
+        importlib.metadata, "version", lambda name: "2.99.0" if name == "flyte" else real(name)
+    )
+    sdk_internals.tuning_problem.cache_clear()
+    try:
+        cp = FlyteControlPlane(endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10)
+        with caplog.at_level("WARNING", logger="rerund.flyte"):
+            _run(cp.connect())
+        [name] = sb.launch("net.flaky")
+        sb.wait_idle()
+        listed = _run(cp.list_failed(sb.project, sb.domain, since=datetime.now(UTC) - timedelta(minutes=5)))
+    finally:
+        monkeypatch.undo()
+        sdk_internals.tuning_problem.cache_clear()
+
+    assert cp.tuned is False
+    assert name in {r.ref.name for r in listed}
+    assert (
+        "flyte SDK 2.99.0 is outside the versions rerund's SDK tuning was verified against (>=2.10,<2.13); "
+        "rerund runs on the plain flyte SDK path (slower, correct)" in caplog.text
+    )
+    from rerund.adapters.flyte.sdk_internals import get_client
+
+    names = [type(i).__name__ for i in get_client().session_config.interceptors]
+    assert "ReuseReads" not in names and "RpcGateInterceptor" not in names
+
+
+def test_sdk_tuning_false_is_a_setting() -> None:
+    from rerund.runtime.settings import load_settings
+
+    assert load_settings(None, environ={}).sdk_tuning is True
+    assert load_settings(None, environ={"RERUND_SDK_TUNING": "false"}).sdk_tuning is False

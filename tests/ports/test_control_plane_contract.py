@@ -91,12 +91,15 @@ class FakeBackend:
 
 
 class SandboxBackend:
-    def __init__(self, sb: SandboxHandle) -> None:
+    def __init__(self, sb: SandboxHandle, *, sdk_tuning: bool = True) -> None:
         self.sb = sb
         self.project, self.domain = sb.project, sb.domain
         self.error_codes = sb.profile.error_codes
-        cp = FlyteControlPlane(endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10)
+        cp = FlyteControlPlane(
+            endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10, sdk_tuning=sdk_tuning
+        )
         asyncio.run(cp.connect())
+        assert cp.tuned is sdk_tuning  # this SDK is within the fence's verified versions
         self.cp = cp
 
     def now(self) -> datetime:
@@ -132,13 +135,20 @@ def oss_sandbox_handle() -> Iterator[SandboxHandle]:
         "fake",
         pytest.param("sandbox", marks=pytest.mark.e2e),
         pytest.param("sandbox-oss", marks=pytest.mark.e2e),
+        # The plain flyte SDK path (``sdk_tuning: false``, what rerund falls back to when the SDK
+        # is not one its private-module fence was verified against): the same contract.
+        pytest.param("sandbox-plain", marks=pytest.mark.e2e),
+        pytest.param("sandbox-oss-plain", marks=pytest.mark.e2e),
     ]
 )
 def backend(request: pytest.FixtureRequest) -> Backend:
     if request.param == "fake":
         return FakeBackend()
-    if request.param == "sandbox-oss":
-        return SandboxBackend(request.getfixturevalue("oss_sandbox_handle"))
+    tuned = not request.param.endswith("-plain")
+    if request.param.startswith("sandbox-oss"):
+        return SandboxBackend(request.getfixturevalue("oss_sandbox_handle"), sdk_tuning=tuned)
+    if not tuned:
+        return SandboxBackend(request.getfixturevalue("sandbox_handle"), sdk_tuning=False)
     return SandboxBackend(request.getfixturevalue("sandbox_handle"))
 
 

@@ -183,6 +183,7 @@ class FlyteControlPlane:
         connection: Connection | None = None,
         clock: ControlPlaneClock | None = None,
         rpc_gate: RpcGate | None = None,
+        sdk_tuning: bool = True,
     ) -> None:
         self._known = Backend(backend)
         self._conn = connection or Connection(endpoint=endpoint, org=org, insecure=insecure, api_key=api_key)
@@ -201,6 +202,12 @@ class FlyteControlPlane:
         self.rpc_timeout = rpc_timeout
         # Told the HTTP ``Date`` of every unary answer (``RpcGateInterceptor``): the control plane's time.
         self.clock = clock
+        # The SDK's client tuned (``sdk_internals.install_tuned_client``: interceptors, no request
+        # compression) or the plain SDK path (``sdk_tuning: false``, or the tuning is refused
+        # for this SDK): then the gate and the deadline apply per call (``_gated``).
+        self._tuning_wanted = sdk_tuning
+        self.tuned = False
+        self._gate = RpcGateInterceptor(self)
         self._console_url = console_url.rstrip("/")
         self._page = max(1, min(page_size, _MAX_PAGE))
         self._connected = False
@@ -264,12 +271,12 @@ class FlyteControlPlane:
         try:
             with sdk_internals.token_requests_trust(conn.ca_cert_file, self._bundle_path(conn.ca_cert_file)):
                 await flyte.init.aio(**kwargs)
-            sdk_internals.install_tuned_client(ReuseReads(), RpcGateInterceptor(self))
         except Exception as exc:
             shown = redact_url(conn.endpoint) if conn.endpoint else "(from the API key)"
             raise ConfigError(
                 f"cannot initialise the flyte SDK for endpoint {shown!r}: {type(exc).__name__}"
             ) from None
+        self.tuned = self._tune()
         self._conn = conn
         self._endpoint, self._org, self._insecure, self._api_key = (
             conn.endpoint,
@@ -278,6 +285,29 @@ class FlyteControlPlane:
             conn.api_key,
         )
         self._connected = True
+
+    def _tune(self) -> bool:
+        """Install the tuned client over the one ``flyte.init`` just built; False (the plain SDK
+        path, logged) when not wanted, not verified for this SDK, or when it fails."""
+        if not self._tuning_wanted:
+            return False
+        problem = sdk_internals.tuning_problem()
+        if problem is None:
+            try:
+                sdk_internals.install_tuned_client(ReuseReads(), self._gate)
+            except Exception as exc:  # the fence's promise: a failed tuning falls back, never stops
+                problem = f"the SDK tuning failed ({type(exc).__name__}: {exc})"
+            else:
+                return True
+        log.warning("%s; rerund runs on the plain flyte SDK path (slower, correct)", problem)
+        return False
+
+    async def _gated(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """``await call()``: as it is when the client is tuned (its interceptor gates each RPC);
+        on the plain SDK path through the rate gate and the deadline here, per call."""
+        if self.tuned:
+            return await call()
+        return await self._gate.gated(lambda _request, _ctx: call(), None, None)
 
     def _bundle_path(self, ca_cert_file: Path | None) -> Path | None:
         """The file the token client's CA bundle is written to (one per adapter, removed with
@@ -326,7 +356,7 @@ class FlyteControlPlane:
 
     async def _call(self, rpc: str, fn: Any, req: Any) -> Any:
         try:
-            resp = await fn.aio(req)
+            resp = await self._gated(lambda: fn.aio(req))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -991,7 +1021,7 @@ class FlyteControlPlane:
                     force_rerun_actions=force,
                     **request.inputs,
                 )
-                run = await call
+                run = await self._gated(lambda: call)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -1043,7 +1073,7 @@ class FlyteControlPlane:
                 return await runner.run.aio(task, **inputs)
 
         try:
-            run = await relaunch()
+            run = await self._gated(relaunch)
         except asyncio.CancelledError:
             raise
         except flyte.errors.RemoteTaskNotFoundError as exc:
@@ -1068,7 +1098,7 @@ class FlyteControlPlane:
             return None
 
         try:
-            return await latest()
+            return await self._gated(latest)  # type: ignore[no-any-return]
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -133,19 +133,21 @@ class RpcGateInterceptor:
     async def intercept_unary(self, call_next: Any, request: Any, ctx: Any) -> Any:
         clock = self._owner.clock
         if clock is None:
-            return await self._gated(call_next, request, ctx)
+            return await self.gated(call_next, request, ctx)
         from connectrpc.client import ResponseMetadata
 
         with ResponseMetadata() as answered:
             try:
-                return await self._gated(call_next, request, ctx)
+                return await self.gated(call_next, request, ctx)
             finally:
                 # Every answer, an error's too, tells the control plane's time (``Date``).
                 date = http_date(answered.headers().get("date"))
                 if date is not None:
                     clock.observe(date)
 
-    async def _gated(self, call_next: Any, request: Any, ctx: Any) -> Any:
+    async def gated(self, call_next: Any, request: Any, ctx: Any) -> Any:
+        """``call_next(request, ctx)`` once the gate lets it go, within ``rpc_timeout``, told to
+        the gate when answered. The plain SDK path (no interceptors) calls this per call."""
         gate = self._owner.rpc_gate
         if gate is not None:
             await gate.pace(1)
