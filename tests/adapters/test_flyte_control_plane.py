@@ -563,3 +563,71 @@ def test_sdk_tuning_false_is_a_setting() -> None:
 
     assert load_settings(None, environ={}).sdk_tuning is True
     assert load_settings(None, environ={"RERUND_SDK_TUNING": "false"}).sdk_tuning is False
+
+
+# -- translate_error maps only the SDK's and connectrpc's errors (issue 26) ------------------------------
+
+
+def _raised(exc: BaseException) -> BaseException:
+    """``exc`` as raised here (with a traceback whose innermost frame is this test's)."""
+    try:
+        raise exc
+    except BaseException as caught:
+        return caught
+
+
+@pytest.mark.parametrize(
+    "bug",
+    [
+        AttributeError("'Run' object has no attribute 'pb2'"),
+        ValueError("invalid literal for int() with base 10: 'x'"),
+        TypeError("unsupported operand type(s) for +: 'int' and 'str'"),
+        KeyError("spec"),
+        RuntimeError("ours"),
+    ],
+    ids=["attribute", "value", "type", "key", "runtime"],
+)
+def test_an_error_raised_in_rerunds_own_code_is_re_raised_unchanged(bug: BaseException) -> None:
+    from rerund.adapters.flyte.errors import translate_error
+
+    raised = _raised(bug)
+
+    with pytest.raises(type(bug)) as info:
+        translate_error(raised, "CreateRun")
+
+    assert info.value is raised
+
+
+def test_a_check_the_sdk_makes_of_the_request_is_a_permanent_invalid_argument(sb: SandboxHandle) -> None:
+    import flyte
+
+    from rerund.adapters.flyte.errors import translate_error
+
+    try:  # the SDK's own check, raised in flyte/_run.py
+        flyte.with_runcontext(mode="remote").rerun("x", force_rerun_actions=["a1"])
+    except ValueError as exc:
+        err = translate_error(exc, "CreateRun")
+
+    assert isinstance(err, PermanentControlPlaneError) and err.code == "invalid_argument"
+    assert str(err) == "CreateRun cannot be done: force_rerun_actions requires recover=True"
+
+
+class _BrokenSpec(FlyteControlPlane):
+    """A bug of ours inside a create: the source spec the create reads is not a RunSpecView."""
+
+    async def read_spec(self, ref: RunRef) -> Any:
+        return None
+
+
+def test_a_bug_of_ours_inside_a_create_reaches_the_caller_as_it_is(sb: SandboxHandle) -> None:
+    backend = "union"
+    [name] = sb.launch("net.flaky")
+    sb.wait_idle()
+    cp = _BrokenSpec(endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10, backend=backend)
+    _run(cp.connect())
+    request = RerunRequest(source=RunRef(sb.project, sb.domain, name), name=f"{name[:10]}-bug-{backend}")
+
+    with pytest.raises(AttributeError, match="'NoneType' object has no attribute"):
+        _run(cp.create_rerun(request))
+
+    assert request.name not in {r["name"] for r in sb.runs()}

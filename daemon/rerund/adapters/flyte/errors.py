@@ -33,8 +33,51 @@ _TRANSIENT_CODES = {
 }
 
 
+# Where an error comes from: the SDK and what it calls to reach the control plane. An error raised
+# (innermost frame) in one of these packages is the dependency's; anywhere else, it is a bug.
+_DEPENDENCIES = (
+    "flyte",
+    "flyteidl2",
+    "connectrpc",
+    "httpx",
+    "httpcore",
+    "pyqwest",
+    "anyio",
+    "ssl",
+    "certifi",
+)
+
+
+def _package(name: str) -> str:
+    return name.partition(".")[0]
+
+
+def _raised_in_a_dependency(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by the SDK (or what it calls), not by rerund: the innermost
+    Python frame of its traceback is in one of ``_DEPENDENCIES``. A check the SDK makes of our
+    request (``ValueError("force_rerun_actions requires recover=True")``) is the SDK's; a
+    ``TypeError`` from protobuf's C code while our code builds a message is ours (its innermost
+    Python frame is our line)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return _package(str(tb.tb_frame.f_globals.get("__name__", ""))) in _DEPENDENCIES
+
+
+def _a_dependencys_error(exc: BaseException) -> bool:
+    """Whether ``exc``'s class belongs to the SDK or its transport (or is an OS-level I/O error)."""
+    return isinstance(exc, OSError) or _package(type(exc).__module__) in _DEPENDENCIES
+
+
 def translate_error(exc: BaseException, rpc: str) -> ControlPlaneError:
-    """Map an SDK / Connect / transport error of ``rpc`` onto the ``rerund.errors`` tree."""
+    """Map an SDK / Connect / transport error of ``rpc`` onto the ``rerund.errors`` tree, and
+    re-raise anything else unchanged: a bug of rerund's (an ``AttributeError`` after an SDK
+    change, a ``ValueError`` or ``TypeError`` raised in our code) must reach the supervisor and
+    ``rerund_internal_errors_total``, never be settled as a refusal ("invalid") or retried
+    forever as an outage ("unavailable"). Use as ``raise translate_error(exc, rpc) from exc``
+    inside the ``except``."""
     import flyte.errors
     from connectrpc.errors import ConnectError
 
@@ -78,8 +121,11 @@ def translate_error(exc: BaseException, rpc: str) -> ControlPlaneError:
         return TransientControlPlaneError(f"{rpc} failed ({code}): {exc}", rpc=rpc, code=code)
     if isinstance(exc, TimeoutError):
         return TransientControlPlaneError(f"{rpc} timed out", rpc=rpc, code="deadline_exceeded")
-    if isinstance(exc, ValueError | TypeError):
+    if isinstance(exc, ValueError | TypeError) and _raised_in_a_dependency(exc):
+        # The SDK's own check of the request (e.g. a rerun of an action with no task spec).
         return PermanentControlPlaneError(f"{rpc} cannot be done: {exc}", rpc=rpc, code="invalid_argument")
+    if not _a_dependencys_error(exc) or isinstance(exc, AttributeError | NameError | KeyError | IndexError):
+        raise exc
     if is_tls_failure(exc):
         return TransientControlPlaneError(
             f"{rpc} failed: the control plane's TLS certificate is not trusted ({tls_reason(exc)}); "
