@@ -73,6 +73,13 @@ at commit 6fadb90 (2026-08-21). Each field names the file it follows:
    ``ToK8sPodSpec``: ``GetLabels``, ``GetAnnotations``); a label value Kubernetes refuses (over 63
    characters, or not ``[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?``) fails the pod's creation, and
    the run stays QUEUED with nothing said (``invalid_label_value``).
+13. ``missing_data_empty=True``: GetActionData of an action whose input or output blob is gone
+   from storage answers *empty* inputs and outputs and no URIs, not NOT_FOUND: the data proxy
+   reads both blobs and a not-found read leaves the empty message it started with
+   (``dataproxy/service/dataproxy_service.go`` ``GetActionData``, ``storage.IsNotFound``), so
+   the SDK's rerun path reads no inputs and the task would run on its defaults. The union
+   profile answers NOT_FOUND naming the inputs (the SDK then raises
+   ``SourceRunInputsUnavailableError``). ``SandboxHandle.lose_data(run)`` removes a run's blobs.
 """
 
 from __future__ import annotations
@@ -137,6 +144,7 @@ class Profile:
     listed_relation: bool = True
     error_codes: bool = True
     pod_labels_checked: bool = False
+    missing_data_empty: bool = False
 
     def with_error_delay(self, seconds: float) -> Profile:
         """This profile with another error-details delay (``--error-delay``)."""
@@ -173,6 +181,7 @@ OSS = Profile(
     listed_relation=False,
     error_codes=False,
     pod_labels_checked=True,
+    missing_data_empty=True,
 )
 PROFILES = {p.name: p for p in (UNION, OSS)}
 

@@ -301,7 +301,14 @@ class _Base:
     def _action_data(
         self, action_id: identifier_pb2.ActionIdentifier, rpc: str
     ) -> tuple[common_pb2.Inputs, common_pb2.Outputs]:
-        _, a = self._action(action_id, rpc)
+        r, a = self._action(action_id, rpc)
+        if (r.org, r.project, r.domain, r.name) in self.store.lost_data:
+            if self.profile.missing_data_empty:
+                return common_pb2.Inputs(), common_pb2.Outputs()
+            raise ConnectError(
+                Code.NOT_FOUND,
+                f"{rpc}: the inputs of action {a.name} of run {r.name} are no longer in storage",
+            )
         return (a.inputs or common_pb2.Inputs(), a.outputs or common_pb2.Outputs())
 
 
@@ -776,6 +783,8 @@ class SandboxDataProxyService(_Base, DataProxyService):  # type: ignore[misc]
         r, a = self._action(request.action_id, "GetActionData")
         inputs, outputs = self._action_data(request.action_id, "GetActionData")
         base = f"sandbox://{r.org}/{r.project}/{r.domain}/{r.name}/{a.name}"
+        if (r.org, r.project, r.domain, r.name) in self.store.lost_data:  # oss: no blob, no URI
+            return dp_pb2.GetActionDataResponse(inputs=inputs, outputs=outputs)
         return dp_pb2.GetActionDataResponse(
             inputs=inputs,
             outputs=outputs,

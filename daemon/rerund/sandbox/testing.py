@@ -307,6 +307,16 @@ class SandboxHandle:
             changes["drop_streams_after"] = drop_streams_after
         self._call(lambda sb: sb.set_faults(**changes))
 
+    def lose_data(self, name: str, project: str | None = None, domain: str | None = None) -> None:
+        """The input and output blobs of run ``name`` are gone from storage (retention, a bucket
+        cleaned up): GetActionData answers as the profile says (``missing_data_empty``)."""
+
+        def go(sb: Sandbox) -> None:
+            assert sb.store is not None
+            sb.store.lost_data.add((sb.org, project or self.project, domain or self.domain, name))
+
+        self._call(go)
+
     def request_counts(self) -> dict[str, int]:
         """RPCs served so far by method name, e.g. ``{"CreateRun": 3, "ListRuns": 12}``."""
         counts: dict[str, int] = self._call(lambda sb: dict(sb.stats.counts))

@@ -87,6 +87,7 @@ from rerund.adapters.flyte.convert import (
     finished_before_abort,
     flyte_resources,
     lacking_label,
+    missing_inputs,
     phase_name,
     phase_value,
     relation_of,
@@ -164,6 +165,17 @@ _READ_CACHE = 1024
 _READ_CACHE_BYTES = 32 * 1024 * 1024
 _REFERENCE_SCAN = 200  # oss: newest candidates read when looking for a labelled reference run
 _FALLBACK_CANDIDATES = 20
+
+
+def _inputs_missing(name: str, src: RunRef, action: str, missing: list[str]) -> PermanentControlPlaneError:
+    return PermanentControlPlaneError(
+        f"{name!r} of run {src} gives up: the inputs of action {action} came back without "
+        f"{', '.join(repr(m) for m in missing)}, which the task needs (open-source Flyte answers "
+        "empty inputs when their blob is gone from storage); rerunning would run the task on its "
+        "defaults, so it is not created. Give the inputs in the policy's inputs: to rerun it",
+        rpc="GetActionData",
+        code="source_inputs_missing",
+    )
 
 
 class FlyteControlPlane:
@@ -1008,8 +1020,9 @@ class FlyteControlPlane:
         key = ("CreateRun", str(request.target).encode())
         source_spec = request.source_spec if request.source_spec is not None else await self.read_spec(src)
         force = list(request.overrides.force_rerun_actions) or None
+        reads = await self._inputs_checked(request, self._take_reads(src) or {})
         try:
-            with sdk_internals.scope(src.project, src.domain), reusing(self._take_reads(src)):
+            with sdk_internals.scope(src.project, src.domain), reusing(reads):
                 kwargs = runcontext_for_rerun(request, source_spec)
                 if mark:  # oss: the mark of this create, an annotation (labels stay the request's)
                     kwargs["annotations"] = {**kwargs.get("annotations", {}), ANNOTATION_ISSUER: mark}
@@ -1044,9 +1057,10 @@ class FlyteControlPlane:
         version = request.version or None
         what = f"task {request.task!r} version {request.version or 'latest'!r} in {src.project}/{src.domain}"
 
-        reads = self._take_reads(src)
+        reads = self._take_reads(src) or {}
 
         async def relaunch() -> Any:
+            source_task = await self._task_spec(src, "a0", reads)  # before the SDK reads (and takes) it
             with sdk_internals.scope(src.project, src.domain), reusing(reads):
                 lazy = flyte.remote.Task.get(
                     request.task,
@@ -1064,8 +1078,11 @@ class FlyteControlPlane:
                     if kept.ByteSize():  # the accelerator type and shared memory stay the task's
                         task.pb2.spec.task_template.extended_resources.CopyFrom(kept)
                 source_run = await flyte.remote.Run.get.aio(name=src.name)
-                inputs = dict(await source_run.inputs.aio())
-                inputs.update(request.inputs)
+                read = dict(await source_run.inputs.aio())
+                missing = missing_inputs(source_task, read, request.inputs)
+                if missing:
+                    raise _inputs_missing(request.name, src, "a0", missing)
+                inputs = {**read, **request.inputs}
                 kwargs = runcontext_for_relaunch(request, source_spec)
                 if mark:  # oss: the mark of this create, an annotation (labels stay the request's)
                     kwargs["annotations"] = {**kwargs.get("annotations", {}), ANNOTATION_ISSUER: mark}
@@ -1085,6 +1102,47 @@ class FlyteControlPlane:
         except Exception as exc:
             raise translate_error(exc, "CreateRun") from exc
         return RunRef(src.project, src.domain, str(run.name or request.name))
+
+    async def _task_spec(self, src: RunRef, action: str, reads: dict[ReadKey, Any]) -> Any:
+        """The ``TaskSpec`` of action ``action`` of run ``src``: from ``reads`` (what
+        ``read_failure`` kept for the SDK's rerun path), else read now and added to them."""
+        if action == "a0":
+            key: ReadKey = ("GetRunDetails", src.project, src.domain, src.name, "")
+            if key not in reads:
+                reads[key] = (await self.run_details_answer(src))[1]
+            return reads[key].details.action.task
+        from flyteidl2.common import identifier_pb2
+        from flyteidl2.workflow import run_service_pb2
+
+        key = ("GetActionDetails", src.project, src.domain, src.name, action)
+        if key not in reads:
+            request = run_service_pb2.GetActionDetailsRequest(
+                action_id=identifier_pb2.ActionIdentifier(run=self._run_id(src), name=action)
+            )
+            reads[key] = await self._call("GetActionDetails", rpcs().get_action_details, request)
+        return reads[key].details.task
+
+    async def _inputs_checked(self, request: RerunRequest, reads: dict[ReadKey, Any]) -> dict[ReadKey, Any]:
+        """``reads`` plus the source action's inputs (GetActionData, which the SDK's rerun path
+        then reuses), once they are known to carry every input the task needs that the request
+        does not give; raises ``PermanentControlPlaneError`` (``source_inputs_missing``) when
+        they do not: a rerun never runs on defaults. No RPC when the request gives them all."""
+        from flyteidl2.common import identifier_pb2
+        from flyteidl2.dataproxy import dataproxy_service_pb2
+
+        src, action = request.source, request.action or "a0"
+        spec = await self._task_spec(src, action, reads)
+        if not missing_inputs(spec, (), request.inputs):
+            return reads
+        data_request = dataproxy_service_pb2.GetActionDataRequest(
+            action_id=identifier_pb2.ActionIdentifier(run=self._run_id(src), name=action)
+        )
+        data = await self._call("GetActionData", rpcs().get_action_data, data_request)
+        missing = missing_inputs(spec, (nl.name for nl in data.inputs.literals), request.inputs)
+        if missing:
+            raise _inputs_missing(request.name, src, action, missing)
+        reads[("GetActionData", src.project, src.domain, src.name, action)] = data
+        return reads
 
     async def latest_task_version(self, project: str, domain: str, task: str) -> str | None:
         import flyte.remote

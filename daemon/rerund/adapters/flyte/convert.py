@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ __all__ = [
     "finished_before_abort",
     "flyte_resources",
     "lacking_label",
+    "missing_inputs",
     "phase_name",
     "phase_value",
     "relation_of",
@@ -366,3 +367,13 @@ def phase_value(name: str) -> str:
     from flyteidl2.common import phase_pb2
 
     return str(phase_pb2.ActionPhase.Value(f"ACTION_PHASE_{name}"))
+
+
+def missing_inputs(spec: Any, present: Iterable[str], given: Iterable[str]) -> list[str]:
+    """The inputs a flyteidl2 ``TaskSpec`` ``spec`` needs (declared by its interface, without a
+    default) that neither the source's inputs as read (``present``) nor the request (``given``)
+    supply, sorted. Open-source Flyte answers a missing input blob with empty inputs, so a rerun
+    that went on would run the task on its defaults (or not at all)."""
+    declared = [v.key for v in spec.task_template.interface.inputs.variables]
+    defaults = {p.name for p in spec.default_inputs}
+    return sorted(set(declared) - defaults - set(present) - set(given))

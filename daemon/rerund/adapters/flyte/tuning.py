@@ -46,14 +46,14 @@ _REUSABLE: contextvars.ContextVar[dict[ReadKey, Any] | None] = contextvars.Conte
 
 
 def read_key(method: str, request: Any) -> ReadKey | None:
-    """The key of a GetRunDetails or GetActionDetails request: (method, project, domain, run,
-    action); None for any other RPC."""
+    """The key of a GetRunDetails, GetActionDetails or GetActionData request: (method, project,
+    domain, run, action); None for any other RPC."""
     if method == "GetRunDetails":
         run = request.run_id
         return (method, run.project, run.domain, run.name, "")
-    if method == "GetActionDetails":
+    if method in ("GetActionDetails", "GetActionData"):
         action = request.action_id
-        return (method, action.run.project, action.run.domain, action.run.name, action.name)
+        return (method, action.run.project, action.run.domain, action.run.name, action.name or "a0")
     return None
 
 
