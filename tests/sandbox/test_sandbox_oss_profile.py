@@ -298,6 +298,33 @@ def test_5_oss_watch_snapshot_holds_101_runs(oss):
     assert len(snapshot.runs) == 101
 
 
+def test_5_oss_watch_snapshot_puts_queued_and_running_runs_before_failed_ones(oss):
+    # ORDER BY phase ASC, created_at DESC, run_name DESC (action.go ListActions, no sort given):
+    # with 101 runs queued or running, a failed run is in no snapshot, however recent.
+    oss.launch("slow", count=60)
+    oss.launch("stuck", count=45)
+    [failed] = oss.launch("bad")
+    oss.wait_for(failed)
+
+    [snapshot] = asyncio.run(_watch(oss, rs.WatchRunsRequest(project_id=_pid(oss)), lambda m: True))
+
+    phases = [r.action.status.phase for r in snapshot.runs]
+    assert len(phases) == 101 and phases == sorted(phases)
+    assert failed not in {r.action.id.run.name for r in snapshot.runs}
+
+
+def test_5_oss_list_runs_without_a_sort_orders_by_phase_then_newest(oss, client):
+    [old_failed] = oss.launch("bad")
+    oss.wait_for(old_failed)
+    [running] = oss.launch("slow")
+    [new_failed] = oss.launch("bad")
+    oss.wait_for(new_failed)
+
+    page = client.list_runs(rs.ListRunsRequest(request=list_pb2.ListRequest(limit=10), project_id=_pid(oss)))
+
+    assert [r.action.id.run.name for r in page.runs] == [running, new_failed, old_failed]
+
+
 def test_5_oss_watch_with_an_org_scope_gets_every_project(oss):
     oss.launch("slow", name="elsewhere", project="other")
 

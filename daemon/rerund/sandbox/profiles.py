@@ -27,7 +27,11 @@ at commit 6fadb90 (2026-08-21). Each field names the file it follows:
    so rows that change between pages are skipped or repeated
    (``runs/repository/impl/requests.go`` ``NewListResourceInputFromProto``, ``offsetFromToken``).
 5. ``oss_watch=True``: WatchRuns sends a first message only when runs match (the 101 of a
-   ``Limit: 100`` listing), honours only the ``project_id`` scope (org, task and cluster scopes
+   ``Limit: 100`` listing in the default order ``phase ASC, created_at DESC, run_name DESC``,
+   ``oss_default_order``: queued and running runs first, so with 101 of them no failed run is
+   in the snapshot; ListRuns without a sort answers in that order too, and a sort given gets
+   ``run_name ASC`` appended as a tiebreaker: ``action.go`` ``ListActions``), honours only
+   the ``project_id`` scope (org, task and cluster scopes
    get every run), pushes only a root action's phase change or an abort (no new runs, no child
    changes; ``action.go`` ``UpdateActionPhase`` / ``AbortRun`` -> ``notifyRunUpdate``), reads
    the run when it delivers the notification, and a watcher whose 100-slot buffer is full loses
@@ -105,6 +109,7 @@ __all__ = [
     "Profile",
     "executor_error",
     "invalid_label_value",
+    "oss_default_order",
     "oss_query",
     "profile_named",
     "strip_error_codes",
@@ -311,7 +316,7 @@ class OssQuery:
         self, rows: Sequence[Any], column: Callable[[Any, str], Any], name: Callable[[Any], str]
     ) -> tuple[list[Any], str]:
         """Sort the matching ``rows`` and cut the page; the token is the next row offset."""
-        ordered = list(rows)
+        ordered = sorted(rows, key=name)  # the tiebreaker appended to a sort given (run_name ASC)
         if self.sort:
             for col, asc in reversed(self.sort):
 
@@ -319,12 +324,24 @@ class OssQuery:
                     return _sortable(column(r, col))
 
                 ordered.sort(key=key, reverse=not asc)
-        else:  # no ORDER BY: the sandbox answers newest first
-            ordered.sort(key=lambda r: (_sortable(column(r, "created_at")), name(r)), reverse=True)
+        else:
+            ordered = oss_default_order(rows, column, name)
         page = ordered[self.offset : self.offset + self.limit + 1]
         if len(page) > self.limit:
             return page[: self.limit], str(self.offset + self.limit)
         return page, ""
+
+
+def oss_default_order(
+    rows: Sequence[Any], column: Callable[[Any, str], Any], name: Callable[[Any], str]
+) -> list[Any]:
+    """``rows`` in the open-source service's order when a request gives no sort: ``ORDER BY
+    phase ASC, created_at DESC, run_name DESC`` (``runs/repository/impl/action.go``
+    ``ListActions``): queued and running runs first, FAILED (6) after SUCCEEDED (5)."""
+    ordered = sorted(rows, key=name, reverse=True)
+    ordered.sort(key=lambda r: _sortable(column(r, "created_at")), reverse=True)
+    ordered.sort(key=lambda r: _sortable(column(r, "phase")))
+    return ordered
 
 
 def _sortable(value: Any) -> tuple[int, Any]:

@@ -33,7 +33,15 @@ from flyteidl2.workflow.run_service_connect import RunService
 
 from rerund.sandbox import protos
 from rerund.sandbox.engine import Engine
-from rerund.sandbox.profiles import UNION, OssQuery, Profile, oss_query, strip_error_codes, strip_org
+from rerund.sandbox.profiles import (
+    UNION,
+    OssQuery,
+    Profile,
+    oss_default_order,
+    oss_query,
+    strip_error_codes,
+    strip_org,
+)
 from rerund.sandbox.query import Filter, QueryError, parse_filters, parse_sort
 from rerund.sandbox.records import (
     FAILED,
@@ -648,10 +656,9 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
         sent = 0
         try:
             # Up to ``watch_snapshot`` matching runs, and nothing at all when none match.
-            matching = sorted(
-                (r for r in self.store.runs.values() if match(r)), key=lambda r: (r.created_at, r.name)
-            )
-            snapshot = matching[::-1][: self.profile.watch_snapshot]
+            matching = [r for r in self.store.runs.values() if match(r)]
+            ordered = oss_default_order(matching, lambda r, c: oss_column(r, r.root, c), lambda r: r.name)
+            snapshot = ordered[: self.profile.watch_snapshot]
             if snapshot:
                 self._maybe_drop(sent, "WatchRuns")
                 yield rs.WatchRunsResponse(runs=[self._out(protos.run(r)) for r in snapshot])
