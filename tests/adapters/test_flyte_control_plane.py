@@ -474,13 +474,14 @@ def test_phase_names_come_from_the_wire_enum_and_an_unknown_one_is_unspecified()
     ("version", "verified"),
     [
         ("2.12.1", True),
-        ("2.10.0", True),
+        ("2.10.3", True),
         ("2.11.3rc1", True),
         ("2.13.0", False),
+        ("2.10.2", False),
         ("2.9.9", False),
         ("", False),
     ],
-    ids=["pinned", "oldest", "pre-release", "too-new", "too-old", "unknown"],
+    ids=["pinned", "oldest", "pre-release", "too-new", "too-old-patch", "too-old", "unknown"],
 )
 def test_the_fence_accepts_only_the_sdk_versions_it_was_verified_against(
     version: str, verified: bool
@@ -493,7 +494,7 @@ def test_the_fence_accepts_only_the_sdk_versions_it_was_verified_against(
         assert problem is None
     else:
         assert problem is not None
-        assert "outside the versions rerund's SDK tuning was verified against (>=2.10,<2.13)" in problem
+        assert "outside the versions rerund's SDK tuning was verified against (>=2.10.3,<2.13)" in problem
 
 
 def test_no_module_of_rerund_but_the_fence_imports_a_private_module_of_the_sdk() -> None:
@@ -549,7 +550,7 @@ def test_an_sdk_outside_the_verified_versions_runs_on_the_plain_path_and_says_so
     assert cp.tuned is False
     assert name in {r.ref.name for r in listed}
     assert (
-        "flyte SDK 2.99.0 is outside the versions rerund's SDK tuning was verified against (>=2.10,<2.13); "
+        "flyte SDK 2.99.0 is outside the versions rerund's SDK tuning was verified against (>=2.10.3,<2.13); "
         "rerund runs on the plain flyte SDK path (slower, correct)" in caplog.text
     )
     from rerund.adapters.flyte.sdk_internals import get_client

@@ -64,8 +64,9 @@ log = logging.getLogger("rerund.flyte")
 # the operator sets FLYTE_DISABLE_TELEMETRY=false explicitly (before the SDK is imported).
 os.environ.setdefault("FLYTE_DISABLE_TELEMETRY", "true")
 
-# The flyte SDK versions whose private modules this fence was read against: >= 2.10, < 2.13.
-VERIFIED = ((2, 10), (2, 13))
+# The flyte SDK versions whose private modules this fence was read against: >= 2.10.3, < 2.13
+# (the range pyproject.toml declares; flyte 2.10.0-2.10.2 lack what rerund needs).
+VERIFIED = ((2, 10, 3), (2, 13, 0))
 
 
 def sdk_version() -> str:
@@ -76,9 +77,9 @@ def sdk_version() -> str:
         return ""
 
 
-def _release(version: str) -> tuple[int, int] | None:
-    m = re.match(r"(\d+)\.(\d+)", version)
-    return (int(m.group(1)), int(m.group(2))) if m else None
+def _release(version: str) -> tuple[int, int, int] | None:
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", version)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)) if m else None
 
 
 def version_problem(version: str) -> str | None:
@@ -88,7 +89,7 @@ def version_problem(version: str) -> str | None:
     if release is None or not low <= release < high:
         return (
             f"flyte SDK {version or '(unknown version)'} is outside the versions rerund's SDK tuning "
-            f"was verified against (>={low[0]}.{low[1]},<{high[0]}.{high[1]})"
+            f"was verified against (>={'.'.join(map(str, low))},<{high[0]}.{high[1]})"
         )
     return None
 
