@@ -128,3 +128,32 @@ def test_a_relaunch_whose_source_inputs_are_gone_gives_up_too(sb: SandboxHandle)
         _run(cp.create_relaunch(request))
 
     assert request.name not in {r["name"] for r in sb.runs()}
+
+
+def test_a_rerun_inherits_the_run_start_time_and_raw_data_storage_the_server_stamped(
+    sb: SandboxHandle,
+) -> None:
+    # Issue 26.10: open-source Flyte stamps both only when unset (run_service.go CreateRun) and
+    # the SDK's rerun copies the source's RunSpec; docs/open-source-flyte.md says so.
+    from flyteidl2.common import identifier_pb2
+    from flyteidl2.workflow import run_service_pb2 as rs
+    from flyteidl2.workflow.run_service_connect import RunServiceClientSync
+
+    cp = connected(sb, backend=sb.profile.name)
+    [name] = sb.launch("train.fit", inputs={"lr": 0.4, "epochs": 7})
+    sb.wait_for(name)
+    ref = RunRef(sb.project, sb.domain, name)
+    rerun = _run(cp.create_rerun(RerunRequest(source=ref, name=f"{name[:10]}-retry-5")))
+
+    def spec(run: str) -> Any:
+        run_id = identifier_pb2.RunIdentifier(org=sb.org, project=sb.project, domain=sb.domain, name=run)
+        with RunServiceClientSync(sb.endpoint) as client:
+            return client.get_run_details(rs.GetRunDetailsRequest(run_id=run_id)).details.run_spec
+
+    source, copy = spec(name), spec(rerun.name)
+    if sb.profile.name == "oss":
+        assert source.raw_data_storage.raw_data_prefix.endswith(f"/{name}")
+        assert copy.raw_data_storage == source.raw_data_storage  # the source's prefix, not its own
+        assert copy.run_start_time == source.run_start_time and source.HasField("run_start_time")
+    else:
+        assert not source.HasField("run_start_time") and not copy.HasField("run_start_time")

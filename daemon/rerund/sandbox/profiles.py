@@ -84,6 +84,11 @@ at commit 6fadb90 (2026-08-21). Each field names the file it follows:
    the SDK's rerun path reads no inputs and the task would run on its defaults. The union
    profile answers NOT_FOUND naming the inputs (the SDK then raises
    ``SourceRunInputsUnavailableError``). ``SandboxHandle.lose_data(run)`` removes a run's blobs.
+14. ``stamps_run_spec=True``: CreateRun stamps the RunSpec's ``run_start_time`` (now) and
+   ``raw_data_storage`` (the storage prefix) only when the request leaves them unset
+   (``runs/service/run_service.go`` ``CreateRun``; the real service stamps the start time only for
+   task images of SDK >= 2.3.6, and one configured prefix): the SDK's rerun copies the source's
+   RunSpec, so a rerun inherits both. The sandbox's prefix names the run, to tell them apart.
 """
 
 from __future__ import annotations
@@ -150,6 +155,7 @@ class Profile:
     error_codes: bool = True
     pod_labels_checked: bool = False
     missing_data_empty: bool = False
+    stamps_run_spec: bool = False
 
     def with_error_delay(self, seconds: float) -> Profile:
         """This profile with another error-details delay (``--error-delay``)."""
@@ -187,6 +193,7 @@ OSS = Profile(
     error_codes=False,
     pod_labels_checked=True,
     missing_data_empty=True,
+    stamps_run_spec=True,
 )
 PROFILES = {p.name: p for p in (UNION, OSS)}
 
