@@ -516,3 +516,38 @@ def test_12_oss_a_run_with_a_label_value_kubernetes_refuses_stays_queued(oss, va
 
     assert oss.run(fine)["phase"] == "SUCCEEDED"
     assert oss.run(refused)["phase"] == "QUEUED"
+
+
+# -- 15. identifiers echo the request's org; WatchRunDetails sends empty details (issue 26.8) -------
+
+
+def test_15_oss_run_and_action_details_echo_the_requests_org_while_listings_carry_none(oss, client):
+    [name] = oss.launch("bad")
+    oss.wait_for(name)
+    asked = run_id(oss, name, org="any-org")
+
+    run = client.get_run_details(rs.GetRunDetailsRequest(run_id=asked)).details
+    action = client.get_action_details(
+        rs.GetActionDetailsRequest(action_id=identifier_pb2.ActionIdentifier(run=asked, name="a0"))
+    ).details
+    [listed] = list_runs(oss, client).runs
+
+    assert run.action.id.run.org == "any-org" and action.id.run.org == "any-org"
+    assert listed.action.id.run.org == ""
+
+
+def test_15_oss_watch_run_details_sends_empty_details(oss):
+    from flyteidl2.workflow.run_service_connect import RunServiceClient
+
+    [name] = oss.launch("bad")
+    oss.wait_for(name)
+
+    async def first() -> rs.WatchRunDetailsResponse:
+        async with RunServiceClient(oss.endpoint) as c:
+            async for msg in c.watch_run_details(rs.WatchRunDetailsRequest(run_id=run_id(oss, name))):
+                return msg
+        raise AssertionError("no message")
+
+    msg = asyncio.run(asyncio.wait_for(first(), 10))
+
+    assert msg.HasField("details") and msg.details.ByteSize() == 0

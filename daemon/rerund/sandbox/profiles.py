@@ -89,6 +89,12 @@ at commit 6fadb90 (2026-08-21). Each field names the file it follows:
    (``runs/service/run_service.go`` ``CreateRun``; the real service stamps the start time only for
    task images of SDK >= 2.3.6, and one configured prefix): the SDK's rerun copies the source's
    RunSpec, so a rerun inherits both. The sandbox's prefix names the run, to tell them apart.
+15. ``echo_request_ids=True``: GetRunDetails, GetActionDetails and WatchActionDetails answer
+   with the request's own identifier, its org included (``run_service.go`` ``GetRunDetails``:
+   ``rootActionID := {Run: req.Msg.RunId}``; ``getActionDetails(req.Msg.GetActionId())``), while
+   listings carry none (8.). ``empty_run_details_stream=True``: WatchRunDetails sends an empty
+   ``RunDetails`` at start and on each update and never ends by itself (``run_service.go``
+   ``WatchRunDetails``: "Would populate from run model"); rerund never uses it.
 """
 
 from __future__ import annotations
@@ -156,6 +162,8 @@ class Profile:
     pod_labels_checked: bool = False
     missing_data_empty: bool = False
     stamps_run_spec: bool = False
+    echo_request_ids: bool = False
+    empty_run_details_stream: bool = False
 
     def with_error_delay(self, seconds: float) -> Profile:
         """This profile with another error-details delay (``--error-delay``)."""
@@ -194,6 +202,8 @@ OSS = Profile(
     pod_labels_checked=True,
     missing_data_empty=True,
     stamps_run_spec=True,
+    echo_request_ids=True,
+    empty_run_details_stream=True,
 )
 PROFILES = {p.name: p for p in (UNION, OSS)}
 

@@ -502,7 +502,10 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
     async def get_run_details(self, request: rs.GetRunDetailsRequest, ctx: Ctx) -> rs.GetRunDetailsResponse:
         r = self._run(request.run_id, "GetRunDetails")
         with_error = self.profile.root_error_in_details and self._error_shown(r.root)
-        return rs.GetRunDetailsResponse(details=self._out(protos.run_details(r, with_error=with_error)))
+        details = self._out(protos.run_details(r, with_error=with_error))
+        if self.profile.echo_request_ids:  # the request's identifier, its org included
+            details.action.id.run.CopyFrom(request.run_id)
+        return rs.GetRunDetailsResponse(details=details)
 
     async def watch_run_details(
         self, request: rs.WatchRunDetailsRequest, ctx: Ctx
@@ -516,6 +519,11 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
             msg: rs.WatchRunDetailsResponse | None = rs.WatchRunDetailsResponse(details=protos.run_details(r))
             while msg is not None:
                 self._maybe_drop(sent, "WatchRunDetails")
+                if self.profile.empty_run_details_stream:  # one empty message per update, no end
+                    yield rs.WatchRunDetailsResponse(details=run_definition_pb2.RunDetails())
+                    sent += 1
+                    msg = await q.get()
+                    continue
                 yield msg
                 sent += 1
                 if msg.details.action.status.phase in TERMINAL_PHASES:
@@ -528,8 +536,10 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
         self, request: rs.GetActionDetailsRequest, ctx: Ctx
     ) -> rs.GetActionDetailsResponse:
         r, a = self._action(request.action_id, "GetActionDetails")
-        details = protos.action_details(r, a, with_error=self._error_shown(a))
-        return rs.GetActionDetailsResponse(details=self._out(details))
+        details = self._out(protos.action_details(r, a, with_error=self._error_shown(a)))
+        if self.profile.echo_request_ids:
+            details.id.CopyFrom(request.action_id)
+        return rs.GetActionDetailsResponse(details=details)
 
     async def watch_action_details(
         self, request: rs.WatchActionDetailsRequest, ctx: Ctx
@@ -545,6 +555,8 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
             )
             while msg is not None:
                 self._maybe_drop(sent, "WatchActionDetails")
+                if self.profile.echo_request_ids:
+                    msg.details.id.CopyFrom(request.action_id)
                 yield msg if self.profile.error_codes else strip_error_codes(msg)
                 sent += 1
                 if msg.details.status.phase in TERMINAL_PHASES:
