@@ -95,6 +95,9 @@ at commit 6fadb90 (2026-08-21). Each field names the file it follows:
    listings carry none (8.). ``empty_run_details_stream=True``: WatchRunDetails sends an empty
    ``RunDetails`` at start and on each update and never ends by itself (``run_service.go``
    ``WatchRunDetails``: "Would populate from run model"); rerund never uses it.
+16. ``not_found_for_db_errors=True``: with the ``db_errors`` fault, a GetRunDetails the database
+   fails answers NOT_FOUND (``run_service.go`` ``GetRunDetails`` wraps every ``GetRun`` error in
+   ``CodeNotFound``); the union profile answers INTERNAL, a database error told as one.
 """
 
 from __future__ import annotations
@@ -164,6 +167,7 @@ class Profile:
     stamps_run_spec: bool = False
     echo_request_ids: bool = False
     empty_run_details_stream: bool = False
+    not_found_for_db_errors: bool = False
 
     def with_error_delay(self, seconds: float) -> Profile:
         """This profile with another error-details delay (``--error-delay``)."""
@@ -204,6 +208,7 @@ OSS = Profile(
     stamps_run_spec=True,
     echo_request_ids=True,
     empty_run_details_stream=True,
+    not_found_for_db_errors=True,
 )
 PROFILES = {p.name: p for p in (UNION, OSS)}
 

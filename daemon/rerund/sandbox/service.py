@@ -80,7 +80,8 @@ class Faults:
     the number of messages after which watch streams are dropped (0 = never), and the share of
     run reads the database fails (``db_errors``): open-source Flyte answers any database error
     of GetRunDetails NOT_FOUND (``runs/service/run_service.go`` ``GetRunDetails``) and of
-    ListRuns INTERNAL (``ListRuns``), so a run that exists can be reported absent."""
+    ListRuns INTERNAL (``ListRuns``), so a run that exists can be reported absent. The union
+    profile answers both INTERNAL (``Profile.not_found_for_db_errors``)."""
 
     unavailable: float = 0.0
     latency_s: float = 0.0
@@ -115,10 +116,11 @@ _DB_ERROR = {
 class RpcStats:
     """Counts RPCs by method name and applies ``Faults``; a Connect metadata interceptor."""
 
-    def __init__(self, faults: Faults, rng: Any) -> None:
+    def __init__(self, faults: Faults, rng: Any, profile: Profile = UNION) -> None:
         self.counts: Counter[str] = Counter()
         self.faults = faults
         self._rng = rng
+        self._profile = profile
 
     async def on_start(self, ctx: Ctx) -> None:
         name = ctx.method().name
@@ -135,6 +137,11 @@ class RpcStats:
         if f.db_errors > 0 and name in _DB_ERROR and self._rng.random() < f.db_errors:
             self.counts[f"{name}DbError"] += 1
             code, message = _DB_ERROR[name]
+            if not self._profile.not_found_for_db_errors and code == Code.NOT_FOUND:
+                code, message = (
+                    Code.INTERNAL,
+                    "failed to get run: sandbox fault injection (db_errors): the database failed the read",
+                )
             raise ConnectError(code, message)
 
     async def on_end(self, token: None, ctx: Ctx, error: Exception | None) -> None:
