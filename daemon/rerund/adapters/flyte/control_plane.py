@@ -167,6 +167,15 @@ _REFERENCE_SCAN = 200  # oss: newest candidates read when looking for a labelled
 _FALLBACK_CANDIDATES = 20
 
 
+def _in_create(exc: ControlPlaneError) -> ControlPlaneError:
+    """``exc``, from a read rerund makes inside a create, as the create's error (``rpc``
+    CreateRun), as the SDK's own reads inside it are reported; a refusal of the create itself
+    (``source_inputs_missing``) stays as it is."""
+    if exc.rpc == "CreateRun" or exc.code == "source_inputs_missing":
+        return exc
+    return type(exc)(f"CreateRun: {exc}", rpc="CreateRun", code=exc.code)
+
+
 def _inputs_missing(name: str, src: RunRef, action: str, missing: list[str]) -> PermanentControlPlaneError:
     return PermanentControlPlaneError(
         f"{name!r} of run {src} gives up: the inputs of action {action} came back without "
@@ -1020,7 +1029,10 @@ class FlyteControlPlane:
         key = ("CreateRun", str(request.target).encode())
         source_spec = request.source_spec if request.source_spec is not None else await self.read_spec(src)
         force = list(request.overrides.force_rerun_actions) or None
-        reads = await self._inputs_checked(request, self._take_reads(src) or {})
+        try:
+            reads = await self._inputs_checked(request, self._take_reads(src) or {})
+        except ControlPlaneError as exc:
+            raise _in_create(exc) from exc
         try:
             with sdk_internals.scope(src.project, src.domain), reusing(reads):
                 kwargs = runcontext_for_rerun(request, source_spec)
@@ -1093,6 +1105,8 @@ class FlyteControlPlane:
             run = await self._gated(relaunch)
         except asyncio.CancelledError:
             raise
+        except ControlPlaneError as exc:  # rerund's own read of the source, inside the create
+            raise _in_create(exc) from exc
         except flyte.errors.RemoteTaskNotFoundError as exc:
             raise PermanentControlPlaneError(
                 f"relaunch {request.name!r} of run {src.name!r}: {what} is not deployed ({exc}); not retried",

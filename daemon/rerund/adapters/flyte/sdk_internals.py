@@ -197,8 +197,9 @@ def use_event_loop(event_loop: str) -> None:
     happens when the tuning cannot be used (``tuning_problem``)."""
     if event_loop != "uvloop" or "flyte.syncify" in sys.modules:
         return
-    if tuning_problem() is not None:
-        log.warning("%s: the SDK's event loop stays asyncio's", tuning_problem())
+    problem = version_problem(sdk_version())  # reads metadata only: importing flyte makes the loop
+    if problem is not None:
+        log.warning("%s: the SDK's event loop stays asyncio's", problem)
         return
     import uvloop
 
