@@ -1,8 +1,9 @@
 """rerund's interceptors on the SDK's client (installed by ``sdk_internals.install_tuned_client``
 when the tuning is on): ``ReuseReads`` answers the SDK's rerun path's reads of the source with
-the ones ``read_failure`` just made, ``RpcGate`` holds ``max_rps`` and ``rpc_timeout`` per RPC
-on the wire and tells the clock every answer's ``Date``. Both are plain connectrpc
-interceptors; nothing here touches a private module of the SDK."""
+the ones ``read_failure`` just made and, on open-source Flyte, looks for the run once more
+right before a CreateRun goes out (``looking_again``); ``RpcGate`` holds ``max_rps`` and
+``rpc_timeout`` per RPC on the wire and tells the clock every answer's ``Date``. Both are plain
+connectrpc interceptors; the SDK's client (for the look) comes from ``sdk_internals``."""
 
 from __future__ import annotations
 
