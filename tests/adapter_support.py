@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from rerund.adapters.flyte_control_plane import FlyteControlPlane
+from rerund.adapters.flyte.control_plane import FlyteControlPlane
 from rerund.sandbox.testing import SandboxHandle
 
 # A task that fails once with a connection reset (SYSTEM), then succeeds.

@@ -16,7 +16,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from rerund.adapters.cron import CronSchedule
-from rerund.adapters.flyte_control_plane import Connection, FlyteControlPlane
+from rerund.adapters.flyte.connection import Connection
+from rerund.adapters.flyte.control_plane import FlyteControlPlane
 from rerund.adapters.scheduler import AsyncScheduler
 from rerund.adapters.sqlstate.leadership import PostgresLeadership, SoleLeader, postgres_engine
 from rerund.adapters.sqlstate.outbox import SqlOutbox, sqlite_engine
@@ -84,6 +85,7 @@ async def _flyte(
         backend=settings.backend,
         clock=clock,
         rpc_gate=rpc_gate,
+        sdk_tuning=settings.sdk_tuning,
     )
     await cp.connect()
     first = plan((sc.project, sc.domain) for sc in settings.scopes)

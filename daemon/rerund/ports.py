@@ -1,7 +1,7 @@
 """Ports: every Protocol the shell needs from the outside world, in one place.
 
 The shell talks to the control plane only through ``ControlPlane``; the production adapter
-(``rerund.adapters.flyte_control_plane``) implements it with the real flyte SDK, and unit tests
+(``rerund.adapters.flyte``) implements it with the real flyte SDK, and unit tests
 implement it in memory. Keeping the port small — list, watch, read one failure, create one
 rerun — is what lets a reconcile pass be called directly in a test, and is also the RPC budget
 of the daemon: every method documents the RPCs it costs. The ledger (``DecisionLedger``,

@@ -15,7 +15,7 @@ import pytest
 from adapter_support import NET_FLAKY
 from adapter_support import connected as _cp
 from adapter_support import rpc_delta as _delta
-from rerund.adapters.flyte_control_plane import FlyteControlPlane
+from rerund.adapters.flyte.control_plane import FlyteControlPlane
 from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.runs import RerunRequest, RunRef
 from rerund.errors import AlreadyExistsError, NotFoundError, PermanentControlPlaneError
@@ -257,7 +257,7 @@ def test_the_watch_stream_asks_for_its_messages_uncompressed(
 def test_a_refused_token_request_becomes_a_credentials_error_that_is_retried() -> None:
     from flyte.remote._client.auth.errors import AuthenticationError
 
-    from rerund.adapters.flyte_control_plane import translate_error
+    from rerund.adapters.flyte.errors import translate_error
     from rerund.errors import CredentialsError, TransientControlPlaneError
 
     err = translate_error(
@@ -273,7 +273,7 @@ def test_unauthenticated_and_untrusted_certificates_are_told_apart() -> None:
     from connectrpc.code import Code
     from connectrpc.errors import ConnectError
 
-    from rerund.adapters.flyte_control_plane import translate_error
+    from rerund.adapters.flyte.errors import translate_error
     from rerund.errors import CredentialsError
 
     unauth = translate_error(ConnectError(Code.UNAUTHENTICATED, "token expired"), "GetRunDetails")
@@ -291,7 +291,7 @@ def test_unauthenticated_and_untrusted_certificates_are_told_apart() -> None:
 
 
 def test_the_connection_repr_never_shows_a_secret() -> None:
-    from rerund.adapters.flyte_control_plane import Connection
+    from rerund.adapters.flyte.connection import Connection
 
     conn = Connection(endpoint="https://x", org="o", api_key="KEY-123", client_secret="SECRET-456")
 
@@ -342,7 +342,7 @@ def test_the_sdk_client_sends_requests_uncompressed_with_the_sdks_interceptors(s
     kwargs = session.connect_kwargs()
     assert kwargs["send_compression"] is None  # connectrpc's default is gzip on every request
     names = [type(i).__name__ for i in session.interceptors]
-    assert names[:2] == ["_ReuseReads", "DefaultMetadataInterceptor"] and names[-1] == "_RpcGate"
+    assert names[:2] == ["ReuseReads", "DefaultMetadataInterceptor"] and names[-1] == "RpcGateInterceptor"
 
 
 def test_rpc_timeout_starts_when_the_rate_gate_lets_the_rpc_go(sb: SandboxHandle) -> None:
@@ -384,7 +384,7 @@ def test_the_sdks_rerun_path_reuses_what_read_failure_just_read_once(
     # read_failure reads GetRunDetails (and GetActionDetails of the failing action); the SDK's
     # rerun path would read them again moments later. It is answered with those reads, once:
     # a later rerun of the same source, or any other read of it, goes on the wire.
-    from rerund.adapters import flyte_control_plane as adapter
+    from rerund.adapters.flyte import control_plane as adapter
 
     cp = _cp(sb)
     names = sb.launch("etl.pipeline", count=4)
@@ -423,7 +423,7 @@ def test_the_rate_gate_is_told_of_each_rpc_answered_but_not_of_an_overload() -> 
     from connectrpc.code import Code
     from connectrpc.errors import ConnectError
 
-    from rerund.adapters.flyte_control_plane import _RpcGate
+    from rerund.adapters.flyte.tuning import RpcGateInterceptor
 
     answered: list[int] = []
 
@@ -435,7 +435,7 @@ def test_the_rate_gate_is_told_of_each_rpc_answered_but_not_of_an_overload() -> 
             answered.append(cost)
 
     owner = SimpleNamespace(rpc_gate=_Gate(), rpc_timeout=5.0, clock=None)
-    gate = _RpcGate(owner)  # type: ignore[arg-type]
+    gate = RpcGateInterceptor(owner)  # type: ignore[arg-type]
 
     def outcome(code: Code | None) -> list[int]:
         answered.clear()
@@ -459,9 +459,176 @@ def test_the_rate_gate_is_told_of_each_rpc_answered_but_not_of_an_overload() -> 
 def test_phase_names_come_from_the_wire_enum_and_an_unknown_one_is_unspecified() -> None:
     from flyteidl2.common import phase_pb2
 
-    from rerund.adapters.flyte_control_plane import _phase_name
+    from rerund.adapters.flyte.convert import phase_name
 
-    assert _phase_name(phase_pb2.ACTION_PHASE_FAILED) == "FAILED"
-    assert _phase_name(phase_pb2.ACTION_PHASE_TIMED_OUT) == "TIMED_OUT"
-    assert _phase_name(phase_pb2.ACTION_PHASE_UNSPECIFIED) == "UNSPECIFIED"
-    assert _phase_name(999) == "UNSPECIFIED"  # a phase newer than these stubs
+    assert phase_name(phase_pb2.ACTION_PHASE_FAILED) == "FAILED"
+    assert phase_name(phase_pb2.ACTION_PHASE_TIMED_OUT) == "TIMED_OUT"
+    assert phase_name(phase_pb2.ACTION_PHASE_UNSPECIFIED) == "UNSPECIFIED"
+    assert phase_name(999) == "UNSPECIFIED"  # a phase newer than these stubs
+
+
+# -- the fence around the SDK's private modules ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "verified"),
+    [
+        ("2.12.1", True),
+        ("2.10.3", True),
+        ("2.11.3rc1", True),
+        ("2.13.0", False),
+        ("2.10.2", False),
+        ("2.9.9", False),
+        ("", False),
+    ],
+    ids=["pinned", "oldest", "pre-release", "too-new", "too-old-patch", "too-old", "unknown"],
+)
+def test_the_fence_accepts_only_the_sdk_versions_it_was_verified_against(
+    version: str, verified: bool
+) -> None:
+    from rerund.adapters.flyte.sdk_internals import version_problem
+
+    problem = version_problem(version)
+
+    if verified:
+        assert problem is None
+    else:
+        assert problem is not None
+        assert "outside the versions rerund's SDK tuning was verified against (>=2.10.3,<2.13)" in problem
+
+
+def test_no_module_of_rerund_but_the_fence_imports_a_private_module_of_the_sdk() -> None:
+    import ast
+    import pathlib
+
+    import rerund
+
+    def private(module: str) -> bool:
+        parts = module.split(".")
+        return parts[0] == "flyte" and any(p.startswith("_") for p in parts[1:])
+
+    root = pathlib.Path(rerund.__file__).parent
+    found = {}
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            if any(private(n) for n in names):
+                found.setdefault(str(path.relative_to(root)), []).append(node.lineno)
+
+    assert set(found) == {"adapters/flyte/sdk_internals.py"}, found
+
+
+def test_an_sdk_outside_the_verified_versions_runs_on_the_plain_path_and_says_so(
+    sb: SandboxHandle, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import importlib.metadata
+
+    from rerund.adapters.flyte import sdk_internals
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(
+        importlib.metadata, "version", lambda name: "2.99.0" if name == "flyte" else real(name)
+    )
+    sdk_internals.tuning_problem.cache_clear()
+    try:
+        cp = FlyteControlPlane(endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10)
+        with caplog.at_level("WARNING", logger="rerund.flyte"):
+            _run(cp.connect())
+        [name] = sb.launch("net.flaky")
+        sb.wait_idle()
+        listed = _run(cp.list_failed(sb.project, sb.domain, since=datetime.now(UTC) - timedelta(minutes=5)))
+    finally:
+        monkeypatch.undo()
+        sdk_internals.tuning_problem.cache_clear()
+
+    assert cp.tuned is False
+    assert name in {r.ref.name for r in listed}
+    assert (
+        "flyte SDK 2.99.0 is outside the versions rerund's SDK tuning was verified against (>=2.10.3,<2.13); "
+        "rerund runs on the plain flyte SDK path (slower, correct)" in caplog.text
+    )
+    from rerund.adapters.flyte.sdk_internals import get_client
+
+    names = [type(i).__name__ for i in get_client().session_config.interceptors]
+    assert "ReuseReads" not in names and "RpcGateInterceptor" not in names
+
+
+def test_sdk_tuning_false_is_a_setting() -> None:
+    from rerund.runtime.settings import load_settings
+
+    assert load_settings(None, environ={}).sdk_tuning is True
+    assert load_settings(None, environ={"RERUND_SDK_TUNING": "false"}).sdk_tuning is False
+
+
+# -- translate_error maps only the SDK's and connectrpc's errors (issue 26) ------------------------------
+
+
+def _raised(exc: BaseException) -> BaseException:
+    """``exc`` as raised here (with a traceback whose innermost frame is this test's)."""
+    try:
+        raise exc
+    except BaseException as caught:
+        return caught
+
+
+@pytest.mark.parametrize(
+    "bug",
+    [
+        AttributeError("'Run' object has no attribute 'pb2'"),
+        ValueError("invalid literal for int() with base 10: 'x'"),
+        TypeError("unsupported operand type(s) for +: 'int' and 'str'"),
+        KeyError("spec"),
+        RuntimeError("ours"),
+    ],
+    ids=["attribute", "value", "type", "key", "runtime"],
+)
+def test_an_error_raised_in_rerunds_own_code_is_re_raised_unchanged(bug: BaseException) -> None:
+    from rerund.adapters.flyte.errors import translate_error
+
+    raised = _raised(bug)
+
+    with pytest.raises(type(bug)) as info:
+        translate_error(raised, "CreateRun")
+
+    assert info.value is raised
+
+
+def test_a_check_the_sdk_makes_of_the_request_is_a_permanent_invalid_argument(sb: SandboxHandle) -> None:
+    import flyte
+
+    from rerund.adapters.flyte.errors import translate_error
+
+    try:  # the SDK's own check, raised in flyte/_run.py
+        flyte.with_runcontext(mode="remote").rerun("x", force_rerun_actions=["a1"])
+    except ValueError as exc:
+        err = translate_error(exc, "CreateRun")
+
+    assert isinstance(err, PermanentControlPlaneError) and err.code == "invalid_argument"
+    assert str(err) == "CreateRun cannot be done: force_rerun_actions requires recover=True"
+
+
+class _BrokenSpec(FlyteControlPlane):
+    """A bug of ours inside a create: the source spec the create reads is not a RunSpecView."""
+
+    async def read_spec(self, ref: RunRef) -> Any:
+        return None
+
+
+def test_a_bug_of_ours_inside_a_create_reaches_the_caller_as_it_is(sb: SandboxHandle) -> None:
+    backend = "union"
+    [name] = sb.launch("net.flaky")
+    sb.wait_idle()
+    cp = _BrokenSpec(endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10, backend=backend)
+    _run(cp.connect())
+    request = RerunRequest(source=RunRef(sb.project, sb.domain, name), name=f"{name[:10]}-bug-{backend}")
+
+    with pytest.raises(AttributeError, match="'NoneType' object has no attribute"):
+        _run(cp.create_rerun(request))
+
+    assert request.name not in {r["name"] for r in sb.runs()}

@@ -22,7 +22,7 @@ from flyteidl2.workflow.run_service_connect import RunServiceClientSync
 from adapter_support import NET_FLAKY
 from adapter_support import connected as _cp
 from adapter_support import rpc_delta as _delta
-from rerund.adapters.flyte_control_plane import FlyteControlPlane
+from rerund.adapters.flyte.control_plane import FlyteControlPlane
 from rerund.core.runs import RelaunchRequest, RerunRequest, RunRef
 from rerund.errors import (
     AlreadyExistsError,
@@ -243,9 +243,9 @@ class _LookLandsTooEarly(FlyteControlPlane):
     """The race of two replicas, made deterministic: the look before creating misses the run
     another replica creates right after it (that replica's create is the first one below)."""
 
-    async def _run_details_answer(self, ref: RunRef, *, confirm_absent: bool = True) -> Any:
+    async def run_details_answer(self, ref: RunRef, *, confirm_absent: bool = True) -> Any:
         if confirm_absent:  # only the look before creating (which confirms by itself) misses it
-            return await super()._run_details_answer(ref, confirm_absent=confirm_absent)
+            return await super().run_details_answer(ref, confirm_absent=confirm_absent)
         raise NotFoundError(f"run {ref} not found (yet)", rpc="GetRunDetails", code="not_found")
 
     async def _list_page(self, project: str, domain: str, filters: list[Any], **kw: Any) -> Any:
@@ -257,7 +257,7 @@ class _LookLandsTooEarly(FlyteControlPlane):
 class _BothLooksLandTooEarly(_LookLandsTooEarly):
     """The other replica's create lands after the last look too (right before our CreateRun)."""
 
-    def _looking_again(self, target: RunRef, oss: bool) -> AbstractContextManager[None]:
+    def looking_again(self, ref: RunRef) -> AbstractContextManager[None]:
         return nullcontext()
 
 
@@ -382,42 +382,74 @@ def test_a_storm_of_1000_creates_under_database_errors_runs_nothing_again(
 def test_every_create_in_the_adapter_looks_first_on_oss() -> None:
     """Every path that creates a run (the loop's reruns and relaunches, sweep, repro) goes
     through the ControlPlane port's ``create_rerun`` / ``create_relaunch``; this holds the
-    adapter to looking before each SDK create, so a new create path cannot forget it (the
-    storm test above shows what forgetting costs: the run executes again)."""
+    adapter package to looking before each SDK create, so a new create path cannot forget it
+    (the storm test above shows what forgetting costs: the run executes again): the SDK's
+    creates are made in ``_create_rerun`` / ``_create_relaunch`` only, those are reached only
+    through ``_create``, which on open-source Flyte hands them to ``oss.create_looking_first``,
+    which looks (``_look_first``) before it calls them."""
     import ast
+    import importlib
     import inspect
+    import pkgutil
 
-    import rerund.adapters.flyte_control_plane as module
+    import rerund.adapters.flyte as package
 
-    tree = ast.parse(inspect.getsource(module))
-    functions = [f for f in ast.walk(tree) if isinstance(f, ast.AsyncFunctionDef | ast.FunctionDef)]
+    trees = {
+        info.name: ast.parse(inspect.getsource(importlib.import_module(f"{package.__name__}.{info.name}")))
+        for info in pkgutil.iter_modules(package.__path__)
+    }
+    functions = {
+        (module, f.name): f
+        for module, tree in trees.items()
+        for f in ast.walk(tree)
+        if isinstance(f, ast.AsyncFunctionDef | ast.FunctionDef)
+    }
 
     def calls(fn: ast.AST) -> list[ast.Call]:
-        return [n for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)]
+        found = [n for n in ast.walk(fn) if isinstance(n, ast.Call)]
+        return sorted(found, key=lambda n: (n.lineno, n.col_offset))  # in source order
+
+    def called(c: ast.Call) -> str:
+        f = c.func
+        return f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
 
     def creates(c: ast.Call) -> bool:
         f = c.func
-        assert isinstance(f, ast.Attribute)
-        inner = f.value
         return (
-            f.attr == "aio"
-            and isinstance(inner, ast.Attribute)
-            and inner.attr in ("run", "rerun")
-            and isinstance(inner.value, ast.Name)
-            and inner.value.id == "runner"
+            isinstance(f, ast.Attribute)
+            and f.attr == "aio"
+            and isinstance(f.value, ast.Attribute)
+            and f.value.attr in ("run", "rerun")
+            and isinstance(f.value.value, ast.Name)
+            and f.value.value.id == "runner"
         )
 
-    outermost = {
-        f.name
-        for f in functions
-        if any(creates(c) for c in calls(f))
-        and not any(g is not f and f in ast.walk(g) for g in functions)  # not nested
+    def nested(f: ast.AST) -> bool:
+        return any(g is not f and f in ast.walk(g) for g in functions.values())
+
+    outermost = {key for key, f in functions.items() if any(creates(c) for c in calls(f)) and not nested(f)}
+    assert outermost == {("control_plane", "_create_rerun"), ("control_plane", "_create_relaunch")}
+
+    def referring_to(name: str) -> set[tuple[str, str]]:
+        return {
+            key
+            for key, f in functions.items()
+            if key[1] != name and any(isinstance(n, ast.Attribute) and n.attr == name for n in ast.walk(f))
+        }
+
+    # Each create is only named by its port method, which hands it to ``_create``.
+    assert referring_to("_create_rerun") == {("control_plane", "create_rerun")}
+    assert referring_to("_create_relaunch") == {("control_plane", "create_relaunch")}
+    for port_method in ("create_rerun", "create_relaunch"):
+        assert next(called(c) for c in calls(functions["control_plane", port_method])) == "_create"
+    # ``_create`` creates directly only when the control plane takes label filters (Union).
+    create = functions["control_plane", "_create"]
+    branch = next(n for n in ast.walk(create) if isinstance(n, ast.If))
+    assert "_supports_label_filters" in [called(c) for c in calls(branch.test)]
+    assert [called(c) for c in calls(create)][-1] == "create_looking_first"
+    # ``create_looking_first`` looks before it calls the create.
+    order = [called(c) for c in calls(functions["oss", "create_looking_first"])]
+    assert order.index("_look_first") < order.index("create"), order
+    assert {"run_details_answer", "listed_by_name"} <= {
+        called(c) for c in calls(functions["oss", "_look_first"])
     }
-    assert outermost == {"_create_rerun", "_create_relaunch"}
-    callers = {
-        f.name: [c.func.attr for c in calls(f)]  # type: ignore[union-attr]
-        for f in functions
-        if any(c.func.attr in outermost for c in calls(f))  # type: ignore[union-attr]
-    }
-    assert set(callers) == {"create_rerun", "create_relaunch"}
-    assert all("_look_first" in called for called in callers.values()), callers

@@ -22,7 +22,8 @@ import pytest
 
 from forward_proxy import ForwardProxy, hold_closed_port
 from rerund.adapters import http_proxy
-from rerund.adapters.flyte_control_plane import Connection, FlyteControlPlane
+from rerund.adapters.flyte.connection import Connection
+from rerund.adapters.flyte.control_plane import FlyteControlPlane
 from rerund.adapters.http_proxy import NO_PROXY_VARIABLES, PROXY_VARIABLES, export_http_proxy
 from rerund.core.runs import RerunRequest, RunRef, RunSummary
 from rerund.errors import TransientControlPlaneError

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from adapter_support import connected
-from rerund.adapters.flyte_control_plane import FlyteControlPlane
+from rerund.adapters.flyte.control_plane import FlyteControlPlane
 from rerund.core.runs import RerunRequest, RunRef
 from rerund.runtime.metrics import Metrics
 from rerund.sandbox.testing import SandboxHandle, start_sandbox

@@ -12,7 +12,8 @@ import pytest
 
 from adapter_support import connected
 from adapter_support import rpc_delta as _delta
-from rerund.adapters.flyte_control_plane import FlyteControlPlane, runcontext_for_relaunch
+from rerund.adapters.flyte.control_plane import FlyteControlPlane
+from rerund.adapters.flyte.convert import runcontext_for_relaunch
 from rerund.core.model import RunOverrides, RunSpecView
 from rerund.core.resources import ResourcesView
 from rerund.core.runs import RelaunchRequest, RunRef

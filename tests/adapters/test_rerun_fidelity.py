@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from adapter_support import rpc_delta
-from rerund.adapters.flyte_control_plane import FlyteControlPlane, spec_view
+from rerund.adapters.flyte.control_plane import FlyteControlPlane
+from rerund.adapters.flyte.convert import spec_view
 from rerund.cli.sandbox import flyte_cli_config
 from rerund.core.model import GpuFault, RunOverrides
 from rerund.core.runs import RerunRequest, RunRef

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from rerund.adapters.flyte_control_plane import run_on_sdk_loop
+from rerund.adapters.flyte.sdk_loop import run_on_sdk_loop
 
 
 def test_the_coroutine_runs_on_the_sdks_loop_thread_and_its_result_comes_back() -> None:

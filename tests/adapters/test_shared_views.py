@@ -6,7 +6,7 @@ from __future__ import annotations
 from flyteidl2.core import tasks_pb2
 from flyteidl2.task import run_pb2
 
-from rerund.adapters.flyte_control_plane import resources_view, shared_spec_view, spec_view
+from rerund.adapters.flyte.convert import resources_view, shared_spec_view, spec_view
 
 
 def _spec(queue: str, **labels: str) -> run_pb2.RunSpec:

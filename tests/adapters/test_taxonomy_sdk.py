@@ -15,7 +15,7 @@ from flyte._internal.runtime import convert
 from flyteidl2.core import execution_pb2
 from flyteidl2.workflow import run_definition_pb2
 
-from rerund.adapters.flyte_control_plane import error_info
+from rerund.adapters.flyte.convert import error_info
 from rerund.core.model import GpuFault, Phase
 from rerund.core.taxonomy import GPU_FAULT_CODES, classify
 

@@ -1,6 +1,6 @@
 """One contract for the ``ControlPlane`` port, run against every implementation: the in-memory
 fake the unit tests use (``tests/runtime/fake_control_plane.py``) and the real adapter
-(``rerund.adapters.flyte_control_plane``, the flyte SDK) over the sandbox, as Union and as
+(``rerund.adapters.flyte``, the flyte SDK) over the sandbox, as Union and as
 open-source Flyte 2 (``--profile oss``). Like APScheduler's
 store tests, each test is written once and parametrized over the implementations, so the fake
 cannot drift from the real thing: a behaviour the reconcile tests rely on in the fake is pinned
@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from rerund.adapters.flyte_control_plane import FlyteControlPlane
+from rerund.adapters.flyte.control_plane import FlyteControlPlane
 from rerund.core.model import ErrorInfo
 from rerund.core.runs import RelaunchRequest, RerunRequest, RunRef
 from rerund.errors import AlreadyExistsError, NotFoundError, UnsupportedError
@@ -91,12 +91,15 @@ class FakeBackend:
 
 
 class SandboxBackend:
-    def __init__(self, sb: SandboxHandle) -> None:
+    def __init__(self, sb: SandboxHandle, *, sdk_tuning: bool = True) -> None:
         self.sb = sb
         self.project, self.domain = sb.project, sb.domain
         self.error_codes = sb.profile.error_codes
-        cp = FlyteControlPlane(endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10)
+        cp = FlyteControlPlane(
+            endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10, sdk_tuning=sdk_tuning
+        )
         asyncio.run(cp.connect())
+        assert cp.tuned is sdk_tuning  # this SDK is within the fence's verified versions
         self.cp = cp
 
     def now(self) -> datetime:
@@ -132,13 +135,20 @@ def oss_sandbox_handle() -> Iterator[SandboxHandle]:
         "fake",
         pytest.param("sandbox", marks=pytest.mark.e2e),
         pytest.param("sandbox-oss", marks=pytest.mark.e2e),
+        # The plain flyte SDK path (``sdk_tuning: false``, what rerund falls back to when the SDK
+        # is not one its private-module fence was verified against): the same contract.
+        pytest.param("sandbox-plain", marks=pytest.mark.e2e),
+        pytest.param("sandbox-oss-plain", marks=pytest.mark.e2e),
     ]
 )
 def backend(request: pytest.FixtureRequest) -> Backend:
     if request.param == "fake":
         return FakeBackend()
-    if request.param == "sandbox-oss":
-        return SandboxBackend(request.getfixturevalue("oss_sandbox_handle"))
+    tuned = not request.param.endswith("-plain")
+    if request.param.startswith("sandbox-oss"):
+        return SandboxBackend(request.getfixturevalue("oss_sandbox_handle"), sdk_tuning=tuned)
+    if not tuned:
+        return SandboxBackend(request.getfixturevalue("sandbox_handle"), sdk_tuning=False)
     return SandboxBackend(request.getfixturevalue("sandbox_handle"))
 
 

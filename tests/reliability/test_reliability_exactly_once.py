@@ -33,7 +33,7 @@ from results_table import record
 
 from daemon_support import DaemonProcess, daemons, settle, wait_until
 from rerun_oracle import ATTEMPT_LABEL, ROOT_LABEL, audit
-from rerund.adapters.flyte_control_plane import FlyteControlPlane
+from rerund.adapters.flyte.control_plane import FlyteControlPlane
 from rerund.core.runs import RerunRequest, RunRef
 from rerund.policy import load_policies
 from rerund.sandbox.testing import SandboxHandle, start_sandbox

@@ -257,9 +257,10 @@ def test_database_errors_during_a_storm_run_no_name_again(
     profile: str, size: Size, tmp_path: Path, storm_policy_file: Path
 ) -> None:
     """``db_errors: 0.3``: that share of GetRunDetails answer NOT_FOUND (open-source Flyte's
-    answer to any database error) and of ListRuns INTERNAL. Two replicas race for every rerun;
-    a create of a name that exists would run it again (``reexecutions``), and a failed run read
-    as absent would be settled as deleted and never rerun: every owed rerun is issued once."""
+    answer to any database error; INTERNAL on the union profile) and of ListRuns INTERNAL. Two
+    replicas race for every rerun; a create of a name that exists would run it again
+    (``reexecutions``), and a failed run read as absent would be settled as deleted and never
+    rerun: every owed rerun is issued once."""
     with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0, profile=profile) as sb:
         sb.set_faults(db_errors=0.3)
         procs = tuple(
@@ -276,7 +277,7 @@ def test_database_errors_during_a_storm_run_no_name_again(
                 procs[0].logs,
             )
             sb.wait_idle(timeout=300)
-            result = settle(sb, procs, load_policies([storm_policy_file]), timeout=300)
+            result = settle(sb, procs, load_policies([storm_policy_file]), timeout=900)
             assert result.duplicates == 0 and not result.missed and not result.wrong, result.problems()
             stats = sb.stats()
             assert stats["requests"].get("GetRunDetailsDbError", 0) > 0  # the fault did bite

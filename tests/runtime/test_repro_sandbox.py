@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from rerund.adapters.cron import CronSchedule
-from rerund.adapters.flyte_control_plane import FlyteControlPlane
+from rerund.adapters.flyte.control_plane import FlyteControlPlane
 from rerund.adapters.ledger import Ledger
 from rerund.clock import utcnow
 from rerund.core.compare import Tolerance

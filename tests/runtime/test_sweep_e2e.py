@@ -362,7 +362,7 @@ def test_sweep_is_listed_in_the_help() -> None:
 def test_an_unknown_scope_is_refused(outage: Outage, capsys) -> None:
     import asyncio
 
-    from rerund.adapters.flyte_control_plane import FlyteControlPlane
+    from rerund.adapters.flyte.control_plane import FlyteControlPlane
 
     async def knows() -> bool | None:
         cp = FlyteControlPlane(endpoint=outage.sb.endpoint, org=outage.sb.org, insecure=True)

@@ -123,18 +123,23 @@ def test_admin_stats_report_requests_runs_by_phase_and_faults(sb):
     }
 
 
-def test_db_errors_make_get_run_details_not_found_and_list_runs_internal(sb):
+@pytest.mark.parametrize("profile", ["oss", "union"])
+def test_db_errors_make_get_run_details_not_found_and_list_runs_internal(sandbox_factory, profile):
+    # open-source Flyte answers NOT_FOUND for a GetRunDetails the database fails; union INTERNAL
+    sb = sandbox_factory(workload=WORKLOAD, time_scale=0.01, profile=profile)
     [name] = sb.launch("bad")
     sb.wait_idle()
     resp = httpx.post(f"{sb.endpoint}/_sandbox/faults", json={"db_errors": 1.0})
     assert resp.status_code == 200, resp.text
     try:
         with RunServiceClientSync(sb.endpoint) as client:
-            with pytest.raises(ConnectError, match="open-source Flyte answers NOT_FOUND") as details:
+            shown = "open-source Flyte answers NOT_FOUND" if profile == "oss" else "the database failed"
+            with pytest.raises(ConnectError, match=shown) as details:
                 client.get_run_details(rs.GetRunDetailsRequest(run_id=_run_id(sb, name)))
             with pytest.raises(ConnectError, match="the database failed the query") as listing:
                 list_runs(sb, client)
-        assert (details.value.code, listing.value.code) == (Code.NOT_FOUND, Code.INTERNAL)
+        found = Code.NOT_FOUND if profile == "oss" else Code.INTERNAL
+        assert (details.value.code, listing.value.code) == (found, Code.INTERNAL)
         assert httpx.get(f"{sb.endpoint}/_sandbox/stats").json()["faults"]["db_errors"] == 1.0
     finally:
         sb.set_faults(db_errors=0.0)

@@ -298,6 +298,33 @@ def test_5_oss_watch_snapshot_holds_101_runs(oss):
     assert len(snapshot.runs) == 101
 
 
+def test_5_oss_watch_snapshot_puts_queued_and_running_runs_before_failed_ones(oss):
+    # ORDER BY phase ASC, created_at DESC, run_name DESC (action.go ListActions, no sort given):
+    # with 101 runs queued or running, a failed run is in no snapshot, however recent.
+    oss.launch("slow", count=60)
+    oss.launch("stuck", count=45)
+    [failed] = oss.launch("bad")
+    oss.wait_for(failed)
+
+    [snapshot] = asyncio.run(_watch(oss, rs.WatchRunsRequest(project_id=_pid(oss)), lambda m: True))
+
+    phases = [r.action.status.phase for r in snapshot.runs]
+    assert len(phases) == 101 and phases == sorted(phases)
+    assert failed not in {r.action.id.run.name for r in snapshot.runs}
+
+
+def test_5_oss_list_runs_without_a_sort_orders_by_phase_then_newest(oss, client):
+    [old_failed] = oss.launch("bad")
+    oss.wait_for(old_failed)
+    [running] = oss.launch("slow")
+    [new_failed] = oss.launch("bad")
+    oss.wait_for(new_failed)
+
+    page = client.list_runs(rs.ListRunsRequest(request=list_pb2.ListRequest(limit=10), project_id=_pid(oss)))
+
+    assert [r.action.id.run.name for r in page.runs] == [running, new_failed, old_failed]
+
+
 def test_5_oss_watch_with_an_org_scope_gets_every_project(oss):
     oss.launch("slow", name="elsewhere", project="other")
 
@@ -489,3 +516,38 @@ def test_12_oss_a_run_with_a_label_value_kubernetes_refuses_stays_queued(oss, va
 
     assert oss.run(fine)["phase"] == "SUCCEEDED"
     assert oss.run(refused)["phase"] == "QUEUED"
+
+
+# -- 15. identifiers echo the request's org; WatchRunDetails sends empty details (issue 26.8) -------
+
+
+def test_15_oss_run_and_action_details_echo_the_requests_org_while_listings_carry_none(oss, client):
+    [name] = oss.launch("bad")
+    oss.wait_for(name)
+    asked = run_id(oss, name, org="any-org")
+
+    run = client.get_run_details(rs.GetRunDetailsRequest(run_id=asked)).details
+    action = client.get_action_details(
+        rs.GetActionDetailsRequest(action_id=identifier_pb2.ActionIdentifier(run=asked, name="a0"))
+    ).details
+    [listed] = list_runs(oss, client).runs
+
+    assert run.action.id.run.org == "any-org" and action.id.run.org == "any-org"
+    assert listed.action.id.run.org == ""
+
+
+def test_15_oss_watch_run_details_sends_empty_details(oss):
+    from flyteidl2.workflow.run_service_connect import RunServiceClient
+
+    [name] = oss.launch("bad")
+    oss.wait_for(name)
+
+    async def first() -> rs.WatchRunDetailsResponse:
+        async with RunServiceClient(oss.endpoint) as c:
+            async for msg in c.watch_run_details(rs.WatchRunDetailsRequest(run_id=run_id(oss, name))):
+                return msg
+        raise AssertionError("no message")
+
+    msg = asyncio.run(asyncio.wait_for(first(), 10))
+
+    assert msg.HasField("details") and msg.details.ByteSize() == 0

@@ -7,7 +7,7 @@ import json
 import signal
 from typing import Any
 
-from rerund.adapters.flyte_control_plane import run_on_sdk_loop
+from rerund.adapters.flyte.sdk_loop import run_on_sdk_loop
 from rerund.adapters.state import StateLedger
 from rerund.app import App
 from rerund.cli.common import (
@@ -78,6 +78,8 @@ settings (file < RERUND_* environment < flags; rerund.example.yaml shows every o
   log_format          text or json (one object per line; default text)     RERUND_LOG_FORMAT
   event_loop          uvloop or asyncio: the loop `rerund run` runs on      RERUND_EVENT_LOOP
                       (default uvloop)
+  sdk_tuning          false: the plain flyte SDK path, slower and correct   RERUND_SDK_TUNING
+                      (default true; off by itself for an unverified SDK)
 
 Flags are visible to every local user (ps, /proc/PID/cmdline); the environment and files are
 not. Give a credential (auth_command, http_proxy with user:password@, notify.webhook) through
@@ -203,7 +205,7 @@ def _run(args: argparse.Namespace) -> int:
             signal.SIGINT: daemon.request_stop,
             signal.SIGHUP: daemon.request_reload,
         },
-        event_loop=settings.event_loop,
+        event_loop=settings.event_loop if settings.sdk_tuning else "asyncio",
     )
 
 

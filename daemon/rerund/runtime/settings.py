@@ -289,6 +289,9 @@ class Settings(_Frozen):
     backend: Literal["auto", "union", "oss"] = "auto"
     # uvloop | asyncio: the event loop `rerund run` runs on (the SDK's own, made a uvloop loop).
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    # false: the plain flyte SDK path (no client tuning, asyncio's loop): slower, correct. The
+    # tuning also turns itself off for an SDK outside the versions it was verified against.
+    sdk_tuning: bool = True
     # How long after a FAILED run's failure rerund waits for its error details to arrive
     # (open-source Flyte fills them once the last attempt's events arrived).
     error_details_wait: ErrorDetailsWait = timedelta(seconds=60)
@@ -473,6 +476,7 @@ _ENV_KEYS: dict[str, str] = {
     "backend": "str",
     "error_details_wait": "str",
     "event_loop": "str",
+    "sdk_tuning": "bool",
     "notify_webhook": "str",
     "notify_webhook_file": "str",
 }

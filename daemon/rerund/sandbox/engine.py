@@ -335,6 +335,16 @@ class Engine:
         """Create a run and start executing it. The caller has checked the name is free and,
         for a rerun, that ``run_spec.relation.related_to`` exists in the store."""
         now = self.clock()
+        if self.profile.stamps_run_spec:  # only when unset: a rerun keeps its source's
+            stamped = run_pb2.RunSpec()
+            stamped.CopyFrom(run_spec)  # the caller's may be shared by a batch
+            run_spec = stamped
+            if not run_spec.HasField("run_start_time"):
+                run_spec.run_start_time.FromDatetime(now)
+            if not run_spec.raw_data_storage.raw_data_prefix:
+                run_spec.raw_data_storage.raw_data_prefix = (
+                    f"sandbox://raw-data/{org}/{project}/{domain}/{name}"
+                )
         task = task_spec.task_template.id.name or task_spec.short_name or "task"
         lineage = f"{project}/{domain}/{name}"
         relation_type = 0

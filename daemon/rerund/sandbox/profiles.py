@@ -27,7 +27,11 @@ at commit 6fadb90 (2026-08-21). Each field names the file it follows:
    so rows that change between pages are skipped or repeated
    (``runs/repository/impl/requests.go`` ``NewListResourceInputFromProto``, ``offsetFromToken``).
 5. ``oss_watch=True``: WatchRuns sends a first message only when runs match (the 101 of a
-   ``Limit: 100`` listing), honours only the ``project_id`` scope (org, task and cluster scopes
+   ``Limit: 100`` listing in the default order ``phase ASC, created_at DESC, run_name DESC``,
+   ``oss_default_order``: queued and running runs first, so with 101 of them no failed run is
+   in the snapshot; ListRuns without a sort answers in that order too, and a sort given gets
+   ``run_name ASC`` appended as a tiebreaker: ``action.go`` ``ListActions``), honours only
+   the ``project_id`` scope (org, task and cluster scopes
    get every run), pushes only a root action's phase change or an abort (no new runs, no child
    changes; ``action.go`` ``UpdateActionPhase`` / ``AbortRun`` -> ``notifyRunUpdate``), reads
    the run when it delivers the notification, and a watcher whose 100-slot buffer is full loses
@@ -73,6 +77,27 @@ at commit 6fadb90 (2026-08-21). Each field names the file it follows:
    ``ToK8sPodSpec``: ``GetLabels``, ``GetAnnotations``); a label value Kubernetes refuses (over 63
    characters, or not ``[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?``) fails the pod's creation, and
    the run stays QUEUED with nothing said (``invalid_label_value``).
+13. ``missing_data_empty=True``: GetActionData of an action whose input or output blob is gone
+   from storage answers *empty* inputs and outputs and no URIs, not NOT_FOUND: the data proxy
+   reads both blobs and a not-found read leaves the empty message it started with
+   (``dataproxy/service/dataproxy_service.go`` ``GetActionData``, ``storage.IsNotFound``), so
+   the SDK's rerun path reads no inputs and the task would run on its defaults. The union
+   profile answers NOT_FOUND naming the inputs (the SDK then raises
+   ``SourceRunInputsUnavailableError``). ``SandboxHandle.lose_data(run)`` removes a run's blobs.
+14. ``stamps_run_spec=True``: CreateRun stamps the RunSpec's ``run_start_time`` (now) and
+   ``raw_data_storage`` (the storage prefix) only when the request leaves them unset
+   (``runs/service/run_service.go`` ``CreateRun``; the real service stamps the start time only for
+   task images of SDK >= 2.3.6, and one configured prefix): the SDK's rerun copies the source's
+   RunSpec, so a rerun inherits both. The sandbox's prefix names the run, to tell them apart.
+15. ``echo_request_ids=True``: GetRunDetails, GetActionDetails and WatchActionDetails answer
+   with the request's own identifier, its org included (``run_service.go`` ``GetRunDetails``:
+   ``rootActionID := {Run: req.Msg.RunId}``; ``getActionDetails(req.Msg.GetActionId())``), while
+   listings carry none (8.). ``empty_run_details_stream=True``: WatchRunDetails sends an empty
+   ``RunDetails`` at start and on each update and never ends by itself (``run_service.go``
+   ``WatchRunDetails``: "Would populate from run model"); rerund never uses it.
+16. ``not_found_for_db_errors=True``: with the ``db_errors`` fault, a GetRunDetails the database
+   fails answers NOT_FOUND (``run_service.go`` ``GetRunDetails`` wraps every ``GetRun`` error in
+   ``CodeNotFound``); the union profile answers INTERNAL, a database error told as one.
 """
 
 from __future__ import annotations
@@ -98,6 +123,7 @@ __all__ = [
     "Profile",
     "executor_error",
     "invalid_label_value",
+    "oss_default_order",
     "oss_query",
     "profile_named",
     "strip_error_codes",
@@ -137,6 +163,11 @@ class Profile:
     listed_relation: bool = True
     error_codes: bool = True
     pod_labels_checked: bool = False
+    missing_data_empty: bool = False
+    stamps_run_spec: bool = False
+    echo_request_ids: bool = False
+    empty_run_details_stream: bool = False
+    not_found_for_db_errors: bool = False
 
     def with_error_delay(self, seconds: float) -> Profile:
         """This profile with another error-details delay (``--error-delay``)."""
@@ -173,6 +204,11 @@ OSS = Profile(
     listed_relation=False,
     error_codes=False,
     pod_labels_checked=True,
+    missing_data_empty=True,
+    stamps_run_spec=True,
+    echo_request_ids=True,
+    empty_run_details_stream=True,
+    not_found_for_db_errors=True,
 )
 PROFILES = {p.name: p for p in (UNION, OSS)}
 
@@ -302,7 +338,7 @@ class OssQuery:
         self, rows: Sequence[Any], column: Callable[[Any, str], Any], name: Callable[[Any], str]
     ) -> tuple[list[Any], str]:
         """Sort the matching ``rows`` and cut the page; the token is the next row offset."""
-        ordered = list(rows)
+        ordered = sorted(rows, key=name)  # the tiebreaker appended to a sort given (run_name ASC)
         if self.sort:
             for col, asc in reversed(self.sort):
 
@@ -310,12 +346,24 @@ class OssQuery:
                     return _sortable(column(r, col))
 
                 ordered.sort(key=key, reverse=not asc)
-        else:  # no ORDER BY: the sandbox answers newest first
-            ordered.sort(key=lambda r: (_sortable(column(r, "created_at")), name(r)), reverse=True)
+        else:
+            ordered = oss_default_order(rows, column, name)
         page = ordered[self.offset : self.offset + self.limit + 1]
         if len(page) > self.limit:
             return page[: self.limit], str(self.offset + self.limit)
         return page, ""
+
+
+def oss_default_order(
+    rows: Sequence[Any], column: Callable[[Any, str], Any], name: Callable[[Any], str]
+) -> list[Any]:
+    """``rows`` in the open-source service's order when a request gives no sort: ``ORDER BY
+    phase ASC, created_at DESC, run_name DESC`` (``runs/repository/impl/action.go``
+    ``ListActions``): queued and running runs first, FAILED (6) after SUCCEEDED (5)."""
+    ordered = sorted(rows, key=name, reverse=True)
+    ordered.sort(key=lambda r: _sortable(column(r, "created_at")), reverse=True)
+    ordered.sort(key=lambda r: _sortable(column(r, "phase")))
+    return ordered
 
 
 def _sortable(value: Any) -> tuple[int, Any]:

@@ -275,7 +275,7 @@ class Sandbox:
         self.time_scale = time_scale
         self.rng = random.Random(seed)
         self.faults = faults or Faults()
-        self.stats = RpcStats(self.faults, self.rng)
+        self.stats = RpcStats(self.faults, self.rng, profile)
         self.run_counts = RunRequestCounts()
         self.store: Store | None = None
         self.engine: Engine | None = None

@@ -33,7 +33,15 @@ from flyteidl2.workflow.run_service_connect import RunService
 
 from rerund.sandbox import protos
 from rerund.sandbox.engine import Engine
-from rerund.sandbox.profiles import UNION, OssQuery, Profile, oss_query, strip_error_codes, strip_org
+from rerund.sandbox.profiles import (
+    UNION,
+    OssQuery,
+    Profile,
+    oss_default_order,
+    oss_query,
+    strip_error_codes,
+    strip_org,
+)
 from rerund.sandbox.query import Filter, QueryError, parse_filters, parse_sort
 from rerund.sandbox.records import (
     FAILED,
@@ -72,7 +80,8 @@ class Faults:
     the number of messages after which watch streams are dropped (0 = never), and the share of
     run reads the database fails (``db_errors``): open-source Flyte answers any database error
     of GetRunDetails NOT_FOUND (``runs/service/run_service.go`` ``GetRunDetails``) and of
-    ListRuns INTERNAL (``ListRuns``), so a run that exists can be reported absent."""
+    ListRuns INTERNAL (``ListRuns``), so a run that exists can be reported absent. The union
+    profile answers both INTERNAL (``Profile.not_found_for_db_errors``)."""
 
     unavailable: float = 0.0
     latency_s: float = 0.0
@@ -107,10 +116,11 @@ _DB_ERROR = {
 class RpcStats:
     """Counts RPCs by method name and applies ``Faults``; a Connect metadata interceptor."""
 
-    def __init__(self, faults: Faults, rng: Any) -> None:
+    def __init__(self, faults: Faults, rng: Any, profile: Profile = UNION) -> None:
         self.counts: Counter[str] = Counter()
         self.faults = faults
         self._rng = rng
+        self._profile = profile
 
     async def on_start(self, ctx: Ctx) -> None:
         name = ctx.method().name
@@ -127,6 +137,11 @@ class RpcStats:
         if f.db_errors > 0 and name in _DB_ERROR and self._rng.random() < f.db_errors:
             self.counts[f"{name}DbError"] += 1
             code, message = _DB_ERROR[name]
+            if not self._profile.not_found_for_db_errors and code == Code.NOT_FOUND:
+                code, message = (
+                    Code.INTERNAL,
+                    "failed to get run: sandbox fault injection (db_errors): the database failed the read",
+                )
             raise ConnectError(code, message)
 
     async def on_end(self, token: None, ctx: Ctx, error: Exception | None) -> None:
@@ -301,7 +316,14 @@ class _Base:
     def _action_data(
         self, action_id: identifier_pb2.ActionIdentifier, rpc: str
     ) -> tuple[common_pb2.Inputs, common_pb2.Outputs]:
-        _, a = self._action(action_id, rpc)
+        r, a = self._action(action_id, rpc)
+        if (r.org, r.project, r.domain, r.name) in self.store.lost_data:
+            if self.profile.missing_data_empty:
+                return common_pb2.Inputs(), common_pb2.Outputs()
+            raise ConnectError(
+                Code.NOT_FOUND,
+                f"{rpc}: the inputs of action {a.name} of run {r.name} are no longer in storage",
+            )
         return (a.inputs or common_pb2.Inputs(), a.outputs or common_pb2.Outputs())
 
 
@@ -487,7 +509,10 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
     async def get_run_details(self, request: rs.GetRunDetailsRequest, ctx: Ctx) -> rs.GetRunDetailsResponse:
         r = self._run(request.run_id, "GetRunDetails")
         with_error = self.profile.root_error_in_details and self._error_shown(r.root)
-        return rs.GetRunDetailsResponse(details=self._out(protos.run_details(r, with_error=with_error)))
+        details = self._out(protos.run_details(r, with_error=with_error))
+        if self.profile.echo_request_ids:  # the request's identifier, its org included
+            details.action.id.run.CopyFrom(request.run_id)
+        return rs.GetRunDetailsResponse(details=details)
 
     async def watch_run_details(
         self, request: rs.WatchRunDetailsRequest, ctx: Ctx
@@ -501,6 +526,11 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
             msg: rs.WatchRunDetailsResponse | None = rs.WatchRunDetailsResponse(details=protos.run_details(r))
             while msg is not None:
                 self._maybe_drop(sent, "WatchRunDetails")
+                if self.profile.empty_run_details_stream:  # one empty message per update, no end
+                    yield rs.WatchRunDetailsResponse(details=run_definition_pb2.RunDetails())
+                    sent += 1
+                    msg = await q.get()
+                    continue
                 yield msg
                 sent += 1
                 if msg.details.action.status.phase in TERMINAL_PHASES:
@@ -513,8 +543,10 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
         self, request: rs.GetActionDetailsRequest, ctx: Ctx
     ) -> rs.GetActionDetailsResponse:
         r, a = self._action(request.action_id, "GetActionDetails")
-        details = protos.action_details(r, a, with_error=self._error_shown(a))
-        return rs.GetActionDetailsResponse(details=self._out(details))
+        details = self._out(protos.action_details(r, a, with_error=self._error_shown(a)))
+        if self.profile.echo_request_ids:
+            details.id.CopyFrom(request.action_id)
+        return rs.GetActionDetailsResponse(details=details)
 
     async def watch_action_details(
         self, request: rs.WatchActionDetailsRequest, ctx: Ctx
@@ -530,6 +562,8 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
             )
             while msg is not None:
                 self._maybe_drop(sent, "WatchActionDetails")
+                if self.profile.echo_request_ids:
+                    msg.details.id.CopyFrom(request.action_id)
                 yield msg if self.profile.error_codes else strip_error_codes(msg)
                 sent += 1
                 if msg.details.status.phase in TERMINAL_PHASES:
@@ -641,10 +675,9 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
         sent = 0
         try:
             # Up to ``watch_snapshot`` matching runs, and nothing at all when none match.
-            matching = sorted(
-                (r for r in self.store.runs.values() if match(r)), key=lambda r: (r.created_at, r.name)
-            )
-            snapshot = matching[::-1][: self.profile.watch_snapshot]
+            matching = [r for r in self.store.runs.values() if match(r)]
+            ordered = oss_default_order(matching, lambda r, c: oss_column(r, r.root, c), lambda r: r.name)
+            snapshot = ordered[: self.profile.watch_snapshot]
             if snapshot:
                 self._maybe_drop(sent, "WatchRuns")
                 yield rs.WatchRunsResponse(runs=[self._out(protos.run(r)) for r in snapshot])
@@ -776,6 +809,8 @@ class SandboxDataProxyService(_Base, DataProxyService):  # type: ignore[misc]
         r, a = self._action(request.action_id, "GetActionData")
         inputs, outputs = self._action_data(request.action_id, "GetActionData")
         base = f"sandbox://{r.org}/{r.project}/{r.domain}/{r.name}/{a.name}"
+        if (r.org, r.project, r.domain, r.name) in self.store.lost_data:  # oss: no blob, no URI
+            return dp_pb2.GetActionDataResponse(inputs=inputs, outputs=outputs)
         return dp_pb2.GetActionDataResponse(
             inputs=inputs,
             outputs=outputs,

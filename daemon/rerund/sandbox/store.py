@@ -69,6 +69,8 @@ class Store:
     def __init__(self, db: str | Path = ":memory:") -> None:
         self.runs: dict[RunKey, RunRec] = {}
         self.blobs: dict[str, common_pb2.Inputs] = {}
+        # Runs whose input and output blobs are gone from storage (``SandboxHandle.lose_data``).
+        self.lost_data: set[RunKey] = set()
         self.counters: dict[tuple[str, str], int] = {}
         self._scope_runs: dict[Scope, list[RunRec]] = defaultdict(list)
         self._scope_created: dict[Scope, list[datetime]] = defaultdict(list)

@@ -307,6 +307,16 @@ class SandboxHandle:
             changes["drop_streams_after"] = drop_streams_after
         self._call(lambda sb: sb.set_faults(**changes))
 
+    def lose_data(self, name: str, project: str | None = None, domain: str | None = None) -> None:
+        """The input and output blobs of run ``name`` are gone from storage (retention, a bucket
+        cleaned up): GetActionData answers as the profile says (``missing_data_empty``)."""
+
+        def go(sb: Sandbox) -> None:
+            assert sb.store is not None
+            sb.store.lost_data.add((sb.org, project or self.project, domain or self.domain, name))
+
+        self._call(go)
+
     def request_counts(self) -> dict[str, int]:
         """RPCs served so far by method name, e.g. ``{"CreateRun": 3, "ListRuns": 12}``."""
         counts: dict[str, int] = self._call(lambda sb: dict(sb.stats.counts))
@@ -421,6 +431,9 @@ def flyte_init(sb: SandboxHandle, project: str | None = None, domain: str | None
     with auth the API key's client credentials, with TLS the sandbox's CA)."""
     import flyte
 
+    # The SDK's private touches live in the adapter's fence (the token client's trust, the key).
+    from rerund.adapters.flyte import sdk_internals
+
     where = {"org": sb.org, "project": project or sb.project, "domain": domain or sb.domain}
     if sb.auth is None and sb.tls is None:
         flyte.init(endpoint=sb.endpoint, insecure=True, **where)
@@ -429,33 +442,12 @@ def flyte_init(sb: SandboxHandle, project: str | None = None, domain: str | None
     if sb.tls is not None:
         kwargs["ca_cert_file_path"] = str(sb.tls.ca_cert)
     if sb.auth is not None:
-        from flyte.remote._client.auth._auth_utils import decode_api_key
-
-        _, client_id, secret, _ = decode_api_key(sb.api_key)
+        _, client_id, secret, _ = sdk_internals.decode_api_key(sb.api_key)
         kwargs.update(auth_type="ClientSecret", client_id=client_id, client_credentials_secret=secret)
-    with _token_requests_trust(sb.tls.ca_cert if sb.tls is not None and sb.auth is not None else None):
+    with sdk_internals.token_requests_trust(
+        sb.tls.ca_cert if sb.tls is not None and sb.auth is not None else None
+    ):
         flyte.init(**kwargs, **where)
-
-
-@contextlib.contextmanager
-def _token_requests_trust(ca_cert: Path | None) -> Iterator[None]:
-    """flyte 2.12.1 fetches OAuth2 tokens with an httpx client that ignores
-    ``ca_cert_file_path`` and trusts ``SSL_CERT_FILE`` instead; that client is built inside
-    ``flyte.init``, so the variable is set for the call only."""
-    if ca_cert is None:
-        yield
-        return
-    import os
-
-    before = os.environ.get("SSL_CERT_FILE")
-    os.environ["SSL_CERT_FILE"] = str(ca_cert)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("SSL_CERT_FILE", None)
-        else:
-            os.environ["SSL_CERT_FILE"] = before
 
 
 # --- pytest fixtures ----------------------------------------------------------------------

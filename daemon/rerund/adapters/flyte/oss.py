@@ -1,0 +1,141 @@
+"""Creating a run on open-source Flyte exactly once: look first, create with a mark, read the
+mark back. Written once; ``FlyteControlPlane.create_rerun`` and ``create_relaunch`` both go
+through ``create_looking_first`` when the backend is open-source Flyte.
+
+Why (flyteorg/flyte v2.0.43, ``runs/service/run_service.go``):
+
+- CreateRun of an existing name returns the existing run as a success, after overwriting its
+  inline inputs and enqueueing it again (``ActionsService.Enqueue``): the run executes again.
+  So rerund looks first (GetRunDetails of the deterministic name): found ->
+  ``AlreadyExistsError``, what ALREADY_EXISTS means on Union.
+- GetRunDetails answers NOT_FOUND for *any* database error, so its NOT_FOUND alone does not
+  prove absence: a ListRuns filtered on ``run_name`` (whose database errors come back INTERNAL,
+  transient here: the create waits for a later pass) must find no run either.
+- Two replicas can both look and both create in the same moment: there is still one run (the
+  name is deterministic); the create carries a random ``rerund-issue`` annotation that a
+  GetRunDetails after it compares, so the one whose run it is not records "already issued".
+- The look is made again right before the CreateRun goes out (``RunReads.looking_again``,
+  sent by ``tuning.ReuseReads``: after the SDK's SelectCluster, GetActionData and UploadInputs,
+  which under a storm take long enough for another replica's run to be created and finish):
+  found -> ``AlreadyExistsError``, no CreateRun. Looking first, and again last, keeps a second
+  execution to creates within one GetRunDetails of each other, which meet a run still
+  executing.
+- Once the look found nothing, a run read answering NOT_FOUND (the source's details, the SDK's
+  read of the source, the mark read back) is a database error: transient, never "refused".
+
+Cost: four RPCs more per create (GetRunDetails, ListRuns, GetRunDetails just before the
+CreateRun, GetRunDetails after it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from rerund.core.runs import RunRef
+from rerund.errors import AlreadyExistsError, NotFoundError, TransientControlPlaneError
+
+__all__ = ["ANNOTATION_ISSUER", "RunReads", "create_looking_first"]
+
+# oss: a random mark on each create (an annotation), so an answer with another process's run is
+# recognised
+ANNOTATION_ISSUER = "rerund-issue"
+
+
+class RunReads(Protocol):
+    """The reads the protocol makes (implemented by ``FlyteControlPlane``)."""
+
+    async def run_details_answer(self, ref: RunRef, *, confirm_absent: bool = True) -> tuple[Any, Any]:
+        """GetRunDetails of ``ref``: (request, answer); ``NotFoundError`` when absent."""
+        ...
+
+    async def listed_by_name(self, ref: RunRef, what: str) -> bool:
+        """Whether a ListRuns filtered on ``run_name`` finds ``ref``."""
+        ...
+
+    async def issue_mark(self, ref: RunRef) -> str:
+        """The ``rerund-issue`` annotation of ``ref`` ("" when it has none)."""
+        ...
+
+    def looking_again(self, ref: RunRef) -> AbstractContextManager[None]:
+        """Within: the CreateRun of ``ref`` is preceded by one more GetRunDetails of it and not
+        sent when that finds the run (an ``AlreadyExistsError`` out of the create)."""
+        ...
+
+
+async def create_looking_first(
+    reads: RunReads, target: RunRef, create: Callable[[str], Awaitable[RunRef]]
+) -> RunRef:
+    """Create run ``target`` with ``create(mark)`` (which must put ``mark`` in the run's
+    ``rerund-issue`` annotation) only when it does not exist, and only once.
+
+    Raises ``AlreadyExistsError`` when the run existed before (found by the look, or by the
+    look again right before the CreateRun) or was created by another process at the same
+    moment (its mark is not this create's)."""
+    mark = await _look_first(reads, target)
+    with _not_found_is_a_database_error(target):
+        try:
+            with reads.looking_again(target):
+                made = await create(mark)
+        except AlreadyExistsError as exc:  # oss's CreateRun answers none: the last look did
+            raise _found_just_before_creating(target) from exc
+        if await reads.issue_mark(target) != mark:
+            raise AlreadyExistsError(
+                f"CreateRun: run {target} was created by another process at the same "
+                "moment (open-source Flyte answered with that run as a success)",
+                rpc="CreateRun",
+                code="already_exists",
+            )
+    return made
+
+
+async def _look_first(reads: RunReads, target: RunRef) -> str:
+    """The mark of this create; ``AlreadyExistsError`` when ``target`` exists."""
+    try:
+        await reads.run_details_answer(target, confirm_absent=False)
+    except NotFoundError:
+        pass
+    else:
+        raise _found_before_creating(target)
+    if await reads.listed_by_name(target, "CreateRun"):
+        raise _found_before_creating(target)
+    return uuid.uuid4().hex[:12]
+
+
+def _found_before_creating(target: RunRef) -> AlreadyExistsError:
+    return AlreadyExistsError(
+        f"CreateRun: run {target} already exists (found before creating it; "
+        "open-source Flyte would have returned it as a success and run it again)",
+        rpc="CreateRun",
+        code="already_exists",
+    )
+
+
+def _found_just_before_creating(target: RunRef) -> AlreadyExistsError:
+    return AlreadyExistsError(
+        f"CreateRun: run {target} already exists (found just before creating it: another process "
+        "created it after the look before; open-source Flyte would have run it again)",
+        rpc="CreateRun",
+        code="already_exists",
+    )
+
+
+@contextlib.contextmanager
+def _not_found_is_a_database_error(target: RunRef) -> Iterator[None]:
+    """Once the look before creating ``target`` found nothing: a run read that answers
+    NOT_FOUND now is a run that exists (a database error). Retried (transient), never settled
+    as refused. A project that does not exist stays NOT_FOUND."""
+    try:
+        yield
+    except NotFoundError as exc:
+        if "project" in str(exc).lower() and exc.rpc != "GetRunDetails":
+            raise
+        raise TransientControlPlaneError(
+            f"CreateRun of {target}: a run read answered NOT_FOUND, which open-source Flyte also "
+            f"answers for a database error; retried: {exc}",
+            rpc=exc.rpc,
+            code="internal",
+        ) from exc
