@@ -196,6 +196,25 @@ def test_an_open_incident_survives_a_restart_through_its_record() -> None:
     assert closed is not None and closed.record.canaries == 1
 
 
+def test_an_incident_is_named_by_its_failures_not_by_when_it_was_decided() -> None:
+    # A daemon killed before it saved the incident decides the same failures again after the
+    # restart, later by its clock: the incident it opens has the same key (notifications use it),
+    # and its first canary is still ``probe_every`` after this opening.
+    fp = rerun_of(failure("r0"), T0).fingerprint
+    keys = []
+    for now in (T0 + timedelta(seconds=5), T0 + timedelta(minutes=7)):
+        breaker = Breaker(RULE)
+        records = [breaker.failed(fp, f"p/d/r{i}", T0 + timedelta(seconds=i), now) for i in range(3)]
+        assert records[-1] is not None
+        keys.append(records[-1].key)
+        early = breaker.gate(rerun_of(failure("r0"), now), "p/d/r0", "p/d/r0-retry-1", now)
+        assert isinstance(early, Held)
+        due = breaker.gate(rerun_of(failure("r0"), now), "p/d/r0", "p/d/r0-retry-1", now + RULE.probe_every)
+        assert isinstance(due, Rerun) and due.labels[LABEL_CANARIES] == "1"
+    print("incident keys:", keys)
+    assert keys[0] == keys[1] == f"{fp}:2026-12-05T08:00:02Z"
+
+
 def test_decisions_other_than_reruns_pass_the_breaker_unchanged() -> None:
     breaker = Breaker(RULE)
     fp = opened(breaker)

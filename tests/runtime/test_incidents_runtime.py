@@ -4,6 +4,7 @@ the incident it restores after a restart."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from rerund.adapters.ledger import Ledger
+from rerund.adapters.sqlstate.outbox import SqlOutbox, sqlite_engine
+from rerund.adapters.webhook import WebhookNotifier
 from rerund.core.decide import decide
 from rerund.core.incidents import Held
 from rerund.core.model import ErrorInfo, Failure, Rerun
@@ -118,3 +121,29 @@ def test_incidents_restored_under_policies_without_the_key_close_and_release(tmp
     assert registry.get_sample_value("rerund_incidents_open") == 0
     [closed] = ledger.incidents(since=T0)
     assert closed.state == "closed"
+
+
+def test_a_restart_that_decides_the_same_failures_again_notifies_the_opening_once(tmp_path) -> None:
+    # Killed after the incident opened in memory but before its row was saved: the restarted
+    # daemon (its clock later) decides the same failures again and must name the incident as
+    # before, so the outbox (one row per key) sends "opened" once.
+    outbox = SqlOutbox(sqlite_engine(tmp_path / "state.db"))
+    policies = load_policies([_write(tmp_path)])
+    for attempt, now in enumerate((T0 + timedelta(seconds=5), T0 + timedelta(minutes=3))):
+        recorder = DecisionRecorder(
+            metrics=Metrics(CollectorRegistry()),
+            log=logging.getLogger("test"),
+            spawn=asyncio.run,
+            ledger=Ledger(tmp_path / f"ledger-{attempt}.db"),  # the first save never happened
+            notifier=WebhookNotifier("http://127.0.0.1:9/hook", timeout=1.0, retries=0),
+            outbox=outbox,
+        )
+        incidents = Incidents(recorder, asyncio.run, now)
+        incidents.configure(policies.incidents, now)
+        for i, run in enumerate(("r1", "r2")):
+            failure, decision = _decided(tmp_path, run)
+            failure = failure.model_copy(update={"failed_at": T0 + timedelta(seconds=i)})
+            incidents.gate(failure, decision, RunRef("p", "d", run), now)
+    keys = [item.key for item in outbox.due(T0 + timedelta(hours=1))]
+    print("outbox keys:", keys)
+    assert len([k for k in keys if k.startswith("incident-open:")]) == 1, keys

@@ -211,6 +211,7 @@ class _Incident:
     first_seen: datetime
     last_seen: datetime
     example: str
+    probe_from: datetime  # when the first canary's ``probe_every`` starts: this process's opening
     runs: set[str] = field(default_factory=set)
     failures: int = 0
     held: dict[str, str] = field(default_factory=dict)  # held run key -> its lineage
@@ -223,7 +224,7 @@ class _Incident:
     released: int = 0
 
     def next_probe(self, probe_every: timedelta) -> datetime:
-        return (self.canary_at or self.opened_at) + probe_every
+        return (self.canary_at or self.probe_from) + probe_every
 
     def record(self, *, state: str = "open", closed_at: datetime | None = None) -> IncidentRecord:
         return IncidentRecord(
@@ -320,6 +321,7 @@ class Breaker:
                 first_seen=r.first_seen or r.opened_at,
                 last_seen=r.last_seen or r.opened_at,
                 example=r.example,
+                probe_from=r.opened_at,
                 failures=r.failures,
                 tasks=set(r.tasks),
                 projects=set(r.projects),
@@ -342,7 +344,10 @@ class Breaker:
         example: str = "",
     ) -> IncidentRecord | None:
         """Run ``run`` failed at ``at`` with ``fingerprint``. Returns the incident when this
-        failure opened it (the ``failures``-th distinct run within ``within``), else None.
+        failure opened it (the ``failures``-th distinct run within ``within``), else None. Its
+        ``opened_at`` is the latest failure time of those (the control plane's time, so a
+        restart that decides the same failures again names the incident alike); its first
+        canary is due ``probe_every`` after ``now``.
         Counting the same run twice changes nothing, and so does a failure from before the
         fingerprint's last incident closed (it counted there)."""
         rule = self.rule
@@ -373,12 +378,16 @@ class Breaker:
         first_seen, last_seen = window.times[0][0], window.times[-1][0]
         runs = set(window.runs)
         del self._recent[fingerprint]
+        # Named by the control plane's facts, not this process's clock: a daemon killed before it
+        # saved the incident decides the same failures again after the restart and opens it
+        # under the same key (``IncidentRecord.key``, which the notifications' keys use).
         incident = _Incident(
             fingerprint=fingerprint,
-            opened_at=now,
+            opened_at=last_seen,
             first_seen=first_seen,
             last_seen=last_seen,
             example=example[:_MAX_EXAMPLE],
+            probe_from=now,
             runs=runs,
             failures=len(runs),
         )

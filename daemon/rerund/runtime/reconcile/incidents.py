@@ -15,7 +15,11 @@ not say when the incident opened nor which canary was out.
 
 Notifications: ``incident_opened`` and ``incident_closed``, each sent once across restarts (the
 ledger's ``record_incident`` says when a state is new), keyed ``incident-open:<fp>:<opened_at>``
-and ``incident-close:<fp>:<opened_at>``.
+and ``incident-close:<fp>:<opened_at>``. ``opened_at`` is the control plane's time of the latest
+failure among those that opened the incident (``Breaker.failed``), not this process's clock: a
+daemon killed after the incident opened but before its row was saved decides the same failures
+again after the restart, opens the incident under the same key, and the outbox (one row per
+key) sends "opened" once.
 """
 
 from __future__ import annotations
