@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -147,3 +149,53 @@ def test_a_restart_that_decides_the_same_failures_again_notifies_the_opening_onc
     keys = [item.key for item in outbox.due(T0 + timedelta(hours=1))]
     print("outbox keys:", keys)
     assert len([k for k in keys if k.startswith("incident-open:")]) == 1, keys
+
+
+def _with_outbox(tmp_path: Path, spawn: Callable[[Any], object]) -> tuple[Incidents, SqlOutbox]:
+    outbox = SqlOutbox(sqlite_engine(tmp_path / "state.db"))
+    recorder = DecisionRecorder(
+        metrics=Metrics(CollectorRegistry()),
+        log=logging.getLogger("test"),
+        spawn=spawn,
+        ledger=Ledger(tmp_path / "r.db"),
+        notifier=WebhookNotifier("http://127.0.0.1:9/hook", timeout=1.0, retries=0),
+        outbox=outbox,
+    )
+    return Incidents(recorder, spawn, T0), outbox
+
+
+def test_a_notification_lost_between_the_save_and_the_put_is_put_after_the_restart(tmp_path) -> None:
+    policies = load_policies([_write(tmp_path)])
+    killed, outbox = _with_outbox(tmp_path, lambda c: c.close())  # dies before each put
+    killed.configure(policies.incidents, T0)
+    for run in ("r1", "r2"):
+        failure, decision = _decided(tmp_path, run)
+        killed.gate(failure, decision, RunRef("p", "d", run), T0)
+    assert outbox.due(T0 + timedelta(hours=1)) == []
+    for _ in range(2):  # restarted twice: put again, sent once
+        again, outbox = _with_outbox(tmp_path, asyncio.run)
+        again.configure(policies.incidents, T0 + timedelta(seconds=10))
+    keys = [item.key for item in outbox.due(T0 + timedelta(hours=1))]
+    print("outbox keys:", keys)
+    assert [k.split(":")[0] for k in keys] == ["incident-open"]
+    closing, _ = _with_outbox(tmp_path, lambda c: c.close())
+    closing.configure(None, T0 + timedelta(seconds=20))  # closes it; dies before the put
+    again, outbox = _with_outbox(tmp_path, asyncio.run)
+    again.configure(policies.incidents, T0 + timedelta(seconds=30))
+    keys = [item.key for item in outbox.due(T0 + timedelta(hours=1))]
+    assert sorted(k.split(":")[0] for k in keys) == ["incident-close", "incident-open"]
+
+
+def test_a_replica_that_opens_an_incident_another_saved_but_did_not_notify_puts_it(tmp_path) -> None:
+    policies = load_policies([_write(tmp_path)])
+    standby, outbox = _with_outbox(tmp_path, asyncio.run)  # started before the incident
+    standby.configure(policies.incidents, T0)
+    leader, _ = _with_outbox(tmp_path, lambda c: c.close())  # saves the incident, dies before the put
+    leader.configure(policies.incidents, T0)
+    for incidents in (leader, standby):  # the standby takes over and decides the same failures
+        for run in ("r1", "r2"):
+            failure, decision = _decided(tmp_path, run)
+            incidents.gate(failure, decision, RunRef("p", "d", run), T0 + timedelta(seconds=5))
+    keys = [item.key for item in outbox.due(T0 + timedelta(hours=1))]
+    print("outbox keys:", keys)
+    assert [k.split(":")[0] for k in keys] == ["incident-open"]

@@ -59,14 +59,20 @@ class Incidents:
         self.breaker = Breaker(None)
         self._evidence: dict[tuple[str, timedelta], tuple[datetime, tuple[int, int]]] = {}
         saved = recorder.call(lambda lg: lg.incidents(since=now - _RECENT))
+        # The notifications of the restored incidents, put again in the outbox at the first
+        # pass: a process killed between saving a state and putting its notification left it
+        # unsent, and the outbox (one row per key) drops what it holds already.
+        self._unsent: list[IncidentRecord] = []
         if not isinstance(saved, Unanswered):
             self.breaker.restore(saved)
+            self._unsent = list(saved)
         self._gauges()
 
     # -- the loop's calls ----------------------------------------------------------------------
 
     def configure(self, rule: IncidentRule | None, now: datetime) -> list[RunRef]:
         """The policies' ``incidents:`` (None: off); the reruns to release when that closed any."""
+        self._notify_restored(now)
         if rule == self.breaker.rule and (rule is not None or not self.breaker.open_incidents()):
             return []  # (incidents restored from the ledger under policies without the key close)
         return self._released(self.breaker.configure(rule, now), now)
@@ -207,11 +213,28 @@ class Incidents:
         self._gauges()
         return refs
 
-    def _state_changed(self, record: IncidentRecord, event: str, key: str, now: datetime) -> None:
-        """Save ``record`` and notify once (the ledger says whether this state is new)."""
-        novel = self._recorder.novel("incident", key, lambda lg: lg.record_incident(record, now=now))
-        if not novel or self._recorder.notifier is None:
+    def _notify_restored(self, now: datetime) -> None:
+        """Put the notifications of the incidents restored from the ledger in the outbox again
+        (open: "opened"; closed: "closed"). Only with an outbox: sent at once, they would be
+        sent again."""
+        unsent, self._unsent = self._unsent, []
+        if self._recorder.outbox is None or self._recorder.notifier is None:
             return
+        for record in unsent:
+            event = "incident_opened" if record.state == "open" else "incident_closed"
+            key = f"incident-{'open' if record.state == 'open' else 'close'}:{record.key}"
+            self._notify(record, event, key, now)
+
+    def _state_changed(self, record: IncidentRecord, event: str, key: str, now: datetime) -> None:
+        """Save ``record`` and notify once: with an outbox, always put (it keeps one row per
+        key, so another replica or an earlier process that saved this state but died before
+        its put is covered); without one, when the ledger says this state is new."""
+        novel = self._recorder.novel("incident", key, lambda lg: lg.record_incident(record, now=now))
+        if self._recorder.notifier is None or (not novel and self._recorder.outbox is None):
+            return
+        self._notify(record, event, key, now)
+
+    def _notify(self, record: IncidentRecord, event: str, key: str, now: datetime) -> None:
         what = "opened" if event == "incident_opened" else "closed"
         text = (
             f"rerund: incident {record.fingerprint} {what} — {record.failures} failures"
