@@ -5,7 +5,7 @@ sets the two gauges and sends one notification when an incident opens and one wh
 Persistence: an incident lives in the ledger's ``incidents`` table (one row per fingerprint and
 opening time; ``rerund.ports.DecisionLedger.record_incident``), saved when it opens, when a
 canary goes out or ends, when it closes and after every pass. After a restart (a SIGKILL
-included) ``restore`` reads the open ones back: the held failures, relisted from the
+included) or a takeover, the first pass reads the open ones back: the held failures, relisted from the
 control plane (the watermark holds them), are held again, and the canary out is followed to its
 outcome. Issuing stays exactly once without it — a canary and a released rerun have the
 deterministic name of their (root, attempt) — the ledger only keeps the incident open (so
@@ -13,8 +13,10 @@ the reruns stay held) and its counts across the restart. Deriving the state from
 and labels instead would cost a listing of every failure of the window each start, and could
 not say when the incident opened nor which canary was out.
 
-Notifications: ``incident_opened`` and ``incident_closed``, each sent once across restarts (the
-ledger's ``record_incident`` says when a state is new), keyed ``incident-open:<fp>:<opened_at>``
+Notifications: ``incident_opened`` and ``incident_closed``, each sent once across restarts and
+failovers: with an outbox, put whenever a process reaches the state and again for the incidents
+the first pass restores (the outbox keeps one row per key); without one, sent when the ledger's
+``record_incident`` says the state is new. Keyed ``incident-open:<fp>:<opened_at>``
 and ``incident-close:<fp>:<opened_at>``. ``opened_at`` is the control plane's time of the latest
 failure among those that opened the incident (``Breaker.failed``), not this process's clock: a
 daemon killed after the incident opened but before its row was saved decides the same failures
@@ -58,21 +60,19 @@ class Incidents:
         self._spawn = spawn
         self.breaker = Breaker(None)
         self._evidence: dict[tuple[str, timedelta], tuple[datetime, tuple[int, int]]] = {}
-        saved = recorder.call(lambda lg: lg.incidents(since=now - _RECENT))
-        # The notifications of the restored incidents, put again in the outbox at the first
-        # pass: a process killed between saving a state and putting its notification left it
-        # unsent, and the outbox (one row per key) drops what it holds already.
-        self._unsent: list[IncidentRecord] = []
-        if not isinstance(saved, Unanswered):
-            self.breaker.restore(saved)
-            self._unsent = list(saved)
+        # The incidents are read back from the ledger at the first pass (``configure``), not
+        # here: a follower builds its loop when it starts and runs the first pass when it takes
+        # over, by then with the incidents the replica it replaces saved.
+        self._restored = False
         self._gauges()
 
     # -- the loop's calls ----------------------------------------------------------------------
 
     def configure(self, rule: IncidentRule | None, now: datetime) -> list[RunRef]:
-        """The policies' ``incidents:`` (None: off); the reruns to release when that closed any."""
-        self._notify_restored(now)
+        """The policies' ``incidents:`` (None: off); the reruns to release when that closed any.
+        The first call (the first pass) restores the incidents the ledger holds."""
+        if not self._restored:
+            self._restore(now)
         if rule == self.breaker.rule and (rule is not None or not self.breaker.open_incidents()):
             return []  # (incidents restored from the ledger under policies without the key close)
         return self._released(self.breaker.configure(rule, now), now)
@@ -213,14 +213,23 @@ class Incidents:
         self._gauges()
         return refs
 
-    def _notify_restored(self, now: datetime) -> None:
-        """Put the notifications of the incidents restored from the ledger in the outbox again
-        (open: "opened"; closed: "closed"). Only with an outbox: sent at once, they would be
-        sent again."""
-        unsent, self._unsent = self._unsent, []
+    def _restore(self, now: datetime) -> None:
+        """Open again the incidents the ledger holds open (with their canary and counts), and
+        put their notifications in the outbox again (open: "opened"; closed: "closed"): a
+        process killed between saving a state and putting its notification left it unsent, and
+        the outbox (one row per key) drops what it holds already. Only with an outbox: sent at
+        once, they would be sent again. A ledger that fails is asked again at the next pass."""
+        saved = self._recorder.call(lambda lg: lg.incidents(since=now - _RECENT))
+        if saved is Unanswered.FAILED:
+            return
+        self._restored = True
+        if isinstance(saved, Unanswered):
+            return
+        self.breaker.restore(saved)
+        self._gauges()
         if self._recorder.outbox is None or self._recorder.notifier is None:
             return
-        for record in unsent:
+        for record in saved:
             event = "incident_opened" if record.state == "open" else "incident_closed"
             key = f"incident-{'open' if record.state == 'open' else 'close'}:{record.key}"
             self._notify(record, event, key, now)
