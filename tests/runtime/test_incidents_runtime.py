@@ -204,3 +204,19 @@ def test_a_follower_that_takes_over_resumes_the_incident_the_leader_saved_and_no
     keys = [item.key for item in outbox.due(T0 + timedelta(hours=1))]
     print("outbox keys:", keys)
     assert [k.split(":")[0] for k in keys] == ["incident-open"]
+
+
+def test_a_restart_does_not_put_again_what_the_outbox_may_have_forgotten(tmp_path) -> None:
+    # The outbox forgets delivered events after ledger_retention: an incident opened hours ago
+    # was notified then, and is not put again (it would be sent twice).
+    policies = load_policies([_write(tmp_path)])
+    first, _ = _with_outbox(tmp_path, asyncio.run)
+    first.configure(policies.incidents, T0)
+    for run in ("r1", "r2"):
+        failure, decision = _decided(tmp_path, run)
+        first.gate(failure, decision, RunRef("p", "d", run), T0)
+    (tmp_path / "state.db").unlink()  # delivered and pruned
+    again, outbox = _with_outbox(tmp_path, asyncio.run)
+    again.configure(policies.incidents, T0 + timedelta(hours=2))
+    assert again.breaker.is_open(decision.fingerprint)
+    assert outbox.due(T0 + timedelta(hours=3)) == []

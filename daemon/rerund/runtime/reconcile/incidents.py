@@ -48,6 +48,10 @@ log = logging.getLogger("rerund.incidents")
 
 # How far back ``rerund incidents`` and a restart look for closed incidents.
 _RECENT = timedelta(days=7)
+# How recent an incident's opening or closing is for a restart to put its notification again:
+# the outbox forgets delivered events after ``ledger_retention`` (a key put again after that
+# would be sent again), and a notification left unsent by a kill is one of the last seconds.
+_RENOTIFY = timedelta(hours=1)
 # How long a fingerprint's evidence from history is reused before the ledger is asked again.
 _EVIDENCE_TTL = timedelta(seconds=30)
 
@@ -215,10 +219,11 @@ class Incidents:
 
     def _restore(self, now: datetime) -> None:
         """Open again the incidents the ledger holds open (with their canary and counts), and
-        put their notifications in the outbox again (open: "opened"; closed: "closed"): a
-        process killed between saving a state and putting its notification left it unsent, and
-        the outbox (one row per key) drops what it holds already. Only with an outbox: sent at
-        once, they would be sent again. A ledger that fails is asked again at the next pass."""
+        put their notifications in the outbox again (open: "opened"; closed: "closed"; those of
+        the last ``_RENOTIFY``): a process killed between saving a state and putting its
+        notification left it unsent, and the outbox (one row per key) drops what it holds
+        already. Only with an outbox: sent at once, they would be sent again. A ledger that
+        fails is asked again at the next pass."""
         saved = self._recorder.call(lambda lg: lg.incidents(since=now - _RECENT))
         if saved is Unanswered.FAILED:
             return
@@ -230,6 +235,8 @@ class Incidents:
         if self._recorder.outbox is None or self._recorder.notifier is None:
             return
         for record in saved:
+            if (record.closed_at or record.opened_at) < now - _RENOTIFY:
+                continue
             event = "incident_opened" if record.state == "open" else "incident_closed"
             key = f"incident-{'open' if record.state == 'open' else 'close'}:{record.key}"
             self._notify(record, event, key, now)
