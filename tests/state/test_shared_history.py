@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -23,6 +24,7 @@ from rerund.adapters.sqlstate.leadership import LEADER_LOCK
 from rerund.adapters.sqlstate.ledger import PostgresLedger
 from rerund.app import App
 from rerund.core.model import GiveUp, Ignore
+from rerund.core.times import iso
 from rerund.runtime.reconcile import public_decision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
@@ -52,9 +54,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _record_as_the_leader_does(pg_url: str) -> None:
-    """Two decisions in the shared ledger, as the leading replica records them."""
+def _record_as_the_leader_does(pg_url: str) -> list[dict[str, Any]]:
+    """Two decisions in the shared ledger, as the leading replica records them; returned as
+    the leader's own ``/decisions`` lists them from memory (newest first)."""
     ledger = PostgresLedger(pg_url)
+    listed: list[dict[str, Any]] = []
     try:
         gave_up = GiveUp(
             reason="lineage exhausted", source_run="train-7", root="train-1", policy="p", attempt=2
@@ -64,11 +68,15 @@ def _record_as_the_leader_does(pg_url: str) -> None:
             (T0, "train-7", "train-1", gave_up),
             (T0 + timedelta(seconds=1), "eval-3", "eval-3", ignored),
         ):
+            body = public_decision(decision)
             assert ledger.record_decision(
-                project="ml", domain="prod", run=run, root=root, decision=public_decision(decision), now=at
+                project="ml", domain="prod", run=run, root=root, decision=body, now=at
             )
+            entry = {"at": iso(at), "project": "ml", "domain": "prod", "run": run, "root": root}
+            listed.insert(0, {**entry, **body})
     finally:
         ledger.close()
+    return listed
 
 
 @contextlib.contextmanager
@@ -96,7 +104,7 @@ def test_a_follower_lists_the_decisions_of_the_shared_ledger_on_decisions_and_it
     tmp_path: Path, pg_url: str
 ) -> None:
     with _follower(tmp_path, pg_url) as port:
-        _record_as_the_leader_does(pg_url)
+        listed = _record_as_the_leader_does(pg_url)
         ready = _get(port, "/readyz")
         decisions = _get(port, "/decisions")
         newest = _get(port, "/decisions?limit=1")
@@ -109,9 +117,7 @@ def test_a_follower_lists_the_decisions_of_the_shared_ledger_on_decisions_and_it
         ("eval-3", "eval-3", "ignore", z(T0 + timedelta(seconds=1))),  # newest first
         ("train-7", "train-1", "give_up", z(T0)),
     ]
-    # The fields of an entry are those this process lists from memory with a file state.
-    fields = {"at", "project", "domain", "run", "root", *public_decision(Ignore(reason="", source_run="r"))}
-    assert [set(d) for d in body["decisions"]] == [fields, fields]
+    assert body["decisions"] == listed  # as the leader lists its own from memory (a file state's)
     assert set(body) == {"decisions", "pending", "settings"}
     assert newest is not None and [d["run"] for d in json.loads(newest[1])["decisions"]] == ["eval-3"]
     assert page is not None and page[0] == 200 and "train-7" in page[1] and "eval-3" in page[1]
