@@ -299,6 +299,7 @@ class Daemon:
             clock=clock,
             alive=self.alive,
             role=lead.info if lead is not None else None,
+            shared=lead is not None and lead.shared,
         )
         self._beat = time.monotonic()  # the event loop's last heartbeat (``_heartbeat``)
         address = settings.http_address

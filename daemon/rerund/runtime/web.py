@@ -3,10 +3,16 @@
 
 ``Site`` serves them from finished objects (the reconciler, the ledger, the policies in force,
 the guarded control plane) and a readiness function; it reads, it never creates or records.
+
+History in one place: with a ``shared`` state (PostgreSQL) ``/decisions`` and the page's
+decisions table read the shared ledger (off the event loop), so every replica, a follower too,
+shows the same decisions; with a file state (one replica) ``/decisions`` lists this process's
+recent decisions from memory.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -47,7 +53,9 @@ class Site:
         clock: Callable[[], datetime],
         alive: Callable[[], tuple[bool, str]] = lambda: (True, ""),
         role: Callable[[], dict[str, Any]] | None = None,
+        shared: bool = False,
     ) -> None:
+        """``shared``: the ledger is shared by replicas (a ``postgresql://`` state)."""
         self._settings = settings
         self._registry = registry
         self._cp = control_plane
@@ -58,6 +66,7 @@ class Site:
         self._alive = alive  # thread-safe: /healthz may be answered on the HTTP server's thread
         self._clock = clock
         self._role = role
+        self._shared = shared
 
     def routes(self) -> dict[str, Handler]:
         return {
@@ -84,19 +93,38 @@ class Site:
             body.update(self._role())
         return json_response(body, 200 if ok else 503)
 
-    def _decisions_route(self, query: dict[str, list[str]]) -> Response:
+    async def _decisions_route(self, query: dict[str, list[str]]) -> Response:
         try:
-            limit = int(query.get("limit", ["100"])[0])
+            limit = max(0, int(query.get("limit", ["100"])[0]))
         except ValueError:
             return json_response({"error": "limit must be an integer, e.g. /decisions?limit=20"}, 400)
-        recent = list(reversed(self._reconciler.recent))[: max(0, limit)]
+        body: dict[str, Any] = {}
+        decisions = list(reversed(self._reconciler.recent))[:limit]
+        if self._shared:  # every replica's decisions, from the shared ledger
+            try:
+                decisions = await self._shared_decisions(limit)
+            except LedgerError as exc:
+                body["notes"] = [
+                    f"the shared ledger cannot be read ({exc}); these are this replica's own recent "
+                    "decisions, from memory (/readyz says whether the state database answers)"
+                ]
         return json_response(
             {
-                "decisions": recent,
+                "decisions": decisions,
                 "pending": self._reconciler.pending(),
                 "settings": self._settings.public(),
+                **body,
             }
         )
+
+    async def _shared_decisions(self, limit: int) -> list[dict[str, Any]]:
+        """The daemons' latest ``limit`` decisions in the shared ledger, newest first, with the
+        fields of the in-memory list (a sweep's decisions are ``rerund history``'s). Raises
+        ``LedgerError``."""
+        rows = await asyncio.to_thread(self._ledger.history, source="daemon", limit=limit)
+        for row in rows:
+            del row["source"]
+        return rows
 
     def status(self) -> Status:
         """Where every lineage stands, from the ledger and this daemon's reruns index and
@@ -134,7 +162,10 @@ class Site:
         notes: list[str] = []
         decisions: list[dict[str, Any]] = []
         try:
-            decisions = self._ledger.history(contains=search or None, limit=50)
+            if self._shared:  # a database read: off the event loop
+                decisions = await asyncio.to_thread(self._ledger.history, contains=search or None, limit=50)
+            else:
+                decisions = self._ledger.history(contains=search or None, limit=50)
         except LedgerError as exc:
             notes.append(str(exc))
         lines: list[str] = []

@@ -1,0 +1,145 @@
+"""History in one place: with a shared (PostgreSQL) state, ``/decisions`` and the operator
+page list the decisions in the shared ledger on every replica, followers too; with a file
+state ``/decisions`` stays this process's own list, from memory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import json
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from postgres_support import PostgresServer
+from rerund.adapters.sqlstate.leadership import LEADER_LOCK
+from rerund.adapters.sqlstate.ledger import PostgresLedger
+from rerund.app import App
+from rerund.core.model import GiveUp, Ignore
+from rerund.core.times import iso
+from rerund.runtime.reconcile import public_decision
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
+from fake_control_plane import T0, Clock, FakeControlPlane, daemon_settings
+
+POLICIES = (
+    "apiVersion: rerund/v1\npolicies:\n  - name: p\n"
+    "    match: {error: {kinds: [SYSTEM]}}\n    retry: {max_attempts: 1}\n"
+)
+
+
+def _get(port: int, path: str) -> tuple[int, str] | None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    except OSError:
+        return None
+    finally:
+        conn.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _record_as_the_leader_does(pg_url: str) -> list[dict[str, Any]]:
+    """Two decisions in the shared ledger, as the leading replica records them; returned as
+    the leader's own ``/decisions`` lists them from memory (newest first)."""
+    ledger = PostgresLedger(pg_url)
+    listed: list[dict[str, Any]] = []
+    try:
+        gave_up = GiveUp(
+            reason="lineage exhausted", source_run="train-7", root="train-1", policy="p", attempt=2
+        )
+        ignored = Ignore(reason="no policy matches", source_run="eval-3", root="eval-3")
+        for at, run, root, decision in (
+            (T0, "train-7", "train-1", gave_up),
+            (T0 + timedelta(seconds=1), "eval-3", "eval-3", ignored),
+        ):
+            body = public_decision(decision)
+            assert ledger.record_decision(
+                project="ml", domain="prod", run=run, root=root, decision=body, now=at
+            )
+            entry = {"at": iso(at), "project": "ml", "domain": "prod", "run": run, "root": root}
+            listed.insert(0, {**entry, **body})
+    finally:
+        ledger.close()
+    return listed
+
+
+@contextlib.contextmanager
+def _follower(tmp_path: Path, pg_url: str) -> Iterator[int]:
+    """A replica on ``pg_url`` that follows (another connection holds the lead); its HTTP port."""
+    port = _free_port()
+    settings = daemon_settings(tmp_path, POLICIES, http=f"127.0.0.1:{port}", state=pg_url)
+    app = App(settings, control_plane=FakeControlPlane(Clock(T0)), clock=Clock(T0), install_signals=False)
+    with psycopg.connect(pg_url, autocommit=True) as other:  # another replica leads
+        assert other.execute(f"SELECT pg_try_advisory_lock({LEADER_LOCK})").fetchone() == (True,)
+        thread = threading.Thread(target=lambda: asyncio.run(app.run()), daemon=True)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while _get(port, "/readyz") is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            yield port
+        finally:
+            app.request_stop()
+            thread.join(30)
+    assert not thread.is_alive(), "the replica did not stop within 30 s"
+
+
+def test_a_follower_lists_the_decisions_of_the_shared_ledger_on_decisions_and_its_page(
+    tmp_path: Path, pg_url: str
+) -> None:
+    with _follower(tmp_path, pg_url) as port:
+        listed = _record_as_the_leader_does(pg_url)
+        ready = _get(port, "/readyz")
+        decisions = _get(port, "/decisions")
+        newest = _get(port, "/decisions?limit=1")
+        page = _get(port, "/")
+    assert ready is not None and "follower" in ready[1]
+    assert decisions is not None and decisions[0] == 200, decisions
+    body = json.loads(decisions[1])
+    z = lambda at: at.isoformat().replace("+00:00", "Z")  # noqa: E731
+    assert [(d["run"], d["root"], d["decision"], d["at"]) for d in body["decisions"]] == [
+        ("eval-3", "eval-3", "ignore", z(T0 + timedelta(seconds=1))),  # newest first
+        ("train-7", "train-1", "give_up", z(T0)),
+    ]
+    assert body["decisions"] == listed  # as the leader lists its own from memory (a file state's)
+    assert set(body) == {"decisions", "pending", "settings"}
+    assert newest is not None and [d["run"] for d in json.loads(newest[1])["decisions"]] == ["eval-3"]
+    assert page is not None and page[0] == 200 and "train-7" in page[1] and "eval-3" in page[1]
+
+
+def test_a_shared_ledger_that_cannot_be_read_leaves_decisions_with_this_replicas_own_and_a_note(
+    tmp_path: Path, postgres: PostgresServer, pg_url: str
+) -> None:
+    with _follower(tmp_path, pg_url) as port:
+        _record_as_the_leader_does(pg_url)
+        postgres.stop()
+        try:
+            decisions = _get(port, "/decisions")
+        finally:
+            postgres.start()
+    assert decisions is not None and decisions[0] == 200, decisions
+    body = json.loads(decisions[1])
+    assert body["decisions"] == []  # this follower decided nothing itself
+    [note] = body["notes"]
+    assert note.startswith("the shared ledger cannot be read (ledger postgresql://")
+    assert note.endswith(
+        "); these are this replica's own recent decisions, from memory "
+        "(/readyz says whether the state database answers)"
+    )
+    assert postgres.password not in note
