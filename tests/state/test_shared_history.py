@@ -4,54 +4,18 @@ state ``/decisions`` stays this process's own list, from memory."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import http.client
 import json
-import socket
-import sys
-import threading
-import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from postgres_support import PostgresServer
-from rerund.adapters.sqlstate.leadership import LEADER_LOCK
 from rerund.adapters.sqlstate.ledger import PostgresLedger
-from rerund.app import App
 from rerund.core.model import GiveUp, Ignore
 from rerund.core.times import iso
 from rerund.runtime.reconcile import public_decision
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
-from fake_control_plane import T0, Clock, FakeControlPlane, daemon_settings
-
-POLICIES = (
-    "apiVersion: rerund/v1\npolicies:\n  - name: p\n"
-    "    match: {error: {kinds: [SYSTEM]}}\n    retry: {max_attempts: 1}\n"
-)
-
-
-def _get(port: int, path: str) -> tuple[int, str] | None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode()
-    except OSError:
-        return None
-    finally:
-        conn.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from .support import T0, follower, get
 
 
 def _record_as_the_leader_does(pg_url: str) -> list[dict[str, Any]]:
@@ -79,36 +43,15 @@ def _record_as_the_leader_does(pg_url: str) -> list[dict[str, Any]]:
     return listed
 
 
-@contextlib.contextmanager
-def _follower(tmp_path: Path, pg_url: str) -> Iterator[int]:
-    """A replica on ``pg_url`` that follows (another connection holds the lead); its HTTP port."""
-    port = _free_port()
-    settings = daemon_settings(tmp_path, POLICIES, http=f"127.0.0.1:{port}", state=pg_url)
-    app = App(settings, control_plane=FakeControlPlane(Clock(T0)), clock=Clock(T0), install_signals=False)
-    with psycopg.connect(pg_url, autocommit=True) as other:  # another replica leads
-        assert other.execute(f"SELECT pg_try_advisory_lock({LEADER_LOCK})").fetchone() == (True,)
-        thread = threading.Thread(target=lambda: asyncio.run(app.run()), daemon=True)
-        thread.start()
-        try:
-            deadline = time.monotonic() + 30
-            while _get(port, "/readyz") is None and time.monotonic() < deadline:
-                time.sleep(0.1)
-            yield port
-        finally:
-            app.request_stop()
-            thread.join(30)
-    assert not thread.is_alive(), "the replica did not stop within 30 s"
-
-
 def test_a_follower_lists_the_decisions_of_the_shared_ledger_on_decisions_and_its_page(
     tmp_path: Path, pg_url: str
 ) -> None:
-    with _follower(tmp_path, pg_url) as port:
+    with follower(tmp_path, pg_url) as (port, _):
         listed = _record_as_the_leader_does(pg_url)
-        ready = _get(port, "/readyz")
-        decisions = _get(port, "/decisions")
-        newest = _get(port, "/decisions?limit=1")
-        page = _get(port, "/")
+        ready = get(port, "/readyz")
+        decisions = get(port, "/decisions")
+        newest = get(port, "/decisions?limit=1")
+        page = get(port, "/")
     assert ready is not None and "follower" in ready[1]
     assert decisions is not None and decisions[0] == 200, decisions
     body = json.loads(decisions[1])
@@ -126,11 +69,11 @@ def test_a_follower_lists_the_decisions_of_the_shared_ledger_on_decisions_and_it
 def test_a_shared_ledger_that_cannot_be_read_leaves_decisions_with_this_replicas_own_and_a_note(
     tmp_path: Path, postgres: PostgresServer, pg_url: str
 ) -> None:
-    with _follower(tmp_path, pg_url) as port:
+    with follower(tmp_path, pg_url) as (port, _):
         _record_as_the_leader_does(pg_url)
         postgres.stop()
         try:
-            decisions = _get(port, "/decisions")
+            decisions = get(port, "/decisions")
         finally:
             postgres.start()
     assert decisions is not None and decisions[0] == 200, decisions
