@@ -148,7 +148,12 @@ def test_the_database_password_never_appears_in_logs_metrics_status_or_decisions
         with daemons(d):
             d.wait_ready()
             runs = sb.launch(task="storm.flaky", count=2)
-            wait_until("the first decisions", lambda: set(runs) <= {x["run"] for x in d.decisions()["decisions"]}, 60, d.logs)
+            wait_until(
+                "the first decisions",
+                lambda: set(runs) <= {x["run"] for x in d.decisions()["decisions"]},
+                60,
+                d.logs,
+            )
             # Every HTTP surface while it leads on the database: the state URL shown without its
             # password.
             exposed = {
