@@ -91,6 +91,15 @@ class ControlPlane(Deployments, Protocol):
         (label ``rerund-repro``) are left out: they inherit the labels of the run they rerun."""
         ...
 
+    async def list_ended(self, project: str, domain: str, *, since: datetime) -> list[RunSummary]:
+        """Runs created at or after ``since`` that have ended (SUCCEEDED, FAILED, TIMED_OUT,
+        ABORTED), each with its relation known (``relation_known``): which of them rerun which
+        run, whoever made them (``flyte.rerun`` by hand, or rerund). Labels may be left out.
+        Costs ceil(runs / 200) ListRuns; on a control plane whose listing leaves the relation out
+        (open-source Flyte) also 1 GetRunDetails per listed run not read before (read once, kept
+        with its labels), and with ``backend: auto`` 1 ListRuns once to find out which it is."""
+        ...
+
     async def get_run(self, ref: RunRef) -> RunSummary:
         """One run by name (GetRunDetails); ``labels`` are filled. ``NotFoundError`` if absent."""
         ...
