@@ -49,6 +49,7 @@ __all__ = [
     "IncidentRecord",
     "IncidentRule",
     "canaries_of",
+    "held_now",
 ]
 
 MAX_INCIDENT_FAILURES = 1_000_000
@@ -64,6 +65,34 @@ def canaries_of(labels: Mapping[str, str], attempt: int) -> int:
     if not (0 < len(text) <= 4 and text.isascii() and text.isdigit()):
         return 0
     return min(int(text), attempt)
+
+
+def held_now(reason: str, incidents: Iterable[IncidentRecord]) -> str:
+    """The ``reason`` of a held rerun (``Breaker.gate``'s ``Held``) told with its incident as it
+    is now: the count and the canary of the reason are those at its own decision (one pass
+    holding 12 reruns writes "holding 1 reruns" ... "holding 12 reruns"), so the page and
+    ``rerund status`` say the incident's current count from ``incidents`` (the ledger's
+    records) instead, or that it closed; the rest of the reason (the policy, the rerun) is
+    kept. A reason of no incident in ``incidents`` is returned unchanged (pure)."""
+    for r in incidents:
+        if not reason.startswith(f"incident {r.fingerprint} open since {iso(r.opened_at)}: holding "):
+            continue
+        rest = reason.split("; ", 1)[1] if "; " in reason else ""
+        if r.state != "open":
+            closed = f" at {iso(r.closed_at)}" if r.closed_at is not None else ""
+            now = f"incident {r.fingerprint} closed{closed}: its held reruns are released"
+        else:
+            canary = (
+                f"canary {r.canary.rsplit('/', 1)[-1]!r} out since {iso(r.canary_at)}"
+                if r.canary is not None and r.canary_at is not None
+                else "no canary out"
+            )
+            now = (
+                f"incident {r.fingerprint} open since {iso(r.opened_at)}: "
+                f"holding {r.held} reruns now, {canary}"
+            )
+        return f"{now}; {rest}" if rest else now
+    return reason
 
 
 @dataclass(frozen=True)
