@@ -289,6 +289,19 @@ class DecisionLedger(Protocol):
         """The open incidents and those closed at or after ``since``, newest first."""
         ...
 
+    def save_incident_windows(
+        self, windows: Mapping[str, Sequence[tuple[str, datetime]]], *, now: datetime
+    ) -> None:
+        """Replace the saved failure window of each fingerprint of ``windows`` (the failed runs
+        the breaker counts toward opening an incident, as (run key, failed at); empty: none),
+        and forget the windows saved more than a day (the longest ``within``) before ``now``."""
+        ...
+
+    def incident_windows(self) -> dict[str, list[tuple[str, datetime]]]:
+        """The saved failure windows, fingerprint -> (run key, failed at), oldest first: what
+        a restart counts again (``Breaker.restore_windows``)."""
+        ...
+
     def fingerprint_recoveries(
         self, *, since: datetime, fingerprint: str | None = None
     ) -> dict[str, tuple[int, int]]:

@@ -84,3 +84,17 @@ def test_the_reruns_of_a_fingerprint_and_their_recoveries_are_counted_from_the_l
     assert ledger.fingerprint_recoveries(since=T0 + timedelta(seconds=1), fingerprint="3fa2c0ffee12") == {}
     assert ledger.fingerprint_recoveries(since=week, fingerprint="ffffffffffff") == {}
     assert ledger.fingerprint_recoveries(since=week) == {"3fa2c0ffee12": (3, 1)}  # x had no rerun issued
+
+
+def test_the_breakers_failure_windows_are_replaced_per_fingerprint_read_back_and_forgotten_after_a_day(
+    open_ledger,
+) -> None:
+    ledger = open_ledger()
+    a = [("p/d/r1", T0), ("p/d/r2", T0 + timedelta(seconds=5))]
+    ledger.save_incident_windows({"aaaaaaaaaaaa": a, "bbbbbbbbbbbb": [("p/d/x", T0)]}, now=T0)
+    ledger.save_incident_windows({"bbbbbbbbbbbb": []}, now=T0 + timedelta(seconds=6))  # opened: gone
+    assert open_ledger().incident_windows() == {"aaaaaaaaaaaa": a}
+
+    later = [("p/d/r3", T0 + timedelta(hours=2))]
+    ledger.save_incident_windows({"cccccccccccc": later}, now=T0 + timedelta(days=1, hours=2))
+    assert open_ledger().incident_windows() == {"cccccccccccc": later}  # a's saved over a day ago

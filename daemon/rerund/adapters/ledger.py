@@ -36,14 +36,14 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from rerund.core.incidents import IncidentRecord
+from rerund.core.incidents import MAX_INCIDENT_WINDOW, IncidentRecord
 from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.redact import public_decision
 from rerund.errors import LedgerError
@@ -96,6 +96,12 @@ CREATE INDEX IF NOT EXISTS reproductions_check ON reproductions (check_name, sch
 CREATE TABLE IF NOT EXISTS incidents (
     fingerprint TEXT NOT NULL, opened_at TEXT NOT NULL, state TEXT NOT NULL, at TEXT NOT NULL,
     body TEXT NOT NULL, PRIMARY KEY (fingerprint, opened_at)
+);
+-- The breaker's failure windows (rerund.core.incidents.Breaker.take_windows): the failed runs
+-- of each fingerprint counted toward opening an incident, saved with each pass (``at``).
+CREATE TABLE IF NOT EXISTS incident_failures (
+    fingerprint TEXT NOT NULL, run TEXT NOT NULL, failed_at TEXT NOT NULL, at TEXT NOT NULL,
+    PRIMARY KEY (fingerprint, run)
 );
 """
 
@@ -740,6 +746,30 @@ class Ledger(GroupCommits):
             (_iso(since),),
         )
         return [IncidentRecord.from_json(json.loads(r[0])) for r in rows]
+
+    def save_incident_windows(
+        self, windows: Mapping[str, Sequence[tuple[str, datetime]]], *, now: datetime
+    ) -> None:
+        """Replace each fingerprint's saved failure window; forget those saved over a day ago
+        (``rerund.ports.DecisionLedger.save_incident_windows``). One transaction."""
+        with self._tx() as db:
+            for fingerprint, failures in windows.items():
+                db.execute("DELETE FROM incident_failures WHERE fingerprint = ?", (fingerprint,))
+                db.executemany(
+                    "INSERT OR REPLACE INTO incident_failures VALUES (?, ?, ?, ?)",
+                    [(fingerprint, run, _iso(at), _iso(now)) for run, at in failures],
+                )
+            db.execute("DELETE FROM incident_failures WHERE at < ?", (_iso(now - MAX_INCIDENT_WINDOW),))
+
+    def incident_windows(self) -> dict[str, list[tuple[str, datetime]]]:
+        """The saved failure windows, fingerprint -> (run key, failed at), oldest first."""
+        rows = self._query(
+            "SELECT fingerprint, run, failed_at FROM incident_failures ORDER BY failed_at, run"
+        )
+        out: dict[str, list[tuple[str, datetime]]] = {}
+        for r in rows:
+            out.setdefault(str(r[0]), []).append((str(r[1]), datetime.fromisoformat(str(r[2]))))
+        return out
 
     def set_watermark(self, scope: str, at: datetime) -> None:
         with self._tx() as db:

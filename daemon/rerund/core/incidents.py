@@ -24,6 +24,8 @@ incident's fingerprint.
 
 ``IncidentRecord`` is an incident as the ledger keeps it (so a restart, even after SIGKILL,
 resumes with the incident open, its canary and its counts): ``Breaker.restore`` reads it back.
+The failure windows are kept there too (``take_windows``, ``restore_windows``): failures
+counted before a restart and after it open an incident at the same threshold as without it.
 """
 
 from __future__ import annotations
@@ -299,6 +301,9 @@ class Breaker:
         # Fingerprint -> when its last incident closed: failures from before then (the held
         # ones, decided again on release) were counted by that incident and open no new one.
         self._closed_at: dict[str, datetime] = {}
+        # Fingerprints whose window changed since ``take_windows`` (to save: a restart reads
+        # the windows back, ``restore_windows``, so the failures counted so far still count).
+        self._windows_dirty: set[str] = set()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -323,6 +328,17 @@ class Breaker:
         """The open incidents changed since the last call (to save)."""
         out = [self._open[fp].record() for fp in sorted(self._dirty) if fp in self._open]
         self._dirty.clear()
+        return out
+
+    def take_windows(self) -> dict[str, list[tuple[str, datetime]]]:
+        """The failure windows changed since the last call (to save), fingerprint -> its failed
+        runs counted toward opening an incident, as (run, failed at); empty when its window is
+        gone (the incident opened, or the failures aged out). Fewer than ``failures`` each."""
+        out = {}
+        for fp in sorted(self._windows_dirty):
+            window = self._recent.get(fp)
+            out[fp] = [(run, at) for at, run in window.times] if window is not None else []
+        self._windows_dirty.clear()
         return out
 
     # -- events --------------------------------------------------------------------------------
@@ -359,6 +375,23 @@ class Breaker:
                 canaries=r.canaries,
                 released=r.released,
             )
+
+    def restore_windows(self, windows: Mapping[str, Iterable[tuple[str, datetime]]]) -> None:
+        """Failure windows read back from the ledger after a restart (``take_windows`` saved
+        them): their failures count again toward opening, as if this process had seen them,
+        except those of a fingerprint whose incident is open (counted there) or from before
+        its last incident closed. Opens nothing by itself: the next failure does, at the
+        threshold it would have without the restart. Call after ``restore`` and with a rule."""
+        rule = self.rule
+        if rule is None:
+            return
+        for fp, failures in windows.items():
+            if fp in self._open:
+                continue
+            closed = self._closed_at.get(fp)
+            for run, at in failures:
+                if closed is None or at > closed:
+                    self._recent.setdefault(fp, _Window()).add(at, run, rule.within)
 
     def failed(
         self,
@@ -400,6 +433,7 @@ class Breaker:
         window = self._recent.setdefault(fingerprint, _Window())
         if not window.add(at, run, rule.within):
             return None
+        self._windows_dirty.add(fingerprint)
         if len(window.times) < rule.failures:
             if len(self._recent) > _MAX_TRACKED:  # bounded: forget the fingerprints gone quiet
                 self._forget_quiet(at - rule.within)
@@ -433,6 +467,7 @@ class Breaker:
     def _forget_quiet(self, before: datetime) -> None:
         for fp in [fp for fp, w in self._recent.items() if not w.times or w.times[-1][0] < before]:
             del self._recent[fp]
+            self._windows_dirty.add(fp)
 
     def gate(self, decision: Decision, source: str, target: str, now: datetime) -> Decision:
         """``decision`` for the failed run ``source`` under the breaker. A ``Rerun`` of an open

@@ -30,7 +30,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
@@ -59,7 +59,7 @@ from rerund.adapters.ledger import GroupCommits, IssueRecord, Source, _compact_b
 from rerund.adapters.sqlstate import schema as t
 from rerund.adapters.sqlstate.upgrade import check_revision, upgrade
 from rerund.adapters.sqlstate.url import engine_url, shown
-from rerund.core.incidents import IncidentRecord
+from rerund.core.incidents import MAX_INCIDENT_WINDOW, IncidentRecord
 from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.redact import public_decision
 from rerund.errors import LedgerError
@@ -537,6 +537,31 @@ class PostgresLedger(GroupCommits):
             select(c.body).where((c.state == "open") | (c.at >= _aware(since))).order_by(c.opened_at.desc())
         )
         return [IncidentRecord.from_json(json.loads(r["body"])) for r in rows]
+
+    def save_incident_windows(
+        self, windows: Mapping[str, Sequence[tuple[str, datetime]]], *, now: datetime
+    ) -> None:
+        """Replace each fingerprint's saved failure window; forget those saved over a day ago
+        (``rerund.ports.DecisionLedger.save_incident_windows``). One transaction."""
+        f = t.incident_failures
+        with self._tx() as conn:
+            for fingerprint, failures in windows.items():
+                conn.execute(f.delete().where(f.c.fingerprint == fingerprint))
+                if failures:
+                    rows = [
+                        {"fingerprint": fingerprint, "run": run, "failed_at": _aware(at), "at": _aware(now)}
+                        for run, at in dict(failures).items()
+                    ]
+                    conn.execute(insert(f), rows)
+            conn.execute(f.delete().where(f.c.at < _aware(now - MAX_INCIDENT_WINDOW)))
+
+    def incident_windows(self) -> dict[str, list[tuple[str, datetime]]]:
+        """The saved failure windows, fingerprint -> (run key, failed at), oldest first."""
+        c = t.incident_failures.c
+        out: dict[str, list[tuple[str, datetime]]] = {}
+        for r in self._query(select(c.fingerprint, c.run, c.failed_at).order_by(c.failed_at, c.run)):
+            out.setdefault(str(r["fingerprint"]), []).append((str(r["run"]), r["failed_at"].astimezone(UTC)))
+        return out
 
     def set_watermark(self, scope: str, at: datetime) -> None:
         """Set the watermark of ``scope`` (as in the SQLite ledger: the value given)."""

@@ -34,6 +34,7 @@ from sqlalchemy import (
 __all__ = [
     "decisions",
     "failures",
+    "incident_failures",
     "incidents",
     "issues",
     "leadership",
@@ -175,6 +176,17 @@ incidents = Table(
     PrimaryKeyConstraint("fingerprint", "opened_at"),
 )
 Index("incidents_state", incidents.c.state, incidents.c.at)
+# The breaker's failure windows (``rerund.core.incidents.Breaker.take_windows``): the failed runs of
+# each fingerprint counted toward opening an incident, saved with each pass (``at``); revision 0004.
+incident_failures = Table(
+    "incident_failures",
+    metadata,
+    Column("fingerprint", Text, nullable=False),
+    Column("run", Text, nullable=False),
+    Column("failed_at", DateTime(timezone=True), nullable=False),
+    _at(),
+    PrimaryKeyConstraint("fingerprint", "run"),
+)
 # Which replica leads (``rerund.adapters.sqlstate.leadership``): one row (id 1) whose term rises
 # on each takeover; revision 0002.
 leadership = Table(
