@@ -71,7 +71,15 @@ def test_suggest_counts_reruns_made_by_hand_as_recoveries_or_not(profile, tmp_pa
         ]
         state = tmp_path / "none.db"
         argv = ["suggest", "--since", "1h", "--out", str(out), "--state", str(state), "--format", "json"]
+        before = sb.request_counts()
         assert main([*argv, *flags]) == 0
+        after = sb.request_counts()
+        runs = len(sb.runs())
+    spent = {rpc: after.get(rpc, 0) - before.get(rpc, 0) for rpc in ("GetRunDetails", "ListRuns")}
+    # Bounded: each original failure read (2), plus on open-source Flyte each of the window's
+    # runs read once (GetRunDetails) for its labels and relation, whatever lists it.
+    assert spent["GetRunDetails"] == (2 if profile.listed_relation else runs + 2), spent
+    assert spent["ListRuns"] <= 5, spent
 
     assert not state.exists()  # no ledger: what follows was learned from the control plane
     found = json.loads(capsys.readouterr().out)
