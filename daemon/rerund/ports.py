@@ -289,6 +289,13 @@ class DecisionLedger(Protocol):
         """The open incidents and those closed at or after ``since``, newest first."""
         ...
 
+    def record_rerun_seen(self, target: RunRef, source: RunRef, phase: str, *, now: datetime) -> bool:
+        """Run ``target``, which reruns ``source`` (its RunSpec relation, as the control plane
+        says), ended in ``phase``; True when not recorded before. ``fingerprint_recoveries``
+        counts it for the fingerprint decided for ``source`` unless rerund created it (then it
+        counts once, as rerund's rerun): a rerun by hand is evidence too."""
+        ...
+
     def save_incident_windows(
         self, windows: Mapping[str, Sequence[tuple[str, datetime]]], *, now: datetime
     ) -> None:
@@ -306,8 +313,9 @@ class DecisionLedger(Protocol):
         self, *, since: datetime, fingerprint: str | None = None
     ) -> dict[str, tuple[int, int]]:
         """Fingerprint (only ``fingerprint`` when given) -> (reruns of its failures decided since
-        ``since`` whose outcome is known, how many succeeded): the evidence ``give_up_below``
-        weighs and ``rerund status`` shows."""
+        ``since`` whose outcome is known — rerund's, and those by hand ``record_rerun_seen``
+        saw — how many succeeded): the evidence ``give_up_below`` weighs and ``rerund status``
+        shows."""
         ...
 
 

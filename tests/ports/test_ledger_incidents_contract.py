@@ -98,3 +98,47 @@ def test_the_breakers_failure_windows_are_replaced_per_fingerprint_read_back_and
     later = [("p/d/r3", T0 + timedelta(hours=2))]
     ledger.save_incident_windows({"cccccccccccc": later}, now=T0 + timedelta(days=1, hours=2))
     assert open_ledger().incident_windows() == {"cccccccccccc": later}  # a's saved over a day ago
+
+
+def test_reruns_made_by_hand_count_as_evidence_for_the_fingerprint_of_the_run_they_rerun(open_ledger) -> None:
+    """Issue 27: give_up_below weighs the reruns of a fingerprint "from the ledger and the control
+    plane": a run the control plane says reruns a decided run (its relation), which rerund did
+    not create, counts when it ended; one rerund created is counted once (as its own rerun)."""
+    from rerund.core.records import RerunIssue, RerunOutcome
+    from rerund.core.runs import RunRef
+
+    ledger = open_ledger()
+    for run in ("a", "b"):
+        body = {
+            "decision": "give_up",
+            "policy": "p",
+            "attempt": 1,
+            "reason": "x",
+            "fingerprint": "3fa2c0ffee12",
+        }
+        ledger.record_decision(project="ml", domain="prod", run=run, root=run, decision=body, now=T0)
+    ours = {"decision": "rerun", "policy": "p", "attempt": 1, "name": "c-retry-1", "reason": "x"}
+    ours |= {"fingerprint": "3fa2c0ffee12", "source_run": "c", "scope": "run"}
+    ledger.record_decision(project="ml", domain="prod", run="c", root="c", decision=ours, now=T0)
+    ledger.record_issue(
+        RerunIssue(RunRef("ml", "prod", "c"), "c-retry-1", "c", 1, "p", "run", "created", ""), now=T0
+    )
+    ledger.record_outcome(RerunOutcome(RunRef("ml", "prod", "c-retry-1"), "p", "c", 1, "FAILED"), now=T0)
+
+    def seen(target: str, source: str, phase: str) -> bool:
+        return ledger.record_rerun_seen(
+            RunRef("ml", "prod", target), RunRef("ml", "prod", source), phase, now=T0
+        )
+
+    assert seen("a-by-hand", "a", "SUCCEEDED") is True
+    assert seen("a-by-hand", "a", "SUCCEEDED") is False  # seen again (a listing, the stream)
+    assert seen("b-by-hand", "b", "FAILED") is True
+    assert seen("c-retry-1", "c", "FAILED") is True  # rerund's own: counted once, as its rerun
+    assert seen("z-by-hand", "z", "SUCCEEDED") is True  # a run rerund never decided: no fingerprint
+
+    week = T0 - timedelta(days=7)
+    assert open_ledger().fingerprint_recoveries(since=week, fingerprint="3fa2c0ffee12") == {
+        "3fa2c0ffee12": (3, 1)
+    }
+    assert open_ledger().fingerprint_recoveries(since=week) == {"3fa2c0ffee12": (3, 1)}
+    assert ledger.fingerprint_recoveries(since=T0 + timedelta(seconds=1)) == {}  # decided before the window

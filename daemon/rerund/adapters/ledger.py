@@ -46,6 +46,7 @@ from typing import Any, Literal
 from rerund.core.incidents import MAX_INCIDENT_WINDOW, IncidentRecord
 from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.redact import public_decision
+from rerund.core.runs import RunRef
 from rerund.errors import LedgerError
 
 __all__ = ["IssueRecord", "Ledger", "Source"]
@@ -97,6 +98,12 @@ CREATE TABLE IF NOT EXISTS incidents (
     fingerprint TEXT NOT NULL, opened_at TEXT NOT NULL, state TEXT NOT NULL, at TEXT NOT NULL,
     body TEXT NOT NULL, PRIMARY KEY (fingerprint, opened_at)
 );
+-- Runs that rerun a run (their RunSpec relation) seen ended, by hand or by rerund
+-- (``record_rerun_seen``): the reruns by hand are evidence for ``fingerprint_recoveries``.
+CREATE TABLE IF NOT EXISTS reruns_seen (
+    target_key TEXT PRIMARY KEY, source_key TEXT NOT NULL, phase TEXT NOT NULL, at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reruns_seen_source ON reruns_seen (source_key);
 -- The breaker's failure windows (rerund.core.incidents.Breaker.take_windows): the failed runs
 -- of each fingerprint counted toward opening an incident, saved with each pass (``at``).
 CREATE TABLE IF NOT EXISTS incident_failures (
@@ -271,6 +278,14 @@ _RECOVERIES = (
     "  AND i.attempt = d.attempt AND i.result = 'created'"
     " JOIN outcomes o ON o.target_key = i.target_key"
     " WHERE d.decision = 'rerun' AND d.at >= ?"
+)
+# Reruns by hand (``reruns_seen`` rows of runs rerund did not create) of the runs decided since
+# ``?``, per fingerprint: (how many ended, how many succeeded).
+_SEEN_RECOVERIES = (
+    "SELECT d.fingerprint, COUNT(*), COALESCE(SUM(m.phase = 'SUCCEEDED'), 0) FROM"
+    " (SELECT DISTINCT project, domain, run, fingerprint FROM decisions WHERE at >= ? AND {cond}) d"
+    " JOIN reruns_seen m ON m.source_key = d.project || '/' || d.domain || '/' || d.run"
+    " WHERE m.target_key NOT IN (SELECT target_key FROM issues) GROUP BY d.fingerprint"
 )
 _ADDED_INDEXES = "CREATE INDEX IF NOT EXISTS decisions_fingerprint ON decisions (fingerprint);"
 
@@ -733,11 +748,27 @@ class Ledger(GroupCommits):
             rows = self._query(
                 _RECOVERIES + " AND d.fingerprint != '' GROUP BY d.fingerprint", (_iso(since),)
             )
+            rows += self._query(_SEEN_RECOVERIES.format(cond="fingerprint != ''"), (_iso(since),))
         else:  # the decisions_fingerprint index finds the rows
             rows = self._query(
                 _RECOVERIES + " AND d.fingerprint = ? GROUP BY d.fingerprint", (_iso(since), fingerprint)
             )
-        return {str(r[0]): (int(r[1]), int(r[2])) for r in rows}
+            rows += self._query(_SEEN_RECOVERIES.format(cond="fingerprint = ?"), (_iso(since), fingerprint))
+        out: dict[str, tuple[int, int]] = {}
+        for r in rows:  # rerund's reruns, then the reruns by hand
+            n, ok = out.get(str(r[0]), (0, 0))
+            out[str(r[0])] = (n + int(r[1]), ok + int(r[2]))
+        return out
+
+    def record_rerun_seen(self, target: RunRef, source: RunRef, phase: str, *, now: datetime) -> bool:
+        """Run ``target``, a rerun of ``source`` (its relation), ended in ``phase``; True when
+        not recorded before (``rerund.ports.DecisionLedger.record_rerun_seen``)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO reruns_seen VALUES (?, ?, ?, ?)",
+                (str(target), str(source), phase, _iso(now)),
+            )
+            return cur.rowcount == 1
 
     def incidents(self, *, since: datetime) -> list[IncidentRecord]:
         """The open incidents and those closed (or saved) at or after ``since``, newest first."""
@@ -789,6 +820,7 @@ class Ledger(GroupCommits):
                 ("outcomes", "at"),
                 ("failures", "seen_at"),
                 ("reproductions", "at"),
+                ("reruns_seen", "at"),
             ):
                 deleted += db.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,)).rowcount  # noqa: S608
         if self.max_bytes:

@@ -62,6 +62,7 @@ from rerund.adapters.sqlstate.url import engine_url, shown
 from rerund.core.incidents import MAX_INCIDENT_WINDOW, IncidentRecord
 from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.redact import public_decision
+from rerund.core.runs import RunRef
 from rerund.errors import LedgerError
 
 __all__ = ["CONNECT_TIMEOUT_S", "PostgresLedger"]
@@ -79,6 +80,7 @@ _PRUNED = (
     (t.outcomes, "at"),
     (t.failures, "seen_at"),
     (t.reproductions, "at"),
+    (t.reruns_seen, "at"),
 )
 
 
@@ -528,7 +530,38 @@ class PostgresLedger(GroupCommits):
             .where(d.c.fingerprint != "" if fingerprint is None else d.c.fingerprint == fingerprint)
             .group_by(d.c.fingerprint)
         )
-        return {str(r["fingerprint"]): (int(r["n"]), int(r["ok"])) for r in self._query(stmt)}
+        out = {str(r["fingerprint"]): (int(r["n"]), int(r["ok"])) for r in self._query(stmt)}
+        # The reruns by hand: runs seen rerunning a decided run that rerund did not create.
+        m = t.reruns_seen
+        decided = (
+            select(d.c.project, d.c.domain, d.c.run, d.c.fingerprint)
+            .where(d.c.at >= _aware(since))
+            .where(d.c.fingerprint != "" if fingerprint is None else d.c.fingerprint == fingerprint)
+            .distinct()
+            .subquery()
+        )
+        seen_ok = func.coalesce(func.sum(case((m.c.phase == "SUCCEEDED", 1), else_=0)), 0).label("ok")
+        by_hand = (
+            select(decided.c.fingerprint, func.count().label("n"), seen_ok)
+            .select_from(
+                decided.join(
+                    m, m.c.source_key == decided.c.project + "/" + decided.c.domain + "/" + decided.c.run
+                )
+            )
+            .where(m.c.target_key.not_in(select(i.c.target_key)))
+            .group_by(decided.c.fingerprint)
+        )
+        for r in self._query(by_hand):
+            n, ok = out.get(str(r["fingerprint"]), (0, 0))
+            out[str(r["fingerprint"])] = (n + int(r["n"]), ok + int(r["ok"]))
+        return out
+
+    def record_rerun_seen(self, target: RunRef, source: RunRef, phase: str, *, now: datetime) -> bool:
+        """Run ``target``, a rerun of ``source`` (its relation), ended in ``phase``; True when
+        not recorded before."""
+        row = {"target_key": str(target), "source_key": str(source), "phase": phase, "at": _aware(now)}
+        with self._tx() as conn:
+            return _inserted(conn, t.reruns_seen, row)
 
     def incidents(self, *, since: datetime) -> list[IncidentRecord]:
         """The open incidents and those closed (or saved) at or after ``since``, newest first."""

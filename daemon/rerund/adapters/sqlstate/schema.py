@@ -42,6 +42,7 @@ __all__ = [
     "outbox",
     "outcomes",
     "reproductions",
+    "reruns_seen",
     "watermarks",
 ]
 
@@ -176,6 +177,17 @@ incidents = Table(
     PrimaryKeyConstraint("fingerprint", "opened_at"),
 )
 Index("incidents_state", incidents.c.state, incidents.c.at)
+# Runs that rerun a run (their RunSpec relation) seen ended, by hand or by rerund
+# (``record_rerun_seen``): the reruns by hand are evidence for ``fingerprint_recoveries``; revision 0005.
+reruns_seen = Table(
+    "reruns_seen",
+    metadata,
+    Column("target_key", Text, primary_key=True),
+    Column("source_key", Text, nullable=False),
+    Column("phase", Text, nullable=False),
+    _at(),
+)
+Index("reruns_seen_source", reruns_seen.c.source_key)
 # The breaker's failure windows (``rerund.core.incidents.Breaker.take_windows``): the failed runs of
 # each fingerprint counted toward opening an incident, saved with each pass (``at``); revision 0004.
 incident_failures = Table(
