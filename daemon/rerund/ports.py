@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from datetime import datetime
 from typing import Any, Protocol
 
-from rerund.core.incidents import IncidentRecord
+from rerund.core.incidents import IncidentRecord, Members
 from rerund.core.outbox import OutboxItem
 from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.runs import FailureFacts, RelaunchRequest, RerunRequest, RunRef, RunSummary
@@ -296,17 +296,16 @@ class DecisionLedger(Protocol):
         counts once, as rerund's rerun): a rerun by hand is evidence too."""
         ...
 
-    def save_incident_windows(
-        self, windows: Mapping[str, Sequence[tuple[str, datetime]]], *, now: datetime
-    ) -> None:
-        """Replace the saved failure window of each fingerprint of ``windows`` (the failed runs
-        the breaker counts toward opening an incident, as (run key, failed at); empty: none),
-        and forget the windows saved more than a day (the longest ``within``) before ``now``."""
+    def save_incident_members(self, members: Mapping[str, Members], *, now: datetime) -> None:
+        """Replace the saved ``Members`` of each fingerprint of ``members`` (what the breaker
+        counts: its window's failed runs, or its open incident's runs and lineages; all empty:
+        none), and forget the windows saved more than a day (the longest ``within``) before
+        ``now``."""
         ...
 
-    def incident_windows(self) -> dict[str, list[tuple[str, datetime]]]:
-        """The saved failure windows, fingerprint -> (run key, failed at), oldest first: what
-        a restart counts again (``Breaker.restore_windows``)."""
+    def incident_members(self) -> dict[str, Members]:
+        """The saved ``Members`` per fingerprint (windows oldest first): what a restart counts
+        again (``Breaker.restore_members``)."""
         ...
 
     def fingerprint_recoveries(

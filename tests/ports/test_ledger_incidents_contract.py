@@ -86,18 +86,25 @@ def test_the_reruns_of_a_fingerprint_and_their_recoveries_are_counted_from_the_l
     assert ledger.fingerprint_recoveries(since=week) == {"3fa2c0ffee12": (3, 1)}  # x had no rerun issued
 
 
-def test_the_breakers_failure_windows_are_replaced_per_fingerprint_read_back_and_forgotten_after_a_day(
+def test_what_the_breaker_counts_is_replaced_per_fingerprint_read_back_and_windows_forgotten_after_a_day(
     open_ledger,
 ) -> None:
-    ledger = open_ledger()
-    a = [("p/d/r1", T0), ("p/d/r2", T0 + timedelta(seconds=5))]
-    ledger.save_incident_windows({"aaaaaaaaaaaa": a, "bbbbbbbbbbbb": [("p/d/x", T0)]}, now=T0)
-    ledger.save_incident_windows({"bbbbbbbbbbbb": []}, now=T0 + timedelta(seconds=6))  # opened: gone
-    assert open_ledger().incident_windows() == {"aaaaaaaaaaaa": a}
+    from rerund.core.incidents import Members
 
-    later = [("p/d/r3", T0 + timedelta(hours=2))]
-    ledger.save_incident_windows({"cccccccccccc": later}, now=T0 + timedelta(days=1, hours=2))
-    assert open_ledger().incident_windows() == {"cccccccccccc": later}  # a's saved over a day ago
+    ledger = open_ledger()
+    a = Members(window=(("p/d/r1", T0), ("p/d/r2", T0 + timedelta(seconds=5))))
+    b = Members(window=(("p/d/x", T0),))
+    ledger.save_incident_members({"aaaaaaaaaaaa": a, "bbbbbbbbbbbb": b}, now=T0)
+    opened = Members(runs=("p/d/x", "p/d/y"), lineages=("x", "y"))  # b's incident opened
+    ledger.save_incident_members({"bbbbbbbbbbbb": opened}, now=T0 + timedelta(seconds=6))
+    assert open_ledger().incident_members() == {"aaaaaaaaaaaa": a, "bbbbbbbbbbbb": opened}
+
+    later = Members(window=(("p/d/r3", T0 + timedelta(hours=2)),))
+    ledger.save_incident_members({"cccccccccccc": later}, now=T0 + timedelta(days=1, hours=2))
+    # a's window was saved over a day ago; an open incident's members stay as long as it is open
+    assert open_ledger().incident_members() == {"bbbbbbbbbbbb": opened, "cccccccccccc": later}
+    ledger.save_incident_members({"bbbbbbbbbbbb": Members()}, now=T0 + timedelta(days=1, hours=3))  # closed
+    assert open_ledger().incident_members() == {"cccccccccccc": later}
 
 
 def test_reruns_made_by_hand_count_as_evidence_for_the_fingerprint_of_the_run_they_rerun(open_ledger) -> None:

@@ -136,3 +136,23 @@ def test_a_fingerprint_whose_incident_closed_does_not_count_its_failures_again(o
     again, registry = _process(open_ledger(), policies, T0 + timedelta(seconds=46))
     assert not isinstance(_fail(again, policies, "r9", 47), Held)  # one failure after the close
     assert registry.get_sample_value("rerund_incidents_open") == 0
+
+
+def test_the_held_failures_decided_again_after_a_restart_are_not_counted_twice(open_ledger, policies) -> None:
+    """The sibling of the window: an open incident's failed runs and lineages are kept too, so
+    the failures relisted after a restart (the held ones) leave its counts as they were."""
+    first, _ = _process(open_ledger(), policies, T0)
+    for i in range(1, 6):
+        _fail(first, policies, f"r{i}", i)  # r4 opens it; r4 and r5 are held
+    [before] = open_ledger().incidents(since=T0)
+    assert (before.failures, before.held, before.lineages) == (5, 2, 2)
+
+    again, _ = _process(open_ledger(), policies, T0 + timedelta(seconds=10))
+    _fail(again, policies, "r6", 11)  # a new failure counts, and adds a lineage to those held
+    [new] = open_ledger().incidents(since=T0)
+    assert (new.failures, new.lineages) == (6, 3)
+    for i in (4, 5):  # relisted after the restart: held again, counted once
+        assert isinstance(_fail(again, policies, f"r{i}", i), Held)
+
+    [after] = open_ledger().incidents(since=T0)
+    assert (after.failures, after.held, after.lineages) == (6, 3, 3)

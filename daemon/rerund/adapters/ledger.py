@@ -36,14 +36,14 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from rerund.core.incidents import MAX_INCIDENT_WINDOW, IncidentRecord
+from rerund.core.incidents import MAX_INCIDENT_WINDOW, IncidentRecord, Members
 from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.redact import public_decision
 from rerund.core.runs import RunRef
@@ -104,11 +104,12 @@ CREATE TABLE IF NOT EXISTS reruns_seen (
     target_key TEXT PRIMARY KEY, source_key TEXT NOT NULL, phase TEXT NOT NULL, at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS reruns_seen_source ON reruns_seen (source_key);
--- The breaker's failure windows (rerund.core.incidents.Breaker.take_windows): the failed runs
--- of each fingerprint counted toward opening an incident, saved with each pass (``at``).
-CREATE TABLE IF NOT EXISTS incident_failures (
-    fingerprint TEXT NOT NULL, run TEXT NOT NULL, failed_at TEXT NOT NULL, at TEXT NOT NULL,
-    PRIMARY KEY (fingerprint, run)
+-- What the outage breaker counts per fingerprint (rerund.core.incidents.Members), saved with each
+-- pass (``at``): kind 'window' (a failed run toward opening, ``failed_at`` its failure time),
+-- 'run' and 'lineage' (the failed runs and lineages of its open incident).
+CREATE TABLE IF NOT EXISTS incident_members (
+    fingerprint TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, failed_at TEXT,
+    at TEXT NOT NULL, PRIMARY KEY (fingerprint, kind, name)
 );
 """
 
@@ -299,6 +300,31 @@ def _iso(ts: datetime) -> str:
     if ts.tzinfo is None:
         raise LedgerError(f"timestamp {ts!r} has no timezone; the ledger stores aware UTC times only")
     return ts.astimezone(UTC).isoformat()
+
+
+def _member_rows(m: Members) -> list[tuple[str, str, str | None]]:
+    """The (kind, name, failed at) rows of ``m`` (``incident_members``, both ledgers)."""
+    rows: list[tuple[str, str, str | None]] = [("window", run, _iso(at)) for run, at in m.window]
+    rows += [("run", run, None) for run in m.runs]
+    rows += [("lineage", lineage, None) for lineage in m.lineages]
+    return rows
+
+
+def _members_of(rows: Iterable[tuple[str, str, str, datetime | None]]) -> dict[str, Members]:
+    """``incident_members`` rows (fingerprint, kind, name, failed at) as ``Members``."""
+    parts: dict[str, tuple[list[tuple[str, datetime]], list[str], list[str]]] = {}
+    for fingerprint, kind, name, failed_at in rows:
+        window, runs, lineages = parts.setdefault(fingerprint, ([], [], []))
+        if kind == "window" and failed_at is not None:
+            window.append((name, failed_at.astimezone(UTC)))
+        elif kind == "run":
+            runs.append(name)
+        elif kind == "lineage":
+            lineages.append(name)
+    return {
+        fp: Members(window=tuple(sorted(w, key=lambda x: (x[1], x[0]))), runs=tuple(r), lineages=tuple(ln))
+        for fp, (w, r, ln) in parts.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -778,29 +804,32 @@ class Ledger(GroupCommits):
         )
         return [IncidentRecord.from_json(json.loads(r[0])) for r in rows]
 
-    def save_incident_windows(
-        self, windows: Mapping[str, Sequence[tuple[str, datetime]]], *, now: datetime
-    ) -> None:
-        """Replace each fingerprint's saved failure window; forget those saved over a day ago
-        (``rerund.ports.DecisionLedger.save_incident_windows``). One transaction."""
+    def save_incident_members(self, members: Mapping[str, Members], *, now: datetime) -> None:
+        """Replace each fingerprint's saved members; forget the windows saved over a day ago
+        (``rerund.ports.DecisionLedger.save_incident_members``). One transaction."""
         with self._tx() as db:
-            for fingerprint, failures in windows.items():
-                db.execute("DELETE FROM incident_failures WHERE fingerprint = ?", (fingerprint,))
+            for fingerprint, m in members.items():
+                db.execute("DELETE FROM incident_members WHERE fingerprint = ?", (fingerprint,))
                 db.executemany(
-                    "INSERT OR REPLACE INTO incident_failures VALUES (?, ?, ?, ?)",
-                    [(fingerprint, run, _iso(at), _iso(now)) for run, at in failures],
+                    "INSERT OR REPLACE INTO incident_members VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (fingerprint, kind, name, failed_at, _iso(now))
+                        for kind, name, failed_at in _member_rows(m)
+                    ],
                 )
-            db.execute("DELETE FROM incident_failures WHERE at < ?", (_iso(now - MAX_INCIDENT_WINDOW),))
+            db.execute(
+                "DELETE FROM incident_members WHERE kind = 'window' AND at < ?",
+                (_iso(now - MAX_INCIDENT_WINDOW),),
+            )
 
-    def incident_windows(self) -> dict[str, list[tuple[str, datetime]]]:
-        """The saved failure windows, fingerprint -> (run key, failed at), oldest first."""
+    def incident_members(self) -> dict[str, Members]:
+        """The saved members per fingerprint (windows oldest first)."""
         rows = self._query(
-            "SELECT fingerprint, run, failed_at FROM incident_failures ORDER BY failed_at, run"
+            "SELECT fingerprint, kind, name, failed_at FROM incident_members ORDER BY fingerprint, name"
         )
-        out: dict[str, list[tuple[str, datetime]]] = {}
-        for r in rows:
-            out.setdefault(str(r[0]), []).append((str(r[1]), datetime.fromisoformat(str(r[2]))))
-        return out
+        return _members_of(
+            (str(r[0]), str(r[1]), str(r[2]), datetime.fromisoformat(r[3]) if r[3] else None) for r in rows
+        )
 
     def set_watermark(self, scope: str, at: datetime) -> None:
         with self._tx() as db:

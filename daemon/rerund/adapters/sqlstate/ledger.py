@@ -30,7 +30,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
@@ -55,11 +55,19 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from rerund.adapters.ledger import GroupCommits, IssueRecord, Source, _compact_body, _full_body
+from rerund.adapters.ledger import (
+    GroupCommits,
+    IssueRecord,
+    Source,
+    _compact_body,
+    _full_body,
+    _member_rows,
+    _members_of,
+)
 from rerund.adapters.sqlstate import schema as t
 from rerund.adapters.sqlstate.upgrade import check_revision, upgrade
 from rerund.adapters.sqlstate.url import engine_url, shown
-from rerund.core.incidents import MAX_INCIDENT_WINDOW, IncidentRecord
+from rerund.core.incidents import MAX_INCIDENT_WINDOW, IncidentRecord, Members
 from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.redact import public_decision
 from rerund.core.runs import RunRef
@@ -571,30 +579,36 @@ class PostgresLedger(GroupCommits):
         )
         return [IncidentRecord.from_json(json.loads(r["body"])) for r in rows]
 
-    def save_incident_windows(
-        self, windows: Mapping[str, Sequence[tuple[str, datetime]]], *, now: datetime
-    ) -> None:
-        """Replace each fingerprint's saved failure window; forget those saved over a day ago
-        (``rerund.ports.DecisionLedger.save_incident_windows``). One transaction."""
-        f = t.incident_failures
+    def save_incident_members(self, members: Mapping[str, Members], *, now: datetime) -> None:
+        """Replace each fingerprint's saved members; forget the windows saved over a day ago
+        (``rerund.ports.DecisionLedger.save_incident_members``). One transaction."""
+        m = t.incident_members
         with self._tx() as conn:
-            for fingerprint, failures in windows.items():
-                conn.execute(f.delete().where(f.c.fingerprint == fingerprint))
-                if failures:
-                    rows = [
-                        {"fingerprint": fingerprint, "run": run, "failed_at": _aware(at), "at": _aware(now)}
-                        for run, at in dict(failures).items()
-                    ]
-                    conn.execute(insert(f), rows)
-            conn.execute(f.delete().where(f.c.at < _aware(now - MAX_INCIDENT_WINDOW)))
+            for fingerprint, saved in members.items():
+                conn.execute(m.delete().where(m.c.fingerprint == fingerprint))
+                rows = [
+                    {
+                        "fingerprint": fingerprint,
+                        "kind": kind,
+                        "name": name,
+                        "failed_at": None if failed_at is None else datetime.fromisoformat(failed_at),
+                        "at": _aware(now),
+                    }
+                    for kind, name, failed_at in _member_rows(saved)
+                ]
+                if rows:
+                    conn.execute(insert(m).on_conflict_do_nothing(), rows)
+            conn.execute(
+                m.delete().where((m.c.kind == "window") & (m.c.at < _aware(now - MAX_INCIDENT_WINDOW)))
+            )
 
-    def incident_windows(self) -> dict[str, list[tuple[str, datetime]]]:
-        """The saved failure windows, fingerprint -> (run key, failed at), oldest first."""
-        c = t.incident_failures.c
-        out: dict[str, list[tuple[str, datetime]]] = {}
-        for r in self._query(select(c.fingerprint, c.run, c.failed_at).order_by(c.failed_at, c.run)):
-            out.setdefault(str(r["fingerprint"]), []).append((str(r["run"]), r["failed_at"].astimezone(UTC)))
-        return out
+    def incident_members(self) -> dict[str, Members]:
+        """The saved members per fingerprint (windows oldest first)."""
+        c = t.incident_members.c
+        rows = self._query(select(c.fingerprint, c.kind, c.name, c.failed_at).order_by(c.fingerprint, c.name))
+        return _members_of(
+            (str(r["fingerprint"]), str(r["kind"]), str(r["name"]), r["failed_at"]) for r in rows
+        )
 
     def set_watermark(self, scope: str, at: datetime) -> None:
         """Set the watermark of ``scope`` (as in the SQLite ledger: the value given)."""

@@ -34,7 +34,7 @@ from sqlalchemy import (
 __all__ = [
     "decisions",
     "failures",
-    "incident_failures",
+    "incident_members",
     "incidents",
     "issues",
     "leadership",
@@ -188,16 +188,18 @@ reruns_seen = Table(
     _at(),
 )
 Index("reruns_seen_source", reruns_seen.c.source_key)
-# The breaker's failure windows (``rerund.core.incidents.Breaker.take_windows``): the failed runs of
-# each fingerprint counted toward opening an incident, saved with each pass (``at``); revision 0004.
-incident_failures = Table(
-    "incident_failures",
+# What the outage breaker counts per fingerprint (``rerund.core.incidents.Members``), saved with
+# each pass (``at``): kind 'window' (a failed run toward opening, ``failed_at`` its failure time),
+# 'run' and 'lineage' (the failed runs and lineages of its open incident); revision 0004.
+incident_members = Table(
+    "incident_members",
     metadata,
     Column("fingerprint", Text, nullable=False),
-    Column("run", Text, nullable=False),
-    Column("failed_at", DateTime(timezone=True), nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("failed_at", DateTime(timezone=True), nullable=True),
     _at(),
-    PrimaryKeyConstraint("fingerprint", "run"),
+    PrimaryKeyConstraint("fingerprint", "kind", "name"),
 )
 # Which replica leads (``rerund.adapters.sqlstate.leadership``): one row (id 1) whose term rises
 # on each takeover; revision 0002.
