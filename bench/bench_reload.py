@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ import rerund
 from rerund.app import App
 from rerund.core.model import ErrorInfo
 from rerund.runtime.daemon import Daemon
-from runtime.fake_control_plane import T0, Clock, FakeControlPlane, daemon_settings
+from runtime.fake_control_plane import Clock, FakeControlPlane, daemon_settings
 
 USER_ERROR = ErrorInfo(kind="USER", code="ValueError", message="bad input")
 SYSTEM_ERROR = ErrorInfo(kind="SYSTEM", code="ConnectionResetError", message="connection reset by peer")
@@ -154,11 +154,13 @@ def _until(what: str, check: Callable[[], bool], timeout: float) -> None:
 
 
 def measure(n: int, owed: int, change: str, tmp: Path) -> dict[str, Any]:
-    clock = Clock(T0 + timedelta(minutes=5))  # fixed: every failure stays in the resync window
+    # Fixed (every failure stays in the resync window), at the wall clock's time: the daemon's
+    # scheduler runs a deferred failure's job by the wall clock (one in the past would fire at once).
+    clock = Clock(datetime.now(UTC))
     cp = FakeControlPlane(clock)
     for i in range(n):
         error = SYSTEM_ERROR if i < owed else USER_ERROR
-        cp.add_failed(f"f{i:06d}", error=error, at=T0 + timedelta(minutes=1))
+        cp.add_failed(f"f{i:06d}", error=error, at=clock() - timedelta(minutes=4))
     policies = POLICIES.format(comment="first", suffix="")
     settings = daemon_settings(tmp, policies, http="127.0.0.1:0", poll_interval="5s")
     started: list[Daemon] = []

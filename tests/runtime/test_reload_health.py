@@ -18,7 +18,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -91,10 +91,12 @@ class AnswersAtDecisions(logging.Handler):
 
 
 def test_health_is_answered_while_a_reload_re_decides_thousands_of_owed_failures(tmp_path: Path) -> None:
-    clock = Clock(T0 + timedelta(minutes=5))  # fixed: every failure stays in the resync window
+    # Fixed (every failure stays in the resync window), at the wall clock's time: the daemon's
+    # scheduler runs a deferred failure's job by the wall clock (one in the past would fire at once).
+    clock = Clock(datetime.now(UTC))
     cp = FakeControlPlane(clock)
     for i in range(FAILURES):
-        cp.add_failed(f"slow{i:05d}", at=T0 + timedelta(minutes=1))
+        cp.add_failed(f"slow{i:05d}", at=clock() - timedelta(minutes=4))
     settings = daemon_settings(tmp_path, DEFERRING, http="127.0.0.1:0", poll_interval="1s")
     started: list[Daemon] = []
     ready = threading.Event()

@@ -144,3 +144,26 @@ def test_policies_decide_alike_only_when_their_rules_are_the_same(
     first.write_text(BUDGETED)
     second.write_text(changed(BUDGETED))
     assert load_policies([first]).decides_like(load_policies([second])) is alike
+
+
+def test_a_failure_decided_again_after_a_reload_is_not_decided_once_more_by_a_listing_or_the_stream(
+    tmp_path: Path,
+) -> None:
+    """The two failures still deferred under the new budget are decided once each: a later
+    listing of the whole overlap, and the stream reporting them again, cost no decision."""
+    world, counted = settled_and_owed(tmp_path)
+    before = counted.calls
+
+    world.set_policies(BUDGETED.replace("per: 1h}", "per: 2h}"))
+    world.rec.policies_changed()
+    world.clock.advance(5)
+    world.sync()
+    assert counted.calls - before == 2
+    assert len(world.rec.pending()) == 2  # still deferred by the budget
+
+    world.clock.advance(61)  # this pass lists the whole overlap again
+    world.sync()
+    for name in ("bbb", "ccc"):
+        asyncio.run(world.rec.on_watch(world.cp.runs[world.cp.ref(name)].summary()))
+
+    assert counted.calls - before == 2

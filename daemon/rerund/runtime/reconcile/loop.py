@@ -642,7 +642,8 @@ class Reconciler:
             self._scheduler.schedule(str(ref), due, lambda: self._redecide(ref))
 
     async def _redecide(self, ref: RunRef) -> None:
-        """A scheduled item is due: decide again from the cached facts (fresh budgets, no read)."""
+        """A scheduled item is due: decide again from the cached facts (fresh budgets, no read),
+        under the policies in force (so a listing or a stream event does not decide it again)."""
         pending = self._owed.owed(ref)
         if pending is None or self._inflight.busy(ref) or self.stopping:
             return
@@ -650,6 +651,8 @@ class Reconciler:
             await self._handle(pending.summary, self._clock())
             return
         with self._inflight.handling(ref):
+            summary = pending.facts.summary
+            self._owed.remember(ref, (summary.phase, summary.ended_at), pending.facts, settled=False)
             await self._decide_and_act(pending.facts, self._clock())
 
     async def _release(self, refs: Sequence[RunRef]) -> None:
