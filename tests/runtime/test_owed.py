@@ -88,6 +88,23 @@ def test_a_settled_failure_is_decided_until_its_marker_changes_even_across_a_rel
     assert ref not in w.pending
 
 
+def test_the_seen_cache_keeps_the_facts_only_of_failures_that_may_be_decided_again():
+    """A failure settled for good is never decided again: its facts are dropped (memory, issue
+    24); a pending one, and one whose rerun was refused, keep theirs for a new decision."""
+    w = owed()
+    settled, refused, deferred = facts("settled", T0), facts("refused", T0), facts("deferred", T0)
+    for f in (settled, refused, deferred):
+        w.remember(f.summary.ref, ("FAILED", T0), f, settled=False)
+    w.settle(settled.summary.ref)
+    w.settle(refused.summary.ref, final=False)
+    w.owe(deferred, T0 + timedelta(minutes=10))
+
+    assert w.cached_facts(settled.summary.ref, ("FAILED", T0)) is None
+    assert w.decided(settled.summary.ref, ("FAILED", T0))
+    assert w.cached_facts(refused.summary.ref, ("FAILED", T0)) == refused
+    assert w.cached_facts(deferred.summary.ref, ("FAILED", T0)) == deferred
+
+
 def test_a_reload_owes_a_new_decision_to_what_is_owed_and_to_refused_reruns_the_last_resync_listed():
     """A reload's work is what is owed, not the seen-cache (issue 24): a pending failure with
     its facts is due at the next pass; one still to be read keeps its time; a settled failure

@@ -22,7 +22,8 @@ Invariants (tested in ``tests/runtime/test_owed.py`` without a control plane):
   make it again. A reload owes a new decision, at the next pass and from cached facts without a
   read, only to the failures still owed something (deferred, waiting for a fix, held) and to
   those whose rerun the control plane refused (``settle(final=False)``) that the last resync
-  listed — so a reload costs what is owed, not what the cache holds (issue 24).
+  listed — so a reload costs what is owed, not what the cache holds (issue 24). A failure settled
+  for good keeps no facts in the cache, only its marker.
 - *A FAILED run whose error details are late is never settled on them.* It is read again
   every ``error_recheck`` for at most ``error_wait`` after it failed (``await_error``, pure:
   ``error_recheck_at``), then decided without them.
@@ -73,7 +74,7 @@ class LateError:
     first: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class Seen:
     marker: Marker
     generation: int
@@ -266,6 +267,10 @@ class OwedWork:
             seen.settled = True
             seen.final = final
             seen.generation = self.generation
+            if final:
+                # Never decided again (``decided``): its facts (spec, error, labels: kilobytes)
+                # are not kept, so the seen-cache costs a marker per failure (issue 24).
+                seen.facts = None
 
     def due(self, now: datetime, busy: Collection[RunRef] = ()) -> list[RunRef]:
         """Pending failures whose time has come (due at or before ``now``, or at the next
