@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,8 @@ from rerund.policy import load_policies
 
 from .fake_control_plane import T0
 from .test_reconcile import POLICIES, World
+from .test_waiting_failures import BUG, TASK, RelaunchingControlPlane
+from .test_waiting_failures import POLICIES as WAITING
 
 USER = ErrorInfo(kind="USER", code="ValueError", message="bad")
 # One rerun an hour for the transient policy: of three transient failures, one is rerun and
@@ -167,3 +169,31 @@ def test_a_failure_decided_again_after_a_reload_is_not_decided_once_more_by_a_li
         asyncio.run(world.rec.on_watch(world.cp.runs[world.cp.ref(name)].summary()))
 
     assert counted.calls - before == 2
+
+
+def test_a_changed_reload_decides_again_a_failure_waiting_for_a_fix_and_not_a_settled_one(
+    tmp_path: Path,
+) -> None:
+    """A failure waiting for a newer version of its task is owed something: a changed reload
+    decides it again (it keeps waiting); a failure already rerun is not decided again."""
+    counted = CountedDecide()
+    world = World(tmp_path, WAITING, decide=counted)
+    cp = RelaunchingControlPlane(world.clock)
+    world.cp = cp  # type: ignore[assignment]
+    world.rec = world.new_reconciler()
+    cp.add_failed("report-1", task=TASK, error=BUG, at=T0)
+    cp.add_failed("etl-1", task="etl.load", at=T0)
+    world.clock.advance(60)
+    world.sync()
+    assert list(world.rec.pending()) == ["ml/production/report-1"]
+    assert [r.ref.name for r in cp.reruns()] == ["etl-1-retry-1"]
+    before = counted.calls
+
+    world.set_policies(WAITING.replace("max_wait: 30d", "max_wait: 20d"))
+    world.rec.policies_changed()
+    world.clock.advance(5)
+    world.sync()
+
+    assert counted.calls - before == 1
+    assert list(world.rec.pending()) == ["ml/production/report-1"]
+    assert world.rec.pending()["ml/production/report-1"] == T0 + timedelta(days=20)
