@@ -16,6 +16,13 @@ What differs is where the rows live and who else writes them:
   (a host that does not answer) calls fail at once for a backoff (1 s, doubling to
   ``MAX_BACKOFF_S``), so such a host costs the caller's thread (the daemon's event loop) one
   wait per backoff, not one per row. A server that refuses at once is tried again at once.
+- **Fenced writes.** In the daemon every write is the leader's: ``fence_writes`` installs the
+  leadership's check (``PostgresLeadership.fence``: the ``leadership`` row read ``FOR SHARE``),
+  and every write transaction — a group's flush, a one-row write — makes it first, so a leader
+  whose term another replica took over has its writes refused (``LedgerError``, and
+  ``on_fenced``) even before it noticed; a new leader's term bump waits for a write in flight.
+  One round trip per transaction, not per row. Commands (``sweep``, ``state migrate``) install
+  none.
 - **The schema** is migrated at open (``upgrade``: Alembic under an advisory lock); a
   reading command (``create=False``) migrates nothing and refuses a database without a ledger.
 
@@ -62,7 +69,7 @@ from rerund.adapters.sqlstate.url import engine_url, shown
 from rerund.core.incidents import IncidentRecord
 from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.redact import public_decision
-from rerund.errors import LedgerError
+from rerund.errors import FencedError, LedgerError
 
 __all__ = ["CONNECT_TIMEOUT_S", "PostgresLedger"]
 
@@ -176,6 +183,8 @@ class PostgresLedger(GroupCommits):
         self._flush_handle: object = None
         self._closed = False
         self._reader: Connection | None = None  # see ``_read``
+        self._fence: Callable[[Connection], None] | None = None  # see ``fence_writes``
+        self._on_fenced: Callable[[FencedError], object] = lambda exc: None
         # After a lost connection: calls fail at once until ``_down_until`` (``_guard``).
         self._monotonic = time.monotonic
         self._backoff, self._down_until, self._down_reason = 0.0, 0.0, ""
@@ -210,6 +219,27 @@ class PostgresLedger(GroupCommits):
             ) from None
 
     # -- connections and transactions -------------------------------------------------------
+
+    def fence_writes(
+        self,
+        fence: Callable[[Connection], None] | None,
+        *,
+        on_fenced: Callable[[FencedError], object] = lambda exc: None,
+    ) -> None:
+        """Make every write transaction call ``fence(conn)`` first (the leadership's check:
+        raises ``FencedError`` unless this replica leads in the term the state records). A
+        refused write raises ``LedgerError`` (a group's flush logs it) after ``on_fenced(exc)``,
+        which may run on any thread that writes or reads. ``None``: no check."""
+        self._fence = fence
+        self._on_fenced = on_fenced
+
+    def _fenced(self, conn: Connection) -> None:
+        if self._fence is not None:
+            self._fence(conn)
+
+    def _refused(self, exc: FencedError, lost: str) -> LedgerError:
+        self._on_fenced(exc)
+        return LedgerError(f"ledger {self.path}: {exc}{lost}")
 
     def _failed(self, what: str, exc: BaseException, lost: str) -> LedgerError:
         """The ``LedgerError`` for a driver error. A connection that failed slowly (the host does
@@ -248,7 +278,10 @@ class PostgresLedger(GroupCommits):
             self._guard("; the record is lost")
             try:
                 with self._engine.begin() as conn:
+                    self._fenced(conn)
                     yield conn
+            except FencedError as exc:
+                raise self._refused(exc, "") from None
             except _DRIVER_ERRORS as exc:
                 raise self._failed("write", exc, "; the record is lost") from None
             self._reachable()
@@ -311,10 +344,15 @@ class PostgresLedger(GroupCommits):
         self._guard(f"; the {count} rows recorded since the last write are lost")
         try:
             with self._engine.begin() as conn:
+                self._fenced(conn)
                 for name, rows in pending.items():
                     conn.execute(insert(t.metadata.tables[name]).on_conflict_do_nothing(), rows)
             self._reachable()
             return
+        except FencedError as exc:
+            raise self._refused(
+                exc, f" (the {count} rows recorded since the last write are not written)"
+            ) from None
         except DBAPIError as exc:
             if _connection_error(exc):
                 raise self._failed(
@@ -328,7 +366,12 @@ class PostgresLedger(GroupCommits):
             for row in rows:
                 try:
                     with self._engine.begin() as conn:
+                        self._fenced(conn)
                         conn.execute(insert(t.metadata.tables[name]).on_conflict_do_nothing(), row)
+                except FencedError as exc:
+                    raise self._refused(
+                        exc, " (the rows not written yet of this group are not written)"
+                    ) from None
                 except _DRIVER_ERRORS as exc:
                     log.error("ledger %s refused a row (%s); that row is lost", self.path, _reason(exc))
 

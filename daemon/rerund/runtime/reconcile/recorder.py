@@ -24,7 +24,7 @@ from rerund.core.outbox import exhausted_key
 from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.runs import FailureFacts, RunRef, RunSummary
 from rerund.core.times import iso
-from rerund.errors import LedgerError, NotificationError, StateUnavailableError
+from rerund.errors import FencedError, LedgerError, NotificationError, StateUnavailableError
 from rerund.ports import DecisionLedger, Notifier, Outbox
 from rerund.runtime.metrics import Metrics
 
@@ -108,7 +108,7 @@ class Recorder(Generic[L]):
             try:
                 if await asyncio.to_thread(outbox.put, key, payload, now=now):
                     self._on_put()
-            except StateUnavailableError as exc:
+            except (StateUnavailableError, FencedError) as exc:  # fenced: the lead is lost
                 self._log.error("%s", exc)
             return
         try:
