@@ -308,15 +308,23 @@ class PostgresLedger(GroupCommits):
                 reader.close()
 
     def _query(self, stmt: Any, args: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Rows of a public read (``history``, ``lineage_rows`` …) on a connection of the pool,
+        outside the lock: a read that waits on the database (a large table, a lock) in a worker
+        thread holds back neither the writes nor the other reads (the lock is held only to write
+        the pending rows first, so what this process recorded is read back)."""
         with self._lock:
             if self._closed:
                 raise LedgerError(f"ledger {self.path} is closed")
-            self._write_pending_or_log()  # what this process recorded is read back
+            self._write_pending_or_log()
             self._guard("")
-            try:
-                return self._read(stmt, args)
-            except _DRIVER_ERRORS as exc:
+        try:
+            with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                rows = [dict(r._mapping) for r in conn.execute(stmt, args or {})]
+        except _DRIVER_ERRORS as exc:
+            with self._lock:
                 raise self._failed("read", exc, "") from None
+        self._reachable()
+        return rows
 
     def close(self) -> None:
         with self._lock:
