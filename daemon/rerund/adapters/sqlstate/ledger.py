@@ -6,9 +6,17 @@ What differs is where the rows live and who else writes them:
 
 - **Several writers.** Every insert is ``ON CONFLICT DO NOTHING`` on the row's unique key (the
   same keys as the SQLite file), so two replicas recording the same fact write one row.
-- **Group commits** as in the SQLite ledger: a one-row write is decided new at once (a read of
-  its unique key) and written with the others of its group by one ``flush``, in one
-  transaction (one ``executemany`` per table).
+- **Group commits** as in the SQLite ledger: a one-row write is decided new at once and
+  written with the others of its group by one ``flush``, in one transaction (one
+  ``executemany`` per table, pipelined by psycopg). Deciding "new" costs one unique-key read
+  per *run*, not per row: a run whose failure the ledger did not have is *fresh* to this
+  process, and the later facts about it (its decision, its rerun's issue result, that rerun's
+  outcome and failure) are new unless this process recorded them itself (kept in memory for
+  the ``FRESH_RUNS`` runs seen last). That holds because the daemon records a run's failure
+  before anything else about it and, with a shared state, only the leader writes (fenced);
+  a ``rerund sweep`` deciding the same run at the same moment may be counted by both (its
+  rows are still written once). A flush that fails forgets the fresh runs: their facts are
+  read again.
 - **The database can go away.** Every method raises ``LedgerError`` (never a driver error);
   the connection pool drops connections the server closed, so the next call after the server
   is back connects again (the daemon's recorder already carries on when a write fails). A
@@ -37,6 +45,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -76,6 +85,7 @@ __all__ = ["CONNECT_TIMEOUT_S", "PostgresLedger"]
 log = logging.getLogger("rerund.ledger")
 
 CONNECT_TIMEOUT_S = 5
+FRESH_RUNS = 50_000  # runs new to the ledger whose facts this process remembers (``_record``)
 MAX_BACKOFF_S = 30.0  # the longest an unanswering database is left alone before the next attempt
 SLOW_FAILURE_S = 1.0  # a connection failure that took this long starts the backoff
 _DRIVER_ERRORS = (SQLAlchemyError, psycopg.Error)
@@ -180,6 +190,9 @@ class PostgresLedger(GroupCommits):
         # Pending rows of the open group: per table, the rows to insert (in order).
         self._pending: dict[str, list[dict[str, Any]]] = {}
         self._pending_keys: set[tuple[Any, ...]] = set()
+        # Runs new to the ledger when this process recorded their failure (or created them):
+        # run key -> the keys of the facts about it this process recorded since (``_record``).
+        self._fresh: OrderedDict[str, set[tuple[Any, ...]]] = OrderedDict()
         self._flush_handle: object = None
         self._closed = False
         self._reader: Connection | None = None  # see ``_read``
@@ -349,6 +362,13 @@ class PostgresLedger(GroupCommits):
         count = sum(len(rows) for rows in pending.values())
         if not count:
             return
+        try:
+            self._write_group(pending, count)
+        except BaseException:
+            self._fresh.clear()  # some rows are not written: what is new is read again
+            raise
+
+    def _write_group(self, pending: dict[str, list[dict[str, Any]]], count: int) -> None:
         self._guard(f"; the {count} rows recorded since the last write are lost")
         try:
             with self._engine.begin() as conn:
@@ -382,6 +402,7 @@ class PostgresLedger(GroupCommits):
                     ) from None
                 except _DRIVER_ERRORS as exc:
                     log.error("ledger %s refused a row (%s); that row is lost", self.path, _reason(exc))
+                    self._fresh.clear()
 
     def _record(
         self,
@@ -389,30 +410,58 @@ class PostgresLedger(GroupCommits):
         exists: tuple[Select[Any], dict[str, Any]],
         table: Table,
         row: dict[str, Any],
+        *,
+        run: str,
+        creates: str | None = None,
     ) -> bool:
-        """Record one row (``ON CONFLICT DO NOTHING``); True when it was not recorded before.
+        """Record one row (``ON CONFLICT DO NOTHING``) about run ``run`` (its ``project/domain/
+        name``); True when it was not recorded before. ``creates``: a run this fact says this
+        process created (fresh from now on).
 
-        With group commits on, whether it is new is read now (``exists``, and the rows still
-        pending) and the row joins the pending ones; else it is written at once."""
+        With group commits on, whether it is new is decided now and the row joins the pending
+        ones: by this process's memory when ``run`` is fresh (see the module docstring), else
+        by a read of its unique key (``exists``); a failure found new makes its run fresh.
+        Without, it is written at once."""
         if self._schedule is None:
             with self._tx() as conn:
                 return _inserted(conn, table, row)
         with self._lock:
             if self._closed:
                 raise LedgerError(f"ledger {self.path} is closed; the record is lost")
-            self._guard("; the record is lost")
-            try:
-                if self._read(*exists):
-                    return False
-            except _DRIVER_ERRORS as exc:
-                raise self._failed("write", exc, "; the record is lost") from None
             if key in self._pending_keys:
                 return False
+            known = self._fresh.get(run)
+            if known is not None:
+                if key in known:
+                    return False
+                self._fresh.move_to_end(run)
+            else:
+                self._guard("; the record is lost")
+                try:
+                    if self._read(*exists):
+                        return False
+                except _DRIVER_ERRORS as exc:
+                    raise self._failed("write", exc, "; the record is lost") from None
+                if table is t.failures:
+                    known = self._freshen(run)
+            if known is not None:
+                known.add(key)
+            if creates is not None:
+                self._freshen(creates)
             if not self._pending:  # the first row of a group: its flush
                 self._flush_handle = self._schedule(self.flush)
             self._pending_keys.add(key)
             self._pending.setdefault(table.name, []).append(row)
             return True
+
+    def _freshen(self, run: str) -> set[tuple[Any, ...]]:
+        """Remember ``run`` as new to the ledger (lock held); the oldest beyond ``FRESH_RUNS``
+        is forgotten (its facts are read again)."""
+        known = self._fresh.setdefault(run, set())
+        self._fresh.move_to_end(run)
+        while len(self._fresh) > FRESH_RUNS:
+            self._fresh.popitem(last=False)
+        return known
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -429,7 +478,7 @@ class PostgresLedger(GroupCommits):
             "failed_at": _aware(failed_at),
             "seen_at": _aware(now),
         }
-        return self._record(("failure", key), (_FAILURE_EXISTS, {"key": key}), t.failures, row)
+        return self._record(("failure", key), (_FAILURE_EXISTS, {"key": key}), t.failures, row, run=key)
 
     def record_decision(
         self,
@@ -474,7 +523,11 @@ class PostgresLedger(GroupCommits):
             "fingerprint": fingerprint,
         }
         return self._record(
-            ("decision", key, kind, policy, -1 if attempt is None else attempt), exists, t.decisions, row
+            ("decision", key, kind, policy, -1 if attempt is None else attempt),
+            exists,
+            t.decisions,
+            row,
+            run=key,
         )
 
     def record_issue(self, issue: RerunIssue, *, now: datetime) -> bool:
@@ -497,7 +550,14 @@ class PostgresLedger(GroupCommits):
             "source": self.source,
         }
         exists = (_ISSUE_EXISTS, {"key": key, "result": issue.result})
-        return self._record(("issue", key, issue.result), exists, t.issues, row)
+        return self._record(
+            ("issue", key, issue.result),
+            exists,
+            t.issues,
+            row,
+            run=str(src),
+            creates=key if issue.result == "created" else None,
+        )
 
     def record_outcome(self, outcome: RerunOutcome, *, now: datetime) -> bool:
         """Record the terminal phase of a rerun; True when not recorded before."""
@@ -510,7 +570,7 @@ class PostgresLedger(GroupCommits):
             "attempt": outcome.attempt,
             "phase": outcome.phase,
         }
-        return self._record(("outcome", key), (_OUTCOME_EXISTS, {"key": key}), t.outcomes, row)
+        return self._record(("outcome", key), (_OUTCOME_EXISTS, {"key": key}), t.outcomes, row, run=key)
 
     def record_reproduction(self, result: dict[str, Any], *, now: datetime) -> bool:
         """Record a finished reproduction firing; True when this (check, scheduled time, manual)
