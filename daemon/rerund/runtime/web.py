@@ -109,10 +109,21 @@ class Site:
                     f"the shared ledger cannot be read ({exc}); these are this replica's own recent "
                     "decisions, from memory (/readyz says whether the state database answers)"
                 ]
+        pending: dict[str, Any] | None = self._reconciler.pending()
+        role = self._role() if self._role is not None and self._shared else None
+        if role is not None and role["role"] != "leader":
+            # What is owed lives in the leader's memory (recomputed from the control plane, never
+            # stored): a follower owes nothing, and an empty list here would read as "nothing owed".
+            pending = None
+            leader = f"{role['leader']} (term {role['term']})" if role["leader"] else "the leader"
+            body.setdefault("notes", []).append(
+                f"pending is null: this replica ({role['identity']}) follows; the work still owed is "
+                f"held in the memory of {leader}: read its /decisions"
+            )
         return json_response(
             {
                 "decisions": decisions,
-                "pending": self._reconciler.pending(),
+                "pending": pending,
                 "settings": self._settings.public(),
                 **body,
             }
