@@ -153,11 +153,23 @@ class DecisionRecorder(Recorder[DecisionLedger]):
         )
         self._spawn = spawn
         self._recent: deque[dict[str, Any]] = deque(maxlen=recent_capacity)
-        self._tracked: dict[RunRef, Tracked] = {}
-        records = self.call(lambda lg: lg.created_without_outcome())
-        for r in () if isinstance(records, Unanswered) else records:
-            ref = RunRef(r.project, r.domain, r.target)
-            self._tracked[ref] = Tracked(ref, r.policy, r.root, r.attempt, r.at)
+        # The reruns followed to their outcome, read from the ledger at the first use (the first
+        # pass), not here: a follower builds its recorder when it starts and first uses it when
+        # it takes over, by then with the reruns the replica it replaces created.
+        self._followed: dict[RunRef, Tracked] | None = None
+
+    @property
+    def _tracked(self) -> dict[RunRef, Tracked]:
+        """The reruns followed to their outcome; the first use reads those the ledger holds
+        (created, no outcome yet: by this process before a restart, or by a previous leader).
+        A ledger that fails then is not asked again (what is owed comes from the listings)."""
+        if self._followed is None:
+            self._followed = {}
+            records = self.call(lambda lg: lg.created_without_outcome())
+            for r in () if isinstance(records, Unanswered) else records:
+                ref = RunRef(r.project, r.domain, r.target)
+                self._followed[ref] = Tracked(ref, r.policy, r.root, r.attempt, r.at)
+        return self._followed
 
     @property
     def recent(self) -> tuple[dict[str, Any], ...]:
