@@ -246,3 +246,44 @@ def test_the_password_only_in_the_state_password_file_serves_the_leadership_and_
     ):
         no_password.acquire()
     no_password.close()
+
+
+def test_creates_fenced_at_once_share_one_term_check_and_a_takeover_stops_them_all(pg_url: str) -> None:
+    """``Lead.fence`` before each rerun's create: the creates waiting at the same time share one
+    check of the term (begun after each of them asked), not one transaction each; once another
+    replica took over, every one of them is stopped and the refusal is counted once."""
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+    from sqlalchemy import event
+
+    from rerund.runtime.leader import Lead
+    from rerund.runtime.metrics import Metrics
+    from rerund.runtime.reconcile.issuer import Stopped
+
+    a, a_engine = _replica(pg_url, "a:1")
+    b, _ = _replica(pg_url, "b:2")
+    checks: list[str] = []
+    event.listen(
+        a_engine,
+        "before_cursor_execute",
+        lambda conn, cursor, statement, *rest: checks.append(statement) if "FOR SHARE" in statement else None,
+    )
+    registry = CollectorRegistry()
+
+    async def scenario() -> list[BaseException | None]:
+        lead = Lead(a, Metrics(registry), shared=True)
+        assert await lead.campaign(asyncio.Event())
+        await asyncio.gather(*(lead.fence() for _ in range(20)))
+        terminate_leader(pg_url)
+        assert await asyncio.to_thread(b.acquire)
+        return await asyncio.gather(*(lead.fence() for _ in range(20)), return_exceptions=True)
+
+    try:
+        stopped = asyncio.run(scenario())
+    finally:
+        a.close()
+        b.close()
+    assert len(checks) == 2, checks  # one for the first 20 creates, one for the next 20
+    assert [type(s) for s in stopped] == [Stopped] * 20
+    assert registry.get_sample_value("rerund_fenced_writes_total") == 1.0
