@@ -12,8 +12,11 @@ What differs is where the rows live and who else writes them:
   per *run*, not per row: a run whose failure the ledger did not have is *fresh* to this
   process, and the later facts about it (its decision, its rerun's issue result, that rerun's
   outcome and failure) are new unless this process recorded them itself (kept in memory for
-  the ``FRESH_RUNS`` runs seen last). That holds because the daemon records a run's failure
-  before anything else about it and, with a shared state, only the leader writes (fenced);
+  the ``FRESH_RUNS`` runs seen last). The failure's own read is skipped too when it failed
+  after the newest failure the ledger held when this process first recorded one (read once):
+  a storm after a start or a takeover costs no read per run at all. That holds because the
+  daemon records a run's failure before anything else about it and, with a shared state,
+  only the leader writes (fenced: the previous leader's writes ended with its term);
   a ``rerund sweep`` deciding the same run at the same moment may be counted by both (its
   rows are still written once). A flush that fails forgets the fresh runs: their facts are
   read again.
@@ -86,6 +89,7 @@ log = logging.getLogger("rerund.ledger")
 
 CONNECT_TIMEOUT_S = 5
 FRESH_RUNS = 50_000  # runs new to the ledger whose facts this process remembers (``_record``)
+_UNREAD = object()  # ``_newest_failure`` before its read
 MAX_BACKOFF_S = 30.0  # the longest an unanswering database is left alone before the next attempt
 SLOW_FAILURE_S = 1.0  # a connection failure that took this long starts the backoff
 _DRIVER_ERRORS = (SQLAlchemyError, psycopg.Error)
@@ -193,6 +197,10 @@ class PostgresLedger(GroupCommits):
         # Runs new to the ledger when this process recorded their failure (or created them):
         # run key -> the keys of the facts about it this process recorded since (``_record``).
         self._fresh: OrderedDict[str, set[tuple[Any, ...]]] = OrderedDict()
+        # The newest failure time the ledger held when this process first recorded a failure
+        # (read once; ``_UNREAD`` again after a failed flush or a forgotten fresh run): a failure
+        # that failed later is new unless this process recorded it (``_record``).
+        self._newest_failure: object = _UNREAD  # datetime | None once read
         self._flush_handle: object = None
         self._closed = False
         self._reader: Connection | None = None  # see ``_read``
@@ -365,7 +373,7 @@ class PostgresLedger(GroupCommits):
         try:
             self._write_group(pending, count)
         except BaseException:
-            self._fresh.clear()  # some rows are not written: what is new is read again
+            self._forget_fresh()  # some rows are not written: what is new is read again
             raise
 
     def _write_group(self, pending: dict[str, list[dict[str, Any]]], count: int) -> None:
@@ -402,7 +410,7 @@ class PostgresLedger(GroupCommits):
                     ) from None
                 except _DRIVER_ERRORS as exc:
                     log.error("ledger %s refused a row (%s); that row is lost", self.path, _reason(exc))
-                    self._fresh.clear()
+                    self._forget_fresh()
 
     def _record(
         self,
@@ -438,7 +446,7 @@ class PostgresLedger(GroupCommits):
             else:
                 self._guard("; the record is lost")
                 try:
-                    if self._read(*exists):
+                    if not self._later_than_every_failure(table, row) and self._read(*exists):
                         return False
                 except _DRIVER_ERRORS as exc:
                     raise self._failed("write", exc, "; the record is lost") from None
@@ -454,6 +462,25 @@ class PostgresLedger(GroupCommits):
             self._pending.setdefault(table.name, []).append(row)
             return True
 
+    def _later_than_every_failure(self, table: Table, row: dict[str, Any]) -> bool:
+        """Whether ``row`` is a failure that failed after every failure the ledger held when
+        this process first asked (lock held; one read per process, or after a failed flush):
+        then no one recorded it before — with a shared state only the leader writes, and the
+        leader before this one wrote nothing after its term ended (fenced) — and it is new
+        unless this process recorded it (``_fresh``, asked first)."""
+        if table is not t.failures:
+            return False
+        if self._newest_failure is _UNREAD:
+            found = self._read(select(func.max(t.failures.c.failed_at).label("at")))
+            self._newest_failure = found[0]["at"] if found else None
+        newest = self._newest_failure
+        return newest is None or (isinstance(newest, datetime) and row["failed_at"] > newest)
+
+    def _forget_fresh(self) -> None:
+        """Forget what this process knows is new (lock held): it is read again."""
+        self._fresh.clear()
+        self._newest_failure = _UNREAD
+
     def _freshen(self, run: str) -> set[tuple[Any, ...]]:
         """Remember ``run`` as new to the ledger (lock held); the oldest beyond ``FRESH_RUNS``
         is forgotten (its facts are read again)."""
@@ -461,6 +488,7 @@ class PostgresLedger(GroupCommits):
         self._fresh.move_to_end(run)
         while len(self._fresh) > FRESH_RUNS:
             self._fresh.popitem(last=False)
+            self._newest_failure = _UNREAD  # the forgotten run's failure is the ledger's to say
         return known
 
     # -- writes -----------------------------------------------------------------------------
