@@ -22,7 +22,7 @@ from rerund.adapters.sqlstate.outbox import SqlOutbox, sqlite_engine
 from rerund.adapters.sqlstate.upgrade import VERSION_TABLE
 from rerund.adapters.sqlstate.url import engine_url
 from rerund.cli import main
-from rerund.core.incidents import IncidentRecord
+from rerund.core.incidents import IncidentRecord, Members
 from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.runs import RunRef
 from rerund.runtime.settings import load_settings
@@ -233,6 +233,9 @@ def test_state_migrate_copies_every_table_of_the_schema(tmp_path: Path, pg_url: 
     file = Ledger(path)
     file.record_incident(IncidentRecord("fp1", T0, example="OOM"), now=T0)
     file.record_incident(IncidentRecord("fp2", T0, state="closed", closed_at=T0), now=T0)
+    file.save_incident_members(
+        {"fp1": Members(runs=("r1",), lineages=("r1",)), "fp3": Members(window=(("r9", T0),))}, now=T0
+    )
     file.close()
     outbox = SqlOutbox(sqlite_engine(path))
     outbox.put("exhausted:ml/prod/r1", {"event": "lineage_exhausted"}, now=T0)
