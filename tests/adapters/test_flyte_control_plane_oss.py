@@ -261,9 +261,10 @@ class _BothLooksLandTooEarly(_LookLandsTooEarly):
         return nullcontext()
 
 
+@pytest.mark.parametrize("tuned", [True, False], ids=["tuned", "plain_sdk"])
 @pytest.mark.parametrize("kind", ["rerun", "relaunch"])
 def test_a_run_another_replica_created_and_finished_after_the_look_is_not_run_again(
-    sb: SandboxHandle, kind: str
+    sb: SandboxHandle, kind: str, tuned: bool
 ) -> None:
     # Two replicas decide one failure at the same moment; the storm (test_reliability_storms,
     # oss 2 replicas) showed the look before creating coming ~0.3 s before the CreateRun (the
@@ -281,8 +282,11 @@ def test_a_run_another_replica_created_and_finished_after_the_look_is_not_run_ag
     _run(other.create_rerun(request) if isinstance(request, RerunRequest) else other.create_relaunch(request))
     sb.wait_idle()  # the other replica's run has run and finished
     [finished] = [r for r in sb.runs() if r["name"] == request.name]
-    late = _LookLandsTooEarly(endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10, backend="oss")
+    late = _LookLandsTooEarly(
+        endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10, backend="oss", sdk_tuning=tuned
+    )
     _run(late.connect())
+    assert late.tuned is tuned  # plain: no interceptor, the look again is rerund's own read
     before = sb.stats()["reexecutions"]
 
     with pytest.raises(AlreadyExistsError, match=r"already exists \(found just before creating it") as info:

@@ -129,6 +129,7 @@ from rerund.core.runs import (
     RunSummary,
 )
 from rerund.errors import (
+    AlreadyExistsError,
     ConfigError,
     ControlPlaneError,
     CredentialsError,
@@ -1014,6 +1015,25 @@ class FlyteControlPlane:
         self._learned_labels(ref, dict(details.run_spec.labels.values), details.run_spec)
         return str(details.run_spec.annotations.values.get(ANNOTATION_ISSUER, ""))
 
+    async def _absent_right_before_creating(self, target: RunRef) -> None:
+        """oss, on the plain SDK path (no ``ReuseReads`` to look again right before the
+        CreateRun): one GetRunDetails of ``target`` right before the SDK's create call;
+        ``AlreadyExistsError`` when it finds the run (another process created it after the look
+        before: open-source Flyte's CreateRun would run it again), nothing on NOT_FOUND (the
+        look before confirmed absence with a ListRuns). The tuned client looks at the CreateRun
+        itself (``tuning.looking_again``), so nothing is sent here then."""
+        if self.tuned:
+            return
+        try:
+            await self._call("GetRunDetails", rpcs().get_run_details, self._run_details_request(target))
+        except NotFoundError:
+            return
+        raise AlreadyExistsError(
+            f"run {target} found right before the SDK's create call",
+            rpc="CreateRun",
+            code="already_exists",
+        )
+
     async def _create(
         self, source: RunRef, target: RunRef, create: Callable[[str], Awaitable[RunRef]]
     ) -> RunRef:
@@ -1040,6 +1060,8 @@ class FlyteControlPlane:
             reads = await self._inputs_checked(request, self._take_reads(src) or {})
         except ControlPlaneError as exc:
             raise _in_create(exc) from exc
+        if mark:
+            await self._absent_right_before_creating(request.target)
         try:
             with sdk_internals.scope(src.project, src.domain), reusing(reads):
                 kwargs = runcontext_for_rerun(request, source_spec)
@@ -1106,6 +1128,8 @@ class FlyteControlPlane:
                 if mark:  # oss: the mark of this create, an annotation (labels stay the request's)
                     kwargs["annotations"] = {**kwargs.get("annotations", {}), ANNOTATION_ISSUER: mark}
                 runner = flyte.with_runcontext(**kwargs)
+                if mark:
+                    await self._absent_right_before_creating(request.target)
                 return await runner.run.aio(task, **inputs)
 
         try:

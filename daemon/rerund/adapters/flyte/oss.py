@@ -17,9 +17,12 @@ Why (flyteorg/flyte v2.0.43, ``runs/service/run_service.go``):
 - The look is made again right before the CreateRun goes out (``RunReads.looking_again``,
   sent by ``tuning.ReuseReads``: after the SDK's SelectCluster, GetActionData and UploadInputs,
   which under a storm take long enough for another replica's run to be created and finish):
-  found -> ``AlreadyExistsError``, no CreateRun. Looking first, and again last, keeps a second
-  execution to creates within one GetRunDetails of each other, which meet a run still
-  executing.
+  found -> ``AlreadyExistsError``, no CreateRun. On the plain SDK path (``sdk_tuning: false``,
+  no interceptor) the create itself makes that look right before the SDK's create call
+  (``FlyteControlPlane._absent_right_before_creating``), before the SDK's own reads.
+  Looking first, and again last, keeps a second execution to creates within one
+  GetRunDetails of each other (on the plain path, within the SDK's reads), which meet a run
+  still executing.
 - Once the look found nothing, a run read answering NOT_FOUND (the source's details, the SDK's
   read of the source, the mark read back) is a database error: transient, never "refused".
 
