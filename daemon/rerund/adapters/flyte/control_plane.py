@@ -167,6 +167,7 @@ _LABEL_CACHE = 100_000  # runs whose labels are remembered (oss: labels are read
 # with short ones do.
 _READ_CACHE = 1024
 _READ_CACHE_BYTES = 32 * 1024 * 1024
+_EXECUTING_PHASES = frozenset({"QUEUED", "WAITING_FOR_RESOURCES", "INITIALIZING", "RUNNING", "PAUSED"})
 _REFERENCE_SCAN = 200  # oss: newest candidates read when looking for a labelled reference run
 _FALLBACK_CANDIDATES = 20
 
@@ -929,15 +930,20 @@ class FlyteControlPlane:
         if failed_at is None:
             failed_at = utcnow()
         task = run.task or task_name(root.metadata)
+        # The phase read now, not the one listed: open-source Flyte runs a FAILED run again when
+        # a CreateRun names it (``run_service.go`` CreateRun), so a run listed FAILED can be
+        # QUEUED or RUNNING by the time it is read; its facts say so and it is not decided.
+        now_phase = phase_name(root.status.phase)
+        executing = now_phase in _EXECUTING_PHASES and run.phase != now_phase
         summary = (
             run
-            if task == run.task
+            if task == run.task and not executing
             else RunSummary(
                 ref=run.ref,
-                phase=run.phase,
+                phase=now_phase if executing else run.phase,
                 task=task,
                 created_at=run.created_at,
-                ended_at=run.ended_at,
+                ended_at=None if executing else run.ended_at,
                 labels=run.labels,
             )
         )

@@ -1,0 +1,57 @@
+"""What the open-source runs service no longer guards (issue 26, round 2), and rerund staying
+right without it, each against the sandbox's ``oss`` profile over real HTTP: a run listed
+FAILED and executing again by the time it is read."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flyteidl2.workflow.run_service_connect import RunServiceClientSync
+
+from adapter_support import connected
+from rerund.core.runs import RunRef
+from rerund.sandbox.profiles import OSS
+from rerund.sandbox.testing import SandboxHandle, start_sandbox
+from run_service_wire import create
+
+pytestmark = pytest.mark.e2e
+
+WORKLOAD: dict[str, Any] = {
+    "tasks": {
+        "fail.then.hang": {
+            "duration": "0.1s",
+            "behaviour": ["fail", "hang"],
+            "error": {"kind": "SYSTEM", "code": "ConnectionResetError", "message": "connection reset"},
+        },
+    }
+}
+
+
+@pytest.fixture(scope="module")
+def sb() -> Iterator[SandboxHandle]:
+    with start_sandbox(WORKLOAD, time_scale=0.5, profile=OSS.with_error_delay(0)) as handle:
+        yield handle
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_a_run_listed_failed_and_executing_again_is_read_with_its_phase_now(sb: SandboxHandle) -> None:
+    cp = connected(sb, backend="oss")
+    with RunServiceClientSync(sb.endpoint) as client:
+        create(sb, client, "again1", task="fail.then.hang")
+        sb.wait_for("again1")
+        listed = _run(cp.get_run(RunRef(sb.project, sb.domain, "again1")))
+        assert listed.phase == "FAILED"
+        create(sb, client, "again1", task="fail.then.hang")  # open-source Flyte runs it again
+    assert sb.stats()["reexecutions"] == 1
+    assert sb.run("again1")["phase"] in ("QUEUED", "RUNNING")
+
+    facts = _run(cp.read_failure(listed))
+
+    assert facts.summary.phase in ("QUEUED", "RUNNING"), facts.summary
+    assert facts.summary.ended_at is None
