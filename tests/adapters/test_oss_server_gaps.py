@@ -1,6 +1,7 @@
 """What the open-source runs service no longer guards (issue 26, round 2), and rerund staying
 right without it, each against the sandbox's ``oss`` profile over real HTTP: a run listed
-FAILED and executing again by the time it is read."""
+FAILED and executing again by the time it is read, a rerun whose source is gone, a run with
+an empty domain."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 from flyteidl2.workflow.run_service_connect import RunServiceClientSync
 
 from adapter_support import connected
-from rerund.core.runs import RunRef
+from rerund.core.runs import RerunRequest, RunRef
+from rerund.errors import PermanentControlPlaneError
 from rerund.sandbox.profiles import OSS
 from rerund.sandbox.testing import SandboxHandle, start_sandbox
 from run_service_wire import create
@@ -55,3 +57,44 @@ def test_a_run_listed_failed_and_executing_again_is_read_with_its_phase_now(sb: 
 
     assert facts.summary.phase in ("QUEUED", "RUNNING"), facts.summary
     assert facts.summary.ended_at is None
+
+
+def test_a_rerun_whose_source_is_gone_is_refused_and_creates_no_orphan(sb: SandboxHandle) -> None:
+    # Open-source CreateRun does not check ``relation.related_to``; nothing under runs/ deletes a
+    # run, but an operator can (the sandbox's ``forget``). The read of the failure came before.
+    cp = connected(sb, backend="oss")
+    with RunServiceClientSync(sb.endpoint) as client:
+        create(sb, client, "src1", task="fail.then.hang")
+    sb.wait_for("src1")
+    src = RunRef(sb.project, sb.domain, "src1")
+    listed = _run(cp.get_run(src))
+    _run(cp.read_failure(listed))  # what the SDK's rerun path reads of the source is kept
+    sb.forget("src1")
+    before = sb.request_counts().get("CreateRun", 0)
+
+    with pytest.raises(
+        PermanentControlPlaneError, match=r"its source run demo/development/src1 is gone"
+    ) as info:
+        _run(cp.create_rerun(RerunRequest(source=src, name="src1-retry-1")))
+
+    assert info.value.code == "source_gone"
+    assert sb.request_counts().get("CreateRun", 0) == before
+    assert "src1-retry-1" not in {r["name"] for r in sb.runs()}
+
+
+def test_a_run_with_an_empty_domain_is_never_created(sb: SandboxHandle) -> None:
+    # Open-source Flyte accepts a CreateRun with an empty domain (item 17 of the oss profile):
+    # rerund never sends one, even for a source that lives in domain "".
+    cp = connected(sb, backend="oss")
+    with RunServiceClientSync(sb.endpoint) as client:
+        create(sb, client, "nodomain1", task="fail.then.hang", domain="")
+    src = RunRef(sb.project, "", "nodomain1")
+    before = sb.request_counts().get("CreateRun", 0)
+
+    with pytest.raises(
+        PermanentControlPlaneError, match="rerund does not create a run with an empty domain"
+    ) as info:
+        _run(cp.create_rerun(RerunRequest(source=src, name="nodomain1-retry-1")))
+
+    assert info.value.code == "invalid_argument"
+    assert sb.request_counts().get("CreateRun", 0) == before

@@ -53,7 +53,7 @@ from rerund.sandbox.records import (
     RunRec,
 )
 from rerund.sandbox.store import Store
-from rerund.sandbox.tasks import TaskCatalog, spec_resources
+from rerund.sandbox.tasks import TaskCatalog, resource_problem, spec_resources
 from rerund.sandbox.workload import (
     Deploy,
     Outage,
@@ -442,8 +442,13 @@ class Engine:
 
     def _pod_refused(self, r: RunRec) -> bool:
         """``oss``: a label or annotation value Kubernetes refuses: the pod is never created and
-        the run stays QUEUED (the profile's docstring, item 12)."""
+        the run stays QUEUED (the profile's docstring, item 12); resources the platform does not
+        have: the pod is never scheduled and the run stays QUEUED (item 17)."""
         spec = r.run_spec
+        if not self.profile.validates_requests and (
+            resource_problem(r.root.task_spec, self.catalog.max_resources) is not None
+        ):
+            return True  # item 17: more than the platform has: the pod is Unschedulable, QUEUED
         return self.profile.pod_labels_checked and (
             invalid_label_value(dict(spec.labels.values)) is not None
             or invalid_label_value(dict(spec.annotations.values)) is not None

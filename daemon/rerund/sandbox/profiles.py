@@ -98,6 +98,27 @@ at commit 6fadb90 (2026-08-21). Each field names the file it follows:
 16. ``not_found_for_db_errors=True``: with the ``db_errors`` fault, a GetRunDetails the database
    fails answers NOT_FOUND (``run_service.go`` ``GetRunDetails`` wraps every ``GetRun`` error in
    ``CodeNotFound``); the union profile answers INTERNAL, a database error told as one.
+17. ``validates_requests=False``: the run service's ``req.Msg.Validate()`` is the
+   ``protoc-gen-validate`` code (``buf.gen.go.yaml``: ``buf.build/bufbuild/validate-go``), which
+   does not read the protos' ``buf.validate`` annotations (``gen/go/flyteidl2/common/
+   identifier.pb.validate.go`` ``RunIdentifier.validate``: "no validation rules for Org",
+   ``Project``, ``Domain``, ``Name``; ``runs/service/settings_service.go`` says as much), and no
+   protovalidate interceptor is installed. So an empty org (ignored) or domain is accepted by
+   CreateRun, the run created in domain ``""``; an empty project is INTERNAL ``failed to
+   validate project: ... id is required`` (``runs/service/utils.go`` ``validateProjectExists``
+   wraps the ProjectService's INVALID_ARGUMENT, ``project_service.go`` ``GetProject``); the
+   run name is still checked (``run_service.go`` ``validateRunName``). CreateRun does not check
+   that ``run_spec.relation.related_to`` exists (stored as sent), that offloaded inputs exist
+   (``inputPrefix = OffloadedInputData.GetUri()``; the sandbox runs it with no inputs: what the
+   task's pod does then is outside ``runs/`` and not modelled), nor the task's resources: a
+   run asking more than the platform has is created and its pod is Unschedulable, which the
+   plugin keeps QUEUED (``flyteplugins/.../flytek8s/pod_helper.go`` ``DemystifyPending``,
+   ``PodReasonUnschedulable``). Reads of a run with an empty field find no row: NOT_FOUND,
+   not INVALID_ARGUMENT (``GetRunDetails``, ``AbortRun``: ``sql.ErrNoRows``). ListRuns
+   honours the ``project_id`` (``project``/``domain`` equal, empty ones included),
+   ``task_name``, ``task_id`` and ``trigger_name`` scopes and lists every run for ``org`` or
+   no scope (``run_service.go`` ``ListRuns``; ``runs/repository/impl/filters.go``
+   ``NewProjectIdFilter``, ``NewRunTaskNameFilter``, ``NewRunTaskIdFilter``).
 """
 
 from __future__ import annotations
@@ -168,6 +189,7 @@ class Profile:
     echo_request_ids: bool = False
     empty_run_details_stream: bool = False
     not_found_for_db_errors: bool = False
+    validates_requests: bool = True
 
     def with_error_delay(self, seconds: float) -> Profile:
         """This profile with another error-details delay (``--error-delay``)."""
@@ -209,6 +231,7 @@ OSS = Profile(
     echo_request_ids=True,
     empty_run_details_stream=True,
     not_found_for_db_errors=True,
+    validates_requests=False,
 )
 PROFILES = {p.name: p for p in (UNION, OSS)}
 

@@ -43,8 +43,8 @@ On oss:
   ``rerund-policy``. Cost: ceil(runs in window / 200) ListRuns per pass, plus one GetRunDetails
   per run the first time it is listed (a failure already read costs nothing more).
 - ``create_rerun`` and ``create_relaunch`` look before creating, mark the create, and look
-  again right before the CreateRun goes out (``oss.create_looking_first``: four RPCs more per
-  create).
+  again right before the CreateRun goes out, and read the source, which open-source Flyte does
+  not check (``oss.create_looking_first``: five RPCs more per create).
 - ``find_latest_run`` with labels lists the newest runs of the task in the phase (pages of 50,
   at most 200 candidates) and reads their labels (cached) until one matches.
 
@@ -179,6 +179,20 @@ def _in_create(exc: ControlPlaneError) -> ControlPlaneError:
     if exc.rpc == "CreateRun" or exc.code == "source_inputs_missing":
         return exc
     return type(exc)(f"CreateRun: {exc}", rpc="CreateRun", code=exc.code)
+
+
+def _refuse_empty_fields(target: RunRef) -> None:
+    """``PermanentControlPlaneError`` when run ``target`` has an empty project, domain or name:
+    open-source Flyte checks none of them beyond the name (``run_service.go`` CreateRun; an
+    empty domain creates the run in domain ``""``), so rerund never sends one."""
+    empty = [k for k in ("project", "domain", "name") if not getattr(target, k)]
+    if empty:
+        raise PermanentControlPlaneError(
+            f"CreateRun of {target}: rerund does not create a run with an empty {' or '.join(empty)} "
+            "(open-source Flyte would accept it); not retried",
+            rpc="CreateRun",
+            code="invalid_argument",
+        )
 
 
 def _inputs_missing(name: str, src: RunRef, action: str, missing: list[str]) -> PermanentControlPlaneError:
@@ -1046,9 +1060,16 @@ class FlyteControlPlane:
         """``create(mark)`` of run ``target`` (from ``source``): on Union at once (ALREADY_EXISTS
         tells a second create), on open-source Flyte through ``create_looking_first``. Every
         create of the adapter goes through here."""
+        _refuse_empty_fields(target)
         if await self._supports_label_filters(source.project, source.domain):
             return await create("")
-        return await create_looking_first(self, target, create)
+        return await create_looking_first(self, source, target, create)
+
+    async def source_read(self, ref: RunRef) -> None:
+        """GetRunDetails of run ``ref`` (a NOT_FOUND confirmed by a ListRuns on its name), kept
+        for the SDK's own read of it (``oss.create_looking_first``: is a rerun's source there?)."""
+        request, answer = await self.run_details_answer(ref)
+        self._keep_read(ref, "GetRunDetails", request, answer)
 
     async def create_rerun(self, request: RerunRequest) -> RunRef:
         return await self._create(
