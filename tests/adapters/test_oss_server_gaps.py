@@ -1,7 +1,7 @@
 """What the open-source runs service no longer guards (issue 26, round 2), and rerund staying
 right without it, each against the sandbox's ``oss`` profile over real HTTP: a run listed
 FAILED and executing again by the time it is read, a rerun whose source is gone, a run with
-an empty domain."""
+an empty domain, a child aborted after it succeeded."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from flyteidl2.common import identifier_pb2
+from flyteidl2.workflow import run_service_pb2 as rs
 from flyteidl2.workflow.run_service_connect import RunServiceClientSync
 
 from adapter_support import connected
@@ -17,12 +19,19 @@ from rerund.core.runs import RerunRequest, RunRef
 from rerund.errors import PermanentControlPlaneError
 from rerund.sandbox.profiles import OSS
 from rerund.sandbox.testing import SandboxHandle, start_sandbox
-from run_service_wire import create
+from run_service_wire import create, run_id
 
 pytestmark = pytest.mark.e2e
 
 WORKLOAD: dict[str, Any] = {
     "tasks": {
+        "ok": {"duration": "0.05s"},
+        "bad": {
+            "duration": "0.05s",
+            "behaviour": ["fail"],
+            "error": {"kind": "USER", "code": "ValueError", "message": "ValueError: bad row"},
+        },
+        "pipe": {"children": ["ok", "bad"]},
         "fail.then.hang": {
             "duration": "0.1s",
             "behaviour": ["fail", "hang"],
@@ -98,3 +107,25 @@ def test_a_run_with_an_empty_domain_is_never_created(sb: SandboxHandle) -> None:
 
     assert info.value.code == "invalid_argument"
     assert sb.request_counts().get("CreateRun", 0) == before
+
+
+def test_a_child_aborted_after_it_succeeded_is_not_read_as_the_cause_of_the_failure(
+    sb: SandboxHandle,
+) -> None:
+    # Open-source AbortAction aborts any action with no phase condition: an operator aborting
+    # the finished a1 makes it the first "failed" child by creation time, before a2's failure.
+    cp = connected(sb, backend="oss")
+    [name] = sb.launch("pipe")
+    sb.wait_for(name)
+    with RunServiceClientSync(sb.endpoint) as client:
+        client.abort_action(
+            rs.AbortActionRequest(
+                action_id=identifier_pb2.ActionIdentifier(run=run_id(sb, name), name="a1"), reason="by hand"
+            )
+        )
+    listed = _run(cp.get_run(RunRef(sb.project, sb.domain, name)))
+
+    facts = _run(cp.read_failure(listed))
+
+    assert (facts.action, facts.action_task) == ("a2", "bad")
+    assert facts.error.message == "ValueError: bad row"

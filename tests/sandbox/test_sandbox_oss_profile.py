@@ -637,3 +637,38 @@ def test_17_oss_list_runs_scopes_org_and_nothing_list_every_run_and_task_scopes_
     assert listed(org="any-org") == listed() == {a, b}
     assert listed(task_name=task_pb2.TaskName(project="other", domain=oss.domain, name="bad")) == {b}
     assert listed(project_id=identifier_pb2.ProjectIdentifier(name=oss.project, domain="")) == set()
+
+
+# -- 18. AbortAction works on any action (issue 26.8) ------------------------------------------------
+
+
+def _abort_action(client, sb, name, action):
+    client.abort_action(
+        rs.AbortActionRequest(
+            action_id=identifier_pb2.ActionIdentifier(run=run_id(sb, name), name=action), reason="by hand"
+        )
+    )
+
+
+def test_18_oss_abort_action_aborts_a_finished_child_which_keeps_its_attempts_phase(oss, client):
+    [name] = oss.launch("pipe")
+    oss.wait_for(name)
+
+    _abort_action(client, oss, name, "a1")
+
+    a1 = action_details(client, oss, name, "a1")
+    assert a1.status.phase == phase_pb2.ACTION_PHASE_ABORTED
+    assert a1.abort_info.reason == "by hand"
+    assert a1.attempts[-1].phase == phase_pb2.ACTION_PHASE_SUCCEEDED
+    assert oss.run(name)["phase"] == "FAILED"  # the run itself is left as it was
+
+
+def test_18_union_abort_action_of_a_child_changes_nothing(sandbox_factory):
+    sb = sandbox_factory(workload=WORKLOAD, time_scale=0.01, profile=UNION)
+    [name] = sb.launch("pipe")
+    sb.wait_for(name)
+    with RunServiceClientSync(sb.endpoint) as c:
+        _abort_action(c, sb, name, "a1")
+        a1 = action_details(c, sb, name, "a1")
+
+    assert a1.status.phase == phase_pb2.ACTION_PHASE_SUCCEEDED

@@ -458,6 +458,8 @@ class Engine:
         await asyncio.sleep(max(0.0, seconds * self.time_scale))
 
     def _set(self, r: RunRec, a: ActionRec, phase: int) -> None:
+        if a.parent and a.phase == ABORTED and a.abort_reason is not None:
+            return  # a child aborted by AbortAction (oss): its row stays ABORTED
         now = self.clock()
         a.phase = phase
         if phase == RUNNING and a.start_time is None:
@@ -574,6 +576,21 @@ class Engine:
         a0.phase = ABORTED
         a0.abort_reason = reason
         self.store.touch(r, a0, self.clock())
+
+    def abort_action(self, r: RunRec, a: ActionRec, reason: str) -> None:
+        """AbortAction of child action ``a`` on open-source Flyte: no phase condition (the
+        profile's docstring, item 18): the action turns ABORTED whatever its phase, its end time
+        kept when it had one, its last attempt keeping the phase it finished in. The sandbox
+        writes no later phase over it; what the parent task does then is its own (not modelled:
+        it goes on as its workload says)."""
+        now = self.clock()
+        if a.phase in TERMINAL_PHASES and a.phase != ABORTED:
+            a.finished_phase = a.finished_phase or a.phase
+        a.phase = ABORTED
+        a.abort_reason = reason
+        a.start_time = a.start_time or now
+        a.end_time = a.end_time or now
+        self.store.touch(r, a, now)
 
     def abort(self, r: RunRec, reason: str) -> None:
         """Abort a run: its task stops and every non-terminal action becomes ABORTED."""

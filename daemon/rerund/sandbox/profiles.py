@@ -119,6 +119,14 @@ at commit 6fadb90 (2026-08-21). Each field names the file it follows:
    ``task_name``, ``task_id`` and ``trigger_name`` scopes and lists every run for ``org`` or
    no scope (``run_service.go`` ``ListRuns``; ``runs/repository/impl/filters.go``
    ``NewProjectIdFilter``, ``NewRunTaskNameFilter``, ``NewRunTaskIdFilter``).
+18. ``abort_any_action=True``: AbortAction aborts the action it names, the root or any child,
+   with no phase condition: ``UPDATE actions SET phase = ABORTED ... ended_at =
+   COALESCE(ended_at, ...) WHERE ... name = $9`` (``runs/repository/impl/action.go``
+   ``AbortAction``; ``run_service.go`` ``AbortAction``), so a child that had finished turns
+   ABORTED while its last attempt keeps its phase. It notifies action watchers only
+   (``notifyActionUpdate``, no ``notifyRunUpdate``; the sandbox does not model that
+   difference). What a parent task does when its child is aborted is the SDK's, not the
+   service's: not modelled. The union profile aborts only ``a0`` (the run).
 """
 
 from __future__ import annotations
@@ -190,6 +198,7 @@ class Profile:
     empty_run_details_stream: bool = False
     not_found_for_db_errors: bool = False
     validates_requests: bool = True
+    abort_any_action: bool = False
 
     def with_error_delay(self, seconds: float) -> Profile:
         """This profile with another error-details delay (``--error-delay``)."""
@@ -232,6 +241,7 @@ OSS = Profile(
     empty_run_details_stream=True,
     not_found_for_db_errors=True,
     validates_requests=False,
+    abort_any_action=True,
 )
 PROFILES = {p.name: p for p in (UNION, OSS)}
 

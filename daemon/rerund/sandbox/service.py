@@ -509,7 +509,15 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
 
     async def abort_action(self, request: rs.AbortActionRequest, ctx: Ctx) -> rs.AbortActionResponse:
         r, a = self._action(request.action_id, "AbortAction")
-        if a.name == "a0":
+        if self.profile.abort_any_action:  # item 18: any action, whatever its phase
+            reason = request.reason or "User requested abort"
+            if a.name != "a0":
+                self.engine.abort_action(r, a, reason)
+            elif r.phase in TERMINAL_PHASES:
+                self.engine.abort_finished(r, reason)
+            else:
+                self.engine.abort(r, reason)
+        elif a.name == "a0":
             self.engine.abort(r, request.reason or "aborted")
         return rs.AbortActionResponse()
 

@@ -911,8 +911,13 @@ class FlyteControlPlane:
             ),
         )
         kept: list[tuple[str, Any, Any]] = [("GetRunDetails", run_request, run_answer)]
-        # The first failed child action is the cause; the root's error usually repeats it.
-        chosen = next((a for a in actions.actions if a.metadata.parent), None)
+        # The first failed child action is the cause; the root's error usually repeats it. One
+        # that failed or timed out comes before one aborted: open-source AbortAction aborts any
+        # action with no phase condition (``runs/repository/impl/action.go`` AbortAction), so a
+        # child an operator aborted after it succeeded is listed ABORTED, maybe first.
+        children = [a for a in actions.actions if a.metadata.parent]
+        chosen = next((a for a in children if phase_name(a.status.phase) != "ABORTED"), None)
+        chosen = chosen or next(iter(children), None)
         root = details.action
         if (
             chosen is None
