@@ -1,7 +1,7 @@
 """What the open-source runs service no longer guards (issue 26, round 2), and rerund staying
 right without it, each against the sandbox's ``oss`` profile over real HTTP: a run listed
 FAILED and executing again by the time it is read, a rerun whose source is gone, a run with
-an empty domain, a child aborted after it succeeded."""
+an empty domain, a child aborted after it succeeded, an error cut off by the 500-event cap."""
 
 from __future__ import annotations
 
@@ -32,6 +32,12 @@ WORKLOAD: dict[str, Any] = {
             "error": {"kind": "USER", "code": "ValueError", "message": "ValueError: bad row"},
         },
         "pipe": {"children": ["ok", "bad"]},
+        "chatty": {  # its FAILED event is past the 500 events open-source Flyte reads
+            "duration": "0.05s",
+            "behaviour": ["fail"],
+            "status_events": 600,
+            "error": {"kind": "USER", "code": "ValueError", "message": "ValueError: bad row"},
+        },
         "fail.then.hang": {
             "duration": "0.1s",
             "behaviour": ["fail", "hang"],
@@ -129,3 +135,17 @@ def test_a_child_aborted_after_it_succeeded_is_not_read_as_the_cause_of_the_fail
 
     assert (facts.action, facts.action_task) == ("a2", "bad")
     assert facts.error.message == "ValueError: bad row"
+
+
+def test_an_empty_error_of_a_failed_run_is_error_details_not_arrived(sb: SandboxHandle) -> None:
+    # Open-source Flyte builds attempts from an action's first 500 events: past them the FAILED
+    # event is cut, and the details carry the attempt's nil error, a present but empty
+    # ErrorInfo. That is no error read: rerund waits for it (bounded), never decides on it.
+    cp = connected(sb, backend="oss")
+    [name] = sb.launch("chatty")
+    sb.wait_for(name)
+    listed = _run(cp.get_run(RunRef(sb.project, sb.domain, name)))
+
+    facts = _run(cp.read_failure(listed))
+
+    assert facts.error_pending, facts.error

@@ -672,3 +672,27 @@ def test_18_union_abort_action_of_a_child_changes_nothing(sandbox_factory):
         a1 = action_details(c, sb, name, "a1")
 
     assert a1.status.phase == phase_pb2.ACTION_PHASE_SUCCEEDED
+
+
+# -- 19. an action's attempts come from its first 500 events (issue 26.9) ----------------------------
+
+
+def test_19_oss_a_failed_action_with_its_terminal_event_past_500_has_an_empty_error_forever(sandbox_factory):
+    chatty = {"behaviour": ["fail"], "error": {"kind": "USER", "code": "E", "message": "boom"}}
+    workload = {
+        "tasks": {"chatty": {**chatty, "status_events": 498}, "quiet": {**chatty, "status_events": 497}}
+    }
+    sb = sandbox_factory(workload=workload, time_scale=0.01, profile=OSS.with_error_delay(0))
+    [cut] = sb.launch("chatty")
+    [kept] = sb.launch("quiet")
+    sb.wait_idle()
+    with RunServiceClientSync(sb.endpoint) as c:
+        cut_details = action_details(c, sb, cut)
+        kept_details = action_details(c, sb, kept)
+        run_details = c.get_run_details(rs.GetRunDetailsRequest(run_id=run_id(sb, cut))).details
+
+    assert cut_details.status.phase == phase_pb2.ACTION_PHASE_FAILED
+    assert cut_details.HasField("error_info") and cut_details.error_info.ByteSize() == 0
+    assert cut_details.attempts[-1].phase == phase_pb2.ACTION_PHASE_RUNNING
+    assert run_details.action.HasField("error_info") and run_details.action.error_info.message == ""
+    assert kept_details.error_info.message == "boom"

@@ -127,6 +127,17 @@ at commit 6fadb90 (2026-08-21). Each field names the file it follows:
    (``notifyActionUpdate``, no ``notifyRunUpdate``; the sandbox does not model that
    difference). What a parent task does when its child is aborted is the SDK's, not the
    service's: not modelled. The union profile aborts only ``a0`` (the run).
+19. ``event_cap=500``: an action's attempts are built from its first 500 events only,
+   ``ORDER BY attempt ASC, phase ASC, version ASC LIMIT 500`` (``run_service.go``
+   ``getAttempts``: ``ListEvents(ctx, actionId, 500)``; ``runs/repository/impl/action.go``
+   ``ListEvents``), and the error of a FAILED action is the one of its last attempt, only
+   when that attempt's number equals ``status.attempts`` (``buildActionDetails``), taken
+   from the attempt's last terminal event (``mergeEvents``). An execution that wrote 500
+   events or more before its terminal one (QUEUED, RUNNING and the workload's
+   ``status_events``) is served without that event: its attempt's phase is the last one kept
+   (RUNNING) and ``error_info`` is set to the attempt's nil error, which protobuf-go writes
+   as a present, empty message. The error never arrives, and nothing notifies a watcher when
+   events arrive (``WatchRuns`` pushes on root phase changes only, item 5).
 """
 
 from __future__ import annotations
@@ -199,6 +210,7 @@ class Profile:
     not_found_for_db_errors: bool = False
     validates_requests: bool = True
     abort_any_action: bool = False
+    event_cap: int = 0
 
     def with_error_delay(self, seconds: float) -> Profile:
         """This profile with another error-details delay (``--error-delay``)."""
@@ -242,6 +254,7 @@ OSS = Profile(
     not_found_for_db_errors=True,
     validates_requests=False,
     abort_any_action=True,
+    event_cap=500,
 )
 PROFILES = {p.name: p for p in (UNION, OSS)}
 

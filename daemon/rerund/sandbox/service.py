@@ -47,6 +47,7 @@ from rerund.sandbox.records import (
     FAILED,
     NAME_RULE,
     QUEUED,
+    RUNNING,
     TERMINAL_PHASES,
     ActionRec,
     RunKey,
@@ -295,6 +296,28 @@ class _Base:
             return False
         return (self.engine.clock() - a.end_time).total_seconds() >= p.error_delay_s
 
+    def _events_cut(self, a: ActionRec) -> bool:
+        """``oss`` (item 19): whether ``a``'s terminal event lies beyond the first
+        ``event_cap`` events of the action (QUEUED, RUNNING and its ``status_events`` first)."""
+        cap = self.profile.event_cap
+        if not cap or a.phase not in TERMINAL_PHASES or a.abort_reason is not None:
+            return False
+        td = self.engine.catalog.definition(a.task, a.task_spec.task_template.id.version)
+        return 2 + td.status_events >= cap
+
+    def _details(self, r: RunRec, a: ActionRec, with_error: bool) -> run_definition_pb2.ActionDetails:
+        """``a``'s details as served: its error when ``with_error`` and shown; with its
+        terminal event cut off (item 19), the attempt as last kept and an empty error."""
+        if not self._events_cut(a):
+            return protos.action_details(r, a, with_error=with_error and self._error_shown(a))
+        d = protos.action_details(r, a, with_error=False)
+        attempt = d.attempts[-1]
+        attempt.phase = RUNNING  # type: ignore[assignment]
+        attempt.ClearField("end_time")
+        if a.phase == FAILED:
+            d.error_info.SetInParent()  # the last attempt's nil error, set
+        return d
+
     def _run(self, run_id: identifier_pb2.RunIdentifier, rpc: str) -> RunRec:
         rid = self._org(run_id)
         if self.profile.validates_requests:
@@ -523,8 +546,10 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
 
     async def get_run_details(self, request: rs.GetRunDetailsRequest, ctx: Ctx) -> rs.GetRunDetailsResponse:
         r = self._run(request.run_id, "GetRunDetails")
-        with_error = self.profile.root_error_in_details and self._error_shown(r.root)
-        details = self._out(protos.run_details(r, with_error=with_error))
+        details = protos.run_details(r)
+        if self.profile.root_error_in_details:
+            details.action.CopyFrom(self._details(r, r.root, with_error=True))
+        details = self._out(details)
         if self.profile.echo_request_ids:  # the request's identifier, its org included
             details.action.id.run.CopyFrom(request.run_id)
         return rs.GetRunDetailsResponse(details=details)
@@ -558,7 +583,7 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
         self, request: rs.GetActionDetailsRequest, ctx: Ctx
     ) -> rs.GetActionDetailsResponse:
         r, a = self._action(request.action_id, "GetActionDetails")
-        details = self._out(protos.action_details(r, a, with_error=self._error_shown(a)))
+        details = self._out(self._details(r, a, with_error=True))
         if self.profile.echo_request_ids:
             details.id.CopyFrom(request.action_id)
         return rs.GetActionDetailsResponse(details=details)

@@ -936,7 +936,11 @@ class FlyteControlPlane:
             kept.append(("GetActionDetails", action_request, action_answer))
             action_details = action_answer.details
         error = ErrorInfo()
-        if action_details.HasField("error_info"):
+        # An empty ErrorInfo is no error read: open-source Flyte serves the last attempt's nil
+        # error as one when the FAILED event lies past the 500 events it reads of an action
+        # (``run_service.go`` getAttempts / buildActionDetails).
+        has_error = action_details.HasField("error_info") and action_details.error_info.ByteSize() > 0
+        if has_error:
             error = error_info(action_details.error_info)
         elif action_details.HasField("abort_info"):
             error = ErrorInfo(kind="UNSPECIFIED", code="Aborted", message=action_details.abort_info.reason)
@@ -970,7 +974,7 @@ class FlyteControlPlane:
         # events arrived, a while after the phase. TIMED_OUT never has any there.
         pending = (
             phase_name(action_details.status.phase) == "FAILED"
-            and not action_details.HasField("error_info")
+            and not has_error
             and not action_details.HasField("abort_info")
         )
         template = root.task.task_template
