@@ -790,3 +790,29 @@ def test_every_decision_carries_the_failures_fingerprint_in_the_ledger_decisions
     assert all(
         fp not in sample.labels.values() for metric in world.registry.collect() for sample in metric.samples
     )
+
+
+def test_a_failed_run_executing_again_when_read_is_not_decided_from_its_listed_phase(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Open-source Flyte runs a FAILED run again when a CreateRun names it: listed FAILED, it can
+    # be RUNNING by the time its failure is read. Its next end is the failure to decide.
+    world.sync()
+    run = world.cp.add_failed("fail1", at=T0)
+    world.clock.advance(60)
+    listed = run.summary()
+    run.phase, run.ended_at = "RUNNING", None
+
+    async def handle_listed() -> None:
+        await world.rec._handle(listed, world.clock())
+        assert await world.rec.drain(timeout=10)
+
+    with caplog.at_level(logging.INFO, logger="rerund.reconcile"):
+        asyncio.run(handle_listed())
+
+    assert world.cp.reruns() == []
+    assert "run ml/production/fail1: not decided: listed FAILED but RUNNING when read" in caplog.text
+    run.phase, run.ended_at, run.updated_at = "FAILED", world.clock(), world.clock()
+    world.clock.advance(15)  # past the 10 s backoff
+    world.sync()
+    assert [r.ref.name for r in world.cp.reruns()] == ["fail1-retry-1"]

@@ -511,6 +511,8 @@ class Reconciler:
     def _check_facts(self, summary: RunSummary, facts: FailureFacts, now: datetime) -> FailureFacts | None:
         """The facts to decide on, or None when the failure must not be decided (now or ever).
 
+        - Executing again when read (listed failed, QUEUED or RUNNING in ``facts``): settled,
+          not decided; the run's next end is a new failure.
         - FAILED without error details yet (open-source Flyte fills them once the last
           attempt's events arrived): stays pending and is read again every
           ``error_recheck``, for at most ``error_wait`` after it failed; then decided without
@@ -521,6 +523,17 @@ class Reconciler:
           rerun name: never a second rerun).
         """
         ref = summary.ref
+        if facts.summary.phase not in FAILED_PHASES:  # listed failed, executing again when read
+            log.info(
+                "run %s: not decided: listed %s but %s when read (open-source Flyte runs a run again "
+                "when a CreateRun names it); its next end is decided",
+                ref,
+                summary.phase,
+                facts.summary.phase,
+            )
+            self._owed.remember(ref, (summary.phase, summary.ended_at), None, settled=True)
+            self._settle(ref)
+            return None
         if facts.error_pending:
             late = self._owed.await_error(summary, facts.failed_at, now)
             if late is not None:
