@@ -213,6 +213,15 @@ class App:
             retry_interval=self._lead_retry,
             check_interval=self._lead_check,
         )
+        if is_database_url(s.state):  # the SQL toolkit only for a database state
+            from rerund.adapters.sqlstate import PostgresLedger
+            from rerund.adapters.sqlstate.leadership import PostgresLeadership
+
+            if isinstance(ledger, PostgresLedger) and isinstance(state.leadership, PostgresLeadership):
+                # every write of the shared ledger checks the term in its own transaction
+                ledger.fence_writes(
+                    state.leadership.fence, on_fenced=lambda exc: loop.call_soon_threadsafe(lead.fenced, exc)
+                )
         scheduler: AsyncScheduler | None = None
         try:
             throttle = Throttle(

@@ -86,6 +86,7 @@ _FOLLOW_ALONE_EVERY = timedelta(minutes=5)
 # them (after a policy reload, or a backlog of due items) yields to the event loop after every
 # this many, so /healthz, the stream and the HTTP routes are served while it works.
 _DECISIONS_PER_YIELD = 64
+_SLICE_S = 0.02  # ... or after this long deciding, whichever comes first (``_redecide_due``)
 # How often the failed runs of the whole overlap are listed; the passes in between list those
 # updated since the last listing (less CHANGE_MARGIN). A failure the control plane shows late,
 # within the overlap, is found by the next such listing.
@@ -213,6 +214,9 @@ class Reconciler:
         # pass: deciding them against an index that may not know their reruns would count
         # budgets wrong and send CreateRuns the name guard then refuses.
         self._indexed_generation = -1
+        # The policies the failures were decided under (set at the first pass): a reload to a
+        # set that decides alike decides nothing again.
+        self._decided_under: PolicySet | None = None
         self._versions = TaskVersions(control_plane)
         # Per listing of failed runs: when it last listed the whole overlap, and last listed.
         self._failed_listed: dict[str, tuple[datetime, datetime]] = {}
@@ -243,11 +247,19 @@ class Reconciler:
         self._stopping.set()
 
     def policies_changed(self) -> None:
-        """New policies are in force: failures still owed, and settled failures the last resync
-        listed, are re-decided (from cached facts, no RPC) on the next pass, in chunks that
-        yield to the event loop (``_DECISIONS_PER_YIELD``). Settled failures older than the
-        resync window are not (``OwedWork.policies_changed``)."""
-        self._owed.policies_changed()
+        """Policies were reloaded. When they decide as those in force did
+        (``PolicySet.decides_like``: a comment, a moved line), nothing changes. Otherwise the
+        failures still owed something are decided again under them at the next pass, from
+        cached facts (no RPC), in chunks that yield to the event loop (``_redecide_due``);
+        settled failures (a rerun issued, given up, ignored) are not: their decisions were
+        carried out and are final (``OwedWork.policies_changed``)."""
+        policies = self._policies()
+        if self._decided_under is not None and policies.decides_like(self._decided_under):
+            log.info("the reloaded policies decide as those in force did: no failure is decided again")
+            return
+        self._decided_under = policies
+        owed = self._owed.policies_changed()
+        log.info("policies changed: %d failure(s) still owed are decided again at the next pass", owed)
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait for spawned tasks (issues, notifications). True when all finished in time."""
@@ -281,6 +293,8 @@ class Reconciler:
         errors: list[str] = []
         generation = self._owed.generation
         policies = self._policies()
+        if self._decided_under is None:
+            self._decided_under = policies
         await self._release(self._incidents.configure(policies.incidents, now))
         reruns = 0
         self._index.start_pass()
@@ -497,6 +511,8 @@ class Reconciler:
     def _check_facts(self, summary: RunSummary, facts: FailureFacts, now: datetime) -> FailureFacts | None:
         """The facts to decide on, or None when the failure must not be decided (now or ever).
 
+        - Executing again when read (listed failed, QUEUED or RUNNING in ``facts``): settled,
+          not decided; the run's next end is a new failure.
         - FAILED without error details yet (open-source Flyte fills them once the last
           attempt's events arrived): stays pending and is read again every
           ``error_recheck``, for at most ``error_wait`` after it failed; then decided without
@@ -507,6 +523,17 @@ class Reconciler:
           rerun name: never a second rerun).
         """
         ref = summary.ref
+        if facts.summary.phase not in FAILED_PHASES:  # listed failed, executing again when read
+            log.info(
+                "run %s: not decided: listed %s but %s when read (open-source Flyte runs a run again "
+                "when a CreateRun names it); its next end is decided",
+                ref,
+                summary.phase,
+                facts.summary.phase,
+            )
+            self._owed.remember(ref, (summary.phase, summary.ended_at), None, settled=True)
+            self._settle(ref)
+            return None
         if facts.error_pending:
             late = self._owed.await_error(summary, facts.failed_at, now)
             if late is not None:
@@ -628,7 +655,8 @@ class Reconciler:
             self._scheduler.schedule(str(ref), due, lambda: self._redecide(ref))
 
     async def _redecide(self, ref: RunRef) -> None:
-        """A scheduled item is due: decide again from the cached facts (fresh budgets, no read)."""
+        """A scheduled item is due: decide again from the cached facts (fresh budgets, no read),
+        under the policies in force (so a listing or a stream event does not decide it again)."""
         pending = self._owed.owed(ref)
         if pending is None or self._inflight.busy(ref) or self.stopping:
             return
@@ -636,6 +664,8 @@ class Reconciler:
             await self._handle(pending.summary, self._clock())
             return
         with self._inflight.handling(ref):
+            summary = pending.facts.summary
+            self._owed.remember(ref, (summary.phase, summary.ended_at), pending.facts, settled=False)
             await self._decide_and_act(pending.facts, self._clock())
 
     async def _release(self, refs: Sequence[RunRef]) -> None:
@@ -682,12 +712,17 @@ class Reconciler:
         self._versions.forget({key for key, _ in waits.values()} - still)
 
     async def _redecide_due(self, now: datetime) -> None:
-        """Decide again each pending failure that is due, yielding to the event loop every
-        ``_DECISIONS_PER_YIELD`` (after a reload there may be a resync window's worth)."""
-        for i, ref in enumerate(self._owed.due(now, self._inflight.busy_runs()), start=1):
+        """Decide again each pending failure that is due (after a reload, every failure still
+        owed), yielding to the event loop after every ``_DECISIONS_PER_YIELD`` decisions or
+        ``_SLICE_S`` seconds, whichever comes first (a slow ledger must not make a chunk long)."""
+        loop = asyncio.get_running_loop()
+        chunk, started = 0, loop.time()
+        for ref in self._owed.due(now, self._inflight.busy_runs()):
             await self._redecide(ref)
-            if i % _DECISIONS_PER_YIELD == 0:
+            chunk += 1
+            if chunk >= _DECISIONS_PER_YIELD or loop.time() - started >= _SLICE_S:
                 await asyncio.sleep(0)
+                chunk, started = 0, loop.time()
 
     # -- acting ------------------------------------------------------------------------------
 
@@ -735,7 +770,7 @@ class Reconciler:
             MAX_SALT + 1,
             req.target,
         )
-        self._settle(ref)
+        self._settle(ref, final=False)
 
     async def _create_named(
         self,
@@ -835,7 +870,7 @@ class Reconciler:
                 exc.code,
                 exc,
             )
-            self._settle(ref)
+            self._settle(ref, final=False)
             return False
         now = self._clock()
         self._metrics.reruns_issued.labels(policy, scope).inc()
@@ -864,8 +899,8 @@ class Reconciler:
         self._settle(ref)
         return False
 
-    def _settle(self, ref: RunRef) -> None:
-        self._owed.settle(ref)
+    def _settle(self, ref: RunRef, *, final: bool = True) -> None:
+        self._owed.settle(ref, final=final)
         if self._scheduler is not None:
             self._scheduler.cancel(str(ref))
 
