@@ -44,9 +44,10 @@ __all__ = ["build_parser", "error_lines", "main"]
 # process would then import every command's dependency tree (the sandbox and its pytest
 # fixtures for `demo`, rich for `sweep`, ...). The daemon (`rerund run`) carried about 30 MiB
 # it never used and started half a second later. A command given on the line imports only its
-# own module; `rerund`, `rerund --help` and an unknown command import them all. The command
-# modules keep their imports at the top, so import-linter still sees every edge out of them;
-# the only edges it does not see are this package importing its own modules.
+# own module; `rerund`, `rerund --help` and an unknown command import them all. Registering a
+# command is light: a handler imports the heavy modules it uses (the daemon, the flyte SDK, the
+# sandbox, the SQL toolkit) when it runs (tests/cli/test_startup_imports.py). import-linter sees
+# imports inside functions too; the only edges it does not see are this table's.
 # tests/cli/test_dispatch.py checks the table against what each module registers.
 _COMMANDS: dict[str, str] = {
     "run": "daemon",
