@@ -210,6 +210,12 @@ class RateSchedule:
         self._booked = n
         return release - now
 
+    def retune(self, rate: float, burst: float) -> None:
+        """From now on at most ``rate`` RPCs a second after a burst of ``burst`` (> 0); the
+        bookings made so far keep their release times."""
+        self.rate = rate
+        self.burst = burst
+
     def hold(self, at: float) -> None:
         """The last booking is sent at ``at`` (later than this schedule said)."""
         released = self._released
@@ -258,8 +264,7 @@ class AdaptiveRate:
                 self.cap = math.inf
                 self._schedule = None
                 return 0.0
-            self._schedule.rate = self.cap
-            self._schedule.burst = max(1.0, self.cap / 4)
+            self._schedule.retune(self.cap, max(1.0, self.cap / 4))
         return self._schedule.reserve(cost, now)
 
     def hold(self, at: float) -> None:
@@ -288,8 +293,7 @@ class AdaptiveRate:
         if self._schedule is None:
             self._schedule = RateSchedule(self.cap, burst=max(1.0, self.cap / 4))
         else:
-            self._schedule.rate = self.cap
-            self._schedule.burst = max(1.0, self.cap / 4)
+            self._schedule.retune(self.cap, max(1.0, self.cap / 4))
 
 
 @dataclass
@@ -537,7 +541,7 @@ class GuardedControlPlane:
         self._per_rpc = paced_per_rpc
         if self._per_rpc:
             # Each booking is one RPC: no burst beyond one, so no second holds more than max_rps.
-            throttle.rate.burst = 1.0
+            throttle.rate.retune(throttle.rate.rate, 1.0)
 
     def _refused(self, exc: CredentialsError) -> None:
         if self.credentials.refused(str(exc), self._clock()):
