@@ -102,9 +102,9 @@ def settle_heap(gen0: int = 10_000) -> None:
     SDK's client, policies, settings) lives as long as the process, so it leaves the garbage
     collector's generations (``gc.freeze``) and a full collection stops walking it; and the
     youngest generation is collected every ``gen0`` allocations instead of 700 — a storm
-    allocates protobuf messages and coroutines by the million, almost none of them in a cycle.
-    Over a 2,000-failure WAN storm this took the collector's CPU from 0.47 s to 0.03 s. Only
-    ``rerund run`` calls it: it is the process's own choice, not a library's."""
+    allocates protobuf messages and coroutines by the million, almost none of them in a cycle
+    (what it saves: bench/README.md, "Figures behind choices in the code"). Only ``rerund run``
+    calls it: it is the process's own choice, not a library's."""
     gc.collect()
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
