@@ -521,7 +521,9 @@ class Reconciler:
 
     async def _issue(self, facts: FailureFacts, failure: Failure, decision: Rerun) -> None:
         match await self._creates.issue(facts, failure, decision):
-            case Issued.DONE | Issued.REFUSED:
+            case Issued.DONE:
+                self._settle(facts.summary.ref)
+            case Issued.REFUSED:  # rejected, or every name taken: not retried until the policies change
                 self._settle(facts.summary.ref)
             case Issued.PENDING:
                 pass  # stays owed (the watermark holds it): decided again at the next pass
