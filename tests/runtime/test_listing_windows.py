@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from rerund.core.model import ErrorInfo
 from rerund.core.runs import FailureFacts, RunRef, RunSummary
+from rerund.core.scopes import Coverage
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.reconcile.index import CHANGE_MARGIN
 from rerund.runtime.reconcile.owed import OwedWork
@@ -29,7 +30,7 @@ def windows() -> tuple[ListingWindows, OwedWork, DecisionRecorder]:
     recorder = DecisionRecorder(
         metrics=Metrics(CollectorRegistry()), log=logging.getLogger("test.windows"), spawn=lambda c: c.close()
     )
-    return ListingWindows([("ml", "prod")], owed, recorder), owed, recorder
+    return ListingWindows(Coverage((("ml", "prod"),)), owed, recorder), owed, recorder
 
 
 @pytest.mark.parametrize(
@@ -104,3 +105,16 @@ def test_a_run_is_listed_under_the_scope_that_finds_it() -> None:
     w, _, _ = windows()
     assert w.key_of(RunRef("ml", "prod", "abc")) == SCOPE
     assert w.key_of(RunRef("etl", "prod", "abc")) == "etl/prod"
+    assert w.covers(RunRef("ml", "prod", "abc"))
+    assert not w.covers(RunRef("etl", "prod", "abc"))
+
+
+def test_pattern_scopes_are_listed_once_org_wide() -> None:
+    owed = OwedWork(lookback=LOOKBACK, overlap=timedelta(minutes=5))
+    recorder = DecisionRecorder(
+        metrics=Metrics(CollectorRegistry()), log=logging.getLogger("test.windows"), spawn=lambda c: c.close()
+    )
+    w = ListingWindows(Coverage((("ml", "*"), ("ml", "prod"))), owed, recorder)
+    assert w.scopes == (("*", "*"),)  # ml/prod is covered by the org-wide listing of ml/*
+    assert w.covers(RunRef("ml", "staging", "abc"))
+    assert not w.covers(RunRef("web", "prod", "abc"))

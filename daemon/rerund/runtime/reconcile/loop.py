@@ -37,7 +37,7 @@ from rerund.core.lineage import failure_from, lineage_names
 from rerund.core.model import Decision, Defer, Failure, GiveUp, Ignore, Rerun, WaitForVersion
 from rerund.core.rules import PolicySet
 from rerund.core.runs import FAILED_PHASES, FailureFacts, RunRef, RunSummary
-from rerund.core.scopes import Coverage, plan
+from rerund.core.scopes import Coverage
 from rerund.core.status import ListedRerun
 from rerund.errors import (
     ControlPlaneError,
@@ -120,8 +120,8 @@ class Reconciler:
     ) -> None:
         self._cp = control_plane
         # Scopes may be patterns (``*/*``, ``ml/*``): those are listed and watched org-wide
-        # (one ListRuns with ``org``, key ``*/*``) and filtered by ``_coverage``.
-        self._coverage = Coverage(tuple((p, d) for p, d in scopes))
+        # (one ListRuns with ``org``, key ``*/*``) and filtered by ``coverage``.
+        coverage = Coverage(tuple((p, d) for p, d in scopes))
         self._policies = policies
         self._metrics = metrics
         self._scheduler = scheduler
@@ -135,7 +135,7 @@ class Reconciler:
             lookback=lookback,
             overlap=overlap,
             seen_capacity=seen_capacity,
-            coverage=self._coverage,
+            coverage=coverage,
             error_wait=error_wait,
             error_recheck=error_recheck,
         )
@@ -157,7 +157,7 @@ class Reconciler:
             control_plane,
             reads=self._reads,
             count_error=self._issuer.count_error,
-            coverage=self._coverage,
+            coverage=coverage,
             issued_as=self._recorder.issued_as,
             on_forged=lambda ref, labels: self._recorder.forged(ref, labels),
         )
@@ -188,7 +188,7 @@ class Reconciler:
             index=self._index,
             incidents=self._incidents,
         )
-        self._windows = ListingWindows(plan(self._coverage.scopes), self._owed, self._recorder)
+        self._windows = ListingWindows(coverage, self._owed, self._recorder)
         self.last_sync: datetime | None = None
 
     # -- public API --------------------------------------------------------------------------
@@ -315,7 +315,7 @@ class Reconciler:
         if self.stopping or not summary.terminal:
             return None
         now = self._clock()
-        if not self._coverage.covers(summary.ref.project, summary.ref.domain):
+        if not self._windows.covers(summary.ref):
             return None  # an org-wide stream also carries runs of projects no scope names
         self._recorder.observe(summary, now)
         if self._incidents.is_canary(summary.ref):

@@ -14,10 +14,10 @@ Contract:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from rerund.core.runs import RunRef
+from rerund.core.scopes import Coverage, plan
 from rerund.runtime.reconcile.index import CHANGE_MARGIN
 from rerund.runtime.reconcile.owed import OwedWork
 from rerund.runtime.reconcile.recorder import DecisionRecorder
@@ -35,11 +35,12 @@ MAX_LISTING_REACH = timedelta(hours=1)
 
 
 class ListingWindows:
-    """The listings of one reconcile loop (``scopes``: (project, domain) pairs as listed) and
-    where each starts."""
+    """The listings of one reconcile loop over ``coverage`` (``scopes``: the (project, domain)
+    pairs listed, one ``*/*`` for pattern scopes) and where each starts."""
 
-    def __init__(self, scopes: Sequence[tuple[str, str]], owed: OwedWork, recorder: DecisionRecorder) -> None:
-        self.scopes = tuple(scopes)
+    def __init__(self, coverage: Coverage, owed: OwedWork, recorder: DecisionRecorder) -> None:
+        self._coverage = coverage
+        self.scopes = tuple(plan(coverage.scopes))
         self._owed = owed
         self._recorder = recorder
         # Per listing of failed runs: when it last listed the whole overlap, and last listed.
@@ -60,6 +61,11 @@ class ListingWindows:
         if not self._owed.has_floor(scope):
             self.since(scope, now)
         return self._owed.floor(scope, now)
+
+    def covers(self, ref: RunRef) -> bool:
+        """Whether run ``ref`` is in a scope of the loop (an org-wide listing or stream also
+        carries runs of projects no scope names)."""
+        return self._coverage.covers(ref.project, ref.domain)
 
     def key_of(self, ref: RunRef) -> str:
         """The key of the listing that finds run ``ref``."""
