@@ -9,12 +9,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from rerund.core.model import Failure
 from rerund.core.rules import PolicySet
 from rerund.policy import load_policies
 
 pytest_plugins = ["rerund.sandbox.testing", "postgres_support"]
+
+# Hypothesis's per-example deadline is a timing assertion: on a loaded CI machine a 200 ms
+# deadline fails tests whose properties hold. Pass/fail tests never assert on timings, so the
+# suite's profile has none (a test's own @settings still sets its example count).
+settings.register_profile("rerund", deadline=None)
+settings.load_profile("rerund")
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 

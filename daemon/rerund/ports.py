@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from datetime import datetime
 from typing import Any, Protocol
 
-from rerund.core.incidents import IncidentRecord
+from rerund.core.incidents import IncidentRecord, Members
 from rerund.core.outbox import OutboxItem
 from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.runs import FailureFacts, RelaunchRequest, RerunRequest, RunRef, RunSummary
@@ -89,6 +89,15 @@ class ControlPlane(Deployments, Protocol):
         after ``since``, in any phase (ListRuns, paged), and when ``changed_since`` is given
         only those updated (created, or changed phase) at or after it. Reproduction reruns
         (label ``rerund-repro``) are left out: they inherit the labels of the run they rerun."""
+        ...
+
+    async def list_ended(self, project: str, domain: str, *, since: datetime) -> list[RunSummary]:
+        """Runs created at or after ``since`` that have ended (SUCCEEDED, FAILED, TIMED_OUT,
+        ABORTED), each with its relation known (``relation_known``): which of them rerun which
+        run, whoever made them (``flyte.rerun`` by hand, or rerund). Labels may be left out.
+        Costs ceil(runs / 200) ListRuns; on a control plane whose listing leaves the relation out
+        (open-source Flyte) also 1 GetRunDetails per listed run not read before (read once, kept
+        with its labels), and with ``backend: auto`` 1 ListRuns once to find out which it is."""
         ...
 
     async def get_run(self, ref: RunRef) -> RunSummary:
@@ -280,12 +289,32 @@ class DecisionLedger(Protocol):
         """The open incidents and those closed at or after ``since``, newest first."""
         ...
 
+    def record_rerun_seen(self, target: RunRef, source: RunRef, phase: str, *, now: datetime) -> bool:
+        """Run ``target``, which reruns ``source`` (its RunSpec relation, as the control plane
+        says), ended in ``phase``; True when not recorded before. ``fingerprint_recoveries``
+        counts it for the fingerprint decided for ``source`` unless rerund created it (then it
+        counts once, as rerund's rerun): a rerun by hand is evidence too."""
+        ...
+
+    def save_incident_members(self, members: Mapping[str, Members], *, now: datetime) -> None:
+        """Replace the saved ``Members`` of each fingerprint of ``members`` (what the breaker
+        counts: its window's failed runs, or its open incident's runs and lineages; all empty:
+        none), and forget the windows saved more than a day (the longest ``within``) before
+        ``now``."""
+        ...
+
+    def incident_members(self) -> dict[str, Members]:
+        """The saved ``Members`` per fingerprint (windows oldest first): what a restart counts
+        again (``Breaker.restore_members``)."""
+        ...
+
     def fingerprint_recoveries(
         self, *, since: datetime, fingerprint: str | None = None
     ) -> dict[str, tuple[int, int]]:
         """Fingerprint (only ``fingerprint`` when given) -> (reruns of its failures decided since
-        ``since`` whose outcome is known, how many succeeded): the evidence ``give_up_below``
-        weighs and ``rerund status`` shows."""
+        ``since`` whose outcome is known — rerund's, and those by hand ``record_rerun_seen``
+        saw — how many succeeded): the evidence ``give_up_below`` weighs and ``rerund status``
+        shows."""
         ...
 
 

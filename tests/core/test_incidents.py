@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rerund.core.decide import decide
-from rerund.core.incidents import Breaker, Held, IncidentRecord, IncidentRule, canaries_of
+from rerund.core.incidents import Breaker, Held, IncidentRecord, IncidentRule, Members, canaries_of
 from rerund.core.model import ErrorInfo, Failure, GiveUp, Ignore, Rerun
 from rerund.core.rules import PolicySet
 from rerund.core.runs import LABEL_ATTEMPT, LABEL_CANARIES, LABEL_ROOT
@@ -291,3 +291,37 @@ def test_held_failures_decided_again_on_release_do_not_reopen_the_incident() -> 
     for i in range(3):  # new failures after the close open a new incident
         opened_again = breaker.failed(fp, f"p/d/n{i}", later, later)
     assert opened_again is not None and opened_again.opened_at == later
+
+
+FAILURES = st.lists(
+    st.tuples(st.integers(min_value=0, max_value=30), st.integers(min_value=0, max_value=40)),
+    min_size=1,
+    max_size=25,
+)  # (which run, seconds since the previous failure)
+
+
+@settings(max_examples=200, deadline=None)
+@given(FAILURES, st.integers(min_value=0, max_value=25))
+def test_a_restart_anywhere_opens_the_incident_at_the_same_failure_with_the_same_count(
+    failures: list[tuple[int, int]], cut: int
+) -> None:
+    """Issue 27: what the breaker counts (``Members``) and its incidents, saved and restored
+    across a restart at any point, give the same openings and counts as no restart."""
+
+    def replay(restart_at: int | None) -> list[tuple[bool, int]]:
+        breaker, at, out = Breaker(RULE), T0, []
+        saved: dict = {}  # the ledger's members, saved after every failure (a pass)
+        for i, (run, gap) in enumerate(failures):
+            if i == restart_at:
+                records = breaker.recent()
+                breaker = Breaker(RULE)
+                breaker.restore(records)
+                breaker.restore_members({fp: m for fp, m in saved.items() if m != Members()})
+            at += timedelta(seconds=gap)
+            opened = breaker.failed("aa", f"p/d/r{run}", at, at, lineage=f"r{run}")
+            saved.update(breaker.take_members())
+            open_now = breaker.open_incidents()
+            out.append((opened is not None, open_now[0].failures if open_now else 0))
+        return out
+
+    assert replay(cut) == replay(None)

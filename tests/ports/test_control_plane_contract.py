@@ -62,6 +62,10 @@ class Backend(Protocol):
 
     def succeeded(self) -> str: ...
 
+    def ended(self, name: str) -> str:
+        """Wait until run ``name`` (a rerun of ``net.flaky``: it succeeds) has ended; its phase."""
+        ...
+
 
 class FakeBackend:
     def __init__(self) -> None:
@@ -89,6 +93,9 @@ class FakeBackend:
         run = self.fake.add_failed(next(self._names), task="ok", phase="SUCCEEDED")
         return run.ref.name
 
+    def ended(self, name: str) -> str:
+        return self.fake.fail(name, "SUCCEEDED").phase  # as the workload's net.flaky: [fail, succeed]
+
 
 class SandboxBackend:
     def __init__(self, sb: SandboxHandle, *, sdk_tuning: bool = True) -> None:
@@ -114,6 +121,9 @@ class SandboxBackend:
         [name] = self.sb.launch("ok")
         assert self.sb.wait_for(name)["phase"] == "SUCCEEDED"
         return name
+
+    def ended(self, name: str) -> str:
+        return str(self.sb.wait_for(name)["phase"])
 
 
 @pytest.fixture(scope="module")
@@ -249,6 +259,31 @@ def test_a_rerun_carries_its_relation_to_the_run_it_reruns_and_a_fresh_run_none(
     assert listed[target].relation == (ref(backend, name) if listed[target].relation_known else None)
 
 
+def test_list_ended_lists_the_ended_runs_created_since_each_with_its_relation_known(
+    backend: Backend,
+) -> None:
+    """Issue 27: what ``rerund suggest`` learns reruns made by hand from. A rerun without
+    rerund's labels (as a person makes one) is listed with the run it reruns; an original run
+    with none; both relations known, whatever the listing carries (open-source Flyte's carries
+    none: GetRunDetails' RunSpec says)."""
+    since = backend.now() - timedelta(minutes=1)
+    name, ok = backend.failed("net.flaky"), backend.succeeded()
+    target = run(backend.cp.create_rerun(RerunRequest(source=ref(backend, name), name=f"{name}-by-hand")))
+    assert backend.ended(target.name) == "SUCCEEDED"
+
+    listed = {r.ref: r for r in run(backend.cp.list_ended(backend.project, backend.domain, since=since))}
+    later = run(
+        backend.cp.list_ended(backend.project, backend.domain, since=backend.now() + timedelta(minutes=5))
+    )
+
+    assert {ref(backend, name), ref(backend, ok), target} <= set(listed)
+    assert (listed[target].phase, listed[target].relation) == ("SUCCEEDED", ref(backend, name))
+    assert (listed[ref(backend, name)].phase, listed[ref(backend, name)].relation) == ("FAILED", None)
+    assert listed[ref(backend, ok)].relation is None
+    assert all(r.relation_known and r.terminal for r in listed.values())
+    assert later == []
+
+
 def test_list_reruns_lists_the_runs_labelled_with_a_policy_but_no_reproduction(backend: Backend) -> None:
     since = backend.now() - timedelta(minutes=1)
     name = backend.failed("net.flaky")
@@ -358,6 +393,7 @@ def test_deployments_are_answered_or_refused_as_unsupported(backend: Backend) ->
 FAKE_METHODS: list[Callable[..., Any]] = [
     FakeControlPlane.list_failed,
     FakeControlPlane.list_reruns,
+    FakeControlPlane.list_ended,
     FakeControlPlane.get_run,
     FakeControlPlane.watch,
     FakeControlPlane.read_failure,

@@ -84,3 +84,68 @@ def test_the_reruns_of_a_fingerprint_and_their_recoveries_are_counted_from_the_l
     assert ledger.fingerprint_recoveries(since=T0 + timedelta(seconds=1), fingerprint="3fa2c0ffee12") == {}
     assert ledger.fingerprint_recoveries(since=week, fingerprint="ffffffffffff") == {}
     assert ledger.fingerprint_recoveries(since=week) == {"3fa2c0ffee12": (3, 1)}  # x had no rerun issued
+
+
+def test_what_the_breaker_counts_is_replaced_per_fingerprint_read_back_and_windows_forgotten_after_a_day(
+    open_ledger,
+) -> None:
+    from rerund.core.incidents import Members
+
+    ledger = open_ledger()
+    a = Members(window=(("p/d/r1", T0), ("p/d/r2", T0 + timedelta(seconds=5))))
+    b = Members(window=(("p/d/x", T0),))
+    ledger.save_incident_members({"aaaaaaaaaaaa": a, "bbbbbbbbbbbb": b}, now=T0)
+    opened = Members(runs=("p/d/x", "p/d/y"), lineages=("x", "y"))  # b's incident opened
+    ledger.save_incident_members({"bbbbbbbbbbbb": opened}, now=T0 + timedelta(seconds=6))
+    assert open_ledger().incident_members() == {"aaaaaaaaaaaa": a, "bbbbbbbbbbbb": opened}
+
+    later = Members(window=(("p/d/r3", T0 + timedelta(hours=2)),))
+    ledger.save_incident_members({"cccccccccccc": later}, now=T0 + timedelta(days=1, hours=2))
+    # a's window was saved over a day ago; an open incident's members stay as long as it is open
+    assert open_ledger().incident_members() == {"bbbbbbbbbbbb": opened, "cccccccccccc": later}
+    ledger.save_incident_members({"bbbbbbbbbbbb": Members()}, now=T0 + timedelta(days=1, hours=3))  # closed
+    assert open_ledger().incident_members() == {"cccccccccccc": later}
+
+
+def test_reruns_made_by_hand_count_as_evidence_for_the_fingerprint_of_the_run_they_rerun(open_ledger) -> None:
+    """Issue 27: give_up_below weighs the reruns of a fingerprint "from the ledger and the control
+    plane": a run the control plane says reruns a decided run (its relation), which rerund did
+    not create, counts when it ended; one rerund created is counted once (as its own rerun)."""
+    from rerund.core.records import RerunIssue, RerunOutcome
+    from rerund.core.runs import RunRef
+
+    ledger = open_ledger()
+    for run in ("a", "b"):
+        body = {
+            "decision": "give_up",
+            "policy": "p",
+            "attempt": 1,
+            "reason": "x",
+            "fingerprint": "3fa2c0ffee12",
+        }
+        ledger.record_decision(project="ml", domain="prod", run=run, root=run, decision=body, now=T0)
+    ours = {"decision": "rerun", "policy": "p", "attempt": 1, "name": "c-retry-1", "reason": "x"}
+    ours |= {"fingerprint": "3fa2c0ffee12", "source_run": "c", "scope": "run"}
+    ledger.record_decision(project="ml", domain="prod", run="c", root="c", decision=ours, now=T0)
+    ledger.record_issue(
+        RerunIssue(RunRef("ml", "prod", "c"), "c-retry-1", "c", 1, "p", "run", "created", ""), now=T0
+    )
+    ledger.record_outcome(RerunOutcome(RunRef("ml", "prod", "c-retry-1"), "p", "c", 1, "FAILED"), now=T0)
+
+    def seen(target: str, source: str, phase: str) -> bool:
+        return ledger.record_rerun_seen(
+            RunRef("ml", "prod", target), RunRef("ml", "prod", source), phase, now=T0
+        )
+
+    assert seen("a-by-hand", "a", "SUCCEEDED") is True
+    assert seen("a-by-hand", "a", "SUCCEEDED") is False  # seen again (a listing, the stream)
+    assert seen("b-by-hand", "b", "FAILED") is True
+    assert seen("c-retry-1", "c", "FAILED") is True  # rerund's own: counted once, as its rerun
+    assert seen("z-by-hand", "z", "SUCCEEDED") is True  # a run rerund never decided: no fingerprint
+
+    week = T0 - timedelta(days=7)
+    assert open_ledger().fingerprint_recoveries(since=week, fingerprint="3fa2c0ffee12") == {
+        "3fa2c0ffee12": (3, 1)
+    }
+    assert open_ledger().fingerprint_recoveries(since=week) == {"3fa2c0ffee12": (3, 1)}
+    assert ledger.fingerprint_recoveries(since=T0 + timedelta(seconds=1)) == {}  # decided before the window

@@ -23,6 +23,7 @@ from rerund.core.runs import (
     FAILED_PHASES,
     LABEL_POLICY,
     LABEL_REPRO,
+    TERMINAL_PHASES,
     FailureFacts,
     RelaunchRequest,
     RerunRequest,
@@ -181,6 +182,14 @@ class FakeControlPlane:
             r.summary()
             for r in self.runs.values()
             if r.ref.scope == f"{project}/{domain}" and r.phase in FAILED_PHASES and r.changed_at >= since
+        ]
+
+    async def list_ended(self, project: str, domain: str, *, since: datetime) -> list[RunSummary]:
+        self._call("list_ended")
+        return [
+            r.summary()
+            for r in self.runs.values()
+            if r.ref.scope == f"{project}/{domain}" and r.phase in TERMINAL_PHASES and r.created_at >= since
         ]
 
     async def list_reruns(

@@ -168,6 +168,9 @@ def _real_file_ledger(path: Path) -> None:
     )
     ledger.record_outcome(RerunOutcome(RunRef("ml", "prod", "r1-retry-1"), "p", "r1", 1, "SUCCEEDED"), now=T0)
     ledger.set_watermark("ml/prod", T0 + timedelta(hours=1))
+    ledger.record_rerun_seen(
+        RunRef("ml", "prod", "r2-by-hand"), RunRef("ml", "prod", "r2"), "SUCCEEDED", now=T0
+    )
     ledger.record_reproduction(
         {
             "check": "nightly",
@@ -203,6 +206,7 @@ def test_state_migrate_copies_a_file_ledger_once_with_progress_and_counts(
     assert db.lineage_rows(root="r1")["outcomes"][0]["phase"] == "SUCCEEDED"
     assert db.watermark("ml/prod") == file.watermark("ml/prod")
     assert db.latest_reproductions() == file.latest_reproductions()
+    assert re.search(r"reruns_seen\s+1 read\s+0 new\s+1 in the database", second)  # evidence by hand
     db.close()
     file.close()
 

@@ -36,16 +36,17 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from rerund.core.incidents import IncidentRecord
+from rerund.core.incidents import MAX_INCIDENT_WINDOW, IncidentRecord, Members
 from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.redact import public_decision
+from rerund.core.runs import RunRef
 from rerund.errors import LedgerError
 
 __all__ = ["IssueRecord", "Ledger", "Source"]
@@ -96,6 +97,19 @@ CREATE INDEX IF NOT EXISTS reproductions_check ON reproductions (check_name, sch
 CREATE TABLE IF NOT EXISTS incidents (
     fingerprint TEXT NOT NULL, opened_at TEXT NOT NULL, state TEXT NOT NULL, at TEXT NOT NULL,
     body TEXT NOT NULL, PRIMARY KEY (fingerprint, opened_at)
+);
+-- Runs that rerun a run (their RunSpec relation) seen ended, by hand or by rerund
+-- (``record_rerun_seen``): the reruns by hand are evidence for ``fingerprint_recoveries``.
+CREATE TABLE IF NOT EXISTS reruns_seen (
+    target_key TEXT PRIMARY KEY, source_key TEXT NOT NULL, phase TEXT NOT NULL, at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reruns_seen_source ON reruns_seen (source_key);
+-- What the outage breaker counts per fingerprint (rerund.core.incidents.Members), saved with each
+-- pass (``at``): kind 'window' (a failed run toward opening, ``failed_at`` its failure time),
+-- 'run' and 'lineage' (the failed runs and lineages of its open incident).
+CREATE TABLE IF NOT EXISTS incident_members (
+    fingerprint TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, failed_at TEXT,
+    at TEXT NOT NULL, PRIMARY KEY (fingerprint, kind, name)
 );
 """
 
@@ -266,6 +280,14 @@ _RECOVERIES = (
     " JOIN outcomes o ON o.target_key = i.target_key"
     " WHERE d.decision = 'rerun' AND d.at >= ?"
 )
+# Reruns by hand (``reruns_seen`` rows of runs rerund did not create) of the runs decided since
+# ``?``, per fingerprint: (how many ended, how many succeeded).
+_SEEN_RECOVERIES = (
+    "SELECT d.fingerprint, COUNT(*), COALESCE(SUM(m.phase = 'SUCCEEDED'), 0) FROM"
+    " (SELECT DISTINCT project, domain, run, fingerprint FROM decisions WHERE at >= ? AND {cond}) d"
+    " JOIN reruns_seen m ON m.source_key = d.project || '/' || d.domain || '/' || d.run"
+    " WHERE m.target_key NOT IN (SELECT target_key FROM issues) GROUP BY d.fingerprint"
+)
 _ADDED_INDEXES = "CREATE INDEX IF NOT EXISTS decisions_fingerprint ON decisions (fingerprint);"
 
 
@@ -278,6 +300,31 @@ def _iso(ts: datetime) -> str:
     if ts.tzinfo is None:
         raise LedgerError(f"timestamp {ts!r} has no timezone; the ledger stores aware UTC times only")
     return ts.astimezone(UTC).isoformat()
+
+
+def _member_rows(m: Members) -> list[tuple[str, str, str | None]]:
+    """The (kind, name, failed at) rows of ``m`` (``incident_members``, both ledgers)."""
+    rows: list[tuple[str, str, str | None]] = [("window", run, _iso(at)) for run, at in m.window]
+    rows += [("run", run, None) for run in m.runs]
+    rows += [("lineage", lineage, None) for lineage in m.lineages]
+    return rows
+
+
+def _members_of(rows: Iterable[tuple[str, str, str, datetime | None]]) -> dict[str, Members]:
+    """``incident_members`` rows (fingerprint, kind, name, failed at) as ``Members``."""
+    parts: dict[str, tuple[list[tuple[str, datetime]], list[str], list[str]]] = {}
+    for fingerprint, kind, name, failed_at in rows:
+        window, runs, lineages = parts.setdefault(fingerprint, ([], [], []))
+        if kind == "window" and failed_at is not None:
+            window.append((name, failed_at.astimezone(UTC)))
+        elif kind == "run":
+            runs.append(name)
+        elif kind == "lineage":
+            lineages.append(name)
+    return {
+        fp: Members(window=tuple(sorted(w, key=lambda x: (x[1], x[0]))), runs=tuple(r), lineages=tuple(ln))
+        for fp, (w, r, ln) in parts.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -727,11 +774,27 @@ class Ledger(GroupCommits):
             rows = self._query(
                 _RECOVERIES + " AND d.fingerprint != '' GROUP BY d.fingerprint", (_iso(since),)
             )
+            rows += self._query(_SEEN_RECOVERIES.format(cond="fingerprint != ''"), (_iso(since),))
         else:  # the decisions_fingerprint index finds the rows
             rows = self._query(
                 _RECOVERIES + " AND d.fingerprint = ? GROUP BY d.fingerprint", (_iso(since), fingerprint)
             )
-        return {str(r[0]): (int(r[1]), int(r[2])) for r in rows}
+            rows += self._query(_SEEN_RECOVERIES.format(cond="fingerprint = ?"), (_iso(since), fingerprint))
+        out: dict[str, tuple[int, int]] = {}
+        for r in rows:  # rerund's reruns, then the reruns by hand
+            n, ok = out.get(str(r[0]), (0, 0))
+            out[str(r[0])] = (n + int(r[1]), ok + int(r[2]))
+        return out
+
+    def record_rerun_seen(self, target: RunRef, source: RunRef, phase: str, *, now: datetime) -> bool:
+        """Run ``target``, a rerun of ``source`` (its relation), ended in ``phase``; True when
+        not recorded before (``rerund.ports.DecisionLedger.record_rerun_seen``)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO reruns_seen VALUES (?, ?, ?, ?)",
+                (str(target), str(source), phase, _iso(now)),
+            )
+            return cur.rowcount == 1
 
     def incidents(self, *, since: datetime) -> list[IncidentRecord]:
         """The open incidents and those closed (or saved) at or after ``since``, newest first."""
@@ -740,6 +803,33 @@ class Ledger(GroupCommits):
             (_iso(since),),
         )
         return [IncidentRecord.from_json(json.loads(r[0])) for r in rows]
+
+    def save_incident_members(self, members: Mapping[str, Members], *, now: datetime) -> None:
+        """Replace each fingerprint's saved members; forget the windows saved over a day ago
+        (``rerund.ports.DecisionLedger.save_incident_members``). One transaction."""
+        with self._tx() as db:
+            for fingerprint, m in members.items():
+                db.execute("DELETE FROM incident_members WHERE fingerprint = ?", (fingerprint,))
+                db.executemany(
+                    "INSERT OR REPLACE INTO incident_members VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (fingerprint, kind, name, failed_at, _iso(now))
+                        for kind, name, failed_at in _member_rows(m)
+                    ],
+                )
+            db.execute(
+                "DELETE FROM incident_members WHERE kind = 'window' AND at < ?",
+                (_iso(now - MAX_INCIDENT_WINDOW),),
+            )
+
+    def incident_members(self) -> dict[str, Members]:
+        """The saved members per fingerprint (windows oldest first)."""
+        rows = self._query(
+            "SELECT fingerprint, kind, name, failed_at FROM incident_members ORDER BY fingerprint, name"
+        )
+        return _members_of(
+            (str(r[0]), str(r[1]), str(r[2]), datetime.fromisoformat(r[3]) if r[3] else None) for r in rows
+        )
 
     def set_watermark(self, scope: str, at: datetime) -> None:
         with self._tx() as db:
@@ -759,6 +849,7 @@ class Ledger(GroupCommits):
                 ("outcomes", "at"),
                 ("failures", "seen_at"),
                 ("reproductions", "at"),
+                ("reruns_seen", "at"),
             ):
                 deleted += db.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,)).rowcount  # noqa: S608
         if self.max_bytes:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from rerund.app import connect_control_plane
 from rerund.cli.common import (
     add_connection_arguments,
+    add_format_argument,
     connection_settings,
     has_ledger,
     reaching,
@@ -25,7 +27,7 @@ from rerund.core.decide import decide
 from rerund.core.durations import parse_duration
 from rerund.core.model import Failure
 from rerund.policy.loader import load_policies
-from rerund.policy.suggest import Seen, case_file, suggest
+from rerund.policy.suggest import Seen, Suggestion, case_file, suggest
 from rerund.runtime.suggestions import gather_failures
 
 __all__ = ["register"]
@@ -38,7 +40,8 @@ def register(sub: Any) -> None:
         help="a starter policy file and a test case file from the real failures of a window",
         description=(
             "Reads the failed runs of the window (and the ledger, when there is one), groups them by "
-            "fingerprint, finds which recovered on rerun, and writes DIR/suggested.yaml (policies, the "
+            "fingerprint, finds which recovered on rerun (a rerun by hand or by rerund: a run whose RunSpec "
+            "relation names the failed run), and writes DIR/suggested.yaml (policies, the "
             "evidence as comments) and DIR/suggested.test.yaml (the real failures, messages redacted). "
             "`rerund check` and `rerund test` pass on both as written; review them before use."
         ),
@@ -51,6 +54,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--limit", type=int, default=1000, help="read at most this many failures (default 1000)")
     add_connection_arguments(p, scope_help="scope to read (repeatable; default: the settings' scopes)")
+    add_format_argument(p, what="summary")
     p.set_defaults(func=_suggest)
 
 
@@ -94,6 +98,9 @@ def _suggest(args: argparse.Namespace) -> int:
     cases_path = out / "suggested.test.yaml"
     if result.cases:
         cases_path.write_text(case_file(result.cases, expectations, now))
+    if args.format == "json":
+        print(json.dumps(_summary(seen, result, policy_path, cases_path), indent=2))
+        return 0
     say(
         f"{sum(s.failures for s in seen)} failure(s) of {result.fingerprints} fingerprint(s) -> "
         f"{result.policy_count} polic{'ies' if result.policy_count != 1 else 'y'} in {policy_path}"
@@ -101,3 +108,27 @@ def _suggest(args: argparse.Namespace) -> int:
     )
     say(f"next: rerund check {policy_path} && rerund test {cases_path}")
     return 0
+
+
+def _summary(seen: list[Seen], result: Suggestion, policies: Path, cases: Path) -> dict[str, Any]:
+    """What ``--format json`` prints: per fingerprint, its failures (the original runs), the
+    reruns of them that ended and how many recovered (by hand or by rerund), and its policy."""
+    groups = sorted(seen, key=lambda s: (-s.failures, s.fingerprint))
+    return {
+        "failures": sum(s.failures for s in seen),
+        "fingerprints": [
+            {
+                "fingerprint": s.fingerprint,
+                "task": s.example.task,
+                "error": {"kind": s.example.error.kind, "code": s.example.error.code},
+                "failures": s.failures,
+                "runs": s.runs,
+                "reruns": s.reruns,
+                "recovered": s.recovered,
+                "policy": result.policy_of[s.fingerprint],
+            }
+            for s in groups
+        ],
+        "policies": str(policies),
+        "cases": str(cases) if result.cases else None,
+    }

@@ -24,6 +24,9 @@ incident's fingerprint.
 
 ``IncidentRecord`` is an incident as the ledger keeps it (so a restart, even after SIGKILL,
 resumes with the incident open, its canary and its counts): ``Breaker.restore`` reads it back.
+What it counts is kept there too (``Members``: ``take_members``, ``restore_members``):
+failures counted before a restart and after it open an incident at the same threshold as
+without it, and the failures of an open incident relisted after a restart count once.
 """
 
 from __future__ import annotations
@@ -48,7 +51,9 @@ __all__ = [
     "Held",
     "IncidentRecord",
     "IncidentRule",
+    "Members",
     "canaries_of",
+    "held_now",
 ]
 
 MAX_INCIDENT_FAILURES = 1_000_000
@@ -64,6 +69,34 @@ def canaries_of(labels: Mapping[str, str], attempt: int) -> int:
     if not (0 < len(text) <= 4 and text.isascii() and text.isdigit()):
         return 0
     return min(int(text), attempt)
+
+
+def held_now(reason: str, incidents: Iterable[IncidentRecord]) -> str:
+    """The ``reason`` of a held rerun (``Breaker.gate``'s ``Held``) told with its incident as it
+    is now: the count and the canary of the reason are those at its own decision (one pass
+    holding 12 reruns writes "holding 1 reruns" ... "holding 12 reruns"), so the page and
+    ``rerund status`` say the incident's current count from ``incidents`` (the ledger's
+    records) instead, or that it closed; the rest of the reason (the policy, the rerun) is
+    kept. A reason of no incident in ``incidents`` is returned unchanged (pure)."""
+    for r in incidents:
+        if not reason.startswith(f"incident {r.fingerprint} open since {iso(r.opened_at)}: holding "):
+            continue
+        rest = reason.split("; ", 1)[1] if "; " in reason else ""
+        if r.state != "open":
+            closed = f" at {iso(r.closed_at)}" if r.closed_at is not None else ""
+            now = f"incident {r.fingerprint} closed{closed}: its held reruns are released"
+        else:
+            canary = (
+                f"canary {r.canary.rsplit('/', 1)[-1]!r} out since {iso(r.canary_at)}"
+                if r.canary is not None and r.canary_at is not None
+                else "no canary out"
+            )
+            now = (
+                f"incident {r.fingerprint} open since {iso(r.opened_at)}: "
+                f"holding {r.held} reruns now, {canary}"
+            )
+        return f"{now}; {rest}" if rest else now
+    return reason
 
 
 @dataclass(frozen=True)
@@ -177,6 +210,19 @@ class IncidentRecord:
         )
 
 
+@dataclass(frozen=True)
+class Members:
+    """What the breaker counts for one fingerprint, as the ledger keeps it across restarts
+    (``Breaker.take_members``, ``Breaker.restore_members``): before an incident, the failed
+    runs of its window as (run, failed at), fewer than ``failures``; while its incident is
+    open, the failed runs and the lineages that incident counted, so the failures relisted
+    after a restart (the held ones) are not counted twice. All empty: nothing to keep."""
+
+    window: tuple[tuple[str, datetime], ...] = ()
+    runs: tuple[str, ...] = ()
+    lineages: tuple[str, ...] = ()
+
+
 # Fingerprints whose failures the breaker counts at once, before the quiet ones are forgotten.
 _MAX_TRACKED = 10_000
 
@@ -270,6 +316,9 @@ class Breaker:
         # Fingerprint -> when its last incident closed: failures from before then (the held
         # ones, decided again on release) were counted by that incident and open no new one.
         self._closed_at: dict[str, datetime] = {}
+        # Fingerprints whose members (window, or open incident's runs and lineages) changed
+        # since ``take_members`` (to save: a restart reads them back, ``restore_members``).
+        self._members_dirty: set[str] = set()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -294,6 +343,23 @@ class Breaker:
         """The open incidents changed since the last call (to save)."""
         out = [self._open[fp].record() for fp in sorted(self._dirty) if fp in self._open]
         self._dirty.clear()
+        return out
+
+    def take_members(self) -> dict[str, Members]:
+        """The members changed since the last call (to save), per fingerprint: its open
+        incident's runs and lineages, else its window, else empty (forgotten)."""
+        out = {}
+        for fp in sorted(self._members_dirty):
+            incident, window = self._open.get(fp), self._recent.get(fp)
+            if incident is not None:
+                out[fp] = Members(
+                    runs=tuple(sorted(incident.runs)), lineages=tuple(sorted(incident.lineages))
+                )
+            elif window is not None:
+                out[fp] = Members(window=tuple((run, at) for at, run in window.times))
+            else:
+                out[fp] = Members()
+        self._members_dirty.clear()
         return out
 
     # -- events --------------------------------------------------------------------------------
@@ -331,6 +397,27 @@ class Breaker:
                 released=r.released,
             )
 
+    def restore_members(self, members: Mapping[str, Members]) -> None:
+        """Members read back from the ledger after a restart (``take_members`` saved them),
+        after ``restore``: an open incident gets its runs and lineages back (its counts are the
+        record's: a failure relisted now is not counted again); a window's failures count again
+        toward opening, as if this process had seen them, except those from before the
+        fingerprint's last incident closed. Opens nothing by itself: the next failure does, at
+        the threshold it would have without the restart. Windows need a rule (call it with one)."""
+        rule = self.rule
+        for fp, m in members.items():
+            incident = self._open.get(fp)
+            if incident is not None:
+                incident.runs.update(m.runs)
+                incident.lineages.update(m.lineages)
+                continue
+            if rule is None:
+                continue
+            closed = self._closed_at.get(fp)
+            for run, at in m.window:
+                if closed is None or at > closed:
+                    self._recent.setdefault(fp, _Window()).add(at, run, rule.within)
+
     def failed(
         self,
         fingerprint: str,
@@ -364,6 +451,7 @@ class Breaker:
                 incident.projects.add(project) if project else None
                 incident.lineages.add(lineage) if lineage else None
                 self._dirty.add(fingerprint)
+                self._members_dirty.add(fingerprint)
             return None
         closed = self._closed_at.get(fingerprint)
         if closed is not None and at <= closed:
@@ -371,6 +459,7 @@ class Breaker:
         window = self._recent.setdefault(fingerprint, _Window())
         if not window.add(at, run, rule.within):
             return None
+        self._members_dirty.add(fingerprint)
         if len(window.times) < rule.failures:
             if len(self._recent) > _MAX_TRACKED:  # bounded: forget the fingerprints gone quiet
                 self._forget_quiet(at - rule.within)
@@ -404,6 +493,7 @@ class Breaker:
     def _forget_quiet(self, before: datetime) -> None:
         for fp in [fp for fp, w in self._recent.items() if not w.times or w.times[-1][0] < before]:
             del self._recent[fp]
+            self._members_dirty.add(fp)
 
     def gate(self, decision: Decision, source: str, target: str, now: datetime) -> Decision:
         """``decision`` for the failed run ``source`` under the breaker. A ``Rerun`` of an open
@@ -435,7 +525,9 @@ class Breaker:
         if source not in incident.held:
             incident.held[source] = decision.root
             self._dirty.add(incident.fingerprint)
-        incident.lineages.add(decision.root)
+        if decision.root not in incident.lineages:
+            incident.lineages.add(decision.root)
+            self._members_dirty.add(incident.fingerprint)
         due = probe_at if probe_at > now else now + rule.probe_every
         due = max(due, decision.not_before)
         canary = (
@@ -494,4 +586,5 @@ class Breaker:
         self._closed.append(record)
         self._closed_at[fingerprint] = now
         self._dirty.discard(fingerprint)
+        self._members_dirty.add(fingerprint)  # its runs and lineages: forgotten
         return Closed(record=record, released=released)

@@ -13,7 +13,8 @@ Lineage states (the first rule that holds):
 1. **recovered** — a rerun of the lineage ended SUCCEEDED (ledger outcome or listed phase);
 2. **exhausted** — a ``give_up`` decision was recorded for the lineage;
 3. **running** — the latest rerun exists and is not terminal;
-4. **deferred** — the latest decision is ``defer`` (a budget is full) until its ``not_before``;
+4. **deferred** — the latest decision is ``defer`` (a budget is full, or an incident holds it:
+   its ``why`` then says the incident's held count now, ``held_now``) until its ``not_before``;
 5. **due** — the latest decision is a ``rerun`` not created yet, due at its ``not_before``;
 6. **awaiting decision** — the latest rerun failed and no decision about it is recorded yet;
 7. **ignored** — only ``ignore`` decisions (not in flight: nothing is owed).
@@ -31,7 +32,7 @@ from typing import Any, Literal
 
 from rerund.core import times
 from rerund.core.durations import format_duration
-from rerund.core.incidents import IncidentRecord
+from rerund.core.incidents import IncidentRecord, held_now
 from rerund.core.rules import Budget, PolicySet, RetryPlan
 
 __all__ = [
@@ -339,6 +340,7 @@ def _state(
     outcomes: Sequence[Mapping[str, Any]],
     reruns: Sequence[ListedRerun],
     pending: Mapping[str, datetime | None],
+    incidents: Sequence[IncidentRecord] = (),
 ) -> LineageState:
     project, domain, root = key
     story = tuple(lineage_story(decisions, issues, outcomes))
@@ -416,7 +418,10 @@ def _state(
         run_key = f"{project}/{domain}/{latest['run']}"
         due = pending.get(run_key) or _parse(latest.get("not_before"))
         if latest["decision"] == "defer":
-            return state("deferred", str(latest["reason"]), due=due)
+            reason = str(latest["reason"])
+            if latest.get("incident"):  # held by an incident: its count now, not at this decision
+                reason = held_now(reason, incidents)
+            return state("deferred", reason, due=due)
         return state("due", str(latest["reason"]), due=due)
     if phases:
         top = max(phases)
@@ -468,8 +473,10 @@ def compute_status(
     for r in reruns:
         if r.root:
             group((r.project, r.domain, r.root))["reruns"].append(r)
+    incidents = tuple(incidents)
     states = [
-        _state(k, g["decisions"], g["issues"], g["outcomes"], g["reruns"], pending) for k, g in groups.items()
+        _state(k, g["decisions"], g["issues"], g["outcomes"], g["reruns"], pending, incidents)
+        for k, g in groups.items()
     ]
     far = datetime.max.replace(tzinfo=UTC)
     old = datetime.min.replace(tzinfo=UTC)

@@ -61,12 +61,14 @@ class Seen:
 
 @dataclass(frozen=True)
 class Suggestion:
-    """The two files ``rerund suggest`` writes (YAML text) and how many policies it made."""
+    """The two files ``rerund suggest`` writes (YAML text), how many policies it made and
+    which policy each fingerprint's failures fall to."""
 
     policies: str
     cases: list[dict[str, Any]]
     policy_count: int
     fingerprints: int
+    policy_of: dict[str, str] = field(default_factory=dict)  # fingerprint -> its policy's name
 
 
 def _slug(text: str) -> str:
@@ -189,6 +191,7 @@ def suggest(seen: Sequence[Seen], *, now: datetime, since: timedelta, scopes: Se
         cases=_cases(seen, names),
         policy_count=len(ordered),
         fingerprints=len(seen),
+        policy_of=names,
     )
 
 

@@ -606,6 +606,12 @@ class GuardedControlPlane:
         )
         return result
 
+    async def list_ended(self, project: str, domain: str, *, since: datetime) -> list[RunSummary]:
+        result: list[RunSummary] = await self._through(
+            "list_ended", lambda: self.inner.list_ended(project, domain, since=since)
+        )
+        return result
+
     async def list_reruns(
         self,
         project: str,

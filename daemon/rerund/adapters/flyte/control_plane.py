@@ -45,6 +45,9 @@ On oss:
 - ``create_rerun`` and ``create_relaunch`` look before creating, mark the create, and look
   again right before the CreateRun goes out (``oss.create_looking_first``: four RPCs more per
   create).
+- ``list_ended`` (what ``rerund suggest`` learns reruns made by hand from) reads the relation
+  of each listed run from its RunSpec (GetRunDetails, cached with the labels: a failure already
+  read, or a run ``list_reruns`` read, costs nothing more); Union's listing carries it.
 - ``find_latest_run`` with labels lists the newest runs of the task in the phase (pages of 50,
   at most 200 candidates) and reads their labels (cached) until one matches.
 
@@ -75,6 +78,7 @@ import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -155,6 +159,7 @@ logging.getLogger("flyte").addFilter(_NoTokenEndpointErrors())
 
 _ORG = ("*", "*")
 _FAILED_PHASE_VALUES = ("6", "7", "8")  # FAILED, ABORTED, TIMED_OUT
+_ENDED_PHASE_VALUES = ("5", "6", "7", "8")  # SUCCEEDED, and the failed phases
 _MAX_PAGE = 200  # open-source Flyte refuses larger pages (runs/repository/impl/requests.go)
 _INTERNAL_REPEATS = 3  # INTERNAL this many times in a row for one request: permanent
 _LABEL_CACHE = 100_000  # runs whose labels are remembered (oss: labels are read per run)
@@ -520,6 +525,27 @@ class FlyteControlPlane:
             ),
         ]
         return await self._list(project, domain, filters)
+
+    async def list_ended(self, project: str, domain: str, *, since: datetime) -> list[RunSummary]:
+        from flyteidl2.common import list_pb2
+
+        filters = [
+            list_pb2.Filter(
+                function=list_pb2.Filter.VALUE_IN, field="phase", values=list(_ENDED_PHASE_VALUES)
+            ),
+            list_pb2.Filter(
+                function=list_pb2.Filter.GREATER_THAN_OR_EQUAL,
+                field="created_at",
+                values=[since.astimezone(UTC).isoformat()],
+            ),
+        ]
+        runs = await self._list(project, domain, filters, page=_MAX_PAGE)
+        if await self._supports_label_filters(project, domain):
+            # Union's listing carries each run's root-action relation: none listed is none.
+            return [r if r.relation_known else replace(r, relation_known=True) for r in runs]
+        # Open-source Flyte's does not: the RunSpec's, read once per run with its labels.
+        labels = await self._labels_of([r.ref for r in runs if not r.relation_known])
+        return [r if r.relation_known else with_labels(r, labels[r.ref], self._relations) for r in runs]
 
     async def list_reruns(
         self,

@@ -39,6 +39,7 @@ _SOURCES: tuple[tuple[Table, str], ...] = (
     (t.outcomes, "SELECT * FROM outcomes ORDER BY at, target_key"),
     (t.watermarks, "SELECT * FROM watermarks ORDER BY scope"),
     (t.reproductions, "SELECT * FROM reproductions ORDER BY id"),
+    (t.reruns_seen, "SELECT * FROM reruns_seen ORDER BY at, target_key"),  # evidence of reruns by hand
 )
 _TIMES = ("at", "failed_at", "seen_at", "scheduled_for")
 

@@ -55,13 +55,22 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from rerund.adapters.ledger import GroupCommits, IssueRecord, Source, _compact_body, _full_body
+from rerund.adapters.ledger import (
+    GroupCommits,
+    IssueRecord,
+    Source,
+    _compact_body,
+    _full_body,
+    _member_rows,
+    _members_of,
+)
 from rerund.adapters.sqlstate import schema as t
 from rerund.adapters.sqlstate.upgrade import check_revision, upgrade
 from rerund.adapters.sqlstate.url import engine_url, shown
-from rerund.core.incidents import IncidentRecord
+from rerund.core.incidents import MAX_INCIDENT_WINDOW, IncidentRecord, Members
 from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.redact import public_decision
+from rerund.core.runs import RunRef
 from rerund.errors import LedgerError
 
 __all__ = ["CONNECT_TIMEOUT_S", "PostgresLedger"]
@@ -79,6 +88,7 @@ _PRUNED = (
     (t.outcomes, "at"),
     (t.failures, "seen_at"),
     (t.reproductions, "at"),
+    (t.reruns_seen, "at"),
 )
 
 
@@ -528,7 +538,38 @@ class PostgresLedger(GroupCommits):
             .where(d.c.fingerprint != "" if fingerprint is None else d.c.fingerprint == fingerprint)
             .group_by(d.c.fingerprint)
         )
-        return {str(r["fingerprint"]): (int(r["n"]), int(r["ok"])) for r in self._query(stmt)}
+        out = {str(r["fingerprint"]): (int(r["n"]), int(r["ok"])) for r in self._query(stmt)}
+        # The reruns by hand: runs seen rerunning a decided run that rerund did not create.
+        m = t.reruns_seen
+        decided = (
+            select(d.c.project, d.c.domain, d.c.run, d.c.fingerprint)
+            .where(d.c.at >= _aware(since))
+            .where(d.c.fingerprint != "" if fingerprint is None else d.c.fingerprint == fingerprint)
+            .distinct()
+            .subquery()
+        )
+        seen_ok = func.coalesce(func.sum(case((m.c.phase == "SUCCEEDED", 1), else_=0)), 0).label("ok")
+        by_hand = (
+            select(decided.c.fingerprint, func.count().label("n"), seen_ok)
+            .select_from(
+                decided.join(
+                    m, m.c.source_key == decided.c.project + "/" + decided.c.domain + "/" + decided.c.run
+                )
+            )
+            .where(m.c.target_key.not_in(select(i.c.target_key)))
+            .group_by(decided.c.fingerprint)
+        )
+        for r in self._query(by_hand):
+            n, ok = out.get(str(r["fingerprint"]), (0, 0))
+            out[str(r["fingerprint"])] = (n + int(r["n"]), ok + int(r["ok"]))
+        return out
+
+    def record_rerun_seen(self, target: RunRef, source: RunRef, phase: str, *, now: datetime) -> bool:
+        """Run ``target``, a rerun of ``source`` (its relation), ended in ``phase``; True when
+        not recorded before."""
+        row = {"target_key": str(target), "source_key": str(source), "phase": phase, "at": _aware(now)}
+        with self._tx() as conn:
+            return _inserted(conn, t.reruns_seen, row)
 
     def incidents(self, *, since: datetime) -> list[IncidentRecord]:
         """The open incidents and those closed (or saved) at or after ``since``, newest first."""
@@ -537,6 +578,37 @@ class PostgresLedger(GroupCommits):
             select(c.body).where((c.state == "open") | (c.at >= _aware(since))).order_by(c.opened_at.desc())
         )
         return [IncidentRecord.from_json(json.loads(r["body"])) for r in rows]
+
+    def save_incident_members(self, members: Mapping[str, Members], *, now: datetime) -> None:
+        """Replace each fingerprint's saved members; forget the windows saved over a day ago
+        (``rerund.ports.DecisionLedger.save_incident_members``). One transaction."""
+        m = t.incident_members
+        with self._tx() as conn:
+            for fingerprint, saved in members.items():
+                conn.execute(m.delete().where(m.c.fingerprint == fingerprint))
+                rows = [
+                    {
+                        "fingerprint": fingerprint,
+                        "kind": kind,
+                        "name": name,
+                        "failed_at": None if failed_at is None else datetime.fromisoformat(failed_at),
+                        "at": _aware(now),
+                    }
+                    for kind, name, failed_at in _member_rows(saved)
+                ]
+                if rows:
+                    conn.execute(insert(m).on_conflict_do_nothing(), rows)
+            conn.execute(
+                m.delete().where((m.c.kind == "window") & (m.c.at < _aware(now - MAX_INCIDENT_WINDOW)))
+            )
+
+    def incident_members(self) -> dict[str, Members]:
+        """The saved members per fingerprint (windows oldest first)."""
+        c = t.incident_members.c
+        rows = self._query(select(c.fingerprint, c.kind, c.name, c.failed_at).order_by(c.fingerprint, c.name))
+        return _members_of(
+            (str(r["fingerprint"]), str(r["kind"]), str(r["name"]), r["failed_at"]) for r in rows
+        )
 
     def set_watermark(self, scope: str, at: datetime) -> None:
         """Set the watermark of ``scope`` (as in the SQLite ledger: the value given)."""

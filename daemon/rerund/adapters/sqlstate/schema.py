@@ -34,6 +34,7 @@ from sqlalchemy import (
 __all__ = [
     "decisions",
     "failures",
+    "incident_members",
     "incidents",
     "issues",
     "leadership",
@@ -41,6 +42,7 @@ __all__ = [
     "outbox",
     "outcomes",
     "reproductions",
+    "reruns_seen",
     "watermarks",
 ]
 
@@ -175,6 +177,30 @@ incidents = Table(
     PrimaryKeyConstraint("fingerprint", "opened_at"),
 )
 Index("incidents_state", incidents.c.state, incidents.c.at)
+# Runs that rerun a run (their RunSpec relation) seen ended, by hand or by rerund
+# (``record_rerun_seen``): the reruns by hand are evidence for ``fingerprint_recoveries``; revision 0005.
+reruns_seen = Table(
+    "reruns_seen",
+    metadata,
+    Column("target_key", Text, primary_key=True),
+    Column("source_key", Text, nullable=False),
+    Column("phase", Text, nullable=False),
+    _at(),
+)
+Index("reruns_seen_source", reruns_seen.c.source_key)
+# What the outage breaker counts per fingerprint (``rerund.core.incidents.Members``), saved with
+# each pass (``at``): kind 'window' (a failed run toward opening, ``failed_at`` its failure time),
+# 'run' and 'lineage' (the failed runs and lineages of its open incident); revision 0004.
+incident_members = Table(
+    "incident_members",
+    metadata,
+    Column("fingerprint", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("failed_at", DateTime(timezone=True), nullable=True),
+    _at(),
+    PrimaryKeyConstraint("fingerprint", "kind", "name"),
+)
 # Which replica leads (``rerund.adapters.sqlstate.leadership``): one row (id 1) whose term rises
 # on each takeover; revision 0002.
 leadership = Table(

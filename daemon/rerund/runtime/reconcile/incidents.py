@@ -11,7 +11,12 @@ outcome. Issuing stays exactly once without it — a canary and a released rerun
 deterministic name of their (root, attempt) — the ledger only keeps the incident open (so
 the reruns stay held) and its counts across the restart. Deriving the state from the runs
 and labels instead would cost a listing of every failure of the window each start, and could
-not say when the incident opened nor which canary was out.
+not say when the incident opened nor which canary was out. What the breaker counts
+(``Members``: the failures of a window toward opening, fewer than ``failures`` per
+fingerprint; an open incident's failed runs and lineages) is saved with each pass too
+(``save_incident_members``) and read back by the first pass after a restart, so an incident
+opens at the same threshold whether or not the daemon restarted in between, and the held
+failures relisted after a restart are not counted twice.
 
 Notifications: ``incident_opened`` and ``incident_closed``, each sent once across restarts and
 failovers: with an outbox, put whenever a process reaches the state and again for the incidents
@@ -34,7 +39,7 @@ from typing import Any
 from rerund.core.durations import format_duration
 from rerund.core.encode import for_terminal
 from rerund.core.fingerprints import failure_fingerprint
-from rerund.core.incidents import Breaker, Closed, IncidentRecord, IncidentRule
+from rerund.core.incidents import Breaker, Closed, IncidentRecord, IncidentRule, Members
 from rerund.core.model import Decision, Defer, Failure, GiveUp, Rerun
 from rerund.core.redact import redact_message
 from rerund.core.rules import PolicySet
@@ -68,6 +73,7 @@ class Incidents:
         # here: a follower builds its loop when it starts and runs the first pass when it takes
         # over, by then with the incidents the replica it replaces saved.
         self._restored = False
+        self._members: dict[str, Members] | None = None  # read back, not yet counted
         self._gauges()
 
     # -- the loop's calls ----------------------------------------------------------------------
@@ -79,7 +85,11 @@ class Incidents:
             self._restore(now)
         if rule == self.breaker.rule and (rule is not None or not self.breaker.open_incidents()):
             return []  # (incidents restored from the ledger under policies without the key close)
-        return self._released(self.breaker.configure(rule, now), now)
+        released = self._released(self.breaker.configure(rule, now), now)
+        if self._members is not None and rule is not None:  # counted under the rule now in force
+            self.breaker.restore_members(self._members)
+            self._members = None
+        return released
 
     def gate(self, failure: Failure, decision: Decision, ref: RunRef, now: datetime) -> Decision:
         """Count the failure (when a policy acts on it) and pass ``decision`` through the
@@ -150,6 +160,9 @@ class Incidents:
         """Save the incidents changed since the last save; set the gauges."""
         for record in self.breaker.take_dirty():
             self._save(record, now)
+        members = self.breaker.take_members()
+        if members:
+            self._recorder.call(lambda lg: lg.save_incident_members(members, now=now))
         self._gauges()
 
     def _save(self, record: IncidentRecord, now: datetime) -> None:
@@ -227,10 +240,14 @@ class Incidents:
         saved = self._recorder.call(lambda lg: lg.incidents(since=now - _RECENT))
         if saved is Unanswered.FAILED:
             return
+        members = self._recorder.call(lambda lg: lg.incident_members())
+        if members is Unanswered.FAILED:
+            return
         self._restored = True
-        if isinstance(saved, Unanswered):
+        if isinstance(saved, Unanswered) or isinstance(members, Unanswered):
             return
         self.breaker.restore(saved)
+        self._members = members
         self._gauges()
         if self._recorder.outbox is None or self._recorder.notifier is None:
             return

@@ -22,7 +22,7 @@ from rerund.core.lineage import exhausted_notice
 from rerund.core.model import Decision, Defer, Failure, GiveUp
 from rerund.core.outbox import exhausted_key
 from rerund.core.records import RerunIssue, RerunOutcome
-from rerund.core.runs import FailureFacts, RunRef, RunSummary
+from rerund.core.runs import LABEL_POLICY, LABEL_ROOT, FailureFacts, RunRef, RunSummary
 from rerund.core.times import iso
 from rerund.errors import LedgerError, NotificationError, StateUnavailableError
 from rerund.ports import DecisionLedger, Notifier, Outbox
@@ -154,10 +154,28 @@ class DecisionRecorder(Recorder[DecisionLedger]):
         self._spawn = spawn
         self._recent: deque[dict[str, Any]] = deque(maxlen=recent_capacity)
         self._tracked: dict[RunRef, Tracked] = {}
+        self._seen: set[RunRef] = set()  # reruns seen ended (``_seen_rerun``)
         records = self.call(lambda lg: lg.created_without_outcome())
         for r in () if isinstance(records, Unanswered) else records:
             ref = RunRef(r.project, r.domain, r.target)
             self._tracked[ref] = Tracked(ref, r.policy, r.root, r.attempt, r.at)
+
+    def _seen_rerun(self, summary: RunSummary, now: datetime) -> None:
+        """Record an ended run that reruns another (once per process; the ledger keeps it once
+        across restarts). Only what the listing or the stream says: a run whose relation is
+        not listed (open-source Flyte) is not read for it, so succeeded and failed reruns by
+        hand are seen alike (none there), and the evidence is not tilted either way. A run with
+        rerund's lineage labels is left out: rerund's reruns count as such (their outcomes),
+        and it keeps a restart from writing a row for every rerun of the lookback."""
+        if not summary.relation_known or summary.relation is None or summary.ref in self._seen:
+            return
+        if LABEL_ROOT in summary.labels or LABEL_POLICY in summary.labels:
+            return
+        if len(self._seen) > 100_000:
+            self._seen.clear()
+        self._seen.add(summary.ref)
+        source, phase = summary.relation, summary.phase
+        self.call(lambda lg: lg.record_rerun_seen(summary.ref, source, phase, now=now))
 
     @property
     def recent(self) -> tuple[dict[str, Any], ...]:
@@ -327,9 +345,14 @@ class DecisionRecorder(Recorder[DecisionLedger]):
         return [t.ref for t in due]
 
     def observe(self, summary: RunSummary, now: datetime) -> None:
-        """A run seen in a listing or the stream: the outcome of a rerun followed here."""
+        """A run seen in a listing or the stream: the outcome of a rerun followed here, or of a
+        rerun by hand (a run whose relation, when the listing says it, names the run it
+        reruns: evidence for ``give_up_below``, ``record_rerun_seen``)."""
         tracked = self._tracked.get(summary.ref)
-        if tracked is None or not summary.terminal:
+        if not summary.terminal:
+            return
+        if tracked is None:
+            self._seen_rerun(summary, now)
             return
         del self._tracked[summary.ref]
         phase = summary.phase
