@@ -278,14 +278,53 @@ class Launcher(threading.Thread):
 
 
 def _ledger_at_end(state: Path) -> dict[str, Any]:
-    """Rows, and the file's bytes after a checkpoint (the WAL folded in) per failure recorded."""
+    """Rows, and the file's bytes after a checkpoint (the WAL folded in) per failure recorded;
+    what an ignored failure costs (``ignored_failure_bytes``); issue rows by result."""
     with sqlite3.connect(state) as db:
         rows = {
             t: int(db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in ("failures", "decisions")
         }
+        issues = dict(db.execute("SELECT result, count(*) FROM issues GROUP BY result").fetchall())
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     size = state.stat().st_size
-    return {**rows, "file_bytes": size, "bytes_per_failure": round(size / max(rows["failures"], 1))}
+    return {
+        **rows,
+        "file_bytes": size,
+        "bytes_per_failure": round(size / max(rows["failures"], 1)),
+        "issues": issues,
+        "ignored": ignored_failure_bytes(state),
+    }
+
+
+def ignored_failure_bytes(state: Path) -> dict[str, Any]:
+    """Bytes per ignored failure in this ledger (issue 24: <= 500): a copy keeps only the rows
+    of the ignored failures (their failures and decisions rows, the texts those point at; every
+    other table emptied), VACUUMed; its size over their count. The copy's fixed pages (schema,
+    empty tables, ~40 KB) are counted too."""
+    copy = state.with_name("ignored-only.db")
+    with contextlib.closing(sqlite3.connect(state)) as src, contextlib.closing(sqlite3.connect(copy)) as dst:
+        src.backup(dst)
+        dst.execute("PRAGMA journal_mode=DELETE")  # VACUUM shrinks the file itself, not a WAL
+    try:
+        with contextlib.closing(sqlite3.connect(copy)) as db, db:
+            ignored = "SELECT project || '/' || domain || '/' || run FROM decisions WHERE decision = 'ignore'"
+            n = int(db.execute(f"SELECT count(*) FROM (SELECT DISTINCT * FROM ({ignored}))").fetchone()[0])
+            db.execute(f"DELETE FROM failures WHERE run_key NOT IN ({ignored})")
+            db.execute("DELETE FROM decisions WHERE decision != 'ignore'")
+            tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for table in tables:
+                if table not in ("failures", "decisions", "texts", "sqlite_sequence"):
+                    db.execute(f"DELETE FROM {table}")
+            columns = {r[1] for r in db.execute("PRAGMA table_info(decisions)")}
+            if "texts" in tables and "reason_id" in columns:
+                used = "SELECT reason_id FROM decisions WHERE reason_id IS NOT NULL"
+                db.execute(f"DELETE FROM texts WHERE id NOT IN ({used})")
+        with contextlib.closing(sqlite3.connect(copy)) as db:
+            db.execute("VACUUM")
+        size = copy.stat().st_size
+    finally:
+        copy.unlink(missing_ok=True)
+    return {"failures": n, "file_bytes": size, "bytes_per_failure": round(size / max(n, 1))}
 
 
 def run(minutes: float) -> dict[str, Any]:

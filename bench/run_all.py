@@ -248,7 +248,13 @@ def _notes(name: str, doc: dict[str, Any]) -> list[str]:
             f"({doc['healthz_failures']} failed, the SIGKILL restart excluded). Ledger at the end: "
             f"{doc['ledger_rows']['bytes_per_failure']} bytes per failure recorded "
             f"({doc['ledger_rows']['failures']:,} failures, all kinds, reproduction rows included; the "
-            "window column is the live file plus its WAL, whose ~4 MB dominate the first windows).",
+            "window column is the live file plus its WAL, whose ~4 MB dominate the first windows)."
+            + (
+                f" Per ignored failure: {doc['ledger_rows']['ignored']['bytes_per_failure']} bytes "
+                "(goal <= 500; a VACUUMed copy holding only the ignored failures' rows)."
+                if "ignored" in doc["ledger_rows"]
+                else ""
+            ),
             "Hot reloads (seconds until counted, daemon CPU in the 5 s after, slowest /healthz then): "
             + "; ".join(
                 f"{r['counted_after_s']} s, {r['cpu_s_in_5s_after']} s CPU, {r['slowest_healthz_ms']} ms"

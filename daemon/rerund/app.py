@@ -19,6 +19,7 @@ from rerund.adapters.cron import CronSchedule
 from rerund.adapters.flyte.connection import Connection
 from rerund.adapters.flyte.control_plane import FlyteControlPlane
 from rerund.adapters.scheduler import AsyncScheduler
+from rerund.adapters.sqlstate import PostgresLedger
 from rerund.adapters.sqlstate.leadership import PostgresLeadership, SoleLeader, postgres_engine
 from rerund.adapters.sqlstate.outbox import SqlOutbox, sqlite_engine
 from rerund.adapters.state import open_state
@@ -200,6 +201,11 @@ class App:
             retry_interval=self._lead_retry,
             check_interval=self._lead_check,
         )
+        if isinstance(ledger, PostgresLedger) and isinstance(state.leadership, PostgresLeadership):
+            # every write of the shared ledger checks the term in its own transaction
+            ledger.fence_writes(
+                state.leadership.fence, on_fenced=lambda exc: loop.call_soon_threadsafe(lead.fenced, exc)
+            )
         scheduler: AsyncScheduler | None = None
         try:
             throttle = Throttle(

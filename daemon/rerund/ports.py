@@ -348,6 +348,11 @@ class DaemonLedger(DecisionLedger, ReproLedger, Protocol):
 
     def prune(self, older_than: datetime) -> int: ...
 
+    def flush(self) -> None:
+        """Write the rows of the open group now (a failure is logged): the daemon's stop does it
+        while it still leads, before it releases the lead (a shared ledger's writes are fenced)."""
+        ...
+
     def close(self) -> None: ...
 
 

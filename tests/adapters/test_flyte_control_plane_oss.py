@@ -115,9 +115,10 @@ def test_create_rerun_looks_first_and_reports_an_existing_name_as_already_exists
         _run(cp.create_rerun(request))
 
     assert info.value.code == "already_exists"
-    # the look before, the source's RunSpec (no source_spec given; the SDK's own read of the
-    # source is answered with it), the look again right before the CreateRun, the check after
-    assert created["GetRunDetails"] == 4
+    # the look before, the source's read (open-source Flyte does not check a rerun's source),
+    # the source's RunSpec (no source_spec given; the SDK's own read of the source is answered
+    # with it), the look again right before the CreateRun, the check after
+    assert created["GetRunDetails"] == 5
     assert created["CreateRun"] == 1
     assert len([r for r in sb.runs() if r["name"] == request.name]) == 1
 
@@ -261,9 +262,10 @@ class _BothLooksLandTooEarly(_LookLandsTooEarly):
         return nullcontext()
 
 
+@pytest.mark.parametrize("tuned", [True, False], ids=["tuned", "plain_sdk"])
 @pytest.mark.parametrize("kind", ["rerun", "relaunch"])
 def test_a_run_another_replica_created_and_finished_after_the_look_is_not_run_again(
-    sb: SandboxHandle, kind: str
+    sb: SandboxHandle, kind: str, tuned: bool
 ) -> None:
     # Two replicas decide one failure at the same moment; the storm (test_reliability_storms,
     # oss 2 replicas) showed the look before creating coming ~0.3 s before the CreateRun (the
@@ -281,8 +283,11 @@ def test_a_run_another_replica_created_and_finished_after_the_look_is_not_run_ag
     _run(other.create_rerun(request) if isinstance(request, RerunRequest) else other.create_relaunch(request))
     sb.wait_idle()  # the other replica's run has run and finished
     [finished] = [r for r in sb.runs() if r["name"] == request.name]
-    late = _LookLandsTooEarly(endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10, backend="oss")
+    late = _LookLandsTooEarly(
+        endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10, backend="oss", sdk_tuning=tuned
+    )
     _run(late.connect())
+    assert late.tuned is tuned  # plain: no interceptor, the look again is rerund's own read
     before = sb.stats()["reexecutions"]
 
     with pytest.raises(AlreadyExistsError, match=r"already exists \(found just before creating it") as info:

@@ -42,3 +42,37 @@ def test_without_a_clock_the_due_time_is_taken_as_it_is():
             scheduler.shutdown()
 
     assert asyncio.run(go()) == {"k": DUE}
+
+
+def test_a_key_scheduled_again_for_the_same_time_fires_once_and_once_fired_can_be_scheduled_again():
+    fired: list[str] = []
+
+    async def record() -> None:
+        fired.append("k")
+
+    async def until(n: int) -> None:
+        for _ in range(500):
+            if len(fired) >= n:
+                return
+            await asyncio.sleep(0.01)
+
+    async def go() -> tuple[dict[str, datetime], int, int]:
+        scheduler = AsyncScheduler()
+        scheduler.start()
+        try:
+            past = datetime.now(UTC) - timedelta(seconds=1)  # fires at once
+            scheduler.schedule("k", DUE, record)
+            scheduler.schedule("k", DUE, record)
+            jobs = scheduler.jobs()
+            scheduler.schedule("k", past, record)
+            scheduler.schedule("k", past, record)
+            await until(1)
+            await asyncio.sleep(0.1)
+            once = len(fired)
+            scheduler.schedule("k", past, record)  # fired already: a new job
+            await until(2)
+            return jobs, once, len(fired)
+        finally:
+            scheduler.shutdown()
+
+    assert asyncio.run(go()) == ({"k": DUE}, 1, 2)

@@ -517,9 +517,9 @@ def _assert_no_more_reruns_after(what: str, sb: SandboxHandle, d: DaemonProcess,
 def test_a_policy_reload_never_reruns_a_failure_again_under_changed_policies(
     tmp_path: Path, storm_policy_file: Path
 ) -> None:
-    """Reloaded policies re-decide settled failures (one ignored before may be owed a rerun
-    now). A failure already rerun must be found rerun even when its rerun is older than the
-    resync window and the new policies differ (scope, attempts)."""
+    """Reloaded policies decide again what is still owed and leave settled failures settled. A
+    failure already rerun must be found rerun even when its rerun is older than the resync window
+    and the new policies differ (scope, attempts)."""
     doc = storm_policies()
     live = tmp_path / "live"
     live.mkdir()

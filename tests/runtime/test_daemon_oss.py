@@ -67,6 +67,10 @@ def test_on_oss_the_daemon_waits_for_late_error_details_and_ignores_aborts_of_fi
             logs = d.logs(10**7)
             assert "the control plane refuses label filters" in logs
             assert "is FAILED but its error details have not arrived yet; rerund waits up to 60s" in logs
+            # Nothing tells a watcher when the details arrive (no push, no updated_at change): a
+            # failure read without them was read again (ListActions is read_failure's alone).
+            reads = sb.request_counts_by_run()
+            assert any(reads[name].get("ListActions", 0) >= 2 for name in flaky), reads
 
             # an operator aborts a finished run and a finished rerun: both reappear as ABORTED
             with RunServiceClientSync(sb.endpoint) as client:

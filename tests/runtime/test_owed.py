@@ -72,7 +72,9 @@ def test_pending_failures_are_due_at_their_time_or_at_the_next_pass_unless_busy(
     assert len(w.due(T0 + timedelta(minutes=1))) == 3
 
 
-def test_a_settled_failure_is_decided_until_its_marker_or_the_policies_change():
+def test_a_settled_failure_is_decided_until_its_marker_changes_even_across_a_reload():
+    """Its decision was carried out (a rerun issued, given up, ignored) and is final: a reload
+    does not make it again (issue 24)."""
     w = owed()
     f = facts("abc123", T0)
     ref, marker = f.summary.ref, ("FAILED", T0)
@@ -82,32 +84,61 @@ def test_a_settled_failure_is_decided_until_its_marker_or_the_policies_change():
     assert w.decided(ref, marker)
     assert not w.decided(ref, ("FAILED", T0 + timedelta(seconds=1)))  # failed again
     w.policies_changed()
-    assert not w.decided(ref, marker)
-    assert w.cached_facts(ref, marker) == f  # re-decided without a read
-    assert ref in w.pending
+    assert w.decided(ref, marker)
+    assert ref not in w.pending
 
 
-def test_a_reload_owes_a_new_decision_only_to_what_the_last_resync_listed():
-    """A reload's work is bounded by the resync window, not by the seen-cache (issue 24): a
-    settled failure older than the last listing's start stays settled, as after a restart;
-    one the listing found, and one still pending, are decided under the new policies."""
+def test_the_seen_cache_keeps_the_facts_only_of_failures_that_may_be_decided_again():
+    """A failure settled for good is never decided again: its facts are dropped (memory, issue
+    24); a pending one, and one whose rerun was refused, keep theirs for a new decision."""
     w = owed()
-    old, recent, deferred = (
-        facts("old", T0 - timedelta(minutes=30)),
-        facts("recent", T0),
-        facts("deferred", T0),
-    )
-    for f in (old, recent, deferred):
-        w.remember(f.summary.ref, ("FAILED", f.failed_at), f, settled=False)
-    w.settle(old.summary.ref)
-    w.settle(recent.summary.ref)
+    settled, refused, deferred = facts("settled", T0), facts("refused", T0), facts("deferred", T0)
+    for f in (settled, refused, deferred):
+        w.remember(f.summary.ref, ("FAILED", T0), f, settled=False)
+    w.settle(settled.summary.ref)
+    w.settle(refused.summary.ref, final=False)
     w.owe(deferred, T0 + timedelta(minutes=10))
+
+    assert w.cached_facts(settled.summary.ref, ("FAILED", T0)) is None
+    assert w.decided(settled.summary.ref, ("FAILED", T0))
+    assert w.cached_facts(refused.summary.ref, ("FAILED", T0)) == refused
+    assert w.cached_facts(deferred.summary.ref, ("FAILED", T0)) == deferred
+
+
+def test_a_reload_owes_a_new_decision_to_what_is_owed_and_to_refused_reruns_the_last_resync_listed():
+    """A reload's work is what is owed, not the seen-cache (issue 24): a pending failure with
+    its facts is due at the next pass; one still to be read keeps its time; a settled failure
+    stays settled; one whose rerun was refused (settled until the policies change) is owed a
+    new decision when the last listing found it, and stays settled when older, as after a
+    restart."""
+    w = owed()
+    settled, refused, old_refused, deferred, unread = (
+        facts("settled", T0),
+        facts("refused", T0),
+        facts("old-refused", T0 - timedelta(minutes=30)),
+        facts("deferred", T0),
+        facts("unread", T0),
+    )
+    for f in (settled, refused, old_refused, deferred):
+        w.remember(f.summary.ref, ("FAILED", f.failed_at), f, settled=False)
+    w.settle(settled.summary.ref)
+    w.settle(refused.summary.ref, final=False)
+    w.settle(old_refused.summary.ref, final=False)
+    w.owe(deferred, T0 + timedelta(minutes=10))
+    w.owe_unread(unread.summary, T0, T0 + timedelta(seconds=2))
     w.listed(SCOPE, T0 - timedelta(minutes=5))
 
-    w.policies_changed()
+    assert w.policies_changed() == 2
 
-    assert w.due_times() == {recent.summary.ref: None, deferred.summary.ref: T0 + timedelta(minutes=10)}
-    assert w.decided(old.summary.ref, ("FAILED", old.failed_at)) is False  # seen again: decided anew
+    assert w.due_times() == {
+        refused.summary.ref: None,
+        deferred.summary.ref: None,
+        unread.summary.ref: T0 + timedelta(seconds=2),
+    }
+    assert w.decided(settled.summary.ref, ("FAILED", settled.failed_at))
+    assert not w.decided(
+        old_refused.summary.ref, ("FAILED", old_refused.failed_at)
+    )  # seen again: decided anew
 
 
 def test_a_failure_found_gone_is_never_read_again_even_after_a_reload():

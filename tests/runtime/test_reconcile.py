@@ -440,41 +440,54 @@ def test_an_incomplete_pass_is_not_ready_and_says_why(world: World) -> None:
     assert world.metric("rerund_control_plane_errors_total", rpc="ListRuns", code="unavailable") == 1
 
 
-def test_new_policies_re_decide_settled_failures_without_reading_them_again(world: World) -> None:
+def test_new_policies_re_decide_an_owed_failure_without_reading_it_again_and_not_a_settled_one(
+    world: World,
+) -> None:
+    """A reload decides again what is still owed (here a rerun waiting for its 10 s backoff),
+    from the facts read before; an ignored failure's decision was carried out and stays."""
     from rerund.core.model import ErrorInfo
 
     world.cp.add_failed("abc123", error=ErrorInfo(kind="USER", code="ValueError", message="bad"), at=T0)
-    world.clock.advance(60)
+    world.cp.add_failed("waits", at=T0)
+    world.clock.advance(2)
     world.sync()
-    assert world.cp.reruns() == []
+    assert world.cp.reruns() == [] and list(world.rec.pending()) == ["ml/production/waits"]
 
-    world.set_policies(POLICIES.replace("    retry: false\n", "    retry: {scope: run}\n"))
+    world.set_policies(
+        POLICIES.replace("    retry: false\n", "    retry: {scope: run}\n").replace(
+            "backoff: {initial: 10s", "backoff: {initial: 0s"
+        )
+    )
     world.rec.policies_changed()
     world.sync()
 
-    assert [r.ref.name for r in world.cp.reruns()] == ["abc123-retry-1"]
-    assert world.cp.calls["read_failure"] == 1
+    assert [r.ref.name for r in world.cp.reruns()] == ["waits-retry-1"]
+    assert world.cp.calls["read_failure"] == 2
 
 
-def test_new_policies_leave_settled_failures_older_than_the_resync_window_settled(world: World) -> None:
-    """A reload re-decides what the last resync listed, not every cached failure (issue
-    24): what a reload decides does not depend on what this process happens to cache, and its
-    cost is bounded by the resync window (overlap 5 min here), as after a restart."""
-    from rerund.core.model import ErrorInfo
-
-    user = ErrorInfo(kind="USER", code="ValueError", message="bad")
-    world.cp.add_failed("old", error=user, at=T0)
+def test_new_policies_retry_a_refused_rerun_the_resync_window_holds_and_not_an_older_one(
+    world: World,
+) -> None:
+    """A rerun the control plane refused is not retried until the policies change; then it is
+    decided again when the last resync listed its failure, and left settled when older (its
+    cost bounded by the resync window, 5 min here, as after a restart)."""
+    invalid = PermanentControlPlaneError(
+        "INVALID_ARGUMENT: bad input", rpc="CreateRun", code="invalid_argument"
+    )
+    world.cp.add_failed("old", at=T0)
     world.clock.advance(60)
+    world.cp.fail_next["create_rerun"].append(invalid)
     world.sync()
-    world.clock.advance(30 * 60)  # "old" is cached, settled, and out of the listing window now
-    world.cp.add_failed("recent", error=user, at=world.clock())
+    world.clock.advance(30 * 60)  # "old" is cached, refused, and out of the listing window now
+    world.cp.add_failed("recent", at=world.clock())
     world.clock.advance(60)
+    world.cp.fail_next["create_rerun"].append(invalid)
     world.sync()  # lists "old" once more (from the watermark before it, minus the overlap)
     world.clock.advance(60)
     world.sync()  # this listing no longer reaches "old"
-    assert world.cp.reruns() == []
+    assert world.cp.reruns() == [] and world.cp.calls["create_rerun"] == 2
 
-    world.set_policies(POLICIES.replace("    retry: false\n", "    retry: {scope: run}\n"))
+    world.set_policies(POLICIES.replace("      scope: failed_action\n", "      scope: run\n"))
     world.rec.policies_changed()
     world.sync()
 
@@ -486,7 +499,7 @@ def test_new_policies_leave_settled_failures_older_than_the_resync_window_settle
 def test_changed_policies_never_rerun_a_failure_already_rerun_after_a_reload_or_a_restart(
     tmp_path: Path, how: str
 ) -> None:
-    """Reloaded policies re-decide settled failures; a restart decides them afresh. A failure
+    """Reloaded policies leave settled failures settled; a restart decides them afresh. A failure
     already rerun is found rerun even when its rerun is older than the resync window and the
     new policies differ (scope, attempts): no second rerun."""
     world = World(tmp_path, overlap=timedelta(seconds=1))
@@ -777,3 +790,29 @@ def test_every_decision_carries_the_failures_fingerprint_in_the_ledger_decisions
     assert all(
         fp not in sample.labels.values() for metric in world.registry.collect() for sample in metric.samples
     )
+
+
+def test_a_failed_run_executing_again_when_read_is_not_decided_from_its_listed_phase(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Open-source Flyte runs a FAILED run again when a CreateRun names it: listed FAILED, it can
+    # be RUNNING by the time its failure is read. Its next end is the failure to decide.
+    world.sync()
+    run = world.cp.add_failed("fail1", at=T0)
+    world.clock.advance(60)
+    listed = run.summary()
+    run.phase, run.ended_at = "RUNNING", None
+
+    async def handle_listed() -> None:
+        await world.rec._handle(listed, world.clock())
+        assert await world.rec.drain(timeout=10)
+
+    with caplog.at_level(logging.INFO, logger="rerund.reconcile"):
+        asyncio.run(handle_listed())
+
+    assert world.cp.reruns() == []
+    assert "run ml/production/fail1: not decided: listed FAILED but RUNNING when read" in caplog.text
+    run.phase, run.ended_at, run.updated_at = "FAILED", world.clock(), world.clock()
+    world.clock.advance(15)  # past the 10 s backoff
+    world.sync()
+    assert [r.ref.name for r in world.cp.reruns()] == ["fail1-retry-1"]

@@ -80,3 +80,21 @@ def test_a_deleted_rerun_is_no_longer_followed() -> None:
     rec.untrack(TARGET)
     assert not rec.tracks(TARGET)
     assert rec.ask_alone("ml/prod", later, later, timedelta(minutes=5)) == []
+
+
+def test_a_recorder_built_before_a_takeover_follows_the_reruns_the_previous_leader_created(
+    tmp_path: Path,
+) -> None:
+    """A follower builds its loop (and recorder) when it starts and first uses it when it takes
+    over: the reruns to follow to their outcome are those the ledger holds then, not at build."""
+    ledger = Ledger(tmp_path / "rerund.db")
+    follower = _recorder(ledger)  # built while another replica leads
+    ledger.record_issue(
+        RerunIssue(SOURCE, TARGET.name, "abc", 1, "p", "run", "created"), now=T0
+    )  # the leader
+
+    assert follower.tracks(TARGET)  # it took over: it follows the leader's rerun
+    follower.observe(RunSummary(TARGET, "SUCCEEDED"), T0)
+    assert not follower.tracks(TARGET)
+    assert ledger.created_without_outcome() == []
+    ledger.close()

@@ -17,6 +17,7 @@ from connectrpc.errors import ConnectError
 from flyteidl2.common import identifier_pb2, list_pb2, phase_pb2
 from flyteidl2.common import run_pb2 as common_run_pb2
 from flyteidl2.task import run_pb2
+from flyteidl2.task import task_definition_pb2 as task_pb2
 from flyteidl2.workflow import run_service_pb2 as rs
 from flyteidl2.workflow.run_service_connect import RunServiceClientSync
 
@@ -551,3 +552,147 @@ def test_15_oss_watch_run_details_sends_empty_details(oss):
     msg = asyncio.run(asyncio.wait_for(first(), 10))
 
     assert msg.HasField("details") and msg.details.ByteSize() == 0
+
+
+# -- 17. no request validation (issue 26.7) -----------------------------------------------------
+
+
+def test_17_oss_create_run_accepts_an_empty_org_and_domain(oss, client):
+    no_org = create(oss, client, "no-org", org="")
+    no_domain = create(oss, client, "no-domain", domain="")
+
+    assert no_org.run.action.id.run.name == "no-org"
+    assert no_domain.run.action.id.run.domain == ""
+    found = client.get_run_details(rs.GetRunDetailsRequest(run_id=run_id(oss, "no-domain", domain="")))
+    assert found.details.action.id.run.name == "no-domain"
+
+
+def test_17_oss_create_run_with_an_empty_project_is_internal(oss, client):
+    with pytest.raises(
+        ConnectError, match="failed to validate project: invalid_argument: id is required"
+    ) as info:
+        create(oss, client, "no-project", project="")
+
+    assert info.value.code == Code.INTERNAL
+
+
+def test_17_oss_create_run_checks_neither_the_related_run_nor_the_offloaded_inputs(oss, client):
+    spec = run_pb2.RunSpec(
+        relation=common_run_pb2.Relation(
+            related_to=run_id(oss, "never-was"), relation_type=common_run_pb2.RELATION_TYPE_RERUN
+        )
+    )
+    create(oss, client, "orphan", run_spec=spec)
+    req = rs.CreateRunRequest(
+        run_id=run_id(oss, "no-inputs"),
+        task_spec=client.get_run_details(
+            rs.GetRunDetailsRequest(run_id=run_id(oss, "orphan"))
+        ).details.action.task,
+        offloaded_input_data=common_run_pb2.OffloadedInputData(uri="sandbox://inputs/never-uploaded"),
+    )
+    client.create_run(req)
+
+    stored = client.get_run_details(rs.GetRunDetailsRequest(run_id=run_id(oss, "orphan"))).details.run_spec
+    assert stored.relation.related_to.name == "never-was"
+    assert {"orphan", "no-inputs"} <= {r["name"] for r in oss.runs()}
+
+
+def test_17_oss_create_run_does_not_check_resources_and_the_run_stays_queued(sandbox_factory):
+    from rerund.sandbox.protos import task_spec_for
+    from rerund.sandbox.workload import TaskDef
+
+    sb = sandbox_factory(
+        workload={"max_resources": {"memory": "64Gi"}, "tasks": {"ok": {}}},
+        time_scale=0.01,
+        profile=OSS.with_error_delay(0),
+    )
+    spec = task_spec_for(
+        "ok", TaskDef(resources={"memory": "128Gi"}), org=sb.org, project=sb.project, domain=sb.domain
+    )
+    with RunServiceClientSync(sb.endpoint) as c:
+        c.create_run(rs.CreateRunRequest(run_id=run_id(sb, "too-big"), task_spec=spec))
+        create(sb, c, "fits")
+    sb.wait_for("fits")
+
+    assert sb.run("too-big")["phase"] == "QUEUED"  # the pod is Unschedulable: the plugin keeps it queued
+
+
+def test_17_oss_reads_with_an_empty_field_are_not_found(oss, client):
+    with pytest.raises(ConnectError, match="not found") as info:
+        client.get_run_details(rs.GetRunDetailsRequest(run_id=run_id(oss, "")))
+    assert info.value.code == Code.NOT_FOUND
+    with pytest.raises(ConnectError, match="not found") as aborted:
+        client.abort_run(rs.AbortRunRequest(run_id=run_id(oss, "x", project="")))
+    assert aborted.value.code == Code.NOT_FOUND
+
+
+def test_17_oss_list_runs_scopes_org_and_nothing_list_every_run_and_task_scopes_are_honoured(oss, client):
+    [a] = oss.launch("ok")
+    [b] = oss.launch("bad", project="other")
+    oss.wait_idle()
+
+    def listed(**scope):
+        return {r.action.id.run.name for r in client.list_runs(rs.ListRunsRequest(**scope)).runs}
+
+    assert listed(org="any-org") == listed() == {a, b}
+    assert listed(task_name=task_pb2.TaskName(project="other", domain=oss.domain, name="bad")) == {b}
+    assert listed(project_id=identifier_pb2.ProjectIdentifier(name=oss.project, domain="")) == set()
+
+
+# -- 18. AbortAction works on any action (issue 26.8) ------------------------------------------------
+
+
+def _abort_action(client, sb, name, action):
+    client.abort_action(
+        rs.AbortActionRequest(
+            action_id=identifier_pb2.ActionIdentifier(run=run_id(sb, name), name=action), reason="by hand"
+        )
+    )
+
+
+def test_18_oss_abort_action_aborts_a_finished_child_which_keeps_its_attempts_phase(oss, client):
+    [name] = oss.launch("pipe")
+    oss.wait_for(name)
+
+    _abort_action(client, oss, name, "a1")
+
+    a1 = action_details(client, oss, name, "a1")
+    assert a1.status.phase == phase_pb2.ACTION_PHASE_ABORTED
+    assert a1.abort_info.reason == "by hand"
+    assert a1.attempts[-1].phase == phase_pb2.ACTION_PHASE_SUCCEEDED
+    assert oss.run(name)["phase"] == "FAILED"  # the run itself is left as it was
+
+
+def test_18_union_abort_action_of_a_child_changes_nothing(sandbox_factory):
+    sb = sandbox_factory(workload=WORKLOAD, time_scale=0.01, profile=UNION)
+    [name] = sb.launch("pipe")
+    sb.wait_for(name)
+    with RunServiceClientSync(sb.endpoint) as c:
+        _abort_action(c, sb, name, "a1")
+        a1 = action_details(c, sb, name, "a1")
+
+    assert a1.status.phase == phase_pb2.ACTION_PHASE_SUCCEEDED
+
+
+# -- 19. an action's attempts come from its first 500 events (issue 26.9) ----------------------------
+
+
+def test_19_oss_a_failed_action_with_its_terminal_event_past_500_has_an_empty_error_forever(sandbox_factory):
+    chatty = {"behaviour": ["fail"], "error": {"kind": "USER", "code": "E", "message": "boom"}}
+    workload = {
+        "tasks": {"chatty": {**chatty, "status_events": 498}, "quiet": {**chatty, "status_events": 497}}
+    }
+    sb = sandbox_factory(workload=workload, time_scale=0.01, profile=OSS.with_error_delay(0))
+    [cut] = sb.launch("chatty")
+    [kept] = sb.launch("quiet")
+    sb.wait_idle()
+    with RunServiceClientSync(sb.endpoint) as c:
+        cut_details = action_details(c, sb, cut)
+        kept_details = action_details(c, sb, kept)
+        run_details = c.get_run_details(rs.GetRunDetailsRequest(run_id=run_id(sb, cut))).details
+
+    assert cut_details.status.phase == phase_pb2.ACTION_PHASE_FAILED
+    assert cut_details.HasField("error_info") and cut_details.error_info.ByteSize() == 0
+    assert cut_details.attempts[-1].phase == phase_pb2.ACTION_PHASE_RUNNING
+    assert run_details.action.HasField("error_info") and run_details.action.error_info.message == ""
+    assert kept_details.error_info.message == "boom"

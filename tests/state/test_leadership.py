@@ -5,6 +5,8 @@ is refused."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,8 +15,11 @@ from sqlalchemy import Engine
 
 from postgres_support import PostgresServer
 from rerund.adapters.sqlstate.leadership import PostgresLeadership, SoleLeader, postgres_engine
+from rerund.adapters.sqlstate.ledger import PostgresLedger
 from rerund.adapters.sqlstate.outbox import SqlOutbox
-from rerund.errors import FencedError, StateUnavailableError
+from rerund.core.records import RerunIssue
+from rerund.core.runs import RunRef
+from rerund.errors import FencedError, LedgerError, StateUnavailableError
 from rerund.runtime.settings import Settings
 
 from .support import migrated, terminate_leader
@@ -76,6 +81,67 @@ def test_a_stale_leaders_fenced_write_is_refused(pg_url: str) -> None:
             a.confirm()
         b.confirm()
     finally:
+        a.close()
+        b.close()
+
+
+T0 = datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
+
+
+def _issue(n: int) -> RerunIssue:
+    return RerunIssue(RunRef("ml", "prod", f"r{n}"), f"r{n}-retry-1", f"r{n}", 1, "p", "run", "created")
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["one-write", "group-commit"])
+def test_a_stale_leader_cannot_record_an_issue_or_put_an_event_before_it_noticed(
+    pg_url: str, grouped: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The term is checked inside the write's own transaction: a leader whose term another
+    replica took over has its issue record (at once, or in its group's flush) and its outbox put
+    refused, though it has not checked its lead since."""
+    a, a_engine = _replica(pg_url, "a:1")
+    b, b_engine = _replica(pg_url, "b:2")
+    fenced: list[FencedError] = []
+    ledger = PostgresLedger(pg_url)
+    ledger.fence_writes(a.fence, on_fenced=fenced.append)
+    flushes: list[Callable[[], None]] = []
+    if grouped:
+        ledger.group_commits(flushes.append)
+    outbox = SqlOutbox(a_engine, fence=a.fence, identity="a:1", term=lambda: a.term)
+    try:
+        assert a.acquire()
+        ledger.record_issue(_issue(1), now=T0)  # leading: written
+        assert outbox.put("e1", {"n": 1}, now=T0) is True
+        for flush in flushes:
+            flush()
+        terminate_leader(pg_url)
+        assert b.acquire()
+        assert a.term == 1  # ``a`` has not noticed
+
+        if grouped:
+            assert ledger.record_issue(_issue(2), now=T0) is True  # decided new; written at the flush
+            ledger.flush()  # from a timer: the refusal is logged, the group is not written
+            assert re.search(
+                r"replica a:1 may not write as the leader: it led in term 1, the state records term 2 "
+                r"of b:2; the write is refused and this replica stops acting \(the 1 rows recorded "
+                r"since the last write are not written\)",
+                caplog.text,
+            )
+        else:
+            with pytest.raises(
+                LedgerError,
+                match=r"replica a:1 may not write as the leader: it led in term 1, the state records "
+                r"term 2 of b:2; the write is refused",
+            ):
+                ledger.record_issue(_issue(2), now=T0)
+        with pytest.raises(FencedError, match=r"replica a:1 may not write as the leader: it led in term 1"):
+            outbox.put("e2", {"n": 2}, now=T0)
+
+        assert [i["target"] for i in ledger.issues()] == ["r1-retry-1"]
+        assert [r["key"] for r in SqlOutbox(b_engine).rows()] == ["e1"]
+        assert len(fenced) == 1
+    finally:
+        ledger.close()
         a.close()
         b.close()
 
@@ -180,3 +246,44 @@ def test_the_password_only_in_the_state_password_file_serves_the_leadership_and_
     ):
         no_password.acquire()
     no_password.close()
+
+
+def test_creates_fenced_at_once_share_one_term_check_and_a_takeover_stops_them_all(pg_url: str) -> None:
+    """``Lead.fence`` before each rerun's create: the creates waiting at the same time share one
+    check of the term (begun after each of them asked), not one transaction each; once another
+    replica took over, every one of them is stopped and the refusal is counted once."""
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+    from sqlalchemy import event
+
+    from rerund.runtime.leader import Lead
+    from rerund.runtime.metrics import Metrics
+    from rerund.runtime.reconcile.issuer import Stopped
+
+    a, a_engine = _replica(pg_url, "a:1")
+    b, _ = _replica(pg_url, "b:2")
+    checks: list[str] = []
+    event.listen(
+        a_engine,
+        "before_cursor_execute",
+        lambda conn, cursor, statement, *rest: checks.append(statement) if "FOR SHARE" in statement else None,
+    )
+    registry = CollectorRegistry()
+
+    async def scenario() -> list[BaseException | None]:
+        lead = Lead(a, Metrics(registry), shared=True)
+        assert await lead.campaign(asyncio.Event())
+        await asyncio.gather(*(lead.fence() for _ in range(20)))
+        terminate_leader(pg_url)
+        assert await asyncio.to_thread(b.acquire)
+        return await asyncio.gather(*(lead.fence() for _ in range(20)), return_exceptions=True)
+
+    try:
+        stopped = asyncio.run(scenario())
+    finally:
+        a.close()
+        b.close()
+    assert len(checks) == 2, checks  # one for the first 20 creates, one for the next 20
+    assert [type(s) for s in stopped] == [Stopped] * 20
+    assert registry.get_sample_value("rerund_fenced_writes_total") == 1.0

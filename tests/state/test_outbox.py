@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from rerund.adapters.ledger import Ledger
 from rerund.adapters.sqlstate.leadership import PostgresLeadership, postgres_engine
 from rerund.adapters.sqlstate.outbox import SqlOutbox, sqlite_engine
 from rerund.adapters.webhook import WebhookNotifier
@@ -86,9 +87,10 @@ def test_two_replicas_and_a_failover_send_each_event_once(pg_url: str, receiver:
     keys = [exhausted_key("p", "d", f"root{i}") for i in range(3)]
     try:
         assert lead_a.acquire() and not lead_b.acquire()
-        # Both replicas decide the same failures and put the same events.
+        # The leader puts the events; the follower may not (its put is fenced).
         assert [box_a.put(k, {"n": k}, now=T0) for k in keys] == [True, True, True]
-        assert [box_b.put(k, {"n": k}, now=T0) for k in keys] == [False, False, False]
+        with pytest.raises(FencedError, match=r"replica b:2 may not write as the leader: it does not lead"):
+            box_b.put(keys[0], {"n": keys[0]}, now=T0)
         # The follower's sender may not send: its claim is fenced.
         with pytest.raises(FencedError, match=r"replica b:2 may not write as the leader: it does not lead"):
             asyncio.run(_sender(box_b, receiver.url, now, reg_b).send_due())
@@ -101,8 +103,10 @@ def test_two_replicas_and_a_failover_send_each_event_once(pg_url: str, receiver:
         assert [box_b.put(k, {"n": k}, now=T0) for k in [*keys, repro]] == [False, False, False, True]
         now[0] = T0 + timedelta(seconds=1)
         assert asyncio.run(_sender(box_b, receiver.url, now, reg_b).send_due()) == 1
-        # The stale leader's sender, not told yet, finds nothing due or is fenced.
-        box_a.put("late:x", {"n": "x"}, now=now[0])
+        # The stale leader, not told yet, can neither put an event nor send one.
+        with pytest.raises(FencedError, match=r"replica a:1 may not write as the leader: it led in term 1"):
+            box_a.put("late:a", {"n": "a"}, now=now[0])
+        assert box_b.put("late:x", {"n": "x"}, now=now[0]) is True  # due: the stale sender's claim is fenced
         with pytest.raises(FencedError, match=r"replica a:1 may not write as the leader: it led in term 1"):
             asyncio.run(_sender(box_a, receiver.url, now, reg_a).send_due())
         assert receiver.per_key() == {**dict.fromkeys(keys, 1), repro: 1}
@@ -190,3 +194,46 @@ def test_the_first_uses_of_a_file_outbox_from_two_threads_both_find_the_table(tm
         for t in threads:
             t.join()
         assert errors == []
+
+
+@pytest.mark.parametrize("backend", ["file", "postgresql"])
+def test_a_clean_stop_sends_the_events_put_just_before_it(
+    tmp_path: Path, backend: str, receiver: Receiver, request: pytest.FixtureRequest
+) -> None:
+    """The stop sequence sends what is due once more, within its deadline, before the lead is
+    released: an event put just before the stop (the sender waiting for its next poll) is
+    delivered before ``run`` returns."""
+    from rerund.app import App
+
+    from .support import FOLLOWER_POLICIES, Clock, FakeControlPlane, daemon_settings
+
+    if backend == "postgresql":
+        state = migrated(request.getfixturevalue("pg_url"))
+        outbox = SqlOutbox(postgres_engine(state))
+    else:
+        state = str(tmp_path / "rerund.db")
+        Ledger(Path(state)).close()  # the daemon's file, as a previous run left it
+        outbox = SqlOutbox(sqlite_engine(Path(state)))
+    settings = daemon_settings(
+        tmp_path, FOLLOWER_POLICIES, http="off", state=state, notify={"webhook": receiver.url, "retries": 0}
+    )
+    app = App(settings, control_plane=FakeControlPlane(Clock(T0)), clock=Clock(T0), install_signals=False)
+    outbox.put("first", {"n": 0}, now=T0)  # sent by the sender's first pass
+
+    async def scenario() -> int:
+        run = asyncio.create_task(app.run())
+        for _ in range(300):
+            if receiver.per_key()["first"] or run.done():
+                break
+            await asyncio.sleep(0.05)
+        assert receiver.per_key()["first"] == 1
+        await asyncio.to_thread(outbox.put, "just-before-the-stop", {"n": 1}, now=T0)
+        app.request_stop()
+        return await run
+
+    try:
+        assert asyncio.run(scenario()) == 0
+        assert receiver.per_key() == {"first": 1, "just-before-the-stop": 1}
+        assert [r["delivered_at"] is not None for r in outbox.rows()] == [True, True]
+    finally:
+        outbox.close()

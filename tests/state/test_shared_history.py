@@ -5,6 +5,7 @@ state ``/decisions`` stays this process's own list, from memory."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,14 @@ def test_a_follower_lists_the_decisions_of_the_shared_ledger_on_decisions_and_it
         ("train-7", "train-1", "give_up", z(T0)),
     ]
     assert body["decisions"] == listed  # as the leader lists its own from memory (a file state's)
-    assert set(body) == {"decisions", "pending", "settings"}
+    assert set(body) == {"decisions", "pending", "settings", "notes"}
+    # what is owed is the leader's memory, not the ledger's: a follower says so, not "nothing"
+    assert body["pending"] is None
+    assert re.fullmatch(
+        r"pending is null: this replica \(.+:\d+\) follows; the work still owed is held in the memory "
+        r"of the leader: read its /decisions",
+        body["notes"][0],
+    ), body["notes"]
     assert newest is not None and [d["run"] for d in json.loads(newest[1])["decisions"]] == ["eval-3"]
     assert page is not None and page[0] == 200 and "train-7" in page[1] and "eval-3" in page[1]
 
@@ -79,7 +87,8 @@ def test_a_shared_ledger_that_cannot_be_read_leaves_decisions_with_this_replicas
     assert decisions is not None and decisions[0] == 200, decisions
     body = json.loads(decisions[1])
     assert body["decisions"] == []  # this follower decided nothing itself
-    [note] = body["notes"]
+    note, pending_note = body["notes"]
+    assert pending_note.startswith("pending is null: this replica")
     assert note.startswith("the shared ledger cannot be read (ledger postgresql://")
     assert note.endswith(
         "); these are this replica's own recent decisions, from memory "

@@ -22,7 +22,9 @@ class AsyncScheduler:
     """``rerund.ports.Scheduler`` on an APScheduler ``AsyncIOScheduler``.
 
     ``start`` must be called from the running event loop the callbacks should run on.
-    Scheduling the same ``key`` again replaces its job; a job that fires late still runs.
+    Scheduling the same ``key`` again replaces its job (for the same time, it keeps the waiting
+    one: a failure decided again after a reload, deferred to the same time, costs no new job); a
+    job that fires late still runs.
     ``at`` is a time on the clock the caller decides by (the control plane's); ``local`` turns
     it into this host's, which APScheduler's timers run on (default: the same).
     """
@@ -32,6 +34,7 @@ class AsyncScheduler:
 
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._local = local or (lambda at: at)
+        self._waiting: dict[str, datetime] = {}  # key -> when its job, not fired yet, fires
 
     def start(self) -> None:
         self._scheduler.start()
@@ -41,13 +44,20 @@ class AsyncScheduler:
             self._scheduler.shutdown(wait=False)
 
     def schedule(self, key: str, at: datetime, callback: Callable[[], Awaitable[None]]) -> None:
+        run_date = self._local(at).astimezone(UTC)
+        if self._waiting.get(key) == run_date:
+            return
+
         async def job() -> None:
+            if self._waiting.get(key) == run_date:
+                del self._waiting[key]
             await callback()
 
+        self._waiting[key] = run_date
         self._scheduler.add_job(
             job,
             trigger="date",
-            run_date=self._local(at).astimezone(UTC),
+            run_date=run_date,
             id=key,
             replace_existing=True,
             misfire_grace_time=None,
@@ -57,6 +67,7 @@ class AsyncScheduler:
     def cancel(self, key: str) -> None:
         from apscheduler.jobstores.base import JobLookupError
 
+        self._waiting.pop(key, None)
         with contextlib.suppress(JobLookupError):
             self._scheduler.remove_job(key)
 

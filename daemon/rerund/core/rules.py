@@ -605,6 +605,22 @@ class PolicySet:
         """Policy names in evaluation order."""
         return [r.name for r in self.rules]
 
+    def decides_like(self, other: PolicySet) -> bool:
+        """True when ``other`` decides every failure as this set does: the same rules (name,
+        match, retry) in the same order, the same global budget and incident settings. Where a
+        rule is written (``origin``) and the reproduction checks do not decide failures, so a
+        reload that changed only those (a comment, a moved line) decides nothing again. No side
+        effects."""
+        return (
+            self.global_budget == other.global_budget
+            and self.incidents == other.incidents
+            and len(self.rules) == len(other.rules)
+            and all(
+                (a.name, a.match, a.retry) == (b.name, b.match, b.retry)
+                for a, b in zip(self.rules, other.rules, strict=True)
+            )
+        )
+
     def budgets(self) -> dict[str, timedelta]:
         """Budget name (``global`` or a policy name) -> the window the daemon counts reruns in."""
         out: dict[str, timedelta] = {}

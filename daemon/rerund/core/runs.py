@@ -94,7 +94,7 @@ class RunSummary:
 class FailureFacts:
     """Everything the decision core needs about one failed run, read from the control plane."""
 
-    summary: RunSummary
+    summary: RunSummary  # its phase is the one read: QUEUED or RUNNING when executing again
     labels: Mapping[str, str]
     action: str
     action_task: str

@@ -490,7 +490,10 @@ class Daemon:
            unanswered then are cancelled, so nothing of the daemon's runs once ``run`` returns
            (what they owe is recomputed on the next start: the control plane has their run, or
            not);
-        3. stop serving HTTP.
+        3. while still leading: write the ledger's last group of rows, and send the outbox's due
+           events once (until the deadline: an event put just before the stop is delivered
+           now, not by the next leader), then release the lead;
+        4. stop serving HTTP.
 
         ``App`` then closes the adapters it opened: the scheduler, and the ledger (which writes
         its pending rows first).
@@ -514,6 +517,10 @@ class Daemon:
         if not all(drained):
             log.warning("stopped with calls still in flight; what they owe is recomputed on the next start")
             await asyncio.gather(self.reconciler.cancel(), self.repro.cancel())
+        if not lost:  # the last group of rows, written while this replica still leads
+            self.ledger.flush()
+        if self.outbox_sender is not None and not lost:
+            await self.outbox_sender.last_pass(timeout=deadline - loop.time())
         if self.lead is not None and not lost:
             await self.lead.release()
         if self.http is not None:

@@ -61,6 +61,9 @@ class Lead:
         self._state_error: str | None = None
         self._last_error_log = 0.0
         self._leader_seen: tuple[str, int] | None = None
+        # ``fence``'s single flight: the check the next callers wait for, and its runner.
+        self._next_check: asyncio.Future[None] | None = None
+        self._checking: asyncio.Future[None] | None = None
         metrics.leader.set(0)
 
     @property
@@ -141,19 +144,52 @@ class Lead:
     async def fence(self) -> None:
         """Before a write only the leader may make (a rerun's create): raises ``Stopped`` (the
         write is not made, what is owed stays owed) unless the state confirms this replica
-        still leads. A refusal counts in ``rerund_fenced_writes_total`` and loses the lead."""
+        still leads. A refusal counts in ``rerund_fenced_writes_total`` (once per check) and
+        loses the lead.
+
+        Single flight: the callers waiting at the same time (a storm's creates) share one
+        check, the next one to *begin* after each asked — a check already under way when a
+        caller arrives does not answer it. So every create is still preceded by a check of
+        the term, at the cost of one transaction per batch of creates, not one per create."""
         if not self.shared:
             return
         if not self.leading:
             raise Stopped
+        check = self._next_check
+        if check is None:
+            check = self._next_check = asyncio.get_running_loop().create_future()
+            check.add_done_callback(lambda f: f.cancelled() or f.exception())  # always retrieved
+            if self._checking is None:
+                self._checking = asyncio.ensure_future(self._check_terms())
         try:
-            await asyncio.to_thread(self._leadership.confirm)
-        except FencedError as exc:
-            self.fenced(exc)
+            await asyncio.shield(check)
+        except (FencedError, StateUnavailableError) as exc:
             raise Stopped from exc
-        except StateUnavailableError as exc:
-            self._unavailable(str(exc))
-            raise Stopped from exc
+
+    async def _check_terms(self) -> None:
+        """Run the checks the callers of ``fence`` wait for, one after the other, until none
+        is wanted."""
+        try:
+            while (check := self._next_check) is not None:
+                self._next_check = None
+                try:
+                    await asyncio.to_thread(self._leadership.confirm)
+                except FencedError as exc:
+                    self.fenced(exc)
+                    check.set_exception(exc)
+                except StateUnavailableError as exc:
+                    self._unavailable(str(exc))
+                    check.set_exception(exc)
+                except BaseException:  # cancelled (the stop): so are the checks waited for
+                    check.cancel()
+                    if self._next_check is not None:
+                        self._next_check.cancel()
+                        self._next_check = None
+                    raise
+                else:
+                    check.set_result(None)
+        finally:
+            self._checking = None
 
     def fenced(self, exc: FencedError) -> None:
         """A fenced write was refused: count it and lose the lead."""

@@ -94,14 +94,34 @@ class OutboxSender:
         """Forget the events delivered before ``older_than`` (the pruner's, with the ledger)."""
         return await asyncio.to_thread(self._outbox.prune, older_than)
 
-    async def send_due(self) -> int:
+    async def last_pass(self, *, timeout: float) -> int:
+        """The stop sequence's pass, after ``stop`` and while this replica still leads: send
+        what is due once (an event put just before the stop would otherwise wait for the next
+        leader), within ``timeout`` seconds; how many were delivered. What is not sent by then
+        stays in the outbox (a send cut short keeps its claim until the lease ends) for the
+        next leader or start. Never raises."""
+        try:
+            return await asyncio.wait_for(self.send_due(last=True), timeout=max(0.0, timeout))
+        except TimeoutError:
+            log.warning(
+                "outbox: the stop's deadline came before every due event was sent; "
+                "the next leader sends the rest"
+            )
+        except FencedError as exc:
+            self._on_fenced(exc)
+        except StateUnavailableError as exc:
+            log.error("outbox: %s; the next leader sends what is due", exc)
+        return 0
+
+    async def send_due(self, *, last: bool = False) -> int:
         """One pass: send every due event; how many were delivered. Raises ``FencedError``
-        (another replica leads: nothing more is sent) and ``StateUnavailableError``."""
+        (another replica leads: nothing more is sent) and ``StateUnavailableError``. A pass
+        ends early on ``stop``, unless it is the ``last`` (``last_pass``)."""
         now = self._clock()
         items = await asyncio.to_thread(self._outbox.due, now)
         sent = 0
         for item in items:
-            if self._stopping.is_set():
+            if self._stopping.is_set() and not last:
                 break
             sent += await self._send(item)
         self._metrics.outbox_pending.set(await asyncio.to_thread(self._outbox.pending))

@@ -13,6 +13,7 @@ recent decisions from memory.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -108,10 +109,21 @@ class Site:
                     f"the shared ledger cannot be read ({exc}); these are this replica's own recent "
                     "decisions, from memory (/readyz says whether the state database answers)"
                 ]
+        pending: dict[str, Any] | None = self._reconciler.pending()
+        role = self._role() if self._role is not None and self._shared else None
+        if role is not None and role["role"] != "leader":
+            # What is owed lives in the leader's memory (recomputed from the control plane, never
+            # stored): a follower owes nothing, and an empty list here would read as "nothing owed".
+            pending = None
+            leader = f"{role['leader']} (term {role['term']})" if role["leader"] else "the leader"
+            body.setdefault("notes", []).append(
+                f"pending is null: this replica ({role['identity']}) follows; the work still owed is "
+                f"held in the memory of {leader}: read its /decisions"
+            )
         return json_response(
             {
                 "decisions": decisions,
-                "pending": self._reconciler.pending(),
+                "pending": pending,
                 "settings": self._settings.public(),
                 **body,
             }
@@ -126,15 +138,25 @@ class Site:
             del row["source"]
         return rows
 
-    def status(self) -> Status:
+    async def status(self) -> Status:
         """Where every lineage stands, from the ledger and this daemon's reruns index and
-        pending items (no RPC)."""
+        pending items (no RPC). The ledger is read in a worker thread (a database, or a large
+        file, can take its time: the event loop goes on deciding and answering meanwhile); what
+        the loop owns (pending items, the reruns index) is read here, on the loop."""
         now = self._clock()
         pending = self._reconciler.pending()
         reruns = self._reconciler.listed_reruns()
+        policies = self._policies()
         try:
-            return gather_status(
-                now=now, ledger=self._ledger, policies=self._policies(), reruns=reruns, pending=pending
+            return await asyncio.to_thread(
+                functools.partial(
+                    gather_status,
+                    now=now,
+                    ledger=self._ledger,
+                    policies=policies,
+                    reruns=reruns,
+                    pending=pending,
+                )
             )
         except LedgerError as exc:
             return gather_status(
@@ -146,8 +168,8 @@ class Site:
                 notes=[f"the ledger cannot be read ({exc}); lineages are shown from the control plane only"],
             )
 
-    def _status_route(self, query: dict[str, list[str]]) -> Response:
-        body = self.status().to_json()
+    async def _status_route(self, query: dict[str, list[str]]) -> Response:
+        body = (await self.status()).to_json()
         role = self._role() if self._role is not None else None
         if role is not None and role["shared"]:  # replicas share the state: which one leads
             body["leadership"] = role
@@ -158,14 +180,11 @@ class Site:
             return (query.get(name) or [""])[0].strip()[:MAX_QUERY]
 
         search, run, scope = arg("run"), arg("explain"), arg("scope")
-        status = self.status()
+        status = await self.status()
         notes: list[str] = []
         decisions: list[dict[str, Any]] = []
-        try:
-            if self._shared:  # a database read: off the event loop
-                decisions = await asyncio.to_thread(self._ledger.history, contains=search or None, limit=50)
-            else:
-                decisions = self._ledger.history(contains=search or None, limit=50)
+        try:  # a ledger read: off the event loop
+            decisions = await asyncio.to_thread(self._ledger.history, contains=search or None, limit=50)
         except LedgerError as exc:
             notes.append(str(exc))
         lines: list[str] = []

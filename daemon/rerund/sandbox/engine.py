@@ -53,7 +53,7 @@ from rerund.sandbox.records import (
     RunRec,
 )
 from rerund.sandbox.store import Store
-from rerund.sandbox.tasks import TaskCatalog, spec_resources
+from rerund.sandbox.tasks import TaskCatalog, resource_problem, spec_resources
 from rerund.sandbox.workload import (
     Deploy,
     Outage,
@@ -442,8 +442,13 @@ class Engine:
 
     def _pod_refused(self, r: RunRec) -> bool:
         """``oss``: a label or annotation value Kubernetes refuses: the pod is never created and
-        the run stays QUEUED (the profile's docstring, item 12)."""
+        the run stays QUEUED (the profile's docstring, item 12); resources the platform does not
+        have: the pod is never scheduled and the run stays QUEUED (item 17)."""
         spec = r.run_spec
+        if not self.profile.validates_requests and (
+            resource_problem(r.root.task_spec, self.catalog.max_resources) is not None
+        ):
+            return True  # item 17: more than the platform has: the pod is Unschedulable, QUEUED
         return self.profile.pod_labels_checked and (
             invalid_label_value(dict(spec.labels.values)) is not None
             or invalid_label_value(dict(spec.annotations.values)) is not None
@@ -453,6 +458,8 @@ class Engine:
         await asyncio.sleep(max(0.0, seconds * self.time_scale))
 
     def _set(self, r: RunRec, a: ActionRec, phase: int) -> None:
+        if a.parent and a.phase == ABORTED and a.abort_reason is not None:
+            return  # a child aborted by AbortAction (oss): its row stays ABORTED
         now = self.clock()
         a.phase = phase
         if phase == RUNNING and a.start_time is None:
@@ -569,6 +576,21 @@ class Engine:
         a0.phase = ABORTED
         a0.abort_reason = reason
         self.store.touch(r, a0, self.clock())
+
+    def abort_action(self, r: RunRec, a: ActionRec, reason: str) -> None:
+        """AbortAction of child action ``a`` on open-source Flyte: no phase condition (the
+        profile's docstring, item 18): the action turns ABORTED whatever its phase, its end time
+        kept when it had one, its last attempt keeping the phase it finished in. The sandbox
+        writes no later phase over it; what the parent task does then is its own (not modelled:
+        it goes on as its workload says)."""
+        now = self.clock()
+        if a.phase in TERMINAL_PHASES and a.phase != ABORTED:
+            a.finished_phase = a.finished_phase or a.phase
+        a.phase = ABORTED
+        a.abort_reason = reason
+        a.start_time = a.start_time or now
+        a.end_time = a.end_time or now
+        self.store.touch(r, a, now)
 
     def abort(self, r: RunRec, reason: str) -> None:
         """Abort a run: its task stops and every non-terminal action becomes ABORTED."""

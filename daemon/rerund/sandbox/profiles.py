@@ -98,6 +98,46 @@ at commit 6fadb90 (2026-08-21). Each field names the file it follows:
 16. ``not_found_for_db_errors=True``: with the ``db_errors`` fault, a GetRunDetails the database
    fails answers NOT_FOUND (``run_service.go`` ``GetRunDetails`` wraps every ``GetRun`` error in
    ``CodeNotFound``); the union profile answers INTERNAL, a database error told as one.
+17. ``validates_requests=False``: the run service's ``req.Msg.Validate()`` is the
+   ``protoc-gen-validate`` code (``buf.gen.go.yaml``: ``buf.build/bufbuild/validate-go``), which
+   does not read the protos' ``buf.validate`` annotations (``gen/go/flyteidl2/common/
+   identifier.pb.validate.go`` ``RunIdentifier.validate``: "no validation rules for Org",
+   ``Project``, ``Domain``, ``Name``; ``runs/service/settings_service.go`` says as much), and no
+   protovalidate interceptor is installed. So an empty org (ignored) or domain is accepted by
+   CreateRun, the run created in domain ``""``; an empty project is INTERNAL ``failed to
+   validate project: ... id is required`` (``runs/service/utils.go`` ``validateProjectExists``
+   wraps the ProjectService's INVALID_ARGUMENT, ``project_service.go`` ``GetProject``); the
+   run name is still checked (``run_service.go`` ``validateRunName``). CreateRun does not check
+   that ``run_spec.relation.related_to`` exists (stored as sent), that offloaded inputs exist
+   (``inputPrefix = OffloadedInputData.GetUri()``; the sandbox runs it with no inputs: what the
+   task's pod does then is outside ``runs/`` and not modelled), nor the task's resources: a
+   run asking more than the platform has is created and its pod is Unschedulable, which the
+   plugin keeps QUEUED (``flyteplugins/.../flytek8s/pod_helper.go`` ``DemystifyPending``,
+   ``PodReasonUnschedulable``). Reads of a run with an empty field find no row: NOT_FOUND,
+   not INVALID_ARGUMENT (``GetRunDetails``, ``AbortRun``: ``sql.ErrNoRows``). ListRuns
+   honours the ``project_id`` (``project``/``domain`` equal, empty ones included),
+   ``task_name``, ``task_id`` and ``trigger_name`` scopes and lists every run for ``org`` or
+   no scope (``run_service.go`` ``ListRuns``; ``runs/repository/impl/filters.go``
+   ``NewProjectIdFilter``, ``NewRunTaskNameFilter``, ``NewRunTaskIdFilter``).
+18. ``abort_any_action=True``: AbortAction aborts the action it names, the root or any child,
+   with no phase condition: ``UPDATE actions SET phase = ABORTED ... ended_at =
+   COALESCE(ended_at, ...) WHERE ... name = $9`` (``runs/repository/impl/action.go``
+   ``AbortAction``; ``run_service.go`` ``AbortAction``), so a child that had finished turns
+   ABORTED while its last attempt keeps its phase. It notifies action watchers only
+   (``notifyActionUpdate``, no ``notifyRunUpdate``; the sandbox does not model that
+   difference). What a parent task does when its child is aborted is the SDK's, not the
+   service's: not modelled. The union profile aborts only ``a0`` (the run).
+19. ``event_cap=500``: an action's attempts are built from its first 500 events only,
+   ``ORDER BY attempt ASC, phase ASC, version ASC LIMIT 500`` (``run_service.go``
+   ``getAttempts``: ``ListEvents(ctx, actionId, 500)``; ``runs/repository/impl/action.go``
+   ``ListEvents``), and the error of a FAILED action is the one of its last attempt, only
+   when that attempt's number equals ``status.attempts`` (``buildActionDetails``), taken
+   from the attempt's last terminal event (``mergeEvents``). An execution that wrote 500
+   events or more before its terminal one (QUEUED, RUNNING and the workload's
+   ``status_events``) is served without that event: its attempt's phase is the last one kept
+   (RUNNING) and ``error_info`` is set to the attempt's nil error, which protobuf-go writes
+   as a present, empty message. The error never arrives, and nothing notifies a watcher when
+   events arrive (``WatchRuns`` pushes on root phase changes only, item 5).
 """
 
 from __future__ import annotations
@@ -168,6 +208,9 @@ class Profile:
     echo_request_ids: bool = False
     empty_run_details_stream: bool = False
     not_found_for_db_errors: bool = False
+    validates_requests: bool = True
+    abort_any_action: bool = False
+    event_cap: int = 0
 
     def with_error_delay(self, seconds: float) -> Profile:
         """This profile with another error-details delay (``--error-delay``)."""
@@ -209,6 +252,9 @@ OSS = Profile(
     echo_request_ids=True,
     empty_run_details_stream=True,
     not_found_for_db_errors=True,
+    validates_requests=False,
+    abort_any_action=True,
+    event_cap=500,
 )
 PROFILES = {p.name: p for p in (UNION, OSS)}
 

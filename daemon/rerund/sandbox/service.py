@@ -47,6 +47,7 @@ from rerund.sandbox.records import (
     FAILED,
     NAME_RULE,
     QUEUED,
+    RUNNING,
     TERMINAL_PHASES,
     ActionRec,
     RunKey,
@@ -295,9 +296,35 @@ class _Base:
             return False
         return (self.engine.clock() - a.end_time).total_seconds() >= p.error_delay_s
 
+    def _events_cut(self, a: ActionRec) -> bool:
+        """``oss`` (item 19): whether ``a``'s terminal event lies beyond the first
+        ``event_cap`` events of the action (QUEUED, RUNNING and its ``status_events`` first)."""
+        cap = self.profile.event_cap
+        if not cap or a.phase not in TERMINAL_PHASES or a.abort_reason is not None:
+            return False
+        td = self.engine.catalog.definition(a.task, a.task_spec.task_template.id.version)
+        return 2 + td.status_events >= cap
+
+    def _details(self, r: RunRec, a: ActionRec, with_error: bool) -> run_definition_pb2.ActionDetails:
+        """``a``'s details as served: its error when ``with_error`` and shown; with its
+        terminal event cut off (item 19), the attempt as last kept and an empty error."""
+        if not self._events_cut(a):
+            return protos.action_details(r, a, with_error=with_error and self._error_shown(a))
+        d = protos.action_details(r, a, with_error=False)
+        attempt = d.attempts[-1]
+        attempt.phase = RUNNING  # type: ignore[assignment]
+        attempt.ClearField("end_time")
+        if a.phase == FAILED:
+            d.error_info.SetInParent()  # the last attempt's nil error, set
+        return d
+
     def _run(self, run_id: identifier_pb2.RunIdentifier, rpc: str) -> RunRec:
-        key = _key(self._org(run_id), rpc)
-        r = self.store.runs.get(key)
+        rid = self._org(run_id)
+        if self.profile.validates_requests:
+            key = _key(rid, rpc)
+        else:  # an empty field finds no row: NOT_FOUND (the profile's item 17)
+            key = (rid.org, rid.project, rid.domain, rid.name)
+        r = self.store.runs.get(key) if key not in self.store.gone else None
         if r is None:
             raise ConnectError(Code.NOT_FOUND, f"run {'/'.join(key)} not found")
         return r
@@ -401,7 +428,7 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
         if not self.profile.identifiers_org:
             org = self.engine.org  # open-source identifiers have no org: the request's is ignored
         missing = [f for f, v in (("org", org), ("project", project), ("domain", domain)) if not v]
-        if missing:
+        if missing and self.profile.validates_requests:
             raise _invalid(
                 f"CreateRun needs a non-empty {', '.join(missing)} "
                 f"(got org={org!r} project={project!r} domain={domain!r})"
@@ -410,6 +437,9 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
             problem = name_problem(name)
             if problem:
                 raise _invalid(f"run name {name!r} {problem}: a run name must be {NAME_RULE}")
+        if not project:  # oss (item 17): the project check asks GetProject with an empty id
+            raise ConnectError(Code.INTERNAL, "failed to validate project: invalid_argument: id is required")
+        if request.HasField("run_id"):
             existing = self.store.runs.get((org, project, domain, name))
             if existing is not None and self.profile.create_returns_existing:
                 # ON CONFLICT DO NOTHING, the inline inputs overwritten, the root action enqueued
@@ -431,7 +461,7 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
         if which == "task_spec":
             task_spec = request.task_spec
             problem = resource_problem(task_spec, self.engine.catalog.max_resources)
-            if problem is not None:
+            if problem is not None and self.profile.validates_requests:
                 raise _invalid(f"CreateRun: the task's resources are refused: {problem}")
         elif which == "task_id":
             tid = request.task_id
@@ -456,9 +486,9 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
         elif request.HasField("offloaded_input_data"):
             uri = request.offloaded_input_data.uri
             found = self.store.blobs.get(uri)
-            if found is None:
+            if found is None and self.profile.validates_requests:
                 raise _invalid(f"offloaded inputs {uri!r} not found; upload them with UploadInputs first")
-            inputs = found
+            inputs = found or common_pb2.Inputs()  # oss: not checked (item 17)
         else:
             inputs = common_pb2.Inputs()
         run_spec = request.run_spec
@@ -467,7 +497,7 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
             if not self.profile.identifiers_org:
                 rel.org = self.engine.org
             rel_key = (rel.org, rel.project, rel.domain, rel.name)
-            if rel_key not in self.store.runs:
+            if rel_key not in self.store.runs and self.profile.validates_requests:
                 raise ConnectError(
                     Code.NOT_FOUND,
                     f"related run {'/'.join(rel_key)} not found; a rerun must name an existing run",
@@ -502,14 +532,24 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
 
     async def abort_action(self, request: rs.AbortActionRequest, ctx: Ctx) -> rs.AbortActionResponse:
         r, a = self._action(request.action_id, "AbortAction")
-        if a.name == "a0":
+        if self.profile.abort_any_action:  # item 18: any action, whatever its phase
+            reason = request.reason or "User requested abort"
+            if a.name != "a0":
+                self.engine.abort_action(r, a, reason)
+            elif r.phase in TERMINAL_PHASES:
+                self.engine.abort_finished(r, reason)
+            else:
+                self.engine.abort(r, reason)
+        elif a.name == "a0":
             self.engine.abort(r, request.reason or "aborted")
         return rs.AbortActionResponse()
 
     async def get_run_details(self, request: rs.GetRunDetailsRequest, ctx: Ctx) -> rs.GetRunDetailsResponse:
         r = self._run(request.run_id, "GetRunDetails")
-        with_error = self.profile.root_error_in_details and self._error_shown(r.root)
-        details = self._out(protos.run_details(r, with_error=with_error))
+        details = protos.run_details(r)
+        if self.profile.root_error_in_details:
+            details.action.CopyFrom(self._details(r, r.root, with_error=True))
+        details = self._out(details)
         if self.profile.echo_request_ids:  # the request's identifier, its org included
             details.action.id.run.CopyFrom(request.run_id)
         return rs.GetRunDetailsResponse(details=details)
@@ -543,7 +583,7 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
         self, request: rs.GetActionDetailsRequest, ctx: Ctx
     ) -> rs.GetActionDetailsResponse:
         r, a = self._action(request.action_id, "GetActionDetails")
-        details = self._out(protos.action_details(r, a, with_error=self._error_shown(a)))
+        details = self._out(self._details(r, a, with_error=True))
         if self.profile.echo_request_ids:
             details.id.CopyFrom(request.action_id)
         return rs.GetActionDetailsResponse(details=details)
@@ -612,17 +652,28 @@ class SandboxRunService(_Base, RunService):  # type: ignore[misc]
 
     def _oss_list_runs(self, request: rs.ListRunsRequest) -> rs.ListRunsResponse:
         """ListRuns as the open-source service answers it (``run_service.go`` ListRuns)."""
-        pid = request.project_id
-        if not (pid.name and pid.domain):
-            raise _invalid(
-                "ListRuns needs project_id with a non-empty name and domain "
-                f"(got name={pid.name!r} domain={pid.domain!r})"
-            )
         query = oss_query(request.request, "ListRuns", self.profile)
-        rows: list[RunRec] = self.store.scope_runs((self.engine.org, pid.name, pid.domain))
-        if request.HasField("task_name") and request.task_name.name:
-            rows = [r for r in rows if r.task == request.task_name.name]
-        page = _oss_page(query, [(r, r.root) for r in rows])
+        which = request.WhichOneof("scope_by")
+        rows: list[RunRec]
+        if which == "project_id":  # ``NewProjectIdFilter``: project and domain equal, empty or not
+            pid = request.project_id
+            rows = self.store.scope_runs((self.engine.org, pid.name, pid.domain))
+        elif which in ("task_name", "task_id"):  # ``NewRunTaskNameFilter`` / ``NewRunTaskIdFilter``
+            t = getattr(request, which)
+            want = {"task_project": t.project, "task_domain": t.domain, "task_name": t.name}
+            if which == "task_id":
+                want["task_version"] = request.task_id.version
+            rows = [
+                r
+                for r in self.store.runs.values()
+                if all(oss_column(r, r.root, c) == v for c, v in want.items())
+            ]
+        elif which == "trigger_name":
+            rows = []  # the sandbox fires no triggers
+        else:  # org, or no scope: every run of every org (the org is not a column)
+            rows = list(self.store.runs.values())
+        gone = self.store.gone
+        page = _oss_page(query, [(r, r.root) for r in rows if not gone or r.key not in gone])
         return rs.ListRunsResponse(runs=[self._out(protos.run(r)) for r, _ in page[0]], token=page[1])
 
     def _list_org_runs(self, request: rs.ListRunsRequest) -> rs.ListRunsResponse:

@@ -71,6 +71,10 @@ class Store:
         self.blobs: dict[str, common_pb2.Inputs] = {}
         # Runs whose input and output blobs are gone from storage (``SandboxHandle.lose_data``).
         self.lost_data: set[RunKey] = set()
+        # Runs whose row an operator deleted from the database (``SandboxHandle.forget``):
+        # nothing under flyteorg/flyte ``runs/`` deletes a run, so only by hand. Reads answer
+        # NOT_FOUND and listings skip them; the records stay for the sandbox's own views.
+        self.gone: set[RunKey] = set()
         self.counters: dict[tuple[str, str], int] = {}
         self._scope_runs: dict[Scope, list[RunRec]] = defaultdict(list)
         self._scope_created: dict[Scope, list[datetime]] = defaultdict(list)

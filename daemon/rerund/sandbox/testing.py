@@ -317,6 +317,16 @@ class SandboxHandle:
 
         self._call(go)
 
+    def forget(self, name: str) -> None:
+        """Run ``name``'s row is deleted from the database by hand (the open-source service
+        deletes no run): reads of it answer NOT_FOUND and ListRuns no longer lists it."""
+
+        def go(sb: Sandbox) -> None:
+            assert sb.store is not None
+            sb.store.gone.add((sb.org, self.project, self.domain, name))
+
+        self._call(go)
+
     def request_counts(self) -> dict[str, int]:
         """RPCs served so far by method name, e.g. ``{"CreateRun": 3, "ListRuns": 12}``."""
         counts: dict[str, int] = self._call(lambda sb: dict(sb.stats.counts))

@@ -356,6 +356,9 @@ class TaskDef(_Frozen):
     limits: ResourceSpec | None = None
     oom_below: OomBelow | None = None
     versions: tuple[TaskVersionSpec, ...] = ()
+    # Events an execution writes while RUNNING (status and log updates): with the oss profile's
+    # cap of 500 events per action, more cut off the terminal event and its error.
+    status_events: int = Field(default=0, ge=0)
 
     @field_validator("versions", mode="before")
     @classmethod

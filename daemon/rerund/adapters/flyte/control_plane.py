@@ -43,8 +43,8 @@ On oss:
   ``rerund-policy``. Cost: ceil(runs in window / 200) ListRuns per pass, plus one GetRunDetails
   per run the first time it is listed (a failure already read costs nothing more).
 - ``create_rerun`` and ``create_relaunch`` look before creating, mark the create, and look
-  again right before the CreateRun goes out (``oss.create_looking_first``: four RPCs more per
-  create).
+  again right before the CreateRun goes out, and read the source, which open-source Flyte does
+  not check (``oss.create_looking_first``: five RPCs more per create).
 - ``list_ended`` (what ``rerund suggest`` learns reruns made by hand from) reads the relation
   of each listed run from its RunSpec (GetRunDetails, cached with the labels: a failure already
   read, or a run ``list_reruns`` read, costs nothing more); Union's listing carries it.
@@ -133,6 +133,7 @@ from rerund.core.runs import (
     RunSummary,
 )
 from rerund.errors import (
+    AlreadyExistsError,
     ConfigError,
     ControlPlaneError,
     CredentialsError,
@@ -171,6 +172,7 @@ _LABEL_CACHE = 100_000  # runs whose labels are remembered (oss: labels are read
 # with short ones do.
 _READ_CACHE = 1024
 _READ_CACHE_BYTES = 32 * 1024 * 1024
+_EXECUTING_PHASES = frozenset({"QUEUED", "WAITING_FOR_RESOURCES", "INITIALIZING", "RUNNING", "PAUSED"})
 _REFERENCE_SCAN = 200  # oss: newest candidates read when looking for a labelled reference run
 _FALLBACK_CANDIDATES = 20
 
@@ -182,6 +184,20 @@ def _in_create(exc: ControlPlaneError) -> ControlPlaneError:
     if exc.rpc == "CreateRun" or exc.code == "source_inputs_missing":
         return exc
     return type(exc)(f"CreateRun: {exc}", rpc="CreateRun", code=exc.code)
+
+
+def _refuse_empty_fields(target: RunRef) -> None:
+    """``PermanentControlPlaneError`` when run ``target`` has an empty project, domain or name:
+    open-source Flyte checks none of them beyond the name (``run_service.go`` CreateRun; an
+    empty domain creates the run in domain ``""``), so rerund never sends one."""
+    empty = [k for k in ("project", "domain", "name") if not getattr(target, k)]
+    if empty:
+        raise PermanentControlPlaneError(
+            f"CreateRun of {target}: rerund does not create a run with an empty {' or '.join(empty)} "
+            "(open-source Flyte would accept it); not retried",
+            rpc="CreateRun",
+            code="invalid_argument",
+        )
 
 
 def _inputs_missing(name: str, src: RunRef, action: str, missing: list[str]) -> PermanentControlPlaneError:
@@ -921,8 +937,13 @@ class FlyteControlPlane:
             ),
         )
         kept: list[tuple[str, Any, Any]] = [("GetRunDetails", run_request, run_answer)]
-        # The first failed child action is the cause; the root's error usually repeats it.
-        chosen = next((a for a in actions.actions if a.metadata.parent), None)
+        # The first failed child action is the cause; the root's error usually repeats it. One
+        # that failed or timed out comes before one aborted: open-source AbortAction aborts any
+        # action with no phase condition (``runs/repository/impl/action.go`` AbortAction), so a
+        # child an operator aborted after it succeeded is listed ABORTED, maybe first.
+        children = [a for a in actions.actions if a.metadata.parent]
+        chosen = next((a for a in children if phase_name(a.status.phase) != "ABORTED"), None)
+        chosen = chosen or next(iter(children), None)
         root = details.action
         if (
             chosen is None
@@ -941,7 +962,11 @@ class FlyteControlPlane:
             kept.append(("GetActionDetails", action_request, action_answer))
             action_details = action_answer.details
         error = ErrorInfo()
-        if action_details.HasField("error_info"):
+        # An empty ErrorInfo is no error read: open-source Flyte serves the last attempt's nil
+        # error as one when the FAILED event lies past the 500 events it reads of an action
+        # (``run_service.go`` getAttempts / buildActionDetails).
+        has_error = action_details.HasField("error_info") and action_details.error_info.ByteSize() > 0
+        if has_error:
             error = error_info(action_details.error_info)
         elif action_details.HasField("abort_info"):
             error = ErrorInfo(kind="UNSPECIFIED", code="Aborted", message=action_details.abort_info.reason)
@@ -954,15 +979,20 @@ class FlyteControlPlane:
         if failed_at is None:
             failed_at = utcnow()
         task = run.task or task_name(root.metadata)
+        # The phase read now, not the one listed: open-source Flyte runs a FAILED run again when
+        # a CreateRun names it (``run_service.go`` CreateRun), so a run listed FAILED can be
+        # QUEUED or RUNNING by the time it is read; its facts say so and it is not decided.
+        now_phase = phase_name(root.status.phase)
+        executing = now_phase in _EXECUTING_PHASES and run.phase != now_phase
         summary = (
             run
-            if task == run.task
+            if task == run.task and not executing
             else RunSummary(
                 ref=run.ref,
-                phase=run.phase,
+                phase=now_phase if executing else run.phase,
                 task=task,
                 created_at=run.created_at,
-                ended_at=run.ended_at,
+                ended_at=None if executing else run.ended_at,
                 labels=run.labels,
             )
         )
@@ -970,7 +1000,7 @@ class FlyteControlPlane:
         # events arrived, a while after the phase. TIMED_OUT never has any there.
         pending = (
             phase_name(action_details.status.phase) == "FAILED"
-            and not action_details.HasField("error_info")
+            and not has_error
             and not action_details.HasField("abort_info")
         )
         template = root.task.task_template
@@ -1040,15 +1070,41 @@ class FlyteControlPlane:
         self._learned_labels(ref, dict(details.run_spec.labels.values), details.run_spec)
         return str(details.run_spec.annotations.values.get(ANNOTATION_ISSUER, ""))
 
+    async def _absent_right_before_creating(self, target: RunRef) -> None:
+        """oss, on the plain SDK path (no ``ReuseReads`` to look again right before the
+        CreateRun): one GetRunDetails of ``target`` right before the SDK's create call;
+        ``AlreadyExistsError`` when it finds the run (another process created it after the look
+        before: open-source Flyte's CreateRun would run it again), nothing on NOT_FOUND (the
+        look before confirmed absence with a ListRuns). The tuned client looks at the CreateRun
+        itself (``tuning.looking_again``), so nothing is sent here then."""
+        if self.tuned:
+            return
+        try:
+            await self._call("GetRunDetails", rpcs().get_run_details, self._run_details_request(target))
+        except NotFoundError:
+            return
+        raise AlreadyExistsError(
+            f"run {target} found right before the SDK's create call",
+            rpc="CreateRun",
+            code="already_exists",
+        )
+
     async def _create(
         self, source: RunRef, target: RunRef, create: Callable[[str], Awaitable[RunRef]]
     ) -> RunRef:
         """``create(mark)`` of run ``target`` (from ``source``): on Union at once (ALREADY_EXISTS
         tells a second create), on open-source Flyte through ``create_looking_first``. Every
         create of the adapter goes through here."""
+        _refuse_empty_fields(target)
         if await self._supports_label_filters(source.project, source.domain):
             return await create("")
-        return await create_looking_first(self, target, create)
+        return await create_looking_first(self, source, target, create)
+
+    async def source_read(self, ref: RunRef) -> None:
+        """GetRunDetails of run ``ref`` (a NOT_FOUND confirmed by a ListRuns on its name), kept
+        for the SDK's own read of it (``oss.create_looking_first``: is a rerun's source there?)."""
+        request, answer = await self.run_details_answer(ref)
+        self._keep_read(ref, "GetRunDetails", request, answer)
 
     async def create_rerun(self, request: RerunRequest) -> RunRef:
         return await self._create(
@@ -1066,6 +1122,8 @@ class FlyteControlPlane:
             reads = await self._inputs_checked(request, self._take_reads(src) or {})
         except ControlPlaneError as exc:
             raise _in_create(exc) from exc
+        if mark:
+            await self._absent_right_before_creating(request.target)
         try:
             with sdk_internals.scope(src.project, src.domain), reusing(reads):
                 kwargs = runcontext_for_rerun(request, source_spec)
@@ -1132,6 +1190,8 @@ class FlyteControlPlane:
                 if mark:  # oss: the mark of this create, an annotation (labels stay the request's)
                     kwargs["annotations"] = {**kwargs.get("annotations", {}), ANNOTATION_ISSUER: mark}
                 runner = flyte.with_runcontext(**kwargs)
+                if mark:
+                    await self._absent_right_before_creating(request.target)
                 return await runner.run.aio(task, **inputs)
 
         try:

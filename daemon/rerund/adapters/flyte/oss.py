@@ -17,14 +17,23 @@ Why (flyteorg/flyte v2.0.43, ``runs/service/run_service.go``):
 - The look is made again right before the CreateRun goes out (``RunReads.looking_again``,
   sent by ``tuning.ReuseReads``: after the SDK's SelectCluster, GetActionData and UploadInputs,
   which under a storm take long enough for another replica's run to be created and finish):
-  found -> ``AlreadyExistsError``, no CreateRun. Looking first, and again last, keeps a second
-  execution to creates within one GetRunDetails of each other, which meet a run still
-  executing.
+  found -> ``AlreadyExistsError``, no CreateRun. On the plain SDK path (``sdk_tuning: false``,
+  no interceptor) the create itself makes that look right before the SDK's create call
+  (``FlyteControlPlane._absent_right_before_creating``), before the SDK's own reads.
+  Looking first, and again last, keeps a second execution to creates within one
+  GetRunDetails of each other (on the plain path, within the SDK's reads), which meet a run
+  still executing.
+- CreateRun checks nothing of the request beyond the run name and the project (no
+  ``buf.validate`` rule is enforced: the generated ``Validate()`` ignores them), so it does not
+  check that the run a rerun names in ``relation.related_to`` exists: the look before creating
+  also reads the source (GetRunDetails; a NOT_FOUND confirmed by a ListRuns on its name) and
+  a source that is gone is a ``PermanentControlPlaneError`` (``source_gone``): no run whose
+  source does not exist. Its answer is kept for the SDK's own read of the source.
 - Once the look found nothing, a run read answering NOT_FOUND (the source's details, the SDK's
   read of the source, the mark read back) is a database error: transient, never "refused".
 
-Cost: four RPCs more per create (GetRunDetails, ListRuns, GetRunDetails just before the
-CreateRun, GetRunDetails after it).
+Cost: five RPCs more per create (GetRunDetails of the run, ListRuns, GetRunDetails of the
+source, GetRunDetails just before the CreateRun, GetRunDetails after it).
 """
 
 from __future__ import annotations
@@ -36,7 +45,12 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from rerund.core.runs import RunRef
-from rerund.errors import AlreadyExistsError, NotFoundError, TransientControlPlaneError
+from rerund.errors import (
+    AlreadyExistsError,
+    NotFoundError,
+    PermanentControlPlaneError,
+    TransientControlPlaneError,
+)
 
 __all__ = ["ANNOTATION_ISSUER", "RunReads", "create_looking_first"]
 
@@ -56,6 +70,11 @@ class RunReads(Protocol):
         """Whether a ListRuns filtered on ``run_name`` finds ``ref``."""
         ...
 
+    async def source_read(self, ref: RunRef) -> None:
+        """GetRunDetails of ``ref`` (a NOT_FOUND confirmed by a ListRuns), kept for the SDK's
+        own read of it; ``NotFoundError`` when it is gone."""
+        ...
+
     async def issue_mark(self, ref: RunRef) -> str:
         """The ``rerund-issue`` annotation of ``ref`` ("" when it has none)."""
         ...
@@ -67,7 +86,7 @@ class RunReads(Protocol):
 
 
 async def create_looking_first(
-    reads: RunReads, target: RunRef, create: Callable[[str], Awaitable[RunRef]]
+    reads: RunReads, source: RunRef, target: RunRef, create: Callable[[str], Awaitable[RunRef]]
 ) -> RunRef:
     """Create run ``target`` with ``create(mark)`` (which must put ``mark`` in the run's
     ``rerund-issue`` annotation) only when it does not exist, and only once.
@@ -75,7 +94,7 @@ async def create_looking_first(
     Raises ``AlreadyExistsError`` when the run existed before (found by the look, or by the
     look again right before the CreateRun) or was created by another process at the same
     moment (its mark is not this create's)."""
-    mark = await _look_first(reads, target)
+    mark = await _look_first(reads, source, target)
     with _not_found_is_a_database_error(target):
         try:
             with reads.looking_again(target):
@@ -92,8 +111,9 @@ async def create_looking_first(
     return made
 
 
-async def _look_first(reads: RunReads, target: RunRef) -> str:
-    """The mark of this create; ``AlreadyExistsError`` when ``target`` exists."""
+async def _look_first(reads: RunReads, source: RunRef, target: RunRef) -> str:
+    """The mark of this create; ``AlreadyExistsError`` when ``target`` exists,
+    ``PermanentControlPlaneError`` (``source_gone``) when ``source`` does not."""
     try:
         await reads.run_details_answer(target, confirm_absent=False)
     except NotFoundError:
@@ -102,6 +122,16 @@ async def _look_first(reads: RunReads, target: RunRef) -> str:
         raise _found_before_creating(target)
     if await reads.listed_by_name(target, "CreateRun"):
         raise _found_before_creating(target)
+    try:
+        await reads.source_read(source)
+    except NotFoundError as exc:
+        raise PermanentControlPlaneError(
+            f"CreateRun of {target}: its source run {source} is gone (GetRunDetails and a ListRuns "
+            "on its name find no run); open-source Flyte does not check a rerun's source, so the run "
+            f"is not created: {exc}",
+            rpc="CreateRun",
+            code="source_gone",
+        ) from exc
     return uuid.uuid4().hex[:12]
 
 

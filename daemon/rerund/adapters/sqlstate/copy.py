@@ -2,7 +2,9 @@
 
 The file is read as it is (compact decision rows get their reason back from ``texts``, old
 files their added columns with ``Ledger(create=False)``), in batches, table by table, oldest
-first (``id``/key order, so the database's ids keep the file's order). Every row is inserted
+first (``id``/key order, so the database's ids keep the file's order): every table of
+``schema.metadata`` but the target's own ``leadership`` row, the outbox and the incidents
+included (``tests/state/test_state_cli.py`` derives the list from the schema). Every row is inserted
 ``ON CONFLICT DO NOTHING`` on the ledger's unique keys, so copying twice (or into a database a
 daemon already writes) adds nothing twice; a watermark keeps the later of the two times.
 """
@@ -24,7 +26,7 @@ from rerund.adapters.sqlstate import schema as t
 from rerund.adapters.sqlstate.ledger import _DRIVER_ERRORS, PostgresLedger, _reason
 from rerund.errors import LedgerError
 
-__all__ = ["BATCH", "Copied", "copy_sqlite_ledger"]
+__all__ = ["BATCH", "NOT_COPIED", "Copied", "copy_sqlite_ledger"]
 
 BATCH = 2_000
 # (table, the file's SELECT in copy order); decisions join their shared reason text.
@@ -40,8 +42,16 @@ _SOURCES: tuple[tuple[Table, str], ...] = (
     (t.watermarks, "SELECT * FROM watermarks ORDER BY scope"),
     (t.reproductions, "SELECT * FROM reproductions ORDER BY id"),
     (t.reruns_seen, "SELECT * FROM reruns_seen ORDER BY at, target_key"),  # evidence of reruns by hand
+    (t.incidents, "SELECT * FROM incidents ORDER BY opened_at, fingerprint"),
+    # Notifications not delivered yet are sent by the database's leader; delivered ones keep
+    # their key taken there, so a failover after the move does not page again.
+    (t.outbox, "SELECT * FROM outbox ORDER BY created_at, key"),
+    (t.incident_members, "SELECT * FROM incident_members ORDER BY at, fingerprint, kind, name"),
 )
-_TIMES = ("at", "failed_at", "seen_at", "scheduled_for")
+# Not copied: the target's own ``leadership`` row (who leads it), not a fact of the file's.
+NOT_COPIED = frozenset({t.leadership.name})
+# Times the file stores as text and the database as timestamptz (the outbox keeps text in both).
+_TIMES = ("at", "failed_at", "seen_at", "scheduled_for", "opened_at")
 
 
 @dataclass(frozen=True)
@@ -65,7 +75,8 @@ def _row(table: Table, raw: sqlite3.Row) -> dict[str, Any]:
         data["fingerprint"] = data.get("fingerprint") or ""
     if table is t.reproductions:
         data["manual"] = bool(data["manual"])
-    for key in _TIMES:
+    times = () if table is t.outbox else _TIMES
+    for key in times:
         if key in data and isinstance(data[key], str):
             data[key] = datetime.fromisoformat(data[key].replace("Z", "+00:00"))
     keep = {c.name for c in table.columns if not (c.primary_key and c.identity is not None)}
@@ -101,7 +112,11 @@ def copy_sqlite_ledger(
         db = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
         db.row_factory = sqlite3.Row
         with db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             for table, sql in _SOURCES:
+                if table.name not in tables:  # the outbox: created by the file's first notification
+                    copied.append(Copied(table.name, 0, 0, count(table)))
+                    continue
                 total = int(db.execute(f"SELECT COUNT(*) FROM {table.name}").fetchone()[0])  # noqa: S608
                 before = count(table)
                 stmt: Any = insert(table)

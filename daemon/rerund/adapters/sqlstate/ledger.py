@@ -6,9 +6,20 @@ What differs is where the rows live and who else writes them:
 
 - **Several writers.** Every insert is ``ON CONFLICT DO NOTHING`` on the row's unique key (the
   same keys as the SQLite file), so two replicas recording the same fact write one row.
-- **Group commits** as in the SQLite ledger: a one-row write is decided new at once (a read of
-  its unique key) and written with the others of its group by one ``flush``, in one
-  transaction (one ``executemany`` per table).
+- **Group commits** as in the SQLite ledger: a one-row write is decided new at once and
+  written with the others of its group by one ``flush``, in one transaction (one
+  ``executemany`` per table, pipelined by psycopg). Deciding "new" costs one unique-key read
+  per *run*, not per row: a run whose failure the ledger did not have is *fresh* to this
+  process, and the later facts about it (its decision, its rerun's issue result, that rerun's
+  outcome and failure) are new unless this process recorded them itself (kept in memory for
+  the ``FRESH_RUNS`` runs seen last). The failure's own read is skipped too when it failed
+  after the newest failure the ledger held when this process first recorded one (read once):
+  a storm after a start or a takeover costs no read per run at all. That holds because the
+  daemon records a run's failure before anything else about it and, with a shared state,
+  only the leader writes (fenced: the previous leader's writes ended with its term);
+  a ``rerund sweep`` deciding the same run at the same moment may be counted by both (its
+  rows are still written once). A flush that fails forgets the fresh runs: their facts are
+  read again.
 - **The database can go away.** Every method raises ``LedgerError`` (never a driver error);
   the connection pool drops connections the server closed, so the next call after the server
   is back connects again (the daemon's recorder already carries on when a write fails). A
@@ -16,6 +27,13 @@ What differs is where the rows live and who else writes them:
   (a host that does not answer) calls fail at once for a backoff (1 s, doubling to
   ``MAX_BACKOFF_S``), so such a host costs the caller's thread (the daemon's event loop) one
   wait per backoff, not one per row. A server that refuses at once is tried again at once.
+- **Fenced writes.** In the daemon every write is the leader's: ``fence_writes`` installs the
+  leadership's check (``PostgresLeadership.fence``: the ``leadership`` row read ``FOR SHARE``),
+  and every write transaction — a group's flush, a one-row write — makes it first, so a leader
+  whose term another replica took over has its writes refused (``LedgerError``, and
+  ``on_fenced``) even before it noticed; a new leader's term bump waits for a write in flight.
+  One round trip per transaction, not per row. Commands (``sweep``, ``state migrate``) install
+  none.
 - **The schema** is migrated at open (``upgrade``: Alembic under an advisory lock); a
   reading command (``create=False``) migrates nothing and refuses a database without a ledger.
 
@@ -30,6 +48,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -71,13 +90,15 @@ from rerund.core.incidents import MAX_INCIDENT_WINDOW, IncidentRecord, Members
 from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.redact import public_decision
 from rerund.core.runs import RunRef
-from rerund.errors import LedgerError
+from rerund.errors import FencedError, LedgerError
 
 __all__ = ["CONNECT_TIMEOUT_S", "PostgresLedger"]
 
 log = logging.getLogger("rerund.ledger")
 
 CONNECT_TIMEOUT_S = 5
+FRESH_RUNS = 50_000  # runs new to the ledger whose facts this process remembers (``_record``)
+_UNREAD = object()  # ``_newest_failure`` before its read
 MAX_BACKOFF_S = 30.0  # the longest an unanswering database is left alone before the next attempt
 SLOW_FAILURE_S = 1.0  # a connection failure that took this long starts the backoff
 _DRIVER_ERRORS = (SQLAlchemyError, psycopg.Error)
@@ -183,9 +204,18 @@ class PostgresLedger(GroupCommits):
         # Pending rows of the open group: per table, the rows to insert (in order).
         self._pending: dict[str, list[dict[str, Any]]] = {}
         self._pending_keys: set[tuple[Any, ...]] = set()
+        # Runs new to the ledger when this process recorded their failure (or created them):
+        # run key -> the keys of the facts about it this process recorded since (``_record``).
+        self._fresh: OrderedDict[str, set[tuple[Any, ...]]] = OrderedDict()
+        # The newest failure time the ledger held when this process first recorded a failure
+        # (read once; ``_UNREAD`` again after a failed flush or a forgotten fresh run): a failure
+        # that failed later is new unless this process recorded it (``_record``).
+        self._newest_failure: object = _UNREAD  # datetime | None once read
         self._flush_handle: object = None
         self._closed = False
         self._reader: Connection | None = None  # see ``_read``
+        self._fence: Callable[[Connection], None] | None = None  # see ``fence_writes``
+        self._on_fenced: Callable[[FencedError], object] = lambda exc: None
         # After a lost connection: calls fail at once until ``_down_until`` (``_guard``).
         self._monotonic = time.monotonic
         self._backoff, self._down_until, self._down_reason = 0.0, 0.0, ""
@@ -220,6 +250,27 @@ class PostgresLedger(GroupCommits):
             ) from None
 
     # -- connections and transactions -------------------------------------------------------
+
+    def fence_writes(
+        self,
+        fence: Callable[[Connection], None] | None,
+        *,
+        on_fenced: Callable[[FencedError], object] = lambda exc: None,
+    ) -> None:
+        """Make every write transaction call ``fence(conn)`` first (the leadership's check:
+        raises ``FencedError`` unless this replica leads in the term the state records). A
+        refused write raises ``LedgerError`` (a group's flush logs it) after ``on_fenced(exc)``,
+        which may run on any thread that writes or reads. ``None``: no check."""
+        self._fence = fence
+        self._on_fenced = on_fenced
+
+    def _fenced(self, conn: Connection) -> None:
+        if self._fence is not None:
+            self._fence(conn)
+
+    def _refused(self, exc: FencedError, lost: str) -> LedgerError:
+        self._on_fenced(exc)
+        return LedgerError(f"ledger {self.path}: {exc}{lost}")
 
     def _failed(self, what: str, exc: BaseException, lost: str) -> LedgerError:
         """The ``LedgerError`` for a driver error. A connection that failed slowly (the host does
@@ -258,7 +309,10 @@ class PostgresLedger(GroupCommits):
             self._guard("; the record is lost")
             try:
                 with self._engine.begin() as conn:
+                    self._fenced(conn)
                     yield conn
+            except FencedError as exc:
+                raise self._refused(exc, "") from None
             except _DRIVER_ERRORS as exc:
                 raise self._failed("write", exc, "; the record is lost") from None
             self._reachable()
@@ -285,15 +339,23 @@ class PostgresLedger(GroupCommits):
                 reader.close()
 
     def _query(self, stmt: Any, args: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Rows of a public read (``history``, ``lineage_rows`` …) on a connection of the pool,
+        outside the lock: a read that waits on the database (a large table, a lock) in a worker
+        thread holds back neither the writes nor the other reads (the lock is held only to write
+        the pending rows first, so what this process recorded is read back)."""
         with self._lock:
             if self._closed:
                 raise LedgerError(f"ledger {self.path} is closed")
-            self._write_pending_or_log()  # what this process recorded is read back
+            self._write_pending_or_log()
             self._guard("")
-            try:
-                return self._read(stmt, args)
-            except _DRIVER_ERRORS as exc:
+        try:
+            with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                rows = [dict(r._mapping) for r in conn.execute(stmt, args or {})]
+        except _DRIVER_ERRORS as exc:
+            with self._lock:
                 raise self._failed("read", exc, "") from None
+        self._reachable()
+        return rows
 
     def close(self) -> None:
         with self._lock:
@@ -318,13 +380,25 @@ class PostgresLedger(GroupCommits):
         count = sum(len(rows) for rows in pending.values())
         if not count:
             return
+        try:
+            self._write_group(pending, count)
+        except BaseException:
+            self._forget_fresh()  # some rows are not written: what is new is read again
+            raise
+
+    def _write_group(self, pending: dict[str, list[dict[str, Any]]], count: int) -> None:
         self._guard(f"; the {count} rows recorded since the last write are lost")
         try:
             with self._engine.begin() as conn:
+                self._fenced(conn)
                 for name, rows in pending.items():
                     conn.execute(insert(t.metadata.tables[name]).on_conflict_do_nothing(), rows)
             self._reachable()
             return
+        except FencedError as exc:
+            raise self._refused(
+                exc, f" (the {count} rows recorded since the last write are not written)"
+            ) from None
         except DBAPIError as exc:
             if _connection_error(exc):
                 raise self._failed(
@@ -338,9 +412,15 @@ class PostgresLedger(GroupCommits):
             for row in rows:
                 try:
                     with self._engine.begin() as conn:
+                        self._fenced(conn)
                         conn.execute(insert(t.metadata.tables[name]).on_conflict_do_nothing(), row)
+                except FencedError as exc:
+                    raise self._refused(
+                        exc, " (the rows not written yet of this group are not written)"
+                    ) from None
                 except _DRIVER_ERRORS as exc:
                     log.error("ledger %s refused a row (%s); that row is lost", self.path, _reason(exc))
+                    self._forget_fresh()
 
     def _record(
         self,
@@ -348,30 +428,78 @@ class PostgresLedger(GroupCommits):
         exists: tuple[Select[Any], dict[str, Any]],
         table: Table,
         row: dict[str, Any],
+        *,
+        run: str,
+        creates: str | None = None,
     ) -> bool:
-        """Record one row (``ON CONFLICT DO NOTHING``); True when it was not recorded before.
+        """Record one row (``ON CONFLICT DO NOTHING``) about run ``run`` (its ``project/domain/
+        name``); True when it was not recorded before. ``creates``: a run this fact says this
+        process created (fresh from now on).
 
-        With group commits on, whether it is new is read now (``exists``, and the rows still
-        pending) and the row joins the pending ones; else it is written at once."""
+        With group commits on, whether it is new is decided now and the row joins the pending
+        ones: by this process's memory when ``run`` is fresh (see the module docstring), else
+        by a read of its unique key (``exists``); a failure found new makes its run fresh.
+        Without, it is written at once."""
         if self._schedule is None:
             with self._tx() as conn:
                 return _inserted(conn, table, row)
         with self._lock:
             if self._closed:
                 raise LedgerError(f"ledger {self.path} is closed; the record is lost")
-            self._guard("; the record is lost")
-            try:
-                if self._read(*exists):
-                    return False
-            except _DRIVER_ERRORS as exc:
-                raise self._failed("write", exc, "; the record is lost") from None
             if key in self._pending_keys:
                 return False
+            known = self._fresh.get(run)
+            if known is not None:
+                if key in known:
+                    return False
+                self._fresh.move_to_end(run)
+            else:
+                self._guard("; the record is lost")
+                try:
+                    if not self._later_than_every_failure(table, row) and self._read(*exists):
+                        return False
+                except _DRIVER_ERRORS as exc:
+                    raise self._failed("write", exc, "; the record is lost") from None
+                if table is t.failures:
+                    known = self._freshen(run)
+            if known is not None:
+                known.add(key)
+            if creates is not None:
+                self._freshen(creates)
             if not self._pending:  # the first row of a group: its flush
                 self._flush_handle = self._schedule(self.flush)
             self._pending_keys.add(key)
             self._pending.setdefault(table.name, []).append(row)
             return True
+
+    def _later_than_every_failure(self, table: Table, row: dict[str, Any]) -> bool:
+        """Whether ``row`` is a failure that failed after every failure the ledger held when
+        this process first asked (lock held; one read per process, or after a failed flush):
+        then no one recorded it before — with a shared state only the leader writes, and the
+        leader before this one wrote nothing after its term ended (fenced) — and it is new
+        unless this process recorded it (``_fresh``, asked first)."""
+        if table is not t.failures:
+            return False
+        if self._newest_failure is _UNREAD:
+            found = self._read(select(func.max(t.failures.c.failed_at).label("at")))
+            self._newest_failure = found[0]["at"] if found else None
+        newest = self._newest_failure
+        return newest is None or (isinstance(newest, datetime) and row["failed_at"] > newest)
+
+    def _forget_fresh(self) -> None:
+        """Forget what this process knows is new (lock held): it is read again."""
+        self._fresh.clear()
+        self._newest_failure = _UNREAD
+
+    def _freshen(self, run: str) -> set[tuple[Any, ...]]:
+        """Remember ``run`` as new to the ledger (lock held); the oldest beyond ``FRESH_RUNS``
+        is forgotten (its facts are read again)."""
+        known = self._fresh.setdefault(run, set())
+        self._fresh.move_to_end(run)
+        while len(self._fresh) > FRESH_RUNS:
+            self._fresh.popitem(last=False)
+            self._newest_failure = _UNREAD  # the forgotten run's failure is the ledger's to say
+        return known
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -388,7 +516,7 @@ class PostgresLedger(GroupCommits):
             "failed_at": _aware(failed_at),
             "seen_at": _aware(now),
         }
-        return self._record(("failure", key), (_FAILURE_EXISTS, {"key": key}), t.failures, row)
+        return self._record(("failure", key), (_FAILURE_EXISTS, {"key": key}), t.failures, row, run=key)
 
     def record_decision(
         self,
@@ -433,7 +561,11 @@ class PostgresLedger(GroupCommits):
             "fingerprint": fingerprint,
         }
         return self._record(
-            ("decision", key, kind, policy, -1 if attempt is None else attempt), exists, t.decisions, row
+            ("decision", key, kind, policy, -1 if attempt is None else attempt),
+            exists,
+            t.decisions,
+            row,
+            run=key,
         )
 
     def record_issue(self, issue: RerunIssue, *, now: datetime) -> bool:
@@ -456,7 +588,14 @@ class PostgresLedger(GroupCommits):
             "source": self.source,
         }
         exists = (_ISSUE_EXISTS, {"key": key, "result": issue.result})
-        return self._record(("issue", key, issue.result), exists, t.issues, row)
+        return self._record(
+            ("issue", key, issue.result),
+            exists,
+            t.issues,
+            row,
+            run=str(src),
+            creates=key if issue.result == "created" else None,
+        )
 
     def record_outcome(self, outcome: RerunOutcome, *, now: datetime) -> bool:
         """Record the terminal phase of a rerun; True when not recorded before."""
@@ -469,7 +608,7 @@ class PostgresLedger(GroupCommits):
             "attempt": outcome.attempt,
             "phase": outcome.phase,
         }
-        return self._record(("outcome", key), (_OUTCOME_EXISTS, {"key": key}), t.outcomes, row)
+        return self._record(("outcome", key), (_OUTCOME_EXISTS, {"key": key}), t.outcomes, row, run=key)
 
     def record_reproduction(self, result: dict[str, Any], *, now: datetime) -> bool:
         """Record a finished reproduction firing; True when this (check, scheduled time, manual)

@@ -4,8 +4,9 @@
 next leader after a failover, by a second replica that decided the same failure — finds its key
 taken and is not sent again. The leader's sender takes the rows that are ``due`` (not delivered,
 ``next_at`` passed), ``claim``s each before sending it (``next_at`` moves a lease ahead, so no
-other sender takes it meanwhile; the claim is fenced on PostgreSQL, so a replica that lost the
-lead cannot claim), then marks it ``delivered`` or ``failed`` (``next_at`` = the retry time).
+other sender takes it meanwhile; the put and the claim are fenced on PostgreSQL, so a replica
+that lost the lead can neither put nor claim), then marks it ``delivered`` or ``failed``
+(``next_at`` = the retry time).
 
 At most once, with one exception documented in docs/replicas.md: a leader killed between its
 POST and marking the row delivered leaves the row claimed; the next leader sends it again when
@@ -104,6 +105,8 @@ class SqlOutbox:
         return self._engine.begin()
 
     def put(self, key: str, payload: Mapping[str, Any], *, now: datetime) -> bool:
+        """Add event ``key`` unless its key is taken; True when added. Fenced like ``claim``:
+        ``FencedError`` when another replica leads (only the leader decides what to notify)."""
         stmt = (
             self._insert(outbox_table)
             .values(
@@ -119,6 +122,8 @@ class SqlOutbox:
         )
         try:
             with self._begin() as conn:
+                if self._fence is not None:
+                    self._fence(conn)
                 return conn.execute(stmt).first() is not None
         except SQLAlchemyError as exc:
             raise _unavailable(f"putting event {key!r} in the outbox", exc) from exc

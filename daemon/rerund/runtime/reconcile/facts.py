@@ -1,6 +1,8 @@
 """Whether the facts just read of a failed run are the ones to decide on: no RPC; it marks
 what it finds in ``OwedWork`` and says it in the log. The loop carries out the answer.
 
+- Executing again when read (listed failed, QUEUED or RUNNING in ``facts``): never decided
+  (None, remembered as settled); the run's next end is a new failure.
 - FAILED without error details yet (open-source Flyte fills them once the last attempt's
   events arrived): ``ReadAgain`` every ``error_recheck``, for at most ``error_wait`` after it
   failed; then decided without them, with a warning. Never settled on facts that may still
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from rerund.core.lineage import decided_as
-from rerund.core.runs import FailureFacts, RunSummary
+from rerund.core.runs import FAILED_PHASES, FailureFacts, RunSummary
 from rerund.runtime.reconcile.owed import OwedWork
 
 __all__ = ["ReadAgain", "facts_to_decide"]
@@ -39,6 +41,16 @@ def facts_to_decide(
     """The facts to decide ``summary``'s failure on, ``ReadAgain`` (not now), or None (never:
     the loop settles it)."""
     ref = summary.ref
+    if facts.summary.phase not in FAILED_PHASES:  # listed failed, executing again when read
+        log.info(
+            "run %s: not decided: listed %s but %s when read (open-source Flyte runs a run again "
+            "when a CreateRun names it); its next end is decided",
+            ref,
+            summary.phase,
+            facts.summary.phase,
+        )
+        owed.remember(ref, (summary.phase, summary.ended_at), None, settled=True)
+        return None
     if facts.error_pending:
         late = owed.await_error(summary, facts.failed_at, now)
         if late is not None:

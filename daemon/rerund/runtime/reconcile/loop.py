@@ -72,6 +72,7 @@ _RETRY_MAX = 30.0
 # them (after a policy reload, or a backlog of due items) yields to the event loop after every
 # this many, so /healthz, the stream and the HTTP routes are served while it works.
 _DECISIONS_PER_YIELD = 64
+_SLICE_S = 0.02  # ... or after this long deciding, whichever comes first (``_redecide_due``)
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,9 @@ class Reconciler:
         # pass: deciding them against an index that may not know their reruns would count
         # budgets wrong and send CreateRuns the name guard then refuses.
         self._indexed_generation = -1
+        # The policies the failures were decided under (set at the first pass): a reload to a
+        # set that decides alike decides nothing again.
+        self._decided_under: PolicySet | None = None
         self._versions = TaskVersions(control_plane)
         self._creates = Creates(
             control_plane,
@@ -216,11 +220,19 @@ class Reconciler:
         self._stopping.set()
 
     def policies_changed(self) -> None:
-        """New policies are in force: failures still owed, and settled failures the last resync
-        listed, are re-decided (from cached facts, no RPC) on the next pass, in chunks that
-        yield to the event loop (``_DECISIONS_PER_YIELD``). Settled failures older than the
-        resync window are not (``OwedWork.policies_changed``)."""
-        self._owed.policies_changed()
+        """Policies were reloaded. When they decide as those in force did
+        (``PolicySet.decides_like``: a comment, a moved line), nothing changes. Otherwise the
+        failures still owed something are decided again under them at the next pass, from
+        cached facts (no RPC), in chunks that yield to the event loop (``_redecide_due``);
+        settled failures (a rerun issued, given up, ignored) are not: their decisions were
+        carried out and are final (``OwedWork.policies_changed``)."""
+        policies = self._policies()
+        if self._decided_under is not None and policies.decides_like(self._decided_under):
+            log.info("the reloaded policies decide as those in force did: no failure is decided again")
+            return
+        self._decided_under = policies
+        owed = self._owed.policies_changed()
+        log.info("policies changed: %d failure(s) still owed are decided again at the next pass", owed)
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait for spawned tasks (issues, notifications). True when all finished in time."""
@@ -254,6 +266,8 @@ class Reconciler:
         errors: list[str] = []
         generation = self._owed.generation
         policies = self._policies()
+        if self._decided_under is None:
+            self._decided_under = policies
         await self._release(self._incidents.configure(policies.incidents, now))
         reruns = 0
         self._index.start_pass()
@@ -472,7 +486,8 @@ class Reconciler:
             self._scheduler.schedule(str(ref), due, lambda: self._redecide(ref))
 
     async def _redecide(self, ref: RunRef) -> None:
-        """A scheduled item is due: decide again from the cached facts (fresh budgets, no read)."""
+        """A scheduled item is due: decide again from the cached facts (fresh budgets, no read),
+        under the policies in force (so a listing or a stream event does not decide it again)."""
         pending = self._owed.owed(ref)
         if pending is None or self._inflight.busy(ref) or self.stopping:
             return
@@ -480,6 +495,8 @@ class Reconciler:
             await self._handle(pending.summary, self._clock())
             return
         with self._inflight.handling(ref):
+            summary = pending.facts.summary
+            self._owed.remember(ref, (summary.phase, summary.ended_at), pending.facts, settled=False)
             await self._decide_and_act(pending.facts, self._clock())
 
     async def _release(self, refs: Sequence[RunRef]) -> None:
@@ -510,12 +527,17 @@ class Reconciler:
         self._versions.forget({key for key, _ in waits.values()} - still)
 
     async def _redecide_due(self, now: datetime) -> None:
-        """Decide again each pending failure that is due, yielding to the event loop every
-        ``_DECISIONS_PER_YIELD`` (after a reload there may be a resync window's worth)."""
-        for i, ref in enumerate(self._owed.due(now, self._inflight.busy_runs()), start=1):
+        """Decide again each pending failure that is due (after a reload, every failure still
+        owed), yielding to the event loop after every ``_DECISIONS_PER_YIELD`` decisions or
+        ``_SLICE_S`` seconds, whichever comes first (a slow ledger must not make a chunk long)."""
+        loop = asyncio.get_running_loop()
+        chunk, started = 0, loop.time()
+        for ref in self._owed.due(now, self._inflight.busy_runs()):
             await self._redecide(ref)
-            if i % _DECISIONS_PER_YIELD == 0:
+            chunk += 1
+            if chunk >= _DECISIONS_PER_YIELD or loop.time() - started >= _SLICE_S:
                 await asyncio.sleep(0)
+                chunk, started = 0, loop.time()
 
     # -- acting ------------------------------------------------------------------------------
 
@@ -524,12 +546,12 @@ class Reconciler:
             case Issued.DONE:
                 self._settle(facts.summary.ref)
             case Issued.REFUSED:  # rejected, or every name taken: not retried until the policies change
-                self._settle(facts.summary.ref)
+                self._settle(facts.summary.ref, final=False)
             case Issued.PENDING:
                 pass  # stays owed (the watermark holds it): decided again at the next pass
 
-    def _settle(self, ref: RunRef) -> None:
-        self._owed.settle(ref)
+    def _settle(self, ref: RunRef, *, final: bool = True) -> None:
+        self._owed.settle(ref, final=final)
         if self._scheduler is not None:
             self._scheduler.cancel(str(ref))
 

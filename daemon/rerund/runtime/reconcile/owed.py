@@ -17,10 +17,13 @@ Invariants (tested in ``tests/runtime/test_owed.py`` without a control plane):
   an unread failure, a create still being retried) stay until the loop carried out their
   decision; ``due(now)`` hands them back when their time has come.
 - *A settled failure costs nothing until it changes.* The seen-cache keys a failure by run and
-  its (phase, end time) marker: the same marker under the same policies is skipped; a policy
-  reload (``policies_changed``) makes the cached failures the last resync listed pending,
-  re-decided from their cached facts without a read — bounded by the resync window, not by the
-  cache's capacity (older settled failures stay settled, as after a restart).
+  its (phase, end time) marker: the same marker is skipped. Its decision was carried out (a
+  rerun issued, given up, ignored) and is final: a policy reload (``policies_changed``) does not
+  make it again. A reload owes a new decision, at the next pass and from cached facts without a
+  read, only to the failures still owed something (deferred, waiting for a fix, held) and to
+  those whose rerun the control plane refused (``settle(final=False)``) that the last resync
+  listed — so a reload costs what is owed, not what the cache holds (issue 24). A failure settled
+  for good keeps no facts in the cache, only its marker.
 - *A FAILED run whose error details are late is never settled on them.* It is read again
   every ``error_recheck`` for at most ``error_wait`` after it failed (``await_error``, pure:
   ``error_recheck_at``), then decided without them.
@@ -71,12 +74,15 @@ class LateError:
     first: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class Seen:
     marker: Marker
     generation: int
     facts: FailureFacts | None
     settled: bool
+    # Settled for good (its decision carried out); False: settled only until the policies change
+    # (its rerun was refused by the control plane, or every name of it was taken).
+    final: bool = True
 
 
 @dataclass
@@ -181,13 +187,13 @@ class OwedWork:
     # -- failures ----------------------------------------------------------------------------
 
     def decided(self, ref: RunRef, marker: Marker) -> bool:
-        """True when this failure was decided already under the policies in force (or was
-        found gone): seeing it again costs nothing."""
+        """True when this failure was decided already under the policies in force, or settled
+        for good under any (or was found gone): seeing it again costs nothing."""
         seen = self.seen.get(ref)
         return (
             seen is not None
             and seen.marker == marker
-            and (seen.generation == self.generation or seen.facts is None)
+            and (seen.generation == self.generation or seen.facts is None or (seen.settled and seen.final))
         )
 
     def cached_facts(self, ref: RunRef, marker: Marker) -> FailureFacts | None:
@@ -252,32 +258,49 @@ class OwedWork:
         are late): read again at ``due`` (None: at the next pass)."""
         self.pending[summary.ref] = Pending(facts=None, summary=summary, failed_at=failed_at, due=due)
 
-    def settle(self, ref: RunRef) -> None:
-        """The decision about ``ref`` has been carried out: nothing more is owed."""
+    def settle(self, ref: RunRef, *, final: bool = True) -> None:
+        """The decision about ``ref`` has been carried out: nothing more is owed. ``final=False``:
+        nothing more until the policies change (the control plane refused its rerun)."""
         self.pending.pop(ref, None)
         seen = self.seen.get(ref)
         if seen is not None:
             seen.settled = True
+            seen.final = final
             seen.generation = self.generation
+            if final:
+                # Never decided again (``decided``): its facts (spec, error, labels: kilobytes)
+                # are not kept, so the seen-cache costs a marker per failure (issue 24).
+                seen.facts = None
 
     def due(self, now: datetime, busy: Collection[RunRef] = ()) -> list[RunRef]:
         """Pending failures whose time has come (due at or before ``now``, or at the next
         pass), except those ``busy`` (being read, decided or issued right now)."""
         return [ref for ref, p in self.pending.items() if (p.due is None or p.due <= now) and ref not in busy]
 
-    def policies_changed(self) -> None:
-        """New policies are in force: the cached failures the last resync listed (those that
-        ended at or after the oldest start of the last listings; every cached one before the
-        first listing) and not already pending are owed a new decision (from their cached facts, no read) on
-        the next pass. A settled failure older than the listing window is not re-decided: it is
-        what a restart would do too (a reload must not decide on what this process happens to
-        cache), and it bounds a reload's work by the window, not by ``seen_capacity``. Pending
-        failures stay pending with their due times and are decided under the new policies then."""
+    def policies_changed(self) -> int:
+        """New policies are in force: every pending failure whose facts were read (deferred by a
+        budget or a backoff, waiting for a fix, held by an incident, a create to retry) is due
+        at the next pass, decided again from its cached facts (no read) under the new policies;
+        one still to be read keeps its time. A settled failure is not decided again: its
+        decision was carried out and is final (``decided``) — except one whose rerun the
+        control plane refused (``settle(final=False)``) that the last resync listed (ended at or
+        after the oldest start of the last listings), owed a new decision too. A reload's work
+        is what is owed, not ``seen_capacity``. Returns how many failures are owed a new
+        decision."""
         self.generation += 1
+        for pending in self.pending.values():
+            if pending.facts is not None:
+                pending.due = None
         cutoff = min(self._listed_since.values(), default=None)
-        for ref, seen in self.seen.items():
-            ended = seen.marker[1]
-            if seen.facts is None or ref in self.pending:
-                continue
-            if cutoff is None or ended is None or ended >= cutoff:
-                self.owe(seen.facts, None)
+        refused = [
+            seen.facts
+            for ref, seen in self.seen.items()
+            if seen.settled
+            and not seen.final
+            and seen.facts is not None
+            and ref not in self.pending
+            and (cutoff is None or seen.marker[1] is None or seen.marker[1] >= cutoff)
+        ]
+        for facts in refused:
+            self.owe(facts, None)
+        return sum(1 for p in self.pending.values() if p.facts is not None)

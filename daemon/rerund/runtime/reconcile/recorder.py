@@ -24,7 +24,7 @@ from rerund.core.outbox import exhausted_key
 from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.runs import LABEL_POLICY, LABEL_ROOT, FailureFacts, RunRef, RunSummary
 from rerund.core.times import iso
-from rerund.errors import LedgerError, NotificationError, StateUnavailableError
+from rerund.errors import FencedError, LedgerError, NotificationError, StateUnavailableError
 from rerund.ports import DecisionLedger, Notifier, Outbox
 from rerund.runtime.metrics import Metrics
 
@@ -108,7 +108,7 @@ class Recorder(Generic[L]):
             try:
                 if await asyncio.to_thread(outbox.put, key, payload, now=now):
                     self._on_put()
-            except StateUnavailableError as exc:
+            except (StateUnavailableError, FencedError) as exc:  # fenced: the lead is lost
                 self._log.error("%s", exc)
             return
         try:
@@ -153,12 +153,24 @@ class DecisionRecorder(Recorder[DecisionLedger]):
         )
         self._spawn = spawn
         self._recent: deque[dict[str, Any]] = deque(maxlen=recent_capacity)
-        self._tracked: dict[RunRef, Tracked] = {}
+        # The reruns followed to their outcome, read from the ledger at the first use (the first
+        # pass), not here: a follower builds its recorder when it starts and first uses it when
+        # it takes over, by then with the reruns the replica it replaces created.
+        self._followed: dict[RunRef, Tracked] | None = None
         self._seen: set[RunRef] = set()  # reruns seen ended (``_seen_rerun``)
-        records = self.call(lambda lg: lg.created_without_outcome())
-        for r in () if isinstance(records, Unanswered) else records:
-            ref = RunRef(r.project, r.domain, r.target)
-            self._tracked[ref] = Tracked(ref, r.policy, r.root, r.attempt, r.at)
+
+    @property
+    def _tracked(self) -> dict[RunRef, Tracked]:
+        """The reruns followed to their outcome; the first use reads those the ledger holds
+        (created, no outcome yet: by this process before a restart, or by a previous leader).
+        A ledger that fails then is not asked again (what is owed comes from the listings)."""
+        if self._followed is None:
+            self._followed = {}
+            records = self.call(lambda lg: lg.created_without_outcome())
+            for r in () if isinstance(records, Unanswered) else records:
+                ref = RunRef(r.project, r.domain, r.target)
+                self._followed[ref] = Tracked(ref, r.policy, r.root, r.attempt, r.at)
+        return self._followed
 
     def _seen_rerun(self, summary: RunSummary, now: datetime) -> None:
         """Record an ended run that reruns another (once per process; the ledger keeps it once

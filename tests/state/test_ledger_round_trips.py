@@ -1,0 +1,95 @@
+"""What a storm costs the PostgreSQL ledger in statements (issue 25: its rate against SQLite's):
+with group commits, a new failure's facts — the failure, its decision, the rerun's issue result,
+the rerun's outcome — cost their share of one multi-row write per group and no synchronous read
+(a failure later than every one the ledger held is new; the facts of a run new to the ledger
+are new unless this process recorded them), not one read per row. Counted on
+a real server through SQLAlchemy's cursor events (every statement the ledger sends)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import event
+
+from rerund.adapters.sqlstate import PostgresLedger
+from rerund.core.records import RerunIssue, RerunOutcome
+from rerund.core.runs import RunRef
+
+from .support import migrated
+
+T0 = datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
+N = 50
+
+
+def _storm(ledger: PostgresLedger, runs: range) -> list[bool]:
+    """What the daemon records for each failed run it reruns, and for the rerun's outcome."""
+    new = []
+    for n in runs:
+        run, target = f"r{n}", f"r{n}-retry-1"
+        new.append(ledger.record_failure(project="ml", domain="prod", run=run, failed_at=T0, now=T0))
+        decision = {"decision": "rerun", "policy": "p", "reason": "transient", "attempt": 1}
+        new.append(
+            ledger.record_decision(project="ml", domain="prod", run=run, root=run, decision=decision, now=T0)
+        )
+        issue = RerunIssue(RunRef("ml", "prod", run), target, run, 1, "p", "run", "created")
+        new.append(ledger.record_issue(issue, now=T0))
+        outcome = RerunOutcome(RunRef("ml", "prod", target), "p", run, 1, "SUCCEEDED")
+        new.append(ledger.record_outcome(outcome, now=T0))
+    return new
+
+
+def _counting(ledger: PostgresLedger) -> Counter[str]:
+    seen: Counter[str] = Counter()
+
+    def count(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
+        seen[statement.split()[0].upper()] += 1
+
+    event.listen(ledger._engine, "before_cursor_execute", count)
+    return seen
+
+
+def test_a_storm_costs_one_read_per_new_run_and_one_write_per_table_and_group(pg_url: str) -> None:
+    ledger = PostgresLedger(migrated(pg_url))
+    flushes: list[Callable[[], None]] = []
+    ledger.group_commits(flushes.append)
+    statements = _counting(ledger)
+    try:
+        new = _storm(ledger, range(N))
+        assert len(flushes) == 1
+        flushes.pop()()
+        again = _storm(ledger, range(N))  # the same facts again (a resync): nothing is new
+        for flush in flushes:
+            flush()
+    finally:
+        ledger.close()
+    assert new == [True] * (4 * N)
+    assert again == [False] * (4 * N)
+    # one read in all (the newest failure time the ledger holds: none), then none for the
+    # failures that failed after it nor for the facts of a run this process found new and
+    # recorded itself, the second time included
+    assert statements["SELECT"] == 1, statements
+    assert statements["INSERT"] == 4, statements  # one per table of the one group
+
+
+def test_a_restarted_process_finds_the_facts_recorded_before_it_not_new(pg_url: str) -> None:
+    """Freshness is this process's own: after a restart (or a failover) every run the ledger
+    already has is read, and none of its facts counts as new again."""
+    first = PostgresLedger(migrated(pg_url))
+    first.group_commits(lambda flush: None)
+    assert _storm(first, range(N)) == [True] * (4 * N)
+    first.close()  # writes the group
+    restarted = PostgresLedger(pg_url)
+    restarted.group_commits(lambda flush: None)
+    statements = _counting(restarted)
+    try:
+        assert _storm(restarted, range(N + 1)) == [False] * (4 * N) + [True] * 4
+        reads = statements["SELECT"]
+        later = restarted.record_failure(
+            project="ml", domain="prod", run="r-later", failed_at=T0 + timedelta(seconds=1), now=T0
+        )
+        assert (later, statements["SELECT"] - reads) == (True, 0)  # later than every failure: new
+    finally:
+        restarted.close()
