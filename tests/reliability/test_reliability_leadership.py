@@ -62,6 +62,7 @@ class Supervisor:
         self.max_leaders = 0
         self.exits: list[int] = []
         self.exited: list[tuple[DaemonProcess, int]] = []
+        self.exit_times: dict[DaemonProcess, list[float]] = {p: [] for p in procs}  # time.monotonic()
         self.refusals: list[str] = []  # the last log line of each replica that exited 2
         self.leading: list[DaemonProcess] = []  # who reported leading at the last sample
         self.samples = 0
@@ -75,6 +76,7 @@ class Supervisor:
                 if p.proc is not None and p.proc.poll() is not None and not self._stop.is_set():
                     self.exits.append(int(p.proc.returncode))
                     self.exited.append((p, int(p.proc.returncode)))
+                    self.exit_times[p].append(time.monotonic())
                     if p.proc.returncode == 2:  # why: the last lines of its log
                         self.refusals.append(p.logs(2000).strip().splitlines()[-1])
                     p.start(wait=False)
@@ -127,11 +129,14 @@ class Partition:
     stopped_first: bool = False  # the partitioned leader stopped reporting leading before another did
     exit: int | None = None  # the partitioned leader's exit status
     rejoined: bool = False  # back as a follower after the proxy healed
+    took_over_s: float = 0.0  # from the partition to another replica seen leading (printed, not asserted)
+    exited_s: float = 0.0  # from the partition to the partitioned leader's exit (printed, not asserted)
 
     def row(self) -> str:
         return (
             f"{self.mode} of {self.leader}: stopped leading before another led {self.stopped_first}, "
-            f"exited {self.exit}, rejoined as follower {self.rejoined}"
+            f"exited {self.exit} after {self.exited_s:.1f}s, another led after {self.took_over_s:.1f}s, "
+            f"rejoined as follower {self.rejoined}"
         )
 
 
@@ -146,6 +151,7 @@ def _partition(
     seen = Partition(mode, leader=old.config.stem)
     exits_before = sum(1 for p, _ in supervisor.exited if p is old)
     getattr(proxies[index], mode)()
+    start = time.monotonic()
     old_stopped = False
     deadline = time.monotonic() + 120
     while True:  # until another replica leads, noting whether the partitioned one stopped first
@@ -157,12 +163,14 @@ def _partition(
         if time.monotonic() > deadline:
             pytest.fail(f"no other replica led within 120s of the {mode}\n{logs()}")
     seen.stopped_first = old_stopped
+    seen.took_over_s = time.monotonic() - start
     wait_until(
         f"the {mode} leader to exit",
         lambda: sum(1 for p, _ in supervisor.exited if p is old) > exits_before,
         120,
         logs,
     )
+    seen.exited_s = supervisor.exit_times[old][exits_before] - start
     seen.exit = [code for p, code in supervisor.exited if p is old][exits_before]
     proxies[index].heal()
 
