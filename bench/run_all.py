@@ -36,6 +36,7 @@ BENCHMARKS = (
     "message_memory",
     "ledger",
     "defaults",
+    "startup",
 )
 # Rendered when their results exist, never run by ``make bench`` (``make soak``: 30 minutes).
 EXTRA = ("soak", "soak-short")
@@ -54,6 +55,7 @@ TITLES = {
     "message_memory": "9. Memory with 5 MB error messages",
     "ledger": "10. Ledger bytes per ignored failure",
     "defaults": "11. Default ceiling: max_concurrent_reruns 8 vs 64 (WAN storm, rate-limited storm)",
+    "startup": "14. Start-up: what each `rerund` command costs before it does anything",
     "soak": "12. Soak (`make soak`, not part of `make bench`)",
     "soak-short": "12. Soak, short run (`SOAK_MINUTES`, not part of `make bench`)",
 }
@@ -123,6 +125,20 @@ def _notes(name: str, doc: dict[str, Any]) -> list[str]:
             f"repeated when rerun: {', '.join(doc['repeats_rerun']['repeated']) or 'none'}; "
             f"when ignored: {', '.join(doc['repeats_ignored']['repeated']) or 'none'}. "
             f"Failures per window: {doc['failures_per_window']}, poll interval {doc['poll_interval']}.",
+        ]
+    if name == "startup":
+        rows = {r["command"]: r for r in doc["results"]}
+        check = rows.get("rerund check policies/", {})
+        ready = rows.get("rerund run: start -> /readyz 200", {})
+        if "cpu_ms_before" not in check:
+            return ["Medians of the CPU (user + system) and wall milliseconds of whole processes."]
+        return [
+            f"Medians of {doc['runs']} alternating runs, {doc['sides']['before']['commit']} (before) and "
+            f"{doc['sides']['after']['commit']} (after), on the same machine in one call. "
+            f"`rerund check`: {check['cpu_ms_before']} -> {check['cpu_ms_after']} ms of CPU; the daemon "
+            f"from start to `/readyz` 200: {ready.get('wall_ms_before')} -> {ready.get('wall_ms_after')} ms. "
+            "`heavy`: what the process loaded of flyte, the sandbox, SQLAlchemy/psycopg/Alembic (sql) and "
+            "the daemon's runtime; `import_ms`: `python -X importtime`'s own total."
         ]
     if name == "decide":
         return [f"Goal: {doc.get('goal')}. Messages of {doc.get('message_bytes')} bytes."]
@@ -323,6 +339,7 @@ def render() -> str:
         "message_memory",
         "ledger",
         "defaults",
+        "startup",
         *extras,
     ):
         doc = _load(name)

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -19,9 +20,7 @@ from rerund.adapters.cron import CronSchedule
 from rerund.adapters.flyte.connection import Connection
 from rerund.adapters.flyte.control_plane import FlyteControlPlane
 from rerund.adapters.scheduler import AsyncScheduler
-from rerund.adapters.sqlstate import PostgresLedger
-from rerund.adapters.sqlstate.leadership import PostgresLeadership, SoleLeader, postgres_engine
-from rerund.adapters.sqlstate.outbox import SqlOutbox, sqlite_engine
+from rerund.adapters.sole import SoleLeader
 from rerund.adapters.state import open_state
 from rerund.adapters.webhook import WebhookNotifier
 from rerund.clock import ControlPlaneClock, utcnow
@@ -38,6 +37,10 @@ from rerund.runtime.repro import ReproRunner
 from rerund.runtime.settings import Settings, read_ca_cert, read_secret_file
 from rerund.runtime.skew import SkewWatch
 from rerund.runtime.throttle import AdaptiveLimit, RateSchedule, Throttle, guarded
+
+if TYPE_CHECKING:
+    from rerund.adapters.sqlstate.leadership import PostgresLeadership
+    from rerund.adapters.sqlstate.outbox import SqlOutbox
 
 __all__ = ["App", "connect_control_plane", "connection"]
 
@@ -114,11 +117,16 @@ class _SharedState:
     """The leadership and the outbox for ``settings.state``: on a ``postgresql://`` state,
     replicas elect a leader and share the outbox (their tables are the ledger's schema, migrated
     by ``open_state`` before this is built); on a file, this process leads alone and the outbox
-    lives in the ledger's file (a restart does not notify twice)."""
+    lives in the ledger's file (a restart does not notify twice), made only when there is a
+    webhook to send to (a daemon on a file without one loads no SQL toolkit)."""
 
     def __init__(self, settings: Settings) -> None:
         state = settings.state
+        self.outbox: SqlOutbox | None = None
         if is_database_url(state):
+            from rerund.adapters.sqlstate.leadership import PostgresLeadership, postgres_engine
+            from rerund.adapters.sqlstate.outbox import SqlOutbox
+
             engine = postgres_engine(str(state), settings.state_password())
             leadership = PostgresLeadership(engine)
             self.leadership: PostgresLeadership | SoleLeader = leadership
@@ -128,13 +136,17 @@ class _SharedState:
             self.shared = True
         else:
             self.leadership = SoleLeader()
-            self.outbox = SqlOutbox(sqlite_engine(Path(state)), identity=self.leadership.identity)
+            if settings.notify.webhook:
+                from rerund.adapters.sqlstate.outbox import SqlOutbox, sqlite_engine
+
+                self.outbox = SqlOutbox(sqlite_engine(Path(state)), identity=self.leadership.identity)
             self.shared = False
 
     def close(self) -> None:
-        if isinstance(self.leadership, PostgresLeadership):
+        if not isinstance(self.leadership, SoleLeader):
             self.leadership.close()
-        self.outbox.close()
+        if self.outbox is not None:
+            self.outbox.close()
 
 
 class App:
@@ -206,11 +218,15 @@ class App:
             check_interval=self._lead_check,
             exit_process=self._exit_process,
         )
-        if isinstance(ledger, PostgresLedger) and isinstance(state.leadership, PostgresLeadership):
-            # every write of the shared ledger checks the term in its own transaction
-            ledger.fence_writes(
-                state.leadership.fence, on_fenced=lambda exc: loop.call_soon_threadsafe(lead.fenced, exc)
-            )
+        if is_database_url(s.state):  # the SQL toolkit only for a database state
+            from rerund.adapters.sqlstate import PostgresLedger
+            from rerund.adapters.sqlstate.leadership import PostgresLeadership
+
+            if isinstance(ledger, PostgresLedger) and isinstance(state.leadership, PostgresLeadership):
+                # every write of the shared ledger checks the term in its own transaction
+                ledger.fence_writes(
+                    state.leadership.fence, on_fenced=lambda exc: loop.call_soon_threadsafe(lead.fenced, exc)
+                )
         scheduler: AsyncScheduler | None = None
         try:
             throttle = Throttle(
@@ -248,7 +264,7 @@ class App:
                 OutboxSender(
                     state.outbox, notifier, metrics=metrics, clock=cp_clock.now, on_fenced=lead.fenced
                 )
-                if notifier is not None
+                if notifier is not None and state.outbox is not None
                 else None
             )
             on_put = sender.wake if sender is not None else (lambda: None)

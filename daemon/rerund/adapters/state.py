@@ -7,14 +7,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 from rerund.adapters.ledger import Ledger, Source
-from rerund.adapters.sqlstate import PostgresLedger
 from rerund.core.stateurl import is_database_url
+
+if TYPE_CHECKING:  # SQLAlchemy, psycopg and Alembic load only for a database URL (open_state)
+    from rerund.adapters.sqlstate import PostgresLedger
 
 __all__ = ["StateLedger", "open_state"]
 
-StateLedger = Ledger | PostgresLedger
+StateLedger: TypeAlias = "Ledger | PostgresLedger"
 
 
 def open_state(
@@ -30,5 +33,7 @@ def open_state(
     ``on_reopen``/``max_bytes`` (an SQLite file's) are ignored by the other backend. Raises
     ``LedgerError`` (``ConfigError`` for a URL that cannot be parsed)."""
     if is_database_url(state):
+        from rerund.adapters.sqlstate import PostgresLedger
+
         return PostgresLedger(str(state), password=password, source=source, create=create)
     return Ledger(state, source=source, create=create, on_reopen=on_reopen, max_bytes=max_bytes)

@@ -6,11 +6,8 @@ import argparse
 import json
 import os
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rerund.adapters.flyte.sdk_loop import run_on_sdk_loop
-from rerund.adapters.state import StateLedger
-from rerund.app import App
 from rerund.cli.common import (
     add_connection_arguments,
     add_format_argument,
@@ -23,9 +20,11 @@ from rerund.cli.common import (
 )
 from rerund.clock import utcnow
 from rerund.core.status import compute_status, iso, lineage_story
-from rerund.runtime.daemon import settle_heap
 from rerund.runtime.heap import return_large_blocks
 from rerund.runtime.logs import configure_logging
+
+if TYPE_CHECKING:
+    from rerund.adapters.state import StateLedger
 
 __all__ = ["configure_logging", "register"]
 
@@ -192,6 +191,12 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # The daemon's object graph (the flyte SDK, the runtime, the HTTP server) loads only when it
+    # runs: `rerund run --help` and a settings error need none of it.
+    from rerund.adapters.flyte.sdk_loop import run_on_sdk_loop
+    from rerund.app import App
+    from rerund.runtime.daemon import settle_heap
+
     settings = _settings(args)
     settings.require_runnable()
     ensure_policies(settings)

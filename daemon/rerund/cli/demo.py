@@ -21,21 +21,21 @@ import socket
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import yaml
 
 from rerund.adapters.state import open_state
-from rerund.app import App
 from rerund.cli.sandbox import flyte_cli_config
 from rerund.clock import utcnow
 from rerund.core.encode import for_terminal
 from rerund.core.status import compute_status
 from rerund.errors import ConfigError
-from rerund.runtime.daemon import Daemon
 from rerund.runtime.logs import configure_logging
 from rerund.runtime.settings import Settings, load_settings
-from rerund.sandbox.testing import start_sandbox
+
+if TYPE_CHECKING:
+    from rerund.runtime.daemon import Daemon
 
 __all__ = ["register", "run_demo"]
 
@@ -113,6 +113,9 @@ def first_firings(daemon: Daemon, *, delay: float) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from rerund.app import App  # the daemon and the sandbox load only when the demo runs
+    from rerund.sandbox.testing import start_sandbox
+
     workload = Path(args.workload)
     if not workload.exists():
         raise ConfigError(

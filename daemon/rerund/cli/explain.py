@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
-from rerund.app import connect_control_plane
 from rerund.cli.common import (
     connection_settings,
     ensure_policies,
@@ -26,6 +25,7 @@ from rerund.cli.common import (
     state_ledger,
 )
 from rerund.clock import ControlPlaneClock, utcnow
+from rerund.core import redact
 from rerund.core.decide import Explanation, explain
 from rerund.core.encode import for_terminal
 from rerund.core.runs import FAILED_PHASES, RunRef
@@ -35,9 +35,6 @@ from rerund.errors import ConfigError
 from rerund.policy.failures import load_failure
 from rerund.policy.loader import load_policies
 from rerund.ports import ControlPlane
-from rerund.runtime.live import SEARCH_BACK, explain_live, find_run
-from rerund.runtime.reconcile import public_decision
-from rerund.runtime.status import gather_status
 
 __all__ = ["explain_run", "parse_now", "public_explanation", "render_text", "run_explain"]
 
@@ -87,6 +84,8 @@ async def resolve(
     the candidates."""
     if isinstance(target, RunRef):
         return target
+    from rerund.runtime.live import find_run
+
     found = await find_run(cp, run, target, since=since)
     if len(found) == 1:
         return found[0]
@@ -110,6 +109,12 @@ def explain_run(args: argparse.Namespace) -> int:
     Besides the decision (made as if the run had just failed), it says which reruns of the
     lineage already exist and where the lineage stands — recovered, exhausted, or in flight and
     why — from the control plane and, when there is one, the ledger."""
+    # The control plane, the daemon's live explanation and the ledger's status load only here:
+    # the offline explain (and check, test, schema in this module's group) never uses them.
+    from rerund.app import connect_control_plane
+    from rerund.runtime.live import SEARCH_BACK, explain_live
+    from rerund.runtime.status import gather_status
+
     settings = connection_settings(args, policies=args.policies)
     settings.require_runnable()
     ensure_policies(settings)
@@ -157,7 +162,7 @@ def explain_run(args: argparse.Namespace) -> int:
                     "run": top.name,
                     "attempt": top.attempt,
                     "phase": top.phase,
-                    "decision": public_decision(d),
+                    "decision": redact.public_decision(d.to_json()),
                 }
                 if state is not None and state.state == "awaiting decision":
                     state = None  # the line below says it better
@@ -244,7 +249,7 @@ def public_explanation(explanation: Explanation) -> dict[str, Any]:
     in its public form (``public_decision``: env values, secret inputs and URL secrets never
     shown), the RunSpec changes and the trace, which the core builds from redacted values."""
     return {
-        **public_decision(explanation.decision),
+        **redact.public_decision(explanation.decision.to_json()),
         "changes": list(explanation.changes),
         "trace": list(explanation.trace),
     }

@@ -20,7 +20,6 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from rerund.adapters.cron import CronSchedule
-from rerund.app import connect_control_plane
 from rerund.cli.common import (
     add_connection_arguments,
     add_format_argument,
@@ -38,7 +37,6 @@ from rerund.core.times import iso
 from rerund.errors import ConfigError, NotFoundError
 from rerund.policy import load_policies
 from rerund.runtime.metrics import Metrics
-from rerund.runtime.repro import ReproRunner
 
 __all__ = ["register"]
 
@@ -212,6 +210,9 @@ def _run(args: argparse.Namespace) -> int:
     domain = check.source.domain or (scope[1] if scope else "")
 
     async def go() -> Any:
+        from rerund.app import connect_control_plane  # the flyte SDK and the runner: only here
+        from rerund.runtime.repro import ReproRunner
+
         clock = ControlPlaneClock()  # the control plane's time (its answers' HTTP Date)
         cp = await connect_control_plane(settings, clock)
         slot = clock.now().replace(second=0, microsecond=0)

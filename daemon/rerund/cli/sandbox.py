@@ -13,13 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from rerund.errors import ConfigError
-from rerund.sandbox.auth import AuthState
-from rerund.sandbox.profiles import profile_named
-from rerund.sandbox.ratelimit import format_rate, parse_rate
-from rerund.sandbox.server import Sandbox, bind_socket, serve_forever
-from rerund.sandbox.service import Faults
-from rerund.sandbox.tls import ensure_tls
-from rerund.sandbox.workload import Workload, load_workload, parse_duration
 
 __all__ = ["flyte_cli_config", "register"]
 
@@ -192,6 +185,15 @@ def flyte_cli_config(
 
 
 def run(args: argparse.Namespace) -> int:
+    # The sandbox (its server, store and engine) loads only when it is served.
+    from rerund.sandbox.auth import AuthState
+    from rerund.sandbox.profiles import profile_named
+    from rerund.sandbox.ratelimit import format_rate, parse_rate
+    from rerund.sandbox.server import Sandbox, bind_socket, serve_forever
+    from rerund.sandbox.service import Faults
+    from rerund.sandbox.tls import ensure_tls
+    from rerund.sandbox.workload import Workload, load_workload, parse_duration
+
     if not 0.0 <= args.fault_unavailable <= 1.0:
         raise ConfigError(
             f"--fault-unavailable must be a share between 0 and 1, got {args.fault_unavailable}"

@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rerund.adapters.sqlstate import PostgresLedger
-from rerund.adapters.sqlstate.copy import copy_sqlite_ledger
 from rerund.cli.common import add_state_password_argument, say
 from rerund.core.stateurl import is_database_url
 from rerund.errors import ConfigError
@@ -49,6 +47,9 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
+    from rerund.adapters.sqlstate import PostgresLedger  # SQLAlchemy, psycopg, Alembic: only here
+    from rerund.adapters.sqlstate.copy import copy_sqlite_ledger
+
     if not is_database_url(args.target):
         raise ConfigError(
             "--to is not a postgresql:// URL (its value is not shown: a URL can hold a password); "

@@ -13,11 +13,8 @@ import argparse
 import asyncio
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rerund.adapters.sqlstate.leadership import PostgresLeadership, postgres_engine
-from rerund.adapters.state import StateLedger
-from rerund.app import connect_control_plane
 from rerund.cli.common import (
     add_connection_arguments,
     add_format_argument,
@@ -35,7 +32,9 @@ from rerund.core.stateurl import is_database_url
 from rerund.core.status import LineageState, Status, iso
 from rerund.errors import PolicyError, StateUnavailableError
 from rerund.policy.loader import load_policies
-from rerund.runtime.status import status_from_control_plane
+
+if TYPE_CHECKING:
+    from rerund.adapters.state import StateLedger
 
 __all__ = ["register", "render_status"]
 
@@ -88,6 +87,9 @@ def _status(args: argparse.Namespace) -> int:
     scopes = [(s.project, s.domain) for s in settings.scopes]
 
     async def go() -> Status:
+        from rerund.app import connect_control_plane  # the flyte SDK: only when status runs
+        from rerund.runtime.status import status_from_control_plane
+
         clock = ControlPlaneClock()  # "now" is the control plane's (its answers' HTTP Date)
         cp = await connect_control_plane(settings, clock)
         return await status_from_control_plane(
@@ -108,6 +110,8 @@ def _status(args: argparse.Namespace) -> int:
 def leader_note(url: str, password: str | None = None) -> str:
     """Which replica leads, as the shared state records it (a line of ``rerund status``);
     ``password``: ``state_password_file``'s."""
+    from rerund.adapters.sqlstate.leadership import PostgresLeadership, postgres_engine
+
     engine = postgres_engine(url, password)
     try:
         found = PostgresLeadership(engine, identity="rerund status").leader()

@@ -12,7 +12,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from rerund.app import connect_control_plane
 from rerund.cli.common import (
     add_connection_arguments,
     add_format_argument,
@@ -77,6 +76,8 @@ def _suggest(args: argparse.Namespace) -> int:
     )
 
     async def go() -> tuple[list[Seen], Any]:
+        from rerund.app import connect_control_plane  # the flyte SDK: only when it reads runs
+
         clock = ControlPlaneClock()
         cp = await connect_control_plane(settings, clock)
         now = clock.now()

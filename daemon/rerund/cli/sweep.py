@@ -28,7 +28,7 @@ import json
 import signal
 import sys
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, write_to_textfile
 from rich.console import Console
@@ -46,8 +46,6 @@ from rich.prompt import Confirm
 from rich.table import Table
 from rich.text import Text
 
-from rerund.adapters.state import StateLedger
-from rerund.app import connect_control_plane
 from rerund.cli.common import add_connection_arguments, add_format_argument, connection_settings, state_ledger
 from rerund.clock import ControlPlaneClock, utcnow
 from rerund.core.encode import for_terminal
@@ -57,7 +55,10 @@ from rerund.errors import ConfigError, ControlPlaneError, PolicyError
 from rerund.policy.loader import load_policies
 from rerund.runtime.metrics import sweep_metrics
 from rerund.runtime.settings import Settings
-from rerund.runtime.sweep import Sweeper, SweepOutcome, unreachable
+
+if TYPE_CHECKING:
+    from rerund.adapters.state import StateLedger
+    from rerund.runtime.sweep import Sweeper, SweepOutcome
 
 __all__ = ["register"]
 
@@ -210,6 +211,9 @@ async def _main(
     out: Console,
     err: Console,
 ) -> int:
+    from rerund.app import connect_control_plane  # the flyte SDK and the issuer: only when sweeping
+    from rerund.runtime.sweep import Sweeper, SweepOutcome, unreachable
+
     scopes = [(s.project, s.domain) for s in settings.scopes]
     clock = ControlPlaneClock()  # decisions on the control plane's time (its answers' HTTP Date)
     try:

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import socket
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +39,7 @@ from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import SQLAlchemyError
 
+from rerund.adapters.sole import SoleLeader, local_identity
 from rerund.adapters.sqlstate.schema import leadership as leadership_table
 from rerund.adapters.sqlstate.url import engine_url
 from rerund.core.times import iso
@@ -77,13 +76,6 @@ _SESSION_KEEPALIVES = (
 # partitioned leader has stopped acting before its lock goes. PostgreSQL 14 and later.
 IDLE_SESSION_TIMEOUT_S = 15
 _IDLE_SESSION_TIMEOUT_SINCE = 140000  # server_version_num
-
-
-def local_identity() -> str:
-    """``host:pid`` of this process; in Kubernetes the pod's name (``POD_NAME``, from the
-    downward API; else the hostname, which is the pod's name too)."""
-    host = os.environ.get("POD_NAME") or socket.gethostname()
-    return f"{host}:{os.getpid()}"
 
 
 def postgres_engine(url: str, password: str | None = None, **options: Any) -> Engine:
@@ -281,33 +273,3 @@ class PostgresLeadership:
     def close(self) -> None:
         self.release()
         self._engine.dispose()
-
-
-class SoleLeader:
-    """``ports.Leadership`` for a file state: one replica, which always leads (term 0)."""
-
-    def __init__(self, identity: str | None = None) -> None:
-        self._identity = identity or local_identity()
-
-    @property
-    def identity(self) -> str:
-        return self._identity
-
-    @property
-    def term(self) -> int | None:
-        return 0
-
-    def acquire(self) -> bool:
-        return True
-
-    def held(self) -> bool:
-        return True
-
-    def leader(self) -> tuple[str, int] | None:
-        return (self._identity, 0)
-
-    def confirm(self) -> None:
-        return None
-
-    def release(self) -> None:
-        return None
