@@ -166,8 +166,12 @@ class App:
         stop_budget: float | None = None,
         lead_retry_interval: float = 1.0,
         lead_check_interval: float = 1.0,
+        exit_process: Callable[[int], object] | None = None,
     ) -> None:
-        """``stop_budget``: the seconds the daemon's stop sequence may take (default 8)."""
+        """``stop_budget``: the seconds the daemon's stop sequence may take (default 8);
+        ``exit_process``: how a leader that cannot prove its lead ends the process (``Lead``'s
+        watchdog; the CLI passes ``os._exit``)."""
+        self._exit_process = exit_process
         self.settings = settings
         self._lead_retry = lead_retry_interval
         self._lead_check = lead_check_interval
@@ -212,6 +216,7 @@ class App:
             shared=state.shared,
             retry_interval=self._lead_retry,
             check_interval=self._lead_check,
+            exit_process=self._exit_process,
         )
         if is_database_url(s.state):  # the SQL toolkit only for a database state
             from rerund.adapters.sqlstate import PostgresLedger

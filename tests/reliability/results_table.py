@@ -67,7 +67,10 @@ def render(rows: Mapping[str, str]) -> str:
         "the last slot — budgets are exact with one replica. Identity (issue 22): rerun names held "
         "before the storm by another lineage's rerun, by plain runs and by runs forging the lineage "
         "labels; and forged runs as many as a budget allows — each lineage still gets every rerun, "
-        "once.",
+        "once. PostgreSQL: replicas on one PostgreSQL state, each through a TCP proxy of its own; "
+        "the leader SIGKILLed, the database stopped, and the leader partitioned from the database "
+        "once black-holed (nothing passes) and once cut (reset); every exhausted lineage notified "
+        "exactly once.",
         "",
         HEADER,
         "|---|---:|---:|---:|---:|---:|",

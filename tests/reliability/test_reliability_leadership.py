@@ -1,12 +1,21 @@
-"""Replicas on one PostgreSQL state through a storm while the leader is SIGKILLed again and again
-and the database stops once (issue 25): 0 duplicate reruns, 0 missed, every exhausted lineage
-notified exactly once (a real webhook receiver counts the POSTs per event key), and never two
-replicas acting (each replica's ``rerund_leader`` sampled throughout; fenced writes counted).
+"""Replicas on one PostgreSQL state through a storm while the leader is SIGKILLed again and again,
+the database stops once and the leader is partitioned from the database without dying (issue
+25): 0 duplicate reruns, 0 missed, every exhausted lineage notified exactly once (a real webhook
+receiver counts the POSTs per event key), and never two replicas acting (each replica's
+``rerund_leader`` sampled throughout; fenced writes counted).
+
+Every replica reaches PostgreSQL through a TCP proxy of its own (``tcp_proxy``), so the one that
+leads can be partitioned: black-holed (nothing passes, nothing is refused: the leader must notice
+by its own check's timeout, and PostgreSQL must free its lock by the session's idle timeout, as
+keepalives cannot see past a proxy) or cut (reset). The partitioned leader stops acting before
+another replica leads, exits 3 and, once the proxy heals, comes back as a follower.
 
 A "supervisor" here restarts every replica that exits (SIGKILL, or status 3 after losing the
-lead), as Kubernetes does. The shortened scenario runs in ``make test``; the full one (three
-replicas, ten kills, the database stopped for 10 s) under ``make chaos``, which writes its row of
-the results table in ``bench/README.md``.
+lead), as Kubernetes does. The shortened scenario runs in ``make test`` (no partition: the
+partition of one leader has its own short test in tests/state/test_partition.py); under ``make
+chaos`` a short one with both partitions, and the full one (three replicas, ten kills, the
+database stopped for 10 s, a black hole and a cut) on both sandbox profiles, which writes its
+rows of the results table in ``bench/README.md``.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +38,7 @@ from rerund.policy import load_policies
 from rerund.sandbox.testing import start_sandbox
 from state.support import Receiver
 from storms import STORM_WORKLOAD, launch_storm, storm_policies, write_policies
+from tcp_proxy import TcpProxy, address_of, proxied_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -50,7 +61,11 @@ class Supervisor:
         self.procs = procs
         self.max_leaders = 0
         self.exits: list[int] = []
+        self.exited: list[tuple[DaemonProcess, int]] = []
+        self.exit_times: dict[DaemonProcess, list[float]] = {p: [] for p in procs}  # time.monotonic()
         self.refusals: list[str] = []  # the last log line of each replica that exited 2
+        self.leading: list[DaemonProcess] = []  # who reported leading at the last sample
+        self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -60,11 +75,22 @@ class Supervisor:
             for p in self.procs:
                 if p.proc is not None and p.proc.poll() is not None and not self._stop.is_set():
                     self.exits.append(int(p.proc.returncode))
+                    self.exited.append((p, int(p.proc.returncode)))
+                    self.exit_times[p].append(time.monotonic())
                     if p.proc.returncode == 2:  # why: the last lines of its log
                         self.refusals.append(p.logs(2000).strip().splitlines()[-1])
                     p.start(wait=False)
-            self.max_leaders = max(self.max_leaders, len(_leaders(self.procs)))
+            self.leading = _leaders(self.procs)
+            self.samples += 1
+            self.max_leaders = max(self.max_leaders, len(self.leading))
             time.sleep(0.2)
+
+    def next_samples(self, n: int = 2) -> list[DaemonProcess]:
+        """Who leads, as seen by a sample taken after this call."""
+        start = self.samples
+        while self.samples < start + n:
+            time.sleep(0.05)
+        return list(self.leading)
 
     def stop(self) -> None:
         self._stop.set()
@@ -80,34 +106,122 @@ def receiver() -> Iterator[Receiver]:
         r.close()
 
 
-def _scenario(replicas: int, failures: int, kills: int, db_outage: float) -> Any:
-    values = (replicas, failures, kills, db_outage)
+def _scenario(
+    profile: str, replicas: int, failures: int, kills: int, db_outage: float, partitions: tuple[str, ...]
+) -> Any:
+    values = (profile, replicas, failures, kills, db_outage, partitions)
+    name = f"{replicas}-replicas-{kills}-kills" + "".join(f"-{p}" for p in partitions)
     if failures >= 300:
-        return pytest.param(*values, id=f"full-{replicas}-replicas-{kills}-kills", marks=[pytest.mark.slow])
-    return pytest.param(*values, id=f"short-{replicas}-replicas-{kills}-kills")
+        return pytest.param(
+            *values, id=f"{profile}-full-{name}", marks=[pytest.mark.slow, pytest.mark.timeout(1200)]
+        )
+    if partitions:
+        return pytest.param(*values, id=f"{profile}-short-{name}", marks=[pytest.mark.slow])
+    return pytest.param(*values, id=f"short-{name}")
+
+
+@dataclass
+class Partition:
+    """One partition of the leader from the database, and what the samples saw of it."""
+
+    mode: str  # "blackhole" | "cut"
+    leader: str = ""
+    stopped_first: bool = False  # the partitioned leader stopped reporting leading before another did
+    exit: int | None = None  # the partitioned leader's exit status
+    rejoined: bool = False  # back as a follower after the proxy healed
+    took_over_s: float = 0.0  # from the partition to another replica seen leading (printed, not asserted)
+    exited_s: float = 0.0  # from the partition to the partitioned leader's exit (printed, not asserted)
+
+    def row(self) -> str:
+        return (
+            f"{self.mode} of {self.leader}: stopped leading before another led {self.stopped_first}, "
+            f"exited {self.exit} after {self.exited_s:.1f}s, another led after {self.took_over_s:.1f}s, "
+            f"rejoined as follower {self.rejoined}"
+        )
+
+
+def _partition(
+    mode: str, procs: list[DaemonProcess], proxies: list[TcpProxy], supervisor: Supervisor, logs: Any
+) -> Partition:
+    """Partition the leader from the database (``mode``), see another replica take over and the
+    partitioned one exit, heal, and see it come back as a follower."""
+    wait_until(f"a leader to {mode}", lambda: len(_leaders(procs)) == 1, 120, logs)
+    old = _leaders(procs)[0]
+    index = procs.index(old)
+    seen = Partition(mode, leader=old.config.stem)
+    exits_before = sum(1 for p, _ in supervisor.exited if p is old)
+    getattr(proxies[index], mode)()
+    start = time.monotonic()
+    old_stopped = False
+    deadline = time.monotonic() + 120
+    while True:  # until another replica leads, noting whether the partitioned one stopped first
+        leading = supervisor.next_samples(1)
+        if old not in leading:
+            old_stopped = True
+        if any(p is not old for p in leading):
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"no other replica led within 120s of the {mode}\n{logs()}")
+    seen.stopped_first = old_stopped
+    seen.took_over_s = time.monotonic() - start
+    wait_until(
+        f"the {mode} leader to exit",
+        lambda: sum(1 for p, _ in supervisor.exited if p is old) > exits_before,
+        120,
+        logs,
+    )
+    seen.exited_s = supervisor.exit_times[old][exits_before] - start
+    seen.exit = [code for p, code in supervisor.exited if p is old][exits_before]
+    proxies[index].heal()
+
+    def rejoined() -> bool:
+        try:
+            status, body = old.readyz()
+        except OSError:
+            return False
+        return old.alive() and status == 200 and "follower" in body
+
+    wait_until(f"the {mode} leader back as a follower", rejoined, 120, logs)
+    seen.rejoined = True
+    return seen
 
 
 @pytest.mark.parametrize(
-    ("replicas", "failures", "kills", "db_outage"),
-    [_scenario(2, 40, 2, 3.0), _scenario(3, 2000, 10, 10.0)],
+    ("profile", "replicas", "failures", "kills", "db_outage", "partitions"),
+    [
+        _scenario("union", 2, 40, 2, 3.0, ()),
+        _scenario("union", 2, 40, 1, 3.0, ("blackhole", "cut")),
+        _scenario("union", 3, 2000, 10, 10.0, ("blackhole", "cut")),
+        _scenario("oss", 3, 2000, 10, 10.0, ("blackhole", "cut")),
+    ],
 )
-def test_replicas_on_postgres_through_leader_kills_and_a_database_stop_act_once(
+def test_replicas_on_postgres_through_leader_kills_a_database_stop_and_a_partition_act_once(
     tmp_path: Path,
     pg_url: str,
     postgres: PostgresServer,
     receiver: Receiver,
+    profile: str,
     replicas: int,
     failures: int,
     kills: int,
     db_outage: float,
+    partitions: tuple[str, ...],
 ) -> None:
     rng = random.Random(25)
     policy_file = write_policies(tmp_path / "policies.yaml", storm_policies())
     policies = load_policies([policy_file])
-    extra = {"state": pg_url, "notify": {"webhook": receiver.url, "retries": 2, "timeout": "2s"}}
-    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0) as sb:
+    notify = {"webhook": receiver.url, "retries": 2, "timeout": "2s"}
+    proxies = [TcpProxy(address_of(pg_url)) for _ in range(replicas)]  # one per replica
+    seen: list[Partition] = []
+    with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0, profile=profile) as sb:
         procs = [
-            DaemonProcess(tmp_path / f"r{i}", sb, policy_file, name=f"r{i}", extra=extra)
+            DaemonProcess(
+                tmp_path / f"r{i}",
+                sb,
+                policy_file,
+                name=f"r{i}",
+                extra={"state": proxied_url(pg_url, proxies[i]), "notify": notify},
+            )
             for i in range(replicas)
         ]
         for p in procs:
@@ -118,6 +232,8 @@ def test_replicas_on_postgres_through_leader_kills_and_a_database_stop_act_once(
             wait_until("a leader", lambda: len(_leaders(procs)) == 1, 90, logs)
             waves = kills + 1
             killed = 0
+            # the black hole early, the cut late (the database stop is at waves // 2)
+            partition_waves = [max(0, waves // 4), max(0, waves - 2)][: len(partitions)]
 
             def between(wave: int) -> None:
                 nonlocal killed
@@ -126,6 +242,9 @@ def test_replicas_on_postgres_through_leader_kills_and_a_database_stop_act_once(
                     postgres.stop()
                     time.sleep(db_outage)
                     postgres.start()
+                for at, mode in zip(partition_waves, partitions, strict=True):
+                    if wave == at:
+                        seen.append(_partition(mode, procs, proxies, supervisor, logs))
                 if killed < kills:
                     time.sleep(rng.uniform(0.2, 1.5))
                     wait_until("a leader to kill", lambda: len(_leaders(procs)) >= 1, 120, logs)
@@ -142,19 +261,25 @@ def test_replicas_on_postgres_through_leader_kills_and_a_database_stop_act_once(
             time.sleep(3)  # a late duplicate would show now
             fenced = sum(total(p.metrics(), "rerund_fenced_writes_total") for p in procs if p.alive())
             changes = sum(total(p.metrics(), "rerund_leader_changes_total") for p in procs if p.alive())
+            creates = sb.stats()["requests"].get("CreateRun", 0)
         finally:
             supervisor.stop()
+            for proxy in proxies:
+                proxy.heal()
             for p in procs:
                 if p.alive():
                     p.terminate(timeout=15)
+            for proxy in proxies:
+                proxy.close()
     per_key = receiver.per_key()
     duplicates = {k: n for k, n in per_key.items() if n > 1}
     print(
-        f"\nchaos: {replicas} replicas, {failures} failures, {kills} leader kills, database stopped "
-        f"{db_outage:.0f}s: {result.row()}; exhausted {exhausted}, webhook POSTs {sum(per_key.values())} "
+        f"\nchaos ({profile}): {replicas} replicas, {failures} failures, {kills} leader kills, database "
+        f"stopped {db_outage:.0f}s, partitions {list(partitions)}: {result.row()}; CreateRun calls "
+        f"{creates}; exhausted {exhausted}, webhook POSTs {sum(per_key.values())} "
         f"for {len(per_key)} keys; exits {sorted(supervisor.exits)}; most replicas reporting leader at "
         f"once {supervisor.max_leaders}; fenced writes (live replicas) {fenced:.0f}; leader changes "
-        f"(live replicas) {changes:.0f}"
+        f"(live replicas) {changes:.0f}" + "".join(f"\n  partition: {p.row()}" for p in seen)
     )
     assert result.exact(), result.problems()
     assert result.failures == failures
@@ -168,10 +293,25 @@ def test_replicas_on_postgres_through_leader_kills_and_a_database_stop_act_once(
     # with what to fix (as any start on an unreachable state does) and its supervisor retries.
     assert set(supervisor.exits) <= {-9, 2, 3}, supervisor.exits
     assert all("cannot open the state database" in why for why in supervisor.refusals), supervisor.refusals
-    assert supervisor.exits.count(3) == 1  # the leader that lost the database stepped down
+    # the leader that lost the database stepped down, and each partitioned leader did
+    assert supervisor.exits.count(3) == 1 + len(partitions)
     assert supervisor.max_leaders <= 2
+    # A partitioned leader stops acting before another replica leads: black-holed, its own
+    # check times out before PostgreSQL ends its idle lock session; cut, it cannot reach the
+    # database at all (every write it tries is refused) while the samples may still catch it
+    # reporting leading for an instant. Either way it exits 3 and rejoins as a follower.
+    assert [p.mode for p in seen] == list(partitions)
+    assert all(p.exit == 3 and p.rejoined for p in seen), [p.row() for p in seen]
+    assert all(p.stopped_first for p in seen if p.mode == "blackhole"), [p.row() for p in seen]
     if failures >= 300:
+        scenario = (
+            f"{replicas} replicas on PostgreSQL, leader SIGKILL x{kills}, database stopped {db_outage:.0f}s"
+        )
+        if partitions:
+            scenario += ", leader " + " and ".join(
+                {"blackhole": "black-holed", "cut": "cut"}[p] for p in partitions
+            )
         record(
-            f"{replicas} replicas on PostgreSQL, leader SIGKILL x{kills}, database stopped {db_outage:.0f}s",
+            scenario if profile == "union" else f"{scenario} ({profile})",
             {**result.row(), "duplicates": result.duplicates, "missed": result.missed},
         )

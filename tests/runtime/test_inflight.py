@@ -58,3 +58,22 @@ def test_a_second_create_of_a_name_waits_for_the_first_however_it_ends() -> None
         return said
 
     assert asyncio.run(scenario()) == ["first sent", "second sees the first ended"]
+
+
+def test_an_issue_keeps_its_run_busy_from_before_its_task_starts_until_it_ends_however_it_ends() -> None:
+    async def scenario() -> list[bool]:
+        flight = InFlight()
+        seen: list[bool] = []
+
+        async def issue() -> None:
+            seen.append(flight.busy(RUN))
+            raise RuntimeError("create failed")
+
+        work = flight.issuing(RUN, issue())
+        seen.append(flight.busy(RUN))  # spawned, not started yet
+        with pytest.raises(RuntimeError, match="create failed"):
+            await asyncio.create_task(work)
+        seen.append(flight.busy(RUN))
+        return seen
+
+    assert asyncio.run(scenario()) == [True, True, False]

@@ -20,6 +20,7 @@ from rerund.runtime.throttle import (
     AdaptiveRate,
     CredentialWatch,
     GuardedControlPlane,
+    PeakRate,
     RateSchedule,
     Throttle,
 )
@@ -549,3 +550,12 @@ def test_a_late_crowd_is_let_through_at_the_rate_and_counted():
     assert waits[10:20] == [pytest.approx(1.0)] * 10  # the next ten a second later, each once
     assert waits[20:] == [pytest.approx(2.0)] * 5
     assert throttle.peak_rps == 10
+
+
+def test_the_peak_rate_counts_per_whole_second_and_says_each_new_peak() -> None:
+    peak = PeakRate()
+    said = [
+        peak.count(cost, second) for cost, second in [(3, 10), (2, 10), (4, 11), (1, 11), (5, 12), (1, 12)]
+    ]
+    assert said == [True, True, False, False, False, True]
+    assert peak.peak == 6

@@ -146,13 +146,10 @@ def test_the_database_password_never_appears_in_logs_metrics_status_or_decisions
     with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0) as sb:
         d = DaemonProcess(tmp_path / "d", sb, policy_file, extra=extra)
         with daemons(d):
-            d.wait_ready()
-            runs = sb.launch(task="storm.flaky", count=2)
+            d.wait_ready()  # ready as a follower too: wait until it leads and writes
+            first = sb.launch(task="storm.flaky", count=2)
             wait_until(
-                "the first decisions",
-                lambda: set(runs) <= {x["run"] for x in d.decisions()["decisions"]},
-                60,
-                d.logs,
+                "the first failures in the database", lambda: set(first) <= _decided(pg_url), 60, d.logs
             )
             # Every HTTP surface while it leads on the database: the state URL shown without its
             # password.

@@ -122,7 +122,7 @@ _ADDED_COLUMNS = (
     ("decisions", "reason_id", "INTEGER"),  # the reason's template in ``texts`` (compact rows)
 )
 
-# -- compact rows (issue 24: <= 500 bytes per ignored failure) ------------------------------
+# -- compact rows (at most 500 bytes per ignored failure: bench/README.md §10) --------------
 #
 # A new file is created lean (``_LEAN_GENERATED_SCHEMA``, or ``_LEAN_SCHEMA`` before SQLite
 # 3.31; before ``_SCHEMA``, whose IF NOT EXISTS then skips those tables):

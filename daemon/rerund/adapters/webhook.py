@@ -10,7 +10,7 @@ may embed a secret (Slack's does), so messages show only its scheme and host.
 
 httpx is imported on the first notification, not with this module: the daemon imports this
 module at start, and httpx (with the rich, click and pygments its command line pulls in) would
-add about 7 MiB to every daemon, most of which never send a webhook.
+weigh on every daemon, most of which never send a webhook (bench/README.md has the figure).
 """
 
 from __future__ import annotations

@@ -42,8 +42,8 @@ __all__ = ["build_parser", "error_lines", "main"]
 #
 # Why a table of names and not `from rerund.cli import daemon, demo, ...`: every `rerund`
 # process would then import every command's dependency tree (the sandbox and its pytest
-# fixtures for `demo`, rich for `sweep`, ...). The daemon (`rerund run`) carried about 30 MiB
-# it never used and started half a second later. A command given on the line imports only its
+# fixtures for `demo`, rich for `sweep`, ...): memory the daemon (`rerund run`) never uses, and
+# a slower start (bench/README.md has the figures). A command given on the line imports only its
 # own module; `rerund`, `rerund --help` and an unknown command import them all. Registering a
 # command is light: a handler imports the heavy modules it uses (the daemon, the flyte SDK, the
 # sandbox, the SQL toolkit) when it runs (tests/cli/test_startup_imports.py). import-linter sees

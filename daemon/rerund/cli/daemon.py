@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 from typing import TYPE_CHECKING, Any
 
@@ -202,7 +203,8 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     return_large_blocks()  # a 5 MB error message must not raise the heap's high-water mark
     # On the SDK's own event loop: no thread hand-off per control-plane call.
-    daemon = App(settings, install_signals=False, on_ready=lambda _: settle_heap())
+    # os._exit: a leader that cannot prove its lead exits at once, without a stop sequence.
+    daemon = App(settings, install_signals=False, on_ready=lambda _: settle_heap(), exit_process=os._exit)
     return run_on_sdk_loop(
         daemon.run,
         signals={

@@ -74,8 +74,8 @@ __all__ = [
 FINGERPRINT_CHARS = 12
 # What is normalised of a message: its head and tail, this many characters in all (768 each).
 # The head says what failed, the tail is where a traceback names its exception; the middle of a
-# long message (a dumped frame, a log) says little about its cause and was most of the cost:
-# normalising 4 KiB took 100-145 us, 1.5 KiB takes under 50 (``bench/bench_fingerprint.py``).
+# long message (a dumped frame, a log) says little about its cause and would be most of the
+# cost (``bench/bench_fingerprint.py``; the figures are in docs/incidents.md).
 # Messages up to this size are normalised whole (every real-world message of the tests is).
 MAX_NORMALISED_CHARS = 1536
 _SEP = "\x1f"  # between the hashed parts: no part's text can shift into another's

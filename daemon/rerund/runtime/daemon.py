@@ -48,6 +48,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ from rerund.errors import ConfigError, ControlPlaneError, LedgerError, PolicyErr
 from rerund.policy import load_policies
 from rerund.policy.loader import expand_paths
 from rerund.ports import DaemonLedger, Reconnect
+from rerund.runtime.connection import CredentialFiles, Reachability, sleep_until
 from rerund.runtime.http import HttpServer
 from rerund.runtime.leader import EXIT_LOST_LEAD, Lead
 from rerund.runtime.metrics import Metrics
@@ -100,9 +102,9 @@ def settle_heap(gen0: int = 10_000) -> None:
     SDK's client, policies, settings) lives as long as the process, so it leaves the garbage
     collector's generations (``gc.freeze``) and a full collection stops walking it; and the
     youngest generation is collected every ``gen0`` allocations instead of 700 — a storm
-    allocates protobuf messages and coroutines by the million, almost none of them in a cycle.
-    Over a 2,000-failure WAN storm this took the collector's CPU from 0.47 s to 0.03 s. Only
-    ``rerund run`` calls it: it is the process's own choice, not a library's."""
+    allocates protobuf messages and coroutines by the million, almost none of them in a cycle
+    (what it saves: bench/README.md, "Figures behind choices in the code"). Only ``rerund run``
+    calls it: it is the process's own choice, not a library's."""
     gc.collect()
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
@@ -214,11 +216,13 @@ class PolicyHolder:
 
 
 class Requests:
-    """Stop and reload requests, thread-safe, made before or while the daemon runs."""
+    """What the daemon is asked to do: stop and reload (thread-safe, made before or while it
+    runs) and resync now (set on the loop: a watch dropped, credentials or policies changed)."""
 
     def __init__(self) -> None:
         self.stop = asyncio.Event()
         self.reload = asyncio.Event()
+        self.resync = asyncio.Event()
         self._stop_requested = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -236,6 +240,40 @@ class Requests:
     def request_reload(self) -> None:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.reload.set)
+
+
+class Heartbeat:
+    """The event loop's liveness: ``run`` beats every ``_BEAT_S`` until ``stop`` is set;
+    ``alive`` (thread-safe) says whether it beat within ``LOOP_STALL_S``."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self._stop = stop
+        self._beat = time.monotonic()
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            self._beat = time.monotonic()
+            await asyncio.sleep(_BEAT_S)
+
+    def alive(self) -> tuple[bool, str]:
+        stalled = time.monotonic() - self._beat
+        if stalled <= LOOP_STALL_S:
+            return True, ""
+        return False, (
+            f"the event loop has not run for {stalled:.0f}s (limit {LOOP_STALL_S:g}s): the daemon is "
+            "stuck; restart it (what is owed is recomputed from the control plane on start)"
+        )
+
+
+@dataclass(frozen=True)
+class _Options:
+    """How this process runs its loop: signal handlers, how often files are checked for
+    changes, the ready callback, the seconds the stop sequence may take."""
+
+    install_signals: bool
+    reload_check_interval: float
+    on_ready: Callable[[Daemon], None] | None
+    stop_budget: float
 
 
 class Daemon:
@@ -277,18 +315,28 @@ class Daemon:
         self.skew = skew
         self.requests = requests
         self._clock = clock
-        self._reconnect = reconnect
-        self._install_signals = install_signals
-        self._reload_interval = reload_check_interval
-        self._on_ready = on_ready
-        self._stop_budget = _STOP_BUDGET_S if stop_budget is None else stop_budget
-        self._stop = requests.stop
-        self._reload = requests.reload
-        self._resync = asyncio.Event()
+        self._options = _Options(
+            install_signals,
+            reload_check_interval,
+            on_ready,
+            _STOP_BUDGET_S if stop_budget is None else stop_budget,
+        )
+        self._credentials = (
+            CredentialFiles(
+                settings,
+                reconnect,
+                stop=requests.stop,
+                resync=requests.resync,
+                interval=reload_check_interval,
+            )
+            if reconnect is not None
+            else None
+        )
         self._events = TaskSet(log, what="a watch event")
-        self._reachable: bool | None = None  # None until the first resync pass
+        self._reachability = Reachability(settings, control_plane.credentials)
+        self._heartbeat = Heartbeat(requests.stop)
         self.supervisor = Supervisor(metrics.internal_errors, stopping=self._stopping)
-        self.site = Site(
+        site = Site(
             settings,
             registry=registry,
             control_plane=control_plane,
@@ -301,14 +349,13 @@ class Daemon:
             role=lead.info if lead is not None else None,
             shared=lead is not None and lead.shared,
         )
-        self._beat = time.monotonic()  # the event loop's last heartbeat (``_heartbeat``)
         address = settings.http_address
         self.http = (
             # /healthz on the server's own thread: answered while the loop is busy deciding.
             HttpServer(
                 address[0],
                 address[1],
-                self.site.routes(),
+                site.routes(),
                 hosts=settings.http_hosts,
                 thread_paths=("/healthz",),
             )
@@ -320,7 +367,7 @@ class Daemon:
 
     def _stopping(self) -> bool:
         """A stop was requested, or the lead was lost (the daemon then stops at once)."""
-        return self._stop.is_set() or (self.lead is not None and self.lead.lost.is_set())
+        return self.requests.stop.is_set() or (self.lead is not None and self.lead.lost.is_set())
 
     def request_stop(self) -> None:
         """Thread-safe: begin a graceful stop (also before ``run`` has started: it stops at once)."""
@@ -342,7 +389,7 @@ class Daemon:
             except OSError as exc:
                 host, port = s.http_address or ("", 0)
                 raise ConfigError(_listen_error(host, port, exc)) from None
-        if self._install_signals:
+        if self._options.install_signals:
             self._signals(loop, install=True)
         policies = self.policies.current
         log.info(
@@ -372,16 +419,16 @@ class Daemon:
             )
         # The heartbeat runs on followers too: /healthz says whether the event loop runs, and a
         # follower waiting for the lead is alive.
-        self.supervisor.start("heartbeat", self._heartbeat)
+        self.supervisor.start("heartbeat", self._heartbeat.run)
         try:
             if await self._campaign():
                 self._act()
-            if self._on_ready is not None:
-                self._on_ready(self)
+            if self._options.on_ready is not None:
+                self._options.on_ready(self)
             await self._until_stopped()
         finally:
             await self._shutdown()
-            if self._install_signals:
+            if self._options.install_signals:
                 self._signals(loop, install=False)
         if self.lead is not None and self.lead.lost.is_set():
             return EXIT_LOST_LEAD
@@ -391,14 +438,17 @@ class Daemon:
         """Wait until this replica leads (at once with a file state); False on stop."""
         if self.lead is None:
             return True
-        return await self.lead.campaign(self._stop)
+        return await self.lead.campaign(self.requests.stop)
 
     async def _until_stopped(self) -> None:
         """Until a stop is requested or the lead is lost."""
         if self.lead is None:
-            await self._stop.wait()
+            await self.requests.stop.wait()
             return
-        waiters = [asyncio.ensure_future(self._stop.wait()), asyncio.ensure_future(self.lead.lost.wait())]
+        waiters = [
+            asyncio.ensure_future(self.requests.stop.wait()),
+            asyncio.ensure_future(self.lead.lost.wait()),
+        ]
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -413,8 +463,8 @@ class Daemon:
         if s.watch:
             for project, domain in plan((sc.project, sc.domain) for sc in s.scopes):
                 sup.start(f"watch {project}/{domain}", functools.partial(self._watcher, project, domain))
-        if self._reconnect is not None and self._credential_files():
-            sup.start("credentials", functools.partial(self._credentials_watcher, self._reconnect))
+        if self._credentials is not None and self._credentials.state():
+            sup.start("credentials", self._credentials.run)
         sup.start("policies", self._policy_watcher)
         sup.start("pruner", self._pruner)
         if not s.dry_run:
@@ -422,24 +472,13 @@ class Daemon:
         if self.outbox_sender is not None:
             sup.start("outbox", self.outbox_sender.run)
         if self.lead is not None and self.lead.shared:
-            sup.start("leadership", functools.partial(self.lead.keep, self._stop))
+            sup.start("leadership", functools.partial(self.lead.keep, self.requests.stop))
 
     def alive(self) -> tuple[bool, str]:
         """Liveness (``/healthz``, from any thread): whether the event loop ran within
         ``LOOP_STALL_S``. A loop busy deciding yields often and stays alive; one stuck for
         that long is reported, so a liveness probe restarts the daemon."""
-        stalled = time.monotonic() - self._beat
-        if stalled <= LOOP_STALL_S:
-            return True, ""
-        return False, (
-            f"the event loop has not run for {stalled:.0f}s (limit {LOOP_STALL_S:g}s): the daemon is "
-            "stuck; restart it (what is owed is recomputed from the control plane on start)"
-        )
-
-    async def _heartbeat(self) -> None:
-        while not self._stop.is_set():
-            self._beat = time.monotonic()
-            await asyncio.sleep(_BEAT_S)
+        return self._heartbeat.alive()
 
     async def _shutdown(self) -> None:
         """The stop sequence, in this order, within ``stop_budget`` seconds:
@@ -461,7 +500,7 @@ class Daemon:
         """
         loop = asyncio.get_running_loop()
         lost = self.lead is not None and self.lead.lost.is_set()
-        budget = min(self._stop_budget, _LOST_LEAD_STOP_S) if lost else self._stop_budget
+        budget = min(self._options.stop_budget, _LOST_LEAD_STOP_S) if lost else self._options.stop_budget
         deadline = loop.time() + budget
         if lost:
             log.info("stopping at once: this replica no longer leads (at most %.0fs)", budget)
@@ -501,27 +540,22 @@ class Daemon:
 
     def _policies_changed(self) -> None:
         self.reconciler.policies_changed()
-        self._resync.set()
+        self.requests.resync.set()
 
     async def _sleep(self, seconds: float, *events: asyncio.Event) -> None:
         """Sleep up to ``seconds``, waking early on stop or any of ``events``."""
-        waiters = [asyncio.create_task(e.wait()) for e in (self._stop, *events)]
-        try:
-            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waiters:
-                w.cancel()
+        await sleep_until(seconds, self.requests.stop, *events)
 
     async def _poller(self) -> None:
         interval = self.settings.poll_interval.total_seconds()
-        while not self._stop.is_set():
-            self._resync.clear()
+        while not self.requests.stop.is_set():
+            self.requests.resync.clear()
             try:
                 report = await self.reconciler.sync()
             except Exception:
                 log.exception("resync pass failed; retrying at the next poll")
             else:
-                self._reachability(report.ok, report.errors)
+                self._reachability.passed(report.ok, report.errors)
                 self.skew.check()
                 log.debug(
                     "resync pass: %d failed run(s) listed, %d rerun(s) indexed, %d owed",
@@ -529,12 +563,12 @@ class Daemon:
                     report.reruns_listed,
                     len(self.reconciler.pending()),
                 )
-            await self._sleep(interval, self._resync)
+            await self._sleep(interval, self.requests.resync)
             await self._sleep(0.2)  # coalesce bursts of resync requests
 
     async def _watcher(self, project: str, domain: str) -> None:
         delay = 0.5
-        while not self._stop.is_set():
+        while not self.requests.stop.is_set():
             try:
                 events = 0
                 async for summary in self.guard.watch(project, domain):
@@ -550,44 +584,21 @@ class Daemon:
             except ControlPlaneError as exc:
                 self.reconciler.count_error(exc, rpc="WatchRuns")
                 reason = str(exc)
-            if self._stop.is_set():
+            if self.requests.stop.is_set():
                 return
             # Until a resync has reached the control plane the poller speaks for it (once); each
             # failed reconnect meanwhile is only a debug line.
             log.log(
-                logging.DEBUG if self._reachable is not True else logging.INFO,
+                logging.DEBUG if self._reachability.reachable is not True else logging.INFO,
                 "watch of %s/%s dropped (%s); resync now, reconnect in %.1fs",
                 project,
                 domain,
                 reason,
                 delay,
             )
-            self._resync.set()
+            self.requests.resync.set()
             await self._sleep(delay)
             delay = min(delay * 2, 30.0)
-
-    def _reachability(self, ok: bool, errors: tuple[str, ...]) -> None:
-        """One plain line when the control plane stops answering, one when it answers again."""
-        where = (
-            redact_url(self.settings.endpoint) if self.settings.endpoint else "(the endpoint of the API key)"
-        )
-        if not ok and self._reachable is not False:
-            self._reachable = False
-            if self.guard.credentials.since is not None:
-                return  # it answers, refusing the credentials: the guard says so, once a minute
-            reason = errors[0].split(": ", 1)[-1] if errors else "unknown"
-            log.error(
-                "cannot reach the control plane at %s: %s; rerund keeps trying (a resync every %s, "
-                "the watch streams with backoff) and nothing owed is lost meanwhile",
-                where,
-                reason.rsplit(": ", 1)[-1],
-                format_duration(self.settings.poll_interval),
-            )
-        elif ok and self._reachable is False:
-            self._reachable = True
-            log.info("the control plane at %s answers again", where)
-        elif ok:
-            self._reachable = True
 
     def _event(self, summary: RunSummary) -> None:
         handle = self.reconciler.watch_event(summary)
@@ -600,51 +611,20 @@ class Daemon:
         log.error("handling a watch event failed; the next resync pass decides that run", exc_info=exc)
 
     async def _policy_watcher(self) -> None:
-        while not self._stop.is_set():
-            await self._sleep(self._reload_interval, self._reload)
-            if self._stop.is_set():
+        reload = self.requests.reload
+        while not self.requests.stop.is_set():
+            await self._sleep(self._options.reload_check_interval, reload)
+            if self.requests.stop.is_set():
                 return
-            if self._reload.is_set():
-                self._reload.clear()
+            if reload.is_set():
+                reload.clear()
                 if await self.policies.reload("SIGHUP"):
                     self._policies_changed()
             elif self.policies.changed() and await self.policies.reload("file changed"):
                 self._policies_changed()
 
-    def _credential_files(self) -> tuple[Any, ...]:
-        """(path, mtime, size) of the API key, client secret and CA files: a change reloads them."""
-        s = self.settings
-        out: list[tuple[str, int | None, int | None]] = []
-        for path in (s.api_key_file, s.client_secret_file, s.ca_cert_file):
-            if path is None:
-                continue
-            try:
-                st = path.stat()
-            except OSError:
-                out.append((str(path), None, None))
-                continue
-            out.append((str(path), st.st_mtime_ns, st.st_size))
-        return tuple(out)
-
-    async def _credentials_watcher(self, reconnect: Reconnect) -> None:
-        """Initialise the SDK again when a credential file changes; then resync to catch up."""
-        files = self._credential_files()
-        while not self._stop.is_set():
-            await self._sleep(self._reload_interval)
-            now = self._credential_files()
-            if now == files or self._stop.is_set():
-                continue
-            files = now
-            try:
-                await reconnect()
-            except ConfigError as exc:
-                log.error("credentials changed but cannot be used (%s); the previous ones stay in use", exc)
-                continue
-            log.info("credentials reloaded from %s; resync now to catch up", ", ".join(f[0] for f in files))
-            self._resync.set()
-
     async def _pruner(self) -> None:
-        while not self._stop.is_set():
+        while not self.requests.stop.is_set():
             try:
                 n = self.ledger.prune(self._clock() - self.settings.ledger_retention)
                 if n:

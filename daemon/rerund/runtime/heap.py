@@ -5,8 +5,8 @@ body, the parsed answer, the Python string, its UTF-8 bytes for the hash in ``bo
 glibc's malloc serves blocks above its mmap threshold with their own mappings, returned on
 ``free`` — but it raises that threshold to the size of each such block freed (up to 32 MB), so
 after the first large message every later one comes from the heap, which keeps its high-water
-mark: 60 failures with 5 MB messages left the daemon ~135 MB larger, with nothing alive in
-them (bench/bench_message_memory.py). Fixing the threshold (``mallopt(M_MMAP_THRESHOLD)``)
+mark with nothing alive in it (the figures: bench/README.md, §9 and "Figures behind choices
+in the code"). Fixing the threshold (``mallopt(M_MMAP_THRESHOLD)``)
 turns the adjustment off, so blocks of ``threshold`` bytes and more are always their own
 mappings and are returned when freed. Smaller allocations (all the daemon's usual ones) are
 unaffected. Only ``rerund run`` calls it: it is the process's choice, not a library's.

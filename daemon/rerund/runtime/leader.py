@@ -13,6 +13,15 @@ and its noticing (at most ``check_interval``) every write that matters is fenced
 create is preceded by ``fence()`` (``Leadership.confirm``: the state's term is still ours), an
 outbox claim checks the term in its own transaction.
 
+A leader that cannot prove its lead exits without a stop sequence (``exit_process``, the CLI's
+``os._exit``): the **watchdog**, a thread of its own, sees when the last successful check is
+older than ``UNPROVEN_EXIT_S`` (12 s) — the database is black-holed, or the event loop itself is
+stuck in a database call that never answers (a partition leaves no error to raise) — or when a
+lost lead's stop sequence has not ended ``_LOST_STOP_GRACE_S`` after the loss, and exits
+``EXIT_LOST_LEAD`` at once. PostgreSQL frees that leader's lock only after its lock session was
+idle for ``IDLE_SESSION_TIMEOUT_S`` (15 s; ``adapters.sqlstate.leadership``), so the old leader
+is gone before another replica can lead, even when no TCP error ever reaches it.
+
 With a file state there is one replica, which leads from the start (``shared=False``): no
 fencing round trip, no campaign.
 """
@@ -22,7 +31,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rerund.errors import FencedError, StateUnavailableError
@@ -30,12 +41,18 @@ from rerund.ports import Leadership
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.reconcile.issuer import Stopped
 
-__all__ = ["EXIT_LOST_LEAD", "Lead"]
+__all__ = ["EXIT_LOST_LEAD", "UNPROVEN_EXIT_S", "Lead"]
 
 log = logging.getLogger("rerund.leadership")
 
 EXIT_LOST_LEAD = 3
 _ERROR_EVERY_S = 60.0  # one ERROR a minute while the state database is unreachable
+# The watchdog: a leader whose last successful check is older than this exits at once. Longer
+# than a check that hangs (``keep``: 4 * check_interval + 5 s) takes to fail; shorter than the
+# lock session's idle timeout after which PostgreSQL frees the lock (15 s).
+UNPROVEN_EXIT_S = 12.0
+_LOST_STOP_GRACE_S = 5.0  # a lost lead's stop sequence has this long before the watchdog exits
+_WATCH_EVERY_S = 0.5
 
 
 class Lead:
@@ -49,7 +66,11 @@ class Lead:
         shared: bool,
         retry_interval: float = 1.0,
         check_interval: float = 1.0,
+        exit_process: Callable[[int], object] | None = None,
+        unproven_exit_s: float = UNPROVEN_EXIT_S,
     ) -> None:
+        """``exit_process``: how the watchdog ends the process (``os._exit``; None: no watchdog,
+        for a daemon run inside another process, e.g. a test's)."""
         self._leadership = leadership
         self._metrics = metrics
         self.shared = shared
@@ -64,6 +85,12 @@ class Lead:
         # ``fence``'s single flight: the check the next callers wait for, and its runner.
         self._next_check: asyncio.Future[None] | None = None
         self._checking: asyncio.Future[None] | None = None
+        self._exit_process = exit_process
+        self._unproven_exit_s = unproven_exit_s
+        self._proved_at = 0.0  # time.monotonic() of the last successful check
+        self._lost_at: float | None = None
+        self._watchdog_done = threading.Event()
+        self._watchdog: threading.Thread | None = None
         metrics.leader.set(0)
 
     @property
@@ -104,8 +131,14 @@ class Lead:
         self._metrics.leader_changes.inc()
         term = self._leadership.term
         self._leader_seen = (self.identity, term if term is not None else 0)
+        self._proved_at = time.monotonic()
         if self.shared:
             log.info("this replica (%s) leads (term %s): it acts from now on", self.identity, term)
+            if self._exit_process is not None and self._watchdog is None:
+                self._watchdog = threading.Thread(
+                    target=self._watch, name="rerund-lead-watchdog", daemon=True
+                )
+                self._watchdog.start()
 
     async def keep(self, stopping: asyncio.Event) -> None:
         """While leading: check the lead every ``check_interval``; lose it on the first failed
@@ -124,6 +157,7 @@ class Lead:
             if not held:
                 self.lose("its lock's session ended or the state database did not answer")
                 return
+            self._proved_at = time.monotonic()
 
     def lose(self, why: str) -> None:
         """Stop leading now (idempotent): the daemon stops acting and exits ``EXIT_LOST_LEAD``."""
@@ -131,6 +165,7 @@ class Lead:
             return
         self.leading = False
         self.lost_reason = why
+        self._lost_at = time.monotonic()
         self._metrics.leader.set(0)
         log.error(
             "this replica (%s) lost the lead (%s); it stops acting now and exits with status %d for its "
@@ -197,8 +232,42 @@ class Lead:
         log.error("%s", exc)
         self.lose("a fenced write was refused: another replica leads")
 
+    def _watch(self) -> None:
+        """The watchdog's thread (see the module): exits the process when the lead can no longer
+        be proved, or a lost lead's stop sequence does not end."""
+        while not self._watchdog_done.wait(_WATCH_EVERY_S):
+            now = time.monotonic()
+            lost_at = self._lost_at
+            if lost_at is not None:
+                if now - lost_at <= _LOST_STOP_GRACE_S:
+                    continue
+                why = f"it lost the lead {now - lost_at:.0f}s ago and its stop sequence has not ended"
+            elif now - self._proved_at > self._unproven_exit_s:
+                why = (
+                    f"it could not confirm its lead for {now - self._proved_at:.0f}s (limit "
+                    f"{self._unproven_exit_s:g}s): the state database does not answer, or its own event "
+                    "loop is stuck waiting for it"
+                )
+            else:
+                continue
+            self._metrics.leader.set(0)
+            log.error(
+                "this replica (%s) exits with status %d at once: %s; another replica leads once PostgreSQL "
+                "ends this replica's lock session, and the supervisor restarts this one as a follower",
+                self.identity,
+                EXIT_LOST_LEAD,
+                why,
+            )
+            for handler in logging.getLogger().handlers:
+                with contextlib.suppress(Exception):
+                    handler.flush()
+            assert self._exit_process is not None
+            self._exit_process(EXIT_LOST_LEAD)
+            return
+
     async def release(self) -> None:
         """On a clean stop: let a follower take over at once."""
+        self._watchdog_done.set()
         if self.shared:
             with contextlib.suppress(StateUnavailableError):
                 await asyncio.to_thread(self._leadership.release)

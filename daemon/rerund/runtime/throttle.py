@@ -210,6 +210,12 @@ class RateSchedule:
         self._booked = n
         return release - now
 
+    def retune(self, rate: float, burst: float) -> None:
+        """From now on at most ``rate`` RPCs a second after a burst of ``burst`` (> 0); the
+        bookings made so far keep their release times."""
+        self.rate = rate
+        self.burst = burst
+
     def hold(self, at: float) -> None:
         """The last booking is sent at ``at`` (later than this schedule said)."""
         released = self._released
@@ -258,8 +264,7 @@ class AdaptiveRate:
                 self.cap = math.inf
                 self._schedule = None
                 return 0.0
-            self._schedule.rate = self.cap
-            self._schedule.burst = max(1.0, self.cap / 4)
+            self._schedule.retune(self.cap, max(1.0, self.cap / 4))
         return self._schedule.reserve(cost, now)
 
     def hold(self, at: float) -> None:
@@ -288,8 +293,26 @@ class AdaptiveRate:
         if self._schedule is None:
             self._schedule = RateSchedule(self.cap, burst=max(1.0, self.cap / 4))
         else:
-            self._schedule.rate = self.cap
-            self._schedule.burst = max(1.0, self.cap / 4)
+            self._schedule.retune(self.cap, max(1.0, self.cap / 4))
+
+
+@dataclass
+class PeakRate:
+    """The most RPCs released in one whole second. ``count(cost, second)`` adds ``cost`` RPCs
+    released in ``second`` (seconds never go back); True when that made a new peak."""
+
+    peak: int = 0
+    _second: int = field(default=-1, init=False)
+    _in_second: int = field(default=0, init=False)
+
+    def count(self, cost: int, second: int) -> bool:
+        if second != self._second:
+            self._second, self._in_second = second, 0
+        self._in_second += cost
+        if self._in_second <= self.peak:
+            return False
+        self.peak = self._in_second
+        return True
 
 
 @dataclass
@@ -356,10 +379,8 @@ class Throttle:
         self._booking = threading.Lock()
         self._on_release = on_release
         self._on_peak = on_peak
-        # RPCs released in the current whole second of ``clock``, and the most in one.
-        self._second, self._in_second = -1, 0
+        self._peak = PeakRate()
         self._sent: deque[float] = deque()  # when the last max_rps RPCs left (or will)
-        self.peak_rps = 0
         self.overloads = 0
         if on_change is not None:
             on_change(limit.current)
@@ -367,6 +388,11 @@ class Throttle:
     @property
     def inflight(self) -> int:
         return self._inflight
+
+    @property
+    def peak_rps(self) -> int:
+        """The most RPCs released in one whole second of ``clock`` so far."""
+        return self._peak.peak
 
     @property
     def waiting(self) -> int:
@@ -407,15 +433,11 @@ class Throttle:
     def _released(self, cost: int, second: int) -> None:
         """Count ``cost`` RPCs released in ``second`` (lock held; seconds never go back: the
         moments ``sent`` gives never decrease)."""
-        if second != self._second:
-            self._second, self._in_second = second, 0
-        self._in_second += cost
+        peaked = self._peak.count(cost, second)
         if self._on_release is not None:
             self._on_release(cost)
-        if self._in_second > self.peak_rps:
-            self.peak_rps = self._in_second
-            if self._on_peak is not None:
-                self._on_peak(self.peak_rps)
+        if peaked and self._on_peak is not None:
+            self._on_peak(self._peak.peak)
 
     async def pace(self, cost: int = 1) -> None:
         """Wait until ``cost`` more RPCs fit the hard and the learned rate (no slot taken)."""
@@ -537,7 +559,7 @@ class GuardedControlPlane:
         self._per_rpc = paced_per_rpc
         if self._per_rpc:
             # Each booking is one RPC: no burst beyond one, so no second holds more than max_rps.
-            throttle.rate.burst = 1.0
+            throttle.rate.retune(throttle.rate.rate, 1.0)
 
     def _refused(self, exc: CredentialsError) -> None:
         if self.credentials.refused(str(exc), self._clock()):

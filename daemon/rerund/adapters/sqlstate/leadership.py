@@ -5,7 +5,8 @@ its own. PostgreSQL releases the lock the moment that session ends — the proce
 its connection terminated (``pg_terminate_backend``), the server restarted — so a follower
 trying the lock every second takes over within about a second. Idle dead sessions are found by
 TCP keepalives set on the lock's session on both ends (about 11 s when a network partition
-leaves no FIN behind).
+leaves no FIN behind), and by the session's ``idle_session_timeout`` (15 s) when a proxy or
+pooler in front of the database answers the keepalives for the partitioned replica.
 
 Every acquisition raises the ``term`` of the one ``leadership`` row by one, in the same session
 that holds the lock, and records who leads (``host:pid``) and since when: ``rerund status``
@@ -67,6 +68,14 @@ _SESSION_KEEPALIVES = (
     "SET tcp_keepalives_count = 3",
     "SET statement_timeout = '5s'",
 )
+# Keepalives cannot see a partition behind a proxy or pooler in front of the database
+# (PgBouncer, a cloud SQL proxy): the proxy's socket answers them. The lock's session is never
+# idle for long while its replica is connected (the leader checks it, a follower tries the lock,
+# every second), so PostgreSQL ending it after this long idle frees a partitioned leader's lock
+# whatever lies between. Longer than the leader's own check timeout (``Lead.keep``: 9 s), so a
+# partitioned leader has stopped acting before its lock goes. PostgreSQL 14 and later.
+IDLE_SESSION_TIMEOUT_S = 15
+_IDLE_SESSION_TIMEOUT_SINCE = 140000  # server_version_num
 
 
 def postgres_engine(url: str, password: str | None = None, **options: Any) -> Engine:
@@ -135,6 +144,9 @@ class PostgresLeadership:
             try:
                 for statement in _SESSION_KEEPALIVES:
                     conn.execute(text(statement))
+                version = int(conn.execute(text("SHOW server_version_num")).scalar_one())
+                if version >= _IDLE_SESSION_TIMEOUT_SINCE:
+                    conn.execute(text(f"SET idle_session_timeout = '{IDLE_SESSION_TIMEOUT_S}s'"))
             except BaseException:
                 conn.close()
                 raise

@@ -17,9 +17,10 @@ What differs is where the rows live and who else writes them:
   a storm after a start or a takeover costs no read per run at all. That holds because the
   daemon records a run's failure before anything else about it and, with a shared state,
   only the leader writes (fenced: the previous leader's writes ended with its term);
-  a ``rerund sweep`` deciding the same run at the same moment may be counted by both (its
-  rows are still written once). A flush that fails forgets the fresh runs: their facts are
-  read again.
+  the exception is ``rerund sweep`` (another process, no group commits) run while a daemon
+  runs: a failure the sweep recorded first is counted again by the daemon (its metrics and
+  decision log line; the rows are still written once). A flush that fails forgets the fresh
+  runs and the newest failure time: they are read again.
 - **The database can go away.** Every method raises ``LedgerError`` (never a driver error);
   the connection pool drops connections the server closed, so the next call after the server
   is back connects again (the daemon's recorder already carries on when a write fails). A

@@ -1,5 +1,5 @@
-"""The reconcile loop, one job per module (see ``loop``'s docstring for why it is
-level-triggered and issues every rerun exactly once)."""
+"""The reconcile loop, one job per module (listed in docs/architecture.md; ``loop``'s
+docstring says why it is level-triggered and issues every rerun exactly once)."""
 
 from rerund.runtime.reconcile.loop import DEFAULT_LOOKBACK, Reconciler, SyncReport
 from rerund.runtime.reconcile.recorder import public_decision

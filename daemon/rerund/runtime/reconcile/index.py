@@ -123,6 +123,10 @@ class _Known:
             self._lineages = {(i.ref.scope, i.root, i.attempt) for i in self.by_name.values() if i.trusted}
         return (ref.scope, root, attempt) in self._lineages
 
+    def vouched_changed(self) -> None:
+        """Some reruns' ``trusted`` changed in place: the lineage set is rebuilt on the next ``has``."""
+        self._lineages = None
+
 
 class RerunIndex:
     """The reruns known to exist, plus those being created right now (``reserve``): a
@@ -378,7 +382,7 @@ class RerunIndex:
                 self._count_error(exc)
                 continue
             info.trusted = found == claim
-        fresh._lineages = None  # rebuilt from the vouched ones on the next ``has``
+        fresh.vouched_changed()
         return failed
 
     async def vouched_facts(self, facts: FailureFacts) -> FailureFacts:

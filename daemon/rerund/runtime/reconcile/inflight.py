@@ -8,8 +8,9 @@ object is the one place that serialises them (no I/O; futures need a running eve
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Coroutine, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rerund.core.runs import RunRef
 
@@ -21,9 +22,9 @@ class InFlight:
 
     Invariants:
 
-    - *One task per run.* A run is ``busy`` from ``handling`` (read and decide) and from
-      ``begin_issue`` until ``end_issue`` (its rerun is being issued); callers skip a busy
-      run. ``begin_issue`` is called before the issue task starts, so a run is never
+    - *One task per run.* A run is ``busy`` while ``handling`` (read and decide) and from
+      ``issuing`` until the coroutine it returns ends (its rerun is being issued); callers
+      skip a busy run. ``issuing`` marks it before the issue task starts, so a run is never
       momentarily free between its decision and its issue.
     - *One create per rerun name.* While ``creating(target)`` is open, ``create_of(target)``
       returns a future that completes when it closes (however it ends); a second create of
@@ -51,6 +52,19 @@ class InFlight:
             yield
         finally:
             self._handling.discard(ref)
+
+    def issuing(self, ref: RunRef, work: Awaitable[None]) -> Coroutine[Any, Any, None]:
+        """``work``, the issue of ``ref``'s rerun, as a coroutine to run as a task: ``ref`` is
+        busy from this call (before the task starts) until that coroutine ends."""
+        self.begin_issue(ref)
+
+        async def issue() -> None:
+            try:
+                await work
+            finally:
+                self.end_issue(ref)
+
+        return issue()
 
     def begin_issue(self, ref: RunRef) -> None:
         """An issue task for ``ref`` is about to start; it calls ``end_issue`` when it ends."""

@@ -107,8 +107,8 @@ class Issuer:
                 self.count_error(exc)
                 raise
 
-        # One plain loop: most calls succeed at once, and a retrier object per call (tenacity's,
-        # before) cost more CPU in a storm than the call's own bookkeeping.
+        # One plain loop, no retrier object per call: most calls succeed at once, and a storm
+        # makes thousands of them.
         failed = 0
         while True:
             try:

@@ -8,27 +8,17 @@ state (the seen-cache, the ledger, the scheduler's jobs) only saves RPCs and rec
 Contract:
 
 - *Never twice.* A rerun's name is a function of its lineage attempt (``rerund.core.names``);
-  a create is first looked up in the reruns index (``index``), and the control plane answers
-  ALREADY_EXISTS to a second create of a name — taken as this rerun only when the run's labels
-  and relation (or the ledger) vouch for it, else the lineage takes its next salted name.
-- *Never missed.* Failed runs come from a WatchRuns stream and a ListRuns resync every pass:
-  from the watermark minus the overlap every ``DEEP_LISTING_EVERY`` (and after a failed
-  listing), from the last listing minus ``CHANGE_MARGIN`` in between (a pass costs what
-  changed, not the overlap's worth of failures); the watermark never passes a failure still
-  owed something (``owed``). Only a decision carried out settles a failure; a transient error
+  ``creates`` sends each create once, under a name no other run holds.
+- *Never missed.* Failed runs come from a WatchRuns stream and a ListRuns resync every pass
+  (where each listing starts: ``windows``); the watermark never passes a failure still owed
+  something (``owed``). Only a decision carried out settles a failure; a transient error
   leaves it pending, retried with backoff (``issuer``).
 - No policy ``if`` lives here: the four decision kinds map to four actions (a relaunch is a
-  ``Rerun`` sent by ``rerund.runtime.relaunch.send``; a ``WaitForVersion`` stays pending until
-  the task listing shows another version or its ``max_wait`` ends).
+  ``Rerun``; a ``WaitForVersion`` stays pending until the task listing shows another version
+  or its ``max_wait`` ends).
 
 RPC costs are those of the ``rerund.ports.ControlPlane`` methods; a settled failure and an
 already-issued rerun cost none on the next pass.
-
-One job per module: ``loop`` (passes, stream events, deciding and acting), ``owed`` (what is
-still owed: seen-cache, pending failures, watermarks, late error details; pure), ``inflight``
-(per-run serialisation), ``index`` (reruns known to exist, lineages, budget counts),
-``recorder`` (ledger, metrics, decision log, ``/decisions``, notifications, outcomes),
-``issuer`` (the one retry-with-backoff for control-plane calls).
 """
 
 from __future__ import annotations
@@ -36,37 +26,37 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, assert_never
 
 from rerund.aiotasks import TaskSet
 from rerund.clock import utcnow
 from rerund.core.decide import decide as core_decide
-from rerund.core.lineage import claimed_lineage, decided_as, failure_from, issue_request, lineage_names
+from rerund.core.lineage import failure_from, lineage_names
 from rerund.core.model import Decision, Defer, Failure, GiveUp, Ignore, Rerun, WaitForVersion
-from rerund.core.names import MAX_SALT, rerun_name
-from rerund.core.records import IssueResult, RerunIssue
 from rerund.core.rules import PolicySet
-from rerund.core.runs import FAILED_PHASES, FailureFacts, RelaunchRequest, RerunRequest, RunRef, RunSummary
-from rerund.core.scopes import Coverage, plan
+from rerund.core.runs import FAILED_PHASES, FailureFacts, RunRef, RunSummary
+from rerund.core.scopes import Coverage
 from rerund.core.status import ListedRerun
 from rerund.errors import (
-    AlreadyExistsError,
     ControlPlaneError,
     CredentialsError,
     NotFoundError,
-    PermanentControlPlaneError,
 )
 from rerund.ports import ControlPlane, DecisionLedger, Notifier, Outbox, Scheduler
 from rerund.runtime.metrics import Metrics
+from rerund.runtime.reconcile.creates import Creates, Issued
+from rerund.runtime.reconcile.facts import ReadAgain, facts_to_decide
+from rerund.runtime.reconcile.follow import Follower
 from rerund.runtime.reconcile.incidents import Incidents
-from rerund.runtime.reconcile.index import CHANGE_MARGIN, RerunIndex, RerunInfo
+from rerund.runtime.reconcile.index import RerunIndex, RerunInfo
 from rerund.runtime.reconcile.inflight import InFlight
-from rerund.runtime.reconcile.issuer import Issuer, Stopped
+from rerund.runtime.reconcile.issuer import Issuer
 from rerund.runtime.reconcile.owed import OwedWork, Waiting
-from rerund.runtime.reconcile.recorder import DecisionRecorder, Tracked
-from rerund.runtime.relaunch import TaskVersions, send, task_key
+from rerund.runtime.reconcile.recorder import DecisionRecorder
+from rerund.runtime.reconcile.windows import DEEP_LISTING_EVERY, ListingWindows
+from rerund.runtime.relaunch import TaskVersions, task_key
 
 __all__ = ["DEEP_LISTING_EVERY", "DEFAULT_LOOKBACK", "Reconciler", "SyncReport"]
 
@@ -78,19 +68,11 @@ Decide = Callable[[Failure, PolicySet, datetime], Decision]
 DEFAULT_LOOKBACK = timedelta(hours=1)
 _RETRY_INITIAL = 0.5
 _RETRY_MAX = 30.0
-# How much further back than the resync window the reruns listing may reach (for reruns still
-# running, and failures still owed something); older running reruns are followed on their own.
-_MAX_LISTING_REACH = timedelta(hours=1)
-_FOLLOW_ALONE_EVERY = timedelta(minutes=5)
 # Decisions made from cached facts cost CPU only (no RPC, no await): a pass that makes many of
 # them (after a policy reload, or a backlog of due items) yields to the event loop after every
 # this many, so /healthz, the stream and the HTTP routes are served while it works.
 _DECISIONS_PER_YIELD = 64
 _SLICE_S = 0.02  # ... or after this long deciding, whichever comes first (``_redecide_due``)
-# How often the failed runs of the whole overlap are listed; the passes in between list those
-# updated since the last listing (less CHANGE_MARGIN). A failure the control plane shows late,
-# within the overlap, is found by the next such listing.
-DEEP_LISTING_EVERY = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -101,30 +83,6 @@ class SyncReport:
     failed_runs: int
     reruns_listed: int
     errors: tuple[str, ...] = ()
-
-
-def _held_by_another(holder: RerunInfo, ours: tuple[str, int], *, relaunch: bool) -> bool:
-    """Whether the index knows the run named like this rerun is another run (no RPC): another
-    lineage attempt's, or one nobody vouches for (for a relaunch, one with other labels:
-    ``_unvouched_relaunch``). Unknown, or not checked yet: the create finds out."""
-    if holder.trusted is None:
-        return False
-    if holder.claim != ours:
-        return True
-    return not holder.trusted and not relaunch
-
-
-def _unvouched_relaunch(
-    req: RerunRequest | RelaunchRequest, there: RunSummary, ours: tuple[str, int]
-) -> bool:
-    """Whether ``there``, the run holding the name of relaunch ``req``, is taken as that
-    relaunch although nothing vouches for it: a relaunch is a fresh run (no relation), so only
-    the ledger of the replica that created it vouches for it. A run of the relaunch's name, with
-    its lineage labels and no relation, is taken as the relaunch by another replica (or before a
-    restart that lost the ledger): a second relaunch would be worse than trusting it."""
-    return (
-        isinstance(req, RelaunchRequest) and there.relation is None and claimed_lineage(there.labels) == ours
-    )
 
 
 class Reconciler:
@@ -163,16 +121,13 @@ class Reconciler:
     ) -> None:
         self._cp = control_plane
         # Scopes may be patterns (``*/*``, ``ml/*``): those are listed and watched org-wide
-        # (one ListRuns with ``org``, key ``*/*``) and filtered by ``_coverage``.
-        self._coverage = Coverage(tuple((p, d) for p, d in scopes))
-        self._scopes = list(plan(self._coverage.scopes))
+        # (one ListRuns with ``org``, key ``*/*``) and filtered by ``coverage``.
+        coverage = Coverage(tuple((p, d) for p, d in scopes))
         self._policies = policies
         self._metrics = metrics
         self._scheduler = scheduler
         self._decide = decide
         self._clock = clock
-        self._dry_run = dry_run
-        self._sem = asyncio.Semaphore(max_concurrent_reruns)
         self._reads = asyncio.Semaphore(max(8, max_concurrent_reruns))
         self._stopping = asyncio.Event()
         self._tasks = TaskSet(log, on_error=metrics.internal_errors.labels("reconcile task").inc)
@@ -181,7 +136,7 @@ class Reconciler:
             lookback=lookback,
             overlap=overlap,
             seen_capacity=seen_capacity,
-            coverage=self._coverage,
+            coverage=coverage,
             error_wait=error_wait,
             error_recheck=error_recheck,
         )
@@ -199,13 +154,11 @@ class Reconciler:
             recent_capacity=recent_capacity,
         )
         self._incidents = Incidents(self._recorder, self._tasks.spawn, clock())
-        # Called before every create: raises ``Stopped`` unless this replica still leads.
-        self._fence = fence
         self._index = RerunIndex(
             control_plane,
             reads=self._reads,
             count_error=self._issuer.count_error,
-            coverage=self._coverage,
+            coverage=coverage,
             issued_as=self._recorder.issued_as,
             on_forged=lambda ref, labels: self._recorder.forged(ref, labels),
         )
@@ -218,8 +171,28 @@ class Reconciler:
         # set that decides alike decides nothing again.
         self._decided_under: PolicySet | None = None
         self._versions = TaskVersions(control_plane)
-        # Per listing of failed runs: when it last listed the whole overlap, and last listed.
-        self._failed_listed: dict[str, tuple[datetime, datetime]] = {}
+        self._creates = Creates(
+            control_plane,
+            index=self._index,
+            recorder=self._recorder,
+            issuer=self._issuer,
+            inflight=self._inflight,
+            metrics=metrics,
+            clock=clock,
+            stopping=self._stopping,
+            fence=fence,
+            dry_run=dry_run,
+            max_concurrent=max_concurrent_reruns,
+        )
+        self._follow = Follower(
+            control_plane,
+            reads=self._reads,
+            issuer=self._issuer,
+            recorder=self._recorder,
+            index=self._index,
+            incidents=self._incidents,
+        )
+        self._windows = ListingWindows(coverage, self._owed, self._recorder)
         self.last_sync: datetime | None = None
 
     # -- public API --------------------------------------------------------------------------
@@ -298,7 +271,7 @@ class Reconciler:
         await self._release(self._incidents.configure(policies.incidents, now))
         reruns = 0
         self._index.start_pass()
-        for project, domain in self._scopes:
+        for project, domain in self._windows.scopes:
             try:
                 reruns += await self._refresh_reruns(project, domain, now, policies)
             except ControlPlaneError as exc:
@@ -308,22 +281,22 @@ class Reconciler:
             # Only a listing that read every rerun's lineage covers these policies: one failed
             # GetRunDetails leaves watch events to the next pass.
             self._indexed_generation = generation
-        await self._follow_canaries(now)
+        await self._follow.canaries(now, self._release)
         failed_total = 0
-        for project, domain in self._scopes:
+        for project, domain in self._windows.scopes:
             scope = f"{project}/{domain}"
-            self._floor(scope, now)
-            since = self._since(scope, now)
+            self._windows.floor(scope, now)
+            since = self._windows.since(scope, now)
             self._owed.listed(scope, since)
-            listing, deep = self._failed_since(scope, since, now)
+            listing, deep = self._windows.failed_start(scope, since, now)
             try:
                 failed = await self._cp.list_failed(project, domain, since=listing)
             except ControlPlaneError as exc:
                 self._issuer.count_error(exc)
                 errors.append(f"{scope}: {exc}")
-                self._failed_listed.pop(scope, None)  # the next pass lists the whole overlap
+                self._windows.failed_listing_lost(scope)
                 continue
-            self._failed_listed[scope] = (now if deep else self._failed_listed[scope][0], now)
+            self._windows.failed_listed(scope, now, deep=deep)
             failed = [s for s in failed if self._owed.finds(scope, s.ref)]
             failed_total += len(failed)
             for summary in failed:
@@ -356,7 +329,7 @@ class Reconciler:
         if self.stopping or not summary.terminal:
             return None
         now = self._clock()
-        if not self._coverage.covers(summary.ref.project, summary.ref.domain):
+        if not self._windows.covers(summary.ref):
             return None  # an org-wide stream also carries runs of projects no scope names
         self._recorder.observe(summary, now)
         if self._incidents.is_canary(summary.ref):
@@ -365,7 +338,9 @@ class Reconciler:
                 return self._release(released)
         if summary.phase not in FAILED_PHASES:
             return None
-        if summary.ended_at is not None and summary.ended_at < self._floor(self._listing(summary.ref), now):
+        if summary.ended_at is not None and summary.ended_at < self._windows.floor(
+            self._windows.key_of(summary.ref), now
+        ):
             return None  # older than the lookback (e.g. in the stream's first snapshot)
         if self._indexed_generation != self._owed.generation:
             return None  # the reruns index is not listed yet for these policies: the pass decides it
@@ -377,45 +352,10 @@ class Reconciler:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _since(self, scope: str, now: datetime) -> datetime:
-        if self._owed.watermark(scope) is None:
-            stored = self._recorder.stored_watermark(scope)
-            if stored is not None:
-                self._owed.restore(scope, stored)
-        return self._owed.since(scope, now)
-
-    def _failed_since(self, scope: str, since: datetime, now: datetime) -> tuple[datetime, bool]:
-        """Where this pass's listing of failed runs in ``scope`` starts, and whether it lists
-        the whole overlap (from ``since``): see ``DEEP_LISTING_EVERY``."""
-        last = self._failed_listed.get(scope)
-        if last is None or now - last[0] >= DEEP_LISTING_EVERY or last[1] - CHANGE_MARGIN <= since:
-            return since, True
-        return last[1] - CHANGE_MARGIN, False
-
-    def _floor(self, scope: str, now: datetime) -> datetime:
-        """The oldest failure time this process considers in ``scope`` (fixed on first use,
-        after the ledger's watermark, if any, is restored)."""
-        if not self._owed.has_floor(scope):
-            self._since(scope, now)
-        return self._owed.floor(scope, now)
-
     async def _refresh_reruns(self, project: str, domain: str, now: datetime, policies: PolicySet) -> int:
         budgets = policies.budgets()
         scope = f"{project}/{domain}"
-        since = self._since(scope, now)
-        if budgets:
-            since = min(since, now - max(budgets.values()))
-        # A rerun followed to its outcome, and a failure still owed a decision (deferred,
-        # retried, or re-decided after a policy reload) whose rerun may already exist, pull the
-        # listing back to them — by at most _MAX_LISTING_REACH, so one rerun that never ends
-        # cannot pin the window to its creation time. Older running reruns are followed on
-        # their own (_follow_alone); for older owed failures the rerun's name, a function of
-        # (root, attempt), guards against a second create.
-        reach = since - _MAX_LISTING_REACH
-        finds = lambda ref: self._owed.finds(scope, ref)  # noqa: E731
-        for older in (self._recorder.oldest_tracked(finds), self._owed.oldest_owed(scope)):
-            if older is not None and older < since:
-                since = max(older, reach)
+        since = self._windows.reruns_since(scope, now, budgets)
         listed = await self._index.refresh(
             project,
             domain,
@@ -424,32 +364,8 @@ class Reconciler:
             now=now,
             on_listed=lambda r: self._recorder.observe(r, now),
         )
-        await self._follow_alone(self._recorder.ask_alone(scope, since, now, _FOLLOW_ALONE_EVERY), now)
+        await self._follow.alone(scope, since, now)
         return listed
-
-    async def _follow_alone(self, refs: Sequence[RunRef], now: datetime) -> None:
-        """Outcomes of tracked reruns older than the listing reaches: one GetRunDetails each,
-        at most every _FOLLOW_ALONE_EVERY (only reruns running for hours cost this; the watch
-        stream usually reports their end first)."""
-
-        async def follow(ref: RunRef) -> None:
-            async with self._reads:
-                try:
-                    summary = await self._cp.get_run(ref)
-                except NotFoundError as exc:
-                    self._issuer.count_error(exc)
-                    self._recorder.untrack(ref)  # deleted: there is no outcome to wait for
-                    return
-                except ControlPlaneError as exc:
-                    self._issuer.count_error(exc)
-                    return
-            self._recorder.observe(summary, now)
-
-        await asyncio.gather(*(follow(r) for r in refs))
-
-    def _listing(self, ref: RunRef) -> str:
-        """The key of the listing that finds run ``ref``."""
-        return next((f"{p}/{d}" for p, d in self._scopes if self._owed.finds(f"{p}/{d}", ref)), ref.scope)
 
     # -- deciding ----------------------------------------------------------------------------
 
@@ -500,71 +416,18 @@ class Reconciler:
                         log.warning("run %s: reading its failure failed, retrying next pass: %s", ref, exc)
                     self._owed.owe_unread(summary, summary.ended_at or now)
                     return
-                checked = self._check_facts(summary, facts, now)
+                checked = facts_to_decide(summary, facts, self._owed, now)
+                if isinstance(checked, ReadAgain):
+                    if self._scheduler is not None:
+                        self._scheduler.schedule(str(ref), checked.due, lambda: self._redecide(ref))
+                    return
                 if checked is None:
+                    self._settle(ref)
                     return
                 facts = checked
                 self._recorder.failure(facts, now)
             self._owed.remember(ref, marker, facts, settled=False)
             await self._decide_and_act(facts, now)
-
-    def _check_facts(self, summary: RunSummary, facts: FailureFacts, now: datetime) -> FailureFacts | None:
-        """The facts to decide on, or None when the failure must not be decided (now or ever).
-
-        - Executing again when read (listed failed, QUEUED or RUNNING in ``facts``): settled,
-          not decided; the run's next end is a new failure.
-        - FAILED without error details yet (open-source Flyte fills them once the last
-          attempt's events arrived): stays pending and is read again every
-          ``error_recheck``, for at most ``error_wait`` after it failed; then decided without
-          them, with a warning. Never settled on facts that may still change.
-        - ABORTED only because an operator aborted a run that had already finished
-          (open-source AbortRun has no phase condition): a finished SUCCEEDED run is ignored;
-          a FAILED or TIMED_OUT one is decided as what it was (the same decision, so the same
-          rerun name: never a second rerun).
-        """
-        ref = summary.ref
-        if facts.summary.phase not in FAILED_PHASES:  # listed failed, executing again when read
-            log.info(
-                "run %s: not decided: listed %s but %s when read (open-source Flyte runs a run again "
-                "when a CreateRun names it); its next end is decided",
-                ref,
-                summary.phase,
-                facts.summary.phase,
-            )
-            self._owed.remember(ref, (summary.phase, summary.ended_at), None, settled=True)
-            self._settle(ref)
-            return None
-        if facts.error_pending:
-            late = self._owed.await_error(summary, facts.failed_at, now)
-            if late is not None:
-                if late.first:
-                    log.info(
-                        "run %s is FAILED but its error details have not arrived yet; rerund waits up to "
-                        "%ss after the failure for them before deciding (reads it again in %.1fs)",
-                        ref,
-                        f"{self._owed.error_wait.total_seconds():g}",
-                        (late.due - now).total_seconds(),
-                    )
-                if self._scheduler is not None:
-                    self._scheduler.schedule(str(ref), late.due, lambda: self._redecide(ref))
-                return None
-            log.warning(
-                "run %s: its error details did not arrive within %ss of the failure; deciding without "
-                "them (no error kind, code or message for the policies to match)",
-                ref,
-                f"{self._owed.error_wait.total_seconds():g}",
-            )
-        self._owed.error_arrived(ref)
-        decided = decided_as(facts)
-        if decided is None:
-            log.info(
-                "run %s: ignored: it is ABORTED only because it was aborted after it had %s",
-                ref,
-                facts.finished_phase,
-            )
-            self._owed.remember(ref, (summary.phase, summary.ended_at), None, settled=True)
-            self._settle(ref)
-        return decided
 
     async def _decide_and_act(self, facts: FailureFacts, now: datetime) -> None:
         policies = self._policies()
@@ -580,7 +443,8 @@ class Reconciler:
                 # Carried out before (by this daemon before a restart, or another replica):
                 # not a new decision — no decision line, record or metric, so a restart with a
                 # fresh ledger does not look like a retry storm.
-                self._already_issued(ref, failure, decision, target, now)
+                self._creates.found(ref, failure, decision, target, now)
+                self._settle(ref)
                 return
         decision = self._incidents.gate(failure, decision, ref, now)  # held, canary, or as it is
         novel = self._recorder.decision(facts, failure, decision, now)
@@ -615,39 +479,6 @@ class Reconciler:
             case _:
                 assert_never(decision)
 
-    def _already_issued(
-        self, ref: RunRef, failure: Failure, decision: Rerun, target: RunRef, now: datetime
-    ) -> None:
-        self._recorder.issue(
-            RerunIssue(
-                ref,
-                target.name,
-                failure.root,
-                decision.attempt,
-                decision.policy,
-                decision.scope.value,
-                "already_exists",
-                "found in the reruns listing",
-            ),
-            now,
-        )
-        decisions_log.debug(
-            "exists  %s: rerun %s (attempt %d) was already issued; nothing to do",
-            ref,
-            target,
-            decision.attempt,
-            extra={
-                "run": str(ref),
-                "lineage": failure.root,
-                "policy": decision.policy,
-                "decision": "exists",
-                "attempt": decision.attempt,
-                "rerun": target.name,
-                "fingerprint": decision.fingerprint or None,
-            },
-        )
-        self._settle(ref)
-
     def _defer(self, facts: FailureFacts, due: datetime | None, waiting: Waiting | None = None) -> None:
         ref = facts.summary.ref
         self._owed.owe(facts, due, waiting)
@@ -675,22 +506,6 @@ class Reconciler:
             await self._redecide(ref)
             if i % _DECISIONS_PER_YIELD == 0:
                 await asyncio.sleep(0)
-
-    async def _follow_canaries(self, now: datetime) -> None:
-        """How each incident's canary ended, when the stream has not said: one GetRunDetails
-        per canary out (so per open incident) per pass."""
-        for ref in self._incidents.canaries():
-            try:
-                summary = await self._cp.get_run(ref)
-            except NotFoundError:
-                if self._index.holder(ref) is None:  # never created (rejected, dry run): probe again
-                    self._incidents.canary_gone(ref, now)
-                continue
-            except ControlPlaneError as exc:
-                self._issuer.count_error(exc)
-                continue
-            self._recorder.observe(summary, now)
-            await self._release(self._incidents.run_ended(summary, now))
 
     async def _relaunch_fixed(self) -> None:
         """List the latest version of every task a failure waits on (one ListTasks per task)
@@ -727,177 +542,13 @@ class Reconciler:
     # -- acting ------------------------------------------------------------------------------
 
     async def _issue(self, facts: FailureFacts, failure: Failure, decision: Rerun) -> None:
-        req = issue_request(facts, decision)
-        try:
-            await self._create(facts, failure, decision, req)
-        finally:
-            self._index.release(req.target)
-
-    async def _create(
-        self, facts: FailureFacts, failure: Failure, decision: Rerun, req: RerunRequest | RelaunchRequest
-    ) -> None:
-        ref = facts.summary.ref
-        attempt, policy, scope = decision.attempt, decision.policy, decision.scope.value
-
-        def issue_record(result: IssueResult, message: str) -> None:
-            issue = RerunIssue(ref, req.name, failure.root, attempt, policy, scope, result, message)
-            self._recorder.issue(issue, self._clock())
-
-        if self._index.has(req.target, failure.root, attempt):
-            issue_record("already_exists", "found in the reruns listing")
-            self._settle(ref)
-            return
-        for salt in range(MAX_SALT + 1):
-            if salt:
-                req = replace(req, name=rerun_name(root=failure.root, attempt=attempt, salt=salt))
-            holder = self._index.holder(req.target)
-            if holder is not None and _held_by_another(
-                holder, (failure.root, attempt), relaunch=isinstance(req, RelaunchRequest)
-            ):
-                self._recorder.name_taken(
-                    ref, req.target, failure.root, attempt, holder.claim if holder.trusted else None
-                )
-                continue
-            if not await self._create_named(facts, failure, decision, req, issue_record):
-                return
-        issue_record("invalid", f"every name of the rerun ({MAX_SALT + 1}) is taken by another run")
-        log.error(
-            "run %s: rerun attempt %d of lineage %r not created: its %d names are all taken by other runs "
-            "(last %s); not retried until the policies change",
-            ref,
-            attempt,
-            failure.root,
-            MAX_SALT + 1,
-            req.target,
-        )
-        self._settle(ref, final=False)
-
-    async def _create_named(
-        self,
-        facts: FailureFacts,
-        failure: Failure,
-        decision: Rerun,
-        req: RerunRequest | RelaunchRequest,
-        issue_record: Callable[[IssueResult, str], None],
-    ) -> bool:
-        """Create ``req`` under its name; True when that name turned out to be another run's."""
-        ref = facts.summary.ref
-        attempt = decision.attempt
-        # A second failure of the lineage decided for the same (root, attempt) — e.g. an
-        # operator's copy of a rerun, decided in the same pass — waits for the first create.
-        other = self._inflight.create_of(req.target)
-        if other is not None:
-            await asyncio.shield(other)
-            if self._index.has(req.target, failure.root, attempt):
-                issue_record("already_exists", "created for another failure of the lineage in this pass")
-                decisions_log.info(
-                    "exists  %s: rerun %s was already issued (for another failed run of lineage %r, "
-                    "attempt %d)",
-                    ref,
-                    req.target,
-                    failure.root,
-                    attempt,
-                )
-                self._settle(ref)
-                return False
-            # The other create did not succeed (stopping, rejected, or another lineage's): try ours.
-        with self._inflight.creating(req.target):
-            return await self._create_once(ref, failure, decision, req, issue_record)
-
-    async def _create_once(
-        self,
-        ref: RunRef,
-        failure: Failure,
-        decision: Rerun,
-        req: RerunRequest | RelaunchRequest,
-        issue_record: Callable[[IssueResult, str], None],
-    ) -> bool:
-        """Create ``req``; True when its name is another run's (the caller tries the next)."""
-        attempt, policy, scope = decision.attempt, decision.policy, decision.scope.value
-        if self._dry_run:
-            issue_record("dry_run", "--dry-run: not created")
-            decisions_log.info("dry-run %s: would create %s", ref, req.target)
-            self._settle(ref)
-            return False
-
-        async def create() -> None:
-            async with self._sem:
-                if self.stopping:
-                    raise Stopped
-                if self._fence is not None:
-                    await self._fence()
-                await send(self._cp, req)
-
-        def retrying(exc: ControlPlaneError, delay: float) -> None:
-            if isinstance(exc, CredentialsError):
-                return  # refused credentials are reported once a minute, not per call
-            log.warning("run %s: creating rerun %s failed, retrying in %.1fs: %s", ref, req.name, delay, exc)
-
-        try:
-            await self._issuer.call(create, on_retry=retrying)
-        except Stopped:
-            return False  # what is owed stays pending (the watermark holds it for the next start)
-        except AlreadyExistsError:
-            # A run of that name exists: this rerun only if its labels and relation say so.
-            try:
-                there = await self._cp.get_run(req.target)
-                holder = await self._index.identity(there)
-            except ControlPlaneError as exc:
-                self._issuer.count_error(exc)
-                log.warning(
-                    "run %s: rerun name %s exists and reading it failed; retrying next pass: %s",
-                    ref,
-                    req.target,
-                    exc,
-                )
-                return False  # stays pending: decided again on the next pass
-            if holder != (failure.root, attempt) and not _unvouched_relaunch(
-                req, there, (failure.root, attempt)
-            ):
-                self._recorder.name_taken(ref, req.target, failure.root, attempt, holder)
-                return True
-            issue_record("already_exists", "the control plane answered ALREADY_EXISTS")
-            self._index.add(RerunInfo(req.target, self._clock(), policy, failure.root, attempt, trusted=True))
-            decisions_log.info("exists  %s: rerun %s was already issued", ref, req.target)
-            self._settle(ref)
-            return False
-        except PermanentControlPlaneError as exc:
-            issue_record("invalid", str(exc))
-            log.error(
-                "run %s: the control plane rejected rerun %s (%s); not retried until the policies change: %s",
-                ref,
-                req.name,
-                exc.code,
-                exc,
-            )
-            self._settle(ref, final=False)
-            return False
-        now = self._clock()
-        self._metrics.reruns_issued.labels(policy, scope).inc()
-        self._metrics.issue_latency.observe(max(0.0, (now - decision.not_before).total_seconds()))
-        issue_record("created", "")
-        self._index.add(RerunInfo(req.target, now, policy, failure.root, attempt, trusted=True))
-        self._recorder.track(Tracked(req.target, policy, failure.root, attempt, now))
-        kind = "relaunch" if isinstance(req, RelaunchRequest) else "rerun"
-        decisions_log.info(
-            "created %s: %s %s (attempt %d, policy %s)",
-            ref,
-            kind,
-            req.target,
-            attempt,
-            policy,
-            extra={
-                "run": str(ref),
-                "lineage": failure.root,
-                "policy": policy,
-                "decision": "created",
-                "attempt": attempt,
-                "rerun": req.name,
-                "fingerprint": decision.fingerprint or None,
-            },
-        )
-        self._settle(ref)
-        return False
+        match await self._creates.issue(facts, failure, decision):
+            case Issued.DONE:
+                self._settle(facts.summary.ref)
+            case Issued.REFUSED:  # rejected, or every name taken: not retried until the policies change
+                self._settle(facts.summary.ref, final=False)
+            case Issued.PENDING:
+                pass  # stays owed (the watermark holds it): decided again at the next pass
 
     def _settle(self, ref: RunRef, *, final: bool = True) -> None:
         self._owed.settle(ref, final=final)
@@ -905,16 +556,8 @@ class Reconciler:
             self._scheduler.cancel(str(ref))
 
     def _spawn_issue(self, ref: RunRef, coro: Awaitable[None]) -> None:
-        self._inflight.begin_issue(ref)
-
-        async def run() -> None:
-            try:
-                await coro
-            finally:
-                self._inflight.end_issue(ref)
-
         def failed(exc: Exception) -> None:
             self._metrics.internal_errors.labels("issue").inc()
             log.error("internal error while issuing the rerun of %s; it stays pending", ref, exc_info=exc)
 
-        self._tasks.spawn(run(), failed=failed)
+        self._tasks.spawn(self._inflight.issuing(ref, coro), failed=failed)
