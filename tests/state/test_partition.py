@@ -130,3 +130,46 @@ def test_a_black_holed_leader_that_cannot_confirm_its_lead_exits_3_at_once(
         and "limit 2s): the state database does not answer, or its own event loop is stuck" in m
         for m in messages
     ), messages
+
+
+def test_a_black_holed_follower_says_it_cannot_reach_the_database_and_takes_over_once_healed(
+    pg_url: str, proxy: TcpProxy
+) -> None:
+    """A follower's try of the lock that never comes back must not leave it "ready, following"
+    forever: after the check's timeout ``/readyz`` says the database did not answer; the try
+    still pending is waited for (not started again), and once the network heals it takes over."""
+    migrated(pg_url)
+    leader = PostgresLeadership(postgres_engine(pg_url), identity="a:1")
+    follower = PostgresLeadership(postgres_engine(proxied_url(pg_url, proxy)), identity="b:2")
+    lead = Lead(follower, Metrics(CollectorRegistry()), shared=True, retry_interval=0.1)
+    seen: list[tuple[bool, str] | None] = []
+
+    async def scenario() -> bool:
+        stopping = asyncio.Event()
+        campaign = asyncio.create_task(lead.campaign(stopping))
+        await asyncio.sleep(1.0)  # following: the leader holds the lock
+        seen.append(lead.ready())
+        proxy.blackhole()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (lead.ready() or (True, ""))[0]:
+            await asyncio.sleep(0.1)
+        seen.append(lead.ready())
+        leader.release()  # the lock is free, but the follower cannot hear it yet
+        await asyncio.sleep(1.0)
+        assert not lead.leading
+        proxy.heal()
+        return await asyncio.wait_for(campaign, 30)
+
+    try:
+        assert leader.acquire()
+        assert asyncio.run(scenario()) is True
+        assert follower.term == 2
+    finally:
+        proxy.heal()
+        leader.close()
+        follower.close()
+    assert seen[0] == (True, "follower: a:1 leads (term 1); this replica takes over when its lock goes")
+    assert seen[1] is not None and seen[1][0] is False
+    assert seen[1][1].startswith(
+        "the state database cannot be reached (trying the leader lock: no answer within"
+    )

@@ -97,15 +97,39 @@ class Lead:
     def identity(self) -> str:
         return self._leadership.identity
 
+    def _try_lead(self) -> tuple[bool, tuple[str, int] | None]:
+        """In a worker thread: try the lock; when another replica holds it, who leads."""
+        led = self._leadership.acquire()
+        return led, (None if led else self._leadership.leader())
+
     async def campaign(self, stopping: asyncio.Event) -> bool:
         """Try the lead every ``retry_interval`` until this replica leads (True) or ``stopping``
-        is set (False)."""
+        is set (False). A try that has not answered after ``4 * retry_interval + 5`` s (a
+        black-holed database gives no error) makes ``ready()`` say so; that same try is waited
+        for, never started again beside it (it holds the lock's session)."""
         said_following = False
+        timeout = 4 * self._retry + 5
+        pending: asyncio.Future[tuple[bool, tuple[str, int] | None]] | None = None
         while not stopping.is_set():
+            if pending is None:
+                pending = asyncio.ensure_future(asyncio.to_thread(self._try_lead))
+            stop_wait = asyncio.ensure_future(stopping.wait())
+            waiters: set[asyncio.Future[Any]] = {pending, stop_wait}
             try:
-                led = await asyncio.to_thread(self._leadership.acquire)
-                if not led:
-                    self._leader_seen = await asyncio.to_thread(self._leadership.leader)
+                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop_wait.cancel()
+            if stopping.is_set():
+                break
+            if not pending.done():
+                self._unavailable(
+                    f"the state database cannot be reached (trying the leader lock: no answer within "
+                    f"{timeout:g}s); rerund keeps trying and acts only while it leads"
+                )
+                continue
+            done, pending = pending, None
+            try:
+                led, seen = done.result()
             except StateUnavailableError as exc:
                 self._unavailable(str(exc))
             else:
@@ -113,6 +137,7 @@ class Lead:
                 if led:
                     self._became_leader()
                     return True
+                self._leader_seen = seen
                 if not said_following and self._leader_seen is not None:
                     log.info(
                         "following: %s leads (term %d); this replica (%s) takes over when its lock goes",
