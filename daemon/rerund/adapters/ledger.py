@@ -48,6 +48,7 @@ from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.redact import public_decision
 from rerund.core.runs import RunRef
 from rerund.errors import LedgerError
+from rerund.lograte import EveryMinute
 
 __all__ = ["IssueRecord", "Ledger", "Source"]
 
@@ -351,6 +352,7 @@ class GroupCommits:
     _closed: bool
     _schedule: Callable[[Callable[[], None]], object] | None
     _flush_handle: object
+    _flush_errors: EveryMinute | None = None  # set at the first failed group
 
     def _write_pending(self) -> None:
         raise NotImplementedError
@@ -364,9 +366,9 @@ class GroupCommits:
         self._schedule = schedule
 
     def flush(self) -> None:
-        """Write the pending rows in one short transaction. A failure is logged (those rows are
-        lost; the daemon derives them again after a restart), never raised: it runs from a
-        timer. Nothing after ``close``."""
+        """Write the pending rows in one short transaction. A failure is logged (one line a
+        minute while it keeps failing; those rows are lost, the daemon derives them again after
+        a restart), never raised: it runs from a timer. Nothing after ``close``."""
         with self._lock:
             if self._closed:
                 return
@@ -383,7 +385,14 @@ class GroupCommits:
         try:
             self._write_pending()
         except LedgerError as exc:
-            log.error("%s", exc)
+            self._log_error(str(exc))
+
+    def _log_error(self, message: str) -> None:
+        """An ERROR line about the ledger's storage. A database that is down (or a file that
+        cannot be reopened) fails every write: one line a minute, the others counted in it."""
+        if self._flush_errors is None:
+            self._flush_errors = EveryMinute(log)
+        self._flush_errors.error(message)
 
 
 class Ledger(GroupCommits):
@@ -498,10 +507,10 @@ class Ledger(GroupCommits):
         be opened (the caller logs it; the next write tries again)."""
         if self._identity is None or self._file_identity() == self._identity:
             return
-        log.error(
-            "ledger %r is no longer the file rerund opened (deleted or replaced); reopening it (a new "
-            "file gets a fresh schema); the audit rows written to the old file since then are not in it",
-            self.path,
+        self._log_error(
+            f"ledger {self.path!r} is no longer the file rerund opened (deleted or replaced); reopening"
+            " it (a new file gets a fresh schema); the audit rows written to the old file since then"
+            " are not in it"
         )
         with suppress(sqlite3.Error):
             # SQLite leaves the WAL of a moved file behind at ``path-wal``, where the new file

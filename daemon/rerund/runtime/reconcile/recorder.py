@@ -25,6 +25,7 @@ from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.runs import LABEL_POLICY, LABEL_ROOT, FailureFacts, RunRef, RunSummary
 from rerund.core.times import iso
 from rerund.errors import FencedError, LedgerError, NotificationError, StateUnavailableError
+from rerund.lograte import EveryMinute
 from rerund.ports import DecisionLedger, Notifier, Outbox
 from rerund.runtime.metrics import Metrics
 
@@ -73,16 +74,18 @@ class Recorder(Generic[L]):
         self.outbox = outbox
         self._on_put = on_put
         self._log = log
+        self._ledger_errors = EveryMinute(log)  # a ledger that is down fails every write
         self._novel_fallback: set[tuple[Any, ...]] = set()
 
     def call(self, fn: Callable[[L], T]) -> T | Unanswered:
-        """``fn(ledger)``, or why there is no answer (a ``LedgerError`` is logged, not raised)."""
+        """``fn(ledger)``, or why there is no answer (a ``LedgerError`` is logged, not raised:
+        one line a minute while the ledger keeps failing, with the count of the others)."""
         if self.ledger is None:
             return Unanswered.NO_LEDGER
         try:
             return fn(self.ledger)
         except LedgerError as exc:
-            self._log.error("%s", exc)
+            self._ledger_errors.error(str(exc))
             return Unanswered.FAILED
 
     def novel(self, kind: str, key: Any, fn: Callable[[L], bool]) -> bool:
