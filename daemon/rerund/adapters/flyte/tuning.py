@@ -137,14 +137,23 @@ class ReuseReads:
 async def _absent_just_before_create(look: Any) -> None:
     """Raise ALREADY_EXISTS when ``look`` (a ListRuns filtered on ``run_name``, on the SDK's
     loop) finds the run. An error is the create's error (retried: the look before comes
-    again)."""
+    again); its INTERNAL (a database error) is raised as UNAVAILABLE."""
     from connectrpc.code import Code
     from connectrpc.errors import ConnectError
 
     from rerund.adapters.flyte.sdk_internals import get_client
 
     name = look.request.filters[0].values[0]
-    answer = await get_client().run_service.list_runs(look)
+    try:
+        answer = await get_client().run_service.list_runs(look)
+    except ConnectError as exc:
+        if exc.code != Code.INTERNAL:
+            raise
+        # A database error, not the CreateRun's: as UNAVAILABLE it is retried and never counts
+        # towards the CreateRun's repeated INTERNAL (which would give the rerun up).
+        raise ConnectError(
+            Code.UNAVAILABLE, f"cannot look for run {name!r} right before creating it: {exc.message}"
+        ) from exc
     if any(r.action.id.run.name == name for r in answer.runs):
         raise ConnectError(Code.ALREADY_EXISTS, f"run {name!r} found just before creating it")
 
