@@ -117,8 +117,9 @@ def test_create_rerun_looks_first_and_reports_an_existing_name_as_already_exists
     assert info.value.code == "already_exists"
     # the look before, the source's read (open-source Flyte does not check a rerun's source),
     # the source's RunSpec (no source_spec given; the SDK's own read of the source is answered
-    # with it), the look again right before the CreateRun, the check after
-    assert created["GetRunDetails"] == 5
+    # with it), the check after; the look again right before the CreateRun is a ListRuns
+    assert created["GetRunDetails"] == 4
+    assert created["ListRuns"] == 2  # the look before (on run_name) and the look again
     assert created["CreateRun"] == 1
     assert len([r for r in sb.runs() if r["name"] == request.name]) == 1
 

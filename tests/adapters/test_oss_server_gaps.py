@@ -1,7 +1,8 @@
 """What the open-source runs service no longer guards (issue 26, round 2), and rerund staying
 right without it, each against the sandbox's ``oss`` profile over real HTTP: a run listed
 FAILED and executing again by the time it is read, a rerun whose source is gone, a run with
-an empty domain, a child aborted after it succeeded, an error cut off by the 500-event cap."""
+an empty domain, a child aborted after it succeeded, an error cut off by the 500-event cap, a
+database error on the look right before creating."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from flyteidl2.workflow import run_service_pb2 as rs
 from flyteidl2.workflow.run_service_connect import RunServiceClientSync
 
 from adapter_support import connected
+from rerund.adapters.flyte.control_plane import FlyteControlPlane
 from rerund.core.runs import RerunRequest, RunRef
-from rerund.errors import PermanentControlPlaneError
+from rerund.errors import NotFoundError, PermanentControlPlaneError, TransientControlPlaneError
 from rerund.sandbox.profiles import OSS
 from rerund.sandbox.testing import SandboxHandle, start_sandbox
 from run_service_wire import create, run_id
@@ -72,6 +74,8 @@ def test_a_run_listed_failed_and_executing_again_is_read_with_its_phase_now(sb: 
 
     assert facts.summary.phase in ("QUEUED", "RUNNING"), facts.summary
     assert facts.summary.ended_at is None
+    with RunServiceClientSync(sb.endpoint) as client:  # it hangs: end it for the tests after
+        client.abort_run(rs.AbortRunRequest(run_id=run_id(sb, "again1")))
 
 
 def test_a_rerun_whose_source_is_gone_is_refused_and_creates_no_orphan(sb: SandboxHandle) -> None:
@@ -149,3 +153,54 @@ def test_an_empty_error_of_a_failed_run_is_error_details_not_arrived(sb: Sandbox
     facts = _run(cp.read_failure(listed))
 
     assert facts.error_pending, facts.error
+
+
+class _MissesTheRunBeforeCreating(FlyteControlPlane):
+    """The look before creating misses run ``target`` (another replica creates it right
+    after), and the source is not read again (its read was kept by ``read_failure``)."""
+
+    target = ""
+
+    async def run_details_answer(self, ref: RunRef, *, confirm_absent: bool = True) -> Any:
+        if ref.name == self.target and not confirm_absent:
+            raise NotFoundError(f"run {ref} not found (yet)", rpc="GetRunDetails", code="not_found")
+        return await super().run_details_answer(ref, confirm_absent=confirm_absent)
+
+    async def _list_page(self, project: str, domain: str, filters: list[Any], **kw: Any) -> Any:
+        if any(f.field == "run_name" and list(f.values) == [self.target] for f in filters):
+            return rs.ListRunsResponse()
+        return await super()._list_page(project, domain, filters, **kw)
+
+    async def source_read(self, ref: RunRef) -> None:
+        return None
+
+
+def test_a_database_error_on_the_look_right_before_creating_is_not_taken_for_absence(
+    sb: SandboxHandle,
+) -> None:
+    # Open-source GetRunDetails answers NOT_FOUND for a database error: a look again made with
+    # it let a CreateRun go out over another replica's run (the 1,000-failure storm under
+    # db_errors 0.3 re-executed two runs). The look is a ListRuns, whose database errors are
+    # INTERNAL: the create fails and is retried later, nothing runs again.
+    [name] = sb.launch("bad")
+    sb.wait_for(name)
+    src = RunRef(sb.project, sb.domain, name)
+    request = RerunRequest(source=src, name=f"{name[:10]}-db-1")
+    _run(connected(sb, backend="oss").create_rerun(request))  # the other replica's run
+    sb.wait_for(request.name)
+    late = _MissesTheRunBeforeCreating(
+        endpoint=sb.endpoint, org=sb.org, insecure=True, rpc_timeout=10, backend="oss"
+    )
+    late.target = request.name
+    _run(late.connect())
+    facts = _run(late.read_failure(_run(late.get_run(src))))
+    before = sb.stats()["reexecutions"]
+    sb.set_faults(db_errors=1.0)
+    try:
+        for _ in range(3):  # however often: retried, never given up as a repeated INTERNAL
+            with pytest.raises(TransientControlPlaneError, match="CreateRun"):
+                _run(late.create_rerun(RerunRequest(source=src, name=request.name, source_spec=facts.spec)))
+    finally:
+        sb.set_faults(db_errors=0.0)
+
+    assert sb.stats()["reexecutions"] == before

@@ -843,9 +843,24 @@ class FlyteControlPlane:
         return run_service_pb2.GetRunDetailsRequest(run_id=self._run_id(ref))
 
     def looking_again(self, ref: RunRef) -> contextlib.AbstractContextManager[None]:
-        """Within: the SDK's CreateRun of run ``ref`` is preceded by one more GetRunDetails of it,
-        and not sent when that finds the run (``tuning.ReuseReads``; ``oss`` uses it)."""
-        return looking_again(self._run_details_request(ref))
+        """Within: the SDK's CreateRun of run ``ref`` is preceded by one more look for it (a
+        ListRuns filtered on its name), and not sent when that finds the run
+        (``tuning.ReuseReads``; ``oss`` uses it)."""
+        return looking_again(self._by_name_request(ref))
+
+    def _by_name_request(self, ref: RunRef) -> Any:
+        """The ListRuns of ``ref``'s project/domain filtered on its name (one row at most).
+        Open-source Flyte answers its database errors INTERNAL, never a false "no run"."""
+        from flyteidl2.common import identifier_pb2, list_pb2
+        from flyteidl2.workflow import run_service_pb2
+
+        by_name = list_pb2.Filter(function=list_pb2.Filter.EQUAL, field="run_name", values=[ref.name])
+        return run_service_pb2.ListRunsRequest(
+            request=list_pb2.ListRequest(limit=1, filters=[by_name]),
+            project_id=identifier_pb2.ProjectIdentifier(
+                organization=self._org, name=ref.project, domain=ref.domain
+            ),
+        )
 
     async def run_details_answer(self, ref: RunRef, *, confirm_absent: bool = True) -> tuple[Any, Any]:
         """GetRunDetails of run ``ref``: (request, answer), for ``_keep_read``.
@@ -1072,16 +1087,25 @@ class FlyteControlPlane:
 
     async def _absent_right_before_creating(self, target: RunRef) -> None:
         """oss, on the plain SDK path (no ``ReuseReads`` to look again right before the
-        CreateRun): one GetRunDetails of ``target`` right before the SDK's create call;
-        ``AlreadyExistsError`` when it finds the run (another process created it after the look
-        before: open-source Flyte's CreateRun would run it again), nothing on NOT_FOUND (the
-        look before confirmed absence with a ListRuns). The tuned client looks at the CreateRun
-        itself (``tuning.looking_again``), so nothing is sent here then."""
+        CreateRun): one ListRuns filtered on ``target``'s name right before the SDK's create
+        call; ``AlreadyExistsError`` when it finds the run (another process created it after
+        the look before: open-source Flyte's CreateRun would run it again). Its INTERNAL (a
+        database error) is transient: the create is retried. The tuned client looks at the
+        CreateRun itself (``tuning.looking_again``), so nothing is sent here then."""
         if self.tuned:
             return
         try:
-            await self._call("GetRunDetails", rpcs().get_run_details, self._run_details_request(target))
-        except NotFoundError:
+            answer = await self._call("ListRuns", rpcs().list_runs, self._by_name_request(target))
+        except PermanentControlPlaneError as exc:
+            if exc.code != "internal_repeated":
+                raise
+            self._internal.clear()  # the database takes this filter: its failing, however often
+            raise TransientControlPlaneError(
+                f"CreateRun: cannot look for run {target} right before creating it: {exc}",
+                rpc="ListRuns",
+                code="internal",
+            ) from exc
+        if not any(r.action.id.run.name == target.name for r in answer.runs):
             return
         raise AlreadyExistsError(
             f"run {target} found right before the SDK's create call",

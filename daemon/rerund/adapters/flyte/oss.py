@@ -14,14 +14,16 @@ Why (flyteorg/flyte v2.0.43, ``runs/service/run_service.go``):
 - Two replicas can both look and both create in the same moment: there is still one run (the
   name is deterministic); the create carries a random ``rerund-issue`` annotation that a
   GetRunDetails after it compares, so the one whose run it is not records "already issued".
-- The look is made again right before the CreateRun goes out (``RunReads.looking_again``,
+- The look is made again right before the CreateRun goes out, as a ListRuns filtered on
+  ``run_name`` (a GetRunDetails there would take a database error's NOT_FOUND for "absent":
+  the 1,000-failure storm under ``db_errors`` 0.3 re-executed two runs so) (``RunReads.looking_again``,
   sent by ``tuning.ReuseReads``: after the SDK's SelectCluster, GetActionData and UploadInputs,
   which under a storm take long enough for another replica's run to be created and finish):
   found -> ``AlreadyExistsError``, no CreateRun. On the plain SDK path (``sdk_tuning: false``,
   no interceptor) the create itself makes that look right before the SDK's create call
   (``FlyteControlPlane._absent_right_before_creating``), before the SDK's own reads.
   Looking first, and again last, keeps a second execution to creates within one
-  GetRunDetails of each other (on the plain path, within the SDK's reads), which meet a run
+  ListRuns of each other (on the plain path, within the SDK's reads), which meet a run
   still executing.
 - CreateRun checks nothing of the request beyond the run name and the project (no
   ``buf.validate`` rule is enforced: the generated ``Validate()`` ignores them), so it does not
@@ -33,7 +35,7 @@ Why (flyteorg/flyte v2.0.43, ``runs/service/run_service.go``):
   read of the source, the mark read back) is a database error: transient, never "refused".
 
 Cost: five RPCs more per create (GetRunDetails of the run, ListRuns, GetRunDetails of the
-source, GetRunDetails just before the CreateRun, GetRunDetails after it).
+source, ListRuns just before the CreateRun, GetRunDetails after it).
 """
 
 from __future__ import annotations
@@ -80,8 +82,9 @@ class RunReads(Protocol):
         ...
 
     def looking_again(self, ref: RunRef) -> AbstractContextManager[None]:
-        """Within: the CreateRun of ``ref`` is preceded by one more GetRunDetails of it and not
-        sent when that finds the run (an ``AlreadyExistsError`` out of the create)."""
+        """Within: the CreateRun of ``ref`` is preceded by one more look for it (a ListRuns on
+        its name) and not sent when that finds the run (an ``AlreadyExistsError`` out of the
+        create)."""
         ...
 
 

@@ -88,8 +88,9 @@ _LOOK_AGAIN: contextvars.ContextVar[Any | None] = contextvars.ContextVar("rerund
 
 @contextmanager
 def looking_again(request: Any) -> Iterator[None]:
-    """Within: the CreateRun the SDK sends is preceded by ``request`` (a GetRunDetails of the
-    run to create); when it finds the run, the CreateRun is not sent (ALREADY_EXISTS)."""
+    """Within: the CreateRun the SDK sends is preceded by ``request`` (a ListRuns filtered on
+    the name of the run to create); when it finds the run, the CreateRun is not sent
+    (ALREADY_EXISTS)."""
     token = _LOOK_AGAIN.set(request)
     try:
         yield
@@ -106,8 +107,12 @@ class ReuseReads:
     one RPC less per rerun on the wire, in ``max_rps`` and in CPU. Outside, or for anything
     else, the request goes on unchanged.
 
-    oss, inside ``looking_again(look)``: the CreateRun is sent only when ``look`` (the
-    GetRunDetails of the run it creates) answers NOT_FOUND just before it. The look before
+    oss, inside ``looking_again(look)``: the CreateRun is sent only when ``look`` (a ListRuns
+    filtered on the name of the run it creates) finds no run just before it. A ListRuns, not a
+    GetRunDetails: open-source Flyte answers a GetRunDetails the database failed NOT_FOUND
+    (``run_service.go`` GetRunDetails), which would let the CreateRun go out over a run that
+    exists (the 1,000-failure storm under ``db_errors`` 0.3 re-executed two runs that way); a
+    ListRuns the database failed answers INTERNAL, and the create is retried. The look before
     creating came before the SDK's SelectCluster, GetActionData and UploadInputs, and two
     replicas deciding one failure decide it at the same moment: under a storm another replica's
     run of that name could be created, run and finish in between, and open-source Flyte's
@@ -130,22 +135,27 @@ class ReuseReads:
 
 
 async def _absent_just_before_create(look: Any) -> None:
-    """Raise ALREADY_EXISTS when ``look`` (a GetRunDetails, on the SDK's loop) finds the run.
-    A NOT_FOUND goes on to the create (the look before creating confirmed absence with a
-    ListRuns); any other error is the create's error (retried: the look before comes again)."""
+    """Raise ALREADY_EXISTS when ``look`` (a ListRuns filtered on ``run_name``, on the SDK's
+    loop) finds the run. An error is the create's error (retried: the look before comes
+    again); its INTERNAL (a database error) is raised as UNAVAILABLE."""
     from connectrpc.code import Code
     from connectrpc.errors import ConnectError
 
     from rerund.adapters.flyte.sdk_internals import get_client
 
+    name = look.request.filters[0].values[0]
     try:
-        await get_client().run_service.get_run_details(look)
+        answer = await get_client().run_service.list_runs(look)
     except ConnectError as exc:
-        if exc.code == Code.NOT_FOUND:
-            return
-        raise
-    run = look.run_id
-    raise ConnectError(Code.ALREADY_EXISTS, f"run {run.name!r} found just before creating it")
+        if exc.code != Code.INTERNAL:
+            raise
+        # A database error, not the CreateRun's: as UNAVAILABLE it is retried and never counts
+        # towards the CreateRun's repeated INTERNAL (which would give the rerun up).
+        raise ConnectError(
+            Code.UNAVAILABLE, f"cannot look for run {name!r} right before creating it: {exc.message}"
+        ) from exc
+    if any(r.action.id.run.name == name for r in answer.runs):
+        raise ConnectError(Code.ALREADY_EXISTS, f"run {name!r} found just before creating it")
 
 
 # Error codes that are the control plane's answer to an RPC it let through (the learned rate
