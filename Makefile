@@ -88,10 +88,11 @@ image-tools:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends docker.io debootstrap; }
 	@dockerd --version && dpkg-query -W -f='debootstrap $${Version}\n' debootstrap
 
-## test: lint, the docs build, policy tests, then the whole pytest suite (slow chaos scenarios excluded)
+## test: lint, the docs build, policy tests, then the whole pytest suite (slow chaos scenarios excluded);
+## 4 workers on 2 cores: most tests wait on processes and sockets, not the CPU; worksteal evens the tail
 test: lint docs deploy-tools browser-tools clock-tools pg-tools
 	$(BIN)/rerund test policies/
-	$(BIN)/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 4 --dist worksteal -m "not slow" $(PYTEST_ARGS)
 
 ## chaos: the full reliability suite (with the image built and run for real: tests/deploy/test_image.py);
 ## writes its results table into bench/README.md
