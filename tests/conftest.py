@@ -4,13 +4,16 @@ decision and policy tests, policies from YAML text (through the real loader) and
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import settings
 
+from rerund.adapters.ledger import Ledger
+from rerund.adapters.sqlstate.ledger import PostgresLedger
 from rerund.core.model import Failure
 from rerund.core.rules import PolicySet
 from rerund.policy import load_policies
@@ -58,3 +61,19 @@ def _failure(**overrides: Any) -> Failure:
 def make_failure() -> Callable[..., Failure]:
     """``make_failure(**fields)``: a SYSTEM connection-reset failure of run 'abc123' at T0."""
     return _failure
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Any]]:
+    """``open_ledger()``: a new handle on this test's one ledger (an SQLite file or a PostgreSQL
+    database), as a new process would open it; every handle is closed after the test."""
+    handles: list[Any] = []
+    where = tmp_path / "r.db" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+    def opened() -> Any:
+        handles.append(Ledger(where) if request.param == "sqlite" else PostgresLedger(where))
+        return handles[-1]
+
+    yield opened
+    for handle in handles:
+        handle.close()

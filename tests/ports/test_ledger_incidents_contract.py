@@ -4,33 +4,12 @@ restarts and replicas), closed final, read back; the recoveries of a fingerprint
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import pytest
-
-from rerund.adapters.ledger import Ledger
-from rerund.adapters.sqlstate.ledger import PostgresLedger
 from rerund.core.incidents import IncidentRecord
 
 T0 = datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def open_ledger(request: pytest.FixtureRequest, tmp_path) -> Iterator[Callable[[], Any]]:
-    """``open_ledger()``: a new handle on this test's one ledger (SQLite file or PostgreSQL)."""
-    handles: list[Any] = []
-    where = tmp_path / "r.db" if request.param == "sqlite" else request.getfixturevalue("pg_url")
-
-    def opened() -> Any:
-        handles.append(Ledger(where) if request.param == "sqlite" else PostgresLedger(where))
-        return handles[-1]
-
-    yield opened
-    for handle in handles:
-        handle.close()
 
 
 OPEN = IncidentRecord(fingerprint="3fa2c0ffee12", opened_at=T0, failures=10, held=4, example="503 SlowDown")

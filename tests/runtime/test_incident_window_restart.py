@@ -7,7 +7,6 @@ them and the incident opened only after ``failures`` more."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,6 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from rerund.adapters.ledger import Ledger
-from rerund.adapters.sqlstate.ledger import PostgresLedger
 from rerund.core.decide import decide
 from rerund.core.incidents import Held
 from rerund.core.model import ErrorInfo, Failure, Rerun
@@ -34,21 +31,6 @@ policies:
   - name: any
     retry: {max_attempts: 3}
 """
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def open_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Any]]:
-    """``open_ledger()``: a new handle on this test's one ledger (a new process's)."""
-    handles: list[Any] = []
-    where = tmp_path / "r.db" if request.param == "sqlite" else request.getfixturevalue("pg_url")
-
-    def opened() -> Any:
-        handles.append(Ledger(where) if request.param == "sqlite" else PostgresLedger(where))
-        return handles[-1]
-
-    yield opened
-    for handle in handles:
-        handle.close()
 
 
 @pytest.fixture

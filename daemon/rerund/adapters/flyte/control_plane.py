@@ -211,6 +211,21 @@ def _inputs_missing(name: str, src: RunRef, action: str, missing: list[str]) -> 
     )
 
 
+def _in_phases_since(phases: tuple[str, ...], field: str, since: datetime) -> list[Any]:
+    """ListRuns filters: the run's phase is one of ``phases`` and its ``field`` (``updated_at``
+    or ``created_at``) is at or after ``since``."""
+    from flyteidl2.common import list_pb2
+
+    return [
+        list_pb2.Filter(function=list_pb2.Filter.VALUE_IN, field="phase", values=list(phases)),
+        list_pb2.Filter(
+            function=list_pb2.Filter.GREATER_THAN_OR_EQUAL,
+            field=field,
+            values=[since.astimezone(UTC).isoformat()],
+        ),
+    ]
+
+
 class FlyteControlPlane:
     """``ControlPlane`` implemented with the flyte SDK. Call ``await connect()`` first."""
 
@@ -528,33 +543,10 @@ class FlyteControlPlane:
         return await self._call("ListRuns", rpcs().list_runs, req)
 
     async def list_failed(self, project: str, domain: str, *, since: datetime) -> list[RunSummary]:
-        from flyteidl2.common import list_pb2
-
-        filters = [
-            list_pb2.Filter(
-                function=list_pb2.Filter.VALUE_IN, field="phase", values=list(_FAILED_PHASE_VALUES)
-            ),
-            list_pb2.Filter(
-                function=list_pb2.Filter.GREATER_THAN_OR_EQUAL,
-                field="updated_at",
-                values=[since.astimezone(UTC).isoformat()],
-            ),
-        ]
-        return await self._list(project, domain, filters)
+        return await self._list(project, domain, _in_phases_since(_FAILED_PHASE_VALUES, "updated_at", since))
 
     async def list_ended(self, project: str, domain: str, *, since: datetime) -> list[RunSummary]:
-        from flyteidl2.common import list_pb2
-
-        filters = [
-            list_pb2.Filter(
-                function=list_pb2.Filter.VALUE_IN, field="phase", values=list(_ENDED_PHASE_VALUES)
-            ),
-            list_pb2.Filter(
-                function=list_pb2.Filter.GREATER_THAN_OR_EQUAL,
-                field="created_at",
-                values=[since.astimezone(UTC).isoformat()],
-            ),
-        ]
+        filters = _in_phases_since(_ENDED_PHASE_VALUES, "created_at", since)
         runs = await self._list(project, domain, filters, page=_MAX_PAGE)
         if await self._supports_label_filters(project, domain):
             # Union's listing carries each run's root-action relation: none listed is none.
