@@ -200,9 +200,11 @@ def test_sandbox_faults_and_a_sandbox_restart_miss_nothing(
 def test_a_retry_storm_under_a_global_budget_issues_exactly_the_budget(
     profile: str, size: Size, budget: int, tmp_path: Path
 ) -> None:
-    # One replica: a budget shared by replicas cannot be exact without coordination (each
-    # replica counts the reruns it can list; two replicas deciding at once may both take the
-    # last slot). See the results section of bench/README.md.
+    # One replica on a file state. Independent replicas (each on a file of its own) would not
+    # be exact: each counts the reruns it can list, and two deciding at once may both take the
+    # last slot. Replicas on one shared PostgreSQL state are exact (only the leader decides; a
+    # new leader counts the window from its first listing):
+    # test_reliability_leadership.py::test_a_global_budget_on_a_shared_state_is_exact_across_leader_kills.
     doc = storm_policies(budget={"max_reruns": budget, "per": "10m"})
     policy_file = write_policies(tmp_path / "policies.yaml", doc)
     policies = load_policies([policy_file])

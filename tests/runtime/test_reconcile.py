@@ -816,3 +816,41 @@ def test_a_failed_run_executing_again_when_read_is_not_decided_from_its_listed_p
     world.clock.advance(15)  # past the 10 s backoff
     world.sync()
     assert [r.ref.name for r in world.cp.reruns()] == ["fail1-retry-1"]
+
+
+def test_a_new_process_whose_reruns_listing_failed_spends_no_budget_until_it_lists_them(
+    tmp_path: Path,
+) -> None:
+    # A new leader (or a restart) counts a budget from the control plane's listing of reruns:
+    # deciding before any listing of them would count none and spend the budget again.
+    world = World(
+        tmp_path,
+        POLICIES.replace("policies:\n", "budgets:\n  global: {max_reruns: 1, per: 1h}\npolicies:\n", 1),
+    )
+    world.cp.add_failed("aaa", at=T0)
+    world.clock.advance(60)
+    world.sync()
+    assert [r.ref.name for r in world.cp.reruns()] == ["aaa-retry-1"]
+    world.clock.advance(600)  # 'aaa' leaves the failed runs' overlap; its rerun stays in the budget's hour
+    world.sync()
+    world.rec = world.new_reconciler()
+    world.cp.add_failed("bbb", at=world.clock())
+    world.clock.advance(5)
+    world.cp.fail_next["list_reruns"].append(
+        TransientControlPlaneError("listing down", rpc="ListRuns", code="unavailable")
+    )
+
+    report = world.sync()
+
+    assert not report.ok
+    assert [r.ref.name for r in world.cp.reruns()] == ["aaa-retry-1"]
+    assert world.rec.recent == ()  # on today's code: a rerun of 'bbb', the budget counted as empty
+    assert world.rec.pending() == {}  # not decided: the next pass decides it
+
+    world.clock.advance(5)
+    world.sync()
+
+    assert [r.ref.name for r in world.cp.reruns()] == ["aaa-retry-1"]
+    assert world.metric("rerund_budget_deferrals_total", budget="global") == 1
+    deferred = [d for d in world.rec.recent if d["decision"] == "defer"]
+    assert len(deferred) == 1 and "budget 'global'" in deferred[0]["reason"]

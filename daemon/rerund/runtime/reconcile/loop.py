@@ -167,6 +167,10 @@ class Reconciler:
         # pass: deciding them against an index that may not know their reruns would count
         # budgets wrong and send CreateRuns the name guard then refuses.
         self._indexed_generation = -1
+        # The scopes whose reruns this process has listed once. Budgets count the listed
+        # reruns: a scope not listed yet (a new leader, a restart, its first listing failed)
+        # decides nothing while budgets are in force, or it would count none and spend them again.
+        self._reruns_listed: set[str] = set()
         # The policies the failures were decided under (set at the first pass): a reload to a
         # set that decides alike decides nothing again.
         self._decided_under: PolicySet | None = None
@@ -274,6 +278,7 @@ class Reconciler:
         for project, domain in self._windows.scopes:
             try:
                 reruns += await self._refresh_reruns(project, domain, now, policies)
+                self._reruns_listed.add(f"{project}/{domain}")
             except ControlPlaneError as exc:
                 self._issuer.count_error(exc)
                 errors.append(f"{project}/{domain}: {exc}")
@@ -285,6 +290,8 @@ class Reconciler:
         failed_total = 0
         for project, domain in self._windows.scopes:
             scope = f"{project}/{domain}"
+            if scope not in self._reruns_listed and policies.budgets():
+                continue  # its failures wait for a listing of its reruns (the pass is not ok)
             self._windows.floor(scope, now)
             since = self._windows.since(scope, now)
             self._owed.listed(scope, since)
