@@ -655,11 +655,11 @@ class FlyteControlPlane:
                 if resp is None:
                     break
                 for run in resp.runs:
-                    yield summary_of(run)
+                    yield self._stamped(summary_of(run))
             while not queue.empty():  # messages that raced the end of the stream
                 resp = queue.get_nowait()
                 for run in resp.runs if resp is not None else ():
-                    yield summary_of(run)
+                    yield self._stamped(summary_of(run))
             if not pump.cancelled() and pump.exception() is not None:
                 exc = pump.exception()
                 assert exc is not None
@@ -669,6 +669,13 @@ class FlyteControlPlane:
                 pump.cancel()
                 with contextlib.suppress(BaseException):
                     await pump
+
+    def _stamped(self, summary: RunSummary) -> RunSummary:
+        """``summary``, its end told to the clock: a failure streamed at once is not in the
+        future of the control plane's time (``ControlPlaneClock.saw``)."""
+        if self.clock is not None and summary.ended_at is not None:
+            self.clock.saw(summary.ended_at)
+        return summary
 
     async def find_latest_run(
         self,
