@@ -38,7 +38,7 @@ class ControlPlaneClock:
     skew is zero: the host's clock.
 
     ``saw(stamp)`` is told the times the control plane stamped on what it reported (a run's
-    end, from the watch stream): its clock has reached them, so ``now()`` is at least the
+    end, from the watch stream or a listing): its clock has reached them, so ``now()`` is at least the
     latest. Without it a failure streamed at once looked up to a second in the future (``Date``
     is truncated to the second) and a rerun with no backoff waited for a timer, as long as
     polling every second. A stamp more than ``STAMP_LEAD`` ahead of the ``Date`` estimate (a

@@ -498,7 +498,7 @@ class FlyteControlPlane:
             resp = await self._list_page(
                 project, domain, filters, limit=min(page or self._page, _MAX_PAGE), token=token
             )
-            out.extend(summary_of(r) for r in resp.runs)
+            out.extend(self._stamped(summary_of(r)) for r in resp.runs)
             token = resp.token
             if not token:
                 return out
@@ -671,8 +671,8 @@ class FlyteControlPlane:
                     await pump
 
     def _stamped(self, summary: RunSummary) -> RunSummary:
-        """``summary``, its end told to the clock: a failure streamed at once is not in the
-        future of the control plane's time (``ControlPlaneClock.saw``)."""
+        """``summary``, its end told to the clock: a failure streamed or listed at once is not
+        in the future of the control plane's time (``ControlPlaneClock.saw``)."""
         if self.clock is not None and summary.ended_at is not None:
             self.clock.saw(summary.ended_at)
         return summary
