@@ -35,3 +35,14 @@ def test_the_last_answer_counts_so_a_step_of_either_clock_is_followed():
     wall[0] = CONTROL_PLANE - timedelta(minutes=10)  # NTP stepped the host back, past the control plane
     clock.observe(CONTROL_PLANE)
     assert clock.skew == timedelta(minutes=10)
+
+
+def test_a_time_the_control_plane_stamped_is_the_least_its_clock_reads_but_never_far_ahead():
+    clock = ControlPlaneClock(wall=lambda: HOST)
+    clock.observe(CONTROL_PLANE)  # Date truncated: the control plane is already past it
+    failed_at = CONTROL_PLANE + timedelta(milliseconds=850)  # a run's end, from the watch stream
+    clock.saw(failed_at)
+    assert clock.now() == failed_at  # a rerun with no backoff is due at once
+
+    clock.saw(CONTROL_PLANE + timedelta(minutes=5))  # stamped before the control plane's clock stepped back
+    assert clock.now() == failed_at  # more than STAMP_LEAD ahead of the Date: not used

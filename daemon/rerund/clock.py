@@ -36,17 +36,33 @@ class ControlPlaneClock:
     watermark taken from it never passes a failure. Only the last answer counts, so a step of
     either clock is followed at the next answer. Without any answer carrying ``Date`` the
     skew is zero: the host's clock.
+
+    ``saw(stamp)`` is told the times the control plane stamped on what it reported (a run's
+    end, from the watch stream or a listing): its clock has reached them, so ``now()`` is at least the
+    latest. Without it a failure streamed at once looked up to a second in the future (``Date``
+    is truncated to the second) and a rerun with no backoff waited for a timer, as long as
+    polling every second. A stamp more than ``STAMP_LEAD`` ahead of the ``Date`` estimate (a
+    clock stepped back, or no ``Date`` to measure from) is not used.
     """
+
+    STAMP_LEAD = timedelta(seconds=2)  # the Date's truncation (1 s) and a slow round trip
 
     def __init__(self, wall: Callable[[], datetime] = utcnow) -> None:
         self._wall = wall
         self._skew = timedelta(0)
+        self._seen = datetime.min.replace(tzinfo=UTC)
         self.measured = False
 
     def observe(self, date: datetime) -> None:
         """An answer of the control plane stamped ``date`` (its HTTP ``Date``) arrived now."""
         self._skew = date - self._wall()
         self.measured = True
+
+    def saw(self, stamp: datetime) -> None:
+        """The control plane reported something it stamped ``stamp``: its clock has reached it
+        (ignored when more than ``STAMP_LEAD`` ahead of the ``Date`` estimate)."""
+        if stamp <= self._wall() + self._skew + self.STAMP_LEAD:
+            self._seen = max(self._seen, stamp)
 
     @property
     def skew(self) -> timedelta:
@@ -55,7 +71,10 @@ class ControlPlaneClock:
 
     def now(self) -> datetime:
         """The control plane's current time (never later than it, see the class docstring)."""
-        return self._wall() + self._skew
+        estimate = self._wall() + self._skew
+        if estimate < self._seen <= estimate + self.STAMP_LEAD:
+            return self._seen
+        return estimate
 
     def local(self, at: datetime) -> datetime:
         """The control-plane time ``at`` on this host's clock (when a local timer must fire)."""

@@ -513,7 +513,7 @@ class FlyteControlPlane:
             resp = await self._list_page(
                 project, domain, filters, limit=min(page or self._page, _MAX_PAGE), token=token
             )
-            out.extend(summary_of(r) for r in resp.runs)
+            out.extend(self._stamped(summary_of(r)) for r in resp.runs)
             token = resp.token
             if not token:
                 return out
@@ -647,11 +647,11 @@ class FlyteControlPlane:
                 if resp is None:
                     break
                 for run in resp.runs:
-                    yield summary_of(run)
+                    yield self._stamped(summary_of(run))
             while not queue.empty():  # messages that raced the end of the stream
                 resp = queue.get_nowait()
                 for run in resp.runs if resp is not None else ():
-                    yield summary_of(run)
+                    yield self._stamped(summary_of(run))
             if not pump.cancelled() and pump.exception() is not None:
                 exc = pump.exception()
                 assert exc is not None
@@ -661,6 +661,13 @@ class FlyteControlPlane:
                 pump.cancel()
                 with contextlib.suppress(BaseException):
                     await pump
+
+    def _stamped(self, summary: RunSummary) -> RunSummary:
+        """``summary``, its end told to the clock: a failure streamed or listed at once is not
+        in the future of the control plane's time (``ControlPlaneClock.saw``)."""
+        if self.clock is not None and summary.ended_at is not None:
+            self.clock.saw(summary.ended_at)
+        return summary
 
     async def find_latest_run(
         self,
