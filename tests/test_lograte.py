@@ -67,3 +67,20 @@ def test_a_recorder_whose_ledger_keeps_failing_logs_one_error_not_one_per_write(
     errors = _errors(caplog)
     assert len(errors) == 2, errors
     assert "is no longer the file rerund opened" in errors[0] and "cannot be opened" in errors[1]
+
+
+def test_after_a_reset_the_next_error_is_a_new_one_and_logged_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The leader resets its line when the database answers again: the next outage's first
+    error is logged at once, not held back by the last outage's minute."""
+    now = [0.0]
+    lines = EveryMinute(log, monotonic=lambda: now[0])
+    with caplog.at_level(logging.ERROR, logger=log.name):
+        assert lines.error("down")
+        assert not lines.error("down")
+        lines.reset()
+        now[0] += 5.0
+        assert lines.error("down again")
+
+    assert _errors(caplog) == ["down", "down again"]

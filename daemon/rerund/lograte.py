@@ -36,6 +36,12 @@ class EveryMinute:
         self._last: float | None = None
         self._held = 0
 
+    def reset(self) -> None:
+        """The error is over: the next one is logged at once (a new outage, not a repeat)."""
+        with self._lock:
+            self._last = None
+            self._held = 0
+
     def error(self, message: str) -> bool:
         """Log ``message`` at ERROR unless a line went out less than ``every`` seconds ago;
         True when it was logged."""

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rerund.errors import FencedError, StateUnavailableError
+from rerund.lograte import EveryMinute
 from rerund.ports import Leadership
 from rerund.runtime.metrics import Metrics
 from rerund.runtime.reconcile.issuer import Stopped
@@ -46,7 +47,6 @@ __all__ = ["EXIT_LOST_LEAD", "UNPROVEN_EXIT_S", "Lead"]
 log = logging.getLogger("rerund.leadership")
 
 EXIT_LOST_LEAD = 3
-_ERROR_EVERY_S = 60.0  # one ERROR a minute while the state database is unreachable
 # The watchdog: a leader whose last successful check is older than this exits at once. Longer
 # than a check that hangs (``keep``: 4 * check_interval + 5 s) takes to fail; shorter than the
 # lock session's idle timeout after which PostgreSQL frees the lock (15 s).
@@ -80,7 +80,7 @@ class Lead:
         self.lost = asyncio.Event()
         self.lost_reason = ""
         self._state_error: str | None = None
-        self._last_error_log = 0.0
+        self._state_errors = EveryMinute(log)  # one ERROR a minute while the database is away
         self._leader_seen: tuple[str, int] | None = None
         # ``fence``'s single flight: the check the next callers wait for, and its runner.
         self._next_check: asyncio.Future[None] | None = None
@@ -300,16 +300,14 @@ class Lead:
         self._metrics.leader.set(0)
 
     def _unavailable(self, why: str) -> None:
-        now = time.monotonic()
-        if self._state_error is None or now - self._last_error_log >= _ERROR_EVERY_S:
-            log.error("%s", why)
-            self._last_error_log = now
+        self._state_errors.error(why)
         self._state_error = why
 
     def _available(self) -> None:
         if self._state_error is not None:
             log.info("the state database answers again")
         self._state_error = None
+        self._state_errors.reset()
 
     def ready(self) -> tuple[bool, str] | None:
         """A follower's readiness (a leader's is the daemon's own: None)."""

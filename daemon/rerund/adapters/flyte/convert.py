@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -189,16 +190,11 @@ def with_labels(
     run: RunSummary, labels: Mapping[str, str], relations: Mapping[RunRef, RunRef | None]
 ) -> RunSummary:
     """``run`` with the ``labels`` (and the relation, when known) its GetRunDetails read."""
-    known = run.relation_known or run.ref in relations
-    return RunSummary(
-        ref=run.ref,
-        phase=run.phase,
-        task=run.task,
-        created_at=run.created_at,
-        ended_at=run.ended_at,
+    return replace(
+        run,
         labels=dict(labels),
         relation=run.relation if run.relation_known else relations.get(run.ref),
-        relation_known=known,
+        relation_known=run.relation_known or run.ref in relations,
     )
 
 
