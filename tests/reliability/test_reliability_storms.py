@@ -256,17 +256,23 @@ def test_a_retry_storm_under_a_global_budget_issues_exactly_the_budget(
     ],
 )
 def test_database_errors_during_a_storm_run_no_name_again(
-    profile: str, size: Size, tmp_path: Path, storm_policy_file: Path
+    profile: str, size: Size, tmp_path: Path, storm_policy_file: Path, request: pytest.FixtureRequest
 ) -> None:
     """``db_errors: 0.3``: that share of GetRunDetails answer NOT_FOUND (open-source Flyte's
     answer to any database error; INTERNAL on the union profile) and of ListRuns INTERNAL. Two
-    replicas race for every rerun; a create of a name that exists would run it again
-    (``reexecutions``), and a failed run read as absent would be settled as deleted and never
-    rerun: every owed rerun is issued once."""
+    replicas; a create of a name that exists would run it again (``reexecutions``), and a failed
+    run read as absent would be settled as deleted and never rerun: every owed rerun is issued
+    once. On union the replicas are independent and race for every rerun (the control plane
+    refuses a second create of a name). On oss they share a PostgreSQL state, the setup
+    docs/replicas.md prescribes there: open-source Flyte runs a second create of a name again, so
+    two replicas without a shared state can both pass the look within one read of each other
+    (the full storm here once printed ``reexecutions`` 1 with independent replicas)."""
+    shared = {"state": request.getfixturevalue("pg_url")} if profile == "oss" else None
     with start_sandbox(workload=STORM_WORKLOAD, time_scale=1.0, profile=profile) as sb:
         sb.set_faults(db_errors=0.3)
         procs = tuple(
-            DaemonProcess(tmp_path / f"d{i}", sb, storm_policy_file, name=f"replica{i}") for i in range(2)
+            DaemonProcess(tmp_path / f"d{i}", sb, storm_policy_file, name=f"replica{i}", extra=shared)
+            for i in range(2)
         )
         with daemons(*procs):
             launch_storm(sb, size.failures, waves=3)
