@@ -58,3 +58,30 @@ def test_another_process_writes_while_rows_are_pending_and_reads_here_see_them(t
     scheduled.pop()()  # nothing left to write: harmless
     sweep.close()
     ledger.close()
+
+
+def test_a_group_of_decisions_sharing_a_reason_writes_its_text_once_and_each_row_reads_back_whole(
+    tmp_path: Path,
+) -> None:
+    # A reload's (or a storm's) rows share a few reason texts: a group writes each text once,
+    # and every row of the group (and of the next group) reads back its own reason.
+    ledger, scheduled = _grouped(tmp_path / "l.db")
+    reasons = {}
+    for group in (("run-a", "run-b", "run-c"), ("run-d", "run-e")):
+        for run in group:
+            kind = "ignore" if run in ("run-b", "run-e") else "rerun"
+            reasons[run] = f"policy 'p' {kind}s run {run!r} (shared text)"
+            ledger.record_decision(
+                project="ml",
+                domain="prod",
+                run=run,
+                root=run,
+                decision={"decision": kind, "policy": "p", "reason": reasons[run], "attempt": 1},
+                now=T0,
+            )
+        texts_written = [args for sql, args in ledger._pending if "INTO texts" in sql]
+        assert len(texts_written) == 2  # one per distinct text of this group, not one per row
+        scheduled.pop()()
+    assert {r["run"]: r["reason"] for r in ledger.history()} == reasons
+    assert _committed(tmp_path / "l.db", "texts") == 2
+    ledger.close()

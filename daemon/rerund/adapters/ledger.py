@@ -610,7 +610,10 @@ class Ledger(GroupCommits):
             if not self._pending:  # the first row of a group: its flush
                 self._flush_handle = self._schedule(self.flush)
             self._pending_keys.add(key)
-            if before is not None:
+            if before is not None and before not in self._pending_keys:
+                # Once per group: a storm's (or a reload's) rows share a few reason texts, and
+                # the rows after the first in the same transaction find it written.
+                self._pending_keys.add(before)
                 self._pending.append(before)
             self._pending.append((insert, args))
             return True
