@@ -535,8 +535,9 @@ class Reconciler:
 
     async def _redecide_due(self, now: datetime) -> None:
         """Decide again each pending failure that is due (after a reload, every failure still
-        owed) and still due when its turn comes, yielding to the event loop after every ``_DECISIONS_PER_YIELD`` decisions or
-        ``_SLICE_S`` seconds, whichever comes first (a slow ledger must not make a chunk long)."""
+        owed) and still due when its turn comes, yielding to the event loop after every
+        ``_DECISIONS_PER_YIELD`` decisions or ``_SLICE_S`` seconds, whichever comes first (a slow
+        ledger must not make a chunk long)."""
         loop = asyncio.get_running_loop()
         chunk, started = 0, loop.time()
         for ref in self._owed.due(now, self._inflight.busy_runs()):
