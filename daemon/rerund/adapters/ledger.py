@@ -20,9 +20,9 @@ that rerun's outcome) are new unless this process recorded them (kept in memory 
 ``FRESH_RUNS`` runs seen last). A flush that fails, a refused row and a reopened file forget
 the fresh runs: they are read again. The exception is a ``rerund sweep`` writing the file
 while the daemon runs: a decision the sweep recorded first about a run fresh to the daemon is
-counted again by the daemon (its metrics and log line; the row is still written once). Every other write (watermarks,
-pruning, reproductions), every read and ``close`` write the pending rows first, so a watermark
-is never ahead of the rows it covers. A hard crash loses at most the pending rows; they are
+counted again by the daemon (its metrics and log line; the row is still written once).
+Every other write (watermarks, pruning, reproductions), every read and ``close`` write the
+pending rows first, so a watermark is never ahead of the rows it covers. A hard crash loses at most the pending rows; they are
 facts the daemon derives again from the control plane on restart (the failures after the
 watermark are read again), so nothing is missed or created twice.
 
