@@ -22,9 +22,10 @@ the fresh runs: they are read again. The exception is a ``rerund sweep`` writing
 while the daemon runs: a decision the sweep recorded first about a run fresh to the daemon is
 counted again by the daemon (its metrics and log line; the row is still written once).
 Every other write (watermarks, pruning, reproductions), every read and ``close`` write the
-pending rows first, so a watermark is never ahead of the rows it covers. A hard crash loses at most the pending rows; they are
-facts the daemon derives again from the control plane on restart (the failures after the
-watermark are read again), so nothing is missed or created twice.
+pending rows first, so a watermark is never ahead of the rows it covers. A hard crash loses at
+most the pending rows; they are facts the daemon derives again from the control plane on
+restart (the failures after the watermark are read again), so nothing is missed or created
+twice.
 
 WAL mode lets ``rerund history`` read while the daemon writes. ``prune`` keeps the file
 bounded (the daemon calls it with its ``ledger_retention`` setting). Timestamps are stored as
