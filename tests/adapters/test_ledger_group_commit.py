@@ -58,3 +58,94 @@ def test_another_process_writes_while_rows_are_pending_and_reads_here_see_them(t
     scheduled.pop()()  # nothing left to write: harmless
     sweep.close()
     ledger.close()
+
+
+def test_a_group_of_decisions_sharing_a_reason_writes_its_text_once_and_each_row_reads_back_whole(
+    tmp_path: Path,
+) -> None:
+    # A reload's (or a storm's) rows share a few reason texts: a group writes each text once,
+    # and every row of the group (and of the next group) reads back its own reason.
+    ledger, scheduled = _grouped(tmp_path / "l.db")
+    reasons = {}
+    for group in (("run-a", "run-b", "run-c"), ("run-d", "run-e")):
+        for run in group:
+            kind = "ignore" if run in ("run-b", "run-e") else "rerun"
+            reasons[run] = f"policy 'p' {kind}s run {run!r} (shared text)"
+            ledger.record_decision(
+                project="ml",
+                domain="prod",
+                run=run,
+                root=run,
+                decision={"decision": kind, "policy": "p", "reason": reasons[run], "attempt": 1},
+                now=T0,
+            )
+        texts_written = [args for sql, args in ledger._pending if "INTO texts" in sql]
+        assert len(texts_written) == 2  # one per distinct text of this group, not one per row
+        scheduled.pop()()
+    assert {r["run"]: r["reason"] for r in ledger.history()} == reasons
+    assert _committed(tmp_path / "l.db", "texts") == 2
+    ledger.close()
+
+
+def _decide(ledger: Ledger, run: str, policy: str) -> bool:
+    return ledger.record_decision(
+        project="ml",
+        domain="prod",
+        run=run,
+        root=run,
+        decision={
+            "decision": "rerun",
+            "policy": policy,
+            "reason": f"policy {policy} reruns it",
+            "attempt": 1,
+        },
+        now=T0,
+    )
+
+
+def test_deciding_again_the_failures_this_process_recorded_reads_the_file_for_none_of_them(
+    tmp_path: Path,
+) -> None:
+    # A reload decides every owed failure again (a renamed policy: a new decision each). Their
+    # failures were new to the file when this process recorded them: whether each new decision
+    # is new is this process's to say, with no read of the file per decision.
+    ledger, scheduled = _grouped(tmp_path / "l.db")
+    runs = [f"run-{i:03d}" for i in range(50)]
+    for run in runs:
+        assert _failure(ledger, run) and _decide(ledger, run, "slow")
+    scheduled.pop()()
+    statements: list[str] = []
+    ledger._db.set_trace_callback(statements.append)
+
+    assert all(_decide(ledger, run, "slow-renamed") for run in runs)
+    assert not any(_decide(ledger, run, "slow-renamed") for run in runs)  # pending: once
+    scheduled.pop()()
+    assert not any(_decide(ledger, run, "slow-renamed") for run in runs)  # written: once
+    assert not any(_decide(ledger, run, "slow") for run in runs)
+
+    reads = [s for s in statements if s.startswith("SELECT")]
+    assert reads == []  # before: one "SELECT 1 FROM decisions ..." per decision, 200 in all
+    assert len(ledger.history(policy="slow-renamed", limit=100)) == len(runs)
+    ledger.close()
+
+
+def test_a_run_whose_failure_another_process_recorded_is_read_from_the_file_and_a_replaced_file_again(
+    tmp_path: Path,
+) -> None:
+    # ``rerund sweep`` recorded this failure and decision first: the daemon's ledger reads the
+    # file to know the decision is not new. After the file is replaced, nothing this process
+    # remembers counts: the new file is read, and the decision is new to it.
+    sweep = Ledger(tmp_path / "l.db", source="sweep")
+    assert _failure(sweep, "swept") and _decide(sweep, "swept", "slow")
+    sweep.close()
+    ledger, scheduled = _grouped(tmp_path / "l.db")
+    assert not _failure(ledger, "swept") and not _decide(ledger, "swept", "slow")
+    assert _failure(ledger, "mine") and _decide(ledger, "mine", "slow")
+    scheduled.pop()()
+
+    (tmp_path / "l.db").rename(tmp_path / "old.db")
+    assert ledger.history() == []  # a read finds the file replaced: a new, empty one
+    assert _decide(ledger, "mine", "slow")  # the new file has no row of it
+    scheduled.pop()()
+    assert [r["run"] for r in ledger.history()] == ["mine"]
+    ledger.close()

@@ -358,3 +358,28 @@ def test_a_hand_built_policy_set_never_forces_actions_outside_recover(make_failu
     decision = decide(make_failure(), ps, T0)
     assert isinstance(decision, Rerun)
     assert decision.overrides == RunOverrides(queue="q")
+
+
+@pytest.mark.parametrize("phase", ["FAILED", "TIMED_OUT"])
+@pytest.mark.parametrize(
+    ("kind", "code", "message"),
+    [
+        ("SYSTEM", "ConnectionResetError", "connection reset by peer"),
+        ("USER", "NonRecoverableError", "bad input"),
+        ("USER", "", "Reason [OOMKilled] exit code 137"),
+        ("SYSTEM", "RetriesExhausted|ResourceExhausted", "quota"),
+        ("UNSPECIFIED", "", ""),
+    ],
+)
+def test_every_decision_carries_its_failures_fingerprint_classified_once(
+    policies, make_failure, phase, kind, code, message
+):
+    """``decide`` classifies the failure once (the built-in non_recoverable rule and the
+    fingerprint read the same classes): the fingerprint is ``failure_fingerprint``'s, whatever
+    is decided (an ignore by the built-in rule, a rerun, no policy matching)."""
+    failure = make_failure(phase=phase, error={"kind": kind, "code": code, "message": message})
+    for body in (
+        NET,
+        "policies:\n  - name: only-user\n    match: {error: {kinds: [USER]}}\n    retry: false\n",
+    ):
+        assert decide(failure, policies(body), T0).fingerprint == failure_fingerprint(failure) != ""

@@ -4,9 +4,14 @@ value, not by key name."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rerund.core.redact import (
+    _OLD_INPUT_LINES,
+    _URL,
     MASK,
+    NOT_SHOWN,
     input_change,
     public_decision,
     public_env,
@@ -151,3 +156,34 @@ def test_a_link_keeps_its_path_but_never_its_userinfo(url, shown):
     from rerund.core.redact import without_userinfo
 
     assert without_userinfo(url) == shown
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "see ",
+                "https://h.example/a?t=1",
+                "x://y",
+                "://",
+                "inputs ",
+                "inputs k: set to 'v'",
+                ", ",
+                "changes: ",
+                "a",
+            ]
+        )
+        | st.text(max_size=8),
+        max_size=8,
+    ).map("".join)
+)
+def test_a_reason_with_no_url_or_no_old_input_line_reads_as_the_full_rules_would_make_it(reason):
+    """``public_decision`` and ``scrub_urls`` skip their regular expressions when the text has
+    no ``://`` (no URL) or no ``inputs `` (no input line of an old record), as they are asked
+    for every decision: the result is the one the expressions would give."""
+    scrubbed = _URL.sub(lambda m: redact_url(m.group(0)), reason)
+    assert scrub_urls(reason) == scrubbed
+    full = _URL.sub(
+        lambda m: redact_url(m.group(0)), _OLD_INPUT_LINES.sub(rf"\1inputs: set ({NOT_SHOWN})", reason)
+    )
+    assert public_decision({"decision": "ignore", "reason": reason})["reason"] == full

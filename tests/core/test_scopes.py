@@ -75,3 +75,15 @@ def test_every_covered_run_is_found_by_exactly_the_listings_that_cover_it(scopes
     else:
         assert finders == []
     assert listings.count(ORG) == (1 if coverage.org_wide else 0)
+
+
+def test_which_listing_finds_a_run_is_answered_per_set_of_scopes_when_asked_again_and_again():
+    """``in_listing`` is remembered (the loop asks it for every owed failure on every pass):
+    the same run asked of two sets of scopes in turn gets each set's own answer every time."""
+    wide, narrow = Coverage((("ml", "*"),)), Coverage((("ml", "production"),))
+    for _ in range(3):
+        assert wide.finds("*/*", "ml", "production") and not wide.finds("ml/production", "ml", "production")
+        assert narrow.finds("ml/production", "ml", "production") and not narrow.finds(
+            "*/*", "ml", "production"
+        )
+        assert not narrow.finds("ml/production", "ml", "development")

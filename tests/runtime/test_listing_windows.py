@@ -118,3 +118,19 @@ def test_pattern_scopes_are_listed_once_org_wide() -> None:
     assert w.scopes == (("*", "*"),)  # ml/prod is covered by the org-wide listing of ml/*
     assert w.covers(RunRef("ml", "staging", "abc"))
     assert not w.covers(RunRef("web", "prod", "abc"))
+
+
+def test_the_scope_that_finds_a_run_is_the_same_when_asked_again_for_other_runs_of_its_project() -> None:
+    """``key_of`` remembers each (project, domain)'s listing (asked for every failed run the
+    stream carries): a second run of the same pair, and of other pairs, get their own keys,
+    with a pattern scope's org-wide listing kept apart from a concrete one."""
+    coverage = Coverage((("ml", "*"), ("etl", "prod")))
+    owed = OwedWork(lookback=LOOKBACK, overlap=timedelta(minutes=5), coverage=coverage)
+    recorder = DecisionRecorder(
+        metrics=Metrics(CollectorRegistry()), log=logging.getLogger("test.windows"), spawn=lambda c: c.close()
+    )
+    w = ListingWindows(coverage, owed, recorder)
+    for name in ("abc", "def"):
+        assert w.key_of(RunRef("ml", "prod", name)) == "*/*"
+        assert w.key_of(RunRef("etl", "prod", name)) == "etl/prod"
+        assert w.key_of(RunRef("etl", "dev", name)) == "etl/dev"  # covered by none: its own scope

@@ -205,3 +205,50 @@ def test_a_changed_reload_decides_again_a_failure_waiting_for_a_fix_and_not_a_se
     assert counted.calls - before == 1
     assert list(world.rec.pending()) == ["ml/production/report-1"]
     assert world.rec.pending()["ml/production/report-1"] == T0 + timedelta(days=20)
+
+
+def test_a_failure_the_stream_decided_while_a_reload_pass_worked_is_not_decided_again_by_that_pass(
+    tmp_path: Path,
+) -> None:
+    """A reload pass decides again each owed failure in turn, yielding to the event loop
+    between chunks; the stream (a reconnect's snapshot) reports the same failures meanwhile and
+    decides those the pass has not reached. The pass then skips them: each of the owed failures
+    is decided once under the new policies, not twice (issue 24: a reload at 20,000 owed)."""
+    hourly = POLICIES.replace(
+        "backoff: {initial: 10s, factor: 2, max: 1m, jitter: 0}",
+        "backoff: {initial: 1h, factor: 1, max: 1h, jitter: 0}",
+    )
+    counted = CountedDecide()
+    world = World(tmp_path, hourly, decide=counted)
+    names = [f"run{i:04d}" for i in range(300)]
+    for name in names:
+        world.cp.add_failed(name, at=T0)
+    world.clock.advance(60)
+    world.sync()
+    assert len(world.rec.pending()) == len(names)  # each deferred by its 1 h backoff
+    due = dict(world.rec.pending())
+
+    world.set_policies(hourly.replace("name: transient", "name: transient-renamed"))
+    world.rec.policies_changed()
+    world.clock.advance(5)
+    before = counted.calls
+    summaries = [world.cp.runs[world.cp.ref(name)].summary() for name in names]
+    stream: list[asyncio.Task[None]] = []
+
+    def decide_and_replay_the_stream_once(failure: Failure, policies: PolicySet, now: datetime) -> Decision:
+        if not stream:  # the first decision of the pass: the stream reconnects and replays
+            stream.extend(asyncio.get_running_loop().create_task(world.rec.on_watch(s)) for s in summaries)
+        return counted(failure, policies, now)
+
+    world.rec._decide = decide_and_replay_the_stream_once
+
+    async def reload_pass() -> None:
+        await world.rec.sync()
+        await asyncio.gather(*stream)
+        assert await world.rec.drain(timeout=10)
+
+    asyncio.run(reload_pass())
+
+    assert counted.calls - before == len(names)
+    assert world.rec.pending() == due  # the same due times, now under the renamed policy
+    assert world.metric("rerund_decisions_total", policy="transient-renamed", decision="rerun") == len(names)

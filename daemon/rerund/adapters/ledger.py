@@ -12,11 +12,20 @@ decisions, issue results, outcomes) are decided new or not at once (a read of th
 key, which takes no lock) and written together by a ``flush`` ``schedule``d a moment later (the
 daemon: 50 ms), in one short transaction — a storm records thousands of rows a second, and a
 commit per row was most of rerund's CPU after the RPCs themselves, while holding the write lock
-between flushes would shut ``rerund sweep`` out of the file. Every other write (watermarks,
-pruning, reproductions), every read and ``close`` write the pending rows first, so a watermark
-is never ahead of the rows it covers. A hard crash loses at most the pending rows; they are
-facts the daemon derives again from the control plane on restart (the failures after the
-watermark are read again), so nothing is missed or created twice.
+between flushes would shut ``rerund sweep`` out of the file. As in the PostgreSQL ledger
+(``rerund.adapters.sqlstate.ledger``), deciding "new" costs one read per *run*, not per row: a
+run whose failure the file did not have is *fresh* to this process, and the later facts about
+it (its decisions — a reload decides every owed failure again —, its rerun's issue result,
+that rerun's outcome) are new unless this process recorded them (kept in memory for the
+``FRESH_RUNS`` runs seen last). A flush that fails, a refused row and a reopened file forget
+the fresh runs: they are read again. The exception is a ``rerund sweep`` writing the file
+while the daemon runs: a decision the sweep recorded first about a run fresh to the daemon is
+counted again by the daemon (its metrics and log line; the row is still written once).
+Every other write (watermarks, pruning, reproductions), every read and ``close`` write the
+pending rows first, so a watermark is never ahead of the rows it covers. A hard crash loses at
+most the pending rows; they are facts the daemon derives again from the control plane on
+restart (the failures after the watermark are read again), so nothing is missed or created
+twice.
 
 WAL mode lets ``rerund history`` read while the daemon writes. ``prune`` keeps the file
 bounded (the daemon calls it with its ``ledger_retention`` setting). Timestamps are stored as
@@ -36,6 +45,7 @@ import json
 import logging
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -53,6 +63,8 @@ from rerund.lograte import EveryMinute
 __all__ = ["IssueRecord", "Ledger", "Source"]
 
 log = logging.getLogger("rerund.ledger")
+
+FRESH_RUNS = 50_000  # runs new to the file whose facts this process remembers (``_record``)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS failures (
@@ -292,6 +304,12 @@ _SEEN_RECOVERIES = (
 _ADDED_INDEXES = "CREATE INDEX IF NOT EXISTS decisions_fingerprint ON decisions (fingerprint);"
 
 
+def _fact(key: tuple[Any, ...], run: str) -> tuple[Any, ...]:
+    """A row's unique ``key`` as the fresh runs keep it under ``run``: without ``run`` itself
+    (the run's key is the dictionary's, not each fact's)."""
+    return tuple(part for part in key if part != run)
+
+
 def _z(text: str) -> str:
     """A stored time as rerund shows every time: UTC ISO-8601 with a ``Z``."""
     return text.replace("+00:00", "Z") if isinstance(text, str) else text
@@ -432,6 +450,10 @@ class Ledger(GroupCommits):
         self._schedule: Callable[[Callable[[], None]], object] | None = None
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
         self._pending_keys: set[tuple[Any, ...]] = set()
+        # Run key -> the keys of the facts this process recorded about it, for the runs whose
+        # failure was new to the file (``_record``), least recently used first.
+        # Each fact without the run's key (``_fact``), in a tuple: ~300 bytes a run, not ~560.
+        self._fresh: OrderedDict[str, tuple[tuple[Any, ...], ...]] = OrderedDict()
         self._flush_handle: object = None
         self._closed = False
         if self.path != ":memory:" and Path(self.path).is_dir():
@@ -519,6 +541,7 @@ class Ledger(GroupCommits):
         with suppress(sqlite3.Error):
             self._db.close()
         self._db, self._identity = self._open()
+        self._fresh.clear()  # the new file has none of their rows
         if self._on_reopen is not None:
             self._on_reopen()
 
@@ -544,6 +567,7 @@ class Ledger(GroupCommits):
         try:
             self._reopen_if_replaced()
         except LedgerError as exc:
+            self._fresh.clear()  # some rows are not written: what is new is read again
             raise LedgerError(f"{exc}; the {len(rows)} rows recorded since the last write are lost") from exc
         try:
             self._db.execute("BEGIN IMMEDIATE")
@@ -552,8 +576,10 @@ class Ledger(GroupCommits):
                     self._db.execute(sql, args)
                 except sqlite3.IntegrityError as exc:
                     log.error("ledger %r refused a row (%s); that row is lost", self.path, exc)
+                    self._fresh.clear()
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
+            self._fresh.clear()
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise LedgerError(
@@ -585,13 +611,20 @@ class Ledger(GroupCommits):
         insert: str,
         args: tuple[Any, ...],
         before: tuple[str, tuple[Any, ...]] | None = None,
+        *,
+        run: str,
+        failure: bool = False,
+        creates: str | None = None,
     ) -> bool:
-        """Record one row (``INSERT OR IGNORE``); True when it was not recorded before.
-        ``before``: a statement written just ahead of it (the row's shared text, ``texts``).
+        """Record one row (``INSERT OR IGNORE``) about run ``run`` (its ``project/domain/name``);
+        True when it was not recorded before. ``before``: a statement written just ahead of it
+        (the row's shared text, ``texts``). ``failure``: the row is ``run``'s failure;
+        ``creates``: a run this fact says this process created (fresh from now on).
 
-        With group commits on, whether it is new is read now (the row's unique key: ``exists``,
-        and the rows still pending) and the row joins the pending ones, written by the next
-        ``flush``; else it is written at once in its own transaction."""
+        With group commits on, whether it is new is decided now and the row joins the pending
+        ones, written by the next ``flush``: by this process's memory when ``run`` is fresh (see
+        the module docstring), else by a read of the row's unique key (``exists``; a failure
+        found new makes its run fresh). Else it is written at once in its own transaction."""
         if self._schedule is None:
             with self._tx() as db:
                 if before is not None:
@@ -600,20 +633,47 @@ class Ledger(GroupCommits):
         with self._lock:
             if self._closed:
                 raise LedgerError(f"ledger {self.path!r} is closed; the record is lost")
-            try:
-                if self._db.execute(exists, exists_args).fetchone() is not None:
-                    return False
-            except sqlite3.Error as exc:
-                raise LedgerError(f"ledger {self.path!r} write failed: {exc}; the record is lost") from exc
             if key in self._pending_keys:
                 return False
+            fact = _fact(key, run)
+            known = self._fresh.get(run)
+            if known is not None:
+                if fact in known:
+                    return False
+                self._fresh.move_to_end(run)
+            else:
+                try:
+                    if self._db.execute(exists, exists_args).fetchone() is not None:
+                        return False
+                except sqlite3.Error as exc:
+                    raise LedgerError(
+                        f"ledger {self.path!r} write failed: {exc}; the record is lost"
+                    ) from exc
+                if failure:
+                    known = self._freshen(run)
+            if known is not None:
+                self._fresh[run] = (*known, fact)
+            if creates is not None:
+                self._freshen(creates)
             if not self._pending:  # the first row of a group: its flush
                 self._flush_handle = self._schedule(self.flush)
             self._pending_keys.add(key)
-            if before is not None:
+            if before is not None and before not in self._pending_keys:
+                # Once per group: a storm's (or a reload's) rows share a few reason texts, and
+                # the rows after the first in the same transaction find it written.
+                self._pending_keys.add(before)
                 self._pending.append(before)
             self._pending.append((insert, args))
             return True
+
+    def _freshen(self, run: str) -> tuple[tuple[Any, ...], ...]:
+        """Remember ``run`` as new to the file (lock held); the oldest beyond ``FRESH_RUNS`` is
+        forgotten (its facts are read again). Returns the facts recorded about it so far."""
+        known = self._fresh.setdefault(run, ())
+        self._fresh.move_to_end(run)
+        while len(self._fresh) > FRESH_RUNS:
+            self._fresh.popitem(last=False)
+        return known
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -637,7 +697,13 @@ class Ledger(GroupCommits):
         else:
             insert, args = _INSERT_FAILURE, (key, project, domain, run, _iso(failed_at), _iso(now))
         return self._record(
-            ("failure", key), "SELECT 1 FROM failures WHERE run_key = ?", (key,), insert, args
+            ("failure", key),
+            "SELECT 1 FROM failures WHERE run_key = ?",
+            (key,),
+            insert,
+            args,
+            run=key,
+            failure=True,
         )
 
     def record_decision(
@@ -654,6 +720,12 @@ class Ledger(GroupCommits):
         when this (run, kind, policy, attempt) was not recorded before (by either source)."""
         key = f"{project}/{domain}/{run}"
         attempt, policy, kind = decision.get("attempt"), decision.get("policy") or "", decision["decision"]
+        if not isinstance(policy, str) or not (attempt is None or isinstance(attempt, int)):
+            # Said here, as the PostgreSQL ledger does: a fresh run's row is not read first.
+            raise LedgerError(
+                f"ledger {self.path!r} write failed: policy {policy!r} or attempt {attempt!r} of the "
+                f"decision about run {run!r} cannot be stored (text and a whole number); the record is lost"
+            )
         reason = str(decision["reason"])
         template = _template(reason, run)
         fingerprint = str(decision.get("fingerprint") or "")
@@ -689,6 +761,7 @@ class Ledger(GroupCommits):
                 digest,
             ),
             before,
+            run=key,
         )
 
     def record_issue(self, issue: RerunIssue, *, now: datetime) -> bool:
@@ -718,6 +791,8 @@ class Ledger(GroupCommits):
                 issue.message,
                 self.source,
             ),
+            run=str(src),
+            creates=key if issue.result == "created" else None,
         )
 
     def record_outcome(self, outcome: RerunOutcome, *, now: datetime) -> bool:
@@ -729,6 +804,7 @@ class Ledger(GroupCommits):
             (key,),
             "INSERT OR IGNORE INTO outcomes VALUES (?, ?, ?, ?, ?, ?)",
             (key, _iso(now), outcome.policy, outcome.root, outcome.attempt, outcome.phase),
+            run=key,
         )
 
     def record_reproduction(self, result: dict[str, Any], *, now: datetime) -> bool:
@@ -868,6 +944,8 @@ class Ledger(GroupCommits):
                 "DELETE FROM texts WHERE id NOT IN"
                 " (SELECT reason_id FROM decisions WHERE reason_id IS NOT NULL)"
             )
+            if deleted:
+                self._fresh.clear()  # rows this process recorded may be gone: they are read again
         self.vacuum()
         return deleted
 

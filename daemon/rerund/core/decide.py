@@ -47,7 +47,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
 from rerund.core.durations import format_duration
-from rerund.core.fingerprints import failure_fingerprint
+from rerund.core.fingerprints import failure_fingerprint, fingerprint
 from rerund.core.incidents import canaries_of
 from rerund.core.lineage import MAX_ATTEMPT, parse_attempt
 from rerund.core.model import (
@@ -176,11 +176,20 @@ def explain(failure: Failure, policies: PolicySet, now: datetime) -> Explanation
 
 
 def _decide(failure: Failure, policies: PolicySet, now: datetime, trace: list[str] | None) -> Decision:
-    """The decision, with the failure's fingerprint on it (whatever the decision is)."""
-    return replace(_choose(failure, policies, now, trace), fingerprint=failure_fingerprint(failure))
+    """The decision, with the failure's fingerprint on it (whatever the decision is): its
+    ``failure_fingerprint``, of the failure classes ``_choose`` reads too (classified once)."""
+    error = failure.error
+    classes = classify(error, failure.phase)
+    decision = _choose(failure, policies, now, trace, classes)
+    its_fingerprint = fingerprint(
+        task=failure.action_task, kind=error.kind, classes=classes, code=error.code, message=error.message
+    )
+    return replace(decision, fingerprint=its_fingerprint)
 
 
-def _choose(failure: Failure, policies: PolicySet, now: datetime, trace: list[str] | None) -> Decision:
+def _choose(
+    failure: Failure, policies: PolicySet, now: datetime, trace: list[str] | None, classes: frozenset[str]
+) -> Decision:
     run = failure.run
     check = failure.labels.get(LABEL_REPRO)
     if check is not None:
@@ -201,7 +210,7 @@ def _choose(failure: Failure, policies: PolicySet, now: datetime, trace: list[st
         if trace is not None:
             trace.append(f"label {LABEL_ATTEMPT}={shown} is not an attempt number: ignore")
         return Ignore(reason=reason, source_run=run, root=failure.root)
-    if "non_recoverable" in classify(failure.error, failure.phase):
+    if "non_recoverable" in classes:
         reason = (
             f"run {run!r} failed with NonRecoverableError (code {failure.error.code!r}): the task "
             "declared that retries are irrelevant; a built-in rule ahead of every policy never reruns it"

@@ -80,6 +80,8 @@ def without_userinfo(url: str) -> str:
 
 def scrub_urls(text: str) -> str:
     """``text`` with every URL in it reduced by ``redact_url``."""
+    if "://" not in text:  # every URL ``_URL`` matches has one; most reasons have none
+        return text
     return _URL.sub(lambda m: redact_url(m.group(0)), text)
 
 
@@ -159,6 +161,8 @@ def public_decision(body: Mapping[str, Any]) -> dict[str, Any]:
     out["env"] = public_env(body.get("env") or {})
     out["inputs"] = public_inputs(body.get("inputs") or {})
     if isinstance(out.get("reason"), str):
-        reason = _OLD_INPUT_LINES.sub(rf"\1inputs: set ({NOT_SHOWN})", out["reason"])
+        reason = out["reason"]
+        if "inputs " in reason:  # ``_OLD_INPUT_LINES`` matches only there (a decision made per failure)
+            reason = _OLD_INPUT_LINES.sub(rf"\1inputs: set ({NOT_SHOWN})", reason)
         out["reason"] = scrub_urls(reason)
     return out

@@ -37,6 +37,18 @@ def _covers(scopes: tuple[tuple[str, str], ...], project: str, domain: str) -> b
     return any(fnmatchcase(project, p) and fnmatchcase(domain, d) for p, d in scopes)
 
 
+@functools.lru_cache(maxsize=4096)  # asked per owed failure on every pass (``OwedWork.advance``)
+def _in_listing(
+    scopes: tuple[tuple[str, str], ...], listing: tuple[str, str], project: str, domain: str
+) -> bool:
+    if listing == ORG:
+        return any(
+            (is_pattern(p) or is_pattern(d)) and fnmatchcase(project, p) and fnmatchcase(domain, d)
+            for p, d in scopes
+        )
+    return listing == (project, domain) and not _in_listing(scopes, ORG, project, domain)
+
+
 @dataclass(frozen=True)
 class Coverage:
     """The configured scopes, as patterns."""
@@ -49,13 +61,10 @@ class Coverage:
     def in_listing(self, listing: tuple[str, str], project: str, domain: str) -> bool:
         """Whether a run of ``project/domain`` is found by ``listing`` (a key from ``plan``):
         the org-wide listing finds what a pattern covers, a concrete listing its own scope.
-        Each covered run is found by exactly one listing of ``plan(scopes)``."""
-        if listing == ORG:
-            return any(
-                (is_pattern(p) or is_pattern(d)) and fnmatchcase(project, p) and fnmatchcase(domain, d)
-                for p, d in self.scopes
-            )
-        return listing == (project, domain) and not self.in_listing(ORG, project, domain)
+        Each covered run is found by exactly one listing of ``plan(scopes)``. Remembered per
+        (scopes, listing, project, domain): projects and domains are few, and the loop asks
+        this for every owed failure on every pass."""
+        return _in_listing(self.scopes, listing, project, domain)
 
     def finds(self, listing: str, project: str, domain: str) -> bool:
         """``in_listing`` with the listing written ``project/domain`` (``*/*``: the org)."""

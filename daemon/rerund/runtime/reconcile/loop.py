@@ -535,11 +535,17 @@ class Reconciler:
 
     async def _redecide_due(self, now: datetime) -> None:
         """Decide again each pending failure that is due (after a reload, every failure still
-        owed), yielding to the event loop after every ``_DECISIONS_PER_YIELD`` decisions or
-        ``_SLICE_S`` seconds, whichever comes first (a slow ledger must not make a chunk long)."""
+        owed) and still due when its turn comes, yielding to the event loop after every
+        ``_DECISIONS_PER_YIELD`` decisions or ``_SLICE_S`` seconds, whichever comes first (a slow
+        ledger must not make a chunk long)."""
         loop = asyncio.get_running_loop()
         chunk, started = 0, loop.time()
         for ref in self._owed.due(now, self._inflight.busy_runs()):
+            pending = self._owed.owed(ref)
+            if pending is None or (pending.due is not None and pending.due > now):
+                # Decided since the list was taken (the pass yields between chunks): by the
+                # stream, a timer or a release. Settled, or owed later: not decided twice.
+                continue
             await self._redecide(ref)
             chunk += 1
             if chunk >= _DECISIONS_PER_YIELD or loop.time() - started >= _SLICE_S:

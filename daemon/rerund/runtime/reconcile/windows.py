@@ -32,6 +32,7 @@ DEEP_LISTING_EVERY = timedelta(minutes=1)
 # reruns are followed on their own, and for older owed failures the rerun's name, a function of
 # (root, attempt), guards against a second create.
 MAX_LISTING_REACH = timedelta(hours=1)
+_KEYS_KEPT = 4096  # (project, domain) pairs whose listing key ``key_of`` remembers
 
 
 class ListingWindows:
@@ -45,6 +46,9 @@ class ListingWindows:
         self._recorder = recorder
         # Per listing of failed runs: when it last listed the whole overlap, and last listed.
         self._failed_listed: dict[str, tuple[datetime, datetime]] = {}
+        # (project, domain) -> the key of the listing that finds its runs (``key_of``, asked for
+        # every failed run the stream carries): projects and domains are few.
+        self._keys: dict[tuple[str, str], str] = {}
 
     def since(self, scope: str, now: datetime) -> datetime:
         """The start of ``scope``'s resync window (watermark minus overlap); the first call
@@ -69,7 +73,14 @@ class ListingWindows:
 
     def key_of(self, ref: RunRef) -> str:
         """The key of the listing that finds run ``ref``."""
-        return next((f"{p}/{d}" for p, d in self.scopes if self._owed.finds(f"{p}/{d}", ref)), ref.scope)
+        pair = (ref.project, ref.domain)
+        key = self._keys.get(pair)
+        if key is None:
+            key = next((f"{p}/{d}" for p, d in self.scopes if self._owed.finds(f"{p}/{d}", ref)), ref.scope)
+            if len(self._keys) >= _KEYS_KEPT:
+                self._keys.clear()
+            self._keys[pair] = key
+        return key
 
     def failed_start(self, scope: str, since: datetime, now: datetime) -> tuple[datetime, bool]:
         """Where this pass's listing of failed runs in ``scope`` starts, and whether it lists
