@@ -244,6 +244,7 @@ class App:
                 flyte = await _flyte(s, cp_clock, rpc_gate=throttle)
                 raw, reconnect = flyte, _reconnect(flyte, s)
                 metrics.track_held_bytes(lambda: float(flyte.read_cache_bytes), ledger.size_bytes)
+                metrics.track_caches(flyte.caches)
             metrics.clock_skew.set_function(lambda: cp_clock.skew.total_seconds())
             guard = guarded(
                 raw,
