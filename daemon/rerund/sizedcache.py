@@ -11,9 +11,9 @@ not follow message size or history (issue 24). Each entry's size is estimated by
 Invariants (``tests/test_sizedcache.py``):
 
 - ``held`` is the sum of the sizes of the entries held, always.
-- After ``put``, ``held <= budget`` unless ``keep`` refused to let the oldest entry go (a
-  cache whose entries a later step cannot do without), or a single entry is larger than the
-  budget (then it is not kept at all).
+- After ``put``, ``held <= budget`` (and at most ``max_entries`` entries, when given)
+  unless ``keep`` refused to let the oldest entry go (a cache whose entries a later step
+  cannot do without), or a single entry is larger than the budget (then it is not kept).
 - Entries leave oldest first (``put`` and ``touch`` make an entry the newest); ``on_evict``
   is called for each one evicted, never for one ``pop``-ped or replaced.
 
@@ -53,9 +53,11 @@ class SizedCache(Generic[K, V]):
         *,
         on_evict: Callable[[K, V], object] | None = None,
         keep: Callable[[K, V], bool] | None = None,
+        max_entries: int | None = None,
     ) -> None:
         self.name = name
         self.budget = budget
+        self.max_entries = max_entries  # a second bound, in entries (None: bytes only)
         self._size = size
         self._on_evict = on_evict
         self._keep = keep
@@ -111,6 +113,17 @@ class SizedCache(Generic[K, V]):
         self.held += size
         self.shrink()
 
+    def resized(self, key: K) -> None:
+        """The value of ``key`` changed in place: count its size again (its place is kept)."""
+        found = self._entries.get(key)
+        if found is None:
+            return
+        value, old = found
+        size = self._size(key, value)
+        self._entries[key] = (value, size)
+        self.held += size - old
+        self.shrink()
+
     def pop(self, key: K, default: V | None = None) -> V | None:
         """Remove ``key`` (no ``on_evict``); its value or ``default``."""
         found = self._entries.pop(key, None)
@@ -123,9 +136,15 @@ class SizedCache(Generic[K, V]):
         self._entries.clear()
         self.held = 0
 
+    def over(self) -> bool:
+        """Whether the cache holds more than its budget (or ``max_entries``)."""
+        return self.held > self.budget or (
+            self.max_entries is not None and len(self._entries) > self.max_entries
+        )
+
     def shrink(self) -> None:
         """Evict the oldest entries while over budget, stopping at one ``keep`` holds on to."""
-        while self.held > self.budget and self._entries:
+        while self._entries and self.over():
             key, (value, size) = next(iter(self._entries.items()))
             if self._keep is not None and self._keep(key, value):
                 return
