@@ -21,7 +21,7 @@ from .test_reconcile import World
 
 def _caches(world: World) -> dict[str, SizedCache[Any, Any]]:
     rec: Any = world.rec
-    return {c.name: c for c in (rec._owed.seen, *rec._index.caches)}
+    return {c.name: c for c in (rec._owed.seen, *rec._index.caches, *rec._recorder.caches)}
 
 
 def test_settled_failures_past_the_seen_budget_are_evicted_and_the_metric_says_what_it_holds(

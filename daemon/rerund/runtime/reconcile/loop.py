@@ -164,7 +164,7 @@ class Reconciler:
             issued_as=self._recorder.issued_as,
             on_forged=lambda ref, labels: self._recorder.forged(ref, labels),
         )
-        metrics.track_caches((self._owed.seen, *self._index.caches))
+        metrics.track_caches((self._owed.seen, *self._index.caches, *self._recorder.caches))
         # The policy generation the reruns index was last listed for (-1: never). Until a
         # listing covers the current generation, watch events leave failed runs to the next
         # pass: deciding them against an index that may not know their reruns would count
