@@ -222,6 +222,8 @@ class App:
             from rerund.adapters.sqlstate import PostgresLedger
             from rerund.adapters.sqlstate.leadership import PostgresLeadership
 
+            if isinstance(ledger, PostgresLedger):
+                metrics.track_caches(ledger.caches)
             if isinstance(ledger, PostgresLedger) and isinstance(state.leadership, PostgresLeadership):
                 # every write of the shared ledger checks the term in its own transaction
                 ledger.fence_writes(

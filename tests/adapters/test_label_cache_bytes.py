@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from adapter_support import connected, rpc_delta
 from rerund.adapters.flyte.control_plane import FlyteControlPlane
+from rerund.core.runs import RunRef
 from rerund.runtime.metrics import Metrics
 from rerund.sandbox.profiles import OSS
 from rerund.sandbox.testing import SandboxHandle, start_sandbox
@@ -88,3 +89,23 @@ def test_a_run_whose_labels_were_evicted_is_read_again_and_listed_as_before(sb: 
     assert emptied == 0
     assert again == first and {n for n, _ in again} >= set(names)  # the same reruns, same labels
     assert rpc_delta(sb, before)["GetRunDetails"] == len(sb.runs())  # each run's labels read again
+
+
+def test_on_union_no_labels_are_kept_its_listings_carry_them() -> None:
+    with start_sandbox(WORKLOAD, time_scale=0.5) as union:
+        names = [n for i in range(3) for n in union.launch("ok", labels=_labels(200 + i))]
+        union.wait_idle()
+        cp = connected(union)
+
+        async def list_and_read() -> list[tuple[str, dict[str, str]]]:
+            listed = await _listed(cp, union)  # finds Union (label filters taken)
+            for name in names:
+                await cp.get_run(RunRef(union.project, union.domain, name))
+            return listed
+
+        listed = asyncio.run(list_and_read())
+
+    assert cp.backend == "union"
+    assert {n for n, _ in listed} >= set(names)
+    cache: Any = cp._labels
+    assert (len(cache), cache.held) == (0, 0)

@@ -165,7 +165,8 @@ _ENDED_PHASE_VALUES = ("5", "6", "7", "8")  # SUCCEEDED, and the failed phases
 _MAX_PAGE = 200  # open-source Flyte refuses larger pages (runs/repository/impl/requests.go)
 _INTERNAL_REPEATS = 3  # INTERNAL this many times in a row for one request: permanent
 # Runs whose labels (and relation) are remembered: open-source Flyte's listing carries neither,
-# so the reruns listing and the reference scan read them once per run (``_labels_of``). Bounded
+# so the reruns listing and the reference scan read them once per run (``_labels_of``); on Union
+# (its listings carry both) none are kept. Bounded
 # in bytes (``SizedCache``; about 350 bytes a run with rerund's four labels): 16 MiB holds ~45,000
 # runs, the reruns of an hour's budget window at 6 failures/s with room to spare; a run evicted
 # is read again when listed again.
@@ -493,6 +494,10 @@ class FlyteControlPlane:
 
     def _learned_labels(self, ref: RunRef, labels: Mapping[str, str], spec: Any = None) -> None:
         """Keep the labels of ``ref`` (and the relation of its RunSpec ``spec``, when given)."""
+        if self._known.label_filters:  # Union: its listings carry both, nothing reads them here
+            if len(self._labels):
+                self._labels.clear()
+            return
         if spec is not None:
             relation: object = relation_of(spec)
         else:
