@@ -87,6 +87,8 @@ from rerund.adapters.flyte import sdk_internals
 from rerund.adapters.flyte.backend import Backend, refuses_labels
 from rerund.adapters.flyte.connection import Connection, decode_api_key
 from rerund.adapters.flyte.convert import (
+    RESOURCES_VIEWS,
+    SPEC_VIEWS,
     created_and_changed,
     decode_literal,
     error_info,
@@ -1127,7 +1129,7 @@ class FlyteControlPlane:
     @property
     def caches(self) -> tuple[SizedCache[Any, Any], ...]:
         """The adapter's long-lived caches (``rerund_cache_bytes``)."""
-        return (self._labels, self._reads)
+        return (self._labels, self._reads, SPEC_VIEWS, RESOURCES_VIEWS)
 
     def _take_reads(self, ref: RunRef) -> dict[ReadKey, Any] | None:
         """What was read of ``ref`` (``_keep_read``), parsed again and given up to the call that
