@@ -48,3 +48,17 @@ def test_eviction_stops_at_an_entry_keep_holds_on_to_and_an_entry_over_the_budge
 
     assert list(cache) == ["a", "b", "c"] and "big" not in cache
     assert cache.held == sum(_size(k, v) for k, v in cache.items())
+
+
+def test_a_value_changed_in_place_is_counted_again_and_held_stays_the_sum() -> None:
+    cache: SizedCache[str, list[str]] = SizedCache("t", 10_000, lambda k, v: ENTRY_BYTES + 100 * len(v))
+    cache.put("a", ["x"])
+    cache.put("b", [])
+    before = cache.size_of("a")
+    cache["a"].extend(["y", "z"])
+    cache.resized("a", before)
+
+    assert cache.held == 2 * ENTRY_BYTES + 300 == sum(ENTRY_BYTES + 100 * len(v) for v in cache.values())
+    assert list(cache) == ["a", "b"]  # its place is kept
+    cache.pop("a")
+    assert cache.held == ENTRY_BYTES

@@ -61,7 +61,9 @@ class SizedCache(Generic[K, V]):
         self._size = size
         self._on_evict = on_evict
         self._keep = keep
-        self._entries: OrderedDict[K, tuple[V, int]] = OrderedDict()
+        # The values alone: an entry's size is computed again when it leaves (a stored size
+        # would cost ~90 bytes an entry), so a value changed in place must say so (``resized``).
+        self._entries: OrderedDict[K, V] = OrderedDict()
         self.held = 0  # estimated bytes of the entries held
         self.evicted = 0  # entries evicted for the budget, since start
 
@@ -77,24 +79,18 @@ class SizedCache(Generic[K, V]):
 
     def get(self, key: K, default: V | None = None) -> V | None:
         """The value of ``key`` (without making it the newest), or ``default``."""
-        found = self._entries.get(key)
-        return default if found is None else found[0]
+        return self._entries.get(key, default)
 
     def __getitem__(self, key: K) -> V:
-        return self._entries[key][0]
+        return self._entries[key]
 
     def items(self) -> Iterator[tuple[K, V]]:
         """(key, value) of every entry, oldest first."""
-        return ((k, v) for k, (v, _) in self._entries.items())
+        return iter(self._entries.items())
 
     def values(self) -> Iterator[V]:
         """The values, oldest first."""
-        return (v for v, _ in self._entries.values())
-
-    def oldest(self) -> tuple[K, V] | None:
-        for k, (v, _) in self._entries.items():
-            return k, v
-        return None
+        return iter(self._entries.values())
 
     def touch(self, key: K) -> None:
         """Make ``key`` the newest entry (it leaves last)."""
@@ -103,34 +99,32 @@ class SizedCache(Generic[K, V]):
 
     def put(self, key: K, value: V) -> None:
         """Hold ``value`` for ``key`` as the newest entry, then evict the oldest while over budget."""
+        self.pop(key)
         size = self._size(key, value)
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self.held -= old[1]
         if size > self.budget:
             return
-        self._entries[key] = (value, size)
+        self._entries[key] = value
         self.held += size
         self.shrink()
 
-    def resized(self, key: K) -> None:
-        """The value of ``key`` changed in place: count its size again (its place is kept)."""
-        found = self._entries.get(key)
-        if found is None:
-            return
-        value, old = found
-        size = self._size(key, value)
-        self._entries[key] = (value, size)
-        self.held += size - old
-        self.shrink()
+    def size_of(self, key: K) -> int:
+        """The estimated bytes of the entry of ``key`` (0: none)."""
+        return self._size(key, self._entries[key]) if key in self._entries else 0
+
+    def resized(self, key: K, before: int) -> None:
+        """The value of ``key`` changed in place; ``before`` is what ``size_of`` said before the
+        change. Its place is kept."""
+        if key in self._entries:
+            self.held += self.size_of(key) - before
+            self.shrink()
 
     def pop(self, key: K, default: V | None = None) -> V | None:
         """Remove ``key`` (no ``on_evict``); its value or ``default``."""
-        found = self._entries.pop(key, None)
-        if found is None:
+        if key not in self._entries:
             return default
-        self.held -= found[1]
-        return found[0]
+        value = self._entries.pop(key)
+        self.held -= self._size(key, value)
+        return value
 
     def clear(self) -> None:
         self._entries.clear()
@@ -145,11 +139,11 @@ class SizedCache(Generic[K, V]):
     def shrink(self) -> None:
         """Evict the oldest entries while over budget, stopping at one ``keep`` holds on to."""
         while self._entries and self.over():
-            key, (value, size) = next(iter(self._entries.items()))
+            key, value = next(iter(self._entries.items()))
             if self._keep is not None and self._keep(key, value):
                 return
             del self._entries[key]
-            self.held -= size
+            self.held -= self._size(key, value)
             self.evicted += 1
             if self._on_evict is not None:
                 self._on_evict(key, value)

@@ -476,8 +476,9 @@ class PostgresLedger(GroupCommits):
                 if table is t.failures:
                     known = self._freshen(run)
             if known is not None:
+                before = self._fresh.size_of(run)
                 known.add(key)
-                self._fresh.resized(run)
+                self._fresh.resized(run, before)
             if creates is not None:
                 self._freshen(creates)
             if not self._pending:  # the first row of a group: its flush

@@ -285,11 +285,12 @@ class OwedWork:
             seen.settled = True
             seen.final = final
             seen.generation = self.generation
-            if final:
+            if final and seen.facts is not None:
                 # Never decided again (``decided``): its facts (spec, error, labels: kilobytes)
                 # are not kept, so the seen-cache costs a marker per failure (issue 24).
+                before = self.seen.size_of(ref)
                 seen.facts = None
-                self.seen.resized(ref)
+                self.seen.resized(ref, before)
 
     def due(self, now: datetime, busy: Collection[RunRef] = ()) -> list[RunRef]:
         """Pending failures whose time has come (due at or before ``now``, or at the next
