@@ -179,7 +179,8 @@ _LABEL_CACHE_BYTES = 16 * 1024 * 1024
 # answer holds only what the rerun path reads (``slim_for_rerun``: no error message, abort reason
 # or attempts, which are of any size), so runs with 5 MB messages hold what runs with short ones
 # do. A run's reads are only needed if it is rerun, most within seconds of the read: 4 MiB holds
-# the reads of ~1,500 runs (~2.7 KB each); a run evicted costs the rerun path its own reads.
+# the reads of ~6,000 runs (~700 bytes each in bench_memory); a run evicted costs the rerun path
+# its own reads.
 _READ_CACHE_BYTES = 4 * 1024 * 1024
 _EXECUTING_PHASES = frozenset({"QUEUED", "WAITING_FOR_RESOURCES", "INITIALIZING", "RUNNING", "PAUSED"})
 _REFERENCE_SCAN = 200  # oss: newest candidates read when looking for a labelled reference run
