@@ -85,6 +85,16 @@ def _retention_check(state: Path, tmp: Path) -> dict[str, Any]:
     }
 
 
+def _cache_kib(d: Any) -> dict[str, float]:
+    """KiB each cache holds, as ``rerund_cache_bytes{cache=...}`` says (none before round 6)."""
+    prefix = "rerund_cache_bytes{cache="
+    return {
+        f"{k[len(prefix) : -1]}_kib": round(v / 1024, 1)
+        for k, v in d.metrics().items()
+        if k.startswith(prefix)
+    }
+
+
 def run(
     quick: bool = False, long: bool = False, wave: int | None = None, waves: int | None = None
 ) -> dict[str, Any]:
@@ -123,6 +133,7 @@ def run(
                         "peak_rss_mib": u["peak_rss_mib"],
                         "ledger_kib": round(_ledger_bytes(d.state) / 1024, 1),
                         "seconds": round(time.monotonic() - start, 1),
+                        **_cache_kib(d),
                     }
                 )
             cpu = d.usage()["cpu_s"]
@@ -157,6 +168,7 @@ def run(
                 "peak_rss_mib",
                 "ledger_kib",
                 "seconds",
+                *sorted({k for r in rows for k in r if k.endswith("_kib") and k != "ledger_kib"}),
             ],
             "rows": rows,
         },

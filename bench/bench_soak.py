@@ -418,6 +418,8 @@ def run(minutes: float) -> dict[str, Any]:
                             "failures": int(n),
                             "cpu_ms_per_failure": round(1000 * (u["cpu_s"] - last["cpu"]) / max(n, 1), 2),
                             "rss_mib": u["rss_mib"],
+                            # what the daemon's caches hold (rerund_cache_bytes, summed; round 6 on)
+                            "caches_mib": round(d.total("rerund_cache_bytes") / 2**20, 1),
                             "ledger_bytes_per_failure": round(ledger / max(observed, 1)),
                             "slowest_healthz_ms": prober.take("window"),
                         }
@@ -479,6 +481,7 @@ def run(minutes: float) -> dict[str, Any]:
                 "failures",
                 "cpu_ms_per_failure",
                 "rss_mib",
+                "caches_mib",
                 "ledger_bytes_per_failure",
                 "slowest_healthz_ms",
             ],

@@ -222,6 +222,8 @@ class App:
             from rerund.adapters.sqlstate import PostgresLedger
             from rerund.adapters.sqlstate.leadership import PostgresLeadership
 
+            if isinstance(ledger, PostgresLedger):
+                metrics.track_caches(ledger.caches)
             if isinstance(ledger, PostgresLedger) and isinstance(state.leadership, PostgresLeadership):
                 # every write of the shared ledger checks the term in its own transaction
                 ledger.fence_writes(
@@ -244,6 +246,7 @@ class App:
                 flyte = await _flyte(s, cp_clock, rpc_gate=throttle)
                 raw, reconnect = flyte, _reconnect(flyte, s)
                 metrics.track_held_bytes(lambda: float(flyte.read_cache_bytes), ledger.size_bytes)
+                metrics.track_caches(flyte.caches)
             metrics.clock_skew.set_function(lambda: cp_clock.skew.total_seconds())
             guard = guarded(
                 raw,

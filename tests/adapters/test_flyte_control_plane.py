@@ -408,14 +408,10 @@ def test_rpc_timeout_starts_when_the_rate_gate_lets_the_rpc_go(sb: SandboxHandle
     assert "rpc_timeout (1s)" in str(caught.value)
 
 
-def test_the_sdks_rerun_path_reuses_what_read_failure_just_read_once(
-    sb: SandboxHandle, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_sdks_rerun_path_reuses_what_read_failure_just_read_once(sb: SandboxHandle) -> None:
     # read_failure reads GetRunDetails (and GetActionDetails of the failing action); the SDK's
     # rerun path would read them again moments later. It is answered with those reads, once:
     # a later rerun of the same source, or any other read of it, goes on the wire.
-    from rerund.adapters.flyte import control_plane as adapter
-
     cp = _cp(sb)
     names = sb.launch("etl.pipeline", count=4)
     sb.wait_idle()
@@ -439,8 +435,9 @@ def test_the_sdks_rerun_path_reuses_what_read_failure_just_read_once(
     assert again["GetRunDetails"] == 1 and again["GetActionDetails"] == 1 and again["CreateRun"] == 1
     assert own == {"GetRunDetails": 1}
 
-    # Only the newest _READ_CACHE runs' reads are kept.
-    monkeypatch.setattr(adapter, "_READ_CACHE", 2)
+    # Only the newest runs' reads within the byte budget are kept: here room for two runs'.
+    one_run = cp.read_cache_bytes  # refs[1]'s reads (refs[0]'s were taken by its rerun)
+    cp.read_cache_budget = 2 * one_run + one_run // 2
     facts.extend(_run(cp.read_failure(_run(cp.get_run(ref)))) for ref in refs[2:])
     assert list(cp._reads) == refs[2:]  # refs[1]'s were dropped
     assert rerun(1, "c")["GetRunDetails"] == 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 from flyteidl2.core import tasks_pb2
 from flyteidl2.task import run_pb2
 
-from rerund.adapters.flyte.convert import resources_view, shared_spec_view, spec_view
+from rerund.adapters.flyte.convert import SPEC_VIEWS, resources_view, shared_spec_view, spec_view
 
 
 def _spec(queue: str, **labels: str) -> run_pb2.RunSpec:
@@ -44,3 +44,14 @@ def test_equal_task_resources_share_one_view() -> None:
     bigger = resources_view(_template("8Gi"))
     assert bigger is not None and bigger.requests == {"memory": "8Gi"} and bigger is not first
     assert resources_view(tasks_pb2.TaskTemplate()) is None  # no container: unknown
+
+
+def test_the_shared_views_stay_within_their_byte_budget_however_large_the_specs() -> None:
+    for i in range(400):
+        shared_spec_view(_spec("gpu", team="ml", blob="x" * 60, n=f"{i:04d}", env_like="y" * 2000))
+
+    assert 0 < SPEC_VIEWS.held <= SPEC_VIEWS.budget
+    assert len(SPEC_VIEWS) < 400  # the oldest views were dropped: an equal spec builds a new one
+    assert (
+        shared_spec_view(_spec("gpu", team="ml", blob="x" * 60, n="0000", env_like="y" * 2000)).queue == "gpu"
+    )

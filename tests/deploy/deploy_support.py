@@ -92,6 +92,7 @@ CONTRACT: tuple[Metric, ...] = (
     _m("rerund_rerun_name_conflicts_total", "counter"),  # issue 22.1: a rerun name taken
     _m("rerund_forged_lineage_labels_total", "counter"),  # issue 22.2: labels nobody vouches for
     _m("rerund_read_cache_bytes", "gauge"),  # issue 24: memory bounded in bytes
+    _m("rerund_cache_bytes", "gauge", "cache"),  # issue 24: each cache's bytes held
     _m("rerund_ledger_bytes", "gauge"),  # issue 24: the ledger's size
     _m("rerund_incidents_open", "gauge"),  # issue 27: the outage breaker
     _m("rerund_incident_reruns_held", "gauge"),

@@ -93,3 +93,32 @@ def test_a_restarted_process_finds_the_facts_recorded_before_it_not_new(pg_url: 
         assert (later, statements["SELECT"] - reads) == (True, 0)  # later than every failure: new
     finally:
         restarted.close()
+
+
+def test_the_fresh_runs_stay_within_their_byte_budget_and_a_forgotten_run_is_read_not_counted_new_twice(
+    pg_url: str,
+) -> None:
+    """The runs this process knows are new (``_fresh``) are bounded in bytes: filled past the
+    budget, the oldest are forgotten, and their facts recorded again are read (one unique-key
+    read each), never counted new a second time."""
+    ledger = PostgresLedger(migrated(pg_url))
+    flushes: list[Callable[[], None]] = []
+    ledger.group_commits(flushes.append)
+    fresh: Any = ledger._fresh
+    fresh.budget = 10_000  # room for about ten runs (~1,000 bytes each with their facts)
+    statements = _counting(ledger)
+    try:
+        new = _storm(ledger, range(N))
+        held, kept = fresh.held, len(fresh)
+        for flush in flushes:
+            flush()
+        reads = statements["SELECT"]
+        again = _storm(ledger, range(N))  # the same facts again: the forgotten runs are read
+        for flush in flushes[1:]:
+            flush()
+    finally:
+        ledger.close()
+    assert new == [True] * (4 * N)
+    assert 0 < held <= fresh.budget and kept < N  # the oldest runs were forgotten
+    assert again == [False] * (4 * N)  # ... and their facts are not new a second time
+    assert statements["SELECT"] > reads  # they cost reads instead

@@ -13,6 +13,7 @@ those labels, which is why every layer reads lineage from labels.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -50,13 +51,21 @@ FAILED_PHASES = frozenset({"FAILED", "TIMED_OUT", "ABORTED"})
 TERMINAL_PHASES = FAILED_PHASES | {"SUCCEEDED"}
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class RunRef:
-    """A run on the control plane: its project, domain and name."""
+    """A run on the control plane: its project, domain and name.
+
+    Slotted, its project and domain interned: the daemon's caches hold tens of thousands of
+    runs, and a run parsed off the wire would otherwise carry its own copy of both (~150 bytes)."""
 
     project: str
     domain: str
     name: str
+
+    def __post_init__(self) -> None:
+        if type(self.project) is str and type(self.domain) is str:
+            object.__setattr__(self, "project", sys.intern(self.project))
+            object.__setattr__(self, "domain", sys.intern(self.domain))
 
     @property
     def scope(self) -> str:

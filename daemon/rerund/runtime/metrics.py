@@ -13,6 +13,7 @@ honest.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
@@ -20,7 +21,15 @@ from prometheus_client.registry import Collector
 
 from rerund.core.repro import RESULTS
 
-__all__ = ["METRIC_NAMES", "SWEEP_METRIC_NAMES", "Metrics", "sweep_metrics"]
+__all__ = ["METRIC_NAMES", "SWEEP_METRIC_NAMES", "HeldBytes", "Metrics", "sweep_metrics"]
+
+
+class HeldBytes(Protocol):
+    """A cache that says what it holds (``rerund.sizedcache.SizedCache``)."""
+
+    name: str
+    held: int
+
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
@@ -51,6 +60,7 @@ METRIC_NAMES = (
     "rerund_rerun_name_conflicts_total",
     "rerund_forged_lineage_labels_total",
     "rerund_read_cache_bytes",
+    "rerund_cache_bytes",
     "rerund_ledger_bytes",
     "rerund_incidents_open",
     "rerund_incident_reruns_held",
@@ -148,6 +158,14 @@ class Metrics:
             "rerund_read_cache_bytes",
             "Bytes of control-plane answers kept for the SDK's rerun path (serialized size; bounded "
             "by a byte budget, error messages not kept).",
+            registry=registry,
+        )
+        self.cache_bytes = Gauge(
+            "rerund_cache_bytes",
+            "Estimated bytes each long-lived cache holds (cache: labels, reads, seen, lineage_claims, "
+            "forged_seen, reruns_seen, ledger_fresh, spec_views, resources_views); each is bounded by a "
+            "byte budget, evicting its oldest entries.",
+            ["cache"],
             registry=registry,
         )
         self.ledger_bytes = Gauge(
@@ -268,6 +286,15 @@ class Metrics:
         two callables the composition root hands in."""
         self.read_cache_bytes.set_function(read_cache_bytes)
         self.ledger_bytes.set_function(ledger_bytes)
+
+    def track_caches(self, caches: Iterable[HeldBytes]) -> None:
+        """Read ``rerund_cache_bytes{cache=...}`` of each of ``caches`` at each scrape."""
+
+        def held(cache: HeldBytes) -> Callable[[], float]:
+            return lambda: float(cache.held)
+
+        for cache in caches:
+            self.cache_bytes.labels(cache.name).set_function(held(cache))
 
     def init_checks(self, names: list[str]) -> None:
         """Create every (check, result) series of ``rerund_reproduction_runs_total`` at 0.

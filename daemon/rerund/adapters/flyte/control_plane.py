@@ -74,9 +74,9 @@ import contextlib
 import functools
 import logging
 import os
+import sys
 import tempfile
 import threading
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -87,6 +87,8 @@ from rerund.adapters.flyte import sdk_internals
 from rerund.adapters.flyte.backend import Backend, refuses_labels
 from rerund.adapters.flyte.connection import Connection, decode_api_key
 from rerund.adapters.flyte.convert import (
+    RESOURCES_VIEWS,
+    SPEC_VIEWS,
     created_and_changed,
     decode_literal,
     error_info,
@@ -142,6 +144,7 @@ from rerund.errors import (
     TransientControlPlaneError,
 )
 from rerund.ports import RpcGate
+from rerund.sizedcache import ENTRY_BYTES, SizedCache, str_bytes
 
 __all__ = ["FlyteControlPlane"]
 
@@ -163,18 +166,58 @@ _FAILED_PHASE_VALUES = ("6", "7", "8")  # FAILED, ABORTED, TIMED_OUT
 _ENDED_PHASE_VALUES = ("5", "6", "7", "8")  # SUCCEEDED, and the failed phases
 _MAX_PAGE = 200  # open-source Flyte refuses larger pages (runs/repository/impl/requests.go)
 _INTERNAL_REPEATS = 3  # INTERNAL this many times in a row for one request: permanent
-_LABEL_CACHE = 100_000  # runs whose labels are remembered (oss: labels are read per run)
+# Runs whose labels (and relation) are remembered: open-source Flyte's listing carries neither,
+# so the reruns listing and the reference scan read them once per run (``_labels_of``); on Union
+# (its listings carry both) none are kept. Bounded
+# in bytes (``SizedCache``; about 350 bytes a run with rerund's four labels): 16 MiB holds ~45,000
+# runs, the reruns of an hour's budget window at 6 failures/s with room to spare; a run evicted
+# is read again when listed again.
+_LABEL_CACHE_BYTES = 16 * 1024 * 1024
 # Runs whose last ``read_failure`` answers are kept for the SDK's rerun path (``ReuseReads``):
 # a failure is read, decided and, when owed now, rerun moments later; older reads are dropped.
-# Bounded twice: in runs, and in bytes (``_READ_CACHE_BYTES``, the answers' serialized size). A
-# kept answer holds only what the rerun path reads (``slim_for_rerun``: no error message, abort
-# reason or attempts, which are of any size), so 1,024 runs with 5 MB messages hold what 1,024
-# with short ones do.
-_READ_CACHE = 1024
-_READ_CACHE_BYTES = 32 * 1024 * 1024
+# Bounded in bytes (``_READ_CACHE_BYTES``, the answers' serialized size; a SizedCache). A kept
+# answer holds only what the rerun path reads (``slim_for_rerun``: no error message, abort reason
+# or attempts, which are of any size), so runs with 5 MB messages hold what runs with short ones
+# do. A run's reads are only needed if it is rerun, most within seconds of the read: 4 MiB holds
+# the reads of ~6,000 runs (~700 bytes each in bench_memory); a run evicted costs the rerun path
+# its own reads.
+_READ_CACHE_BYTES = 4 * 1024 * 1024
 _EXECUTING_PHASES = frozenset({"QUEUED", "WAITING_FOR_RESOURCES", "INITIALIZING", "RUNNING", "PAUSED"})
 _REFERENCE_SCAN = 200  # oss: newest candidates read when looking for a labelled reference run
 _FALLBACK_CANDIDATES = 20
+
+
+_Labelled = tuple[tuple[str, ...], object]  # (labels k1, v1, k2, v2, ...; relation or _UNREAD)
+_UNREAD = object()  # a run whose relation was not read with its labels
+
+
+def _labelled_bytes(ref: RunRef, kept: _Labelled) -> int:
+    """Estimated bytes of one entry of the label cache: the entry, its run's name, its labels'
+    characters (interned strings: their headers are shared), its relation."""
+    flat, relation = kept
+    size = ENTRY_BYTES + str_bytes(ref.name) + sum(8 + len(t) for t in flat)
+    if isinstance(relation, RunRef):
+        size += ENTRY_BYTES // 2 + str_bytes(relation.name)
+    return size
+
+
+def _reads_bytes(ref: RunRef, reads: dict[ReadKey, tuple[Any, bytes]]) -> int:
+    """The serialized bytes of a run's kept reads (what ``rerund_read_cache_bytes`` reports)."""
+    return sum(len(data) for _, data in reads.values())
+
+
+def _flat(labels: Mapping[str, str]) -> tuple[str, ...]:
+    """``labels`` as the label cache keeps them: k1, v1, k2, v2, ... interned (keys and most
+    values repeat from run to run)."""
+    return tuple(sys.intern(t) for kv in labels.items() for t in kv)
+
+
+def _labels_in(kept: _Labelled | None) -> dict[str, str]:
+    """The labels of a label-cache entry (none for a run not cached)."""
+    if kept is None:
+        return {}
+    flat = kept[0]
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _in_create(exc: ControlPlaneError) -> ControlPlaneError:
@@ -271,12 +314,14 @@ class FlyteControlPlane:
         self._console_url = console_url.rstrip("/")
         self._page = max(1, min(page_size, _MAX_PAGE))
         self._connected = False
-        self._labels: OrderedDict[RunRef, dict[str, str]] = OrderedDict()
-        self._relations: dict[RunRef, RunRef | None] = {}  # read with the labels, evicted with them
-        self._reads: OrderedDict[RunRef, dict[ReadKey, tuple[Any, bytes]]] = OrderedDict()
-        self._read_sizes: dict[RunRef, int] = {}  # serialized bytes of each run's kept reads
-        self.read_cache_bytes = 0  # their sum: ``rerund_read_cache_bytes``
-        self.read_cache_budget = _READ_CACHE_BYTES
+        # run -> (its labels as a flat tuple of interned strings, its relation or _UNREAD)
+        self._labels: SizedCache[RunRef, _Labelled] = SizedCache(
+            "labels", _LABEL_CACHE_BYTES, _labelled_bytes
+        )
+        # run -> its kept reads, serialized (``_keep_read``); held: their serialized bytes
+        self._reads: SizedCache[RunRef, dict[ReadKey, tuple[Any, bytes]]] = SizedCache(
+            "reads", _READ_CACHE_BYTES, _reads_bytes
+        )
         self._internal: dict[tuple[str, bytes], int] = {}
         self._label_reads = asyncio.Semaphore(8)
 
@@ -452,27 +497,42 @@ class FlyteControlPlane:
 
     def _learned_labels(self, ref: RunRef, labels: Mapping[str, str], spec: Any = None) -> None:
         """Keep the labels of ``ref`` (and the relation of its RunSpec ``spec``, when given)."""
-        self._labels[ref] = dict(labels)
-        self._labels.move_to_end(ref)
+        if self._known.label_filters:  # Union: its listings carry both, nothing reads them here
+            if len(self._labels):
+                self._labels.clear()
+            return
         if spec is not None:
-            self._relations[ref] = relation_of(spec)
-        while len(self._labels) > _LABEL_CACHE:
-            gone, _ = self._labels.popitem(last=False)
-            self._relations.pop(gone, None)
+            relation: object = relation_of(spec)
+        else:
+            kept = self._labels.get(ref)
+            relation = _UNREAD if kept is None else kept[1]
+        self._labels.put(ref, (_flat(labels), relation))
 
-    async def _labels_of(self, refs: list[RunRef]) -> dict[RunRef, dict[str, str]]:
-        """Labels of ``refs`` (GetRunDetails for each one not read before; labels never change).
-        A run gone meanwhile has none."""
+    async def _labels_of(
+        self, refs: list[RunRef]
+    ) -> tuple[dict[RunRef, dict[str, str]], dict[RunRef, RunRef | None]]:
+        """Labels of ``refs`` and the relations read with them (GetRunDetails for each one not
+        in the label cache; labels never change). A run gone meanwhile has none. Taken as read,
+        not from the cache afterwards: a run evicted while the others are read keeps its labels."""
+        found: dict[RunRef, _Labelled] = {}
+        for r in refs:
+            kept = self._labels.get(r)
+            if kept is not None:
+                found[r] = kept
 
         async def read(ref: RunRef) -> None:
             async with self._label_reads:
                 try:
-                    await self.get_run(ref)
+                    run = await self.get_run(ref)
                 except NotFoundError:
                     self._learned_labels(ref, {})
+                    found[ref] = ((), _UNREAD)
+                else:
+                    found[ref] = (_flat(run.labels), run.relation)
 
-        await asyncio.gather(*(read(r) for r in dict.fromkeys(refs) if r not in self._labels))
-        return {r: self._labels.get(r, {}) for r in refs}
+        await asyncio.gather(*(read(r) for r in dict.fromkeys(refs) if r not in found))
+        relations = {r: rel for r, (_, rel) in found.items() if rel is None or isinstance(rel, RunRef)}
+        return {r: _labels_in(found[r]) for r in refs}, relations
 
     async def _supports_label_filters(self, project: str, domain: str) -> bool:
         """Whether ListRuns takes label filters; with ``backend: auto`` the first call asks
@@ -552,8 +612,8 @@ class FlyteControlPlane:
             # Union's listing carries each run's root-action relation: none listed is none.
             return [r if r.relation_known else replace(r, relation_known=True) for r in runs]
         # Open-source Flyte's does not: the RunSpec's, read once per run with its labels.
-        labels = await self._labels_of([r.ref for r in runs if not r.relation_known])
-        return [r if r.relation_known else with_labels(r, labels[r.ref], self._relations) for r in runs]
+        labels, relations = await self._labels_of([r.ref for r in runs if not r.relation_known])
+        return [r if r.relation_known else with_labels(r, labels[r.ref], relations) for r in runs]
 
     async def list_reruns(
         self,
@@ -606,7 +666,7 @@ class FlyteControlPlane:
         """``list_reruns`` without label filters (open-source Flyte): every run the time filters
         ``times`` select, each one's labels read once (see the module docstring for the cost)."""
         runs = await self._list(project, domain, times, page=_MAX_PAGE)
-        labels = await self._labels_of([r.ref for r in runs])
+        labels, relations = await self._labels_of([r.ref for r in runs])
         out = []
         for r in runs:
             lab = labels[r.ref]
@@ -614,7 +674,7 @@ class FlyteControlPlane:
                 continue
             if policy is not None and lab[LABEL_POLICY] != policy:
                 continue
-            out.append(with_labels(r, lab, self._relations))
+            out.append(with_labels(r, lab, relations))
         return out
 
     async def watch(self, project: str, domain: str) -> AsyncIterator[RunSummary]:
@@ -774,13 +834,13 @@ class FlyteControlPlane:
             resp = await self._call("ListRuns", rpcs().list_runs, req)
             page = [summary_of(r) for r in resp.runs]
             scanned += len(page)
-            found = await self._labels_of([r.ref for r in page])
+            found, relations = await self._labels_of([r.ref for r in page])
             for r in page:
                 lab = found[r.ref]
                 if all(lab.get(k) == v for k, v in labels.items()) and (
                     not without_label or without_label not in lab
                 ):
-                    return with_labels(r, lab, self._relations)
+                    return with_labels(r, lab, relations)
             token = resp.token
             if not token or not page:
                 return None
@@ -1041,32 +1101,41 @@ class FlyteControlPlane:
         path (``ReuseReads``), slimmed to what that path reads (``slim_for_rerun``, in place:
         call it once the caller took what it needs) and serialized. Serialized, because a
         parsed answer pins the whole arena it was parsed into, the cleared 5 MB message too: the
-        bytes kept are the bytes held. The newest ``_READ_CACHE`` runs' reads are kept, and no
-        more than ``read_cache_budget`` bytes of them (oldest dropped first; an answer larger
-        than the budget on its own is not kept)."""
+        bytes kept are the bytes held. No more than ``read_cache_budget`` bytes of them are kept
+        (oldest run dropped first; a run's reads larger than the budget on their own are not
+        kept)."""
         key = read_key(method, request)
         if key is None:
             return
         slim_for_rerun(answer)
         data = answer.SerializeToString()
-        if len(data) > self.read_cache_budget:
-            return
-        reads = self._reads.setdefault(ref, {})
-        old = reads.get(key)
+        reads = dict(self._reads.get(ref) or {})
         reads[key] = (type(answer), data)
-        self._reads.move_to_end(ref)
-        grown = len(data) - (len(old[1]) if old is not None else 0)
-        self._read_sizes[ref] = self._read_sizes.get(ref, 0) + grown
-        self.read_cache_bytes += grown
-        while len(self._reads) > _READ_CACHE or self.read_cache_bytes > self.read_cache_budget:
-            oldest, _ = self._reads.popitem(last=False)
-            self.read_cache_bytes -= self._read_sizes.pop(oldest, 0)
+        self._reads.put(ref, reads)
+
+    @property
+    def read_cache_bytes(self) -> int:
+        """The serialized bytes of the reads kept: ``rerund_read_cache_bytes``."""
+        return self._reads.held
+
+    @property
+    def read_cache_budget(self) -> int:
+        return self._reads.budget
+
+    @read_cache_budget.setter
+    def read_cache_budget(self, budget: int) -> None:
+        self._reads.budget = budget
+        self._reads.shrink()
+
+    @property
+    def caches(self) -> tuple[SizedCache[Any, Any], ...]:
+        """The adapter's long-lived caches (``rerund_cache_bytes``)."""
+        return (self._labels, self._reads, SPEC_VIEWS, RESOURCES_VIEWS)
 
     def _take_reads(self, ref: RunRef) -> dict[ReadKey, Any] | None:
         """What was read of ``ref`` (``_keep_read``), parsed again and given up to the call that
         reruns it."""
-        self.read_cache_bytes -= self._read_sizes.pop(ref, 0)
-        kept = self._reads.pop(ref, None)
+        kept = self._reads.pop(ref)
         if kept is None:
             return None
         return {key: kind.FromString(data) for key, (kind, data) in kept.items()}

@@ -16,6 +16,7 @@ from rerund.core.model import ErrorInfo, GpuFault, RunSpecView
 from rerund.core.resources import RESOURCE_NAMES, ResourcesView
 from rerund.core.runs import RelaunchRequest, RerunRequest, RunRef, RunSummary
 from rerund.core.runspec import SDK_ENV_KEYS
+from rerund.sizedcache import ENTRY_BYTES, SizedCache
 
 __all__ = [
     "created_and_changed",
@@ -114,15 +115,38 @@ def spec_view(spec: Any) -> RunSpecView:
 
 # A storm's failures mostly share one RunSpec and one task's resources: the seen-cache keeps
 # the facts of up to 20,000 failures, so equal views are built once and shared (frozen values,
-# keyed by the message's deterministic bytes; bounded). About 2.5 KiB less per cached failure.
-@functools.lru_cache(maxsize=1024)
+# keyed by the message's deterministic bytes). About 2.5 KiB less per cached failure. Bounded in
+# bytes (a RunSpec's env can be of any size): each entry is estimated at its key's bytes three
+# times over (the key, and the view's strings and dicts) plus ``ENTRY_BYTES``.
+_SHARED_VIEW_BYTES = 2 * 1024 * 1024
+
+
+def _view_bytes(key: tuple[Any, bytes], view: object) -> int:
+    return ENTRY_BYTES + 3 * len(key[1]) + 500
+
+
+SPEC_VIEWS: SizedCache[tuple[Any, bytes], RunSpecView] = SizedCache(
+    "spec_views", _SHARED_VIEW_BYTES, _view_bytes
+)
+RESOURCES_VIEWS: SizedCache[tuple[Any, bytes], ResourcesView] = SizedCache(
+    "resources_views", _SHARED_VIEW_BYTES, _view_bytes
+)
+
+
 def _spec_view_of(kind: Any, data: bytes) -> RunSpecView:
-    return spec_view(kind.FromString(data))
+    view = SPEC_VIEWS.get((kind, data))
+    if view is None:
+        view = spec_view(kind.FromString(data))
+        SPEC_VIEWS.put((kind, data), view)
+    return view
 
 
-@functools.lru_cache(maxsize=1024)
 def _resources_view_of(kind: Any, data: bytes) -> ResourcesView:
-    return _resources_of(kind.FromString(data))
+    view = RESOURCES_VIEWS.get((kind, data))
+    if view is None:
+        view = _resources_of(kind.FromString(data))
+        RESOURCES_VIEWS.put((kind, data), view)
+    return view
 
 
 def shared_spec_view(spec: Any) -> RunSpecView:

@@ -12,11 +12,12 @@ What differs is where the rows live and who else writes them:
   per *run*, not per row: a run whose failure the ledger did not have is *fresh* to this
   process, and the later facts about it (its decision, its rerun's issue result, that rerun's
   outcome and failure) are new unless this process recorded them itself (kept in memory for
-  the ``FRESH_RUNS`` runs seen last). The failure's own read is skipped too when it failed
-  after the newest failure the ledger held when this process first recorded one (read once):
-  a storm after a start or a takeover costs no read per run at all. That holds because the
-  daemon records a run's failure before anything else about it and, with a shared state,
-  only the leader writes (fenced: the previous leader's writes ended with its term);
+  the runs seen last, within ``FRESH_BYTES``: a ``SizedCache``). The failure's own read is
+  skipped too when it failed after the newest failure the ledger held when this process
+  first recorded one (read once): a storm after a start or a takeover costs no read per run
+  at all. That holds because the daemon records a run's failure before anything else about
+  it and, with a shared state, only the leader writes (fenced: the previous leader's writes
+  ended with its term);
   the exception is ``rerund sweep`` (another process, no group commits) run while a daemon
   runs: a failure the sweep recorded first is counted again by the daemon (its metrics and
   decision log line; the rows are still written once). A flush that fails forgets the fresh
@@ -49,7 +50,6 @@ import json
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -92,13 +92,18 @@ from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.redact import public_decision
 from rerund.core.runs import RunRef
 from rerund.errors import FencedError, LedgerError
+from rerund.sizedcache import ENTRY_BYTES, SizedCache
 
 __all__ = ["CONNECT_TIMEOUT_S", "PostgresLedger"]
 
 log = logging.getLogger("rerund.ledger")
 
 CONNECT_TIMEOUT_S = 5
-FRESH_RUNS = 50_000  # runs new to the ledger whose facts this process remembers (``_record``)
+# Runs new to the ledger whose facts this process remembers (``_record``), bounded in bytes
+# (~700 bytes a run with its failure, decision and issue keys): 8 MiB hold ~12,000 runs, those
+# of the last half hour at 6 failures/s. A run forgotten costs one unique-key read per fact.
+FRESH_BYTES = 8 * 1024 * 1024
+_FACT_KEY_BYTES = 150  # one fact's key: a tuple of a few short strings
 _UNREAD = object()  # ``_newest_failure`` before its read
 MAX_BACKOFF_S = 30.0  # the longest an unanswering database is left alone before the next attempt
 SLOW_FAILURE_S = 1.0  # a connection failure that took this long starts the backoff
@@ -126,6 +131,11 @@ _ISSUE_EXISTS: Select[Any] = select(literal_column("1")).where(
     t.issues.c.target_key == bindparam("key"), t.issues.c.result == bindparam("result")
 )
 _OUTCOME_EXISTS: Select[Any] = select(literal_column("1")).where(t.outcomes.c.target_key == bindparam("key"))
+
+
+def _fresh_bytes(run: str, known: set[tuple[Any, ...]]) -> int:
+    """Estimated bytes of one fresh run: the entry, its key, its set of fact keys."""
+    return ENTRY_BYTES + 216 + len(run) + _FACT_KEY_BYTES * len(known)
 
 
 def _aware(ts: datetime) -> datetime:
@@ -207,7 +217,9 @@ class PostgresLedger(GroupCommits):
         self._pending_keys: set[tuple[Any, ...]] = set()
         # Runs new to the ledger when this process recorded their failure (or created them):
         # run key -> the keys of the facts about it this process recorded since (``_record``).
-        self._fresh: OrderedDict[str, set[tuple[Any, ...]]] = OrderedDict()
+        self._fresh: SizedCache[str, set[tuple[Any, ...]]] = SizedCache(
+            "ledger_fresh", FRESH_BYTES, _fresh_bytes, on_evict=self._forgot_fresh
+        )
         # The newest failure time the ledger held when this process first recorded a failure
         # (read once; ``_UNREAD`` again after a failed flush or a forgotten fresh run): a failure
         # that failed later is new unless this process recorded it (``_record``).
@@ -453,7 +465,7 @@ class PostgresLedger(GroupCommits):
             if known is not None:
                 if key in known:
                     return False
-                self._fresh.move_to_end(run)
+                self._fresh.touch(run)
             else:
                 self._guard("; the record is lost")
                 try:
@@ -464,7 +476,9 @@ class PostgresLedger(GroupCommits):
                 if table is t.failures:
                     known = self._freshen(run)
             if known is not None:
+                before = self._fresh.size_of(run)
                 known.add(key)
+                self._fresh.resized(run, before)
             if creates is not None:
                 self._freshen(creates)
             if not self._pending:  # the first row of a group: its flush
@@ -493,14 +507,23 @@ class PostgresLedger(GroupCommits):
         self._newest_failure = _UNREAD
 
     def _freshen(self, run: str) -> set[tuple[Any, ...]]:
-        """Remember ``run`` as new to the ledger (lock held); the oldest beyond ``FRESH_RUNS``
-        is forgotten (its facts are read again)."""
-        known = self._fresh.setdefault(run, set())
-        self._fresh.move_to_end(run)
-        while len(self._fresh) > FRESH_RUNS:
-            self._fresh.popitem(last=False)
-            self._newest_failure = _UNREAD  # the forgotten run's failure is the ledger's to say
+        """Remember ``run`` as new to the ledger (lock held); the oldest beyond ``FRESH_BYTES``
+        are forgotten (``_forgot_fresh``: their facts are read again)."""
+        known = self._fresh.get(run)
+        if known is None:
+            known = set()
+            self._fresh.put(run, known)
+        else:
+            self._fresh.touch(run)
         return known
+
+    @property
+    def caches(self) -> tuple[SizedCache[str, set[tuple[Any, ...]]]]:
+        """The ledger's long-lived caches (``rerund_cache_bytes``)."""
+        return (self._fresh,)
+
+    def _forgot_fresh(self, run: str, known: set[tuple[Any, ...]]) -> None:
+        self._newest_failure = _UNREAD  # the forgotten run's failure is the ledger's to say
 
     # -- writes -----------------------------------------------------------------------------
 

@@ -26,10 +26,10 @@ rerun added, reserved, released or listed, and are rebuilt only after a full lis
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from rerund.core.lineage import (
     MAX_ATTEMPT,
@@ -53,10 +53,15 @@ from rerund.core.scopes import Coverage
 from rerund.core.status import ListedRerun
 from rerund.errors import ControlPlaneError, NotFoundError
 from rerund.ports import ControlPlane
+from rerund.sizedcache import ENTRY_BYTES, SizedCache, str_bytes
 
 __all__ = ["CHANGE_MARGIN", "FULL_RELISTING_EVERY", "RerunIndex", "RerunInfo"]
 
-_VOUCHED_CAPACITY = 200_000  # runs whose lineage claim is remembered (labels never change)
+# Runs whose lineage claim was checked (labels never change), bounded in bytes (~330 bytes a
+# run): 8 MiB hold ~25,000, the reruns of a budget window of an hour at 6 failures/s with room
+# to spare; a claim evicted is checked again when the run is listed again (the ledger first).
+_VOUCHED_BYTES = 8 * 1024 * 1024
+_FORGED_SEEN_BYTES = 1024 * 1024  # runs with forged labels already reported (~250 bytes each)
 # How often a scope's reruns are listed in full (the window's reruns), not only those changed.
 FULL_RELISTING_EVERY = timedelta(minutes=10)
 # How far before the last listing a listing of changes reaches: a run created (by the control
@@ -128,6 +133,11 @@ class _Known:
         self._lineages = None
 
 
+def _claim_bytes(ref: RunRef, claim: tuple[str, int] | None) -> int:
+    """Estimated bytes of one checked lineage claim: the entry, the run's name, the root's."""
+    return ENTRY_BYTES + str_bytes(ref.name) + (0 if claim is None else 64 + str_bytes(claim[0]))
+
+
 class RerunIndex:
     """The reruns known to exist, plus those being created right now (``reserve``): a
     reserved rerun counts against budgets until its create settles, so two failures decided in
@@ -148,8 +158,12 @@ class RerunIndex:
         self._on_forged = on_forged
         # Runs whose lineage claim was checked: (root, attempt) vouched for, or None (original,
         # forged). Labels and relations never change, so an answer holds for the run's life.
-        self._vouched: OrderedDict[RunRef, tuple[str, int] | None] = OrderedDict()
-        self._forged_seen: OrderedDict[RunRef, None] = OrderedDict()
+        self._vouched: SizedCache[RunRef, tuple[str, int] | None] = SizedCache(
+            "lineage_claims", _VOUCHED_BYTES, _claim_bytes
+        )
+        self._forged_seen: SizedCache[RunRef, None] = SizedCache(
+            "forged_seen", _FORGED_SEEN_BYTES, lambda ref, _: ENTRY_BYTES + str_bytes(ref.name)
+        )
         self._coverage = coverage or Coverage(())  # which listing finds which run (core.scopes)
         self._reads = reads
         self._count_error = count_error
@@ -161,6 +175,11 @@ class RerunIndex:
         # Listed reruns whose lineage could not be read since ``start_pass``: until a listing
         # has read every one, the index does not cover the policies in force.
         self.unlearned = 0
+
+    @property
+    def caches(self) -> tuple[SizedCache[RunRef, Any], ...]:
+        """The index's long-lived caches (``rerund_cache_bytes``)."""
+        return (self._vouched, self._forged_seen)
 
     def start_pass(self) -> None:
         """A resync pass begins: count unread lineages afresh."""
@@ -426,7 +445,7 @@ class RerunIndex:
     ) -> tuple[str, int] | None:
         """The vouched (root, attempt) of run ``ref`` claiming ``claim``, or None (forged)."""
         if ref in self._vouched:
-            self._vouched.move_to_end(ref)
+            self._vouched.touch(ref)
             return self._vouched[ref]
         known = self._known.by_name.get(ref) or listed.get(ref)
         if known is not None and known.trusted and known.claim == claim:
@@ -473,14 +492,10 @@ class RerunIndex:
         return await self._check(ref, claim, run.relation, listed, depth=depth)
 
     def _remember(self, ref: RunRef, found: tuple[str, int] | None) -> None:
-        self._vouched[ref] = found
-        while len(self._vouched) > _VOUCHED_CAPACITY:
-            self._vouched.popitem(last=False)
+        self._vouched.put(ref, found)
 
     def _forged(self, ref: RunRef, labels: Mapping[str, str]) -> None:
         if ref in self._forged_seen:
             return
-        self._forged_seen[ref] = None
-        while len(self._forged_seen) > _VOUCHED_CAPACITY:
-            self._forged_seen.popitem(last=False)
+        self._forged_seen.put(ref, None)
         self._on_forged(ref, labels)

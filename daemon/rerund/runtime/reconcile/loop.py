@@ -53,7 +53,7 @@ from rerund.runtime.reconcile.incidents import Incidents
 from rerund.runtime.reconcile.index import RerunIndex, RerunInfo
 from rerund.runtime.reconcile.inflight import InFlight
 from rerund.runtime.reconcile.issuer import Issuer
-from rerund.runtime.reconcile.owed import OwedWork, Waiting
+from rerund.runtime.reconcile.owed import SEEN_BYTES, OwedWork, Waiting
 from rerund.runtime.reconcile.recorder import DecisionRecorder
 from rerund.runtime.reconcile.windows import DEEP_LISTING_EVERY, ListingWindows
 from rerund.runtime.relaunch import TaskVersions, task_key
@@ -113,6 +113,7 @@ class Reconciler:
         lookback: timedelta = DEFAULT_LOOKBACK,
         overlap: timedelta = timedelta(minutes=5),
         seen_capacity: int = 20_000,
+        seen_bytes: int = SEEN_BYTES,
         recent_capacity: int = 200,
         retry_initial: float = _RETRY_INITIAL,
         retry_max: float = _RETRY_MAX,
@@ -136,6 +137,7 @@ class Reconciler:
             lookback=lookback,
             overlap=overlap,
             seen_capacity=seen_capacity,
+            seen_bytes=seen_bytes,
             coverage=coverage,
             error_wait=error_wait,
             error_recheck=error_recheck,
@@ -162,6 +164,7 @@ class Reconciler:
             issued_as=self._recorder.issued_as,
             on_forged=lambda ref, labels: self._recorder.forged(ref, labels),
         )
+        metrics.track_caches((self._owed.seen, *self._index.caches, *self._recorder.caches))
         # The policy generation the reruns index was last listed for (-1: never). Until a
         # listing covers the current generation, watch events leave failed runs to the next
         # pass: deciding them against an index that may not know their reruns would count
@@ -251,8 +254,9 @@ class Reconciler:
         return {str(ref): due for ref, due in self._owed.due_times().items()}
 
     def cached_failures(self) -> int:
-        """How many failures the seen-cache holds: at most ``seen_capacity``, more only while
-        the resync window still lists them (what this process's memory grows with)."""
+        """How many failures the seen-cache holds: within ``seen_capacity`` and ``seen_bytes``,
+        more only while the resync window still lists them (what this process's memory grows
+        with)."""
         return len(self._owed.seen)
 
     def listed_reruns(self) -> list[ListedRerun]:

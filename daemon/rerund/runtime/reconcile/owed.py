@@ -27,22 +27,30 @@ Invariants (tested in ``tests/runtime/test_owed.py`` without a control plane):
 - *A FAILED run whose error details are late is never settled on them.* It is read again
   every ``error_recheck`` for at most ``error_wait`` after it failed (``await_error``, pure:
   ``error_recheck_at``), then decided without them.
-- *The seen-cache stays within its capacity* except for failures the next resync lists again:
-  evicting those would cost a failure read on every pass. Past the capacity it holds the
-  resync window, and shrinks back as failures fall out of it.
+- *The seen-cache stays within its byte budget and capacity* (``seen_bytes``,
+  ``seen_capacity``; a ``SizedCache``) except for failures the next resync lists again:
+  evicting those would cost a failure read on every pass. Past its bounds it holds the resync
+  window, and shrinks back as failures fall out of it. An evicted failure is read again if it
+  is listed again (after a restart), and its decision is the same.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from rerund.core.runs import FailureFacts, RunRef, RunSummary
 from rerund.core.scopes import Coverage
+from rerund.sizedcache import ENTRY_BYTES, SizedCache, str_bytes
 
-__all__ = ["LateError", "Marker", "OwedWork", "Pending", "Seen", "Waiting", "error_recheck_at"]
+# The seen-cache's byte budget: ~20,000 settled failures (a marker each), fewer with facts.
+SEEN_BYTES = 8 * 1024 * 1024
+# What the facts of a failure cost besides their strings: the FailureFacts, its summary, error
+# and label dicts (the RunSpec and resources views are shared between failures; measured).
+_FACTS_BYTES = 1500
+
+__all__ = ["SEEN_BYTES", "LateError", "Marker", "OwedWork", "Pending", "Seen", "Waiting", "error_recheck_at"]
 
 Marker = tuple[str, datetime | None]
 """What identifies one failure of a run: its phase and end time (a rerun of the same name
@@ -85,6 +93,16 @@ class Seen:
     final: bool = True
 
 
+def _seen_bytes(ref: RunRef, seen: Seen) -> int:
+    """Estimated bytes of one seen-cache entry: the entry, its run's name, the facts kept."""
+    size = ENTRY_BYTES + 100 + str_bytes(ref.name)  # + the Seen and its marker
+    facts = seen.facts
+    if facts is not None:
+        size += _FACTS_BYTES + len(facts.error.message) + len(facts.error.code)
+        size += sum(len(k) + len(v) for k, v in facts.labels.items())
+    return size
+
+
 @dataclass
 class Pending:
     """A failure still owed an action: scheduled, deferred, or whose create must be retried."""
@@ -106,6 +124,7 @@ class OwedWork:
         lookback: timedelta,
         overlap: timedelta,
         seen_capacity: int = 20_000,
+        seen_bytes: int = SEEN_BYTES,
         coverage: Coverage | None = None,
         error_wait: timedelta = timedelta(seconds=60),
         error_recheck: timedelta = timedelta(seconds=2),
@@ -118,7 +137,11 @@ class OwedWork:
         self.seen_capacity = seen_capacity
         self.error_wait = error_wait
         self.error_recheck = error_recheck
-        self.seen: OrderedDict[RunRef, Seen] = OrderedDict()
+        # Bounded in bytes (``seen_bytes``; ~400 bytes a settled failure, more with its facts) and
+        # in entries (``seen_capacity``), never evicting a failure the next resync lists again.
+        self.seen: SizedCache[RunRef, Seen] = SizedCache(
+            "seen", seen_bytes, _seen_bytes, keep=self._listed_again, max_entries=seen_capacity
+        )
         self.pending: dict[RunRef, Pending] = {}
         self.generation = 0
         self._watermarks: dict[str, datetime] = {}
@@ -202,20 +225,15 @@ class OwedWork:
         return seen.facts if seen is not None and seen.marker == marker else None
 
     def remember(self, ref: RunRef, marker: Marker, facts: FailureFacts | None, *, settled: bool) -> None:
-        self.seen[ref] = Seen(marker=marker, generation=self.generation, facts=facts, settled=settled)
-        self.seen.move_to_end(ref)
-        if len(self.seen) <= self.seen_capacity:
-            return
-        # Evict the least recently seen, but never a failure the next resync lists again (it
-        # would be read again on every pass): past the capacity the cache grows
-        # to hold the resync window, and shrinks back as failures fall out of it.
+        self.seen.put(ref, Seen(marker=marker, generation=self.generation, facts=facts, settled=settled))
+
+    def _listed_again(self, ref: RunRef, seen: Seen) -> bool:
+        """Whether the next resync lists this failure again: evicting it would cost a failure
+        read on every pass, so past its budget the cache grows to hold the resync window, and
+        shrinks back as failures fall out of it."""
         cutoff = min(self._listed_since.values(), default=None)
-        while len(self.seen) > self.seen_capacity:
-            _, oldest = next(iter(self.seen.items()))
-            ended = oldest.marker[1]
-            if cutoff is not None and ended is not None and ended >= cutoff:
-                break
-            self.seen.popitem(last=False)
+        ended = seen.marker[1]
+        return cutoff is not None and ended is not None and ended >= cutoff
 
     def owe(self, facts: FailureFacts, due: datetime | None, waiting: Waiting | None = None) -> None:
         """``facts`` is owed an action at ``due`` (None: at the next pass); ``waiting``: it
@@ -267,10 +285,12 @@ class OwedWork:
             seen.settled = True
             seen.final = final
             seen.generation = self.generation
-            if final:
+            if final and seen.facts is not None:
                 # Never decided again (``decided``): its facts (spec, error, labels: kilobytes)
                 # are not kept, so the seen-cache costs a marker per failure (issue 24).
+                before = self.seen.size_of(ref)
                 seen.facts = None
+                self.seen.resized(ref, before)
 
     def due(self, now: datetime, busy: Collection[RunRef] = ()) -> list[RunRef]:
         """Pending failures whose time has come (due at or before ``now``, or at the next

@@ -28,6 +28,7 @@ from rerund.errors import FencedError, LedgerError, NotificationError, StateUnav
 from rerund.lograte import EveryMinute
 from rerund.ports import DecisionLedger, Notifier, Outbox
 from rerund.runtime.metrics import Metrics
+from rerund.sizedcache import ENTRY_BYTES, SizedCache, str_bytes
 
 __all__ = ["DecisionRecorder", "Recorder", "Tracked", "Unanswered", "public_decision"]
 
@@ -160,7 +161,16 @@ class DecisionRecorder(Recorder[DecisionLedger]):
         # pass), not here: a follower builds its recorder when it starts and first uses it when
         # it takes over, by then with the reruns the replica it replaces created.
         self._followed: dict[RunRef, Tracked] | None = None
-        self._seen: set[RunRef] = set()  # reruns seen ended (``_seen_rerun``)
+        # Reruns by hand seen ended (``_seen_rerun``): one evicted is written again, and the
+        # ledger keeps it once (1 MiB: ~4,000 runs).
+        self._seen: SizedCache[RunRef, None] = SizedCache(
+            "reruns_seen", 1024 * 1024, lambda ref, _: ENTRY_BYTES + str_bytes(ref.name)
+        )
+
+    @property
+    def caches(self) -> tuple[SizedCache[RunRef, None]]:
+        """The recorder's long-lived caches (``rerund_cache_bytes``)."""
+        return (self._seen,)
 
     @property
     def _tracked(self) -> dict[RunRef, Tracked]:
@@ -186,9 +196,7 @@ class DecisionRecorder(Recorder[DecisionLedger]):
             return
         if LABEL_ROOT in summary.labels or LABEL_POLICY in summary.labels:
             return
-        if len(self._seen) > 100_000:
-            self._seen.clear()
-        self._seen.add(summary.ref)
+        self._seen.put(summary.ref, None)
         source, phase = summary.relation, summary.phase
         self.call(lambda lg: lg.record_rerun_seen(summary.ref, source, phase, now=now))
 

@@ -1,0 +1,74 @@
+"""The reconcile loop's long-lived caches (the seen-cache, the reruns index's checked lineage
+claims) are bounded in bytes: filled past their budgets with real failures and reruns they
+hold at most their budget, ``rerund_cache_bytes{cache=...}`` says what they hold, and a
+smaller cache costs only reads: never a failure read twice inside the resync window, never a
+rerun issued twice."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from rerund.core.model import ErrorInfo
+from rerund.runtime.reconcile.owed import OwedWork
+from rerund.sizedcache import SizedCache
+
+from .fake_control_plane import T0, Clock, FakeControlPlane
+from .test_reconcile import World
+
+
+def _caches(world: World) -> dict[str, SizedCache[Any, Any]]:
+    rec: Any = world.rec
+    return {c.name: c for c in (rec._owed.seen, *rec._index.caches, *rec._recorder.caches)}
+
+
+def test_settled_failures_past_the_seen_budget_are_evicted_and_the_metric_says_what_it_holds(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path, seen_bytes=8192, overlap=timedelta(minutes=1))
+    for wave in range(6):
+        for i in range(10):
+            world.cp.add_failed(f"w{wave}-{i:02d}", at=world.clock())
+        world.clock.advance(10)
+        world.sync()
+        world.clock.advance(600)  # the wave leaves the resync window (after the next listing)
+
+    seen = _caches(world)["seen"]
+    assert 0 < seen.held <= 8192 and len(seen) < 60  # the oldest waves were evicted
+    assert len(world.cp.reruns()) == 60  # ... each failure rerun once
+    assert world.cp.calls["read_failure"] == 60
+    for name, cache in _caches(world).items():
+        assert world.metric("rerund_cache_bytes", cache=name) == cache.held
+
+
+def test_failures_inside_the_resync_window_are_never_read_twice_past_the_seen_budget(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path, seen_bytes=1)
+    for i in range(5):
+        world.cp.add_failed(f"f{i}", at=T0)
+    world.clock.advance(60)
+
+    for _ in range(3):
+        world.sync()
+        world.clock.advance(5)
+
+    assert world.cp.calls["read_failure"] == 5
+    assert len(world.cp.reruns()) == 5
+
+
+def test_a_failure_settled_for_good_is_counted_as_its_marker_once_its_facts_are_dropped() -> None:
+    clock = Clock(T0)
+    cp = FakeControlPlane(clock)
+    run = cp.add_failed("abc", at=T0, error=ErrorInfo(kind="SYSTEM", message="x" * 2000))
+    facts = asyncio.run(cp.read_failure(run.summary()))
+    owed = OwedWork(lookback=timedelta(hours=1), overlap=timedelta(minutes=5), seen_bytes=1 << 20)
+    owed.remember(run.ref, ("FAILED", T0), facts, settled=False)
+    with_facts = owed.seen.held
+
+    owed.settle(run.ref)
+
+    assert with_facts > 2000 + owed.seen.held  # the message and the facts were counted ...
+    assert 200 < owed.seen.held < 600  # ... and are no longer held: a marker and the run's name
