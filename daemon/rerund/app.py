@@ -209,6 +209,7 @@ class App:
             max_bytes=s.ledger_max_bytes,
         )
         ledger.group_commits(lambda flush: loop.call_later(_GROUP_COMMIT_S, flush))
+        metrics.track_caches(ledger.caches)  # either backend's fresh runs (``ledger_fresh``)
         state = _SharedState(s)
         lead = Lead(
             state.leadership,
@@ -222,8 +223,6 @@ class App:
             from rerund.adapters.sqlstate import PostgresLedger
             from rerund.adapters.sqlstate.leadership import PostgresLeadership
 
-            if isinstance(ledger, PostgresLedger):
-                metrics.track_caches(ledger.caches)
             if isinstance(ledger, PostgresLedger) and isinstance(state.leadership, PostgresLeadership):
                 # every write of the shared ledger checks the term in its own transaction
                 ledger.fence_writes(

@@ -149,3 +149,29 @@ def test_a_run_whose_failure_another_process_recorded_is_read_from_the_file_and_
     scheduled.pop()()
     assert [r["run"] for r in ledger.history()] == ["mine"]
     ledger.close()
+
+
+def test_the_fresh_runs_stay_within_their_byte_budget_and_a_forgotten_run_is_read_not_counted_new_twice(
+    tmp_path: Path,
+) -> None:
+    # What this process knows is new (``_fresh``) is bounded in bytes, as in the PostgreSQL
+    # ledger: filled past its budget the oldest runs are forgotten, and a decision about one of
+    # them recorded again is read from the file (one unique-key read), never counted new twice.
+    ledger, scheduled = _grouped(tmp_path / "l.db")
+    fresh = ledger.caches[0]
+    assert fresh.name == "ledger_fresh"
+    fresh.budget = 5_000  # room for about ten runs with a decision each
+    runs = [f"run-{i:03d}" for i in range(50)]
+    for run in runs:
+        assert _failure(ledger, run) and _decide(ledger, run, "slow")
+    held, kept = fresh.held, len(fresh)
+    scheduled.pop()()
+    statements: list[str] = []
+    ledger._db.set_trace_callback(statements.append)
+
+    again = [_decide(ledger, run, "slow") for run in runs]
+    ledger.close()
+    assert 0 < held <= fresh.budget and 0 < kept < len(runs)  # the oldest runs were forgotten
+    assert again == [False] * len(runs)  # ... and their decisions are not new a second time
+    reads = [s for s in statements if s.startswith("SELECT")]
+    assert len(reads) >= len(runs) - kept  # the forgotten ones cost a read each instead

@@ -115,6 +115,9 @@ def test_the_endpoints_serve_health_readiness_metrics_and_decisions_without_secr
     assert 'rerund_reruns_issued_total{policy="bad-input",scope="run"} 0.0' in metrics.text
     assert 'rerund_decisions_total{decision="give_up",policy="transient"} 0.0' in metrics.text
     assert "rerund_last_sync_timestamp_seconds" in metrics.text
+    # every long-lived cache says the bytes it holds, the SQLite ledger's fresh runs too
+    for cache in ("seen", "ledger_fresh"):
+        assert f'rerund_cache_bytes{{cache="{cache}"}}' in metrics.text
     body = decisions.json()
     assert [d["name"] for d in body["decisions"]] == ["abc123-retry-1"]
     [decision] = body["decisions"]

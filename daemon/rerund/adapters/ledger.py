@@ -14,13 +14,14 @@ daemon: 50 ms), in one short transaction — a storm records thousands of rows a
 commit per row was most of rerund's CPU after the RPCs themselves, while holding the write lock
 between flushes would shut ``rerund sweep`` out of the file. As in the PostgreSQL ledger
 (``rerund.adapters.sqlstate.ledger``), deciding "new" costs one read per *run*, not per row: a
-run whose failure the file did not have is *fresh* to this process, and the later facts about
-it (its decisions — a reload decides every owed failure again —, its rerun's issue result,
-that rerun's outcome) are new unless this process recorded them (kept in memory for the
-``FRESH_RUNS`` runs seen last). A flush that fails, a refused row and a reopened file forget
-the fresh runs: they are read again. The exception is a ``rerund sweep`` writing the file
-while the daemon runs: a decision the sweep recorded first about a run fresh to the daemon is
-counted again by the daemon (its metrics and log line; the row is still written once).
+run whose failure the file did not have is *fresh* to this process, and the later facts about it
+(its decisions — a reload decides every owed failure again —, its rerun's issue result, that
+rerun's outcome) are new unless this process recorded them (kept in memory for the runs seen
+last, within ``FRESH_BYTES``: a ``SizedCache``). A flush that fails, a refused row and a
+reopened file forget the fresh runs: they are read again. The exception is a ``rerund sweep``
+writing the file while the daemon runs: a decision the sweep recorded first about a run fresh to
+the daemon is counted again by the daemon (its metrics and log line; the row is still written
+once).
 Every other write (watermarks, pruning, reproductions), every read and ``close`` write the
 pending rows first, so a watermark is never ahead of the rows it covers. A hard crash loses at
 most the pending rows; they are facts the daemon derives again from the control plane on
@@ -44,8 +45,8 @@ import hashlib
 import json
 import logging
 import sqlite3
+import sys
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -59,12 +60,22 @@ from rerund.core.redact import public_decision
 from rerund.core.runs import RunRef
 from rerund.errors import LedgerError
 from rerund.lograte import EveryMinute
+from rerund.sizedcache import ENTRY_BYTES, SizedCache, str_bytes
 
 __all__ = ["IssueRecord", "Ledger", "Source"]
 
 log = logging.getLogger("rerund.ledger")
 
-FRESH_RUNS = 50_000  # runs new to the file whose facts this process remembers (``_record``)
+# Runs new to the file whose facts this process remembers (``_record``), in estimated bytes
+# (``rerund_cache_bytes{cache="ledger_fresh"}``): ~300 bytes a run, some 28,000 runs.
+FRESH_BYTES = 8 * 1024 * 1024
+_FACT_BYTES = 120  # one fact's key without its run: a tuple of a few short strings and numbers
+
+
+def _fresh_bytes(run: str, known: tuple[tuple[Any, ...], ...]) -> int:
+    """Estimated bytes of one fresh run: the entry, its key, its tuple of fact keys."""
+    return ENTRY_BYTES + str_bytes(run) + sys.getsizeof(known) + _FACT_BYTES * len(known)
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS failures (
@@ -453,7 +464,9 @@ class Ledger(GroupCommits):
         # Run key -> the keys of the facts this process recorded about it, for the runs whose
         # failure was new to the file (``_record``), least recently used first.
         # Each fact without the run's key (``_fact``), in a tuple: ~300 bytes a run, not ~560.
-        self._fresh: OrderedDict[str, tuple[tuple[Any, ...], ...]] = OrderedDict()
+        self._fresh: SizedCache[str, tuple[tuple[Any, ...], ...]] = SizedCache(
+            "ledger_fresh", FRESH_BYTES, _fresh_bytes
+        )
         self._flush_handle: object = None
         self._closed = False
         if self.path != ":memory:" and Path(self.path).is_dir():
@@ -640,7 +653,7 @@ class Ledger(GroupCommits):
             if known is not None:
                 if fact in known:
                     return False
-                self._fresh.move_to_end(run)
+                self._fresh.touch(run)
             else:
                 try:
                     if self._db.execute(exists, exists_args).fetchone() is not None:
@@ -652,7 +665,7 @@ class Ledger(GroupCommits):
                 if failure:
                     known = self._freshen(run)
             if known is not None:
-                self._fresh[run] = (*known, fact)
+                self._fresh.put(run, (*known, fact))
             if creates is not None:
                 self._freshen(creates)
             if not self._pending:  # the first row of a group: its flush
@@ -667,13 +680,20 @@ class Ledger(GroupCommits):
             return True
 
     def _freshen(self, run: str) -> tuple[tuple[Any, ...], ...]:
-        """Remember ``run`` as new to the file (lock held); the oldest beyond ``FRESH_RUNS`` is
-        forgotten (its facts are read again). Returns the facts recorded about it so far."""
-        known = self._fresh.setdefault(run, ())
-        self._fresh.move_to_end(run)
-        while len(self._fresh) > FRESH_RUNS:
-            self._fresh.popitem(last=False)
+        """Remember ``run`` as new to the file (lock held); the oldest beyond ``FRESH_BYTES`` are
+        forgotten (their facts are read again). Returns the facts recorded about it so far."""
+        known = self._fresh.get(run)
+        if known is None:
+            known = ()
+            self._fresh.put(run, known)
+        else:
+            self._fresh.touch(run)
         return known
+
+    @property
+    def caches(self) -> tuple[SizedCache[str, tuple[tuple[Any, ...], ...]]]:
+        """The ledger's long-lived caches (``rerund_cache_bytes``)."""
+        return (self._fresh,)
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
