@@ -72,3 +72,22 @@ def test_a_failure_settled_for_good_is_counted_as_its_marker_once_its_facts_are_
 
     assert with_facts > 2000 + owed.seen.held  # the message and the facts were counted ...
     assert 200 < owed.seen.held < 600  # ... and are no longer held: a marker and the run's name
+
+
+def test_facts_found_new_while_no_ledger_answers_are_remembered_within_a_byte_budget() -> None:
+    # Without a ledger that answers, the recorder remembers which facts it found new; a ledger
+    # down for hours must not grow that memory without a bound (it was a plain set).
+    import logging
+
+    from prometheus_client import CollectorRegistry
+
+    from rerund.runtime.metrics import Metrics
+    from rerund.runtime.reconcile.recorder import Recorder
+
+    recorder: Recorder[Any] = Recorder(metrics=Metrics(CollectorRegistry()), log=logging.getLogger("t"))
+    fallback = next(c for c in recorder.caches if c.name == "novel_fallback")
+    fallback.budget = 10_000
+    found = [recorder.novel("decision", ("run", i), lambda lg: True) for i in range(1_000)]
+    assert found == [True] * 1_000
+    assert 0 < fallback.held <= fallback.budget and len(fallback) < 1_000
+    assert recorder.novel("decision", ("run", 999), lambda lg: True) is False  # the newest: once

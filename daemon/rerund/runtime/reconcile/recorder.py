@@ -30,6 +30,8 @@ from rerund.ports import DecisionLedger, Notifier, Outbox
 from rerund.runtime.metrics import Metrics
 from rerund.sizedcache import ENTRY_BYTES, SizedCache, str_bytes
 
+_NOVEL_TOKEN_BYTES = 250  # a (kind, key) token: a tuple, a kind and a run reference or key tuple
+
 __all__ = ["DecisionRecorder", "Recorder", "Tracked", "Unanswered", "public_decision"]
 
 decisions_log = logging.getLogger("rerund.decisions")
@@ -76,7 +78,11 @@ class Recorder(Generic[L]):
         self._on_put = on_put
         self._log = log
         self._ledger_errors = EveryMinute(log)  # a ledger that is down fails every write
-        self._novel_fallback: set[tuple[Any, ...]] = set()
+        # Facts found new while no ledger answers: bounded in bytes (a ledger down for hours
+        # must not grow the heap); a fact forgotten here may be counted new once more.
+        self._novel_fallback: SizedCache[tuple[Any, ...], None] = SizedCache(
+            "novel_fallback", 2 * 1024 * 1024, lambda token, _: ENTRY_BYTES + _NOVEL_TOKEN_BYTES
+        )
 
     def call(self, fn: Callable[[L], T]) -> T | Unanswered:
         """``fn(ledger)``, or why there is no answer (a ``LedgerError`` is logged, not raised:
@@ -89,6 +95,11 @@ class Recorder(Generic[L]):
             self._ledger_errors.error(str(exc))
             return Unanswered.FAILED
 
+    @property
+    def caches(self) -> tuple[SizedCache[Any, None], ...]:
+        """The recorder's long-lived caches (``rerund_cache_bytes``)."""
+        return (self._novel_fallback,)
+
     def novel(self, kind: str, key: Any, fn: Callable[[L], bool]) -> bool:
         """True when the fact is new: the ledger decides (across restarts); without a working
         ledger, this process remembers."""
@@ -98,7 +109,7 @@ class Recorder(Generic[L]):
         token = (kind, key)
         if token in self._novel_fallback:
             return False
-        self._novel_fallback.add(token)
+        self._novel_fallback.put(token, None)
         return True
 
     async def notify(self, key: str, payload: Mapping[str, Any], now: datetime) -> None:
@@ -168,9 +179,9 @@ class DecisionRecorder(Recorder[DecisionLedger]):
         )
 
     @property
-    def caches(self) -> tuple[SizedCache[RunRef, None]]:
+    def caches(self) -> tuple[SizedCache[Any, None], ...]:
         """The recorder's long-lived caches (``rerund_cache_bytes``)."""
-        return (self._seen,)
+        return (*super().caches, self._seen)
 
     @property
     def _tracked(self) -> dict[RunRef, Tracked]:
