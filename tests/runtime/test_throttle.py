@@ -536,7 +536,9 @@ def test_rpcs_that_come_late_together_still_never_put_more_than_max_rps_in_a_sec
         wait = throttle.sent(1)
         assert wait >= 0.0
         left.append(now + wait)
-    assert left == sorted(left)
+    # In send order, within float rounding: now + (slot - now) can differ from the slot by an
+    # ulp (Hypothesis found 3.2281712589538247 before 3.2281712589538243).
+    assert all(later >= earlier - 1e-9 for earlier, later in zip(left, left[1:], strict=False))
     for i, t in enumerate(left):
         assert sum(1 for r in left[i:] if r < t + 1.0 - 1e-9) <= rate
     assert throttle.peak_rps <= rate

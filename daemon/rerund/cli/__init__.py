@@ -25,11 +25,14 @@ every command.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from rerund import __version__
 from rerund.core.encode import for_terminal
@@ -155,5 +158,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(code or 0)
 
 
+def console() -> NoReturn:
+    """The ``rerund`` command: ``main``, then the process ends with its code without finalizing
+    the interpreter once the flyte SDK was loaded. The SDK's transport (pyqwest: Rust, tokio)
+    keeps native threads that can abort the process (SIGABRT, exit 134, no message) while the
+    interpreter is torn down: 1 in 80 one-shot commands against an unreachable control plane
+    on a loaded machine, after the command had printed its answer. What ``main`` wrote is
+    flushed and the log handlers are closed first, so nothing printed is lost."""
+    try:
+        code = main()
+    except SystemExit as exc:  # argparse: --help, --version, a usage error
+        if "flyte" not in sys.modules or not (exc.code is None or isinstance(exc.code, int)):
+            raise
+        code = exc.code or 0
+    if "flyte" not in sys.modules:
+        sys.exit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console()

@@ -1,7 +1,5 @@
 """``python -m rerund.cli``: the same as the ``rerund`` command."""
 
-import sys
+from rerund.cli import console
 
-from rerund.cli import main
-
-sys.exit(main())
+console()
