@@ -4,6 +4,7 @@ the credentials' state — pure rules with Hypothesis, then the asynchronous gat
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 
@@ -538,7 +539,7 @@ def test_rpcs_that_come_late_together_still_never_put_more_than_max_rps_in_a_sec
         left.append(now + wait)
     # In send order, within float rounding: now + (slot - now) can differ from the slot by an
     # ulp (Hypothesis found 3.2281712589538247 before 3.2281712589538243).
-    assert all(later >= earlier - 1e-9 for earlier, later in zip(left, left[1:], strict=False))
+    assert all(later >= earlier - 1e-9 for earlier, later in itertools.pairwise(left))
     for i, t in enumerate(left):
         assert sum(1 for r in left[i:] if r < t + 1.0 - 1e-9) <= rate
     assert throttle.peak_rps <= rate
