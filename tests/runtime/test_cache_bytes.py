@@ -43,22 +43,6 @@ def test_settled_failures_past_the_seen_budget_are_evicted_and_the_metric_says_w
         assert world.metric("rerund_cache_bytes", cache=name) == cache.held
 
 
-def test_failures_inside_the_resync_window_are_never_read_twice_past_the_seen_budget(
-    tmp_path: Path,
-) -> None:
-    world = World(tmp_path, seen_bytes=1)
-    for i in range(5):
-        world.cp.add_failed(f"f{i}", at=T0)
-    world.clock.advance(60)
-
-    for _ in range(3):
-        world.sync()
-        world.clock.advance(5)
-
-    assert world.cp.calls["read_failure"] == 5
-    assert len(world.cp.reruns()) == 5
-
-
 def test_a_failure_settled_for_good_is_counted_as_its_marker_once_its_facts_are_dropped() -> None:
     clock = Clock(T0)
     cp = FakeControlPlane(clock)

@@ -603,10 +603,13 @@ def test_only_a_failed_run_on_the_stream_costs_a_task_and_a_reruns_outcome_is_re
     assert [r.ref.name for r in world.cp.reruns()] == ["abc-retry-1", "new-retry-1"]
 
 
+@pytest.mark.parametrize(
+    "bound", [{"seen_capacity": 2}, {"seen_bytes": 1}], ids=["past-its-capacity", "past-its-byte-budget"]
+)
 def test_failures_inside_the_resync_window_are_never_read_twice_past_the_cache_capacity(
-    tmp_path: Path,
+    tmp_path: Path, bound: dict[str, int]
 ) -> None:
-    world = World(tmp_path, seen_capacity=2)
+    world = World(tmp_path, **bound)
     for name in ("aaa", "bbb", "ccc", "ddd", "eee"):
         world.cp.add_failed(name, at=T0)
     world.clock.advance(60)
