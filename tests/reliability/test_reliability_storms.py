@@ -252,7 +252,7 @@ def test_a_retry_storm_under_a_global_budget_issues_exactly_the_budget(
     [
         SHORT("oss", Size(failures=40), id="oss-short-40-failures-db-errors-0.3"),
         FULL("union", Size(failures=1000), id="union-full-1000-failures-db-errors-0.3"),
-        FULL("oss", Size(failures=1000), id="oss-full-1000-failures-db-errors-0.3"),
+        FULL("oss", Size(failures=1000), id="oss-full-1000-failures-db-errors-0.3", timeout=1800),
     ],
 )
 def test_database_errors_during_a_storm_run_no_name_again(
