@@ -162,6 +162,10 @@ class DaemonProcess:
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
                 env=env,
+                # Under a prefix (faketime forks the daemon and waits for it) the daemon is not
+                # our child: its own session lets ``_reap`` end whatever the prefix left behind
+                # (two daemons outlived a CI run that way, still running an hour later).
+                start_new_session=bool(self.prefix),
             )
         self.starts += 1
         if wait:
@@ -185,6 +189,13 @@ class DaemonProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=30)
+        self._reap()
+
+    def _reap(self) -> None:
+        """Under a prefix, SIGKILL what is left of the daemon's session once the prefix ended."""
+        if self.prefix and self.proc is not None and self.proc.poll() is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
 
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait; returns the exit status (SIGKILL after ``timeout``)."""
@@ -196,6 +207,7 @@ class DaemonProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._reap()
         return int(self.proc.returncode)
 
     def alive(self) -> bool:
