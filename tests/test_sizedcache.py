@@ -62,3 +62,21 @@ def test_a_value_changed_in_place_is_counted_again_and_held_stays_the_sum() -> N
     assert list(cache) == ["a", "b"]  # its place is kept
     cache.pop("a")
     assert cache.held == ENTRY_BYTES
+
+
+def test_get_or_put_builds_a_missing_value_once_and_holds_it_within_the_budget() -> None:
+    cache: SizedCache[str, str] = SizedCache("t", 2 * (ENTRY_BYTES + str_bytes("k0", "v0")), _size)
+    built: list[str] = []
+
+    def build(key: str) -> str:
+        built.append(key)
+        return "v" + key[1:]
+
+    assert [cache.get_or_put(k, lambda k=k: build(k)) for k in ("k0", "k0", "k1", "k2")] == [
+        "v0",
+        "v0",
+        "v1",
+        "v2",
+    ]
+    assert built == ["k0", "k1", "k2"]  # k0 was built once
+    assert "k0" not in cache and cache.held <= cache.budget  # the oldest left for k2

@@ -107,6 +107,14 @@ class SizedCache(Generic[K, V]):
         self.held += size
         self.shrink()
 
+    def get_or_put(self, key: K, build: Callable[[], V]) -> V:
+        """The value of ``key``, or ``build()`` held for it as the newest entry."""
+        value = self._entries.get(key)
+        if value is None:
+            value = build()
+            self.put(key, value)
+        return value
+
     def size_of(self, key: K) -> int:
         """The estimated bytes of the entry of ``key`` (0: none)."""
         return self._size(key, self._entries[key]) if key in self._entries else 0

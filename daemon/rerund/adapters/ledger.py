@@ -653,7 +653,6 @@ class Ledger(GroupCommits):
             if known is not None:
                 if fact in known:
                     return False
-                self._fresh.touch(run)
             else:
                 try:
                     if self._db.execute(exists, exists_args).fetchone() is not None:
@@ -662,10 +661,10 @@ class Ledger(GroupCommits):
                     raise LedgerError(
                         f"ledger {self.path!r} write failed: {exc}; the record is lost"
                     ) from exc
-                if failure:
-                    known = self._freshen(run)
+                if failure:  # new to the file: its run is fresh from now on
+                    known = ()
             if known is not None:
-                self._fresh.put(run, (*known, fact))
+                self._fresh.put(run, (*known, fact))  # the newest entry, one put
             if creates is not None:
                 self._freshen(creates)
             if not self._pending:  # the first row of a group: its flush

@@ -163,8 +163,8 @@ class Metrics:
         self.cache_bytes = Gauge(
             "rerund_cache_bytes",
             "Estimated bytes each long-lived cache holds (cache: labels, reads, seen, lineage_claims, "
-            "forged_seen, reruns_seen, ledger_fresh, spec_views, resources_views); each is bounded by a "
-            "byte budget, evicting its oldest entries.",
+            "forged_seen, reruns_seen, ledger_fresh, novel_fallback, spec_views, resources_views); each "
+            "is bounded by a byte budget, evicting its oldest entries.",
             ["cache"],
             registry=registry,
         )

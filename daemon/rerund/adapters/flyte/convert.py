@@ -134,19 +134,11 @@ RESOURCES_VIEWS: SizedCache[tuple[Any, bytes], ResourcesView] = SizedCache(
 
 
 def _spec_view_of(kind: Any, data: bytes) -> RunSpecView:
-    view = SPEC_VIEWS.get((kind, data))
-    if view is None:
-        view = spec_view(kind.FromString(data))
-        SPEC_VIEWS.put((kind, data), view)
-    return view
+    return SPEC_VIEWS.get_or_put((kind, data), lambda: spec_view(kind.FromString(data)))
 
 
 def _resources_view_of(kind: Any, data: bytes) -> ResourcesView:
-    view = RESOURCES_VIEWS.get((kind, data))
-    if view is None:
-        view = _resources_of(kind.FromString(data))
-        RESOURCES_VIEWS.put((kind, data), view)
-    return view
+    return RESOURCES_VIEWS.get_or_put((kind, data), lambda: _resources_of(kind.FromString(data)))
 
 
 def shared_spec_view(spec: Any) -> RunSpecView:
