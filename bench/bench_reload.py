@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ sys.path.insert(0, str(h.REPO / "tests"))
 import rerund
 from rerund.app import App
 from rerund.core.model import ErrorInfo
+from rerund.core.runs import RunSummary
 from rerund.runtime.daemon import Daemon
 from runtime.fake_control_plane import Clock, FakeControlPlane, daemon_settings
 
@@ -64,6 +65,17 @@ SIZES = (
     (20_000, 20_000, "renamed"),
 )
 QUICK = ((2_000, 200, "renamed"), (2_000, 200, "comment"))
+
+
+class OpenStreamControlPlane(FakeControlPlane):
+    """The unit tests' control plane with a watch stream that stays open after its snapshot,
+    as WatchRuns does (the tests' stream ends after the snapshot, and the daemon reconnecting
+    every second would decide the whole snapshot again each time: not what a reload costs)."""
+
+    async def watch(self, project: str, domain: str) -> AsyncIterator[RunSummary]:
+        async for summary in super().watch(project, domain):
+            yield summary
+        await asyncio.Event().wait()
 
 
 class Prober:
@@ -157,7 +169,7 @@ def measure(n: int, owed: int, change: str, tmp: Path) -> dict[str, Any]:
     # Fixed (every failure stays in the resync window), at the wall clock's time: the daemon's
     # scheduler runs a deferred failure's job by the wall clock (one in the past would fire at once).
     clock = Clock(datetime.now(UTC))
-    cp = FakeControlPlane(clock)
+    cp = OpenStreamControlPlane(clock)
     for i in range(n):
         error = SYSTEM_ERROR if i < owed else USER_ERROR
         cp.add_failed(f"f{i:06d}", error=error, at=clock() - timedelta(minutes=4))

@@ -277,6 +277,12 @@ class Launcher(threading.Thread):
             self.stop.wait(max(0.0, tick - time.monotonic()))
 
 
+def _cache_kib(d: Daemon) -> dict[str, float]:
+    """KiB each cache holds, as ``rerund_cache_bytes{cache=...}`` says."""
+    prefix = "rerund_cache_bytes{cache="
+    return {k[len(prefix) : -1]: round(v / 1024, 1) for k, v in d.metrics().items() if k.startswith(prefix)}
+
+
 def _ledger_at_end(state: Path) -> dict[str, Any]:
     """Rows, and the file's bytes after a checkpoint (the WAL folded in) per failure recorded;
     what an ignored failure costs (``ignored_failure_bytes``); issue rows by result."""
@@ -420,6 +426,8 @@ def run(minutes: float) -> dict[str, Any]:
                             "rss_mib": u["rss_mib"],
                             # what the daemon's caches hold (rerund_cache_bytes, summed; round 6 on)
                             "caches_mib": round(d.total("rerund_cache_bytes") / 2**20, 1),
+                            # each cache apart, KiB (which of them grows with history)
+                            "caches_kib": _cache_kib(d),
                             "ledger_bytes_per_failure": round(ledger / max(observed, 1)),
                             "slowest_healthz_ms": prober.take("window"),
                         }
