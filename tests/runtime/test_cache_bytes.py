@@ -75,3 +75,63 @@ def test_facts_found_new_while_no_ledger_answers_are_remembered_within_a_byte_bu
     assert found == [True] * 1_000
     assert 0 < fallback.held <= fallback.budget and len(fallback) < 1_000
     assert recorder.novel("decision", ("run", 999), lambda lg: True) is False  # the newest: once
+
+
+def test_no_budget_counts_are_kept_until_a_budget_comes_into_force_and_then_they_count_every_rerun(
+    tmp_path: Path,
+) -> None:
+    # Budget counts cost ~500 bytes a rerun of the window; with no budget in force nothing reads
+    # them. A reload that brings a budget in counts every rerun the index holds, at once.
+    from .test_reconcile import POLICIES
+
+    world = World(tmp_path)
+    for name in ("aaa", "bbb"):
+        world.cp.add_failed(name, at=T0)
+    world.clock.advance(60)
+    world.sync()
+    assert len(world.cp.reruns()) == 2
+    assert world.rec._index.counting is False
+
+    world.set_policies(
+        POLICIES.replace(
+            "      scope: failed_action\n",
+            "      scope: failed_action\n      budget: {max_reruns: 3, per: 1h}\n",
+        )
+    )
+    world.rec.policies_changed()
+    for name in ("ccc", "ddd"):
+        world.cp.add_failed(name, at=world.clock())
+    world.clock.advance(60)
+    world.sync()
+
+    assert world.rec._index.counting is True
+    assert len(world.cp.reruns()) == 3  # the two reruns from before the budget count: one slot left
+    assert world.metric("rerund_budget_deferrals_total", budget="transient") == 1
+
+
+def test_checked_lineage_claims_follow_the_reruns_window_not_the_history(tmp_path: Path) -> None:
+    # A new process checks the lineage claim of every rerun its first listing finds; a full
+    # listing later forgets the claims of reruns that left the window (they are listed no more).
+    world = World(tmp_path, overlap=timedelta(minutes=1))
+    for i in range(20):
+        world.cp.add_failed(f"old-{i:02d}", at=world.clock())
+    world.clock.advance(60)
+    world.sync()
+    assert len(world.cp.reruns()) == 20
+
+    world.rec = world.new_reconciler()  # a restart: the reruns are listed, their claims checked
+    world.clock.advance(60)
+    world.sync()
+    claims = _caches(world)["lineage_claims"]
+    assert len(claims) >= 20
+    for rerun in world.cp.reruns():  # each rerun ends: no outcome left to follow
+        world.cp.fail(rerun.ref.name, phase="SUCCEEDED")
+    world.sync()
+
+    for _ in range(3):  # past the resync window and a full relisting
+        world.clock.advance(700)
+        world.sync()
+
+    assert len(claims) == 0 and claims.held == 0
+    assert len(world.cp.reruns()) == 20  # nothing issued again
+    assert world.metric("rerund_cache_bytes", cache="lineage_claims") == 0

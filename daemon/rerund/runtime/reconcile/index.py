@@ -79,7 +79,7 @@ class _Listed:
     mark: datetime
 
 
-@dataclass
+@dataclass(slots=True)
 class RerunInfo:
     """One rerun: its lineage (root, attempt) and policy when known, and when it was created."""
 
@@ -169,8 +169,10 @@ class RerunIndex:
         self._count_error = count_error
         self._known = _Known()
         self._reserved: dict[RunRef, RerunInfo] = {}
-        # The budget counts of the indexed and reserved reruns, kept as they change.
-        self._budgets = BudgetCounter()
+        # The budget counts of the indexed and reserved reruns, kept as they change while a
+        # policy in force has a budget; None while none has (nothing later reads them: built
+        # again from the index on the first ``budget_counts``).
+        self._budgets: BudgetCounter | None = None
         self._listed: dict[str, _Listed] = {}  # scope -> what its listings covered
         # Listed reruns whose lineage could not be read since ``start_pass``: until a listing
         # has read every one, the index does not cover the policies in force.
@@ -246,10 +248,20 @@ class RerunIndex:
         """Budget counts over the indexed reruns and those being created right now: a lineage
         attempt counts once; a forged run never (one not checked yet does). A binary search per
         budget (``BudgetCounter``, kept as reruns are added, reserved, released and listed)."""
+        if self._budgets is None:
+            self._recount()
+        assert self._budgets is not None
         return self._budgets.counts(budgets, now)
+
+    @property
+    def counting(self) -> bool:
+        """Whether budget counts are kept (a policy in force has a budget)."""
+        return self._budgets is not None
 
     def _count(self, ref: RunRef) -> None:
         """Count run ``ref`` again as the index now holds it: indexed, else reserved, else not."""
+        if self._budgets is None:
+            return
         info = self._known.by_name.get(ref) or self._reserved.get(ref)
         if info is None or info.trusted is False:
             self._budgets.discard(ref)
@@ -259,7 +271,8 @@ class RerunIndex:
         self._budgets.put(ref, (info.policy, info.created_at), group)
 
     def _recount(self) -> None:
-        """Count every indexed and reserved rerun afresh (after a full listing)."""
+        """Count every indexed and reserved rerun afresh (after a full listing, or when a
+        budget comes into force)."""
         self._budgets = BudgetCounter()
         for ref in (*self._known.by_name, *self._reserved):
             self._count(ref)
@@ -281,6 +294,8 @@ class RerunIndex:
         and merged in. Returns how many were listed; raises ``ControlPlaneError`` when the
         listing fails."""
         scope = f"{project}/{domain}"
+        if not budgets:
+            self._budgets = None  # no budget in force: no counts to keep
         covered = self._listed.get(scope)
         full = covered is None or since < covered.since or now - covered.full_at >= FULL_RELISTING_EVERY
         changed_since = None if full or covered is None else covered.mark - CHANGE_MARGIN
@@ -339,7 +354,9 @@ class RerunIndex:
                 ):
                     fresh.add(info)
             self._known = fresh
-            self._recount()
+            if self._budgets is not None:
+                self._recount()
+            self._forget_claims()
         if unread:
             # A rerun whose lineage could not be read is listed again (in full) next pass.
             self._listed.pop(scope, None)
@@ -348,6 +365,15 @@ class RerunIndex:
         elif covered is not None:
             self._listed[scope] = replace(covered, mark=now)
         return len(listed)
+
+    def _forget_claims(self) -> None:
+        """After a full listing, forget the checked lineage claims of runs the index no longer
+        holds (older than its window, or deleted): a claim is read when its run is listed, so
+        the cache follows the window, not the history. A run listed again later (the window
+        widened) is checked again, the ledger first (no RPC for reruns rerund created)."""
+        keep = self._known.by_name.keys() | self._reserved.keys()
+        for ref in [r for r in self._vouched if r not in keep]:
+            self._vouched.pop(ref)
 
     async def _learn_lineages(self, infos: Sequence[RerunInfo]) -> int:
         """Read the lineage labels of listed reruns this process does not know yet (one
