@@ -135,3 +135,37 @@ def test_checked_lineage_claims_follow_the_reruns_window_not_the_history(tmp_pat
     assert len(claims) == 0 and claims.held == 0
     assert len(world.cp.reruns()) == 20  # nothing issued again
     assert world.metric("rerund_cache_bytes", cache="lineage_claims") == 0
+
+
+def test_the_seen_cache_holds_the_window_and_a_stream_snapshot_not_an_hour_of_failures(
+    tmp_path: Path,
+) -> None:
+    # What asks the seen-cache about a settled failure: the next resync (its window is kept past
+    # the bounds) and a reconnected watch stream, whose snapshot is each scope's latest 100 runs.
+    world = World(tmp_path, overlap=timedelta(minutes=1))
+    waves, per_wave = 6, 1_000
+    for wave in range(waves):
+        for i in range(per_wave):
+            world.cp.add_failed(f"w{wave}-{i:04d}", at=world.clock())
+        world.clock.advance(10)
+        world.sync()
+        world.clock.advance(600)  # the wave leaves the resync window (after the next listing)
+    world.sync()
+
+    assert len(world.cp.reruns()) == waves * per_wave  # each failure rerun once
+    assert world.cp.calls["read_failure"] == waves * per_wave  # ... and read once
+    seen = _caches(world)["seen"]
+    assert len(seen) <= 2_000  # the window and a snapshot's worth, not the history (6,000)
+
+    latest = sorted((r for r in world.cp.runs.values() if r.request is None), key=lambda r: r.changed_at)[
+        -100:
+    ]
+
+    async def replay() -> None:  # a reconnect: the snapshot of the latest runs again
+        for run in latest:
+            await world.rec.on_watch(run.summary())
+        assert await world.rec.drain(timeout=10)
+
+    asyncio.run(replay())
+    assert world.cp.calls["read_failure"] == waves * per_wave  # no failure read again
+    assert len(world.cp.reruns()) == waves * per_wave

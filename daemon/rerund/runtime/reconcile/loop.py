@@ -53,7 +53,7 @@ from rerund.runtime.reconcile.incidents import Incidents
 from rerund.runtime.reconcile.index import RerunIndex, RerunInfo
 from rerund.runtime.reconcile.inflight import InFlight
 from rerund.runtime.reconcile.issuer import Issuer
-from rerund.runtime.reconcile.owed import SEEN_BYTES, OwedWork, Waiting
+from rerund.runtime.reconcile.owed import SEEN_BYTES, SEEN_CAPACITY, OwedWork, Waiting
 from rerund.runtime.reconcile.recorder import DecisionRecorder
 from rerund.runtime.reconcile.windows import DEEP_LISTING_EVERY, ListingWindows
 from rerund.runtime.relaunch import TaskVersions, task_key
@@ -112,7 +112,7 @@ class Reconciler:
         max_concurrent_reruns: int = 8,
         lookback: timedelta = DEFAULT_LOOKBACK,
         overlap: timedelta = timedelta(minutes=5),
-        seen_capacity: int = 20_000,
+        seen_capacity: int = SEEN_CAPACITY,
         seen_bytes: int = SEEN_BYTES,
         recent_capacity: int = 200,
         retry_initial: float = _RETRY_INITIAL,

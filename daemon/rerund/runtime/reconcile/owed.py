@@ -44,13 +44,19 @@ from rerund.core.runs import FailureFacts, RunRef, RunSummary
 from rerund.core.scopes import Coverage
 from rerund.sizedcache import ENTRY_BYTES, SizedCache, str_bytes
 
-# The seen-cache's byte budget: ~20,000 settled failures (a marker each), fewer with facts.
-SEEN_BYTES = 8 * 1024 * 1024
+# The seen-cache's bounds. What a later step asks it: the next resync lists its window again
+# (those entries are kept past the bounds: ``_listed_again``), and a watch stream that
+# reconnects sends a snapshot of each scope's latest runs (up to 100 on both services, see
+# FLYTE-WIRE.md) before its updates. Nothing asks about a settled failure older than both, so the
+# cache holds what the next pass and a reconnect need (~2,000 failures beyond the window, ~400
+# bytes each settled), not an hour of history (it held 20,000 and 8 MiB until round 7).
+SEEN_BYTES = 2 * 1024 * 1024
+SEEN_CAPACITY = 2_000
 # What the facts of a failure cost besides their strings: the FailureFacts, its summary, error
 # and label dicts (the RunSpec and resources views are shared between failures; measured).
 _FACTS_BYTES = 1500
 
-__all__ = ["SEEN_BYTES", "LateError", "Marker", "OwedWork", "Pending", "Seen", "Waiting", "error_recheck_at"]
+__all__ = ["SEEN_BYTES", "SEEN_CAPACITY", "LateError", "Marker", "OwedWork", "Pending", "Seen", "Waiting", "error_recheck_at"]
 
 Marker = tuple[str, datetime | None]
 """What identifies one failure of a run: its phase and end time (a rerun of the same name
@@ -123,7 +129,7 @@ class OwedWork:
         *,
         lookback: timedelta,
         overlap: timedelta,
-        seen_capacity: int = 20_000,
+        seen_capacity: int = SEEN_CAPACITY,
         seen_bytes: int = SEEN_BYTES,
         coverage: Coverage | None = None,
         error_wait: timedelta = timedelta(seconds=60),
