@@ -56,7 +56,17 @@ SEEN_CAPACITY = 2_000
 # and label dicts (the RunSpec and resources views are shared between failures; measured).
 _FACTS_BYTES = 1500
 
-__all__ = ["SEEN_BYTES", "SEEN_CAPACITY", "LateError", "Marker", "OwedWork", "Pending", "Seen", "Waiting", "error_recheck_at"]
+__all__ = [
+    "SEEN_BYTES",
+    "SEEN_CAPACITY",
+    "LateError",
+    "Marker",
+    "OwedWork",
+    "Pending",
+    "Seen",
+    "Waiting",
+    "error_recheck_at",
+]
 
 Marker = tuple[str, datetime | None]
 """What identifies one failure of a run: its phase and end time (a rerun of the same name
