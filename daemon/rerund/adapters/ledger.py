@@ -250,6 +250,10 @@ def _template(reason: str, run: str) -> str | None:
     return reason.replace(run, _RUN)
 
 
+# ``json.dumps(..., sort_keys=True, default=str, separators=(",", ":"))``, its encoder built once.
+_COMPACT_JSON = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":"))
+
+
 def _compact_body(
     body: dict[str, Any], *, kind: str, policy: str, attempt: Any, run: str, fingerprint: str
 ) -> str:
@@ -262,7 +266,7 @@ def _compact_body(
     absent = sorted(k for k in base if k not in body)
     if absent:
         kept["__absent__"] = absent
-    return json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
+    return _COMPACT_JSON.encode(kept)
 
 
 def _full_body(row: sqlite3.Row) -> dict[str, Any]:
