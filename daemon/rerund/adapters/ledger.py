@@ -67,8 +67,8 @@ __all__ = ["IssueRecord", "Ledger", "Source"]
 log = logging.getLogger("rerund.ledger")
 
 # Runs new to the file whose facts this process remembers (``_record``), in estimated bytes
-# (``rerund_cache_bytes{cache="ledger_fresh"}``): ~300 bytes a run with its failure and two
-# decisions, some 28,000 runs (more than ``seen_capacity``: a reload deciding every cached
+# (``rerund_cache_bytes{cache="ledger_fresh"}``): ~320 bytes a run with its failure and two
+# decisions, some 26,000 runs (more than ``seen_capacity``: a reload deciding every cached
 # failure again finds each of them here).
 FRESH_BYTES = 8 * 1024 * 1024
 _DIGEST_BYTES = 8

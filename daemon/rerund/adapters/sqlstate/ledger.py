@@ -103,8 +103,8 @@ log = logging.getLogger("rerund.ledger")
 
 CONNECT_TIMEOUT_S = 5
 # Runs new to the ledger whose facts this process remembers (``_record``), bounded in bytes
-# (~300 bytes a run with a digest of each of its facts: ``rerund.adapters.ledger.fact_digest``):
-# 8 MiB hold ~28,000 runs, more than ``seen_capacity`` (a reload decides each cached failure
+# (~320 bytes a run with a digest of each of its facts: ``rerund.adapters.ledger.fact_digest``):
+# 8 MiB hold ~26,000 runs, more than ``seen_capacity`` (a reload decides each cached failure
 # again). A run forgotten costs one unique-key read per fact.
 FRESH_BYTES = 8 * 1024 * 1024
 _UNREAD = object()  # ``_newest_failure`` before its read
