@@ -9,7 +9,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rerund.adapters.ledger import Ledger
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from rerund.adapters.ledger import Ledger, has_fact
 
 T0 = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
 
@@ -175,3 +178,69 @@ def test_the_fresh_runs_stay_within_their_byte_budget_and_a_forgotten_run_is_rea
     assert again == [False] * len(runs)  # ... and their decisions are not new a second time
     reads = [s for s in statements if s.startswith("SELECT")]
     assert len(reads) >= len(runs) - kept  # the forgotten ones cost a read each instead
+
+
+def test_a_reload_over_twenty_thousand_fresh_runs_reads_the_file_for_none_of_their_decisions(
+    tmp_path: Path,
+) -> None:
+    # A hot reload decides every owed failure again (up to ``seen_capacity``, 20,000), oldest
+    # first: the order the fresh runs leave in. When they do not all fit in the fresh runs'
+    # budget every one of them is forgotten just before its turn and read from the file. Each
+    # fact is kept as an 8-byte digest, so 20,000 runs with a failure and two decisions fit in
+    # the budget and no decision costs a read.
+    ledger, scheduled = _grouped(tmp_path / "l.db")
+    fresh = ledger.caches[0]
+    runs = [f"run-{i:05d}" for i in range(20_000)]
+    for run in runs:
+        assert _failure(ledger, run) and _decide(ledger, run, "slow")
+    scheduled.pop()()
+    statements: list[str] = []
+    ledger._db.set_trace_callback(statements.append)
+
+    assert all(_decide(ledger, run, "slow-renamed") for run in runs)
+    reads = [s for s in statements if s.startswith("SELECT")]
+    per_run = fresh.size_of(f"ml/prod/{runs[-1]}")
+    held, kept = fresh.held, len(fresh)
+    scheduled.pop()()
+    ledger.close()
+    print(f"reads={len(reads)} kept={kept} held={held} per_run={per_run}")
+    assert len(reads) == 0  # before: 20,000 (one "SELECT 1 FROM decisions ..." per decision)
+    assert kept == len(runs) and held <= fresh.budget
+    assert per_run <= 340  # the entry, its run key and three 8-byte digests (before: ~690)
+
+
+def test_a_fresh_run_knows_its_facts_apart_and_forgets_them_with_the_file(tmp_path: Path) -> None:
+    # What a fresh run keeps is a digest per fact, and a digest stands for one fact: decisions
+    # differing only in policy, kind or attempt (or a missing attempt) are each new once.
+    ledger, scheduled = _grouped(tmp_path / "l.db")
+    assert _failure(ledger, "r")
+    decisions = [
+        {"decision": kind, "policy": policy, "reason": "x", "attempt": attempt}
+        for kind in ("rerun", "defer")
+        for policy in ("a", "b")
+        for attempt in (1, 2, None)
+    ]
+
+    def record(decision: dict[str, object]) -> bool:
+        return ledger.record_decision(
+            project="ml", domain="prod", run="r", root="r", decision=decision, now=T0
+        )
+
+    assert [record(d) for d in decisions] == [True] * len(decisions)
+    scheduled.pop()()
+    assert [record(d) for d in decisions] == [False] * len(decisions)
+    assert _committed(tmp_path / "l.db", "decisions") == len(decisions)
+    ledger.close()
+
+
+@settings(max_examples=300)
+@example(digests=[b"aaaabbbb", b"ccccdddd"], wanted=b"bbbbcccc")  # straddles two
+@example(digests=[b"xaaaaaaa", b"aaaaaaab"], wanted=b"aaaaaaaa")  # straddles, found again after
+@given(st.lists(st.binary(min_size=8, max_size=8), max_size=6), st.binary(min_size=8, max_size=8))
+def test_a_digest_is_found_among_a_runs_digests_only_where_one_of_them_is_it(
+    digests: list[bytes], wanted: bytes
+) -> None:
+    # The digests sit end to end: one straddling two of them is not one of them.
+    assert has_fact(b"".join(digests), wanted) == (wanted in digests)
+    for i in range(len(digests)):
+        assert has_fact(b"".join(digests), digests[i])

@@ -450,3 +450,52 @@ def test_the_attempt_labels_rerund_writes_are_read(label, attempt):
 
     assert parse_attempt({"rerund-attempt": label}) == attempt
     assert parse_attempt({}) == 0
+
+
+EVERY_SELECTOR = """
+policies:
+  - name: labelled
+    match: {labels: {team: ml}, projects: [ml], domains: [production, staging]}
+    retry: false
+  - name: tasks
+    match: {tasks: ['etl.*'], action_tasks: ['etl.*'], phases: [FAILED, ABORTED]}
+    retry: false
+  - name: errors
+    match: {error: {kinds: [SYSTEM], codes: [X], classes: [oom, system], gpu_fault: {codes: [79]}}}
+    retry: false
+  - name: messages
+    match: {error: {patterns: ['reset'], exclude: ['denied']}}
+    retry: false
+  - name: anything
+    match: {}
+    retry: false
+"""
+
+
+@pytest.fixture(scope="module")
+def every_selector(tmp_path_factory):
+    from rerund.policy import load_policies
+
+    path = tmp_path_factory.mktemp("every") / "p.yaml"
+    path.write_text("apiVersion: rerund/v1\n" + EVERY_SELECTOR)
+    return load_policies([path])
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=300)
+@given(data=failures, labels=st.dictionaries(st.sampled_from(["team", "tier"]), st.sampled_from(["ml", "x"])))
+def test_a_selector_a_policy_does_not_give_holds_for_every_failure_so_the_fast_path_skips_it(
+    mixed, every_selector, data, labels
+):
+    # ``decide`` checks only the selectors a rule gives (``Selector.given``); ``explain`` checks
+    # every one. Skipping is sound only if a selector not given never says no: checked here for
+    # every rule and selector of two policy sets, and the first match agrees with the trace's.
+    from rerund.core.model import Failure
+    from rerund.core.rules import SELECTORS
+
+    f = Failure.model_validate({**data, "labels": labels})
+    for policy_set in (mixed, every_selector):
+        matched = policy_set.pattern_set.scan(f.error.message)
+        for compiled in policy_set._compiled:
+            for selector in SELECTORS:
+                assert selector.given(compiled) or selector.holds(compiled, f, matched) is None
+        assert policy_set.first_match(f) == policy_set.first_match(f, [])

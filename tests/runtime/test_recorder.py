@@ -98,3 +98,44 @@ def test_a_recorder_built_before_a_takeover_follows_the_reruns_the_previous_lead
     assert not follower.tracks(TARGET)
     assert ledger.created_without_outcome() == []
     ledger.close()
+
+
+def test_with_the_decision_log_off_a_decision_is_still_recorded_counted_and_listed(tmp_path: Path) -> None:
+    # The log line's fields are built only when the line is logged; the rest is done all the same.
+    from rerund.core.model import ErrorInfo, Failure, Ignore
+    from rerund.core.runs import FailureFacts
+
+    ledger = Ledger(tmp_path / "rerund.db")
+    registry = CollectorRegistry()
+    rec = DecisionRecorder(metrics=Metrics(registry), log=log, spawn=lambda c: c.close(), ledger=ledger)
+    facts = FailureFacts(
+        summary=RunSummary(SOURCE, "FAILED"),
+        labels={},
+        action="a0",
+        action_task="t",
+        error=ErrorInfo(kind="USER", message="bad"),
+        failed_at=T0,
+    )
+    failure = Failure(run="abc", failed_at=T0)
+    decision = Ignore(policy="p", reason="policy 'p' never reruns run 'abc'", source_run="abc", root="abc")
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = seen.append  # type: ignore[method-assign]
+    decisions = logging.getLogger("rerund.decisions")
+    level = decisions.level
+    decisions.addHandler(handler)
+    decisions.setLevel(logging.WARNING)
+    try:
+        assert rec.decision(facts, failure, decision, T0) is True
+        assert rec.decision(facts, failure, decision, T0) is False  # once
+        decisions.setLevel(logging.INFO)
+        other = Ignore(policy="q", reason="policy 'q' never reruns run 'abc'", source_run="abc", root="abc")
+        assert rec.decision(facts, failure, other, T0) is True
+    finally:
+        decisions.removeHandler(handler)
+        decisions.setLevel(level)
+    assert [r.getMessage() for r in seen] == ["ignore  ml/prod/abc: policy 'q' never reruns run 'abc'"]
+    assert [d["policy"] for d in rec.recent] == ["p", "q"]
+    assert [r["policy"] for r in ledger.history()] == ["q", "p"]
+    counted = registry.get_sample_value("rerund_decisions_total", {"policy": "p", "decision": "ignore"})
+    assert counted == 1.0

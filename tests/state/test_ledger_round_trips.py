@@ -122,3 +122,42 @@ def test_the_fresh_runs_stay_within_their_byte_budget_and_a_forgotten_run_is_rea
     assert 0 < held <= fresh.budget and kept < N  # the oldest runs were forgotten
     assert again == [False] * (4 * N)  # ... and their facts are not new a second time
     assert statements["SELECT"] > reads  # they cost reads instead
+
+
+def test_a_reload_over_more_fresh_runs_than_a_fact_tuple_per_key_left_room_for_reads_none(
+    pg_url: str,
+) -> None:
+    """A hot reload decides every owed failure again, oldest first (the order the fresh runs
+    leave in): when they do not all fit in the budget each is forgotten just before its turn
+    and read. A fact is kept as an 8-byte digest (as in the SQLite ledger), so 12,000 runs with
+    a failure and two decisions (more than the ~11,000 a set of fact keys left room for) fit,
+    and their new decisions cost no read."""
+    ledger = PostgresLedger(migrated(pg_url))
+    flushes: list[Callable[[], None]] = []
+    ledger.group_commits(flushes.append)
+    fresh: Any = ledger._fresh
+    runs = [f"run-{i:05d}" for i in range(12_000)]
+
+    def decide(run: str, policy: str) -> bool:
+        decision = {"decision": "defer", "policy": policy, "reason": "later", "attempt": 1}
+        return ledger.record_decision(
+            project="ml", domain="prod", run=run, root=run, decision=decision, now=T0
+        )
+
+    try:
+        for run in runs:
+            assert ledger.record_failure(project="ml", domain="prod", run=run, failed_at=T0, now=T0)
+            assert decide(run, "slow")
+        flushes[-1]()
+        statements = _counting(ledger)
+        again = [decide(run, "slow-renamed") for run in runs]
+        per_run = fresh.size_of(f"ml/prod/{runs[-1]}")
+        kept = len(fresh)
+        flushes[-1]()
+    finally:
+        ledger.close()
+    print(f"reads={statements['SELECT']} kept={kept} per_run={per_run}")
+    assert again == [True] * len(runs)
+    assert statements["SELECT"] == 0  # before: one unique-key read per decision, ~1,100 or more
+    assert kept == len(runs)
+    assert per_run <= 340  # the entry, its run key and three 8-byte digests (before: ~880)

@@ -60,21 +60,45 @@ from rerund.core.redact import public_decision
 from rerund.core.runs import RunRef
 from rerund.errors import LedgerError
 from rerund.lograte import EveryMinute
-from rerund.sizedcache import ENTRY_BYTES, SizedCache, str_bytes
+from rerund.sizedcache import ENTRY_BYTES, SizedCache
 
 __all__ = ["IssueRecord", "Ledger", "Source"]
 
 log = logging.getLogger("rerund.ledger")
 
 # Runs new to the file whose facts this process remembers (``_record``), in estimated bytes
-# (``rerund_cache_bytes{cache="ledger_fresh"}``): ~300 bytes a run, some 28,000 runs.
+# (``rerund_cache_bytes{cache="ledger_fresh"}``): ~320 bytes a run with its failure and two
+# decisions, some 26,000 runs (more than ``seen_capacity``: a reload deciding every cached
+# failure again finds each of them here).
 FRESH_BYTES = 8 * 1024 * 1024
-_FACT_BYTES = 120  # one fact's key without its run: a tuple of a few short strings and numbers
+_DIGEST_BYTES = 8
 
 
-def _fresh_bytes(run: str, known: tuple[tuple[Any, ...], ...]) -> int:
-    """Estimated bytes of one fresh run: the entry, its key, its tuple of fact keys."""
-    return ENTRY_BYTES + str_bytes(run) + sys.getsizeof(known) + _FACT_BYTES * len(known)
+# -- fresh runs (both ledgers: this file's and ``sqlstate.PostgresLedger``) ----------------
+#
+# A fresh run's entry is its key and the digests of the facts this process recorded about it,
+# one ``bytes``: 8 bytes a fact (``fact_digest``), not a tuple of strings (~120 bytes). A
+# digest is the fact key's ``hash`` (the process's own: never stored); two facts of one run
+# share one with odds of about 2**-64 (a run has a few facts), and equal keys always do.
+
+
+def fact_digest(key: tuple[Any, ...]) -> bytes:
+    """The 8 bytes a fresh run keeps for the fact of unique key ``key``."""
+    return (hash(key) & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(_DIGEST_BYTES, "little")
+
+
+def has_fact(known: bytes, digest: bytes) -> bool:
+    """Whether ``known`` (a fresh run's digests, end to end) holds ``digest`` (at a digest's
+    boundary: not across two)."""
+    at = known.find(digest)
+    while at > 0 and at % _DIGEST_BYTES:
+        at = known.find(digest, at + 1)
+    return at >= 0
+
+
+def fresh_bytes(run: str, known: bytes) -> int:
+    """Estimated bytes of one fresh run: the entry, its key, its digests."""
+    return ENTRY_BYTES + sys.getsizeof(run) + sys.getsizeof(known)
 
 
 _SCHEMA = """
@@ -226,6 +250,10 @@ def _template(reason: str, run: str) -> str | None:
     return reason.replace(run, _RUN)
 
 
+# ``json.dumps(..., sort_keys=True, default=str, separators=(",", ":"))``, its encoder built once.
+_COMPACT_JSON = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":"))
+
+
 def _compact_body(
     body: dict[str, Any], *, kind: str, policy: str, attempt: Any, run: str, fingerprint: str
 ) -> str:
@@ -238,7 +266,7 @@ def _compact_body(
     absent = sorted(k for k in base if k not in body)
     if absent:
         kept["__absent__"] = absent
-    return json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
+    return _COMPACT_JSON.encode(kept)
 
 
 def _full_body(row: sqlite3.Row) -> dict[str, Any]:
@@ -313,12 +341,6 @@ _SEEN_RECOVERIES = (
     " WHERE m.target_key NOT IN (SELECT target_key FROM issues) GROUP BY d.fingerprint"
 )
 _ADDED_INDEXES = "CREATE INDEX IF NOT EXISTS decisions_fingerprint ON decisions (fingerprint);"
-
-
-def _fact(key: tuple[Any, ...], run: str) -> tuple[Any, ...]:
-    """A row's unique ``key`` as the fresh runs keep it under ``run``: without ``run`` itself
-    (the run's key is the dictionary's, not each fact's)."""
-    return tuple(part for part in key if part != run)
 
 
 def _z(text: str) -> str:
@@ -461,12 +483,9 @@ class Ledger(GroupCommits):
         self._schedule: Callable[[Callable[[], None]], object] | None = None
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
         self._pending_keys: set[tuple[Any, ...]] = set()
-        # Run key -> the keys of the facts this process recorded about it, for the runs whose
-        # failure was new to the file (``_record``), least recently used first.
-        # Each fact without the run's key (``_fact``), in a tuple: ~300 bytes a run, not ~560.
-        self._fresh: SizedCache[str, tuple[tuple[Any, ...], ...]] = SizedCache(
-            "ledger_fresh", FRESH_BYTES, _fresh_bytes
-        )
+        # Run key -> the digests of the facts this process recorded about it (``fact_digest``),
+        # for the runs whose failure was new to the file (``_record``), least recently used first.
+        self._fresh: SizedCache[str, bytes] = SizedCache("ledger_fresh", FRESH_BYTES, fresh_bytes)
         self._flush_handle: object = None
         self._closed = False
         if self.path != ":memory:" and Path(self.path).is_dir():
@@ -648,10 +667,10 @@ class Ledger(GroupCommits):
                 raise LedgerError(f"ledger {self.path!r} is closed; the record is lost")
             if key in self._pending_keys:
                 return False
-            fact = _fact(key, run)
+            fact = fact_digest(key)
             known = self._fresh.get(run)
             if known is not None:
-                if fact in known:
+                if has_fact(known, fact):
                     return False
             else:
                 try:
@@ -662,9 +681,9 @@ class Ledger(GroupCommits):
                         f"ledger {self.path!r} write failed: {exc}; the record is lost"
                     ) from exc
                 if failure:  # new to the file: its run is fresh from now on
-                    known = ()
+                    known = b""
             if known is not None:
-                self._fresh.put(run, (*known, fact))  # the newest entry, one put
+                self._fresh.put(run, known + fact)  # the newest entry, one put
             if creates is not None:
                 self._freshen(creates)
             if not self._pending:  # the first row of a group: its flush
@@ -678,19 +697,20 @@ class Ledger(GroupCommits):
             self._pending.append((insert, args))
             return True
 
-    def _freshen(self, run: str) -> tuple[tuple[Any, ...], ...]:
+    def _freshen(self, run: str) -> bytes:
         """Remember ``run`` as new to the file (lock held); the oldest beyond ``FRESH_BYTES`` are
-        forgotten (their facts are read again). Returns the facts recorded about it so far."""
+        forgotten (their facts are read again). Returns the digests of the facts recorded about
+        it so far."""
         known = self._fresh.get(run)
         if known is None:
-            known = ()
+            known = b""
             self._fresh.put(run, known)
         else:
             self._fresh.touch(run)
         return known
 
     @property
-    def caches(self) -> tuple[SizedCache[str, tuple[tuple[Any, ...], ...]]]:
+    def caches(self) -> tuple[SizedCache[str, bytes]]:
         """The ledger's long-lived caches (``rerund_cache_bytes``)."""
         return (self._fresh,)
 

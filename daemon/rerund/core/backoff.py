@@ -56,5 +56,6 @@ class Backoff:
         milliseconds.
         """
         base = self.base(attempt).total_seconds()
-        seconds = base * (1.0 + self.jitter * jitter_unit(root, attempt))
+        # No band: base * (1 + 0 * u) is base for every u in [-1, 1], so no hash is drawn.
+        seconds = base if self.jitter == 0 else base * (1.0 + self.jitter * jitter_unit(root, attempt))
         return timedelta(milliseconds=round(seconds * 1000))

@@ -42,7 +42,7 @@ Semantics (the README, ``explain`` and the tests say the same):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
@@ -131,6 +131,10 @@ def relaunch_changes(failure: Failure, target: RelaunchTarget | None) -> list[st
     return out
 
 
+# The lines ``_changes`` leaves out with ``lineage=False``: rerund's own lineage labels.
+_OWN_LABEL_LINES = tuple(f"labels {k}:" for k in (LABEL_ROOT, LABEL_ATTEMPT, LABEL_POLICY, LABEL_CANARIES))
+
+
 def _changes(
     failure: Failure,
     env: Mapping[str, str],
@@ -152,8 +156,7 @@ def _changes(
         if overrides.force_rerun_actions:
             out.append("force_rerun_actions: " + ", ".join(overrides.force_rerun_actions))
     if not lineage:
-        own = tuple(f"labels {k}:" for k in (LABEL_ROOT, LABEL_ATTEMPT, LABEL_POLICY, LABEL_CANARIES))
-        out = [line for line in out if not line.startswith(own)]
+        out = [line for line in out if not line.startswith(_OWN_LABEL_LINES)]
     out += [input_change(k, v) for k, v in sorted(inputs.items())]  # values only when not secret
     return out
 
@@ -177,18 +180,23 @@ def explain(failure: Failure, policies: PolicySet, now: datetime) -> Explanation
 
 def _decide(failure: Failure, policies: PolicySet, now: datetime, trace: list[str] | None) -> Decision:
     """The decision, with the failure's fingerprint on it (whatever the decision is): its
-    ``failure_fingerprint``, of the failure classes ``_choose`` reads too (classified once)."""
+    ``failure_fingerprint``, of the failure classes ``_choose`` reads too (classified once).
+    Each decision is built with it (``fp``), not copied to add it: a reload decides thousands."""
     error = failure.error
     classes = classify(error, failure.phase)
-    decision = _choose(failure, policies, now, trace, classes)
-    its_fingerprint = fingerprint(
+    fp = fingerprint(
         task=failure.action_task, kind=error.kind, classes=classes, code=error.code, message=error.message
     )
-    return replace(decision, fingerprint=its_fingerprint)
+    return _choose(failure, policies, now, trace, classes, fp)
 
 
 def _choose(
-    failure: Failure, policies: PolicySet, now: datetime, trace: list[str] | None, classes: frozenset[str]
+    failure: Failure,
+    policies: PolicySet,
+    now: datetime,
+    trace: list[str] | None,
+    classes: frozenset[str],
+    fp: str,
 ) -> Decision:
     run = failure.run
     check = failure.labels.get(LABEL_REPRO)
@@ -199,7 +207,7 @@ def _choose(
         )
         if trace is not None:
             trace.append(f"label {LABEL_REPRO}={check}: a reproduction rerun, never retried: ignore")
-        return Ignore(reason=reason, source_run=run, root=failure.root)
+        return Ignore(reason=reason, source_run=run, root=failure.root, fingerprint=fp)
     if parse_attempt(failure.labels) is None:
         shown = repr(failure.labels[LABEL_ATTEMPT])
         shown = shown if len(shown) <= 40 else shown[:37] + "..."
@@ -209,7 +217,7 @@ def _choose(
         )
         if trace is not None:
             trace.append(f"label {LABEL_ATTEMPT}={shown} is not an attempt number: ignore")
-        return Ignore(reason=reason, source_run=run, root=failure.root)
+        return Ignore(reason=reason, source_run=run, root=failure.root, fingerprint=fp)
     if "non_recoverable" in classes:
         reason = (
             f"run {run!r} failed with NonRecoverableError (code {failure.error.code!r}): the task "
@@ -220,25 +228,31 @@ def _choose(
                 "built-in rule non_recoverable: the error is flyte's NonRecoverableError, never rerun "
                 "(checked before any policy): ignore"
             )
-        return Ignore(reason=reason, source_run=run, root=failure.root)
+        return Ignore(reason=reason, source_run=run, root=failure.root, fingerprint=fp)
     rule = policies.first_match(failure, trace)
     if rule is None:
         reason = f"no policy matches run {run!r} ({len(policies)} tried): it is not rerun"
         if trace is not None:
             trace.append("no policy matched: ignore")
-        return Ignore(reason=reason, source_run=run, root=failure.root)
+        return Ignore(reason=reason, source_run=run, root=failure.root, fingerprint=fp)
     if isinstance(rule.retry, NeverRetry):
         reason = f"policy {rule.name!r} never reruns run {run!r} (retry: false)"
         if trace is not None:
             trace.append(f"policy {rule.name!r} has retry: false: ignore")
-        return Ignore(policy=rule.name, reason=reason, source_run=run, root=failure.root)
-    return _plan(failure, policies, rule, rule.retry, now, trace)
+        return Ignore(policy=rule.name, reason=reason, source_run=run, root=failure.root, fingerprint=fp)
+    return _plan(failure, policies, rule, rule.retry, now, trace, fp)
 
 
 def _plan(
-    failure: Failure, policies: PolicySet, rule: Rule, plan: RetryPlan, now: datetime, trace: list[str] | None
+    failure: Failure,
+    policies: PolicySet,
+    rule: Rule,
+    plan: RetryPlan,
+    now: datetime,
+    trace: list[str] | None,
+    fp: str,
 ) -> Decision:
-    """The decision of ``rule`` (whose retry plan is ``plan``) for ``failure``."""
+    """The decision of ``rule`` (whose retry plan is ``plan``) for ``failure`` (fingerprint ``fp``)."""
     run, root, name = failure.run, failure.root, rule.name
     n = failure.attempt + 1
     # Canary reruns of an incident (``rerund.core.incidents``) are not counted against
@@ -258,13 +272,13 @@ def _plan(
         )
         if trace is not None:
             trace.append("give up")
-        return GiveUp(policy=name, reason=reason, attempt=n, source_run=run, root=root)
+        return GiveUp(policy=name, reason=reason, attempt=n, source_run=run, root=root, fingerprint=fp)
     hopeless = _hopeless(failure, plan, trace)
     if hopeless is not None:
         reason = f"policy {name!r} gives up on run {run!r}: {hopeless}"
         if trace is not None:
             trace.append("give up")
-        return GiveUp(policy=name, reason=reason, attempt=n, source_run=run, root=root)
+        return GiveUp(policy=name, reason=reason, attempt=n, source_run=run, root=root, fingerprint=fp)
 
     scope, action, scope_note = plan.scope, None, ""
     if scope == Scope.FAILED_ACTION:
@@ -281,7 +295,7 @@ def _plan(
     if scope == Scope.RELAUNCH:
         chosen = _relaunch_target(failure, plan, n, now, trace)
         if not isinstance(chosen, RelaunchTarget):
-            return _waiting(failure, rule.name, plan, n, new_name, chosen, trace)
+            return _waiting(failure, rule.name, plan, n, new_name, chosen, trace, fp)
         relaunch = chosen
         scope_text = (
             f"scope relaunch (task {relaunch.task!r} version "
@@ -295,11 +309,11 @@ def _plan(
     labels.update({LABEL_ROOT: root, LABEL_ATTEMPT: str(n), LABEL_POLICY: name})
     if canaries:
         labels[LABEL_CANARIES] = str(canaries)
-    base = plan.backoff.base(n)
     delay = plan.backoff.delay(root, n)
     due = _later(failure.failed_at, delay)
     if trace is not None:
         b = plan.backoff
+        base = b.base(n)
         trace.append(
             f"backoff: base = min({format_duration(b.initial)} * {b.factor:g}^{n - 1}, "
             f"{format_duration(b.max)}) = {format_duration(base)}; jitter ±{b.jitter:g} "
@@ -313,6 +327,7 @@ def _plan(
         trace.append(f"name: {NAME_RULE} of lineage {root!r} -> {new_name!r}")
 
     common = _PlannedFields(
+        fingerprint=fp,
         policy=name,
         attempt=n,
         scope=scope,
@@ -358,6 +373,7 @@ def _plan(
 class _PlannedFields(TypedDict):
     """What a ``Rerun`` and the ``Defer`` of the same plan share (typed keyword arguments)."""
 
+    fingerprint: str
     policy: str
     attempt: int
     scope: Scope
@@ -457,6 +473,7 @@ def _waiting(
     new_name: str,
     why: _Wait | _NoGain,
     trace: list[str] | None,
+    fp: str,
 ) -> Decision:
     """The ``give_up`` or ``WaitForVersion`` of a relaunch by policy ``name`` that cannot run now."""
     run, root, task = failure.run, failure.root, failure.task
@@ -469,6 +486,7 @@ def _waiting(
             attempt=n,
             source_run=run,
             root=root,
+            fingerprint=fp,
         )
     wait = format_duration(plan.max_wait)
     if why.expired:
@@ -483,6 +501,7 @@ def _waiting(
             attempt=n,
             source_run=run,
             root=root,
+            fingerprint=fp,
         )
     env, labels, inputs = plan.overrides(n)
     labels.update({LABEL_ROOT: root, LABEL_ATTEMPT: str(n), LABEL_POLICY: name})
@@ -510,6 +529,7 @@ def _waiting(
         task=task,
         failed_version=why.failed_version,
         relaunch=RelaunchTarget(task=task, version="", task_version="newer"),
+        fingerprint=fp,
     )
 
 

@@ -349,12 +349,15 @@ class Selector:
 
     - ``holds``: whether it holds; None when the policy does not give it (it matches anything);
     - ``explain``: the line ``explain`` shows for it, given what ``holds`` said (only called
-      when explaining: the fast path never formats a reason).
+      when explaining: the fast path never formats a reason);
+    - ``given``: whether the policy gives it (a function of the rule alone): when False,
+      ``holds`` is None for every failure, so the fast path skips it (``PolicySet``).
     """
 
     field: str
     holds: Callable[[_CompiledRule, Failure, frozenset[int]], bool | None]
     explain: Callable[[_CompiledRule, Failure, frozenset[int], bool], str]
+    given: Callable[[_CompiledRule], bool] = lambda c: True
 
 
 def _fmt(values: Iterable[str]) -> str:
@@ -391,7 +394,7 @@ def _listed(
             return f"{label}: {show(value(f))} is listed"
         return f"{label}: {show(value(f))} is not in {_fmt(each(v) for v in sorted(allowed(c) or ()))}"
 
-    return Selector(field_, holds, explain)
+    return Selector(field_, holds, explain, lambda c: allowed(c) is not None)
 
 
 def _globbed(field_: str, label: str, value: Callable[[Failure], str]) -> Selector:
@@ -415,7 +418,11 @@ def _globbed(field_: str, label: str, value: Callable[[Failure], str]) -> Select
             return f"{label}: {v!r} matches {_q(hit)}"
         return f"{label}: {v!r} matches none of {_fmt(_q(g) for g in globs or ())}"
 
-    return Selector(field_, holds, explain)
+    def given(c: _CompiledRule) -> bool:
+        globs, matchers = parts(c)
+        return globs is not None and matchers is not None
+
+    return Selector(field_, holds, explain, given)
 
 
 def _labels_hold(c: _CompiledRule, f: Failure, matched: frozenset[int]) -> bool | None:
@@ -534,14 +541,14 @@ SELECTORS: tuple[Selector, ...] = (
     _listed("domains", "domains", lambda f: f.domain),
     _globbed("tasks", "tasks", lambda f: f.task),
     _globbed("action_tasks", "action_tasks", lambda f: f.action_task),
-    Selector("labels", _labels_hold, _labels_explain),
+    Selector("labels", _labels_hold, _labels_explain, lambda c: bool(c.rule.match.labels)),
     Selector("phases", _phases_hold, _phases_explain),
     _listed("kinds", "error.kinds", lambda f: f.error.kind, quote=False),
     _listed("codes", "error.codes", lambda f: f.error.code, quote_each=True),
-    Selector("classes", _classes_hold, _classes_explain),
-    Selector("gpu_fault", _gpu_hold, _gpu_explain),
-    Selector("patterns", _patterns_hold, _patterns_explain),
-    Selector("exclude", _exclude_hold, _exclude_explain),
+    Selector("classes", _classes_hold, _classes_explain, lambda c: c.rule.match.classes is not None),
+    Selector("gpu_fault", _gpu_hold, _gpu_explain, lambda c: c.rule.match.gpu_fault is not None),
+    Selector("patterns", _patterns_hold, _patterns_explain, lambda c: c.pattern_ids is not None),
+    Selector("exclude", _exclude_hold, _exclude_explain, lambda c: c.exclude_ids is not None),
 )
 
 
@@ -595,6 +602,8 @@ class PolicySet:
                 for i in ids:
                     by_pattern.setdefault(i, []).append(position)
         self._compiled = tuple(compiled)
+        # Per rule, the selectors it gives (the others hold for every failure): the fast path's.
+        self._given = tuple(tuple(s for s in SELECTORS if s.given(c)) for c in compiled)
         self._always = tuple(always)
         self._by_pattern = {i: tuple(v) for i, v in by_pattern.items()}
 
@@ -653,7 +662,7 @@ class PolicySet:
             for i in matched:
                 candidates.update(self._by_pattern.get(i, ()))
             for position in sorted(candidates):
-                if self._holds(self._compiled[position], failure, matched, None):
+                if self._given_hold(self._compiled[position], self._given[position], failure, matched):
                     return self.rules[position]
             return None
         for compiled in self._compiled:
@@ -665,6 +674,18 @@ class PolicySet:
             if held:
                 return rule
         return None
+
+    @staticmethod
+    def _given_hold(
+        c: _CompiledRule, selectors: tuple[Selector, ...], failure: Failure, matched: frozenset[int]
+    ) -> bool:
+        """Every selector of ``selectors`` (those ``c`` gives) holds; the first that fails ends
+        the check (``_holds`` without notes, over only the selectors that can say no)."""
+        for selector in selectors:
+            held = selector.holds(c, failure, matched)
+            if held is not None and not held:
+                return False
+        return True
 
     @staticmethod
     def _holds(c: _CompiledRule, failure: Failure, matched: frozenset[int], notes: list[str] | None) -> bool:

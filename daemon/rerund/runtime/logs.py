@@ -15,6 +15,7 @@ format escapes them as JSON does.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -53,11 +54,18 @@ _PADDED = re.compile(r"%-\d+s")
 _SPACES = re.compile(r" {2,}")
 
 
+@functools.lru_cache(maxsize=64)
+def _unpadded_format(fmt: str) -> str:
+    """``fmt`` without its column padding: rerund's decision lines use a handful of format
+    strings, each unpadded once (at most 64 kept)."""
+    return _SPACES.sub(" ", _PADDED.sub("%s", fmt))
+
+
 def _unpadded(record: logging.LogRecord) -> str:
     """A decision line's message without the column padding of its text form (``%-7s``, the
     spaces after ``repro``): the format string is rerund's own, so only it is unpadded; the
     values (a reason, a run name) are kept as they are."""
-    fmt = _SPACES.sub(" ", _PADDED.sub("%s", str(record.msg)))
+    fmt = _unpadded_format(str(record.msg))
     try:
         return fmt % record.args if record.args else fmt
     except (TypeError, ValueError):

@@ -83,6 +83,9 @@ from rerund.adapters.ledger import (
     _full_body,
     _member_rows,
     _members_of,
+    fact_digest,
+    fresh_bytes,
+    has_fact,
 )
 from rerund.adapters.sqlstate import schema as t
 from rerund.adapters.sqlstate.upgrade import check_revision, upgrade
@@ -92,7 +95,7 @@ from rerund.core.records import RerunIssue, RerunOutcome
 from rerund.core.redact import public_decision
 from rerund.core.runs import RunRef
 from rerund.errors import FencedError, LedgerError
-from rerund.sizedcache import ENTRY_BYTES, SizedCache
+from rerund.sizedcache import SizedCache
 
 __all__ = ["CONNECT_TIMEOUT_S", "PostgresLedger"]
 
@@ -100,10 +103,10 @@ log = logging.getLogger("rerund.ledger")
 
 CONNECT_TIMEOUT_S = 5
 # Runs new to the ledger whose facts this process remembers (``_record``), bounded in bytes
-# (~700 bytes a run with its failure, decision and issue keys): 8 MiB hold ~12,000 runs, those
-# of the last half hour at 6 failures/s. A run forgotten costs one unique-key read per fact.
+# (~320 bytes a run with a digest of each of its facts: ``rerund.adapters.ledger.fact_digest``):
+# 8 MiB hold ~26,000 runs, more than ``seen_capacity`` (a reload decides each cached failure
+# again). A run forgotten costs one unique-key read per fact.
 FRESH_BYTES = 8 * 1024 * 1024
-_FACT_KEY_BYTES = 150  # one fact's key: a tuple of a few short strings
 _UNREAD = object()  # ``_newest_failure`` before its read
 MAX_BACKOFF_S = 30.0  # the longest an unanswering database is left alone before the next attempt
 SLOW_FAILURE_S = 1.0  # a connection failure that took this long starts the backoff
@@ -131,11 +134,6 @@ _ISSUE_EXISTS: Select[Any] = select(literal_column("1")).where(
     t.issues.c.target_key == bindparam("key"), t.issues.c.result == bindparam("result")
 )
 _OUTCOME_EXISTS: Select[Any] = select(literal_column("1")).where(t.outcomes.c.target_key == bindparam("key"))
-
-
-def _fresh_bytes(run: str, known: set[tuple[Any, ...]]) -> int:
-    """Estimated bytes of one fresh run: the entry, its key, its set of fact keys."""
-    return ENTRY_BYTES + 216 + len(run) + _FACT_KEY_BYTES * len(known)
 
 
 def _aware(ts: datetime) -> datetime:
@@ -216,9 +214,10 @@ class PostgresLedger(GroupCommits):
         self._pending: dict[str, list[dict[str, Any]]] = {}
         self._pending_keys: set[tuple[Any, ...]] = set()
         # Runs new to the ledger when this process recorded their failure (or created them):
-        # run key -> the keys of the facts about it this process recorded since (``_record``).
-        self._fresh: SizedCache[str, set[tuple[Any, ...]]] = SizedCache(
-            "ledger_fresh", FRESH_BYTES, _fresh_bytes, on_evict=self._forgot_fresh
+        # run key -> the digests of the facts about it this process recorded since (``_record``,
+        # ``fact_digest``).
+        self._fresh: SizedCache[str, bytes] = SizedCache(
+            "ledger_fresh", FRESH_BYTES, fresh_bytes, on_evict=self._forgot_fresh
         )
         # The newest failure time the ledger held when this process first recorded a failure
         # (read once; ``_UNREAD`` again after a failed flush or a forgotten fresh run): a failure
@@ -461,11 +460,11 @@ class PostgresLedger(GroupCommits):
                 raise LedgerError(f"ledger {self.path} is closed; the record is lost")
             if key in self._pending_keys:
                 return False
+            fact = fact_digest(key)
             known = self._fresh.get(run)
             if known is not None:
-                if key in known:
+                if has_fact(known, fact):
                     return False
-                self._fresh.touch(run)
             else:
                 self._guard("; the record is lost")
                 try:
@@ -476,9 +475,7 @@ class PostgresLedger(GroupCommits):
                 if table is t.failures:
                     known = self._freshen(run)
             if known is not None:
-                before = self._fresh.size_of(run)
-                known.add(key)
-                self._fresh.resized(run, before)
+                self._fresh.put(run, known + fact)  # the newest entry, one put
             if creates is not None:
                 self._freshen(creates)
             if not self._pending:  # the first row of a group: its flush
@@ -506,23 +503,24 @@ class PostgresLedger(GroupCommits):
         self._fresh.clear()
         self._newest_failure = _UNREAD
 
-    def _freshen(self, run: str) -> set[tuple[Any, ...]]:
+    def _freshen(self, run: str) -> bytes:
         """Remember ``run`` as new to the ledger (lock held); the oldest beyond ``FRESH_BYTES``
-        are forgotten (``_forgot_fresh``: their facts are read again)."""
+        are forgotten (``_forgot_fresh``: their facts are read again). Returns the digests of
+        the facts recorded about it so far."""
         known = self._fresh.get(run)
         if known is None:
-            known = set()
+            known = b""
             self._fresh.put(run, known)
         else:
             self._fresh.touch(run)
         return known
 
     @property
-    def caches(self) -> tuple[SizedCache[str, set[tuple[Any, ...]]]]:
+    def caches(self) -> tuple[SizedCache[str, bytes]]:
         """The ledger's long-lived caches (``rerund_cache_bytes``)."""
         return (self._fresh,)
 
-    def _forgot_fresh(self, run: str, known: set[tuple[Any, ...]]) -> None:
+    def _forgot_fresh(self, run: str, known: bytes) -> None:
         self._newest_failure = _UNREAD  # the forgotten run's failure is the ledger's to say
 
     # -- writes -----------------------------------------------------------------------------

@@ -297,14 +297,18 @@ class DecisionRecorder(Recorder[DecisionLedger]):
         self.metrics.detection_latency.observe(max(0.0, (now - facts.failed_at).total_seconds()))
         if isinstance(decision, Defer) and decision.budget:  # a WaitForVersion has no budget
             self.metrics.budget_deferrals.labels(decision.budget).inc()
-        entry: dict[str, Any] = {
-            "at": iso(now),
-            "project": ref.project,
-            "domain": ref.domain,
-            "run": ref.name,
-            "root": failure.root,
-        }
-        self._recent.append({**entry, **body})
+        self._recent.append(
+            {
+                "at": iso(now),
+                "project": ref.project,
+                "domain": ref.domain,
+                "run": ref.name,
+                "root": failure.root,
+                **body,
+            }
+        )
+        if not decisions_log.isEnabledFor(logging.INFO):  # its fields are not built for nothing
+            return True
         decisions_log.info(
             "%-7s %s: %s",
             decision.decision,
