@@ -180,17 +180,17 @@ def test_the_fresh_runs_stay_within_their_byte_budget_and_a_forgotten_run_is_rea
     assert len(reads) >= len(runs) - kept  # the forgotten ones cost a read each instead
 
 
-def test_a_reload_over_twenty_thousand_fresh_runs_reads_the_file_for_none_of_their_decisions(
+def test_a_reload_over_six_thousand_fresh_runs_reads_the_file_for_none_of_their_decisions(
     tmp_path: Path,
 ) -> None:
-    # A hot reload decides every owed failure again (up to ``seen_capacity``, 20,000), oldest
-    # first: the order the fresh runs leave in. When they do not all fit in the fresh runs'
-    # budget every one of them is forgotten just before its turn and read from the file. Each
-    # fact is kept as an 8-byte digest, so 20,000 runs with a failure and two decisions fit in
-    # the budget and no decision costs a read.
+    # A hot reload decides every owed failure again, oldest first: the order the fresh runs
+    # leave in. When they do not all fit in the fresh runs' budget every one of them is
+    # forgotten just before its turn and read from the file. Each fact is kept as an 8-byte
+    # digest, so 6,000 runs with a failure and two decisions fit in the 2 MiB budget (a tuple of
+    # fact keys, ~690 bytes a run, left room for ~3,000) and no decision costs a read.
     ledger, scheduled = _grouped(tmp_path / "l.db")
     fresh = ledger.caches[0]
-    runs = [f"run-{i:05d}" for i in range(20_000)]
+    runs = [f"run-{i:05d}" for i in range(6_000)]
     for run in runs:
         assert _failure(ledger, run) and _decide(ledger, run, "slow")
     scheduled.pop()()
@@ -204,7 +204,7 @@ def test_a_reload_over_twenty_thousand_fresh_runs_reads_the_file_for_none_of_the
     scheduled.pop()()
     ledger.close()
     print(f"reads={len(reads)} kept={kept} held={held} per_run={per_run}")
-    assert len(reads) == 0  # before: 20,000 (one "SELECT 1 FROM decisions ..." per decision)
+    assert len(reads) == 0  # before: 6,000 (one "SELECT 1 FROM decisions ..." per decision)
     assert kept == len(runs) and held <= fresh.budget
     assert per_run <= 340  # the entry, its run key and three 8-byte digests (before: ~690)
 

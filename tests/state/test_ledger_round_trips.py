@@ -129,14 +129,14 @@ def test_a_reload_over_more_fresh_runs_than_a_fact_tuple_per_key_left_room_for_r
 ) -> None:
     """A hot reload decides every owed failure again, oldest first (the order the fresh runs
     leave in): when they do not all fit in the budget each is forgotten just before its turn
-    and read. A fact is kept as an 8-byte digest (as in the SQLite ledger), so 12,000 runs with
-    a failure and two decisions (more than the ~11,000 a set of fact keys left room for) fit,
-    and their new decisions cost no read."""
+    and read. A fact is kept as an 8-byte digest (as in the SQLite ledger), so 6,000 runs with
+    a failure and two decisions (more than the ~2,400 a set of fact keys left room for in the
+    2 MiB budget) fit, and their new decisions cost no read."""
     ledger = PostgresLedger(migrated(pg_url))
     flushes: list[Callable[[], None]] = []
     ledger.group_commits(flushes.append)
     fresh: Any = ledger._fresh
-    runs = [f"run-{i:05d}" for i in range(12_000)]
+    runs = [f"run-{i:05d}" for i in range(6_000)]
 
     def decide(run: str, policy: str) -> bool:
         decision = {"decision": "defer", "policy": policy, "reason": "later", "attempt": 1}

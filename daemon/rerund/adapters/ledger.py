@@ -68,9 +68,11 @@ log = logging.getLogger("rerund.ledger")
 
 # Runs new to the file whose facts this process remembers (``_record``), in estimated bytes
 # (``rerund_cache_bytes{cache="ledger_fresh"}``): ~320 bytes a run with its failure and two
-# decisions, some 26,000 runs (more than ``seen_capacity``: a reload deciding every cached
-# failure again finds each of them here).
-FRESH_BYTES = 8 * 1024 * 1024
+# decisions, some 6,500 runs. What asks it: the facts that follow a failure within minutes (its
+# decision, its rerun's issue and outcome) and a reload deciding the owed failures again; a run
+# forgotten costs one unique-key read per fact (a reload over more owed failures than this holds
+# reads each, ~25 µs). It held 8 MiB until round 7: history, at ~1 KB a failure in the soak.
+FRESH_BYTES = 2 * 1024 * 1024
 _DIGEST_BYTES = 8
 
 

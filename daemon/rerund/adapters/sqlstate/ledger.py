@@ -104,9 +104,10 @@ log = logging.getLogger("rerund.ledger")
 CONNECT_TIMEOUT_S = 5
 # Runs new to the ledger whose facts this process remembers (``_record``), bounded in bytes
 # (~320 bytes a run with a digest of each of its facts: ``rerund.adapters.ledger.fact_digest``):
-# 8 MiB hold ~26,000 runs, more than ``seen_capacity`` (a reload decides each cached failure
-# again). A run forgotten costs one unique-key read per fact.
-FRESH_BYTES = 8 * 1024 * 1024
+# 2 MiB hold ~6,500 runs: the facts that follow a failure within minutes, and a reload's owed
+# failures (as the SQLite ledger's ``FRESH_BYTES``). A run forgotten costs one unique-key read
+# per fact.
+FRESH_BYTES = 2 * 1024 * 1024
 _UNREAD = object()  # ``_newest_failure`` before its read
 MAX_BACKOFF_S = 30.0  # the longest an unanswering database is left alone before the next attempt
 SLOW_FAILURE_S = 1.0  # a connection failure that took this long starts the backoff
