@@ -477,6 +477,12 @@ def run(minutes: float) -> dict[str, Any]:
         "daemon_alive_at_end": alive,
         "traceback_in_log": "Traceback" in tail,
         "cpu_last_vs_first": round(final["cpu_ms_per_failure"] / max(first["cpu_ms_per_failure"], 1e-9), 2),
+        # The goal's "RSS flat after warm-up": RSS growth from the end of the first window to
+        # the end, per 10,000 failures handled after the first window (< 10 MiB).
+        "rss_mib_per_10k_failures_after_first_window": round(
+            (final["rss_mib"] - first["rss_mib"]) * 10_000 / max(sum(w["failures"] for w in windows[1:]), 1),
+            1,
+        ),
         "slowest_healthz_ms": prober.take("all"),
         "slowest_reload_s": max((r["counted_after_s"] for r in reloads), default=None),
         "events": log,

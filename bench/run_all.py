@@ -260,7 +260,14 @@ def _notes(name: str, doc: dict[str, Any]) -> list[str]:
             f"daemon alive at the end: {doc['daemon_alive_at_end']}, "
             f"traceback in its log: {doc['traceback_in_log']}.",
             f"CPU per failure, last window over first: {doc['cpu_last_vs_first']}x (goal <= 1.2x). "
-            f"Slowest /healthz: {doc['slowest_healthz_ms']} ms over {doc.get('healthz_probes', '?')} probes "
+            + (
+                f"RSS after the first window: {doc['rss_mib_per_10k_failures_after_first_window']} MiB "
+                "per 10,000 failures (goal < 10). "
+                if "rss_mib_per_10k_failures_after_first_window" in doc
+                else ""
+            )
+            + f"Slowest /healthz: {doc['slowest_healthz_ms']} ms over {doc.get('healthz_probes', '?')} "
+            "probes "
             f"({doc['healthz_failures']} failed, the SIGKILL restart excluded). Ledger at the end: "
             f"{doc['ledger_rows']['bytes_per_failure']} bytes per failure recorded "
             f"({doc['ledger_rows']['failures']:,} failures, all kinds, reproduction rows included; the "
