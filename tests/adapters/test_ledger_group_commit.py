@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -106,14 +107,20 @@ def _decide(ledger: Ledger, run: str, policy: str) -> bool:
     )
 
 
+@pytest.mark.parametrize("owed", [50, 6_000], ids=["a-few", "six-thousand"])
 def test_deciding_again_the_failures_this_process_recorded_reads_the_file_for_none_of_them(
-    tmp_path: Path,
+    tmp_path: Path, owed: int
 ) -> None:
-    # A reload decides every owed failure again (a renamed policy: a new decision each). Their
-    # failures were new to the file when this process recorded them: whether each new decision
-    # is new is this process's to say, with no read of the file per decision.
+    # A reload decides every owed failure again (a renamed policy: a new decision each), oldest
+    # first: the order the fresh runs leave in. Their failures were new to the file when this
+    # process recorded them: whether each new decision is new is this process's to say, with no
+    # read of the file per decision. When they do not all fit in the fresh runs' budget, every
+    # one of them is forgotten just before its turn and read; each fact is kept as an 8-byte
+    # digest, so 6,000 runs with a failure and two decisions fit in the 2 MiB budget (a tuple of
+    # fact keys, ~690 bytes a run, left room for ~3,000).
     ledger, scheduled = _grouped(tmp_path / "l.db")
-    runs = [f"run-{i:03d}" for i in range(50)]
+    fresh = ledger.caches[0]
+    runs = [f"run-{i:05d}" for i in range(owed)]
     for run in runs:
         assert _failure(ledger, run) and _decide(ledger, run, "slow")
     scheduled.pop()()
@@ -121,14 +128,18 @@ def test_deciding_again_the_failures_this_process_recorded_reads_the_file_for_no
     ledger._db.set_trace_callback(statements.append)
 
     assert all(_decide(ledger, run, "slow-renamed") for run in runs)
+    per_run = fresh.size_of(f"ml/prod/{runs[-1]}")
+    held, kept = fresh.held, len(fresh)
     assert not any(_decide(ledger, run, "slow-renamed") for run in runs)  # pending: once
     scheduled.pop()()
     assert not any(_decide(ledger, run, "slow-renamed") for run in runs)  # written: once
     assert not any(_decide(ledger, run, "slow") for run in runs)
 
     reads = [s for s in statements if s.startswith("SELECT")]
-    assert reads == []  # before: one "SELECT 1 FROM decisions ..." per decision, 200 in all
-    assert len(ledger.history(policy="slow-renamed", limit=100)) == len(runs)
+    assert reads == []  # before: one "SELECT 1 FROM decisions ..." per decision (50: 200 in all)
+    assert kept == len(runs) and held <= fresh.budget
+    assert per_run <= 340  # the entry, its run key and three 8-byte digests (before: ~690)
+    assert len(ledger.history(policy="slow-renamed", limit=owed + 1)) == len(runs)
     ledger.close()
 
 
@@ -178,35 +189,6 @@ def test_the_fresh_runs_stay_within_their_byte_budget_and_a_forgotten_run_is_rea
     assert again == [False] * len(runs)  # ... and their decisions are not new a second time
     reads = [s for s in statements if s.startswith("SELECT")]
     assert len(reads) >= len(runs) - kept  # the forgotten ones cost a read each instead
-
-
-def test_a_reload_over_six_thousand_fresh_runs_reads_the_file_for_none_of_their_decisions(
-    tmp_path: Path,
-) -> None:
-    # A hot reload decides every owed failure again, oldest first: the order the fresh runs
-    # leave in. When they do not all fit in the fresh runs' budget every one of them is
-    # forgotten just before its turn and read from the file. Each fact is kept as an 8-byte
-    # digest, so 6,000 runs with a failure and two decisions fit in the 2 MiB budget (a tuple of
-    # fact keys, ~690 bytes a run, left room for ~3,000) and no decision costs a read.
-    ledger, scheduled = _grouped(tmp_path / "l.db")
-    fresh = ledger.caches[0]
-    runs = [f"run-{i:05d}" for i in range(6_000)]
-    for run in runs:
-        assert _failure(ledger, run) and _decide(ledger, run, "slow")
-    scheduled.pop()()
-    statements: list[str] = []
-    ledger._db.set_trace_callback(statements.append)
-
-    assert all(_decide(ledger, run, "slow-renamed") for run in runs)
-    reads = [s for s in statements if s.startswith("SELECT")]
-    per_run = fresh.size_of(f"ml/prod/{runs[-1]}")
-    held, kept = fresh.held, len(fresh)
-    scheduled.pop()()
-    ledger.close()
-    print(f"reads={len(reads)} kept={kept} held={held} per_run={per_run}")
-    assert len(reads) == 0  # before: 6,000 (one "SELECT 1 FROM decisions ..." per decision)
-    assert kept == len(runs) and held <= fresh.budget
-    assert per_run <= 340  # the entry, its run key and three 8-byte digests (before: ~690)
 
 
 def test_a_fresh_run_knows_its_facts_apart_and_forgets_them_with_the_file(tmp_path: Path) -> None:

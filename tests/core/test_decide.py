@@ -376,13 +376,18 @@ failures = st.fixed_dictionaries(
 )
 
 
-@pytest.fixture(scope="module")
-def mixed(tmp_path_factory):
+def _loaded(tmp_path_factory, name: str, text: str):
+    """A ``PolicySet`` loaded from ``text`` (a policy file without its apiVersion line)."""
     from rerund.policy import load_policies
 
-    path = tmp_path_factory.mktemp("mixed") / "p.yaml"
-    path.write_text("apiVersion: rerund/v1\n" + MIXED)
+    path = tmp_path_factory.mktemp(name) / "p.yaml"
+    path.write_text("apiVersion: rerund/v1\n" + text)
     return load_policies([path])
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    return _loaded(tmp_path_factory, "mixed", MIXED)
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=200)
@@ -474,11 +479,7 @@ policies:
 
 @pytest.fixture(scope="module")
 def every_selector(tmp_path_factory):
-    from rerund.policy import load_policies
-
-    path = tmp_path_factory.mktemp("every") / "p.yaml"
-    path.write_text("apiVersion: rerund/v1\n" + EVERY_SELECTOR)
-    return load_policies([path])
+    return _loaded(tmp_path_factory, "every", EVERY_SELECTOR)
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=300)
