@@ -111,3 +111,20 @@ def test_a_rerun_made_from_a_slimmed_read_is_a_rerun_of_the_source_with_no_read_
     assert snap["relation"]["type"] == "RERUN" and snap["phase"] == "SUCCEEDED"
     assert reads_again == 0  # the SDK's GetRunDetails of the source was answered by the kept read
     assert cp.read_cache_bytes == _held(cp) == 0  # taken by the rerun
+
+
+def test_the_read_keys_of_one_run_share_their_strings() -> None:
+    # The read cache keeps two or three keys a run; each string read off a request message is a
+    # new object, so before, a run's keys held its project, domain and name two or three times.
+    from flyteidl2.common import identifier_pb2
+    from flyteidl2.workflow import run_service_pb2
+
+    from rerund.adapters.flyte.tuning import read_key
+
+    run_id = identifier_pb2.RunIdentifier(org="o", project="ml", domain="prod", name="a-run-" + "x" * 20)
+    details = read_key("GetRunDetails", run_service_pb2.GetRunDetailsRequest(run_id=run_id))
+    action = identifier_pb2.ActionIdentifier(run=run_id, name="a3")
+    action_details = read_key("GetActionDetails", run_service_pb2.GetActionDetailsRequest(action_id=action))
+    assert details is not None and action_details is not None
+    assert details[1:4] == action_details[1:4] == ("ml", "prod", "a-run-" + "x" * 20)
+    assert all(a is b for a, b in zip(details[1:4], action_details[1:4], strict=True))

@@ -178,10 +178,11 @@ _LABEL_CACHE_BYTES = 16 * 1024 * 1024
 # Bounded in bytes (``_READ_CACHE_BYTES``, the answers' serialized size; a SizedCache). A kept
 # answer holds only what the rerun path reads (``slim_for_rerun``: no error message, abort reason
 # or attempts, which are of any size), so runs with 5 MB messages hold what runs with short ones
-# do. A run's reads are only needed if it is rerun, most within seconds of the read: 4 MiB holds
-# the reads of ~6,000 runs (~700 bytes each in bench_memory); a run evicted costs the rerun path
-# its own reads.
-_READ_CACHE_BYTES = 4 * 1024 * 1024
+# do. A run's reads are only needed if it is rerun, most within seconds of the read (or after its
+# backoff): 2 MiB holds the serialized reads of ~5,000 runs (~400 bytes each in the soak; the
+# dicts and keys about as much again), some 14 minutes at 6 failures/s; a run evicted costs the
+# rerun path its own reads. It held 4 MiB until round 7: the soak's RSS grew with it for 30 minutes.
+_READ_CACHE_BYTES = 2 * 1024 * 1024
 _EXECUTING_PHASES = frozenset({"QUEUED", "WAITING_FOR_RESOURCES", "INITIALIZING", "RUNNING", "PAUSED"})
 _REFERENCE_SCAN = 200  # oss: newest candidates read when looking for a labelled reference run
 _FALLBACK_CANDIDATES = 20

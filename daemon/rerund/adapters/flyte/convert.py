@@ -113,12 +113,15 @@ def spec_view(spec: Any) -> RunSpecView:
     )
 
 
-# A storm's failures mostly share one RunSpec and one task's resources: the seen-cache keeps
-# the facts of up to 20,000 failures, so equal views are built once and shared (frozen values,
-# keyed by the message's deterministic bytes). About 2.5 KiB less per cached failure. Bounded in
-# bytes (a RunSpec's env can be of any size): each entry is estimated at its key's bytes three
-# times over (the key, and the view's strings and dicts) plus ``ENTRY_BYTES``.
-_SHARED_VIEW_BYTES = 2 * 1024 * 1024
+# A storm's failures mostly share one RunSpec and one task's resources: the facts of the failures
+# still owed (thousands, in a storm deferred by a budget) hold a view each, so equal views are
+# built once and shared (frozen values, keyed by the message's deterministic bytes). About 2.5 KiB
+# less per owed failure. A view evicted here is not freed while facts hold it: the cache only
+# finds equal ones, so it needs the recent ones. Bounded in bytes (a RunSpec's env can be of any
+# size): each entry is estimated at its key's bytes three times over (the key, and the view's
+# strings and dicts) plus ``ENTRY_BYTES``; 1 MiB (2 MiB until round 7: its pydantic views hold
+# about twice the estimate, and the soak's RSS grew with them).
+_SHARED_VIEW_BYTES = 1 * 1024 * 1024
 
 
 def _view_bytes(key: tuple[Any, bytes], view: object) -> int:

@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import email.utils
 import functools
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -49,13 +50,22 @@ _REUSABLE: contextvars.ContextVar[dict[ReadKey, Any] | None] = contextvars.Conte
 
 def read_key(method: str, request: Any) -> ReadKey | None:
     """The key of a GetRunDetails, GetActionDetails or GetActionData request: (method, project,
-    domain, run, action); None for any other RPC."""
+    domain, run, action); None for any other RPC. Its strings are interned: the read cache keeps
+    two or three keys a run, and a string read off a message is a new object each time (~290
+    bytes a run in the soak, not shared, before)."""
     if method == "GetRunDetails":
         run = request.run_id
-        return (method, run.project, run.domain, run.name, "")
+        return (sys.intern(method), sys.intern(run.project), sys.intern(run.domain), sys.intern(run.name), "")
     if method in ("GetActionDetails", "GetActionData"):
         action = request.action_id
-        return (method, action.run.project, action.run.domain, action.run.name, action.name or "a0")
+        run = action.run
+        return (
+            sys.intern(method),
+            sys.intern(run.project),
+            sys.intern(run.domain),
+            sys.intern(run.name),
+            sys.intern(action.name or "a0"),
+        )
     return None
 
 
