@@ -103,6 +103,19 @@ def fresh_bytes(run: str, known: bytes) -> int:
     return ENTRY_BYTES + sys.getsizeof(run) + sys.getsizeof(known)
 
 
+def freshen(fresh: SizedCache[str, bytes], run: str) -> bytes:
+    """Remember ``run`` as new to the ledger in ``fresh`` (the ledger's lock held), or make it the
+    newest entry; the oldest beyond the budget are forgotten (their facts are read again).
+    Returns the digests of the facts recorded about it so far."""
+    known = fresh.get(run)
+    if known is None:
+        known = b""
+        fresh.put(run, known)
+    else:
+        fresh.touch(run)
+    return known
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS failures (
     run_key TEXT PRIMARY KEY, project TEXT NOT NULL, domain TEXT NOT NULL, run TEXT NOT NULL,
@@ -687,7 +700,7 @@ class Ledger(GroupCommits):
             if known is not None:
                 self._fresh.put(run, known + fact)  # the newest entry, one put
             if creates is not None:
-                self._freshen(creates)
+                freshen(self._fresh, creates)
             if not self._pending:  # the first row of a group: its flush
                 self._flush_handle = self._schedule(self.flush)
             self._pending_keys.add(key)
@@ -698,18 +711,6 @@ class Ledger(GroupCommits):
                 self._pending.append(before)
             self._pending.append((insert, args))
             return True
-
-    def _freshen(self, run: str) -> bytes:
-        """Remember ``run`` as new to the file (lock held); the oldest beyond ``FRESH_BYTES`` are
-        forgotten (their facts are read again). Returns the digests of the facts recorded about
-        it so far."""
-        known = self._fresh.get(run)
-        if known is None:
-            known = b""
-            self._fresh.put(run, known)
-        else:
-            self._fresh.touch(run)
-        return known
 
     @property
     def caches(self) -> tuple[SizedCache[str, bytes]]:

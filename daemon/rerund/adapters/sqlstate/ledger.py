@@ -85,6 +85,7 @@ from rerund.adapters.ledger import (
     _members_of,
     fact_digest,
     fresh_bytes,
+    freshen,
     has_fact,
 )
 from rerund.adapters.sqlstate import schema as t
@@ -474,11 +475,11 @@ class PostgresLedger(GroupCommits):
                 except _DRIVER_ERRORS as exc:
                     raise self._failed("write", exc, "; the record is lost") from None
                 if table is t.failures:
-                    known = self._freshen(run)
+                    known = freshen(self._fresh, run)  # forgotten beyond the budget: ``_forgot_fresh``
             if known is not None:
                 self._fresh.put(run, known + fact)  # the newest entry, one put
             if creates is not None:
-                self._freshen(creates)
+                freshen(self._fresh, creates)
             if not self._pending:  # the first row of a group: its flush
                 self._flush_handle = self._schedule(self.flush)
             self._pending_keys.add(key)
@@ -503,18 +504,6 @@ class PostgresLedger(GroupCommits):
         """Forget what this process knows is new (lock held): it is read again."""
         self._fresh.clear()
         self._newest_failure = _UNREAD
-
-    def _freshen(self, run: str) -> bytes:
-        """Remember ``run`` as new to the ledger (lock held); the oldest beyond ``FRESH_BYTES``
-        are forgotten (``_forgot_fresh``: their facts are read again). Returns the digests of
-        the facts recorded about it so far."""
-        known = self._fresh.get(run)
-        if known is None:
-            known = b""
-            self._fresh.put(run, known)
-        else:
-            self._fresh.touch(run)
-        return known
 
     @property
     def caches(self) -> tuple[SizedCache[str, bytes]]:
